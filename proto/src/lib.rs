@@ -1,0 +1,1 @@
+//! The wzp wire contract.

@@ -46,7 +46,14 @@ pub struct GraphError {
 
 impl GraphError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        GraphError { kind, file: "<memory>".into(), line: None, stage: None, message: message.into(), help: None }
+        GraphError {
+            kind,
+            file: "<memory>".into(),
+            line: None,
+            stage: None,
+            message: message.into(),
+            help: None,
+        }
     }
 
     pub fn at(mut self, file: &str, line: Option<usize>) -> Self {
@@ -117,7 +124,10 @@ impl GraphErrors {
 }
 
 /// The closest of `candidates` to `word`, if it is close enough to be a typo.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let mut best: Option<(usize, &str)> = None;
     for c in candidates {
         let d = levenshtein(word, c);
@@ -153,7 +163,10 @@ mod tests {
     fn suggestions() {
         let kinds = ["audio.gain", "audio.mix", "codec.opus_encode"];
         assert_eq!(did_you_mean("audio.gian", kinds), Some("audio.gain"));
-        assert_eq!(did_you_mean("codec.opus_encod", kinds), Some("codec.opus_encode"));
+        assert_eq!(
+            did_you_mean("codec.opus_encod", kinds),
+            Some("codec.opus_encode")
+        );
         assert_eq!(did_you_mean("net.quic_egress", kinds), None);
     }
 
@@ -163,6 +176,9 @@ mod tests {
             .at("g.toml", Some(7))
             .stage("enc")
             .help("run `wzp-client stages`");
-        assert_eq!(e.to_string(), "g.toml:7: stage `enc`: unknown kind `x`\n  help: run `wzp-client stages`");
+        assert_eq!(
+            e.to_string(),
+            "g.toml:7: stage `enc`: unknown kind `x`\n  help: run `wzp-client stages`"
+        );
     }
 }

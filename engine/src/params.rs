@@ -63,27 +63,57 @@ pub struct ParamSpec {
 
 impl ParamSpec {
     pub fn required(name: &'static str, ty: ParamType, doc: &'static str) -> Self {
-        ParamSpec { name, ty, default: None, doc }
+        ParamSpec {
+            name,
+            ty,
+            default: None,
+            doc,
+        }
     }
 
     pub fn float(name: &'static str, default: f64, doc: &'static str) -> Self {
-        ParamSpec { name, ty: ParamType::Float, default: Some(ParamValue::Float(default)), doc }
+        ParamSpec {
+            name,
+            ty: ParamType::Float,
+            default: Some(ParamValue::Float(default)),
+            doc,
+        }
     }
 
     pub fn int(name: &'static str, default: i64, doc: &'static str) -> Self {
-        ParamSpec { name, ty: ParamType::Int, default: Some(ParamValue::Int(default)), doc }
+        ParamSpec {
+            name,
+            ty: ParamType::Int,
+            default: Some(ParamValue::Int(default)),
+            doc,
+        }
     }
 
     pub fn bool(name: &'static str, default: bool, doc: &'static str) -> Self {
-        ParamSpec { name, ty: ParamType::Bool, default: Some(ParamValue::Bool(default)), doc }
+        ParamSpec {
+            name,
+            ty: ParamType::Bool,
+            default: Some(ParamValue::Bool(default)),
+            doc,
+        }
     }
 
     pub fn str(name: &'static str, default: &str, doc: &'static str) -> Self {
-        ParamSpec { name, ty: ParamType::Str, default: Some(ParamValue::Str(default.to_string())), doc }
+        ParamSpec {
+            name,
+            ty: ParamType::Str,
+            default: Some(ParamValue::Str(default.to_string())),
+            doc,
+        }
     }
 
     pub fn duration(name: &'static str, default: Duration, doc: &'static str) -> Self {
-        ParamSpec { name, ty: ParamType::Duration, default: Some(ParamValue::Duration(default)), doc }
+        ParamSpec {
+            name,
+            ty: ParamType::Duration,
+            default: Some(ParamValue::Duration(default)),
+            doc,
+        }
     }
 }
 
@@ -95,17 +125,23 @@ pub fn coerce(ty: ParamType, value: &toml::Value) -> Result<ParamValue, String> 
         (ParamType::Float, toml::Value::Float(x)) => Ok(ParamValue::Float(*x)),
         (ParamType::Float, toml::Value::Integer(i)) => Ok(ParamValue::Float(*i as f64)),
         (ParamType::Str, toml::Value::String(s)) => Ok(ParamValue::Str(s.clone())),
-        (ParamType::Duration, toml::Value::String(s)) => parse_duration(s).map(ParamValue::Duration),
+        (ParamType::Duration, toml::Value::String(s)) => {
+            parse_duration(s).map(ParamValue::Duration)
+        }
         (ParamType::Duration, toml::Value::Integer(i)) if *i >= 0 => {
             Ok(ParamValue::Duration(Duration::from_millis(*i as u64)))
         }
         // Placeholders always substitute as strings: accept "3", "true", "0.5".
-        (ParamType::Int, toml::Value::String(s)) => {
-            s.trim().parse::<i64>().map(ParamValue::Int).map_err(|_| format!("expected an integer, got {s:?}"))
-        }
-        (ParamType::Float, toml::Value::String(s)) => {
-            s.trim().parse::<f64>().map(ParamValue::Float).map_err(|_| format!("expected a number, got {s:?}"))
-        }
+        (ParamType::Int, toml::Value::String(s)) => s
+            .trim()
+            .parse::<i64>()
+            .map(ParamValue::Int)
+            .map_err(|_| format!("expected an integer, got {s:?}")),
+        (ParamType::Float, toml::Value::String(s)) => s
+            .trim()
+            .parse::<f64>()
+            .map(ParamValue::Float)
+            .map_err(|_| format!("expected a number, got {s:?}")),
         (ParamType::Bool, toml::Value::String(s)) => match s.trim() {
             "true" | "on" | "yes" | "1" => Ok(ParamValue::Bool(true)),
             "false" | "off" | "no" | "0" => Ok(ParamValue::Bool(false)),
@@ -119,7 +155,9 @@ pub fn coerce(ty: ParamType, value: &toml::Value) -> Result<ParamValue, String> 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     let bad = || format!("expected a duration like \"20ms\", \"5s\" or \"2m\", got {s:?}");
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: f64 = num.parse().map_err(|_| bad())?;
     let secs = match unit.trim() {
@@ -168,14 +206,19 @@ pub struct ParamError {
 
 impl ParamError {
     pub fn new(param: &str, message: impl Into<String>) -> Self {
-        ParamError { param: param.to_string(), message: message.into() }
+        ParamError {
+            param: param.to_string(),
+            message: message.into(),
+        }
     }
 }
 
 impl Params {
     /// Builds parameters directly (for code that builds stages without TOML).
     pub fn from_values(values: impl IntoIterator<Item = (String, ParamValue)>) -> Self {
-        Params { values: values.into_iter().collect() }
+        Params {
+            values: values.into_iter().collect(),
+        }
     }
 
     pub fn insert(&mut self, name: &str, value: ParamValue) {
@@ -191,7 +234,10 @@ impl Params {
     }
 
     fn missing(name: &str) -> ParamError {
-        ParamError::new(name, "not set (the stage did not declare it, or it was not validated)")
+        ParamError::new(
+            name,
+            "not set (the stage did not declare it, or it was not validated)",
+        )
     }
 
     pub fn bool(&self, name: &str) -> Result<bool, ParamError> {
@@ -234,7 +280,10 @@ impl Params {
     pub fn int_in(&self, name: &str, lo: i64, hi: i64) -> Result<i64, ParamError> {
         let v = self.int(name)?;
         if v < lo || v > hi {
-            return Err(ParamError::new(name, format!("{v} is out of range; use {lo}..={hi}")));
+            return Err(ParamError::new(
+                name,
+                format!("{v} is out of range; use {lo}..={hi}"),
+            ));
         }
         Ok(v)
     }
@@ -243,7 +292,10 @@ impl Params {
     pub fn float_in(&self, name: &str, lo: f64, hi: f64) -> Result<f64, ParamError> {
         let v = self.float(name)?;
         if !(v >= lo && v <= hi) {
-            return Err(ParamError::new(name, format!("{v} is out of range; use {lo}..={hi}")));
+            return Err(ParamError::new(
+                name,
+                format!("{v} is out of range; use {lo}..={hi}"),
+            ));
         }
         Ok(v)
     }
@@ -254,7 +306,10 @@ impl Params {
         if choices.contains(&v) {
             Ok(v)
         } else {
-            Err(ParamError::new(name, format!("{v:?} is not one of: {}", choices.join(", "))))
+            Err(ParamError::new(
+                name,
+                format!("{v:?} is not one of: {}", choices.join(", ")),
+            ))
         }
     }
 }
@@ -282,8 +337,16 @@ mod tests {
         let ok: &[(ParamType, V, ParamValue)] = &[
             (ParamType::Float, V::Integer(3), ParamValue::Float(3.0)),
             (ParamType::Int, V::String("7".into()), ParamValue::Int(7)),
-            (ParamType::Bool, V::String("on".into()), ParamValue::Bool(true)),
-            (ParamType::Duration, V::String("5s".into()), ParamValue::Duration(Duration::from_secs(5))),
+            (
+                ParamType::Bool,
+                V::String("on".into()),
+                ParamValue::Bool(true),
+            ),
+            (
+                ParamType::Duration,
+                V::String("5s".into()),
+                ParamValue::Duration(Duration::from_secs(5)),
+            ),
         ];
         for (ty, v, want) in ok {
             assert_eq!(&coerce(*ty, v).unwrap(), want);

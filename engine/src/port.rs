@@ -57,12 +57,20 @@ pub struct PortDecl {
 
 impl PortDecl {
     pub fn new(name: impl Into<String>, ty: PortType) -> Self {
-        PortDecl { name: name.into(), ty, required: true }
+        PortDecl {
+            name: name.into(),
+            ty,
+            required: true,
+        }
     }
 
     /// An input that may stay unlinked: it then reads silence or an empty batch.
     pub fn optional(name: impl Into<String>, ty: PortType) -> Self {
-        PortDecl { name: name.into(), ty, required: false }
+        PortDecl {
+            name: name.into(),
+            ty,
+            required: false,
+        }
     }
 }
 
@@ -131,13 +139,20 @@ pub struct Slot<M> {
 
 impl<M: Default> Default for Slot<M> {
     fn default() -> Self {
-        Slot { meta: M::default(), len: 0, data: [0; MAX_ITEM_BYTES] }
+        Slot {
+            meta: M::default(),
+            len: 0,
+            data: [0; MAX_ITEM_BYTES],
+        }
     }
 }
 
 impl<M: fmt::Debug> fmt::Debug for Slot<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Slot").field("meta", &self.meta).field("len", &self.len).finish()
+        f.debug_struct("Slot")
+            .field("meta", &self.meta)
+            .field("len", &self.len)
+            .finish()
     }
 }
 
@@ -203,7 +218,10 @@ impl<M: fmt::Debug> fmt::Debug for Batch<M> {
 impl<M: Default + Clone> Batch<M> {
     /// A batch that holds up to `capacity` items.
     pub fn with_capacity(capacity: usize) -> Self {
-        let slots = (0..capacity).map(|_| Slot::default()).collect::<Vec<_>>().into_boxed_slice();
+        let slots = (0..capacity)
+            .map(|_| Slot::default())
+            .collect::<Vec<_>>()
+            .into_boxed_slice();
         Batch { slots, len: 0 }
     }
 }
@@ -295,7 +313,9 @@ impl Buffer {
     /// A fresh buffer for a port of type `ty`.
     pub fn for_type(ty: PortType, quantum_ns: u64, batch_capacity: usize) -> Buffer {
         match ty {
-            PortType::Pcm { rate } => Buffer::Pcm(vec![0.0; samples_per_quantum(rate, quantum_ns)].into_boxed_slice()),
+            PortType::Pcm { rate } => {
+                Buffer::Pcm(vec![0.0; samples_per_quantum(rate, quantum_ns)].into_boxed_slice())
+            }
             PortType::Frame => Buffer::Frames(Batch::with_capacity(batch_capacity)),
             PortType::Packet => Buffer::Packets(Batch::with_capacity(batch_capacity)),
         }
@@ -324,8 +344,19 @@ mod tests {
     fn batch_push_until_full_then_refuses() {
         let mut b: Batch<PacketMeta> = Batch::with_capacity(2);
         assert!(b.push(PacketMeta::default(), b"one").is_ok());
-        assert!(b.push(PacketMeta { peer: 7, ..Default::default() }, b"two").is_ok());
-        assert_eq!(b.push(PacketMeta::default(), b"three"), Err(PushError::Full));
+        assert!(b
+            .push(
+                PacketMeta {
+                    peer: 7,
+                    ..Default::default()
+                },
+                b"two"
+            )
+            .is_ok());
+        assert_eq!(
+            b.push(PacketMeta::default(), b"three"),
+            Err(PushError::Full)
+        );
         assert_eq!(b.len(), 2);
         assert_eq!(b.get(1).unwrap().bytes(), b"two");
         assert_eq!(b.get(1).unwrap().meta.peer, 7);

@@ -71,7 +71,11 @@ pub struct ClockSpec {
 
 impl Default for ClockSpec {
     fn default() -> Self {
-        ClockSpec { driver: ClockDriver::Timer, quantum: Duration::from_millis(20), rate: 48_000 }
+        ClockSpec {
+            driver: ClockDriver::Timer,
+            quantum: Duration::from_millis(20),
+            rate: 48_000,
+        }
     }
 }
 
@@ -107,11 +111,23 @@ pub struct StageSpec {
 
 impl StageSpec {
     pub fn new(id: &str, kind: &str) -> Self {
-        StageSpec { id: id.into(), kind: kind.into(), params: BTreeMap::new(), domain: None, loc: Loc::default() }
+        StageSpec {
+            id: id.into(),
+            kind: kind.into(),
+            params: BTreeMap::new(),
+            domain: None,
+            loc: Loc::default(),
+        }
     }
 
     pub fn param(mut self, name: &str, value: impl Into<toml::Value>) -> Self {
-        self.params.insert(name.into(), RawParam { value: value.into(), loc: Loc::default() });
+        self.params.insert(
+            name.into(),
+            RawParam {
+                value: value.into(),
+                loc: Loc::default(),
+            },
+        );
         self
     }
 
@@ -140,7 +156,10 @@ impl PortRef {
         if stage.is_empty() || port.is_empty() {
             return None;
         }
-        Some(PortRef { stage: stage.into(), port: port.into() })
+        Some(PortRef {
+            stage: stage.into(),
+            port: port.into(),
+        })
     }
 }
 
@@ -190,8 +209,14 @@ impl GraphSpec {
     /// Adds a link; `from` and `to` are `stage.port`. Panics on a malformed
     /// endpoint, since this is for graphs written in code.
     pub fn link(mut self, from: &str, to: &str) -> Self {
-        let p = |s: &str| PortRef::parse(s).unwrap_or_else(|| panic!("link endpoint {s:?} is not `stage.port`"));
-        self.links.push(LinkSpec { from: p(from), to: p(to), loc: Loc::default() });
+        let p = |s: &str| {
+            PortRef::parse(s).unwrap_or_else(|| panic!("link endpoint {s:?} is not `stage.port`"))
+        };
+        self.links.push(LinkSpec {
+            from: p(from),
+            to: p(to),
+            loc: Loc::default(),
+        });
         self
     }
 
@@ -213,7 +238,11 @@ impl GraphSpec {
     }
 
     /// Parses graph text. `file` names it in errors; `vars` fill `${name}`.
-    pub fn parse(text: &str, file: &str, vars: &BTreeMap<String, String>) -> Result<GraphSpec, GraphErrors> {
+    pub fn parse(
+        text: &str,
+        file: &str,
+        vars: &BTreeMap<String, String>,
+    ) -> Result<GraphSpec, GraphErrors> {
         let lines = LineIndex::new(text);
         let raw: RawFile = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| lines.line(s.start));
@@ -222,7 +251,9 @@ impl GraphSpec {
                 .help("see docs/GRAPHS.md for the graph file schema")
         })?;
         let mut errors = Vec::new();
-        let loc = |span: std::ops::Range<usize>| Loc { line: lines.line(span.start) };
+        let loc = |span: std::ops::Range<usize>| Loc {
+            line: lines.line(span.start),
+        };
 
         // Placeholder values: the file's [vars], overridden by the caller's.
         let mut all_vars: BTreeMap<String, String> = BTreeMap::new();
@@ -246,18 +277,24 @@ impl GraphSpec {
                 match ClockDriver::parse(&d) {
                     Some(d) => clock.driver = d,
                     None => errors.push(
-                        GraphError::new(ErrorKind::BadHeader, format!("unknown clock driver {d:?}"))
-                            .at(file, cloc.line())
-                            .help("use \"timer\", \"fast\" or \"manual\""),
+                        GraphError::new(
+                            ErrorKind::BadHeader,
+                            format!("unknown clock driver {d:?}"),
+                        )
+                        .at(file, cloc.line())
+                        .help("use \"timer\", \"fast\" or \"manual\""),
                     ),
                 }
             }
             if let Some(q) = c.quantum_ms {
                 if !(1..=1000).contains(&q) {
                     errors.push(
-                        GraphError::new(ErrorKind::BadHeader, format!("quantum_ms = {q} is out of range"))
-                            .at(file, cloc.line())
-                            .help("use 1..=1000; voice graphs use 10 or 20"),
+                        GraphError::new(
+                            ErrorKind::BadHeader,
+                            format!("quantum_ms = {q} is out of range"),
+                        )
+                        .at(file, cloc.line())
+                        .help("use 1..=1000; voice graphs use 10 or 20"),
                     );
                 } else {
                     clock.quantum = Duration::from_millis(q as u64);
@@ -266,9 +303,12 @@ impl GraphSpec {
             if let Some(r) = c.rate {
                 if !(8_000..=192_000).contains(&r) {
                     errors.push(
-                        GraphError::new(ErrorKind::BadHeader, format!("rate = {r} is out of range"))
-                            .at(file, cloc.line())
-                            .help("use 8000..=192000; Opus graphs use 48000"),
+                        GraphError::new(
+                            ErrorKind::BadHeader,
+                            format!("rate = {r} is out of range"),
+                        )
+                        .at(file, cloc.line())
+                        .help("use 8000..=192000; Opus graphs use 48000"),
                     );
                 } else {
                     clock.rate = r as u32;
@@ -280,9 +320,12 @@ impl GraphSpec {
             Some(n) if (1..=65_536).contains(&n) => n as usize,
             Some(n) => {
                 errors.push(
-                    GraphError::new(ErrorKind::BadHeader, format!("batch_capacity = {n} is out of range"))
-                        .at(file, header_loc.line())
-                        .help("use 1..=65536"),
+                    GraphError::new(
+                        ErrorKind::BadHeader,
+                        format!("batch_capacity = {n} is out of range"),
+                    )
+                    .at(file, header_loc.line())
+                    .help("use 1..=65536"),
                 );
                 DEFAULT_BATCH_CAPACITY
             }
@@ -325,17 +368,26 @@ impl GraphSpec {
                         Some(d) => Some(d),
                         None => {
                             errors.push(
-                                GraphError::new(ErrorKind::BadDomain, format!("unknown domain {d:?}"))
-                                    .at(file, dloc.line())
-                                    .stage(&id)
-                                    .help("use \"clocked\" or \"packet\""),
+                                GraphError::new(
+                                    ErrorKind::BadDomain,
+                                    format!("unknown domain {d:?}"),
+                                )
+                                .at(file, dloc.line())
+                                .stage(&id)
+                                .help("use \"clocked\" or \"packet\""),
                             );
                             None
                         }
                     }
                 }
             };
-            stages.push(StageSpec { id, kind, params, domain, loc: sloc });
+            stages.push(StageSpec {
+                id,
+                kind,
+                params,
+                domain,
+                loc: sloc,
+            });
         }
 
         let mut links = Vec::new();
@@ -346,9 +398,12 @@ impl GraphSpec {
                 Some(p) => Some(p),
                 None => {
                     errors.push(
-                        GraphError::new(ErrorKind::BadLink, format!("link endpoint {s:?} is not `stage.port`"))
-                            .at(file, lloc.line())
-                            .help("write it as \"stage_id.port\", e.g. \"src.out\""),
+                        GraphError::new(
+                            ErrorKind::BadLink,
+                            format!("link endpoint {s:?} is not `stage.port`"),
+                        )
+                        .at(file, lloc.line())
+                        .help("write it as \"stage_id.port\", e.g. \"src.out\""),
                     );
                     None
                 }
@@ -356,7 +411,11 @@ impl GraphSpec {
             let from = end(l.from.into_inner());
             let to = end(l.to.into_inner());
             if let (Some(from), Some(to)) = (from, to) {
-                links.push(LinkSpec { from, to, loc: lloc });
+                links.push(LinkSpec {
+                    from,
+                    to,
+                    loc: lloc,
+                });
             }
         }
 
@@ -461,9 +520,15 @@ pub fn fill(s: &str, vars: &BTreeMap<String, String>) -> Result<String, String> 
 fn fill_value(v: toml::Value, vars: &BTreeMap<String, String>) -> Result<toml::Value, String> {
     Ok(match v {
         toml::Value::String(s) => toml::Value::String(fill(&s, vars)?),
-        toml::Value::Array(a) => toml::Value::Array(a.into_iter().map(|x| fill_value(x, vars)).collect::<Result<_, _>>()?),
+        toml::Value::Array(a) => toml::Value::Array(
+            a.into_iter()
+                .map(|x| fill_value(x, vars))
+                .collect::<Result<_, _>>()?,
+        ),
         toml::Value::Table(t) => toml::Value::Table(
-            t.into_iter().map(|(k, x)| Ok((k, fill_value(x, vars)?))).collect::<Result<_, String>>()?,
+            t.into_iter()
+                .map(|(k, x)| Ok((k, fill_value(x, vars)?)))
+                .collect::<Result<_, String>>()?,
         ),
         other => other,
     })
@@ -493,7 +558,9 @@ mod tests {
     use super::*;
 
     fn vars(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
-        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -531,9 +598,21 @@ to = "b.in"
         assert_eq!(spec.clock.quantum, Duration::from_millis(10));
         assert_eq!(spec.clock.rate, 16000);
         assert_eq!(spec.stages[0].loc.line, 9);
-        assert_eq!(spec.stages[0].params["gain"].value, toml::Value::String("3".into()));
-        assert_eq!(spec.links[0].to, PortRef { stage: "b".into(), port: "in".into() });
+        assert_eq!(
+            spec.stages[0].params["gain"].value,
+            toml::Value::String("3".into())
+        );
+        assert_eq!(
+            spec.links[0].to,
+            PortRef {
+                stage: "b".into(),
+                port: "in".into()
+            }
+        );
         let spec = GraphSpec::parse(text, "t.toml", &vars(&[("g", "9")])).unwrap();
-        assert_eq!(spec.stages[0].params["gain"].value, toml::Value::String("9".into()));
+        assert_eq!(
+            spec.stages[0].params["gain"].value,
+            toml::Value::String("9".into())
+        );
     }
 }

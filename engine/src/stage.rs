@@ -167,7 +167,10 @@ impl<'a> BuildContext<'a> {
 
     /// The counters and gauges registered so far (for standalone use).
     pub fn take_metrics(&mut self) -> (Vec<(String, Counter)>, Vec<(String, Gauge)>) {
-        (std::mem::take(&mut self.counters), std::mem::take(&mut self.gauges))
+        (
+            std::mem::take(&mut self.counters),
+            std::mem::take(&mut self.gauges),
+        )
     }
 }
 
@@ -286,8 +289,19 @@ impl<'a> Io<'a> {
     /// `ins` and `outs` must be below `pool_len`; indices in `outs` must be
     /// pairwise distinct and none may appear in `ins`. The compiler guarantees
     /// this for every step it emits.
-    pub(crate) unsafe fn new(pool: *mut Buffer, pool_len: usize, ins: &'a [u32], outs: &'a [u32]) -> Self {
-        Io { pool, pool_len, ins, outs, _life: std::marker::PhantomData }
+    pub(crate) unsafe fn new(
+        pool: *mut Buffer,
+        pool_len: usize,
+        ins: &'a [u32],
+        outs: &'a [u32],
+    ) -> Self {
+        Io {
+            pool,
+            pool_len,
+            ins,
+            outs,
+            _life: std::marker::PhantomData,
+        }
     }
 
     /// Builds an `Io` over a caller-owned pool, checking the aliasing rules;
@@ -296,7 +310,10 @@ impl<'a> Io<'a> {
     pub fn checked(pool: &'a mut [Buffer], ins: &'a [u32], outs: &'a [u32]) -> Option<Self> {
         let n = pool.len();
         let in_range = ins.iter().chain(outs).all(|&i| (i as usize) < n);
-        let outs_distinct = outs.iter().enumerate().all(|(k, o)| !outs[..k].contains(o) && !ins.contains(o));
+        let outs_distinct = outs
+            .iter()
+            .enumerate()
+            .all(|(k, o)| !outs[..k].contains(o) && !ins.contains(o));
         if !(in_range && outs_distinct) {
             return None;
         }
@@ -386,7 +403,11 @@ impl<'a> Io<'a> {
     }
 
     /// Frame input `i` and frame output `o` at once.
-    pub fn frames_in_out(&mut self, i: usize, o: usize) -> (Option<&Batch<FrameMeta>>, Option<&mut Batch<FrameMeta>>) {
+    pub fn frames_in_out(
+        &mut self,
+        i: usize,
+        o: usize,
+    ) -> (Option<&Batch<FrameMeta>>, Option<&mut Batch<FrameMeta>>) {
         let inp = self.frames_in(i).map(|b| b as *const Batch<FrameMeta>);
         let out = self.frames_out(o);
         // SAFETY: as in `pcm_in_out`.
@@ -430,7 +451,11 @@ impl<'a> Io<'a> {
     }
 
     /// Frame input `i` and PCM output `o` at once.
-    pub fn frames_in_pcm_out(&mut self, i: usize, o: usize) -> (Option<&Batch<FrameMeta>>, &mut [f32]) {
+    pub fn frames_in_pcm_out(
+        &mut self,
+        i: usize,
+        o: usize,
+    ) -> (Option<&Batch<FrameMeta>>, &mut [f32]) {
         let inp = self.frames_in(i).map(|b| b as *const Batch<FrameMeta>);
         let out = self.pcm_out(o);
         // SAFETY: as in `pcm_in_out`.
@@ -438,7 +463,11 @@ impl<'a> Io<'a> {
     }
 
     /// PCM input `i` and frame output `o` at once.
-    pub fn pcm_in_frames_out(&mut self, i: usize, o: usize) -> (&[f32], Option<&mut Batch<FrameMeta>>) {
+    pub fn pcm_in_frames_out(
+        &mut self,
+        i: usize,
+        o: usize,
+    ) -> (&[f32], Option<&mut Batch<FrameMeta>>) {
         let inp: *const [f32] = self.pcm_in(i);
         let out = self.frames_out(o);
         // SAFETY: as in `pcm_in_out`.

@@ -1,1 +1,1 @@
-//! The wzp wire contract.
+//! x

@@ -1,0 +1,298 @@
+//! Rings between domains and threads.
+//!
+//! - Domain bridges: the compiler turns a link between the clocked and packet
+//!   domains into a `tx` stage in the producer's domain and an `rx` stage in
+//!   the consumer's, joined by an `rtrb` SPSC ring of items.
+//! - I/O bridges: [`to_io`] and [`from_io`] join a real-time stage to a
+//!   control or I/O thread (sockets, files). The real-time side only pushes,
+//!   pops and unparks a thread (a futex wake): no lock, no allocation.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::Thread;
+use std::time::Duration;
+
+use crate::port::{Batch, FrameMeta, PacketMeta, PortType, Slot};
+use crate::stage::{Counter, Cx, Flow, Io, Processor};
+
+/// Wakes one thread that waits for items: a domain's thread, or an I/O thread.
+/// Waking sets a flag and unparks the thread (no lock, no allocation).
+#[derive(Debug, Default)]
+pub struct DomainWaker {
+    thread: OnceLock<Thread>,
+    pending: AtomicBool,
+}
+
+impl DomainWaker {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Makes the calling thread the one [`DomainWaker::wake`] unparks. The
+    /// first caller wins.
+    pub fn register_current(&self) {
+        let _ = self.thread.set(std::thread::current());
+    }
+
+    /// Marks work pending and unparks the registered thread.
+    #[inline]
+    pub fn wake(&self) {
+        self.pending.store(true, Ordering::Release);
+        if let Some(t) = self.thread.get() {
+            t.unpark();
+        }
+    }
+
+    /// Waits until woken or `timeout` passes. Returns whether it was woken.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        if self.pending.swap(false, Ordering::Acquire) {
+            return true;
+        }
+        std::thread::park_timeout(timeout);
+        self.pending.swap(false, Ordering::Acquire)
+    }
+}
+
+/// Item metadata types that travel in batches, with their port accessors.
+pub trait Meta: Default + Clone + Copy + Send + 'static {
+    fn input<'a>(io: &'a Io<'_>, i: usize) -> Option<&'a Batch<Self>>;
+    fn output<'a>(io: &'a mut Io<'_>, i: usize) -> Option<&'a mut Batch<Self>>;
+}
+
+impl Meta for FrameMeta {
+    fn input<'a>(io: &'a Io<'_>, i: usize) -> Option<&'a Batch<Self>> {
+        io.frames_in(i)
+    }
+    fn output<'a>(io: &'a mut Io<'_>, i: usize) -> Option<&'a mut Batch<Self>> {
+        io.frames_out(i)
+    }
+}
+
+impl Meta for PacketMeta {
+    fn input<'a>(io: &'a Io<'_>, i: usize) -> Option<&'a Batch<Self>> {
+        io.packets_in(i)
+    }
+    fn output<'a>(io: &'a mut Io<'_>, i: usize) -> Option<&'a mut Batch<Self>> {
+        io.packets_out(i)
+    }
+}
+
+/// The real-time end that pushes into a ring.
+pub struct RtSender<M> {
+    prod: rtrb::Producer<Slot<M>>,
+    waker: Arc<DomainWaker>,
+    dropped: Counter,
+}
+
+impl<M: Meta> RtSender<M> {
+    /// Pushes a copy of `slot`. On a full ring the item is dropped and counted.
+    #[inline]
+    pub fn send(&mut self, slot: &Slot<M>) -> bool {
+        match self.prod.write_chunk_uninit(1) {
+            Ok(mut chunk) => {
+                let (a, _) = chunk.as_mut_slices();
+                a[0].write(slot.clone());
+                // SAFETY: the one slot of the chunk was just initialised.
+                unsafe { chunk.commit_all() };
+                true
+            }
+            Err(_) => {
+                self.dropped.inc();
+                false
+            }
+        }
+    }
+
+    /// Pushes every item of `batch`, then wakes the consumer once.
+    pub fn send_batch(&mut self, batch: &Batch<M>) {
+        if batch.is_empty() {
+            return;
+        }
+        for s in batch.iter() {
+            self.send(s);
+        }
+        self.waker.wake();
+    }
+
+    /// Items dropped because the ring was full.
+    pub fn dropped(&self) -> &Counter {
+        &self.dropped
+    }
+}
+
+/// The real-time end that pops from a ring.
+pub struct RtReceiver<M> {
+    cons: rtrb::Consumer<Slot<M>>,
+}
+
+impl<M: Meta> RtReceiver<M> {
+    /// Moves queued items into `out` until it is full or the ring is empty.
+    #[inline]
+    pub fn drain_into(&mut self, out: &mut Batch<M>) -> usize {
+        let mut n = 0;
+        while !out.is_full() {
+            let Ok(item) = self.cons.peek() else { break };
+            let _ = out.push_copy(item);
+            // Popping drops a plain-data slot: no allocation involved.
+            let _ = self.cons.pop();
+            n += 1;
+        }
+        n
+    }
+
+    /// Items waiting.
+    pub fn len(&self) -> usize {
+        self.cons.slots()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cons.is_empty()
+    }
+}
+
+/// The control or I/O end that pops items a real-time stage sent.
+pub struct IoReceiver<M> {
+    cons: rtrb::Consumer<Slot<M>>,
+    waker: Arc<DomainWaker>,
+}
+
+impl<M: Meta> IoReceiver<M> {
+    /// Makes the calling thread the one that sends wake up.
+    pub fn register_current_thread(&self) {
+        self.waker.register_current();
+    }
+
+    pub fn try_recv(&mut self) -> Option<Slot<M>> {
+        self.cons.pop().ok()
+    }
+
+    /// Waits up to `timeout` for an item (call `register_current_thread` first).
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Option<Slot<M>> {
+        if let Some(s) = self.try_recv() {
+            return Some(s);
+        }
+        self.waker.wait(timeout);
+        self.try_recv()
+    }
+
+    /// Whether the real-time end is gone.
+    pub fn is_abandoned(&self) -> bool {
+        self.cons.is_abandoned()
+    }
+}
+
+/// The control or I/O end that pushes items to a real-time stage.
+pub struct IoSender<M> {
+    prod: rtrb::Producer<Slot<M>>,
+    waker: Arc<DomainWaker>,
+}
+
+/// The ring toward the real-time side is full; the item was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("ring full")]
+pub struct RingFull;
+
+impl<M: Meta> IoSender<M> {
+    /// Queues one item and wakes the domain that reads it.
+    pub fn send(&mut self, meta: M, bytes: &[u8]) -> Result<(), RingFull> {
+        let mut s = Slot::<M>::default();
+        s.meta = meta;
+        if !s.set_bytes(bytes) {
+            return Err(RingFull);
+        }
+        self.prod.push(s).map_err(|_| RingFull)?;
+        self.waker.wake();
+        Ok(())
+    }
+
+    /// Whether the real-time end is gone.
+    pub fn is_abandoned(&self) -> bool {
+        self.prod.is_abandoned()
+    }
+}
+
+/// A ring from a real-time stage to an I/O thread.
+pub fn to_io<M: Meta>(capacity: usize, dropped: Counter) -> (RtSender<M>, IoReceiver<M>) {
+    let (prod, cons) = rtrb::RingBuffer::new(capacity);
+    let waker = DomainWaker::new();
+    (
+        RtSender {
+            prod,
+            waker: waker.clone(),
+            dropped,
+        },
+        IoReceiver { cons, waker },
+    )
+}
+
+/// A ring from an I/O thread to a real-time stage in the domain `waker` wakes.
+pub fn from_io<M: Meta>(capacity: usize, waker: Arc<DomainWaker>) -> (IoSender<M>, RtReceiver<M>) {
+    let (prod, cons) = rtrb::RingBuffer::new(capacity);
+    (IoSender { prod, waker }, RtReceiver { cons })
+}
+
+struct BridgeTx<M> {
+    tx: RtSender<M>,
+}
+
+impl<M: Meta> Processor for BridgeTx<M> {
+    fn process(&mut self, io: &mut Io<'_>, _cx: &Cx) -> Flow {
+        if let Some(b) = M::input(io, 0) {
+            self.tx.send_batch(b);
+        }
+        Flow::Continue
+    }
+}
+
+struct BridgeRx<M> {
+    rx: RtReceiver<M>,
+}
+
+impl<M: Meta> Processor for BridgeRx<M> {
+    fn process(&mut self, io: &mut Io<'_>, _cx: &Cx) -> Flow {
+        if let Some(out) = M::output(io, 0) {
+            self.rx.drain_into(out);
+        }
+        Flow::Continue
+    }
+}
+
+pub(crate) struct BridgeEnd {
+    pub processor: Box<dyn Processor>,
+    pub counters: Vec<(String, Counter)>,
+}
+
+/// The two stages of a domain bridge for items of type `ty`.
+pub(crate) fn bridge_pair(
+    ty: PortType,
+    capacity: usize,
+    _batch: usize,
+    waker: Arc<DomainWaker>,
+) -> (BridgeEnd, BridgeEnd) {
+    fn pair<M: Meta>(capacity: usize, waker: Arc<DomainWaker>) -> (BridgeEnd, BridgeEnd) {
+        let dropped = Counter::default();
+        let (prod, cons) = rtrb::RingBuffer::<Slot<M>>::new(capacity);
+        let tx = RtSender {
+            prod,
+            waker,
+            dropped: dropped.clone(),
+        };
+        (
+            BridgeEnd {
+                processor: Box::new(BridgeTx { tx }),
+                counters: vec![("ring_full_drops".into(), dropped)],
+            },
+            BridgeEnd {
+                processor: Box::new(BridgeRx {
+                    rx: RtReceiver { cons },
+                }),
+                counters: Vec::new(),
+            },
+        )
+    }
+    match ty {
+        PortType::Frame => pair::<FrameMeta>(capacity, waker),
+        // PCM never bridges (the compiler refuses it); packets are the rest.
+        _ => pair::<PacketMeta>(capacity, waker),
+    }
+}

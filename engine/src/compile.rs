@@ -1,0 +1,948 @@
+//! Validation and compilation of a [`GraphSpec`] into per-domain schedules.
+//!
+//! Runs on the control side. Every problem is reported with the file, line,
+//! stage id and a fix; as many as can be found in one pass are returned
+//! together.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::bridge::{bridge_pair, DomainWaker};
+use crate::error::{did_you_mean, ErrorKind, GraphError, GraphErrors};
+use crate::params::{coerce, ParamValue, Params};
+use crate::port::{PortDecl, PortType};
+use crate::registry::Registry;
+use crate::spec::{ClockSpec, GraphSpec, Loc, PortRef};
+use crate::stage::{BuildContext, BuildError, Counter, Domain, Gauge, Processor, Resources};
+use crate::timing::StageTiming;
+
+/// A stage after compilation.
+pub struct CompiledStage {
+    pub id: String,
+    pub kind: String,
+    pub domain: Domain,
+    pub inputs: Vec<PortDecl>,
+    pub outputs: Vec<PortDecl>,
+    pub latency: Duration,
+    /// The processor, until the executor takes it. `None` for a stage kept
+    /// from a running graph (see [`StageKey`]).
+    pub processor: Option<Box<dyn Processor>>,
+    pub counters: Vec<(String, Counter)>,
+    pub gauges: Vec<(String, Gauge)>,
+    pub timing: Arc<StageTiming>,
+    /// Identity for reuse when a running graph is reconfigured.
+    pub key: StageKey,
+    /// Inserted by the compiler to carry items across domains.
+    pub bridge: bool,
+    /// Has no inputs; its `Finished` counts toward the end of the graph.
+    pub source: bool,
+}
+
+/// What makes two stages the same across a reconfiguration: same id, kind,
+/// domain and parameters.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct StageKey(pub String);
+
+/// One step of a schedule: run a stage with these buffers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StepPlan {
+    /// Index into [`CompiledGraph::stages`].
+    pub stage: usize,
+    pub ins: Vec<u32>,
+    pub outs: Vec<u32>,
+}
+
+/// Everything one domain runs.
+#[derive(Clone, Debug)]
+pub struct DomainPlan {
+    pub domain: Domain,
+    pub steps: Vec<StepPlan>,
+    /// Type of each buffer in the pool.
+    pub buffers: Vec<PortType>,
+}
+
+/// A link after resolution.
+#[derive(Clone, Debug)]
+pub struct ResolvedLink {
+    pub from: (usize, usize),
+    pub to: (usize, usize),
+    pub ty: PortType,
+}
+
+/// A ring the compiler inserted between two domains.
+#[derive(Clone, Debug)]
+pub struct BridgeInfo {
+    pub from: PortRef,
+    pub to: PortRef,
+    pub ty: PortType,
+    pub from_domain: Domain,
+    pub to_domain: Domain,
+    pub capacity: usize,
+}
+
+/// The declared latency along one source-to-sink path.
+#[derive(Clone, Debug)]
+pub struct LatencyPath {
+    pub stages: Vec<String>,
+    pub total: Duration,
+}
+
+/// A compiled graph: stages built, schedules planned. Immutable once made;
+/// the executor takes the processors out of it.
+pub struct CompiledGraph {
+    pub name: String,
+    pub file: String,
+    pub clock: ClockSpec,
+    pub batch_capacity: usize,
+    pub stages: Vec<CompiledStage>,
+    pub links: Vec<ResolvedLink>,
+    pub bridges: Vec<BridgeInfo>,
+    pub domains: Vec<DomainPlan>,
+    pub paths: Vec<LatencyPath>,
+    pub wakers: Wakers,
+}
+
+/// One waker per domain, so producers can wake a domain's thread.
+#[derive(Clone, Debug, Default)]
+pub struct Wakers {
+    pub clocked: Arc<DomainWaker>,
+    pub packet: Arc<DomainWaker>,
+}
+
+impl Wakers {
+    pub fn get(&self, d: Domain) -> &Arc<DomainWaker> {
+        match d {
+            Domain::Clocked => &self.clocked,
+            Domain::Packet => &self.packet,
+        }
+    }
+}
+
+impl CompiledGraph {
+    pub fn stage_index(&self, id: &str) -> Option<usize> {
+        self.stages.iter().position(|s| s.id == id)
+    }
+
+    pub fn domain(&self, d: Domain) -> Option<&DomainPlan> {
+        self.domains.iter().find(|p| p.domain == d)
+    }
+
+    /// The longest declared latency over all paths.
+    pub fn max_path_latency(&self) -> Duration {
+        self.paths.iter().map(|p| p.total).max().unwrap_or_default()
+    }
+}
+
+/// Stages of a running graph that a recompilation may keep.
+#[derive(Default)]
+pub struct Existing {
+    pub stages: HashMap<StageKey, ExistingStage>,
+}
+
+/// A kept stage's ports and figures (its processor stays in the executor).
+#[derive(Clone)]
+pub struct ExistingStage {
+    pub inputs: Vec<PortDecl>,
+    pub outputs: Vec<PortDecl>,
+    pub latency: Duration,
+    pub counters: Vec<(String, Counter)>,
+    pub gauges: Vec<(String, Gauge)>,
+    pub timing: Arc<StageTiming>,
+}
+
+/// Compiles a graph.
+pub fn compile(
+    spec: &GraphSpec,
+    registry: &Registry,
+    resources: &Resources,
+) -> Result<CompiledGraph, GraphErrors> {
+    compile_with(
+        spec,
+        registry,
+        resources,
+        &Existing::default(),
+        Wakers::default(),
+    )
+}
+
+/// Compiles a graph, keeping the stages listed in `existing` instead of
+/// building them again.
+pub fn compile_with(
+    spec: &GraphSpec,
+    registry: &Registry,
+    resources: &Resources,
+    existing: &Existing,
+    wakers: Wakers,
+) -> Result<CompiledGraph, GraphErrors> {
+    let file = spec.file.as_str();
+    let err = |kind, loc: Loc, msg: String| GraphError::new(kind, msg).at(file, loc.line());
+    let mut errors: Vec<GraphError> = Vec::new();
+    let quantum_ns = spec.clock.quantum.as_nanos() as u64;
+
+    // Ids.
+    let mut seen: HashMap<&str, Loc> = HashMap::new();
+    for st in &spec.stages {
+        if !valid_id(&st.id) {
+            errors.push(
+                err(
+                    ErrorKind::DuplicateId,
+                    st.loc,
+                    format!("stage id {:?} is not snake_case", st.id),
+                )
+                .help("use lower-case letters, digits and `_`, starting with a letter"),
+            );
+        }
+        if let Some(first) = seen.insert(&st.id, st.loc) {
+            errors.push(
+                err(
+                    ErrorKind::DuplicateId,
+                    st.loc,
+                    format!("duplicate stage id `{}`", st.id),
+                )
+                .stage(&st.id)
+                .help(format!(
+                    "the id is first used at line {}; give each stage its own id",
+                    first.line
+                )),
+            );
+        }
+    }
+
+    // Kinds, params, build.
+    let mut stages: Vec<CompiledStage> = Vec::new();
+    let mut stage_loc: Vec<Loc> = Vec::new();
+    for st in &spec.stages {
+        let Some(factory) = registry.get(&st.kind) else {
+            let mut e = err(
+                ErrorKind::UnknownKind,
+                st.loc,
+                format!("unknown stage kind `{}`", st.kind),
+            )
+            .stage(&st.id);
+            e = match did_you_mean(&st.kind, registry.kinds()) {
+                Some(k) => e.help(format!(
+                    "did you mean `{k}`? (`wzp-client stages` lists every kind)"
+                )),
+                None => e.help("`wzp-client stages` lists every kind"),
+            };
+            errors.push(e);
+            continue;
+        };
+        let info = factory.info();
+        let mut params = Params::default();
+        let mut param_ok = true;
+        for (name, raw) in &st.params {
+            if !info.params.iter().any(|p| p.name == name) {
+                let mut e = err(
+                    ErrorKind::UnknownParam,
+                    if raw.loc.line > 0 { raw.loc } else { st.loc },
+                    format!("`{}` has no param `{name}`", st.kind),
+                )
+                .stage(&st.id);
+                let names = info.params.iter().map(|p| p.name);
+                e = match did_you_mean(name, names) {
+                    Some(n) => e.help(format!("did you mean `{n}`?")),
+                    None => e.help(format!(
+                        "its params are: {}",
+                        info.params
+                            .iter()
+                            .map(|p| p.name)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )),
+                };
+                errors.push(e);
+                param_ok = false;
+            }
+        }
+        for p in &info.params {
+            match st.params.get(p.name) {
+                Some(raw) => match coerce(p.ty, &raw.value) {
+                    Ok(v) => params.insert(p.name, v),
+                    Err(msg) => {
+                        errors.push(
+                            err(
+                                ErrorKind::BadParam,
+                                if raw.loc.line > 0 { raw.loc } else { st.loc },
+                                format!("param `{}`: {msg}", p.name),
+                            )
+                            .stage(&st.id)
+                            .help(format!("`{}` is a {}: {}", p.name, p.ty, p.doc)),
+                        );
+                        param_ok = false;
+                    }
+                },
+                None => match &p.default {
+                    Some(d) => params.insert(p.name, d.clone()),
+                    None => {
+                        errors.push(
+                            err(
+                                ErrorKind::MissingParam,
+                                st.loc,
+                                format!("missing required param `{}`", p.name),
+                            )
+                            .stage(&st.id)
+                            .help(format!(
+                                "add `{} = ...` to its params ({}: {})",
+                                p.name, p.ty, p.doc
+                            )),
+                        );
+                        param_ok = false;
+                    }
+                },
+            }
+        }
+        let domain = st.domain.unwrap_or(info.default_domain);
+        if !info.domains.contains(&domain) {
+            errors.push(
+                err(
+                    ErrorKind::BadDomain,
+                    st.loc,
+                    format!("`{}` cannot run in the {} domain", st.kind, domain.name()),
+                )
+                .stage(&st.id)
+                .help(format!(
+                    "use one of: {}",
+                    info.domains
+                        .iter()
+                        .map(|d| d.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            );
+            param_ok = false;
+        }
+        if !param_ok {
+            continue;
+        }
+        let key = stage_key(&st.id, &st.kind, domain, &params);
+        if let Some(ex) = existing.stages.get(&key) {
+            stages.push(CompiledStage {
+                id: st.id.clone(),
+                kind: st.kind.clone(),
+                domain,
+                source: ex.inputs.is_empty(),
+                inputs: ex.inputs.clone(),
+                outputs: ex.outputs.clone(),
+                latency: ex.latency,
+                processor: None,
+                counters: ex.counters.clone(),
+                gauges: ex.gauges.clone(),
+                timing: ex.timing.clone(),
+                key,
+                bridge: false,
+            });
+            stage_loc.push(st.loc);
+            continue;
+        }
+        let mut cx = BuildContext {
+            rate: spec.clock.rate,
+            quantum: spec.clock.quantum,
+            batch_capacity: spec.batch_capacity,
+            stage_id: &st.id,
+            base_dir: spec.base_dir.as_deref(),
+            counters: Vec::new(),
+            gauges: Vec::new(),
+            resources,
+        };
+        match factory.build(&mut cx, &params) {
+            Ok(built) => {
+                let mut bad_port = false;
+                for p in built.inputs.iter().chain(&built.outputs) {
+                    if let PortType::Pcm { rate } = p.ty {
+                        if (rate as u64 * quantum_ns) % 1_000_000_000 != 0 {
+                            errors.push(
+                                err(
+                                    ErrorKind::BadHeader,
+                                    st.loc,
+                                    format!(
+                                        "port `{}` runs at {rate} Hz, which has no whole number of samples in a {} ms quantum",
+                                        p.name,
+                                        spec.clock.quantum.as_millis()
+                                    ),
+                                )
+                                .stage(&st.id)
+                                .help("pick a quantum of 10 or 20 ms, or a rate that divides it"),
+                            );
+                            bad_port = true;
+                        }
+                    }
+                }
+                if bad_port {
+                    continue;
+                }
+                stages.push(CompiledStage {
+                    id: st.id.clone(),
+                    kind: st.kind.clone(),
+                    domain,
+                    source: built.inputs.is_empty(),
+                    inputs: built.inputs,
+                    outputs: built.outputs,
+                    latency: built.latency,
+                    processor: Some(built.processor),
+                    counters: cx.counters,
+                    gauges: cx.gauges,
+                    timing: Arc::new(StageTiming::default()),
+                    key,
+                    bridge: false,
+                });
+                stage_loc.push(st.loc);
+            }
+            Err(BuildError::Param(pe)) => {
+                let loc = st
+                    .params
+                    .get(&pe.param)
+                    .map(|r| r.loc)
+                    .filter(|l| l.line > 0)
+                    .unwrap_or(st.loc);
+                let doc = info
+                    .params
+                    .iter()
+                    .find(|p| p.name == pe.param)
+                    .map(|p| p.doc)
+                    .unwrap_or("");
+                errors.push(
+                    err(
+                        ErrorKind::BadParam,
+                        loc,
+                        format!("param `{}`: {}", pe.param, pe.message),
+                    )
+                    .stage(&st.id)
+                    .help(doc.to_string()),
+                );
+            }
+            Err(BuildError::Other(msg)) => {
+                errors.push(
+                    err(
+                        ErrorKind::Build,
+                        st.loc,
+                        format!("`{}` could not be built: {msg}", st.kind),
+                    )
+                    .stage(&st.id),
+                );
+            }
+        }
+    }
+
+    // Links. Stages that failed to build are skipped silently here: their own
+    // error already says what is wrong.
+    let failed: BTreeSet<&str> = spec
+        .stages
+        .iter()
+        .map(|s| s.id.as_str())
+        .filter(|id| !stages.iter().any(|c| c.id == *id))
+        .collect();
+    let index: HashMap<&str, usize> = stages
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id.as_str(), i))
+        .collect();
+    let mut links: Vec<ResolvedLink> = Vec::new();
+    let mut linked_inputs: HashMap<(usize, usize), Loc> = HashMap::new();
+    for l in &spec.links {
+        let resolve = |r: &PortRef,
+                       output: bool,
+                       errors: &mut Vec<GraphError>|
+         -> Option<(usize, usize)> {
+            if failed.contains(r.stage.as_str()) {
+                return None;
+            }
+            let Some(&si) = index.get(r.stage.as_str()) else {
+                let mut e = err(
+                    ErrorKind::UnknownPort,
+                    l.loc,
+                    format!("link names unknown stage `{}`", r.stage),
+                );
+                if let Some(s) = did_you_mean(&r.stage, index.keys().copied()) {
+                    e = e.help(format!("did you mean `{s}.{}`?", r.port));
+                }
+                errors.push(e);
+                return None;
+            };
+            let st = &stages[si];
+            let ports = if output { &st.outputs } else { &st.inputs };
+            match ports.iter().position(|p| p.name == r.port) {
+                Some(pi) => Some((si, pi)),
+                None => {
+                    let other = if output { &st.inputs } else { &st.outputs };
+                    let dir = if output { "output" } else { "input" };
+                    let mut e = err(
+                        ErrorKind::UnknownPort,
+                        l.loc,
+                        format!("`{}` ({}) has no {dir} port `{}`", r.stage, st.kind, r.port),
+                    )
+                    .stage(&r.stage);
+                    e = if other.iter().any(|p| p.name == r.port) {
+                        e.help(format!(
+                            "`{}` is an {} port; links go from an output (`from`) to an input (`to`)",
+                            r.port,
+                            if output { "input" } else { "output" }
+                        ))
+                    } else if let Some(p) =
+                        did_you_mean(&r.port, ports.iter().map(|p| p.name.as_str()))
+                    {
+                        e.help(format!("did you mean `{}.{p}`?", r.stage))
+                    } else {
+                        e.help(format!(
+                            "its {dir} ports are: {}",
+                            if ports.is_empty() {
+                                "(none)".to_string()
+                            } else {
+                                ports
+                                    .iter()
+                                    .map(|p| p.name.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            }
+                        ))
+                    };
+                    errors.push(e);
+                    None
+                }
+            }
+        };
+        let from = resolve(&l.from, true, &mut errors);
+        let to = resolve(&l.to, false, &mut errors);
+        let (Some(from), Some(to)) = (from, to) else {
+            continue;
+        };
+        let fty = stages[from.0].outputs[from.1].ty;
+        let tty = stages[to.0].inputs[to.1].ty;
+        if fty != tty {
+            let help = match (fty, tty) {
+                (PortType::Pcm { rate: a }, PortType::Pcm { rate: b }) => {
+                    format!("insert an `audio.resample` stage with params {{ from = {a}, to = {b} }} between them")
+                }
+                _ => format!(
+                    "`{}` produces {fty}, `{}` takes {tty}; link ports of the same type",
+                    l.from, l.to
+                ),
+            };
+            errors.push(
+                err(
+                    ErrorKind::TypeMismatch,
+                    l.loc,
+                    format!(
+                        "type mismatch: `{}` is {fty} but `{}` is {tty}",
+                        l.from, l.to
+                    ),
+                )
+                .stage(&l.to.stage)
+                .help(help),
+            );
+            continue;
+        }
+        if let Some(first) = linked_inputs.insert(to, l.loc) {
+            errors.push(
+                err(
+                    ErrorKind::BadLink,
+                    l.loc,
+                    format!("input `{}` is linked twice", l.to),
+                )
+                .stage(&l.to.stage)
+                .help(format!(
+                    "the first link is at line {}; to combine signals, add an `audio.mix` stage",
+                    first.line
+                )),
+            );
+            continue;
+        }
+        links.push(ResolvedLink { from, to, ty: fty });
+    }
+
+    for (si, st) in stages.iter().enumerate() {
+        for (pi, p) in st.inputs.iter().enumerate() {
+            if p.required && !linked_inputs.contains_key(&(si, pi)) {
+                errors.push(
+                    err(
+                        ErrorKind::UnconnectedInput,
+                        stage_loc[si],
+                        format!(
+                            "required input `{}.{}` ({}) has no link",
+                            st.id, p.name, p.ty
+                        ),
+                    )
+                    .stage(&st.id)
+                    .help(format!("add a [[link]] with to = \"{}.{}\"", st.id, p.name)),
+                );
+            }
+        }
+    }
+
+    // Cycles (Kahn); report one cycle by its stages.
+    let n = stages.len();
+    let mut succ: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); n];
+    for l in &links {
+        succ[l.from.0].insert(l.to.0);
+    }
+    let order = match topo_order(n, &succ) {
+        Ok(o) => o,
+        Err(rest) => {
+            let cyc = find_cycle(&rest, &succ);
+            let names: Vec<&str> = cyc.iter().map(|&i| stages[i].id.as_str()).collect();
+            let first = cyc.first().copied().unwrap_or(0);
+            errors.push(
+                err(ErrorKind::Cycle, stage_loc.get(first).copied().unwrap_or_default(), format!(
+                    "the graph has a cycle: {} -> {}",
+                    names.join(" -> "),
+                    names.first().unwrap_or(&"?")
+                ))
+                .help("graphs must be acyclic; remove one of these links (feedback needs a delay stage)"),
+            );
+            Vec::new()
+        }
+    };
+
+    if !errors.is_empty() {
+        errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+        return Err(GraphErrors(errors));
+    }
+
+    // Domain bridges: every link between domains becomes ring tx -> ring rx.
+    let mut bridges = Vec::new();
+    let mut bridge_edges = Vec::new();
+    let mut final_links = Vec::new();
+    let mut order = order;
+    for l in links {
+        let (fd, td) = (stages[l.from.0].domain, stages[l.to.0].domain);
+        if fd == td {
+            final_links.push(l);
+            continue;
+        }
+        let from_ref = PortRef {
+            stage: stages[l.from.0].id.clone(),
+            port: stages[l.from.0].outputs[l.from.1].name.clone(),
+        };
+        let to_ref = PortRef {
+            stage: stages[l.to.0].id.clone(),
+            port: stages[l.to.0].inputs[l.to.1].name.clone(),
+        };
+        if !l.ty.can_bridge() {
+            errors.push(
+                GraphError::new(
+                    ErrorKind::BadDomain,
+                    format!("`{from_ref}` ({}) and `{to_ref}` ({}) are in different domains, and {} cannot cross domains", fd.name(), td.name(), l.ty),
+                )
+                .at(file, spec.links.iter().find(|x| x.from == from_ref && x.to == to_ref).and_then(|x| x.loc.line()))
+                .stage(&to_ref.stage)
+                .help("PCM is bound to its clock: put both stages in the same domain, or encode to frames before crossing"),
+            );
+            continue;
+        }
+        let capacity = spec.batch_capacity.max(16) * 4;
+        let (tx, rx) = bridge_pair(l.ty, capacity, spec.batch_capacity, wakers.get(td).clone());
+        let base = format!("~bridge:{from_ref}->{to_ref}");
+        let mk =
+            |id: String, p: Box<dyn Processor>, domain, inputs, outputs, counters| CompiledStage {
+                key: StageKey(id.clone()),
+                id,
+                kind: "engine.bridge".into(),
+                domain,
+                source: false,
+                inputs,
+                outputs,
+                latency: Duration::ZERO,
+                processor: Some(p),
+                counters,
+                gauges: Vec::new(),
+                timing: Arc::new(StageTiming::default()),
+                bridge: true,
+            };
+        let tx_i = stages.len();
+        stages.push(mk(
+            format!("{base}:tx"),
+            tx.processor,
+            fd,
+            vec![PortDecl::new("in", l.ty)],
+            vec![],
+            tx.counters,
+        ));
+        let rx_i = stages.len();
+        // Entering the clocked domain, items wait up to one quantum for the next cycle.
+        let rx_latency = if td == Domain::Clocked {
+            spec.clock.quantum
+        } else {
+            Duration::ZERO
+        };
+        let mut rx_stage = mk(
+            format!("{base}:rx"),
+            rx.processor,
+            td,
+            vec![],
+            vec![PortDecl::new("out", l.ty)],
+            rx.counters,
+        );
+        rx_stage.latency = rx_latency;
+        stages.push(rx_stage);
+        final_links.push(ResolvedLink {
+            from: l.from,
+            to: (tx_i, 0),
+            ty: l.ty,
+        });
+        final_links.push(ResolvedLink {
+            from: (rx_i, 0),
+            to: l.to,
+            ty: l.ty,
+        });
+        bridge_edges.push((tx_i, rx_i));
+        // Keep a valid topological order: tx right after its producer, rx
+        // right before its consumer.
+        let p = order.iter().position(|&x| x == l.from.0).unwrap_or(0);
+        order.insert(p + 1, tx_i);
+        let c = order
+            .iter()
+            .position(|&x| x == l.to.0)
+            .unwrap_or(order.len());
+        order.insert(c, rx_i);
+        bridges.push(BridgeInfo {
+            from: from_ref,
+            to: to_ref,
+            ty: l.ty,
+            from_domain: fd,
+            to_domain: td,
+            capacity,
+        });
+    }
+    if !errors.is_empty() {
+        return Err(GraphErrors(errors));
+    }
+
+    // Per-domain schedules with buffer reuse.
+    let domains_used: BTreeSet<Domain> = stages.iter().map(|s| s.domain).collect();
+    let mut domains = Vec::new();
+    for d in domains_used {
+        let steps_order: Vec<usize> = order
+            .iter()
+            .copied()
+            .filter(|&i| stages[i].domain == d)
+            .collect();
+        domains.push(plan_domain(d, &steps_order, &stages, &final_links));
+    }
+
+    let paths = latency_paths(&stages, &final_links, &bridge_edges);
+    Ok(CompiledGraph {
+        name: spec.name.clone(),
+        file: spec.file.clone(),
+        clock: spec.clock,
+        batch_capacity: spec.batch_capacity,
+        stages,
+        links: final_links,
+        bridges,
+        domains,
+        paths,
+        wakers,
+    })
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.starts_with(|c: char| c.is_ascii_lowercase())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+fn stage_key(id: &str, kind: &str, domain: Domain, params: &Params) -> StageKey {
+    let mut s = format!("{id}|{kind}|{}", domain.name());
+    for (k, v) in params.iter() {
+        let v = match v {
+            ParamValue::Float(x) => format!("{:?}", x.to_bits()),
+            other => other.to_string(),
+        };
+        s.push_str(&format!("|{k}={v}"));
+    }
+    StageKey(s)
+}
+
+/// Kahn's algorithm, smallest index first so the order is deterministic.
+/// `Err` holds the stages left over (those on or behind a cycle).
+fn topo_order(n: usize, succ: &[BTreeSet<usize>]) -> Result<Vec<usize>, Vec<usize>> {
+    let mut indeg = vec![0usize; n];
+    for s in succ {
+        for &t in s {
+            indeg[t] += 1;
+        }
+    }
+    let mut ready: BTreeSet<usize> = (0..n).filter(|&i| indeg[i] == 0).collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(i) = ready.pop_first() {
+        order.push(i);
+        for &t in &succ[i] {
+            indeg[t] -= 1;
+            if indeg[t] == 0 {
+                ready.insert(t);
+            }
+        }
+    }
+    if order.len() == n {
+        Ok(order)
+    } else {
+        Err((0..n).filter(|&i| indeg[i] > 0).collect())
+    }
+}
+
+/// Walks successors among `rest` until a stage repeats; returns that loop.
+fn find_cycle(rest: &[usize], succ: &[BTreeSet<usize>]) -> Vec<usize> {
+    let set: BTreeSet<usize> = rest.iter().copied().collect();
+    let Some(&start) = rest.first() else {
+        return Vec::new();
+    };
+    let mut path = vec![start];
+    let mut pos: HashMap<usize, usize> = HashMap::from([(start, 0)]);
+    let mut cur = start;
+    loop {
+        let Some(&next) = succ[cur].iter().find(|t| set.contains(t)) else {
+            return path;
+        };
+        if let Some(&p) = pos.get(&next) {
+            return path[p..].to_vec();
+        }
+        pos.insert(next, path.len());
+        path.push(next);
+        cur = next;
+    }
+}
+
+fn plan_domain(
+    domain: Domain,
+    order: &[usize],
+    stages: &[CompiledStage],
+    links: &[ResolvedLink],
+) -> DomainPlan {
+    // Readers of each output, in schedule position.
+    let pos: HashMap<usize, usize> = order.iter().enumerate().map(|(p, &s)| (s, p)).collect();
+    let mut last_reader: HashMap<(usize, usize), usize> = HashMap::new();
+    let mut input_src: HashMap<(usize, usize), (usize, usize)> = HashMap::new();
+    for l in links {
+        if let Some(&p) = pos.get(&l.to.0) {
+            let e = last_reader.entry(l.from).or_insert(p);
+            *e = (*e).max(p);
+            input_src.insert(l.to, l.from);
+        }
+    }
+    let mut buffers: Vec<PortType> = Vec::new();
+    let mut free: BTreeMap<PortType, Vec<u32>> = BTreeMap::new();
+    let mut assigned: HashMap<(usize, usize), u32> = HashMap::new();
+    // Never-written buffers that unlinked optional inputs read.
+    let mut silent: HashMap<PortType, u32> = HashMap::new();
+    let mut release_at: BTreeMap<usize, Vec<(PortType, u32)>> = BTreeMap::new();
+    let mut steps = Vec::new();
+    for (p, &si) in order.iter().enumerate() {
+        let st = &stages[si];
+        let mut ins = Vec::new();
+        for (pi, decl) in st.inputs.iter().enumerate() {
+            let b = match input_src.get(&(si, pi)).and_then(|src| assigned.get(src)) {
+                Some(&b) => b,
+                None => *silent.entry(decl.ty).or_insert_with(|| {
+                    buffers.push(decl.ty);
+                    buffers.len() as u32 - 1
+                }),
+            };
+            ins.push(b);
+        }
+        let mut outs = Vec::new();
+        for (po, decl) in st.outputs.iter().enumerate() {
+            let b = match free.get_mut(&decl.ty).and_then(Vec::pop) {
+                Some(b) => b,
+                None => {
+                    buffers.push(decl.ty);
+                    buffers.len() as u32 - 1
+                }
+            };
+            assigned.insert((si, po), b);
+            outs.push(b);
+            // An output nobody reads is scratch, free after this step.
+            let until = last_reader.get(&(si, po)).copied().unwrap_or(p);
+            release_at.entry(until).or_default().push((decl.ty, b));
+        }
+        if let Some(rel) = release_at.remove(&p) {
+            for (ty, b) in rel {
+                free.entry(ty).or_default().push(b);
+            }
+        }
+        steps.push(StepPlan {
+            stage: si,
+            ins,
+            outs,
+        });
+    }
+    DomainPlan {
+        domain,
+        steps,
+        buffers,
+    }
+}
+
+impl PartialOrd for PortType {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for PortType {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        let k = |t: &PortType| match t {
+            PortType::Pcm { rate } => (0, *rate),
+            PortType::Frame => (1, 0),
+            PortType::Packet => (2, 0),
+        };
+        k(self).cmp(&k(other))
+    }
+}
+
+const MAX_PATHS: usize = 256;
+
+fn latency_paths(
+    stages: &[CompiledStage],
+    links: &[ResolvedLink],
+    bridge_edges: &[(usize, usize)],
+) -> Vec<LatencyPath> {
+    let n = stages.len();
+    let mut succ: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); n];
+    let mut has_in = vec![false; n];
+    let edges = links
+        .iter()
+        .map(|l| (l.from.0, l.to.0))
+        .chain(bridge_edges.iter().copied());
+    for (a, b) in edges {
+        succ[a].insert(b);
+        has_in[b] = true;
+    }
+    let mut paths = Vec::new();
+    fn walk(
+        i: usize,
+        succ: &[BTreeSet<usize>],
+        stages: &[CompiledStage],
+        path: &mut Vec<usize>,
+        out: &mut Vec<LatencyPath>,
+    ) {
+        if out.len() >= MAX_PATHS {
+            return;
+        }
+        path.push(i);
+        if succ[i].is_empty() {
+            let total = path.iter().map(|&s| stages[s].latency).sum();
+            let names = path
+                .iter()
+                .filter(|&&s| !stages[s].bridge)
+                .map(|&s| stages[s].id.clone())
+                .collect();
+            out.push(LatencyPath {
+                stages: names,
+                total,
+            });
+        } else {
+            for &t in &succ[i] {
+                walk(t, succ, stages, path, out);
+            }
+        }
+        path.pop();
+    }
+    for i in 0..n {
+        if !has_in[i] {
+            walk(i, &succ, stages, &mut Vec::new(), &mut paths);
+        }
+    }
+    paths
+}

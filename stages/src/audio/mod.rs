@@ -1,0 +1,8 @@
+//! `audio.*` stages.
+
+use wzp_engine::prelude::*;
+
+/// Registers every `audio.*` stage kind.
+pub fn register(_registry: &mut Registry) -> Result<(), wzp_engine::registry::RegisterError> {
+    Ok(())
+}

@@ -1,0 +1,8 @@
+//! `crypto.*` stages.
+
+use wzp_engine::prelude::*;
+
+/// Registers every `crypto.*` stage kind.
+pub fn register(_registry: &mut Registry) -> Result<(), wzp_engine::registry::RegisterError> {
+    Ok(())
+}

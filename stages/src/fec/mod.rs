@@ -1,0 +1,8 @@
+//! `fec.*` stages.
+
+use wzp_engine::prelude::*;
+
+/// Registers every `fec.*` stage kind.
+pub fn register(_registry: &mut Registry) -> Result<(), wzp_engine::registry::RegisterError> {
+    Ok(())
+}

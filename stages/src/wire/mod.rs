@@ -1,0 +1,8 @@
+//! `wire.*` stages.
+
+use wzp_engine::prelude::*;
+
+/// Registers every `wire.*` stage kind.
+pub fn register(_registry: &mut Registry) -> Result<(), wzp_engine::registry::RegisterError> {
+    Ok(())
+}

@@ -419,7 +419,11 @@ pub fn compile_with(
                         st.loc,
                         format!("`{}` could not be built: {msg}", st.kind),
                     )
-                    .stage(&st.id),
+                    .stage(&st.id)
+                    .help(format!(
+                        "check the stage's params; `wzp-client stages {}` describes them",
+                        st.kind
+                    )),
                 );
             }
         }
@@ -939,8 +943,8 @@ fn latency_paths(
         }
         path.pop();
     }
-    for i in 0..n {
-        if !has_in[i] {
+    for (i, _) in has_in.iter().enumerate().filter(|(_, h)| !**h) {
+        {
             walk(i, &succ, stages, &mut Vec::new(), &mut paths);
         }
     }

@@ -37,9 +37,12 @@ pub struct Schedule {
     pool: Box<[Buffer]>,
 }
 
+/// A processor to place in a runner's slot.
+type Insert = (u32, Box<dyn Processor>);
+
 struct Update {
     schedule: Option<Box<Schedule>>,
-    inserts: Vec<(u32, Box<dyn Processor>)>,
+    inserts: Vec<Insert>,
     removes: Vec<u32>,
     /// Capacity reserved on the control side, so the runner never grows it.
     garbage: Vec<Box<dyn Processor>>,
@@ -225,6 +228,7 @@ pub struct Graph {
     finished: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     started: Option<Instant>,
+    collected_total: usize,
 }
 
 fn build_schedule(
@@ -361,6 +365,7 @@ impl Graph {
             finished: Arc::new(AtomicBool::new(false)),
             threads: Vec::new(),
             started: None,
+            collected_total: 0,
         }
     }
 
@@ -385,6 +390,15 @@ impl Graph {
     /// The clocked domain's `now` is `cycle * quantum`; the packet domain runs
     /// right after with the same `now`.
     pub fn step(&mut self) -> CycleOutcome {
+        let out = self.step_cycle_only();
+        self.collect_garbage();
+        out
+    }
+
+    /// Like [`Graph::step`] but leaves what the runners sent back in the
+    /// return ring (see [`Graph::collect_garbage`]); this is exactly what a
+    /// domain thread does in one cycle.
+    pub fn step_cycle_only(&mut self) -> CycleOutcome {
         let q = self.quantum.as_nanos() as u64;
         let mut out = CycleOutcome::default();
         let now = Instant::now();
@@ -395,7 +409,6 @@ impl Graph {
                 out = o;
             }
         }
-        self.collect_garbage();
         out
     }
 
@@ -409,7 +422,13 @@ impl Graph {
                 n += 1;
             }
         }
+        self.collected_total += n;
         n
+    }
+
+    /// Updates sent back by the runners and dropped here, since the start.
+    pub fn collected_total(&self) -> usize {
+        self.collected_total
     }
 
     /// Runs the graph on threads with `opts`. Returns at once; see
@@ -650,7 +669,7 @@ impl Graph {
         // Slots: kept stages keep theirs; new ones take free ones.
         let mut new_live = HashMap::new();
         let mut slots_of: HashMap<usize, u32> = HashMap::new();
-        let mut inserts: BTreeMap<Domain, Vec<(u32, Box<dyn Processor>)>> = BTreeMap::new();
+        let mut inserts: BTreeMap<Domain, Vec<Insert>> = BTreeMap::new();
         for (i, st) in compiled.stages.iter_mut().enumerate() {
             let slot = match (st.processor.take(), self.live.get(&st.key)) {
                 (None, Some(l)) => l.slot,

@@ -2,7 +2,7 @@
 //!
 //! Test binaries install the checking allocator once at their root:
 //!
-//! ```ignore
+//! ```text
 //! wzp_engine::install_alloc_checker!();
 //! ```
 //!

@@ -1,0 +1,268 @@
+//! Every kind of graph mistake is caught before anything runs, and the error
+//! names the file, the line, the stage and a fix.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use wzp_engine::prelude::*;
+use wzp_engine::ErrorKind;
+
+struct Case {
+    name: &'static str,
+    body: &'static str,
+    kind: ErrorKind,
+    /// Line in the whole file (the header takes 3 lines).
+    line: Option<usize>,
+    stage: Option<&'static str>,
+    /// Text the message or help must contain.
+    mentions: &'static [&'static str],
+}
+
+const CASES: &[Case] = &[
+    Case {
+        name: "unknown kind with a suggestion",
+        body: "[[stage]]\nid = \"a\"\nkind = \"test.rmap\"\n",
+        kind: ErrorKind::UnknownKind,
+        line: Some(4),
+        stage: Some("a"),
+        mentions: &["test.rmap", "did you mean `test.ramp`"],
+    },
+    Case {
+        name: "unknown port",
+        body: "[[stage]]\nid = \"a\"\nkind = \"test.ramp\"\n[[stage]]\nid = \"c\"\nkind = \"test.check\"\n[[link]]\nfrom = \"a.outt\"\nto = \"c.in\"\n",
+        kind: ErrorKind::UnknownPort,
+        line: Some(10),
+        stage: Some("a"),
+        mentions: &["no output port `outt`", "did you mean `a.out`"],
+    },
+    Case {
+        name: "link from an input",
+        body: "[[stage]]\nid = \"a\"\nkind = \"test.ramp\"\n[[stage]]\nid = \"c\"\nkind = \"test.check\"\n[[link]]\nfrom = \"c.in\"\nto = \"a.out\"\n",
+        kind: ErrorKind::UnknownPort,
+        line: Some(10),
+        stage: Some("c"),
+        mentions: &["is an input port"],
+    },
+    Case {
+        name: "type mismatch between rates",
+        body: "[[stage]]\nid = \"a\"\nkind = \"test.ramp\"\nparams = { rate = 16000 }\n[[stage]]\nid = \"c\"\nkind = \"test.check\"\n[[link]]\nfrom = \"a.out\"\nto = \"c.in\"\n",
+        kind: ErrorKind::TypeMismatch,
+        line: Some(11),
+        stage: Some("c"),
+        mentions: &["Pcm@16000", "Pcm@48000", "audio.resample"],
+    },
+    Case {
+        name: "type mismatch pcm to frame",
+        body: "[[stage]]\nid = \"a\"\nkind = \"test.ramp\"\n[[stage]]\nid = \"f\"\nkind = \"test.frame_sink\"\n[[link]]\nfrom = \"a.out\"\nto = \"f.in\"\n",
+        kind: ErrorKind::TypeMismatch,
+        line: Some(10),
+        stage: Some("f"),
+        mentions: &["Pcm@48000", "Frame"],
+    },
+    Case {
+        name: "cycle lists its stages",
+        body: "[[stage]]\nid = \"x\"\nkind = \"test.add\"\nparams = { label = \"l\" }\n[[stage]]\nid = \"y\"\nkind = \"test.add\"\nparams = { label = \"l\" }\n[[link]]\nfrom = \"x.out\"\nto = \"y.in\"\n[[link]]\nfrom = \"y.out\"\nto = \"x.in\"\n",
+        kind: ErrorKind::Cycle,
+        line: Some(4),
+        stage: None,
+        mentions: &["x -> y -> x"],
+    },
+    Case {
+        name: "missing required param",
+        body: "[[stage]]\nid = \"s\"\nkind = \"test.ramp\"\n[[stage]]\nid = \"a\"\nkind = \"test.add\"\n[[stage]]\nid = \"c\"\nkind = \"test.check\"\n[[link]]\nfrom = \"s.out\"\nto = \"a.in\"\n[[link]]\nfrom = \"a.out\"\nto = \"c.in\"\n",
+        kind: ErrorKind::MissingParam,
+        line: Some(7),
+        stage: Some("a"),
+        mentions: &["`label`", "add `label = ...`"],
+    },
+    Case {
+        name: "ill-typed param",
+        body: "[[stage]]\nid = \"s\"\nkind = \"test.ramp\"\nparams = { frames = \"many\" }\n",
+        kind: ErrorKind::BadParam,
+        line: Some(7),
+        stage: Some("s"),
+        mentions: &["frames", "integer"],
+    },
+    Case {
+        name: "param out of range (factory check)",
+        body: "[[stage]]\nid = \"s\"\nkind = \"test.ramp\"\n[[stage]]\nid = \"a\"\nkind = \"test.add\"\nparams = { label = \"l\", value = 1e9 }\n[[link]]\nfrom = \"s.out\"\nto = \"a.in\"\n",
+        kind: ErrorKind::BadParam,
+        line: Some(10),
+        stage: Some("a"),
+        mentions: &["value", "out of range"],
+    },
+    Case {
+        name: "unknown param with a suggestion",
+        body: "[[stage]]\nid = \"s\"\nkind = \"test.ramp\"\nparams = { frmaes = 3 }\n",
+        kind: ErrorKind::UnknownParam,
+        line: Some(7),
+        stage: Some("s"),
+        mentions: &["frmaes", "did you mean `frames`"],
+    },
+    Case {
+        name: "duplicate id",
+        body: "[[stage]]\nid = \"s\"\nkind = \"test.ramp\"\n[[stage]]\nid = \"s\"\nkind = \"test.ramp\"\n",
+        kind: ErrorKind::DuplicateId,
+        line: Some(7),
+        stage: Some("s"),
+        mentions: &["duplicate stage id `s`", "line 4"],
+    },
+    Case {
+        name: "id not snake_case",
+        body: "[[stage]]\nid = \"Src-1\"\nkind = \"test.ramp\"\n",
+        kind: ErrorKind::DuplicateId,
+        line: Some(4),
+        stage: None,
+        mentions: &["snake_case"],
+    },
+    Case {
+        name: "unconnected required input",
+        body: "[[stage]]\nid = \"c\"\nkind = \"test.check\"\n",
+        kind: ErrorKind::UnconnectedInput,
+        line: Some(4),
+        stage: Some("c"),
+        mentions: &["c.in", "to = \"c.in\""],
+    },
+    Case {
+        name: "unset placeholder",
+        body: "[[stage]]\nid = \"s\"\nkind = \"test.ramp\"\nparams = { frames = \"${count}\" }\n",
+        kind: ErrorKind::UnsetPlaceholder,
+        line: Some(7),
+        stage: Some("s"),
+        mentions: &["${count}", "--set count="],
+    },
+    Case {
+        name: "input linked twice",
+        body: "[[stage]]\nid = \"a\"\nkind = \"test.ramp\"\n[[stage]]\nid = \"b\"\nkind = \"test.ramp\"\n[[stage]]\nid = \"c\"\nkind = \"test.check\"\n[[link]]\nfrom = \"a.out\"\nto = \"c.in\"\n[[link]]\nfrom = \"b.out\"\nto = \"c.in\"\n",
+        kind: ErrorKind::BadLink,
+        line: Some(16),
+        stage: Some("c"),
+        mentions: &["linked twice", "audio.mix"],
+    },
+    Case {
+        name: "endpoint without a port",
+        body: "[[link]]\nfrom = \"a\"\nto = \"c.in\"\n",
+        kind: ErrorKind::BadLink,
+        line: Some(4),
+        stage: None,
+        mentions: &["stage.port"],
+    },
+    Case {
+        name: "unknown domain",
+        body: "[[stage]]\nid = \"s\"\nkind = \"test.ramp\"\ndomain = \"gpu\"\n",
+        kind: ErrorKind::BadDomain,
+        line: Some(7),
+        stage: Some("s"),
+        mentions: &["\"gpu\"", "clocked"],
+    },
+    Case {
+        name: "stage not allowed in domain",
+        body: "[[stage]]\nid = \"s\"\nkind = \"test.ramp\"\ndomain = \"packet\"\n",
+        kind: ErrorKind::BadDomain,
+        line: Some(4),
+        stage: Some("s"),
+        mentions: &["cannot run in the packet domain"],
+    },
+    Case {
+        name: "factory refuses",
+        body: "[[stage]]\nid = \"f\"\nkind = \"test.fail\"\n",
+        kind: ErrorKind::Build,
+        line: Some(4),
+        stage: Some("f"),
+        mentions: &["refused on purpose"],
+    },
+    Case {
+        name: "unknown field",
+        body: "[[stage]]\nid = \"s\"\nkind = \"test.ramp\"\nparms = { frames = 1 }\n",
+        kind: ErrorKind::Syntax,
+        line: Some(7),
+        stage: None,
+        mentions: &["parms", "GRAPHS.md"],
+    },
+    Case {
+        name: "not toml",
+        body: "[[stage]\nid = \n",
+        kind: ErrorKind::Syntax,
+        line: Some(4),
+        stage: None,
+        mentions: &[],
+    },
+];
+
+#[test]
+fn every_mistake_is_reported_with_place_and_fix() {
+    let (reg, _) = common::registry();
+    for c in CASES {
+        let text = format!("{}{}", common::HEADER, c.body);
+        let result = GraphSpec::parse(&text, "t.toml", &BTreeMap::new())
+            .and_then(|spec| compile(&spec, &reg, &Resources::new()).map(|_| ()));
+        let errs = match result {
+            Ok(()) => panic!("{}: compiled, but should fail with {:?}", c.name, c.kind),
+            Err(e) => e,
+        };
+        let e = errs.0.iter().find(|e| e.kind == c.kind).unwrap_or_else(|| {
+            panic!(
+                "{}: expected {:?}, got {:?}\n{errs}",
+                c.name,
+                c.kind,
+                errs.kinds()
+            );
+        });
+        assert_eq!(e.file, "t.toml", "{}", c.name);
+        assert_eq!(e.line, c.line, "{}: wrong line\n{e}", c.name);
+        assert_eq!(e.stage.as_deref(), c.stage, "{}: wrong stage\n{e}", c.name);
+        let shown = e.to_string();
+        for m in c.mentions {
+            assert!(
+                shown.contains(m),
+                "{}: error should mention {m:?}:\n{shown}",
+                c.name
+            );
+        }
+        if c.kind != ErrorKind::Syntax {
+            assert!(e.help.is_some(), "{}: no help given\n{shown}", c.name);
+        }
+    }
+}
+
+#[test]
+fn bad_header_values_are_reported() {
+    for (clock, mention) in [
+        ("{ driver = \"warp\" }", "warp"),
+        ("{ quantum_ms = 0 }", "quantum_ms"),
+        ("{ rate = 1 }", "rate"),
+    ] {
+        let text = format!("[graph]\nname = \"h\"\nclock = {clock}\n");
+        let errs = GraphSpec::parse(&text, "h.toml", &BTreeMap::new()).unwrap_err();
+        assert_eq!(errs.kinds(), [ErrorKind::BadHeader], "{clock}");
+        assert_eq!(errs.0[0].line, Some(3));
+        assert!(errs.to_string().contains(mention));
+    }
+    let errs = GraphSpec::parse("[stage]\n", "h.toml", &BTreeMap::new()).unwrap_err();
+    assert_eq!(errs.kinds(), [ErrorKind::Syntax]);
+}
+
+#[test]
+fn several_errors_come_back_together() {
+    let (reg, _) = common::registry();
+    let spec = common::parse(
+        "[[stage]]\nid = \"a\"\nkind = \"test.nope\"\n[[stage]]\nid = \"b\"\nkind = \"test.ramp\"\nparams = { bogus = 1 }\n",
+    );
+    let errs = compile(&spec, &reg, &Resources::new()).err().unwrap();
+    assert_eq!(
+        errs.kinds(),
+        [ErrorKind::UnknownKind, ErrorKind::UnknownParam]
+    );
+}
+
+#[test]
+fn a_missing_file_is_a_clear_error() {
+    let errs = GraphSpec::load(
+        std::path::Path::new("/nonexistent/g.toml"),
+        &BTreeMap::new(),
+    )
+    .unwrap_err();
+    assert_eq!(errs.kinds(), [ErrorKind::Io]);
+    assert!(errs.to_string().contains("/nonexistent/g.toml"));
+}

@@ -131,15 +131,17 @@ impl DomainRunner {
         let pool_ptr = pool.as_mut_ptr();
         let mut sources = 0usize;
         let mut sources_done = 0usize;
+        // One clock read per stage: a stage's start is the previous stage's
+        // end, so the reset of its outputs counts toward its busy time.
+        let mut t0 = start;
         for step in steps.iter() {
+            let Some(Some(p)) = self.table.get_mut(step.slot as usize) else {
+                continue;
+            };
             for &o in step.outs.iter() {
                 // SAFETY: `o` < pool_len, checked when the schedule was built.
                 unsafe { (*pool_ptr.add(o as usize)).reset() };
             }
-            let t0 = Instant::now();
-            let Some(Some(p)) = self.table.get_mut(step.slot as usize) else {
-                continue;
-            };
             // SAFETY: the compiler assigns each step output indices that are
             // distinct and disjoint from its inputs, all below pool_len.
             let mut io = unsafe { Io::new(pool_ptr, pool_len, &step.ins, &step.outs) };
@@ -149,6 +151,7 @@ impl DomainRunner {
                 .wait
                 .record(t0.saturating_duration_since(scheduled).as_nanos() as u64);
             step.timing.busy.record((t1 - t0).as_nanos() as u64);
+            t0 = t1;
             if step.source {
                 sources += 1;
                 let f = &mut self.finished[step.slot as usize];
@@ -156,7 +159,7 @@ impl DomainRunner {
                 sources_done += usize::from(*f);
             }
         }
-        let end = Instant::now();
+        let end = t0;
         let late = deadline.is_some_and(|d| end > d);
         self.timing
             .cycle_done((end - start).as_nanos() as u64, late);

@@ -99,12 +99,16 @@ fn main() {
     let cli = Cli::parse();
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log.clone());
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
         Command::Run(args) => run(args),
-        Command::Graph { command: GraphCommand::Explain { graph, set } } => explain(&graph, &set),
+        Command::Graph {
+            command: GraphCommand::Explain { graph, set },
+        } => explain(&graph, &set),
         Command::Stages { kind } => stages(kind.as_deref()),
     };
     if let Err(e) = result {
@@ -116,7 +120,9 @@ fn main() {
 fn parse_sets(set: &[String]) -> Result<BTreeMap<String, String>> {
     set.iter()
         .map(|kv| {
-            let (k, v) = kv.split_once('=').ok_or_else(|| anyhow!("--set {kv:?}: expected NAME=VALUE"))?;
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| anyhow!("--set {kv:?}: expected NAME=VALUE"))?;
             if k.is_empty() {
                 bail!("--set {kv:?}: the name is empty");
             }
@@ -144,8 +150,16 @@ fn stages(kind: Option<&str>) -> Result<()> {
     match kind {
         None => {
             for info in registry.infos() {
-                let ins: Vec<String> = info.inputs.iter().map(|p| format!("{}:{}", p.name, p.ty)).collect();
-                let outs: Vec<String> = info.outputs.iter().map(|p| format!("{}:{}", p.name, p.ty)).collect();
+                let ins: Vec<String> = info
+                    .inputs
+                    .iter()
+                    .map(|p| format!("{}:{}", p.name, p.ty))
+                    .collect();
+                let outs: Vec<String> = info
+                    .outputs
+                    .iter()
+                    .map(|p| format!("{}:{}", p.name, p.ty))
+                    .collect();
                 out.push_str(&format!("{:<24} {}\n", info.kind, info.summary));
                 out.push_str(&format!(
                     "{:<24} in [{}]  out [{}]\n",
@@ -165,7 +179,10 @@ fn stages(kind: Option<&str>) -> Result<()> {
                     out.push_str(&format!("{:<24} params: {}\n", "", ps.join(", ")));
                 }
             }
-            out.push_str(&format!("\n{} kinds. `wzp-client stages KIND` describes one.\n", registry.len()));
+            out.push_str(&format!(
+                "\n{} kinds. `wzp-client stages KIND` describes one.\n",
+                registry.len()
+            ));
         }
         Some(k) => {
             let f = registry.get(k).ok_or_else(|| {
@@ -179,7 +196,11 @@ fn stages(kind: Option<&str>) -> Result<()> {
             out.push_str(&format!(
                 "  domain: {} (can run in: {})\n",
                 info.default_domain.name(),
-                info.domains.iter().map(|d| d.name()).collect::<Vec<_>>().join(", ")
+                info.domains
+                    .iter()
+                    .map(|d| d.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
             out.push_str("  inputs:\n");
             for p in &info.inputs {
@@ -191,8 +212,18 @@ fn stages(kind: Option<&str>) -> Result<()> {
             }
             out.push_str("  params:\n");
             for p in &info.params {
-                let d = p.default.as_ref().map(|d| format!("default {d}")).unwrap_or_else(|| "required".into());
-                out.push_str(&format!("    {:<16} {:<10} {:<18} {}\n", p.name, p.ty.to_string(), d, p.doc));
+                let d = p
+                    .default
+                    .as_ref()
+                    .map(|d| format!("default {d}"))
+                    .unwrap_or_else(|| "required".into());
+                out.push_str(&format!(
+                    "    {:<16} {:<10} {:<18} {}\n",
+                    p.name,
+                    p.ty.to_string(),
+                    d,
+                    p.doc
+                ));
             }
         }
     }
@@ -212,10 +243,17 @@ fn run(args: RunArgs) -> Result<()> {
     let compiled = compile(&spec, &registry, &Resources::new()).map_err(|e| anyhow!("{e}"))?;
     let mut graph = Graph::new(compiled);
     let stop = graph.stop_flag();
-    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone()).context("installing SIGINT handler")?;
-    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone()).context("installing SIGTERM handler")?;
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())
+        .context("installing SIGINT handler")?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())
+        .context("installing SIGTERM handler")?;
     graph
-        .start(RunOptions { driver, duration: args.duration, realtime: !args.no_realtime, ..Default::default() })
+        .start(RunOptions {
+            driver,
+            duration: args.duration,
+            realtime: !args.no_realtime,
+            ..Default::default()
+        })
         .map_err(|e| anyhow!("{e}"))?;
     let started = Instant::now();
     let tty = std::io::stdout().is_terminal();
@@ -259,7 +297,12 @@ fn run(args: RunArgs) -> Result<()> {
     }
     if !args.quiet {
         let media = Duration::from_nanos(
-            report.domains.iter().find(|d| d.domain == "clocked").map(|d| d.cycles).unwrap_or(0)
+            report
+                .domains
+                .iter()
+                .find(|d| d.domain == "clocked")
+                .map(|d| d.cycles)
+                .unwrap_or(0)
                 * spec.clock.quantum.as_nanos() as u64,
         );
         println!(

@@ -635,49 +635,56 @@ pub fn compile_with(
             continue;
         }
         let capacity = spec.batch_capacity.max(16) * 4;
-        let (tx, rx) = bridge_pair(l.ty, capacity, spec.batch_capacity, wakers.get(td).clone());
         let base = format!("~bridge:{from_ref}->{to_ref}");
-        let mk =
-            |id: String, p: Box<dyn Processor>, domain, inputs, outputs, counters| CompiledStage {
-                key: StageKey(id.clone()),
-                id,
-                kind: "engine.bridge".into(),
-                domain,
-                source: false,
-                inputs,
-                outputs,
-                latency: Duration::ZERO,
-                processor: Some(p),
-                counters,
-                gauges: Vec::new(),
-                timing: Arc::new(StageTiming::default()),
-                bridge: true,
-            };
-        let tx_i = stages.len();
-        stages.push(mk(
-            format!("{base}:tx"),
-            tx.processor,
-            fd,
-            vec![PortDecl::new("in", l.ty)],
-            vec![],
-            tx.counters,
-        ));
-        let rx_i = stages.len();
+        let (tx_id, rx_id) = (format!("{base}:tx"), format!("{base}:rx"));
+        let key = |id: &str| StageKey(format!("{id}|{}|{}|{}", fd.name(), td.name(), l.ty));
         // Entering the clocked domain, items wait up to one quantum for the next cycle.
         let rx_latency = if td == Domain::Clocked {
             spec.clock.quantum
         } else {
             Duration::ZERO
         };
-        let mut rx_stage = mk(
-            format!("{base}:rx"),
-            rx.processor,
-            td,
-            vec![],
-            vec![PortDecl::new("out", l.ty)],
-            rx.counters,
-        );
-        rx_stage.latency = rx_latency;
+        let tx_ports = (vec![PortDecl::new("in", l.ty)], vec![]);
+        let rx_ports = (vec![], vec![PortDecl::new("out", l.ty)]);
+        let mk = |id: &str, domain, ports: (Vec<PortDecl>, Vec<PortDecl>), latency| CompiledStage {
+            key: key(id),
+            id: id.to_string(),
+            kind: "engine.bridge".into(),
+            domain,
+            source: false,
+            inputs: ports.0,
+            outputs: ports.1,
+            latency,
+            processor: None,
+            counters: Vec::new(),
+            gauges: Vec::new(),
+            timing: Arc::new(StageTiming::default()),
+            bridge: true,
+        };
+        let mut tx_stage = mk(&tx_id, fd, tx_ports, Duration::ZERO);
+        let mut rx_stage = mk(&rx_id, td, rx_ports, rx_latency);
+        match (
+            existing.stages.get(&tx_stage.key),
+            existing.stages.get(&rx_stage.key),
+        ) {
+            // The same link in a running graph: keep its ring (and what is queued in it).
+            (Some(etx), Some(erx)) => {
+                tx_stage.counters = etx.counters.clone();
+                tx_stage.timing = etx.timing.clone();
+                rx_stage.timing = erx.timing.clone();
+            }
+            _ => {
+                let (tx, rx) =
+                    bridge_pair(l.ty, capacity, spec.batch_capacity, wakers.get(td).clone());
+                tx_stage.processor = Some(tx.processor);
+                tx_stage.counters = tx.counters;
+                rx_stage.processor = Some(rx.processor);
+                rx_stage.counters = rx.counters;
+            }
+        }
+        let tx_i = stages.len();
+        stages.push(tx_stage);
+        let rx_i = stages.len();
         stages.push(rx_stage);
         final_links.push(ResolvedLink {
             from: l.from,

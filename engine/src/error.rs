@@ -8,7 +8,9 @@ use std::fmt;
 pub enum ErrorKind {
     /// The file is not valid TOML, or has a field the schema does not know.
     Syntax,
-    /// `[graph]` or its clock is missing or wrong.
+    /// A `[graph]` value (clock driver, quantum, rate, batch capacity) is
+    /// out of range, or a port rate does not fit the quantum. A missing
+    /// `[graph]` table is a [`ErrorKind::Syntax`] error.
     BadHeader,
     UnknownKind,
     UnknownPort,
@@ -100,10 +102,11 @@ pub struct GraphErrors(pub Vec<GraphError>);
 impl fmt::Display for GraphErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, e) in self.0.iter().enumerate() {
+            // The caller prints the first `error: `; later ones get their own.
             if i > 0 {
-                writeln!(f)?;
+                write!(f, "\nerror: ")?;
             }
-            write!(f, "error: {e}")?;
+            write!(f, "{e}")?;
         }
         Ok(())
     }

@@ -193,7 +193,8 @@ struct LiveStage {
 #[derive(Clone, Debug)]
 pub struct RunOptions {
     pub driver: ClockDriver,
-    /// Stop after this much graph time (media time for `fast`, wall time for `timer`).
+    /// Stop after this much graph time: cycles x quantum of the clocked
+    /// domain (for a graph with only a packet domain, wall time).
     pub duration: Option<Duration>,
     /// Ask for SCHED_FIFO on the clock thread (falls back with one warning).
     pub realtime: bool,
@@ -711,11 +712,30 @@ impl Graph {
                 },
             );
         }
+        // Every old slot not carried over (stage gone, or rebuilt under the
+        // same key into a new slot) is cleared.
         let mut removes: BTreeMap<Domain, Vec<u32>> = BTreeMap::new();
         for (k, l) in &self.live {
-            if !new_live.contains_key(k) {
+            let kept = new_live
+                .get(k)
+                .is_some_and(|n: &LiveStage| n.slot == l.slot && n.domain == l.domain);
+            if !kept {
                 removes.entry(l.domain).or_default().push(l.slot);
             }
+        }
+        // All domains switch or none: check room in every update ring first.
+        if self.controls.values().any(|c| c.updates.slots() == 0) {
+            for (d, ins) in &inserts {
+                if let Some(ctl) = self.controls.get_mut(d) {
+                    ctl.free_slots.extend(ins.iter().map(|(s, _)| *s));
+                }
+            }
+            return Err(GraphError::new(
+                ErrorKind::Build,
+                "too many reconfigurations in flight; wait a cycle and retry",
+            )
+            .at(&spec.file, None)
+            .into());
         }
         let domain_timing: BTreeMap<Domain, Arc<DomainTiming>> =
             self.stats().domains.iter().cloned().collect();

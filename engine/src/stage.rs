@@ -156,13 +156,20 @@ impl<'a> BuildContext<'a> {
         self.resources.get::<T>(name)
     }
 
-    /// Resolves a path param against the graph file's folder.
+    /// Resolves an *input* path param: as given (relative to the working
+    /// directory) when it exists there, else relative to the graph file's
+    /// folder when it exists there. Output paths should be used as given.
     pub fn resolve_path(&self, p: &str) -> std::path::PathBuf {
         let path = std::path::Path::new(p);
-        match self.base_dir {
-            Some(base) if path.is_relative() && !path.exists() => base.join(path),
-            _ => path.to_path_buf(),
+        if path.is_relative() && !path.exists() {
+            if let Some(base) = self.base_dir {
+                let candidate = base.join(path);
+                if candidate.exists() {
+                    return candidate;
+                }
+            }
         }
+        path.to_path_buf()
     }
 
     /// The counters and gauges registered so far (for standalone use).

@@ -127,3 +127,39 @@ fn reconfigure_rejects_a_bad_graph_and_keeps_running() {
     g.step();
     assert_eq!(g.stats().stage("chk").unwrap().counter("good"), Some(2));
 }
+
+#[test]
+fn bridges_survive_many_swaps_without_leaking_slots() {
+    let (reg, _) = common::registry();
+    let res = Resources::new();
+    let body = |extra: bool| {
+        let mut b = String::from(
+            "[[stage]]\nid = \"src\"\nkind = \"test.ramp\"\n[[stage]]\nid = \"fr\"\nkind = \"test.framer\"\n\
+             [[stage]]\nid = \"sink\"\nkind = \"test.frame_sink\"\ndomain = \"packet\"\n\
+             [[link]]\nfrom = \"fr.out\"\nto = \"sink.in\"\n",
+        );
+        if extra {
+            b.push_str(
+                "[[stage]]\nid = \"add\"\nkind = \"test.add\"\nparams = { label = \"x\" }\n\
+                 [[link]]\nfrom = \"src.out\"\nto = \"add.in\"\n[[link]]\nfrom = \"add.out\"\nto = \"fr.in\"\n",
+            );
+        } else {
+            b.push_str("[[link]]\nfrom = \"src.out\"\nto = \"fr.in\"\n");
+        }
+        common::parse(&b)
+    };
+    let mut g = Graph::new(compile(&body(false), &reg, &res).unwrap());
+    // More swaps than a domain has slots: a leak of even one slot per swap fails.
+    let swaps = wzp_engine::exec::DEFAULT_SLOTS + 100;
+    for i in 0..swaps {
+        g.reconfigure(&body(i % 2 == 0), &reg, &res)
+            .unwrap_or_else(|e| panic!("swap {i}: {e}"));
+        g.step();
+    }
+    let stats = g.stats();
+    assert_eq!(
+        stats.stage("sink").unwrap().counter("frames"),
+        Some(swaps as u64),
+        "a frame was lost in a swap"
+    );
+}

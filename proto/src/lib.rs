@@ -1,1 +1,45 @@
-//! x
+//! The wzp wire contract: everything two wzp peers (clients, relays) must agree
+//! on byte for byte, and nothing else. No sockets, threads or clocks live here.
+//!
+//! - [`media`]: the 22-byte clear media header every datagram starts with, the
+//!   optional 4-byte [`QualityReport`] trailer, the AEAD nonce and associated
+//!   data. Parsing and encoding never allocate or panic (real-time path).
+//! - [`signal`]: JSON signaling messages in 4-byte length-prefixed frames, an
+//!   incremental decoder and blocking `std::io` helpers; unknown message types
+//!   and fields are tolerated.
+//! - [`identity`]: the 32-byte seed, Ed25519/X25519 keys derived from it,
+//!   fingerprints, BIP39 backup, and a relay's deterministic TLS certificate.
+//! - [`handshake`]: the sans-IO three-message authenticated key exchange with
+//!   per-direction session keys and a 4-digit SAS, plus room keys and room hashes.
+//!
+//! The byte-exact specification is `docs/WIRE.md`; the constants in this crate
+//! are its code form.
+//!
+//! ```
+//! use wzp_proto::{MediaHeader, CodecId, Flags, HEADER_LEN};
+//!
+//! let header = MediaHeader { codec: CodecId::OPUS, seq: 7, flags: Flags::TALKSPURT, ..Default::default() };
+//! let mut buf = [0u8; 64];
+//! let n = header.encode_into(&mut buf).unwrap();
+//! assert_eq!(n, HEADER_LEN);
+//! let (parsed, rest) = MediaHeader::parse(&buf[..n + 3]).unwrap();
+//! assert_eq!(parsed, header);
+//! assert_eq!(rest.len(), 3);
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod handshake;
+pub mod identity;
+pub mod media;
+pub mod signal;
+
+pub use error::WireError;
+pub use handshake::{room_hash, room_id, room_key};
+pub use identity::{Fingerprint, Identity, Seed, TlsFingerprint};
+pub use media::{
+    encode_packet, split_trailer, CodecId, Flags, MediaHeader, MediaPacket, QualityReport,
+    HEADER_LEN, MEDIA_VERSION, TRAILER_LEN,
+};
+pub use signal::{Decoded, FrameDecoder, SignalError, SignalMessage};

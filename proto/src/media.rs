@@ -279,7 +279,8 @@ impl MediaHeader {
         if head[21] != 0 {
             return Err(WireError::ReservedByte(head[21]));
         }
-        let u32_at = |i: usize| u32::from_be_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
+        let u32_at =
+            |i: usize| u32::from_be_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
         let u16_at = |i: usize| u16::from_be_bytes([head[i], head[i + 1]]);
         let header = MediaHeader {
             flags,

@@ -1,0 +1,22 @@
+//! Any datagram: parsing never panics, and whatever parses re-encodes to the
+//! same bytes.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use wzp_proto::{encode_packet, MediaHeader, MediaPacket, HEADER_LEN};
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(pkt) = MediaPacket::parse(data) else {
+        return;
+    };
+    assert_eq!(&pkt.header.to_bytes()[..], &data[..HEADER_LEN]);
+    let mut out = vec![0u8; data.len()];
+    let n = encode_packet(&pkt.header, pkt.payload, pkt.trailer.as_ref(), &mut out)
+        .expect("a parsed packet re-encodes into the same length");
+    assert_eq!(&out[..n], data);
+    let (h, rest) = MediaHeader::parse(data).expect("header parsed once already");
+    assert_eq!(h, pkt.header);
+    assert_eq!(rest.len(), data.len() - HEADER_LEN);
+    let _ = pkt.header.nonce();
+    let _ = pkt.associated_data();
+});

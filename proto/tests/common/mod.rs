@@ -1,0 +1,216 @@
+//! Sample messages shared by the signaling tests.
+#![allow(dead_code)]
+
+use wzp_proto::signal::{AcceptMode, HangupReason, RoomParticipant, SignalMessage};
+use wzp_proto::{Fingerprint, TlsFingerprint};
+
+pub fn fp(n: u8) -> Fingerprint {
+    Fingerprint([n; 16])
+}
+
+pub fn tls(n: u8) -> TlsFingerprint {
+    TlsFingerprint([n; 32])
+}
+
+pub fn participant(n: u8) -> RoomParticipant {
+    RoomParticipant {
+        fingerprint: fp(n),
+        alias: Some(format!("user {n}")),
+        relay_label: if n % 2 == 0 {
+            Some("Relay B".into())
+        } else {
+            None
+        },
+    }
+}
+
+/// One fully populated sample of every variant, plus minimal ones.
+pub fn samples() -> Vec<SignalMessage> {
+    use SignalMessage as M;
+    vec![
+        M::Hello {
+            version: 1,
+            min_version: 1,
+            software: Some("wzp-client 0.1".into()),
+            features: vec!["dred".into()],
+        },
+        M::hello(None),
+        M::CallOffer {
+            room: Some(wzp_proto::room_hash("lobby")),
+            call_id: Some("c1".into()),
+            handshake: Some(vec![1, 2, 3, 0xff]),
+            supported_codecs: vec!["opus".into(), "codec2_1200".into()],
+            alias: Some("Swift Wolf".into()),
+        },
+        M::CallOffer {
+            room: None,
+            call_id: None,
+            handshake: None,
+            supported_codecs: vec![],
+            alias: None,
+        },
+        M::CallAnswer {
+            call_id: Some("c1".into()),
+            handshake: Some(vec![9; 130]),
+            chosen_codec: Some("opus".into()),
+            alias: Some("Bob".into()),
+        },
+        M::CallConfirm {
+            call_id: Some("c1".into()),
+            handshake: vec![3; 66],
+        },
+        M::Hangup {
+            reason: HangupReason::Busy,
+            call_id: Some("c1".into()),
+            message: Some("in another call".into()),
+        },
+        M::Hangup {
+            reason: HangupReason::Normal,
+            call_id: None,
+            message: None,
+        },
+        M::Hangup {
+            reason: HangupReason::Declined,
+            call_id: None,
+            message: None,
+        },
+        M::Hangup {
+            reason: HangupReason::Timeout,
+            call_id: None,
+            message: None,
+        },
+        M::Hangup {
+            reason: HangupReason::Error,
+            call_id: None,
+            message: None,
+        },
+        M::Ping {
+            timestamp_ms: u64::MAX,
+        },
+        M::Pong { timestamp_ms: 0 },
+        M::RoomUpdate {
+            room: Some("abc".into()),
+            count: 3,
+            participants: vec![participant(1), participant(2), participant(3)],
+        },
+        M::RegisterPresence {
+            identity_pub: [7; 32],
+            signature: [8; 64],
+            timestamp_ms: 1_700_000_000_000,
+            alias: Some("Alice".into()),
+        },
+        M::RegisterPresenceAck {
+            success: false,
+            error: Some("bad signature".into()),
+            relay_build: Some("abc1234".into()),
+        },
+        M::DirectCallOffer {
+            call_id: "d1".into(),
+            caller_fingerprint: fp(1),
+            target_fingerprint: fp(2),
+            caller_alias: Some("Alice".into()),
+            handshake: Some(vec![1; 66]),
+            supported_codecs: vec!["opus".into()],
+            caller_reflexive_addr: Some("203.0.113.5:40000".parse().unwrap()),
+        },
+        M::DirectCallAnswer {
+            call_id: "d1".into(),
+            accept_mode: AcceptMode::AcceptTrusted,
+            handshake: Some(vec![2; 130]),
+            chosen_codec: Some("opus".into()),
+            callee_reflexive_addr: Some("[2001:db8::1]:5000".parse().unwrap()),
+        },
+        M::DirectCallAnswer {
+            call_id: "d1".into(),
+            accept_mode: AcceptMode::AcceptGeneric,
+            handshake: None,
+            chosen_codec: None,
+            callee_reflexive_addr: None,
+        },
+        M::DirectCallAnswer {
+            call_id: "d1".into(),
+            accept_mode: AcceptMode::Reject,
+            handshake: None,
+            chosen_codec: None,
+            callee_reflexive_addr: None,
+        },
+        M::CallRinging {
+            call_id: "d1".into(),
+        },
+        M::CallSetup {
+            call_id: "d1".into(),
+            room: "call-d1".into(),
+            relay_addr: "relay.example:4433".into(),
+            peer_direct_addr: Some("198.51.100.7:1234".parse().unwrap()),
+        },
+        M::Reflect,
+        M::ReflectResponse {
+            observed_addr: "127.0.0.1:5555".parse().unwrap(),
+        },
+        M::FederationHello {
+            tls_fingerprint: tls(0xab),
+            label: Some("Pangolin EU".into()),
+        },
+        M::GlobalRoomActive {
+            room: "r".into(),
+            participants: vec![participant(4)],
+        },
+        M::GlobalRoomInactive {
+            room: "r".into(),
+            participants: vec![],
+        },
+        M::FederatedSignalForward {
+            inner: Box::new(M::DirectCallOffer {
+                call_id: "d2".into(),
+                caller_fingerprint: fp(3),
+                target_fingerprint: fp(4),
+                caller_alias: None,
+                handshake: None,
+                supported_codecs: vec![],
+                caller_reflexive_addr: None,
+            }),
+            origin_relay_fp: tls(1),
+        },
+        M::FederatedSignalForward {
+            inner: Box::new(M::FederatedSignalForward {
+                inner: Box::new(M::Reflect),
+                origin_relay_fp: tls(2),
+            }),
+            origin_relay_fp: tls(3),
+        },
+        M::PresenceUpdate {
+            fingerprints: vec![fp(5), fp(6)],
+            relay_addr: "10.0.0.1:4433".into(),
+        },
+        M::RouteQuery {
+            fingerprint: fp(5),
+            ttl: 3,
+        },
+        M::RouteResponse {
+            fingerprint: fp(5),
+            found: true,
+            relay_chain: vec!["10.0.0.1:4433".into(), "10.0.0.2:4433".into()],
+        },
+        M::SessionForward {
+            session_id: "s1".into(),
+            target_fingerprint: fp(9),
+            source_relay: "10.0.0.1:4433".into(),
+        },
+        M::SessionForwardAck {
+            session_id: "s1".into(),
+            room_name: "call-s1".into(),
+        },
+        M::QualityUpdate {
+            loss_pct: 2.5,
+            rtt_ms: 84,
+            jitter_ms: 12,
+            bitrate_cap_kbps: Some(24),
+            recommended_codec: Some("codec2_3200".into()),
+        },
+        M::LossRecoveryUpdate {
+            dred_reconstructions: 10,
+            classical_plc_invocations: 2,
+            frames_decoded: u64::MAX,
+        },
+    ]
+}

@@ -1,0 +1,35 @@
+//! The real-time path: header encode/parse and packet splitting never allocate.
+
+use assert_no_alloc::{assert_no_alloc, violation_count, AllocDisabler};
+use wzp_proto::{encode_packet, CodecId, Flags, MediaHeader, MediaPacket, QualityReport};
+
+#[global_allocator]
+static ALLOC: AllocDisabler = AllocDisabler;
+
+#[test]
+fn encode_and_parse_do_not_allocate() {
+    let before = violation_count();
+    let mut buf = [0u8; 256];
+    let payload = [7u8; 100];
+    let report = QualityReport::from_measurements(2.0, 80, 5, 32);
+    let total = assert_no_alloc(|| {
+        let mut total = 0usize;
+        for seq in 0..1000u32 {
+            let h = MediaHeader {
+                flags: Flags::REPAIR,
+                codec: CodecId::OPUS,
+                seq,
+                ..Default::default()
+            };
+            let n = encode_packet(&h, &payload, Some(&report), &mut buf).unwrap();
+            let pkt = MediaPacket::parse(&buf[..n]).unwrap();
+            total += pkt.payload.len() + pkt.associated_data().as_bytes().len();
+            total += pkt.header.nonce()[11] as usize;
+            // Errors must not allocate either.
+            total += usize::from(MediaPacket::parse(&buf[..3]).is_err());
+        }
+        total
+    });
+    assert!(total > 0);
+    assert_eq!(violation_count() - before, 0, "media path allocated");
+}

@@ -1,0 +1,316 @@
+//! Signal messages: every variant round-trips; old and new peers interoperate.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::{fp, samples};
+use wzp_proto::signal::{
+    decode_message, encode_frame, negotiate_version, AcceptMode, HangupReason, MESSAGE_TYPES,
+    SIGNAL_VERSION,
+};
+use wzp_proto::{Decoded, SignalError, SignalMessage};
+
+fn decode_json(json: &str) -> Decoded {
+    decode_message(json.as_bytes()).unwrap_or_else(|e| panic!("{json}: {e}"))
+}
+
+fn msg(json: &str) -> SignalMessage {
+    match decode_json(json) {
+        Decoded::Message(m) => m,
+        other => panic!("{json}: decoded as {other:?}"),
+    }
+}
+
+#[test]
+fn every_variant_round_trips_through_a_frame() {
+    for m in samples() {
+        let frame = encode_frame(&m).unwrap();
+        let len = u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;
+        assert_eq!(len, frame.len() - 4);
+        assert_eq!(
+            decode_message(&frame[4..]).unwrap(),
+            Decoded::Message(m.clone()),
+            "{}",
+            String::from_utf8_lossy(&frame[4..])
+        );
+    }
+}
+
+#[test]
+fn samples_cover_every_variant_and_type_names_match_json() {
+    let mut seen = BTreeSet::new();
+    for m in samples() {
+        let json: serde_json::Value = serde_json::to_value(&m).unwrap();
+        assert_eq!(json["type"], m.type_name());
+        seen.insert(m.type_name());
+    }
+    let all: BTreeSet<&str> = MESSAGE_TYPES.iter().copied().collect();
+    assert_eq!(seen, all);
+}
+
+#[test]
+fn optional_fields_are_omitted_when_empty() {
+    let json = String::from_utf8(
+        encode_frame(&SignalMessage::DirectCallAnswer {
+            call_id: "x".into(),
+            accept_mode: AcceptMode::AcceptGeneric,
+            handshake: None,
+            chosen_codec: None,
+            callee_reflexive_addr: None,
+        })
+        .unwrap()[4..]
+            .to_vec(),
+    )
+    .unwrap();
+    assert_eq!(
+        json,
+        r#"{"type":"direct_call_answer","call_id":"x","accept_mode":"accept_generic"}"#
+    );
+}
+
+#[test]
+fn old_json_without_optional_fields_parses() {
+    // As written by a peer that predates reflexive addresses, aliases, etc.
+    assert_eq!(
+        msg(r#"{"type":"direct_call_offer","call_id":"d1",
+                "caller_fingerprint":"0101:0101:0101:0101:0101:0101:0101:0101",
+                "target_fingerprint":"02020202020202020202020202020202"}"#),
+        SignalMessage::DirectCallOffer {
+            call_id: "d1".into(),
+            caller_fingerprint: fp(1),
+            target_fingerprint: fp(2),
+            caller_alias: None,
+            handshake: None,
+            supported_codecs: vec![],
+            caller_reflexive_addr: None,
+        }
+    );
+    assert_eq!(
+        msg(r#"{"type":"call_setup","call_id":"d1","room":"call-d1","relay_addr":"1.2.3.4:4433"}"#),
+        SignalMessage::CallSetup {
+            call_id: "d1".into(),
+            room: "call-d1".into(),
+            relay_addr: "1.2.3.4:4433".into(),
+            peer_direct_addr: None,
+        }
+    );
+    assert_eq!(
+        msg(r#"{"type":"loss_recovery_update"}"#),
+        SignalMessage::LossRecoveryUpdate {
+            dred_reconstructions: 0,
+            classical_plc_invocations: 0,
+            frames_decoded: 0
+        }
+    );
+    assert_eq!(
+        msg(r#"{"type":"hello","version":1}"#),
+        SignalMessage::hello(None)
+    );
+    assert_eq!(
+        msg(r#"{"type":"call_offer"}"#),
+        SignalMessage::CallOffer {
+            room: None,
+            call_id: None,
+            handshake: None,
+            supported_codecs: vec![],
+            alias: None
+        }
+    );
+    assert_eq!(
+        msg(r#"{"type":"room_update","count":0}"#),
+        SignalMessage::RoomUpdate {
+            room: None,
+            count: 0,
+            participants: vec![]
+        }
+    );
+    assert_eq!(
+        msg(r#"{"type":"hangup","reason":"normal"}"#),
+        SignalMessage::Hangup {
+            reason: HangupReason::Normal,
+            call_id: None,
+            message: None
+        }
+    );
+}
+
+#[test]
+fn explicit_nulls_for_optional_fields_parse() {
+    assert_eq!(
+        msg(r#"{"type":"call_answer","call_id":null,"handshake":null,"alias":null}"#),
+        SignalMessage::CallAnswer {
+            call_id: None,
+            handshake: None,
+            chosen_codec: None,
+            alias: None
+        }
+    );
+}
+
+#[test]
+fn unknown_fields_are_ignored() {
+    assert_eq!(
+        msg(r#"{"type":"ping","timestamp_ms":5,"future_field":{"deep":[1,2,3]},"x":null}"#),
+        SignalMessage::Ping { timestamp_ms: 5 }
+    );
+    assert_eq!(
+        msg(r#"{"type":"room_update","count":1,"participants":[
+            {"fingerprint":"0303:0303:0303:0303:0303:0303:0303:0303","avatar":"x.png"}]}"#),
+        SignalMessage::RoomUpdate {
+            room: None,
+            count: 1,
+            participants: vec![wzp_proto::signal::RoomParticipant {
+                fingerprint: fp(3),
+                alias: None,
+                relay_label: None
+            }]
+        }
+    );
+}
+
+#[test]
+fn unknown_variant_is_reported_not_fatal() {
+    assert_eq!(
+        decode_json(r#"{"type":"video_offer","codec":"av1","n":1}"#),
+        Decoded::Unknown {
+            type_name: "video_offer".into()
+        }
+    );
+    assert_eq!(
+        decode_json(r#"{"type":"unit_thing"}"#),
+        Decoded::Unknown {
+            type_name: "unit_thing".into()
+        }
+    );
+}
+
+#[test]
+fn unknown_inner_of_a_forward_decodes_as_unrecognized_and_cannot_be_reencoded() {
+    let m = msg(
+        r#"{"type":"federated_signal_forward","inner":{"type":"phase9_thing","a":1},
+        "origin_relay_fp":"0101010101010101010101010101010101010101010101010101010101010101"}"#,
+    );
+    let SignalMessage::FederatedSignalForward { inner, .. } = &m else {
+        panic!("{m:?}")
+    };
+    assert_eq!(**inner, SignalMessage::Unrecognized);
+    assert!(matches!(encode_frame(&m), Err(SignalError::Encode(_))));
+    assert!(matches!(
+        encode_frame(&SignalMessage::Unrecognized),
+        Err(SignalError::Encode(_))
+    ));
+}
+
+#[test]
+fn unknown_enum_values() {
+    // A newer hangup reason degrades to Unknown rather than failing the frame.
+    assert_eq!(
+        msg(r#"{"type":"hangup","reason":"moved_to_other_device"}"#),
+        SignalMessage::Hangup {
+            reason: HangupReason::Unknown,
+            call_id: None,
+            message: None
+        }
+    );
+}
+
+#[test]
+fn malformed_messages_are_errors() {
+    for bad in [
+        "",
+        "null",
+        "[]",
+        "{}",
+        r#"{"type":5}"#,
+        r#"{"no_type":"ping"}"#,
+        r#"{"type":"ping"}"#,
+        r#"{"type":"ping","timestamp_ms":-1}"#,
+        r#"{"type":"ping","timestamp_ms":"5"}"#,
+        r#"{"type":"route_query","fingerprint":"zz","ttl":1}"#,
+        r#"{"type":"route_query","fingerprint":"0101","ttl":1}"#,
+        r#"{"type":"route_query","fingerprint":"01010101010101010101010101010101","ttl":300}"#,
+        r#"{"type":"reflect_response","observed_addr":"not an addr"}"#,
+        r#"{"type":"call_confirm","handshake":"xyz"}"#,
+        r#"{"type":"register_presence","identity_pub":"00","signature":"00"}"#,
+        r#"{"type":"direct_call_answer","call_id":"x","accept_mode":"maybe"}"#,
+        "{\"type\":\"ping\",\"timestamp_ms\":1",
+        "\u{feff}garbage",
+    ] {
+        let r = decode_message(bad.as_bytes());
+        assert!(
+            matches!(r, Err(SignalError::Malformed(_))),
+            "{bad:?} gave {r:?}"
+        );
+        assert!(!r.unwrap_err().is_fatal());
+    }
+    assert!(matches!(
+        decode_message(&[0xff, 0xfe, 0x00]),
+        Err(SignalError::Malformed(_))
+    ));
+}
+
+#[test]
+fn fingerprints_in_json_accept_any_case_and_colons() {
+    let upper = msg(
+        r#"{"type":"route_query","fingerprint":"ABCD:EF01:2345:6789:ABCD:EF01:2345:6789","ttl":1}"#,
+    );
+    let bare =
+        msg(r#"{"type":"route_query","fingerprint":"abcdef0123456789abcdef0123456789","ttl":1}"#);
+    assert_eq!(upper, bare);
+    let json = String::from_utf8(encode_frame(&bare).unwrap()[4..].to_vec()).unwrap();
+    assert!(
+        json.contains("abcd:ef01:2345:6789:abcd:ef01:2345:6789"),
+        "{json}"
+    );
+}
+
+#[test]
+fn version_negotiation() {
+    let hello = |version, min_version| {
+        Decoded::Message(SignalMessage::Hello {
+            version,
+            min_version,
+            software: None,
+            features: vec![],
+        })
+    };
+    assert_eq!(negotiate_version(&hello(1, 1)).unwrap(), 1);
+    // A newer peer that still accepts v1 talks v1 with us.
+    assert_eq!(negotiate_version(&hello(5, 1)).unwrap(), SIGNAL_VERSION);
+    // A newer peer that dropped v1: mismatch, fatal.
+    let e = negotiate_version(&hello(5, 3)).unwrap_err();
+    assert!(matches!(
+        e,
+        SignalError::VersionMismatch {
+            their_min: 3,
+            their_max: 5,
+            ..
+        }
+    ));
+    assert!(e.is_fatal());
+    assert!(e.to_string().contains("upgrade"));
+    // Nonsense ranges.
+    assert!(negotiate_version(&hello(0, 0)).is_err());
+    assert!(negotiate_version(&hello(1, 2)).is_err());
+    // First message must be Hello.
+    assert!(matches!(
+        negotiate_version(&Decoded::Message(SignalMessage::Ping { timestamp_ms: 1 })),
+        Err(SignalError::ExpectedHello { got }) if got == "ping"
+    ));
+    assert!(matches!(
+        negotiate_version(&Decoded::Unknown { type_name: "hello2".into() }),
+        Err(SignalError::ExpectedHello { got }) if got == "hello2"
+    ));
+}
+
+#[test]
+fn presence_signature_round_trip() {
+    let id = wzp_proto::Seed::from_bytes([4; 32]).identity();
+    let bytes = wzp_proto::signal::presence_signed_bytes(&id.public_key(), 1234);
+    assert!(bytes.starts_with(b"wzp-presence-v1"));
+    let sig = id.sign(&bytes);
+    wzp_proto::identity::verify_signature(&id.public_key(), &bytes, &sig).unwrap();
+    let other = wzp_proto::signal::presence_signed_bytes(&id.public_key(), 1235);
+    assert!(wzp_proto::identity::verify_signature(&id.public_key(), &other, &sig).is_err());
+}

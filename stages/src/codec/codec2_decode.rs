@@ -113,16 +113,17 @@ impl StageFactory for Codec2DecodeFactory {
                 };
                 let codec = codecs[slot].get_or_insert_with(|| SafeCodec2::new(job.mode));
                 let out = &mut speech[..n];
-                if !job.lost {
+                // Counters move only after the samples are in the ring, so
+                // whoever watches them sees the audio already available.
+                let outcome = if !job.lost {
                     if codec.decode(out, &job.bits[..job.mode.frame_bytes()]) {
-                        frames_decoded.inc();
                         last_good = Some((job.bits, job.mode));
                         lost_run = 0;
+                        &frames_decoded
                     } else {
-                        codec_errors.inc();
+                        &codec_errors
                     }
                 } else {
-                    plc.inc();
                     lost_run += 1;
                     match last_good {
                         // Repeat the last spectrum, fading: a short gap is
@@ -136,9 +137,11 @@ impl StageFactory for Codec2DecodeFactory {
                         }
                         _ => out.fill(0),
                     }
-                }
+                    &plc
+                };
                 let (_, rest) = pcm_tx.push_partial_slice(out);
                 worker_dropped.add(rest.len() as u64);
+                outcome.inc();
             }
             worked
         })
@@ -245,23 +248,11 @@ impl Codec2DecodeProc {
         }
         sent | self.send(job)
     }
-}
 
-impl Processor for Codec2DecodeProc {
-    fn process(&mut self, io: &mut Io<'_>, _cx: &Cx) -> Flow {
-        let (input, out) = io.frames_in_pcm_out(0, 0);
-        let mut sent = false;
-        if let Some(batch) = input {
-            for slot in batch.iter() {
-                sent |= self.accept(slot);
-            }
-        }
-        if sent {
-            self.worker.wake();
-        }
+    fn play(&mut self, out: &mut [f32]) {
         if !self.started {
             if self.pcm_rx.slots() < self.prebuffer {
-                return Flow::Continue;
+                return;
             }
             self.started = true;
         }
@@ -276,6 +267,25 @@ impl Processor for Codec2DecodeProc {
         }
         self.low[got..].fill(0.0);
         self.interp.process(&self.low, out);
+    }
+}
+
+impl Processor for Codec2DecodeProc {
+    fn process(&mut self, io: &mut Io<'_>, _cx: &Cx) -> Flow {
+        let (input, out) = io.frames_in_pcm_out(0, 0);
+        // Play out before handing this cycle's frames to the worker, so a
+        // frame is heard exactly one cycle after it arrived, however fast
+        // the worker is.
+        self.play(out);
+        let mut sent = false;
+        if let Some(batch) = input {
+            for slot in batch.iter() {
+                sent |= self.accept(slot);
+            }
+        }
+        if sent {
+            self.worker.wake();
+        }
         Flow::Continue
     }
 }

@@ -26,8 +26,9 @@
 //! **Latency**: one quantum for the hop through the worker (a frame
 //! completed in cycle c leaves in cycle c+1; under a faster-than-real-time
 //! clock it may leave later, never lost), the part of a frame that waits
-//! beyond the quantum, and the decimator's 2 ms:
-//! `quantum + max(0, frame - quantum) + 2 ms`.
+//! beyond the quantum, the decimator's 2 ms and Codec2's own 20 ms
+//! (analysis window centred behind the newest input):
+//! `quantum + max(0, frame - quantum) + 22 ms`.
 //!
 //! ```toml
 //! [[stage]]
@@ -46,6 +47,10 @@ use super::profile::{names_where, Codec2Mode, Profile};
 use super::resample6::{Decimator6, DELAY_48K};
 
 pub struct Codec2EncodeFactory;
+
+/// Codec2's own delay: its 40 ms analysis window is centred 20 ms behind
+/// the newest input. Measured end to end by the `codec_codec2` tests.
+const CODEC2_DELAY_48K: usize = 960;
 
 const KIND: &str = "codec.codec2_encode";
 
@@ -158,8 +163,9 @@ impl StageFactory for Codec2EncodeFactory {
         .map_err(BuildError::Other)?;
 
         let wait = frame_48k.saturating_sub(quantum);
-        let latency =
-            Duration::from_nanos(((quantum + wait + DELAY_48K) as u64) * 1_000_000_000 / 48_000);
+        let latency = Duration::from_nanos(
+            ((quantum + wait + DELAY_48K + CODEC2_DELAY_48K) as u64) * 1_000_000_000 / 48_000,
+        );
         let processor = Codec2EncodeProc {
             decim: Decimator6::new(),
             low: vec![0.0; quantum / 6 + 1].into_boxed_slice(),
@@ -209,16 +215,9 @@ struct Codec2EncodeProc {
 impl Processor for Codec2EncodeProc {
     fn process(&mut self, io: &mut Io<'_>, _cx: &Cx) -> Flow {
         let (input, mut out) = io.pcm_in_frames_out(0, 0);
-        let n = self.decim.process(input, &mut self.low);
-        for (d, s) in self.low_i16.iter_mut().zip(&self.low[..n]) {
-            *d = to_i16(*s);
-        }
-        let (_, rest) = self.pcm_tx.push_partial_slice(&self.low_i16[..n]);
-        self.ring_overflow_samples.add(rest.len() as u64);
-        if n > 0 {
-            self.worker.wake();
-        }
-        // Frames the worker finished since last cycle.
+        // Frames the worker finished since last cycle, taken before this
+        // cycle's samples go in: a frame always leaves exactly one cycle
+        // after it completed, however fast the worker is.
         while let Ok(e) = self.bits_rx.pop() {
             let mut meta = FrameMeta {
                 seq: self.seq,
@@ -240,6 +239,15 @@ impl Processor for Codec2EncodeProc {
                 Some(Ok(())) => self.frames_out.inc(),
                 _ => self.dropped_full.inc(),
             }
+        }
+        let n = self.decim.process(input, &mut self.low);
+        for (d, s) in self.low_i16.iter_mut().zip(&self.low[..n]) {
+            *d = to_i16(*s);
+        }
+        let (_, rest) = self.pcm_tx.push_partial_slice(&self.low_i16[..n]);
+        self.ring_overflow_samples.add(rest.len() as u64);
+        if n > 0 {
+            self.worker.wake();
         }
         Flow::Continue
     }

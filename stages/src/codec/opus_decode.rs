@@ -452,7 +452,7 @@ impl Processor for OpusDecodeProc {
         while quiet && self.fifo.len() < out.len() && self.pending.len > 0 {
             self.decode_head();
         }
-        if self.fifo.len() > 0 {
+        if !self.fifo.is_empty() {
             self.started = true;
         }
         let got = self.fifo.pop_into(out);

@@ -1,8 +1,30 @@
-//! `codec.*` stages.
+//! `codec.*` stages: speech encoders and decoders.
+//!
+//! - [`opus_encode`] / [`opus_decode`]: libopus 1.6.1 (from `opusic-sys`,
+//!   built with DRED), loss recovery by DRED, LBRR and PLC.
+//! - [`codec2_encode`] / [`codec2_decode`]: Codec2 3200 and 1200 for the worst
+//!   links, run in a worker thread because the `codec2` crate allocates.
+//! - [`profile`]: the quality profiles and codec ids both sides share
+//!   (`docs/PROFILES.md`).
+
+pub mod codec2_decode;
+pub mod codec2_encode;
+pub mod codec2_worker;
+pub mod denormals;
+pub mod opus_decode;
+pub mod opus_encode;
+pub mod opus_ffi;
+pub mod pcm_fifo;
+pub mod profile;
+pub mod resample6;
 
 use wzp_engine::prelude::*;
 
 /// Registers every `codec.*` stage kind.
-pub fn register(_registry: &mut Registry) -> Result<(), wzp_engine::registry::RegisterError> {
+pub fn register(registry: &mut Registry) -> Result<(), wzp_engine::registry::RegisterError> {
+    registry.register(opus_encode::OpusEncodeFactory)?;
+    registry.register(opus_decode::OpusDecodeFactory)?;
+    registry.register(codec2_encode::Codec2EncodeFactory)?;
+    registry.register(codec2_decode::Codec2DecodeFactory)?;
     Ok(())
 }

@@ -1,0 +1,249 @@
+//! Quality profiles shared by senders and receivers.
+//!
+//! A profile names a codec configuration. Its `id` travels in every
+//! [`FrameMeta::codec`](wzp_engine::port::FrameMeta) so a receiver knows how
+//! to decode a frame without signalling: Opus packets describe themselves
+//! (any Opus id decodes with the same decoder), Codec2 frames do not (the id
+//! says which mode). Ids are part of the wire contract: never renumber one,
+//! only add. `docs/PROFILES.md` is the human-readable copy of this table.
+
+/// Which codec a profile uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Codec {
+    Opus,
+    /// Codec2 at the given mode's bit rate (3200 or 1200 bps).
+    Codec2 {
+        mode: Codec2Mode,
+    },
+}
+
+/// The Codec2 modes wzp uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Codec2Mode {
+    /// 3200 bps, 20 ms frames of 64 bits.
+    M3200,
+    /// 1200 bps, 40 ms frames of 48 bits.
+    M1200,
+}
+
+impl Codec2Mode {
+    /// Bytes in one encoded frame.
+    pub const fn frame_bytes(self) -> usize {
+        match self {
+            Codec2Mode::M3200 => 8,
+            Codec2Mode::M1200 => 6,
+        }
+    }
+
+    /// Samples at 8 kHz in one frame.
+    pub const fn frame_samples_8k(self) -> usize {
+        match self {
+            Codec2Mode::M3200 => 160,
+            Codec2Mode::M1200 => 320,
+        }
+    }
+
+    pub const fn frame_ms(self) -> u32 {
+        match self {
+            Codec2Mode::M3200 => 20,
+            Codec2Mode::M1200 => 40,
+        }
+    }
+
+    pub(crate) fn to_lib(self) -> codec2::Codec2Mode {
+        match self {
+            Codec2Mode::M3200 => codec2::Codec2Mode::MODE_3200,
+            Codec2Mode::M1200 => codec2::Codec2Mode::MODE_1200,
+        }
+    }
+}
+
+/// One row of the profile table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Profile {
+    /// The `profile` param value, lower case.
+    pub name: &'static str,
+    /// Codec id carried in `FrameMeta::codec`. 0 is never used ("unspecified").
+    pub id: u8,
+    pub codec: Codec,
+    /// Target bit rate of the codec payload, bits per second.
+    pub bitrate: u32,
+    /// Frame duration, milliseconds.
+    pub frame_ms: u32,
+    /// Suggested RaptorQ repair ratio for the FEC stage, repair symbols per
+    /// 100 source symbols. Lower-rate profiles are chosen when the path is
+    /// bad, and their frames are small, so they can afford more repair.
+    pub fec_ratio_percent: u8,
+    /// Default DRED window for Opus profiles, ms (0: off). DRED takes its
+    /// bits out of the target rate, and libopus only spends them above about
+    /// 12 kbps, so the low-rate profiles leave it off.
+    pub dred_ms: u32,
+    /// Default expected loss, percent, told to the Opus encoder (it sizes
+    /// LBRR and DRED from it).
+    pub expected_loss: u8,
+}
+
+/// The profile table. Names are unique, ids are unique and never reused.
+pub const PROFILES: &[Profile] = &[
+    Profile {
+        name: "good",
+        id: 1,
+        codec: Codec::Opus,
+        bitrate: 24_000,
+        frame_ms: 20,
+        fec_ratio_percent: 20,
+        dred_ms: 200,
+        expected_loss: 10,
+    },
+    Profile {
+        name: "fair",
+        id: 2,
+        codec: Codec::Opus,
+        bitrate: 16_000,
+        frame_ms: 20,
+        fec_ratio_percent: 30,
+        dred_ms: 200,
+        expected_loss: 15,
+    },
+    Profile {
+        name: "degraded",
+        id: 3,
+        codec: Codec::Opus,
+        bitrate: 6_000,
+        frame_ms: 40,
+        fec_ratio_percent: 50,
+        dred_ms: 0,
+        expected_loss: 20,
+    },
+    Profile {
+        name: "poor",
+        id: 4,
+        codec: Codec::Codec2 {
+            mode: Codec2Mode::M3200,
+        },
+        bitrate: 3_200,
+        frame_ms: 20,
+        fec_ratio_percent: 50,
+        dred_ms: 0,
+        expected_loss: 0,
+    },
+    Profile {
+        name: "catastrophic",
+        id: 5,
+        codec: Codec::Codec2 {
+            mode: Codec2Mode::M1200,
+        },
+        bitrate: 1_200,
+        frame_ms: 40,
+        fec_ratio_percent: 100,
+        dred_ms: 0,
+        expected_loss: 0,
+    },
+    Profile {
+        name: "studio_32k",
+        id: 6,
+        codec: Codec::Opus,
+        bitrate: 32_000,
+        frame_ms: 20,
+        fec_ratio_percent: 10,
+        dred_ms: 100,
+        expected_loss: 5,
+    },
+    Profile {
+        name: "studio_48k",
+        id: 7,
+        codec: Codec::Opus,
+        bitrate: 48_000,
+        frame_ms: 20,
+        fec_ratio_percent: 10,
+        dred_ms: 100,
+        expected_loss: 5,
+    },
+    Profile {
+        name: "studio_64k",
+        id: 8,
+        codec: Codec::Opus,
+        bitrate: 64_000,
+        frame_ms: 20,
+        fec_ratio_percent: 10,
+        dred_ms: 100,
+        expected_loss: 5,
+    },
+];
+
+impl Profile {
+    /// Looks a profile up by its param name.
+    pub fn by_name(name: &str) -> Option<&'static Profile> {
+        PROFILES.iter().find(|p| p.name == name)
+    }
+
+    /// Looks a profile up by the codec id carried in frames.
+    pub fn by_id(id: u8) -> Option<&'static Profile> {
+        PROFILES.iter().find(|p| p.id == id)
+    }
+
+    pub fn is_opus(&self) -> bool {
+        self.codec == Codec::Opus
+    }
+
+    pub fn codec2_mode(&self) -> Option<Codec2Mode> {
+        match self.codec {
+            Codec::Codec2 { mode } => Some(mode),
+            Codec::Opus => None,
+        }
+    }
+}
+
+/// Whether a frame with codec id `id` can go to the Opus decoder. 0 means
+/// "unspecified" (an upstream that does not set it) and is tried as Opus.
+pub fn is_opus_id(id: u8) -> bool {
+    id == 0 || Profile::by_id(id).is_some_and(Profile::is_opus)
+}
+
+/// Profile names of one codec family, for error messages.
+pub(crate) fn names_where(pred: impl Fn(&Profile) -> bool) -> Vec<&'static str> {
+    PROFILES
+        .iter()
+        .filter(|p| pred(p))
+        .map(|p| p.name)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_ids_are_unique_and_nonzero() {
+        for (i, a) in PROFILES.iter().enumerate() {
+            assert_ne!(a.id, 0, "{} uses the reserved id 0", a.name);
+            for b in &PROFILES[i + 1..] {
+                assert_ne!(a.id, b.id, "{} and {} share an id", a.name, b.name);
+                assert_ne!(a.name, b.name);
+            }
+        }
+    }
+
+    #[test]
+    fn codec2_rows_match_their_mode() {
+        for p in PROFILES {
+            if let Some(m) = p.codec2_mode() {
+                assert_eq!(p.frame_ms, m.frame_ms(), "{}", p.name);
+                assert_eq!(
+                    p.bitrate as usize,
+                    m.frame_bytes() * 8 * 1000 / m.frame_ms() as usize,
+                    "{}",
+                    p.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn lookup() {
+        assert_eq!(Profile::by_name("good").unwrap().bitrate, 24_000);
+        assert_eq!(Profile::by_id(5).unwrap().name, "catastrophic");
+        assert!(Profile::by_name("GOOD").is_none());
+        assert!(is_opus_id(0) && is_opus_id(1) && !is_opus_id(4) && !is_opus_id(200));
+    }
+}

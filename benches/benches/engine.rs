@@ -18,8 +18,16 @@ impl StageFactory for Nop {
         StageInfo {
             kind: "bench.nop",
             summary: "does nothing",
-            inputs: vec![PortInfo { name: "in", ty: "Frame", doc: "" }],
-            outputs: vec![PortInfo { name: "out", ty: "Frame", doc: "" }],
+            inputs: vec![PortInfo {
+                name: "in",
+                ty: "Frame",
+                doc: "",
+            }],
+            outputs: vec![PortInfo {
+                name: "out",
+                ty: "Frame",
+                doc: "",
+            }],
             params: vec![],
             default_domain: Domain::Clocked,
             domains: &[Domain::Clocked],
@@ -38,7 +46,10 @@ impl StageFactory for Nop {
 struct NopPcm;
 impl StageFactory for NopPcm {
     fn info(&self) -> StageInfo {
-        StageInfo { kind: "bench.nop_pcm", ..Nop.info() }
+        StageInfo {
+            kind: "bench.nop_pcm",
+            ..Nop.info()
+        }
     }
     fn build(&self, cx: &mut BuildContext<'_>, _p: &Params) -> Result<Built, BuildError> {
         let t = PortType::Pcm { rate: cx.rate };
@@ -52,7 +63,13 @@ impl StageFactory for NopPcm {
 }
 
 fn chain(kind: &str, n: usize) -> GraphSpec {
-    let mut spec = GraphSpec::new("bench", ClockSpec { driver: ClockDriver::Manual, ..Default::default() });
+    let mut spec = GraphSpec::new(
+        "bench",
+        ClockSpec {
+            driver: ClockDriver::Manual,
+            ..Default::default()
+        },
+    );
     for i in 0..n {
         spec = spec.stage(StageSpec::new(&format!("s{i}"), kind));
         if i > 0 {
@@ -72,7 +89,9 @@ fn engine_overhead(c: &mut Criterion) {
             let compiled = compile(&chain(kind, n), &reg, &Resources::new()).unwrap();
             let mut g = Graph::new(compiled);
             group.throughput(Throughput::Elements(n as u64));
-            group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| b.iter(|| g.step()));
+            group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+                b.iter(|| g.step())
+            });
         }
         group.finish();
     }

@@ -16,8 +16,15 @@ pub struct Harness {
 
 impl Harness {
     /// Builds `kind` with `params` at `rate`/20 ms and gives it fresh buffers.
-    pub fn new(registry: &Registry, kind: &str, params: &[(&str, ParamValue)], rate: u32) -> Harness {
-        let factory = registry.get(kind).unwrap_or_else(|| panic!("no stage kind {kind}"));
+    pub fn new(
+        registry: &Registry,
+        kind: &str,
+        params: &[(&str, ParamValue)],
+        rate: u32,
+    ) -> Harness {
+        let factory = registry
+            .get(kind)
+            .unwrap_or_else(|| panic!("no stage kind {kind}"));
         let info = factory.info();
         let mut p = Params::default();
         for spec in &info.params {
@@ -31,7 +38,9 @@ impl Harness {
         let res = Resources::new();
         let quantum = Duration::from_millis(20);
         let mut cx = BuildContext::standalone(rate, quantum, &res);
-        let built = factory.build(&mut cx, &p).unwrap_or_else(|e| panic!("{kind}: {e}"));
+        let built = factory
+            .build(&mut cx, &p)
+            .unwrap_or_else(|e| panic!("{kind}: {e}"));
         let qn = quantum.as_nanos() as u64;
         let mut pool = Vec::new();
         let mut ins = Vec::new();
@@ -44,7 +53,18 @@ impl Harness {
             outs.push(pool.len() as u32);
             pool.push(Buffer::for_type(d.ty, qn, 64));
         }
-        Harness { processor: built.processor, pool, ins, outs, cx: Cx { now_ns: 0, cycle: 0, rate, quantum_ns: qn } }
+        Harness {
+            processor: built.processor,
+            pool,
+            ins,
+            outs,
+            cx: Cx {
+                now_ns: 0,
+                cycle: 0,
+                rate,
+                quantum_ns: qn,
+            },
+        }
     }
 
     /// Mutable access to input buffer `i` (to fill it before a step).
@@ -62,7 +82,8 @@ impl Harness {
         for &o in &self.outs {
             self.pool[o as usize].reset();
         }
-        let mut io = Io::checked(&mut self.pool, &self.ins, &self.outs).expect("harness buffers are distinct");
+        let mut io = Io::checked(&mut self.pool, &self.ins, &self.outs)
+            .expect("harness buffers are distinct");
         let flow = self.processor.process(&mut io, &self.cx);
         self.cx.cycle += 1;
         self.cx.now_ns += self.cx.quantum_ns;

@@ -10,7 +10,9 @@ use std::time::Duration;
 use wzp_engine::prelude::*;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let out = std::env::args().nth(1).unwrap_or_else(|| "out/loopback-example.wav".into());
+    let out = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "out/loopback-example.wav".into());
     if let Some(dir) = Path::new(&out).parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -19,7 +21,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let spec = GraphSpec::load(&graph_file, &vars)?;
     let compiled = compile(&spec, &wzp_stages::registry(), &Resources::new())?;
     let mut graph = Graph::new(compiled);
-    graph.start(RunOptions { driver: ClockDriver::Fast, ..Default::default() })?;
+    graph.start(RunOptions {
+        driver: ClockDriver::Fast,
+        ..Default::default()
+    })?;
     graph.wait(Duration::from_secs(60));
     let stats = graph.stats();
     graph.stop();

@@ -45,8 +45,16 @@ impl StageFactory for Tremolo {
         StageInfo {
             kind: "demo.tremolo",
             summary: "amplitude wobble (an example of a stage defined outside wzp-stages)",
-            inputs: vec![PortInfo { name: "in", ty: "Pcm@rate", doc: "audio" }],
-            outputs: vec![PortInfo { name: "out", ty: "Pcm@rate", doc: "audio, wobbling" }],
+            inputs: vec![PortInfo {
+                name: "in",
+                ty: "Pcm@rate",
+                doc: "audio",
+            }],
+            outputs: vec![PortInfo {
+                name: "out",
+                ty: "Pcm@rate",
+                doc: "audio, wobbling",
+            }],
             params: vec![
                 ParamSpec::float("rate_hz", 5.0, "wobble frequency, 0.1..=20 Hz"),
                 ParamSpec::float("depth", 0.5, "0 = none, 1 = down to silence"),
@@ -77,7 +85,8 @@ impl StageFactory for Tremolo {
 /// The shipped stages plus `demo.tremolo`.
 pub fn registry() -> Registry {
     let mut r = wzp_stages::registry();
-    r.register(Tremolo).expect("demo.tremolo is not a shipped kind");
+    r.register(Tremolo)
+        .expect("demo.tremolo is not a shipped kind");
     r
 }
 

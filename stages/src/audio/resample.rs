@@ -8,9 +8,9 @@
 //!   the FIFO was full; should stay 0), `errors` (the resampler refused a
 //!   quantum; should stay 0).
 //! - Latency: the FIFO priming (the filter's look-ahead that rubato holds
-//!   back, plus two samples), measured at build time: about 3 ms at 16 kHz
-//!   and 8 ms at 48 kHz output for a 128-tap filter; `graph explain` shows
-//!   the exact value.
+//!   back, plus two samples), measured at build time: 1.5 ms for
+//!   48 kHz -> 16 kHz, 4.2 ms for 16 kHz -> 48 kHz, 1.5 ms for
+//!   44.1 kHz -> 48 kHz; `graph explain` shows the exact value.
 //!
 //! rubato's `SincFixedIn` (128-tap band-limited sinc, cubic interpolation
 //! of a 256x oversampled table, Blackman-Harris window) takes exactly one

@@ -8,10 +8,8 @@
 
 use realfft::num_complex::Complex;
 use realfft::RealFftPlanner;
-use rubato::{
-    calculate_cutoff, Resampler, SincFixedIn, SincInterpolationParameters, SincInterpolationType,
-    WindowFunction,
-};
+use rubato::sinc_interpolator::{ScalarInterpolator, SincInterpolator};
+use rubato::{calculate_cutoff, Resampler, SincFixedIn, SincInterpolationType, WindowFunction};
 
 /// The level reported for silence (and the floor of every level).
 pub const SILENCE_DBFS: f32 = -120.0;
@@ -160,35 +158,117 @@ pub fn zero_crossing_hz(x: &[f32], rate: u32) -> Option<f64> {
     Some((count - 1) as f64 * rate as f64 / (last - first))
 }
 
-/// A single-channel `SincFixedIn` taking `chunk` input frames per call:
-/// band-limited sinc of `sinc_len` taps, cubic interpolation of a 256x
-/// oversampled table, Blackman-Harris window.
+/// Oversampling of the sinc table: positions are resolved to 1/256 of an
+/// input sample.
+const SINC_OVERSAMPLING: usize = 256;
+
+/// A sinc table read `shift` table steps away from where rubato asks.
+///
+/// rubato 0.16's `SincFixedIn` puts output sample `n` at input time
+/// `n * t + (t - 1 + 1/256)` (`t` = input samples per output sample): its
+/// first output is one step ahead and the table's centre sits one step
+/// early. For 16 kHz -> 48 kHz that is two output samples early. Reading
+/// the table `-(t - 1 + 1/256) * 256` steps over cancels it, so the output
+/// is time-aligned to 1/512 of an input sample and latencies and
+/// correlations come out exact. The shift stays inside rubato's buffer:
+/// it is less than `t + 1` input samples, and rubato keeps a filter
+/// length of margin on both sides.
+struct AlignedSinc {
+    inner: Box<dyn SincInterpolator<f32>>,
+    shift: isize,
+}
+
+impl SincInterpolator<f32> for AlignedSinc {
+    fn get_sinc_interpolated(&self, wave: &[f32], index: usize, subindex: usize) -> f32 {
+        let f = SINC_OVERSAMPLING as isize;
+        let p = index as isize * f + subindex as isize + self.shift;
+        let (i, s) = (p.div_euclid(f), p.rem_euclid(f) as usize);
+        // Out of range cannot happen (see above); silence beats a panic.
+        if i < 0 || i as usize + self.inner.len() >= wave.len() {
+            return 0.0;
+        }
+        self.inner.get_sinc_interpolated(wave, i as usize, s)
+    }
+
+    fn len(&self) -> usize {
+        self.inner.len()
+    }
+
+    fn nbr_sincs(&self) -> usize {
+        self.inner.nbr_sincs()
+    }
+}
+
+/// The fastest sinc table this CPU can use (as rubato picks it).
+fn sinc_table(sinc_len: usize, f_cutoff: f32) -> Box<dyn SincInterpolator<f32>> {
+    let w = WindowFunction::BlackmanHarris2;
+    #[cfg(target_arch = "x86_64")]
+    {
+        use rubato::sinc_interpolator::sinc_interpolator_avx::AvxInterpolator;
+        use rubato::sinc_interpolator::sinc_interpolator_sse::SseInterpolator;
+        if let Ok(i) = AvxInterpolator::<f32>::new(sinc_len, SINC_OVERSAMPLING, f_cutoff, w) {
+            return Box::new(i);
+        }
+        if let Ok(i) = SseInterpolator::<f32>::new(sinc_len, SINC_OVERSAMPLING, f_cutoff, w) {
+            return Box::new(i);
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        use rubato::sinc_interpolator::sinc_interpolator_neon::NeonInterpolator;
+        if let Ok(i) = NeonInterpolator::<f32>::new(sinc_len, SINC_OVERSAMPLING, f_cutoff, w) {
+            return Box::new(i);
+        }
+    }
+    Box::new(ScalarInterpolator::<f32>::new(
+        sinc_len,
+        SINC_OVERSAMPLING,
+        f_cutoff,
+        w,
+    ))
+}
+
+/// A single-channel, time-aligned `SincFixedIn` taking `chunk` input frames
+/// per call: band-limited sinc of `sinc_len` taps (a multiple of 8), cubic
+/// interpolation of a 256x oversampled table, Blackman-Harris window.
 pub(crate) fn sinc_resampler(
     from: u32,
     to: u32,
     chunk: usize,
     sinc_len: usize,
 ) -> Result<SincFixedIn<f32>, String> {
-    if from == 0 || to == 0 {
+    if from == 0 || to == 0 || chunk == 0 || sinc_len % 8 != 0 {
         return Err(format!("cannot resample from {from} Hz to {to} Hz"));
     }
-    let params = SincInterpolationParameters {
-        sinc_len,
-        f_cutoff: calculate_cutoff(sinc_len, WindowFunction::BlackmanHarris2),
-        interpolation: SincInterpolationType::Cubic,
-        oversampling_factor: 256,
-        window: WindowFunction::BlackmanHarris2,
+    let ratio = to as f64 / from as f64;
+    let mut f_cutoff = calculate_cutoff::<f32>(sinc_len, WindowFunction::BlackmanHarris2);
+    if ratio < 1.0 {
+        // The anti-aliasing filter sits below the new, lower Nyquist frequency.
+        f_cutoff *= ratio as f32;
+    }
+    let t = 1.0 / ratio;
+    let shift = -(((t - 1.0) * SINC_OVERSAMPLING as f64).round() as isize + 1);
+    let table = AlignedSinc {
+        inner: sinc_table(sinc_len, f_cutoff),
+        shift,
     };
-    SincFixedIn::new(to as f64 / from as f64, 1.0, params, chunk, 1)
-        .map_err(|e| format!("cannot resample from {from} Hz to {to} Hz: {e}"))
+    SincFixedIn::new_with_interpolator(
+        ratio,
+        1.0,
+        SincInterpolationType::Cubic,
+        Box::new(table),
+        chunk,
+        1,
+    )
+    .map_err(|e| format!("cannot resample from {from} Hz to {to} Hz: {e}"))
 }
 
-/// Where rubato puts an input instant in its output stream, relative to
-/// where it belongs (`t * to / from`), in whole output samples. rubato's
-/// sinc resamplers emit a time-aligned stream (they hold output back rather
-/// than delay it), but their interpolation grid can sit a sample or two
-/// off; measured with an impulse on a spare resampler so the callers can
-/// compensate exactly, whatever rubato's internals do.
+/// Where [`sinc_resampler`] puts an input instant in its output stream,
+/// relative to where it belongs (`t * to / from`), in whole output samples:
+/// 0 unless rubato changes how it places its grid. The stream is otherwise
+/// time-aligned (rubato holds output back rather than delaying it).
+/// Measured with an impulse on a spare resampler, so callers stay exact
+/// whatever rubato's internals do.
 pub(crate) fn sinc_stream_offset(
     from: u32,
     to: u32,
@@ -515,8 +595,26 @@ mod tests {
         let want = sine(440.0, 48_000, 48_000, 0.5);
         let (lag, r) = xcorr_peak(&out[..40_000], &want[..40_000], 10);
         assert_eq!(lag, 0, "resampled signal is shifted");
-        assert!(r > 0.999, "{r}");
+        assert!(r > 0.99999, "{r}");
         assert!((rms_dbfs(&out[1000..47_000]) - rms_dbfs(&want)).abs() < 0.1);
+    }
+
+    #[test]
+    fn the_sinc_resampler_is_time_aligned() {
+        for (from, to) in [
+            (48_000, 16_000),
+            (16_000, 48_000),
+            (44_100, 48_000),
+            (48_000, 44_100),
+            (8_000, 48_000),
+            (48_000, 8_000),
+        ] {
+            assert_eq!(
+                sinc_stream_offset(from, to, 960, 128).unwrap(),
+                0,
+                "{from}->{to}"
+            );
+        }
     }
 
     #[test]

@@ -69,6 +69,11 @@ pub fn read_wav_mono(path: &Path) -> Result<MonoWav, String> {
         .metadata()
         .map_err(|e| format!("cannot read {shown}: {e}"))?
         .len();
+    if file_len == 0 {
+        return Err(format!(
+            "{shown} is empty; give a WAV file with audio in it, or use path = \"{BUILTIN_SPEECH}\""
+        ));
+    }
     let mut reader = hound::WavReader::new(BufReader::new(file)).map_err(|e| match e {
         hound::Error::Unsupported => format!(
             "{shown}: unsupported WAV encoding; use PCM 8/16/24/32-bit integer or 32-bit float \

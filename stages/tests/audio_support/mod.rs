@@ -99,6 +99,10 @@ impl Harness {
         }
     }
 
+    pub fn input_len(&mut self) -> usize {
+        self.input(0).len()
+    }
+
     pub fn output(&self, o: usize) -> &[f32] {
         match &self.pool[self.outs[o] as usize] {
             Buffer::Pcm(s) => s,
@@ -129,6 +133,26 @@ impl Harness {
             .unwrap_or_else(|| panic!("no counter {name}"))
             .1
             .get()
+    }
+
+    /// A handle on a counter that outlives the harness.
+    pub fn clone_counter(&self, name: &str) -> Counter {
+        self.counters
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no counter {name}"))
+            .1
+            .clone()
+    }
+
+    /// A handle on a gauge that outlives the harness.
+    pub fn clone_gauge(&self, name: &str) -> Gauge {
+        self.gauges
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no gauge {name}"))
+            .1
+            .clone()
     }
 
     pub fn gauge(&self, name: &str) -> i64 {
@@ -162,7 +186,9 @@ impl Harness {
             inp.fill(0.0);
             inp[..chunk.len()].copy_from_slice(chunk);
             self.run();
-            out.extend_from_slice(self.output(0));
+            if !self.outs.is_empty() {
+                out.extend_from_slice(self.output(0));
+            }
         }
         out
     }

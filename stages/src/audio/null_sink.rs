@@ -4,7 +4,7 @@
 //! - Params: `rate` (Hz, default 0 = the graph rate).
 //! - Counter `samples`: samples received.
 //! - Gauge `level_dbfs_x100`: RMS level of the last second in hundredths of
-//!   a dBFS (-1505 for a -12 dBFS sine; -12000 for silence).
+//!   a dBFS (-1501 for a -12 dBFS sine; -12000 for silence).
 //! - Latency: none.
 //!
 //! ```toml

@@ -3,7 +3,7 @@
 //! - Output `out`: `Pcm` at `rate`.
 //! - Params: `freq` (Hz, default 440, up to half the rate), `level_db`
 //!   (peak amplitude in dBFS, default -12, range -120..=0; a -12 dBFS sine
-//!   reads -15.05 dBFS RMS), `rate` (Hz, default 0 = the graph rate),
+//!   reads -15.01 dBFS RMS), `rate` (Hz, default 0 = the graph rate),
 //!   `duration` (default `"0s"` = forever; after it the stage says
 //!   `Finished`, the last quantum padded with silence).
 //! - Latency: none.

@@ -1,0 +1,257 @@
+//! `audio.wav_sink`: records its input to a mono WAV file.
+//!
+//! - Input `in`: `Pcm` at `rate`.
+//! - Params: `path` (required; relative paths resolve against the graph
+//!   file's folder), `format` (`"i16"` default, or `"f32"`), `rate` (Hz,
+//!   default 0 = the graph rate), `buffer` (default `"2s"`, range
+//!   100ms..=10m: how much audio may wait for the writer thread).
+//! - Counters: `samples_written` (samples in the file), `dropped_samples`
+//!   (the writer fell more than `buffer` behind), `write_errors` (the file
+//!   could not be written, e.g. disk full; writing stops at the first one).
+//! - Gauge `finalized`: 1 once the file's header is final.
+//! - Latency: none.
+//!
+//! The real-time side only pushes samples into a lock-free SPSC ring; a
+//! writer thread, started when the stage is built, drains it into the file
+//! and rewrites the header about once a second (so a killed process leaves
+//! a playable file). When the stage is dropped (the graph stops or is
+//! reconfigured without it; the engine drops processors off the real-time
+//! path) the thread drains the ring, finalizes the header and is joined, so
+//! **once the graph is stopped or dropped, the file is complete**. Samples
+//! are clamped to -1..=1 for `i16`.
+//!
+//! With the `fast` driver the graph can outrun the writer thread: give a
+//! `buffer` at least as long as the run if no sample may be dropped.
+//!
+//! ```toml
+//! [[stage]]
+//! id = "rec"
+//! kind = "audio.wav_sink"
+//! params = { path = "${output}", format = "i16" }
+//! ```
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use wzp_engine::prelude::*;
+
+use super::{pcm_port, rate_param, rate_spec};
+
+/// Factory of `audio.wav_sink`.
+pub struct WavSink;
+
+type Writer = hound::WavWriter<BufWriter<File>>;
+
+/// Owns the writer thread; dropping it drains, finalizes and joins.
+struct WriterGuard {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for WriterGuard {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
+struct WavSinkProc {
+    ring: rtrb::Producer<f32>,
+    dropped: Counter,
+    _writer: WriterGuard,
+}
+
+impl Processor for WavSinkProc {
+    fn process(&mut self, io: &mut Io<'_>, _cx: &Cx) -> Flow {
+        let x = io.pcm_in(0);
+        let n = x.len().min(self.ring.slots());
+        if n > 0 {
+            if let Ok(chunk) = self.ring.write_chunk_uninit(n) {
+                chunk.fill_from_iter(x[..n].iter().copied());
+            }
+        }
+        if n < x.len() {
+            self.dropped.add((x.len() - n) as u64);
+        }
+        Flow::Continue
+    }
+}
+
+struct WriterThread {
+    ring: rtrb::Consumer<f32>,
+    writer: Writer,
+    float: bool,
+    stop: Arc<AtomicBool>,
+    written: Counter,
+    errors: Counter,
+    finalized: Gauge,
+    flush_every: u64,
+    path: String,
+}
+
+impl WriterThread {
+    fn run(mut self) {
+        let mut failed = false;
+        let mut since_flush = 0u64;
+        loop {
+            // Read the flag before draining: everything pushed before the
+            // stage was dropped is then seen by this last drain.
+            let stopping = self.stop.load(Ordering::Acquire);
+            let n = self.ring.slots();
+            if n > 0 {
+                let Ok(chunk) = self.ring.read_chunk(n) else {
+                    continue;
+                };
+                let (a, b) = chunk.as_slices();
+                if !failed {
+                    match write_all(&mut self.writer, a, b, self.float) {
+                        Ok(()) => {
+                            self.written.add(n as u64);
+                            since_flush += n as u64;
+                        }
+                        Err(e) => {
+                            failed = true;
+                            self.errors.inc();
+                            tracing::warn!(path = %self.path, error = %e, "audio.wav_sink: cannot write; recording stops here");
+                        }
+                    }
+                }
+                chunk.commit_all();
+                if !failed && since_flush >= self.flush_every {
+                    since_flush = 0;
+                    if let Err(e) = self.writer.flush() {
+                        failed = true;
+                        self.errors.inc();
+                        tracing::warn!(path = %self.path, error = %e, "audio.wav_sink: cannot write; recording stops here");
+                    }
+                }
+            } else if stopping {
+                break;
+            } else {
+                // The ring holds seconds of audio; a short nap costs nothing
+                // and keeps the real-time side free of any wake-up call.
+                std::thread::park_timeout(Duration::from_millis(2));
+            }
+        }
+        match self.writer.finalize() {
+            Ok(()) if !failed => self.finalized.set(1),
+            Ok(()) => {}
+            Err(e) => {
+                self.errors.inc();
+                tracing::warn!(path = %self.path, error = %e, "audio.wav_sink: cannot finalize the file");
+            }
+        }
+    }
+}
+
+fn write_all(w: &mut Writer, a: &[f32], b: &[f32], float: bool) -> Result<(), hound::Error> {
+    for &s in a.iter().chain(b) {
+        if float {
+            w.write_sample(s)?;
+        } else {
+            let v = if s.is_nan() { 0.0 } else { s.clamp(-1.0, 1.0) };
+            w.write_sample((v * i16::MAX as f32).round() as i16)?;
+        }
+    }
+    Ok(())
+}
+
+impl StageFactory for WavSink {
+    fn info(&self) -> StageInfo {
+        StageInfo {
+            kind: "audio.wav_sink",
+            summary: "records its input to a mono WAV file (written by a helper thread)",
+            inputs: vec![pcm_port("in", "the signal to record")],
+            outputs: vec![],
+            params: vec![
+                ParamSpec::required("path", ParamType::Str, "WAV file to write (replaced)"),
+                ParamSpec::str("format", "i16", "sample format: \"i16\" or \"f32\""),
+                rate_spec(),
+                ParamSpec::duration(
+                    "buffer",
+                    Duration::from_secs(2),
+                    "audio that may queue for the writer thread (100ms..=10m)",
+                ),
+            ],
+            default_domain: Domain::Clocked,
+            domains: &[Domain::Clocked],
+        }
+    }
+
+    fn build(&self, cx: &mut BuildContext<'_>, p: &Params) -> Result<Built, BuildError> {
+        let rate = rate_param(cx, p, "rate")?;
+        let float = p.choice("format", &["i16", "f32"])? == "f32";
+        let buffer = p.duration("buffer")?;
+        if buffer < Duration::from_millis(100) || buffer > Duration::from_secs(600) {
+            return Err(ParamError::new(
+                "buffer",
+                format!("{buffer:?} is out of range; use 100ms..=10m"),
+            )
+            .into());
+        }
+        let raw_path = p.str("path")?;
+        if raw_path.trim().is_empty() {
+            return Err(ParamError::new("path", "is empty; give the WAV file to write").into());
+        }
+        let path = cx.resolve_path(raw_path);
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: rate,
+            bits_per_sample: if float { 32 } else { 16 },
+            sample_format: if float {
+                hound::SampleFormat::Float
+            } else {
+                hound::SampleFormat::Int
+            },
+        };
+        let writer = hound::WavWriter::create(&path, spec).map_err(|e| {
+            BuildError::Other(format!(
+                "audio.wav_sink: cannot create {}: {e}; check that the folder exists and is writable",
+                path.display()
+            ))
+        })?;
+        let capacity =
+            ((buffer.as_secs_f64() * rate as f64).ceil() as usize).max(cx.samples_at(rate) * 2);
+        let (producer, consumer) = rtrb::RingBuffer::new(capacity);
+        let stop = Arc::new(AtomicBool::new(false));
+        let worker = WriterThread {
+            ring: consumer,
+            writer,
+            float,
+            stop: stop.clone(),
+            written: cx.counter("samples_written"),
+            errors: cx.counter("write_errors"),
+            finalized: cx.gauge("finalized"),
+            flush_every: rate as u64,
+            path: path.display().to_string(),
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("wzp-wav-{}", cx.stage_id))
+            .spawn(move || worker.run())
+            .map_err(|e| {
+                BuildError::Other(format!(
+                    "audio.wav_sink: cannot start the writer thread: {e}"
+                ))
+            })?;
+        Ok(Built {
+            inputs: vec![PortDecl::new("in", PortType::Pcm { rate })],
+            outputs: vec![],
+            latency: Duration::ZERO,
+            processor: Box::new(WavSinkProc {
+                ring: producer,
+                dropped: cx.counter("dropped_samples"),
+                _writer: WriterGuard {
+                    stop,
+                    thread: Some(thread),
+                },
+            }),
+        })
+    }
+}

@@ -139,7 +139,8 @@ fn load(graph: &Path, set: &[String]) -> Result<(GraphSpec, Registry)> {
 
 fn explain(graph: &Path, set: &[String]) -> Result<()> {
     let (spec, registry) = load(graph, set)?;
-    let compiled = compile(&spec, &registry, &Resources::new()).map_err(|e| anyhow!("{e}"))?;
+    let compiled = wzp_engine::compile::compile_dry_run(&spec, &registry, &Resources::new())
+        .map_err(|e| anyhow!("{e}"))?;
     print!("{}", wzp_engine::explain::explain(&compiled));
     Ok(())
 }

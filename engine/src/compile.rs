@@ -175,6 +175,35 @@ pub fn compile_with(
     existing: &Existing,
     wakers: Wakers,
 ) -> Result<CompiledGraph, GraphErrors> {
+    compile_inner(spec, registry, resources, existing, wakers, false)
+}
+
+/// Compiles a graph only to describe it (`graph explain`): every factory is
+/// told it is a dry run, so no file, thread or socket is created. The
+/// result must not be run.
+pub fn compile_dry_run(
+    spec: &GraphSpec,
+    registry: &Registry,
+    resources: &Resources,
+) -> Result<CompiledGraph, GraphErrors> {
+    compile_inner(
+        spec,
+        registry,
+        resources,
+        &Existing::default(),
+        Wakers::default(),
+        true,
+    )
+}
+
+fn compile_inner(
+    spec: &GraphSpec,
+    registry: &Registry,
+    resources: &Resources,
+    existing: &Existing,
+    wakers: Wakers,
+    dry_run: bool,
+) -> Result<CompiledGraph, GraphErrors> {
     let file = spec.file.as_str();
     let err = |kind, loc: Loc, msg: String| GraphError::new(kind, msg).at(file, loc.line());
     let mut errors: Vec<GraphError> = Vec::new();
@@ -342,6 +371,7 @@ pub fn compile_with(
             batch_capacity: spec.batch_capacity,
             stage_id: &st.id,
             base_dir: spec.base_dir.as_deref(),
+            dry_run,
             counters: Vec::new(),
             gauges: Vec::new(),
             resources,

@@ -106,6 +106,9 @@ pub struct BuildContext<'a> {
     pub stage_id: &'a str,
     /// Folder of the graph file, for resolving relative paths.
     pub base_dir: Option<&'a std::path::Path>,
+    /// The graph is compiled only to be described (`graph explain`): build
+    /// ports and latency, but create no files, threads or sockets.
+    pub dry_run: bool,
     pub(crate) counters: Vec<(String, Counter)>,
     pub(crate) gauges: Vec<(String, Gauge)>,
     pub(crate) resources: &'a Resources,
@@ -120,6 +123,7 @@ impl<'a> BuildContext<'a> {
             batch_capacity: 64,
             stage_id: "standalone",
             base_dir: None,
+            dry_run: false,
             counters: Vec::new(),
             gauges: Vec::new(),
             resources,

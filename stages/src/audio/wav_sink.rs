@@ -200,7 +200,26 @@ impl StageFactory for WavSink {
         if raw_path.trim().is_empty() {
             return Err(ParamError::new("path", "is empty; give the WAV file to write").into());
         }
-        let path = cx.resolve_path(raw_path);
+        // An output path is used as given (relative to the working directory).
+        let path = std::path::PathBuf::from(raw_path);
+        let port = PortDecl::new("in", PortType::Pcm { rate });
+        if cx.dry_run {
+            // `graph explain` and friends: describe the stage, touch no file.
+            return Ok(Built {
+                inputs: vec![port],
+                outputs: vec![],
+                latency: Duration::ZERO,
+                processor: Box::new(DryRun),
+            });
+        }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                BuildError::Other(format!(
+                    "audio.wav_sink: cannot create the folder {}: {e}; check the path and permissions",
+                    dir.display()
+                ))
+            })?;
+        }
         let spec = hound::WavSpec {
             channels: 1,
             sample_rate: rate,
@@ -241,7 +260,7 @@ impl StageFactory for WavSink {
                 ))
             })?;
         Ok(Built {
-            inputs: vec![PortDecl::new("in", PortType::Pcm { rate })],
+            inputs: vec![port],
             outputs: vec![],
             latency: Duration::ZERO,
             processor: Box::new(WavSinkProc {
@@ -253,5 +272,14 @@ impl StageFactory for WavSink {
                 },
             }),
         })
+    }
+}
+
+/// Stands in for the sink when the graph is only being described.
+struct DryRun;
+
+impl Processor for DryRun {
+    fn process(&mut self, _io: &mut Io<'_>, _cx: &Cx) -> Flow {
+        Flow::Continue
     }
 }

@@ -1,0 +1,247 @@
+//! `fec.raptorq_encode`: protects frames with RaptorQ repair frames.
+//!
+//! Frames are grouped in blocks of `frames_per_block` source frames. Each
+//! source frame leaves at once, unchanged except for its `FrameMeta::fec`
+//! tag (block id, symbol id `0..K`, `K`, ratio), so protection adds no
+//! latency to the audio. When a block completes, `R = ceil(K * fec_ratio /
+//! 100)` repair frames follow: flagged `frame_flags::REPAIR`, symbol ids
+//! `K..K+R`, each carrying one RaptorQ repair symbol from which, with any
+//! other K - 1 symbols of the block, every source frame can be rebuilt
+//! exactly (lengths and metadata included; see `fec::block` for the symbol
+//! layout). Block ids count up and wrap at 2^16.
+//!
+//! RaptorQ allocates, so the encoding runs on a worker thread behind rtrb
+//! rings (see `fec::worker`); `process` only copies frames. Repair frames of
+//! a block that completed in cycle N leave in cycle N + 1.
+//!
+//! Frames too large to protect (payload above 1487 bytes) and frames already
+//! flagged REPAIR pass through untagged and are counted in `unprotected`.
+//!
+//! ## Ports
+//! - `in` (Frame): encoded frames.
+//! - `out` (Frame): the same frames, tagged, plus repair frames.
+//!
+//! ## Params
+//! - `frames_per_block` (int, 5): source frames per block, 1..=64.
+//! - `fec_ratio` (int, 50): repair symbols per 100 source symbols, 0..=200
+//!   (0 tags frames but sends no repair).
+//! - `worker_wait` (duration, 2ms): longest wait for the worker's answer
+//!   at the start of a cycle (see `fec::worker`).
+//!
+//! ## Counters
+//! `blocks`, `repair_sent`, `unprotected`, `overflow_drops` (output full),
+//! `worker_late`, `worker_drops`.
+//!
+//! ## Latency
+//! Declares 0: source frames are not delayed. Repair frames trail their block
+//! by one quantum.
+//!
+//! ## Robustness
+//! With the defaults (5 frames, 50 %: 3 repair frames) RaptorQ rebuilds every
+//! block from any 5 of its 8 frames; this holds for every block shape up to
+//! 8 frames at 50 % (tested exhaustively). Larger blocks occasionally (under
+//! 1 % of loss patterns) need one symbol more than K.
+//!
+//! ## Example
+//! ```toml
+//! [[stage]]
+//! id = "fec_enc"
+//! kind = "fec.raptorq_encode"
+//! params = { frames_per_block = 5, fec_ratio = 50 }
+//!
+//! [[link]]
+//! from = "enc.out"
+//! to = "fec_enc.in"
+//! ```
+
+use std::time::Duration;
+
+use raptorq::SourceBlockEncodingPlan;
+use wzp_engine::prelude::*;
+
+use super::block::{encode_block, repair_count, MAX_PROTECTED_PAYLOAD, MAX_SOURCE_SYMBOLS};
+use super::worker::{Work, WorkerLink};
+
+/// `fec.raptorq_encode` factory.
+pub struct RaptorqEncode;
+
+impl StageFactory for RaptorqEncode {
+    fn info(&self) -> StageInfo {
+        StageInfo {
+            kind: "fec.raptorq_encode",
+            summary: "RaptorQ FEC: tags frames in blocks and adds repair frames",
+            inputs: vec![PortInfo {
+                name: "in",
+                ty: "Frame",
+                doc: "encoded frames",
+            }],
+            outputs: vec![PortInfo {
+                name: "out",
+                ty: "Frame",
+                doc: "tagged source frames and REPAIR frames",
+            }],
+            params: vec![
+                ParamSpec::int("frames_per_block", 5, "source frames per block"),
+                ParamSpec::int("fec_ratio", 50, "repair symbols per 100 source symbols"),
+                ParamSpec::duration(
+                    "worker_wait",
+                    Duration::from_millis(2),
+                    "longest wait for the FEC worker per cycle",
+                ),
+            ],
+            default_domain: Domain::Clocked,
+            domains: &[Domain::Clocked],
+        }
+    }
+
+    fn build(&self, cx: &mut BuildContext<'_>, p: &Params) -> Result<Built, BuildError> {
+        let k = p.int_in("frames_per_block", 1, MAX_SOURCE_SYMBOLS as i64)? as usize;
+        let ratio = p.int_in("fec_ratio", 0, 200)? as u32;
+        let wait = p.duration("worker_wait")?;
+        if wait > Duration::from_secs(1) {
+            return Err(ParamError::new("worker_wait", "above 1s; use a few milliseconds").into());
+        }
+        let repair = repair_count(k, ratio);
+        let work = EncodeWork {
+            k,
+            repair,
+            plan: (repair > 0).then(|| SourceBlockEncodingPlan::generate(k as u16)),
+            block: None,
+            frames: vec![None; k],
+            blocks: cx.counter("blocks"),
+        };
+        let capacity = cx.batch_capacity.max(16) * 4;
+        let link = WorkerLink::spawn(
+            format!("wzp-fec-enc-{}", cx.stage_id),
+            capacity,
+            wait,
+            work,
+            cx,
+        )?;
+        Ok(Built {
+            inputs: vec![PortDecl::new("in", PortType::Frame)],
+            outputs: vec![PortDecl::new("out", PortType::Frame)],
+            latency: Duration::ZERO,
+            processor: Box::new(EncodeProc {
+                k,
+                ratio: ratio.min(255) as u8,
+                repair,
+                block: 0,
+                symbol: 0,
+                link,
+                repair_sent: cx.counter("repair_sent"),
+                unprotected: cx.counter("unprotected"),
+                overflow_drops: cx.counter("overflow_drops"),
+            }),
+        })
+    }
+}
+
+/// Worker side: collects a block, then computes its repair symbols.
+struct EncodeWork {
+    k: usize,
+    repair: usize,
+    plan: Option<SourceBlockEncodingPlan>,
+    block: Option<u16>,
+    frames: Vec<Option<(FrameMeta, Vec<u8>)>>,
+    blocks: Counter,
+}
+
+impl Work for EncodeWork {
+    fn on_frame(&mut self, meta: &FrameMeta, bytes: &[u8], emit: &mut dyn FnMut(FrameMeta, &[u8])) {
+        if self.block != Some(meta.fec.block) {
+            // A new block; a block the ring dropped frames of is abandoned.
+            self.block = Some(meta.fec.block);
+            self.frames.iter_mut().for_each(|f| *f = None);
+        }
+        let Some(slot) = self.frames.get_mut(meta.fec.symbol as usize) else {
+            return;
+        };
+        *slot = Some((*meta, bytes.to_vec()));
+        if self.frames.iter().any(|f| f.is_none()) {
+            return;
+        }
+        let frames: Vec<(FrameMeta, &[u8])> = self
+            .frames
+            .iter()
+            .flatten()
+            .map(|(m, b)| (*m, &b[..]))
+            .collect();
+        let last = frames[self.k - 1].0;
+        for (esi, data) in encode_block(&frames, self.repair, self.plan.as_ref()) {
+            let repair = FrameMeta {
+                flags: frame_flags::REPAIR,
+                fec: FecTag {
+                    symbol: esi,
+                    ..last.fec
+                },
+                arrival_ns: 0,
+                ..last
+            };
+            emit(repair, &data);
+        }
+        self.blocks.inc();
+        self.block = None;
+        self.frames.iter_mut().for_each(|f| *f = None);
+    }
+}
+
+struct EncodeProc {
+    k: usize,
+    ratio: u8,
+    repair: usize,
+    block: u16,
+    symbol: usize,
+    link: WorkerLink,
+    repair_sent: Counter,
+    unprotected: Counter,
+    overflow_drops: Counter,
+}
+
+impl Processor for EncodeProc {
+    fn process(&mut self, io: &mut Io<'_>, cx: &Cx) -> Flow {
+        let (input, out) = io.frames_in_out(0, 0);
+        let Some(out) = out else {
+            return Flow::Continue;
+        };
+        let repair_sent = &self.repair_sent;
+        self.link.collect(out, |_| repair_sent.inc());
+        let Some(input) = input else {
+            return Flow::Continue;
+        };
+        for slot in input.iter() {
+            if slot.len() > MAX_PROTECTED_PAYLOAD || slot.meta.flags & frame_flags::REPAIR != 0 {
+                self.unprotected.inc();
+                let mut meta = slot.meta;
+                meta.fec = FecTag::default();
+                if out.push(meta, slot.bytes()).is_err() {
+                    self.overflow_drops.inc();
+                }
+                continue;
+            }
+            let Some(dst) = out.push_slot() else {
+                // Output full: the frame is lost here, like on the wire.
+                self.overflow_drops.inc();
+                continue;
+            };
+            dst.meta = slot.meta;
+            dst.meta.fec = FecTag {
+                block: self.block,
+                symbol: self.symbol as u16,
+                source_symbols: self.k as u8,
+                ratio_percent: self.ratio,
+            };
+            dst.set_bytes(slot.bytes());
+            if self.repair > 0 {
+                self.link.send(dst);
+            }
+            self.symbol += 1;
+            if self.symbol == self.k {
+                self.symbol = 0;
+                self.block = self.block.wrapping_add(1);
+            }
+        }
+        self.link.end_cycle(cx.cycle);
+        Flow::Continue
+    }
+}

@@ -1,0 +1,599 @@
+//! `jitter.adaptive`: an adaptive jitter buffer for encoded frames.
+//!
+//! Frames arrive as the network delivers them: late, early, reordered,
+//! duplicated or never, each with `arrival_ns` set by the receiver. The
+//! buffer plays them out in sequence order at one frame per frame period.
+//! When the frame due is not there, it emits a frame flagged
+//! `frame_flags::MISSING` (empty payload, the expected seq and timestamp) so
+//! the decoder conceals at the right moment.
+//!
+//! ## How the delay adapts
+//! Every arrival gives a relative delay: arrival time minus media time (the
+//! frame's timestamp), minus the smallest such value seen in the stream. The
+//! relative delays go into a histogram of 1 ms buckets whose weights decay
+//! exponentially (`half_life`), so old spikes are forgotten. The target delay
+//! is the `quantile` (p95) of that histogram, clamped to
+//! `min_delay..=max_delay`; before 50 arrivals it is `initial_delay`.
+//!
+//! The playout point follows the target in whole frames: when the frame due
+//! would play with less than target - half a frame of delay, the buffer
+//! stretches (emits a MISSING frame and keeps the frame for later); when
+//! it would play with a frame or more above target and the next frame is
+//! already here, it skips one frame. A frame absent when due is concealed
+//! and passed over; if it arrives afterwards it is late and dropped. When the
+//! sender merely paused (DTX: sequence numbers continue, timestamps jump), the
+//! first frame after the pause is behind in sequence but not in time; with
+//! nothing else held, playout follows it instead of calling it late.
+//!
+//! The buffer resets (drops what it holds and starts again) on a frame of
+//! another stream id, a `STREAM_START` frame that is not the current
+//! stream's first, a backward sequence jump of more than `reset_jump`
+//! frames, or a forward jump beyond `capacity`. Sequence numbers and
+//! timestamps may wrap around 2^32.
+//!
+//! FEC repair frames are not audio: they are dropped and counted (the FEC
+//! decoder belongs before this stage).
+//!
+//! ## Ports
+//! - `in` (Frame): received frames, `arrival_ns` set (0 means "now").
+//! - `out` (Frame): one frame per frame period, in sequence order.
+//!
+//! ## Params
+//! - `min_delay` (duration, 20ms), `max_delay` (duration, 200ms): bounds of
+//!   the target delay.
+//! - `initial_delay` (duration, 40ms): target until the histogram has data.
+//! - `quantile` (number, 0.95): share of frames the target delay covers.
+//! - `half_life` (duration, 2s): how fast old delays are forgotten.
+//! - `capacity` (int, 256): frames held, keyed by sequence number.
+//! - `reset_jump` (int, 100): backward sequence jump (frames) that resets.
+//!
+//! ## Stats
+//! Gauges `target_delay_ms`, `current_delay_ms`; counters `played`,
+//! `concealed` (MISSING frames emitted), `late`, `dropped_duplicates`,
+//! `resets`, `stretched`, `skipped`, `repair_dropped`, `overflow_drops`.
+//!
+//! ## Latency
+//! Declares `initial_delay`; the live value is the `target_delay_ms` gauge.
+//!
+//! ## Example
+//! ```toml
+//! [[stage]]
+//! id = "jb"
+//! kind = "jitter.adaptive"
+//! params = { min_delay = "20ms", max_delay = "200ms", initial_delay = "60ms" }
+//!
+//! [[link]]
+//! from = "fec_dec.out"
+//! to = "jb.in"
+//! ```
+
+use std::time::Duration;
+
+use wzp_engine::prelude::*;
+
+/// `jitter.adaptive` factory.
+pub struct Adaptive;
+
+/// Arrivals before the histogram's quantile replaces `initial_delay`.
+const WARMUP_ARRIVALS: u32 = 50;
+const BUCKET_NS: i64 = 1_000_000;
+const DEFAULT_FRAME_NS: u64 = 20_000_000;
+
+impl StageFactory for Adaptive {
+    fn info(&self) -> StageInfo {
+        StageInfo {
+            kind: "jitter.adaptive",
+            summary:
+                "adaptive jitter buffer: reorders frames, plays one per period, marks missing ones",
+            inputs: vec![PortInfo {
+                name: "in",
+                ty: "Frame",
+                doc: "received frames with arrival_ns",
+            }],
+            outputs: vec![PortInfo {
+                name: "out",
+                ty: "Frame",
+                doc: "one frame per frame period, MISSING when absent",
+            }],
+            params: vec![
+                ParamSpec::duration(
+                    "min_delay",
+                    Duration::from_millis(20),
+                    "lower bound of the target delay",
+                ),
+                ParamSpec::duration(
+                    "max_delay",
+                    Duration::from_millis(200),
+                    "upper bound of the target delay",
+                ),
+                ParamSpec::duration(
+                    "initial_delay",
+                    Duration::from_millis(40),
+                    "target delay before there is data",
+                ),
+                ParamSpec::float("quantile", 0.95, "share of frames the target delay covers"),
+                ParamSpec::duration(
+                    "half_life",
+                    Duration::from_secs(2),
+                    "half-life of the delay histogram's weights",
+                ),
+                ParamSpec::int("capacity", 256, "frames held, keyed by sequence number"),
+                ParamSpec::int(
+                    "reset_jump",
+                    100,
+                    "backward sequence jump (frames) that resets the buffer",
+                ),
+            ],
+            default_domain: Domain::Clocked,
+            domains: &[Domain::Clocked],
+        }
+    }
+
+    fn build(&self, cx: &mut BuildContext<'_>, p: &Params) -> Result<Built, BuildError> {
+        let min = p.duration("min_delay")?;
+        let max = p.duration("max_delay")?;
+        let initial = p.duration("initial_delay")?;
+        if max > Duration::from_secs(10) {
+            return Err(ParamError::new("max_delay", "above 10s; use a smaller value").into());
+        }
+        if min > max {
+            return Err(ParamError::new(
+                "min_delay",
+                format!("{min:?} is above max_delay {max:?}; lower it"),
+            )
+            .into());
+        }
+        if initial < min || initial > max {
+            return Err(ParamError::new(
+                "initial_delay",
+                format!("{initial:?} is outside min_delay..=max_delay ({min:?}..={max:?})"),
+            )
+            .into());
+        }
+        let quantile = p.float_in("quantile", 0.5, 1.0)?;
+        let half_life = p.duration("half_life")?;
+        if half_life < Duration::from_millis(100) {
+            return Err(ParamError::new(
+                "half_life",
+                "below 100ms; the target would follow every spike",
+            )
+            .into());
+        }
+        let capacity = p.int_in("capacity", 8, 65_536)? as usize;
+        let reset_jump = p.int_in("reset_jump", 1, i32::MAX as i64)? as i32;
+        let buckets = (max.as_nanos() as i64 / BUCKET_NS) as usize + 2;
+        let processor = JitterProc {
+            min_ns: min.as_nanos() as i64,
+            max_ns: max.as_nanos() as i64,
+            initial_ns: initial.as_nanos() as i64,
+            quantile,
+            half_life_ns: half_life.as_nanos() as f64,
+            reset_jump,
+            states: vec![SlotState::default(); capacity].into_boxed_slice(),
+            items: (0..capacity).map(|_| Slot::default()).collect(),
+            hist: vec![0.0; buckets].into_boxed_slice(),
+            hist_total: 0.0,
+            arrivals: 0,
+            target_ns: initial.as_nanos() as i64,
+            active: false,
+            started: false,
+            stream: 0,
+            first_seq: 0,
+            codec: 0,
+            frame_ns: DEFAULT_FRAME_NS,
+            next_seq: 0,
+            next_ts_ext: 0,
+            last_ts: 0,
+            last_ts_ext: 0,
+            d_min: i64::MAX,
+            next_play_ns: 0,
+            buffered: 0,
+            stats: Stats {
+                target_delay_ms: cx.gauge("target_delay_ms"),
+                current_delay_ms: cx.gauge("current_delay_ms"),
+                played: cx.counter("played"),
+                concealed: cx.counter("concealed"),
+                late: cx.counter("late"),
+                dropped_duplicates: cx.counter("dropped_duplicates"),
+                resets: cx.counter("resets"),
+                stretched: cx.counter("stretched"),
+                skipped: cx.counter("skipped"),
+                repair_dropped: cx.counter("repair_dropped"),
+                overflow_drops: cx.counter("overflow_drops"),
+            },
+        };
+        processor
+            .stats
+            .target_delay_ms
+            .set(initial.as_millis() as i64);
+        Ok(Built {
+            inputs: vec![PortDecl::new("in", PortType::Frame)],
+            outputs: vec![PortDecl::new("out", PortType::Frame)],
+            latency: initial,
+            processor: Box::new(processor),
+        })
+    }
+}
+
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+enum Held {
+    #[default]
+    Empty,
+    /// Waiting to be played.
+    Filled,
+    /// Played: a copy arriving now is a duplicate.
+    Played,
+    /// Concealed or skipped: the frame arriving now is late.
+    Passed,
+}
+
+#[derive(Clone, Copy, Default, Debug)]
+struct SlotState {
+    held: Held,
+    seq: u32,
+}
+
+struct Stats {
+    target_delay_ms: Gauge,
+    current_delay_ms: Gauge,
+    played: Counter,
+    concealed: Counter,
+    late: Counter,
+    dropped_duplicates: Counter,
+    resets: Counter,
+    stretched: Counter,
+    skipped: Counter,
+    repair_dropped: Counter,
+    overflow_drops: Counter,
+}
+
+struct JitterProc {
+    min_ns: i64,
+    max_ns: i64,
+    initial_ns: i64,
+    quantile: f64,
+    half_life_ns: f64,
+    reset_jump: i32,
+    states: Box<[SlotState]>,
+    items: Box<[Slot<FrameMeta>]>,
+    /// Decaying histogram of relative delay, 1 ms buckets; the last one
+    /// collects everything above `max_delay`.
+    hist: Box<[f64]>,
+    hist_total: f64,
+    arrivals: u32,
+    target_ns: i64,
+    /// A stream is known (at least one frame since the last reset).
+    active: bool,
+    /// Playout has begun.
+    started: bool,
+    stream: u32,
+    first_seq: u32,
+    codec: u8,
+    frame_ns: u64,
+    next_seq: u32,
+    /// Extended (unwrapped) timestamp expected for `next_seq`.
+    next_ts_ext: i64,
+    last_ts: u32,
+    last_ts_ext: i64,
+    /// Smallest (arrival - media time) seen in this stream.
+    d_min: i64,
+    next_play_ns: u64,
+    /// Slots in state `Filled`.
+    buffered: usize,
+    stats: Stats,
+}
+
+/// Media time of an extended 48 kHz timestamp, in nanoseconds.
+fn media_ns(ts_ext: i64) -> i64 {
+    ((ts_ext as i128 * 1_000_000_000) / 48_000) as i64
+}
+
+fn frame_ns_of(meta: &FrameMeta) -> u64 {
+    match meta.duration_ms {
+        0 => DEFAULT_FRAME_NS,
+        ms => ms as u64 * 1_000_000,
+    }
+}
+
+impl JitterProc {
+    fn idx(&self, seq: u32) -> usize {
+        seq as usize % self.states.len()
+    }
+
+    /// Unwraps a 32-bit timestamp against the latest one seen.
+    fn extend_ts(&mut self, ts: u32) -> i64 {
+        let ext = self.last_ts_ext + ts.wrapping_sub(self.last_ts) as i32 as i64;
+        if ext > self.last_ts_ext {
+            self.last_ts = ts;
+            self.last_ts_ext = ext;
+        }
+        ext
+    }
+
+    /// Forgets the stream (not the delay histogram: the path is the same).
+    fn reset(&mut self) {
+        for s in self.states.iter_mut() {
+            s.held = Held::Empty;
+        }
+        self.buffered = 0;
+        self.active = false;
+        self.started = false;
+        self.d_min = i64::MAX;
+    }
+
+    fn begin_stream(&mut self, meta: &FrameMeta) {
+        self.active = true;
+        self.stream = meta.stream;
+        self.first_seq = meta.seq;
+        self.next_seq = meta.seq;
+        self.last_ts = meta.timestamp;
+        self.last_ts_ext = meta.timestamp as i64;
+        self.next_ts_ext = self.last_ts_ext;
+        self.codec = meta.codec;
+        self.frame_ns = frame_ns_of(meta);
+    }
+
+    fn observe_delay(&mut self, arrival_ns: u64, ts_ext: i64) {
+        let d = arrival_ns as i64 - media_ns(ts_ext);
+        if d < self.d_min {
+            self.d_min = d;
+        }
+        let rel = d - self.d_min;
+        let decay = 0.5f64.powf(self.frame_ns as f64 / self.half_life_ns);
+        for w in self.hist.iter_mut() {
+            *w *= decay;
+        }
+        self.hist_total *= decay;
+        let bucket = ((rel / BUCKET_NS) as usize).min(self.hist.len() - 1);
+        self.hist[bucket] += 1.0;
+        self.hist_total += 1.0;
+        self.arrivals = self.arrivals.saturating_add(1);
+        self.update_target();
+    }
+
+    fn update_target(&mut self) {
+        if self.arrivals < WARMUP_ARRIVALS {
+            self.target_ns = self.initial_ns;
+        } else {
+            let want = self.quantile * self.hist_total;
+            let mut acc = 0.0;
+            let mut bucket = self.hist.len() - 1;
+            for (i, w) in self.hist.iter().enumerate() {
+                acc += w;
+                if acc >= want {
+                    bucket = i;
+                    break;
+                }
+            }
+            // Upper edge of the bucket: covers every delay inside it.
+            let q = (bucket as i64 + 1) * BUCKET_NS;
+            self.target_ns = q.clamp(self.min_ns, self.max_ns);
+        }
+        self.stats.target_delay_ms.set(self.target_ns / 1_000_000);
+    }
+
+    fn ingest(&mut self, slot: &Slot<FrameMeta>, now_ns: u64) {
+        let meta = &slot.meta;
+        if meta.flags & frame_flags::REPAIR != 0 {
+            self.stats.repair_dropped.inc();
+            return;
+        }
+        let arrival = if meta.arrival_ns == 0 {
+            now_ns
+        } else {
+            meta.arrival_ns
+        };
+        if self.active {
+            let diff = meta.seq.wrapping_sub(self.next_seq) as i32;
+            let new_stream = meta.stream != self.stream
+                || (meta.flags & frame_flags::STREAM_START != 0 && meta.seq != self.first_seq);
+            if new_stream || diff < -self.reset_jump || diff >= self.states.len() as i32 {
+                self.stats.resets.inc();
+                self.reset();
+            }
+        }
+        if !self.active {
+            self.begin_stream(meta);
+        }
+        let ts_ext = self.extend_ts(meta.timestamp);
+        let mut diff = meta.seq.wrapping_sub(self.next_seq) as i32;
+        if !self.started && diff < 0 {
+            // Before playout starts, the earliest frame seen opens the stream,
+            // as long as everything held still fits behind it.
+            let span = self.span_ahead();
+            if (span as i64 - diff as i64) < self.states.len() as i64 {
+                self.next_seq = meta.seq;
+                self.next_ts_ext = ts_ext;
+                diff = 0;
+            }
+        }
+        let idx = self.idx(meta.seq);
+        let state = self.states[idx];
+        if diff < 0 && self.started && self.buffered == 0 && ts_ext >= self.next_ts_ext {
+            // Behind in sequence but not in time, with nothing held: the
+            // sender paused (DTX) while playout concealed and moved on. Follow
+            // the sender instead of calling its frames late.
+            self.next_seq = meta.seq;
+            self.next_ts_ext = ts_ext;
+            diff = 0;
+        }
+        if diff < 0 {
+            if state.seq == meta.seq && state.held == Held::Played {
+                self.stats.dropped_duplicates.inc();
+            } else {
+                self.stats.late.inc();
+                // A late frame is a real delay sample: it should raise the target.
+                self.observe_delay(arrival, ts_ext);
+            }
+            return;
+        }
+        if state.held == Held::Filled && state.seq == meta.seq {
+            self.stats.dropped_duplicates.inc();
+            return;
+        }
+        if state.held == Held::Filled {
+            // Only reachable if a slot still holds a frame from a lap ago.
+            self.stats.overflow_drops.inc();
+            self.buffered -= 1;
+        }
+        self.states[idx] = SlotState {
+            held: Held::Filled,
+            seq: meta.seq,
+        };
+        let dst = &mut self.items[idx];
+        dst.meta = *meta;
+        dst.meta.arrival_ns = arrival;
+        dst.set_bytes(slot.bytes());
+        self.buffered += 1;
+        self.observe_delay(arrival, ts_ext);
+    }
+
+    /// How far past `next_seq` the newest held frame is.
+    fn span_ahead(&self) -> u32 {
+        let mut span = 0;
+        for s in self.states.iter() {
+            if s.held == Held::Filled {
+                span = span.max(s.seq.wrapping_sub(self.next_seq));
+            }
+        }
+        span
+    }
+
+    fn is_held(&self, seq: u32) -> bool {
+        let s = self.states[self.idx(seq)];
+        s.held == Held::Filled && s.seq == seq
+    }
+
+    /// Delay the frame due would get if played at `play_ns`.
+    fn delay_at(&self, play_ns: u64, ts_ext: i64) -> i64 {
+        play_ns as i64 - (media_ns(ts_ext) + self.d_min)
+    }
+
+    fn due_ts(&self) -> i64 {
+        if self.is_held(self.next_seq) {
+            let m = &self.items[self.idx(self.next_seq)].meta;
+            self.last_ts_ext + m.timestamp.wrapping_sub(self.last_ts) as i32 as i64
+        } else {
+            self.next_ts_ext
+        }
+    }
+
+    fn advance(&mut self, held: Held, ts_ext: i64, frame_ns: u64) {
+        let idx = self.idx(self.next_seq);
+        if self.states[idx].held == Held::Filled && self.states[idx].seq == self.next_seq {
+            self.buffered -= 1;
+        }
+        self.states[idx] = SlotState {
+            held,
+            seq: self.next_seq,
+        };
+        self.next_seq = self.next_seq.wrapping_add(1);
+        self.next_ts_ext = ts_ext + (frame_ns as i64 * 48_000 / 1_000_000_000);
+    }
+
+    fn push_missing(&mut self, out: &mut Batch<FrameMeta>, ts_ext: i64) -> bool {
+        let meta = FrameMeta {
+            seq: self.next_seq,
+            timestamp: ts_ext as u32,
+            stream: self.stream,
+            codec: self.codec,
+            flags: frame_flags::MISSING,
+            duration_ms: (self.frame_ns / 1_000_000).min(255) as u8,
+            fec: FecTag::default(),
+            arrival_ns: 0,
+        };
+        if out.push(meta, &[]).is_err() {
+            return false;
+        }
+        self.stats.concealed.inc();
+        true
+    }
+
+    /// Fills one playout period. Returns false when the output is full.
+    fn play_one(&mut self, out: &mut Batch<FrameMeta>) -> bool {
+        let half = self.frame_ns as i64 / 2;
+        for attempt in 0..2 {
+            let ts = self.due_ts();
+            let cur = self.delay_at(self.next_play_ns, ts);
+            let held = self.is_held(self.next_seq);
+            let next_held = self.is_held(self.next_seq.wrapping_add(1));
+            if attempt == 0 && cur >= self.target_ns + self.frame_ns as i64 && next_held {
+                // Too deep: drop (or pass over) the frame due, at most once
+                // per period.
+                if held {
+                    self.stats.skipped.inc();
+                }
+                self.advance(Held::Passed, ts, self.frame_ns);
+                continue;
+            }
+            if cur < self.target_ns - half {
+                // Early: conceal one period and keep the frame for later.
+                if !self.push_missing(out, ts) {
+                    return false;
+                }
+                self.stats.stretched.inc();
+                return true;
+            }
+            if held {
+                let idx = self.idx(self.next_seq);
+                if out.push_copy(&self.items[idx]).is_err() {
+                    return false;
+                }
+                self.frame_ns = frame_ns_of(&self.items[idx].meta);
+                self.codec = self.items[idx].meta.codec;
+                self.stats.played.inc();
+                self.stats.current_delay_ms.set(cur / 1_000_000);
+                self.advance(Held::Played, ts, self.frame_ns);
+                return true;
+            }
+            // Due and absent: lost or late. If the sender merely paused
+            // (DTX), `ingest` rewinds when its next frame shows up.
+            if !self.push_missing(out, ts) {
+                return false;
+            }
+            self.advance(Held::Passed, ts, self.frame_ns);
+            return true;
+        }
+        true
+    }
+}
+
+impl Processor for JitterProc {
+    fn process(&mut self, io: &mut Io<'_>, cx: &Cx) -> Flow {
+        let (input, out) = io.frames_in_out(0, 0);
+        if let Some(input) = input {
+            for slot in input.iter() {
+                self.ingest(slot, cx.now_ns);
+            }
+        }
+        let Some(out) = out else {
+            return Flow::Continue;
+        };
+        if self.active && !self.started {
+            let ts = self.due_ts();
+            if self.is_held(self.next_seq)
+                && self.delay_at(cx.now_ns, ts) >= self.target_ns - self.frame_ns as i64 / 2
+            {
+                self.started = true;
+                self.next_play_ns = cx.now_ns;
+            }
+        }
+        if !self.started {
+            return Flow::Continue;
+        }
+        // A clock that jumped far ahead (a paused graph) resumes from now
+        // rather than bursting out every period it missed.
+        if cx.now_ns > self.next_play_ns + 1_000_000_000 {
+            self.next_play_ns = cx.now_ns;
+        }
+        let horizon = cx.now_ns + cx.quantum_ns.max(1);
+        while self.next_play_ns < horizon {
+            if !self.play_one(out) {
+                self.stats.overflow_drops.inc();
+                break;
+            }
+            self.next_play_ns += self.frame_ns;
+        }
+        Flow::Continue
+    }
+}

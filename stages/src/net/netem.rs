@@ -1,0 +1,441 @@
+//! `net.netem` and `net.netem_frames`: a seeded, sans-IO network emulator.
+//!
+//! Impairs a stream of packets (`net.netem`) or encoded frames
+//! (`net.netem_frames`) the way a bad path would: random loss,
+//! Gilbert-Elliott burst loss, loss replayed from a trace file, fixed delay,
+//! jitter, reordering and duplication. Like str0m's netem, it owns no clock
+//! and no socket: time is `cx.now_ns`, randomness comes from `seed`, so the
+//! same input and seed always give the same output, faster than real time.
+//!
+//! Held items wait in a delay queue of fixed capacity (a binary heap of
+//! release times over a pre-allocated pool of slots). An item leaves in the
+//! cycle whose quantum contains its release time, with `arrival_ns` set to
+//! that exact release time, so a jitter buffer downstream sees sub-quantum
+//! jitter even though the graph runs in 20 ms steps.
+//!
+//! Loss models combine: an item is lost when the trace says so, or the
+//! Gilbert-Elliott chain loses it, or the independent `loss` draw does.
+//!
+//! ## Ports
+//! - `in` (Packet or Frame): items to impair.
+//! - `out` (same type): the items that survive, in release order.
+//!
+//! ## Params
+//! - `seed` (int, 1): seed of the random generator.
+//! - `loss` (number, 0): independent loss, percent. With `burst` set and
+//!   `ge_p` 0, it is instead the mean loss of the burst model.
+//! - `ge_p` (number, 0): Gilbert-Elliott good -> bad transition, percent per
+//!   item; 0 disables the model.
+//! - `ge_r` (number, 25): bad -> good transition, percent per item (mean
+//!   burst length is 100 / `ge_r` items).
+//! - `ge_loss_bad` (number, 100): loss in the bad state, percent.
+//! - `burst` (duration, 0ms): mean burst length; sets `ge_r` to
+//!   quantum / `burst` (one item per quantum) and, when `ge_p` is 0, derives
+//!   `ge_p` so that the mean loss is `loss`.
+//! - `delay` (duration, 0ms): fixed one-way delay.
+//! - `jitter` (duration, 0ms): delay variation; see `jitter_dist`.
+//! - `jitter_dist` ("uniform"): `uniform` draws from delay ± jitter,
+//!   `normal` from a normal law with mean delay and deviation jitter; the
+//!   total delay is clamped at 0. Like kernel netem, jitter may reorder items.
+//! - `reorder` (number, 0): percent of items held an extra `reorder_gap` so
+//!   that later items overtake them.
+//! - `reorder_gap` (duration, 40ms): the extra hold of a reordered item.
+//! - `duplicate` (number, 0): percent of items sent twice (each copy gets its
+//!   own jitter).
+//! - `trace` (string, ""): path of a loss trace, one `0` (kept) or `1` (lost)
+//!   per item, separated by whitespace; read at build time, replayed in a loop.
+//! - `capacity` (int, 1024): items the delay queue holds; more are dropped
+//!   and counted in `overflow_drops`.
+//!
+//! ## Counters
+//! `passed`, `lost`, `duplicated`, `reordered`, `overflow_drops`.
+//!
+//! ## Latency
+//! Declares `delay` (the fixed part; jitter comes on top).
+//!
+//! ## Example
+//! ```toml
+//! [[stage]]
+//! id = "bad_path"
+//! kind = "net.netem_frames"
+//! params = { seed = 7, loss = 5, burst = "60ms", delay = "40ms", jitter = "15ms" }
+//! ```
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::Duration;
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use wzp_engine::bridge::Meta;
+use wzp_engine::prelude::*;
+
+/// Items that carry an arrival time netem can set.
+pub trait Arrival: Meta {
+    fn set_arrival_ns(&mut self, ns: u64);
+}
+
+impl Arrival for FrameMeta {
+    fn set_arrival_ns(&mut self, ns: u64) {
+        self.arrival_ns = ns;
+    }
+}
+
+impl Arrival for PacketMeta {
+    fn set_arrival_ns(&mut self, ns: u64) {
+        self.arrival_ns = ns;
+    }
+}
+
+/// `net.netem`: impairs Packet items.
+pub struct Netem;
+
+/// `net.netem_frames`: impairs Frame items.
+pub struct NetemFrames;
+
+fn params() -> Vec<ParamSpec> {
+    vec![
+        ParamSpec::int("seed", 1, "seed of the random generator"),
+        ParamSpec::float("loss", 0.0, "independent loss, percent (mean loss of the burst model when `burst` is set and `ge_p` is 0)"),
+        ParamSpec::float("ge_p", 0.0, "Gilbert-Elliott good->bad transition, percent per item; 0 disables"),
+        ParamSpec::float("ge_r", 25.0, "Gilbert-Elliott bad->good transition, percent per item"),
+        ParamSpec::float("ge_loss_bad", 100.0, "loss in the bad state, percent"),
+        ParamSpec::duration("burst", Duration::ZERO, "mean burst length (sets ge_r from the quantum)"),
+        ParamSpec::duration("delay", Duration::ZERO, "fixed one-way delay"),
+        ParamSpec::duration("jitter", Duration::ZERO, "delay variation"),
+        ParamSpec::str("jitter_dist", "uniform", "uniform (delay ± jitter) or normal (deviation jitter)"),
+        ParamSpec::float("reorder", 0.0, "percent of items held back by reorder_gap"),
+        ParamSpec::duration("reorder_gap", Duration::from_millis(40), "extra hold of a reordered item"),
+        ParamSpec::float("duplicate", 0.0, "percent of items sent twice"),
+        ParamSpec::str("trace", "", "loss trace file: one 0/1 per item (1 = lost), looped"),
+        ParamSpec::int("capacity", 1024, "items the delay queue holds"),
+    ]
+}
+
+fn info(kind: &'static str, ty: &'static str, summary: &'static str) -> StageInfo {
+    StageInfo {
+        kind,
+        summary,
+        inputs: vec![PortInfo {
+            name: "in",
+            ty,
+            doc: "items to impair",
+        }],
+        outputs: vec![PortInfo {
+            name: "out",
+            ty,
+            doc: "surviving items, arrival_ns set to their release time",
+        }],
+        params: params(),
+        default_domain: Domain::Clocked,
+        // Releases happen on quantum boundaries: the packet domain would only
+        // release when something else wakes it.
+        domains: &[Domain::Clocked],
+    }
+}
+
+impl StageFactory for Netem {
+    fn info(&self) -> StageInfo {
+        info(
+            "net.netem",
+            "Packet",
+            "seeded network emulator for packets: loss, bursts, delay, jitter, reorder, duplicates",
+        )
+    }
+
+    fn build(&self, cx: &mut BuildContext<'_>, p: &Params) -> Result<Built, BuildError> {
+        build::<PacketMeta>(cx, p, PortType::Packet)
+    }
+}
+
+impl StageFactory for NetemFrames {
+    fn info(&self) -> StageInfo {
+        info(
+            "net.netem_frames",
+            "Frame",
+            "seeded network emulator for frames: loss, bursts, delay, jitter, reorder, duplicates",
+        )
+    }
+
+    fn build(&self, cx: &mut BuildContext<'_>, p: &Params) -> Result<Built, BuildError> {
+        build::<FrameMeta>(cx, p, PortType::Frame)
+    }
+}
+
+/// Why a loss trace could not be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TraceError {
+    #[error("cannot read loss trace {path}: {reason}; check the `trace` path")]
+    Read { path: String, reason: String },
+    #[error("loss trace {path}: line {line}: token {token:?} is not 0 or 1; write one 0 (kept) or 1 (lost) per item")]
+    BadToken {
+        path: String,
+        line: usize,
+        token: String,
+    },
+    #[error("loss trace {path} holds no entries; write one 0 (kept) or 1 (lost) per item")]
+    Empty { path: String },
+}
+
+/// Parses a loss trace: whitespace-separated `0`/`1` tokens, `1` = lost.
+/// `path` only names the source in errors.
+pub fn parse_trace(text: &str, path: &str) -> Result<Vec<bool>, TraceError> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        for token in line.split_whitespace() {
+            match token {
+                "0" => out.push(false),
+                "1" => out.push(true),
+                _ => {
+                    return Err(TraceError::BadToken {
+                        path: path.to_string(),
+                        line: i + 1,
+                        token: token.chars().take(32).collect(),
+                    })
+                }
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(TraceError::Empty {
+            path: path.to_string(),
+        });
+    }
+    Ok(out)
+}
+
+/// Reads and parses a loss trace file.
+pub fn load_trace(path: &std::path::Path) -> Result<Vec<bool>, TraceError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| TraceError::Read {
+        path: shown.clone(),
+        reason: e.to_string(),
+    })?;
+    parse_trace(&text, &shown)
+}
+
+fn percent(p: &Params, name: &str) -> Result<f64, ParamError> {
+    Ok(p.float_in(name, 0.0, 100.0)? / 100.0)
+}
+
+fn build<M: Arrival>(
+    cx: &mut BuildContext<'_>,
+    p: &Params,
+    ty: PortType,
+) -> Result<Built, BuildError> {
+    let seed = p.int("seed")? as u64;
+    let loss = percent(p, "loss")?;
+    let mut ge_p = percent(p, "ge_p")?;
+    let mut ge_r = percent(p, "ge_r")?;
+    let ge_loss_bad = percent(p, "ge_loss_bad")?;
+    let burst = p.duration("burst")?;
+    let mut random_loss = loss;
+    if !burst.is_zero() {
+        let quantum = cx.quantum.as_secs_f64();
+        ge_r = (quantum / burst.as_secs_f64()).min(1.0);
+        if ge_p == 0.0 {
+            if loss >= 1.0 {
+                return Err(ParamError::new(
+                    "loss",
+                    "must be below 100 when `burst` derives the burst model from it",
+                )
+                .into());
+            }
+            // Stationary share of the bad state is p / (p + r); solve for p so
+            // that it equals the requested mean loss.
+            ge_p = (ge_r * loss / (1.0 - loss)).min(1.0);
+            random_loss = 0.0;
+        }
+    }
+    if ge_p > 0.0 && ge_r == 0.0 {
+        return Err(ParamError::new(
+            "ge_r",
+            "0 with ge_p > 0 would stay in the bad state forever; use a value above 0",
+        )
+        .into());
+    }
+    let delay_ns = p.duration("delay")?.as_nanos().min(u64::MAX as u128 / 4) as u64;
+    let jitter_ns = p.duration("jitter")?.as_nanos().min(u64::MAX as u128 / 4) as u64;
+    let normal = p.choice("jitter_dist", &["uniform", "normal"])? == "normal";
+    let reorder = percent(p, "reorder")?;
+    let reorder_gap_ns = p
+        .duration("reorder_gap")?
+        .as_nanos()
+        .min(u64::MAX as u128 / 4) as u64;
+    let duplicate = percent(p, "duplicate")?;
+    let capacity = p.int_in("capacity", 1, 1 << 16)? as usize;
+    let trace_path = p.str("trace")?;
+    let trace = if trace_path.is_empty() {
+        Vec::new()
+    } else {
+        load_trace(&cx.resolve_path(trace_path)).map_err(|e| BuildError::Other(e.to_string()))?
+    };
+
+    let processor = NetemProc::<M> {
+        rng: SmallRng::seed_from_u64(seed),
+        loss: random_loss,
+        ge_p,
+        ge_r,
+        ge_loss_bad,
+        ge_bad: false,
+        delay_ns,
+        jitter_ns,
+        normal,
+        reorder,
+        reorder_gap_ns,
+        duplicate,
+        trace: trace.into_boxed_slice(),
+        trace_pos: 0,
+        pool: (0..capacity).map(|_| Slot::default()).collect(),
+        free: (0..capacity as u32).rev().collect(),
+        queue: BinaryHeap::with_capacity(capacity),
+        order: 0,
+        passed: cx.counter("passed"),
+        lost: cx.counter("lost"),
+        duplicated: cx.counter("duplicated"),
+        reordered: cx.counter("reordered"),
+        overflow_drops: cx.counter("overflow_drops"),
+    };
+    Ok(Built {
+        inputs: vec![PortDecl::new("in", ty)],
+        outputs: vec![PortDecl::new("out", ty)],
+        latency: Duration::from_nanos(delay_ns),
+        processor: Box::new(processor),
+    })
+}
+
+struct NetemProc<M> {
+    rng: SmallRng,
+    loss: f64,
+    ge_p: f64,
+    ge_r: f64,
+    ge_loss_bad: f64,
+    ge_bad: bool,
+    delay_ns: u64,
+    jitter_ns: u64,
+    normal: bool,
+    reorder: f64,
+    reorder_gap_ns: u64,
+    duplicate: f64,
+    trace: Box<[bool]>,
+    trace_pos: usize,
+    /// Storage of held items; `free` lists the unused indices.
+    pool: Box<[Slot<M>]>,
+    free: Vec<u32>,
+    /// (release time, arrival order, pool index), earliest first; the order
+    /// keeps items released at the same instant first-in first-out.
+    queue: BinaryHeap<Reverse<(u64, u64, u32)>>,
+    order: u64,
+    passed: Counter,
+    lost: Counter,
+    duplicated: Counter,
+    reordered: Counter,
+    overflow_drops: Counter,
+}
+
+impl<M: Arrival> NetemProc<M> {
+    /// Draws every loss model for one item; each model advances its state for
+    /// every item so the pattern does not depend on which model fired.
+    fn is_lost(&mut self) -> bool {
+        let mut lost = false;
+        if !self.trace.is_empty() {
+            lost |= self.trace[self.trace_pos];
+            self.trace_pos = (self.trace_pos + 1) % self.trace.len();
+        }
+        if self.ge_p > 0.0 {
+            let flip = self.rng.random::<f64>();
+            self.ge_bad = if self.ge_bad {
+                flip >= self.ge_r
+            } else {
+                flip < self.ge_p
+            };
+            let draw = self.rng.random::<f64>();
+            lost |= self.ge_bad && draw < self.ge_loss_bad;
+        }
+        if self.loss > 0.0 {
+            lost |= self.rng.random::<f64>() < self.loss;
+        }
+        lost
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        p > 0.0 && self.rng.random::<f64>() < p
+    }
+
+    fn delay_sample(&mut self) -> u64 {
+        if self.jitter_ns == 0 {
+            return self.delay_ns;
+        }
+        let j = self.jitter_ns as f64;
+        let offset = if self.normal {
+            // Box-Muller; 1 - u keeps the logarithm finite.
+            let u1 = 1.0 - self.rng.random::<f64>();
+            let u2 = self.rng.random::<f64>();
+            j * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+        } else {
+            j * (2.0 * self.rng.random::<f64>() - 1.0)
+        };
+        (self.delay_ns as f64 + offset).max(0.0) as u64
+    }
+
+    fn enqueue(&mut self, slot: &Slot<M>, release_ns: u64) {
+        let Some(idx) = self.free.pop() else {
+            self.overflow_drops.inc();
+            return;
+        };
+        let dst = &mut self.pool[idx as usize];
+        dst.meta = slot.meta;
+        dst.set_bytes(slot.bytes());
+        self.order += 1;
+        // Never exceeds the capacity reserved at build: one entry per pool slot.
+        self.queue.push(Reverse((release_ns, self.order, idx)));
+    }
+}
+
+impl<M: Arrival> Processor for NetemProc<M> {
+    fn process(&mut self, io: &mut Io<'_>, cx: &Cx) -> Flow {
+        if let Some(input) = M::input(io, 0) {
+            for slot in input.iter() {
+                if self.is_lost() {
+                    self.lost.inc();
+                    continue;
+                }
+                let copies = if self.chance(self.duplicate) {
+                    self.duplicated.inc();
+                    2
+                } else {
+                    1
+                };
+                for _ in 0..copies {
+                    let mut release = cx.now_ns.saturating_add(self.delay_sample());
+                    if self.chance(self.reorder) {
+                        self.reordered.inc();
+                        release = release.saturating_add(self.reorder_gap_ns);
+                    }
+                    self.enqueue(slot, release);
+                }
+            }
+        }
+        let horizon = cx.now_ns.saturating_add(cx.quantum_ns.max(1));
+        let Some(out) = M::output(io, 0) else {
+            return Flow::Continue;
+        };
+        while let Some(&Reverse((release, _, idx))) = self.queue.peek() {
+            if release >= horizon {
+                break;
+            }
+            let Some(dst) = out.push_slot() else {
+                // Output full: the rest waits for the next cycle.
+                break;
+            };
+            self.queue.pop();
+            let src = &self.pool[idx as usize];
+            dst.meta = src.meta;
+            dst.meta.set_arrival_ns(release);
+            dst.set_bytes(src.bytes());
+            self.free.push(idx);
+            self.passed.inc();
+        }
+        Flow::Continue
+    }
+}

@@ -1,0 +1,554 @@
+//! `fec.raptorq_encode` -> loss -> `fec.raptorq_decode`: tagging, repair
+//! timing, exact recovery under any loss within the repair budget
+//! (proptest), bounded state, block id wrap, malformed input, and real-time
+//! safety of both processors (the RaptorQ work runs on their worker threads).
+
+use std::time::Duration;
+
+use proptest::prelude::*;
+use wzp_engine::port::Buffer;
+use wzp_engine::prelude::*;
+use wzp_engine::rt_check::assert_rt_safe;
+use wzp_stages::fec::block::{encode_block, repair_count};
+use wzp_stages::fec::raptorq_decode::RaptorqDecode;
+use wzp_stages::fec::raptorq_encode::RaptorqEncode;
+
+wzp_engine::install_alloc_checker!();
+
+const Q_NS: u64 = 20_000_000;
+
+fn params_for(f: &dyn StageFactory, overrides: &[(&str, ParamValue)]) -> Params {
+    let info = f.info();
+    let mut p = Params::default();
+    for s in &info.params {
+        if let Some(d) = &s.default {
+            p.insert(s.name, d.clone());
+        }
+    }
+    for (k, v) in overrides {
+        assert!(
+            info.params.iter().any(|s| s.name == *k),
+            "unknown param {k}"
+        );
+        p.insert(k, v.clone());
+    }
+    p
+}
+
+type Metrics = (Vec<(String, Counter)>, Vec<(String, Gauge)>);
+
+fn build(
+    f: &dyn StageFactory,
+    overrides: &[(&str, ParamValue)],
+) -> Result<(Box<dyn Processor>, Metrics), BuildError> {
+    let res = Resources::new();
+    let mut cx = BuildContext::standalone(48_000, Duration::from_nanos(Q_NS), &res);
+    let built = f.build(&mut cx, &params_for(f, overrides))?;
+    Ok((built.processor, cx.take_metrics()))
+}
+
+fn counter(m: &Metrics, name: &str) -> u64 {
+    m.0.iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("no counter {name}"))
+        .1
+        .get()
+}
+
+/// A generous hand-off wait, so outputs are exact even on a loaded machine.
+fn patient() -> (&'static str, ParamValue) {
+    (
+        "worker_wait",
+        ParamValue::Duration(Duration::from_millis(500)),
+    )
+}
+
+/// Buffers: 0 encoder in, 1 encoder out, 2 decoder in, 3 decoder out.
+struct Chain {
+    enc: Box<dyn Processor>,
+    dec: Box<dyn Processor>,
+    enc_m: Metrics,
+    dec_m: Metrics,
+    pool: Vec<Buffer>,
+    cycle: u64,
+}
+
+fn batch(b: &mut Buffer) -> &mut Batch<FrameMeta> {
+    match b {
+        Buffer::Frames(b) => b,
+        _ => unreachable!(),
+    }
+}
+
+fn cx(cycle: u64) -> Cx {
+    Cx {
+        now_ns: cycle * Q_NS,
+        cycle,
+        rate: 48_000,
+        quantum_ns: Q_NS,
+    }
+}
+
+impl Chain {
+    fn new(enc: &[(&str, ParamValue)], dec: &[(&str, ParamValue)]) -> Self {
+        let (enc, enc_m) = build(&RaptorqEncode, enc).unwrap();
+        let (dec, dec_m) = build(&RaptorqDecode, dec).unwrap();
+        Chain {
+            enc,
+            dec,
+            enc_m,
+            dec_m,
+            pool: (0..4)
+                .map(|_| Buffer::for_type(PortType::Frame, Q_NS, 64))
+                .collect(),
+            cycle: 0,
+        }
+    }
+
+    fn input(&mut self) -> &mut Batch<FrameMeta> {
+        batch(&mut self.pool[0])
+    }
+
+    /// Runs the encoder; its output stays in buffer 1.
+    fn step_encoder(&mut self) {
+        self.pool[1].reset();
+        let mut io = Io::checked(&mut self.pool, &[0], &[1]).unwrap();
+        self.enc.process(&mut io, &cx(self.cycle));
+        self.pool[0].reset();
+    }
+
+    /// Copies the encoder's output to the decoder's input, except items
+    /// `lose` refuses; then runs the decoder. Allocation-free.
+    fn step_decoder(&mut self, mut lose: impl FnMut(&FrameMeta) -> bool) {
+        let (a, b) = self.pool.split_at_mut(2);
+        let (from, to) = (batch(&mut a[1]), batch(&mut b[0]));
+        to.clear();
+        for s in from.iter() {
+            if !lose(&s.meta) {
+                let _ = to.push_copy(s);
+            }
+        }
+        self.pool[3].reset();
+        let mut io = Io::checked(&mut self.pool, &[2], &[3]).unwrap();
+        self.dec.process(&mut io, &cx(self.cycle));
+        self.cycle += 1;
+    }
+
+    fn enc_out(&mut self) -> Vec<(FrameMeta, Vec<u8>)> {
+        batch(&mut self.pool[1])
+            .iter()
+            .map(|s| (s.meta, s.bytes().to_vec()))
+            .collect()
+    }
+
+    fn dec_out(&mut self) -> Vec<(FrameMeta, Vec<u8>)> {
+        batch(&mut self.pool[3])
+            .iter()
+            .map(|s| (s.meta, s.bytes().to_vec()))
+            .collect()
+    }
+}
+
+fn source(seq: u32, len: usize) -> (FrameMeta, Vec<u8>) {
+    let meta = FrameMeta {
+        seq,
+        timestamp: seq.wrapping_mul(960),
+        stream: 77,
+        codec: 2,
+        flags: if seq == 0 {
+            frame_flags::STREAM_START
+        } else {
+            0
+        },
+        duration_ms: 20,
+        ..Default::default()
+    };
+    let payload = (0..len).map(|i| (i as u32 * 31 + seq * 7) as u8).collect();
+    (meta, payload)
+}
+
+#[test]
+fn encoder_passes_sources_at_once_and_repairs_one_cycle_after_each_block() {
+    let mut c = Chain::new(&[patient()], &[patient()]);
+    let mut sent = Vec::new();
+    for seq in 0..16u32 {
+        let (m, p) = source(seq, 20 + seq as usize * 10);
+        c.input().push(m, &p).unwrap();
+        c.step_encoder();
+        let out = c.enc_out();
+        sent.push(out.clone());
+        c.step_decoder(|_| false);
+        let sources: Vec<_> = out
+            .iter()
+            .filter(|(m, _)| m.flags & frame_flags::REPAIR == 0)
+            .collect();
+        assert_eq!(sources.len(), 1, "the source frame leaves in its own cycle");
+        let (sm, sp) = sources[0];
+        assert_eq!(sp, &p);
+        assert_eq!(
+            (sm.seq, sm.timestamp, sm.flags),
+            (m.seq, m.timestamp, m.flags)
+        );
+        assert_eq!(sm.fec.block, (seq / 5) as u16);
+        assert_eq!(sm.fec.symbol, (seq % 5) as u16);
+        assert_eq!((sm.fec.source_symbols, sm.fec.ratio_percent), (5, 50));
+        let repairs: Vec<_> = out
+            .iter()
+            .filter(|(m, _)| m.flags & frame_flags::REPAIR != 0)
+            .collect();
+        if seq % 5 == 0 && seq > 0 {
+            assert_eq!(
+                repairs.len(),
+                3,
+                "block {} repaired in the next cycle",
+                seq / 5 - 1
+            );
+            for (i, (rm, rp)) in repairs.iter().enumerate() {
+                assert_eq!(rm.fec.block, (seq / 5 - 1) as u16);
+                assert_eq!(rm.fec.symbol, 5 + i as u16);
+                // The largest symbol of the block: 13 header bytes + payload.
+                assert_eq!(rp.len(), 13 + 20 + (seq as usize - 1) * 10);
+            }
+        } else {
+            assert!(repairs.is_empty(), "seq {seq}: {repairs:?}");
+        }
+    }
+    assert_eq!(counter(&c.enc_m, "blocks"), 3);
+    assert_eq!(counter(&c.enc_m, "repair_sent"), 9);
+    assert_eq!(counter(&c.dec_m, "repair_received"), 9);
+    assert_eq!(counter(&c.dec_m, "recovered"), 0, "nothing was lost");
+    assert_eq!(counter(&c.enc_m, "worker_late"), 0);
+}
+
+/// Pushes `frames` one per cycle through encoder -> loss -> decoder, then a
+/// few idle cycles; returns everything the decoder emitted.
+fn run_chain(
+    c: &mut Chain,
+    frames: &[(FrameMeta, Vec<u8>)],
+    lost: impl Fn(&FrameMeta) -> bool,
+) -> Vec<(FrameMeta, Vec<u8>)> {
+    let mut got = Vec::new();
+    for i in 0..frames.len() + 3 {
+        if let Some((m, p)) = frames.get(i) {
+            c.input().push(*m, p).unwrap();
+        }
+        c.step_encoder();
+        c.step_decoder(&lost);
+        got.extend(c.dec_out());
+    }
+    got
+}
+
+fn assert_all_delivered_exactly(frames: &[(FrameMeta, Vec<u8>)], got: &[(FrameMeta, Vec<u8>)]) {
+    for (m, p) in frames {
+        let matches: Vec<_> = got.iter().filter(|(g, _)| g.seq == m.seq).collect();
+        assert_eq!(
+            matches.len(),
+            1,
+            "seq {} delivered once: {matches:?}",
+            m.seq
+        );
+        let (g, gp) = matches[0];
+        assert_eq!(gp, p, "seq {} payload", m.seq);
+        assert_eq!(
+            (g.timestamp, g.stream, g.codec, g.flags, g.duration_ms),
+            (m.timestamp, m.stream, m.codec, m.flags, m.duration_ms),
+            "seq {} metadata",
+            m.seq
+        );
+        assert_eq!(g.flags & frame_flags::REPAIR, 0);
+    }
+}
+
+#[test]
+fn decoder_rebuilds_lost_frames_exactly_a_cycle_after_the_block_completes() {
+    let mut c = Chain::new(&[patient()], &[patient()]);
+    let frames: Vec<_> = (0..10)
+        .map(|s| source(s, 40 + (s as usize * 53) % 300))
+        .collect();
+    // Block 0 loses seq 1 and 3 (and one repair); block 1 loses seq 9.
+    let lost = |m: &FrameMeta| {
+        let repair = m.flags & frame_flags::REPAIR != 0;
+        (!repair && [1, 3, 9].contains(&m.seq)) || (repair && m.fec.block == 0 && m.fec.symbol == 6)
+    };
+    let mut emitted_at = Vec::new();
+    let mut got = Vec::new();
+    for i in 0..13 {
+        if let Some((m, p)) = frames.get(i) {
+            c.input().push(*m, p).unwrap();
+        }
+        c.step_encoder();
+        c.step_decoder(lost);
+        for (m, p) in c.dec_out() {
+            emitted_at.push((i, m.seq, m.arrival_ns));
+            got.push((m, p));
+        }
+    }
+    assert_all_delivered_exactly(&frames, &got);
+    // Block 0's repairs arrive in cycle 5, its frames are rebuilt in cycle 6.
+    for seq in [1, 3] {
+        let (cycle, _, arrival) = emitted_at.iter().find(|e| e.1 == seq).copied().unwrap();
+        assert_eq!(cycle, 6, "seq {seq}");
+        assert_eq!(arrival, 6 * Q_NS, "arrival is when it left the decoder");
+    }
+    let (cycle, _, _) = emitted_at.iter().find(|e| e.1 == 9).copied().unwrap();
+    assert_eq!(cycle, 11);
+    assert_eq!(counter(&c.dec_m, "recovered"), 3);
+    assert_eq!(counter(&c.dec_m, "unrecoverable_blocks"), 0);
+    assert_eq!(counter(&c.dec_m, "repair_received"), 5);
+}
+
+#[test]
+fn too_much_loss_is_counted_unrecoverable_and_state_stays_bounded() {
+    let mut c = Chain::new(
+        &[patient()],
+        &[patient(), ("blocks_in_flight", ParamValue::Int(4))],
+    );
+    let frames: Vec<_> = (0..200).map(|s| source(s, 100)).collect();
+    // Block 2 loses 4 of 8 symbols (3 sources); blocks 5 and 6 vanish whole.
+    let lost = |m: &FrameMeta| {
+        let b = m.fec.block;
+        (b == 2 && [0, 1, 2, 6].contains(&m.fec.symbol)) || b == 5 || b == 6
+    };
+    let got = run_chain(&mut c, &frames, lost);
+    assert_eq!(counter(&c.dec_m, "unrecoverable_blocks"), 3);
+    assert_eq!(counter(&c.dec_m, "recovered"), 0);
+    let delivered: Vec<u32> = got.iter().map(|(m, _)| m.seq).collect();
+    let want: Vec<u32> = (0..200)
+        .filter(|s| !(10..13).contains(s) && !(25..35).contains(s))
+        .collect();
+    assert_eq!(
+        delivered, want,
+        "every surviving source frame passed at once, in order"
+    );
+}
+
+#[test]
+fn block_ids_wrap_around() {
+    // Hand-made blocks 65534, 65535, 0, 1 with one source lost in each.
+    let (dec, m) = build(&RaptorqDecode, &[patient()]).unwrap();
+    let mut dec = dec;
+    let mut pool: Vec<Buffer> = (0..2)
+        .map(|_| Buffer::for_type(PortType::Frame, Q_NS, 64))
+        .collect();
+    let mut got = Vec::new();
+    let mut all = Vec::new();
+    for (n, block) in [65534u16, 65535, 0, 1].into_iter().enumerate() {
+        let frames: Vec<_> = (0..5)
+            .map(|i| source(n as u32 * 5 + i + 1, 30 + i as usize))
+            .collect();
+        let refs: Vec<(FrameMeta, &[u8])> = frames.iter().map(|(m, p)| (*m, &p[..])).collect();
+        let repairs = encode_block(&refs, repair_count(5, 50), None);
+        let tag = |symbol: u16| FecTag {
+            block,
+            symbol,
+            source_symbols: 5,
+            ratio_percent: 50,
+        };
+        let input = batch(&mut pool[0]);
+        for (i, (meta, p)) in frames.iter().enumerate() {
+            all.push((*meta, p.clone()));
+            if i != n {
+                input
+                    .push(
+                        FrameMeta {
+                            fec: tag(i as u16),
+                            ..*meta
+                        },
+                        p,
+                    )
+                    .unwrap();
+            }
+        }
+        for (esi, data) in &repairs {
+            let meta = FrameMeta {
+                flags: frame_flags::REPAIR,
+                fec: tag(*esi),
+                ..frames[4].0
+            };
+            input.push(meta, data).unwrap();
+        }
+        for step in 0..2 {
+            pool[1].reset();
+            let mut io = Io::checked(&mut pool, &[0], &[1]).unwrap();
+            dec.process(&mut io, &cx(n as u64 * 2 + step));
+            pool[0].reset();
+            got.extend(
+                batch(&mut pool[1])
+                    .iter()
+                    .map(|s| (s.meta, s.bytes().to_vec())),
+            );
+        }
+    }
+    assert_all_delivered_exactly(&all, &got);
+    assert_eq!(counter(&m, "recovered"), 4);
+    assert_eq!(counter(&m, "unrecoverable_blocks"), 0);
+    assert_eq!(counter(&m, "stale"), 0);
+}
+
+#[test]
+fn malformed_frames_are_counted_and_sources_still_pass() {
+    let (mut dec, m) = build(&RaptorqDecode, &[patient()]).unwrap();
+    let mut pool: Vec<Buffer> = (0..2)
+        .map(|_| Buffer::for_type(PortType::Frame, Q_NS, 64))
+        .collect();
+    let tag = |block, symbol, k| FecTag {
+        block,
+        symbol,
+        source_symbols: k,
+        ratio_percent: 50,
+    };
+    let repair = |fec| FrameMeta {
+        flags: frame_flags::REPAIR,
+        fec,
+        stream: 77,
+        ..Default::default()
+    };
+    let cases: Vec<(FrameMeta, Vec<u8>)> = vec![
+        (
+            FrameMeta {
+                seq: 1,
+                stream: 77,
+                fec: tag(0, 0, 5),
+                ..Default::default()
+            },
+            vec![1; 10],
+        ),
+        (repair(tag(0, 2, 5)), vec![0; 30]), // repair id inside the source range
+        (repair(tag(0, 5, 4)), vec![0; 30]), // K differs from the block's
+        (repair(tag(0, 6, 5)), vec![0; 5]),  // shorter than a symbol header
+        (repair(tag(0, 7, 5)), vec![0; 30]),
+        (repair(tag(0, 8, 5)), vec![0; 31]), // size differs from the block's
+        (repair(tag(0, 9, 200)), vec![0; 30]), // K beyond the maximum
+        (
+            FrameMeta {
+                seq: 2,
+                stream: 77,
+                fec: tag(0, 9, 5),
+                ..Default::default()
+            },
+            vec![2; 10],
+        ),
+        (repair(tag(0, 5, 0)), vec![0; 30]), // repair without a block shape
+    ];
+    for (meta, bytes) in &cases {
+        batch(&mut pool[0]).push(*meta, bytes).unwrap();
+    }
+    let mut passed = Vec::new();
+    for cycle in 0..2 {
+        pool[1].reset();
+        let mut io = Io::checked(&mut pool, &[0], &[1]).unwrap();
+        dec.process(&mut io, &cx(cycle));
+        pool[0].reset();
+        passed.extend(batch(&mut pool[1]).iter().map(|s| s.meta.seq));
+    }
+    assert_eq!(passed, vec![1, 2], "source frames pass whatever their tags");
+    assert_eq!(counter(&m, "malformed"), 6);
+    assert_eq!(counter(&m, "repair_received"), 7);
+    assert_eq!(counter(&m, "recovered"), 0);
+}
+
+#[test]
+fn bad_params_fail_the_build() {
+    let cases: Vec<(&dyn StageFactory, &str, ParamValue)> = vec![
+        (&RaptorqEncode, "frames_per_block", ParamValue::Int(0)),
+        (&RaptorqEncode, "frames_per_block", ParamValue::Int(65)),
+        (&RaptorqEncode, "fec_ratio", ParamValue::Int(-1)),
+        (&RaptorqEncode, "fec_ratio", ParamValue::Int(201)),
+        (
+            &RaptorqEncode,
+            "worker_wait",
+            ParamValue::Duration(Duration::from_secs(5)),
+        ),
+        (&RaptorqDecode, "blocks_in_flight", ParamValue::Int(1)),
+        (&RaptorqDecode, "blocks_in_flight", ParamValue::Int(1000)),
+    ];
+    for (f, name, value) in cases {
+        match build(f, &[(name, value.clone())]) {
+            Ok(_) => panic!("{name}={value} should fail"),
+            Err(e) => assert!(e.to_string().contains(name), "{e}"),
+        }
+    }
+}
+
+#[test]
+fn both_processors_are_real_time_safe() {
+    let mut c = Chain::new(&[patient()], &[patient()]);
+    let mut seq = 0u32;
+    let mut frame = [0u8; 320];
+    assert_rt_safe("fec encode + decode", 300, || {
+        for (i, b) in frame.iter_mut().enumerate() {
+            *b = (seq as usize * 3 + i) as u8;
+        }
+        let len = 40 + (seq as usize * 37) % 280;
+        let meta = FrameMeta {
+            seq,
+            timestamp: seq * 960,
+            duration_ms: 20,
+            ..Default::default()
+        };
+        let _ = c.input().push(meta, &frame[..len]);
+        seq += 1;
+        c.step_encoder();
+        // Lose one source per block, and a whole block now and then.
+        c.step_decoder(|m| {
+            (m.flags & frame_flags::REPAIR == 0 && m.fec.symbol == (m.fec.block % 5))
+                || m.fec.block % 17 == 16
+        });
+    });
+    assert!(counter(&c.dec_m, "recovered") > 40);
+    assert!(counter(&c.dec_m, "unrecoverable_blocks") >= 2);
+    assert_eq!(counter(&c.dec_m, "worker_late"), 0);
+}
+
+#[test]
+fn registered_in_the_stage_registry() {
+    let r = wzp_stages::registry();
+    assert!(r.get("fec.raptorq_encode").is_some());
+    assert!(r.get("fec.raptorq_decode").is_some());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Any loss of at most R of a block's K + R frames, in every block,
+    /// delivers every source frame byte-equal.
+    #[test]
+    fn any_loss_within_the_repair_budget_recovers_every_frame(
+        k in 1usize..=8,
+        ratio in prop::sample::select(vec![20u32, 25, 50]),
+        sizes in prop::collection::vec(0usize..600, 40),
+        loss_seeds in prop::collection::vec(any::<u64>(), 8),
+    ) {
+        let r = repair_count(k, ratio);
+        let blocks = 40 / k;
+        let n = blocks * k;
+        let frames: Vec<_> = (0..n as u32).map(|s| source(s, sizes[s as usize])).collect();
+        // Per block, a set of at most R lost symbol ids out of K + R.
+        let lost_sets: Vec<Vec<u16>> = (0..blocks)
+            .map(|b| {
+                let mut x = loss_seeds[b % loss_seeds.len()] ^ (b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                let mut next = || { x ^= x << 13; x ^= x >> 7; x ^= x << 17; x };
+                let count = (next() % (r as u64 + 1)) as usize;
+                let mut ids: Vec<u16> = (0..(k + r) as u16).collect();
+                for i in 0..count {
+                    let j = i + (next() as usize % (ids.len() - i));
+                    ids.swap(i, j);
+                }
+                ids.truncate(count);
+                ids
+            })
+            .collect();
+        let mut c = Chain::new(
+            &[("frames_per_block", ParamValue::Int(k as i64)), ("fec_ratio", ParamValue::Int(ratio as i64)), patient()],
+            &[patient()],
+        );
+        let got = run_chain(&mut c, &frames, |m| {
+            lost_sets[m.fec.block as usize].contains(&m.fec.symbol)
+        });
+        assert_all_delivered_exactly(&frames, &got);
+        let lost_sources: usize = lost_sets.iter().map(|s| s.iter().filter(|&&i| (i as usize) < k).count()).sum();
+        prop_assert_eq!(counter(&c.dec_m, "recovered") as usize, lost_sources);
+        prop_assert_eq!(counter(&c.dec_m, "unrecoverable_blocks"), 0);
+    }
+}

@@ -1,0 +1,582 @@
+//! `jitter.adaptive`: playout order and timing under in-order, reordered,
+//! duplicated, late, wrapped and restarted streams; target delay adaptation;
+//! real-time safety.
+
+use std::time::Duration;
+
+use wzp_engine::port::Buffer;
+use wzp_engine::prelude::*;
+use wzp_engine::rt_check::assert_rt_safe;
+use wzp_stages::jitter::adaptive::Adaptive;
+
+wzp_engine::install_alloc_checker!();
+
+const Q_NS: u64 = 20_000_000;
+const MS: u64 = 1_000_000;
+
+fn params_for(f: &dyn StageFactory, overrides: &[(&str, ParamValue)]) -> Params {
+    let info = f.info();
+    let mut p = Params::default();
+    for s in &info.params {
+        if let Some(d) = &s.default {
+            p.insert(s.name, d.clone());
+        }
+    }
+    for (k, v) in overrides {
+        assert!(
+            info.params.iter().any(|s| s.name == *k),
+            "unknown param {k}"
+        );
+        p.insert(k, v.clone());
+    }
+    p
+}
+
+struct Harness {
+    proc: Box<dyn Processor>,
+    pool: Vec<Buffer>,
+    counters: Vec<(String, Counter)>,
+    gauges: Vec<(String, Gauge)>,
+    cycle: u64,
+}
+
+impl Harness {
+    fn new(overrides: &[(&str, ParamValue)]) -> Self {
+        Self::try_new(overrides).unwrap_or_else(|e| panic!("build failed: {e}"))
+    }
+
+    fn try_new(overrides: &[(&str, ParamValue)]) -> Result<Self, BuildError> {
+        let res = Resources::new();
+        let mut cx = BuildContext::standalone(48_000, Duration::from_nanos(Q_NS), &res);
+        let built = Adaptive.build(&mut cx, &params_for(&Adaptive, overrides))?;
+        let (counters, gauges) = cx.take_metrics();
+        Ok(Harness {
+            proc: built.processor,
+            pool: vec![
+                Buffer::for_type(PortType::Frame, Q_NS, 64),
+                Buffer::for_type(PortType::Frame, Q_NS, 64),
+            ],
+            counters,
+            gauges,
+            cycle: 0,
+        })
+    }
+
+    fn counter(&self, name: &str) -> u64 {
+        self.counters
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no counter {name}"))
+            .1
+            .get()
+    }
+
+    fn gauge(&self, name: &str) -> i64 {
+        self.gauges
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no gauge {name}"))
+            .1
+            .get()
+    }
+
+    fn input(&mut self) -> &mut Batch<FrameMeta> {
+        match &mut self.pool[0] {
+            Buffer::Frames(b) => b,
+            _ => unreachable!(),
+        }
+    }
+
+    fn step(&mut self) {
+        self.pool[1].reset();
+        let cx = Cx {
+            now_ns: self.cycle * Q_NS,
+            cycle: self.cycle,
+            rate: 48_000,
+            quantum_ns: Q_NS,
+        };
+        let mut io = Io::checked(&mut self.pool, &[0], &[1]).expect("pool indices");
+        self.proc.process(&mut io, &cx);
+        self.pool[0].reset();
+        self.cycle += 1;
+    }
+
+    fn output(&self) -> Vec<(FrameMeta, Vec<u8>)> {
+        match &self.pool[1] {
+            Buffer::Frames(b) => b.iter().map(|s| (s.meta, s.bytes().to_vec())).collect(),
+            _ => unreachable!(),
+        }
+    }
+}
+
+/// A frame sent at media time `seq * 20 ms` (relative to `base`) that
+/// arrives at `arrival_ns`.
+fn frame(base: u32, k: u32, arrival_ns: u64) -> FrameMeta {
+    let seq = base.wrapping_add(k);
+    FrameMeta {
+        seq,
+        timestamp: seq.wrapping_mul(960),
+        stream: 1,
+        duration_ms: 20,
+        arrival_ns,
+        ..Default::default()
+    }
+}
+
+fn payload(seq: u32) -> [u8; 4] {
+    seq.to_be_bytes()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Out {
+    Played(u32),
+    Missing(u32),
+}
+
+/// Runs `cycles` cycles; at each, pushes the frames whose arrival falls in
+/// that quantum. Returns per cycle what came out.
+fn run(h: &mut Harness, mut frames: Vec<FrameMeta>, cycles: u64) -> Vec<Vec<Out>> {
+    frames.sort_by_key(|m| m.arrival_ns);
+    let mut next = 0;
+    let mut outs = Vec::new();
+    for _ in 0..cycles {
+        let end = (h.cycle + 1) * Q_NS;
+        while next < frames.len() && frames[next].arrival_ns < end {
+            let m = frames[next];
+            h.input().push(m, &payload(m.seq)).unwrap();
+            next += 1;
+        }
+        h.step();
+        let mut this = Vec::new();
+        for (m, bytes) in h.output() {
+            if m.flags & frame_flags::MISSING != 0 {
+                assert!(bytes.is_empty(), "missing frames carry no payload");
+                assert_eq!(m.timestamp, m.seq.wrapping_mul(960), "expected timestamp");
+                assert_eq!(m.duration_ms, 20);
+                this.push(Out::Missing(m.seq));
+            } else {
+                assert_eq!(bytes, payload(m.seq), "payload belongs to its seq");
+                this.push(Out::Played(m.seq));
+            }
+        }
+        outs.push(this);
+    }
+    outs
+}
+
+/// The outputs after playout started; asserts exactly one per period.
+fn after_start(outs: &[Vec<Out>]) -> Vec<Out> {
+    let start = outs
+        .iter()
+        .position(|o| !o.is_empty())
+        .expect("playout started");
+    outs[start..]
+        .iter()
+        .map(|o| {
+            assert_eq!(o.len(), 1, "exactly one frame per period: {o:?}");
+            o[0]
+        })
+        .collect()
+}
+
+fn played(outs: &[Out]) -> Vec<u32> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Out::Played(s) => Some(*s),
+            Out::Missing(_) => None,
+        })
+        .collect()
+}
+
+fn twenty() -> [(&'static str, ParamValue); 1] {
+    [(
+        "initial_delay",
+        ParamValue::Duration(Duration::from_millis(20)),
+    )]
+}
+
+#[test]
+fn in_order_plays_every_frame_once_in_order() {
+    let mut h = Harness::new(&twenty());
+    let n = 200;
+    let frames = (0..n).map(|k| frame(0, k, k as u64 * Q_NS + MS)).collect();
+    let outs = run(&mut h, frames, n as u64 + 1);
+    assert!(outs[0].is_empty(), "nothing before the target delay");
+    let seq = after_start(&outs);
+    assert_eq!(played(&seq), (0..n).collect::<Vec<_>>());
+    assert_eq!(h.counter("played"), n as u64);
+    assert_eq!(h.counter("concealed"), 0);
+    assert_eq!(h.counter("late"), 0);
+    assert_eq!(h.gauge("target_delay_ms"), 20);
+    assert_eq!(h.gauge("current_delay_ms"), 19);
+}
+
+#[test]
+fn reordered_pairs_come_out_in_order() {
+    let mut h = Harness::new(&[]);
+    let n = 200;
+    // Odd frames overtake even ones: each pair arrives swapped.
+    let frames = (0..n)
+        .map(|k| {
+            let slot = if k % 2 == 0 { k + 1 } else { k - 1 };
+            frame(0, k, slot as u64 * Q_NS + MS)
+        })
+        .collect();
+    let outs = run(&mut h, frames, n as u64 + 1);
+    let seq = after_start(&outs);
+    assert_eq!(played(&seq)[..], (0..n).collect::<Vec<_>>()[..]);
+    assert_eq!(h.counter("concealed"), 0);
+    assert_eq!(h.counter("late"), 0);
+    assert!(h.gauge("target_delay_ms") >= 40, "covers the 40 ms spread");
+}
+
+#[test]
+fn duplicates_are_dropped_and_counted() {
+    let mut h = Harness::new(&twenty());
+    let n = 100u32;
+    let mut frames = Vec::new();
+    for k in 0..n {
+        frames.push(frame(0, k, k as u64 * Q_NS + MS));
+        // Same quantum (still held) and five quanta later (already played).
+        frames.push(frame(0, k, k as u64 * Q_NS + 2 * MS));
+        frames.push(frame(0, k, (k as u64 + 5) * Q_NS + MS));
+    }
+    let outs = run(&mut h, frames, n as u64 + 6);
+    let seq = after_start(&outs);
+    assert_eq!(played(&seq), (0..n).collect::<Vec<_>>());
+    assert_eq!(h.counter("dropped_duplicates"), 2 * n as u64);
+    assert_eq!(h.counter("late"), 0);
+    assert_eq!(h.counter("played"), n as u64);
+}
+
+#[test]
+fn late_frame_is_concealed_in_place_then_counted_late() {
+    let mut h = Harness::new(&twenty());
+    let n = 60u32;
+    let frames = (0..n)
+        .map(|k| {
+            let at = if k == 10 { 40 } else { k as u64 };
+            frame(0, k, at * Q_NS + MS)
+        })
+        .collect();
+    let outs = run(&mut h, frames, n as u64 + 1);
+    let seq = after_start(&outs);
+    let pos = seq
+        .iter()
+        .position(|o| *o == Out::Missing(10))
+        .expect("seq 10 concealed");
+    assert_eq!(seq[pos - 1], Out::Played(9));
+    assert_eq!(seq[pos + 1], Out::Played(11));
+    assert!(!played(&seq).contains(&10), "a late frame is never played");
+    assert_eq!(h.counter("late"), 1);
+    assert_eq!(h.counter("concealed"), 1);
+    assert_eq!(h.counter("played"), n as u64 - 1);
+}
+
+#[test]
+fn lost_frames_are_concealed_at_their_time() {
+    let mut h = Harness::new(&twenty());
+    let n = 100u32;
+    let lost = [5u32, 6, 7, 50];
+    let frames = (0..n)
+        .filter(|k| !lost.contains(k))
+        .map(|k| frame(0, k, k as u64 * Q_NS + MS))
+        .collect();
+    let outs = run(&mut h, frames, n as u64 + 1);
+    let seq = after_start(&outs);
+    for (i, o) in seq.iter().take(n as usize).enumerate() {
+        let want = if lost.contains(&(i as u32)) {
+            Out::Missing(i as u32)
+        } else {
+            Out::Played(i as u32)
+        };
+        assert_eq!(*o, want);
+    }
+    assert_eq!(h.counter("concealed"), lost.len() as u64);
+}
+
+#[test]
+fn sender_pause_dtx_is_followed_not_called_late() {
+    let mut h = Harness::new(&twenty());
+    // Sequence numbers continue across a 1 s pause; timestamps jump.
+    let gap = 50u32;
+    let frames: Vec<FrameMeta> = (0..60u32)
+        .map(|k| {
+            let media = if k < 20 { k } else { k + gap };
+            let mut m = frame(0, k, media as u64 * Q_NS + MS);
+            m.timestamp = media * 960;
+            m
+        })
+        .collect();
+    let mut outs = Vec::new();
+    let mut next = 0;
+    for c in 0..(60 + gap) as u64 + 1 {
+        while next < frames.len() && frames[next].arrival_ns < (c + 1) * Q_NS {
+            let m = frames[next];
+            h.input().push(m, &payload(m.seq)).unwrap();
+            next += 1;
+        }
+        h.step();
+        for (m, _) in h.output() {
+            outs.push((m.flags & frame_flags::MISSING != 0, m.seq, m.timestamp));
+        }
+    }
+    let played: Vec<u32> = outs.iter().filter(|o| !o.0).map(|o| o.1).collect();
+    assert_eq!(played, (0..60).collect::<Vec<_>>());
+    assert_eq!(h.counter("late"), 0);
+    let concealed = outs.iter().filter(|o| o.0).count();
+    assert!(
+        (gap as usize - 1..=gap as usize + 1).contains(&concealed),
+        "{concealed}"
+    );
+    // Playout resumes on the sender's timeline: frame 20 plays a pause
+    // later than frame 19 would have been followed.
+    let i19 = outs.iter().position(|o| !o.0 && o.1 == 19).unwrap();
+    let i20 = outs.iter().position(|o| !o.0 && o.1 == 20).unwrap();
+    assert!((i20 - i19) as u32 >= gap, "{} periods apart", i20 - i19);
+}
+
+#[test]
+fn sequence_and_timestamp_wrap_around() {
+    let mut h = Harness::new(&twenty());
+    let base = u32::MAX - 30;
+    let n = 80u32;
+    // seq 0 (k = 31) is lost exactly at the wrap.
+    let frames = (0..n)
+        .filter(|&k| k != 31)
+        .map(|k| frame(base, k, k as u64 * Q_NS + MS))
+        .collect();
+    let outs = run(&mut h, frames, n as u64 + 1);
+    let seq = after_start(&outs);
+    let want: Vec<Out> = (0..n)
+        .map(|k| {
+            let s = base.wrapping_add(k);
+            if k == 31 {
+                Out::Missing(s)
+            } else {
+                Out::Played(s)
+            }
+        })
+        .collect();
+    assert_eq!(&seq[..n as usize], &want[..]);
+    assert_eq!(h.counter("resets"), 0);
+    assert_eq!(h.counter("late"), 0);
+}
+
+#[test]
+fn large_backward_jump_resets_small_one_is_late() {
+    let mut h = Harness::new(&twenty());
+    let mut frames: Vec<FrameMeta> = (0..50)
+        .map(|k| frame(500, k, k as u64 * Q_NS + MS))
+        .collect();
+    // A stray old frame 20 back: late, no reset.
+    frames.push(frame(500, 0, 30 * Q_NS + 2 * MS));
+    // The sender restarted its counter 400 frames back.
+    frames.extend((0..50).map(|k| frame(100, k, (50 + k) as u64 * Q_NS + MS)));
+    let outs = run(&mut h, frames, 101);
+    assert_eq!(h.counter("resets"), 1);
+    let all: Vec<Out> = outs.into_iter().flatten().collect();
+    let p = played(&all);
+    let restart = p
+        .iter()
+        .position(|&s| s == 100)
+        .expect("restarted stream plays");
+    // The old stream plays until the restart; what it still held is dropped.
+    assert!(restart >= 48, "old stream played: {restart}");
+    assert_eq!(
+        p[..restart],
+        (500..500 + restart as u32).collect::<Vec<_>>()[..]
+    );
+    assert_eq!(
+        p[restart..],
+        (100..100 + p.len() as u32 - restart as u32).collect::<Vec<_>>()[..]
+    );
+    assert!(p.len() - restart >= 45, "the new stream plays on");
+    // The first copy of seq 500 was played, so the stray one is a duplicate.
+    assert_eq!(h.counter("dropped_duplicates") + h.counter("late"), 1);
+}
+
+#[test]
+fn new_stream_id_or_stream_start_resets() {
+    let mut h = Harness::new(&twenty());
+    let mut frames: Vec<FrameMeta> = (0..30).map(|k| frame(0, k, k as u64 * Q_NS + MS)).collect();
+    // The first frame of stream 1 again, flagged STREAM_START: a duplicate,
+    // not a new stream.
+    let mut first = frame(0, 0, 30 * Q_NS + 2 * MS);
+    first.flags = frame_flags::STREAM_START;
+    frames[0].flags = frame_flags::STREAM_START;
+    frames.push(first);
+    // Stream 2 starts at seq 7000 (a forward jump within reach, but a new id).
+    frames.extend((0..30).map(|k| {
+        let mut m = frame(7000, k, (31 + k) as u64 * Q_NS + MS);
+        m.stream = 2;
+        m
+    }));
+    // Stream 2 restarts with STREAM_START at seq 7010 (backward, small jump).
+    frames.extend((0..30).map(|k| {
+        let mut m = frame(7010, k, (62 + k) as u64 * Q_NS + MS);
+        m.stream = 2;
+        if k == 0 {
+            m.flags = frame_flags::STREAM_START;
+        }
+        m
+    }));
+    let outs = run(&mut h, frames, 93);
+    assert_eq!(h.counter("resets"), 2);
+    assert_eq!(h.counter("dropped_duplicates"), 1);
+    let all: Vec<Out> = outs.into_iter().flatten().collect();
+    let p = played(&all);
+    assert!(p.starts_with(&(0..30).collect::<Vec<_>>()));
+    let s2 = p.iter().position(|&s| s == 7000).expect("stream 2 plays");
+    // The restart is where the sequence steps back.
+    let s3 = (s2 + 1..p.len())
+        .find(|&i| p[i] < p[i - 1])
+        .expect("restart plays");
+    assert_eq!(p[s3], 7010);
+    assert_eq!(
+        p[s2..s3],
+        (7000..7000 + (s3 - s2) as u32).collect::<Vec<_>>()[..]
+    );
+    assert!(s3 - s2 >= 25, "stream 2 played before its restart");
+    assert_eq!(
+        p[s3..],
+        (7010..7010 + (p.len() - s3) as u32).collect::<Vec<_>>()[..]
+    );
+}
+
+#[test]
+fn repair_frames_are_dropped_and_counted() {
+    let mut h = Harness::new(&twenty());
+    let mut frames: Vec<FrameMeta> = (0..20).map(|k| frame(0, k, k as u64 * Q_NS + MS)).collect();
+    for k in [4u32, 9, 14] {
+        let mut r = frame(0, k, k as u64 * Q_NS + 2 * MS);
+        r.flags = frame_flags::REPAIR;
+        frames.push(r);
+    }
+    let outs = run(&mut h, frames, 21);
+    assert_eq!(played(&after_start(&outs)), (0..20).collect::<Vec<_>>());
+    assert_eq!(h.counter("repair_dropped"), 3);
+    assert_eq!(h.counter("dropped_duplicates"), 0);
+}
+
+/// Deterministic pseudo-random delays in `0..max_ms`.
+fn jitter_ms(k: u32, max_ms: u64) -> u64 {
+    let mut x = (k as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    x ^= x >> 29;
+    x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x ^= x >> 32;
+    x % max_ms
+}
+
+#[test]
+fn target_delay_rises_with_jitter_then_decays() {
+    let mut h = Harness::new(&[]);
+    let noisy = 600u32;
+    let calm = 1000u32;
+    let frames: Vec<FrameMeta> = (0..noisy + calm)
+        .map(|k| {
+            let extra = if k < noisy { jitter_ms(k, 80) } else { 0 };
+            frame(0, k, k as u64 * Q_NS + extra * MS)
+        })
+        .collect();
+    let mut frames_sorted = frames;
+    frames_sorted.sort_by_key(|m| m.arrival_ns);
+    let mut next = 0;
+    let mut peak_target = 0;
+    let mut concealed_settled_noisy = 0;
+    let mut end_of_noise_delay = 0;
+    for c in 0..(noisy + calm) as u64 + 10 {
+        let end = (c + 1) * Q_NS;
+        while next < frames_sorted.len() && frames_sorted[next].arrival_ns < end {
+            let m = frames_sorted[next];
+            h.input().push(m, &payload(m.seq)).unwrap();
+            next += 1;
+        }
+        h.step();
+        peak_target = peak_target.max(h.gauge("target_delay_ms"));
+        if c == 300 {
+            concealed_settled_noisy = h.counter("concealed");
+        }
+        if c == noisy as u64 - 1 {
+            end_of_noise_delay = h.gauge("current_delay_ms");
+            let late_after_settling = h.counter("concealed") - concealed_settled_noisy;
+            // p95 target: a few percent of frames may still miss.
+            assert!(
+                late_after_settling <= 25,
+                "{late_after_settling} concealed in 300 frames"
+            );
+        }
+    }
+    assert!(
+        peak_target >= 70,
+        "target rose to cover 80 ms of jitter: {peak_target}"
+    );
+    assert!(
+        end_of_noise_delay >= 60,
+        "playout followed: {end_of_noise_delay} ms"
+    );
+    let final_target = h.gauge("target_delay_ms");
+    assert!(final_target <= 25, "target decayed back: {final_target}");
+    let final_delay = h.gauge("current_delay_ms");
+    assert!(
+        final_delay <= final_target + 20,
+        "playout shrank: {final_delay} ms"
+    );
+    assert!(h.counter("skipped") > 0, "shrinking skipped frames");
+    assert!(h.counter("stretched") > 0, "growing stretched");
+}
+
+#[test]
+fn bad_params_fail_the_build() {
+    let d = |ms| ParamValue::Duration(Duration::from_millis(ms));
+    let cases: Vec<(Vec<(&str, ParamValue)>, &str)> = vec![
+        (vec![("min_delay", d(300))], "min_delay"),
+        (vec![("initial_delay", d(500))], "initial_delay"),
+        (vec![("initial_delay", d(5))], "initial_delay"),
+        (
+            vec![("max_delay", d(60_000)), ("initial_delay", d(40))],
+            "max_delay",
+        ),
+        (vec![("quantile", ParamValue::Float(1.5))], "quantile"),
+        (vec![("half_life", d(10))], "half_life"),
+        (vec![("capacity", ParamValue::Int(2))], "capacity"),
+        (vec![("reset_jump", ParamValue::Int(0))], "reset_jump"),
+    ];
+    for (overrides, want) in cases {
+        match Harness::try_new(&overrides) {
+            Ok(_) => panic!("{overrides:?} should fail"),
+            Err(e) => assert!(e.to_string().contains(want), "{e}"),
+        }
+    }
+}
+
+#[test]
+fn process_is_real_time_safe() {
+    let mut h = Harness::new(&[("capacity", ParamValue::Int(64))]);
+    let mut k = 0u32;
+    let mut cycle = 0u64;
+    assert_rt_safe("jitter.adaptive", 2000, || {
+        // Jitter, loss, duplicates, a restart and a flood beyond capacity.
+        let burst = if cycle % 400 == 399 { 70 } else { 1 };
+        for _ in 0..burst {
+            if k % 13 != 0 {
+                let extra = jitter_ms(k, 60);
+                let m = frame(0, k, cycle * Q_NS + extra * MS);
+                let _ = h.input().push(m, &[1; 160]);
+                if k % 7 == 0 {
+                    let _ = h.input().push(m, &[1; 160]);
+                }
+            }
+            k = if cycle == 1000 { 5 } else { k + 1 };
+        }
+        h.step();
+        cycle += 1;
+    });
+    assert!(h.counter("played") > 1000);
+    assert!(h.counter("resets") >= 1);
+}
+
+#[test]
+fn registered_in_the_stage_registry() {
+    assert!(wzp_stages::registry().get("jitter.adaptive").is_some());
+}

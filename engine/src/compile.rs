@@ -585,9 +585,20 @@ fn compile_inner(
         links.push(ResolvedLink { from, to, ty: fty });
     }
 
+    // Inputs a link names, resolved or not: an unresolved one already has
+    // its own error (or its other end failed to build), so it is not also
+    // reported as unconnected.
+    let named_inputs: BTreeSet<(&str, &str)> = spec
+        .links
+        .iter()
+        .map(|l| (l.to.stage.as_str(), l.to.port.as_str()))
+        .collect();
     for (si, st) in stages.iter().enumerate() {
         for (pi, p) in st.inputs.iter().enumerate() {
-            if p.required && !linked_inputs.contains_key(&(si, pi)) {
+            if p.required
+                && !linked_inputs.contains_key(&(si, pi))
+                && !named_inputs.contains(&(st.id.as_str(), p.name.as_str()))
+            {
                 errors.push(
                     err(
                         ErrorKind::UnconnectedInput,

@@ -112,7 +112,9 @@ to = "null2.in"
 fn a_graph_of_shipped_stages_cycles_without_allocating() {
     let dir = std::env::temp_dir().join(format!("wzp-graph-rt-{}", std::process::id()));
     let out = dir.join("rt.wav");
-    let vars = [("out".to_string(), out.display().to_string())].into_iter().collect();
+    let vars = [("out".to_string(), out.display().to_string())]
+        .into_iter()
+        .collect();
     let spec = GraphSpec::parse(GRAPH, "rt.toml", &vars).unwrap();
     let registry = wzp_stages::registry();
     let mut graph = Graph::new(compile(&spec, &registry, &Resources::new()).unwrap());
@@ -122,7 +124,10 @@ fn a_graph_of_shipped_stages_cycles_without_allocating() {
     });
     let stats = graph.stats();
     // The decoder holds one frame of lookahead for loss recovery.
-    assert_eq!(stats.stage("dec").unwrap().counter("frames_decoded"), Some(249));
+    assert_eq!(
+        stats.stage("dec").unwrap().counter("frames_decoded"),
+        Some(249)
+    );
     assert!(stats.stage("null").unwrap().counter("samples").unwrap() >= 250 * 960);
     drop(graph);
     assert!(std::fs::metadata(&out).unwrap().len() > 44);

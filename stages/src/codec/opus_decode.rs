@@ -43,6 +43,10 @@
 //!   size, used only to size the declared latency.
 //! - `lookahead_frames` = 1: frames held for recovery, 0..=104.
 //! - `use_dred` = true, `use_fec` = true: allow those recovery steps.
+//! - `fill_gaps` = true: conceal a sequence gap that comes without MISSING
+//!   markers. Graphs with a jitter buffer in front set it to false: the
+//!   buffer marks every loss itself and skips a frame on purpose when it
+//!   shrinks its delay, which must not be concealed back in.
 //!
 //! **Counters**: `frames_decoded`, `dred_reconstructions`, `fec_recovered`,
 //! `classical_plc_invocations`, `decode_errors`, `foreign_frames`,
@@ -108,6 +112,11 @@ impl StageFactory for OpusDecodeFactory {
                 ),
                 ParamSpec::bool("use_dred", true, "rebuild lost frames from DRED"),
                 ParamSpec::bool("use_fec", true, "rebuild lost frames from LBRR"),
+                ParamSpec::bool(
+                    "fill_gaps",
+                    true,
+                    "conceal a sequence gap without MISSING markers; turn off behind a jitter buffer, which marks losses itself and skips frames on purpose to shrink its delay",
+                ),
             ],
             default_domain: Domain::Clocked,
             domains: &[Domain::Clocked],
@@ -139,6 +148,7 @@ impl StageFactory for OpusDecodeFactory {
             dred_reach: 0,
             use_dred: p.bool("use_dred")?,
             use_fec: p.bool("use_fec")?,
+            fill_gaps: p.bool("fill_gaps")?,
             lookahead,
             pending: Pending::new(pending_cap),
             expected_seq: None,
@@ -258,6 +268,7 @@ struct OpusDecodeProc {
     dred_reach: usize,
     use_dred: bool,
     use_fec: bool,
+    fill_gaps: bool,
     lookahead: usize,
     pending: Pending,
     expected_seq: Option<u32>,
@@ -297,7 +308,7 @@ impl OpusDecodeProc {
                 return;
             }
             let gap = ahead as usize;
-            if gap > 0 {
+            if gap > 0 && self.fill_gaps {
                 // Keep one slot for the frame itself.
                 if gap < self.pending.free() {
                     let dur = conceal_samples(&meta, self.last_duration) as u32;

@@ -1,8 +1,59 @@
-//! `wire.*` stages.
+//! `wire.*` stages: frames to media packets and back (docs/WIRE.md §1).
+//!
+//! - [`packetize`] (`wire.packetize`): Frame -> Packet, writes the 22-byte
+//!   media header (and optional quality report trailer) in place.
+//! - [`depacketize`] (`wire.depacketize`): Packet -> Frame, parses the header
+//!   (never panics), counts and drops malformed packets.
+//!
+//! On a call the order is `packetize -> crypto.seal -> transport` and
+//! `transport -> crypto.open -> depacketize`: the header stays in clear (it
+//! is the AEAD associated data), so every field survives sealing.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use wzp_engine::prelude::*;
+use wzp_proto::QualityReport;
+
+pub mod depacketize;
+pub mod packetize;
+
+/// The latest [`QualityReport`], shared without locks between the control
+/// plane and the wire stages (a `Resources` entry named by their
+/// `quality_report` param).
+///
+/// `wire.packetize` reads it to fill the trailer it sends; `wire.depacketize`
+/// stores the trailers it receives in it.
+#[derive(Debug, Default)]
+pub struct QualityCell(AtomicU64);
+
+/// Bit set in the cell once a report has been stored.
+const PRESENT: u64 = 1 << 32;
+
+impl QualityCell {
+    /// An empty cell: no report yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Stores `report` (single writer or last writer wins; no lock).
+    pub fn set(&self, report: QualityReport) {
+        let v = u64::from(u32::from_be_bytes(report.to_bytes())) | PRESENT;
+        self.0.store(v, Ordering::Relaxed);
+    }
+
+    /// The latest report, if one was stored.
+    pub fn get(&self) -> Option<QualityReport> {
+        let v = self.0.load(Ordering::Relaxed);
+        if v & PRESENT == 0 {
+            return None;
+        }
+        QualityReport::from_bytes((v as u32).to_be_bytes()).ok()
+    }
+}
 
 /// Registers every `wire.*` stage kind.
-pub fn register(_registry: &mut Registry) -> Result<(), wzp_engine::registry::RegisterError> {
+pub fn register(registry: &mut Registry) -> Result<(), wzp_engine::registry::RegisterError> {
+    registry.register(packetize::Packetize)?;
+    registry.register(depacketize::Depacketize)?;
     Ok(())
 }

@@ -1,0 +1,217 @@
+//! `wire.depacketize`: turns opened media packets back into frames.
+//!
+//! Runs after `crypto.open`, so its input is `header | payload | [trailer]`
+//! in clear. The packet is parsed with `MediaPacket::parse`, which never
+//! panics; a packet that does not parse (too short, unknown version, reserved
+//! flag or byte set, truncated or out-of-range trailer) is dropped and counted
+//! (`malformed`). Fields map back as `wire.packetize` wrote them:
+//!
+//! | `FrameMeta` | from |
+//! |---|---|
+//! | `seq`, `timestamp`, `codec` | header `seq`, `timestamp`, `codec` |
+//! | `stream` | header `sender_id` |
+//! | `fec.block`, `fec.symbol`, `fec.ratio_percent` | header `fec_block`, `fec_symbol`, `fec_ratio` |
+//! | `fec.source_symbols` | the `fec_source_symbols` param (not on the wire) when `fec_ratio > 0`, else 0 |
+//! | flags `REPAIR`, `STREAM_START` | header flags `REPAIR`, `TALKSPURT` |
+//! | `duration_ms` | the `duration_ms` param (not on the wire) |
+//! | `arrival_ns` | `PacketMeta.arrival_ns`, or the cycle's `now_ns` when that is 0 |
+//!
+//! A quality report trailer is stored in the gauges below and, when
+//! `quality_report` names a `QualityCell` resource, in that cell for the
+//! control plane or the sending side.
+//!
+//! ## Ports
+//! - `in` (Packet): plaintext media packets (from `crypto.open`).
+//! - `out` (Frame): frames for the FEC decoder or the jitter buffer.
+//!
+//! ## Params
+//! - `duration_ms` (int, 20, 1..=255): frame duration written into each frame.
+//! - `fec_source_symbols` (int, 0, 0..=255): source symbols per FEC block.
+//! - `quality_report` (string, ""): name of an `Arc<QualityCell>` resource that
+//!   receives the trailers.
+//!
+//! ## Stats
+//! Counters `frames`, `malformed`, `quality_reports`, `queue_full`; gauges
+//! `qr_loss_pct`, `qr_rtt_ms`, `qr_jitter_ms`, `qr_bitrate_cap_kbps` (latest
+//! report received).
+//!
+//! ## Latency
+//! None (0 ms).
+//!
+//! ## Example
+//! ```toml
+//! [[stage]]
+//! id = "depack"
+//! kind = "wire.depacketize"
+//! params = { duration_ms = 20 }
+//!
+//! [[link]]
+//! from = "open.out"
+//! to = "depack.in"
+//!
+//! [[link]]
+//! from = "depack.out"
+//! to = "jb.in"
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wzp_engine::prelude::*;
+use wzp_proto::{Flags, MediaPacket};
+
+use super::QualityCell;
+
+/// `wire.depacketize` factory.
+pub struct Depacketize;
+
+impl StageFactory for Depacketize {
+    fn info(&self) -> StageInfo {
+        StageInfo {
+            kind: "wire.depacketize",
+            summary: "media packets to frames: parses the header, drops malformed packets",
+            inputs: vec![PortInfo {
+                name: "in",
+                ty: "Packet",
+                doc: "plaintext media packets from crypto.open",
+            }],
+            outputs: vec![PortInfo {
+                name: "out",
+                ty: "Frame",
+                doc: "frames with seq, timestamp, codec, stream, FEC tag, arrival_ns",
+            }],
+            params: vec![
+                ParamSpec::int("duration_ms", 20, "frame duration written into each frame"),
+                ParamSpec::int(
+                    "fec_source_symbols",
+                    0,
+                    "source symbols per FEC block (not carried on the wire)",
+                ),
+                ParamSpec::str(
+                    "quality_report",
+                    "",
+                    "name of an Arc<QualityCell> resource that receives trailers",
+                ),
+            ],
+            default_domain: Domain::Clocked,
+            domains: &[Domain::Clocked, Domain::Packet],
+        }
+    }
+
+    fn build(&self, cx: &mut BuildContext<'_>, p: &Params) -> Result<Built, BuildError> {
+        let duration_ms = p.int_in("duration_ms", 1, 255)? as u8;
+        let source_symbols = p.int_in("fec_source_symbols", 0, 255)? as u8;
+        let name = p.str("quality_report")?;
+        let quality = if name.is_empty() {
+            None
+        } else {
+            Some(cx.resource::<QualityCell>(name).ok_or_else(|| {
+                ParamError::new(
+                    "quality_report",
+                    format!("no QualityCell resource named {name:?}; insert one or leave it empty"),
+                )
+            })?)
+        };
+        let processor = DepacketizeProc {
+            duration_ms,
+            source_symbols,
+            quality,
+            frames: cx.counter("frames"),
+            malformed: cx.counter("malformed"),
+            quality_reports: cx.counter("quality_reports"),
+            queue_full: cx.counter("queue_full"),
+            qr_loss: cx.gauge("qr_loss_pct"),
+            qr_rtt: cx.gauge("qr_rtt_ms"),
+            qr_jitter: cx.gauge("qr_jitter_ms"),
+            qr_cap: cx.gauge("qr_bitrate_cap_kbps"),
+        };
+        Ok(Built {
+            inputs: vec![PortDecl::new("in", PortType::Packet)],
+            outputs: vec![PortDecl::new("out", PortType::Frame)],
+            latency: Duration::ZERO,
+            processor: Box::new(processor),
+        })
+    }
+}
+
+struct DepacketizeProc {
+    duration_ms: u8,
+    source_symbols: u8,
+    quality: Option<Arc<QualityCell>>,
+    frames: Counter,
+    malformed: Counter,
+    quality_reports: Counter,
+    queue_full: Counter,
+    qr_loss: Gauge,
+    qr_rtt: Gauge,
+    qr_jitter: Gauge,
+    qr_cap: Gauge,
+}
+
+impl DepacketizeProc {
+    fn depacketize_one(&mut self, slot: &Slot<PacketMeta>, out: &mut Batch<FrameMeta>, now: u64) {
+        let Ok(packet) = MediaPacket::parse(slot.bytes()) else {
+            self.malformed.inc();
+            return;
+        };
+        let h = packet.header;
+        let mut flags = 0;
+        if h.flags.contains(Flags::REPAIR) {
+            flags |= frame_flags::REPAIR;
+        }
+        if h.flags.contains(Flags::TALKSPURT) {
+            flags |= frame_flags::STREAM_START;
+        }
+        let meta = FrameMeta {
+            seq: h.seq,
+            timestamp: h.timestamp,
+            stream: h.sender_id,
+            codec: h.codec.0,
+            flags,
+            duration_ms: self.duration_ms,
+            fec: FecTag {
+                block: h.fec_block,
+                symbol: h.fec_symbol,
+                source_symbols: if h.fec_ratio > 0 {
+                    self.source_symbols
+                } else {
+                    0
+                },
+                ratio_percent: h.fec_ratio,
+            },
+            arrival_ns: if slot.meta.arrival_ns != 0 {
+                slot.meta.arrival_ns
+            } else {
+                now
+            },
+        };
+        // A payload is shorter than the packet that carried it, so it fits a slot.
+        if out.push(meta, packet.payload).is_err() {
+            self.queue_full.inc();
+            return;
+        }
+        if let Some(report) = packet.trailer {
+            self.qr_loss.set(i64::from(report.loss_pct));
+            self.qr_rtt.set(i64::from(report.rtt_ms()));
+            self.qr_jitter.set(i64::from(report.jitter_ms));
+            self.qr_cap.set(i64::from(report.bitrate_cap_kbps));
+            if let Some(cell) = &self.quality {
+                cell.set(report);
+            }
+            self.quality_reports.inc();
+        }
+        self.frames.inc();
+    }
+}
+
+impl Processor for DepacketizeProc {
+    fn process(&mut self, io: &mut Io<'_>, cx: &Cx) -> Flow {
+        let (Some(input), Some(out)) = io.packets_in_frames_out(0, 0) else {
+            return Flow::Continue;
+        };
+        for slot in input.iter() {
+            self.depacketize_one(slot, out, cx.now_ns);
+        }
+        Flow::Continue
+    }
+}

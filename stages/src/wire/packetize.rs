@@ -1,0 +1,269 @@
+//! `wire.packetize`: turns encoded frames into media packets.
+//!
+//! For each frame it writes the 22-byte `MediaHeader` and the payload into the
+//! output slot in place (no allocation), plus the 4-byte quality report
+//! trailer when one is configured and due. Header fields come from
+//! `FrameMeta`:
+//!
+//! | header | from |
+//! |---|---|
+//! | `seq`, `timestamp`, `codec` | `seq`, `timestamp`, `codec` (copied verbatim) |
+//! | `sender_id` | the `sender_id` param, or `stream` when it is 0 |
+//! | `fec_block`, `fec_symbol`, `fec_ratio` | `fec.block`, `fec.symbol`, `fec.ratio_percent` |
+//! | flag `REPAIR` | `frame_flags::REPAIR` |
+//! | flag `TALKSPURT` | `frame_flags::STREAM_START` |
+//! | flag `FROM_RESPONDER` | `direction = "responder"` |
+//! | `key_epoch` | the `key_epoch` param (`crypto.seal` takes it as its first epoch) |
+//!
+//! Not on the wire: `duration_ms`, `fec.source_symbols`, the `DTX` flag and
+//! `arrival_ns` (`wire.depacketize` refills the first two from its params).
+//! Frames flagged `MISSING` carry no data and are skipped (`skipped_missing`).
+//! A packet must leave room for the 16-byte AEAD tag within the 1500-byte
+//! slot, so a frame above 1458 bytes (1454 with a trailer) is dropped
+//! (`oversize_drops`).
+//!
+//! ## Sender ids
+//! `sender_id` is part of the AEAD nonce: two senders sharing a key (a room)
+//! must have different ids, and a sender must not reuse an id under the same
+//! key after a restart (its `seq` starts again). The default, `-1`, draws a
+//! random id when the stage is built, which gives both; with N senders in a
+//! room two ids collide with probability about N²/2³³ (5·10⁻⁷ for 64).
+//!
+//! ## Ports
+//! - `in` (Frame): encoded frames (from the encoder or the FEC encoder).
+//! - `out` (Packet): media packets, `PacketMeta.stream` = sender id.
+//!
+//! ## Params
+//! - `sender_id` (int, -1): -1 = random per build; 0 = use `FrameMeta.stream`;
+//!   else this id (up to 4294967295).
+//! - `key_epoch` (int, 0, 0..=255): epoch written in the header.
+//! - `direction` (string, "initiator"): "initiator" (also rooms) or
+//!   "responder" (sets `FROM_RESPONDER`, part of the nonce).
+//! - `quality_report` (string, ""): name of an `Arc<QualityCell>` resource; when
+//!   set, the cell's report is sent as trailer on every `quality_every`-th packet.
+//! - `quality_every` (int, 50, 1..=100000): packets between trailers.
+//!
+//! ## Stats
+//! Counters `packets`, `quality_reports`, `oversize_drops`, `skipped_missing`,
+//! `queue_full`; gauge `sender_id`.
+//!
+//! ## Latency
+//! None (0 ms).
+//!
+//! ## Example
+//! ```toml
+//! [[stage]]
+//! id = "pack"
+//! kind = "wire.packetize"
+//! params = { direction = "initiator" }
+//!
+//! [[link]]
+//! from = "enc.out"
+//! to = "pack.in"
+//!
+//! [[link]]
+//! from = "pack.out"
+//! to = "seal.in"
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wzp_engine::prelude::*;
+use wzp_proto::{CodecId, Flags, MediaHeader, QualityReport, HEADER_LEN, TRAILER_LEN};
+
+use super::QualityCell;
+use crate::crypto::TAG_LEN;
+
+/// `wire.packetize` factory.
+pub struct Packetize;
+
+/// Largest frame payload that still fits a sealed packet without trailer.
+pub const MAX_PAYLOAD: usize = MAX_ITEM_BYTES - HEADER_LEN - TAG_LEN;
+
+impl StageFactory for Packetize {
+    fn info(&self) -> StageInfo {
+        StageInfo {
+            kind: "wire.packetize",
+            summary: "frames to media packets: 22-byte header (+ quality trailer), in place",
+            inputs: vec![PortInfo {
+                name: "in",
+                ty: "Frame",
+                doc: "encoded frames",
+            }],
+            outputs: vec![PortInfo {
+                name: "out",
+                ty: "Packet",
+                doc: "plaintext media packets for crypto.seal",
+            }],
+            params: vec![
+                ParamSpec::int(
+                    "sender_id",
+                    -1,
+                    "-1 = random per build, 0 = FrameMeta.stream, else this id",
+                ),
+                ParamSpec::int("key_epoch", 0, "key epoch written in the header (0..=255)"),
+                ParamSpec::str(
+                    "direction",
+                    "initiator",
+                    "\"initiator\" (also rooms) or \"responder\" (sets FROM_RESPONDER)",
+                ),
+                ParamSpec::str(
+                    "quality_report",
+                    "",
+                    "name of an Arc<QualityCell> resource whose report rides as trailer",
+                ),
+                ParamSpec::int("quality_every", 50, "packets between quality trailers"),
+            ],
+            default_domain: Domain::Clocked,
+            domains: &[Domain::Clocked, Domain::Packet],
+        }
+    }
+
+    fn build(&self, cx: &mut BuildContext<'_>, p: &Params) -> Result<Built, BuildError> {
+        let sender = match p.int_in("sender_id", -1, i64::from(u32::MAX))? {
+            -1 => {
+                let mut b = [0u8; 4];
+                getrandom::fill(&mut b).map_err(|e| {
+                    BuildError::Other(format!(
+                        "param `sender_id`: no OS randomness for a random id ({e}); set an id"
+                    ))
+                })?;
+                // 0 means "from the frame": keep a random id away from it.
+                Some(u32::from_be_bytes(b).max(1))
+            }
+            0 => None,
+            id => Some(id as u32),
+        };
+        let key_epoch = p.int_in("key_epoch", 0, 255)? as u8;
+        let responder = p.choice("direction", &["initiator", "responder"])? == "responder";
+        let quality_every = p.int_in("quality_every", 1, 100_000)? as u64;
+        let name = p.str("quality_report")?;
+        let quality = if name.is_empty() {
+            None
+        } else {
+            Some(cx.resource::<QualityCell>(name).ok_or_else(|| {
+                ParamError::new(
+                    "quality_report",
+                    format!("no QualityCell resource named {name:?}; insert one or leave it empty"),
+                )
+            })?)
+        };
+        let sender_gauge = cx.gauge("sender_id");
+        if let Some(id) = sender {
+            sender_gauge.set(i64::from(id));
+        }
+        let processor = PacketizeProc {
+            sender,
+            key_epoch,
+            direction: Flags::empty().with(Flags::FROM_RESPONDER, responder),
+            quality,
+            quality_every,
+            count: 0,
+            packets: cx.counter("packets"),
+            quality_reports: cx.counter("quality_reports"),
+            oversize: cx.counter("oversize_drops"),
+            skipped_missing: cx.counter("skipped_missing"),
+            queue_full: cx.counter("queue_full"),
+        };
+        Ok(Built {
+            inputs: vec![PortDecl::new("in", PortType::Frame)],
+            outputs: vec![PortDecl::new("out", PortType::Packet)],
+            latency: Duration::ZERO,
+            processor: Box::new(processor),
+        })
+    }
+}
+
+struct PacketizeProc {
+    sender: Option<u32>,
+    key_epoch: u8,
+    direction: Flags,
+    quality: Option<Arc<QualityCell>>,
+    quality_every: u64,
+    /// Packets sent, to space the trailers.
+    count: u64,
+    packets: Counter,
+    quality_reports: Counter,
+    oversize: Counter,
+    skipped_missing: Counter,
+    queue_full: Counter,
+}
+
+impl PacketizeProc {
+    fn header_for(&self, meta: &FrameMeta) -> MediaHeader {
+        let flags = self
+            .direction
+            .with(Flags::REPAIR, meta.flags & frame_flags::REPAIR != 0)
+            .with(
+                Flags::TALKSPURT,
+                meta.flags & frame_flags::STREAM_START != 0,
+            );
+        MediaHeader {
+            flags,
+            codec: CodecId(meta.codec),
+            key_epoch: self.key_epoch,
+            sender_id: self.sender.unwrap_or(meta.stream),
+            seq: meta.seq,
+            timestamp: meta.timestamp,
+            fec_block: meta.fec.block,
+            fec_symbol: meta.fec.symbol,
+            fec_ratio: meta.fec.ratio_percent,
+        }
+    }
+
+    fn due_report(&self) -> Option<QualityReport> {
+        if self.count % self.quality_every != 0 {
+            return None;
+        }
+        self.quality.as_ref()?.get()
+    }
+
+    fn packetize_one(&mut self, frame: &Slot<FrameMeta>, out: &mut Batch<PacketMeta>) {
+        if frame.meta.flags & frame_flags::MISSING != 0 {
+            self.skipped_missing.inc();
+            return;
+        }
+        let mut header = self.header_for(&frame.meta);
+        let report = self.due_report();
+        header.flags = header.flags.with(Flags::QUALITY_REPORT, report.is_some());
+        let payload = frame.bytes();
+        let trailer_len = if report.is_some() { TRAILER_LEN } else { 0 };
+        let len = HEADER_LEN + payload.len() + trailer_len;
+        if len + TAG_LEN > MAX_ITEM_BYTES {
+            self.oversize.inc();
+            return;
+        }
+        let Some(dst) = out.push_slot() else {
+            self.queue_full.inc();
+            return;
+        };
+        dst.meta = PacketMeta {
+            peer: 0,
+            stream: header.sender_id,
+            arrival_ns: 0,
+        };
+        let buf = dst.buf_mut();
+        buf[..HEADER_LEN].copy_from_slice(&header.to_bytes());
+        buf[HEADER_LEN..HEADER_LEN + payload.len()].copy_from_slice(payload);
+        if let Some(r) = report {
+            buf[len - TRAILER_LEN..len].copy_from_slice(&r.to_bytes());
+            self.quality_reports.inc();
+        }
+        dst.set_len(len);
+        self.count += 1;
+        self.packets.inc();
+    }
+}
+
+impl Processor for PacketizeProc {
+    fn process(&mut self, io: &mut Io<'_>, _cx: &Cx) -> Flow {
+        let (Some(input), Some(out)) = io.frames_in_packets_out(0, 0) else {
+            return Flow::Continue;
+        };
+        for frame in input.iter() {
+            self.packetize_one(frame, out);
+        }
+        Flow::Continue
+    }
+}

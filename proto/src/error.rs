@@ -28,9 +28,6 @@ pub enum WireError {
     /// A reserved flag bit (4..=7) is set.
     #[error("reserved media flag bits set in 0x{0:02x}")]
     ReservedFlags(u8),
-    /// The reserved header byte is not zero.
-    #[error("reserved media header byte is 0x{0:02x}, must be 0")]
-    ReservedByte(u8),
     /// The quality-report flag is set but fewer than 4 bytes follow the header.
     #[error("quality-report flag set but only {have} bytes follow the header (need 4)")]
     TrailerTooShort {

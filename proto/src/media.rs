@@ -209,6 +209,9 @@ pub struct MediaHeader {
     pub fec_symbol: u16,
     /// FEC repair overhead in percent of source symbols (0 = FEC off).
     pub fec_ratio: u8,
+    /// Source symbols (frames) in this FEC block, so a receiver knows when
+    /// a block can be decoded (0 = FEC off).
+    pub fec_block_len: u8,
 }
 
 impl Default for MediaHeader {
@@ -223,6 +226,7 @@ impl Default for MediaHeader {
             fec_block: 0,
             fec_symbol: 0,
             fec_ratio: 0,
+            fec_block_len: 0,
         }
     }
 }
@@ -256,7 +260,7 @@ impl MediaHeader {
         b[16..18].copy_from_slice(&self.fec_block.to_be_bytes());
         b[18..20].copy_from_slice(&self.fec_symbol.to_be_bytes());
         b[20] = self.fec_ratio;
-        b[21] = 0; // reserved
+        b[21] = self.fec_block_len;
         b
     }
 
@@ -276,9 +280,6 @@ impl MediaHeader {
             return Err(WireError::UnsupportedVersion(head[0]));
         }
         let flags = Flags::from_bits(head[1]).ok_or(WireError::ReservedFlags(head[1]))?;
-        if head[21] != 0 {
-            return Err(WireError::ReservedByte(head[21]));
-        }
         let u32_at =
             |i: usize| u32::from_be_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
         let u16_at = |i: usize| u16::from_be_bytes([head[i], head[i + 1]]);
@@ -292,6 +293,7 @@ impl MediaHeader {
             fec_block: u16_at(16),
             fec_symbol: u16_at(18),
             fec_ratio: head[20],
+            fec_block_len: head[21],
         };
         if flags.contains(Flags::QUALITY_REPORT) && rest.len() < TRAILER_LEN {
             return Err(WireError::TrailerTooShort { have: rest.len() });
@@ -515,6 +517,7 @@ mod tests {
             fec_block: 0x0033,
             fec_symbol: 0x0004,
             fec_ratio: 50,
+            fec_block_len: 0,
         };
         let mut out = [0u8; 64];
         let n = encode_packet(

@@ -18,6 +18,7 @@ fn arb_header() -> impl Strategy<Value = MediaHeader> {
         any::<u16>(),
         any::<u16>(),
         any::<u8>(),
+        any::<u8>(),
     )
         .prop_map(
             |(
@@ -30,6 +31,7 @@ fn arb_header() -> impl Strategy<Value = MediaHeader> {
                 fec_block,
                 fec_symbol,
                 fec_ratio,
+                fec_block_len,
             )| {
                 MediaHeader {
                     flags: Flags::from_bits(flags).unwrap(),
@@ -41,6 +43,7 @@ fn arb_header() -> impl Strategy<Value = MediaHeader> {
                     fec_block,
                     fec_symbol,
                     fec_ratio,
+                    fec_block_len,
                 }
             },
         )
@@ -169,11 +172,6 @@ fn bad_input_table() {
             "reserved flag bit 7 with known bits",
             with(&|v| v[1] = 0x81),
             WireError::ReservedFlags(0x81),
-        ),
-        (
-            "reserved byte non-zero",
-            with(&|v| v[21] = 1),
-            WireError::ReservedByte(1),
         ),
         (
             "trailer flag, no bytes after header",

@@ -120,12 +120,12 @@ fn check_roundtrip(profile: &str, frame_ms: u32, bytes: usize, id: u8) {
 
 #[test]
 fn mode_3200_roundtrip() {
-    check_roundtrip("poor", 20, 8, 4);
+    check_roundtrip("poor", 20, 8, 0x10);
 }
 
 #[test]
 fn mode_1200_roundtrip() {
-    check_roundtrip("catastrophic", 40, 6, 5);
+    check_roundtrip("catastrophic", 40, 6, 0x15);
 }
 
 #[test]
@@ -167,11 +167,11 @@ fn processors_do_not_allocate_while_the_worker_codes() {
 fn wrong_size_foreign_and_gapped_frames_are_concealed() {
     let mut dec = Harness::new(&Codec2DecodeFactory, &[("profile", str_("poor"))]);
     let items: [(u32, u8, usize); 5] = [
-        (0, 4, 8), // good
-        (1, 4, 3), // wrong size for 3200
-        (2, 1, 8), // an Opus id
-        (5, 4, 8), // seq jumps: 3 and 4 are missing
-        (4, 4, 8), // late
+        (0, 0x10, 8), // good
+        (1, 0x10, 3), // wrong size for 3200
+        (2, 0x01, 8), // an Opus id
+        (5, 0x10, 8), // seq jumps: 3 and 4 are missing
+        (4, 0x10, 8), // late
     ];
     for (seq, codec, len) in items {
         let input = dec.frames_in();

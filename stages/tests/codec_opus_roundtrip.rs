@@ -67,7 +67,10 @@ fn every_frame_size_frames_and_stamps_correctly() {
             assert_eq!(f.meta.seq, i as u32);
             assert_eq!(f.meta.timestamp, i as u32 * frame_ms * 48);
             assert_eq!(f.meta.duration_ms as u32, frame_ms);
-            assert_eq!(f.meta.codec, 1, "profile good has codec id 1");
+            assert_eq!(
+                f.meta.codec, 0x01,
+                "Opus frames carry the wire codec id 0x01"
+            );
             assert_eq!(f.meta.flags & frame_flags::STREAM_START != 0, i == 0);
             assert!(!f.bytes.is_empty() && f.bytes.len() < 400);
         }

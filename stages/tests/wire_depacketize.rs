@@ -23,6 +23,7 @@ fn header() -> MediaHeader {
         fec_block: 51,
         fec_symbol: 4,
         fec_ratio: 50,
+        fec_block_len: 0,
     }
 }
 
@@ -129,7 +130,6 @@ fn bad_input_table() {
         ("version 2", with(0, 2)),
         ("reserved flag 0x10", with(1, 0x10)),
         ("reserved flag 0x80", with(1, 0x80)),
-        ("reserved byte", with(21, 1)),
         ("trailer flag, 3 bytes left", qr_flag_no_room),
         ("trailer loss 101%", loss_over_100),
     ];

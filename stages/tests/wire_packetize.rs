@@ -56,6 +56,7 @@ fn header_fields_come_from_frame_meta_and_params() {
             fec_block: 0xabcd,
             fec_symbol: 0x1234,
             fec_ratio: 50,
+            fec_block_len: 5,
         }
     );
     assert_eq!(packet.payload, b"opus bytes");

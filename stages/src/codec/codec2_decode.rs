@@ -230,7 +230,7 @@ impl Codec2DecodeProc {
             }
         }
         self.expected_seq = Some(meta.seq.wrapping_add(1));
-        let own_mode = Profile::by_id(meta.codec).and_then(Profile::codec2_mode);
+        let own_mode = Profile::codec2_mode_of_wire(meta.codec);
         if own_mode.is_none() && meta.flags & frame_flags::MISSING == 0 {
             self.foreign_frames.inc();
         }

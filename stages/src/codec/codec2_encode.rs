@@ -177,7 +177,7 @@ impl StageFactory for Codec2EncodeFactory {
             frame_48k: frame_48k as u32,
             seq: 0,
             first: true,
-            codec: profile.id,
+            codec: profile.wire_codec(),
             duration_ms: mode.frame_ms() as u8,
             stream,
             frames_out: cx.counter("frames_out"),

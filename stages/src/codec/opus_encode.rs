@@ -240,7 +240,7 @@ impl StageFactory for OpusEncodeFactory {
             filled: 0,
             seq: 0,
             timestamp: 0,
-            codec: s.profile.id,
+            codec: s.profile.wire_codec(),
             duration_ms: s.frame_ms as u8,
             stream: s.stream,
             first: true,

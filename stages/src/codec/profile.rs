@@ -63,7 +63,8 @@ impl Codec2Mode {
 pub struct Profile {
     /// The `profile` param value, lower case.
     pub name: &'static str,
-    /// Codec id carried in `FrameMeta::codec`. 0 is never used ("unspecified").
+    /// Profile id, as named in signaling. 0 is never used ("unspecified").
+    /// Frames carry [`Profile::wire_codec`], not this.
     pub id: u8,
     pub codec: Codec,
     /// Target bit rate of the codec payload, bits per second.
@@ -177,9 +178,36 @@ impl Profile {
         PROFILES.iter().find(|p| p.name == name)
     }
 
-    /// Looks a profile up by the codec id carried in frames.
+    /// Looks a profile up by its id (as named in signaling, e.g. QualityUpdate).
     pub fn by_id(id: u8) -> Option<&'static Profile> {
         PROFILES.iter().find(|p| p.id == id)
+    }
+
+    /// The codec id this profile's frames carry in `FrameMeta::codec` and in
+    /// the media header ([`wzp_proto::media::CodecId`]): the codec and mode,
+    /// which is all a receiver needs to decode. The profile itself (bit rate,
+    /// frame size) is the sender's choice and travels in signaling.
+    pub fn wire_codec(&self) -> u8 {
+        use wzp_proto::media::CodecId;
+        match self.codec {
+            Codec::Opus => CodecId::OPUS.0,
+            Codec::Codec2 {
+                mode: Codec2Mode::M3200,
+            } => CodecId::CODEC2_3200.0,
+            Codec::Codec2 {
+                mode: Codec2Mode::M1200,
+            } => CodecId::CODEC2_1200.0,
+        }
+    }
+
+    /// The Codec2 mode a wire codec id names, if any.
+    pub fn codec2_mode_of_wire(id: u8) -> Option<Codec2Mode> {
+        use wzp_proto::media::CodecId;
+        match CodecId(id) {
+            CodecId::CODEC2_3200 => Some(Codec2Mode::M3200),
+            CodecId::CODEC2_1200 => Some(Codec2Mode::M1200),
+            _ => None,
+        }
     }
 
     pub fn is_opus(&self) -> bool {
@@ -194,10 +222,10 @@ impl Profile {
     }
 }
 
-/// Whether a frame with codec id `id` can go to the Opus decoder. 0 means
-/// "unspecified" (an upstream that does not set it) and is tried as Opus.
+/// Whether a frame with wire codec id `id` can go to the Opus decoder. 0
+/// means "unspecified" (an upstream that does not set it) and is tried as Opus.
 pub fn is_opus_id(id: u8) -> bool {
-    id == 0 || Profile::by_id(id).is_some_and(Profile::is_opus)
+    id == 0 || id == wzp_proto::media::CodecId::OPUS.0
 }
 
 /// Profile names of one codec family, for error messages.
@@ -244,6 +272,9 @@ mod tests {
         assert_eq!(Profile::by_name("good").unwrap().bitrate, 24_000);
         assert_eq!(Profile::by_id(5).unwrap().name, "catastrophic");
         assert!(Profile::by_name("GOOD").is_none());
-        assert!(is_opus_id(0) && is_opus_id(1) && !is_opus_id(4) && !is_opus_id(200));
+        assert!(is_opus_id(0) && is_opus_id(1) && !is_opus_id(0x10) && !is_opus_id(200));
+        assert_eq!(Profile::by_name("catastrophic").unwrap().wire_codec(), 0x15);
+        assert_eq!(Profile::by_name("poor").unwrap().wire_codec(), 0x10);
+        assert_eq!(Profile::by_name("studio_64k").unwrap().wire_codec(), 0x01);
     }
 }

@@ -11,7 +11,7 @@
 //! | `seq`, `timestamp`, `codec` | header `seq`, `timestamp`, `codec` |
 //! | `stream` | header `sender_id` |
 //! | `fec.block`, `fec.symbol`, `fec.ratio_percent` | header `fec_block`, `fec_symbol`, `fec_ratio` |
-//! | `fec.source_symbols` | the `fec_source_symbols` param (not on the wire) when `fec_ratio > 0`, else 0 |
+//! | `fec.source_symbols` | header `fec_block_len` when `fec_ratio > 0` (the `fec_source_symbols` param if the header says 0), else 0 |
 //! | flags `REPAIR`, `STREAM_START` | header flags `REPAIR`, `TALKSPURT` |
 //! | `duration_ms` | the `duration_ms` param (not on the wire) |
 //! | `arrival_ns` | `PacketMeta.arrival_ns`, or the cycle's `now_ns` when that is 0 |
@@ -172,10 +172,12 @@ impl DepacketizeProc {
             fec: FecTag {
                 block: h.fec_block,
                 symbol: h.fec_symbol,
-                source_symbols: if h.fec_ratio > 0 {
-                    self.source_symbols
-                } else {
-                    0
+                // The header says the block length; the param covers
+                // senders that leave it 0 while FEC is on.
+                source_symbols: match (h.fec_ratio, h.fec_block_len) {
+                    (0, _) => 0,
+                    (_, 0) => self.source_symbols,
+                    (_, n) => n,
                 },
                 ratio_percent: h.fec_ratio,
             },

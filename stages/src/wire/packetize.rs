@@ -9,7 +9,7 @@
 //! |---|---|
 //! | `seq`, `timestamp`, `codec` | `seq`, `timestamp`, `codec` (copied verbatim) |
 //! | `sender_id` | the `sender_id` param, or `stream` when it is 0 |
-//! | `fec_block`, `fec_symbol`, `fec_ratio` | `fec.block`, `fec.symbol`, `fec.ratio_percent` |
+//! | `fec_block`, `fec_symbol`, `fec_ratio`, `fec_block_len` | `fec.block`, `fec.symbol`, `fec.ratio_percent`, `fec.source_symbols` |
 //! | flag `REPAIR` | `frame_flags::REPAIR` |
 //! | flag `TALKSPURT` | `frame_flags::STREAM_START` |
 //! | flag `FROM_RESPONDER` | `direction = "responder"` |
@@ -209,6 +209,7 @@ impl PacketizeProc {
             fec_block: meta.fec.block,
             fec_symbol: meta.fec.symbol,
             fec_ratio: meta.fec.ratio_percent,
+            fec_block_len: meta.fec.source_symbols,
         }
     }
 

@@ -422,13 +422,20 @@ fn a_sink_that_cannot_keep_up_counts_every_sample_it_drops() {
 #[test]
 fn sink_params_and_paths_are_checked() {
     let dir = temp_dir("sinkerr");
-    let missing = dir.join("no/such/folder/out.wav");
-    let err = Harness::build(&WavSink, &[("path", text(missing.to_str().unwrap()))])
+    // A missing folder is created, as a user writing `out/x.wav` expects.
+    let nested = dir.join("new/folder/out.wav");
+    assert!(Harness::build(&WavSink, &[("path", text(nested.to_str().unwrap()))]).is_ok());
+    assert!(nested.exists());
+    // A folder that cannot be created (a file is in the way) is a clear error.
+    let blocker = dir.join("a_file");
+    std::fs::write(&blocker, b"x").unwrap();
+    let blocked = blocker.join("out.wav");
+    let err = Harness::build(&WavSink, &[("path", text(blocked.to_str().unwrap()))])
         .err()
         .unwrap()
         .to_string();
     assert!(
-        err.contains(missing.to_str().unwrap()) && err.contains("folder exists"),
+        err.contains(blocker.to_str().unwrap()) && err.contains("cannot create the folder"),
         "{err}"
     );
     let ok = dir.join("x.wav");

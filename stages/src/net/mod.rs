@@ -2,7 +2,13 @@
 
 use wzp_engine::prelude::*;
 
+pub mod quic;
+pub mod quic_egress;
+pub mod quic_ingress;
+
 /// Registers every `net.*` stage kind.
-pub fn register(_registry: &mut Registry) -> Result<(), wzp_engine::registry::RegisterError> {
+pub fn register(registry: &mut Registry) -> Result<(), wzp_engine::registry::RegisterError> {
+    registry.register(quic_ingress::QuicIngress)?;
+    registry.register(quic_egress::QuicEgress)?;
     Ok(())
 }

@@ -28,23 +28,17 @@ async fn a_third_party_is_refused_with_a_reason() {
     let bob = join(&relay, "call-t1", 2).await.expect("bob is allowed");
     alice.wait_room_count(2).await.unwrap();
 
-    let mallory = join(&relay, "call-t1", 3)
-        .await
-        .err()
-        .expect("mallory refused");
+    let mallory = refused_join(&relay, "call-t1", 3, "mallory refused").await;
     assert_eq!(mallory.code, close::NOT_AUTHORIZED as u64, "{mallory:?}");
     assert!(mallory.reason.contains("not authorized"), "{mallory:?}");
 
     // Even an allowed fingerprint cannot make a third member.
-    let alice2 = join(&relay, "call-t1", 1).await.err().expect("room full");
+    let alice2 = refused_join(&relay, "call-t1", 1, "room full").await;
     assert_eq!(alice2.code, close::ROOM_FULL as u64, "{alice2:?}");
     assert!(alice2.reason.contains("full"), "{alice2:?}");
 
     // A call room nobody set up is refused too.
-    let stray = join(&relay, "call-nobody", 1)
-        .await
-        .err()
-        .expect("no such call");
+    let stray = refused_join(&relay, "call-nobody", 1, "no such call").await;
     assert_eq!(stray.code, close::NOT_AUTHORIZED as u64);
 
     // The two still talk.

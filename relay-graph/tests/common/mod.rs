@@ -70,6 +70,7 @@ impl RelayProc {
                 Ok(l) => l,
                 Err(_) => {
                     let _ = child.kill();
+                    let _ = child.wait();
                     panic!(
                         "wzp-relay printed no `listening` line within {WAIT:?}; log:\n{}",
                         log.lock().unwrap().join("\n")
@@ -300,6 +301,14 @@ pub async fn join(relay: &RelayProc, sni: &str, user: u8) -> Result<Client, Refu
                 .expect("refused connections close");
             Err(refused(&e))
         }
+    }
+}
+
+/// A join that must be refused; its close code and reason.
+pub async fn refused_join(relay: &RelayProc, sni: &str, user: u8, what: &str) -> Refused {
+    match join(relay, sni, user).await {
+        Ok(_) => panic!("{what}: user {user} was admitted to {sni}"),
+        Err(r) => r,
     }
 }
 

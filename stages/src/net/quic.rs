@@ -43,7 +43,7 @@ use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvi
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use wzp_engine::bridge::{from_io, to_io, DomainWaker, IoReceiver, IoSender, RtReceiver, RtSender};
-use wzp_engine::prelude::{Counter, PacketMeta, MAX_ITEM_BYTES};
+use wzp_engine::prelude::{Counter, PacketMeta, Slot, MAX_ITEM_BYTES};
 use wzp_proto::identity::RelayCertificate;
 use wzp_proto::TlsFingerprint;
 
@@ -460,6 +460,11 @@ impl EgressPump {
                 }
             }
         }
+    }
+
+    /// Takes one queued packet without sending it (tests, custom pumps).
+    pub fn try_recv(&mut self) -> Option<Slot<PacketMeta>> {
+        self.rx.try_recv()
     }
 
     /// Sends one packet; returns whether it went out.

@@ -10,6 +10,7 @@ pub mod crypto;
 pub mod fec;
 pub mod jitter;
 pub mod net;
+pub mod sfu;
 pub mod wire;
 
 use wzp_engine::registry::RegisterError;
@@ -24,6 +25,7 @@ pub fn register_all(registry: &mut Registry) -> Result<(), RegisterError> {
     net::register(registry)?;
     wire::register(registry)?;
     crypto::register(registry)?;
+    sfu::register(registry)?;
     Ok(())
 }
 

@@ -1,12 +1,17 @@
-//! `net.*` stages.
+//! `net.*` stages: QUIC transport and network impairment.
 
 use wzp_engine::prelude::*;
 
 pub mod netem;
+pub mod quic;
+pub mod quic_egress;
+pub mod quic_ingress;
 
 /// Registers every `net.*` stage kind.
 pub fn register(registry: &mut Registry) -> Result<(), wzp_engine::registry::RegisterError> {
     registry.register(netem::Netem)?;
     registry.register(netem::NetemFrames)?;
+    registry.register(quic_ingress::QuicIngress)?;
+    registry.register(quic_egress::QuicEgress)?;
     Ok(())
 }

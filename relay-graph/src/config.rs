@@ -1,0 +1,312 @@
+//! The relay's configuration file (TOML) and command-line overrides.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use wzp_proto::Fingerprint;
+
+/// Everything a relay reads from its config file. Every field has a default,
+/// so an empty file is a valid config.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// UDP address the QUIC endpoint listens on.
+    pub listen: SocketAddr,
+    /// HTTP address of `/metrics`, `/rooms`, `/sessions`, `/stages`; absent
+    /// turns the HTTP server off.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Seed file of the relay identity (created on first run, mode 0600).
+    /// Relative paths are relative to the config file's folder.
+    pub identity: Option<PathBuf>,
+    /// Name of this relay shown to clients (`relay_label` in room updates) and
+    /// in the `[[peers]]` snippet.
+    pub label: String,
+    /// Address other relays and clients should dial, for the printed
+    /// `[[peers]]` snippet (defaults to the bound address).
+    pub public_addr: Option<String>,
+    /// Connections the relay serves at once (1..=65536).
+    pub max_peers: usize,
+    /// Rooms with members at once (1..=65536).
+    pub max_rooms: usize,
+    /// Members of a `call-*` room (direct calls are two people).
+    pub call_room_size: usize,
+    /// How long a client has, after the QUIC handshake, to send Hello and Join.
+    pub join_timeout_ms: u64,
+    /// How far a Join's timestamp may be from the relay's clock.
+    pub join_max_skew_s: u64,
+    /// Log every media header of this room hash, or of every room with `*`.
+    pub debug_tap: Option<String>,
+    /// Append join/leave/refused events as JSON lines to this file.
+    pub event_log: Option<PathBuf>,
+    /// Graph file to run instead of the built-in `graphs/relay.toml`.
+    pub graph: Option<PathBuf>,
+    /// Direct-call rooms and the two fingerprints allowed in each.
+    pub calls: Vec<CallEntry>,
+    /// Other relays (federation; read and listed, not dialed yet).
+    pub peers: Vec<PeerEntry>,
+}
+
+/// A `[[calls]]` entry: a `call-*` room and who may join it.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallEntry {
+    /// The room as the client's SNI names it, e.g. `call-7f3a`.
+    pub room: String,
+    /// Exactly the fingerprints allowed in (two for a direct call).
+    pub fingerprints: Vec<Fingerprint>,
+}
+
+/// A `[[peers]]` entry: another relay.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerEntry {
+    pub address: String,
+    pub fingerprint: wzp_proto::TlsFingerprint,
+    #[serde(default)]
+    pub label: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "0.0.0.0:4433".parse().expect("literal address"),
+            metrics_addr: None,
+            identity: None,
+            label: "relay".into(),
+            public_addr: None,
+            max_peers: 1024,
+            max_rooms: 256,
+            call_room_size: 2,
+            join_timeout_ms: 10_000,
+            join_max_skew_s: 600,
+            debug_tap: None,
+            event_log: None,
+            graph: None,
+            calls: Vec::new(),
+            peers: Vec::new(),
+        }
+    }
+}
+
+/// Why a config could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write the example config to {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// The config written on first run when `-c FILE` does not exist.
+pub const EXAMPLE: &str = r#"# wzp-relay configuration. Every key is optional; the values shown are the
+# defaults. Command-line flags override this file. See docs/OPERATIONS.md.
+
+# UDP address of the QUIC endpoint (clients and relays connect here).
+listen = "0.0.0.0:4433"
+
+# HTTP endpoint for /metrics (Prometheus), /rooms, /sessions, /stages.
+# Leave unset to turn it off. Keep it on a private address.
+# metrics_addr = "127.0.0.1:9090"
+
+# Seed file of this relay's identity, created on first run (mode 0600).
+# Its TLS fingerprint is what clients and peers pin: keep the file.
+# Relative paths are relative to this file's folder.
+# identity = "relay-identity.seed"
+
+# Label shown to clients for participants on this relay, and to peers.
+label = "relay"
+
+# Address to print in the [[peers]] snippet (defaults to the bound address).
+# public_addr = "relay.example.org:4433"
+
+# Capacity: connections and rooms at once (each 1..=65536).
+max_peers = 1024
+max_rooms = 256
+
+# Members allowed in a direct-call room (SNI "call-...").
+call_room_size = 2
+
+# Time a client has after the QUIC handshake to send Hello and Join.
+join_timeout_ms = 10000
+# Largest accepted difference between a Join's timestamp and this clock.
+join_max_skew_s = 600
+
+# Log each media header of one room (its 32-hex hash) or of all rooms ("*").
+# debug_tap = "*"
+
+# Append join/leave/refused events as JSON lines.
+# event_log = "relay-events.jsonl"
+
+# Run another graph file instead of the built-in graphs/relay.toml.
+# graph = "graphs/relay.toml"
+
+# Direct-call rooms: only these fingerprints may join the room.
+# [[calls]]
+# room = "call-7f3a9c"
+# fingerprints = ["xxxx:xxxx:xxxx:xxxx:xxxx:xxxx:xxxx:xxxx", "yyyy:yyyy:yyyy:yyyy:yyyy:yyyy:yyyy:yyyy"]
+
+# Other relays (federation). `wzp-relay` prints this relay's own snippet.
+# [[peers]]
+# address = "203.0.113.7:4433"
+# fingerprint = "ab:cd:..."
+# label = "relay-b"
+"#;
+
+impl Config {
+    /// Parses config text; `path` is for messages and relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        if let Some(dir) = path.parent() {
+            for p in [&mut cfg.identity, &mut cfg.event_log, &mut cfg.graph]
+                .into_iter()
+                .flatten()
+            {
+                if p.is_relative() && !dir.as_os_str().is_empty() {
+                    *p = dir.join(&*p);
+                }
+            }
+        }
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    /// Reads `path`, or writes [`EXAMPLE`] there and reads that when it does
+    /// not exist yet. Returns the config and whether it was just created.
+    pub fn load_or_create(path: &Path) -> Result<(Config, bool), ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Ok((Config::parse(&text, path)?, false)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|source| ConfigError::Write {
+                        path: path.to_path_buf(),
+                        source,
+                    })?;
+                }
+                std::fs::write(path, EXAMPLE).map_err(|source| ConfigError::Write {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                Ok((Config::parse(EXAMPLE, path)?, true))
+            }
+            Err(source) => Err(ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    /// Checks ranges and entries; says which key is wrong and what to write.
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let max = wzp_stages::sfu::MAX_SLOTS;
+        if !(1..=max).contains(&self.max_peers) {
+            return Err(bad(format!(
+                "max_peers = {} is out of range; use 1..={max}",
+                self.max_peers
+            )));
+        }
+        if !(1..=max).contains(&self.max_rooms) {
+            return Err(bad(format!(
+                "max_rooms = {} is out of range; use 1..={max}",
+                self.max_rooms
+            )));
+        }
+        if self.call_room_size == 0 {
+            return Err(bad("call_room_size must be at least 1".into()));
+        }
+        if let Some(t) = &self.debug_tap {
+            if t != "*" && crate::sni::classify(t) != crate::sni::Sni::Room(t.clone()) {
+                return Err(bad(format!(
+                    "debug_tap = {t:?}: use \"*\" or a room hash (32 lowercase hex digits, \
+                     `room_hash(name)`) or a call room name"
+                )));
+            }
+        }
+        for c in &self.calls {
+            if !matches!(crate::sni::classify(&c.room), crate::sni::Sni::Call(_)) {
+                return Err(bad(format!(
+                    "[[calls]] room = {:?}: a call room is `call-` followed by up to 58 of \
+                     [a-z0-9-]",
+                    c.room
+                )));
+            }
+            if c.fingerprints.is_empty() {
+                return Err(bad(format!(
+                    "[[calls]] room = {:?} lists no fingerprints",
+                    c.room
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_parses_to_the_defaults() {
+        let cfg = Config::parse(EXAMPLE, Path::new("relay.toml")).unwrap();
+        let d = Config::default();
+        assert_eq!(cfg.listen, d.listen);
+        assert_eq!(cfg.max_peers, d.max_peers);
+        assert_eq!(cfg.label, d.label);
+        assert!(cfg.calls.is_empty());
+    }
+
+    #[test]
+    fn bad_configs_are_refused_with_the_key() {
+        let cases = [
+            ("max_peers = 0", "max_peers"),
+            ("max_rooms = 70000", "max_rooms"),
+            ("lisen = \"1.2.3.4:5\"", "lisen"),
+            ("listen = \"nope\"", "listen"),
+            ("debug_tap = \"lobby\"", "debug_tap"),
+            (
+                "[[calls]]\nroom = \"lobby\"\nfingerprints = []",
+                "call room",
+            ),
+            (
+                "[[calls]]\nroom = \"call-1\"\nfingerprints = [\"zz\"]",
+                "fingerprints",
+            ),
+            ("call_room_size = 0", "call_room_size"),
+        ];
+        for (text, needle) in cases {
+            let err = Config::parse(text, Path::new("r.toml")).unwrap_err();
+            assert!(
+                err.to_string().contains(needle),
+                "{text:?}: {err} should mention {needle}"
+            );
+        }
+    }
+
+    #[test]
+    fn relative_paths_follow_the_config_file() {
+        let cfg = Config::parse(
+            "identity = \"id.seed\"\nevent_log = \"/abs/ev.jsonl\"",
+            Path::new("/etc/wzp/relay.toml"),
+        )
+        .unwrap();
+        assert_eq!(cfg.identity.unwrap(), Path::new("/etc/wzp/id.seed"));
+        assert_eq!(cfg.event_log.unwrap(), Path::new("/abs/ev.jsonl"));
+    }
+}

@@ -1,0 +1,171 @@
+//! `wzp-relay`: runs a relay. See `docs/OPERATIONS.md`.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use wzp_relay::config::Config;
+use wzp_relay::relay::{load_identity, Relay};
+
+/// A wzp relay: rooms, signaling and the SFU media graph over QUIC.
+#[derive(Parser, Debug)]
+#[command(name = "wzp-relay", version)]
+struct Cli {
+    /// Config file (TOML); written with commented defaults if missing.
+    #[arg(short = 'c', long = "config")]
+    config: Option<PathBuf>,
+    /// Identity seed file; created (mode 0600) if missing.
+    /// Default: the config's `identity`, else ~/.wzp/relay-identity.
+    #[arg(short = 'i', long = "identity")]
+    identity: Option<PathBuf>,
+    /// QUIC listen address (UDP), e.g. 0.0.0.0:4433 or 127.0.0.1:0.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// HTTP address for /metrics, /rooms, /sessions, /stages.
+    #[arg(long = "metrics-addr")]
+    metrics_addr: Option<SocketAddr>,
+    /// Log every media header of one room hash, or of all rooms with `*`.
+    #[arg(long = "debug-tap", value_name = "ROOM|*")]
+    debug_tap: Option<String>,
+    /// Append join/leave/refused events as JSON lines to FILE.
+    #[arg(long = "event-log", value_name = "FILE")]
+    event_log: Option<PathBuf>,
+    /// Label shown to clients and peers.
+    #[arg(long)]
+    label: Option<String>,
+}
+
+fn default_identity() -> PathBuf {
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".wzp").join("relay-identity"),
+        None => PathBuf::from("relay-identity"),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+
+    let mut cfg = match &cli.config {
+        Some(path) => {
+            let (cfg, created) = Config::load_or_create(path)?;
+            if created {
+                println!("wrote an example config to {}", path.display());
+            }
+            cfg
+        }
+        None => Config::default(),
+    };
+    if let Some(a) = cli.listen {
+        cfg.listen = a;
+    }
+    if let Some(a) = cli.metrics_addr {
+        cfg.metrics_addr = Some(a);
+    }
+    if let Some(t) = cli.debug_tap {
+        cfg.debug_tap = Some(t);
+    }
+    if let Some(p) = cli.event_log {
+        cfg.event_log = Some(p);
+    }
+    if let Some(l) = cli.label {
+        cfg.label = l;
+    }
+    let origin = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("command line"));
+    cfg.validate(&origin)?;
+    let identity = cli
+        .identity
+        .or_else(|| cfg.identity.clone())
+        .unwrap_or_else(default_identity);
+    let existed = identity.exists();
+    let cert = load_identity(&identity)?;
+    if !existed {
+        println!(
+            "created a new relay identity in {} (keep it: clients pin its fingerprint)",
+            identity.display()
+        );
+    }
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("wzp-relay-io")
+        .build()
+        .context("cannot start the tokio runtime")?;
+    rt.block_on(async move {
+        let relay = Relay::start(cfg, &cert)?;
+        let shared = relay.shared.clone();
+        let metrics = match shared.cfg.metrics_addr {
+            Some(addr) => {
+                let (local, _task) = wzp_relay::metrics::serve(shared.clone(), addr)
+                    .await
+                    .with_context(|| format!("cannot serve metrics on {addr}"))?;
+                local.to_string()
+            }
+            None => "off".to_string(),
+        };
+        let fp = shared.tls_fingerprint;
+        let public = shared
+            .cfg
+            .public_addr
+            .clone()
+            .unwrap_or_else(|| relay.local_addr.to_string());
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "relay tls fingerprint: {fp}")?;
+        writeln!(
+            out,
+            "# To peer with this relay, add to the other relay's config:"
+        )?;
+        writeln!(out, "[[peers]]")?;
+        writeln!(out, "address = \"{public}\"")?;
+        writeln!(out, "fingerprint = \"{fp}\"")?;
+        writeln!(out, "label = \"{}\"", shared.cfg.label)?;
+        writeln!(
+            out,
+            "listening quic={} metrics={metrics} fingerprint={fp} label={}",
+            relay.local_addr, shared.cfg.label
+        )?;
+        out.flush()?;
+        drop(out);
+
+        tokio::select! {
+            _ = relay.serve() => {}
+            _ = shutdown_signal() => {
+                tracing::info!("shutting down");
+            }
+        }
+        relay.shutdown();
+        anyhow::Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

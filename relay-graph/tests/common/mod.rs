@@ -1,0 +1,398 @@
+//! Test harness: the real `wzp-relay` binary on loopback, and small quinn
+//! clients that join rooms, send media datagrams and read signal frames.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use wzp_proto::identity::Identity;
+use wzp_proto::signal::{decode_message, Decoded, SignalMessage};
+use wzp_proto::{Fingerprint, MediaHeader, Seed, TlsFingerprint};
+use wzp_relay::join::{read_frame, Join};
+use wzp_stages::net::quic;
+
+/// Every wait in these tests is bounded by this.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A running relay process.
+pub struct RelayProc {
+    child: Child,
+    pub quic: SocketAddr,
+    pub metrics: Option<SocketAddr>,
+    pub fingerprint: TlsFingerprint,
+    /// Every stdout line after the `listening` line, and all of stderr.
+    pub log: Arc<Mutex<Vec<String>>>,
+    pub stdout_head: Vec<String>,
+}
+
+impl RelayProc {
+    /// Starts `wzp-relay` with `args` (add `--listen 127.0.0.1:0` yourself
+    /// or use [`RelayProc::start_default`]) and waits for its `listening` line.
+    pub fn start(args: &[&str]) -> RelayProc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wzp-relay"))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("wzp-relay starts");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    log.lock().unwrap().push(line);
+                }
+            });
+        }
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel::<String>();
+        {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    log.lock().unwrap().push(line.clone());
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        let deadline = Instant::now() + WAIT;
+        let mut head = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match rx.recv_timeout(left) {
+                Ok(l) => l,
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "wzp-relay printed no `listening` line within {WAIT:?}; log:\n{}",
+                        log.lock().unwrap().join("\n")
+                    );
+                }
+            };
+            head.push(line.clone());
+            if let Some(rest) = line.strip_prefix("listening ") {
+                let field = |k: &str| {
+                    rest.split_whitespace()
+                        .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+                        .unwrap_or_else(|| panic!("no {k}= in {line:?}"))
+                        .to_string()
+                };
+                let quic = field("quic").parse().unwrap();
+                let metrics = field("metrics").parse().ok();
+                let fingerprint = field("fingerprint").parse().unwrap();
+                return RelayProc {
+                    child,
+                    quic,
+                    metrics,
+                    fingerprint,
+                    log,
+                    stdout_head: head,
+                };
+            }
+        }
+    }
+
+    /// A relay on ephemeral loopback ports with its identity in `dir`, plus `extra` args.
+    pub fn start_in(dir: &Path, extra: &[&str]) -> RelayProc {
+        let id = dir.join("relay.seed");
+        let mut args = vec![
+            "-i",
+            id.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        RelayProc::start(&args)
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// `GET path` on the metrics address; the body.
+    pub fn http_get(&self, path: &str) -> String {
+        let addr = self.metrics.expect("relay started with --metrics-addr");
+        let mut s = TcpStream::connect_timeout(&addr, WAIT).expect("metrics address accepts");
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut resp = Vec::new();
+        s.read_to_end(&mut resp).unwrap();
+        let text = String::from_utf8_lossy(&resp).to_string();
+        let (headers, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
+        assert!(headers.starts_with("HTTP/1.1 200"), "GET {path}: {headers}");
+        body.to_string()
+    }
+
+    /// The value of the metric line that starts with `series` (name plus
+    /// labels exactly as printed, e.g. `wzp_relay_drops_total{reason="malformed"}`).
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let text = self.http_get("/metrics");
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    /// Waits until `series` satisfies `pred`; returns the last value.
+    pub fn wait_metric(&self, series: &str, pred: impl Fn(f64) -> bool) -> f64 {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let v = self.metric(series);
+            if let Some(v) = v.filter(|v| pred(*v)) {
+                return v;
+            }
+            if Instant::now() > deadline {
+                panic!("{series} never satisfied the condition (last {v:?})");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Stops the process (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RelayProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A test user's identity, one per small number.
+pub fn identity(n: u8) -> Identity {
+    Seed::from_bytes([n; 32]).identity()
+}
+
+pub fn fingerprint(n: u8) -> Fingerprint {
+    identity(n).fingerprint()
+}
+
+/// A client endpoint and a connection to `relay` with server name `sni`,
+/// pinning the relay's printed fingerprint.
+pub async fn connect(
+    relay: &RelayProc,
+    sni: &str,
+) -> Result<(quinn::Endpoint, quinn::Connection), quinn::ConnectionError> {
+    connect_pinned(relay.quic, relay.fingerprint, sni).await
+}
+
+pub async fn connect_pinned(
+    addr: SocketAddr,
+    pinned: TlsFingerprint,
+    sni: &str,
+) -> Result<(quinn::Endpoint, quinn::Connection), quinn::ConnectionError> {
+    let mut ep = quic::client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
+    ep.set_default_client_config(quic::client_config(pinned).unwrap());
+    let connecting = ep.connect(addr, sni).expect("a valid server name");
+    let conn = tokio::time::timeout(WAIT, connecting)
+        .await
+        .expect("handshake within the wait")?;
+    Ok((ep, conn))
+}
+
+/// A client in a room.
+pub struct Client {
+    pub endpoint: quinn::Endpoint,
+    pub conn: quinn::Connection,
+    pub send: quinn::SendStream,
+    pub recv: quinn::RecvStream,
+    pub fingerprint: Fingerprint,
+    pub sender_id: u32,
+}
+
+/// Why a join failed: the relay's close code and reason.
+#[derive(Debug)]
+pub struct Refused {
+    pub code: u64,
+    pub reason: String,
+}
+
+fn refused(e: &quinn::ConnectionError) -> Refused {
+    match e {
+        quinn::ConnectionError::ApplicationClosed(c) => Refused {
+            code: c.error_code.into_inner(),
+            reason: String::from_utf8_lossy(&c.reason).to_string(),
+        },
+        other => Refused {
+            code: u64::MAX,
+            reason: other.to_string(),
+        },
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// The SNI of a media room.
+pub fn room_sni(name: &str) -> String {
+    wzp_proto::room_hash(name)
+}
+
+/// Connects to room `sni` as user `user`, sends Hello and a signed Join, and
+/// waits for the RoomUpdate that lists this user (admission).
+pub async fn join(relay: &RelayProc, sni: &str, user: u8) -> Result<Client, Refused> {
+    let (endpoint, conn) = connect(relay, sni).await.map_err(|e| refused(&e))?;
+    let (mut send, recv) = conn.open_bi().await.map_err(|e| refused(&e))?;
+    let id = identity(user);
+    let mut frames =
+        wzp_proto::signal::encode_frame(&SignalMessage::hello(Some("test".into()))).unwrap();
+    frames.extend(
+        Join::signed(
+            &id,
+            sni,
+            &relay.fingerprint,
+            Some(format!("user{user}")),
+            now_ms(),
+        )
+        .to_frame(),
+    );
+    send.write_all(&frames).await.map_err(|_| {
+        let e = conn
+            .close_reason()
+            .unwrap_or(quinn::ConnectionError::LocallyClosed);
+        refused(&e)
+    })?;
+    let mut c = Client {
+        endpoint,
+        conn,
+        send,
+        recv,
+        fingerprint: id.fingerprint(),
+        sender_id: user as u32,
+    };
+    let fp = c.fingerprint;
+    match c
+        .wait_signal(|m| match m {
+            SignalMessage::RoomUpdate { participants, .. } => {
+                participants.iter().any(|p| p.fingerprint == fp)
+            }
+            _ => false,
+        })
+        .await
+    {
+        Some(_) => Ok(c),
+        None => {
+            let e = tokio::time::timeout(WAIT, c.conn.closed())
+                .await
+                .expect("refused connections close");
+            Err(refused(&e))
+        }
+    }
+}
+
+/// A join that must be refused; its close code and reason.
+pub async fn refused_join(relay: &RelayProc, sni: &str, user: u8, what: &str) -> Refused {
+    match join(relay, sni, user).await {
+        Ok(_) => panic!("{what}: user {user} was admitted to {sni}"),
+        Err(r) => r,
+    }
+}
+
+impl Client {
+    /// The next signal message, or `None` on end of stream or timeout.
+    pub async fn next_signal(&mut self) -> Option<SignalMessage> {
+        loop {
+            let body = tokio::time::timeout(WAIT, read_frame(&mut self.recv, 1 << 20))
+                .await
+                .ok()?
+                .ok()??;
+            if let Ok(Decoded::Message(m)) = decode_message(&body) {
+                return Some(m);
+            }
+        }
+    }
+
+    /// Skips signal messages until one satisfies `pred`.
+    pub async fn wait_signal(
+        &mut self,
+        pred: impl Fn(&SignalMessage) -> bool,
+    ) -> Option<SignalMessage> {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            let m = self.next_signal().await?;
+            if pred(&m) {
+                return Some(m);
+            }
+        }
+        None
+    }
+
+    /// Waits for a RoomUpdate with `count` participants.
+    pub async fn wait_room_count(&mut self, count: u32) -> Option<SignalMessage> {
+        self.wait_signal(|m| matches!(m, SignalMessage::RoomUpdate { count: c, .. } if *c == count))
+            .await
+    }
+
+    /// A media packet: a valid clear header, then `payload`.
+    pub fn packet(&self, seq: u32, payload: &[u8]) -> Vec<u8> {
+        let h = MediaHeader {
+            sender_id: self.sender_id,
+            seq,
+            timestamp: seq.wrapping_mul(960),
+            ..Default::default()
+        };
+        let mut p = h.to_bytes().to_vec();
+        p.extend_from_slice(payload);
+        p
+    }
+
+    pub fn send_datagram(&self, bytes: Vec<u8>) {
+        self.conn
+            .send_datagram(Bytes::from(bytes))
+            .expect("datagram accepted by quinn");
+    }
+
+    /// The next datagram within `within`.
+    pub async fn recv_datagram(&self, within: Duration) -> Option<Bytes> {
+        tokio::time::timeout(within, self.conn.read_datagram())
+            .await
+            .ok()?
+            .ok()
+    }
+}
+
+/// Deterministic pseudo-random payloads.
+pub fn payload(seed: u64, len: usize) -> Vec<u8> {
+    use rand::{RngCore, SeedableRng};
+    let mut r = rand::rngs::SmallRng::seed_from_u64(seed);
+    let mut v = vec![0u8; len];
+    r.fill_bytes(&mut v);
+    v
+}
+
+/// A temporary folder for a relay's files.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+pub fn path_str(p: &Path) -> String {
+    p.to_str().unwrap().to_string()
+}
+
+pub fn join_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}

@@ -1,0 +1,144 @@
+//! Media fan-out through a real relay: members of a room hear each other,
+//! never themselves, and nobody outside the room hears anything.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::*;
+use wzp_proto::MediaHeader;
+
+/// Collects datagrams until `want` arrived or the wait ends.
+async fn collect(c: &Client, want: usize) -> Vec<bytes::Bytes> {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while got.len() < want && tokio::time::Instant::now() < deadline {
+        if let Some(d) = c.recv_datagram(Duration::from_millis(200)).await {
+            got.push(d);
+        }
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_hear_each_other_and_another_room_hears_nothing() {
+    let dir = tempdir();
+    let relay = RelayProc::start_in(dir.path(), &[]);
+    let lobby = room_sni("lobby");
+    let mut a = join(&relay, &lobby, 1).await.expect("a joins");
+    let b = join(&relay, &lobby, 2).await.expect("b joins");
+    let c = join(&relay, &room_sni("elsewhere"), 3)
+        .await
+        .expect("c joins another room");
+    // a learns b is in: from here on b's membership is in the fan-out.
+    let update = a.wait_room_count(2).await.expect("a sees b join");
+    if let wzp_proto::signal::SignalMessage::RoomUpdate { participants, .. } = update {
+        let fps: BTreeSet<_> = participants.iter().map(|p| p.fingerprint).collect();
+        assert_eq!(fps, BTreeSet::from([fingerprint(1), fingerprint(2)]));
+        assert!(participants
+            .iter()
+            .any(|p| p.alias.as_deref() == Some("user2")));
+    }
+
+    const N: u32 = 30;
+    let mut sent_a = Vec::new();
+    let mut sent_b = Vec::new();
+    for seq in 0..N {
+        let pa = a.packet(seq, &payload(seq as u64, 40 + seq as usize));
+        let pb = b.packet(seq, &payload(1000 + seq as u64, 60));
+        a.send_datagram(pa.clone());
+        b.send_datagram(pb.clone());
+        sent_a.push(pa);
+        sent_b.push(pb);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let at_b = collect(&b, N as usize).await;
+    let at_a = collect(&a, N as usize).await;
+    assert_eq!(at_b.len(), N as usize, "b got every packet of a");
+    assert_eq!(at_a.len(), N as usize, "a got every packet of b");
+    let mut at_b: Vec<Vec<u8>> = at_b.iter().map(|d| d.to_vec()).collect();
+    let mut at_a: Vec<Vec<u8>> = at_a.iter().map(|d| d.to_vec()).collect();
+    at_b.sort();
+    at_a.sort();
+    sent_a.sort();
+    sent_b.sort();
+    assert_eq!(at_b, sent_a, "byte-identical, and none of b's own");
+    assert_eq!(at_a, sent_b, "byte-identical, and none of a's own");
+    // Everyone who should have received has; c must have nothing queued.
+    assert!(
+        c.recv_datagram(Duration::from_millis(300)).await.is_none(),
+        "a member of another room received media"
+    );
+    // Room state is visible over HTTP.
+    let rooms = relay.http_get("/rooms");
+    assert!(rooms.contains(&lobby), "{rooms}");
+    let sessions = relay.http_get("/sessions");
+    assert!(sessions.contains("max_datagram_size"), "{sessions}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_clients_each_hear_the_four_others() {
+    let dir = tempdir();
+    let relay = RelayProc::start_in(dir.path(), &[]);
+    let room = room_sni("five");
+    let mut clients = Vec::new();
+    for user in 1..=5u8 {
+        clients.push(join(&relay, &room, user).await.expect("joins"));
+    }
+    // The first member sees the room reach five: all Joins are in.
+    clients[0].wait_room_count(5).await.expect("room of five");
+
+    const N: u32 = 12;
+    let mut sent: BTreeMap<u32, Vec<Vec<u8>>> = BTreeMap::new();
+    for seq in 0..N {
+        for c in &clients {
+            let p = c.packet(seq, &payload(c.sender_id as u64 * 100 + seq as u64, 80));
+            c.send_datagram(p.clone());
+            sent.entry(c.sender_id).or_default().push(p);
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    for c in &clients {
+        let got = collect(c, 4 * N as usize).await;
+        assert_eq!(
+            got.len(),
+            4 * N as usize,
+            "client {} got {} of {} packets",
+            c.sender_id,
+            got.len(),
+            4 * N
+        );
+        let mut by_sender: BTreeMap<u32, Vec<Vec<u8>>> = BTreeMap::new();
+        for d in &got {
+            let (h, _) = MediaHeader::parse(d).expect("forwarded packets keep their header");
+            by_sender.entry(h.sender_id).or_default().push(d.to_vec());
+        }
+        assert!(!by_sender.contains_key(&c.sender_id), "heard itself");
+        for (sender, mut packets) in by_sender {
+            packets.sort();
+            let mut want = sent[&sender].clone();
+            want.sort();
+            assert_eq!(packets, want, "client {} from {sender}", c.sender_id);
+        }
+    }
+    let participants = relay.metric("wzp_relay_participants").unwrap();
+    assert_eq!(participants, 5.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaving_member_is_announced_and_no_longer_served() {
+    let dir = tempdir();
+    let relay = RelayProc::start_in(dir.path(), &[]);
+    let room = room_sni("leavers");
+    let mut a = join(&relay, &room, 1).await.unwrap();
+    let b = join(&relay, &room, 2).await.unwrap();
+    a.wait_room_count(2).await.expect("two in the room");
+    b.conn.close(0u32.into(), b"bye");
+    a.wait_room_count(1).await.expect("a is told b left");
+    relay.wait_metric("wzp_relay_participants", |v| v == 1.0);
+    // a alone: its packets go nowhere, and nothing comes back.
+    a.send_datagram(a.packet(1, b"alone"));
+    assert!(a.recv_datagram(Duration::from_millis(300)).await.is_none());
+    relay.wait_metric("wzp_relay_leaves_total", |v| v == 1.0);
+}

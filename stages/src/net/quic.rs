@@ -1,0 +1,537 @@
+//! QUIC pieces shared by the relay and the client control planes.
+//!
+//! The engine's stages never touch quinn. A control plane owns the tokio
+//! runtime and the connections, and joins them to the graph through two
+//! rings, handed to the stages as [`Resources`](wzp_engine::prelude::Resources):
+//!
+//! ```text
+//!  tokio tasks (one per connection)        packet or clocked domain           std thread
+//!  conn.read_datagram() ─► IngressFeed ─ring─► net.quic_ingress ─► ... ─► net.quic_egress ─ring─► EgressPump
+//!                          (peer = handle)                                      (peer = handle)   conn.send_datagram()
+//! ```
+//!
+//! - Each connection gets a `u32` handle chosen by the control plane. It
+//!   travels in [`PacketMeta::peer`] both ways: the source of an incoming
+//!   datagram, the destination of an outgoing one.
+//! - [`ingress_channel`] makes the ring into the graph: the tokio side keeps
+//!   the [`IngressFeed`], the graph gets a [`QuicIngressPort`] under the
+//!   resource name `"{endpoint}.ingress"`.
+//! - [`egress_channel`] makes the ring out of the graph: the graph gets a
+//!   [`QuicEgressPort`] under `"{endpoint}.egress"`, a plain thread runs the
+//!   [`EgressPump`], and the control plane tells it which connection a
+//!   handle means through [`EgressPeers`].
+//! - A datagram that does not fit (larger than the path's
+//!   `max_datagram_size`, or than a slot) or that meets a full ring is
+//!   dropped and counted; it never ends the call.
+//!
+//! TLS: rustls with the `ring` provider only, TLS 1.3, ALPN [`ALPN`]. Relays
+//! present the self-signed certificate derived from their seed
+//! ([`server_config`]); clients pin its SHA-256 ([`client_config`]) and
+//! never skip verification: the handshake signature is still checked with
+//! the certificate's key.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use wzp_engine::bridge::{from_io, to_io, DomainWaker, IoReceiver, IoSender, RtReceiver, RtSender};
+use wzp_engine::prelude::{Counter, PacketMeta, Slot, MAX_ITEM_BYTES};
+use wzp_proto::identity::RelayCertificate;
+use wzp_proto::TlsFingerprint;
+
+/// The ALPN protocol id of wzp over QUIC.
+pub const ALPN: &[u8] = b"wzp";
+
+/// How long an idle connection lives without keep-alives.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often an idle side pings so NAT bindings and the idle timer stay up.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
+
+/// Why QUIC could not be configured.
+#[derive(Debug, thiserror::Error)]
+pub enum QuicError {
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("QUIC crypto configuration: {0}")]
+    Crypto(String),
+    #[error("cannot open the QUIC endpoint on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Transport settings for every wzp connection: datagrams on (media), a
+/// keep-alive well under the idle timeout.
+pub fn transport_config() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.max_idle_timeout(Some(
+        IDLE_TIMEOUT
+            .try_into()
+            .expect("30 s fits a QUIC idle timeout"),
+    ));
+    t.keep_alive_interval(Some(KEEP_ALIVE));
+    // Enough for ~1 s of media from one peer; a slow reader loses the oldest.
+    t.datagram_receive_buffer_size(Some(256 * 1024));
+    t.datagram_send_buffer_size(256 * 1024);
+    t
+}
+
+/// A server config presenting `cert` (the relay's seed-derived certificate).
+pub fn server_config(cert: &RelayCertificate) -> Result<quinn::ServerConfig, QuicError> {
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.cert_der().clone()],
+            PrivateKeyDer::Pkcs8(cert.key_der()),
+        )?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = QuicServerConfig::try_from(tls).map_err(|e| QuicError::Crypto(e.to_string()))?;
+    let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    cfg.transport_config(Arc::new(transport_config()));
+    Ok(cfg)
+}
+
+/// A client config that accepts exactly the server whose certificate hashes
+/// to `pinned`.
+pub fn client_config(pinned: TlsFingerprint) -> Result<quinn::ClientConfig, QuicError> {
+    let provider = provider();
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedServerVerifier { pinned, provider }))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = QuicClientConfig::try_from(tls).map_err(|e| QuicError::Crypto(e.to_string()))?;
+    let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
+    cfg.transport_config(Arc::new(transport_config()));
+    Ok(cfg)
+}
+
+/// A client-only endpoint bound to `bind` (use `0.0.0.0:0` or `127.0.0.1:0`).
+pub fn client_endpoint(bind: SocketAddr) -> Result<quinn::Endpoint, QuicError> {
+    quinn::Endpoint::client(bind).map_err(|source| QuicError::Bind { addr: bind, source })
+}
+
+/// A server endpoint on `listen` presenting `cert`.
+pub fn server_endpoint(
+    listen: SocketAddr,
+    cert: &RelayCertificate,
+) -> Result<quinn::Endpoint, QuicError> {
+    let cfg = server_config(cert)?;
+    quinn::Endpoint::server(cfg, listen).map_err(|source| QuicError::Bind {
+        addr: listen,
+        source,
+    })
+}
+
+/// Accepts the one certificate whose SHA-256 is the pinned fingerprint.
+///
+/// The server name is not checked against the certificate: wzp uses it to
+/// route (room hashes, `_signal`, `ping`), and relays are known by
+/// fingerprint, not by name. The handshake signature is verified with the
+/// certificate's key as usual, so only the holder of the pinned key passes.
+#[derive(Debug)]
+pub struct PinnedServerVerifier {
+    pinned: TlsFingerprint,
+    provider: Arc<CryptoProvider>,
+}
+
+impl PinnedServerVerifier {
+    pub fn new(pinned: TlsFingerprint) -> Self {
+        PinnedServerVerifier {
+            pinned,
+            provider: provider(),
+        }
+    }
+}
+
+impl ServerCertVerifier for PinnedServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let got = TlsFingerprint::of_der(end_entity);
+        if got == self.pinned {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(format!(
+                "relay certificate fingerprint {got} is not the pinned {}; check the relay address and fingerprint",
+                self.pinned
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// The TLS server name (SNI) the client asked for, once the handshake data is
+/// in. `None` when the client sent none.
+pub async fn server_name(connecting: &mut quinn::Connecting) -> Option<String> {
+    let data = connecting.handshake_data().await.ok()?;
+    data.downcast::<quinn::crypto::rustls::HandshakeData>()
+        .ok()?
+        .server_name
+}
+
+/// Largest datagram the path takes now, or `None` when the peer does not
+/// accept datagrams. Media profiles must fit their packets under it.
+pub fn max_datagram_size(conn: &quinn::Connection) -> Option<usize> {
+    conn.max_datagram_size()
+}
+
+/// Per-connection traffic figures, written by the pump tasks and threads,
+/// read by metrics.
+#[derive(Debug, Default)]
+pub struct PeerIoStats {
+    pub packets_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub packets_out: AtomicU64,
+    pub bytes_out: AtomicU64,
+    /// Incoming datagrams dropped before the graph (ring full, oversize).
+    pub dropped_in: AtomicU64,
+    /// Outgoing packets dropped (too large, send error).
+    pub dropped_out: AtomicU64,
+}
+
+fn bump(a: &AtomicU64, n: u64) {
+    a.fetch_add(n, Ordering::Relaxed);
+}
+
+/// Drop counts of the I/O side of an ingress ring.
+#[derive(Debug, Default)]
+pub struct IngressIoStats {
+    /// Datagrams that met a full ring.
+    pub ring_full: AtomicU64,
+    /// Datagrams above [`MAX_ITEM_BYTES`].
+    pub too_large: AtomicU64,
+}
+
+/// The tokio side of the ring into the graph. Shared by every connection's
+/// reader task; the lock is held for one ring push.
+pub struct IngressFeed {
+    tx: Mutex<IoSender<PacketMeta>>,
+    epoch: Instant,
+    stats: Arc<IngressIoStats>,
+}
+
+impl IngressFeed {
+    /// Queues one datagram from connection `peer`. Returns false when it was
+    /// dropped (counted).
+    pub fn push(&self, peer: u32, bytes: &[u8]) -> bool {
+        if bytes.len() > MAX_ITEM_BYTES {
+            bump(&self.stats.too_large, 1);
+            return false;
+        }
+        let meta = PacketMeta {
+            peer,
+            stream: 0,
+            arrival_ns: self.epoch.elapsed().as_nanos() as u64,
+        };
+        let mut tx = match self.tx.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if tx.send(meta, bytes).is_err() {
+            bump(&self.stats.ring_full, 1);
+            return false;
+        }
+        true
+    }
+
+    /// Whether the graph side of the ring is gone.
+    pub fn is_closed(&self) -> bool {
+        match self.tx.lock() {
+            Ok(g) => g.is_abandoned(),
+            Err(p) => p.into_inner().is_abandoned(),
+        }
+    }
+
+    pub fn stats(&self) -> &Arc<IngressIoStats> {
+        &self.stats
+    }
+}
+
+/// What `net.quic_ingress` takes from [`Resources`](wzp_engine::prelude::Resources)
+/// under `"{endpoint}.ingress"`.
+pub struct QuicIngressPort {
+    pub rx: Mutex<Option<RtReceiver<PacketMeta>>>,
+    pub stats: Arc<IngressIoStats>,
+}
+
+/// A ring of `capacity` datagrams into the domain `waker` wakes (the
+/// packet domain's waker from `compile::Wakers`, made before compiling).
+/// `epoch` is the graph's time zero for `arrival_ns`.
+pub fn ingress_channel(
+    capacity: usize,
+    waker: Arc<DomainWaker>,
+    epoch: Instant,
+) -> (Arc<IngressFeed>, QuicIngressPort) {
+    let (tx, rx) = from_io(capacity, waker);
+    let stats = Arc::new(IngressIoStats::default());
+    (
+        Arc::new(IngressFeed {
+            tx: Mutex::new(tx),
+            epoch,
+            stats: stats.clone(),
+        }),
+        QuicIngressPort {
+            rx: Mutex::new(Some(rx)),
+            stats,
+        },
+    )
+}
+
+/// Reads `conn`'s datagrams into `feed` as peer `peer` until the connection
+/// ends; `inspect` sees each datagram first (stats, debug tap). Returns why
+/// the connection ended.
+pub async fn pump_datagrams_in(
+    conn: quinn::Connection,
+    peer: u32,
+    feed: Arc<IngressFeed>,
+    stats: Arc<PeerIoStats>,
+    mut inspect: impl FnMut(&[u8]),
+) -> quinn::ConnectionError {
+    loop {
+        match conn.read_datagram().await {
+            Ok(d) => {
+                bump(&stats.packets_in, 1);
+                bump(&stats.bytes_in, d.len() as u64);
+                inspect(&d);
+                if !feed.push(peer, &d) {
+                    bump(&stats.dropped_in, 1);
+                }
+            }
+            Err(e) => return e,
+        }
+    }
+}
+
+/// Drop counts of the I/O side of an egress ring.
+#[derive(Debug, Default)]
+pub struct EgressIoStats {
+    pub sent: AtomicU64,
+    /// Larger than the path's `max_datagram_size` (or datagrams unsupported).
+    pub too_large: AtomicU64,
+    /// The connection refused the datagram (lost, datagrams disabled).
+    pub send_errors: AtomicU64,
+    /// No connection for the handle (it left while packets were in flight).
+    pub unknown_peer: AtomicU64,
+}
+
+/// What `net.quic_egress` takes from [`Resources`](wzp_engine::prelude::Resources)
+/// under `"{endpoint}.egress"`.
+pub struct QuicEgressPort {
+    pub tx: Mutex<Option<RtSender<PacketMeta>>>,
+    /// The ring-full count the sender keeps.
+    pub ring_full: Counter,
+    pub stats: Arc<EgressIoStats>,
+}
+
+/// Something the control plane wants to see of each packet sent to a peer
+/// (the debug tap).
+pub type Observer = Arc<dyn Fn(&[u8]) + Send + Sync>;
+
+/// A destination of the egress pump.
+#[derive(Clone)]
+pub struct EgressPeer {
+    pub conn: quinn::Connection,
+    pub stats: Arc<PeerIoStats>,
+    pub observer: Option<Observer>,
+}
+
+enum EgressUpdate {
+    Add(u32, EgressPeer),
+    Remove(u32),
+}
+
+/// The control plane's handle on the egress pump's peer table.
+#[derive(Clone)]
+pub struct EgressPeers {
+    tx: mpsc::Sender<EgressUpdate>,
+}
+
+impl EgressPeers {
+    /// Packets for `handle` go to `peer.conn` from now on. Add a peer before
+    /// anything can route packets to it.
+    pub fn add(&self, handle: u32, peer: EgressPeer) {
+        let _ = self.tx.send(EgressUpdate::Add(handle, peer));
+    }
+
+    /// Packets for `handle` are dropped (counted as `unknown_peer`) from now on.
+    pub fn remove(&self, handle: u32) {
+        let _ = self.tx.send(EgressUpdate::Remove(handle));
+    }
+}
+
+/// The thread end of the ring out of the graph: sends each packet as a
+/// datagram on its peer's connection. `Connection::send_datagram` does not
+/// block (quinn drops the oldest queued datagram when its buffer is full),
+/// so a slow peer never holds up the others.
+pub struct EgressPump {
+    rx: IoReceiver<PacketMeta>,
+    updates: mpsc::Receiver<EgressUpdate>,
+    peers: HashMap<u32, EgressPeer>,
+    stats: Arc<EgressIoStats>,
+}
+
+/// A ring of `capacity` packets out of the graph, the pump that drains it,
+/// and the handle to its peer table.
+pub fn egress_channel(capacity: usize) -> (EgressPeers, EgressPump, QuicEgressPort) {
+    let ring_full = Counter::default();
+    let (tx, rx) = to_io(capacity, ring_full.clone());
+    let (utx, urx) = mpsc::channel();
+    let stats = Arc::new(EgressIoStats::default());
+    (
+        EgressPeers { tx: utx },
+        EgressPump {
+            rx,
+            updates: urx,
+            peers: HashMap::new(),
+            stats: stats.clone(),
+        },
+        QuicEgressPort {
+            tx: Mutex::new(Some(tx)),
+            ring_full,
+            stats,
+        },
+    )
+}
+
+impl EgressPump {
+    fn apply_updates(&mut self) {
+        while let Ok(u) = self.updates.try_recv() {
+            match u {
+                EgressUpdate::Add(h, p) => {
+                    self.peers.insert(h, p);
+                }
+                EgressUpdate::Remove(h) => {
+                    self.peers.remove(&h);
+                }
+            }
+        }
+    }
+
+    /// Takes one queued packet without sending it (tests, custom pumps).
+    pub fn try_recv(&mut self) -> Option<Slot<PacketMeta>> {
+        self.rx.try_recv()
+    }
+
+    /// Sends one packet; returns whether it went out.
+    pub fn send_one(&mut self, peer: u32, bytes: &[u8]) -> bool {
+        if !self.peers.contains_key(&peer) {
+            // The Add may still be in the channel.
+            self.apply_updates();
+        }
+        let Some(p) = self.peers.get(&peer) else {
+            bump(&self.stats.unknown_peer, 1);
+            return false;
+        };
+        let fits = max_datagram_size(&p.conn).is_some_and(|m| bytes.len() <= m);
+        if !fits {
+            bump(&self.stats.too_large, 1);
+            bump(&p.stats.dropped_out, 1);
+            return false;
+        }
+        match p.conn.send_datagram(Bytes::copy_from_slice(bytes)) {
+            Ok(()) => {
+                bump(&self.stats.sent, 1);
+                bump(&p.stats.packets_out, 1);
+                bump(&p.stats.bytes_out, bytes.len() as u64);
+                if let Some(o) = &p.observer {
+                    o(bytes);
+                }
+                true
+            }
+            Err(quinn::SendDatagramError::TooLarge) => {
+                bump(&self.stats.too_large, 1);
+                bump(&p.stats.dropped_out, 1);
+                false
+            }
+            Err(_) => {
+                bump(&self.stats.send_errors, 1);
+                bump(&p.stats.dropped_out, 1);
+                false
+            }
+        }
+    }
+
+    /// Runs on the calling thread until `stop` is set or the graph's end of
+    /// the ring is gone.
+    pub fn run(mut self, stop: Arc<AtomicBool>) {
+        self.rx.register_current_thread();
+        while !stop.load(Ordering::Relaxed) {
+            self.apply_updates();
+            match self.rx.recv_timeout(Duration::from_millis(50)) {
+                Some(slot) => {
+                    self.send_one(slot.meta.peer, slot.bytes());
+                    while let Some(slot) = self.rx.try_recv() {
+                        self.send_one(slot.meta.peer, slot.bytes());
+                    }
+                }
+                None => {
+                    if self.rx.is_abandoned() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs the pump on a new thread named `wzp-egress`.
+    pub fn spawn(self, stop: Arc<AtomicBool>) -> std::io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name("wzp-egress".into())
+            .spawn(move || self.run(stop))
+    }
+}

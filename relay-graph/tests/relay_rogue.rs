@@ -65,7 +65,7 @@ async fn garbage_from_a_member_is_dropped_and_counted() {
     bad_version[0] = 0x7f;
     garbage.push(bad_version);
     let mut reserved = good.clone();
-    reserved[21] = 1;
+    reserved[1] |= 0x80; // a reserved flag bit
     garbage.push(reserved);
     let sent_garbage = garbage.len() as f64;
     for g in garbage {

@@ -524,12 +524,37 @@ fn is_null(d: &cpal::Device) -> bool {
     device_id(d).eq_ignore_ascii_case(NULL_DEVICE)
 }
 
-/// Devices that can go `dir`, without ALSA's `null` (see [`NULL_DEVICE`]).
-fn real_devices(host: &cpal::Host, dir: Direction) -> Result<Vec<cpal::Device>, String> {
-    let all = host
-        .devices()
-        .map_err(|e| format!("cannot list audio devices: {e}"))?;
-    Ok(all.filter(|d| !is_null(d) && supports(d, dir)).collect())
+/// What else the host offers for `dir`, for an error message: the devices
+/// by name, or that there is only `null` (never picked unasked, see
+/// [`NULL_DEVICE`]), or nothing.
+fn describe_devices(host: &cpal::Host, dir: Direction) -> String {
+    let word = dir.word();
+    let all: Vec<cpal::Device> = match host.devices() {
+        Ok(d) => d.collect(),
+        Err(e) => return format!("its {word} devices cannot be listed: {e}"),
+    };
+    let usable: Vec<cpal::Device> = all
+        .iter()
+        .filter(|d| !is_null(d) && supports(d, dir))
+        .cloned()
+        .collect();
+    if !usable.is_empty() {
+        return format!(
+            "{word} devices: {}; name one with device = \"...\"",
+            list_labels(&usable)
+        );
+    }
+    if all.iter().any(|d| is_null(d) && supports(d, dir)) {
+        return format!(
+            "the only {word} device it lists is `{NULL_DEVICE}`, used only when named \
+             (device = \"{NULL_DEVICE}\") since it {}",
+            match dir {
+                Direction::Input => "captures endless silence",
+                Direction::Output => "discards everything",
+            }
+        );
+    }
+    format!("it lists no {word} device")
 }
 
 fn list_labels(devices: &[cpal::Device]) -> String {
@@ -563,23 +588,15 @@ pub(crate) fn find_device(
                 };
                 match probe {
                     Ok(()) => return Ok(d),
-                    Err(e) => format!("the default {word} device cannot be opened: {e}"),
+                    Err(e) => format!(
+                        "the default {word} device cannot be opened: {}",
+                        e.to_string().trim_end_matches('.')
+                    ),
                 }
             }
             None => format!("there is no default {word} device"),
         };
-        let others = real_devices(host, dir).unwrap_or_default();
-        let listed = if others.is_empty() {
-            format!(
-                "it lists no {word} device but `{NULL_DEVICE}`, which is not used \
-                 unless named (device = \"{NULL_DEVICE}\")"
-            )
-        } else {
-            format!(
-                "{word} devices: {}; name one with device = \"...\"",
-                list_labels(&others)
-            )
-        };
+        let listed = describe_devices(host, dir);
         return Err(format!(
             "no audio {word} device found ({backend} reports: {why}; {listed}). {}",
             dir.alternatives()
@@ -612,15 +629,7 @@ pub(crate) fn find_device(
     match found {
         Some(d) => Ok(d.clone()),
         None => {
-            let usable: Vec<cpal::Device> = all
-                .into_iter()
-                .filter(|d| !is_null(d) && supports(d, dir))
-                .collect();
-            let listed = if usable.is_empty() {
-                format!("{backend} lists no {word} device but `{NULL_DEVICE}`")
-            } else {
-                format!("{word} devices: {}", list_labels(&usable))
-            };
+            let listed = describe_devices(host, dir);
             Err(format!(
                 "no audio {word} device matches \"{query}\" ({listed}). Use device = \"default\", \
                  a name from that list, or \"{NULL_DEVICE}\" for the silent null device. {}",

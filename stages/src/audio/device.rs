@@ -306,6 +306,44 @@ impl ErrorReporter {
     }
 }
 
+/// The owner thread's end of the error channel: counts every error the
+/// callback reported and yields the ones whose text was kept.
+struct ErrorLog {
+    ring: rtrb::Consumer<cpal::Error>,
+    total: Arc<AtomicU64>,
+    seen: u64,
+    counter: Counter,
+}
+
+impl ErrorLog {
+    /// Brings `stream_errors` up to date and returns the errors to log.
+    fn collect(&mut self) -> impl Iterator<Item = cpal::Error> + '_ {
+        let now = self.total.load(Ordering::Relaxed);
+        if now > self.seen {
+            self.counter.add(now - self.seen);
+            self.seen = now;
+        }
+        std::iter::from_fn(|| self.ring.pop().ok())
+    }
+}
+
+fn error_channel(counter: Counter) -> (ErrorReporter, ErrorLog) {
+    let (tx, rx) = rtrb::RingBuffer::new(ERROR_RING);
+    let total = Arc::new(AtomicU64::new(0));
+    (
+        ErrorReporter {
+            ring: tx,
+            total: total.clone(),
+        },
+        ErrorLog {
+            ring: rx,
+            total,
+            seen: 0,
+            counter,
+        },
+    )
+}
+
 /// What the owner thread tells build about the stream it opened.
 #[derive(Clone, Debug)]
 pub(crate) struct Opened {
@@ -369,12 +407,7 @@ where
     let thread = std::thread::Builder::new()
         .name(format!("wzp-dev-{}", req.stage_id))
         .spawn(move || {
-            let (err_tx, mut err_rx) = rtrb::RingBuffer::new(ERROR_RING);
-            let total = Arc::new(AtomicU64::new(0));
-            let mut reporter = ErrorReporter {
-                ring: err_tx,
-                total: total.clone(),
-            };
+            let (mut reporter, mut log) = error_channel(stream_errors);
             let on_error: Box<dyn FnMut(cpal::Error) + Send> =
                 Box::new(move |e| reporter.report(e));
             let stream = match open_stream(&req, on_error, make) {
@@ -387,25 +420,20 @@ where
                     return;
                 }
             };
-            let mut seen = 0u64;
-            loop {
-                let stopping = thread_stop.load(Ordering::Acquire);
-                while let Ok(e) = err_rx.pop() {
-                    tracing::warn!(stage = %req.stage_id, "{kind}: audio stream error: {e}");
+            let stage_id = req.stage_id;
+            let log_errors = |log: &mut ErrorLog| {
+                for e in log.collect() {
+                    tracing::warn!(stage = %stage_id, "{kind}: audio stream error: {e}");
                 }
-                let now = total.load(Ordering::Relaxed);
-                if now > seen {
-                    stream_errors.add(now - seen);
-                    seen = now;
-                }
-                if stopping {
-                    break;
-                }
+            };
+            while !thread_stop.load(Ordering::Acquire) {
+                log_errors(&mut log);
                 std::thread::park_timeout(OWNER_POLL);
             }
             // Closes the device and joins cpal's thread, here and not on the
-            // real-time path.
+            // real-time path; then the last errors are logged.
             drop(stream);
+            log_errors(&mut log);
         })
         .map_err(|e| BuildError::Other(format!("{kind}: cannot start the stream thread: {e}")))?;
     let owner = StreamOwner {
@@ -856,6 +884,24 @@ mod tests {
         assert_eq!(f32::from_f32(-3.0), -1.0);
         assert_eq!(i16::MIN.to_f32(), -1.0);
         assert_eq!(f32::NEG_INFINITY.to_f32(), 0.0);
+    }
+
+    #[test]
+    fn stream_errors_are_all_counted_and_a_bounded_number_kept_for_the_log() {
+        let counter = Counter::default();
+        let (mut reporter, mut log) = error_channel(counter.clone());
+        for _ in 0..ERROR_RING + 8 {
+            reporter.report(cpal::Error::new(cpal::ErrorKind::DeviceNotAvailable));
+        }
+        let kept: Vec<cpal::Error> = log.collect().collect();
+        assert_eq!(kept.len(), ERROR_RING);
+        assert_eq!(counter.get(), (ERROR_RING + 8) as u64);
+        assert!(kept[0].to_string().contains("not available"));
+        reporter.report(cpal::Error::new(cpal::ErrorKind::DeviceBusy));
+        assert_eq!(log.collect().count(), 1);
+        assert_eq!(counter.get(), (ERROR_RING + 9) as u64);
+        assert_eq!(log.collect().count(), 0);
+        assert_eq!(counter.get(), (ERROR_RING + 9) as u64);
     }
 
     #[test]

@@ -35,8 +35,10 @@
 //! `audio.resample` (rubato, sinc) at lower quality and add work to the
 //! device thread, which must stay cheap.
 //!
-//! **Clocks.** The graph clock and the device clock are separate crystals;
-//! their drift shows up, slowly, as `underruns` or `overruns`.
+//! **Clocks.** Run device graphs with the `timer` driver: the `fast` driver
+//! outruns any device (every cycle would underrun). The graph clock and the
+//! device clock are separate crystals; their drift shows up, slowly, as
+//! `underruns` or `overruns`.
 //!
 //! With `graph explain` (a dry run) no device is opened.
 //!

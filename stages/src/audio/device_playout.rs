@@ -34,6 +34,11 @@
 //! that cannot play at the rate fails at build with the rates it supports;
 //! put `audio.resample` before this stage and set `rate` to one of them.
 //!
+//! **Clocks.** Run device graphs with the `timer` driver: the `fast` driver
+//! outruns any device (quanta would overrun the ring). Drift between the
+//! graph clock and the device clock shows up, slowly, as `underruns` or
+//! `overruns`.
+//!
 //! With `graph explain` (a dry run) no device is opened.
 //!
 //! ```toml

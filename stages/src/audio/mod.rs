@@ -12,6 +12,9 @@
 
 use wzp_engine::prelude::*;
 
+pub mod device;
+pub mod device_capture;
+pub mod device_playout;
 pub mod gain;
 pub mod mix;
 pub mod null_sink;
@@ -34,6 +37,8 @@ pub fn register(registry: &mut Registry) -> Result<(), wzp_engine::registry::Reg
     registry.register(mix::Mix)?;
     registry.register(split::Split)?;
     registry.register(resample::Resample)?;
+    registry.register(device_capture::DeviceCapture)?;
+    registry.register(device_playout::DevicePlayout)?;
     Ok(())
 }
 

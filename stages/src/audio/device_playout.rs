@@ -1,0 +1,282 @@
+//! `audio.device_playout`: plays its input on an audio output device (a
+//! speaker or headset) through cpal (ALSA on Linux).
+//!
+//! - Input `in`: `Pcm` at `rate`, mono (written to every device channel,
+//!   clamped to full scale).
+//! - Params: `device` (default `"default"`: the host's default output; else
+//!   an exact device id or name, or a case-insensitive part of one; the error
+//!   lists the names when nothing matches), `prefill` (default `"20ms"`,
+//!   range 0..=1s: silence queued ahead of the graph's audio, the cushion
+//!   that absorbs the device's and the graph's timing jitter), `buffer`
+//!   (default `"200ms"`, range 10ms..=10s: the most audio that may wait for
+//!   the device; must hold `prefill` plus two quanta), `rate` (Hz, default 0
+//!   = the graph rate).
+//! - Counters: `underruns` (device callbacks that found too little audio;
+//!   the gap is silence, and playback resumes once `prefill` is queued
+//!   again), `overruns` (quanta that found the ring full; their excess was
+//!   dropped), `device_samples` (frames the device asked for),
+//!   `stream_errors` (errors the backend reported while running, each logged
+//!   by the stage's stream thread).
+//! - Gauges: `device_channels`, `device_buffer_frames` (the device period
+//!   cpal reports; 0 when unknown).
+//! - Latency: `prefill`. The device's own period comes on top and is only
+//!   known once the device is open (`device_buffer_frames`).
+//!
+//! **No audio hardware.** Build fails with a message that says so and names
+//! the alternatives (`--output FILE.wav` / `--output null`, i.e.
+//! `audio.wav_sink` / `audio.null_sink`). ALSA's `null` device is used only
+//! when named exactly (`device = "null"`): it discards everything and is not
+//! clocked (it asks for audio as fast as the CPU allows), so picking it
+//! silently would hide a missing speaker and count endless underruns.
+//!
+//! **Rates.** The device is opened at exactly the port rate; see
+//! `audio.device_capture` for why the callback never resamples. A device
+//! that cannot play at the rate fails at build with the rates it supports;
+//! put `audio.resample` before this stage and set `rate` to one of them.
+//!
+//! **Clocks.** Run device graphs with the `timer` driver: the `fast` driver
+//! outruns any device (quanta would overrun the ring). Drift between the
+//! graph clock and the device clock shows up, slowly, as `underruns` or
+//! `overruns`.
+//!
+//! With `graph explain` (a dry run) no device is opened.
+//!
+//! ```toml
+//! [[stage]]
+//! id = "speaker"
+//! kind = "audio.device_playout"
+//! params = { device = "default", prefill = "20ms" }
+//!
+//! [[link]]
+//! from = "dec.out"
+//! to = "speaker.in"
+//! ```
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cpal::traits::DeviceTrait;
+use wzp_engine::prelude::*;
+
+use super::device::{
+    buffer_param, samples_in, start_stream, Direction, DryRun, PlayoutDrain, StreamOwner,
+    StreamRequest, DEFAULT_DEVICE,
+};
+use super::{pcm_port, rate_param, rate_spec};
+
+const KIND: &str = "audio.device_playout";
+
+/// Factory of `audio.device_playout`.
+pub struct DevicePlayout;
+
+struct PlayoutProc {
+    ring: rtrb::Producer<f32>,
+    armed: Arc<AtomicBool>,
+    is_armed: bool,
+    overruns: Counter,
+    /// Keeps the device open; `None` when the caller drives the drain.
+    _owner: Option<StreamOwner>,
+}
+
+impl Processor for PlayoutProc {
+    fn process(&mut self, io: &mut Io<'_>, _cx: &Cx) -> Flow {
+        let x = io.pcm_in(0);
+        let n = x.len().min(self.ring.slots());
+        if n > 0 {
+            if let Ok(chunk) = self.ring.write_chunk_uninit(n) {
+                chunk.fill_from_iter(x[..n].iter().copied());
+            }
+        }
+        if n < x.len() {
+            self.overruns.inc();
+        }
+        // Armed after the push, so the device's first read finds the
+        // cushion plus this quantum.
+        if !self.is_armed {
+            self.armed.store(true, Ordering::Release);
+            self.is_armed = true;
+        }
+        Flow::Continue
+    }
+}
+
+struct Settings {
+    device: String,
+    rate: u32,
+    capacity: usize,
+    prefill: Duration,
+    prefill_samples: usize,
+}
+
+fn settings(cx: &BuildContext<'_>, p: &Params) -> Result<Settings, BuildError> {
+    let rate = rate_param(cx, p, "rate")?;
+    let buffer = buffer_param(p, "buffer")?;
+    let prefill = p.duration("prefill")?;
+    if prefill > Duration::from_secs(1) {
+        return Err(ParamError::new(
+            "prefill",
+            format!("{prefill:?} is out of range; use 0..=1s"),
+        )
+        .into());
+    }
+    let capacity = samples_in(buffer, rate);
+    let quantum = cx.samples_at(rate);
+    let prefill_samples = samples_in(prefill, rate);
+    if capacity < prefill_samples + 2 * quantum {
+        return Err(ParamError::new(
+            "buffer",
+            format!(
+                "{buffer:?} cannot hold the {prefill:?} prefill plus two {:?} quanta; give at least {:?}",
+                cx.quantum,
+                prefill + cx.quantum * 2
+            ),
+        )
+        .into());
+    }
+    let device = p.str("device")?.trim().to_string();
+    if device.is_empty() {
+        return Err(ParamError::new(
+            "device",
+            "is empty; use \"default\" or a device name (the error of a wrong name lists them)",
+        )
+        .into());
+    }
+    Ok(Settings {
+        device,
+        rate,
+        capacity,
+        prefill,
+        prefill_samples,
+    })
+}
+
+/// The processor and the drain around one ring (the cushion already
+/// queued), with every metric registered.
+fn parts(cx: &mut BuildContext<'_>, s: &Settings) -> (PlayoutProc, PlayoutDrain, Counter) {
+    let (mut tx, rx) = rtrb::RingBuffer::new(s.capacity);
+    if s.prefill_samples > 0 {
+        if let Ok(chunk) = tx.write_chunk_uninit(s.prefill_samples) {
+            chunk.fill_from_iter(std::iter::repeat(0.0f32));
+        }
+    }
+    let armed = Arc::new(AtomicBool::new(false));
+    let proc = PlayoutProc {
+        ring: tx,
+        armed: armed.clone(),
+        is_armed: false,
+        overruns: cx.counter("overruns"),
+        _owner: None,
+    };
+    let drain = PlayoutDrain::new(
+        rx,
+        s.prefill_samples,
+        armed,
+        cx.counter("underruns"),
+        cx.counter("device_samples"),
+    );
+    (proc, drain, cx.counter("stream_errors"))
+}
+
+fn built(rate: u32, prefill: Duration, processor: Box<dyn Processor>) -> Built {
+    Built {
+        inputs: vec![PortDecl::new("in", PortType::Pcm { rate })],
+        outputs: vec![],
+        latency: prefill,
+        processor,
+    }
+}
+
+/// Builds the stage with the device side handed to the caller instead of to
+/// cpal: whoever holds the [`PlayoutDrain`] plays the device callback. For
+/// tests, and for hosts that run their own audio callback. The `device`
+/// param is checked but not used.
+pub fn build_detached(
+    cx: &mut BuildContext<'_>,
+    p: &Params,
+) -> Result<(Built, PlayoutDrain), BuildError> {
+    let s = settings(cx, p)?;
+    let (proc, drain, _stream_errors) = parts(cx, &s);
+    cx.gauge("device_channels").set(1);
+    cx.gauge("device_buffer_frames");
+    Ok((built(s.rate, s.prefill, Box::new(proc)), drain))
+}
+
+impl StageFactory for DevicePlayout {
+    fn info(&self) -> StageInfo {
+        StageInfo {
+            kind: KIND,
+            summary: "plays its input on an audio output device (cpal; mono to every channel)",
+            inputs: vec![pcm_port("in", "the audio to play")],
+            outputs: vec![],
+            params: vec![
+                ParamSpec::str(
+                    "device",
+                    DEFAULT_DEVICE,
+                    "\"default\", or a device id/name or part of one; \"null\" only when named exactly",
+                ),
+                ParamSpec::duration(
+                    "prefill",
+                    Duration::from_millis(20),
+                    "silence queued ahead of the audio, the jitter cushion (0..=1s); the declared latency",
+                ),
+                ParamSpec::duration(
+                    "buffer",
+                    Duration::from_millis(200),
+                    "most audio that may wait for the device (10ms..=10s, >= prefill + 2 quanta)",
+                ),
+                rate_spec(),
+            ],
+            default_domain: Domain::Clocked,
+            domains: &[Domain::Clocked],
+        }
+    }
+
+    fn build(&self, cx: &mut BuildContext<'_>, p: &Params) -> Result<Built, BuildError> {
+        let s = settings(cx, p)?;
+        if cx.dry_run {
+            // `graph explain`: describe the stage, open no device.
+            return Ok(built(s.rate, s.prefill, Box::new(DryRun)));
+        }
+        let (mut proc, mut drain, stream_errors) = parts(cx, &s);
+        let req = StreamRequest {
+            kind: KIND,
+            stage_id: cx.stage_id.to_string(),
+            direction: Direction::Output,
+            device: s.device.clone(),
+            rate: s.rate,
+        };
+        let (owner, opened) =
+            start_stream(req, stream_errors, move |dev, config, format, on_error| {
+                drain.set_channels(config.channels);
+                match format {
+                    cpal::SampleFormat::I16 => dev.build_output_stream::<i16, _, _>(
+                        config,
+                        move |data, _| drain.fill_interleaved(data),
+                        on_error,
+                        None,
+                    ),
+                    _ => dev.build_output_stream::<f32, _, _>(
+                        config,
+                        move |data, _| drain.fill_interleaved(data),
+                        on_error,
+                        None,
+                    ),
+                }
+            })?;
+        tracing::info!(
+            stage = %cx.stage_id,
+            "{KIND}: playing on {} ({} ch, {}, {} Hz, period {:?} frames)",
+            opened.device,
+            opened.channels,
+            opened.format,
+            s.rate,
+            opened.buffer_frames
+        );
+        cx.gauge("device_channels").set(opened.channels as i64);
+        cx.gauge("device_buffer_frames")
+            .set(opened.buffer_frames.unwrap_or(0) as i64);
+        proc._owner = Some(owner);
+        Ok(built(s.rate, s.prefill, Box::new(proc)))
+    }
+}

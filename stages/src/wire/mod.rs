@@ -4,6 +4,7 @@
 //!   media header (and optional quality report trailer) in place.
 //! - [`depacketize`] (`wire.depacketize`): Packet -> Frame, parses the header
 //!   (never panics), counts and drops malformed packets.
+//! - [`stream_demux`] (`wire.stream_demux`): Frame -> one output per sender.
 //!
 //! On a call the order is `packetize -> crypto.seal -> transport` and
 //! `transport -> crypto.open -> depacketize`: the header stays in clear (it
@@ -16,6 +17,7 @@ use wzp_proto::QualityReport;
 
 pub mod depacketize;
 pub mod packetize;
+pub mod stream_demux;
 
 /// The latest [`QualityReport`], shared without locks between the control
 /// plane and the wire stages (a `Resources` entry named by their
@@ -55,5 +57,6 @@ impl QualityCell {
 pub fn register(registry: &mut Registry) -> Result<(), wzp_engine::registry::RegisterError> {
     registry.register(packetize::Packetize)?;
     registry.register(depacketize::Depacketize)?;
+    registry.register(stream_demux::StreamDemux)?;
     Ok(())
 }

@@ -128,7 +128,7 @@ fn a_full_table_drops_newcomers_until_a_sender_goes_idle() {
     let out = h.step(&[3]);
     assert_eq!(
         out[1],
-        [(3, 310, true)],
+        [(3, 320, true)],
         "the idle output went to the newcomer, marked as a new stream"
     );
 }

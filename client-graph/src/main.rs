@@ -1,4 +1,7 @@
-//! `wzp-client`: run any graph, explain it, list stage kinds.
+//! `wzp-client`: join a room through a relay, run the demo, run any graph,
+//! explain it, list stage kinds.
+
+mod join;
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -14,6 +17,13 @@ use wzp_engine::stats::Snapshot;
 
 const EXAMPLES: &str = "\
 Examples:
+  wzp-client demo
+      A relay and two clients on this machine: the built-in sample goes from one
+      client to the other through the relay; writes out/demo-received.wav.
+  wzp-client join --relay 203.0.113.7:4433 --room standup --room-secret \"$(cat room.secret)\"
+      Join a room (microphone in, speaker out; --input/--output change that).
+  wzp-client join --relay 127.0.0.1:4433 --room test --input talk.wav --output heard.wav --duration 10s
+      Join headless: send a WAV, record what the room says.
   wzp-client run graphs/loopback.toml
       Run the loopback graph on the built-in speech sample; writes out/loopback.wav.
   wzp-client run graphs/loopback.toml --set input=talk.wav --set output=/tmp/o.wav --top
@@ -40,6 +50,12 @@ enum Command {
     /// Run a graph file until its sources end, `--duration` passes, or Ctrl-C.
     #[command(after_help = EXAMPLES)]
     Run(RunArgs),
+    /// Join a room through a relay (runs graphs/call.toml).
+    #[command(after_help = EXAMPLES)]
+    Join(JoinArgs),
+    /// A relay and two clients on this machine, one playing the built-in
+    /// sample to the other.
+    Demo(DemoArgs),
     /// Inspect a graph without running it.
     Graph {
         #[command(subcommand)]
@@ -62,6 +78,67 @@ enum GraphCommand {
         #[arg(long = "set", value_name = "NAME=VALUE")]
         set: Vec<String>,
     },
+}
+
+#[derive(clap::Args)]
+struct JoinArgs {
+    /// Relay address, HOST:PORT.
+    #[arg(long)]
+    relay: String,
+    /// Room name (the relay only ever sees its hash).
+    #[arg(long)]
+    room: String,
+    /// Secret shared by the room's members; the media key comes from it.
+    /// Without it, anyone who knows the room name can listen.
+    #[arg(long)]
+    room_secret: Option<String>,
+    /// What to send: `tone`, `tone:FREQ`, `builtin`, a WAV file, or `mic`.
+    #[arg(long, default_value = "mic")]
+    input: String,
+    /// Where the room goes: a WAV file, `speaker`, or `null`.
+    #[arg(long, default_value = "speaker")]
+    output: String,
+    /// End the call after this long: `10s`, `2m`.
+    #[arg(long, value_parser = parse_duration_arg)]
+    duration: Option<Duration>,
+    /// Name shown to the others.
+    #[arg(long)]
+    alias: Option<String>,
+    /// Identity seed file (created on first use, mode 0600). Default ~/.wzp/identity.
+    #[arg(long)]
+    identity: Option<PathBuf>,
+    /// The relay's TLS fingerprint to pin. Without it, the fingerprint seen on
+    /// first contact is recorded in the known-relays file and pinned after.
+    #[arg(long)]
+    relay_fingerprint: Option<String>,
+    /// Known-relays file. Default ~/.wzp/known_relays.
+    #[arg(long)]
+    known_relays: Option<PathBuf>,
+    /// A call graph to run instead of the built-in graphs/call.toml.
+    #[arg(long)]
+    graph: Option<PathBuf>,
+    /// Fill a call graph placeholder (repeatable): profile, fec_ratio, jb_min, ...
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    set: Vec<String>,
+    /// Write the final per-stage figures as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    stats_json: Option<PathBuf>,
+    /// Do not ask for real-time (SCHED_FIFO) priority.
+    #[arg(long)]
+    no_realtime: bool,
+    /// Do not print the final per-stage table.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(clap::Args)]
+struct DemoArgs {
+    /// Where the receiving client writes what it heard.
+    #[arg(long, default_value = "out/demo-received.wav")]
+    output: PathBuf,
+    /// How long the call lasts.
+    #[arg(long, default_value = "6s", value_parser = parse_duration_arg)]
+    duration: Duration,
 }
 
 #[derive(clap::Args)]
@@ -106,6 +183,8 @@ fn main() {
         .init();
     let result = match cli.command {
         Command::Run(args) => run(args),
+        Command::Join(args) => join_cmd(args),
+        Command::Demo(args) => demo(args),
         Command::Graph {
             command: GraphCommand::Explain { graph, set },
         } => explain(&graph, &set),
@@ -316,5 +395,164 @@ fn run(args: RunArgs) -> Result<()> {
         );
         print!("{}", report.table());
     }
+    Ok(())
+}
+
+fn join_cmd(args: JoinArgs) -> Result<()> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())
+        .context("installing SIGINT handler")?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())
+        .context("installing SIGTERM handler")?;
+    let relay_fingerprint = match &args.relay_fingerprint {
+        Some(f) => Some(
+            f.parse()
+                .map_err(|e| anyhow!("--relay-fingerprint {f}: {e}"))?,
+        ),
+        None => None,
+    };
+    let opts = join::JoinOptions {
+        relay: args.relay,
+        room: args.room,
+        room_secret: args.room_secret,
+        input: args.input,
+        output: args.output,
+        duration: args.duration,
+        alias: args.alias,
+        identity: args
+            .identity
+            .unwrap_or_else(|| join::wzp_home().join("identity")),
+        relay_fingerprint,
+        known_relays: args
+            .known_relays
+            .unwrap_or_else(|| join::wzp_home().join("known_relays")),
+        graph: args.graph,
+        sets: parse_sets(&args.set)?,
+        realtime: !args.no_realtime,
+        stop,
+        label: String::new(),
+    };
+    let outcome = join::run_join(opts)?;
+    finish_report(&outcome.report, args.stats_json.as_deref(), args.quiet)
+}
+
+fn finish_report(
+    report: &wzp_engine::stats::Report,
+    json: Option<&Path>,
+    quiet: bool,
+) -> Result<()> {
+    if let Some(path) = json {
+        std::fs::write(path, serde_json::to_string_pretty(report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if !quiet {
+        print!("{}", report.table());
+    }
+    Ok(())
+}
+
+fn demo(args: DemoArgs) -> Result<()> {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    let dir = std::env::temp_dir().join(format!("wzp-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let cert = wzp_relay::relay::load_identity(&dir.join("relay.seed"))?;
+    let relay_stop = Arc::new(AtomicBool::new(false));
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let relay_thread = {
+        let cert = cert.clone();
+        let relay_stop = relay_stop.clone();
+        std::thread::spawn(move || -> Result<()> {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                let cfg = wzp_relay::config::Config {
+                    listen: "127.0.0.1:0".parse().expect("literal address"),
+                    label: "demo-relay".into(),
+                    ..Default::default()
+                };
+                let relay = match wzp_relay::relay::Relay::start(cfg, &cert) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = addr_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                let _ = addr_tx.send(Ok(relay.local_addr));
+                tokio::select! {
+                    _ = relay.serve() => {}
+                    _ = async { while !relay_stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    } } => {}
+                }
+                relay.shutdown();
+            });
+            Ok(())
+        })
+    };
+    let relay_addr = addr_rx
+        .recv_timeout(Duration::from_secs(10))
+        .map_err(|_| anyhow!("the demo relay did not start"))?
+        .map_err(|e| anyhow!("the demo relay did not start: {e}"))?;
+    println!(
+        "demo: relay on {relay_addr}, fingerprint {}",
+        cert.tls_fingerprint()
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
+    let secret = "demo room secret, shared by both".to_string();
+    let client = |name: &str, input: &str, output: String| join::JoinOptions {
+        relay: relay_addr.to_string(),
+        room: "demo".into(),
+        room_secret: Some(secret.clone()),
+        input: input.into(),
+        output,
+        duration: Some(args.duration),
+        alias: Some(name.into()),
+        identity: dir.join(format!("{name}.seed")),
+        relay_fingerprint: Some(cert.tls_fingerprint()),
+        known_relays: dir.join("known_relays"),
+        graph: None,
+        sets: BTreeMap::new(),
+        realtime: false,
+        stop: stop.clone(),
+        label: format!("[{name}] "),
+    };
+    let alice = client("alice", "builtin", "null".into());
+    let bob = client("bob", "tone:220", args.output.display().to_string());
+    let a = std::thread::spawn(move || join::run_join(alice));
+    let b = std::thread::spawn(move || join::run_join(bob));
+    let ra = a.join().map_err(|_| anyhow!("alice's client panicked"))??;
+    let rb = b.join().map_err(|_| anyhow!("bob's client panicked"))??;
+    relay_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = relay_thread.join();
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("\n[alice] sends the built-in sample ({} join)", ra.joins);
+    print!("{}", ra.report.table());
+    println!(
+        "\n[bob] receives it and writes {} ({} join)",
+        args.output.display(),
+        rb.joins
+    );
+    print!("{}", rb.report.table());
+    let c = |id: &str, k: &str| {
+        rb.report
+            .stages
+            .iter()
+            .find(|s| s.id == id)
+            .and_then(|s| s.counters.get(k))
+            .copied()
+            .unwrap_or(0)
+    };
+    println!(
+        "\nloss recovery at bob: frames_decoded={} dred_reconstructions={} fec_recovered={} classical_plc_invocations={}",
+        c("dec0", "frames_decoded"),
+        c("dec0", "dred_reconstructions"),
+        c("dec0", "fec_recovered"),
+        c("dec0", "classical_plc_invocations")
+    );
+    println!("wrote {}", args.output.display());
     Ok(())
 }

@@ -15,3 +15,12 @@ pub fn register(registry: &mut Registry) -> Result<(), wzp_engine::registry::Reg
     registry.register(quic_egress::QuicEgress)?;
     Ok(())
 }
+
+/// Stands in for a transport stage when a graph is only being described.
+pub(crate) struct DryRun;
+
+impl Processor for DryRun {
+    fn process(&mut self, _io: &mut Io<'_>, _cx: &Cx) -> Flow {
+        Flow::Continue
+    }
+}

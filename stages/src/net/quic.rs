@@ -122,6 +122,83 @@ pub fn client_config(pinned: TlsFingerprint) -> Result<quinn::ClientConfig, Quic
     Ok(cfg)
 }
 
+/// A client config for a relay seen for the first time (trust on first
+/// use): any certificate is accepted, but the handshake signature is still
+/// verified with its key, and the certificate's fingerprint is written to
+/// `seen` so the caller can record it and pin it from then on.
+pub fn client_config_first_use(
+    seen: Arc<std::sync::Mutex<Option<TlsFingerprint>>>,
+) -> Result<quinn::ClientConfig, QuicError> {
+    let provider = provider();
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(FirstUseVerifier { seen, provider }))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = QuicClientConfig::try_from(tls).map_err(|e| QuicError::Crypto(e.to_string()))?;
+    let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
+    cfg.transport_config(Arc::new(transport_config()));
+    Ok(cfg)
+}
+
+/// Records the certificate it is shown (see [`client_config_first_use`]).
+#[derive(Debug)]
+struct FirstUseVerifier {
+    seen: Arc<std::sync::Mutex<Option<TlsFingerprint>>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for FirstUseVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Ok(mut s) = self.seen.lock() {
+            *s = Some(TlsFingerprint::of_der(end_entity));
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
 /// A client-only endpoint bound to `bind` (use `0.0.0.0:0` or `127.0.0.1:0`).
 pub fn client_endpoint(bind: SocketAddr) -> Result<quinn::Endpoint, QuicError> {
     quinn::Endpoint::client(bind).map_err(|source| QuicError::Bind { addr: bind, source })

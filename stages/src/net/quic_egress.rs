@@ -98,6 +98,15 @@ impl StageFactory for QuicEgress {
     fn build(&self, cx: &mut BuildContext<'_>, p: &Params) -> Result<Built, BuildError> {
         let endpoint = p.str("endpoint")?;
         let name = format!("{endpoint}.egress");
+        if cx.dry_run {
+            // Described only (`graph explain`): no rings exist outside a control plane.
+            return Ok(Built {
+                inputs: vec![PortDecl::new("in", PortType::Packet)],
+                outputs: vec![],
+                latency: std::time::Duration::ZERO,
+                processor: Box::new(super::DryRun),
+            });
+        }
         let port = cx.resource::<QuicEgressPort>(&name).ok_or_else(|| {
             BuildError::Other(format!(
                 "no resource `{name}`: this stage needs a control plane with a QUIC endpoint \

@@ -108,6 +108,15 @@ impl StageFactory for QuicIngress {
     fn build(&self, cx: &mut BuildContext<'_>, p: &Params) -> Result<Built, BuildError> {
         let endpoint = p.str("endpoint")?;
         let name = format!("{endpoint}.ingress");
+        if cx.dry_run {
+            // Described only (`graph explain`): no rings exist outside a control plane.
+            return Ok(Built {
+                outputs: vec![PortDecl::new("out", PortType::Packet)],
+                inputs: vec![],
+                latency: std::time::Duration::ZERO,
+                processor: Box::new(super::DryRun),
+            });
+        }
         let port = cx.resource::<QuicIngressPort>(&name).ok_or_else(|| {
             BuildError::Other(format!(
                 "no resource `{name}`: this stage needs a control plane with a QUIC endpoint \

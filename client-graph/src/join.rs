@@ -373,10 +373,20 @@ async fn connection_loop(
     let finished = || done.load(Ordering::Relaxed) || opts.stop.load(Ordering::Relaxed);
     while !finished() {
         let seen = Arc::new(Mutex::new(None));
-        let cfg = match trust {
+        let mut cfg = match trust {
             Trust::Pinned(fp) => quic::client_config(fp)?,
             Trust::FirstUse => quic::client_config_first_use(seen.clone())?,
         };
+        // A call notices a silent relay within seconds, not the relay's 30 s
+        // idle timeout (a restarted relay says so at once with a stateless
+        // reset; this covers one that is simply gone).
+        let mut transport = quic::transport_config();
+        transport.keep_alive_interval(Some(Duration::from_millis(500)));
+        transport.max_idle_timeout(Some(
+            quinn::IdleTimeout::try_from(Duration::from_secs(3))
+                .expect("3 s is a valid idle timeout"),
+        ));
+        cfg.transport_config(Arc::new(transport));
         let conn = match endpoint.connect_with(cfg, addr, &sni) {
             Ok(c) => tokio::time::timeout(Duration::from_secs(3), c).await,
             Err(e) => bail!("cannot connect to {addr}: {e}"),

@@ -205,14 +205,33 @@ pub fn client_endpoint(bind: SocketAddr) -> Result<quinn::Endpoint, QuicError> {
 }
 
 /// A server endpoint on `listen` presenting `cert`.
+///
+/// Its stateless-reset key is derived from the relay's own key, so a relay
+/// restarted with the same identity can tell clients of its previous run at
+/// once that their connection is gone (a stateless reset they accept),
+/// instead of leaving them to wait for the idle timeout.
 pub fn server_endpoint(
     listen: SocketAddr,
     cert: &RelayCertificate,
 ) -> Result<quinn::Endpoint, QuicError> {
+    use sha2::Digest;
     let cfg = server_config(cert)?;
-    quinn::Endpoint::server(cfg, listen).map_err(|source| QuicError::Bind {
+    let mut h = sha2::Sha256::new();
+    h.update(b"wzp stateless reset key v1");
+    h.update(cert.key_der().secret_pkcs8_der());
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &h.finalize());
+    let endpoint_cfg = quinn::EndpointConfig::new(Arc::new(key));
+    let socket = std::net::UdpSocket::bind(listen).map_err(|source| QuicError::Bind {
         addr: listen,
         source,
+    })?;
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| QuicError::Crypto("no async runtime: call inside tokio".into()))?;
+    quinn::Endpoint::new(endpoint_cfg, Some(cfg), socket, runtime).map_err(|source| {
+        QuicError::Bind {
+            addr: listen,
+            source,
+        }
     })
 }
 

@@ -36,6 +36,8 @@ struct Relay {
 }
 
 impl Relay {
+    // The child is killed and waited for in `Drop`.
+    #[allow(clippy::zombie_processes)]
     fn start(dir: &Path, listen: &str) -> Relay {
         let mut child = Command::new(relay_bin())
             .args([

@@ -3,5 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-cargo test --workspace --all-targets --locked
+# Benches are compiled by clippy in CI and run with `cargo bench`; tests
+# cover libraries, binaries, integration tests and examples.
+cargo test --workspace --lib --bins --tests --examples --locked
 cargo test --workspace --doc --locked

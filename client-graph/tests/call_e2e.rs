@@ -16,6 +16,14 @@ use wzp_stages::audio::signal::{goertzel_dbfs, rms_dbfs, speech_like, xcorr_peak
 use wzp_stages::audio::wav_source::read_wav_mono;
 
 const WAIT: Duration = Duration::from_secs(15);
+
+/// These tests run real-time processes; one call at a time keeps a 2-core
+/// machine from starving them (which would test the machine, not wzp).
+static ONE_CALL_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_CALL_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
 const SECRET: &str = "a secret only the members hold";
 
 fn relay_bin() -> PathBuf {
@@ -206,6 +214,7 @@ fn segmental_correlation(received: &[f32], sent: &[f32]) -> f32 {
 
 #[test]
 fn two_clients_hear_each_other_through_the_relay() {
+    let _serial = serial();
     let dir = tmp("two");
     let relay = Relay::start(&dir, "127.0.0.1:0");
     let speech = speech_like(16_000);
@@ -256,6 +265,7 @@ fn two_clients_hear_each_other_through_the_relay() {
 
 #[test]
 fn five_clients_in_a_room_hear_everyone_else() {
+    let _serial = serial();
     let dir = tmp("five");
     let relay = Relay::start(&dir, "127.0.0.1:0");
     let freqs = [300.0, 500.0, 700.0, 900.0, 1100.0];
@@ -301,6 +311,7 @@ fn five_clients_in_a_room_hear_everyone_else() {
 
 #[test]
 fn a_wrong_room_secret_gets_no_audio() {
+    let _serial = serial();
     let dir = tmp("secret");
     let relay = Relay::start(&dir, "127.0.0.1:0");
     let a = client(
@@ -351,6 +362,7 @@ fn a_wrong_room_secret_gets_no_audio() {
 
 #[test]
 fn clients_rejoin_within_3_s_when_the_relay_restarts() {
+    let _serial = serial();
     let dir = tmp("restart");
     let relay = Relay::start(&dir, "127.0.0.1:0");
     let addr = relay.addr;
@@ -403,6 +415,7 @@ fn clients_rejoin_within_3_s_when_the_relay_restarts() {
 
 #[test]
 fn a_changed_relay_certificate_is_refused() {
+    let _serial = serial();
     let dir = tmp("pin");
     let relay = Relay::start(&dir, "127.0.0.1:0");
     let addr = relay.addr.to_string();

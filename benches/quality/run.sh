@@ -75,12 +75,13 @@ for i in "${!texts[@]}"; do
   raw="$WORK/speech/raw$i.wav"
   seg="$WORK/speech/seg$i.wav"
   espeak-ng -v "${voices[$i]}" -s 160 -w "$raw" "${texts[$i]}"
-  # 16 kHz mono 16-bit, -3 dBFS peak, silence either side.
-  sox -q "$raw" -r 16000 -c 1 -b 16 "$seg" gain -n -3 pad 0.3 0.4
+  # 16 kHz mono 16-bit, -3 dBFS peak, silence either side; no dither (-D),
+  # which sox otherwise draws at random: the input must be the same each run.
+  sox -q -D "$raw" -r 16000 -c 1 -b 16 "$seg" gain -n -3 pad 0.3 0.4
   echo "$seg ${voices[$i]}" >> "$WORK/speech/segments.txt"
   segs+=("$seg")
 done
-sox -q "${segs[@]}" "$WORK/speech/speech.wav"
+sox -q -D "${segs[@]}" "$WORK/speech/speech.wav"
 REF="$WORK/speech/speech.wav"
 log "speech: $(soxi -D "$REF") s at $(soxi -r "$REF") Hz"
 
@@ -128,12 +129,14 @@ runone() {
 export -f runone
 export BIN REF WORK
 log "running $(wc -l < "$matrix") chains, $JOBS at a time"
+chains_started=$(date +%s)
 xargs -P "$JOBS" -L 1 bash -c 'runone "$@"' _ < "$matrix"
+echo $(( $(date +%s) - chains_started )) > "$WORK/chains_seconds.txt"
 
 # --- scores, table, plot ---------------------------------------------------
 log "scoring"
 "$PY" benches/quality/score.py \
   --ref "$REF" --segments "$WORK/speech/segments.txt" --matrix "$matrix" --outdir "$WORK/out" \
   --md docs/QUALITY.md --svg docs/quality.svg --jobs "$JOBS" \
-  --command "bash benches/quality/run.sh" --elapsed-start "$started"
+  --command "bash benches/quality/run.sh" --chains-seconds "$(cat "$WORK/chains_seconds.txt")"
 log "done in $(( $(date +%s) - started )) s: docs/QUALITY.md, docs/quality.svg"

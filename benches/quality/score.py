@@ -173,7 +173,7 @@ def svg_plot(rows, path):
     ]
     for pi, (title, key, y0, y1, yticks) in enumerate(panels):
         left = left0 + pi * (pw + gap)
-        xr = pw - burst_dx - 20
+        xr = pw - burst_dx - 32
 
         def X(loss):
             return left + loss / 30.0 * xr
@@ -198,7 +198,7 @@ def svg_plot(rows, path):
         out.append(f'<text x="{bx:.1f}" y="{top + ph + 16}" text-anchor="middle">10 %</text>')
         out.append(f'<text x="{bx:.1f}" y="{top + ph + 30}" text-anchor="middle">bursts</text>')
         out.append(f'<text x="{left + xr / 2}" y="{top + ph + 36}" text-anchor="middle">random loss (%)</text>')
-        for mode, (label, color, dash) in MODES.items():
+        for mi, (mode, (label, color, dash)) in enumerate(MODES.items()):
             pts = sorted(
                 (int(r["tag"][1:]), r[key]) for r in rows if r["mode"] == mode and "b" not in r["tag"]
             )
@@ -211,8 +211,10 @@ def svg_plot(rows, path):
                 out.append(f'<circle cx="{X(l):.1f}" cy="{Y(v):.1f}" r="3.5" fill="{color}"/>')
             for r in rows:
                 if r["mode"] == mode and "b" in r["tag"]:
+                    # Spread the burst markers sideways so equal scores stay visible.
+                    mx = bx + (mi - (len(MODES) - 1) / 2) * 6
                     out.append(
-                        f'<rect x="{bx - 4:.1f}" y="{Y(r[key]) - 4:.1f}" width="8" height="8" '
+                        f'<rect x="{mx - 4:.1f}" y="{Y(r[key]) - 4:.1f}" width="8" height="8" '
                         f'fill="{color}" fill-opacity="{0.45 if dash else 1}" stroke="{color}"/>'
                     )
     # Legend under the panels, three entries a row.
@@ -239,7 +241,7 @@ def main():
     ap.add_argument("--svg", required=True)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--command", default="bash benches/quality/run.sh")
-    ap.add_argument("--elapsed-start", type=int, default=None)
+    ap.add_argument("--chains-seconds", type=int, default=None, help="wall time of the chain runs")
     ap.add_argument("--bin", default="./target/release/wzp-client")
     a = ap.parse_args()
 
@@ -327,8 +329,8 @@ def write_md(a, rows, voices, segments):
         f"(voices {', '.join('`' + v + '`' for v in voices)}), 16 kHz mono, {total_s:.1f} s in all, "
         "played back to back through one chain per condition. Each segment is realigned on its "
         "own (cross-correlation) and scored alone; the figures are the mean over segments. "
-        "Synthetic speech is cleaner than a recording, so absolute scores run high; "
-        "the comparison between modes is the point."
+        "Synthetic speech is not a recording, so absolute scores do not carry over to "
+        "real talkers; the comparison between modes is the point."
     )
     L.append(
         "- **Chain**: `graphs/loopback.toml` (Opus `good`: 24 kbps, 20 ms frames) and "
@@ -402,8 +404,8 @@ def write_md(a, rows, voices, segments):
     L.append(f"- Date: {now}.")
     versions = ", ".join(f"{p} {metadata.version(p)}" for p in ("pesq", "pystoi", "numpy", "scipy"))
     L.append(f"- Scoring: Python {platform.python_version()}, {versions}.")
-    if a.elapsed_start:
-        L.append(f"- Wall time of the whole bench: {int(datetime.datetime.now().timestamp()) - a.elapsed_start} s.")
+    if a.chains_seconds is not None:
+        L.append(f"- Wall time of the {len(rows)} chain runs: {a.chains_seconds} s (scoring adds about half a minute).")
     L.append(
         "- Opus runs use the fast clock; Codec2 runs the real-time clock, because its encoder, "
         "decoder and the RaptorQ stages hand work to threads whose answers land in varying "
@@ -423,14 +425,18 @@ def reading(by, tags):
 
     p0 = g("plc", "l0")
     if p0 is not None:
-        out.append(f"- Without loss Opus scores {p0:.2f} PESQ; Codec2 1200 scores {g('c2fec', 'l0') or float('nan'):.2f}, its ceiling (narrowband, 1.2 kbps).")
+        c2 = g("c2fec", "l0")
+        out.append(
+            f"- Without loss Opus scores {p0:.2f} PESQ"
+            + (f"; Codec2 1200 scores {c2:.2f}, its ceiling (narrowband, 1.2 kbps)." if c2 is not None else ".")
+        )
     for tag in ("l10", "l20", "l30", "l10b100"):
         vals = {m: g(m, tag) for m in MODES if g(m, tag) is not None}
         if not vals:
             continue
         ranked = sorted(vals.items(), key=lambda kv: -kv[1])
-        s = ", ".join(f"{MODES[m][0]} {v:.2f}" for m, v in ranked)
-        out.append(f"- At {fmt_cond(tag)}: {s}.")
+        s = "; ".join(f"{MODES[m][0]}: {v:.2f}" for m, v in ranked)
+        out.append(f"- At {fmt_cond(tag)}, best first: {s}.")
     return out
 
 

@@ -243,6 +243,10 @@ impl Processor for DecodeProc {
         let now = cx.now_ns;
         self.link.collect(out, |m| {
             m.arrival_ns = now;
+            // A rebuilt frame arrives late by nature: if it was the stream's
+            // first, its STREAM_START would make the jitter buffer reset the
+            // stream that is already playing.
+            m.flags &= !frame_flags::STREAM_START;
             recovered.inc();
         });
         let Some(input) = input else {

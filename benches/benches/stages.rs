@@ -20,7 +20,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use criterion::{criterion_group, criterion_main, Criterion};
 use raptorq::{
     EncodingPacket, ObjectTransmissionInformation, PayloadId, SourceBlockDecoder,
     SourceBlockEncoder, SourceBlockEncodingPlan,
@@ -29,7 +29,7 @@ use rubato::{
     calculate_cutoff, Resampler, SincFixedIn, SincInterpolationParameters, SincInterpolationType,
     WindowFunction,
 };
-use wzp_benches::{time_each, wait_until, Harness};
+use wzp_benches::{rt_iter, time_each, worker_paced, Harness, WorkerThread};
 use wzp_engine::prelude::*;
 use wzp_stages::audio::signal::speech_like;
 use wzp_stages::fec::block::{encode_block, write_symbol, BlockState, HEADER};
@@ -50,12 +50,12 @@ fn audio_plumbing(c: &mut Criterion) {
     {
         let mut g = c.benchmark_group("stage/audio.tone_source");
         let mut h = Harness::new(&reg, "audio.tone_source", &[], 48_000);
-        g.bench_function("stage", |b| b.iter(|| h.step()));
+        g.bench_function("stage", |b| rt_iter(b, || h.step()));
         // The stage's loop: f64 phase accumulator, one sin per sample.
         let (mut phase, step, amp) = (0.0f64, 440.0 / 48_000.0, 0.251f64);
         let mut y = vec![0.0f32; Q48];
         g.bench_function("raw/sin_loop", |b| {
-            b.iter(|| {
+            rt_iter(b, || {
                 for s in y.iter_mut() {
                     *s = (amp * (std::f64::consts::TAU * phase).sin()) as f32;
                     phase += step;
@@ -80,12 +80,12 @@ fn audio_plumbing(c: &mut Criterion) {
             ],
             48_000,
         );
-        g.bench_function("stage", |b| b.iter(|| h.step()));
+        g.bench_function("stage", |b| rt_iter(b, || h.step()));
         let data = speech_like(48_000);
         let mut y = vec![0.0f32; Q48];
         let mut pos = 0usize;
         g.bench_function("raw/copy_quantum", |b| {
-            b.iter(|| {
+            rt_iter(b, || {
                 // The built-in signal is a whole number of quanta long.
                 if pos + Q48 > data.len() {
                     pos = 0;
@@ -107,11 +107,11 @@ fn audio_plumbing(c: &mut Criterion) {
             48_000,
         );
         h.pcm_in(0).copy_from_slice(&x);
-        g.bench_function("stage", |b| b.iter(|| h.step()));
+        g.bench_function("stage", |b| rt_iter(b, || h.step()));
         let gain = 0.501f32;
         let mut y = vec![0.0f32; Q48];
         g.bench_function("raw/mul_loop", |b| {
-            b.iter(|| {
+            rt_iter(b, || {
                 for (y, x) in y.iter_mut().zip(black_box(&x)) {
                     *y = x * gain;
                 }
@@ -127,10 +127,10 @@ fn audio_plumbing(c: &mut Criterion) {
         h.pcm_in(0).copy_from_slice(&x);
         let x2: Vec<f32> = x.iter().rev().copied().collect();
         h.pcm_in(1).copy_from_slice(&x2);
-        g.bench_function("stage", |b| b.iter(|| h.step()));
+        g.bench_function("stage", |b| rt_iter(b, || h.step()));
         let mut y = vec![0.0f32; Q48];
         g.bench_function("raw/add_clamp_loop", |b| {
-            b.iter(|| {
+            rt_iter(b, || {
                 for ((y, a), b) in y.iter_mut().zip(black_box(&x)).zip(black_box(&x2)) {
                     let s = a + b;
                     *y = if s.is_nan() { 0.0 } else { s.clamp(-1.0, 1.0) };
@@ -150,10 +150,10 @@ fn audio_plumbing(c: &mut Criterion) {
             48_000,
         );
         h.pcm_in(0).copy_from_slice(&x);
-        g.bench_function("stage", |b| b.iter(|| h.step()));
+        g.bench_function("stage", |b| rt_iter(b, || h.step()));
         let (mut y0, mut y1) = (vec![0.0f32; Q48], vec![0.0f32; Q48]);
         g.bench_function("raw/copy_twice", |b| {
-            b.iter(|| {
+            rt_iter(b, || {
                 y0.copy_from_slice(black_box(&x));
                 y1.copy_from_slice(black_box(&x));
                 black_box((&mut y0, &mut y1));
@@ -166,9 +166,9 @@ fn audio_plumbing(c: &mut Criterion) {
         let mut g = c.benchmark_group("stage/audio.null_sink");
         let mut h = Harness::new(&reg, "audio.null_sink", &[], 48_000);
         h.pcm_in(0).copy_from_slice(&x);
-        g.bench_function("stage", |b| b.iter(|| h.step()));
+        g.bench_function("stage", |b| rt_iter(b, || h.step()));
         g.bench_function("raw/energy_sum", |b| {
-            b.iter(|| {
+            rt_iter(b, || {
                 let e: f64 = black_box(&x)
                     .iter()
                     .map(|&s| s as f64 * s as f64)
@@ -225,14 +225,14 @@ fn resample(c: &mut Criterion) {
             48_000,
         );
         h.pcm_in(0).copy_from_slice(x);
-        g.bench_function("stage", |b| b.iter(|| h.step()));
+        g.bench_function("stage", |b| rt_iter(b, || h.step()));
         assert_eq!(h.counter("fifo_underruns"), 0, "{from}->{to}: FIFO ran dry");
         assert_eq!(h.counter("errors"), 0);
 
         let mut r = raw_sinc(from, to, q_in);
         let mut out = vec![0.0f32; r.output_frames_max()];
         g.bench_function("raw/rubato_sinc_fixed_in", |b| {
-            b.iter(|| {
+            rt_iter(b, || {
                 let (_, n) = r
                     .process_into_buffer(&[black_box(x)], &mut [&mut out[..]], None)
                     .expect("one chunk in");
@@ -292,7 +292,11 @@ fn jitter_and_netem(c: &mut Criterion) {
                 })
             })
         });
-        assert!(h.counter("played") > 0, "the buffer played nothing");
+        // (Skipped when a filter left the bench out.)
+        assert!(
+            seq == 0 || h.counter("played") > 0,
+            "the buffer played nothing"
+        );
         eprintln!("jitter.adaptive: {}", h.counters_line());
         g.finish();
     }
@@ -326,7 +330,7 @@ fn jitter_and_netem(c: &mut Criterion) {
                 })
             })
         });
-        assert!(h.counter("lost") > 0 && h.counter("passed") > 0);
+        assert!(seq == 0 || (h.counter("lost") > 0 && h.counter("passed") > 0));
         eprintln!("net.netem_frames: {}", h.counters_line());
         g.finish();
     }
@@ -360,11 +364,6 @@ fn fec_config(t: usize) -> ObjectTransmissionInformation {
     ObjectTransmissionInformation::new((K * t) as u64, t as u16, 1, 1, 1)
 }
 
-/// How long the bench lets the FEC decode worker catch up after a block's
-/// repair frames went in (untimed): it needs tens of microseconds; the real
-/// graph gives it a whole quantum.
-const DECODE_WORKER_GRACE: Duration = Duration::from_micros(100);
-
 fn fec(c: &mut Criterion) {
     let reg = wzp_stages::registry();
     // The processors never wait for their worker here (`worker_wait = 0`): in
@@ -375,13 +374,11 @@ fn fec(c: &mut Criterion) {
     // ---- encode ----
     {
         let mut g = c.benchmark_group("stage/fec.raptorq_encode");
-        // Untimed waits for the worker make the wall time several times the
-        // measured time; a short window keeps the run bounded.
-        g.measurement_time(Duration::from_millis(500));
+        worker_paced(&mut g);
         let mut h = Harness::new(&reg, "fec.raptorq_encode", &[no_wait.clone()], 48_000);
+        let worker = WorkerThread::find("wzp-fec-enc").expect("the FEC encode worker runs");
         let payloads: Vec<Vec<u8>> = (0..K as u32 * 16).map(payload).collect();
         let mut seq = 0u32;
-        let mut blocks_expected = 0u64;
         g.bench_function("stage", |b| {
             b.iter_custom(|iters| {
                 time_each(iters, || {
@@ -391,17 +388,15 @@ fn fec(c: &mut Criterion) {
                         .push(frame_meta(seq), &payloads[seq as usize % payloads.len()])
                         .expect("room for one frame");
                     seq = seq.wrapping_add(1);
+                    let switches = worker.voluntary_switches();
                     let t = Instant::now();
                     h.step();
                     let spent = t.elapsed();
-                    if seq as usize % K == 0 {
-                        // Untimed: let the worker finish the block, as it
-                        // would within the quantum in real time.
-                        blocks_expected += 1;
-                        wait_until(Duration::from_secs(1), || {
-                            h.counter("blocks") >= blocks_expected
-                        });
-                    }
+                    // Untimed: the worker stores the frame (and encodes the
+                    // block when it completes), then parks, as it does
+                    // within the quantum in real time; so every timed step
+                    // wakes a parked worker, as in production.
+                    worker.wait_idle(switches, true);
                     spent
                 })
             })
@@ -414,7 +409,7 @@ fn fec(c: &mut Criterion) {
         let refs: Vec<(FrameMeta, &[u8])> = frames.iter().map(|(m, p)| (*m, &p[..])).collect();
         let plan = SourceBlockEncodingPlan::generate(K as u16);
         g.bench_function("worker/fec_block_encode", |b| {
-            b.iter(|| encode_block(black_box(&refs), R, Some(&plan)))
+            rt_iter(b, || encode_block(black_box(&refs), R, Some(&plan)))
         });
 
         let t = refs.iter().map(|(_, p)| HEADER + p.len()).max().unwrap();
@@ -424,7 +419,7 @@ fn fec(c: &mut Criterion) {
         }
         let cfg = fec_config(t);
         g.bench_function("raw/raptorq_encode", |b| {
-            b.iter(|| {
+            rt_iter(b, || {
                 let enc = SourceBlockEncoder::with_encoding_plan(0, &cfg, black_box(&data), &plan);
                 enc.repair_packets(0, R as u32)
             })
@@ -448,10 +443,9 @@ fn fec(c: &mut Criterion) {
         ("stage_no_loss", None),
     ] {
         let mut g = c.benchmark_group("stage/fec.raptorq_decode");
-        // Untimed waits for the worker make the wall time several times the
-        // measured time; a short window keeps the run bounded.
-        g.measurement_time(Duration::from_millis(500));
+        worker_paced(&mut g);
         let mut h = Harness::new(&reg, "fec.raptorq_decode", &[no_wait.clone()], 48_000);
+        let worker = WorkerThread::find("wzp-fec-dec").expect("the FEC decode worker runs");
         let mut q = 0u64;
         g.bench_function(name, |b| {
             b.iter_custom(|iters| {
@@ -479,33 +473,23 @@ fn fec(c: &mut Criterion) {
                         batch.push(meta, bytes).expect("room for a frame");
                     }
                     q += 1;
+                    let switches = worker.voluntary_switches();
                     let t = Instant::now();
                     h.step();
                     let spent = t.elapsed();
-                    if i == 0 {
-                        // Untimed: the worker stores the frames and, with a
-                        // loss, decodes the block now.
-                        let until = Instant::now() + DECODE_WORKER_GRACE;
-                        while Instant::now() < until {
-                            std::hint::spin_loop();
-                        }
-                    }
+                    // Untimed: the worker stores the frames and, after a
+                    // loss, decodes the block, then parks; in real time it
+                    // does so well within the quantum.
+                    worker.wait_idle(switches, true);
                     spent
                 })
             })
         });
-        // The decode worker has no counter to wait on; a fixed grace per
-        // block keeps it ahead unless the machine starves it for
-        // milliseconds. Drops are reported, and must stay rare.
-        assert!(
-            h.counter("worker_drops") * 100 <= q,
-            "the worker fell behind: {}",
-            h.counters_line()
-        );
+        assert_eq!(h.counter("worker_drops"), 0, "the worker fell behind");
         assert_eq!(h.counter("malformed"), 0);
         if lost_symbol.is_some() {
             assert!(
-                h.counter("recovered") + h.counter("worker_drops") >= (q / K as u64) * 9 / 10,
+                h.counter("recovered") + 1 >= q / K as u64,
                 "too few frames recovered: {}",
                 h.counters_line()
             );
@@ -530,7 +514,7 @@ fn fec(c: &mut Criterion) {
         ..meta
     };
     g.bench_function("worker/fec_block_decode", |b| {
-        b.iter(|| {
+        rt_iter(b, || {
             // What the worker does for a block that lost one frame: keep
             // the 4 sources, take the first repair, decode.
             let mut st = BlockState::new(0, K, 0, 50);
@@ -547,12 +531,12 @@ fn fec(c: &mut Criterion) {
         })
     });
 
-    let t = repairs[0].1.len();
-    let cfg = fec_config(t);
+    let t_len = repairs[0].1.len();
+    let cfg = fec_config(t_len);
     let mut packets = Vec::new();
     for (i, (m, p)) in frames.iter().enumerate() {
         if i != lost {
-            let mut sym = vec![0u8; t];
+            let mut sym = vec![0u8; t_len];
             write_symbol(m, p, &mut sym);
             packets.push(EncodingPacket::new(PayloadId::new(0, i as u32), sym));
         }
@@ -562,14 +546,16 @@ fn fec(c: &mut Criterion) {
         repairs[0].1.clone(),
     ));
     g.bench_function("raw/raptorq_decode", |b| {
-        b.iter_batched(
-            || packets.clone(),
-            |p| {
-                let mut dec = SourceBlockDecoder::new(0, &cfg, (K * t) as u64);
-                dec.decode(p).expect("decodes")
-            },
-            BatchSize::SmallInput,
-        )
+        b.iter_custom(|iters| {
+            time_each(iters, || {
+                // `decode` consumes its packets; the copy is untimed.
+                let p = packets.clone();
+                let t = Instant::now();
+                let mut dec = SourceBlockDecoder::new(0, &cfg, (K * t_len) as u64);
+                black_box(dec.decode(p).expect("decodes"));
+                t.elapsed()
+            })
+        })
     });
     g.finish();
 }

@@ -1,6 +1,6 @@
 //! Helpers shared by the wzp benches: drive a single processor by hand.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wzp_engine::port::Buffer;
 use wzp_engine::prelude::*;
@@ -152,21 +152,54 @@ impl Harness {
     }
 }
 
-/// Sums what `step` reports over `iters` calls: for `iter_custom` benches
-/// whose iterations need untimed work (feeding inputs, letting a worker
-/// thread catch up) around the timed part. Each call times itself with a
-/// pair of `Instant` reads; the `timer/instant_pair` bench measures what
-/// that pair adds.
+/// Sums what `step` reports over `iters` calls, at real-time priority: for
+/// `iter_custom` benches whose iterations need untimed work (feeding
+/// inputs, letting a worker thread catch up) around the timed part. Each
+/// call times itself with a pair of `Instant` reads; the
+/// `timer/instant_pair` bench measures what that pair adds.
 pub fn time_each(iters: u64, mut step: impl FnMut() -> Duration) -> Duration {
+    let rt = RealTime::enter();
+    let start = Instant::now();
     let mut total = Duration::ZERO;
     for _ in 0..iters {
         total += step();
     }
+    let wall = start.elapsed();
+    drop(rt);
+    rest_after(wall);
     total
 }
 
-/// Spins (yielding) until `done` holds; panics after `limit`, so a worker
-/// that stopped answering fails the bench instead of hanging it.
+/// Times `iters` calls of `f` as one batch, at real-time priority.
+pub fn time_batch<O>(iters: u64, mut f: impl FnMut() -> O) -> Duration {
+    let rt = RealTime::enter();
+    let start = Instant::now();
+    for _ in 0..iters {
+        std::hint::black_box(f());
+    }
+    let spent = start.elapsed();
+    drop(rt);
+    rest_after(spent);
+    spent
+}
+
+/// `Bencher::iter` at real-time priority (see [`RealTime`]).
+pub fn rt_iter<O>(b: &mut criterion::Bencher<'_>, mut f: impl FnMut() -> O) {
+    b.iter_custom(|iters| time_batch(iters, &mut f));
+}
+
+/// Linux lets real-time threads use 95 % of each second
+/// (`sched_rt_runtime_us`) and then stops them for the rest of it, which
+/// would land inside a timed batch. Sleeping a tenth of each batch keeps
+/// the bench thread under that budget.
+fn rest_after(batch: Duration) {
+    std::thread::sleep(batch / 10);
+}
+
+/// Sleeps in short steps until `done` holds; panics after `limit`, so a
+/// worker that stopped answering fails the bench instead of hanging it.
+/// Sleeping (not spinning) leaves the core to the worker even when the
+/// bench thread runs at real-time priority.
 pub fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) {
     let start = std::time::Instant::now();
     while !done() {
@@ -174,6 +207,117 @@ pub fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) {
             start.elapsed() < limit,
             "gave up waiting for the worker after {limit:?}"
         );
-        std::thread::yield_now();
+        std::thread::sleep(Duration::from_micros(20));
     }
+}
+
+/// Runs the calling thread at SCHED_FIFO (as the engine runs its clock
+/// thread, `wzp_engine::rt`) until dropped, then back at SCHED_OTHER.
+///
+/// Two reasons. On a shared machine, ordinary threads cannot preempt the
+/// timed code, so the numbers are the stage's own cost rather than the
+/// neighbours' load. And stages with a worker thread (FEC, Codec2) wake it
+/// every cycle: at equal priority the kernel may switch to the woken worker
+/// at once and bill its whole job to the processor's step, which never
+/// happens in production, where the clock thread is real-time and the
+/// workers are not. Build harnesses *before* entering: threads inherit the
+/// policy of the thread that spawns them.
+///
+/// Set `WZP_BENCH_NO_FIFO=1` to measure at normal priority. Without the
+/// privilege (not root, no RLIMIT_RTPRIO) it warns once and carries on.
+pub struct RealTime {
+    active: bool,
+}
+
+impl RealTime {
+    pub fn enter() -> RealTime {
+        if std::env::var_os("WZP_BENCH_NO_FIFO").is_some() {
+            return RealTime { active: false };
+        }
+        let active = wzp_engine::rt::promote_current_thread();
+        if !active {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                eprintln!(
+                    "SCHED_FIFO refused: measuring at normal priority (numbers include other load)"
+                )
+            });
+        }
+        RealTime { active }
+    }
+}
+
+impl Drop for RealTime {
+    fn drop(&mut self) {
+        if self.active {
+            let param = libc::sched_param { sched_priority: 0 };
+            // SAFETY: plain syscall on the calling thread (pid 0) with a
+            // valid param; SCHED_OTHER always accepts priority 0.
+            unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &param) };
+        }
+    }
+}
+
+/// A stage's worker thread, watched through `/proc` so a bench can wait,
+/// untimed, until the worker has drained its queue and parked again: the
+/// state it is in at the start of every quantum in real time. For workers
+/// that publish no counter of their progress.
+pub struct WorkerThread {
+    status: std::path::PathBuf,
+}
+
+impl WorkerThread {
+    /// The newest thread of this process whose name starts with `prefix`
+    /// (Linux truncates thread names to 15 bytes).
+    pub fn find(prefix: &str) -> Option<WorkerThread> {
+        let mut best: Option<u64> = None;
+        for entry in std::fs::read_dir("/proc/self/task").ok()? {
+            let entry = entry.ok()?;
+            let tid: u64 = entry.file_name().to_str()?.parse().ok()?;
+            let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+            if comm.starts_with(prefix) && best.is_none_or(|b| tid > b) {
+                best = Some(tid);
+            }
+        }
+        best.map(|tid| WorkerThread {
+            status: format!("/proc/self/task/{tid}/status").into(),
+        })
+    }
+
+    fn field(&self, name: &str) -> Option<String> {
+        let text = std::fs::read_to_string(&self.status).ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+    }
+
+    /// Times the thread has blocked of its own accord (parked, slept).
+    pub fn voluntary_switches(&self) -> u64 {
+        self.field("voluntary_ctxt_switches:")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Whether the thread is blocked (state S) right now.
+    pub fn sleeping(&self) -> bool {
+        self.field("State:").is_some_and(|v| v.starts_with('S'))
+    }
+
+    /// Waits until the thread is blocked and, if the step just timed woke
+    /// it (`woken`), has blocked again since it had `before` voluntary
+    /// switches: it woke, did its work, and parked.
+    pub fn wait_idle(&self, before: u64, woken: bool) {
+        wait_until(Duration::from_secs(2), || {
+            self.sleeping() && (!woken || self.voluntary_switches() > before)
+        });
+    }
+}
+
+/// Criterion settings for groups whose iterations wait (untimed) for a
+/// worker thread to park after every step: the wall time is many times the
+/// measured time, so the windows are short. Thousands of steps still go
+/// into each estimate.
+pub fn worker_paced(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
+    g.warm_up_time(Duration::from_millis(200));
+    g.measurement_time(Duration::from_millis(300));
 }

@@ -406,13 +406,14 @@ fn codec2_benches(c: &mut Criterion) {
         {
             let mut g = c.benchmark_group(format!("stage/codec.codec2_encode/{profile}"));
             worker_paced(&mut g);
-            let mut h = Harness::new(
-                &reg,
-                "codec.codec2_encode",
-                &[("profile", ParamValue::Str(profile.into()))],
-                48_000,
-            );
-            let worker = WorkerThread::find("wzp-c2enc").expect("the Codec2 encode worker runs");
+            let (mut h, worker) = WorkerThread::started_by("wzp-c2enc", || {
+                Harness::new(
+                    &reg,
+                    "codec.codec2_encode",
+                    &[("profile", ParamValue::Str(profile.into()))],
+                    48_000,
+                )
+            });
             let mut k = 0usize;
             g.bench_function("stage", |b| {
                 b.iter_custom(|iters| {
@@ -457,13 +458,14 @@ fn codec2_benches(c: &mut Criterion) {
         {
             let mut g = c.benchmark_group(format!("stage/codec.codec2_decode/{profile}"));
             worker_paced(&mut g);
-            let mut h = Harness::new(
-                &reg,
-                "codec.codec2_decode",
-                &[("profile", ParamValue::Str(profile.into()))],
-                48_000,
-            );
-            let worker = WorkerThread::find("wzp-c2dec").expect("the Codec2 decode worker runs");
+            let (mut h, worker) = WorkerThread::started_by("wzp-c2dec", || {
+                Harness::new(
+                    &reg,
+                    "codec.codec2_decode",
+                    &[("profile", ParamValue::Str(profile.into()))],
+                    48_000,
+                )
+            });
             let quanta_per_frame = (mode.frame_ms() / 20) as u64;
             let (mut q, mut sent) = (0u64, 0u64);
             g.bench_function("stage", |b| {

@@ -375,8 +375,9 @@ fn fec(c: &mut Criterion) {
     {
         let mut g = c.benchmark_group("stage/fec.raptorq_encode");
         worker_paced(&mut g);
-        let mut h = Harness::new(&reg, "fec.raptorq_encode", &[no_wait.clone()], 48_000);
-        let worker = WorkerThread::find("wzp-fec-enc").expect("the FEC encode worker runs");
+        let (mut h, worker) = WorkerThread::started_by("wzp-fec-enc", || {
+            Harness::new(&reg, "fec.raptorq_encode", &[no_wait.clone()], 48_000)
+        });
         let payloads: Vec<Vec<u8>> = (0..K as u32 * 16).map(payload).collect();
         let mut seq = 0u32;
         g.bench_function("stage", |b| {
@@ -444,8 +445,9 @@ fn fec(c: &mut Criterion) {
     ] {
         let mut g = c.benchmark_group("stage/fec.raptorq_decode");
         worker_paced(&mut g);
-        let mut h = Harness::new(&reg, "fec.raptorq_decode", &[no_wait.clone()], 48_000);
-        let worker = WorkerThread::find("wzp-fec-dec").expect("the FEC decode worker runs");
+        let (mut h, worker) = WorkerThread::started_by("wzp-fec-dec", || {
+            Harness::new(&reg, "fec.raptorq_decode", &[no_wait.clone()], 48_000)
+        });
         let mut q = 0u64;
         g.bench_function(name, |b| {
             b.iter_custom(|iters| {
@@ -472,6 +474,9 @@ fn fec(c: &mut Criterion) {
                         meta.fec.block = block as u16;
                         batch.push(meta, bytes).expect("room for a frame");
                     }
+                    // The quantum whose frame was lost sends the worker
+                    // nothing, so it stays parked.
+                    let woken = !batch.is_empty();
                     q += 1;
                     let switches = worker.voluntary_switches();
                     let t = Instant::now();
@@ -480,7 +485,7 @@ fn fec(c: &mut Criterion) {
                     // Untimed: the worker stores the frames and, after a
                     // loss, decodes the block, then parks; in real time it
                     // does so well within the quantum.
-                    worker.wait_idle(switches, true);
+                    worker.wait_idle(switches, woken);
                     spent
                 })
             })

@@ -267,21 +267,39 @@ pub struct WorkerThread {
 }
 
 impl WorkerThread {
-    /// The newest thread of this process whose name starts with `prefix`
-    /// (Linux truncates thread names to 15 bytes).
-    pub fn find(prefix: &str) -> Option<WorkerThread> {
-        let mut best: Option<u64> = None;
-        for entry in std::fs::read_dir("/proc/self/task").ok()? {
-            let entry = entry.ok()?;
-            let tid: u64 = entry.file_name().to_str()?.parse().ok()?;
-            let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
-            if comm.starts_with(prefix) && best.is_none_or(|b| tid > b) {
-                best = Some(tid);
+    /// Runs `build` (which starts a worker) and returns its result with the
+    /// thread it started: a thread named `prefix...` (Linux truncates
+    /// names to 15 bytes) that did not exist before. A new thread names
+    /// itself once it runs, so this looks for up to a second; threads of
+    /// earlier harnesses that are still exiting are ignored.
+    pub fn started_by<T>(prefix: &str, build: impl FnOnce() -> T) -> (T, WorkerThread) {
+        let before = Self::tids(prefix);
+        let built = build();
+        let start = Instant::now();
+        loop {
+            if let Some(tid) = Self::tids(prefix).into_iter().find(|t| !before.contains(t)) {
+                let status = format!("/proc/self/task/{tid}/status").into();
+                return (built, WorkerThread { status });
             }
+            assert!(
+                start.elapsed() < Duration::from_secs(1),
+                "no new thread named {prefix}... appeared"
+            );
+            std::thread::sleep(Duration::from_millis(1));
         }
-        best.map(|tid| WorkerThread {
-            status: format!("/proc/self/task/{tid}/status").into(),
+    }
+
+    fn tids(prefix: &str) -> Vec<u64> {
+        let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+            return Vec::new();
+        };
+        dir.filter_map(|e| {
+            let e = e.ok()?;
+            let tid = e.file_name().to_str()?.parse().ok()?;
+            let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+            comm.starts_with(prefix).then_some(tid)
         })
+        .collect()
     }
 
     fn field(&self, name: &str) -> Option<String> {
@@ -314,10 +332,10 @@ impl WorkerThread {
 }
 
 /// Criterion settings for groups whose iterations wait (untimed) for a
-/// worker thread to park after every step: the wall time is many times the
-/// measured time, so the windows are short. Thousands of steps still go
-/// into each estimate.
+/// worker thread to park after every step. Criterion plans the iteration
+/// count from the wall time of its warm-up, waits included, so the window
+/// is in wall time: 3 s gives some ten thousand timed steps.
 pub fn worker_paced(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
-    g.warm_up_time(Duration::from_millis(200));
-    g.measurement_time(Duration::from_millis(300));
+    g.warm_up_time(Duration::from_millis(300));
+    g.measurement_time(Duration::from_secs(3));
 }

@@ -376,7 +376,12 @@ fn fec(c: &mut Criterion) {
         let mut g = c.benchmark_group("stage/fec.raptorq_encode");
         worker_paced(&mut g);
         let (mut h, worker) = WorkerThread::started_by("wzp-fec-enc", || {
-            Harness::new(&reg, "fec.raptorq_encode", &[no_wait.clone()], 48_000)
+            Harness::new(
+                &reg,
+                "fec.raptorq_encode",
+                std::slice::from_ref(&no_wait),
+                48_000,
+            )
         });
         let payloads: Vec<Vec<u8>> = (0..K as u32 * 16).map(payload).collect();
         let mut seq = 0u32;
@@ -446,7 +451,12 @@ fn fec(c: &mut Criterion) {
         let mut g = c.benchmark_group("stage/fec.raptorq_decode");
         worker_paced(&mut g);
         let (mut h, worker) = WorkerThread::started_by("wzp-fec-dec", || {
-            Harness::new(&reg, "fec.raptorq_decode", &[no_wait.clone()], 48_000)
+            Harness::new(
+                &reg,
+                "fec.raptorq_decode",
+                std::slice::from_ref(&no_wait),
+                48_000,
+            )
         });
         let mut q = 0u64;
         g.bench_function(name, |b| {

@@ -1,0 +1,600 @@
+//! Per-stage cost of one 20 ms quantum, each stage beside the raw work it
+//! wraps, in one criterion group per kind (`stage/<kind>`): the ratio of the
+//! two entries is the stage's overhead, read off one run.
+//!
+//! - `stage`: one `Harness::step` (output reset, `Io` checks, `process`),
+//!   the per-stage work the engine does every cycle minus its scheduling
+//!   (which `benches/engine.rs` measures).
+//! - `raw/...`: the library call (rubato, raptorq) or, for the plain PCM
+//!   stages, the loop they run, on buffers allocated up front.
+//!
+//! The FEC stages do their RaptorQ work on a worker thread, so a quantum on
+//! the real-time thread costs only the processor's copying; the RaptorQ cost
+//! per block is paid on the worker. Those groups therefore hold three rows:
+//! `stage` (processor, per quantum), `worker/...` (what the worker runs per
+//! block, `wzp_stages::fec::block`) and `raw/...` (the bare raptorq calls
+//! per block). `docs/PERFORMANCE.md` explains how to compare them.
+//!
+//! Run: `cargo bench -p wzp-benches --bench stages -- --warm-up-time 0.5 --measurement-time 2`
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use raptorq::{
+    EncodingPacket, ObjectTransmissionInformation, PayloadId, SourceBlockDecoder,
+    SourceBlockEncoder, SourceBlockEncodingPlan,
+};
+use rubato::{
+    calculate_cutoff, Resampler, SincFixedIn, SincInterpolationParameters, SincInterpolationType,
+    WindowFunction,
+};
+use wzp_benches::{rt_iter, time_each, worker_paced, Harness, WorkerThread};
+use wzp_engine::prelude::*;
+use wzp_stages::audio::signal::speech_like;
+use wzp_stages::fec::block::{encode_block, write_symbol, BlockState, HEADER};
+
+/// Samples per quantum at 48 kHz.
+const Q48: usize = 960;
+
+fn speech_quantum() -> Vec<f32> {
+    // A voiced stretch of the built-in speech, so gain/mix/resample see
+    // ordinary values (no denormals, no silence shortcuts).
+    speech_like(48_000)[24_000..24_000 + Q48].to_vec()
+}
+
+fn audio_plumbing(c: &mut Criterion) {
+    let reg = wzp_stages::registry();
+    let x = speech_quantum();
+
+    {
+        let mut g = c.benchmark_group("stage/audio.tone_source");
+        let mut h = Harness::new(&reg, "audio.tone_source", &[], 48_000);
+        g.bench_function("stage", |b| rt_iter(b, || h.step()));
+        // The stage's loop: f64 phase accumulator, one sin per sample.
+        let (mut phase, step, amp) = (0.0f64, 440.0 / 48_000.0, 0.251f64);
+        let mut y = vec![0.0f32; Q48];
+        g.bench_function("raw/sin_loop", |b| {
+            rt_iter(b, || {
+                for s in y.iter_mut() {
+                    *s = (amp * (std::f64::consts::TAU * phase).sin()) as f32;
+                    phase += step;
+                    if phase >= 1.0 {
+                        phase -= 1.0;
+                    }
+                }
+                black_box(&mut y);
+            })
+        });
+        g.finish();
+    }
+
+    {
+        let mut g = c.benchmark_group("stage/audio.wav_source");
+        let mut h = Harness::new(
+            &reg,
+            "audio.wav_source",
+            &[
+                ("path", ParamValue::Str("builtin:speech".into())),
+                ("loop", ParamValue::Bool(true)),
+            ],
+            48_000,
+        );
+        g.bench_function("stage", |b| rt_iter(b, || h.step()));
+        let data = speech_like(48_000);
+        let mut y = vec![0.0f32; Q48];
+        let mut pos = 0usize;
+        g.bench_function("raw/copy_quantum", |b| {
+            rt_iter(b, || {
+                // The built-in signal is a whole number of quanta long.
+                if pos + Q48 > data.len() {
+                    pos = 0;
+                }
+                y.copy_from_slice(&data[pos..pos + Q48]);
+                pos += Q48;
+                black_box(&mut y);
+            })
+        });
+        g.finish();
+    }
+
+    {
+        let mut g = c.benchmark_group("stage/audio.gain");
+        let mut h = Harness::new(
+            &reg,
+            "audio.gain",
+            &[("gain_db", ParamValue::Float(-6.0))],
+            48_000,
+        );
+        h.pcm_in(0).copy_from_slice(&x);
+        g.bench_function("stage", |b| rt_iter(b, || h.step()));
+        let gain = 0.501f32;
+        let mut y = vec![0.0f32; Q48];
+        g.bench_function("raw/mul_loop", |b| {
+            rt_iter(b, || {
+                for (y, x) in y.iter_mut().zip(black_box(&x)) {
+                    *y = x * gain;
+                }
+                black_box(&mut y);
+            })
+        });
+        g.finish();
+    }
+
+    {
+        let mut g = c.benchmark_group("stage/audio.mix");
+        let mut h = Harness::new(&reg, "audio.mix", &[("inputs", ParamValue::Int(2))], 48_000);
+        h.pcm_in(0).copy_from_slice(&x);
+        let x2: Vec<f32> = x.iter().rev().copied().collect();
+        h.pcm_in(1).copy_from_slice(&x2);
+        g.bench_function("stage", |b| rt_iter(b, || h.step()));
+        let mut y = vec![0.0f32; Q48];
+        g.bench_function("raw/add_clamp_loop", |b| {
+            rt_iter(b, || {
+                for ((y, a), b) in y.iter_mut().zip(black_box(&x)).zip(black_box(&x2)) {
+                    let s = a + b;
+                    *y = if s.is_nan() { 0.0 } else { s.clamp(-1.0, 1.0) };
+                }
+                black_box(&mut y);
+            })
+        });
+        g.finish();
+    }
+
+    {
+        let mut g = c.benchmark_group("stage/audio.split");
+        let mut h = Harness::new(
+            &reg,
+            "audio.split",
+            &[("outputs", ParamValue::Int(2))],
+            48_000,
+        );
+        h.pcm_in(0).copy_from_slice(&x);
+        g.bench_function("stage", |b| rt_iter(b, || h.step()));
+        let (mut y0, mut y1) = (vec![0.0f32; Q48], vec![0.0f32; Q48]);
+        g.bench_function("raw/copy_twice", |b| {
+            rt_iter(b, || {
+                y0.copy_from_slice(black_box(&x));
+                y1.copy_from_slice(black_box(&x));
+                black_box((&mut y0, &mut y1));
+            })
+        });
+        g.finish();
+    }
+
+    {
+        let mut g = c.benchmark_group("stage/audio.null_sink");
+        let mut h = Harness::new(&reg, "audio.null_sink", &[], 48_000);
+        h.pcm_in(0).copy_from_slice(&x);
+        g.bench_function("stage", |b| rt_iter(b, || h.step()));
+        g.bench_function("raw/energy_sum", |b| {
+            rt_iter(b, || {
+                let e: f64 = black_box(&x)
+                    .iter()
+                    .map(|&s| s as f64 * s as f64)
+                    .filter(|e| e.is_finite())
+                    .sum();
+                black_box(e)
+            })
+        });
+        g.finish();
+    }
+}
+
+/// rubato 0.16 `SincFixedIn` configured as `audio.resample` configures it
+/// (stages/src/audio/signal.rs `sinc_resampler`): 128 taps, 256x
+/// oversampled table, cubic interpolation, Blackman-Harris window, the
+/// cutoff rubato recommends for that window (scaled by the ratio when
+/// going down, as rubato does), one quantum per call. The stage also
+/// wraps the table in a time-alignment shim; that wrapper is part of what
+/// the ratio measures.
+fn raw_sinc(from: u32, to: u32, chunk: usize) -> SincFixedIn<f32> {
+    let window = WindowFunction::BlackmanHarris2;
+    let params = SincInterpolationParameters {
+        sinc_len: 128,
+        f_cutoff: calculate_cutoff::<f32>(128, window),
+        interpolation: SincInterpolationType::Cubic,
+        oversampling_factor: 256,
+        window,
+    };
+    SincFixedIn::new(to as f64 / from as f64, 1.0, params, chunk, 1).expect("rubato accepts")
+}
+
+fn resample(c: &mut Criterion) {
+    let reg = wzp_stages::registry();
+    let speech48 = speech_like(48_000);
+    let speech16 = speech_like(16_000);
+    for (from, to, src) in [
+        (48_000u32, 16_000u32, &speech48),
+        (16_000, 48_000, &speech16),
+    ] {
+        let q_in = (from / 50) as usize;
+        let x = &src[src.len() / 2..src.len() / 2 + q_in];
+        let mut g = c.benchmark_group(format!(
+            "stage/audio.resample/{}k_to_{}k",
+            from / 1000,
+            to / 1000
+        ));
+        let mut h = Harness::new(
+            &reg,
+            "audio.resample",
+            &[
+                ("from", ParamValue::Int(from as i64)),
+                ("to", ParamValue::Int(to as i64)),
+            ],
+            48_000,
+        );
+        h.pcm_in(0).copy_from_slice(x);
+        g.bench_function("stage", |b| rt_iter(b, || h.step()));
+        assert_eq!(h.counter("fifo_underruns"), 0, "{from}->{to}: FIFO ran dry");
+        assert_eq!(h.counter("errors"), 0);
+
+        let mut r = raw_sinc(from, to, q_in);
+        let mut out = vec![0.0f32; r.output_frames_max()];
+        g.bench_function("raw/rubato_sinc_fixed_in", |b| {
+            rt_iter(b, || {
+                let (_, n) = r
+                    .process_into_buffer(&[black_box(x)], &mut [&mut out[..]], None)
+                    .expect("one chunk in");
+                black_box(n)
+            })
+        });
+        g.finish();
+    }
+}
+
+/// A 60-byte frame like a 24 kb/s Opus frame.
+fn frame_meta(seq: u32) -> FrameMeta {
+    FrameMeta {
+        seq,
+        timestamp: seq.wrapping_mul(960),
+        codec: 1,
+        duration_ms: 20,
+        flags: if seq == 0 {
+            frame_flags::STREAM_START
+        } else {
+            0
+        },
+        ..Default::default()
+    }
+}
+
+fn payload(seq: u32) -> Vec<u8> {
+    // 55..=65 bytes, so FEC blocks mix sizes as Opus VBR does.
+    let len = 55 + (seq.wrapping_mul(7) % 11) as usize;
+    (0..len).map(|i| (i as u32 ^ seq) as u8).collect()
+}
+
+fn jitter_and_netem(c: &mut Criterion) {
+    let reg = wzp_stages::registry();
+    let payloads: Vec<Vec<u8>> = (0..64).map(payload).collect();
+
+    {
+        let mut g = c.benchmark_group("stage/jitter.adaptive");
+        let mut h = Harness::new(&reg, "jitter.adaptive", &[], 48_000);
+        let mut seq = 0u32;
+        g.bench_function("stage", |b| {
+            b.iter_custom(|iters| {
+                time_each(iters, || {
+                    let now = h.cx.now_ns;
+                    let batch = h.frames_in(0);
+                    batch.clear();
+                    let mut meta = frame_meta(seq);
+                    // 5 ms of network delay plus up to 3 ms of jitter.
+                    meta.arrival_ns = now + 5_000_000 + (seq as u64 * 7919 % 3_000) * 1_000;
+                    batch
+                        .push(meta, &payloads[seq as usize % payloads.len()])
+                        .expect("room for one frame");
+                    seq = seq.wrapping_add(1);
+                    let t = Instant::now();
+                    h.step();
+                    t.elapsed()
+                })
+            })
+        });
+        // (Skipped when a filter left the bench out.)
+        assert!(
+            seq == 0 || h.counter("played") > 0,
+            "the buffer played nothing"
+        );
+        eprintln!("jitter.adaptive: {}", h.counters_line());
+        g.finish();
+    }
+
+    {
+        let mut g = c.benchmark_group("stage/net.netem_frames");
+        let mut h = Harness::new(
+            &reg,
+            "net.netem_frames",
+            &[
+                ("seed", ParamValue::Int(7)),
+                ("loss", ParamValue::Float(5.0)),
+                ("delay", ParamValue::Duration(Duration::from_millis(40))),
+                ("jitter", ParamValue::Duration(Duration::from_millis(15))),
+            ],
+            48_000,
+        );
+        let mut seq = 0u32;
+        g.bench_function("stage", |b| {
+            b.iter_custom(|iters| {
+                time_each(iters, || {
+                    let batch = h.frames_in(0);
+                    batch.clear();
+                    batch
+                        .push(frame_meta(seq), &payloads[seq as usize % payloads.len()])
+                        .expect("room for one frame");
+                    seq = seq.wrapping_add(1);
+                    let t = Instant::now();
+                    h.step();
+                    t.elapsed()
+                })
+            })
+        });
+        assert!(seq == 0 || (h.counter("lost") > 0 && h.counter("passed") > 0));
+        eprintln!("net.netem_frames: {}", h.counters_line());
+        g.finish();
+    }
+}
+
+/// Frames per FEC block and repair symbols, as `fec.raptorq_encode`'s
+/// defaults: 5 frames, 50 % -> 3 repair symbols.
+const K: usize = 5;
+const R: usize = 3;
+
+/// One block's source frames (seq `base..base+K`) with their FEC tags.
+fn block_frames(block: u16, base: u32) -> Vec<(FrameMeta, Vec<u8>)> {
+    (0..K)
+        .map(|i| {
+            let seq = base + i as u32;
+            let mut meta = frame_meta(seq);
+            meta.fec = FecTag {
+                block,
+                symbol: i as u16,
+                source_symbols: K as u8,
+                ratio_percent: 50,
+            };
+            (meta, payload(seq))
+        })
+        .collect()
+}
+
+fn fec_config(t: usize) -> ObjectTransmissionInformation {
+    // The layout fec::block uses: one source block, one sub-block, symbol
+    // alignment 1 (symbols are the size of a frame, not of a page).
+    ObjectTransmissionInformation::new((K * t) as u64, t as u16, 1, 1, 1)
+}
+
+fn fec(c: &mut Criterion) {
+    let reg = wzp_stages::registry();
+    // The processors never wait for their worker here (`worker_wait = 0`): in
+    // real time the worker answers within the quantum, so the wait is never
+    // taken; in a bench stepping back to back it would time the hand-off.
+    let no_wait = ("worker_wait", ParamValue::Duration(Duration::ZERO));
+
+    // ---- encode ----
+    {
+        let mut g = c.benchmark_group("stage/fec.raptorq_encode");
+        worker_paced(&mut g);
+        let (mut h, worker) = WorkerThread::started_by("wzp-fec-enc", || {
+            Harness::new(
+                &reg,
+                "fec.raptorq_encode",
+                std::slice::from_ref(&no_wait),
+                48_000,
+            )
+        });
+        let payloads: Vec<Vec<u8>> = (0..K as u32 * 16).map(payload).collect();
+        let mut seq = 0u32;
+        g.bench_function("stage", |b| {
+            b.iter_custom(|iters| {
+                time_each(iters, || {
+                    let batch = h.frames_in(0);
+                    batch.clear();
+                    batch
+                        .push(frame_meta(seq), &payloads[seq as usize % payloads.len()])
+                        .expect("room for one frame");
+                    seq = seq.wrapping_add(1);
+                    let switches = worker.voluntary_switches();
+                    let t = Instant::now();
+                    h.step();
+                    let spent = t.elapsed();
+                    // Untimed: the worker stores the frame (and encodes the
+                    // block when it completes), then parks, as it does
+                    // within the quantum in real time; so every timed step
+                    // wakes a parked worker, as in production.
+                    worker.wait_idle(switches, true);
+                    spent
+                })
+            })
+        });
+        assert_eq!(h.counter("worker_drops"), 0, "the worker fell behind");
+        assert!(h.counter("repair_sent") >= h.counter("blocks").saturating_sub(1) * R as u64);
+        eprintln!("fec.raptorq_encode: {}", h.counters_line());
+
+        let frames = block_frames(0, 0);
+        let refs: Vec<(FrameMeta, &[u8])> = frames.iter().map(|(m, p)| (*m, &p[..])).collect();
+        let plan = SourceBlockEncodingPlan::generate(K as u16);
+        g.bench_function("worker/fec_block_encode", |b| {
+            rt_iter(b, || encode_block(black_box(&refs), R, Some(&plan)))
+        });
+
+        let t = refs.iter().map(|(_, p)| HEADER + p.len()).max().unwrap();
+        let mut data = vec![0u8; K * t];
+        for (i, (m, p)) in refs.iter().enumerate() {
+            write_symbol(m, p, &mut data[i * t..(i + 1) * t]);
+        }
+        let cfg = fec_config(t);
+        g.bench_function("raw/raptorq_encode", |b| {
+            rt_iter(b, || {
+                let enc = SourceBlockEncoder::with_encoding_plan(0, &cfg, black_box(&data), &plan);
+                enc.repair_packets(0, R as u32)
+            })
+        });
+        g.finish();
+    }
+
+    // ---- decode ----
+    // Sixteen distinct blocks of content; the stream keeps counting block
+    // ids (the decoder's window cares about ids, not about content).
+    let contents: Vec<(Vec<(FrameMeta, Vec<u8>)>, Vec<(u16, Vec<u8>)>)> = (0..16u32)
+        .map(|i| {
+            let frames = block_frames(0, i * K as u32);
+            let refs: Vec<(FrameMeta, &[u8])> = frames.iter().map(|(m, p)| (*m, &p[..])).collect();
+            let repairs = encode_block(&refs, R, None);
+            (frames, repairs)
+        })
+        .collect();
+    for (name, lost_symbol) in [
+        ("stage_one_lost_per_block", Some(2usize)),
+        ("stage_no_loss", None),
+    ] {
+        let mut g = c.benchmark_group("stage/fec.raptorq_decode");
+        worker_paced(&mut g);
+        let (mut h, worker) = WorkerThread::started_by("wzp-fec-dec", || {
+            Harness::new(
+                &reg,
+                "fec.raptorq_decode",
+                std::slice::from_ref(&no_wait),
+                48_000,
+            )
+        });
+        let mut q = 0u64;
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                time_each(iters, || {
+                    let block = q / K as u64;
+                    let i = (q % K as u64) as usize;
+                    let batch = h.frames_in(0);
+                    batch.clear();
+                    if i == 0 && block > 0 {
+                        // The previous block's repair frames trail it by
+                        // one quantum, as fec.raptorq_encode sends them.
+                        let (frames, repairs) = &contents[(block as usize - 1) % contents.len()];
+                        for (esi, data) in repairs {
+                            let mut meta = frames[K - 1].0;
+                            meta.flags = frame_flags::REPAIR;
+                            meta.fec.block = (block - 1) as u16;
+                            meta.fec.symbol = *esi;
+                            batch.push(meta, data).expect("room for repairs");
+                        }
+                    }
+                    if lost_symbol != Some(i) {
+                        let (frames, _) = &contents[block as usize % contents.len()];
+                        let (mut meta, bytes) = (frames[i].0, &frames[i].1);
+                        meta.fec.block = block as u16;
+                        batch.push(meta, bytes).expect("room for a frame");
+                    }
+                    // The quantum whose frame was lost sends the worker
+                    // nothing, so it stays parked.
+                    let woken = !batch.is_empty();
+                    q += 1;
+                    let switches = worker.voluntary_switches();
+                    let t = Instant::now();
+                    h.step();
+                    let spent = t.elapsed();
+                    // Untimed: the worker stores the frames and, after a
+                    // loss, decodes the block, then parks; in real time it
+                    // does so well within the quantum.
+                    worker.wait_idle(switches, woken);
+                    spent
+                })
+            })
+        });
+        assert_eq!(h.counter("worker_drops"), 0, "the worker fell behind");
+        assert_eq!(h.counter("malformed"), 0);
+        if lost_symbol.is_some() {
+            assert!(
+                h.counter("recovered") + 1 >= q / K as u64,
+                "too few frames recovered: {}",
+                h.counters_line()
+            );
+        }
+        eprintln!("fec.raptorq_decode {name}: {}", h.counters_line());
+        g.finish();
+    }
+
+    let mut g = c.benchmark_group("stage/fec.raptorq_decode");
+    let (frames, repairs) = &contents[0];
+    let lost = 2usize;
+    let tagged = |meta: FrameMeta, esi: u16, repair: bool| FrameMeta {
+        flags: if repair {
+            frame_flags::REPAIR
+        } else {
+            meta.flags
+        },
+        fec: FecTag {
+            symbol: esi,
+            ..meta.fec
+        },
+        ..meta
+    };
+    g.bench_function("worker/fec_block_decode", |b| {
+        rt_iter(b, || {
+            // What the worker does for a block that lost one frame: keep
+            // the 4 sources, take the first repair, decode.
+            let mut st = BlockState::new(0, K, 0, 50);
+            for (i, (m, p)) in frames.iter().enumerate() {
+                if i != lost {
+                    st.add(m, p).expect("valid source");
+                }
+            }
+            let (esi, data) = &repairs[0];
+            st.add(&tagged(frames[K - 1].0, *esi, true), data)
+                .expect("valid repair");
+            assert!(st.ready());
+            st.decode().expect("one repair recovers one loss")
+        })
+    });
+
+    let t_len = repairs[0].1.len();
+    let cfg = fec_config(t_len);
+    let mut packets = Vec::new();
+    for (i, (m, p)) in frames.iter().enumerate() {
+        if i != lost {
+            let mut sym = vec![0u8; t_len];
+            write_symbol(m, p, &mut sym);
+            packets.push(EncodingPacket::new(PayloadId::new(0, i as u32), sym));
+        }
+    }
+    packets.push(EncodingPacket::new(
+        PayloadId::new(0, repairs[0].0 as u32),
+        repairs[0].1.clone(),
+    ));
+    g.bench_function("raw/raptorq_decode", |b| {
+        b.iter_custom(|iters| {
+            time_each(iters, || {
+                // `decode` consumes its packets; the copy is untimed.
+                let p = packets.clone();
+                let t = Instant::now();
+                let mut dec = SourceBlockDecoder::new(0, &cfg, (K * t_len) as u64);
+                black_box(dec.decode(p).expect("decodes"));
+                t.elapsed()
+            })
+        })
+    });
+    g.finish();
+}
+
+fn timer(c: &mut Criterion) {
+    // The cost of the clock reads `time_each` wraps around every step; the
+    // per-step benches above include it once.
+    let mut g = c.benchmark_group("timer");
+    g.bench_function("instant_pair", |b| {
+        b.iter_custom(|iters| {
+            time_each(iters, || {
+                let t = Instant::now();
+                t.elapsed()
+            })
+        })
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    targets = timer, audio_plumbing, resample, jitter_and_netem, fec
+}
+criterion_main!(benches);

@@ -480,3 +480,32 @@ fn a_changed_relay_certificate_is_refused() {
         .contains(&other.fingerprint));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn ctrl_c_ends_the_call_and_finishes_the_recording() {
+    let _serial = serial();
+    let dir = tmp("sigint");
+    let relay = Relay::start(&dir, "127.0.0.1:0");
+    let a = client(&dir, &relay, "alice", "tone:440", SECRET, &[]);
+    let b = client(&dir, &relay, "bob", "tone:660", SECRET, &[]);
+    std::thread::sleep(Duration::from_millis(3000));
+    for c in [&a, &b] {
+        let status = Command::new("kill")
+            .args(["-INT", &c.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let out = finish(a, "alice");
+    finish(b, "bob");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+    // The WAV header is complete (hound reads it) and holds the call.
+    let rec = recording(&dir, "alice");
+    assert!(rec.len() > 16_000, "only {} samples recorded", rec.len());
+    let tail = &rec[rec.len() / 2..];
+    assert!(
+        goertzel_dbfs(tail, 16_000, 660.0) > -22.0,
+        "alice heard bob before the interrupt"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -254,8 +254,20 @@ fn assert_all_delivered_exactly(frames: &[(FrameMeta, Vec<u8>)], got: &[(FrameMe
         // buffer mid-stream); every other field comes back exactly.
         let start = frame_flags::STREAM_START;
         assert_eq!(
-            (g.timestamp, g.stream, g.codec, g.flags & !start, g.duration_ms),
-            (m.timestamp, m.stream, m.codec, m.flags & !start, m.duration_ms),
+            (
+                g.timestamp,
+                g.stream,
+                g.codec,
+                g.flags & !start,
+                g.duration_ms
+            ),
+            (
+                m.timestamp,
+                m.stream,
+                m.codec,
+                m.flags & !start,
+                m.duration_ms
+            ),
             "seq {} metadata",
             m.seq
         );

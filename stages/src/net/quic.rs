@@ -113,7 +113,10 @@ pub fn client_config(pinned: TlsFingerprint) -> Result<quinn::ClientConfig, Quic
     let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PinnedServerVerifier { pinned, provider }))
+        .with_custom_certificate_verifier(Arc::new(PinnedServerVerifier {
+            pin: Pin::Fingerprint(pinned),
+            provider,
+        }))
         .with_no_client_auth();
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let crypto = QuicClientConfig::try_from(tls).map_err(|e| QuicError::Crypto(e.to_string()))?;
@@ -133,70 +136,16 @@ pub fn client_config_first_use(
     let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(FirstUseVerifier { seen, provider }))
+        .with_custom_certificate_verifier(Arc::new(PinnedServerVerifier {
+            pin: Pin::FirstUse(seen),
+            provider,
+        }))
         .with_no_client_auth();
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let crypto = QuicClientConfig::try_from(tls).map_err(|e| QuicError::Crypto(e.to_string()))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
     cfg.transport_config(Arc::new(transport_config()));
     Ok(cfg)
-}
-
-/// Records the certificate it is shown (see [`client_config_first_use`]).
-#[derive(Debug)]
-struct FirstUseVerifier {
-    seen: Arc<std::sync::Mutex<Option<TlsFingerprint>>>,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for FirstUseVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if let Ok(mut s) = self.seen.lock() {
-            *s = Some(TlsFingerprint::of_der(end_entity));
-        }
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
 }
 
 /// A client-only endpoint bound to `bind` (use `0.0.0.0:0` or `127.0.0.1:0`).
@@ -241,16 +190,26 @@ pub fn server_endpoint(
 /// route (room hashes, `_signal`, `ping`), and relays are known by
 /// fingerprint, not by name. The handshake signature is verified with the
 /// certificate's key as usual, so only the holder of the pinned key passes.
+///
+/// On first use ([`client_config_first_use`]) any certificate passes and its
+/// fingerprint is recorded for the caller to pin from then on; the
+/// handshake signature is verified in both cases.
 #[derive(Debug)]
 pub struct PinnedServerVerifier {
-    pinned: TlsFingerprint,
+    pin: Pin,
     provider: Arc<CryptoProvider>,
+}
+
+#[derive(Debug)]
+enum Pin {
+    Fingerprint(TlsFingerprint),
+    FirstUse(Arc<std::sync::Mutex<Option<TlsFingerprint>>>),
 }
 
 impl PinnedServerVerifier {
     pub fn new(pinned: TlsFingerprint) -> Self {
         PinnedServerVerifier {
-            pinned,
+            pin: Pin::Fingerprint(pinned),
             provider: provider(),
         }
     }
@@ -266,13 +225,17 @@ impl ServerCertVerifier for PinnedServerVerifier {
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let got = TlsFingerprint::of_der(end_entity);
-        if got == self.pinned {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(format!(
-                "relay certificate fingerprint {got} is not the pinned {}; check the relay address and fingerprint",
-                self.pinned
-            )))
+        match &self.pin {
+            Pin::Fingerprint(pinned) if got == *pinned => Ok(ServerCertVerified::assertion()),
+            Pin::Fingerprint(pinned) => Err(rustls::Error::General(format!(
+                "relay certificate fingerprint {got} is not the pinned {pinned}; check the relay address and fingerprint"
+            ))),
+            Pin::FirstUse(seen) => {
+                if let Ok(mut s) = seen.lock() {
+                    *s = Some(got);
+                }
+                Ok(ServerCertVerified::assertion())
+            }
         }
     }
 

@@ -54,6 +54,8 @@ pub struct M2eOptions {
     pub settings: Vec<(String, BTreeMap<String, String>)>,
     /// Keep the recordings in this folder.
     pub keep: Option<PathBuf>,
+    /// The receiver's clock starts this long after the sender's.
+    pub phase: Duration,
     pub progress: bool,
 }
 
@@ -369,6 +371,9 @@ fn start_instant(g: &Graph) -> Instant {
 
 /// Runs every setting through one relay.
 pub fn run(o: &M2eOptions) -> Result<Vec<M2eResult>> {
+    if o.phase >= Duration::from_millis(20) {
+        bail!("--phase-ms: use 0..20 (a phase is less than one 20 ms quantum)");
+    }
     if o.duration < Duration::from_secs(WARMUP_CHIRPS as u64 + 2)
         || o.duration > Duration::from_secs(300)
     {
@@ -420,9 +425,13 @@ pub fn run(o: &M2eOptions) -> Result<Vec<M2eResult>> {
             realtime: true,
             drain_cycles: 0,
         };
-        rx.graph.start(opts.clone()).map_err(|e| anyhow!("{e}"))?;
-        tx.graph.start(opts).map_err(|e| anyhow!("{e}"))?;
-        let (t_rx, t_tx) = (start_instant(&rx.graph), start_instant(&tx.graph));
+        // Two devices' clocks tick at an arbitrary phase to each other; a
+        // packet waits for the receiver's next cycle. `phase` fixes it.
+        tx.graph.start(opts.clone()).map_err(|e| anyhow!("{e}"))?;
+        let t_tx = start_instant(&tx.graph);
+        std::thread::sleep((t_tx + o.phase).saturating_duration_since(Instant::now()));
+        rx.graph.start(opts).map_err(|e| anyhow!("{e}"))?;
+        let t_rx = start_instant(&rx.graph);
         let deadline = Instant::now() + o.duration + Duration::from_secs(10);
         let mut warnings = Vec::new();
         let mut wall = [None, None];
@@ -485,8 +494,10 @@ fn ms(d: Duration) -> f64 {
 pub fn report(o: &M2eOptions, results: &[M2eResult]) -> String {
     let mut s = format!(
         "mouth-to-ear through wzp-relay on loopback: graphs/call.toml x2, 20 ms frames, {} s per setting\n\
-         lag = sender source sample -> receiver sink sample (graph to graph; devices add their buffers)\n\n",
-        o.duration.as_secs()
+         lag = sender source sample -> receiver sink sample (graph to graph; devices add their buffers)\n\
+         the receiver's clock ticks {:.1} ms after the sender's (a packet waits for the receiver's next cycle)\n\n",
+        o.duration.as_secs(),
+        ms(o.phase)
     );
     s.push_str(&format!(
         "{:<44} {:>9} {:>9} {:>9} {:>15} {:>7} {:>6}\n",
@@ -525,13 +536,14 @@ pub fn report(o: &M2eOptions, results: &[M2eResult]) -> String {
             })
             .collect();
         s.push_str(&format!(
-            "{}: declared send {:.0} ms + receive {:.0} ms; per chirp (ms, first {} are warm-up): {}; starts {:.2} ms apart; receiver concealed {} frames\n",
+            "{}: declared send {:.0} ms + receive {:.0} ms; per chirp (ms, first {} are warm-up): {}; starts {:.2} ms apart (wanted {:.2}); receiver concealed {} frames\n",
             r.label,
             ms(r.declared_send),
             ms(r.declared_receive),
             WARMUP_CHIRPS,
             lags.join(" "),
             ms(r.start_skew),
+            ms(o.phase),
             r.concealed
         ));
         for w in &r.warnings {

@@ -97,6 +97,11 @@ struct MouthToEarArgs {
     /// Keep the received recordings in this folder.
     #[arg(long)]
     keep: Option<PathBuf>,
+    /// The receiver's 20 ms clock ticks this many ms after the sender's
+    /// (0..20). A packet waits for the receiver's next cycle, so this adds
+    /// up to a quantum; real devices run at a random phase, 10 on average.
+    #[arg(long, default_value_t = 10.0)]
+    phase_ms: f64,
     /// No progress lines.
     #[arg(long)]
     quiet: bool,
@@ -145,6 +150,8 @@ fn mouth_to_ear_cmd(a: MouthToEarArgs) -> Result<()> {
         duration: Duration::from_secs(a.duration),
         settings,
         keep: a.keep,
+        phase: Duration::try_from_secs_f64(a.phase_ms / 1e3)
+            .map_err(|_| anyhow::anyhow!("--phase-ms {}: use 0..20", a.phase_ms))?,
         progress: !a.quiet,
     };
     let results = mouth_to_ear::run(&o).context("mouth-to-ear")?;

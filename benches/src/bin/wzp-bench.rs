@@ -1,0 +1,160 @@
+//! `wzp-bench`: load and latency benches that need real processes and
+//! sockets, beside the criterion benches.
+
+#[path = "../mouth_to_ear.rs"]
+mod mouth_to_ear;
+#[path = "../relay_load.rs"]
+mod relay_load;
+#[path = "../relay_proc.rs"]
+mod relay_proc;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+const EXAMPLES: &str = "\
+Examples:
+  cargo build --release -p wzp-relay -p wzp-benches
+  ./target/release/wzp-bench relay-load --clients 100 --rooms 10 --duration 10
+      100 QUIC clients in 10 rooms of 10 through a real wzp-relay, 50 packets/s
+      each (5k in, 45k out), then the same traffic through a raw UDP forwarder.
+  ./target/release/wzp-bench relay-load --clients 200 --rooms 100 --rate 100 --duration 5
+      Many small rooms at 10 ms frames.
+  ./target/release/wzp-bench relay-load --clients 40 --rooms 1 --duration 5 --skip-raw
+      One big room (fan-out 39) through the relay only.
+  ./target/release/wzp-bench mouth-to-ear
+      Source-to-sink lag of two call graphs through the relay, for the default
+      jitter buffer and two lower-latency settings.
+  ./target/release/wzp-bench mouth-to-ear --setting jb_min=20ms,jb_initial=20ms,lookahead=0 --keep out/
+      One setting; keeps the received recording in out/.";
+
+#[derive(Parser)]
+#[command(name = "wzp-bench", version, about = "wzp load and latency benches (loopback only)", after_help = EXAMPLES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Simulated clients through a real wzp-relay, beside a raw UDP forwarder:
+    /// forwarded packets/s, CPU per core, one-way latency p50/p99, loss.
+    #[command(after_help = EXAMPLES)]
+    RelayLoad(RelayLoadArgs),
+    /// Source-to-sink latency of two in-process call graphs through a real
+    /// wzp-relay, measured by cross-correlating chirps, beside the declared budget.
+    #[command(after_help = EXAMPLES)]
+    MouthToEar(MouthToEarArgs),
+}
+
+#[derive(clap::Args)]
+struct RelayLoadArgs {
+    /// Simulated clients (each sends and receives).
+    #[arg(long, default_value_t = 100)]
+    clients: usize,
+    /// Rooms; client i joins room i % rooms.
+    #[arg(long, default_value_t = 10)]
+    rooms: usize,
+    /// Seconds of sending per phase.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Packets per second per client (50 = 20 ms frames).
+    #[arg(long, default_value_t = 50)]
+    rate: u32,
+    /// Payload bytes after the 22-byte header.
+    #[arg(long, default_value_t = 100)]
+    payload: usize,
+    /// The wzp-relay binary (default: next to wzp-bench).
+    #[arg(long)]
+    relay_bin: Option<PathBuf>,
+    /// Only the raw UDP forwarder.
+    #[arg(long)]
+    skip_relay: bool,
+    /// Only the relay.
+    #[arg(long)]
+    skip_raw: bool,
+    /// No progress line.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(clap::Args)]
+struct MouthToEarArgs {
+    /// The wzp-relay binary (default: next to wzp-bench).
+    #[arg(long)]
+    relay_bin: Option<PathBuf>,
+    /// A call-graph setting to measure, as NAME=VALUE,NAME=VALUE (the
+    /// `--set` values of `wzp-client join`); repeatable; `""` = defaults.
+    /// Without any: the defaults, then jb_min=20ms,jb_initial=20ms, then
+    /// that plus lookahead=0.
+    #[arg(long = "setting", value_name = "NAME=VALUE,...")]
+    settings: Vec<String>,
+    /// Seconds of call per setting (one chirp per second).
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Keep the received recordings in this folder.
+    #[arg(long)]
+    keep: Option<PathBuf>,
+    /// The receiver's 20 ms clock ticks this many ms after the sender's
+    /// (0..20). A packet waits for the receiver's next cycle, so this adds
+    /// up to a quantum; real devices run at a random phase, 10 on average.
+    #[arg(long, default_value_t = 10.0)]
+    phase_ms: f64,
+    /// No progress lines.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::RelayLoad(a) => relay_load_cmd(a),
+        Command::MouthToEar(a) => mouth_to_ear_cmd(a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn relay_load_cmd(a: RelayLoadArgs) -> Result<()> {
+    let o = relay_load::LoadOptions {
+        clients: a.clients,
+        rooms: a.rooms,
+        duration: Duration::from_secs(a.duration),
+        rate: a.rate,
+        payload: a.payload,
+        relay_bin: a.relay_bin,
+        skip_relay: a.skip_relay,
+        skip_raw: a.skip_raw,
+        progress: !a.quiet,
+    };
+    let results = relay_load::run(&o).context("relay-load")?;
+    print!("{}", relay_load::report(&o, &results));
+    Ok(())
+}
+
+fn mouth_to_ear_cmd(a: MouthToEarArgs) -> Result<()> {
+    let settings = if a.settings.is_empty() {
+        mouth_to_ear::default_settings()
+    } else {
+        a.settings
+            .iter()
+            .map(|s| mouth_to_ear::parse_setting(s))
+            .collect::<Result<_>>()?
+    };
+    let o = mouth_to_ear::M2eOptions {
+        relay_bin: a.relay_bin,
+        duration: Duration::from_secs(a.duration),
+        settings,
+        keep: a.keep,
+        phase: Duration::try_from_secs_f64(a.phase_ms / 1e3)
+            .map_err(|_| anyhow::anyhow!("--phase-ms {}: use 0..20", a.phase_ms))?,
+        progress: !a.quiet,
+    };
+    let results = mouth_to_ear::run(&o).context("mouth-to-ear")?;
+    print!("{}", mouth_to_ear::report(&o, &results));
+    Ok(())
+}

@@ -16,9 +16,10 @@ use wzp_engine::prelude::*;
 use wzp_engine::spec::RawParam;
 use wzp_engine::stats::Report;
 use wzp_proto::identity::Identity;
+use wzp_proto::join::Join;
 use wzp_proto::signal::{decode_message, Decoded, SignalMessage};
 use wzp_proto::{Seed, TlsFingerprint};
-use wzp_relay::join::{read_frame, Join};
+use wzp_relay::join::read_frame;
 use wzp_stages::net::quic;
 
 /// The call graph that ships, built into the binary.

@@ -11,6 +11,7 @@
 //!   fingerprints, BIP39 backup, and a relay's deterministic TLS certificate.
 //! - [`handshake`]: the sans-IO three-message authenticated key exchange with
 //!   per-direction session keys and a 4-digit SAS, plus room keys and room hashes.
+//! - [`join`]: the signed `join` frame a client sends to enter a relay room.
 //!
 //! The byte-exact specification is `docs/WIRE.md`; the constants in this crate
 //! are its code form.
@@ -32,6 +33,7 @@
 pub mod error;
 pub mod handshake;
 pub mod identity;
+pub mod join;
 pub mod media;
 pub mod signal;
 

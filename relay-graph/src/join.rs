@@ -16,13 +16,12 @@
 //! join and leave. A refusal is a `hangup` frame and a connection close whose
 //! application code and reason say why (see [`close`]).
 //!
-//! `Join` lives here until it moves into `wzp-proto` (`SignalMessage::Join`);
-//! its JSON is already in proto's style, so the move changes no bytes.
+//! `Join` itself is part of the wire contract and lives in
+//! [`wzp_proto::join`]; it is re-exported here.
 
-use serde::{Deserialize, Serialize};
-use wzp_proto::identity::{verify_signature, Identity};
+use serde::Deserialize;
+pub use wzp_proto::join::{join_signed_bytes, Join, JoinError};
 use wzp_proto::signal::{decode_message, Decoded, SignalError, SignalMessage, FRAME_HEADER_LEN};
-use wzp_proto::{Fingerprint, TlsFingerprint};
 
 /// Largest signal frame the relay reads from a client (JSON body bytes).
 /// Far below proto's 1 MiB limit: nothing a client sends a relay is large.
@@ -46,115 +45,6 @@ pub mod close {
     pub const PROTOCOL: u32 = 0x15;
     /// The relay is shutting down.
     pub const SHUTDOWN: u32 = 0x16;
-}
-
-/// A client's request to join the room its SNI names.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename = "join")]
-pub struct Join {
-    /// The room as in the SNI (room hash or `call-*` name).
-    pub room: String,
-    /// The client's Ed25519 identity key; its fingerprint is derived from it.
-    #[serde(with = "hex32")]
-    pub identity_pub: [u8; 32],
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub alias: Option<String>,
-    /// The client's clock, ms since the Unix epoch.
-    pub timestamp_ms: u64,
-    #[serde(with = "hex64")]
-    pub signature: [u8; 64],
-}
-
-/// What a Join signs:
-/// `"wzp-join-v1" || len(room) (u8) || room || relay_tls_fp (32) || identity_pub (32) || timestamp_ms (u64 BE)`.
-pub fn join_signed_bytes(
-    room: &str,
-    relay: &TlsFingerprint,
-    identity_pub: &[u8; 32],
-    timestamp_ms: u64,
-) -> Vec<u8> {
-    let room = &room.as_bytes()[..room.len().min(255)];
-    let mut b = Vec::with_capacity(11 + 1 + room.len() + 32 + 32 + 8);
-    b.extend_from_slice(b"wzp-join-v1");
-    b.push(room.len() as u8);
-    b.extend_from_slice(room);
-    b.extend_from_slice(&relay.0);
-    b.extend_from_slice(identity_pub);
-    b.extend_from_slice(&timestamp_ms.to_be_bytes());
-    b
-}
-
-/// Why a Join was refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum JoinError {
-    #[error("join is for room {got}, but the connection's SNI names {want}")]
-    WrongRoom { got: String, want: String },
-    #[error("join signature does not verify (signed for another relay or room?)")]
-    BadSignature,
-    #[error("join timestamp is {skew_s} s away from the relay clock (max {max_s} s); fix the client clock")]
-    Stale { skew_s: u64, max_s: u64 },
-}
-
-impl Join {
-    /// A signed Join for `room` at `relay`.
-    pub fn signed(
-        identity: &Identity,
-        room: &str,
-        relay: &TlsFingerprint,
-        alias: Option<String>,
-        timestamp_ms: u64,
-    ) -> Join {
-        let identity_pub = identity.public_key();
-        let signature = identity.sign(&join_signed_bytes(room, relay, &identity_pub, timestamp_ms));
-        Join {
-            room: room.to_string(),
-            identity_pub,
-            alias,
-            timestamp_ms,
-            signature,
-        }
-    }
-
-    /// The joining user's fingerprint.
-    pub fn fingerprint(&self) -> Fingerprint {
-        Fingerprint::of_public_key(&self.identity_pub)
-    }
-
-    /// Checks the room, the signature and the timestamp.
-    pub fn verify(
-        &self,
-        room: &str,
-        relay: &TlsFingerprint,
-        now_ms: u64,
-        max_skew_s: u64,
-    ) -> Result<Fingerprint, JoinError> {
-        if self.room != room {
-            return Err(JoinError::WrongRoom {
-                got: self.room.clone(),
-                want: room.to_string(),
-            });
-        }
-        let msg = join_signed_bytes(room, relay, &self.identity_pub, self.timestamp_ms);
-        verify_signature(&self.identity_pub, &msg, &self.signature)
-            .map_err(|_| JoinError::BadSignature)?;
-        let skew_s = now_ms.abs_diff(self.timestamp_ms) / 1000;
-        if skew_s > max_skew_s {
-            return Err(JoinError::Stale {
-                skew_s,
-                max_s: max_skew_s,
-            });
-        }
-        Ok(self.fingerprint())
-    }
-
-    /// The Join as one signal frame.
-    pub fn to_frame(&self) -> Vec<u8> {
-        let json = serde_json::to_vec(self).expect("a Join always serializes");
-        let mut out = Vec::with_capacity(FRAME_HEADER_LEN + json.len());
-        out.extend_from_slice(&(json.len() as u32).to_be_bytes());
-        out.extend_from_slice(&json);
-        out
-    }
 }
 
 /// A frame from a client, decoded.
@@ -238,36 +128,11 @@ pub async fn write_message(
         .map_err(|e| SignalError::Io(std::io::Error::other(e)))
 }
 
-mod hex32 {
-    use serde::{Deserialize, Deserializer, Serializer};
-    pub fn serialize<S: Serializer>(v: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(v))
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        let mut out = [0u8; 32];
-        hex::decode_to_slice(s.as_bytes(), &mut out).map_err(serde::de::Error::custom)?;
-        Ok(out)
-    }
-}
-
-mod hex64 {
-    use serde::{Deserialize, Deserializer, Serializer};
-    pub fn serialize<S: Serializer>(v: &[u8; 64], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(v))
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 64], D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        let mut out = [0u8; 64];
-        hex::decode_to_slice(s.as_bytes(), &mut out).map_err(serde::de::Error::custom)?;
-        Ok(out)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wzp_proto::Seed;
+    use wzp_proto::identity::Identity;
+    use wzp_proto::{Seed, TlsFingerprint};
 
     fn id(n: u8) -> Identity {
         Seed::from_bytes([n; 32]).identity()

@@ -31,6 +31,9 @@ pub struct Config {
     pub max_rooms: usize,
     /// Members of a `call-*` room (direct calls are two people).
     pub call_room_size: usize,
+    /// Media forwarding threads; each room is forwarded by one, chosen by
+    /// its hash (1..=64; 0 = one per CPU core; default 1).
+    pub shards: usize,
     /// How long a client has, after the QUIC handshake, to send Hello and Join.
     pub join_timeout_ms: u64,
     /// How far a Join's timestamp may be from the relay's clock.
@@ -78,6 +81,7 @@ impl Default for Config {
             max_peers: 1024,
             max_rooms: 256,
             call_room_size: 2,
+            shards: 1,
             join_timeout_ms: 10_000,
             join_max_skew_s: 600,
             debug_tap: None,
@@ -136,6 +140,9 @@ max_rooms = 256
 
 # Members allowed in a direct-call room (SNI "call-...").
 call_room_size = 2
+
+# Media forwarding threads; rooms are spread over them by hash (0 = one per core).
+shards = 1
 
 # Time a client has after the QUIC handshake to send Hello and Join.
 join_timeout_ms = 10000
@@ -226,6 +233,12 @@ impl Config {
             return Err(bad(format!(
                 "max_rooms = {} is out of range; use 1..={max}",
                 self.max_rooms
+            )));
+        }
+        if self.shards > 64 {
+            return Err(bad(format!(
+                "shards = {} is out of range; use 0..=64 (0 = one per core)",
+                self.shards
             )));
         }
         if self.call_room_size == 0 {

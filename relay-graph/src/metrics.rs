@@ -58,8 +58,18 @@ async fn sessions(State(s): State<Arc<Shared>>) -> impl IntoResponse {
 }
 
 async fn stages(State(s): State<Arc<Shared>>) -> impl IntoResponse {
-    let snap = s.graph_stats.snapshot();
-    Json(s.graph_stats.report(&snap, None))
+    // One report per forwarding shard, plus every shard's stages in one
+    // list (each report names its graph: `relay`, or `relay-N` per shard).
+    let reports: Vec<_> = s
+        .shards
+        .iter()
+        .map(|sh| sh.graph_stats.report(&sh.graph_stats.snapshot(), None))
+        .collect();
+    let stages: Vec<_> = reports
+        .iter()
+        .flat_map(|r| r.stages.iter().cloned())
+        .collect();
+    Json(serde_json::json!({ "shards": reports, "stages": stages }))
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
@@ -98,9 +108,19 @@ const DROP_COUNTERS: &[(&str, &str, &str)] = &[
 /// The Prometheus text exposition of every relay figure.
 pub fn render(s: &Shared) -> String {
     let mut out = String::with_capacity(8192);
-    let stats = &s.graph_stats;
-    let snap = stats.snapshot();
-    let g = esc(&stats.graph);
+    let shard_snaps: Vec<(String, wzp_engine::stats::Snapshot)> = s
+        .shards
+        .iter()
+        .map(|sh| (esc(&sh.graph_stats.graph), sh.graph_stats.snapshot()))
+        .collect();
+    let all_stages: Vec<(&str, &wzp_engine::stats::StageSnapshot)> = shard_snaps
+        .iter()
+        .flat_map(|(g, sn)| sn.stages.iter().map(move |st| (g.as_str(), st)))
+        .collect();
+    let all_domains: Vec<(&str, &wzp_engine::stats::DomainSnapshot)> = shard_snaps
+        .iter()
+        .flat_map(|(g, sn)| sn.domains.iter().map(move |d| (g.as_str(), d)))
+        .collect();
 
     head(
         &mut out,
@@ -108,7 +128,7 @@ pub fn render(s: &Shared) -> String {
         "summary",
         "Time each stage spends in process() per cycle.",
     );
-    for st in &snap.stages {
+    for &(g, st) in &all_stages {
         let l = format!(
             "graph=\"{g}\",stage=\"{}\",kind=\"{}\"",
             esc(&st.id),
@@ -134,7 +154,7 @@ pub fn render(s: &Shared) -> String {
         "summary",
         "Time from a cycle's start to each stage's start.",
     );
-    for st in &snap.stages {
+    for &(g, st) in &all_stages {
         let l = format!(
             "graph=\"{g}\",stage=\"{}\",kind=\"{}\"",
             esc(&st.id),
@@ -160,7 +180,7 @@ pub fn render(s: &Shared) -> String {
         "counter",
         "Each stage's own counters (name = counter).",
     );
-    for st in &snap.stages {
+    for &(g, st) in &all_stages {
         for (name, v) in &st.counters {
             let _ = writeln!(
                 out,
@@ -176,7 +196,7 @@ pub fn render(s: &Shared) -> String {
         "gauge",
         "Each stage's own gauges.",
     );
-    for st in &snap.stages {
+    for &(g, st) in &all_stages {
         for (name, v) in &st.gauges {
             let _ = writeln!(
                 out,
@@ -192,7 +212,7 @@ pub fn render(s: &Shared) -> String {
         "counter",
         "Cycles run per domain.",
     );
-    for d in &snap.domains {
+    for &(g, d) in &all_domains {
         let _ = writeln!(
             out,
             "wzp_domain_cycles_total{{graph=\"{g}\",domain=\"{}\"}} {}",
@@ -206,7 +226,7 @@ pub fn render(s: &Shared) -> String {
         "counter",
         "Cycles that missed their deadline.",
     );
-    for d in &snap.domains {
+    for &(g, d) in &all_domains {
         let _ = writeln!(
             out,
             "wzp_domain_xruns_total{{graph=\"{g}\",domain=\"{}\"}} {}",
@@ -222,9 +242,9 @@ pub fn render(s: &Shared) -> String {
         "Media packets dropped, by reason.",
     );
     for (kind, counter, reason) in DROP_COUNTERS {
-        let v: u64 = snap
-            .stages
+        let v: u64 = all_stages
             .iter()
+            .map(|(_, st)| *st)
             .filter(|st| st.kind == *kind)
             .filter_map(|st| st.counters.get(*counter))
             .sum();

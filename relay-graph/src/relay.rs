@@ -74,13 +74,21 @@ pub struct Shared {
     pub cfg: Config,
     pub tls_fingerprint: TlsFingerprint,
     pub rooms: Mutex<Rooms>,
+    /// Media forwarding shards; a room lives on `shards[hash(room) % len]`.
+    pub shards: Vec<Shard>,
+    pub counters: RelayCounters,
+    events: Option<EventLog>,
+    pub started: Instant,
+}
+
+/// One forwarding thread: its own relay graph (ingress -> fan-out -> egress),
+/// rings and egress pump. No state is shared between shards, so no lock is
+/// taken per packet and rooms scale over cores.
+pub struct Shard {
     sfu: Mutex<SfuControl>,
     feed: Arc<IngressFeed>,
     egress: Mutex<EgressPeers>,
-    pub counters: RelayCounters,
-    events: Option<EventLog>,
     pub graph_stats: Arc<GraphStats>,
-    pub started: Instant,
 }
 
 impl Shared {
@@ -88,8 +96,20 @@ impl Shared {
         self.rooms.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn sfu_send(&self, cmd: SfuCommand) {
-        let mut sfu = self.sfu.lock().unwrap_or_else(|p| p.into_inner());
+    /// The shard that forwards `room`.
+    pub fn shard(&self, room: &str) -> &Shard {
+        let h = room.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+        });
+        &self.shards[(h % self.shards.len() as u64) as usize]
+    }
+
+    fn sfu_send(&self, room: &str, cmd: SfuCommand) {
+        let mut sfu = self
+            .shard(room)
+            .sfu
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if sfu.send(cmd).is_err() {
             // Only when the packet thread has stalled for thousands of
             // membership changes. A lost Join refuses nothing (the client
@@ -139,9 +159,9 @@ pub struct Relay {
     pub shared: Arc<Shared>,
     pub endpoint: quinn::Endpoint,
     pub local_addr: SocketAddr,
-    graph: Graph,
+    graphs: Vec<Graph>,
     stop: Arc<AtomicBool>,
-    egress_thread: Option<std::thread::JoinHandle<()>>,
+    egress_threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 /// Loads the identity seed and derives the relay certificate.
@@ -179,40 +199,63 @@ impl Relay {
             .map_err(|e| anyhow!("{e}"))
             .context("relay graph")?;
 
-        // The packet domain's waker exists before the graph, so the ingress
-        // ring can wake the packet thread.
-        let wakers = Wakers::default();
-        let epoch = Instant::now();
-        let (feed, ingress_port) =
-            quic::ingress_channel(INGRESS_RING, wakers.packet.clone(), epoch);
-        let (egress_peers, pump, egress_port) = quic::egress_channel(EGRESS_RING);
-        let (sfu, membership) = membership_channel(SFU_RING);
-        let mut res = Resources::new();
-        res.insert("relay.ingress", Arc::new(ingress_port));
-        res.insert("relay.egress", Arc::new(egress_port));
-        res.insert("relay.sfu", Arc::new(membership));
-        let compiled = compile_with(
-            &spec,
-            &wzp_stages::registry(),
-            &res,
-            &Existing::default(),
-            wakers,
-        )
-        .map_err(|e| anyhow!("{e}"))
-        .context("relay graph")?;
-        let mut graph = Graph::new(compiled);
+        let n_shards = match cfg.shards {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            n => n,
+        };
         let stop = Arc::new(AtomicBool::new(false));
-        let egress_thread = pump
-            .spawn(stop.clone())
-            .context("cannot start the egress thread")?;
-        graph
-            .start(RunOptions {
-                driver: ClockDriver::Timer,
-                realtime: false,
-                ..Default::default()
-            })
+        let mut shards = Vec::with_capacity(n_shards);
+        let mut graphs = Vec::with_capacity(n_shards);
+        let mut egress_threads = Vec::with_capacity(n_shards);
+        for i in 0..n_shards {
+            // The packet domain's waker exists before the graph, so the
+            // ingress ring can wake the packet thread.
+            let wakers = Wakers::default();
+            let epoch = Instant::now();
+            let (feed, ingress_port) =
+                quic::ingress_channel(INGRESS_RING, wakers.packet.clone(), epoch);
+            let (egress_peers, pump, egress_port) = quic::egress_channel(EGRESS_RING);
+            let (sfu, membership) = membership_channel(SFU_RING);
+            let mut res = Resources::new();
+            res.insert("relay.ingress", Arc::new(ingress_port));
+            res.insert("relay.egress", Arc::new(egress_port));
+            res.insert("relay.sfu", Arc::new(membership));
+            let mut spec = spec.clone();
+            if n_shards > 1 {
+                spec.name = format!("{}-{i}", spec.name);
+            }
+            let compiled = compile_with(
+                &spec,
+                &wzp_stages::registry(),
+                &res,
+                &Existing::default(),
+                wakers,
+            )
             .map_err(|e| anyhow!("{e}"))
-            .context("cannot start the relay graph")?;
+            .context("relay graph")?;
+            let mut graph = Graph::new(compiled);
+            egress_threads.push(
+                pump.spawn(stop.clone())
+                    .context("cannot start the egress thread")?,
+            );
+            graph
+                .start(RunOptions {
+                    driver: ClockDriver::Timer,
+                    realtime: false,
+                    ..Default::default()
+                })
+                .map_err(|e| anyhow!("{e}"))
+                .context("cannot start the relay graph")?;
+            shards.push(Shard {
+                sfu: Mutex::new(sfu),
+                feed,
+                egress: Mutex::new(egress_peers),
+                graph_stats: graph.stats(),
+            });
+            graphs.push(graph);
+        }
         let events = match &cfg.event_log {
             Some(p) => Some(
                 EventLog::open(p)
@@ -227,12 +270,9 @@ impl Relay {
         let shared = Arc::new(Shared {
             tls_fingerprint,
             rooms: Mutex::new(rooms),
-            sfu: Mutex::new(sfu),
-            feed,
-            egress: Mutex::new(egress_peers),
+            shards,
             counters: RelayCounters::default(),
             events,
-            graph_stats: graph.stats(),
             started: Instant::now(),
             cfg,
         });
@@ -240,9 +280,9 @@ impl Relay {
             shared,
             endpoint,
             local_addr,
-            graph,
+            graphs,
             stop,
-            egress_thread: Some(egress_thread),
+            egress_threads,
         })
     }
 
@@ -260,8 +300,10 @@ impl Relay {
         self.endpoint
             .close(close::SHUTDOWN.into(), b"relay shutting down");
         self.stop.store(true, Ordering::Relaxed);
-        self.graph.stop();
-        if let Some(t) = self.egress_thread.take() {
+        for g in &mut self.graphs {
+            g.stop();
+        }
+        for t in self.egress_threads.drain(..) {
             let _ = t.join();
         }
     }
@@ -463,18 +505,26 @@ async fn serve_room(shared: Arc<Shared>, conn: quinn::Connection, room: String, 
                     let handle = a.handle;
                     Arc::new(move |bytes: &[u8]| tap("out", &room, handle, bytes, None)) as Observer
                 });
-                shared.egress.lock().unwrap_or_else(|p| p.into_inner()).add(
-                    a.handle,
-                    EgressPeer {
-                        conn: conn.clone(),
-                        stats: stats.clone(),
-                        observer,
+                shared
+                    .shard(&room)
+                    .egress
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .add(
+                        a.handle,
+                        EgressPeer {
+                            conn: conn.clone(),
+                            stats: stats.clone(),
+                            observer,
+                        },
+                    );
+                shared.sfu_send(
+                    &room,
+                    SfuCommand::Join {
+                        peer: a.handle,
+                        room: a.room_slot,
                     },
                 );
-                shared.sfu_send(SfuCommand::Join {
-                    peer: a.handle,
-                    room: a.room_slot,
-                });
                 let updates = rooms.room_updates(&room);
                 Ok((a, updates))
             }
@@ -529,7 +579,7 @@ async fn serve_room(shared: Arc<Shared>, conn: quinn::Connection, room: String, 
     let why = quic::pump_datagrams_in(
         conn.clone(),
         handle,
-        shared.feed.clone(),
+        shared.shard(&room).feed.clone(),
         stats,
         move |bytes| {
             if tapped {
@@ -546,8 +596,9 @@ async fn serve_room(shared: Arc<Shared>, conn: quinn::Connection, room: String, 
         let mut rooms = shared.lock_rooms();
         let left = rooms.leave(handle);
         if left.is_some() {
-            shared.sfu_send(SfuCommand::Leave { peer: handle });
+            shared.sfu_send(&room, SfuCommand::Leave { peer: handle });
             shared
+                .shard(&room)
                 .egress
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())

@@ -142,3 +142,41 @@ async fn a_leaving_member_is_announced_and_no_longer_served() {
     assert!(a.recv_datagram(Duration::from_millis(300)).await.is_none());
     relay.wait_metric("wzp_relay_leaves_total", |v| v == 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_sharded_over_threads_each_forward_only_their_own() {
+    let dir = tempdir();
+    let cfg = dir.path().join("relay.toml");
+    std::fs::write(&cfg, "shards = 3\n").unwrap();
+    let relay = RelayProc::start_in(dir.path(), &["-c", cfg.to_str().unwrap()]);
+    // Six rooms of two spread over three shards (by room hash).
+    let mut pairs = Vec::new();
+    for r in 0..6u8 {
+        let sni = room_sni(&format!("room{r}"));
+        let mut a = join(&relay, &sni, 10 + 2 * r).await.expect("a joins");
+        let b = join(&relay, &sni, 11 + 2 * r).await.expect("b joins");
+        // a learns b is in: from here on b's membership is in the fan-out.
+        a.wait_room_count(2).await.expect("both in");
+        pairs.push((a, b));
+    }
+    let stages: serde_json::Value = serde_json::from_str(&relay.http_get("/stages")).unwrap();
+    assert_eq!(
+        stages["shards"].as_array().unwrap().len(),
+        3,
+        "three forwarding graphs"
+    );
+    for (r, (a, b)) in pairs.iter().enumerate() {
+        let p = a.packet(r as u32, &payload(r as u64, 50));
+        a.send_datagram(p.clone());
+        let got = collect(b, 1).await;
+        assert_eq!(got.len(), 1, "room {r}: b got a's packet");
+        assert_eq!(got[0].to_vec(), p.to_vec());
+    }
+    // Nobody got a packet from another room.
+    for (r, (a, _)) in pairs.iter().enumerate() {
+        assert!(
+            a.recv_datagram(Duration::from_millis(100)).await.is_none(),
+            "room {r}: a heard someone"
+        );
+    }
+}

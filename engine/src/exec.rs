@@ -390,6 +390,25 @@ impl Graph {
         self.wakers.get(d).clone()
     }
 
+    /// Takes domain `d`'s runner out of the graph, so the caller runs its
+    /// cycles from a loop of its own instead of a thread [`Graph::start`]
+    /// makes. A packet domain hosted this way runs on the thread that
+    /// already does its I/O (the relay runs it on the task that reads and
+    /// sends its datagrams): no thread hop, no wake-up per packet. Call
+    /// before `start`; `start` then runs only the domains left.
+    /// Reconfiguration still works: updates reach the runner at its next
+    /// cycle, and [`Graph::collect_garbage`] collects what it sends back.
+    pub fn take_runner(&mut self, d: Domain) -> Option<DomainRunner> {
+        let i = self.runners.iter().position(|r| r.domain == d)?;
+        Some(self.runners.remove(i))
+    }
+
+    /// The domains whose runners are still in the graph (not started, not
+    /// taken by [`Graph::take_runner`]).
+    pub fn domains_left(&self) -> Vec<Domain> {
+        self.runners.iter().map(|r| r.domain).collect()
+    }
+
     /// Runs one cycle of every domain on the calling thread (manual clock).
     /// The clocked domain's `now` is `cycle * quantum`; the packet domain runs
     /// right after with the same `now`.

@@ -150,3 +150,72 @@ fn packets_round_trip_through_the_packet_domain() {
         assert_eq!(bytes, &(i as u32).to_be_bytes());
     }
 }
+
+/// The same relay graph with its packet domain hosted by the caller
+/// (`Graph::take_runner`): no thread runs it, cycles happen only when the
+/// caller runs them, and every packet still comes out in order.
+#[test]
+fn a_hosted_packet_domain_runs_only_when_its_host_cycles_it() {
+    let mut reg = Registry::new();
+    reg.register(Ingress).unwrap();
+    reg.register(Egress).unwrap();
+    let spec = GraphSpec::parse(
+        "[graph]\nname = \"relay\"\n[[stage]]\nid = \"rx\"\nkind = \"io.ingress\"\n[[stage]]\nid = \"tx\"\nkind = \"io.egress\"\n[[link]]\nfrom = \"rx.out\"\nto = \"tx.in\"\n",
+        "relay.toml",
+        &Default::default(),
+    )
+    .unwrap();
+    let wakers = wzp_engine::compile::Wakers::default();
+    let (mut io_tx, rt_rx): (IoSender<PacketMeta>, _) = from_io(256, wakers.packet.clone());
+    let (rt_tx, mut io_rx): (_, IoReceiver<PacketMeta>) = to_io(256, Counter::default());
+    let mut res = Resources::new();
+    res.insert::<Rx>("ingress", Arc::new(Mutex::new(Some(rt_rx))));
+    res.insert::<Tx>("egress", Arc::new(Mutex::new(Some(rt_tx))));
+    let compiled =
+        wzp_engine::compile::compile_with(&spec, &reg, &res, &Default::default(), wakers).unwrap();
+    let mut g = Graph::new(compiled);
+    assert_eq!(g.domains_left(), vec![Domain::Packet]);
+    let mut runner = g.take_runner(Domain::Packet).expect("the packet runner");
+    assert!(g.domains_left().is_empty());
+    assert!(
+        g.take_runner(Domain::Packet).is_none(),
+        "a runner is taken once"
+    );
+    assert!(g.take_runner(Domain::Clocked).is_none());
+    assert!(
+        g.start(RunOptions::default()).is_err(),
+        "nothing left to start"
+    );
+
+    for i in 0..10u32 {
+        io_tx
+            .send(
+                PacketMeta {
+                    peer: i,
+                    ..Default::default()
+                },
+                &i.to_be_bytes(),
+            )
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(
+        io_rx.try_recv().is_none(),
+        "no thread cycles a hosted domain"
+    );
+    let t = Instant::now();
+    runner.run_cycle(0, t, None);
+    assert_eq!(runner.cycles(), 1);
+    let got: Vec<u32> = std::iter::from_fn(|| io_rx.try_recv())
+        .map(|s| s.meta.peer)
+        .collect();
+    assert_eq!(got, (0..10).collect::<Vec<_>>());
+    let stats = g.stats();
+    let cycles = stats
+        .domains
+        .iter()
+        .find(|(d, _)| *d == Domain::Packet)
+        .map(|(_, t)| t.cycles.load(std::sync::atomic::Ordering::Relaxed))
+        .expect("packet domain timing");
+    assert_eq!(cycles, 1, "a hosted cycle is timed like any other");
+}

@@ -31,9 +31,13 @@ pub struct Config {
     pub max_rooms: usize,
     /// Members of a `call-*` room (direct calls are two people).
     pub call_room_size: usize,
-    /// Media forwarding threads; each room is forwarded by one, chosen by
-    /// its hash (1..=64; 0 = one per CPU core; default 1).
+    /// Media forwarding shards; each room is forwarded by one, chosen by its
+    /// hash (1..=64; 0 = one per CPU core; default 1). A shard is a task on
+    /// the I/O runtime, so shards share the `io_threads`.
     pub shards: usize,
+    /// Threads of the I/O runtime that runs QUIC, handshakes and the
+    /// shards' forwarding tasks (1..=64; 0 = one per CPU core; default 0).
+    pub io_threads: usize,
     /// How long a client has, after the QUIC handshake, to send Hello and Join.
     pub join_timeout_ms: u64,
     /// How far a Join's timestamp may be from the relay's clock.
@@ -82,6 +86,7 @@ impl Default for Config {
             max_rooms: 256,
             call_room_size: 2,
             shards: 1,
+            io_threads: 0,
             join_timeout_ms: 10_000,
             join_max_skew_s: 600,
             debug_tap: None,
@@ -141,8 +146,12 @@ max_rooms = 256
 # Members allowed in a direct-call room (SNI "call-...").
 call_room_size = 2
 
-# Media forwarding threads; rooms are spread over them by hash (0 = one per core).
+# Media forwarding shards; rooms are spread over them by hash (0 = one per core).
 shards = 1
+
+# Threads for QUIC, handshakes and forwarding (0 = one per core). Each shard's
+# forwarding runs on these threads, next to the sockets it reads and writes.
+io_threads = 0
 
 # Time a client has after the QUIC handshake to send Hello and Join.
 join_timeout_ms = 10000
@@ -241,6 +250,12 @@ impl Config {
                 self.shards
             )));
         }
+        if self.io_threads > 64 {
+            return Err(bad(format!(
+                "io_threads = {} is out of range; use 0..=64 (0 = one per core)",
+                self.io_threads
+            )));
+        }
         if self.call_room_size == 0 {
             return Err(bad("call_room_size must be at least 1".into()));
         }
@@ -282,6 +297,8 @@ mod tests {
         assert_eq!(cfg.listen, d.listen);
         assert_eq!(cfg.max_peers, d.max_peers);
         assert_eq!(cfg.label, d.label);
+        assert_eq!(cfg.shards, d.shards);
+        assert_eq!(cfg.io_threads, d.io_threads);
         assert!(cfg.calls.is_empty());
     }
 
@@ -290,6 +307,9 @@ mod tests {
         let cases = [
             ("max_peers = 0", "max_peers"),
             ("max_rooms = 70000", "max_rooms"),
+            ("shards = 65", "shards"),
+            ("io_threads = 65", "io_threads"),
+            ("io_threads = -1", "io_threads"),
             ("lisen = \"1.2.3.4:5\"", "lisen"),
             ("listen = \"nope\"", "listen"),
             ("debug_tap = \"lobby\"", "debug_tap"),

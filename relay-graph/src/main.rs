@@ -99,7 +99,12 @@ fn main() -> anyhow::Result<()> {
     }
 
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(match cfg.io_threads {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            n => n,
+        })
         .enable_all()
         .thread_name("wzp-relay-io")
         .build()

@@ -5,10 +5,16 @@
 //!            accept loop ──spawn──► one task per handshake (SNI routing)
 //!                                        │ room/call: Hello + Join, admit
 //!                                        ▼
-//!   datagrams ─► pump_datagrams_in ─► IngressFeed ─ring─► [relay.toml: ingress -> fanout -> egress] ─ring─► EgressPump thread ─► send_datagram
-//!                                                               ▲
+//!   datagrams ─► pump_datagrams_in ─► IngressFeed ─ring─► [relay.toml: ingress -> fanout -> egress] ─ring─► EgressPump::flush ─► send_datagram
+//!                                            │ notify          ▲                                                  (same task)
+//!                                            ▼                 │
+//!                          forward() task per shard: one cycle, then flush
 //!                            Rooms (admit/leave) ── SfuCommand ring
 //! ```
+//!
+//! Each shard's packet domain is hosted on a task of the I/O runtime
+//! ([`Graph::take_runner`]): no thread hop between reading, forwarding and
+//! sending (docs/DESIGN.md, "The relay's forwarding loop").
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,6 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context};
 use tokio::sync::mpsc;
 use wzp_engine::compile::{compile_with, Existing, Wakers};
+use wzp_engine::exec::DomainRunner;
 use wzp_engine::prelude::*;
 use wzp_engine::stats::GraphStats;
 use wzp_proto::identity::RelayCertificate;
@@ -86,6 +93,8 @@ pub struct Shared {
 /// taken per packet and rooms scale over cores.
 pub struct Shard {
     sfu: Mutex<SfuControl>,
+    /// Wakes the shard's forwarding task (new datagrams, membership changes).
+    wake: Arc<tokio::sync::Notify>,
     feed: Arc<IngressFeed>,
     egress: Mutex<EgressPeers>,
     pub graph_stats: Arc<GraphStats>,
@@ -118,6 +127,8 @@ impl Shared {
             inc(&self.counters.sfu_ring_full);
             tracing::error!(?cmd, "sfu membership ring full; command lost");
         }
+        drop(sfu);
+        self.shard(room).wake.notify_one();
     }
 
     fn event(&self, ev: Event<'_>) {
@@ -161,7 +172,7 @@ pub struct Relay {
     pub local_addr: SocketAddr,
     graphs: Vec<Graph>,
     stop: Arc<AtomicBool>,
-    egress_threads: Vec<std::thread::JoinHandle<()>>,
+    forwarders: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Loads the identity seed and derives the relay certificate.
@@ -208,14 +219,14 @@ impl Relay {
         let stop = Arc::new(AtomicBool::new(false));
         let mut shards = Vec::with_capacity(n_shards);
         let mut graphs = Vec::with_capacity(n_shards);
-        let mut egress_threads = Vec::with_capacity(n_shards);
+        let mut forwarders = Vec::with_capacity(n_shards);
         for i in 0..n_shards {
-            // The packet domain's waker exists before the graph, so the
-            // ingress ring can wake the packet thread.
             let wakers = Wakers::default();
             let epoch = Instant::now();
             let (feed, ingress_port) =
                 quic::ingress_channel(INGRESS_RING, wakers.packet.clone(), epoch);
+            let wake = Arc::new(tokio::sync::Notify::new());
+            feed.notify_on_push(wake.clone());
             let (egress_peers, pump, egress_port) = quic::egress_channel(EGRESS_RING);
             let (sfu, membership) = membership_channel(SFU_RING);
             let mut res = Resources::new();
@@ -236,20 +247,24 @@ impl Relay {
             .map_err(|e| anyhow!("{e}"))
             .context("relay graph")?;
             let mut graph = Graph::new(compiled);
-            egress_threads.push(
-                pump.spawn(stop.clone())
-                    .context("cannot start the egress thread")?,
-            );
-            graph
-                .start(RunOptions {
-                    driver: ClockDriver::Timer,
-                    realtime: false,
-                    ..Default::default()
-                })
-                .map_err(|e| anyhow!("{e}"))
-                .context("cannot start the relay graph")?;
+            let runner = graph.take_runner(Domain::Packet).ok_or_else(|| {
+                anyhow!("relay graph: no packet-domain stages (ingress -> fanout -> egress)")
+            })?;
+            if let Some(d) = graph_domains_left(&graph) {
+                return Err(anyhow!(
+                    "relay graph: stages in the {d:?} domain; a relay graph runs in the packet domain only"
+                ));
+            }
+            forwarders.push(tokio::spawn(forward(
+                runner,
+                pump,
+                wake.clone(),
+                stop.clone(),
+                epoch,
+            )));
             shards.push(Shard {
                 sfu: Mutex::new(sfu),
+                wake,
                 feed,
                 egress: Mutex::new(egress_peers),
                 graph_stats: graph.stats(),
@@ -282,7 +297,7 @@ impl Relay {
             local_addr,
             graphs,
             stop,
-            egress_threads,
+            forwarders,
         })
     }
 
@@ -295,18 +310,57 @@ impl Relay {
         }
     }
 
-    /// Closes every connection and stops the graph and the egress thread.
+    /// Closes every connection and stops the forwarding tasks.
     pub fn shutdown(mut self) {
         self.endpoint
             .close(close::SHUTDOWN.into(), b"relay shutting down");
         self.stop.store(true, Ordering::Relaxed);
+        for s in &self.shared.shards {
+            s.wake.notify_one();
+        }
         for g in &mut self.graphs {
             g.stop();
         }
-        for t in self.egress_threads.drain(..) {
-            let _ = t.join();
+        for t in self.forwarders.drain(..) {
+            t.abort();
         }
     }
+}
+
+/// How often a shard's forwarding task cycles with nothing to wake it.
+const IDLE_CYCLE: Duration = Duration::from_millis(20);
+
+/// One shard's forwarding loop, run to completion on the I/O runtime: wait
+/// for datagrams (or a membership change), run one cycle of the relay graph
+/// (ingress -> fan-out -> egress), then hand everything the cycle queued to
+/// quinn. The datagrams are read, forwarded and sent on the same worker
+/// thread, so a packet costs no thread hop and no futex wake-up; the graph's
+/// stages are the same real-time code as anywhere else (no allocation, no
+/// lock in `process`), the I/O around them is the task's. See
+/// docs/DESIGN.md, "The relay's forwarding loop".
+async fn forward(
+    mut runner: DomainRunner,
+    mut pump: quic::EgressPump,
+    wake: Arc<tokio::sync::Notify>,
+    stop: Arc<AtomicBool>,
+    epoch: Instant,
+) {
+    let mut idle = tokio::time::interval(IDLE_CYCLE);
+    idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !stop.load(Ordering::Relaxed) {
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = idle.tick() => {}
+        }
+        let t = Instant::now();
+        runner.run_cycle(t.duration_since(epoch).as_nanos() as u64, t, None);
+        pump.flush();
+    }
+}
+
+/// A domain whose runner is still in `graph` (a relay graph has one: packet).
+fn graph_domains_left(graph: &Graph) -> Option<Domain> {
+    graph.domains_left().first().copied()
 }
 
 async fn handle_incoming(shared: Arc<Shared>, incoming: quinn::Incoming) {

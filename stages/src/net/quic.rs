@@ -53,6 +53,11 @@ pub const ALPN: &[u8] = b"wzp";
 /// How long an idle connection lives without keep-alives.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How many ack-eliciting packets a peer may receive before it must send an
+/// ACK (QUIC ack-frequency extension; RFC 9000's default is 1).
+pub const ACK_ELICITING_THRESHOLD: u32 = 15;
+/// Longest a peer is asked to hold back an ACK (QUIC ack-frequency extension).
+pub const MAX_ACK_DELAY: Duration = Duration::from_millis(25);
 /// How often an idle side pings so NAT bindings and the idle timer stay up.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
 
@@ -87,6 +92,16 @@ pub fn transport_config() -> quinn::TransportConfig {
     // Enough for ~1 s of media from one peer; a slow reader loses the oldest.
     t.datagram_receive_buffer_size(Some(256 * 1024));
     t.datagram_send_buffer_size(256 * 1024);
+    // Media datagrams are never retransmitted, so an ACK only feeds loss
+    // detection and congestion control. Ask the peer for one ACK per
+    // ACK_ELICITING_THRESHOLD + 1 packets or per 25 ms instead of one per
+    // two packets: a relay sending 450 datagrams/s to a client in a room of
+    // ten otherwise receives ~225 ACK-only packets/s back from it, more than
+    // the media it forwards (see docs/PERFORMANCE.md, relay-load).
+    let mut ack = quinn::AckFrequencyConfig::default();
+    ack.ack_eliciting_threshold(quinn::VarInt::from_u32(ACK_ELICITING_THRESHOLD))
+        .max_ack_delay(Some(MAX_ACK_DELAY));
+    t.ack_frequency_config(Some(ack));
     t
 }
 
@@ -322,6 +337,7 @@ pub struct IngressFeed {
     tx: Mutex<IoSender<PacketMeta>>,
     epoch: Instant,
     stats: Arc<IngressIoStats>,
+    notify: std::sync::OnceLock<Arc<tokio::sync::Notify>>,
 }
 
 impl IngressFeed {
@@ -345,7 +361,18 @@ impl IngressFeed {
             bump(&self.stats.ring_full, 1);
             return false;
         }
+        drop(tx);
+        if let Some(n) = self.notify.get() {
+            n.notify_one();
+        }
         true
+    }
+
+    /// Also wakes `notify` on every queued datagram: for a packet domain
+    /// hosted on a tokio task ([`wzp_engine::exec::Graph::take_runner`])
+    /// rather than a thread the domain waker unparks. The first call wins.
+    pub fn notify_on_push(&self, notify: Arc<tokio::sync::Notify>) {
+        let _ = self.notify.set(notify);
     }
 
     /// Whether the graph side of the ring is gone.
@@ -366,11 +393,16 @@ impl IngressFeed {
 pub struct QuicIngressPort {
     pub rx: Mutex<Option<RtReceiver<PacketMeta>>>,
     pub stats: Arc<IngressIoStats>,
+    /// The instant the I/O side's arrival stamps count from.
+    pub epoch: Instant,
 }
 
 /// A ring of `capacity` datagrams into the domain `waker` wakes (the
 /// packet domain's waker from `compile::Wakers`, made before compiling).
-/// `epoch` is the graph's time zero for `arrival_ns`.
+/// The I/O side stamps each datagram with the time since `epoch` it was
+/// read; `net.quic_ingress` turns that into graph time (its cycle's
+/// `now_ns` minus the datagram's age), so `epoch` can be any instant and the
+/// graph may start at any time after it.
 pub fn ingress_channel(
     capacity: usize,
     waker: Arc<DomainWaker>,
@@ -383,10 +415,12 @@ pub fn ingress_channel(
             tx: Mutex::new(tx),
             epoch,
             stats: stats.clone(),
+            notify: std::sync::OnceLock::new(),
         }),
         QuicIngressPort {
             rx: Mutex::new(Some(rx)),
             stats,
+            epoch,
         },
     )
 }
@@ -563,6 +597,18 @@ impl EgressPump {
                 false
             }
         }
+    }
+
+    /// Sends everything queued now; returns how many packets it took. A
+    /// packet domain hosted on the I/O task calls this after each cycle
+    /// instead of running the pump on a thread of its own.
+    pub fn flush(&mut self) -> usize {
+        let mut n = 0;
+        while let Some(slot) = self.rx.try_recv() {
+            self.send_one(slot.meta.peer, slot.bytes());
+            n += 1;
+        }
+        n
     }
 
     /// Runs on the calling thread until `stop` is set or the graph's end of

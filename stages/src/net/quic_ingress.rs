@@ -3,8 +3,12 @@
 //! Drains the ring that the control plane's tokio tasks fill with every
 //! connection's datagrams (see [`crate::net::quic`]). Each packet's
 //! `PacketMeta.peer` is the handle of the connection it came from and
-//! `arrival_ns` when the tokio side read it, in graph time. Payloads are
-//! exactly the datagram bytes.
+//! `arrival_ns` when the tokio side read it, in graph time: the cycle's
+//! `now_ns` minus how long ago the datagram was read. A jitter buffer
+//! downstream compares arrivals with its cycle's `now_ns`, so the two must
+//! share a time base whenever the graph started and however its clock ran
+//! (skipped cycles after a stall included). Payloads are exactly the
+//! datagram bytes.
 //!
 //! - Ports: output `out` (Packet).
 //! - Params: `endpoint` (string, default `"quic"`): the ring is the resource
@@ -38,6 +42,7 @@ pub struct QuicIngress;
 /// The real-time half of `net.quic_ingress`.
 pub struct QuicIngressProc {
     rx: RtReceiver<PacketMeta>,
+    epoch: std::time::Instant,
     io: Arc<IngressIoStats>,
     packets: Counter,
     bytes: Counter,
@@ -66,7 +71,7 @@ impl Mirror {
 }
 
 impl Processor for QuicIngressProc {
-    fn process(&mut self, io: &mut Io<'_>, _cx: &Cx) -> Flow {
+    fn process(&mut self, io: &mut Io<'_>, cx: &Cx) -> Flow {
         self.ring_full
             .update(self.io.ring_full.load(Ordering::Relaxed));
         self.too_large
@@ -76,6 +81,12 @@ impl Processor for QuicIngressProc {
         };
         let n = self.rx.drain_into(out);
         if n > 0 {
+            // I/O stamps (since the port's epoch) -> graph time.
+            let wall = self.epoch.elapsed().as_nanos() as u64;
+            for s in out.as_mut_slice() {
+                let age = wall.saturating_sub(s.meta.arrival_ns);
+                s.meta.arrival_ns = cx.now_ns.saturating_sub(age).max(1);
+            }
             self.packets.add(n as u64);
             let b: usize = out.iter().map(|s| s.len()).sum();
             self.bytes.add(b as u64);
@@ -135,6 +146,7 @@ impl StageFactory for QuicIngress {
             })?;
         let proc = QuicIngressProc {
             rx,
+            epoch: port.epoch,
             io: port.stats.clone(),
             packets: cx.counter("packets"),
             bytes: cx.counter("bytes"),

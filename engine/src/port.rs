@@ -84,6 +84,15 @@ pub mod frame_flags {
     pub const DTX: u8 = 1 << 2;
     /// The first frame of a new stream; receivers reset their state.
     pub const STREAM_START: u8 = 1 << 3;
+    /// With `MISSING`: an extra period a jitter buffer inserted to grow its
+    /// delay. Nothing was lost: the decoder conceals one period and the
+    /// frame with this `seq` still comes next (it must not count as late).
+    pub const INSERTED: u8 = 1 << 4;
+    /// With `MISSING`: the payload is the stream's next frame (`seq + 1`,
+    /// one frame later), which a jitter buffer already holds. A decoder can
+    /// rebuild the lost frame from that packet's in-band redundancy (Opus
+    /// LBRR or DRED) without holding frames back itself.
+    pub const NEXT_ATTACHED: u8 = 1 << 5;
 }
 
 /// FEC position of a frame: which block, which symbol, and the block's shape.

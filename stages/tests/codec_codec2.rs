@@ -215,3 +215,37 @@ fn dropping_the_stage_stops_its_worker() {
     // Other tests run in parallel threads; ten leaked workers would show.
     assert!(after < before + 5, "threads {before} -> {after}");
 }
+
+/// A period a jitter buffer inserts (MISSING | INSERTED, the seq of the
+/// frame that follows) is concealed without making that frame late.
+#[test]
+fn inserted_periods_are_concealed_and_the_frame_after_them_decoded() {
+    let mut dec = Harness::new(&Codec2DecodeFactory, &[("profile", str_("poor"))]);
+    let items: [(u32, u8); 5] = [
+        (0, 0),
+        (1, 0),
+        (2, frame_flags::MISSING | frame_flags::INSERTED),
+        (2, 0),
+        (3, 0),
+    ];
+    for (seq, flags) in items {
+        let input = dec.frames_in();
+        input.clear();
+        let meta = FrameMeta {
+            seq,
+            codec: 0x10,
+            flags,
+            duration_ms: 20,
+            ..Default::default()
+        };
+        let len = if flags == 0 { 8 } else { 0 };
+        input.push(meta, &[0x5a; 8][..len]).unwrap();
+        dec.step();
+    }
+    dec.wait_counter("frames_decoded", 4);
+    dec.wait_counter("classical_plc_invocations", 1);
+    assert_eq!(dec.counter("late_dropped"), 0);
+    assert_eq!(dec.counter("gaps_filled"), 0);
+    assert_eq!(dec.counter("frames_decoded"), 4);
+    assert_eq!(dec.counter("classical_plc_invocations"), 1);
+}

@@ -264,3 +264,129 @@ fn garbage_and_foreign_frames_are_concealed_not_fatal() {
     assert!(dec.counter("foreign_frames") > 0);
     assert!(dec.counter("decode_errors") + dec.counter("frames_decoded") > 0);
 }
+
+/// Encodes `signal` and returns every frame (meta, packet), in order.
+fn encode_all(enc_over: &[(&str, ParamValue)], signal: &[f32]) -> Vec<Captured> {
+    let mut enc = Harness::new(&OpusEncodeFactory, enc_over);
+    let mut frames = Vec::new();
+    for chunk in signal.chunks_exact(Q) {
+        enc.set_pcm_in(chunk);
+        enc.step();
+        frames.extend(capture(enc.frames_out()));
+    }
+    frames
+}
+
+/// Feeds `frames` to a decoder one per cycle as a jitter buffer would: a
+/// lost frame becomes a MISSING marker, carrying the next frame's packet
+/// (`NEXT_ATTACHED`) when `attach` is set and that frame is not lost too.
+fn decode_as_after_a_jitter_buffer(
+    dec: &mut Harness,
+    frames: &[Captured],
+    lost: &dyn Fn(u32) -> bool,
+    attach: bool,
+) {
+    for (i, f) in frames.iter().enumerate() {
+        let input = dec.frames_in();
+        input.clear();
+        if lost(f.meta.seq) {
+            let next = frames.get(i + 1).filter(|n| !lost(n.meta.seq));
+            match next {
+                Some(n) if attach => {
+                    let meta = FrameMeta {
+                        flags: frame_flags::MISSING | frame_flags::NEXT_ATTACHED,
+                        ..f.meta
+                    };
+                    input.push(meta, &n.bytes).unwrap();
+                }
+                _ => {
+                    let meta = FrameMeta {
+                        flags: frame_flags::MISSING,
+                        ..f.meta
+                    };
+                    input.push(meta, &[]).unwrap();
+                }
+            }
+        } else {
+            input.push(f.meta, &f.bytes).unwrap();
+        }
+        dec.step();
+    }
+}
+
+/// With no decoder look-ahead (no added latency), a jitter buffer that
+/// attaches the next frame to each lost one still gets DRED/LBRR recovery;
+/// without the attachment every loss falls back to PLC.
+#[test]
+fn attached_next_frames_give_recovery_without_lookahead() {
+    let x = speechlike(48_000 * 5);
+    let frames = encode_all(&[("dred_ms", int(200)), ("expected_loss", int(20))], &x);
+    let lost = |seq: u32| (25..245).contains(&seq) && seq % 5 == 2;
+    let n_lost = frames.iter().filter(|f| lost(f.meta.seq)).count() as u64;
+    assert!(n_lost > 40);
+
+    let mut with = Harness::new(&OpusDecodeFactory, &[("lookahead_frames", int(0))]);
+    decode_as_after_a_jitter_buffer(&mut with, &frames, &lost, true);
+    let rebuilt = with.counter("dred_reconstructions") + with.counter("fec_recovered");
+    assert_eq!(
+        rebuilt + with.counter("classical_plc_invocations"),
+        n_lost,
+        "each loss handled once"
+    );
+    assert!(
+        rebuilt as f64 >= 0.8 * n_lost as f64,
+        "rebuilt {rebuilt} of {n_lost} lost frames from the attached packet"
+    );
+    assert_eq!(with.counter("late_dropped"), 0);
+    assert_eq!(with.counter("decode_errors"), 0);
+    assert_eq!(
+        with.counter("frames_decoded") + n_lost,
+        frames.len() as u64,
+        "the attached frame itself is still decoded when it arrives"
+    );
+
+    let mut without = Harness::new(&OpusDecodeFactory, &[("lookahead_frames", int(0))]);
+    decode_as_after_a_jitter_buffer(&mut without, &frames, &lost, false);
+    assert_eq!(without.counter("classical_plc_invocations"), n_lost);
+    assert_eq!(without.counter("dred_reconstructions"), 0);
+}
+
+/// A period a jitter buffer inserts (MISSING | INSERTED, same seq as the
+/// frame that follows) is concealed, and that frame is still decoded rather
+/// than dropped as late.
+#[test]
+fn inserted_periods_do_not_cost_the_frame_that_follows() {
+    let x = speechlike(Q * 40);
+    let frames = encode_all(&[], &x);
+    for lookahead in [0, 2] {
+        let mut dec = Harness::new(&OpusDecodeFactory, &[("lookahead_frames", int(lookahead))]);
+        let mut outs = 0usize;
+        for f in &frames {
+            if f.meta.seq == 20 || f.meta.seq == 21 {
+                let input = dec.frames_in();
+                input.clear();
+                let meta = FrameMeta {
+                    flags: frame_flags::MISSING | frame_flags::INSERTED,
+                    ..f.meta
+                };
+                input.push(meta, &[]).unwrap();
+                dec.step();
+                outs += 1;
+            }
+            let input = dec.frames_in();
+            input.clear();
+            input.push(f.meta, &f.bytes).unwrap();
+            dec.step();
+            outs += 1;
+        }
+        assert_eq!(outs, frames.len() + 2);
+        assert_eq!(dec.counter("late_dropped"), 0, "lookahead {lookahead}");
+        assert_eq!(dec.counter("classical_plc_invocations"), 2);
+        assert_eq!(
+            dec.counter("frames_decoded"),
+            frames.len() as u64 - lookahead as u64,
+            "lookahead {lookahead}: every frame decoded (but those still held)"
+        );
+        assert_eq!(dec.counter("underruns"), 0, "lookahead {lookahead}");
+    }
+}

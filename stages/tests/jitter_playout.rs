@@ -150,7 +150,12 @@ fn run(h: &mut Harness, mut frames: Vec<FrameMeta>, cycles: u64) -> Vec<Vec<Out>
         let mut this = Vec::new();
         for (m, bytes) in h.output() {
             if m.flags & frame_flags::MISSING != 0 {
-                assert!(bytes.is_empty(), "missing frames carry no payload");
+                if m.flags & frame_flags::NEXT_ATTACHED != 0 {
+                    assert_eq!(m.flags & frame_flags::INSERTED, 0, "{m:?}");
+                    assert_eq!(bytes, payload(m.seq + 1), "the next frame rides along");
+                } else {
+                    assert!(bytes.is_empty(), "missing frames carry no payload");
+                }
                 assert_eq!(m.timestamp, m.seq.wrapping_mul(960), "expected timestamp");
                 assert_eq!(m.duration_ms, 20);
                 this.push(Out::Missing(m.seq));
@@ -579,4 +584,161 @@ fn process_is_real_time_safe() {
 #[test]
 fn registered_in_the_stage_registry() {
     assert!(wzp_stages::registry().get("jitter.adaptive").is_some());
+}
+
+/// The first frames of a stream came a frame late (a slow first hop, a
+/// sender that was still starting), then the path settled. Whatever the
+/// phase between arrivals and this graph's cycles, the playout point comes
+/// down to within `target - frame/2 ..= target + 3/4 frame` of the fastest
+/// arrivals instead of staying one frame high for the whole call.
+#[test]
+fn playout_comes_down_after_a_late_start_at_every_phase() {
+    let min20 = [
+        (
+            "initial_delay",
+            ParamValue::Duration(Duration::from_millis(20)),
+        ),
+        ("min_delay", ParamValue::Duration(Duration::from_millis(20))),
+    ];
+    for lead_ms in [1u64, 4, 8, 11, 14, 17, 19] {
+        let mut h = Harness::new(&min20);
+        // Frame k is sent at k * 20 ms and read lead_ms later; the first
+        // three are a frame (20 ms) later still.
+        let frames: Vec<FrameMeta> = (0..150u32)
+            .map(|k| {
+                let late = if k < 3 { 20 } else { 0 };
+                frame(1000, k, (k as u64 * 20 + lead_ms + late) * 1_000_000)
+            })
+            .collect();
+        let mut next = 0;
+        let mut outs = Vec::new();
+        for _ in 0..150 {
+            // A cycle sees what arrived up to its own time.
+            let now = h.cycle * Q_NS;
+            while next < frames.len() && frames[next].arrival_ns <= now {
+                let m = frames[next];
+                h.input().push(m, &payload(m.seq)).unwrap();
+                next += 1;
+            }
+            h.step();
+            outs.push(h.output().len());
+        }
+        let cur = h.gauge("current_delay_ms");
+        assert!(
+            (10..=35).contains(&cur),
+            "lead {lead_ms} ms: playing {cur} ms behind the fastest arrivals"
+        );
+        // Settled: the last 100 cycles each put out exactly one frame, and
+        // nothing was concealed once the stream ran.
+        assert!(
+            outs[50..].iter().all(|&n| n == 1),
+            "lead {lead_ms}: {outs:?}"
+        );
+        assert!(
+            h.counter("skipped") <= 1,
+            "lead {lead_ms}: one skip at most, got {}",
+            h.counter("skipped")
+        );
+        assert_eq!(h.counter("late"), 0, "lead {lead_ms}");
+    }
+}
+
+/// A lost frame whose successor is already held goes out with that
+/// successor's payload (`NEXT_ATTACHED`), so the decoder can rebuild it from
+/// in-band redundancy; a lost frame followed by another loss goes out empty.
+/// A period inserted to grow the delay is `MISSING | INSERTED` and the frame
+/// due still plays next.
+#[test]
+fn lost_frames_carry_the_next_one_and_stretches_are_marked_inserted() {
+    let forty = [(
+        "initial_delay",
+        ParamValue::Duration(Duration::from_millis(40)),
+    )];
+    let mut h = Harness::new(&forty);
+    let lost = [5u32, 6, 7, 50];
+    let mut missing = Vec::new();
+    let mut played = Vec::new();
+    for c in 0..120u64 {
+        let k = c as u32;
+        if k < 100 && !lost.contains(&k) {
+            let m = frame(0, k, c * Q_NS + MS);
+            h.input().push(m, &payload(m.seq)).unwrap();
+        }
+        h.step();
+        for (m, bytes) in h.output() {
+            if m.flags & frame_flags::MISSING != 0 {
+                missing.push((m.seq, m.flags, bytes));
+            } else {
+                played.push(m.seq);
+            }
+        }
+    }
+    let flags_of = |seq: u32| {
+        missing
+            .iter()
+            .find(|(s, _, _)| *s == seq)
+            .map(|(_, f, b)| (*f, b.clone()))
+            .unwrap_or_else(|| panic!("seq {seq} not concealed: {missing:?}"))
+    };
+    for seq in [5, 6] {
+        let (f, b) = flags_of(seq);
+        assert_eq!(f & frame_flags::NEXT_ATTACHED, 0, "seq {seq}");
+        assert!(b.is_empty());
+    }
+    for seq in [7, 50] {
+        let (f, b) = flags_of(seq);
+        assert_ne!(f & frame_flags::NEXT_ATTACHED, 0, "seq {seq}: {f:#x}");
+        assert_eq!(b, payload(seq + 1));
+    }
+    assert!(
+        missing
+            .iter()
+            .all(|(_, f, _)| f & frame_flags::INSERTED == 0),
+        "nothing stretched on a steady path"
+    );
+    // The target falls from 40 to 20 ms after 50 arrivals: one frame is
+    // skipped to come down, every other one plays once.
+    assert_eq!(h.counter("skipped"), 1);
+    assert_eq!(played.len(), 95, "every other frame played once");
+
+    // Jitter that grows the target: the stretches are INSERTED, empty, and
+    // every frame still plays exactly once, in order.
+    let mut h = Harness::new(&twenty());
+    let mut out = Vec::new();
+    let n = 400u32;
+    let frames: Vec<FrameMeta> = (0..n)
+        .map(|k| {
+            let extra = if k >= 100 { jitter_ms(k, 60) } else { 0 };
+            frame(0, k, k as u64 * Q_NS + (1 + extra) * MS)
+        })
+        .collect();
+    let mut next = 0;
+    let mut sorted = frames.clone();
+    sorted.sort_by_key(|m| m.arrival_ns);
+    for _ in 0..(n as u64 + 40) {
+        let now = h.cycle * Q_NS;
+        while next < sorted.len() && sorted[next].arrival_ns <= now {
+            let m = sorted[next];
+            h.input().push(m, &payload(m.seq)).unwrap();
+            next += 1;
+        }
+        h.step();
+        out.extend(h.output());
+    }
+    let inserted: Vec<_> = out
+        .iter()
+        .filter(|(m, _)| m.flags & frame_flags::INSERTED != 0)
+        .collect();
+    assert!(!inserted.is_empty(), "the buffer grew by stretching");
+    for (m, bytes) in &inserted {
+        assert_ne!(m.flags & frame_flags::MISSING, 0);
+        assert!(bytes.is_empty());
+    }
+    assert_eq!(h.counter("stretched"), inserted.len() as u64);
+    let seqs: Vec<u32> = out
+        .iter()
+        .filter(|(m, _)| m.flags & frame_flags::MISSING == 0)
+        .map(|(m, _)| m.seq)
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order, once each");
 }

@@ -13,7 +13,8 @@
 //! level, then plays silence (`classical_plc_invocations`). As in
 //! `codec.opus_decode`, `seq` jumps without markers are filled
 //! (`gaps_filled`), late items dropped (`late_dropped`), large jumps resync
-//! (`resyncs`).
+//! (`resyncs`). A `MISSING | INSERTED` item (a jitter buffer growing its
+//! delay) is concealed without consuming its `seq`.
 //!
 //! **Ports**
 //! - in `in`: `Frame`, Codec2 frames in seq order.
@@ -209,6 +210,18 @@ impl Codec2DecodeProc {
             self.expected_seq = None;
         }
         let mut sent = false;
+        if meta.flags & (frame_flags::MISSING | frame_flags::INSERTED)
+            == frame_flags::MISSING | frame_flags::INSERTED
+        {
+            // A period a jitter buffer inserted: conceal it, but the frame
+            // of this seq still comes next.
+            let mode = self.last_mode;
+            return self.send(Job {
+                bits: [0; 8],
+                mode,
+                lost: true,
+            });
+        }
         if let Some(exp) = self.expected_seq {
             let ahead = meta.seq.wrapping_sub(exp) as i32;
             if ahead < 0 {

@@ -32,6 +32,13 @@
 //! (`gaps_filled`), one that goes back is dropped (`late_dropped`), a jump
 //! too large to fill restarts sequence tracking (`resyncs`).
 //! `frame_flags::STREAM_START` resets the decoder state before that frame.
+//! A `MISSING | INSERTED` item (a jitter buffer growing its delay) is
+//! concealed by PLC without consuming its `seq`: the frame of that seq
+//! still follows. A `MISSING | NEXT_ATTACHED` item carries the next frame's
+//! packet: when no real frame is held after the lost one (`lookahead_frames
+//! = 0`, or the lookahead holds only losses), recovery (DRED, then LBRR)
+//! reads that packet instead, so a jitter buffer that already holds the next
+//! frame gives in-band recovery with no decoder look-ahead.
 //!
 //! **Ports**
 //! - in `in`: `Frame`, Opus packets.
@@ -301,6 +308,18 @@ impl OpusDecodeProc {
         if meta.flags & frame_flags::STREAM_START != 0 {
             self.expected_seq = None;
         }
+        let inserted = meta.flags & (frame_flags::MISSING | frame_flags::INSERTED)
+            == frame_flags::MISSING | frame_flags::INSERTED;
+        if inserted {
+            // A period a jitter buffer inserted: conceal it, but the frame
+            // of this seq still comes next.
+            if let Some(e) = self.pending.push_back() {
+                e.meta = meta;
+                e.lost = true;
+                e.len = 0;
+            }
+            return;
+        }
         if let Some(exp) = self.expected_seq {
             let ahead = meta.seq.wrapping_sub(exp) as i32;
             if ahead < 0 {
@@ -343,7 +362,11 @@ impl OpusDecodeProc {
         };
         e.meta = meta;
         e.lost = meta.flags & frame_flags::MISSING != 0 || slot.is_empty() || foreign;
-        e.len = if e.lost { 0 } else { slot.len() };
+        // A lost frame keeps its payload only when it is the next frame,
+        // attached by the jitter buffer for in-band recovery.
+        let attached =
+            e.lost && meta.flags & frame_flags::NEXT_ATTACHED != 0 && is_opus_id(meta.codec);
+        e.len = if !e.lost || attached { slot.len() } else { 0 };
         e.data[..e.len].copy_from_slice(&slot.bytes()[..e.len]);
     }
 
@@ -382,17 +405,37 @@ impl OpusDecodeProc {
     fn conceal(&mut self) -> usize {
         let lost = self.pending.get(0).meta;
         let n = conceal_samples(&lost, self.last_duration);
-        let next = (1..self.pending.len).find(|&i| !self.pending.get(i).lost);
-        if let Some(i) = next {
+        if lost.flags & frame_flags::INSERTED != 0 {
+            // Nothing was lost: stretch with plain concealment.
+            return self.plc(n);
+        }
+        // The packet to recover from: the first real frame held after the
+        // lost one, else the next frame the jitter buffer attached to it.
+        let next = (1..self.pending.len)
+            .find(|&i| !self.pending.get(i).lost)
+            .map(|i| {
+                let m = self.pending.get(i).meta;
+                (i, m.seq, m.timestamp)
+            })
+            .or_else(|| {
+                (self.pending.get(0).len > 0).then(|| {
+                    (
+                        0,
+                        lost.seq.wrapping_add(1),
+                        lost.timestamp.wrapping_add(n as u32),
+                    )
+                })
+            });
+        if let Some((i, r_seq, r_ts)) = next {
             let r = self.pending.get(i);
-            let by_ts = r.meta.timestamp.wrapping_sub(lost.timestamp) as i32;
+            let by_ts = r_ts.wrapping_sub(lost.timestamp) as i32;
             let offset = if by_ts > 0 && (by_ts as usize) <= 2 * 48_000 {
                 by_ts as usize
             } else {
                 i * n
             };
             if self.use_dred {
-                if self.dred_for != Some(r.meta.seq) {
+                if self.dred_for != Some(r_seq) {
                     // DRED is coded in 40 ms latents; asking for exactly
                     // `offset` can stop a latent short of the lost frame's
                     // start, so ask for one frame more.
@@ -401,7 +444,7 @@ impl OpusDecodeProc {
                         .dred
                         .parse(&mut self.dred_dec, r.bytes(), want)
                         .unwrap_or(0);
-                    self.dred_for = Some(r.meta.seq);
+                    self.dred_for = Some(r_seq);
                 }
                 if self.dred_reach >= offset {
                     let out = &mut self.scratch[..n];
@@ -412,7 +455,7 @@ impl OpusDecodeProc {
                     }
                 }
             }
-            let is_next = r.meta.seq == lost.seq.wrapping_add(1);
+            let is_next = r_seq == lost.seq.wrapping_add(1);
             if self.use_fec
                 && is_next
                 && packet_has_lbrr(r.bytes())
@@ -427,6 +470,11 @@ impl OpusDecodeProc {
                 }
             }
         }
+        self.plc(n)
+    }
+
+    /// Classical concealment of `n` samples into `scratch`.
+    fn plc(&mut self, n: usize) -> usize {
         self.c.classical_plc_invocations.inc();
         match self.dec.decode_float(None, &mut self.scratch[..n], false) {
             Ok(got) => got,

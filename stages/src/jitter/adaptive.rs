@@ -4,8 +4,13 @@
 //! duplicated or never, each with `arrival_ns` set by the receiver. The
 //! buffer plays them out in sequence order at one frame per frame period.
 //! When the frame due is not there, it emits a frame flagged
-//! `frame_flags::MISSING` (empty payload, the expected seq and timestamp) so
-//! the decoder conceals at the right moment.
+//! `frame_flags::MISSING` (the expected seq and timestamp) so the decoder
+//! conceals at the right moment; when the frame after it is already held,
+//! that frame's payload rides along (`frame_flags::NEXT_ATTACHED`) so an
+//! Opus decoder can rebuild the lost one from its LBRR/DRED with no
+//! look-ahead of its own. A period inserted to grow the delay is flagged
+//! `MISSING | INSERTED` with an empty payload: nothing was lost, and the
+//! frame of that seq still follows.
 //!
 //! ## How the delay adapts
 //! Every arrival gives a relative delay: arrival time minus media time (the
@@ -18,8 +23,13 @@
 //! The playout point follows the target in whole frames: when the frame due
 //! would play with less than target - half a frame of delay, the buffer
 //! stretches (emits a MISSING frame and keeps the frame for later); when
-//! it would play with a frame or more above target and the next frame is
-//! already here, it skips one frame. A frame absent when due is concealed
+//! it would play with more than target + 3/4 of a frame of delay and the
+//! next frame is already here, it skips one frame. After a skip the delay is
+//! still above target - 1/4 frame, so a quarter frame of jitter can pass
+//! before the next stretch: the playout point settles within
+//! `target - frame/2 ..= target + 3/4 frame` whatever the phase between
+//! packet arrivals and this graph's clock, instead of staying a frame high
+//! when the first packets of a stream came late. A frame absent when due is concealed
 //! and passed over; if it arrives afterwards it is late and dropped. When the
 //! sender merely paused (DTX: sequence numbers continue, timestamps jump), the
 //! first frame after the pause is behind in sequence but not in time; with
@@ -491,8 +501,13 @@ impl JitterProc {
         self.next_ts_ext = ts_ext + (frame_ns as i64 * 48_000 / 1_000_000_000);
     }
 
-    fn push_missing(&mut self, out: &mut Batch<FrameMeta>, ts_ext: i64) -> bool {
-        let meta = FrameMeta {
+    /// Emits a MISSING frame for the period due. `inserted`: the buffer is
+    /// stretching (the due frame plays next period, so the decoder must not
+    /// consume its seq). Otherwise the due frame is lost, and when the next
+    /// one is already held its payload rides along (`NEXT_ATTACHED`) so the
+    /// decoder can rebuild the lost frame from its in-band redundancy.
+    fn push_missing(&mut self, out: &mut Batch<FrameMeta>, ts_ext: i64, inserted: bool) -> bool {
+        let mut meta = FrameMeta {
             seq: self.next_seq,
             timestamp: ts_ext as u32,
             stream: self.stream,
@@ -502,7 +517,19 @@ impl JitterProc {
             fec: FecTag::default(),
             arrival_ns: 0,
         };
-        if out.push(meta, &[]).is_err() {
+        let next = self.next_seq.wrapping_add(1);
+        let pushed = if inserted {
+            meta.flags |= frame_flags::INSERTED;
+            out.push(meta, &[])
+        } else if self.is_held(next) {
+            let n = &self.items[self.idx(next)];
+            meta.flags |= frame_flags::NEXT_ATTACHED;
+            meta.codec = n.meta.codec;
+            out.push(meta, n.bytes())
+        } else {
+            out.push(meta, &[])
+        };
+        if pushed.is_err() {
             return false;
         }
         self.stats.concealed.inc();
@@ -517,7 +544,7 @@ impl JitterProc {
             let cur = self.delay_at(self.next_play_ns, ts);
             let held = self.is_held(self.next_seq);
             let next_held = self.is_held(self.next_seq.wrapping_add(1));
-            if attempt == 0 && cur >= self.target_ns + self.frame_ns as i64 && next_held {
+            if attempt == 0 && cur >= self.target_ns + half + half / 2 && next_held {
                 // Too deep: drop (or pass over) the frame due, at most once
                 // per period.
                 if held {
@@ -528,7 +555,7 @@ impl JitterProc {
             }
             if cur < self.target_ns - half {
                 // Early: conceal one period and keep the frame for later.
-                if !self.push_missing(out, ts) {
+                if !self.push_missing(out, ts, true) {
                     return false;
                 }
                 self.stats.stretched.inc();
@@ -548,7 +575,7 @@ impl JitterProc {
             }
             // Due and absent: lost or late. If the sender merely paused
             // (DTX), `ingest` rewinds when its next frame shows up.
-            if !self.push_missing(out, ts) {
+            if !self.push_missing(out, ts, false) {
                 return false;
             }
             self.advance(Held::Passed, ts, self.frame_ns);

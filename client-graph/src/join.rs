@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,7 @@ use wzp_proto::join::Join;
 use wzp_proto::signal::{decode_message, Decoded, SignalMessage};
 use wzp_proto::{Seed, TlsFingerprint};
 use wzp_relay::join::read_frame;
+use wzp_stages::codec::profile::{Profile, PROFILES};
 use wzp_stages::net::quic;
 
 /// The call graph that ships, built into the binary.
@@ -232,6 +233,50 @@ pub fn call_spec(opts: &JoinOptions, room_secret: &str) -> Result<GraphSpec> {
     Ok(spec)
 }
 
+/// The profile the call graph's Opus encoder sends with (`None` when the
+/// graph has no Opus encoder, or names no known profile).
+pub fn sending_profile(spec: &GraphSpec) -> Option<&'static Profile> {
+    let enc = spec.stages.iter().find(|s| s.kind == OPUS_ENCODE)?;
+    let name = match enc.params.get("profile") {
+        Some(p) => p.value.as_str()?,
+        None => "good",
+    };
+    Profile::by_name(name).filter(|p| p.is_opus())
+}
+
+/// `spec` with every Opus encoder and decoder set to `profile`.
+pub fn with_profile(spec: &GraphSpec, profile: &Profile) -> GraphSpec {
+    let mut spec = spec.clone();
+    for st in spec
+        .stages
+        .iter_mut()
+        .filter(|s| s.kind == OPUS_ENCODE || s.kind == "codec.opus_decode")
+    {
+        st.params.insert(
+            "profile".into(),
+            RawParam {
+                value: toml::Value::String(profile.name.into()),
+                loc: Default::default(),
+            },
+        );
+    }
+    spec
+}
+
+/// The profile to send with on a path that takes `limit`-byte datagrams:
+/// `wanted` when it fits, else the best Opus profile that does (studio
+/// tiers only where they fit). `None`: keep `wanted` (nothing better fits).
+pub fn profile_for_path(wanted: &'static Profile, limit: usize) -> Option<&'static Profile> {
+    wanted.fitting(limit).filter(|p| p.is_opus()).or_else(|| {
+        PROFILES
+            .iter()
+            .filter(|p| p.is_opus() && p.max_datagram_bytes() <= limit)
+            .max_by_key(|p| p.bitrate)
+    })
+}
+
+const OPUS_ENCODE: &str = "codec.opus_encode";
+
 fn vars_get<'a>(vars: &'a BTreeMap<String, String>, k: &str, d: &'a str) -> &'a str {
     vars.get(k).map(String::as_str).unwrap_or(d)
 }
@@ -291,6 +336,9 @@ pub fn run_join(opts: JoinOptions) -> Result<CallOutcome> {
     let compiled = compile_with(&spec, &registry, &res, &Existing::default(), wakers)
         .map_err(|e| anyhow!("{e}"))?;
     let mut graph = Graph::new(compiled);
+    let wanted = sending_profile(&spec);
+    let mut sending = wanted;
+    let path_limit = Arc::new(AtomicUsize::new(0));
     let pump_stop = Arc::new(AtomicBool::new(false));
     let pump_thread = pump
         .spawn(pump_stop.clone())
@@ -313,9 +361,10 @@ pub fn run_join(opts: JoinOptions) -> Result<CallOutcome> {
     let net = {
         let opts = opts.clone();
         let graph_done = graph_done.clone();
+        let path_limit = path_limit.clone();
         rt.spawn(async move {
             connection_loop(
-                &opts, &identity, addr, trust, &mut known, feed, peers, graph_done,
+                &opts, &identity, addr, trust, &mut known, feed, peers, graph_done, path_limit,
             )
             .await
         })
@@ -325,6 +374,36 @@ pub fn run_join(opts: JoinOptions) -> Result<CallOutcome> {
         graph.wait(Duration::from_millis(50));
         if net.is_finished() {
             break;
+        }
+        // Each (re)join reports the path's datagram limit: send with the
+        // best profile that fits it.
+        let limit = path_limit.swap(0, Ordering::Relaxed);
+        if let (Some(w), Some(cur), true) = (wanted, sending, limit > 0) {
+            match profile_for_path(w, limit) {
+                Some(p) if p != cur => {
+                    let respec = with_profile(&spec, p);
+                    match graph.reconfigure(&respec, &registry, &res) {
+                        Ok(()) => {
+                            println!(
+                                "{}the path takes {limit}-byte datagrams: sending {} (up to {} bytes) instead of {}",
+                                opts.label,
+                                p.name,
+                                p.max_datagram_bytes(),
+                                cur.name
+                            );
+                            sending = Some(p);
+                        }
+                        Err(e) => eprintln!("{}cannot switch to profile {}: {e}", opts.label, p.name),
+                    }
+                }
+                Some(_) => {}
+                None => eprintln!(
+                    "{}warning: the path takes only {limit}-byte datagrams; profile {} needs up to {}, and no Opus profile fits",
+                    opts.label,
+                    cur.name,
+                    cur.max_datagram_bytes()
+                ),
+            }
         }
     }
     graph_done.store(true, Ordering::Relaxed);
@@ -358,6 +437,7 @@ async fn connection_loop(
     feed: Arc<quic::IngressFeed>,
     peers: quic::EgressPeers,
     done: Arc<AtomicBool>,
+    path_limit: Arc<AtomicUsize>,
 ) -> Result<u32> {
     let bind: SocketAddr = if addr.is_ipv4() {
         "0.0.0.0:0"
@@ -470,6 +550,9 @@ async fn connection_loop(
                             let f = feed.clone();
                             let s = stats.clone();
                             pump_in = Some(tokio::spawn(async move { let _ = quic::pump_datagrams_in(c, 0, f, s, |_| {}).await; }));
+                            let limit = quic::max_datagram_size(&conn).unwrap_or(0);
+                            tracing::debug!(limit, "path datagram limit");
+                            path_limit.store(limit, Ordering::Relaxed);
                             match lost_at.take() {
                                 Some(t) => println!("{}rejoined room {} after {} ms", opts.label, opts.room, t.elapsed().as_millis()),
                                 None => println!("{}joined room {} via {} ({} in the room)", opts.label, opts.room, opts.relay, count),
@@ -513,4 +596,104 @@ async fn connection_loop(
     }
     endpoint.wait_idle().await;
     Ok(joins)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(sets: &[(&str, &str)]) -> JoinOptions {
+        JoinOptions {
+            relay: "127.0.0.1:1".into(),
+            room: "r".into(),
+            room_secret: Some("0123456789abcdef0123".into()),
+            input: "tone".into(),
+            output: "null".into(),
+            duration: None,
+            alias: None,
+            identity: PathBuf::from("/nonexistent"),
+            relay_fingerprint: None,
+            known_relays: PathBuf::from("/nonexistent"),
+            graph: None,
+            sets: sets
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            realtime: false,
+            stop: Arc::new(AtomicBool::new(false)),
+            label: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_sending_profile_follows_the_graph_and_the_path() {
+        let o = opts(&[("profile", "studio_64k")]);
+        let spec = call_spec(&o, "0123456789abcdef0123").unwrap();
+        let wanted = sending_profile(&spec).unwrap();
+        assert_eq!(wanted.name, "studio_64k");
+        // Every real QUIC path carries it.
+        assert_eq!(profile_for_path(wanted, 1150), Some(wanted));
+        // A narrower one gets the best tier that fits.
+        let limit = Profile::by_name("studio_48k").unwrap().max_datagram_bytes();
+        let p = profile_for_path(wanted, limit).unwrap();
+        assert_eq!(p.name, "studio_48k");
+        // Below every Opus profile: keep sending what was asked.
+        assert_eq!(profile_for_path(wanted, 100), None);
+        let respec = with_profile(&spec, p);
+        assert_eq!(sending_profile(&respec).unwrap().name, "studio_48k");
+        let decoders = respec
+            .stages
+            .iter()
+            .filter(|s| s.kind == "codec.opus_decode")
+            .map(|s| s.params["profile"].value.as_str().unwrap())
+            .collect::<Vec<_>>();
+        assert_eq!(decoders, ["studio_48k"; 4]);
+        assert_eq!(
+            sending_profile(&call_spec(&opts(&[]), "0123456789abcdef0123").unwrap())
+                .unwrap()
+                .name,
+            "good"
+        );
+    }
+
+    /// Switching profile on a running call graph replaces the encoder (and
+    /// the decoders) and keeps the QUIC stages, whose rings cannot be made
+    /// twice.
+    #[test]
+    fn a_profile_switch_reconfigures_the_running_call_graph() {
+        let o = opts(&[]);
+        let spec = call_spec(&o, "0123456789abcdef0123").unwrap();
+        let wakers = Wakers::default();
+        let (_feed, ingress_port) =
+            quic::ingress_channel(64, wakers.clocked.clone(), Instant::now());
+        let (_peers, _pump, egress_port) = quic::egress_channel(64);
+        let mut res = Resources::new();
+        res.insert("quic.ingress", Arc::new(ingress_port));
+        res.insert("quic.egress", Arc::new(egress_port));
+        let registry = wzp_stages::registry();
+        let compiled = compile_with(&spec, &registry, &res, &Existing::default(), wakers).unwrap();
+        let mut graph = Graph::new(compiled);
+        for _ in 0..5 {
+            graph.step();
+        }
+        let respec = with_profile(&spec, Profile::by_name("studio_32k").unwrap());
+        graph
+            .reconfigure(&respec, &registry, &res)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let before = graph.collected_total();
+        for _ in 0..5 {
+            graph.step();
+        }
+        // The encoder and four decoders went back to the control side.
+        assert_eq!(graph.collected_total() - before, 1, "one update returned");
+        let stats = graph.stats();
+        let enc = stats.stage("enc").expect("enc stage");
+        // A new encoder: its count started at the switch (an encoder kept
+        // from before would show all ten frames).
+        assert_eq!(enc.counter("frames_encoded"), Some(5));
+        let src = stats.stage("src").expect("src stage");
+        assert_eq!(src.kind, "audio.tone_source");
+        // Switching to the same profile again changes nothing.
+        graph.reconfigure(&respec, &registry, &res).unwrap();
+    }
 }

@@ -169,3 +169,46 @@ fn processors_do_not_allocate() {
     );
     assert!(dec.counter("classical_plc_invocations") > 10);
 }
+
+/// Every Opus profile's packets stay under its cap (the bound a path's
+/// datagram size is checked against), even with DRED and LBRR at high
+/// expected loss; and a small explicit cap is honoured.
+#[test]
+fn packets_stay_under_the_profile_cap() {
+    use wzp_stages::codec::profile::PROFILES;
+    let x = speechlike(48_000 * 3);
+    let cases = PROFILES
+        .iter()
+        .filter(|p| p.is_opus())
+        .map(|p| (p.name, p.max_payload_bytes(), 0i64))
+        .chain([("studio_64k", 60, 60i64)]);
+    for (name, cap, explicit) in cases {
+        let mut enc = Harness::new(
+            &OpusEncodeFactory,
+            &[
+                ("profile", str_(name)),
+                ("expected_loss", int(30)),
+                ("inband_fec", bool_(true)),
+                ("dred_ms", int(1000)),
+                ("max_packet_bytes", int(explicit)),
+            ],
+        );
+        let mut largest = 0;
+        let mut frames = 0;
+        for chunk in x.chunks_exact(Q) {
+            enc.set_pcm_in(chunk);
+            enc.step();
+            for s in enc.frames_out().iter() {
+                largest = largest.max(s.len());
+                frames += 1;
+            }
+        }
+        assert!(frames > 50, "{name}: {frames} frames");
+        assert!(
+            largest <= cap,
+            "{name}: a {largest}-byte packet over the {cap}-byte cap"
+        );
+        assert!(largest > 8, "{name}: encoder produced nothing real");
+        assert_eq!(enc.counter("encode_errors"), 0, "{name}");
+    }
+}

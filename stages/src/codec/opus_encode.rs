@@ -26,6 +26,10 @@
 //!   above ~12 kbps.
 //! - `dtx` = false: discontinuous transmission in silence.
 //! - `stream` = 0: written to `FrameMeta::stream`.
+//! - `max_packet_bytes` = 0: cap on one packet, 8..=1275; 0 = four times the
+//!   nominal frame, at least 320 (`profile::opus_payload_cap`). libopus
+//!   lowers a frame's rate to fit, so the profile's datagram size is a bound
+//!   (`Profile::max_datagram_bytes`) a path can be checked against.
 //!
 //! **Counters**: `frames_encoded`, `bytes_encoded`, `dtx_frames`,
 //! `encode_errors`, `dropped_full` (output batch full).
@@ -66,6 +70,7 @@ pub struct OpusEncodeSettings {
     pub dred_ms: u32,
     pub dtx: bool,
     pub stream: u32,
+    pub max_packet_bytes: usize,
 }
 
 pub(crate) fn opus_profile(p: &Params) -> Result<&'static Profile, BuildError> {
@@ -137,7 +142,12 @@ impl OpusEncodeSettings {
             }
         };
         let stream = p.int_in("stream", 0, u32::MAX as i64)? as u32;
+        let max_packet_bytes = match p.int("max_packet_bytes")? {
+            0 => super::profile::opus_payload_cap(bitrate as u32, frame_ms),
+            _ => p.int_in("max_packet_bytes", 8, 1275)? as usize,
+        };
         Ok(OpusEncodeSettings {
+            max_packet_bytes,
             profile,
             bitrate,
             frame_ms,
@@ -211,6 +221,11 @@ impl StageFactory for OpusEncodeFactory {
                 ),
                 ParamSpec::bool("dtx", false, "discontinuous transmission in silence"),
                 ParamSpec::int("stream", 0, "stream id written to each frame"),
+                ParamSpec::int(
+                    "max_packet_bytes",
+                    0,
+                    "cap on one packet, 8..=1275; 0 = 4x the nominal frame, at least 320",
+                ),
             ],
             default_domain: Domain::Clocked,
             domains: &[Domain::Clocked],
@@ -243,6 +258,7 @@ impl StageFactory for OpusEncodeFactory {
             codec: s.profile.wire_codec(),
             duration_ms: s.frame_ms as u8,
             stream: s.stream,
+            max_packet_bytes: s.max_packet_bytes,
             first: true,
             frames_encoded: cx.counter("frames_encoded"),
             bytes_encoded: cx.counter("bytes_encoded"),
@@ -268,6 +284,7 @@ struct OpusEncodeProc {
     codec: u8,
     duration_ms: u8,
     stream: u32,
+    max_packet_bytes: usize,
     first: bool,
     frames_encoded: Counter,
     bytes_encoded: Counter,
@@ -295,7 +312,11 @@ impl OpusEncodeProc {
             self.dropped_full.inc();
             return;
         };
-        match self.enc.encode_float(&self.frame, slot.buf_mut()) {
+        let cap = self.max_packet_bytes.min(MAX_ITEM_BYTES);
+        match self
+            .enc
+            .encode_float(&self.frame, &mut slot.buf_mut()[..cap])
+        {
             Ok(len) => {
                 slot.set_len(len);
                 if self.first {

@@ -172,7 +172,59 @@ pub const PROFILES: &[Profile] = &[
     },
 ];
 
+/// Most bytes a media datagram adds around one codec payload: the media
+/// header, a RaptorQ symbol header (a repair frame is the block's largest
+/// frame plus it), the AEAD tag and a quality-report trailer.
+pub const DATAGRAM_OVERHEAD: usize = wzp_proto::media::HEADER_LEN
+    + crate::fec::block::HEADER
+    + crate::crypto::TAG_LEN
+    + wzp_proto::media::TRAILER_LEN;
+
+/// The packet-size cap of the Opus encoder at `bitrate` and `frame_ms`: four
+/// times the nominal frame, at least 320 bytes (room for VBR peaks, LBRR and
+/// DRED), at most Opus's 1275. libopus lowers the rate of a frame that would
+/// not fit rather than fail, so speech never hits it in practice; it makes
+/// the profile's datagram size a bound, not a guess.
+pub const fn opus_payload_cap(bitrate: u32, frame_ms: u32) -> usize {
+    let nominal = (bitrate as usize * frame_ms as usize) / 8000;
+    let cap = nominal * 4;
+    if cap < 320 {
+        320
+    } else if cap > 1275 {
+        1275
+    } else {
+        cap
+    }
+}
+
 impl Profile {
+    /// Largest codec payload of one frame: the Opus encoder's cap, or the
+    /// fixed Codec2 frame.
+    pub const fn max_payload_bytes(&self) -> usize {
+        match self.codec {
+            Codec::Opus => opus_payload_cap(self.bitrate, self.frame_ms),
+            Codec::Codec2 { mode } => mode.frame_bytes(),
+        }
+    }
+
+    /// Largest datagram this profile sends (payload + [`DATAGRAM_OVERHEAD`]).
+    pub const fn max_datagram_bytes(&self) -> usize {
+        self.max_payload_bytes() + DATAGRAM_OVERHEAD
+    }
+
+    /// `self` when its datagrams fit a path that takes `limit`-byte
+    /// datagrams; otherwise the profile of highest bit rate that fits
+    /// (studio tiers only where they fit); `None` when nothing fits.
+    pub fn fitting(&'static self, limit: usize) -> Option<&'static Profile> {
+        if self.max_datagram_bytes() <= limit {
+            return Some(self);
+        }
+        PROFILES
+            .iter()
+            .filter(|p| p.max_datagram_bytes() <= limit)
+            .max_by_key(|p| p.bitrate)
+    }
+
     /// Looks a profile up by its param name.
     pub fn by_name(name: &str) -> Option<&'static Profile> {
         PROFILES.iter().find(|p| p.name == name)
@@ -240,6 +292,38 @@ pub(crate) fn names_where(pred: impl Fn(&Profile) -> bool) -> Vec<&'static str> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_profile_fits_the_smallest_quic_path() {
+        // QUIC paths carry at least 1200-byte UDP payloads; quinn's largest
+        // DATAGRAM on such a path is a little over 1150 bytes.
+        for p in PROFILES {
+            assert!(
+                p.max_datagram_bytes() <= 1100,
+                "{}: {} bytes",
+                p.name,
+                p.max_datagram_bytes()
+            );
+            assert_eq!(p.fitting(1100), Some(p));
+        }
+    }
+
+    #[test]
+    fn a_narrow_path_gets_the_best_profile_that_fits() {
+        let studio = Profile::by_name("studio_64k").unwrap();
+        let limit = Profile::by_name("studio_32k").unwrap().max_datagram_bytes();
+        assert!(studio.max_datagram_bytes() > limit);
+        assert_eq!(studio.fitting(limit).unwrap().name, "studio_32k");
+        let good = Profile::by_name("good").unwrap();
+        assert_eq!(good.fitting(good.max_datagram_bytes()), Some(good));
+        // Only Codec2 fits below the Opus minimum cap.
+        let tiny = DATAGRAM_OVERHEAD + 8;
+        assert_eq!(good.fitting(tiny).unwrap().name, "poor");
+        assert_eq!(good.fitting(DATAGRAM_OVERHEAD), None);
+        assert_eq!(opus_payload_cap(6_000, 40), 320);
+        assert_eq!(opus_payload_cap(64_000, 20), 640);
+        assert_eq!(opus_payload_cap(512_000, 60), 1275);
+    }
 
     #[test]
     fn names_and_ids_are_unique_and_nonzero() {

@@ -61,14 +61,10 @@ pub struct M2eOptions {
 
 /// The settings measured when none are given.
 pub fn default_settings() -> Vec<(String, BTreeMap<String, String>)> {
-    [
-        "",
-        "jb_min=20ms,jb_initial=20ms",
-        "jb_min=20ms,jb_initial=20ms,lookahead=0",
-    ]
-    .iter()
-    .map(|s| parse_setting(s).expect("the built-in settings parse"))
-    .collect()
+    ["", "lookahead=1", "jb_min=40ms,jb_initial=60ms,lookahead=1"]
+        .iter()
+        .map(|s| parse_setting(s).expect("the built-in settings parse"))
+        .collect()
 }
 
 /// `name=value,name=value` into a label and the `--set` map.

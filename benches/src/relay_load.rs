@@ -50,6 +50,8 @@ pub struct LoadOptions {
     pub relay_bin: Option<PathBuf>,
     pub skip_relay: bool,
     pub skip_raw: bool,
+    /// Extra `KEY=VALUE` lines for the relay's config file.
+    pub relay_config: Vec<String>,
     /// Print the `\r` progress line.
     pub progress: bool,
 }
@@ -451,11 +453,17 @@ pub(crate) async fn join_relay(
 
 async fn relay_phase(o: &LoadOptions, bin: &std::path::Path) -> Result<PhaseResult> {
     let dir = TempDir::new("relay-load")?;
-    let config = format!(
+    let mut config = format!(
         "# written by wzp-bench relay-load\nmax_peers = {}\nmax_rooms = {}\n",
         o.clients + 16,
         (o.rooms + 16).min(65_536)
     );
+    for line in &o.relay_config {
+        let (k, v) = line
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--relay-set {line:?}: expected KEY=VALUE"))?;
+        config.push_str(&format!("{} = {}\n", k.trim(), v.trim()));
+    }
     let mut relay = RelayProc::start(bin, &dir.0, &config)?;
     if o.progress {
         eprintln!(
@@ -1029,6 +1037,7 @@ mod tests {
             relay_bin: None,
             skip_relay: false,
             skip_raw: false,
+            relay_config: Vec::new(),
             progress: false,
         };
         // Rooms of 4 and 3.
@@ -1050,6 +1059,7 @@ mod tests {
             relay_bin: None,
             skip_relay: false,
             skip_raw: false,
+            relay_config: Vec::new(),
             progress: false,
         };
         let cases: Vec<(&str, LoadOptions)> = vec![
@@ -1114,6 +1124,7 @@ mod tests {
             relay_bin: None,
             skip_relay: false,
             skip_raw: false,
+            relay_config: Vec::new(),
             progress: false,
         };
         let epoch = Instant::now() - Duration::from_millis(5);

@@ -26,9 +26,12 @@ Examples:
       One big room (fan-out 39) through the relay only.
   ./target/release/wzp-bench mouth-to-ear
       Source-to-sink lag of two call graphs through the relay, for the default
-      jitter buffer and two lower-latency settings.
-  ./target/release/wzp-bench mouth-to-ear --setting jb_min=20ms,jb_initial=20ms,lookahead=0 --keep out/
-      One setting; keeps the received recording in out/.";
+      settings, with one frame of decoder look-ahead, and with a deeper
+      jitter buffer.
+  ./target/release/wzp-bench mouth-to-ear --setting jb_min=0ms,jb_initial=0ms --keep out/
+      One setting; keeps the received recording in out/.
+  ./target/release/wzp-bench mouth-to-ear --phase-ms 19.5
+      The receiver's clock ticks 19.5 ms after the sender's.";
 
 #[derive(Parser)]
 #[command(name = "wzp-bench", version, about = "wzp load and latency benches (loopback only)", after_help = EXAMPLES)]
@@ -75,6 +78,10 @@ struct RelayLoadArgs {
     /// Only the relay.
     #[arg(long)]
     skip_raw: bool,
+    /// A line for the relay's config file, KEY=VALUE (repeatable), e.g.
+    /// `--relay-set io_threads=1 --relay-set shards=2`
+    #[arg(long = "relay-set", value_name = "KEY=VALUE")]
+    relay_set: Vec<String>,
     /// No progress line.
     #[arg(long)]
     quiet: bool,
@@ -87,8 +94,8 @@ struct MouthToEarArgs {
     relay_bin: Option<PathBuf>,
     /// A call-graph setting to measure, as NAME=VALUE,NAME=VALUE (the
     /// `--set` values of `wzp-client join`); repeatable; `""` = defaults.
-    /// Without any: the defaults, then jb_min=20ms,jb_initial=20ms, then
-    /// that plus lookahead=0.
+    /// Without any: the defaults, then lookahead=1, then
+    /// jb_min=40ms,jb_initial=60ms,lookahead=1.
     #[arg(long = "setting", value_name = "NAME=VALUE,...")]
     settings: Vec<String>,
     /// Seconds of call per setting (one chirp per second).
@@ -129,6 +136,7 @@ fn relay_load_cmd(a: RelayLoadArgs) -> Result<()> {
         relay_bin: a.relay_bin,
         skip_relay: a.skip_relay,
         skip_raw: a.skip_raw,
+        relay_config: a.relay_set.clone(),
         progress: !a.quiet,
     };
     let results = relay_load::run(&o).context("relay-load")?;

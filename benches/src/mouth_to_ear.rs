@@ -48,6 +48,8 @@ const WARMUP_CHIRPS: usize = 2;
 #[derive(Clone, Debug)]
 pub struct M2eOptions {
     pub relay_bin: Option<PathBuf>,
+    /// Extra `KEY=VALUE` lines for the relay's config file.
+    pub relay_config: Vec<String>,
     /// Graph time per setting.
     pub duration: Duration,
     /// Each entry: a label and the `--set` values of one call-graph setting.
@@ -377,7 +379,9 @@ pub fn run(o: &M2eOptions) -> Result<Vec<M2eResult>> {
     }
     let bin = relay_proc::find_relay_bin(o.relay_bin.as_deref())?;
     let dir = TempDir::new("m2e")?;
-    let relay = RelayProc::start(&bin, &dir.0, "# written by wzp-bench mouth-to-ear\n")?;
+    let mut config = "# written by wzp-bench mouth-to-ear\n".to_string();
+    crate::relay_proc::append_config(&mut config, &o.relay_config)?;
+    let relay = RelayProc::start(&bin, &dir.0, &config)?;
     let out_dir = o.keep.clone().unwrap_or_else(|| dir.0.clone());
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let chirp_wav = dir.0.join("chirp.wav");

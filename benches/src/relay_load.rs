@@ -458,12 +458,7 @@ async fn relay_phase(o: &LoadOptions, bin: &std::path::Path) -> Result<PhaseResu
         o.clients + 16,
         (o.rooms + 16).min(65_536)
     );
-    for line in &o.relay_config {
-        let (k, v) = line
-            .split_once('=')
-            .ok_or_else(|| anyhow!("--relay-set {line:?}: expected KEY=VALUE"))?;
-        config.push_str(&format!("{} = {}\n", k.trim(), v.trim()));
-    }
+    relay_proc::append_config(&mut config, &o.relay_config)?;
     let mut relay = RelayProc::start(bin, &dir.0, &config)?;
     if o.progress {
         eprintln!(

@@ -251,3 +251,15 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Appends `KEY=VALUE` entries (the benches' `--relay-set`) to a relay
+/// config text as TOML lines; values are written as given (numbers, `"strings"`).
+pub fn append_config(config: &mut String, sets: &[String]) -> Result<()> {
+    for line in sets {
+        let (k, v) = line
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--relay-set {line:?}: expected KEY=VALUE"))?;
+        config.push_str(&format!("{} = {}\n", k.trim(), v.trim()));
+    }
+    Ok(())
+}

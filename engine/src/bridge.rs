@@ -179,6 +179,15 @@ impl<M: Meta> IoReceiver<M> {
     pub fn is_abandoned(&self) -> bool {
         self.cons.is_abandoned()
     }
+
+    /// Items waiting to be taken.
+    pub fn len(&self) -> usize {
+        self.cons.slots()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cons.is_empty()
+    }
 }
 
 /// The control or I/O end that pushes items to a real-time stage.

@@ -261,6 +261,7 @@ impl Relay {
                 wake.clone(),
                 stop.clone(),
                 epoch,
+                Duration::from_micros(cfg.egress_coalesce_us),
             )));
             shards.push(Shard {
                 sfu: Mutex::new(sfu),
@@ -344,17 +345,35 @@ async fn forward(
     wake: Arc<tokio::sync::Notify>,
     stop: Arc<AtomicBool>,
     epoch: Instant,
+    coalesce: Duration,
 ) {
     let mut idle = tokio::time::interval(IDLE_CYCLE);
     idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // With `coalesce` > 0, what the cycles queue is held until the oldest
+    // packet has waited that long, so datagrams for one receiver from
+    // several senders leave in one QUIC packet (one UDP send).
+    let mut due: Option<tokio::time::Instant> = None;
     while !stop.load(Ordering::Relaxed) {
+        let hold = due;
         tokio::select! {
             _ = wake.notified() => {}
             _ = idle.tick() => {}
+            _ = async { tokio::time::sleep_until(hold.unwrap_or_else(tokio::time::Instant::now)).await }, if hold.is_some() => {}
         }
         let t = Instant::now();
         runner.run_cycle(t.duration_since(epoch).as_nanos() as u64, t, None);
-        pump.flush();
+        if coalesce.is_zero() {
+            pump.flush();
+            continue;
+        }
+        let now = tokio::time::Instant::now();
+        if due.is_none() && pump.pending() > 0 {
+            due = Some(now + coalesce);
+        }
+        if due.is_some_and(|d| d <= now) {
+            pump.flush();
+            due = None;
+        }
     }
 }
 

@@ -92,6 +92,10 @@ struct MouthToEarArgs {
     /// The wzp-relay binary (default: next to wzp-bench).
     #[arg(long)]
     relay_bin: Option<PathBuf>,
+    /// A line for the relay's config file, KEY=VALUE (repeatable), e.g.
+    /// `--relay-set egress_coalesce_us=5000`
+    #[arg(long = "relay-set", value_name = "KEY=VALUE")]
+    relay_set: Vec<String>,
     /// A call-graph setting to measure, as NAME=VALUE,NAME=VALUE (the
     /// `--set` values of `wzp-client join`); repeatable; `""` = defaults.
     /// Without any: the defaults, then lookahead=1, then
@@ -155,6 +159,7 @@ fn mouth_to_ear_cmd(a: MouthToEarArgs) -> Result<()> {
     };
     let o = mouth_to_ear::M2eOptions {
         relay_bin: a.relay_bin,
+        relay_config: a.relay_set,
         duration: Duration::from_secs(a.duration),
         settings,
         keep: a.keep,

@@ -599,6 +599,11 @@ impl EgressPump {
         }
     }
 
+    /// Packets queued by the graph and not sent yet.
+    pub fn pending(&self) -> usize {
+        self.rx.len()
+    }
+
     /// Sends everything queued now; returns how many packets it took. A
     /// packet domain hosted on the I/O task calls this after each cycle
     /// instead of running the pump on a thread of its own.

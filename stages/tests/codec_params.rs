@@ -125,6 +125,12 @@ fn opus_encode_rejects_bad_params() {
                 "stream",
                 "0..=",
             ),
+            (
+                "max_packet_bytes 7",
+                vec![("max_packet_bytes", int(7))],
+                "max_packet_bytes",
+                "8..=1275",
+            ),
         ],
     );
 }
@@ -151,6 +157,12 @@ fn opus_decode_rejects_bad_params() {
                 vec![("lookahead_frames", int(-1))],
                 "lookahead_frames",
                 "0..=104",
+            ),
+            (
+                "complexity 11",
+                vec![("complexity", int(11))],
+                "complexity",
+                "0..=10",
             ),
             (
                 "frame 25 ms",

@@ -124,6 +124,23 @@ impl Decoder {
         }
     }
 
+    /// Sets the decoder's complexity (0..=10). libopus 1.5+ uses its neural
+    /// concealment (deep PLC) at 5 and above; 0 is classical PLC only.
+    pub fn set_complexity(&mut self, value: i32) -> Result<(), String> {
+        // SAFETY: a SET request with one opus_int32 vararg on a live decoder.
+        let r = unsafe {
+            sys::opus_decoder_ctl(self.0.as_ptr(), sys::OPUS_SET_COMPLEXITY_REQUEST, value)
+        };
+        if r == sys::OPUS_OK {
+            Ok(())
+        } else {
+            Err(format!(
+                "libopus refused decoder complexity {value}: {}",
+                strerror(r)
+            ))
+        }
+    }
+
     /// Decodes `data` (or conceals one frame of `out.len()` samples when
     /// `data` is `None`); with `fec`, decodes the LBRR copy of the previous
     /// frame carried in `data`. Returns samples written or an error code.

@@ -513,6 +513,11 @@ impl EgressPeers {
 /// so a slow peer never holds up the others.
 pub struct EgressPump {
     rx: IoReceiver<PacketMeta>,
+    out: EgressSender,
+}
+
+/// The pump's peer table and counters: sends one packet to its connection.
+struct EgressSender {
     updates: mpsc::Receiver<EgressUpdate>,
     peers: HashMap<u32, EgressPeer>,
     stats: Arc<EgressIoStats>,
@@ -529,9 +534,11 @@ pub fn egress_channel(capacity: usize) -> (EgressPeers, EgressPump, QuicEgressPo
         EgressPeers { tx: utx },
         EgressPump {
             rx,
-            updates: urx,
-            peers: HashMap::new(),
-            stats: stats.clone(),
+            out: EgressSender {
+                updates: urx,
+                peers: HashMap::new(),
+                stats: stats.clone(),
+            },
         },
         QuicEgressPort {
             tx: Mutex::new(Some(tx)),
@@ -541,7 +548,7 @@ pub fn egress_channel(capacity: usize) -> (EgressPeers, EgressPump, QuicEgressPo
     )
 }
 
-impl EgressPump {
+impl EgressSender {
     fn apply_updates(&mut self) {
         while let Ok(u) = self.updates.try_recv() {
             match u {
@@ -555,13 +562,7 @@ impl EgressPump {
         }
     }
 
-    /// Takes one queued packet without sending it (tests, custom pumps).
-    pub fn try_recv(&mut self) -> Option<Slot<PacketMeta>> {
-        self.rx.try_recv()
-    }
-
-    /// Sends one packet; returns whether it went out.
-    pub fn send_one(&mut self, peer: u32, bytes: &[u8]) -> bool {
+    fn send(&mut self, peer: u32, bytes: &[u8]) -> bool {
         if !self.peers.contains_key(&peer) {
             // The Add may still be in the channel.
             self.apply_updates();
@@ -570,12 +571,8 @@ impl EgressPump {
             bump(&self.stats.unknown_peer, 1);
             return false;
         };
-        let fits = max_datagram_size(&p.conn).is_some_and(|m| bytes.len() <= m);
-        if !fits {
-            bump(&self.stats.too_large, 1);
-            bump(&p.stats.dropped_out, 1);
-            return false;
-        }
+        // quinn checks the size against the path (and whether the peer takes
+        // datagrams at all) under the connection's lock: no second look here.
         match p.conn.send_datagram(Bytes::copy_from_slice(bytes)) {
             Ok(()) => {
                 bump(&self.stats.sent, 1);
@@ -586,7 +583,11 @@ impl EgressPump {
                 }
                 true
             }
-            Err(quinn::SendDatagramError::TooLarge) => {
+            Err(
+                quinn::SendDatagramError::TooLarge
+                | quinn::SendDatagramError::UnsupportedByPeer
+                | quinn::SendDatagramError::Disabled,
+            ) => {
                 bump(&self.stats.too_large, 1);
                 bump(&p.stats.dropped_out, 1);
                 false
@@ -598,6 +599,18 @@ impl EgressPump {
             }
         }
     }
+}
+
+impl EgressPump {
+    /// Takes one queued packet without sending it (tests, custom pumps).
+    pub fn try_recv(&mut self) -> Option<Slot<PacketMeta>> {
+        self.rx.try_recv()
+    }
+
+    /// Sends one packet; returns whether it went out.
+    pub fn send_one(&mut self, peer: u32, bytes: &[u8]) -> bool {
+        self.out.send(peer, bytes)
+    }
 
     /// Packets queued by the graph and not sent yet.
     pub fn pending(&self) -> usize {
@@ -608,12 +621,10 @@ impl EgressPump {
     /// packet domain hosted on the I/O task calls this after each cycle
     /// instead of running the pump on a thread of its own.
     pub fn flush(&mut self) -> usize {
-        let mut n = 0;
-        while let Some(slot) = self.rx.try_recv() {
-            self.send_one(slot.meta.peer, slot.bytes());
-            n += 1;
-        }
-        n
+        let out = &mut self.out;
+        self.rx.drain_with(|slot| {
+            out.send(slot.meta.peer, slot.bytes());
+        })
     }
 
     /// Runs on the calling thread until `stop` is set or the graph's end of
@@ -621,13 +632,11 @@ impl EgressPump {
     pub fn run(mut self, stop: Arc<AtomicBool>) {
         self.rx.register_current_thread();
         while !stop.load(Ordering::Relaxed) {
-            self.apply_updates();
+            self.out.apply_updates();
             match self.rx.recv_timeout(Duration::from_millis(50)) {
                 Some(slot) => {
                     self.send_one(slot.meta.peer, slot.bytes());
-                    while let Some(slot) = self.rx.try_recv() {
-                        self.send_one(slot.meta.peer, slot.bytes());
-                    }
+                    self.flush();
                 }
                 None => {
                     if self.rx.is_abandoned() {

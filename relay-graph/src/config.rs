@@ -38,9 +38,11 @@ pub struct Config {
     /// Threads of the I/O runtime that runs QUIC, handshakes and the
     /// shards' forwarding tasks (1..=64; 0 = one per CPU core; default 0).
     pub io_threads: usize,
-    /// Hold forwarded packets up to this long (0..=20000 µs) so that
-    /// datagrams for one receiver leave together in one QUIC packet: fewer
-    /// UDP sends per forwarded packet, at the cost of that much latency.
+    /// Hold a busy receiver's datagrams up to this long (0..=20000 µs) so
+    /// they leave together in one QUIC packet: fewer UDP sends per forwarded
+    /// packet. Only receivers expected to get two more datagrams within the
+    /// window are held (never a two-person call); 0 turns it off. Default
+    /// 5000.
     pub egress_coalesce_us: u64,
     /// How long a client has, after the QUIC handshake, to send Hello and Join.
     pub join_timeout_ms: u64,
@@ -91,7 +93,7 @@ impl Default for Config {
             call_room_size: 2,
             shards: 1,
             io_threads: 0,
-            egress_coalesce_us: 0,
+            egress_coalesce_us: 5000,
             join_timeout_ms: 10_000,
             join_max_skew_s: 600,
             debug_tap: None,
@@ -158,9 +160,11 @@ shards = 1
 # forwarding runs on these threads, next to the sockets it reads and writes.
 io_threads = 0
 
-# Hold forwarded packets up to this many microseconds so datagrams for one
-# receiver share a QUIC packet (fewer sends, that much more latency).
-egress_coalesce_us = 0
+# Hold a busy receiver's datagrams up to this many microseconds so they share
+# a QUIC packet: fewer sends, up to that much more latency, only for receivers
+# that get a datagram at least every egress_coalesce_us / 2 (big, busy rooms;
+# never a two-person call). 0 = off.
+egress_coalesce_us = 5000
 
 # Time a client has after the QUIC handshake to send Hello and Join.
 join_timeout_ms = 10000
@@ -314,6 +318,7 @@ mod tests {
         assert_eq!(cfg.label, d.label);
         assert_eq!(cfg.shards, d.shards);
         assert_eq!(cfg.io_threads, d.io_threads);
+        assert_eq!(cfg.egress_coalesce_us, d.egress_coalesce_us);
         assert!(cfg.calls.is_empty());
     }
 

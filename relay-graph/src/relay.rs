@@ -349,31 +349,23 @@ async fn forward(
 ) {
     let mut idle = tokio::time::interval(IDLE_CYCLE);
     idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // With `coalesce` > 0, what the cycles queue is held until the oldest
-    // packet has waited that long, so datagrams for one receiver from
-    // several senders leave in one QUIC packet (one UDP send).
-    let mut due: Option<tokio::time::Instant> = None;
+    // A busy receiver's datagrams may be held up to `coalesce` so they leave
+    // in one QUIC packet (stages/src/net/coalesce.rs); wake for the release.
+    pump.set_coalesce_window(coalesce);
     while !stop.load(Ordering::Relaxed) {
-        let hold = due;
+        let release = pump.next_release();
         tokio::select! {
             _ = wake.notified() => {}
             _ = idle.tick() => {}
-            _ = async { tokio::time::sleep_until(hold.unwrap_or_else(tokio::time::Instant::now)).await }, if hold.is_some() => {}
+            _ = async {
+                if let Some(t) = release {
+                    tokio::time::sleep_until(t.into()).await;
+                }
+            }, if release.is_some() => {}
         }
         let t = Instant::now();
         runner.run_cycle(t.duration_since(epoch).as_nanos() as u64, t, None);
-        if coalesce.is_zero() {
-            pump.flush();
-            continue;
-        }
-        let now = tokio::time::Instant::now();
-        if due.is_none() && pump.pending() > 0 {
-            due = Some(now + coalesce);
-        }
-        if due.is_some_and(|d| d <= now) {
-            pump.flush();
-            due = None;
-        }
+        pump.flush();
     }
 }
 

@@ -85,10 +85,25 @@ async fn five_clients_each_hear_the_four_others() {
 /// Holding forwarded packets to share QUIC packets loses none of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_egress_coalescing_five_clients_still_hear_everything() {
-    five_clients_round("egress_coalesce_us = 5000\n").await;
+    let relay = five_clients_round("egress_coalesce_us = 5000\n").await;
+    // Each receiver got four datagrams every 2 ms: busy enough to be held.
+    let held = relay
+        .metric("wzp_stage_events_total{graph=\"relay\",stage=\"egress\",name=\"held\"}")
+        .unwrap_or(0.0);
+    assert!(held > 0.0, "no datagram was held");
 }
 
-async fn five_clients_round(config: &str) {
+/// Without coalescing nothing is held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_egress_coalescing_nothing_is_held() {
+    let relay = five_clients_round("egress_coalesce_us = 0\n").await;
+    let held = relay
+        .metric("wzp_stage_events_total{graph=\"relay\",stage=\"egress\",name=\"held\"}")
+        .unwrap_or(-1.0);
+    assert_eq!(held, 0.0);
+}
+
+async fn five_clients_round(config: &str) -> RelayProc {
     let dir = tempdir();
     let cfg = dir.path().join("relay.toml");
     std::fs::write(&cfg, config).unwrap();
@@ -136,6 +151,7 @@ async fn five_clients_round(config: &str) {
     }
     let participants = relay.metric("wzp_relay_participants").unwrap();
     assert_eq!(participants, 5.0);
+    relay
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,6 +2,7 @@
 
 use wzp_engine::prelude::*;
 
+pub mod coalesce;
 pub mod netem;
 pub mod quic;
 pub mod quic_egress;

@@ -37,6 +37,8 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+
+use super::coalesce::{Coalescer, Decision};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
@@ -460,6 +462,8 @@ pub struct EgressIoStats {
     pub send_errors: AtomicU64,
     /// No connection for the handle (it left while packets were in flight).
     pub unknown_peer: AtomicU64,
+    /// Held for a moment to share a QUIC packet (sent later, also in `sent`).
+    pub held: AtomicU64,
 }
 
 /// What `net.quic_egress` takes from [`Resources`](wzp_engine::prelude::Resources)
@@ -516,11 +520,16 @@ pub struct EgressPump {
     out: EgressSender,
 }
 
-/// The pump's peer table and counters: sends one packet to its connection.
+/// The pump's peer table and counters: sends one packet to its connection,
+/// or holds it for a moment so it shares a QUIC packet with the next ones
+/// for the same receiver ([`super::coalesce`]).
 struct EgressSender {
     updates: mpsc::Receiver<EgressUpdate>,
     peers: HashMap<u32, EgressPeer>,
     stats: Arc<EgressIoStats>,
+    coalescer: Coalescer,
+    held: HashMap<u32, Vec<Bytes>>,
+    epoch: Instant,
 }
 
 /// A ring of `capacity` packets out of the graph, the pump that drains it,
@@ -538,6 +547,9 @@ pub fn egress_channel(capacity: usize) -> (EgressPeers, EgressPump, QuicEgressPo
                 updates: urx,
                 peers: HashMap::new(),
                 stats: stats.clone(),
+                coalescer: Coalescer::new(0),
+                held: HashMap::new(),
+                epoch: Instant::now(),
             },
         },
         QuicEgressPort {
@@ -557,12 +569,48 @@ impl EgressSender {
                 }
                 EgressUpdate::Remove(h) => {
                     self.peers.remove(&h);
+                    self.coalescer.remove(h);
+                    self.held.remove(&h);
                 }
             }
         }
     }
 
-    fn send(&mut self, peer: u32, bytes: &[u8]) -> bool {
+    fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// Sends `bytes` to `peer` now, or holds a copy (counted `held`).
+    fn offer(&mut self, peer: u32, bytes: &[u8], now_ns: u64) {
+        match self.coalescer.offer(peer, now_ns) {
+            Decision::SendNow => {
+                self.send(peer, Bytes::copy_from_slice(bytes));
+            }
+            Decision::Hold => {
+                bump(&self.stats.held, 1);
+                self.held
+                    .entry(peer)
+                    .or_default()
+                    .push(Bytes::copy_from_slice(bytes));
+            }
+        }
+    }
+
+    /// Sends what was held for every receiver whose hold has ended.
+    fn release_due(&mut self, now_ns: u64) {
+        while let Some(peer) = self.coalescer.pop_due(now_ns) {
+            let Some(mut held) = self.held.remove(&peer) else {
+                continue;
+            };
+            for b in held.drain(..) {
+                self.send(peer, b);
+            }
+            // Keep the Vec's capacity for the next hold.
+            self.held.insert(peer, held);
+        }
+    }
+
+    fn send(&mut self, peer: u32, bytes: Bytes) -> bool {
         if !self.peers.contains_key(&peer) {
             // The Add may still be in the channel.
             self.apply_updates();
@@ -573,13 +621,16 @@ impl EgressSender {
         };
         // quinn checks the size against the path (and whether the peer takes
         // datagrams at all) under the connection's lock: no second look here.
-        match p.conn.send_datagram(Bytes::copy_from_slice(bytes)) {
+        let len = bytes.len() as u64;
+        // The observer sees the datagram as sent (a cheap clone of `Bytes`).
+        let seen = p.observer.as_ref().map(|_| bytes.clone());
+        match p.conn.send_datagram(bytes) {
             Ok(()) => {
                 bump(&self.stats.sent, 1);
                 bump(&p.stats.packets_out, 1);
-                bump(&p.stats.bytes_out, bytes.len() as u64);
-                if let Some(o) = &p.observer {
-                    o(bytes);
+                bump(&p.stats.bytes_out, len);
+                if let (Some(o), Some(b)) = (&p.observer, seen) {
+                    o(&b);
                 }
                 true
             }
@@ -609,7 +660,24 @@ impl EgressPump {
 
     /// Sends one packet; returns whether it went out.
     pub fn send_one(&mut self, peer: u32, bytes: &[u8]) -> bool {
-        self.out.send(peer, bytes)
+        self.out.send(peer, Bytes::copy_from_slice(bytes))
+    }
+
+    /// Holds a receiver's datagrams up to `window` when it is expected to
+    /// get at least [`coalesce::MIN_EXPECTED`](super::coalesce::MIN_EXPECTED)
+    /// more in that time, so they leave in one QUIC packet; zero (the
+    /// default) sends everything at once. Call [`EgressPump::flush`] again
+    /// by [`EgressPump::next_release`] to send what is held.
+    pub fn set_coalesce_window(&mut self, window: Duration) {
+        self.out.coalescer = Coalescer::new(window.as_nanos() as u64);
+    }
+
+    /// When the earliest held datagrams are due.
+    pub fn next_release(&self) -> Option<Instant> {
+        self.out
+            .coalescer
+            .next_due_ns()
+            .map(|ns| self.out.epoch + Duration::from_nanos(ns))
     }
 
     /// Packets queued by the graph and not sent yet.
@@ -622,9 +690,17 @@ impl EgressPump {
     /// instead of running the pump on a thread of its own.
     pub fn flush(&mut self) -> usize {
         let out = &mut self.out;
-        self.rx.drain_with(|slot| {
-            out.send(slot.meta.peer, slot.bytes());
-        })
+        let now = out.now_ns();
+        let n = if out.coalescer.enabled() {
+            self.rx
+                .drain_with(|slot| out.offer(slot.meta.peer, slot.bytes(), now))
+        } else {
+            self.rx.drain_with(|slot| {
+                out.send(slot.meta.peer, Bytes::copy_from_slice(slot.bytes()));
+            })
+        };
+        out.release_due(now);
+        n
     }
 
     /// Runs on the calling thread until `stop` is set or the graph's end of

@@ -13,8 +13,9 @@
 //!   `"{endpoint}.egress"`, a [`QuicEgressPort`] made by
 //!   [`crate::net::quic::egress_channel`].
 //! - Counters: `packets`, `bytes` (handed to the ring); `ring_full`;
-//!   `sent`, `too_large`, `send_errors`, `unknown_peer` (from the pump thread,
-//!   mirrored here each cycle).
+//!   `sent`, `too_large`, `send_errors`, `unknown_peer`, `held` (held to share
+//!   a QUIC packet, see `net::coalesce`; from the pump, mirrored here each
+//!   cycle).
 //! - Latency: zero.
 //!
 //! ```toml
@@ -50,6 +51,7 @@ pub struct QuicEgressProc {
     too_large: Mirror,
     send_errors: Mirror,
     unknown_peer: Mirror,
+    held: Mirror,
 }
 
 impl Processor for QuicEgressProc {
@@ -70,6 +72,7 @@ impl Processor for QuicEgressProc {
             .update(self.io.send_errors.load(Ordering::Relaxed));
         self.unknown_peer
             .update(self.io.unknown_peer.load(Ordering::Relaxed));
+        self.held.update(self.io.held.load(Ordering::Relaxed));
         Flow::Continue
     }
 }
@@ -134,6 +137,7 @@ impl StageFactory for QuicEgress {
             too_large: Mirror::new(cx.counter("too_large")),
             send_errors: Mirror::new(cx.counter("send_errors")),
             unknown_peer: Mirror::new(cx.counter("unknown_peer")),
+            held: Mirror::new(cx.counter("held")),
         };
         Ok(Built {
             inputs: vec![PortDecl::new("in", PortType::Packet)],

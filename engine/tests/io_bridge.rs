@@ -92,8 +92,9 @@ impl StageFactory for Egress {
     }
 }
 
-#[test]
-fn packets_round_trip_through_the_packet_domain() {
+/// The relay-shaped test graph (`rx` -> `tx`, one packet domain) with the
+/// I/O ends of its two rings.
+fn relay_graph() -> (Graph, IoSender<PacketMeta>, IoReceiver<PacketMeta>) {
     let mut reg = Registry::new();
     reg.register(Ingress).unwrap();
     reg.register(Egress).unwrap();
@@ -106,15 +107,20 @@ fn packets_round_trip_through_the_packet_domain() {
     // The domain waker exists before the graph: the compiler hands the same
     // one to the executor, so the I/O side can wake the packet thread.
     let wakers = wzp_engine::compile::Wakers::default();
-    let (mut io_tx, rt_rx): (IoSender<PacketMeta>, _) = from_io(256, wakers.packet.clone());
-    let (rt_tx, mut io_rx): (_, IoReceiver<PacketMeta>) = to_io(256, Counter::default());
+    let (io_tx, rt_rx): (IoSender<PacketMeta>, _) = from_io(256, wakers.packet.clone());
+    let (rt_tx, io_rx): (_, IoReceiver<PacketMeta>) = to_io(256, Counter::default());
     let mut res = Resources::new();
     res.insert::<Rx>("ingress", Arc::new(Mutex::new(Some(rt_rx))));
     res.insert::<Tx>("egress", Arc::new(Mutex::new(Some(rt_tx))));
     let compiled =
         wzp_engine::compile::compile_with(&spec, &reg, &res, &Default::default(), wakers).unwrap();
     assert_eq!(compiled.domains.len(), 1);
-    let mut g = Graph::new(compiled);
+    (Graph::new(compiled), io_tx, io_rx)
+}
+
+#[test]
+fn packets_round_trip_through_the_packet_domain() {
+    let (mut g, mut io_tx, mut io_rx) = relay_graph();
     g.start(RunOptions::default()).unwrap();
 
     let receiver = std::thread::spawn(move || {
@@ -156,24 +162,7 @@ fn packets_round_trip_through_the_packet_domain() {
 /// caller runs them, and every packet still comes out in order.
 #[test]
 fn a_hosted_packet_domain_runs_only_when_its_host_cycles_it() {
-    let mut reg = Registry::new();
-    reg.register(Ingress).unwrap();
-    reg.register(Egress).unwrap();
-    let spec = GraphSpec::parse(
-        "[graph]\nname = \"relay\"\n[[stage]]\nid = \"rx\"\nkind = \"io.ingress\"\n[[stage]]\nid = \"tx\"\nkind = \"io.egress\"\n[[link]]\nfrom = \"rx.out\"\nto = \"tx.in\"\n",
-        "relay.toml",
-        &Default::default(),
-    )
-    .unwrap();
-    let wakers = wzp_engine::compile::Wakers::default();
-    let (mut io_tx, rt_rx): (IoSender<PacketMeta>, _) = from_io(256, wakers.packet.clone());
-    let (rt_tx, mut io_rx): (_, IoReceiver<PacketMeta>) = to_io(256, Counter::default());
-    let mut res = Resources::new();
-    res.insert::<Rx>("ingress", Arc::new(Mutex::new(Some(rt_rx))));
-    res.insert::<Tx>("egress", Arc::new(Mutex::new(Some(rt_tx))));
-    let compiled =
-        wzp_engine::compile::compile_with(&spec, &reg, &res, &Default::default(), wakers).unwrap();
-    let mut g = Graph::new(compiled);
+    let (mut g, mut io_tx, mut io_rx) = relay_graph();
     assert_eq!(g.domains_left(), vec![Domain::Packet]);
     let mut runner = g.take_runner(Domain::Packet).expect("the packet runner");
     assert!(g.domains_left().is_empty());

@@ -250,7 +250,7 @@ impl Relay {
             let runner = graph.take_runner(Domain::Packet).ok_or_else(|| {
                 anyhow!("relay graph: no packet-domain stages (ingress -> fanout -> egress)")
             })?;
-            if let Some(d) = graph_domains_left(&graph) {
+            if let Some(d) = graph.domains_left().first() {
                 return Err(anyhow!(
                     "relay graph: stages in the {d:?} domain; a relay graph runs in the packet domain only"
                 ));
@@ -367,11 +367,6 @@ async fn forward(
         runner.run_cycle(t.duration_since(epoch).as_nanos() as u64, t, None);
         pump.flush();
     }
-}
-
-/// A domain whose runner is still in `graph` (a relay graph has one: packet).
-fn graph_domains_left(graph: &Graph) -> Option<Domain> {
-    graph.domains_left().first().copied()
 }
 
 async fn handle_incoming(shared: Arc<Shared>, incoming: quinn::Incoming) {

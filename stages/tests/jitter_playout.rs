@@ -169,6 +169,29 @@ fn run(h: &mut Harness, mut frames: Vec<FrameMeta>, cycles: u64) -> Vec<Vec<Out>
     outs
 }
 
+/// Like [`run`], but a cycle sees only what arrived up to its own time (a
+/// receiver whose cycles lag arrivals), and returns each cycle's raw output.
+fn run_seen(
+    h: &mut Harness,
+    mut frames: Vec<FrameMeta>,
+    cycles: u64,
+) -> Vec<Vec<(FrameMeta, Vec<u8>)>> {
+    frames.sort_by_key(|m| m.arrival_ns);
+    let mut next = 0;
+    let mut outs = Vec::new();
+    for _ in 0..cycles {
+        let now = h.cycle * Q_NS;
+        while next < frames.len() && frames[next].arrival_ns <= now {
+            let m = frames[next];
+            h.input().push(m, &payload(m.seq)).unwrap();
+            next += 1;
+        }
+        h.step();
+        outs.push(h.output());
+    }
+    outs
+}
+
 /// The outputs after playout started; asserts exactly one per period.
 fn after_start(outs: &[Vec<Out>]) -> Vec<Out> {
     let start = outs
@@ -610,19 +633,7 @@ fn playout_comes_down_after_a_late_start_at_every_phase() {
                 frame(1000, k, (k as u64 * 20 + lead_ms + late) * 1_000_000)
             })
             .collect();
-        let mut next = 0;
-        let mut outs = Vec::new();
-        for _ in 0..150 {
-            // A cycle sees what arrived up to its own time.
-            let now = h.cycle * Q_NS;
-            while next < frames.len() && frames[next].arrival_ns <= now {
-                let m = frames[next];
-                h.input().push(m, &payload(m.seq)).unwrap();
-                next += 1;
-            }
-            h.step();
-            outs.push(h.output().len());
-        }
+        let outs: Vec<usize> = run_seen(&mut h, frames, 150).iter().map(Vec::len).collect();
         let cur = h.gauge("current_delay_ms");
         assert!(
             (10..=35).contains(&cur),
@@ -712,18 +723,8 @@ fn lost_frames_carry_the_next_one_and_stretches_are_marked_inserted() {
             frame(0, k, k as u64 * Q_NS + (1 + extra) * MS)
         })
         .collect();
-    let mut next = 0;
-    let mut sorted = frames.clone();
-    sorted.sort_by_key(|m| m.arrival_ns);
-    for _ in 0..(n as u64 + 40) {
-        let now = h.cycle * Q_NS;
-        while next < sorted.len() && sorted[next].arrival_ns <= now {
-            let m = sorted[next];
-            h.input().push(m, &payload(m.seq)).unwrap();
-            next += 1;
-        }
-        h.step();
-        out.extend(h.output());
+    for cycle in run_seen(&mut h, frames, n as u64 + 40) {
+        out.extend(cycle);
     }
     let inserted: Vec<_> = out
         .iter()

@@ -691,14 +691,9 @@ impl EgressPump {
     pub fn flush(&mut self) -> usize {
         let out = &mut self.out;
         let now = out.now_ns();
-        let n = if out.coalescer.enabled() {
-            self.rx
-                .drain_with(|slot| out.offer(slot.meta.peer, slot.bytes(), now))
-        } else {
-            self.rx.drain_with(|slot| {
-                out.send(slot.meta.peer, Bytes::copy_from_slice(slot.bytes()));
-            })
-        };
+        let n = self
+            .rx
+            .drain_with(|slot| out.offer(slot.meta.peer, slot.bytes(), now));
         out.release_due(now);
         n
     }

@@ -12,6 +12,8 @@
 //! - [`handshake`]: the sans-IO three-message authenticated key exchange with
 //!   per-direction session keys and a 4-digit SAS, plus room keys and room hashes.
 //! - [`join`]: the signed `join` frame a client sends to enter a relay room.
+//! - [`close`]: QUIC application close codes and what they mean.
+//! - [`sni`]: the TLS server names a relay serves (rooms, calls, signal, ...).
 //!
 //! The byte-exact specification is `docs/WIRE.md`; the constants in this crate
 //! are its code form.
@@ -30,12 +32,14 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod close;
 pub mod error;
 pub mod handshake;
 pub mod identity;
 pub mod join;
 pub mod media;
 pub mod signal;
+pub mod sni;
 
 pub use error::WireError;
 pub use handshake::{room_hash, room_id, room_key};

@@ -14,4 +14,4 @@ pub mod join;
 pub mod metrics;
 pub mod relay;
 pub mod rooms;
-pub mod sni;
+pub use wzp_proto::sni;

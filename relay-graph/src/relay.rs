@@ -405,7 +405,7 @@ async fn handle_incoming(shared: Arc<Shared>, incoming: quinn::Incoming) {
         }
         Sni::Room(room) => serve_room(shared, conn, room, false).await,
         Sni::Call(room) => serve_room(shared, conn, room, true).await,
-        Sni::Signal | Sni::Federation | Sni::RelayLink => {
+        Sni::Signal | Sni::Federation | Sni::RelayLink | Sni::Version => {
             let r = Refusal::new(
                 close::UNKNOWN_SNI,
                 HangupReason::Error,

@@ -30,10 +30,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
-use wzp_proto::signal::{decode_message, Decoded, SignalMessage};
+use wzp_proto::room_client::{JoinEvent, JoinExchange};
 use wzp_proto::{MediaHeader, Seed, TlsFingerprint, HEADER_LEN};
-use wzp_relay::join::{read_frame, Join};
 use wzp_stages::net::quic;
+use wzp_stages::net::signal_stream::{self, SignalFrame, SignalReader};
 
 use crate::relay_proc::{self, RelayProc, TempDir};
 
@@ -405,28 +405,38 @@ pub(crate) async fn join_relay(
     let conn = tokio::time::timeout(WAIT, endpoint.connect(relay, &sni)?)
         .await
         .map_err(|_| anyhow!("client {index}: no handshake within {WAIT:?}"))??;
-    let (mut send, mut recv) = conn.open_bi().await?;
+    let (mut send, recv) = conn.open_bi().await?;
     let mut seed = [0u8; 32];
     seed[..8].copy_from_slice(&(index as u64 + 1).to_le_bytes());
     seed[8] = 0xB7;
     let id = Seed::from_bytes(seed).identity();
-    let me = id.fingerprint();
-    let mut frames = wzp_proto::signal::encode_frame(&SignalMessage::hello(Some(
-        "wzp-bench relay-load".into(),
-    )))?;
-    frames.extend(Join::signed(&id, &sni, &fp, Some(format!("load{index}")), unix_ms()).to_frame());
-    send.write_all(&frames).await?;
+    let mut exchange = JoinExchange::start(
+        &id,
+        &sni,
+        &fp,
+        Some(format!("load{index}")),
+        "wzp-bench relay-load",
+        unix_ms(),
+    );
+    let mut recv = SignalReader::new(recv, wzp_proto::signal::MAX_FRAME_LEN);
     let admitted = async {
         loop {
-            let Some(body) = read_frame(&mut recv, 1 << 20).await? else {
-                bail!("the relay closed the signal stream before admitting us");
-            };
-            if let Ok(Decoded::Message(SignalMessage::RoomUpdate { participants, .. })) =
-                decode_message(&body)
-            {
-                if participants.iter().any(|p| p.fingerprint == me) {
-                    return Ok(());
+            if let Some(bytes) = exchange.poll_transmit() {
+                signal_stream::write_frames(&mut send, &bytes).await?;
+            }
+            match exchange.poll_event() {
+                Some(JoinEvent::Admitted { .. }) => return Ok(()),
+                Some(JoinEvent::Refused { message, .. }) => {
+                    bail!("refused: {}", message.unwrap_or_default())
                 }
+                Some(JoinEvent::Failed(why)) => bail!("{why}"),
+                Some(_) => continue,
+                None => {}
+            }
+            match recv.next().await? {
+                Some(SignalFrame::Message(m)) => exchange.handle_message(m),
+                Some(SignalFrame::Malformed(_)) => {}
+                None => bail!("the relay closed the signal stream before admitting us"),
             }
         }
     };
@@ -443,7 +453,7 @@ pub(crate) async fn join_relay(
     }
     tokio::spawn(async move {
         let _keep = send;
-        while let Ok(Some(_)) = read_frame(&mut recv, 1 << 20).await {}
+        while let Ok(Some(_)) = recv.next().await {}
     });
     Ok(QuicClient {
         _endpoint: endpoint,

@@ -43,6 +43,15 @@ impl StageStats {
             .map(|(_, c)| c.get())
     }
 
+    /// A live handle to counter `name`, for readers that resolve their
+    /// figures once (at build) instead of looking them up by name each time.
+    pub fn counter_handle(&self, name: &str) -> Option<Counter> {
+        self.counters
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, c)| c.clone())
+    }
+
     pub fn gauge(&self, name: &str) -> Option<i64> {
         self.gauges
             .iter()
@@ -54,6 +63,13 @@ impl StageStats {
 impl GraphStats {
     pub fn stage(&self, id: &str) -> Option<&StageStats> {
         self.stages.iter().find(|s| s.id == id)
+    }
+
+    /// Every stage of kind `kind` (bridges excluded).
+    pub fn stages_of_kind<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a StageStats> {
+        self.stages
+            .iter()
+            .filter(move |s| s.kind == kind && !s.bridge)
     }
 
     /// Copies every figure now.

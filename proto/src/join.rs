@@ -12,12 +12,14 @@
 use serde::{Deserialize, Serialize};
 
 use crate::identity::{verify_signature, Identity};
-use crate::signal::FRAME_HEADER_LEN;
+use crate::signal::SignalMessage;
 use crate::{Fingerprint, TlsFingerprint};
 
 /// A client's request to join the room its SNI names.
+///
+/// On the wire it is the signal message [`SignalMessage::Join`]
+/// (`{"type":"join",...}`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename = "join")]
 pub struct Join {
     /// The room as in the SNI (room hash or `call-*` name).
     pub room: String,
@@ -129,13 +131,10 @@ impl Join {
         Ok(self.fingerprint())
     }
 
-    /// The Join as one signal frame.
+    /// The Join as one signal frame (`{"type":"join",...}`).
     pub fn to_frame(&self) -> Vec<u8> {
-        let json = serde_json::to_vec(self).expect("a Join always serializes");
-        let mut out = Vec::with_capacity(FRAME_HEADER_LEN + json.len());
-        out.extend_from_slice(&(json.len() as u32).to_be_bytes());
-        out.extend_from_slice(&json);
-        out
+        crate::signal::encode_frame(&SignalMessage::Join(self.clone()))
+            .expect("a Join is far below the frame limit")
     }
 }
 

@@ -12,6 +12,7 @@
 //! - [`handshake`]: the sans-IO three-message authenticated key exchange with
 //!   per-direction session keys and a 4-digit SAS, plus room keys and room hashes.
 //! - [`join`]: the signed `join` frame a client sends to enter a relay room.
+//! - [`room_client`]: the client side of entering a room (Hello, Join, RoomUpdate), sans-IO.
 //! - [`close`]: QUIC application close codes and what they mean.
 //! - [`sni`]: the TLS server names a relay serves (rooms, calls, signal, ...).
 //!
@@ -38,6 +39,7 @@ pub mod handshake;
 pub mod identity;
 pub mod join;
 pub mod media;
+pub mod room_client;
 pub mod signal;
 pub mod sni;
 

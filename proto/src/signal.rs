@@ -431,6 +431,9 @@ pub enum SignalMessage {
         #[serde(default)]
         frames_decoded: u64,
     },
+    /// Client to relay on a room connection, after `Hello`: the signed
+    /// request to enter the room its SNI names ([`crate::join`]).
+    Join(crate::join::Join),
     /// A variant this build does not know (only produced when decoding, e.g.
     /// as the `inner` of a forward from a newer relay). Cannot be encoded.
     #[serde(other)]
@@ -471,6 +474,7 @@ pub const MESSAGE_TYPES: &[&str] = &[
     "session_forward_ack",
     "quality_update",
     "loss_recovery_update",
+    "join",
 ];
 
 impl SignalMessage {
@@ -515,6 +519,7 @@ impl SignalMessage {
             M::SessionForwardAck { .. } => "session_forward_ack",
             M::QualityUpdate { .. } => "quality_update",
             M::LossRecoveryUpdate { .. } => "loss_recovery_update",
+            M::Join(_) => "join",
             M::Unrecognized => "unrecognized",
         }
     }
@@ -656,17 +661,41 @@ fn frame_len(header: [u8; FRAME_HEADER_LEN]) -> Result<usize, SignalError> {
 /// dec.push(&bytes[3..]).unwrap();
 /// assert_eq!(dec.next_frame().unwrap(), Some(Decoded::Message(SignalMessage::Ping { timestamp_ms: 7 })));
 /// ```
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FrameDecoder {
     buf: Vec<u8>,
     start: usize,
     poisoned: bool,
+    max_frame: usize,
+}
+
+impl Default for FrameDecoder {
+    fn default() -> Self {
+        FrameDecoder::new()
+    }
 }
 
 impl FrameDecoder {
-    /// An empty decoder.
+    /// An empty decoder that takes frames up to [`MAX_FRAME_LEN`].
     pub fn new() -> FrameDecoder {
-        FrameDecoder::default()
+        FrameDecoder::with_max_frame(MAX_FRAME_LEN)
+    }
+
+    /// An empty decoder that refuses (and is poisoned by) any frame whose
+    /// body exceeds `max_frame` bytes (at most [`MAX_FRAME_LEN`]): a relay
+    /// reads small client frames and need not buffer a megabyte for each.
+    pub fn with_max_frame(max_frame: usize) -> FrameDecoder {
+        FrameDecoder {
+            buf: Vec::new(),
+            start: 0,
+            poisoned: false,
+            max_frame: max_frame.min(MAX_FRAME_LEN),
+        }
+    }
+
+    /// The largest frame body this decoder accepts.
+    pub fn max_frame(&self) -> usize {
+        self.max_frame
     }
 
     /// Appends received bytes. Fails if more than [`MAX_BUFFERED`] bytes would
@@ -680,7 +709,7 @@ impl FrameDecoder {
             self.start = 0;
         }
         let buffered = self.buffered() + data.len();
-        if buffered > MAX_BUFFERED {
+        if buffered > 2 * (FRAME_HEADER_LEN + self.max_frame) {
             return Err(SignalError::BufferFull { buffered });
         }
         self.buf.extend_from_slice(data);
@@ -704,7 +733,13 @@ impl FrameDecoder {
         let Some((header, body)) = pending.split_first_chunk::<FRAME_HEADER_LEN>() else {
             return Ok(None);
         };
-        let len = match frame_len(*header) {
+        let len = match frame_len(*header).and_then(|len| {
+            if len > self.max_frame {
+                Err(SignalError::FrameTooLarge { len })
+            } else {
+                Ok(len)
+            }
+        }) {
             Ok(len) => len,
             Err(e) => {
                 self.poisoned = true;

@@ -266,3 +266,32 @@ fn many_frames_in_one_push_reuse_the_buffer() {
         assert_eq!(dec.buffered(), 0);
     }
 }
+
+#[test]
+fn a_decoder_with_a_smaller_limit_refuses_larger_frames() {
+    use wzp_proto::signal::{encode_frame, FrameDecoder};
+    let ping = encode_frame(&SignalMessage::Ping { timestamp_ms: 1 }).unwrap();
+    let mut dec = FrameDecoder::with_max_frame(ping.len() - 4);
+    dec.push(&ping).unwrap();
+    assert!(dec.next_frame().unwrap().is_some());
+    let big = encode_frame(&SignalMessage::Hello {
+        version: 1,
+        min_version: 1,
+        software: Some("x".repeat(100)),
+        features: vec![],
+    })
+    .unwrap();
+    // The header alone says it is too large: nothing more is read.
+    dec.push(&big[..4]).unwrap();
+    assert!(matches!(
+        dec.next_frame(),
+        Err(SignalError::FrameTooLarge { len }) if len == big.len() - 4
+    ));
+    assert!(matches!(dec.next_frame(), Err(SignalError::Poisoned)));
+    // Never more than the decoder's own limit is buffered.
+    let mut dec = FrameDecoder::with_max_frame(16);
+    assert!(matches!(
+        dec.push(&[0u8; 41]),
+        Err(SignalError::BufferFull { .. })
+    ));
+}

@@ -279,7 +279,7 @@ impl Config {
             return Err(bad("call_room_size must be at least 1".into()));
         }
         if let Some(t) = &self.debug_tap {
-            if t != "*" && crate::sni::classify(t) != crate::sni::Sni::Room(t.clone()) {
+            if t != "*" && wzp_proto::sni::classify(t) != wzp_proto::sni::Sni::Room(t.clone()) {
                 return Err(bad(format!(
                     "debug_tap = {t:?}: use \"*\" or a room hash (32 lowercase hex digits, \
                      `room_hash(name)`) or a call room name"
@@ -287,7 +287,10 @@ impl Config {
             }
         }
         for c in &self.calls {
-            if !matches!(crate::sni::classify(&c.room), crate::sni::Sni::Call(_)) {
+            if !matches!(
+                wzp_proto::sni::classify(&c.room),
+                wzp_proto::sni::Sni::Call(_)
+            ) {
                 return Err(bad(format!(
                     "[[calls]] room = {:?}: a call room is `call-` followed by up to 58 of \
                      [a-z0-9-]",

@@ -1,17 +1,22 @@
 //! # wzp-relay
 //!
-//! The relay control plane: a QUIC endpoint that routes connections by TLS
-//! server name ([`sni`]), admits clients into rooms after a signed Join
-//! ([`join`], [`rooms`]), and runs `graphs/relay.toml` on the engine, where
-//! `sfu.fanout` forwards each media datagram to the other members of the
-//! sender's room without decrypting it ([`relay`]). Prometheus and JSON
-//! views live in [`metrics`], the JSONL event log in [`events`]. The
-//! operator's guide is `docs/OPERATIONS.md`.
+//! The relay control plane, one module per service:
+//!
+//! - [`endpoint`]: the QUIC endpoint; accepts connections and hands each to
+//!   the service its TLS server name asks for ([`wzp_proto::sni`]).
+//! - [`rooms`]: the room table (sans-IO: admission, members local or
+//!   remote, room updates) and its shell, a room connection's life.
+//! - [`media`]: forwarding shards running `graphs/relay.toml`, where
+//!   `sfu.fanout` forwards each media datagram to the other members of the
+//!   sender's room without decrypting it; the debug tap.
+//! - [`observe`]: counters, Prometheus and JSON over HTTP, the event log.
+//! - [`config`]: the config file and its checks.
+//!
+//! The wire contract (close codes, SNI grammar, Join, signal messages) is
+//! in `wzp-proto`. The operator's guide is `docs/OPERATIONS.md`.
 
 pub mod config;
-pub mod events;
-pub mod join;
-pub mod metrics;
-pub mod relay;
+pub mod endpoint;
+pub mod media;
+pub mod observe;
 pub mod rooms;
-pub use wzp_proto::sni;

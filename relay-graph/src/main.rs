@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use wzp_relay::config::Config;
-use wzp_relay::relay::{load_identity, Relay};
+use wzp_relay::endpoint::{load_identity, version_string, Relay};
 
 /// A wzp relay: rooms, signaling and the SFU media graph over QUIC.
 #[derive(Parser, Debug)]
-#[command(name = "wzp-relay", version)]
+#[command(name = "wzp-relay", version = version_string_static(), after_help = EXAMPLES)]
 struct Cli {
     /// Config file (TOML); written with commented defaults if missing.
     #[arg(short = 'c', long = "config")]
@@ -35,6 +35,21 @@ struct Cli {
     /// Label shown to clients and peers.
     #[arg(long)]
     label: Option<String>,
+}
+
+const EXAMPLES: &str = "\
+Examples:
+  wzp-relay --listen 0.0.0.0:4433 --metrics-addr 127.0.0.1:9090
+      Serve on UDP 4433 with /metrics, /rooms, /sessions, /stages on 9090;
+      prints the TLS fingerprint clients and peers pin.
+  wzp-relay -c /etc/wzp/relay.toml
+      Run from a config file (written with commented defaults if missing).
+  wzp-relay --listen 127.0.0.1:0 --event-log events.jsonl --debug-tap '*'
+      A test relay on an ephemeral port, logging joins and every media header.";
+
+/// The version `--version` prints: the crate version and the git commit.
+fn version_string_static() -> &'static str {
+    Box::leak(version_string().into_boxed_str())
 }
 
 fn default_identity() -> PathBuf {
@@ -111,10 +126,10 @@ fn main() -> anyhow::Result<()> {
         .context("cannot start the tokio runtime")?;
     rt.block_on(async move {
         let relay = Relay::start(cfg, &cert)?;
-        let shared = relay.shared.clone();
+        let shared = relay.services.clone();
         let metrics = match shared.cfg.metrics_addr {
             Some(addr) => {
-                let (local, _task) = wzp_relay::metrics::serve(shared.clone(), addr)
+                let (local, _task) = wzp_relay::observe::http::serve(shared.clone(), addr)
                     .await
                     .with_context(|| format!("cannot serve metrics on {addr}"))?;
                 local.to_string()

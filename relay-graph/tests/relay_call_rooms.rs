@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use wzp_relay::join::close;
+use wzp_proto::close::CloseCode;
 
 fn call_config(dir: &std::path::Path) -> std::path::PathBuf {
     let cfg = dir.join("relay.toml");
@@ -29,17 +29,17 @@ async fn a_third_party_is_refused_with_a_reason() {
     alice.wait_room_count(2).await.unwrap();
 
     let mallory = refused_join(&relay, "call-t1", 3, "mallory refused").await;
-    assert_eq!(mallory.code, close::NOT_AUTHORIZED as u64, "{mallory:?}");
+    assert_eq!(mallory.code, Some(CloseCode::NotAuthorized), "{mallory:?}");
     assert!(mallory.reason.contains("not authorized"), "{mallory:?}");
 
     // Even an allowed fingerprint cannot make a third member.
     let alice2 = refused_join(&relay, "call-t1", 1, "room full").await;
-    assert_eq!(alice2.code, close::ROOM_FULL as u64, "{alice2:?}");
+    assert_eq!(alice2.code, Some(CloseCode::RoomFull), "{alice2:?}");
     assert!(alice2.reason.contains("full"), "{alice2:?}");
 
     // A call room nobody set up is refused too.
     let stray = refused_join(&relay, "call-nobody", 1, "no such call").await;
-    assert_eq!(stray.code, close::NOT_AUTHORIZED as u64);
+    assert_eq!(stray.code, Some(CloseCode::NotAuthorized));
 
     // The two still talk.
     alice.send_datagram(alice.packet(1, b"hi bob"));

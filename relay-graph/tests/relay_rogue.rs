@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::*;
+use wzp_proto::close::CloseCode;
 use wzp_proto::signal::SignalMessage;
-use wzp_relay::join::close;
 
 /// a and b exchange `n` packets; both must get exactly the other's.
 async fn exchange(a: &Client, b: &Client, n: u32, base: u32) {
@@ -108,7 +108,7 @@ async fn garbage_from_a_member_is_dropped_and_counted() {
         .unwrap();
     match e {
         quinn::ConnectionError::ApplicationClosed(c) => {
-            assert_eq!(c.error_code.into_inner(), close::PROTOCOL as u64)
+            assert_eq!(c.error_code.into_inner(), CloseCode::Protocol.code() as u64)
         }
         other => panic!("rogue closed with {other}"),
     }
@@ -136,11 +136,11 @@ async fn bad_handshakes_are_refused_without_disturbing_a_call() {
     let bad_first_frames: Vec<(&str, Vec<u8>)> = {
         let hello = wzp_proto::signal::encode_frame(&SignalMessage::hello(None)).unwrap();
         let id = identity(9);
-        let mut forged = wzp_relay::join::Join::signed(&id, &room, &relay.fingerprint, None, now());
+        let mut forged = wzp_proto::join::Join::signed(&id, &room, &relay.fingerprint, None, now());
         forged.signature[0] ^= 1;
         let other_room =
-            wzp_relay::join::Join::signed(&id, &room_sni("x"), &relay.fingerprint, None, now());
-        let stale = wzp_relay::join::Join::signed(&id, &room, &relay.fingerprint, None, 1);
+            wzp_proto::join::Join::signed(&id, &room_sni("x"), &relay.fingerprint, None, now());
+        let stale = wzp_proto::join::Join::signed(&id, &room, &relay.fingerprint, None, 1);
         let cat = |a: &[u8], b: Vec<u8>| [a.to_vec(), b].concat();
         vec![
             (
@@ -168,7 +168,7 @@ async fn bad_handshakes_are_refused_without_disturbing_a_call() {
         match e {
             quinn::ConnectionError::ApplicationClosed(c) => assert_eq!(
                 c.error_code.into_inner(),
-                close::BAD_JOIN as u64,
+                CloseCode::BadJoin.code() as u64,
                 "{what}: {:?}",
                 c.reason
             ),
@@ -187,7 +187,7 @@ async fn bad_handshakes_are_refused_without_disturbing_a_call() {
             quinn::ConnectionError::ApplicationClosed(c) => {
                 assert_eq!(
                     c.error_code.into_inner(),
-                    close::UNKNOWN_SNI as u64,
+                    CloseCode::UnknownSni.code() as u64,
                     "{sni}"
                 )
             }

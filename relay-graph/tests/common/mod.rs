@@ -10,11 +10,13 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use wzp_proto::close::CloseCode;
 use wzp_proto::identity::Identity;
-use wzp_proto::signal::{decode_message, Decoded, SignalMessage};
+use wzp_proto::room_client::{JoinEvent, JoinExchange};
+use wzp_proto::signal::{Decoded, SignalMessage};
 use wzp_proto::{Fingerprint, MediaHeader, Seed, TlsFingerprint};
-use wzp_relay::join::{read_frame, Join};
 use wzp_stages::net::quic;
+use wzp_stages::net::signal_stream::{self, SignalFrame, SignalReader};
 
 /// Every wait in these tests is bounded by this.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -215,27 +217,28 @@ pub struct Client {
     pub endpoint: quinn::Endpoint,
     pub conn: quinn::Connection,
     pub send: quinn::SendStream,
-    pub recv: quinn::RecvStream,
+    pub recv: SignalReader,
     pub fingerprint: Fingerprint,
     pub sender_id: u32,
 }
 
-/// Why a join failed: the relay's close code and reason.
+/// Why a join failed: the relay's close code (`None`: not one of ours) and
+/// reason.
 #[derive(Debug)]
 pub struct Refused {
-    pub code: u64,
+    pub code: Option<CloseCode>,
     pub reason: String,
 }
 
 fn refused(e: &quinn::ConnectionError) -> Refused {
-    match e {
-        quinn::ConnectionError::ApplicationClosed(c) => Refused {
-            code: c.error_code.into_inner(),
-            reason: String::from_utf8_lossy(&c.reason).to_string(),
+    match quic::peer_close(e) {
+        Some((code, reason)) => Refused {
+            code: Some(code),
+            reason,
         },
-        other => Refused {
-            code: u64::MAX,
-            reason: other.to_string(),
+        None => Refused {
+            code: None,
+            reason: e.to_string(),
         },
     }
 }
@@ -252,56 +255,60 @@ pub fn room_sni(name: &str) -> String {
     wzp_proto::room_hash(name)
 }
 
-/// Connects to room `sni` as user `user`, sends Hello and a signed Join, and
-/// waits for the RoomUpdate that lists this user (admission).
+/// Connects to room `sni` as user `user` and runs proto's [`JoinExchange`]
+/// (Hello, signed Join) until the relay admits the user or refuses.
 pub async fn join(relay: &RelayProc, sni: &str, user: u8) -> Result<Client, Refused> {
     let (endpoint, conn) = connect(relay, sni).await.map_err(|e| refused(&e))?;
     let (mut send, recv) = conn.open_bi().await.map_err(|e| refused(&e))?;
     let id = identity(user);
-    let mut frames =
-        wzp_proto::signal::encode_frame(&SignalMessage::hello(Some("test".into()))).unwrap();
-    frames.extend(
-        Join::signed(
-            &id,
-            sni,
-            &relay.fingerprint,
-            Some(format!("user{user}")),
-            now_ms(),
-        )
-        .to_frame(),
+    let mut x = JoinExchange::start(
+        &id,
+        sni,
+        &relay.fingerprint,
+        Some(format!("user{user}")),
+        "test",
+        now_ms(),
     );
-    send.write_all(&frames).await.map_err(|_| {
-        let e = conn
-            .close_reason()
-            .unwrap_or(quinn::ConnectionError::LocallyClosed);
-        refused(&e)
-    })?;
-    let mut c = Client {
-        endpoint,
-        conn,
-        send,
-        recv,
-        fingerprint: id.fingerprint(),
-        sender_id: user as u32,
-    };
-    let fp = c.fingerprint;
-    match c
-        .wait_signal(|m| match m {
-            SignalMessage::RoomUpdate { participants, .. } => {
-                participants.iter().any(|p| p.fingerprint == fp)
-            }
-            _ => false,
-        })
+    let frames = x.poll_transmit().expect("hello and join are queued");
+    signal_stream::write_frames(&mut send, &frames)
         .await
-    {
-        Some(_) => Ok(c),
-        None => {
-            let e = tokio::time::timeout(WAIT, c.conn.closed())
-                .await
-                .expect("refused connections close");
-            Err(refused(&e))
+        .map_err(|_| {
+            let e = conn
+                .close_reason()
+                .unwrap_or(quinn::ConnectionError::LocallyClosed);
+            refused(&e)
+        })?;
+    let mut recv = SignalReader::new(recv, 1 << 20);
+    let deadline = Instant::now() + WAIT;
+    let admitted = loop {
+        if let Some(ev) = x.poll_event() {
+            match ev {
+                JoinEvent::Admitted { .. } => break true,
+                JoinEvent::Refused { .. } | JoinEvent::Failed(_) => break false,
+                _ => continue,
+            }
         }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, recv.next()).await {
+            Ok(Ok(Some(SignalFrame::Message(m)))) => x.handle_message(m),
+            Ok(Ok(Some(SignalFrame::Malformed(_)))) => {}
+            _ => break false,
+        }
+    };
+    if admitted {
+        return Ok(Client {
+            endpoint,
+            conn,
+            send,
+            recv,
+            fingerprint: id.fingerprint(),
+            sender_id: user as u32,
+        });
     }
+    let e = tokio::time::timeout(WAIT, conn.closed())
+        .await
+        .expect("refused connections close");
+    Err(refused(&e))
 }
 
 /// A join that must be refused; its close code and reason.
@@ -316,11 +323,11 @@ impl Client {
     /// The next signal message, or `None` on end of stream or timeout.
     pub async fn next_signal(&mut self) -> Option<SignalMessage> {
         loop {
-            let body = tokio::time::timeout(WAIT, read_frame(&mut self.recv, 1 << 20))
+            let frame = tokio::time::timeout(WAIT, self.recv.next())
                 .await
                 .ok()?
                 .ok()??;
-            if let Ok(Decoded::Message(m)) = decode_message(&body) {
+            if let SignalFrame::Message(Decoded::Message(m)) = frame {
                 return Some(m);
             }
         }

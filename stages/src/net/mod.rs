@@ -7,6 +7,7 @@ pub mod netem;
 pub mod quic;
 pub mod quic_egress;
 pub mod quic_ingress;
+pub mod signal_stream;
 
 /// Registers every `net.*` stage kind.
 pub fn register(registry: &mut Registry) -> Result<(), wzp_engine::registry::RegisterError> {

@@ -725,3 +725,20 @@ impl EgressPump {
             .spawn(move || self.run(stop))
     }
 }
+
+/// Closes `conn` with a protocol close code and a reason for people.
+pub fn close(conn: &quinn::Connection, code: wzp_proto::close::CloseCode, reason: &[u8]) {
+    conn.close(quinn::VarInt::from_u32(code.code()), reason);
+}
+
+/// The close code and reason a peer closed `conn` with, when it was one of
+/// ours ([`wzp_proto::close::CloseCode`]).
+pub fn peer_close(err: &quinn::ConnectionError) -> Option<(wzp_proto::close::CloseCode, String)> {
+    match err {
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            let code = wzp_proto::close::CloseCode::from_code(c.error_code.into_inner())?;
+            Some((code, String::from_utf8_lossy(&c.reason).into_owned()))
+        }
+        _ => None,
+    }
+}

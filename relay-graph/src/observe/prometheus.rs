@@ -1,83 +1,15 @@
-//! The relay's HTTP endpoint: Prometheus `/metrics` and JSON `/rooms`,
-//! `/sessions`, `/stages`.
+//! Prometheus text exposition of every relay figure.
 //!
-//! The text exposition is written by hand: every figure already lives in an
-//! atomic owned elsewhere (stage timings, counters, per-session stats), so a
-//! metrics registry would only copy them once more per scrape.
+//! Written by hand: every figure already lives in an atomic owned elsewhere
+//! (stage timings, counters, per-session stats), so a metrics registry
+//! would only copy them once more per scrape. Stage counters behind
+//! `wzp_relay_drops_total` are read through handles resolved when the graph
+//! was built ([`crate::media::DropCounters`]).
 
 use std::fmt::Write;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
-
-use crate::relay::Shared;
-
-/// Binds the metrics address; returns the bound address and the server task.
-pub async fn serve(
-    shared: Arc<Shared>,
-    addr: SocketAddr,
-) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
-    let app = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/rooms", get(rooms))
-        .route("/sessions", get(sessions))
-        .route("/stages", get(stages))
-        .with_state(shared);
-    let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!("metrics server stopped: {e}");
-        }
-    });
-    Ok((local, task))
-}
-
-async fn rooms(State(s): State<Arc<Shared>>) -> impl IntoResponse {
-    let v = s
-        .rooms
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .rooms_view();
-    Json(v)
-}
-
-async fn sessions(State(s): State<Arc<Shared>>) -> impl IntoResponse {
-    let v = s
-        .rooms
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .sessions_view();
-    Json(v)
-}
-
-async fn stages(State(s): State<Arc<Shared>>) -> impl IntoResponse {
-    // One report per forwarding shard, plus every shard's stages in one
-    // list (each report names its graph: `relay`, or `relay-N` per shard).
-    let reports: Vec<_> = s
-        .shards
-        .iter()
-        .map(|sh| sh.graph_stats.report(&sh.graph_stats.snapshot(), None))
-        .collect();
-    let stages: Vec<_> = reports
-        .iter()
-        .flat_map(|r| r.stages.iter().cloned())
-        .collect();
-    Json(serde_json::json!({ "shards": reports, "stages": stages }))
-}
-
-async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        render(&s),
-    )
-}
+use crate::endpoint::Services;
 
 /// Escapes a label value (backslash, quote, newline).
 fn esc(v: &str) -> String {
@@ -91,24 +23,11 @@ fn head(out: &mut String, name: &str, ty: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {ty}");
 }
 
-/// Which stage counters are drops, and the reason label each gets in
-/// `wzp_relay_drops_total`.
-const DROP_COUNTERS: &[(&str, &str, &str)] = &[
-    ("net.quic_ingress", "ring_full", "ingress_ring_full"),
-    ("net.quic_ingress", "too_large", "ingress_too_large"),
-    ("sfu.fanout", "malformed", "malformed"),
-    ("sfu.fanout", "unknown_peer", "unknown_sender"),
-    ("sfu.fanout", "out_full", "fanout_batch_full"),
-    ("net.quic_egress", "ring_full", "egress_ring_full"),
-    ("net.quic_egress", "too_large", "too_large"),
-    ("net.quic_egress", "send_errors", "send_error"),
-    ("net.quic_egress", "unknown_peer", "unknown_destination"),
-];
-
 /// The Prometheus text exposition of every relay figure.
-pub fn render(s: &Shared) -> String {
+pub fn render(s: &Services) -> String {
     let mut out = String::with_capacity(8192);
     let shard_snaps: Vec<(String, wzp_engine::stats::Snapshot)> = s
+        .media
         .shards
         .iter()
         .map(|sh| (esc(&sh.graph_stats.graph), sh.graph_stats.snapshot()))
@@ -241,13 +160,7 @@ pub fn render(s: &Shared) -> String {
         "counter",
         "Media packets dropped, by reason.",
     );
-    for (kind, counter, reason) in DROP_COUNTERS {
-        let v: u64 = all_stages
-            .iter()
-            .map(|(_, st)| *st)
-            .filter(|st| st.kind == *kind)
-            .filter_map(|st| st.counters.get(*counter))
-            .sum();
+    for (reason, v) in s.media.drop_totals() {
         let _ = writeln!(out, "wzp_relay_drops_total{{reason=\"{reason}\"}} {v}");
     }
 
@@ -315,21 +228,12 @@ pub fn render(s: &Shared) -> String {
         "counter",
         "Connections refused, by reason.",
     );
-    for (reason, v) in [
-        ("room_full", ld(&c.refused_room_full)),
-        ("not_authorized", ld(&c.refused_not_authorized)),
-        ("bad_join", ld(&c.refused_bad_join)),
-        ("unknown_sni", ld(&c.refused_unknown_sni)),
-        ("capacity", ld(&c.refused_capacity)),
-        ("protocol", ld(&c.refused_protocol)),
-    ] {
+    for (reason, v) in c.refusals() {
         let _ = writeln!(out, "wzp_relay_refused_total{{reason=\"{reason}\"}} {v}");
     }
 
-    let (rooms, sessions) = {
-        let r = s.rooms.lock().unwrap_or_else(|p| p.into_inner());
-        (r.rooms.len(), r.sessions_view())
-    };
+    let rooms = s.rooms.room_count();
+    let sessions = s.rooms.sessions_view();
     head(
         &mut out,
         "wzp_relay_rooms",

@@ -1,0 +1,180 @@
+//! The call graph a call runs: graphs/call.toml with `src` and `sink`
+//! matching `--input` and `--output`, and the Opus profile that fits the
+//! path.
+
+use std::collections::BTreeMap;
+
+use anyhow::{anyhow, Result};
+use wzp_engine::prelude::*;
+use wzp_engine::spec::RawParam;
+use wzp_stages::codec::profile::{Profile, PROFILES};
+
+use super::CallOptions;
+
+/// The call graph that ships, built into the binary.
+pub const CALL_GRAPH: &str = include_str!("../../../graphs/call.toml");
+
+fn set_stage(
+    spec: &mut GraphSpec,
+    id: &str,
+    kind: &str,
+    params: &[(&str, toml::Value)],
+) -> Result<()> {
+    let st = spec
+        .stages
+        .iter_mut()
+        .find(|s| s.id == id)
+        .ok_or_else(|| anyhow!("the call graph has no `{id}` stage"))?;
+    st.kind = kind.to_string();
+    st.params = params
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                RawParam {
+                    value: v.clone(),
+                    loc: Default::default(),
+                },
+            )
+        })
+        .collect();
+    Ok(())
+}
+
+/// The call graph for these options, with `src` and `sink` matching
+/// `--input` and `--output`.
+pub fn call_spec(opts: &CallOptions, room_secret: &str) -> Result<GraphSpec> {
+    let mut vars = BTreeMap::new();
+    vars.insert("room".to_string(), opts.room.clone());
+    vars.insert("room_secret".to_string(), room_secret.to_string());
+    let input = opts.input.as_str();
+    let output = opts.output.as_str();
+    if input == "tone" || input.starts_with("tone:") || input == "mic" {
+        vars.insert("input_rate".into(), "48000".into());
+    }
+    if output == "speaker" {
+        vars.insert("output_rate".into(), "48000".into());
+    }
+    if !matches!(output, "null" | "speaker") {
+        vars.insert("output".into(), output.to_string());
+    }
+    if !(input == "tone" || input.starts_with("tone:") || input == "mic") {
+        let path = if input == "builtin" {
+            "builtin:speech"
+        } else {
+            input
+        };
+        vars.insert("input".into(), path.to_string());
+    }
+    vars.extend(opts.sets.clone());
+    let mut spec = match &opts.graph {
+        Some(path) => GraphSpec::load(path, &vars).map_err(|e| anyhow!("{e}"))?,
+        None => GraphSpec::parse(CALL_GRAPH, "graphs/call.toml (built in)", &vars)
+            .map_err(|e| anyhow!("{e}"))?,
+    };
+    let v = |x: &str| toml::Value::String(x.to_string());
+    if let Some(freq) = input
+        .strip_prefix("tone:")
+        .or((input == "tone").then_some("440"))
+    {
+        let f: f64 = freq
+            .parse()
+            .map_err(|_| anyhow!("--input {input}: expected tone or tone:FREQ_HZ"))?;
+        set_stage(
+            &mut spec,
+            "src",
+            "audio.tone_source",
+            &[
+                ("freq", toml::Value::Float(f)),
+                ("level_db", toml::Value::Float(-12.0)),
+                ("rate", toml::Value::Integer(48_000)),
+            ],
+        )?;
+    } else if input == "mic" {
+        set_stage(
+            &mut spec,
+            "src",
+            "audio.device_capture",
+            &[("rate", toml::Value::Integer(48_000))],
+        )?;
+    }
+    match output {
+        "null" => set_stage(
+            &mut spec,
+            "sink",
+            "audio.null_sink",
+            &[("rate", v(vars_get(&vars, "output_rate", "16000")))],
+        )?,
+        "speaker" => set_stage(
+            &mut spec,
+            "sink",
+            "audio.device_playout",
+            &[("rate", toml::Value::Integer(48_000))],
+        )?,
+        _ => {}
+    }
+    Ok(spec)
+}
+
+/// The profile the call graph's Opus encoder sends with (`None` when the
+/// graph has no Opus encoder, or names no known profile).
+pub fn sending_profile(spec: &GraphSpec) -> Option<&'static Profile> {
+    let enc = spec.stages.iter().find(|s| s.kind == OPUS_ENCODE)?;
+    let name = match enc.params.get("profile") {
+        Some(p) => p.value.as_str()?,
+        None => "good",
+    };
+    Profile::by_name(name).filter(|p| p.is_opus())
+}
+
+/// `spec` with every Opus encoder and decoder set to `profile`.
+pub fn with_profile(spec: &GraphSpec, profile: &Profile) -> GraphSpec {
+    let mut spec = spec.clone();
+    for st in spec
+        .stages
+        .iter_mut()
+        .filter(|s| s.kind == OPUS_ENCODE || s.kind == "codec.opus_decode")
+    {
+        st.params.insert(
+            "profile".into(),
+            RawParam {
+                value: toml::Value::String(profile.name.into()),
+                loc: Default::default(),
+            },
+        );
+    }
+    spec
+}
+
+/// The profile to send with on a path that takes `limit`-byte datagrams:
+/// `wanted` when it fits, else the best Opus profile that does (studio
+/// tiers only where they fit). `None`: keep `wanted` (nothing better fits).
+pub fn profile_for_path(wanted: &'static Profile, limit: usize) -> Option<&'static Profile> {
+    wanted.fitting(limit).filter(|p| p.is_opus()).or_else(|| {
+        PROFILES
+            .iter()
+            .filter(|p| p.is_opus() && p.max_datagram_bytes() <= limit)
+            .max_by_key(|p| p.bitrate)
+    })
+}
+
+const OPUS_ENCODE: &str = "codec.opus_encode";
+
+fn vars_get<'a>(vars: &'a BTreeMap<String, String>, k: &str, d: &'a str) -> &'a str {
+    vars.get(k).map(String::as_str).unwrap_or(d)
+}
+
+/// The secret the room key comes from. Without one, a secret derived from
+/// the room name is used, and anyone who knows the name can listen: say so.
+pub fn room_secret(opts: &CallOptions) -> String {
+    match &opts.room_secret {
+        Some(s) => s.clone(),
+        None => {
+            eprintln!(
+                "{}warning: no --room-secret; the media key comes from the room name, so anyone who knows `{}` can listen",
+                opts.label, opts.room
+            );
+            format!("wzp-open-room:{}", opts.room)
+        }
+    }
+}

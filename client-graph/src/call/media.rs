@@ -1,0 +1,281 @@
+//! The call's media connection: connect to the relay (pinned or first
+//! use), enter the room through proto's [`JoinExchange`], move datagrams
+//! between the connection and the graph's rings, and reconnect when the
+//! relay goes away.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Result};
+use wzp_proto::identity::Identity;
+use wzp_proto::room_client::{JoinEvent, JoinExchange};
+use wzp_stages::net::quic;
+use wzp_stages::net::signal_stream::{self, SignalFrame, SignalReader};
+
+use wzp_proto::close::CloseCode;
+
+use super::CallOptions;
+
+/// How long one QUIC handshake with the relay may take.
+const HANDSHAKE: Duration = Duration::from_secs(3);
+/// Before the first admission, how long to keep retrying a relay that
+/// answers with errors before giving up with a clear message. (A relay that
+/// does not answer at all fails after one [`HANDSHAKE`].)
+const FIRST_CONTACT: Duration = Duration::from_secs(3);
+use crate::trust::{KnownRelays, Trust};
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn connection_loop(
+    opts: &CallOptions,
+    identity: &Identity,
+    addr: SocketAddr,
+    mut trust: Trust,
+    known: &mut KnownRelays,
+    feed: Arc<quic::IngressFeed>,
+    peers: quic::EgressPeers,
+    done: Arc<AtomicBool>,
+    path_limit: Arc<AtomicUsize>,
+) -> Result<u32> {
+    let bind: SocketAddr = if addr.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    }
+    .parse()
+    .expect("a bind address");
+    let endpoint = quic::client_endpoint(bind)?;
+    let sni = wzp_proto::room_hash(&opts.room);
+    let mut joins = 0u32;
+    let mut lost_at: Option<Instant> = None;
+    let mut backoff = Duration::from_millis(100);
+    let finished = || done.load(Ordering::Relaxed) || opts.stop.load(Ordering::Relaxed);
+    let started = Instant::now();
+    while !finished() {
+        let seen = Arc::new(Mutex::new(None));
+        let mut cfg = match trust {
+            Trust::Pinned(fp) => quic::client_config(fp)?,
+            Trust::FirstUse => quic::client_config_first_use(seen.clone())?,
+        };
+        // A call notices a silent relay within seconds, not the relay's 30 s
+        // idle timeout (a restarted relay says so at once with a stateless
+        // reset; this covers one that is simply gone).
+        let mut transport = quic::transport_config();
+        transport.keep_alive_interval(Some(Duration::from_millis(500)));
+        transport.max_idle_timeout(Some(
+            quinn::IdleTimeout::try_from(Duration::from_secs(3))
+                .expect("3 s is a valid idle timeout"),
+        ));
+        cfg.transport_config(Arc::new(transport));
+        let conn = match endpoint.connect_with(cfg, addr, &sni) {
+            Ok(c) => tokio::time::timeout(HANDSHAKE, c).await,
+            Err(e) => bail!("cannot connect to {addr}: {e}"),
+        };
+        let conn = match conn {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                let text = e.to_string();
+                if let (Trust::Pinned(fp), true) = (&trust, text.contains("is not the pinned")) {
+                    bail!(
+                        "the relay at {} presented a different certificate than the one pinned ({fp}): {text}\n  \
+                         if the relay's identity changed on purpose, accept it with --relay-fingerprint NEW_FINGERPRINT \
+                         (the relay prints it at start), or remove its line from {}",
+                        opts.relay,
+                        known.path.display()
+                    );
+                }
+                if joins == 0 && started.elapsed() >= FIRST_CONTACT {
+                    bail!(
+                        "cannot reach the relay at {} ({addr}): {text}; check the address and that the relay runs",
+                        opts.relay
+                    );
+                }
+                tracing::debug!("connecting to {addr}: {text}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(500));
+                continue;
+            }
+            Err(_) => {
+                if joins == 0 {
+                    bail!(
+                        "cannot reach the relay at {} ({addr}): no QUIC handshake within {} s; \
+                         check the address and that the relay runs",
+                        opts.relay,
+                        HANDSHAKE.as_secs()
+                    );
+                }
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
+        };
+        let relay_fp = match trust {
+            Trust::Pinned(fp) => fp,
+            Trust::FirstUse => {
+                let fp = seen
+                    .lock()
+                    .ok()
+                    .and_then(|s| *s)
+                    .ok_or_else(|| anyhow!("the relay showed no certificate"))?;
+                known.set(&opts.relay, fp)?;
+                println!(
+                    "{}trusting relay {} on first use: {fp} (recorded in {})",
+                    opts.label,
+                    opts.relay,
+                    known.path.display()
+                );
+                trust = Trust::Pinned(fp);
+                fp
+            }
+        };
+        backoff = Duration::from_millis(100);
+        let (mut send, recv) = match conn.open_bi().await {
+            Ok(s) => s,
+            Err(_) => continue,
+        };
+        let mut exchange = JoinExchange::start(
+            identity,
+            &sni,
+            &relay_fp,
+            opts.alias.clone(),
+            &format!("wzp-client {}", env!("CARGO_PKG_VERSION")),
+            now_ms(),
+        );
+        let mut reader = SignalReader::new(recv, wzp_proto::signal::MAX_FRAME_LEN);
+        let mut admitted = false;
+        let mut refusal: Option<String> = None;
+        let stats = Arc::new(quic::PeerIoStats::default());
+        let mut pump_in: Option<tokio::task::JoinHandle<()>> = None;
+        'session: loop {
+            if let Some(bytes) = exchange.poll_transmit() {
+                if signal_stream::write_frames(&mut send, &bytes)
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            while let Some(ev) = exchange.poll_event() {
+                match ev {
+                    JoinEvent::Admitted { count, .. } => {
+                        admitted = true;
+                        joins += 1;
+                        peers.add(
+                            0,
+                            quic::EgressPeer {
+                                conn: conn.clone(),
+                                stats: stats.clone(),
+                                observer: None,
+                            },
+                        );
+                        let c = conn.clone();
+                        let f = feed.clone();
+                        let s = stats.clone();
+                        pump_in = Some(tokio::spawn(async move {
+                            let _ = quic::pump_datagrams_in(c, 0, f, s, |_| {}).await;
+                        }));
+                        let limit = quic::max_datagram_size(&conn).unwrap_or(0);
+                        tracing::debug!(limit, "path datagram limit");
+                        path_limit.store(limit, Ordering::Relaxed);
+                        match lost_at.take() {
+                            Some(t) => println!(
+                                "{}rejoined room {} after {} ms",
+                                opts.label,
+                                opts.room,
+                                t.elapsed().as_millis()
+                            ),
+                            None => println!(
+                                "{}joined room {} via {} ({} in the room)",
+                                opts.label, opts.room, opts.relay, count
+                            ),
+                        }
+                    }
+                    JoinEvent::RoomUpdate {
+                        count,
+                        participants,
+                    } => {
+                        let names: Vec<String> = participants
+                            .iter()
+                            .map(|p| p.alias.clone().unwrap_or_else(|| p.fingerprint.to_string()))
+                            .collect();
+                        println!(
+                            "{}room {}: {} ({})",
+                            opts.label,
+                            opts.room,
+                            count,
+                            names.join(", ")
+                        );
+                    }
+                    JoinEvent::Refused { message, .. } => {
+                        refusal = message;
+                        break 'session;
+                    }
+                    JoinEvent::Failed(why) => {
+                        refusal = Some(why);
+                        break 'session;
+                    }
+                    JoinEvent::RelayHello { .. }
+                    | JoinEvent::Pong { .. }
+                    | JoinEvent::Ignored { .. } => {}
+                }
+            }
+            tokio::select! {
+                frame = reader.next() => {
+                    match frame {
+                        Ok(Some(SignalFrame::Message(m))) => exchange.handle_message(m),
+                        Ok(Some(SignalFrame::Malformed(e))) => tracing::debug!("malformed signal frame from the relay: {e}"),
+                        _ => break,
+                    }
+                }
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                    if finished() { break; }
+                }
+            }
+        }
+        peers.remove(0);
+        if let Some(h) = pump_in {
+            h.abort();
+        }
+        if finished() {
+            quic::close(&conn, CloseCode::Normal, b"bye");
+            break;
+        }
+        let closed = match conn.close_reason() {
+            Some(r) => Some(r),
+            None if refusal.is_some() => {
+                tokio::time::timeout(Duration::from_secs(1), conn.closed())
+                    .await
+                    .ok()
+            }
+            None => None,
+        };
+        if let Some(reason) = closed {
+            if let Some((code, text)) = quic::peer_close(&reason) {
+                if code.is_refusal() && !admitted {
+                    bail!(
+                        "the relay refused to let us into `{}`: {text} ({code})",
+                        opts.room
+                    );
+                }
+            }
+            println!(
+                "{}connection to {} lost ({reason}); reconnecting",
+                opts.label, opts.relay
+            );
+        } else if let Some(why) = refusal {
+            if !admitted {
+                bail!("the relay refused to let us into `{}`: {why}", opts.room);
+            }
+        }
+        lost_at.get_or_insert_with(Instant::now);
+    }
+    endpoint.wait_idle().await;
+    Ok(joins)
+}

@@ -1,0 +1,269 @@
+//! A call: options, the call graph ([`graph`]) and the media connection
+//! ([`media`]). `wzp-client join` and `demo` run one with [`run_call`].
+
+pub mod graph;
+pub mod media;
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use wzp_engine::compile::{compile_with, Existing, Wakers};
+use wzp_engine::prelude::*;
+use wzp_engine::stats::Report;
+use wzp_proto::{Seed, TlsFingerprint};
+use wzp_stages::net::quic;
+
+use crate::trust::{KnownRelays, Trust};
+use graph::{call_spec, profile_for_path, room_secret, sending_profile, with_profile};
+
+#[derive(Clone, Debug)]
+pub struct CallOptions {
+    pub relay: String,
+    pub room: String,
+    pub room_secret: Option<String>,
+    pub input: String,
+    pub output: String,
+    pub duration: Option<Duration>,
+    pub alias: Option<String>,
+    pub identity: PathBuf,
+    pub relay_fingerprint: Option<TlsFingerprint>,
+    pub known_relays: PathBuf,
+    pub graph: Option<PathBuf>,
+    pub sets: BTreeMap<String, String>,
+    pub realtime: bool,
+    /// Set to end the call (signal handlers, `demo`).
+    pub stop: Arc<AtomicBool>,
+    /// Prefix for progress lines on stdout (e.g. `[alice] `).
+    pub label: String,
+}
+
+/// What a call leaves behind.
+pub struct CallOutcome {
+    pub report: Report,
+    /// Times the client was admitted to the room (1 + reconnections).
+    pub joins: u32,
+}
+
+/// Runs a call until `--duration`, the stop flag, or a fatal error.
+pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
+    let seed = Seed::load_or_create(&opts.identity)
+        .map_err(|e| anyhow!("identity {}: {e}", opts.identity.display()))?;
+    let identity = seed.identity();
+    let addr: SocketAddr = opts
+        .relay
+        .to_socket_addrs()
+        .with_context(|| format!("--relay {}: not an address", opts.relay))?
+        .next()
+        .ok_or_else(|| anyhow!("--relay {}: resolves to no address", opts.relay))?;
+    let mut known = KnownRelays::load(&opts.known_relays)?;
+    let trust = Trust::for_relay(&opts.relay, opts.relay_fingerprint, &mut known)?;
+
+    let secret = room_secret(&opts);
+    let spec = call_spec(&opts, &secret)?;
+    let wakers = Wakers::default();
+    let epoch = Instant::now();
+    let (feed, ingress_port) = quic::ingress_channel(1024, wakers.clocked.clone(), epoch);
+    let (peers, pump, egress_port) = quic::egress_channel(1024);
+    let mut res = Resources::new();
+    res.insert("quic.ingress", Arc::new(ingress_port));
+    res.insert("quic.egress", Arc::new(egress_port));
+    let registry = wzp_stages::registry();
+    let compiled = compile_with(&spec, &registry, &res, &Existing::default(), wakers)
+        .map_err(|e| anyhow!("{e}"))?;
+    let mut graph = Graph::new(compiled);
+    let wanted = sending_profile(&spec);
+    let mut sending = wanted;
+    let path_limit = Arc::new(AtomicUsize::new(0));
+    let pump_stop = Arc::new(AtomicBool::new(false));
+    let pump_thread = pump
+        .spawn(pump_stop.clone())
+        .context("starting the egress thread")?;
+    graph
+        .start(RunOptions {
+            driver: ClockDriver::Timer,
+            duration: opts.duration,
+            realtime: opts.realtime,
+            ..Default::default()
+        })
+        .map_err(|e| anyhow!("{e}"))?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("starting the network runtime")?;
+    let graph_done = Arc::new(AtomicBool::new(false));
+    let net = {
+        let opts = opts.clone();
+        let graph_done = graph_done.clone();
+        let path_limit = path_limit.clone();
+        rt.spawn(async move {
+            media::connection_loop(
+                &opts, &identity, addr, trust, &mut known, feed, peers, graph_done, path_limit,
+            )
+            .await
+        })
+    };
+    // Wait for the graph to end (duration) or a stop request.
+    while !graph.is_finished() && !opts.stop.load(Ordering::Relaxed) {
+        graph.wait(Duration::from_millis(50));
+        if net.is_finished() {
+            break;
+        }
+        // Each (re)join reports the path's datagram limit: send with the
+        // best profile that fits it.
+        let limit = path_limit.swap(0, Ordering::Relaxed);
+        if let (Some(w), Some(cur), true) = (wanted, sending, limit > 0) {
+            match profile_for_path(w, limit) {
+                Some(p) if p != cur => {
+                    let respec = with_profile(&spec, p);
+                    match graph.reconfigure(&respec, &registry, &res) {
+                        Ok(()) => {
+                            println!(
+                                "{}the path takes {limit}-byte datagrams: sending {} (up to {} bytes) instead of {}",
+                                opts.label,
+                                p.name,
+                                p.max_datagram_bytes(),
+                                cur.name
+                            );
+                            sending = Some(p);
+                        }
+                        Err(e) => eprintln!("{}cannot switch to profile {}: {e}", opts.label, p.name),
+                    }
+                }
+                Some(_) => {}
+                None => eprintln!(
+                    "{}warning: the path takes only {limit}-byte datagrams; profile {} needs up to {}, and no Opus profile fits",
+                    opts.label,
+                    cur.name,
+                    cur.max_datagram_bytes()
+                ),
+            }
+        }
+    }
+    graph_done.store(true, Ordering::Relaxed);
+    let joins = rt.block_on(async {
+        match tokio::time::timeout(Duration::from_secs(3), net).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(anyhow!("network task: {e}")),
+            Err(_) => Err(anyhow!("the network task did not stop")),
+        }
+    });
+    let stats = graph.stats();
+    graph.stop();
+    let report = stats.report(&stats.snapshot(), None);
+    drop(graph);
+    pump_stop.store(true, Ordering::Relaxed);
+    let _ = pump_thread.join();
+    rt.shutdown_timeout(Duration::from_millis(500));
+    Ok(CallOutcome {
+        report,
+        joins: joins?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wzp_stages::codec::profile::Profile;
+
+    fn opts(sets: &[(&str, &str)]) -> CallOptions {
+        CallOptions {
+            relay: "127.0.0.1:1".into(),
+            room: "r".into(),
+            room_secret: Some("0123456789abcdef0123".into()),
+            input: "tone".into(),
+            output: "null".into(),
+            duration: None,
+            alias: None,
+            identity: PathBuf::from("/nonexistent"),
+            relay_fingerprint: None,
+            known_relays: PathBuf::from("/nonexistent"),
+            graph: None,
+            sets: sets
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            realtime: false,
+            stop: Arc::new(AtomicBool::new(false)),
+            label: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_sending_profile_follows_the_graph_and_the_path() {
+        let o = opts(&[("profile", "studio_64k")]);
+        let spec = call_spec(&o, "0123456789abcdef0123").unwrap();
+        let wanted = sending_profile(&spec).unwrap();
+        assert_eq!(wanted.name, "studio_64k");
+        // Every real QUIC path carries it.
+        assert_eq!(profile_for_path(wanted, 1150), Some(wanted));
+        // A narrower one gets the best tier that fits.
+        let limit = Profile::by_name("studio_48k").unwrap().max_datagram_bytes();
+        let p = profile_for_path(wanted, limit).unwrap();
+        assert_eq!(p.name, "studio_48k");
+        // Below every Opus profile: keep sending what was asked.
+        assert_eq!(profile_for_path(wanted, 100), None);
+        let respec = with_profile(&spec, p);
+        assert_eq!(sending_profile(&respec).unwrap().name, "studio_48k");
+        let decoders = respec
+            .stages
+            .iter()
+            .filter(|s| s.kind == "codec.opus_decode")
+            .map(|s| s.params["profile"].value.as_str().unwrap())
+            .collect::<Vec<_>>();
+        assert_eq!(decoders, ["studio_48k"; 4]);
+        assert_eq!(
+            sending_profile(&call_spec(&opts(&[]), "0123456789abcdef0123").unwrap())
+                .unwrap()
+                .name,
+            "good"
+        );
+    }
+
+    /// Switching profile on a running call graph replaces the encoder (and
+    /// the decoders) and keeps the QUIC stages, whose rings cannot be made
+    /// twice.
+    #[test]
+    fn a_profile_switch_reconfigures_the_running_call_graph() {
+        let o = opts(&[]);
+        let spec = call_spec(&o, "0123456789abcdef0123").unwrap();
+        let wakers = Wakers::default();
+        let (_feed, ingress_port) =
+            quic::ingress_channel(64, wakers.clocked.clone(), Instant::now());
+        let (_peers, _pump, egress_port) = quic::egress_channel(64);
+        let mut res = Resources::new();
+        res.insert("quic.ingress", Arc::new(ingress_port));
+        res.insert("quic.egress", Arc::new(egress_port));
+        let registry = wzp_stages::registry();
+        let compiled = compile_with(&spec, &registry, &res, &Existing::default(), wakers).unwrap();
+        let mut graph = Graph::new(compiled);
+        for _ in 0..5 {
+            graph.step();
+        }
+        let respec = with_profile(&spec, Profile::by_name("studio_32k").unwrap());
+        graph
+            .reconfigure(&respec, &registry, &res)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let before = graph.collected_total();
+        for _ in 0..5 {
+            graph.step();
+        }
+        // The encoder and four decoders went back to the control side.
+        assert_eq!(graph.collected_total() - before, 1, "one update returned");
+        let stats = graph.stats();
+        let enc = stats.stage("enc").expect("enc stage");
+        // A new encoder: its count started at the switch (an encoder kept
+        // from before would show all ten frames).
+        assert_eq!(enc.counter("frames_encoded"), Some(5));
+        let src = stats.stage("src").expect("src stage");
+        assert_eq!(src.kind, "audio.tone_source");
+        // Switching to the same profile again changes nothing.
+        graph.reconfigure(&respec, &registry, &res).unwrap();
+    }
+}

@@ -1,0 +1,97 @@
+//! `wzp-client join`: join a room through a relay.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+
+use super::{finish_report, parse_duration_arg, parse_sets};
+use crate::call::{self, CallOptions};
+use crate::trust::wzp_home;
+
+#[derive(clap::Args)]
+pub struct JoinArgs {
+    /// Relay address, HOST:PORT.
+    #[arg(long)]
+    pub relay: String,
+    /// Room name (the relay only ever sees its hash).
+    #[arg(long)]
+    pub room: String,
+    /// Secret shared by the room's members; the media key comes from it.
+    /// Without it, anyone who knows the room name can listen.
+    #[arg(long)]
+    pub room_secret: Option<String>,
+    /// What to send: `tone`, `tone:FREQ`, `builtin`, a WAV file, or `mic`.
+    #[arg(long, default_value = "mic")]
+    pub input: String,
+    /// Where the room goes: a WAV file, `speaker`, or `null`.
+    #[arg(long, default_value = "speaker")]
+    pub output: String,
+    /// End the call after this long: `10s`, `2m`.
+    #[arg(long, value_parser = parse_duration_arg)]
+    pub duration: Option<Duration>,
+    /// Name shown to the others.
+    #[arg(long)]
+    pub alias: Option<String>,
+    /// Identity seed file (created on first use, mode 0600). Default ~/.wzp/identity.
+    #[arg(long)]
+    pub identity: Option<PathBuf>,
+    /// The relay's TLS fingerprint to pin. Without it, the fingerprint seen on
+    /// first contact is recorded in the known-relays file and pinned after.
+    #[arg(long)]
+    pub relay_fingerprint: Option<String>,
+    /// Known-relays file. Default ~/.wzp/known_relays.
+    #[arg(long)]
+    pub known_relays: Option<PathBuf>,
+    /// A call graph to run instead of the built-in graphs/call.toml.
+    #[arg(long)]
+    pub graph: Option<PathBuf>,
+    /// Fill a call graph placeholder (repeatable): profile, fec_ratio, jb_min, ...
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    pub set: Vec<String>,
+    /// Write the final per-stage figures as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub stats_json: Option<PathBuf>,
+    /// Do not ask for real-time (SCHED_FIFO) priority.
+    #[arg(long)]
+    pub no_realtime: bool,
+    /// Do not print the final per-stage table.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub fn join_cmd(args: JoinArgs) -> Result<()> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())
+        .context("installing SIGINT handler")?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())
+        .context("installing SIGTERM handler")?;
+    let relay_fingerprint = match &args.relay_fingerprint {
+        Some(f) => Some(
+            f.parse()
+                .map_err(|e| anyhow!("--relay-fingerprint {f}: {e}"))?,
+        ),
+        None => None,
+    };
+    let opts = CallOptions {
+        relay: args.relay,
+        room: args.room,
+        room_secret: args.room_secret,
+        input: args.input,
+        output: args.output,
+        duration: args.duration,
+        alias: args.alias,
+        identity: args.identity.unwrap_or_else(|| wzp_home().join("identity")),
+        relay_fingerprint,
+        known_relays: args
+            .known_relays
+            .unwrap_or_else(|| wzp_home().join("known_relays")),
+        graph: args.graph,
+        sets: parse_sets(&args.set)?,
+        realtime: !args.no_realtime,
+        stop,
+        label: String::new(),
+    };
+    let outcome = call::run_call(opts)?;
+    finish_report(&outcome.report, args.stats_json.as_deref(), args.quiet)
+}

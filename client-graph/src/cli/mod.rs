@@ -1,0 +1,54 @@
+//! The subcommands, one file each, and what they share.
+
+pub mod demo;
+pub mod graph;
+pub mod join;
+pub mod run;
+pub mod stages;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use wzp_engine::params::parse_duration;
+use wzp_engine::prelude::*;
+
+pub fn parse_duration_arg(s: &str) -> Result<Duration, String> {
+    parse_duration(s)
+}
+
+pub fn parse_sets(set: &[String]) -> Result<BTreeMap<String, String>> {
+    set.iter()
+        .map(|kv| {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| anyhow!("--set {kv:?}: expected NAME=VALUE"))?;
+            if k.is_empty() {
+                bail!("--set {kv:?}: the name is empty");
+            }
+            Ok((k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+pub fn load(graph: &Path, set: &[String]) -> Result<(GraphSpec, Registry)> {
+    let vars = parse_sets(set)?;
+    let spec = GraphSpec::load(graph, &vars).map_err(|e| anyhow!("{e}"))?;
+    Ok((spec, wzp_stages::registry()))
+}
+
+pub fn finish_report(
+    report: &wzp_engine::stats::Report,
+    json: Option<&Path>,
+    quiet: bool,
+) -> Result<()> {
+    if let Some(path) = json {
+        std::fs::write(path, serde_json::to_string_pretty(report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if !quiet {
+        print!("{}", report.table());
+    }
+    Ok(())
+}

@@ -1,0 +1,126 @@
+//! `wzp-client run`: run any graph file.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use wzp_engine::prelude::*;
+use wzp_engine::stats::Snapshot;
+
+use super::{load, parse_duration_arg};
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// The graph file (e.g. graphs/loopback.toml).
+    pub graph: PathBuf,
+    /// Fill a `${name}` placeholder (repeatable).
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    pub set: Vec<String>,
+    /// Stop after this long (graph time): `5s`, `500ms`, `2m`.
+    #[arg(long, value_parser = parse_duration_arg)]
+    pub duration: Option<Duration>,
+    /// Override the graph's clock driver: `timer` (real time), `fast` (as fast as possible).
+    #[arg(long, value_parser = ["timer", "fast"])]
+    pub clock: Option<String>,
+    /// Show a live per-stage table, refreshed each second.
+    #[arg(long)]
+    pub top: bool,
+    /// Write the final per-stage figures as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub stats_json: Option<PathBuf>,
+    /// Do not ask for real-time (SCHED_FIFO) priority.
+    #[arg(long)]
+    pub no_realtime: bool,
+    /// Do not print the final per-stage table.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub fn run(args: RunArgs) -> Result<()> {
+    let (mut spec, registry) = load(&args.graph, &args.set)?;
+    if let Some(c) = &args.clock {
+        spec.clock.driver = ClockDriver::parse(c).context("clock")?;
+    }
+    let driver = match spec.clock.driver {
+        ClockDriver::Manual => ClockDriver::Fast,
+        d => d,
+    };
+    let compiled = compile(&spec, &registry, &Resources::new()).map_err(|e| anyhow!("{e}"))?;
+    let mut graph = Graph::new(compiled);
+    let stop = graph.stop_flag();
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())
+        .context("installing SIGINT handler")?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())
+        .context("installing SIGTERM handler")?;
+    graph
+        .start(RunOptions {
+            driver,
+            duration: args.duration,
+            realtime: !args.no_realtime,
+            ..Default::default()
+        })
+        .map_err(|e| anyhow!("{e}"))?;
+    let started = Instant::now();
+    let tty = std::io::stdout().is_terminal();
+    let mut last: Option<Snapshot> = None;
+    let mut next_refresh = started + Duration::from_secs(1);
+    loop {
+        if graph.wait(Duration::from_millis(50)) || stop.load(Ordering::Relaxed) {
+            break;
+        }
+        if args.top && Instant::now() >= next_refresh {
+            next_refresh += Duration::from_secs(1);
+            let stats = graph.stats();
+            let snap = stats.snapshot();
+            let report = stats.report(&snap, last.as_ref());
+            let mut o = std::io::stdout().lock();
+            if tty {
+                let _ = write!(o, "\x1b[2J\x1b[H");
+            }
+            let _ = writeln!(
+                o,
+                "wzp top — {} — {:.1}s (last second)\n{}",
+                report.graph,
+                started.elapsed().as_secs_f64(),
+                report.table()
+            );
+            let _ = o.flush();
+            last = Some(snap);
+        }
+    }
+    let interrupted = stop.load(Ordering::Relaxed) && !graph.is_finished();
+    let stats = graph.stats();
+    graph.stop();
+    let wall = started.elapsed();
+    let snap = stats.snapshot();
+    let report = stats.report(&snap, None);
+    // Dropping the graph drops the processors, which closes output files.
+    drop(graph);
+    if let Some(path) = &args.stats_json {
+        let json = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if !args.quiet {
+        let media = Duration::from_nanos(
+            report
+                .domains
+                .iter()
+                .find(|d| d.domain == "clocked")
+                .map(|d| d.cycles)
+                .unwrap_or(0)
+                * spec.clock.quantum.as_nanos() as u64,
+        );
+        println!(
+            "graph `{}`: {:.2}s of audio in {:.2}s wall ({}){}",
+            report.graph,
+            media.as_secs_f64(),
+            wall.as_secs_f64(),
+            driver.name(),
+            if interrupted { ", interrupted" } else { "" }
+        );
+        print!("{}", report.table());
+    }
+    Ok(())
+}

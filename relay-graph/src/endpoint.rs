@@ -1,0 +1,237 @@
+//! The relay's QUIC endpoint: accept, handshake, and hand each connection
+//! to the service its TLS server name asks for ([`wzp_proto::sni`]).
+//!
+//! ```text
+//!   accept loop ──spawn──► one task per handshake ──SNI──► rooms::service (room hash, call-*)
+//!                                                    ├───► ping / version: closed at once
+//!                                                    └───► refused with a reason
+//! ```
+//!
+//! Every handshake runs in its own task, so a slow client never delays
+//! another's accept. [`Services`] is what the connection tasks and the HTTP
+//! handlers share: config, the room service, the media shards, counters.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use wzp_proto::close::CloseCode;
+use wzp_proto::identity::RelayCertificate;
+use wzp_proto::signal::{HangupReason, SignalMessage};
+use wzp_proto::sni::{classify, Sni};
+use wzp_proto::TlsFingerprint;
+use wzp_stages::net::quic;
+use wzp_stages::net::signal_stream;
+
+use crate::config::Config;
+use crate::media::Media;
+use crate::observe::events::{now_ms, Event, EventLog};
+use crate::observe::{inc, RelayCounters};
+use crate::rooms::service::RoomService;
+use crate::rooms::{Refusal, RoomLimits};
+
+/// How long a QUIC handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the connection tasks and the HTTP handlers share.
+pub struct Services {
+    pub cfg: Config,
+    pub tls_fingerprint: TlsFingerprint,
+    pub rooms: RoomService,
+    pub media: Media,
+    pub counters: RelayCounters,
+    events: Option<EventLog>,
+    pub started: Instant,
+}
+
+impl Services {
+    /// Appends to the event log, when there is one.
+    pub fn event(&self, ev: Event<'_>) {
+        if let Some(log) = &self.events {
+            log.write(&ev);
+        }
+    }
+}
+
+/// A running relay.
+pub struct Relay {
+    pub services: Arc<Services>,
+    pub endpoint: quinn::Endpoint,
+    pub local_addr: SocketAddr,
+}
+
+/// Loads the identity seed and derives the relay certificate.
+pub fn load_identity(path: &std::path::Path) -> anyhow::Result<RelayCertificate> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the identity folder {}", dir.display()))?;
+    }
+    let seed = wzp_proto::Seed::load_or_create(path)
+        .with_context(|| format!("identity {}", path.display()))?;
+    seed.relay_certificate()
+        .with_context(|| format!("cannot derive the TLS certificate from {}", path.display()))
+}
+
+impl Relay {
+    /// Binds the endpoint, compiles and starts the forwarding graphs. Call
+    /// inside a tokio runtime; then [`Relay::serve`].
+    pub fn start(cfg: Config, cert: &RelayCertificate) -> anyhow::Result<Relay> {
+        let tls_fingerprint = cert.tls_fingerprint();
+        let endpoint = quic::server_endpoint(cfg.listen, cert)?;
+        let local_addr = endpoint.local_addr()?;
+        let media = Media::start(&cfg)?;
+        let events = match &cfg.event_log {
+            Some(p) => Some(
+                EventLog::open(p)
+                    .with_context(|| format!("cannot open the event log {}", p.display()))?,
+            ),
+            None => None,
+        };
+        let rooms = RoomService::new(RoomLimits {
+            max_peers: cfg.max_peers,
+            max_rooms: cfg.max_rooms,
+            call_room_size: cfg.call_room_size,
+            shards: media.shards.len(),
+            tap: cfg.debug_tap.clone(),
+        });
+        for c in &cfg.calls {
+            rooms.allow_call(&c.room, c.fingerprints.clone());
+        }
+        let services = Arc::new(Services {
+            tls_fingerprint,
+            rooms,
+            media,
+            counters: RelayCounters::default(),
+            events,
+            started: Instant::now(),
+            cfg,
+        });
+        Ok(Relay {
+            services,
+            endpoint,
+            local_addr,
+        })
+    }
+
+    /// Accepts connections until the endpoint closes.
+    pub async fn serve(&self) {
+        while let Some(incoming) = self.endpoint.accept().await {
+            let services = self.services.clone();
+            tokio::spawn(async move { handle_incoming(services, incoming).await });
+        }
+    }
+
+    /// Closes every connection and stops the forwarding tasks.
+    pub fn shutdown(self) {
+        self.endpoint.close(
+            quinn::VarInt::from_u32(CloseCode::Shutdown.code()),
+            b"relay shutting down",
+        );
+        self.services.media.stop();
+    }
+}
+
+/// This build's version and the git commit it was built from.
+pub fn version_string() -> String {
+    format!(
+        "{} ({})",
+        env!("CARGO_PKG_VERSION"),
+        option_env!("WZP_GIT_HASH").unwrap_or("unknown")
+    )
+}
+
+async fn handle_incoming(services: Arc<Services>, incoming: quinn::Incoming) {
+    inc(&services.counters.connections);
+    let remote = incoming.remote_address();
+    let mut connecting = match incoming.accept() {
+        Ok(c) => c,
+        Err(e) => {
+            inc(&services.counters.handshake_failures);
+            tracing::debug!(%remote, "QUIC accept failed: {e}");
+            return;
+        }
+    };
+    let sni = tokio::time::timeout(HANDSHAKE_TIMEOUT, quic::server_name(&mut connecting))
+        .await
+        .ok()
+        .flatten();
+    let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            inc(&services.counters.handshake_failures);
+            tracing::debug!(%remote, "QUIC handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            inc(&services.counters.handshake_failures);
+            tracing::debug!(%remote, "QUIC handshake timed out");
+            return;
+        }
+    };
+    let sni = sni.unwrap_or_default();
+    match classify(&sni) {
+        Sni::Ping => {
+            inc(&services.counters.pings);
+            quic::close(&conn, CloseCode::Normal, b"pong");
+        }
+        Sni::Version => {
+            quic::close(&conn, CloseCode::Normal, version_string().as_bytes());
+        }
+        Sni::Room(room) => crate::rooms::service::serve_room(services, conn, room, false).await,
+        Sni::Call(room) => crate::rooms::service::serve_room(services, conn, room, true).await,
+        Sni::Signal | Sni::Federation | Sni::RelayLink => {
+            let r = Refusal::new(
+                CloseCode::UnknownSni,
+                HangupReason::Error,
+                format!("{sni} is not served by this relay yet"),
+            );
+            refuse(&services, &conn, None, &r, None).await;
+        }
+        Sni::Unknown => {
+            let r = Refusal::new(
+                CloseCode::UnknownSni,
+                HangupReason::Error,
+                format!(
+                    "unknown server name {sni:?}: use a room hash (32 hex digits), call-*, ping or _signal"
+                ),
+            );
+            refuse(&services, &conn, None, &r, None).await;
+        }
+    }
+}
+
+/// Tells the client why, closes the connection, counts and logs it.
+pub async fn refuse(
+    services: &Services,
+    conn: &quinn::Connection,
+    send: Option<&mut quinn::SendStream>,
+    r: &Refusal,
+    room: Option<&str>,
+) {
+    services.counters.refused(r.code);
+    services.event(Event {
+        ts_ms: now_ms(),
+        event: "refused",
+        room,
+        remote: Some(conn.remote_address().to_string()),
+        reason: Some(format!("{}: {}", r.label(), r.message)),
+        ..Default::default()
+    });
+    tracing::info!(remote = %conn.remote_address(), room, reason = %r.message, "refused");
+    if let Some(send) = send {
+        let hangup = SignalMessage::Hangup {
+            reason: r.hangup,
+            call_id: None,
+            message: Some(r.message.clone()),
+        };
+        // Best effort: the close below carries the same reason.
+        let _ = tokio::time::timeout(
+            Duration::from_millis(200),
+            signal_stream::write_message(send, &hangup),
+        )
+        .await;
+        let _ = send.finish();
+    }
+    quic::close(conn, r.code, r.message.as_bytes());
+}

@@ -1,0 +1,65 @@
+//! The relay's HTTP endpoint: Prometheus `/metrics` ([`super::prometheus`])
+//! and JSON `/rooms`, `/sessions`, `/stages`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+
+use crate::endpoint::Services;
+
+/// Binds the metrics address; returns the bound address and the server task.
+pub async fn serve(
+    services: Arc<Services>,
+    addr: SocketAddr,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/rooms", get(rooms))
+        .route("/sessions", get(sessions))
+        .route("/stages", get(stages))
+        .with_state(services);
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("metrics server stopped: {e}");
+        }
+    });
+    Ok((local, task))
+}
+
+async fn rooms(State(s): State<Arc<Services>>) -> impl IntoResponse {
+    Json(s.rooms.rooms_view())
+}
+
+async fn sessions(State(s): State<Arc<Services>>) -> impl IntoResponse {
+    Json(s.rooms.sessions_view())
+}
+
+async fn stages(State(s): State<Arc<Services>>) -> impl IntoResponse {
+    // One report per forwarding shard, plus every shard's stages in one
+    // list (each report names its graph: `relay`, or `relay-N` per shard).
+    let reports: Vec<_> = s
+        .media
+        .shards
+        .iter()
+        .map(|sh| sh.graph_stats.report(&sh.graph_stats.snapshot(), None))
+        .collect();
+    let stages: Vec<_> = reports
+        .iter()
+        .flat_map(|r| r.stages.iter().cloned())
+        .collect();
+    Json(serde_json::json!({ "shards": reports, "stages": stages }))
+}
+
+async fn metrics(State(s): State<Arc<Services>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        super::prometheus::render(&s),
+    )
+}

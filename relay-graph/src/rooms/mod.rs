@@ -1,0 +1,551 @@
+//! Rooms and admission: the relay's room table, sans-IO.
+//!
+//! [`RoomTable`] is a plain struct: it is told who wants in ([`Admit`]) and
+//! who left, and answers with a [`RoomHandle`] (or a [`Refusal`]) and the
+//! `RoomUpdate`s to deliver. It holds no connection, channel or clock; the
+//! shell around it ([`service`]) owns those. Admission resolves a room once
+//! into its handle (forwarding shard, fan-out slot, tap flag): the media
+//! path never looks a room up by name again.
+//!
+//! A member is [`Member::Local`] (a session on this relay) or
+//! [`Member::Remote`] (a participant reached through another relay), so
+//! federated members join the same lists without touching admission.
+
+pub mod service;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use serde::Serialize;
+use wzp_proto::close::CloseCode;
+use wzp_proto::signal::{HangupReason, RoomParticipant, SignalMessage};
+use wzp_proto::Fingerprint;
+use wzp_stages::net::quic::PeerIoStats;
+use wzp_stages::sfu::HandleAllocator;
+
+/// Who may join which `call-*` room. Entries come from the config's
+/// `[[calls]]` and from calls set up on the signal plane.
+#[derive(Debug, Default)]
+pub struct CallAcl {
+    calls: HashMap<String, Vec<Fingerprint>>,
+}
+
+impl CallAcl {
+    /// Allows exactly `fingerprints` into call room `room` (replacing any
+    /// earlier list).
+    pub fn allow(&mut self, room: &str, fingerprints: Vec<Fingerprint>) {
+        self.calls.insert(room.to_string(), fingerprints);
+    }
+
+    /// Forgets a call room (the call ended).
+    pub fn remove(&mut self, room: &str) {
+        self.calls.remove(room);
+    }
+
+    /// Whether `fp` may join `room`.
+    pub fn check(&self, room: &str, fp: &Fingerprint) -> Result<(), Refusal> {
+        match self.calls.get(room) {
+            None => Err(Refusal::new(
+                CloseCode::NotAuthorized,
+                HangupReason::Declined,
+                format!("no call is set up for {room}"),
+            )),
+            Some(list) if !list.contains(fp) => Err(Refusal::new(
+                CloseCode::NotAuthorized,
+                HangupReason::Declined,
+                format!("{fp} is not authorized in {room}"),
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+}
+
+/// Why a connection was not admitted: the QUIC close code, the Hangup reason
+/// and a message for people.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: CloseCode,
+    pub hangup: HangupReason,
+    pub message: String,
+}
+
+impl Refusal {
+    pub fn new(code: CloseCode, hangup: HangupReason, message: impl Into<String>) -> Self {
+        Refusal {
+            code,
+            hangup,
+            message: message.into(),
+        }
+    }
+
+    /// A short label for metrics and the event log.
+    pub fn label(&self) -> &'static str {
+        self.code.label()
+    }
+}
+
+/// A participant reached through another relay.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteMember {
+    pub fingerprint: Fingerprint,
+    pub alias: Option<String>,
+    /// The label of the relay the participant is connected to.
+    pub relay_label: String,
+}
+
+/// A member of a room.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Member {
+    /// A session on this relay, by its handle.
+    Local(u32),
+    /// A participant on another relay.
+    Remote(RemoteMember),
+}
+
+/// One admitted local session (what the table knows; its connection lives
+/// in the shell).
+#[derive(Debug)]
+pub struct LocalSession {
+    pub handle: u32,
+    pub room: String,
+    pub fingerprint: Fingerprint,
+    pub alias: Option<String>,
+    pub remote: SocketAddr,
+    pub joined_unix_ms: u64,
+    pub stats: Arc<PeerIoStats>,
+}
+
+/// A room with at least one member.
+#[derive(Debug)]
+pub struct Room {
+    /// Index in `sfu.fanout`'s room table.
+    pub slot: u32,
+    /// The forwarding shard that carries the room's media.
+    pub shard: usize,
+    pub call: bool,
+    /// Whether the debug tap logs this room.
+    pub tapped: bool,
+    /// Members in join order.
+    pub members: Vec<Member>,
+    /// Local member count, readable without the table (debug tap fan-out).
+    pub size: Arc<AtomicUsize>,
+}
+
+/// Where an admitted session landed: everything the media path needs,
+/// resolved once.
+#[derive(Clone, Debug)]
+pub struct RoomHandle {
+    /// The session's peer handle (fan-out and egress key).
+    pub handle: u32,
+    /// The room's slot in `sfu.fanout`.
+    pub slot: u32,
+    /// The forwarding shard.
+    pub shard: usize,
+    /// Whether the debug tap logs this room.
+    pub tapped: bool,
+    /// Local members now.
+    pub size: Arc<AtomicUsize>,
+}
+
+/// A join to admit.
+#[derive(Debug)]
+pub struct Admit {
+    pub room: String,
+    pub call: bool,
+    pub fingerprint: Fingerprint,
+    pub alias: Option<String>,
+    pub remote: SocketAddr,
+    pub joined_unix_ms: u64,
+    pub stats: Arc<PeerIoStats>,
+}
+
+/// Capacity and sharding of a [`RoomTable`].
+#[derive(Clone, Debug)]
+pub struct RoomLimits {
+    pub max_peers: usize,
+    pub max_rooms: usize,
+    pub call_room_size: usize,
+    /// Forwarding shards rooms are spread over (at least 1).
+    pub shards: usize,
+    /// The debug tap filter: a room hash, `*`, or none.
+    pub tap: Option<String>,
+}
+
+/// A `RoomUpdate` for one local session.
+pub type Updates = Vec<(u32, SignalMessage)>;
+
+/// The relay's rooms and local sessions.
+#[derive(Debug)]
+pub struct RoomTable {
+    handles: HandleAllocator,
+    free_room_slots: Vec<u32>,
+    rooms: HashMap<String, Room>,
+    sessions: HashMap<u32, LocalSession>,
+    pub calls: CallAcl,
+    limits: RoomLimits,
+}
+
+/// The shard of a room: FNV-1a of its name, modulo the shard count.
+fn shard_of(room: &str, shards: usize) -> usize {
+    let h = room.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    });
+    (h % shards.max(1) as u64) as usize
+}
+
+impl RoomTable {
+    pub fn new(limits: RoomLimits) -> Self {
+        RoomTable {
+            handles: HandleAllocator::new(limits.max_peers),
+            free_room_slots: (0..limits.max_rooms as u32).rev().collect(),
+            rooms: HashMap::new(),
+            sessions: HashMap::new(),
+            calls: CallAcl::default(),
+            limits,
+        }
+    }
+
+    /// Admits a session or says why not.
+    pub fn admit(&mut self, a: Admit) -> Result<RoomHandle, Refusal> {
+        if a.call {
+            self.calls.check(&a.room, &a.fingerprint)?;
+            let members = self.rooms.get(&a.room).map_or(0, |r| r.members.len());
+            if members >= self.limits.call_room_size {
+                return Err(Refusal::new(
+                    CloseCode::RoomFull,
+                    HangupReason::Busy,
+                    format!(
+                        "{} is full: a call room holds {} participants",
+                        a.room, self.limits.call_room_size
+                    ),
+                ));
+            }
+        }
+        let capacity = || {
+            Refusal::new(
+                CloseCode::Capacity,
+                HangupReason::Busy,
+                "the relay is at capacity; try another relay or later",
+            )
+        };
+        let handle = self.handles.alloc().ok_or_else(capacity)?;
+        if !self.rooms.contains_key(&a.room) {
+            let Some(slot) = self.free_room_slots.pop() else {
+                self.handles.release(handle);
+                return Err(capacity());
+            };
+            let tapped = self
+                .limits
+                .tap
+                .as_deref()
+                .is_some_and(|t| t == "*" || t == a.room);
+            self.rooms.insert(
+                a.room.clone(),
+                Room {
+                    slot,
+                    shard: shard_of(&a.room, self.limits.shards),
+                    call: a.call,
+                    tapped,
+                    members: Vec::new(),
+                    size: Arc::new(AtomicUsize::new(0)),
+                },
+            );
+        }
+        let room = self.rooms.get_mut(&a.room).expect("inserted above");
+        room.members.push(Member::Local(handle));
+        let locals = room
+            .members
+            .iter()
+            .filter(|m| matches!(m, Member::Local(_)))
+            .count();
+        room.size.store(locals, Ordering::Relaxed);
+        let admitted = RoomHandle {
+            handle,
+            slot: room.slot,
+            shard: room.shard,
+            tapped: room.tapped,
+            size: room.size.clone(),
+        };
+        self.sessions.insert(
+            handle,
+            LocalSession {
+                handle,
+                room: a.room,
+                fingerprint: a.fingerprint,
+                alias: a.alias,
+                remote: a.remote,
+                joined_unix_ms: a.joined_unix_ms,
+                stats: a.stats,
+            },
+        );
+        Ok(admitted)
+    }
+
+    /// Removes a session; returns it and whether its room is now empty.
+    pub fn leave(&mut self, handle: u32) -> Option<(LocalSession, bool)> {
+        let s = self.sessions.remove(&handle)?;
+        self.handles.release(handle);
+        let mut emptied = false;
+        if let Some(room) = self.rooms.get_mut(&s.room) {
+            room.members.retain(|m| *m != Member::Local(handle));
+            let locals = room
+                .members
+                .iter()
+                .filter(|m| matches!(m, Member::Local(_)))
+                .count();
+            room.size.store(locals, Ordering::Relaxed);
+            if room.members.is_empty() {
+                let slot = room.slot;
+                self.rooms.remove(&s.room);
+                self.free_room_slots.push(slot);
+                emptied = true;
+            }
+        }
+        Some((s, emptied))
+    }
+
+    /// A RoomUpdate for every local member of `room`: local and remote
+    /// participants once each, remote ones with their relay's label.
+    pub fn room_updates(&self, room: &str) -> Updates {
+        let Some(r) = self.rooms.get(room) else {
+            return Vec::new();
+        };
+        let participants: Vec<RoomParticipant> = r
+            .members
+            .iter()
+            .filter_map(|m| match m {
+                Member::Local(h) => self.sessions.get(h).map(|s| RoomParticipant {
+                    fingerprint: s.fingerprint,
+                    alias: s.alias.clone(),
+                    relay_label: None,
+                }),
+                Member::Remote(rm) => Some(RoomParticipant {
+                    fingerprint: rm.fingerprint,
+                    alias: rm.alias.clone(),
+                    relay_label: Some(rm.relay_label.clone()),
+                }),
+            })
+            .collect();
+        let msg = SignalMessage::RoomUpdate {
+            room: Some(room.to_string()),
+            count: participants.len() as u32,
+            participants,
+        };
+        r.members
+            .iter()
+            .filter_map(|m| match m {
+                Member::Local(h) => Some((*h, msg.clone())),
+                Member::Remote(_) => None,
+            })
+            .collect()
+    }
+
+    /// Rooms with members.
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// A room by name.
+    pub fn room(&self, name: &str) -> Option<&Room> {
+        self.rooms.get(name)
+    }
+
+    /// A local session by handle.
+    pub fn session(&self, handle: u32) -> Option<&LocalSession> {
+        self.sessions.get(&handle)
+    }
+
+    /// Every local session.
+    pub fn sessions(&self) -> impl Iterator<Item = &LocalSession> {
+        self.sessions.values()
+    }
+
+    /// What `/rooms` shows.
+    pub fn rooms_view(&self) -> Vec<RoomView> {
+        let mut v: Vec<RoomView> = self
+            .rooms
+            .iter()
+            .map(|(name, r)| RoomView {
+                room: name.clone(),
+                kind: if r.call { "call" } else { "room" },
+                slot: r.slot,
+                participants: r
+                    .members
+                    .iter()
+                    .filter_map(|m| match m {
+                        Member::Local(h) => self.sessions.get(h).map(|s| ParticipantView {
+                            handle: Some(s.handle),
+                            fingerprint: s.fingerprint.to_string(),
+                            alias: s.alias.clone(),
+                            relay_label: None,
+                        }),
+                        Member::Remote(rm) => Some(ParticipantView {
+                            handle: None,
+                            fingerprint: rm.fingerprint.to_string(),
+                            alias: rm.alias.clone(),
+                            relay_label: Some(rm.relay_label.clone()),
+                        }),
+                    })
+                    .collect(),
+            })
+            .collect();
+        v.sort_by(|a, b| a.room.cmp(&b.room));
+        v
+    }
+}
+
+#[derive(Serialize, Debug)]
+pub struct ParticipantView {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handle: Option<u32>,
+    pub fingerprint: String,
+    pub alias: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay_label: Option<String>,
+}
+
+#[derive(Serialize, Debug)]
+pub struct RoomView {
+    pub room: String,
+    pub kind: &'static str,
+    pub slot: u32,
+    pub participants: Vec<ParticipantView>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wzp_proto::Seed;
+
+    fn fp(n: u8) -> Fingerprint {
+        Seed::from_bytes([n; 32]).identity().fingerprint()
+    }
+
+    fn table(max_peers: usize, max_rooms: usize, shards: usize) -> RoomTable {
+        RoomTable::new(RoomLimits {
+            max_peers,
+            max_rooms,
+            call_room_size: 2,
+            shards,
+            tap: None,
+        })
+    }
+
+    fn admit(room: &str, n: u8) -> Admit {
+        Admit {
+            room: room.into(),
+            call: room.starts_with("call-"),
+            fingerprint: fp(n),
+            alias: None,
+            remote: "127.0.0.1:9".parse().unwrap(),
+            joined_unix_ms: 0,
+            stats: Arc::default(),
+        }
+    }
+
+    #[test]
+    fn admission_resolves_a_room_once_into_its_handle() {
+        let mut t = table(8, 4, 4);
+        let a = t.admit(admit("room-a", 1)).unwrap();
+        let b = t.admit(admit("room-a", 2)).unwrap();
+        assert_eq!(
+            (a.slot, a.shard),
+            (b.slot, b.shard),
+            "same room, same place"
+        );
+        assert_eq!(a.shard, shard_of("room-a", 4));
+        assert_ne!(a.handle, b.handle);
+        assert_eq!(a.size.load(Ordering::Relaxed), 2);
+        let c = t.admit(admit("room-b", 3)).unwrap();
+        assert_ne!(c.slot, a.slot);
+        // Updates go to each local member and list everyone once.
+        let ups = t.room_updates("room-a");
+        assert_eq!(ups.len(), 2);
+        let SignalMessage::RoomUpdate { count, .. } = &ups[0].1 else {
+            panic!()
+        };
+        assert_eq!(*count, 2);
+        // Leaving frees the handle and, with the last member, the slot.
+        assert!(!t.leave(a.handle).unwrap().1);
+        assert!(t.leave(b.handle).unwrap().1);
+        assert!(t.room("room-a").is_none());
+        assert!(t.leave(b.handle).is_none(), "a handle leaves once");
+    }
+
+    #[test]
+    fn capacity_and_call_rooms_refuse_with_a_code() {
+        let mut t = table(2, 1, 1);
+        t.admit(admit("r", 1)).unwrap();
+        // No free room slot.
+        assert_eq!(
+            t.admit(admit("other", 2)).unwrap_err().code,
+            CloseCode::Capacity
+        );
+        t.admit(admit("r", 2)).unwrap();
+        // No free handle.
+        assert_eq!(
+            t.admit(admit("r", 3)).unwrap_err().code,
+            CloseCode::Capacity
+        );
+
+        let mut t = table(8, 4, 1);
+        assert_eq!(
+            t.admit(admit("call-x", 1)).unwrap_err().code,
+            CloseCode::NotAuthorized
+        );
+        t.calls.allow("call-x", vec![fp(1), fp(2)]);
+        t.admit(admit("call-x", 1)).unwrap();
+        assert_eq!(
+            t.admit(admit("call-x", 3)).unwrap_err().code,
+            CloseCode::NotAuthorized
+        );
+        t.admit(admit("call-x", 2)).unwrap();
+        assert_eq!(
+            t.admit(admit("call-x", 1)).unwrap_err().code,
+            CloseCode::RoomFull
+        );
+    }
+
+    #[test]
+    fn remote_members_are_listed_once_with_their_relay() {
+        let mut t = table(8, 4, 1);
+        let a = t.admit(admit("g", 1)).unwrap();
+        t.rooms
+            .get_mut("g")
+            .unwrap()
+            .members
+            .push(Member::Remote(RemoteMember {
+                fingerprint: fp(9),
+                alias: Some("far".into()),
+                relay_label: "relay-b".into(),
+            }));
+        let ups = t.room_updates("g");
+        assert_eq!(ups.len(), 1, "updates go to local members only");
+        assert_eq!(ups[0].0, a.handle);
+        let SignalMessage::RoomUpdate { participants, .. } = &ups[0].1 else {
+            panic!()
+        };
+        assert_eq!(participants.len(), 2);
+        assert_eq!(participants[1].relay_label.as_deref(), Some("relay-b"));
+        assert_eq!(
+            a.size.load(Ordering::Relaxed),
+            1,
+            "size counts local members"
+        );
+    }
+
+    #[test]
+    fn the_tap_flag_is_resolved_at_admission() {
+        let mut t = RoomTable::new(RoomLimits {
+            max_peers: 4,
+            max_rooms: 4,
+            call_room_size: 2,
+            shards: 1,
+            tap: Some("tapped".into()),
+        });
+        assert!(t.admit(admit("tapped", 1)).unwrap().tapped);
+        assert!(!t.admit(admit("quiet", 2)).unwrap().tapped);
+    }
+}

@@ -1,0 +1,440 @@
+//! The room service's shell: a room connection's life (Hello and Join,
+//! admission, the datagram pump, leaving) around the sans-IO
+//! [`RoomTable`], and each session's connection and signal queue.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+use wzp_proto::close::CloseCode;
+use wzp_proto::join::Join;
+use wzp_proto::signal::{negotiate_version, Decoded, HangupReason, SignalMessage};
+use wzp_stages::net::quic::{self, EgressPeer, Observer, PeerIoStats};
+use wzp_stages::net::signal_stream::{self, SignalFrame, SignalReader, SignalStreamError};
+use wzp_stages::sfu::SfuCommand;
+
+use super::{Admit, RoomHandle, RoomLimits, RoomTable, RoomView, Updates};
+use crate::endpoint::{refuse, Services};
+use crate::observe::events::{now_ms, Event};
+use crate::observe::inc;
+use crate::rooms::Refusal;
+
+/// Largest signal frame the relay reads from a client (JSON body bytes).
+/// Far below proto's 1 MiB limit: nothing a client sends a relay is large.
+pub const MAX_CLIENT_FRAME: usize = 64 * 1024;
+
+/// Signal messages queued to one client before it counts as not reading.
+const SIGNAL_QUEUE: usize = 64;
+
+/// A session's I/O, kept beside its table entry.
+struct SessionIo {
+    conn: quinn::Connection,
+    signal: mpsc::Sender<SignalMessage>,
+}
+
+struct RoomState {
+    table: RoomTable,
+    io: HashMap<u32, SessionIo>,
+}
+
+/// The room table and the sessions' connections, behind one mutex held
+/// for table updates only (never across an await; never per packet).
+pub struct RoomService {
+    state: Mutex<RoomState>,
+}
+
+impl RoomService {
+    pub fn new(limits: RoomLimits) -> RoomService {
+        RoomService {
+            state: Mutex::new(RoomState {
+                table: RoomTable::new(limits),
+                io: HashMap::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, RoomState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Allows exactly `fingerprints` into call room `room`.
+    pub fn allow_call(&self, room: &str, fingerprints: Vec<wzp_proto::Fingerprint>) {
+        self.lock().table.calls.allow(room, fingerprints);
+    }
+
+    /// Rooms with members.
+    pub fn room_count(&self) -> usize {
+        self.lock().table.room_count()
+    }
+
+    /// What `/rooms` shows.
+    pub fn rooms_view(&self) -> Vec<RoomView> {
+        self.lock().table.rooms_view()
+    }
+
+    /// What `/sessions` shows.
+    pub fn sessions_view(&self) -> Vec<SessionView> {
+        let st = self.lock();
+        let mut v: Vec<SessionView> = st
+            .table
+            .sessions()
+            .map(|s| {
+                let io = st.io.get(&s.handle);
+                let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+                let stats = &s.stats;
+                SessionView {
+                    handle: s.handle,
+                    room: s.room.clone(),
+                    fingerprint: s.fingerprint.to_string(),
+                    alias: s.alias.clone(),
+                    remote: s.remote.to_string(),
+                    joined_unix_ms: s.joined_unix_ms,
+                    max_datagram_size: io.and_then(|io| quic::max_datagram_size(&io.conn)),
+                    rtt_ms: io.map_or(0.0, |io| io.conn.rtt().as_secs_f64() * 1e3),
+                    packets_in: ld(&stats.packets_in),
+                    bytes_in: ld(&stats.bytes_in),
+                    packets_out: ld(&stats.packets_out),
+                    bytes_out: ld(&stats.bytes_out),
+                    dropped_in: ld(&stats.dropped_in),
+                    dropped_out: ld(&stats.dropped_out),
+                }
+            })
+            .collect();
+        v.sort_by_key(|s| s.handle);
+        v
+    }
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct SessionView {
+    pub handle: u32,
+    pub room: String,
+    pub fingerprint: String,
+    pub alias: Option<String>,
+    pub remote: String,
+    pub joined_unix_ms: u64,
+    /// Largest datagram the path takes now (profile choice must fit it).
+    pub max_datagram_size: Option<usize>,
+    pub rtt_ms: f64,
+    pub packets_in: u64,
+    pub bytes_in: u64,
+    pub packets_out: u64,
+    pub bytes_out: u64,
+    pub dropped_in: u64,
+    pub dropped_out: u64,
+}
+
+fn deliver(services: &Services, st: &RoomState, updates: Updates) {
+    for (handle, msg) in updates {
+        let Some(io) = st.io.get(&handle) else {
+            continue;
+        };
+        if io.signal.try_send(msg).is_err() {
+            inc(&services.counters.signal_queue_full);
+        }
+    }
+}
+
+/// Hello then Join on the first bidirectional stream.
+async fn read_join(
+    services: &Services,
+    reader: &mut SignalReader,
+    room: &str,
+) -> Result<Join, Refusal> {
+    let bad = |m: String| Refusal::new(CloseCode::BadJoin, HangupReason::Error, m);
+    let mut next = async |what: &str| -> Result<Decoded, Refusal> {
+        match reader.next().await {
+            Ok(Some(SignalFrame::Message(d))) => Ok(d),
+            Ok(Some(SignalFrame::Malformed(e))) => {
+                inc(&services.counters.signal_malformed);
+                Err(bad(format!("{what} is malformed: {e}")))
+            }
+            Ok(None) => Err(bad(format!("signal stream closed before {what}"))),
+            Err(e) => Err(bad(format!("reading {what}: {e}"))),
+        }
+    };
+    let first = next("Hello").await?;
+    negotiate_version(&first).map_err(|e| bad(e.to_string()))?;
+    let j = match next("Join").await? {
+        Decoded::Message(SignalMessage::Join(j)) => j,
+        Decoded::Message(other) => {
+            return Err(bad(format!(
+                "expected Join after Hello, got {}",
+                other.type_name()
+            )))
+        }
+        Decoded::Unknown { type_name } => {
+            return Err(bad(format!("expected Join after Hello, got {type_name}")))
+        }
+    };
+    j.verify(
+        room,
+        &services.tls_fingerprint,
+        now_ms(),
+        services.cfg.join_max_skew_s,
+    )
+    .map_err(|e| bad(e.to_string()))?;
+    Ok(j)
+}
+
+/// A room connection from handshake to leaving. `call`: the SNI named a
+/// `call-*` room (allow-listed, at most `call_room_size` members).
+pub async fn serve_room(
+    services: Arc<Services>,
+    conn: quinn::Connection,
+    room: String,
+    call: bool,
+) {
+    // One deadline from the handshake for the stream, Hello and Join.
+    let join_timeout = Duration::from_millis(services.cfg.join_timeout_ms);
+    let deadline = tokio::time::Instant::now() + join_timeout;
+    let remote = conn.remote_address();
+    let (mut send, recv) = match tokio::time::timeout_at(deadline, conn.accept_bi()).await {
+        Ok(Ok(s)) => s,
+        _ => {
+            let r = Refusal::new(
+                CloseCode::BadJoin,
+                HangupReason::Timeout,
+                "no signal stream: open a bidirectional stream and send Hello and Join",
+            );
+            refuse(&services, &conn, None, &r, Some(&room)).await;
+            return;
+        }
+    };
+    let mut reader = SignalReader::new(recv, MAX_CLIENT_FRAME);
+    let hello = SignalMessage::hello(Some(format!("wzp-relay {}", env!("CARGO_PKG_VERSION"))));
+    let _ = signal_stream::write_message(&mut send, &hello).await;
+    let j = match tokio::time::timeout_at(deadline, read_join(&services, &mut reader, &room)).await
+    {
+        Ok(Ok(j)) => j,
+        Ok(Err(r)) => {
+            refuse(&services, &conn, Some(&mut send), &r, Some(&room)).await;
+            return;
+        }
+        Err(_) => {
+            let r = Refusal::new(
+                CloseCode::BadJoin,
+                HangupReason::Timeout,
+                format!(
+                    "no Hello and Join within {} ms",
+                    services.cfg.join_timeout_ms
+                ),
+            );
+            refuse(&services, &conn, Some(&mut send), &r, Some(&room)).await;
+            return;
+        }
+    };
+    let fingerprint = j.fingerprint();
+    let stats = Arc::new(PeerIoStats::default());
+    let (signal_tx, mut signal_rx) = mpsc::channel::<SignalMessage>(SIGNAL_QUEUE);
+
+    // Admission, the egress route and the fan-out Join happen under the
+    // rooms lock, so membership commands reach the ring in the order the
+    // table changed (a reused slot never sees its old Leave after its Join).
+    let admitted: Result<RoomHandle, Refusal> = {
+        let mut st = services.rooms.lock();
+        match st.table.admit(Admit {
+            room: room.clone(),
+            call,
+            fingerprint,
+            alias: j.alias.clone(),
+            remote,
+            joined_unix_ms: now_ms(),
+            stats: stats.clone(),
+        }) {
+            Ok(h) => {
+                st.io.insert(
+                    h.handle,
+                    SessionIo {
+                        conn: conn.clone(),
+                        signal: signal_tx.clone(),
+                    },
+                );
+                let observer: Option<Observer> = h.tapped.then(|| {
+                    let room = room.clone();
+                    let handle = h.handle;
+                    Arc::new(move |bytes: &[u8]| {
+                        crate::media::tap("out", &room, handle, bytes, None)
+                    }) as Observer
+                });
+                let shard = services.media.shard(h.shard);
+                shard.add_egress(
+                    h.handle,
+                    EgressPeer {
+                        conn: conn.clone(),
+                        stats: stats.clone(),
+                        observer,
+                    },
+                );
+                membership(
+                    &services,
+                    h.shard,
+                    SfuCommand::Join {
+                        peer: h.handle,
+                        room: h.slot,
+                    },
+                );
+                let updates = st.table.room_updates(&room);
+                deliver(&services, &st, updates);
+                Ok(h)
+            }
+            Err(r) => Err(r),
+        }
+    };
+    let h = match admitted {
+        Ok(h) => h,
+        Err(r) => {
+            refuse(&services, &conn, Some(&mut send), &r, Some(&room)).await;
+            return;
+        }
+    };
+    inc(&services.counters.joins);
+    let members = h.size.load(Ordering::Relaxed);
+    tracing::info!(%remote, room, handle = h.handle, %fingerprint, members, "joined");
+    services.event(Event {
+        ts_ms: now_ms(),
+        event: "join",
+        room: Some(&room),
+        handle: Some(h.handle),
+        fingerprint: Some(fingerprint.to_string()),
+        alias: j.alias.as_deref(),
+        remote: Some(remote.to_string()),
+        members: Some(members),
+        ..Default::default()
+    });
+
+    // Signal writer: RoomUpdates, Pongs.
+    let writer = tokio::spawn(async move {
+        while let Some(msg) = signal_rx.recv().await {
+            if signal_stream::write_message(&mut send, &msg).await.is_err() {
+                break;
+            }
+        }
+    });
+
+    // Signal reader: the client may ping, report quality, or hang up.
+    let reader_task = {
+        let services = services.clone();
+        let conn = conn.clone();
+        let signal_tx = signal_tx.clone();
+        tokio::spawn(async move { read_signals(services, conn, reader, signal_tx).await })
+    };
+    drop(signal_tx);
+
+    let tapped = h.tapped;
+    let room_size = h.size.clone();
+    let tap_room = room.clone();
+    let handle = h.handle;
+    let why = quic::pump_datagrams_in(
+        conn.clone(),
+        handle,
+        services.media.shard(h.shard).feed().clone(),
+        stats,
+        move |bytes| {
+            if tapped {
+                let fanout = room_size.load(Ordering::Relaxed).saturating_sub(1);
+                crate::media::tap("in", &tap_room, handle, bytes, Some(fanout));
+            }
+        },
+    )
+    .await;
+    reader_task.abort();
+    writer.abort();
+
+    let left = {
+        let mut st = services.rooms.lock();
+        let left = st.table.leave(handle);
+        st.io.remove(&handle);
+        if left.is_some() {
+            membership(&services, h.shard, SfuCommand::Leave { peer: handle });
+            services.media.shard(h.shard).remove_egress(handle);
+            let updates = st.table.room_updates(&room);
+            let members = updates.len();
+            deliver(&services, &st, updates);
+            Some(members)
+        } else {
+            None
+        }
+    };
+    if let Some(members) = left {
+        inc(&services.counters.leaves);
+        tracing::info!(%remote, room, handle, %fingerprint, reason = %why, "left");
+        services.event(Event {
+            ts_ms: now_ms(),
+            event: "leave",
+            room: Some(&room),
+            handle: Some(handle),
+            fingerprint: Some(fingerprint.to_string()),
+            alias: j.alias.as_deref(),
+            remote: Some(remote.to_string()),
+            reason: Some(why.to_string()),
+            members: Some(members),
+        });
+    }
+}
+
+fn membership(services: &Services, shard: usize, cmd: SfuCommand) {
+    if services.media.shard(shard).membership(cmd).is_err() {
+        // Only when the packet thread has stalled for thousands of
+        // membership changes. A lost Join refuses nothing (the client just
+        // hears nobody); a lost Leave leaves a stale entry that the slot's
+        // next Join replaces.
+        inc(&services.counters.sfu_ring_full);
+        tracing::error!(?cmd, "sfu membership ring full; command lost");
+    }
+}
+
+async fn read_signals(
+    services: Arc<Services>,
+    conn: quinn::Connection,
+    mut reader: SignalReader,
+    signal_tx: mpsc::Sender<SignalMessage>,
+) {
+    loop {
+        let frame = match reader.next().await {
+            Ok(Some(f)) => f,
+            // The client finished its stream: media goes on.
+            Ok(None) => return,
+            Err(SignalStreamError::TooLarge { len, max }) => {
+                inc(&services.counters.signal_malformed);
+                inc(&services.counters.refused_protocol);
+                let msg = format!("signal frame of {len} bytes exceeds {max}");
+                quic::close(&conn, CloseCode::Protocol, msg.as_bytes());
+                return;
+            }
+            Err(_) => return,
+        };
+        inc(&services.counters.signal_frames);
+        match frame {
+            SignalFrame::Message(Decoded::Message(SignalMessage::Ping { timestamp_ms })) => {
+                if signal_tx
+                    .try_send(SignalMessage::Pong { timestamp_ms })
+                    .is_err()
+                {
+                    inc(&services.counters.signal_queue_full);
+                }
+            }
+            SignalFrame::Message(Decoded::Message(SignalMessage::Hangup { .. })) => {
+                quic::close(&conn, CloseCode::Normal, b"hangup");
+                return;
+            }
+            SignalFrame::Message(Decoded::Message(SignalMessage::Join(_))) => {
+                inc(&services.counters.signal_unknown);
+            }
+            SignalFrame::Message(Decoded::Message(m)) => {
+                tracing::debug!(remote = %conn.remote_address(), kind = m.type_name(), "signal message ignored on a room stream");
+            }
+            SignalFrame::Message(Decoded::Unknown { type_name }) => {
+                inc(&services.counters.signal_unknown);
+                tracing::debug!(%type_name, "unknown signal message");
+            }
+            SignalFrame::Malformed(e) => {
+                inc(&services.counters.signal_malformed);
+                tracing::debug!(remote = %conn.remote_address(), "malformed signal frame: {e}");
+            }
+        }
+    }
+}

@@ -1,8 +1,27 @@
 //! Validation and compilation of a [`GraphSpec`] into per-domain schedules.
 //!
 //! Runs on the control side. Every problem is reported with the file, line,
-//! stage id and a fix; as many as can be found in one pass are returned
+//! stage id and a fix; as many as can be found in one compile are returned
 //! together.
+//!
+//! `compile_inner` runs the passes in order, one module each. Each pass takes
+//! what the one before produced and returns a new value:
+//!
+//! | Pass | Module | Takes | Gives |
+//! |---|---|---|---|
+//! | ids: snake_case, unique | `validate` | [`GraphSpec`] | errors |
+//! | build stages | `build` | [`GraphSpec`] | `Built` |
+//! | resolve links | `link` | `Built` | `Linked` |
+//! | required inputs linked | `link` | `Linked` | errors |
+//! | sort (Kahn), cycle check | `sort` | `Linked` | `Sorted` |
+//! | domain bridges | `bridges` | `Sorted` | `Bridged` |
+//! | per-domain schedules, buffer reuse | `schedule` | `Bridged` | [`DomainPlan`]s |
+//! | latency paths | `latency` | `Bridged` | [`LatencyPath`]s |
+//!
+//! The checking passes (ids to sort) report into one `Diagnostics` and carry
+//! on, so one compile reports as many mistakes as it can; the compile stops
+//! after the sort if there were any. The passes after that run only on a
+//! graph that passed every check.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -10,12 +29,14 @@ use std::time::Duration;
 
 use crate::bridge::{bridge_pair, DomainWaker};
 use crate::error::{did_you_mean, ErrorKind, GraphError, GraphErrors};
-use crate::params::{coerce, ParamValue, Params};
 use crate::port::{PortDecl, PortType};
 use crate::registry::Registry;
 use crate::spec::{ClockSpec, GraphSpec, Loc, PortRef};
-use crate::stage::{BuildContext, BuildError, Counter, Domain, Gauge, Processor, Resources};
+use crate::stage::{Counter, Domain, Gauge, Processor, Resources};
 use crate::timing::StageTiming;
+
+mod build;
+mod validate;
 
 /// A stage after compilation.
 pub struct CompiledStage {
@@ -204,260 +225,22 @@ fn compile_inner(
     wakers: Wakers,
     dry_run: bool,
 ) -> Result<CompiledGraph, GraphErrors> {
+    let mut diag = Diagnostics::new(&spec.file);
+    validate::check_ids(spec, &mut diag);
+    let env = build::BuildEnv {
+        registry,
+        resources,
+        existing,
+        dry_run,
+    };
+    let built = build::build_stages(spec, &env, &mut diag);
     let file = spec.file.as_str();
     let err = |kind, loc: Loc, msg: String| GraphError::new(kind, msg).at(file, loc.line());
-    let mut errors: Vec<GraphError> = Vec::new();
-    let quantum_ns = spec.clock.quantum.as_nanos() as u64;
-
-    // Ids.
-    let mut seen: HashMap<&str, Loc> = HashMap::new();
-    for st in &spec.stages {
-        if !valid_id(&st.id) {
-            errors.push(
-                err(
-                    ErrorKind::DuplicateId,
-                    st.loc,
-                    format!("stage id {:?} is not snake_case", st.id),
-                )
-                .help("use lower-case letters, digits and `_`, starting with a letter"),
-            );
-        }
-        if let Some(first) = seen.insert(&st.id, st.loc) {
-            errors.push(
-                err(
-                    ErrorKind::DuplicateId,
-                    st.loc,
-                    format!("duplicate stage id `{}`", st.id),
-                )
-                .stage(&st.id)
-                .help(format!(
-                    "the id is first used at line {}; give each stage its own id",
-                    first.line
-                )),
-            );
-        }
-    }
-
-    // Kinds, params, build.
-    let mut stages: Vec<CompiledStage> = Vec::new();
-    let mut stage_loc: Vec<Loc> = Vec::new();
-    for st in &spec.stages {
-        let Some(factory) = registry.get(&st.kind) else {
-            let mut e = err(
-                ErrorKind::UnknownKind,
-                st.loc,
-                format!("unknown stage kind `{}`", st.kind),
-            )
-            .stage(&st.id);
-            e = match did_you_mean(&st.kind, registry.kinds()) {
-                Some(k) => e.help(format!(
-                    "did you mean `{k}`? (`wzp-client stages` lists every kind)"
-                )),
-                None => e.help("`wzp-client stages` lists every kind"),
-            };
-            errors.push(e);
-            continue;
-        };
-        let info = factory.info();
-        let mut params = Params::default();
-        let mut param_ok = true;
-        for (name, raw) in &st.params {
-            if !info.params.iter().any(|p| p.name == name) {
-                let mut e = err(
-                    ErrorKind::UnknownParam,
-                    if raw.loc.line > 0 { raw.loc } else { st.loc },
-                    format!("`{}` has no param `{name}`", st.kind),
-                )
-                .stage(&st.id);
-                let names = info.params.iter().map(|p| p.name);
-                e = match did_you_mean(name, names) {
-                    Some(n) => e.help(format!("did you mean `{n}`?")),
-                    None => e.help(format!(
-                        "its params are: {}",
-                        info.params
-                            .iter()
-                            .map(|p| p.name)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )),
-                };
-                errors.push(e);
-                param_ok = false;
-            }
-        }
-        for p in &info.params {
-            match st.params.get(p.name) {
-                Some(raw) => match coerce(p.ty, &raw.value) {
-                    Ok(v) => params.insert(p.name, v),
-                    Err(msg) => {
-                        errors.push(
-                            err(
-                                ErrorKind::BadParam,
-                                if raw.loc.line > 0 { raw.loc } else { st.loc },
-                                format!("param `{}`: {msg}", p.name),
-                            )
-                            .stage(&st.id)
-                            .help(format!("`{}` is a {}: {}", p.name, p.ty, p.doc)),
-                        );
-                        param_ok = false;
-                    }
-                },
-                None => match &p.default {
-                    Some(d) => params.insert(p.name, d.clone()),
-                    None => {
-                        errors.push(
-                            err(
-                                ErrorKind::MissingParam,
-                                st.loc,
-                                format!("missing required param `{}`", p.name),
-                            )
-                            .stage(&st.id)
-                            .help(format!(
-                                "add `{} = ...` to its params ({}: {})",
-                                p.name, p.ty, p.doc
-                            )),
-                        );
-                        param_ok = false;
-                    }
-                },
-            }
-        }
-        let domain = st.domain.unwrap_or(info.default_domain);
-        if !info.domains.contains(&domain) {
-            errors.push(
-                err(
-                    ErrorKind::BadDomain,
-                    st.loc,
-                    format!("`{}` cannot run in the {} domain", st.kind, domain.name()),
-                )
-                .stage(&st.id)
-                .help(format!(
-                    "use one of: {}",
-                    info.domains
-                        .iter()
-                        .map(|d| d.name())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )),
-            );
-            param_ok = false;
-        }
-        if !param_ok {
-            continue;
-        }
-        let key = stage_key(&st.id, &st.kind, domain, &params);
-        if let Some(ex) = existing.stages.get(&key) {
-            stages.push(CompiledStage {
-                id: st.id.clone(),
-                kind: st.kind.clone(),
-                domain,
-                source: ex.inputs.is_empty(),
-                inputs: ex.inputs.clone(),
-                outputs: ex.outputs.clone(),
-                latency: ex.latency,
-                processor: None,
-                counters: ex.counters.clone(),
-                gauges: ex.gauges.clone(),
-                timing: ex.timing.clone(),
-                key,
-                bridge: false,
-            });
-            stage_loc.push(st.loc);
-            continue;
-        }
-        let mut cx = BuildContext {
-            rate: spec.clock.rate,
-            quantum: spec.clock.quantum,
-            batch_capacity: spec.batch_capacity,
-            stage_id: &st.id,
-            base_dir: spec.base_dir.as_deref(),
-            dry_run,
-            counters: Vec::new(),
-            gauges: Vec::new(),
-            resources,
-        };
-        match factory.build(&mut cx, &params) {
-            Ok(built) => {
-                let mut bad_port = false;
-                for p in built.inputs.iter().chain(&built.outputs) {
-                    if let PortType::Pcm { rate } = p.ty {
-                        if (rate as u64 * quantum_ns) % 1_000_000_000 != 0 {
-                            errors.push(
-                                err(
-                                    ErrorKind::BadHeader,
-                                    st.loc,
-                                    format!(
-                                        "port `{}` runs at {rate} Hz, which has no whole number of samples in a {} ms quantum",
-                                        p.name,
-                                        spec.clock.quantum.as_millis()
-                                    ),
-                                )
-                                .stage(&st.id)
-                                .help("pick a quantum of 10 or 20 ms, or a rate that divides it"),
-                            );
-                            bad_port = true;
-                        }
-                    }
-                }
-                if bad_port {
-                    continue;
-                }
-                stages.push(CompiledStage {
-                    id: st.id.clone(),
-                    kind: st.kind.clone(),
-                    domain,
-                    source: built.inputs.is_empty(),
-                    inputs: built.inputs,
-                    outputs: built.outputs,
-                    latency: built.latency,
-                    processor: Some(built.processor),
-                    counters: cx.counters,
-                    gauges: cx.gauges,
-                    timing: Arc::new(StageTiming::default()),
-                    key,
-                    bridge: false,
-                });
-                stage_loc.push(st.loc);
-            }
-            Err(BuildError::Param(pe)) => {
-                let loc = st
-                    .params
-                    .get(&pe.param)
-                    .map(|r| r.loc)
-                    .filter(|l| l.line > 0)
-                    .unwrap_or(st.loc);
-                let doc = info
-                    .params
-                    .iter()
-                    .find(|p| p.name == pe.param)
-                    .map(|p| p.doc)
-                    .unwrap_or("");
-                errors.push(
-                    err(
-                        ErrorKind::BadParam,
-                        loc,
-                        format!("param `{}`: {}", pe.param, pe.message),
-                    )
-                    .stage(&st.id)
-                    .help(doc.to_string()),
-                );
-            }
-            Err(BuildError::Other(msg)) => {
-                errors.push(
-                    err(
-                        ErrorKind::Build,
-                        st.loc,
-                        format!("`{}` could not be built: {msg}", st.kind),
-                    )
-                    .stage(&st.id)
-                    .help(format!(
-                        "check the stage's params; `wzp-client stages {}` describes them",
-                        st.kind
-                    )),
-                );
-            }
-        }
-    }
+    let mut errors = diag.errors;
+    let build::BuiltStages {
+        mut stages,
+        locs: stage_loc,
+    } = built;
 
     // Links. Stages that failed to build are skipped silently here: their own
     // error already says what is wrong.
@@ -787,24 +570,28 @@ fn compile_inner(
     })
 }
 
-fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.starts_with(|c: char| c.is_ascii_lowercase())
-        && id
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+/// The errors the checking passes find, located in the graph's file.
+struct Diagnostics<'a> {
+    file: &'a str,
+    errors: Vec<GraphError>,
 }
 
-fn stage_key(id: &str, kind: &str, domain: Domain, params: &Params) -> StageKey {
-    let mut s = format!("{id}|{kind}|{}", domain.name());
-    for (k, v) in params.iter() {
-        let v = match v {
-            ParamValue::Float(x) => format!("{:?}", x.to_bits()),
-            other => other.to_string(),
-        };
-        s.push_str(&format!("|{k}={v}"));
+impl<'a> Diagnostics<'a> {
+    fn new(file: &'a str) -> Self {
+        Diagnostics {
+            file,
+            errors: Vec::new(),
+        }
     }
-    StageKey(s)
+
+    /// An error at `loc` in the graph's file; the caller adds the stage and help.
+    fn error(&self, kind: ErrorKind, loc: Loc, message: String) -> GraphError {
+        GraphError::new(kind, message).at(self.file, loc.line())
+    }
+
+    fn push(&mut self, e: GraphError) {
+        self.errors.push(e);
+    }
 }
 
 /// Kahn's algorithm, smallest index first so the order is deterministic.

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::bridge::{bridge_pair, DomainWaker};
-use crate::error::{did_you_mean, ErrorKind, GraphError, GraphErrors};
+use crate::error::{ErrorKind, GraphError, GraphErrors};
 use crate::port::{PortDecl, PortType};
 use crate::registry::Registry;
 use crate::spec::{ClockSpec, GraphSpec, Loc, PortRef};
@@ -36,6 +36,8 @@ use crate::stage::{Counter, Domain, Gauge, Processor, Resources};
 use crate::timing::StageTiming;
 
 mod build;
+mod link;
+mod sort;
 mod validate;
 
 /// A stage after compilation.
@@ -234,198 +236,18 @@ fn compile_inner(
         dry_run,
     };
     let built = build::build_stages(spec, &env, &mut diag);
+    let linked = link::resolve_links(spec, built, &mut diag);
+    link::check_required_inputs(spec, &linked, &mut diag);
+    let sorted = sort::sort(linked, &mut diag);
+    diag.finish()?;
+
     let file = spec.file.as_str();
-    let err = |kind, loc: Loc, msg: String| GraphError::new(kind, msg).at(file, loc.line());
-    let mut errors = diag.errors;
-    let build::BuiltStages {
+    let mut errors: Vec<GraphError> = Vec::new();
+    let sort::Sorted {
         mut stages,
-        locs: stage_loc,
-    } = built;
-
-    // Links. Stages that failed to build are skipped silently here: their own
-    // error already says what is wrong.
-    let failed: BTreeSet<&str> = spec
-        .stages
-        .iter()
-        .map(|s| s.id.as_str())
-        .filter(|id| !stages.iter().any(|c| c.id == *id))
-        .collect();
-    let index: HashMap<&str, usize> = stages
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.id.as_str(), i))
-        .collect();
-    let mut links: Vec<ResolvedLink> = Vec::new();
-    let mut linked_inputs: HashMap<(usize, usize), Loc> = HashMap::new();
-    for l in &spec.links {
-        let resolve = |r: &PortRef,
-                       output: bool,
-                       errors: &mut Vec<GraphError>|
-         -> Option<(usize, usize)> {
-            if failed.contains(r.stage.as_str()) {
-                return None;
-            }
-            let Some(&si) = index.get(r.stage.as_str()) else {
-                let mut e = err(
-                    ErrorKind::UnknownPort,
-                    l.loc,
-                    format!("link names unknown stage `{}`", r.stage),
-                );
-                if let Some(s) = did_you_mean(&r.stage, index.keys().copied()) {
-                    e = e.help(format!("did you mean `{s}.{}`?", r.port));
-                }
-                errors.push(e);
-                return None;
-            };
-            let st = &stages[si];
-            let ports = if output { &st.outputs } else { &st.inputs };
-            match ports.iter().position(|p| p.name == r.port) {
-                Some(pi) => Some((si, pi)),
-                None => {
-                    let other = if output { &st.inputs } else { &st.outputs };
-                    let dir = if output { "output" } else { "input" };
-                    let mut e = err(
-                        ErrorKind::UnknownPort,
-                        l.loc,
-                        format!("`{}` ({}) has no {dir} port `{}`", r.stage, st.kind, r.port),
-                    )
-                    .stage(&r.stage);
-                    e = if other.iter().any(|p| p.name == r.port) {
-                        e.help(format!(
-                            "`{}` is an {} port; links go from an output (`from`) to an input (`to`)",
-                            r.port,
-                            if output { "input" } else { "output" }
-                        ))
-                    } else if let Some(p) =
-                        did_you_mean(&r.port, ports.iter().map(|p| p.name.as_str()))
-                    {
-                        e.help(format!("did you mean `{}.{p}`?", r.stage))
-                    } else {
-                        e.help(format!(
-                            "its {dir} ports are: {}",
-                            if ports.is_empty() {
-                                "(none)".to_string()
-                            } else {
-                                ports
-                                    .iter()
-                                    .map(|p| p.name.as_str())
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            }
-                        ))
-                    };
-                    errors.push(e);
-                    None
-                }
-            }
-        };
-        let from = resolve(&l.from, true, &mut errors);
-        let to = resolve(&l.to, false, &mut errors);
-        let (Some(from), Some(to)) = (from, to) else {
-            continue;
-        };
-        let fty = stages[from.0].outputs[from.1].ty;
-        let tty = stages[to.0].inputs[to.1].ty;
-        if fty != tty {
-            let help = match (fty, tty) {
-                (PortType::Pcm { rate: a }, PortType::Pcm { rate: b }) => {
-                    format!("insert an `audio.resample` stage with params {{ from = {a}, to = {b} }} between them")
-                }
-                _ => format!(
-                    "`{}` produces {fty}, `{}` takes {tty}; link ports of the same type",
-                    l.from, l.to
-                ),
-            };
-            errors.push(
-                err(
-                    ErrorKind::TypeMismatch,
-                    l.loc,
-                    format!(
-                        "type mismatch: `{}` is {fty} but `{}` is {tty}",
-                        l.from, l.to
-                    ),
-                )
-                .stage(&l.to.stage)
-                .help(help),
-            );
-            continue;
-        }
-        if let Some(first) = linked_inputs.insert(to, l.loc) {
-            errors.push(
-                err(
-                    ErrorKind::BadLink,
-                    l.loc,
-                    format!("input `{}` is linked twice", l.to),
-                )
-                .stage(&l.to.stage)
-                .help(format!(
-                    "the first link is at line {}; to combine signals, add an `audio.mix` stage",
-                    first.line
-                )),
-            );
-            continue;
-        }
-        links.push(ResolvedLink { from, to, ty: fty });
-    }
-
-    // Inputs a link names, resolved or not: an unresolved one already has
-    // its own error (or its other end failed to build), so it is not also
-    // reported as unconnected.
-    let named_inputs: BTreeSet<(&str, &str)> = spec
-        .links
-        .iter()
-        .map(|l| (l.to.stage.as_str(), l.to.port.as_str()))
-        .collect();
-    for (si, st) in stages.iter().enumerate() {
-        for (pi, p) in st.inputs.iter().enumerate() {
-            if p.required
-                && !linked_inputs.contains_key(&(si, pi))
-                && !named_inputs.contains(&(st.id.as_str(), p.name.as_str()))
-            {
-                errors.push(
-                    err(
-                        ErrorKind::UnconnectedInput,
-                        stage_loc[si],
-                        format!(
-                            "required input `{}.{}` ({}) has no link",
-                            st.id, p.name, p.ty
-                        ),
-                    )
-                    .stage(&st.id)
-                    .help(format!("add a [[link]] with to = \"{}.{}\"", st.id, p.name)),
-                );
-            }
-        }
-    }
-
-    // Cycles (Kahn); report one cycle by its stages.
-    let n = stages.len();
-    let mut succ: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); n];
-    for l in &links {
-        succ[l.from.0].insert(l.to.0);
-    }
-    let order = match topo_order(n, &succ) {
-        Ok(o) => o,
-        Err(rest) => {
-            let cyc = find_cycle(&rest, &succ);
-            let names: Vec<&str> = cyc.iter().map(|&i| stages[i].id.as_str()).collect();
-            let first = cyc.first().copied().unwrap_or(0);
-            errors.push(
-                err(ErrorKind::Cycle, stage_loc.get(first).copied().unwrap_or_default(), format!(
-                    "the graph has a cycle: {} -> {}",
-                    names.join(" -> "),
-                    names.first().unwrap_or(&"?")
-                ))
-                .help("graphs must be acyclic; remove one of these links (feedback needs a delay stage)"),
-            );
-            Vec::new()
-        }
-    };
-
-    if !errors.is_empty() {
-        errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
-        return Err(GraphErrors(errors));
-    }
+        links,
+        order,
+    } = sorted;
 
     // Domain bridges: every link between domains becomes ring tx -> ring rx.
     let mut bridges = Vec::new();
@@ -592,54 +414,15 @@ impl<'a> Diagnostics<'a> {
     fn push(&mut self, e: GraphError) {
         self.errors.push(e);
     }
-}
 
-/// Kahn's algorithm, smallest index first so the order is deterministic.
-/// `Err` holds the stages left over (those on or behind a cycle).
-fn topo_order(n: usize, succ: &[BTreeSet<usize>]) -> Result<Vec<usize>, Vec<usize>> {
-    let mut indeg = vec![0usize; n];
-    for s in succ {
-        for &t in s {
-            indeg[t] += 1;
+    /// Ends the checks: `Err` with every error found, sorted by line. The
+    /// sort is stable, so errors on one line keep the order of the passes.
+    fn finish(mut self) -> Result<(), GraphErrors> {
+        if self.errors.is_empty() {
+            return Ok(());
         }
-    }
-    let mut ready: BTreeSet<usize> = (0..n).filter(|&i| indeg[i] == 0).collect();
-    let mut order = Vec::with_capacity(n);
-    while let Some(i) = ready.pop_first() {
-        order.push(i);
-        for &t in &succ[i] {
-            indeg[t] -= 1;
-            if indeg[t] == 0 {
-                ready.insert(t);
-            }
-        }
-    }
-    if order.len() == n {
-        Ok(order)
-    } else {
-        Err((0..n).filter(|&i| indeg[i] > 0).collect())
-    }
-}
-
-/// Walks successors among `rest` until a stage repeats; returns that loop.
-fn find_cycle(rest: &[usize], succ: &[BTreeSet<usize>]) -> Vec<usize> {
-    let set: BTreeSet<usize> = rest.iter().copied().collect();
-    let Some(&start) = rest.first() else {
-        return Vec::new();
-    };
-    let mut path = vec![start];
-    let mut pos: HashMap<usize, usize> = HashMap::from([(start, 0)]);
-    let mut cur = start;
-    loop {
-        let Some(&next) = succ[cur].iter().find(|t| set.contains(t)) else {
-            return path;
-        };
-        if let Some(&p) = pos.get(&next) {
-            return path[p..].to_vec();
-        }
-        pos.insert(next, path.len());
-        path.push(next);
-        cur = next;
+        self.errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+        Err(GraphErrors(self.errors))
     }
 }
 

@@ -23,11 +23,11 @@
 //! after the sort if there were any. The passes after that run only on a
 //! graph that passed every check.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::bridge::{bridge_pair, DomainWaker};
+use crate::bridge::DomainWaker;
 use crate::error::{ErrorKind, GraphError, GraphErrors};
 use crate::port::{PortDecl, PortType};
 use crate::registry::Registry;
@@ -35,8 +35,11 @@ use crate::spec::{ClockSpec, GraphSpec, Loc, PortRef};
 use crate::stage::{Counter, Domain, Gauge, Processor, Resources};
 use crate::timing::StageTiming;
 
+mod bridges;
 mod build;
+mod latency;
 mod link;
+mod schedule;
 mod sort;
 mod validate;
 
@@ -219,6 +222,8 @@ pub fn compile_dry_run(
     )
 }
 
+/// The pipeline. Every pass is a function of what the passes before it
+/// produced; see the module doc for the table.
 fn compile_inner(
     spec: &GraphSpec,
     registry: &Registry,
@@ -227,6 +232,7 @@ fn compile_inner(
     wakers: Wakers,
     dry_run: bool,
 ) -> Result<CompiledGraph, GraphErrors> {
+    // Checking passes: each reports what it finds and lets the next one run.
     let mut diag = Diagnostics::new(&spec.file);
     validate::check_ids(spec, &mut diag);
     let env = build::BuildEnv {
@@ -241,151 +247,18 @@ fn compile_inner(
     let sorted = sort::sort(linked, &mut diag);
     diag.finish()?;
 
-    let file = spec.file.as_str();
-    let mut errors: Vec<GraphError> = Vec::new();
-    let sort::Sorted {
-        mut stages,
-        links,
-        order,
-    } = sorted;
-
-    // Domain bridges: every link between domains becomes ring tx -> ring rx.
-    let mut bridges = Vec::new();
-    let mut bridge_edges = Vec::new();
-    let mut final_links = Vec::new();
-    let mut order = order;
-    for l in links {
-        let (fd, td) = (stages[l.from.0].domain, stages[l.to.0].domain);
-        if fd == td {
-            final_links.push(l);
-            continue;
-        }
-        let from_ref = PortRef {
-            stage: stages[l.from.0].id.clone(),
-            port: stages[l.from.0].outputs[l.from.1].name.clone(),
-        };
-        let to_ref = PortRef {
-            stage: stages[l.to.0].id.clone(),
-            port: stages[l.to.0].inputs[l.to.1].name.clone(),
-        };
-        if !l.ty.can_bridge() {
-            errors.push(
-                GraphError::new(
-                    ErrorKind::BadDomain,
-                    format!("`{from_ref}` ({}) and `{to_ref}` ({}) are in different domains, and {} cannot cross domains", fd.name(), td.name(), l.ty),
-                )
-                .at(file, spec.links.iter().find(|x| x.from == from_ref && x.to == to_ref).and_then(|x| x.loc.line()))
-                .stage(&to_ref.stage)
-                .help("PCM is bound to its clock: put both stages in the same domain, or encode to frames before crossing"),
-            );
-            continue;
-        }
-        let capacity = spec.batch_capacity.max(16) * 4;
-        let base = format!("~bridge:{from_ref}->{to_ref}");
-        let (tx_id, rx_id) = (format!("{base}:tx"), format!("{base}:rx"));
-        let key = |id: &str| StageKey(format!("{id}|{}|{}|{}", fd.name(), td.name(), l.ty));
-        // Entering the clocked domain, items wait up to one quantum for the next cycle.
-        let rx_latency = if td == Domain::Clocked {
-            spec.clock.quantum
-        } else {
-            Duration::ZERO
-        };
-        let tx_ports = (vec![PortDecl::new("in", l.ty)], vec![]);
-        let rx_ports = (vec![], vec![PortDecl::new("out", l.ty)]);
-        let mk = |id: &str, domain, ports: (Vec<PortDecl>, Vec<PortDecl>), latency| CompiledStage {
-            key: key(id),
-            id: id.to_string(),
-            kind: "engine.bridge".into(),
-            domain,
-            source: false,
-            inputs: ports.0,
-            outputs: ports.1,
-            latency,
-            processor: None,
-            counters: Vec::new(),
-            gauges: Vec::new(),
-            timing: Arc::new(StageTiming::default()),
-            bridge: true,
-        };
-        let mut tx_stage = mk(&tx_id, fd, tx_ports, Duration::ZERO);
-        let mut rx_stage = mk(&rx_id, td, rx_ports, rx_latency);
-        match (
-            existing.stages.get(&tx_stage.key),
-            existing.stages.get(&rx_stage.key),
-        ) {
-            // The same link in a running graph: keep its ring (and what is queued in it).
-            (Some(etx), Some(erx)) => {
-                tx_stage.counters = etx.counters.clone();
-                tx_stage.timing = etx.timing.clone();
-                rx_stage.timing = erx.timing.clone();
-            }
-            _ => {
-                let (tx, rx) =
-                    bridge_pair(l.ty, capacity, spec.batch_capacity, wakers.get(td).clone());
-                tx_stage.processor = Some(tx.processor);
-                tx_stage.counters = tx.counters;
-                rx_stage.processor = Some(rx.processor);
-                rx_stage.counters = rx.counters;
-            }
-        }
-        let tx_i = stages.len();
-        stages.push(tx_stage);
-        let rx_i = stages.len();
-        stages.push(rx_stage);
-        final_links.push(ResolvedLink {
-            from: l.from,
-            to: (tx_i, 0),
-            ty: l.ty,
-        });
-        final_links.push(ResolvedLink {
-            from: (rx_i, 0),
-            to: l.to,
-            ty: l.ty,
-        });
-        bridge_edges.push((tx_i, rx_i));
-        // Keep a valid topological order: tx right after its producer, rx
-        // right before its consumer.
-        let p = order.iter().position(|&x| x == l.from.0).unwrap_or(0);
-        order.insert(p + 1, tx_i);
-        let c = order
-            .iter()
-            .position(|&x| x == l.to.0)
-            .unwrap_or(order.len());
-        order.insert(c, rx_i);
-        bridges.push(BridgeInfo {
-            from: from_ref,
-            to: to_ref,
-            ty: l.ty,
-            from_domain: fd,
-            to_domain: td,
-            capacity,
-        });
-    }
-    if !errors.is_empty() {
-        return Err(GraphErrors(errors));
-    }
-
-    // Per-domain schedules with buffer reuse.
-    let domains_used: BTreeSet<Domain> = stages.iter().map(|s| s.domain).collect();
-    let mut domains = Vec::new();
-    for d in domains_used {
-        let steps_order: Vec<usize> = order
-            .iter()
-            .copied()
-            .filter(|&i| stages[i].domain == d)
-            .collect();
-        domains.push(plan_domain(d, &steps_order, &stages, &final_links));
-    }
-
-    let paths = latency_paths(&stages, &final_links, &bridge_edges);
+    // Planning passes, on a graph that passed every check.
+    let bridged = bridges::insert_bridges(spec, existing, &wakers, sorted)?;
+    let domains = schedule::plan_domains(&bridged);
+    let paths = latency::latency_paths(&bridged.stages, &bridged.links, &bridged.bridge_edges);
     Ok(CompiledGraph {
         name: spec.name.clone(),
         file: spec.file.clone(),
         clock: spec.clock,
         batch_capacity: spec.batch_capacity,
-        stages,
-        links: final_links,
-        bridges,
+        stages: bridged.stages,
+        links: bridged.links,
+        bridges: bridged.bridges,
         domains,
         paths,
         wakers,
@@ -424,147 +297,4 @@ impl<'a> Diagnostics<'a> {
         self.errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
         Err(GraphErrors(self.errors))
     }
-}
-
-fn plan_domain(
-    domain: Domain,
-    order: &[usize],
-    stages: &[CompiledStage],
-    links: &[ResolvedLink],
-) -> DomainPlan {
-    // Readers of each output, in schedule position.
-    let pos: HashMap<usize, usize> = order.iter().enumerate().map(|(p, &s)| (s, p)).collect();
-    let mut last_reader: HashMap<(usize, usize), usize> = HashMap::new();
-    let mut input_src: HashMap<(usize, usize), (usize, usize)> = HashMap::new();
-    for l in links {
-        if let Some(&p) = pos.get(&l.to.0) {
-            let e = last_reader.entry(l.from).or_insert(p);
-            *e = (*e).max(p);
-            input_src.insert(l.to, l.from);
-        }
-    }
-    let mut buffers: Vec<PortType> = Vec::new();
-    let mut free: BTreeMap<PortType, Vec<u32>> = BTreeMap::new();
-    let mut assigned: HashMap<(usize, usize), u32> = HashMap::new();
-    // Never-written buffers that unlinked optional inputs read.
-    let mut silent: HashMap<PortType, u32> = HashMap::new();
-    let mut release_at: BTreeMap<usize, Vec<(PortType, u32)>> = BTreeMap::new();
-    let mut steps = Vec::new();
-    for (p, &si) in order.iter().enumerate() {
-        let st = &stages[si];
-        let mut ins = Vec::new();
-        for (pi, decl) in st.inputs.iter().enumerate() {
-            let b = match input_src.get(&(si, pi)).and_then(|src| assigned.get(src)) {
-                Some(&b) => b,
-                None => *silent.entry(decl.ty).or_insert_with(|| {
-                    buffers.push(decl.ty);
-                    buffers.len() as u32 - 1
-                }),
-            };
-            ins.push(b);
-        }
-        let mut outs = Vec::new();
-        for (po, decl) in st.outputs.iter().enumerate() {
-            let b = match free.get_mut(&decl.ty).and_then(Vec::pop) {
-                Some(b) => b,
-                None => {
-                    buffers.push(decl.ty);
-                    buffers.len() as u32 - 1
-                }
-            };
-            assigned.insert((si, po), b);
-            outs.push(b);
-            // An output nobody reads is scratch, free after this step.
-            let until = last_reader.get(&(si, po)).copied().unwrap_or(p);
-            release_at.entry(until).or_default().push((decl.ty, b));
-        }
-        if let Some(rel) = release_at.remove(&p) {
-            for (ty, b) in rel {
-                free.entry(ty).or_default().push(b);
-            }
-        }
-        steps.push(StepPlan {
-            stage: si,
-            ins,
-            outs,
-        });
-    }
-    DomainPlan {
-        domain,
-        steps,
-        buffers,
-    }
-}
-
-impl PartialOrd for PortType {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for PortType {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        let k = |t: &PortType| match t {
-            PortType::Pcm { rate } => (0, *rate),
-            PortType::Frame => (1, 0),
-            PortType::Packet => (2, 0),
-        };
-        k(self).cmp(&k(other))
-    }
-}
-
-const MAX_PATHS: usize = 256;
-
-fn latency_paths(
-    stages: &[CompiledStage],
-    links: &[ResolvedLink],
-    bridge_edges: &[(usize, usize)],
-) -> Vec<LatencyPath> {
-    let n = stages.len();
-    let mut succ: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); n];
-    let mut has_in = vec![false; n];
-    let edges = links
-        .iter()
-        .map(|l| (l.from.0, l.to.0))
-        .chain(bridge_edges.iter().copied());
-    for (a, b) in edges {
-        succ[a].insert(b);
-        has_in[b] = true;
-    }
-    let mut paths = Vec::new();
-    fn walk(
-        i: usize,
-        succ: &[BTreeSet<usize>],
-        stages: &[CompiledStage],
-        path: &mut Vec<usize>,
-        out: &mut Vec<LatencyPath>,
-    ) {
-        if out.len() >= MAX_PATHS {
-            return;
-        }
-        path.push(i);
-        if succ[i].is_empty() {
-            let total = path.iter().map(|&s| stages[s].latency).sum();
-            let names = path
-                .iter()
-                .filter(|&&s| !stages[s].bridge)
-                .map(|&s| stages[s].id.clone())
-                .collect();
-            out.push(LatencyPath {
-                stages: names,
-                total,
-            });
-        } else {
-            for &t in &succ[i] {
-                walk(t, succ, stages, path, out);
-            }
-        }
-        path.pop();
-    }
-    for (i, _) in has_in.iter().enumerate().filter(|(_, h)| !**h) {
-        {
-            walk(i, &succ, stages, &mut Vec::new(), &mut paths);
-        }
-    }
-    paths
 }

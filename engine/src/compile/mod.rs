@@ -298,3 +298,44 @@ impl<'a> Diagnostics<'a> {
         Err(GraphErrors(self.errors))
     }
 }
+
+#[cfg(test)]
+mod test_util {
+    use super::*;
+
+    /// A stage for pass tests: no processor, ports `(name, type)`.
+    pub(super) fn stage(
+        id: &str,
+        domain: Domain,
+        inputs: &[(&str, PortType)],
+        outputs: &[(&str, PortType)],
+        latency_ms: u64,
+    ) -> CompiledStage {
+        let decls = |ports: &[(&str, PortType)]| {
+            ports
+                .iter()
+                .map(|&(name, ty)| PortDecl::new(name, ty))
+                .collect::<Vec<_>>()
+        };
+        CompiledStage {
+            id: id.to_string(),
+            kind: "test.stage".into(),
+            domain,
+            source: inputs.is_empty(),
+            inputs: decls(inputs),
+            outputs: decls(outputs),
+            latency: Duration::from_millis(latency_ms),
+            processor: None,
+            counters: Vec::new(),
+            gauges: Vec::new(),
+            timing: Arc::new(StageTiming::default()),
+            key: StageKey(id.to_string()),
+            bridge: false,
+        }
+    }
+
+    /// A link from output `from.1` of stage `from.0` to input `to.1` of `to.0`.
+    pub(super) fn link(from: (usize, usize), to: (usize, usize), ty: PortType) -> ResolvedLink {
+        ResolvedLink { from, to, ty }
+    }
+}

@@ -118,3 +118,99 @@ impl Ord for PortType {
         k(self).cmp(&k(other))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::test_util::{link, stage};
+    use crate::port::PortDecl;
+
+    const PCM: PortType = PortType::Pcm { rate: 48_000 };
+    const F: PortType = PortType::Frame;
+
+    fn steps(plan: &DomainPlan) -> Vec<(usize, Vec<u32>, Vec<u32>)> {
+        plan.steps
+            .iter()
+            .map(|s| (s.stage, s.ins.clone(), s.outs.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn a_buffer_is_reused_once_its_last_reader_has_run() {
+        // src -> enc -> dec -> sink needs two buffers (the DESIGN.md table).
+        let c = Domain::Clocked;
+        let stages = vec![
+            stage("src", c, &[], &[("out", PCM)], 0),
+            stage("enc", c, &[("in", PCM)], &[("out", F)], 0),
+            stage("dec", c, &[("in", F)], &[("out", PCM)], 0),
+            stage("sink", c, &[("in", PCM)], &[], 0),
+        ];
+        let links = [
+            link((0, 0), (1, 0), PCM),
+            link((1, 0), (2, 0), F),
+            link((2, 0), (3, 0), PCM),
+        ];
+        let plan = plan_domain(c, &[0, 1, 2, 3], &stages, &links);
+        assert_eq!(plan.buffers, vec![PCM, F]);
+        assert_eq!(
+            steps(&plan),
+            vec![
+                (0, vec![], vec![0]),
+                (1, vec![0], vec![1]),
+                (2, vec![1], vec![0]),
+                (3, vec![0], vec![]),
+            ]
+        );
+    }
+
+    #[test]
+    fn outputs_never_alias_inputs_and_silent_buffers_are_kept() {
+        // `mix` reads `a` and an unlinked optional input; its output must not
+        // reuse `a`'s buffer (released only after the step) nor the silent one.
+        let c = Domain::Clocked;
+        let mut mix = stage("mix", c, &[("a", PCM)], &[("out", PCM)], 0);
+        mix.inputs.push(PortDecl::optional("b", PCM));
+        let stages = vec![
+            stage("src", c, &[], &[("out", PCM)], 0),
+            mix,
+            stage("sink", c, &[("in", PCM)], &[("out", PCM)], 0),
+        ];
+        let links = [link((0, 0), (1, 0), PCM), link((1, 0), (2, 0), PCM)];
+        let plan = plan_domain(c, &[0, 1, 2], &stages, &links);
+        assert_eq!(
+            steps(&plan),
+            vec![
+                (0, vec![], vec![0]),
+                (1, vec![0, 1], vec![2]),
+                // `src`'s buffer is free again; the silent buffer 1 never is.
+                (2, vec![2], vec![0]),
+            ]
+        );
+        assert_eq!(plan.buffers, vec![PCM, PCM, PCM]);
+    }
+
+    #[test]
+    fn plans_each_domain_in_the_sorted_order() {
+        let stages = vec![
+            stage("p", Domain::Packet, &[], &[("out", F)], 0),
+            stage("c", Domain::Clocked, &[], &[("out", F)], 0),
+            stage("q", Domain::Packet, &[("in", F)], &[], 0),
+        ];
+        let bridged = Bridged {
+            stages,
+            links: vec![link((0, 0), (2, 0), F)],
+            bridges: Vec::new(),
+            bridge_edges: Vec::new(),
+            order: vec![1, 0, 2],
+        };
+        let plans = plan_domains(&bridged);
+        let shape: Vec<(Domain, Vec<usize>)> = plans
+            .iter()
+            .map(|p| (p.domain, p.steps.iter().map(|s| s.stage).collect()))
+            .collect();
+        assert_eq!(
+            shape,
+            vec![(Domain::Clocked, vec![1]), (Domain::Packet, vec![0, 2])]
+        );
+    }
+}

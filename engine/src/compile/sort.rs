@@ -101,3 +101,71 @@ fn find_cycle(rest: &[usize], succ: &[BTreeSet<usize>]) -> Vec<usize> {
         cur = next;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::test_util::{link, stage};
+    use crate::port::PortType;
+    use crate::spec::Loc;
+    use crate::stage::Domain;
+
+    const F: PortType = PortType::Frame;
+
+    /// Stages `ids`, each with input `in` and output `out`, declared on
+    /// lines 10, 20, 30, ...
+    fn linked(ids: &[&str], links: &[(usize, usize)]) -> Linked {
+        Linked {
+            stages: ids
+                .iter()
+                .map(|id| stage(id, Domain::Packet, &[("in", F)], &[("out", F)], 0))
+                .collect(),
+            locs: (1..=ids.len()).map(|i| Loc { line: i * 10 }).collect(),
+            links: links
+                .iter()
+                .map(|&(a, b)| link((a, 0), (b, 0), F))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn producers_come_first_then_file_order() {
+        let mut diag = Diagnostics::new("g.toml");
+        // d -> a, c -> b: a and b wait for their producers; c before d by file order.
+        let sorted = sort(linked(&["a", "b", "c", "d"], &[(3, 0), (2, 1)]), &mut diag);
+        assert!(diag.errors.is_empty());
+        assert_eq!(sorted.order, vec![2, 1, 3, 0]);
+        assert_eq!(sorted.stages.len(), 4);
+        assert_eq!(sorted.links.len(), 2);
+    }
+
+    #[test]
+    fn a_cycle_is_reported_by_its_stages_at_the_first_ones_line() {
+        let mut diag = Diagnostics::new("g.toml");
+        // src -> x -> y -> x: x and y form the loop; src is not on it.
+        let sorted = sort(
+            linked(&["src", "x", "y"], &[(0, 1), (1, 2), (2, 1)]),
+            &mut diag,
+        );
+        assert!(sorted.order.is_empty());
+        assert_eq!(diag.errors.len(), 1);
+        let e = &diag.errors[0];
+        assert_eq!(e.kind, ErrorKind::Cycle);
+        assert_eq!(e.message, "the graph has a cycle: x -> y -> x");
+        assert_eq!((e.file.as_str(), e.line), ("g.toml", Some(20)));
+    }
+
+    #[test]
+    fn find_cycle_skips_stages_behind_the_loop() {
+        // 0 -> 1 -> 2 -> 1, 2 -> 3: Kahn leaves 1, 2, 3 over; the loop is 1, 2.
+        let succ: Vec<BTreeSet<usize>> = vec![
+            BTreeSet::from([1]),
+            BTreeSet::from([2]),
+            BTreeSet::from([1, 3]),
+            BTreeSet::new(),
+        ];
+        let rest = topo_order(4, &succ).unwrap_err();
+        assert_eq!(rest, vec![1, 2, 3]);
+        assert_eq!(find_cycle(&rest, &succ), vec![1, 2]);
+    }
+}

@@ -45,3 +45,18 @@ fn valid_id(id: &str) -> bool {
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
+
+#[cfg(test)]
+mod tests {
+    use super::valid_id;
+
+    #[test]
+    fn ids_are_snake_case_starting_with_a_letter() {
+        for id in ["a", "mic", "opus_enc", "tx2", "a_b_c_1"] {
+            assert!(valid_id(id), "{id:?} should be valid");
+        }
+        for id in ["", "Mic", "2tx", "_a", "a-b", "a.b", "a b", "~bridge", "é"] {
+            assert!(!valid_id(id), "{id:?} should be refused");
+        }
+    }
+}

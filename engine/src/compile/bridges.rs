@@ -180,3 +180,84 @@ fn bridge_stages(
     }
     (tx_stage, rx_stage)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::test_util::{link, stage};
+    use crate::port::PortType;
+    use crate::spec::{ClockSpec, Loc};
+
+    fn sorted(from: Domain, to: Domain, ty: PortType) -> Sorted {
+        Sorted {
+            stages: vec![
+                stage("p", from, &[], &[("out", ty)], 0),
+                stage("c", to, &[("in", ty)], &[], 0),
+            ],
+            links: vec![link((0, 0), (1, 0), ty)],
+            order: vec![0, 1],
+        }
+    }
+
+    #[test]
+    fn a_link_between_domains_becomes_tx_and_rx_in_order() {
+        let spec = GraphSpec::new("g", ClockSpec::default()).link("p.out", "c.in");
+        let bridged = insert_bridges(
+            &spec,
+            &Existing::default(),
+            &Wakers::default(),
+            sorted(Domain::Packet, Domain::Clocked, PortType::Frame),
+        )
+        .unwrap();
+        let ids: Vec<&str> = bridged.stages.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["p", "c", "~bridge:p.out->c.in:tx", "~bridge:p.out->c.in:rx"]
+        );
+        let (tx, rx) = (&bridged.stages[2], &bridged.stages[3]);
+        assert_eq!((tx.domain, rx.domain), (Domain::Packet, Domain::Clocked));
+        assert!(tx.bridge && rx.bridge && tx.processor.is_some() && rx.processor.is_some());
+        // Entering the clocked domain waits up to one quantum.
+        assert_eq!(rx.latency, ClockSpec::default().quantum);
+        assert_eq!(bridged.order, vec![0, 2, 3, 1]);
+        let links: Vec<_> = bridged.links.iter().map(|l| (l.from, l.to)).collect();
+        assert_eq!(links, vec![((0, 0), (2, 0)), ((3, 0), (1, 0))]);
+        assert_eq!(bridged.bridge_edges, vec![(2, 3)]);
+        assert_eq!(bridged.bridges.len(), 1);
+        assert_eq!(bridged.bridges[0].capacity, 256);
+    }
+
+    #[test]
+    fn links_within_a_domain_are_left_alone() {
+        let spec = GraphSpec::new("g", ClockSpec::default());
+        let bridged = insert_bridges(
+            &spec,
+            &Existing::default(),
+            &Wakers::default(),
+            sorted(Domain::Packet, Domain::Packet, PortType::Packet),
+        )
+        .unwrap();
+        assert_eq!(bridged.stages.len(), 2);
+        assert_eq!(bridged.order, vec![0, 1]);
+        assert!(bridged.bridges.is_empty() && bridged.bridge_edges.is_empty());
+    }
+
+    #[test]
+    fn pcm_may_not_cross_and_the_error_names_the_link_line() {
+        let mut spec = GraphSpec::new("g", ClockSpec::default()).link("p.out", "c.in");
+        spec.links[0].loc = Loc { line: 12 };
+        let pcm = PortType::Pcm { rate: 48_000 };
+        let Err(errors) = insert_bridges(
+            &spec,
+            &Existing::default(),
+            &Wakers::default(),
+            sorted(Domain::Clocked, Domain::Packet, pcm),
+        ) else {
+            panic!("a PCM link between domains must be refused");
+        };
+        assert_eq!(errors.kinds(), vec![ErrorKind::BadDomain]);
+        let e = &errors.0[0];
+        assert_eq!((e.line, e.stage.as_deref()), (Some(12), Some("c")));
+        assert!(e.message.contains("cannot cross domains"), "{}", e.message);
+    }
+}

@@ -5,13 +5,15 @@
 //! together.
 //!
 //! `compile_inner` runs the passes in order, one module each. Each pass takes
-//! what the one before produced and returns a new value:
+//! what the one before produced and returns a new value. To add a pass, add a
+//! module and one call in `compile_inner`; a pass that checks the graph runs
+//! before `Diagnostics::finish` and reports through it.
 //!
 //! | Pass | Module | Takes | Gives |
 //! |---|---|---|---|
 //! | ids: snake_case, unique | `validate` | [`GraphSpec`] | errors |
-//! | build stages | `build` | [`GraphSpec`] | `Built` |
-//! | resolve links | `link` | `Built` | `Linked` |
+//! | build stages | `build` | [`GraphSpec`] | `BuiltStages` |
+//! | resolve links | `link` | `BuiltStages` | `Linked` |
 //! | required inputs linked | `link` | `Linked` | errors |
 //! | sort (Kahn), cycle check | `sort` | `Linked` | `Sorted` |
 //! | domain bridges | `bridges` | `Sorted` | `Bridged` |

@@ -294,13 +294,15 @@ pub async fn run(cfg: ProxyConfig) -> Result<()> {
                 up_in.unmapped += 1;
                 continue;
             };
-            match m.socket.try_send(&d.data) {
+            // A send on a fresh socket may wait for the reactor to see it
+            // writable; UDP sends do not otherwise block.
+            match m.socket.send(&d.data).await {
                 Ok(_) => up_in.sent += 1,
                 Err(_) => up_in.send_errors += 1,
             }
         }
         while let Some((_, d)) = s2c.pop_before(horizon) {
-            match listen.try_send_to(&d.data, d.client) {
+            match listen.send_to(&d.data, d.client).await {
                 Ok(_) => down_in.sent += 1,
                 Err(_) => down_in.send_errors += 1,
             }

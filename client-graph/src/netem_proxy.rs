@@ -190,10 +190,14 @@ pub async fn run(cfg: ProxyConfig) -> Result<()> {
         .take(cfg.schedule.len().saturating_sub(1))
     {
         acc = acc.saturating_add(p.duration);
-        phase_ends.push(start + acc);
+        // A phase too long for the clock lasts for ever.
+        match start.checked_add(acc) {
+            Some(t) => phase_ends.push(t),
+            None => break,
+        }
     }
     let mut phase = 0usize;
-    let end = cfg.duration.map(|d| start + d);
+    let end = cfg.duration.and_then(|d| start.checked_add(d));
 
     let (up_tx, mut up_rx) = mpsc::channel::<(SocketAddr, Vec<u8>)>(4096);
     let mut mappings: HashMap<SocketAddr, Mapping> = HashMap::new();

@@ -546,3 +546,40 @@ fn registered_in_the_stage_registry() {
     assert!(r.get("net.netem").is_some());
     assert!(r.get("net.netem_frames").is_some());
 }
+
+#[test]
+fn rate_limits_bytes_and_counts_what_it_drops_without_allocating() {
+    // 80 kbit/s = 200 bytes per 20 ms cycle; offer five 200-byte packets per
+    // cycle (400 kbit/s) for 200 cycles.
+    let mut h = Harness::new(
+        &Netem,
+        &[
+            ("rate", f(80.0)),
+            ("rate_burst", ParamValue::Int(3000)),
+            ("rate_queue", ms(100)),
+        ],
+    );
+    let mut out = 0u64;
+    assert_rt_safe("netem rate", 200, || {
+        for _ in 0..5 {
+            let _ = h.packets_in().push(PacketMeta::default(), &[1; 200]);
+        }
+        h.step();
+        let n = match &h.pool[1] {
+            Buffer::Packets(b) => b.len() as u64,
+            _ => unreachable!(),
+        };
+        out += n;
+    });
+    for _ in 0..20 {
+        h.step();
+        out += h.packets_out().len() as u64;
+    }
+    let drops = h.counter("rate_drops");
+    assert_eq!(out + drops, 1000, "every packet passed or was dropped");
+    assert_eq!(h.counter("passed"), out);
+    // 200 cycles at one packet each, plus the 3000-byte bucket (15) and the
+    // 100 ms queue (5).
+    assert!((200..=222).contains(&out), "{out} passed");
+    assert!(drops > 700, "{drops} dropped");
+}

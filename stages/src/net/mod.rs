@@ -4,6 +4,8 @@ use wzp_engine::prelude::*;
 
 pub mod coalesce;
 pub mod netem;
+pub mod netem_core;
+pub mod netem_schedule;
 pub mod quic;
 pub mod quic_egress;
 pub mod quic_ingress;

@@ -3,7 +3,7 @@
 //! Impairs a stream of packets (`net.netem`) or encoded frames
 //! (`net.netem_frames`) the way a bad path would: random loss,
 //! Gilbert-Elliott burst loss, loss replayed from a trace file, fixed delay,
-//! jitter, reordering and duplication. Like str0m's netem, it owns no clock
+//! jitter, reordering, duplication and a token-bucket rate limit. Like str0m's netem, it owns no clock
 //! and no socket: time is `cx.now_ns`, randomness comes from `seed`, so the
 //! same input and seed always give the same output, faster than real time.
 //!
@@ -46,9 +46,17 @@
 //!   per item, separated by whitespace; read at build time, replayed in a loop.
 //! - `capacity` (int, 1024): items the delay queue holds; more are dropped
 //!   and counted in `overflow_drops`.
+//! - `rate` (number, 0): token-bucket rate limit in kbit/s over the items'
+//!   bytes; 0 = unlimited. An item waits for its tokens (queueing delay).
+//! - `rate_burst` (int, 3000): bucket depth in bytes.
+//! - `rate_queue` (duration, 100ms): longest wait for tokens; an item that
+//!   would wait longer is dropped and counted in `rate_drops`.
+//!
+//! The impairment itself is [`super::netem_core::NetemCore`], shared with
+//! the `wzp-netem` UDP proxy.
 //!
 //! ## Counters
-//! `passed`, `lost`, `duplicated`, `reordered`, `overflow_drops`.
+//! `passed`, `lost`, `duplicated`, `reordered`, `overflow_drops`, `rate_drops`.
 //!
 //! ## Latency
 //! Declares `delay` (the fixed part; jitter comes on top).
@@ -61,14 +69,13 @@
 //! params = { seed = 7, loss = 5, burst = "60ms", delay = "40ms", jitter = "15ms" }
 //! ```
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::time::Duration;
 
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
 use wzp_engine::bridge::Meta;
 use wzp_engine::prelude::*;
+
+pub use super::netem_core::{load_trace, parse_trace, TraceError};
+use super::netem_core::{GeModel, ImpairParams, NetemCore};
 
 /// Items that carry an arrival time netem can set.
 pub trait Arrival: Meta {
@@ -109,6 +116,9 @@ fn params() -> Vec<ParamSpec> {
         ParamSpec::float("duplicate", 0.0, "percent of items sent twice"),
         ParamSpec::str("trace", "", "loss trace file: one 0/1 per item (1 = lost), looped"),
         ParamSpec::int("capacity", 1024, "items the delay queue holds"),
+        ParamSpec::float("rate", 0.0, "token-bucket rate limit, kbit/s; 0 = unlimited"),
+        ParamSpec::int("rate_burst", 3000, "token-bucket depth, bytes"),
+        ParamSpec::duration("rate_queue", Duration::from_millis(100), "longest wait for tokens; longer waits are dropped"),
     ]
 }
 
@@ -160,58 +170,6 @@ impl StageFactory for NetemFrames {
     fn build(&self, cx: &mut BuildContext<'_>, p: &Params) -> Result<Built, BuildError> {
         build::<FrameMeta>(cx, p, PortType::Frame)
     }
-}
-
-/// Why a loss trace could not be used.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum TraceError {
-    #[error("cannot read loss trace {path}: {reason}; check the `trace` path")]
-    Read { path: String, reason: String },
-    #[error("loss trace {path}: line {line}: token {token:?} is not 0 or 1; write one 0 (kept) or 1 (lost) per item")]
-    BadToken {
-        path: String,
-        line: usize,
-        token: String,
-    },
-    #[error("loss trace {path} holds no entries; write one 0 (kept) or 1 (lost) per item")]
-    Empty { path: String },
-}
-
-/// Parses a loss trace: whitespace-separated `0`/`1` tokens, `1` = lost.
-/// `path` only names the source in errors.
-pub fn parse_trace(text: &str, path: &str) -> Result<Vec<bool>, TraceError> {
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        for token in line.split_whitespace() {
-            match token {
-                "0" => out.push(false),
-                "1" => out.push(true),
-                _ => {
-                    return Err(TraceError::BadToken {
-                        path: path.to_string(),
-                        line: i + 1,
-                        token: token.chars().take(32).collect(),
-                    })
-                }
-            }
-        }
-    }
-    if out.is_empty() {
-        return Err(TraceError::Empty {
-            path: path.to_string(),
-        });
-    }
-    Ok(out)
-}
-
-/// Reads and parses a loss trace file.
-pub fn load_trace(path: &std::path::Path) -> Result<Vec<bool>, TraceError> {
-    let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| TraceError::Read {
-        path: shown.clone(),
-        reason: e.to_string(),
-    })?;
-    parse_trace(&text, &shown)
 }
 
 fn percent(p: &Params, name: &str) -> Result<f64, ParamError> {
@@ -271,30 +229,32 @@ fn build<M: Arrival>(
         load_trace(&cx.resolve_path(trace_path)).map_err(|e| BuildError::Other(e.to_string()))?
     };
 
-    let processor = NetemProc::<M> {
-        rng: SmallRng::seed_from_u64(seed),
+    let rate_kbps = p.float_in("rate", 0.0, 1e7)?;
+    let impair = ImpairParams {
         loss: random_loss,
-        ge_p,
-        ge_r,
+        ge: GeModel::PerItem { p: ge_p, r: ge_r },
         ge_loss_bad,
-        ge_bad: false,
         delay_ns,
         jitter_ns,
         normal,
         reorder,
         reorder_gap_ns,
         duplicate,
-        trace: trace.into_boxed_slice(),
-        trace_pos: 0,
-        pool: (0..capacity).map(|_| Slot::default()).collect(),
-        free: (0..capacity as u32).rev().collect(),
-        queue: BinaryHeap::with_capacity(capacity),
-        order: 0,
+        rate_bps: (rate_kbps * 1000.0) as u64,
+        rate_burst_bytes: p.int_in("rate_burst", 1, 1 << 30)? as u64,
+        rate_queue_ns: p
+            .duration("rate_queue")?
+            .as_nanos()
+            .min(u64::MAX as u128 / 4) as u64,
+    };
+    let processor = NetemProc::<M> {
+        core: NetemCore::new(impair, seed, trace, capacity),
         passed: cx.counter("passed"),
         lost: cx.counter("lost"),
         duplicated: cx.counter("duplicated"),
         reordered: cx.counter("reordered"),
         overflow_drops: cx.counter("overflow_drops"),
+        rate_drops: cx.counter("rate_drops"),
     };
     Ok(Built {
         inputs: vec![PortDecl::new("in", ty)],
@@ -305,135 +265,50 @@ fn build<M: Arrival>(
 }
 
 struct NetemProc<M> {
-    rng: SmallRng,
-    loss: f64,
-    ge_p: f64,
-    ge_r: f64,
-    ge_loss_bad: f64,
-    ge_bad: bool,
-    delay_ns: u64,
-    jitter_ns: u64,
-    normal: bool,
-    reorder: f64,
-    reorder_gap_ns: u64,
-    duplicate: f64,
-    trace: Box<[bool]>,
-    trace_pos: usize,
-    /// Storage of held items; `free` lists the unused indices.
-    pool: Box<[Slot<M>]>,
-    free: Vec<u32>,
-    /// (release time, arrival order, pool index), earliest first; the order
-    /// keeps items released at the same instant first-in first-out.
-    queue: BinaryHeap<Reverse<(u64, u64, u32)>>,
-    order: u64,
+    core: NetemCore<Slot<M>>,
     passed: Counter,
     lost: Counter,
     duplicated: Counter,
     reordered: Counter,
     overflow_drops: Counter,
-}
-
-impl<M: Arrival> NetemProc<M> {
-    /// Draws every loss model for one item; each model advances its state for
-    /// every item so the pattern does not depend on which model fired.
-    fn is_lost(&mut self) -> bool {
-        let mut lost = false;
-        if !self.trace.is_empty() {
-            lost |= self.trace[self.trace_pos];
-            self.trace_pos = (self.trace_pos + 1) % self.trace.len();
-        }
-        if self.ge_p > 0.0 {
-            let flip = self.rng.random::<f64>();
-            self.ge_bad = if self.ge_bad {
-                flip >= self.ge_r
-            } else {
-                flip < self.ge_p
-            };
-            let draw = self.rng.random::<f64>();
-            lost |= self.ge_bad && draw < self.ge_loss_bad;
-        }
-        if self.loss > 0.0 {
-            lost |= self.rng.random::<f64>() < self.loss;
-        }
-        lost
-    }
-
-    fn chance(&mut self, p: f64) -> bool {
-        p > 0.0 && self.rng.random::<f64>() < p
-    }
-
-    fn delay_sample(&mut self) -> u64 {
-        if self.jitter_ns == 0 {
-            return self.delay_ns;
-        }
-        let j = self.jitter_ns as f64;
-        let offset = if self.normal {
-            // Box-Muller; 1 - u keeps the logarithm finite.
-            let u1 = 1.0 - self.rng.random::<f64>();
-            let u2 = self.rng.random::<f64>();
-            j * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-        } else {
-            j * (2.0 * self.rng.random::<f64>() - 1.0)
-        };
-        (self.delay_ns as f64 + offset).max(0.0) as u64
-    }
-
-    fn enqueue(&mut self, slot: &Slot<M>, release_ns: u64) {
-        let Some(idx) = self.free.pop() else {
-            self.overflow_drops.inc();
-            return;
-        };
-        let dst = &mut self.pool[idx as usize];
-        dst.meta = slot.meta;
-        dst.set_bytes(slot.bytes());
-        self.order += 1;
-        // Never exceeds the capacity reserved at build: one entry per pool slot.
-        self.queue.push(Reverse((release_ns, self.order, idx)));
-    }
+    rate_drops: Counter,
 }
 
 impl<M: Arrival> Processor for NetemProc<M> {
     fn process(&mut self, io: &mut Io<'_>, cx: &Cx) -> Flow {
         if let Some(input) = M::input(io, 0) {
             for slot in input.iter() {
-                if self.is_lost() {
+                let o = self.core.push(cx.now_ns, slot.bytes().len(), |dst| {
+                    dst.meta = slot.meta;
+                    dst.set_bytes(slot.bytes());
+                });
+                if o.lost {
                     self.lost.inc();
                     continue;
                 }
-                let copies = if self.chance(self.duplicate) {
+                if o.duplicated {
                     self.duplicated.inc();
-                    2
-                } else {
-                    1
-                };
-                for _ in 0..copies {
-                    let mut release = cx.now_ns.saturating_add(self.delay_sample());
-                    if self.chance(self.reorder) {
-                        self.reordered.inc();
-                        release = release.saturating_add(self.reorder_gap_ns);
-                    }
-                    self.enqueue(slot, release);
                 }
+                self.reordered.add(o.reordered as u64);
+                self.rate_drops.add(o.rate_dropped as u64);
+                self.overflow_drops.add(o.overflow as u64);
             }
         }
         let horizon = cx.now_ns.saturating_add(cx.quantum_ns.max(1));
         let Some(out) = M::output(io, 0) else {
             return Flow::Continue;
         };
-        while let Some(&Reverse((release, _, idx))) = self.queue.peek() {
-            if release >= horizon {
-                break;
-            }
+        while self.core.next_release().is_some_and(|t| t < horizon) {
             let Some(dst) = out.push_slot() else {
                 // Output full: the rest waits for the next cycle.
                 break;
             };
-            self.queue.pop();
-            let src = &self.pool[idx as usize];
+            let Some((release, src)) = self.core.pop_before(horizon) else {
+                break;
+            };
             dst.meta = src.meta;
             dst.meta.set_arrival_ns(release);
             dst.set_bytes(src.bytes());
-            self.free.push(idx);
             self.passed.inc();
         }
         Flow::Continue

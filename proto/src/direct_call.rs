@@ -208,7 +208,10 @@ fn ready(call_id: &str, keys: &SessionKeys, setup: &Setup) -> CallEvent {
 }
 
 enum OutState {
-    Offered { initiator: Initiator, ringing: bool },
+    Offered {
+        initiator: Box<Initiator>,
+        ringing: bool,
+    },
     Keyed { keys: SessionKeys },
     Ended,
 }
@@ -260,7 +263,7 @@ impl OutgoingCall {
             call_id,
             target,
             state: OutState::Offered {
-                initiator,
+                initiator: Box::new(initiator),
                 ringing: false,
             },
             setup: None,

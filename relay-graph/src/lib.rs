@@ -8,10 +8,12 @@
 //! views live in [`metrics`], the JSONL event log in [`events`]. The
 //! operator's guide is `docs/OPERATIONS.md`.
 
+pub mod calls;
 pub mod config;
 pub mod events;
 pub mod join;
 pub mod metrics;
+pub mod presence;
 pub mod relay;
 pub mod rooms;
 pub use wzp_proto::sni;

@@ -16,4 +16,5 @@ pub mod metrics;
 pub mod presence;
 pub mod relay;
 pub mod rooms;
+pub mod signal;
 pub use wzp_proto::sni;

@@ -168,6 +168,8 @@ struct Client {
     events: Vec<CallEvent>,
     errors: Vec<(ErrorCode, String)>,
     reflected: Option<SocketAddr>,
+    /// Puts our address in every answer, whatever the mode (a careless client).
+    leaks_addr: bool,
 }
 
 impl Client {
@@ -190,6 +192,7 @@ impl Client {
             events: Vec::new(),
             errors: Vec::new(),
             reflected: None,
+            leaks_addr: false,
         }
     }
 
@@ -245,7 +248,16 @@ impl Client {
         if let Some(i) = self.incoming.as_mut() {
             out.extend(std::iter::from_fn(|| i.poll_send()));
         }
-        for m in out {
+        for mut m in out {
+            if let SignalMessage::DirectCallAnswer {
+                callee_reflexive_addr,
+                ..
+            } = &mut m
+            {
+                if self.leaks_addr {
+                    *callee_reflexive_addr = Some(self.remote);
+                }
+            }
             net.frame(self.conn, m);
         }
     }
@@ -420,6 +432,8 @@ fn accept_generic_never_reveals_the_callee_address() {
     let mut net = Net::new(Net::default_config());
     let mut a = Client::online(&mut net, 1, AcceptMode::AcceptGeneric);
     let mut b = Client::online(&mut net, 2, AcceptMode::AcceptGeneric);
+    // B answers generic but its answer carries its address anyway.
+    b.leaks_addr = true;
     // A volunteers its address in the offer: the relay keeps it from B
     // (checked in Client::step) and B answers generic.
     let eph = a.ephemeral();

@@ -1222,3 +1222,6 @@ fn party_name(p: Party) -> &'static str {
         Party::Callee => "callee",
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -217,6 +217,9 @@ impl OfferRefusal {
 pub struct CallRegistry {
     calls: HashMap<String, Call>,
     in_call: HashMap<Fingerprint, String>,
+    /// Call ids by party connection (a connection may, in principle, be in
+    /// several calls; the hub keeps it to one).
+    by_conn: HashMap<ConnId, Vec<String>>,
     ringing_timeout: Duration,
     ring_deadlines: BinaryHeap<Reverse<(Instant, String)>>,
     transitions: HashMap<(CallState, CallState), u64>,
@@ -229,6 +232,7 @@ impl CallRegistry {
         CallRegistry {
             calls: HashMap::new(),
             in_call: HashMap::new(),
+            by_conn: HashMap::new(),
             ringing_timeout,
             ring_deadlines: BinaryHeap::new(),
             transitions: HashMap::new(),
@@ -294,6 +298,9 @@ impl CallRegistry {
         );
         self.in_call.insert(caller.0, id.to_string());
         self.in_call.insert(callee.0, id.to_string());
+        for conn in [caller.1, callee.1] {
+            self.by_conn.entry(conn).or_default().push(id.to_string());
+        }
         Ok(self.record(id, CallState::Ended, CallState::Pending, None))
     }
 
@@ -336,6 +343,14 @@ impl CallRegistry {
                 self.in_call.remove(&fp);
             }
         }
+        for conn in [call.caller_conn, call.callee_conn] {
+            if let Some(ids) = self.by_conn.get_mut(&conn) {
+                ids.retain(|i| i != id);
+                if ids.is_empty() {
+                    self.by_conn.remove(&conn);
+                }
+            }
+        }
         let t = self.record(id, call.state, CallState::Ended, Some(reason));
         Some((call, t))
     }
@@ -352,14 +367,7 @@ impl CallRegistry {
 
     /// Ids of the calls `conn` is a party to.
     pub fn calls_of_conn(&self, conn: ConnId) -> Vec<String> {
-        let mut ids: Vec<String> = self
-            .calls
-            .values()
-            .filter(|c| c.party_of_conn(conn).is_some())
-            .map(|c| c.id.clone())
-            .collect();
-        ids.sort();
-        ids
+        self.by_conn.get(&conn).cloned().unwrap_or_default()
     }
 
     /// Whether `fp` may join call room `room`: exactly the two parties of an

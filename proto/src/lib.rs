@@ -13,6 +13,9 @@
 //!   per-direction session keys and a 4-digit SAS, plus room keys and room hashes.
 //! - [`join`]: the signed `join` frame a client sends to enter a relay room.
 //! - [`room_client`]: the client side of entering a room (Hello, Join, RoomUpdate), sans-IO.
+//! - [`presence`]: the challenged presence registration on `_signal`.
+//! - [`direct_call`]: the caller's and callee's direct-call state machines,
+//!   carrying the end-to-end call-key handshake.
 //! - [`close`]: QUIC application close codes and what they mean.
 //! - [`sni`]: the TLS server names a relay serves (rooms, calls, signal, ...).
 //!
@@ -34,12 +37,14 @@
 #![warn(missing_docs)]
 
 pub mod close;
+pub mod direct_call;
 pub mod error;
 pub mod handshake;
 pub mod identity;
 pub mod join;
 pub mod media;
 pub mod room_client;
+pub mod presence;
 pub mod signal;
 pub mod sni;
 

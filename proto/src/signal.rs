@@ -121,6 +121,8 @@ pub enum HangupReason {
     Timeout,
     /// A protocol or internal error (see `message`).
     Error,
+    /// The callee has no live registration on the relay.
+    NotOnline,
     /// A reason added by a newer peer; treat as `normal`.
     #[serde(other)]
     Unknown,
@@ -136,6 +138,49 @@ pub enum AcceptMode {
     AcceptTrusted,
     /// Accept through the relay only, keeping the callee's address private.
     AcceptGeneric,
+}
+
+/// What was wrong with a request, in an [`SignalMessage::Error`] answer.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The message type is unknown to the receiver; it was skipped.
+    UnknownType,
+    /// The frame was not a valid message (bad JSON, missing or mistyped field).
+    Malformed,
+    /// The request needs a presence registration first.
+    NotRegistered,
+    /// The connection is already registered.
+    AlreadyRegistered,
+    /// The message is valid but not one the receiver takes in this direction
+    /// or state.
+    UnexpectedMessage,
+    /// The request names a call the sender is not part of.
+    NotInCall,
+    /// The request is well formed but invalid (see `message`).
+    BadRequest,
+    /// The sender exceeded its rate limit; the message was dropped.
+    RateLimited,
+    /// A code added by a newer peer.
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    /// The snake_case name, as on the wire (for metrics and logs).
+    pub fn label(self) -> &'static str {
+        match self {
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::Malformed => "malformed",
+            ErrorCode::NotRegistered => "not_registered",
+            ErrorCode::AlreadyRegistered => "already_registered",
+            ErrorCode::UnexpectedMessage => "unexpected_message",
+            ErrorCode::NotInCall => "not_in_call",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Unknown => "unknown",
+        }
+    }
 }
 
 /// One participant in a room, as listed in `RoomUpdate` and `GlobalRoomActive`.
@@ -244,21 +289,34 @@ pub enum SignalMessage {
         #[serde(default)]
         participants: Vec<RoomParticipant>,
     },
-    /// Client registers for direct calls on the `_signal` connection.
+    /// Client registers for direct calls on the `_signal` connection, in
+    /// answer to the relay's [`SignalMessage::PresenceChallenge`].
     RegisterPresence {
         /// Client's Ed25519 identity public key, hex in JSON.
         #[serde(with = "hex_array")]
         identity_pub: [u8; 32],
-        /// Ed25519 signature over [`presence_signed_bytes`], hex in JSON
-        /// (all zero for anonymous probes such as reflection).
+        /// Ed25519 signature, hex in JSON: over
+        /// [`presence_challenge_signed_bytes`] when `nonce` is present,
+        /// otherwise over the version-1 [`presence_signed_bytes`].
         #[serde(with = "hex_array")]
         signature: [u8; 64],
-        /// Client's clock in ms when signing; the relay rejects stale ones.
+        /// Client's clock in ms when signing (version-1 registrations only).
         #[serde(default)]
         timestamp_ms: u64,
         /// Display name.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         alias: Option<String>,
+        /// The relay's challenge nonce being answered, hex in JSON.
+        #[serde(
+            default,
+            with = "hex_array_opt",
+            skip_serializing_if = "Option::is_none"
+        )]
+        nonce: Option<[u8; 32]>,
+        /// The fingerprint the client claims; when present it must be the
+        /// fingerprint of `identity_pub`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fingerprint: Option<Fingerprint>,
     },
     /// Relay's answer to `RegisterPresence`.
     RegisterPresenceAck {
@@ -270,6 +328,18 @@ pub enum SignalMessage {
         /// Relay's build or software version, for logs.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         relay_build: Option<String>,
+        /// The client's address as the relay sees it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        observed_addr: Option<SocketAddr>,
+        /// The relay's human-readable label.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        relay_label: Option<String>,
+        /// The relay's version (`x.y.z` and build).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<String>,
+        /// The fingerprint now registered.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fingerprint: Option<Fingerprint>,
     },
     /// Caller to relay to callee: a direct call by fingerprint.
     DirectCallOffer {
@@ -324,6 +394,9 @@ pub enum SignalMessage {
         /// The other party's direct address, when both allow P2P.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         peer_direct_addr: Option<SocketAddr>,
+        /// The other party's fingerprint (the only two admitted to `room`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        peer_fingerprint: Option<Fingerprint>,
     },
     /// Client asks the relay for its server-reflexive address.
     Reflect,
@@ -434,6 +507,24 @@ pub enum SignalMessage {
     /// Client to relay on a room connection, after `Hello`: the signed
     /// request to enter the room its SNI names ([`crate::join`]).
     Join(crate::join::Join),
+    /// Relay to client, right after `Hello` on `_signal`: a fresh nonce the
+    /// client signs in `RegisterPresence` to prove its fingerprint.
+    PresenceChallenge {
+        /// 32 random bytes, hex in JSON.
+        #[serde(with = "hex_array")]
+        nonce: [u8; 32],
+    },
+    /// A request was refused or not understood. Never ends the session.
+    Error {
+        /// What was wrong.
+        code: ErrorCode,
+        /// What was wrong and what to do, for people and logs.
+        #[serde(default)]
+        message: String,
+        /// The `type` (and call id, when there is one) of the refused request.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        in_reply_to: Option<String>,
+    },
     /// A variant this build does not know (only produced when decoding, e.g.
     /// as the `inner` of a forward from a newer relay). Cannot be encoded.
     #[serde(other)]
@@ -475,6 +566,8 @@ pub const MESSAGE_TYPES: &[&str] = &[
     "quality_update",
     "loss_recovery_update",
     "join",
+    "presence_challenge",
+    "error",
 ];
 
 impl SignalMessage {
@@ -520,6 +613,8 @@ impl SignalMessage {
             M::QualityUpdate { .. } => "quality_update",
             M::LossRecoveryUpdate { .. } => "loss_recovery_update",
             M::Join(_) => "join",
+            M::PresenceChallenge { .. } => "presence_challenge",
+            M::Error { .. } => "error",
             M::Unrecognized => "unrecognized",
         }
     }
@@ -540,6 +635,26 @@ pub fn presence_signed_bytes(identity_pub: &[u8; 32], timestamp_ms: u64) -> [u8;
     b[..15].copy_from_slice(b"wzp-presence-v1");
     b[15..47].copy_from_slice(identity_pub);
     b[47..].copy_from_slice(&timestamp_ms.to_be_bytes());
+    b
+}
+
+/// Domain label of [`presence_challenge_signed_bytes`].
+pub const PRESENCE_CHALLENGE_LABEL: &[u8] = b"wzp-presence-v2";
+
+/// The bytes a client signs in a challenged `RegisterPresence`:
+/// `"wzp-presence-v2" || nonce (32) || relay_tls_fingerprint (32) || identity_pub (32)`
+/// (111 bytes). The nonce makes a signature good for one connection only; the
+/// relay's TLS fingerprint makes it good for one relay only.
+pub fn presence_challenge_signed_bytes(
+    nonce: &[u8; 32],
+    relay: &TlsFingerprint,
+    identity_pub: &[u8; 32],
+) -> [u8; 111] {
+    let mut b = [0u8; 111];
+    b[..15].copy_from_slice(PRESENCE_CHALLENGE_LABEL);
+    b[15..47].copy_from_slice(nonce);
+    b[47..79].copy_from_slice(&relay.0);
+    b[79..].copy_from_slice(identity_pub);
     b
 }
 
@@ -842,6 +957,32 @@ mod hex_opt {
         let s = <Option<std::borrow::Cow<'de, str>>>::deserialize(d)?;
         s.map(|s| hex::decode(s.as_ref()).map_err(serde::de::Error::custom))
             .transpose()
+    }
+}
+
+mod hex_array_opt {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer, const N: usize>(
+        v: &Option<[u8; N]>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => super::hex_array::serialize(v, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
+        d: D,
+    ) -> Result<Option<[u8; N]>, D::Error> {
+        let s = <Option<std::borrow::Cow<'de, str>>>::deserialize(d)?;
+        s.map(|s| {
+            let mut out = [0u8; N];
+            hex::decode_to_slice(s.as_ref(), &mut out).map_err(serde::de::Error::custom)?;
+            Ok(out)
+        })
+        .transpose()
     }
 }
 

@@ -93,6 +93,7 @@ fn old_json_without_optional_fields_parses() {
             room: "call-d1".into(),
             relay_addr: "1.2.3.4:4433".into(),
             peer_direct_addr: None,
+            peer_fingerprint: None,
         }
     );
     assert_eq!(
@@ -313,4 +314,150 @@ fn presence_signature_round_trip() {
     wzp_proto::identity::verify_signature(&id.public_key(), &bytes, &sig).unwrap();
     let other = wzp_proto::signal::presence_signed_bytes(&id.public_key(), 1235);
     assert!(wzp_proto::identity::verify_signature(&id.public_key(), &other, &sig).is_err());
+}
+
+#[test]
+fn registration_messages_from_older_peers_parse() {
+    // A version-1 registration: no nonce, no claimed fingerprint.
+    let old = format!(
+        r#"{{"type":"register_presence","identity_pub":"{}","signature":"{}","timestamp_ms":5}}"#,
+        "07".repeat(32),
+        "08".repeat(64)
+    );
+    assert_eq!(
+        msg(&old),
+        SignalMessage::RegisterPresence {
+            identity_pub: [7; 32],
+            signature: [8; 64],
+            timestamp_ms: 5,
+            alias: None,
+            nonce: None,
+            fingerprint: None,
+        }
+    );
+    // An ack from a relay that predates the relay's view fields.
+    assert_eq!(
+        msg(r#"{"type":"register_presence_ack","success":true}"#),
+        SignalMessage::RegisterPresenceAck {
+            success: true,
+            error: None,
+            relay_build: None,
+            observed_addr: None,
+            relay_label: None,
+            version: None,
+            fingerprint: None,
+        }
+    );
+    // An error with nothing but its code.
+    assert_eq!(
+        msg(r#"{"type":"error","code":"not_in_call"}"#),
+        SignalMessage::Error {
+            code: wzp_proto::signal::ErrorCode::NotInCall,
+            message: String::new(),
+            in_reply_to: None,
+        }
+    );
+    // A newer error code or hangup reason degrades instead of failing.
+    assert_eq!(
+        msg(r#"{"type":"error","code":"quota_exceeded","message":"m"}"#),
+        SignalMessage::Error {
+            code: wzp_proto::signal::ErrorCode::Unknown,
+            message: "m".into(),
+            in_reply_to: None,
+        }
+    );
+    assert_eq!(
+        msg(r#"{"type":"hangup","reason":"not_online","call_id":"d1"}"#),
+        SignalMessage::Hangup {
+            reason: HangupReason::NotOnline,
+            call_id: Some("d1".into()),
+            message: None,
+        }
+    );
+}
+
+#[test]
+fn new_messages_have_the_documented_json() {
+    let json =
+        |m: &SignalMessage| String::from_utf8(encode_frame(m).unwrap()[4..].to_vec()).unwrap();
+    assert_eq!(
+        json(&SignalMessage::PresenceChallenge { nonce: [0xab; 32] }),
+        format!(
+            r#"{{"type":"presence_challenge","nonce":"{}"}}"#,
+            "ab".repeat(32)
+        )
+    );
+    assert_eq!(
+        json(&SignalMessage::Error {
+            code: wzp_proto::signal::ErrorCode::UnknownType,
+            message: "skipped".into(),
+            in_reply_to: Some("video_offer".into()),
+        }),
+        r#"{"type":"error","code":"unknown_type","message":"skipped","in_reply_to":"video_offer"}"#
+    );
+    let reg = json(&SignalMessage::RegisterPresence {
+        identity_pub: [1; 32],
+        signature: [2; 64],
+        timestamp_ms: 0,
+        alias: None,
+        nonce: Some([3; 32]),
+        fingerprint: None,
+    });
+    assert!(
+        reg.contains(&format!(r#""nonce":"{}""#, "03".repeat(32))),
+        "{reg}"
+    );
+    assert!(!reg.contains("fingerprint"), "{reg}");
+}
+
+#[test]
+fn malformed_new_messages_are_errors() {
+    for bad in [
+        r#"{"type":"presence_challenge"}"#.to_string(),
+        r#"{"type":"presence_challenge","nonce":"00"}"#.to_string(),
+        format!(
+            r#"{{"type":"presence_challenge","nonce":"{}"}}"#,
+            "zz".repeat(32)
+        ),
+        r#"{"type":"error"}"#.to_string(),
+        r#"{"type":"error","code":5}"#.to_string(),
+        format!(
+            r#"{{"type":"register_presence","identity_pub":"{}","signature":"{}","nonce":"0102"}}"#,
+            "07".repeat(32),
+            "08".repeat(64)
+        ),
+        format!(
+            r#"{{"type":"register_presence","identity_pub":"{}","signature":"{}","fingerprint":"0101"}}"#,
+            "07".repeat(32),
+            "08".repeat(64)
+        ),
+        r#"{"type":"register_presence_ack","success":true,"observed_addr":"nowhere"}"#.to_string(),
+    ] {
+        let r = decode_message(bad.as_bytes());
+        assert!(
+            matches!(r, Err(SignalError::Malformed(_))),
+            "{bad:?} gave {r:?}"
+        );
+    }
+}
+
+#[test]
+fn presence_challenge_signature_binds_nonce_relay_and_key() {
+    use wzp_proto::identity::verify_signature;
+    use wzp_proto::signal::presence_challenge_signed_bytes;
+    let id = wzp_proto::Seed::from_bytes([4; 32]).identity();
+    let relay = common::tls(1);
+    let bytes = presence_challenge_signed_bytes(&[9; 32], &relay, &id.public_key());
+    assert_eq!(&bytes[..15], b"wzp-presence-v2");
+    assert_eq!(&bytes[15..47], &[9; 32]);
+    assert_eq!(&bytes[47..79], &relay.0);
+    assert_eq!(&bytes[79..], &id.public_key());
+    let sig = id.sign(&bytes);
+    verify_signature(&id.public_key(), &bytes, &sig).unwrap();
+    for other in [
+        presence_challenge_signed_bytes(&[8; 32], &relay, &id.public_key()),
+        presence_challenge_signed_bytes(&[9; 32], &common::tls(2), &id.public_key()),
+    ] {
+        assert!(verify_signature(&id.public_key(), &other, &sig).is_err());
+    }
 }

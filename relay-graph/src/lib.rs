@@ -9,14 +9,20 @@
 //! - [`media`]: forwarding shards running `graphs/relay.toml`, where
 //!   `sfu.fanout` forwards each media datagram to the other members of the
 //!   sender's room without decrypting it; the debug tap.
+//! - [`signal`], [`presence`], [`calls`]: the `_signal` plane's sans-IO
+//!   core (sessions, rate limits, registration, call routing), the presence
+//!   registry and the direct-call registry.
 //! - [`observe`]: counters, Prometheus and JSON over HTTP, the event log.
 //! - [`config`]: the config file and its checks.
 //!
 //! The wire contract (close codes, SNI grammar, Join, signal messages) is
 //! in `wzp-proto`. The operator's guide is `docs/OPERATIONS.md`.
 
+pub mod calls;
 pub mod config;
 pub mod endpoint;
 pub mod media;
 pub mod observe;
+pub mod presence;
 pub mod rooms;
+pub mod signal;

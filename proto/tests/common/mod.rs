@@ -1,7 +1,7 @@
 //! Sample messages shared by the signaling tests.
 #![allow(dead_code)]
 
-use wzp_proto::signal::{AcceptMode, HangupReason, RoomParticipant, SignalMessage};
+use wzp_proto::signal::{AcceptMode, ErrorCode, HangupReason, RoomParticipant, SignalMessage};
 use wzp_proto::{Fingerprint, TlsFingerprint};
 
 pub fn fp(n: u8) -> Fingerprint {
@@ -84,6 +84,11 @@ pub fn samples() -> Vec<SignalMessage> {
             call_id: None,
             message: None,
         },
+        M::Hangup {
+            reason: HangupReason::NotOnline,
+            call_id: Some("d1".into()),
+            message: Some("nobody is registered as that fingerprint".into()),
+        },
         M::Ping {
             timestamp_ms: u64::MAX,
         },
@@ -98,11 +103,45 @@ pub fn samples() -> Vec<SignalMessage> {
             signature: [8; 64],
             timestamp_ms: 1_700_000_000_000,
             alias: Some("Alice".into()),
+            nonce: Some([9; 32]),
+            fingerprint: Some(fp(7)),
+        },
+        M::RegisterPresence {
+            identity_pub: [7; 32],
+            signature: [8; 64],
+            timestamp_ms: 0,
+            alias: None,
+            nonce: None,
+            fingerprint: None,
         },
         M::RegisterPresenceAck {
             success: false,
             error: Some("bad signature".into()),
             relay_build: Some("abc1234".into()),
+            observed_addr: None,
+            relay_label: None,
+            version: None,
+            fingerprint: None,
+        },
+        M::RegisterPresenceAck {
+            success: true,
+            error: None,
+            relay_build: None,
+            observed_addr: Some("203.0.113.9:51000".parse().unwrap()),
+            relay_label: Some("Relay A".into()),
+            version: Some("0.1.0 (abc1234)".into()),
+            fingerprint: Some(fp(7)),
+        },
+        M::PresenceChallenge { nonce: [0xa5; 32] },
+        M::Error {
+            code: ErrorCode::UnknownType,
+            message: "unknown message type video_offer; skipped".into(),
+            in_reply_to: Some("video_offer".into()),
+        },
+        M::Error {
+            code: ErrorCode::NotInCall,
+            message: String::new(),
+            in_reply_to: None,
         },
         M::DirectCallOffer {
             call_id: "d1".into(),
@@ -142,6 +181,7 @@ pub fn samples() -> Vec<SignalMessage> {
             room: "call-d1".into(),
             relay_addr: "relay.example:4433".into(),
             peer_direct_addr: Some("198.51.100.7:1234".parse().unwrap()),
+            peer_fingerprint: Some(fp(2)),
         },
         M::Reflect,
         M::ReflectResponse {

@@ -1,0 +1,395 @@
+//! Presence registration on the `_signal` plane: the client proves it holds
+//! the identity key behind its fingerprint (sans-IO, both sides).
+//!
+//! ```text
+//! client                                                   relay
+//!   hello                                          ---->
+//!                                                  <----   hello, presence_challenge { nonce }
+//!   register_presence { identity_pub, nonce,
+//!     signature = sign("wzp-presence-v2" || nonce
+//!                      || relay_tls_fp || identity_pub) } ---->
+//!                                                  <----   register_presence_ack { success,
+//!                                                            observed_addr, relay_label, version }
+//! ```
+//!
+//! The nonce is fresh per connection, so a recorded registration is useless on
+//! another connection; the relay's TLS fingerprint is signed, so a
+//! registration seen by one relay cannot be replayed to another.
+//!
+//! ```
+//! use wzp_proto::presence::{verify_registration, PresenceClient, PresenceStep};
+//! use wzp_proto::signal::SignalMessage;
+//! use wzp_proto::{Seed, TlsFingerprint};
+//!
+//! let relay = TlsFingerprint([7; 32]);
+//! let id = Seed::from_bytes([1; 32]).identity();
+//! let mut client = PresenceClient::new(&id, relay, Some("Alice".into()));
+//! let nonce = [9; 32];
+//! let PresenceStep::Send(register) = client.handle(&SignalMessage::PresenceChallenge { nonce }) else { panic!() };
+//! let verified = verify_registration(&register, &relay, &nonce).unwrap();
+//! assert_eq!(verified.fingerprint, id.fingerprint());
+//! ```
+
+use std::net::SocketAddr;
+
+use crate::identity::{verify_signature, Identity};
+use crate::signal::{presence_challenge_signed_bytes, SignalMessage};
+use crate::{Fingerprint, TlsFingerprint};
+
+/// Longest alias a relay accepts, in bytes.
+pub const MAX_ALIAS_LEN: usize = 64;
+
+/// Why a registration was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistrationError {
+    /// The message is not a `register_presence`.
+    #[error("expected register_presence, got {0}")]
+    NotARegistration(&'static str),
+    /// A version-1 registration without the relay's nonce.
+    #[error(
+        "registration carries no nonce: answer the relay's presence_challenge (upgrade the client)"
+    )]
+    NoNonce,
+    /// The nonce is not the one this connection was challenged with: a
+    /// replayed or stale registration.
+    #[error("registration answers another challenge (replayed or stale); sign the nonce of this connection's presence_challenge")]
+    WrongNonce,
+    /// The claimed fingerprint is not the fingerprint of the signing key.
+    #[error("claimed fingerprint {claimed} is not the fingerprint {actual} of identity_pub")]
+    FingerprintMismatch {
+        /// The fingerprint in the message.
+        claimed: Fingerprint,
+        /// The fingerprint of `identity_pub`.
+        actual: Fingerprint,
+    },
+    /// The signature does not verify.
+    #[error("registration signature does not verify (forged, or signed for another relay)")]
+    BadSignature,
+    /// The alias is too long.
+    #[error("alias of {len} bytes exceeds {max}; choose a shorter name")]
+    AliasTooLong {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// A registration the relay has checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedRegistration {
+    /// The proven fingerprint.
+    pub fingerprint: Fingerprint,
+    /// The identity key it belongs to.
+    pub identity_pub: [u8; 32],
+    /// The display name, if any.
+    pub alias: Option<String>,
+}
+
+/// The `register_presence` answering `nonce` from the relay whose TLS
+/// certificate has fingerprint `relay`.
+pub fn answer_challenge(
+    identity: &Identity,
+    relay: &TlsFingerprint,
+    nonce: &[u8; 32],
+    alias: Option<String>,
+) -> SignalMessage {
+    let identity_pub = identity.public_key();
+    let signature = identity.sign(&presence_challenge_signed_bytes(
+        nonce,
+        relay,
+        &identity_pub,
+    ));
+    SignalMessage::RegisterPresence {
+        identity_pub,
+        signature,
+        timestamp_ms: 0,
+        alias,
+        nonce: Some(*nonce),
+        fingerprint: Some(identity.fingerprint()),
+    }
+}
+
+/// Relay side: checks a `register_presence` against the nonce this
+/// connection was challenged with and this relay's TLS fingerprint.
+pub fn verify_registration(
+    msg: &SignalMessage,
+    relay: &TlsFingerprint,
+    nonce: &[u8; 32],
+) -> Result<VerifiedRegistration, RegistrationError> {
+    let SignalMessage::RegisterPresence {
+        identity_pub,
+        signature,
+        alias,
+        nonce: got_nonce,
+        fingerprint,
+        ..
+    } = msg
+    else {
+        return Err(RegistrationError::NotARegistration(msg.type_name()));
+    };
+    let got_nonce = got_nonce.ok_or(RegistrationError::NoNonce)?;
+    if &got_nonce != nonce {
+        return Err(RegistrationError::WrongNonce);
+    }
+    let actual = Fingerprint::of_public_key(identity_pub);
+    if let Some(claimed) = fingerprint {
+        if *claimed != actual {
+            return Err(RegistrationError::FingerprintMismatch {
+                claimed: *claimed,
+                actual,
+            });
+        }
+    }
+    if let Some(a) = alias {
+        if a.len() > MAX_ALIAS_LEN {
+            return Err(RegistrationError::AliasTooLong {
+                len: a.len(),
+                max: MAX_ALIAS_LEN,
+            });
+        }
+    }
+    verify_signature(
+        identity_pub,
+        &presence_challenge_signed_bytes(nonce, relay, identity_pub),
+        signature,
+    )
+    .map_err(|_| RegistrationError::BadSignature)?;
+    Ok(VerifiedRegistration {
+        fingerprint: actual,
+        identity_pub: *identity_pub,
+        alias: alias.clone(),
+    })
+}
+
+/// What the relay told a registering client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PresenceEvent {
+    /// Registered: the relay routes calls for our fingerprint to this connection.
+    Registered {
+        /// Our address as the relay sees it.
+        observed_addr: Option<SocketAddr>,
+        /// The relay's label.
+        relay_label: Option<String>,
+        /// The relay's version.
+        version: Option<String>,
+    },
+    /// Refused, with the relay's reason.
+    Refused {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What to do after feeding [`PresenceClient::handle`] a message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PresenceStep {
+    /// Send this message to the relay.
+    Send(SignalMessage),
+    /// Registration finished.
+    Event(PresenceEvent),
+    /// The message is not about registration.
+    Ignored,
+}
+
+/// Client side of registration: answers the challenge, reads the ack.
+#[derive(Debug)]
+pub struct PresenceClient {
+    identity: Identity,
+    relay: TlsFingerprint,
+    alias: Option<String>,
+    registered: bool,
+}
+
+impl PresenceClient {
+    /// A client that registers `identity` with the relay whose TLS
+    /// fingerprint (pinned or learned) is `relay`.
+    pub fn new(
+        identity: &Identity,
+        relay: TlsFingerprint,
+        alias: Option<String>,
+    ) -> PresenceClient {
+        PresenceClient {
+            identity: identity.clone(),
+            relay,
+            alias,
+            registered: false,
+        }
+    }
+
+    /// Whether the relay acknowledged the registration.
+    pub fn is_registered(&self) -> bool {
+        self.registered
+    }
+
+    /// Feeds one message from the relay.
+    pub fn handle(&mut self, msg: &SignalMessage) -> PresenceStep {
+        match msg {
+            SignalMessage::PresenceChallenge { nonce } => PresenceStep::Send(answer_challenge(
+                &self.identity,
+                &self.relay,
+                nonce,
+                self.alias.clone(),
+            )),
+            SignalMessage::RegisterPresenceAck {
+                success: true,
+                observed_addr,
+                relay_label,
+                version,
+                ..
+            } => {
+                self.registered = true;
+                PresenceStep::Event(PresenceEvent::Registered {
+                    observed_addr: *observed_addr,
+                    relay_label: relay_label.clone(),
+                    version: version.clone(),
+                })
+            }
+            SignalMessage::RegisterPresenceAck {
+                success: false,
+                error,
+                ..
+            } => {
+                self.registered = false;
+                PresenceStep::Event(PresenceEvent::Refused {
+                    reason: error
+                        .clone()
+                        .unwrap_or_else(|| "the relay gave no reason".into()),
+                })
+            }
+            _ => PresenceStep::Ignored,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Seed;
+
+    fn id(n: u8) -> Identity {
+        Seed::from_bytes([n; 32]).identity()
+    }
+
+    #[test]
+    fn a_good_answer_verifies() {
+        let relay = TlsFingerprint([1; 32]);
+        let m = answer_challenge(&id(1), &relay, &[5; 32], Some("A".into()));
+        let v = verify_registration(&m, &relay, &[5; 32]).unwrap();
+        assert_eq!(v.fingerprint, id(1).fingerprint());
+        assert_eq!(v.alias.as_deref(), Some("A"));
+    }
+
+    #[test]
+    fn bad_registrations_are_refused_with_a_reason() {
+        let relay = TlsFingerprint([1; 32]);
+        let nonce = [5; 32];
+        let good = answer_challenge(&id(1), &relay, &nonce, None);
+        let with = |f: &dyn Fn(&mut SignalMessage)| {
+            let mut m = good.clone();
+            f(&mut m);
+            m
+        };
+        let table: Vec<(&str, SignalMessage, RegistrationError)> = vec![
+            (
+                "not a registration",
+                SignalMessage::Reflect,
+                RegistrationError::NotARegistration("reflect"),
+            ),
+            (
+                "forged signature",
+                with(&|m| {
+                    if let SignalMessage::RegisterPresence { signature, .. } = m {
+                        signature[0] ^= 1;
+                    }
+                }),
+                RegistrationError::BadSignature,
+            ),
+            (
+                "someone else's key with this signature",
+                with(&|m| {
+                    if let SignalMessage::RegisterPresence {
+                        identity_pub,
+                        fingerprint,
+                        ..
+                    } = m
+                    {
+                        *identity_pub = id(2).public_key();
+                        *fingerprint = None;
+                    }
+                }),
+                RegistrationError::BadSignature,
+            ),
+            (
+                "replayed (another connection's nonce)",
+                answer_challenge(&id(1), &relay, &[6; 32], None),
+                RegistrationError::WrongNonce,
+            ),
+            (
+                "signed for another relay",
+                answer_challenge(&id(1), &TlsFingerprint([2; 32]), &nonce, None),
+                RegistrationError::BadSignature,
+            ),
+            (
+                "no nonce (version 1)",
+                with(&|m| {
+                    if let SignalMessage::RegisterPresence { nonce, .. } = m {
+                        *nonce = None;
+                    }
+                }),
+                RegistrationError::NoNonce,
+            ),
+            (
+                "claims another fingerprint",
+                with(&|m| {
+                    if let SignalMessage::RegisterPresence { fingerprint, .. } = m {
+                        *fingerprint = Some(id(2).fingerprint());
+                    }
+                }),
+                RegistrationError::FingerprintMismatch {
+                    claimed: id(2).fingerprint(),
+                    actual: id(1).fingerprint(),
+                },
+            ),
+            (
+                "alias too long",
+                answer_challenge(&id(1), &relay, &nonce, Some("x".repeat(65))),
+                RegistrationError::AliasTooLong { len: 65, max: 64 },
+            ),
+        ];
+        for (what, m, want) in table {
+            assert_eq!(verify_registration(&m, &relay, &nonce), Err(want), "{what}");
+        }
+    }
+
+    #[test]
+    fn the_client_answers_the_challenge_and_reads_the_ack() {
+        let relay = TlsFingerprint([1; 32]);
+        let mut c = PresenceClient::new(&id(3), relay, None);
+        assert_eq!(c.handle(&SignalMessage::Reflect), PresenceStep::Ignored);
+        let PresenceStep::Send(m) = c.handle(&SignalMessage::PresenceChallenge { nonce: [4; 32] })
+        else {
+            panic!("no answer")
+        };
+        verify_registration(&m, &relay, &[4; 32]).unwrap();
+        assert!(!c.is_registered());
+        let addr: SocketAddr = "192.0.2.1:5".parse().unwrap();
+        assert_eq!(
+            c.handle(&SignalMessage::RegisterPresenceAck {
+                success: true,
+                error: None,
+                relay_build: None,
+                observed_addr: Some(addr),
+                relay_label: Some("R".into()),
+                version: Some("1".into()),
+                fingerprint: None,
+            }),
+            PresenceStep::Event(PresenceEvent::Registered {
+                observed_addr: Some(addr),
+                relay_label: Some("R".into()),
+                version: Some("1".into())
+            })
+        );
+        assert!(c.is_registered());
+    }
+}

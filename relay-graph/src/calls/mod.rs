@@ -1,0 +1,595 @@
+//! Direct calls the relay is setting up or carrying (sans-IO).
+//!
+//! ```text
+//!  offer ──> Pending ──(routed to callee)──> Ringing ──(accepted)──> Active
+//!               │                              │                       │
+//!               └──────── hangup / disconnect / reject / timeout ──────┴──> Ended
+//! ```
+//!
+//! Every transition is returned as a [`Transition`] (for the event log) and
+//! counted ([`CallRegistry::transitions`]). A fingerprint is in at most one
+//! call: an offer to or from someone already in one is refused as busy. A
+//! ringing call ends after the ringing timeout ([`CallRegistry::expire`]).
+//! The call room `call-<id>` admits exactly the two fingerprints of an
+//! Active call ([`CallRegistry::may_join`]). Ended calls leave the table.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use wzp_proto::signal::{AcceptMode, HangupReason};
+use wzp_proto::sni::call_room;
+use wzp_proto::Fingerprint;
+
+use crate::presence::ConnId;
+
+/// Default time a call may ring before it ends unanswered.
+pub const DEFAULT_RINGING_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where a call is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallState {
+    /// Offered, not yet delivered to the callee.
+    Pending,
+    /// Delivered; the callee is being alerted.
+    Ringing,
+    /// Accepted; the call room is open to the two parties.
+    Active,
+    /// Over.
+    Ended,
+}
+
+impl CallState {
+    /// Snake_case label for metrics and logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            CallState::Pending => "pending",
+            CallState::Ringing => "ringing",
+            CallState::Active => "active",
+            CallState::Ended => "ended",
+        }
+    }
+}
+
+/// One side of a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Party {
+    /// Who offered.
+    Caller,
+    /// Who was called.
+    Callee,
+}
+
+impl Party {
+    /// The other side.
+    pub fn other(self) -> Party {
+        match self {
+            Party::Caller => Party::Callee,
+            Party::Callee => Party::Caller,
+        }
+    }
+}
+
+/// Why a call ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EndReason {
+    /// A party hung up (with this reason).
+    Hangup(Party, HangupReason),
+    /// The callee declined.
+    Rejected,
+    /// Nobody answered within the ringing timeout.
+    RingingTimeout,
+    /// A party's signal connection ended (closed, replaced, timed out).
+    Disconnected(Party),
+    /// A party sent a handshake half that is not one.
+    BadHandshake(Party),
+}
+
+impl EndReason {
+    /// Snake_case label for metrics and logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            EndReason::Hangup(..) => "hangup",
+            EndReason::Rejected => "rejected",
+            EndReason::RingingTimeout => "ringing_timeout",
+            EndReason::Disconnected(_) => "disconnected",
+            EndReason::BadHandshake(_) => "bad_handshake",
+        }
+    }
+
+    /// The `hangup` reason the parties are told.
+    pub fn hangup_reason(self) -> HangupReason {
+        match self {
+            EndReason::Hangup(_, r) => r,
+            EndReason::Rejected => HangupReason::Declined,
+            EndReason::RingingTimeout => HangupReason::Timeout,
+            EndReason::Disconnected(_) => HangupReason::Normal,
+            EndReason::BadHandshake(_) => HangupReason::Error,
+        }
+    }
+}
+
+/// A call in the table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Call {
+    /// The caller's call id.
+    pub id: String,
+    /// Its call room, `call-<id>`.
+    pub room: String,
+    /// Who offered.
+    pub caller: Fingerprint,
+    /// Who was called.
+    pub callee: Fingerprint,
+    /// The caller's signal connection.
+    pub caller_conn: ConnId,
+    /// The callee's signal connection.
+    pub callee_conn: ConnId,
+    /// Where it is.
+    pub state: CallState,
+    /// When it was offered.
+    pub since: Instant,
+    /// When it entered its current state.
+    pub state_since: Instant,
+    /// How the callee accepted.
+    pub accept_mode: Option<AcceptMode>,
+}
+
+impl Call {
+    /// Which party `conn` is, if any.
+    pub fn party_of_conn(&self, conn: ConnId) -> Option<Party> {
+        if conn == self.caller_conn {
+            Some(Party::Caller)
+        } else if conn == self.callee_conn {
+            Some(Party::Callee)
+        } else {
+            None
+        }
+    }
+
+    /// The connection of `party`.
+    pub fn conn(&self, party: Party) -> ConnId {
+        match party {
+            Party::Caller => self.caller_conn,
+            Party::Callee => self.callee_conn,
+        }
+    }
+
+    /// The fingerprint of `party`.
+    pub fn fingerprint(&self, party: Party) -> Fingerprint {
+        match party {
+            Party::Caller => self.caller,
+            Party::Callee => self.callee,
+        }
+    }
+}
+
+/// One recorded state change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transition {
+    /// The call.
+    pub call_id: String,
+    /// State before.
+    pub from: CallState,
+    /// State after.
+    pub to: CallState,
+    /// Why it ended (only for `to == Ended`).
+    pub reason: Option<EndReason>,
+}
+
+/// Why an offer did not become a call.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OfferRefusal {
+    /// The id cannot name a call room.
+    #[error("call id {0:?} must be 1..=58 of [a-z0-9-]")]
+    BadCallId(String),
+    /// Another call has this id.
+    #[error("call id {0} is already in use; pick a fresh random id")]
+    CallIdInUse(String),
+    /// Caller and callee are the same.
+    #[error("cannot call yourself")]
+    ToSelf,
+    /// The caller is already in a call.
+    #[error("you are already in call {0}; hang it up first")]
+    CallerBusy(String),
+    /// The callee is already in a call.
+    #[error("the callee is in another call")]
+    CalleeBusy,
+}
+
+impl OfferRefusal {
+    /// Snake_case label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            OfferRefusal::BadCallId(_) => "bad_call_id",
+            OfferRefusal::CallIdInUse(_) => "call_id_in_use",
+            OfferRefusal::ToSelf => "call_to_self",
+            OfferRefusal::CallerBusy(_) => "caller_busy",
+            OfferRefusal::CalleeBusy => "callee_busy",
+        }
+    }
+}
+
+/// The call table.
+#[derive(Debug)]
+pub struct CallRegistry {
+    calls: HashMap<String, Call>,
+    in_call: HashMap<Fingerprint, String>,
+    /// Call ids by party connection (a connection may, in principle, be in
+    /// several calls; the hub keeps it to one).
+    by_conn: HashMap<ConnId, Vec<String>>,
+    ringing_timeout: Duration,
+    ring_deadlines: BinaryHeap<Reverse<(Instant, String)>>,
+    transitions: HashMap<(CallState, CallState), u64>,
+    ended: HashMap<&'static str, u64>,
+}
+
+impl CallRegistry {
+    /// An empty table.
+    pub fn new(ringing_timeout: Duration) -> CallRegistry {
+        CallRegistry {
+            calls: HashMap::new(),
+            in_call: HashMap::new(),
+            by_conn: HashMap::new(),
+            ringing_timeout,
+            ring_deadlines: BinaryHeap::new(),
+            transitions: HashMap::new(),
+            ended: HashMap::new(),
+        }
+    }
+
+    fn record(
+        &mut self,
+        call_id: &str,
+        from: CallState,
+        to: CallState,
+        reason: Option<EndReason>,
+    ) -> Transition {
+        *self.transitions.entry((from, to)).or_default() += 1;
+        if let Some(r) = reason {
+            *self.ended.entry(r.label()).or_default() += 1;
+        }
+        Transition {
+            call_id: call_id.to_string(),
+            from,
+            to,
+            reason,
+        }
+    }
+
+    /// A new call, Pending. Refused (and nothing recorded) when the id is bad
+    /// or taken, the caller calls itself, or either party is in a call.
+    pub fn offer(
+        &mut self,
+        id: &str,
+        caller: (Fingerprint, ConnId),
+        callee: (Fingerprint, ConnId),
+        now: Instant,
+    ) -> Result<Transition, OfferRefusal> {
+        let room = call_room(id).ok_or_else(|| OfferRefusal::BadCallId(id.to_string()))?;
+        if caller.0 == callee.0 {
+            return Err(OfferRefusal::ToSelf);
+        }
+        if let Some(existing) = self.in_call.get(&caller.0) {
+            return Err(OfferRefusal::CallerBusy(existing.clone()));
+        }
+        if self.calls.contains_key(id) {
+            return Err(OfferRefusal::CallIdInUse(id.to_string()));
+        }
+        if self.in_call.contains_key(&callee.0) {
+            return Err(OfferRefusal::CalleeBusy);
+        }
+        self.calls.insert(
+            id.to_string(),
+            Call {
+                id: id.to_string(),
+                room,
+                caller: caller.0,
+                callee: callee.0,
+                caller_conn: caller.1,
+                callee_conn: callee.1,
+                state: CallState::Pending,
+                since: now,
+                state_since: now,
+                accept_mode: None,
+            },
+        );
+        self.in_call.insert(caller.0, id.to_string());
+        self.in_call.insert(callee.0, id.to_string());
+        for conn in [caller.1, callee.1] {
+            self.by_conn.entry(conn).or_default().push(id.to_string());
+        }
+        Ok(self.record(id, CallState::Ended, CallState::Pending, None))
+    }
+
+    fn advance(
+        &mut self,
+        id: &str,
+        from: CallState,
+        to: CallState,
+        now: Instant,
+    ) -> Option<Transition> {
+        let call = self.calls.get_mut(id).filter(|c| c.state == from)?;
+        call.state = to;
+        call.state_since = now;
+        Some(self.record(id, from, to, None))
+    }
+
+    /// Pending -> Ringing: the offer reached the callee. Arms the ringing
+    /// timeout.
+    pub fn ringing(&mut self, id: &str, now: Instant) -> Option<Transition> {
+        let t = self.advance(id, CallState::Pending, CallState::Ringing, now)?;
+        self.ring_deadlines
+            .push(Reverse((now + self.ringing_timeout, id.to_string())));
+        Some(t)
+    }
+
+    /// Ringing -> Active: the callee accepted.
+    pub fn activate(&mut self, id: &str, mode: AcceptMode, now: Instant) -> Option<Transition> {
+        let t = self.advance(id, CallState::Ringing, CallState::Active, now)?;
+        if let Some(c) = self.calls.get_mut(id) {
+            c.accept_mode = Some(mode);
+        }
+        Some(t)
+    }
+
+    /// Any state -> Ended; the call leaves the table and is returned as it was.
+    pub fn end(&mut self, id: &str, reason: EndReason) -> Option<(Call, Transition)> {
+        let call = self.calls.remove(id)?;
+        for fp in [call.caller, call.callee] {
+            if self.in_call.get(&fp).map(String::as_str) == Some(id) {
+                self.in_call.remove(&fp);
+            }
+        }
+        for conn in [call.caller_conn, call.callee_conn] {
+            if let Some(ids) = self.by_conn.get_mut(&conn) {
+                ids.retain(|i| i != id);
+                if ids.is_empty() {
+                    self.by_conn.remove(&conn);
+                }
+            }
+        }
+        let t = self.record(id, call.state, CallState::Ended, Some(reason));
+        Some((call, t))
+    }
+
+    /// A call by id.
+    pub fn get(&self, id: &str) -> Option<&Call> {
+        self.calls.get(id)
+    }
+
+    /// The call `fp` is in.
+    pub fn call_of(&self, fp: &Fingerprint) -> Option<&Call> {
+        self.in_call.get(fp).and_then(|id| self.calls.get(id))
+    }
+
+    /// Ids of the calls `conn` is a party to.
+    pub fn calls_of_conn(&self, conn: ConnId) -> Vec<String> {
+        self.by_conn.get(&conn).cloned().unwrap_or_default()
+    }
+
+    /// Whether `fp` may join call room `room`: exactly the two parties of an
+    /// Active call.
+    pub fn may_join(&self, room: &str, fp: &Fingerprint) -> bool {
+        room.strip_prefix(wzp_proto::sni::CALL_PREFIX)
+            .and_then(|id| self.calls.get(id))
+            .is_some_and(|c| c.state == CallState::Active && (c.caller == *fp || c.callee == *fp))
+    }
+
+    /// Every call, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Call> {
+        self.calls.values()
+    }
+
+    /// Calls in the table (not Ended).
+    pub fn len(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Whether no call is in the table.
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+
+    /// How many times calls went `from` -> `to` (a new call counts as
+    /// `Ended -> Pending`).
+    pub fn transitions(&self, from: CallState, to: CallState) -> u64 {
+        self.transitions.get(&(from, to)).copied().unwrap_or(0)
+    }
+
+    /// Calls ended, by [`EndReason::label`].
+    pub fn ended(&self, reason: &str) -> u64 {
+        self.ended.get(reason).copied().unwrap_or(0)
+    }
+
+    /// The earliest time [`CallRegistry::expire`] may have work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.ring_deadlines.peek().map(|Reverse((t, _))| *t)
+    }
+
+    /// Ends every call still ringing past its deadline at `now`.
+    pub fn expire(&mut self, now: Instant) -> Vec<(Call, Transition)> {
+        let mut out = Vec::new();
+        while let Some(Reverse((due, _))) = self.ring_deadlines.peek() {
+            if *due > now {
+                break;
+            }
+            let Some(Reverse((_, id))) = self.ring_deadlines.pop() else {
+                break;
+            };
+            if self
+                .calls
+                .get(&id)
+                .is_some_and(|c| c.state == CallState::Ringing)
+            {
+                out.extend(self.end(&id, EndReason::RingingTimeout));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fp(n: u8) -> Fingerprint {
+        Fingerprint([n; 16])
+    }
+
+    fn a() -> (Fingerprint, ConnId) {
+        (fp(1), ConnId(1))
+    }
+    fn b() -> (Fingerprint, ConnId) {
+        (fp(2), ConnId(2))
+    }
+    fn c() -> (Fingerprint, ConnId) {
+        (fp(3), ConnId(3))
+    }
+
+    #[test]
+    fn a_call_goes_pending_ringing_active_ended_and_every_step_is_counted() {
+        let t0 = Instant::now();
+        let mut reg = CallRegistry::new(DEFAULT_RINGING_TIMEOUT);
+        use CallState::*;
+        let steps: Vec<Transition> = vec![
+            reg.offer("c1", a(), b(), t0).unwrap(),
+            reg.ringing("c1", t0).unwrap(),
+            reg.activate("c1", AcceptMode::AcceptGeneric, t0).unwrap(),
+            reg.end("c1", EndReason::Hangup(Party::Callee, HangupReason::Normal))
+                .unwrap()
+                .1,
+        ];
+        let pairs: Vec<_> = steps.iter().map(|t| (t.from, t.to)).collect();
+        assert_eq!(
+            pairs,
+            [
+                (Ended, Pending),
+                (Pending, Ringing),
+                (Ringing, Active),
+                (Active, Ended)
+            ]
+        );
+        for (from, to) in pairs {
+            assert_eq!(reg.transitions(from, to), 1);
+        }
+        assert_eq!(reg.ended("hangup"), 1);
+        assert!(reg.is_empty());
+        assert!(reg.call_of(&fp(1)).is_none());
+    }
+
+    #[test]
+    fn transitions_out_of_order_are_refused() {
+        let t0 = Instant::now();
+        let mut reg = CallRegistry::new(DEFAULT_RINGING_TIMEOUT);
+        reg.offer("c1", a(), b(), t0).unwrap();
+        assert!(
+            reg.activate("c1", AcceptMode::AcceptGeneric, t0).is_none(),
+            "pending cannot be answered"
+        );
+        reg.ringing("c1", t0).unwrap();
+        assert!(reg.ringing("c1", t0).is_none());
+        assert!(reg.ringing("nope", t0).is_none());
+        reg.activate("c1", AcceptMode::AcceptTrusted, t0).unwrap();
+        assert!(reg.activate("c1", AcceptMode::AcceptTrusted, t0).is_none());
+        assert_eq!(
+            reg.get("c1").unwrap().accept_mode,
+            Some(AcceptMode::AcceptTrusted)
+        );
+        assert!(reg.end("nope", EndReason::Rejected).is_none());
+    }
+
+    #[test]
+    fn offers_are_refused_for_busy_self_and_bad_ids() {
+        let t0 = Instant::now();
+        let mut reg = CallRegistry::new(DEFAULT_RINGING_TIMEOUT);
+        reg.offer("c1", a(), b(), t0).unwrap();
+        let table = [
+            ("c2", c(), b(), OfferRefusal::CalleeBusy),
+            ("c2", c(), a(), OfferRefusal::CalleeBusy),
+            ("c2", a(), c(), OfferRefusal::CallerBusy("c1".into())),
+            (
+                "c1",
+                c(),
+                (fp(4), ConnId(4)),
+                OfferRefusal::CallIdInUse("c1".into()),
+            ),
+            ("c2", c(), c(), OfferRefusal::ToSelf),
+            (
+                "Bad!",
+                c(),
+                (fp(4), ConnId(4)),
+                OfferRefusal::BadCallId("Bad!".into()),
+            ),
+            (
+                "",
+                c(),
+                (fp(4), ConnId(4)),
+                OfferRefusal::BadCallId(String::new()),
+            ),
+        ];
+        for (id, from, to, want) in table {
+            assert_eq!(
+                reg.offer(id, from, to, t0),
+                Err(want.clone()),
+                "{id} {want}"
+            );
+        }
+        assert_eq!(reg.len(), 1);
+        assert_eq!(reg.transitions(CallState::Ended, CallState::Pending), 1);
+        // Once the call ends, both are free again.
+        reg.end("c1", EndReason::Rejected).unwrap();
+        reg.offer("c2", c(), b(), t0).unwrap();
+        reg.offer("c3", a(), (fp(4), ConnId(4)), t0).unwrap();
+    }
+
+    #[test]
+    fn ringing_times_out_and_answered_calls_do_not() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut reg = CallRegistry::new(s(30));
+        reg.offer("c1", a(), b(), t0).unwrap();
+        reg.ringing("c1", t0).unwrap();
+        reg.offer("c2", c(), (fp(4), ConnId(4)), t0 + s(5)).unwrap();
+        reg.ringing("c2", t0 + s(5)).unwrap();
+        reg.activate("c2", AcceptMode::AcceptGeneric, t0 + s(6))
+            .unwrap();
+        assert_eq!(reg.poll_timeout(), Some(t0 + s(30)));
+        assert!(reg.expire(t0 + s(29)).is_empty());
+        let ended = reg.expire(t0 + s(30));
+        assert_eq!(ended.len(), 1);
+        assert_eq!(ended[0].0.id, "c1");
+        assert_eq!(ended[0].1.reason, Some(EndReason::RingingTimeout));
+        assert_eq!(
+            ended[0].1.reason.unwrap().hangup_reason(),
+            HangupReason::Timeout
+        );
+        // c2 was answered: its deadline passes without effect.
+        assert!(reg.expire(t0 + s(60)).is_empty());
+        assert_eq!(reg.get("c2").unwrap().state, CallState::Active);
+        assert_eq!(reg.ended("ringing_timeout"), 1);
+    }
+
+    #[test]
+    fn the_call_room_admits_exactly_the_two_parties_of_an_active_call() {
+        let t0 = Instant::now();
+        let mut reg = CallRegistry::new(DEFAULT_RINGING_TIMEOUT);
+        reg.offer("c1", a(), b(), t0).unwrap();
+        reg.ringing("c1", t0).unwrap();
+        assert!(!reg.may_join("call-c1", &fp(1)), "ringing is not active");
+        reg.activate("c1", AcceptMode::AcceptGeneric, t0).unwrap();
+        assert!(reg.may_join("call-c1", &fp(1)));
+        assert!(reg.may_join("call-c1", &fp(2)));
+        assert!(!reg.may_join("call-c1", &fp(3)));
+        assert!(!reg.may_join("call-c2", &fp(1)));
+        assert!(!reg.may_join("c1", &fp(1)));
+        assert_eq!(reg.calls_of_conn(ConnId(2)), vec!["c1".to_string()]);
+        reg.end("c1", EndReason::Disconnected(Party::Callee))
+            .unwrap();
+        assert!(!reg.may_join("call-c1", &fp(1)));
+        assert!(reg.calls_of_conn(ConnId(2)).is_empty());
+        assert_eq!(reg.ended("disconnected"), 1);
+    }
+}

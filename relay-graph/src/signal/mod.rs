@@ -1,0 +1,1227 @@
+//! The `_signal` service core (sans-IO): presence registration, direct-call
+//! routing, reflection.
+//!
+//! [`SignalHub`] owns the [`PresenceRegistry`], the [`CallRegistry`] and one
+//! [`SignalSession`] per connection. The shell feeds it [`Input`]s with `now`
+//! and drains [`Action`]s with [`SignalHub::poll_action`]; it arms one timer at
+//! [`SignalHub::poll_timeout`] and calls [`SignalHub::handle_timeout`] when it
+//! fires. The hub never touches a socket, a clock or an RNG: the challenge
+//! nonce of a connection comes in with [`Input::Connected`].
+//!
+//! ```text
+//! shell                                  SignalHub
+//!  accept _signal conn  ── Connected{conn, remote, nonce} ──>
+//!  decoded frame        ── Frame{conn, frame} ─────────────>  ── Send{conn, msg} ──> writer queue
+//!  writer wrote n       ── Drained{conn, n} ───────────────>  ── Close{conn, code, reason}
+//!  oversized frame      ── FrameTooLarge{conn, len} ───────>  ── CallRoomOpened{room, [fp; 2]}
+//!  conn closed          ── Disconnected{conn} ─────────────>  ── CallRoomClosed{room}
+//!  timer at poll_timeout() ── handle_timeout(now) ─────────>  ── Event(..) (log, count)
+//! ```
+//!
+//! What the hub guarantees (each refusal is counted in [`HubCounters`] by
+//! [`Refusal`] and leaves every other connection untouched):
+//! - the first frame must be `hello`; the relay answers `hello` and a
+//!   `presence_challenge`; a registration must sign that nonce and this
+//!   relay's TLS fingerprint, or the connection is closed `BadRegistration`;
+//! - one live registration per fingerprint (the older is closed `Replaced`);
+//! - unknown, malformed or unexpected messages get an `error` answer and the
+//!   session goes on; frames beyond the rate limit are dropped, sustained
+//!   abuse is closed `RateLimited`; an oversized frame is closed `Protocol`;
+//! - a connection that does not read its messages (more than
+//!   `max_outbound` unwritten) is closed `Timeout`;
+//! - offers are routed by fingerprint; the callee's address never leaves
+//!   the relay unless it answers `accept_trusted`; the media key never
+//!   passes through in a form the relay can use (only signed handshake halves).
+
+mod session;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use wzp_proto::close::CloseCode;
+use wzp_proto::handshake::{HandshakeFinish, HandshakeInit, HandshakeResponse};
+use wzp_proto::presence::{verify_registration, RegistrationError, MAX_ALIAS_LEN};
+use wzp_proto::signal::{
+    negotiate_version, AcceptMode, Decoded, ErrorCode, HangupReason, SignalError, SignalMessage,
+};
+use wzp_proto::{Fingerprint, TlsFingerprint};
+
+pub use self::session::{Phase, RateLimit, RateVerdict, SignalSession, TokenBucket};
+use crate::calls::{Call, CallRegistry, CallState, EndReason, OfferRefusal, Party, Transition};
+pub use crate::presence::ConnId;
+use crate::presence::{PresenceRegistry, Registered};
+
+/// Settings of the signal service.
+#[derive(Clone, Debug)]
+pub struct SignalConfig {
+    /// This relay's TLS certificate fingerprint (bound into registrations).
+    pub relay_tls_fingerprint: TlsFingerprint,
+    /// Relay label sent in `register_presence_ack`.
+    pub relay_label: Option<String>,
+    /// Version string sent in `register_presence_ack` and `hello`.
+    pub version: String,
+    /// Where clients connect media for a call (`host:port`, in `call_setup`).
+    pub relay_addr: String,
+    /// How long a call may ring unanswered.
+    pub ringing_timeout: Duration,
+    /// How long a registered connection may stay silent.
+    pub keepalive_timeout: Duration,
+    /// How long a connection may take to register (or stay unregistered).
+    pub register_timeout: Duration,
+    /// Per-connection frame rate limit.
+    pub rate: RateLimit,
+    /// Most messages queued to one connection and not yet written.
+    pub max_outbound: usize,
+}
+
+impl SignalConfig {
+    /// Defaults: ringing 30 s, keep-alive 45 s, registration 10 s, 50 frames/s
+    /// (burst 100), 256 queued messages per connection.
+    pub fn new(
+        relay_tls_fingerprint: TlsFingerprint,
+        relay_addr: impl Into<String>,
+    ) -> SignalConfig {
+        SignalConfig {
+            relay_tls_fingerprint,
+            relay_label: None,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            relay_addr: relay_addr.into(),
+            ringing_timeout: crate::calls::DEFAULT_RINGING_TIMEOUT,
+            keepalive_timeout: crate::presence::DEFAULT_KEEPALIVE_TIMEOUT,
+            register_timeout: Duration::from_secs(10),
+            rate: RateLimit::default(),
+            max_outbound: 256,
+        }
+    }
+}
+
+/// A decoded frame from a client.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Frame {
+    /// A message this build knows.
+    Message(SignalMessage),
+    /// A well-formed message of a type this build does not know.
+    Unknown {
+        /// Its `"type"`.
+        type_name: String,
+    },
+    /// A well-delimited frame that is not a valid message.
+    Malformed {
+        /// The decoder's complaint.
+        detail: String,
+    },
+}
+
+/// What happened on the shell's side.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Input {
+    /// A `_signal` connection arrived; `nonce` is 32 fresh random bytes.
+    Connected {
+        /// The shell's id for it.
+        conn: ConnId,
+        /// The client's address as seen by the relay.
+        remote: SocketAddr,
+        /// The presence challenge for this connection.
+        nonce: [u8; 32],
+    },
+    /// A frame arrived.
+    Frame {
+        /// From which connection.
+        conn: ConnId,
+        /// What it decoded to.
+        frame: Frame,
+    },
+    /// A frame header announced more than the limit; the stream is out of sync.
+    FrameTooLarge {
+        /// From which connection.
+        conn: ConnId,
+        /// The announced length.
+        len: usize,
+    },
+    /// The stream broke in another fatal way (truncated, decoder poisoned).
+    StreamError {
+        /// Which connection.
+        conn: ConnId,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The shell wrote `count` of this connection's messages out.
+    Drained {
+        /// Which connection.
+        conn: ConnId,
+        /// How many.
+        count: usize,
+    },
+    /// The connection is gone.
+    Disconnected {
+        /// Which connection.
+        conn: ConnId,
+    },
+}
+
+impl Input {
+    /// The input for one result of `wzp_proto::FrameDecoder::next_frame`
+    /// (`Ok(None)` is no input).
+    pub fn from_decoder(conn: ConnId, r: Result<Decoded, SignalError>) -> Input {
+        match r {
+            Ok(Decoded::Message(m)) => Input::Frame {
+                conn,
+                frame: Frame::Message(m),
+            },
+            Ok(Decoded::Unknown { type_name }) => Input::Frame {
+                conn,
+                frame: Frame::Unknown { type_name },
+            },
+            Err(SignalError::FrameTooLarge { len }) => Input::FrameTooLarge { conn, len },
+            Err(e) if !e.is_fatal() => Input::Frame {
+                conn,
+                frame: Frame::Malformed {
+                    detail: e.to_string(),
+                },
+            },
+            Err(e) => Input::StreamError {
+                conn,
+                detail: e.to_string(),
+            },
+        }
+    }
+}
+
+/// What the shell must do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Write this message to the connection's signal stream; report
+    /// [`Input::Drained`] once written.
+    Send {
+        /// To whom.
+        conn: ConnId,
+        /// What.
+        msg: SignalMessage,
+    },
+    /// Close the connection with this application code and reason. The hub
+    /// has already forgotten it.
+    Close {
+        /// Which connection.
+        conn: ConnId,
+        /// Why (the QUIC application close code).
+        code: CloseCode,
+        /// Why, for people.
+        reason: String,
+    },
+    /// Admit exactly these two fingerprints to call room `room`.
+    CallRoomOpened {
+        /// The `call-*` room.
+        room: String,
+        /// Caller, callee.
+        fingerprints: [Fingerprint; 2],
+    },
+    /// The call is over: close room `room` and its members' connections.
+    CallRoomClosed {
+        /// The `call-*` room.
+        room: String,
+    },
+    /// Something to log (already counted).
+    Event(Event),
+}
+
+/// A loggable event.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// A fingerprint registered.
+    Registered {
+        /// On which connection.
+        conn: ConnId,
+        /// Who.
+        fingerprint: Fingerprint,
+        /// The connection it replaced, if any.
+        replaced: Option<ConnId>,
+    },
+    /// A fingerprint went offline.
+    Unregistered {
+        /// Which connection held it.
+        conn: ConnId,
+        /// Who.
+        fingerprint: Fingerprint,
+    },
+    /// A call changed state.
+    Call {
+        /// The call.
+        call_id: String,
+        /// Before.
+        from: CallState,
+        /// After.
+        to: CallState,
+        /// Why it ended ([`EndReason::label`]).
+        reason: Option<&'static str>,
+    },
+    /// A request or connection was refused.
+    Refused {
+        /// From which connection.
+        conn: ConnId,
+        /// What kind of refusal.
+        refusal: Refusal,
+        /// Why, for people.
+        detail: String,
+    },
+}
+
+macro_rules! refusals {
+    ($($variant:ident => $label:literal, $doc:literal;)*) => {
+        /// Every reason the hub refuses something; each has a counter.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Refusal {
+            $(#[doc = $doc] $variant,)*
+        }
+
+        impl Refusal {
+            /// Every refusal, in counter order.
+            pub const ALL: &'static [Refusal] = &[$(Refusal::$variant,)*];
+
+            /// Snake_case label for metrics (`reason` label).
+            pub fn label(self) -> &'static str {
+                match self {
+                    $(Refusal::$variant => $label,)*
+                }
+            }
+        }
+    };
+}
+
+refusals! {
+    NoHello => "no_hello", "The first frame was not `hello`.";
+    VersionMismatch => "version_mismatch", "No common signaling version.";
+    RegistrationNoNonce => "registration_no_nonce", "A registration without the challenge nonce.";
+    RegistrationReplayed => "registration_replayed", "A registration answering another connection's nonce.";
+    RegistrationBadSignature => "registration_bad_signature", "A forged registration signature.";
+    RegistrationFingerprintMismatch => "registration_fingerprint_mismatch", "A registration claiming a fingerprint that is not its key's.";
+    AliasTooLong => "alias_too_long", "An alias above the limit.";
+    AlreadyRegistered => "already_registered", "A second registration on one connection.";
+    NotRegistered => "not_registered", "A call request before registration.";
+    UnknownType => "unknown_type", "A message type the relay does not know.";
+    Malformed => "malformed", "A frame that is not a valid message.";
+    UnexpectedMessage => "unexpected_message", "A message clients do not send to relays.";
+    BadCallId => "bad_call_id", "A call id that cannot name a call room.";
+    CallIdInUse => "call_id_in_use", "An offer reusing a live call id.";
+    CallToSelf => "call_to_self", "An offer to the caller's own fingerprint.";
+    CallerMismatch => "caller_mismatch", "An offer naming another caller than the registered one.";
+    CallerBusy => "caller_busy", "An offer from someone already in a call.";
+    CalleeBusy => "callee_busy", "An offer to someone already in a call.";
+    NotOnline => "not_online", "An offer to a fingerprint not registered here.";
+    BadHandshake => "bad_handshake", "A missing or malformed handshake half, or one from another identity.";
+    NotInCall => "not_in_call", "An answer, confirm or hangup for a call the sender is not part of.";
+    WrongCallState => "wrong_call_state", "An answer or confirm in the wrong call state.";
+    RateLimited => "rate_limited", "A frame dropped by the rate limit.";
+    RateLimitClose => "rate_limit_close", "A connection closed for sustained excess.";
+    FrameTooLarge => "frame_too_large", "A frame above the size limit.";
+    StreamError => "stream_error", "A broken signal stream.";
+    OutboundOverflow => "outbound_overflow", "A connection that does not read its messages.";
+    RegisterTimeout => "register_timeout", "A connection that did not register in time.";
+    KeepaliveTimeout => "keepalive_timeout", "A registered connection silent past the keep-alive.";
+}
+
+/// The hub's counters (call transitions are in [`CallRegistry::transitions`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HubCounters {
+    /// Connections seen.
+    pub connections: u64,
+    /// Frames accepted past the rate limit.
+    pub frames: u64,
+    /// Messages handed to the shell.
+    pub sent: u64,
+    /// Successful registrations.
+    pub registrations: u64,
+    /// Registrations that replaced an older one.
+    pub replaced: u64,
+    refusals: HashMap<&'static str, u64>,
+}
+
+impl HubCounters {
+    /// How many times `r` happened.
+    pub fn refusals(&self, r: Refusal) -> u64 {
+        self.refusals.get(r.label()).copied().unwrap_or(0)
+    }
+
+    /// All refusal counters, in [`Refusal::ALL`] order.
+    pub fn all_refusals(&self) -> impl Iterator<Item = (Refusal, u64)> + '_ {
+        Refusal::ALL.iter().map(|r| (*r, self.refusals(*r)))
+    }
+}
+
+/// The signal service core.
+#[derive(Debug)]
+pub struct SignalHub {
+    config: SignalConfig,
+    sessions: HashMap<ConnId, SignalSession>,
+    presence: PresenceRegistry,
+    calls: CallRegistry,
+    /// Addresses callers offered for direct media, by call id.
+    caller_addrs: HashMap<String, SocketAddr>,
+    register_deadlines: BinaryHeap<Reverse<(Instant, ConnId)>>,
+    actions: VecDeque<Action>,
+    counters: HubCounters,
+}
+
+impl SignalHub {
+    /// A hub with no connections.
+    pub fn new(config: SignalConfig) -> SignalHub {
+        SignalHub {
+            presence: PresenceRegistry::new(config.keepalive_timeout),
+            calls: CallRegistry::new(config.ringing_timeout),
+            config,
+            sessions: HashMap::new(),
+            caller_addrs: HashMap::new(),
+            register_deadlines: BinaryHeap::new(),
+            actions: VecDeque::new(),
+            counters: HubCounters::default(),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &SignalConfig {
+        &self.config
+    }
+
+    /// Who is online.
+    pub fn presence(&self) -> &PresenceRegistry {
+        &self.presence
+    }
+
+    /// The calls.
+    pub fn calls(&self) -> &CallRegistry {
+        &self.calls
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &HubCounters {
+        &self.counters
+    }
+
+    /// Open connections.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// A connection's state.
+    pub fn session(&self, conn: ConnId) -> Option<&SignalSession> {
+        self.sessions.get(&conn)
+    }
+
+    /// Whether `fp` may join call room `room` (the two parties of an Active
+    /// call).
+    pub fn may_join(&self, room: &str, fp: &Fingerprint) -> bool {
+        self.calls.may_join(room, fp)
+    }
+
+    /// The next action for the shell.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`SignalHub::handle_timeout`] should next run (it may be early).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.presence.poll_timeout(),
+            self.calls.poll_timeout(),
+            self.register_deadlines.peek().map(|Reverse((t, _))| *t),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Runs what is due at `now`: keep-alive expiry, ringing timeouts,
+    /// registration deadlines.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for (fp, conn) in self.presence.expire(now) {
+            self.push(Action::Event(Event::Unregistered {
+                conn,
+                fingerprint: fp,
+            }));
+            let secs = self.config.keepalive_timeout.as_secs();
+            self.refuse_and_close(
+                conn,
+                Refusal::KeepaliveTimeout,
+                CloseCode::Timeout,
+                format!(
+                    "no signal frame for {secs} s; send ping at least every {} s",
+                    (secs / 3).max(1)
+                ),
+            );
+        }
+        for (call, t) in self.calls.expire(now) {
+            self.call_ended(call, t, None);
+        }
+        while let Some(Reverse((due, conn))) = self.register_deadlines.peek().copied() {
+            if due > now {
+                break;
+            }
+            self.register_deadlines.pop();
+            let unregistered = self
+                .sessions
+                .get(&conn)
+                .is_some_and(|s| s.fingerprint.is_none());
+            if unregistered {
+                let secs = self.config.register_timeout.as_secs();
+                self.refuse_and_close(
+                    conn,
+                    Refusal::RegisterTimeout,
+                    CloseCode::Timeout,
+                    format!("not registered within {secs} s of connecting; answer the presence_challenge"),
+                );
+            }
+        }
+    }
+
+    /// Feeds one input.
+    pub fn handle(&mut self, input: Input, now: Instant) {
+        match input {
+            Input::Connected {
+                conn,
+                remote,
+                nonce,
+            } => {
+                self.counters.connections += 1;
+                self.sessions.insert(
+                    conn,
+                    SignalSession::new(remote, nonce, self.config.rate, now),
+                );
+                self.register_deadlines
+                    .push(Reverse((now + self.config.register_timeout, conn)));
+            }
+            Input::Frame { conn, frame } => self.frame(conn, frame, now),
+            Input::FrameTooLarge { conn, len } => {
+                if self.sessions.contains_key(&conn) {
+                    self.refuse_and_close(
+                        conn,
+                        Refusal::FrameTooLarge,
+                        CloseCode::Protocol,
+                        format!("signal frame of {len} bytes is above the limit; closing the out-of-sync stream"),
+                    );
+                }
+            }
+            Input::StreamError { conn, detail } => {
+                if self.sessions.contains_key(&conn) {
+                    self.refuse_and_close(conn, Refusal::StreamError, CloseCode::Protocol, detail);
+                }
+            }
+            Input::Drained { conn, count } => {
+                if let Some(s) = self.sessions.get_mut(&conn) {
+                    s.in_flight = s.in_flight.saturating_sub(count);
+                }
+            }
+            Input::Disconnected { conn } => self.forget(conn),
+        }
+    }
+
+    fn push(&mut self, a: Action) {
+        self.actions.push_back(a);
+    }
+
+    fn count(&mut self, r: Refusal) {
+        *self.counters.refusals.entry(r.label()).or_default() += 1;
+    }
+
+    fn refused(&mut self, conn: ConnId, refusal: Refusal, detail: String) {
+        self.count(refusal);
+        self.push(Action::Event(Event::Refused {
+            conn,
+            refusal,
+            detail,
+        }));
+    }
+
+    fn send(&mut self, conn: ConnId, msg: SignalMessage) {
+        let max = self.config.max_outbound;
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        if s.in_flight >= max {
+            self.refuse_and_close(
+                conn,
+                Refusal::OutboundOverflow,
+                CloseCode::Timeout,
+                format!("{max} signal messages unread; read your signal stream"),
+            );
+            return;
+        }
+        s.in_flight += 1;
+        self.counters.sent += 1;
+        self.push(Action::Send { conn, msg });
+    }
+
+    fn error(
+        &mut self,
+        conn: ConnId,
+        code: ErrorCode,
+        message: String,
+        in_reply_to: Option<String>,
+    ) {
+        self.send(
+            conn,
+            SignalMessage::Error {
+                code,
+                message,
+                in_reply_to,
+            },
+        );
+    }
+
+    /// Refuses with an `error` answer; the session goes on.
+    fn refuse(
+        &mut self,
+        conn: ConnId,
+        refusal: Refusal,
+        code: ErrorCode,
+        message: String,
+        in_reply_to: &str,
+    ) {
+        self.refused(conn, refusal, message.clone());
+        self.error(conn, code, message, Some(in_reply_to.to_string()));
+    }
+
+    /// Refuses an offer with a `hangup` for its call id.
+    fn refuse_offer(
+        &mut self,
+        conn: ConnId,
+        refusal: Refusal,
+        call_id: &str,
+        reason: HangupReason,
+        message: String,
+    ) {
+        self.refused(conn, refusal, message.clone());
+        self.send(
+            conn,
+            SignalMessage::Hangup {
+                reason,
+                call_id: Some(call_id.to_string()),
+                message: Some(message),
+            },
+        );
+    }
+
+    fn refuse_and_close(
+        &mut self,
+        conn: ConnId,
+        refusal: Refusal,
+        code: CloseCode,
+        reason: String,
+    ) {
+        self.refused(conn, refusal, reason.clone());
+        self.close(conn, code, reason);
+    }
+
+    fn close(&mut self, conn: ConnId, code: CloseCode, reason: String) {
+        if self.sessions.contains_key(&conn) {
+            self.push(Action::Close { conn, code, reason });
+            self.forget(conn);
+        }
+    }
+
+    /// Drops every trace of a connection: its session, its registration,
+    /// its calls (the other parties are told).
+    fn forget(&mut self, conn: ConnId) {
+        if self.sessions.remove(&conn).is_none() {
+            return;
+        }
+        if let Some(fp) = self.presence.remove_conn(conn) {
+            self.push(Action::Event(Event::Unregistered {
+                conn,
+                fingerprint: fp,
+            }));
+        }
+        for id in self.calls.calls_of_conn(conn) {
+            let Some(party) = self.calls.get(&id).and_then(|c| c.party_of_conn(conn)) else {
+                continue;
+            };
+            if let Some((call, t)) = self.calls.end(&id, EndReason::Disconnected(party)) {
+                self.call_ended(call, t, Some(party));
+            }
+        }
+    }
+
+    fn transition(&mut self, t: &Transition) {
+        self.push(Action::Event(Event::Call {
+            call_id: t.call_id.clone(),
+            from: t.from,
+            to: t.to,
+            reason: t.reason.map(EndReason::label),
+        }));
+    }
+
+    /// Tells the parties (except `quiet`, who ended it) and closes the room.
+    fn call_ended(&mut self, call: Call, t: Transition, quiet: Option<Party>) {
+        self.transition(&t);
+        self.caller_addrs.remove(&call.id);
+        let reason = t.reason.unwrap_or(EndReason::RingingTimeout);
+        let message = match reason {
+            EndReason::Hangup(p, _) => format!("the {} hung up", party_name(p)),
+            EndReason::Rejected => "the callee declined".to_string(),
+            EndReason::RingingTimeout => format!(
+                "no answer within {} s",
+                self.config.ringing_timeout.as_secs()
+            ),
+            EndReason::Disconnected(p) => {
+                format!("the {}'s signal connection ended", party_name(p))
+            }
+            EndReason::BadHandshake(p) => {
+                format!("the {} sent a malformed handshake", party_name(p))
+            }
+        };
+        for party in [Party::Caller, Party::Callee] {
+            if Some(party) == quiet {
+                continue;
+            }
+            // A callee never told about the call (still Pending) is not told it ended.
+            if party == Party::Callee && t.from == CallState::Pending {
+                continue;
+            }
+            self.send(
+                call.conn(party),
+                SignalMessage::Hangup {
+                    reason: reason.hangup_reason(),
+                    call_id: Some(call.id.clone()),
+                    message: Some(message.clone()),
+                },
+            );
+        }
+        if t.from == CallState::Active {
+            self.push(Action::CallRoomClosed { room: call.room });
+        }
+    }
+
+    fn frame(&mut self, conn: ConnId, frame: Frame, now: Instant) {
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        match s.admit_frame(now) {
+            RateVerdict::Accept => {}
+            RateVerdict::Drop { first } => {
+                self.refused(conn, Refusal::RateLimited, "frame dropped".into());
+                if first {
+                    let per_s = self.config.rate.per_second;
+                    self.error(
+                        conn,
+                        ErrorCode::RateLimited,
+                        format!(
+                            "more than {per_s} signal frames per second; frames are being dropped"
+                        ),
+                        None,
+                    );
+                }
+                return;
+            }
+            RateVerdict::Close => {
+                let n = self.config.rate.close_after_dropped;
+                self.refuse_and_close(
+                    conn,
+                    Refusal::RateLimitClose,
+                    CloseCode::RateLimited,
+                    format!("{n} signal frames over the rate limit; slow down"),
+                );
+                return;
+            }
+        }
+        self.counters.frames += 1;
+        self.presence.touch(conn, now);
+        let phase = s.phase;
+        match (phase, frame) {
+            (Phase::AwaitHello, Frame::Message(m @ SignalMessage::Hello { .. })) => {
+                match negotiate_version(&Decoded::Message(m)) {
+                    Ok(_) => {
+                        let nonce = s.nonce;
+                        s.phase = Phase::Open;
+                        let software = Some(format!("wzp-relay {}", self.config.version));
+                        self.send(conn, SignalMessage::hello(software));
+                        self.send(conn, SignalMessage::PresenceChallenge { nonce });
+                    }
+                    Err(e) => self.fatal_first(conn, Refusal::VersionMismatch, e.to_string()),
+                }
+            }
+            (Phase::AwaitHello, other) => {
+                let got = match &other {
+                    Frame::Message(m) => m.type_name().to_string(),
+                    Frame::Unknown { type_name } => type_name.clone(),
+                    Frame::Malformed { .. } => "a malformed frame".into(),
+                };
+                self.fatal_first(
+                    conn,
+                    Refusal::NoHello,
+                    format!("expected hello as the first signal message, got {got}"),
+                );
+            }
+            (Phase::Open, Frame::Unknown { type_name }) => self.refuse(
+                conn,
+                Refusal::UnknownType,
+                ErrorCode::UnknownType,
+                format!("unknown message type {type_name:?}; skipped"),
+                &type_name,
+            ),
+            (Phase::Open, Frame::Malformed { detail }) => {
+                self.refused(conn, Refusal::Malformed, detail.clone());
+                self.error(conn, ErrorCode::Malformed, detail, None);
+            }
+            (Phase::Open, Frame::Message(m)) => self.message(conn, m, now),
+        }
+    }
+
+    fn fatal_first(&mut self, conn: ConnId, refusal: Refusal, reason: String) {
+        self.refused(conn, refusal, reason.clone());
+        self.send(
+            conn,
+            SignalMessage::Hangup {
+                reason: HangupReason::Error,
+                call_id: None,
+                message: Some(reason.clone()),
+            },
+        );
+        self.close(conn, CloseCode::BadJoin, reason);
+    }
+
+    fn registered(&mut self, conn: ConnId, in_reply_to: &str) -> Option<Fingerprint> {
+        let fp = self.sessions.get(&conn).and_then(|s| s.fingerprint);
+        if fp.is_none() {
+            self.refuse(
+                conn,
+                Refusal::NotRegistered,
+                ErrorCode::NotRegistered,
+                "register_presence first (answer the presence_challenge)".into(),
+                in_reply_to,
+            );
+        }
+        fp
+    }
+
+    fn message(&mut self, conn: ConnId, m: SignalMessage, now: Instant) {
+        use SignalMessage as M;
+        match m {
+            M::RegisterPresence { .. } => self.register(conn, &m, now),
+            M::Reflect => {
+                if let Some(remote) = self.sessions.get(&conn).map(|s| s.remote) {
+                    self.send(
+                        conn,
+                        M::ReflectResponse {
+                            observed_addr: remote,
+                        },
+                    );
+                }
+            }
+            M::Ping { timestamp_ms } => self.send(conn, M::Pong { timestamp_ms }),
+            M::Pong { .. }
+            | M::QualityUpdate { .. }
+            | M::LossRecoveryUpdate { .. }
+            | M::Error { .. } => {}
+            M::DirectCallOffer { .. } => self.offer(conn, m, now),
+            M::DirectCallAnswer { .. } => self.answer(conn, m, now),
+            M::CallConfirm { call_id, handshake } => self.confirm(conn, call_id, handshake),
+            M::Hangup {
+                reason,
+                call_id,
+                message,
+            } => self.hangup(conn, reason, call_id, message),
+            other => {
+                let t = other.type_name();
+                self.refuse(
+                    conn,
+                    Refusal::UnexpectedMessage,
+                    ErrorCode::UnexpectedMessage,
+                    format!("{t} is not a message a client sends on _signal; skipped"),
+                    t,
+                );
+            }
+        }
+    }
+
+    fn register(&mut self, conn: ConnId, m: &SignalMessage, now: Instant) {
+        let Some(s) = self.sessions.get(&conn) else {
+            return;
+        };
+        if s.fingerprint.is_some() {
+            self.refuse(
+                conn,
+                Refusal::AlreadyRegistered,
+                ErrorCode::AlreadyRegistered,
+                "this connection is already registered; open a new connection to register again"
+                    .into(),
+                "register_presence",
+            );
+            return;
+        }
+        let (remote, nonce) = (s.remote, s.nonce);
+        let verified = match verify_registration(m, &self.config.relay_tls_fingerprint, &nonce) {
+            Ok(v) => v,
+            Err(e) => {
+                let refusal = match e {
+                    RegistrationError::NoNonce => Refusal::RegistrationNoNonce,
+                    RegistrationError::WrongNonce => Refusal::RegistrationReplayed,
+                    RegistrationError::FingerprintMismatch { .. } => {
+                        Refusal::RegistrationFingerprintMismatch
+                    }
+                    RegistrationError::AliasTooLong { .. } => Refusal::AliasTooLong,
+                    RegistrationError::BadSignature | RegistrationError::NotARegistration(_) => {
+                        Refusal::RegistrationBadSignature
+                    }
+                };
+                let reason = e.to_string();
+                self.send(
+                    conn,
+                    SignalMessage::RegisterPresenceAck {
+                        success: false,
+                        error: Some(reason.clone()),
+                        relay_build: None,
+                        observed_addr: None,
+                        relay_label: None,
+                        version: None,
+                        fingerprint: None,
+                    },
+                );
+                self.refuse_and_close(conn, refusal, CloseCode::BadRegistration, reason);
+                return;
+            }
+        };
+        let fp = verified.fingerprint;
+        if let Some(s) = self.sessions.get_mut(&conn) {
+            s.fingerprint = Some(fp);
+        }
+        let outcome = self
+            .presence
+            .register(fp, conn, verified.alias, remote, now);
+        self.counters.registrations += 1;
+        let replaced = match outcome {
+            Registered::Replaced(old) => Some(old),
+            _ => None,
+        };
+        self.push(Action::Event(Event::Registered {
+            conn,
+            fingerprint: fp,
+            replaced,
+        }));
+        if let Some(old) = replaced {
+            self.counters.replaced += 1;
+            // The old connection no longer holds the fingerprint; forget it
+            // (ending its calls) without unregistering the new one.
+            if let Some(s) = self.sessions.get_mut(&old) {
+                s.fingerprint = None;
+            }
+            self.close(
+                old,
+                CloseCode::Replaced,
+                format!("{fp} registered again from {remote}; this registration is replaced"),
+            );
+        }
+        self.send(
+            conn,
+            SignalMessage::RegisterPresenceAck {
+                success: true,
+                error: None,
+                relay_build: None,
+                observed_addr: Some(remote),
+                relay_label: self.config.relay_label.clone(),
+                version: Some(self.config.version.clone()),
+                fingerprint: Some(fp),
+            },
+        );
+    }
+
+    fn offer(&mut self, conn: ConnId, m: SignalMessage, now: Instant) {
+        let SignalMessage::DirectCallOffer {
+            call_id,
+            caller_fingerprint,
+            target_fingerprint,
+            caller_alias,
+            handshake,
+            supported_codecs,
+            caller_reflexive_addr,
+        } = m
+        else {
+            return;
+        };
+        let Some(me) = self.registered(conn, "direct_call_offer") else {
+            return;
+        };
+        let err = HangupReason::Error;
+        if wzp_proto::sni::call_room(&call_id).is_none() {
+            let msg = OfferRefusal::BadCallId(call_id.clone()).to_string();
+            return self.refuse_offer(conn, Refusal::BadCallId, &call_id, err, msg);
+        }
+        if caller_fingerprint != me {
+            let msg = format!(
+                "caller_fingerprint {caller_fingerprint} is not your registered fingerprint {me}"
+            );
+            return self.refuse_offer(conn, Refusal::CallerMismatch, &call_id, err, msg);
+        }
+        if target_fingerprint == me {
+            let msg = OfferRefusal::ToSelf.to_string();
+            return self.refuse_offer(conn, Refusal::CallToSelf, &call_id, err, msg);
+        }
+        let init_ok = handshake
+            .as_deref()
+            .map(HandshakeInit::parse)
+            .map(|r| r.map(|init| Fingerprint::of_public_key(&init.identity) == me));
+        match init_ok {
+            Some(Ok(true)) => {}
+            Some(Ok(false)) => {
+                let msg = "the handshake half is signed by another identity than yours".to_string();
+                return self.refuse_offer(conn, Refusal::BadHandshake, &call_id, err, msg);
+            }
+            Some(Err(e)) => {
+                let msg = format!("malformed handshake half: {e}");
+                return self.refuse_offer(conn, Refusal::BadHandshake, &call_id, err, msg);
+            }
+            None => {
+                let msg =
+                    "direct_call_offer carries no handshake; the call key needs it".to_string();
+                return self.refuse_offer(conn, Refusal::BadHandshake, &call_id, err, msg);
+            }
+        }
+        let Some(callee) = self.presence.get(&target_fingerprint) else {
+            let msg = format!("{target_fingerprint} is not online at this relay");
+            return self.refuse_offer(
+                conn,
+                Refusal::NotOnline,
+                &call_id,
+                HangupReason::NotOnline,
+                msg,
+            );
+        };
+        let callee_conn = callee.conn;
+        let alias = caller_alias
+            .filter(|a| a.len() <= MAX_ALIAS_LEN)
+            .or_else(|| self.presence.get(&me).and_then(|p| p.alias.clone()));
+        match self
+            .calls
+            .offer(&call_id, (me, conn), (target_fingerprint, callee_conn), now)
+        {
+            Ok(t) => self.transition(&t),
+            Err(refusal) => {
+                let (kind, reason) = match &refusal {
+                    OfferRefusal::BadCallId(_) => (Refusal::BadCallId, err),
+                    OfferRefusal::CallIdInUse(_) => (Refusal::CallIdInUse, err),
+                    OfferRefusal::ToSelf => (Refusal::CallToSelf, err),
+                    OfferRefusal::CallerBusy(_) => (Refusal::CallerBusy, HangupReason::Busy),
+                    OfferRefusal::CalleeBusy => (Refusal::CalleeBusy, HangupReason::Busy),
+                };
+                return self.refuse_offer(conn, kind, &call_id, reason, refusal.to_string());
+            }
+        }
+        if let Some(addr) = caller_reflexive_addr {
+            self.caller_addrs.insert(call_id.clone(), addr);
+        }
+        // The callee sees the proven caller, never the caller's address.
+        self.send(
+            callee_conn,
+            SignalMessage::DirectCallOffer {
+                call_id: call_id.clone(),
+                caller_fingerprint: me,
+                target_fingerprint,
+                caller_alias: alias,
+                handshake,
+                supported_codecs,
+                caller_reflexive_addr: None,
+            },
+        );
+        if let Some(t) = self.calls.ringing(&call_id, now) {
+            self.transition(&t);
+            self.send(conn, SignalMessage::CallRinging { call_id });
+        }
+    }
+
+    /// The call `call_id` if `conn` is `want` in it; refuses otherwise.
+    fn party_call(
+        &mut self,
+        conn: ConnId,
+        call_id: &str,
+        want: Option<Party>,
+        what: &str,
+    ) -> Option<(Call, Party)> {
+        let found = self
+            .calls
+            .get(call_id)
+            .and_then(|c| c.party_of_conn(conn).map(|p| (c.clone(), p)))
+            .filter(|(_, p)| want.is_none_or(|w| w == *p));
+        if found.is_none() {
+            let role = match want {
+                Some(p) => format!("the {}", party_name(p)),
+                None => "a party".into(),
+            };
+            self.refuse(
+                conn,
+                Refusal::NotInCall,
+                ErrorCode::NotInCall,
+                format!("{what} for call {call_id:?}, of which you are not {role}"),
+                what,
+            );
+        }
+        found
+    }
+
+    fn answer(&mut self, conn: ConnId, m: SignalMessage, now: Instant) {
+        let SignalMessage::DirectCallAnswer {
+            call_id,
+            accept_mode,
+            handshake,
+            chosen_codec,
+            callee_reflexive_addr,
+        } = m
+        else {
+            return;
+        };
+        if self.registered(conn, "direct_call_answer").is_none() {
+            return;
+        }
+        let Some((call, _)) =
+            self.party_call(conn, &call_id, Some(Party::Callee), "direct_call_answer")
+        else {
+            return;
+        };
+        if call.state != CallState::Ringing {
+            return self.refuse(
+                conn,
+                Refusal::WrongCallState,
+                ErrorCode::BadRequest,
+                format!("call {call_id} is {}, not ringing", call.state.label()),
+                "direct_call_answer",
+            );
+        }
+        if accept_mode == AcceptMode::Reject {
+            if let Some((call, t)) = self.calls.end(&call_id, EndReason::Rejected) {
+                self.call_ended(call, t, Some(Party::Callee));
+            }
+            return;
+        }
+        let response_ok = handshake
+            .as_deref()
+            .and_then(|h| HandshakeResponse::parse(h).ok())
+            .is_some_and(|r| Fingerprint::of_public_key(&r.identity) == call.callee);
+        if !response_ok {
+            self.refused(
+                conn,
+                Refusal::BadHandshake,
+                "direct_call_answer with a missing, malformed or foreign handshake half".into(),
+            );
+            if let Some((call, t)) = self
+                .calls
+                .end(&call_id, EndReason::BadHandshake(Party::Callee))
+            {
+                self.call_ended(call, t, None);
+            }
+            return;
+        }
+        let Some(t) = self.calls.activate(&call_id, accept_mode, now) else {
+            return;
+        };
+        self.transition(&t);
+        let trusted = accept_mode == AcceptMode::AcceptTrusted;
+        let callee_addr = callee_reflexive_addr.filter(|_| trusted);
+        self.send(
+            call.caller_conn,
+            SignalMessage::DirectCallAnswer {
+                call_id: call_id.clone(),
+                accept_mode,
+                handshake,
+                chosen_codec,
+                callee_reflexive_addr: callee_addr,
+            },
+        );
+        self.push(Action::CallRoomOpened {
+            room: call.room.clone(),
+            fingerprints: [call.caller, call.callee],
+        });
+        let caller_addr = self.caller_addrs.get(&call_id).copied().filter(|_| trusted);
+        for (to, peer_addr, peer) in [
+            (call.caller_conn, callee_addr, call.callee),
+            (call.callee_conn, caller_addr, call.caller),
+        ] {
+            self.send(
+                to,
+                SignalMessage::CallSetup {
+                    call_id: call_id.clone(),
+                    room: call.room.clone(),
+                    relay_addr: self.config.relay_addr.clone(),
+                    peer_direct_addr: peer_addr,
+                    peer_fingerprint: Some(peer),
+                },
+            );
+        }
+    }
+
+    fn confirm(&mut self, conn: ConnId, call_id: Option<String>, handshake: Vec<u8>) {
+        if self.registered(conn, "call_confirm").is_none() {
+            return;
+        }
+        let call_id = call_id.unwrap_or_default();
+        let Some((call, _)) = self.party_call(conn, &call_id, Some(Party::Caller), "call_confirm")
+        else {
+            return;
+        };
+        if call.state != CallState::Active {
+            return self.refuse(
+                conn,
+                Refusal::WrongCallState,
+                ErrorCode::BadRequest,
+                format!("call {call_id} is {}, not active", call.state.label()),
+                "call_confirm",
+            );
+        }
+        if HandshakeFinish::parse(&handshake).is_err() {
+            self.refused(
+                conn,
+                Refusal::BadHandshake,
+                "call_confirm with a malformed handshake half".into(),
+            );
+            if let Some((call, t)) = self
+                .calls
+                .end(&call_id, EndReason::BadHandshake(Party::Caller))
+            {
+                self.call_ended(call, t, None);
+            }
+            return;
+        }
+        self.send(
+            call.callee_conn,
+            SignalMessage::CallConfirm {
+                call_id: Some(call_id),
+                handshake,
+            },
+        );
+    }
+
+    fn hangup(
+        &mut self,
+        conn: ConnId,
+        reason: HangupReason,
+        call_id: Option<String>,
+        _message: Option<String>,
+    ) {
+        let Some(call_id) = call_id else {
+            return self.refuse(
+                conn,
+                Refusal::NotInCall,
+                ErrorCode::BadRequest,
+                "hangup without a call_id; name the call to end".into(),
+                "hangup",
+            );
+        };
+        let Some((_, party)) = self.party_call(conn, &call_id, None, "hangup") else {
+            return;
+        };
+        let reason = match reason {
+            HangupReason::Unknown => HangupReason::Normal,
+            r => r,
+        };
+        if let Some((call, t)) = self.calls.end(&call_id, EndReason::Hangup(party, reason)) {
+            self.call_ended(call, t, Some(party));
+        }
+    }
+}
+
+fn party_name(p: Party) -> &'static str {
+    match p {
+        Party::Caller => "caller",
+        Party::Callee => "callee",
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1106 @@
+//! The `_signal` plane in process: one `SignalHub` and several clients'
+//! sans-IO state machines (`PresenceClient`, `OutgoingCall`, `IncomingCall`)
+//! wired through queues and stepped with a manual clock. No sockets, no sleeps.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use wzp_proto::close::CloseCode;
+use wzp_proto::direct_call::{call_context, CallEvent, CallReady, IncomingCall, OutgoingCall};
+use wzp_proto::handshake::{
+    EphemeralKey, HandshakeError, HandshakeFinish, HandshakeInit, HandshakeResponse, Initiator,
+    Responder,
+};
+use wzp_proto::presence::{answer_challenge, PresenceClient, PresenceEvent, PresenceStep};
+use wzp_proto::signal::{AcceptMode, ErrorCode, HangupReason, SignalMessage};
+use wzp_proto::{Fingerprint, Identity, Seed, TlsFingerprint};
+use wzp_relay::calls::CallState;
+use wzp_relay::signal::{Action, ConnId, Event, Frame, Input, Refusal, SignalConfig, SignalHub};
+
+const RELAY_TLS: TlsFingerprint = TlsFingerprint([0x77; 32]);
+
+fn identity(n: u8) -> Identity {
+    Seed::from_bytes([n; 32]).identity()
+}
+
+fn addr(n: u8) -> SocketAddr {
+    SocketAddr::from(([198, 51, 100, n], 40_000 + u16::from(n)))
+}
+
+/// Rewrites messages on their way from the hub to a client (a relay that
+/// tampers with what it forwards).
+type Tamper = Box<dyn FnMut(ConnId, SignalMessage, &mut Vec<(ConnId, SignalMessage)>)>;
+
+/// The hub and the wires to its clients.
+struct Net {
+    hub: SignalHub,
+    now: Instant,
+    inbox: HashMap<ConnId, VecDeque<SignalMessage>>,
+    closed: HashMap<ConnId, (CloseCode, String)>,
+    rooms_opened: Vec<(String, [Fingerprint; 2])>,
+    rooms_closed: Vec<String>,
+    events: Vec<Event>,
+    tamper: Option<Tamper>,
+    next_conn: u64,
+}
+
+impl Net {
+    fn new(config: SignalConfig) -> Net {
+        Net {
+            hub: SignalHub::new(config),
+            now: Instant::now(),
+            inbox: HashMap::new(),
+            closed: HashMap::new(),
+            rooms_opened: Vec::new(),
+            rooms_closed: Vec::new(),
+            events: Vec::new(),
+            tamper: None,
+            next_conn: 1,
+        }
+    }
+
+    fn default_config() -> SignalConfig {
+        SignalConfig::new(RELAY_TLS, "relay.test:4433")
+    }
+
+    fn input(&mut self, input: Input) {
+        self.hub.handle(input, self.now);
+        self.pump();
+    }
+
+    fn frame(&mut self, conn: ConnId, msg: SignalMessage) {
+        self.input(Input::Frame {
+            conn,
+            frame: Frame::Message(msg),
+        });
+    }
+
+    fn pump(&mut self) {
+        while let Some(a) = self.hub.poll_action() {
+            match a {
+                Action::Send { conn, msg } => {
+                    let mut out = Vec::new();
+                    match self.tamper.as_mut() {
+                        Some(t) => t(conn, msg, &mut out),
+                        None => out.push((conn, msg)),
+                    }
+                    for (conn, msg) in out {
+                        self.inbox.entry(conn).or_default().push_back(msg);
+                    }
+                }
+                Action::Close { conn, code, reason } => {
+                    assert!(
+                        self.closed.insert(conn, (code, reason)).is_none(),
+                        "{conn} closed twice"
+                    );
+                }
+                Action::CallRoomOpened { room, fingerprints } => {
+                    self.rooms_opened.push((room, fingerprints))
+                }
+                Action::CallRoomClosed { room } => self.rooms_closed.push(room),
+                Action::Event(e) => self.events.push(e),
+            }
+        }
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        for _ in 0..16 {
+            match self.hub.poll_timeout() {
+                Some(t) if t <= self.now => {
+                    self.hub.handle_timeout(self.now);
+                    self.pump();
+                }
+                _ => break,
+            }
+        }
+    }
+
+    /// Everything queued for `conn`, reported as written.
+    fn take(&mut self, conn: ConnId) -> Vec<SignalMessage> {
+        let msgs: Vec<_> = self.inbox.entry(conn).or_default().drain(..).collect();
+        if !msgs.is_empty() {
+            self.input(Input::Drained {
+                conn,
+                count: msgs.len(),
+            });
+        }
+        msgs
+    }
+
+    fn connect(&mut self, remote: SocketAddr) -> ConnId {
+        let conn = ConnId(self.next_conn);
+        self.next_conn += 1;
+        let mut nonce = [0u8; 32];
+        nonce[..8].copy_from_slice(&conn.0.to_be_bytes());
+        nonce[8] = 0x5a;
+        self.input(Input::Connected {
+            conn,
+            remote,
+            nonce,
+        });
+        conn
+    }
+
+    fn refusals(&self, r: Refusal) -> u64 {
+        self.hub.counters().refusals(r)
+    }
+
+    fn close_of(&self, conn: ConnId) -> Option<CloseCode> {
+        self.closed.get(&conn).map(|(c, _)| *c)
+    }
+}
+
+/// A client: registration plus at most one call at a time.
+struct Client {
+    identity: Identity,
+    remote: SocketAddr,
+    conn: ConnId,
+    presence: PresenceClient,
+    registered: Option<PresenceEvent>,
+    accept: AcceptMode,
+    eph_seed: u8,
+    outgoing: Option<OutgoingCall>,
+    incoming: Option<IncomingCall>,
+    offers_seen: Vec<(String, Fingerprint)>,
+    received: Vec<SignalMessage>,
+    events: Vec<CallEvent>,
+    errors: Vec<(ErrorCode, String)>,
+    reflected: Option<SocketAddr>,
+    /// Puts our address in every answer, whatever the mode (a careless client).
+    leaks_addr: bool,
+}
+
+impl Client {
+    fn new(net: &mut Net, n: u8, accept: AcceptMode) -> Client {
+        let identity = identity(n);
+        let remote = addr(n);
+        let conn = net.connect(remote);
+        Client {
+            presence: PresenceClient::new(&identity, RELAY_TLS, Some(format!("user{n}"))),
+            identity,
+            remote,
+            conn,
+            registered: None,
+            accept,
+            eph_seed: n.wrapping_mul(16),
+            outgoing: None,
+            incoming: None,
+            offers_seen: Vec::new(),
+            received: Vec::new(),
+            events: Vec::new(),
+            errors: Vec::new(),
+            reflected: None,
+            leaks_addr: false,
+        }
+    }
+
+    /// Connects and registers (challenge/response).
+    fn online(net: &mut Net, n: u8, accept: AcceptMode) -> Client {
+        let mut c = Client::new(net, n, accept);
+        net.frame(c.conn, SignalMessage::hello(Some("test-client".into())));
+        while c.step(net) {}
+        assert!(
+            matches!(c.registered, Some(PresenceEvent::Registered { .. })),
+            "client {n} not registered: {:?} {:?}",
+            c.registered,
+            net.closed.get(&c.conn)
+        );
+        c
+    }
+
+    fn ephemeral(&mut self) -> EphemeralKey {
+        self.eph_seed = self.eph_seed.wrapping_add(1);
+        EphemeralKey::from_bytes([self.eph_seed; 32])
+    }
+
+    fn call(&mut self, net: &mut Net, call_id: &str, target: Fingerprint) {
+        let eph = self.ephemeral();
+        self.outgoing = Some(
+            OutgoingCall::start(
+                &self.identity,
+                eph,
+                call_id.into(),
+                target,
+                Some("caller".into()),
+            )
+            .unwrap(),
+        );
+        self.flush(net);
+    }
+
+    fn hangup(&mut self, net: &mut Net) {
+        if let Some(o) = self.outgoing.as_mut() {
+            o.hangup();
+        }
+        if let Some(i) = self.incoming.as_mut() {
+            i.hangup();
+        }
+        self.flush(net);
+    }
+
+    fn flush(&mut self, net: &mut Net) {
+        let mut out = Vec::new();
+        if let Some(o) = self.outgoing.as_mut() {
+            out.extend(std::iter::from_fn(|| o.poll_send()));
+        }
+        if let Some(i) = self.incoming.as_mut() {
+            out.extend(std::iter::from_fn(|| i.poll_send()));
+        }
+        for mut m in out {
+            if let SignalMessage::DirectCallAnswer {
+                callee_reflexive_addr,
+                ..
+            } = &mut m
+            {
+                if self.leaks_addr {
+                    *callee_reflexive_addr = Some(self.remote);
+                }
+            }
+            net.frame(self.conn, m);
+        }
+    }
+
+    /// Reads everything queued; returns whether anything was read.
+    fn step(&mut self, net: &mut Net) -> bool {
+        let msgs = net.take(self.conn);
+        let any = !msgs.is_empty();
+        for m in msgs {
+            self.received.push(m.clone());
+            match self.presence.handle(&m) {
+                PresenceStep::Send(reply) => net.frame(self.conn, reply),
+                PresenceStep::Event(e) => self.registered = Some(e),
+                PresenceStep::Ignored => {}
+            }
+            match &m {
+                SignalMessage::DirectCallOffer {
+                    call_id,
+                    caller_fingerprint,
+                    caller_reflexive_addr,
+                    ..
+                } => {
+                    assert_eq!(
+                        *caller_reflexive_addr, None,
+                        "the relay leaked the caller's address"
+                    );
+                    self.offers_seen
+                        .push((call_id.clone(), *caller_fingerprint));
+                    let mut inc =
+                        IncomingCall::from_offer(&m).expect("offer from the relay is well formed");
+                    match self.accept {
+                        AcceptMode::Reject => inc.reject(),
+                        mode => {
+                            let eph = self.ephemeral();
+                            inc.accept(&self.identity, eph, mode, Some(self.remote))
+                                .unwrap();
+                        }
+                    }
+                    self.incoming = Some(inc);
+                }
+                SignalMessage::Error { code, message, .. } => {
+                    self.errors.push((*code, message.clone()))
+                }
+                SignalMessage::ReflectResponse { observed_addr } => {
+                    self.reflected = Some(*observed_addr)
+                }
+                _ => {}
+            }
+            if let Some(o) = self.outgoing.as_mut() {
+                self.events.extend(o.handle(&m));
+            }
+            if let Some(i) = self.incoming.as_mut() {
+                self.events.extend(i.handle(&m));
+            }
+            self.flush(net);
+        }
+        any
+    }
+
+    fn answered(&self) -> Option<&CallReady> {
+        self.events.iter().find_map(|e| match e {
+            CallEvent::Answered(r) => Some(&**r),
+            _ => None,
+        })
+    }
+
+    fn has(&self, pred: impl Fn(&CallEvent) -> bool) -> bool {
+        self.events.iter().any(pred)
+    }
+}
+
+/// Steps every client until no messages move.
+fn settle(net: &mut Net, clients: &mut [&mut Client]) {
+    for _ in 0..100 {
+        let mut any = false;
+        for c in clients.iter_mut() {
+            any |= c.step(net);
+        }
+        if !any {
+            return;
+        }
+    }
+    panic!("the plane did not settle");
+}
+
+fn assert_same_call_keys(a: &CallReady, b: &CallReady) {
+    assert_eq!(a.sas, b.sas, "both users read the same SAS");
+    assert_eq!(a.keys.send_key(), b.keys.recv_key());
+    assert_eq!(a.keys.recv_key(), b.keys.send_key());
+    assert_eq!(a.keys.transcript_hash(), b.keys.transcript_hash());
+    assert_eq!(a.room, b.room);
+}
+
+#[test]
+fn a_calls_b_by_fingerprint_and_both_derive_the_same_keys_and_sas() {
+    let mut net = Net::new(Net::default_config());
+    let mut a = Client::online(&mut net, 1, AcceptMode::AcceptGeneric);
+    let mut b = Client::online(&mut net, 2, AcceptMode::AcceptTrusted);
+    // The ack carries the relay's view.
+    assert_eq!(
+        a.registered,
+        Some(PresenceEvent::Registered {
+            observed_addr: Some(a.remote),
+            relay_label: None,
+            version: Some(env!("CARGO_PKG_VERSION").into()),
+        })
+    );
+    assert_eq!(net.hub.presence().len(), 2);
+
+    a.call(&mut net, "abc123", b.identity.fingerprint());
+    settle(&mut net, &mut [&mut a, &mut b]);
+
+    assert!(a.has(|e| matches!(e, CallEvent::Ringing)));
+    assert_eq!(
+        b.offers_seen,
+        vec![("abc123".to_string(), a.identity.fingerprint())]
+    );
+    let (ra, rb) = (
+        a.answered().expect("A answered"),
+        b.answered().expect("B answered"),
+    );
+    assert_same_call_keys(ra, rb);
+    assert_eq!(ra.room, "call-abc123");
+    assert_eq!(ra.relay_addr, "relay.test:4433");
+    assert_eq!(ra.peer, b.identity.fingerprint());
+    assert_eq!(rb.peer, a.identity.fingerprint());
+    // B answered accept_trusted: A may learn B's address; A offered none, so B learns nothing.
+    assert_eq!(ra.peer_direct_addr, Some(b.remote));
+    assert_eq!(rb.peer_direct_addr, None);
+    // The hub opened the room for exactly those two fingerprints.
+    assert_eq!(
+        net.rooms_opened,
+        vec![(
+            "call-abc123".to_string(),
+            [a.identity.fingerprint(), b.identity.fingerprint()]
+        )]
+    );
+    assert!(net.hub.may_join("call-abc123", &a.identity.fingerprint()));
+    assert!(net.hub.may_join("call-abc123", &b.identity.fingerprint()));
+    assert!(!net.hub.may_join("call-abc123", &identity(3).fingerprint()));
+    let calls = net.hub.calls();
+    assert_eq!(calls.get("abc123").unwrap().state, CallState::Active);
+    assert_eq!(calls.transitions(CallState::Pending, CallState::Ringing), 1);
+    assert_eq!(calls.transitions(CallState::Ringing, CallState::Active), 1);
+
+    // Hang-up from B ends it for both and closes the room.
+    b.hangup(&mut net);
+    settle(&mut net, &mut [&mut a, &mut b]);
+    assert!(a.has(|e| matches!(
+        e,
+        CallEvent::HungUp {
+            reason: HangupReason::Normal,
+            ..
+        }
+    )));
+    assert_eq!(net.rooms_closed, vec!["call-abc123".to_string()]);
+    assert!(!net.hub.may_join("call-abc123", &a.identity.fingerprint()));
+    assert!(net.hub.calls().is_empty());
+    assert_eq!(
+        net.hub
+            .calls()
+            .transitions(CallState::Active, CallState::Ended),
+        1
+    );
+    // Nobody was closed, nothing was refused.
+    assert!(net.closed.is_empty(), "{:?}", net.closed);
+    assert!(net.hub.counters().all_refusals().all(|(_, n)| n == 0));
+}
+
+#[test]
+fn accept_generic_never_reveals_the_callee_address() {
+    let mut net = Net::new(Net::default_config());
+    let mut a = Client::online(&mut net, 1, AcceptMode::AcceptGeneric);
+    let mut b = Client::online(&mut net, 2, AcceptMode::AcceptGeneric);
+    // B answers generic but its answer carries its address anyway.
+    b.leaks_addr = true;
+    // A volunteers its address in the offer: the relay keeps it from B
+    // (checked in Client::step) and B answers generic.
+    let eph = a.ephemeral();
+    let mut out = OutgoingCall::start(
+        &a.identity,
+        eph,
+        "g1".into(),
+        b.identity.fingerprint(),
+        None,
+    )
+    .unwrap();
+    let mut offer = out.poll_send().unwrap();
+    if let SignalMessage::DirectCallOffer {
+        caller_reflexive_addr,
+        ..
+    } = &mut offer
+    {
+        *caller_reflexive_addr = Some(a.remote);
+    }
+    a.outgoing = Some(out);
+    net.frame(a.conn, offer);
+    settle(&mut net, &mut [&mut a, &mut b]);
+    let (ra, rb) = (a.answered().unwrap(), b.answered().unwrap());
+    assert_same_call_keys(ra, rb);
+    assert_eq!(ra.peer_direct_addr, None);
+    assert_eq!(rb.peer_direct_addr, None);
+    // Nothing A received carries B's address, nothing B received carries A's.
+    for (who, other) in [(&a, &b), (&b, &a)] {
+        let leak = other.remote.ip().to_string();
+        for m in &who.received {
+            assert!(!serde_json::to_string(m).unwrap().contains(&leak), "{m:?}");
+        }
+    }
+}
+
+#[test]
+fn reject_not_online_busy_and_ringing_timeout() {
+    let mut config = Net::default_config();
+    config.ringing_timeout = Duration::from_secs(20);
+    let mut net = Net::new(config);
+    let mut a = Client::online(&mut net, 1, AcceptMode::AcceptGeneric);
+    let mut b = Client::online(&mut net, 2, AcceptMode::Reject);
+    let mut c = Client::online(&mut net, 3, AcceptMode::AcceptGeneric);
+
+    // Reject.
+    a.call(&mut net, "r1", b.identity.fingerprint());
+    settle(&mut net, &mut [&mut a, &mut b, &mut c]);
+    assert!(
+        a.has(|e| matches!(e, CallEvent::Rejected)),
+        "{:?}",
+        a.events
+    );
+    assert!(net.hub.calls().is_empty());
+    assert_eq!(net.hub.calls().ended("rejected"), 1);
+    assert!(net.rooms_opened.is_empty());
+
+    // Not online.
+    a.events.clear();
+    a.call(&mut net, "n1", identity(9).fingerprint());
+    settle(&mut net, &mut [&mut a, &mut b, &mut c]);
+    assert!(
+        a.has(|e| matches!(e, CallEvent::NotOnline)),
+        "{:?}",
+        a.events
+    );
+    assert_eq!(net.refusals(Refusal::NotOnline), 1);
+
+    // Busy: A calls C (accepts), then B calls C.
+    a.events.clear();
+    a.call(&mut net, "b1", c.identity.fingerprint());
+    settle(&mut net, &mut [&mut a, &mut b, &mut c]);
+    assert!(a.answered().is_some());
+    b.call(&mut net, "b2", c.identity.fingerprint());
+    settle(&mut net, &mut [&mut a, &mut b, &mut c]);
+    assert!(b.has(|e| matches!(e, CallEvent::Busy)), "{:?}", b.events);
+    assert_eq!(net.refusals(Refusal::CalleeBusy), 1);
+    assert_eq!(c.offers_seen.len(), 1, "C was not disturbed");
+    // And A, in a call, cannot start another.
+    let eph = a.ephemeral();
+    let mut second = OutgoingCall::start(
+        &a.identity,
+        eph,
+        "b3".into(),
+        b.identity.fingerprint(),
+        None,
+    )
+    .unwrap();
+    net.frame(a.conn, second.poll_send().unwrap());
+    let answers = net.take(a.conn);
+    assert!(
+        answers.iter().any(|m| second
+            .handle(m)
+            .is_some_and(|e| matches!(e, CallEvent::Busy))),
+        "{answers:?}"
+    );
+    settle(&mut net, &mut [&mut a, &mut b, &mut c]);
+    assert_eq!(net.refusals(Refusal::CallerBusy), 1);
+    a.hangup(&mut net);
+    settle(&mut net, &mut [&mut a, &mut b, &mut c]);
+    assert!(c.has(|e| matches!(e, CallEvent::HungUp { .. })));
+
+    // Ringing timeout: D never answers.
+    let mut d = Client::online(&mut net, 4, AcceptMode::AcceptGeneric);
+    let d_conn = d.conn;
+    let mut b2 = Client::online(&mut net, 5, AcceptMode::AcceptGeneric);
+    b2.call(&mut net, "t1", d.identity.fingerprint());
+    // D reads the offer but its user does not pick up: take it by hand.
+    b2.step(&mut net);
+    let offer = net.take(d_conn);
+    assert!(matches!(
+        offer.as_slice(),
+        [SignalMessage::DirectCallOffer { .. }]
+    ));
+    d.incoming = Some(IncomingCall::from_offer(&offer[0]).unwrap());
+    assert!(b2.has(|e| matches!(e, CallEvent::Ringing)));
+    // Keep both alive past the ringing timeout.
+    for _ in 0..4 {
+        net.advance(Duration::from_secs(5));
+        net.frame(b2.conn, SignalMessage::Ping { timestamp_ms: 1 });
+        net.frame(d.conn, SignalMessage::Ping { timestamp_ms: 1 });
+    }
+    settle(&mut net, &mut [&mut b2, &mut d]);
+    assert!(
+        b2.has(|e| matches!(e, CallEvent::NoAnswer)),
+        "{:?}",
+        b2.events
+    );
+    assert!(
+        d.has(|e| matches!(e, CallEvent::NoAnswer)),
+        "{:?}",
+        d.events
+    );
+    assert_eq!(net.hub.calls().ended("ringing_timeout"), 1);
+    assert!(net.hub.calls().is_empty());
+}
+
+#[test]
+fn a_disconnect_or_replacement_ends_the_call_for_the_other_party() {
+    let mut net = Net::new(Net::default_config());
+    let mut a = Client::online(&mut net, 1, AcceptMode::AcceptGeneric);
+    let mut b = Client::online(&mut net, 2, AcceptMode::AcceptGeneric);
+    a.call(&mut net, "d1", b.identity.fingerprint());
+    settle(&mut net, &mut [&mut a, &mut b]);
+    assert!(a.answered().is_some());
+    net.input(Input::Disconnected { conn: b.conn });
+    settle(&mut net, &mut [&mut a]);
+    assert!(a.has(|e| matches!(e, CallEvent::HungUp { .. })));
+    assert_eq!(net.rooms_closed, vec!["call-d1".to_string()]);
+    assert!(net.hub.presence().get(&b.identity.fingerprint()).is_none());
+    assert_eq!(net.hub.calls().ended("disconnected"), 1);
+
+    // B comes back, is called, and registers again elsewhere: the older
+    // connection is closed `Replaced` and its call ends.
+    let mut b = Client::online(&mut net, 2, AcceptMode::AcceptGeneric);
+    a.events.clear();
+    a.call(&mut net, "d2", b.identity.fingerprint());
+    settle(&mut net, &mut [&mut a, &mut b]);
+    assert!(a.answered().is_some());
+    let old = b.conn;
+    let b2 = Client::online(&mut net, 2, AcceptMode::AcceptGeneric);
+    assert_eq!(net.close_of(old), Some(CloseCode::Replaced));
+    assert!(net.closed[&old].1.contains("replaced"));
+    assert_eq!(
+        net.hub
+            .presence()
+            .get(&b.identity.fingerprint())
+            .unwrap()
+            .conn,
+        b2.conn
+    );
+    assert_eq!(net.hub.counters().replaced, 1);
+    settle(&mut net, &mut [&mut a]);
+    assert!(a.has(|e| matches!(e, CallEvent::HungUp { .. })));
+    assert!(net.hub.calls().is_empty());
+}
+
+#[test]
+fn keepalive_expiry_ends_presence_and_pings_keep_it() {
+    let mut config = Net::default_config();
+    config.keepalive_timeout = Duration::from_secs(30);
+    let mut net = Net::new(config);
+    let mut a = Client::online(&mut net, 1, AcceptMode::AcceptGeneric);
+    let b = Client::online(&mut net, 2, AcceptMode::AcceptGeneric);
+    for _ in 0..5 {
+        net.advance(Duration::from_secs(10));
+        net.frame(a.conn, SignalMessage::Ping { timestamp_ms: 7 });
+    }
+    a.step(&mut net);
+    assert!(net.hub.presence().get(&a.identity.fingerprint()).is_some());
+    assert!(net.hub.presence().get(&b.identity.fingerprint()).is_none());
+    assert_eq!(net.close_of(b.conn), Some(CloseCode::Timeout));
+    assert_eq!(net.refusals(Refusal::KeepaliveTimeout), 1);
+    assert!(net.close_of(a.conn).is_none());
+}
+
+#[test]
+fn reflect_answers_with_the_observed_address_even_before_registration() {
+    let mut net = Net::new(Net::default_config());
+    let c = Client::new(&mut net, 8, AcceptMode::Reject);
+    // No registration: hello then reflect.
+    net.frame(c.conn, SignalMessage::hello(None));
+    net.frame(c.conn, SignalMessage::Reflect);
+    let msgs = net.take(c.conn);
+    assert!(
+        msgs.contains(&SignalMessage::ReflectResponse {
+            observed_addr: addr(8)
+        }),
+        "{msgs:?}"
+    );
+    // It is closed if it never registers.
+    net.advance(Duration::from_secs(11));
+    assert_eq!(net.close_of(c.conn), Some(CloseCode::Timeout));
+    assert_eq!(net.refusals(Refusal::RegisterTimeout), 1);
+}
+
+/// A relay in the middle (identity M) that answers A's handshake itself and
+/// calls B as M: A's pinned handshake refuses it; B, who only sees M, gets
+/// keys with M; an unpinned A would read another SAS than B, and media
+/// sealed by A would not open at B.
+#[test]
+fn a_relay_that_substitutes_keys_is_caught_by_the_handshake_and_the_sas() {
+    let mallory = identity(66);
+    let (a_id, b_id) = (identity(1), identity(2));
+    let mut net = Net::new(Net::default_config());
+    let mut a = Client::online(&mut net, 1, AcceptMode::AcceptGeneric);
+    let mut b = Client::online(&mut net, 2, AcceptMode::AcceptGeneric);
+    let (a_conn, b_conn) = (a.conn, b.conn);
+
+    // What M learns, for the comparison after the call.
+    type Shared =
+        std::rc::Rc<std::cell::RefCell<Option<(HandshakeInit, HandshakeResponse, Responder)>>>;
+    let seen: Shared = Default::default();
+    let seen_in = seen.clone();
+    let m = mallory.clone();
+    let mut to_b: Option<Initiator> = None;
+    net.tamper = Some(Box::new(move |conn, msg, out| match msg {
+        SignalMessage::DirectCallOffer {
+            call_id,
+            target_fingerprint,
+            handshake,
+            ..
+        } if conn == b_conn => {
+            let a_init = HandshakeInit::parse(handshake.as_deref().unwrap()).unwrap();
+            let ctx = call_context(&call_id);
+            let (resp_state, resp) = Responder::respond(
+                &m,
+                EphemeralKey::from_bytes([0x66; 32]),
+                &ctx,
+                &a_init,
+                None,
+            )
+            .unwrap();
+            *seen_in.borrow_mut() = Some((a_init, resp, resp_state));
+            let (init_state, m_init) =
+                Initiator::start(&m, EphemeralKey::from_bytes([0x67; 32]), &ctx, None);
+            to_b = Some(init_state);
+            out.push((
+                conn,
+                SignalMessage::DirectCallOffer {
+                    call_id,
+                    caller_fingerprint: m.fingerprint(),
+                    target_fingerprint,
+                    caller_alias: Some("not mallory".into()),
+                    handshake: Some(m_init.encode().to_vec()),
+                    supported_codecs: vec![],
+                    caller_reflexive_addr: None,
+                },
+            ));
+        }
+        SignalMessage::DirectCallAnswer {
+            call_id,
+            accept_mode,
+            handshake,
+            ..
+        } if conn == a_conn => {
+            let b_resp = HandshakeResponse::parse(handshake.as_deref().unwrap()).unwrap();
+            let (_keys_mb, finish) = to_b.take().unwrap().finish(&b_resp).unwrap();
+            let resp_to_a = seen_in.borrow().as_ref().unwrap().1;
+            out.push((
+                conn,
+                SignalMessage::DirectCallAnswer {
+                    call_id: call_id.clone(),
+                    accept_mode,
+                    handshake: Some(resp_to_a.encode().to_vec()),
+                    chosen_codec: None,
+                    callee_reflexive_addr: None,
+                },
+            ));
+            out.push((
+                b_conn,
+                SignalMessage::CallConfirm {
+                    call_id: Some(call_id),
+                    handshake: finish.encode().to_vec(),
+                },
+            ));
+        }
+        other => out.push((conn, other)),
+    }));
+
+    // A's first ephemeral is reproducible: Client::ephemeral() would give it.
+    let a_eph_bytes = [a.eph_seed.wrapping_add(1); 32];
+    a.call(&mut net, "mitm1", b_id.fingerprint());
+    settle(&mut net, &mut [&mut a, &mut b]);
+
+    // A pinned B's fingerprint: the substituted answer is refused, no keys, hangup sent.
+    assert!(
+        a.has(|e| matches!(
+            e,
+            CallEvent::Failed {
+                error: wzp_proto::direct_call::CallError::Handshake(
+                    HandshakeError::UnexpectedPeer { .. }
+                )
+            }
+        )),
+        "{:?}",
+        a.events
+    );
+    assert!(a.answered().is_none());
+    assert!(net.hub.calls().is_empty(), "A's hangup ended the call");
+    // B was offered a call from M, not from A, and its keys are with M.
+    assert_eq!(b.offers_seen[0].1, mallory.fingerprint());
+    let rb = b.answered().expect("B completed a handshake with M");
+    assert_eq!(rb.peer, mallory.fingerprint());
+
+    // Had A not pinned B, it would have finished with M: the SAS differ and
+    // the keys do not match, so A's media would not open at B.
+    let (_, resp_to_a, m_responder) = seen.borrow_mut().take().unwrap();
+    let (unpinned, _) = Initiator::start(
+        &a_id,
+        EphemeralKey::from_bytes(a_eph_bytes),
+        &call_context("mitm1"),
+        None,
+    );
+    let (a_keys, a_finish) = unpinned.finish(&resp_to_a).unwrap();
+    let m_keys = m_responder.confirm(&a_finish).unwrap();
+    assert_eq!(a_keys.send_key(), m_keys.recv_key(), "M can read A");
+    assert_ne!(a_keys.sas(), rb.sas, "the users would read different SAS");
+    assert_ne!(
+        a_keys.send_key(),
+        rb.keys.recv_key(),
+        "A's media would not open at B"
+    );
+    assert_ne!(
+        a_keys.recv_key(),
+        rb.keys.send_key(),
+        "B's media would not open at A"
+    );
+}
+
+/// A relay that swaps only the ephemeral key in the offer cannot fix B's
+/// signature: A refuses the answer.
+#[test]
+fn a_relay_that_swaps_the_ephemeral_key_breaks_the_signature() {
+    let mut net = Net::new(Net::default_config());
+    let mut a = Client::online(&mut net, 1, AcceptMode::AcceptGeneric);
+    let mut b = Client::online(&mut net, 2, AcceptMode::AcceptGeneric);
+    let b_conn = b.conn;
+    net.tamper = Some(Box::new(move |conn, mut msg, out| {
+        if let SignalMessage::DirectCallOffer {
+            handshake: Some(h), ..
+        } = &mut msg
+        {
+            if conn == b_conn {
+                let mut init = HandshakeInit::parse(h).unwrap();
+                init.ephemeral = x_public([0x42; 32]);
+                *h = init.encode().to_vec();
+            }
+        }
+        out.push((conn, msg));
+    }));
+    a.call(&mut net, "swap1", b.identity.fingerprint());
+    settle(&mut net, &mut [&mut a, &mut b]);
+    assert!(
+        a.has(|e| matches!(
+            e,
+            CallEvent::Failed {
+                error: wzp_proto::direct_call::CallError::Handshake(HandshakeError::BadSignature)
+            }
+        )),
+        "{:?}",
+        a.events
+    );
+    assert!(a.answered().is_none() && b.answered().is_none());
+    assert!(b.has(|e| matches!(e, CallEvent::HungUp { .. })));
+}
+
+fn x_public(secret: [u8; 32]) -> [u8; 32] {
+    // Any valid X25519 public key will do: derive one through a handshake.
+    let (_, init) = Initiator::start(&identity(200), EphemeralKey::from_bytes(secret), b"x", None);
+    init.ephemeral
+}
+
+/// Each bad input is refused with a reason and counted, and the hub keeps
+/// serving the others (A and B complete a call at the end).
+#[test]
+fn bad_input_is_refused_counted_and_others_are_served() {
+    let mut config = Net::default_config();
+    config.max_outbound = 16;
+    let mut net = Net::new(config);
+    let mut a = Client::online(&mut net, 1, AcceptMode::AcceptGeneric);
+    let mut b = Client::online(&mut net, 2, AcceptMode::AcceptGeneric);
+    let a_fp = a.identity.fingerprint();
+    let b_fp = b.identity.fingerprint();
+
+    // Registration attacks, each on a fresh connection.
+    let eve = identity(5);
+    let hello_then = |net: &mut Net, msg: SignalMessage| -> ConnId {
+        let conn = net.connect(addr(50));
+        net.frame(conn, SignalMessage::hello(None));
+        net.frame(conn, msg);
+        conn
+    };
+    let nonce_of = |conn: ConnId| {
+        let mut nonce = [0u8; 32];
+        nonce[..8].copy_from_slice(&conn.0.to_be_bytes());
+        nonce[8] = 0x5a;
+        nonce
+    };
+    let next = ConnId(net.next_conn);
+    let mut forged = answer_challenge(&eve, &RELAY_TLS, &nonce_of(next), None);
+    if let SignalMessage::RegisterPresence { signature, .. } = &mut forged {
+        signature[5] ^= 0x80;
+    }
+    // A's registration from its own connection, replayed on another.
+    let replayed = answer_challenge(&a.identity, &RELAY_TLS, &nonce_of(a.conn), None);
+    let next2 = ConnId(next.0 + 1);
+    let mut claims_a = answer_challenge(&eve, &RELAY_TLS, &nonce_of(ConnId(next2.0 + 1)), None);
+    if let SignalMessage::RegisterPresence { fingerprint, .. } = &mut claims_a {
+        *fingerprint = Some(a_fp);
+    }
+    // Eve's key with A's fingerprint claimed: a fingerprint is its key's hash,
+    // so a second identity cannot hold it.
+    let table: Vec<(&str, SignalMessage, Refusal)> = vec![
+        (
+            "forged signature",
+            forged,
+            Refusal::RegistrationBadSignature,
+        ),
+        (
+            "replayed registration",
+            replayed,
+            Refusal::RegistrationReplayed,
+        ),
+        (
+            "another identity claiming A's fingerprint",
+            claims_a,
+            Refusal::RegistrationFingerprintMismatch,
+        ),
+    ];
+    for (what, msg, refusal) in table {
+        let conn = hello_then(&mut net, msg);
+        assert_eq!(
+            net.close_of(conn),
+            Some(CloseCode::BadRegistration),
+            "{what}"
+        );
+        assert_eq!(net.refusals(refusal), 1, "{what}");
+        let msgs = net.take(conn);
+        assert!(
+            msgs.iter().any(|m| matches!(m, SignalMessage::RegisterPresenceAck { success: false, error: Some(e), .. } if !e.is_empty())),
+            "{what}: {msgs:?}"
+        );
+    }
+    // A is still A.
+    assert_eq!(net.hub.presence().get(&a_fp).unwrap().conn, a.conn);
+
+    // No hello first.
+    let conn = net.connect(addr(51));
+    net.frame(conn, SignalMessage::Reflect);
+    assert_eq!(net.close_of(conn), Some(CloseCode::BadJoin));
+    assert_eq!(net.refusals(Refusal::NoHello), 1);
+
+    // Requests from a registered client that are refused with an answer,
+    // the session going on.
+    let eph = EphemeralKey::from_bytes([9; 32]);
+    let mut self_call =
+        OutgoingCall::start(&a.identity, eph.clone(), "self1".into(), a_fp, None).unwrap();
+    let self_offer = self_call.poll_send().unwrap();
+    let with_handshake = |h: Option<Vec<u8>>, id: &str| {
+        let mut o = OutgoingCall::start(&a.identity, eph.clone(), id.into(), b_fp, None).unwrap();
+        let mut m = o.poll_send().unwrap();
+        if let SignalMessage::DirectCallOffer { handshake, .. } = &mut m {
+            *handshake = h;
+        }
+        m
+    };
+    let mut bad_id_offer = with_handshake(None, "ok-id");
+    if let SignalMessage::DirectCallOffer { call_id, .. } = &mut bad_id_offer {
+        *call_id = "NOT VALID".into();
+    }
+    let eve_init = Initiator::start(&eve, eph.clone(), b"x", None)
+        .1
+        .encode()
+        .to_vec();
+    let bad_requests: Vec<(&str, SignalMessage, Refusal)> = vec![
+        ("offer to oneself", self_offer, Refusal::CallToSelf),
+        (
+            "malformed handshake half",
+            with_handshake(Some(vec![1, 1, 2, 3]), "h1"),
+            Refusal::BadHandshake,
+        ),
+        (
+            "no handshake half",
+            with_handshake(None, "h2"),
+            Refusal::BadHandshake,
+        ),
+        (
+            "someone else's handshake half",
+            with_handshake(Some(eve_init), "h3"),
+            Refusal::BadHandshake,
+        ),
+        ("bad call id", bad_id_offer, Refusal::BadCallId),
+        (
+            "answer for a call one is not part of",
+            SignalMessage::DirectCallAnswer {
+                call_id: "nobodys".into(),
+                accept_mode: AcceptMode::AcceptGeneric,
+                handshake: None,
+                chosen_codec: None,
+                callee_reflexive_addr: None,
+            },
+            Refusal::NotInCall,
+        ),
+        (
+            "hangup for a call one is not part of",
+            SignalMessage::Hangup {
+                reason: HangupReason::Normal,
+                call_id: Some("nobodys".into()),
+                message: None,
+            },
+            Refusal::NotInCall,
+        ),
+        (
+            "confirm for a call one is not part of",
+            SignalMessage::CallConfirm {
+                call_id: Some("nobodys".into()),
+                handshake: HandshakeFinish { signature: [1; 64] }.encode().to_vec(),
+            },
+            Refusal::NotInCall,
+        ),
+        (
+            "a relay-only message",
+            SignalMessage::CallRinging {
+                call_id: "x".into(),
+            },
+            Refusal::UnexpectedMessage,
+        ),
+        (
+            "registering twice on one connection",
+            answer_challenge(&a.identity, &RELAY_TLS, &nonce_of(a.conn), None),
+            Refusal::AlreadyRegistered,
+        ),
+    ];
+    for (what, msg, refusal) in bad_requests {
+        let before = net.refusals(refusal);
+        net.frame(a.conn, msg);
+        assert_eq!(net.refusals(refusal), before + 1, "{what}");
+        let answers = net.take(a.conn);
+        assert!(
+            answers.iter().any(|m| matches!(m,
+                SignalMessage::Error { message, .. } | SignalMessage::Hangup { message: Some(message), .. }
+                    if !message.is_empty())),
+            "{what}: {answers:?}"
+        );
+        assert!(net.close_of(a.conn).is_none(), "{what} closed A");
+    }
+    // Unknown type and a malformed frame (e.g. an offer to a malformed
+    // fingerprint fails to decode) are answered with typed errors.
+    let bad_fp = br#"{"type":"direct_call_offer","call_id":"f1","caller_fingerprint":"0101","target_fingerprint":"zz"}"#;
+    let decoded = wzp_proto::signal::decode_message(bad_fp);
+    net.input(Input::from_decoder(a.conn, decoded));
+    net.input(Input::from_decoder(
+        a.conn,
+        wzp_proto::signal::decode_message(br#"{"type":"video_offer"}"#),
+    ));
+    let answers = net.take(a.conn);
+    assert!(
+        answers.iter().any(|m| matches!(
+            m,
+            SignalMessage::Error {
+                code: ErrorCode::Malformed,
+                ..
+            }
+        )),
+        "{answers:?}"
+    );
+    assert!(answers.iter().any(|m| matches!(m, SignalMessage::Error { code: ErrorCode::UnknownType, in_reply_to: Some(t), .. } if t == "video_offer")), "{answers:?}");
+    assert_eq!(net.refusals(Refusal::Malformed), 1);
+    assert_eq!(net.refusals(Refusal::UnknownType), 1);
+
+    // Before registering, calls are refused.
+    let conn = net.connect(addr(52));
+    net.frame(conn, SignalMessage::hello(None));
+    net.frame(conn, with_handshake(None, "early"));
+    assert_eq!(net.refusals(Refusal::NotRegistered), 1);
+    assert!(net.close_of(conn).is_none());
+
+    // A 1 MiB frame: closed Protocol.
+    let big = net.connect(addr(53));
+    net.frame(big, SignalMessage::hello(None));
+    let mut dec = wzp_proto::FrameDecoder::new();
+    dec.push(&((1u32 << 20) + 1).to_be_bytes()).unwrap();
+    net.input(Input::from_decoder(
+        big,
+        dec.next_frame().map(|f| f.unwrap()),
+    ));
+    assert_eq!(net.close_of(big), Some(CloseCode::Protocol));
+    assert_eq!(net.refusals(Refusal::FrameTooLarge), 1);
+
+    // A client that never reads: its queue is bounded, overflow closes it.
+    let deaf = Client::online(&mut net, 7, AcceptMode::AcceptGeneric);
+    for i in 0..40 {
+        net.frame(deaf.conn, SignalMessage::Ping { timestamp_ms: i });
+    }
+    assert_eq!(net.close_of(deaf.conn), Some(CloseCode::Timeout));
+    assert!(net.closed[&deaf.conn].1.contains("unread"));
+    assert_eq!(net.refusals(Refusal::OutboundOverflow), 1);
+    assert!(net
+        .hub
+        .presence()
+        .get(&deaf.identity.fingerprint())
+        .is_none());
+
+    // 10 000 offers per second from one connection.
+    let flood = Client::online(&mut net, 8, AcceptMode::AcceptGeneric);
+    let mut flood_call = OutgoingCall::start(
+        &flood.identity,
+        eph.clone(),
+        "fl".into(),
+        identity(100).fingerprint(),
+        None,
+    )
+    .unwrap();
+    let flood_offer = flood_call.poll_send().unwrap();
+    let start = net.now;
+    for i in 0..10_000u32 {
+        net.now = start + Duration::from_micros(100 * u64::from(i));
+        net.frame(flood.conn, flood_offer.clone());
+        net.take(flood.conn);
+        if i == 300 {
+            // Meanwhile, A calls B and it works.
+            a.call(&mut net, "during-flood", b_fp);
+            settle(&mut net, &mut [&mut a, &mut b]);
+        }
+    }
+    assert_eq!(net.close_of(flood.conn), Some(CloseCode::RateLimited));
+    assert_eq!(net.refusals(Refusal::RateLimitClose), 1);
+    assert!(
+        net.refusals(Refusal::RateLimited) >= 499,
+        "{}",
+        net.refusals(Refusal::RateLimited)
+    );
+    // At most the burst (plus the refill) got through to routing.
+    assert!(
+        net.refusals(Refusal::NotOnline) <= 110,
+        "{}",
+        net.refusals(Refusal::NotOnline)
+    );
+    let (ra, rb) = (
+        a.answered().expect("A's call during the flood"),
+        b.answered().unwrap(),
+    );
+    assert_same_call_keys(ra, rb);
+    assert!(net.close_of(a.conn).is_none() && net.close_of(b.conn).is_none());
+    // Every refusal above was an event with a reason.
+    assert!(net
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Refused { detail, .. } if detail.contains("not online"))));
+}

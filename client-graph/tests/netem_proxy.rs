@@ -801,3 +801,69 @@ fn a_pinned_quic_connection_to_a_real_relay_works_through_the_proxy() {
     drop(relay);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn each_client_gets_its_own_upstream_mapping() {
+    let server = Server::start(true);
+    let mut proxy = Proxy::start(server.addr, &[]);
+    let mut a = Client::new(proxy.addr);
+    let mut b = Client::new(proxy.addr);
+    for seq in 0..10 {
+        a.send(DATA, seq, 20);
+        b.send(DATA, 100 + seq, 20);
+    }
+    a.sync_echo(Duration::from_millis(300));
+    b.sync_echo(Duration::from_millis(300));
+    // Each client hears only its own echoes: the replies found their mapping.
+    assert_eq!(a.echoed, (0..10).collect::<Vec<_>>());
+    assert_eq!(b.echoed, (100..110).collect::<Vec<_>>());
+    let status = Command::new("kill")
+        .args(["-INT", &proxy.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let line = proxy.wait_line(|l| l.starts_with("mappings="));
+    assert_eq!(line, "mappings=2", "one upstream socket per client");
+    proxy.wait_line(|l| l.starts_with("counters s2c "));
+    let _ = server.finish();
+}
+
+#[test]
+fn duration_ends_the_run_with_the_counters() {
+    let out = Command::new(env!("CARGO_BIN_EXE_wzp-netem"))
+        .args(["--listen", "127.0.0.1:0", "--to", "127.0.0.1:9"])
+        .args([
+            "--duration",
+            "300ms",
+            "--schedule",
+            "100ms:delay=5;1s:loss=1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("listening udp=127.0.0.1:"), "{text}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("phase 2/2 at 0.1s: loss=1 ")),
+        "{text}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("counters c2s in=0 out=0 ")),
+        "{text}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("counters s2c in=0 out=0 ")),
+        "{text}"
+    );
+}

@@ -4,8 +4,17 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wzp_stages::net::netem_core::{parse_trace, NetemCore};
-use wzp_stages::net::netem_schedule::{parse_schedule, NetemSettings, MAX_RATE_KBPS};
+
+// The parsers and the core as they are compiled into wzp-stages.
+#[allow(dead_code)]
+#[path = "../../stages/src/net/netem_core.rs"]
+mod netem_core;
+#[allow(dead_code)]
+#[path = "../../stages/src/net/netem_schedule.rs"]
+mod netem_schedule;
+
+use netem_core::{parse_trace, NetemCore};
+use netem_schedule::{parse_schedule, NetemSettings, MAX_RATE_KBPS};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };

@@ -48,6 +48,8 @@ pub struct Config {
     pub join_timeout_ms: u64,
     /// How far a Join's timestamp may be from the relay's clock.
     pub join_max_skew_s: u64,
+    /// How long a direct call may ring unanswered (1..=600 s).
+    pub ringing_timeout_s: u64,
     /// Log every media header of this room hash, or of every room with `*`.
     pub debug_tap: Option<String>,
     /// Append join/leave/refused events as JSON lines to this file.
@@ -96,6 +98,7 @@ impl Default for Config {
             egress_coalesce_us: 5000,
             join_timeout_ms: 10_000,
             join_max_skew_s: 600,
+            ringing_timeout_s: 30,
             debug_tap: None,
             event_log: None,
             graph: None,
@@ -170,6 +173,9 @@ egress_coalesce_us = 5000
 join_timeout_ms = 10000
 # Largest accepted difference between a Join's timestamp and this clock.
 join_max_skew_s = 600
+
+# How long a direct call rings before the caller hears "no answer" (1..=600 s).
+ringing_timeout_s = 30
 
 # Log each media header of one room (its 32-hex hash) or of all rooms ("*").
 # debug_tap = "*"
@@ -275,6 +281,12 @@ impl Config {
                 self.egress_coalesce_us
             )));
         }
+        if !(1..=600).contains(&self.ringing_timeout_s) {
+            return Err(bad(format!(
+                "ringing_timeout_s = {} is out of range; use 1..=600",
+                self.ringing_timeout_s
+            )));
+        }
         if self.call_room_size == 0 {
             return Err(bad("call_room_size must be at least 1".into()));
         }
@@ -346,6 +358,8 @@ mod tests {
                 "fingerprints",
             ),
             ("call_room_size = 0", "call_room_size"),
+            ("ringing_timeout_s = 0", "ringing_timeout_s"),
+            ("ringing_timeout_s = 601", "1..=600"),
         ];
         for (text, needle) in cases {
             let err = Config::parse(text, Path::new("r.toml")).unwrap_err();

@@ -30,6 +30,8 @@ use crate::observe::events::{now_ms, Event, EventLog};
 use crate::observe::{inc, RelayCounters};
 use crate::rooms::service::RoomService;
 use crate::rooms::{Refusal, RoomLimits};
+use crate::signal::service::{serve_signal, SignalService};
+use crate::signal::SignalConfig;
 
 /// How long a QUIC handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,6 +42,7 @@ pub struct Services {
     pub tls_fingerprint: TlsFingerprint,
     pub rooms: RoomService,
     pub media: Media,
+    pub signal: SignalService,
     pub counters: RelayCounters,
     events: Option<EventLog>,
     pub started: Instant,
@@ -98,10 +101,20 @@ impl Relay {
         for c in &cfg.calls {
             rooms.allow_call(&c.room, c.fingerprints.clone());
         }
-        let services = Arc::new(Services {
+        let mut signal_cfg = SignalConfig::new(
+            tls_fingerprint,
+            cfg.public_addr
+                .clone()
+                .unwrap_or_else(|| local_addr.to_string()),
+        );
+        signal_cfg.relay_label = Some(cfg.label.clone());
+        signal_cfg.version = version_string();
+        signal_cfg.ringing_timeout = Duration::from_secs(cfg.ringing_timeout_s);
+        let services = Arc::new_cyclic(|weak| Services {
             tls_fingerprint,
             rooms,
             media,
+            signal: SignalService::start(signal_cfg, weak.clone()),
             counters: RelayCounters::default(),
             events,
             started: Instant::now(),
@@ -180,7 +193,8 @@ async fn handle_incoming(services: Arc<Services>, incoming: quinn::Incoming) {
         }
         Sni::Room(room) => crate::rooms::service::serve_room(services, conn, room, false).await,
         Sni::Call(room) => crate::rooms::service::serve_room(services, conn, room, true).await,
-        Sni::Signal | Sni::Federation | Sni::RelayLink => {
+        Sni::Signal => serve_signal(services, conn).await,
+        Sni::Federation | Sni::RelayLink => {
             let r = Refusal::new(
                 CloseCode::UnknownSni,
                 HangupReason::Error,

@@ -24,6 +24,9 @@ pub async fn serve(
         .route("/rooms", get(rooms))
         .route("/sessions", get(sessions))
         .route("/stages", get(stages))
+        .route("/presence", get(presence))
+        .route("/presence/{fingerprint}", get(presence_of))
+        .route("/calls", get(calls))
         .with_state(services);
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -39,6 +42,47 @@ async fn rooms(State(s): State<Arc<Services>>) -> impl IntoResponse {
 
 async fn sessions(State(s): State<Arc<Services>>) -> impl IntoResponse {
     Json(s.rooms.sessions_view())
+}
+
+async fn presence(State(s): State<Arc<Services>>) -> impl IntoResponse {
+    let mut v = s.signal.views().await.presence;
+    v.sort_by(|a, b| a.fingerprint.cmp(&b.fingerprint));
+    Json(v)
+}
+
+/// One fingerprint's registration, in any accepted fingerprint form; 404
+/// when it is not online here, 400 when it is not a fingerprint.
+async fn presence_of(
+    State(s): State<Arc<Services>>,
+    axum::extract::Path(fp): axum::extract::Path<String>,
+) -> axum::response::Response {
+    use axum::http::StatusCode;
+    let fp: wzp_proto::Fingerprint = match fp.parse() {
+        Ok(f) => f,
+        Err(e) => {
+            return (StatusCode::BAD_REQUEST, format!("{fp:?} is not a fingerprint: {e}\n"))
+                .into_response()
+        }
+    };
+    let want = fp.to_string();
+    match s
+        .signal
+        .views()
+        .await
+        .presence
+        .into_iter()
+        .find(|p| p.fingerprint == want)
+    {
+        Some(p) => Json(p).into_response(),
+        None => (StatusCode::NOT_FOUND, format!("{want} is not online on this relay\n"))
+            .into_response(),
+    }
+}
+
+async fn calls(State(s): State<Arc<Services>>) -> impl IntoResponse {
+    let mut v = s.signal.views().await.calls;
+    v.sort_by(|a, b| a.call_id.cmp(&b.call_id));
+    Json(v)
 }
 
 async fn stages(State(s): State<Arc<Services>>) -> impl IntoResponse {
@@ -60,6 +104,6 @@ async fn stages(State(s): State<Arc<Services>>) -> impl IntoResponse {
 async fn metrics(State(s): State<Arc<Services>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        super::prometheus::render(&s),
+        super::prometheus::render(&s, &s.signal.views().await),
     )
 }

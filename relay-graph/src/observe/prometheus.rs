@@ -10,6 +10,7 @@ use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
 use crate::endpoint::Services;
+use crate::signal::service::SignalViews;
 
 /// Escapes a label value (backslash, quote, newline).
 fn esc(v: &str) -> String {
@@ -24,7 +25,7 @@ fn head(out: &mut String, name: &str, ty: &str, help: &str) {
 }
 
 /// The Prometheus text exposition of every relay figure.
-pub fn render(s: &Services) -> String {
+pub fn render(s: &Services, signal: &SignalViews) -> String {
     let mut out = String::with_capacity(8192);
     let shard_snaps: Vec<(String, wzp_engine::stats::Snapshot)> = s
         .media
@@ -248,6 +249,62 @@ pub fn render(s: &Services) -> String {
         "Sessions in rooms.",
     );
     let _ = writeln!(out, "wzp_relay_participants {}", sessions.len());
+    head(
+        &mut out,
+        "wzp_signal_registered",
+        "gauge",
+        "Fingerprints registered for direct calls on this relay.",
+    );
+    let _ = writeln!(out, "wzp_signal_registered {}", signal.presence.len());
+    head(
+        &mut out,
+        "wzp_signal_calls",
+        "gauge",
+        "Direct calls in the registry, by state.",
+    );
+    for state in ["pending", "ringing", "active"] {
+        let n = signal.calls.iter().filter(|c| c.state == state).count();
+        let _ = writeln!(out, "wzp_signal_calls{{state=\"{state}\"}} {n}");
+    }
+    let hc = &signal.counters;
+    for (name, help, v) in [
+        (
+            "wzp_signal_connections_total",
+            "Connections to the signal service.",
+            hc.connections,
+        ),
+        (
+            "wzp_signal_frames_total",
+            "Signal frames accepted past the rate limit.",
+            hc.frames,
+        ),
+        (
+            "wzp_signal_registrations_total",
+            "Successful presence registrations.",
+            hc.registrations,
+        ),
+        (
+            "wzp_signal_replaced_total",
+            "Registrations that replaced an older one of the same fingerprint.",
+            hc.replaced,
+        ),
+    ] {
+        head(&mut out, name, "counter", help);
+        let _ = writeln!(out, "{name} {v}");
+    }
+    head(
+        &mut out,
+        "wzp_signal_refusals_total",
+        "counter",
+        "Signal requests and connections refused, by reason.",
+    );
+    for (r, v) in hc.all_refusals() {
+        let _ = writeln!(
+            out,
+            "wzp_signal_refusals_total{{reason=\"{}\"}} {v}",
+            r.label()
+        );
+    }
     head(
         &mut out,
         "wzp_relay_uptime_seconds",

@@ -65,6 +65,24 @@ impl RoomService {
         self.lock().table.calls.allow(room, fingerprints);
     }
 
+    /// Ends call room `room`: nobody new is admitted, and its members'
+    /// connections are closed with `code` and `reason`.
+    pub fn close_call(&self, room: &str, code: CloseCode, reason: &str) {
+        let mut st = self.lock();
+        st.table.calls.remove(room);
+        let members: Vec<u32> = st
+            .table
+            .sessions()
+            .filter(|s| s.room == room)
+            .map(|s| s.handle)
+            .collect();
+        for h in members {
+            if let Some(io) = st.io.get(&h) {
+                quic::close(&io.conn, code, reason.as_bytes());
+            }
+        }
+    }
+
     /// Rooms with members.
     pub fn room_count(&self) -> usize {
         self.lock().table.room_count()

@@ -34,6 +34,7 @@
 //!   passes through in a form the relay can use (only signed handshake halves).
 
 mod session;
+pub mod service;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};

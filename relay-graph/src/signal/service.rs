@@ -1,0 +1,342 @@
+//! The `_signal` service's shell: one task owns the sans-IO [`SignalHub`]
+//! and its timer; each connection has a reader task (frames in) and a
+//! writer task (messages out). Everything the hub decides comes back as
+//! [`Action`]s, carried out here: send, close, open or close a call room.
+//!
+//! ```text
+//!  conn reader ──Input──┐                      ┌──► conn writer (bounded queue) ──Drained──┐
+//!  conn reader ──Input──┼──► hub task: SignalHub ┤──► close connection                       │
+//!  HTTP views ──Query───┘      (one timer)       └──► rooms: open / close call room          │
+//!        ▲────────────────────────────────────────────────────────────────────────────────────┘
+//! ```
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use wzp_proto::close::CloseCode;
+use wzp_proto::signal::SignalMessage;
+use wzp_stages::net::quic;
+use wzp_stages::net::signal_stream::{self, SignalFrame, SignalReader, SignalStreamError};
+
+use super::{Action, ConnId, Event, Frame, HubCounters, Input, SignalConfig, SignalHub};
+use crate::endpoint::Services;
+use crate::observe::events::{now_ms, Event as LogEvent};
+
+/// Largest signal frame read from a client on `_signal`.
+pub const MAX_SIGNAL_FRAME: usize = 64 * 1024;
+/// Inputs queued to the hub task.
+const HUB_QUEUE: usize = 4096;
+
+enum Cmd {
+    Attach {
+        conn: ConnId,
+        connection: quinn::Connection,
+        writer: mpsc::Sender<SignalMessage>,
+    },
+    Input(Input),
+    Query(oneshot::Sender<SignalViews>),
+}
+
+/// What `/presence` and `/calls` show, and the hub's counters.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SignalViews {
+    pub presence: Vec<PresenceView>,
+    pub calls: Vec<CallView>,
+    #[serde(skip)]
+    pub counters: HubCounters,
+    #[serde(skip)]
+    pub transitions: Vec<(String, u64)>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PresenceView {
+    pub fingerprint: String,
+    pub alias: Option<String>,
+    /// Unix ms when it registered.
+    pub since: u64,
+    pub observed_addr: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CallView {
+    pub call_id: String,
+    pub state: &'static str,
+    pub room: String,
+    pub caller: String,
+    pub callee: String,
+    /// Unix ms when it was offered.
+    pub since: u64,
+}
+
+/// The handle the endpoint and HTTP use.
+pub struct SignalService {
+    tx: mpsc::Sender<Cmd>,
+    next_conn: AtomicU64,
+}
+
+impl SignalService {
+    /// Starts the hub task. `services` is weak: the hub task ends with the
+    /// relay.
+    pub fn start(config: SignalConfig, services: Weak<Services>) -> SignalService {
+        let (tx, rx) = mpsc::channel(HUB_QUEUE);
+        tokio::spawn(run_hub(SignalHub::new(config), rx, services));
+        SignalService {
+            tx,
+            next_conn: AtomicU64::new(1),
+        }
+    }
+
+    /// The hub's views (presence, calls, counters).
+    pub async fn views(&self) -> SignalViews {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Cmd::Query(tx)).await.is_err() {
+            return SignalViews::default();
+        }
+        rx.await.unwrap_or_default()
+    }
+}
+
+fn unix_ms_at(t: Instant, now: Instant) -> u64 {
+    let ago = now.saturating_duration_since(t);
+    SystemTime::now()
+        .checked_sub(ago)
+        .and_then(|s| s.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+async fn run_hub(mut hub: SignalHub, mut rx: mpsc::Receiver<Cmd>, services: Weak<Services>) {
+    let mut conns: HashMap<ConnId, (quinn::Connection, mpsc::Sender<SignalMessage>)> =
+        HashMap::new();
+    loop {
+        let deadline = hub.poll_timeout();
+        let cmd = tokio::select! {
+            c = rx.recv() => match c { Some(c) => Some(c), None => return },
+            _ = async {
+                match deadline {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending::<()>().await,
+                }
+            } => None,
+        };
+        let now = Instant::now();
+        match cmd {
+            None => hub.handle_timeout(now),
+            Some(Cmd::Attach {
+                conn,
+                connection,
+                writer,
+            }) => {
+                conns.insert(conn, (connection, writer));
+            }
+            Some(Cmd::Input(input)) => {
+                if let Input::Disconnected { conn } = &input {
+                    conns.remove(conn);
+                }
+                hub.handle(input, now);
+            }
+            Some(Cmd::Query(reply)) => {
+                let presence = hub
+                    .presence()
+                    .iter()
+                    .map(|(fp, p)| PresenceView {
+                        fingerprint: fp.to_string(),
+                        alias: p.alias.clone(),
+                        since: unix_ms_at(p.since, now),
+                        observed_addr: p.observed_addr.to_string(),
+                    })
+                    .collect();
+                let calls = hub
+                    .calls()
+                    .iter()
+                    .map(|c| CallView {
+                        call_id: c.id.clone(),
+                        state: c.state.label(),
+                        room: c.room.clone(),
+                        caller: c.caller.to_string(),
+                        callee: c.callee.to_string(),
+                        since: unix_ms_at(c.since, now),
+                    })
+                    .collect();
+                let _ = reply.send(SignalViews {
+                    presence,
+                    calls,
+                    counters: hub.counters().clone(),
+                    transitions: Vec::new(),
+                });
+            }
+        }
+        let Some(services) = services.upgrade() else {
+            return;
+        };
+        while let Some(action) = hub.poll_action() {
+            apply(&services, &mut conns, action);
+        }
+    }
+}
+
+fn apply(
+    services: &Services,
+    conns: &mut HashMap<ConnId, (quinn::Connection, mpsc::Sender<SignalMessage>)>,
+    action: Action,
+) {
+    match action {
+        Action::Send { conn, msg } => {
+            if let Some((_, w)) = conns.get(&conn) {
+                // The hub bounds what a connection may have unwritten
+                // (max_outbound, from Drained reports); this queue is larger.
+                let _ = w.try_send(msg);
+            }
+        }
+        Action::Close { conn, code, reason } => {
+            if let Some((c, _)) = conns.remove(&conn) {
+                quic::close(&c, code, reason.as_bytes());
+            }
+        }
+        Action::CallRoomOpened { room, fingerprints } => {
+            services.rooms.allow_call(&room, fingerprints.to_vec());
+        }
+        Action::CallRoomClosed { room } => {
+            services
+                .rooms
+                .close_call(&room, CloseCode::Normal, "the call ended");
+        }
+        Action::Event(ev) => log_event(services, ev),
+    }
+}
+
+fn log_event(services: &Services, ev: Event) {
+    match ev {
+        Event::Registered {
+            conn,
+            fingerprint,
+            replaced,
+        } => {
+            tracing::info!(%conn, %fingerprint, replaced = ?replaced.map(|c| c.0), "registered");
+            services.event(LogEvent {
+                ts_ms: now_ms(),
+                event: "registered",
+                fingerprint: Some(fingerprint.to_string()),
+                ..Default::default()
+            });
+        }
+        Event::Unregistered { conn, fingerprint } => {
+            tracing::info!(%conn, %fingerprint, "unregistered");
+            services.event(LogEvent {
+                ts_ms: now_ms(),
+                event: "unregistered",
+                fingerprint: Some(fingerprint.to_string()),
+                ..Default::default()
+            });
+        }
+        Event::Call {
+            call_id,
+            from,
+            to,
+            reason,
+        } => {
+            tracing::info!(call_id, from = from.label(), to = to.label(), reason, "call");
+            services.event(LogEvent {
+                ts_ms: now_ms(),
+                event: "call",
+                room: Some(&call_id),
+                reason: Some(format!(
+                    "{} -> {}{}",
+                    from.label(),
+                    to.label(),
+                    reason.map(|r| format!(" ({r})")).unwrap_or_default()
+                )),
+                ..Default::default()
+            });
+        }
+        Event::Refused {
+            conn,
+            refusal,
+            detail,
+        } => {
+            tracing::info!(%conn, refusal = refusal.label(), detail, "signal refused");
+        }
+    }
+}
+
+/// A `_signal` connection's life: attach it to the hub, read frames into
+/// it, write what it sends, report the end.
+pub async fn serve_signal(services: Arc<Services>, conn: quinn::Connection) {
+    let signal = &services.signal;
+    let id = ConnId(signal.next_conn.fetch_add(1, Ordering::Relaxed));
+    let remote: SocketAddr = conn.remote_address();
+    let mut nonce = [0u8; 32];
+    if getrandom::fill(&mut nonce).is_err() {
+        quic::close(&conn, CloseCode::Capacity, b"no randomness for a challenge");
+        return;
+    }
+    let (mut send, recv) = match conn.accept_bi().await {
+        Ok(s) => s,
+        Err(_) => return,
+    };
+    let (wtx, mut wrx) = mpsc::channel::<SignalMessage>(1024);
+    let tx = signal.tx.clone();
+    if tx
+        .send(Cmd::Attach {
+            conn: id,
+            connection: conn.clone(),
+            writer: wtx,
+        })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let _ = tx
+        .send(Cmd::Input(Input::Connected {
+            conn: id,
+            remote,
+            nonce,
+        }))
+        .await;
+    let writer = {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = wrx.recv().await {
+                if signal_stream::write_message(&mut send, &msg).await.is_err() {
+                    break;
+                }
+                let _ = tx
+                    .send(Cmd::Input(Input::Drained { conn: id, count: 1 }))
+                    .await;
+            }
+            let _ = send.finish();
+        })
+    };
+    let mut reader = SignalReader::new(recv, MAX_SIGNAL_FRAME);
+    loop {
+        let input = tokio::select! {
+            r = reader.next() => match r {
+                Ok(Some(SignalFrame::Message(d))) => Input::from_decoder(id, Ok(d)),
+                Ok(Some(SignalFrame::Malformed(detail))) => Input::Frame { conn: id, frame: Frame::Malformed { detail } },
+                Ok(None) => break,
+                Err(SignalStreamError::TooLarge { len, .. }) => {
+                    let _ = tx.send(Cmd::Input(Input::FrameTooLarge { conn: id, len })).await;
+                    break;
+                }
+                Err(SignalStreamError::Truncated) => {
+                    let _ = tx.send(Cmd::Input(Input::StreamError { conn: id, detail: "stream ended inside a frame".into() })).await;
+                    break;
+                }
+                Err(SignalStreamError::Read(_)) => break,
+            },
+            _ = conn.closed() => break,
+        };
+        if tx.send(Cmd::Input(input)).await.is_err() {
+            break;
+        }
+    }
+    let _ = tx.send(Cmd::Input(Input::Disconnected { conn: id })).await;
+    // Let the writer flush what the hub queued last (a close reason, a
+    // hangup), then stop it.
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(200), writer).await;
+}

@@ -4,13 +4,17 @@
 
 mod call;
 mod cli;
+mod signal;
 mod trust;
 
 use clap::{Parser, Subcommand};
 
+use cli::call::CallArgs;
 use cli::demo::DemoArgs;
 use cli::graph::GraphCommand;
 use cli::join::JoinArgs;
+use cli::listen::ListenArgs;
+use cli::reflect::{ReflectArgs, VersionArgs};
 use cli::run::RunArgs;
 
 const EXAMPLES: &str = "\
@@ -34,7 +38,7 @@ Examples:
       List every stage kind; `wzp-client stages audio.gain` shows one in full.";
 
 #[derive(Parser)]
-#[command(name = "wzp-client", version, about = "wzp client: run and inspect media graphs", after_help = EXAMPLES)]
+#[command(name = "wzp-client", version = wzp_version(), about = "wzp client: calls, rooms, and media graphs", after_help = EXAMPLES)]
 struct Cli {
     /// Log filter (e.g. `info`, `wzp_engine=debug`); also read from RUST_LOG.
     #[arg(long, global = true, default_value = "warn")]
@@ -64,6 +68,23 @@ enum Command {
         /// A kind to describe in full (e.g. `audio.gain`).
         kind: Option<String>,
     },
+    /// Call a person by fingerprint through a relay.
+    #[command(after_help = cli::call::CALL_EXAMPLES)]
+    Call(CallArgs),
+    /// Register at a relay and answer incoming calls.
+    #[command(after_help = cli::listen::LISTEN_EXAMPLES)]
+    Listen(ListenArgs),
+    /// Print this machine's address as a relay sees it.
+    #[command(after_help = cli::reflect::REFLECT_EXAMPLES)]
+    Reflect(ReflectArgs),
+    /// Print a relay's version and build.
+    #[command(name = "version-check", after_help = cli::reflect::VERSION_EXAMPLES)]
+    VersionCheck(VersionArgs),
+}
+
+/// The version `--version` prints: the crate version and the git commit.
+fn wzp_version() -> &'static str {
+    concat!(env!("CARGO_PKG_VERSION"), " (", env!("WZP_GIT_HASH"), ")")
 }
 
 fn main() {
@@ -83,6 +104,14 @@ fn main() {
             command: GraphCommand::Explain { graph, set },
         } => cli::graph::explain(&graph, &set),
         Command::Stages { kind } => cli::stages::stages(kind.as_deref()),
+        Command::Call(args) => match cli::call::call_cmd(args) {
+            Ok(0) => Ok(()),
+            Ok(status) => std::process::exit(status),
+            Err(e) => Err(e),
+        },
+        Command::Listen(args) => cli::listen::listen_cmd(args),
+        Command::Reflect(args) => cli::reflect::reflect_cmd(args),
+        Command::VersionCheck(args) => cli::reflect::version_cmd(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

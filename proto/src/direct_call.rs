@@ -212,7 +212,9 @@ enum OutState {
         initiator: Box<Initiator>,
         ringing: bool,
     },
-    Keyed { keys: SessionKeys },
+    Keyed {
+        keys: SessionKeys,
+    },
     Ended,
 }
 

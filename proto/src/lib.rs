@@ -43,8 +43,8 @@ pub mod handshake;
 pub mod identity;
 pub mod join;
 pub mod media;
-pub mod room_client;
 pub mod presence;
+pub mod room_client;
 pub mod signal;
 pub mod sni;
 

@@ -178,3 +178,33 @@ pub fn room_secret(opts: &CallOptions) -> String {
         }
     }
 }
+
+/// Points every `crypto.seal` and `crypto.open` stage of `spec` at the
+/// `SessionKeys` resource `resource` (a direct call's keys), dropping the
+/// room key params.
+pub fn use_session_keys(spec: &mut GraphSpec, resource: &str) -> Result<()> {
+    let mut found = 0;
+    for st in spec
+        .stages
+        .iter_mut()
+        .filter(|s| s.kind == "crypto.seal" || s.kind == "crypto.open")
+    {
+        st.params.remove("room");
+        st.params.remove("room_secret");
+        st.params.remove("key");
+        st.params.insert(
+            "session".into(),
+            RawParam {
+                value: toml::Value::String(resource.into()),
+                loc: Default::default(),
+            },
+        );
+        found += 1;
+    }
+    if found == 0 {
+        return Err(anyhow!(
+            "the call graph has no crypto.seal / crypto.open stage to take the call keys"
+        ));
+    }
+    Ok(())
+}

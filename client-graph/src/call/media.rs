@@ -53,7 +53,10 @@ pub(crate) async fn connection_loop(
     .parse()
     .expect("a bind address");
     let endpoint = quic::client_endpoint(bind)?;
-    let sni = wzp_proto::room_hash(&opts.room);
+    let sni = match &opts.direct {
+        Some(d) => d.room.clone(),
+        None => wzp_proto::room_hash(&opts.room),
+    };
     let mut joins = 0u32;
     let mut lost_at: Option<Instant> = None;
     let mut backoff = Duration::from_millis(100);

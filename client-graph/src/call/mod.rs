@@ -40,7 +40,24 @@ pub struct CallOptions {
     pub stop: Arc<AtomicBool>,
     /// Prefix for progress lines on stdout (e.g. `[alice] `).
     pub label: String,
+    /// A direct call's room and end-to-end keys (instead of a room secret).
+    pub direct: Option<DirectMedia>,
 }
+
+/// The media side of a direct call set up on the signal plane: the call
+/// room (the media connection's server name) and the keys both clients
+/// derived from the signed handshake. The relay never has them.
+#[derive(Clone, Debug)]
+pub struct DirectMedia {
+    /// The `call-*` room.
+    pub room: String,
+    /// Per-direction media keys.
+    pub keys: wzp_proto::handshake::SessionKeys,
+}
+
+/// The resource name the call graph's seal/open stages take a direct
+/// call's keys from.
+pub const CALL_KEYS: &str = "call.keys";
 
 /// What a call leaves behind.
 pub struct CallOutcome {
@@ -63,8 +80,15 @@ pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
     let mut known = KnownRelays::load(&opts.known_relays)?;
     let trust = Trust::for_relay(&opts.relay, opts.relay_fingerprint, &mut known)?;
 
-    let secret = room_secret(&opts);
-    let spec = call_spec(&opts, &secret)?;
+    let spec = match &opts.direct {
+        None => call_spec(&opts, &room_secret(&opts))?,
+        Some(_) => {
+            // The room secret is not used: seal and open take the call keys.
+            let mut spec = call_spec(&opts, "direct call: keys from the handshake")?;
+            graph::use_session_keys(&mut spec, CALL_KEYS)?;
+            spec
+        }
+    };
     let wakers = Wakers::default();
     let epoch = Instant::now();
     let (feed, ingress_port) = quic::ingress_channel(1024, wakers.clocked.clone(), epoch);
@@ -72,6 +96,9 @@ pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
     let mut res = Resources::new();
     res.insert("quic.ingress", Arc::new(ingress_port));
     res.insert("quic.egress", Arc::new(egress_port));
+    if let Some(d) = &opts.direct {
+        res.insert(CALL_KEYS, Arc::new(d.keys.clone()));
+    }
     let registry = wzp_stages::registry();
     let compiled = compile_with(&spec, &registry, &res, &Existing::default(), wakers)
         .map_err(|e| anyhow!("{e}"))?;
@@ -192,6 +219,7 @@ mod tests {
             realtime: false,
             stop: Arc::new(AtomicBool::new(false)),
             label: String::new(),
+            direct: None,
         }
     }
 

@@ -88,6 +88,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         realtime: false,
         stop: stop.clone(),
         label: format!("[{name}] "),
+        direct: None,
     };
     let alice = client("alice", "builtin", "null".into());
     let bob = client("bob", "tone:220", args.output.display().to_string());

@@ -91,6 +91,7 @@ pub fn join_cmd(args: JoinArgs) -> Result<()> {
         realtime: !args.no_realtime,
         stop,
         label: String::new(),
+        direct: None,
     };
     let outcome = call::run_call(opts)?;
     finish_report(&outcome.report, args.stats_json.as_deref(), args.quiet)

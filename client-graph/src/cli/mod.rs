@@ -1,8 +1,12 @@
 //! The subcommands, one file each, and what they share.
 
+pub mod call;
 pub mod demo;
+pub mod direct;
 pub mod graph;
 pub mod join;
+pub mod listen;
+pub mod reflect;
 pub mod run;
 pub mod stages;
 

@@ -60,7 +60,10 @@ async fn presence_of(
     let fp: wzp_proto::Fingerprint = match fp.parse() {
         Ok(f) => f,
         Err(e) => {
-            return (StatusCode::BAD_REQUEST, format!("{fp:?} is not a fingerprint: {e}\n"))
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("{fp:?} is not a fingerprint: {e}\n"),
+            )
                 .into_response()
         }
     };
@@ -74,7 +77,10 @@ async fn presence_of(
         .find(|p| p.fingerprint == want)
     {
         Some(p) => Json(p).into_response(),
-        None => (StatusCode::NOT_FOUND, format!("{want} is not online on this relay\n"))
+        None => (
+            StatusCode::NOT_FOUND,
+            format!("{want} is not online on this relay\n"),
+        )
             .into_response(),
     }
 }

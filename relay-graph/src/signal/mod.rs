@@ -33,8 +33,8 @@
 //!   the relay unless it answers `accept_trusted`; the media key never
 //!   passes through in a form the relay can use (only signed handshake halves).
 
-mod session;
 pub mod service;
+mod session;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};

@@ -239,7 +239,13 @@ fn log_event(services: &Services, ev: Event) {
             to,
             reason,
         } => {
-            tracing::info!(call_id, from = from.label(), to = to.label(), reason, "call");
+            tracing::info!(
+                call_id,
+                from = from.label(),
+                to = to.label(),
+                reason,
+                "call"
+            );
             services.event(LogEvent {
                 ts_ms: now_ms(),
                 event: "call",

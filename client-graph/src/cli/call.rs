@@ -1,0 +1,123 @@
+//! `wzp-client call FINGERPRINT --relay ADDR`: call a person by fingerprint.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context, Result};
+use wzp_proto::direct_call::{random_call_id, CallEvent, OutgoingCall};
+use wzp_proto::handshake::EphemeralKey;
+use wzp_proto::Fingerprint;
+
+use super::direct::{
+    flush, run_media, MediaArgs, RelayArgs, EXIT_BUSY, EXIT_FAILED, EXIT_NOT_ONLINE,
+    EXIT_NO_ANSWER, EXIT_REJECTED,
+};
+use crate::signal::SignalConn;
+
+pub const CALL_EXAMPLES: &str = "\
+Examples:
+  wzp-client call 3f2a:9c01:77de:0b4e:5a10:c3d2:e8f7:1a6b --relay 203.0.113.7:4433
+      Call a person by fingerprint (`wzp-client identity` prints yours):
+      microphone in, speaker out. Both ends print the same `SAS: CODE`.
+  wzp-client call FP --relay 127.0.0.1:4433 --input talk.wav --output heard.wav --duration 10s
+      Headless: send a WAV, record the other side, hang up after 10 s.
+
+Exit status:
+  0  the call was answered and ran
+  1  an error (bad arguments, relay unreachable, identity unreadable, ...)
+  3  rejected: the callee declined
+  4  not online: nobody with that fingerprint is registered at the relay
+  5  busy: the callee is in another call
+  6  no answer: the call rang until the relay's ringing timeout
+  7  the call failed after the offer (hung up before it was answered, or
+     the key exchange did not verify)";
+
+#[derive(clap::Args)]
+pub struct CallArgs {
+    /// The callee's fingerprint (`xxxx:xxxx:...`).
+    pub fingerprint: String,
+    #[command(flatten)]
+    pub relay: RelayArgs,
+    #[command(flatten)]
+    pub media: MediaArgs,
+}
+
+/// Runs `call`; returns the process exit status.
+pub fn call_cmd(args: CallArgs) -> Result<i32> {
+    let target: Fingerprint = args
+        .fingerprint
+        .parse()
+        .map_err(|e| anyhow!("{}: not a fingerprint: {e}", args.fingerprint))?;
+    let relay = args.relay.options()?;
+    let identity = relay.identity()?;
+    if target == identity.fingerprint() {
+        return Err(anyhow!(
+            "{target} is your own fingerprint: call someone else"
+        ));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())
+        .context("installing SIGINT handler")?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())
+        .context("installing SIGTERM handler")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("starting the network runtime")?;
+    rt.block_on(async move {
+        let (mut sig, relay_fp) = SignalConn::open(&relay).await?;
+        sig.register(&identity, relay_fp, args.media.alias.clone())
+            .await?;
+        let call_id = random_call_id().map_err(|e| anyhow!("no randomness for a call id: {e}"))?;
+        let eph = EphemeralKey::random().map_err(|e| anyhow!("no randomness for a key: {e}"))?;
+        let mut call =
+            OutgoingCall::start(&identity, eph, call_id, target, args.media.alias.clone())
+                .map_err(|e| anyhow!("{e}"))?;
+        println!("calling {target} via {}", relay.relay);
+        flush(&mut sig, &mut call).await?;
+        let ready = loop {
+            let Some(msg) = sig.recv().await? else {
+                return Err(sig.closed_why("calling"));
+            };
+            let ev = call.handle(&msg);
+            flush(&mut sig, &mut call).await?;
+            match ev {
+                None => continue,
+                Some(CallEvent::Ringing) => println!("ringing"),
+                Some(CallEvent::Answered(ready)) => break ready,
+                Some(CallEvent::Rejected) => {
+                    println!("rejected: {target} declined the call");
+                    return Ok(EXIT_REJECTED);
+                }
+                Some(CallEvent::NotOnline) => {
+                    println!("not online: {target} is not registered at {}", relay.relay);
+                    return Ok(EXIT_NOT_ONLINE);
+                }
+                Some(CallEvent::Busy) => {
+                    println!("busy: {target} is in another call");
+                    return Ok(EXIT_BUSY);
+                }
+                Some(CallEvent::NoAnswer) => {
+                    println!("no answer from {target}");
+                    return Ok(EXIT_NO_ANSWER);
+                }
+                Some(CallEvent::HungUp { reason, message }) => {
+                    println!(
+                        "the call ended before it was answered: {}",
+                        message.unwrap_or_else(|| format!("{reason:?}").to_lowercase())
+                    );
+                    return Ok(EXIT_FAILED);
+                }
+                Some(CallEvent::Failed { error }) => {
+                    println!("the call failed: {error}");
+                    return Ok(EXIT_FAILED);
+                }
+            }
+        };
+        println!("answered by {} (room {})", ready.peer, ready.room);
+        run_media(&mut sig, &mut call, &ready, &relay, &args.media, stop).await?;
+        sig.close();
+        Ok(0)
+    })
+}

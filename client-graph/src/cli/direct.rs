@@ -1,0 +1,236 @@
+//! What `call` and `listen` share: the relay and media arguments, the exit
+//! statuses, and running an answered call's media while the signal
+//! connection watches for the other side's hangup.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Result};
+use wzp_proto::direct_call::{CallEvent, CallReady, IncomingCall, OutgoingCall};
+use wzp_proto::signal::SignalMessage;
+
+use super::{parse_duration_arg, parse_sets};
+use crate::call::{self, CallOptions, DirectMedia};
+use crate::signal::{RelayOptions, SignalConn};
+use crate::trust::wzp_home;
+
+/// Exit status: the callee declined.
+pub const EXIT_REJECTED: i32 = 3;
+/// Exit status: nobody with that fingerprint is online at the relay.
+pub const EXIT_NOT_ONLINE: i32 = 4;
+/// Exit status: the callee is in another call.
+pub const EXIT_BUSY: i32 = 5;
+/// Exit status: the call rang until the relay's ringing timeout.
+pub const EXIT_NO_ANSWER: i32 = 6;
+/// Exit status: the call failed after the offer (hung up before it was
+/// answered, or the key exchange did not verify).
+pub const EXIT_FAILED: i32 = 7;
+
+/// Which relay, and who we are.
+#[derive(clap::Args, Clone, Debug)]
+pub struct RelayArgs {
+    /// Relay address, HOST:PORT.
+    #[arg(long)]
+    pub relay: String,
+    /// Identity seed file (created on first use, mode 0600). Default ~/.wzp/identity.
+    #[arg(long)]
+    pub identity: Option<PathBuf>,
+    /// The relay's TLS fingerprint to pin. Without it, the fingerprint seen on
+    /// first contact is recorded in the known-relays file and pinned after.
+    #[arg(long)]
+    pub relay_fingerprint: Option<String>,
+    /// Known-relays file. Default ~/.wzp/known_relays.
+    #[arg(long)]
+    pub known_relays: Option<PathBuf>,
+}
+
+impl RelayArgs {
+    pub fn options(&self) -> Result<RelayOptions> {
+        let relay_fingerprint = match &self.relay_fingerprint {
+            Some(f) => Some(
+                f.parse()
+                    .map_err(|e| anyhow!("--relay-fingerprint {f}: {e}"))?,
+            ),
+            None => None,
+        };
+        Ok(RelayOptions {
+            relay: self.relay.clone(),
+            identity: self
+                .identity
+                .clone()
+                .unwrap_or_else(|| wzp_home().join("identity")),
+            relay_fingerprint,
+            known_relays: self
+                .known_relays
+                .clone()
+                .unwrap_or_else(|| wzp_home().join("known_relays")),
+        })
+    }
+}
+
+/// What a call sends and where it plays.
+#[derive(clap::Args, Clone, Debug)]
+pub struct MediaArgs {
+    /// What to send: `tone`, `tone:FREQ`, `builtin`, a WAV file, or `mic`.
+    #[arg(long, default_value = "mic")]
+    pub input: String,
+    /// Where the call goes: a WAV file, `speaker`, or `null`.
+    #[arg(long, default_value = "speaker")]
+    pub output: String,
+    /// End each call after this long: `10s`, `2m`.
+    #[arg(long, value_parser = parse_duration_arg)]
+    pub duration: Option<Duration>,
+    /// Name shown to the other side.
+    #[arg(long)]
+    pub alias: Option<String>,
+    /// Fill a call graph placeholder (repeatable): profile, fec_ratio, jb_min, ...
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    pub set: Vec<String>,
+    /// Do not ask for real-time (SCHED_FIFO) priority.
+    #[arg(long)]
+    pub no_realtime: bool,
+}
+
+/// The two direct-call state machines, as the media runner drives them.
+pub trait CallMachine {
+    fn handle(&mut self, msg: &SignalMessage) -> Option<CallEvent>;
+    fn poll_send(&mut self) -> Option<SignalMessage>;
+    fn hangup(&mut self);
+    fn is_ended(&self) -> bool;
+}
+
+macro_rules! call_machine {
+    ($t:ty) => {
+        impl CallMachine for $t {
+            fn handle(&mut self, msg: &SignalMessage) -> Option<CallEvent> {
+                <$t>::handle(self, msg)
+            }
+            fn poll_send(&mut self) -> Option<SignalMessage> {
+                <$t>::poll_send(self)
+            }
+            fn hangup(&mut self) {
+                <$t>::hangup(self)
+            }
+            fn is_ended(&self) -> bool {
+                <$t>::is_ended(self)
+            }
+        }
+    };
+}
+call_machine!(OutgoingCall);
+call_machine!(IncomingCall);
+
+/// Sends whatever the call machine queued.
+pub async fn flush(sig: &mut SignalConn, call: &mut dyn CallMachine) -> Result<()> {
+    while let Some(m) = call.poll_send() {
+        sig.send(&m).await?;
+    }
+    Ok(())
+}
+
+/// How an answered call ended.
+#[derive(Debug)]
+pub enum CallEnd {
+    /// We ended it (duration, Ctrl-C).
+    Local,
+    /// The other side or the relay hung up.
+    Remote(String),
+    /// The signal connection to the relay was lost.
+    SignalLost(String),
+}
+
+/// Runs an answered call's media through the relay with the call's keys
+/// until `--duration`, Ctrl-C, or the other side hangs up; then hangs up.
+pub async fn run_media(
+    sig: &mut SignalConn,
+    call: &mut dyn CallMachine,
+    ready: &CallReady,
+    relay: &RelayOptions,
+    media: &MediaArgs,
+    stop: Arc<AtomicBool>,
+) -> Result<CallEnd> {
+    println!("SAS: {}", ready.sas);
+    let call_stop = Arc::new(AtomicBool::new(false));
+    let opts = CallOptions {
+        relay: relay.relay.clone(),
+        room: ready.room.clone(),
+        room_secret: None,
+        input: media.input.clone(),
+        output: media.output.clone(),
+        duration: media.duration,
+        alias: media.alias.clone(),
+        identity: relay.identity.clone(),
+        relay_fingerprint: relay.relay_fingerprint,
+        known_relays: relay.known_relays.clone(),
+        graph: None,
+        sets: parse_sets(&media.set)?,
+        realtime: !media.no_realtime,
+        stop: call_stop.clone(),
+        label: String::new(),
+        direct: Some(DirectMedia {
+            room: ready.room.clone(),
+            keys: ready.keys.clone(),
+        }),
+    };
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
+    let media_thread = std::thread::Builder::new()
+        .name("wzp-call".into())
+        .spawn(move || {
+            let r = call::run_call(opts);
+            let _ = done_tx.send(());
+            r
+        })
+        .map_err(|e| anyhow!("starting the call: {e}"))?;
+    let mut end = CallEnd::Local;
+    loop {
+        tokio::select! {
+            _ = &mut done_rx => break,
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {
+                if stop.load(Ordering::Relaxed) {
+                    call_stop.store(true, Ordering::Relaxed);
+                }
+            }
+            msg = sig.recv() => match msg {
+                Ok(Some(m)) => {
+                    if let Some(CallEvent::HungUp { reason, message }) = call.handle(&m) {
+                        let why = message.unwrap_or_else(|| format!("{reason:?}").to_lowercase());
+                        end = CallEnd::Remote(why);
+                        call_stop.store(true, Ordering::Relaxed);
+                    }
+                    flush(sig, call).await?;
+                }
+                Ok(None) => {
+                    end = CallEnd::SignalLost("the relay ended the signal stream".into());
+                    call_stop.store(true, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    end = CallEnd::SignalLost(e.to_string());
+                    call_stop.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        if matches!(end, CallEnd::SignalLost(_)) {
+            // Nothing more to read: wait for the media to stop.
+            let _ = (&mut done_rx).await;
+            break;
+        }
+    }
+    let outcome = media_thread
+        .join()
+        .map_err(|_| anyhow!("the call's media thread panicked"))?;
+    if !call.is_ended() {
+        call.hangup();
+        if !matches!(end, CallEnd::SignalLost(_)) {
+            flush(sig, call).await?;
+        }
+    }
+    match &end {
+        CallEnd::Local => println!("hung up"),
+        CallEnd::Remote(why) => println!("the other side hung up ({why})"),
+        CallEnd::SignalLost(why) => println!("lost the relay ({why}); the call ended"),
+    }
+    outcome?;
+    Ok(end)
+}

@@ -1,0 +1,105 @@
+//! `wzp-client reflect --relay ADDR`: our address as the relay sees it;
+//! `wzp-client version-check ADDR`: the relay's version and build.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use wzp_proto::signal::SignalMessage;
+use wzp_stages::net::quic;
+
+use super::direct::RelayArgs;
+use crate::signal::{connect, SignalConn, ANSWER};
+
+pub const REFLECT_EXAMPLES: &str = "\
+Examples:
+  wzp-client reflect --relay 203.0.113.7:4433
+      Print this machine's address as the relay sees it (after NAT).";
+
+pub const VERSION_EXAMPLES: &str = "\
+Examples:
+  wzp-client version-check 203.0.113.7:4433
+      Print `ADDR VERSION`: the relay's version and the git commit it was built from.";
+
+#[derive(clap::Args)]
+pub struct ReflectArgs {
+    #[command(flatten)]
+    pub relay: RelayArgs,
+}
+
+#[derive(clap::Args)]
+pub struct VersionArgs {
+    /// Relay address, HOST:PORT.
+    pub addr: String,
+    /// Identity seed file (unused by the check itself; accepted like every
+    /// command's).
+    #[arg(long)]
+    pub identity: Option<std::path::PathBuf>,
+    /// The relay's TLS fingerprint to pin.
+    #[arg(long)]
+    pub relay_fingerprint: Option<String>,
+    /// Known-relays file. Default ~/.wzp/known_relays.
+    #[arg(long)]
+    pub known_relays: Option<std::path::PathBuf>,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the network runtime")
+}
+
+pub fn reflect_cmd(args: ReflectArgs) -> Result<()> {
+    let relay = args.relay.options()?;
+    runtime()?.block_on(async move {
+        let (mut sig, _) = SignalConn::open(&relay).await?;
+        sig.send(&SignalMessage::Reflect).await?;
+        let addr = tokio::time::timeout(ANSWER, async {
+            loop {
+                match sig.recv().await? {
+                    Some(SignalMessage::ReflectResponse { observed_addr }) => {
+                        return Ok(observed_addr)
+                    }
+                    Some(_) => continue,
+                    None => return Err(sig.closed_why("reflecting")),
+                }
+            }
+        })
+        .await
+        .map_err(|_| {
+            anyhow!(
+                "the relay did not answer reflect within {} s",
+                ANSWER.as_secs()
+            )
+        })??;
+        println!("{addr}");
+        sig.close();
+        Ok(())
+    })
+}
+
+pub fn version_cmd(args: VersionArgs) -> Result<()> {
+    let relay = RelayArgs {
+        relay: args.addr.clone(),
+        identity: args.identity,
+        relay_fingerprint: args.relay_fingerprint,
+        known_relays: args.known_relays,
+    }
+    .options()?;
+    runtime()?.block_on(async move {
+        let (_ep, conn, _) = connect(&relay, wzp_proto::sni::VERSION).await?;
+        let reason = tokio::time::timeout(Duration::from_secs(5), conn.closed())
+            .await
+            .map_err(|_| anyhow!("the relay at {} did not answer the version probe", args.addr))?;
+        match quic::peer_close(&reason) {
+            Some((_, version)) if !version.is_empty() => {
+                println!("{} {version}", args.addr);
+                Ok(())
+            }
+            _ => bail!(
+                "the relay at {} does not answer the version probe ({reason}); it may be older than this client",
+                args.addr
+            ),
+        }
+    })
+}

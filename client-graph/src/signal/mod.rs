@@ -1,0 +1,310 @@
+//! The client's signal connection (`_signal`): connect with the relay
+//! pinned (or trusted on first use), say Hello, register the identity by
+//! answering the relay's challenge (proto's `PresenceClient`), then carry
+//! direct-call messages and keep-alive pings.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use wzp_proto::identity::Identity;
+use wzp_proto::presence::{PresenceClient, PresenceEvent, PresenceStep};
+use wzp_proto::signal::{negotiate_version, Decoded, SignalMessage};
+use wzp_proto::{Seed, TlsFingerprint};
+use wzp_stages::net::quic;
+use wzp_stages::net::signal_stream::{self, SignalFrame, SignalReader};
+
+use crate::trust::{KnownRelays, Trust};
+
+/// How long one QUIC handshake may take.
+pub const HANDSHAKE: Duration = Duration::from_secs(3);
+/// How long the relay may take to answer a request (Hello, registration).
+pub const ANSWER: Duration = Duration::from_secs(5);
+/// Keep-alive ping interval (the relay drops registrations silent for 45 s).
+pub const KEEPALIVE: Duration = Duration::from_secs(10);
+
+/// Who we are and which relay, as every signal subcommand takes them.
+#[derive(Clone, Debug)]
+pub struct RelayOptions {
+    /// `HOST:PORT`.
+    pub relay: String,
+    /// Identity seed file (created when missing).
+    pub identity: PathBuf,
+    /// The relay's TLS fingerprint to pin.
+    pub relay_fingerprint: Option<TlsFingerprint>,
+    /// Known-relays file (trust on first use, pins after).
+    pub known_relays: PathBuf,
+}
+
+impl RelayOptions {
+    /// The relay's address.
+    pub fn addr(&self) -> Result<SocketAddr> {
+        self.relay
+            .to_socket_addrs()
+            .with_context(|| format!("--relay {}: not an address", self.relay))?
+            .next()
+            .ok_or_else(|| anyhow!("--relay {}: resolves to no address", self.relay))
+    }
+
+    /// The identity (created on first use).
+    pub fn identity(&self) -> Result<Identity> {
+        let seed = Seed::load_or_create(&self.identity)
+            .map_err(|e| anyhow!("identity {}: {e}", self.identity.display()))?;
+        Ok(seed.identity())
+    }
+}
+
+/// Why connecting failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The relay did not answer (not running, wrong address, blocked).
+    #[error("cannot reach the relay at {relay} ({addr}): {why}; check the address and that the relay runs")]
+    Unreachable {
+        relay: String,
+        addr: SocketAddr,
+        why: String,
+    },
+    /// Anything else (pinning mismatch, local errors).
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// Connects to `opts.relay` with server name `sni`, checking its
+/// certificate against the pin (or recording it on first use).
+pub async fn connect(
+    opts: &RelayOptions,
+    sni: &str,
+) -> Result<(quinn::Endpoint, quinn::Connection, TlsFingerprint), ConnectError> {
+    let addr = opts.addr()?;
+    let mut known = KnownRelays::load(&opts.known_relays)?;
+    let trust = Trust::for_relay(&opts.relay, opts.relay_fingerprint, &mut known)?;
+    let bind: SocketAddr = if addr.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    }
+    .parse()
+    .expect("a bind address");
+    let endpoint = quic::client_endpoint(bind).map_err(|e| anyhow!("{e}"))?;
+    let seen = Arc::new(Mutex::new(None));
+    let mut cfg = match trust {
+        Trust::Pinned(fp) => quic::client_config(fp),
+        Trust::FirstUse => quic::client_config_first_use(seen.clone()),
+    }
+    .map_err(|e| anyhow!("{e}"))?;
+    let mut transport = quic::transport_config();
+    transport.keep_alive_interval(Some(Duration::from_millis(500)));
+    transport.max_idle_timeout(Some(
+        quinn::IdleTimeout::try_from(Duration::from_secs(3)).expect("3 s is a valid idle timeout"),
+    ));
+    cfg.transport_config(Arc::new(transport));
+    let connecting = endpoint
+        .connect_with(cfg, addr, sni)
+        .map_err(|e| anyhow!("cannot connect to {addr}: {e}"))?;
+    let conn = match tokio::time::timeout(HANDSHAKE, connecting).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            let text = e.to_string();
+            if let (Trust::Pinned(fp), true) = (&trust, text.contains("is not the pinned")) {
+                return Err(anyhow!(
+                    "the relay at {} presented a different certificate than the one pinned ({fp}): {text}\n  \
+                     if the relay's identity changed on purpose, accept it with --relay-fingerprint NEW_FINGERPRINT \
+                     (the relay prints it at start), or remove its line from {}",
+                    opts.relay,
+                    known.path.display()
+                )
+                .into());
+            }
+            return Err(ConnectError::Unreachable {
+                relay: opts.relay.clone(),
+                addr,
+                why: text,
+            });
+        }
+        Err(_) => {
+            return Err(ConnectError::Unreachable {
+                relay: opts.relay.clone(),
+                addr,
+                why: format!("no QUIC handshake within {} s", HANDSHAKE.as_secs()),
+            })
+        }
+    };
+    let fp = match trust {
+        Trust::Pinned(fp) => fp,
+        Trust::FirstUse => {
+            let fp = seen
+                .lock()
+                .ok()
+                .and_then(|s| *s)
+                .ok_or_else(|| anyhow!("the relay showed no certificate"))?;
+            known.set(&opts.relay, fp)?;
+            eprintln!(
+                "trusting relay {} on first use: {fp} (recorded in {})",
+                opts.relay,
+                known.path.display()
+            );
+            fp
+        }
+    };
+    Ok((endpoint, conn, fp))
+}
+
+/// What the relay said when we registered.
+#[derive(Clone, Debug)]
+pub struct Registration {
+    /// Our address as the relay sees it.
+    pub observed_addr: Option<SocketAddr>,
+    /// The relay's label.
+    pub relay_label: Option<String>,
+    /// The relay's version.
+    pub version: Option<String>,
+}
+
+/// An open `_signal` connection.
+pub struct SignalConn {
+    _endpoint: quinn::Endpoint,
+    pub conn: quinn::Connection,
+    send: quinn::SendStream,
+    reader: SignalReader,
+    last_sent: Instant,
+}
+
+impl SignalConn {
+    /// Connects to the relay's signal service and exchanges Hello.
+    pub async fn open(opts: &RelayOptions) -> Result<(SignalConn, TlsFingerprint), ConnectError> {
+        let (endpoint, conn, fp) = connect(opts, wzp_proto::sni::SIGNAL).await?;
+        let (send, recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| anyhow!("opening the signal stream: {e}"))?;
+        let mut s = SignalConn {
+            _endpoint: endpoint,
+            conn,
+            send,
+            reader: SignalReader::new(recv, wzp_proto::signal::MAX_FRAME_LEN),
+            last_sent: Instant::now(),
+        };
+        s.send(&SignalMessage::hello(Some(format!(
+            "wzp-client {}",
+            env!("CARGO_PKG_VERSION")
+        ))))
+        .await?;
+        let first = tokio::time::timeout(ANSWER, s.recv_decoded())
+            .await
+            .map_err(|_| anyhow!("the relay did not say hello within {} s", ANSWER.as_secs()))??;
+        negotiate_version(&first).map_err(|e| anyhow!("the relay's hello: {e}"))?;
+        Ok((s, fp))
+    }
+
+    /// Registers `identity` (answers the relay's challenge).
+    pub async fn register(
+        &mut self,
+        identity: &Identity,
+        relay: TlsFingerprint,
+        alias: Option<String>,
+    ) -> Result<Registration> {
+        let mut client = PresenceClient::new(identity, relay, alias);
+        let deadline = tokio::time::Instant::now() + ANSWER;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.recv())
+                .await
+                .map_err(|_| {
+                    anyhow!(
+                        "the relay did not answer the registration within {} s",
+                        ANSWER.as_secs()
+                    )
+                })??
+                .ok_or_else(|| self.closed_why("registering"))?;
+            match client.handle(&msg) {
+                PresenceStep::Send(m) => self.send(&m).await?,
+                PresenceStep::Event(PresenceEvent::Registered {
+                    observed_addr,
+                    relay_label,
+                    version,
+                }) => {
+                    return Ok(Registration {
+                        observed_addr,
+                        relay_label,
+                        version,
+                    })
+                }
+                PresenceStep::Event(PresenceEvent::Refused { reason }) => {
+                    bail!("the relay refused the registration: {reason}")
+                }
+                PresenceStep::Ignored => {}
+            }
+        }
+    }
+
+    /// Why the relay closed the connection, for an error message.
+    pub fn closed_why(&self, doing: &str) -> anyhow::Error {
+        match self.conn.close_reason() {
+            Some(r) => match quic::peer_close(&r) {
+                Some((code, text)) => {
+                    anyhow!("the relay closed the connection while {doing}: {text} ({code})")
+                }
+                None => anyhow!("the connection to the relay ended while {doing}: {r}"),
+            },
+            None => anyhow!("the relay ended the signal stream while {doing}"),
+        }
+    }
+
+    /// Sends one message.
+    pub async fn send(&mut self, msg: &SignalMessage) -> Result<()> {
+        self.last_sent = Instant::now();
+        signal_stream::write_message(&mut self.send, msg)
+            .await
+            .map_err(|e| anyhow!("writing to the relay: {e}"))
+    }
+
+    async fn recv_decoded(&mut self) -> Result<Decoded> {
+        loop {
+            match self.reader.next().await {
+                Ok(Some(SignalFrame::Message(d))) => return Ok(d),
+                Ok(Some(SignalFrame::Malformed(e))) => {
+                    tracing::debug!("malformed frame from the relay: {e}")
+                }
+                Ok(None) => return Err(self.closed_why("reading")),
+                Err(e) => return Err(anyhow!("reading from the relay: {e}")),
+            }
+        }
+    }
+
+    /// The next message this build knows; `Ok(None)` when the relay ended
+    /// the stream. Sends a keep-alive ping when the connection has been
+    /// quiet for [`KEEPALIVE`]. Cancel-safe.
+    pub async fn recv(&mut self) -> Result<Option<SignalMessage>> {
+        loop {
+            let quiet = KEEPALIVE.saturating_sub(self.last_sent.elapsed());
+            let frame = tokio::select! {
+                f = self.reader.next() => f,
+                _ = tokio::time::sleep(quiet) => {
+                    let ts = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_millis() as u64)
+                        .unwrap_or(0);
+                    self.send(&SignalMessage::Ping { timestamp_ms: ts }).await?;
+                    continue;
+                }
+            };
+            match frame {
+                Ok(Some(SignalFrame::Message(Decoded::Message(m)))) => return Ok(Some(m)),
+                Ok(Some(SignalFrame::Message(Decoded::Unknown { type_name }))) => {
+                    tracing::debug!(%type_name, "unknown message from the relay")
+                }
+                Ok(Some(SignalFrame::Malformed(e))) => {
+                    tracing::debug!("malformed frame from the relay: {e}")
+                }
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(anyhow!("reading from the relay: {e}")),
+            }
+        }
+    }
+
+    /// Closes the connection politely.
+    pub fn close(&self) {
+        quic::close(&self.conn, wzp_proto::close::CloseCode::Normal, b"bye");
+    }
+}

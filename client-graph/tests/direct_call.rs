@@ -1,0 +1,682 @@
+//! Calling a person: `wzp-client listen` and `wzp-client call` as real
+//! processes through a real `wzp-relay` on loopback: registration, offer,
+//! ringing, answer, end-to-end call keys (both ends print the same SAS),
+//! media both ways checked at the far end, refusals with their exit
+//! statuses, hangups from either side, a third party kept out of the call
+//! room, re-registration after a relay restart, reflect and version-check.
+//!
+//! Every wait is for a line a process prints, with a deadline.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use wzp_stages::audio::signal::{rms_dbfs, speech_like, xcorr_peak};
+use wzp_stages::audio::wav_source::read_wav_mono;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Real-time processes: one scenario at a time keeps a 2-core machine from
+/// starving them.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn bin(name: &str) -> PathBuf {
+    let client = PathBuf::from(env!("CARGO_BIN_EXE_wzp-client"));
+    if name == "wzp-client" {
+        return client;
+    }
+    let b = client.with_file_name(name);
+    assert!(
+        b.exists(),
+        "{} is missing: `cargo test --workspace` builds it",
+        b.display()
+    );
+    b
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("wzp-direct-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A process whose stdout lines arrive on a channel (and are kept).
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+    what: String,
+}
+
+impl Proc {
+    fn spawn(what: &str, cmd: &mut Command) -> Proc {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what} starts: {e}"));
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let tx2 = tx.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        std::thread::spawn(move || {
+            for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx2.send(format!("stderr: {l}"));
+            }
+        });
+        Proc {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+            what: what.into(),
+        }
+    }
+
+    /// Waits (up to `within`) for a line containing `needle`; returns it.
+    fn wait_line(&mut self, needle: &str, within: Duration) -> Option<String> {
+        if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
+            return Some(l.clone());
+        }
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    if l.contains(needle) {
+                        return Some(l);
+                    }
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
+    fn expect_line(&mut self, needle: &str, within: Duration) -> String {
+        match self.wait_line(needle, within) {
+            Some(l) => l,
+            None => {
+                let printed = self.drain().join("\n");
+                panic!(
+                    "{} printed no line with {needle:?} within {within:?}; it printed:\n{printed}",
+                    self.what
+                )
+            }
+        }
+    }
+
+    fn drain(&mut self) -> Vec<String> {
+        while let Ok(l) = self.lines.try_recv() {
+            self.seen.push(l);
+        }
+        self.seen.clone()
+    }
+
+    /// Waits for the process to exit.
+    fn exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                // Let the reader threads hand over the last lines.
+                let _ = self.wait_line("\u{0}never", Duration::from_millis(200));
+                return s;
+            }
+            if Instant::now() > deadline {
+                let printed = self.drain().join("\n");
+                panic!(
+                    "{} did not exit within {within:?}; it printed:\n{printed}",
+                    self.what
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+struct Relay {
+    proc: Proc,
+    addr: SocketAddr,
+    fingerprint: String,
+}
+
+fn start_relay(dir: &Path, listen: &str) -> Relay {
+    let mut proc = Proc::spawn(
+        "wzp-relay",
+        Command::new(bin("wzp-relay")).args([
+            "-i",
+            dir.join("relay.seed").to_str().unwrap(),
+            "--listen",
+            listen,
+        ]),
+    );
+    let line = proc.expect_line("listening ", WAIT);
+    let field = |k: &str| {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+            .unwrap()
+            .to_string()
+    };
+    Relay {
+        addr: field("quic").parse().unwrap(),
+        fingerprint: field("fingerprint"),
+        proc,
+    }
+}
+
+/// `wzp-client SUB ...` with the relay pinned and a per-user identity.
+fn client(dir: &Path, relay: &Relay, user: &str, sub: &[&str], extra: &[&str]) -> Proc {
+    let mut cmd = Command::new(bin("wzp-client"));
+    cmd.args(sub)
+        .args(["--relay", &relay.addr.to_string()])
+        .args(["--relay-fingerprint", &relay.fingerprint])
+        .args([
+            "--identity",
+            dir.join(format!("{user}.seed")).to_str().unwrap(),
+        ])
+        .args([
+            "--known-relays",
+            dir.join(format!("{user}.known")).to_str().unwrap(),
+        ])
+        .args(extra);
+    if matches!(sub.first(), Some(&"call") | Some(&"listen")) {
+        cmd.arg("--no-realtime");
+    }
+    Proc::spawn(user, &mut cmd)
+}
+
+/// Starts `listen` for `user` and waits for its registration; returns the
+/// process and the fingerprint it registered.
+fn listen(dir: &Path, relay: &Relay, user: &str, extra: &[&str]) -> (Proc, String) {
+    let mut p = client(dir, relay, user, &["listen"], extra);
+    let line = p.expect_line("registered as ", WAIT);
+    let fp = line
+        .split_whitespace()
+        .nth(2)
+        .expect("registered as FP ...")
+        .to_string();
+    (p, fp)
+}
+
+fn write_wav(path: &Path, x: &[f32]) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 16_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).unwrap();
+    for s in x {
+        w.write_sample((s.clamp(-1.0, 1.0) * 32767.0) as i16)
+            .unwrap();
+    }
+    w.finalize().unwrap();
+}
+
+/// Median over 0.5 s windows of the best lag-aligned correlation.
+fn segmental_correlation(received: &[f32], sent: &[f32]) -> f32 {
+    let seg = 8_000;
+    let mut rs: Vec<f32> = sent
+        .chunks(seg)
+        .filter(|c| c.len() == seg && rms_dbfs(c) > -45.0)
+        .map(|c| xcorr_peak(received, c, received.len().saturating_sub(seg / 2)).1)
+        .collect();
+    assert!(rs.len() >= 3, "too few voiced segments");
+    rs.sort_by(|a, b| a.total_cmp(b));
+    rs[rs.len() / 2]
+}
+
+fn sas(p: &mut Proc) -> String {
+    p.expect_line("SAS: ", WAIT)
+        .trim()
+        .trim_start_matches("SAS: ")
+        .to_string()
+}
+
+#[test]
+fn a_calls_b_by_fingerprint_and_each_hears_the_other_with_the_same_sas() {
+    let _s = serial();
+    let dir = tmp("call");
+    let relay = start_relay(&dir, "127.0.0.1:0");
+    // Two different voices: the speech sample, and the same sample
+    // reversed, so each recording can only match its own sender.
+    let speech = speech_like(16_000);
+    let reversed: Vec<f32> = speech.iter().rev().copied().collect();
+    write_wav(&dir.join("a-says.wav"), &speech);
+    write_wav(&dir.join("b-says.wav"), &reversed);
+    let (mut b, b_fp) = listen(
+        &dir,
+        &relay,
+        "bob",
+        &[
+            "--accept",
+            "trusted",
+            "--once",
+            "--duration",
+            "5s",
+            "--input",
+            dir.join("b-says.wav").to_str().unwrap(),
+            "--output",
+            dir.join("b-heard.wav").to_str().unwrap(),
+        ],
+    );
+    let mut a = client(
+        &dir,
+        &relay,
+        "alice",
+        &["call", &b_fp],
+        &[
+            "--alias",
+            "alice",
+            "--duration",
+            "5s",
+            "--input",
+            dir.join("a-says.wav").to_str().unwrap(),
+            "--output",
+            dir.join("a-heard.wav").to_str().unwrap(),
+        ],
+    );
+    a.expect_line("ringing", WAIT);
+    let offer = b.expect_line("incoming call from ", WAIT);
+    assert!(offer.contains("(alice)"), "{offer}");
+    a.expect_line("answered by", WAIT);
+    let (sas_a, sas_b) = (sas(&mut a), sas(&mut b));
+    assert_eq!(sas_a, sas_b, "both ends show the same SAS");
+    assert_eq!(sas_a.len(), 4);
+    assert!(a.exit(WAIT).success(), "{:?}", a.drain());
+    assert!(b.exit(WAIT).success(), "{:?}", b.drain());
+
+    let heard_by_b = read_wav_mono(&dir.join("b-heard.wav")).unwrap().samples;
+    let heard_by_a = read_wav_mono(&dir.join("a-heard.wav")).unwrap().samples;
+    // Opus over a clean loopback keeps speech above 0.7 (see call_e2e.rs);
+    // the other voice or silence stays well below.
+    let r_b = segmental_correlation(&heard_by_b, &speech);
+    let r_a = segmental_correlation(&heard_by_a, &reversed);
+    assert!(
+        r_b > 0.7,
+        "bob's recording correlates {r_b} with alice's voice"
+    );
+    assert!(
+        r_a > 0.7,
+        "alice's recording correlates {r_a} with bob's voice"
+    );
+    let cross = segmental_correlation(&heard_by_b, &reversed);
+    assert!(
+        cross < r_b,
+        "bob hears alice ({r_b}), not himself ({cross})"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn rejected_not_online_and_busy_have_their_own_exit_status() {
+    let _s = serial();
+    let dir = tmp("refusals");
+    let relay = start_relay(&dir, "127.0.0.1:0");
+
+    // Rejected.
+    let (mut b, b_fp) = listen(&dir, &relay, "bob", &["--accept", "reject", "--once"]);
+    let mut a = client(
+        &dir,
+        &relay,
+        "alice",
+        &["call", &b_fp],
+        &["--input", "tone", "--output", "null"],
+    );
+    a.expect_line("rejected", WAIT);
+    assert_eq!(a.exit(WAIT).code(), Some(3), "{:?}", a.drain());
+    b.expect_line("rejected", WAIT);
+    assert!(b.exit(WAIT).success());
+
+    // Not online: bob's listener is gone; the answer comes at once.
+    let mut a = client(
+        &dir,
+        &relay,
+        "alice",
+        &["call", &b_fp],
+        &["--input", "tone", "--output", "null"],
+    );
+    a.expect_line("calling", WAIT);
+    let started = Instant::now();
+    a.expect_line("not online", Duration::from_secs(2));
+    println!("not online after {:?}", started.elapsed());
+    assert_eq!(a.exit(WAIT).code(), Some(4), "{:?}", a.drain());
+
+    // Busy: carol is talking to bob when alice calls.
+    let (mut b, b_fp) = listen(
+        &dir,
+        &relay,
+        "bob",
+        &[
+            "--accept",
+            "generic",
+            "--once",
+            "--input",
+            "tone",
+            "--output",
+            "null",
+            "--duration",
+            "20s",
+        ],
+    );
+    let mut c = client(
+        &dir,
+        &relay,
+        "carol",
+        &["call", &b_fp],
+        &[
+            "--input",
+            "tone:300",
+            "--output",
+            "null",
+            "--duration",
+            "20s",
+        ],
+    );
+    c.expect_line("SAS: ", WAIT);
+    let mut a = client(
+        &dir,
+        &relay,
+        "alice",
+        &["call", &b_fp],
+        &["--input", "tone", "--output", "null"],
+    );
+    a.expect_line("busy", WAIT);
+    assert_eq!(a.exit(WAIT).code(), Some(5), "{:?}", a.drain());
+    c.kill();
+    b.kill();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_hangup_or_a_dead_peer_ends_the_call_for_the_other_side() {
+    let _s = serial();
+    let dir = tmp("hangup");
+    let relay = start_relay(&dir, "127.0.0.1:0");
+
+    // The caller hangs up (its --duration ends): the callee's call ends
+    // within a second of the caller's hangup.
+    let (mut b, b_fp) = listen(
+        &dir,
+        &relay,
+        "bob",
+        &[
+            "--once",
+            "--input",
+            "tone",
+            "--output",
+            "null",
+            "--duration",
+            "60s",
+        ],
+    );
+    let mut a = client(
+        &dir,
+        &relay,
+        "alice",
+        &["call", &b_fp],
+        &[
+            "--input",
+            "tone:300",
+            "--output",
+            "null",
+            "--duration",
+            "2s",
+        ],
+    );
+    a.expect_line("hung up", WAIT);
+    let hung_up = Instant::now();
+    b.expect_line("the other side hung up", Duration::from_secs(1));
+    println!(
+        "callee's call ended {:?} after the hangup",
+        hung_up.elapsed()
+    );
+    assert!(a.exit(WAIT).success());
+    assert!(b.exit(WAIT).success());
+
+    // The callee dies: the caller's call ends within 5 s.
+    let (mut b, b_fp) = listen(
+        &dir,
+        &relay,
+        "bob",
+        &[
+            "--once",
+            "--input",
+            "tone",
+            "--output",
+            "null",
+            "--duration",
+            "60s",
+        ],
+    );
+    let mut a = client(
+        &dir,
+        &relay,
+        "alice",
+        &["call", &b_fp],
+        &[
+            "--input",
+            "tone:300",
+            "--output",
+            "null",
+            "--duration",
+            "60s",
+        ],
+    );
+    a.expect_line("SAS: ", WAIT);
+    b.expect_line("SAS: ", WAIT);
+    b.kill();
+    let killed = Instant::now();
+    a.expect_line("hung up", Duration::from_secs(5));
+    println!(
+        "caller's call ended {:?} after the callee died",
+        killed.elapsed()
+    );
+    a.exit(WAIT);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_third_fingerprint_is_refused_from_the_call_room() {
+    use wzp_proto::close::CloseCode;
+    use wzp_proto::room_client::{JoinEvent, JoinExchange};
+    use wzp_stages::net::quic;
+    use wzp_stages::net::signal_stream::{self, SignalFrame, SignalReader};
+
+    let _s = serial();
+    let dir = tmp("third");
+    let relay = start_relay(&dir, "127.0.0.1:0");
+    let (mut b, b_fp) = listen(
+        &dir,
+        &relay,
+        "bob",
+        &[
+            "--once",
+            "--input",
+            "tone",
+            "--output",
+            "null",
+            "--duration",
+            "30s",
+        ],
+    );
+    let mut a = client(
+        &dir,
+        &relay,
+        "alice",
+        &["call", &b_fp],
+        &[
+            "--input",
+            "tone:300",
+            "--output",
+            "null",
+            "--duration",
+            "30s",
+        ],
+    );
+    let answered = a.expect_line("answered by", WAIT);
+    let room = answered
+        .split("(room ")
+        .nth(1)
+        .and_then(|r| r.strip_suffix(')'))
+        .expect("answered by FP (room call-...)")
+        .to_string();
+    b.expect_line("SAS: ", WAIT);
+
+    // Mallory knows the room's name and tries to join it.
+    let mallory = wzp_proto::Seed::from_bytes([77; 32]).identity();
+    let relay_fp: wzp_proto::TlsFingerprint = relay.fingerprint.parse().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let refused = rt.block_on(async {
+        let mut ep = quic::client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
+        ep.set_default_client_config(quic::client_config(relay_fp).unwrap());
+        let conn = ep.connect(relay.addr, &room).unwrap().await.unwrap();
+        let (mut send, recv) = conn.open_bi().await.unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let mut x = JoinExchange::start(&mallory, &room, &relay_fp, None, "mallory", now);
+        signal_stream::write_frames(&mut send, &x.poll_transmit().unwrap())
+            .await
+            .unwrap();
+        let mut reader = SignalReader::new(recv, 1 << 16);
+        loop {
+            while let Some(ev) = x.poll_event() {
+                assert!(
+                    !matches!(ev, JoinEvent::Admitted { .. }),
+                    "mallory was admitted"
+                );
+            }
+            match tokio::time::timeout(WAIT, reader.next()).await {
+                Ok(Ok(Some(SignalFrame::Message(m)))) => x.handle_message(m),
+                _ => break,
+            }
+        }
+        let reason = tokio::time::timeout(WAIT, conn.closed()).await.unwrap();
+        quic::peer_close(&reason)
+    });
+    let (code, why) = refused.expect("closed with a wzp close code");
+    assert_eq!(code, CloseCode::NotAuthorized, "{why}");
+    // The call went on.
+    assert!(a.wait_line("hung up", Duration::from_millis(300)).is_none());
+    a.kill();
+    b.kill();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn listen_registers_again_after_a_relay_restart_and_the_next_call_works() {
+    let _s = serial();
+    let dir = tmp("restart");
+    let mut relay = start_relay(&dir, "127.0.0.1:0");
+    let addr = relay.addr;
+    let (mut b, b_fp) = listen(
+        &dir,
+        &relay,
+        "bob",
+        &[
+            "--once",
+            "--input",
+            "tone",
+            "--output",
+            "null",
+            "--duration",
+            "2s",
+        ],
+    );
+    relay.proc.kill();
+    // Same identity, same port.
+    let relay = start_relay(&dir, &addr.to_string());
+    let back = Instant::now();
+    b.expect_line("registered again as", Duration::from_secs(3));
+    println!(
+        "registered again {:?} after the relay was back",
+        back.elapsed()
+    );
+    let mut a = client(
+        &dir,
+        &relay,
+        "alice",
+        &["call", &b_fp],
+        &[
+            "--input",
+            "tone:300",
+            "--output",
+            "null",
+            "--duration",
+            "2s",
+        ],
+    );
+    a.expect_line("SAS: ", WAIT);
+    assert!(a.exit(WAIT).success(), "{:?}", a.drain());
+    assert!(b.exit(WAIT).success(), "{:?}", b.drain());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn reflect_and_version_check_answer_from_the_relay() {
+    let _s = serial();
+    let dir = tmp("reflect");
+    let relay = start_relay(&dir, "127.0.0.1:0");
+    let mut r = client(&dir, &relay, "alice", &["reflect"], &[]);
+    let addr = r.expect_line("127.0.0.1:", WAIT);
+    let addr: SocketAddr = addr.trim().parse().expect("reflect prints an address");
+    assert_eq!(addr.ip().to_string(), "127.0.0.1");
+    assert_ne!(addr.port(), 0);
+    assert!(r.exit(WAIT).success());
+
+    let out = Command::new(bin("wzp-relay"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    let relay_version = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .trim_start_matches("wzp-relay ")
+        .to_string();
+    assert!(
+        relay_version.contains('('),
+        "version shows the git hash: {relay_version}"
+    );
+    let mut v = Proc::spawn(
+        "version-check",
+        Command::new(bin("wzp-client")).args([
+            "version-check",
+            &relay.addr.to_string(),
+            "--relay-fingerprint",
+            &relay.fingerprint,
+            "--known-relays",
+            dir.join("v.known").to_str().unwrap(),
+        ]),
+    );
+    let line = v.expect_line(&relay.addr.to_string(), WAIT);
+    assert_eq!(line.trim(), format!("{} {relay_version}", relay.addr));
+    assert!(v.exit(WAIT).success());
+    let _ = std::fs::remove_dir_all(dir);
+}

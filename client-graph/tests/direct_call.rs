@@ -161,17 +161,24 @@ struct Relay {
     proc: Proc,
     addr: SocketAddr,
     fingerprint: String,
+    metrics: Option<SocketAddr>,
 }
 
 fn start_relay(dir: &Path, listen: &str) -> Relay {
+    start_relay_with(dir, listen, &[])
+}
+
+fn start_relay_with(dir: &Path, listen: &str, extra: &[&str]) -> Relay {
     let mut proc = Proc::spawn(
         "wzp-relay",
-        Command::new(bin("wzp-relay")).args([
-            "-i",
-            dir.join("relay.seed").to_str().unwrap(),
-            "--listen",
-            listen,
-        ]),
+        Command::new(bin("wzp-relay"))
+            .args([
+                "-i",
+                dir.join("relay.seed").to_str().unwrap(),
+                "--listen",
+                listen,
+            ])
+            .args(extra),
     );
     let line = proc.expect_line("listening ", WAIT);
     let field = |k: &str| {
@@ -183,8 +190,28 @@ fn start_relay(dir: &Path, listen: &str) -> Relay {
     Relay {
         addr: field("quic").parse().unwrap(),
         fingerprint: field("fingerprint"),
+        metrics: field("metrics").parse().ok(),
         proc,
     }
+}
+
+/// `GET path` on the relay's HTTP address: the body.
+fn http_get(relay: &Relay, path: &str) -> String {
+    use std::io::{Read, Write};
+    let addr = relay.metrics.expect("relay started with --metrics-addr");
+    let mut s = std::net::TcpStream::connect_timeout(&addr, WAIT).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    let text = String::from_utf8_lossy(&resp).to_string();
+    text.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
 }
 
 /// `wzp-client SUB ...` with the relay pinned and a per-user identity.
@@ -678,5 +705,103 @@ fn reflect_and_version_check_answer_from_the_relay() {
     let line = v.expect_line(&relay.addr.to_string(), WAIT);
     assert_eq!(line.trim(), format!("{} {relay_version}", relay.addr));
     assert!(v.exit(WAIT).success());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn presence_calls_and_the_clients_loss_recovery_reports_show_on_the_relay() {
+    let _s = serial();
+    let dir = tmp("observe");
+    let relay = start_relay_with(&dir, "127.0.0.1:0", &["--metrics-addr", "127.0.0.1:0"]);
+    let (mut b, b_fp) = listen(
+        &dir,
+        &relay,
+        "bob",
+        &[
+            "--once",
+            "--alias",
+            "bob",
+            "--input",
+            "tone",
+            "--output",
+            "null",
+            "--duration",
+            "30s",
+        ],
+    );
+    let presence: serde_json::Value = serde_json::from_str(&http_get(&relay, "/presence")).unwrap();
+    let listed = presence.as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{presence}");
+    assert_eq!(listed[0]["fingerprint"], b_fp.as_str());
+    assert_eq!(listed[0]["alias"], "bob");
+    let one: serde_json::Value =
+        serde_json::from_str(&http_get(&relay, &format!("/presence/{b_fp}"))).unwrap();
+    assert_eq!(one["fingerprint"], b_fp.as_str());
+    assert!(
+        http_get(&relay, "/presence/0000:0000:0000:0000:0000:0000:0000:0000")
+            .contains("not online")
+    );
+
+    let mut a = client(
+        &dir,
+        &relay,
+        "alice",
+        &["call", &b_fp],
+        &[
+            "--input",
+            "builtin",
+            "--output",
+            "null",
+            "--duration",
+            "30s",
+        ],
+    );
+    a.expect_line("SAS: ", WAIT);
+    let calls: serde_json::Value = serde_json::from_str(&http_get(&relay, "/calls")).unwrap();
+    let calls = calls.as_array().unwrap();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0]["state"], "active");
+    assert_eq!(calls[0]["callee"], b_fp.as_str());
+    let text = serde_json::to_string(&calls).unwrap();
+    assert!(!text.contains("key"), "/calls never shows keys: {text}");
+
+    // Both clients report their decoders every 2 s on the call room's
+    // stream; the relay exports the figures per session.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let sessions: serde_json::Value =
+            serde_json::from_str(&http_get(&relay, "/sessions")).unwrap();
+        let reported = sessions
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| {
+                s["client_reports"].as_u64().unwrap_or(0) > 0
+                    && s["frames_decoded"].as_u64().unwrap_or(0) > 0
+            })
+            .count();
+        if reported == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no loss-recovery reports: {sessions}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let metrics = http_get(&relay, "/metrics");
+    for name in [
+        "wzp_relay_session_frames_decoded_total{",
+        "wzp_relay_session_dred_reconstructions_total{",
+        "wzp_relay_session_lbrr_recoveries_total{",
+        "wzp_relay_session_classical_plc_total{",
+        "wzp_relay_session_reported_loss_ratio{",
+        "wzp_signal_registered 2",
+        "wzp_signal_calls{state=\"active\"} 1",
+    ] {
+        assert!(metrics.contains(name), "/metrics lacks {name}");
+    }
+    a.kill();
+    b.kill();
     let _ = std::fs::remove_dir_all(dir);
 }

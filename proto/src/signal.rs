@@ -503,6 +503,9 @@ pub enum SignalMessage {
         /// Frames decoded in total.
         #[serde(default)]
         frames_decoded: u64,
+        /// Frames recovered from Opus in-band FEC (LBRR).
+        #[serde(default)]
+        lbrr_recoveries: u64,
     },
     /// Client to relay on a room connection, after `Hello`: the signed
     /// request to enter the room its SNI names ([`crate::join`]).

@@ -15,6 +15,7 @@ use wzp_stages::net::quic;
 use wzp_stages::net::signal_stream::{self, SignalFrame, SignalReader};
 
 use wzp_proto::close::CloseCode;
+use wzp_proto::signal::SignalMessage;
 
 use super::CallOptions;
 
@@ -44,6 +45,7 @@ pub(crate) async fn connection_loop(
     peers: quic::EgressPeers,
     done: Arc<AtomicBool>,
     path_limit: Arc<AtomicUsize>,
+    mut telemetry: tokio::sync::mpsc::Receiver<Telemetry>,
 ) -> Result<u32> {
     let bind: SocketAddr = if addr.is_ipv4() {
         "0.0.0.0:0"
@@ -237,6 +239,13 @@ pub(crate) async fn connection_loop(
                         _ => break,
                     }
                 }
+                Some(t) = telemetry.recv() => {
+                    if admitted {
+                        for m in t.messages(conn.rtt()) {
+                            exchange.send(&m);
+                        }
+                    }
+                }
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {
                     if finished() { break; }
                 }
@@ -281,4 +290,88 @@ pub(crate) async fn connection_loop(
     }
     endpoint.wait_idle().await;
     Ok(joins)
+}
+
+/// How often a call reports its loss recovery and link figures to the relay.
+pub const TELEMETRY_INTERVAL: Duration = Duration::from_secs(2);
+
+/// One report of the call graph's receive side: the decoders' recovery
+/// counters (monotonic) and the loss and jitter-buffer target over the last
+/// interval.
+#[derive(Clone, Debug, Default)]
+pub struct Telemetry {
+    pub frames_decoded: u64,
+    pub dred_reconstructions: u64,
+    pub lbrr_recoveries: u64,
+    pub classical_plc_invocations: u64,
+    pub loss_pct: f32,
+    pub jitter_ms: u32,
+}
+
+impl Telemetry {
+    /// The signal messages carrying it (`rtt` from the QUIC connection).
+    pub fn messages(&self, rtt: Duration) -> [SignalMessage; 2] {
+        [
+            SignalMessage::LossRecoveryUpdate {
+                dred_reconstructions: self.dred_reconstructions,
+                classical_plc_invocations: self.classical_plc_invocations,
+                frames_decoded: self.frames_decoded,
+                lbrr_recoveries: self.lbrr_recoveries,
+            },
+            SignalMessage::QualityUpdate {
+                loss_pct: self.loss_pct,
+                rtt_ms: rtt.as_millis().min(u32::MAX as u128) as u32,
+                jitter_ms: self.jitter_ms,
+                bitrate_cap_kbps: None,
+                recommended_codec: None,
+            },
+        ]
+    }
+}
+
+/// Reads a call graph's figures into [`Telemetry`], keeping what the loss
+/// fraction needs between samples.
+#[derive(Debug, Default)]
+pub struct TelemetrySampler {
+    played: u64,
+    concealed: u64,
+}
+
+impl TelemetrySampler {
+    pub fn sample(&mut self, stats: &wzp_engine::stats::GraphStats) -> Telemetry {
+        let sum = |kind: &str, name: &str| -> u64 {
+            stats
+                .stages_of_kind(kind)
+                .filter_map(|s| s.counter(name))
+                .sum()
+        };
+        let played = sum("jitter.adaptive", "played");
+        let concealed = sum("jitter.adaptive", "concealed");
+        let (dp, dc) = (
+            played.saturating_sub(self.played),
+            concealed.saturating_sub(self.concealed),
+        );
+        self.played = played;
+        self.concealed = concealed;
+        let loss_pct = if dp + dc == 0 {
+            0.0
+        } else {
+            100.0 * dc as f32 / (dp + dc) as f32
+        };
+        let jitter_ms = stats
+            .stages_of_kind("jitter.adaptive")
+            .filter(|s| s.counter("played").unwrap_or(0) > 0)
+            .filter_map(|s| s.gauge("target_delay_ms"))
+            .max()
+            .unwrap_or(0)
+            .max(0) as u32;
+        Telemetry {
+            frames_decoded: sum("codec.opus_decode", "frames_decoded"),
+            dred_reconstructions: sum("codec.opus_decode", "dred_reconstructions"),
+            lbrr_recoveries: sum("codec.opus_decode", "fec_recovered"),
+            classical_plc_invocations: sum("codec.opus_decode", "classical_plc_invocations"),
+            loss_pct,
+            jitter_ms,
+        }
+    }
 }

@@ -125,22 +125,41 @@ pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
         .build()
         .context("starting the network runtime")?;
     let graph_done = Arc::new(AtomicBool::new(false));
+    let (telemetry_tx, telemetry_rx) = tokio::sync::mpsc::channel::<media::Telemetry>(4);
     let net = {
         let opts = opts.clone();
         let graph_done = graph_done.clone();
         let path_limit = path_limit.clone();
         rt.spawn(async move {
             media::connection_loop(
-                &opts, &identity, addr, trust, &mut known, feed, peers, graph_done, path_limit,
+                &opts,
+                &identity,
+                addr,
+                trust,
+                &mut known,
+                feed,
+                peers,
+                graph_done,
+                path_limit,
+                telemetry_rx,
             )
             .await
         })
     };
+    let stats = graph.stats();
+    let mut telemetry = media::TelemetrySampler::default();
+    let mut next_report = Instant::now() + media::TELEMETRY_INTERVAL;
     // Wait for the graph to end (duration) or a stop request.
     while !graph.is_finished() && !opts.stop.load(Ordering::Relaxed) {
         graph.wait(Duration::from_millis(50));
         if net.is_finished() {
             break;
+        }
+        if Instant::now() >= next_report {
+            next_report += media::TELEMETRY_INTERVAL;
+            // Dropped when the connection is between sessions: the next
+            // report carries the same monotonic counters.
+            let _ = telemetry_tx.try_send(telemetry.sample(&stats));
         }
         // Each (re)join reports the path's datagram limit: send with the
         // best profile that fits it.

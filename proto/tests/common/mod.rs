@@ -251,6 +251,7 @@ pub fn samples() -> Vec<SignalMessage> {
             dred_reconstructions: 10,
             classical_plc_invocations: 2,
             frames_decoded: u64::MAX,
+            lbrr_recoveries: 3,
         },
         M::Join(wzp_proto::join::Join::signed(
             &wzp_proto::Seed::from_bytes([5; 32]).identity(),

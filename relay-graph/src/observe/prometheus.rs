@@ -10,6 +10,7 @@ use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
 use crate::endpoint::Services;
+use crate::rooms::service::SessionView;
 use crate::signal::service::SignalViews;
 
 /// Escapes a label value (backslash, quote, newline).
@@ -388,6 +389,62 @@ pub fn render(s: &Services, signal: &SignalViews) -> String {
             "wzp_relay_session_dropped_total{{{l},direction=\"out\"}} {}",
             v.dropped_out
         );
+    }
+    for (name, help, get) in [
+        (
+            "wzp_relay_session_frames_decoded_total",
+            "Frames the session's client decoded (its own report).",
+            (|v: &SessionView| v.frames_decoded) as fn(&SessionView) -> u64,
+        ),
+        (
+            "wzp_relay_session_dred_reconstructions_total",
+            "Frames the client rebuilt from Opus DRED (its own report).",
+            |v: &SessionView| v.dred_reconstructions,
+        ),
+        (
+            "wzp_relay_session_lbrr_recoveries_total",
+            "Frames the client recovered from Opus in-band FEC (its own report).",
+            |v: &SessionView| v.lbrr_recoveries,
+        ),
+        (
+            "wzp_relay_session_classical_plc_total",
+            "Frames the client concealed by classical PLC (its own report).",
+            |v: &SessionView| v.classical_plc_invocations,
+        ),
+    ] {
+        head(&mut out, name, "counter", help);
+        for v in &sessions {
+            let _ = writeln!(
+                out,
+                "{name}{{session=\"{}\",room=\"{}\",fingerprint=\"{}\"}} {}",
+                v.handle,
+                esc(&v.room),
+                esc(&v.fingerprint),
+                get(v)
+            );
+        }
+    }
+    for (name, help, get) in [
+        (
+            "wzp_relay_session_reported_loss_ratio",
+            "Loss the client saw over its last report interval (0..1).",
+            (|v: &SessionView| v.reported_loss_pct / 100.0) as fn(&SessionView) -> f64,
+        ),
+        (
+            "wzp_relay_session_reported_jitter_ms",
+            "The client's receive jitter buffer target (its jitter estimate).",
+            |v: &SessionView| v.reported_jitter_ms as f64,
+        ),
+        (
+            "wzp_relay_session_reported_rtt_ms",
+            "Round-trip time the client measured on its connection.",
+            |v: &SessionView| v.reported_rtt_ms as f64,
+        ),
+    ] {
+        head(&mut out, name, "gauge", help);
+        for v in &sessions {
+            let _ = writeln!(out, "{name}{{session=\"{}\"}} {}", v.handle, get(v));
+        }
     }
     head(
         &mut out,

@@ -15,7 +15,7 @@ pub mod service;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -104,6 +104,22 @@ pub enum Member {
     Remote(RemoteMember),
 }
 
+/// What a client last reported about its call (`loss_recovery_update`,
+/// `quality_update` on its room stream): counters monotonic within the
+/// session, gauges as last reported.
+#[derive(Debug, Default)]
+pub struct ClientReport {
+    pub reports: AtomicU64,
+    pub frames_decoded: AtomicU64,
+    pub dred_reconstructions: AtomicU64,
+    pub lbrr_recoveries: AtomicU64,
+    pub classical_plc_invocations: AtomicU64,
+    /// Loss the client saw over its last interval, in 1/100 percent.
+    pub loss_centipct: AtomicU64,
+    pub rtt_ms: AtomicU64,
+    pub jitter_ms: AtomicU64,
+}
+
 /// One admitted local session (what the table knows; its connection lives
 /// in the shell).
 #[derive(Debug)]
@@ -115,6 +131,7 @@ pub struct LocalSession {
     pub remote: SocketAddr,
     pub joined_unix_ms: u64,
     pub stats: Arc<PeerIoStats>,
+    pub report: Arc<ClientReport>,
 }
 
 /// A room with at least one member.
@@ -159,6 +176,7 @@ pub struct Admit {
     pub remote: SocketAddr,
     pub joined_unix_ms: u64,
     pub stats: Arc<PeerIoStats>,
+    pub report: Arc<ClientReport>,
 }
 
 /// Capacity and sharding of a [`RoomTable`].
@@ -278,6 +296,7 @@ impl RoomTable {
                 remote: a.remote,
                 joined_unix_ms: a.joined_unix_ms,
                 stats: a.stats,
+                report: a.report,
             },
         );
         Ok(admitted)
@@ -442,6 +461,7 @@ mod tests {
             remote: "127.0.0.1:9".parse().unwrap(),
             joined_unix_ms: 0,
             stats: Arc::default(),
+            report: Arc::default(),
         }
     }
 

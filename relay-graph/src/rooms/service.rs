@@ -16,7 +16,7 @@ use wzp_stages::net::quic::{self, EgressPeer, Observer, PeerIoStats};
 use wzp_stages::net::signal_stream::{self, SignalFrame, SignalReader, SignalStreamError};
 use wzp_stages::sfu::SfuCommand;
 
-use super::{Admit, RoomHandle, RoomLimits, RoomTable, RoomView, Updates};
+use super::{Admit, ClientReport, RoomHandle, RoomLimits, RoomTable, RoomView, Updates};
 use crate::endpoint::{refuse, Services};
 use crate::observe::events::{now_ms, Event};
 use crate::observe::inc;
@@ -118,6 +118,14 @@ impl RoomService {
                     bytes_out: ld(&stats.bytes_out),
                     dropped_in: ld(&stats.dropped_in),
                     dropped_out: ld(&stats.dropped_out),
+                    client_reports: ld(&s.report.reports),
+                    frames_decoded: ld(&s.report.frames_decoded),
+                    dred_reconstructions: ld(&s.report.dred_reconstructions),
+                    lbrr_recoveries: ld(&s.report.lbrr_recoveries),
+                    classical_plc_invocations: ld(&s.report.classical_plc_invocations),
+                    reported_loss_pct: ld(&s.report.loss_centipct) as f64 / 100.0,
+                    reported_rtt_ms: ld(&s.report.rtt_ms),
+                    reported_jitter_ms: ld(&s.report.jitter_ms),
                 }
             })
             .collect();
@@ -143,6 +151,17 @@ pub struct SessionView {
     pub bytes_out: u64,
     pub dropped_in: u64,
     pub dropped_out: u64,
+    /// Reports the client sent (`loss_recovery_update`, `quality_update`).
+    pub client_reports: u64,
+    pub frames_decoded: u64,
+    pub dred_reconstructions: u64,
+    pub lbrr_recoveries: u64,
+    pub classical_plc_invocations: u64,
+    /// Loss the client saw over its last report interval.
+    pub reported_loss_pct: f64,
+    pub reported_rtt_ms: u64,
+    /// The client's receive jitter buffer target (its jitter estimate).
+    pub reported_jitter_ms: u64,
 }
 
 fn deliver(services: &Services, st: &RoomState, updates: Updates) {
@@ -247,6 +266,7 @@ pub async fn serve_room(
     };
     let fingerprint = j.fingerprint();
     let stats = Arc::new(PeerIoStats::default());
+    let report = Arc::new(ClientReport::default());
     let (signal_tx, mut signal_rx) = mpsc::channel::<SignalMessage>(SIGNAL_QUEUE);
 
     // Admission, the egress route and the fan-out Join happen under the
@@ -262,6 +282,7 @@ pub async fn serve_room(
             remote,
             joined_unix_ms: now_ms(),
             stats: stats.clone(),
+            report: report.clone(),
         }) {
             Ok(h) => {
                 st.io.insert(
@@ -338,7 +359,7 @@ pub async fn serve_room(
         let services = services.clone();
         let conn = conn.clone();
         let signal_tx = signal_tx.clone();
-        tokio::spawn(async move { read_signals(services, conn, reader, signal_tx).await })
+        tokio::spawn(async move { read_signals(services, conn, reader, signal_tx, report).await })
     };
     drop(signal_tx);
 
@@ -410,6 +431,7 @@ async fn read_signals(
     conn: quinn::Connection,
     mut reader: SignalReader,
     signal_tx: mpsc::Sender<SignalMessage>,
+    report: Arc<ClientReport>,
 ) {
     loop {
         let frame = match reader.next().await {
@@ -438,6 +460,35 @@ async fn read_signals(
             SignalFrame::Message(Decoded::Message(SignalMessage::Hangup { .. })) => {
                 quic::close(&conn, CloseCode::Normal, b"hangup");
                 return;
+            }
+            SignalFrame::Message(Decoded::Message(SignalMessage::LossRecoveryUpdate {
+                dred_reconstructions,
+                classical_plc_invocations,
+                frames_decoded,
+                lbrr_recoveries,
+            })) => {
+                let set = |a: &std::sync::atomic::AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
+                set(&report.frames_decoded, frames_decoded);
+                set(&report.dred_reconstructions, dred_reconstructions);
+                set(&report.lbrr_recoveries, lbrr_recoveries);
+                set(&report.classical_plc_invocations, classical_plc_invocations);
+                report.reports.fetch_add(1, Ordering::Relaxed);
+            }
+            SignalFrame::Message(Decoded::Message(SignalMessage::QualityUpdate {
+                loss_pct,
+                rtt_ms,
+                jitter_ms,
+                ..
+            })) => {
+                let loss = if loss_pct.is_finite() {
+                    (loss_pct.clamp(0.0, 100.0) * 100.0).round() as u64
+                } else {
+                    0
+                };
+                report.loss_centipct.store(loss, Ordering::Relaxed);
+                report.rtt_ms.store(rtt_ms as u64, Ordering::Relaxed);
+                report.jitter_ms.store(jitter_ms as u64, Ordering::Relaxed);
+                report.reports.fetch_add(1, Ordering::Relaxed);
             }
             SignalFrame::Message(Decoded::Message(SignalMessage::Join(_))) => {
                 inc(&services.counters.signal_unknown);

@@ -101,7 +101,8 @@ fn old_json_without_optional_fields_parses() {
         SignalMessage::LossRecoveryUpdate {
             dred_reconstructions: 0,
             classical_plc_invocations: 0,
-            frames_decoded: 0
+            frames_decoded: 0,
+            lbrr_recoveries: 0,
         }
     );
     assert_eq!(

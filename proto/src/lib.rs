@@ -12,6 +12,9 @@
 //! - [`handshake`]: the sans-IO three-message authenticated key exchange with
 //!   per-direction session keys and a 4-digit SAS, plus room keys and room hashes.
 //! - [`join`]: the signed `join` frame a client sends to enter a relay room.
+//! - [`feedback`]: the receiver feedback report (per-sender loss, bursts,
+//!   jitter, queueing delay, receive rate, RTT echo), the sealed payload of a
+//!   media packet with codec id `0x40`.
 //!
 //! The byte-exact specification is `docs/WIRE.md`; the constants in this crate
 //! are its code form.
@@ -31,6 +34,7 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod feedback;
 pub mod handshake;
 pub mod identity;
 pub mod join;
@@ -38,6 +42,7 @@ pub mod media;
 pub mod signal;
 
 pub use error::WireError;
+pub use feedback::{encode_feedback, FeedbackEntry, FeedbackError, FeedbackReport};
 pub use handshake::{room_hash, room_id, room_key};
 pub use identity::{Fingerprint, Identity, Seed, TlsFingerprint};
 pub use media::{

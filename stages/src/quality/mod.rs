@@ -5,4 +5,5 @@
 //! are plain structs fed `now`, to be driven by the graphs' stages (see
 //! docs/PROFILES.md, "Adaptation").
 
+pub mod controller;
 pub mod receive_stats;

@@ -62,6 +62,13 @@ impl Encoder {
         }
     }
 
+    /// Runs an `OPUS_SET_*` request with an integer argument on the
+    /// real-time path: no message on failure, just `false`.
+    pub fn set_quiet(&mut self, request: c_int, value: i32) -> bool {
+        // SAFETY: SET requests take one opus_int32 vararg; the pointer is live.
+        unsafe { sys::opus_encoder_ctl(self.0.as_ptr(), request, value) == sys::OPUS_OK }
+    }
+
     /// Runs an `OPUS_GET_*` request returning an integer.
     pub fn get(&mut self, request: c_int) -> Result<i32, String> {
         let mut v: i32 = 0;

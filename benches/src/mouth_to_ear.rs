@@ -41,7 +41,8 @@ const CHIRP_AT: usize = 24_000;
 /// A chirp counts as found above this normalised correlation.
 const MIN_CORRELATION: f32 = 0.5;
 /// Chirps before this second are reported but not in the steady figure:
-/// the jitter buffer holds `initial_delay` until 50 arrivals (1 s).
+/// the jitter buffer's target may rise up to `initial_delay` during its
+/// first 50 arrivals (1 s) when the first frames show jitter.
 const WARMUP_CHIRPS: usize = 2;
 
 /// What one run measures.

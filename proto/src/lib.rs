@@ -18,6 +18,9 @@
 //!   carrying the end-to-end call-key handshake.
 //! - [`close`]: QUIC application close codes and what they mean.
 //! - [`sni`]: the TLS server names a relay serves (rooms, calls, signal, ...).
+//! - [`feedback`]: the receiver feedback report (per-sender loss, bursts,
+//!   jitter, queueing delay, receive rate, RTT echo), the sealed payload of a
+//!   media packet with codec id `0x40`.
 //!
 //! The byte-exact specification is `docs/WIRE.md`; the constants in this crate
 //! are its code form.
@@ -39,6 +42,7 @@
 pub mod close;
 pub mod direct_call;
 pub mod error;
+pub mod feedback;
 pub mod handshake;
 pub mod identity;
 pub mod join;
@@ -49,6 +53,7 @@ pub mod signal;
 pub mod sni;
 
 pub use error::WireError;
+pub use feedback::{encode_feedback, FeedbackEntry, FeedbackError, FeedbackReport};
 pub use handshake::{room_hash, room_id, room_key};
 pub use identity::{Fingerprint, Identity, Seed, TlsFingerprint};
 pub use media::{

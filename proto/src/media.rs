@@ -142,6 +142,9 @@ impl CodecId {
     pub const COMFORT_NOISE: CodecId = CodecId(0x20);
     /// Raw signed 16-bit little-endian PCM at 48 kHz (tests and loopback).
     pub const PCM_S16LE: CodecId = CodecId(0x30);
+    /// Not audio: a receiver feedback report ([`crate::feedback`]), sealed
+    /// like media and forwarded blindly by relays.
+    pub const FEEDBACK: CodecId = CodecId(0x40);
 
     /// The registered name of this codec, or `None` if this build does not know it.
     pub const fn name(self) -> Option<&'static str> {
@@ -155,6 +158,7 @@ impl CodecId {
             0x15 => "codec2_1200",
             0x20 => "comfort_noise",
             0x30 => "pcm_s16le",
+            0x40 => "feedback",
             _ => return None,
         })
     }
@@ -171,6 +175,7 @@ impl CodecId {
             Self::CODEC2_1200,
             Self::COMFORT_NOISE,
             Self::PCM_S16LE,
+            Self::FEEDBACK,
         ]
         .into_iter()
         .find(|c| c.name() == Some(name))

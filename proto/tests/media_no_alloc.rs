@@ -33,3 +33,31 @@ fn encode_and_parse_do_not_allocate() {
     assert!(total > 0);
     assert_eq!(violation_count() - before, 0, "media path allocated");
 }
+
+#[test]
+fn feedback_encode_and_parse_do_not_allocate() {
+    use wzp_proto::feedback::{feedback_len, MAX_FEEDBACK_ENTRIES};
+    use wzp_proto::{encode_feedback, FeedbackEntry, FeedbackReport};
+    let before = violation_count();
+    let mut entries = [FeedbackEntry::default(); MAX_FEEDBACK_ENTRIES];
+    for (i, e) in entries.iter_mut().enumerate() {
+        e.sender_id = i as u32;
+        e.expected = 50;
+        e.received = 45;
+    }
+    let mut buf = [0u8; feedback_len(MAX_FEEDBACK_ENTRIES)];
+    let total = assert_no_alloc(|| {
+        let mut total = 0usize;
+        for k in 0..200u16 {
+            let n = encode_feedback(k, &entries, &mut buf).unwrap();
+            let r = FeedbackReport::parse(&buf[..n]).unwrap();
+            total += r.entries().map(|e| usize::from(e.received)).sum::<usize>();
+            total += usize::from(r.entry_for(31).is_some());
+            // Errors must not allocate either.
+            total += usize::from(FeedbackReport::parse(&buf[..n - 1]).is_err());
+        }
+        total
+    });
+    assert!(total > 0);
+    assert_eq!(violation_count() - before, 0, "feedback path allocated");
+}

@@ -10,6 +10,7 @@ pub mod crypto;
 pub mod fec;
 pub mod jitter;
 pub mod net;
+pub mod quality;
 pub mod sfu;
 pub mod wire;
 

@@ -38,6 +38,7 @@ struct Harness {
     counters: Vec<(String, Counter)>,
     gauges: Vec<(String, Gauge)>,
     cycle: u64,
+    quantum_ns: u64,
 }
 
 impl Harness {
@@ -46,19 +47,27 @@ impl Harness {
     }
 
     fn try_new(overrides: &[(&str, ParamValue)]) -> Result<Self, BuildError> {
+        Self::try_with_quantum(overrides, Q_NS)
+    }
+
+    fn try_with_quantum(
+        overrides: &[(&str, ParamValue)],
+        quantum_ns: u64,
+    ) -> Result<Self, BuildError> {
         let res = Resources::new();
-        let mut cx = BuildContext::standalone(48_000, Duration::from_nanos(Q_NS), &res);
+        let mut cx = BuildContext::standalone(48_000, Duration::from_nanos(quantum_ns), &res);
         let built = Adaptive.build(&mut cx, &params_for(&Adaptive, overrides))?;
         let (counters, gauges) = cx.take_metrics();
         Ok(Harness {
             proc: built.processor,
             pool: vec![
-                Buffer::for_type(PortType::Frame, Q_NS, 64),
-                Buffer::for_type(PortType::Frame, Q_NS, 64),
+                Buffer::for_type(PortType::Frame, quantum_ns, 64),
+                Buffer::for_type(PortType::Frame, quantum_ns, 64),
             ],
             counters,
             gauges,
             cycle: 0,
+            quantum_ns,
         })
     }
 
@@ -90,10 +99,10 @@ impl Harness {
     fn step(&mut self) {
         self.pool[1].reset();
         let cx = Cx {
-            now_ns: self.cycle * Q_NS,
+            now_ns: self.cycle * self.quantum_ns,
             cycle: self.cycle,
             rate: 48_000,
-            quantum_ns: Q_NS,
+            quantum_ns: self.quantum_ns,
         };
         let mut io = Io::checked(&mut self.pool, &[0], &[1]).expect("pool indices");
         self.proc.process(&mut io, &cx);
@@ -707,10 +716,10 @@ fn lost_frames_carry_the_next_one_and_stretches_are_marked_inserted() {
             .all(|(_, f, _)| f & frame_flags::INSERTED == 0),
         "nothing stretched on a steady path"
     );
-    // The target falls from 40 to 20 ms after 50 arrivals: one frame is
-    // skipped to come down, every other one plays once.
-    assert_eq!(h.counter("skipped"), 1);
-    assert_eq!(played.len(), 95, "every other frame played once");
+    // A steady path starts at its target (20 ms): nothing skipped, every
+    // frame that arrived plays once.
+    assert_eq!(h.counter("skipped"), 0);
+    assert_eq!(played.len(), 96, "every frame that arrived played once");
 
     // Jitter that grows the target: the stretches are INSERTED, empty, and
     // every frame still plays exactly once, in order.
@@ -742,4 +751,92 @@ fn lost_frames_carry_the_next_one_and_stretches_are_marked_inserted() {
         .map(|(m, _)| m.seq)
         .collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order, once each");
+}
+
+/// A clean path (no loss, no jitter): from the first frame on, the buffer
+/// neither stretches nor skips, whatever `initial_delay` says, at every
+/// phase between arrivals and cycles, for 10 and 20 ms quanta and 20 and 40
+/// ms frames. It plays every frame once, at `min_delay` (within the
+/// `target - frame/2 ..= target + 3/4 frame` band), and declares no deeper
+/// target than that once it runs.
+#[test]
+fn clean_path_neither_stretches_nor_skips_from_the_start() {
+    // (quantum, frame, min_delay, initial_delay), ms.
+    let cases: [(u64, u64, u64, u64); 8] = [
+        (20, 20, 20, 40),
+        (20, 20, 20, 20),
+        (20, 20, 20, 100),
+        (20, 20, 40, 60),
+        (10, 20, 20, 40),
+        (20, 40, 20, 40),
+        (20, 40, 40, 80),
+        (10, 10, 20, 40),
+    ];
+    let d = |ms| ParamValue::Duration(Duration::from_millis(ms));
+    for &(quantum_ms, frame_ms, min_ms, initial_ms) in &cases {
+        for lead_ms in [1u64, 3, 7, 9, 13, 17, 19] {
+            let what = format!(
+                "quantum {quantum_ms} ms, frames {frame_ms} ms, min {min_ms} ms, initial {initial_ms} ms, lead {lead_ms} ms"
+            );
+            let q_ns = quantum_ms * MS;
+            let mut h = Harness::try_with_quantum(
+                &[("min_delay", d(min_ms)), ("initial_delay", d(initial_ms))],
+                q_ns,
+            )
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+            // 6 s of frames, each sent at k * frame and read lead_ms later.
+            let n = (6_000 / frame_ms) as u32;
+            let step = (frame_ms * 48) as u32;
+            let frames: Vec<FrameMeta> = (0..n)
+                .map(|k| FrameMeta {
+                    seq: k,
+                    timestamp: k * step,
+                    stream: 1,
+                    duration_ms: frame_ms as u8,
+                    arrival_ns: (k as u64 * frame_ms + lead_ms) * MS,
+                    ..Default::default()
+                })
+                .collect();
+            let mut next = 0;
+            let mut out = Vec::new();
+            let cycles = (6_000 + 4 * initial_ms) / quantum_ms;
+            let mut max_target = 0;
+            for _ in 0..cycles {
+                let now = h.cycle * q_ns;
+                while next < frames.len() && frames[next].arrival_ns <= now {
+                    let m = frames[next];
+                    h.input().push(m, &payload(m.seq)).unwrap();
+                    next += 1;
+                }
+                h.step();
+                for (m, _) in h.output() {
+                    out.push(m);
+                }
+                if !out.is_empty() {
+                    max_target = max_target.max(h.gauge("target_delay_ms"));
+                }
+                // The stream ends here; what the buffer plays after its last
+                // frame is concealment of frames never sent.
+                if out.last().is_some_and(|m| m.seq == n - 1) {
+                    break;
+                }
+            }
+            for name in ["stretched", "skipped", "concealed", "late", "resets"] {
+                assert_eq!(h.counter(name), 0, "{what}: {name}");
+            }
+            assert!(
+                out.iter().all(|m| m.flags & frame_flags::MISSING == 0),
+                "{what}: a MISSING frame went out"
+            );
+            let seqs: Vec<u32> = out.iter().map(|m| m.seq).collect();
+            assert_eq!(seqs, (0..n).collect::<Vec<_>>(), "{what}");
+            assert_eq!(max_target, min_ms as i64, "{what}: target while playing");
+            let cur = h.gauge("current_delay_ms");
+            let (lo, hi) = (
+                min_ms as i64 - frame_ms as i64 / 2,
+                min_ms as i64 + 3 * frame_ms as i64 / 4,
+            );
+            assert!((lo..=hi).contains(&cur), "{what}: playing {cur} ms behind");
+        }
+    }
 }

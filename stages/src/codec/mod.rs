@@ -11,6 +11,7 @@ pub mod codec2_decode;
 pub mod codec2_encode;
 pub mod codec2_worker;
 pub mod denormals;
+pub mod live;
 pub mod opus_decode;
 pub mod opus_encode;
 pub mod opus_ffi;

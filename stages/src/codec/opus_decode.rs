@@ -51,9 +51,10 @@
 //! - `lookahead_frames` = 1: frames held for recovery, 0..=104.
 //! - `use_dred` = true, `use_fec` = true: allow those recovery steps.
 //! - `complexity` = 0: decoder complexity 0..=10. At 5 and above libopus
-//!   conceals with its neural PLC instead of the classical one (more CPU
-//!   on lost frames; no measurable gain on the synthetic test signal, a
-//!   PESQ gain on real speech in the quality bench).
+//!   conceals with its neural PLC (deep PLC) instead of the classical one
+//!   (more CPU on lost frames); at 6 it also enhances every decoded SILK
+//!   frame with OSCE LACE, at 7 with NoLACE (more CPU on every frame).
+//!   docs/QUALITY.md has the measurements.
 //! - `fill_gaps` = true: conceal a sequence gap that comes without MISSING
 //!   markers. Graphs with a jitter buffer in front set it to false: the
 //!   buffer marks every loss itself and skips a frame on purpose when it
@@ -124,7 +125,7 @@ impl StageFactory for OpusDecodeFactory {
                 ParamSpec::int(
                     "complexity",
                     0,
-                    "decoder complexity 0..=10; 5 and above conceal with libopus's deep PLC",
+                    "decoder complexity 0..=10; 5+ deep PLC, 6 OSCE LACE, 7+ OSCE NoLACE",
                 ),
                 ParamSpec::bool("use_dred", true, "rebuild lost frames from DRED"),
                 ParamSpec::bool("use_fec", true, "rebuild lost frames from LBRR"),
@@ -151,8 +152,20 @@ impl StageFactory for OpusDecodeFactory {
             ));
         }
         let mut dec = Decoder::new().map_err(BuildError::Other)?;
-        dec.set_complexity(p.int_in("complexity", 0, 10)? as i32)
-            .map_err(BuildError::Other)?;
+        let complexity = p.int_in("complexity", 0, 10)? as i32;
+        dec.set_complexity(complexity).map_err(BuildError::Other)?;
+        // Read it back: a setting that does not reach libopus is an error,
+        // not a silent no-op.
+        let held = dec.complexity().map_err(BuildError::Other)?;
+        if held != complexity {
+            return Err(ParamError::new(
+                "complexity",
+                format!(
+                    "libopus holds {held} after setting {complexity}; report this build of libopus"
+                ),
+            )
+            .into());
+        }
         let dred_dec = DredDecoder::new().map_err(BuildError::Other)?;
         let dred = Dred::new().map_err(BuildError::Other)?;
         // Room for the held frames, one full input batch, and the frame

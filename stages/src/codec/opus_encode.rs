@@ -30,9 +30,15 @@
 //!   nominal frame, at least 320 (`profile::opus_payload_cap`). libopus
 //!   lowers a frame's rate to fit, so the profile's datagram size is a bound
 //!   (`Profile::max_datagram_bytes`) a path can be checked against.
+//! - `live_settings` = `""`: name of an `Arc<codec::live::OpusLive>` resource.
+//!   When set, the bit rate, DRED window, expected loss and LBRR published
+//!   in it are applied before the next frame is encoded, without rebuilding
+//!   the stage (the quality controller's decisions). The packet cap stays
+//!   the one computed at build.
 //!
 //! **Counters**: `frames_encoded`, `bytes_encoded`, `dtx_frames`,
-//! `encode_errors`, `dropped_full` (output batch full).
+//! `encode_errors`, `dropped_full` (output batch full), `live_updates`
+//! (live settings applied), `live_errors` (a ctl libopus refused).
 //!
 //! **Latency**: the encoder lookahead (6.5 ms) plus the part of a frame that
 //! waits beyond the quantum the graph already buffers:
@@ -45,11 +51,13 @@
 //! params = { profile = "good", dred_ms = 200, expected_loss = 20 }
 //! ```
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use opusic_sys as sys;
 use wzp_engine::prelude::*;
 
+use super::live::OpusLive;
 use super::opus_ffi::Encoder;
 use super::profile::{names_where, Profile};
 
@@ -226,6 +234,11 @@ impl StageFactory for OpusEncodeFactory {
                     0,
                     "cap on one packet, 8..=1275; 0 = 4x the nominal frame, at least 320",
                 ),
+                ParamSpec::str(
+                    "live_settings",
+                    "",
+                    "name of an OpusLive resource whose settings apply from the next frame",
+                ),
             ],
             default_domain: Domain::Clocked,
             domains: &[Domain::Clocked],
@@ -241,6 +254,15 @@ impl StageFactory for OpusEncodeFactory {
                     .into(),
             ));
         }
+        let live = match p.str("live_settings")? {
+            "" => None,
+            name => Some(cx.resource::<OpusLive>(name).ok_or_else(|| {
+                ParamError::new(
+                    "live_settings",
+                    format!("no OpusLive resource named {name:?}; insert one or leave it empty"),
+                )
+            })?),
+        };
         let mut enc = s.encoder().map_err(BuildError::Other)?;
         let lookahead = enc
             .get(sys::OPUS_GET_LOOKAHEAD_REQUEST)
@@ -260,6 +282,10 @@ impl StageFactory for OpusEncodeFactory {
             stream: s.stream,
             max_packet_bytes: s.max_packet_bytes,
             first: true,
+            live,
+            live_applied: 0,
+            live_updates: cx.counter("live_updates"),
+            live_errors: cx.counter("live_errors"),
             frames_encoded: cx.counter("frames_encoded"),
             bytes_encoded: cx.counter("bytes_encoded"),
             dtx_frames: cx.counter("dtx_frames"),
@@ -286,6 +312,11 @@ struct OpusEncodeProc {
     stream: u32,
     max_packet_bytes: usize,
     first: bool,
+    live: Option<Arc<OpusLive>>,
+    /// Packed live settings last applied (0: none yet).
+    live_applied: u64,
+    live_updates: Counter,
+    live_errors: Counter,
     frames_encoded: Counter,
     bytes_encoded: Counter,
     dtx_frames: Counter,
@@ -294,7 +325,40 @@ struct OpusEncodeProc {
 }
 
 impl OpusEncodeProc {
+    /// Applies the live settings when they changed since the last frame.
+    fn apply_live(&mut self) {
+        let Some(cell) = self.live.as_deref() else {
+            return;
+        };
+        let raw = cell.raw();
+        if raw == self.live_applied {
+            return;
+        }
+        self.live_applied = raw;
+        let Some(l) = OpusLive::decode(raw) else {
+            return;
+        };
+        let mut ok = true;
+        for (req, v) in [
+            (sys::OPUS_SET_BITRATE_REQUEST, l.bitrate as i32),
+            (
+                sys::OPUS_SET_PACKET_LOSS_PERC_REQUEST,
+                i32::from(l.expected_loss),
+            ),
+            (sys::OPUS_SET_INBAND_FEC_REQUEST, i32::from(l.inband_fec)),
+            (sys::OPUS_SET_DRED_DURATION_REQUEST, (l.dred_ms / 10) as i32),
+        ] {
+            ok &= self.enc.set_quiet(req, v);
+        }
+        if ok {
+            self.live_updates.inc();
+        } else {
+            self.live_errors.inc();
+        }
+    }
+
     fn emit(&mut self, out: &mut Option<&mut Batch<FrameMeta>>) {
+        self.apply_live();
         let n = self.frame.len() as u32;
         let mut meta = FrameMeta {
             seq: self.seq,

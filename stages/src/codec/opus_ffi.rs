@@ -1,5 +1,5 @@
 //! Owned, `Send` handles over libopus 1.6.1 (from `opusic-sys`, built with
-//! DRED). The `opus` crate's types hide their raw pointers, and DRED needs the
+//! DRED, hence deep PLC, and OSCE). The `opus` crate's types hide their raw pointers, and DRED needs the
 //! decoder pointer, so the codec stages use these thin wrappers for both.
 //!
 //! Every call that runs codec arithmetic holds a [`FlushDenormals`] guard.
@@ -60,6 +60,13 @@ impl Encoder {
                 strerror(r)
             ))
         }
+    }
+
+    /// Runs an `OPUS_SET_*` request with an integer argument on the
+    /// real-time path: no message on failure, just `false`.
+    pub fn set_quiet(&mut self, request: c_int, value: i32) -> bool {
+        // SAFETY: SET requests take one opus_int32 vararg; the pointer is live.
+        unsafe { sys::opus_encoder_ctl(self.0.as_ptr(), request, value) == sys::OPUS_OK }
     }
 
     /// Runs an `OPUS_GET_*` request returning an integer.
@@ -125,7 +132,9 @@ impl Decoder {
     }
 
     /// Sets the decoder's complexity (0..=10). libopus 1.5+ uses its neural
-    /// concealment (deep PLC) at 5 and above; 0 is classical PLC only.
+    /// concealment (deep PLC) at 5 and above; 0 is classical PLC only. With
+    /// OSCE compiled in (opusic-sys feature `osce`), 6 enhances every
+    /// decoded SILK frame with LACE and 7 with NoLACE.
     pub fn set_complexity(&mut self, value: i32) -> Result<(), String> {
         // SAFETY: a SET request with one opus_int32 vararg on a live decoder.
         let r = unsafe {
@@ -136,6 +145,27 @@ impl Decoder {
         } else {
             Err(format!(
                 "libopus refused decoder complexity {value}: {}",
+                strerror(r)
+            ))
+        }
+    }
+
+    /// The complexity libopus holds for this decoder (`OPUS_GET_COMPLEXITY`).
+    pub fn complexity(&mut self) -> Result<i32, String> {
+        let mut v: i32 = 0;
+        // SAFETY: a GET request with one opus_int32* vararg, which stays valid.
+        let r = unsafe {
+            sys::opus_decoder_ctl(
+                self.0.as_ptr(),
+                sys::OPUS_GET_COMPLEXITY_REQUEST,
+                &mut v as *mut i32,
+            )
+        };
+        if r == sys::OPUS_OK {
+            Ok(v)
+        } else {
+            Err(format!(
+                "libopus refused to report the decoder complexity: {}",
                 strerror(r)
             ))
         }

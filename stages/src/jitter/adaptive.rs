@@ -18,7 +18,14 @@
 //! relative delays go into a histogram of 1 ms buckets whose weights decay
 //! exponentially (`half_life`), so old spikes are forgotten. The target delay
 //! is the `quantile` (p95) of that histogram, clamped to
-//! `min_delay..=max_delay`; before 50 arrivals it is `initial_delay`.
+//! `min_delay..=max_delay`. During start-up (the first 50 arrivals) it is
+//! clamped to `min_delay..=initial_delay` instead: the target follows what
+//! the first frames measured, so a clean path starts at `min_delay` and
+//! never skips a frame to come down from a deeper start, while a jittery one
+//! grows (stretches) toward `initial_delay` as soon as its jitter shows, and
+//! past it once there are enough samples to trust. The price is paid only on
+//! a path that is jittery from its first frames: a frame or two concealed at
+//! start-up before the target has caught up.
 //!
 //! The playout point follows the target in whole frames: when the frame due
 //! would play with less than target - half a frame of delay, the buffer
@@ -51,7 +58,8 @@
 //! ## Params
 //! - `min_delay` (duration, 20ms), `max_delay` (duration, 200ms): bounds of
 //!   the target delay.
-//! - `initial_delay` (duration, 40ms): target until the histogram has data.
+//! - `initial_delay` (duration, 40ms): ceiling of the target during start-up
+//!   (the first 50 arrivals), while few samples are known.
 //! - `quantile` (number, 0.95): share of frames the target delay covers.
 //! - `half_life` (duration, 2s): how fast old delays are forgotten.
 //! - `capacity` (int, 256): frames held, keyed by sequence number.
@@ -63,7 +71,8 @@
 //! `resets`, `stretched`, `skipped`, `repair_dropped`, `overflow_drops`.
 //!
 //! ## Latency
-//! Declares `initial_delay`; the live value is the `target_delay_ms` gauge.
+//! Declares `initial_delay` (the deepest start-up target); the live value is
+//! the `target_delay_ms` gauge.
 //!
 //! ## Example
 //! ```toml
@@ -84,7 +93,7 @@ use wzp_engine::prelude::*;
 /// `jitter.adaptive` factory.
 pub struct Adaptive;
 
-/// Arrivals before the histogram's quantile replaces `initial_delay`.
+/// Arrivals before the target may rise above `initial_delay`.
 const WARMUP_ARRIVALS: u32 = 50;
 const BUCKET_NS: i64 = 1_000_000;
 const DEFAULT_FRAME_NS: u64 = 20_000_000;
@@ -119,7 +128,7 @@ impl StageFactory for Adaptive {
                 ParamSpec::duration(
                     "initial_delay",
                     Duration::from_millis(40),
-                    "target delay before there is data",
+                    "ceiling of the target delay during start-up (first 50 arrivals)",
                 ),
                 ParamSpec::float("quantile", 0.95, "share of frames the target delay covers"),
                 ParamSpec::duration(
@@ -184,7 +193,7 @@ impl StageFactory for Adaptive {
             hist: vec![0.0; buckets].into_boxed_slice(),
             hist_total: 0.0,
             arrivals: 0,
-            target_ns: initial.as_nanos() as i64,
+            target_ns: min.as_nanos() as i64,
             active: false,
             started: false,
             stream: 0,
@@ -212,10 +221,7 @@ impl StageFactory for Adaptive {
                 overflow_drops: cx.counter("overflow_drops"),
             },
         };
-        processor
-            .stats
-            .target_delay_ms
-            .set(initial.as_millis() as i64);
+        processor.stats.target_delay_ms.set(min.as_millis() as i64);
         Ok(Built {
             inputs: vec![PortDecl::new("in", PortType::Frame)],
             outputs: vec![PortDecl::new("out", PortType::Frame)],
@@ -362,23 +368,28 @@ impl JitterProc {
     }
 
     fn update_target(&mut self) {
-        if self.arrivals < WARMUP_ARRIVALS {
-            self.target_ns = self.initial_ns;
-        } else {
-            let want = self.quantile * self.hist_total;
-            let mut acc = 0.0;
-            let mut bucket = self.hist.len() - 1;
-            for (i, w) in self.hist.iter().enumerate() {
-                acc += w;
-                if acc >= want {
-                    bucket = i;
-                    break;
-                }
+        let want = self.quantile * self.hist_total;
+        let mut acc = 0.0;
+        let mut bucket = self.hist.len() - 1;
+        for (i, w) in self.hist.iter().enumerate() {
+            acc += w;
+            if acc >= want {
+                bucket = i;
+                break;
             }
-            // Upper edge of the bucket: covers every delay inside it.
-            let q = (bucket as i64 + 1) * BUCKET_NS;
-            self.target_ns = q.clamp(self.min_ns, self.max_ns);
         }
+        // Upper edge of the bucket: covers every delay inside it.
+        let q = (bucket as i64 + 1) * BUCKET_NS;
+        // During start-up a few samples cannot justify a deep buffer: the
+        // target follows what has been measured, but no higher than
+        // `initial_delay`. On a clean path it is `min_delay` from the first
+        // frame, so playout never has to skip a frame to come down to it.
+        let ceiling = if self.arrivals < WARMUP_ARRIVALS {
+            self.initial_ns
+        } else {
+            self.max_ns
+        };
+        self.target_ns = q.clamp(self.min_ns, ceiling);
         self.stats.target_delay_ms.set(self.target_ns / 1_000_000);
     }
 

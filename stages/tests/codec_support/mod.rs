@@ -55,8 +55,16 @@ impl Harness {
         factory: &dyn StageFactory,
         overrides: &[(&str, ParamValue)],
     ) -> Result<Harness, BuildError> {
-        let resources = Resources::new();
-        let mut cx = BuildContext::standalone(RATE, Duration::from_nanos(QUANTUM_NS), &resources);
+        Self::try_with_resources(factory, overrides, &Resources::new())
+    }
+
+    /// Like [`Harness::try_new`], with resources for the factory to look up.
+    pub fn try_with_resources(
+        factory: &dyn StageFactory,
+        overrides: &[(&str, ParamValue)],
+        resources: &Resources,
+    ) -> Result<Harness, BuildError> {
+        let mut cx = BuildContext::standalone(RATE, Duration::from_nanos(QUANTUM_NS), resources);
         let p = params(factory, overrides);
         let built = factory.build(&mut cx, &p)?;
         let (counters, _gauges) = cx.take_metrics();

@@ -1,0 +1,28 @@
+//! Any feedback payload: parsing never panics, and whatever parses
+//! re-encodes to the same bytes.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use wzp_proto::feedback::MAX_FEEDBACK_ENTRIES;
+use wzp_proto::{encode_feedback, FeedbackEntry, FeedbackReport};
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(report) = FeedbackReport::parse(data) else {
+        return;
+    };
+    let mut entries = [FeedbackEntry::default(); MAX_FEEDBACK_ENTRIES];
+    let mut n = 0;
+    for e in report.entries() {
+        entries[n] = e;
+        n += 1;
+    }
+    assert_eq!(n, report.len());
+    for e in &entries[..n] {
+        assert!(e.loss_fraction() >= 0.0 && e.loss_fraction() <= 1.0);
+        assert_eq!(report.entry_for(e.sender_id), Some(*e));
+    }
+    let mut out = vec![0u8; data.len()];
+    let len = encode_feedback(report.interval_ms, &entries[..n], &mut out)
+        .expect("a parsed report re-encodes into the same length");
+    assert_eq!(&out[..len], data);
+});

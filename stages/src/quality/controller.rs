@@ -1,0 +1,602 @@
+//! The sender's quality controller, sans-IO: fed the feedback entries its
+//! receivers send about it (`wzp_proto::feedback`) with `now`, polled with
+//! `now` for decisions. Each [`Decision`] carries the whole [`Settings`] to
+//! apply and the [`Reason`] it was taken; every decision is counted by
+//! reason.
+//!
+//! Two axes (policy and the measurements behind it in docs/PROFILES.md,
+//! "Adaptation"):
+//!
+//! - **Protection** against loss, chosen from the loss the *worst* fresh
+//!   receiver reports and the shape of its losses: none on a clean path
+//!   (after a start-up period on the profile's defaults); LBRR with a loss
+//!   hint near the measured loss for random loss; DRED (1 s window, a
+//!   generous hint that sets its reach, and a receiver hold to rebuild
+//!   whole bursts within a latency budget) for bursts; Codec2 with RaptorQ
+//!   where Opus cannot hold. More protection applies at once (down fast);
+//!   less only after the calmer state has held for `hysteresis` (up slow).
+//! - **Tier** (bit rate and frame size): a receiver that reports queueing
+//!   delay with loss or a receive rate below the send rate caps the path;
+//!   the tier drops at once to the highest one whose wire rate fits 90 % of
+//!   what got through, and probes one tier up after a calm `probe_after`
+//!   (doubled after a probe that failed, up to `probe_max`).
+//!
+//! Loss seen while the path is congested is not treated as random loss:
+//! redundancy would only add to the congestion.
+
+use wzp_proto::feedback::{FeedbackEntry, BURST_BINS, MAX_FEEDBACK_ENTRIES};
+
+use crate::codec::profile::{Codec, Profile};
+
+const MS: u64 = 1_000_000;
+
+/// Bytes a media packet adds to its codec payload on the wire as the
+/// receiver measures it: media header (22) and AEAD tag (16).
+const PACKET_OVERHEAD_BYTES: u32 = 22 + 16;
+
+/// The tiers the controller moves between, best first. Studio tiers are used
+/// only when the configured top tier allows them.
+pub const TIERS: [&str; 8] = [
+    "studio_64k",
+    "studio_48k",
+    "studio_32k",
+    "good",
+    "fair",
+    "degraded",
+    "poor",
+    "catastrophic",
+];
+
+/// Index in [`TIERS`] of the lowest Opus tier.
+const LOWEST_OPUS: usize = 5;
+
+/// What the sender should run with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// Quality profile name (docs/PROFILES.md): codec, bit rate, frame size.
+    pub tier: &'static str,
+    /// Codec payload bit rate, bit/s.
+    pub bitrate: u32,
+    /// Frame duration, ms.
+    pub frame_ms: u32,
+    /// DRED window, ms (0: off). Opus tiers only.
+    pub dred_ms: u32,
+    /// `expected_loss` told to the Opus encoder, percent: it sizes LBRR and
+    /// DRED's budget (and so DRED's reach).
+    pub loss_hint: u8,
+    /// Opus in-band FEC (LBRR).
+    pub lbrr: bool,
+    /// RaptorQ repair symbols per 100 source symbols (0: off).
+    pub fec_ratio: u8,
+    /// Frames the receiver should hold back to rebuild bursts from DRED
+    /// (its decoder look-ahead); bounded by the latency budget.
+    pub receiver_hold_frames: u8,
+}
+
+/// Why a decision was taken. Counted per reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// Start-up: the profile's defaults until reports say otherwise.
+    Startup,
+    /// No loss for the settle time: redundancy off.
+    CleanPath,
+    /// Random (isolated) loss: LBRR sized to it.
+    RandomLoss,
+    /// Bursts of lost packets: DRED with a longer reach, receiver hold.
+    BurstLoss,
+    /// Loss beyond what Opus redundancy holds: Codec2 with RaptorQ.
+    HeavyLoss,
+    /// Loss eased for the hysteresis period: one step less protection.
+    LossEased,
+    /// The path cannot carry the tier: a lower one.
+    Congestion,
+    /// Calm for the probe period: one tier up.
+    Probe,
+}
+
+impl Reason {
+    /// Every reason, in counter order.
+    pub const ALL: [Reason; 8] = [
+        Reason::Startup,
+        Reason::CleanPath,
+        Reason::RandomLoss,
+        Reason::BurstLoss,
+        Reason::HeavyLoss,
+        Reason::LossEased,
+        Reason::Congestion,
+        Reason::Probe,
+    ];
+
+    /// Short name, for counters and logs.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Reason::Startup => "startup",
+            Reason::CleanPath => "clean_path",
+            Reason::RandomLoss => "random_loss",
+            Reason::BurstLoss => "burst_loss",
+            Reason::HeavyLoss => "heavy_loss",
+            Reason::LossEased => "loss_eased",
+            Reason::Congestion => "congestion",
+            Reason::Probe => "probe",
+        }
+    }
+
+    const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One decision: apply `settings` because of `reason`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// What to run with from now on.
+    pub settings: Settings,
+    /// Why.
+    pub reason: Reason,
+    /// When it was taken.
+    pub at_ns: u64,
+}
+
+/// Controller tuning. Defaults in [`ControllerConfig::default`].
+#[derive(Clone, Copy, Debug)]
+pub struct ControllerConfig {
+    /// The best tier to use (a name in [`TIERS`]); the call starts there.
+    pub top_tier: &'static str,
+    /// Time on the profile's defaults before a clean path drops redundancy.
+    pub startup_ns: u64,
+    /// Loss-free time after which redundancy is turned off.
+    pub clean_settle_ns: u64,
+    /// How long a calmer state must hold before protection steps down.
+    pub hysteresis_ns: u64,
+    /// Calm time before the first probe one tier up.
+    pub probe_after_ns: u64,
+    /// Longest probe back-off.
+    pub probe_max_ns: u64,
+    /// A receiver whose last report is older than this is not counted.
+    pub report_fresh_ns: u64,
+    /// Extra receive latency allowed for rebuilding bursts, ms.
+    pub hold_budget_ms: u32,
+    /// Loss fraction above which Opus is given up for Codec2.
+    pub heavy_loss: f32,
+    /// Queueing delay (ms) that, with loss or a short receive rate, means
+    /// the path is congested.
+    pub congestion_queue_ms: f32,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig {
+            top_tier: "good",
+            startup_ns: 3_000 * MS,
+            clean_settle_ns: 4_000 * MS,
+            hysteresis_ns: 10_000 * MS,
+            probe_after_ns: 10_000 * MS,
+            probe_max_ns: 60_000 * MS,
+            report_fresh_ns: 3_000 * MS,
+            hold_budget_ms: 60,
+            heavy_loss: 0.35,
+            congestion_queue_ms: 25.0,
+        }
+    }
+}
+
+/// How much protection, least first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Mode {
+    Clean,
+    Random,
+    Burst,
+    Heavy,
+}
+
+/// What the controller keeps per receiver.
+#[derive(Clone, Copy, Debug, Default)]
+struct Receiver {
+    id: u32,
+    used: bool,
+    last_ns: u64,
+    /// Loss fraction: rises at once, decays over reports.
+    loss: f32,
+    /// Longest burst (packets) recently, held for the hysteresis period.
+    burst: u32,
+    burst_at_ns: u64,
+    /// Last time this receiver reported loss (not congestion).
+    loss_at_ns: u64,
+    saw_loss: bool,
+}
+
+/// The sender's quality controller. See the module docs.
+#[derive(Clone, Debug)]
+pub struct Controller {
+    cfg: ControllerConfig,
+    top: usize,
+    started_ns: u64,
+    receivers: [Receiver; MAX_FEEDBACK_ENTRIES],
+    mode: Mode,
+    /// Since when the wanted mode has been below the current one.
+    calm_since_ns: Option<u64>,
+    /// Tier the bandwidth allows (index in TIERS).
+    bw_tier: usize,
+    last_congestion_ns: u64,
+    tier_changed_ns: u64,
+    probe_wait_ns: u64,
+    /// A probe is running: congestion before the hysteresis ends fails it.
+    probing: bool,
+    settings: Settings,
+    pending: Option<Decision>,
+    counts: [u64; Reason::ALL.len()],
+    decisions: u64,
+}
+
+fn profile(tier: usize) -> &'static Profile {
+    // TIERS names only rows of the profile table (tested).
+    Profile::by_name(TIERS[tier.min(TIERS.len() - 1)])
+        .unwrap_or(&crate::codec::profile::PROFILES[0])
+}
+
+/// Wire rate of a tier as a receiver measures it (`recv_kbps`): payload,
+/// per-packet overhead and RaptorQ repair.
+pub fn wire_kbps(tier: &Profile, fec_ratio: u8) -> f32 {
+    let pps = 1000.0 / tier.frame_ms as f32;
+    let payload = tier.bitrate as f32 / 1000.0;
+    let overhead = pps * (PACKET_OVERHEAD_BYTES * 8) as f32 / 1000.0;
+    (payload + overhead) * (1.0 + f32::from(fec_ratio) / 100.0)
+}
+
+impl Controller {
+    /// A controller for a call starting now at `cfg.top_tier`.
+    pub fn new(cfg: ControllerConfig, now_ns: u64) -> Controller {
+        let top = TIERS
+            .iter()
+            .position(|&t| t == cfg.top_tier)
+            .unwrap_or(3)
+            .min(LOWEST_OPUS);
+        let mut c = Controller {
+            cfg,
+            top,
+            started_ns: now_ns,
+            receivers: [Receiver::default(); MAX_FEEDBACK_ENTRIES],
+            mode: Mode::Clean,
+            calm_since_ns: None,
+            bw_tier: top,
+            last_congestion_ns: 0,
+            tier_changed_ns: now_ns,
+            probe_wait_ns: cfg.probe_after_ns,
+            probing: false,
+            settings: Settings {
+                tier: TIERS[top],
+                bitrate: 0,
+                frame_ms: 0,
+                dred_ms: 0,
+                loss_hint: 0,
+                lbrr: false,
+                fec_ratio: 0,
+                receiver_hold_frames: 0,
+            },
+            pending: None,
+            counts: [0; Reason::ALL.len()],
+            decisions: 0,
+        };
+        let p = profile(top);
+        let startup = Settings {
+            tier: p.name,
+            bitrate: p.bitrate,
+            frame_ms: p.frame_ms,
+            dred_ms: p.dred_ms,
+            loss_hint: p.expected_loss,
+            lbrr: false,
+            fec_ratio: 0,
+            receiver_hold_frames: 0,
+        };
+        c.decide(startup, Reason::Startup, now_ns);
+        c
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> Settings {
+        self.settings
+    }
+
+    /// Decisions taken for `reason`.
+    pub fn count(&self, reason: Reason) -> u64 {
+        self.counts[reason.index()]
+    }
+
+    /// All decisions taken.
+    pub fn decisions(&self) -> u64 {
+        self.decisions
+    }
+
+    fn decide(&mut self, settings: Settings, reason: Reason, now_ns: u64) {
+        if settings == self.settings && self.decisions > 0 {
+            return;
+        }
+        self.settings = settings;
+        self.counts[reason.index()] += 1;
+        self.decisions += 1;
+        self.pending = Some(Decision {
+            settings,
+            reason,
+            at_ns: now_ns,
+        });
+    }
+
+    fn slot(&mut self, id: u32, now_ns: u64) -> &mut Receiver {
+        let fresh = self.cfg.report_fresh_ns;
+        let i = self
+            .receivers
+            .iter()
+            .position(|r| r.used && r.id == id)
+            .or_else(|| {
+                self.receivers
+                    .iter()
+                    .position(|r| !r.used || now_ns.saturating_sub(r.last_ns) > 10 * fresh)
+            })
+            .unwrap_or_else(|| {
+                // Full of fresh receivers: replace the stalest.
+                let mut best = 0;
+                for (i, r) in self.receivers.iter().enumerate() {
+                    if r.last_ns < self.receivers[best].last_ns {
+                        best = i;
+                    }
+                }
+                best
+            });
+        let r = &mut self.receivers[i];
+        if !(r.used && r.id == id) {
+            *r = Receiver {
+                id,
+                used: true,
+                last_ns: now_ns,
+                ..Receiver::default()
+            };
+        }
+        r
+    }
+
+    /// A feedback entry about this sender, from receiver `reporter`.
+    pub fn handle_report(&mut self, reporter: u32, entry: &FeedbackEntry, now_ns: u64) {
+        let loss = entry.loss_fraction();
+        let send_kbps = wire_kbps(profile(self.tier_index()), self.settings.fec_ratio);
+        let queue_ms = f32::from(entry.queue_delay_100us) / 10.0;
+        let short = entry.expected > 0 && f32::from(entry.recv_kbps) < 0.85 * send_kbps;
+        let congested = queue_ms >= self.cfg.congestion_queue_ms && (loss >= 0.02 || short);
+        let hysteresis = self.cfg.hysteresis_ns;
+        let r = self.slot(reporter, now_ns);
+        r.last_ns = now_ns;
+        if !congested && entry.expected > 0 {
+            r.loss = if loss >= r.loss {
+                loss
+            } else {
+                0.7 * r.loss + 0.3 * loss
+            };
+            if loss >= 0.01 {
+                r.loss_at_ns = now_ns;
+                r.saw_loss = true;
+            }
+            let burst = u32::from(entry.max_burst);
+            if burst >= r.burst || now_ns.saturating_sub(r.burst_at_ns) > hysteresis {
+                r.burst = if loss >= 0.01 { burst } else { 0 };
+                r.burst_at_ns = now_ns;
+            }
+            // A histogram with most lost packets in runs of 3+ is bursty
+            // even when the longest run of this interval was short.
+            let lost_in_runs: u32 = entry.bursts[2..BURST_BINS]
+                .iter()
+                .zip([3u32, 5, 9, 17])
+                .map(|(&n, len)| u32::from(n) * len)
+                .sum();
+            let lost = u32::from(entry.expected - entry.received);
+            if lost > 0 && lost_in_runs * 2 >= lost {
+                r.burst = r.burst.max(3);
+                r.burst_at_ns = now_ns;
+            }
+        }
+        if congested {
+            self.on_congestion(f32::from(entry.recv_kbps), now_ns);
+        }
+        self.evaluate(now_ns);
+    }
+
+    fn tier_index(&self) -> usize {
+        TIERS
+            .iter()
+            .position(|&t| t == self.settings.tier)
+            .unwrap_or(self.top)
+    }
+
+    fn on_congestion(&mut self, recv_kbps: f32, now_ns: u64) {
+        self.last_congestion_ns = now_ns;
+        let budget = 0.9 * recv_kbps;
+        let fits = (self.top..=LOWEST_OPUS)
+            .find(|&t| wire_kbps(profile(t), 0) <= budget)
+            .unwrap_or(LOWEST_OPUS);
+        // Only ever down on congestion, at least one step.
+        let target = fits.max((self.bw_tier + 1).min(LOWEST_OPUS));
+        if self.probing {
+            self.probe_wait_ns = (self.probe_wait_ns * 2).min(self.cfg.probe_max_ns);
+            self.probing = false;
+        }
+        if target != self.bw_tier {
+            self.bw_tier = target;
+            self.tier_changed_ns = now_ns;
+        }
+    }
+
+    /// Time-driven decisions (start-up ending, hysteresis, probes); returns
+    /// the newest decision not yet taken out, if any.
+    pub fn poll(&mut self, now_ns: u64) -> Option<Decision> {
+        self.evaluate(now_ns);
+        self.pending.take()
+    }
+
+    /// The worst fresh receiver: (loss, longest recent burst, any loss
+    /// since the settle time, any report at all).
+    fn worst(&self, now_ns: u64) -> (f32, u32, bool, bool) {
+        let mut loss = 0.0f32;
+        let mut burst = 0;
+        let mut lossy = false;
+        let mut any = false;
+        for r in self.receivers.iter().filter(|r| r.used) {
+            if now_ns.saturating_sub(r.last_ns) > self.cfg.report_fresh_ns {
+                continue;
+            }
+            any = true;
+            loss = loss.max(r.loss);
+            if now_ns.saturating_sub(r.burst_at_ns) <= self.cfg.hysteresis_ns {
+                burst = burst.max(r.burst);
+            }
+            if r.saw_loss && now_ns.saturating_sub(r.loss_at_ns) < self.cfg.clean_settle_ns {
+                lossy = true;
+            }
+        }
+        (loss, burst, lossy, any)
+    }
+
+    fn evaluate(&mut self, now_ns: u64) {
+        let (loss, burst, lossy, any) = self.worst(now_ns);
+        if !any {
+            // No fresh report (the return path is down, or nobody listens):
+            // hold what is in force rather than adapt blind.
+            return;
+        }
+        let in_startup = now_ns.saturating_sub(self.started_ns) < self.cfg.startup_ns;
+        // Tier: probe up after a calm period.
+        if self.probing && now_ns.saturating_sub(self.tier_changed_ns) >= self.cfg.hysteresis_ns {
+            self.probing = false;
+            self.probe_wait_ns = self.cfg.probe_after_ns;
+        }
+        if any
+            && self.bw_tier > self.top
+            && now_ns.saturating_sub(self.tier_changed_ns) >= self.probe_wait_ns
+            && now_ns.saturating_sub(self.last_congestion_ns) >= self.probe_wait_ns
+        {
+            self.bw_tier -= 1;
+            self.tier_changed_ns = now_ns;
+            self.probing = true;
+        }
+        // Protection.
+        let wanted = if loss >= self.cfg.heavy_loss {
+            Mode::Heavy
+        } else if lossy && burst >= 3 {
+            Mode::Burst
+        } else if lossy || loss >= 0.01 {
+            Mode::Random
+        } else {
+            Mode::Clean
+        };
+        if wanted >= self.mode {
+            self.calm_since_ns = None;
+            self.mode = wanted;
+        } else if any {
+            let since = *self.calm_since_ns.get_or_insert(now_ns);
+            // The estimates already carry the waiting for bursts (a burst
+            // is remembered for the hysteresis period) and for a clean path
+            // (no loss for the settle time); leaving Codec2 waits here.
+            let wait = if self.mode == Mode::Heavy {
+                self.cfg.hysteresis_ns
+            } else {
+                0
+            };
+            if now_ns.saturating_sub(since) >= wait {
+                self.mode = wanted;
+                self.calm_since_ns = None;
+            }
+        }
+        if in_startup && self.mode == Mode::Clean {
+            return; // keep the start-up settings
+        }
+        let (settings, reason) = self.settings_for(loss, burst);
+        if settings != self.settings {
+            self.decide(settings, reason, now_ns);
+        }
+    }
+
+    fn settings_for(&self, loss: f32, burst: u32) -> (Settings, Reason) {
+        let loss_pct = (loss * 100.0).round() as u32;
+        let mut tier = self.bw_tier;
+        if self.mode == Mode::Heavy {
+            tier = if loss >= 0.5 { 7 } else { 6 };
+        }
+        let p = profile(tier);
+        let mut s = Settings {
+            tier: p.name,
+            bitrate: p.bitrate,
+            frame_ms: p.frame_ms,
+            dred_ms: 0,
+            loss_hint: 0,
+            lbrr: false,
+            fec_ratio: 0,
+            receiver_hold_frames: 0,
+        };
+        let current = self.tier_index();
+        let bw_reason = if self.mode == Mode::Heavy || current > LOWEST_OPUS {
+            None
+        } else if tier > current {
+            Some(Reason::Congestion)
+        } else if tier < current {
+            Some(Reason::Probe)
+        } else {
+            None
+        };
+        let loss_reason = match self.mode {
+            Mode::Clean => Reason::CleanPath,
+            Mode::Random => {
+                // LBRR, a hint near the loss (libopus needs > 6 % to spend
+                // LBRR bits at all, docs/QUALITY.md finding 2).
+                s.lbrr = p.codec == Codec::Opus;
+                s.loss_hint = loss_pct.clamp(7, 30) as u8;
+                Reason::RandomLoss
+            }
+            Mode::Burst => {
+                // DRED's reach grows with the hint (about 6 frames at 20 %,
+                // 8 at 30 %, at 24 kb/s); hold as many frames as the burst,
+                // within the latency budget.
+                if p.codec == Codec::Opus && p.bitrate > 12_000 {
+                    s.dred_ms = 1000;
+                    s.loss_hint = if burst > 6 { 30 } else { 20 }.max(loss_pct.min(30)) as u8;
+                    let budget = (self.cfg.hold_budget_ms / p.frame_ms.max(1)) as u8;
+                    s.receiver_hold_frames = (burst.min(255) as u8).min(budget);
+                } else {
+                    // No DRED below ~13 kb/s: LBRR is what there is.
+                    s.lbrr = p.codec == Codec::Opus;
+                    s.loss_hint = loss_pct.clamp(7, 30) as u8;
+                }
+                Reason::BurstLoss
+            }
+            Mode::Heavy => {
+                s.fec_ratio = p.fec_ratio_percent;
+                Reason::HeavyLoss
+            }
+        };
+        // Small moves of the loss estimate do not retune the encoder: keep
+        // the hint in force when within 4 points and nothing else changes.
+        let held = Settings {
+            loss_hint: self.settings.loss_hint,
+            ..s
+        };
+        if held == self.settings && s.loss_hint.abs_diff(self.settings.loss_hint) <= 4 {
+            s = held;
+        }
+        let eased = self.mode < self.mode_of(&self.settings);
+        let reason = match bw_reason {
+            Some(r) => r,
+            None if eased && self.mode != Mode::Clean => Reason::LossEased,
+            None => loss_reason,
+        };
+        (s, reason)
+    }
+
+    /// The protection mode the given settings amount to.
+    fn mode_of(&self, s: &Settings) -> Mode {
+        if s.tier == "poor" || s.tier == "catastrophic" {
+            Mode::Heavy
+        } else if s.dred_ms > 0 && s.receiver_hold_frames > 0 {
+            Mode::Burst
+        } else if s.lbrr || s.dred_ms > 0 {
+            Mode::Random
+        } else {
+            Mode::Clean
+        }
+    }
+}

@@ -1,0 +1,466 @@
+//! What a receiver measures about each sender it hears, for the feedback
+//! report (`wzp_proto::feedback`, docs/WIRE.md §1.5), and the sender's side
+//! of the RTT measurement.
+//!
+//! Sans-IO: fed `(now, header, length)` for every packet that arrives, asked
+//! for a report with `now`; no clock, socket or thread of its own. Every
+//! method is allocation-free after construction, so the structs can live in a
+//! real-time stage.
+//!
+//! - [`ReceiveStats`]: one sender. Loss is counted by `seq` (every packet,
+//!   FEC repair included): a packet's fate is *settled* once the newest seq
+//!   is `reorder_window` past it; a packet that arrives after that is `late`
+//!   (it stays counted lost: it came too late to be of use). Runs of
+//!   consecutive settled losses feed the burst histogram. Jitter follows
+//!   RFC 3550 (`J += (|D| - J) / 16` on the transit-time differences of
+//!   consecutive arrivals). Queueing delay is the mean transit time above
+//!   the smallest seen (sender and receiver clocks need not agree; their
+//!   drift moves the floor slowly). Only audio packets (not repair, not
+//!   feedback) feed jitter, queueing delay and the RTT echo: their timestamps
+//!   are media time.
+//! - [`ReceiverFeedback`]: a fixed table of [`ReceiveStats`], one per sender,
+//!   that writes a whole report.
+//! - [`SendClock`]: the sender remembers when it sent each recent timestamp,
+//!   so an echoed one gives the RTT: `now - sent(echo_ts) - echo_hold`.
+
+use wzp_proto::feedback::{
+    burst_bin, encode_feedback, FeedbackEntry, FeedbackError, BURST_BINS, MAX_FEEDBACK_ENTRIES,
+};
+use wzp_proto::{CodecId, MediaHeader};
+
+/// Default packets past a seq before its loss is settled (160 ms at 20 ms
+/// frames): reordering shallower than this is not loss.
+pub const DEFAULT_REORDER_WINDOW: u32 = 8;
+
+/// A seq jump (either way) larger than this restarts the sender's sequence
+/// tracking instead of counting thousands of losses (a sender restart).
+const RESTART_GAP: u32 = 1 << 14;
+
+/// Seqs tracked individually behind the newest one.
+const BITMAP_BITS: u32 = 64;
+
+/// Media time of an extended 48 kHz timestamp, in nanoseconds.
+fn media_ns(ts_ext: i64) -> i64 {
+    ((ts_ext as i128 * 1_000_000_000) / 48_000) as i64
+}
+
+/// Receive statistics for one sender.
+#[derive(Clone, Debug)]
+pub struct ReceiveStats {
+    sender_id: u32,
+    reorder_window: u32,
+    started: bool,
+    /// Newest seq seen.
+    highest: u32,
+    /// Bit `i` set: seq `highest - i` arrived.
+    seen: u64,
+    /// Every seq before this one is settled.
+    settle_next: u32,
+    /// Current run of settled losses.
+    run: u32,
+    /// Some seq has been settled since tracking (re)started.
+    settled_any: bool,
+    // Interval counters.
+    expected: u32,
+    received: u32,
+    late: u32,
+    bursts: [u32; BURST_BINS],
+    max_burst: u32,
+    bytes: u64,
+    interval_start_ns: u64,
+    // Timing (audio packets only).
+    have_transit: bool,
+    last_transit: i64,
+    jitter_ns: f64,
+    transit_min: i64,
+    queue_sum_ns: i64,
+    queue_n: u32,
+    last_ts: u32,
+    last_ts_ext: i64,
+    have_echo: bool,
+    echo_ts_ext: i64,
+    echo_ts: u32,
+    echo_arrival_ns: u64,
+    /// When the last packet of any kind arrived.
+    last_heard_ns: u64,
+    /// Restarts of sequence tracking (sender restarted its counter).
+    pub restarts: u64,
+}
+
+impl ReceiveStats {
+    /// Statistics for `sender_id`, settling losses `reorder_window` packets
+    /// behind the newest (at least 1, at most 63).
+    pub fn new(sender_id: u32, reorder_window: u32, now_ns: u64) -> ReceiveStats {
+        ReceiveStats {
+            sender_id,
+            reorder_window: reorder_window.clamp(1, BITMAP_BITS - 1),
+            started: false,
+            highest: 0,
+            seen: 0,
+            settle_next: 0,
+            run: 0,
+            settled_any: false,
+            expected: 0,
+            received: 0,
+            late: 0,
+            bursts: [0; BURST_BINS],
+            max_burst: 0,
+            bytes: 0,
+            interval_start_ns: now_ns,
+            have_transit: false,
+            last_transit: 0,
+            jitter_ns: 0.0,
+            transit_min: i64::MAX,
+            queue_sum_ns: 0,
+            queue_n: 0,
+            last_ts: 0,
+            last_ts_ext: 0,
+            have_echo: false,
+            echo_ts_ext: i64::MIN,
+            echo_ts: 0,
+            echo_arrival_ns: 0,
+            last_heard_ns: now_ns,
+            restarts: 0,
+        }
+    }
+
+    /// The sender these statistics describe.
+    pub fn sender_id(&self) -> u32 {
+        self.sender_id
+    }
+
+    /// When a packet from this sender last arrived.
+    pub fn last_heard_ns(&self) -> u64 {
+        self.last_heard_ns
+    }
+
+    fn restart_seq(&mut self, seq: u32) {
+        self.started = true;
+        self.highest = seq;
+        self.seen = 1;
+        self.settle_next = seq;
+        self.run = 0;
+        self.settled_any = false;
+    }
+
+    fn settle(&mut self, arrived: bool) {
+        self.settled_any = true;
+        self.expected += 1;
+        if arrived {
+            self.received += 1;
+            if self.run > 0 {
+                self.bursts[burst_bin(self.run)] += 1;
+                self.run = 0;
+            }
+        } else {
+            self.run += 1;
+            self.max_burst = self.max_burst.max(self.run);
+        }
+    }
+
+    /// Settles every seq at least `reorder_window` behind the newest.
+    fn settle_behind(&mut self) {
+        loop {
+            let age = self.highest.wrapping_sub(self.settle_next);
+            if age < self.reorder_window || age > RESTART_GAP {
+                break;
+            }
+            if age >= BITMAP_BITS {
+                // Fell off the bitmap unseen (a gap longer than it): lost,
+                // in bulk, up to where the bitmap starts.
+                let n = age - (BITMAP_BITS - 1);
+                self.settled_any = true;
+                self.expected += n;
+                self.run += n;
+                self.max_burst = self.max_burst.max(self.run);
+                self.settle_next = self.settle_next.wrapping_add(n);
+                continue;
+            }
+            let arrived = self.seen & (1u64 << age) != 0;
+            self.settle(arrived);
+            self.settle_next = self.settle_next.wrapping_add(1);
+        }
+    }
+
+    /// One packet from this sender arrived at `now_ns` with `len` bytes.
+    pub fn on_packet(&mut self, now_ns: u64, header: &MediaHeader, len: usize) {
+        self.last_heard_ns = now_ns;
+        self.bytes += len as u64;
+        let seq = header.seq;
+        if !self.started {
+            self.restart_seq(seq);
+        } else {
+            let ahead = seq.wrapping_sub(self.highest);
+            let behind = self.highest.wrapping_sub(seq);
+            if ahead == 0 {
+                return; // duplicate of the newest
+            } else if ahead <= RESTART_GAP {
+                // Settle, from the bitmap as it is, what the shift would
+                // push off it.
+                let new_limit = seq.wrapping_sub(BITMAP_BITS - 1);
+                while self.highest.wrapping_sub(self.settle_next) < BITMAP_BITS
+                    && new_limit.wrapping_sub(self.settle_next).wrapping_sub(1) < RESTART_GAP
+                {
+                    let age = self.highest.wrapping_sub(self.settle_next);
+                    self.settle(self.seen & (1u64 << age) != 0);
+                    self.settle_next = self.settle_next.wrapping_add(1);
+                }
+                self.seen = if ahead >= BITMAP_BITS {
+                    0
+                } else {
+                    self.seen << ahead
+                };
+                self.seen |= 1;
+                self.highest = seq;
+                self.settle_behind();
+            } else if behind <= RESTART_GAP {
+                let mut settled = seq.wrapping_sub(self.settle_next) > RESTART_GAP;
+                if settled && !self.settled_any && behind < BITMAP_BITS {
+                    // Before anything was settled, an earlier packet than
+                    // the first one seen just moves the start back.
+                    self.settle_next = seq;
+                    settled = false;
+                }
+                if behind < BITMAP_BITS {
+                    let bit = 1u64 << behind;
+                    if self.seen & bit != 0 {
+                        return; // duplicate
+                    }
+                    self.seen |= bit;
+                }
+                if settled {
+                    self.late += 1;
+                    return;
+                }
+            } else {
+                self.restarts += 1;
+                self.restart_seq(seq);
+            }
+        }
+        if header.is_repair() || header.codec == CodecId::FEEDBACK {
+            return;
+        }
+        self.on_media_time(now_ns, header.timestamp);
+    }
+
+    fn on_media_time(&mut self, now_ns: u64, ts: u32) {
+        let ts_ext = if self.have_transit || self.have_echo {
+            self.last_ts_ext + ts.wrapping_sub(self.last_ts) as i32 as i64
+        } else {
+            ts as i64
+        };
+        if !(self.have_transit || self.have_echo) || ts_ext > self.last_ts_ext {
+            self.last_ts = ts;
+            self.last_ts_ext = ts_ext;
+        }
+        let transit = now_ns as i64 - media_ns(ts_ext);
+        if self.have_transit {
+            let d = (transit - self.last_transit).unsigned_abs() as f64;
+            self.jitter_ns += (d - self.jitter_ns) / 16.0;
+        }
+        self.have_transit = true;
+        self.last_transit = transit;
+        if transit < self.transit_min {
+            self.transit_min = transit;
+        }
+        self.queue_sum_ns += transit - self.transit_min;
+        self.queue_n += 1;
+        if !self.have_echo || ts_ext >= self.echo_ts_ext {
+            self.have_echo = true;
+            self.echo_ts_ext = ts_ext;
+            self.echo_ts = ts;
+            self.echo_arrival_ns = now_ns;
+        }
+    }
+
+    /// The entry for a report sent at `now_ns`; starts a new interval.
+    pub fn take_report(&mut self, now_ns: u64) -> FeedbackEntry {
+        let sat16 = |v: u64| v.min(u64::from(u16::MAX)) as u16;
+        let sat8 = |v: u32| v.min(255) as u8;
+        let interval_ns = now_ns.saturating_sub(self.interval_start_ns);
+        let mut bursts = [0u8; BURST_BINS];
+        for (b, &n) in bursts.iter_mut().zip(&self.bursts) {
+            *b = sat8(n);
+        }
+        // Keep the counts consistent when `expected` saturates.
+        let expected = sat16(u64::from(self.expected));
+        let received = sat16(u64::from(self.received)).min(expected);
+        let queue_ns = if self.queue_n > 0 {
+            (self.queue_sum_ns / i64::from(self.queue_n)).max(0) as u64
+        } else {
+            0
+        };
+        let entry = FeedbackEntry {
+            sender_id: self.sender_id,
+            expected,
+            received,
+            late: sat16(u64::from(self.late)),
+            bursts,
+            max_burst: sat8(self.max_burst.max(self.run)),
+            jitter_100us: sat16((self.jitter_ns / 100_000.0).round() as u64),
+            queue_delay_100us: sat16(queue_ns / 100_000),
+            recv_kbps: sat16(
+                (self.bytes * 8 * 1_000_000)
+                    .checked_div(interval_ns)
+                    .unwrap_or(0),
+            ),
+            echo_ts: self.echo_ts,
+            echo_hold_ms: if self.have_echo {
+                sat16(now_ns.saturating_sub(self.echo_arrival_ns) / 1_000_000)
+            } else {
+                0
+            },
+        };
+        self.expected = 0;
+        self.received = 0;
+        self.late = 0;
+        self.bursts = [0; BURST_BINS];
+        self.max_burst = self.run;
+        self.bytes = 0;
+        self.queue_sum_ns = 0;
+        self.queue_n = 0;
+        self.interval_start_ns = now_ns;
+        entry
+    }
+}
+
+/// Receive statistics for every sender heard, in a fixed table, and the
+/// feedback report that describes them.
+#[derive(Debug)]
+pub struct ReceiverFeedback {
+    slots: Box<[Option<ReceiveStats>]>,
+    reorder_window: u32,
+    forget_after_ns: u64,
+    /// Senders dropped from a full table to make room.
+    pub evicted: u64,
+}
+
+impl ReceiverFeedback {
+    /// A table for up to `capacity` senders (at most 32, one report's worth);
+    /// a sender silent for `forget_after_ns` leaves the report.
+    pub fn new(capacity: usize, reorder_window: u32, forget_after_ns: u64) -> ReceiverFeedback {
+        let capacity = capacity.clamp(1, MAX_FEEDBACK_ENTRIES);
+        ReceiverFeedback {
+            slots: vec![None; capacity].into_boxed_slice(),
+            reorder_window,
+            forget_after_ns,
+            evicted: 0,
+        }
+    }
+
+    /// One packet arrived (any sender, any codec).
+    pub fn on_packet(&mut self, now_ns: u64, header: &MediaHeader, len: usize) {
+        let id = header.sender_id;
+        let idx = match self
+            .slots
+            .iter()
+            .position(|s| s.as_ref().is_some_and(|s| s.sender_id == id))
+        {
+            Some(i) => i,
+            None => {
+                let free = self.slots.iter().position(Option::is_none);
+                let i = free.unwrap_or_else(|| {
+                    self.evicted += 1;
+                    self.stalest()
+                });
+                self.slots[i] = Some(ReceiveStats::new(id, self.reorder_window, now_ns));
+                i
+            }
+        };
+        if let Some(s) = self.slots[idx].as_mut() {
+            s.on_packet(now_ns, header, len);
+        }
+    }
+
+    fn stalest(&self) -> usize {
+        let mut best = 0;
+        let mut oldest = u64::MAX;
+        for (i, s) in self.slots.iter().enumerate() {
+            if let Some(s) = s {
+                if s.last_heard_ns < oldest {
+                    oldest = s.last_heard_ns;
+                    best = i;
+                }
+            }
+        }
+        best
+    }
+
+    /// The statistics for `sender_id`, if it is being tracked.
+    pub fn stats(&self, sender_id: u32) -> Option<&ReceiveStats> {
+        self.slots
+            .iter()
+            .flatten()
+            .find(|s| s.sender_id == sender_id)
+    }
+
+    /// Writes the report for the interval ending at `now_ns` into `out`
+    /// (the plaintext payload of a `0x40` packet) and starts the next one.
+    /// Senders silent for `forget_after_ns` are dropped first.
+    pub fn write_report(
+        &mut self,
+        now_ns: u64,
+        interval_ms: u16,
+        out: &mut [u8],
+    ) -> Result<usize, FeedbackError> {
+        let mut entries = [FeedbackEntry::default(); MAX_FEEDBACK_ENTRIES];
+        let mut n = 0;
+        for slot in self.slots.iter_mut() {
+            let stale = slot
+                .as_ref()
+                .is_some_and(|s| now_ns.saturating_sub(s.last_heard_ns) > self.forget_after_ns);
+            if stale {
+                *slot = None;
+            }
+            if let Some(s) = slot.as_mut() {
+                entries[n] = s.take_report(now_ns);
+                n += 1;
+            }
+        }
+        encode_feedback(interval_ms, &entries[..n], out)
+    }
+}
+
+/// The sender's memory of when it sent recent timestamps, to turn an echoed
+/// timestamp into a round-trip time.
+#[derive(Clone, Debug)]
+pub struct SendClock {
+    ring: Box<[(u32, u64)]>,
+    next: usize,
+    len: usize,
+}
+
+impl SendClock {
+    /// Remembers the last `capacity` sends (128 covers 2.5 s of 20 ms
+    /// frames: a report interval plus any sane RTT).
+    pub fn new(capacity: usize) -> SendClock {
+        SendClock {
+            ring: vec![(0, 0); capacity.max(1)].into_boxed_slice(),
+            next: 0,
+            len: 0,
+        }
+    }
+
+    /// A packet with media timestamp `ts` left at `now_ns`.
+    pub fn on_sent(&mut self, ts: u32, now_ns: u64) {
+        self.ring[self.next] = (ts, now_ns);
+        self.next = (self.next + 1) % self.ring.len();
+        self.len = (self.len + 1).min(self.ring.len());
+    }
+
+    /// RTT from a report received at `now_ns` that echoes `echo_ts`, held
+    /// `echo_hold_ms` at the receiver; `None` when the timestamp is no
+    /// longer (or never was) remembered, or the result would be negative.
+    pub fn rtt_ns(&self, echo_ts: u32, echo_hold_ms: u16, now_ns: u64) -> Option<u64> {
+        // Newest first: a timestamp repeated (after a wrap) matches the
+        // recent send.
+        (0..self.len)
+            .map(|k| self.ring[(self.next + self.ring.len() - 1 - k) % self.ring.len()])
+            .find(|&(ts, _)| ts == echo_ts)
+            .and_then(|(_, sent)| {
+                now_ns
+                    .checked_sub(sent)?
+                    .checked_sub(u64::from(echo_hold_ms) * 1_000_000)
+            })
+    }
+}

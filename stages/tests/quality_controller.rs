@@ -1,0 +1,396 @@
+//! The sender's quality controller, sans-IO: reports in with a stepped
+//! `now`, decisions out, against a small model of the path (loss pattern,
+//! bandwidth cap). No sockets, no sleeps.
+
+use wzp_proto::feedback::{burst_bin, FeedbackEntry, BURST_BINS};
+use wzp_stages::codec::profile::Profile;
+use wzp_stages::quality::controller::{
+    wire_kbps, Controller, ControllerConfig, Decision, Reason, Settings, TIERS,
+};
+
+const S: u64 = 1_000_000_000;
+const MS: u64 = 1_000_000;
+
+/// What the path does to the sender's packets for one second.
+#[derive(Clone, Copy, Debug)]
+struct Path {
+    /// Random loss fraction.
+    loss: f32,
+    /// Losses come in runs of this many packets (1: isolated).
+    burst: u32,
+    /// Bandwidth cap in kbit/s (0: none).
+    cap_kbps: f32,
+}
+
+const CLEAN: Path = Path {
+    loss: 0.0,
+    burst: 1,
+    cap_kbps: 0.0,
+};
+
+/// The report one receiver sends about one second under `path`, for a
+/// sender running `s`.
+fn report(path: Path, s: &Settings) -> FeedbackEntry {
+    let p = Profile::by_name(s.tier).unwrap();
+    let send = wire_kbps(p, s.fec_ratio);
+    let expected = (1000 / p.frame_ms) as u16;
+    let (mut loss, mut recv, mut queue_ms) = (path.loss, send * (1.0 - path.loss), 2u16);
+    if path.cap_kbps > 0.0 && send > path.cap_kbps {
+        // A full queue in front of the bottleneck: delay, and the excess
+        // dropped.
+        loss = 1.0 - (1.0 - loss) * path.cap_kbps / send;
+        recv = path.cap_kbps;
+        queue_ms = 80;
+    }
+    let lost = (f32::from(expected) * loss).round() as u16;
+    let mut bursts = [0u8; BURST_BINS];
+    if lost > 0 {
+        let len = path.burst.max(1);
+        bursts[burst_bin(len)] = (u32::from(lost) / len).max(1) as u8;
+    }
+    FeedbackEntry {
+        sender_id: 1,
+        expected,
+        received: expected - lost,
+        late: 0,
+        bursts,
+        max_burst: if lost > 0 { path.burst as u8 } else { 0 },
+        jitter_100us: 20,
+        queue_delay_100us: queue_ms * 10,
+        recv_kbps: recv.round() as u16,
+        echo_ts: 0,
+        echo_hold_ms: 5,
+    }
+}
+
+struct Run {
+    c: Controller,
+    now: u64,
+    log: Vec<Decision>,
+}
+
+impl Run {
+    fn new(cfg: ControllerConfig) -> Run {
+        let mut c = Controller::new(cfg, 0);
+        let first = c.poll(0).expect("a start-up decision");
+        assert_eq!(first.reason, Reason::Startup);
+        Run {
+            c,
+            now: 0,
+            log: vec![first],
+        }
+    }
+
+    /// `secs` seconds under `path`: a report each second (from `reporters`
+    /// receivers, the first one seeing `path`, the others a clean path),
+    /// polls every 100 ms in between.
+    fn go(&mut self, secs: u64, path: Path, reporters: u32) {
+        for _ in 0..secs * 10 {
+            self.now += 100 * MS;
+            if self.now % S == 0 {
+                let s = self.c.settings();
+                self.c.handle_report(100, &report(path, &s), self.now);
+                for r in 1..reporters {
+                    self.c.handle_report(100 + r, &report(CLEAN, &s), self.now);
+                }
+            }
+            if let Some(d) = self.c.poll(self.now) {
+                self.log.push(d);
+            }
+        }
+    }
+
+    fn s(&self) -> Settings {
+        self.c.settings()
+    }
+
+    /// When the last decision with `reason` was taken.
+    fn last(&self, reason: Reason) -> Option<u64> {
+        self.log
+            .iter()
+            .rev()
+            .find(|d| d.reason == reason)
+            .map(|d| d.at_ns)
+    }
+
+    fn redundancy(&self) -> bool {
+        let s = self.s();
+        s.dred_ms > 0 || s.lbrr || s.fec_ratio > 0 || s.loss_hint > 0
+    }
+}
+
+#[test]
+fn clean_path_turns_redundancy_off_after_start_up() {
+    let cfg = ControllerConfig::default();
+    let mut r = Run::new(cfg);
+    let start = r.s();
+    assert_eq!(
+        (start.tier, start.dred_ms, start.loss_hint),
+        ("good", 200, 10)
+    );
+    r.go(2, CLEAN, 1);
+    assert!(r.redundancy(), "start-up keeps the profile's protection");
+    r.go(3, CLEAN, 1);
+    assert!(!r.redundancy(), "{:?}", r.s());
+    let off = r.last(Reason::CleanPath).expect("a clean-path decision");
+    assert!(
+        off >= cfg.startup_ns && off <= cfg.startup_ns + S,
+        "at {off}"
+    );
+    r.go(60, CLEAN, 1);
+    assert_eq!(
+        r.c.count(Reason::CleanPath),
+        1,
+        "and it stays off: {:?}",
+        r.log
+    );
+    assert_eq!(r.c.decisions(), 2);
+    assert_eq!(r.s().receiver_hold_frames, 0);
+    assert_eq!(r.s().tier, "good");
+}
+
+#[test]
+fn loss_shape_picks_the_protection() {
+    // Table: (name, path, check on the settings after 5 s).
+    type Check = fn(&Settings) -> bool;
+    let random = |loss| Path {
+        loss,
+        burst: 1,
+        cap_kbps: 0.0,
+    };
+    let bursty = |loss, burst| Path {
+        loss,
+        burst,
+        cap_kbps: 0.0,
+    };
+    let cases: Vec<(&str, Path, Reason, Check)> = vec![
+        ("random 5 %", random(0.05), Reason::RandomLoss, |s| {
+            s.lbrr && s.dred_ms == 0 && (7..=10).contains(&s.loss_hint)
+        }),
+        ("random 20 %", random(0.20), Reason::RandomLoss, |s| {
+            s.lbrr && s.dred_ms == 0 && (15..=25).contains(&s.loss_hint)
+        }),
+        ("random 30 %", random(0.30), Reason::RandomLoss, |s| {
+            s.lbrr && s.tier == "good" && s.loss_hint == 30
+        }),
+        (
+            "bursts of 3, 14 %",
+            bursty(0.14, 3),
+            Reason::BurstLoss,
+            |s| !s.lbrr && s.dred_ms == 1000 && s.loss_hint == 20 && s.receiver_hold_frames == 3,
+        ),
+        (
+            "bursts of 8, 14 %",
+            bursty(0.14, 8),
+            Reason::BurstLoss,
+            |s| s.dred_ms == 1000 && s.loss_hint == 30 && s.receiver_hold_frames == 3,
+        ),
+        ("random 45 %", random(0.45), Reason::HeavyLoss, |s| {
+            s.tier == "poor" && s.fec_ratio == 50 && s.frame_ms == 20
+        }),
+        ("random 60 %", random(0.60), Reason::HeavyLoss, |s| {
+            s.tier == "catastrophic" && s.fec_ratio == 100 && s.frame_ms == 40
+        }),
+    ];
+    for (name, path, reason, check) in cases {
+        let mut r = Run::new(ControllerConfig::default());
+        r.go(1, path, 1);
+        // Down fast: the first report decides.
+        assert_eq!(r.log.last().unwrap().reason, reason, "{name}: {:?}", r.log);
+        assert!(check(&r.s()), "{name}: {:?}", r.s());
+        r.go(5, path, 1);
+        assert!(check(&r.s()), "{name} after 5 s: {:?}", r.s());
+        assert_eq!(r.c.count(reason), 1, "{name}: one decision, no flapping");
+    }
+}
+
+#[test]
+fn longer_bursts_grow_dred_reach_and_the_receiver_hold_within_its_budget() {
+    let cfg = ControllerConfig {
+        hold_budget_ms: 200,
+        ..Default::default()
+    };
+    let mut r = Run::new(cfg);
+    let bursty = |burst| Path {
+        loss: 0.14,
+        burst,
+        cap_kbps: 0.0,
+    };
+    r.go(3, bursty(3), 1);
+    let short = r.s();
+    r.go(3, bursty(8), 1);
+    let long = r.s();
+    assert_eq!((short.receiver_hold_frames, short.loss_hint), (3, 20));
+    assert_eq!((long.receiver_hold_frames, long.loss_hint), (8, 30));
+    r.go(3, bursty(20), 1);
+    assert_eq!(r.s().receiver_hold_frames, 10, "200 ms budget / 20 ms");
+    // The worst receiver rules: a clean second receiver changes nothing.
+    let mut r = Run::new(ControllerConfig::default());
+    r.go(5, bursty(3), 3);
+    assert_eq!(r.s().receiver_hold_frames, 3);
+}
+
+#[test]
+fn recovery_steps_back_only_after_the_hysteresis_period() {
+    let cfg = ControllerConfig::default();
+    let mut r = Run::new(cfg);
+    let bursts = Path {
+        loss: 0.14,
+        burst: 4,
+        cap_kbps: 0.0,
+    };
+    let random = Path {
+        loss: 0.10,
+        burst: 1,
+        cap_kbps: 0.0,
+    };
+    r.go(10, bursts, 1);
+    assert!(r.s().dred_ms > 0);
+    let calm_from = r.now;
+    r.go(30, random, 1);
+    let eased = r.last(Reason::LossEased).expect("eased to LBRR");
+    assert!(
+        eased >= calm_from + cfg.hysteresis_ns - S && eased <= calm_from + cfg.hysteresis_ns + S,
+        "bursts stopped at {calm_from}, eased at {eased}"
+    );
+    assert!(r.s().lbrr && r.s().dred_ms == 0 && r.s().receiver_hold_frames == 0);
+    let clean_from = r.now;
+    r.go(30, CLEAN, 1);
+    let off = r.last(Reason::CleanPath).expect("redundancy off");
+    assert!(off >= clean_from + cfg.clean_settle_ns, "off at {off}");
+    assert!(off <= clean_from + 15 * S, "off at {off}");
+    assert!(!r.redundancy());
+    // And a single lossy report brings protection back at once.
+    r.go(1, random, 1);
+    assert!(r.s().lbrr);
+}
+
+#[test]
+fn a_bandwidth_cap_drops_the_tier_within_3_s_and_it_returns_after() {
+    let cfg = ControllerConfig::default();
+    let mut r = Run::new(cfg);
+    r.go(10, CLEAN, 1);
+    assert_eq!(r.s().tier, "good");
+    let capped = Path {
+        loss: 0.0,
+        burst: 1,
+        cap_kbps: 30.0,
+    };
+    let cap_at = r.now;
+    r.go(3, capped, 1);
+    let down = r.last(Reason::Congestion).expect("the tier dropped");
+    assert!(down <= cap_at + 3 * S);
+    let fits = |s: &Settings| wire_kbps(Profile::by_name(s.tier).unwrap(), s.fec_ratio) <= 30.0;
+    assert!(fits(&r.s()), "{:?}", r.s());
+    // Congestion loss is not met with redundancy.
+    assert!(!r.redundancy(), "{:?}", r.s());
+    // Under the cap: probes fail and back off; the tier that fits holds
+    // most of the time.
+    r.go(60, capped, 1);
+    assert!(r.c.count(Reason::Probe) >= 1);
+    let probes_under_cap = r.c.count(Reason::Probe);
+    assert!(probes_under_cap <= 4, "{probes_under_cap} probes in 60 s");
+    assert!(!r.redundancy());
+    // The cap lifts: back to the top tier, one probe at a time.
+    let lift = r.now;
+    r.go(150, CLEAN, 1);
+    assert_eq!(
+        r.s().tier,
+        "good",
+        "{:?}",
+        &r.log[r.log.len().saturating_sub(5)..]
+    );
+    let back = r
+        .log
+        .iter()
+        .rev()
+        .find(|d| d.reason == Reason::Probe)
+        .unwrap()
+        .at_ns;
+    assert!(back > lift);
+    // Never above the configured top tier.
+    assert!(r
+        .log
+        .iter()
+        .all(|d| TIERS.iter().position(|&t| t == d.settings.tier) >= Some(3)));
+}
+
+#[test]
+fn reports_that_stop_coming_change_nothing() {
+    let mut r = Run::new(ControllerConfig::default());
+    r.go(
+        3,
+        Path {
+            loss: 0.2,
+            burst: 1,
+            cap_kbps: 0.0,
+        },
+        1,
+    );
+    let before = r.s();
+    // No reports for a minute (the return path is down): polls only.
+    for _ in 0..600 {
+        r.now += 100 * MS;
+        assert!(r.c.poll(r.now).is_none());
+    }
+    assert_eq!(r.s(), before, "protection is not dropped blind");
+    // Nor is the start-up protection, when no report ever comes.
+    let mut c = Controller::new(ControllerConfig::default(), 0);
+    let start = c.poll(0).unwrap().settings;
+    for k in 1..600 {
+        assert!(c.poll(k * 100 * MS).is_none());
+    }
+    assert_eq!(c.settings(), start);
+}
+
+#[test]
+fn every_decision_is_counted_by_reason() {
+    let mut r = Run::new(ControllerConfig::default());
+    r.go(5, CLEAN, 1);
+    r.go(
+        5,
+        Path {
+            loss: 0.2,
+            burst: 1,
+            cap_kbps: 0.0,
+        },
+        1,
+    );
+    r.go(
+        5,
+        Path {
+            loss: 0.14,
+            burst: 5,
+            cap_kbps: 0.0,
+        },
+        1,
+    );
+    r.go(
+        5,
+        Path {
+            loss: 0.0,
+            burst: 1,
+            cap_kbps: 20.0,
+        },
+        1,
+    );
+    let total: u64 = Reason::ALL.iter().map(|&x| r.c.count(x)).sum();
+    assert_eq!(total, r.c.decisions());
+    assert_eq!(total as usize, r.log.len());
+    for d in &r.log {
+        assert!(!d.reason.name().is_empty());
+    }
+}
+
+#[test]
+fn every_tier_is_a_profile_and_wire_rates_fall_down_the_opus_ladder() {
+    let rates: Vec<f32> = TIERS
+        .iter()
+        .map(|t| {
+            let p = Profile::by_name(t).unwrap_or_else(|| panic!("{t} is not a profile"));
+            wire_kbps(p, 0)
+        })
+        .collect();
+    // studio_64k .. degraded: each Opus tier is cheaper than the one above.
+    assert!(rates[..6].windows(2).all(|w| w[0] > w[1]), "{rates:?}");
+}

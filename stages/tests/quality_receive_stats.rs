@@ -1,0 +1,360 @@
+//! Receiver-side measurement for the feedback report: loss, bursts, late
+//! arrivals, jitter, queueing delay, receive rate and the RTT echo, fed
+//! packet headers with a stepped `now`, no sockets, no sleeps.
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use wzp_engine::rt_check::assert_rt_safe;
+use wzp_proto::feedback::{feedback_len, FeedbackEntry, MAX_FEEDBACK_ENTRIES};
+use wzp_proto::{CodecId, FeedbackReport, Flags, MediaHeader};
+use wzp_stages::quality::receive_stats::{
+    ReceiveStats, ReceiverFeedback, SendClock, DEFAULT_REORDER_WINDOW,
+};
+
+wzp_engine::install_alloc_checker!();
+
+const MS: u64 = 1_000_000;
+const FRAME_NS: u64 = 20 * MS;
+
+fn header(sender_id: u32, seq: u32) -> MediaHeader {
+    MediaHeader {
+        sender_id,
+        seq,
+        timestamp: seq.wrapping_mul(960),
+        ..Default::default()
+    }
+}
+
+/// Feeds packets `seqs` (sent every 20 ms from seq `base`), each arriving
+/// `delay_ms(seq)` after it was sent, skipping those `lost` selects; returns
+/// the stats after a report at the end.
+fn feed(
+    s: &mut ReceiveStats,
+    base: u32,
+    n: u32,
+    mut lost: impl FnMut(u32) -> bool,
+    mut delay_ms: impl FnMut(u32) -> u64,
+) -> u64 {
+    let mut arrivals: Vec<(u64, u32)> = (0..n)
+        .filter(|&k| !lost(k))
+        .map(|k| (k as u64 * FRAME_NS + delay_ms(k) * MS + MS, k))
+        .collect();
+    arrivals.sort();
+    let mut last = 0;
+    for (at, k) in arrivals {
+        s.on_packet(at, &header(7, base.wrapping_add(k)), 100);
+        last = at;
+    }
+    last
+}
+
+#[test]
+fn clean_stream_reports_no_loss_and_settles_all_but_the_reorder_window() {
+    let mut s = ReceiveStats::new(7, DEFAULT_REORDER_WINDOW, 0);
+    let end = feed(&mut s, 1000, 250, |_| false, |_| 0);
+    let e = s.take_report(end);
+    assert_eq!(e.expected, 250 - DEFAULT_REORDER_WINDOW as u16);
+    assert_eq!(e.received, e.expected);
+    assert_eq!((e.late, e.max_burst, e.burst_count()), (0, 0, 0));
+    assert_eq!(e.loss_fraction(), 0.0);
+    assert_eq!(e.jitter_100us, 0);
+    assert_eq!(e.queue_delay_100us, 0);
+    // 100 bytes every 20 ms over 4.98 s: 40 kbit/s.
+    assert_eq!(e.recv_kbps, 40);
+}
+
+#[test]
+fn loss_and_burst_histogram_match_the_loss_pattern_exactly() {
+    // Table: (name, loss pattern over 500 packets).
+    let mut rng = SmallRng::seed_from_u64(42);
+    let random: Vec<bool> = (0..500).map(|_| rng.random_bool(0.2)).collect();
+    let bursts: Vec<bool> = {
+        // Bursts of 1, 2, 3, 5, 9 and 20, 30 packets apart.
+        let mut v = vec![false; 500];
+        let mut at = 10;
+        for len in [1usize, 2, 3, 5, 9, 20] {
+            v[at..at + len].fill(true);
+            at += len + 30;
+        }
+        v
+    };
+    let cases: Vec<(&str, Vec<bool>)> = vec![
+        ("clean", vec![false; 500]),
+        ("20 % random", random),
+        ("bursts 1..20", bursts),
+    ];
+    for (name, mask) in cases {
+        let mut s = ReceiveStats::new(7, DEFAULT_REORDER_WINDOW, 0);
+        let end = feed(&mut s, 0, 500, |k| mask[k as usize], |_| 0);
+        let e = s.take_report(end);
+        // What the test computes from the mask over the settled range.
+        let settled = 500 - DEFAULT_REORDER_WINDOW as usize;
+        let lost = mask[..settled].iter().filter(|&&l| l).count();
+        let mut runs = Vec::new();
+        let mut run = 0;
+        for &l in &mask[..settled] {
+            if l {
+                run += 1;
+            } else if run > 0 {
+                runs.push(run);
+                run = 0;
+            }
+        }
+        let mut hist = [0u8; 6];
+        for &r in &runs {
+            hist[wzp_proto::feedback::burst_bin(r)] += 1;
+        }
+        assert_eq!(e.expected as usize, settled, "{name}");
+        assert_eq!((e.expected - e.received) as usize, lost, "{name}");
+        assert_eq!(e.bursts, hist, "{name}");
+        assert_eq!(
+            e.max_burst as u32,
+            runs.iter().copied().max().unwrap_or(0).max(run),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn the_burst_table_has_one_burst_per_bin() {
+    let mut s = ReceiveStats::new(7, DEFAULT_REORDER_WINDOW, 0);
+    let starts = [10u32, 40, 70, 100, 140, 200];
+    let lens = [1u32, 2, 3, 5, 9, 20];
+    let lost = |k: u32| starts.iter().zip(&lens).any(|(&a, &l)| k >= a && k < a + l);
+    let end = feed(&mut s, 0, 300, lost, |_| 0);
+    let e = s.take_report(end);
+    assert_eq!(e.bursts, [1, 1, 1, 1, 1, 1]);
+    assert_eq!(e.max_burst, 20);
+    assert_eq!(e.expected - e.received, 40);
+}
+
+#[test]
+fn reordering_inside_the_window_is_not_loss_beyond_it_is_late() {
+    // Pairs swapped: no loss, nothing late.
+    let mut s = ReceiveStats::new(7, DEFAULT_REORDER_WINDOW, 0);
+    let end = feed(
+        &mut s,
+        0,
+        200,
+        |_| false,
+        |k| if k % 2 == 0 { 25 } else { 0 },
+    );
+    let e = s.take_report(end);
+    assert_eq!((e.expected - e.received, e.late), (0, 0));
+    // One packet 15 frames late: counted lost when settled, then late.
+    let mut s = ReceiveStats::new(7, DEFAULT_REORDER_WINDOW, 0);
+    let end = feed(&mut s, 0, 200, |_| false, |k| if k == 50 { 300 } else { 0 });
+    let e = s.take_report(end);
+    assert_eq!((e.expected - e.received, e.late, e.max_burst), (1, 1, 1));
+    // Duplicates count nothing.
+    let mut s = ReceiveStats::new(7, DEFAULT_REORDER_WINDOW, 0);
+    for k in 0..100u32 {
+        let at = k as u64 * FRAME_NS;
+        s.on_packet(at, &header(7, k), 100);
+        s.on_packet(at + MS, &header(7, k), 100);
+        if k >= 3 {
+            s.on_packet(at + 2 * MS, &header(7, k - 3), 100);
+        }
+    }
+    let e = s.take_report(100 * FRAME_NS);
+    assert_eq!(e.expected, e.received);
+    assert_eq!(e.late, 0);
+}
+
+#[test]
+fn an_outage_is_one_long_burst_and_stays_visible_while_open() {
+    let mut s = ReceiveStats::new(7, DEFAULT_REORDER_WINDOW, 0);
+    // 100 packets lost in a row (2 s), longer than the seq bitmap.
+    let end = feed(&mut s, 0, 300, |k| (100..200).contains(&k), |_| 0);
+    let e = s.take_report(end);
+    assert_eq!(e.expected - e.received, 100);
+    assert_eq!(e.bursts, [0, 0, 0, 0, 0, 1]);
+    assert_eq!(e.max_burst, 100);
+    // While a burst is still open, the report shows it as the longest.
+    let mut s = ReceiveStats::new(7, DEFAULT_REORDER_WINDOW, 0);
+    feed(&mut s, 0, 100, |k| (60..90).contains(&k), |_| 0);
+    let e = s.take_report(100 * FRAME_NS);
+    assert!(e.max_burst >= 30 - DEFAULT_REORDER_WINDOW as u8, "{e:?}");
+}
+
+#[test]
+fn sequence_wrap_and_sender_restart() {
+    let mut s = ReceiveStats::new(7, DEFAULT_REORDER_WINDOW, 0);
+    let end = feed(&mut s, u32::MAX - 50, 200, |k| k == 51, |_| 0);
+    let e = s.take_report(end);
+    assert_eq!(e.expected - e.received, 1, "the loss at the wrap");
+    assert_eq!(s.restarts, 0);
+    // The sender restarts its counter far away: no flood of losses.
+    for k in 0..50u32 {
+        s.on_packet(
+            end + (k as u64 + 1) * FRAME_NS,
+            &header(7, 9_000_000 + k),
+            100,
+        );
+    }
+    let e = s.take_report(end + 51 * FRAME_NS);
+    assert_eq!(s.restarts, 1);
+    assert_eq!(e.expected, e.received);
+}
+
+#[test]
+fn jitter_and_queueing_delay_follow_arrival_times() {
+    // Table: (name, delay per packet in ms, jitter range, queueing range) in
+    // 100 us units.
+    type Delay = fn(u32) -> u64;
+    let cases: [(&str, Delay, (u16, u16), (u16, u16)); 3] = [
+        ("constant", |_| 30, (0, 0), (0, 0)),
+        // D alternates +-10 ms: J converges on 10 ms.
+        (
+            "alternating 0/10 ms",
+            |k| u64::from(k % 2) * 10,
+            (95, 100),
+            (45, 55),
+        ),
+        // A queue building: +1 ms per packet over the last 50 packets.
+        (
+            "ramp",
+            |k| if k < 150 { 0 } else { u64::from(k - 150) },
+            (8, 12),
+            (240, 260),
+        ),
+    ];
+    for (name, delay, (jlo, jhi), (qlo, qhi)) in cases {
+        let mut s = ReceiveStats::new(7, DEFAULT_REORDER_WINDOW, 0);
+        feed(&mut s, 0, 150, |_| false, delay);
+        let mid = s.take_report(150 * FRAME_NS);
+        let end = feed_from(&mut s, 150, 200, delay);
+        let e = s.take_report(end);
+        assert!(
+            (jlo..=jhi).contains(&e.jitter_100us),
+            "{name}: jitter {} (first interval {})",
+            e.jitter_100us,
+            mid.jitter_100us
+        );
+        assert!(
+            (qlo..=qhi).contains(&e.queue_delay_100us),
+            "{name}: queueing {}",
+            e.queue_delay_100us
+        );
+    }
+}
+
+fn feed_from(s: &mut ReceiveStats, from: u32, to: u32, delay: fn(u32) -> u64) -> u64 {
+    let mut last = 0;
+    for k in from..to {
+        last = k as u64 * FRAME_NS + delay(k) * MS + MS;
+        s.on_packet(last, &header(7, k), 100);
+    }
+    last
+}
+
+#[test]
+fn repair_and_feedback_packets_count_for_loss_not_for_timing() {
+    let mut s = ReceiveStats::new(7, 4, 0);
+    for k in 0..100u32 {
+        let mut h = header(7, k);
+        if k % 5 == 4 {
+            // A repair symbol (or a report) with a timestamp far off.
+            h.flags = Flags::REPAIR;
+            h.timestamp = 0;
+            if k % 10 == 9 {
+                h.flags = Flags::empty();
+                h.codec = CodecId::FEEDBACK;
+            }
+        }
+        s.on_packet(k as u64 * FRAME_NS + MS, &h, 100);
+    }
+    let e = s.take_report(100 * FRAME_NS);
+    assert_eq!((e.expected, e.received), (96, 96));
+    assert_eq!(e.jitter_100us, 0, "off timestamps did not count");
+    assert_eq!(e.echo_ts, 98 * 960, "the newest audio packet is echoed");
+}
+
+#[test]
+fn rtt_from_the_echoed_timestamp() {
+    // The sender sends every 20 ms; the path is 35 ms each way; the
+    // receiver reports 7 ms after its newest packet arrived.
+    let mut clock = SendClock::new(128);
+    let mut s = ReceiveStats::new(7, DEFAULT_REORDER_WINDOW, 0);
+    let one_way = 35 * MS;
+    for k in 0..60u32 {
+        let sent = k as u64 * FRAME_NS;
+        clock.on_sent(k * 960, sent);
+        s.on_packet(sent + one_way, &header(7, k), 100);
+    }
+    let report_at = 59 * FRAME_NS + one_way + 7 * MS;
+    let e = s.take_report(report_at);
+    assert_eq!((e.echo_ts, e.echo_hold_ms), (59 * 960, 7));
+    let rtt = clock.rtt_ns(e.echo_ts, e.echo_hold_ms, report_at + one_way);
+    assert_eq!(rtt, Some(2 * one_way));
+    // A timestamp the sender no longer remembers gives nothing.
+    assert_eq!(clock.rtt_ns(12345, 0, report_at), None);
+    let mut small = SendClock::new(4);
+    for k in 0..10u32 {
+        small.on_sent(k, u64::from(k));
+    }
+    assert_eq!(small.rtt_ns(2, 0, 100), None);
+    assert_eq!(small.rtt_ns(9, 0, 100), Some(91));
+    // A hold longer than the time since sending is not a negative RTT.
+    assert_eq!(small.rtt_ns(9, 1, 100), None);
+}
+
+#[test]
+fn the_table_reports_every_sender_heard_and_forgets_silent_ones() {
+    let mut fb = ReceiverFeedback::new(4, DEFAULT_REORDER_WINDOW, 3_000 * MS);
+    for k in 0..100u32 {
+        let at = k as u64 * FRAME_NS;
+        fb.on_packet(at, &header(1, k), 100);
+        if k % 10 != 0 {
+            fb.on_packet(at + MS, &header(2, 500 + k), 60);
+        }
+        if k < 10 {
+            fb.on_packet(at + 2 * MS, &header(3, k), 60);
+        }
+    }
+    let mut out = [0u8; feedback_len(MAX_FEEDBACK_ENTRIES)];
+    let n = fb.write_report(2_000 * MS, 1000, &mut out).unwrap();
+    let r = FeedbackReport::parse(&out[..n]).unwrap();
+    assert_eq!(r.interval_ms, 1000);
+    assert_eq!(r.len(), 3);
+    let two = r.entry_for(2).unwrap();
+    assert!((two.loss_fraction() - 0.1).abs() < 0.02, "{two:?}");
+    assert_eq!(r.entry_for(1).unwrap().loss_fraction(), 0.0);
+    // Sender 3 went quiet at 0.2 s: gone from the report after 3 s.
+    let n = fb.write_report(3_500 * MS, 1000, &mut out).unwrap();
+    let r = FeedbackReport::parse(&out[..n]).unwrap();
+    assert!(r.entry_for(3).is_none());
+    assert_eq!(r.len(), 2);
+    // A fifth sender in a table of four evicts the stalest (sender 1 or 2,
+    // both quiet since 2 s; 3 is already gone, so there is a free slot for
+    // two more first).
+    for id in [10u32, 11, 12] {
+        fb.on_packet(3_600 * MS, &header(id, 0), 10);
+    }
+    assert_eq!(fb.evicted, 1);
+    assert!(fb.stats(12).is_some());
+}
+
+#[test]
+fn measuring_and_reporting_are_real_time_safe() {
+    let mut fb = ReceiverFeedback::new(8, DEFAULT_REORDER_WINDOW, 3_000 * MS);
+    let mut out = [0u8; feedback_len(MAX_FEEDBACK_ENTRIES)];
+    let mut rng = SmallRng::seed_from_u64(1);
+    let mut k = 0u32;
+    let mut reports = 0;
+    assert_rt_safe("receive stats", 3000, || {
+        let at = k as u64 * FRAME_NS + rng.random_range(0..30) * MS;
+        // Loss, duplicates, a far jump, eight senders.
+        if !rng.random_bool(0.1) {
+            let seq = if k == 1500 { k + 1_000_000 } else { k };
+            fb.on_packet(at, &header(k % 8, seq), 120);
+        }
+        if k % 50 == 0 {
+            let n = fb.write_report(at, 1000, &mut out).unwrap();
+            reports += usize::from(n > 5);
+        }
+        k += 1;
+    });
+    assert!(reports > 50);
+    let _ = FeedbackEntry::default();
+}

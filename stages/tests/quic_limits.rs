@@ -172,3 +172,49 @@ fn the_documented_bound_per_connection() {
         2 * 1024 * 1024 + 262_144 + 16_384
     );
 }
+
+/// Both ends of a connection compute the same join nonce; another
+/// connection (even to the same server, from the same client) gets another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_join_nonce_is_shared_by_both_ends_and_unique_per_connection() {
+    let cert = Seed::from_bytes([3; 32]).relay_certificate().unwrap();
+    let server = quic::server_endpoint("127.0.0.1:0".parse().unwrap(), &cert).unwrap();
+    let addr = server.local_addr().unwrap();
+    let accept = tokio::spawn(async move {
+        let (mut nonces, mut held) = (Vec::new(), Vec::new());
+        for _ in 0..2 {
+            let conn = server.accept().await.unwrap().await.unwrap();
+            nonces.push(quic::join_nonce(&conn).unwrap());
+            held.push(conn);
+        }
+        (nonces, held)
+    });
+    let mut ep = quic::client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
+    ep.set_default_client_config(quic::client_config(cert.tls_fingerprint()).unwrap());
+    let mut client_nonces = Vec::new();
+    let mut conns = Vec::new();
+    for _ in 0..2 {
+        let c = tokio::time::timeout(WAIT, ep.connect(addr, "ping").unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        client_nonces.push(quic::join_nonce(&c).unwrap());
+        conns.push(c);
+    }
+    let (server_nonces, _held) = tokio::time::timeout(WAIT, accept).await.unwrap().unwrap();
+    assert_eq!(client_nonces, server_nonces);
+    assert_ne!(client_nonces[0], client_nonces[1]);
+    assert_ne!(client_nonces[0], [0u8; 32]);
+
+    // A room proof made for one connection fails on the other.
+    let key = wzp_proto::join::RoomAdmissionKey::derive(b"s3cret-s3cret-s3cret", "team");
+    let me = wzp_proto::identity::Identity::from_seed(&Seed::from_bytes([1; 32]));
+    let relay = cert.tls_fingerprint();
+    let join = wzp_proto::join::Join::signed(&me, &key.sni(), &relay, None, 0).with_room_proof(
+        &key,
+        &client_nonces[0],
+        &relay,
+    );
+    assert!(join.has_valid_room_proof(&key.sni(), &server_nonces[0], &relay));
+    assert!(!join.has_valid_room_proof(&key.sni(), &server_nonces[1], &relay));
+}

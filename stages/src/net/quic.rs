@@ -306,6 +306,23 @@ pub fn server_endpoint(
     })
 }
 
+/// TLS exporter label of the per-connection nonce a Join's room proof signs.
+pub const JOIN_NONCE_LABEL: &[u8] = b"EXPORTER-wzp-join-nonce-v1";
+
+/// The relay's per-connection nonce for a room proof
+/// (`wzp_proto::join::RoomProof`): 32 bytes of the connection's TLS 1.3
+/// exporter (RFC 8446 §7.5) under [`JOIN_NONCE_LABEL`]. Client and relay
+/// compute the same value with no message exchanged; it is unique to this
+/// TLS session, so a proof made on one connection (or passed on by a relay
+/// to another relay, whose session differs) is worthless on any other.
+/// `None` only before the handshake completes.
+pub fn join_nonce(conn: &quinn::Connection) -> Option<[u8; wzp_proto::join::JOIN_NONCE_LEN]> {
+    let mut out = [0u8; wzp_proto::join::JOIN_NONCE_LEN];
+    conn.export_keying_material(&mut out, JOIN_NONCE_LABEL, b"")
+        .ok()?;
+    Some(out)
+}
+
 /// Accepts the one certificate whose SHA-256 is the pinned fingerprint.
 ///
 /// The server name is not checked against the certificate: wzp uses it to

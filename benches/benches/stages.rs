@@ -590,11 +590,109 @@ fn timer(c: &mut Criterion) {
     g.finish();
 }
 
+/// `sfu.fanout` in a relay-like cycle: a room of ten, each member sending
+/// one packet per 20 ms cycle under its own sender id, 64 such rooms (640
+/// packets in, 5760 copies out per cycle). Rows: `bind_off` (forwarding
+/// only, the stage before sender binding) and `bind_on` (ids bound, rate
+/// buckets, replay index): their ratio is the cost of the checks.
+fn sfu_fanout(c: &mut Criterion) {
+    use std::sync::Arc;
+    use wzp_engine::port::Buffer;
+    use wzp_stages::sfu::{fanout::Fanout, membership_channel, SfuCommand};
+    const ROOMS: u32 = 64;
+    const SIZE: u32 = 10;
+    let mut g = c.benchmark_group("stage/sfu.fanout");
+    for bind in [false, true] {
+        let (mut ctl, port) = membership_channel(4096);
+        let mut res = Resources::new();
+        res.insert("m", Arc::new(port));
+        let mut p = Params::default();
+        for spec in Fanout.info().params {
+            if let Some(d) = spec.default {
+                p.insert(spec.name, d);
+            }
+        }
+        p.insert("membership", ParamValue::Str("m".into()));
+        p.insert("bind_senders", ParamValue::Bool(bind));
+        let qn = 20_000_000u64;
+        let mut bcx = BuildContext::standalone(48_000, Duration::from_nanos(qn), &res);
+        let mut proc = Fanout.build(&mut bcx, &p).expect("fanout builds").processor;
+        let (counters, _) = bcx.take_metrics();
+        let mut pool = vec![
+            Buffer::for_type(PortType::Packet, qn, 1024),
+            Buffer::for_type(PortType::Packet, qn, 8192),
+        ];
+        for peer in 0..ROOMS * SIZE {
+            ctl.send(SfuCommand::Join {
+                peer,
+                room: peer / SIZE,
+            })
+            .expect("ring holds every join");
+        }
+        let mut template = wzp_proto::MediaHeader::default().to_bytes().to_vec();
+        template.resize(wzp_proto::HEADER_LEN + 80, 0x5a);
+        let mut cx = Cx {
+            now_ns: 0,
+            cycle: 0,
+            rate: 48_000,
+            quantum_ns: qn,
+        };
+        let mut seq = 0u32;
+        let name = if bind { "bind_on" } else { "bind_off" };
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                time_each(iters, || {
+                    let Buffer::Packets(input) = &mut pool[0] else {
+                        unreachable!("packet buffer")
+                    };
+                    input.clear();
+                    for peer in 0..ROOMS * SIZE {
+                        template[4..8].copy_from_slice(&(peer + 1).to_be_bytes());
+                        template[8..12].copy_from_slice(&seq.to_be_bytes());
+                        input
+                            .push(
+                                PacketMeta {
+                                    peer,
+                                    ..Default::default()
+                                },
+                                &template,
+                            )
+                            .expect("room for a cycle's packets");
+                    }
+                    seq = seq.wrapping_add(1);
+                    pool[1].reset();
+                    let t = Instant::now();
+                    let mut io = Io::checked(&mut pool, &[0], &[1]).expect("distinct buffers");
+                    proc.process(&mut io, &cx);
+                    let e = t.elapsed();
+                    cx.now_ns += qn;
+                    cx.cycle += 1;
+                    e
+                })
+            })
+        });
+        let get = |n: &str| {
+            counters
+                .iter()
+                .find(|(k, _)| k == n)
+                .map_or(0, |(_, c)| c.get())
+        };
+        // (Skipped when a filter left the bench out.)
+        assert!(
+            seq == 0 || get("copies") == u64::from(seq) * u64::from(ROOMS * SIZE * (SIZE - 1)),
+            "{name}: every packet must be fanned out: copies {} rate_limited {}",
+            get("copies"),
+            get("rate_limited")
+        );
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = timer, audio_plumbing, resample, jitter_and_netem, fec
+    targets = timer, audio_plumbing, resample, jitter_and_netem, fec, sfu_fanout
 }
 criterion_main!(benches);

@@ -58,6 +58,13 @@ pub const LABEL_SAS: &[u8] = b"wzp-handshake-v1 sas";
 pub const LABEL_ROOM_SALT: &[u8] = b"wzp-room-v1";
 /// HKDF info prefix for room keys (the room name follows it).
 pub const LABEL_ROOM_KEY: &[u8] = b"wzp room key v1:";
+/// HKDF info prefix of a room's admission key (the room name follows); same
+/// salt and IKM as the media key, so the two are independent keys of one
+/// secret. See [`room_admission_seed`].
+pub const LABEL_ROOM_ADMISSION: &[u8] = b"wzp room admission ed25519 v1:";
+/// Domain prefix of the hash that turns a room's admission public key into
+/// its server name ([`room_sni`]).
+pub const LABEL_ROOM_SNI: &[u8] = b"wzp-room-sni-v1";
 
 /// Handshake protocol version carried in byte 1 of every message.
 pub const HANDSHAKE_VERSION: u8 = 1;
@@ -600,6 +607,31 @@ pub fn room_key(room_secret: &[u8], room_name: &str) -> [u8; 32] {
         room_secret,
         &[LABEL_ROOM_KEY, room_name.as_bytes()],
     )
+}
+
+/// The Ed25519 secret key that proves membership of a room to a relay:
+/// `HKDF-SHA256(salt="wzp-room-v1", ikm=room_secret,
+/// info="wzp room admission ed25519 v1:" || room_name)`. Whoever holds the
+/// room secret can derive it; the relay only ever sees its public half
+/// (`crate::join::RoomAdmissionKey`).
+pub fn room_admission_seed(room_secret: &[u8], room_name: &str) -> zeroize::Zeroizing<[u8; 32]> {
+    zeroize::Zeroizing::new(hkdf32(
+        Some(LABEL_ROOM_SALT),
+        room_secret,
+        &[LABEL_ROOM_ADMISSION, room_name.as_bytes()],
+    ))
+}
+
+/// The server name of a room with admission key `room_pub`: the first 16
+/// bytes of `SHA-256("wzp-room-sni-v1" || room_pub)` as 32 lowercase hex
+/// digits (the grammar of [`room_hash`]). A relay checks a Join's room key
+/// against it; a stranger who sees it can neither derive the key nor the
+/// room name from it.
+pub fn room_sni(room_pub: &[u8; 32]) -> String {
+    let mut h = Sha256::new();
+    h.update(LABEL_ROOM_SNI);
+    h.update(room_pub);
+    hex::encode(&h.finalize()[..ROOM_ID_LEN])
 }
 
 /// Length of [`room_id`] in bytes.

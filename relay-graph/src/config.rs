@@ -29,7 +29,7 @@ pub struct Config {
     pub max_peers: usize,
     /// Rooms with members at once (1..=65536).
     pub max_rooms: usize,
-    /// Members of a `call-*` room (direct calls are two people).
+    /// Members of a `call-*` room (direct calls are two people; 2..=1024).
     pub call_room_size: usize,
     /// Media forwarding shards; each room is forwarded by one, chosen by its
     /// hash (1..=64; 0 = one per CPU core; default 1). A shard is a task on
@@ -44,9 +44,11 @@ pub struct Config {
     /// window are held (never a two-person call); 0 turns it off. Default
     /// 5000.
     pub egress_coalesce_us: u64,
-    /// How long a client has, after the QUIC handshake, to send Hello and Join.
+    /// How long a client has, after the QUIC handshake, to send Hello and
+    /// Join ([`JOIN_TIMEOUT_MS`]).
     pub join_timeout_ms: u64,
-    /// How far a Join's timestamp may be from the relay's clock.
+    /// How far a Join's timestamp may be from the relay's clock
+    /// ([`JOIN_MAX_SKEW_S`]).
     pub join_max_skew_s: u64,
     /// How long a direct call may ring unanswered (1..=600 s).
     pub ringing_timeout_s: u64,
@@ -108,6 +110,22 @@ impl Default for Config {
     }
 }
 
+/// Accepted `join_timeout_ms`: a client on a slow path needs a few round
+/// trips after the handshake (below 500 ms nobody far away could join);
+/// above a minute a silent connection holds a slot for nothing.
+pub const JOIN_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 500..=60_000;
+/// Accepted `join_max_skew_s`: clocks of ordinary machines drift seconds
+/// apart (below 10 s honest clients are refused); the skew is also how long
+/// a captured Join stays usable, so at most an hour.
+pub const JOIN_MAX_SKEW_S: std::ops::RangeInclusive<u64> = 10..=3600;
+/// Accepted `call_room_size`: a call needs two; 1024 is a large conference.
+pub const CALL_ROOM_SIZE: std::ops::RangeInclusive<usize> = 2..=1024;
+/// Accepted `shards` and `io_threads` (0 = one per core).
+pub const THREADS: std::ops::RangeInclusive<usize> = 0..=64;
+/// Accepted `egress_coalesce_us` (0 = send at once): beyond 20 ms the
+/// holding is audible.
+pub const EGRESS_COALESCE_US: std::ops::RangeInclusive<u64> = 0..=20_000;
+
 /// Why a config could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -153,25 +171,28 @@ label = "relay"
 max_peers = 1024
 max_rooms = 256
 
-# Members allowed in a direct-call room (SNI "call-...").
+# Members allowed in a direct-call room (SNI "call-..."; 2..=1024).
 call_room_size = 2
 
-# Media forwarding shards; rooms are spread over them by hash (0 = one per core).
+# Media forwarding shards; rooms are spread over them by hash (0..=64; 0 = one
+# per core).
 shards = 1
 
-# Threads for QUIC, handshakes and forwarding (0 = one per core). Each shard's
+# Threads for QUIC, handshakes and forwarding (0..=64; 0 = one per core). Each shard's
 # forwarding runs on these threads, next to the sockets it reads and writes.
 io_threads = 0
 
 # Hold a busy receiver's datagrams up to this many microseconds so they share
 # a QUIC packet: fewer sends, up to that much more latency, only for receivers
 # that get a datagram at least every egress_coalesce_us / 2 (big, busy rooms;
-# never a two-person call). 0 = off.
+# never a two-person call). 0..=20000; 0 = off.
 egress_coalesce_us = 5000
 
-# Time a client has after the QUIC handshake to send Hello and Join.
+# Time a client has after the QUIC handshake to send Hello and Join
+# (500..=60000).
 join_timeout_ms = 10000
-# Largest accepted difference between a Join's timestamp and this clock.
+# Largest accepted difference between a Join's timestamp and this clock, in
+# seconds (10..=3600); it is also how long a captured Join stays usable.
 join_max_skew_s = 600
 
 # How long a direct call rings before the caller hears "no answer" (1..=600 s).
@@ -251,44 +272,65 @@ impl Config {
             message,
         };
         let max = wzp_stages::sfu::MAX_SLOTS;
-        if !(1..=max).contains(&self.max_peers) {
-            return Err(bad(format!(
-                "max_peers = {} is out of range; use 1..={max}",
-                self.max_peers
-            )));
-        }
-        if !(1..=max).contains(&self.max_rooms) {
-            return Err(bad(format!(
-                "max_rooms = {} is out of range; use 1..={max}",
-                self.max_rooms
-            )));
-        }
-        if self.shards > 64 {
-            return Err(bad(format!(
-                "shards = {} is out of range; use 0..=64 (0 = one per core)",
-                self.shards
-            )));
-        }
-        if self.io_threads > 64 {
-            return Err(bad(format!(
-                "io_threads = {} is out of range; use 0..=64 (0 = one per core)",
-                self.io_threads
-            )));
-        }
-        if self.egress_coalesce_us > 20_000 {
-            return Err(bad(format!(
-                "egress_coalesce_us = {} is out of range; use 0..=20000 (0 = send at once)",
-                self.egress_coalesce_us
-            )));
-        }
-        if !(1..=600).contains(&self.ringing_timeout_s) {
-            return Err(bad(format!(
-                "ringing_timeout_s = {} is out of range; use 1..=600",
-                self.ringing_timeout_s
-            )));
-        }
-        if self.call_room_size == 0 {
-            return Err(bad("call_room_size must be at least 1".into()));
+        let ranges: [(&str, u64, u64, u64, &str); 9] = [
+            ("max_peers", self.max_peers as u64, 1, max as u64, ""),
+            ("max_rooms", self.max_rooms as u64, 1, max as u64, ""),
+            (
+                "shards",
+                self.shards as u64,
+                *THREADS.start() as u64,
+                *THREADS.end() as u64,
+                " (0 = one per core)",
+            ),
+            (
+                "io_threads",
+                self.io_threads as u64,
+                *THREADS.start() as u64,
+                *THREADS.end() as u64,
+                " (0 = one per core)",
+            ),
+            (
+                "egress_coalesce_us",
+                self.egress_coalesce_us,
+                *EGRESS_COALESCE_US.start(),
+                *EGRESS_COALESCE_US.end(),
+                " (0 = send at once)",
+            ),
+            (
+                "call_room_size",
+                self.call_room_size as u64,
+                *CALL_ROOM_SIZE.start() as u64,
+                *CALL_ROOM_SIZE.end() as u64,
+                " (a direct call needs 2)",
+            ),
+            (
+                "join_timeout_ms",
+                self.join_timeout_ms,
+                *JOIN_TIMEOUT_MS.start(),
+                *JOIN_TIMEOUT_MS.end(),
+                " (below it nobody could join in time)",
+            ),
+            (
+                "ringing_timeout_s",
+                self.ringing_timeout_s,
+                1,
+                600,
+                " (how long a direct call rings)",
+            ),
+            (
+                "join_max_skew_s",
+                self.join_max_skew_s,
+                *JOIN_MAX_SKEW_S.start(),
+                *JOIN_MAX_SKEW_S.end(),
+                " (below it honest clients with a drifting clock are refused)",
+            ),
+        ];
+        for (key, value, lo, hi, why) in ranges {
+            if !(lo..=hi).contains(&value) {
+                return Err(bad(format!(
+                    "{key} = {value} is out of range; use {lo}..={hi}{why}"
+                )));
+            }
         }
         if let Some(t) = &self.debug_tap {
             if t != "*" && wzp_proto::sni::classify(t) != wzp_proto::sni::Sni::Room(t.clone()) {
@@ -360,6 +402,26 @@ mod tests {
             ("call_room_size = 0", "call_room_size"),
             ("ringing_timeout_s = 0", "ringing_timeout_s"),
             ("ringing_timeout_s = 601", "1..=600"),
+            (
+                "call_room_size = 1",
+                "call_room_size = 1 is out of range; use 2..=1024",
+            ),
+            ("call_room_size = 5000", "2..=1024"),
+            (
+                "join_timeout_ms = 0",
+                "join_timeout_ms = 0 is out of range; use 500..=60000",
+            ),
+            ("join_timeout_ms = 499", "500..=60000"),
+            ("join_timeout_ms = 3600000", "500..=60000"),
+            ("join_timeout_ms = -1", "join_timeout_ms"),
+            (
+                "join_max_skew_s = 0",
+                "join_max_skew_s = 0 is out of range; use 10..=3600",
+            ),
+            ("join_max_skew_s = 86400", "10..=3600"),
+            ("max_peers = 65537", "use 1..=65536"),
+            ("max_rooms = 0", "use 1..=65536"),
+            ("egress_coalesce_us = 1000000", "use 0..=20000"),
         ];
         for (text, needle) in cases {
             let err = Config::parse(text, Path::new("r.toml")).unwrap_err();
@@ -367,6 +429,27 @@ mod tests {
                 err.to_string().contains(needle),
                 "{text:?}: {err} should mention {needle}"
             );
+        }
+    }
+
+    #[test]
+    fn the_ends_of_every_range_are_accepted() {
+        for text in [
+            "join_timeout_ms = 500",
+            "join_timeout_ms = 60000",
+            "join_max_skew_s = 10",
+            "join_max_skew_s = 3600",
+            "call_room_size = 2",
+            "call_room_size = 1024",
+            "max_peers = 1\nmax_rooms = 1",
+            "max_peers = 65536\nmax_rooms = 65536",
+            "shards = 0\nio_threads = 64",
+            "egress_coalesce_us = 0",
+            "egress_coalesce_us = 20000",
+        ] {
+            if let Err(e) = Config::parse(text, Path::new("r.toml")) {
+                panic!("{text:?} refused: {e}");
+            }
         }
     }
 

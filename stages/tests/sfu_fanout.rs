@@ -14,27 +14,51 @@ use wzp_proto::MediaHeader;
 use wzp_stages::sfu::fanout::Fanout;
 use wzp_stages::sfu::{membership_channel, HandleAllocator, SfuCommand, SfuControl};
 
+/// The stage's declared defaults, overridden by `values`.
+fn with_defaults(values: impl IntoIterator<Item = (String, ParamValue)>) -> Params {
+    let mut p = Params::default();
+    for spec in Fanout.info().params {
+        if let Some(d) = spec.default {
+            p.insert(spec.name, d);
+        }
+    }
+    for (k, v) in values {
+        p.insert(&k, v);
+    }
+    p
+}
+
 struct Rig {
     proc: Box<dyn Processor>,
     pool: Vec<Buffer>,
     ctl: SfuControl,
     counters: Vec<(String, Counter)>,
     gauges: Vec<(String, Gauge)>,
+    /// Graph time of the next cycle.
+    now_ns: u64,
 }
 
 const Q: u64 = 20_000_000;
 
 fn rig(max_peers: i64, max_rooms: i64, batch: usize) -> Rig {
-    let (ctl, port) = membership_channel(64);
+    rig_with(max_peers, max_rooms, batch, &[])
+}
+
+/// A rig with extra int params (rate caps, memory, ...).
+fn rig_with(max_peers: i64, max_rooms: i64, batch: usize, extra: &[(&str, i64)]) -> Rig {
+    let (ctl, port) = membership_channel(256);
     let mut res = Resources::new();
     res.insert("m", Arc::new(port));
     let mut cx = BuildContext::standalone(48_000, Duration::from_nanos(Q), &res);
-    let params = Params::from_values([
+    let mut params = with_defaults([
         ("membership".to_string(), ParamValue::Str("m".into())),
         ("max_peers".to_string(), ParamValue::Int(max_peers)),
         ("max_rooms".to_string(), ParamValue::Int(max_rooms)),
         ("check_header".to_string(), ParamValue::Bool(true)),
     ]);
+    for (k, v) in extra {
+        params.insert(k, ParamValue::Int(*v));
+    }
     let built = Fanout.build(&mut cx, &params).expect("builds");
     let (counters, gauges) = cx.take_metrics();
     Rig {
@@ -46,6 +70,7 @@ fn rig(max_peers: i64, max_rooms: i64, batch: usize) -> Rig {
         ctl,
         counters,
         gauges,
+        now_ns: 0,
     }
 }
 
@@ -66,7 +91,7 @@ impl Rig {
     fn cycle(&mut self) -> Vec<(u32, Vec<u8>)> {
         self.pool[1].reset();
         let cx = Cx {
-            now_ns: 0,
+            now_ns: self.now_ns,
             cycle: 0,
             rate: 48_000,
             quantum_ns: Q,
@@ -86,14 +111,24 @@ impl Rig {
         }
     }
     fn send(&mut self, from: u32, seq: u32) -> Vec<u8> {
+        self.send_as(from, from, 0, seq, 4)
+    }
+    /// A packet from peer `from` carrying media sender id `id`, index
+    /// `(epoch, seq)` and `body` payload bytes.
+    fn send_as(&mut self, from: u32, id: u32, epoch: u8, seq: u32, body: usize) -> Vec<u8> {
         let mut p = MediaHeader {
-            sender_id: from,
+            sender_id: id,
+            key_epoch: epoch,
             seq,
             ..Default::default()
         }
         .to_bytes()
         .to_vec();
-        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend((0..body).map(|i| (seq as usize + i) as u8));
+        self.push_raw(from, p)
+    }
+    /// Puts captured bytes back on the wire, as `from`.
+    fn push_raw(&mut self, from: u32, p: Vec<u8>) -> Vec<u8> {
         self.input()
             .push(
                 PacketMeta {
@@ -239,7 +274,7 @@ fn build_refuses_bad_params_and_a_missing_ring() {
     let res = Resources::new();
     let mut cx = BuildContext::standalone(48_000, Duration::from_nanos(Q), &res);
     let base = |peers: i64| {
-        Params::from_values([
+        with_defaults([
             ("membership".to_string(), ParamValue::Str("nope".into())),
             ("max_peers".to_string(), ParamValue::Int(peers)),
             ("max_rooms".to_string(), ParamValue::Int(4)),
@@ -258,4 +293,397 @@ fn build_refuses_bad_params_and_a_missing_ring() {
         Err(e) => panic!("{e}"),
         Ok(_) => panic!("built without a membership ring"),
     }
+}
+
+const MS: u64 = 1_000_000;
+
+/// Joins `peers` into room 0.
+fn join_all(r: &mut Rig, peers: &[u32]) {
+    for &p in peers {
+        r.ctl.send(SfuCommand::Join { peer: p, room: 0 }).unwrap();
+    }
+    r.cycle();
+}
+
+#[test]
+fn a_spoofed_sender_id_is_dropped_and_the_owner_keeps_sending() {
+    let mut r = rig(8, 2, 64);
+    let (alice, bob, mallory) = (0, 1, 2);
+    join_all(&mut r, &[alice, bob, mallory]);
+    let a1 = r.send_as(alice, 0xA11CE, 0, 1, 40);
+    let out = r.cycle();
+    assert_eq!(by_peer(&out).get(&bob), Some(&vec![a1]));
+    // Mallory speaks as Alice: fresh indices, Alice's id.
+    for seq in 2..12 {
+        r.send_as(mallory, 0xA11CE, 0, seq, 40);
+    }
+    let out = r.cycle();
+    assert!(out.is_empty(), "a spoofed id reaches nobody: {out:?}");
+    assert_eq!(r.counter("sender_spoofed"), 10);
+    // Alice is unaffected, and Mallory's own id works.
+    let a2 = r.send_as(alice, 0xA11CE, 0, 2, 40);
+    let m1 = r.send_as(mallory, 0x0BAD, 0, 1, 40);
+    let out = by_peer(&r.cycle());
+    assert_eq!(out.get(&bob), Some(&vec![a2.clone(), m1.clone()]));
+    assert_eq!(out.get(&mallory), Some(&vec![a2]));
+    assert_eq!(out.get(&alice), Some(&vec![m1]));
+    assert_eq!(r.gauge("senders"), 2);
+}
+
+#[test]
+fn a_sender_is_capped_in_packets_and_bytes_and_cannot_rotate_ids() {
+    // 50 packets/s, 100 ms deep: 5 packets of burst, then 1 per 20 ms.
+    let mut r = rig_with(
+        4,
+        1,
+        256,
+        &[
+            ("sender_pps", 50),
+            ("sender_bytes_per_s", 1_000_000),
+            ("burst_ms", 100),
+        ],
+    );
+    join_all(&mut r, &[0, 1]);
+    for seq in 0..20 {
+        r.send_as(0, 7, 0, seq, 40);
+    }
+    assert_eq!(r.cycle().len(), 5, "the burst allowance");
+    assert_eq!(r.counter("rate_limited"), 15);
+    // 100 ms later: 5 more, no more.
+    r.now_ns += 100 * MS;
+    for seq in 20..40 {
+        r.send_as(0, 7, 0, seq, 40);
+    }
+    assert_eq!(r.cycle().len(), 5);
+    // A long silence refills to the depth only.
+    r.now_ns += 60_000 * MS;
+    for seq in 40..60 {
+        r.send_as(0, 7, 0, seq, 40);
+    }
+    assert_eq!(r.cycle().len(), 5);
+    // New ids to escape the cap: one more is allowed (max_ids_per_peer = 2),
+    // the rest bind nothing.
+    let before = r.counter("forwarded");
+    for id in 100..120 {
+        r.send_as(0, id, 0, 1, 40);
+    }
+    r.cycle();
+    assert_eq!(r.counter("forwarded") - before, 1);
+    assert_eq!(r.counter("sender_limit"), 19);
+
+    // The byte bucket: 10 kB/s, 100 ms deep = 1000 bytes.
+    let mut r = rig_with(
+        4,
+        1,
+        256,
+        &[
+            ("sender_pps", 1000),
+            ("sender_bytes_per_s", 10_000),
+            ("burst_ms", 100),
+        ],
+    );
+    join_all(&mut r, &[0, 1]);
+    for seq in 0..10 {
+        r.send_as(0, 7, 0, seq, 300 - 22);
+    }
+    assert_eq!(r.cycle().len(), 3, "three 300-byte packets fit 1000 bytes");
+    assert_eq!(r.counter("rate_limited"), 7);
+}
+
+#[test]
+fn a_flooding_member_gets_no_more_than_its_cap_through() {
+    // The attack of the issue: one joined connection sends 50 000
+    // valid-looking datagrams over 9 s under ever new ids and seqs.
+    let mut r = rig(8, 1, 8192);
+    let (alice, bob, mallory) = (0, 1, 2);
+    join_all(&mut r, &[alice, bob, mallory]);
+    let mut x: u32 = 12345;
+    let mut to_bob_from_mallory = 0;
+    for cycle in 0..450u32 {
+        for _ in 0..111 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            r.send_as(mallory, x % 64, 0, x, 100);
+        }
+        let a = r.send_as(alice, 0xA11CE, 0, cycle, 60);
+        let out = r.cycle();
+        to_bob_from_mallory += out.iter().filter(|(p, b)| *p == bob && *b != a).count();
+        assert!(out.contains(&(bob, a)), "Alice always gets through");
+        r.now_ns += 20 * MS;
+    }
+    let pps = wzp_stages::sfu::fanout::default_sender_pps() as usize;
+    // Two ids at the cap for 9 s, plus two full buckets (1 s each).
+    let bound = 2 * pps * 9 + 2 * pps;
+    assert!(
+        to_bob_from_mallory <= bound,
+        "{to_bob_from_mallory} packets of 49 950 got through; cap {bound}"
+    );
+    assert!(r.counter("rate_limited") + r.counter("sender_limit") >= 49_950 - bound as u64);
+}
+
+#[test]
+fn a_departed_senders_packets_cannot_be_replayed_to_anyone() {
+    let mut r = rig(8, 1, 64);
+    let (alice, bob, mallory) = (0, 1, 2);
+    join_all(&mut r, &[alice, bob, mallory]);
+    // Mallory captures what Alice sends, across a rekey.
+    let mut captured = Vec::new();
+    for seq in 1..=10 {
+        r.send_as(alice, 0xA11CE, 3, seq, 40);
+        let out = r.cycle();
+        captured.extend(
+            out.into_iter()
+                .filter(|(p, _)| *p == mallory)
+                .map(|(_, b)| b),
+        );
+    }
+    r.send_as(alice, 0xA11CE, 4, 0, 40);
+    captured.extend(
+        r.cycle()
+            .into_iter()
+            .filter(|(p, _)| *p == mallory)
+            .map(|(_, b)| b),
+    );
+    assert_eq!(captured.len(), 11);
+    // Alice leaves; Mallory replays everything, now and after a late joiner
+    // came in.
+    r.ctl.send(SfuCommand::Leave { peer: alice }).unwrap();
+    for b in &captured {
+        r.push_raw(mallory, b.clone());
+    }
+    assert!(r.cycle().is_empty());
+    let dave = 3;
+    r.ctl
+        .send(SfuCommand::Join {
+            peer: dave,
+            room: 0,
+        })
+        .unwrap();
+    r.now_ns += 60_000 * MS;
+    for b in &captured {
+        r.push_raw(mallory, b.clone());
+    }
+    let out = r.cycle();
+    assert!(out.is_empty(), "replays reached {out:?}");
+    assert_eq!(r.counter("stale_replay"), 22);
+    assert_eq!(r.gauge("remembered_senders"), 1);
+    // Bob, a member, cannot do it either.
+    r.push_raw(bob, captured[10].clone());
+    assert!(r.cycle().is_empty());
+    assert_eq!(r.counter("stale_replay"), 23);
+    assert_eq!(r.counter("forwarded"), 11, "only what Alice sent herself");
+}
+
+#[test]
+fn a_late_joiner_receives_only_fresh_packets() {
+    let mut r = rig(8, 1, 64);
+    let (alice, bob, mallory, dave) = (0, 1, 2, 3);
+    join_all(&mut r, &[alice, bob, mallory]);
+    let mut captured = Vec::new();
+    for seq in 1..=5 {
+        r.send_as(alice, 0xA11CE, 0, seq, 40);
+        captured.extend(
+            r.cycle()
+                .into_iter()
+                .filter(|(p, _)| *p == mallory)
+                .map(|(_, b)| b),
+        );
+    }
+    // Alice's connection drops; her graph carries on on a new connection
+    // (new handle), its index still rising.
+    r.ctl.send(SfuCommand::Leave { peer: alice }).unwrap();
+    let alice2 = 4;
+    r.ctl
+        .send(SfuCommand::Join {
+            peer: alice2,
+            room: 0,
+        })
+        .unwrap();
+    r.ctl
+        .send(SfuCommand::Join {
+            peer: dave,
+            room: 0,
+        })
+        .unwrap();
+    // Mallory's replay, racing Alice's fresh packets: only fresh ones pass.
+    r.push_raw(mallory, captured[4].clone());
+    let fresh = r.send_as(alice2, 0xA11CE, 0, 6, 40);
+    for b in &captured {
+        r.push_raw(mallory, b.clone());
+    }
+    let fresh2 = r.send_as(alice2, 0xA11CE, 0, 7, 40);
+    let out = by_peer(&r.cycle());
+    assert_eq!(out.get(&dave), Some(&vec![fresh.clone(), fresh2.clone()]));
+    assert_eq!(out.get(&bob), Some(&vec![fresh, fresh2]));
+    assert_eq!(
+        r.counter("stale_replay"),
+        1,
+        "before Alice took her id back"
+    );
+    assert_eq!(
+        r.counter("sender_spoofed"),
+        5,
+        "after: the id is Alice's again"
+    );
+    assert_eq!(r.gauge("remembered_senders"), 0);
+    assert_eq!(r.gauge("senders"), 1);
+}
+
+#[test]
+fn remembered_senders_are_bounded_in_time_and_number() {
+    let mut r = rig_with(
+        8,
+        2,
+        64,
+        &[("replay_memory_ms", 5_000), ("max_remembered", 2)],
+    );
+    join_all(&mut r, &[0, 1, 2, 3, 4]);
+    for p in 0..3 {
+        r.send_as(p, 100 + p, 0, 50, 10);
+    }
+    r.cycle();
+    assert_eq!(r.gauge("senders"), 3);
+    for p in 0..3 {
+        r.ctl.send(SfuCommand::Leave { peer: p }).unwrap();
+        r.now_ns += MS;
+        r.cycle();
+    }
+    assert_eq!(r.gauge("senders"), 0);
+    assert_eq!(r.gauge("remembered_senders"), 2, "at most max_remembered");
+    assert_eq!(r.counter("remembered_evicted"), 1);
+    // The oldest (id 100) was forgotten first: its old packets pass again,
+    // the others' do not.
+    r.send_as(3, 101, 0, 50, 10);
+    r.send_as(3, 102, 0, 50, 10);
+    r.cycle();
+    assert_eq!(r.counter("stale_replay"), 2);
+    let before = r.counter("forwarded");
+    r.send_as(3, 100, 0, 50, 10);
+    r.cycle();
+    assert_eq!(r.counter("forwarded"), before + 1);
+    // Past replay_memory_ms the memory is empty, by sweep alone.
+    r.now_ns += 5_000 * MS;
+    for _ in 0..2048 {
+        r.cycle();
+        if r.gauge("remembered_senders") == 0 {
+            break;
+        }
+    }
+    assert_eq!(r.gauge("remembered_senders"), 0);
+    let before = r.counter("forwarded");
+    r.send_as(4, 101, 0, 1, 10);
+    r.cycle();
+    assert_eq!(r.counter("forwarded"), before + 1);
+}
+
+#[test]
+fn moving_rooms_releases_the_ids_and_ids_are_per_room() {
+    let mut r = rig(8, 2, 64);
+    r.ctl.send(SfuCommand::Join { peer: 0, room: 0 }).unwrap();
+    r.ctl.send(SfuCommand::Join { peer: 1, room: 0 }).unwrap();
+    r.ctl.send(SfuCommand::Join { peer: 2, room: 1 }).unwrap();
+    r.ctl.send(SfuCommand::Join { peer: 3, room: 1 }).unwrap();
+    r.send_as(0, 9, 0, 1, 10);
+    // Same id in another room is another sender.
+    r.send_as(2, 9, 0, 1, 10);
+    assert_eq!(r.cycle().len(), 2);
+    assert_eq!(r.gauge("senders"), 2);
+    r.ctl.send(SfuCommand::Join { peer: 0, room: 1 }).unwrap();
+    r.cycle();
+    assert_eq!(r.gauge("senders"), 1);
+    assert_eq!(r.gauge("remembered_senders"), 1);
+}
+
+#[test]
+fn the_sender_table_survives_heavy_churn() {
+    // Small table, many ids, leaves in scrambled order: every owner is still
+    // found (its packets pass, spoofs of it do not) and the table drains.
+    let mut r = rig_with(
+        64,
+        1,
+        256,
+        &[("max_remembered", 0), ("max_ids_per_peer", 1)],
+    );
+    let mut handles = HandleAllocator::new(64);
+    let mut live: Vec<(u32, u32)> = Vec::new();
+    let mut x: u32 = 7;
+    let mut next_id = 1u32;
+    for round in 0..40 {
+        while live.len() < 60 {
+            let h = handles.alloc().unwrap();
+            r.ctl.send(SfuCommand::Join { peer: h, room: 0 }).unwrap();
+            live.push((h, next_id.wrapping_mul(2_654_435_761)));
+            next_id += 1;
+        }
+        r.cycle();
+        for &(h, id) in &live {
+            r.send_as(h, id, 0, round + 1, 4);
+        }
+        r.cycle();
+        assert_eq!(r.gauge("senders"), 60, "round {round}");
+        // A spoof of each id is caught.
+        let spoofed = r.counter("sender_spoofed");
+        let forwarded = r.counter("forwarded");
+        for i in 0..live.len() {
+            let (h, _) = live[i];
+            let (_, other) = live[(i + 1) % live.len()];
+            r.send_as(h, other, 0, 1000 + round, 4);
+        }
+        r.cycle();
+        assert_eq!(r.counter("sender_spoofed") - spoofed, 60, "round {round}");
+        assert_eq!(r.counter("forwarded"), forwarded);
+        for _ in 0..25 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let (h, _) = live.swap_remove(x as usize % live.len());
+            r.ctl.send(SfuCommand::Leave { peer: h }).unwrap();
+            handles.release(h);
+        }
+    }
+    for (h, _) in live.drain(..) {
+        r.ctl.send(SfuCommand::Leave { peer: h }).unwrap();
+    }
+    r.cycle();
+    assert_eq!(r.gauge("senders"), 0);
+    assert_eq!(r.gauge("members"), 0);
+}
+
+#[test]
+fn binding_needs_the_header() {
+    let res = Resources::new();
+    let mut cx = BuildContext::standalone(48_000, Duration::from_nanos(Q), &res);
+    let params = with_defaults([
+        ("membership".to_string(), ParamValue::Str("m".into())),
+        ("check_header".to_string(), ParamValue::Bool(false)),
+    ]);
+    match Fanout.build(&mut cx, &params) {
+        Err(BuildError::Param(e)) => assert_eq!(e.param, "bind_senders"),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("built binding without header checks"),
+    }
+}
+
+#[test]
+fn default_caps_come_from_the_busiest_profile() {
+    use wzp_stages::codec::profile::PROFILES;
+    use wzp_stages::sfu::fanout::{default_sender_bytes_per_s, default_sender_pps};
+    let pps = default_sender_pps();
+    let bps = default_sender_bytes_per_s();
+    for p in PROFILES {
+        let with_repair = (1000.0 / p.frame_ms as f64) * (1.0 + p.fec_ratio_percent as f64 / 100.0);
+        assert!(pps as f64 >= 2.0 * with_repair - 1e-6, "{}", p.name);
+        assert!(
+            bps as f64 >= 2.0 * with_repair * p.max_datagram_bytes() as f64 - 1e-6,
+            "{}",
+            p.name
+        );
+    }
+    // Not absurdly loose: within 10 % of twice the busiest profile.
+    let busiest = PROFILES
+        .iter()
+        .map(|p| (1000.0 / p.frame_ms as f64) * (1.0 + p.fec_ratio_percent as f64 / 100.0))
+        .fold(0.0, f64::max);
+    assert!((pps as f64) < 2.2 * busiest, "{pps}");
 }

@@ -18,6 +18,13 @@
 //!    trailer) as associated data and `MediaHeader::nonce()` as nonce, else
 //!    `bad_tag`. Decryption is in place in the output slot.
 //!
+//! 0. A packet carrying the local sender id (params `local_sender_id`, or
+//!    the `LocalSender` cell named by `local_sender` that `wire.packetize`
+//!    publishes its id in) is dropped first (`own_sender`): one's own voice
+//!    coming back (a relay's or an attacker's echo) must never play. It is
+//!    authentic under a room key, so without this it would pass every later
+//!    check, take a sender-table entry and move a window.
+//!
 //! Only an authentic packet changes state: it marks its index in the window
 //! and may take a table entry. The sender table has `max_senders` entries,
 //! allocated at build; an authentic packet of a new sender when it is full
@@ -31,10 +38,14 @@
 //! ## Params (exactly one key source, as `crypto.seal`)
 //! - `room` + `room_secret`, `session` (opens with its receive key), or `key`.
 //! - `max_senders` (int, 64, 1..=4096): senders tracked at once.
+//! - `local_sender_id` (int, -1, -1..=4294967295): this client's own sender
+//!   id; -1 or 0: none (unless `local_sender` gives it).
+//! - `local_sender` (string, ""): name of an `Arc<LocalSender>` resource
+//!   (`wzp_stages::wire::LocalSender`), read every cycle.
 //!
 //! ## Stats
 //! Counters `opened`, `bad_tag`, `replays`, `old_epoch`, `malformed`,
-//! `evictions`, `queue_full`; gauge `senders`.
+//! `evictions`, `queue_full`, `own_sender`; gauge `senders`.
 //!
 //! ## Latency
 //! None (0 ms).
@@ -55,6 +66,7 @@
 //! to = "depack.in"
 //! ```
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chacha20poly1305::{AeadInOut, Nonce, Tag};
@@ -65,6 +77,7 @@ use wzp_proto::{MediaHeader, HEADER_LEN, TRAILER_LEN};
 use super::keys::{base_key, key_params, EpochCiphers, Side};
 use super::replay::ReplayWindow;
 use super::TAG_LEN;
+use crate::wire::LocalSender;
 
 /// `crypto.open` factory.
 pub struct Open;
@@ -76,6 +89,16 @@ impl StageFactory for Open {
             "max_senders",
             64,
             "senders whose replay windows are kept at once (1..=4096)",
+        ));
+        params.push(ParamSpec::int(
+            "local_sender_id",
+            -1,
+            "own sender id: packets carrying it are dropped (-1 or 0: none)",
+        ));
+        params.push(ParamSpec::str(
+            "local_sender",
+            "",
+            "name of an Arc<LocalSender> resource holding the own sender id",
         ));
         StageInfo {
             kind: "crypto.open",
@@ -99,7 +122,26 @@ impl StageFactory for Open {
     fn build(&self, cx: &mut BuildContext<'_>, p: &Params) -> Result<Built, BuildError> {
         let max_senders = p.int_in("max_senders", 1, 4096)? as usize;
         let base = base_key(cx, p, Side::Recv)?;
+        let fixed_own = match p.int_in("local_sender_id", -1, i64::from(u32::MAX))? {
+            -1 | 0 => None,
+            id => Some(id as u32),
+        };
+        let name = p.str("local_sender")?;
+        let own_cell = if name.is_empty() {
+            None
+        } else {
+            Some(cx.resource::<LocalSender>(name).ok_or_else(|| {
+                ParamError::new(
+                    "local_sender",
+                    format!("no LocalSender resource named {name:?}; insert one or leave it empty"),
+                )
+            })?)
+        };
         let processor = OpenProc {
+            fixed_own,
+            own_cell,
+            own: None,
+            own_sender: cx.counter("own_sender"),
             ciphers: EpochCiphers::derive(&base),
             senders: vec![SenderEntry::default(); max_senders].into_boxed_slice(),
             tick: 0,
@@ -131,6 +173,13 @@ struct SenderEntry {
 }
 
 struct OpenProc {
+    /// Own sender id from the params.
+    fixed_own: Option<u32>,
+    /// Own sender id published by the send path.
+    own_cell: Option<Arc<LocalSender>>,
+    /// The own id in force this cycle.
+    own: Option<u32>,
+    own_sender: Counter,
     ciphers: EpochCiphers,
     senders: Box<[SenderEntry]>,
     /// Counts authentic packets; orders senders for LRU eviction.
@@ -184,6 +233,11 @@ impl OpenProc {
             self.malformed.inc();
             return;
         };
+
+        if self.own == Some(header.sender_id) {
+            self.own_sender.inc();
+            return;
+        }
 
         let index = ReplayWindow::index(header.key_epoch, header.seq);
         let known = self.find(header.sender_id);
@@ -258,6 +312,9 @@ impl OpenProc {
 
 impl Processor for OpenProc {
     fn process(&mut self, io: &mut Io<'_>, _cx: &Cx) -> Flow {
+        self.own = self
+            .fixed_own
+            .or_else(|| self.own_cell.as_ref().and_then(|c| c.get()));
         let (Some(input), Some(out)) = io.packets_in_out(0, 0) else {
             return Flow::Continue;
         };

@@ -81,9 +81,100 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Transport settings for every wzp connection: datagrams on (media), a
-/// keep-alive well under the idle timeout.
+/// Largest signal frame payload a relay reads from a client (the relay's
+/// `join::MAX_CLIENT_FRAME`); the stream windows below are sized from it.
+pub const MAX_CLIENT_SIGNAL_FRAME: usize = 64 * 1024;
+
+/// How much one connection may make its peer buffer, and which streams it
+/// may open. QUIC flow control turns these into hard bounds: a peer cannot
+/// send stream data past the receive window it was granted, nor open a
+/// stream past the stream limit (its `open_bi`/`open_uni` waits), so unread
+/// data never grows memory past [`StreamLimits::max_buffered_bytes`] per
+/// connection however the peer behaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// Bidirectional streams the peer may have open at once.
+    pub bidi_streams: u32,
+    /// Unidirectional streams the peer may have open at once.
+    pub uni_streams: u32,
+    /// Unread bytes one stream may hold.
+    pub stream_window: u32,
+    /// Unread bytes all streams of the connection may hold together.
+    pub connection_window: u32,
+    /// Received datagrams held until the application reads them, bytes;
+    /// past it quinn drops the oldest.
+    pub datagram_buffer: usize,
+}
+
+/// quinn's default buffer of out-of-order TLS handshake data, per connection.
+const CRYPTO_BUFFER: usize = 16 * 1024;
+
+impl StreamLimits {
+    /// Room connections (and every connection of today's protocol, all of
+    /// which speak it): the client opens one bidirectional stream for its
+    /// signal frames (join, room updates); media are datagrams. The stream
+    /// window holds two whole client frames, so a frame can be in flight
+    /// while the previous one is read; the connection window is the same
+    /// (one stream). Datagrams: 256 KiB, about a second of the fan-out a
+    /// client receives in a room of ten. Bound per connection: 128 KiB of
+    /// stream data + 256 KiB of datagrams + 16 KiB of handshake data, about
+    /// 400 KiB ([`StreamLimits::max_buffered_bytes`]).
+    pub const ROOM: StreamLimits = StreamLimits {
+        bidi_streams: 1,
+        uni_streams: 0,
+        stream_window: (2 * (wzp_proto::signal::FRAME_HEADER_LEN + MAX_CLIENT_SIGNAL_FRAME)) as u32,
+        connection_window: (2 * (wzp_proto::signal::FRAME_HEADER_LEN + MAX_CLIENT_SIGNAL_FRAME))
+            as u32,
+        datagram_buffer: 256 * 1024,
+    };
+
+    /// For signal or federation connections that come to need more than
+    /// [`StreamLimits::ROOM`]: a few streams, each able to hold one whole
+    /// frame of the largest size the signal codec accepts
+    /// (`wzp_proto::signal::MAX_FRAME_LEN`, 1 MiB), and 2 MiB across the
+    /// connection. Bound: 2 MiB + 256 KiB + 16 KiB per connection.
+    pub const SIGNAL: StreamLimits = StreamLimits {
+        bidi_streams: 4,
+        uni_streams: 0,
+        stream_window: (wzp_proto::signal::FRAME_HEADER_LEN + wzp_proto::signal::MAX_FRAME_LEN)
+            as u32,
+        connection_window: 2 * 1024 * 1024,
+        datagram_buffer: 256 * 1024,
+    };
+
+    /// The most bytes a peer can make this side hold for it: stream data
+    /// (bounded by the connection window, and by the stream windows of the
+    /// streams it may open), datagrams, handshake data.
+    pub const fn max_buffered_bytes(&self) -> usize {
+        let streams =
+            (self.bidi_streams as usize + self.uni_streams as usize) * self.stream_window as usize;
+        let stream_data = if streams < self.connection_window as usize {
+            streams
+        } else {
+            self.connection_window as usize
+        };
+        stream_data + self.datagram_buffer + CRYPTO_BUFFER
+    }
+
+    /// Raises (or lowers) the stream counts and connection window of a live
+    /// connection, e.g. once its server name shows it is not a room
+    /// connection. The per-stream window cannot change after the handshake:
+    /// it stays the one of the config the connection was accepted with.
+    pub fn apply(&self, conn: &quinn::Connection) {
+        conn.set_max_concurrent_bi_streams(quinn::VarInt::from_u32(self.bidi_streams));
+        conn.set_max_concurrent_uni_streams(quinn::VarInt::from_u32(self.uni_streams));
+        conn.set_receive_window(quinn::VarInt::from_u32(self.connection_window));
+    }
+}
+
+/// Transport settings for every wzp connection: [`StreamLimits::ROOM`],
+/// datagrams on (media), a keep-alive well under the idle timeout.
 pub fn transport_config() -> quinn::TransportConfig {
+    transport_config_with(StreamLimits::ROOM)
+}
+
+/// [`transport_config`] with other stream and buffer limits.
+pub fn transport_config_with(limits: StreamLimits) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     t.max_idle_timeout(Some(
         IDLE_TIMEOUT
@@ -91,8 +182,12 @@ pub fn transport_config() -> quinn::TransportConfig {
             .expect("30 s fits a QUIC idle timeout"),
     ));
     t.keep_alive_interval(Some(KEEP_ALIVE));
-    // Enough for ~1 s of media from one peer; a slow reader loses the oldest.
-    t.datagram_receive_buffer_size(Some(256 * 1024));
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(limits.bidi_streams));
+    t.max_concurrent_uni_streams(quinn::VarInt::from_u32(limits.uni_streams));
+    t.stream_receive_window(quinn::VarInt::from_u32(limits.stream_window));
+    t.receive_window(quinn::VarInt::from_u32(limits.connection_window));
+    // A slow reader loses the oldest datagrams past this.
+    t.datagram_receive_buffer_size(Some(limits.datagram_buffer));
     t.datagram_send_buffer_size(256 * 1024);
     // Media datagrams are never retransmitted, so an ACK only feeds loss
     // detection and congestion control. Ask the peer for one ACK per
@@ -107,8 +202,18 @@ pub fn transport_config() -> quinn::TransportConfig {
     t
 }
 
-/// A server config presenting `cert` (the relay's seed-derived certificate).
+/// A server config presenting `cert` (the relay's seed-derived certificate),
+/// with [`StreamLimits::ROOM`].
 pub fn server_config(cert: &RelayCertificate) -> Result<quinn::ServerConfig, QuicError> {
+    server_config_with(cert, StreamLimits::ROOM)
+}
+
+/// [`server_config`] with other limits (for `quinn::Incoming::accept_with`
+/// or a second endpoint).
+pub fn server_config_with(
+    cert: &RelayCertificate,
+    limits: StreamLimits,
+) -> Result<quinn::ServerConfig, QuicError> {
     let mut tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
@@ -119,7 +224,7 @@ pub fn server_config(cert: &RelayCertificate) -> Result<quinn::ServerConfig, Qui
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let crypto = QuicServerConfig::try_from(tls).map_err(|e| QuicError::Crypto(e.to_string()))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    cfg.transport_config(Arc::new(transport_config()));
+    cfg.transport_config(Arc::new(transport_config_with(limits)));
     Ok(cfg)
 }
 
@@ -199,6 +304,23 @@ pub fn server_endpoint(
             source,
         }
     })
+}
+
+/// TLS exporter label of the per-connection nonce a Join's room proof signs.
+pub const JOIN_NONCE_LABEL: &[u8] = b"EXPORTER-wzp-join-nonce-v1";
+
+/// The relay's per-connection nonce for a room proof
+/// (`wzp_proto::join::RoomProof`): 32 bytes of the connection's TLS 1.3
+/// exporter (RFC 8446 §7.5) under [`JOIN_NONCE_LABEL`]. Client and relay
+/// compute the same value with no message exchanged; it is unique to this
+/// TLS session, so a proof made on one connection (or passed on by a relay
+/// to another relay, whose session differs) is worthless on any other.
+/// `None` only before the handshake completes.
+pub fn join_nonce(conn: &quinn::Connection) -> Option<[u8; wzp_proto::join::JOIN_NONCE_LEN]> {
+    let mut out = [0u8; wzp_proto::join::JOIN_NONCE_LEN];
+    conn.export_keying_material(&mut out, JOIN_NONCE_LABEL, b"")
+        .ok()?;
+    Some(out)
 }
 
 /// Accepts the one certificate whose SHA-256 is the pinned fingerprint.

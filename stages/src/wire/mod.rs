@@ -10,7 +10,7 @@
 //! `transport -> crypto.open -> depacketize`: the header stays in clear (it
 //! is the AEAD associated data), so every field survives sealing.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use wzp_engine::prelude::*;
 use wzp_proto::QualityReport;
@@ -50,6 +50,33 @@ impl QualityCell {
             return None;
         }
         QualityReport::from_bytes((v as u32).to_be_bytes()).ok()
+    }
+}
+
+/// The local media sender id, shared without locks by the send path's
+/// `wire.packetize` (which publishes the id it sends with, random or not,
+/// when it is built: param `publish_sender`) and the receive path's
+/// `crypto.open` (which drops packets carrying it: param `local_sender`).
+/// A `Resources` entry the control plane inserts once; it never copies the
+/// number itself, and a rebuilt packetizer's new id reaches the receive path
+/// at once.
+#[derive(Debug, Default)]
+pub struct LocalSender(AtomicU32);
+
+impl LocalSender {
+    /// An empty cell: no id yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Publishes `id` (0 is "none": packetize never sends with id 0).
+    pub fn set(&self, id: u32) {
+        self.0.store(id, Ordering::Release);
+    }
+
+    /// The published id, if any.
+    pub fn get(&self) -> Option<u32> {
+        Some(self.0.load(Ordering::Acquire)).filter(|&id| id != 0)
     }
 }
 

@@ -42,6 +42,10 @@
 //! - `quality_report` (string, ""): name of an `Arc<QualityCell>` resource; when
 //!   set, the cell's report is sent as trailer on every `quality_every`-th packet.
 //! - `quality_every` (int, 50, 1..=100000): packets between trailers.
+//! - `publish_sender` (string, ""): name of an `Arc<LocalSender>` resource;
+//!   when set, the id chosen at build is stored in it so the receive path's
+//!   `crypto.open` (param `local_sender`) drops echoes of this sender. Needs a
+//!   fixed or random id (not 0).
 //!
 //! ## Stats
 //! Counters `packets`, `quality_reports`, `oversize_drops`, `skipped_missing`,
@@ -72,7 +76,7 @@ use std::time::Duration;
 use wzp_engine::prelude::*;
 use wzp_proto::{CodecId, Flags, MediaHeader, QualityReport, HEADER_LEN, TRAILER_LEN};
 
-use super::QualityCell;
+use super::{LocalSender, QualityCell};
 use crate::crypto::TAG_LEN;
 
 /// `wire.packetize` factory.
@@ -114,6 +118,11 @@ impl StageFactory for Packetize {
                     "name of an Arc<QualityCell> resource whose report rides as trailer",
                 ),
                 ParamSpec::int("quality_every", 50, "packets between quality trailers"),
+                ParamSpec::str(
+                    "publish_sender",
+                    "",
+                    "name of an Arc<LocalSender> resource the chosen sender id is stored in",
+                ),
             ],
             default_domain: Domain::Clocked,
             domains: &[Domain::Clocked, Domain::Packet],
@@ -149,6 +158,26 @@ impl StageFactory for Packetize {
                 )
             })?)
         };
+        let publish = p.str("publish_sender")?;
+        if !publish.is_empty() {
+            let cell = cx.resource::<LocalSender>(publish).ok_or_else(|| {
+                ParamError::new(
+                    "publish_sender",
+                    format!(
+                        "no LocalSender resource named {publish:?}; insert one or leave it empty"
+                    ),
+                )
+            })?;
+            let Some(id) = sender else {
+                return Err(ParamError::new(
+                    "publish_sender",
+                    "sender_id = 0 takes each frame's stream as its id, so there is no one id \
+                     to publish; set sender_id to -1 (random) or an id",
+                )
+                .into());
+            };
+            cell.set(id);
+        }
         let sender_gauge = cx.gauge("sender_id");
         if let Some(id) = sender {
             sender_gauge.set(i64::from(id));

@@ -64,6 +64,10 @@ enum Command {
         /// A kind to describe in full (e.g. `audio.gain`).
         kind: Option<String>,
     },
+    /// Print this client's fingerprint (creating the identity on first use),
+    /// or back it up / restore it as 24 recovery words.
+    #[command(after_help = cli::identity::EXAMPLES)]
+    Identity(cli::identity::IdentityArgs),
 }
 
 fn main() {
@@ -83,6 +87,7 @@ fn main() {
             command: GraphCommand::Explain { graph, set },
         } => cli::graph::explain(&graph, &set),
         Command::Stages { kind } => cli::stages::stages(kind.as_deref()),
+        Command::Identity(args) => cli::identity::identity_cmd(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -2,6 +2,7 @@
 
 pub mod demo;
 pub mod graph;
+pub mod identity;
 pub mod join;
 pub mod run;
 pub mod stages;

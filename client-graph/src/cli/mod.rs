@@ -6,6 +6,7 @@ pub mod identity;
 pub mod join;
 pub mod run;
 pub mod stages;
+pub mod vars;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -35,6 +36,7 @@ pub fn parse_sets(set: &[String]) -> Result<BTreeMap<String, String>> {
 
 pub fn load(graph: &Path, set: &[String]) -> Result<(GraphSpec, Registry)> {
     let vars = parse_sets(set)?;
+    vars::check_file(graph, &vars)?;
     let spec = GraphSpec::load(graph, &vars).map_err(|e| anyhow!("{e}"))?;
     Ok((spec, wzp_stages::registry()))
 }

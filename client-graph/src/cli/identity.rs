@@ -118,7 +118,7 @@ fn load_existing(path: &Path) -> Result<Seed> {
 }
 
 fn restore(path: &Path, words: &str, force: bool) -> Result<()> {
-    let seed = parse_words(words)?;
+    let seed = super::recovery_words::parse(words).map_err(|e| anyhow!("stdin: {e}"))?;
     let fingerprint = seed.identity().fingerprint();
     match Seed::load(path) {
         Ok(old) if old.as_bytes() == seed.as_bytes() => {
@@ -170,40 +170,4 @@ fn replace(path: &Path, seed: &Seed) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         format!("replacing {}", path.display())
     })
-}
-
-/// The seed the recovery words on stdin stand for, or an error saying which
-/// word is wrong, how many there are, or that the checksum fails.
-fn parse_words(words: &str) -> Result<Seed> {
-    const AGAIN: &str = "give the 24 words `wzp-client identity backup` printed, in order";
-    let list: Vec<String> = words.split_whitespace().map(str::to_lowercase).collect();
-    if list.is_empty() {
-        bail!("no recovery words on stdin: {AGAIN}");
-    }
-    let english = bip39::Language::English;
-    let unknown: Vec<String> = list
-        .iter()
-        .enumerate()
-        .filter(|(_, w)| english.find_word(w).is_none())
-        .map(|(i, w)| {
-            match wzp_engine::error::did_you_mean(w, english.word_list().iter().copied()) {
-                Some(m) => format!("word {} `{w}` (did you mean `{m}`?)", i + 1),
-                None => format!("word {} `{w}`", i + 1),
-            }
-        })
-        .collect();
-    if !unknown.is_empty() {
-        bail!(
-            "stdin: not in the BIP39 English word list: {}; {AGAIN}",
-            unknown.join(", ")
-        );
-    }
-    if list.len() != 24 {
-        bail!(
-            "stdin: expected 24 recovery words, got {}; {AGAIN}",
-            list.len()
-        );
-    }
-    Seed::from_mnemonic(words)
-        .map_err(|e| anyhow!("stdin: {e} (a word is wrong, or two are swapped); {AGAIN}"))
 }

@@ -4,6 +4,7 @@ pub mod demo;
 pub mod graph;
 pub mod identity;
 pub mod join;
+pub mod recovery_words;
 pub mod run;
 pub mod stages;
 pub mod vars;

@@ -80,6 +80,10 @@ enum Command {
     /// Print a relay's version and build.
     #[command(name = "version-check", after_help = cli::reflect::VERSION_EXAMPLES)]
     VersionCheck(VersionArgs),
+    /// Print this client's fingerprint (creating the identity on first use),
+    /// or back it up / restore it as 24 recovery words.
+    #[command(after_help = cli::identity::EXAMPLES)]
+    Identity(cli::identity::IdentityArgs),
 }
 
 /// The version `--version` prints: the crate version and the git commit.
@@ -112,6 +116,7 @@ fn main() {
         Command::Listen(args) => cli::listen::listen_cmd(args),
         Command::Reflect(args) => cli::reflect::reflect_cmd(args),
         Command::VersionCheck(args) => cli::reflect::version_cmd(args),
+        Command::Identity(args) => cli::identity::identity_cmd(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -140,3 +140,232 @@ fn help_shows_examples() {
         "{s}"
     );
 }
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A `--set` of a name the graph does not have is an error naming it, the
+/// graph file, the graph's names (sorted) and the likely one meant.
+#[test]
+fn an_unknown_set_name_is_refused_by_run_explain_and_join() {
+    let dir = tmp("unknown-set");
+    let loopback = repo("graphs/loopback.toml");
+    let runs: Vec<(&str, Vec<String>)> = vec![
+        (
+            "run",
+            vec![
+                "run".into(),
+                loopback.display().to_string(),
+                "--no-realtime".into(),
+            ],
+        ),
+        (
+            "explain",
+            vec![
+                "graph".into(),
+                "explain".into(),
+                loopback.display().to_string(),
+            ],
+        ),
+    ];
+    for (what, args) in &runs {
+        let out = bin()
+            .args(args)
+            .args(["--set", "gain_db=3", "--set", "inptu=talk.wav"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{what}");
+        let err = stderr_of(&out);
+        assert!(err.contains("loopback.toml"), "{what}: {err}");
+        assert!(err.contains("`inptu`"), "{what}: {err}");
+        assert!(err.contains("did you mean `input`?"), "{what}: {err}");
+        assert!(
+            err.contains("gain_db, inband_fec, input,"),
+            "{what}: the names, sorted: {err}"
+        );
+        assert!(
+            !err.contains("`gain_db`"),
+            "{what}: a known name refused: {err}"
+        );
+    }
+    // Known names are still taken: the loopback graph runs with them.
+    let wav = dir.join("o.wav");
+    let out = bin()
+        .arg("run")
+        .arg(&loopback)
+        .args(["--set", &format!("output={}", wav.display())])
+        .args([
+            "--set",
+            "gain_db=-3",
+            "--duration",
+            "1s",
+            "--quiet",
+            "--no-realtime",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+
+    // join: the call graph's own names (room, input, ...) are filled by the
+    // client; only the user's --set names are checked, before anything is
+    // created or dialled.
+    let id = dir.join("join.seed");
+    let out = bin()
+        .args(["join", "--relay", "127.0.0.1:9", "--room", "r"])
+        .args(["--input", "tone", "--output", "null"])
+        .args(["--set", "fec_raito=0.5", "--set", "jb_min=40ms"])
+        .arg("--identity")
+        .arg(&id)
+        .arg("--known-relays")
+        .arg(dir.join("known"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr_of(&out);
+    assert!(err.contains("graphs/call.toml"), "{err}");
+    assert!(err.contains("`fec_raito`"), "{err}");
+    assert!(err.contains("did you mean `fec_ratio`?"), "{err}");
+    assert!(err.contains("room, room_secret"), "{err}");
+    assert!(!err.contains("`jb_min`"), "{err}");
+    assert!(!id.exists(), "an identity was created before the check");
+    // And with --graph, the names are that file's.
+    let out = bin()
+        .args(["join", "--relay", "127.0.0.1:9", "--room", "r"])
+        .arg("--graph")
+        .arg(&loopback)
+        .args(["--set", "room_secret_=x"])
+        .arg("--identity")
+        .arg(&id)
+        .output()
+        .unwrap();
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("loopback.toml"), "{err}");
+    assert!(err.contains("`room_secret_`"), "{err}");
+}
+
+#[test]
+fn a_short_room_secret_is_refused_up_front() {
+    let dir = tmp("short-secret");
+    let id = dir.join("id.seed");
+    let out = bin()
+        .args(["join", "--relay", "127.0.0.1:9", "--room", "r"])
+        .args(["--room-secret", "fifteen bytes!!"])
+        .args(["--input", "tone", "--output", "null"])
+        .arg("--identity")
+        .arg(&id)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr_of(&out);
+    assert!(err.contains("15 bytes"), "{err}");
+    assert!(err.contains("at least 16"), "{err}");
+    assert!(err.contains("head -c 24 /dev/urandom | base64"), "{err}");
+    assert!(!id.exists(), "an identity was created before the check");
+}
+
+/// The relay binary beside this one (`cargo build -p wzp-relay`).
+fn relay_bin() -> PathBuf {
+    let relay = PathBuf::from(env!("CARGO_BIN_EXE_wzp-client")).with_file_name("wzp-relay");
+    assert!(
+        relay.exists(),
+        "{} is missing: build it with `cargo build -p wzp-relay` (cargo test --workspace does)",
+        relay.display()
+    );
+    relay
+}
+
+struct RelayChild(std::process::Child);
+
+impl Drop for RelayChild {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a relay on loopback; its QUIC address, from its `listening` line.
+fn start_relay(dir: &std::path::Path) -> (RelayChild, String) {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut child = Command::new(relay_bin())
+        .arg("-i")
+        .arg(dir.join("relay.seed"))
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("wzp-relay starts");
+    let stdout = child.stdout.take().unwrap();
+    let child = RelayChild(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            .expect("wzp-relay prints its `listening` line");
+        if let Some(quic) = line
+            .strip_prefix("listening quic=")
+            .and_then(|r| r.split_whitespace().next())
+        {
+            return (child, quic.to_string());
+        }
+    }
+}
+
+/// `join --room x` without `--room-secret`: a one-letter open room works
+/// (its derived secret is long enough), with the warning that anyone who
+/// knows the name can listen; two members hear each other.
+#[test]
+fn an_open_room_with_a_short_name_just_works() {
+    let dir = tmp("open-room");
+    let (_relay, addr) = start_relay(&dir);
+    let member = |name: &str, input: &str| {
+        bin()
+            .args(["join", "--relay", &addr, "--room", "x"])
+            .args(["--input", input, "--output"])
+            .arg(dir.join(format!("{name}.wav")))
+            .arg("--identity")
+            .arg(dir.join(format!("{name}.seed")))
+            .arg("--known-relays")
+            .arg(dir.join(format!("{name}.known")))
+            .args(["--duration", "3s", "--quiet", "--no-realtime"])
+            .arg("--stats-json")
+            .arg(dir.join(format!("{name}.json")))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let a = member("alice", "tone:440");
+    let b = member("bob", "tone:660");
+    for (child, name) in [(a, "alice"), (b, "bob")] {
+        let out = child.wait_with_output().unwrap();
+        let err = stderr_of(&out);
+        assert!(out.status.success(), "{name}: {err}");
+        assert!(!err.contains("too short"), "{name}: {err}");
+        assert!(
+            err.contains("anyone who knows `x` can listen"),
+            "{name}: the warning: {err}"
+        );
+        let stats: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join(format!("{name}.json"))).unwrap(),
+        )
+        .unwrap();
+        let open = stats["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == "open")
+            .expect("an `open` stage");
+        let opened = open["counters"]["opened"].as_u64().unwrap();
+        assert!(opened > 50, "{name} opened only {opened} packets");
+        assert_eq!(open["counters"]["bad_tag"].as_u64(), Some(0), "{name}");
+    }
+}

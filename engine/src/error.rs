@@ -22,6 +22,8 @@ pub enum ErrorKind {
     DuplicateId,
     UnconnectedInput,
     UnsetPlaceholder,
+    /// A `--set NAME=VALUE` names a placeholder the graph does not have.
+    UnknownPlaceholder,
     /// A link's endpoint is not written `stage.port`, or an input has two links.
     BadLink,
     BadDomain,

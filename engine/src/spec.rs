@@ -20,14 +20,14 @@
 //!
 //! The full schema is in `docs/GRAPHS.md`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::error::{ErrorKind, GraphError, GraphErrors};
+use crate::error::{did_you_mean, ErrorKind, GraphError, GraphErrors};
 use crate::stage::Domain;
 
 /// How the clocked domain is driven.
@@ -434,6 +434,115 @@ impl GraphSpec {
     }
 }
 
+impl GraphSpec {
+    /// The placeholder names graph `text` knows: its `[vars]` keys and every
+    /// `${name}` / `${name:-default}` in its clock driver and stage params,
+    /// sorted. A `--set` of any other name would change nothing. `file`
+    /// names the text in a syntax error.
+    pub fn placeholder_names(text: &str, file: &str) -> Result<BTreeSet<String>, GraphErrors> {
+        let lines = LineIndex::new(text);
+        let raw: RawFile = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| lines.line(s.start));
+            GraphError::new(ErrorKind::Syntax, e.message().trim().to_string())
+                .at(file, line)
+                .help("see docs/GRAPHS.md for the graph file schema")
+        })?;
+        let mut names: BTreeSet<String> = raw.vars.keys().cloned().collect();
+        if let Some(driver) = raw
+            .graph
+            .get_ref()
+            .clock
+            .as_ref()
+            .and_then(|c| c.get_ref().driver.as_ref())
+        {
+            placeholders_in(driver, &mut names);
+        }
+        for st in &raw.stage {
+            for v in st.get_ref().params.values() {
+                placeholders_in_value(v.get_ref(), &mut names);
+            }
+        }
+        Ok(names)
+    }
+
+    /// Checks that every name in `given` (the caller's `--set` names) is a
+    /// placeholder of graph `text` (see [`GraphSpec::placeholder_names`]):
+    /// a name the graph does not have is a mistake that would otherwise be
+    /// silently ignored. The error names it, the file, and the known names.
+    pub fn check_var_names<'a>(
+        text: &str,
+        file: &str,
+        given: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), GraphErrors> {
+        let known = GraphSpec::placeholder_names(text, file)?;
+        let errors: Vec<GraphError> = given
+            .into_iter()
+            .filter(|name| !known.contains(*name))
+            .map(|name| {
+                let list = if known.is_empty() {
+                    "it has none".to_string()
+                } else {
+                    format!(
+                        "it has: {}",
+                        known
+                            .iter()
+                            .map(String::as_str)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                };
+                let help = match did_you_mean(name, known.iter().map(String::as_str)) {
+                    Some(m) => format!("did you mean `{m}`? {list}"),
+                    None => format!("set only the graph's own placeholders; {list}"),
+                };
+                GraphError::new(
+                    ErrorKind::UnknownPlaceholder,
+                    format!("--set {name}: the graph has no placeholder `{name}`"),
+                )
+                .at(file, None)
+                .help(help)
+            })
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(GraphErrors(errors))
+        }
+    }
+}
+
+/// Adds the names of the `${name}` / `${name:-default}` placeholders in `s`,
+/// scanned as [`fill`] does (`$$` is a literal `$`).
+fn placeholders_in(s: &str, names: &mut BTreeSet<String>) {
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        let after = &rest[i + 1..];
+        if let Some(r) = after.strip_prefix('$') {
+            rest = r;
+        } else if let Some(body) = after.strip_prefix('{') {
+            let Some(end) = body.find('}') else {
+                rest = after;
+                continue;
+            };
+            let inner = &body[..end];
+            let name = inner.split_once(":-").map_or(inner, |(n, _)| n);
+            names.insert(name.to_string());
+            rest = &body[end + 1..];
+        } else {
+            rest = after;
+        }
+    }
+}
+
+fn placeholders_in_value(v: &toml::Value, names: &mut BTreeSet<String>) {
+    match v {
+        toml::Value::String(s) => placeholders_in(s, names),
+        toml::Value::Array(a) => a.iter().for_each(|x| placeholders_in_value(x, names)),
+        toml::Value::Table(t) => t.values().for_each(|x| placeholders_in_value(x, names)),
+        _ => {}
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFile {
@@ -613,6 +722,51 @@ to = "b.in"
         assert_eq!(
             spec.stages[0].params["gain"].value,
             toml::Value::String("9".into())
+        );
+    }
+
+    #[test]
+    fn placeholder_names_are_the_vars_and_every_use() {
+        let text = r#"
+[graph]
+name = "t"
+clock = { driver = "${drv:-fast}" }
+
+[vars]
+g = "3"
+unused = 1
+
+[[stage]]
+id = "a"
+kind = "test.src"
+params = { gain = "${g}", path = "${dir:-out}/${file}.wav", cost = "$${not_one}", list = ["${in_list}"], t = { k = "${in_table}" } }
+"#;
+        let names = GraphSpec::placeholder_names(text, "t.toml").unwrap();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            ["dir", "drv", "file", "g", "in_list", "in_table", "unused"]
+        );
+        GraphSpec::check_var_names(text, "t.toml", ["g", "file", "unused"]).unwrap();
+        let e = GraphSpec::check_var_names(text, "t.toml", ["g", "fiel", "zzzzzzzz"]).unwrap_err();
+        assert_eq!(e.kinds(), [ErrorKind::UnknownPlaceholder; 2]);
+        assert_eq!(e.0[0].file, "t.toml");
+        assert!(e.0[0].message.contains("`fiel`"), "{e}");
+        let help = e.0[0].help.as_deref().unwrap();
+        assert!(help.contains("did you mean `file`?"), "{help}");
+        assert!(
+            help.contains("dir, drv, file, g, in_list, in_table, unused"),
+            "{help}"
+        );
+        assert!(!e.0[1].help.as_deref().unwrap().contains("did you mean"));
+        // Not TOML: the syntax error, as parse gives it.
+        let e = GraphSpec::placeholder_names("[graph", "bad.toml").unwrap_err();
+        assert_eq!(e.kinds(), [ErrorKind::Syntax]);
+        // A graph without placeholders says so.
+        let e = GraphSpec::check_var_names("[graph]\n", "n.toml", ["x"]).unwrap_err();
+        assert!(
+            e.0[0].help.as_deref().unwrap().contains("it has none"),
+            "{e}"
         );
     }
 }

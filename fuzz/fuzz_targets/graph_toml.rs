@@ -60,6 +60,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = reg.register(Kind("f.packet", PortType::Packet, 1, 1, false));
     let _ = reg.register(Kind("f.fail", PortType::Frame, 0, 1, true));
     let vars = BTreeMap::from([("x".to_string(), "1".to_string())]);
+    let _ = GraphSpec::check_var_names(text, "fuzz.toml", ["x", "input"]);
     if let Ok(spec) = GraphSpec::parse(text, "fuzz.toml", &vars) {
         if spec.stages.len() > 64 {
             return;

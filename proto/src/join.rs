@@ -308,7 +308,7 @@ impl Join {
 
     /// The Join as one signal frame (`{"type":"join",...}`).
     pub fn to_frame(&self) -> Vec<u8> {
-        crate::signal::encode_frame(&SignalMessage::Join(self.clone()))
+        crate::signal::encode_frame(&SignalMessage::Join(Box::new(self.clone())))
             .expect("a Join is far below the frame limit")
     }
 }

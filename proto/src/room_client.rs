@@ -136,7 +136,7 @@ impl JoinExchange {
         };
         let join = Join::signed(identity, room, relay, alias, now_unix_ms);
         x.queue(&SignalMessage::hello(Some(software.to_string())));
-        x.queue(&SignalMessage::Join(join));
+        x.queue(&SignalMessage::Join(Box::new(join)));
         x
     }
 

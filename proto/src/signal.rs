@@ -509,7 +509,7 @@ pub enum SignalMessage {
     },
     /// Client to relay on a room connection, after `Hello`: the signed
     /// request to enter the room its SNI names ([`crate::join`]).
-    Join(crate::join::Join),
+    Join(Box<crate::join::Join>),
     /// Relay to client, right after `Hello` on `_signal`: a fresh nonce the
     /// client signs in `RegisterPresence` to prove its fingerprint.
     PresenceChallenge {

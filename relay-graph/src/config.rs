@@ -23,7 +23,9 @@ pub struct Config {
     /// in the `[[peers]]` snippet.
     pub label: String,
     /// Address other relays and clients should dial, for the printed
-    /// `[[peers]]` snippet (defaults to the bound address).
+    /// `[[peers]]` snippet (defaults to the bound address, or to the
+    /// outbound interface's address when bound to a wildcard; see
+    /// [`crate::dial`]).
     pub public_addr: Option<String>,
     /// Connections the relay serves at once (1..=65536).
     pub max_peers: usize,
@@ -164,7 +166,8 @@ listen = "0.0.0.0:4433"
 # Label shown to clients for participants on this relay, and to peers.
 label = "relay"
 
-# Address to print in the [[peers]] snippet (defaults to the bound address).
+# Address to print in the [[peers]] snippet (defaults to the bound address,
+# or the outbound interface's when bound to 0.0.0.0 or [::]).
 # public_addr = "relay.example.org:4433"
 
 # Capacity: connections and rooms at once (each 1..=65536).

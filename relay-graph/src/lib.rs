@@ -20,6 +20,7 @@
 
 pub mod calls;
 pub mod config;
+pub mod dial;
 pub mod endpoint;
 pub mod media;
 pub mod observe;

@@ -137,19 +137,16 @@ fn main() -> anyhow::Result<()> {
             None => "off".to_string(),
         };
         let fp = shared.tls_fingerprint;
-        let public = shared
-            .cfg
-            .public_addr
-            .clone()
-            .unwrap_or_else(|| relay.local_addr.to_string());
+        let public = wzp_relay::dial::dialable(shared.cfg.public_addr.as_deref(), relay.local_addr);
         let mut out = std::io::stdout().lock();
         writeln!(out, "relay tls fingerprint: {fp}")?;
         writeln!(
             out,
             "# To peer with this relay, add to the other relay's config:"
         )?;
+        writeln!(out, "{}", public.comment)?;
         writeln!(out, "[[peers]]")?;
-        writeln!(out, "address = \"{public}\"")?;
+        writeln!(out, "address = \"{}\"", public.address)?;
         writeln!(out, "fingerprint = \"{fp}\"")?;
         writeln!(out, "label = \"{}\"", shared.cfg.label)?;
         writeln!(

@@ -4,15 +4,18 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 use wzp_engine::prelude::*;
 use wzp_engine::spec::RawParam;
 use wzp_stages::codec::profile::{Profile, PROFILES};
+use wzp_stages::crypto::keys::MIN_ROOM_SECRET;
 
 use super::CallOptions;
 
 /// The call graph that ships, built into the binary.
 pub const CALL_GRAPH: &str = include_str!("../../../graphs/call.toml");
+/// How errors name the built-in call graph.
+const BUILT_IN_CALL_GRAPH: &str = "graphs/call.toml (built in)";
 
 fn set_stage(
     spec: &mut GraphSpec,
@@ -66,11 +69,15 @@ pub fn call_spec(opts: &CallOptions, room_secret: &str) -> Result<GraphSpec> {
         };
         vars.insert("input".into(), path.to_string());
     }
+    // Only the user's --set names are checked: the ones filled above are
+    // the client's own.
+    check_options(opts)?;
     vars.extend(opts.sets.clone());
     let mut spec = match &opts.graph {
         Some(path) => GraphSpec::load(path, &vars).map_err(|e| anyhow!("{e}"))?,
-        None => GraphSpec::parse(CALL_GRAPH, "graphs/call.toml (built in)", &vars)
-            .map_err(|e| anyhow!("{e}"))?,
+        None => {
+            GraphSpec::parse(CALL_GRAPH, BUILT_IN_CALL_GRAPH, &vars).map_err(|e| anyhow!("{e}"))?
+        }
     };
     let v = |x: &str| toml::Value::String(x.to_string());
     if let Some(freq) = input
@@ -174,7 +181,7 @@ pub fn room_secret(opts: &CallOptions) -> String {
                 "{}warning: no --room-secret; the media key comes from the room name, so anyone who knows `{}` can listen",
                 opts.label, opts.room
             );
-            format!("wzp-open-room:{}", opts.room)
+            open_room_secret(&opts.room)
         }
     }
 }
@@ -207,4 +214,53 @@ pub fn use_session_keys(spec: &mut GraphSpec, resource: &str) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// The secret of a room joined without `--room-secret`:
+/// `wzp-open-room:{room}`, padded with `~` to [`MIN_ROOM_SECRET`] bytes when
+/// the name is that short, so every room name makes a usable secret (longer
+/// names give the same secret as before, so clients of either kind meet).
+pub fn open_room_secret(room: &str) -> String {
+    let mut s = format!("wzp-open-room:{room}");
+    while s.len() < MIN_ROOM_SECRET {
+        s.push('~');
+    }
+    s
+}
+
+/// Checks a call's options before anything is created or dialled: the
+/// `--set` names against the call graph's placeholders, and a
+/// `--room-secret` against the minimum length the room key needs.
+pub fn check_options(opts: &CallOptions) -> Result<()> {
+    if let Some(secret) = &opts.room_secret {
+        if secret.len() < MIN_ROOM_SECRET {
+            bail!(
+                "--room-secret is {} bytes; a room secret needs at least {MIN_ROOM_SECRET}. \
+                 Make one with `head -c 24 /dev/urandom | base64` and give it to the room's members \
+                 (or leave --room-secret out for an open room anyone who knows its name can hear)",
+                secret.len()
+            );
+        }
+    }
+    match &opts.graph {
+        Some(path) => crate::cli::vars::check_file(path, &opts.sets),
+        None => crate::cli::vars::check_text(CALL_GRAPH, BUILT_IN_CALL_GRAPH, &opts.sets),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_room_secrets_are_long_enough_and_keep_long_names_as_they_were() {
+        for room in ["", "x", "ab", "standup", "a-much-longer-room-name"] {
+            let s = open_room_secret(room);
+            assert!(s.len() >= MIN_ROOM_SECRET, "{room:?}: {s:?}");
+            assert!(s.starts_with(&format!("wzp-open-room:{room}")), "{s:?}");
+        }
+        assert_eq!(open_room_secret("x"), "wzp-open-room:x~");
+        assert_eq!(open_room_secret("standup"), "wzp-open-room:standup");
+        assert_ne!(open_room_secret("a"), open_room_secret("b"));
+    }
 }

@@ -93,6 +93,7 @@ pub fn join_cmd(args: JoinArgs) -> Result<()> {
         label: String::new(),
         direct: None,
     };
+    call::graph::check_options(&opts)?;
     let outcome = call::run_call(opts)?;
     finish_report(&outcome.report, args.stats_json.as_deref(), args.quiet)
 }

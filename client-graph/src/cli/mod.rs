@@ -4,11 +4,14 @@ pub mod call;
 pub mod demo;
 pub mod direct;
 pub mod graph;
+pub mod identity;
 pub mod join;
 pub mod listen;
+pub mod recovery_words;
 pub mod reflect;
 pub mod run;
 pub mod stages;
+pub mod vars;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -38,6 +41,7 @@ pub fn parse_sets(set: &[String]) -> Result<BTreeMap<String, String>> {
 
 pub fn load(graph: &Path, set: &[String]) -> Result<(GraphSpec, Registry)> {
     let vars = parse_sets(set)?;
+    vars::check_file(graph, &vars)?;
     let spec = GraphSpec::load(graph, &vars).map_err(|e| anyhow!("{e}"))?;
     Ok((spec, wzp_stages::registry()))
 }

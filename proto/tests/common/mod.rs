@@ -253,12 +253,12 @@ pub fn samples() -> Vec<SignalMessage> {
             frames_decoded: u64::MAX,
             lbrr_recoveries: 3,
         },
-        M::Join(wzp_proto::join::Join::signed(
+        M::Join(Box::new(wzp_proto::join::Join::signed(
             &wzp_proto::Seed::from_bytes([5; 32]).identity(),
             &wzp_proto::room_hash("lobby"),
             &wzp_proto::TlsFingerprint([9; 32]),
             Some("ann".into()),
             1_700_000_000_000,
-        )),
+        ))),
     ]
 }

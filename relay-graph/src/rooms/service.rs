@@ -196,7 +196,7 @@ async fn read_join(
     let first = next("Hello").await?;
     negotiate_version(&first).map_err(|e| bad(e.to_string()))?;
     let j = match next("Join").await? {
-        Decoded::Message(SignalMessage::Join(j)) => j,
+        Decoded::Message(SignalMessage::Join(j)) => *j,
         Decoded::Message(other) => {
             return Err(bad(format!(
                 "expected Join after Hello, got {}",

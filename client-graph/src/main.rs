@@ -35,7 +35,13 @@ Examples:
   wzp-client graph explain graphs/loopback.toml
       Show stages, ports, domains, bridges and the latency budget per path.
   wzp-client stages
-      List every stage kind; `wzp-client stages audio.gain` shows one in full.";
+      List every stage kind; `wzp-client stages audio.gain` shows one in full.
+  wzp-client identity
+      Print your fingerprint (people call you by it).
+  wzp-client listen --relay 203.0.113.7:4433
+      Wait for calls; `wzp-client call FINGERPRINT --relay 203.0.113.7:4433` calls.
+  wzp-client reflect --relay 203.0.113.7:4433
+      Print this machine's address as the relay sees it.";
 
 #[derive(Parser)]
 #[command(name = "wzp-client", version = wzp_version(), about = "wzp client: calls, rooms, and media graphs", after_help = EXAMPLES)]
@@ -57,13 +63,16 @@ enum Command {
     Join(JoinArgs),
     /// A relay and two clients on this machine, one playing the built-in
     /// sample to the other.
+    #[command(after_help = EXAMPLES)]
     Demo(DemoArgs),
     /// Inspect a graph without running it.
+    #[command(after_help = EXAMPLES)]
     Graph {
         #[command(subcommand)]
         command: GraphCommand,
     },
     /// List the registered stage kinds, or describe one.
+    #[command(after_help = EXAMPLES)]
     Stages {
         /// A kind to describe in full (e.g. `audio.gain`).
         kind: Option<String>,

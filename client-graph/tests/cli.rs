@@ -141,6 +141,57 @@ fn help_shows_examples() {
     );
 }
 
+#[test]
+fn every_subcommand_help_has_examples() {
+    for sub in [
+        "run",
+        "join",
+        "demo",
+        "graph",
+        "stages",
+        "identity",
+        "call",
+        "listen",
+        "reflect",
+        "version-check",
+    ] {
+        let out = bin().args([sub, "--help"]).output().unwrap();
+        assert!(out.status.success(), "{sub} --help");
+        let s = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            s.contains("Examples:"),
+            "{sub} --help has no examples:\n{s}"
+        );
+    }
+}
+
+/// A relay that is not there: `join` fails with a clear message and a
+/// non-zero status within its handshake timeout, instead of running the
+/// whole `--duration`.
+#[test]
+fn join_to_an_unreachable_relay_fails_clearly() {
+    // A bound UDP socket nobody answers on: the handshake can only time out.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let dir = tmp("unreachable");
+    let started = std::time::Instant::now();
+    let out = bin()
+        .args(["join", "--relay", &addr, "--room", "nobody-here"])
+        .args(["--input", "tone", "--output", "null", "--duration", "60s"])
+        .args(["--identity", dir.join("id").to_str().unwrap()])
+        .args(["--known-relays", dir.join("known").to_str().unwrap()])
+        .args(["--no-realtime", "--quiet"])
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot reach the relay"), "{err}");
+    // Well before the 60 s it was asked to run.
+    assert!(took < std::time::Duration::from_secs(30), "took {took:?}");
+    println!("gave up after {took:?}");
+}
+
 fn stderr_of(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }

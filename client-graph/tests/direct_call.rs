@@ -798,6 +798,7 @@ fn presence_calls_and_the_clients_loss_recovery_reports_show_on_the_relay() {
         "wzp_relay_session_reported_loss_ratio{",
         "wzp_signal_registered 2",
         "wzp_signal_calls{state=\"active\"} 1",
+        "wzp_signal_call_transitions_total{from=\"ringing\",to=\"active\"} 1",
     ] {
         assert!(metrics.contains(name), "/metrics lacks {name}");
     }

@@ -295,6 +295,15 @@ pub fn render(s: &Services, signal: &SignalViews) -> String {
     }
     head(
         &mut out,
+        "wzp_signal_call_transitions_total",
+        "counter",
+        "Direct-call state changes (a new call counts as ended -> pending).",
+    );
+    for (labels, v) in &signal.transitions {
+        let _ = writeln!(out, "wzp_signal_call_transitions_total{{{labels}}} {v}");
+    }
+    head(
+        &mut out,
         "wzp_signal_refusals_total",
         "counter",
         "Signal requests and connections refused, by reason.",

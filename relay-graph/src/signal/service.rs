@@ -162,11 +162,24 @@ async fn run_hub(mut hub: SignalHub, mut rx: mpsc::Receiver<Cmd>, services: Weak
                         since: unix_ms_at(c.since, now),
                     })
                     .collect();
+                use crate::calls::CallState as S;
+                let states = [S::Pending, S::Ringing, S::Active, S::Ended];
+                let transitions = states
+                    .iter()
+                    .flat_map(|a| states.iter().map(move |b| (*a, *b)))
+                    .map(|(a, b)| {
+                        (
+                            format!("from=\"{}\",to=\"{}\"", a.label(), b.label()),
+                            hub.calls().transitions(a, b),
+                        )
+                    })
+                    .filter(|(_, n)| *n > 0)
+                    .collect();
                 let _ = reply.send(SignalViews {
                     presence,
                     calls,
                     counters: hub.counters().clone(),
-                    transitions: Vec::new(),
+                    transitions,
                 });
             }
         }

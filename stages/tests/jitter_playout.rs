@@ -391,7 +391,11 @@ fn a_sender_that_stalled_is_followed_after_a_few_late_frames() {
     // buffer followed, in order.
     let resumed = 40 + follow - 1;
     let want: Vec<u32> = (0..40).chain(resumed..n).collect();
-    let got: Vec<u32> = p.iter().copied().filter(|&s| s < 40 || s >= resumed).collect();
+    let got: Vec<u32> = p
+        .iter()
+        .copied()
+        .filter(|&s| s < 40 || s >= resumed)
+        .collect();
     assert_eq!(got, want);
     assert!(p.iter().all(|&s| s < 40 || s >= resumed), "{p:?}");
 }

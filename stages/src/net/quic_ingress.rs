@@ -11,8 +11,9 @@
 //! each stamp through it. A cycle that runs late, as the timer driver's
 //! do when it catches up after a short stall, therefore does not move
 //! arrivals earlier by its lateness, which would make every later frame
-//! look late to the jitter buffer. When the offset jumps by more than
-//! [`MAX_LAG_QUANTA`] quanta (the driver skipped quanta after a long stall,
+//! look late to the jitter buffer. When the offset jumps by more than the
+//! driver catches up ([`wzp_engine::exec::MAX_CATCH_UP`] plus
+//! [`MAX_LAG_QUANTA`] quanta: the driver skipped quanta after a long stall,
 //! or a manually stepped graph fell behind), graph time has moved for good
 //! and the stage adopts the new offset. Payloads are exactly the datagram
 //! bytes.
@@ -46,10 +47,10 @@ use super::quic::{IngressIoStats, QuicIngressPort};
 /// Factory of `net.quic_ingress`.
 pub struct QuicIngress;
 
-/// How many quanta behind graph time may run before the stage takes it as
-/// moved for good rather than catching up: the timer driver catches up
-/// within four, plus one for wake-up latency.
-pub const MAX_LAG_QUANTA: u64 = 5;
+/// How many quanta beyond [`wzp_engine::exec::MAX_CATCH_UP`] (within which
+/// the timer driver catches up) graph time may lag before the stage takes
+/// it as moved for good: one, for wake-up latency.
+pub const MAX_LAG_QUANTA: u64 = 1;
 
 /// The real-time half of `net.quic_ingress`.
 pub struct QuicIngressProc {
@@ -92,7 +93,8 @@ impl Processor for QuicIngressProc {
             .update(self.io.too_large.load(Ordering::Relaxed));
         let wall = self.epoch.elapsed().as_nanos() as i64;
         let now_offset = wall - cx.now_ns as i64;
-        let max_lag = (MAX_LAG_QUANTA * cx.quantum_ns) as i64;
+        let max_lag = (wzp_engine::exec::MAX_CATCH_UP.as_nanos() as u64
+            + MAX_LAG_QUANTA * cx.quantum_ns) as i64;
         let offset = match self.offset {
             // This cycle runs late by `now_offset - o`: keep the on-time offset.
             Some(o) if now_offset >= o && now_offset - o <= max_lag => o,

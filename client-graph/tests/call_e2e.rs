@@ -124,7 +124,7 @@ fn client(
     input: &str,
     secret: &str,
     extra: &[&str],
-) -> Child {
+) -> Running {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wzp-client"));
     cmd.args([
         "join",
@@ -164,11 +164,73 @@ fn client(
     .args(extra)
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
-    cmd.spawn().expect("wzp-client starts")
+    let mut child = cmd.spawn().expect("wzp-client starts");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    Running {
+        child,
+        name: name.to_string(),
+        lines,
+        seen: Vec::new(),
+    }
 }
 
-fn finish(child: Child, what: &str) -> Output {
-    let out = child.wait_with_output().unwrap();
+/// A running client: its stdout lines as they come.
+struct Running {
+    child: Child,
+    name: String,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Running {
+    /// Waits (bounded by [`WAIT`]) for a stdout line that satisfies `pred`.
+    fn wait_line(&mut self, what: &str, pred: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let hit = pred(&line);
+                    self.seen.push(line);
+                    if hit {
+                        return;
+                    }
+                }
+                Err(_) => panic!(
+                    "{} printed no line saying {what} within {WAIT:?}; stdout:\n{}",
+                    self.name,
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Waits until the client has said the room holds `n` members.
+    fn wait_room_of(&mut self, n: usize) {
+        let joined = format!("({n} in the room)");
+        let update = format!("room e2e: {n} (");
+        self.wait_line(&format!("the room holds {n}"), |l| {
+            l.ends_with(&joined) || l.starts_with(&update)
+        });
+    }
+}
+
+/// Waits for the client to exit, asserts it succeeded; its whole stdout
+/// (lines read while it ran included) and stderr.
+fn finish(run: Running, what: &str) -> Output {
+    let Running {
+        child, lines, seen, ..
+    } = run;
+    let mut out = child.wait_with_output().unwrap();
+    // The reader thread ends at the pipe's end, so this drains and stops.
+    let all: Vec<String> = seen.into_iter().chain(lines.iter()).collect();
+    out.stdout = all.join("\n").into_bytes();
     assert!(
         out.status.success(),
         "{what} failed:\n{}\n{}",
@@ -176,6 +238,85 @@ fn finish(child: Child, what: &str) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// Samples in a recording so far (16-bit mono, 16 kHz, a 44-byte header):
+/// the WAV sink appends as the call runs and flushes about once a second.
+fn recorded(dir: &Path, name: &str) -> u64 {
+    std::fs::metadata(dir.join(format!("{name}.wav")))
+        .map(|m| m.len().saturating_sub(44) / 2)
+        .unwrap_or(0)
+}
+
+/// What a client left: its output, and the part of its recording made
+/// while everyone was in the call.
+struct Talked {
+    out: Output,
+    /// Samples the recording held just before the hang-up: everything
+    /// before this index was recorded while all were still in the call.
+    before_hangup: usize,
+}
+
+impl Talked {
+    /// The second half of what was recorded before the hang-up: wholly
+    /// after everyone joined (see [`talk_then_hang_up`]).
+    fn talk<'a>(&self, rec: &'a [f32]) -> &'a [f32] {
+        assert!(
+            rec.len() >= self.before_hangup,
+            "the finished recording ({} samples) is shorter than it was during the call ({})",
+            rec.len(),
+            self.before_hangup
+        );
+        &rec[self.before_hangup / 2..self.before_hangup]
+    }
+}
+
+/// Once every client is in the room: waits until each recording holds
+/// twice what it held then (plus a second for the writer's once-a-second
+/// flush) plus `secs` seconds, so the second half of what was recorded
+/// before the hang-up lies after everyone joined, however long starting
+/// took on a loaded machine. Then interrupts them all (one `kill`, so they
+/// leave together) and returns what each left.
+fn talk_then_hang_up(dir: &Path, runs: Vec<Running>, secs: u64) -> Vec<Talked> {
+    let since: Vec<u64> = runs.iter().map(|r| recorded(dir, &r.name)).collect();
+    for (r, from) in runs.iter().zip(&since) {
+        wait_recorded(dir, &r.name, 2 * (from + 16_000) + secs * 16_000);
+    }
+    let before: Vec<u64> = runs.iter().map(|r| recorded(dir, &r.name)).collect();
+    interrupt(&runs);
+    runs.into_iter()
+        .zip(before)
+        .map(|(r, before_hangup)| {
+            let name = r.name.clone();
+            Talked {
+                out: finish(r, &name),
+                before_hangup: before_hangup as usize,
+            }
+        })
+        .collect()
+}
+
+/// Waits (bounded) until `name`'s recording holds `samples`.
+fn wait_recorded(dir: &Path, name: &str, samples: u64) {
+    let deadline = Instant::now() + WAIT * 4;
+    while recorded(dir, name) < samples {
+        assert!(
+            Instant::now() < deadline,
+            "{name}'s recording stuck at {} samples (want {samples})",
+            recorded(dir, name)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// SIGINT to every client at once.
+fn interrupt(runs: &[Running]) {
+    let status = Command::new("kill")
+        .arg("-INT")
+        .args(runs.iter().map(|r| r.child.id().to_string()))
+        .status()
+        .unwrap();
+    assert!(status.success());
 }
 
 fn counter(dir: &Path, name: &str, stage: &str, key: &str) -> u64 {
@@ -196,6 +337,25 @@ fn recording(dir: &Path, name: &str) -> Vec<f32> {
     let w = read_wav_mono(&dir.join(format!("{name}.wav"))).unwrap();
     assert_eq!(w.rate, 16_000);
     w.samples
+}
+
+/// Level of the `freq` tone in `x` (16 kHz): the mean power of its
+/// Goertzel level over 0.5 s windows. One coherent sum over seconds would
+/// also measure the tone's phase staying put, and a jitter buffer that
+/// stretches or skips a frame to adapt its delay moves the phase of what
+/// follows: several such steps cancel each other in a long sum even when
+/// every window holds the tone at full level.
+fn tone_dbfs(x: &[f32], freq: f64) -> f32 {
+    let powers: Vec<f32> = x
+        .chunks_exact(8_000)
+        .map(|w| 10f32.powf(goertzel_dbfs(w, 16_000, freq) / 10.0))
+        .collect();
+    assert!(
+        !powers.is_empty(),
+        "under 0.5 s to measure: {} samples",
+        x.len()
+    );
+    10.0 * (powers.iter().sum::<f32>() / powers.len() as f32).log10()
 }
 
 /// Median over 0.5 s windows of the best lag-aligned correlation: the jitter
@@ -219,25 +379,19 @@ fn two_clients_hear_each_other_through_the_relay() {
     let relay = Relay::start(&dir, "127.0.0.1:0");
     let speech = speech_like(16_000);
     write_wav(&dir.join("speech.wav"), 16_000, &speech);
-    let a = client(
+    let mut a = client(
         &dir,
         &relay,
         "alice",
         dir.join("speech.wav").to_str().unwrap(),
         SECRET,
-        &["--duration", "5s"],
+        &[],
     );
-    let b = client(
-        &dir,
-        &relay,
-        "bob",
-        "tone:440",
-        SECRET,
-        &["--duration", "5s"],
-    );
-    let out_a = finish(a, "alice");
-    finish(b, "bob");
-    assert!(String::from_utf8_lossy(&out_a.stdout).contains("joined room e2e"));
+    let mut b = client(&dir, &relay, "bob", "tone:440", SECRET, &[]);
+    a.wait_room_of(2);
+    b.wait_room_of(2);
+    let talked = talk_then_hang_up(&dir, vec![a, b], 4);
+    assert!(String::from_utf8_lossy(&talked[0].out.stdout).contains("joined room e2e"));
     // Bob heard Alice's speech. The speech-like signal through Opus
     // correlates ~0.98 on a clean path (see loopback tests); a real network
     // hop with its own jitter buffer and start-up keeps it well above 0.7,
@@ -251,13 +405,10 @@ fn two_clients_hear_each_other_through_the_relay() {
     // Alice heard Bob's 440 Hz tone (-12 dBFS peak, -15 dBFS RMS), and
     // little else.
     let heard_by_alice = recording(&dir, "alice");
-    let tail = &heard_by_alice[heard_by_alice.len() / 2..];
-    let tone = goertzel_dbfs(tail, 16_000, 440.0);
+    let tail = talked[0].talk(&heard_by_alice);
+    let tone = tone_dbfs(tail, 440.0);
     assert!(tone > -20.0, "alice hears the tone at {tone} dBFS");
-    assert!(
-        goertzel_dbfs(tail, 16_000, 1000.0) < tone - 30.0,
-        "the tone is clean"
-    );
+    assert!(tone_dbfs(tail, 1000.0) < tone - 30.0, "the tone is clean");
     assert!(counter(&dir, "bob", "open", "opened") > 150);
     assert_eq!(counter(&dir, "bob", "open", "bad_tag"), 0);
     let _ = std::fs::remove_dir_all(dir);
@@ -270,28 +421,20 @@ fn five_clients_in_a_room_hear_everyone_else() {
     let relay = Relay::start(&dir, "127.0.0.1:0");
     let freqs = [300.0, 500.0, 700.0, 900.0, 1100.0];
     let names = ["c0", "c1", "c2", "c3", "c4"];
-    let children: Vec<Child> = names
+    let mut runs: Vec<Running> = names
         .iter()
         .zip(freqs)
-        .map(|(n, f)| {
-            client(
-                &dir,
-                &relay,
-                n,
-                &format!("tone:{f}"),
-                SECRET,
-                &["--duration", "5s"],
-            )
-        })
+        .map(|(n, f)| client(&dir, &relay, n, &format!("tone:{f}"), SECRET, &[]))
         .collect();
-    for (c, n) in children.into_iter().zip(names) {
-        finish(c, n);
+    for r in runs.iter_mut() {
+        r.wait_room_of(5);
     }
+    let talked = talk_then_hang_up(&dir, runs, 3);
     for (i, n) in names.iter().enumerate() {
         let rec = recording(&dir, n);
-        let tail = &rec[rec.len() / 2..];
+        let tail = talked[i].talk(&rec);
         for (j, f) in freqs.iter().enumerate() {
-            let level = goertzel_dbfs(tail, 16_000, *f);
+            let level = tone_dbfs(tail, *f);
             if i == j {
                 assert!(
                     level < -50.0,
@@ -314,33 +457,21 @@ fn a_wrong_room_secret_gets_no_audio() {
     let _serial = serial();
     let dir = tmp("secret");
     let relay = Relay::start(&dir, "127.0.0.1:0");
-    let a = client(
-        &dir,
-        &relay,
-        "alice",
-        "tone:440",
-        SECRET,
-        &["--duration", "4s"],
-    );
-    let b = client(
-        &dir,
-        &relay,
-        "bob",
-        "tone:660",
-        SECRET,
-        &["--duration", "4s"],
-    );
+    let a = client(&dir, &relay, "alice", "tone:440", SECRET, &[]);
+    let b = client(&dir, &relay, "bob", "tone:660", SECRET, &[]);
     let eve = client(
         &dir,
         &relay,
         "eve",
         "tone:880",
         "not the secret, but long enough",
-        &["--duration", "4s"],
+        &[],
     );
-    finish(a, "alice");
-    finish(b, "bob");
-    finish(eve, "eve");
+    let mut runs = vec![a, b, eve];
+    for r in runs.iter_mut() {
+        r.wait_room_of(3);
+    }
+    let talked = talk_then_hang_up(&dir, runs, 3);
     // Eve is admitted (the relay checks identities, not keys) but cannot
     // open a single packet: her recording is silence.
     let heard = recording(&dir, "eve");
@@ -353,9 +484,9 @@ fn a_wrong_room_secret_gets_no_audio() {
     assert_eq!(counter(&dir, "eve", "open", "opened"), 0);
     // Bob hears Alice, but not Eve, whose packets fail his tag check.
     let bob = recording(&dir, "bob");
-    let tail = &bob[bob.len() / 2..];
-    assert!(goertzel_dbfs(tail, 16_000, 440.0) > -22.0);
-    assert!(goertzel_dbfs(tail, 16_000, 880.0) < -50.0);
+    let tail = talked[1].talk(&bob);
+    assert!(tone_dbfs(tail, 440.0) > -22.0);
+    assert!(tone_dbfs(tail, 880.0) < -50.0);
     assert!(counter(&dir, "bob", "open", "bad_tag") > 100);
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -366,29 +497,29 @@ fn clients_rejoin_within_3_s_when_the_relay_restarts() {
     let dir = tmp("restart");
     let relay = Relay::start(&dir, "127.0.0.1:0");
     let addr = relay.addr;
-    let a = client(
-        &dir,
-        &relay,
-        "alice",
-        "tone:440",
-        SECRET,
-        &["--duration", "9s"],
-    );
-    let b = client(
-        &dir,
-        &relay,
-        "bob",
-        "tone:660",
-        SECRET,
-        &["--duration", "9s"],
-    );
-    std::thread::sleep(Duration::from_millis(2500));
+    let mut a = client(&dir, &relay, "alice", "tone:440", SECRET, &[]);
+    let mut b = client(&dir, &relay, "bob", "tone:660", SECRET, &[]);
+    a.wait_room_of(2);
+    b.wait_room_of(2);
+    // Killed (and waited for) in `drop`.
     drop(relay);
-    std::thread::sleep(Duration::from_millis(300));
     // Same identity, same address: a restarted relay.
     let relay2 = Relay::start(&dir, &addr.to_string());
-    let out_a = finish(a, "alice");
-    let out_b = finish(b, "bob");
+    for r in [&mut a, &mut b] {
+        r.wait_line("it rejoined", |l| l.starts_with("rejoined room e2e after "));
+    }
+    // Three more seconds of the call after both are back (one of them for
+    // the recording's once-a-second flush).
+    let from = recorded(&dir, "bob");
+    wait_recorded(&dir, "bob", from + 3 * 16_000);
+    let before_hangup = recorded(&dir, "bob") as usize;
+    let runs = vec![a, b];
+    interrupt(&runs);
+    let mut outs = runs.into_iter().map(|r| {
+        let name = r.name.clone();
+        finish(r, &name)
+    });
+    let (out_a, out_b) = (outs.next().unwrap(), outs.next().unwrap());
     drop(relay2);
     for (name, out) in [("alice", out_a), ("bob", out_b)] {
         let text = String::from_utf8_lossy(&out.stdout);
@@ -405,9 +536,9 @@ fn clients_rejoin_within_3_s_when_the_relay_restarts() {
     }
     // Audio flows again after the restart.
     let bob = recording(&dir, "bob");
-    let last = &bob[bob.len() - 16_000..];
+    let last = &bob[before_hangup - 16_000..before_hangup];
     assert!(
-        goertzel_dbfs(last, 16_000, 440.0) > -22.0,
+        tone_dbfs(last, 440.0) > -22.0,
         "bob hears alice after the restart"
     );
     let _ = std::fs::remove_dir_all(dir);
@@ -486,25 +617,20 @@ fn ctrl_c_ends_the_call_and_finishes_the_recording() {
     let _serial = serial();
     let dir = tmp("sigint");
     let relay = Relay::start(&dir, "127.0.0.1:0");
-    let a = client(&dir, &relay, "alice", "tone:440", SECRET, &[]);
-    let b = client(&dir, &relay, "bob", "tone:660", SECRET, &[]);
-    std::thread::sleep(Duration::from_millis(3000));
-    for c in [&a, &b] {
-        let status = Command::new("kill")
-            .args(["-INT", &c.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-    let out = finish(a, "alice");
-    finish(b, "bob");
-    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
-    // The WAV header is complete (hound reads it) and holds the call.
+    let mut a = client(&dir, &relay, "alice", "tone:440", SECRET, &[]);
+    let mut b = client(&dir, &relay, "bob", "tone:660", SECRET, &[]);
+    a.wait_room_of(2);
+    b.wait_room_of(2);
+    // SIGINT once both have talked for a while (and whatever starting took).
+    let talked = talk_then_hang_up(&dir, vec![a, b], 2).swap_remove(0);
+    assert!(!String::from_utf8_lossy(&talked.out.stderr).contains("panicked"));
+    // The WAV header is complete (hound reads it) and holds the call: all
+    // that was written before the interrupt, and more.
     let rec = recording(&dir, "alice");
     assert!(rec.len() > 16_000, "only {} samples recorded", rec.len());
-    let tail = &rec[rec.len() / 2..];
+    let tail = talked.talk(&rec);
     assert!(
-        goertzel_dbfs(tail, 16_000, 660.0) > -22.0,
+        tone_dbfs(tail, 660.0) > -22.0,
         "alice heard bob before the interrupt"
     );
     let _ = std::fs::remove_dir_all(dir);

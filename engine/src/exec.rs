@@ -189,6 +189,16 @@ struct LiveStage {
     existing: ExistingStage,
 }
 
+/// How far behind its tick the timer-driven clock thread may fall and still
+/// catch up by running the missed cycles back to back. Beyond it, the tick
+/// is reset to now and the missed quanta are never produced, which shifts
+/// the graph's media time against the wall clock for good: for a call's
+/// sender, timestamps that no longer match when packets leave, which every
+/// receiver must absorb as added delay (past its jitter buffer's maximum,
+/// as lost audio for the rest of the call). A shorter stall (a loaded CPU)
+/// caught up is only a burst of packets: jitter a receiver rides out.
+pub const MAX_CATCH_UP: Duration = Duration::from_secs(1);
+
 /// How to drive the clocked domain.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
@@ -562,7 +572,7 @@ impl Graph {
                                 let now = Instant::now();
                                 if next > now {
                                     std::thread::sleep(next - now);
-                                } else if now - next > q * 4 {
+                                } else if now - next > MAX_CATCH_UP {
                                     // Far behind (the machine stalled): skip ahead rather
                                     // than run a burst of cycles back to back.
                                     next = now;

@@ -133,8 +133,8 @@ to = "sink.in"
     })
     .unwrap();
     assert!(g.wait(Duration::from_secs(5)));
-    // Give the packet thread a moment to drain the ring.
-    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    // Wait (bounded) for the packet thread to drain the ring.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while g.stats().stage("sink").unwrap().counter("frames") != Some(20)
         && std::time::Instant::now() < deadline
     {

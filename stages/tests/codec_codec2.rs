@@ -147,17 +147,26 @@ fn processors_do_not_allocate_while_the_worker_codes() {
     let mut dec = Harness::new(&Codec2DecodeFactory, &[("profile", str_("poor"))]);
     let x = speechlike(Q * 80);
     let mut c = 0;
+    let mut to_decoder = 0;
     assert_rt_safe("codec2 encode+decode processors", 80, || {
         enc.set_pcm_in(&x[c * Q..(c + 1) * Q]);
         enc.step();
         forward(&enc, &mut dec, |m| m.seq % 9 == 4);
+        to_decoder += dec.frames_in().len() as u64;
         dec.step();
         c += 1;
-        // Give the workers time (sleeping does not allocate).
-        std::thread::sleep(std::time::Duration::from_millis(2));
+        // Wait (bounded, without allocating) for the workers to finish this
+        // cycle's frame, so the next cycle forwards and decodes it: a loaded
+        // machine may leave them behind, but never by a guessed time.
+        enc.wait_counter("frames_encoded", c as u64);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while dec.counter("frames_decoded") + dec.counter("classical_plc_invocations") < to_decoder
+        {
+            assert!(std::time::Instant::now() < deadline, "decoder worker stuck");
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
     });
-    // The work really happened, in the workers (bounded waits: a loaded
-    // machine may leave them a little behind).
+    // The work really happened, in the workers.
     enc.wait_counter("frames_encoded", 75);
     dec.wait_counter("frames_decoded", 50);
     dec.wait_counter("classical_plc_invocations", 5);

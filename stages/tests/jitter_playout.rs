@@ -373,6 +373,42 @@ fn sender_pause_dtx_is_followed_not_called_late() {
     assert!((i20 - i19) as u32 >= gap, "{} periods apart", i20 - i19);
 }
 
+/// A sender whose clock stalled (a starved CPU) sends nothing for 600 ms,
+/// then carries on where it left off: sequence numbers and timestamps both
+/// continue, so every frame from then on is 600 ms behind the playout
+/// point, beyond any target delay `max_delay` (200 ms) allows. The buffer
+/// follows the sender after a few late frames instead of calling the rest
+/// of the stream late.
+#[test]
+fn a_sender_that_stalled_is_followed_after_a_few_late_frames() {
+    let mut h = Harness::new(&twenty());
+    let stall = 30u32;
+    let n = 150u32;
+    let frames: Vec<FrameMeta> = (0..n)
+        .map(|k| {
+            let sent = if k < 40 { k } else { k + stall };
+            frame(0, k, sent as u64 * Q_NS + MS)
+        })
+        .collect();
+    let outs = run(&mut h, frames, (n + stall) as u64 + 10);
+    let all: Vec<Out> = outs.into_iter().flatten().collect();
+    let p = played(&all);
+    assert_eq!(h.counter("resets"), 1, "{p:?}");
+    let follow = wzp_stages::jitter::adaptive::FOLLOW_AFTER;
+    assert_eq!(h.counter("late"), u64::from(follow - 1));
+    // Everything before the stall, then everything from the frame the
+    // buffer followed, in order.
+    let resumed = 40 + follow - 1;
+    let want: Vec<u32> = (0..40).chain(resumed..n).collect();
+    let got: Vec<u32> = p
+        .iter()
+        .copied()
+        .filter(|&s| s < 40 || s >= resumed)
+        .collect();
+    assert_eq!(got, want);
+    assert!(p.iter().all(|&s| s < 40 || s >= resumed), "{p:?}");
+}
+
 #[test]
 fn sequence_and_timestamp_wrap_around() {
     let mut h = Harness::new(&twenty());

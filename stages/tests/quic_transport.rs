@@ -277,3 +277,67 @@ fn ingress_and_egress_processors_do_not_allocate() {
 fn pump_recv(pump: &mut quic::EgressPump) -> Option<(u32, Vec<u8>)> {
     pump.try_recv().map(|s| (s.meta.peer, s.bytes().to_vec()))
 }
+
+/// A cycle that runs late (the timer driver catching up after a short
+/// stall) maps arrival stamps through the offset of cycles on time, so the
+/// datagrams it drains do not look earlier by its lateness; a graph time
+/// that moved for good (quanta skipped after a long stall) is adopted.
+#[test]
+fn a_late_cycle_does_not_move_arrivals_earlier() {
+    let wakers = Wakers::default();
+    let epoch = Instant::now();
+    let (feed, in_port) = quic::ingress_channel(64, wakers.packet.clone(), epoch);
+    let mut res = Resources::new();
+    res.insert("x.ingress", Arc::new(in_port));
+    let mut cx = BuildContext::standalone(48_000, Duration::from_millis(20), &res);
+    let p = Params::from_values([("endpoint".to_string(), ParamValue::Str("x".into()))]);
+    let mut ingress = QuicIngress.build(&mut cx, &p).unwrap().processor;
+    let q = 20_000_000u64;
+    let mut pool = vec![Buffer::for_type(PortType::Packet, q, 16)];
+    // Graph time runs 5 s ahead of the stamps' clock, less how late the
+    // cycle runs.
+    let ahead = Duration::from_secs(5);
+    let mut cycle = |late: Duration| -> (u64, u64, u64) {
+        let before_push = (epoch.elapsed() + ahead).as_nanos() as u64;
+        assert!(feed.push(0, b"x"));
+        let now_ns = (epoch.elapsed() + ahead - late).as_nanos() as u64;
+        pool[0].reset();
+        let cxr = Cx {
+            now_ns,
+            cycle: 0,
+            rate: 48_000,
+            quantum_ns: q,
+        };
+        let mut io = Io::checked(&mut pool, &[], &[0]).unwrap();
+        ingress.process(&mut io, &cxr);
+        let Buffer::Packets(b) = &pool[0] else {
+            unreachable!()
+        };
+        let arrivals: Vec<u64> = b.iter().map(|s| s.meta.arrival_ns).collect();
+        assert_eq!(arrivals.len(), 1);
+        (before_push, now_ns, arrivals[0])
+    };
+    let ms = |n: u64| n * 1_000_000;
+    // On time: the datagram arrived at most now.
+    let (pushed, now, arrival) = cycle(Duration::ZERO);
+    assert!(
+        arrival <= now && arrival + ms(150) >= pushed,
+        "{arrival} {now}"
+    );
+    // 300 ms late: the arrival stays on the wall clock (graph time of its
+    // stamp), after this cycle's now_ns, not 300 ms earlier.
+    let (pushed, now, arrival) = cycle(Duration::from_millis(300));
+    assert!(
+        arrival + ms(150) >= pushed,
+        "a late cycle moved the arrival {} ms earlier",
+        (pushed - arrival) / 1_000_000
+    );
+    assert!(arrival > now, "{arrival} {now}");
+    // 3 s behind (beyond the driver's catch-up): graph time moved; arrivals
+    // follow the new offset, never ahead of now.
+    let (_, now, arrival) = cycle(Duration::from_secs(3));
+    assert!(
+        arrival <= now && arrival + ms(150) >= now,
+        "{arrival} {now}"
+    );
+}

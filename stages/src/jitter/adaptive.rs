@@ -45,7 +45,12 @@
 //! The buffer resets (drops what it holds and starts again) on a frame of
 //! another stream id, a `STREAM_START` frame that is not the current
 //! stream's first, a backward sequence jump of more than `reset_jump`
-//! frames, or a forward jump beyond `capacity`. Sequence numbers and
+//! frames, a forward jump beyond `capacity`, or when the stream falls
+//! behind playout for good: [`FOLLOW_AFTER`] frames in a row arrive with
+//! nothing held, each more than `max_delay` behind the playout point. That
+//! is a sender whose clock stalled (a starved CPU) and resumed without a
+//! timestamp gap: no target delay within `max_delay` can catch it, and
+//! without the reset every later frame of the stream would be late. Sequence numbers and
 //! timestamps may wrap around 2^32.
 //!
 //! FEC repair frames are not audio: they are dropped and counted (the FEC
@@ -97,6 +102,10 @@ pub struct Adaptive;
 const WARMUP_ARRIVALS: u32 = 50;
 const BUCKET_NS: i64 = 1_000_000;
 const DEFAULT_FRAME_NS: u64 = 20_000_000;
+/// Late frames in a row, nothing held, each beyond `max_delay` behind the
+/// playout point, that reset the buffer onto the sender's new timing. More
+/// than one, so a single stray old frame does not.
+pub const FOLLOW_AFTER: u32 = 3;
 
 impl StageFactory for Adaptive {
     fn info(&self) -> StageInfo {
@@ -188,6 +197,7 @@ impl StageFactory for Adaptive {
             quantile,
             half_life_ns: half_life.as_nanos() as f64,
             reset_jump,
+            behind_run: 0,
             states: vec![SlotState::default(); capacity].into_boxed_slice(),
             items: (0..capacity).map(|_| Slot::default()).collect(),
             hist: vec![0.0; buckets].into_boxed_slice(),
@@ -270,6 +280,9 @@ struct JitterProc {
     quantile: f64,
     half_life_ns: f64,
     reset_jump: i32,
+    /// Late frames in a row while nothing was held, each beyond `max_delay`
+    /// behind the playout point.
+    behind_run: u32,
     states: Box<[SlotState]>,
     items: Box<[Slot<FrameMeta>]>,
     /// Decaying histogram of relative delay, 1 ms buckets; the last one
@@ -332,6 +345,7 @@ impl JitterProc {
             s.held = Held::Empty;
         }
         self.buffered = 0;
+        self.behind_run = 0;
         self.active = false;
         self.started = false;
         self.d_min = i64::MAX;
@@ -408,7 +422,16 @@ impl JitterProc {
             let diff = meta.seq.wrapping_sub(self.next_seq) as i32;
             let new_stream = meta.stream != self.stream
                 || (meta.flags & frame_flags::STREAM_START != 0 && meta.seq != self.first_seq);
-            if new_stream || diff < -self.reset_jump || diff >= self.states.len() as i32 {
+            let behind = self.started
+                && self.buffered == 0
+                && diff < 0
+                && i64::from(diff.unsigned_abs()) * self.frame_ns as i64 > self.max_ns;
+            self.behind_run = if behind { self.behind_run + 1 } else { 0 };
+            if new_stream
+                || diff < -self.reset_jump
+                || diff >= self.states.len() as i32
+                || self.behind_run >= FOLLOW_AFTER
+            {
                 self.stats.resets.inc();
                 self.reset();
             }

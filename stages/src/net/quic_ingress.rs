@@ -3,12 +3,20 @@
 //! Drains the ring that the control plane's tokio tasks fill with every
 //! connection's datagrams (see [`crate::net::quic`]). Each packet's
 //! `PacketMeta.peer` is the handle of the connection it came from and
-//! `arrival_ns` when the tokio side read it, in graph time: the cycle's
-//! `now_ns` minus how long ago the datagram was read. A jitter buffer
+//! `arrival_ns` when the tokio side read it, in graph time. A jitter buffer
 //! downstream compares arrivals with its cycle's `now_ns`, so the two must
-//! share a time base whenever the graph started and however its clock ran
-//! (skipped cycles after a stall included). Payloads are exactly the
-//! datagram bytes.
+//! share a time base whenever the graph started and however its clock ran.
+//! The stage keeps the offset between the read stamps' clock and graph time
+//! (wall time minus `now_ns`, the smallest seen: a cycle on time) and maps
+//! each stamp through it. A cycle that runs late, as the timer driver's
+//! do when it catches up after a short stall, therefore does not move
+//! arrivals earlier by its lateness, which would make every later frame
+//! look late to the jitter buffer. When the offset jumps by more than the
+//! driver catches up ([`wzp_engine::exec::MAX_CATCH_UP`] plus
+//! [`MAX_LAG_QUANTA`] quanta: the driver skipped quanta after a long stall,
+//! or a manually stepped graph fell behind), graph time has moved for good
+//! and the stage adopts the new offset. Payloads are exactly the datagram
+//! bytes.
 //!
 //! - Ports: output `out` (Packet).
 //! - Params: `endpoint` (string, default `"quic"`): the ring is the resource
@@ -39,10 +47,17 @@ use super::quic::{IngressIoStats, QuicIngressPort};
 /// Factory of `net.quic_ingress`.
 pub struct QuicIngress;
 
+/// How many quanta beyond [`wzp_engine::exec::MAX_CATCH_UP`] (within which
+/// the timer driver catches up) graph time may lag before the stage takes
+/// it as moved for good: one, for wake-up latency.
+pub const MAX_LAG_QUANTA: u64 = 1;
+
 /// The real-time half of `net.quic_ingress`.
 pub struct QuicIngressProc {
     rx: RtReceiver<PacketMeta>,
     epoch: std::time::Instant,
+    /// Wall time since `epoch` minus graph time, in a cycle on time.
+    offset: Option<i64>,
     io: Arc<IngressIoStats>,
     packets: Counter,
     bytes: Counter,
@@ -76,16 +91,25 @@ impl Processor for QuicIngressProc {
             .update(self.io.ring_full.load(Ordering::Relaxed));
         self.too_large
             .update(self.io.too_large.load(Ordering::Relaxed));
+        let wall = self.epoch.elapsed().as_nanos() as i64;
+        let now_offset = wall - cx.now_ns as i64;
+        let max_lag = (wzp_engine::exec::MAX_CATCH_UP.as_nanos() as u64
+            + MAX_LAG_QUANTA * cx.quantum_ns) as i64;
+        let offset = match self.offset {
+            // This cycle runs late by `now_offset - o`: keep the on-time offset.
+            Some(o) if now_offset >= o && now_offset - o <= max_lag => o,
+            // Earlier than ever (a cycle more on time), or graph time moved.
+            _ => now_offset,
+        };
+        self.offset = Some(offset);
         let Some(out) = io.packets_out(0) else {
             return Flow::Continue;
         };
         let n = self.rx.drain_into(out);
         if n > 0 {
             // I/O stamps (since the port's epoch) -> graph time.
-            let wall = self.epoch.elapsed().as_nanos() as u64;
             for s in out.as_mut_slice() {
-                let age = wall.saturating_sub(s.meta.arrival_ns);
-                s.meta.arrival_ns = cx.now_ns.saturating_sub(age).max(1);
+                s.meta.arrival_ns = (s.meta.arrival_ns as i64 - offset).max(1) as u64;
             }
             self.packets.add(n as u64);
             let b: usize = out.iter().map(|s| s.len()).sum();
@@ -147,6 +171,7 @@ impl StageFactory for QuicIngress {
         let proc = QuicIngressProc {
             rx,
             epoch: port.epoch,
+            offset: None,
             io: port.stats.clone(),
             packets: cx.counter("packets"),
             bytes: cx.counter("bytes"),

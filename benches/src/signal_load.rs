@@ -213,7 +213,7 @@ pub fn raise_nofile() -> Result<(u64, u64)> {
             r = want;
         }
     }
-    Ok((r.rlim_cur as u64, r.rlim_max as u64))
+    Ok((r.rlim_cur, r.rlim_max))
 }
 
 /// The relay's resident set size, from `/proc/<pid>/status`.

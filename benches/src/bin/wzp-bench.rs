@@ -7,6 +7,8 @@ mod mouth_to_ear;
 mod relay_load;
 #[path = "../relay_proc.rs"]
 mod relay_proc;
+#[path = "../signal_load.rs"]
+mod signal_load;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -31,7 +33,13 @@ Examples:
   ./target/release/wzp-bench mouth-to-ear --setting jb_min=0ms,jb_initial=0ms --keep out/
       One setting; keeps the received recording in out/.
   ./target/release/wzp-bench mouth-to-ear --phase-ms 19.5
-      The receiver's clock ticks 19.5 ms after the sender's.";
+      The receiver's clock ticks 19.5 ms after the sender's.
+  ./target/release/wzp-bench signal-load --clients 10000
+      Registers 10 000 identities on a real relay's _signal service, then
+      1 000 call offers/s for 10 s between registered pairs: registrations/s,
+      relay RSS per registration, relay CPU, offer -> ringing p50/p99.
+  ./target/release/wzp-bench signal-load --clients 1000 --calls-per-s 0
+      Registrations only.";
 
 #[derive(Parser)]
 #[command(name = "wzp-bench", version, about = "wzp load and latency benches (loopback only)", after_help = EXAMPLES)]
@@ -50,6 +58,42 @@ enum Command {
     /// wzp-relay, measured by cross-correlating chirps, beside the declared budget.
     #[command(after_help = EXAMPLES)]
     MouthToEar(MouthToEarArgs),
+    /// Many real QUIC `_signal` connections registered on a real wzp-relay,
+    /// then call offers at a fixed rate: registrations/s, relay RSS per
+    /// registration and CPU, offer -> ringing latency p50/p99.
+    #[command(after_help = EXAMPLES)]
+    SignalLoad(SignalLoadArgs),
+}
+
+#[derive(clap::Args)]
+struct SignalLoadArgs {
+    /// Clients to register (even: client 2i calls client 2i+1).
+    #[arg(long, default_value_t = 1000)]
+    clients: usize,
+    /// Call offers per second in the call phase (0: register only).
+    #[arg(long, default_value_t = 1000)]
+    calls_per_s: u32,
+    /// Seconds of call offers.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Registrations in flight at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// QUIC connections per client endpoint (one UDP socket each).
+    #[arg(long, default_value_t = 1000)]
+    per_endpoint: usize,
+    /// QUIC keep-alive interval per connection, in ms (wzp-client uses 500).
+    #[arg(long, default_value_t = 500)]
+    quic_keepalive_ms: u64,
+    /// The wzp-relay binary (default: next to wzp-bench).
+    #[arg(long)]
+    relay_bin: Option<PathBuf>,
+    /// A line for the relay's config file, KEY=VALUE (repeatable).
+    #[arg(long = "relay-set", value_name = "KEY=VALUE")]
+    relay_set: Vec<String>,
+    /// No progress lines.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(clap::Args)]
@@ -123,6 +167,7 @@ fn main() {
     let result = match cli.command {
         Command::RelayLoad(a) => relay_load_cmd(a),
         Command::MouthToEar(a) => mouth_to_ear_cmd(a),
+        Command::SignalLoad(a) => signal_load_cmd(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
@@ -169,5 +214,25 @@ fn mouth_to_ear_cmd(a: MouthToEarArgs) -> Result<()> {
     };
     let results = mouth_to_ear::run(&o).context("mouth-to-ear")?;
     print!("{}", mouth_to_ear::report(&o, &results));
+    Ok(())
+}
+
+fn signal_load_cmd(a: SignalLoadArgs) -> Result<()> {
+    if a.quic_keepalive_ms == 0 {
+        anyhow::bail!("--quic-keepalive-ms 0: use at least 1");
+    }
+    let o = signal_load::SignalOptions {
+        clients: a.clients,
+        calls_per_s: a.calls_per_s,
+        seconds: a.seconds,
+        concurrency: a.concurrency,
+        per_endpoint: a.per_endpoint,
+        quic_keepalive: Duration::from_millis(a.quic_keepalive_ms),
+        relay_bin: a.relay_bin,
+        relay_config: a.relay_set,
+        progress: !a.quiet,
+    };
+    let results = signal_load::run(&o).context("signal-load")?;
+    print!("{}", signal_load::report(&o, &results));
     Ok(())
 }

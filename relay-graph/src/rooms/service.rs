@@ -227,9 +227,7 @@ fn not_authorized_room(why: &str) -> Refusal {
     Refusal::new(
         CloseCode::NotAuthorized,
         HangupReason::Error,
-        format!(
-            "{why}; this room needs its secret: join with the room's name and --room-secret"
-        ),
+        format!("{why}; this room needs its secret: join with the room's name and --room-secret"),
     )
 }
 
@@ -279,7 +277,11 @@ pub async fn serve_room(
     let mut reader = SignalReader::new(recv, MAX_CLIENT_FRAME);
     let hello = SignalMessage::hello(Some(format!("wzp-relay {}", env!("CARGO_PKG_VERSION"))));
     let _ = signal_stream::write_message(&mut send, &hello).await;
-    let j = match tokio::time::timeout_at(deadline, read_join(&services, &mut reader, &room, room_nonce.as_ref())).await
+    let j = match tokio::time::timeout_at(
+        deadline,
+        read_join(&services, &mut reader, &room, room_nonce.as_ref()),
+    )
+    .await
     {
         Ok(Ok(j)) => j,
         Ok(Err(r)) => {

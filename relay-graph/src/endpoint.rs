@@ -36,6 +36,14 @@ use crate::signal::SignalConfig;
 /// How long a QUIC handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a shutting-down relay waits for its connection closes to leave.
+/// The closes go out on the first driver turn; waiting for every peer's
+/// acknowledgement (draining) is bounded so a lost peer never holds an exit.
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_millis(500);
+
+/// The close reason every connection gets when the relay stops.
+pub const SHUTDOWN_REASON: &[u8] = b"relay shutting down";
+
 /// What the connection tasks and the HTTP handlers share.
 pub struct Services {
     pub cfg: Config,
@@ -135,12 +143,20 @@ impl Relay {
         }
     }
 
-    /// Closes every connection and stops the forwarding tasks.
-    pub fn shutdown(self) {
+    /// Closes every connection with [`CloseCode::Shutdown`] ("relay
+    /// shutting down"), waits at most [`SHUTDOWN_DRAIN`] for the closes to
+    /// leave, and stops the forwarding tasks. Clients read the code as
+    /// "reconnect at once" instead of waiting out their idle timeout.
+    pub async fn shutdown(self) {
+        let open = self.endpoint.open_connections();
         self.endpoint.close(
             quinn::VarInt::from_u32(CloseCode::Shutdown.code()),
-            b"relay shutting down",
+            SHUTDOWN_REASON,
         );
+        let drained = tokio::time::timeout(SHUTDOWN_DRAIN, self.endpoint.wait_idle())
+            .await
+            .is_ok();
+        tracing::info!(connections = open, drained, "closed every connection");
         self.services.media.stop();
     }
 }

@@ -163,7 +163,7 @@ fn main() -> anyhow::Result<()> {
                 tracing::info!("shutting down");
             }
         }
-        relay.shutdown();
+        relay.shutdown().await;
         anyhow::Ok(())
     })
 }

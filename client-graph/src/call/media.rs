@@ -299,7 +299,8 @@ pub(crate) async fn connection_loop(
             None => None,
         };
         if let Some(reason) = closed {
-            if let Some((code, text)) = quic::peer_close(&reason) {
+            let peer = quic::peer_close(&reason);
+            if let Some((code, text)) = &peer {
                 if code.is_refusal() && !admitted {
                     bail!(
                         "the relay refused to let us into `{}`: {text} ({code})",
@@ -307,10 +308,23 @@ pub(crate) async fn connection_loop(
                     );
                 }
             }
-            println!(
-                "{}connection to {} lost ({reason}); reconnecting",
-                opts.label, opts.relay
-            );
+            match peer {
+                // The relay is stopping (or restarting): try again at once,
+                // with no backoff, so the call is back as soon as it is.
+                Some((CloseCode::Shutdown, text)) => {
+                    backoff = Duration::from_millis(100);
+                    println!(
+                        "{}relay {} closed the connection: {text} ({}); reconnecting at once",
+                        opts.label,
+                        opts.relay,
+                        CloseCode::Shutdown
+                    );
+                }
+                _ => println!(
+                    "{}connection to {} lost ({reason}); reconnecting",
+                    opts.label, opts.relay
+                ),
+            }
         } else if let Some(why) = refusal {
             if !admitted {
                 bail!("the relay refused to let us into `{}`: {why}", opts.room);

@@ -27,6 +27,7 @@ use wzp_stages::net::signal_stream;
 use crate::config::Config;
 use crate::media::Media;
 use crate::observe::events::{now_ms, Event, EventLog};
+use crate::observe::log_limit::{echo, LogLimiter};
 use crate::observe::{inc, RelayCounters};
 use crate::rooms::service::RoomService;
 use crate::rooms::{Refusal, RoomLimits};
@@ -53,6 +54,8 @@ pub struct Services {
     pub signal: SignalService,
     pub counters: RelayCounters,
     events: Option<EventLog>,
+    /// Refusal lines: at most one per reason per second ([`LogLimiter`]).
+    refusal_log: std::sync::Mutex<LogLimiter>,
     pub started: Instant,
 }
 
@@ -125,6 +128,7 @@ impl Relay {
             signal: SignalService::start(signal_cfg, weak.clone()),
             counters: RelayCounters::default(),
             events,
+            refusal_log: std::sync::Mutex::new(LogLimiter::new(Duration::from_secs(1))),
             started: Instant::now(),
             cfg,
         });
@@ -223,7 +227,8 @@ async fn handle_incoming(services: Arc<Services>, incoming: quinn::Incoming) {
                 CloseCode::UnknownSni,
                 HangupReason::Error,
                 format!(
-                    "unknown server name {sni:?}: use a room hash (32 hex digits), call-*, ping or _signal"
+                    "unknown server name {:?}: use a room id (32 lowercase hex digits), call-*, ping or _signal",
+                    echo(&sni)
                 ),
             );
             refuse(&services, &conn, None, &r, None).await;
@@ -248,7 +253,30 @@ pub async fn refuse(
         reason: Some(format!("{}: {}", r.label(), r.message)),
         ..Default::default()
     });
-    tracing::info!(remote = %conn.remote_address(), room, reason = %r.message, "refused");
+    // A flood of refusals of one kind logs a line a second, with the count
+    // held back since the last.
+    let kind = (r.code.code() as usize).saturating_sub(CloseCode::RoomFull.code() as usize);
+    let admitted = services
+        .refusal_log
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .admit(kind, Instant::now());
+    match admitted {
+        Some(0) => tracing::info!(
+            remote = %conn.remote_address(),
+            room,
+            reason = %r.message,
+            "refused"
+        ),
+        Some(held) => tracing::info!(
+            remote = %conn.remote_address(),
+            room,
+            reason = %r.message,
+            "refused ({held} more {} refusals since the last line)",
+            r.label()
+        ),
+        None => {}
+    }
     if let Some(send) = send {
         let hangup = SignalMessage::Hangup {
             reason: r.hangup,

@@ -179,6 +179,15 @@ async fn handle_incoming(services: Arc<Services>, incoming: quinn::Incoming) {
     let remote = incoming.remote_address();
     let mut connecting = match incoming.accept() {
         Ok(c) => c,
+        // The ClientHello usually arrives whole in the first packet, so the
+        // canonical-name check refuses it here.
+        Err(quinn::ConnectionError::TransportError(e))
+            if e.reason.starts_with(quic::NON_CANONICAL_SNI) =>
+        {
+            let r = Refusal::new(CloseCode::UnknownSni, HangupReason::Error, e.reason);
+            log_refusal(&services, remote, None, &r);
+            return;
+        }
         Err(e) => {
             inc(&services.counters.handshake_failures);
             tracing::debug!(%remote, "QUIC accept failed: {e}");
@@ -191,6 +200,15 @@ async fn handle_incoming(services: Arc<Services>, incoming: quinn::Incoming) {
         .flatten();
     let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
         Ok(Ok(c)) => c,
+        Ok(Err(quinn::ConnectionError::TransportError(e)))
+            if e.reason.starts_with(quic::NON_CANONICAL_SNI) =>
+        {
+            // Refused by the handshake's canonical-name check (the client
+            // got the reason in the transport close).
+            let r = Refusal::new(CloseCode::UnknownSni, HangupReason::Error, e.reason);
+            log_refusal(&services, remote, None, &r);
+            return;
+        }
         Ok(Err(e)) => {
             inc(&services.counters.handshake_failures);
             tracing::debug!(%remote, "QUIC handshake failed: {e}");
@@ -244,39 +262,7 @@ pub async fn refuse(
     r: &Refusal,
     room: Option<&str>,
 ) {
-    services.counters.refused(r.code);
-    services.event(Event {
-        ts_ms: now_ms(),
-        event: "refused",
-        room,
-        remote: Some(conn.remote_address().to_string()),
-        reason: Some(format!("{}: {}", r.label(), r.message)),
-        ..Default::default()
-    });
-    // A flood of refusals of one kind logs a line a second, with the count
-    // held back since the last.
-    let kind = (r.code.code() as usize).saturating_sub(CloseCode::RoomFull.code() as usize);
-    let admitted = services
-        .refusal_log
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .admit(kind, Instant::now());
-    match admitted {
-        Some(0) => tracing::info!(
-            remote = %conn.remote_address(),
-            room,
-            reason = %r.message,
-            "refused"
-        ),
-        Some(held) => tracing::info!(
-            remote = %conn.remote_address(),
-            room,
-            reason = %r.message,
-            "refused ({held} more {} refusals since the last line)",
-            r.label()
-        ),
-        None => {}
-    }
+    log_refusal(services, conn.remote_address(), room, r);
     if let Some(send) = send {
         let hangup = SignalMessage::Hangup {
             reason: r.hangup,
@@ -292,4 +278,42 @@ pub async fn refuse(
         let _ = send.finish();
     }
     quic::close(conn, r.code, r.message.as_bytes());
+}
+
+/// Counts a refusal, writes it to the event log, and logs it (at most a
+/// line per reason per second).
+fn log_refusal(services: &Services, remote: SocketAddr, room: Option<&str>, r: &Refusal) {
+    services.counters.refused(r.code);
+    services.event(Event {
+        ts_ms: now_ms(),
+        event: "refused",
+        room,
+        remote: Some(remote.to_string()),
+        reason: Some(format!("{}: {}", r.label(), r.message)),
+        ..Default::default()
+    });
+    // A flood of refusals of one kind logs a line a second, with the count
+    // held back since the last.
+    let kind = (r.code.code() as usize).saturating_sub(CloseCode::RoomFull.code() as usize);
+    let admitted = services
+        .refusal_log
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .admit(kind, Instant::now());
+    match admitted {
+        Some(0) => tracing::info!(
+            remote = %remote,
+            room,
+            reason = %r.message,
+            "refused"
+        ),
+        Some(held) => tracing::info!(
+            remote = %remote,
+            room,
+            reason = %r.message,
+            "refused ({held} more {} refusals since the last line)",
+            r.label()
+        ),
+        None => {}
+    }
 }

@@ -2,6 +2,7 @@
 
 use wzp_engine::prelude::*;
 
+pub mod canonical_sni;
 pub mod coalesce;
 pub mod netem;
 pub mod netem_core;

@@ -202,8 +202,11 @@ pub fn transport_config_with(limits: StreamLimits) -> quinn::TransportConfig {
     t
 }
 
+pub use super::canonical_sni::NON_CANONICAL_SNI;
+
 /// A server config presenting `cert` (the relay's seed-derived certificate),
-/// with [`StreamLimits::ROOM`].
+/// with [`StreamLimits::ROOM`]. Server names that are not canonical (upper
+/// case, trailing dot) fail the handshake ([`super::canonical_sni`]).
 pub fn server_config(cert: &RelayCertificate) -> Result<quinn::ServerConfig, QuicError> {
     server_config_with(cert, StreamLimits::ROOM)
 }
@@ -223,6 +226,9 @@ pub fn server_config_with(
         )?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let crypto = QuicServerConfig::try_from(tls).map_err(|e| QuicError::Crypto(e.to_string()))?;
+    // Non-canonical server names (upper case, trailing dot) are refused
+    // before rustls normalises them away.
+    let crypto = super::canonical_sni::CanonicalSni::new(Arc::new(crypto));
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     cfg.transport_config(Arc::new(transport_config_with(limits)));
     Ok(cfg)

@@ -2,6 +2,11 @@
 //! `shutdown` code ("relay shutting down") before it exits, and a client in
 //! a call sees it at once (not at its idle timeout) and starts reconnecting.
 //! The measured time from the signal to the client's line is printed.
+//!
+//! A relay killed (`kill -9`) and restarted with the same identity answers
+//! its old clients' packets with stateless resets (keys derived from the
+//! identity), so they rejoin at once instead of after their idle timeout;
+//! the time from the restart to the rejoin is printed.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -75,12 +80,16 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 fn start_relay(dir: &Path) -> (Proc, SocketAddr, String) {
+    start_relay_on(dir, "127.0.0.1:0")
+}
+
+fn start_relay_on(dir: &Path, listen: &str) -> (Proc, SocketAddr, String) {
     let mut cmd = Command::new(relay_bin());
     cmd.args([
         "-i",
         dir.join("relay.seed").to_str().unwrap(),
         "--listen",
-        "127.0.0.1:0",
+        listen,
     ]);
     let relay = Proc::spawn(cmd);
     let line = relay.wait_line("`listening ...` from the relay", |l| {
@@ -95,10 +104,7 @@ fn start_relay(dir: &Path) -> (Proc, SocketAddr, String) {
     (relay, field("quic").parse().unwrap(), field("fingerprint"))
 }
 
-#[test]
-fn sigterm_closes_the_call_with_shutdown_and_the_client_sees_it_at_once() {
-    let dir = tmp("sigterm");
-    let (mut relay, addr, fingerprint) = start_relay(&dir);
+fn join_cmd(dir: &Path, addr: SocketAddr, fingerprint: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wzp-client"));
     cmd.args(["join", "--relay", &addr.to_string(), "--room", "shutdown"])
         .args(["--room-secret", "a secret only the members hold"])
@@ -108,9 +114,44 @@ fn sigterm_closes_the_call_with_shutdown_and_the_client_sees_it_at_once() {
         .arg(dir.join("c.seed"))
         .arg("--known-relays")
         .arg(dir.join("c.known"))
-        .args(["--relay-fingerprint", &fingerprint])
+        .args(["--relay-fingerprint", fingerprint])
         .args(["--duration", "60s", "--quiet", "--no-realtime"]);
-    let client = Proc::spawn(cmd);
+    cmd
+}
+
+#[test]
+fn a_relay_restarted_after_kill_9_resets_old_connections_and_clients_rejoin() {
+    let dir = tmp("restart");
+    let (mut relay, addr, fingerprint) = start_relay(&dir);
+    let client = Proc::spawn(join_cmd(&dir, addr, &fingerprint));
+    client.wait_line("`joined room shutdown`", |l| {
+        l.contains("joined room shutdown")
+    });
+    relay.child.kill().unwrap();
+    relay.child.wait().unwrap();
+    drop(relay);
+    let (_relay, _, again) = start_relay_on(&dir, &addr.to_string());
+    let back = Instant::now();
+    assert_eq!(again, fingerprint, "same identity");
+    let lost = client.wait_line("saying the connection was lost", |l| l.contains("lost"));
+    assert!(
+        lost.contains("reset"),
+        "the old connection ends by a stateless reset, not a timeout: {lost}"
+    );
+    let rejoined = client.wait_line("`rejoined room`", |l| l.contains("rejoined room"));
+    println!(
+        "rejoined {} ms after the restarted relay listened: {lost} / {rejoined}",
+        back.elapsed().as_millis()
+    );
+    drop(client);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn sigterm_closes_the_call_with_shutdown_and_the_client_sees_it_at_once() {
+    let dir = tmp("sigterm");
+    let (mut relay, addr, fingerprint) = start_relay(&dir);
+    let client = Proc::spawn(join_cmd(&dir, addr, &fingerprint));
     client.wait_line("`joined room shutdown`", |l| {
         l.contains("joined room shutdown")
     });

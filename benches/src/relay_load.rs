@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
+use wzp_proto::join::RoomAdmissionKey;
 use wzp_proto::room_client::{JoinEvent, JoinExchange};
 use wzp_proto::{MediaHeader, Seed, TlsFingerprint, HEADER_LEN};
 use wzp_stages::net::quic;
@@ -401,7 +402,10 @@ pub(crate) async fn join_relay(
 ) -> Result<QuicClient> {
     let mut endpoint = quic::client_endpoint("127.0.0.1:0".parse().expect("literal address"))?;
     endpoint.set_default_client_config(quic::client_config(fp)?);
-    let sni = wzp_proto::room_hash(room);
+    // The room's admission key (from a bench-only secret) names it and
+    // proves membership over this connection's nonce.
+    let key = RoomAdmissionKey::derive(b"wzp-bench relay-load room secret", room);
+    let sni = key.sni();
     let conn = tokio::time::timeout(WAIT, endpoint.connect(relay, &sni)?)
         .await
         .map_err(|_| anyhow!("client {index}: no handshake within {WAIT:?}"))??;
@@ -410,13 +414,17 @@ pub(crate) async fn join_relay(
     seed[..8].copy_from_slice(&(index as u64 + 1).to_le_bytes());
     seed[8] = 0xB7;
     let id = Seed::from_bytes(seed).identity();
-    let mut exchange = JoinExchange::start(
+    let nonce = quic::join_nonce(&conn)
+        .ok_or_else(|| anyhow!("client {index}: the TLS session exports no join nonce"))?;
+    let mut exchange = JoinExchange::start_with_room_proof(
         &id,
         &sni,
         &fp,
         Some(format!("load{index}")),
         "wzp-bench relay-load",
         unix_ms(),
+        &key,
+        &nonce,
     );
     let mut recv = SignalReader::new(recv, wzp_proto::signal::MAX_FRAME_LEN);
     let admitted = async {

@@ -39,7 +39,7 @@
 use std::collections::VecDeque;
 
 use crate::identity::{Fingerprint, Identity, TlsFingerprint};
-use crate::join::Join;
+use crate::join::{Join, RoomAdmissionKey, JOIN_NONCE_LEN};
 use crate::signal::{
     encode_frame_into, negotiate_version, Decoded, HangupReason, RoomParticipant, SignalError,
     SignalMessage,
@@ -135,9 +135,41 @@ impl JoinExchange {
             events: VecDeque::new(),
         };
         let join = Join::signed(identity, room, relay, alias, now_unix_ms);
-        x.queue(&SignalMessage::hello(Some(software.to_string())));
-        x.queue(&SignalMessage::Join(Box::new(join)));
+        x.queue_hello_join(software, join);
         x
+    }
+
+    /// [`JoinExchange::start`] for a room that admits only holders of its
+    /// secret: the Join carries the proof by `room_key` over the
+    /// connection's `nonce` (`wzp_stages::net::quic::join_nonce`, computed
+    /// by the caller from the TLS session) and the relay's fingerprint.
+    /// `room` is the room's server name, `room_key.sni()`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_with_room_proof(
+        identity: &Identity,
+        room: &str,
+        relay: &TlsFingerprint,
+        alias: Option<String>,
+        software: &str,
+        now_unix_ms: u64,
+        room_key: &RoomAdmissionKey,
+        nonce: &[u8; JOIN_NONCE_LEN],
+    ) -> JoinExchange {
+        let mut x = JoinExchange {
+            me: identity.fingerprint(),
+            state: JoinState::AwaitingHello,
+            outbound: Vec::new(),
+            events: VecDeque::new(),
+        };
+        let join = Join::signed(identity, room, relay, alias, now_unix_ms)
+            .with_room_proof(room_key, nonce, relay);
+        x.queue_hello_join(software, join);
+        x
+    }
+
+    fn queue_hello_join(&mut self, software: &str, join: Join) {
+        self.queue(&SignalMessage::hello(Some(software.to_string())));
+        self.queue(&SignalMessage::Join(Box::new(join)));
     }
 
     fn queue(&mut self, msg: &SignalMessage) {
@@ -318,6 +350,36 @@ mod tests {
         };
         assert_eq!(j.verify(&room, &relay, 1_000_000, 60), Ok(me.fingerprint()));
         assert!(dec.next_frame().unwrap().is_none());
+    }
+
+    #[test]
+    fn a_room_proof_join_verifies_only_for_its_nonce() {
+        let me = Seed::from_bytes([1; 32]).identity();
+        let relay = TlsFingerprint([7; 32]);
+        let key = RoomAdmissionKey::derive(b"a long enough room secret", "lobby");
+        let room = key.sni();
+        let nonce = [9u8; JOIN_NONCE_LEN];
+        let mut x = JoinExchange::start_with_room_proof(
+            &me, &room, &relay, None, "test", 1_000_000, &key, &nonce,
+        );
+        let mut dec = FrameDecoder::new();
+        dec.push(&x.poll_transmit().unwrap()).unwrap();
+        assert!(matches!(
+            dec.next_frame().unwrap(),
+            Some(Decoded::Message(SignalMessage::Hello { .. }))
+        ));
+        let Some(Decoded::Message(SignalMessage::Join(j))) = dec.next_frame().unwrap() else {
+            panic!("second frame is not a join");
+        };
+        assert_eq!(
+            j.verify_with_room_proof(&room, &relay, &nonce, 1_000_000, 60),
+            Ok(me.fingerprint())
+        );
+        assert_eq!(
+            j.verify_with_room_proof(&room, &relay, &[8u8; JOIN_NONCE_LEN], 1_000_000, 60),
+            Err(crate::join::JoinError::BadRoomProof),
+            "another connection's nonce"
+        );
     }
 
     #[test]

@@ -27,6 +27,7 @@ use wzp_stages::net::signal_stream;
 use crate::config::Config;
 use crate::media::Media;
 use crate::observe::events::{now_ms, Event, EventLog};
+use crate::observe::log_limit::{echo, LogLimiter};
 use crate::observe::{inc, RelayCounters};
 use crate::rooms::service::RoomService;
 use crate::rooms::{Refusal, RoomLimits};
@@ -35,6 +36,14 @@ use crate::signal::SignalConfig;
 
 /// How long a QUIC handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a shutting-down relay waits for its connection closes to leave.
+/// The closes go out on the first driver turn; waiting for every peer's
+/// acknowledgement (draining) is bounded so a lost peer never holds an exit.
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_millis(500);
+
+/// The close reason every connection gets when the relay stops.
+pub const SHUTDOWN_REASON: &[u8] = b"relay shutting down";
 
 /// What the connection tasks and the HTTP handlers share.
 pub struct Services {
@@ -45,6 +54,8 @@ pub struct Services {
     pub signal: SignalService,
     pub counters: RelayCounters,
     events: Option<EventLog>,
+    /// Refusal lines: at most one per reason per second ([`LogLimiter`]).
+    refusal_log: std::sync::Mutex<LogLimiter>,
     pub started: Instant,
 }
 
@@ -117,6 +128,7 @@ impl Relay {
             signal: SignalService::start(signal_cfg, weak.clone()),
             counters: RelayCounters::default(),
             events,
+            refusal_log: std::sync::Mutex::new(LogLimiter::new(Duration::from_secs(1))),
             started: Instant::now(),
             cfg,
         });
@@ -135,12 +147,20 @@ impl Relay {
         }
     }
 
-    /// Closes every connection and stops the forwarding tasks.
-    pub fn shutdown(self) {
+    /// Closes every connection with [`CloseCode::Shutdown`] ("relay
+    /// shutting down"), waits at most [`SHUTDOWN_DRAIN`] for the closes to
+    /// leave, and stops the forwarding tasks. Clients read the code as
+    /// "reconnect at once" instead of waiting out their idle timeout.
+    pub async fn shutdown(self) {
+        let open = self.endpoint.open_connections();
         self.endpoint.close(
             quinn::VarInt::from_u32(CloseCode::Shutdown.code()),
-            b"relay shutting down",
+            SHUTDOWN_REASON,
         );
+        let drained = tokio::time::timeout(SHUTDOWN_DRAIN, self.endpoint.wait_idle())
+            .await
+            .is_ok();
+        tracing::info!(connections = open, drained, "closed every connection");
         self.services.media.stop();
     }
 }
@@ -159,6 +179,15 @@ async fn handle_incoming(services: Arc<Services>, incoming: quinn::Incoming) {
     let remote = incoming.remote_address();
     let mut connecting = match incoming.accept() {
         Ok(c) => c,
+        // The ClientHello usually arrives whole in the first packet, so the
+        // canonical-name check refuses it here.
+        Err(quinn::ConnectionError::TransportError(e))
+            if e.reason.starts_with(quic::NON_CANONICAL_SNI) =>
+        {
+            let r = Refusal::new(CloseCode::UnknownSni, HangupReason::Error, e.reason);
+            log_refusal(&services, remote, None, &r);
+            return;
+        }
         Err(e) => {
             inc(&services.counters.handshake_failures);
             tracing::debug!(%remote, "QUIC accept failed: {e}");
@@ -171,6 +200,15 @@ async fn handle_incoming(services: Arc<Services>, incoming: quinn::Incoming) {
         .flatten();
     let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
         Ok(Ok(c)) => c,
+        Ok(Err(quinn::ConnectionError::TransportError(e)))
+            if e.reason.starts_with(quic::NON_CANONICAL_SNI) =>
+        {
+            // Refused by the handshake's canonical-name check (the client
+            // got the reason in the transport close).
+            let r = Refusal::new(CloseCode::UnknownSni, HangupReason::Error, e.reason);
+            log_refusal(&services, remote, None, &r);
+            return;
+        }
         Ok(Err(e)) => {
             inc(&services.counters.handshake_failures);
             tracing::debug!(%remote, "QUIC handshake failed: {e}");
@@ -207,7 +245,8 @@ async fn handle_incoming(services: Arc<Services>, incoming: quinn::Incoming) {
                 CloseCode::UnknownSni,
                 HangupReason::Error,
                 format!(
-                    "unknown server name {sni:?}: use a room hash (32 hex digits), call-*, ping or _signal"
+                    "unknown server name {:?}: use a room id (32 lowercase hex digits), call-*, ping or _signal",
+                    echo(&sni)
                 ),
             );
             refuse(&services, &conn, None, &r, None).await;
@@ -223,16 +262,7 @@ pub async fn refuse(
     r: &Refusal,
     room: Option<&str>,
 ) {
-    services.counters.refused(r.code);
-    services.event(Event {
-        ts_ms: now_ms(),
-        event: "refused",
-        room,
-        remote: Some(conn.remote_address().to_string()),
-        reason: Some(format!("{}: {}", r.label(), r.message)),
-        ..Default::default()
-    });
-    tracing::info!(remote = %conn.remote_address(), room, reason = %r.message, "refused");
+    log_refusal(services, conn.remote_address(), room, r);
     if let Some(send) = send {
         let hangup = SignalMessage::Hangup {
             reason: r.hangup,
@@ -248,4 +278,42 @@ pub async fn refuse(
         let _ = send.finish();
     }
     quic::close(conn, r.code, r.message.as_bytes());
+}
+
+/// Counts a refusal, writes it to the event log, and logs it (at most a
+/// line per reason per second).
+fn log_refusal(services: &Services, remote: SocketAddr, room: Option<&str>, r: &Refusal) {
+    services.counters.refused(r.code);
+    services.event(Event {
+        ts_ms: now_ms(),
+        event: "refused",
+        room,
+        remote: Some(remote.to_string()),
+        reason: Some(format!("{}: {}", r.label(), r.message)),
+        ..Default::default()
+    });
+    // A flood of refusals of one kind logs a line a second, with the count
+    // held back since the last.
+    let kind = (r.code.code() as usize).saturating_sub(CloseCode::RoomFull.code() as usize);
+    let admitted = services
+        .refusal_log
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .admit(kind, Instant::now());
+    match admitted {
+        Some(0) => tracing::info!(
+            remote = %remote,
+            room,
+            reason = %r.message,
+            "refused"
+        ),
+        Some(held) => tracing::info!(
+            remote = %remote,
+            room,
+            reason = %r.message,
+            "refused ({held} more {} refusals since the last line)",
+            r.label()
+        ),
+        None => {}
+    }
 }

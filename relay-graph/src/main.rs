@@ -66,7 +66,10 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                // rustls warns once per bad ClientHello, echoing what the
+                // client sent in full: a flood of them would flood the log.
+                // The relay logs its own refusals, rate-limited and cut.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rustls=error")),
         )
         .init();
 
@@ -163,7 +166,7 @@ fn main() -> anyhow::Result<()> {
                 tracing::info!("shutting down");
             }
         }
-        relay.shutdown();
+        relay.shutdown().await;
         anyhow::Ok(())
     })
 }

@@ -186,6 +186,51 @@ pub fn room_secret(opts: &CallOptions) -> String {
     }
 }
 
+/// Gives the call graph's sender and receive paths one
+/// [`wzp_stages::wire::LocalSender`] cell named `resource`: the one
+/// `wire.packetize` publishes its (random) sender id into it
+/// (`publish_sender`) and every `crypto.open` drops packets carrying that id
+/// (`local_sender`), so a client never plays its own voice echoed back.
+/// Returns whether it was wired: not when the graph has no single
+/// packetizer with one id (`sender_id = 0`), or already names cells.
+pub fn use_local_sender(spec: &mut GraphSpec, resource: &str) -> bool {
+    let packers: Vec<usize> = spec
+        .stages
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.kind == "wire.packetize")
+        .map(|(i, _)| i)
+        .collect();
+    let [pack] = packers[..] else {
+        return false;
+    };
+    let param = |st: &wzp_engine::spec::StageSpec, k: &str| -> Option<String> {
+        st.params.get(k).map(|p| match &p.value {
+            toml::Value::String(s) => s.clone(),
+            v => v.to_string(),
+        })
+    };
+    let st = &spec.stages[pack];
+    if param(st, "sender_id").as_deref() == Some("0")
+        || param(st, "publish_sender").is_some_and(|v| !v.is_empty())
+    {
+        return false;
+    }
+    let cell = || RawParam {
+        value: toml::Value::String(resource.into()),
+        loc: Default::default(),
+    };
+    spec.stages[pack]
+        .params
+        .insert("publish_sender".into(), cell());
+    for st in spec.stages.iter_mut().filter(|s| s.kind == "crypto.open") {
+        if param(st, "local_sender").is_none_or(|v| v.is_empty()) {
+            st.params.insert("local_sender".into(), cell());
+        }
+    }
+    true
+}
+
 /// Points every `crypto.seal` and `crypto.open` stage of `spec` at the
 /// `SessionKeys` resource `resource` (a direct call's keys), dropping the
 /// room key params.

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
 use wzp_proto::identity::Identity;
+use wzp_proto::join::RoomAdmissionKey;
 use wzp_proto::room_client::{JoinEvent, JoinExchange};
 use wzp_stages::net::quic;
 use wzp_stages::net::signal_stream::{self, SignalFrame, SignalReader};
@@ -55,9 +56,20 @@ pub(crate) async fn connection_loop(
     .parse()
     .expect("a bind address");
     let endpoint = quic::client_endpoint(bind)?;
-    let sni = match &opts.direct {
-        Some(d) => d.room.clone(),
-        None => wzp_proto::room_hash(&opts.room),
+    // A media room's server name is the hash of its admission key, which
+    // only holders of the room secret can derive; the Join proves it over
+    // each connection's nonce. A direct call's room is admitted by the
+    // relay's registry instead.
+    let (sni, room_key) = match &opts.direct {
+        Some(d) => (d.room.clone(), None),
+        None => {
+            let secret = opts
+                .room_secret
+                .clone()
+                .unwrap_or_else(|| super::graph::open_room_secret(&opts.room));
+            let key = RoomAdmissionKey::derive(secret.as_bytes(), &opts.room);
+            (key.sni(), Some(key))
+        }
     };
     let mut joins = 0u32;
     let mut lost_at: Option<Instant> = None;
@@ -145,14 +157,32 @@ pub(crate) async fn connection_loop(
             Ok(s) => s,
             Err(_) => continue,
         };
-        let mut exchange = JoinExchange::start(
-            identity,
-            &sni,
-            &relay_fp,
-            opts.alias.clone(),
-            &format!("wzp-client {}", env!("CARGO_PKG_VERSION")),
-            now_ms(),
-        );
+        let software = format!("wzp-client {}", env!("CARGO_PKG_VERSION"));
+        let mut exchange = match &room_key {
+            Some(key) => {
+                let Some(nonce) = quic::join_nonce(&conn) else {
+                    bail!("the TLS session with {addr} exports no join nonce; cannot prove room membership");
+                };
+                JoinExchange::start_with_room_proof(
+                    identity,
+                    &sni,
+                    &relay_fp,
+                    opts.alias.clone(),
+                    &software,
+                    now_ms(),
+                    key,
+                    &nonce,
+                )
+            }
+            None => JoinExchange::start(
+                identity,
+                &sni,
+                &relay_fp,
+                opts.alias.clone(),
+                &software,
+                now_ms(),
+            ),
+        };
         let mut reader = SignalReader::new(recv, wzp_proto::signal::MAX_FRAME_LEN);
         let mut admitted = false;
         let mut refusal: Option<String> = None;
@@ -269,7 +299,8 @@ pub(crate) async fn connection_loop(
             None => None,
         };
         if let Some(reason) = closed {
-            if let Some((code, text)) = quic::peer_close(&reason) {
+            let peer = quic::peer_close(&reason);
+            if let Some((code, text)) = &peer {
                 if code.is_refusal() && !admitted {
                     bail!(
                         "the relay refused to let us into `{}`: {text} ({code})",
@@ -277,10 +308,23 @@ pub(crate) async fn connection_loop(
                     );
                 }
             }
-            println!(
-                "{}connection to {} lost ({reason}); reconnecting",
-                opts.label, opts.relay
-            );
+            match peer {
+                // The relay is stopping (or restarting): try again at once,
+                // with no backoff, so the call is back as soon as it is.
+                Some((CloseCode::Shutdown, text)) => {
+                    backoff = Duration::from_millis(100);
+                    println!(
+                        "{}relay {} closed the connection: {text} ({}); reconnecting at once",
+                        opts.label,
+                        opts.relay,
+                        CloseCode::Shutdown
+                    );
+                }
+                _ => println!(
+                    "{}connection to {} lost ({reason}); reconnecting",
+                    opts.label, opts.relay
+                ),
+            }
         } else if let Some(why) = refusal {
             if !admitted {
                 bail!("the relay refused to let us into `{}`: {why}", opts.room);

@@ -59,6 +59,10 @@ pub struct DirectMedia {
 /// call's keys from.
 pub const CALL_KEYS: &str = "call.keys";
 
+/// The resource name of the call's own sender id cell
+/// ([`wzp_stages::wire::LocalSender`]).
+pub const LOCAL_SENDER: &str = "call.local_sender";
+
 /// What a call leaves behind.
 pub struct CallOutcome {
     pub report: Report,
@@ -80,7 +84,7 @@ pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
     let mut known = KnownRelays::load(&opts.known_relays)?;
     let trust = Trust::for_relay(&opts.relay, opts.relay_fingerprint, &mut known)?;
 
-    let spec = match &opts.direct {
+    let mut spec = match &opts.direct {
         None => call_spec(&opts, &room_secret(&opts))?,
         Some(_) => {
             // The room secret is not used: seal and open take the call keys.
@@ -98,6 +102,11 @@ pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
     res.insert("quic.egress", Arc::new(egress_port));
     if let Some(d) = &opts.direct {
         res.insert(CALL_KEYS, Arc::new(d.keys.clone()));
+    }
+    // The random sender id packetize draws reaches open, which drops our
+    // own packets if anyone (a relay, a replaying member) sends them back.
+    if graph::use_local_sender(&mut spec, LOCAL_SENDER) {
+        res.insert(LOCAL_SENDER, Arc::new(wzp_stages::wire::LocalSender::new()));
     }
     let registry = wzp_stages::registry();
     let compiled = compile_with(&spec, &registry, &res, &Existing::default(), wakers)

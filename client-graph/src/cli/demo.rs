@@ -56,7 +56,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     } } => {}
                 }
-                relay.shutdown();
+                relay.shutdown().await;
             });
             Ok(())
         })

@@ -52,6 +52,10 @@ pub struct DropCounters {
     pub ingress_too_large: Vec<Counter>,
     pub malformed: Vec<Counter>,
     pub unknown_sender: Vec<Counter>,
+    pub sender_spoofed: Vec<Counter>,
+    pub sender_limit: Vec<Counter>,
+    pub rate_limited: Vec<Counter>,
+    pub stale_replay: Vec<Counter>,
     pub fanout_batch_full: Vec<Counter>,
     pub egress_ring_full: Vec<Counter>,
     pub egress_too_large: Vec<Counter>,
@@ -72,6 +76,10 @@ impl DropCounters {
             ingress_too_large: find("net.quic_ingress", "too_large"),
             malformed: find("sfu.fanout", "malformed"),
             unknown_sender: find("sfu.fanout", "unknown_peer"),
+            sender_spoofed: find("sfu.fanout", "sender_spoofed"),
+            sender_limit: find("sfu.fanout", "sender_limit"),
+            rate_limited: find("sfu.fanout", "rate_limited"),
+            stale_replay: find("sfu.fanout", "stale_replay"),
             fanout_batch_full: find("sfu.fanout", "out_full"),
             egress_ring_full: find("net.quic_egress", "ring_full"),
             egress_too_large: find("net.quic_egress", "too_large"),
@@ -81,13 +89,17 @@ impl DropCounters {
     }
 
     /// `(reason label, total)` for every drop reason.
-    pub fn totals(&self) -> [(&'static str, u64); 9] {
+    pub fn totals(&self) -> [(&'static str, u64); 13] {
         let sum = |v: &Vec<Counter>| v.iter().map(Counter::get).sum::<u64>();
         [
             ("ingress_ring_full", sum(&self.ingress_ring_full)),
             ("ingress_too_large", sum(&self.ingress_too_large)),
             ("malformed", sum(&self.malformed)),
             ("unknown_sender", sum(&self.unknown_sender)),
+            ("sender_spoofed", sum(&self.sender_spoofed)),
+            ("sender_limit", sum(&self.sender_limit)),
+            ("rate_limited", sum(&self.rate_limited)),
+            ("stale_replay", sum(&self.stale_replay)),
             ("fanout_batch_full", sum(&self.fanout_batch_full)),
             ("egress_ring_full", sum(&self.egress_ring_full)),
             ("too_large", sum(&self.egress_too_large)),

@@ -4,6 +4,7 @@
 
 pub mod events;
 pub mod http;
+pub mod log_limit;
 pub mod prometheus;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::mpsc;
 use wzp_proto::close::CloseCode;
-use wzp_proto::join::Join;
+use wzp_proto::join::{Join, JOIN_NONCE_LEN};
 use wzp_proto::signal::{negotiate_version, Decoded, HangupReason, SignalMessage};
 use wzp_stages::net::quic::{self, EgressPeer, Observer, PeerIoStats};
 use wzp_stages::net::signal_stream::{self, SignalFrame, SignalReader, SignalStreamError};
@@ -180,6 +180,7 @@ async fn read_join(
     services: &Services,
     reader: &mut SignalReader,
     room: &str,
+    room_nonce: Option<&[u8; JOIN_NONCE_LEN]>,
 ) -> Result<Join, Refusal> {
     let bad = |m: String| Refusal::new(CloseCode::BadJoin, HangupReason::Error, m);
     let mut next = async |what: &str| -> Result<Decoded, Refusal> {
@@ -214,7 +215,20 @@ async fn read_join(
         services.cfg.join_max_skew_s,
     )
     .map_err(|e| bad(e.to_string()))?;
+    if let Some(nonce) = room_nonce {
+        j.verify_room_proof(room, nonce, &services.tls_fingerprint)
+            .map_err(|e| not_authorized_room(&e.to_string()))?;
+    }
     Ok(j)
+}
+
+/// The refusal of a Join to a media room without a valid room proof.
+fn not_authorized_room(why: &str) -> Refusal {
+    Refusal::new(
+        CloseCode::NotAuthorized,
+        HangupReason::Error,
+        format!("{why}; this room needs its secret: join with the room's name and --room-secret"),
+    )
 }
 
 /// A room connection from handshake to leaving. `call`: the SNI named a
@@ -229,6 +243,25 @@ pub async fn serve_room(
     let join_timeout = Duration::from_millis(services.cfg.join_timeout_ms);
     let deadline = tokio::time::Instant::now() + join_timeout;
     let remote = conn.remote_address();
+    // Media rooms admit only holders of the room secret: the Join carries
+    // a proof over this connection's TLS exporter nonce. Call rooms are
+    // admitted by the registry's ACL instead.
+    let room_nonce = if call {
+        None
+    } else {
+        match quic::join_nonce(&conn) {
+            Some(n) => Some(n),
+            None => {
+                let r = Refusal::new(
+                    CloseCode::Protocol,
+                    HangupReason::Error,
+                    "the TLS session exports no join nonce; update the client",
+                );
+                refuse(&services, &conn, None, &r, Some(&room)).await;
+                return;
+            }
+        }
+    };
     let (mut send, recv) = match tokio::time::timeout_at(deadline, conn.accept_bi()).await {
         Ok(Ok(s)) => s,
         _ => {
@@ -244,7 +277,11 @@ pub async fn serve_room(
     let mut reader = SignalReader::new(recv, MAX_CLIENT_FRAME);
     let hello = SignalMessage::hello(Some(format!("wzp-relay {}", env!("CARGO_PKG_VERSION"))));
     let _ = signal_stream::write_message(&mut send, &hello).await;
-    let j = match tokio::time::timeout_at(deadline, read_join(&services, &mut reader, &room)).await
+    let j = match tokio::time::timeout_at(
+        deadline,
+        read_join(&services, &mut reader, &room, room_nonce.as_ref()),
+    )
+    .await
     {
         Ok(Ok(j)) => j,
         Ok(Err(r)) => {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use wzp_proto::close::CloseCode;
 use wzp_proto::identity::Identity;
+use wzp_proto::join::RoomAdmissionKey;
 use wzp_proto::room_client::{JoinEvent, JoinExchange};
 use wzp_proto::signal::{Decoded, SignalMessage};
 use wzp_proto::{Fingerprint, MediaHeader, Seed, TlsFingerprint};
@@ -250,9 +251,32 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-/// The SNI of a media room.
+/// The secret the tests' media room `name` is joined with.
+pub fn room_secret(name: &str) -> String {
+    format!("test room secret of {name}")
+}
+
+/// Admission keys of the rooms [`room_sni`] named, by server name, so
+/// [`join`] can prove membership of a room it is handed by SNI.
+fn room_keys() -> &'static Mutex<std::collections::HashMap<String, String>> {
+    static KEYS: std::sync::OnceLock<Mutex<std::collections::HashMap<String, String>>> =
+        std::sync::OnceLock::new();
+    KEYS.get_or_init(Default::default)
+}
+
+/// The admission key of media room `name` (from [`room_secret`]).
+pub fn room_key(name: &str) -> RoomAdmissionKey {
+    RoomAdmissionKey::derive(room_secret(name).as_bytes(), name)
+}
+
+/// The SNI of a media room: the hash of its admission key.
 pub fn room_sni(name: &str) -> String {
-    wzp_proto::room_hash(name)
+    let sni = room_key(name).sni();
+    room_keys()
+        .lock()
+        .unwrap()
+        .insert(sni.clone(), name.to_string());
+    sni
 }
 
 /// Connects to room `sni` as user `user` and runs proto's [`JoinExchange`]
@@ -261,14 +285,23 @@ pub async fn join(relay: &RelayProc, sni: &str, user: u8) -> Result<Client, Refu
     let (endpoint, conn) = connect(relay, sni).await.map_err(|e| refused(&e))?;
     let (mut send, recv) = conn.open_bi().await.map_err(|e| refused(&e))?;
     let id = identity(user);
-    let mut x = JoinExchange::start(
-        &id,
-        sni,
-        &relay.fingerprint,
-        Some(format!("user{user}")),
-        "test",
-        now_ms(),
-    );
+    let alias = Some(format!("user{user}"));
+    // A room named through room_sni proves membership; any other SNI
+    // (call rooms, names a test made up) goes without a proof.
+    let name = room_keys().lock().unwrap().get(sni).cloned();
+    let mut x = match (name, quic::join_nonce(&conn)) {
+        (Some(name), Some(nonce)) => JoinExchange::start_with_room_proof(
+            &id,
+            sni,
+            &relay.fingerprint,
+            alias,
+            "test",
+            now_ms(),
+            &room_key(&name),
+            &nonce,
+        ),
+        _ => JoinExchange::start(&id, sni, &relay.fingerprint, alias, "test", now_ms()),
+    };
     let frames = x.poll_transmit().expect("hello and join are queued");
     signal_stream::write_frames(&mut send, &frames)
         .await

@@ -2,6 +2,8 @@
 
 use wzp_engine::prelude::*;
 
+pub mod canonical_sni;
+pub mod client_hello;
 pub mod coalesce;
 pub mod netem;
 pub mod netem_core;

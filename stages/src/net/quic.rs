@@ -202,8 +202,11 @@ pub fn transport_config_with(limits: StreamLimits) -> quinn::TransportConfig {
     t
 }
 
+pub use super::canonical_sni::NON_CANONICAL_SNI;
+
 /// A server config presenting `cert` (the relay's seed-derived certificate),
-/// with [`StreamLimits::ROOM`].
+/// with [`StreamLimits::ROOM`]. Server names that are not canonical (upper
+/// case, trailing dot) fail the handshake ([`super::canonical_sni`]).
 pub fn server_config(cert: &RelayCertificate) -> Result<quinn::ServerConfig, QuicError> {
     server_config_with(cert, StreamLimits::ROOM)
 }
@@ -223,6 +226,9 @@ pub fn server_config_with(
         )?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let crypto = QuicServerConfig::try_from(tls).map_err(|e| QuicError::Crypto(e.to_string()))?;
+    // Non-canonical server names (upper case, trailing dot) are refused
+    // before rustls normalises them away.
+    let crypto = super::canonical_sni::CanonicalSni::new(Arc::new(crypto));
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     cfg.transport_config(Arc::new(transport_config_with(limits)));
     Ok(cfg)
@@ -277,10 +283,11 @@ pub fn client_endpoint(bind: SocketAddr) -> Result<quinn::Endpoint, QuicError> {
 
 /// A server endpoint on `listen` presenting `cert`.
 ///
-/// Its stateless-reset key is derived from the relay's own key, so a relay
-/// restarted with the same identity can tell clients of its previous run at
-/// once that their connection is gone (a stateless reset they accept),
-/// instead of leaving them to wait for the idle timeout.
+/// Its stateless-reset key and its connection-id check key are derived from
+/// the relay's own key, so a relay restarted with the same identity
+/// recognises the connection ids of its previous run and tells their
+/// clients at once that the connection is gone (a stateless reset they
+/// accept), instead of leaving them to wait for the idle timeout.
 pub fn server_endpoint(
     listen: SocketAddr,
     cert: &RelayCertificate,
@@ -291,7 +298,22 @@ pub fn server_endpoint(
     h.update(b"wzp stateless reset key v1");
     h.update(cert.key_der().secret_pkcs8_der());
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &h.finalize());
-    let endpoint_cfg = quinn::EndpointConfig::new(Arc::new(key));
+    let mut endpoint_cfg = quinn::EndpointConfig::new(Arc::new(key));
+    // The endpoint answers a packet for an unknown connection with a reset
+    // only when its connection id passes the id generator's check, whose
+    // key is random per run by default: a restarted relay would drop its
+    // old clients' packets silently and they would wait out their idle
+    // timeout. Derive that key from the identity too.
+    let mut h = sha2::Sha256::new();
+    h.update(b"wzp connection id key v1");
+    h.update(cert.key_der().secret_pkcs8_der());
+    let digest = h.finalize();
+    let mut cid_key = [0u8; 8];
+    cid_key.copy_from_slice(&digest[..8]);
+    let cid_key = u64::from_le_bytes(cid_key);
+    endpoint_cfg.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
     let socket = std::net::UdpSocket::bind(listen).map_err(|source| QuicError::Bind {
         addr: listen,
         source,

@@ -76,7 +76,7 @@ pub fn call_cmd(args: CallArgs) -> Result<i32> {
                 .map_err(|e| anyhow!("{e}"))?;
         println!("calling {target} via {}", relay.relay);
         flush(&mut sig, &mut call).await?;
-        let ready = loop {
+        let outcome = loop {
             let Some(msg) = sig.recv().await? else {
                 return Err(sig.closed_why("calling"));
             };
@@ -85,39 +85,46 @@ pub fn call_cmd(args: CallArgs) -> Result<i32> {
             match ev {
                 None => continue,
                 Some(CallEvent::Ringing) => println!("ringing"),
-                Some(CallEvent::Answered(ready)) => break ready,
+                Some(CallEvent::Answered(ready)) => break Ok(ready),
                 Some(CallEvent::Rejected) => {
                     println!("rejected: {target} declined the call");
-                    return Ok(EXIT_REJECTED);
+                    break Err(EXIT_REJECTED);
                 }
                 Some(CallEvent::NotOnline) => {
                     println!("not online: {target} is not registered at {}", relay.relay);
-                    return Ok(EXIT_NOT_ONLINE);
+                    break Err(EXIT_NOT_ONLINE);
                 }
                 Some(CallEvent::Busy) => {
                     println!("busy: {target} is in another call");
-                    return Ok(EXIT_BUSY);
+                    break Err(EXIT_BUSY);
                 }
                 Some(CallEvent::NoAnswer) => {
                     println!("no answer from {target}");
-                    return Ok(EXIT_NO_ANSWER);
+                    break Err(EXIT_NO_ANSWER);
                 }
                 Some(CallEvent::HungUp { reason, message }) => {
                     println!(
                         "the call ended before it was answered: {}",
                         message.unwrap_or_else(|| format!("{reason:?}").to_lowercase())
                     );
-                    return Ok(EXIT_FAILED);
+                    break Err(EXIT_FAILED);
                 }
                 Some(CallEvent::Failed { error }) => {
                     println!("the call failed: {error}");
-                    return Ok(EXIT_FAILED);
+                    break Err(EXIT_FAILED);
                 }
+            }
+        };
+        let ready = match outcome {
+            Ok(ready) => ready,
+            Err(status) => {
+                sig.close().await;
+                return Ok(status);
             }
         };
         println!("answered by {} (room {})", ready.peer, ready.room);
         run_media(&mut sig, &mut call, &ready, &relay, &args.media, stop).await?;
-        sig.close();
+        sig.close().await;
         Ok(0)
     })
 }

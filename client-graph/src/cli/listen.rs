@@ -108,7 +108,7 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                 let msg = tokio::select! {
                     m = sig.recv() => m,
                     _ = async { while !stop.load(Ordering::Relaxed) { tokio::time::sleep(Duration::from_millis(50)).await } } => {
-                        sig.close();
+                        sig.close().await;
                         return Ok(());
                     }
                 };
@@ -145,6 +145,7 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                         flush(&mut sig, &mut call).await?;
                         println!("rejected");
                         if args.once {
+                            sig.close().await;
                             return Ok(());
                         }
                         continue;
@@ -182,7 +183,7 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                         .await?;
                 }
                 if args.once {
-                    sig.close();
+                    sig.close().await;
                     return Ok(());
                 }
             }

@@ -73,7 +73,7 @@ pub fn reflect_cmd(args: ReflectArgs) -> Result<()> {
             )
         })??;
         println!("{addr}");
-        sig.close();
+        sig.close().await;
         Ok(())
     })
 }

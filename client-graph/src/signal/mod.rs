@@ -303,8 +303,14 @@ impl SignalConn {
         }
     }
 
-    /// Closes the connection politely.
-    pub fn close(&self) {
+    /// Ends the session politely: finishes our stream, waits (bounded) until
+    /// the relay has read everything we sent (a last `reject` or `hangup`
+    /// must not be lost to the close), then closes the connection and lets
+    /// the close leave.
+    pub async fn close(mut self) {
+        let _ = self.send.finish();
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.send.stopped()).await;
         quic::close(&self.conn, wzp_proto::close::CloseCode::Normal, b"bye");
+        let _ = tokio::time::timeout(Duration::from_millis(300), self._endpoint.wait_idle()).await;
     }
 }

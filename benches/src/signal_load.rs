@@ -602,10 +602,13 @@ async fn call_phase(
     // (caller index, callee fingerprint, offer queue, free flag)
     let mut pairs = Vec::new();
     let mut handles = Vec::new();
+    let mut conns = Vec::new();
     let mut it = clients.into_iter().enumerate();
     while let (Some((a, ca)), Some((b, cb))) = (it.next(), it.next()) {
         match (ca, cb) {
             (Some(ca), Some(cb)) => {
+                conns.push(ca.conn.clone());
+                conns.push(cb.conn.clone());
                 let (tx, rx) = mpsc::unbounded_channel();
                 let free = Arc::new(AtomicBool::new(true));
                 handles.push(tokio::spawn(caller(ca, rx, free.clone(), tally.clone())));
@@ -686,6 +689,10 @@ async fn call_phase(
     stop.store(true, Ordering::Release);
     let n_pairs = pairs.len();
     drop(pairs);
+    // Closing every connection ends the callee tasks (they wait on reads).
+    for c in &conns {
+        c.close(0u32.into(), b"bye");
+    }
     for h in handles {
         let _ = tokio::time::timeout(Duration::from_secs(1), h).await;
     }

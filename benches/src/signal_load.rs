@@ -278,6 +278,8 @@ pub fn run(o: &SignalOptions) -> Result<SignalResults> {
 
 /// One open, registered `_signal` connection.
 struct Client {
+    /// When we last wrote (the relay drops registrations silent for 45 s).
+    last_sent: Instant,
     conn: quinn::Connection,
     send: SendStream,
     reader: SignalReader,
@@ -323,7 +325,12 @@ async fn register(
             Err(e) => bail!("reading: {e}"),
         }
     }
-    Ok(Client { conn, send, reader })
+    Ok(Client {
+        last_sent: Instant::now(),
+        conn,
+        send,
+        reader,
+    })
 }
 
 fn closed_why(conn: &quinn::Connection) -> String {
@@ -373,7 +380,7 @@ async fn caller(
     tally: Arc<Tally>,
 ) {
     let mut current: Option<(OutgoingCall, Instant, bool)> = None;
-    let mut last_sent = Instant::now();
+    let mut last_sent = c.last_sent;
     loop {
         let quiet = SIGNAL_PING.saturating_sub(last_sent.elapsed());
         tokio::select! {
@@ -424,7 +431,7 @@ async fn caller(
 
 /// The callee's side: rejects every offer at once.
 async fn callee(mut c: Client, stop: Arc<AtomicBool>, tally: Arc<Tally>) {
-    let mut last_sent = Instant::now();
+    let mut last_sent = c.last_sent;
     loop {
         let quiet = SIGNAL_PING.saturating_sub(last_sent.elapsed());
         let msg = tokio::select! {

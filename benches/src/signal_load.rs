@@ -377,6 +377,7 @@ async fn caller(
     mut c: Client,
     mut offers: mpsc::UnboundedReceiver<OutgoingCall>,
     free: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
     tally: Arc<Tally>,
 ) {
     let mut current: Option<(OutgoingCall, Instant, bool)> = None;
@@ -416,7 +417,9 @@ async fn caller(
                 }
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => {
-                    tally.broken.fetch_add(1, Ordering::Relaxed);
+                    if !stop.load(Ordering::Acquire) {
+                        tally.broken.fetch_add(1, Ordering::Relaxed);
+                    }
                     return;
                 }
             },
@@ -618,7 +621,13 @@ async fn call_phase(
                 conns.push(cb.conn.clone());
                 let (tx, rx) = mpsc::unbounded_channel();
                 let free = Arc::new(AtomicBool::new(true));
-                handles.push(tokio::spawn(caller(ca, rx, free.clone(), tally.clone())));
+                handles.push(tokio::spawn(caller(
+                    ca,
+                    rx,
+                    free.clone(),
+                    stop.clone(),
+                    tally.clone(),
+                )));
                 handles.push(tokio::spawn(callee(cb, stop.clone(), tally.clone())));
                 pairs.push((a, fps[b], tx, free));
             }

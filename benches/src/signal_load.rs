@@ -278,6 +278,8 @@ pub fn run(o: &SignalOptions) -> Result<SignalResults> {
 
 /// One open, registered `_signal` connection.
 struct Client {
+    /// When we last wrote (the relay drops registrations silent for 45 s).
+    last_sent: Instant,
     conn: quinn::Connection,
     send: SendStream,
     reader: SignalReader,
@@ -323,7 +325,12 @@ async fn register(
             Err(e) => bail!("reading: {e}"),
         }
     }
-    Ok(Client { conn, send, reader })
+    Ok(Client {
+        last_sent: Instant::now(),
+        conn,
+        send,
+        reader,
+    })
 }
 
 fn closed_why(conn: &quinn::Connection) -> String {
@@ -370,10 +377,11 @@ async fn caller(
     mut c: Client,
     mut offers: mpsc::UnboundedReceiver<OutgoingCall>,
     free: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
     tally: Arc<Tally>,
 ) {
     let mut current: Option<(OutgoingCall, Instant, bool)> = None;
-    let mut last_sent = Instant::now();
+    let mut last_sent = c.last_sent;
     loop {
         let quiet = SIGNAL_PING.saturating_sub(last_sent.elapsed());
         tokio::select! {
@@ -409,7 +417,9 @@ async fn caller(
                 }
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => {
-                    tally.broken.fetch_add(1, Ordering::Relaxed);
+                    if !stop.load(Ordering::Acquire) {
+                        tally.broken.fetch_add(1, Ordering::Relaxed);
+                    }
                     return;
                 }
             },
@@ -424,7 +434,7 @@ async fn caller(
 
 /// The callee's side: rejects every offer at once.
 async fn callee(mut c: Client, stop: Arc<AtomicBool>, tally: Arc<Tally>) {
-    let mut last_sent = Instant::now();
+    let mut last_sent = c.last_sent;
     loop {
         let quiet = SIGNAL_PING.saturating_sub(last_sent.elapsed());
         let msg = tokio::select! {
@@ -602,13 +612,22 @@ async fn call_phase(
     // (caller index, callee fingerprint, offer queue, free flag)
     let mut pairs = Vec::new();
     let mut handles = Vec::new();
+    let mut conns = Vec::new();
     let mut it = clients.into_iter().enumerate();
     while let (Some((a, ca)), Some((b, cb))) = (it.next(), it.next()) {
         match (ca, cb) {
             (Some(ca), Some(cb)) => {
+                conns.push(ca.conn.clone());
+                conns.push(cb.conn.clone());
                 let (tx, rx) = mpsc::unbounded_channel();
                 let free = Arc::new(AtomicBool::new(true));
-                handles.push(tokio::spawn(caller(ca, rx, free.clone(), tally.clone())));
+                handles.push(tokio::spawn(caller(
+                    ca,
+                    rx,
+                    free.clone(),
+                    stop.clone(),
+                    tally.clone(),
+                )));
                 handles.push(tokio::spawn(callee(cb, stop.clone(), tally.clone())));
                 pairs.push((a, fps[b], tx, free));
             }
@@ -686,6 +705,10 @@ async fn call_phase(
     stop.store(true, Ordering::Release);
     let n_pairs = pairs.len();
     drop(pairs);
+    // Closing every connection ends the callee tasks (they wait on reads).
+    for c in &conns {
+        c.close(0u32.into(), b"bye");
+    }
     for h in handles {
         let _ = tokio::time::timeout(Duration::from_secs(1), h).await;
     }

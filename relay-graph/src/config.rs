@@ -1,5 +1,6 @@
 //! The relay's configuration file (TOML) and command-line overrides.
 
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -62,8 +63,12 @@ pub struct Config {
     pub graph: Option<PathBuf>,
     /// Direct-call rooms and the two fingerprints allowed in each.
     pub calls: Vec<CallEntry>,
-    /// Other relays (federation; read and listed, not dialed yet).
+    /// Other relays this relay dials (federation; checked, not dialed yet).
     pub peers: Vec<PeerEntry>,
+    /// Relays accepted inbound by their TLS fingerprint, without an address.
+    pub trusted: Vec<TrustedEntry>,
+    /// Rooms bridged across the federation, by plain name.
+    pub global_rooms: Vec<GlobalRoomEntry>,
 }
 
 /// A `[[calls]]` entry: a `call-*` room and who may join it.
@@ -76,15 +81,42 @@ pub struct CallEntry {
     pub fingerprints: Vec<Fingerprint>,
 }
 
-/// A `[[peers]]` entry: another relay.
+/// A `[[peers]]` entry: another relay, dialed at `address` and pinned by
+/// its TLS certificate's fingerprint.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeerEntry {
+    /// `host:port` to dial (a name is resolved at each dial).
     pub address: String,
+    /// SHA-256 of the peer's TLS certificate (`wzp-relay fingerprint`).
     pub fingerprint: wzp_proto::TlsFingerprint,
-    #[serde(default)]
-    pub label: Option<String>,
+    /// The peer's name in logs, metrics and `relay_label`s.
+    pub label: String,
 }
+
+/// A `[[trusted]]` entry: a relay accepted when it dials in, from any
+/// address (the certificate is the identity, the address is not).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedEntry {
+    /// SHA-256 of the relay's TLS certificate.
+    pub fingerprint: wzp_proto::TlsFingerprint,
+    /// The relay's name in logs, metrics and `relay_label`s.
+    pub label: String,
+}
+
+/// A `[[global_rooms]]` entry: a room bridged across the federation. Clients
+/// reach it by the hashed name (`room_hash(name)`) as their SNI; only that
+/// hash travels between relays.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GlobalRoomEntry {
+    /// The room's plain name, as users type it.
+    pub name: String,
+}
+
+/// Longest accepted relay label, in characters.
+pub const MAX_LABEL_CHARS: usize = 64;
 
 impl Default for Config {
     fn default() -> Self {
@@ -108,6 +140,8 @@ impl Default for Config {
             graph: None,
             calls: Vec::new(),
             peers: Vec::new(),
+            trusted: Vec::new(),
+            global_rooms: Vec::new(),
         }
     }
 }
@@ -215,11 +249,21 @@ ringing_timeout_s = 30
 # room = "call-7f3a9c"
 # fingerprints = ["xxxx:xxxx:xxxx:xxxx:xxxx:xxxx:xxxx:xxxx", "yyyy:yyyy:yyyy:yyyy:yyyy:yyyy:yyyy:yyyy"]
 
-# Other relays (federation). `wzp-relay` prints this relay's own snippet.
+# Other relays (federation). `wzp-relay` prints this relay's own snippet;
+# `wzp-relay fingerprint -i SEED` prints just the fingerprint.
 # [[peers]]
 # address = "203.0.113.7:4433"
 # fingerprint = "ab:cd:..."
 # label = "relay-b"
+
+# Relays accepted when they dial in, from any address (no address here).
+# [[trusted]]
+# fingerprint = "ef:01:..."
+# label = "relay-c"
+
+# Rooms bridged across the federation, by the name users type.
+# [[global_rooms]]
+# name = "general"
 "#;
 
 impl Config {
@@ -227,7 +271,7 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            message: e.to_string(),
+            message: with_suggestion(e.to_string()),
         })?;
         if let Some(dir) = path.parent() {
             for p in [&mut cfg.identity, &mut cfg.event_log, &mut cfg.graph]
@@ -361,7 +405,113 @@ impl Config {
                 )));
             }
         }
+        self.validate_federation().map_err(bad)
+    }
+
+    /// `[[peers]]`, `[[trusted]]` and `[[global_rooms]]`: labels usable in
+    /// logs and metrics, each relay listed once, each room once.
+    fn validate_federation(&self) -> Result<(), String> {
+        check_label("label", &self.label)?;
+        let mut labels: HashMap<&str, &str> = HashMap::new();
+        let mut fingerprints: HashMap<wzp_proto::TlsFingerprint, &str> = HashMap::new();
+        let entries = self
+            .peers
+            .iter()
+            .map(|p| ("[[peers]]", &p.label, p.fingerprint))
+            .chain(
+                self.trusted
+                    .iter()
+                    .map(|t| ("[[trusted]]", &t.label, t.fingerprint)),
+            );
+        for (table, label, fp) in entries {
+            check_label(&format!("{table} label"), label)?;
+            if *label == self.label {
+                return Err(format!(
+                    "{table} label = {label:?} is this relay's own `label`; give each relay \
+                     its own name"
+                ));
+            }
+            if let Some(first) = labels.insert(label, table) {
+                return Err(format!(
+                    "{table} label = {label:?} is already used by a {first} entry; labels \
+                     name relays in logs and metrics, so each must be unique"
+                ));
+            }
+            if let Some(first) = fingerprints.insert(fp, table) {
+                return Err(format!(
+                    "{table} label = {label:?}: fingerprint {fp} is already listed in a \
+                     {first} entry; list each relay once (a [[peers]] entry is also \
+                     accepted inbound, so it needs no [[trusted]] entry)"
+                ));
+            }
+        }
+        for p in &self.peers {
+            if p.address.trim().is_empty() || !p.address.contains(':') {
+                return Err(format!(
+                    "[[peers]] label = {:?}: address = {:?} is not host:port, e.g. \
+                     \"relay-b.example.org:4433\"",
+                    p.label, p.address
+                ));
+            }
+        }
+        let mut rooms = HashSet::new();
+        for g in &self.global_rooms {
+            if g.name.is_empty() {
+                return Err(
+                    "[[global_rooms]] name = \"\": give the room's name as users type it".into(),
+                );
+            }
+            if !rooms.insert(g.name.as_str()) {
+                return Err(format!(
+                    "[[global_rooms]] name = {:?} is listed twice; remove one",
+                    g.name
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The room hashes (SNI form) of `[[global_rooms]]`.
+    pub fn global_room_hashes(&self) -> Vec<String> {
+        self.global_rooms
+            .iter()
+            .map(|g| wzp_proto::room_hash(&g.name))
+            .collect()
+    }
+}
+
+/// A relay label: 1..=64 printable characters, since it appears in logs,
+/// Prometheus labels and clients' participant lists.
+fn check_label(key: &str, label: &str) -> Result<(), String> {
+    let n = label.chars().count();
+    if n == 0 || n > MAX_LABEL_CHARS || label.chars().any(char::is_control) {
+        return Err(format!(
+            "{key} = {label:?}: a relay label is 1..={MAX_LABEL_CHARS} printable characters, \
+             e.g. \"relay-b\""
+        ));
+    }
+    Ok(())
+}
+
+/// Adds "did you mean `x`?" to a parse error naming an unknown key, picking
+/// from the keys the error lists as expected.
+fn with_suggestion(message: String) -> String {
+    let Some(at) = message.find("unknown field `") else {
+        return message;
+    };
+    let rest = &message[at + "unknown field `".len()..];
+    let Some(end) = rest.find('`') else {
+        return message;
+    };
+    let word = &rest[..end];
+    let expected: Vec<&str> = rest[end..]
+        .split('`')
+        .skip(2)
+        .step_by(2)
+        .collect();
+    match wzp_engine::error::did_you_mean(word, expected.iter().copied()) {
+        Some(m) => format!("{message} (did you mean `{m}`?)"),
+        None => message,
     }
 }
 
@@ -433,6 +583,125 @@ mod tests {
                 "{text:?}: {err} should mention {needle}"
             );
         }
+    }
+
+    const FP_A: &str = "aa:aa:aa:aa:aa:aa:aa:aa:aa:aa:aa:aa:aa:aa:aa:aa:\
+                        aa:aa:aa:aa:aa:aa:aa:aa:aa:aa:aa:aa:aa:aa:aa:aa";
+    const FP_B: &str = "bb:bb:bb:bb:bb:bb:bb:bb:bb:bb:bb:bb:bb:bb:bb:bb:\
+                        bb:bb:bb:bb:bb:bb:bb:bb:bb:bb:bb:bb:bb:bb:bb:bb";
+
+    fn peer(label: &str, fp: &str) -> String {
+        format!("[[peers]]\naddress = \"10.0.0.1:4433\"\nfingerprint = \"{fp}\"\nlabel = \"{label}\"\n")
+    }
+
+    fn trusted(label: &str, fp: &str) -> String {
+        format!("[[trusted]]\nfingerprint = \"{fp}\"\nlabel = \"{label}\"\n")
+    }
+
+    #[test]
+    fn a_federation_config_parses() {
+        let text = format!(
+            "label = \"a\"\n{}{}[[global_rooms]]\nname = \"general\"\n[[global_rooms]]\nname = \"ops\"\n",
+            peer("b", FP_A),
+            trusted("c", FP_B)
+        );
+        let cfg = Config::parse(&text, Path::new("r.toml")).unwrap();
+        assert_eq!(cfg.peers[0].label, "b");
+        assert_eq!(cfg.peers[0].address, "10.0.0.1:4433");
+        assert_eq!(cfg.peers[0].fingerprint.to_string(), FP_A);
+        assert_eq!(cfg.trusted[0].label, "c");
+        assert_eq!(cfg.trusted[0].fingerprint.to_string(), FP_B);
+        assert_eq!(
+            cfg.global_room_hashes(),
+            vec![wzp_proto::room_hash("general"), wzp_proto::room_hash("ops")]
+        );
+    }
+
+    #[test]
+    fn bad_federation_entries_are_refused_with_what_to_do() {
+        let short_fp = "aa:bb:cc";
+        let cases: Vec<(String, &[&str])> = vec![
+            (peer("b", short_fp), &["fingerprint", "aa:bb:cc"]),
+            (trusted("b", "zz"), &["fingerprint", "zz"]),
+            (
+                format!("{}{}", peer("b", FP_A), peer("b", FP_B)),
+                &["label = \"b\" is already used", "unique"],
+            ),
+            (
+                format!("{}{}", peer("b", FP_A), trusted("b", FP_B)),
+                &["[[trusted]] label = \"b\" is already used by a [[peers]] entry"],
+            ),
+            (
+                format!("{}{}", peer("b", FP_A), peer("c", FP_A)),
+                &["already listed in a [[peers]] entry", "list each relay once"],
+            ),
+            (
+                format!("{}{}", peer("b", FP_A), trusted("c", FP_A)),
+                &["[[trusted]]", "already listed", "needs no [[trusted]] entry"],
+            ),
+            (peer("relay", FP_A), &["this relay's own `label`"]),
+            (peer("", FP_A), &["[[peers]] label = \"\"", "1..=64"]),
+            (trusted(&"x".repeat(65), FP_A), &["[[trusted]] label", "1..=64"]),
+            (
+                "[[peers]]\naddress = \"nowhere\"\nfingerprint = \"".to_string()
+                    + FP_A
+                    + "\"\nlabel = \"b\"\n",
+                &["address = \"nowhere\" is not host:port"],
+            ),
+            (
+                format!("[[peers]]\naddress = \"10.0.0.1:1\"\nfingerprint = \"{FP_A}\"\n"),
+                &["missing field `label`"],
+            ),
+            (
+                format!("[[trusted]]\nfingerprint = \"{FP_A}\"\nlabel = \"b\"\naddress = \"x:1\"\n"),
+                &["unknown field `address`"],
+            ),
+            (
+                format!("[[peers]]\nadress = \"10.0.0.1:1\"\nfingerprint = \"{FP_A}\"\nlabel = \"b\"\n"),
+                &["unknown field `adress`", "did you mean `address`?"],
+            ),
+            (
+                format!("[[trusted]]\nfingerprnt = \"{FP_A}\"\nlabel = \"b\"\n"),
+                &["did you mean `fingerprint`?"],
+            ),
+            (
+                "[[global_room]]\nname = \"general\"\n".into(),
+                &["did you mean `global_rooms`?"],
+            ),
+            (
+                "[[global_rooms]]\nroom = \"general\"\n".into(),
+                &["unknown field `room`, expected `name`"],
+            ),
+            (
+                "[[global_rooms]]\nnmae = \"general\"\n".into(),
+                &["did you mean `name`?"],
+            ),
+            (
+                "[[global_rooms]]\nname = \"\"\n".into(),
+                &["[[global_rooms]] name = \"\""],
+            ),
+            (
+                "[[global_rooms]]\nname = \"g\"\n[[global_rooms]]\nname = \"g\"\n".into(),
+                &["name = \"g\" is listed twice"],
+            ),
+            ("lable = \"x\"".into(), &["did you mean `label`?"]),
+            ("label = \"\"".into(), &["label = \"\"", "1..=64"]),
+        ];
+        for (text, needles) in cases {
+            let err = Config::parse(&text, Path::new("r.toml")).unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.starts_with("r.toml"), "{text:?}: {msg}");
+            for n in needles {
+                assert!(msg.contains(n), "{text:?}: {msg}\nshould mention {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn no_suggestion_for_a_key_unlike_any() {
+        let err = Config::parse("zzzzzzzzzz = 1", Path::new("r.toml")).unwrap_err();
+        assert!(err.to_string().contains("zzzzzzzzzz"), "{err}");
+        assert!(!err.to_string().contains("did you mean"), "{err}");
     }
 
     #[test]

@@ -35,6 +35,62 @@ struct Cli {
     /// Label shown to clients and peers.
     #[arg(long)]
     label: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Print this relay's TLS fingerprint (what peers pin in `[[peers]]` and
+    /// `[[trusted]]`) on its own line and exit; creates the identity if
+    /// missing.
+    #[command(after_help = FINGERPRINT_EXAMPLES)]
+    Fingerprint {
+        /// Identity seed file; created (mode 0600) if missing.
+        /// Default: the config's `identity`, else ~/.wzp/relay-identity.
+        #[arg(short = 'i', long = "identity")]
+        identity: Option<PathBuf>,
+        /// Config file whose `identity` to use (read, never written).
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+    },
+}
+
+const FINGERPRINT_EXAMPLES: &str = "\
+Examples:
+  wzp-relay fingerprint -i /etc/wzp/relay-b.seed
+      Prints e.g. 9f:58:6d:75:...:73:ba (one line), for relay A's config:
+        [[peers]]
+        address = \"relay-b.example.org:4433\"
+        fingerprint = \"$(wzp-relay fingerprint -i /etc/wzp/relay-b.seed)\"
+        label = \"relay-b\"
+  wzp-relay fingerprint -c /etc/wzp/relay.toml
+      The fingerprint of the identity that config names.";
+
+/// `wzp-relay fingerprint`: the fingerprint alone on stdout, anything else
+/// on stderr, so scripts can capture it.
+fn print_fingerprint(identity: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<()> {
+    let from_config = match &config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config {}", path.display()))?;
+            Config::parse(&text, path)?.identity
+        }
+        None => None,
+    };
+    let identity = identity.or(from_config).unwrap_or_else(default_identity);
+    let existed = identity.exists();
+    let cert = load_identity(&identity)?;
+    if !existed {
+        eprintln!(
+            "created a new relay identity in {} (keep it: clients pin its fingerprint)",
+            identity.display()
+        );
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", cert.tls_fingerprint())?;
+    out.flush()?;
+    Ok(())
 }
 
 const EXAMPLES: &str = "\
@@ -45,7 +101,9 @@ Examples:
   wzp-relay -c /etc/wzp/relay.toml
       Run from a config file (written with commented defaults if missing).
   wzp-relay --listen 127.0.0.1:0 --event-log events.jsonl --debug-tap '*'
-      A test relay on an ephemeral port, logging joins and every media header.";
+      A test relay on an ephemeral port, logging joins and every media header.
+  wzp-relay fingerprint -i relay.seed
+      Print only the TLS fingerprint (for another relay's [[peers]]) and exit.";
 
 /// The version `--version` prints: the crate version and the git commit.
 fn version_string_static() -> &'static str {
@@ -61,6 +119,9 @@ fn default_identity() -> PathBuf {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Command::Fingerprint { identity, config }) = cli.command {
+        return print_fingerprint(identity, config);
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -16,6 +16,8 @@
 //! - [`presence`]: the challenged presence registration on `_signal`.
 //! - [`direct_call`]: the caller's and callee's direct-call state machines,
 //!   carrying the end-to-end call-key handshake.
+//! - [`federation`]: relay-to-relay link messages (hello, global rooms,
+//!   presence routes, RTT probes) and the tag on forwarded media datagrams.
 //! - [`close`]: QUIC application close codes and what they mean.
 //! - [`sni`]: the TLS server names a relay serves (rooms, calls, signal, ...).
 //! - [`feedback`]: the receiver feedback report (per-sender loss, bursts,
@@ -42,6 +44,7 @@
 pub mod close;
 pub mod direct_call;
 pub mod error;
+pub mod federation;
 pub mod feedback;
 pub mod handshake;
 pub mod identity;

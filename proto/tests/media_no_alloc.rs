@@ -61,3 +61,42 @@ fn feedback_encode_and_parse_do_not_allocate() {
     assert!(total > 0);
     assert_eq!(violation_count() - before, 0, "feedback path allocated");
 }
+
+#[test]
+fn forwarded_media_tag_write_and_parse_do_not_allocate() {
+    use wzp_proto::federation::{
+        parse_forwarded, ForwardTag, RelayId, RoomId, FORWARD_TAG_LEN, MAX_MEDIA_HOPS,
+    };
+    let tag = ForwardTag {
+        hops: 2,
+        room: RoomId::of_name("general"),
+        origin: RelayId([9; 8]),
+    };
+    let mut dgram = [0u8; 256];
+    let n = encode_packet(
+        &MediaHeader {
+            sender_id: 5,
+            seq: 77,
+            ..Default::default()
+        },
+        &[1u8; 60],
+        None,
+        &mut dgram[FORWARD_TAG_LEN..],
+    )
+    .unwrap();
+    let before = violation_count();
+    let seen = assert_no_alloc(|| {
+        let mut seen = 0u64;
+        for hops in 0..=MAX_MEDIA_HOPS {
+            ForwardTag { hops, ..tag }.write(&mut dgram).unwrap();
+            match parse_forwarded(&dgram[..FORWARD_TAG_LEN + n]) {
+                Ok(f) => seen += u64::from(f.seq) + u64::from(f.tag.hops),
+                // The refusal at the hop limit must not allocate either.
+                Err(_) => seen += 1000,
+            }
+        }
+        seen
+    });
+    assert_eq!(seen, 77 * 8 + (0..8).sum::<u64>() + 1000);
+    assert_eq!(violation_count() - before, 0, "forwarded-media path allocated");
+}

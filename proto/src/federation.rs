@@ -1,0 +1,944 @@
+//! Relay-to-relay federation: the control messages on a link's stream and the
+//! tag in front of every forwarded media datagram (`docs/WIRE.md` §9).
+//!
+//! A federation link is a QUIC connection with SNI `_federation`, both ends
+//! pinned by certificate. Control messages ([`FederationMessage`]) travel on
+//! one bidirectional stream in the same framing as signaling: a 4-byte
+//! big-endian length, then that many bytes of JSON with a `"type"` tag, at most
+//! [`MAX_FEDERATION_FRAME`]. [`FederationDecoder`] is the incremental decoder;
+//! every decoded message is checked against the bounds below
+//! ([`FederationMessage::validate`]) before it is returned, so the federation
+//! core never sees an unbounded list or string.
+//!
+//! Relays are named on the wire by a [`RelayId`]: the first 8 bytes of their
+//! TLS certificate fingerprint, the identity the link's TLS handshake proved.
+//! Announcements carry the path of relays they crossed (path-vector routing):
+//! a relay drops an announcement whose path already holds its own id.
+//!
+//! Media crosses a link as a datagram: the [`ForwardTag`] ([`FORWARD_TAG_LEN`]
+//! bytes: version, hop count, room id, origin relay) followed by the sealed
+//! media packet exactly as the origin relay received it from its client. The
+//! payload stays sealed; a relay reads only the clear media header.
+//!
+//! ```
+//! use wzp_proto::federation::*;
+//! let hello = FederationMessage::hello("relay-a");
+//! let frame = encode_federation_frame(&hello).unwrap();
+//! let mut dec = FederationDecoder::new();
+//! dec.push(&frame).unwrap();
+//! assert_eq!(dec.next_message().unwrap(), Some(hello));
+//! ```
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::handshake::ROOM_ID_LEN;
+use crate::identity::{Fingerprint, TlsFingerprint};
+use crate::media::{MediaHeader, HEADER_LEN};
+
+/// The federation protocol version this build speaks.
+pub const FEDERATION_VERSION: u32 = 1;
+/// The oldest federation version this build accepts.
+pub const MIN_FEDERATION_VERSION: u32 = 1;
+/// Largest JSON body of one control frame: 256 KiB.
+pub const MAX_FEDERATION_FRAME: usize = 256 * 1024;
+/// Length of the frame length prefix.
+pub const FRAME_HEADER_LEN: usize = 4;
+/// Most relays an announcement's path may hold (its origin included): a
+/// path longer than this is refused, which also bounds how far state spreads.
+pub const MAX_PATH: usize = 16;
+/// Most participants in one `GlobalRoomActive`.
+pub const MAX_PARTICIPANTS: usize = 1024;
+/// Most routes (announced plus withdrawn) in one `PresenceUpdate`.
+pub const MAX_PRESENCE_ENTRIES: usize = 2048;
+/// Longest relay label or alias, in characters.
+pub const MAX_LABEL_CHARS: usize = 64;
+/// Most capabilities in a `Hello`, and the longest one.
+pub const MAX_CAPABILITIES: usize = 32;
+/// Longest capability name, in characters.
+pub const MAX_CAPABILITY_CHARS: usize = 32;
+/// Capabilities this build has.
+pub const CAPABILITIES: &[&str] = &["global_rooms", "presence", "media_v1"];
+
+/// Version byte of the forwarded-media tag.
+pub const FORWARD_TAG_VERSION: u8 = 1;
+/// Length of the forwarded-media tag: version (1), hops (1), room id (16),
+/// origin relay (8).
+pub const FORWARD_TAG_LEN: usize = 2 + ROOM_ID_LEN + RELAY_ID_LEN;
+/// Most federation links a media packet may cross. A packet arriving with
+/// `hops >= MAX_MEDIA_HOPS` is dropped; one whose next hop would reach it is
+/// delivered locally and not forwarded.
+pub const MAX_MEDIA_HOPS: u8 = 8;
+
+/// Length of a [`RelayId`].
+pub const RELAY_ID_LEN: usize = 8;
+
+/// A relay's name on the federation wire: the first 8 bytes of its TLS
+/// certificate fingerprint. Printed and serialized as 16 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct RelayId(pub [u8; RELAY_ID_LEN]);
+
+impl RelayId {
+    /// The id of the relay whose certificate has this fingerprint.
+    pub fn of(tls: &TlsFingerprint) -> RelayId {
+        let mut id = [0u8; RELAY_ID_LEN];
+        id.copy_from_slice(&tls.0[..RELAY_ID_LEN]);
+        RelayId(id)
+    }
+}
+
+impl fmt::Display for RelayId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for RelayId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RelayId({self})")
+    }
+}
+
+impl FromStr for RelayId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut id = [0u8; RELAY_ID_LEN];
+        if s.len() != 2 * RELAY_ID_LEN || s.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(format!("relay id {s:?}: expected 16 lowercase hex digits"));
+        }
+        hex::decode_to_slice(s, &mut id)
+            .map_err(|_| format!("relay id {s:?}: expected 16 lowercase hex digits"))?;
+        Ok(RelayId(id))
+    }
+}
+
+impl Serialize for RelayId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for RelayId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A room on the federation wire: [`crate::room_id`] of its name, the same
+/// 16 bytes whose hex clients use as SNI. Serialized as 32 lowercase hex.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct RoomId(pub [u8; ROOM_ID_LEN]);
+
+impl RoomId {
+    /// The id of a room given its SNI hash (32 lowercase hex digits).
+    pub fn from_hash(hash: &str) -> Option<RoomId> {
+        hash.parse().ok()
+    }
+
+    /// The id of a room given its plain name.
+    pub fn of_name(name: &str) -> RoomId {
+        RoomId(crate::handshake::room_id(name))
+    }
+}
+
+impl fmt::Display for RoomId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for RoomId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RoomId({self})")
+    }
+}
+
+impl FromStr for RoomId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut id = [0u8; ROOM_ID_LEN];
+        if s.len() != 2 * ROOM_ID_LEN || s.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(format!("room id {s:?}: expected 32 lowercase hex digits"));
+        }
+        hex::decode_to_slice(s, &mut id)
+            .map_err(|_| format!("room id {s:?}: expected 32 lowercase hex digits"))?;
+        Ok(RoomId(id))
+    }
+}
+
+impl Serialize for RoomId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for RoomId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A participant of a global room as announced by the relay it is on.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FederatedParticipant {
+    /// The participant's user fingerprint.
+    pub fingerprint: Fingerprint,
+    /// Display name, if set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+}
+
+/// A presence route: `fingerprint` is registered on the last relay of `path`,
+/// reached through the others. `path[0]` is the sender of the message.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PresenceRoute {
+    /// The registered user.
+    pub fingerprint: Fingerprint,
+    /// Relays from the sender (first) to the one the user is on (last).
+    pub path: Vec<RelayId>,
+}
+
+/// Every federation control message. JSON tag `"type"`, snake_case.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FederationMessage {
+    /// First message each side sends on a new link.
+    Hello {
+        /// The sender's [`FEDERATION_VERSION`].
+        version: u32,
+        /// The oldest version the sender accepts.
+        min_version: u32,
+        /// What the sender supports ([`CAPABILITIES`]); unknown ones are ignored.
+        #[serde(default)]
+        capabilities: Vec<String>,
+        /// The sender's own `label` (shown as participants' `relay_label`).
+        label: String,
+    },
+    /// The relays of `path` reach participants of global room `room` on
+    /// `path.last()` (the origin), whose label is `origin_label`. Replaces
+    /// what the sender said before for (`room`, origin).
+    GlobalRoomActive {
+        /// The room (hash of its name).
+        room: RoomId,
+        /// From the sender (first) to the origin relay (last).
+        path: Vec<RelayId>,
+        /// The origin relay's own label.
+        origin_label: String,
+        /// The origin's local participants, each once.
+        participants: Vec<FederatedParticipant>,
+    },
+    /// The sender no longer reaches participants of `room` on `origin`
+    /// (they left, or the sender lost its route).
+    GlobalRoomInactive {
+        /// The room.
+        room: RoomId,
+        /// The relay whose participants are gone.
+        origin: RelayId,
+    },
+    /// Incremental presence: routes added or changed, and fingerprints the
+    /// sender no longer reaches.
+    PresenceUpdate {
+        /// New or changed routes.
+        #[serde(default)]
+        announce: Vec<PresenceRoute>,
+        /// Fingerprints the sender no longer reaches.
+        #[serde(default)]
+        withdraw: Vec<Fingerprint>,
+    },
+    /// RTT probe; the peer echoes `id` and `sent_ms` in a `Pong`.
+    Ping {
+        /// Probe number.
+        id: u64,
+        /// The sender's clock, milliseconds (only the sender reads it back).
+        sent_ms: u64,
+    },
+    /// Answer to a `Ping`.
+    Pong {
+        /// The probe's number.
+        id: u64,
+        /// The probe's `sent_ms`, echoed.
+        sent_ms: u64,
+    },
+}
+
+impl FederationMessage {
+    /// This build's `Hello`.
+    pub fn hello(label: &str) -> FederationMessage {
+        FederationMessage::Hello {
+            version: FEDERATION_VERSION,
+            min_version: MIN_FEDERATION_VERSION,
+            capabilities: CAPABILITIES.iter().map(|c| c.to_string()).collect(),
+            label: label.to_string(),
+        }
+    }
+
+    /// The `"type"` tag.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            FederationMessage::Hello { .. } => "hello",
+            FederationMessage::GlobalRoomActive { .. } => "global_room_active",
+            FederationMessage::GlobalRoomInactive { .. } => "global_room_inactive",
+            FederationMessage::PresenceUpdate { .. } => "presence_update",
+            FederationMessage::Ping { .. } => "ping",
+            FederationMessage::Pong { .. } => "pong",
+        }
+    }
+
+    /// Checks the bounds a decoded message must keep; the reason names the
+    /// field. Relations to the link (who sent it) are the core's to check.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            FederationMessage::Hello {
+                capabilities,
+                label,
+                ..
+            } => {
+                check_text("label", label, false)?;
+                if capabilities.len() > MAX_CAPABILITIES {
+                    return Err(format!(
+                        "hello lists {} capabilities; at most {MAX_CAPABILITIES}",
+                        capabilities.len()
+                    ));
+                }
+                for c in capabilities {
+                    if c.is_empty() || c.chars().count() > MAX_CAPABILITY_CHARS {
+                        return Err(format!(
+                            "capability {c:?}: 1..={MAX_CAPABILITY_CHARS} characters"
+                        ));
+                    }
+                }
+                Ok(())
+            }
+            FederationMessage::GlobalRoomActive {
+                path,
+                origin_label,
+                participants,
+                ..
+            } => {
+                check_path(path)?;
+                check_text("origin_label", origin_label, false)?;
+                if participants.len() > MAX_PARTICIPANTS {
+                    return Err(format!(
+                        "global_room_active lists {} participants; at most {MAX_PARTICIPANTS}",
+                        participants.len()
+                    ));
+                }
+                let mut seen = std::collections::HashSet::with_capacity(participants.len());
+                for p in participants {
+                    if let Some(a) = &p.alias {
+                        check_text("alias", a, true)?;
+                    }
+                    if !seen.insert(p.fingerprint) {
+                        return Err(format!("participant {} is listed twice", p.fingerprint));
+                    }
+                }
+                Ok(())
+            }
+            FederationMessage::GlobalRoomInactive { .. } => Ok(()),
+            FederationMessage::PresenceUpdate { announce, withdraw } => {
+                let n = announce.len() + withdraw.len();
+                if n > MAX_PRESENCE_ENTRIES {
+                    return Err(format!(
+                        "presence_update holds {n} entries; at most {MAX_PRESENCE_ENTRIES}"
+                    ));
+                }
+                for r in announce {
+                    check_path(&r.path)?;
+                }
+                Ok(())
+            }
+            FederationMessage::Ping { .. } | FederationMessage::Pong { .. } => Ok(()),
+        }
+    }
+}
+
+fn check_text(field: &str, s: &str, may_be_empty: bool) -> Result<(), String> {
+    let n = s.chars().count();
+    if (n == 0 && !may_be_empty) || n > MAX_LABEL_CHARS || s.chars().any(char::is_control) {
+        return Err(format!(
+            "{field}: {}..={MAX_LABEL_CHARS} printable characters",
+            usize::from(!may_be_empty)
+        ));
+    }
+    Ok(())
+}
+
+fn check_path(path: &[RelayId]) -> Result<(), String> {
+    if path.is_empty() {
+        return Err("path is empty; it starts with the sender and ends with the origin".into());
+    }
+    if path.len() > MAX_PATH {
+        return Err(format!(
+            "path of {} relays; at most {MAX_PATH}",
+            path.len()
+        ));
+    }
+    for (i, r) in path.iter().enumerate() {
+        if path[..i].contains(r) {
+            return Err(format!("path names relay {r} twice (a loop)"));
+        }
+    }
+    Ok(())
+}
+
+/// Why a federation frame or message was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum FederationError {
+    /// The length prefix announced more than [`MAX_FEDERATION_FRAME`]. Fatal:
+    /// the stream is out of sync; close the link.
+    #[error("federation frame of {len} bytes exceeds the {MAX_FEDERATION_FRAME}-byte limit; closing the link")]
+    FrameTooLarge {
+        /// The announced length.
+        len: usize,
+    },
+    /// The frame is not a message this build knows (bad JSON, unknown type,
+    /// missing field). Not fatal: count it and read on.
+    #[error("malformed federation message: {0}")]
+    Malformed(String),
+    /// The message decoded but breaks a bound. Not fatal.
+    #[error("invalid federation message: {0}")]
+    Invalid(String),
+    /// More bytes were pushed than two full frames without pulling messages.
+    #[error("federation decoder buffer full ({buffered} bytes); pull messages between pushes")]
+    BufferFull {
+        /// Bytes that would have been buffered.
+        buffered: usize,
+    },
+    /// A fatal error happened earlier.
+    #[error("federation decoder is unusable after an earlier fatal error")]
+    Poisoned,
+    /// The stream ended inside a frame.
+    #[error("federation stream ended inside a frame ({have} bytes pending)")]
+    Truncated {
+        /// Bytes pending.
+        have: usize,
+    },
+    /// Encoding failed or the encoded frame is too large.
+    #[error("cannot encode federation message: {0}")]
+    Encode(String),
+}
+
+impl FederationError {
+    /// Whether the link's stream must be closed.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            FederationError::FrameTooLarge { .. }
+                | FederationError::Poisoned
+                | FederationError::Truncated { .. }
+        )
+    }
+}
+
+/// Decodes and checks one frame body (the JSON without the length prefix).
+pub fn decode_federation_message(json: &[u8]) -> Result<FederationMessage, FederationError> {
+    let msg: FederationMessage =
+        serde_json::from_slice(json).map_err(|e| FederationError::Malformed(e.to_string()))?;
+    msg.validate().map_err(FederationError::Invalid)?;
+    Ok(msg)
+}
+
+/// Encodes one frame (length prefix and JSON). Refuses a message that breaks
+/// a bound, so a relay never sends what its peer would refuse.
+pub fn encode_federation_frame(msg: &FederationMessage) -> Result<Vec<u8>, FederationError> {
+    msg.validate().map_err(FederationError::Encode)?;
+    let mut out = vec![0u8; FRAME_HEADER_LEN];
+    serde_json::to_writer(&mut out, msg).map_err(|e| FederationError::Encode(e.to_string()))?;
+    let len = out.len() - FRAME_HEADER_LEN;
+    if len > MAX_FEDERATION_FRAME {
+        return Err(FederationError::Encode(format!(
+            "{} of {len} bytes exceeds the {MAX_FEDERATION_FRAME}-byte frame limit; split it",
+            msg.type_name()
+        )));
+    }
+    out[..FRAME_HEADER_LEN].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(out)
+}
+
+/// Incremental decoder of a link's control stream: push bytes, pull checked
+/// messages. Buffers at most two full frames.
+#[derive(Debug, Default)]
+pub struct FederationDecoder {
+    buf: Vec<u8>,
+    start: usize,
+    poisoned: bool,
+}
+
+impl FederationDecoder {
+    /// An empty decoder.
+    pub fn new() -> FederationDecoder {
+        FederationDecoder::default()
+    }
+
+    /// Appends received bytes; fails (taking nothing) past two full frames.
+    pub fn push(&mut self, data: &[u8]) -> Result<(), FederationError> {
+        if self.poisoned {
+            return Err(FederationError::Poisoned);
+        }
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        let buffered = self.buf.len() + data.len();
+        if buffered > 2 * (FRAME_HEADER_LEN + MAX_FEDERATION_FRAME) {
+            return Err(FederationError::BufferFull { buffered });
+        }
+        self.buf.extend_from_slice(data);
+        Ok(())
+    }
+
+    /// Bytes received and not yet returned as messages.
+    pub fn buffered(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// The next message, `Ok(None)` if more bytes are needed. A malformed or
+    /// invalid frame is consumed (decode on); a too-large one poisons.
+    pub fn next_message(&mut self) -> Result<Option<FederationMessage>, FederationError> {
+        if self.poisoned {
+            return Err(FederationError::Poisoned);
+        }
+        let pending = &self.buf[self.start..];
+        let Some((header, body)) = pending.split_first_chunk::<FRAME_HEADER_LEN>() else {
+            return Ok(None);
+        };
+        let len = u32::from_be_bytes(*header) as usize;
+        if len > MAX_FEDERATION_FRAME {
+            self.poisoned = true;
+            self.buf = Vec::new();
+            self.start = 0;
+            return Err(FederationError::FrameTooLarge { len });
+        }
+        let Some(json) = body.get(..len) else {
+            return Ok(None);
+        };
+        let decoded = decode_federation_message(json);
+        self.start += FRAME_HEADER_LEN + len;
+        decoded.map(Some)
+    }
+
+    /// Call at end of stream: fails if a partial frame is pending.
+    pub fn finish(&self) -> Result<(), FederationError> {
+        match self.buffered() {
+            0 => Ok(()),
+            have => Err(FederationError::Truncated { have }),
+        }
+    }
+}
+
+/// The tag in front of a forwarded media datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ForwardTag {
+    /// Federation links crossed before this one (the origin sends 0).
+    pub hops: u8,
+    /// The global room.
+    pub room: RoomId,
+    /// The relay whose client sent the packet.
+    pub origin: RelayId,
+}
+
+/// Why a forwarded datagram was dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ForwardError {
+    /// Shorter than the tag plus a media header.
+    #[error("forwarded datagram of {have} bytes is shorter than the {need}-byte tag and media header")]
+    TooShort {
+        /// Bytes needed.
+        need: usize,
+        /// Bytes received.
+        have: usize,
+    },
+    /// Unknown tag version.
+    #[error("forwarded datagram tag version {0}; this build reads version 1")]
+    Version(u8),
+    /// The packet already crossed [`MAX_MEDIA_HOPS`] links.
+    #[error("forwarded datagram crossed {0} links; the limit is {MAX_MEDIA_HOPS}")]
+    HopLimit(u8),
+    /// The media header inside does not parse.
+    #[error("forwarded datagram holds a bad media header")]
+    BadMedia,
+}
+
+/// A parsed forwarded datagram, borrowing the received bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ForwardedMedia<'a> {
+    /// The tag.
+    pub tag: ForwardTag,
+    /// The media header's sender id (clear).
+    pub sender_id: u32,
+    /// The media header's sequence number (clear).
+    pub seq: u32,
+    /// The sealed media packet, header included, as the origin received it.
+    pub packet: &'a [u8],
+}
+
+impl ForwardTag {
+    /// Writes the tag into the first [`FORWARD_TAG_LEN`] bytes of `out`;
+    /// `None` if `out` is shorter. Never allocates.
+    pub fn write(&self, out: &mut [u8]) -> Option<()> {
+        let out = out.get_mut(..FORWARD_TAG_LEN)?;
+        out[0] = FORWARD_TAG_VERSION;
+        out[1] = self.hops;
+        out[2..2 + ROOM_ID_LEN].copy_from_slice(&self.room.0);
+        out[2 + ROOM_ID_LEN..].copy_from_slice(&self.origin.0);
+        Some(())
+    }
+
+    /// The tag as bytes.
+    pub fn to_bytes(&self) -> [u8; FORWARD_TAG_LEN] {
+        let mut b = [0u8; FORWARD_TAG_LEN];
+        // FORWARD_TAG_LEN bytes always fit.
+        let _ = self.write(&mut b);
+        b
+    }
+}
+
+/// Parses a forwarded datagram: tag, then a sealed media packet whose clear
+/// header gives the sender and sequence (the dedup key). Never allocates or
+/// panics.
+pub fn parse_forwarded(buf: &[u8]) -> Result<ForwardedMedia<'_>, ForwardError> {
+    let need = FORWARD_TAG_LEN + HEADER_LEN;
+    if buf.len() < need {
+        return Err(ForwardError::TooShort {
+            need,
+            have: buf.len(),
+        });
+    }
+    let (tag, packet) = buf.split_at(FORWARD_TAG_LEN);
+    if tag[0] != FORWARD_TAG_VERSION {
+        return Err(ForwardError::Version(tag[0]));
+    }
+    let hops = tag[1];
+    if hops >= MAX_MEDIA_HOPS {
+        return Err(ForwardError::HopLimit(hops));
+    }
+    let mut room = [0u8; ROOM_ID_LEN];
+    room.copy_from_slice(&tag[2..2 + ROOM_ID_LEN]);
+    let mut origin = [0u8; RELAY_ID_LEN];
+    origin.copy_from_slice(&tag[2 + ROOM_ID_LEN..]);
+    let (header, _) = MediaHeader::parse(packet).map_err(|_| ForwardError::BadMedia)?;
+    Ok(ForwardedMedia {
+        tag: ForwardTag {
+            hops,
+            room: RoomId(room),
+            origin: RelayId(origin),
+        },
+        sender_id: header.sender_id,
+        seq: header.seq,
+        packet,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::MediaHeader;
+
+    fn fp(n: u8) -> Fingerprint {
+        Fingerprint([n; crate::identity::FINGERPRINT_LEN])
+    }
+
+    fn rid(n: u8) -> RelayId {
+        RelayId([n; RELAY_ID_LEN])
+    }
+
+    fn examples() -> Vec<FederationMessage> {
+        vec![
+            FederationMessage::hello("relay-a"),
+            FederationMessage::GlobalRoomActive {
+                room: RoomId::of_name("general"),
+                path: vec![rid(1), rid(2)],
+                origin_label: "relay-b".into(),
+                participants: vec![
+                    FederatedParticipant {
+                        fingerprint: fp(1),
+                        alias: Some("ann".into()),
+                    },
+                    FederatedParticipant {
+                        fingerprint: fp(2),
+                        alias: None,
+                    },
+                ],
+            },
+            FederationMessage::GlobalRoomInactive {
+                room: RoomId::of_name("general"),
+                origin: rid(2),
+            },
+            FederationMessage::PresenceUpdate {
+                announce: vec![PresenceRoute {
+                    fingerprint: fp(3),
+                    path: vec![rid(1)],
+                }],
+                withdraw: vec![fp(4)],
+            },
+            FederationMessage::Ping { id: 9, sent_ms: 1 },
+            FederationMessage::Pong { id: 9, sent_ms: 1 },
+        ]
+    }
+
+    #[test]
+    fn messages_round_trip_through_split_frames() {
+        let mut stream = Vec::new();
+        for m in examples() {
+            stream.extend(encode_federation_frame(&m).unwrap());
+        }
+        for chunk in [1, 3, 7, 64, stream.len()] {
+            let mut dec = FederationDecoder::new();
+            let mut out = Vec::new();
+            for piece in stream.chunks(chunk) {
+                dec.push(piece).unwrap();
+                while let Some(m) = dec.next_message().unwrap() {
+                    out.push(m);
+                }
+            }
+            dec.finish().unwrap();
+            assert_eq!(out, examples(), "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn room_id_matches_the_sni_hash() {
+        let id = RoomId::of_name("general");
+        assert_eq!(id.to_string(), crate::room_hash("general"));
+        assert_eq!(RoomId::from_hash(&crate::room_hash("general")), Some(id));
+    }
+
+    fn frame(json: &str) -> Vec<u8> {
+        let mut f = (json.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(json.as_bytes());
+        f
+    }
+
+    #[test]
+    fn bad_frames_are_refused_with_the_reason() {
+        let room = crate::room_hash("general");
+        let r1 = rid(1).to_string();
+        let long = "x".repeat(65);
+        let f = fp(1).to_string();
+        let many_caps = format!(
+            "[{}]",
+            (0..33).map(|i| format!("\"c{i}\"")).collect::<Vec<_>>().join(",")
+        );
+        let long_path = format!(
+            "[{}]",
+            (0..17u8)
+                .map(|i| format!("\"{}\"", rid(i)))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let cases: Vec<(String, &str)> = vec![
+            ("not json".into(), "malformed"),
+            ("{}".into(), "malformed"),
+            (r#"{"type":"gossip"}"#.into(), "unknown variant"),
+            (r#"{"type":"hello","version":1}"#.into(), "missing field"),
+            (
+                r#"{"type":"hello","version":1,"min_version":1,"label":""}"#.into(),
+                "label: 1..=64",
+            ),
+            (
+                format!(r#"{{"type":"hello","version":1,"min_version":1,"label":"{long}"}}"#),
+                "label: 1..=64",
+            ),
+            (
+                r#"{"type":"hello","version":1,"min_version":1,"label":"a\u0007"}"#.into(),
+                "printable",
+            ),
+            (
+                format!(
+                    r#"{{"type":"hello","version":1,"min_version":1,"label":"a","capabilities":{many_caps}}}"#
+                ),
+                "at most 32",
+            ),
+            (
+                format!(
+                    r#"{{"type":"global_room_active","room":"{room}","path":[],"origin_label":"b","participants":[]}}"#
+                ),
+                "path is empty",
+            ),
+            (
+                format!(
+                    r#"{{"type":"global_room_active","room":"{room}","path":["{r1}","{r1}"],"origin_label":"b","participants":[]}}"#
+                ),
+                "twice (a loop)",
+            ),
+            (
+                format!(
+                    r#"{{"type":"global_room_active","room":"{room}","path":{long_path},"origin_label":"b","participants":[]}}"#
+                ),
+                "at most 16",
+            ),
+            (
+                format!(
+                    r#"{{"type":"global_room_active","room":"ABC","path":["{r1}"],"origin_label":"b","participants":[]}}"#
+                ),
+                "32 lowercase hex",
+            ),
+            (
+                format!(
+                    r#"{{"type":"global_room_active","room":"{}","path":["{r1}"],"origin_label":"b","participants":[]}}"#,
+                    room.to_uppercase()
+                ),
+                "32 lowercase hex",
+            ),
+            (
+                format!(
+                    r#"{{"type":"global_room_active","room":"{room}","path":["12"],"origin_label":"b","participants":[]}}"#
+                ),
+                "16 lowercase hex",
+            ),
+            (
+                format!(
+                    r#"{{"type":"global_room_active","room":"{room}","path":["{r1}"],"origin_label":"b","participants":[{{"fingerprint":"{f}"}},{{"fingerprint":"{f}"}}]}}"#
+                ),
+                "listed twice",
+            ),
+            (
+                format!(
+                    r#"{{"type":"global_room_active","room":"{room}","path":["{r1}"],"origin_label":"b","participants":[{{"fingerprint":"{f}","alias":"{long}"}}]}}"#
+                ),
+                "alias",
+            ),
+            (
+                format!(
+                    r#"{{"type":"global_room_active","room":"{room}","path":["{r1}"],"origin_label":"b","participants":[{{"fingerprint":"zz"}}]}}"#
+                ),
+                "fingerprint",
+            ),
+            (
+                format!(r#"{{"type":"presence_update","announce":[{{"fingerprint":"{f}","path":[]}}]}}"#),
+                "path is empty",
+            ),
+            (
+                r#"{"type":"ping","id":-1,"sent_ms":0}"#.into(),
+                "malformed",
+            ),
+        ];
+        for (json, needle) in cases {
+            let mut dec = FederationDecoder::new();
+            dec.push(&frame(&json)).unwrap();
+            let err = dec.next_message().unwrap_err();
+            assert!(!err.is_fatal(), "{json}: {err} is not fatal");
+            assert!(err.to_string().contains(needle), "{json}: {err} should say {needle}");
+            // The stream goes on after a refused frame.
+            dec.push(&encode_federation_frame(&FederationMessage::Ping { id: 1, sent_ms: 2 }).unwrap())
+                .unwrap();
+            assert_eq!(
+                dec.next_message().unwrap(),
+                Some(FederationMessage::Ping { id: 1, sent_ms: 2 })
+            );
+        }
+    }
+
+    #[test]
+    fn an_oversized_presence_update_is_refused() {
+        let announce = (0..MAX_PRESENCE_ENTRIES as u32 + 1)
+            .map(|i| {
+                let mut f = [0u8; crate::identity::FINGERPRINT_LEN];
+                f[..4].copy_from_slice(&i.to_be_bytes());
+                PresenceRoute {
+                    fingerprint: Fingerprint(f),
+                    path: vec![rid(1)],
+                }
+            })
+            .collect();
+        let m = FederationMessage::PresenceUpdate {
+            announce,
+            withdraw: vec![],
+        };
+        assert!(m.validate().unwrap_err().contains("at most 2048"));
+        assert!(encode_federation_frame(&m).is_err(), "never sent");
+    }
+
+    #[test]
+    fn an_oversized_frame_poisons_the_decoder() {
+        let mut dec = FederationDecoder::new();
+        dec.push(&((MAX_FEDERATION_FRAME as u32 + 1).to_be_bytes())).unwrap();
+        let e = dec.next_message().unwrap_err();
+        assert!(e.is_fatal(), "{e}");
+        assert!(e.to_string().contains("closing the link"), "{e}");
+        assert!(matches!(dec.push(b"x"), Err(FederationError::Poisoned)));
+        let mut dec = FederationDecoder::new();
+        dec.push(&frame("{")[..3]).unwrap();
+        assert!(dec.finish().unwrap_err().is_fatal());
+        let mut dec = FederationDecoder::new();
+        let big = vec![0u8; 2 * (FRAME_HEADER_LEN + MAX_FEDERATION_FRAME) + 1];
+        assert!(matches!(dec.push(&big), Err(FederationError::BufferFull { .. })));
+    }
+
+    fn media(sender_id: u32, seq: u32) -> Vec<u8> {
+        let h = MediaHeader {
+            sender_id,
+            seq,
+            ..Default::default()
+        };
+        let mut b = vec![0u8; HEADER_LEN + 5];
+        h.encode_into(&mut b).unwrap();
+        b[HEADER_LEN..].copy_from_slice(b"seal!");
+        b
+    }
+
+    #[test]
+    fn forwarded_media_round_trips_and_keeps_the_payload() {
+        let tag = ForwardTag {
+            hops: 3,
+            room: RoomId::of_name("general"),
+            origin: rid(7),
+        };
+        let pkt = media(42, 1000);
+        let mut dgram = tag.to_bytes().to_vec();
+        dgram.extend_from_slice(&pkt);
+        let f = parse_forwarded(&dgram).unwrap();
+        assert_eq!(f.tag, tag);
+        assert_eq!((f.sender_id, f.seq), (42, 1000));
+        assert_eq!(f.packet, &pkt[..], "the sealed packet is untouched");
+        let mut short = [0u8; FORWARD_TAG_LEN - 1];
+        assert!(tag.write(&mut short).is_none());
+    }
+
+    #[test]
+    fn bad_forwarded_datagrams_are_refused() {
+        let good = {
+            let mut d = ForwardTag {
+                hops: 0,
+                room: RoomId::of_name("r"),
+                origin: rid(1),
+            }
+            .to_bytes()
+            .to_vec();
+            d.extend_from_slice(&media(1, 1));
+            d
+        };
+        let with = |i: usize, v: u8| {
+            let mut d = good.clone();
+            d[i] = v;
+            d
+        };
+        let cases: Vec<(Vec<u8>, ForwardError)> = vec![
+            (vec![], ForwardError::TooShort { need: 48, have: 0 }),
+            (
+                good[..FORWARD_TAG_LEN + HEADER_LEN - 1].to_vec(),
+                ForwardError::TooShort { need: 48, have: 47 },
+            ),
+            (with(0, 2), ForwardError::Version(2)),
+            (with(1, MAX_MEDIA_HOPS), ForwardError::HopLimit(MAX_MEDIA_HOPS)),
+            (with(1, 255), ForwardError::HopLimit(255)),
+            // The media header's version bits live in its first byte.
+            (with(FORWARD_TAG_LEN, 0xff), ForwardError::BadMedia),
+        ];
+        for (d, want) in cases {
+            assert_eq!(parse_forwarded(&d).unwrap_err(), want, "{d:?}");
+        }
+        assert!(parse_forwarded(&good).is_ok());
+        assert_eq!(FORWARD_TAG_LEN, 26);
+    }
+}

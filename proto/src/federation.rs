@@ -55,7 +55,9 @@ pub const MAX_PARTICIPANTS: usize = 1024;
 pub const MAX_PRESENCE_ENTRIES: usize = 2048;
 /// Longest relay label or alias, in characters.
 pub const MAX_LABEL_CHARS: usize = 64;
-/// Most capabilities in a `Hello`, and the longest one.
+/// Most rooms a `Hello` may say the sender bridges.
+pub const MAX_GLOBAL_ROOMS: usize = 1024;
+/// Most capabilities in a `Hello`.
 pub const MAX_CAPABILITIES: usize = 32;
 /// Longest capability name, in characters.
 pub const MAX_CAPABILITY_CHARS: usize = 32;
@@ -223,6 +225,10 @@ pub enum FederationMessage {
         capabilities: Vec<String>,
         /// The sender's own `label` (shown as participants' `relay_label`).
         label: String,
+        /// The global rooms the sender bridges; announcements and media for
+        /// any other room from this sender are refused.
+        #[serde(default)]
+        rooms: Vec<RoomId>,
     },
     /// The relays of `path` reach participants of global room `room` on
     /// `path.last()` (the origin), whose label is `origin_label`. Replaces
@@ -272,13 +278,19 @@ pub enum FederationMessage {
 }
 
 impl FederationMessage {
-    /// This build's `Hello`.
+    /// This build's `Hello`, bridging no room.
     pub fn hello(label: &str) -> FederationMessage {
+        FederationMessage::hello_with_rooms(label, Vec::new())
+    }
+
+    /// This build's `Hello`, bridging `rooms`.
+    pub fn hello_with_rooms(label: &str, rooms: Vec<RoomId>) -> FederationMessage {
         FederationMessage::Hello {
             version: FEDERATION_VERSION,
             min_version: MIN_FEDERATION_VERSION,
             capabilities: CAPABILITIES.iter().map(|c| c.to_string()).collect(),
             label: label.to_string(),
+            rooms,
         }
     }
 
@@ -301,9 +313,16 @@ impl FederationMessage {
             FederationMessage::Hello {
                 capabilities,
                 label,
+                rooms,
                 ..
             } => {
                 check_text("label", label, false)?;
+                if rooms.len() > MAX_GLOBAL_ROOMS {
+                    return Err(format!(
+                        "hello lists {} rooms; at most {MAX_GLOBAL_ROOMS}",
+                        rooms.len()
+                    ));
+                }
                 if capabilities.len() > MAX_CAPABILITIES {
                     return Err(format!(
                         "hello lists {} capabilities; at most {MAX_CAPABILITIES}",
@@ -378,10 +397,7 @@ fn check_path(path: &[RelayId]) -> Result<(), String> {
         return Err("path is empty; it starts with the sender and ends with the origin".into());
     }
     if path.len() > MAX_PATH {
-        return Err(format!(
-            "path of {} relays; at most {MAX_PATH}",
-            path.len()
-        ));
+        return Err(format!("path of {} relays; at most {MAX_PATH}", path.len()));
     }
     for (i, r) in path.iter().enumerate() {
         if path[..i].contains(r) {
@@ -551,7 +567,9 @@ pub struct ForwardTag {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ForwardError {
     /// Shorter than the tag plus a media header.
-    #[error("forwarded datagram of {have} bytes is shorter than the {need}-byte tag and media header")]
+    #[error(
+        "forwarded datagram of {have} bytes is shorter than the {need}-byte tag and media header"
+    )]
     TooShort {
         /// Bytes needed.
         need: usize,
@@ -655,6 +673,7 @@ mod tests {
     fn examples() -> Vec<FederationMessage> {
         vec![
             FederationMessage::hello("relay-a"),
+            FederationMessage::hello_with_rooms("relay-b", vec![RoomId::of_name("general")]),
             FederationMessage::GlobalRoomActive {
                 room: RoomId::of_name("general"),
                 path: vec![rid(1), rid(2)],
@@ -727,7 +746,10 @@ mod tests {
         let f = fp(1).to_string();
         let many_caps = format!(
             "[{}]",
-            (0..33).map(|i| format!("\"c{i}\"")).collect::<Vec<_>>().join(",")
+            (0..33)
+                .map(|i| format!("\"c{i}\""))
+                .collect::<Vec<_>>()
+                .join(",")
         );
         let long_path = format!(
             "[{}]",
@@ -758,6 +780,13 @@ mod tests {
                     r#"{{"type":"hello","version":1,"min_version":1,"label":"a","capabilities":{many_caps}}}"#
                 ),
                 "at most 32",
+            ),
+            (
+                format!(
+                    r#"{{"type":"hello","version":1,"min_version":1,"label":"a","rooms":[{}]}}"#,
+                    vec![format!("\"{room}\""); 1025].join(",")
+                ),
+                "at most 1024",
             ),
             (
                 format!(
@@ -815,23 +844,27 @@ mod tests {
                 "fingerprint",
             ),
             (
-                format!(r#"{{"type":"presence_update","announce":[{{"fingerprint":"{f}","path":[]}}]}}"#),
+                format!(
+                    r#"{{"type":"presence_update","announce":[{{"fingerprint":"{f}","path":[]}}]}}"#
+                ),
                 "path is empty",
             ),
-            (
-                r#"{"type":"ping","id":-1,"sent_ms":0}"#.into(),
-                "malformed",
-            ),
+            (r#"{"type":"ping","id":-1,"sent_ms":0}"#.into(), "malformed"),
         ];
         for (json, needle) in cases {
             let mut dec = FederationDecoder::new();
             dec.push(&frame(&json)).unwrap();
             let err = dec.next_message().unwrap_err();
             assert!(!err.is_fatal(), "{json}: {err} is not fatal");
-            assert!(err.to_string().contains(needle), "{json}: {err} should say {needle}");
+            assert!(
+                err.to_string().contains(needle),
+                "{json}: {err} should say {needle}"
+            );
             // The stream goes on after a refused frame.
-            dec.push(&encode_federation_frame(&FederationMessage::Ping { id: 1, sent_ms: 2 }).unwrap())
-                .unwrap();
+            dec.push(
+                &encode_federation_frame(&FederationMessage::Ping { id: 1, sent_ms: 2 }).unwrap(),
+            )
+            .unwrap();
             assert_eq!(
                 dec.next_message().unwrap(),
                 Some(FederationMessage::Ping { id: 1, sent_ms: 2 })
@@ -862,7 +895,8 @@ mod tests {
     #[test]
     fn an_oversized_frame_poisons_the_decoder() {
         let mut dec = FederationDecoder::new();
-        dec.push(&((MAX_FEDERATION_FRAME as u32 + 1).to_be_bytes())).unwrap();
+        dec.push(&((MAX_FEDERATION_FRAME as u32 + 1).to_be_bytes()))
+            .unwrap();
         let e = dec.next_message().unwrap_err();
         assert!(e.is_fatal(), "{e}");
         assert!(e.to_string().contains("closing the link"), "{e}");
@@ -872,7 +906,10 @@ mod tests {
         assert!(dec.finish().unwrap_err().is_fatal());
         let mut dec = FederationDecoder::new();
         let big = vec![0u8; 2 * (FRAME_HEADER_LEN + MAX_FEDERATION_FRAME) + 1];
-        assert!(matches!(dec.push(&big), Err(FederationError::BufferFull { .. })));
+        assert!(matches!(
+            dec.push(&big),
+            Err(FederationError::BufferFull { .. })
+        ));
     }
 
     fn media(sender_id: u32, seq: u32) -> Vec<u8> {
@@ -930,7 +967,10 @@ mod tests {
                 ForwardError::TooShort { need: 48, have: 47 },
             ),
             (with(0, 2), ForwardError::Version(2)),
-            (with(1, MAX_MEDIA_HOPS), ForwardError::HopLimit(MAX_MEDIA_HOPS)),
+            (
+                with(1, MAX_MEDIA_HOPS),
+                ForwardError::HopLimit(MAX_MEDIA_HOPS),
+            ),
             (with(1, 255), ForwardError::HopLimit(255)),
             // The media header's version bits live in its first byte.
             (with(FORWARD_TAG_LEN, 0xff), ForwardError::BadMedia),

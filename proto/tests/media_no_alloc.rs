@@ -98,5 +98,9 @@ fn forwarded_media_tag_write_and_parse_do_not_allocate() {
         seen
     });
     assert_eq!(seen, 77 * 8 + (0..8).sum::<u64>() + 1000);
-    assert_eq!(violation_count() - before, 0, "forwarded-media path allocated");
+    assert_eq!(
+        violation_count() - before,
+        0,
+        "forwarded-media path allocated"
+    );
 }

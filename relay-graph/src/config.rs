@@ -504,11 +504,7 @@ fn with_suggestion(message: String) -> String {
         return message;
     };
     let word = &rest[..end];
-    let expected: Vec<&str> = rest[end..]
-        .split('`')
-        .skip(2)
-        .step_by(2)
-        .collect();
+    let expected: Vec<&str> = rest[end..].split('`').skip(2).step_by(2).collect();
     match wzp_engine::error::did_you_mean(word, expected.iter().copied()) {
         Some(m) => format!("{message} (did you mean `{m}`?)"),
         None => message,
@@ -591,7 +587,9 @@ mod tests {
                         bb:bb:bb:bb:bb:bb:bb:bb:bb:bb:bb:bb:bb:bb:bb:bb";
 
     fn peer(label: &str, fp: &str) -> String {
-        format!("[[peers]]\naddress = \"10.0.0.1:4433\"\nfingerprint = \"{fp}\"\nlabel = \"{label}\"\n")
+        format!(
+            "[[peers]]\naddress = \"10.0.0.1:4433\"\nfingerprint = \"{fp}\"\nlabel = \"{label}\"\n"
+        )
     }
 
     fn trusted(label: &str, fp: &str) -> String {
@@ -633,15 +631,25 @@ mod tests {
             ),
             (
                 format!("{}{}", peer("b", FP_A), peer("c", FP_A)),
-                &["already listed in a [[peers]] entry", "list each relay once"],
+                &[
+                    "already listed in a [[peers]] entry",
+                    "list each relay once",
+                ],
             ),
             (
                 format!("{}{}", peer("b", FP_A), trusted("c", FP_A)),
-                &["[[trusted]]", "already listed", "needs no [[trusted]] entry"],
+                &[
+                    "[[trusted]]",
+                    "already listed",
+                    "needs no [[trusted]] entry",
+                ],
             ),
             (peer("relay", FP_A), &["this relay's own `label`"]),
             (peer("", FP_A), &["[[peers]] label = \"\"", "1..=64"]),
-            (trusted(&"x".repeat(65), FP_A), &["[[trusted]] label", "1..=64"]),
+            (
+                trusted(&"x".repeat(65), FP_A),
+                &["[[trusted]] label", "1..=64"],
+            ),
             (
                 "[[peers]]\naddress = \"nowhere\"\nfingerprint = \"".to_string()
                     + FP_A
@@ -653,11 +661,15 @@ mod tests {
                 &["missing field `label`"],
             ),
             (
-                format!("[[trusted]]\nfingerprint = \"{FP_A}\"\nlabel = \"b\"\naddress = \"x:1\"\n"),
+                format!(
+                    "[[trusted]]\nfingerprint = \"{FP_A}\"\nlabel = \"b\"\naddress = \"x:1\"\n"
+                ),
                 &["unknown field `address`"],
             ),
             (
-                format!("[[peers]]\nadress = \"10.0.0.1:1\"\nfingerprint = \"{FP_A}\"\nlabel = \"b\"\n"),
+                format!(
+                    "[[peers]]\nadress = \"10.0.0.1:1\"\nfingerprint = \"{FP_A}\"\nlabel = \"b\"\n"
+                ),
                 &["unknown field `adress`", "did you mean `address`?"],
             ),
             (

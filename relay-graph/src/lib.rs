@@ -12,6 +12,8 @@
 //! - [`signal`], [`presence`], [`calls`]: the `_signal` plane's sans-IO
 //!   core (sessions, rate limits, registration, call routing), the presence
 //!   registry and the direct-call registry.
+//! - [`federation`]: the sans-IO federation core (links to other relays,
+//!   global rooms, presence routes, media dedup); no shell yet.
 //! - [`observe`]: counters, Prometheus and JSON over HTTP, the event log.
 //! - [`config`]: the config file and its checks.
 //!
@@ -22,6 +24,7 @@ pub mod calls;
 pub mod config;
 pub mod dial;
 pub mod endpoint;
+pub mod federation;
 pub mod media;
 pub mod observe;
 pub mod presence;

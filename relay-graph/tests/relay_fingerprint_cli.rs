@@ -23,7 +23,12 @@ fn text(b: &[u8]) -> String {
 
 /// The single stdout line, parsed.
 fn printed_fingerprint(out: &Output) -> TlsFingerprint {
-    assert!(out.status.success(), "exit {:?}: {}", out.status, text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status,
+        text(&out.stderr)
+    );
     let stdout = text(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 1, "one line on stdout: {stdout:?}");
@@ -46,15 +51,27 @@ fn prints_the_fingerprint_the_running_relay_presents() {
     );
 
     let again = run(&["fingerprint", "--identity", &path_str(&seed)]);
-    assert_eq!(printed_fingerprint(&again), fp, "same seed, same fingerprint");
-    assert!(!text(&again.stderr).contains("created"), "{}", text(&again.stderr));
+    assert_eq!(
+        printed_fingerprint(&again),
+        fp,
+        "same seed, same fingerprint"
+    );
+    assert!(
+        !text(&again.stderr).contains("created"),
+        "{}",
+        text(&again.stderr)
+    );
 
     // The relay started on that seed presents the printed fingerprint.
     let relay = RelayProc::start_in(dir.path(), &[]);
     assert_eq!(relay.fingerprint, fp);
 
     // Another seed, another fingerprint.
-    let other = run(&["fingerprint", "-i", &path_str(&dir.path().join("other.seed"))]);
+    let other = run(&[
+        "fingerprint",
+        "-i",
+        &path_str(&dir.path().join("other.seed")),
+    ]);
     assert_ne!(printed_fingerprint(&other), fp);
 }
 

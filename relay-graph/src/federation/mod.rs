@@ -1,0 +1,1001 @@
+//! Relay federation, sans-IO: the links to other relays, the global rooms
+//! bridged over them, presence routes, and the media dedup window.
+//!
+//! [`FederationCore`] owns no socket, task or clock. The shell (the quinn
+//! link, not built yet) feeds it [`Input`]s with `now` and calls
+//! [`FederationCore::tick`] at [`FederationCore::next_deadline`]; the core
+//! queues [`Action`]s (dial, send, close, a room's remote members changed)
+//! that the shell takes with [`FederationCore::drain_actions`].
+//!
+//! - **Links** (one per configured relay): the shell pins the peer's TLS
+//!   certificate and reports [`Input::LinkUp`] with the proven fingerprint;
+//!   both sides send `Hello` and the link is up once the peer's arrives with a
+//!   compatible version. When both relays dial at once, the connection dialed
+//!   by the relay with the lower [`RelayId`] is kept, on both sides. A `Ping`
+//!   goes out every [`PING_INTERVAL`]; its `Pong` gives the RTT. A link with
+//!   nothing heard for [`DEAD_AFTER`] is closed and counted dead. Peers with
+//!   an address are redialed after [`BACKOFF_MIN`], doubling to
+//!   [`BACKOFF_MAX`], each delay shortened by up to 20 % from the injected
+//!   seed so relays that lost each other together do not redial in step.
+//! - **Global rooms and presence** are path-vector tables ([`pathvec`]): each
+//!   relay announces its own participants / registered users, every relay
+//!   passes on its shortest path with itself prepended, a path holding the
+//!   receiver is a loop and dropped, and everything learned over a link is
+//!   dropped the moment the link is down (so remote participants vanish
+//!   within [`DEAD_AFTER`] of a relay's death, well inside 15 s, and at once
+//!   on an orderly leave). A link that comes up receives the whole table,
+//!   including what was learned from other peers.
+//! - **Media**: [`FederationCore::forward_targets`] says which peers a
+//!   packet of a room goes to (never back where it came from; a hub with no
+//!   local member still forwards), and [`dedup::DedupWindow`] makes delivery
+//!   exactly once when a packet arrives over two paths.
+//!
+//! What a peer *claims* is checked against what its link proved: a path must
+//! start with the sender's own id, announcements are accepted only for rooms
+//! both sides bridge, and an unknown certificate is refused with the config
+//! snippet the operator needs.
+
+pub mod dedup;
+pub mod mesh;
+pub mod pathvec;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use wzp_proto::federation::{
+    FederatedParticipant, FederationMessage, PresenceRoute, RelayId, RoomId, FEDERATION_VERSION,
+    MAX_PRESENCE_ENTRIES, MIN_FEDERATION_VERSION,
+};
+use wzp_proto::{Fingerprint, TlsFingerprint};
+
+use pathvec::{Delta, Entry, PathVector};
+
+/// A `Ping` goes out this often on an up link.
+pub const PING_INTERVAL: Duration = Duration::from_secs(1);
+/// A link with nothing heard for this long is dead.
+pub const DEAD_AFTER: Duration = Duration::from_secs(5);
+/// How long a new connection may take to send its `Hello`.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// First redial delay.
+pub const BACKOFF_MIN: Duration = Duration::from_secs(5);
+/// Longest redial delay.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// Pings awaiting their pong, per link; older ones are forgotten.
+const MAX_OUTSTANDING_PINGS: usize = 8;
+
+/// A connection, as numbered by the shell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LinkConn(pub u64);
+
+/// A relay this one federates with (`[[peers]]` with an address,
+/// `[[trusted]]` without).
+#[derive(Clone, Debug)]
+pub struct PeerSpec {
+    /// Pinned certificate fingerprint.
+    pub tls: TlsFingerprint,
+    /// The label the local config gives it.
+    pub label: String,
+    /// Where to dial it; `None` = wait for it to dial in.
+    pub address: Option<String>,
+}
+
+/// The core's configuration.
+#[derive(Clone, Debug)]
+pub struct FederationConfig {
+    /// This relay's certificate fingerprint.
+    pub me: TlsFingerprint,
+    /// This relay's label (sent in `Hello`, shown as `relay_label`).
+    pub label: String,
+    /// The relays it federates with.
+    pub peers: Vec<PeerSpec>,
+    /// The global rooms it bridges.
+    pub global_rooms: Vec<RoomId>,
+    /// Seed of the redial jitter.
+    pub seed: u64,
+}
+
+/// What the shell tells the core.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// A connection's TLS handshake finished and the peer presented the
+    /// certificate `tls` (already checked against the pin by the shell, or
+    /// unknown). `dialer` is the relay that dialed it.
+    LinkUp {
+        /// The connection.
+        conn: LinkConn,
+        /// The certificate the peer proved.
+        tls: TlsFingerprint,
+        /// Who dialed: this relay or the peer.
+        dialed_by_me: bool,
+    },
+    /// A connection ended (closed, reset, idle timeout).
+    LinkDown {
+        /// The connection.
+        conn: LinkConn,
+    },
+    /// A dial the core asked for failed before a connection existed.
+    DialFailed {
+        /// The peer.
+        peer: RelayId,
+    },
+    /// A decoded, bounds-checked message arrived on a connection.
+    Message {
+        /// The connection.
+        conn: LinkConn,
+        /// The message.
+        msg: FederationMessage,
+    },
+    /// A frame on a connection could not be decoded (counted; link stays).
+    Garbage {
+        /// The connection.
+        conn: LinkConn,
+    },
+    /// This relay's own members of a global room (empty: nobody left).
+    LocalRoom {
+        /// The room.
+        room: RoomId,
+        /// Its local members.
+        participants: Vec<FederatedParticipant>,
+    },
+    /// A user registered on (`true`) or left (`false`) this relay's presence.
+    LocalPresence {
+        /// The user.
+        fingerprint: Fingerprint,
+        /// Registered or gone.
+        online: bool,
+    },
+}
+
+/// What the core asks the shell to do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Dial a peer (pin `tls`, SNI `_federation`, present our certificate).
+    Dial {
+        /// The peer.
+        peer: RelayId,
+        /// Its address.
+        address: String,
+        /// The certificate to pin.
+        tls: TlsFingerprint,
+    },
+    /// Send a message on a connection.
+    Send {
+        /// The connection.
+        conn: LinkConn,
+        /// The peer on it.
+        peer: RelayId,
+        /// The message.
+        msg: FederationMessage,
+    },
+    /// Close a connection; `reason` says what the operator can do.
+    Close {
+        /// The connection.
+        conn: LinkConn,
+        /// Why.
+        reason: String,
+    },
+    /// The remote participants of a global room changed: send members a
+    /// new `RoomUpdate` ([`FederationCore::remote_participants`]).
+    RoomChanged {
+        /// The room.
+        room: RoomId,
+    },
+}
+
+/// A link's state, as `/peers` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkStatus {
+    /// No connection; a dial may be due.
+    Down,
+    /// Connected, waiting for the peer's `Hello`.
+    Handshaking,
+    /// Exchanging state.
+    Up,
+}
+
+/// Refusals and drops, by reason, for metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Connections from a certificate no config entry names.
+    pub unknown_relay: u64,
+    /// `Hello` with no common version.
+    pub version_refused: u64,
+    /// A second connection closed by the tie-break.
+    pub duplicate_link: u64,
+    /// Links closed after [`DEAD_AFTER`] of silence.
+    pub dead_links: u64,
+    /// `GlobalRoomActive` for a room this relay does not bridge.
+    pub room_not_bridged_here: u64,
+    /// `GlobalRoomActive` for a room the sender did not list in `Hello`.
+    pub room_not_bridged_by_peer: u64,
+    /// Announcements whose path does not start with the sender.
+    pub path_not_from_sender: u64,
+    /// Announcements whose path holds this relay (dropped as loops).
+    pub loops: u64,
+    /// Undecodable frames.
+    pub garbage: u64,
+    /// Messages on a connection the core does not use (closed, duplicate).
+    pub stale_conn: u64,
+    /// Messages out of place (`Hello` twice, anything before `Hello`).
+    pub unexpected: u64,
+}
+
+/// What a relay's participants in a room look like as learned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoomState {
+    /// The origin relay's own label.
+    pub origin_label: String,
+    /// Its participants, sorted.
+    pub participants: Vec<FederatedParticipant>,
+}
+
+/// Where a fingerprint is registered, as seen from this relay.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// On this relay.
+    Local,
+    /// On a directly linked peer.
+    DirectPeer(RelayId),
+    /// Through these relays (first is the next hop, last is the user's).
+    Via(Vec<RelayId>),
+    /// Nowhere known.
+    NotFound,
+}
+
+#[derive(Debug)]
+enum Phase {
+    Down {
+        next_dial: Option<Instant>,
+        dialing: bool,
+    },
+    Handshaking {
+        conn: LinkConn,
+        dialer: RelayId,
+        since: Instant,
+    },
+    Up {
+        conn: LinkConn,
+        dialer: RelayId,
+        rooms: BTreeSet<RoomId>,
+        label: String,
+    },
+}
+
+#[derive(Debug)]
+struct Link {
+    spec: PeerSpec,
+    phase: Phase,
+    backoff: Duration,
+    last_heard: Instant,
+    next_ping: Instant,
+    ping_id: u64,
+    pings: VecDeque<(u64, Instant)>,
+    rtt: Option<Duration>,
+    messages_in: u64,
+    messages_out: u64,
+}
+
+/// A peer's row in `/peers`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerView {
+    /// Its id.
+    pub id: RelayId,
+    /// Its label in our config.
+    pub label: String,
+    /// The label it gives itself in its `Hello` (when up).
+    pub own_label: Option<String>,
+    /// Its dial address, if any.
+    pub address: Option<String>,
+    /// Its certificate fingerprint.
+    pub tls: TlsFingerprint,
+    /// Link state.
+    pub status: LinkStatus,
+    /// Last RTT sample.
+    pub rtt: Option<Duration>,
+    /// Global rooms both sides bridge (when up).
+    pub rooms: usize,
+    /// Control messages received / sent on the current or last link.
+    pub messages_in: u64,
+    /// Control messages sent.
+    pub messages_out: u64,
+}
+
+/// The room table's key: a room and the relay whose participants they are.
+type RoomKey = (RoomId, RelayId);
+
+/// The federation core.
+#[derive(Debug)]
+pub struct FederationCore {
+    me: RelayId,
+    label: String,
+    links: BTreeMap<RelayId, Link>,
+    by_conn: HashMap<LinkConn, RelayId>,
+    global_rooms: BTreeSet<RoomId>,
+    rooms: PathVector<RoomKey, RoomState>,
+    presence: PathVector<Fingerprint, ()>,
+    actions: Vec<Action>,
+    counters: Counters,
+    rng: u64,
+}
+
+impl FederationCore {
+    /// A core with every link down and the first dials due at `now`.
+    pub fn new(cfg: FederationConfig, now: Instant) -> FederationCore {
+        let me = RelayId::of(&cfg.me);
+        let links = cfg
+            .peers
+            .into_iter()
+            .map(|spec| {
+                let dial = spec.address.as_ref().map(|_| now);
+                (
+                    RelayId::of(&spec.tls),
+                    Link {
+                        spec,
+                        phase: Phase::Down {
+                            next_dial: dial,
+                            dialing: false,
+                        },
+                        backoff: BACKOFF_MIN,
+                        last_heard: now,
+                        next_ping: now,
+                        ping_id: 0,
+                        pings: VecDeque::new(),
+                        rtt: None,
+                        messages_in: 0,
+                        messages_out: 0,
+                    },
+                )
+            })
+            .collect();
+        FederationCore {
+            me,
+            label: cfg.label,
+            links,
+            by_conn: HashMap::new(),
+            global_rooms: cfg.global_rooms.into_iter().collect(),
+            rooms: PathVector::new(me),
+            presence: PathVector::new(me),
+            actions: Vec::new(),
+            counters: Counters::default(),
+            rng: cfg.seed ^ 0x9e37_79b9_7f4a_7c15,
+        }
+    }
+
+    /// This relay's id.
+    pub fn id(&self) -> RelayId {
+        self.me
+    }
+
+    /// Refusal and drop counts.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Takes the queued actions.
+    pub fn drain_actions(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.actions)
+    }
+
+    /// A link's status.
+    pub fn status(&self, peer: RelayId) -> Option<LinkStatus> {
+        self.links.get(&peer).map(|l| match l.phase {
+            Phase::Down { .. } => LinkStatus::Down,
+            Phase::Handshaking { .. } => LinkStatus::Handshaking,
+            Phase::Up { .. } => LinkStatus::Up,
+        })
+    }
+
+    /// Every configured peer, for `/peers` and metrics.
+    pub fn peers(&self) -> Vec<PeerView> {
+        self.links
+            .iter()
+            .map(|(id, l)| PeerView {
+                id: *id,
+                label: l.spec.label.clone(),
+                own_label: match &l.phase {
+                    Phase::Up { label, .. } => Some(label.clone()),
+                    _ => None,
+                },
+                address: l.spec.address.clone(),
+                tls: l.spec.tls,
+                status: self.status(*id).unwrap_or(LinkStatus::Down),
+                rtt: l.rtt,
+                rooms: match &l.phase {
+                    Phase::Up { rooms, .. } => rooms.intersection(&self.global_rooms).count(),
+                    _ => 0,
+                },
+                messages_in: l.messages_in,
+                messages_out: l.messages_out,
+            })
+            .collect()
+    }
+
+    /// When [`FederationCore::tick`] next has work (a ping, a dial, a
+    /// silence deadline).
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.links
+            .values()
+            .filter_map(|l| match &l.phase {
+                Phase::Down {
+                    next_dial,
+                    dialing: false,
+                } => *next_dial,
+                Phase::Down { .. } => None,
+                Phase::Handshaking { since, .. } => Some(*since + HELLO_TIMEOUT),
+                Phase::Up { .. } => Some(l.next_ping.min(l.last_heard + DEAD_AFTER)),
+            })
+            .min()
+    }
+
+    /// Runs the timers due at `now`: dials, pings, dead links.
+    pub fn tick(&mut self, now: Instant) {
+        let ids: Vec<RelayId> = self.links.keys().copied().collect();
+        for id in ids {
+            let Some(l) = self.links.get_mut(&id) else {
+                continue;
+            };
+            match &mut l.phase {
+                Phase::Down { next_dial, dialing } => {
+                    if !*dialing && next_dial.is_some_and(|t| now >= t) {
+                        *dialing = true;
+                        *next_dial = None;
+                        if let Some(address) = l.spec.address.clone() {
+                            self.actions.push(Action::Dial {
+                                peer: id,
+                                address,
+                                tls: l.spec.tls,
+                            });
+                        }
+                    }
+                }
+                Phase::Handshaking { conn, since, .. } => {
+                    if now.saturating_duration_since(*since) >= HELLO_TIMEOUT {
+                        let conn = *conn;
+                        self.close(
+                            id,
+                            conn,
+                            format!("no federation hello within {HELLO_TIMEOUT:?}"),
+                            now,
+                        );
+                    }
+                }
+                Phase::Up { conn, .. } => {
+                    let conn = *conn;
+                    if now.saturating_duration_since(l.last_heard) >= DEAD_AFTER {
+                        self.counters.dead_links += 1;
+                        self.close(
+                            id,
+                            conn,
+                            format!("nothing heard for {DEAD_AFTER:?}; link dead"),
+                            now,
+                        );
+                    } else if now >= l.next_ping {
+                        l.ping_id += 1;
+                        let pid = l.ping_id;
+                        l.pings.push_back((pid, now));
+                        if l.pings.len() > MAX_OUTSTANDING_PINGS {
+                            l.pings.pop_front();
+                        }
+                        l.next_ping = now + PING_INTERVAL;
+                        self.send(
+                            id,
+                            FederationMessage::Ping {
+                                id: pid,
+                                sent_ms: 0,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Feeds one input.
+    pub fn handle(&mut self, input: Input, now: Instant) {
+        match input {
+            Input::LinkUp {
+                conn,
+                tls,
+                dialed_by_me,
+            } => self.link_up(conn, tls, dialed_by_me, now),
+            Input::LinkDown { conn } => {
+                if let Some(peer) = self.by_conn.remove(&conn) {
+                    if self.current_conn(peer) == Some(conn) {
+                        self.link_lost(peer, now);
+                    }
+                }
+            }
+            Input::DialFailed { peer } => {
+                if let Some(l) = self.links.get_mut(&peer) {
+                    if let Phase::Down { dialing, .. } = &mut l.phase {
+                        *dialing = false;
+                    }
+                    self.schedule_redial(peer, now);
+                }
+            }
+            Input::Garbage { conn } => {
+                self.counters.garbage += 1;
+                self.heard(conn, now);
+            }
+            Input::Message { conn, msg } => self.message(conn, msg, now),
+            Input::LocalRoom {
+                room,
+                mut participants,
+            } => {
+                participants.sort();
+                participants.dedup_by(|a, b| a.fingerprint == b.fingerprint);
+                let value = (!participants.is_empty()).then(|| RoomState {
+                    origin_label: self.label.clone(),
+                    participants,
+                });
+                if !self.global_rooms.contains(&room) {
+                    return;
+                }
+                let elig = self.room_eligibility();
+                let deltas = self.rooms.set_local((room, self.me), value, elig);
+                self.send_room_deltas(deltas);
+            }
+            Input::LocalPresence {
+                fingerprint,
+                online,
+            } => {
+                let deltas = self
+                    .presence
+                    .set_local(fingerprint, online.then_some(()), |_, _| true);
+                self.send_presence_deltas(deltas);
+            }
+        }
+    }
+
+    /// Remote participants of `room` (each fingerprint once; the origin's
+    /// label as `relay_label`), for `RoomUpdate`s.
+    pub fn remote_participants(&self, room: RoomId) -> Vec<(FederatedParticipant, String)> {
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::new();
+        let mut keys: Vec<&RoomKey> = self
+            .rooms
+            .keys()
+            .filter(|(r, origin)| *r == room && *origin != self.me)
+            .collect();
+        keys.sort();
+        for key in keys {
+            if let Some(best) = self.rooms.best(key) {
+                for p in best.value.participants {
+                    if seen.insert(p.fingerprint) {
+                        out.push((p, best.value.origin_label.clone()));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The global rooms with members anywhere in the mesh.
+    pub fn active_rooms(&self) -> BTreeSet<RoomId> {
+        self.rooms.keys().map(|(r, _)| *r).collect()
+    }
+
+    /// Where `fingerprint` is registered.
+    pub fn route(&self, fingerprint: &Fingerprint) -> Route {
+        match self.presence.best(fingerprint) {
+            None => Route::NotFound,
+            Some(e) if e.path.len() == 1 => Route::Local,
+            Some(e) if e.path.len() == 2 => Route::DirectPeer(e.path[1]),
+            Some(e) => Route::Via(e.path[1..].to_vec()),
+        }
+    }
+
+    /// Every fingerprint known with the relay it is on.
+    pub fn presence(&self) -> Vec<(Fingerprint, RelayId)> {
+        let mut v: Vec<(Fingerprint, RelayId)> = self
+            .presence
+            .keys()
+            .filter_map(|k| self.presence.best(k).map(|e| (*k, e.origin())))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Peers a media packet of `room` from `origin`, received over `from`
+    /// (`None`: from a local client), goes to: up peers that bridge the room
+    /// and are the next hop towards some other relay's participants in it;
+    /// never `from`, never towards the origin itself. A relay with no local
+    /// member still forwards.
+    pub fn forward_targets(
+        &self,
+        room: RoomId,
+        origin: RelayId,
+        from: Option<RelayId>,
+    ) -> Vec<RelayId> {
+        let mut out = BTreeSet::new();
+        for key in self.rooms.keys() {
+            let (r, o) = *key;
+            if r != room || o == origin || o == self.me {
+                continue;
+            }
+            if let Some(best) = self.rooms.best(key) {
+                if let Some(&next) = best.path.get(1) {
+                    if Some(next) != from && self.peer_bridges(next, room) {
+                        out.insert(next);
+                    }
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    fn peer_bridges(&self, peer: RelayId, room: RoomId) -> bool {
+        matches!(self.links.get(&peer).map(|l| &l.phase),
+            Some(Phase::Up { rooms, .. }) if rooms.contains(&room))
+            && self.global_rooms.contains(&room)
+    }
+
+    fn room_eligibility(&self) -> impl Fn(RelayId, &RoomKey) -> bool + 'static {
+        let bridges: HashMap<RelayId, BTreeSet<RoomId>> = self
+            .links
+            .iter()
+            .filter_map(|(id, l)| match &l.phase {
+                Phase::Up { rooms, .. } => Some((*id, rooms.clone())),
+                _ => None,
+            })
+            .collect();
+        move |peer, (room, _)| bridges.get(&peer).is_some_and(|r| r.contains(room))
+    }
+
+    fn current_conn(&self, peer: RelayId) -> Option<LinkConn> {
+        match self.links.get(&peer)?.phase {
+            Phase::Handshaking { conn, .. } | Phase::Up { conn, .. } => Some(conn),
+            Phase::Down { .. } => None,
+        }
+    }
+
+    fn link_up(&mut self, conn: LinkConn, tls: TlsFingerprint, dialed_by_me: bool, now: Instant) {
+        let peer = RelayId::of(&tls);
+        let known = self.links.get(&peer).is_some_and(|l| l.spec.tls == tls);
+        if !known {
+            self.counters.unknown_relay += 1;
+            self.actions.push(Action::Close {
+                conn,
+                reason: format!(
+                    "relay with certificate {tls} is not in this relay's config; to federate, \
+                     add to its config:\n[[trusted]]\nfingerprint = \"{tls}\"\nlabel = \"...\""
+                ),
+            });
+            return;
+        }
+        let dialer = if dialed_by_me { self.me } else { peer };
+        if let Some(old) = self.current_conn(peer) {
+            let old_dialer = match self.links[&peer].phase {
+                Phase::Handshaking { dialer, .. } | Phase::Up { dialer, .. } => dialer,
+                Phase::Down { .. } => dialer,
+            };
+            // Same dialer: a reconnect; the new connection replaces the old.
+            // Different dialers: both dialed; the lower id's dial is kept.
+            let keep_new = old_dialer == dialer || dialer < old_dialer;
+            self.counters.duplicate_link += 1;
+            if !keep_new {
+                self.actions.push(Action::Close {
+                    conn,
+                    reason: "duplicate federation link: the other connection is kept".into(),
+                });
+                return;
+            }
+            self.by_conn.remove(&old);
+            self.actions.push(Action::Close {
+                conn: old,
+                reason: "replaced by a newer federation link".into(),
+            });
+            self.forget_peer_state(peer);
+        }
+        self.by_conn.insert(conn, peer);
+        let l = self.links.get_mut(&peer).expect("known peer");
+        l.phase = Phase::Handshaking {
+            conn,
+            dialer,
+            since: now,
+        };
+        l.last_heard = now;
+        l.messages_in = 0;
+        l.messages_out = 0;
+        let rooms = self.global_rooms.iter().copied().collect();
+        self.send(
+            peer,
+            FederationMessage::hello_with_rooms(&self.label, rooms),
+        );
+    }
+
+    fn heard(&mut self, conn: LinkConn, now: Instant) -> Option<RelayId> {
+        let peer = *self.by_conn.get(&conn)?;
+        if self.current_conn(peer) != Some(conn) {
+            return None;
+        }
+        let l = self.links.get_mut(&peer)?;
+        l.last_heard = now;
+        l.messages_in += 1;
+        Some(peer)
+    }
+
+    fn message(&mut self, conn: LinkConn, msg: FederationMessage, now: Instant) {
+        let Some(peer) = self.heard(conn, now) else {
+            self.counters.stale_conn += 1;
+            return;
+        };
+        let up = matches!(self.links[&peer].phase, Phase::Up { .. });
+        match msg {
+            FederationMessage::Hello {
+                version,
+                min_version,
+                label,
+                rooms,
+                ..
+            } => {
+                if up {
+                    self.counters.unexpected += 1;
+                    return;
+                }
+                let agreed = version.min(FEDERATION_VERSION);
+                if agreed < min_version.max(MIN_FEDERATION_VERSION) {
+                    self.counters.version_refused += 1;
+                    self.close(
+                        peer,
+                        conn,
+                        format!(
+                            "incompatible federation versions: this relay speaks \
+                             {MIN_FEDERATION_VERSION}..={FEDERATION_VERSION}, the peer \
+                             {min_version}..={version}; upgrade the older relay"
+                        ),
+                        now,
+                    );
+                    return;
+                }
+                let l = self.links.get_mut(&peer).expect("linked peer");
+                let Phase::Handshaking { dialer, .. } = l.phase else {
+                    return;
+                };
+                l.phase = Phase::Up {
+                    conn,
+                    dialer,
+                    rooms: rooms.into_iter().collect(),
+                    label,
+                };
+                l.backoff = BACKOFF_MIN;
+                l.next_ping = now;
+                l.pings.clear();
+                let elig = self.room_eligibility();
+                let d = self.rooms.peer_up(peer, elig);
+                self.send_room_deltas(d);
+                let d = self.presence.peer_up(peer, |_, _| true);
+                self.send_presence_deltas(d);
+            }
+            _ if !up => {
+                self.counters.unexpected += 1;
+                self.close(peer, conn, "expected hello first".into(), now);
+            }
+            FederationMessage::Ping { id, sent_ms } => {
+                self.send(peer, FederationMessage::Pong { id, sent_ms });
+            }
+            FederationMessage::Pong { id, .. } => {
+                let l = self.links.get_mut(&peer).expect("linked peer");
+                if let Some(i) = l.pings.iter().position(|(p, _)| *p == id) {
+                    let (_, sent) = l.pings[i];
+                    l.rtt = Some(now.saturating_duration_since(sent));
+                    l.pings.drain(..=i);
+                }
+            }
+            FederationMessage::GlobalRoomActive {
+                room,
+                path,
+                origin_label,
+                participants,
+            } => {
+                if !self.room_allowed(peer, room) {
+                    return;
+                }
+                let Some(path) = self.checked_path(peer, path) else {
+                    return;
+                };
+                let origin = *path.last().expect("checked path");
+                let mut participants = participants;
+                participants.sort();
+                let entry = Entry {
+                    path,
+                    value: RoomState {
+                        origin_label,
+                        participants,
+                    },
+                };
+                let elig = self.room_eligibility();
+                let d = self.rooms.learn(peer, (room, origin), Some(entry), elig);
+                self.send_room_deltas(d);
+                self.room_changed(room);
+            }
+            FederationMessage::GlobalRoomInactive { room, origin } => {
+                if !self.room_allowed(peer, room) {
+                    return;
+                }
+                let elig = self.room_eligibility();
+                let d = self.rooms.learn(peer, (room, origin), None, elig);
+                self.send_room_deltas(d);
+                self.room_changed(room);
+            }
+            FederationMessage::PresenceUpdate { announce, withdraw } => {
+                let mut deltas = Vec::new();
+                for PresenceRoute { fingerprint, path } in announce {
+                    let entry = self
+                        .checked_path(peer, path)
+                        .map(|path| Entry { path, value: () });
+                    deltas.extend(self.presence.learn(peer, fingerprint, entry, |_, _| true));
+                }
+                for fingerprint in withdraw {
+                    deltas.extend(self.presence.learn(peer, fingerprint, None, |_, _| true));
+                }
+                self.send_presence_deltas(deltas);
+            }
+        }
+    }
+
+    /// A room announcement is accepted only for a room both sides bridge.
+    fn room_allowed(&mut self, peer: RelayId, room: RoomId) -> bool {
+        if !self.global_rooms.contains(&room) {
+            self.counters.room_not_bridged_here += 1;
+            return false;
+        }
+        let bridged = matches!(&self.links[&peer].phase,
+            Phase::Up { rooms, .. } if rooms.contains(&room));
+        if !bridged {
+            self.counters.room_not_bridged_by_peer += 1;
+        }
+        bridged
+    }
+
+    /// The path of an announcement from `peer`: it must start with the
+    /// sender (a relay speaks only for itself). A path through this relay is
+    /// a loop: `None`, counted (the caller treats it as a withdrawal).
+    fn checked_path(&mut self, peer: RelayId, path: Vec<RelayId>) -> Option<Vec<RelayId>> {
+        if path.first() != Some(&peer) {
+            self.counters.path_not_from_sender += 1;
+            return None;
+        }
+        if path.contains(&self.me) {
+            self.counters.loops += 1;
+            return None;
+        }
+        Some(path)
+    }
+
+    fn room_changed(&mut self, room: RoomId) {
+        let a = Action::RoomChanged { room };
+        if !self.actions.contains(&a) {
+            self.actions.push(a);
+        }
+    }
+
+    /// The link to `peer` is gone: forget what it said, tell the others,
+    /// schedule a redial.
+    fn link_lost(&mut self, peer: RelayId, now: Instant) {
+        self.forget_peer_state(peer);
+        if let Some(l) = self.links.get_mut(&peer) {
+            l.phase = Phase::Down {
+                next_dial: None,
+                dialing: false,
+            };
+        }
+        self.schedule_redial(peer, now);
+    }
+
+    fn forget_peer_state(&mut self, peer: RelayId) {
+        let rooms: BTreeSet<RoomId> = self
+            .rooms
+            .learned_from(peer)
+            .map(|((r, _), _)| *r)
+            .collect();
+        let was_up = self.rooms.is_up(peer);
+        if let Some(l) = self.links.get_mut(&peer) {
+            // Eligibility must already exclude the peer going down.
+            l.phase = Phase::Down {
+                next_dial: None,
+                dialing: false,
+            };
+        }
+        if was_up {
+            let elig = self.room_eligibility();
+            let d = self.rooms.peer_down(peer, elig);
+            self.send_room_deltas(d);
+            let d = self.presence.peer_down(peer, |_, _| true);
+            self.send_presence_deltas(d);
+        }
+        for r in rooms {
+            self.room_changed(r);
+        }
+    }
+
+    fn close(&mut self, peer: RelayId, conn: LinkConn, reason: String, now: Instant) {
+        self.by_conn.remove(&conn);
+        self.actions.push(Action::Close { conn, reason });
+        self.link_lost(peer, now);
+    }
+
+    fn schedule_redial(&mut self, peer: RelayId, now: Instant) {
+        let jitter = self.next_unit();
+        let Some(l) = self.links.get_mut(&peer) else {
+            return;
+        };
+        if l.spec.address.is_none() {
+            return;
+        }
+        let delay = l.backoff.mul_f64(1.0 - 0.2 * jitter);
+        l.backoff = (l.backoff * 2).min(BACKOFF_MAX);
+        if let Phase::Down { next_dial, dialing } = &mut l.phase {
+            if !*dialing {
+                *next_dial = Some(now + delay);
+            }
+        }
+    }
+
+    /// Uniform in [0, 1), SplitMix64 over the injected seed.
+    fn next_unit(&mut self) -> f64 {
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn send(&mut self, peer: RelayId, msg: FederationMessage) {
+        let Some(conn) = self.current_conn(peer) else {
+            return;
+        };
+        if let Some(l) = self.links.get_mut(&peer) {
+            l.messages_out += 1;
+        }
+        self.actions.push(Action::Send { conn, peer, msg });
+    }
+
+    fn send_room_deltas(&mut self, deltas: Vec<(RelayId, Delta<RoomKey, RoomState>)>) {
+        for (peer, d) in deltas {
+            let msg = match d {
+                Delta::Announce((room, _), e) => FederationMessage::GlobalRoomActive {
+                    room,
+                    path: e.path,
+                    origin_label: e.value.origin_label,
+                    participants: e.value.participants,
+                },
+                Delta::Withdraw((room, origin)) => {
+                    FederationMessage::GlobalRoomInactive { room, origin }
+                }
+            };
+            self.send(peer, msg);
+        }
+    }
+
+    fn send_presence_deltas(&mut self, deltas: Vec<(RelayId, Delta<Fingerprint, ()>)>) {
+        let mut per_peer: BTreeMap<RelayId, (Vec<PresenceRoute>, Vec<Fingerprint>)> =
+            BTreeMap::new();
+        for (peer, d) in deltas {
+            let (a, w) = per_peer.entry(peer).or_default();
+            match d {
+                Delta::Announce(fingerprint, e) => a.push(PresenceRoute {
+                    fingerprint,
+                    path: e.path,
+                }),
+                Delta::Withdraw(fingerprint) => w.push(fingerprint),
+            }
+        }
+        for (peer, (mut a, mut w)) in per_peer {
+            while !a.is_empty() || !w.is_empty() {
+                let na = a.len().min(MAX_PRESENCE_ENTRIES);
+                let announce: Vec<_> = a.drain(..na).collect();
+                let nw = w.len().min(MAX_PRESENCE_ENTRIES - na);
+                let withdraw: Vec<_> = w.drain(..nw).collect();
+                self.send(
+                    peer,
+                    FederationMessage::PresenceUpdate { announce, withdraw },
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

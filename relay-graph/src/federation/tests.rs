@@ -1,0 +1,658 @@
+//! Unit tests of the federation core: links, global rooms, presence, driven
+//! through the in-memory mesh or by hand with a manual clock.
+
+use std::time::Duration;
+
+use wzp_proto::federation::{
+    FederatedParticipant, FederationMessage, PresenceRoute, RelayId, RoomId,
+};
+use wzp_proto::Fingerprint;
+
+use super::mesh::{id_of, tls_of, Mesh};
+use super::*;
+
+fn fp(n: u8) -> Fingerprint {
+    Fingerprint([n; 16])
+}
+
+fn general() -> RoomId {
+    RoomId::of_name("general")
+}
+
+fn fps(list: &[(FederatedParticipant, String)]) -> Vec<(Fingerprint, String)> {
+    list.iter()
+        .map(|(p, l)| (p.fingerprint, l.clone()))
+        .collect()
+}
+
+/// A lone core with peers 1 (dialable) and 2 (trusted, inbound only).
+fn lone(now: Instant) -> FederationCore {
+    FederationCore::new(
+        FederationConfig {
+            me: tls_of(0),
+            label: "r0".into(),
+            peers: vec![
+                PeerSpec {
+                    tls: tls_of(1),
+                    label: "r1".into(),
+                    address: Some("10.0.0.1:4433".into()),
+                },
+                PeerSpec {
+                    tls: tls_of(2),
+                    label: "r2".into(),
+                    address: None,
+                },
+            ],
+            global_rooms: vec![general()],
+            seed: 7,
+        },
+        now,
+    )
+}
+
+fn sent(actions: &[Action]) -> Vec<&FederationMessage> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { msg, .. } => Some(msg),
+            _ => None,
+        })
+        .collect()
+}
+
+fn closes(actions: &[Action]) -> Vec<&str> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Close { reason, .. } => Some(reason.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn two_relays_link_up_and_measure_rtt() {
+    let mut m = Mesh::new(2, &[(0, 1)], &[general()], 1);
+    m.settle(20).expect("settles");
+    for i in 0..2 {
+        let peers = m.cores[i].peers();
+        assert_eq!(peers.len(), 1);
+        assert_eq!(peers[0].status, LinkStatus::Up, "relay {i}");
+        assert_eq!(peers[0].rooms, 1);
+        assert_eq!(peers[0].own_label.as_deref(), Some(["r1", "r0"][i]));
+    }
+    // Both dialed; one connection was closed by the tie-break on each side.
+    assert_eq!(m.cores[0].counters().duplicate_link, 1);
+    assert_eq!(m.cores[1].counters().duplicate_link, 1);
+    for _ in 0..30 {
+        m.step();
+    }
+    let rtt = m.cores[0].peers()[0].rtt.expect("an RTT sample");
+    // A ping and its pong each take one 50 ms round.
+    assert_eq!(rtt, Duration::from_millis(100));
+}
+
+#[test]
+fn both_ends_keep_the_connection_dialed_by_the_lower_id() {
+    let t0 = Instant::now();
+    let mut c = lone(t0);
+    let peer = id_of(1);
+    let (lo_is_me, _) = (c.id() < peer, ());
+    c.handle(
+        Input::LinkUp {
+            conn: LinkConn(1),
+            tls: tls_of(1),
+            dialed_by_me: true,
+        },
+        t0,
+    );
+    c.handle(
+        Input::LinkUp {
+            conn: LinkConn(2),
+            tls: tls_of(1),
+            dialed_by_me: false,
+        },
+        t0,
+    );
+    let a = c.drain_actions();
+    let closed: Vec<LinkConn> = a
+        .iter()
+        .filter_map(|a| match a {
+            Action::Close { conn, .. } => Some(*conn),
+            _ => None,
+        })
+        .collect();
+    // Conn 1 was dialed by me, conn 2 by the peer: the lower id's dial stays.
+    let expect_closed = if lo_is_me { LinkConn(2) } else { LinkConn(1) };
+    assert_eq!(closed, vec![expect_closed], "{a:?}");
+    // The same decision seen from the peer's side, with the roles swapped.
+    let mut p = FederationCore::new(
+        FederationConfig {
+            me: tls_of(1),
+            label: "r1".into(),
+            peers: vec![PeerSpec {
+                tls: tls_of(0),
+                label: "r0".into(),
+                address: None,
+            }],
+            global_rooms: vec![],
+            seed: 1,
+        },
+        t0,
+    );
+    p.handle(
+        Input::LinkUp {
+            conn: LinkConn(1),
+            tls: tls_of(0),
+            dialed_by_me: false,
+        },
+        t0,
+    );
+    p.handle(
+        Input::LinkUp {
+            conn: LinkConn(2),
+            tls: tls_of(0),
+            dialed_by_me: true,
+        },
+        t0,
+    );
+    let closed_p: Vec<LinkConn> = p
+        .drain_actions()
+        .iter()
+        .filter_map(|a| match a {
+            Action::Close { conn, .. } => Some(*conn),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(closed_p, closed, "both ends close the same connection");
+}
+
+#[test]
+fn an_unknown_relay_is_refused_with_the_snippet() {
+    let t0 = Instant::now();
+    let mut c = lone(t0);
+    let stranger = tls_of(9);
+    c.handle(
+        Input::LinkUp {
+            conn: LinkConn(5),
+            tls: stranger,
+            dialed_by_me: false,
+        },
+        t0,
+    );
+    let a = c.drain_actions();
+    let reason = closes(&a);
+    assert_eq!(reason.len(), 1);
+    assert!(reason[0].contains("[[trusted]]"), "{}", reason[0]);
+    assert!(
+        reason[0].contains(&format!("fingerprint = \"{stranger}\"")),
+        "{}",
+        reason[0]
+    );
+    assert!(sent(&a).is_empty(), "nothing sent to a stranger");
+    assert_eq!(c.counters().unknown_relay, 1);
+    // A relay whose id prefix matches a peer but whose certificate differs
+    // (another key claiming the place) is refused the same way.
+    let mut imposter = tls_of(1);
+    imposter.0[31] ^= 1;
+    c.handle(
+        Input::LinkUp {
+            conn: LinkConn(6),
+            tls: imposter,
+            dialed_by_me: false,
+        },
+        t0,
+    );
+    assert_eq!(closes(&c.drain_actions()).len(), 1);
+    assert_eq!(c.counters().unknown_relay, 2);
+}
+
+#[test]
+fn incompatible_versions_are_refused_clearly() {
+    let t0 = Instant::now();
+    let mut c = lone(t0);
+    c.handle(
+        Input::LinkUp {
+            conn: LinkConn(1),
+            tls: tls_of(2),
+            dialed_by_me: false,
+        },
+        t0,
+    );
+    let a = c.drain_actions();
+    assert!(
+        matches!(sent(&a)[..], [FederationMessage::Hello { .. }]),
+        "{a:?}"
+    );
+    c.handle(
+        Input::Message {
+            conn: LinkConn(1),
+            msg: FederationMessage::Hello {
+                version: 3,
+                min_version: 2,
+                capabilities: vec![],
+                label: "future".into(),
+                rooms: vec![],
+            },
+        },
+        t0,
+    );
+    let a = c.drain_actions();
+    let r = closes(&a);
+    assert_eq!(r.len(), 1);
+    assert!(
+        r[0].contains("incompatible federation versions"),
+        "{}",
+        r[0]
+    );
+    assert!(r[0].contains("peer 2..=3"), "{}", r[0]);
+    assert!(r[0].contains("upgrade the older relay"), "{}", r[0]);
+    assert_eq!(c.status(id_of(2)), Some(LinkStatus::Down));
+    assert_eq!(c.counters().version_refused, 1);
+}
+
+#[test]
+fn anything_before_hello_closes_the_link() {
+    let t0 = Instant::now();
+    let mut c = lone(t0);
+    c.handle(
+        Input::LinkUp {
+            conn: LinkConn(1),
+            tls: tls_of(2),
+            dialed_by_me: false,
+        },
+        t0,
+    );
+    c.drain_actions();
+    c.handle(
+        Input::Message {
+            conn: LinkConn(1),
+            msg: FederationMessage::Ping { id: 1, sent_ms: 0 },
+        },
+        t0,
+    );
+    assert_eq!(closes(&c.drain_actions()), vec!["expected hello first"]);
+    // No hello at all: closed after the timeout.
+    c.handle(
+        Input::LinkUp {
+            conn: LinkConn(2),
+            tls: tls_of(2),
+            dialed_by_me: false,
+        },
+        t0,
+    );
+    c.drain_actions();
+    c.tick(t0 + HELLO_TIMEOUT - Duration::from_millis(1));
+    assert!(closes(&c.drain_actions()).is_empty());
+    c.tick(t0 + HELLO_TIMEOUT);
+    assert_eq!(closes(&c.drain_actions()).len(), 1);
+}
+
+#[test]
+fn a_silent_link_is_dead_after_five_seconds() {
+    let mut m = Mesh::new(2, &[(0, 1)], &[general()], 3);
+    m.settle(20).unwrap();
+    m.cut(0, 1);
+    let cut_at = m.now;
+    let mut down_at = None;
+    for _ in 0..200 {
+        m.step();
+        if m.cores[0].status(id_of(1)) != Some(LinkStatus::Up) {
+            down_at = Some(m.now);
+            break;
+        }
+    }
+    let down_after = down_at.expect("link declared dead") - cut_at;
+    assert!(down_after <= DEAD_AFTER, "dead after {down_after:?}");
+    // Pings kept arriving until the cut, so it is not before ~5 s either.
+    assert!(
+        down_after >= DEAD_AFTER - Duration::from_secs(1),
+        "{down_after:?}"
+    );
+    assert_eq!(m.cores[0].counters().dead_links, 1);
+}
+
+#[test]
+fn redials_back_off_from_5_s_to_300_s_with_jitter() {
+    let t0 = Instant::now();
+    let mut c = lone(t0);
+    c.tick(t0);
+    let a = c.drain_actions();
+    assert_eq!(
+        a,
+        vec![Action::Dial {
+            peer: id_of(1),
+            address: "10.0.0.1:4433".into(),
+            tls: tls_of(1),
+        }],
+        "only the peer with an address is dialed"
+    );
+    let mut now = t0;
+    let mut delays = Vec::new();
+    for _ in 0..10 {
+        c.handle(Input::DialFailed { peer: id_of(1) }, now);
+        let due = c.next_deadline().expect("a redial is scheduled");
+        delays.push(due - now);
+        // Nothing before the deadline, a dial at it.
+        c.tick(due - Duration::from_millis(1));
+        assert!(c.drain_actions().is_empty());
+        c.tick(due);
+        assert!(matches!(c.drain_actions()[..], [Action::Dial { .. }]));
+        now = due;
+    }
+    let mut base = BACKOFF_MIN;
+    for d in &delays {
+        assert!(
+            *d <= base && *d >= base.mul_f64(0.8),
+            "{d:?} for base {base:?}"
+        );
+        base = (base * 2).min(BACKOFF_MAX);
+    }
+    assert!(*delays.last().unwrap() > Duration::from_secs(239));
+    // The jitter is real: not every delay is the base.
+    let exact = delays
+        .iter()
+        .filter(|d| {
+            [5u64, 10, 20, 40, 80, 160, 300].contains(&d.as_secs()) && d.subsec_nanos() == 0
+        })
+        .count();
+    assert!(exact < delays.len(), "{delays:?}");
+    // Another seed, other delays.
+    let mut other = FederationCore::new(
+        FederationConfig {
+            seed: 8,
+            ..FederationConfig {
+                me: tls_of(0),
+                label: "r0".into(),
+                peers: vec![PeerSpec {
+                    tls: tls_of(1),
+                    label: "r1".into(),
+                    address: Some("x:1".into()),
+                }],
+                global_rooms: vec![],
+                seed: 0,
+            }
+        },
+        t0,
+    );
+    other.tick(t0);
+    other.drain_actions();
+    other.handle(Input::DialFailed { peer: id_of(1) }, t0);
+    assert_ne!(other.next_deadline().unwrap() - t0, delays[0]);
+}
+
+#[test]
+fn a_link_that_comes_up_resets_the_backoff() {
+    let mut m = Mesh::new(2, &[(0, 1)], &[general()], 5);
+    m.kill(1);
+    for _ in 0..2000 {
+        m.step();
+    }
+    // Long down: the backoff grew. Revive and wait for the link.
+    m.revive(1);
+    let revived = m.now;
+    while m.cores[0].status(id_of(1)) != Some(LinkStatus::Up) {
+        m.step();
+        assert!(m.now - revived < Duration::from_secs(400), "never relinked");
+    }
+    // Relay 1 dials at once on start, so the link is back at once.
+    assert!(
+        m.now - revived < Duration::from_secs(1),
+        "{:?}",
+        m.now - revived
+    );
+}
+
+#[test]
+fn global_rooms_propagate_along_a_chain_and_vanish_on_leave() {
+    // 0 - 1 - 2, a client on 0 and one on 2, none on the hub 1.
+    let mut m = Mesh::new(3, &[(0, 1), (1, 2)], &[general()], 9);
+    m.settle(30).unwrap();
+    m.set_room(0, general(), &[fp(10)]);
+    m.set_room(2, general(), &[fp(20), fp(21)]);
+    m.settle(30).unwrap();
+    assert_eq!(
+        fps(&m.cores[0].remote_participants(general())),
+        vec![(fp(20), "r2".into()), (fp(21), "r2".into())]
+    );
+    assert_eq!(
+        fps(&m.cores[2].remote_participants(general())),
+        vec![(fp(10), "r0".into())]
+    );
+    assert_eq!(m.cores[1].remote_participants(general()).len(), 3);
+    // The hub forwards media though it has nobody in the room.
+    assert_eq!(
+        m.cores[1].forward_targets(general(), id_of(0), Some(id_of(0))),
+        vec![id_of(2)]
+    );
+    assert_eq!(
+        m.cores[1].forward_targets(general(), id_of(2), Some(id_of(2))),
+        vec![id_of(0)]
+    );
+    // Never back to where it came from, never towards the origin.
+    assert!(m.cores[2]
+        .forward_targets(general(), id_of(0), Some(id_of(1)))
+        .is_empty());
+    // An orderly leave: gone everywhere as soon as the messages arrive.
+    m.set_room(2, general(), &[fp(21)]);
+    m.step();
+    m.step();
+    assert_eq!(
+        fps(&m.cores[0].remote_participants(general())),
+        vec![(fp(21), "r2".into())]
+    );
+    m.set_room(2, general(), &[]);
+    m.step();
+    m.step();
+    assert!(m.cores[0].remote_participants(general()).is_empty());
+    assert_eq!(
+        m.cores[0].active_rooms().len(),
+        1,
+        "its own room is still active"
+    );
+}
+
+#[test]
+fn a_new_link_learns_rooms_from_other_peers() {
+    // 0 - 1 up first with a client on 0; then the link 1 - 2 comes up.
+    let mut m = Mesh::new(3, &[(0, 1), (1, 2)], &[general()], 11);
+    m.cut(1, 2);
+    m.set_room(0, general(), &[fp(1)]);
+    m.settle(40).unwrap();
+    assert!(m.cores[2].remote_participants(general()).is_empty());
+    m.heal(1, 2);
+    for _ in 0..400 {
+        m.step();
+        if !m.cores[2].remote_participants(general()).is_empty() {
+            break;
+        }
+    }
+    assert_eq!(
+        fps(&m.cores[2].remote_participants(general())),
+        vec![(fp(1), "r0".into())]
+    );
+}
+
+#[test]
+fn participants_behind_a_dead_relay_vanish_within_15_s() {
+    let mut m = Mesh::new(3, &[(0, 1), (1, 2)], &[general()], 13);
+    m.settle(30).unwrap();
+    m.set_room(2, general(), &[fp(2)]);
+    m.settle(30).unwrap();
+    assert_eq!(m.cores[0].remote_participants(general()).len(), 1);
+    m.kill(2);
+    let died = m.now;
+    while !m.cores[0].remote_participants(general()).is_empty() {
+        m.step();
+        assert!(m.now - died <= Duration::from_secs(15), "ghost past 15 s");
+    }
+    assert!(
+        m.now - died <= DEAD_AFTER + Duration::from_millis(200),
+        "{:?}",
+        m.now - died
+    );
+}
+
+/// A core with one up link to peer 2 that bridges `peer_rooms`.
+fn up_with_trusted(peer_rooms: Vec<RoomId>) -> (FederationCore, Instant) {
+    let t0 = Instant::now();
+    let mut c = lone(t0);
+    c.handle(
+        Input::LinkUp {
+            conn: LinkConn(1),
+            tls: tls_of(2),
+            dialed_by_me: false,
+        },
+        t0,
+    );
+    c.handle(
+        Input::Message {
+            conn: LinkConn(1),
+            msg: FederationMessage::hello_with_rooms("r2", peer_rooms),
+        },
+        t0,
+    );
+    c.drain_actions();
+    (c, t0)
+}
+
+fn active(room: RoomId, path: Vec<RelayId>, who: u8) -> FederationMessage {
+    FederationMessage::GlobalRoomActive {
+        room,
+        path,
+        origin_label: "x".into(),
+        participants: vec![FederatedParticipant {
+            fingerprint: fp(who),
+            alias: None,
+        }],
+    }
+}
+
+#[test]
+fn forged_and_misrouted_announcements_are_refused_and_counted() {
+    let other = RoomId::of_name("other");
+    let (mut c, t0) = up_with_trusted(vec![general(), other]);
+    let cases: Vec<(FederationMessage, fn(&Counters) -> u64)> = vec![
+        // A room this relay does not bridge.
+        (active(other, vec![id_of(2)], 1), |k| {
+            k.room_not_bridged_here
+        }),
+        // A path that does not start with the sender: speaking for relay 5.
+        (active(general(), vec![id_of(5)], 2), |k| {
+            k.path_not_from_sender
+        }),
+        // A path through this relay: a loop.
+        (
+            active(general(), vec![id_of(2), id_of(0), id_of(5)], 3),
+            |k| k.loops,
+        ),
+        (
+            FederationMessage::PresenceUpdate {
+                announce: vec![PresenceRoute {
+                    fingerprint: fp(4),
+                    path: vec![id_of(7)],
+                }],
+                withdraw: vec![],
+            },
+            |k| k.path_not_from_sender,
+        ),
+    ];
+    for (msg, counter) in cases {
+        let before = counter(c.counters());
+        c.handle(
+            Input::Message {
+                conn: LinkConn(1),
+                msg: msg.clone(),
+            },
+            t0,
+        );
+        assert_eq!(counter(c.counters()), before + 1, "{msg:?}");
+        assert!(closes(&c.drain_actions()).is_empty(), "the link stays up");
+        assert!(c.remote_participants(general()).is_empty(), "{msg:?}");
+        assert!(c.remote_participants(other).is_empty());
+        assert_eq!(c.route(&fp(4)), Route::NotFound);
+    }
+    assert_eq!(c.status(id_of(2)), Some(LinkStatus::Up));
+    // Garbage is counted and the link stays.
+    c.handle(Input::Garbage { conn: LinkConn(1) }, t0);
+    assert_eq!(c.counters().garbage, 1);
+    assert_eq!(c.status(id_of(2)), Some(LinkStatus::Up));
+}
+
+#[test]
+fn a_room_the_peer_did_not_declare_is_refused() {
+    let (mut c, t0) = up_with_trusted(vec![]);
+    c.handle(
+        Input::Message {
+            conn: LinkConn(1),
+            msg: active(general(), vec![id_of(2)], 1),
+        },
+        t0,
+    );
+    assert_eq!(c.counters().room_not_bridged_by_peer, 1);
+    assert!(c.remote_participants(general()).is_empty());
+    // And this relay's own room is not announced to a peer that does not
+    // bridge it.
+    c.handle(
+        Input::LocalRoom {
+            room: general(),
+            participants: vec![FederatedParticipant {
+                fingerprint: fp(9),
+                alias: None,
+            }],
+        },
+        t0,
+    );
+    assert!(sent(&c.drain_actions()).is_empty());
+    // A legitimate announcement from a peer that bridges it is taken.
+    let (mut c, t0) = up_with_trusted(vec![general()]);
+    c.handle(
+        Input::Message {
+            conn: LinkConn(1),
+            msg: active(general(), vec![id_of(2)], 1),
+        },
+        t0,
+    );
+    assert_eq!(
+        fps(&c.remote_participants(general())),
+        vec![(fp(1), "x".into())]
+    );
+    assert!(c
+        .drain_actions()
+        .contains(&Action::RoomChanged { room: general() }));
+}
+
+#[test]
+fn presence_routes_name_local_direct_and_chains() {
+    let mut m = Mesh::new(4, &[(0, 1), (1, 2), (2, 3)], &[], 17);
+    m.settle(40).unwrap();
+    for i in 0..4u8 {
+        m.input(
+            usize::from(i),
+            Input::LocalPresence {
+                fingerprint: fp(i),
+                online: true,
+            },
+        );
+    }
+    m.settle(40).unwrap();
+    let c = &m.cores[0];
+    assert_eq!(c.route(&fp(0)), Route::Local);
+    assert_eq!(c.route(&fp(1)), Route::DirectPeer(id_of(1)));
+    assert_eq!(
+        c.route(&fp(3)),
+        Route::Via(vec![id_of(1), id_of(2), id_of(3)])
+    );
+    assert_eq!(c.route(&fp(99)), Route::NotFound);
+    assert_eq!(c.presence().len(), 4);
+    // Gone: withdrawn everywhere.
+    m.input(
+        3,
+        Input::LocalPresence {
+            fingerprint: fp(3),
+            online: false,
+        },
+    );
+    m.settle(40).unwrap();
+    assert_eq!(m.cores[0].route(&fp(3)), Route::NotFound);
+}

@@ -282,15 +282,28 @@ pub fn server_config_with(
 /// A client config that accepts exactly the server whose certificate hashes
 /// to `pinned`.
 pub fn client_config(pinned: TlsFingerprint) -> Result<quinn::ClientConfig, QuicError> {
+    client_config_with(Pin::Fingerprint(pinned), None)
+}
+
+/// A TLS 1.3 client config for wzp's ALPN with the server checked by `pin`,
+/// presenting `own` when given (client authentication), with
+/// [`transport_config`].
+fn client_config_with(
+    pin: Pin,
+    own: Option<&RelayCertificate>,
+) -> Result<quinn::ClientConfig, QuicError> {
     let provider = provider();
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PinnedServerVerifier {
-            pin: Pin::Fingerprint(pinned),
-            provider,
-        }))
-        .with_no_client_auth();
+        .with_custom_certificate_verifier(Arc::new(PinnedServerVerifier { pin, provider }));
+    let mut tls = match own {
+        Some(own) => builder.with_client_auth_cert(
+            vec![own.cert_der().clone()],
+            PrivateKeyDer::Pkcs8(own.key_der()),
+        )?,
+        None => builder.with_no_client_auth(),
+    };
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let crypto = QuicClientConfig::try_from(tls).map_err(|e| QuicError::Crypto(e.to_string()))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
@@ -308,23 +321,7 @@ pub fn federation_client_config(
     own: &RelayCertificate,
     pinned: TlsFingerprint,
 ) -> Result<quinn::ClientConfig, QuicError> {
-    let provider = provider();
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PinnedServerVerifier {
-            pin: Pin::Fingerprint(pinned),
-            provider,
-        }))
-        .with_client_auth_cert(
-            vec![own.cert_der().clone()],
-            PrivateKeyDer::Pkcs8(own.key_der()),
-        )?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
-    let crypto = QuicClientConfig::try_from(tls).map_err(|e| QuicError::Crypto(e.to_string()))?;
-    let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
-    cfg.transport_config(Arc::new(transport_config()));
-    Ok(cfg)
+    client_config_with(Pin::Fingerprint(pinned), Some(own))
 }
 
 /// The fingerprint of the certificate the peer presented in the handshake
@@ -383,20 +380,7 @@ impl rustls::server::danger::ClientCertVerifier for OptionalPeerCertificate {
 pub fn client_config_first_use(
     seen: Arc<std::sync::Mutex<Option<TlsFingerprint>>>,
 ) -> Result<quinn::ClientConfig, QuicError> {
-    let provider = provider();
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PinnedServerVerifier {
-            pin: Pin::FirstUse(seen),
-            provider,
-        }))
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![ALPN.to_vec()];
-    let crypto = QuicClientConfig::try_from(tls).map_err(|e| QuicError::Crypto(e.to_string()))?;
-    let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
-    cfg.transport_config(Arc::new(transport_config()));
-    Ok(cfg)
+    client_config_with(Pin::FirstUse(seen), None)
 }
 
 /// A client-only endpoint bound to `bind` (use `0.0.0.0:0` or `127.0.0.1:0`).

@@ -3,9 +3,12 @@
 //! recorded in `~/.wzp/known_relays` and pinned after.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use wzp_proto::TlsFingerprint;
+use wzp_stages::net::quic;
 
 /// Default paths under `~/.wzp`.
 pub fn wzp_home() -> PathBuf {
@@ -98,5 +101,86 @@ impl Trust {
             (None, Some(fp)) => Trust::Pinned(fp),
             (None, None) => Trust::FirstUse,
         })
+    }
+}
+
+/// A QUIC client config for one connection attempt under a [`Trust`], and
+/// what the handshake showed: on first use, the certificate's fingerprint.
+pub struct Dial {
+    pub config: quinn::ClientConfig,
+    seen: Arc<Mutex<Option<TlsFingerprint>>>,
+}
+
+impl Trust {
+    /// The client config for one attempt. Live connections (a call's room,
+    /// the signal plane) notice a silent relay within seconds rather than
+    /// at the relay's 30 s idle timeout: keep-alive 500 ms, idle 3 s (a
+    /// restarted relay says so at once with a stateless reset; this covers
+    /// one that is simply gone).
+    pub fn dial(&self) -> Result<Dial> {
+        let seen = Arc::new(Mutex::new(None));
+        let mut config = match self {
+            Trust::Pinned(fp) => quic::client_config(*fp),
+            Trust::FirstUse => quic::client_config_first_use(seen.clone()),
+        }
+        .map_err(|e| anyhow!("{e}"))?;
+        let mut transport = quic::transport_config();
+        transport.keep_alive_interval(Some(Duration::from_millis(500)));
+        transport.max_idle_timeout(Some(
+            quinn::IdleTimeout::try_from(Duration::from_secs(3))
+                .expect("3 s is a valid idle timeout"),
+        ));
+        config.transport_config(Arc::new(transport));
+        Ok(Dial { config, seen })
+    }
+
+    /// The error to show when a handshake with `relay` failed with `text`
+    /// because the relay presented another certificate than the pinned one;
+    /// `None` for any other failure.
+    pub fn pin_mismatch(
+        &self,
+        relay: &str,
+        known: &KnownRelays,
+        text: &str,
+    ) -> Option<anyhow::Error> {
+        match self {
+            Trust::Pinned(fp) if text.contains("is not the pinned") => Some(anyhow!(
+                "the relay at {relay} presented a different certificate than the one pinned ({fp}): {text}\n  \
+                 if the relay's identity changed on purpose, accept it with --relay-fingerprint NEW_FINGERPRINT \
+                 (the relay prints it at start), or remove its line from {}",
+                known.path.display()
+            )),
+            _ => None,
+        }
+    }
+
+    /// After a successful handshake: the relay's fingerprint. On first use
+    /// it is recorded in `known`, `announce` is given the line to show, and
+    /// the trust becomes pinned for the next connection.
+    pub fn confirm(
+        &mut self,
+        dial: &Dial,
+        relay: &str,
+        known: &mut KnownRelays,
+        announce: impl FnOnce(String),
+    ) -> Result<TlsFingerprint> {
+        match self {
+            Trust::Pinned(fp) => Ok(*fp),
+            Trust::FirstUse => {
+                let fp = dial
+                    .seen
+                    .lock()
+                    .ok()
+                    .and_then(|s| *s)
+                    .ok_or_else(|| anyhow!("the relay showed no certificate"))?;
+                known.set(relay, fp)?;
+                announce(format!(
+                    "trusting relay {relay} on first use: {fp} (recorded in {})",
+                    known.path.display()
+                ));
+                *self = Trust::Pinned(fp);
+                Ok(fp)
+            }
+        }
     }
 }

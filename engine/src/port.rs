@@ -88,10 +88,11 @@ pub mod frame_flags {
     /// delay. Nothing was lost: the decoder conceals one period and the
     /// frame with this `seq` still comes next (it must not count as late).
     pub const INSERTED: u8 = 1 << 4;
-    /// With `MISSING`: the payload is the stream's next frame (`seq + 1`,
-    /// one frame later), which a jitter buffer already holds. A decoder can
-    /// rebuild the lost frame from that packet's in-band redundancy (Opus
-    /// LBRR or DRED) without holding frames back itself.
+    /// With `MISSING`: the payload is a later frame of the stream, which a
+    /// jitter buffer already holds: `fec.symbol` frames ahead (`seq +
+    /// symbol`; 0 means 1, the next frame). A decoder can rebuild the lost
+    /// frame from that packet's in-band redundancy (Opus LBRR from the next
+    /// frame, DRED from any) without holding frames back itself.
     pub const NEXT_ATTACHED: u8 = 1 << 5;
 }
 

@@ -390,3 +390,82 @@ fn inserted_periods_do_not_cost_the_frame_that_follows() {
         assert_eq!(dec.counter("underruns"), 0, "lookahead {lookahead}");
     }
 }
+
+/// A jitter buffer holding back for bursts attaches to each lost frame the
+/// first frame held after it, `fec.symbol` frames ahead: with no decoder
+/// look-ahead, every frame of a three-frame burst is rebuilt from DRED of
+/// the packet after the burst, each at its own offset, and the rebuilt
+/// audio follows the input's envelope better than if the decoder took the
+/// attachment for the next frame (the offset the distance sets matters).
+/// Attaching only the next frame (lost too) leaves most to PLC.
+#[test]
+fn attachments_from_further_ahead_rebuild_a_whole_burst() {
+    let x = speechlike(48_000 * 5);
+    let frames = encode_all(&[("dred_ms", int(200)), ("expected_loss", int(20))], &x);
+    let lost = |seq: u32| (25..245).contains(&seq) && seq % 10 < 3;
+    let n_lost = frames.iter().filter(|f| lost(f.meta.seq)).count() as u64;
+    assert!(n_lost > 60);
+    // (reach, tell the distance) -> (DRED, PLC, output)
+    let decode = |reach: usize, tell: bool| {
+        let mut dec = Harness::new(&OpusDecodeFactory, &[("lookahead_frames", int(0))]);
+        let mut out = Vec::new();
+        for (i, f) in frames.iter().enumerate() {
+            let input = dec.frames_in();
+            input.clear();
+            if lost(f.meta.seq) {
+                let ahead =
+                    (1..=reach).find(|d| frames.get(i + d).is_some_and(|n| !lost(n.meta.seq)));
+                let mut meta = FrameMeta {
+                    flags: frame_flags::MISSING,
+                    ..f.meta
+                };
+                match ahead {
+                    Some(d) => {
+                        meta.flags |= frame_flags::NEXT_ATTACHED;
+                        meta.fec.symbol = if tell { d as u16 } else { 0 };
+                        input.push(meta, &frames[i + d].bytes).unwrap();
+                    }
+                    None => input.push(meta, &[]).unwrap(),
+                }
+            } else {
+                input.push(f.meta, &f.bytes).unwrap();
+            }
+            dec.step();
+            out.extend_from_slice(dec.pcm_out());
+        }
+        (
+            dec.counter("dred_reconstructions"),
+            dec.counter("classical_plc_invocations"),
+            out,
+        )
+    };
+    // Envelope match over the bursts (5 ms blocks), at the chain's lag.
+    let (lag, _) = best_lag(&x, &decode(4, true).2, Q * 10, Q * 25, 48 * 40);
+    let burst_match = |y: &[f32]| {
+        let (mut ex, mut ey) = (Vec::new(), Vec::new());
+        for b in (30..240).step_by(10) {
+            let (a, e) = (b * Q, (b + 3) * Q);
+            ex.extend(envelope(&x[a..e], 240));
+            ey.extend(envelope(&y[a + lag..e + lag], 240));
+        }
+        pearson(&ex, &ey)
+    };
+    let (dred, plc, told) = decode(4, true);
+    assert_eq!(dred + plc, n_lost, "each loss handled once");
+    assert!(
+        dred as f64 >= 0.9 * n_lost as f64,
+        "DRED rebuilt {dred} of {n_lost} frames lost in bursts"
+    );
+    let (_, _, untold) = decode(4, false);
+    let (m_told, m_untold) = (burst_match(&told), burst_match(&untold));
+    println!("burst envelope match: right offsets {m_told:.3}, as if next {m_untold:.3}");
+    assert!(
+        m_told > m_untold + 0.05,
+        "rebuilt at the right offsets {m_told:.3} vs as if the next frame {m_untold:.3}"
+    );
+    let (dred1, plc1, _) = decode(1, true);
+    assert!(
+        plc1 as f64 >= 0.6 * n_lost as f64 && dred1 < dred,
+        "next-frame attachments only: {dred1} rebuilt, {plc1} concealed"
+    );
+}

@@ -161,7 +161,8 @@ fn run(h: &mut Harness, mut frames: Vec<FrameMeta>, cycles: u64) -> Vec<Vec<Out>
             if m.flags & frame_flags::MISSING != 0 {
                 if m.flags & frame_flags::NEXT_ATTACHED != 0 {
                     assert_eq!(m.flags & frame_flags::INSERTED, 0, "{m:?}");
-                    assert_eq!(bytes, payload(m.seq + 1), "the next frame rides along");
+                    let ahead = u32::from(m.fec.symbol.max(1));
+                    assert_eq!(bytes, payload(m.seq + ahead), "a later frame rides along");
                 } else {
                     assert!(bytes.is_empty(), "missing frames carry no payload");
                 }
@@ -312,7 +313,12 @@ fn late_frame_is_concealed_in_place_then_counted_late() {
 
 #[test]
 fn lost_frames_are_concealed_at_their_time() {
-    let mut h = Harness::new(&twenty());
+    // No burst hold: the burst below would grow the delay by stretching
+    // (`a_burst_of_losses_is_held_for_and_rebuilt_from_the_frame_after_it`).
+    let mut h = Harness::new(&[
+        twenty()[0].clone(),
+        ("burst_hold", ParamValue::Duration(Duration::ZERO)),
+    ]);
     let n = 100u32;
     let lost = [5u32, 6, 7, 50];
     let frames = (0..n)
@@ -706,10 +712,14 @@ fn playout_comes_down_after_a_late_start_at_every_phase() {
 /// due still plays next.
 #[test]
 fn lost_frames_carry_the_next_one_and_stretches_are_marked_inserted() {
-    let forty = [(
-        "initial_delay",
-        ParamValue::Duration(Duration::from_millis(40)),
-    )];
+    // No burst hold here: it has its own test below.
+    let forty = [
+        (
+            "initial_delay",
+            ParamValue::Duration(Duration::from_millis(40)),
+        ),
+        ("burst_hold", ParamValue::Duration(Duration::ZERO)),
+    ];
     let mut h = Harness::new(&forty);
     let lost = [5u32, 6, 7, 50];
     let mut missing = Vec::new();
@@ -875,4 +885,95 @@ fn clean_path_neither_stretches_nor_skips_from_the_start() {
             assert!((lo..=hi).contains(&cur), "{what}: playing {cur} ms behind");
         }
     }
+}
+
+/// Runs `n` frames of a steady path (each read 1 ms after it was sent)
+/// except those in `lost`, plus 10 periods; returns every item out.
+fn steady_with_losses(
+    h: &mut Harness,
+    n: u32,
+    lost: impl Fn(u32) -> bool,
+) -> Vec<(FrameMeta, Vec<u8>)> {
+    let frames: Vec<FrameMeta> = (0..n)
+        .filter(|&k| !lost(k))
+        .map(|k| frame(0, k, k as u64 * Q_NS + MS))
+        .collect();
+    run_seen(h, frames, n as u64 + 10)
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// Bursts of three lost frames: after the first, the buffer holds three
+/// frames more (60 ms, `burst_hold_ms`), so in every later burst each lost
+/// frame goes out carrying the first frame after the burst (`fec.symbol`
+/// frames ahead) for the decoder to rebuild it from DRED; every frame that
+/// arrived still plays once, in order. Single losses hold nothing extra,
+/// and the hold decays back to none once bursts stop.
+#[test]
+fn a_burst_of_losses_is_held_for_and_rebuilt_from_the_frame_after_it() {
+    let mut h = Harness::new(&twenty());
+    let burst = |k: u32| (100..400).contains(&k) && k % 50 < 3;
+    let n = 400;
+    let out = steady_with_losses(&mut h, n, burst);
+    assert_eq!(
+        h.gauge("burst_hold_ms"),
+        60,
+        "three frames held for bursts of three"
+    );
+    assert!(
+        h.gauge("target_delay_ms") >= 80,
+        "{}",
+        h.gauge("target_delay_ms")
+    );
+    for start in [200u32, 250, 300, 350] {
+        for k in start..start + 3 {
+            let (m, bytes) = out
+                .iter()
+                .find(|(m, _)| m.seq == k && m.flags & frame_flags::INSERTED == 0)
+                .unwrap_or_else(|| panic!("seq {k} never came out"));
+            assert_ne!(m.flags & frame_flags::MISSING, 0, "seq {k} was lost");
+            assert_ne!(
+                m.flags & frame_flags::NEXT_ATTACHED,
+                0,
+                "seq {k} carries the frame after the burst"
+            );
+            assert_eq!(u32::from(m.fec.symbol), start + 3 - k, "seq {k}: distance");
+            assert_eq!(bytes, &payload(start + 3).to_vec(), "seq {k}");
+        }
+    }
+    let played: Vec<u32> = out
+        .iter()
+        .filter(|(m, _)| m.flags & frame_flags::MISSING == 0)
+        .map(|(m, _)| m.seq)
+        .collect();
+    let sent: Vec<u32> = (0..n).filter(|&k| !burst(k)).collect();
+    assert_eq!(
+        played, sent,
+        "every frame that arrived plays once, in order"
+    );
+
+    // Single losses: the next frame already covers them; nothing held.
+    let mut h = Harness::new(&twenty());
+    steady_with_losses(&mut h, 400, |k| k % 25 == 7);
+    assert_eq!(h.gauge("burst_hold_ms"), 0, "single losses hold nothing");
+    assert_eq!(h.counter("stretched"), 0);
+
+    // The hold decays once the bursts stop: 20 s later it is gone.
+    let mut h = Harness::new(&twenty());
+    steady_with_losses(&mut h, 1_400, |k| (100..160).contains(&k) && k % 20 < 3);
+    assert_eq!(
+        h.gauge("burst_hold_ms"),
+        0,
+        "the hold decays on a clean path"
+    );
+
+    // `burst_hold = 0` turns it off.
+    let mut h = Harness::new(&[
+        twenty()[0].clone(),
+        ("burst_hold", ParamValue::Duration(Duration::ZERO)),
+    ]);
+    steady_with_losses(&mut h, 400, burst);
+    assert_eq!(h.gauge("burst_hold_ms"), 0);
+    assert_eq!(h.counter("stretched"), 0);
 }

@@ -5,10 +5,10 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{bail, Result};
 use wzp_proto::identity::Identity;
 use wzp_proto::join::RoomAdmissionKey;
 use wzp_proto::room_client::{JoinEvent, JoinExchange};
@@ -77,22 +77,8 @@ pub(crate) async fn connection_loop(
     let finished = || done.load(Ordering::Relaxed) || opts.stop.load(Ordering::Relaxed);
     let started = Instant::now();
     while !finished() {
-        let seen = Arc::new(Mutex::new(None));
-        let mut cfg = match trust {
-            Trust::Pinned(fp) => quic::client_config(fp)?,
-            Trust::FirstUse => quic::client_config_first_use(seen.clone())?,
-        };
-        // A call notices a silent relay within seconds, not the relay's 30 s
-        // idle timeout (a restarted relay says so at once with a stateless
-        // reset; this covers one that is simply gone).
-        let mut transport = quic::transport_config();
-        transport.keep_alive_interval(Some(Duration::from_millis(500)));
-        transport.max_idle_timeout(Some(
-            quinn::IdleTimeout::try_from(Duration::from_secs(3))
-                .expect("3 s is a valid idle timeout"),
-        ));
-        cfg.transport_config(Arc::new(transport));
-        let conn = match endpoint.connect_with(cfg, addr, &sni) {
+        let dial = trust.dial()?;
+        let conn = match endpoint.connect_with(dial.config.clone(), addr, &sni) {
             Ok(c) => tokio::time::timeout(HANDSHAKE, c).await,
             Err(e) => bail!("cannot connect to {addr}: {e}"),
         };
@@ -100,14 +86,8 @@ pub(crate) async fn connection_loop(
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
                 let text = e.to_string();
-                if let (Trust::Pinned(fp), true) = (&trust, text.contains("is not the pinned")) {
-                    bail!(
-                        "the relay at {} presented a different certificate than the one pinned ({fp}): {text}\n  \
-                         if the relay's identity changed on purpose, accept it with --relay-fingerprint NEW_FINGERPRINT \
-                         (the relay prints it at start), or remove its line from {}",
-                        opts.relay,
-                        known.path.display()
-                    );
+                if let Some(e) = trust.pin_mismatch(&opts.relay, known, &text) {
+                    return Err(e);
                 }
                 if joins == 0 && started.elapsed() >= FIRST_CONTACT {
                     bail!(
@@ -133,25 +113,9 @@ pub(crate) async fn connection_loop(
                 continue;
             }
         };
-        let relay_fp = match trust {
-            Trust::Pinned(fp) => fp,
-            Trust::FirstUse => {
-                let fp = seen
-                    .lock()
-                    .ok()
-                    .and_then(|s| *s)
-                    .ok_or_else(|| anyhow!("the relay showed no certificate"))?;
-                known.set(&opts.relay, fp)?;
-                println!(
-                    "{}trusting relay {} on first use: {fp} (recorded in {})",
-                    opts.label,
-                    opts.relay,
-                    known.path.display()
-                );
-                trust = Trust::Pinned(fp);
-                fp
-            }
-        };
+        let label = opts.label.clone();
+        let relay_fp =
+            trust.confirm(&dial, &opts.relay, known, |line| println!("{label}{line}"))?;
         backoff = Duration::from_millis(100);
         let (mut send, recv) = match conn.open_bi().await {
             Ok(s) => s,

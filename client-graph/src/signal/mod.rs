@@ -5,7 +5,6 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -79,7 +78,7 @@ pub async fn connect(
 ) -> Result<(quinn::Endpoint, quinn::Connection, TlsFingerprint), ConnectError> {
     let addr = opts.addr()?;
     let mut known = KnownRelays::load(&opts.known_relays)?;
-    let trust = Trust::for_relay(&opts.relay, opts.relay_fingerprint, &mut known)?;
+    let mut trust = Trust::for_relay(&opts.relay, opts.relay_fingerprint, &mut known)?;
     let bind: SocketAddr = if addr.is_ipv4() {
         "0.0.0.0:0"
     } else {
@@ -88,34 +87,16 @@ pub async fn connect(
     .parse()
     .expect("a bind address");
     let endpoint = quic::client_endpoint(bind).map_err(|e| anyhow!("{e}"))?;
-    let seen = Arc::new(Mutex::new(None));
-    let mut cfg = match trust {
-        Trust::Pinned(fp) => quic::client_config(fp),
-        Trust::FirstUse => quic::client_config_first_use(seen.clone()),
-    }
-    .map_err(|e| anyhow!("{e}"))?;
-    let mut transport = quic::transport_config();
-    transport.keep_alive_interval(Some(Duration::from_millis(500)));
-    transport.max_idle_timeout(Some(
-        quinn::IdleTimeout::try_from(Duration::from_secs(3)).expect("3 s is a valid idle timeout"),
-    ));
-    cfg.transport_config(Arc::new(transport));
+    let dial = trust.dial()?;
     let connecting = endpoint
-        .connect_with(cfg, addr, sni)
+        .connect_with(dial.config.clone(), addr, sni)
         .map_err(|e| anyhow!("cannot connect to {addr}: {e}"))?;
     let conn = match tokio::time::timeout(HANDSHAKE, connecting).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
             let text = e.to_string();
-            if let (Trust::Pinned(fp), true) = (&trust, text.contains("is not the pinned")) {
-                return Err(anyhow!(
-                    "the relay at {} presented a different certificate than the one pinned ({fp}): {text}\n  \
-                     if the relay's identity changed on purpose, accept it with --relay-fingerprint NEW_FINGERPRINT \
-                     (the relay prints it at start), or remove its line from {}",
-                    opts.relay,
-                    known.path.display()
-                )
-                .into());
+            if let Some(e) = trust.pin_mismatch(&opts.relay, &known, &text) {
+                return Err(e.into());
             }
             return Err(ConnectError::Unreachable {
                 relay: opts.relay.clone(),
@@ -131,23 +112,7 @@ pub async fn connect(
             })
         }
     };
-    let fp = match trust {
-        Trust::Pinned(fp) => fp,
-        Trust::FirstUse => {
-            let fp = seen
-                .lock()
-                .ok()
-                .and_then(|s| *s)
-                .ok_or_else(|| anyhow!("the relay showed no certificate"))?;
-            known.set(&opts.relay, fp)?;
-            eprintln!(
-                "trusting relay {} on first use: {fp} (recorded in {})",
-                opts.relay,
-                known.path.display()
-            );
-            fp
-        }
-    };
+    let fp = trust.confirm(&dial, &opts.relay, &mut known, |line| eprintln!("{line}"))?;
     Ok((endpoint, conn, fp))
 }
 

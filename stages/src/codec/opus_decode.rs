@@ -34,8 +34,8 @@
 //! `frame_flags::STREAM_START` resets the decoder state before that frame.
 //! A `MISSING | INSERTED` item (a jitter buffer growing its delay) is
 //! concealed by PLC without consuming its `seq`: the frame of that seq
-//! still follows. A `MISSING | NEXT_ATTACHED` item carries the next frame's
-//! packet: when no real frame is held after the lost one (`lookahead_frames
+//! still follows. A `MISSING | NEXT_ATTACHED` item carries a later frame's
+//! packet (`fec.symbol` frames ahead, the next when 0): when no real frame is held after the lost one (`lookahead_frames
 //! = 0`, or the lookahead holds only losses), recovery (DRED, then LBRR)
 //! reads that packet instead, so a jitter buffer that already holds the next
 //! frame gives in-band recovery with no decoder look-ahead.
@@ -443,10 +443,13 @@ impl OpusDecodeProc {
             })
             .or_else(|| {
                 (self.pending.get(0).len > 0).then(|| {
+                    // The jitter buffer says how far ahead the attached
+                    // frame is (0 from older buffers: the next one).
+                    let ahead = u32::from(lost.fec.symbol.max(1));
                     (
                         0,
-                        lost.seq.wrapping_add(1),
-                        lost.timestamp.wrapping_add(n as u32),
+                        lost.seq.wrapping_add(ahead),
+                        lost.timestamp.wrapping_add(ahead.wrapping_mul(n as u32)),
                     )
                 })
             });

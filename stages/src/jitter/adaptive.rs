@@ -56,6 +56,22 @@
 //! FEC repair frames are not audio: they are dropped and counted (the FEC
 //! decoder belongs before this stage).
 //!
+//! ## Holding back for bursts
+//! A lost frame can be rebuilt from a later packet's redundancy (Opus LBRR
+//! holds the frame before it, DRED up to a second of history), but only if
+//! that packet is here when the lost frame is due. One loss needs the next
+//! frame, which the jitter target already covers; a burst of K losses needs
+//! the packet K frames later. The buffer therefore measures the bursts it
+//! plays through (the sequence numbers skipped between two frames played;
+//! a sender pausing in DTX skips none) into an
+//! estimate that takes the longest burst at once and decays with a 5 s
+//! half-life, and holds K frames more than the jitter target needs (K >=
+//! 2), at most `burst_hold` (default 60 ms). On a path with no bursts
+//! (single losses included) it holds nothing extra. A lost frame due
+//! carries the first frame held after it, up to that far ahead
+//! (`NEXT_ATTACHED`, distance in `fec.symbol`), so the decoder rebuilds
+//! each frame of the burst at its own offset with no look-ahead of its own.
+//!
 //! ## Ports
 //! - `in` (Frame): received frames, `arrival_ns` set (0 means "now").
 //! - `out` (Frame): one frame per frame period, in sequence order.
@@ -69,9 +85,12 @@
 //! - `half_life` (duration, 2s): how fast old delays are forgotten.
 //! - `capacity` (int, 256): frames held, keyed by sequence number.
 //! - `reset_jump` (int, 100): backward sequence jump (frames) that resets.
+//! - `burst_hold` (duration, 60ms): most extra delay held to rebuild loss
+//!   bursts from later packets; 0 turns the hold off.
 //!
 //! ## Stats
-//! Gauges `target_delay_ms`, `current_delay_ms`; counters `played`,
+//! Gauges `target_delay_ms`, `current_delay_ms`, `burst_hold_ms` (the
+//! part of the target held for bursts); counters `played`,
 //! `concealed` (MISSING frames emitted), `late`, `dropped_duplicates`,
 //! `resets`, `stretched`, `skipped`, `repair_dropped`, `overflow_drops`.
 //!
@@ -102,6 +121,10 @@ pub struct Adaptive;
 const WARMUP_ARRIVALS: u32 = 50;
 const BUCKET_NS: i64 = 1_000_000;
 const DEFAULT_FRAME_NS: u64 = 20_000_000;
+/// Half-life of the burst-length estimate, in nanoseconds.
+const BURST_HALF_LIFE_NS: f64 = 5e9;
+/// Farthest a lost frame's attachment looks ahead, in frames.
+const MAX_ATTACH_AHEAD: u32 = 16;
 /// Late frames in a row, nothing held, each beyond `max_delay` behind the
 /// playout point, that reset the buffer onto the sender's new timing. More
 /// than one, so a single stray old frame does not.
@@ -151,6 +174,11 @@ impl StageFactory for Adaptive {
                     100,
                     "backward sequence jump (frames) that resets the buffer",
                 ),
+                ParamSpec::duration(
+                    "burst_hold",
+                    Duration::from_millis(60),
+                    "most extra delay held to rebuild loss bursts from later packets (0: off)",
+                ),
             ],
             default_domain: Domain::Clocked,
             domains: &[Domain::Clocked],
@@ -189,6 +217,14 @@ impl StageFactory for Adaptive {
         }
         let capacity = p.int_in("capacity", 8, 65_536)? as usize;
         let reset_jump = p.int_in("reset_jump", 1, i32::MAX as i64)? as i32;
+        let burst_hold = p.duration("burst_hold")?;
+        if burst_hold > Duration::from_secs(1) {
+            return Err(ParamError::new(
+                "burst_hold",
+                format!("{burst_hold:?} is above 1s (DRED reaches 1 s back at most); use a smaller value"),
+            )
+            .into());
+        }
         let buckets = (max.as_nanos() as i64 / BUCKET_NS) as usize + 2;
         let processor = JitterProc {
             min_ns: min.as_nanos() as i64,
@@ -197,6 +233,10 @@ impl StageFactory for Adaptive {
             quantile,
             half_life_ns: half_life.as_nanos() as f64,
             reset_jump,
+            hold_max_ns: burst_hold.as_nanos() as i64,
+            burst_est: 0.0,
+            last_played: None,
+            hold_ns: 0,
             behind_run: 0,
             states: vec![SlotState::default(); capacity].into_boxed_slice(),
             items: (0..capacity).map(|_| Slot::default()).collect(),
@@ -219,6 +259,7 @@ impl StageFactory for Adaptive {
             buffered: 0,
             stats: Stats {
                 target_delay_ms: cx.gauge("target_delay_ms"),
+                burst_hold_ms: cx.gauge("burst_hold_ms"),
                 current_delay_ms: cx.gauge("current_delay_ms"),
                 played: cx.counter("played"),
                 concealed: cx.counter("concealed"),
@@ -261,6 +302,7 @@ struct SlotState {
 
 struct Stats {
     target_delay_ms: Gauge,
+    burst_hold_ms: Gauge,
     current_delay_ms: Gauge,
     played: Counter,
     concealed: Counter,
@@ -280,6 +322,14 @@ struct JitterProc {
     quantile: f64,
     half_life_ns: f64,
     reset_jump: i32,
+    /// `burst_hold`: most extra delay held for bursts.
+    hold_max_ns: i64,
+    /// Decaying estimate of the loss-burst length, in frames.
+    burst_est: f64,
+    /// Seq of the last frame played (since the last reset).
+    last_played: Option<u32>,
+    /// Extra delay held for bursts now (part of `target_ns`).
+    hold_ns: i64,
     /// Late frames in a row while nothing was held, each beyond `max_delay`
     /// behind the playout point.
     behind_run: u32,
@@ -346,6 +396,7 @@ impl JitterProc {
         }
         self.buffered = 0;
         self.behind_run = 0;
+        self.last_played = None;
         self.active = false;
         self.started = false;
         self.d_min = i64::MAX;
@@ -403,8 +454,38 @@ impl JitterProc {
         } else {
             self.max_ns
         };
-        self.target_ns = q.clamp(self.min_ns, ceiling);
+        self.target_ns = q.clamp(self.min_ns, ceiling) + self.hold_ns;
         self.stats.target_delay_ms.set(self.target_ns / 1_000_000);
+    }
+
+    /// Frame `seq` played. The sequence numbers it skipped since the last
+    /// frame played are a burst of losses (a sender pausing in DTX skips
+    /// none, so its silence is not one); the estimate takes a burst if it
+    /// is longer and otherwise decays, and the hold follows it.
+    fn observe_played(&mut self, seq: u32) {
+        let last = self.last_played.replace(seq);
+        if self.hold_max_ns == 0 {
+            return;
+        }
+        self.burst_est *= 0.5f64.powf(self.frame_ns as f64 / BURST_HALF_LIFE_NS);
+        if let Some(last) = last {
+            let skipped = seq.wrapping_sub(last).wrapping_sub(1);
+            if skipped > 0 && skipped <= MAX_ATTACH_AHEAD * 4 {
+                self.burst_est = self.burst_est.max(skipped as f64);
+            }
+        }
+        // A burst of K needs the packet K frames after its first loss here
+        // when that loss is due; playout runs up to half a frame under the
+        // target, so hold K whole frames (single losses: none).
+        let k = self.burst_est.ceil() as i64;
+        let extra_frames = if k >= 2 { k } else { 0 };
+        let hold = (extra_frames * self.frame_ns as i64).min(self.hold_max_ns);
+        if hold != self.hold_ns {
+            self.target_ns += hold - self.hold_ns;
+            self.hold_ns = hold;
+            self.stats.burst_hold_ms.set(hold / 1_000_000);
+            self.stats.target_delay_ms.set(self.target_ns / 1_000_000);
+        }
     }
 
     fn ingest(&mut self, slot: &Slot<FrameMeta>, now_ns: u64) {
@@ -551,14 +632,23 @@ impl JitterProc {
             fec: FecTag::default(),
             arrival_ns: 0,
         };
-        let next = self.next_seq.wrapping_add(1);
+        // The first frame held after the lost one, as far ahead as the
+        // burst hold reaches (the next frame at least).
+        let reach = if inserted {
+            0
+        } else {
+            let hold_frames = (self.hold_max_ns / self.frame_ns.max(1) as i64) as u32;
+            (hold_frames + 1).min(MAX_ATTACH_AHEAD)
+        };
+        let ahead = (1..=reach).find(|&d| self.is_held(self.next_seq.wrapping_add(d)));
         let pushed = if inserted {
             meta.flags |= frame_flags::INSERTED;
             out.push(meta, &[])
-        } else if self.is_held(next) {
-            let n = &self.items[self.idx(next)];
+        } else if let Some(d) = ahead {
+            let n = &self.items[self.idx(self.next_seq.wrapping_add(d))];
             meta.flags |= frame_flags::NEXT_ATTACHED;
             meta.codec = n.meta.codec;
+            meta.fec.symbol = d as u16;
             out.push(meta, n.bytes())
         } else {
             out.push(meta, &[])
@@ -604,7 +694,9 @@ impl JitterProc {
                 self.codec = self.items[idx].meta.codec;
                 self.stats.played.inc();
                 self.stats.current_delay_ms.set(cur / 1_000_000);
+                let seq = self.next_seq;
                 self.advance(Held::Played, ts, self.frame_ns);
+                self.observe_played(seq);
                 return true;
             }
             // Due and absent: lost or late. If the sender merely paused

@@ -204,9 +204,53 @@ pub fn transport_config_with(limits: StreamLimits) -> quinn::TransportConfig {
 
 pub use super::canonical_sni::NON_CANONICAL_SNI;
 
+/// The handshake-signature methods every certificate verifier here shares:
+/// the signature is checked with the presented certificate's key by the
+/// `ring` provider's algorithms (`self.provider`), whatever the verifier
+/// decides about the certificate itself.
+macro_rules! handshake_signatures {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.provider.signature_verification_algorithms,
+            )
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.provider.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.provider
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    };
+}
+
 /// A server config presenting `cert` (the relay's seed-derived certificate),
 /// with [`StreamLimits::ROOM`]. Server names that are not canonical (upper
 /// case, trailing dot) fail the handshake ([`super::canonical_sni`]).
+/// A client may present a certificate (relays dialing a federation link
+/// do); its fingerprint is then [`peer_certificate_fingerprint`].
 pub fn server_config(cert: &RelayCertificate) -> Result<quinn::ServerConfig, QuicError> {
     server_config_with(cert, StreamLimits::ROOM)
 }
@@ -217,9 +261,10 @@ pub fn server_config_with(
     cert: &RelayCertificate,
     limits: StreamLimits,
 ) -> Result<quinn::ServerConfig, QuicError> {
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+    let provider = provider();
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_no_client_auth()
+        .with_client_cert_verifier(Arc::new(OptionalPeerCertificate { provider }))
         .with_single_cert(
             vec![cert.cert_der().clone()],
             PrivateKeyDer::Pkcs8(cert.key_der()),
@@ -237,20 +282,95 @@ pub fn server_config_with(
 /// A client config that accepts exactly the server whose certificate hashes
 /// to `pinned`.
 pub fn client_config(pinned: TlsFingerprint) -> Result<quinn::ClientConfig, QuicError> {
+    client_config_with(Pin::Fingerprint(pinned), None)
+}
+
+/// A TLS 1.3 client config for wzp's ALPN with the server checked by `pin`,
+/// presenting `own` when given (client authentication), with
+/// [`transport_config`].
+fn client_config_with(
+    pin: Pin,
+    own: Option<&RelayCertificate>,
+) -> Result<quinn::ClientConfig, QuicError> {
     let provider = provider();
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PinnedServerVerifier {
-            pin: Pin::Fingerprint(pinned),
-            provider,
-        }))
-        .with_no_client_auth();
+        .with_custom_certificate_verifier(Arc::new(PinnedServerVerifier { pin, provider }));
+    let mut tls = match own {
+        Some(own) => builder.with_client_auth_cert(
+            vec![own.cert_der().clone()],
+            PrivateKeyDer::Pkcs8(own.key_der()),
+        )?,
+        None => builder.with_no_client_auth(),
+    };
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let crypto = QuicClientConfig::try_from(tls).map_err(|e| QuicError::Crypto(e.to_string()))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
     cfg.transport_config(Arc::new(transport_config()));
     Ok(cfg)
+}
+
+/// A client config for a relay dialing another relay (a federation link):
+/// the server must present the certificate whose SHA-256 is `pinned`, and
+/// this end presents its own relay certificate `own` (TLS client
+/// authentication), so the dialed relay learns this relay's fingerprint
+/// from the handshake itself, proven by the handshake signature, and never
+/// from a claim in a message ([`peer_certificate_fingerprint`]).
+pub fn federation_client_config(
+    own: &RelayCertificate,
+    pinned: TlsFingerprint,
+) -> Result<quinn::ClientConfig, QuicError> {
+    client_config_with(Pin::Fingerprint(pinned), Some(own))
+}
+
+/// The fingerprint of the certificate the peer presented in the handshake
+/// and proved it holds the key of (the handshake signature is verified
+/// before the connection is established): the relay end of a federation
+/// link's dialer, or the server for a client. `None` when the peer
+/// presented none (ordinary clients do not).
+pub fn peer_certificate_fingerprint(conn: &quinn::Connection) -> Option<TlsFingerprint> {
+    let identity = conn.peer_identity()?;
+    let certs = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    certs.first().map(|c| TlsFingerprint::of_der(c))
+}
+
+/// The relay's client-certificate policy: it asks every client for a
+/// certificate but requires none (ordinary clients answer with none). A
+/// certificate that is presented is accepted whatever it is, but only with
+/// a valid handshake signature by its key, so
+/// [`peer_certificate_fingerprint`] names a key the peer holds. Whether
+/// that fingerprint may do anything (a `[[peers]]` or `[[trusted]]` entry)
+/// is the relay's decision after the handshake, where it can answer with a
+/// reason instead of a bare TLS alert.
+#[derive(Debug)]
+struct OptionalPeerCertificate {
+    provider: Arc<CryptoProvider>,
+}
+
+impl rustls::server::danger::ClientCertVerifier for OptionalPeerCertificate {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+
+    handshake_signatures!();
 }
 
 /// A client config for a relay seen for the first time (trust on first
@@ -260,20 +380,7 @@ pub fn client_config(pinned: TlsFingerprint) -> Result<quinn::ClientConfig, Quic
 pub fn client_config_first_use(
     seen: Arc<std::sync::Mutex<Option<TlsFingerprint>>>,
 ) -> Result<quinn::ClientConfig, QuicError> {
-    let provider = provider();
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PinnedServerVerifier {
-            pin: Pin::FirstUse(seen),
-            provider,
-        }))
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![ALPN.to_vec()];
-    let crypto = QuicClientConfig::try_from(tls).map_err(|e| QuicError::Crypto(e.to_string()))?;
-    let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
-    cfg.transport_config(Arc::new(transport_config()));
-    Ok(cfg)
+    client_config_with(Pin::FirstUse(seen), None)
 }
 
 /// A client-only endpoint bound to `bind` (use `0.0.0.0:0` or `127.0.0.1:0`).
@@ -400,39 +507,7 @@ impl ServerCertVerifier for PinnedServerVerifier {
         }
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
+    handshake_signatures!();
 }
 
 /// The TLS server name (SNI) the client asked for, once the handshake data is

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use wzp_proto::close::CloseCode;
+use wzp_proto::federation::RoomId;
 use wzp_proto::identity::RelayCertificate;
 use wzp_proto::signal::{HangupReason, SignalMessage};
 use wzp_proto::sni::{classify, Sni};
@@ -25,6 +26,8 @@ use wzp_stages::net::quic;
 use wzp_stages::net::signal_stream;
 
 use crate::config::Config;
+use crate::federation::shell::FederationService;
+use crate::federation::{FederationConfig, PeerSpec};
 use crate::media::Media;
 use crate::observe::events::{now_ms, Event, EventLog};
 use crate::observe::log_limit::{echo, LogLimiter};
@@ -52,6 +55,7 @@ pub struct Services {
     pub rooms: RoomService,
     pub media: Media,
     pub signal: SignalService,
+    pub federation: FederationService,
     pub counters: RelayCounters,
     events: Option<EventLog>,
     /// Refusal lines: at most one per reason per second ([`LogLimiter`]).
@@ -121,7 +125,13 @@ impl Relay {
         signal_cfg.relay_label = Some(cfg.label.clone());
         signal_cfg.version = version_string();
         signal_cfg.ringing_timeout = Duration::from_secs(cfg.ringing_timeout_s);
+        let federation = FederationService::start(
+            federation_config(&cfg, tls_fingerprint)?,
+            endpoint.clone(),
+            cert,
+        )?;
         let services = Arc::new_cyclic(|weak| Services {
+            federation,
             tls_fingerprint,
             rooms,
             media,
@@ -163,6 +173,39 @@ impl Relay {
         tracing::info!(connections = open, drained, "closed every connection");
         self.services.media.stop();
     }
+}
+
+/// The federation core's view of the config: `[[peers]]` (dialed),
+/// `[[trusted]]` (accepted inbound), `[[global_rooms]]`.
+fn federation_config(cfg: &Config, me: TlsFingerprint) -> anyhow::Result<FederationConfig> {
+    let mut peers: Vec<PeerSpec> = cfg
+        .peers
+        .iter()
+        .map(|p| PeerSpec {
+            tls: p.fingerprint,
+            label: p.label.clone(),
+            address: Some(p.address.clone()),
+        })
+        .collect();
+    peers.extend(cfg.trusted.iter().map(|t| PeerSpec {
+        tls: t.fingerprint,
+        label: t.label.clone(),
+        address: None,
+    }));
+    let global_rooms = cfg
+        .global_room_hashes()
+        .iter()
+        .filter_map(|h| RoomId::from_hash(h))
+        .collect();
+    let mut seed = [0u8; 8];
+    getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    Ok(FederationConfig {
+        me,
+        label: cfg.label.clone(),
+        peers,
+        global_rooms,
+        seed: u64::from_le_bytes(seed),
+    })
 }
 
 /// This build's version and the git commit it was built from.
@@ -232,7 +275,8 @@ async fn handle_incoming(services: Arc<Services>, incoming: quinn::Incoming) {
         Sni::Room(room) => crate::rooms::service::serve_room(services, conn, room, false).await,
         Sni::Call(room) => crate::rooms::service::serve_room(services, conn, room, true).await,
         Sni::Signal => serve_signal(services, conn).await,
-        Sni::Federation | Sni::RelayLink => {
+        Sni::Federation => services.federation.accept(conn).await,
+        Sni::RelayLink => {
             let r = Refusal::new(
                 CloseCode::UnknownSni,
                 HangupReason::Error,

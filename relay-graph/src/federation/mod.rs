@@ -1,8 +1,8 @@
 //! Relay federation, sans-IO: the links to other relays, the global rooms
 //! bridged over them, presence routes, and the media dedup window.
 //!
-//! [`FederationCore`] owns no socket, task or clock. The shell (the quinn
-//! link, not built yet) feeds it [`Input`]s with `now` and calls
+//! [`FederationCore`] owns no socket, task or clock. The shell
+//! ([`shell`]: quinn links, one hub task) feeds it [`Input`]s with `now` and calls
 //! [`FederationCore::tick`] at [`FederationCore::next_deadline`]; the core
 //! queues [`Action`]s (dial, send, close, a room's remote members changed)
 //! that the shell takes with [`FederationCore::drain_actions`].
@@ -38,10 +38,12 @@
 pub mod dedup;
 pub mod mesh;
 pub mod pathvec;
+pub mod shell;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use wzp_proto::close::CloseCode;
 use wzp_proto::federation::{
     FederatedParticipant, FederationMessage, PresenceRoute, RelayId, RoomId, FEDERATION_VERSION,
     MAX_PRESENCE_ENTRIES, MIN_FEDERATION_VERSION,
@@ -171,6 +173,8 @@ pub enum Action {
     Close {
         /// The connection.
         conn: LinkConn,
+        /// The close code the peer reads.
+        code: CloseCode,
         /// Why.
         reason: String,
     },
@@ -454,6 +458,7 @@ impl FederationCore {
                         self.close(
                             id,
                             conn,
+                            CloseCode::Timeout,
                             format!("no federation hello within {HELLO_TIMEOUT:?}"),
                             now,
                         );
@@ -466,6 +471,7 @@ impl FederationCore {
                         self.close(
                             id,
                             conn,
+                            CloseCode::Timeout,
                             format!("nothing heard for {DEAD_AFTER:?}; link dead"),
                             now,
                         );
@@ -656,6 +662,7 @@ impl FederationCore {
             self.counters.unknown_relay += 1;
             self.actions.push(Action::Close {
                 conn,
+                code: CloseCode::NotAuthorized,
                 reason: format!(
                     "relay with certificate {tls} is not in this relay's config; to federate, \
                      add to its config:\n[[trusted]]\nfingerprint = \"{tls}\"\nlabel = \"...\""
@@ -676,6 +683,7 @@ impl FederationCore {
             if !keep_new {
                 self.actions.push(Action::Close {
                     conn,
+                    code: CloseCode::Normal,
                     reason: "duplicate federation link: the other connection is kept".into(),
                 });
                 return;
@@ -683,6 +691,7 @@ impl FederationCore {
             self.by_conn.remove(&old);
             self.actions.push(Action::Close {
                 conn: old,
+                code: CloseCode::Replaced,
                 reason: "replaced by a newer federation link".into(),
             });
             self.forget_peer_state(peer);
@@ -739,6 +748,7 @@ impl FederationCore {
                     self.close(
                         peer,
                         conn,
+                        CloseCode::Protocol,
                         format!(
                             "incompatible federation versions: this relay speaks \
                              {MIN_FEDERATION_VERSION}..={FEDERATION_VERSION}, the peer \
@@ -769,7 +779,13 @@ impl FederationCore {
             }
             _ if !up => {
                 self.counters.unexpected += 1;
-                self.close(peer, conn, "expected hello first".into(), now);
+                self.close(
+                    peer,
+                    conn,
+                    CloseCode::Protocol,
+                    "expected hello first".into(),
+                    now,
+                );
             }
             FederationMessage::Ping { id, sent_ms } => {
                 self.send(peer, FederationMessage::Pong { id, sent_ms });
@@ -909,9 +925,16 @@ impl FederationCore {
         }
     }
 
-    fn close(&mut self, peer: RelayId, conn: LinkConn, reason: String, now: Instant) {
+    fn close(
+        &mut self,
+        peer: RelayId,
+        conn: LinkConn,
+        code: CloseCode,
+        reason: String,
+        now: Instant,
+    ) {
         self.by_conn.remove(&conn);
-        self.actions.push(Action::Close { conn, reason });
+        self.actions.push(Action::Close { conn, code, reason });
         self.link_lost(peer, now);
     }
 

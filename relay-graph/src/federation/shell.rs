@@ -1,0 +1,392 @@
+//! The federation shell: quinn links around the sans-IO [`FederationCore`].
+//!
+//! One hub task owns the core. Connections reach it two ways: the endpoint
+//! hands over every accepted `_federation` connection
+//! ([`FederationService::accept`]), and the hub dials the peers the core
+//! asks for ([`Action::Dial`]) from the relay's own endpoint (so a peer sees
+//! the relay's listening address) with [`quic::federation_client_config`]:
+//! the peer's certificate is pinned and this relay presents its own.
+//!
+//! Before the core hears of a connection the shell reads the certificate
+//! the peer *proved* in the handshake ([`quic::peer_certificate_fingerprint`]);
+//! a connection with none is refused at once. The core then decides
+//! (unknown certificate: refused with the config snippet; duplicate link:
+//! tie-break). Each connection carries the control messages on one
+//! bidirectional stream, opened by the dialer, framed and bounded by
+//! [`FederationDecoder`]; a reader and a writer task per connection turn it
+//! into [`Input::Message`]s and [`Action::Send`]s.
+//!
+//! What the shell does not carry yet: media datagrams between relays and
+//! the room service's side of global rooms ([`Action::RoomChanged`],
+//! [`Input::LocalRoom`]); docs/FEDERATION.md lists them.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use wzp_proto::close::CloseCode;
+use wzp_proto::federation::{
+    encode_federation_frame, FederationDecoder, FederationMessage, RelayId,
+};
+use wzp_proto::identity::RelayCertificate;
+use wzp_proto::sni;
+use wzp_proto::TlsFingerprint;
+use wzp_stages::net::quic;
+
+use super::{
+    Action, Counters, FederationConfig, FederationCore, Input, LinkConn, LinkStatus, PeerView,
+};
+
+/// Control messages queued for one connection before it counts as stuck
+/// (a peer that stops reading): the link is then closed.
+const OUT_QUEUE: usize = 4096;
+/// Events queued for the hub.
+const EVENT_QUEUE: usize = 8192;
+/// How long a dial may take.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Read buffer of a link's control stream.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// What the hub shows the HTTP views and metrics.
+#[derive(Clone, Debug)]
+pub struct FederationView {
+    /// This relay's id on the federation wire.
+    pub id: RelayId,
+    /// Every configured peer's link.
+    pub peers: Vec<PeerView>,
+    /// Refusals and drops by reason.
+    pub counters: Counters,
+}
+
+/// The running federation service.
+pub struct FederationService {
+    events: mpsc::Sender<HubEvent>,
+    view: Arc<Mutex<FederationView>>,
+}
+
+enum HubEvent {
+    /// A connection finished its handshake (accepted or dialed).
+    Connected {
+        conn: quinn::Connection,
+        dialed_by_me: bool,
+    },
+    /// An input for the core from a link task.
+    Input(Input),
+}
+
+struct LiveLink {
+    conn: quinn::Connection,
+    out: mpsc::Sender<FederationMessage>,
+    remote: SocketAddr,
+}
+
+impl FederationService {
+    /// Starts the hub on the current tokio runtime. `endpoint` is the
+    /// relay's own endpoint (dials leave from its address); `cert` is the
+    /// certificate this relay presents when it dials.
+    pub fn start(
+        cfg: FederationConfig,
+        endpoint: quinn::Endpoint,
+        cert: &RelayCertificate,
+    ) -> anyhow::Result<FederationService> {
+        let mut dial_configs = HashMap::new();
+        for p in &cfg.peers {
+            if p.address.is_some() {
+                let c = quic::federation_client_config(cert, p.tls)
+                    .map_err(|e| anyhow::anyhow!("federation client config: {e}"))?;
+                dial_configs.insert(p.tls, c);
+            }
+        }
+        let now = Instant::now();
+        let core = FederationCore::new(cfg, now);
+        let view = Arc::new(Mutex::new(FederationView {
+            id: core.id(),
+            peers: core.peers(),
+            counters: core.counters().clone(),
+        }));
+        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+        let hub = Hub {
+            core,
+            events: tx.clone(),
+            endpoint,
+            dial_configs,
+            links: HashMap::new(),
+            next_conn: 1,
+            view: view.clone(),
+        };
+        tokio::spawn(hub.run(rx));
+        Ok(FederationService { events: tx, view })
+    }
+
+    /// Hands over a connection the endpoint accepted with SNI `_federation`.
+    pub async fn accept(&self, conn: quinn::Connection) {
+        let _ = self
+            .events
+            .send(HubEvent::Connected {
+                conn,
+                dialed_by_me: false,
+            })
+            .await;
+    }
+
+    /// The links as the hub last saw them.
+    pub fn view(&self) -> FederationView {
+        self.view.lock().expect("federation view").clone()
+    }
+}
+
+struct Hub {
+    core: FederationCore,
+    events: mpsc::Sender<HubEvent>,
+    endpoint: quinn::Endpoint,
+    dial_configs: HashMap<TlsFingerprint, quinn::ClientConfig>,
+    links: HashMap<LinkConn, LiveLink>,
+    next_conn: u64,
+    view: Arc<Mutex<FederationView>>,
+}
+
+impl Hub {
+    async fn run(mut self, mut rx: mpsc::Receiver<HubEvent>) {
+        // The first dials are due at once.
+        self.core.tick(Instant::now());
+        self.apply();
+        loop {
+            let deadline = self
+                .core
+                .next_deadline()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+            tokio::select! {
+                ev = rx.recv() => {
+                    let Some(ev) = ev else { return };
+                    self.event(ev);
+                    // Take whatever else is queued before acting.
+                    while let Ok(ev) = rx.try_recv() {
+                        self.event(ev);
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline.into()) => {}
+            }
+            self.core.tick(Instant::now());
+            self.apply();
+        }
+    }
+
+    fn event(&mut self, ev: HubEvent) {
+        let now = Instant::now();
+        match ev {
+            HubEvent::Connected { conn, dialed_by_me } => {
+                let remote = conn.remote_address();
+                let Some(tls) = quic::peer_certificate_fingerprint(&conn) else {
+                    tracing::warn!(
+                        %remote,
+                        "refused a federation link: the peer presented no certificate"
+                    );
+                    quic::close(
+                        &conn,
+                        CloseCode::NotAuthorized,
+                        b"a federation link needs the dialing relay's own certificate: \
+                          dial with wzp-relay ([[peers]] in its config); clients use a room \
+                          id or _signal",
+                    );
+                    return;
+                };
+                let id = LinkConn(self.next_conn);
+                self.next_conn += 1;
+                let out = spawn_link(conn.clone(), id, dialed_by_me, self.events.clone());
+                self.links.insert(id, LiveLink { conn, out, remote });
+                tracing::debug!(%remote, %tls, dialed_by_me, "federation connection");
+                self.core.handle(
+                    Input::LinkUp {
+                        conn: id,
+                        tls,
+                        dialed_by_me,
+                    },
+                    now,
+                );
+            }
+            HubEvent::Input(input) => {
+                if let Input::LinkDown { conn } = &input {
+                    self.links.remove(conn);
+                }
+                self.core.handle(input, now);
+            }
+        }
+    }
+
+    /// Carries out what the core asked for, then publishes the view.
+    fn apply(&mut self) {
+        for action in self.core.drain_actions() {
+            match action {
+                Action::Dial { peer, address, tls } => self.dial(peer, address, tls),
+                Action::Send { conn, msg, .. } => {
+                    let Some(link) = self.links.get(&conn) else {
+                        continue;
+                    };
+                    if link.out.try_send(msg).is_err() {
+                        // The peer stopped reading its control stream (or
+                        // the link task ended): nothing queued can be
+                        // trusted to arrive; drop the link.
+                        tracing::warn!(remote = %link.remote, "federation link not draining; closing it");
+                        quic::close(
+                            &link.conn,
+                            CloseCode::Protocol,
+                            b"federation control stream not read",
+                        );
+                    }
+                }
+                Action::Close { conn, code, reason } => {
+                    if let Some(link) = self.links.remove(&conn) {
+                        if code == CloseCode::NotAuthorized {
+                            tracing::warn!(remote = %link.remote, "refused a federation link: {reason}");
+                        } else {
+                            tracing::info!(remote = %link.remote, "closed a federation link: {reason}");
+                        }
+                        quic::close(&link.conn, code, reason.as_bytes());
+                    }
+                }
+                Action::RoomChanged { room } => {
+                    tracing::debug!(%room, "remote participants changed");
+                }
+            }
+        }
+        let mut view = self.view.lock().expect("federation view");
+        view.peers = self.core.peers();
+        view.counters = self.core.counters().clone();
+    }
+
+    fn dial(&self, peer: RelayId, address: String, tls: TlsFingerprint) {
+        let Some(cfg) = self.dial_configs.get(&tls).cloned() else {
+            return;
+        };
+        let endpoint = self.endpoint.clone();
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let result = async {
+                let addr = tokio::net::lookup_host(&address)
+                    .await
+                    .map_err(|e| format!("cannot resolve {address}: {e}"))?
+                    .next()
+                    .ok_or_else(|| format!("{address} resolves to no address"))?;
+                let connecting = endpoint
+                    .connect_with(cfg, addr, sni::FEDERATION)
+                    .map_err(|e| format!("cannot dial {addr}: {e}"))?;
+                match tokio::time::timeout(DIAL_TIMEOUT, connecting).await {
+                    Ok(Ok(conn)) => Ok(conn),
+                    Ok(Err(e)) => Err(format!("{addr}: {e}")),
+                    Err(_) => Err(format!("{addr}: no handshake within {DIAL_TIMEOUT:?}")),
+                }
+            }
+            .await;
+            let ev = match result {
+                Ok(conn) => HubEvent::Connected {
+                    conn,
+                    dialed_by_me: true,
+                },
+                Err(e) => {
+                    tracing::warn!(%peer, "federation dial failed: {e}");
+                    HubEvent::Input(Input::DialFailed { peer })
+                }
+            };
+            let _ = events.send(ev).await;
+        });
+    }
+}
+
+/// Runs one connection's control stream: the dialer opens it, the other
+/// side accepts it; decoded messages go to the hub, queued ones go out.
+/// Returns the queue the hub sends on.
+fn spawn_link(
+    conn: quinn::Connection,
+    id: LinkConn,
+    dialed_by_me: bool,
+    events: mpsc::Sender<HubEvent>,
+) -> mpsc::Sender<FederationMessage> {
+    let (out_tx, mut out_rx) = mpsc::channel::<FederationMessage>(OUT_QUEUE);
+    tokio::spawn(async move {
+        let streams = if dialed_by_me {
+            conn.open_bi().await
+        } else {
+            conn.accept_bi().await
+        };
+        if let Ok((mut send, mut recv)) = streams {
+            let writer = tokio::spawn(async move {
+                while let Some(msg) = out_rx.recv().await {
+                    let Ok(frame) = encode_federation_frame(&msg) else {
+                        continue;
+                    };
+                    if send.write_all(&frame).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            read_link(&conn, id, &mut recv, &events).await;
+            writer.abort();
+        }
+        let _ = events
+            .send(HubEvent::Input(Input::LinkDown { conn: id }))
+            .await;
+    });
+    out_tx
+}
+
+async fn read_link(
+    conn: &quinn::Connection,
+    id: LinkConn,
+    recv: &mut quinn::RecvStream,
+    events: &mpsc::Sender<HubEvent>,
+) {
+    let mut dec = FederationDecoder::new();
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        let n = match recv.read(&mut buf).await {
+            Ok(Some(n)) => n,
+            Ok(None) | Err(_) => return,
+        };
+        if let Err(e) = dec.push(&buf[..n]) {
+            quic::close(conn, CloseCode::Protocol, e.to_string().as_bytes());
+            return;
+        }
+        loop {
+            match dec.next_message() {
+                Ok(Some(msg)) => {
+                    let input = Input::Message { conn: id, msg };
+                    if events.send(HubEvent::Input(input)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) if !e.is_fatal() => {
+                    let _ = events
+                        .send(HubEvent::Input(Input::Garbage { conn: id }))
+                        .await;
+                }
+                Err(e) => {
+                    quic::close(conn, CloseCode::Protocol, e.to_string().as_bytes());
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl LinkStatus {
+    /// `wzp_federation_peer_status`: 0 down, 1 handshaking, 2 up.
+    pub fn gauge(self) -> u8 {
+        match self {
+            LinkStatus::Down => 0,
+            LinkStatus::Handshaking => 1,
+            LinkStatus::Up => 2,
+        }
+    }
+
+    /// The name `/peers` shows.
+    pub fn name(self) -> &'static str {
+        match self {
+            LinkStatus::Down => "down",
+            LinkStatus::Handshaking => "handshaking",
+            LinkStatus::Up => "up",
+        }
+    }
+}

@@ -36,8 +36,10 @@ use crate::relay_load::join_relay;
 use crate::relay_proc::{self, RelayProc, TempDir};
 use crate::signal_load::{raise_nofile, rss_bytes};
 
-/// Every connect, join and settle wait is bounded by this.
-const WAIT: Duration = Duration::from_secs(30);
+/// Every connect, join and settle wait is bounded by this: longer than the
+/// QUIC idle timeout (30 s), so a connection whose close was lost still
+/// leaves the relay within it.
+const WAIT: Duration = Duration::from_secs(45);
 /// Handshakes or joins in flight at once.
 const CONCURRENCY: usize = 32;
 
@@ -65,6 +67,8 @@ pub struct MemoryOptions {
 pub struct Reading {
     pub heap: u64,
     pub allocations: u64,
+    /// Allocations ever made (`wzp_relay_heap_allocations_total`).
+    pub total: u64,
     pub rss: u64,
 }
 
@@ -80,6 +84,9 @@ pub struct MemoryResult {
     /// Media datagrams the joined clients received during the hold.
     pub received: u64,
     pub sent: u64,
+    /// Allocations the relay made per media datagram it received while
+    /// the joined clients sent (from the start to the end of the hold).
+    pub allocs_per_datagram: f64,
 }
 
 impl MemoryResult {
@@ -145,6 +152,7 @@ fn reading(relay: &RelayProc) -> Result<Reading> {
             anyhow!("the relay exports no wzp_relay_heap_bytes: is it a build with the counting allocator?")
         })?,
         allocations: get("wzp_relay_heap_allocations").unwrap_or(0),
+        total: get("wzp_relay_heap_allocations_total").unwrap_or(0),
         rss: rss_bytes(relay.pid)?,
     })
 }
@@ -208,6 +216,33 @@ where
     Ok(out)
 }
 
+/// Closes `conns` `CONCURRENCY` at a time, each batch once the relay has
+/// let the previous one go (a burst of closes can overflow the relay's UDP
+/// receive buffer on a loaded machine); returns once the relay reports no
+/// session and no connection.
+async fn close_all(relay: &RelayProc, conns: &[quinn::Connection]) -> Result<()> {
+    let mut left = conns.len() as u64;
+    for batch in conns.chunks(CONCURRENCY) {
+        for c in batch {
+            c.close(0u32.into(), b"bye");
+        }
+        left -= batch.len() as u64;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            let m = relay.metrics();
+            let open = m
+                .iter()
+                .find(|(s, _)| s == "wzp_relay_connections_open")
+                .map_or(u64::MAX, |(_, v)| *v as u64);
+            if open <= left {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    wait_counts(relay, 0, 0).await
+}
+
 fn progress(o: &MemoryOptions, what: &str) {
     if o.progress {
         eprintln!("relay-memory: {what}");
@@ -240,10 +275,9 @@ async fn one(o: &MemoryOptions, bin: &std::path::Path, n: usize) -> Result<Memor
     };
     wait_counts(&relay, 0, n as u64).await?;
     let idle_reading = reading(&relay)?;
-    for (_, c) in &idle {
-        c.close(0u32.into(), b"bye");
-    }
-    wait_counts(&relay, 0, 0).await?;
+    let conns: Vec<quinn::Connection> = idle.iter().map(|(_, c)| c.clone()).collect();
+    close_all(&relay, &conns).await.context("closing the idle connections")?;
+    drop(conns);
     drop(idle);
     let after_idle = reading(&relay)?;
 
@@ -299,6 +333,8 @@ async fn one(o: &MemoryOptions, bin: &std::path::Path, n: usize) -> Result<Memor
     }
     // The largest heap over the second half of the hold: the steady state
     // with every queue as full as the traffic makes it.
+    tokio::time::sleep_until(start).await;
+    let hold_start = reading(&relay)?;
     tokio::time::sleep_until(start + o.hold / 2).await;
     let mut joined = reading(&relay)?;
     while tokio::time::Instant::now() + Duration::from_millis(250) < end {
@@ -309,16 +345,19 @@ async fn one(o: &MemoryOptions, bin: &std::path::Path, n: usize) -> Result<Memor
         }
     }
     tokio::time::sleep_until(end).await;
+    let hold_end = reading(&relay)?;
+    let in_hold = sent.load(std::sync::atomic::Ordering::Relaxed);
+    let allocs_per_datagram =
+        hold_end.total.saturating_sub(hold_start.total) as f64 / in_hold.max(1) as f64;
     if !relay.is_running() {
         bail!(
             "wzp-relay exited during the run; its last output:\n{}",
             relay.log_tail()
         );
     }
-    for c in &clients {
-        c.conn.close(0u32.into(), b"bye");
-    }
-    wait_counts(&relay, 0, 0).await?;
+    let conns: Vec<quinn::Connection> = clients.iter().map(|c| c.conn.clone()).collect();
+    close_all(&relay, &conns).await.context("leaving")?;
+    drop(conns);
     for t in &tasks {
         t.abort();
     }
@@ -333,6 +372,7 @@ async fn one(o: &MemoryOptions, bin: &std::path::Path, n: usize) -> Result<Memor
         after_joined,
         received: received.load(std::sync::atomic::Ordering::Relaxed),
         sent: sent.load(std::sync::atomic::Ordering::Relaxed),
+        allocs_per_datagram,
     })
 }
 
@@ -390,10 +430,11 @@ pub fn report(o: &MemoryOptions, results: &[MemoryResult]) -> String {
     for r in results {
         let _ = writeln!(
             s,
-            "  {}: {} media datagrams sent, {} received; live allocations baseline {}, idle {}, joined {}; RSS baseline {}, idle {}, after leave {}",
+            "  {}: {} media datagrams sent, {} received, {:.1} relay allocations per datagram in; live allocations baseline {}, idle {}, joined {}; RSS baseline {}, idle {}, after leave {}",
             r.n,
             r.sent,
             r.received,
+            r.allocs_per_datagram,
             r.baseline.allocations,
             r.idle.allocations,
             r.joined.allocations,
@@ -456,6 +497,7 @@ mod tests {
             after_joined: at(1_100_000),
             received: 0,
             sent: 0,
+            allocs_per_datagram: 0.0,
         };
         assert_eq!(r.per_idle(), 20_000.0);
         assert_eq!(r.per_joined(), 50_000.0);

@@ -278,7 +278,7 @@ pub fn render(s: &Services, signal: &SignalViews) -> String {
             (
                 "wzp_relay_heap_allocations_total",
                 "counter",
-                "Heap allocations and reallocations made.",
+                "Heap allocations made (reallocations not counted).",
                 h.total_allocations,
             ),
         ] {

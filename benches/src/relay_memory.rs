@@ -108,7 +108,10 @@ fn check(o: &MemoryOptions) -> Result<()> {
         bail!("--connections: give one or more counts above 0, e.g. --connections 100,500,1000");
     }
     if o.room_size < 2 {
-        bail!("--room-size {}: a room needs at least 2 members", o.room_size);
+        bail!(
+            "--room-size {}: a room needs at least 2 members",
+            o.room_size
+        );
     }
     if o.rate == 0 || o.rate > 1000 {
         bail!("--rate {}: use 1..=1000 packets/s", o.rate);
@@ -276,7 +279,9 @@ async fn one(o: &MemoryOptions, bin: &std::path::Path, n: usize) -> Result<Memor
     wait_counts(&relay, 0, n as u64).await?;
     let idle_reading = reading(&relay)?;
     let conns: Vec<quinn::Connection> = idle.iter().map(|(_, c)| c.clone()).collect();
-    close_all(&relay, &conns).await.context("closing the idle connections")?;
+    close_all(&relay, &conns)
+        .await
+        .context("closing the idle connections")?;
     drop(conns);
     drop(idle);
     let after_idle = reading(&relay)?;
@@ -385,7 +390,10 @@ fn kib(b: f64) -> String {
 }
 
 fn signed_kib(after: &Reading, base: &Reading) -> String {
-    format!("{:+.1} KiB", (after.heap as f64 - base.heap as f64) / 1024.0)
+    format!(
+        "{:+.1} KiB",
+        (after.heap as f64 - base.heap as f64) / 1024.0
+    )
 }
 
 /// The results as a table for docs/PERFORMANCE.md.

@@ -142,9 +142,8 @@ mod tests {
     fn counts_alloc_realloc_and_free() {
         let a = CountingAlloc;
         let bytes = || COUNTERS.live_bytes.load(Ordering::Relaxed);
-        let live = || {
-            COUNTERS.allocs.load(Ordering::Relaxed) - COUNTERS.frees.load(Ordering::Relaxed)
-        };
+        let live =
+            || COUNTERS.allocs.load(Ordering::Relaxed) - COUNTERS.frees.load(Ordering::Relaxed);
         let total = || COUNTERS.allocs.load(Ordering::Relaxed);
         let before = (bytes(), live(), total());
         let l = Layout::from_size_align(1000, 8).unwrap();
@@ -173,6 +172,6 @@ mod tests {
         assert_eq!(total(), before.2 + 2);
         let s = stats().expect("counted allocations");
         assert_eq!(s.total_allocations, before.2 + 2);
-        assert_eq!(s.live_allocations, before.1 as u64);
+        assert_eq!(s.live_allocations, before.1);
     }
 }

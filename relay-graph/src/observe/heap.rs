@@ -5,7 +5,7 @@
 //!
 //! The `wzp-relay` binary installs it:
 //!
-//! ```ignore
+//! ```text
 //! #[global_allocator]
 //! static HEAP: wzp_relay::observe::heap::CountingAlloc = wzp_relay::observe::heap::CountingAlloc;
 //! ```

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
+/// A mebibyte (the ± 5 MB of the requirement, read as MiB).
 const MB: f64 = 1024.0 * 1024.0;
 
 /// The relay's live heap bytes.
@@ -115,7 +116,7 @@ async fn departed_sessions_are_released_within_a_second_without_further_media() 
     }
     let joined = heap(&relay);
     eprintln!(
-        "heap: baseline {:.2} MB, 100 joined sessions {:.2} MB (+{:.1} KB per session)",
+        "heap: baseline {:.2} MiB, 100 joined sessions {:.2} MiB (+{:.1} KiB per session)",
         baseline / MB,
         joined / MB,
         (joined - baseline) / 100.0 / 1024.0
@@ -131,14 +132,14 @@ async fn departed_sessions_are_released_within_a_second_without_further_media() 
     });
     let took = left_at.elapsed();
     eprintln!(
-        "released in {took:?}: participants {p}, connections {c}, heap {:.2} MB ({:+.1} KB vs baseline)",
+        "released in {took:?}: participants {p}, connections {c}, heap {:.2} MiB ({:+.1} KiB vs baseline)",
         h / MB,
         (h - baseline) / 1024.0
     );
     assert!(
         settled,
         "1 s after 100 sessions left, the relay still holds participants {p}, \
-         connections {c}, heap {:+.1} KB over its baseline (allowed +1024 KB)",
+         connections {c}, heap {:+.1} KiB over its baseline (allowed +1024 KiB)",
         (h - baseline) / 1024.0
     );
 }
@@ -163,7 +164,7 @@ async fn heap_returns_to_baseline_after_a_thousand_join_leave_cycles() {
         (h - baseline).abs() <= 5.0 * MB
     });
     eprintln!(
-        "1000 cycles in {took:?}; heap baseline {:.2} MB, after {:.2} MB ({:+.1} KB)",
+        "1000 cycles in {took:?}; heap baseline {:.2} MiB, after {:.2} MiB ({:+.1} KiB)",
         baseline / MB,
         h / MB,
         (h - baseline) / 1024.0
@@ -171,7 +172,7 @@ async fn heap_returns_to_baseline_after_a_thousand_join_leave_cycles() {
     assert!(
         settled,
         "after 1000 join/leave cycles: participants {p}, connections {c}, \
-         heap {:+.2} MB from its baseline (allowed ±5 MB)",
+         heap {:+.2} MiB from its baseline (allowed ±5 MiB)",
         (h - baseline) / MB
     );
 }

@@ -53,6 +53,8 @@ pub struct Services {
     pub media: Media,
     pub signal: SignalService,
     pub counters: RelayCounters,
+    /// The QUIC endpoint (read for its open connection count).
+    pub quic: quinn::Endpoint,
     events: Option<EventLog>,
     /// Refusal lines: at most one per reason per second ([`LogLimiter`]).
     refusal_log: std::sync::Mutex<LogLimiter>,
@@ -127,6 +129,7 @@ impl Relay {
             media,
             signal: SignalService::start(signal_cfg, weak.clone()),
             counters: RelayCounters::default(),
+            quic: endpoint.clone(),
             events,
             refusal_log: std::sync::Mutex::new(LogLimiter::new(Duration::from_secs(1))),
             started: Instant::now(),

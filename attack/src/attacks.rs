@@ -32,6 +32,30 @@ pub async fn learn_senders(conn: &quinn::Connection, want: usize, within: Durati
     ids
 }
 
+/// Discards the datagrams already waiting on `conn` (what it received
+/// while nobody read); returns how many.
+pub async fn drain(conn: &quinn::Connection) -> usize {
+    let mut n = 0;
+    // A zero timeout still polls once: it takes what is ready, no more.
+    while let Ok(Ok(_)) = tokio::time::timeout(Duration::ZERO, conn.read_datagram()).await {
+        n += 1;
+    }
+    n
+}
+
+/// The distinct sender ids of the datagrams `conn` receives in `over`.
+pub async fn senders_within(conn: &quinn::Connection, over: Duration) -> Vec<u32> {
+    let mut ids = Vec::new();
+    for (_, d) in capture(conn, over).await {
+        if let Some(id) = wire::sender_id(&d) {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+    }
+    ids
+}
+
 /// What [`datagram_flood`] sent.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FloodReport {

@@ -240,6 +240,15 @@ impl Relay {
         self.metric(&format!("wzp_relay_drops_total{{reason=\"{reason}\"}}"))
     }
 
+    /// Every non-zero `wzp_relay_drops_total` series, for messages.
+    pub fn drops_summary(&self) -> String {
+        self.metrics_text()
+            .lines()
+            .filter(|l| l.starts_with("wzp_relay_drops_total") && !l.ends_with(" 0"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// The relay's resident memory, KiB (`VmRSS` of /proc/PID/status).
     pub fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.proc.child.id()))

@@ -84,6 +84,9 @@ pub struct Dropouts {
     /// Windows the attack may have touched, and how many dropped out.
     pub during_windows: usize,
     pub during: usize,
+    /// Where the dropouts during the attack are (seconds after the
+    /// attack's mark) and their levels (dBFS).
+    pub during_at: Vec<(f32, f32)>,
 }
 
 impl Dropouts {
@@ -120,5 +123,9 @@ pub fn dropouts_around(x: &[f32], attack: Range<u64>) -> Dropouts {
         before: before.len(),
         during_windows: to.saturating_sub(from),
         during: during.len(),
+        during_at: during
+            .iter()
+            .map(|&i| ((i - from) as f32 / 10.0, levels[i]))
+            .collect(),
     }
 }

@@ -12,9 +12,9 @@
 
 use std::time::Duration;
 
-use wzp_attack::attacks::{capture, learn_senders, replay};
+use wzp_attack::attacks::{capture, drain, replay, senders_within};
 use wzp_attack::audio::{rms_dbfs, tone_dbfs, RATE};
-use wzp_attack::procs::{Client, SECRET, WAIT};
+use wzp_attack::procs::{Client, SECRET};
 use wzp_attack::scenario::{dropouts_around, runtime, Call, ALICE_HZ, BOB_HZ, FLUSH_LAG, ROOM};
 use wzp_attack::serial::serial;
 use wzp_attack::{member, wire};
@@ -67,7 +67,8 @@ fn replayed_media_is_never_played_and_a_late_joiner_hears_the_live_talker() {
     );
     assert!(
         spoofed > 0.9 * replayed as f64,
-        "the relay drops replays of present members' ids: {spoofed} of {replayed}"
+        "the relay drops replays of present members' ids: {spoofed} of {replayed} ({})",
+        call.relay.drops_summary()
     );
 
     // 2. Alice leaves; her captured packets come back.
@@ -80,8 +81,17 @@ fn replayed_media_is_never_played_and_a_late_joiner_hears_the_live_talker() {
     let alice = alice.hang_up();
     bob.wait_room_of(ROOM, 3);
     carol.wait_room_of(ROOM, 3);
-    // Alice's id is the one that stopped: only Bob's still arrives.
-    let live = rt.block_on(learn_senders(&mallory.conn, 1, WAIT));
+    // Alice's id is the captured one that stopped: once what waited
+    // unread is gone, only Bob's and Carol's still arrive.
+    let live = rt.block_on(async {
+        drain(&mallory.conn).await;
+        senders_within(&mallory.conn, Duration::from_millis(500)).await
+    });
+    assert_eq!(
+        live.len(),
+        2,
+        "bob and carol send after alice left: {live:?}"
+    );
     let alices: Vec<_> = captured
         .iter()
         .filter(|(_, d)| wire::sender_id(d).is_some_and(|id| !live.contains(&id)))
@@ -101,7 +111,8 @@ fn replayed_media_is_never_played_and_a_late_joiner_hears_the_live_talker() {
     println!("replayed {replayed_alice} of alice's datagrams after she left: {stale} dropped as stale_replay");
     assert!(
         stale > 0.9 * replayed_alice as f64,
-        "the relay drops replays of a departed member: {stale} of {replayed_alice}"
+        "the relay drops replays of a departed member: {stale} of {replayed_alice} ({})",
+        relay.drops_summary()
     );
     let (bob, carol) = (bob.hang_up(), carol.hang_up());
 

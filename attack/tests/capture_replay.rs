@@ -97,6 +97,13 @@ fn replayed_media_is_never_played_and_a_late_joiner_hears_the_live_talker() {
         .filter(|(_, d)| wire::sender_id(d).is_some_and(|id| !live.contains(&id)))
         .cloned()
         .collect();
+    let mut ids: Vec<u32> = alices
+        .iter()
+        .filter_map(|(_, d)| wire::sender_id(d))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "one captured sender stopped: {ids:?}");
     assert!(
         alices.len() > 100,
         "alice's captured packets: {}",

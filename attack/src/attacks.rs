@@ -229,9 +229,10 @@ pub struct HandshakeFloodReport {
 /// Initial packets, spread over `over`.
 ///
 /// The half-open ones are real quinn handshakes (a valid-looking room
-/// server name each) sent through a one-way relay of our own: the
-/// ClientHello reaches the relay, its answer never comes back, so the
-/// relay keeps each handshake until it times out. The forged ones are
+/// server name each) sent through a one-way relay of our own: the first
+/// Initial (the ClientHello) reaches the relay, its answer never comes
+/// back, so the relay keeps each handshake (and retransmits its answer)
+/// until it gives up. The forged ones are
 /// 1200-byte long-header packets of QUIC version 1 with random connection
 /// ids and a random body that no Initial key decrypts.
 pub async fn handshake_flood(
@@ -252,8 +253,18 @@ pub async fn handshake_flood(
         let forwarded = forwarded.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 65536];
+            // A half-open attacker sends one Initial per attempt: quinn's
+            // retransmissions (same destination connection id) stay here.
+            let mut seen = std::collections::HashSet::new();
             while let Ok((n, from)) = sock.recv_from(&mut buf).await {
-                if from != relay && forwarding.load(Ordering::Relaxed) {
+                if from == relay || !forwarding.load(Ordering::Relaxed) {
+                    continue;
+                }
+                let dcid = buf[..n]
+                    .get(5)
+                    .and_then(|&len| buf[..n].get(6..6 + len as usize))
+                    .map(<[u8]>::to_vec);
+                if dcid.is_some_and(|d| seen.insert(d)) {
                     let _ = sock.send_to(&buf[..n], relay).await;
                     forwarded.fetch_add(1, Ordering::Relaxed);
                 }

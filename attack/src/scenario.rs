@@ -89,18 +89,36 @@ pub struct Dropouts {
     pub during_at: Vec<(f32, f32)>,
 }
 
+/// Dropout windows tolerated beyond the recording's own rate before the
+/// attack: one. On a machine starved of CPU (`stress-ng --cpu 2` and
+/// other builds) the clients' clocks miss a cycle now and then with no
+/// attack at all: measured, about one lone window 11-12 dB down per 100
+/// windows, in any phase of a call. A baseline of 2-3 s cannot estimate
+/// so rare a rate, so one such window is not blamed on the attack. What
+/// the issue measured against the unfixed relay, 8 and 27 dropouts under
+/// the datagram flood, is far past it; on a quiet machine every attack
+/// here measures 0.
+pub const HICCUP_WINDOWS: usize = 1;
+
 impl Dropouts {
-    /// The dropouts the attack can be blamed for: those during it beyond
+    /// The dropouts the attack may be blamed for: those during it beyond
     /// what the same recording showed per window before it (rounded up).
-    /// On a quiet machine `before` is 0 and this is `during`; on a
-    /// machine starved of CPU (stress-ng) a client's clock may miss
-    /// cycles with no attack at all, and that rate is not the relay's.
+    /// On a quiet machine `before` is 0 and this is `during`.
     pub fn caused_by_attack(&self) -> usize {
         if self.before_windows == 0 {
             return self.during;
         }
         let expected = (self.before * self.during_windows).div_ceil(self.before_windows);
         self.during.saturating_sub(expected)
+    }
+
+    /// Panics if the attack caused more than [`HICCUP_WINDOWS`] dropouts
+    /// in `who`'s recording.
+    pub fn assert_none_caused(&self, who: &str) {
+        assert!(
+            self.caused_by_attack() <= HICCUP_WINDOWS,
+            "{who}'s recording drops out during the attack: {self:?}"
+        );
     }
 }
 

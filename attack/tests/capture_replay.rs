@@ -139,7 +139,7 @@ fn replayed_media_is_never_played_and_a_late_joiner_hears_the_live_talker() {
     for (rec, at) in [(&alice, a0..a1), (&bob, b0..b1)] {
         let d = dropouts_around(&rec.audio, at);
         println!("{}: {d:?}", rec.name);
-        assert_eq!(d.caused_by_attack(), 0, "{} drops out: {d:?}", rec.name);
+        d.assert_none_caused(&rec.name);
     }
 
     // Carol, who joined after the capture, hears the live talkers during

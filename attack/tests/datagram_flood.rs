@@ -7,9 +7,12 @@
 //! sees a single forged packet (`bad_tag` 0).
 //!
 //! Under CPU starvation (`stress-ng --cpu 2`) a client's clock can miss
-//! cycles with no attack at all; the assertion is on the dropouts the
+//! a cycle with no attack at all; the assertion is on the dropouts the
 //! attack causes: those during it beyond the rate the same recording
-//! showed before it ([`Dropouts::caused_by_attack`]).
+//! showed before it, with one lone window of slack
+//! (`scenario::Dropouts::caused_by_attack`, `scenario::HICCUP_WINDOWS`;
+//! the same holds in every test of this crate). Unfixed, this flood made
+//! 8 and 27 dropouts.
 
 use std::time::Duration;
 
@@ -94,12 +97,7 @@ fn a_members_datagram_flood_makes_no_dropouts_and_is_counted() {
             rec.counter("open", "bad_tag"),
             rec.counter_sum("jb", "concealed"),
         );
-        assert_eq!(
-            d.caused_by_attack(),
-            0,
-            "{}'s recording drops out during the flood: {d:?}",
-            rec.name
-        );
+        d.assert_none_caused(&rec.name);
         assert!(
             heard > -22.0,
             "{} hears the other at {heard} dBFS",

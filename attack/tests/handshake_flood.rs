@@ -1,4 +1,4 @@
-//! 2 000 connection attempts that never become sessions, in 3 s, while
+//! 2 000 connection attempts that never become sessions, in 5 s, while
 //! Alice and Bob talk: 1 000 real ClientHellos (each for a valid-looking
 //! room server name) whose answers are never read, so the relay holds
 //! each handshake until it gives up, and 1 000 forged QUIC Initial
@@ -29,11 +29,11 @@ fn a_handshake_flood_leaves_the_call_alone_and_new_members_still_join() {
         call.relay.quic,
         1_000,
         1_000,
-        Duration::from_secs(3),
+        Duration::from_secs(5),
         0x4a4d,
     ));
     // Half-way through the flood, a real client joins...
-    while started.elapsed() < Duration::from_millis(1500) && !flood.is_finished() {
+    while started.elapsed() < Duration::from_millis(2500) && !flood.is_finished() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let spawned = Instant::now();
@@ -77,7 +77,7 @@ fn a_handshake_flood_leaves_the_call_alone_and_new_members_still_join() {
     ] {
         let d = dropouts_around(&rec.audio, at.clone());
         println!("{}: {d:?}", rec.name);
-        assert_eq!(d.caused_by_attack(), 0, "{} drops out: {d:?}", rec.name);
+        d.assert_none_caused(&rec.name);
         let heard = tone_dbfs(&rec.audio[at.start as usize..], other);
         assert!(
             heard > -22.0,

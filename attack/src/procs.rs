@@ -249,6 +249,11 @@ impl Relay {
             .join(", ")
     }
 
+    /// CPU time the relay has used (user + system), from /proc/PID/stat.
+    pub fn cpu_time(&self) -> Duration {
+        cpu_time_of(&self.proc.child.id().to_string())
+    }
+
     /// The relay's resident memory, KiB (`VmRSS` of /proc/PID/status).
     pub fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.proc.child.id()))
@@ -259,6 +264,22 @@ impl Relay {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .expect("a VmRSS line")
     }
+}
+
+/// CPU time (user + system) of process `pid` (`self` for this one).
+pub fn cpu_time_of(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) in brackets.
+    let rest = stat.rsplit_once(')').map(|r| r.1).unwrap_or("");
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after ')'.
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    // SAFETY: sysconf reads a constant of the running system.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_millis(ticks * 1000 / hz)
 }
 
 /// The room secret the tests' calls use.

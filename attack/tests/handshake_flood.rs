@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use wzp_attack::attacks::handshake_flood;
 use wzp_attack::audio::tone_dbfs;
 use wzp_attack::member;
-use wzp_attack::procs::{Client, SECRET};
+use wzp_attack::procs::{cpu_time_of, Client, SECRET};
 use wzp_attack::scenario::{dropouts_around, runtime, Call, ALICE_HZ, BOB_HZ, FLUSH_LAG, ROOM};
 use wzp_attack::serial::serial;
 
@@ -24,6 +24,7 @@ fn a_handshake_flood_leaves_the_call_alone_and_new_members_still_join() {
     let failures0 = call.relay.metric("wzp_relay_handshake_failures_total");
 
     let (a0, b0) = call.marks();
+    let (relay_cpu0, own_cpu0) = (call.relay.cpu_time(), cpu_time_of("self"));
     let started = Instant::now();
     let flood = rt.spawn(handshake_flood(
         call.relay.quic,
@@ -51,6 +52,8 @@ fn a_handshake_flood_leaves_the_call_alone_and_new_members_still_join() {
         .expect("the flood task ends")
         .expect("the flood's sockets open");
     let flood_took = started.elapsed();
+    let relay_cpu = call.relay.cpu_time() - relay_cpu0;
+    let own_cpu = cpu_time_of("self") - own_cpu0;
     let (a1, b1) = call.marks();
     call.record_for(1.0);
     let c1 = carol.recorded();
@@ -59,11 +62,14 @@ fn a_handshake_flood_leaves_the_call_alone_and_new_members_still_join() {
     println!(
         "flood: {} half-open handshakes + {} forged Initials in {flood_took:?}; \
          relay handshake failures so far {failures}; during it carol (a wzp-client process) \
-         was in the room {} ms after it started, a member's join took {} ms",
+         was in the room {} ms after it started, a member's join took {} ms; \
+         CPU: relay {} ms, attacker {} ms",
         sent.half_open,
         sent.garbage,
         carol_took.as_millis(),
-        late.join_time.as_millis()
+        late.join_time.as_millis(),
+        relay_cpu.as_millis(),
+        own_cpu.as_millis()
     );
     drop(late);
 

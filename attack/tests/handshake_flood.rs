@@ -4,7 +4,14 @@
 //! each handshake until it gives up, and 1 000 forged QUIC Initial
 //! packets that no key decrypts. The call has no dropouts, and a new real
 //! client (Carol) and a new member written here both still join during
-//! the flood; their join times are printed.
+//! the flood; their join times, and the CPU the relay and the attacker
+//! spent, are printed.
+//!
+//! The relay answers new, unvalidated addresses with a stateless QUIC
+//! Retry once 64 handshakes are in progress (`RETRY_ABOVE_PENDING`), so
+//! the half-open ClientHellos cost it no TLS work; before it did, the
+//! same flood cost the relay 0.83 s of CPU and, on a CPU-starved machine,
+//! 1 to 5 dropout windows in the call.
 
 use std::time::{Duration, Instant};
 

@@ -23,6 +23,9 @@ use crate::port::{samples_per_quantum, PortDecl, PortType};
 use crate::spec::{GraphSpec, PortRef};
 use crate::timing::StageTiming;
 
+/// Kind of the two stages that carry a delayed link.
+pub(super) const DELAY_KIND: &str = "engine.delay";
+
 /// Pass 5: a delayed link must join two stages of one domain. A link between
 /// domains already passes through a ring that delivers in the consumer's own
 /// cycle; a delay on top of it would have no defined length. Offending links
@@ -118,7 +121,7 @@ fn delay_stages(
     let mk = |id: String, inputs, outputs, latency| CompiledStage {
         key: key(&id),
         id,
-        kind: "engine.delay".into(),
+        kind: DELAY_KIND.into(),
         domain: info.domain,
         source: false,
         inputs,

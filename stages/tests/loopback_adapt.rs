@@ -47,9 +47,11 @@ fn twenty_percent_loss_turns_redundancy_on_and_beats_the_fixed_defaults() {
     assert_eq!(off.c("adapt.applied"), 0);
     assert_eq!(off.c("enc.live_updates"), 0);
     assert!(off.c("adapt.decisions") >= 2);
-    // And the far end hears the talker better with the loop on.
+    // And the far end hears the talker better with the loop on: LBRR sized
+    // to the loss rebuilds isolated losses that the profile's fixed DRED
+    // (200 ms, hint 10) leaves to PLC. Measured 0.93 against 0.84.
     assert!(
-        on.mean_correlation > off.mean_correlation,
+        on.mean_correlation > off.mean_correlation + 0.04,
         "adapt on {:.3} should beat off {:.3}",
         on.mean_correlation,
         off.mean_correlation

@@ -103,12 +103,15 @@ for cond in "${conditions[@]}"; do
   net="loss=$loss burst=$burst seed=7"
   # Expected loss as the sender would learn it from receiver reports.
   el=$loss
-  add "plc-$tag plc $tag graphs/loopback.toml fast $net dred_ms=0 inband_fec=false expected_loss=0 lookahead=1"
-  add "lbrr-$tag lbrr $tag graphs/loopback.toml fast $net dred_ms=0 inband_fec=true expected_loss=$el lookahead=1"
+  # These runs score hand-set knobs: the quality controller (graphs/loopback.toml's
+  # feedback loop) would retune the encoder away from them.
+  fixed="adapt=false"
+  add "plc-$tag plc $tag graphs/loopback.toml fast $net $fixed dred_ms=0 inband_fec=false expected_loss=0 lookahead=1"
+  add "lbrr-$tag lbrr $tag graphs/loopback.toml fast $net $fixed dred_ms=0 inband_fec=true expected_loss=$el lookahead=1"
   # DRED asks for the longest history; what the encoder fits is set by its
   # bit budget, which grows with expected_loss (docs/QUALITY.md, findings).
-  add "dred-$tag dred $tag graphs/loopback.toml fast $net dred_ms=1000 inband_fec=false expected_loss=$el lookahead=5"
-  add "dred30-$tag dred30 $tag graphs/loopback.toml fast $net dred_ms=1000 inband_fec=false expected_loss=$(( loss > 30 ? loss : 30 )) lookahead=5"
+  add "dred-$tag dred $tag graphs/loopback.toml fast $net $fixed dred_ms=1000 inband_fec=false expected_loss=$el lookahead=5"
+  add "dred30-$tag dred30 $tag graphs/loopback.toml fast $net $fixed dred_ms=1000 inband_fec=false expected_loss=$(( loss > 30 ? loss : 30 )) lookahead=5"
   add "c2fec-$tag c2fec $tag graphs/loopback-codec2.toml timer $net"
   add "c2plc-$tag c2plc $tag graphs/loopback-codec2.toml timer $net fec_ratio=0 jb_min=20ms jb_initial=40ms"
 done

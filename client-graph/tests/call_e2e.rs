@@ -379,13 +379,15 @@ fn two_clients_hear_each_other_through_the_relay() {
     let relay = Relay::start(&dir, "127.0.0.1:0");
     let speech = speech_like(16_000);
     write_wav(&dir.join("speech.wav"), 16_000, &speech);
+    // Alice protects her frames with RaptorQ: its repair symbols share
+    // their block's last seq and must still be sealed, sent and used.
     let mut a = client(
         &dir,
         &relay,
         "alice",
         dir.join("speech.wav").to_str().unwrap(),
         SECRET,
-        &[],
+        &["--set", "fec_ratio=20"],
     );
     let mut b = client(&dir, &relay, "bob", "tone:440", SECRET, &[]);
     a.wait_room_of(2);
@@ -411,6 +413,16 @@ fn two_clients_hear_each_other_through_the_relay() {
     assert!(tone_dbfs(tail, 1000.0) < tone - 30.0, "the tone is clean");
     assert!(counter(&dir, "bob", "open", "opened") > 150);
     assert_eq!(counter(&dir, "bob", "open", "bad_tag"), 0);
+    assert_eq!(counter(&dir, "alice", "seal", "seq_reuse"), 0);
+    let repairs_sent = counter(&dir, "alice", "fec_enc", "repair_sent");
+    assert!(
+        repairs_sent > 20,
+        "alice sent {repairs_sent} repair symbols"
+    );
+    assert!(
+        counter(&dir, "bob", "fec_dec0", "repair_received") > repairs_sent / 2,
+        "bob received alice's repair symbols"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -325,3 +325,126 @@ pub(crate) fn bridge_pair(
         _ => pair::<PacketMeta>(capacity, waker),
     }
 }
+
+/// The write end of a one-cycle delay (a `delay = 1` link): runs after the
+/// link's producer and queues this cycle's items.
+struct DelayIn<M> {
+    tx: RtSender<M>,
+}
+
+impl<M: Meta> Processor for DelayIn<M> {
+    fn process(&mut self, io: &mut Io<'_>, _cx: &Cx) -> Flow {
+        if let Some(b) = M::input(io, 0) {
+            for s in b.iter() {
+                self.tx.send(s);
+            }
+        }
+        Flow::Continue
+    }
+}
+
+/// The read end of a one-cycle delay: runs first in its domain's cycle, so
+/// what it hands on is what the write end queued in the cycle before.
+struct DelayOut<M> {
+    rx: RtReceiver<M>,
+}
+
+impl<M: Meta> Processor for DelayOut<M> {
+    fn process(&mut self, io: &mut Io<'_>, _cx: &Cx) -> Flow {
+        if let Some(out) = M::output(io, 0) {
+            self.rx.drain_into(out);
+        }
+        Flow::Continue
+    }
+}
+
+/// PCM variant of [`DelayIn`]: queues the quantum's samples.
+struct PcmDelayIn {
+    prod: rtrb::Producer<f32>,
+    dropped: Counter,
+}
+
+impl Processor for PcmDelayIn {
+    fn process(&mut self, io: &mut Io<'_>, _cx: &Cx) -> Flow {
+        let x = io.pcm_in(0);
+        match self.prod.write_chunk_uninit(x.len()) {
+            Ok(chunk) => {
+                chunk.fill_from_iter(x.iter().copied());
+            }
+            Err(_) => self.dropped.inc(),
+        }
+        Flow::Continue
+    }
+}
+
+/// PCM variant of [`DelayOut`]: hands on one queued quantum, or silence in
+/// the first cycle.
+struct PcmDelayOut {
+    cons: rtrb::Consumer<f32>,
+}
+
+impl Processor for PcmDelayOut {
+    fn process(&mut self, io: &mut Io<'_>, _cx: &Cx) -> Flow {
+        let out = io.pcm_out(0);
+        if let Ok(chunk) = self.cons.read_chunk(out.len()) {
+            let (a, b) = chunk.as_slices();
+            out[..a.len()].copy_from_slice(a);
+            out[a.len()..].copy_from_slice(b);
+            chunk.commit_all();
+        }
+        Flow::Continue
+    }
+}
+
+/// The two stages of a one-cycle delay in one domain, for items of type
+/// `ty`: `(write end, read end)`. The ring holds two cycles' worth, so the
+/// write end never finds it full while the read end keeps up.
+pub(crate) fn delay_pair(
+    ty: PortType,
+    quantum_samples: usize,
+    batch: usize,
+) -> (BridgeEnd, BridgeEnd) {
+    fn pair<M: Meta>(capacity: usize) -> (BridgeEnd, BridgeEnd) {
+        let dropped = Counter::default();
+        let (prod, cons) = rtrb::RingBuffer::<Slot<M>>::new(capacity);
+        let tx = RtSender {
+            prod,
+            // Nothing waits on a delay: its reader runs every cycle anyway.
+            waker: DomainWaker::new(),
+            dropped: dropped.clone(),
+        };
+        (
+            BridgeEnd {
+                processor: Box::new(DelayIn { tx }),
+                counters: vec![("ring_full_drops".into(), dropped)],
+            },
+            BridgeEnd {
+                processor: Box::new(DelayOut {
+                    rx: RtReceiver { cons },
+                }),
+                counters: Vec::new(),
+            },
+        )
+    }
+    match ty {
+        PortType::Pcm { .. } => {
+            let dropped = Counter::default();
+            let (prod, cons) = rtrb::RingBuffer::<f32>::new(quantum_samples.max(1) * 2);
+            (
+                BridgeEnd {
+                    processor: Box::new(PcmDelayIn {
+                        prod,
+                        dropped: dropped.clone(),
+                    }),
+                    counters: vec![("ring_full_drops".into(), dropped)],
+                },
+                BridgeEnd {
+                    processor: Box::new(PcmDelayOut { cons }),
+                    counters: Vec::new(),
+                },
+            )
+        }
+        PortType::Frame => pair::<FrameMeta>(batch.max(1) * 2),
+        PortType::Packet => pair::<PacketMeta>(batch.max(1) * 2),
+    }
+}

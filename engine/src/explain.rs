@@ -55,6 +55,9 @@ pub fn explain(g: &CompiledGraph) -> String {
             a.id, a.outputs[l.from.1].name, b.id, b.inputs[l.to.1].name, l.ty
         );
     }
+    for d in &g.delays {
+        let _ = writeln!(s, "  {} -> {}  [{}, delay 1 quantum]", d.from, d.to, d.ty);
+    }
     let _ = writeln!(s, "\ndomains:");
     for d in &g.domains {
         let order: Vec<&str> = d

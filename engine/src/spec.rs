@@ -169,6 +169,10 @@ pub struct LinkSpec {
     pub from: PortRef,
     pub to: PortRef,
     pub loc: Loc,
+    /// Quanta the link holds its items back: 0 (the default) delivers them
+    /// in the same cycle; 1 delivers them one cycle later, which makes a
+    /// cycle through this link legal (a feedback edge, docs/GRAPHS.md).
+    pub delay: u32,
 }
 
 /// A whole graph, placeholders filled.
@@ -216,7 +220,17 @@ impl GraphSpec {
             from: p(from),
             to: p(to),
             loc: Loc::default(),
+            delay: 0,
         });
+        self
+    }
+
+    /// Adds a feedback link that delivers one cycle later (`delay = 1`).
+    pub fn link_delayed(mut self, from: &str, to: &str) -> Self {
+        self = self.link(from, to);
+        if let Some(l) = self.links.last_mut() {
+            l.delay = 1;
+        }
         self
     }
 
@@ -410,11 +424,30 @@ impl GraphSpec {
             };
             let from = end(l.from.into_inner());
             let to = end(l.to.into_inner());
-            if let (Some(from), Some(to)) = (from, to) {
+            let delay = match l.delay.map(Spanned::into_inner) {
+                None | Some(0) => Some(0),
+                Some(1) => Some(1),
+                Some(d) => {
+                    errors.push(
+                        GraphError::new(
+                            ErrorKind::BadLink,
+                            format!("link delay = {d} is not supported"),
+                        )
+                        .at(file, lloc.line())
+                        .help(
+                            "write `delay = 1` (one quantum, for a feedback link) or leave it out; \
+                             for a longer delay put a `net.netem` stage with `delay` on the path",
+                        ),
+                    );
+                    None
+                }
+            };
+            if let (Some(from), Some(to), Some(delay)) = (from, to, delay) {
                 links.push(LinkSpec {
                     from,
                     to,
                     loc: lloc,
+                    delay,
                 });
             }
         }
@@ -588,6 +621,7 @@ struct RawStage {
 struct RawLink {
     from: Spanned<String>,
     to: Spanned<String>,
+    delay: Option<Spanned<i64>>,
 }
 
 /// Fills `${name}` and `${name:-default}` in `s`. `Err(name)` names the first

@@ -160,6 +160,18 @@ impl<'a> BuildContext<'a> {
         self.resources.get::<T>(name)
     }
 
+    /// A shared object several stages of a graph meet at by name (a live
+    /// settings cell one stage writes and another reads): the control
+    /// plane's resource `name` if it inserted one, else one made with
+    /// `T::default()` the first time any stage asks, and handed to every
+    /// later one. `None` when a resource of another type has that name.
+    pub fn shared_resource<T: Default + Send + Sync + 'static>(
+        &self,
+        name: &str,
+    ) -> Option<Arc<T>> {
+        self.resources.get_or_create::<T>(name)
+    }
+
     /// Resolves an *input* path param: as given (relative to the working
     /// directory) when it exists there, else relative to the graph file's
     /// folder when it exists there. Output paths should be used as given.
@@ -189,6 +201,10 @@ impl<'a> BuildContext<'a> {
 #[derive(Default)]
 pub struct Resources {
     items: std::collections::HashMap<String, Arc<dyn std::any::Any + Send + Sync>>,
+    /// Made on demand by [`Resources::get_or_create`] while stages build
+    /// (control side only; never touched on the real-time path).
+    created:
+        std::sync::Mutex<std::collections::HashMap<String, Arc<dyn std::any::Any + Send + Sync>>>,
 }
 
 impl Resources {
@@ -202,6 +218,23 @@ impl Resources {
 
     pub fn get<T: Send + Sync + 'static>(&self, name: &str) -> Option<Arc<T>> {
         self.items.get(name).cloned()?.downcast::<T>().ok()
+    }
+
+    /// The resource `name`, or one made with `T::default()` on the first
+    /// call and returned by every later call for the same name (so two
+    /// stages of a graph share it). `None` when `name` holds another type.
+    pub fn get_or_create<T: Default + Send + Sync + 'static>(&self, name: &str) -> Option<Arc<T>> {
+        if let Some(v) = self.items.get(name) {
+            return v.clone().downcast::<T>().ok();
+        }
+        let mut created = self
+            .created
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let v = created
+            .entry(name.to_string())
+            .or_insert_with(|| Arc::new(T::default()) as Arc<dyn std::any::Any + Send + Sync>);
+        v.clone().downcast::<T>().ok()
     }
 }
 

@@ -87,3 +87,46 @@ fn applying_a_swap_does_not_allocate_on_the_runner() {
 fn step_without_gc(g: &mut Graph) -> wzp_engine::exec::CycleOutcome {
     g.step_cycle_only()
 }
+
+#[test]
+fn delayed_links_do_not_allocate() {
+    let (reg, last) = common::registry();
+    // A PCM self-loop and a delayed frame link, both through delay rings.
+    let spec = common::parse(
+        r#"
+[[stage]]
+id = "src"
+kind = "test.ramp"
+[[stage]]
+id = "x"
+kind = "test.echo"
+[[stage]]
+id = "fr"
+kind = "test.framer"
+[[stage]]
+id = "sink"
+kind = "test.frame_sink"
+domain = "clocked"
+[[link]]
+from = "src.out"
+to = "x.in"
+[[link]]
+from = "x.out"
+to = "x.back"
+delay = 1
+[[link]]
+from = "x.out"
+to = "fr.in"
+[[link]]
+from = "fr.out"
+to = "sink.in"
+delay = 1
+"#,
+    );
+    let mut g = Graph::new(compile(&spec, &reg, &Resources::new()).unwrap());
+    assert_rt_safe("graph step with delays", 100, || {
+        g.step();
+    });
+    assert_eq!(g.stats().stage("sink").unwrap().counter("frames"), Some(99));
+    assert_eq!(last.load(std::sync::atomic::Ordering::Relaxed), 98 * 960);
+}

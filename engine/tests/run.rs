@@ -144,3 +144,60 @@ to = "sink.in"
     assert_eq!(g.stats().stage("sink").unwrap().counter("frames"), Some(20));
     assert_eq!(last.load(Ordering::Relaxed), 19 * 960);
 }
+
+/// A `delay = 1` link hands its consumer the producer's output of the
+/// cycle before: here a self-loop (`x.out -> x.back`) on a ramp, and frames
+/// into a sink (no cycle at all), stepped by hand.
+#[test]
+fn a_delayed_link_delivers_one_quantum_later() {
+    let (reg, last) = common::registry();
+    let spec = common::parse(
+        r#"
+[[stage]]
+id = "src"
+kind = "test.ramp"
+[[stage]]
+id = "x"
+kind = "test.echo"
+[[stage]]
+id = "fr"
+kind = "test.framer"
+[[stage]]
+id = "sink"
+kind = "test.frame_sink"
+domain = "clocked"
+[[link]]
+from = "src.out"
+to = "x.in"
+[[link]]
+from = "x.out"
+to = "x.back"
+delay = 1
+[[link]]
+from = "x.out"
+to = "fr.in"
+[[link]]
+from = "fr.out"
+to = "sink.in"
+delay = 1
+"#,
+    );
+    let compiled = compile(&spec, &reg, &Resources::new()).unwrap();
+    assert_eq!(compiled.delays.len(), 2);
+    let mut g = Graph::new(compiled);
+    let q = 960;
+    for cycle in 0..30i64 {
+        g.step();
+        let stats = g.stats();
+        let x = stats.stage("x").unwrap();
+        assert_eq!(x.gauge("in_first"), Some(cycle * q));
+        // Cycle 0 has nothing from before: silence.
+        let back = if cycle == 0 { 0 } else { (cycle - 1) * q };
+        assert_eq!(x.gauge("back_first"), Some(back), "cycle {cycle}");
+        let sink = stats.stage("sink").unwrap();
+        assert_eq!(sink.counter("frames"), Some(cycle as u64), "cycle {cycle}");
+        if cycle >= 1 {
+            assert_eq!(last.load(Ordering::Relaxed) as i64, (cycle - 1) * q);
+        }
+    }
+}

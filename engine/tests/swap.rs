@@ -171,3 +171,39 @@ fn bridges_survive_many_swaps_without_leaking_slots() {
         "a frame was lost in a swap"
     );
 }
+
+/// A delayed (feedback) link survives a reconfiguration with what it holds:
+/// the consumer still sees the producer's previous quantum in the first
+/// cycle after the swap.
+#[test]
+fn a_delayed_link_keeps_its_held_quantum_across_a_swap() {
+    let (reg, _) = common::registry();
+    let res = Resources::new();
+    let spec = |extra: bool| {
+        let mut body = String::from(
+            "[[stage]]\nid = \"src\"\nkind = \"test.ramp\"\n[[stage]]\nid = \"x\"\nkind = \"test.echo\"\n\
+             [[link]]\nfrom = \"src.out\"\nto = \"x.in\"\n[[link]]\nfrom = \"x.out\"\nto = \"x.back\"\ndelay = 1\n",
+        );
+        if extra {
+            body.push_str("[[stage]]\nid = \"chk\"\nkind = \"test.check\"\n[[link]]\nfrom = \"x.out\"\nto = \"chk.in\"\n");
+        }
+        common::parse(&body)
+    };
+    let mut g = Graph::new(compile(&spec(false), &reg, &res).unwrap());
+    for _ in 0..5 {
+        g.step();
+    }
+    g.reconfigure(&spec(true), &reg, &res).unwrap();
+    for cycle in 5..10i64 {
+        g.step();
+        let stats = g.stats();
+        let x = stats.stage("x").unwrap();
+        assert_eq!(x.gauge("in_first"), Some(cycle * 960));
+        assert_eq!(
+            x.gauge("back_first"),
+            Some((cycle - 1) * 960),
+            "cycle {cycle}"
+        );
+    }
+    assert_eq!(g.stats().stage("chk").unwrap().counter("broken"), Some(0));
+}

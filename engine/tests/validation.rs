@@ -69,6 +69,30 @@ const CASES: &[Case] = &[
         mentions: &["x -> y -> x"],
     },
     Case {
+        name: "a delay elsewhere does not break a cycle",
+        body: "[[stage]]\nid = \"x\"\nkind = \"test.echo\"\n[[stage]]\nid = \"y\"\nkind = \"test.add\"\nparams = { label = \"l\" }\n[[link]]\nfrom = \"x.out\"\nto = \"y.in\"\n[[link]]\nfrom = \"y.out\"\nto = \"x.in\"\n[[link]]\nfrom = \"y.out\"\nto = \"x.back\"\ndelay = 1\n",
+        kind: ErrorKind::Cycle,
+        line: Some(4),
+        stage: None,
+        mentions: &["x -> y -> x", "delay = 1"],
+    },
+    Case {
+        name: "delay on a link between domains",
+        body: "[[stage]]\nid = \"s\"\nkind = \"test.ramp\"\n[[stage]]\nid = \"fr\"\nkind = \"test.framer\"\n[[stage]]\nid = \"sink\"\nkind = \"test.frame_sink\"\ndomain = \"packet\"\n[[link]]\nfrom = \"s.out\"\nto = \"fr.in\"\n[[link]]\nfrom = \"fr.out\"\nto = \"sink.in\"\ndelay = 1\n",
+        kind: ErrorKind::BadDomain,
+        line: Some(17),
+        stage: Some("sink"),
+        mentions: &["`fr.out` (clocked) -> `sink.in` (packet)", "drop `delay`"],
+    },
+    Case {
+        name: "delay longer than one quantum",
+        body: "[[stage]]\nid = \"s\"\nkind = \"test.ramp\"\n[[stage]]\nid = \"c\"\nkind = \"test.check\"\n[[link]]\nfrom = \"s.out\"\nto = \"c.in\"\ndelay = 3\n",
+        kind: ErrorKind::BadLink,
+        line: Some(10),
+        stage: None,
+        mentions: &["delay = 3", "delay = 1", "net.netem"],
+    },
+    Case {
         name: "missing required param",
         body: "[[stage]]\nid = \"s\"\nkind = \"test.ramp\"\n[[stage]]\nid = \"a\"\nkind = \"test.add\"\n[[stage]]\nid = \"c\"\nkind = \"test.check\"\n[[link]]\nfrom = \"s.out\"\nto = \"a.in\"\n[[link]]\nfrom = \"a.out\"\nto = \"c.in\"\n",
         kind: ErrorKind::MissingParam,
@@ -265,4 +289,35 @@ fn a_missing_file_is_a_clear_error() {
     .unwrap_err();
     assert_eq!(errs.kinds(), [ErrorKind::Io]);
     assert!(errs.to_string().contains("/nonexistent/g.toml"));
+}
+
+/// Cycles that pass through a `delay = 1` link compile; the same cycles
+/// without the delay are refused (the cases above).
+#[test]
+fn a_cycle_through_a_delayed_link_compiles() {
+    let (reg, _) = common::registry();
+    // A self-loop, and a two-stage loop x -> y -> (delayed) x.
+    for body in [
+        "[[stage]]\nid = \"s\"\nkind = \"test.ramp\"\n[[stage]]\nid = \"x\"\nkind = \"test.echo\"\n[[link]]\nfrom = \"s.out\"\nto = \"x.in\"\n[[link]]\nfrom = \"x.out\"\nto = \"x.back\"\ndelay = 1\n",
+        "[[stage]]\nid = \"s\"\nkind = \"test.ramp\"\n[[stage]]\nid = \"x\"\nkind = \"test.echo\"\n[[stage]]\nid = \"y\"\nkind = \"test.add\"\nparams = { label = \"l\" }\n[[link]]\nfrom = \"s.out\"\nto = \"x.in\"\n[[link]]\nfrom = \"x.out\"\nto = \"y.in\"\n[[link]]\nfrom = \"y.out\"\nto = \"x.back\"\ndelay = 1\n",
+    ] {
+        let spec = common::parse(body);
+        let compiled = compile(&spec, &reg, &Resources::new())
+            .unwrap_or_else(|e| panic!("feedback loop refused:\n{e}\n{body}"));
+        assert_eq!(compiled.delays.len(), 1);
+        let plan = &compiled.domains[0];
+        let order: Vec<&str> = plan
+            .steps
+            .iter()
+            .map(|st| compiled.stages[st.stage].id.as_str())
+            .collect();
+        // The delay's read end runs first; its write end after the producer.
+        assert!(order[0].starts_with("~delay:") && order[0].ends_with(":out"), "{order:?}");
+        let w = order.iter().position(|id| id.ends_with(":in")).unwrap();
+        let producer = compiled.delays[0].from.stage.as_str();
+        let p = order.iter().position(|id| *id == producer).unwrap();
+        assert_eq!(w, p + 1, "{order:?}");
+        let text = wzp_engine::explain::explain(&compiled);
+        assert!(text.contains("delay 1 quantum"), "{text}");
+    }
 }

@@ -317,16 +317,23 @@ impl MediaHeader {
     }
 
     /// The 12-byte AEAD nonce for this packet:
-    /// `sender_id (4, BE) | direction (1) | key_epoch (1) | 0x00 0x00 | seq (4, BE)`,
-    /// where direction is 1 if [`Flags::FROM_RESPONDER`] is set, else 0.
+    /// `sender_id (4, BE) | direction (1) | key_epoch (1) | symbol (2, BE) | seq (4, BE)`,
+    /// where direction is 1 if [`Flags::FROM_RESPONDER`] is set, else 0, and
+    /// `symbol` is `fec_symbol` for a repair symbol ([`Flags::REPAIR`]), else 0.
     ///
-    /// Unique as long as `(sender_id, direction, key_epoch, seq)` never repeats
-    /// under one key, which is the sender's obligation (rekey before `seq` wraps).
+    /// A source packet's `seq` is its frame's number; a repair symbol carries
+    /// the `seq` of its block's last source frame and a `fec_symbol` of at
+    /// least the block's source count (so never 0). Unique as long as the
+    /// sender never repeats a source `seq`, nor a repair `(seq, fec_symbol)`,
+    /// under one key (rekey before `seq` wraps).
     pub fn nonce(&self) -> [u8; NONCE_LEN] {
         let mut n = [0u8; NONCE_LEN];
         n[0..4].copy_from_slice(&self.sender_id.to_be_bytes());
         n[4] = u8::from(self.flags.contains(Flags::FROM_RESPONDER));
         n[5] = self.key_epoch;
+        if self.is_repair() {
+            n[6..8].copy_from_slice(&self.fec_symbol.to_be_bytes());
+        }
         n[8..12].copy_from_slice(&self.seq.to_be_bytes());
         n
     }

@@ -12,6 +12,7 @@
 //! handlers share: config, the room service, the media shards, counters.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -57,6 +58,8 @@ pub struct Services {
     pub signal: SignalService,
     pub federation: FederationService,
     pub counters: RelayCounters,
+    /// The QUIC endpoint (read for its open connection count).
+    pub quic: quinn::Endpoint,
     events: Option<EventLog>,
     /// Refusal lines: at most one per reason per second ([`LogLimiter`]).
     refusal_log: std::sync::Mutex<LogLimiter>,
@@ -137,6 +140,7 @@ impl Relay {
             media,
             signal: SignalService::start(signal_cfg, weak.clone()),
             counters: RelayCounters::default(),
+            quic: endpoint.clone(),
             events,
             refusal_log: std::sync::Mutex::new(LogLimiter::new(Duration::from_secs(1))),
             started: Instant::now(),
@@ -150,10 +154,29 @@ impl Relay {
     }
 
     /// Accepts connections until the endpoint closes.
+    ///
+    /// Under a handshake flood (more than [`RETRY_ABOVE_PENDING`]
+    /// handshakes in progress), a new connection from an address not yet
+    /// validated is answered with a QUIC Retry: a stateless packet that
+    /// costs no TLS work and keeps no state. A real client repeats its
+    /// Initial with the Retry's token (one round trip more) and is then
+    /// accepted; a flood of ClientHellos whose answers are never read, or
+    /// from spoofed addresses, then costs the relay almost nothing.
     pub async fn serve(&self) {
+        let pending = Arc::new(AtomicUsize::new(0));
         while let Some(incoming) = self.endpoint.accept().await {
+            if !incoming.remote_address_validated()
+                && incoming.may_retry()
+                && pending.load(Ordering::Relaxed) >= RETRY_ABOVE_PENDING
+            {
+                if let Err(e) = incoming.retry() {
+                    e.into_incoming().ignore();
+                }
+                continue;
+            }
             let services = self.services.clone();
-            tokio::spawn(async move { handle_incoming(services, incoming).await });
+            let handshake = PendingHandshake::new(pending.clone());
+            tokio::spawn(async move { handle_incoming(services, incoming, handshake).await });
         }
     }
 
@@ -217,7 +240,33 @@ pub fn version_string() -> String {
     )
 }
 
-async fn handle_incoming(services: Arc<Services>, incoming: quinn::Incoming) {
+/// Handshakes in progress above which new, unvalidated addresses are sent
+/// a QUIC Retry first ([`Relay::serve`]). Far above what legit clients
+/// start at once (a handshake takes a round trip or two), so they never
+/// see it but in a flood.
+pub const RETRY_ABOVE_PENDING: usize = 64;
+
+/// One handshake in progress, counted until dropped.
+struct PendingHandshake(Arc<AtomicUsize>);
+
+impl PendingHandshake {
+    fn new(count: Arc<AtomicUsize>) -> PendingHandshake {
+        count.fetch_add(1, Ordering::Relaxed);
+        PendingHandshake(count)
+    }
+}
+
+impl Drop for PendingHandshake {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn handle_incoming(
+    services: Arc<Services>,
+    incoming: quinn::Incoming,
+    handshake: PendingHandshake,
+) {
     inc(&services.counters.connections);
     let remote = incoming.remote_address();
     let mut connecting = match incoming.accept() {
@@ -263,6 +312,7 @@ async fn handle_incoming(services: Arc<Services>, incoming: quinn::Incoming) {
             return;
         }
     };
+    drop(handshake);
     let sni = sni.unwrap_or_default();
     match classify(&sni) {
         Sni::Ping => {

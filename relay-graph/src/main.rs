@@ -8,6 +8,12 @@ use anyhow::Context;
 use clap::Parser;
 use wzp_relay::config::Config;
 use wzp_relay::endpoint::{load_identity, version_string, Relay};
+use wzp_relay::observe::heap::CountingAlloc;
+
+/// Counts live heap bytes and allocations for `/metrics`
+/// (`wzp_relay_heap_bytes`, `wzp_relay_heap_allocations`).
+#[global_allocator]
+static HEAP: CountingAlloc = CountingAlloc;
 
 /// A wzp relay: rooms, signaling and the SFU media graph over QUIC.
 #[derive(Parser, Debug)]

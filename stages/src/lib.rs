@@ -27,6 +27,7 @@ pub fn register_all(registry: &mut Registry) -> Result<(), RegisterError> {
     wire::register(registry)?;
     crypto::register(registry)?;
     sfu::register(registry)?;
+    quality::register(registry)?;
     Ok(())
 }
 

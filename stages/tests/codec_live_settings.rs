@@ -148,10 +148,13 @@ fn a_controller_decision_drives_the_encoder() {
 }
 
 #[test]
-fn a_missing_cell_fails_the_build_with_its_name() {
-    let e = Harness::try_new(&OpusEncodeFactory, &[("live_settings", str_("nope"))])
-        .err()
-        .expect("build fails");
+fn a_resource_of_another_type_fails_the_build_with_its_name() {
+    let mut res = Resources::new();
+    res.insert("nope", Arc::new(7u32));
+    let e =
+        Harness::try_with_resources(&OpusEncodeFactory, &[("live_settings", str_("nope"))], &res)
+            .err()
+            .expect("build fails");
     let msg = e.to_string();
     assert!(
         msg.contains("nope") && msg.contains("live_settings"),

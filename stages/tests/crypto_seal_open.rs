@@ -600,3 +600,60 @@ fn seal_and_open_are_rt_safe() {
     assert!(open.counter("bad_tag") > 0);
     assert!(open.counter("malformed") > 0);
 }
+
+/// An FEC block as `fec.raptorq_encode` sends it: `k` source frames, then
+/// `r` repair symbols carrying the last source frame's seq, symbols `k..`.
+fn fec_block(first: u32, k: u32, r: u32) -> Vec<(FrameMeta, Vec<u8>)> {
+    let mut out: Vec<_> = (0..k).map(|j| frame(first + j, 30)).collect();
+    for j in 0..r {
+        let (mut meta, bytes) = frame(first + k - 1, 40);
+        meta.flags = frame_flags::REPAIR;
+        meta.fec.symbol = (k + j) as u16;
+        meta.fec.source_symbols = k as u8;
+        out.push((meta, bytes));
+    }
+    out
+}
+
+/// Repair symbols share their block's last source seq: the nonce holds the
+/// symbol number for them, so seal sends them (no `seq_reuse`) and open
+/// opens them once, in any order against their source frame, while a
+/// replayed repair symbol, a source seq sealed twice, or a repair symbol
+/// whose number does not rise is still refused.
+#[test]
+fn fec_repair_symbols_share_their_blocks_seq_and_still_open_once() {
+    let mut pack = build("wire.packetize", &[("sender_id", i(9))]);
+    let mut seal = build("crypto.seal", &test_key());
+    let mut wire = Vec::new();
+    for b in 0..3u32 {
+        wire.extend(seal.run_packets(&pack.run_frames(&fec_block(b * 5, 5, 2))));
+    }
+    assert_eq!(seal.counter("seq_reuse"), 0);
+    assert_eq!(wire.len(), 21, "every source and repair packet sealed");
+    let repair = |p: &Vec<u8>| MediaHeader::parse(p).unwrap().0.is_repair();
+    assert_eq!(wire.iter().filter(|p| repair(p)).count(), 6);
+
+    // Open them all, the repair symbols of the first block before its last
+    // source frame (reordered), then replay one repair symbol.
+    let mut order = wire.clone();
+    order.swap(4, 6);
+    let mut open = build("crypto.open", &test_key());
+    let out = open.run_packets(&order);
+    assert_eq!(out.len(), 21, "{}", open.counter("replays"));
+    assert_eq!(open.counter("replays"), 0);
+    assert_eq!(open.counter("bad_tag"), 0);
+    let out = open.run_packets(&[wire[5].clone(), wire[4].clone()]);
+    assert!(out.is_empty(), "a replayed repair symbol and source frame");
+    assert_eq!(open.counter("replays"), 2);
+
+    // A repair symbol's number must rise within its seq; a source seq
+    // sealed twice is still refused.
+    let mut pack = build("wire.packetize", &[("sender_id", i(9))]);
+    let mut seal = build("crypto.seal", &test_key());
+    let mut block = fec_block(0, 2, 2);
+    block.push(block[2].clone());
+    block.push(frame(1, 30));
+    let sent = seal.run_packets(&pack.run_frames(&block));
+    assert_eq!(sent.len(), 4);
+    assert_eq!(seal.counter("seq_reuse"), 2);
+}

@@ -1,133 +1,20 @@
 //! End to end through graphs/loopback.toml: the real chain (Opus with DRED,
 //! LBRR and PLC; RaptorQ; netem; the adaptive jitter buffer) run file to
 //! file, with the far end's recording compared with what was sent.
+//!
+//! These runs measure hand-set knobs (`dred_ms`, `expected_loss`,
+//! `inband_fec`), so they turn the quality controller off (`adapt=false`):
+//! it would retune the encoder away from them (tests/loopback_adapt.rs
+//! covers it).
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+mod loopback_support;
 
-use wzp_engine::prelude::*;
-use wzp_stages::audio::signal::{speech_like, xcorr_peak};
-use wzp_stages::audio::wav_source::read_wav_mono;
-
-struct Run {
-    counters: BTreeMap<String, u64>,
-    /// Median over 0.5 s segments of the lag-aligned normalised correlation
-    /// of the recording with the input. Per segment, because the jitter
-    /// buffer moves the playout point (it skips or stretches a frame to
-    /// follow the network), so one lag does not fit a whole call.
-    correlation: f32,
-    /// Correlation of the 10 ms loudness contours (dB), lag-aligned. DRED
-    /// rebuilds speech with a neural vocoder: the waveform's phase is new,
-    /// but the loudness follows the talker, which is what a listener hears
-    /// and what PLC's fading extrapolation does not keep.
-    contour: f32,
-}
-
-fn segmental_correlation(received: &[f32], sent: &[f32], lag: usize) -> f32 {
-    const SEG: usize = 8_000;
-    const SLACK: usize = 1_600;
-    let mut rs: Vec<f32> = Vec::new();
-    for start in (0..sent.len().saturating_sub(SEG)).step_by(SEG) {
-        let seg = &sent[start..start + SEG];
-        if wzp_stages::audio::signal::rms_dbfs(seg) < -50.0 {
-            continue;
-        }
-        let from = (start + lag).saturating_sub(SLACK);
-        let to = (start + lag + SEG + SLACK).min(received.len());
-        if to <= from + SEG / 2 {
-            continue;
-        }
-        rs.push(xcorr_peak(&received[from..to], seg, 2 * SLACK).1);
-    }
-    assert!(rs.len() >= 4, "too few voiced segments to judge");
-    rs.sort_by(|a, b| a.total_cmp(b));
-    rs[rs.len() / 2]
-}
-
-/// Loudness contour: RMS in dB of 10 ms blocks, floored at -60 dB.
-fn contour(x: &[f32]) -> Vec<f32> {
-    x.chunks(160)
-        .map(|c| {
-            let ms =
-                c.iter().map(|v| (*v as f64) * (*v as f64)).sum::<f64>() / c.len().max(1) as f64;
-            (10.0 * ms.max(1e-6).log10()) as f32
-        })
-        .collect()
-}
-
-fn pearson(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let ma = a.iter().sum::<f32>() / n as f32;
-    let mb = b.iter().sum::<f32>() / n as f32;
-    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
-    for (x, y) in a.iter().zip(b) {
-        sab += (x - ma) * (y - mb);
-        saa += (x - ma) * (x - ma);
-        sbb += (y - mb) * (y - mb);
-    }
-    sab / (saa * sbb).sqrt().max(1e-12)
-}
-
-fn graph_file() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../graphs/loopback.toml")
-}
+use loopback_support::Run;
 
 fn run(name: &str, sets: &[(&str, &str)]) -> Run {
-    let dir = std::env::temp_dir().join(format!("wzp-loopback-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let out = dir.join("out.wav");
-    let mut vars: BTreeMap<String, String> = sets
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    vars.insert("output".into(), out.display().to_string());
-    let spec = GraphSpec::load(&graph_file(), &vars).unwrap();
-    let mut graph = Graph::new(compile(&spec, &wzp_stages::registry(), &Resources::new()).unwrap());
-    graph
-        .start(RunOptions {
-            driver: ClockDriver::Fast,
-            realtime: false,
-            ..Default::default()
-        })
-        .unwrap();
-    assert!(
-        graph.wait(Duration::from_secs(120)),
-        "{name}: the graph did not finish"
-    );
-    let stats = graph.stats();
-    graph.stop();
-    let mut counters = BTreeMap::new();
-    for id in ["net", "dec", "jb", "fec_dec"] {
-        for (k, c) in &stats.stage(id).unwrap().counters {
-            counters.insert(format!("{id}.{k}"), c.get());
-        }
-    }
-    drop(graph);
-    let received = read_wav_mono(&out).unwrap();
-    assert_eq!(received.rate, 16_000);
-    let sent = speech_like(16_000);
-    let (lag, _) = xcorr_peak(&received.samples, &sent, 16_000 / 2);
-    let correlation = segmental_correlation(&received.samples, &sent, lag);
-    let aligned = &received.samples[lag.min(received.samples.len())..];
-    let contour = pearson(&contour(aligned), &contour(&sent));
-    let _ = std::fs::remove_dir_all(&dir);
-    eprintln!("{name}: correlation {correlation:.3}, contour {contour:.3}, lag {lag}");
-    Run {
-        counters,
-        correlation,
-        contour,
-    }
-}
-
-impl Run {
-    fn c(&self, k: &str) -> u64 {
-        *self
-            .counters
-            .get(k)
-            .unwrap_or_else(|| panic!("no counter {k}: {:?}", self.counters))
-    }
+    let mut sets = sets.to_vec();
+    sets.push(("adapt", "false"));
+    loopback_support::run(name, &sets, None)
 }
 
 #[test]

@@ -5,6 +5,8 @@
 mod mouth_to_ear;
 #[path = "../relay_load.rs"]
 mod relay_load;
+#[path = "../relay_memory.rs"]
+mod relay_memory;
 #[path = "../relay_proc.rs"]
 mod relay_proc;
 #[path = "../signal_load.rs"]
@@ -39,7 +41,13 @@ Examples:
       1 000 call offers/s for 10 s between registered pairs: registrations/s,
       relay RSS per registration, relay CPU, offer -> ringing p50/p99.
   ./target/release/wzp-bench signal-load --clients 1000 --calls-per-s 0
-      Registrations only.";
+      Registrations only.
+  ./target/release/wzp-bench relay-memory --connections 100,500,1000
+      The relay's heap (its wzp_relay_heap_bytes gauge) per idle QUIC connection
+      and per joined session sending 50 packets/s in rooms of 2, each count
+      against a fresh relay, and what is left after everyone leaves.
+  ./target/release/wzp-bench relay-memory --connections 200 --room-size 10 --hold 5
+      Sessions in rooms of ten, five seconds of media before the reading.";
 
 #[derive(Parser)]
 #[command(name = "wzp-bench", version, about = "wzp load and latency benches (loopback only)", after_help = EXAMPLES)]
@@ -63,6 +71,39 @@ enum Command {
     /// registration and CPU, offer -> ringing latency p50/p99.
     #[command(after_help = EXAMPLES)]
     SignalLoad(SignalLoadArgs),
+    /// The relay's heap per idle connection and per joined session (from its
+    /// `wzp_relay_heap_bytes` gauge), for several connection counts, and
+    /// what is left once everyone has left.
+    #[command(after_help = EXAMPLES)]
+    RelayMemory(RelayMemoryArgs),
+}
+
+#[derive(clap::Args)]
+struct RelayMemoryArgs {
+    /// Connection counts, comma-separated; each runs against a fresh relay.
+    #[arg(long, value_delimiter = ',', default_value = "100,500,1000")]
+    connections: Vec<usize>,
+    /// Members per room in the joined phase.
+    #[arg(long, default_value_t = 2)]
+    room_size: usize,
+    /// Media packets per second per joined client (50 = 20 ms frames).
+    #[arg(long, default_value_t = 50)]
+    rate: u32,
+    /// Payload bytes after the media header.
+    #[arg(long, default_value_t = 100)]
+    payload: usize,
+    /// Seconds of media before the joined heap is read.
+    #[arg(long, default_value_t = 4)]
+    hold: u64,
+    /// The wzp-relay binary (default: next to wzp-bench).
+    #[arg(long)]
+    relay_bin: Option<PathBuf>,
+    /// A line for the relay's config file, KEY=VALUE (repeatable).
+    #[arg(long = "relay-set", value_name = "KEY=VALUE")]
+    relay_set: Vec<String>,
+    /// No progress lines.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(clap::Args)]
@@ -168,11 +209,28 @@ fn main() {
         Command::RelayLoad(a) => relay_load_cmd(a),
         Command::MouthToEar(a) => mouth_to_ear_cmd(a),
         Command::SignalLoad(a) => signal_load_cmd(a),
+        Command::RelayMemory(a) => relay_memory_cmd(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
+}
+
+fn relay_memory_cmd(a: RelayMemoryArgs) -> Result<()> {
+    let o = relay_memory::MemoryOptions {
+        counts: a.connections,
+        room_size: a.room_size,
+        rate: a.rate,
+        payload: a.payload,
+        hold: Duration::from_secs(a.hold),
+        relay_bin: a.relay_bin,
+        relay_config: a.relay_set,
+        progress: !a.quiet,
+    };
+    let results = relay_memory::run(&o).context("relay-memory")?;
+    print!("{}", relay_memory::report(&o, &results));
+    Ok(())
 }
 
 fn relay_load_cmd(a: RelayLoadArgs) -> Result<()> {

@@ -78,9 +78,20 @@ pub(crate) async fn connection_loop(
     let started = Instant::now();
     while !finished() {
         let dial = trust.dial()?;
-        let conn = match endpoint.connect_with(dial.config.clone(), addr, &sni) {
-            Ok(c) => tokio::time::timeout(HANDSHAKE, c).await,
+        let connecting = match endpoint.connect_with(dial.config.clone(), addr, &sni) {
+            Ok(c) => c,
             Err(e) => bail!("cannot connect to {addr}: {e}"),
+        };
+        // A hang-up while the relay is away (stopped, not yet back) ends
+        // the attempt at once instead of after the handshake timeout.
+        let stopped = async {
+            while !finished() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        let conn = tokio::select! {
+            c = tokio::time::timeout(HANDSHAKE, connecting) => c,
+            () = stopped => break,
         };
         let conn = match conn {
             Ok(Ok(c)) => c,
@@ -296,7 +307,10 @@ pub(crate) async fn connection_loop(
         }
         lost_at.get_or_insert_with(Instant::now);
     }
-    endpoint.wait_idle().await;
+    // Lets the last close leave; bounded, because an attempt abandoned
+    // mid-handshake to a relay that is gone drains for three probe
+    // timeouts (seconds), and the caller waits for this task only so long.
+    let _ = tokio::time::timeout(Duration::from_millis(500), endpoint.wait_idle()).await;
     Ok(joins)
 }
 

@@ -5,8 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::link::DelayedLink;
 use super::sort::Sorted;
-use super::{BridgeInfo, CompiledStage, Existing, ResolvedLink, StageKey, Wakers};
+use super::{BridgeInfo, CompiledStage, DelayInfo, Existing, ResolvedLink, StageKey, Wakers};
 use crate::bridge::bridge_pair;
 use crate::error::{ErrorKind, GraphError, GraphErrors};
 use crate::port::PortDecl;
@@ -26,6 +27,10 @@ pub(super) struct Bridged {
     /// Still a topological order: each `tx` right after its producer, each
     /// `rx` right before its consumer.
     pub order: Vec<usize>,
+    /// Delayed links, until `feedback::insert_delays` replaces them by stages.
+    pub delayed: Vec<DelayedLink>,
+    /// The delays `feedback::insert_delays` put in.
+    pub delays: Vec<DelayInfo>,
 }
 
 /// Inserts the bridges. A running graph's bridge for the same link is kept,
@@ -40,6 +45,7 @@ pub(super) fn insert_bridges(
     let Sorted {
         stages,
         links,
+        delayed,
         order,
     } = sorted;
     let mut errors = Vec::new();
@@ -49,6 +55,8 @@ pub(super) fn insert_bridges(
         bridges: Vec::new(),
         bridge_edges: Vec::new(),
         order,
+        delayed,
+        delays: Vec::new(),
     };
     for l in links {
         let (fd, td) = (out.stages[l.from.0].domain, out.stages[l.to.0].domain);
@@ -195,6 +203,7 @@ mod tests {
                 stage("c", to, &[("in", ty)], &[], 0),
             ],
             links: vec![link((0, 0), (1, 0), ty)],
+            delayed: Vec::new(),
             order: vec![0, 1],
         }
     }

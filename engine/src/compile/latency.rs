@@ -2,13 +2,14 @@
 
 use std::collections::BTreeSet;
 
+use super::feedback::DELAY_KIND;
 use super::{CompiledStage, LatencyPath, ResolvedLink};
 
 /// Stop after this many paths: a wide fan-out multiplies them.
 const MAX_PATHS: usize = 256;
 
-/// Every path from a stage with no incoming link to one with no outgoing
-/// link, following links and bridge `tx -> rx` edges; each path's total
+/// Every path from a stage with no incoming link (a delay's read end
+/// excepted) to one with no outgoing link, following links and bridge `tx -> rx` edges; each path's total
 /// counts every stage on it, bridges included, which are left out of its
 /// names.
 pub(super) fn latency_paths(
@@ -57,7 +58,15 @@ pub(super) fn latency_paths(
         }
         path.pop();
     }
-    for (i, _) in has_in.iter().enumerate().filter(|(_, h)| !**h) {
+    // A delay's read end has no incoming link but starts no path of its
+    // own: what it hands on went round a feedback loop that a path from a
+    // real source already covers up to the delay's write end.
+    let delay_read_end = |i: usize| stages[i].kind == DELAY_KIND && stages[i].inputs.is_empty();
+    let starts = has_in
+        .iter()
+        .enumerate()
+        .filter(|&(i, h)| !*h && !delay_read_end(i));
+    for (i, _) in starts {
         {
             walk(i, &succ, stages, &mut Vec::new(), &mut paths);
         }

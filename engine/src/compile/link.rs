@@ -15,6 +15,17 @@ pub(super) struct Linked {
     /// Where each of `stages` is declared in the graph file.
     pub locs: Vec<Loc>,
     pub links: Vec<ResolvedLink>,
+    /// Links declared `delay = 1`: they deliver one cycle later, so the sort
+    /// ignores them and a cycle through one is legal (see `feedback`).
+    pub delayed: Vec<DelayedLink>,
+}
+
+/// A resolved link that delivers its items one cycle later.
+#[derive(Clone, Debug)]
+pub(super) struct DelayedLink {
+    pub link: ResolvedLink,
+    /// Where the link is declared.
+    pub loc: Loc,
 }
 
 /// Resolves every link of `spec` against the built stages. Links that touch
@@ -42,6 +53,7 @@ pub(super) fn resolve_links(
         failed,
     };
     let mut links: Vec<ResolvedLink> = Vec::new();
+    let mut delayed: Vec<DelayedLink> = Vec::new();
     let mut linked_inputs: HashMap<(usize, usize), Loc> = HashMap::new();
     for l in &spec.links {
         let from = resolver.endpoint(l, &l.from, true, diag);
@@ -70,12 +82,18 @@ pub(super) fn resolve_links(
             );
             continue;
         }
-        links.push(ResolvedLink { from, to, ty: fty });
+        let link = ResolvedLink { from, to, ty: fty };
+        if l.delay > 0 {
+            delayed.push(DelayedLink { link, loc: l.loc });
+        } else {
+            links.push(link);
+        }
     }
     Linked {
         stages: built.stages,
         locs: built.locs,
         links,
+        delayed,
     }
 }
 
@@ -184,7 +202,12 @@ fn type_mismatch(
 /// but that did not resolve already has its own error (or its other end
 /// failed to build), so it is not also reported as unconnected.
 pub(super) fn check_required_inputs(spec: &GraphSpec, linked: &Linked, diag: &mut Diagnostics) {
-    let linked_inputs: HashSet<(usize, usize)> = linked.links.iter().map(|l| l.to).collect();
+    let linked_inputs: HashSet<(usize, usize)> = linked
+        .links
+        .iter()
+        .chain(linked.delayed.iter().map(|d| &d.link))
+        .map(|l| l.to)
+        .collect();
     let named_inputs: BTreeSet<(&str, &str)> = spec
         .links
         .iter()

@@ -15,8 +15,10 @@
 //! | build stages | `build` | [`GraphSpec`] | `BuiltStages` |
 //! | resolve links | `link` | `BuiltStages` | `Linked` |
 //! | required inputs linked | `link` | `Linked` | errors |
-//! | sort (Kahn), cycle check | `sort` | `Linked` | `Sorted` |
+//! | delayed (feedback) links in one domain | `feedback` | `Linked` | errors |
+//! | sort (Kahn, delayed links left out), cycle check | `sort` | `Linked` | `Sorted` |
 //! | domain bridges | `bridges` | `Sorted` | `Bridged` |
+//! | one-cycle delays for delayed links | `feedback` | `Bridged` | `Bridged` |
 //! | per-domain schedules, buffer reuse | `schedule` | `Bridged` | [`DomainPlan`]s |
 //! | latency paths | `latency` | `Bridged` | [`LatencyPath`]s |
 //!
@@ -39,6 +41,7 @@ use crate::timing::StageTiming;
 
 mod bridges;
 mod build;
+mod feedback;
 mod latency;
 mod link;
 mod schedule;
@@ -109,6 +112,15 @@ pub struct BridgeInfo {
     pub capacity: usize,
 }
 
+/// A one-cycle delay the compiler put on a `delay = 1` link.
+#[derive(Clone, Debug)]
+pub struct DelayInfo {
+    pub from: PortRef,
+    pub to: PortRef,
+    pub ty: PortType,
+    pub domain: Domain,
+}
+
 /// The declared latency along one source-to-sink path.
 #[derive(Clone, Debug)]
 pub struct LatencyPath {
@@ -126,6 +138,8 @@ pub struct CompiledGraph {
     pub stages: Vec<CompiledStage>,
     pub links: Vec<ResolvedLink>,
     pub bridges: Vec<BridgeInfo>,
+    /// Delayed (feedback) links, each carried by a compiler stage pair.
+    pub delays: Vec<DelayInfo>,
     pub domains: Vec<DomainPlan>,
     pub paths: Vec<LatencyPath>,
     pub wakers: Wakers,
@@ -244,13 +258,15 @@ fn compile_inner(
         dry_run,
     };
     let built = build::build_stages(spec, &env, &mut diag);
-    let linked = link::resolve_links(spec, built, &mut diag);
+    let mut linked = link::resolve_links(spec, built, &mut diag);
     link::check_required_inputs(spec, &linked, &mut diag);
+    feedback::check_delayed(&mut linked, &mut diag);
     let sorted = sort::sort(linked, &mut diag);
     diag.finish()?;
 
     // Planning passes, on a graph that passed every check.
     let bridged = bridges::insert_bridges(spec, existing, &wakers, sorted)?;
+    let bridged = feedback::insert_delays(spec, existing, bridged);
     let domains = schedule::plan_domains(&bridged);
     let paths = latency::latency_paths(&bridged.stages, &bridged.links, &bridged.bridge_edges);
     Ok(CompiledGraph {
@@ -261,6 +277,7 @@ fn compile_inner(
         stages: bridged.stages,
         links: bridged.links,
         bridges: bridged.bridges,
+        delays: bridged.delays,
         domains,
         paths,
         wakers,

@@ -202,6 +202,8 @@ mod tests {
             bridges: Vec::new(),
             bridge_edges: Vec::new(),
             order: vec![1, 0, 2],
+            delayed: Vec::new(),
+            delays: Vec::new(),
         };
         let plans = plan_domains(&bridged);
         let shape: Vec<(Domain, Vec<usize>)> = plans

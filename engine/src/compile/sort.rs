@@ -1,9 +1,11 @@
-//! Pass 5: order the stages so every producer runs before its consumers
-//! (Kahn), or report a cycle by its stages.
+//! Pass 6: order the stages so every producer runs before its consumers
+//! (Kahn), or report a cycle by its stages. Delayed links (`delay = 1`)
+//! are not edges here: they deliver a cycle later, so their consumer may
+//! run first.
 
 use std::collections::{BTreeSet, HashMap};
 
-use super::link::Linked;
+use super::link::{DelayedLink, Linked};
 use super::{CompiledStage, Diagnostics, ResolvedLink};
 use crate::error::ErrorKind;
 
@@ -11,6 +13,8 @@ use crate::error::ErrorKind;
 pub(super) struct Sorted {
     pub stages: Vec<CompiledStage>,
     pub links: Vec<ResolvedLink>,
+    /// Delayed links, left out of the order.
+    pub delayed: Vec<DelayedLink>,
     /// Indices into `stages`, producers first. Empty if the graph has a
     /// cycle: that is reported, and the compile stops after the checks.
     pub order: Vec<usize>,
@@ -23,6 +27,7 @@ pub(super) fn sort(linked: Linked, diag: &mut Diagnostics) -> Sorted {
         stages,
         locs,
         links,
+        delayed,
     } = linked;
     let n = stages.len();
     let mut succ: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); n];
@@ -41,7 +46,7 @@ pub(super) fn sort(linked: Linked, diag: &mut Diagnostics) -> Sorted {
                     names.join(" -> "),
                     names.first().unwrap_or(&"?")
                 ))
-                .help("graphs must be acyclic; remove one of these links (feedback needs a delay stage)"),
+                .help("remove one of these links, or if one carries feedback, mark it `delay = 1` so it delivers one quantum later (docs/GRAPHS.md, feedback links)"),
             );
             Vec::new()
         }
@@ -49,6 +54,7 @@ pub(super) fn sort(linked: Linked, diag: &mut Diagnostics) -> Sorted {
     Sorted {
         stages,
         links,
+        delayed,
         order,
     }
 }
@@ -125,6 +131,7 @@ mod tests {
                 .iter()
                 .map(|&(a, b)| link((a, 0), (b, 0), F))
                 .collect(),
+            delayed: Vec::new(),
         }
     }
 

@@ -266,6 +266,48 @@ impl StageFactory for FrameSink {
     }
 }
 
+/// `test.echo`: out = in; reads an optional `back` input (a feedback link)
+/// and shows the first sample of each input in gauges `in_first` and
+/// `back_first`, so a test can see how many quanta `back` lags.
+pub struct Echo;
+struct EchoProc {
+    in_first: Gauge,
+    back_first: Gauge,
+}
+impl Processor for EchoProc {
+    fn process(&mut self, io: &mut Io<'_>, _cx: &Cx) -> Flow {
+        let back = io.pcm_in(1).first().copied().unwrap_or(-1.0);
+        self.back_first.set(back as i64);
+        let (i, o) = io.pcm_in_out(0, 0);
+        o.copy_from_slice(i);
+        self.in_first.set(i.first().copied().unwrap_or(-1.0) as i64);
+        Flow::Continue
+    }
+}
+impl StageFactory for Echo {
+    fn info(&self) -> StageInfo {
+        info(
+            "test.echo",
+            vec![port("in", "Pcm"), port("back", "Pcm")],
+            vec![port("out", "Pcm")],
+            vec![],
+            &[Domain::Clocked],
+        )
+    }
+    fn build(&self, cx: &mut BuildContext<'_>, _p: &Params) -> Result<Built, BuildError> {
+        let pcm = PortType::Pcm { rate: cx.rate };
+        Ok(Built {
+            inputs: vec![PortDecl::new("in", pcm), PortDecl::optional("back", pcm)],
+            outputs: vec![PortDecl::new("out", pcm)],
+            latency: Duration::ZERO,
+            processor: Box::new(EchoProc {
+                in_first: cx.gauge("in_first"),
+                back_first: cx.gauge("back_first"),
+            }),
+        })
+    }
+}
+
 /// `test.fail`: always refuses to build.
 pub struct Fail;
 impl StageFactory for Fail {
@@ -292,6 +334,7 @@ pub fn registry() -> (Registry, Arc<AtomicU64>) {
     r.register(Framer).unwrap();
     r.register(FrameSink(last.clone())).unwrap();
     r.register(Fail).unwrap();
+    r.register(Echo).unwrap();
     (r, last)
 }
 

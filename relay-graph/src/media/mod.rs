@@ -147,12 +147,14 @@ impl Shard {
             .add(handle, peer);
     }
 
-    /// Stops routing packets to `handle`.
+    /// Stops routing packets to `handle`, and wakes the forwarding task so
+    /// the pump drops its hold on the connection now, with no media flowing.
     pub fn remove_egress(&self, handle: u32) {
         self.egress
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(handle);
+        self.wake.notify_one();
     }
 
     /// Where a session's datagrams go into the graph.

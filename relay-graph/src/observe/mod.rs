@@ -1,8 +1,9 @@
 //! What the relay shows its operator: relay-wide counters, the HTTP JSON
 //! views and Prometheus exposition ([`http`], [`prometheus`]), and the JSONL
-//! event log ([`events`]).
+//! event log ([`events`]), and heap accounting ([`heap`]).
 
 pub mod events;
+pub mod heap;
 pub mod http;
 pub mod log_limit;
 pub mod prometheus;

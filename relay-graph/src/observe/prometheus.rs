@@ -252,6 +252,42 @@ pub fn render(s: &Services, signal: &SignalViews) -> String {
     let _ = writeln!(out, "wzp_relay_participants {}", sessions.len());
     head(
         &mut out,
+        "wzp_relay_connections_open",
+        "gauge",
+        "QUIC connections the endpoint holds (any service, handshaking and draining included).",
+    );
+    let _ = writeln!(
+        out,
+        "wzp_relay_connections_open {}",
+        s.quic.open_connections()
+    );
+    if let Some(h) = super::heap::stats() {
+        for (name, ty, help, v) in [
+            (
+                "wzp_relay_heap_bytes",
+                "gauge",
+                "Heap bytes allocated and not freed (requested sizes; RSS is larger).",
+                h.live_bytes,
+            ),
+            (
+                "wzp_relay_heap_allocations",
+                "gauge",
+                "Heap allocations not freed.",
+                h.live_allocations,
+            ),
+            (
+                "wzp_relay_heap_allocations_total",
+                "counter",
+                "Heap allocations made (reallocations not counted).",
+                h.total_allocations,
+            ),
+        ] {
+            head(&mut out, name, ty, help);
+            let _ = writeln!(out, "{name} {v}");
+        }
+    }
+    head(
+        &mut out,
         "wzp_signal_registered",
         "gauge",
         "Fingerprints registered for direct calls on this relay.",

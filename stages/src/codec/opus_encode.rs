@@ -30,8 +30,9 @@
 //!   nominal frame, at least 320 (`profile::opus_payload_cap`). libopus
 //!   lowers a frame's rate to fit, so the profile's datagram size is a bound
 //!   (`Profile::max_datagram_bytes`) a path can be checked against.
-//! - `live_settings` = `""`: name of an `Arc<codec::live::OpusLive>` resource.
-//!   When set, the bit rate, DRED window, expected loss and LBRR published
+//! - `live_settings` = `""`: name of an `Arc<codec::live::OpusLive>` resource
+//!   (the control plane's, or else one the graph's stages share by that
+//!   name, e.g. with a `quality.adapt` stage). When set, the bit rate, DRED window, expected loss and LBRR published
 //!   in it are applied before the next frame is encoded, without rebuilding
 //!   the stage (the quality controller's decisions). The packet cap stays
 //!   the one computed at build.
@@ -237,7 +238,7 @@ impl StageFactory for OpusEncodeFactory {
                 ParamSpec::str(
                     "live_settings",
                     "",
-                    "name of an OpusLive resource whose settings apply from the next frame",
+                    "name of an OpusLive cell (shared with e.g. quality.adapt) whose settings apply from the next frame",
                 ),
             ],
             default_domain: Domain::Clocked,
@@ -256,10 +257,13 @@ impl StageFactory for OpusEncodeFactory {
         }
         let live = match p.str("live_settings")? {
             "" => None,
-            name => Some(cx.resource::<OpusLive>(name).ok_or_else(|| {
+            name => Some(cx.shared_resource::<OpusLive>(name).ok_or_else(|| {
                 ParamError::new(
                     "live_settings",
-                    format!("no OpusLive resource named {name:?}; insert one or leave it empty"),
+                    format!(
+                        "the resource named {name:?} is not an OpusLive cell; \
+                         pick another name or leave it empty"
+                    ),
                 )
             })?),
         };

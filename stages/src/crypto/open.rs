@@ -13,7 +13,11 @@
 //!    epoch keys are derived at build, so following a sender's rekey costs
 //!    nothing.
 //! 3. The packet index `(key_epoch << 32) | seq` must be new to the sender's
-//!    1024-packet sliding window, else `replays` (seen, or too old).
+//!    1024-packet sliding window, else `replays` (seen, or too old). An FEC
+//!    repair symbol shares the `seq` of its block's last source frame: it
+//!    must not be too old for the window, and its `(index, fec_symbol)` must
+//!    not be among the sender's last [`REPAIR_MEMORY`] repair symbols; it
+//!    does not mark the window (its source frame may still arrive).
 //! 4. The tag must verify under the epoch's key, with the header (and
 //!    trailer) as associated data and `MediaHeader::nonce()` as nonce, else
 //!    `bad_tag`. Decryption is in place in the output slot.
@@ -75,7 +79,7 @@ use wzp_proto::media::{split_trailer, Aad};
 use wzp_proto::{MediaHeader, HEADER_LEN, TRAILER_LEN};
 
 use super::keys::{base_key, key_params, EpochCiphers, Side};
-use super::replay::ReplayWindow;
+use super::replay::{Refusal, ReplayWindow};
 use super::TAG_LEN;
 use crate::wire::LocalSender;
 
@@ -164,12 +168,49 @@ impl StageFactory for Open {
     }
 }
 
-#[derive(Clone, Copy, Default)]
+/// Repair symbols remembered per sender against replays: more than the
+/// repair symbols of the blocks a 1024-packet window spans at the largest
+/// FEC ratios in use would be needed for a full guarantee; this many covers
+/// every block in flight, and an older replayed repair symbol only repeats
+/// one the FEC decoder already used or dropped as stale.
+pub const REPAIR_MEMORY: usize = 64;
+
+#[derive(Clone, Copy)]
 struct SenderEntry {
     in_use: bool,
     id: u32,
     last_heard: u64,
     window: ReplayWindow,
+    /// Recent repair symbols `(index, fec_symbol)`, a ring.
+    repairs: [(u64, u16); REPAIR_MEMORY],
+    next_repair: usize,
+}
+
+impl Default for SenderEntry {
+    fn default() -> Self {
+        SenderEntry {
+            in_use: false,
+            id: 0,
+            last_heard: 0,
+            window: ReplayWindow::new(),
+            repairs: [(u64::MAX, 0); REPAIR_MEMORY],
+            next_repair: 0,
+        }
+    }
+}
+
+impl SenderEntry {
+    /// Whether this repair symbol is new: not too old for the window, not
+    /// seen among the recent ones.
+    fn repair_is_new(&self, index: u64, symbol: u16) -> bool {
+        !matches!(self.window.check(index), Err(Refusal::TooOld))
+            && !self.repairs.contains(&(index, symbol))
+    }
+
+    fn accept_repair(&mut self, index: u64, symbol: u16) {
+        self.repairs[self.next_repair] = (index, symbol);
+        self.next_repair = (self.next_repair + 1) % REPAIR_MEMORY;
+    }
 }
 
 struct OpenProc {
@@ -249,7 +290,12 @@ impl OpenProc {
                     return;
                 }
             }
-            if window.check(index).is_err() {
+            let fresh = if header.is_repair() {
+                self.senders[i].repair_is_new(index, header.fec_symbol)
+            } else {
+                window.check(index).is_ok()
+            };
+            if !fresh {
                 self.replays.inc();
                 return;
             }
@@ -297,15 +343,18 @@ impl OpenProc {
                 self.senders[i] = SenderEntry {
                     in_use: true,
                     id: header.sender_id,
-                    last_heard: 0,
-                    window: ReplayWindow::new(),
+                    ..SenderEntry::default()
                 };
                 i
             }
         };
         let entry = &mut self.senders[i];
         entry.last_heard = self.tick;
-        entry.window.accept(index);
+        if header.is_repair() {
+            entry.accept_repair(index, header.fec_symbol);
+        } else {
+            entry.window.accept(index);
+        }
         self.opened.inc();
     }
 }

@@ -16,7 +16,11 @@
 //! restarted its count), it moves to the next epoch, whose key is
 //! independent, and writes the epoch into the header (byte 3) before sealing.
 //! The first epoch is the one `wire.packetize` wrote. A repeated `seq` is
-//! dropped (`seq_reuse`). After epoch 255 there is no fresh key: packets that
+//! dropped (`seq_reuse`), except FEC repair symbols: a repair packet carries
+//! the `seq` of its block's last source frame, sealed just before it, and
+//! is told apart by its `fec_symbol`, which is part of the nonce for repair
+//! (docs/WIRE.md §1.3); repair symbols of one `seq` must come with rising
+//! symbol numbers, anything else is `seq_reuse`. After epoch 255 there is no fresh key: packets that
 //! would need one are dropped (`key_exhausted`) and the session must be
 //! re-keyed by the control plane (new handshake or room secret). At 50
 //! packets/s one epoch lasts 2.7 years.
@@ -94,6 +98,7 @@ impl StageFactory for Seal {
             ciphers: EpochCiphers::derive(&base),
             sender: None,
             last_seq: None,
+            last_repair: None,
             epoch: 0,
             sealed: cx.counter("sealed"),
             rekeys: cx.counter("rekeys"),
@@ -120,6 +125,9 @@ struct SealProc {
     sender: Option<u32>,
     /// Last seq sealed in `epoch`; `None` before the first packet.
     last_seq: Option<u32>,
+    /// `(seq, fec_symbol)` of the last packet sealed when it was a repair
+    /// symbol.
+    last_repair: Option<(u32, u16)>,
     epoch: u8,
     sealed: Counter,
     rekeys: Counter,
@@ -152,8 +160,16 @@ impl SealProc {
             None => header.key_epoch,
             Some(last) if header.seq > last => self.epoch,
             Some(last) if header.seq == last => {
-                self.seq_reuse.inc();
-                return;
+                let fresh_repair = header.is_repair()
+                    && header.fec_symbol > 0
+                    && self
+                        .last_repair
+                        .is_none_or(|(seq, sym)| seq != header.seq || header.fec_symbol > sym);
+                if !fresh_repair {
+                    self.seq_reuse.inc();
+                    return;
+                }
+                self.epoch
             }
             Some(_) => match self.epoch.checked_add(1) {
                 Some(next) => next,
@@ -212,6 +228,9 @@ impl SealProc {
         }
         self.epoch = epoch;
         self.last_seq = Some(header.seq);
+        self.last_repair = header
+            .is_repair()
+            .then_some((header.seq, header.fec_symbol));
         self.epoch_gauge.set(i64::from(epoch));
         self.sealed.inc();
     }

@@ -909,6 +909,10 @@ impl EgressPump {
     /// instead of running the pump on a thread of its own.
     pub fn flush(&mut self) -> usize {
         let out = &mut self.out;
+        // Apply peer-table changes first: a removed peer's connection (and
+        // what it holds) is released on the next flush, not when a packet
+        // next goes to a peer the table lacks.
+        out.apply_updates();
         let now = out.now_ns();
         let n = self
             .rx

@@ -374,11 +374,6 @@ impl Controller {
                 r.loss_at_ns = now_ns;
                 r.saw_loss = true;
             }
-            let burst = u32::from(entry.max_burst);
-            if burst >= r.burst || now_ns.saturating_sub(r.burst_at_ns) > hysteresis {
-                r.burst = if loss >= 0.01 { burst } else { 0 };
-                r.burst_at_ns = now_ns;
-            }
             // A histogram with most lost packets in runs of 3+ is bursty
             // even when the longest run of this interval was short.
             let lost_in_runs: u32 = entry.bursts[2..BURST_BINS]
@@ -387,7 +382,34 @@ impl Controller {
                 .map(|(&n, len)| u32::from(n) * len)
                 .sum();
             let lost = u32::from(entry.expected - entry.received);
-            if lost > 0 && lost_in_runs * 2 >= lost {
+            // Independent loss makes runs too: at 20 % a run of 3 turns up in
+            // about one report in three, two in one in twenty-five. So runs
+            // count as bursts only beyond what independent loss at this rate
+            // makes: the histogram when it holds clearly more runs of 3+
+            // than the `lost * (1 - p) * p^2` expected, the longest run when
+            // runs that long are expected less than 0.05 times
+            // (`lost * (1 - p) * p^(len-1)`).
+            let runs_3: u32 = entry.bursts[2..BURST_BINS]
+                .iter()
+                .map(|&n| u32::from(n))
+                .sum();
+            let expected_runs_3 = lost as f32 * (1.0 - loss) * loss * loss;
+            let bursty =
+                lost > 0 && lost_in_runs * 2 >= lost && runs_3 as f32 > 4.0 * expected_runs_3 + 1.0;
+            // Otherwise random loss would get DRED (tuned for bursts) instead
+            // of LBRR, which rebuilds isolated losses far better
+            // (docs/QUALITY.md, the adaptive loopback finding).
+            let mut burst = u32::from(entry.max_burst);
+            let runs_that_long =
+                lost as f32 * (1.0 - loss) * loss.powi(burst.saturating_sub(1).min(64) as i32);
+            if burst >= 3 && !bursty && runs_that_long >= 0.05 {
+                burst = 2;
+            }
+            if burst >= r.burst || now_ns.saturating_sub(r.burst_at_ns) > hysteresis {
+                r.burst = if loss >= 0.01 { burst } else { 0 };
+                r.burst_at_ns = now_ns;
+            }
+            if bursty {
                 r.burst = r.burst.max(3);
                 r.burst_at_ns = now_ns;
             }

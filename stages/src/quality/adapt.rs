@@ -1,0 +1,336 @@
+//! `quality.adapt`: the sender's half of the feedback loop. Sits on the send
+//! path right after the encoder (frames pass through unchanged), reads the
+//! feedback reports its receivers send back (codec `0x40`), feeds this
+//! sender's entry of each to the sans-IO [`Controller`], and writes every
+//! decision into the encoder's live settings cell ([`OpusLive`]): bit rate,
+//! DRED window, the loss hint that sizes DRED and LBRR, and LBRR on/off.
+//! The encoder applies them before its next frame.
+//!
+//! The reports come back over the return path, so the link into `feedback`
+//! closes a cycle through the send path: declare it `delay = 1` (one
+//! quantum; docs/GRAPHS.md, feedback links).
+//!
+//! What the encoder cannot change live is counted, not applied: a frame
+//! duration change, RaptorQ's ratio, the receiver hold (the far decoder's
+//! look-ahead) and the Codec2 tiers (heavy loss): for those the Opus encoder
+//! keeps the top tier's bit rate with LBRR and the highest hint (30).
+//!
+//! ## Ports
+//! - `in` (Frame): this sender's encoded frames; passed on to `out`. Their
+//!   timestamps give the round-trip time when a report echoes one.
+//! - `feedback` (Frame, optional): received frames; only codec `0x40`
+//!   (reports) are read, the rest ignored.
+//! - `out` (Frame): `in`, unchanged.
+//!
+//! ## Params
+//! - `live_settings` (string, "enc_live"): the `OpusLive` cell the encoder's
+//!   `live_settings` param names.
+//! - `enabled` (bool, true): apply decisions. False runs the controller and
+//!   counts its decisions but leaves the encoder alone (a baseline).
+//! - `top_tier` (string, "good"): the best tier (docs/PROFILES.md) the
+//!   controller may use; the call starts there.
+//! - `sender_id` (int, -1): the entry of each report to read; -1 = the
+//!   `stream` of the frames passing through.
+//! - `startup` (duration, 3s), `clean_settle` (duration, 4s), `hysteresis`
+//!   (duration, 10s): the controller's timings (`ControllerConfig`).
+//!
+//! **Counters**: `reports` (entries about this sender), `report_errors`
+//! (reports that did not parse), `decisions`, `applied` (decisions written
+//! to the encoder), `decisions_<reason>` for each reason (`startup`,
+//! `clean_path`, `random_loss`, `burst_loss`, `heavy_loss`, `loss_eased`,
+//! `congestion`, `probe`), `not_live` (decisions with a part the encoder
+//! cannot take live). **Gauges** (the settings in force): `dred_ms`,
+//! `loss_hint`, `lbrr`, `bitrate`, `frame_ms`, `fec_ratio`,
+//! `receiver_hold_frames`, and the latest report's `loss_pct` and `rtt_ms`
+//! (-1 until known).
+//!
+//! **Latency**: none.
+//!
+//! ```toml
+//! [[stage]]
+//! id = "enc"
+//! kind = "codec.opus_encode"
+//! params = { live_settings = "enc_live" }
+//! [[stage]]
+//! id = "adapt"
+//! kind = "quality.adapt"
+//! params = { live_settings = "enc_live" }
+//! [[link]]
+//! from = "enc.out"
+//! to = "adapt.in"
+//! [[link]]
+//! from = "report_path.out"
+//! to = "adapt.feedback"
+//! delay = 1
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wzp_engine::prelude::*;
+use wzp_proto::feedback::FeedbackReport;
+use wzp_proto::CodecId;
+
+use super::controller::{Controller, ControllerConfig, Decision, Reason, Settings, TIERS};
+use super::receive_stats::SendClock;
+use crate::codec::live::{LiveOpusSettings, OpusLive};
+use crate::codec::profile::{Codec, Profile};
+
+/// `quality.adapt`; see the module docs.
+pub struct AdaptFactory;
+
+impl StageFactory for AdaptFactory {
+    fn info(&self) -> StageInfo {
+        StageInfo {
+            kind: "quality.adapt",
+            summary:
+                "feeds feedback reports to the quality controller and retunes the encoder live",
+            inputs: vec![
+                PortInfo {
+                    name: "in",
+                    ty: "Frame",
+                    doc: "this sender's encoded frames, passed on",
+                },
+                PortInfo {
+                    name: "feedback",
+                    ty: "Frame",
+                    doc: "feedback reports (codec 0x40); other frames are ignored",
+                },
+            ],
+            outputs: vec![PortInfo {
+                name: "out",
+                ty: "Frame",
+                doc: "the frames of `in`, unchanged",
+            }],
+            params: vec![
+                ParamSpec::str(
+                    "live_settings",
+                    "enc_live",
+                    "the OpusLive cell the encoder's live_settings names",
+                ),
+                ParamSpec::bool("enabled", true, "apply decisions (false: count them only)"),
+                ParamSpec::str("top_tier", "good", "best tier the controller may use"),
+                ParamSpec::int(
+                    "sender_id",
+                    -1,
+                    "report entry to read; -1 = the stream of the frames passing",
+                ),
+                ParamSpec::duration(
+                    "startup",
+                    Duration::from_secs(3),
+                    "time on the profile's defaults",
+                ),
+                ParamSpec::duration(
+                    "clean_settle",
+                    Duration::from_secs(4),
+                    "loss-free time before redundancy goes off",
+                ),
+                ParamSpec::duration(
+                    "hysteresis",
+                    Duration::from_secs(10),
+                    "calm time before protection steps down",
+                ),
+            ],
+            default_domain: Domain::Clocked,
+            domains: &[Domain::Clocked],
+        }
+    }
+
+    fn build(&self, cx: &mut BuildContext<'_>, p: &Params) -> Result<Built, BuildError> {
+        let name = p.str("live_settings")?;
+        let live = cx.shared_resource::<OpusLive>(name).ok_or_else(|| {
+            ParamError::new(
+                "live_settings",
+                format!("the resource named {name:?} is not an OpusLive cell; pick another name"),
+            )
+        })?;
+        let top = p.str("top_tier")?;
+        let Some(&top_tier) = TIERS.iter().find(|&&t| t == top) else {
+            return Err(ParamError::new(
+                "top_tier",
+                format!("{top:?} is not a tier; use one of: {}", TIERS.join(", ")),
+            )
+            .into());
+        };
+        let sender = p.int_in("sender_id", -1, i64::from(u32::MAX))?;
+        let ns = |d: Duration| d.as_nanos() as u64;
+        let cfg = ControllerConfig {
+            top_tier,
+            startup_ns: ns(p.duration("startup")?),
+            clean_settle_ns: ns(p.duration("clean_settle")?),
+            hysteresis_ns: ns(p.duration("hysteresis")?),
+            ..ControllerConfig::default()
+        };
+        let decisions_by: [Counter; Reason::ALL.len()] =
+            Reason::ALL.map(|r| cx.counter(&format!("decisions_{}", r.name())));
+        // Heavy loss asks for Codec2, which needs another stage: meanwhile
+        // the encoder stays at the top tier's rate with LBRR at the highest
+        // hint (measured on the loopback at 30 % random loss: the lowest
+        // Opus tier with LBRR scored 0.66 correlation, the top tier 0.75
+        // with DRED; see docs/QUALITY.md).
+        let fallback = Profile::by_name(top_tier).map_or(24_000, |p| p.bitrate);
+        let stage = Adapt {
+            cfg,
+            controller: None,
+            live,
+            enabled: p.bool("enabled")?,
+            sender: u32::try_from(sender).ok(),
+            send_clock: SendClock::new(256),
+            fallback_bitrate: fallback,
+            reports: cx.counter("reports"),
+            report_errors: cx.counter("report_errors"),
+            decisions: cx.counter("decisions"),
+            applied: cx.counter("applied"),
+            not_live: cx.counter("not_live"),
+            decisions_by,
+            g: Gauges {
+                dred_ms: cx.gauge("dred_ms"),
+                loss_hint: cx.gauge("loss_hint"),
+                lbrr: cx.gauge("lbrr"),
+                bitrate: cx.gauge("bitrate"),
+                frame_ms: cx.gauge("frame_ms"),
+                fec_ratio: cx.gauge("fec_ratio"),
+                hold: cx.gauge("receiver_hold_frames"),
+                loss_pct: cx.gauge("loss_pct"),
+                rtt_ms: cx.gauge("rtt_ms"),
+            },
+        };
+        stage.g.loss_pct.set(-1);
+        stage.g.rtt_ms.set(-1);
+        Ok(Built {
+            inputs: vec![
+                PortDecl::new("in", PortType::Frame),
+                PortDecl::optional("feedback", PortType::Frame),
+            ],
+            outputs: vec![PortDecl::new("out", PortType::Frame)],
+            latency: Duration::ZERO,
+            processor: Box::new(stage),
+        })
+    }
+}
+
+struct Gauges {
+    dred_ms: Gauge,
+    loss_hint: Gauge,
+    lbrr: Gauge,
+    bitrate: Gauge,
+    frame_ms: Gauge,
+    fec_ratio: Gauge,
+    hold: Gauge,
+    loss_pct: Gauge,
+    rtt_ms: Gauge,
+}
+
+struct Adapt {
+    cfg: ControllerConfig,
+    /// Made in the first cycle, so its clock starts with the graph's.
+    controller: Option<Controller>,
+    live: Arc<OpusLive>,
+    enabled: bool,
+    /// The entry to read; `None`: the stream of the frames passing.
+    sender: Option<u32>,
+    send_clock: SendClock,
+    fallback_bitrate: u32,
+    reports: Counter,
+    report_errors: Counter,
+    decisions: Counter,
+    applied: Counter,
+    not_live: Counter,
+    decisions_by: [Counter; Reason::ALL.len()],
+    g: Gauges,
+}
+
+impl Adapt {
+    /// The encoder's part of `s`, and whether all of `s` could be applied.
+    fn opus_settings(&self, s: &Settings, first: &Settings) -> (LiveOpusSettings, bool) {
+        let opus = Profile::by_name(s.tier).is_none_or(|p| p.codec == Codec::Opus);
+        let mut l = LiveOpusSettings::from(s);
+        let mut live = s.frame_ms == first.frame_ms && s.fec_ratio == 0;
+        if !opus {
+            // Codec2 needs another stage: hold Opus at its most robust.
+            l.bitrate = self.fallback_bitrate;
+            l.inband_fec = true;
+            l.dred_ms = 0;
+            l.expected_loss = 30;
+            live = false;
+        }
+        (l, live)
+    }
+
+    fn on_decision(&mut self, d: &Decision, first: &Settings) {
+        self.decisions.inc();
+        if let Some(i) = Reason::ALL.iter().position(|&r| r == d.reason) {
+            self.decisions_by[i].inc();
+        }
+        let s = &d.settings;
+        self.g.dred_ms.set(i64::from(s.dred_ms));
+        self.g.loss_hint.set(i64::from(s.loss_hint));
+        self.g.lbrr.set(i64::from(s.lbrr));
+        self.g.bitrate.set(i64::from(s.bitrate));
+        self.g.frame_ms.set(i64::from(s.frame_ms));
+        self.g.fec_ratio.set(i64::from(s.fec_ratio));
+        self.g.hold.set(i64::from(s.receiver_hold_frames));
+        let (l, live) = self.opus_settings(s, first);
+        if !live {
+            self.not_live.inc();
+        }
+        if self.enabled && self.live.set(l).is_ok() {
+            self.applied.inc();
+        }
+    }
+}
+
+impl Processor for Adapt {
+    fn process(&mut self, io: &mut Io<'_>, cx: &Cx) -> Flow {
+        let now = cx.now_ns;
+        let mut ctl = match self.controller.take() {
+            Some(c) => c,
+            None => Controller::new(self.cfg, now),
+        };
+        let first = {
+            // The start-up settings are the profile's: what the encoder was
+            // built with, so a frame size that differs from them is not live.
+            let p = Profile::by_name(self.cfg.top_tier);
+            Settings {
+                frame_ms: p.map_or(20, |p| p.frame_ms),
+                ..ctl.settings()
+            }
+        };
+        let (input, out) = io.frames_in_out(0, 0);
+        if let (Some(input), Some(out)) = (input, out) {
+            for f in input.iter() {
+                if self.sender.is_none() {
+                    self.sender = Some(f.meta.stream);
+                }
+                self.send_clock.on_sent(f.meta.timestamp, now);
+                let _ = out.push_copy(f);
+            }
+        }
+        if let (Some(fb), Some(me)) = (io.frames_in(1), self.sender) {
+            for f in fb.iter() {
+                if f.meta.codec != CodecId::FEEDBACK.0 {
+                    continue;
+                }
+                let Ok(report) = FeedbackReport::parse(f.bytes()) else {
+                    self.report_errors.inc();
+                    continue;
+                };
+                for e in report.entries().filter(|e| e.sender_id == me) {
+                    self.reports.inc();
+                    self.g
+                        .loss_pct
+                        .set((e.loss_fraction() * 100.0).round() as i64);
+                    if let Some(rtt) = self.send_clock.rtt_ns(e.echo_ts, e.echo_hold_ms, now) {
+                        self.g.rtt_ms.set((rtt / 1_000_000) as i64);
+                    }
+                    ctl.handle_report(f.meta.stream, &e, now);
+                }
+            }
+        }
+        while let Some(d) = ctl.poll(now) {
+            self.on_decision(&d, &first);
+        }
+        self.controller = Some(ctl);
+        Flow::Continue
+    }
+}

@@ -1,0 +1,211 @@
+//! `quality.feedback_report`: the receiver's half of the feedback loop.
+//! Measures every sender it hears (loss by `seq`, burst lengths, late
+//! arrivals, jitter, queueing delay, receive rate: [`ReceiverFeedback`]) and
+//! emits, once per `interval`, one feedback report (codec `0x40`,
+//! `wzp_proto::feedback`, docs/WIRE.md §1.5) as a frame whose payload is the
+//! report. A sender's `quality.adapt` stage reads its own entry.
+//!
+//! Tap it where frames have just arrived, before FEC decoding (repair
+//! frames count in the sender's `seq` space) and before the jitter buffer:
+//! a fan-out of the link into the FEC decoder. Frames of codec `0x40` (other
+//! receivers' reports) count as received, as docs/WIRE.md requires.
+//!
+//! ## Ports
+//! - `in` (Frame): received frames; `stream` is the sender id, `arrival_ns`
+//!   the arrival time (0: now).
+//! - `out` (Frame): one report per interval once a sender has been heard;
+//!   codec `0x40`, `stream` = the `reporter_id` param, `timestamp` the
+//!   reporter's media clock, payload the report.
+//!
+//! ## Params
+//! - `interval` (duration, 1s, 20ms..=1s): how often a report leaves.
+//!   The wire contract is at least once a second.
+//! - `senders` (int, 8, 1..=32): senders tracked at once.
+//! - `reorder_window` (int, 8, 1..=63): packets past a seq before its loss
+//!   is settled.
+//! - `forget_after` (duration, 5s): a sender silent this long leaves the report.
+//! - `reporter_id` (int, 0): written to each report frame's `stream`.
+//!
+//! **Counters**: `frames_seen`, `reports_sent`, `report_errors` (a report
+//! that could not be encoded or the output batch was full).
+//!
+//! **Latency**: none on the media path (reports are a side output).
+//!
+//! ```toml
+//! [[stage]]
+//! id = "report"
+//! kind = "quality.feedback_report"
+//! params = { interval = "1s" }
+//! [[link]]
+//! from = "net.out"
+//! to = "report.in"
+//! ```
+
+use std::time::Duration;
+
+use wzp_engine::prelude::*;
+use wzp_proto::feedback::{feedback_len, MAX_FEEDBACK_ENTRIES};
+use wzp_proto::{CodecId, Flags, MediaHeader};
+
+use super::receive_stats::ReceiverFeedback;
+
+/// Bytes of the largest report.
+const MAX_REPORT: usize = feedback_len(MAX_FEEDBACK_ENTRIES);
+
+/// `quality.feedback_report`; see the module docs.
+pub struct FeedbackReportFactory;
+
+impl StageFactory for FeedbackReportFactory {
+    fn info(&self) -> StageInfo {
+        StageInfo {
+            kind: "quality.feedback_report",
+            summary: "measures each sender heard and emits a 0x40 feedback report per interval",
+            inputs: vec![PortInfo {
+                name: "in",
+                ty: "Frame",
+                doc: "received frames (before FEC decode and the jitter buffer)",
+            }],
+            outputs: vec![PortInfo {
+                name: "out",
+                ty: "Frame",
+                doc: "feedback reports (codec 0x40), one per interval",
+            }],
+            params: vec![
+                ParamSpec::duration(
+                    "interval",
+                    Duration::from_secs(1),
+                    "how often a report leaves, 20ms..=1s",
+                ),
+                ParamSpec::int("senders", 8, "senders tracked at once, 1..=32"),
+                ParamSpec::int(
+                    "reorder_window",
+                    8,
+                    "packets past a seq before its loss is settled, 1..=63",
+                ),
+                ParamSpec::duration(
+                    "forget_after",
+                    Duration::from_secs(5),
+                    "a sender silent this long leaves the report",
+                ),
+                ParamSpec::int("reporter_id", 0, "written to each report frame's stream"),
+            ],
+            default_domain: Domain::Clocked,
+            domains: &[Domain::Clocked, Domain::Packet],
+        }
+    }
+
+    fn build(&self, cx: &mut BuildContext<'_>, p: &Params) -> Result<Built, BuildError> {
+        let interval = p.duration("interval")?;
+        if interval < Duration::from_millis(20) || interval > Duration::from_secs(1) {
+            return Err(ParamError::new(
+                "interval",
+                format!(
+                    "{interval:?} is outside 20ms..=1s (receivers report at least once a second)"
+                ),
+            )
+            .into());
+        }
+        let senders = p.int_in("senders", 1, MAX_FEEDBACK_ENTRIES as i64)? as usize;
+        let window = p.int_in("reorder_window", 1, 63)? as u32;
+        let forget = p.duration("forget_after")?;
+        let reporter = p.int_in("reporter_id", 0, i64::from(u32::MAX))? as u32;
+        Ok(Built {
+            inputs: vec![PortDecl::new("in", PortType::Frame)],
+            outputs: vec![PortDecl::new("out", PortType::Frame)],
+            latency: Duration::ZERO,
+            processor: Box::new(FeedbackReport {
+                table: ReceiverFeedback::new(senders, window, forget.as_nanos() as u64),
+                interval_ns: interval.as_nanos() as u64,
+                next_ns: None,
+                reporter,
+                heard: false,
+                report: [0; MAX_REPORT],
+                frames_seen: cx.counter("frames_seen"),
+                reports_sent: cx.counter("reports_sent"),
+                report_errors: cx.counter("report_errors"),
+            }),
+        })
+    }
+}
+
+struct FeedbackReport {
+    table: ReceiverFeedback,
+    interval_ns: u64,
+    /// When the next report is due (set by the first frame heard).
+    next_ns: Option<u64>,
+    reporter: u32,
+    heard: bool,
+    report: [u8; MAX_REPORT],
+    frames_seen: Counter,
+    reports_sent: Counter,
+    report_errors: Counter,
+}
+
+/// The header fields the statistics read, from a received frame's metadata.
+pub fn header_of(meta: &FrameMeta) -> MediaHeader {
+    MediaHeader {
+        flags: if meta.flags & frame_flags::REPAIR != 0 {
+            Flags::REPAIR
+        } else {
+            Flags::empty()
+        },
+        codec: CodecId(meta.codec),
+        sender_id: meta.stream,
+        seq: meta.seq,
+        timestamp: meta.timestamp,
+        ..MediaHeader::default()
+    }
+}
+
+impl Processor for FeedbackReport {
+    fn process(&mut self, io: &mut Io<'_>, cx: &Cx) -> Flow {
+        let (input, out) = io.frames_in_out(0, 0);
+        if let Some(input) = input {
+            for f in input.iter() {
+                if f.meta.flags & frame_flags::MISSING != 0 {
+                    continue;
+                }
+                let at = if f.meta.arrival_ns == 0 {
+                    cx.now_ns
+                } else {
+                    f.meta.arrival_ns
+                };
+                self.table.on_packet(at, &header_of(&f.meta), f.len());
+                self.frames_seen.inc();
+                self.heard = true;
+            }
+        }
+        if !self.heard {
+            return Flow::Continue;
+        }
+        let due = *self.next_ns.get_or_insert(cx.now_ns + self.interval_ns);
+        if cx.now_ns < due {
+            return Flow::Continue;
+        }
+        self.next_ns = Some(due + self.interval_ns);
+        let interval_ms = (self.interval_ns / 1_000_000).min(u64::from(u16::MAX)) as u16;
+        let len = match self
+            .table
+            .write_report(cx.now_ns, interval_ms, &mut self.report)
+        {
+            Ok(n) => n,
+            Err(_) => {
+                self.report_errors.inc();
+                return Flow::Continue;
+            }
+        };
+        let meta = FrameMeta {
+            seq: 0,
+            // The reporter's media clock (48 kHz ticks), not interpreted.
+            timestamp: (cx.now_ns / 1_000_000 * 48) as u32,
+            stream: self.reporter,
+            codec: CodecId::FEEDBACK.0,
+            ..FrameMeta::default()
+        };
+        match out.map(|o| o.push(meta, &self.report[..len])) {
+            Some(Ok(())) => self.reports_sent.inc(),
+            _ => self.report_errors.inc(),
+        }
+        Flow::Continue
+    }
+}

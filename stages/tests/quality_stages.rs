@@ -1,0 +1,332 @@
+//! The feedback loop's two stages driven by hand: `quality.feedback_report`
+//! measures received frames and emits a 0x40 report per interval;
+//! `quality.adapt` passes the sender's frames on, feeds reports to the
+//! controller and writes its decisions into the encoder's `OpusLive` cell.
+//! Every `process` runs under `assert_no_alloc`.
+
+wzp_engine::install_alloc_checker!();
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wzp_engine::port::Buffer;
+use wzp_engine::prelude::*;
+use wzp_engine::rt_check::assert_rt_safe;
+use wzp_proto::feedback::FeedbackReport;
+use wzp_proto::CodecId;
+use wzp_stages::codec::live::OpusLive;
+use wzp_stages::quality::adapt::AdaptFactory;
+use wzp_stages::quality::feedback_report::FeedbackReportFactory;
+
+const Q_NS: u64 = 20_000_000;
+
+/// One stage with its own buffers, stepped by hand.
+struct Stage {
+    p: Box<dyn Processor>,
+    pool: Vec<Buffer>,
+    ins: Vec<u32>,
+    outs: Vec<u32>,
+    counters: Vec<(String, Counter)>,
+    gauges: Vec<(String, Gauge)>,
+    cycle: u64,
+}
+
+impl Stage {
+    fn build(
+        f: &dyn StageFactory,
+        params: &[(&str, &str)],
+        res: &Resources,
+    ) -> Result<Stage, BuildError> {
+        let mut cx = BuildContext::standalone(48_000, Duration::from_nanos(Q_NS), res);
+        // The kind's defaults, then `params` coerced as a graph file's
+        // strings are.
+        let mut p = Params::default();
+        for spec in f.info().params {
+            if let Some(d) = spec.default {
+                p.insert(spec.name, d);
+            }
+            if let Some((_, v)) = params.iter().find(|(k, _)| *k == spec.name) {
+                let bad = |e: String| BuildError::Param(ParamError::new(spec.name, e));
+                let v = match spec.ty {
+                    ParamType::Duration => {
+                        ParamValue::Duration(wzp_engine::params::parse_duration(v).map_err(bad)?)
+                    }
+                    ParamType::Int => ParamValue::Int(v.parse().map_err(|_| bad(v.to_string()))?),
+                    ParamType::Bool => ParamValue::Bool(v.parse().map_err(|_| bad(v.to_string()))?),
+                    _ => ParamValue::Str(v.to_string()),
+                };
+                p.insert(spec.name, v);
+            }
+        }
+        let built = f.build(&mut cx, &p)?;
+        let (counters, gauges) = cx.take_metrics();
+        let mut pool = Vec::new();
+        let (mut ins, mut outs) = (Vec::new(), Vec::new());
+        for d in &built.inputs {
+            ins.push(pool.len() as u32);
+            pool.push(Buffer::for_type(d.ty, Q_NS, 64));
+        }
+        for d in &built.outputs {
+            outs.push(pool.len() as u32);
+            pool.push(Buffer::for_type(d.ty, Q_NS, 64));
+        }
+        Ok(Stage {
+            p: built.processor,
+            pool,
+            ins,
+            outs,
+            counters,
+            gauges,
+            cycle: 0,
+        })
+    }
+
+    fn frames(&mut self, buf: u32) -> &mut Batch<FrameMeta> {
+        match &mut self.pool[buf as usize] {
+            Buffer::Frames(b) => b,
+            _ => panic!("not a frame buffer"),
+        }
+    }
+
+    fn input(&mut self, i: usize) -> &mut Batch<FrameMeta> {
+        let b = self.ins[i];
+        self.frames(b)
+    }
+
+    fn output(&mut self, o: usize) -> &mut Batch<FrameMeta> {
+        let b = self.outs[o];
+        self.frames(b)
+    }
+
+    /// Runs one cycle at `cycle * quantum`; clears the inputs after it.
+    fn step(&mut self) {
+        for &o in &self.outs {
+            self.pool[o as usize].reset();
+        }
+        let cx = Cx {
+            now_ns: self.cycle * Q_NS,
+            cycle: self.cycle,
+            rate: 48_000,
+            quantum_ns: Q_NS,
+        };
+        let mut io = Io::checked(&mut self.pool, &self.ins, &self.outs).unwrap();
+        self.p.process(&mut io, &cx);
+        for &i in &self.ins {
+            self.pool[i as usize].reset();
+        }
+        self.cycle += 1;
+    }
+
+    fn counter(&self, name: &str) -> u64 {
+        self.counters
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap()
+            .1
+            .get()
+    }
+
+    fn gauge(&self, name: &str) -> i64 {
+        self.gauges.iter().find(|(n, _)| n == name).unwrap().1.get()
+    }
+}
+
+fn frame(seq: u32, stream: u32) -> FrameMeta {
+    FrameMeta {
+        seq,
+        timestamp: seq * 960,
+        stream,
+        codec: CodecId::OPUS.0,
+        duration_ms: 20,
+        ..FrameMeta::default()
+    }
+}
+
+#[test]
+fn the_receiver_reports_each_sender_once_per_interval() {
+    let res = Resources::new();
+    let mut st = Stage::build(
+        &FeedbackReportFactory,
+        &[("interval", "1s"), ("reporter_id", "9")],
+        &res,
+    )
+    .unwrap();
+    let mut reports: Vec<Vec<u8>> = Vec::new();
+    // Two senders, one frame each per quantum; sender 7 loses every 5th.
+    // The first report is due a second after the first frame: cycles 50,
+    // 100, 150.
+    for cycle in 0..160u32 {
+        assert_rt_safe("feedback_report process", 1, || {
+            let now = u64::from(cycle) * Q_NS;
+            for (stream, lossy) in [(7u32, true), (8, false)] {
+                if lossy && cycle % 5 == 4 {
+                    continue;
+                }
+                let mut m = frame(cycle, stream);
+                m.arrival_ns = now + 1_000_000;
+                st.input(0).push(m, &[0u8; 60]).unwrap();
+            }
+            st.step();
+        });
+        // Copied out of the checked block (this allocates).
+        for f in st.output(0).iter() {
+            assert_eq!(f.meta.codec, CodecId::FEEDBACK.0);
+            assert_eq!(f.meta.stream, 9);
+            assert_eq!(cycle % 50, 0, "a report at cycle {cycle}");
+            reports.push(f.bytes().to_vec());
+        }
+    }
+    assert_eq!(st.counter("reports_sent"), 3, "one report a second");
+    assert_eq!(reports.len(), 3);
+    assert_eq!(st.counter("frames_seen"), 160 + 128);
+    let last = FeedbackReport::parse(&reports[2]).unwrap();
+    assert_eq!(last.interval_ms, 1000);
+    let entries: Vec<_> = last.entries().collect();
+    assert_eq!(entries.len(), 2);
+    let e7 = entries.iter().find(|e| e.sender_id == 7).unwrap();
+    let e8 = entries.iter().find(|e| e.sender_id == 8).unwrap();
+    assert!(
+        (0.15..=0.25).contains(&e7.loss_fraction()),
+        "{}",
+        e7.loss_fraction()
+    );
+    assert_eq!(e8.loss_fraction(), 0.0);
+    assert_eq!(e8.expected, 50, "a whole second settled: {e8:?}");
+}
+
+#[test]
+fn out_of_range_interval_is_refused_with_its_name() {
+    for bad in ["0ms", "5ms", "2s"] {
+        let e = Stage::build(
+            &FeedbackReportFactory,
+            &[("interval", bad)],
+            &Resources::new(),
+        )
+        .err()
+        .unwrap_or_else(|| panic!("interval {bad} accepted"));
+        assert!(e.to_string().contains("interval"), "{e}");
+    }
+}
+
+/// A report about `sender` with `lost` of 50 packets lost, all isolated.
+fn report_bytes(sender: u32, lost: u16) -> Vec<u8> {
+    let e = wzp_proto::FeedbackEntry {
+        sender_id: sender,
+        expected: 50,
+        received: 50 - lost,
+        bursts: [lost.min(255) as u8, 0, 0, 0, 0, 0],
+        max_burst: u8::from(lost > 0),
+        jitter_100us: 10,
+        queue_delay_100us: 10,
+        recv_kbps: 40,
+        ..Default::default()
+    };
+    let mut out = vec![0u8; 64];
+    let n = wzp_proto::encode_feedback(1000, &[e], &mut out).unwrap();
+    out.truncate(n);
+    out
+}
+
+fn adapt(enabled: &str, cell: &Arc<OpusLive>) -> Stage {
+    let mut res = Resources::new();
+    res.insert("enc_live", cell.clone());
+    Stage::build(
+        &AdaptFactory,
+        &[("live_settings", "enc_live"), ("enabled", enabled)],
+        &res,
+    )
+    .unwrap()
+}
+
+/// Runs `secs` seconds of 20 ms cycles: one frame of stream 3 in each, and
+/// `report` on the feedback input once a second.
+fn drive(st: &mut Stage, secs: u32, report: &[u8]) {
+    assert_rt_safe("adapt process", (secs * 50) as usize, || {
+        let c = st.cycle as u32;
+        st.input(0).push(frame(c, 3), &[1u8; 40]).unwrap();
+        if c % 50 == 49 {
+            let mut m = frame(0, 11);
+            m.codec = CodecId::FEEDBACK.0;
+            st.input(1).push(m, report).unwrap();
+            // Media on the feedback input is ignored.
+            st.input(1).push(frame(c, 11), &[2u8; 40]).unwrap();
+        }
+        st.step();
+        assert_eq!(st.output(0).len(), 1, "frames pass through");
+    });
+}
+
+#[test]
+fn loss_reports_turn_lbrr_on_in_the_encoder_cell_and_clean_ones_turn_it_off() {
+    let cell = Arc::new(OpusLive::new());
+    let mut st = adapt("true", &cell);
+    let lossy = report_bytes(3, 10);
+    drive(&mut st, 2, &lossy);
+    let s = cell.get().expect("settings published");
+    assert!(s.inband_fec, "{s:?}");
+    assert!((15..=25).contains(&s.expected_loss), "{s:?}");
+    assert_eq!(s.dred_ms, 0);
+    assert_eq!(st.counter("reports"), 2);
+    assert_eq!(st.counter("decisions_startup"), 1);
+    assert_eq!(st.counter("decisions_random_loss"), 1);
+    assert_eq!(st.counter("applied"), st.counter("decisions"));
+    assert_eq!(st.gauge("loss_pct"), 20);
+    assert_eq!(st.gauge("lbrr"), 1);
+    // A report about another sender changes nothing.
+    let other = report_bytes(4, 30);
+    drive(&mut st, 2, &other);
+    assert_eq!(st.counter("reports"), 2);
+    // Clean reports: redundancy off once the loss is older than the settle
+    // time (4 s) and its estimate (decaying by 0.7 a report) is below 1 %.
+    let clean = report_bytes(3, 0);
+    drive(&mut st, 12, &clean);
+    let s = cell.get().unwrap();
+    assert!(
+        !s.inband_fec && s.dred_ms == 0 && s.expected_loss == 0,
+        "{s:?}"
+    );
+    assert_eq!(st.counter("decisions_clean_path"), 1);
+    assert_eq!(st.gauge("lbrr"), 0);
+    assert_eq!(st.counter("report_errors"), 0);
+}
+
+#[test]
+fn disabled_it_decides_but_leaves_the_encoder_alone() {
+    let cell = Arc::new(OpusLive::new());
+    let mut st = adapt("false", &cell);
+    drive(&mut st, 2, &report_bytes(3, 10));
+    assert_eq!(cell.get(), None);
+    assert_eq!(st.counter("applied"), 0);
+    assert_eq!(st.counter("decisions_random_loss"), 1);
+}
+
+#[test]
+fn malformed_reports_are_counted_and_dropped() {
+    let cell = Arc::new(OpusLive::new());
+    let mut st = adapt("true", &cell);
+    let good = report_bytes(3, 10);
+    let bad: [&[u8]; 4] = [&[], &[1, 0, 0], &[2, 0, 3, 232, 0], &good[..good.len() - 1]];
+    for b in bad {
+        drive(&mut st, 1, b);
+    }
+    assert_eq!(st.counter("report_errors"), 4);
+    assert_eq!(st.counter("reports"), 0);
+    assert_eq!(st.counter("decisions_random_loss"), 0);
+}
+
+#[test]
+fn a_cell_of_another_type_or_an_unknown_tier_is_refused() {
+    let mut res = Resources::new();
+    res.insert("enc_live", Arc::new(5u8));
+    let e = Stage::build(&AdaptFactory, &[("live_settings", "enc_live")], &res)
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("enc_live"), "{e}");
+    let e = Stage::build(&AdaptFactory, &[("top_tier", "best")], &Resources::new())
+        .err()
+        .unwrap();
+    assert!(
+        e.to_string().contains("best") && e.to_string().contains("good"),
+        "{e}"
+    );
+}

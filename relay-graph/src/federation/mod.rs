@@ -664,8 +664,10 @@ impl FederationCore {
                 conn,
                 code: CloseCode::NotAuthorized,
                 reason: format!(
-                    "relay with certificate {tls} is not in this relay's config; to federate, \
-                     add to its config:\n[[trusted]]\nfingerprint = \"{tls}\"\nlabel = \"...\""
+                    "relay with certificate {tls} is not in the config of relay {} \
+                     ([[peers]] or [[trusted]]); to federate, its operator adds:\n\
+                     [[trusted]]\nfingerprint = \"{tls}\"\nlabel = \"...\"",
+                    self.label
                 ),
             });
             return;

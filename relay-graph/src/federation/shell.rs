@@ -324,6 +324,17 @@ fn spawn_link(
             read_link(&conn, id, &mut recv, &events).await;
             writer.abort();
         }
+        // A peer that refused or closed the link says why: the operator of
+        // this relay needs it (e.g. the config snippet the peer wants).
+        if let Some(quinn::ConnectionError::ApplicationClosed(c)) = conn.close_reason() {
+            let code = CloseCode::from_code(c.error_code.into_inner());
+            let reason = String::from_utf8_lossy(&c.reason);
+            if code == Some(CloseCode::NotAuthorized) {
+                tracing::warn!(remote = %conn.remote_address(), "the peer refused the federation link: {reason}");
+            } else {
+                tracing::info!(remote = %conn.remote_address(), "the peer closed the federation link: {reason}");
+            }
+        }
         let _ = events
             .send(HubEvent::Input(Input::LinkDown { conn: id }))
             .await;

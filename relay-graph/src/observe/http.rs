@@ -1,5 +1,6 @@
 //! The relay's HTTP endpoint: Prometheus `/metrics` ([`super::prometheus`])
-//! and JSON `/rooms`, `/sessions`, `/stages`.
+//! and JSON `/rooms`, `/sessions`, `/stages`, `/presence`, `/calls`,
+//! `/peers` (federation links).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ pub async fn serve(
         .route("/presence", get(presence))
         .route("/presence/{fingerprint}", get(presence_of))
         .route("/calls", get(calls))
+        .route("/peers", get(peers))
         .with_state(services);
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -34,6 +36,30 @@ pub async fn serve(
         }
     });
     Ok((local, task))
+}
+
+/// The federation links, one row per configured peer.
+async fn peers(State(s): State<Arc<Services>>) -> impl IntoResponse {
+    let v = s.federation.view();
+    let peers: Vec<_> = v
+        .peers
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "label": p.label,
+                "own_label": p.own_label,
+                "id": p.id.to_string(),
+                "fingerprint": p.tls.to_string(),
+                "address": p.address,
+                "status": p.status.name(),
+                "rtt_ms": p.rtt.map(|r| r.as_secs_f64() * 1e3),
+                "rooms": p.rooms,
+                "messages_in": p.messages_in,
+                "messages_out": p.messages_out,
+            })
+        })
+        .collect();
+    Json(serde_json::json!({ "id": v.id.to_string(), "peers": peers }))
 }
 
 async fn rooms(State(s): State<Arc<Services>>) -> impl IntoResponse {

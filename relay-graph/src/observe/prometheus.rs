@@ -519,5 +519,66 @@ pub fn render(s: &Services, signal: &SignalViews) -> String {
             v.rtt_ms / 1e3
         );
     }
+    federation(&mut out, &s.federation.view());
     out
+}
+
+/// The federation links: status and RTT per configured peer, refusals and
+/// drops by reason.
+fn federation(out: &mut String, v: &crate::federation::shell::FederationView) {
+    head(
+        out,
+        "wzp_federation_peer_status",
+        "gauge",
+        "Federation link per configured peer: 0 down, 1 handshaking, 2 up.",
+    );
+    for p in &v.peers {
+        let _ = writeln!(
+            out,
+            "wzp_federation_peer_status{{peer=\"{}\"}} {}",
+            esc(&p.label),
+            p.status.gauge()
+        );
+    }
+    head(
+        out,
+        "wzp_federation_peer_rtt_ms",
+        "gauge",
+        "Last round-trip time of a federation link's ping, milliseconds.",
+    );
+    for p in &v.peers {
+        if let Some(rtt) = p.rtt {
+            let _ = writeln!(
+                out,
+                "wzp_federation_peer_rtt_ms{{peer=\"{}\"}} {:.3}",
+                esc(&p.label),
+                rtt.as_secs_f64() * 1e3
+            );
+        }
+    }
+    head(
+        out,
+        "wzp_federation_refused_total",
+        "counter",
+        "Federation connections and messages refused or dropped, by reason.",
+    );
+    let c = &v.counters;
+    for (reason, n) in [
+        ("unknown_relay", c.unknown_relay),
+        ("version", c.version_refused),
+        ("duplicate_link", c.duplicate_link),
+        ("dead_link", c.dead_links),
+        ("room_not_bridged_here", c.room_not_bridged_here),
+        ("room_not_bridged_by_peer", c.room_not_bridged_by_peer),
+        ("path_not_from_sender", c.path_not_from_sender),
+        ("loop", c.loops),
+        ("garbage", c.garbage),
+        ("stale_connection", c.stale_conn),
+        ("unexpected", c.unexpected),
+    ] {
+        let _ = writeln!(
+            out,
+            "wzp_federation_refused_total{{reason=\"{reason}\"}} {n}"
+        );
+    }
 }

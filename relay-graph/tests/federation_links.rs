@@ -1,0 +1,240 @@
+//! Federation links between real relay processes on loopback, configs
+//! written from `wzp-relay fingerprint`: a pinned pair comes up both ways
+//! and measures its RTT; an unknown relay, a wrong pin and a fingerprint
+//! merely claimed in a message are each refused with a reason; a dead peer
+//! is noticed.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{RelayProc, WAIT};
+use wzp_proto::close::CloseCode;
+use wzp_proto::federation::{encode_federation_frame, FederationMessage};
+use wzp_proto::TlsFingerprint;
+use wzp_stages::net::quic;
+
+/// `wzp-relay fingerprint -i FILE`: creates the identity, prints its
+/// fingerprint.
+fn fingerprint_of(seed: &Path) -> TlsFingerprint {
+    let out = Command::new(env!("CARGO_BIN_EXE_wzp-relay"))
+        .args(["fingerprint", "-i"])
+        .arg(seed)
+        .output()
+        .expect("wzp-relay fingerprint runs");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .expect("a fingerprint on its own line")
+}
+
+/// Starts relay `name` in `dir` with `config` (TOML) as its config file.
+fn relay(dir: &Path, name: &str, config: &str) -> RelayProc {
+    let cfg = dir.join(format!("{name}.toml"));
+    std::fs::write(&cfg, config).unwrap();
+    let seed = dir.join(format!("{name}.seed"));
+    RelayProc::start(&[
+        "-c",
+        cfg.to_str().unwrap(),
+        "-i",
+        seed.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--label",
+        name,
+    ])
+}
+
+fn status(r: &RelayProc, peer: &str) -> Option<f64> {
+    r.metric(&format!("wzp_federation_peer_status{{peer=\"{peer}\"}}"))
+}
+
+/// Waits until `r`'s link to `peer` has status `want` (0 down, 2 up).
+fn wait_status(r: &RelayProc, peer: &str, want: f64) -> Duration {
+    let start = Instant::now();
+    r.wait_metric(
+        &format!("wzp_federation_peer_status{{peer=\"{peer}\"}}"),
+        |v| v == want,
+    );
+    start.elapsed()
+}
+
+/// Waits until `r`'s log holds a line containing every one of `parts`.
+fn wait_log(r: &RelayProc, parts: &[&str]) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let text = r.log_text();
+        if let Some(line) = text.lines().find(|l| parts.iter().all(|p| l.contains(p))) {
+            return line.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no log line with {parts:?}; log:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_pinned_pair_links_up_both_ways_and_measures_rtt() {
+    let dir = common::tempdir();
+    let fp_a = fingerprint_of(&dir.path().join("a.seed"));
+    let b = relay(
+        dir.path(),
+        "b",
+        &format!("[[trusted]]\nfingerprint = \"{fp_a}\"\nlabel = \"a\"\n"),
+    );
+    let a = relay(
+        dir.path(),
+        "a",
+        &format!(
+            "[[peers]]\naddress = \"{}\"\nfingerprint = \"{}\"\nlabel = \"b\"\n",
+            b.quic, b.fingerprint
+        ),
+    );
+    assert_eq!(
+        a.fingerprint, fp_a,
+        "the printed fingerprint is the relay's"
+    );
+    wait_status(&a, "b", 2.0);
+    wait_status(&b, "a", 2.0);
+    let rtt = a.wait_metric("wzp_federation_peer_rtt_ms{peer=\"b\"}", |v| v > 0.0);
+    assert!(rtt < 1_000.0, "loopback RTT {rtt} ms");
+    let peers: serde_json::Value = serde_json::from_str(&b.http_get("/peers")).unwrap();
+    let row = &peers["peers"][0];
+    assert_eq!(row["label"], "a");
+    assert_eq!(
+        row["own_label"], "a",
+        "the label A gives itself in its hello"
+    );
+    assert_eq!(row["status"], "up");
+    assert_eq!(row["fingerprint"], fp_a.to_string());
+    assert!(row["address"].is_null(), "a [[trusted]] peer is not dialed");
+    assert_eq!(
+        b.metric("wzp_federation_refused_total{reason=\"unknown_relay\"}"),
+        Some(0.0)
+    );
+}
+
+#[test]
+fn an_unknown_relay_is_refused_with_the_snippet_its_peer_needs() {
+    let dir = common::tempdir();
+    let b = relay(dir.path(), "b", "");
+    let c = relay(
+        dir.path(),
+        "c",
+        &format!(
+            "[[peers]]\naddress = \"{}\"\nfingerprint = \"{}\"\nlabel = \"b\"\n",
+            b.quic, b.fingerprint
+        ),
+    );
+    b.wait_metric(
+        "wzp_federation_refused_total{reason=\"unknown_relay\"}",
+        |v| v >= 1.0,
+    );
+    // C's operator reads what B's operator must add, with C's fingerprint.
+    let fp_c = c.fingerprint.to_string();
+    let line = wait_log(&c, &["refused the federation link", &fp_c, "relay b"]);
+    let log = c.log_text();
+    let after = &log[log.find(&line).unwrap()..];
+    assert!(
+        after.contains(&format!("[[trusted]]\nfingerprint = \"{fp_c}\"")),
+        "the ready-made snippet follows: {after}"
+    );
+    assert_eq!(status(&c, "b"), Some(0.0));
+}
+
+#[test]
+fn a_relay_pinning_another_certificate_gets_no_link() {
+    let dir = common::tempdir();
+    let fp_a = fingerprint_of(&dir.path().join("a.seed"));
+    let b = relay(
+        dir.path(),
+        "b",
+        &format!("[[trusted]]\nfingerprint = \"{fp_a}\"\nlabel = \"a\"\n"),
+    );
+    let wrong = fingerprint_of(&dir.path().join("x.seed"));
+    let a = relay(
+        dir.path(),
+        "a",
+        &format!(
+            "[[peers]]\naddress = \"{}\"\nfingerprint = \"{wrong}\"\nlabel = \"b\"\n",
+            b.quic
+        ),
+    );
+    let line = wait_log(&a, &["federation dial failed", "not the pinned"]);
+    assert!(line.contains(&wrong.to_string()), "{line}");
+    assert_eq!(status(&a, "b"), Some(0.0));
+    assert_eq!(status(&b, "a"), Some(0.0));
+}
+
+/// A client with no certificate that *claims* to be a trusted relay in its
+/// `Hello` gets nothing: the link needs the certificate proven in the
+/// handshake, and the relay closes it as not authorized before reading.
+#[tokio::test]
+async fn a_fingerprint_merely_claimed_in_a_message_gets_nothing() {
+    let dir = common::tempdir();
+    let fp_a = fingerprint_of(&dir.path().join("a.seed"));
+    let b = relay(
+        dir.path(),
+        "b",
+        &format!("[[trusted]]\nfingerprint = \"{fp_a}\"\nlabel = \"a\"\n"),
+    );
+    let endpoint = quic::client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
+    let conn = endpoint
+        .connect_with(
+            quic::client_config(b.fingerprint).unwrap(),
+            b.quic,
+            wzp_proto::sni::FEDERATION,
+        )
+        .unwrap()
+        .await
+        .expect("the TLS handshake itself completes");
+    if let Ok((mut send, _recv)) = conn.open_bi().await {
+        let hello = FederationMessage::hello("a");
+        let _ = send
+            .write_all(&encode_federation_frame(&hello).unwrap())
+            .await;
+    }
+    let err = tokio::time::timeout(WAIT, conn.closed())
+        .await
+        .expect("the relay closes the connection");
+    let (code, reason) = quic::peer_close(&err).expect("an application close");
+    assert_eq!(code, CloseCode::NotAuthorized);
+    assert!(reason.contains("certificate"), "{reason}");
+    assert_eq!(status(&b, "a"), Some(0.0), "nothing came up");
+}
+
+#[test]
+fn a_dead_peer_is_noticed_and_its_link_goes_down() {
+    let dir = common::tempdir();
+    let fp_a = fingerprint_of(&dir.path().join("a.seed"));
+    let mut b = relay(
+        dir.path(),
+        "b",
+        &format!("[[trusted]]\nfingerprint = \"{fp_a}\"\nlabel = \"a\"\n"),
+    );
+    let a = relay(
+        dir.path(),
+        "a",
+        &format!(
+            "[[peers]]\naddress = \"{}\"\nfingerprint = \"{}\"\nlabel = \"b\"\n",
+            b.quic, b.fingerprint
+        ),
+    );
+    wait_status(&a, "b", 2.0);
+    b.kill();
+    let took = wait_status(&a, "b", 0.0);
+    println!(
+        "link to the killed relay down after {} ms",
+        took.as_millis()
+    );
+    let peers: serde_json::Value = serde_json::from_str(&a.http_get("/peers")).unwrap();
+    assert_eq!(peers["peers"][0]["status"], "down");
+}

@@ -105,14 +105,28 @@ pub struct TrustedEntry {
     pub label: String,
 }
 
-/// A `[[global_rooms]]` entry: a room bridged across the federation. Clients
-/// reach it by the hashed name (`room_hash(name)`) as their SNI; only that
-/// hash travels between relays.
+/// A `[[global_rooms]]` entry: a room bridged across the federation,
+/// matched by the server name its clients use; only that id travels between
+/// relays. `name` is an open room's plain name (clients join it with no
+/// `--room-secret`; its id is derived as theirs is), or, for a room with a
+/// secret, the room id its clients use as server name (32 lowercase hex
+/// digits; `wzp-client` prints it when joining).
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct GlobalRoomEntry {
     /// The room's plain name, as users type it.
     pub name: String,
+}
+
+/// The server name clients use for global room `name`: `name` itself when
+/// it is a room id (32 lowercase hex digits), else the open room's id.
+pub fn global_room_sni(name: &str) -> String {
+    let is_id = name.len() == 32 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if is_id {
+        return name.to_string();
+    }
+    let secret = wzp_stages::crypto::keys::open_room_secret(name);
+    wzp_proto::join::RoomAdmissionKey::derive(secret.as_bytes(), name).sni()
 }
 
 /// Longest accepted relay label, in characters.
@@ -471,11 +485,11 @@ impl Config {
         Ok(())
     }
 
-    /// The room hashes (SNI form) of `[[global_rooms]]`.
+    /// The room ids (the server names clients use) of `[[global_rooms]]`.
     pub fn global_room_hashes(&self) -> Vec<String> {
         self.global_rooms
             .iter()
-            .map(|g| wzp_proto::room_hash(&g.name))
+            .map(|g| global_room_sni(&g.name))
             .collect()
     }
 }

@@ -128,13 +128,14 @@ impl Relay {
         signal_cfg.relay_label = Some(cfg.label.clone());
         signal_cfg.version = version_string();
         signal_cfg.ringing_timeout = Duration::from_secs(cfg.ringing_timeout_s);
-        let federation = FederationService::start(
-            federation_config(&cfg, tls_fingerprint)?,
-            endpoint.clone(),
-            cert,
-        )?;
+        let federation_cfg = federation_config(&cfg, tls_fingerprint)?;
         let services = Arc::new_cyclic(|weak| Services {
-            federation,
+            federation: FederationService::start(
+                federation_cfg,
+                endpoint.clone(),
+                cert,
+                weak.clone(),
+            ),
             tls_fingerprint,
             rooms,
             media,

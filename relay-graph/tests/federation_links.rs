@@ -238,3 +238,84 @@ fn a_dead_peer_is_noticed_and_its_link_goes_down() {
     let peers: serde_json::Value = serde_json::from_str(&a.http_get("/peers")).unwrap();
     assert_eq!(peers["peers"][0]["status"], "down");
 }
+
+/// The participants a RoomUpdate lists: (fingerprint, relay label).
+fn roster(m: &wzp_proto::signal::SignalMessage) -> Vec<(wzp_proto::Fingerprint, Option<String>)> {
+    match m {
+        wzp_proto::signal::SignalMessage::RoomUpdate { participants, .. } => participants
+            .iter()
+            .map(|p| (p.fingerprint, p.relay_label.clone()))
+            .collect(),
+        other => panic!("not a RoomUpdate: {other:?}"),
+    }
+}
+
+/// A global room on two linked relays: each member's RoomUpdate lists the
+/// other once, with its relay's label; an orderly leave and a dead relay
+/// both take the remote member off the list.
+#[tokio::test]
+async fn members_of_a_global_room_on_two_relays_see_each_other() {
+    let dir = common::tempdir();
+    // A room with a secret: configured by the id its clients use.
+    let sni = common::room_sni("lobby");
+    let global = format!("[[global_rooms]]\nname = \"{sni}\"\n");
+    let fp_a = fingerprint_of(&dir.path().join("a.seed"));
+    let mut b = relay(
+        dir.path(),
+        "b",
+        &format!("[[trusted]]\nfingerprint = \"{fp_a}\"\nlabel = \"a\"\n{global}"),
+    );
+    let a = relay(
+        dir.path(),
+        "a",
+        &format!(
+            "[[peers]]\naddress = \"{}\"\nfingerprint = \"{}\"\nlabel = \"b\"\n{global}",
+            b.quic, b.fingerprint
+        ),
+    );
+    wait_status(&a, "b", 2.0);
+    wait_status(&b, "a", 2.0);
+
+    // (A joiner's own admission RoomUpdate is read by `join`; the lists
+    // are checked on the updates the others get.)
+    let mut two = common::join(&b, &sni, 2).await.expect("user 2 joins on B");
+    let mut one = common::join(&a, &sni, 1).await.expect("user 1 joins on A");
+    let seen_by_two = roster(&two.wait_room_count(2).await.expect("B lists both"));
+    assert!(
+        seen_by_two.contains(&(common::fingerprint(1), Some("a".into()))),
+        "{seen_by_two:?}"
+    );
+    assert!(seen_by_two.contains(&(common::fingerprint(2), None)));
+    let _three = common::join(&b, &sni, 3).await.expect("user 3 joins on B");
+    let seen_by_one = roster(&one.wait_room_count(3).await.expect("A lists all three"));
+    for n in [2, 3] {
+        assert!(
+            seen_by_one.contains(&(common::fingerprint(n), Some("b".into()))),
+            "{seen_by_one:?}"
+        );
+    }
+    assert!(seen_by_one.contains(&(common::fingerprint(1), None)));
+    assert_eq!(seen_by_one.len(), 3, "each once");
+
+    // An orderly leave on B: gone from A's list.
+    two.conn.close(0u32.into(), b"bye");
+    let after = roster(&one.wait_room_count(2).await.expect("A drops user 2"));
+    assert!(!after.iter().any(|(f, _)| *f == common::fingerprint(2)));
+
+    // B dies: A's list drops user 3 (the link is dead in ~5 s).
+    b.kill();
+    let start = Instant::now();
+    let mut left = None;
+    while start.elapsed() < Duration::from_secs(15) {
+        if let Some(m) = one.wait_room_count(1).await {
+            left = Some(m);
+            break;
+        }
+    }
+    let left = left.expect("user 3 leaves A's list within 15 s of B's death");
+    assert_eq!(roster(&left), vec![(common::fingerprint(1), None)]);
+    println!(
+        "remote member gone {} ms after its relay died",
+        start.elapsed().as_millis()
+    );
+}

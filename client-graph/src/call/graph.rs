@@ -261,17 +261,9 @@ pub fn use_session_keys(spec: &mut GraphSpec, resource: &str) -> Result<()> {
     Ok(())
 }
 
-/// The secret of a room joined without `--room-secret`:
-/// `wzp-open-room:{room}`, padded with `~` to [`MIN_ROOM_SECRET`] bytes when
-/// the name is that short, so every room name makes a usable secret (longer
-/// names give the same secret as before, so clients of either kind meet).
-pub fn open_room_secret(room: &str) -> String {
-    let mut s = format!("wzp-open-room:{room}");
-    while s.len() < MIN_ROOM_SECRET {
-        s.push('~');
-    }
-    s
-}
+/// The secret of a room joined without `--room-secret` (shared with the
+/// relay, which names open global rooms by it).
+pub use wzp_stages::crypto::keys::open_room_secret;
 
 /// Checks a call's options before anything is created or dialled: the
 /// `--set` names against the call graph's placeholders, and a

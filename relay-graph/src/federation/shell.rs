@@ -16,19 +16,23 @@
 //! [`FederationDecoder`]; a reader and a writer task per connection turn it
 //! into [`Input::Message`]s and [`Action::Send`]s.
 //!
-//! What the shell does not carry yet: media datagrams between relays and
-//! the room service's side of global rooms ([`Action::RoomChanged`],
-//! [`Input::LocalRoom`]); docs/FEDERATION.md lists them.
+//! Global rooms: the room service reports a global room's local members
+//! ([`FederationService::local_room`], [`Input::LocalRoom`]) and the hub
+//! hands the room service each new roster of remote members
+//! ([`Action::RoomChanged`]), which every local member then sees in its
+//! `RoomUpdate` with the relay label of each. What the shell does not carry
+//! yet: media datagrams between relays (docs/FEDERATION.md).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use wzp_proto::close::CloseCode;
 use wzp_proto::federation::{
-    encode_federation_frame, FederationDecoder, FederationMessage, RelayId,
+    encode_federation_frame, FederatedParticipant, FederationDecoder, FederationMessage, RelayId,
+    RoomId,
 };
 use wzp_proto::identity::RelayCertificate;
 use wzp_proto::sni;
@@ -38,6 +42,8 @@ use wzp_stages::net::quic;
 use super::{
     Action, Counters, FederationConfig, FederationCore, Input, LinkConn, LinkStatus, PeerView,
 };
+use crate::endpoint::Services;
+use crate::rooms::RemoteMember;
 
 /// Control messages queued for one connection before it counts as stuck
 /// (a peer that stops reading): the link is then closed.
@@ -64,6 +70,8 @@ pub struct FederationView {
 pub struct FederationService {
     events: mpsc::Sender<HubEvent>,
     view: Arc<Mutex<FederationView>>,
+    /// The global rooms' ids, as the room table names rooms.
+    global: HashSet<String>,
 }
 
 enum HubEvent {
@@ -90,15 +98,20 @@ impl FederationService {
         cfg: FederationConfig,
         endpoint: quinn::Endpoint,
         cert: &RelayCertificate,
-    ) -> anyhow::Result<FederationService> {
+        services: Weak<Services>,
+    ) -> FederationService {
         let mut dial_configs = HashMap::new();
         for p in &cfg.peers {
             if p.address.is_some() {
-                let c = quic::federation_client_config(cert, p.tls)
-                    .map_err(|e| anyhow::anyhow!("federation client config: {e}"))?;
-                dial_configs.insert(p.tls, c);
+                match quic::federation_client_config(cert, p.tls) {
+                    Ok(c) => {
+                        dial_configs.insert(p.tls, c);
+                    }
+                    Err(e) => tracing::error!(peer = %p.label, "cannot dial: {e}"),
+                }
             }
         }
+        let global = cfg.global_rooms.iter().map(|r| r.to_string()).collect();
         let now = Instant::now();
         let core = FederationCore::new(cfg, now);
         let view = Arc::new(Mutex::new(FederationView {
@@ -115,9 +128,39 @@ impl FederationService {
             links: HashMap::new(),
             next_conn: 1,
             view: view.clone(),
+            services,
         };
         tokio::spawn(hub.run(rx));
-        Ok(FederationService { events: tx, view })
+        FederationService {
+            events: tx,
+            view,
+            global,
+        }
+    }
+
+    /// Whether `room` (a room id as clients name it) is a global room.
+    pub fn is_global(&self, room: &str) -> bool {
+        self.global.contains(room)
+    }
+
+    /// The local members of global room `room` changed: tell the mesh.
+    /// Never blocks (called with the room table locked); a full queue
+    /// drops the report and the next change sends the whole list again.
+    pub fn local_room(&self, room: &str, members: Vec<(wzp_proto::Fingerprint, Option<String>)>) {
+        let Ok(id) = room.parse::<RoomId>() else {
+            return;
+        };
+        let participants = members
+            .into_iter()
+            .map(|(fingerprint, alias)| FederatedParticipant { fingerprint, alias })
+            .collect();
+        let input = Input::LocalRoom {
+            room: id,
+            participants,
+        };
+        if self.events.try_send(HubEvent::Input(input)).is_err() {
+            tracing::warn!(room, "federation queue full; a roster change is late");
+        }
     }
 
     /// Hands over a connection the endpoint accepted with SNI `_federation`.
@@ -145,6 +188,7 @@ struct Hub {
     links: HashMap<LinkConn, LiveLink>,
     next_conn: u64,
     view: Arc<Mutex<FederationView>>,
+    services: Weak<Services>,
 }
 
 impl Hub {
@@ -247,7 +291,22 @@ impl Hub {
                     }
                 }
                 Action::RoomChanged { room } => {
-                    tracing::debug!(%room, "remote participants changed");
+                    let Some(services) = self.services.upgrade() else {
+                        continue;
+                    };
+                    let members = self
+                        .core
+                        .remote_participants(room)
+                        .into_iter()
+                        .map(|(p, relay_label)| RemoteMember {
+                            fingerprint: p.fingerprint,
+                            alias: p.alias,
+                            relay_label,
+                        })
+                        .collect();
+                    services
+                        .rooms
+                        .set_remote_members(&services, &room.to_string(), members);
                 }
             }
         }

@@ -201,6 +201,10 @@ pub struct RoomTable {
     free_room_slots: Vec<u32>,
     rooms: HashMap<String, Room>,
     sessions: HashMap<u32, LocalSession>,
+    /// Participants of global rooms on other relays, by room, as the
+    /// federation last reported them; listed in the room while it has a
+    /// local member.
+    remote: HashMap<String, Vec<RemoteMember>>,
     pub calls: CallAcl,
     limits: RoomLimits,
 }
@@ -220,6 +224,7 @@ impl RoomTable {
             free_room_slots: (0..limits.max_rooms as u32).rev().collect(),
             rooms: HashMap::new(),
             sessions: HashMap::new(),
+            remote: HashMap::new(),
             calls: CallAcl::default(),
             limits,
         }
@@ -266,7 +271,14 @@ impl RoomTable {
                     shard: shard_of(&a.room, self.limits.shards),
                     call: a.call,
                     tapped,
-                    members: Vec::new(),
+                    members: self
+                        .remote
+                        .get(&a.room)
+                        .into_iter()
+                        .flatten()
+                        .cloned()
+                        .map(Member::Remote)
+                        .collect(),
                     size: Arc::new(AtomicUsize::new(0)),
                 },
             );
@@ -315,7 +327,9 @@ impl RoomTable {
                 .filter(|m| matches!(m, Member::Local(_)))
                 .count();
             room.size.store(locals, Ordering::Relaxed);
-            if room.members.is_empty() {
+            // Remote participants are listed only beside local ones; the
+            // federation's roster stays in `remote` for the next joiner.
+            if locals == 0 {
                 let slot = room.slot;
                 self.rooms.remove(&s.room);
                 self.free_room_slots.push(slot);
@@ -323,6 +337,40 @@ impl RoomTable {
             }
         }
         Some((s, emptied))
+    }
+
+    /// Replaces the remote participants of `room` (reported by the
+    /// federation); returns the RoomUpdates its local members need (none
+    /// when it has no local member).
+    pub fn set_remote_members(&mut self, room: &str, members: Vec<RemoteMember>) -> Updates {
+        if let Some(r) = self.rooms.get_mut(room) {
+            r.members.retain(|m| matches!(m, Member::Local(_)));
+            r.members
+                .extend(members.iter().cloned().map(Member::Remote));
+        }
+        if members.is_empty() {
+            self.remote.remove(room);
+        } else {
+            self.remote.insert(room.to_string(), members);
+        }
+        self.room_updates(room)
+    }
+
+    /// The local members of `room` (fingerprint, alias), in join order.
+    pub fn local_participants(&self, room: &str) -> Vec<(Fingerprint, Option<String>)> {
+        let Some(r) = self.rooms.get(room) else {
+            return Vec::new();
+        };
+        r.members
+            .iter()
+            .filter_map(|m| match m {
+                Member::Local(h) => self
+                    .sessions
+                    .get(h)
+                    .map(|s| (s.fingerprint, s.alias.clone())),
+                Member::Remote(_) => None,
+            })
+            .collect()
     }
 
     /// A RoomUpdate for every local member of `room`: local and remote
@@ -554,6 +602,43 @@ mod tests {
             1,
             "size counts local members"
         );
+    }
+
+    #[test]
+    fn a_federation_roster_is_listed_beside_local_members_and_kept_for_the_next() {
+        let mut t = table(8, 4, 1);
+        let far = |n: u8| RemoteMember {
+            fingerprint: fp(n),
+            alias: None,
+            relay_label: "relay-b".into(),
+        };
+        // Reported before anyone here joined: nobody to tell yet.
+        assert!(t.set_remote_members("g", vec![far(9)]).is_empty());
+        let a = t.admit(admit("g", 1)).unwrap();
+        let ups = t.room_updates("g");
+        let SignalMessage::RoomUpdate { participants, .. } = &ups[0].1 else {
+            panic!()
+        };
+        assert_eq!(participants.len(), 2, "the joiner sees the remote member");
+        // A new roster replaces the old one, listed once each.
+        let ups = t.set_remote_members("g", vec![far(9), far(10)]);
+        assert_eq!(ups.len(), 1);
+        let SignalMessage::RoomUpdate { count, .. } = &ups[0].1 else {
+            panic!()
+        };
+        assert_eq!(*count, 3);
+        assert_eq!(t.local_participants("g"), vec![(fp(1), None)]);
+        // The last local member leaving ends the room here (the remote
+        // members alone do not keep its slot), but not the roster.
+        let (_, emptied) = t.leave(a.handle).unwrap();
+        assert!(emptied);
+        assert!(t.room("g").is_none());
+        let b = t.admit(admit("g", 2)).unwrap();
+        assert_eq!(t.room("g").unwrap().members.len(), 3);
+        // An empty roster removes the remote members.
+        let ups = t.set_remote_members("g", Vec::new());
+        assert_eq!(ups[0].0, b.handle);
+        assert_eq!(t.room("g").unwrap().members.len(), 1);
     }
 
     #[test]

@@ -60,6 +60,19 @@ impl RoomService {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The federation's roster of `room`'s remote participants changed:
+    /// every local member gets a RoomUpdate listing them.
+    pub fn set_remote_members(
+        &self,
+        services: &Services,
+        room: &str,
+        members: Vec<crate::rooms::RemoteMember>,
+    ) {
+        let mut st = self.lock();
+        let updates = st.table.set_remote_members(room, members);
+        deliver(services, &st, updates);
+    }
+
     /// Allows exactly `fingerprints` into call room `room`.
     pub fn allow_call(&self, room: &str, fingerprints: Vec<wzp_proto::Fingerprint>) {
         self.lock().table.calls.allow(room, fingerprints);
@@ -355,6 +368,11 @@ pub async fn serve_room(
                 );
                 let updates = st.table.room_updates(&room);
                 deliver(&services, &st, updates);
+                if services.federation.is_global(&room) {
+                    services
+                        .federation
+                        .local_room(&room, st.table.local_participants(&room));
+                }
                 Ok(h)
             }
             Err(r) => Err(r),
@@ -430,6 +448,11 @@ pub async fn serve_room(
             let updates = st.table.room_updates(&room);
             let members = updates.len();
             deliver(&services, &st, updates);
+            if services.federation.is_global(&room) {
+                services
+                    .federation
+                    .local_room(&room, st.table.local_participants(&room));
+            }
             Some(members)
         } else {
             None

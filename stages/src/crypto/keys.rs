@@ -30,6 +30,19 @@ pub const EPOCHS: usize = 256;
 /// Shortest `room_secret` accepted, in bytes.
 pub const MIN_ROOM_SECRET: usize = 16;
 
+/// The secret of a room joined without one (an open room):
+/// `wzp-open-room:{room}`, padded with `~` to [`MIN_ROOM_SECRET`] bytes when
+/// the name is that short, so every room name makes a usable secret (longer
+/// names give the same secret as before, so clients of either kind meet).
+/// A relay names an open global room by it too (`[[global_rooms]]`).
+pub fn open_room_secret(room: &str) -> String {
+    let mut s = format!("wzp-open-room:{room}");
+    while s.len() < MIN_ROOM_SECRET {
+        s.push('~');
+    }
+    s
+}
+
 /// The AEAD key for `epoch`, derived from `base`.
 pub fn epoch_key(base: &[u8; 32], epoch: u8) -> Zeroizing<[u8; 32]> {
     let hk = Hkdf::<Sha256>::new(Some(LABEL_EPOCH_SALT), base);

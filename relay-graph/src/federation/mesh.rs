@@ -60,6 +60,10 @@ pub struct Mesh {
     inbox: Vec<VecDeque<Input>>,
     /// Control messages delivered, by type.
     pub by_type: BTreeMap<&'static str, u64>,
+    /// Presence routes announced or withdrawn, summed over delivered
+    /// `PresenceUpdate`s.
+    pub presence_entries: u64,
+
     /// Dedup window per relay.
     pub dedup: Vec<DedupWindow>,
     local_rooms: Vec<BTreeSet<RoomId>>,
@@ -116,6 +120,7 @@ impl Mesh {
             next_conn: 0,
             inbox: (0..n).map(|_| VecDeque::new()).collect(),
             by_type: BTreeMap::new(),
+            presence_entries: 0,
             dedup: (0..n).map(|_| DedupWindow::default()).collect(),
             local_rooms: vec![BTreeSet::new(); n],
             delivered: vec![BTreeMap::new(); n],
@@ -224,6 +229,9 @@ impl Mesh {
                     let other = if c.ends[0] == i { c.ends[1] } else { c.ends[0] };
                     if c.open && self.passable(i, other) {
                         *self.by_type.entry(msg.type_name()).or_default() += 1;
+                        if let FederationMessage::PresenceUpdate { announce, withdraw } = &msg {
+                            self.presence_entries += (announce.len() + withdraw.len()) as u64;
+                        }
                         self.inbox[other].push_back(Input::Message { conn, msg });
                     }
                 }

@@ -320,6 +320,10 @@ pub struct FederationCore {
     actions: Vec<Action>,
     counters: Counters,
     rng: u64,
+    pending_rooms: BTreeMap<(RelayId, RoomKey), Delta<RoomKey, RoomState>>,
+    pending_presence: BTreeMap<(RelayId, Fingerprint), Delta<Fingerprint, ()>>,
+    flush_at: Option<Instant>,
+    last_now: Instant,
 }
 
 impl FederationCore {
@@ -362,6 +366,10 @@ impl FederationCore {
             actions: Vec::new(),
             counters: Counters::default(),
             rng: cfg.seed ^ 0x9e37_79b9_7f4a_7c15,
+            pending_rooms: BTreeMap::new(),
+            pending_presence: BTreeMap::new(),
+            flush_at: None,
+            last_now: now,
         }
     }
 
@@ -417,7 +425,8 @@ impl FederationCore {
     /// When [`FederationCore::tick`] next has work (a ping, a dial, a
     /// silence deadline).
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.links
+        let timers = self
+            .links
             .values()
             .filter_map(|l| match &l.phase {
                 Phase::Down {
@@ -428,11 +437,17 @@ impl FederationCore {
                 Phase::Handshaking { since, .. } => Some(*since + HELLO_TIMEOUT),
                 Phase::Up { .. } => Some(l.next_ping.min(l.last_heard + DEAD_AFTER)),
             })
-            .min()
+            .min();
+        match (timers, self.flush_at) {
+            (Some(t), Some(f)) => Some(t.min(f)),
+            (t, f) => t.or(f),
+        }
     }
 
     /// Runs the timers due at `now`: dials, pings, dead links.
     pub fn tick(&mut self, now: Instant) {
+        self.last_now = now;
+        self.flush();
         let ids: Vec<RelayId> = self.links.keys().copied().collect();
         for id in ids {
             let Some(l) = self.links.get_mut(&id) else {
@@ -498,6 +513,7 @@ impl FederationCore {
 
     /// Feeds one input.
     pub fn handle(&mut self, input: Input, now: Instant) {
+        self.last_now = now;
         match input {
             Input::LinkUp {
                 conn,
@@ -902,6 +918,9 @@ impl FederationCore {
     }
 
     fn forget_peer_state(&mut self, peer: RelayId) {
+        // Changes queued for the old link must not reach a new one.
+        self.pending_rooms.retain(|(p, _), _| *p != peer);
+        self.pending_presence.retain(|(p, _), _| *p != peer);
         let rooms: BTreeSet<RoomId> = self
             .rooms
             .learned_from(peer)
@@ -977,7 +996,47 @@ impl FederationCore {
         self.actions.push(Action::Send { conn, peer, msg });
     }
 
+    /// Queues table changes; [`FederationCore::tick`] sends them, the last
+    /// change per (peer, key) only, so states that come and go between two
+    /// ticks never travel (fewer messages while routes settle).
     fn send_room_deltas(&mut self, deltas: Vec<(RelayId, Delta<RoomKey, RoomState>)>) {
+        for (peer, d) in deltas {
+            let key = match &d {
+                Delta::Announce(k, _) | Delta::Withdraw(k) => *k,
+            };
+            self.pending_rooms.insert((peer, key), d);
+        }
+        self.mark_dirty();
+    }
+
+    fn send_presence_deltas(&mut self, deltas: Vec<(RelayId, Delta<Fingerprint, ()>)>) {
+        for (peer, d) in deltas {
+            let key = match &d {
+                Delta::Announce(k, _) | Delta::Withdraw(k) => *k,
+            };
+            self.pending_presence.insert((peer, key), d);
+        }
+        self.mark_dirty();
+    }
+
+    fn mark_dirty(&mut self) {
+        if (!self.pending_rooms.is_empty() || !self.pending_presence.is_empty())
+            && self.flush_at.is_none()
+        {
+            self.flush_at = Some(self.last_now);
+        }
+    }
+
+    /// Sends the queued table changes.
+    fn flush(&mut self) {
+        self.flush_at = None;
+        let rooms = std::mem::take(&mut self.pending_rooms);
+        self.flush_rooms(rooms.into_iter().map(|((p, _), d)| (p, d)).collect());
+        let presence = std::mem::take(&mut self.pending_presence);
+        self.flush_presence(presence.into_iter().map(|((p, _), d)| (p, d)).collect());
+    }
+
+    fn flush_rooms(&mut self, deltas: Vec<(RelayId, Delta<RoomKey, RoomState>)>) {
         for (peer, d) in deltas {
             let msg = match d {
                 Delta::Announce((room, _), e) => FederationMessage::GlobalRoomActive {
@@ -994,7 +1053,7 @@ impl FederationCore {
         }
     }
 
-    fn send_presence_deltas(&mut self, deltas: Vec<(RelayId, Delta<Fingerprint, ()>)>) {
+    fn flush_presence(&mut self, deltas: Vec<(RelayId, Delta<Fingerprint, ()>)>) {
         let mut per_peer: BTreeMap<RelayId, (Vec<PresenceRoute>, Vec<Fingerprint>)> =
             BTreeMap::new();
         for (peer, d) in deltas {

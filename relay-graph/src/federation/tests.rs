@@ -433,8 +433,10 @@ fn global_rooms_propagate_along_a_chain_and_vanish_on_leave() {
     assert!(m.cores[2]
         .forward_targets(general(), id_of(0), Some(id_of(1)))
         .is_empty());
-    // An orderly leave: gone everywhere as soon as the messages arrive.
+    // An orderly leave: gone everywhere as soon as the messages arrive (two
+    // links: flushed at 2's next tick, at 1's, then read by 0).
     m.set_room(2, general(), &[fp(21)]);
+    m.step();
     m.step();
     m.step();
     assert_eq!(
@@ -442,6 +444,7 @@ fn global_rooms_propagate_along_a_chain_and_vanish_on_leave() {
         vec![(fp(21), "r2".into())]
     );
     m.set_room(2, general(), &[]);
+    m.step();
     m.step();
     m.step();
     assert!(m.cores[0].remote_participants(general()).is_empty());
@@ -603,7 +606,14 @@ fn a_room_the_peer_did_not_declare_is_refused() {
         },
         t0,
     );
-    assert!(sent(&c.drain_actions()).is_empty());
+    c.tick(t0);
+    let a = c.drain_actions();
+    assert!(
+        !sent(&a)
+            .iter()
+            .any(|m| matches!(m, FederationMessage::GlobalRoomActive { .. })),
+        "{a:?}"
+    );
     // A legitimate announcement from a peer that bridges it is taken.
     let (mut c, t0) = up_with_trusted(vec![general()]);
     c.handle(
@@ -655,4 +665,50 @@ fn presence_routes_name_local_direct_and_chains() {
     );
     m.settle(40).unwrap();
     assert_eq!(m.cores[0].route(&fp(3)), Route::NotFound);
+}
+
+#[test]
+fn routes_move_to_the_other_way_round_when_a_link_dies_and_back_when_it_heals() {
+    // A square 0-1-2-3-0: the user on 1 is one hop from 0, or three the
+    // other way round.
+    let mut m = Mesh::new(4, &[(0, 1), (1, 2), (2, 3), (3, 0)], &[general()], 19);
+    m.settle(40).unwrap();
+    m.input(
+        1,
+        Input::LocalPresence {
+            fingerprint: fp(1),
+            online: true,
+        },
+    );
+    m.set_room(1, general(), &[fp(1)]);
+    m.settle(40).unwrap();
+    assert_eq!(m.cores[0].route(&fp(1)), Route::DirectPeer(id_of(1)));
+    m.cut(0, 1);
+    let cut = m.now;
+    while m.cores[0].route(&fp(1)) != Route::Via(vec![id_of(3), id_of(2), id_of(1)]) {
+        m.step();
+        assert!(
+            m.now - cut <= DEAD_AFTER + Duration::from_secs(1),
+            "no reroute"
+        );
+    }
+    // The room's member is listed again, learned over the other path.
+    assert_eq!(
+        fps(&m.cores[0].remote_participants(general())),
+        vec![(fp(1), "r1".into())]
+    );
+    assert_eq!(
+        m.cores[0].forward_targets(general(), id_of(0), None),
+        vec![id_of(3)],
+        "media goes the long way"
+    );
+    m.heal(0, 1);
+    let healed = m.now;
+    while m.cores[0].route(&fp(1)) != Route::DirectPeer(id_of(1)) {
+        m.step();
+        assert!(
+            m.now - healed <= BACKOFF_MAX + Duration::from_secs(5),
+            "never relinked"
+        );
+    }
 }

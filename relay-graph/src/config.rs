@@ -623,10 +623,20 @@ mod tests {
         assert_eq!(cfg.peers[0].fingerprint.to_string(), FP_A);
         assert_eq!(cfg.trusted[0].label, "c");
         assert_eq!(cfg.trusted[0].fingerprint.to_string(), FP_B);
-        assert_eq!(
-            cfg.global_room_hashes(),
-            vec![wzp_proto::room_hash("general"), wzp_proto::room_hash("ops")]
-        );
+        // An open room's id is the one its clients derive (no secret).
+        let open = |name: &str| {
+            let secret = wzp_stages::crypto::keys::open_room_secret(name);
+            wzp_proto::join::RoomAdmissionKey::derive(secret.as_bytes(), name).sni()
+        };
+        assert_eq!(cfg.global_room_hashes(), vec![open("general"), open("ops")]);
+        // A room with a secret is named by its id, kept as it is.
+        let id = open("private");
+        let cfg = Config::parse(
+            &format!("[[global_rooms]]\nname = \"{id}\"\n"),
+            Path::new("r.toml"),
+        )
+        .unwrap();
+        assert_eq!(cfg.global_room_hashes(), vec![id]);
     }
 
     #[test]

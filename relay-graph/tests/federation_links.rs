@@ -319,3 +319,107 @@ async fn members_of_a_global_room_on_two_relays_see_each_other() {
         start.elapsed().as_millis()
     );
 }
+
+/// Registers `user` on `relay`'s signal plane (hello, challenge, signed
+/// answer); returns the connection that holds the registration.
+async fn register(relay: &RelayProc, user: u8) -> quinn::Connection {
+    use wzp_proto::presence::{PresenceClient, PresenceEvent, PresenceStep};
+    use wzp_proto::signal::{Decoded, SignalMessage, MAX_FRAME_LEN};
+    use wzp_stages::net::signal_stream::{write_message, SignalFrame, SignalReader};
+    let endpoint = quic::client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
+    let conn = endpoint
+        .connect_with(
+            quic::client_config(relay.fingerprint).unwrap(),
+            relay.quic,
+            wzp_proto::sni::SIGNAL,
+        )
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut send, recv) = conn.open_bi().await.unwrap();
+    let mut reader = SignalReader::new(recv, MAX_FRAME_LEN);
+    write_message(&mut send, &SignalMessage::hello(Some("test".into())))
+        .await
+        .unwrap();
+    let id = common::identity(user);
+    let mut presence = PresenceClient::new(&id, relay.fingerprint, None);
+    let registered = async {
+        loop {
+            let Ok(Some(SignalFrame::Message(Decoded::Message(m)))) = reader.next().await else {
+                panic!("the signal stream ended before registration");
+            };
+            match presence.handle(&m) {
+                PresenceStep::Send(r) => write_message(&mut send, &r).await.unwrap(),
+                PresenceStep::Event(PresenceEvent::Registered { .. }) => return,
+                PresenceStep::Event(PresenceEvent::Refused { reason }) => panic!("{reason}"),
+                PresenceStep::Ignored => {}
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, registered)
+        .await
+        .expect("registered in time");
+    // Keep the stream's send half open with the connection.
+    std::mem::forget(send);
+    std::mem::forget(endpoint);
+    conn
+}
+
+/// Polls `relay`'s `/route/FP` until its `route` is `want`; the body.
+fn wait_route(relay: &RelayProc, fp: &wzp_proto::Fingerprint, want: &str) -> serde_json::Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let v: serde_json::Value =
+            serde_json::from_str(&relay.http_get(&format!("/route/{fp}"))).unwrap();
+        if v["route"] == want {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "route never became {want}: {v}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A user registered on B is routable from A (next hop B) and local on B;
+/// when the registration ends, A forgets the route. (Multi-threaded: the
+/// HTTP polls block one thread while the client's endpoint sends its close.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_on_one_relay_is_routable_from_its_peer() {
+    let dir = common::tempdir();
+    let fp_a = fingerprint_of(&dir.path().join("a.seed"));
+    let b = relay(
+        dir.path(),
+        "b",
+        &format!("[[trusted]]\nfingerprint = \"{fp_a}\"\nlabel = \"a\"\n"),
+    );
+    let a = relay(
+        dir.path(),
+        "a",
+        &format!(
+            "[[peers]]\naddress = \"{}\"\nfingerprint = \"{}\"\nlabel = \"b\"\n",
+            b.quic, b.fingerprint
+        ),
+    );
+    wait_status(&a, "b", 2.0);
+    let user = common::fingerprint(7);
+    assert_eq!(wait_route(&a, &user, "not_found")["route"], "not_found");
+    let conn = register(&b, 7).await;
+    wait_route(&b, &user, "local");
+    let v = wait_route(&a, &user, "peer");
+    let b_id: serde_json::Value = serde_json::from_str(&b.http_get("/peers")).unwrap();
+    assert_eq!(v["via"][0], b_id["id"], "the next hop is B");
+    conn.close(0u32.into(), b"bye");
+    wait_route(&b, &user, "not_found");
+    wait_route(&a, &user, "not_found");
+    // A malformed fingerprint is a client error with the expected form.
+    let addr = a.metrics.unwrap();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    use std::io::{Read, Write};
+    write!(
+        s,
+        "GET /route/nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+}

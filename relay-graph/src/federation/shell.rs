@@ -28,7 +28,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use wzp_proto::close::CloseCode;
 use wzp_proto::federation::{
     encode_federation_frame, FederatedParticipant, FederationDecoder, FederationMessage, RelayId,
@@ -41,6 +41,7 @@ use wzp_stages::net::quic;
 
 use super::{
     Action, Counters, FederationConfig, FederationCore, Input, LinkConn, LinkStatus, PeerView,
+    Route,
 };
 use crate::endpoint::Services;
 use crate::rooms::RemoteMember;
@@ -82,6 +83,8 @@ enum HubEvent {
     },
     /// An input for the core from a link task.
     Input(Input),
+    /// Where a fingerprint is registered, as the core sees it now.
+    Route(wzp_proto::Fingerprint, oneshot::Sender<Route>),
 }
 
 struct LiveLink {
@@ -141,6 +144,33 @@ impl FederationService {
     /// Whether `room` (a room id as clients name it) is a global room.
     pub fn is_global(&self, room: &str) -> bool {
         self.global.contains(room)
+    }
+
+    /// A user registered on (`online`) or left this relay's presence: the
+    /// mesh learns the route to it. Never blocks.
+    pub fn local_presence(&self, fingerprint: wzp_proto::Fingerprint, online: bool) {
+        let input = Input::LocalPresence {
+            fingerprint,
+            online,
+        };
+        if self.events.try_send(HubEvent::Input(input)).is_err() {
+            tracing::warn!(%fingerprint, "federation queue full; a presence change is late");
+        }
+    }
+
+    /// Where `fingerprint` is registered: here, on a linked relay, through
+    /// others (the path), or nowhere known.
+    pub async fn route(&self, fingerprint: wzp_proto::Fingerprint) -> Route {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .events
+            .send(HubEvent::Route(fingerprint, tx))
+            .await
+            .is_err()
+        {
+            return Route::NotFound;
+        }
+        rx.await.unwrap_or(Route::NotFound)
     }
 
     /// The local members of global room `room` changed: tell the mesh.
@@ -255,6 +285,9 @@ impl Hub {
                     self.links.remove(conn);
                 }
                 self.core.handle(input, now);
+            }
+            HubEvent::Route(fingerprint, reply) => {
+                let _ = reply.send(self.core.route(&fingerprint));
             }
         }
     }

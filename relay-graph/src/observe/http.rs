@@ -29,6 +29,7 @@ pub async fn serve(
         .route("/presence/{fingerprint}", get(presence_of))
         .route("/calls", get(calls))
         .route("/peers", get(peers))
+        .route("/route/{fingerprint}", get(route_of))
         .with_state(services);
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -36,6 +37,36 @@ pub async fn serve(
         }
     });
     Ok((local, task))
+}
+
+/// Where a user is registered, as the federation sees it: `local`, `peer`
+/// (a linked relay), `via` (the relays in between, next hop first), or
+/// `not_found`. 400 for a malformed fingerprint.
+async fn route_of(
+    State(s): State<Arc<Services>>,
+    axum::extract::Path(fp): axum::extract::Path<String>,
+) -> axum::response::Response {
+    let Ok(fingerprint) = fp.parse::<wzp_proto::Fingerprint>() else {
+        return (
+            axum::http::StatusCode::BAD_REQUEST,
+            format!("{fp:?} is not a fingerprint (16 groups of 4 hex digits, colon-separated)\n"),
+        )
+            .into_response();
+    };
+    use crate::federation::Route;
+    let body = match s.federation.route(fingerprint).await {
+        Route::Local => serde_json::json!({ "fingerprint": fp, "route": "local" }),
+        Route::DirectPeer(id) => {
+            serde_json::json!({ "fingerprint": fp, "route": "peer", "via": [id.to_string()] })
+        }
+        Route::Via(path) => serde_json::json!({
+            "fingerprint": fp,
+            "route": "via",
+            "via": path.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+        }),
+        Route::NotFound => serde_json::json!({ "fingerprint": fp, "route": "not_found" }),
+    };
+    Json(body).into_response()
 }
 
 /// The federation links, one row per configured peer.

@@ -230,6 +230,7 @@ fn log_event(services: &Services, ev: Event) {
             replaced,
         } => {
             tracing::info!(%conn, %fingerprint, replaced = ?replaced.map(|c| c.0), "registered");
+            services.federation.local_presence(fingerprint, true);
             services.event(LogEvent {
                 ts_ms: now_ms(),
                 event: "registered",
@@ -239,6 +240,7 @@ fn log_event(services: &Services, ev: Event) {
         }
         Event::Unregistered { conn, fingerprint } => {
             tracing::info!(%conn, %fingerprint, "unregistered");
+            services.federation.local_presence(fingerprint, false);
             services.event(LogEvent {
                 ts_ms: now_ms(),
                 event: "unregistered",

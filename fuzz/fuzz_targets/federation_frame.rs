@@ -2,13 +2,70 @@
 //! decoder never panics, every message it yields keeps the bounds and
 //! re-encodes to itself, and the same bytes read as a forwarded media
 //! datagram parse or are refused without panicking.
+//!
+//! Every decoded message is also fed to the relay's federation core (compiled
+//! in from relay-graph/src/federation, which needs only wzp-proto) over an up
+//! link: it must not panic, and whatever it sends in reply must be a message
+//! its peer would accept.
 #![no_main]
+
+use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use wzp_proto::federation::{
     decode_federation_message, encode_federation_frame, parse_forwarded, FederationDecoder,
-    FederationMessage, FORWARD_TAG_LEN, MAX_MEDIA_HOPS,
+    FederationMessage, RoomId, FORWARD_TAG_LEN, MAX_MEDIA_HOPS,
 };
+
+#[allow(dead_code)]
+#[path = "../../relay-graph/src/federation/mod.rs"]
+mod federation;
+
+use federation::mesh::tls_of;
+use federation::{Action, FederationConfig, FederationCore, Input, LinkConn, PeerSpec};
+
+/// A core whose link to relay 1 is up, both bridging `general`.
+fn core_with_link(now: Instant) -> FederationCore {
+    let general = RoomId::of_name("general");
+    let mut c = FederationCore::new(
+        FederationConfig {
+            me: tls_of(0),
+            label: "r0".into(),
+            peers: vec![PeerSpec {
+                tls: tls_of(1),
+                label: "r1".into(),
+                address: Some("x:1".into()),
+            }],
+            global_rooms: vec![general],
+            seed: 1,
+        },
+        now,
+    );
+    c.handle(
+        Input::LinkUp {
+            conn: LinkConn(1),
+            tls: tls_of(1),
+            dialed_by_me: false,
+        },
+        now,
+    );
+    c.handle(
+        Input::Message {
+            conn: LinkConn(1),
+            msg: FederationMessage::hello_with_rooms("r1", vec![general]),
+        },
+        now,
+    );
+    c
+}
+
+fn core_replies_are_valid(c: &mut FederationCore) {
+    for a in c.drain_actions() {
+        if let Action::Send { msg, .. } = a {
+            encode_federation_frame(&msg).expect("the core sends only valid messages");
+        }
+    }
+}
 
 fn check(m: &FederationMessage) {
     m.validate().expect("a decoded message keeps the bounds");
@@ -22,6 +79,8 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let chunk = usize::from(chunk).max(1);
+    let mut now = Instant::now();
+    let mut core = core_with_link(now);
     let mut dec = FederationDecoder::new();
     'outer: for piece in stream.chunks(chunk) {
         if dec.push(piece).is_err() {
@@ -29,7 +88,19 @@ fuzz_target!(|data: &[u8]| {
         }
         loop {
             match dec.next_message() {
-                Ok(Some(m)) => check(&m),
+                Ok(Some(m)) => {
+                    check(&m);
+                    core.handle(
+                        Input::Message {
+                            conn: LinkConn(1),
+                            msg: m,
+                        },
+                        now,
+                    );
+                    now += Duration::from_millis(u64::from(chunk as u8) * 20);
+                    core.tick(now);
+                    core_replies_are_valid(&mut core);
+                }
                 Ok(None) => break,
                 Err(e) if e.is_fatal() => break 'outer,
                 Err(_) => {}

@@ -492,6 +492,42 @@ impl Config {
             .map(|g| global_room_sni(&g.name))
             .collect()
     }
+
+    /// The federation core's configuration: `[[peers]]` (dialed) and
+    /// `[[trusted]]` (inbound only), the bridged rooms by id. `me` is this
+    /// relay's certificate fingerprint; `seed` drives the redial jitter.
+    pub fn federation(
+        &self,
+        me: wzp_proto::TlsFingerprint,
+        seed: u64,
+    ) -> crate::federation::FederationConfig {
+        use crate::federation::PeerSpec;
+        let peers = self
+            .peers
+            .iter()
+            .map(|p| PeerSpec {
+                tls: p.fingerprint,
+                label: p.label.clone(),
+                address: Some(p.address.clone()),
+            })
+            .chain(self.trusted.iter().map(|t| PeerSpec {
+                tls: t.fingerprint,
+                label: t.label.clone(),
+                address: None,
+            }))
+            .collect();
+        crate::federation::FederationConfig {
+            me,
+            label: self.label.clone(),
+            peers,
+            global_rooms: self
+                .global_room_hashes()
+                .iter()
+                .filter_map(|h| wzp_proto::federation::RoomId::from_hash(h))
+                .collect(),
+            seed,
+        }
+    }
 }
 
 /// A relay label: 1..=64 printable characters, since it appears in logs,
@@ -629,6 +665,25 @@ mod tests {
             wzp_proto::join::RoomAdmissionKey::derive(secret.as_bytes(), name).sni()
         };
         assert_eq!(cfg.global_room_hashes(), vec![open("general"), open("ops")]);
+        let me = wzp_proto::TlsFingerprint([9; 32]);
+        let fed = cfg.federation(me, 5);
+        assert_eq!(fed.me, me);
+        assert_eq!(fed.label, "a");
+        let peers: Vec<(String, Option<String>, String)> = fed
+            .peers
+            .iter()
+            .map(|p| (p.label.clone(), p.address.clone(), p.tls.to_string()))
+            .collect();
+        assert_eq!(
+            peers,
+            vec![
+                ("b".into(), Some("10.0.0.1:4433".into()), FP_A.to_string()),
+                ("c".into(), None, FP_B.to_string()),
+            ]
+        );
+        // The ids the core matches are the rooms' SNI hashes.
+        let hashes: Vec<String> = fed.global_rooms.iter().map(|r| r.to_string()).collect();
+        assert_eq!(hashes, cfg.global_room_hashes());
         // A room with a secret is named by its id, kept as it is.
         let id = open("private");
         let cfg = Config::parse(

@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use wzp_proto::close::CloseCode;
-use wzp_proto::federation::RoomId;
 use wzp_proto::identity::RelayCertificate;
 use wzp_proto::signal::{HangupReason, SignalMessage};
 use wzp_proto::sni::{classify, Sni};
@@ -28,7 +27,6 @@ use wzp_stages::net::signal_stream;
 
 use crate::config::Config;
 use crate::federation::shell::FederationService;
-use crate::federation::{FederationConfig, PeerSpec};
 use crate::media::Media;
 use crate::observe::events::{now_ms, Event, EventLog};
 use crate::observe::log_limit::{echo, LogLimiter};
@@ -128,7 +126,9 @@ impl Relay {
         signal_cfg.relay_label = Some(cfg.label.clone());
         signal_cfg.version = version_string();
         signal_cfg.ringing_timeout = Duration::from_secs(cfg.ringing_timeout_s);
-        let federation_cfg = federation_config(&cfg, tls_fingerprint)?;
+        let mut seed = [0u8; 8];
+        getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+        let federation_cfg = cfg.federation(tls_fingerprint, u64::from_le_bytes(seed));
         let services = Arc::new_cyclic(|weak| Services {
             federation: FederationService::start(
                 federation_cfg,
@@ -197,39 +197,6 @@ impl Relay {
         tracing::info!(connections = open, drained, "closed every connection");
         self.services.media.stop();
     }
-}
-
-/// The federation core's view of the config: `[[peers]]` (dialed),
-/// `[[trusted]]` (accepted inbound), `[[global_rooms]]`.
-fn federation_config(cfg: &Config, me: TlsFingerprint) -> anyhow::Result<FederationConfig> {
-    let mut peers: Vec<PeerSpec> = cfg
-        .peers
-        .iter()
-        .map(|p| PeerSpec {
-            tls: p.fingerprint,
-            label: p.label.clone(),
-            address: Some(p.address.clone()),
-        })
-        .collect();
-    peers.extend(cfg.trusted.iter().map(|t| PeerSpec {
-        tls: t.fingerprint,
-        label: t.label.clone(),
-        address: None,
-    }));
-    let global_rooms = cfg
-        .global_room_hashes()
-        .iter()
-        .filter_map(|h| RoomId::from_hash(h))
-        .collect();
-    let mut seed = [0u8; 8];
-    getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-    Ok(FederationConfig {
-        me,
-        label: cfg.label.clone(),
-        peers,
-        global_rooms,
-        seed: u64::from_le_bytes(seed),
-    })
 }
 
 /// This build's version and the git commit it was built from.

@@ -712,3 +712,38 @@ fn routes_move_to_the_other_way_round_when_a_link_dies_and_back_when_it_heals() 
         );
     }
 }
+
+#[test]
+fn a_failed_dial_after_an_inbound_link_changes_nothing() {
+    let t0 = Instant::now();
+    let mut c = lone(t0);
+    c.tick(t0);
+    assert!(matches!(c.drain_actions()[..], [Action::Dial { .. }]));
+    // Peer 1 dials in while our dial is outstanding; then ours fails.
+    c.handle(
+        Input::LinkUp {
+            conn: LinkConn(3),
+            tls: tls_of(1),
+            dialed_by_me: false,
+        },
+        t0,
+    );
+    c.handle(
+        Input::Message {
+            conn: LinkConn(3),
+            msg: FederationMessage::hello("r1"),
+        },
+        t0,
+    );
+    c.handle(Input::DialFailed { peer: id_of(1) }, t0);
+    assert_eq!(c.status(id_of(1)), Some(LinkStatus::Up));
+    c.drain_actions();
+    // When this link dies, the first redial comes after the minimum backoff.
+    c.handle(Input::LinkDown { conn: LinkConn(3) }, t0);
+    assert_eq!(c.status(id_of(1)), Some(LinkStatus::Down));
+    let due = c.next_deadline().unwrap() - t0;
+    assert!(
+        due <= BACKOFF_MIN && due >= BACKOFF_MIN.mul_f64(0.8),
+        "{due:?}"
+    );
+}

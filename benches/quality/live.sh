@@ -18,6 +18,7 @@
 #   CONDITIONS="clean r20" bash benches/quality/live.sh   # some of them (no docs written)
 #   SETS="adapt=true" bash benches/quality/live.sh    # --set NAME=VALUE for both clients
 #   NO_DOCS=1 bash benches/quality/live.sh            # results in target/quality-live only
+#   FAR=call bash benches/quality/live.sh             # the far end sends too (see FAR below)
 #
 # Not a test and not run in CI: it takes minutes and needs the release
 # binaries, espeak-ng, sox, cmake and the scoring venv (target/quality-venv,
@@ -33,6 +34,11 @@ REL=./target/release
 SEED=${SEED:-11}
 CONDITIONS=${CONDITIONS:-}
 SETS=${SETS:-}
+# The far end: "listen" runs graphs/call.toml without its send chain
+# (listen_only.py), so the talker's path carries its media and little else
+# and the proxy's per-datagram trace stays in step with the talker's frames;
+# "call" runs the shipped graph (the far end sends its silent input too).
+FAR=${FAR:-listen}
 # Silence around the speech in the talker's input: the lead covers the
 # connection's start (the graph runs before the relay is reached), the tail
 # the far end's jitter buffer and decoder delay.
@@ -127,6 +133,15 @@ recorded() { local n; n=$(stat -c %s "$1" 2>/dev/null || echo 44); echo $(( (n -
 
 sets=()
 for kv in $SETS; do sets+=(--set "$kv"); done
+far_graph=()
+case $FAR in
+  listen)
+    python3 benches/quality/listen_only.py graphs/call.toml "$WORK/far.toml" \
+      || fail "could not make a listen-only far end from graphs/call.toml (FAR=call runs the shipped graph)"
+    far_graph=(--graph "$WORK/far.toml") ;;
+  call) ;;
+  *) fail "FAR=$FAR: use listen or call" ;;
+esac
 
 # live_call NAME TRACE_FILE SCHEDULE LOOPS
 live_call() {
@@ -139,7 +154,7 @@ live_call() {
   relay=$(field "$line" quic)
   fp=$(field "$line" fingerprint)
   local common=(--room live --room-secret "a secret only the members hold" --relay-fingerprint "$fp" --quiet "${sets[@]}")
-  "$REL/wzp-client" join --relay "$relay" "${common[@]}" --alias far \
+  "$REL/wzp-client" join --relay "$relay" "${common[@]}" "${far_graph[@]}" --alias far \
     --identity "$dir/far.seed" --known-relays "$dir/far.known" \
     --input "$WORK/silence.wav" --output "$dir/far.wav" --stats-json "$dir/far.json" \
     >"$dir/far.out" 2>"$dir/far.err" &
@@ -248,8 +263,9 @@ if [ -n "${NO_DOCS:-}" ] || [ "$CONDITIONS" != "$all" ]; then
 fi
 cmd="bash benches/quality/live.sh"
 [ -n "$SETS" ] && cmd="SETS=\"$SETS\" $cmd"
+[ "$FAR" != listen ] && cmd="FAR=$FAR $cmd"
 "$PY" benches/quality/live_score.py --work "$WORK" --ref "$REF" --segments "$WORK/speech/segments.txt" \
   --conditions "$CONDITIONS" --lead "$LEAD_S" --period "$period_s" "${docs[@]}" \
-  --command "$cmd" --sets "$SETS" --seed "$SEED" --calls-seconds "$calls_s" --anchor-seconds "$anchor_s" \
+  --command "$cmd" --sets "$SETS" --far "$FAR" --seed "$SEED" --calls-seconds "$calls_s" --anchor-seconds "$anchor_s" \
   --opus-demo "$OPUS_DEMO"
 log "done in $(( $(date +%s) - started )) s: ${docs[1]}, ${docs[3]}"

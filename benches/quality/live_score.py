@@ -286,14 +286,14 @@ def section(a, conds, rows, infos, voices, segments, svg_name):
     L.append("")
     L.append("What the far end saw (its jitter buffers and decoders, summed over its receive chains; whole call, lead-in and tail included) and what the proxy did on the talker's path (`c2s`: talker to relay):")
     L.append("")
-    L.append("| condition | played | concealed | late | DRED | LBRR | PLC | resets | underruns | proxy c2s in / lost | proxy s2c in / lost |")
-    L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    L.append("| condition | played | concealed | late | DRED | LBRR | PLC | resets | underruns | talker frames encoded | proxy c2s in / lost | proxy s2c in / lost |")
+    L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for cond in conds:
         i = infos[cond["name"]]
         c2s, s2c = i["c2s"], i["s2c"]
         L.append(
             f"| {cond['label']} | {i['played']} | {i['concealed']} | {i['late']} | {i['dred']} | {i['lbrr']} | {i['plc']} | "
-            f"{i['resets']} | {i['underruns']} | {c2s.get('in', '–')} / {c2s.get('lost', '–')} | {s2c.get('in', '–')} / {s2c.get('lost', '–')} |"
+            f"{i['resets']} | {i['underruns']} | {i['encoded'] if i['encoded'] is not None else '–'} | {c2s.get('in', '–')} / {c2s.get('lost', '–')} | {s2c.get('in', '–')} / {s2c.get('lost', '–')} |"
         )
     L.append("")
     L.append("How it runs (`benches/quality/live.sh`):")
@@ -320,13 +320,21 @@ def section(a, conds, rows, infos, voices, segments, svg_name):
     )
     L.append(
         "- **What is and is not the same packet**: `wzp-netem --trace` counts every UDP datagram of a "
-        "direction, and a QUIC path carries a few that are not media: the handshake and join (in the "
-        "clean lead-in), acknowledgements of what the relay sends the talker, and the client's "
-        "telemetry every 2 s. Each of those moves the trace one entry against the talker's media "
-        "frames (compare `proxy c2s in` with the frames the talker sent), so the live call sees the "
-        "trace's loss pattern shifted by a few packets, not packet for packet what `opus_demo` sees; "
-        "the proxy applies the trace to the relay-to-talker direction too (acknowledgements and the "
-        "far end's silence, which nobody scores)."
+        "direction, and a QUIC path carries some that are not media: the handshake and join (in the "
+        "clean lead-in), acknowledgements, and the client's telemetry every 2 s. Each of those moves "
+        "the trace one entry against the talker's media frames (compare `proxy c2s in` with the "
+        "frames the talker encoded, which include those encoded before its connection was up), so the "
+        "live call sees the trace's loss pattern shifted by that many packets, not packet for packet "
+        "what `opus_demo` sees. The proxy applies the trace to the relay-to-talker direction too "
+        "(acknowledgements, which nobody scores). "
+        + (
+            "The far end runs `graphs/call.toml` without its send chain (`benches/quality/listen_only.py`): "
+            "it only listens, so the talker has no media of its own to acknowledge and its path carries "
+            "little but its frames."
+            if a.far == "listen"
+            else "The far end runs the shipped graph and sends its silent input, which the relay forwards "
+            "to the talker; the talker's acknowledgements of it are datagrams on the traced path."
+        )
     )
     L.append(
         "- `opus_demo` runs at 16 kHz (the speech's rate; wzp's graph encodes at 48 kHz from the "
@@ -355,6 +363,7 @@ def main():
     ap.add_argument("--svg", required=True)
     ap.add_argument("--command", default="bash benches/quality/live.sh")
     ap.add_argument("--sets", default="")
+    ap.add_argument("--far", default="listen", choices=["listen", "call"])
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--calls-seconds", type=int, default=0)
     ap.add_argument("--anchor-seconds", type=int, default=0)

@@ -222,7 +222,8 @@ while IFS=$'\t' read -r name label hint model phases lost total; do
     # connection's handshake, the jitter buffer's start), then the
     # condition's trace from the first speech packet, then clean.
     wtrace="$WORK/runs/$name.trace"
-    { yes 0 | head -n "$lead_frames"; tr -s ' \n' '\n\n' < "$WORK/traces/$name.txt" | grep -v '^$'; yes 0 | head -n "$(( tail_frames + 100 ))"; } > "$wtrace"
+    python3 -c 'import sys; t = open(sys.argv[1]).read().split(); lead, tail = int(sys.argv[2]), int(sys.argv[3]); print("\n".join(["0"] * lead + t + ["0"] * tail))' \
+      "$WORK/traces/$name.txt" "$lead_frames" "$(( tail_frames + 100 ))" > "$wtrace"
     log "call $name: $label (--trace, $lost of $total speech packets lost)"
     live_call "$name" "$wtrace" "" 1 || fail "the call for $name failed"
   fi

@@ -282,7 +282,10 @@ def section(a, conds, rows, infos, voices, segments, svg_name):
     if a.sets:
         L.append(f"- Both clients ran with `--set` {', '.join('`' + s + '`' for s in a.sets.split())}.")
     else:
-        L.append("- Both clients ran the shipped `graphs/call.toml` with no `--set`: today's defaults, whatever they adapt.")
+        L.append(
+            "- The talker ran the shipped `graphs/call.toml` with no `--set` (the far end its receive half): "
+            "today's defaults, with whatever adaptation they hold."
+        )
     L.append("")
     L.append("What the far end saw (its jitter buffers and decoders, summed over its receive chains; whole call, lead-in and tail included) and what the proxy did on the talker's path (`c2s`: talker to relay):")
     L.append("")

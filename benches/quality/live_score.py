@@ -188,7 +188,7 @@ def svg_plot(rows, path):
     gw = 62
     left, top, ph = 60, 44, 220
     pw = groups * gw
-    W = left + pw + 30
+    W = max(left + pw + 30, 480)
     H = top + 2 * (ph + 40) + 150
     panels = [("PESQ-WB (P.862.2, MOS-LQO)", "pesq", 1.0, 4.5, [1, 1.5, 2, 2.5, 3, 3.5, 4, 4.5]), ("STOI", "stoi", 0.5, 1.0, [0.5, 0.6, 0.7, 0.8, 0.9, 1.0])]
     colors = {"wzp": "#d62728", "anchor": "#1f77b4"}

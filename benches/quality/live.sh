@@ -133,6 +133,14 @@ recorded() { local n; n=$(stat -c %s "$1" 2>/dev/null || echo 44); echo $(( (n -
 
 sets=()
 for kv in $SETS; do sets+=(--set "$kv"); done
+# The clients ask for real-time priority themselves; the relay and the proxy
+# get it here when this user may (a loaded machine otherwise delays them).
+rt=()
+if command -v chrt >/dev/null 2>&1 && chrt -f 10 true 2>/dev/null; then
+  rt=(chrt -f 10)
+else
+  log "no real-time priority for the relay and the proxy (chrt -f not permitted): expect more late frames on a loaded machine"
+fi
 far_graph=()
 case $FAR in
   listen)
@@ -147,7 +155,7 @@ esac
 live_call() {
   local name=$1 trace=$2 schedule=$3 loops=$4 dir="$WORK/runs/$1"
   mkdir -p "$dir"
-  "$REL/wzp-relay" -i "$dir/relay.seed" --listen 127.0.0.1:0 >"$dir/relay.out" 2>"$dir/relay.err" &
+  "${rt[@]}" "$REL/wzp-relay" -i "$dir/relay.seed" --listen 127.0.0.1:0 >"$dir/relay.out" 2>"$dir/relay.err" &
   PIDS+=($!)
   local line relay fp
   line=$(wait_for "$dir/relay.out" '^listening ' 20 "'listening' line from wzp-relay") || return 1
@@ -163,7 +171,7 @@ live_call() {
   wait_for "$dir/far.out" 'in the room\)$|^room live: ' 30 "sign that the far end joined" >/dev/null || return 1
   local impair=(--seed "$SEED")
   if [ -n "$schedule" ]; then impair+=(--schedule "$schedule"); else impair+=(--trace "$trace"); fi
-  "$REL/wzp-netem" --listen 127.0.0.1:0 --to "$relay" "${impair[@]}" >"$dir/netem.out" 2>"$dir/netem.err" &
+  "${rt[@]}" "$REL/wzp-netem" --listen 127.0.0.1:0 --to "$relay" "${impair[@]}" >"$dir/netem.out" 2>"$dir/netem.err" &
   local netem=$!
   PIDS+=($netem)
   line=$(wait_for "$dir/netem.out" '^listening ' 20 "'listening' line from wzp-netem") || return 1
@@ -218,14 +226,16 @@ while IFS=$'\t' read -r name label hint model phases lost total; do
     log "call $name: $label (--schedule \"$sched\")"
     live_call "$name" "" "$sched" "$phases" || fail "the call for $name failed"
   else
-    # The trace given to the proxy: clean through the lead-in (the
-    # connection's handshake, the jitter buffer's start), then the
-    # condition's trace from the first speech packet, then clean.
-    wtrace="$WORK/runs/$name.trace"
-    python3 -c 'import sys; t = open(sys.argv[1]).read().split(); lead, tail = int(sys.argv[2]), int(sys.argv[3]); print("\n".join(["0"] * lead + t + ["0"] * tail))' \
-      "$WORK/traces/$name.txt" "$lead_frames" "$(( tail_frames + 100 ))" > "$wtrace"
-    log "call $name: $label (--trace, $lost of $total speech packets lost)"
-    live_call "$name" "$wtrace" "" 1 || fail "the call for $name failed"
+    # The trace as time on the proxy: one 20 ms slot per packet, clean
+    # through the talker's lead-in (the handshake, the jitter buffer's
+    # start), then the condition's slots, then clean. In time rather than
+    # per datagram (`--trace`), so the acknowledgements and telemetry on the
+    # path do not move the pattern against the talker's frames, and both
+    # directions go down together, as on a real path.
+    sched=$(python3 benches/quality/traces.py --schedule-of "$WORK/traces/$name.txt" --lead-ms $(( LEAD_S * 1000 )))
+    echo "$sched" > "$WORK/runs/$name.schedule"
+    log "call $name: $label ($lost of $total speech packets lost, $(tr ';' '\n' <<< "$sched" | wc -l) proxy phases)"
+    live_call "$name" "" "$sched" 1 || fail "the call for $name failed"
   fi
 done < "$WORK/traces/conditions.tsv"
 calls_s=$(( $(date +%s) - calls_started ))

@@ -308,12 +308,13 @@ def section(a, conds, rows, infos, voices, segments, svg_name):
     )
     L.append(
         "- **Traces** (`benches/quality/traces.py`, seed "
-        f"{a.seed}): one 0/1 per 20 ms packet for the speech: random loss; Gilbert-Elliott (bad state "
+        f"{a.seed}): one 0/1 per 20 ms packet of the speech: random loss; Gilbert-Elliott (the bad state "
         "loses every packet, lasts the mean burst on average, and fills the given share of time); "
-        "400 ms outages every 5 s starting 2.5 s in. The proxy gets the same trace with the lead-in "
-        "packets clean in front (`--trace`, per datagram), `opus_demo` gets it as is (`-lossfile`, "
-        "per packet). The share lost differs from the nominal loss: it is what this seed drew, the "
-        "same on both sides."
+        "400 ms outages every 5 s starting 2.5 s in. `opus_demo` reads the file as is (`-lossfile`, one "
+        "entry per packet). The proxy replays the same file in time: `--schedule` with one 20 ms phase "
+        "per entry (runs merged, `loss=100` for lost ones), after a clean phase as long as the talker's "
+        "lead-in. The share lost differs from the nominal loss: it is what this seed drew, the same on "
+        "both sides."
     )
     L.append(
         "- **Schedule**: the proxy runs `--schedule` (time phases of one talker loop each: loss 0, 20, 0; "
@@ -322,22 +323,22 @@ def section(a, conds, rows, infos, voices, segments, svg_name):
         "clean). The 20 % phase therefore has the same statistics on both sides, not the same packets."
     )
     L.append(
-        "- **What is and is not the same packet**: `wzp-netem --trace` counts every UDP datagram of a "
-        "direction, and a QUIC path carries some that are not media: the handshake and join (in the "
-        "clean lead-in), acknowledgements, and the client's telemetry every 2 s. Each of those moves "
-        "the trace one entry against the talker's media frames (compare `proxy c2s in` with the "
-        "frames the talker encoded, which include those encoded before its connection was up), so the "
-        "live call sees the trace's loss pattern shifted by that many packets, not packet for packet "
-        "what `opus_demo` sees. The proxy applies the trace to the relay-to-talker direction too "
-        "(acknowledgements, which nobody scores). "
+        "- **Same packets, up to an offset**: the proxy's clock starts a moment before the talker's "
+        "graph (process start, the first 20 ms tick), so the talker's frames meet the trace a fixed "
+        "whole number of slots late, with the odd frame on a slot edge going to its neighbour; the loss "
+        "pattern is the anchor's, shifted by that offset (likely 0-5 packets), not packet for packet. "
+        "A schedule in time, unlike `--trace` (per datagram), is not moved by the handshake, "
+        "acknowledgements or telemetry on the path, and takes both directions down together as a real "
+        "path does; a per-datagram trace also runs on the relay-to-talker direction, whose few "
+        "acknowledgements make each run of losses seconds long there, and the talker's QUIC connection "
+        "then timed out (3 s) and rejoined in the 160 ms-burst and outage conditions. "
         + (
             "The far end runs `graphs/call.toml` without its send chain (`benches/quality/listen_only.py`): "
-            "it only listens, so the talker has no media of its own to acknowledge and its path carries "
-            "little but its frames."
+            "it only listens."
             if a.far == "listen"
-            else "The far end runs the shipped graph and sends its silent input, which the relay forwards "
-            "to the talker; the talker's acknowledgements of it are datagrams on the traced path."
+            else "The far end runs the shipped graph and sends its silent input too."
         )
+        + " The relay and the proxy run with real-time priority (`chrt -f 10`) when allowed, as the clients do."
     )
     L.append(
         "- `opus_demo` runs at 16 kHz (the speech's rate; wzp's graph encodes at 48 kHz from the "

@@ -78,12 +78,39 @@ def make(model, params, rng, n):
     raise ValueError(f"unknown model {model}")
 
 
+def schedule_of(trace, lead_ms):
+    """A `wzp-netem --schedule`: the trace's runs as phases of 20 ms per entry.
+
+    Kept runs are phases with the flags' settings (no loss), lost runs
+    `loss=100`; a clean phase first (lead_ms) and last (holds to the end).
+    """
+    phases = [f"{lead_ms}ms"] if lead_ms > 0 else []
+    i = 0
+    while i < len(trace):
+        j = i
+        while j < len(trace) and trace[j] == trace[i]:
+            j += 1
+        ms = (j - i) * FRAME_MS
+        phases.append(f"{ms}ms:loss=100" if trace[i] else f"{ms}ms")
+        i = j
+    phases.append("1s")
+    return ";".join(phases)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", required=True, help="directory for the trace files")
-    ap.add_argument("--packets", type=int, required=True, help="20 ms packets per trace (per phase for the schedule)")
+    ap.add_argument("--out", help="directory for the trace files")
+    ap.add_argument("--packets", type=int, help="20 ms packets per trace (per phase for the schedule)")
     ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--schedule-of", metavar="TRACE", help="print TRACE as a wzp-netem --schedule (20 ms per entry) instead")
+    ap.add_argument("--lead-ms", type=int, default=0, help="with --schedule-of: clean time before the trace")
     a = ap.parse_args()
+    if a.schedule_of:
+        with open(a.schedule_of) as f:
+            print(schedule_of([int(x) for x in f.read().split()], a.lead_ms))
+        return
+    if not a.out or a.packets is None:
+        sys.exit("traces: give --out DIR and --packets N (or --schedule-of TRACE)")
     if a.packets <= 0:
         sys.exit(f"traces: --packets {a.packets}: must be positive")
     os.makedirs(a.out, exist_ok=True)

@@ -4,10 +4,10 @@
 # For each loss condition: a relay, a receiving client and a talking client,
 # all real processes on loopback (QUIC, end-to-end encryption, the call
 # graph on the real-time clock), the talker's path to the relay going through
-# `wzp-netem` replaying the condition's loss trace (or, for the schedule, a
-# --schedule of phases). The receiver's recording is scored against the
-# talker's speech with wideband PESQ and STOI, as benches/quality/score.py
-# scores the loopback matrix. In the same run, the anchor: libopus 1.6.1's
+# `wzp-netem` replaying the condition's loss trace in time (a --schedule of
+# 20 ms slots; for the schedule condition, its phases). The far end's
+# recording is scored against the talker's speech with wideband PESQ and
+# STOI, as benches/quality/score.py scores the loopback matrix. In the same run, the anchor: libopus 1.6.1's
 # own `opus_demo` (built from the source bundled in opusic-sys) on the same
 # speech at the same 24 kb/s and 20 ms frames, over the same trace file
 # (`-lossfile`), best of `-dec_complexity 6`, `-inbandfec -loss P` and

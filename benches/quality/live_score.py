@@ -299,7 +299,14 @@ def section(a, conds, rows, infos, voices, segments, svg_name):
             f"{i['resets']} | {i['underruns']} | {i['encoded'] if i['encoded'] is not None else '–'} | {c2s.get('in', '–')} / {c2s.get('lost', '–')} | {s2c.get('in', '–')} / {s2c.get('lost', '–')} |"
         )
     L.append("")
-    L.append("How it runs (`benches/quality/live.sh`):")
+    findings = os.path.join(os.path.dirname(os.path.abspath(__file__)), "live_findings.md")
+    if os.path.exists(findings):
+        with open(findings) as f:
+            L.append(f.read().rstrip())
+        L.append("")
+    L.append("### How it runs")
+    L.append("")
+    L.append("`benches/quality/live.sh`:")
     L.append("")
     L.append(
         f"- **Speech**: the loopback bench's {len(segments)} espeak-ng segments ({', '.join('`' + v + '`' for v in voices)}), "

@@ -19,6 +19,7 @@
 #   SETS="adapt=true" bash benches/quality/live.sh    # --set NAME=VALUE for both clients
 #   NO_DOCS=1 bash benches/quality/live.sh            # results in target/quality-live only
 #   FAR=call bash benches/quality/live.sh             # the far end sends too (see FAR below)
+#   BUILD=0 / VENV=DIR / SEED=N                       # no cargo build / another venv / other traces
 #
 # Not a test and not run in CI: it takes minutes and needs the release
 # binaries, espeak-ng, sox, cmake and the scoring venv (target/quality-venv,
@@ -28,7 +29,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 WORK=target/quality-live
-VENV=target/quality-venv
+VENV=${VENV:-target/quality-venv}
 PY="$VENV/bin/python"
 REL=./target/release
 SEED=${SEED:-11}

@@ -333,7 +333,7 @@ def section(a, conds, rows, infos, voices, segments, svg_name):
         "- **Same packets, up to an offset**: the proxy's clock starts a moment before the talker's "
         "graph (process start, the first 20 ms tick), so the talker's frames meet the trace a fixed "
         "whole number of slots late, with the odd frame on a slot edge going to its neighbour; the loss "
-        "pattern is the anchor's, shifted by that offset (likely 0-5 packets), not packet for packet. "
+        "pattern is the anchor's, shifted by that offset (which the bench does not measure), not packet for packet. "
         "A schedule in time, unlike `--trace` (per datagram), is not moved by the handshake, "
         "acknowledgements or telemetry on the path, and takes both directions down together as a real "
         "path does; a per-datagram trace also runs on the relay-to-talker direction, whose few "

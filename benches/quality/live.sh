@@ -1,0 +1,283 @@
+#!/usr/bin/env bash
+# The live quality bench: real calls against libopus's own loop.
+#
+# For each loss condition: a relay, a receiving client and a talking client,
+# all real processes on loopback (QUIC, end-to-end encryption, the call
+# graph on the real-time clock), the talker's path to the relay going through
+# `wzp-netem` replaying the condition's loss trace in time (a --schedule of
+# 20 ms slots; for the schedule condition, its phases). The far end's
+# recording is scored against the talker's speech with wideband PESQ and
+# STOI, as benches/quality/score.py scores the loopback matrix. In the same run, the anchor: libopus 1.6.1's
+# own `opus_demo` (built from the source bundled in opusic-sys) on the same
+# speech at the same 24 kb/s and 20 ms frames, over the same trace file
+# (`-lossfile`), best of `-dec_complexity 6`, `-inbandfec -loss P` and
+# `-dred 100 -loss P`. Writes the "Live calls against libopus's own loop"
+# section of docs/QUALITY.md and docs/quality-live.svg.
+#
+#   bash benches/quality/live.sh                      # every condition (~8 min of calls)
+#   CONDITIONS="clean r20" bash benches/quality/live.sh   # some of them (no docs written)
+#   SETS="adapt=true" bash benches/quality/live.sh    # --set NAME=VALUE for both clients
+#   NO_DOCS=1 bash benches/quality/live.sh            # results in target/quality-live only
+#   FAR=call bash benches/quality/live.sh             # the far end sends too (see FAR below)
+#   BUILD=0 / VENV=DIR / SEED=N                       # no cargo build / another venv / other traces
+#
+# Not a test and not run in CI: it takes minutes and needs the release
+# binaries, espeak-ng, sox, cmake and the scoring venv (target/quality-venv,
+# made by benches/quality/run.sh). A missing piece stops it with a message
+# saying what to install, and a non-zero exit.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+WORK=target/quality-live
+VENV=${VENV:-target/quality-venv}
+PY="$VENV/bin/python"
+REL=./target/release
+SEED=${SEED:-11}
+CONDITIONS=${CONDITIONS:-}
+SETS=${SETS:-}
+# The far end: "listen" runs graphs/call.toml without its send chain
+# (listen_only.py), so the talker's path carries its media and little else
+# and the proxy's per-datagram trace stays in step with the talker's frames;
+# "call" runs the shipped graph (the far end sends its silent input too).
+FAR=${FAR:-listen}
+# Silence around the speech in the talker's input: the lead covers the
+# connection's start (the graph runs before the relay is reached), the tail
+# the far end's jitter buffer and decoder delay.
+LEAD_S=3
+TAIL_S=2
+started=$(date +%s)
+
+log() { echo "quality-live: $*" >&2; }
+fail() {
+  log "error: $*"
+  exit 1
+}
+
+# --- what the bench needs --------------------------------------------------
+for tool in espeak-ng sox soxi python3; do
+  command -v "$tool" >/dev/null 2>&1 \
+    || fail "$tool is missing: apt-get install espeak-ng sox python3 (scripts/setup.sh installs them)"
+done
+if ! "$PY" -c "import pesq, pystoi, numpy, scipy, soundfile" >/dev/null 2>&1; then
+  fail "no scoring venv at $VENV (pesq, pystoi, numpy, scipy, soundfile): run 'bash benches/quality/run.sh' once, or: python3 -m venv $VENV && $VENV/bin/pip install pesq pystoi numpy scipy soundfile"
+fi
+if [ "${BUILD:-1}" = 1 ]; then
+  log "building the release binaries (cargo build --release -p wzp-client -p wzp-relay)"
+  cargo build --release -q -p wzp-client -p wzp-relay \
+    || fail "cargo build --release -p wzp-client -p wzp-relay failed (see above)"
+fi
+for b in wzp-client wzp-relay wzp-netem; do
+  [ -x "$REL/$b" ] || fail "$REL/$b is missing: cargo build --release -p wzp-client -p wzp-relay"
+done
+OPUS_DEMO=$(bash benches/quality/build-opus-demo.sh) || fail "no opus_demo (see the message above)"
+[ -x "$OPUS_DEMO" ] || fail "build-opus-demo.sh named $OPUS_DEMO, which is not an executable"
+
+# --- speech, the talker's input, the traces --------------------------------
+rm -rf "$WORK/runs"
+mkdir -p "$WORK/runs" "$WORK/anchor"
+bash benches/quality/speech.sh "$WORK/speech"
+REF="$WORK/speech/speech.wav"
+sox -q -D -n -r 16000 -c 1 -b 16 "$WORK/lead.wav" trim 0 "$LEAD_S"
+sox -q -D -n -r 16000 -c 1 -b 16 "$WORK/tail.wav" trim 0 "$TAIL_S"
+sox -q -D "$WORK/lead.wav" "$REF" "$WORK/tail.wav" "$WORK/talk.wav"
+sox -q -D -n -r 16000 -c 1 -b 16 "$WORK/silence.wav" trim 0 1
+sox -q -D "$REF" -t raw -e signed -b 16 -c 1 -r 16000 "$WORK/speech.raw"
+samples=$(soxi -s "$REF")
+frames=$(( (samples + 319) / 320 ))
+lead_frames=$(( LEAD_S * 50 ))
+tail_frames=$(( TAIL_S * 50 ))
+period_s=$(soxi -D "$WORK/talk.wav")
+"$PY" benches/quality/traces.py --out "$WORK/traces" --packets "$frames" --seed "$SEED"
+log "speech: $(soxi -D "$REF") s ($frames frames of 20 ms); talker's input: ${period_s} s, looped"
+
+all=$(cut -f1 "$WORK/traces/conditions.tsv" | tr '\n' ' ')
+if [ -z "$CONDITIONS" ]; then
+  CONDITIONS=$all
+else
+  for c in $CONDITIONS; do
+    grep -q "^$c	" "$WORK/traces/conditions.tsv" || fail "CONDITIONS: unknown condition \"$c\"; use some of: $all"
+  done
+fi
+
+# --- processes ---------------------------------------------------------------
+# Every process this script starts is recorded here and ended on exit.
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do
+    kill "$p" 2>/dev/null || true
+  done
+  for p in "${PIDS[@]}"; do
+    wait "$p" 2>/dev/null || true
+  done
+  PIDS=()
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# wait_for FILE REGEX SECONDS WHAT: the first line of FILE matching REGEX.
+wait_for() {
+  local file=$1 re=$2 secs=$3 what=$4 deadline line
+  deadline=$(( $(date +%s) + secs ))
+  while :; do
+    line=$(grep -m1 -E "$re" "$file" 2>/dev/null || true)
+    [ -n "$line" ] && { echo "$line"; return 0; }
+    [ "$(date +%s)" -ge "$deadline" ] && {
+      log "error: no $what within $secs s; $file holds:"
+      sed 's/^/    /' "$file" >&2 || true
+      return 1
+    }
+    sleep 0.1
+  done
+}
+field() { tr ' ' '\n' <<< "$1" | sed -n "s/^$2=//p" | head -1; }
+recorded() { local n; n=$(stat -c %s "$1" 2>/dev/null || echo 44); echo $(( (n - 44) / 2 )); }
+
+sets=()
+for kv in $SETS; do sets+=(--set "$kv"); done
+# The clients ask for real-time priority themselves; the relay and the proxy
+# get it here when this user may (a loaded machine otherwise delays them).
+rt=()
+if command -v chrt >/dev/null 2>&1 && chrt -f 10 true 2>/dev/null; then
+  rt=(chrt -f 10)
+else
+  log "no real-time priority for the relay and the proxy (chrt -f not permitted): expect more late frames on a loaded machine"
+fi
+far_graph=()
+case $FAR in
+  listen)
+    python3 benches/quality/listen_only.py graphs/call.toml "$WORK/far.toml" \
+      || fail "could not make a listen-only far end from graphs/call.toml (FAR=call runs the shipped graph)"
+    far_graph=(--graph "$WORK/far.toml") ;;
+  call) ;;
+  *) fail "FAR=$FAR: use listen or call" ;;
+esac
+
+# live_call NAME TRACE_FILE SCHEDULE LOOPS
+live_call() {
+  local name=$1 trace=$2 schedule=$3 loops=$4 dir="$WORK/runs/$1"
+  mkdir -p "$dir"
+  "${rt[@]}" "$REL/wzp-relay" -i "$dir/relay.seed" --listen 127.0.0.1:0 >"$dir/relay.out" 2>"$dir/relay.err" &
+  PIDS+=($!)
+  local line relay fp
+  line=$(wait_for "$dir/relay.out" '^listening ' 20 "'listening' line from wzp-relay") || return 1
+  relay=$(field "$line" quic)
+  fp=$(field "$line" fingerprint)
+  local common=(--room live --room-secret "a secret only the members hold" --relay-fingerprint "$fp" --quiet "${sets[@]}")
+  "$REL/wzp-client" join --relay "$relay" "${common[@]}" "${far_graph[@]}" --alias far \
+    --identity "$dir/far.seed" --known-relays "$dir/far.known" \
+    --input "$WORK/silence.wav" --output "$dir/far.wav" --stats-json "$dir/far.json" \
+    >"$dir/far.out" 2>"$dir/far.err" &
+  local far=$!
+  PIDS+=($far)
+  wait_for "$dir/far.out" 'in the room\)$|^room live: ' 30 "sign that the far end joined" >/dev/null || return 1
+  local impair=(--seed "$SEED")
+  if [ -n "$schedule" ]; then impair+=(--schedule "$schedule"); else impair+=(--trace "$trace"); fi
+  "${rt[@]}" "$REL/wzp-netem" --listen 127.0.0.1:0 --to "$relay" "${impair[@]}" >"$dir/netem.out" 2>"$dir/netem.err" &
+  local netem=$!
+  PIDS+=($netem)
+  line=$(wait_for "$dir/netem.out" '^listening ' 20 "'listening' line from wzp-netem") || return 1
+  local proxy
+  proxy=$(field "$line" udp)
+  # The talker plays its input `loops` times (it loops) and hangs up.
+  local dur
+  dur=$(python3 -c "print(f'{$period_s * $loops + 1.0:.2f}s')")
+  "$REL/wzp-client" join --relay "$proxy" "${common[@]}" --alias talker \
+    --identity "$dir/talker.seed" --known-relays "$dir/talker.known" \
+    --input "$WORK/talk.wav" --output null --duration "$dur" --stats-json "$dir/talker.json" \
+    >"$dir/talker.out" 2>"$dir/talker.err" &
+  local talker=$!
+  PIDS+=($talker)
+  # Where the far end's recording stood when the talker started: the scorer
+  # looks for the speech LEAD_S after it.
+  recorded "$dir/far.wav" > "$dir/talker_start.txt"
+  if ! wait "$talker"; then
+    log "error: the talking client failed in $name:"
+    sed 's/^/    /' "$dir/talker.err" >&2
+    return 1
+  fi
+  # Let the far end play out what it holds (a second of recording), then hang up.
+  local have
+  have=$(recorded "$dir/far.wav")
+  local deadline=$(( $(date +%s) + 20 ))
+  while [ "$(recorded "$dir/far.wav")" -lt $(( have + 32000 )) ]; do
+    [ "$(date +%s)" -ge "$deadline" ] && { log "error: the far end stopped recording in $name"; return 1; }
+    sleep 0.2
+  done
+  kill -INT "$far"
+  if ! wait "$far"; then
+    log "error: the far end failed in $name:"
+    sed 's/^/    /' "$dir/far.err" >&2
+    return 1
+  fi
+  kill -TERM "$netem"
+  wait "$netem" || { log "error: wzp-netem failed in $name"; sed 's/^/    /' "$dir/netem.err" >&2; return 1; }
+  kill -TERM "${PIDS[0]}" 2>/dev/null || true
+  cleanup
+  grep '^counters ' "$dir/netem.out" | sed "s/^/quality-live: $name: netem /" >&2
+}
+
+# --- the calls ------------------------------------------------------------------
+calls_started=$(date +%s)
+while IFS=$'\t' read -r name label hint model phases lost total; do
+  case " $CONDITIONS " in *" $name "*) ;; *) continue ;; esac
+  if [ "$model" = schedule ]; then
+    # Time phases on the proxy, one talker loop each: the talker starts a
+    # moment after the proxy, and its speech sits LEAD_S into its loop.
+    sched=$(python3 -c "p=$period_s; print(';'.join(f'{p:.3f}s:loss={l}' for l in (0, 20, 0)))")
+    log "call $name: $label (--schedule \"$sched\")"
+    live_call "$name" "" "$sched" "$phases" || fail "the call for $name failed"
+  else
+    # The trace as time on the proxy: one 20 ms slot per packet, clean
+    # through the talker's lead-in (the handshake, the jitter buffer's
+    # start), then the condition's slots, then clean. In time rather than
+    # per datagram (`--trace`), so the acknowledgements and telemetry on the
+    # path do not move the pattern against the talker's frames, and both
+    # directions go down together, as on a real path.
+    sched=$(python3 benches/quality/traces.py --schedule-of "$WORK/traces/$name.txt" --lead-ms $(( LEAD_S * 1000 )))
+    echo "$sched" > "$WORK/runs/$name.schedule"
+    log "call $name: $label ($lost of $total speech packets lost, $(tr ';' '\n' <<< "$sched" | wc -l) proxy phases)"
+    live_call "$name" "" "$sched" 1 || fail "the call for $name failed"
+  fi
+done < "$WORK/traces/conditions.tsv"
+calls_s=$(( $(date +%s) - calls_started ))
+
+# --- the anchor: libopus's own loop over the same traces ---------------------
+anchor_started=$(date +%s)
+while IFS=$'\t' read -r name label hint model phases lost total; do
+  case " $CONDITIONS " in *" $name "*) ;; *) continue ;; esac
+  # The schedule's trace holds its phases back to back: the speech is played
+  # once per phase.
+  input="$WORK/speech.raw"
+  if [ "$phases" -gt 1 ]; then
+    input="$WORK/anchor/speech-x$phases.raw"
+    for _ in $(seq "$phases"); do cat "$WORK/speech.raw"; done > "$input"
+  fi
+  for setting in dc6 lbrr dred; do
+    case $setting in
+      dc6) opts=(-dec_complexity 6) ;;
+      lbrr) opts=(-inbandfec -loss "$hint") ;;
+      dred) opts=(-dred 100 -loss "$hint") ;;
+    esac
+    out="$WORK/anchor/$name-$setting.raw"
+    "$OPUS_DEMO" voip 16000 1 24000 -framesize 20 "${opts[@]}" -lossfile "$WORK/traces/$name.txt" \
+      "$input" "$out" >"$WORK/anchor/$name-$setting.log" 2>&1 \
+      || fail "opus_demo failed on $name ($setting); see $WORK/anchor/$name-$setting.log"
+    echo "$name $setting ${opts[*]}" >> "$WORK/anchor/settings.txt.new"
+  done
+done < "$WORK/traces/conditions.tsv"
+mv "$WORK/anchor/settings.txt.new" "$WORK/anchor/settings.txt"
+anchor_s=$(( $(date +%s) - anchor_started ))
+
+# --- scores, table, plot ----------------------------------------------------
+docs=(--md docs/QUALITY.md --svg docs/quality-live.svg)
+if [ -n "${NO_DOCS:-}" ] || [ "$CONDITIONS" != "$all" ]; then
+  docs=(--md "$WORK/QUALITY-live.md" --svg "$WORK/quality-live.svg")
+fi
+cmd="bash benches/quality/live.sh"
+[ -n "$SETS" ] && cmd="SETS=\"$SETS\" $cmd"
+[ "$FAR" != listen ] && cmd="FAR=$FAR $cmd"
+"$PY" benches/quality/live_score.py --work "$WORK" --ref "$REF" --segments "$WORK/speech/segments.txt" \
+  --conditions "$CONDITIONS" --lead "$LEAD_S" --period "$period_s" "${docs[@]}" \
+  --command "$cmd" --sets "$SETS" --far "$FAR" --seed "$SEED" --calls-seconds "$calls_s" --anchor-seconds "$anchor_s" \
+  --opus-demo "$OPUS_DEMO"
+log "done in $(( $(date +%s) - started )) s: ${docs[1]}, ${docs[3]}"

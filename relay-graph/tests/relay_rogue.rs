@@ -180,7 +180,7 @@ async fn bad_handshakes_are_refused_without_disturbing_a_call() {
     });
 
     // Server names the relay does not serve.
-    for sni in ["lobby", "wzp-relay", "_federation"] {
+    for sni in ["lobby", "wzp-relay", "_relay"] {
         let (_ep, conn) = connect(&relay, sni).await.unwrap();
         let e = tokio::time::timeout(WAIT, conn.closed()).await.unwrap();
         match e {

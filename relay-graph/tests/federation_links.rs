@@ -212,7 +212,7 @@ async fn a_fingerprint_merely_claimed_in_a_message_gets_nothing() {
 }
 
 #[test]
-fn a_dead_peer_is_noticed_and_its_link_goes_down() {
+fn a_dead_peer_is_noticed_and_its_link_comes_back_with_it() {
     let dir = common::tempdir();
     let fp_a = fingerprint_of(&dir.path().join("a.seed"));
     let mut b = relay(
@@ -237,6 +237,26 @@ fn a_dead_peer_is_noticed_and_its_link_goes_down() {
     );
     let peers: serde_json::Value = serde_json::from_str(&a.http_get("/peers")).unwrap();
     assert_eq!(peers["peers"][0]["status"], "down");
+    // B comes back with the same identity and address: A redials (a link
+    // that was up is redialed after 0.5 s, then with the backoff).
+    let cfg = dir.path().join("b.toml");
+    let seed = dir.path().join("b.seed");
+    let addr = b.quic.to_string();
+    let b = RelayProc::start(&[
+        "-c",
+        cfg.to_str().unwrap(),
+        "-i",
+        seed.to_str().unwrap(),
+        "--listen",
+        &addr,
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--label",
+        "b",
+    ]);
+    let back = wait_status(&a, "b", 2.0);
+    println!("link back {} ms after the peer restarted", back.as_millis());
+    wait_status(&b, "a", 2.0);
 }
 
 /// The participants a RoomUpdate lists: (fingerprint, relay label).

@@ -63,6 +63,9 @@ pub const DEAD_AFTER: Duration = Duration::from_secs(5);
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// First redial delay.
 pub const BACKOFF_MIN: Duration = Duration::from_secs(5);
+/// Redial delay after a link that was up is lost (a relay restarting is
+/// back within a second or two): once, then the backoff.
+pub const QUICK_REDIAL: Duration = Duration::from_millis(500);
 /// Longest redial delay.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
 /// Pings awaiting their pong, per link; older ones are forgotten.
@@ -913,6 +916,10 @@ impl FederationCore {
     /// The link to `peer` is gone: forget what it said, tell the others,
     /// schedule a redial.
     fn link_lost(&mut self, peer: RelayId, now: Instant) {
+        let was_up = self
+            .links
+            .get(&peer)
+            .is_some_and(|l| matches!(l.phase, Phase::Up { .. }));
         self.forget_peer_state(peer);
         if let Some(l) = self.links.get_mut(&peer) {
             l.phase = Phase::Down {
@@ -920,7 +927,28 @@ impl FederationCore {
                 dialing: false,
             };
         }
-        self.schedule_redial(peer, now);
+        if was_up {
+            self.schedule_quick_redial(peer, now);
+        } else {
+            self.schedule_redial(peer, now);
+        }
+    }
+
+    /// A link that was up is gone: redial after [`QUICK_REDIAL`] (with
+    /// jitter), leaving the backoff where it is for the dials after it.
+    fn schedule_quick_redial(&mut self, peer: RelayId, now: Instant) {
+        let jitter = self.next_unit();
+        let Some(l) = self.links.get_mut(&peer) else {
+            return;
+        };
+        if l.spec.address.is_none() {
+            return;
+        }
+        if let Phase::Down { next_dial, dialing } = &mut l.phase {
+            if !*dialing {
+                *next_dial = Some(now + QUICK_REDIAL.mul_f64(1.0 - 0.2 * jitter));
+            }
+        }
     }
 
     fn forget_peer_state(&mut self, peer: RelayId) {

@@ -738,10 +738,20 @@ fn a_failed_dial_after_an_inbound_link_changes_nothing() {
     c.handle(Input::DialFailed { peer: id_of(1) }, t0);
     assert_eq!(c.status(id_of(1)), Some(LinkStatus::Up));
     c.drain_actions();
-    // When this link dies, the first redial comes after the minimum backoff.
+    // When this link dies, a quick redial (it was up), and when that one
+    // fails, the minimum backoff: the stray failure doubled nothing.
     c.handle(Input::LinkDown { conn: LinkConn(3) }, t0);
     assert_eq!(c.status(id_of(1)), Some(LinkStatus::Down));
     let due = c.next_deadline().unwrap() - t0;
+    assert!(
+        due <= QUICK_REDIAL && due >= QUICK_REDIAL.mul_f64(0.8),
+        "{due:?}"
+    );
+    let t1 = t0 + due;
+    c.tick(t1);
+    assert!(matches!(c.drain_actions()[..], [Action::Dial { .. }]));
+    c.handle(Input::DialFailed { peer: id_of(1) }, t1);
+    let due = c.next_deadline().unwrap() - t1;
     assert!(
         due <= BACKOFF_MIN && due >= BACKOFF_MIN.mul_f64(0.8),
         "{due:?}"

@@ -34,8 +34,13 @@ fn fingerprint_of(seed: &Path) -> TlsFingerprint {
 
 /// Starts relay `name` in `dir` with `config` (TOML) as its config file.
 fn relay(dir: &Path, name: &str, config: &str) -> RelayProc {
+    std::fs::write(dir.join(format!("{name}.toml")), config).unwrap();
+    relay_on(dir, name, "127.0.0.1:0")
+}
+
+/// Starts relay `name` from its config and identity in `dir`, on `listen`.
+fn relay_on(dir: &Path, name: &str, listen: &str) -> RelayProc {
     let cfg = dir.join(format!("{name}.toml"));
-    std::fs::write(&cfg, config).unwrap();
     let seed = dir.join(format!("{name}.seed"));
     RelayProc::start(&[
         "-c",
@@ -43,7 +48,7 @@ fn relay(dir: &Path, name: &str, config: &str) -> RelayProc {
         "-i",
         seed.to_str().unwrap(),
         "--listen",
-        "127.0.0.1:0",
+        listen,
         "--metrics-addr",
         "127.0.0.1:0",
         "--label",
@@ -239,21 +244,7 @@ fn a_dead_peer_is_noticed_and_its_link_comes_back_with_it() {
     assert_eq!(peers["peers"][0]["status"], "down");
     // B comes back with the same identity and address: A redials (a link
     // that was up is redialed after 0.5 s, then with the backoff).
-    let cfg = dir.path().join("b.toml");
-    let seed = dir.path().join("b.seed");
-    let addr = b.quic.to_string();
-    let b = RelayProc::start(&[
-        "-c",
-        cfg.to_str().unwrap(),
-        "-i",
-        seed.to_str().unwrap(),
-        "--listen",
-        &addr,
-        "--metrics-addr",
-        "127.0.0.1:0",
-        "--label",
-        "b",
-    ]);
+    let b = relay_on(dir.path(), "b", &b.quic.to_string());
     let back = wait_status(&a, "b", 2.0);
     println!("link back {} ms after the peer restarted", back.as_millis());
     wait_status(&b, "a", 2.0);

@@ -35,7 +35,7 @@
 //! both sides bridge, and an unknown certificate is refused with the config
 //! snippet the operator needs.
 
-pub mod dedup;
+pub use wzp_proto::dedup;
 pub mod mesh;
 pub mod pathvec;
 // The fuzz target `federation_frame` compiles this module by path, without
@@ -653,6 +653,42 @@ impl FederationCore {
             }
         }
         out.into_iter().collect()
+    }
+
+    /// For media routing tables: every other relay with participants in
+    /// `room` that this relay reaches, with the up peer that is the next
+    /// hop towards it (a peer that bridges the room). What
+    /// [`FederationCore::forward_targets`] computes per packet, as data.
+    pub fn room_next_hops(&self, room: RoomId) -> Vec<(RelayId, RelayId)> {
+        let mut out = Vec::new();
+        for key in self.rooms.keys() {
+            let (r, origin) = *key;
+            if r != room || origin == self.me {
+                continue;
+            }
+            if let Some(best) = self.rooms.best(key) {
+                if let Some(&next) = best.path.get(1) {
+                    if self.peer_bridges(next, room) {
+                        out.push((origin, next));
+                    }
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// The connection of `peer`'s link while it is up.
+    pub fn up_conn(&self, peer: RelayId) -> Option<LinkConn> {
+        match self.links.get(&peer)?.phase {
+            Phase::Up { conn, .. } => Some(conn),
+            _ => None,
+        }
+    }
+
+    /// The rooms media may cross links for: the bridged global rooms.
+    pub fn bridged_rooms(&self) -> impl Iterator<Item = &RoomId> {
+        self.global_rooms.iter()
     }
 
     fn peer_bridges(&self, peer: RelayId, room: RoomId) -> bool {

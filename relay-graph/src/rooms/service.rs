@@ -73,6 +73,16 @@ impl RoomService {
         deliver(services, &st, updates);
     }
 
+    /// A handle for a federation link's media ([`RoomTable::alloc_link_handle`]).
+    pub fn alloc_link_handle(&self) -> Option<u32> {
+        self.lock().table.alloc_link_handle()
+    }
+
+    /// Returns a link handle.
+    pub fn release_link_handle(&self, handle: u32) {
+        self.lock().table.release_link_handle(handle);
+    }
+
     /// Allows exactly `fingerprints` into call room `room`.
     pub fn allow_call(&self, room: &str, fingerprints: Vec<wzp_proto::Fingerprint>) {
         self.lock().table.calls.allow(room, fingerprints);
@@ -372,6 +382,17 @@ pub async fn serve_room(
                     services
                         .federation
                         .local_room(&room, st.table.local_participants(&room));
+                    if let Some((member, slot, shard)) = st.table.add_relay_member(&room) {
+                        membership(
+                            &services,
+                            shard,
+                            SfuCommand::JoinRelay {
+                                peer: member,
+                                room: slot,
+                            },
+                        );
+                        services.federation.room_member(&room, Some(member), shard);
+                    }
                 }
                 Ok(h)
             }
@@ -452,6 +473,10 @@ pub async fn serve_room(
                 services
                     .federation
                     .local_room(&room, st.table.local_participants(&room));
+            }
+            for (member, shard) in st.table.take_orphaned_relay_members() {
+                membership(&services, shard, SfuCommand::Leave { peer: member });
+                services.federation.room_member(&room, None, shard);
             }
             Some(members)
         } else {

@@ -284,6 +284,14 @@ struct Hub {
 
 impl Hub {
     async fn run(mut self, mut rx: mpsc::Receiver<HubEvent>) {
+        // The relay's services are built around this hub (`Arc::new_cyclic`
+        // in `Relay::start`): until that returns they cannot be reached, and
+        // a link that came up then would get no media handle and no datagram
+        // reader for its whole life. So nothing is dialed before they exist.
+        let started = Instant::now();
+        while self.services.upgrade().is_none() && started.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         // The first dials are due at once.
         self.core.tick(Instant::now());
         self.apply();

@@ -363,6 +363,23 @@ async fn a_triangle_delivers_each_packet_exactly_once() {
             .iter()
             .all(|(_, s, _)| *s != members[i].sender_id));
     }
+    // The copies were there to drop: each relay got others' packets over
+    // both of its links, and its dedup window kept one.
+    let deduped: Vec<f64> = names
+        .iter()
+        .map(|n| {
+            mesh.relay(n)
+                .metric("wzp_federation_packets_deduped_total")
+                .unwrap_or(0.0)
+        })
+        .collect();
+    println!("copies dropped by dedup on a, b, c: {deduped:?}");
+    for (n, d) in names.iter().zip(&deduped) {
+        assert!(
+            *d > 0.0,
+            "relay {n} dropped no copy: the triangle did not carry two"
+        );
+    }
 }
 
 /// Waits (up to `within` from `since`) for a RoomUpdate of `c` with

@@ -35,8 +35,9 @@ use wzp_stages::audio::signal::speech_like;
 /// The global room every test uses (joined with [`room_secret`]).
 const ROOM: &str = "lobby";
 
-/// The real-client tests run real-time processes: one at a time keeps a
-/// 2-core machine from starving them (which would test the machine).
+/// The tests run real-time processes (clients, and three relays each): one
+/// test at a time keeps a 2-core machine from starving them (which would
+/// test the machine).
 static ONE_CALL_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
@@ -44,6 +45,13 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 /// `name` joins the room on `relay` with a real client sending `input`.
+///
+/// The jitter buffer starts deeper than the default (which plays a clean
+/// path at 20 ms): these tests run up to three debug-build relays and two
+/// clients on a loaded 2-core machine, where each hop adds scheduling
+/// jitter. What they check is that the audio crosses the links, not how
+/// little delay the receiver gets away with (`call_e2e` and the quality
+/// benches measure that).
 fn client(mesh: &Mesh, relay: &str, name: &str, input: &str) -> ClientProc {
     ClientProc::join(
         mesh.dir.path(),
@@ -52,7 +60,7 @@ fn client(mesh: &Mesh, relay: &str, name: &str, input: &str) -> ClientProc {
         ROOM,
         &room_secret(ROOM),
         input,
-        &[],
+        &["--set", "jb_min=60ms", "--set", "jb_initial=120ms"],
     )
 }
 
@@ -70,7 +78,15 @@ fn assert_heard_both_ways(
     // unrelated audio or silence stays under 0.3.
     let at_toner = by(toner);
     let r = segmental_correlation(&at_toner.talk, &speech_like(RATE));
-    println!("{toner} hears {speaker}'s speech: correlation {r:.3}");
+    let toner_run = &heard.iter().find(|(_, h)| h.name == toner).unwrap().0;
+    println!(
+        "{toner} hears {speaker}'s speech: correlation {r:.3} (jitter buffer: {} played, {} concealed, {} late, {} stretched, {} skipped)",
+        toner_run.counter("jb0", "played"),
+        toner_run.counter("jb0", "concealed"),
+        toner_run.counter("jb0", "late"),
+        toner_run.counter("jb0", "stretched"),
+        toner_run.counter("jb0", "skipped"),
+    );
     assert!(
         r > 0.7,
         "{toner}'s recording correlates {r} with {speaker}'s speech"
@@ -158,7 +174,7 @@ async fn two_linked_relays_carry_a_room_both_ways() {
         ])
     );
 
-    let heard = tokio::task::block_in_place(|| talk_then_hang_up(vec![alice, bob], 3));
+    let heard = tokio::task::block_in_place(|| talk_then_hang_up(vec![alice, bob], 5));
     assert_heard_both_ways(&heard, "alice", "bob", 660.0);
 }
 
@@ -179,7 +195,7 @@ async fn a_hub_with_no_member_carries_the_room() {
         alice.wait_room_of(ROOM, 2);
         carol.wait_room_of(ROOM, 2);
     });
-    let heard = tokio::task::block_in_place(|| talk_then_hang_up(vec![alice, carol], 3));
+    let heard = tokio::task::block_in_place(|| talk_then_hang_up(vec![alice, carol], 5));
     assert_heard_both_ways(&heard, "alice", "carol", 660.0);
 }
 
@@ -283,6 +299,7 @@ async fn wait_for<T>(within: Duration, what: &str, mut until: impl FnMut() -> Op
 ///    over two links.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_triangle_delivers_each_packet_exactly_once() {
+    let _serial = serial();
     let sni = room_sni(ROOM);
     let mesh = Mesh::start(
         &["a", "b", "c"],
@@ -407,6 +424,7 @@ async fn wait_roster(c: &mut Client, count: u32, since: Instant, within: Duratio
 ///    config: media A <-> C flows again within 2 s of its `listening` line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn media_comes_back_within_2_s_of_a_restarted_hub() {
+    let _serial = serial();
     let sni = room_sni(ROOM);
     let mut mesh = Mesh::start(
         &["a", "b", "c"],

@@ -38,10 +38,10 @@ const ROOM: &str = "lobby";
 /// The tests run real-time processes (clients, and three relays each): one
 /// test at a time keeps a 2-core machine from starving them (which would
 /// test the machine).
-static ONE_CALL_AT_A_TIME: Mutex<()> = Mutex::new(());
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    ONE_CALL_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().await
 }
 
 /// `name` joins the room on `relay` with a real client sending `input`.
@@ -139,7 +139,7 @@ fn entry(alias: &str, label: Option<&str>) -> (String, Option<String>) {
 ///    members on both relays name each member once with its relay's label.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_linked_relays_carry_a_room_both_ways() {
-    let _serial = serial();
+    let _serial = serial().await;
     let sni = room_sni(ROOM);
     let mesh = Mesh::start(&["a", "b"], &[("a", "b")], &global_room(&sni));
     // A silent member on each relay reads the room's lists as the relay
@@ -182,7 +182,7 @@ async fn two_linked_relays_carry_a_room_both_ways() {
 ///    and one on C hear each other through B.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hub_with_no_member_carries_the_room() {
-    let _serial = serial();
+    let _serial = serial().await;
     let sni = room_sni(ROOM);
     let mesh = Mesh::start(
         &["a", "b", "c"],
@@ -299,7 +299,7 @@ async fn wait_for<T>(within: Duration, what: &str, mut until: impl FnMut() -> Op
 ///    over two links.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_triangle_delivers_each_packet_exactly_once() {
-    let _serial = serial();
+    let _serial = serial().await;
     let sni = room_sni(ROOM);
     let mesh = Mesh::start(
         &["a", "b", "c"],
@@ -424,7 +424,7 @@ async fn wait_roster(c: &mut Client, count: u32, since: Instant, within: Duratio
 ///    config: media A <-> C flows again within 2 s of its `listening` line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn media_comes_back_within_2_s_of_a_restarted_hub() {
-    let _serial = serial();
+    let _serial = serial().await;
     let sni = room_sni(ROOM);
     let mut mesh = Mesh::start(
         &["a", "b", "c"],

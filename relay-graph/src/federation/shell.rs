@@ -45,7 +45,7 @@ use wzp_proto::federation::{
 use wzp_proto::identity::RelayCertificate;
 use wzp_proto::sni;
 use wzp_proto::TlsFingerprint;
-use wzp_stages::federation::{FederationTable, RoomRoute};
+use wzp_stages::federation::{FederationTable, PeerRoute, RoomRoute};
 use wzp_stages::net::quic::{self, EgressPeer, IngressFeed, PeerIoStats};
 
 use super::{
@@ -537,17 +537,23 @@ impl Hub {
         }
         let rooms: Vec<RoomId> = self.core.bridged_rooms().copied().collect();
         for room in rooms {
-            let next_hops: Vec<(RelayId, u32)> = self
+            let peers: Vec<PeerRoute> = self
                 .core
-                .room_next_hops(room)
+                .room_media_peers(room)
                 .into_iter()
-                .filter_map(|(origin, next)| handle_of.get(&next).map(|h| (origin, *h)))
+                .filter_map(|(relay, origins)| {
+                    handle_of.get(&relay).map(|&link| PeerRoute {
+                        link,
+                        relay,
+                        origins,
+                    })
+                })
                 .collect();
             let member = self.members.get(&room).map(|(h, _)| *h);
             if let Some(h) = member {
                 table.members.insert(h, room);
             }
-            table.rooms.insert(room, RoomRoute { member, next_hops });
+            table.rooms.insert(room, RoomRoute { member, peers });
         }
         let changed = self.last_table.as_ref().is_none_or(|t| {
             t.me != table.me

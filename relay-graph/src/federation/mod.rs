@@ -628,9 +628,19 @@ impl FederationCore {
     }
 
     /// Peers a media packet of `room` from `origin`, received over `from`
-    /// (`None`: from a local client), goes to: up peers that bridge the room
-    /// and are the next hop towards some other relay's participants in it;
-    /// never `from`, never towards the origin itself. A relay with no local
+    /// (`None`: from a local client), goes to: the branches of `origin`'s
+    /// shortest-path tree below this relay. An up peer `N` that bridges the
+    /// room gets it when
+    ///
+    /// - `N` reaches `origin` *through this relay*: it did not announce
+    ///   `(room, origin)` here (path-vector withdraws a path from the relay
+    ///   it goes through, so an announcement means `N` has its own way), and
+    /// - `N` leads to members other than `origin`'s: it announced some other
+    ///   `(room, D)` here;
+    ///
+    /// never `from`, never `origin`. Each relay then receives a packet once,
+    /// from its parent in the tree (a copy over another path only while the
+    /// tables converge, which the dedup window drops). A hub with no local
     /// member still forwards.
     pub fn forward_targets(
         &self,
@@ -638,43 +648,36 @@ impl FederationCore {
         origin: RelayId,
         from: Option<RelayId>,
     ) -> Vec<RelayId> {
-        let mut out = BTreeSet::new();
-        for key in self.rooms.keys() {
-            let (r, o) = *key;
-            if r != room || o == origin || o == self.me {
-                continue;
-            }
-            if let Some(best) = self.rooms.best(key) {
-                if let Some(&next) = best.path.get(1) {
-                    if Some(next) != from && self.peer_bridges(next, room) {
-                        out.insert(next);
-                    }
-                }
-            }
-        }
-        out.into_iter().collect()
+        self.room_media_peers(room)
+            .into_iter()
+            .filter(|(peer, origins)| {
+                Some(*peer) != from
+                    && *peer != origin
+                    && !origins.contains(&origin)
+                    && origins.iter().any(|o| *o != origin)
+            })
+            .map(|(peer, _)| peer)
+            .collect()
     }
 
-    /// For media routing tables: every other relay with participants in
-    /// `room` that this relay reaches, with the up peer that is the next
-    /// hop towards it (a peer that bridges the room). What
-    /// [`FederationCore::forward_targets`] computes per packet, as data.
-    pub fn room_next_hops(&self, room: RoomId) -> Vec<(RelayId, RelayId)> {
+    /// For media routing tables: each up peer that bridges `room`, with the
+    /// origins whose participants it announced here (what
+    /// [`FederationCore::forward_targets`] decides by, as data).
+    pub fn room_media_peers(&self, room: RoomId) -> Vec<(RelayId, Vec<RelayId>)> {
         let mut out = Vec::new();
-        for key in self.rooms.keys() {
-            let (r, origin) = *key;
-            if r != room || origin == self.me {
+        for (&peer, link) in &self.links {
+            if !matches!(link.phase, Phase::Up { .. }) || !self.peer_bridges(peer, room) {
                 continue;
             }
-            if let Some(best) = self.rooms.best(key) {
-                if let Some(&next) = best.path.get(1) {
-                    if self.peer_bridges(next, room) {
-                        out.push((origin, next));
-                    }
-                }
-            }
+            let mut origins: Vec<RelayId> = self
+                .rooms
+                .learned_from(peer)
+                .filter(|((r, _), _)| *r == room)
+                .map(|((_, o), _)| *o)
+                .collect();
+            origins.sort();
+            out.push((peer, origins));
         }
-        out.sort();
         out
     }
 

@@ -45,7 +45,7 @@ use wzp_proto::federation::{
 use wzp_proto::identity::RelayCertificate;
 use wzp_proto::sni;
 use wzp_proto::TlsFingerprint;
-use wzp_stages::federation::{FederationTable, RoomRoute};
+use wzp_stages::federation::{FederationTable, PeerRoute, RoomRoute};
 use wzp_stages::net::quic::{self, EgressPeer, IngressFeed, PeerIoStats};
 
 use super::{
@@ -98,6 +98,8 @@ enum HubEvent {
     Input(Input),
     /// Where a fingerprint is registered, as the core sees it now.
     Route(wzp_proto::Fingerprint, oneshot::Sender<Route>),
+    /// Every fingerprint known, with the relay it is on.
+    Presence(oneshot::Sender<Vec<(wzp_proto::Fingerprint, RelayId)>>),
     /// A bridged room got (`Some`) or lost (`None`) its federation member
     /// in the fan-out of shard `shard`.
     RoomMember {
@@ -210,6 +212,16 @@ impl FederationService {
             return Route::NotFound;
         }
         rx.await.unwrap_or(Route::NotFound)
+    }
+
+    /// Every fingerprint the mesh knows, with the relay it is registered on
+    /// (this relay's own included).
+    pub async fn presence(&self) -> Vec<(wzp_proto::Fingerprint, RelayId)> {
+        let (tx, rx) = oneshot::channel();
+        if self.events.send(HubEvent::Presence(tx)).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
     }
 
     /// The local members of global room `room` changed: tell the mesh.
@@ -371,6 +383,9 @@ impl Hub {
             }
             HubEvent::Route(fingerprint, reply) => {
                 let _ = reply.send(self.core.route(&fingerprint));
+            }
+            HubEvent::Presence(reply) => {
+                let _ = reply.send(self.core.presence());
             }
             HubEvent::RoomMember {
                 room,
@@ -545,17 +560,23 @@ impl Hub {
         }
         let rooms: Vec<RoomId> = self.core.bridged_rooms().copied().collect();
         for room in rooms {
-            let next_hops: Vec<(RelayId, u32)> = self
+            let peers: Vec<PeerRoute> = self
                 .core
-                .room_next_hops(room)
+                .room_media_peers(room)
                 .into_iter()
-                .filter_map(|(origin, next)| handle_of.get(&next).map(|h| (origin, *h)))
+                .filter_map(|(relay, origins)| {
+                    handle_of.get(&relay).map(|&link| PeerRoute {
+                        link,
+                        relay,
+                        origins,
+                    })
+                })
                 .collect();
             let member = self.members.get(&room).map(|(h, _)| *h);
             if let Some(h) = member {
                 table.members.insert(h, room);
             }
-            table.rooms.insert(room, RoomRoute { member, next_hops });
+            table.rooms.insert(room, RoomRoute { member, peers });
         }
         let changed = self.last_table.as_ref().is_none_or(|t| {
             t.me != table.me

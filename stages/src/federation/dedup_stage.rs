@@ -164,7 +164,8 @@ impl Processor for DedupProc {
                 continue;
             };
             let member = route.member;
-            let onward = !route.next_hops.is_empty();
+            // Another bridging peer may need it (federation.forward decides).
+            let onward = route.peers.iter().any(|p| p.link != link);
             if !self.admit(link, f.tag.room, pkt.bytes().len(), now) {
                 self.rate_limited.inc();
                 continue;

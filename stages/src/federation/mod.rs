@@ -50,15 +50,26 @@ pub fn register(registry: &mut Registry) -> Result<(), wzp_engine::registry::Reg
 /// Most links one packet is forwarded on (a relay's federation degree).
 pub const MAX_TARGETS: usize = 64;
 
+/// One up link that bridges a room, as the forwarding rule needs it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerRoute {
+    /// The link's handle.
+    pub link: u32,
+    /// The relay at its other end.
+    pub relay: RelayId,
+    /// Relays whose participants in the room that peer announced here: it
+    /// reaches them by its own way (not through this relay).
+    pub origins: Vec<RelayId>,
+}
+
 /// How one bridged room leaves this relay.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RoomRoute {
     /// The room's federation member handle in `sfu.fanout` (the room has
     /// local members); `None` on a relay that only carries it.
     pub member: Option<u32>,
-    /// For each other relay with members in the room: (that relay, the
-    /// handle of the link that is the next hop towards it).
-    pub next_hops: Vec<(RelayId, u32)>,
+    /// The up links that bridge the room.
+    pub peers: Vec<PeerRoute>,
 }
 
 /// What the federation stages route by: one immutable snapshot from the
@@ -76,9 +87,15 @@ pub struct FederationTable {
 }
 
 impl FederationTable {
-    /// The distinct links a packet of `room` from `origin`, received over
-    /// link `from` (`None`: from a local client), goes on: written into
-    /// `out`, their number returned. Never allocates.
+    /// The links a packet of `room` from `origin`, received over link `from`
+    /// (`None`: from a local client), goes on: written into `out`, their
+    /// number returned. Never allocates.
+    ///
+    /// The branches of `origin`'s shortest-path tree below this relay: a
+    /// peer that did not announce `origin` here (so it reaches `origin`
+    /// through this relay) and announced some other relay's participants
+    /// (so it leads to members); never `from`, never `origin` itself. The
+    /// control plane's `FederationCore::forward_targets` is the same rule.
     pub fn targets(
         &self,
         room: &RoomRoute,
@@ -87,14 +104,17 @@ impl FederationTable {
         out: &mut [u32; MAX_TARGETS],
     ) -> usize {
         let mut n = 0;
-        for &(relay, link) in &room.next_hops {
-            if relay == origin || relay == self.me || Some(link) == from {
+        for p in &room.peers {
+            if p.relay == origin || Some(p.link) == from || n == MAX_TARGETS {
                 continue;
             }
-            if out[..n].contains(&link) || n == MAX_TARGETS {
+            if p.origins.contains(&origin) || !p.origins.iter().any(|o| *o != origin) {
                 continue;
             }
-            out[n] = link;
+            if out[..n].contains(&p.link) {
+                continue;
+            }
+            out[n] = p.link;
             n += 1;
         }
         n
@@ -227,24 +247,41 @@ mod tests {
     }
 
     #[test]
-    fn targets_skip_origin_sender_link_and_repeats() {
+    fn targets_follow_the_origins_tree() {
         let t = FederationTable {
             me: r(1),
             ..Default::default()
         };
+        let peer = |link, relay, origins: &[u8]| PeerRoute {
+            link,
+            relay: r(relay),
+            origins: origins.iter().map(|&o| r(o)).collect(),
+        };
         let room = RoomRoute {
             member: None,
-            // Relays 3 and 4 are both behind link 20; relay 2 behind 10.
-            next_hops: vec![(r(2), 10), (r(3), 20), (r(4), 20), (r(1), 30)],
+            peers: vec![
+                // Peer 2 has members; it reaches relay 5 by its own way.
+                peer(10, 2, &[2, 5]),
+                // Peer 3 leads to relays 3 and 4.
+                peer(20, 3, &[3, 4]),
+                // Peer 6 announced nothing: no members behind it.
+                peer(30, 6, &[]),
+            ],
         };
         let mut out = [0u32; MAX_TARGETS];
+        // A local client's packet (origin = me): every peer with members.
         let n = t.targets(&room, r(1), None, &mut out);
         assert_eq!(&out[..n], &[10, 20]);
-        // From relay 2 over link 10: not back, not towards the origin.
+        // From relay 2 over link 10: not back; peer 3 reaches 2 through us.
         let n = t.targets(&room, r(2), Some(10), &mut out);
         assert_eq!(&out[..n], &[20]);
-        // From relay 3 arriving on link 20: relay 4 is behind the same link.
-        let n = t.targets(&room, r(3), Some(20), &mut out);
+        // From relay 5 (peer 2 reaches it by its own way): only peer 3.
+        let n = t.targets(&room, r(5), Some(20), &mut out);
+        assert_eq!(&out[..n], &[] as &[u32]);
+        let n = t.targets(&room, r(5), Some(30), &mut out);
+        assert_eq!(&out[..n], &[20]);
+        // From relay 4, which peer 3 announced: not back towards it.
+        let n = t.targets(&room, r(4), Some(20), &mut out);
         assert_eq!(&out[..n], &[10]);
     }
 

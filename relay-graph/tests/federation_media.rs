@@ -296,8 +296,8 @@ async fn wait_for<T>(within: Duration, what: &str, mut until: impl FnMut() -> Op
 }
 
 /// 3. A triangle A–B–C–A, a member on each: each packet of each sender
-///    reaches each other member exactly once, although every relay gets it
-///    over two links.
+///    reaches each other member exactly once, although every relay could
+///    get it over two links.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_triangle_delivers_each_packet_exactly_once() {
     let _serial = serial().await;
@@ -381,21 +381,26 @@ async fn a_triangle_delivers_each_packet_exactly_once() {
             .iter()
             .all(|(_, s, _)| *s != members[i].sender_id));
     }
-    // The copies were there to drop: each relay got others' packets over
-    // both of its links, and its dedup window kept one.
-    let deduped: Vec<f64> = names
-        .iter()
-        .map(|n| {
-            mesh.relay(n)
-                .metric("wzp_federation_packets_deduped_total")
-                .unwrap_or(0.0)
-        })
-        .collect();
-    println!("copies dropped by dedup on a, b, c: {deduped:?}");
-    for (n, d) in names.iter().zip(&deduped) {
-        assert!(
-            *d > 0.0,
-            "relay {n} dropped no copy: the triangle did not carry two"
+    // For the record (not asserted: the link counters are a view the relay
+    // refreshes as its federation hub steps, and copies may cross while the
+    // trees form): each origin's packets follow its shortest-path tree,
+    // over a triangle the two direct links.
+    for r in names {
+        let m = |series: String| mesh.relay(r).metric(&series).unwrap_or(0.0);
+        let links: Vec<String> = names
+            .iter()
+            .filter(|p| **p != r)
+            .map(|p| {
+                let out = m(format!(
+                    "wzp_federation_packets_forwarded_total{{peer=\"{p}\",direction=\"out\"}}"
+                ));
+                format!("{out} datagrams to {p}")
+            })
+            .collect();
+        println!(
+            "relay {r}: {}; {} copies dropped",
+            links.join(", "),
+            m("wzp_federation_packets_deduped_total".into())
         );
     }
 }

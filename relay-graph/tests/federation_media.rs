@@ -464,8 +464,8 @@ async fn flap(missed: bool) {
     .await;
 
     mesh.kill("b");
+    let killed = Instant::now();
     if missed {
-        let killed = Instant::now();
         let gone_one = wait_roster(&mut one, 1, killed, Duration::from_secs(15)).await;
         let gone_three = wait_roster(&mut three, 1, killed, Duration::from_secs(15)).await;
         println!(
@@ -473,6 +473,14 @@ async fn flap(missed: bool) {
             gone_one.as_millis(),
             gone_three.as_millis()
         );
+        // The path was really cut: nothing crossed once the packets in
+        // flight (a few ms) were in.
+        let cut = killed + Duration::from_millis(500);
+        assert!(
+            at_three.heard_from(1, cut).is_none(),
+            "c heard a with b dead"
+        );
+        assert!(at_one.heard_from(3, cut).is_none(), "a heard c with b dead");
     }
 
     // `restart` returns as soon as it has read B's `listening` line.

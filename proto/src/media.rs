@@ -346,7 +346,11 @@ impl MediaHeader {
         let mut n = [0u8; NONCE_LEN];
         n[0..4].copy_from_slice(&self.sender_id.to_be_bytes());
         n[4] = u8::from(self.flags.contains(Flags::FROM_RESPONDER))
-            | if self.is_feedback() { NONCE_FEEDBACK } else { 0 };
+            | if self.is_feedback() {
+                NONCE_FEEDBACK
+            } else {
+                0
+            };
         n[5] = self.key_epoch;
         if self.is_repair() {
             n[6..8].copy_from_slice(&self.fec_symbol.to_be_bytes());

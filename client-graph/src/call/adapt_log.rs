@@ -38,9 +38,7 @@ impl AdaptLog {
         }
         let mut reasons = Vec::new();
         for (k, r) in Reason::ALL.iter().enumerate() {
-            let n = st
-                .counter(&format!("decisions_{}", r.name()))
-                .unwrap_or(0);
+            let n = st.counter(&format!("decisions_{}", r.name())).unwrap_or(0);
             if n != self.by_reason[k] {
                 self.by_reason[k] = n;
                 reasons.push(r.name());

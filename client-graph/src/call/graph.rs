@@ -143,7 +143,11 @@ pub fn with_profile(spec: &GraphSpec, profile: &Profile) -> GraphSpec {
         .iter_mut()
         .filter(|s| s.kind == OPUS_ENCODE || s.kind == "codec.opus_decode" || s.kind == ADAPT)
     {
-        let key = if st.kind == ADAPT { "top_tier" } else { "profile" };
+        let key = if st.kind == ADAPT {
+            "top_tier"
+        } else {
+            "profile"
+        };
         st.params.insert(
             key.into(),
             RawParam {

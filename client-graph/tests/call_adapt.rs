@@ -255,6 +255,7 @@ fn hang_up(clients: Vec<Client>) {
 #[derive(Debug)]
 struct Decision {
     reason: String,
+    tier: String,
     bitrate: i64,
     dred_ms: i64,
     lbrr: bool,
@@ -272,6 +273,7 @@ impl Decision {
         };
         Some(Decision {
             reason: reason.to_string(),
+            tier: get("tier")?.to_string(),
             bitrate: get("bitrate")?.parse().ok()?,
             dred_ms: get("dred_ms")?.parse().ok()?,
             lbrr: get("lbrr")? == "on",
@@ -561,10 +563,14 @@ fn a_clean_then_30_percent_then_clean_path_ends_with_no_redundancy() {
     // Down fast, up slow: after the hysteresis period on a clean path, the
     // top tier with no redundancy at all.
     let clean = alice.wait_decision(WAIT * 2, "no redundancy on the clean path", |d| {
-        !d.lbrr && d.dred_ms == 0
+        d.tier == "good" && !d.lbrr && d.dred_ms == 0
     });
     eprintln!("lossy phase: {lossy:?}; clean again: {clean:?}");
     assert_eq!(clean.bitrate, 24_000, "{clean:?}");
+    assert!(
+        clean.reason.contains("clean_path") || clean.reason.contains("loss_eased"),
+        "{clean:?}"
+    );
     assert!(clean.applied, "{clean:?}");
     // The figures agree once the next rewrite is out.
     wait_figure(&dir, "alice", "adapt", "decisions_clean_path", |n| n >= 1);
@@ -573,6 +579,7 @@ fn a_clean_then_30_percent_then_clean_path_ends_with_no_redundancy() {
         wait_figure(&dir, "alice", "adapt", "dred_ms", |v| v == 0),
         0
     );
+    assert_eq!(wait_figure(&dir, "alice", "adapt", "tier", |v| v == 3), 3);
     hang_up(vec![alice, bob]);
     drop(proxy);
     let _ = std::fs::remove_dir_all(dir);

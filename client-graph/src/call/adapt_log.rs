@@ -2,14 +2,14 @@
 //! `quality.adapt` stage) as one line, with its reason and what it set:
 //!
 //! ```text
-//! adapt: random_loss -> bitrate=24000 dred_ms=0 loss_hint=20 lbrr=on (worst loss 19 %, rtt 41 ms)
+//! adapt: random_loss -> tier=good bitrate=24000 dred_ms=0 loss_hint=20 lbrr=on (worst loss 19 %, rtt 41 ms)
 //! ```
 //!
 //! The stage counts and gauges every decision on the real-time side (where
 //! nothing may print); this reads those figures from the control side.
 
 use wzp_engine::stats::GraphStats;
-use wzp_stages::quality::controller::Reason;
+use wzp_stages::quality::controller::{Reason, TIERS};
 
 /// What was seen at the last sample.
 #[derive(Debug, Default)]
@@ -57,8 +57,20 @@ impl AdaptLog {
         } else {
             ""
         };
+        let tier = usize::try_from(g("tier"))
+            .ok()
+            .and_then(|i| TIERS.get(i))
+            .copied()
+            .unwrap_or("?");
+        // A Codec2 tier needs another encoder stage: until the graph
+        // switches codec, the stage holds Opus at its most robust.
+        let held = if tier == "poor" || tier == "catastrophic" {
+            " [Codec2 is not live: Opus holds the top rate with lbrr=on loss_hint=30]"
+        } else {
+            ""
+        };
         Some(format!(
-            "adapt: {} -> bitrate={} dred_ms={} loss_hint={} lbrr={} (worst loss {}, rtt {}){applied}",
+            "adapt: {} -> tier={tier} bitrate={} dred_ms={} loss_hint={} lbrr={} (worst loss {}, rtt {}){held}{applied}",
             if reasons.is_empty() {
                 "decision".to_string()
             } else {

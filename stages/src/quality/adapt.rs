@@ -44,7 +44,8 @@
 //! to the encoder), `decisions_<reason>` for each reason (`startup`,
 //! `clean_path`, `random_loss`, `burst_loss`, `heavy_loss`, `loss_eased`,
 //! `congestion`, `probe`), `not_live` (decisions with a part the encoder
-//! cannot take live). **Gauges** (the settings in force): `dred_ms`,
+//! cannot take live). **Gauges** (the settings in force): `tier` (index in
+//! `controller::TIERS`: 0 `studio_64k` .. 3 `good` .. 7 `catastrophic`), `dred_ms`,
 //! `loss_hint`, `lbrr`, `bitrate`, `frame_ms`, `fec_ratio`,
 //! `receiver_hold_frames`, and the latest report's `loss_pct` and `rtt_ms`
 //! (-1 until known).
@@ -209,6 +210,7 @@ impl StageFactory for AdaptFactory {
             not_live: cx.counter("not_live"),
             decisions_by,
             g: Gauges {
+                tier: cx.gauge("tier"),
                 dred_ms: cx.gauge("dred_ms"),
                 loss_hint: cx.gauge("loss_hint"),
                 lbrr: cx.gauge("lbrr"),
@@ -235,6 +237,7 @@ impl StageFactory for AdaptFactory {
 }
 
 struct Gauges {
+    tier: Gauge,
     dred_ms: Gauge,
     loss_hint: Gauge,
     lbrr: Gauge,
@@ -294,6 +297,12 @@ impl Adapt {
             self.decisions_by[i].inc();
         }
         let s = &d.settings;
+        self.g.tier.set(
+            TIERS
+                .iter()
+                .position(|&t| t == s.tier)
+                .map_or(-1, |i| i as i64),
+        );
         self.g.dred_ms.set(i64::from(s.dred_ms));
         self.g.loss_hint.set(i64::from(s.loss_hint));
         self.g.lbrr.set(i64::from(s.lbrr));

@@ -449,11 +449,11 @@ fn lossy_call(adapt: bool, secs: usize) -> ((f32, f32), Decision) {
 #[test]
 fn a_call_under_20_percent_loss_turns_redundancy_on_and_sounds_better_than_without() {
     let _serial = serial();
-    let (adapted, on) = lossy_call(true, 12);
+    let (adapted, on) = lossy_call(true, 10);
     // The controller switched LBRR on with the loss hint, and the encoder
     // took it.
     assert!(on.lbrr && on.applied, "{on:?}");
-    let (fixed, off) = lossy_call(false, 12);
+    let (fixed, off) = lossy_call(false, 10);
     // The same decision, counted but not applied: the encoder stays on the
     // profile's defaults (DRED 200 ms, no LBRR).
     assert!(off.lbrr && !off.applied, "{off:?}");

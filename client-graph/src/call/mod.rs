@@ -314,12 +314,55 @@ mod tests {
             .map(|s| s.params["profile"].value.as_str().unwrap())
             .collect::<Vec<_>>();
         assert_eq!(decoders, ["studio_48k"; 4]);
+        // The quality controller's best tier follows.
+        let adapt = respec.stages.iter().find(|s| s.id == "adapt").unwrap();
+        assert_eq!(adapt.params["top_tier"].value.as_str(), Some("studio_48k"));
         assert_eq!(
             sending_profile(&call_spec(&opts(&[]), "0123456789abcdef0123").unwrap())
                 .unwrap()
                 .name,
             "good"
         );
+    }
+
+    /// The one sender id cell reaches packetize (which fills it), open
+    /// (which drops it) and adapt (which reads the reports about it).
+    #[test]
+    fn the_local_sender_cell_reaches_packetize_open_and_adapt() {
+        let mut spec = call_spec(&opts(&[]), "0123456789abcdef0123").unwrap();
+        assert!(graph::use_local_sender(&mut spec, LOCAL_SENDER));
+        let param = |id: &str, k: &str| {
+            let st = spec.stages.iter().find(|s| s.id == id).unwrap();
+            st.params
+                .get(k)
+                .and_then(|p| p.value.as_str().map(str::to_string))
+        };
+        assert_eq!(
+            param("pack", "publish_sender").as_deref(),
+            Some(LOCAL_SENDER)
+        );
+        assert_eq!(param("open", "local_sender").as_deref(), Some(LOCAL_SENDER));
+        assert_eq!(
+            param("adapt", "local_sender").as_deref(),
+            Some(LOCAL_SENDER)
+        );
+        // And the graph compiles with it.
+        let wakers = Wakers::default();
+        let (_feed, ingress_port) =
+            quic::ingress_channel(64, wakers.clocked.clone(), Instant::now());
+        let (_peers, _pump, egress_port) = quic::egress_channel(64);
+        let mut res = Resources::new();
+        res.insert("quic.ingress", Arc::new(ingress_port));
+        res.insert("quic.egress", Arc::new(egress_port));
+        res.insert(LOCAL_SENDER, Arc::new(wzp_stages::wire::LocalSender::new()));
+        compile_with(
+            &spec,
+            &wzp_stages::registry(),
+            &res,
+            &Existing::default(),
+            wakers,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Switching profile on a running call graph replaces the encoder (and

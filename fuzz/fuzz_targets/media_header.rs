@@ -1,5 +1,5 @@
 //! Any datagram: parsing never panics, and whatever parses re-encodes to the
-//! same bytes.
+//! same bytes; a feedback report's nonce is apart from every media nonce.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -17,6 +17,12 @@ fuzz_target!(|data: &[u8]| {
     let (h, rest) = MediaHeader::parse(data).expect("header parsed once already");
     assert_eq!(h, pkt.header);
     assert_eq!(rest.len(), data.len() - HEADER_LEN);
-    let _ = pkt.header.nonce();
+    // Feedback reports count their own seq: their nonces carry a bit no
+    // media nonce has (docs/WIRE.md §1.3).
+    let nonce = pkt.header.nonce();
+    assert_eq!(
+        nonce[4] & wzp_proto::NONCE_FEEDBACK != 0,
+        pkt.header.is_feedback()
+    );
     let _ = pkt.associated_data();
 });

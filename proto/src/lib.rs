@@ -62,6 +62,6 @@ pub use handshake::{room_hash, room_id, room_key};
 pub use identity::{Fingerprint, Identity, Seed, TlsFingerprint};
 pub use media::{
     encode_packet, split_trailer, CodecId, Flags, MediaHeader, MediaPacket, QualityReport,
-    HEADER_LEN, MEDIA_VERSION, TRAILER_LEN,
+    HEADER_LEN, MEDIA_VERSION, NONCE_FEEDBACK, TRAILER_LEN,
 };
 pub use signal::{Decoded, FrameDecoder, SignalError, SignalMessage};

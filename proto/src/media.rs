@@ -26,6 +26,11 @@ pub const TRAILER_LEN: usize = 4;
 /// Length of the AEAD nonce built by [`MediaHeader::nonce`].
 pub const NONCE_LEN: usize = 12;
 
+/// Bit of the nonce's `stream` byte (offset 4) set for a feedback report
+/// (codec `0x40`): reports count their own `seq`, so their nonces must stay
+/// apart from media nonces (bit 0 is the direction). docs/WIRE.md §1.3.
+pub const NONCE_FEEDBACK: u8 = 0x02;
+
 /// Maximum associated-data length: header plus trailer.
 pub const MAX_AAD_LEN: usize = HEADER_LEN + TRAILER_LEN;
 
@@ -316,20 +321,36 @@ impl MediaHeader {
         self.flags.contains(Flags::QUALITY_REPORT)
     }
 
+    /// Whether the payload is a receiver feedback report (codec `0x40`,
+    /// docs/WIRE.md §1.5): its `seq` counts reports, not frames.
+    pub fn is_feedback(&self) -> bool {
+        self.codec == CodecId::FEEDBACK
+    }
+
     /// The 12-byte AEAD nonce for this packet:
-    /// `sender_id (4, BE) | direction (1) | key_epoch (1) | symbol (2, BE) | seq (4, BE)`,
-    /// where direction is 1 if [`Flags::FROM_RESPONDER`] is set, else 0, and
-    /// `symbol` is `fec_symbol` for a repair symbol ([`Flags::REPAIR`]), else 0.
+    /// `sender_id (4, BE) | stream (1) | key_epoch (1) | symbol (2, BE) | seq (4, BE)`,
+    /// where `stream` is the direction (bit 0: 1 if [`Flags::FROM_RESPONDER`]
+    /// is set) plus [`NONCE_FEEDBACK`] (bit 1) for a feedback report
+    /// ([`is_feedback`](Self::is_feedback)), and `symbol` is `fec_symbol`
+    /// for a repair symbol ([`Flags::REPAIR`]), else 0.
     ///
     /// A source packet's `seq` is its frame's number; a repair symbol carries
     /// the `seq` of its block's last source frame and a `fec_symbol` of at
-    /// least the block's source count (so never 0). Unique as long as the
-    /// sender never repeats a source `seq`, nor a repair `(seq, fec_symbol)`,
-    /// under one key (rekey before `seq` wraps).
+    /// least the block's source count (so never 0). A feedback report's
+    /// `seq` is the sender's report counter, a sequence of its own: bit 1 of
+    /// the `stream` byte keeps its nonces apart from every media nonce.
+    /// Unique as long as the sender never repeats a source `seq`, a repair
+    /// `(seq, fec_symbol)`, nor a report `seq`, under one key (rekey before
+    /// a counter wraps or restarts).
     pub fn nonce(&self) -> [u8; NONCE_LEN] {
         let mut n = [0u8; NONCE_LEN];
         n[0..4].copy_from_slice(&self.sender_id.to_be_bytes());
-        n[4] = u8::from(self.flags.contains(Flags::FROM_RESPONDER));
+        n[4] = u8::from(self.flags.contains(Flags::FROM_RESPONDER))
+            | if self.is_feedback() {
+                NONCE_FEEDBACK
+            } else {
+                0
+            };
         n[5] = self.key_epoch;
         if self.is_repair() {
             n[6..8].copy_from_slice(&self.fec_symbol.to_be_bytes());
@@ -553,5 +574,31 @@ mod tests {
             "0a0b0c0d0102000000000102",
             "nonce layout"
         );
+    }
+
+    /// docs/WIRE.md §1.5: a feedback report's nonce, next to the media
+    /// packet with the same sender, direction, epoch and seq.
+    #[test]
+    fn feedback_nonce_example_matches_docs() {
+        let media = MediaHeader {
+            flags: Flags::FROM_RESPONDER,
+            codec: CodecId::OPUS,
+            key_epoch: 2,
+            sender_id: 0x0a0b_0c0d,
+            seq: 7,
+            ..MediaHeader::default()
+        };
+        let report = MediaHeader {
+            codec: CodecId::FEEDBACK,
+            ..media
+        };
+        assert!(report.is_feedback() && !media.is_feedback());
+        assert_eq!(hex::encode(report.nonce()), "0a0b0c0d0302000000000007");
+        assert_eq!(hex::encode(media.nonce()), "0a0b0c0d0102000000000007");
+        let initiator = MediaHeader {
+            flags: Flags::empty(),
+            ..report
+        };
+        assert_eq!(hex::encode(initiator.nonce()), "0a0b0c0d0202000000000007");
     }
 }

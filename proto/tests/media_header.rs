@@ -101,12 +101,14 @@ proptest! {
     }
 
     #[test]
-    fn nonce_is_unique_per_sender_direction_epoch_seq_and_repair_symbol(a in arb_header(), b in arb_header()) {
+    fn nonce_is_unique_per_sender_direction_kind_epoch_seq_and_repair_symbol(a in arb_header(), b in arb_header()) {
         // A repair symbol shares its block's last source seq: its symbol
         // number (never 0 for repair) keeps the nonce apart.
         let key = |h: &MediaHeader| (
             h.sender_id,
             h.flags.contains(Flags::FROM_RESPONDER),
+            // Feedback reports count their own seq.
+            h.is_feedback(),
             h.key_epoch,
             h.seq,
             if h.is_repair() { h.fec_symbol } else { 0 },

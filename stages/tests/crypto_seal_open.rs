@@ -10,7 +10,7 @@ use wire_support::*;
 use wzp_engine::prelude::*;
 use wzp_proto::handshake::{EphemeralKey, Initiator, Responder, SessionKeys};
 use wzp_proto::identity::Seed;
-use wzp_proto::{Flags, MediaHeader, MediaPacket, QualityReport, HEADER_LEN, TRAILER_LEN};
+use wzp_proto::{CodecId, Flags, MediaHeader, MediaPacket, QualityReport, HEADER_LEN, TRAILER_LEN};
 use wzp_stages::crypto::TAG_LEN;
 use wzp_stages::wire::packetize::MAX_PAYLOAD;
 use wzp_stages::wire::QualityCell;
@@ -27,6 +27,22 @@ fn sealed(sender: u32, seqs: &[u32], key: &[(&str, ParamValue)]) -> Vec<Vec<u8>>
         out.extend(seal.run_packets(&plain));
     }
     out
+}
+
+/// A feedback report frame (codec 0x40) numbered `seq`.
+fn report(seq: u32) -> (FrameMeta, Vec<u8>) {
+    let (mut meta, payload) = frame(seq, 34);
+    meta.codec = CodecId::FEEDBACK.0;
+    (meta, payload)
+}
+
+/// Sealed feedback reports of one sender for the given report seqs.
+fn report_packets(sender: u32, seqs: &[u32]) -> Vec<Vec<u8>> {
+    let mut pack = build("wire.packetize", &[("sender_id", i(i64::from(sender)))]);
+    let mut seal = build("crypto.seal", &test_key());
+    seqs.iter()
+        .flat_map(|&q| seal.run_packets(&pack.run_frames(&[report(q)])))
+        .collect()
 }
 
 fn test_key() -> Vec<(&'static str, ParamValue)> {
@@ -86,6 +102,12 @@ proptest! {
         };
         let plain = pack.run_frames(&[(meta, payload.clone())]);
         let wire = seal.run_packets(&plain);
+        if codec == CodecId::FEEDBACK.0 && repair {
+            // Reports are never FEC-protected: refused, not sealed.
+            prop_assert!(wire.is_empty());
+            prop_assert_eq!(seal.counter("malformed"), 1);
+            return Ok(());
+        }
         prop_assert_eq!(wire.len(), 1);
         let trailer_len = if report.is_some() { TRAILER_LEN } else { 0 };
         prop_assert_eq!(wire[0].len(), HEADER_LEN + payload.len() + TAG_LEN + trailer_len);
@@ -103,7 +125,16 @@ proptest! {
         let opened = open.run_packets(&wire);
         prop_assert_eq!(&opened, &plain);
         depack.cx.now_ns = 5_000;
-        let frames = depack.run_packets_to_frames(&opened);
+        let mut frames = depack.run_packets_to_frames(&opened);
+        if codec == CodecId::FEEDBACK.0 {
+            // Reports leave on their own output, never to a jitter buffer.
+            prop_assert!(frames.is_empty());
+            frames = depack
+                .frames_out_at(1)
+                .iter()
+                .map(|s| (s.meta, s.bytes().to_vec()))
+                .collect();
+        }
         prop_assert_eq!(frames.len(), 1);
         let (got, got_payload) = &frames[0];
         prop_assert_eq!(*got, FrameMeta { arrival_ns: 5_000, ..meta });
@@ -347,6 +378,11 @@ fn open_bad_input_table() {
         ("version 2", with(0, 2)),
         ("reserved flags", with(1, 0xf0)),
         ("trailer loss 101%", trailer_flag),
+        ("feedback report flagged repair", {
+            let mut p = report_packets(3, &[1]).remove(0);
+            p[1] |= Flags::REPAIR.bits();
+            p
+        }),
     ];
     let bad_tag: Vec<(&str, Vec<u8>)> = vec![
         ("last byte cut", good[..good.len() - 1].to_vec()),
@@ -656,4 +692,100 @@ fn fec_repair_symbols_share_their_blocks_seq_and_still_open_once() {
     let sent = seal.run_packets(&pack.run_frames(&block));
     assert_eq!(sent.len(), 4);
     assert_eq!(seal.counter("seq_reuse"), 2);
+}
+
+/// docs/WIRE.md §1.5: a report counts its own seq; its nonce differs from
+/// the media packet with the same seq, both seal and open, each in its own
+/// replay window, and a restarted report counter moves to a fresh epoch.
+#[test]
+fn feedback_reports_count_their_own_seq_in_their_own_nonce_space() {
+    let mut pack = build("wire.packetize", &[("sender_id", i(5))]);
+    let mut seal = build("crypto.seal", &test_key());
+    // Media 1..=4 with reports 1, 2 between them: the same seqs.
+    let mut send = |f: (FrameMeta, Vec<u8>)| {
+        let mut out = seal.run_packets(&pack.run_frames(&[f]));
+        assert_eq!(out.len(), 1, "sealed");
+        out.remove(0)
+    };
+    let media1 = send(frame(1, 34));
+    let report1 = send(report(1));
+    let media2 = send(frame(2, 34));
+    let report2 = send(report(2));
+    let media3 = send(frame(3, 34));
+    // Same seq, same plaintext, same header but the codec byte: a reused
+    // nonce would give the same keystream, so the same ciphertext XOR.
+    let (m, r) = (&media1[HEADER_LEN..], &report1[HEADER_LEN..]);
+    let plain = frame(1, 34).1;
+    let keystream_m: Vec<u8> = m.iter().zip(&plain).map(|(a, b)| a ^ b).collect();
+    let keystream_r: Vec<u8> = r.iter().zip(&plain).map(|(a, b)| a ^ b).collect();
+    assert_ne!(keystream_m, keystream_r, "reports have nonces of their own");
+    // The counter restarts (a rebuilt report stage): next epoch.
+    let report1_again = send(report(1));
+    let media4 = send(frame(4, 34));
+    let epoch = |p: &[u8]| MediaHeader::parse(p).unwrap().0.key_epoch;
+    assert_eq!(
+        [&media3, &report2, &report1_again, &media4].map(|p| epoch(p)),
+        [0, 0, 1, 1]
+    );
+    assert_eq!(seal.counter("seq_reuse"), 0);
+    assert_eq!(seal.counter("rekeys"), 1);
+
+    let mut pipe = Pipeline::new(&[]);
+    let got = pipe.receive(&[
+        report1.clone(),
+        media1.clone(),
+        media2.clone(),
+        report2.clone(),
+        media3.clone(),
+        report1_again.clone(),
+        media4.clone(),
+    ]);
+    assert_eq!(pipe.open.counter("opened"), 7, "every packet opens once");
+    // Reports leave depacketize on its `feedback` output, not to the
+    // jitter buffer.
+    let media: Vec<u32> = got.iter().map(|(m, _)| m.seq).collect();
+    assert_eq!(media, [1, 2, 3, 4]);
+    let reports: Vec<u32> = pipe
+        .depack
+        .frames_out_at(1)
+        .iter()
+        .map(|f| f.meta.seq)
+        .collect();
+    assert_eq!(reports, [1, 2, 1]);
+    assert_eq!(pipe.depack.counter("feedback"), 3);
+    // Replays are caught in each window; a media replay is not mistaken
+    // for a fresh report or the other way round.
+    assert!(pipe.receive(&[report1, media1, report2, media2]).is_empty());
+    assert_eq!(pipe.open.counter("replays"), 4);
+    assert_eq!(pipe.open.counter("bad_tag"), 0);
+    // A report flagged REPAIR is refused by seal.
+    let mut bad = report(9);
+    bad.0.flags |= frame_flags::REPAIR;
+    assert!(seal.run_packets(&pack.run_frames(&[bad])).is_empty());
+    assert_eq!(seal.counter("malformed"), 1);
+}
+
+/// `wire.packetize` packs its optional `feedback` input after `in`, with
+/// the same sender id.
+#[test]
+fn packetize_sends_reports_from_its_feedback_input() {
+    let mut pack = build("wire.packetize", &[("sender_id", i(77))]);
+    pack.frames_in_at(1).clear();
+    let (m, p) = report(3);
+    pack.frames_in_at(1).push(m, &p).unwrap();
+    let out = pack.run_frames(&[frame(10, 20)]);
+    assert_eq!(out.len(), 2);
+    let h: Vec<MediaHeader> = out
+        .iter()
+        .map(|p| MediaHeader::parse(p).unwrap().0)
+        .collect();
+    assert_eq!((h[0].seq, h[0].codec), (10, CodecId::OPUS));
+    assert_eq!(
+        (h[1].seq, h[1].codec, h[1].sender_id),
+        (3, CodecId::FEEDBACK, 77)
+    );
+    assert_eq!(
+        h[1].nonce()[4] & wzp_proto::NONCE_FEEDBACK,
+        wzp_proto::NONCE_FEEDBACK
+    );
 }

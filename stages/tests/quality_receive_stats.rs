@@ -249,25 +249,44 @@ fn feed_from(s: &mut ReceiveStats, from: u32, to: u32, delay: fn(u32) -> u64) ->
 }
 
 #[test]
-fn repair_and_feedback_packets_count_for_loss_not_for_timing() {
+fn repair_packets_count_for_loss_not_for_timing_and_feedback_not_at_all() {
     let mut s = ReceiveStats::new(7, 4, 0);
+    let mut table = ReceiverFeedback::new(4, 4, 5_000 * MS);
     for k in 0..100u32 {
         let mut h = header(7, k);
         if k % 5 == 4 {
-            // A repair symbol (or a report) with a timestamp far off.
+            // A repair symbol with a timestamp far off.
             h.flags = Flags::REPAIR;
             h.timestamp = 0;
             if k % 10 == 9 {
+                // Instead of media seq k, a report: its seq counts reports
+                // (docs/WIRE.md §1.5), so seq k is lost and the report's
+                // seq, far from k, must not restart the tracking.
                 h.flags = Flags::empty();
                 h.codec = CodecId::FEEDBACK;
+                h.seq = 50_000 + k / 10;
             }
         }
         s.on_packet(k as u64 * FRAME_NS + MS, &h, 100);
+        table.on_packet(k as u64 * FRAME_NS + MS, &h, 100);
+        // A member that only reports takes no entry.
+        let only_reports = MediaHeader {
+            codec: CodecId::FEEDBACK,
+            ..header(9, k)
+        };
+        table.on_packet(k as u64 * FRAME_NS + MS, &only_reports, 60);
     }
     let e = s.take_report(100 * FRAME_NS);
-    assert_eq!((e.expected, e.received), (96, 96));
+    // The newest media seq is 98 (99 was a report): 0..=94 are settled.
+    assert_eq!((e.expected, e.received), (95, 86), "9, 19, .. 89 lost");
+    assert_eq!(s.restarts, 0);
     assert_eq!(e.jitter_100us, 0, "off timestamps did not count");
     assert_eq!(e.echo_ts, 98 * 960, "the newest audio packet is echoed");
+    assert!(
+        table.stats(9).is_none(),
+        "a reports-only member is not a sender"
+    );
+    assert_eq!(table.stats(7).unwrap().restarts, 0);
 }
 
 #[test]

@@ -330,3 +330,98 @@ fn a_cell_of_another_type_or_an_unknown_tier_is_refused() {
         "{e}"
     );
 }
+
+/// In a call the reports travel as packets with their own seq: the stage
+/// numbers them 1, 2, 3, skips the reports of other members it receives
+/// (they count reports, not the sender's packets), and adds the packet's
+/// wire bytes beyond the payload to the receive rate.
+#[test]
+fn reports_are_numbered_other_reports_skipped_and_overhead_counted() {
+    let res = Resources::new();
+    let mut plain = Stage::build(&FeedbackReportFactory, &[], &res).unwrap();
+    let mut wire = Stage::build(&FeedbackReportFactory, &[("overhead_bytes", "38")], &res).unwrap();
+    let mut seqs = Vec::new();
+    let mut kbps = Vec::new();
+    for cycle in 0..151u32 {
+        for st in [&mut plain, &mut wire] {
+            assert_rt_safe("feedback_report process", 1, || {
+                st.input(0).push(frame(cycle, 7), &[0u8; 60]).unwrap();
+                // Another member's report, numbered from 1: skipped.
+                let mut r = frame(cycle / 50 + 1, 7);
+                r.codec = CodecId::FEEDBACK.0;
+                st.input(0).push(r, &[0u8; 34]).unwrap();
+                st.step();
+            });
+        }
+        for (k, st) in [&mut plain, &mut wire].into_iter().enumerate() {
+            for f in st.output(0).iter() {
+                if k == 1 {
+                    seqs.push(f.meta.seq);
+                }
+                let r = FeedbackReport::parse(f.bytes()).unwrap();
+                let e = r.entries().next().unwrap();
+                assert_eq!(e.loss_fraction(), 0.0, "reports are not lost frames");
+                kbps.push((k, e.recv_kbps));
+            }
+        }
+    }
+    assert_eq!(seqs, [1, 2, 3]);
+    assert_eq!(wire.counter("frames_seen"), 151);
+    // 60 bytes at 50 packets/s = 24 kbit/s; with 38 more, 39.2.
+    let last = |k: usize| kbps.iter().rev().find(|(j, _)| *j == k).unwrap().1;
+    assert_eq!((last(0), last(1)), (24, 39));
+}
+
+/// The id to read comes from the `LocalSender` cell `wire.packetize`
+/// publishes (the encoder's frames carry no id), and with several receivers
+/// reporting, the worst one decides.
+#[test]
+fn adapt_reads_its_entry_by_the_published_id_and_follows_the_worst_receiver() {
+    let cell = Arc::new(OpusLive::new());
+    let own = Arc::new(wzp_stages::wire::LocalSender::new());
+    own.set(3);
+    let mut res = Resources::new();
+    res.insert("enc_live", cell.clone());
+    res.insert("me", own);
+    let mut st = Stage::build(
+        &AdaptFactory,
+        &[("live_settings", "enc_live"), ("local_sender", "me")],
+        &res,
+    )
+    .unwrap();
+    // Receiver 11 hears us cleanly, receiver 12 loses 10 of 50; a report
+    // about another sender (5) says nothing about us.
+    let clean = report_bytes(3, 0);
+    let lossy = report_bytes(3, 10);
+    let other = report_bytes(5, 40);
+    assert_rt_safe("adapt process", 100, || {
+        let c = st.cycle as u32;
+        st.input(0).push(frame(c, 0), &[1u8; 40]).unwrap();
+        if c % 50 == 49 {
+            for (reporter, r) in [(11, &clean), (12, &lossy), (13, &other)] {
+                let mut m = frame(c, reporter);
+                m.codec = CodecId::FEEDBACK.0;
+                st.input(1).push(m, r).unwrap();
+            }
+        }
+        st.step();
+    });
+    assert_eq!(st.counter("reports"), 4, "two reporters, two seconds");
+    assert_eq!(st.counter("report_expected"), 200);
+    assert_eq!(st.counter("report_received"), 180);
+    let s = cell.get().expect("settings published");
+    assert!(
+        s.inband_fec && (15..=25).contains(&s.expected_loss),
+        "{s:?}"
+    );
+    assert_eq!(st.gauge("loss_pct"), 20, "the last entry read: receiver 12");
+    // A cell name that is not there is refused with its name.
+    let e = Stage::build(
+        &AdaptFactory,
+        &[("local_sender", "nope")],
+        &Resources::new(),
+    )
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("nope"), "{e}");
+}

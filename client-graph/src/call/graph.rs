@@ -134,16 +134,22 @@ pub fn sending_profile(spec: &GraphSpec) -> Option<&'static Profile> {
     Profile::by_name(name).filter(|p| p.is_opus())
 }
 
-/// `spec` with every Opus encoder and decoder set to `profile`.
+/// `spec` with every Opus encoder and decoder set to `profile`, and the
+/// quality controller's best tier with them.
 pub fn with_profile(spec: &GraphSpec, profile: &Profile) -> GraphSpec {
     let mut spec = spec.clone();
     for st in spec
         .stages
         .iter_mut()
-        .filter(|s| s.kind == OPUS_ENCODE || s.kind == "codec.opus_decode")
+        .filter(|s| s.kind == OPUS_ENCODE || s.kind == "codec.opus_decode" || s.kind == ADAPT)
     {
+        let key = if st.kind == ADAPT {
+            "top_tier"
+        } else {
+            "profile"
+        };
         st.params.insert(
-            "profile".into(),
+            key.into(),
             RawParam {
                 value: toml::Value::String(profile.name.into()),
                 loc: Default::default(),
@@ -166,6 +172,7 @@ pub fn profile_for_path(wanted: &'static Profile, limit: usize) -> Option<&'stat
 }
 
 const OPUS_ENCODE: &str = "codec.opus_encode";
+const ADAPT: &str = "quality.adapt";
 
 fn vars_get<'a>(vars: &'a BTreeMap<String, String>, k: &str, d: &'a str) -> &'a str {
     vars.get(k).map(String::as_str).unwrap_or(d)
@@ -223,7 +230,12 @@ pub fn use_local_sender(spec: &mut GraphSpec, resource: &str) -> bool {
     spec.stages[pack]
         .params
         .insert("publish_sender".into(), cell());
-    for st in spec.stages.iter_mut().filter(|s| s.kind == "crypto.open") {
+    // `open` drops that id; `adapt` reads the feedback entries about it.
+    for st in spec
+        .stages
+        .iter_mut()
+        .filter(|s| s.kind == "crypto.open" || s.kind == "quality.adapt")
+    {
         if param(st, "local_sender").is_none_or(|v| v.is_empty()) {
             st.params.insert("local_sender".into(), cell());
         }

@@ -1,6 +1,7 @@
 //! A call: options, the call graph ([`graph`]) and the media connection
 //! ([`media`]). `wzp-client join` and `demo` run one with [`run_call`].
 
+pub mod adapt_log;
 pub mod graph;
 pub mod media;
 
@@ -42,6 +43,25 @@ pub struct CallOptions {
     pub label: String,
     /// A direct call's room and end-to-end keys (instead of a room secret).
     pub direct: Option<DirectMedia>,
+    /// Where the per-stage figures are written as JSON, every
+    /// [`STATS_JSON_INTERVAL`] during the call (replaced whole, so a reader
+    /// never sees half a file) and once more at the end.
+    pub stats_json: Option<PathBuf>,
+}
+
+/// How often a call rewrites its `--stats-json` file.
+pub const STATS_JSON_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Writes `report` to `path` through a temporary file and a rename, so a
+/// reader sees the old figures or the new ones, never half a file.
+pub fn write_stats_json(report: &Report, path: &std::path::Path) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, serde_json::to_string_pretty(report)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }
 
 /// The media side of a direct call set up on the signal plane: the call
@@ -155,9 +175,12 @@ pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
             .await
         })
     };
-    let stats = graph.stats();
+    let mut stats = graph.stats();
     let mut telemetry = media::TelemetrySampler::default();
     let mut next_report = Instant::now() + media::TELEMETRY_INTERVAL;
+    let mut adapt_log = adapt_log::AdaptLog::default();
+    let mut next_stats_json = Instant::now() + STATS_JSON_INTERVAL;
+    let mut stats_json_warned = false;
     // Wait for the graph to end (duration) or a stop request.
     while !graph.is_finished() && !opts.stop.load(Ordering::Relaxed) {
         graph.wait(Duration::from_millis(50));
@@ -170,6 +193,20 @@ pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
             // report carries the same monotonic counters.
             let _ = telemetry_tx.try_send(telemetry.sample(&stats));
         }
+        if let Some(line) = adapt_log.sample(&stats) {
+            println!("{}{line}", opts.label);
+        }
+        if let Some(path) = &opts.stats_json {
+            if Instant::now() >= next_stats_json {
+                next_stats_json += STATS_JSON_INTERVAL;
+                let report = stats.report(&stats.snapshot(), None);
+                if let Err(e) = write_stats_json(&report, path) {
+                    if !std::mem::replace(&mut stats_json_warned, true) {
+                        eprintln!("{}warning: --stats-json: {e:#}", opts.label);
+                    }
+                }
+            }
+        }
         // Each (re)join reports the path's datagram limit: send with the
         // best profile that fits it.
         let limit = path_limit.swap(0, Ordering::Relaxed);
@@ -179,6 +216,8 @@ pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
                     let respec = with_profile(&spec, p);
                     match graph.reconfigure(&respec, &registry, &res) {
                         Ok(()) => {
+                            // Rebuilt stages have new figures.
+                            stats = graph.stats();
                             println!(
                                 "{}the path takes {limit}-byte datagrams: sending {} (up to {} bytes) instead of {}",
                                 opts.label,
@@ -248,6 +287,7 @@ mod tests {
             stop: Arc::new(AtomicBool::new(false)),
             label: String::new(),
             direct: None,
+            stats_json: None,
         }
     }
 
@@ -274,12 +314,55 @@ mod tests {
             .map(|s| s.params["profile"].value.as_str().unwrap())
             .collect::<Vec<_>>();
         assert_eq!(decoders, ["studio_48k"; 4]);
+        // The quality controller's best tier follows.
+        let adapt = respec.stages.iter().find(|s| s.id == "adapt").unwrap();
+        assert_eq!(adapt.params["top_tier"].value.as_str(), Some("studio_48k"));
         assert_eq!(
             sending_profile(&call_spec(&opts(&[]), "0123456789abcdef0123").unwrap())
                 .unwrap()
                 .name,
             "good"
         );
+    }
+
+    /// The one sender id cell reaches packetize (which fills it), open
+    /// (which drops it) and adapt (which reads the reports about it).
+    #[test]
+    fn the_local_sender_cell_reaches_packetize_open_and_adapt() {
+        let mut spec = call_spec(&opts(&[]), "0123456789abcdef0123").unwrap();
+        assert!(graph::use_local_sender(&mut spec, LOCAL_SENDER));
+        let param = |id: &str, k: &str| {
+            let st = spec.stages.iter().find(|s| s.id == id).unwrap();
+            st.params
+                .get(k)
+                .and_then(|p| p.value.as_str().map(str::to_string))
+        };
+        assert_eq!(
+            param("pack", "publish_sender").as_deref(),
+            Some(LOCAL_SENDER)
+        );
+        assert_eq!(param("open", "local_sender").as_deref(), Some(LOCAL_SENDER));
+        assert_eq!(
+            param("adapt", "local_sender").as_deref(),
+            Some(LOCAL_SENDER)
+        );
+        // And the graph compiles with it.
+        let wakers = Wakers::default();
+        let (_feed, ingress_port) =
+            quic::ingress_channel(64, wakers.clocked.clone(), Instant::now());
+        let (_peers, _pump, egress_port) = quic::egress_channel(64);
+        let mut res = Resources::new();
+        res.insert("quic.ingress", Arc::new(ingress_port));
+        res.insert("quic.egress", Arc::new(egress_port));
+        res.insert(LOCAL_SENDER, Arc::new(wzp_stages::wire::LocalSender::new()));
+        compile_with(
+            &spec,
+            &wzp_stages::registry(),
+            &res,
+            &Existing::default(),
+            wakers,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Switching profile on a running call graph replaces the encoder (and

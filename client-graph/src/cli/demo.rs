@@ -89,6 +89,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         stop: stop.clone(),
         label: format!("[{name}] "),
         direct: None,
+        stats_json: None,
     };
     let alice = client("alice", "builtin", "null".into());
     let bob = client("bob", "tone:220", args.output.display().to_string());

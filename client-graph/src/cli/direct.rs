@@ -173,6 +173,7 @@ pub async fn run_media(
             room: ready.room.clone(),
             keys: ready.keys.clone(),
         }),
+        stats_json: None,
     };
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
     let media_thread = std::thread::Builder::new()

@@ -49,7 +49,8 @@ pub struct JoinArgs {
     /// Fill a call graph placeholder (repeatable): profile, fec_ratio, jb_min, ...
     #[arg(long = "set", value_name = "NAME=VALUE")]
     pub set: Vec<String>,
-    /// Write the final per-stage figures as JSON to this file.
+    /// Write the per-stage figures as JSON to this file: every second during
+    /// the call (replaced whole) and once more at the end.
     #[arg(long, value_name = "FILE")]
     pub stats_json: Option<PathBuf>,
     /// Do not ask for real-time (SCHED_FIFO) priority.
@@ -92,6 +93,7 @@ pub fn join_cmd(args: JoinArgs) -> Result<()> {
         stop,
         label: String::new(),
         direct: None,
+        stats_json: args.stats_json.clone(),
     };
     call::graph::check_options(&opts)?;
     let outcome = call::run_call(opts)?;

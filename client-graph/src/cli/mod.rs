@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use wzp_engine::params::parse_duration;
 use wzp_engine::prelude::*;
 
@@ -52,8 +52,7 @@ pub fn finish_report(
     quiet: bool,
 ) -> Result<()> {
     if let Some(path) = json {
-        std::fs::write(path, serde_json::to_string_pretty(report)?)
-            .with_context(|| format!("writing {}", path.display()))?;
+        crate::call::write_stats_json(report, path)?;
     }
     if !quiet {
         print!("{}", report.table());

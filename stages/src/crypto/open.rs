@@ -18,6 +18,11 @@
 //!    must not be too old for the window, and its `(index, fec_symbol)` must
 //!    not be among the sender's last [`REPAIR_MEMORY`] repair symbols; it
 //!    does not mark the window (its source frame may still arrive).
+//!    A feedback report (codec `0x40`) counts its own `seq` (docs/WIRE.md
+//!    §1.5): it is checked in a second window of the sender's, kept for
+//!    reports, and never moves the media window; one flagged `REPAIR` is
+//!    `malformed`. The epoch check of step 2 takes the newer of the two
+//!    windows' epochs.
 //! 4. The tag must verify under the epoch's key, with the header (and
 //!    trailer) as associated data and `MediaHeader::nonce()` as nonce, else
 //!    `bad_tag`. Decryption is in place in the output slot.
@@ -181,6 +186,8 @@ struct SenderEntry {
     id: u32,
     last_heard: u64,
     window: ReplayWindow,
+    /// Feedback reports count their own seq: their own window.
+    reports: ReplayWindow,
     /// Recent repair symbols `(index, fec_symbol)`, a ring.
     repairs: [(u64, u16); REPAIR_MEMORY],
     next_repair: usize,
@@ -193,6 +200,7 @@ impl Default for SenderEntry {
             id: 0,
             last_heard: 0,
             window: ReplayWindow::new(),
+            reports: ReplayWindow::new(),
             repairs: [(u64::MAX, 0); REPAIR_MEMORY],
             next_repair: 0,
         }
@@ -279,18 +287,26 @@ impl OpenProc {
             self.own_sender.inc();
             return;
         }
+        if header.is_feedback() && header.is_repair() {
+            // Reports are never FEC-protected (docs/WIRE.md §1.5).
+            self.malformed.inc();
+            return;
+        }
 
         let index = ReplayWindow::index(header.key_epoch, header.seq);
         let known = self.find(header.sender_id);
         if let Some(i) = known {
-            let window = &self.senders[i].window;
-            if let Some(current) = window.epoch() {
+            let entry = &self.senders[i];
+            let window = &entry.window;
+            if let Some(current) = window.epoch().max(entry.reports.epoch()) {
                 if u16::from(header.key_epoch) + 1 < u16::from(current) {
                     self.old_epoch.inc();
                     return;
                 }
             }
-            let fresh = if header.is_repair() {
+            let fresh = if header.is_feedback() {
+                entry.reports.check(index).is_ok()
+            } else if header.is_repair() {
                 self.senders[i].repair_is_new(index, header.fec_symbol)
             } else {
                 window.check(index).is_ok()
@@ -350,7 +366,9 @@ impl OpenProc {
         };
         let entry = &mut self.senders[i];
         entry.last_heard = self.tick;
-        if header.is_repair() {
+        if header.is_feedback() {
+            entry.reports.accept(index);
+        } else if header.is_repair() {
             entry.accept_repair(index, header.fec_symbol);
         } else {
             entry.window.accept(index);

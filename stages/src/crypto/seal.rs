@@ -20,7 +20,14 @@
 //! the `seq` of its block's last source frame, sealed just before it, and
 //! is told apart by its `fec_symbol`, which is part of the nonce for repair
 //! (docs/WIRE.md §1.3); repair symbols of one `seq` must come with rising
-//! symbol numbers, anything else is `seq_reuse`. After epoch 255 there is no fresh key: packets that
+//! symbol numbers, anything else is `seq_reuse`.
+//!
+//! Feedback reports (codec `0x40`, docs/WIRE.md §1.5) count their own `seq`
+//! (the report counter, from `wire.packetize`): their nonce sets a bit no
+//! media nonce has, so the two counters never meet. A report seq must rise
+//! too; one that does not (the counter restarted) moves to the next epoch
+//! like a media seq going backwards. A report flagged `REPAIR` is
+//! `malformed` (reports are never FEC-protected). After epoch 255 there is no fresh key: packets that
 //! would need one are dropped (`key_exhausted`) and the session must be
 //! re-keyed by the control plane (new handshake or room secret). At 50
 //! packets/s one epoch lasts 2.7 years.
@@ -99,6 +106,8 @@ impl StageFactory for Seal {
             sender: None,
             last_seq: None,
             last_repair: None,
+            last_report: None,
+            started: false,
             epoch: 0,
             sealed: cx.counter("sealed"),
             rekeys: cx.counter("rekeys"),
@@ -125,9 +134,13 @@ struct SealProc {
     sender: Option<u32>,
     /// Last seq sealed in `epoch`; `None` before the first packet.
     last_seq: Option<u32>,
-    /// `(seq, fec_symbol)` of the last packet sealed when it was a repair
-    /// symbol.
+    /// `(seq, fec_symbol)` of the last media packet sealed when it was a
+    /// repair symbol.
     last_repair: Option<(u32, u16)>,
+    /// Last feedback report seq sealed (reports count their own seq).
+    last_report: Option<u32>,
+    /// Something has been sealed: `epoch` is in force.
+    started: bool,
     epoch: u8,
     sealed: Counter,
     rekeys: Counter,
@@ -156,28 +169,53 @@ impl SealProc {
                 return;
             }
         }
-        let epoch = match self.last_seq {
-            None => header.key_epoch,
-            Some(last) if header.seq > last => self.epoch,
-            Some(last) if header.seq == last => {
-                let fresh_repair = header.is_repair()
-                    && header.fec_symbol > 0
-                    && self
-                        .last_repair
-                        .is_none_or(|(seq, sym)| seq != header.seq || header.fec_symbol > sym);
-                if !fresh_repair {
-                    self.seq_reuse.inc();
-                    return;
-                }
-                self.epoch
+        // The epoch in force: the header's until something was sealed.
+        let current = if self.started {
+            self.epoch
+        } else {
+            header.key_epoch
+        };
+        let epoch = if header.is_feedback() {
+            // Reports count their own seq (a nonce space of their own,
+            // docs/WIRE.md §1.5) and are never FEC-protected.
+            if header.is_repair() {
+                self.malformed.inc();
+                return;
             }
-            Some(_) => match self.epoch.checked_add(1) {
-                Some(next) => next,
-                None => {
-                    self.key_exhausted.inc();
-                    return;
+            match self.last_report {
+                Some(last) if header.seq <= last => match self.epoch.checked_add(1) {
+                    Some(next) => next,
+                    None => {
+                        self.key_exhausted.inc();
+                        return;
+                    }
+                },
+                _ => current,
+            }
+        } else {
+            match self.last_seq {
+                None => current,
+                Some(last) if header.seq > last => self.epoch,
+                Some(last) if header.seq == last => {
+                    let fresh_repair = header.is_repair()
+                        && header.fec_symbol > 0
+                        && self
+                            .last_repair
+                            .is_none_or(|(seq, sym)| seq != header.seq || header.fec_symbol > sym);
+                    if !fresh_repair {
+                        self.seq_reuse.inc();
+                        return;
+                    }
+                    self.epoch
                 }
-            },
+                Some(_) => match self.epoch.checked_add(1) {
+                    Some(next) => next,
+                    None => {
+                        self.key_exhausted.inc();
+                        return;
+                    }
+                },
+            }
         };
         let sealed_len = bytes.len() + TAG_LEN;
         if sealed_len > MAX_ITEM_BYTES {
@@ -223,14 +261,19 @@ impl SealProc {
         if self.sender.is_none() {
             self.sender = Some(header.sender_id);
         }
-        if self.last_seq.is_some() && epoch != self.epoch {
+        if self.started && epoch != self.epoch {
             self.rekeys.inc();
         }
+        self.started = true;
         self.epoch = epoch;
-        self.last_seq = Some(header.seq);
-        self.last_repair = header
-            .is_repair()
-            .then_some((header.seq, header.fec_symbol));
+        if header.is_feedback() {
+            self.last_report = Some(header.seq);
+        } else {
+            self.last_seq = Some(header.seq);
+            self.last_repair = header
+                .is_repair()
+                .then_some((header.seq, header.fec_symbol));
+        }
         self.epoch_gauge.set(i64::from(epoch));
         self.sealed.inc();
     }

@@ -29,17 +29,23 @@
 //!   counts its decisions but leaves the encoder alone (a baseline).
 //! - `top_tier` (string, "good"): the best tier (docs/PROFILES.md) the
 //!   controller may use; the call starts there.
-//! - `sender_id` (int, -1): the entry of each report to read; -1 = the
-//!   `stream` of the frames passing through.
+//! - `sender_id` (int, -1): the entry of each report to read; -1 = the id
+//!   in `local_sender` (a call: `wire.packetize` draws a random id and
+//!   publishes it there), or without one the `stream` of the frames passing
+//!   through.
+//! - `local_sender` (string, ""): name of an `Arc<LocalSender>` resource.
 //! - `startup` (duration, 3s), `clean_settle` (duration, 4s), `hysteresis`
 //!   (duration, 10s): the controller's timings (`ControllerConfig`).
 //!
-//! **Counters**: `reports` (entries about this sender), `report_errors`
+//! **Counters**: `reports` (entries about this sender), `report_expected`
+//! and `report_received` (their packet counts summed: two readings give the
+//! loss between them), `report_errors`
 //! (reports that did not parse), `decisions`, `applied` (decisions written
 //! to the encoder), `decisions_<reason>` for each reason (`startup`,
 //! `clean_path`, `random_loss`, `burst_loss`, `heavy_loss`, `loss_eased`,
 //! `congestion`, `probe`), `not_live` (decisions with a part the encoder
-//! cannot take live). **Gauges** (the settings in force): `dred_ms`,
+//! cannot take live). **Gauges** (the settings in force): `tier` (index in
+//! `controller::TIERS`: 0 `studio_64k` .. 3 `good` .. 7 `catastrophic`), `dred_ms`,
 //! `loss_hint`, `lbrr`, `bitrate`, `frame_ms`, `fec_ratio`,
 //! `receiver_hold_frames`, and the latest report's `loss_pct` and `rtt_ms`
 //! (-1 until known).
@@ -75,6 +81,7 @@ use super::controller::{Controller, ControllerConfig, Decision, Reason, Settings
 use super::receive_stats::SendClock;
 use crate::codec::live::{LiveOpusSettings, OpusLive};
 use crate::codec::profile::{Codec, Profile};
+use crate::wire::LocalSender;
 
 /// `quality.adapt`; see the module docs.
 pub struct AdaptFactory;
@@ -113,7 +120,12 @@ impl StageFactory for AdaptFactory {
                 ParamSpec::int(
                     "sender_id",
                     -1,
-                    "report entry to read; -1 = the stream of the frames passing",
+                    "report entry to read; -1 = local_sender's id, else the stream of the frames passing",
+                ),
+                ParamSpec::str(
+                    "local_sender",
+                    "",
+                    "name of an Arc<LocalSender> resource holding this sender's id (wire.packetize publishes it)",
                 ),
                 ParamSpec::duration(
                     "startup",
@@ -153,6 +165,17 @@ impl StageFactory for AdaptFactory {
             .into());
         };
         let sender = p.int_in("sender_id", -1, i64::from(u32::MAX))?;
+        let cell = p.str("local_sender")?;
+        let own_cell = if cell.is_empty() {
+            None
+        } else {
+            Some(cx.resource::<LocalSender>(cell).ok_or_else(|| {
+                ParamError::new(
+                    "local_sender",
+                    format!("no LocalSender resource named {cell:?}; insert one or leave it empty"),
+                )
+            })?)
+        };
         let ns = |d: Duration| d.as_nanos() as u64;
         let cfg = ControllerConfig {
             top_tier,
@@ -175,6 +198,9 @@ impl StageFactory for AdaptFactory {
             live,
             enabled: p.bool("enabled")?,
             sender: u32::try_from(sender).ok(),
+            own_cell,
+            fb_expected: cx.counter("report_expected"),
+            fb_received: cx.counter("report_received"),
             send_clock: SendClock::new(256),
             fallback_bitrate: fallback,
             reports: cx.counter("reports"),
@@ -184,6 +210,7 @@ impl StageFactory for AdaptFactory {
             not_live: cx.counter("not_live"),
             decisions_by,
             g: Gauges {
+                tier: cx.gauge("tier"),
                 dred_ms: cx.gauge("dred_ms"),
                 loss_hint: cx.gauge("loss_hint"),
                 lbrr: cx.gauge("lbrr"),
@@ -210,6 +237,7 @@ impl StageFactory for AdaptFactory {
 }
 
 struct Gauges {
+    tier: Gauge,
     dred_ms: Gauge,
     loss_hint: Gauge,
     lbrr: Gauge,
@@ -227,8 +255,14 @@ struct Adapt {
     controller: Option<Controller>,
     live: Arc<OpusLive>,
     enabled: bool,
-    /// The entry to read; `None`: the stream of the frames passing.
+    /// The entry to read; `None`: `own_cell`'s, else the stream of the
+    /// frames passing.
     sender: Option<u32>,
+    /// Where `wire.packetize` publishes the id it sends with.
+    own_cell: Option<Arc<LocalSender>>,
+    /// Sums of the entries about this sender: packets expected, received.
+    fb_expected: Counter,
+    fb_received: Counter,
     send_clock: SendClock,
     fallback_bitrate: u32,
     reports: Counter,
@@ -263,6 +297,12 @@ impl Adapt {
             self.decisions_by[i].inc();
         }
         let s = &d.settings;
+        self.g.tier.set(
+            TIERS
+                .iter()
+                .position(|&t| t == s.tier)
+                .map_or(-1, |i| i as i64),
+        );
         self.g.dred_ms.set(i64::from(s.dred_ms));
         self.g.loss_hint.set(i64::from(s.loss_hint));
         self.g.lbrr.set(i64::from(s.lbrr));
@@ -296,10 +336,13 @@ impl Processor for Adapt {
                 ..ctl.settings()
             }
         };
+        if self.sender.is_none() {
+            self.sender = self.own_cell.as_ref().and_then(|c| c.get());
+        }
         let (input, out) = io.frames_in_out(0, 0);
         if let (Some(input), Some(out)) = (input, out) {
             for f in input.iter() {
-                if self.sender.is_none() {
+                if self.sender.is_none() && self.own_cell.is_none() {
                     self.sender = Some(f.meta.stream);
                 }
                 self.send_clock.on_sent(f.meta.timestamp, now);
@@ -317,6 +360,8 @@ impl Processor for Adapt {
                 };
                 for e in report.entries().filter(|e| e.sender_id == me) {
                     self.reports.inc();
+                    self.fb_expected.add(u64::from(e.expected));
+                    self.fb_received.add(u64::from(e.received));
                     self.g
                         .loss_pct
                         .set((e.loss_fraction() * 100.0).round() as i64);

@@ -8,14 +8,16 @@
 //! Tap it where frames have just arrived, before FEC decoding (repair
 //! frames count in the sender's `seq` space) and before the jitter buffer:
 //! a fan-out of the link into the FEC decoder. Frames of codec `0x40` (other
-//! receivers' reports) count as received, as docs/WIRE.md requires.
+//! receivers' reports) are skipped: they count their own `seq`, not the
+//! sender's packets (docs/WIRE.md §1.5).
 //!
 //! ## Ports
 //! - `in` (Frame): received frames; `stream` is the sender id, `arrival_ns`
 //!   the arrival time (0: now).
 //! - `out` (Frame): one report per interval once a sender has been heard;
-//!   codec `0x40`, `stream` = the `reporter_id` param, `timestamp` the
-//!   reporter's media clock, payload the report.
+//!   codec `0x40`, `seq` the report's number (1, 2, ...: reports count
+//!   their own seq, docs/WIRE.md §1.5), `stream` = the `reporter_id` param,
+//!   `timestamp` the reporter's media clock, payload the report.
 //!
 //! ## Params
 //! - `interval` (duration, 1s, 20ms..=1s): how often a report leaves.
@@ -24,7 +26,12 @@
 //! - `reorder_window` (int, 8, 1..=63): packets past a seq before its loss
 //!   is settled.
 //! - `forget_after` (duration, 5s): a sender silent this long leaves the report.
-//! - `reporter_id` (int, 0): written to each report frame's `stream`.
+//! - `reporter_id` (int, 0): written to each report frame's `stream`
+//!   (`wire.packetize` replaces it with its own sender id).
+//! - `overhead_bytes` (int, 0, 0..=1024): bytes each packet had on the wire
+//!   beyond the frame payload this stage sees, added to what `recv_kbps`
+//!   counts so it compares with the sender's wire rate. A call graph taps
+//!   frames after `wire.depacketize`: 22 (media header) + 16 (AEAD tag).
 //!
 //! **Counters**: `frames_seen`, `reports_sent`, `report_errors` (a report
 //! that could not be encoded or the output batch was full).
@@ -88,6 +95,11 @@ impl StageFactory for FeedbackReportFactory {
                     "a sender silent this long leaves the report",
                 ),
                 ParamSpec::int("reporter_id", 0, "written to each report frame's stream"),
+                ParamSpec::int(
+                    "overhead_bytes",
+                    0,
+                    "bytes a packet had on the wire beyond its frame payload (recv_kbps), 0..=1024",
+                ),
             ],
             default_domain: Domain::Clocked,
             domains: &[Domain::Clocked, Domain::Packet],
@@ -109,6 +121,7 @@ impl StageFactory for FeedbackReportFactory {
         let window = p.int_in("reorder_window", 1, 63)? as u32;
         let forget = p.duration("forget_after")?;
         let reporter = p.int_in("reporter_id", 0, i64::from(u32::MAX))? as u32;
+        let overhead = p.int_in("overhead_bytes", 0, 1024)? as usize;
         Ok(Built {
             inputs: vec![PortDecl::new("in", PortType::Frame)],
             outputs: vec![PortDecl::new("out", PortType::Frame)],
@@ -118,6 +131,8 @@ impl StageFactory for FeedbackReportFactory {
                 interval_ns: interval.as_nanos() as u64,
                 next_ns: None,
                 reporter,
+                sent: 0,
+                overhead,
                 heard: false,
                 report: [0; MAX_REPORT],
                 frames_seen: cx.counter("frames_seen"),
@@ -134,6 +149,10 @@ struct FeedbackReport {
     /// When the next report is due (set by the first frame heard).
     next_ns: Option<u64>,
     reporter: u32,
+    /// Reports made so far: the last one's seq.
+    sent: u32,
+    /// Bytes each packet had on the wire beyond its frame's payload.
+    overhead: usize,
     heard: bool,
     report: [u8; MAX_REPORT],
     frames_seen: Counter,
@@ -170,7 +189,13 @@ impl Processor for FeedbackReport {
                 } else {
                     f.meta.arrival_ns
                 };
-                self.table.on_packet(at, &header_of(&f.meta), f.len());
+                if f.meta.codec == CodecId::FEEDBACK.0 {
+                    // Another receiver's report: its seq counts reports,
+                    // not this sender's packets (docs/WIRE.md §1.5).
+                    continue;
+                }
+                self.table
+                    .on_packet(at, &header_of(&f.meta), f.len() + self.overhead);
                 self.frames_seen.inc();
                 self.heard = true;
             }
@@ -194,8 +219,11 @@ impl Processor for FeedbackReport {
                 return Flow::Continue;
             }
         };
+        // Reports are numbered from 1: their own seq space on the wire
+        // (docs/WIRE.md §1.5), never a media seq.
+        self.sent += 1;
         let meta = FrameMeta {
-            seq: 0,
+            seq: self.sent,
             // The reporter's media clock (48 kHz ticks), not interpreted.
             timestamp: (cx.now_ns / 1_000_000 * 48) as u32,
             stream: self.reporter,

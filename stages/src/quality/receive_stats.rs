@@ -15,9 +15,10 @@
 //!   RFC 3550 (`J += (|D| - J) / 16` on the transit-time differences of
 //!   consecutive arrivals). Queueing delay is the mean transit time above
 //!   the smallest seen (sender and receiver clocks need not agree; their
-//!   drift moves the floor slowly). Only audio packets (not repair, not
-//!   feedback) feed jitter, queueing delay and the RTT echo: their timestamps
-//!   are media time.
+//!   drift moves the floor slowly). Only audio packets (not repair) feed
+//!   jitter, queueing delay and the RTT echo: their timestamps are media
+//!   time. Feedback reports (codec `0x40`) count their own `seq` (docs/WIRE.md
+//!   §1.5): they only mark the sender as heard.
 //! - [`ReceiverFeedback`]: a fixed table of [`ReceiveStats`], one per sender,
 //!   that writes a whole report.
 //! - [`SendClock`]: the sender remembers when it sent each recent timestamp,
@@ -26,7 +27,7 @@
 use wzp_proto::feedback::{
     burst_bin, encode_feedback, FeedbackEntry, FeedbackError, BURST_BINS, MAX_FEEDBACK_ENTRIES,
 };
-use wzp_proto::{CodecId, MediaHeader};
+use wzp_proto::MediaHeader;
 
 /// Default packets past a seq before its loss is settled (160 ms at 20 ms
 /// frames): reordering shallower than this is not loss.
@@ -183,8 +184,13 @@ impl ReceiveStats {
     }
 
     /// One packet from this sender arrived at `now_ns` with `len` bytes.
+    /// A feedback report (codec `0x40`) only shows the sender is alive: its
+    /// `seq` counts reports, not this sender's packets (docs/WIRE.md §1.5).
     pub fn on_packet(&mut self, now_ns: u64, header: &MediaHeader, len: usize) {
         self.last_heard_ns = now_ns;
+        if header.is_feedback() {
+            return;
+        }
         self.bytes += len as u64;
         let seq = header.seq;
         if !self.started {
@@ -237,7 +243,7 @@ impl ReceiveStats {
                 self.restart_seq(seq);
             }
         }
-        if header.is_repair() || header.codec == CodecId::FEEDBACK {
+        if header.is_repair() {
             return;
         }
         self.on_media_time(now_ns, header.timestamp);
@@ -348,8 +354,20 @@ impl ReceiverFeedback {
         }
     }
 
-    /// One packet arrived (any sender, any codec).
+    /// One packet arrived (any sender, any codec). A feedback report takes
+    /// no entry: a member that only reports is not a sender.
     pub fn on_packet(&mut self, now_ns: u64, header: &MediaHeader, len: usize) {
+        if header.is_feedback() {
+            if let Some(s) = self
+                .slots
+                .iter_mut()
+                .flatten()
+                .find(|s| s.sender_id == header.sender_id)
+            {
+                s.on_packet(now_ns, header, len);
+            }
+            return;
+        }
         let id = header.sender_id;
         let idx = match self
             .slots

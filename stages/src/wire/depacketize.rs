@@ -23,6 +23,10 @@
 //! ## Ports
 //! - `in` (Packet): plaintext media packets (from `crypto.open`).
 //! - `out` (Frame): frames for the FEC decoder or the jitter buffer.
+//! - `feedback` (Frame): feedback reports (codec `0x40`, docs/WIRE.md
+//!   §1.5), for the sender's `quality.adapt`. They count their own `seq`,
+//!   so they never go to `out` (a jitter buffer would take the report
+//!   counter for frame numbers); unlinked, they are dropped (still counted).
 //!
 //! ## Params
 //! - `duration_ms` (int, 20, 1..=255): frame duration written into each frame.
@@ -31,7 +35,8 @@
 //!   receives the trailers.
 //!
 //! ## Stats
-//! Counters `frames`, `malformed`, `quality_reports`, `queue_full`; gauges
+//! Counters `frames`, `feedback` (reports sent to `feedback`), `malformed`,
+//! `quality_reports`, `queue_full`; gauges
 //! `qr_loss_pct`, `qr_rtt_ms`, `qr_jitter_ms`, `qr_bitrate_cap_kbps` (latest
 //! report received).
 //!
@@ -58,7 +63,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wzp_engine::prelude::*;
-use wzp_proto::{Flags, MediaPacket};
+use wzp_proto::{CodecId, Flags, MediaPacket};
 
 use super::QualityCell;
 
@@ -75,11 +80,18 @@ impl StageFactory for Depacketize {
                 ty: "Packet",
                 doc: "plaintext media packets from crypto.open",
             }],
-            outputs: vec![PortInfo {
-                name: "out",
-                ty: "Frame",
-                doc: "frames with seq, timestamp, codec, stream, FEC tag, arrival_ns",
-            }],
+            outputs: vec![
+                PortInfo {
+                    name: "out",
+                    ty: "Frame",
+                    doc: "frames with seq, timestamp, codec, stream, FEC tag, arrival_ns",
+                },
+                PortInfo {
+                    name: "feedback",
+                    ty: "Frame",
+                    doc: "feedback reports (codec 0x40), kept away from `out`",
+                },
+            ],
             params: vec![
                 ParamSpec::int("duration_ms", 20, "frame duration written into each frame"),
                 ParamSpec::int(
@@ -113,6 +125,7 @@ impl StageFactory for Depacketize {
             })?)
         };
         let processor = DepacketizeProc {
+            feedback: cx.counter("feedback"),
             duration_ms,
             source_symbols,
             quality,
@@ -127,7 +140,10 @@ impl StageFactory for Depacketize {
         };
         Ok(Built {
             inputs: vec![PortDecl::new("in", PortType::Packet)],
-            outputs: vec![PortDecl::new("out", PortType::Frame)],
+            outputs: vec![
+                PortDecl::new("out", PortType::Frame),
+                PortDecl::new("feedback", PortType::Frame),
+            ],
             latency: Duration::ZERO,
             processor: Box::new(processor),
         })
@@ -135,6 +151,7 @@ impl StageFactory for Depacketize {
 }
 
 struct DepacketizeProc {
+    feedback: Counter,
     duration_ms: u8,
     source_symbols: u8,
     quality: Option<Arc<QualityCell>>,
@@ -149,12 +166,25 @@ struct DepacketizeProc {
 }
 
 impl DepacketizeProc {
-    fn depacketize_one(&mut self, slot: &Slot<PacketMeta>, out: &mut Batch<FrameMeta>, now: u64) {
+    fn depacketize_one(&mut self, io: &mut Io<'_>, i: usize, now: u64) {
+        // Reports count their own seq: a jitter buffer or decoder must never
+        // see one (docs/WIRE.md §1.5). The codec byte picks the output; the
+        // parse below checks the rest.
+        let port = io.packets_in(0).and_then(|b| b.get(i)).map_or(0, |slot| {
+            usize::from(slot.bytes().get(2) == Some(&CodecId::FEEDBACK.0))
+        });
+        let (Some(input), out) = io.packets_in_frames_out(0, port) else {
+            return;
+        };
+        let Some(slot) = input.get(i) else {
+            return;
+        };
         let Ok(packet) = MediaPacket::parse(slot.bytes()) else {
             self.malformed.inc();
             return;
         };
         let h = packet.header;
+        let arrival_ns = slot.meta.arrival_ns;
         let mut flags = 0;
         if h.flags.contains(Flags::REPAIR) {
             flags |= frame_flags::REPAIR;
@@ -181,11 +211,14 @@ impl DepacketizeProc {
                 },
                 ratio_percent: h.fec_ratio,
             },
-            arrival_ns: if slot.meta.arrival_ns != 0 {
-                slot.meta.arrival_ns
-            } else {
-                now
-            },
+            arrival_ns: if arrival_ns != 0 { arrival_ns } else { now },
+        };
+        let Some(out) = out else {
+            // An output without a buffer: nobody reads it.
+            if h.is_feedback() {
+                self.feedback.inc();
+            }
+            return;
         };
         // A payload is shorter than the packet that carried it, so it fits a slot.
         if out.push(meta, packet.payload).is_err() {
@@ -202,17 +235,19 @@ impl DepacketizeProc {
             }
             self.quality_reports.inc();
         }
-        self.frames.inc();
+        if h.is_feedback() {
+            self.feedback.inc();
+        } else {
+            self.frames.inc();
+        }
     }
 }
 
 impl Processor for DepacketizeProc {
     fn process(&mut self, io: &mut Io<'_>, cx: &Cx) -> Flow {
-        let (Some(input), Some(out)) = io.packets_in_frames_out(0, 0) else {
-            return Flow::Continue;
-        };
-        for slot in input.iter() {
-            self.depacketize_one(slot, out, cx.now_ns);
+        let n = io.packets_in(0).map_or(0, |b| b.len());
+        for i in 0..n {
+            self.depacketize_one(io, i, cx.now_ns);
         }
         Flow::Continue
     }

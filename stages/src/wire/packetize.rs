@@ -31,6 +31,10 @@
 //!
 //! ## Ports
 //! - `in` (Frame): encoded frames (from the encoder or the FEC encoder).
+//! - `feedback` (Frame, optional): feedback reports (codec `0x40`, from
+//!   `quality.feedback_report`), packed after `in` each cycle exactly like
+//!   frames: same sender id, their `seq` (the report counter) copied as it
+//!   is. `crypto.seal` keeps their nonces apart (docs/WIRE.md §1.5).
 //! - `out` (Packet): media packets, `PacketMeta.stream` = sender id.
 //!
 //! ## Params
@@ -90,11 +94,18 @@ impl StageFactory for Packetize {
         StageInfo {
             kind: "wire.packetize",
             summary: "frames to media packets: 22-byte header (+ quality trailer), in place",
-            inputs: vec![PortInfo {
-                name: "in",
-                ty: "Frame",
-                doc: "encoded frames",
-            }],
+            inputs: vec![
+                PortInfo {
+                    name: "in",
+                    ty: "Frame",
+                    doc: "encoded frames",
+                },
+                PortInfo {
+                    name: "feedback",
+                    ty: "Frame",
+                    doc: "optional: feedback reports (codec 0x40) to send with this sender id",
+                },
+            ],
             outputs: vec![PortInfo {
                 name: "out",
                 ty: "Packet",
@@ -196,7 +207,10 @@ impl StageFactory for Packetize {
             queue_full: cx.counter("queue_full"),
         };
         Ok(Built {
-            inputs: vec![PortDecl::new("in", PortType::Frame)],
+            inputs: vec![
+                PortDecl::new("in", PortType::Frame),
+                PortDecl::optional("feedback", PortType::Frame),
+            ],
             outputs: vec![PortDecl::new("out", PortType::Packet)],
             latency: Duration::ZERO,
             processor: Box::new(processor),
@@ -288,11 +302,13 @@ impl PacketizeProc {
 
 impl Processor for PacketizeProc {
     fn process(&mut self, io: &mut Io<'_>, _cx: &Cx) -> Flow {
-        let (Some(input), Some(out)) = io.frames_in_packets_out(0, 0) else {
-            return Flow::Continue;
-        };
-        for frame in input.iter() {
-            self.packetize_one(frame, out);
+        for port in 0..io.num_inputs().min(2) {
+            let (Some(input), Some(out)) = io.frames_in_packets_out(port, 0) else {
+                continue;
+            };
+            for frame in input.iter() {
+                self.packetize_one(frame, out);
+            }
         }
         Flow::Continue
     }

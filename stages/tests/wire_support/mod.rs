@@ -14,6 +14,9 @@ pub const BATCH: usize = 64;
 pub struct Stage {
     pub processor: Box<dyn Processor>,
     pub pool: Vec<Buffer>,
+    /// Pool indices of the inputs, then of the outputs.
+    ins: Vec<u32>,
+    outs: Vec<u32>,
     counters: Vec<(String, Counter)>,
     gauges: Vec<(String, Gauge)>,
     pub cx: Cx,
@@ -54,15 +57,20 @@ pub fn try_build(
     let mut bcx = BuildContext::standalone(48_000, Duration::from_nanos(QUANTUM_NS), resources);
     let built = factory.build(&mut bcx, &p)?;
     let (counters, gauges) = bcx.take_metrics();
-    assert_eq!(built.inputs.len(), 1, "{kind}: one input");
-    assert_eq!(built.outputs.len(), 1, "{kind}: one output");
-    let pool = vec![
-        Buffer::for_type(built.inputs[0].ty, QUANTUM_NS, BATCH),
-        Buffer::for_type(built.outputs[0].ty, QUANTUM_NS, BATCH),
-    ];
+    // Every input, then every output, in the pool; `in` and `out` (the
+    // first of each) are what the helpers below feed and read.
+    let pool: Vec<Buffer> = built
+        .inputs
+        .iter()
+        .chain(&built.outputs)
+        .map(|p| Buffer::for_type(p.ty, QUANTUM_NS, BATCH))
+        .collect();
+    let n_in = built.inputs.len() as u32;
     Ok(Stage {
         processor: built.processor,
         pool,
+        ins: (0..n_in).collect(),
+        outs: (n_in..n_in + built.outputs.len() as u32).collect(),
         counters,
         gauges,
         cx: Cx {
@@ -97,15 +105,31 @@ impl Stage {
         }
     }
 
+    /// Input port `k` (0 = `in`) as a frame batch.
+    pub fn frames_in_at(&mut self, k: usize) -> &mut Batch<FrameMeta> {
+        match &mut self.pool[k] {
+            Buffer::Frames(b) => b,
+            _ => panic!("input {k} is not a frame port"),
+        }
+    }
+
+    /// Output port `k` (0 = `out`) as a frame batch.
+    pub fn frames_out_at(&self, k: usize) -> &Batch<FrameMeta> {
+        match &self.pool[self.outs[k] as usize] {
+            Buffer::Frames(b) => b,
+            _ => panic!("output {k} is not a frame port"),
+        }
+    }
+
     pub fn frames_out(&self) -> &Batch<FrameMeta> {
-        match &self.pool[1] {
+        match &self.pool[self.outs[0] as usize] {
             Buffer::Frames(b) => b,
             _ => panic!("output is not a frame port"),
         }
     }
 
     pub fn packets_out(&self) -> &Batch<PacketMeta> {
-        match &self.pool[1] {
+        match &self.pool[self.outs[0] as usize] {
             Buffer::Packets(b) => b,
             _ => panic!("output is not a packet port"),
         }
@@ -113,8 +137,10 @@ impl Stage {
 
     /// One cycle: reset the output, process, advance time. Allocation-free.
     pub fn step(&mut self) {
-        self.pool[1].reset();
-        let mut io = Io::checked(&mut self.pool, &[0], &[1]).expect("distinct buffers");
+        for &o in &self.outs {
+            self.pool[o as usize].reset();
+        }
+        let mut io = Io::checked(&mut self.pool, &self.ins, &self.outs).expect("distinct buffers");
         self.processor.process(&mut io, &self.cx);
         self.cx.cycle += 1;
         self.cx.now_ns += self.cx.quantum_ns;

@@ -1,0 +1,87 @@
+//! Prints each decision of the call graph's quality controller (the
+//! `quality.adapt` stage) as one line, with its reason and what it set:
+//!
+//! ```text
+//! adapt: random_loss -> tier=good bitrate=24000 dred_ms=0 loss_hint=20 lbrr=on (worst loss 19 %, rtt 41 ms)
+//! ```
+//!
+//! The stage counts and gauges every decision on the real-time side (where
+//! nothing may print); this reads those figures from the control side.
+
+use wzp_engine::stats::GraphStats;
+use wzp_stages::quality::controller::{Reason, TIERS};
+
+/// What was seen at the last sample.
+#[derive(Debug, Default)]
+pub struct AdaptLog {
+    decisions: u64,
+    by_reason: [u64; Reason::ALL.len()],
+    /// A decision was counted at the last sample: print it at this one, so
+    /// the gauges the stage sets in the same cycle are all in place.
+    due: bool,
+}
+
+impl AdaptLog {
+    /// The line to print for a new decision of the graph's (first)
+    /// `quality.adapt` stage, if one was taken since the last call. Call it
+    /// every few tens of ms.
+    pub fn sample(&mut self, stats: &GraphStats) -> Option<String> {
+        let st = stats.stages_of_kind("quality.adapt").next()?;
+        let decisions = st.counter("decisions")?;
+        if decisions != self.decisions {
+            self.decisions = decisions;
+            self.due = true;
+            return None;
+        }
+        if !std::mem::take(&mut self.due) {
+            return None;
+        }
+        let mut reasons = Vec::new();
+        for (k, r) in Reason::ALL.iter().enumerate() {
+            let n = st.counter(&format!("decisions_{}", r.name())).unwrap_or(0);
+            if n != self.by_reason[k] {
+                self.by_reason[k] = n;
+                reasons.push(r.name());
+            }
+        }
+        let g = |k: &str| st.gauge(k).unwrap_or(-1);
+        let known = |v: i64, unit: &str| {
+            if v < 0 {
+                "?".to_string()
+            } else {
+                format!("{v} {unit}")
+            }
+        };
+        let applied = if st.counter("applied").unwrap_or(0) == 0 {
+            " [not applied: adapt=false]"
+        } else {
+            ""
+        };
+        let tier = usize::try_from(g("tier"))
+            .ok()
+            .and_then(|i| TIERS.get(i))
+            .copied()
+            .unwrap_or("?");
+        // A Codec2 tier needs another encoder stage: until the graph
+        // switches codec, the stage holds Opus at its most robust.
+        let held = if tier == "poor" || tier == "catastrophic" {
+            " [Codec2 is not live: Opus holds the top rate with lbrr=on loss_hint=30]"
+        } else {
+            ""
+        };
+        Some(format!(
+            "adapt: {} -> tier={tier} bitrate={} dred_ms={} loss_hint={} lbrr={} (worst loss {}, rtt {}){held}{applied}",
+            if reasons.is_empty() {
+                "decision".to_string()
+            } else {
+                reasons.join("+")
+            },
+            g("bitrate"),
+            g("dred_ms"),
+            g("loss_hint"),
+            if g("lbrr") > 0 { "on" } else { "off" },
+            known(g("loss_pct"), "%"),
+            known(g("rtt_ms"), "ms"),
+        ))
+    }
+}

@@ -39,7 +39,8 @@
 //! **Counters**: those of `codec.opus_decode` for Opus (`frames_decoded`,
 //! `classical_plc_invocations`, `dred_reconstructions`, `fec_recovered`,
 //! ...; `underruns` for the whole output), and `codec2_frames_decoded`,
-//! `codec2_concealed` (lost Codec2 frames), `codec2_errors`,
+//! `codec2_concealed` (lost Codec2 frames), `codec2_errors`, `codec2_jobs`
+//! (frames and losses handed to the worker),
 //! `codec2_worker_dropped`, `codec2_dropped_full` (worker queue full),
 //! `codec2_gaps_filled`, `codec2_late_dropped`, `codec_switches`,
 //! `switch_concealed` (quanta concealed because of a switch).
@@ -134,6 +135,7 @@ impl StageFactory for AdaptiveDecodeFactory {
             started: false,
             worker_dropped,
             codec2_dropped_full: cx.counter("codec2_dropped_full"),
+            codec2_jobs: cx.counter("codec2_jobs"),
             codec2_gaps_filled: cx.counter("codec2_gaps_filled"),
             codec2_late_dropped: cx.counter("codec2_late_dropped"),
             codec2_resyncs: cx.counter("codec2_resyncs"),
@@ -176,6 +178,7 @@ struct AdaptiveDecodeProc {
     started: bool,
     worker_dropped: Counter,
     codec2_dropped_full: Counter,
+    codec2_jobs: Counter,
     codec2_gaps_filled: Counter,
     codec2_late_dropped: Counter,
     codec2_resyncs: Counter,
@@ -214,6 +217,7 @@ impl AdaptiveDecodeProc {
             return false;
         }
         self.c2_sent += job.mode.frame_samples_8k() as u64;
+        self.codec2_jobs.inc();
         true
     }
 

@@ -120,6 +120,20 @@ fn wait_for(g: &Graph, what: &str, cond: impl Fn(&Graph) -> bool) {
     }
 }
 
+/// Waits until the encoder's worker has made `want` Codec2 frames and the
+/// decoder's has answered every job.
+fn wait_workers(graph: &Graph, want: u64) {
+    wait_for(graph, "encoder", |g| {
+        counter(g, "enc", "codec2_frames_encoded") >= want
+    });
+    wait_for(graph, "decoder", |g| {
+        counter(g, "dec", "codec2_frames_decoded")
+            + counter(g, "dec", "codec2_concealed")
+            + counter(g, "dec", "codec2_errors")
+            >= counter(g, "dec", "codec2_jobs")
+    });
+}
+
 /// 10 ms RMS envelope.
 fn envelope(x: &[f32]) -> Vec<f64> {
     x.chunks_exact(160)
@@ -212,15 +226,7 @@ fn run(lookahead: u32) -> Outcome {
             // The encoder's worker makes a 3200 frame per cycle and a 1200
             // frame every other one; the decoder's answers every job.
             let want = cycle + cycle / 2;
-            wait_for(&graph, "encoder", |g| {
-                counter(g, "enc", "codec2_frames_encoded") >= want
-            });
-            wait_for(&graph, "decoder", |g| {
-                counter(g, "dec", "codec2_frames_decoded")
-                    + counter(g, "dec", "codec2_concealed")
-                    + counter(g, "dec", "codec2_errors")
-                    >= counter(g, "dec", "codec2_jobs")
-            });
+            wait_workers(&graph, want);
         }
     }
     marks.push((concealed(&graph), counter(&graph, "jb", "concealed")));
@@ -354,4 +360,169 @@ fn with_decoder_look_ahead_the_switches_conceal_nothing() {
     for p in &o.phases {
         assert_eq!(p.concealed + p.jb_concealed, 0, "{}", p.tier);
     }
+}
+
+/// The whole loop as a call runs it: `quality.adapt` with `codec_live`
+/// writes the controller's tier into the adaptive encoder's codec cell.
+/// 4 s clean, 8 s of 40 % loss (beyond what Opus holds), then clean: the
+/// controller moves the stream to Codec2 3200 within a couple of reports,
+/// the receiver decodes it by its codec id, and the stream returns to Opus
+/// after the hysteresis period (4 s here).
+const LOOP_GRAPH: &str = r#"
+[graph]
+name = "adaptive-loop"
+clock = { driver = "manual", quantum_ms = 20, rate = 48000 }
+
+[[stage]]
+id = "src"
+kind = "audio.wav_source"
+params = { path = "builtin:speech", rate = 16000, loop = true }
+[[stage]]
+id = "up"
+kind = "audio.resample"
+params = { from = 16000, to = 48000 }
+[[stage]]
+id = "enc"
+kind = "codec.adaptive_encode"
+params = { profile = "good", live_settings = "enc_live", codec_live = "codec_live" }
+[[stage]]
+id = "adapt"
+kind = "quality.adapt"
+params = { live_settings = "enc_live", codec_live = "codec_live", hysteresis = "4s" }
+[[stage]]
+id = "net"
+kind = "net.netem_frames"
+params = { trace = "${trace}" }
+[[stage]]
+id = "report"
+kind = "quality.feedback_report"
+params = { interval = "1s" }
+[[stage]]
+id = "ret"
+kind = "net.netem_frames"
+params = { delay = "40ms" }
+[[stage]]
+id = "jb"
+kind = "jitter.adaptive"
+[[stage]]
+id = "dec"
+kind = "codec.adaptive_decode"
+params = { profile = "good", lookahead_frames = 0, fill_gaps = false }
+[[stage]]
+id = "sink"
+kind = "audio.null_sink"
+
+[[link]]
+from = "src.out"
+to = "up.in"
+[[link]]
+from = "up.out"
+to = "enc.in"
+[[link]]
+from = "enc.out"
+to = "adapt.in"
+[[link]]
+from = "adapt.out"
+to = "net.in"
+[[link]]
+from = "net.out"
+to = "jb.in"
+[[link]]
+from = "net.out"
+to = "report.in"
+[[link]]
+from = "report.out"
+to = "ret.in"
+[[link]]
+from = "ret.out"
+to = "adapt.feedback"
+delay = 1
+[[link]]
+from = "jb.out"
+to = "dec.in"
+[[link]]
+from = "dec.out"
+to = "sink.in"
+"#;
+
+#[test]
+fn the_controller_moves_a_call_beyond_opus_to_codec2_and_back() {
+    assert!(checker_installed());
+    let dir = std::env::temp_dir().join(format!("wzp-adaptive-loop-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // One flag per packet (20 ms): 200 kept, 400 at 40 % (a fixed LCG),
+    // then kept.
+    let mut x = 12_345u32;
+    let trace: String = (0..2_000)
+        .map(|i| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            let lost = (200..600).contains(&i) && (x >> 16) % 100 < 40;
+            if lost {
+                "1\n"
+            } else {
+                "0\n"
+            }
+        })
+        .collect();
+    let trace_path = dir.join("trace.txt");
+    std::fs::write(&trace_path, trace).unwrap();
+    let vars = [("trace".to_string(), trace_path.display().to_string())]
+        .into_iter()
+        .collect();
+    let spec = GraphSpec::parse(LOOP_GRAPH, "adaptive-loop.toml", &vars).unwrap();
+    let mut graph = Graph::new(compile(&spec, &wzp_stages::registry(), &Resources::new()).unwrap());
+    let mut allocations = 0;
+    let mut into_codec2_at = None;
+    let mut back_at = None;
+    for cycle in 1..=1_100u64 {
+        let ((), n) = count_allocs(|| {
+            graph.step();
+        });
+        allocations += n;
+        wait_workers(&graph, cycle + cycle / 2);
+        let codec = graph.stats().stage("enc").unwrap().gauge("codec").unwrap();
+        if codec != 1 && into_codec2_at.is_none() {
+            into_codec2_at = Some(cycle);
+        }
+        if codec == 1 && into_codec2_at.is_some() && back_at.is_none() {
+            back_at = Some(cycle);
+        }
+    }
+    let c = |stage: &str, name: &str| counter(&graph, stage, name);
+    let into = into_codec2_at.expect("the encoder never left Opus");
+    let back = back_at.expect("the encoder never came back to Opus");
+    eprintln!(
+        "into Codec2 at cycle {into}, back at {back}; Codec2 frames sent {}, decoded {}",
+        c("enc", "codec2_frames_out"),
+        c("dec", "codec2_frames_decoded")
+    );
+    assert_eq!(allocations, 0);
+    // Loss starts at cycle 200; the first report that shows it arrives
+    // within 1 s (plus the return path).
+    assert!((200..=300).contains(&into), "into Codec2 at cycle {into}");
+    assert!(c("adapt", "decisions_heavy_loss") >= 1);
+    // Loss ends at cycle 600: back after the 4 s hysteresis, measured from
+    // the first calm report, within a report or two.
+    assert!((800..=950).contains(&back), "back to Opus at cycle {back}");
+    assert_eq!(c("enc", "codec_switches"), 2);
+    assert_eq!(c("dec", "codec_switches"), 2);
+    // Codec2 ran the whole time in between, and the receiver decoded what
+    // got through.
+    let sent = c("enc", "codec2_frames_out");
+    assert!(
+        sent + 5 >= back - into,
+        "{sent} Codec2 frames in {} cycles",
+        back - into
+    );
+    assert!(c("dec", "codec2_frames_decoded") * 10 >= sent * 4);
+    assert_eq!(c("dec", "foreign_frames"), 0);
+    // Codec and frame size went live; only the RaptorQ ratio of the heavy
+    // loss decisions did not (no FEC stage in this graph).
+    assert_eq!(
+        c("adapt", "not_live"),
+        c("adapt", "decisions_heavy_loss"),
+        "only RaptorQ's ratio is not live"
+    );
+    assert_eq!(c("adapt", "applied"), c("adapt", "decisions"));
+    let _ = std::fs::remove_dir_all(dir);
 }

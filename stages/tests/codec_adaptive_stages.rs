@@ -123,3 +123,145 @@ fn bad_params_say_what_to_use() {
         assert!(e.contains(says), "{param}: {e}");
     }
 }
+
+/// Frames off the network that are wrong in every way the decoder can
+/// meet: unknown codec ids, Codec2 payloads of the wrong size, empty or
+/// garbage Opus, seq going back or leaping, markers while on Codec2. Each
+/// row is one cycle's input; the decoder must count it where the row says,
+/// never panic or allocate, and keep playing finite audio.
+#[test]
+fn malformed_frames_are_counted_and_concealed_not_fatal() {
+    assert!(checker_installed());
+    let mut dec = Harness::new(&AdaptiveDecodeFactory, &[("lookahead_frames", int(0))]);
+    // A real Codec2 3200 frame's worth of bits and an Opus-looking TOC.
+    let c2 = [0x5au8; 8];
+    let garbage_opus = [0x78u8, 0xff, 0x00, 0x13, 0x37];
+    let missing = frame_flags::MISSING;
+    // (what, codec, payload, flags, seq, counter that must move)
+    let rows: Vec<(&str, u8, &[u8], u8, u32, &str)> = vec![
+        (
+            "codec2 frame",
+            CodecId::CODEC2_3200.0,
+            &c2,
+            0,
+            0,
+            "codec2_jobs",
+        ),
+        (
+            "codec2, 5 bytes",
+            CodecId::CODEC2_3200.0,
+            &c2[..5],
+            0,
+            1,
+            "codec2_concealed",
+        ),
+        (
+            "codec2 1200, 8 bytes",
+            CodecId::CODEC2_1200.0,
+            &c2,
+            0,
+            2,
+            "codec2_concealed",
+        ),
+        (
+            "marker on codec2",
+            CodecId::CODEC2_3200.0,
+            &[],
+            missing,
+            3,
+            "codec2_concealed",
+        ),
+        ("unknown codec 0x33", 0x33, &c2, 0, 4, "codec2_concealed"),
+        (
+            "seq back",
+            CodecId::CODEC2_3200.0,
+            &c2,
+            0,
+            2,
+            "codec2_late_dropped",
+        ),
+        (
+            "seq leaps",
+            CodecId::CODEC2_3200.0,
+            &c2,
+            0,
+            100_000,
+            "codec2_resyncs",
+        ),
+        (
+            "garbage opus",
+            CodecId::OPUS.0,
+            &garbage_opus,
+            0,
+            100_001,
+            "codec_switches",
+        ),
+        (
+            "empty opus",
+            CodecId::OPUS.0,
+            &[],
+            0,
+            100_002,
+            "classical_plc_invocations",
+        ),
+        (
+            "unknown codec on opus",
+            0x7f,
+            &garbage_opus,
+            0,
+            100_003,
+            "foreign_frames",
+        ),
+        (
+            "opus seq back",
+            CodecId::OPUS.0,
+            &garbage_opus,
+            0,
+            5,
+            "late_dropped",
+        ),
+        (
+            "opus marker",
+            CodecId::OPUS.0,
+            &[],
+            missing,
+            100_004,
+            "classical_plc_invocations",
+        ),
+    ];
+    let mut allocations = 0;
+    for (what, codec, payload, flags, seq, moves) in rows {
+        let before = dec.counter(moves);
+        let meta = FrameMeta {
+            seq,
+            timestamp: seq.wrapping_mul(960),
+            codec,
+            flags,
+            duration_ms: 20,
+            ..Default::default()
+        };
+        dec.frames_in().clear();
+        dec.frames_in().push(meta, payload).unwrap();
+        let ((), n) = count_allocs(|| dec.step());
+        allocations += n;
+        // The worker answers every job it was given.
+        let jobs = dec.counter("codec2_jobs");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while dec.counter("codec2_frames_decoded")
+            + dec.counter("codec2_concealed")
+            + dec.counter("codec2_errors")
+            < jobs
+        {
+            assert!(std::time::Instant::now() < deadline, "{what}: worker stuck");
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        assert!(dec.counter(moves) > before, "{what}: {moves} did not move");
+        assert!(dec.pcm_out().iter().all(|s| s.is_finite()), "{what}");
+    }
+    for _ in 0..5 {
+        dec.frames_in().clear();
+        let ((), n) = count_allocs(|| dec.step());
+        allocations += n;
+    }
+    assert_eq!(allocations, 0);
+}

@@ -172,6 +172,7 @@ fn malformed_frames_are_counted_and_concealed_not_fatal() {
             "codec2_concealed",
         ),
         ("unknown codec 0x33", 0x33, &c2, 0, 4, "codec2_concealed"),
+        ("unknown codec 0x34", 0x34, &c2, 0, 5, "foreign_frames"),
         (
             "seq back",
             CodecId::CODEC2_3200.0,

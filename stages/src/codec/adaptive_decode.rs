@@ -38,7 +38,8 @@
 //!
 //! **Counters**: those of `codec.opus_decode` for Opus (`frames_decoded`,
 //! `classical_plc_invocations`, `dred_reconstructions`, `fec_recovered`,
-//! ...; `underruns` for the whole output), and `codec2_frames_decoded`,
+//! ...; `underruns` for the whole output, `foreign_frames` for frames of
+//! unknown codecs on either path), and `codec2_frames_decoded`,
 //! `codec2_concealed` (lost Codec2 frames), `codec2_errors`, `codec2_jobs`
 //! (frames and losses handed to the worker),
 //! `codec2_worker_dropped`, `codec2_dropped_full` (worker queue full),
@@ -304,6 +305,9 @@ impl AdaptiveDecodeProc {
             self.on_codec2 = to_codec2;
         }
         if to_codec2 {
+            if real && c2.is_none() {
+                self.opus.count_foreign();
+            }
             self.accept_codec2(slot, c2)
         } else {
             self.opus.accept(slot);

@@ -381,6 +381,11 @@ impl OpusDecodeProc {
         got
     }
 
+    /// Counts a frame of a codec no decoder here knows.
+    pub(crate) fn count_foreign(&self) {
+        self.c.foreign_frames.inc();
+    }
+
     /// Counts an underrun (output short after playback started).
     pub(crate) fn count_underrun(&self) {
         self.c.underruns.inc();

@@ -20,7 +20,7 @@
 //! Run: `cargo bench -p wzp-benches --bench quality -- --warm-up-time 0.5 --measurement-time 2`
 
 use std::hint::black_box;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use wzp_benches::{rt_iter, time_each, Harness};
@@ -245,11 +245,14 @@ fn receiver_per_quantum(c: &mut Criterion) {
     }
     {
         let mut g = c.benchmark_group("stage/jitter.adaptive");
-        for (name, hold) in [("burst_hold_0", "0ms"), ("burst_hold_60ms", "60ms")] {
+        for (name, hold_ms) in [("burst_hold_0", 0u64), ("burst_hold_60ms", 60)] {
             let mut h = Harness::new(
                 &reg,
                 "jitter.adaptive",
-                &[("burst_hold", ParamValue::Str(hold.into()))],
+                &[(
+                    "burst_hold",
+                    ParamValue::Duration(Duration::from_millis(hold_ms)),
+                )],
                 48_000,
             );
             let mut seq = 0u32;
@@ -282,7 +285,7 @@ fn receiver_per_quantum(c: &mut Criterion) {
                 h.counters_line()
             );
             assert!(
-                seq == 0 || (held > 0) == (hold != "0ms"),
+                seq == 0 || (held > 0) == (hold_ms > 0),
                 "{name}: hold {held} ms at the end"
             );
         }

@@ -15,7 +15,8 @@
 //! `codec_live` names the codec cell of a `codec.adaptive_encode`, a frame
 //! duration change and the Codec2 tiers (heavy loss, or a path too narrow
 //! for Opus): without that cell the Opus encoder keeps the top tier's bit
-//! rate with LBRR and the highest hint (30) instead of Codec2. With it,
+//! rate with LBRR and the highest hint (30) instead of Codec2 for heavy
+//! loss, and at the lowest Opus tier's rate (6 kb/s) for a narrow path. With it,
 //! every decision's tier and frame duration go to the cell as well, and the
 //! encoder switches codec and frame size at its next frame.
 //!
@@ -278,7 +279,15 @@ impl Adapt {
             return (l, s.fec_ratio == 0);
         }
         let mut live = s.frame_ms == first.frame_ms && s.fec_ratio == 0;
-        if !opus {
+        if !opus && s.fec_ratio == 0 {
+            // Codec2 for a path too narrow for Opus (no repair: bandwidth,
+            // not loss): without the adaptive encoder, the cheapest Opus
+            // rate is the nearest thing.
+            l.bitrate = Profile::by_name("degraded").map_or(6_000, |p| p.bitrate);
+            l.inband_fec = false;
+            l.dred_ms = 0;
+            live = false;
+        } else if !opus {
             // Codec2 needs another stage: hold Opus at its most robust.
             l.bitrate = self.fallback_bitrate;
             l.inband_fec = true;

@@ -548,11 +548,74 @@ fn codec2_benches(c: &mut Criterion) {
     }
 }
 
+/// The live-switching stages on the usual path (Opus on), beside the
+/// Opus-only stages' `stage` rows: what a call pays per quantum for being
+/// able to switch. The encoder also decimates for Codec2 and its worker
+/// encodes both Codec2 modes all the time (untimed here, as for
+/// `codec.codec2_encode`; its raw rows give that cost).
+fn adaptive(c: &mut Criterion) {
+    let reg = wzp_stages::registry();
+    let speech = speech_like(48_000);
+    let quanta: Vec<&[f32]> = speech.chunks_exact(Q48).collect();
+    {
+        let mut g = c.benchmark_group("stage/codec.adaptive_encode");
+        worker_paced(&mut g);
+        let (mut h, worker) = WorkerThread::started_by("wzp-adenc", || {
+            Harness::new(&reg, "codec.adaptive_encode", &[], 48_000)
+        });
+        let mut k = 0usize;
+        g.bench_function("stage_opus_on", |b| {
+            b.iter_custom(|iters| {
+                time_each(iters, || {
+                    h.pcm_in(0).copy_from_slice(quanta[k % quanta.len()]);
+                    k += 1;
+                    let switches = worker.voluntary_switches();
+                    let t = Instant::now();
+                    h.step();
+                    let spent = t.elapsed();
+                    worker.wait_idle(switches, true);
+                    spent
+                })
+            })
+        });
+        assert_eq!(h.counter("encode_errors"), 0);
+        assert_eq!(h.counter("codec2_ring_overflow_samples"), 0);
+        assert!(k == 0 || h.counter("frames_encoded") > 0);
+        eprintln!("codec.adaptive_encode: {}", h.counters_line());
+        g.finish();
+    }
+    let packets = encoded_speech();
+    {
+        let mut g = c.benchmark_group("stage/codec.adaptive_decode");
+        let mut h = Harness::new(&reg, "codec.adaptive_decode", &[], 48_000);
+        let mut seq = 0u32;
+        g.bench_function("stage_opus", |b| {
+            b.iter_custom(|iters| {
+                time_each(iters, || {
+                    let batch = h.frames_in(0);
+                    batch.clear();
+                    batch
+                        .push(opus_meta(seq, 0), &packets[seq as usize % packets.len()])
+                        .expect("room for a frame");
+                    seq = seq.wrapping_add(1);
+                    let t = Instant::now();
+                    h.step();
+                    t.elapsed()
+                })
+            })
+        });
+        assert_eq!(h.counter("decode_errors"), 0);
+        assert_eq!(h.counter("classical_plc_invocations"), 0);
+        eprintln!("codec.adaptive_decode: {}", h.counters_line());
+        g.finish();
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = opus, codec2_benches
+    targets = opus, codec2_benches, adaptive
 }
 criterion_main!(benches);

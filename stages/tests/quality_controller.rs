@@ -434,3 +434,150 @@ fn chance_runs_in_random_loss_are_not_bursts() {
         }
     }
 }
+
+/// Where even the lowest Opus tier cannot pass (a cap under its ~13.6 kb/s
+/// on the wire), the ladder goes on to Codec2 1200 (`catastrophic`, 40 ms
+/// frames, ~8.8 kb/s), never to `poor` (Codec2 3200 in 20 ms frames costs
+/// more on the wire than `degraded`); once the cap lifts it comes back
+/// through `degraded` only after the calm probe period, then up the Opus
+/// ladder.
+#[test]
+fn a_cap_below_every_opus_tier_moves_to_codec2_1200_and_back_after_the_probe_period() {
+    let cfg = ControllerConfig::default();
+    let mut r = Run::new(cfg);
+    r.go(10, CLEAN, 1);
+    assert_eq!(r.s().tier, "good");
+    let capped = Path {
+        loss: 0.0,
+        burst: 1,
+        cap_kbps: 11.0,
+    };
+    let cap_at = r.now;
+    r.go(3, capped, 1);
+    let down = r.last(Reason::Congestion).expect("the tier dropped");
+    assert!(down <= cap_at + 3 * S, "down at {down}");
+    let s = r.s();
+    assert_eq!(s.tier, "catastrophic", "{:?}", r.log);
+    assert_eq!((s.frame_ms, s.bitrate), (40, 1_200));
+    // Bandwidth, not loss: no RaptorQ repair on a full path, and the
+    // decision is counted as congestion.
+    assert_eq!(s.fec_ratio, 0, "{s:?}");
+    assert_eq!(r.c.count(Reason::HeavyLoss), 0);
+    assert!(wire_kbps(Profile::by_name(s.tier).unwrap(), 0) <= 11.0);
+    assert!(
+        r.log.iter().all(|d| d.settings.tier != "poor"),
+        "poor is not on the bandwidth ladder: {:?}",
+        r.log
+    );
+    // Under the cap: probes to `degraded` fail and back off; Codec2 holds
+    // most of the time.
+    r.go(60, capped, 1);
+    let probes = r.c.count(Reason::Probe);
+    assert!((1..=4).contains(&probes), "{probes} probes in 60 s");
+    assert!(r
+        .log
+        .iter()
+        .filter(|d| d.reason == Reason::Probe)
+        .all(|d| d.settings.tier == "degraded"));
+    // The cap lifts: not back to Opus before the probe period has passed
+    // in calm, then all the way up.
+    let lift = r.now;
+    let last_probe = r.last(Reason::Probe).unwrap();
+    r.go(150, CLEAN, 1);
+    let first_up = r
+        .log
+        .iter()
+        .find(|d| d.at_ns > lift && d.reason == Reason::Probe)
+        .expect("a probe after the lift");
+    assert_eq!(first_up.settings.tier, "degraded");
+    assert!(
+        first_up.at_ns >= last_probe + cfg.probe_after_ns,
+        "probe at {} only {} ns after the last one",
+        first_up.at_ns,
+        first_up.at_ns - last_probe
+    );
+    assert_eq!(r.s().tier, "good", "{:?}", &r.log[r.log.len() - 5..]);
+}
+
+/// Heavy loss takes Codec2 with RaptorQ at once (down fast), and it is
+/// left for Opus only after the loss has stayed below the threshold for the
+/// hysteresis period: a short calm spell does not flap the codec.
+#[test]
+fn heavy_loss_leaves_codec2_only_after_the_hysteresis_period() {
+    let cfg = ControllerConfig::default();
+    let mut r = Run::new(cfg);
+    let heavy = Path {
+        loss: 0.45,
+        burst: 1,
+        cap_kbps: 0.0,
+    };
+    let moderate = Path {
+        loss: 0.10,
+        burst: 1,
+        cap_kbps: 0.0,
+    };
+    r.go(1, heavy, 1);
+    assert_eq!(r.s().tier, "poor");
+    assert!(r.s().fec_ratio > 0);
+    // Calm for less than the hysteresis, then heavy again: no switch.
+    r.go(5, moderate, 1);
+    assert_eq!(r.s().tier, "poor", "left Codec2 after 5 s of calm");
+    r.go(1, heavy, 1);
+    let switches_before = r.log.len();
+    let calm_from = r.now;
+    r.go(30, moderate, 1);
+    let back = r
+        .log
+        .iter()
+        .skip(switches_before)
+        .find(|d| d.settings.tier == "good")
+        .expect("back to Opus");
+    assert!(
+        back.at_ns >= calm_from + cfg.hysteresis_ns,
+        "back to Opus {} ns after the calm began",
+        back.at_ns - calm_from
+    );
+    assert!(back.at_ns <= calm_from + cfg.hysteresis_ns + 2 * S);
+    assert_eq!(back.reason, Reason::LossEased);
+    assert!(back.settings.lbrr, "{:?}", back.settings);
+    // Exactly two codec switches in all: into Codec2 once, out once.
+    let codec2 = |d: &Decision| {
+        Profile::by_name(d.settings.tier)
+            .unwrap()
+            .codec2_mode()
+            .is_some()
+    };
+    let flips = r
+        .log
+        .windows(2)
+        .filter(|w| codec2(&w[0]) != codec2(&w[1]))
+        .count();
+    assert_eq!(flips, 2, "{:?}", r.log);
+}
+
+/// Heavy loss on a path already capped below Opus keeps the cheaper Codec2
+/// mode (`catastrophic`), now with its RaptorQ repair.
+#[test]
+fn heavy_loss_under_a_cap_keeps_codec2_1200_and_adds_repair() {
+    let mut r = Run::new(ControllerConfig::default());
+    let capped = Path {
+        loss: 0.0,
+        burst: 1,
+        cap_kbps: 11.0,
+    };
+    r.go(3, capped, 1);
+    assert_eq!(r.s().tier, "catastrophic");
+    assert_eq!(r.s().fec_ratio, 0);
+    r.go(
+        2,
+        Path {
+            loss: 0.40,
+            burst: 1,
+            cap_kbps: 0.0,
+        },
+        1,
+    );
+    assert_eq!(r.s().tier, "catastrophic", "{:?}", r.log);
+    assert_eq!(r.s().fec_ratio, 100);
+    assert!(r.c.count(Reason::HeavyLoss) >= 1);
+}

@@ -14,7 +14,7 @@ use wzp_engine::prelude::*;
 use wzp_engine::rt_check::assert_rt_safe;
 use wzp_proto::feedback::FeedbackReport;
 use wzp_proto::CodecId;
-use wzp_stages::codec::live::OpusLive;
+use wzp_stages::codec::live::{CodecLive, OpusLive};
 use wzp_stages::quality::adapt::AdaptFactory;
 use wzp_stages::quality::feedback_report::FeedbackReportFactory;
 
@@ -424,4 +424,61 @@ fn adapt_reads_its_entry_by_the_published_id_and_follows_the_worst_receiver() {
     .err()
     .unwrap();
     assert!(e.to_string().contains("nope"), "{e}");
+}
+
+/// A receiver behind an 11 kb/s bottleneck: a full queue, the receive rate
+/// at the cap.
+fn capped_report(sender: u32) -> Vec<u8> {
+    let e = wzp_proto::FeedbackEntry {
+        sender_id: sender,
+        expected: 50,
+        received: 14,
+        bursts: [36, 0, 0, 0, 0, 0],
+        max_burst: 1,
+        jitter_100us: 10,
+        queue_delay_100us: 800,
+        recv_kbps: 11,
+        ..Default::default()
+    };
+    let mut out = vec![0u8; 64];
+    let n = wzp_proto::encode_feedback(1000, &[e], &mut out).unwrap();
+    out.truncate(n);
+    out
+}
+
+/// A path too narrow for any Opus tier: with the adaptive encoder's codec
+/// cell the decision goes to Codec2 1200 (40 ms frames) live; without it
+/// the Opus encoder gets the lowest Opus tier's rate, not the top tier's
+/// heavy-loss fallback, which would only overfill the path.
+#[test]
+fn a_path_too_narrow_for_opus_goes_to_codec2_1200_through_the_codec_cell() {
+    let opus = Arc::new(OpusLive::new());
+    let codec = Arc::new(CodecLive::new());
+    let mut res = Resources::new();
+    res.insert("enc_live", opus.clone());
+    res.insert("codec_live", codec.clone());
+    let mut st = Stage::build(
+        &AdaptFactory,
+        &[("live_settings", "enc_live"), ("codec_live", "codec_live")],
+        &res,
+    )
+    .unwrap();
+    // Past the 3 s start-up, which holds the profile's settings.
+    drive(&mut st, 5, &capped_report(3));
+    let c = codec.get().expect("codec cell written");
+    assert_eq!(c.profile.name, "catastrophic");
+    assert_eq!(c.frame_ms, 40);
+    assert_eq!(st.gauge("codec"), i64::from(CodecId::CODEC2_1200.0));
+    assert!(st.counter("decisions_congestion") >= 1);
+    assert_eq!(st.counter("not_live"), 0, "codec and frame size are live");
+    assert_eq!(st.counter("applied"), st.counter("decisions"));
+
+    // The same reports without the codec cell.
+    let alone = Arc::new(OpusLive::new());
+    let mut st = adapt("true", &alone);
+    drive(&mut st, 5, &capped_report(3));
+    let s = alone.get().unwrap();
+    assert_eq!(s.bitrate, 6_000, "{s:?}");
+    assert!(!s.inband_fec && s.dred_ms == 0, "{s:?}");
+    assert!(st.counter("not_live") >= 1);
 }

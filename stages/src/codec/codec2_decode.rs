@@ -56,11 +56,100 @@ const KIND: &str = "codec.codec2_decode";
 /// Largest gap (frames) filled with lost markers; beyond it, resync.
 const MAX_GAP: u32 = 50;
 
+/// One frame for the decode worker: bits, or a loss to conceal.
 #[derive(Clone, Copy)]
-struct Job {
-    bits: [u8; 8],
-    mode: Codec2Mode,
-    lost: bool,
+pub(crate) struct Job {
+    pub(crate) bits: [u8; 8],
+    pub(crate) mode: Codec2Mode,
+    pub(crate) lost: bool,
+}
+
+/// The counters the decode worker moves.
+pub(crate) struct DecodeWorkerCounters {
+    pub(crate) frames_decoded: Counter,
+    /// Lost frames concealed (repeat-and-fade, then silence).
+    pub(crate) concealed: Counter,
+    pub(crate) codec_errors: Counter,
+    /// 8 kHz samples the worker could not hand back (ring full).
+    pub(crate) worker_dropped: Counter,
+}
+
+/// A running decode worker: jobs in, 8 kHz samples out (every job yields
+/// its mode's frame of samples, or counts them in `worker_dropped`).
+pub(crate) struct DecodeWorker {
+    pub(crate) jobs_tx: Producer<Job>,
+    pub(crate) pcm_rx: Consumer<i16>,
+    pub(crate) worker: WorkerHandle,
+}
+
+/// Starts the Codec2 decode worker shared by `codec.codec2_decode` and
+/// `codec.adaptive_decode`. Concealment: Codec2 has no PLC of its own, so a
+/// lost frame repeats the last good frame's parameters at half and then
+/// quarter level, then plays silence.
+pub(crate) fn spawn_decode_worker(
+    name: String,
+    c: DecodeWorkerCounters,
+) -> Result<DecodeWorker, String> {
+    let (jobs_tx, mut jobs_rx) = RingBuffer::<Job>::new(64);
+    let (mut pcm_tx, pcm_rx) = RingBuffer::<i16>::new(8_000);
+    let DecodeWorkerCounters {
+        frames_decoded,
+        concealed: plc,
+        codec_errors,
+        worker_dropped,
+    } = c;
+    let mut codecs: [Option<SafeCodec2>; 2] = [None, None];
+    let mut speech = [0i16; 320];
+    let mut last_good: Option<([u8; 8], Codec2Mode)> = None;
+    let mut lost_run = 0u32;
+    let worker = WorkerHandle::spawn(name, move || {
+        let mut worked = false;
+        while let Ok(job) = jobs_rx.pop() {
+            worked = true;
+            let n = job.mode.frame_samples_8k();
+            let slot = match job.mode {
+                Codec2Mode::M3200 => 0,
+                Codec2Mode::M1200 => 1,
+            };
+            let codec = codecs[slot].get_or_insert_with(|| SafeCodec2::new(job.mode));
+            let out = &mut speech[..n];
+            // Counters move only after the samples are in the ring, so
+            // whoever watches them sees the audio already available.
+            let outcome = if !job.lost {
+                if codec.decode(out, &job.bits[..job.mode.frame_bytes()]) {
+                    last_good = Some((job.bits, job.mode));
+                    lost_run = 0;
+                    &frames_decoded
+                } else {
+                    &codec_errors
+                }
+            } else {
+                lost_run += 1;
+                match last_good {
+                    // Repeat the last spectrum, fading: a short gap is
+                    // bridged, a long one goes quiet instead of buzzing.
+                    Some((bits, m)) if m == job.mode && lost_run <= 2 => {
+                        codec.decode(out, &bits[..m.frame_bytes()]);
+                        let shift = lost_run;
+                        for s in out.iter_mut() {
+                            *s >>= shift;
+                        }
+                    }
+                    _ => out.fill(0),
+                }
+                &plc
+            };
+            let (_, rest) = pcm_tx.push_partial_slice(out);
+            worker_dropped.add(rest.len() as u64);
+            outcome.inc();
+        }
+        worked
+    })?;
+    Ok(DecodeWorker {
+        jobs_tx,
+        pcm_rx,
+        worker,
+    })
 }
 
 impl StageFactory for Codec2DecodeFactory {
@@ -93,59 +182,19 @@ impl StageFactory for Codec2DecodeFactory {
         let mode = profile.codec2_mode().unwrap_or(Codec2Mode::M1200);
         let quantum = quantum_48k(cx)?;
 
-        let (jobs_tx, mut jobs_rx) = RingBuffer::<Job>::new(64);
-        let (mut pcm_tx, pcm_rx) = RingBuffer::<i16>::new(8_000);
-        let frames_decoded = cx.counter("frames_decoded");
-        let plc = cx.counter("classical_plc_invocations");
-        let codec_errors = cx.counter("codec_errors");
-        let worker_dropped = cx.counter("worker_dropped");
-        let mut codecs: [Option<SafeCodec2>; 2] = [None, None];
-        let mut speech = [0i16; 320];
-        let mut last_good: Option<([u8; 8], Codec2Mode)> = None;
-        let mut lost_run = 0u32;
-        let worker = WorkerHandle::spawn(format!("wzp-c2dec-{}", cx.stage_id), move || {
-            let mut worked = false;
-            while let Ok(job) = jobs_rx.pop() {
-                worked = true;
-                let n = job.mode.frame_samples_8k();
-                let slot = match job.mode {
-                    Codec2Mode::M3200 => 0,
-                    Codec2Mode::M1200 => 1,
-                };
-                let codec = codecs[slot].get_or_insert_with(|| SafeCodec2::new(job.mode));
-                let out = &mut speech[..n];
-                // Counters move only after the samples are in the ring, so
-                // whoever watches them sees the audio already available.
-                let outcome = if !job.lost {
-                    if codec.decode(out, &job.bits[..job.mode.frame_bytes()]) {
-                        last_good = Some((job.bits, job.mode));
-                        lost_run = 0;
-                        &frames_decoded
-                    } else {
-                        &codec_errors
-                    }
-                } else {
-                    lost_run += 1;
-                    match last_good {
-                        // Repeat the last spectrum, fading: a short gap is
-                        // bridged, a long one goes quiet instead of buzzing.
-                        Some((bits, m)) if m == job.mode && lost_run <= 2 => {
-                            codec.decode(out, &bits[..m.frame_bytes()]);
-                            let shift = lost_run;
-                            for s in out.iter_mut() {
-                                *s >>= shift;
-                            }
-                        }
-                        _ => out.fill(0),
-                    }
-                    &plc
-                };
-                let (_, rest) = pcm_tx.push_partial_slice(out);
-                worker_dropped.add(rest.len() as u64);
-                outcome.inc();
-            }
-            worked
-        })
+        let DecodeWorker {
+            jobs_tx,
+            pcm_rx,
+            worker,
+        } = spawn_decode_worker(
+            format!("wzp-c2dec-{}", cx.stage_id),
+            DecodeWorkerCounters {
+                frames_decoded: cx.counter("frames_decoded"),
+                concealed: cx.counter("classical_plc_invocations"),
+                codec_errors: cx.counter("codec_errors"),
+                worker_dropped: cx.counter("worker_dropped"),
+            },
+        )
         .map_err(BuildError::Other)?;
 
         let latency = Duration::from_nanos(((quantum + DELAY_48K) as u64) * 1_000_000_000 / 48_000);

@@ -9,8 +9,9 @@
 //! change (plain field writes in libopus: no allocation, no lock), before
 //! encoding the next frame, so a change applies within one frame.
 //!
-//! Frame duration and codec (Opus <-> Codec2) changes need a different
-//! stage or buffer size: they go through `Graph::reconfigure`, not here.
+//! Frame duration and codec (Opus <-> Codec2) changes live in a second
+//! cell, [`CodecLive`], read by `codec.adaptive_encode` (which holds both
+//! codecs); `codec.opus_encode` cannot change them live.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -24,6 +25,8 @@
 //! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::profile::Profile;
 
 /// The Opus encoder settings that may change mid-call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,6 +124,112 @@ impl OpusLive {
     }
 }
 
+/// The codec choice that may change mid-call: which profile's codec to send
+/// (Opus, or Codec2 in one of its modes) and the frame duration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LiveCodecSettings {
+    /// A row of the profile table (docs/PROFILES.md). For an Opus profile
+    /// its bit rate applies when the profile changes (a later
+    /// [`OpusLive`] change overrides it); for a Codec2 one, its mode.
+    pub profile: &'static Profile,
+    /// Frame duration, ms: 10, 20, 40 or 60 for Opus; the mode's own
+    /// (20 or 40) for Codec2.
+    pub frame_ms: u32,
+}
+
+impl LiveCodecSettings {
+    /// The profile with its own frame duration.
+    pub fn of(profile: &'static Profile) -> LiveCodecSettings {
+        LiveCodecSettings {
+            profile,
+            frame_ms: profile.frame_ms,
+        }
+    }
+
+    /// Checks the frame duration fits the codec; the error says what would.
+    pub fn validate(&self) -> Result<(), String> {
+        match self.profile.codec2_mode() {
+            Some(m) if m.frame_ms() != self.frame_ms => Err(format!(
+                "live frame_ms {} does not fit {:?}: Codec2 in that mode sends {} ms frames",
+                self.frame_ms,
+                self.profile.name,
+                m.frame_ms()
+            )),
+            None if ![10, 20, 40, 60].contains(&self.frame_ms) => Err(format!(
+                "live frame_ms {} is not an Opus frame size wzp uses; use 10, 20, 40 or 60",
+                self.frame_ms
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn pack(&self) -> u64 {
+        u64::from(self.profile.id) | (u64::from(self.frame_ms) << 8) | PRESENT
+    }
+
+    fn unpack(v: u64) -> Option<LiveCodecSettings> {
+        if v & PRESENT == 0 {
+            return None;
+        }
+        Some(LiveCodecSettings {
+            profile: Profile::by_id((v & 0xff) as u8)?,
+            frame_ms: ((v >> 8) & 0xff) as u32,
+        })
+    }
+}
+
+/// The codec cell (an engine resource), written by the control side or a
+/// `quality.adapt` stage, read by `codec.adaptive_encode` before every
+/// frame. Single writer or last writer wins.
+#[derive(Debug, Default)]
+pub struct CodecLive(AtomicU64);
+
+impl CodecLive {
+    /// An empty cell: the stage keeps its build-time profile until the
+    /// first `set`.
+    pub fn new() -> CodecLive {
+        CodecLive::default()
+    }
+
+    /// Publishes a new codec choice; refused (nothing changes) when the
+    /// frame duration does not fit the codec.
+    pub fn set(&self, s: LiveCodecSettings) -> Result<(), String> {
+        s.validate()?;
+        self.0.store(s.pack(), Ordering::Release);
+        Ok(())
+    }
+
+    /// The choice last published, if any.
+    pub fn get(&self) -> Option<LiveCodecSettings> {
+        LiveCodecSettings::unpack(self.0.load(Ordering::Acquire))
+    }
+
+    /// The raw packed value (0 before the first `set`).
+    pub(crate) fn raw(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn decode(raw: u64) -> Option<LiveCodecSettings> {
+        LiveCodecSettings::unpack(raw)
+    }
+}
+
+impl TryFrom<&crate::quality::controller::Settings> for LiveCodecSettings {
+    type Error = String;
+
+    /// The codec part of a controller decision.
+    fn try_from(s: &crate::quality::controller::Settings) -> Result<LiveCodecSettings, String> {
+        let profile = Profile::by_name(s.tier)
+            .ok_or_else(|| format!("tier {:?} is not a profile", s.tier))?;
+        let l = LiveCodecSettings {
+            profile,
+            frame_ms: s.frame_ms,
+        };
+        l.validate()?;
+        Ok(l)
+    }
+}
+
 impl From<&crate::quality::controller::Settings> for LiveOpusSettings {
     /// The encoder part of a controller decision (Opus tiers).
     fn from(s: &crate::quality::controller::Settings) -> LiveOpusSettings {
@@ -136,6 +245,42 @@ impl From<&crate::quality::controller::Settings> for LiveOpusSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn codec_cell_round_trips_every_profile_and_refuses_frames_that_do_not_fit() {
+        let cell = CodecLive::new();
+        assert_eq!(cell.get(), None);
+        for p in crate::codec::profile::PROFILES {
+            cell.set(LiveCodecSettings::of(p)).unwrap();
+            assert_eq!(cell.get(), Some(LiveCodecSettings::of(p)));
+        }
+        let good = Profile::by_name("good").unwrap();
+        let poor = Profile::by_name("poor").unwrap();
+        for ms in [10, 40, 60] {
+            let s = LiveCodecSettings {
+                profile: good,
+                frame_ms: ms,
+            };
+            cell.set(s).unwrap();
+            assert_eq!(cell.get(), Some(s));
+        }
+        let bad = [
+            (good, 30, "10, 20, 40 or 60"),
+            (good, 0, "10, 20, 40 or 60"),
+            (poor, 40, "20 ms frames"),
+        ];
+        for (profile, frame_ms, why) in bad {
+            let e = cell
+                .set(LiveCodecSettings { profile, frame_ms })
+                .unwrap_err();
+            assert!(e.contains(why), "{e}");
+        }
+        assert_eq!(
+            cell.get().unwrap().frame_ms,
+            60,
+            "refused sets change nothing"
+        );
+    }
 
     #[test]
     fn pack_round_trip_and_range_checks() {

@@ -141,6 +141,23 @@ impl StageFactory for OpusDecodeFactory {
     }
 
     fn build(&self, cx: &mut BuildContext<'_>, p: &Params) -> Result<Built, BuildError> {
+        let (processor, latency) = OpusDecodeProc::build(cx, p)?;
+        Ok(Built {
+            inputs: vec![PortDecl::new("in", PortType::Frame)],
+            outputs: vec![PortDecl::new("out", PortType::Pcm { rate: 48_000 })],
+            latency,
+            processor: Box::new(processor),
+        })
+    }
+}
+
+impl OpusDecodeProc {
+    /// The processor and its declared latency, from `codec.opus_decode`'s
+    /// params (also the Opus half of `codec.adaptive_decode`).
+    pub(crate) fn build(
+        cx: &mut BuildContext<'_>,
+        p: &Params,
+    ) -> Result<(OpusDecodeProc, Duration), BuildError> {
         let profile = opus_profile(p)?;
         let frame_ms = opus_frame_ms(p, profile)?;
         let lookahead = p.int_in("lookahead_frames", 0, MAX_LOOKAHEAD)? as usize;
@@ -203,12 +220,8 @@ impl StageFactory for OpusDecodeFactory {
                 overflow_samples: cx.counter("overflow_samples"),
             },
         };
-        Ok(Built {
-            inputs: vec![PortDecl::new("in", PortType::Frame)],
-            outputs: vec![PortDecl::new("out", PortType::Pcm { rate: 48_000 })],
-            latency: Duration::from_millis(lookahead as u64 * u64::from(frame_ms)),
-            processor: Box::new(processor),
-        })
+        let latency = Duration::from_millis(lookahead as u64 * u64::from(frame_ms));
+        Ok((processor, latency))
     }
 }
 
@@ -289,7 +302,7 @@ impl Pending {
     }
 }
 
-struct OpusDecodeProc {
+pub(crate) struct OpusDecodeProc {
     dec: Decoder,
     dred_dec: DredDecoder,
     dred: Dred,
@@ -327,7 +340,78 @@ fn conceal_samples(meta: &FrameMeta, fallback: usize) -> usize {
 }
 
 impl OpusDecodeProc {
-    fn accept(&mut self, slot: &Slot<FrameMeta>) {
+    /// The next seq expected (none before the first frame or after a
+    /// stream start).
+    pub(crate) fn expected_seq(&self) -> Option<u32> {
+        self.expected_seq
+    }
+
+    /// Continues seq tracking from `seq` (a stream whose frames went to
+    /// another decoder meanwhile).
+    pub(crate) fn set_expected_seq(&mut self, seq: Option<u32>) {
+        self.expected_seq = seq;
+    }
+
+    /// Decoded samples not yet played.
+    pub(crate) fn fifo(&mut self) -> &mut PcmFifo {
+        &mut self.fifo
+    }
+
+    /// Decodes (or conceals) every held frame into the FIFO: nothing after
+    /// them will come to this decoder to repair with.
+    pub(crate) fn flush(&mut self) {
+        while self.pending.len > 0 {
+            self.decode_head();
+        }
+    }
+
+    /// Clears the decoder's state: the next frame starts afresh.
+    pub(crate) fn reset_state(&mut self) {
+        self.dec.reset();
+        self.dred_for = None;
+    }
+
+    /// Conceals at least `samples` (rounded up to whole 2.5 ms) by PLC into
+    /// the FIFO, continuing the last decoded audio. Returns samples added.
+    pub(crate) fn conceal_into_fifo(&mut self, samples: usize) -> usize {
+        let n = samples.div_ceil(120).clamp(1, MAX_FRAME_SAMPLES / 120) * 120;
+        let got = self.plc(n);
+        let dropped = self.fifo.push(&self.scratch[..got]);
+        self.c.overflow_samples.add(dropped as u64);
+        got
+    }
+
+    /// Counts a frame of a codec no decoder here knows.
+    pub(crate) fn count_foreign(&self) {
+        self.c.foreign_frames.inc();
+    }
+
+    /// Counts an underrun (output short after playback started).
+    pub(crate) fn count_underrun(&self) {
+        self.c.underruns.inc();
+    }
+
+    /// The decode step of `process`: decodes what the look-ahead lets go,
+    /// and everything held when the upstream has gone quiet. `arrived`:
+    /// any input this cycle.
+    pub(crate) fn decode_ready(&mut self, arrived: bool, quantum_ns: u64, want: usize) {
+        if arrived {
+            self.idle_ns = 0;
+        } else {
+            self.idle_ns = self.idle_ns.saturating_add(quantum_ns);
+        }
+        while self.pending.len > self.lookahead {
+            self.decode_head();
+        }
+        // Upstream quiet for longer than the lookahead covers: nothing will
+        // come to repair with, so play what is held rather than keep it.
+        let quiet = self.idle_ns > self.frame_ns.max(quantum_ns) * (self.lookahead as u64 + 1);
+        while quiet && self.fifo.len() < want && self.pending.len > 0 {
+            self.decode_head();
+        }
+    }
+
+    pub(crate) fn accept(&mut self, slot: &Slot<FrameMeta>) {
         let meta = slot.meta;
         if meta.flags & frame_flags::STREAM_START != 0 {
             self.expected_seq = None;
@@ -524,20 +608,7 @@ impl Processor for OpusDecodeProc {
                 arrived = true;
             }
         }
-        if arrived {
-            self.idle_ns = 0;
-        } else {
-            self.idle_ns = self.idle_ns.saturating_add(cx.quantum_ns);
-        }
-        while self.pending.len > self.lookahead {
-            self.decode_head();
-        }
-        // Upstream quiet for longer than the lookahead covers: nothing will
-        // come to repair with, so play what is held rather than keep it.
-        let quiet = self.idle_ns > self.frame_ns.max(cx.quantum_ns) * (self.lookahead as u64 + 1);
-        while quiet && self.fifo.len() < out.len() && self.pending.len > 0 {
-            self.decode_head();
-        }
+        self.decode_ready(arrived, cx.quantum_ns, out.len());
         if !self.fifo.is_empty() {
             self.started = true;
         }

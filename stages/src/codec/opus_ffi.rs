@@ -81,6 +81,13 @@ impl Encoder {
         }
     }
 
+    /// Clears the coding state (not the settings), so the next frame starts
+    /// afresh, as a decoder reset at the far end expects. Real-time safe.
+    pub fn reset(&mut self) {
+        // SAFETY: OPUS_RESET_STATE takes no argument.
+        unsafe { sys::opus_encoder_ctl(self.0.as_ptr(), sys::OPUS_RESET_STATE) };
+    }
+
     /// Encodes one frame (`pcm.len()` must be a legal Opus frame size) into
     /// `out`; returns the packet length or a libopus error code.
     pub fn encode_float(&mut self, pcm: &[f32], out: &mut [u8]) -> Result<usize, i32> {

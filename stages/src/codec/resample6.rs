@@ -143,6 +143,12 @@ impl Interpolator6 {
         }
     }
 
+    /// Forgets the history: the next input starts a new signal.
+    pub fn reset(&mut self) {
+        self.hist.fill(0.0);
+        self.pos = 0;
+    }
+
     /// Filters `input`, writing six outputs per input into `out` (which must
     /// hold `6 * input.len()`; inputs without room are ignored). Returns
     /// outputs written.

@@ -10,10 +10,15 @@
 //! closes a cycle through the send path: declare it `delay = 1` (one
 //! quantum; docs/GRAPHS.md, feedback links).
 //!
-//! What the encoder cannot change live is counted, not applied: a frame
-//! duration change, RaptorQ's ratio, the receiver hold (the far decoder's
-//! look-ahead) and the Codec2 tiers (heavy loss): for those the Opus encoder
-//! keeps the top tier's bit rate with LBRR and the highest hint (30).
+//! What the encoder cannot change live is counted, not applied: RaptorQ's
+//! ratio, the receiver hold (the far decoder's look-ahead), and, unless
+//! `codec_live` names the codec cell of a `codec.adaptive_encode`, a frame
+//! duration change and the Codec2 tiers (heavy loss, or a path too narrow
+//! for Opus): without that cell the Opus encoder keeps the top tier's bit
+//! rate with LBRR and the highest hint (30) instead of Codec2 for heavy
+//! loss, and at the lowest Opus tier's rate (6 kb/s) for a narrow path. With it,
+//! every decision's tier and frame duration go to the cell as well, and the
+//! encoder switches codec and frame size at its next frame.
 //!
 //! ## Ports
 //! - `in` (Frame): this sender's encoded frames; passed on to `out`. Their
@@ -29,6 +34,9 @@
 //!   counts its decisions but leaves the encoder alone (a baseline).
 //! - `top_tier` (string, "good"): the best tier (docs/PROFILES.md) the
 //!   controller may use; the call starts there.
+//! - `codec_live` (string, ""): the `CodecLive` cell the encoder's
+//!   `codec_live` names (`codec.adaptive_encode`); empty: Opus only, as
+//!   above.
 //! - `sender_id` (int, -1): the entry of each report to read; -1 = the id
 //!   in `local_sender` (a call: `wire.packetize` draws a random id and
 //!   publishes it there), or without one the `stream` of the frames passing
@@ -47,8 +55,8 @@
 //! cannot take live). **Gauges** (the settings in force): `tier` (index in
 //! `controller::TIERS`: 0 `studio_64k` .. 3 `good` .. 7 `catastrophic`), `dred_ms`,
 //! `loss_hint`, `lbrr`, `bitrate`, `frame_ms`, `fec_ratio`,
-//! `receiver_hold_frames`, and the latest report's `loss_pct` and `rtt_ms`
-//! (-1 until known).
+//! `receiver_hold_frames`, `codec` (the wire codec id of the tier), and the
+//! latest report's `loss_pct` and `rtt_ms` (-1 until known).
 //!
 //! **Latency**: none.
 //!
@@ -79,7 +87,7 @@ use wzp_proto::CodecId;
 
 use super::controller::{Controller, ControllerConfig, Decision, Reason, Settings, TIERS};
 use super::receive_stats::SendClock;
-use crate::codec::live::{LiveOpusSettings, OpusLive};
+use crate::codec::live::{CodecLive, LiveCodecSettings, LiveOpusSettings, OpusLive};
 use crate::codec::profile::{Codec, Profile};
 use crate::wire::LocalSender;
 
@@ -116,6 +124,11 @@ impl StageFactory for AdaptFactory {
                     "the OpusLive cell the encoder's live_settings names",
                 ),
                 ParamSpec::bool("enabled", true, "apply decisions (false: count them only)"),
+                ParamSpec::str(
+                    "codec_live",
+                    "",
+                    "the CodecLive cell of a codec.adaptive_encode: tier, codec and frame size go live",
+                ),
                 ParamSpec::str("top_tier", "good", "best tier the controller may use"),
                 ParamSpec::int(
                     "sender_id",
@@ -156,6 +169,18 @@ impl StageFactory for AdaptFactory {
                 format!("the resource named {name:?} is not an OpusLive cell; pick another name"),
             )
         })?;
+        let codec_live = match p.str("codec_live")? {
+            "" => None,
+            name => Some(cx.shared_resource::<CodecLive>(name).ok_or_else(|| {
+                ParamError::new(
+                    "codec_live",
+                    format!(
+                        "the resource named {name:?} is not a CodecLive cell; \
+                         pick another name or leave it empty"
+                    ),
+                )
+            })?),
+        };
         let top = p.str("top_tier")?;
         let Some(&top_tier) = TIERS.iter().find(|&&t| t == top) else {
             return Err(ParamError::new(
@@ -196,6 +221,7 @@ impl StageFactory for AdaptFactory {
             cfg,
             controller: None,
             live,
+            codec_live,
             enabled: p.bool("enabled")?,
             sender: u32::try_from(sender).ok(),
             own_cell,
@@ -218,6 +244,7 @@ impl StageFactory for AdaptFactory {
                 frame_ms: cx.gauge("frame_ms"),
                 fec_ratio: cx.gauge("fec_ratio"),
                 hold: cx.gauge("receiver_hold_frames"),
+                codec: cx.gauge("codec"),
                 loss_pct: cx.gauge("loss_pct"),
                 rtt_ms: cx.gauge("rtt_ms"),
             },
@@ -245,6 +272,7 @@ struct Gauges {
     frame_ms: Gauge,
     fec_ratio: Gauge,
     hold: Gauge,
+    codec: Gauge,
     loss_pct: Gauge,
     rtt_ms: Gauge,
 }
@@ -254,6 +282,7 @@ struct Adapt {
     /// Made in the first cycle, so its clock starts with the graph's.
     controller: Option<Controller>,
     live: Arc<OpusLive>,
+    codec_live: Option<Arc<CodecLive>>,
     enabled: bool,
     /// The entry to read; `None`: `own_cell`'s, else the stream of the
     /// frames passing.
@@ -279,8 +308,20 @@ impl Adapt {
     fn opus_settings(&self, s: &Settings, first: &Settings) -> (LiveOpusSettings, bool) {
         let opus = Profile::by_name(s.tier).is_none_or(|p| p.codec == Codec::Opus);
         let mut l = LiveOpusSettings::from(s);
+        if self.codec_live.is_some() {
+            // The adaptive encoder switches codec and frame size itself.
+            return (l, s.fec_ratio == 0);
+        }
         let mut live = s.frame_ms == first.frame_ms && s.fec_ratio == 0;
-        if !opus {
+        if !opus && s.fec_ratio == 0 {
+            // Codec2 for a path too narrow for Opus (no repair: bandwidth,
+            // not loss): without the adaptive encoder, the cheapest Opus
+            // rate is the nearest thing.
+            l.bitrate = Profile::by_name("degraded").map_or(6_000, |p| p.bitrate);
+            l.inband_fec = false;
+            l.dred_ms = 0;
+            live = false;
+        } else if !opus {
             // Codec2 needs another stage: hold Opus at its most robust.
             l.bitrate = self.fallback_bitrate;
             l.inband_fec = true;
@@ -310,11 +351,26 @@ impl Adapt {
         self.g.frame_ms.set(i64::from(s.frame_ms));
         self.g.fec_ratio.set(i64::from(s.fec_ratio));
         self.g.hold.set(i64::from(s.receiver_hold_frames));
-        let (l, live) = self.opus_settings(s, first);
+        if let Some(p) = Profile::by_name(s.tier) {
+            self.g.codec.set(i64::from(p.wire_codec()));
+        }
+        let (l, mut live) = self.opus_settings(s, first);
+        let mut ok = self.enabled && self.live.set(l).is_ok();
+        if let (Some(cell), true) = (self.codec_live.as_deref(), self.enabled) {
+            // Published after the Opus cell: the encoder takes the profile's
+            // bit rate on a tier change, then the Opus settings over it.
+            match LiveCodecSettings::try_from(s) {
+                Ok(c) => ok &= cell.set(c).is_ok(),
+                Err(_) => {
+                    ok = false;
+                    live = false;
+                }
+            }
+        }
         if !live {
             self.not_live.inc();
         }
-        if self.enabled && self.live.set(l).is_ok() {
+        if ok {
             self.applied.inc();
         }
     }

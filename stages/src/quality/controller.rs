@@ -19,7 +19,13 @@
 //!   delay with loss or a receive rate below the send rate caps the path;
 //!   the tier drops at once to the highest one whose wire rate fits 90 % of
 //!   what got through, and probes one tier up after a calm `probe_after`
-//!   (doubled after a probe that failed, up to `probe_max`).
+//!   (doubled after a probe that failed, up to `probe_max`). Below the
+//!   lowest Opus tier (`degraded`, about 13.6 kb/s on the wire) the ladder
+//!   goes on to Codec2 1200 (`catastrophic`, about 8.8 kb/s: 40 ms frames,
+//!   so half the packet overhead); `poor` (Codec2 3200 in 20 ms frames)
+//!   costs more on the wire than `degraded` and is only used for loss. A
+//!   probe from `catastrophic` goes straight back to `degraded`, after the
+//!   same calm period (the hysteresis of the bandwidth axis).
 //!
 //! Loss seen while the path is congested is not treated as random loss:
 //! redundancy would only add to the congestion.
@@ -49,6 +55,30 @@ pub const TIERS: [&str; 8] = [
 
 /// Index in [`TIERS`] of the lowest Opus tier.
 const LOWEST_OPUS: usize = 5;
+/// Index in [`TIERS`] of Codec2 3200 (`poor`).
+const POOR: usize = 6;
+/// Index in [`TIERS`] of Codec2 1200 (`catastrophic`): the last step of the
+/// bandwidth ladder.
+const CATASTROPHIC: usize = 7;
+
+/// The bandwidth ladder one step down from `t`: the next Opus tier, then
+/// Codec2 1200 (`poor` is skipped: it needs more wire rate than `degraded`).
+fn ladder_down(t: usize) -> usize {
+    if t < LOWEST_OPUS {
+        t + 1
+    } else {
+        CATASTROPHIC
+    }
+}
+
+/// The bandwidth ladder one step up from `t`.
+fn ladder_up(t: usize) -> usize {
+    if t > LOWEST_OPUS {
+        LOWEST_OPUS
+    } else {
+        t.saturating_sub(1)
+    }
+}
 
 /// What the sender should run with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -430,11 +460,12 @@ impl Controller {
     fn on_congestion(&mut self, recv_kbps: f32, now_ns: u64) {
         self.last_congestion_ns = now_ns;
         let budget = 0.9 * recv_kbps;
+        // Nothing of Opus fits: Codec2 1200, the cheapest tier on the wire.
         let fits = (self.top..=LOWEST_OPUS)
             .find(|&t| wire_kbps(profile(t), 0) <= budget)
-            .unwrap_or(LOWEST_OPUS);
+            .unwrap_or(CATASTROPHIC);
         // Only ever down on congestion, at least one step.
-        let target = fits.max((self.bw_tier + 1).min(LOWEST_OPUS));
+        let target = fits.max(ladder_down(self.bw_tier));
         if self.probing {
             self.probe_wait_ns = (self.probe_wait_ns * 2).min(self.cfg.probe_max_ns);
             self.probing = false;
@@ -493,7 +524,7 @@ impl Controller {
             && now_ns.saturating_sub(self.tier_changed_ns) >= self.probe_wait_ns
             && now_ns.saturating_sub(self.last_congestion_ns) >= self.probe_wait_ns
         {
-            self.bw_tier -= 1;
+            self.bw_tier = ladder_up(self.bw_tier);
             self.tier_changed_ns = now_ns;
             self.probing = true;
         }
@@ -538,7 +569,12 @@ impl Controller {
         let loss_pct = (loss * 100.0).round() as u32;
         let mut tier = self.bw_tier;
         if self.mode == Mode::Heavy {
-            tier = if loss >= 0.5 { 7 } else { 6 };
+            // The bandwidth axis may already hold the cheaper Codec2 mode.
+            tier = if loss >= 0.5 || tier == CATASTROPHIC {
+                CATASTROPHIC
+            } else {
+                POOR
+            };
         }
         let p = profile(tier);
         let mut s = Settings {
@@ -552,14 +588,15 @@ impl Controller {
             receiver_hold_frames: 0,
         };
         let current = self.tier_index();
-        let bw_reason = if self.mode == Mode::Heavy || current > LOWEST_OPUS {
+        // Codec2 for loss carries RaptorQ repair; Codec2 for bandwidth does
+        // not. Leaving the former is the loss axis' business.
+        let heavy_now = current > LOWEST_OPUS && self.settings.fec_ratio > 0;
+        let bw_reason = if self.mode == Mode::Heavy || heavy_now || tier == current {
             None
-        } else if tier > current {
+        } else if wire_kbps(p, 0) < wire_kbps(profile(current), 0) {
             Some(Reason::Congestion)
-        } else if tier < current {
-            Some(Reason::Probe)
         } else {
-            None
+            Some(Reason::Probe)
         };
         let loss_reason = match self.mode {
             Mode::Clean => Reason::CleanPath,
@@ -611,7 +648,7 @@ impl Controller {
 
     /// The protection mode the given settings amount to.
     fn mode_of(&self, s: &Settings) -> Mode {
-        if s.tier == "poor" || s.tier == "catastrophic" {
+        if (s.tier == "poor" || s.tier == "catastrophic") && s.fec_ratio > 0 {
             Mode::Heavy
         } else if s.dred_ms > 0 && s.receiver_hold_frames > 0 {
             Mode::Burst

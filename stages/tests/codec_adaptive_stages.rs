@@ -1,0 +1,268 @@
+//! `codec.adaptive_encode` alone: the stream it stamps across live codec
+//! and frame-size switches (one seq and media clock, the codec id of each
+//! frame), allocation-free; and the params it refuses.
+
+wzp_engine::install_alloc_checker!();
+
+mod codec_support;
+
+use std::sync::Arc;
+
+use codec_support::*;
+use wzp_engine::prelude::*;
+use wzp_engine::rt_check::{checker_installed, count_allocs};
+use wzp_proto::media::CodecId;
+use wzp_stages::codec::adaptive_decode::AdaptiveDecodeFactory;
+use wzp_stages::codec::adaptive_encode::AdaptiveEncodeFactory;
+use wzp_stages::codec::live::{CodecLive, LiveCodecSettings, OpusLive};
+use wzp_stages::codec::profile::Profile;
+
+#[test]
+fn one_seq_and_media_clock_across_codec_and_frame_size_switches() {
+    assert!(checker_installed());
+    let cell = Arc::new(CodecLive::new());
+    let mut res = Resources::new();
+    res.insert("codec_live", cell.clone());
+    let mut enc = Harness::try_with_resources(
+        &AdaptiveEncodeFactory,
+        &[("codec_live", str_("codec_live"))],
+        &res,
+    )
+    .unwrap();
+    // (tier, cycles of 20 ms, codec id, frame ms, payload bytes or 0 for
+    // Opus's variable size).
+    let plan: [(&str, u64, u8, u32, usize); 6] = [
+        ("good", 10, CodecId::OPUS.0, 20, 0),
+        ("poor", 10, CodecId::CODEC2_3200.0, 20, 8),
+        ("catastrophic", 10, CodecId::CODEC2_1200.0, 40, 6),
+        ("good", 10, CodecId::OPUS.0, 20, 0),
+        ("degraded", 10, CodecId::OPUS.0, 40, 0),
+        ("fair", 10, CodecId::OPUS.0, 20, 0),
+    ];
+    let x = speechlike(Q * 60);
+    let mut frames: Vec<(usize, Captured)> = Vec::new();
+    let mut cycle = 0usize;
+    let mut allocations = 0;
+    for (phase, &(tier, cycles, ..)) in plan.iter().enumerate() {
+        cell.set(LiveCodecSettings::of(Profile::by_name(tier).unwrap()))
+            .unwrap();
+        for _ in 0..cycles {
+            enc.set_pcm_in(&x[cycle * Q..(cycle + 1) * Q]);
+            let ((), n) = count_allocs(|| enc.step());
+            allocations += n;
+            cycle += 1;
+            // Both Codec2 modes: a 3200 frame each cycle, a 1200 frame
+            // every other one; each leaves the cycle after it is made.
+            enc.wait_counter("codec2_frames_encoded", (cycle + cycle / 2) as u64);
+            frames.extend(capture(enc.frames_out()).into_iter().map(|f| (phase, f)));
+        }
+    }
+    assert_eq!(allocations, 0);
+    assert_eq!(enc.counter("codec_switches"), 3);
+    assert_eq!(enc.counter("frame_size_switches"), 2);
+    let mut ts = 0u32;
+    for (i, (phase, f)) in frames.iter().enumerate() {
+        let (tier, _, codec, ms, bytes) = plan[*phase];
+        assert_eq!(f.meta.seq, i as u32, "frame {i} ({tier})");
+        assert_eq!(f.meta.timestamp, ts, "frame {i} ({tier})");
+        assert_eq!(f.meta.codec, codec, "frame {i} ({tier})");
+        assert_eq!(u32::from(f.meta.duration_ms), ms, "frame {i} ({tier})");
+        if bytes > 0 {
+            assert_eq!(f.bytes.len(), bytes, "frame {i} ({tier})");
+        } else {
+            assert!(f.bytes.len() > 2, "frame {i} ({tier}): DTX-sized");
+        }
+        assert_eq!(f.meta.flags & frame_flags::STREAM_START != 0, i == 0);
+        ts = ts.wrapping_add(ms * 48);
+    }
+    // Each phase sends its own share of the 200 ms: the switch takes
+    // effect in its first cycle, no pause, no doubled frames (a 40 ms
+    // phase may end with a frame half filled).
+    for (phase, &(tier, cycles, _, ms, _)) in plan.iter().enumerate() {
+        let n = frames.iter().filter(|(p, _)| *p == phase).count() as u64;
+        let want = cycles * 20 / u64::from(ms);
+        assert!(
+            n == want || (ms == 40 && n + 1 >= want && n <= want + 1),
+            "{tier}: {n} frames, want {want}"
+        );
+        let first = frames.iter().find(|(p, _)| *p == phase).unwrap();
+        assert_eq!(
+            first.1.meta.codec, plan[phase].2,
+            "{tier} from its first frame"
+        );
+    }
+}
+
+#[test]
+fn bad_params_say_what_to_use() {
+    let mut res = Resources::new();
+    res.insert("opus_cell", Arc::new(OpusLive::new()));
+    res.insert("codec_cell", Arc::new(CodecLive::new()));
+    let enc_cases: [(&str, ParamValue, &str); 4] = [
+        ("codec_live", str_("opus_cell"), "not a CodecLive cell"),
+        ("live_settings", str_("codec_cell"), "not an OpusLive cell"),
+        ("profile", str_("poor"), "Codec2 profile"),
+        ("frame_ms", int(30), "10, 20, 40 or 60"),
+    ];
+    for (param, value, says) in enc_cases {
+        let e = Harness::try_with_resources(&AdaptiveEncodeFactory, &[(param, value)], &res)
+            .err()
+            .unwrap_or_else(|| panic!("encoder took a bad {param}"))
+            .to_string();
+        assert!(e.contains(says), "{param}: {e}");
+    }
+    let dec_cases: [(&str, ParamValue, &str); 2] = [
+        ("profile", str_("catastrophic"), "Codec2 profile"),
+        ("lookahead_frames", int(200), "lookahead_frames"),
+    ];
+    for (param, value, says) in dec_cases {
+        let e = Harness::try_new(&AdaptiveDecodeFactory, &[(param, value)])
+            .err()
+            .unwrap_or_else(|| panic!("decoder took a bad {param}"))
+            .to_string();
+        assert!(e.contains(says), "{param}: {e}");
+    }
+}
+
+/// Frames off the network that are wrong in every way the decoder can
+/// meet: unknown codec ids, Codec2 payloads of the wrong size, empty or
+/// garbage Opus, seq going back or leaping, markers while on Codec2. Each
+/// row is one cycle's input; the decoder must count it where the row says,
+/// never panic or allocate, and keep playing finite audio.
+#[test]
+fn malformed_frames_are_counted_and_concealed_not_fatal() {
+    assert!(checker_installed());
+    let mut dec = Harness::new(&AdaptiveDecodeFactory, &[("lookahead_frames", int(0))]);
+    // A real Codec2 3200 frame's worth of bits and an Opus-looking TOC.
+    let c2 = [0x5au8; 8];
+    let garbage_opus = [0x78u8, 0xff, 0x00, 0x13, 0x37];
+    let missing = frame_flags::MISSING;
+    // (what, codec, payload, flags, seq, counter that must move)
+    let rows: Vec<(&str, u8, &[u8], u8, u32, &str)> = vec![
+        (
+            "codec2 frame",
+            CodecId::CODEC2_3200.0,
+            &c2,
+            0,
+            0,
+            "codec2_jobs",
+        ),
+        (
+            "codec2, 5 bytes",
+            CodecId::CODEC2_3200.0,
+            &c2[..5],
+            0,
+            1,
+            "codec2_concealed",
+        ),
+        (
+            "codec2 1200, 8 bytes",
+            CodecId::CODEC2_1200.0,
+            &c2,
+            0,
+            2,
+            "codec2_concealed",
+        ),
+        (
+            "marker on codec2",
+            CodecId::CODEC2_3200.0,
+            &[],
+            missing,
+            3,
+            "codec2_concealed",
+        ),
+        ("unknown codec 0x33", 0x33, &c2, 0, 4, "codec2_concealed"),
+        ("unknown codec 0x34", 0x34, &c2, 0, 5, "foreign_frames"),
+        (
+            "seq back",
+            CodecId::CODEC2_3200.0,
+            &c2,
+            0,
+            2,
+            "codec2_late_dropped",
+        ),
+        (
+            "seq leaps",
+            CodecId::CODEC2_3200.0,
+            &c2,
+            0,
+            100_000,
+            "codec2_resyncs",
+        ),
+        (
+            "garbage opus",
+            CodecId::OPUS.0,
+            &garbage_opus,
+            0,
+            100_001,
+            "codec_switches",
+        ),
+        (
+            "empty opus",
+            CodecId::OPUS.0,
+            &[],
+            0,
+            100_002,
+            "classical_plc_invocations",
+        ),
+        (
+            "unknown codec on opus",
+            0x7f,
+            &garbage_opus,
+            0,
+            100_003,
+            "foreign_frames",
+        ),
+        (
+            "opus seq back",
+            CodecId::OPUS.0,
+            &garbage_opus,
+            0,
+            5,
+            "late_dropped",
+        ),
+        (
+            "opus marker",
+            CodecId::OPUS.0,
+            &[],
+            missing,
+            100_004,
+            "classical_plc_invocations",
+        ),
+    ];
+    let mut allocations = 0;
+    for (what, codec, payload, flags, seq, moves) in rows {
+        let before = dec.counter(moves);
+        let meta = FrameMeta {
+            seq,
+            timestamp: seq.wrapping_mul(960),
+            codec,
+            flags,
+            duration_ms: 20,
+            ..Default::default()
+        };
+        dec.frames_in().clear();
+        dec.frames_in().push(meta, payload).unwrap();
+        let ((), n) = count_allocs(|| dec.step());
+        allocations += n;
+        // The worker answers every job it was given.
+        let jobs = dec.counter("codec2_jobs");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while dec.counter("codec2_frames_decoded")
+            + dec.counter("codec2_concealed")
+            + dec.counter("codec2_errors")
+            < jobs
+        {
+            assert!(std::time::Instant::now() < deadline, "{what}: worker stuck");
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        assert!(dec.counter(moves) > before, "{what}: {moves} did not move");
+        assert!(dec.pcm_out().iter().all(|s| s.is_finite()), "{what}");
+    }
+    for _ in 0..5 {
+        dec.frames_in().clear();
+        let ((), n) = count_allocs(|| dec.step());
+        allocations += n;
+    }
+    assert_eq!(allocations, 0);
+}

@@ -73,6 +73,11 @@ pub struct Mesh {
     /// Datagrams sent over links by [`Mesh::send_media`].
     pub media_datagrams: u64,
     cfgs: Vec<FederationConfig>,
+    /// Per relay: call signals handed to its signal service
+    /// ([`Action::Call`]), in order.
+    pub calls_delivered: Vec<Vec<wzp_proto::federation::CallSignal>>,
+    /// Per relay: call rooms it was told are bridged ([`Action::CallBridge`]).
+    pub call_bridges: Vec<BTreeSet<RoomId>>,
 }
 
 fn key(a: usize, b: usize) -> (usize, usize) {
@@ -126,6 +131,8 @@ impl Mesh {
             delivered: vec![BTreeMap::new(); n],
             media_datagrams: 0,
             cfgs,
+            calls_delivered: vec![Vec::new(); n],
+            call_bridges: vec![BTreeSet::new(); n],
         }
     }
 
@@ -246,7 +253,15 @@ impl Mesh {
                         }
                     }
                 }
-                Action::RoomChanged { .. } => {}
+                Action::RoomChanged { .. } | Action::CallRoomChanged { .. } => {}
+                Action::Call(signal) => self.calls_delivered[i].push(signal),
+                Action::CallBridge { room, up, .. } => {
+                    if up {
+                        self.call_bridges[i].insert(room);
+                    } else {
+                        self.call_bridges[i].remove(&room);
+                    }
+                }
             }
         }
     }

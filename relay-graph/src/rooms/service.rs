@@ -73,6 +73,11 @@ impl RoomService {
         deliver(services, &st, updates);
     }
 
+    /// The local members of `room` (fingerprint, alias), for federation.
+    pub fn local_participants(&self, room: &str) -> Vec<(wzp_proto::Fingerprint, Option<String>)> {
+        self.lock().table.local_participants(room)
+    }
+
     /// Allows exactly `fingerprints` into call room `room`.
     pub fn allow_call(&self, room: &str, fingerprints: Vec<wzp_proto::Fingerprint>) {
         self.lock().table.calls.allow(room, fingerprints);

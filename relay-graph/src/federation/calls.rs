@@ -536,3 +536,6 @@ impl FederationCore {
         Some(leg)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -165,6 +165,24 @@ impl Mesh {
         self.input(i, Input::LocalRoom { room, participants });
     }
 
+    /// Makes relay `from` send `msg` to relay `to` over their open link
+    /// (as a peer that forges or misroutes would); `false` if none is open.
+    pub fn send_as(&mut self, from: usize, to: usize, msg: FederationMessage) -> bool {
+        let conn = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.open && (c.ends == [from, to] || c.ends == [to, from]))
+            .map(|(id, _)| *id)
+            .max();
+        match conn {
+            Some(conn) => {
+                self.inbox[to].push_back(Input::Message { conn, msg });
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Stops carrying anything on the link a–b (a black hole: the ends find
     /// out by silence). Dials over it fail.
     pub fn cut(&mut self, a: usize, b: usize) {

@@ -51,6 +51,8 @@ pub struct LoadOptions {
     pub relay_bin: Option<PathBuf>,
     pub skip_relay: bool,
     pub skip_raw: bool,
+    /// Also run the federation phase: two relays, one link.
+    pub federation: bool,
     /// Extra `KEY=VALUE` lines for the relay's config file.
     pub relay_config: Vec<String>,
     /// Print the `\r` progress line.
@@ -122,9 +124,14 @@ pub fn run(opts: &LoadOptions) -> Result<Vec<PhaseResult>> {
         .build()
         .context("starting the client runtime")?;
     let mut out = Vec::new();
-    if !opts.skip_relay {
+    if !opts.skip_relay || opts.federation {
         let bin = relay_proc::find_relay_bin(opts.relay_bin.as_deref())?;
-        out.push(rt.block_on(relay_phase(opts, &bin))?);
+        if !opts.skip_relay {
+            out.push(rt.block_on(relay_phase(opts, &bin))?);
+        }
+        if opts.federation {
+            out.push(rt.block_on(federation_phase(opts, &bin))?);
+        }
     }
     if !opts.skip_raw {
         out.push(rt.block_on(raw_phase(opts))?);
@@ -146,6 +153,12 @@ fn check(o: &LoadOptions) -> Result<()> {
             o.rooms,
             o.clients / 2,
             o.clients
+        );
+    }
+    if o.federation && o.rooms > 1024 {
+        bail!(
+            "--rooms {} with --federation: at most 1024 (global rooms a relay bridges)",
+            o.rooms
         );
     }
     if o.clients > 60_000 {
@@ -404,7 +417,7 @@ pub(crate) async fn join_relay(
     endpoint.set_default_client_config(quic::client_config(fp)?);
     // The room's admission key (from a bench-only secret) names it and
     // proves membership over this connection's nonce.
-    let key = RoomAdmissionKey::derive(b"wzp-bench relay-load room secret", room);
+    let key = RoomAdmissionKey::derive(ROOM_SECRET, room);
     let sni = key.sni();
     let conn = tokio::time::timeout(WAIT, endpoint.connect(relay, &sni)?)
         .await
@@ -471,11 +484,7 @@ pub(crate) async fn join_relay(
 
 async fn relay_phase(o: &LoadOptions, bin: &std::path::Path) -> Result<PhaseResult> {
     let dir = TempDir::new("relay-load")?;
-    let mut config = format!(
-        "# written by wzp-bench relay-load\nmax_peers = {}\nmax_rooms = {}\n",
-        o.clients + 16,
-        (o.rooms + 16).min(65_536)
-    );
+    let mut config = base_config(o);
     relay_proc::append_config(&mut config, &o.relay_config)?;
     let mut relay = RelayProc::start(bin, &dir.0, &config)?;
     if o.progress {
@@ -488,13 +497,171 @@ async fn relay_phase(o: &LoadOptions, bin: &std::path::Path) -> Result<PhaseResu
             o.rooms
         );
     }
-    // Joins run a few at a time: a burst of thousands of handshakes at once
-    // would only measure the handshake queue.
+    let (addr, fp) = (relay.quic, relay.fingerprint);
+    let clients = join_all(o, "relay", move |_| (addr, fp)).await?;
+    drive(o, "relay", clients, &mut [&mut relay]).await
+}
+
+/// The config every bench relay starts from.
+fn base_config(o: &LoadOptions) -> String {
+    format!(
+        "# written by wzp-bench relay-load\nmax_peers = {}\nmax_rooms = {}\n",
+        o.clients + 16,
+        (o.rooms + 16).min(65_536)
+    )
+}
+
+/// `wzp-relay fingerprint -i SEED`: creates a relay identity, returns its
+/// fingerprint.
+fn relay_fingerprint(bin: &std::path::Path, seed: &std::path::Path) -> Result<TlsFingerprint> {
+    let out = std::process::Command::new(bin)
+        .arg("fingerprint")
+        .arg("-i")
+        .arg(seed)
+        .output()
+        .with_context(|| format!("running {} fingerprint", bin.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} fingerprint failed: {}",
+            bin.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .map_err(|e| anyhow!("wzp-relay fingerprint printed no fingerprint: {e}"))
+}
+
+/// Waits until `relay`'s metric `name` reaches `want`.
+async fn wait_metric(relay: &RelayProc, name: &str, want: f64, what: &str) -> Result<()> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if relay.metrics().iter().any(|(k, v)| k == name && *v >= want) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{what}: {name} did not reach {want} within {WAIT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Two relays A and B with one federation link, every room a global room;
+/// a room's members alternate between A and B (client i is member
+/// `i / rooms` of room `i % rooms`), so every room has members on both and
+/// each packet crosses the link once towards the other side.
+async fn federation_phase(o: &LoadOptions, bin: &std::path::Path) -> Result<PhaseResult> {
+    let dir_a = TempDir::new("relay-load-a")?;
+    let dir_b = TempDir::new("relay-load-b")?;
+    let fp_a = relay_fingerprint(bin, &dir_a.0.join("relay.seed"))?;
+    let mut rooms = String::new();
+    for r in 0..o.rooms {
+        let key = RoomAdmissionKey::derive(ROOM_SECRET, &format!("load-{r}"));
+        rooms.push_str(&format!("[[global_rooms]]\nname = \"{}\"\n", key.sni()));
+    }
+    let mut config_b = base_config(o);
+    relay_proc::append_config(&mut config_b, &o.relay_config)?;
+    config_b.push_str(&format!(
+        "[[trusted]]\nfingerprint = \"{fp_a}\"\nlabel = \"a\"\n{rooms}"
+    ));
+    let mut b = RelayProc::start(bin, &dir_b.0, &config_b)?;
+    let mut config_a = base_config(o);
+    relay_proc::append_config(&mut config_a, &o.relay_config)?;
+    config_a.push_str(&format!(
+        "[[peers]]\naddress = \"{}\"\nfingerprint = \"{}\"\nlabel = \"b\"\n{rooms}",
+        b.quic, b.fingerprint
+    ));
+    let mut a = RelayProc::start(bin, &dir_a.0, &config_a)?;
+    wait_metric(
+        &a,
+        "wzp_federation_peer_status{peer=\"b\"}",
+        2.0,
+        "link A-B",
+    )
+    .await?;
+    if o.progress {
+        eprintln!(
+            "[federation] relays A {} and B {} linked; joining {} clients to {} global rooms",
+            a.quic, b.quic, o.clients, o.rooms
+        );
+    }
+    let ends = [(a.quic, a.fingerprint), (b.quic, b.fingerprint)];
+    let rooms_n = o.rooms;
+    let clients = join_all(o, "federation", move |i| ends[(i / rooms_n) % 2]).await?;
+    // Both relays know every room's members on the other side.
+    let both = (o.rooms as f64).min(o.clients as f64);
+    wait_metric(&a, "wzp_federation_active_rooms", both, "rooms on A").await?;
+    wait_metric(&b, "wzp_federation_active_rooms", both, "rooms on B").await?;
+    let (cpu_a0, cpu_b0) = (a.cpu_time()?, b.cpu_time()?);
+    let mut r = drive(o, "fed", clients, &mut [&mut a, &mut b]).await?;
+    let (cpu_a, cpu_b) = (
+        a.cpu_time()?.saturating_sub(cpu_a0),
+        b.cpu_time()?.saturating_sub(cpu_b0),
+    );
+    for (name, relay, cpu) in [("A", &a, cpu_a), ("B", &b, cpu_b)] {
+        let m = relay.metrics();
+        let get = |k: &str| {
+            m.iter()
+                .filter(|(s, _)| s.starts_with(k))
+                .map(|(_, v)| *v)
+                .sum::<f64>()
+        };
+        let link_in = get("wzp_federation_packets_forwarded_total{peer=\"b\",direction=\"in\"}")
+            + get("wzp_federation_packets_forwarded_total{peer=\"a\",direction=\"in\"}");
+        let link_out = get("wzp_federation_packets_forwarded_total{peer=\"b\",direction=\"out\"}")
+            + get("wzp_federation_packets_forwarded_total{peer=\"a\",direction=\"out\"}");
+        // Packets this relay sent: the fan-out's copies (to its clients,
+        // and to each room's federation member, which become the link
+        // datagrams).
+        let sent_out: f64 = m
+            .iter()
+            .filter(|(k, _)| {
+                k.starts_with("wzp_stage_events_total{")
+                    && k.contains("stage=\"fanout\"")
+                    && k.contains("name=\"copies\"")
+            })
+            .map(|(_, v)| *v)
+            .sum();
+        r.notes.push(format!(
+            "relay {name}: cpu {:.2} s (incl. joins and drain), link in {link_in:.0}, link out \
+             {link_out:.0}, packets out {sent_out:.0}: {:.0} pkt/s per core",
+            cpu.as_secs_f64(),
+            if cpu.is_zero() {
+                0.0
+            } else {
+                sent_out / cpu.as_secs_f64()
+            }
+        ));
+        let dropped = get("wzp_federation_media_dropped_total")
+            + get("wzp_federation_packets_rate_limited_total")
+            + get("wzp_federation_packets_deduped_total");
+        if dropped > 0.0 {
+            r.notes.push(format!(
+                "relay {name}: {dropped:.0} forwarded packets dropped"
+            ));
+        }
+    }
+    Ok(r)
+}
+
+/// The bench's room secret (rooms are admitted by proof of it).
+const ROOM_SECRET: &[u8] = b"wzp-bench relay-load room secret";
+
+/// Joins every client, a few at a time (a burst of thousands of handshakes
+/// at once would only measure the handshake queue); client i goes to the
+/// relay `place(i)` names.
+async fn join_all(
+    o: &LoadOptions,
+    phase: &str,
+    place: impl Fn(usize) -> (SocketAddr, TlsFingerprint),
+) -> Result<Vec<QuicClient>> {
     let sem = Arc::new(tokio::sync::Semaphore::new(32));
     let mut joins = Vec::with_capacity(o.clients);
     for i in 0..o.clients {
         let sem = sem.clone();
-        let (addr, fp, rooms) = (relay.quic, relay.fingerprint, o.rooms);
+        let (addr, fp) = place(i);
+        let rooms = o.rooms;
         joins.push(tokio::spawn(async move {
             let _permit = sem.acquire_owned().await;
             join_relay(addr, fp, &format!("load-{}", i % rooms), i).await
@@ -505,9 +672,19 @@ async fn relay_phase(o: &LoadOptions, bin: &std::path::Path) -> Result<PhaseResu
         clients.push(j.await.map_err(|e| anyhow!("a join task failed: {e}"))??);
     }
     if o.progress {
-        eprintln!("[relay] all {} clients admitted", o.clients);
+        eprintln!("[{phase}] all {} clients admitted", o.clients);
     }
+    Ok(clients)
+}
 
+/// Runs the sending window over `clients` and measures `relays` (their CPU
+/// summed), then closes the clients.
+async fn drive(
+    o: &LoadOptions,
+    name: &'static str,
+    clients: Vec<QuicClient>,
+    relays: &mut [&mut RelayProc],
+) -> Result<PhaseResult> {
     let epoch = Instant::now();
     let tally = Arc::new(Tally::new(o.rooms));
     let mut receivers = Vec::with_capacity(clients.len());
@@ -537,18 +714,23 @@ async fn relay_phase(o: &LoadOptions, bin: &std::path::Path) -> Result<PhaseResu
         )));
     }
     tokio::time::sleep_until(start).await;
-    let cpu0 = relay.cpu_time()?;
+    let cpu_sum = |relays: &[&mut RelayProc]| -> Result<Duration> {
+        relays.iter().map(|r| r.cpu_time()).sum()
+    };
+    let cpu0 = cpu_sum(relays)?;
     let self0 = relay_proc::self_cpu_time()?;
     let t0 = Instant::now();
-    progress("relay", o, t0, &tally).await;
-    let cpu = relay.cpu_time()?.saturating_sub(cpu0);
+    progress(name, o, t0, &tally).await;
+    let cpu = cpu_sum(relays)?.saturating_sub(cpu0);
     let bench_cpu = relay_proc::self_cpu_time()?.saturating_sub(self0);
     let window = o.duration;
-    if !relay.is_running() {
-        bail!(
-            "wzp-relay exited during the run; its last output:\n{}",
-            relay.log_tail()
-        );
+    for relay in relays.iter_mut() {
+        if !relay.is_running() {
+            bail!(
+                "wzp-relay exited during the run; its last output:\n{}",
+                relay.log_tail()
+            );
+        }
     }
     for s in senders {
         let _ = s.await;
@@ -557,19 +739,21 @@ async fn relay_phase(o: &LoadOptions, bin: &std::path::Path) -> Result<PhaseResu
         r.abort();
     }
     let sizes = room_sizes(o);
-    let metrics = relay.metrics();
     let mut notes = Vec::new();
-    for (k, v) in &metrics {
-        if k.starts_with("wzp_relay_drops_total") && *v > 0.0 {
-            notes.push(format!("relay {k} = {v}"));
+    for relay in relays.iter() {
+        let metrics = relay.metrics();
+        for (k, v) in &metrics {
+            if k.starts_with("wzp_relay_drops_total") && *v > 0.0 {
+                notes.push(format!("relay {k} = {v}"));
+            }
         }
-    }
-    for (k, v) in &metrics {
-        if k.starts_with("wzp_stage_busy_seconds{") && k.contains("quantile=\"0.99\"") {
-            notes.push(format!("relay {k} = {:.1} us", v * 1e6));
-        }
-        if k.starts_with("wzp_domain_cycles_total") {
-            notes.push(format!("relay {k} = {v}"));
+        for (k, v) in &metrics {
+            if k.starts_with("wzp_stage_busy_seconds{") && k.contains("quantile=\"0.99\"") {
+                notes.push(format!("relay {k} = {:.1} us", v * 1e6));
+            }
+            if k.starts_with("wzp_domain_cycles_total") {
+                notes.push(format!("relay {k} = {v}"));
+            }
         }
     }
     let short = tally.short.load(Ordering::Relaxed);
@@ -579,8 +763,8 @@ async fn relay_phase(o: &LoadOptions, bin: &std::path::Path) -> Result<PhaseResu
     for c in &clients {
         c.conn.close(0u32.into(), b"bye");
     }
-    let r = PhaseResult {
-        name: "relay",
+    Ok(PhaseResult {
+        name,
         window,
         sent: tally.sent(),
         send_failures: tally.send_failures.load(Ordering::Relaxed),
@@ -592,9 +776,7 @@ async fn relay_phase(o: &LoadOptions, bin: &std::path::Path) -> Result<PhaseResu
         p99: tally.hist.quantile(0.99),
         max: tally.hist.quantile(1.0),
         notes,
-    };
-    drop(relay);
-    Ok(r)
+    })
 }
 
 // ------------------------------------------------------------------ raw ---
@@ -1050,6 +1232,7 @@ mod tests {
             relay_bin: None,
             skip_relay: false,
             skip_raw: false,
+            federation: false,
             relay_config: Vec::new(),
             progress: false,
         };
@@ -1072,6 +1255,7 @@ mod tests {
             relay_bin: None,
             skip_relay: false,
             skip_raw: false,
+            federation: false,
             relay_config: Vec::new(),
             progress: false,
         };
@@ -1137,6 +1321,7 @@ mod tests {
             relay_bin: None,
             skip_relay: false,
             skip_raw: false,
+            federation: false,
             relay_config: Vec::new(),
             progress: false,
         };

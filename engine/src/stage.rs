@@ -470,6 +470,37 @@ impl<'a> Io<'a> {
         (inp.map(|p| unsafe { &*p }), out)
     }
 
+    /// Packet input `i` and two distinct packet outputs at once, for stages
+    /// that route each packet to one output or both. `None` for an output
+    /// that is missing, not a packet port, or the same index twice.
+    pub fn packets_in_two_out(
+        &mut self,
+        i: usize,
+        a: usize,
+        b: usize,
+    ) -> (
+        Option<&Batch<PacketMeta>>,
+        Option<&mut Batch<PacketMeta>>,
+        Option<&mut Batch<PacketMeta>>,
+    ) {
+        let inp = self.packets_in(i).map(|x| x as *const Batch<PacketMeta>);
+        if a == b {
+            // SAFETY: as in `pcm_in_out`.
+            return (inp.map(|p| unsafe { &*p }), None, None);
+        }
+        let oa = self.packets_out(a).map(|x| x as *mut Batch<PacketMeta>);
+        let ob = self.packets_out(b).map(|x| x as *mut Batch<PacketMeta>);
+        // SAFETY: output indices are distinct from each other (checked above:
+        // distinct port numbers map to distinct pool buffers by the
+        // constructor contract) and from inputs; all borrows end with
+        // `&mut self`.
+        (
+            inp.map(|p| unsafe { &*p }),
+            oa.map(|p| unsafe { &mut *p }),
+            ob.map(|p| unsafe { &mut *p }),
+        )
+    }
+
     /// Frame input `i` and packet output `o` at once.
     pub fn frames_in_packets_out(
         &mut self,

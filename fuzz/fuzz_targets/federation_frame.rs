@@ -1,7 +1,9 @@
 //! Any byte stream on a federation link, pushed in fuzzer-chosen chunks: the
 //! decoder never panics, every message it yields keeps the bounds and
 //! re-encodes to itself, and the same bytes read as a forwarded media
-//! datagram parse or are refused without panicking.
+//! datagram parse or are refused without panicking. Each chunk read as a
+//! forwarded datagram goes through the exactly-once window: a packet it
+//! called fresh is never fresh twice.
 //!
 //! Every decoded message is also fed to the relay's federation core (compiled
 //! in from relay-graph/src/federation, which needs only wzp-proto) over an up
@@ -119,5 +121,18 @@ fuzz_target!(|data: &[u8]| {
         let mut out = [0u8; FORWARD_TAG_LEN];
         f.tag.write(&mut out).expect("room for the tag");
         assert_eq!(&out[..], &stream[..FORWARD_TAG_LEN]);
+    }
+
+    let mut window = wzp_proto::dedup::DedupWindow::new(64, Duration::from_secs(10));
+    let t0 = Instant::now();
+    for (i, piece) in stream.chunks(chunk).enumerate() {
+        let Ok(f) = parse_forwarded(piece) else {
+            continue;
+        };
+        let at = t0 + Duration::from_millis(i as u64);
+        let first = window.check_lane(f.tag.origin, f.sender_id, f.lane, f.seq, f.tag.hops, at);
+        let again = window.check_lane(f.tag.origin, f.sender_id, f.lane, f.seq, f.tag.hops, at);
+        assert_ne!(again, wzp_proto::dedup::Verdict::Fresh, "fresh twice ({first:?})");
+        assert!(window.len() <= 64);
     }
 });

@@ -838,6 +838,9 @@ pub struct ForwardedMedia<'a> {
     pub sender_id: u32,
     /// The media header's sequence number (clear).
     pub seq: u32,
+    /// The packet's dedup lane ([`crate::dedup::lane_of`]): repair symbols,
+    /// key epochs and directions each number their own `seq`s.
+    pub lane: u32,
     /// The sealed media packet, header included, as the origin received it.
     pub packet: &'a [u8],
 }
@@ -895,6 +898,7 @@ pub fn parse_forwarded(buf: &[u8]) -> Result<ForwardedMedia<'_>, ForwardError> {
         },
         sender_id: header.sender_id,
         seq: header.seq,
+        lane: crate::dedup::lane_of(&header),
         packet,
     })
 }

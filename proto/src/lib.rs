@@ -42,6 +42,7 @@
 #![warn(missing_docs)]
 
 pub mod close;
+pub mod dedup;
 pub mod direct_call;
 pub mod error;
 pub mod federation;

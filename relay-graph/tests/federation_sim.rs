@@ -197,6 +197,14 @@ fn a_hundred_relays_converge_on_shortest_routes_without_loops() {
     let dups_dropped: u64 = m.dedup.iter().map(|d| d.stats().duplicates).sum();
     let sent = u64::from(packets) * senders.len() as u64;
     let datagrams_per_packet = m.media_datagrams as f64 / sent as f64;
+    // On settled tables each packet follows its origin's shortest-path
+    // tree: no relay gets a second copy, and no packet crosses more links
+    // than a tree of the mesh has.
+    assert_eq!(dups_dropped, 0, "copies over a second path");
+    assert!(
+        m.media_datagrams <= sent * (RELAYS as u64 - 1),
+        "{datagrams_per_packet} link datagrams per packet"
+    );
 
     // A relay with members dies: every other relay forgets its members
     // within 15 s of simulated time.

@@ -8,6 +8,7 @@ pub mod audio;
 pub mod codec;
 pub mod crypto;
 pub mod fec;
+pub mod federation;
 pub mod jitter;
 pub mod net;
 pub mod quality;
@@ -27,6 +28,7 @@ pub fn register_all(registry: &mut Registry) -> Result<(), RegisterError> {
     wire::register(registry)?;
     crypto::register(registry)?;
     sfu::register(registry)?;
+    federation::register(registry)?;
     quality::register(registry)?;
     Ok(())
 }

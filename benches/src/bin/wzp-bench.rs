@@ -27,6 +27,7 @@ Examples:
   ./target/release/wzp-bench relay-load --clients 200 --rooms 100 --rate 100 --duration 5
       Many small rooms at 10 ms frames.
   ./target/release/wzp-bench relay-load --clients 40 --rooms 1 --duration 5 --skip-raw
+  ./target/release/wzp-bench relay-load --clients 200 --rooms 20 --skip-raw --federation
       One big room (fan-out 39) through the relay only.
   ./target/release/wzp-bench mouth-to-ear
       Source-to-sink lag of two call graphs through the relay, for the default
@@ -163,6 +164,11 @@ struct RelayLoadArgs {
     /// Only the relay.
     #[arg(long)]
     skip_raw: bool,
+    /// Also the federation phase: two relays joined by one federation
+    /// link, every room a global room, clients alternating between them
+    /// (forwarded packets/s per core beside the single relay's).
+    #[arg(long)]
+    federation: bool,
     /// A line for the relay's config file, KEY=VALUE (repeatable), e.g.
     /// `--relay-set io_threads=1 --relay-set shards=2`
     #[arg(long = "relay-set", value_name = "KEY=VALUE")]
@@ -243,6 +249,7 @@ fn relay_load_cmd(a: RelayLoadArgs) -> Result<()> {
         relay_bin: a.relay_bin,
         skip_relay: a.skip_relay,
         skip_raw: a.skip_raw,
+        federation: a.federation,
         relay_config: a.relay_set.clone(),
         progress: !a.quiet,
     };

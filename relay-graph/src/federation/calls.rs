@@ -131,6 +131,11 @@ impl FederationCore {
             .map(|id| format!("{}{id}", wzp_proto::sni::CALL_PREFIX))
     }
 
+    /// The rooms of answered calls.
+    pub(super) fn bridged_call_rooms(&self) -> impl Iterator<Item = &RoomId> {
+        self.calls.by_room.keys()
+    }
+
     /// Whether the call room `room` is bridged with `peer` (an answered call
     /// whose path has `peer` next to this relay).
     pub(super) fn call_bridges(&self, peer: RelayId, room: RoomId) -> bool {

@@ -36,7 +36,7 @@
 //! snippet the operator needs.
 
 pub mod calls;
-pub mod dedup;
+pub use wzp_proto::dedup;
 pub mod mesh;
 pub mod pathvec;
 // The fuzz target `federation_frame` compiles this module by path, without
@@ -665,9 +665,19 @@ impl FederationCore {
     }
 
     /// Peers a media packet of `room` from `origin`, received over `from`
-    /// (`None`: from a local client), goes to: up peers that bridge the room
-    /// and are the next hop towards some other relay's participants in it;
-    /// never `from`, never towards the origin itself. A relay with no local
+    /// (`None`: from a local client), goes to: the branches of `origin`'s
+    /// shortest-path tree below this relay. An up peer `N` that bridges the
+    /// room gets it when
+    ///
+    /// - `N` reaches `origin` *through this relay*: it did not announce
+    ///   `(room, origin)` here (path-vector withdraws a path from the relay
+    ///   it goes through, so an announcement means `N` has its own way), and
+    /// - `N` leads to members other than `origin`'s: it announced some other
+    ///   `(room, D)` here;
+    ///
+    /// never `from`, never `origin`. Each relay then receives a packet once,
+    /// from its parent in the tree (a copy over another path only while the
+    /// tables converge, which the dedup window drops). A hub with no local
     /// member still forwards.
     pub fn forward_targets(
         &self,
@@ -675,21 +685,51 @@ impl FederationCore {
         origin: RelayId,
         from: Option<RelayId>,
     ) -> Vec<RelayId> {
-        let mut out = BTreeSet::new();
-        for key in self.rooms.keys() {
-            let (r, o) = *key;
-            if r != room || o == origin || o == self.me {
+        self.room_media_peers(room)
+            .into_iter()
+            .filter(|(peer, origins)| {
+                Some(*peer) != from
+                    && *peer != origin
+                    && !origins.contains(&origin)
+                    && origins.iter().any(|o| *o != origin)
+            })
+            .map(|(peer, _)| peer)
+            .collect()
+    }
+
+    /// For media routing tables: each up peer that bridges `room`, with the
+    /// origins whose participants it announced here (what
+    /// [`FederationCore::forward_targets`] decides by, as data).
+    pub fn room_media_peers(&self, room: RoomId) -> Vec<(RelayId, Vec<RelayId>)> {
+        let mut out = Vec::new();
+        for (&peer, link) in &self.links {
+            if !matches!(link.phase, Phase::Up { .. }) || !self.peer_bridges(peer, room) {
                 continue;
             }
-            if let Some(best) = self.rooms.best(key) {
-                if let Some(&next) = best.path.get(1) {
-                    if Some(next) != from && self.peer_bridges(next, room) {
-                        out.insert(next);
-                    }
-                }
-            }
+            let mut origins: Vec<RelayId> = self
+                .rooms
+                .learned_from(peer)
+                .filter(|((r, _), _)| *r == room)
+                .map(|((_, o), _)| *o)
+                .collect();
+            origins.sort();
+            out.push((peer, origins));
         }
-        out.into_iter().collect()
+        out
+    }
+
+    /// The connection of `peer`'s link while it is up.
+    pub fn up_conn(&self, peer: RelayId) -> Option<LinkConn> {
+        match self.links.get(&peer)?.phase {
+            Phase::Up { conn, .. } => Some(conn),
+            _ => None,
+        }
+    }
+
+    /// The rooms media may cross links for: the bridged global rooms and
+    /// the rooms of answered cross-relay calls.
+    pub fn bridged_rooms(&self) -> impl Iterator<Item = &RoomId> {
+        self.global_rooms.iter().chain(self.bridged_call_rooms())
     }
 
     fn peer_bridges(&self, peer: RelayId, room: RoomId) -> bool {

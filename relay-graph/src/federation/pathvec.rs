@@ -98,6 +98,11 @@ impl<K: Clone + Eq + Hash + Ord, V: Clone + PartialEq> PathVector<K, V> {
         self.told.contains_key(&peer)
     }
 
+    /// Whether `peer` announced `key` (its best path to it avoids us).
+    pub fn announced_by(&self, peer: RelayId, key: &K) -> bool {
+        self.learned.get(key).is_some_and(|m| m.contains_key(&peer))
+    }
+
     /// Entries learned from `peer`.
     pub fn learned_from(&self, peer: RelayId) -> impl Iterator<Item = (&K, &Entry<V>)> {
         self.learned

@@ -20,11 +20,19 @@
 //! ([`FederationService::local_room`], [`Input::LocalRoom`]) and the hub
 //! hands the room service each new roster of remote members
 //! ([`Action::RoomChanged`]), which every local member then sees in its
-//! `RoomUpdate` with the relay label of each. What the shell does not carry
-//! yet: media datagrams between relays (docs/FEDERATION.md).
+//! `RoomUpdate` with the relay label of each.
+//!
+//! Media: every connection gets a link handle (from the room table's handle
+//! space) and is an egress destination on every forwarding shard; its
+//! datagrams go into the shard that carries their room (read from the
+//! forward tag). After every step of the core the hub rebuilds the routing
+//! table the `federation.dedup` / `federation.forward` stages use (up links,
+//! bridged rooms with their federation members and next hops) and publishes
+//! it to the shards when it changed (docs/FEDERATION.md, "Media").
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -37,7 +45,8 @@ use wzp_proto::federation::{
 use wzp_proto::identity::RelayCertificate;
 use wzp_proto::sni;
 use wzp_proto::TlsFingerprint;
-use wzp_stages::net::quic;
+use wzp_stages::federation::{FederationTable, PeerRoute, RoomRoute};
+use wzp_stages::net::quic::{self, EgressPeer, IngressFeed, PeerIoStats};
 
 use super::{
     Action, Counters, FederationConfig, FederationCore, Input, LinkConn, LinkStatus, PeerView,
@@ -65,6 +74,10 @@ pub struct FederationView {
     pub peers: Vec<PeerView>,
     /// Refusals and drops by reason.
     pub counters: Counters,
+    /// Media datagrams per peer: (received, sent) on its current link.
+    pub packets: HashMap<RelayId, (u64, u64)>,
+    /// Global rooms with participants anywhere in the mesh.
+    pub active_rooms: usize,
 }
 
 /// The running federation service.
@@ -88,12 +101,33 @@ enum HubEvent {
     Input(Input),
     /// Where a fingerprint is registered, as the core sees it now.
     Route(wzp_proto::Fingerprint, oneshot::Sender<Route>),
+    /// A bridged room got (`Some`) or lost (`None`) its federation member
+    /// in the fan-out of shard `shard`.
+    RoomMember {
+        room: RoomId,
+        member: Option<u32>,
+        shard: usize,
+    },
 }
 
 struct LiveLink {
     conn: quinn::Connection,
     out: mpsc::Sender<FederationMessage>,
     remote: SocketAddr,
+    /// The link's handle for media (egress key, `meta.peer` of its
+    /// datagrams); `None` when the relay had no free handle.
+    handle: Option<u32>,
+    stats: Arc<PeerIoStats>,
+    media: tokio::task::JoinHandle<()>,
+}
+
+/// Which shard carries each bridged room with local members, shared with
+/// the links' datagram readers: they check `version` per datagram (one
+/// atomic load) and take the lock only when it moved.
+#[derive(Default)]
+struct ShardMap {
+    version: AtomicU64,
+    map: Mutex<Arc<HashMap<RoomId, usize>>>,
 }
 
 impl FederationService {
@@ -124,6 +158,8 @@ impl FederationService {
             id: core.id(),
             peers: core.peers(),
             counters: core.counters().clone(),
+            packets: HashMap::new(),
+            active_rooms: 0,
         }));
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
         let call_rooms = Arc::new(Mutex::new(HashSet::new()));
@@ -137,6 +173,9 @@ impl FederationService {
             next_conn: 1,
             view: view.clone(),
             services,
+            members: HashMap::new(),
+            shard_map: Arc::new(ShardMap::default()),
+            last_table: None,
         };
         tokio::spawn(hub.run(rx));
         FederationService {
@@ -207,13 +246,8 @@ impl FederationService {
     /// Never blocks (called with the room table locked); a full queue
     /// drops the report and the next change sends the whole list again.
     pub fn local_room(&self, room: &str, members: Vec<(wzp_proto::Fingerprint, Option<String>)>) {
-        let id = if room.starts_with(sni::CALL_PREFIX) {
-            RoomId::of_name(room)
-        } else {
-            let Ok(id) = room.parse::<RoomId>() else {
-                return;
-            };
-            id
+        let Some(id) = federation_room_id(room) else {
+            return;
         };
         let participants = members
             .into_iter()
@@ -225,6 +259,23 @@ impl FederationService {
         };
         if self.events.try_send(HubEvent::Input(input)).is_err() {
             tracing::warn!(room, "federation queue full; a roster change is late");
+        }
+    }
+
+    /// Bridged room `room` (its id as clients name it) got (`Some`) or lost
+    /// (`None`) its federation member in shard `shard`'s fan-out. Never
+    /// blocks (called with the room table locked).
+    pub fn room_member(&self, room: &str, member: Option<u32>, shard: usize) {
+        let Some(id) = federation_room_id(room) else {
+            return;
+        };
+        let ev = HubEvent::RoomMember {
+            room: id,
+            member,
+            shard,
+        };
+        if self.events.try_send(ev).is_err() {
+            tracing::warn!(room, "federation queue full; a room's media route is late");
         }
     }
 
@@ -255,6 +306,11 @@ struct Hub {
     view: Arc<Mutex<FederationView>>,
     services: Weak<Services>,
     call_rooms: Arc<Mutex<HashSet<String>>>,
+    /// Bridged rooms' federation members: room -> (handle, shard).
+    members: HashMap<RoomId, (u32, usize)>,
+    shard_map: Arc<ShardMap>,
+    /// The routing table last published to the shards.
+    last_table: Option<FederationTable>,
 }
 
 impl Hub {
@@ -305,7 +361,19 @@ impl Hub {
                 let id = LinkConn(self.next_conn);
                 self.next_conn += 1;
                 let out = spawn_link(conn.clone(), id, dialed_by_me, self.events.clone());
-                self.links.insert(id, LiveLink { conn, out, remote });
+                let stats = Arc::new(PeerIoStats::default());
+                let (handle, media) = self.start_media(&conn, &stats);
+                self.links.insert(
+                    id,
+                    LiveLink {
+                        conn,
+                        out,
+                        remote,
+                        handle,
+                        stats,
+                        media,
+                    },
+                );
                 tracing::debug!(%remote, %tls, dialed_by_me, "federation connection");
                 self.core.handle(
                     Input::LinkUp {
@@ -318,12 +386,32 @@ impl Hub {
             }
             HubEvent::Input(input) => {
                 if let Input::LinkDown { conn } = &input {
-                    self.links.remove(conn);
+                    if let Some(link) = self.links.remove(conn) {
+                        self.stop_media(link);
+                    }
                 }
                 self.core.handle(input, now);
             }
             HubEvent::Route(fingerprint, reply) => {
                 let _ = reply.send(self.core.route(&fingerprint));
+            }
+            HubEvent::RoomMember {
+                room,
+                member,
+                shard,
+            } => {
+                match member {
+                    Some(h) => {
+                        self.members.insert(room, (h, shard));
+                    }
+                    None => {
+                        self.members.remove(&room);
+                    }
+                }
+                let map: HashMap<RoomId, usize> =
+                    self.members.iter().map(|(r, (_, s))| (*r, *s)).collect();
+                *self.shard_map.map.lock().expect("shard map") = Arc::new(map);
+                self.shard_map.version.fetch_add(1, Ordering::Release);
             }
         }
     }
@@ -357,6 +445,7 @@ impl Hub {
                             tracing::info!(remote = %link.remote, "closed a federation link: {reason}");
                         }
                         quic::close(&link.conn, code, reason.as_bytes());
+                        self.stop_media(link);
                     }
                 }
                 Action::RoomChanged { room } => {
@@ -392,9 +481,134 @@ impl Hub {
                 }
             }
         }
+        self.publish_table();
+        let mut packets = HashMap::new();
+        for p in self.core.peers() {
+            if let Some(link) = self.core.up_conn(p.id).and_then(|c| self.links.get(&c)) {
+                packets.insert(
+                    p.id,
+                    (
+                        link.stats.packets_in.load(Ordering::Relaxed),
+                        link.stats.packets_out.load(Ordering::Relaxed),
+                    ),
+                );
+            }
+        }
         let mut view = self.view.lock().expect("federation view");
         view.peers = self.core.peers();
         view.counters = self.core.counters().clone();
+        view.packets = packets;
+        view.active_rooms = self.core.active_rooms().len();
+    }
+
+    /// A new connection's media side: a handle, an egress route on every
+    /// shard, and a task feeding its datagrams to the shards.
+    fn start_media(
+        &self,
+        conn: &quinn::Connection,
+        stats: &Arc<PeerIoStats>,
+    ) -> (Option<u32>, tokio::task::JoinHandle<()>) {
+        let Some(services) = self.services.upgrade() else {
+            return (None, tokio::spawn(async {}));
+        };
+        let Some(handle) = services.rooms.alloc_link_handle() else {
+            tracing::warn!(
+                remote = %conn.remote_address(),
+                "no free peer handle for a federation link's media (max_peers reached)"
+            );
+            return (None, tokio::spawn(async {}));
+        };
+        for shard in &services.media.shards {
+            shard.add_egress(
+                handle,
+                EgressPeer {
+                    conn: conn.clone(),
+                    stats: stats.clone(),
+                    observer: None,
+                },
+            );
+        }
+        let feeds: Vec<Arc<IngressFeed>> = services
+            .media
+            .shards
+            .iter()
+            .map(|s| s.feed().clone())
+            .collect();
+        let task = tokio::spawn(read_link_media(
+            conn.clone(),
+            handle,
+            stats.clone(),
+            feeds,
+            self.shard_map.clone(),
+        ));
+        (Some(handle), task)
+    }
+
+    /// A connection ended: its egress routes and handle are released.
+    fn stop_media(&self, link: LiveLink) {
+        link.media.abort();
+        let (Some(handle), Some(services)) = (link.handle, self.services.upgrade()) else {
+            return;
+        };
+        for shard in &services.media.shards {
+            shard.remove_egress(handle);
+        }
+        services.rooms.release_link_handle(handle);
+    }
+
+    /// Rebuilds the media routing table from the core and publishes it to
+    /// the shards when it changed.
+    fn publish_table(&mut self) {
+        let Some(services) = self.services.upgrade() else {
+            return;
+        };
+        let me = self.core.id();
+        let mut table = FederationTable {
+            me,
+            ..Default::default()
+        };
+        let mut handle_of: HashMap<RelayId, u32> = HashMap::new();
+        for p in self.core.peers() {
+            let handle = self
+                .core
+                .up_conn(p.id)
+                .and_then(|c| self.links.get(&c))
+                .and_then(|l| l.handle);
+            if let Some(h) = handle {
+                table.links.insert(h, p.id);
+                handle_of.insert(p.id, h);
+            }
+        }
+        let rooms: Vec<RoomId> = self.core.bridged_rooms().copied().collect();
+        for room in rooms {
+            let peers: Vec<PeerRoute> = self
+                .core
+                .room_media_peers(room)
+                .into_iter()
+                .filter_map(|(relay, origins)| {
+                    handle_of.get(&relay).map(|&link| PeerRoute {
+                        link,
+                        relay,
+                        origins,
+                    })
+                })
+                .collect();
+            let member = self.members.get(&room).map(|(h, _)| *h);
+            if let Some(h) = member {
+                table.members.insert(h, room);
+            }
+            table.rooms.insert(room, RoomRoute { member, peers });
+        }
+        let changed = self.last_table.as_ref().is_none_or(|t| {
+            t.me != table.me
+                || t.links != table.links
+                || t.rooms != table.rooms
+                || t.members != table.members
+        });
+        if changed {
+            services.media.publish_federation(table.clone());
+            self.last_table = Some(table);
+        }
     }
 
     /// A call room bridged (or no longer): the room service reports its
@@ -418,7 +632,7 @@ impl Hub {
         };
         let participants = services
             .rooms
-            .local_participants(&name)
+            .federate_existing(&services, &name)
             .into_iter()
             .map(|(fingerprint, alias)| FederatedParticipant { fingerprint, alias })
             .collect();
@@ -561,6 +775,55 @@ async fn read_link(
                 }
             }
         }
+    }
+}
+
+/// Feeds a link's datagrams (forwarded media, docs/WIRE.md §9.3) into the
+/// shard that carries their room: the shard of the room's local members,
+/// else the room id's own shard (a relay that only carries the room).
+/// `federation.dedup` checks everything else.
+async fn read_link_media(
+    conn: quinn::Connection,
+    handle: u32,
+    stats: Arc<PeerIoStats>,
+    feeds: Vec<Arc<IngressFeed>>,
+    shards: Arc<ShardMap>,
+) {
+    let mut version = u64::MAX;
+    let mut map: Arc<HashMap<RoomId, usize>> = Arc::default();
+    while let Ok(d) = conn.read_datagram().await {
+        stats.packets_in.fetch_add(1, Ordering::Relaxed);
+        stats.bytes_in.fetch_add(d.len() as u64, Ordering::Relaxed);
+        let v = shards.version.load(Ordering::Acquire);
+        if v != version {
+            map = shards.map.lock().expect("shard map").clone();
+            version = v;
+        }
+        let shard = match d.get(2..2 + 16) {
+            Some(b) => {
+                let mut id = [0u8; 16];
+                id.copy_from_slice(b);
+                let room = RoomId(id);
+                map.get(&room)
+                    .copied()
+                    .unwrap_or_else(|| crate::rooms::shard_of_id(&room, feeds.len()))
+            }
+            None => 0,
+        };
+        let fed = feeds.get(shard).is_some_and(|feed| feed.push(handle, &d));
+        if !fed {
+            stats.dropped_in.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A room's id on the federation wire from its name in the room table: a
+/// global room's SNI hash, or a call room's `call-<id>` hashed.
+fn federation_room_id(room: &str) -> Option<RoomId> {
+    if room.starts_with(sni::CALL_PREFIX) {
+        Some(RoomId::of_name(room))
+    } else {
+        room.parse().ok()
     }
 }
 

@@ -26,6 +26,7 @@ use wzp_engine::prelude::*;
 use wzp_engine::stage::Counter;
 use wzp_engine::stats::GraphStats;
 use wzp_proto::MediaHeader;
+use wzp_stages::federation::{table_channel, FederationTable, TablePublisher};
 use wzp_stages::net::quic::{self, EgressPeer, EgressPeers, IngressFeed};
 use wzp_stages::sfu::{membership_channel, SfuCommand, SfuControl};
 
@@ -120,6 +121,8 @@ pub struct Shard {
     egress: Mutex<EgressPeers>,
     pub graph_stats: Arc<GraphStats>,
     pub drops: DropCounters,
+    /// The federation stages' table feeds (`relay.fed_in`, `relay.fed_out`).
+    federation: Mutex<Vec<TablePublisher>>,
 }
 
 /// A membership command was lost: the fan-out's ring was full.
@@ -160,6 +163,20 @@ impl Shard {
     /// Where a session's datagrams go into the graph.
     pub fn feed(&self) -> &Arc<IngressFeed> {
         &self.feed
+    }
+
+    /// Hands the federation stages a new routing table (taken at their next
+    /// cycle) and wakes the shard.
+    pub fn publish_federation(&self, table: &Arc<FederationTable>) {
+        for p in self
+            .federation
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter_mut()
+        {
+            p.publish(table.clone());
+        }
+        self.wake.notify_one();
     }
 }
 
@@ -204,10 +221,14 @@ impl Media {
             feed.notify_on_push(wake.clone());
             let (egress_peers, pump, egress_port) = quic::egress_channel(EGRESS_RING);
             let (sfu, membership) = membership_channel(SFU_RING);
+            let (fed_in, fed_in_port) = table_channel(Default::default());
+            let (fed_out, fed_out_port) = table_channel(Default::default());
             let mut res = Resources::new();
             res.insert("relay.ingress", Arc::new(ingress_port));
             res.insert("relay.egress", Arc::new(egress_port));
             res.insert("relay.sfu", Arc::new(membership));
+            res.insert("relay.fed_in", Arc::new(fed_in_port));
+            res.insert("relay.fed_out", Arc::new(fed_out_port));
             let mut spec = spec.clone();
             if n_shards > 1 {
                 spec.name = format!("{}-{i}", spec.name);
@@ -246,6 +267,7 @@ impl Media {
                 egress: Mutex::new(egress_peers),
                 drops: DropCounters::resolve(&graph_stats),
                 graph_stats,
+                federation: Mutex::new(vec![fed_in, fed_out]),
             });
             graphs.push(graph);
         }
@@ -260,6 +282,29 @@ impl Media {
     /// A shard by index (from a [`crate::rooms::RoomHandle`]).
     pub fn shard(&self, index: usize) -> &Shard {
         &self.shards[index]
+    }
+
+    /// Hands every shard's federation stages a new routing table.
+    pub fn publish_federation(&self, table: FederationTable) {
+        let table = Arc::new(table);
+        for s in &self.shards {
+            s.publish_federation(&table);
+        }
+    }
+
+    /// A federation stage counter summed over every shard (0 when a custom
+    /// relay graph has no such stage).
+    pub fn federation_counter(&self, kind: &str, name: &str) -> u64 {
+        self.shards
+            .iter()
+            .flat_map(|s| {
+                s.graph_stats
+                    .stages_of_kind(kind)
+                    .filter_map(|st| st.counter_handle(name))
+                    .map(|c| c.get())
+                    .collect::<Vec<_>>()
+            })
+            .sum()
     }
 
     /// Drop counts summed over every shard.

@@ -87,6 +87,8 @@ async fn peers(State(s): State<Arc<Services>>) -> impl IntoResponse {
                 "rooms": p.rooms,
                 "messages_in": p.messages_in,
                 "messages_out": p.messages_out,
+                "packets_in": v.packets.get(&p.id).map_or(0, |x| x.0),
+                "packets_out": v.packets.get(&p.id).map_or(0, |x| x.1),
             })
         })
         .collect();

@@ -519,13 +519,17 @@ pub fn render(s: &Services, signal: &SignalViews) -> String {
             v.rtt_ms / 1e3
         );
     }
-    federation(&mut out, &s.federation.view());
+    federation(&mut out, &s.federation.view(), &s.media);
     out
 }
 
 /// The federation links: status and RTT per configured peer, refusals and
 /// drops by reason.
-fn federation(out: &mut String, v: &crate::federation::shell::FederationView) {
+fn federation(
+    out: &mut String,
+    v: &crate::federation::shell::FederationView,
+    media: &crate::media::Media,
+) {
     head(
         out,
         "wzp_federation_peer_status",
@@ -581,4 +585,70 @@ fn federation(out: &mut String, v: &crate::federation::shell::FederationView) {
             "wzp_federation_refused_total{{reason=\"{reason}\"}} {n}"
         );
     }
+    head(
+        out,
+        "wzp_federation_packets_forwarded_total",
+        "counter",
+        "Media datagrams on a federation link, per peer: received (in) and sent (out).",
+    );
+    for p in &v.peers {
+        let (i, o) = v.packets.get(&p.id).copied().unwrap_or((0, 0));
+        for (dir, n) in [("in", i), ("out", o)] {
+            let _ = writeln!(
+                out,
+                "wzp_federation_packets_forwarded_total{{peer=\"{}\",direction=\"{dir}\"}} {n}",
+                esc(&p.label)
+            );
+        }
+    }
+    let dedup = |name: &str| media.federation_counter("federation.dedup", name);
+    head(
+        out,
+        "wzp_federation_packets_deduped_total",
+        "counter",
+        "Media from other relays dropped as already seen (it came over several paths).",
+    );
+    let _ = writeln!(
+        out,
+        "wzp_federation_packets_deduped_total {}",
+        dedup("duplicates") + dedup("too_old")
+    );
+    head(
+        out,
+        "wzp_federation_packets_rate_limited_total",
+        "counter",
+        "Media from other relays dropped by the per link and room rate limit.",
+    );
+    let _ = writeln!(
+        out,
+        "wzp_federation_packets_rate_limited_total {}",
+        dedup("rate_limited")
+    );
+    head(
+        out,
+        "wzp_federation_media_dropped_total",
+        "counter",
+        "Media from other relays dropped for another reason.",
+    );
+    let forward = |name: &str| media.federation_counter("federation.forward", name);
+    for (reason, n) in [
+        ("malformed", dedup("malformed")),
+        ("bad_version", dedup("bad_version")),
+        ("hop_limit", dedup("hop_limit") + forward("hop_limit")),
+        ("looped", dedup("looped")),
+        ("unknown_room", dedup("unknown_room")),
+        ("too_large", forward("too_large")),
+    ] {
+        let _ = writeln!(
+            out,
+            "wzp_federation_media_dropped_total{{reason=\"{reason}\"}} {n}"
+        );
+    }
+    head(
+        out,
+        "wzp_federation_active_rooms",
+        "gauge",
+        "Global rooms with participants anywhere in the mesh.",
+    );
+    let _ = writeln!(out, "wzp_federation_active_rooms {}", v.active_rooms);
 }

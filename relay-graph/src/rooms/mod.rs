@@ -148,6 +148,10 @@ pub struct Room {
     pub members: Vec<Member>,
     /// Local member count, readable without the table (debug tap fan-out).
     pub size: Arc<AtomicUsize>,
+    /// The room's federation member in `sfu.fanout` (a bridged room): the
+    /// handle other relays' packets enter by and its members' packets
+    /// leave for them through.
+    pub relay_member: Option<u32>,
 }
 
 /// Where an admitted session landed: everything the media path needs,
@@ -207,10 +211,24 @@ pub struct RoomTable {
     remote: HashMap<String, Vec<RemoteMember>>,
     pub calls: CallAcl,
     limits: RoomLimits,
+    /// Federation members of rooms that emptied: (handle, shard), for the
+    /// caller to send their `Leave` ([`RoomTable::take_orphaned_relay_members`]).
+    orphaned: Vec<(u32, usize)>,
+}
+
+/// [`shard_of`] the room's hex id names (a global room's name), without
+/// building the string.
+pub fn shard_of_id(room: &wzp_proto::federation::RoomId, shards: usize) -> usize {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let h = room.0.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        let h = (h ^ u64::from(HEX[usize::from(b >> 4)])).wrapping_mul(0x0100_0000_01b3);
+        (h ^ u64::from(HEX[usize::from(b & 15)])).wrapping_mul(0x0100_0000_01b3)
+    });
+    (h % shards.max(1) as u64) as usize
 }
 
 /// The shard of a room: FNV-1a of its name, modulo the shard count.
-fn shard_of(room: &str, shards: usize) -> usize {
+pub fn shard_of(room: &str, shards: usize) -> usize {
     let h = room.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
     });
@@ -227,7 +245,43 @@ impl RoomTable {
             remote: HashMap::new(),
             calls: CallAcl::default(),
             limits,
+            orphaned: Vec::new(),
         }
+    }
+
+    /// Gives `room` (which has members) a federation member if it has none:
+    /// returns (handle, room slot, shard) for the caller's `JoinRelay`, or
+    /// `None` when it has one already, does not exist, or no handle is free.
+    pub fn add_relay_member(&mut self, room: &str) -> Option<(u32, u32, usize)> {
+        let r = self.rooms.get_mut(room)?;
+        if r.relay_member.is_some() {
+            return None;
+        }
+        let h = self.handles.alloc()?;
+        r.relay_member = Some(h);
+        Some((h, r.slot, r.shard))
+    }
+
+    /// Federation members of rooms that emptied since the last call.
+    pub fn take_orphaned_relay_members(&mut self) -> Vec<(u32, usize)> {
+        std::mem::take(&mut self.orphaned)
+    }
+
+    /// A handle for a federation link (an egress destination and the
+    /// `meta.peer` of its datagrams), from the same space as sessions', so
+    /// it can never be mistaken for one. `None` when every slot is taken.
+    pub fn alloc_link_handle(&mut self) -> Option<u32> {
+        self.handles.alloc()
+    }
+
+    /// Returns a link handle.
+    pub fn release_link_handle(&mut self, handle: u32) {
+        self.handles.release(handle);
+    }
+
+    /// The shard of `room` if it exists.
+    pub fn shard_of_room(&self, room: &str) -> Option<usize> {
+        self.rooms.get(room).map(|r| r.shard)
     }
 
     /// Admits a session or says why not.
@@ -280,6 +334,7 @@ impl RoomTable {
                         .map(Member::Remote)
                         .collect(),
                     size: Arc::new(AtomicUsize::new(0)),
+                    relay_member: None,
                 },
             );
         }
@@ -331,6 +386,10 @@ impl RoomTable {
             // federation's roster stays in `remote` for the next joiner.
             if locals == 0 {
                 let slot = room.slot;
+                if let Some(h) = room.relay_member {
+                    self.handles.release(h);
+                    self.orphaned.push((h, room.shard));
+                }
                 self.rooms.remove(&s.room);
                 self.free_room_slots.push(slot);
                 emptied = true;
@@ -524,6 +583,10 @@ mod tests {
             "same room, same place"
         );
         assert_eq!(a.shard, shard_of("room-a", 4));
+        let id = wzp_proto::federation::RoomId::of_name("general");
+        for n in 1..8 {
+            assert_eq!(shard_of_id(&id, n), shard_of(&id.to_string(), n));
+        }
         assert_ne!(a.handle, b.handle);
         assert_eq!(a.size.load(Ordering::Relaxed), 2);
         let c = t.admit(admit("room-b", 3)).unwrap();

@@ -73,9 +73,42 @@ impl RoomService {
         deliver(services, &st, updates);
     }
 
-    /// The local members of `room` (fingerprint, alias), for federation.
-    pub fn local_participants(&self, room: &str) -> Vec<(wzp_proto::Fingerprint, Option<String>)> {
-        self.lock().table.local_participants(room)
+    /// `room` became bridged while it may already have members (a
+    /// cross-relay call's room, answered after its local party joined):
+    /// gives it its federation member as a join would, and returns its
+    /// local members for the federation to announce.
+    pub fn federate_existing(
+        &self,
+        services: &Services,
+        room: &str,
+    ) -> Vec<(wzp_proto::Fingerprint, Option<String>)> {
+        let mut st = self.lock();
+        let participants = st.table.local_participants(room);
+        if participants.is_empty() {
+            return participants;
+        }
+        if let Some((member, slot, shard)) = st.table.add_relay_member(room) {
+            membership(
+                services,
+                shard,
+                SfuCommand::JoinRelay {
+                    peer: member,
+                    room: slot,
+                },
+            );
+            services.federation.room_member(room, Some(member), shard);
+        }
+        participants
+    }
+
+    /// A handle for a federation link's media ([`RoomTable::alloc_link_handle`]).
+    pub fn alloc_link_handle(&self) -> Option<u32> {
+        self.lock().table.alloc_link_handle()
+    }
+
+    /// Returns a link handle.
+    pub fn release_link_handle(&self, handle: u32) {
+        self.lock().table.release_link_handle(handle);
     }
 
     /// Allows exactly `fingerprints` into call room `room`.
@@ -377,6 +410,17 @@ pub async fn serve_room(
                     services
                         .federation
                         .local_room(&room, st.table.local_participants(&room));
+                    if let Some((member, slot, shard)) = st.table.add_relay_member(&room) {
+                        membership(
+                            &services,
+                            shard,
+                            SfuCommand::JoinRelay {
+                                peer: member,
+                                room: slot,
+                            },
+                        );
+                        services.federation.room_member(&room, Some(member), shard);
+                    }
                 }
                 Ok(h)
             }
@@ -457,6 +501,10 @@ pub async fn serve_room(
                 services
                     .federation
                     .local_room(&room, st.table.local_participants(&room));
+            }
+            for (member, shard) in st.table.take_orphaned_relay_members() {
+                membership(&services, shard, SfuCommand::Leave { peer: member });
+                services.federation.room_member(&room, None, shard);
             }
             Some(members)
         } else {

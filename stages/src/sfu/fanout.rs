@@ -125,6 +125,10 @@ struct PeerEntry {
     room: u32,
     prev: u32,
     next: u32,
+    /// A federation member ([`SfuCommand::JoinRelay`]): its packets carry
+    /// other relays' senders, so they are not bound or rate-capped here
+    /// (`federation.dedup` limits them per link and room).
+    relay: bool,
 }
 
 const FREE: PeerEntry = PeerEntry {
@@ -132,6 +136,7 @@ const FREE: PeerEntry = PeerEntry {
     room: NIL,
     prev: NIL,
     next: NIL,
+    relay: false,
 };
 
 /// One sender id of one room: bound to a live owner, or remembered after
@@ -392,28 +397,8 @@ impl FanoutProc {
 
     fn apply(&mut self, cmd: SfuCommand, now: u64) {
         match cmd {
-            SfuCommand::Join { peer, room } => {
-                let slot = slot_of(peer);
-                if slot >= self.peers.len() || room as usize >= self.heads.len() || peer == NIL {
-                    self.bad_commands.inc();
-                    return;
-                }
-                // A slot holds one handle: a rejoin (or a stale holder) is
-                // unlinked first, releasing the ids it owned in its room.
-                self.unlink(slot, now);
-                let head = self.heads[room as usize];
-                self.peers[slot] = PeerEntry {
-                    handle: peer,
-                    room,
-                    prev: NIL,
-                    next: head,
-                };
-                if head != NIL {
-                    self.peers[head as usize].prev = slot as u32;
-                }
-                self.heads[room as usize] = slot as u32;
-                self.members += 1;
-            }
+            SfuCommand::Join { peer, room } => self.join(peer, room, false, now),
+            SfuCommand::JoinRelay { peer, room } => self.join(peer, room, true, now),
             SfuCommand::Leave { peer } => {
                 let slot = slot_of(peer);
                 match self.peers.get(slot) {
@@ -422,6 +407,30 @@ impl FanoutProc {
                 }
             }
         }
+    }
+
+    fn join(&mut self, peer: u32, room: u32, relay: bool, now: u64) {
+        let slot = slot_of(peer);
+        if slot >= self.peers.len() || room as usize >= self.heads.len() || peer == NIL {
+            self.bad_commands.inc();
+            return;
+        }
+        // A slot holds one handle: a rejoin (or a stale holder) is
+        // unlinked first, releasing the ids it owned in its room.
+        self.unlink(slot, now);
+        let head = self.heads[room as usize];
+        self.peers[slot] = PeerEntry {
+            handle: peer,
+            room,
+            prev: NIL,
+            next: head,
+            relay,
+        };
+        if head != NIL {
+            self.peers[head as usize].prev = slot as u32;
+        }
+        self.heads[room as usize] = slot as u32;
+        self.members += 1;
     }
 
     /// Binds `id` in `room` to the peer in `slot` (a fresh entry at `at`, or
@@ -551,7 +560,7 @@ impl Processor for FanoutProc {
                     self.malformed.inc();
                     continue;
                 };
-                if self.bind {
+                if self.bind && !entry.relay {
                     match self.judge(slot, entry.room, &header, pkt.bytes().len(), now) {
                         Verdict::Forward => {}
                         Verdict::Spoofed => {

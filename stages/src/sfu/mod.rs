@@ -23,6 +23,11 @@ pub enum SfuCommand {
     /// Connection `peer` is in room slot `room` (moving it if it was
     /// elsewhere). Packets it sends go to every other member of `room`.
     Join { peer: u32, room: u32 },
+    /// Like `Join`, for a room's federation member: the handle through
+    /// which other relays' packets enter the room (`federation.dedup`) and
+    /// its members' packets leave for them (`federation.forward`). Its
+    /// packets skip sender binding and the per-sender rate caps.
+    JoinRelay { peer: u32, room: u32 },
     /// Connection `peer` left: it neither sends nor receives any more.
     Leave { peer: u32 },
 }

@@ -1,13 +1,19 @@
 //! Exactly-once delivery of media that reaches a relay over several
 //! federation paths (a triangle, a mesh): a window keyed by (origin relay,
-//! sender id, sequence number), bounded in streams and in time, plus the hop
-//! limit.
+//! sender id, lane, sequence number), bounded in streams and in time, plus
+//! the hop limit.
 //!
-//! The key has all three parts because sender ids are only unique within one
+//! The key holds the origin because sender ids are only unique within one
 //! relay's room: two relays may both have a sender 1, and a key without the
 //! origin would drop the second relay's packets as duplicates of the first's.
+//! It holds the **lane** ([`lane_of`]) because `seq` alone does not name a
+//! packet: an FEC repair symbol carries the `seq` of its block's last source
+//! frame (told apart by `fec_symbol`), and a rekey starts a new epoch. The
+//! lane is every nonce field but `sender_id` and `seq` (docs/WIRE.md §1.3),
+//! so two packets with the same key are the same packet (the nonce never
+//! repeats under one key).
 //!
-//! Per (origin, sender) stream it keeps the highest sequence number seen and
+//! Per (origin, sender, lane) stream it keeps the highest sequence number seen and
 //! a bitmap of the [`WINDOW`] numbers below it (the SRTP replay-window
 //! shape): exact, constant memory per stream. Streams silent for the time
 //! limit are forgotten; when the table is full the stream heard from least
@@ -18,7 +24,23 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use wzp_proto::federation::{RelayId, MAX_MEDIA_HOPS};
+use crate::federation::{RelayId, MAX_MEDIA_HOPS};
+use crate::media::{CodecId, Flags, MediaHeader};
+
+/// The lane of a media packet: the nonce fields besides `sender_id` and
+/// `seq` (direction, key epoch, repair symbol), plus whether it is a
+/// feedback report. Within one lane `seq` never repeats.
+pub fn lane_of(h: &MediaHeader) -> u32 {
+    let direction = u32::from(h.flags.contains(Flags::FROM_RESPONDER));
+    let symbol = if h.is_repair() {
+        0x1_0000 | u32::from(h.fec_symbol)
+    } else if h.codec == CodecId::FEEDBACK {
+        0x2_0000 | u32::from(h.fec_symbol)
+    } else {
+        0
+    };
+    (u32::from(h.key_epoch) << 24) | (direction << 23) | symbol
+}
 
 /// Sequence numbers remembered below the highest per stream (~20 s of audio
 /// at 50 packets/s).
@@ -98,7 +120,7 @@ pub struct DedupStats {
 /// The dedup window.
 #[derive(Debug)]
 pub struct DedupWindow {
-    streams: HashMap<(RelayId, u32), Stream>,
+    streams: HashMap<(RelayId, u32, u32), Stream>,
     capacity: usize,
     ttl: Duration,
     stats: DedupStats,
@@ -110,7 +132,9 @@ impl DedupWindow {
     pub fn new(streams: usize, ttl: Duration) -> DedupWindow {
         let capacity = streams.max(1);
         DedupWindow {
-            streams: HashMap::with_capacity(capacity),
+            // At most half full: a rehash after churn happens in place,
+            // never by reallocation.
+            streams: HashMap::with_capacity(capacity * 2),
             capacity,
             ttl,
             stats: DedupStats::default(),
@@ -133,7 +157,8 @@ impl DedupWindow {
     }
 
     /// Checks (and records) a packet from `origin`'s sender `sender` with
-    /// sequence `seq` that has crossed `hops` links.
+    /// sequence `seq` in lane 0 (a source packet of key epoch 0) that has
+    /// crossed `hops` links.
     pub fn check(
         &mut self,
         origin: RelayId,
@@ -142,7 +167,20 @@ impl DedupWindow {
         hops: u8,
         now: Instant,
     ) -> Verdict {
-        let v = self.decide(origin, sender, seq, hops, now);
+        self.check_lane(origin, sender, 0, seq, hops, now)
+    }
+
+    /// Checks (and records) a packet in `lane` ([`lane_of`]).
+    pub fn check_lane(
+        &mut self,
+        origin: RelayId,
+        sender: u32,
+        lane: u32,
+        seq: u32,
+        hops: u8,
+        now: Instant,
+    ) -> Verdict {
+        let v = self.decide(origin, (sender, lane), seq, hops, now);
         match v {
             Verdict::Fresh => self.stats.fresh += 1,
             Verdict::Duplicate => self.stats.duplicates += 1,
@@ -155,7 +193,7 @@ impl DedupWindow {
     fn decide(
         &mut self,
         origin: RelayId,
-        sender: u32,
+        (sender, lane): (u32, u32),
         seq: u32,
         hops: u8,
         now: Instant,
@@ -163,7 +201,7 @@ impl DedupWindow {
         if hops >= MAX_MEDIA_HOPS {
             return Verdict::HopLimit;
         }
-        let key = (origin, sender);
+        let key = (origin, sender, lane);
         let ttl = self.ttl;
         if let Some(s) = self.streams.get_mut(&key) {
             if now.saturating_duration_since(s.last) < ttl {
@@ -266,6 +304,41 @@ mod tests {
             assert_eq!(w.check(r(1), 2, seq, 0, t0), Verdict::Fresh);
             assert_eq!(w.check(r(2), 1, seq, 1, t0), Verdict::Duplicate);
         }
+    }
+
+    #[test]
+    fn repair_symbols_and_epochs_are_their_own_lanes() {
+        // A repair symbol carries its block's last source seq: keyed by seq
+        // alone, it would be dropped as a duplicate of that frame.
+        let t0 = Instant::now();
+        let mut w = DedupWindow::default();
+        let source = MediaHeader {
+            seq: 9,
+            ..Default::default()
+        };
+        let repair = |symbol| MediaHeader {
+            seq: 9,
+            flags: Flags::REPAIR,
+            fec_symbol: symbol,
+            ..Default::default()
+        };
+        let rekeyed = MediaHeader {
+            seq: 9,
+            key_epoch: 1,
+            ..Default::default()
+        };
+        let mut check = |h: &MediaHeader| w.check_lane(r(1), 7, lane_of(h), h.seq, 0, t0);
+        for h in [source, repair(5), repair(6), rekeyed] {
+            assert_eq!(check(&h), Verdict::Fresh, "{h:?}");
+        }
+        for h in [source, repair(5), repair(6), rekeyed] {
+            assert_eq!(check(&h), Verdict::Duplicate, "{h:?}");
+        }
+        let distinct: std::collections::BTreeSet<u32> = [source, repair(5), repair(6), rekeyed]
+            .iter()
+            .map(lane_of)
+            .collect();
+        assert_eq!(distinct.len(), 4);
     }
 
     #[test]

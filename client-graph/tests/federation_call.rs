@@ -4,8 +4,9 @@
 //! 1 → 2 → 3 along bob's presence route, bob's relay rings him, his answer
 //! and the handshake come back the same way (both ends print the same SAS,
 //! so the key was agreed end to end through two relays that cannot read it),
-//! both join the call room on their own relay, and a hangup by alice ends
-//! bob's call too.
+//! both join the call room on their own relay, each hears the other (the
+//! far end's recording correlates with what the other sent, across two
+//! federation links), and a hangup by alice ends bob's call too.
 //!
 //! Every wait is for a line a process prints or a metric, with a deadline.
 
@@ -15,6 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use wzp_stages::audio::signal::{rms_dbfs, speech_like, xcorr_peak};
+use wzp_stages::audio::wav_source::read_wav_mono;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -252,6 +256,35 @@ fn client(dir: &Path, relay: &Relay, user: &str, sub: &[&str], extra: &[&str]) -
     Proc::spawn(user, &mut cmd)
 }
 
+fn write_wav(path: &Path, x: &[f32]) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 16_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).unwrap();
+    for s in x {
+        w.write_sample((s.clamp(-1.0, 1.0) * 32767.0) as i16)
+            .unwrap();
+    }
+    w.finalize().unwrap();
+}
+
+/// Median over 0.5 s windows of `sent` of the best lag-aligned correlation
+/// with `received` (as in direct_call.rs).
+fn segmental_correlation(received: &[f32], sent: &[f32]) -> f32 {
+    let seg = 8_000;
+    let mut rs: Vec<f32> = sent
+        .chunks(seg)
+        .filter(|c| c.len() == seg && rms_dbfs(c) > -45.0)
+        .map(|c| xcorr_peak(received, c, received.len().saturating_sub(seg / 2)).1)
+        .collect();
+    assert!(rs.len() >= 3, "too few voiced segments");
+    rs.sort_by(|a, b| a.total_cmp(b));
+    rs[rs.len() / 2]
+}
+
 fn sas(p: &mut Proc) -> String {
     p.expect_line("SAS: ", WAIT)
         .trim()
@@ -290,6 +323,12 @@ fn chain(dir: &Path) -> [Relay; 3] {
 fn alice_on_relay_1_calls_bob_on_relay_3_through_relay_2() {
     let dir = tmp("chain");
     let [r1, r2, r3] = chain(&dir);
+    // Two voices: the speech sample and the same reversed, so each
+    // recording can only match its own sender.
+    let speech = speech_like(16_000);
+    let reversed: Vec<f32> = speech.iter().rev().copied().collect();
+    write_wav(&dir.join("alice-says.wav"), &speech);
+    write_wav(&dir.join("bob-says.wav"), &reversed);
 
     let (mut bob, bob_fp) = {
         let mut p = client(
@@ -304,7 +343,7 @@ fn alice_on_relay_1_calls_bob_on_relay_3_through_relay_2() {
                 "--duration",
                 "60s",
                 "--input",
-                "tone:440",
+                dir.join("bob-says.wav").to_str().unwrap(),
                 "--output",
                 dir.join("bob-heard.wav").to_str().unwrap(),
             ],
@@ -328,9 +367,9 @@ fn alice_on_relay_1_calls_bob_on_relay_3_through_relay_2() {
             "--alias",
             "alice",
             "--duration",
-            "4s",
+            "6s",
             "--input",
-            "tone:660",
+            dir.join("alice-says.wav").to_str().unwrap(),
             "--output",
             dir.join("alice-heard.wav").to_str().unwrap(),
         ],
@@ -352,7 +391,7 @@ fn alice_on_relay_1_calls_bob_on_relay_3_through_relay_2() {
     wait_http(&r1, "/sessions", |b| b.contains("call-"));
     wait_http(&r3, "/sessions", |b| b.contains("call-"));
 
-    // Alice hangs up after her 4 s; bob's call ends with it, long before
+    // Alice hangs up after her 6 s; bob's call ends with it, long before
     // his own 60 s.
     alice.expect_line("hung up", WAIT);
     let hung_up = Instant::now();
@@ -360,6 +399,38 @@ fn alice_on_relay_1_calls_bob_on_relay_3_through_relay_2() {
     bob.expect_line("the other side hung up", WAIT);
     assert!(bob.exit(WAIT).success(), "{:?}", bob.drain());
     println!("bob's call ended {:?} after alice's", hung_up.elapsed());
+
+    // The media crossed r1 -> r2 -> r3 and back, sealed end to end.
+    let heard_by_bob = read_wav_mono(&dir.join("bob-heard.wav")).unwrap().samples;
+    let heard_by_alice = read_wav_mono(&dir.join("alice-heard.wav")).unwrap().samples;
+    let r_b = segmental_correlation(&heard_by_bob, &speech);
+    let r_a = segmental_correlation(&heard_by_alice, &reversed);
+    println!("bob hears alice at r = {r_b:.3}, alice hears bob at r = {r_a:.3}");
+    assert!(
+        r_b > 0.7,
+        "bob's recording correlates {r_b} with alice's voice"
+    );
+    assert!(
+        r_a > 0.7,
+        "alice's recording correlates {r_a} with bob's voice"
+    );
+    let cross = segmental_correlation(&heard_by_bob, &reversed);
+    assert!(
+        cross < r_b,
+        "bob hears alice ({r_b}), not himself ({cross})"
+    );
+    // Relay 2 carried the call's media each way (50 packets/s for 6 s).
+    let m2 = http_get(&r2, "/metrics");
+    for peer in ["r1", "r3"] {
+        let key =
+            format!("wzp_federation_packets_forwarded_total{{peer=\"{peer}\",direction=\"out\"}} ");
+        let sent: f64 = m2
+            .lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in relay 2's metrics:\n{m2}"));
+        assert!(sent > 100.0, "relay 2 sent {sent} datagrams to {peer}");
+    }
     wait_http(&r1, "/calls", |b| !b.contains(&bob_fp));
     wait_http(&r3, "/calls", |b| !b.contains(&bob_fp));
     drop(r2.proc);

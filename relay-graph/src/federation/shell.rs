@@ -62,6 +62,9 @@ const OUT_QUEUE: usize = 4096;
 const EVENT_QUEUE: usize = 8192;
 /// How long a dial may take.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the hub waits for the relay's services to exist before it
+/// dials (they are built right after it starts).
+const SERVICES_READY: Duration = Duration::from_secs(5);
 /// Read buffer of a link's control stream.
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -315,6 +318,15 @@ struct Hub {
 
 impl Hub {
     async fn run(mut self, mut rx: mpsc::Receiver<HubEvent>) {
+        // The hub is started while the relay's services are being built
+        // (it holds them weakly): a link that came up before they exist
+        // would get no media handle, so the first dial waits for them.
+        let _ = tokio::time::timeout(SERVICES_READY, async {
+            while self.services.strong_count() == 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
         // The first dials are due at once.
         self.core.tick(Instant::now());
         self.apply();

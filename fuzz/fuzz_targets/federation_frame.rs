@@ -8,14 +8,16 @@
 //! Every decoded message is also fed to the relay's federation core (compiled
 //! in from relay-graph/src/federation, which needs only wzp-proto) over an up
 //! link: it must not panic, and whatever it sends in reply must be a message
-//! its peer would accept.
+//! its peer would accept. A user is registered on the core, so a `call_signal`
+//! offer for it is delivered; the local side answers every delivered offer,
+//! which bridges the call room, so the call paths and their teardown run too.
 #![no_main]
 
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use wzp_proto::federation::{
-    decode_federation_message, encode_federation_frame, parse_forwarded, FederationDecoder,
+    decode_federation_message, CallEvent, CallSignal, encode_federation_frame, parse_forwarded, FederationDecoder,
     FederationMessage, RoomId, FORWARD_TAG_LEN, MAX_MEDIA_HOPS,
 };
 
@@ -58,15 +60,47 @@ fn core_with_link(now: Instant) -> FederationCore {
         },
         now,
     );
+    c.handle(
+        Input::LocalPresence {
+            fingerprint: wzp_proto::Fingerprint([1; 16]),
+            online: true,
+        },
+        now,
+    );
     c
 }
 
-fn core_replies_are_valid(c: &mut FederationCore) {
+fn core_replies_are_valid(c: &mut FederationCore, now: Instant) {
+    let mut answers = Vec::new();
     for a in c.drain_actions() {
-        if let Action::Send { msg, .. } = a {
-            encode_federation_frame(&msg).expect("the core sends only valid messages");
+        match a {
+            Action::Send { msg, .. } => {
+                encode_federation_frame(&msg).expect("the core sends only valid messages");
+            }
+            Action::Call(s) => {
+                if let CallEvent::Offer { .. } = s.event {
+                    answers.push(CallSignal {
+                        event: CallEvent::Answer {
+                            accept_mode: wzp_proto::signal::AcceptMode::AcceptGeneric,
+                            handshake: vec![0; 130],
+                            chosen_codec: None,
+                        },
+                        ..s
+                    });
+                }
+            }
+            _ => {}
         }
     }
+    for s in answers {
+        c.handle(Input::LocalCall(s), now);
+        for a in c.drain_actions() {
+            if let Action::Send { msg, .. } = a {
+                encode_federation_frame(&msg).expect("the core sends only valid messages");
+            }
+        }
+    }
+    assert!(c.call_count() <= federation::calls::MAX_CALLS);
 }
 
 fn check(m: &FederationMessage) {
@@ -101,7 +135,7 @@ fuzz_target!(|data: &[u8]| {
                     );
                     now += Duration::from_millis(u64::from(chunk as u8) * 20);
                     core.tick(now);
-                    core_replies_are_valid(&mut core);
+                    core_replies_are_valid(&mut core, now);
                 }
                 Ok(None) => break,
                 Err(e) if e.is_fatal() => break 'outer,

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use wzp_proto::federation::{
-    decode_federation_message, CallEvent, CallSignal, encode_federation_frame, parse_forwarded, FederationDecoder,
-    FederationMessage, RoomId, FORWARD_TAG_LEN, MAX_MEDIA_HOPS,
+    decode_federation_message, encode_federation_frame, parse_forwarded, CallEvent, CallSignal,
+    FederationDecoder, FederationMessage, RoomId, FORWARD_TAG_LEN, MAX_MEDIA_HOPS,
 };
 
 #[allow(dead_code)]
@@ -166,7 +166,11 @@ fuzz_target!(|data: &[u8]| {
         let at = t0 + Duration::from_millis(i as u64);
         let first = window.check_lane(f.tag.origin, f.sender_id, f.lane, f.seq, f.tag.hops, at);
         let again = window.check_lane(f.tag.origin, f.sender_id, f.lane, f.seq, f.tag.hops, at);
-        assert_ne!(again, wzp_proto::dedup::Verdict::Fresh, "fresh twice ({first:?})");
+        assert_ne!(
+            again,
+            wzp_proto::dedup::Verdict::Fresh,
+            "fresh twice ({first:?})"
+        );
         assert!(window.len() <= 64);
     }
 });

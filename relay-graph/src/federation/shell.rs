@@ -104,6 +104,8 @@ enum HubEvent {
     Input(Input),
     /// Where a fingerprint is registered, as the core sees it now.
     Route(wzp_proto::Fingerprint, oneshot::Sender<Route>),
+    /// Every fingerprint known, with the relay it is on.
+    Presence(oneshot::Sender<Vec<(wzp_proto::Fingerprint, RelayId)>>),
     /// A bridged room got (`Some`) or lost (`None`) its federation member
     /// in the fan-out of shard `shard`.
     RoomMember {
@@ -243,6 +245,16 @@ impl FederationService {
             return Route::NotFound;
         }
         rx.await.unwrap_or(Route::NotFound)
+    }
+
+    /// Every fingerprint the mesh knows, with the relay it is registered on
+    /// (this relay's own included).
+    pub async fn presence(&self) -> Vec<(wzp_proto::Fingerprint, RelayId)> {
+        let (tx, rx) = oneshot::channel();
+        if self.events.send(HubEvent::Presence(tx)).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
     }
 
     /// The local members of global room `room` changed: tell the mesh.
@@ -406,6 +418,9 @@ impl Hub {
             }
             HubEvent::Route(fingerprint, reply) => {
                 let _ = reply.send(self.core.route(&fingerprint));
+            }
+            HubEvent::Presence(reply) => {
+                let _ = reply.send(self.core.presence());
             }
             HubEvent::RoomMember {
                 room,

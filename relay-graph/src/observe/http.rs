@@ -103,10 +103,39 @@ async fn sessions(State(s): State<Arc<Services>>) -> impl IntoResponse {
     Json(s.rooms.sessions_view())
 }
 
+/// Every fingerprint this relay knows a route to: its own registrations
+/// (`"relay": "local"`), then users on other relays with the relay they are
+/// on (its id and, for a direct peer, its label).
 async fn presence(State(s): State<Arc<Services>>) -> impl IntoResponse {
     let mut v = s.signal.views().await.presence;
     v.sort_by(|a, b| a.fingerprint.cmp(&b.fingerprint));
-    Json(v)
+    let mut out: Vec<serde_json::Value> = v
+        .iter()
+        .map(|p| {
+            let mut j = serde_json::to_value(p).unwrap_or_default();
+            if let Some(o) = j.as_object_mut() {
+                o.insert("relay".into(), "local".into());
+            }
+            j
+        })
+        .collect();
+    let view = s.federation.view();
+    for (fp, relay) in s.federation.presence().await {
+        if relay == view.id {
+            continue;
+        }
+        let label = view
+            .peers
+            .iter()
+            .find(|p| p.id == relay)
+            .map(|p| p.label.clone());
+        out.push(serde_json::json!({
+            "fingerprint": fp.to_string(),
+            "relay": relay.to_string(),
+            "relay_label": label,
+        }));
+    }
+    Json(out)
 }
 
 /// One fingerprint's registration, in any accepted fingerprint form; 404

@@ -419,8 +419,18 @@ fn alice_on_relay_1_calls_bob_on_relay_3_through_relay_2() {
         cross < r_b,
         "bob hears alice ({r_b}), not himself ({cross})"
     );
-    // Relay 2 carried the call's media each way (50 packets/s for 6 s).
+    // Relay 2 carried the offer on, and the call's media each way (50
+    // packets/s for 6 s).
     let m2 = http_get(&r2, "/metrics");
+    assert!(
+        m2.contains("wzp_federation_calls_total{event=\"offer_forwarded\"} 1\n"),
+        "{m2}"
+    );
+    let m3 = http_get(&r3, "/metrics");
+    assert!(
+        m3.contains("wzp_federation_calls_total{event=\"offer_delivered\"} 1\n"),
+        "{m3}"
+    );
     for peer in ["r1", "r3"] {
         let key =
             format!("wzp_federation_packets_forwarded_total{{peer=\"{peer}\",direction=\"out\"}} ");

@@ -77,6 +77,8 @@ pub struct FederationView {
     pub peers: Vec<PeerView>,
     /// Refusals and drops by reason.
     pub counters: Counters,
+    /// Cross-relay call signals carried and refused, by reason.
+    pub calls: super::calls::CallCounters,
     /// Media datagrams per peer: (received, sent) on its current link.
     pub packets: HashMap<RelayId, (u64, u64)>,
     /// Global rooms with participants anywhere in the mesh.
@@ -163,6 +165,7 @@ impl FederationService {
             id: core.id(),
             peers: core.peers(),
             counters: core.counters().clone(),
+            calls: core.call_counters().clone(),
             packets: HashMap::new(),
             active_rooms: 0,
         }));
@@ -524,6 +527,7 @@ impl Hub {
         let mut view = self.view.lock().expect("federation view");
         view.peers = self.core.peers();
         view.counters = self.core.counters().clone();
+        view.calls = self.core.call_counters().clone();
         view.packets = packets;
         view.active_rooms = self.core.active_rooms().len();
     }

@@ -6,85 +6,13 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::federation::{fingerprint_of, relay, relay_on, status, wait_log, wait_status};
 use common::{RelayProc, WAIT};
 use wzp_proto::close::CloseCode;
 use wzp_proto::federation::{encode_federation_frame, FederationMessage};
-use wzp_proto::TlsFingerprint;
 use wzp_stages::net::quic;
-
-/// `wzp-relay fingerprint -i FILE`: creates the identity, prints its
-/// fingerprint.
-fn fingerprint_of(seed: &Path) -> TlsFingerprint {
-    let out = Command::new(env!("CARGO_BIN_EXE_wzp-relay"))
-        .args(["fingerprint", "-i"])
-        .arg(seed)
-        .output()
-        .expect("wzp-relay fingerprint runs");
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .trim()
-        .parse()
-        .expect("a fingerprint on its own line")
-}
-
-/// Starts relay `name` in `dir` with `config` (TOML) as its config file.
-fn relay(dir: &Path, name: &str, config: &str) -> RelayProc {
-    std::fs::write(dir.join(format!("{name}.toml")), config).unwrap();
-    relay_on(dir, name, "127.0.0.1:0")
-}
-
-/// Starts relay `name` from its config and identity in `dir`, on `listen`.
-fn relay_on(dir: &Path, name: &str, listen: &str) -> RelayProc {
-    let cfg = dir.join(format!("{name}.toml"));
-    let seed = dir.join(format!("{name}.seed"));
-    RelayProc::start(&[
-        "-c",
-        cfg.to_str().unwrap(),
-        "-i",
-        seed.to_str().unwrap(),
-        "--listen",
-        listen,
-        "--metrics-addr",
-        "127.0.0.1:0",
-        "--label",
-        name,
-    ])
-}
-
-fn status(r: &RelayProc, peer: &str) -> Option<f64> {
-    r.metric(&format!("wzp_federation_peer_status{{peer=\"{peer}\"}}"))
-}
-
-/// Waits until `r`'s link to `peer` has status `want` (0 down, 2 up).
-fn wait_status(r: &RelayProc, peer: &str, want: f64) -> Duration {
-    let start = Instant::now();
-    r.wait_metric(
-        &format!("wzp_federation_peer_status{{peer=\"{peer}\"}}"),
-        |v| v == want,
-    );
-    start.elapsed()
-}
-
-/// Waits until `r`'s log holds a line containing every one of `parts`.
-fn wait_log(r: &RelayProc, parts: &[&str]) -> String {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let text = r.log_text();
-        if let Some(line) = text.lines().find(|l| parts.iter().all(|p| l.contains(p))) {
-            return line.to_string();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no log line with {parts:?}; log:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 #[test]
 fn a_pinned_pair_links_up_both_ways_and_measures_rtt() {

@@ -62,9 +62,6 @@ const OUT_QUEUE: usize = 4096;
 const EVENT_QUEUE: usize = 8192;
 /// How long a dial may take.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long the hub waits for the relay's services to exist before it
-/// dials (they are built right after it starts).
-const SERVICES_READY: Duration = Duration::from_secs(5);
 /// Read buffer of a link's control stream.
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -333,15 +330,14 @@ struct Hub {
 
 impl Hub {
     async fn run(mut self, mut rx: mpsc::Receiver<HubEvent>) {
-        // The hub is started while the relay's services are being built
-        // (it holds them weakly): a link that came up before they exist
-        // would get no media handle, so the first dial waits for them.
-        let _ = tokio::time::timeout(SERVICES_READY, async {
-            while self.services.strong_count() == 0 {
-                tokio::task::yield_now().await;
-            }
-        })
-        .await;
+        // The relay's services are built around this hub (`Arc::new_cyclic`
+        // in `Relay::start`): until that returns they cannot be reached, and
+        // a link that came up then would get no media handle and no datagram
+        // reader for its whole life. So nothing is dialed before they exist.
+        let started = Instant::now();
+        while self.services.upgrade().is_none() && started.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         // The first dials are due at once.
         self.core.tick(Instant::now());
         self.apply();

@@ -19,6 +19,9 @@ use wzp_proto::{Fingerprint, MediaHeader, Seed, TlsFingerprint};
 use wzp_stages::net::quic;
 use wzp_stages::net::signal_stream::{self, SignalFrame, SignalReader};
 
+pub mod client_proc;
+pub mod federation;
+
 /// Every wait in these tests is bounded by this.
 pub const WAIT: Duration = Duration::from_secs(10);
 

@@ -8,15 +8,17 @@
 //! Every decoded message is also fed to the relay's federation core (compiled
 //! in from relay-graph/src/federation, which needs only wzp-proto) over an up
 //! link: it must not panic, and whatever it sends in reply must be a message
-//! its peer would accept.
+//! its peer would accept. A user is registered on the core, so a `call_signal`
+//! offer for it is delivered; the local side answers every delivered offer,
+//! which bridges the call room, so the call paths and their teardown run too.
 #![no_main]
 
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use wzp_proto::federation::{
-    decode_federation_message, encode_federation_frame, parse_forwarded, FederationDecoder,
-    FederationMessage, RoomId, FORWARD_TAG_LEN, MAX_MEDIA_HOPS,
+    decode_federation_message, encode_federation_frame, parse_forwarded, CallEvent, CallSignal,
+    FederationDecoder, FederationMessage, RoomId, FORWARD_TAG_LEN, MAX_MEDIA_HOPS,
 };
 
 #[allow(dead_code)]
@@ -58,15 +60,47 @@ fn core_with_link(now: Instant) -> FederationCore {
         },
         now,
     );
+    c.handle(
+        Input::LocalPresence {
+            fingerprint: wzp_proto::Fingerprint([1; 16]),
+            online: true,
+        },
+        now,
+    );
     c
 }
 
-fn core_replies_are_valid(c: &mut FederationCore) {
+fn core_replies_are_valid(c: &mut FederationCore, now: Instant) {
+    let mut answers = Vec::new();
     for a in c.drain_actions() {
-        if let Action::Send { msg, .. } = a {
-            encode_federation_frame(&msg).expect("the core sends only valid messages");
+        match a {
+            Action::Send { msg, .. } => {
+                encode_federation_frame(&msg).expect("the core sends only valid messages");
+            }
+            Action::Call(s) => {
+                if let CallEvent::Offer { .. } = s.event {
+                    answers.push(CallSignal {
+                        event: CallEvent::Answer {
+                            accept_mode: wzp_proto::signal::AcceptMode::AcceptGeneric,
+                            handshake: vec![0; 130],
+                            chosen_codec: None,
+                        },
+                        ..s
+                    });
+                }
+            }
+            _ => {}
         }
     }
+    for s in answers {
+        c.handle(Input::LocalCall(s), now);
+        for a in c.drain_actions() {
+            if let Action::Send { msg, .. } = a {
+                encode_federation_frame(&msg).expect("the core sends only valid messages");
+            }
+        }
+    }
+    assert!(c.call_count() <= federation::calls::MAX_CALLS);
 }
 
 fn check(m: &FederationMessage) {
@@ -101,7 +135,7 @@ fuzz_target!(|data: &[u8]| {
                     );
                     now += Duration::from_millis(u64::from(chunk as u8) * 20);
                     core.tick(now);
-                    core_replies_are_valid(&mut core);
+                    core_replies_are_valid(&mut core, now);
                 }
                 Ok(None) => break,
                 Err(e) if e.is_fatal() => break 'outer,
@@ -132,7 +166,11 @@ fuzz_target!(|data: &[u8]| {
         let at = t0 + Duration::from_millis(i as u64);
         let first = window.check_lane(f.tag.origin, f.sender_id, f.lane, f.seq, f.tag.hops, at);
         let again = window.check_lane(f.tag.origin, f.sender_id, f.lane, f.seq, f.tag.hops, at);
-        assert_ne!(again, wzp_proto::dedup::Verdict::Fresh, "fresh twice ({first:?})");
+        assert_ne!(
+            again,
+            wzp_proto::dedup::Verdict::Fresh,
+            "fresh twice ({first:?})"
+        );
         assert!(window.len() <= 64);
     }
 });

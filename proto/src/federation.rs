@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use crate::handshake::ROOM_ID_LEN;
 use crate::identity::{Fingerprint, TlsFingerprint};
 use crate::media::{MediaHeader, HEADER_LEN};
+use crate::signal::{AcceptMode, HangupReason};
 
 /// The federation protocol version this build speaks.
 pub const FEDERATION_VERSION: u32 = 1;
@@ -62,7 +63,18 @@ pub const MAX_CAPABILITIES: usize = 32;
 /// Longest capability name, in characters.
 pub const MAX_CAPABILITY_CHARS: usize = 32;
 /// Capabilities this build has.
-pub const CAPABILITIES: &[&str] = &["global_rooms", "presence", "media_v1"];
+pub const CAPABILITIES: &[&str] = &["global_rooms", "presence", "media_v1", "calls"];
+/// Most relays a `call_signal`'s path may hold: a call crosses at most this
+/// many links (its media stays within [`MAX_MEDIA_HOPS`]).
+pub const MAX_CALL_PATH: usize = MAX_MEDIA_HOPS as usize;
+/// Largest handshake half in a `call_signal` (the largest, a response, is 130).
+pub const MAX_CALL_HANDSHAKE: usize = 256;
+/// Most codec names an offer lists.
+pub const MAX_CALL_CODECS: usize = 16;
+/// Longest codec name, in characters.
+pub const MAX_CODEC_CHARS: usize = 32;
+/// Longest hangup message, in characters.
+pub const MAX_HANGUP_MESSAGE_CHARS: usize = 256;
 
 /// Version byte of the forwarded-media tag.
 pub const FORWARD_TAG_VERSION: u8 = 1;
@@ -210,6 +222,196 @@ pub struct PresenceRoute {
     pub path: Vec<RelayId>,
 }
 
+/// One step of a direct call's signaling, as it crosses federation links
+/// (`call_signal`). JSON tag `"kind"`, snake_case. Handshake halves travel as
+/// hex; the relays check their shape only, the key stays with the clients.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum CallEvent {
+    /// Caller to callee: the offer (the caller's relay has verified that the
+    /// handshake half is the registered caller's).
+    Offer {
+        /// The caller's display name.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        caller_alias: Option<String>,
+        /// Encoded `HandshakeInit`.
+        #[serde(with = "hex_bytes")]
+        handshake: Vec<u8>,
+        /// Codec names the caller supports, preferred first.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        supported_codecs: Vec<String>,
+    },
+    /// Callee to caller: the callee is being alerted.
+    Ringing,
+    /// Callee to caller: accepted (`accept_generic` or `accept_trusted`; a
+    /// decline travels as a `hangup` with reason `declined`).
+    Answer {
+        /// How the callee accepted. Addresses never cross a link.
+        accept_mode: AcceptMode,
+        /// Encoded `HandshakeResponse`.
+        #[serde(with = "hex_bytes")]
+        handshake: Vec<u8>,
+        /// The codec chosen from the offer's list.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        chosen_codec: Option<String>,
+    },
+    /// Caller to callee: the handshake's last half.
+    Confirm {
+        /// Encoded `HandshakeFinish`.
+        #[serde(with = "hex_bytes")]
+        handshake: Vec<u8>,
+    },
+    /// Either way: the call is over.
+    Hangup {
+        /// Why.
+        reason: HangupReason,
+        /// Why, for people.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
+}
+
+impl CallEvent {
+    /// The `"kind"` tag.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CallEvent::Offer { .. } => "offer",
+            CallEvent::Ringing => "ringing",
+            CallEvent::Answer { .. } => "answer",
+            CallEvent::Confirm { .. } => "confirm",
+            CallEvent::Hangup { .. } => "hangup",
+        }
+    }
+
+    /// Which way it travels: `true` from the caller towards the callee.
+    pub fn towards_callee(&self) -> Option<bool> {
+        match self {
+            CallEvent::Offer { .. } | CallEvent::Confirm { .. } => Some(true),
+            CallEvent::Ringing | CallEvent::Answer { .. } => Some(false),
+            CallEvent::Hangup { .. } => None,
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let handshake = |h: &[u8]| {
+            if h.is_empty() || h.len() > MAX_CALL_HANDSHAKE {
+                return Err(format!(
+                    "call_signal handshake of {} bytes; 1..={MAX_CALL_HANDSHAKE}",
+                    h.len()
+                ));
+            }
+            Ok(())
+        };
+        let codec = |c: &str| {
+            if c.is_empty()
+                || c.chars().count() > MAX_CODEC_CHARS
+                || c.chars().any(char::is_control)
+            {
+                return Err(format!(
+                    "codec {c:?}: 1..={MAX_CODEC_CHARS} printable characters"
+                ));
+            }
+            Ok(())
+        };
+        match self {
+            CallEvent::Offer {
+                caller_alias,
+                handshake: h,
+                supported_codecs,
+            } => {
+                if let Some(a) = caller_alias {
+                    check_text("caller_alias", a, true)?;
+                }
+                handshake(h)?;
+                if supported_codecs.len() > MAX_CALL_CODECS {
+                    return Err(format!(
+                        "offer lists {} codecs; at most {MAX_CALL_CODECS}",
+                        supported_codecs.len()
+                    ));
+                }
+                supported_codecs.iter().try_for_each(|c| codec(c))
+            }
+            CallEvent::Ringing => Ok(()),
+            CallEvent::Answer {
+                accept_mode,
+                handshake: h,
+                chosen_codec,
+            } => {
+                if *accept_mode == AcceptMode::Reject {
+                    return Err(
+                        "answer with accept_mode reject; a decline is a hangup (declined)".into(),
+                    );
+                }
+                handshake(h)?;
+                chosen_codec.as_deref().map_or(Ok(()), codec)
+            }
+            CallEvent::Confirm { handshake: h } => handshake(h),
+            CallEvent::Hangup { message, .. } => match message {
+                Some(m)
+                    if m.chars().count() > MAX_HANGUP_MESSAGE_CHARS
+                        || m.chars().any(char::is_control) =>
+                {
+                    Err(format!(
+                        "hangup message: at most {MAX_HANGUP_MESSAGE_CHARS} printable characters"
+                    ))
+                }
+                _ => Ok(()),
+            },
+        }
+    }
+}
+
+/// A direct call's signaling between a relay and the federation: which call,
+/// its two parties, and the step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CallSignal {
+    /// The caller's call id (its room is `call-<id>`).
+    pub call_id: String,
+    /// Who offered.
+    pub caller: Fingerprint,
+    /// Who is called.
+    pub callee: Fingerprint,
+    /// The step.
+    pub event: CallEvent,
+}
+
+impl CallSignal {
+    /// The `call_signal` message carrying this step along `path`.
+    pub fn message(self, path: Vec<RelayId>) -> FederationMessage {
+        FederationMessage::CallSignal {
+            call_id: self.call_id,
+            caller: self.caller,
+            callee: self.callee,
+            path,
+            event: self.event,
+        }
+    }
+
+    /// The call room's id on the federation wire: [`RoomId::of_name`] of
+    /// `call-<id>`.
+    pub fn room(&self) -> RoomId {
+        call_room_id(&self.call_id)
+    }
+}
+
+/// The federation id of call `call_id`'s room `call-<id>`.
+pub fn call_room_id(call_id: &str) -> RoomId {
+    RoomId::of_name(&format!("{}{call_id}", crate::sni::CALL_PREFIX))
+}
+
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(b))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        hex::decode(s.as_ref()).map_err(|_| serde::de::Error::custom("handshake: expected hex"))
+    }
+}
+
 /// Every federation control message. JSON tag `"type"`, snake_case.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -275,6 +477,22 @@ pub enum FederationMessage {
         /// The probe's `sent_ms`, echoed.
         sent_ms: u64,
     },
+    /// A direct call's signaling, hop by hop along the presence route (the
+    /// offer) or back along the path the offer took (everything else).
+    CallSignal {
+        /// The caller's call id: 1..=58 of `[a-z0-9-]`.
+        call_id: String,
+        /// Who offered.
+        caller: Fingerprint,
+        /// Who is called.
+        callee: Fingerprint,
+        /// Relays this message crossed, the one it started on first and the
+        /// sender last (1..=[`MAX_CALL_PATH`], no repeats): the loop check and
+        /// the hop limit.
+        path: Vec<RelayId>,
+        /// The step.
+        event: CallEvent,
+    },
 }
 
 impl FederationMessage {
@@ -303,6 +521,7 @@ impl FederationMessage {
             FederationMessage::PresenceUpdate { .. } => "presence_update",
             FederationMessage::Ping { .. } => "ping",
             FederationMessage::Pong { .. } => "pong",
+            FederationMessage::CallSignal { .. } => "call_signal",
         }
     }
 
@@ -377,6 +596,25 @@ impl FederationMessage {
                 Ok(())
             }
             FederationMessage::Ping { .. } | FederationMessage::Pong { .. } => Ok(()),
+            FederationMessage::CallSignal {
+                call_id,
+                caller,
+                callee,
+                path,
+                event,
+            } => {
+                if crate::sni::call_room(call_id).is_none() {
+                    return Err(format!(
+                        "call_id {call_id:?}: 1..={} of [a-z0-9-]",
+                        crate::sni::MAX_CALL_ID
+                    ));
+                }
+                if caller == callee {
+                    return Err("call_signal with the same caller and callee".into());
+                }
+                check_path_within(path, MAX_CALL_PATH)?;
+                event.validate()
+            }
         }
     }
 }
@@ -393,11 +631,15 @@ fn check_text(field: &str, s: &str, may_be_empty: bool) -> Result<(), String> {
 }
 
 fn check_path(path: &[RelayId]) -> Result<(), String> {
+    check_path_within(path, MAX_PATH)
+}
+
+fn check_path_within(path: &[RelayId], max: usize) -> Result<(), String> {
     if path.is_empty() {
         return Err("path is empty; it starts with the sender and ends with the origin".into());
     }
-    if path.len() > MAX_PATH {
-        return Err(format!("path of {} relays; at most {MAX_PATH}", path.len()));
+    if path.len() > max {
+        return Err(format!("path of {} relays; at most {max}", path.len()));
     }
     for (i, r) in path.iter().enumerate() {
         if path[..i].contains(r) {
@@ -706,7 +948,62 @@ mod tests {
             },
             FederationMessage::Ping { id: 9, sent_ms: 1 },
             FederationMessage::Pong { id: 9, sent_ms: 1 },
+            call(CallEvent::Offer {
+                caller_alias: Some("ann".into()),
+                handshake: vec![7; 66],
+                supported_codecs: vec!["opus".into()],
+            }),
+            call(CallEvent::Ringing),
+            call(CallEvent::Answer {
+                accept_mode: AcceptMode::AcceptGeneric,
+                handshake: vec![8; 130],
+                chosen_codec: Some("opus".into()),
+            }),
+            call(CallEvent::Confirm {
+                handshake: vec![9; 66],
+            }),
+            call(CallEvent::Hangup {
+                reason: HangupReason::Declined,
+                message: Some("the callee declined".into()),
+            }),
         ]
+    }
+
+    fn call(event: CallEvent) -> FederationMessage {
+        CallSignal {
+            call_id: "c0ffee-1".into(),
+            caller: fp(1),
+            callee: fp(2),
+            event,
+        }
+        .message(vec![rid(1), rid(2)])
+    }
+
+    #[test]
+    fn a_call_signal_reads_as_documented() {
+        let json = format!(
+            r#"{{"type":"call_signal","call_id":"abc","caller":"{}","callee":"{}","path":["{}"],"event":{{"kind":"ringing"}}}}"#,
+            fp(1),
+            fp(2),
+            rid(3)
+        );
+        let m = decode_federation_message(json.as_bytes()).unwrap();
+        assert_eq!(
+            m,
+            CallSignal {
+                call_id: "abc".into(),
+                caller: fp(1),
+                callee: fp(2),
+                event: CallEvent::Ringing
+            }
+            .message(vec![rid(3)])
+        );
+        assert_eq!(m.type_name(), "call_signal");
+        assert_eq!(
+            call_room_id("abc"),
+            RoomId::of_name("call-abc"),
+            "the call room's id is its room name's"
+        );
     }
 
     #[test]
@@ -752,6 +1049,15 @@ mod tests {
             "[{}]",
             (0..33)
                 .map(|i| format!("\"c{i}\""))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let f2 = fp(2).to_string();
+        let ring = r#"{"kind":"ringing"}"#;
+        let call_path9 = format!(
+            "[{}]",
+            (0..9u8)
+                .map(|i| format!("\"{}\"", rid(i)))
                 .collect::<Vec<_>>()
                 .join(",")
         );
@@ -854,6 +1160,164 @@ mod tests {
                 "path is empty",
             ),
             (r#"{"type":"ping","id":-1,"sent_ms":0}"#.into(), "malformed"),
+            (
+                call_json("Bad", &f, &f2, &format!("[\"{r1}\"]"), ring),
+                "call_id",
+            ),
+            (
+                call_json("", &f, &f2, &format!("[\"{r1}\"]"), ring),
+                "call_id",
+            ),
+            (
+                call_json(&"a".repeat(59), &f, &f2, &format!("[\"{r1}\"]"), ring),
+                "call_id",
+            ),
+            (
+                call_json("c1", &f, &f, &format!("[\"{r1}\"]"), ring),
+                "same caller and callee",
+            ),
+            (call_json("c1", &f, &f2, "[]", ring), "path is empty"),
+            (
+                call_json("c1", &f, &f2, &format!("[\"{r1}\",\"{r1}\"]"), ring),
+                "twice (a loop)",
+            ),
+            (call_json("c1", &f, &f2, &call_path9, ring), "at most 8"),
+            (
+                call_json("c1", &f, &f2, &format!("[\"{r1}\"]"), r#"{"kind":"dial"}"#),
+                "unknown variant",
+            ),
+            (
+                call_json(
+                    "c1",
+                    &f,
+                    &f2,
+                    &format!("[\"{r1}\"]"),
+                    r#"{"kind":"offer","handshake":""}"#,
+                ),
+                "handshake of 0 bytes",
+            ),
+            (
+                call_json(
+                    "c1",
+                    &f,
+                    &f2,
+                    &format!("[\"{r1}\"]"),
+                    &format!(r#"{{"kind":"offer","handshake":"{}"}}"#, "ab".repeat(257)),
+                ),
+                "handshake of 257 bytes",
+            ),
+            (
+                call_json(
+                    "c1",
+                    &f,
+                    &f2,
+                    &format!("[\"{r1}\"]"),
+                    r#"{"kind":"offer","handshake":"zz"}"#,
+                ),
+                "expected hex",
+            ),
+            (
+                call_json("c1", &f, &f2, &format!("[\"{r1}\"]"), r#"{"kind":"offer"}"#),
+                "missing field",
+            ),
+            (
+                call_json(
+                    "c1",
+                    &f,
+                    &f2,
+                    &format!("[\"{r1}\"]"),
+                    &format!(r#"{{"kind":"offer","handshake":"ab","caller_alias":"{long}"}}"#),
+                ),
+                "caller_alias",
+            ),
+            (
+                call_json(
+                    "c1",
+                    &f,
+                    &f2,
+                    &format!("[\"{r1}\"]"),
+                    &format!(
+                        r#"{{"kind":"offer","handshake":"ab","supported_codecs":[{}]}}"#,
+                        vec!["\"opus\""; 17].join(",")
+                    ),
+                ),
+                "at most 16",
+            ),
+            (
+                call_json(
+                    "c1",
+                    &f,
+                    &f2,
+                    &format!("[\"{r1}\"]"),
+                    r#"{"kind":"offer","handshake":"ab","supported_codecs":[""]}"#,
+                ),
+                "codec",
+            ),
+            (
+                call_json(
+                    "c1",
+                    &f,
+                    &f2,
+                    &format!("[\"{r1}\"]"),
+                    r#"{"kind":"answer","accept_mode":"reject","handshake":"ab"}"#,
+                ),
+                "a decline is a hangup",
+            ),
+            (
+                call_json(
+                    "c1",
+                    &f,
+                    &f2,
+                    &format!("[\"{r1}\"]"),
+                    r#"{"kind":"answer","accept_mode":"maybe","handshake":"ab"}"#,
+                ),
+                "unknown variant",
+            ),
+            (
+                call_json(
+                    "c1",
+                    &f,
+                    &f2,
+                    &format!("[\"{r1}\"]"),
+                    &format!(
+                        r#"{{"kind":"answer","accept_mode":"accept_generic","handshake":"ab","chosen_codec":"{long}"}}"#
+                    ),
+                ),
+                "codec",
+            ),
+            (
+                call_json(
+                    "c1",
+                    &f,
+                    &f2,
+                    &format!("[\"{r1}\"]"),
+                    r#"{"kind":"confirm","handshake":""}"#,
+                ),
+                "handshake of 0 bytes",
+            ),
+            (
+                call_json(
+                    "c1",
+                    &f,
+                    &f2,
+                    &format!("[\"{r1}\"]"),
+                    &format!(
+                        r#"{{"kind":"hangup","reason":"normal","message":"{}"}}"#,
+                        "x".repeat(257)
+                    ),
+                ),
+                "hangup message",
+            ),
+            (
+                call_json(
+                    "c1",
+                    &f,
+                    &f2,
+                    &format!("[\"{r1}\"]"),
+                    r#"{"kind":"hangup","reason":"normal","message":"a\u0000"}"#,
+                ),
+                "hangup message",
+            ),
         ];
         for (json, needle) in cases {
             let mut dec = FederationDecoder::new();
@@ -874,6 +1338,12 @@ mod tests {
                 Some(FederationMessage::Ping { id: 1, sent_ms: 2 })
             );
         }
+    }
+
+    fn call_json(call_id: &str, caller: &str, callee: &str, path: &str, event: &str) -> String {
+        format!(
+            r#"{{"type":"call_signal","call_id":"{call_id}","caller":"{caller}","callee":"{callee}","path":{path},"event":{event}}}"#
+        )
     }
 
     #[test]

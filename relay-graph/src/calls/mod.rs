@@ -84,6 +84,9 @@ pub enum EndReason {
     RingingTimeout,
     /// A party's signal connection ended (closed, replaced, timed out).
     Disconnected(Party),
+    /// The far side of a cross-relay call ended it (the far relay refused
+    /// the offer, the far party hung up, or a federation link died).
+    Federation(Party, HangupReason),
     /// A party sent a handshake half that is not one.
     BadHandshake(Party),
 }
@@ -97,6 +100,7 @@ impl EndReason {
             EndReason::RingingTimeout => "ringing_timeout",
             EndReason::Disconnected(_) => "disconnected",
             EndReason::BadHandshake(_) => "bad_handshake",
+            EndReason::Federation(..) => "federation",
         }
     }
 
@@ -108,6 +112,7 @@ impl EndReason {
             EndReason::RingingTimeout => HangupReason::Timeout,
             EndReason::Disconnected(_) => HangupReason::Normal,
             EndReason::BadHandshake(_) => HangupReason::Error,
+            EndReason::Federation(_, r) => r,
         }
     }
 }
@@ -155,6 +160,19 @@ impl Call {
             Party::Caller => self.caller_conn,
             Party::Callee => self.callee_conn,
         }
+    }
+
+    /// Whether `party` is on another relay, reached through federation
+    /// (its connection is [`ConnId::FEDERATION`]).
+    pub fn is_federated(&self, party: Party) -> bool {
+        self.conn(party) == ConnId::FEDERATION
+    }
+
+    /// The party on another relay, if any.
+    pub fn federated_party(&self) -> Option<Party> {
+        [Party::Caller, Party::Callee]
+            .into_iter()
+            .find(|p| self.is_federated(*p))
     }
 
     /// The fingerprint of `party`.
@@ -299,7 +317,9 @@ impl CallRegistry {
         self.in_call.insert(caller.0, id.to_string());
         self.in_call.insert(callee.0, id.to_string());
         for conn in [caller.1, callee.1] {
-            self.by_conn.entry(conn).or_default().push(id.to_string());
+            if conn != ConnId::FEDERATION {
+                self.by_conn.entry(conn).or_default().push(id.to_string());
+            }
         }
         Ok(self.record(id, CallState::Ended, CallState::Pending, None))
     }

@@ -73,6 +73,11 @@ pub struct Mesh {
     /// Datagrams sent over links by [`Mesh::send_media`].
     pub media_datagrams: u64,
     cfgs: Vec<FederationConfig>,
+    /// Per relay: call signals handed to its signal service
+    /// ([`Action::Call`]), in order.
+    pub calls_delivered: Vec<Vec<wzp_proto::federation::CallSignal>>,
+    /// Per relay: call rooms it was told are bridged ([`Action::CallBridge`]).
+    pub call_bridges: Vec<BTreeSet<RoomId>>,
 }
 
 fn key(a: usize, b: usize) -> (usize, usize) {
@@ -126,6 +131,8 @@ impl Mesh {
             delivered: vec![BTreeMap::new(); n],
             media_datagrams: 0,
             cfgs,
+            calls_delivered: vec![Vec::new(); n],
+            call_bridges: vec![BTreeSet::new(); n],
         }
     }
 
@@ -156,6 +163,24 @@ impl Mesh {
             })
             .collect();
         self.input(i, Input::LocalRoom { room, participants });
+    }
+
+    /// Makes relay `from` send `msg` to relay `to` over their open link
+    /// (as a peer that forges or misroutes would); `false` if none is open.
+    pub fn send_as(&mut self, from: usize, to: usize, msg: FederationMessage) -> bool {
+        let conn = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.open && (c.ends == [from, to] || c.ends == [to, from]))
+            .map(|(id, _)| *id)
+            .max();
+        match conn {
+            Some(conn) => {
+                self.inbox[to].push_back(Input::Message { conn, msg });
+                true
+            }
+            None => false,
+        }
     }
 
     /// Stops carrying anything on the link a–b (a black hole: the ends find
@@ -246,7 +271,15 @@ impl Mesh {
                         }
                     }
                 }
-                Action::RoomChanged { .. } => {}
+                Action::RoomChanged { .. } | Action::CallRoomChanged { .. } => {}
+                Action::Call(signal) => self.calls_delivered[i].push(signal),
+                Action::CallBridge { room, up, .. } => {
+                    if up {
+                        self.call_bridges[i].insert(room);
+                    } else {
+                        self.call_bridges[i].remove(&room);
+                    }
+                }
             }
         }
     }

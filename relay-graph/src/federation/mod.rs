@@ -35,6 +35,7 @@
 //! both sides bridge, and an unknown certificate is refused with the config
 //! snippet the operator needs.
 
+pub mod calls;
 pub use wzp_proto::dedup;
 pub mod mesh;
 pub mod pathvec;
@@ -48,8 +49,8 @@ use std::time::{Duration, Instant};
 
 use wzp_proto::close::CloseCode;
 use wzp_proto::federation::{
-    FederatedParticipant, FederationMessage, PresenceRoute, RelayId, RoomId, FEDERATION_VERSION,
-    MAX_PRESENCE_ENTRIES, MIN_FEDERATION_VERSION,
+    CallSignal, FederatedParticipant, FederationMessage, PresenceRoute, RelayId, RoomId,
+    FEDERATION_VERSION, MAX_PRESENCE_ENTRIES, MIN_FEDERATION_VERSION,
 };
 use wzp_proto::{Fingerprint, TlsFingerprint};
 
@@ -152,6 +153,10 @@ pub enum Input {
         /// Registered or gone.
         online: bool,
     },
+    /// A step of a cross-relay call from a party on this relay (an offer to
+    /// a user registered elsewhere, or the local party's ringing, answer,
+    /// confirm, hangup): it goes along the call's path ([`calls`]).
+    LocalCall(CallSignal),
 }
 
 /// What the core asks the shell to do.
@@ -189,6 +194,29 @@ pub enum Action {
     RoomChanged {
         /// The room.
         room: RoomId,
+    },
+    /// A step of a cross-relay call for the party on this relay: hand it to
+    /// the signal service (an offer for a local callee, or the far party's
+    /// ringing, answer, confirm, hangup).
+    Call(CallSignal),
+    /// A call room became bridged along its call's path (`up`: answered;
+    /// else ended). The room service must report the room's local members
+    /// ([`Input::LocalRoom`]) while it is up.
+    CallBridge {
+        /// The call room's id.
+        room: RoomId,
+        /// Its name in the room table, `call-<id>`.
+        name: String,
+        /// Bridged or not any more.
+        up: bool,
+    },
+    /// The remote participants of a call room changed (as
+    /// [`Action::RoomChanged`], for the room named `name` here).
+    CallRoomChanged {
+        /// The call room's id.
+        room: RoomId,
+        /// Its name in the room table, `call-<id>`.
+        name: String,
     },
 }
 
@@ -332,6 +360,8 @@ pub struct FederationCore {
     last_now: Instant,
     /// Zero of the `sent_ms` clock in pings.
     started: Instant,
+    /// Cross-relay calls through this relay.
+    calls: calls::CallTable,
 }
 
 impl FederationCore {
@@ -379,6 +409,7 @@ impl FederationCore {
             flush_at: None,
             last_now: now,
             started: now,
+            calls: calls::CallTable::default(),
         }
     }
 
@@ -447,6 +478,10 @@ impl FederationCore {
                 Phase::Up { .. } => Some(l.next_ping.min(l.last_heard + DEAD_AFTER)),
             })
             .min();
+        let timers = match (timers, self.next_call_deadline()) {
+            (Some(t), Some(c)) => Some(t.min(c)),
+            (t, c) => t.or(c),
+        };
         match (timers, self.flush_at) {
             (Some(t), Some(f)) => Some(t.min(f)),
             (t, f) => t.or(f),
@@ -456,6 +491,7 @@ impl FederationCore {
     /// Runs the timers due at `now`: dials, pings, dead links.
     pub fn tick(&mut self, now: Instant) {
         self.last_now = now;
+        self.expire_calls(now);
         self.flush();
         let ids: Vec<RelayId> = self.links.keys().copied().collect();
         for id in ids {
@@ -559,7 +595,7 @@ impl FederationCore {
                     origin_label: self.label.clone(),
                     participants,
                 });
-                if !self.global_rooms.contains(&room) {
+                if !self.global_rooms.contains(&room) && !self.call_room_is_local(room) {
                     return;
                 }
                 let elig = self.room_eligibility();
@@ -575,6 +611,7 @@ impl FederationCore {
                     .set_local(fingerprint, online.then_some(()), |_, _| true);
                 self.send_presence_deltas(deltas);
             }
+            Input::LocalCall(s) => self.local_call(s, now),
         }
     }
 
@@ -689,19 +726,21 @@ impl FederationCore {
         }
     }
 
-    /// The rooms media may cross links for: the bridged global rooms.
+    /// The rooms media may cross links for: the bridged global rooms and
+    /// the rooms of answered cross-relay calls.
     pub fn bridged_rooms(&self) -> impl Iterator<Item = &RoomId> {
-        self.global_rooms.iter()
+        self.global_rooms.iter().chain(self.bridged_call_rooms())
     }
 
     fn peer_bridges(&self, peer: RelayId, room: RoomId) -> bool {
-        matches!(self.links.get(&peer).map(|l| &l.phase),
+        (matches!(self.links.get(&peer).map(|l| &l.phase),
             Some(Phase::Up { rooms, .. }) if rooms.contains(&room))
-            && self.global_rooms.contains(&room)
+            && self.global_rooms.contains(&room))
+            || self.call_bridges(peer, room)
     }
 
     fn room_eligibility(&self) -> impl Fn(RelayId, &RoomKey) -> bool + 'static {
-        let bridges: HashMap<RelayId, BTreeSet<RoomId>> = self
+        let mut bridges: HashMap<RelayId, BTreeSet<RoomId>> = self
             .links
             .iter()
             .filter_map(|(id, l)| match &l.phase {
@@ -709,6 +748,12 @@ impl FederationCore {
                 _ => None,
             })
             .collect();
+        // A call room is bridged with the call's neighbours only.
+        for (peer, room) in self.call_bridged_rooms() {
+            if let Some(rooms) = bridges.get_mut(&peer) {
+                rooms.insert(room);
+            }
+        }
         move |peer, (room, _)| bridges.get(&peer).is_some_and(|r| r.contains(room))
     }
 
@@ -900,6 +945,21 @@ impl FederationCore {
                 self.send_room_deltas(d);
                 self.room_changed(room);
             }
+            FederationMessage::CallSignal {
+                call_id,
+                caller,
+                callee,
+                path,
+                event,
+            } => {
+                let s = CallSignal {
+                    call_id,
+                    caller,
+                    callee,
+                    event,
+                };
+                self.call_message(peer, s, path, now);
+            }
             FederationMessage::PresenceUpdate { announce, withdraw } => {
                 let mut deltas = Vec::new();
                 for PresenceRoute { fingerprint, path } in announce {
@@ -918,6 +978,9 @@ impl FederationCore {
 
     /// A room announcement is accepted only for a room both sides bridge.
     fn room_allowed(&mut self, peer: RelayId, room: RoomId) -> bool {
+        if self.call_bridges(peer, room) {
+            return true;
+        }
         if !self.global_rooms.contains(&room) {
             self.counters.room_not_bridged_here += 1;
             return false;
@@ -946,7 +1009,10 @@ impl FederationCore {
     }
 
     fn room_changed(&mut self, room: RoomId) {
-        let a = Action::RoomChanged { room };
+        let a = match self.call_room_name(room) {
+            Some(name) => Action::CallRoomChanged { room, name },
+            None => Action::RoomChanged { room },
+        };
         if !self.actions.contains(&a) {
             self.actions.push(a);
         }
@@ -1017,6 +1083,7 @@ impl FederationCore {
         for r in rooms {
             self.room_changed(r);
         }
+        self.end_calls_via(peer);
     }
 
     fn close(

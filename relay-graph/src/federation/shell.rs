@@ -74,6 +74,8 @@ pub struct FederationView {
     pub peers: Vec<PeerView>,
     /// Refusals and drops by reason.
     pub counters: Counters,
+    /// Cross-relay call signals carried and refused, by reason.
+    pub calls: super::calls::CallCounters,
     /// Media datagrams per peer: (received, sent) on its current link.
     pub packets: HashMap<RelayId, (u64, u64)>,
     /// Global rooms with participants anywhere in the mesh.
@@ -86,6 +88,9 @@ pub struct FederationService {
     view: Arc<Mutex<FederationView>>,
     /// The global rooms' ids, as the room table names rooms.
     global: HashSet<String>,
+    /// Call rooms (`call-<id>`) of answered cross-relay calls: bridged along
+    /// their call's path while the call lasts (the hub keeps it).
+    call_rooms: Arc<Mutex<HashSet<String>>>,
 }
 
 enum HubEvent {
@@ -157,11 +162,14 @@ impl FederationService {
             id: core.id(),
             peers: core.peers(),
             counters: core.counters().clone(),
+            calls: core.call_counters().clone(),
             packets: HashMap::new(),
             active_rooms: 0,
         }));
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+        let call_rooms = Arc::new(Mutex::new(HashSet::new()));
         let hub = Hub {
+            call_rooms: call_rooms.clone(),
             core,
             events: tx.clone(),
             endpoint,
@@ -179,12 +187,37 @@ impl FederationService {
             events: tx,
             view,
             global,
+            call_rooms,
         }
     }
 
     /// Whether `room` (a room id as clients name it) is a global room.
     pub fn is_global(&self, room: &str) -> bool {
-        self.global.contains(room)
+        self.global.contains(room) || self.is_bridged_call(room)
+    }
+
+    /// Whether `room` is the call room of an answered cross-relay call.
+    pub fn is_bridged_call(&self, room: &str) -> bool {
+        room.starts_with(sni::CALL_PREFIX)
+            && self
+                .call_rooms
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(room)
+    }
+
+    /// A step of a cross-relay call from a party on this relay (the signal
+    /// service's [`crate::signal::Action::Federate`]). Never blocks; a full
+    /// queue drops it (the call then times out at both ends).
+    pub fn call_signal(&self, signal: wzp_proto::federation::CallSignal) {
+        let call_id = signal.call_id.clone();
+        if self
+            .events
+            .try_send(HubEvent::Input(Input::LocalCall(signal)))
+            .is_err()
+        {
+            tracing::warn!(call_id, "federation queue full; a call signal is dropped");
+        }
     }
 
     /// A user registered on (`online`) or left this relay's presence: the
@@ -228,7 +261,7 @@ impl FederationService {
     /// Never blocks (called with the room table locked); a full queue
     /// drops the report and the next change sends the whole list again.
     pub fn local_room(&self, room: &str, members: Vec<(wzp_proto::Fingerprint, Option<String>)>) {
-        let Ok(id) = room.parse::<RoomId>() else {
+        let Some(id) = federation_room_id(room) else {
             return;
         };
         let participants = members
@@ -248,7 +281,7 @@ impl FederationService {
     /// (`None`) its federation member in shard `shard`'s fan-out. Never
     /// blocks (called with the room table locked).
     pub fn room_member(&self, room: &str, member: Option<u32>, shard: usize) {
-        let Ok(id) = room.parse::<RoomId>() else {
+        let Some(id) = federation_room_id(room) else {
             return;
         };
         let ev = HubEvent::RoomMember {
@@ -287,6 +320,7 @@ struct Hub {
     next_conn: u64,
     view: Arc<Mutex<FederationView>>,
     services: Weak<Services>,
+    call_rooms: Arc<Mutex<HashSet<String>>>,
     /// Bridged rooms' federation members: room -> (handle, shard).
     members: HashMap<RoomId, (u32, usize)>,
     shard_map: Arc<ShardMap>,
@@ -458,6 +492,19 @@ impl Hub {
                         .rooms
                         .set_remote_members(&services, &room.to_string(), members);
                 }
+                Action::Call(signal) => {
+                    if let Some(services) = self.services.upgrade() {
+                        services.signal.federated(signal);
+                    }
+                }
+                Action::CallBridge { room, name, up } => self.call_bridge(room, name, up),
+                Action::CallRoomChanged { room, name } => {
+                    let Some(services) = self.services.upgrade() else {
+                        continue;
+                    };
+                    let members = self.remote_members(room);
+                    services.rooms.set_remote_members(&services, &name, members);
+                }
             }
         }
         self.publish_table();
@@ -476,6 +523,7 @@ impl Hub {
         let mut view = self.view.lock().expect("federation view");
         view.peers = self.core.peers();
         view.counters = self.core.counters().clone();
+        view.calls = self.core.call_counters().clone();
         view.packets = packets;
         view.active_rooms = self.core.active_rooms().len();
     }
@@ -588,6 +636,47 @@ impl Hub {
             services.media.publish_federation(table.clone());
             self.last_table = Some(table);
         }
+    }
+
+    /// A call room bridged (or no longer): the room service reports its
+    /// local members from now on ([`FederationService::is_global`]), and
+    /// those already in it are reported at once (the local party may have
+    /// joined before the answer went through here).
+    fn call_bridge(&mut self, room: RoomId, name: String, up: bool) {
+        {
+            let mut rooms = self.call_rooms.lock().unwrap_or_else(|p| p.into_inner());
+            if up {
+                rooms.insert(name.clone());
+            } else {
+                rooms.remove(&name);
+            }
+        }
+        if !up {
+            return;
+        }
+        let Some(services) = self.services.upgrade() else {
+            return;
+        };
+        let participants = services
+            .rooms
+            .federate_existing(&services, &name)
+            .into_iter()
+            .map(|(fingerprint, alias)| FederatedParticipant { fingerprint, alias })
+            .collect();
+        self.core
+            .handle(Input::LocalRoom { room, participants }, Instant::now());
+    }
+
+    fn remote_members(&self, room: RoomId) -> Vec<RemoteMember> {
+        self.core
+            .remote_participants(room)
+            .into_iter()
+            .map(|(p, relay_label)| RemoteMember {
+                fingerprint: p.fingerprint,
+                alias: p.alias,
+                relay_label,
+            })
+            .collect()
     }
 
     fn dial(&self, peer: RelayId, address: String, tls: TlsFingerprint) {
@@ -752,6 +841,16 @@ async fn read_link_media(
         if !fed {
             stats.dropped_in.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+/// A room's id on the federation wire from its name in the room table: a
+/// global room's SNI hash, or a call room's `call-<id>` hashed.
+fn federation_room_id(room: &str) -> Option<RoomId> {
+    if room.starts_with(sni::CALL_PREFIX) {
+        Some(RoomId::of_name(room))
+    } else {
+        room.parse().ok()
     }
 }
 

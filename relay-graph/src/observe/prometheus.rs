@@ -587,6 +587,27 @@ fn federation(
     }
     head(
         out,
+        "wzp_federation_calls_total",
+        "counter",
+        "Cross-relay call signals: offers carried, and refusals and endings by reason.",
+    );
+    let c = &v.calls;
+    for (event, n) in [
+        ("offer_forwarded", c.offers_forwarded),
+        ("offer_delivered", c.offers_delivered),
+        ("loop", c.loops),
+        ("hop_limit", c.hop_limit),
+        ("not_found", c.not_found),
+        ("refused", c.refused),
+        ("unknown_call", c.unknown_call),
+        ("path_not_from_sender", c.path_not_from_sender),
+        ("ended_by_link", c.ended_by_link),
+        ("setup_timeout", c.setup_timeouts),
+    ] {
+        let _ = writeln!(out, "wzp_federation_calls_total{{event=\"{event}\"}} {n}");
+    }
+    head(
+        out,
         "wzp_federation_packets_forwarded_total",
         "counter",
         "Media datagrams on a federation link, per peer: received (in) and sent (out).",

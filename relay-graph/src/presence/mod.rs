@@ -18,6 +18,12 @@ use wzp_proto::Fingerprint;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub u64);
 
+impl ConnId {
+    /// Stands for the far party of a cross-relay call, reached through
+    /// federation (the shell numbers connections from 1 and never gets here).
+    pub const FEDERATION: ConnId = ConnId(u64::MAX);
+}
+
 impl std::fmt::Display for ConnId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "conn#{}", self.0)

@@ -73,6 +73,34 @@ impl RoomService {
         deliver(services, &st, updates);
     }
 
+    /// `room` became bridged while it may already have members (a
+    /// cross-relay call's room, answered after its local party joined):
+    /// gives it its federation member as a join would, and returns its
+    /// local members for the federation to announce.
+    pub fn federate_existing(
+        &self,
+        services: &Services,
+        room: &str,
+    ) -> Vec<(wzp_proto::Fingerprint, Option<String>)> {
+        let mut st = self.lock();
+        let participants = st.table.local_participants(room);
+        if participants.is_empty() {
+            return participants;
+        }
+        if let Some((member, slot, shard)) = st.table.add_relay_member(room) {
+            membership(
+                services,
+                shard,
+                SfuCommand::JoinRelay {
+                    peer: member,
+                    room: slot,
+                },
+            );
+            services.federation.room_member(room, Some(member), shard);
+        }
+        participants
+    }
+
     /// A handle for a federation link's media ([`RoomTable::alloc_link_handle`]).
     pub fn alloc_link_handle(&self) -> Option<u32> {
         self.lock().table.alloc_link_handle()

@@ -42,6 +42,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use wzp_proto::close::CloseCode;
+use wzp_proto::federation::{CallEvent, CallSignal, MAX_CALL_CODECS, MAX_CODEC_CHARS};
 use wzp_proto::handshake::{HandshakeFinish, HandshakeInit, HandshakeResponse};
 use wzp_proto::presence::{verify_registration, RegistrationError, MAX_ALIAS_LEN};
 use wzp_proto::signal::{
@@ -160,6 +161,10 @@ pub enum Input {
         /// Which connection.
         conn: ConnId,
     },
+    /// A step of a cross-relay call from the federation: an offer for a
+    /// user registered here, or the far party's ringing, answer, confirm or
+    /// hangup.
+    Federated(CallSignal),
 }
 
 impl Input {
@@ -211,13 +216,17 @@ pub enum Action {
         /// Why, for people.
         reason: String,
     },
-    /// Admit exactly these two fingerprints to call room `room`.
+    /// Admit exactly these fingerprints to call room `room`: both parties,
+    /// or for a cross-relay call the one on this relay.
     CallRoomOpened {
         /// The `call-*` room.
         room: String,
-        /// Caller, callee.
-        fingerprints: [Fingerprint; 2],
+        /// Caller and callee, or the local party.
+        fingerprints: Vec<Fingerprint>,
     },
+    /// A step of a cross-relay call for the far party: hand it to the
+    /// federation, which carries it along the call's path.
+    Federate(CallSignal),
     /// The call is over: close room `room` and its members' connections.
     CallRoomClosed {
         /// The `call-*` room.
@@ -319,6 +328,7 @@ refusals! {
     StreamError => "stream_error", "A broken signal stream.";
     OutboundOverflow => "outbound_overflow", "A connection that does not read its messages.";
     RegisterTimeout => "register_timeout", "A connection that did not register in time.";
+    FederatedOutOfPlace => "federated_out_of_place", "A cross-relay call step for a call not here, or out of order.";
     KeepaliveTimeout => "keepalive_timeout", "A registered connection silent past the keep-alive.";
 }
 
@@ -513,6 +523,7 @@ impl SignalHub {
                 }
             }
             Input::Disconnected { conn } => self.forget(conn),
+            Input::Federated(s) => self.federated(s, now),
         }
     }
 
@@ -653,6 +664,18 @@ impl SignalHub {
 
     /// Tells the parties (except `quiet`, who ended it) and closes the room.
     fn call_ended(&mut self, call: Call, t: Transition, quiet: Option<Party>) {
+        self.call_ended_saying(call, t, quiet, None);
+    }
+
+    /// [`SignalHub::call_ended`], with the far relay's words when it ended
+    /// a cross-relay call.
+    fn call_ended_saying(
+        &mut self,
+        call: Call,
+        t: Transition,
+        quiet: Option<Party>,
+        far_message: Option<String>,
+    ) {
         self.transition(&t);
         self.caller_addrs.remove(&call.id);
         let reason = t.reason.unwrap_or(EndReason::RingingTimeout);
@@ -669,9 +692,22 @@ impl SignalHub {
             EndReason::BadHandshake(p) => {
                 format!("the {} sent a malformed handshake", party_name(p))
             }
+            EndReason::Federation(p, _) => far_message
+                .unwrap_or_else(|| format!("the {}'s relay ended the call", party_name(p))),
         };
         for party in [Party::Caller, Party::Callee] {
             if Some(party) == quiet {
+                continue;
+            }
+            // The far party's relay has the call since the offer left.
+            if call.is_federated(party) {
+                self.federate(
+                    &call,
+                    CallEvent::Hangup {
+                        reason: reason.hangup_reason(),
+                        message: Some(message.clone()),
+                    },
+                );
                 continue;
             }
             // A callee never told about the call (still Pending) is not told it ended.
@@ -976,20 +1012,15 @@ impl SignalHub {
                 return self.refuse_offer(conn, Refusal::BadHandshake, &call_id, err, msg);
             }
         }
-        let Some(callee) = self.presence.get(&target_fingerprint) else {
-            let msg = format!("{target_fingerprint} is not online at this relay");
-            return self.refuse_offer(
-                conn,
-                Refusal::NotOnline,
-                &call_id,
-                HangupReason::NotOnline,
-                msg,
-            );
-        };
-        let callee_conn = callee.conn;
         let alias = caller_alias
             .filter(|a| a.len() <= MAX_ALIAS_LEN)
             .or_else(|| self.presence.get(&me).and_then(|p| p.alias.clone()));
+        // Not here: the federation routes it to the callee's relay, or
+        // answers not_online.
+        let callee_conn = self
+            .presence
+            .get(&target_fingerprint)
+            .map_or(ConnId::FEDERATION, |c| c.conn);
         match self
             .calls
             .offer(&call_id, (me, conn), (target_fingerprint, callee_conn), now)
@@ -1005,6 +1036,18 @@ impl SignalHub {
                 };
                 return self.refuse_offer(conn, kind, &call_id, reason, refusal.to_string());
             }
+        }
+        if callee_conn == ConnId::FEDERATION {
+            // Addresses never cross a federation link.
+            let offer = CallEvent::Offer {
+                caller_alias: alias.filter(|a| !a.chars().any(char::is_control)),
+                handshake: handshake.unwrap_or_default(),
+                supported_codecs: federable_codecs(supported_codecs),
+            };
+            if let Some(call) = self.calls.get(&call_id).cloned() {
+                self.federate(&call, offer);
+            }
+            return;
         }
         if let Some(addr) = caller_reflexive_addr {
             self.caller_addrs.insert(call_id.clone(), addr);
@@ -1113,6 +1156,17 @@ impl SignalHub {
             return;
         };
         self.transition(&t);
+        if call.is_federated(Party::Caller) {
+            self.federate(
+                &call,
+                CallEvent::Answer {
+                    accept_mode,
+                    handshake: handshake.unwrap_or_default(),
+                    chosen_codec: chosen_codec.filter(|c| federable_codec(c)),
+                },
+            );
+            return self.call_active(&call, None, None);
+        }
         let trusted = accept_mode == AcceptMode::AcceptTrusted;
         let callee_addr = callee_reflexive_addr.filter(|_| trusted);
         self.send(
@@ -1125,15 +1179,35 @@ impl SignalHub {
                 callee_reflexive_addr: callee_addr,
             },
         );
+        let caller_addr = self.caller_addrs.get(&call_id).copied().filter(|_| trusted);
+        self.call_active(&call, callee_addr, caller_addr);
+    }
+
+    /// The call is accepted: its room admits the parties on this relay and
+    /// each of them gets `call_setup` (the peer's address only when given).
+    fn call_active(
+        &mut self,
+        call: &Call,
+        callee_addr: Option<SocketAddr>,
+        caller_addr: Option<SocketAddr>,
+    ) {
+        let local: Vec<Fingerprint> = [Party::Caller, Party::Callee]
+            .into_iter()
+            .filter(|p| !call.is_federated(*p))
+            .map(|p| call.fingerprint(p))
+            .collect();
         self.push(Action::CallRoomOpened {
             room: call.room.clone(),
-            fingerprints: [call.caller, call.callee],
+            fingerprints: local,
         });
-        let caller_addr = self.caller_addrs.get(&call_id).copied().filter(|_| trusted);
+        let call_id = &call.id;
         for (to, peer_addr, peer) in [
             (call.caller_conn, callee_addr, call.callee),
             (call.callee_conn, caller_addr, call.caller),
         ] {
+            if to == ConnId::FEDERATION {
+                continue;
+            }
             self.send(
                 to,
                 SignalMessage::CallSetup {
@@ -1179,6 +1253,9 @@ impl SignalHub {
             }
             return;
         }
+        if call.is_federated(Party::Callee) {
+            return self.federate(&call, CallEvent::Confirm { handshake });
+        }
         self.send(
             call.callee_conn,
             SignalMessage::CallConfirm {
@@ -1215,6 +1292,211 @@ impl SignalHub {
             self.call_ended(call, t, Some(party));
         }
     }
+
+    /// Hands a step of `call` to the federation, for the far party.
+    fn federate(&mut self, call: &Call, event: CallEvent) {
+        self.push(Action::Federate(CallSignal {
+            call_id: call.id.clone(),
+            caller: call.caller,
+            callee: call.callee,
+            event,
+        }));
+    }
+
+    /// Answers a far relay's offer with a hangup (no call here).
+    fn refuse_federated_offer(&mut self, s: &CallSignal, reason: HangupReason, message: String) {
+        self.push(Action::Federate(CallSignal {
+            event: CallEvent::Hangup {
+                reason,
+                message: Some(message),
+            },
+            ..s.clone()
+        }));
+    }
+
+    /// A step of a cross-relay call from the federation.
+    fn federated(&mut self, s: CallSignal, now: Instant) {
+        if let CallEvent::Offer { .. } = s.event {
+            return self.federated_offer(s, now);
+        }
+        // The call must be here with the far party on the side the step
+        // comes from.
+        let far = match s.event.towards_callee() {
+            Some(true) => Some(Party::Caller),
+            Some(false) => Some(Party::Callee),
+            None => None,
+        };
+        let call = self
+            .calls
+            .get(&s.call_id)
+            .filter(|c| (c.caller, c.callee) == (s.caller, s.callee))
+            .filter(|c| c.federated_party().is_some() && far.is_none_or(|p| c.is_federated(p)))
+            .cloned();
+        let Some(call) = call else {
+            self.count(Refusal::FederatedOutOfPlace);
+            return;
+        };
+        let Some(far) = call.federated_party() else {
+            return;
+        };
+        match s.event {
+            CallEvent::Offer { .. } => {}
+            CallEvent::Ringing => {
+                if let Some(t) = self.calls.ringing(&call.id, now) {
+                    self.transition(&t);
+                    self.send(
+                        call.caller_conn,
+                        SignalMessage::CallRinging {
+                            call_id: call.id.clone(),
+                        },
+                    );
+                } else {
+                    self.count(Refusal::FederatedOutOfPlace);
+                }
+            }
+            CallEvent::Answer {
+                accept_mode,
+                handshake,
+                chosen_codec,
+            } => {
+                if call.state != CallState::Ringing {
+                    return self.count(Refusal::FederatedOutOfPlace);
+                }
+                let response_ok = HandshakeResponse::parse(&handshake)
+                    .is_ok_and(|r| Fingerprint::of_public_key(&r.identity) == call.callee);
+                if !response_ok {
+                    self.count(Refusal::BadHandshake);
+                    if let Some((call, t)) = self
+                        .calls
+                        .end(&call.id, EndReason::BadHandshake(Party::Callee))
+                    {
+                        self.call_ended(call, t, None);
+                    }
+                    return;
+                }
+                let Some(t) = self.calls.activate(&call.id, accept_mode, now) else {
+                    return;
+                };
+                self.transition(&t);
+                self.send(
+                    call.caller_conn,
+                    SignalMessage::DirectCallAnswer {
+                        call_id: call.id.clone(),
+                        accept_mode,
+                        handshake: Some(handshake),
+                        chosen_codec,
+                        callee_reflexive_addr: None,
+                    },
+                );
+                self.call_active(&call, None, None);
+            }
+            CallEvent::Confirm { handshake } => {
+                if call.state != CallState::Active || HandshakeFinish::parse(&handshake).is_err() {
+                    return self.count(Refusal::FederatedOutOfPlace);
+                }
+                self.send(
+                    call.callee_conn,
+                    SignalMessage::CallConfirm {
+                        call_id: Some(call.id.clone()),
+                        handshake,
+                    },
+                );
+            }
+            CallEvent::Hangup { reason, message } => {
+                let reason = match reason {
+                    HangupReason::Unknown => HangupReason::Normal,
+                    r => r,
+                };
+                if reason == HangupReason::NotOnline && call.state == CallState::Pending {
+                    let detail = message.clone().unwrap_or_default();
+                    self.refused(call.caller_conn, Refusal::NotOnline, detail);
+                }
+                if let Some((call, t)) =
+                    self.calls.end(&call.id, EndReason::Federation(far, reason))
+                {
+                    self.call_ended_saying(call, t, Some(far), message);
+                }
+            }
+        }
+    }
+
+    /// A far relay's offer for a user registered here: delivered like a
+    /// local one, ringing and refusals go back through the federation.
+    fn federated_offer(&mut self, s: CallSignal, now: Instant) {
+        let CallEvent::Offer {
+            caller_alias,
+            handshake,
+            supported_codecs,
+        } = s.event.clone()
+        else {
+            return;
+        };
+        let Some(callee_conn) = self.presence.get(&s.callee).map(|c| c.conn) else {
+            let msg = format!("{} is not online at its relay", s.callee);
+            return self.refuse_federated_offer(&s, HangupReason::NotOnline, msg);
+        };
+        let init_ok = HandshakeInit::parse(&handshake)
+            .is_ok_and(|init| Fingerprint::of_public_key(&init.identity) == s.caller);
+        if !init_ok {
+            self.count(Refusal::BadHandshake);
+            let msg = "the offer's handshake half is not the caller's".to_string();
+            return self.refuse_federated_offer(&s, HangupReason::Error, msg);
+        }
+        match self.calls.offer(
+            &s.call_id,
+            (s.caller, ConnId::FEDERATION),
+            (s.callee, callee_conn),
+            now,
+        ) {
+            Ok(t) => self.transition(&t),
+            Err(refusal) => {
+                let reason = match refusal {
+                    OfferRefusal::CallerBusy(_) | OfferRefusal::CalleeBusy => HangupReason::Busy,
+                    _ => HangupReason::Error,
+                };
+                self.count(match refusal {
+                    OfferRefusal::BadCallId(_) => Refusal::BadCallId,
+                    OfferRefusal::CallIdInUse(_) => Refusal::CallIdInUse,
+                    OfferRefusal::ToSelf => Refusal::CallToSelf,
+                    OfferRefusal::CallerBusy(_) => Refusal::CallerBusy,
+                    OfferRefusal::CalleeBusy => Refusal::CalleeBusy,
+                });
+                return self.refuse_federated_offer(&s, reason, refusal.to_string());
+            }
+        }
+        self.send(
+            callee_conn,
+            SignalMessage::DirectCallOffer {
+                call_id: s.call_id.clone(),
+                caller_fingerprint: s.caller,
+                target_fingerprint: s.callee,
+                caller_alias,
+                handshake: Some(handshake),
+                supported_codecs,
+                caller_reflexive_addr: None,
+            },
+        );
+        if let Some(t) = self.calls.ringing(&s.call_id, now) {
+            self.transition(&t);
+            if let Some(call) = self.calls.get(&s.call_id).cloned() {
+                self.federate(&call, CallEvent::Ringing);
+            }
+        }
+    }
+}
+
+/// The codec names an offer may carry across a link (the bounds of
+/// `call_signal`); others are left out.
+fn federable_codecs(codecs: Vec<String>) -> Vec<String> {
+    codecs
+        .into_iter()
+        .filter(|c| federable_codec(c))
+        .take(MAX_CALL_CODECS)
+        .collect()
+}
+
+fn federable_codec(c: &str) -> bool {
+    !c.is_empty() && c.chars().count() <= MAX_CODEC_CHARS && !c.chars().any(char::is_control)
 }
 
 fn party_name(p: Party) -> &'static str {

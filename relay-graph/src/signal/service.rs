@@ -91,6 +91,22 @@ impl SignalService {
         }
     }
 
+    /// A step of a cross-relay call from the federation (never blocks; a
+    /// full queue drops it and the call times out).
+    pub fn federated(&self, signal: wzp_proto::federation::CallSignal) {
+        let call_id = signal.call_id.clone();
+        if self
+            .tx
+            .try_send(Cmd::Input(Input::Federated(signal)))
+            .is_err()
+        {
+            tracing::warn!(
+                call_id,
+                "signal queue full; a federated call signal is dropped"
+            );
+        }
+    }
+
     /// The hub's views (presence, calls, counters).
     pub async fn views(&self) -> SignalViews {
         let (tx, rx) = oneshot::channel();
@@ -213,6 +229,7 @@ fn apply(
         Action::CallRoomOpened { room, fingerprints } => {
             services.rooms.allow_call(&room, fingerprints.to_vec());
         }
+        Action::Federate(signal) => services.federation.call_signal(signal),
         Action::CallRoomClosed { room } => {
             services
                 .rooms

@@ -1,0 +1,448 @@
+//! A direct call across federated relays, real processes on loopback: relays
+//! 1–2–3 in a chain (configs written from `wzp-relay fingerprint`), alice
+//! registered on relay 1 calls bob registered on relay 3. The offer travels
+//! 1 → 2 → 3 along bob's presence route, bob's relay rings him, his answer
+//! and the handshake come back the same way (both ends print the same SAS,
+//! so the key was agreed end to end through two relays that cannot read it),
+//! both join the call room on their own relay, each hears the other (the
+//! far end's recording correlates with what the other sent, across two
+//! federation links), and a hangup by alice ends bob's call too.
+//!
+//! Every wait is for a line a process prints or a metric, with a deadline.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use wzp_stages::audio::signal::{rms_dbfs, speech_like, xcorr_peak};
+use wzp_stages::audio::wav_source::read_wav_mono;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn bin(name: &str) -> PathBuf {
+    let client = PathBuf::from(env!("CARGO_BIN_EXE_wzp-client"));
+    if name == "wzp-client" {
+        return client;
+    }
+    let b = client.with_file_name(name);
+    assert!(
+        b.exists(),
+        "{} is missing: `cargo build -p wzp-relay` builds it",
+        b.display()
+    );
+    b
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("wzp-fedcall-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A process whose stdout and stderr lines arrive on a channel (and are kept).
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+    what: String,
+}
+
+impl Proc {
+    fn spawn(what: &str, cmd: &mut Command) -> Proc {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what} starts: {e}"));
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let tx2 = tx.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        std::thread::spawn(move || {
+            for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx2.send(format!("stderr: {l}"));
+            }
+        });
+        Proc {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+            what: what.into(),
+        }
+    }
+
+    fn wait_line(&mut self, needle: &str, within: Duration) -> Option<String> {
+        if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
+            return Some(l.clone());
+        }
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    if l.contains(needle) {
+                        return Some(l);
+                    }
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
+    fn expect_line(&mut self, needle: &str, within: Duration) -> String {
+        match self.wait_line(needle, within) {
+            Some(l) => l,
+            None => {
+                let printed = self.drain().join("\n");
+                panic!(
+                    "{} printed no line with {needle:?} within {within:?}; it printed:\n{printed}",
+                    self.what
+                )
+            }
+        }
+    }
+
+    fn drain(&mut self) -> Vec<String> {
+        while let Ok(l) = self.lines.try_recv() {
+            self.seen.push(l);
+        }
+        self.seen.clone()
+    }
+
+    fn exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                let _ = self.wait_line("\u{0}never", Duration::from_millis(200));
+                return s;
+            }
+            if Instant::now() > deadline {
+                let printed = self.drain().join("\n");
+                panic!(
+                    "{} did not exit within {within:?}; it printed:\n{printed}",
+                    self.what
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Relay {
+    proc: Proc,
+    addr: SocketAddr,
+    fingerprint: String,
+    metrics: SocketAddr,
+}
+
+/// `wzp-relay fingerprint -i SEED`: creates the identity, prints its
+/// fingerprint.
+fn fingerprint_of(seed: &Path) -> String {
+    let out = Command::new(bin("wzp-relay"))
+        .args(["fingerprint", "-i"])
+        .arg(seed)
+        .output()
+        .expect("wzp-relay fingerprint runs");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Starts relay `name` with `config` (TOML) and its own identity in `dir`.
+fn start_relay(dir: &Path, name: &str, config: &str) -> Relay {
+    let cfg = dir.join(format!("{name}.toml"));
+    std::fs::write(&cfg, config).unwrap();
+    let mut proc = Proc::spawn(
+        name,
+        Command::new(bin("wzp-relay")).args([
+            "-c",
+            cfg.to_str().unwrap(),
+            "-i",
+            dir.join(format!("{name}.seed")).to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--label",
+            name,
+        ]),
+    );
+    let line = proc.expect_line("listening ", WAIT);
+    let field = |k: &str| {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("no {k}= in {line}"))
+            .to_string()
+    };
+    Relay {
+        addr: field("quic").parse().unwrap(),
+        fingerprint: field("fingerprint"),
+        metrics: field("metrics").parse().unwrap(),
+        proc,
+    }
+}
+
+fn http_get(relay: &Relay, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&relay.metrics, WAIT).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        relay.metrics
+    )
+    .unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    let text = String::from_utf8_lossy(&resp).to_string();
+    text.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
+/// Polls `path` on `relay` until `ok` holds for its body; returns it.
+fn wait_http(relay: &Relay, path: &str, ok: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let body = http_get(relay, path);
+        if ok(&body) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "GET {path} never satisfied the wait; last body:\n{body}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_link_up(relay: &Relay, peer: &str) {
+    let metric = format!("wzp_federation_peer_status{{peer=\"{peer}\"}} 2");
+    wait_http(relay, "/metrics", |m| m.contains(&metric));
+}
+
+/// `wzp-client SUB ...` pinned to `relay`, with a per-user identity.
+fn client(dir: &Path, relay: &Relay, user: &str, sub: &[&str], extra: &[&str]) -> Proc {
+    let mut cmd = Command::new(bin("wzp-client"));
+    cmd.args(sub)
+        .args(["--relay", &relay.addr.to_string()])
+        .args(["--relay-fingerprint", &relay.fingerprint])
+        .args([
+            "--identity",
+            dir.join(format!("{user}.seed")).to_str().unwrap(),
+        ])
+        .args([
+            "--known-relays",
+            dir.join(format!("{user}.known")).to_str().unwrap(),
+        ])
+        .arg("--no-realtime")
+        .args(extra);
+    Proc::spawn(user, &mut cmd)
+}
+
+fn write_wav(path: &Path, x: &[f32]) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 16_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).unwrap();
+    for s in x {
+        w.write_sample((s.clamp(-1.0, 1.0) * 32767.0) as i16)
+            .unwrap();
+    }
+    w.finalize().unwrap();
+}
+
+/// Median over 0.5 s windows of `sent` of the best lag-aligned correlation
+/// with `received` (as in direct_call.rs).
+fn segmental_correlation(received: &[f32], sent: &[f32]) -> f32 {
+    let seg = 8_000;
+    let mut rs: Vec<f32> = sent
+        .chunks(seg)
+        .filter(|c| c.len() == seg && rms_dbfs(c) > -45.0)
+        .map(|c| xcorr_peak(received, c, received.len().saturating_sub(seg / 2)).1)
+        .collect();
+    assert!(rs.len() >= 3, "too few voiced segments");
+    rs.sort_by(|a, b| a.total_cmp(b));
+    rs[rs.len() / 2]
+}
+
+fn sas(p: &mut Proc) -> String {
+    p.expect_line("SAS: ", WAIT)
+        .trim()
+        .trim_start_matches("SAS: ")
+        .to_string()
+}
+
+/// Relays r1–r2–r3: r1 and r3 dial r2, which trusts both.
+fn chain(dir: &Path) -> [Relay; 3] {
+    let fp1 = fingerprint_of(&dir.join("r1.seed"));
+    let fp3 = fingerprint_of(&dir.join("r3.seed"));
+    let r2 = start_relay(
+        dir,
+        "r2",
+        &format!(
+            "[[trusted]]\nfingerprint = \"{fp1}\"\nlabel = \"r1\"\n\n\
+             [[trusted]]\nfingerprint = \"{fp3}\"\nlabel = \"r3\"\n"
+        ),
+    );
+    let dial_r2 = format!(
+        "[[peers]]\naddress = \"{}\"\nfingerprint = \"{}\"\nlabel = \"r2\"\n",
+        r2.addr, r2.fingerprint
+    );
+    let r1 = start_relay(dir, "r1", &dial_r2);
+    let r3 = start_relay(dir, "r3", &dial_r2);
+    assert_eq!(
+        (r1.fingerprint.as_str(), r3.fingerprint.as_str()),
+        (fp1.as_str(), fp3.as_str())
+    );
+    wait_link_up(&r1, "r2");
+    wait_link_up(&r3, "r2");
+    [r1, r2, r3]
+}
+
+#[test]
+fn alice_on_relay_1_calls_bob_on_relay_3_through_relay_2() {
+    let dir = tmp("chain");
+    let [r1, r2, r3] = chain(&dir);
+    // Two voices: the speech sample and the same reversed, so each
+    // recording can only match its own sender.
+    let speech = speech_like(16_000);
+    let reversed: Vec<f32> = speech.iter().rev().copied().collect();
+    write_wav(&dir.join("alice-says.wav"), &speech);
+    write_wav(&dir.join("bob-says.wav"), &reversed);
+
+    let (mut bob, bob_fp) = {
+        let mut p = client(
+            &dir,
+            &r3,
+            "bob",
+            &["listen"],
+            &[
+                "--accept",
+                "generic",
+                "--once",
+                "--duration",
+                "60s",
+                "--input",
+                dir.join("bob-says.wav").to_str().unwrap(),
+                "--output",
+                dir.join("bob-heard.wav").to_str().unwrap(),
+            ],
+        );
+        let line = p.expect_line("registered as ", WAIT);
+        let fp = line.split_whitespace().nth(2).unwrap().to_string();
+        (p, fp)
+    };
+    // Relay 1 reaches bob through relay 2.
+    let route = wait_http(&r1, &format!("/route/{bob_fp}"), |b| {
+        b.contains("\"route\":\"via\"")
+    });
+    assert!(route.contains(&bob_fp), "{route}");
+
+    let mut alice = client(
+        &dir,
+        &r1,
+        "alice",
+        &["call", &bob_fp],
+        &[
+            "--alias",
+            "alice",
+            "--duration",
+            "6s",
+            "--input",
+            dir.join("alice-says.wav").to_str().unwrap(),
+            "--output",
+            dir.join("alice-heard.wav").to_str().unwrap(),
+        ],
+    );
+    alice.expect_line("ringing", WAIT);
+    let offer = bob.expect_line("incoming call from ", WAIT);
+    assert!(offer.contains("(alice)"), "{offer}");
+    let answered = alice.expect_line("answered by", WAIT);
+    assert!(answered.contains("room call-"), "{answered}");
+    let (sas_a, sas_b) = (sas(&mut alice), sas(&mut bob));
+    assert_eq!(sas_a, sas_b, "both ends agreed one key through two relays");
+
+    // Each end relay carries the call as active, with its local party in
+    // the call room; the transit relay has no call of its own.
+    let calls1 = wait_http(&r1, "/calls", |b| b.contains("\"active\""));
+    let calls3 = wait_http(&r3, "/calls", |b| b.contains("\"active\""));
+    assert!(calls1.contains(&bob_fp) && calls3.contains(&bob_fp));
+    assert!(!http_get(&r2, "/calls").contains(&bob_fp));
+    wait_http(&r1, "/sessions", |b| b.contains("call-"));
+    wait_http(&r3, "/sessions", |b| b.contains("call-"));
+
+    // Alice hangs up after her 6 s; bob's call ends with it, long before
+    // his own 60 s.
+    alice.expect_line("hung up", WAIT);
+    let hung_up = Instant::now();
+    assert!(alice.exit(WAIT).success(), "{:?}", alice.drain());
+    bob.expect_line("the other side hung up", WAIT);
+    assert!(bob.exit(WAIT).success(), "{:?}", bob.drain());
+    println!("bob's call ended {:?} after alice's", hung_up.elapsed());
+
+    // The media crossed r1 -> r2 -> r3 and back, sealed end to end.
+    let heard_by_bob = read_wav_mono(&dir.join("bob-heard.wav")).unwrap().samples;
+    let heard_by_alice = read_wav_mono(&dir.join("alice-heard.wav")).unwrap().samples;
+    let r_b = segmental_correlation(&heard_by_bob, &speech);
+    let r_a = segmental_correlation(&heard_by_alice, &reversed);
+    println!("bob hears alice at r = {r_b:.3}, alice hears bob at r = {r_a:.3}");
+    assert!(
+        r_b > 0.7,
+        "bob's recording correlates {r_b} with alice's voice"
+    );
+    assert!(
+        r_a > 0.7,
+        "alice's recording correlates {r_a} with bob's voice"
+    );
+    let cross = segmental_correlation(&heard_by_bob, &reversed);
+    assert!(
+        cross < r_b,
+        "bob hears alice ({r_b}), not himself ({cross})"
+    );
+    // Relay 2 carried the offer on, and the call's media each way (50
+    // packets/s for 6 s).
+    let m2 = http_get(&r2, "/metrics");
+    assert!(
+        m2.contains("wzp_federation_calls_total{event=\"offer_forwarded\"} 1\n"),
+        "{m2}"
+    );
+    let m3 = http_get(&r3, "/metrics");
+    assert!(
+        m3.contains("wzp_federation_calls_total{event=\"offer_delivered\"} 1\n"),
+        "{m3}"
+    );
+    for peer in ["r1", "r3"] {
+        let key =
+            format!("wzp_federation_packets_forwarded_total{{peer=\"{peer}\",direction=\"out\"}} ");
+        let sent: f64 = m2
+            .lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in relay 2's metrics:\n{m2}"));
+        assert!(sent > 100.0, "relay 2 sent {sent} datagrams to {peer}");
+    }
+    wait_http(&r1, "/calls", |b| !b.contains(&bob_fp));
+    wait_http(&r3, "/calls", |b| !b.contains(&bob_fp));
+    drop(r2.proc);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -1,0 +1,415 @@
+//! A cross-relay call in process: the signal hubs of relays 0 and 2 and an
+//! in-memory mesh of three federation cores (chain 0–1–2), the clients'
+//! sans-IO call machines (`OutgoingCall`, `IncomingCall`), one manual clock.
+//! No sockets, no sleeps: the offer, ringing, answer, confirm and hangup
+//! cross two links, the keys agree end to end, and every way a call ends
+//! (busy, decline, no answer, a party gone) reaches the far party.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use wzp_proto::direct_call::{CallEvent, CallReady, IncomingCall, OutgoingCall};
+use wzp_proto::handshake::EphemeralKey;
+use wzp_proto::presence::{PresenceClient, PresenceEvent, PresenceStep};
+use wzp_proto::signal::{AcceptMode, HangupReason, SignalMessage};
+use wzp_proto::{Fingerprint, Identity, Seed};
+use wzp_relay::federation::mesh::{tls_of, Mesh};
+use wzp_relay::federation::Input as FedInput;
+use wzp_relay::signal::{Action, ConnId, Event, Frame, Input, Refusal, SignalConfig, SignalHub};
+
+/// A relay's signal hub and the wires to its clients.
+struct Relay {
+    mesh_index: usize,
+    hub: SignalHub,
+    inbox: HashMap<ConnId, VecDeque<SignalMessage>>,
+    rooms_opened: Vec<(String, Vec<Fingerprint>)>,
+    rooms_closed: Vec<String>,
+    next_conn: u64,
+    /// Call signals from the federation already handed to the hub.
+    taken: usize,
+}
+
+/// Relays 0 and 2 with signal hubs, relay 1 only federating.
+struct World {
+    mesh: Mesh,
+    relays: Vec<Relay>,
+}
+
+/// A client on one relay: registration and at most one call.
+struct Client {
+    relay: usize,
+    identity: Identity,
+    conn: ConnId,
+    presence: PresenceClient,
+    accept: Option<AcceptMode>,
+    eph: u8,
+    outgoing: Option<OutgoingCall>,
+    incoming: Option<IncomingCall>,
+    events: Vec<CallEvent>,
+    received: Vec<SignalMessage>,
+}
+
+impl World {
+    fn new() -> World {
+        let mut mesh = Mesh::new(3, &[(0, 1), (1, 2)], &[], 5);
+        mesh.settle(60).expect("links up");
+        let relays = [0, 2]
+            .into_iter()
+            .map(|i| Relay {
+                mesh_index: i,
+                hub: SignalHub::new(SignalConfig::new(tls_of(i), format!("relay{i}:4433"))),
+                inbox: HashMap::new(),
+                rooms_opened: Vec::new(),
+                rooms_closed: Vec::new(),
+                next_conn: 1,
+                taken: 0,
+            })
+            .collect();
+        World { mesh, relays }
+    }
+
+    fn input(&mut self, r: usize, input: Input) {
+        let now = self.mesh.now;
+        self.relays[r].hub.handle(input, now);
+        self.pump(r);
+    }
+
+    fn pump(&mut self, r: usize) {
+        while let Some(a) = self.relays[r].hub.poll_action() {
+            let i = self.relays[r].mesh_index;
+            match a {
+                Action::Send { conn, msg } => {
+                    self.relays[r].inbox.entry(conn).or_default().push_back(msg);
+                }
+                Action::Federate(s) => self.mesh.input(i, FedInput::LocalCall(s)),
+                Action::CallRoomOpened { room, fingerprints } => {
+                    self.relays[r].rooms_opened.push((room, fingerprints))
+                }
+                Action::CallRoomClosed { room } => self.relays[r].rooms_closed.push(room),
+                Action::Event(Event::Registered { fingerprint, .. }) => self.mesh.input(
+                    i,
+                    FedInput::LocalPresence {
+                        fingerprint,
+                        online: true,
+                    },
+                ),
+                Action::Event(Event::Unregistered { fingerprint, .. }) => self.mesh.input(
+                    i,
+                    FedInput::LocalPresence {
+                        fingerprint,
+                        online: false,
+                    },
+                ),
+                Action::Close { .. } | Action::Event(_) => {}
+            }
+        }
+    }
+
+    /// One mesh round; what the federation delivered goes to the hubs.
+    fn step(&mut self) {
+        self.mesh.step();
+        for r in 0..self.relays.len() {
+            let i = self.relays[r].mesh_index;
+            let fresh: Vec<_> = self.mesh.calls_delivered[i][self.relays[r].taken..].to_vec();
+            self.relays[r].taken += fresh.len();
+            for s in fresh {
+                self.input(r, Input::Federated(s));
+            }
+        }
+    }
+
+    /// Moves time on by `d`, running the hubs' timers.
+    fn advance(&mut self, d: Duration) {
+        let end = self.mesh.now + d;
+        while self.mesh.now < end {
+            self.step();
+            for r in 0..self.relays.len() {
+                let now = self.mesh.now;
+                if self.relays[r].hub.poll_timeout().is_some_and(|t| t <= now) {
+                    self.relays[r].hub.handle_timeout(now);
+                    self.pump(r);
+                }
+            }
+        }
+    }
+
+    fn frame(&mut self, c: &Client, msg: SignalMessage) {
+        self.input(
+            c.relay,
+            Input::Frame {
+                conn: c.conn,
+                frame: Frame::Message(msg),
+            },
+        );
+    }
+
+    fn take(&mut self, c: &Client) -> Vec<SignalMessage> {
+        let msgs: Vec<_> = self.relays[c.relay]
+            .inbox
+            .entry(c.conn)
+            .or_default()
+            .drain(..)
+            .collect();
+        if !msgs.is_empty() {
+            self.input(
+                c.relay,
+                Input::Drained {
+                    conn: c.conn,
+                    count: msgs.len(),
+                },
+            );
+        }
+        msgs
+    }
+
+    /// Rounds of mesh and clients until nothing moves for a while.
+    fn settle(&mut self, clients: &mut [&mut Client]) {
+        let mut quiet = 0;
+        for _ in 0..400 {
+            self.step();
+            let mut any = false;
+            for c in clients.iter_mut() {
+                any |= c.step(self);
+            }
+            quiet = if any { 0 } else { quiet + 1 };
+            if quiet >= 10 {
+                return;
+            }
+        }
+        panic!("the calls did not settle");
+    }
+}
+
+impl Client {
+    /// Connects to relay `r` (0 or 1 of the world's hubs) and registers.
+    fn online(w: &mut World, r: usize, n: u8, accept: Option<AcceptMode>) -> Client {
+        let identity = Seed::from_bytes([n; 32]).identity();
+        let relay = &mut w.relays[r];
+        let conn = ConnId(relay.next_conn);
+        relay.next_conn += 1;
+        let tls = tls_of(relay.mesh_index);
+        let remote = SocketAddr::from(([198, 51, 100, n], 40_000));
+        w.input(
+            r,
+            Input::Connected {
+                conn,
+                remote,
+                nonce: [n; 32],
+            },
+        );
+        let mut c = Client {
+            relay: r,
+            presence: PresenceClient::new(&identity, tls, Some(format!("user{n}"))),
+            identity,
+            conn,
+            accept,
+            eph: n.wrapping_mul(16),
+            outgoing: None,
+            incoming: None,
+            events: Vec::new(),
+            received: Vec::new(),
+        };
+        w.frame(&c, SignalMessage::hello(Some("test".into())));
+        let mut registered = false;
+        for _ in 0..10 {
+            for m in w.take(&c) {
+                match c.presence.handle(&m) {
+                    PresenceStep::Send(reply) => w.frame(&c, reply),
+                    PresenceStep::Event(PresenceEvent::Registered { .. }) => registered = true,
+                    _ => {}
+                }
+            }
+        }
+        assert!(registered, "user {n} registered on hub {r}");
+        // Its presence reaches every relay.
+        w.mesh.settle(60).expect("presence spreads");
+        c
+    }
+
+    fn fingerprint(&self) -> Fingerprint {
+        self.identity.fingerprint()
+    }
+
+    fn ephemeral(&mut self) -> EphemeralKey {
+        self.eph = self.eph.wrapping_add(1);
+        EphemeralKey::from_bytes([self.eph; 32])
+    }
+
+    fn call(&mut self, w: &mut World, call_id: &str, target: Fingerprint) {
+        let eph = self.ephemeral();
+        self.outgoing =
+            Some(OutgoingCall::start(&self.identity, eph, call_id.into(), target, None).unwrap());
+        self.flush(w);
+    }
+
+    fn hangup(&mut self, w: &mut World) {
+        if let Some(o) = self.outgoing.as_mut() {
+            o.hangup();
+        }
+        if let Some(i) = self.incoming.as_mut() {
+            i.hangup();
+        }
+        self.flush(w);
+    }
+
+    fn flush(&mut self, w: &mut World) {
+        let mut out = Vec::new();
+        if let Some(o) = self.outgoing.as_mut() {
+            out.extend(std::iter::from_fn(|| o.poll_send()));
+        }
+        if let Some(i) = self.incoming.as_mut() {
+            out.extend(std::iter::from_fn(|| i.poll_send()));
+        }
+        for m in out {
+            w.frame(self, m);
+        }
+    }
+
+    fn step(&mut self, w: &mut World) -> bool {
+        let msgs = w.take(self);
+        let any = !msgs.is_empty();
+        for m in msgs {
+            self.received.push(m.clone());
+            if let SignalMessage::DirectCallOffer { .. } = &m {
+                let mut inc = IncomingCall::from_offer(&m).expect("a well-formed offer");
+                match self.accept {
+                    Some(AcceptMode::Reject) => inc.reject(),
+                    Some(mode) => {
+                        let eph = self.ephemeral();
+                        inc.accept(&self.identity, eph, mode, None).unwrap();
+                    }
+                    None => {}
+                }
+                self.incoming = Some(inc);
+            }
+            if let Some(o) = self.outgoing.as_mut() {
+                self.events.extend(o.handle(&m));
+            }
+            if let Some(i) = self.incoming.as_mut() {
+                self.events.extend(i.handle(&m));
+            }
+            self.flush(w);
+        }
+        any
+    }
+
+    fn answered(&self) -> Option<&CallReady> {
+        self.events.iter().find_map(|e| match e {
+            CallEvent::Answered(r) => Some(&**r),
+            _ => None,
+        })
+    }
+
+    fn hung_up(&self) -> Option<HangupReason> {
+        self.events.iter().find_map(|e| match e {
+            CallEvent::HungUp { reason, .. } => Some(*reason),
+            _ => None,
+        })
+    }
+}
+
+#[test]
+fn a_call_across_two_links_agrees_keys_end_to_end_and_a_disconnect_ends_it() {
+    let mut w = World::new();
+    let mut a = Client::online(&mut w, 0, 1, None);
+    let mut b = Client::online(&mut w, 1, 2, Some(AcceptMode::AcceptTrusted));
+    a.call(&mut w, "c1", b.fingerprint());
+    w.settle(&mut [&mut a, &mut b]);
+    assert!(a.events.iter().any(|e| matches!(e, CallEvent::Ringing)));
+    let (ra, rb) = (
+        a.answered().expect("a's call is up"),
+        b.answered().expect("b's call is up"),
+    );
+    assert_eq!(ra.sas, rb.sas, "one key, agreed through two relays");
+    assert_eq!(ra.keys.send_key(), rb.keys.recv_key());
+    assert_eq!(ra.keys.recv_key(), rb.keys.send_key());
+    assert_eq!((ra.peer, rb.peer), (b.fingerprint(), a.fingerprint()));
+    assert_eq!(ra.room, "call-c1");
+    // Each end relay is its own party's media relay, admits only it, and
+    // no address crossed (b answered accept_trusted all the same).
+    assert_eq!(
+        (ra.relay_addr.as_str(), rb.relay_addr.as_str()),
+        ("relay0:4433", "relay2:4433")
+    );
+    assert_eq!((ra.peer_direct_addr, rb.peer_direct_addr), (None, None));
+    assert_eq!(
+        w.relays[0].rooms_opened,
+        [("call-c1".into(), vec![a.fingerprint()])]
+    );
+    assert_eq!(
+        w.relays[1].rooms_opened,
+        [("call-c1".into(), vec![b.fingerprint()])]
+    );
+    assert!(w.relays[0].hub.may_join("call-c1", &a.fingerprint()));
+    assert!(w.relays[1].hub.may_join("call-c1", &b.fingerprint()));
+    // The call room is bridged on the three relays.
+    let room = wzp_proto::federation::call_room_id("c1");
+    assert!((0..3).all(|i| w.mesh.call_bridges[i].contains(&room)));
+
+    // B's signal connection ends: A is told, both rooms close, every relay
+    // forgets the call.
+    w.input(1, Input::Disconnected { conn: b.conn });
+    w.settle(&mut [&mut a]);
+    assert_eq!(a.hung_up(), Some(HangupReason::Normal));
+    assert_eq!(w.relays[0].rooms_closed, ["call-c1"]);
+    assert_eq!(w.relays[1].rooms_closed, ["call-c1"]);
+    assert!(w.relays.iter().all(|r| r.hub.calls().is_empty()));
+    assert!((0..3).all(|i| w.mesh.cores[i].call_count() == 0));
+}
+
+#[test]
+fn busy_declined_and_unanswered_calls_end_at_the_far_caller() {
+    let mut w = World::new();
+    let mut a = Client::online(&mut w, 0, 1, None);
+    let mut b = Client::online(&mut w, 1, 2, Some(AcceptMode::Reject));
+    let mut c = Client::online(&mut w, 1, 3, None);
+    // Declined.
+    a.call(&mut w, "c1", b.fingerprint());
+    w.settle(&mut [&mut a, &mut b]);
+    assert!(
+        a.events.iter().any(|e| matches!(e, CallEvent::Rejected)),
+        "{:?}",
+        a.events
+    );
+    // Busy: c rings b on their relay, then a calls b.
+    b.accept = None;
+    c.call(&mut w, "local", b.fingerprint());
+    w.settle(&mut [&mut b, &mut c]);
+    a.call(&mut w, "c2", b.fingerprint());
+    w.settle(&mut [&mut a, &mut b, &mut c]);
+    assert!(
+        a.events.iter().any(|e| matches!(e, CallEvent::Busy)),
+        "{:?}",
+        a.events
+    );
+    assert_eq!(
+        w.relays[1].hub.counters().refusals(Refusal::CalleeBusy),
+        1,
+        "refused as busy by b's relay"
+    );
+    c.hangup(&mut w);
+    w.settle(&mut [&mut b, &mut c]);
+    // Unanswered: b's relay rings for 30 s, then both ends hear it.
+    b.incoming = None;
+    a.call(&mut w, "c3", b.fingerprint());
+    w.settle(&mut [&mut a, &mut b]);
+    assert!(b.incoming.is_some(), "b was offered the call");
+    w.advance(Duration::from_secs(31));
+    w.settle(&mut [&mut a, &mut b]);
+    assert!(
+        a.events.iter().any(|e| matches!(e, CallEvent::NoAnswer)),
+        "{:?}",
+        a.events
+    );
+    assert!(w.relays.iter().all(|r| r.hub.calls().is_empty()));
+    assert!((0..3).all(|i| w.mesh.cores[i].call_count() == 0));
+    // Not online anywhere: answered at once by the caller's own relay.
+    a.call(&mut w, "c4", Fingerprint([0x77; 16]));
+    w.settle(&mut [&mut a]);
+    assert!(
+        a.events.iter().any(|e| matches!(e, CallEvent::NotOnline)),
+        "{:?}",
+        a.events
+    );
+}

@@ -126,7 +126,7 @@ pub fn call_spec(opts: &CallOptions, room_secret: &str) -> Result<GraphSpec> {
 /// The profile the call graph's Opus encoder sends with (`None` when the
 /// graph has no Opus encoder, or names no known profile).
 pub fn sending_profile(spec: &GraphSpec) -> Option<&'static Profile> {
-    let enc = spec.stages.iter().find(|s| s.kind == OPUS_ENCODE)?;
+    let enc = spec.stages.iter().find(|s| ENCODERS.contains(&s.kind.as_str()))?;
     let name = match enc.params.get("profile") {
         Some(p) => p.value.as_str()?,
         None => "good",
@@ -141,7 +141,10 @@ pub fn with_profile(spec: &GraphSpec, profile: &Profile) -> GraphSpec {
     for st in spec
         .stages
         .iter_mut()
-        .filter(|s| s.kind == OPUS_ENCODE || s.kind == "codec.opus_decode" || s.kind == ADAPT)
+        .filter(|s| {
+            let k = s.kind.as_str();
+            ENCODERS.contains(&k) || DECODERS.contains(&k) || k == ADAPT
+        })
     {
         let key = if st.kind == ADAPT {
             "top_tier"
@@ -171,7 +174,10 @@ pub fn profile_for_path(wanted: &'static Profile, limit: usize) -> Option<&'stat
     })
 }
 
-const OPUS_ENCODE: &str = "codec.opus_encode";
+/// The encoder stage kinds a call graph may send with.
+const ENCODERS: [&str; 2] = ["codec.opus_encode", "codec.adaptive_encode"];
+/// The decoder stage kinds whose profile follows the encoder's.
+pub const DECODERS: [&str; 2] = ["codec.opus_decode", "codec.adaptive_decode"];
 const ADAPT: &str = "quality.adapt";
 
 fn vars_get<'a>(vars: &'a BTreeMap<String, String>, k: &str, d: &'a str) -> &'a str {

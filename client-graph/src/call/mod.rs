@@ -310,7 +310,7 @@ mod tests {
         let decoders = respec
             .stages
             .iter()
-            .filter(|s| s.kind == "codec.opus_decode")
+            .filter(|s| graph::DECODERS.contains(&s.kind.as_str()))
             .map(|s| s.params["profile"].value.as_str().unwrap())
             .collect::<Vec<_>>();
         assert_eq!(decoders, ["studio_48k"; 4]);

@@ -62,9 +62,13 @@ impl AdaptLog {
             .and_then(|i| TIERS.get(i))
             .copied()
             .unwrap_or("?");
-        // A Codec2 tier needs another encoder stage: until the graph
-        // switches codec, the stage holds Opus at its most robust.
-        let held = if tier == "poor" || tier == "catastrophic" {
+        // A Codec2 tier needs the adaptive encoder (`codec_live`); with the
+        // Opus-only stage, adapt holds Opus at its most robust instead.
+        let codec2_live = stats
+            .stages_of_kind("codec.adaptive_encode")
+            .next()
+            .is_some();
+        let held = if (tier == "poor" || tier == "catastrophic") && !codec2_live {
             " [Codec2 is not live: Opus holds the top rate with lbrr=on loss_hint=30]"
         } else {
             ""

@@ -126,7 +126,10 @@ pub fn call_spec(opts: &CallOptions, room_secret: &str) -> Result<GraphSpec> {
 /// The profile the call graph's Opus encoder sends with (`None` when the
 /// graph has no Opus encoder, or names no known profile).
 pub fn sending_profile(spec: &GraphSpec) -> Option<&'static Profile> {
-    let enc = spec.stages.iter().find(|s| ENCODERS.contains(&s.kind.as_str()))?;
+    let enc = spec
+        .stages
+        .iter()
+        .find(|s| ENCODERS.contains(&s.kind.as_str()))?;
     let name = match enc.params.get("profile") {
         Some(p) => p.value.as_str()?,
         None => "good",
@@ -138,14 +141,10 @@ pub fn sending_profile(spec: &GraphSpec) -> Option<&'static Profile> {
 /// quality controller's best tier with them.
 pub fn with_profile(spec: &GraphSpec, profile: &Profile) -> GraphSpec {
     let mut spec = spec.clone();
-    for st in spec
-        .stages
-        .iter_mut()
-        .filter(|s| {
-            let k = s.kind.as_str();
-            ENCODERS.contains(&k) || DECODERS.contains(&k) || k == ADAPT
-        })
-    {
+    for st in spec.stages.iter_mut().filter(|s| {
+        let k = s.kind.as_str();
+        ENCODERS.contains(&k) || DECODERS.contains(&k) || k == ADAPT
+    }) {
         let key = if st.kind == ADAPT {
             "top_tier"
         } else {

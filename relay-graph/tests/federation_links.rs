@@ -346,6 +346,20 @@ async fn presence_on_one_relay_is_routable_from_its_peer() {
     let v = wait_route(&a, &user, "peer");
     let b_id: serde_json::Value = serde_json::from_str(&b.http_get("/peers")).unwrap();
     assert_eq!(v["via"][0], b_id["id"], "the next hop is B");
+    // A's /presence lists the user on B, with B's id and label; B's as local.
+    let on = |r: &RelayProc| -> serde_json::Value {
+        let all: serde_json::Value = serde_json::from_str(&r.http_get("/presence")).unwrap();
+        all.as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["fingerprint"] == user.to_string())
+            .cloned()
+            .unwrap_or_default()
+    };
+    let seen = on(&a);
+    assert_eq!(seen["relay"], b_id["id"], "{seen}");
+    assert_eq!(seen["relay_label"], "b", "{seen}");
+    assert_eq!(on(&b)["relay"], "local");
     conn.close(0u32.into(), b"bye");
     wait_route(&b, &user, "not_found");
     wait_route(&a, &user, "not_found");

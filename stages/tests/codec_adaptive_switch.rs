@@ -497,9 +497,11 @@ fn the_controller_moves_a_call_beyond_opus_to_codec2_and_back() {
         c("dec", "codec2_frames_decoded")
     );
     assert_eq!(allocations, 0);
-    // Loss starts at cycle 200; the first report that shows it arrives
-    // within 1 s (plus the return path).
-    assert!((200..=300).contains(&into), "into Codec2 at cycle {into}");
+    // Loss starts at cycle 200; Codec2 takes HEAVY_REPORTS reports in a row
+    // that show it (one a second, plus the return path): one bad interval
+    // is an outage or a burst, not a path Opus cannot hold.
+    assert_eq!(wzp_stages::quality::controller::HEAVY_REPORTS, 2);
+    assert!((250..=350).contains(&into), "into Codec2 at cycle {into}");
     assert!(c("adapt", "decisions_heavy_loss") >= 1);
     // Loss ends at cycle 600: back after the 4 s hysteresis, measured from
     // the first calm report, within a report or two.

@@ -194,8 +194,14 @@ fn loss_shape_picks_the_protection() {
     ];
     for (name, path, reason, check) in cases {
         let mut r = Run::new(ControllerConfig::default());
-        r.go(1, path, 1);
-        // Down fast: the first report decides.
+        // Down fast: the first report decides; Codec2 takes HEAVY_REPORTS
+        // reports of heavy loss in a row (one bad interval is an outage).
+        let first = if reason == Reason::HeavyLoss {
+            wzp_stages::quality::controller::HEAVY_REPORTS
+        } else {
+            1
+        };
+        r.go(u64::from(first), path, 1);
         assert_eq!(r.log.last().unwrap().reason, reason, "{name}: {:?}", r.log);
         assert!(check(&r.s()), "{name}: {:?}", r.s());
         r.go(5, path, 1);
@@ -499,9 +505,10 @@ fn a_cap_below_every_opus_tier_moves_to_codec2_1200_and_back_after_the_probe_per
     assert_eq!(r.s().tier, "good", "{:?}", &r.log[r.log.len() - 5..]);
 }
 
-/// Heavy loss takes Codec2 with RaptorQ at once (down fast), and it is
-/// left for Opus only after the loss has stayed below the threshold for the
-/// hysteresis period: a short calm spell does not flap the codec.
+/// Heavy loss that lasts (HEAVY_REPORTS reports in a row) takes Codec2 with
+/// RaptorQ, and it is left for Opus only after the loss has stayed below
+/// the threshold for the hysteresis period: a short calm spell does not
+/// flap the codec.
 #[test]
 fn heavy_loss_leaves_codec2_only_after_the_hysteresis_period() {
     let cfg = ControllerConfig::default();
@@ -516,6 +523,8 @@ fn heavy_loss_leaves_codec2_only_after_the_hysteresis_period() {
         burst: 1,
         cap_kbps: 0.0,
     };
+    r.go(1, heavy, 1);
+    assert_eq!(r.s().tier, "good", "one heavy interval keeps Opus");
     r.go(1, heavy, 1);
     assert_eq!(r.s().tier, "poor");
     assert!(r.s().fec_ratio > 0);
@@ -580,4 +589,36 @@ fn heavy_loss_under_a_cap_keeps_codec2_1200_and_adds_repair() {
     assert_eq!(r.s().tier, "catastrophic", "{:?}", r.log);
     assert_eq!(r.s().fec_ratio, 100);
     assert!(r.c.count(Reason::HeavyLoss) >= 1);
+}
+
+/// A 400 ms outage every few seconds loses 40 % of an interval's packets in
+/// one run: that is a burst for DRED and the receiver's hold, not a path
+/// Opus cannot hold. Codec2 (which scores far below Opus with DRED on the
+/// live outage trace) is never chosen for it.
+#[test]
+fn outages_get_burst_protection_not_codec2() {
+    let mut r = Run::new(ControllerConfig::default());
+    let outage = Path {
+        loss: 0.40,
+        burst: 20,
+        cap_kbps: 0.0,
+    };
+    for _ in 0..6 {
+        r.go(1, outage, 1);
+        r.go(4, CLEAN, 1);
+    }
+    assert_eq!(r.c.count(Reason::HeavyLoss), 0, "{:?}", r.log);
+    assert!(
+        r.log.iter().all(|d| d.settings.tier == "good"),
+        "Opus at the top tier throughout: {:?}",
+        r.log
+    );
+    assert!(r.c.count(Reason::BurstLoss) >= 1, "{:?}", r.log);
+    assert!(
+        r.log
+            .iter()
+            .any(|d| d.reason == Reason::BurstLoss && d.settings.dred_ms > 0),
+        "{:?}",
+        r.log
+    );
 }

@@ -233,7 +233,15 @@ struct Receiver {
     /// Last time this receiver reported loss (not congestion).
     loss_at_ns: u64,
     saw_loss: bool,
+    /// Consecutive reports of heavy loss spread over the interval (not
+    /// one outage or burst): Codec2 is for a path that stays this bad.
+    heavy_run: u32,
 }
+
+/// Reports of heavy, spread-out loss in a row before the controller leaves
+/// Opus for Codec2: an outage or a burst makes one bad interval, which
+/// DRED and the receiver's hold rebuild far better than Codec2 sounds.
+pub const HEAVY_REPORTS: u32 = 2;
 
 /// The sender's quality controller. See the module docs.
 #[derive(Clone, Debug)]
@@ -392,6 +400,7 @@ impl Controller {
         let short = entry.expected > 0 && f32::from(entry.recv_kbps) < 0.85 * send_kbps;
         let congested = queue_ms >= self.cfg.congestion_queue_ms && (loss >= 0.02 || short);
         let hysteresis = self.cfg.hysteresis_ns;
+        let heavy_loss = self.cfg.heavy_loss;
         let r = self.slot(reporter, now_ns);
         r.last_ns = now_ns;
         if !congested && entry.expected > 0 {
@@ -429,6 +438,14 @@ impl Controller {
             // Otherwise random loss would get DRED (tuned for bursts) instead
             // of LBRR, which rebuilds isolated losses far better
             // (docs/QUALITY.md, the adaptive loopback finding).
+            // Heavy loss that is mostly one run is an outage, not a path
+            // too lossy for Opus.
+            let one_run = lost > 0 && u32::from(entry.max_burst) * 2 >= lost;
+            r.heavy_run = if loss >= heavy_loss && !one_run {
+                r.heavy_run.saturating_add(1)
+            } else {
+                0
+            };
             let mut burst = u32::from(entry.max_burst);
             let runs_that_long =
                 lost as f32 * (1.0 - loss) * loss.powi(burst.saturating_sub(1).min(64) as i32);
@@ -484,17 +501,20 @@ impl Controller {
     }
 
     /// The worst fresh receiver: (loss, longest recent burst, any loss
-    /// since the settle time, any report at all).
-    fn worst(&self, now_ns: u64) -> (f32, u32, bool, bool) {
+    /// since the settle time, any report at all, heavy loss for
+    /// [`HEAVY_REPORTS`] reports in a row).
+    fn worst(&self, now_ns: u64) -> (f32, u32, bool, bool, bool) {
         let mut loss = 0.0f32;
         let mut burst = 0;
         let mut lossy = false;
         let mut any = false;
+        let mut heavy = false;
         for r in self.receivers.iter().filter(|r| r.used) {
             if now_ns.saturating_sub(r.last_ns) > self.cfg.report_fresh_ns {
                 continue;
             }
             any = true;
+            heavy |= r.heavy_run >= HEAVY_REPORTS;
             loss = loss.max(r.loss);
             if now_ns.saturating_sub(r.burst_at_ns) <= self.cfg.hysteresis_ns {
                 burst = burst.max(r.burst);
@@ -503,11 +523,11 @@ impl Controller {
                 lossy = true;
             }
         }
-        (loss, burst, lossy, any)
+        (loss, burst, lossy, any, heavy)
     }
 
     fn evaluate(&mut self, now_ns: u64) {
-        let (loss, burst, lossy, any) = self.worst(now_ns);
+        let (loss, burst, lossy, any, heavy) = self.worst(now_ns);
         if !any {
             // No fresh report (the return path is down, or nobody listens):
             // hold what is in force rather than adapt blind.
@@ -529,7 +549,9 @@ impl Controller {
             self.probing = true;
         }
         // Protection.
-        let wanted = if loss >= self.cfg.heavy_loss {
+        // Into Codec2 on heavy loss that lasts; staying there on the smoothed
+        // loss, as every mode does.
+        let wanted = if heavy || (self.mode == Mode::Heavy && loss >= self.cfg.heavy_loss) {
             Mode::Heavy
         } else if lossy && burst >= 3 {
             Mode::Burst

@@ -6,7 +6,6 @@
 mod codec_support;
 
 use codec_support::*;
-use wzp_engine::prelude::*;
 use wzp_stages::codec::opus_encode::OpusEncodeFactory;
 
 /// Bytes the encoder spends on 4 s of 16-bit speech-like input.

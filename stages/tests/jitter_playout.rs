@@ -977,3 +977,35 @@ fn a_burst_of_losses_is_held_for_and_rebuilt_from_the_frame_after_it() {
     assert_eq!(h.gauge("burst_hold_ms"), 0);
     assert_eq!(h.counter("stretched"), 0);
 }
+
+/// A 400 ms outage every 5 s (20 frames in one run) is beyond what any hold
+/// within the 60 ms budget rebuilds: it holds nothing extra and stretches
+/// nothing, while a run of 8 (the longest counted: twice the 4 frames the
+/// hold plus the next frame cover) still raises the hold.
+#[test]
+fn an_outage_is_not_held_for_a_run_the_hold_reaches_is() {
+    let mut h = Harness::new(&twenty());
+    let outage = |k: u32| k >= 100 && k % 250 < 20;
+    let n = 1_000;
+    let out = steady_with_losses(&mut h, n, outage);
+    assert_eq!(h.gauge("burst_hold_ms"), 0, "an outage holds nothing");
+    assert_eq!(h.counter("stretched"), 0);
+    let played: Vec<u32> = out
+        .iter()
+        .filter(|(m, _)| m.flags & frame_flags::MISSING == 0)
+        .map(|(m, _)| m.seq)
+        .collect();
+    let sent: Vec<u32> = (0..n).filter(|&k| !outage(k)).collect();
+    assert_eq!(
+        played, sent,
+        "every frame that arrived plays once, in order"
+    );
+
+    let mut h = Harness::new(&twenty());
+    steady_with_losses(&mut h, 400, |k| (200..208).contains(&k));
+    assert_eq!(
+        h.gauge("burst_hold_ms"),
+        60,
+        "a run of 8 is a burst to hold for"
+    );
+}

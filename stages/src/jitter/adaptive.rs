@@ -67,7 +67,11 @@
 //! estimate that takes the longest burst at once and decays with a 5 s
 //! half-life, and holds K frames more than the jitter target needs (K >=
 //! 2), at most `burst_hold` (default 60 ms). On a path with no bursts
-//! (single losses included) it holds nothing extra. A lost frame due
+//! (single losses included) it holds nothing extra. A run longer than twice
+//! what the hold can cover (`burst_hold` in frames, plus one: 8 frames at
+//! 20 ms and the default) is an outage, not a burst: nothing held within
+//! the budget rebuilds it, so it does not raise the hold (the sender's
+//! controller sets such runs aside too). A lost frame due
 //! carries the first frame held after it, up to that far ahead
 //! (`NEXT_ATTACHED`, distance in `fec.symbol`), so the decoder rebuilds
 //! each frame of the burst at its own offset with no look-ahead of its own.
@@ -470,7 +474,10 @@ impl JitterProc {
         self.burst_est *= 0.5f64.powf(self.frame_ns as f64 / BURST_HALF_LIFE_NS);
         if let Some(last) = last {
             let skipped = seq.wrapping_sub(last).wrapping_sub(1);
-            if skipped > 0 && skipped <= MAX_ATTACH_AHEAD * 4 {
+            // A run longer than twice what the hold can cover is an outage:
+            // holding for it would add delay and rebuild almost none of it.
+            let reach = (self.hold_max_ns / self.frame_ns.max(1) as i64) as u32 + 1;
+            if skipped > 0 && skipped <= (2 * reach).min(MAX_ATTACH_AHEAD * 4) {
                 self.burst_est = self.burst_est.max(skipped as f64);
             }
         }

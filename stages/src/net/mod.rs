@@ -5,6 +5,7 @@ use wzp_engine::prelude::*;
 pub mod canonical_sni;
 pub mod client_hello;
 pub mod coalesce;
+pub mod media_window;
 pub mod netem;
 pub mod netem_core;
 pub mod netem_schedule;

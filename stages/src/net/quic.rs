@@ -199,6 +199,10 @@ pub fn transport_config_with(limits: StreamLimits) -> quinn::TransportConfig {
     ack.ack_eliciting_threshold(quinn::VarInt::from_u32(ACK_ELICITING_THRESHOLD))
         .max_ack_delay(Some(MAX_ACK_DELAY));
     t.ack_frequency_config(Some(ack));
+    // Media is rate-controlled by the quality controller from receiver
+    // reports; QUIC must not hold it behind a window an outage collapsed
+    // (super::media_window).
+    t.congestion_controller_factory(Arc::new(super::media_window::MediaWindowConfig::default()));
     t
 }
 

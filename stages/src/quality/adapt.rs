@@ -45,7 +45,8 @@
 //! - `startup` (duration, 3s), `clean_settle` (duration, 4s), `hysteresis`
 //!   (duration, 10s): the controller's timings (`ControllerConfig`).
 //!
-//! **Counters**: `reports` (entries about this sender), `report_expected`
+//! **Counters**: `reports` (entries about this sender), `reports_outage`
+//! (those the controller read as an outage and set aside), `report_expected`
 //! and `report_received` (their packet counts summed: two readings give the
 //! loss between them), `report_errors`
 //! (reports that did not parse), `decisions`, `applied` (decisions written
@@ -230,6 +231,7 @@ impl StageFactory for AdaptFactory {
             send_clock: SendClock::new(256),
             fallback_bitrate: fallback,
             reports: cx.counter("reports"),
+            reports_outage: cx.counter("reports_outage"),
             report_errors: cx.counter("report_errors"),
             decisions: cx.counter("decisions"),
             applied: cx.counter("applied"),
@@ -295,6 +297,7 @@ struct Adapt {
     send_clock: SendClock,
     fallback_bitrate: u32,
     reports: Counter,
+    reports_outage: Counter,
     report_errors: Counter,
     decisions: Counter,
     applied: Counter,
@@ -424,7 +427,11 @@ impl Processor for Adapt {
                     if let Some(rtt) = self.send_clock.rtt_ns(e.echo_ts, e.echo_hold_ms, now) {
                         self.g.rtt_ms.set((rtt / 1_000_000) as i64);
                     }
+                    let outages = ctl.outages();
                     ctl.handle_report(f.meta.stream, &e, now);
+                    if ctl.outages() > outages {
+                        self.reports_outage.inc();
+                    }
                 }
             }
         }

@@ -1,5 +1,6 @@
 //! Any datagram: parsing never panics, and whatever parses re-encodes to the
-//! same bytes; a feedback report's nonce is apart from every media nonce.
+//! same bytes; a feedback report's nonce is apart from every media nonce;
+//! the payload's frame length reads without panicking.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -25,4 +26,9 @@ fuzz_target!(|data: &[u8]| {
         pkt.header.is_feedback()
     );
     let _ = pkt.associated_data();
+    // A payload's own length (what depacketize writes as the frame's
+    // duration): never panics, never beyond what one Opus packet holds.
+    if let Some(n) = pkt.header.codec.frame_samples(pkt.payload) {
+        assert!(n > 0 && (n <= 5_760 || pkt.header.codec == wzp_proto::CodecId::PCM_S16LE));
+    }
 });

@@ -185,6 +185,49 @@ impl CodecId {
         .into_iter()
         .find(|c| c.name() == Some(name))
     }
+
+    /// Audio (in 48 kHz samples) that a payload of this codec holds, read
+    /// from the payload itself: an Opus packet's TOC byte (RFC 6716 §3.1:
+    /// frame size times frame count), a Codec2 mode's fixed frame, or
+    /// 16-bit PCM's length. `None` for codecs that carry no audio or that
+    /// this build does not know, and for payloads that do not say (an empty
+    /// or truncated Opus packet, more than 120 ms). The frame length is not
+    /// in the media header: a sender may change it at any packet (docs/WIRE.md
+    /// §6.1). Reads at most two bytes; never panics.
+    pub fn frame_samples(self, payload: &[u8]) -> Option<u32> {
+        match self {
+            Self::OPUS => opus_packet_samples(payload),
+            Self::CODEC2_3200 | Self::CODEC2_2400 => Some(960),
+            Self::CODEC2_1600 | Self::CODEC2_1400 | Self::CODEC2_1300 | Self::CODEC2_1200 => {
+                Some(1920)
+            }
+            Self::PCM_S16LE => u32::try_from(payload.len() / 2).ok().filter(|&n| n > 0),
+            _ => None,
+        }
+    }
+}
+
+/// Samples at 48 kHz in an Opus packet, from its TOC byte (and, for a code 3
+/// packet, the frame count byte after it). `None` when the packet is empty
+/// or truncated, counts no frame, or exceeds the 120 ms Opus allows.
+fn opus_packet_samples(packet: &[u8]) -> Option<u32> {
+    let toc = *packet.first()?;
+    let config = toc >> 3;
+    let per_frame: u32 = match config {
+        // SILK-only: 10, 20, 40, 60 ms.
+        0..=11 => [480, 960, 1920, 2880][usize::from(config & 3)],
+        // Hybrid: 10, 20 ms.
+        12..=15 => [480, 960][usize::from(config & 1)],
+        // CELT-only: 2.5, 5, 10, 20 ms.
+        _ => [120, 240, 480, 960][usize::from(config & 3)],
+    };
+    let frames = match toc & 3 {
+        0 => 1,
+        1 | 2 => 2,
+        _ => u32::from(*packet.get(1)? & 0x3f),
+    };
+    let samples = per_frame * frames;
+    (frames > 0 && samples <= 5_760).then_some(samples)
 }
 
 impl std::fmt::Debug for CodecId {
@@ -536,6 +579,89 @@ impl Aad {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frame_samples_come_from_the_payload_and_bad_payloads_say_nothing() {
+        let cases: &[(CodecId, &[u8], Option<u32>, &str)] = &[
+            // config << 3 | code: SILK WB 20 ms, 40 ms, 60 ms, one frame.
+            (CodecId::OPUS, &[9 << 3, 0xaa], Some(960), "SILK 20 ms"),
+            (CodecId::OPUS, &[10 << 3], Some(1920), "SILK 40 ms"),
+            (CodecId::OPUS, &[11 << 3], Some(2880), "SILK 60 ms"),
+            (CodecId::OPUS, &[1 << 3], Some(960), "SILK NB 20 ms"),
+            (CodecId::OPUS, &[12 << 3], Some(480), "hybrid 10 ms"),
+            (CodecId::OPUS, &[15 << 3], Some(960), "hybrid 20 ms"),
+            (CodecId::OPUS, &[31 << 3], Some(960), "CELT 20 ms"),
+            (CodecId::OPUS, &[28 << 3], Some(120), "CELT 2.5 ms"),
+            (
+                CodecId::OPUS,
+                &[31 << 3 | 1],
+                Some(1920),
+                "two CELT 20 ms, code 1",
+            ),
+            (
+                CodecId::OPUS,
+                &[15 << 3 | 2, 1],
+                Some(1920),
+                "two hybrid 20 ms, code 2",
+            ),
+            (
+                CodecId::OPUS,
+                &[31 << 3 | 3, 3],
+                Some(2880),
+                "three CELT 20 ms, code 3",
+            ),
+            (
+                CodecId::OPUS,
+                &[11 << 3 | 3, 2],
+                Some(5760),
+                "two SILK 60 ms: 120 ms",
+            ),
+            (CodecId::OPUS, &[], None, "empty"),
+            (
+                CodecId::OPUS,
+                &[31 << 3 | 3],
+                None,
+                "code 3 without its count byte",
+            ),
+            (
+                CodecId::OPUS,
+                &[31 << 3 | 3, 0],
+                None,
+                "code 3 counting no frame",
+            ),
+            (
+                CodecId::OPUS,
+                &[11 << 3 | 3, 3],
+                None,
+                "three SILK 60 ms: above 120 ms",
+            ),
+            (CodecId::OPUS, &[31 << 3 | 3, 0x3f], None, "63 CELT 20 ms"),
+            (CodecId::CODEC2_3200, &[0; 8], Some(960), "Codec2 3200"),
+            (CodecId::CODEC2_2400, &[], Some(960), "Codec2 2400"),
+            (CodecId::CODEC2_1600, &[0; 8], Some(1920), "Codec2 1600"),
+            (CodecId::CODEC2_1200, &[0; 6], Some(1920), "Codec2 1200"),
+            (CodecId::PCM_S16LE, &[0; 1920], Some(960), "PCM 20 ms"),
+            (CodecId::PCM_S16LE, &[0], None, "PCM, less than a sample"),
+            (CodecId::COMFORT_NOISE, &[40], None, "comfort noise"),
+            (CodecId::FEEDBACK, &[1, 2, 3], None, "feedback report"),
+            (CodecId(0), &[9 << 3], None, "unspecified codec"),
+            (CodecId(0x99), &[9 << 3], None, "unknown codec"),
+        ];
+        for (codec, payload, want, what) in cases {
+            assert_eq!(codec.frame_samples(payload), *want, "{what}");
+        }
+        // Every TOC byte, with and without a count byte: never panics, never
+        // above 120 ms.
+        for toc in 0..=255u8 {
+            for tail in [&[][..], &[0xff][..], &[0x01][..]] {
+                let mut p = vec![toc];
+                p.extend_from_slice(tail);
+                if let Some(n) = CodecId::OPUS.frame_samples(&p) {
+                    assert!((120..=5_760).contains(&n), "{p:?}: {n}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn wire_example_matches_docs() {

@@ -34,11 +34,14 @@ fn packet(h: &MediaHeader, payload: &[u8], trailer: Option<&QualityReport>) -> V
     out
 }
 
+/// An Opus packet whose TOC says SILK, 40 ms, one frame (config 10, code 0).
+const OPUS_40MS: &[u8] = &[10 << 3, 0xbc, 0xde];
+
 #[test]
 fn frame_meta_comes_from_the_header_and_params() {
     let mut depack = build(
         "wire.depacketize",
-        &[("duration_ms", i(40)), ("fec_source_symbols", i(5))],
+        &[("duration_ms", i(60)), ("fec_source_symbols", i(5))],
     );
     let mut h2 = header();
     h2.flags = Flags::REPAIR;
@@ -50,7 +53,7 @@ fn frame_meta_comes_from_the_header_and_params() {
                 arrival_ns: 123,
                 ..Default::default()
             },
-            &packet(&header(), b"abc", None),
+            &packet(&header(), OPUS_40MS, None),
         )
         .unwrap();
     input
@@ -68,6 +71,8 @@ fn frame_meta_comes_from_the_header_and_params() {
             stream: 0x0a0b_0c0d,
             codec: 1,
             flags: frame_flags::STREAM_START,
+            // The packet's TOC says 40 ms; the param is for payloads that
+            // do not say.
             duration_ms: 40,
             fec: FecTag {
                 block: 51,
@@ -78,12 +83,69 @@ fn frame_meta_comes_from_the_header_and_params() {
             arrival_ns: 123,
         }
     );
-    assert_eq!(out[0].bytes(), b"abc");
+    assert_eq!(out[0].bytes(), OPUS_40MS);
     assert_eq!(out[1].meta.flags, frame_flags::REPAIR);
+    assert_eq!(out[1].meta.duration_ms, 60, "a repair symbol: the param");
     assert_eq!(out[1].meta.fec.source_symbols, 0, "FEC off: no block shape");
     assert_eq!(out[1].meta.arrival_ns, 999, "0 means now");
     assert!(out[1].bytes().is_empty());
     assert_eq!(depack.counter("frames"), 2);
+}
+
+/// A sender may change frame size at any packet (the adaptive encoder moves
+/// between 20 and 40 ms frames with its tier): each frame's length comes
+/// from its own payload, or a jitter buffer would play 40 ms frames one per
+/// 20 ms period.
+#[test]
+fn frame_duration_comes_from_each_payload_and_the_param_only_when_it_cannot() {
+    let mut depack = build("wire.depacketize", &[("duration_ms", i(30))]);
+    let with = |codec: CodecId, payload: &[u8]| {
+        let mut h = header();
+        h.codec = codec;
+        packet(&h, payload, None)
+    };
+    let cases: &[(Vec<u8>, u8, &str)] = &[
+        (with(CodecId::OPUS, &[9 << 3, 1, 2]), 20, "Opus SILK 20 ms"),
+        (with(CodecId::OPUS, OPUS_40MS), 40, "Opus SILK 40 ms"),
+        (
+            with(CodecId::OPUS, &[31 << 3 | 1, 5]),
+            40,
+            "Opus 2 x CELT 20 ms",
+        ),
+        (
+            with(CodecId::OPUS, &[11 << 3 | 3, 2, 0]),
+            120,
+            "Opus 2 x SILK 60 ms",
+        ),
+        (with(CodecId::CODEC2_3200, &[7; 8]), 20, "Codec2 3200"),
+        (with(CodecId::CODEC2_1200, &[7; 6]), 40, "Codec2 1200"),
+        (
+            with(CodecId::OPUS, &[]),
+            30,
+            "empty Opus payload: the param",
+        ),
+        (
+            with(CodecId::OPUS, &[31 << 3 | 3]),
+            30,
+            "truncated code 3 packet: the param",
+        ),
+        (
+            with(CodecId::OPUS, &[28 << 3]),
+            30,
+            "2.5 ms, no whole ms: the param",
+        ),
+        (
+            with(CodecId(0x99), &[9 << 3]),
+            30,
+            "unknown codec: the param",
+        ),
+    ];
+    let packets: Vec<Vec<u8>> = cases.iter().map(|(p, _, _)| p.clone()).collect();
+    let frames = depack.run_packets_to_frames(&packets);
+    assert_eq!(frames.len(), cases.len());
+    for ((meta, _), (_, want, what)) in frames.iter().zip(cases) {
+        assert_eq!(meta.duration_ms, *want, "{what}");
+    }
 }
 
 #[test]

@@ -13,7 +13,7 @@
 //! | `fec.block`, `fec.symbol`, `fec.ratio_percent` | header `fec_block`, `fec_symbol`, `fec_ratio` |
 //! | `fec.source_symbols` | header `fec_block_len` when `fec_ratio > 0` (the `fec_source_symbols` param if the header says 0), else 0 |
 //! | flags `REPAIR`, `STREAM_START` | header flags `REPAIR`, `TALKSPURT` |
-//! | `duration_ms` | the `duration_ms` param (not on the wire) |
+//! | `duration_ms` | the payload's own length: an Opus packet's TOC, a Codec2 mode's frame ([`CodecId::frame_samples`]); else the `duration_ms` param (not on the wire) |
 //! | `arrival_ns` | `PacketMeta.arrival_ns`, or the cycle's `now_ns` when that is 0 |
 //!
 //! A quality report trailer is stored in the gauges below and, when
@@ -29,7 +29,10 @@
 //!   counter for frame numbers); unlinked, they are dropped (still counted).
 //!
 //! ## Params
-//! - `duration_ms` (int, 20, 1..=255): frame duration written into each frame.
+//! - `duration_ms` (int, 20, 1..=255): frame duration written into a frame
+//!   whose payload does not tell its own (FEC repair symbols, unknown codecs,
+//!   a malformed Opus packet, less than a whole ms). Opus and Codec2 frames
+//!   carry their own length, so a sender may change frame size mid-stream.
 //! - `fec_source_symbols` (int, 0, 0..=255): source symbols per FEC block.
 //! - `quality_report` (string, ""): name of an `Arc<QualityCell>` resource that
 //!   receives the trailers.
@@ -63,7 +66,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wzp_engine::prelude::*;
-use wzp_proto::{CodecId, Flags, MediaPacket};
+use wzp_proto::{CodecId, Flags, MediaHeader, MediaPacket};
 
 use super::QualityCell;
 
@@ -93,7 +96,11 @@ impl StageFactory for Depacketize {
                 },
             ],
             params: vec![
-                ParamSpec::int("duration_ms", 20, "frame duration written into each frame"),
+                ParamSpec::int(
+                    "duration_ms",
+                    20,
+                    "frame duration for payloads that do not tell their own (Opus and Codec2 do)",
+                ),
                 ParamSpec::int(
                     "fec_source_symbols",
                     0,
@@ -166,6 +173,22 @@ struct DepacketizeProc {
 }
 
 impl DepacketizeProc {
+    /// The frame's own length, from its payload (an Opus TOC, a Codec2
+    /// mode): a sender changes frame size at any packet, and a jitter buffer
+    /// playing a 40 ms frame per 20 ms period would hand its decoder twice
+    /// the audio the clock plays. The param covers what does not say (FEC
+    /// repair symbols, unknown codecs, lengths that are no whole ms).
+    fn duration_of(&self, h: &MediaHeader, payload: &[u8]) -> u8 {
+        if h.flags.contains(Flags::REPAIR) {
+            return self.duration_ms;
+        }
+        h.codec
+            .frame_samples(payload)
+            .filter(|n| n % 48 == 0)
+            .and_then(|n| u8::try_from(n / 48).ok())
+            .unwrap_or(self.duration_ms)
+    }
+
     fn depacketize_one(&mut self, io: &mut Io<'_>, i: usize, now: u64) {
         // Reports count their own seq: a jitter buffer or decoder must never
         // see one (docs/WIRE.md §1.5). The codec byte picks the output; the
@@ -198,7 +221,7 @@ impl DepacketizeProc {
             stream: h.sender_id,
             codec: h.codec.0,
             flags,
-            duration_ms: self.duration_ms,
+            duration_ms: self.duration_of(&h, packet.payload),
             fec: FecTag {
                 block: h.fec_block,
                 symbol: h.fec_symbol,

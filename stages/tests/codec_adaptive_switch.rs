@@ -364,7 +364,8 @@ fn with_decoder_look_ahead_the_switches_conceal_nothing() {
 
 /// The whole loop as a call runs it: `quality.adapt` with `codec_live`
 /// writes the controller's tier into the adaptive encoder's codec cell.
-/// 4 s clean, 8 s of 40 % loss (beyond what Opus holds), then clean: the
+/// 4 s clean, 8 s of 40 % loss (beyond what Opus holds with the threshold
+/// lowered to 35 % here; the default is 60 %), then clean: the
 /// controller moves the stream to Codec2 3200 within a couple of reports,
 /// the receiver decodes it by its codec id, and the stream returns to Opus
 /// after the hysteresis period (4 s here).
@@ -388,7 +389,7 @@ params = { profile = "good", live_settings = "enc_live", codec_live = "codec_liv
 [[stage]]
 id = "adapt"
 kind = "quality.adapt"
-params = { live_settings = "enc_live", codec_live = "codec_live", hysteresis = "4s" }
+params = { live_settings = "enc_live", codec_live = "codec_live", hysteresis = "4s", heavy_loss = 35 }
 [[stage]]
 id = "net"
 kind = "net.netem_frames"

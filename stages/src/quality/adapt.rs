@@ -44,6 +44,9 @@
 //! - `local_sender` (string, ""): name of an `Arc<LocalSender>` resource.
 //! - `startup` (duration, 3s), `clean_settle` (duration, 4s), `hysteresis`
 //!   (duration, 10s): the controller's timings (`ControllerConfig`).
+//! - `heavy_loss` (int, 60): loss percent, in two reports in a row, from
+//!   which Opus is given up for Codec2 (docs/QUALITY.md finding 12: up to
+//!   60 % Opus with its redundancy still scores above Codec2 + RaptorQ).
 //!
 //! **Counters**: `reports` (entries about this sender), `reports_outage`
 //! (those the controller read as an outage and set aside), `report_expected`
@@ -156,6 +159,11 @@ impl StageFactory for AdaptFactory {
                     Duration::from_secs(10),
                     "calm time before protection steps down",
                 ),
+                ParamSpec::int(
+                    "heavy_loss",
+                    60,
+                    "loss percent (two reports in a row) from which Opus is given up for Codec2, 1..=100",
+                ),
             ],
             default_domain: Domain::Clocked,
             domains: &[Domain::Clocked],
@@ -208,6 +216,7 @@ impl StageFactory for AdaptFactory {
             startup_ns: ns(p.duration("startup")?),
             clean_settle_ns: ns(p.duration("clean_settle")?),
             hysteresis_ns: ns(p.duration("hysteresis")?),
+            heavy_loss: p.int_in("heavy_loss", 1, 100)? as f32 / 100.0,
             ..ControllerConfig::default()
         };
         let decisions_by: [Counter; Reason::ALL.len()] =

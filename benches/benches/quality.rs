@@ -30,7 +30,7 @@ use wzp_proto::feedback::{
 };
 use wzp_proto::{FeedbackReport, MediaHeader};
 use wzp_stages::codec::profile::Profile;
-use wzp_stages::quality::controller::{wire_kbps, Controller, ControllerConfig, Settings};
+use wzp_stages::quality::controller::{packet_wire_kbps, Controller, ControllerConfig, Settings};
 use wzp_stages::quality::receive_stats::{ReceiveStats, ReceiverFeedback, DEFAULT_REORDER_WINDOW};
 
 const MS: u64 = 1_000_000;
@@ -110,8 +110,8 @@ fn controller(c: &mut Criterion) {
 /// `s`: `loss` in runs of `burst`, a bandwidth cap in kb/s (0: none).
 fn path_report(s: &Settings, loss: f32, burst: u32, cap_kbps: f32, k: u64) -> FeedbackEntry {
     let p = Profile::by_name(s.tier).unwrap_or(&wzp_stages::codec::profile::PROFILES[0]);
-    let send = wire_kbps(p, s.fec_ratio);
-    let expected = (1000 / p.frame_ms) as u16;
+    let send = packet_wire_kbps(p, s.frame_ms, s.fec_ratio);
+    let expected = (1000 / s.frame_ms.max(1)) as u16;
     // A little variation from second to second, as real reports have.
     let loss = (loss * (1.0 + 0.1 * ((k % 5) as f32 - 2.0) / 2.0)).clamp(0.0, 1.0);
     let (mut loss, mut recv, mut queue) = (loss, send * (1.0 - loss), 20u16);

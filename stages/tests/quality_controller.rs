@@ -5,7 +5,8 @@
 use wzp_proto::feedback::{burst_bin, FeedbackEntry, BURST_BINS};
 use wzp_stages::codec::profile::Profile;
 use wzp_stages::quality::controller::{
-    wire_kbps, Controller, ControllerConfig, Decision, Reason, Settings, TIERS,
+    packet_wire_kbps, wire_kbps, Controller, ControllerConfig, Decision, Reason, Settings,
+    CODEC2_MAX_PACKET_MS, TIERS,
 };
 
 const S: u64 = 1_000_000_000;
@@ -32,8 +33,8 @@ const CLEAN: Path = Path {
 /// sender running `s`.
 fn report(path: Path, s: &Settings) -> FeedbackEntry {
     let p = Profile::by_name(s.tier).unwrap();
-    let send = wire_kbps(p, s.fec_ratio);
-    let expected = (1000 / p.frame_ms) as u16;
+    let send = packet_wire_kbps(p, s.frame_ms, s.fec_ratio);
+    let expected = (1000 / s.frame_ms) as u16;
     let (mut loss, mut recv, mut queue_ms) = (path.loss, send * (1.0 - path.loss), 2u16);
     if path.cap_kbps > 0.0 && send > path.cap_kbps {
         // A full queue in front of the bottleneck: delay, and the excess
@@ -523,6 +524,89 @@ fn a_cap_below_every_opus_tier_moves_to_codec2_1200_and_back_after_the_probe_per
         first_up.at_ns - last_probe
     );
     assert_eq!(r.s().tier, "good", "{:?}", &r.log[r.log.len() - 5..]);
+}
+
+/// Below what Codec2 1200 in 40 ms packets needs (~8.8 kb/s as receivers
+/// count it; ~15 kb/s with QUIC's bytes, more than a 12 kb/s link), the
+/// ladder packs two, then three Codec2 frames per packet: the shortest
+/// packets that fit the cap. Probes climb back one packet size at a time,
+/// and once the cap lifts the call returns to Opus through every step.
+#[test]
+fn a_cap_below_codec2_in_40_ms_packets_packs_more_frames_per_packet_and_unpacks_after() {
+    let cfg = ControllerConfig::default();
+    let c2 = Profile::by_name("catastrophic").unwrap();
+    // (cap, the packet the first drop should pick)
+    for (cap, want_ms) in [(6.0, 80), (4.0, 120), (3.0, 120)] {
+        let mut r = Run::new(cfg);
+        r.go(10, CLEAN, 1);
+        let capped = Path {
+            loss: 0.0,
+            burst: 1,
+            cap_kbps: cap,
+        };
+        let cap_at = r.now;
+        r.go(3, capped, 1);
+        let down = r.last(Reason::Congestion).expect("the tier dropped");
+        assert!(down <= cap_at + 3 * S, "cap {cap}: down at {down}");
+        let s = r.s();
+        assert_eq!(
+            (s.tier, s.frame_ms, s.fec_ratio),
+            ("catastrophic", want_ms, 0),
+            "cap {cap}: {:?}",
+            r.log
+        );
+        assert!(s.frame_ms <= CODEC2_MAX_PACKET_MS);
+        let fits = packet_wire_kbps(c2, s.frame_ms, 0) <= cap;
+        let shorter_fits = s.frame_ms > 40 && packet_wire_kbps(c2, s.frame_ms - 40, 0) <= cap;
+        assert!(
+            fits || s.frame_ms == CODEC2_MAX_PACKET_MS,
+            "cap {cap}: {s:?}"
+        );
+        assert!(!shorter_fits, "cap {cap}: a shorter packet fits: {s:?}");
+        // Under the cap, probes try the next shorter packet, fail and back
+        // off; never more than one step at a time.
+        r.go(60, capped, 1);
+        for d in r.log.iter().filter(|d| d.reason == Reason::Probe) {
+            assert!(
+                d.settings.tier == "catastrophic" && d.settings.frame_ms < want_ms || want_ms == 40,
+                "cap {cap}: probe {d:?}"
+            );
+        }
+        // The cap lifts: every step back up, in order, then Opus.
+        let lift = r.now;
+        r.go(200, CLEAN, 1);
+        let steps: Vec<(&str, u32)> = r
+            .log
+            .iter()
+            .filter(|d| d.at_ns > lift && d.reason == Reason::Probe)
+            .map(|d| (d.settings.tier, d.settings.frame_ms))
+            .collect();
+        let climb: Vec<(&str, u32)> = [120, 80, 40]
+            .into_iter()
+            .filter(|&ms| {
+                ms < r
+                    .log
+                    .iter()
+                    .rev()
+                    .find(|d| d.at_ns <= lift)
+                    .unwrap()
+                    .settings
+                    .frame_ms
+            })
+            .map(|ms| ("catastrophic", ms))
+            .chain([("degraded", 40)])
+            .collect();
+        assert!(
+            steps.starts_with(&climb),
+            "cap {cap}: {steps:?}, want {climb:?} first"
+        );
+        assert_eq!(
+            r.s().tier,
+            "good",
+            "cap {cap}: {:?}",
+            &r.log[r.log.len() - 5..]
+        );
+    }
 }
 
 /// Heavy loss that lasts (HEAVY_REPORTS reports in a row) takes Codec2 with

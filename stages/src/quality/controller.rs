@@ -22,10 +22,14 @@
 //!   (doubled after a probe that failed, up to `probe_max`). Below the
 //!   lowest Opus tier (`degraded`, about 13.6 kb/s on the wire) the ladder
 //!   goes on to Codec2 1200 (`catastrophic`, about 8.8 kb/s: 40 ms frames,
-//!   so half the packet overhead); `poor` (Codec2 3200 in 20 ms frames)
-//!   costs more on the wire than `degraded` and is only used for loss. A
-//!   probe from `catastrophic` goes straight back to `degraded`, after the
-//!   same calm period (the hysteresis of the bandwidth axis).
+//!   so half the packet overhead), then packs two and three of its frames
+//!   per packet (80 ms, about 5 kb/s; 120 ms, about 3.7 kb/s: the packet
+//!   overhead is most of the rate down there, so a path of 12 kb/s counted
+//!   with QUIC's own bytes carries a call); `poor` (Codec2 3200 in 20 ms
+//!   frames) costs more on the wire than `degraded` and is only used for
+//!   loss. Probes climb the same steps back (120 -> 80 -> 40 ms packets ->
+//!   `degraded`), each after the calm period (the hysteresis of the
+//!   bandwidth axis).
 //!
 //! Loss seen while the path is congested is not treated as random loss:
 //! redundancy would only add to the congestion.
@@ -72,22 +76,39 @@ const POOR: usize = 6;
 /// bandwidth ladder.
 const CATASTROPHIC: usize = 7;
 
+/// Longest Codec2 packet, ms: the bandwidth ladder's last steps pack two or
+/// three 40 ms Codec2 1200 frames into one packet (80, 120 ms), each step
+/// saving a third or more of the per-packet overhead, which is most of the
+/// wire rate down there.
+pub const CODEC2_MAX_PACKET_MS: u32 = 120;
+
+/// One step of the bandwidth ladder: a tier (index in [`TIERS`]) and its
+/// packet duration, ms. Steps order from best to cheapest as tuples do.
+type Step = (usize, u32);
+
 /// The bandwidth ladder one step down from `t`: the next Opus tier, then
-/// Codec2 1200 (`poor` is skipped: it needs more wire rate than `degraded`).
-fn ladder_down(t: usize) -> usize {
+/// Codec2 1200 (`poor` is skipped: it needs more wire rate than `degraded`)
+/// in 40, 80, then 120 ms packets.
+fn ladder_down((t, packet_ms): Step) -> Step {
     if t < LOWEST_OPUS {
-        t + 1
+        (t + 1, profile(t + 1).frame_ms)
+    } else if t == CATASTROPHIC {
+        (t, (packet_ms + 40).min(CODEC2_MAX_PACKET_MS))
     } else {
-        CATASTROPHIC
+        (CATASTROPHIC, profile(CATASTROPHIC).frame_ms)
     }
 }
 
-/// The bandwidth ladder one step up from `t`.
-fn ladder_up(t: usize) -> usize {
-    if t > LOWEST_OPUS {
-        LOWEST_OPUS
+/// The bandwidth ladder one step up from `t`: shorter Codec2 packets first.
+fn ladder_up((t, packet_ms): Step) -> Step {
+    let base = profile(CATASTROPHIC).frame_ms;
+    if t == CATASTROPHIC && packet_ms > base {
+        (t, packet_ms - base)
+    } else if t > LOWEST_OPUS {
+        (LOWEST_OPUS, profile(LOWEST_OPUS).frame_ms)
     } else {
-        t.saturating_sub(1)
+        let up = t.saturating_sub(1);
+        (up, profile(up).frame_ms)
     }
 }
 
@@ -266,6 +287,9 @@ pub struct Controller {
     calm_since_ns: Option<u64>,
     /// Tier the bandwidth allows (index in TIERS).
     bw_tier: usize,
+    /// Its packet duration, ms: the tier's frame, or for Codec2 1200 a
+    /// whole number of frames up to [`CODEC2_MAX_PACKET_MS`].
+    bw_packet_ms: u32,
     last_congestion_ns: u64,
     tier_changed_ns: u64,
     probe_wait_ns: u64,
@@ -285,9 +309,15 @@ fn profile(tier: usize) -> &'static Profile {
 }
 
 /// Wire rate of a tier as a receiver measures it (`recv_kbps`): payload,
-/// per-packet overhead and RaptorQ repair.
+/// per-packet overhead and RaptorQ repair, at the tier's own frame size.
 pub fn wire_kbps(tier: &Profile, fec_ratio: u8) -> f32 {
-    let pps = 1000.0 / tier.frame_ms as f32;
+    packet_wire_kbps(tier, tier.frame_ms, fec_ratio)
+}
+
+/// Wire rate of a tier sent in packets of `packet_ms` (for Codec2, several
+/// frames per packet), as [`wire_kbps`].
+pub fn packet_wire_kbps(tier: &Profile, packet_ms: u32, fec_ratio: u8) -> f32 {
+    let pps = 1000.0 / packet_ms.max(1) as f32;
     let payload = tier.bitrate as f32 / 1000.0;
     let overhead = pps * (PACKET_OVERHEAD_BYTES * 8) as f32 / 1000.0;
     (payload + overhead) * (1.0 + f32::from(fec_ratio) / 100.0)
@@ -309,6 +339,7 @@ impl Controller {
             mode: Mode::Clean,
             calm_since_ns: None,
             bw_tier: top,
+            bw_packet_ms: profile(top).frame_ms,
             last_congestion_ns: 0,
             tier_changed_ns: now_ns,
             probe_wait_ns: cfg.probe_after_ns,
@@ -358,14 +389,13 @@ impl Controller {
         self.outages
     }
 
-    /// Whether a report's losses are an outage: mostly one run, longer than
-    /// twice the frames the receiver can rebuild at the current frame size.
-    fn is_outage(&self, entry: &FeedbackEntry) -> bool {
-        let lost = u32::from(entry.expected.saturating_sub(entry.received));
-        let run = u32::from(entry.max_burst);
-        let frame_ms = profile(self.tier_index()).frame_ms.max(1);
-        let reach = self.cfg.hold_budget_ms / frame_ms + 1;
-        lost > 0 && run * 2 >= lost && run > 2 * reach
+    /// Whether a report's losses, `lost` packets of which mostly (`one_run`)
+    /// one run of `run`, are an outage: that run is longer than twice the
+    /// packets the receiver can rebuild at the current packet size.
+    fn is_outage(&self, one_run: bool, run: u32) -> bool {
+        let packet_ms = self.settings.frame_ms.max(1);
+        let reach = self.cfg.hold_budget_ms / packet_ms + 1;
+        one_run && run > 2 * reach
     }
 
     /// All decisions taken.
@@ -423,10 +453,18 @@ impl Controller {
     /// A feedback entry about this sender, from receiver `reporter`.
     pub fn handle_report(&mut self, reporter: u32, entry: &FeedbackEntry, now_ns: u64) {
         let loss = entry.loss_fraction();
-        let send_kbps = wire_kbps(profile(self.tier_index()), self.settings.fec_ratio);
+        let send_kbps = packet_wire_kbps(
+            profile(self.tier_index()),
+            self.settings.frame_ms,
+            self.settings.fec_ratio,
+        );
         let queue_ms = f32::from(entry.queue_delay_100us) / 10.0;
         let short = entry.expected > 0 && f32::from(entry.recv_kbps) < 0.85 * send_kbps;
-        let outage = self.is_outage(entry);
+        let lost = u32::from(entry.expected.saturating_sub(entry.received));
+        // Most of the lost packets in one run: an outage (when long) or a
+        // burst, not spread-out loss.
+        let one_run = lost > 0 && u32::from(entry.max_burst) * 2 >= lost;
+        let outage = self.is_outage(one_run, u32::from(entry.max_burst));
         // An outage leaves the receive rate short and the queue draining:
         // not a sign of a path that cannot carry the tier.
         let congested =
@@ -455,7 +493,6 @@ impl Controller {
                 .zip([3u32, 5, 9, 17])
                 .map(|(&n, len)| u32::from(n) * len)
                 .sum();
-            let lost = u32::from(entry.expected - entry.received);
             // Independent loss makes runs too: at 20 % a run of 3 turns up in
             // about one report in three, two in one in twenty-five. So runs
             // count as bursts only beyond what independent loss at this rate
@@ -475,7 +512,6 @@ impl Controller {
             // (docs/QUALITY.md, the adaptive loopback finding).
             // Heavy loss that is mostly one run is an outage, not a path
             // too lossy for Opus.
-            let one_run = lost > 0 && u32::from(entry.max_burst) * 2 >= lost;
             r.heavy_run = if loss >= heavy_loss && !one_run {
                 r.heavy_run.saturating_add(1)
             } else {
@@ -512,18 +548,27 @@ impl Controller {
     fn on_congestion(&mut self, recv_kbps: f32, now_ns: u64) {
         self.last_congestion_ns = now_ns;
         let budget = 0.9 * recv_kbps;
-        // Nothing of Opus fits: Codec2 1200, the cheapest tier on the wire.
+        // Nothing of Opus fits: Codec2 1200, the cheapest tier on the wire,
+        // in the shortest packets that fit (the longest if none does).
         let fits = (self.top..=LOWEST_OPUS)
             .find(|&t| wire_kbps(profile(t), 0) <= budget)
-            .unwrap_or(CATASTROPHIC);
+            .map(|t| (t, profile(t).frame_ms))
+            .unwrap_or_else(|| {
+                let c2 = profile(CATASTROPHIC);
+                let packet = (1..=CODEC2_MAX_PACKET_MS / c2.frame_ms)
+                    .map(|n| n * c2.frame_ms)
+                    .find(|&ms| packet_wire_kbps(c2, ms, 0) <= budget)
+                    .unwrap_or(CODEC2_MAX_PACKET_MS);
+                (CATASTROPHIC, packet)
+            });
         // Only ever down on congestion, at least one step.
-        let target = fits.max(ladder_down(self.bw_tier));
+        let target = fits.max(ladder_down((self.bw_tier, self.bw_packet_ms)));
         if self.probing {
             self.probe_wait_ns = (self.probe_wait_ns * 2).min(self.cfg.probe_max_ns);
             self.probing = false;
         }
-        if target != self.bw_tier {
-            self.bw_tier = target;
+        if target != (self.bw_tier, self.bw_packet_ms) {
+            (self.bw_tier, self.bw_packet_ms) = target;
             self.tier_changed_ns = now_ns;
         }
     }
@@ -579,7 +624,7 @@ impl Controller {
             && now_ns.saturating_sub(self.tier_changed_ns) >= self.probe_wait_ns
             && now_ns.saturating_sub(self.last_congestion_ns) >= self.probe_wait_ns
         {
-            self.bw_tier = ladder_up(self.bw_tier);
+            (self.bw_tier, self.bw_packet_ms) = ladder_up((self.bw_tier, self.bw_packet_ms));
             self.tier_changed_ns = now_ns;
             self.probing = true;
         }
@@ -638,10 +683,17 @@ impl Controller {
             };
         }
         let p = profile(tier);
+        // Codec2 1200 on a path the bandwidth axis has it on goes in that
+        // axis' packets (loss on top of it included).
+        let frame_ms = if tier == CATASTROPHIC && self.bw_tier == CATASTROPHIC {
+            self.bw_packet_ms
+        } else {
+            p.frame_ms
+        };
         let mut s = Settings {
             tier: p.name,
             bitrate: p.bitrate,
-            frame_ms: p.frame_ms,
+            frame_ms,
             dred_ms: 0,
             loss_hint: 0,
             lbrr: false,
@@ -652,9 +704,12 @@ impl Controller {
         // Codec2 for loss carries RaptorQ repair; Codec2 for bandwidth does
         // not. Leaving the former is the loss axis' business.
         let heavy_now = current > LOWEST_OPUS && self.settings.fec_ratio > 0;
-        let bw_reason = if self.mode == Mode::Heavy || heavy_now || tier == current {
+        let same_step = tier == current && frame_ms == self.settings.frame_ms;
+        let bw_reason = if self.mode == Mode::Heavy || heavy_now || same_step {
             None
-        } else if wire_kbps(p, 0) < wire_kbps(profile(current), 0) {
+        } else if packet_wire_kbps(p, frame_ms, 0)
+            < packet_wire_kbps(profile(current), self.settings.frame_ms, 0)
+        {
             Some(Reason::Congestion)
         } else {
             Some(Reason::Probe)

@@ -7,6 +7,7 @@ use std::time::Duration;
 use wzp_engine::port::Buffer;
 use wzp_engine::prelude::*;
 use wzp_engine::rt_check::assert_rt_safe;
+use wzp_proto::media::CodecId;
 use wzp_stages::jitter::adaptive::Adaptive;
 
 wzp_engine::install_alloc_checker!();
@@ -136,6 +137,19 @@ fn payload(seq: u32) -> [u8; 4] {
     seq.to_be_bytes()
 }
 
+/// What a frame carries: the seq alone.
+fn body(m: &FrameMeta) -> Vec<u8> {
+    payload(m.seq).to_vec()
+}
+
+/// An Opus packet shaped like one carrying DRED (code 3 with the padding
+/// flag libopus's extensions need), then the seq.
+fn dred_body(m: &FrameMeta) -> Vec<u8> {
+    let mut b = vec![9 << 3 | 3, 0x40 | 1, 4];
+    b.extend_from_slice(&payload(m.seq));
+    b
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Out {
     Played(u32),
@@ -183,8 +197,18 @@ fn run(h: &mut Harness, mut frames: Vec<FrameMeta>, cycles: u64) -> Vec<Vec<Out>
 /// receiver whose cycles lag arrivals), and returns each cycle's raw output.
 fn run_seen(
     h: &mut Harness,
+    frames: Vec<FrameMeta>,
+    cycles: u64,
+) -> Vec<Vec<(FrameMeta, Vec<u8>)>> {
+    run_seen_with(h, frames, cycles, body)
+}
+
+/// [`run_seen`] with frames carrying `body_of(frame)`.
+fn run_seen_with(
+    h: &mut Harness,
     mut frames: Vec<FrameMeta>,
     cycles: u64,
+    body_of: fn(&FrameMeta) -> Vec<u8>,
 ) -> Vec<Vec<(FrameMeta, Vec<u8>)>> {
     frames.sort_by_key(|m| m.arrival_ns);
     let mut next = 0;
@@ -193,7 +217,7 @@ fn run_seen(
         let now = h.cycle * Q_NS;
         while next < frames.len() && frames[next].arrival_ns <= now {
             let m = frames[next];
-            h.input().push(m, &payload(m.seq)).unwrap();
+            h.input().push(m, &body_of(&m)).unwrap();
             next += 1;
         }
         h.step();
@@ -888,20 +912,39 @@ fn clean_path_neither_stretches_nor_skips_from_the_start() {
 }
 
 /// Runs `n` frames of a steady path (each read 1 ms after it was sent)
-/// except those in `lost`, plus 10 periods; returns every item out.
+/// except those in `lost`, plus 10 periods; returns every item out. The
+/// frames are Opus carrying DRED (see [`dred_body`]).
 fn steady_with_losses(
     h: &mut Harness,
     n: u32,
     lost: impl Fn(u32) -> bool,
 ) -> Vec<(FrameMeta, Vec<u8>)> {
+    steady_stream(h, n, lost, true)
+}
+
+/// [`steady_with_losses`], the Opus frames carrying DRED or not.
+fn steady_stream(
+    h: &mut Harness,
+    n: u32,
+    lost: impl Fn(u32) -> bool,
+    dred: bool,
+) -> Vec<(FrameMeta, Vec<u8>)> {
     let frames: Vec<FrameMeta> = (0..n)
         .filter(|&k| !lost(k))
-        .map(|k| frame(0, k, k as u64 * Q_NS + MS))
+        .map(|k| FrameMeta {
+            codec: CodecId::OPUS.0,
+            ..frame(0, k, k as u64 * Q_NS + MS)
+        })
         .collect();
-    run_seen(h, frames, n as u64 + 10)
-        .into_iter()
-        .flatten()
-        .collect()
+    run_seen_with(
+        h,
+        frames,
+        n as u64 + 10,
+        if dred { dred_body } else { body },
+    )
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 /// Bursts of three lost frames: after the first, the buffer holds three
@@ -939,7 +982,7 @@ fn a_burst_of_losses_is_held_for_and_rebuilt_from_the_frame_after_it() {
                 "seq {k} carries the frame after the burst"
             );
             assert_eq!(u32::from(m.fec.symbol), start + 3 - k, "seq {k}: distance");
-            assert_eq!(bytes, &payload(start + 3).to_vec(), "seq {k}");
+            assert_eq!(bytes[3..], payload(start + 3), "seq {k}");
         }
     }
     let played: Vec<u32> = out
@@ -952,6 +995,13 @@ fn a_burst_of_losses_is_held_for_and_rebuilt_from_the_frame_after_it() {
         played, sent,
         "every frame that arrived plays once, in order"
     );
+
+    // The same bursts in a stream without DRED (LBRR reaches one frame
+    // back, which the target covers): nothing held, nothing stretched.
+    let mut h = Harness::new(&twenty());
+    steady_stream(&mut h, n, burst, false);
+    assert_eq!(h.gauge("burst_hold_ms"), 0, "no DRED, no hold");
+    assert_eq!(h.counter("stretched"), 0);
 
     // Single losses: the next frame already covers them; nothing held.
     let mut h = Harness::new(&twenty());
@@ -1007,5 +1057,91 @@ fn an_outage_is_not_held_for_a_run_the_hold_reaches_is() {
         h.gauge("burst_hold_ms"),
         60,
         "a run of 8 is a burst to hold for"
+    );
+}
+
+/// Speech-like sizes: frames 0-4 of every 40 are a pause (small payloads),
+/// the rest voiced; all Opus carrying DRED.
+fn talk_body(m: &FrameMeta) -> Vec<u8> {
+    let mut b = dred_body(m);
+    let len = if m.seq % 40 < 5 { 12 } else { 70 };
+    b.resize(len, 0x55);
+    b
+}
+
+/// Bursts (held for), then a clean path: the hold decays and the buffer
+/// comes down to its target one skipped frame at a time. Each skip waits
+/// for a quiet frame (a payload under half the running mean: a pause),
+/// where a dropped frame is near inaudible, not a piece of a word; with
+/// `quiet_wait = 0` skips fall on voiced frames too; and where no frame is
+/// quiet (a constant-rate stream) the skip comes after `quiet_wait`.
+#[test]
+fn the_delay_comes_down_at_quiet_frames() {
+    let n = 1_000u32;
+    let burst = |k: u32| (100..200).contains(&k) && (10..13).contains(&(k % 30));
+    let frames: Vec<FrameMeta> = (0..n)
+        .filter(|&k| !burst(k))
+        .map(|k| FrameMeta {
+            codec: CodecId::OPUS.0,
+            ..frame(0, k, k as u64 * Q_NS + MS)
+        })
+        .collect();
+    // Which arrived frames were skipped (never played, never concealed).
+    let skipped_of = |outs: Vec<Vec<(FrameMeta, Vec<u8>)>>| -> Vec<u32> {
+        let played: std::collections::HashSet<u32> = outs
+            .iter()
+            .flatten()
+            .filter(|(m, _)| m.flags & frame_flags::MISSING == 0)
+            .map(|(m, _)| m.seq)
+            .collect();
+        (0..n - 10)
+            .filter(|&k| !burst(k) && !played.contains(&k))
+            .collect()
+    };
+    let mut h = Harness::new(&twenty());
+    let skipped = skipped_of(run_seen_with(
+        &mut h,
+        frames.clone(),
+        n as u64 + 10,
+        talk_body,
+    ));
+    assert!(h.counter("stretched") >= 3, "the hold grew for the bursts");
+    assert_eq!(h.gauge("burst_hold_ms"), 0, "and decayed");
+    assert!(!skipped.is_empty(), "the buffer came down");
+    assert_eq!(skipped.len() as u64, h.counter("skipped"));
+    assert!(
+        skipped.iter().all(|k| k % 40 < 5),
+        "every skip fell in a pause: {skipped:?}"
+    );
+    assert!(h.counter("quiet_changes") >= h.counter("skipped"));
+
+    // At once: skips fall where the delay is, voiced or not.
+    let mut h = Harness::new(&[
+        twenty()[0].clone(),
+        ("quiet_wait", ParamValue::Duration(Duration::ZERO)),
+    ]);
+    let at_once = skipped_of(run_seen_with(
+        &mut h,
+        frames.clone(),
+        n as u64 + 10,
+        talk_body,
+    ));
+    assert!(
+        at_once.iter().any(|k| k % 40 >= 5),
+        "with quiet_wait 0 a voiced frame is skipped: {at_once:?}"
+    );
+
+    // No quiet frame at all: each skip waits `quiet_wait` (2 s, 100
+    // frames) at most, then goes.
+    let mut h = Harness::new(&twenty());
+    let outs = run_seen_with(&mut h, frames, n as u64 + 10, dred_body);
+    let forced = skipped_of(outs);
+    assert_eq!(forced.len(), skipped.len(), "as many skips: {forced:?}");
+    assert_eq!(h.counter("quiet_changes"), 0);
+    let waited = forced[0] - at_once[0];
+    assert!(
+        (98..=102).contains(&waited),
+        "the first skip waited {waited} frames for a quiet frame (at once: {at_once:?}, \
+         waited: {forced:?})"
     );
 }

@@ -285,7 +285,14 @@ fn recovery_steps_back_only_after_the_hysteresis_period() {
     r.go(30, CLEAN, 1);
     let off = r.last(Reason::CleanPath).expect("redundancy off");
     assert!(off >= clean_from + cfg.clean_settle_ns, "off at {off}");
-    assert!(off <= clean_from + 15 * S, "off at {off}");
+    // Within the settle time and the report that ends it: not waiting for
+    // a smoothed loss estimate to decay as well (at 10 % that took 7 s
+    // more: the schedule's clean phase after loss paid for it).
+    assert!(
+        off <= clean_from + cfg.clean_settle_ns + 2 * S,
+        "off at {off}, {} s after the loss stopped",
+        (off - clean_from) / S
+    );
     assert!(!r.redundancy());
     // And a single lossy report brings protection back at once.
     r.go(1, random, 1);

@@ -635,7 +635,7 @@ impl Controller {
             Mode::Heavy
         } else if lossy && burst >= 3 {
             Mode::Burst
-        } else if lossy || loss >= 0.01 {
+        } else if lossy {
             Mode::Random
         } else {
             Mode::Clean

@@ -221,8 +221,7 @@ fn codec2_packet_samples(payload: &[u8], frame_bytes: usize, codec: CodecId) -> 
     };
     let frames = payload.len() / frame_bytes;
     let samples = frames * per_frame;
-    (frames > 0 && payload.len() % frame_bytes == 0 && samples <= 5_760)
-        .then_some(samples as u32)
+    (frames > 0 && payload.len() % frame_bytes == 0 && samples <= 5_760).then_some(samples as u32)
 }
 
 /// Samples at 48 kHz in an Opus packet, from its TOC byte (and, for a code 3
@@ -655,27 +654,67 @@ mod tests {
             ),
             (CodecId::OPUS, &[31 << 3 | 3, 0x3f], None, "63 CELT 20 ms"),
             (CodecId::CODEC2_3200, &[0; 8], Some(960), "Codec2 3200"),
-            (CodecId::CODEC2_3200, &[0; 16], Some(1920), "two Codec2 3200"),
-            (CodecId::CODEC2_3200, &[0; 48], Some(5760), "six Codec2 3200"),
+            (
+                CodecId::CODEC2_3200,
+                &[0; 16],
+                Some(1920),
+                "two Codec2 3200",
+            ),
+            (
+                CodecId::CODEC2_3200,
+                &[0; 48],
+                Some(5760),
+                "six Codec2 3200",
+            ),
             (CodecId::CODEC2_3200, &[0; 56], None, "seven 3200: 140 ms"),
             (CodecId::CODEC2_3200, &[0; 12], None, "3200, 1.5 frames"),
             (CodecId::CODEC2_3200, &[0; 6], None, "3200, short"),
             (CodecId::CODEC2_3200, &[], None, "3200, empty"),
             (CodecId::CODEC2_2400, &[0; 6], Some(960), "Codec2 2400"),
-            (CodecId::CODEC2_2400, &[0; 36], Some(5760), "six Codec2 2400"),
+            (
+                CodecId::CODEC2_2400,
+                &[0; 36],
+                Some(5760),
+                "six Codec2 2400",
+            ),
             (CodecId::CODEC2_2400, &[0; 8], None, "2400, 8 bytes"),
             (CodecId::CODEC2_2400, &[], None, "2400, empty"),
             (CodecId::CODEC2_1600, &[0; 8], Some(1920), "Codec2 1600"),
-            (CodecId::CODEC2_1600, &[0; 24], Some(5760), "three Codec2 1600"),
+            (
+                CodecId::CODEC2_1600,
+                &[0; 24],
+                Some(5760),
+                "three Codec2 1600",
+            ),
             (CodecId::CODEC2_1600, &[0; 32], None, "four 1600: 160 ms"),
             (CodecId::CODEC2_1400, &[0; 7], Some(1920), "Codec2 1400"),
-            (CodecId::CODEC2_1400, &[0; 14], Some(3840), "two Codec2 1400"),
+            (
+                CodecId::CODEC2_1400,
+                &[0; 14],
+                Some(3840),
+                "two Codec2 1400",
+            ),
             (CodecId::CODEC2_1400, &[0; 8], None, "1400, 8 bytes"),
-            (CodecId::CODEC2_1300, &[0; 21], Some(5760), "three Codec2 1300"),
+            (
+                CodecId::CODEC2_1300,
+                &[0; 21],
+                Some(5760),
+                "three Codec2 1300",
+            ),
             (CodecId::CODEC2_1300, &[0; 6], None, "1300, 6 bytes"),
             (CodecId::CODEC2_1200, &[0; 6], Some(1920), "Codec2 1200"),
-            (CodecId::CODEC2_1200, &[0; 12], Some(3840), "two Codec2 1200"),
-            (CodecId::CODEC2_1200, &[0; 18], Some(5760), "three Codec2 1200"),
+            (
+                CodecId::CODEC2_1200,
+                &[0; 12],
+                Some(3840),
+                "two Codec2 1200",
+            ),
+            (
+                CodecId::CODEC2_1200,
+                &[0; 18],
+                Some(5760),
+                "three Codec2 1200",
+            ),
             (CodecId::CODEC2_1200, &[0; 24], None, "four 1200: 160 ms"),
             (CodecId::CODEC2_1200, &[0; 8], None, "1200, 8 bytes"),
             (CodecId::CODEC2_1200, &[0; 5], None, "1200, short"),

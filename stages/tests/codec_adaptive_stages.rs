@@ -301,6 +301,7 @@ fn malformed_frames_are_counted_and_concealed_not_fatal() {
     let mut dec = Harness::new(&AdaptiveDecodeFactory, &[("lookahead_frames", int(0))]);
     // A real Codec2 3200 frame's worth of bits and an Opus-looking TOC.
     let c2 = [0x5au8; 8];
+    let c2_long = [0x5au8; 56];
     let garbage_opus = [0x78u8, 0xff, 0x00, 0x13, 0x37];
     let missing = frame_flags::MISSING;
     // (what, codec, payload, flags, seq, counter that must move)
@@ -319,7 +320,7 @@ fn malformed_frames_are_counted_and_concealed_not_fatal() {
             &c2[..5],
             0,
             1,
-            "codec2_concealed",
+            "codec2_errors",
         ),
         (
             "codec2 1200, 8 bytes",
@@ -327,18 +328,42 @@ fn malformed_frames_are_counted_and_concealed_not_fatal() {
             &c2,
             0,
             2,
-            "codec2_concealed",
+            "codec2_errors",
+        ),
+        (
+            "codec2 1200, three frames",
+            CodecId::CODEC2_1200.0,
+            &c2_long[..18],
+            0,
+            3,
+            "codec2_frames_decoded",
+        ),
+        (
+            "codec2 1200, four frames: 160 ms",
+            CodecId::CODEC2_1200.0,
+            &c2_long[..24],
+            0,
+            4,
+            "codec2_errors",
+        ),
+        (
+            "codec2 3200, seven frames: 140 ms",
+            CodecId::CODEC2_3200.0,
+            &c2_long,
+            0,
+            5,
+            "codec2_errors",
         ),
         (
             "marker on codec2",
             CodecId::CODEC2_3200.0,
             &[],
             missing,
-            3,
+            6,
             "codec2_concealed",
         ),
-        ("unknown codec 0x33", 0x33, &c2, 0, 4, "codec2_concealed"),
-        ("unknown codec 0x34", 0x34, &c2, 0, 5, "foreign_frames"),
+        ("unknown codec 0x33", 0x33, &c2, 0, 7, "codec2_concealed"),
+        ("unknown codec 0x34", 0x34, &c2, 0, 8, "foreign_frames"),
         (
             "seq back",
             CodecId::CODEC2_3200.0,

@@ -60,7 +60,9 @@
 use rtrb::{Consumer, Producer};
 use wzp_engine::prelude::*;
 
-use super::codec2_decode::{spawn_decode_worker, DecodeWorker, DecodeWorkerCounters, Job};
+use super::codec2_decode::{
+    concealed_frames, spawn_decode_worker, DecodeWorker, DecodeWorkerCounters, Job,
+};
 use super::codec2_worker::{to_f32, WorkerHandle};
 use super::opus_decode::{OpusDecodeFactory, OpusDecodeProc};
 use super::profile::{is_opus_id, Codec2Mode, Profile};
@@ -128,6 +130,7 @@ impl StageFactory for AdaptiveDecodeFactory {
             high: vec![0.0; CHUNK_8K * 6].into_boxed_slice(),
             on_codec2: false,
             c2_mode: Codec2Mode::M3200,
+            c2_packet_frames: 1,
             c2_expected: None,
             c2_sent: 0,
             c2_back: 0,
@@ -166,6 +169,9 @@ struct AdaptiveDecodeProc {
     /// Frames now go to Codec2 (the last real frame was Codec2).
     on_codec2: bool,
     c2_mode: Codec2Mode,
+    /// Frames in the last Codec2 packet: what a gap without markers (or a
+    /// loss that states no duration) is taken to have held.
+    c2_packet_frames: usize,
     /// Next seq expected while on Codec2.
     c2_expected: Option<u32>,
     /// 8 kHz samples handed to the worker, taken back, and dropped by it:
@@ -208,7 +214,7 @@ impl AdaptiveDecodeProc {
                 *d = to_f32(*s);
             }
             let n = self.interp.process(&self.low[..got], &mut self.high);
-            let _ = self.opus.fifo().push(&self.high[..n]);
+            self.opus.push_into_fifo(&self.high[..n]);
         }
     }
 
@@ -222,15 +228,20 @@ impl AdaptiveDecodeProc {
         true
     }
 
-    fn lost_job(&self) -> Job {
-        Job {
-            bits: [0; 8],
-            mode: self.c2_mode,
-            lost: true,
+    /// Sends `n` lost frames (`bad`: of a payload that could not be read).
+    fn send_lost(&mut self, n: usize, bad: bool) -> bool {
+        let mode = self.c2_mode;
+        let job = if bad { Job::bad(mode) } else { Job::lost(mode) };
+        let mut sent = false;
+        for _ in 0..n {
+            sent |= self.send(job);
         }
+        sent
     }
 
-    /// The Codec2 path of `accept` (as `codec.codec2_decode`).
+    /// The Codec2 path of `accept` (as `codec.codec2_decode`): a payload of
+    /// k frames becomes k jobs in order; a loss conceals the frames its
+    /// duration covers.
     fn accept_codec2(&mut self, slot: &Slot<FrameMeta>, mode: Option<Codec2Mode>) -> bool {
         let meta = slot.meta;
         if meta.flags & frame_flags::STREAM_START != 0 {
@@ -239,8 +250,8 @@ impl AdaptiveDecodeProc {
         if meta.flags & (frame_flags::MISSING | frame_flags::INSERTED)
             == frame_flags::MISSING | frame_flags::INSERTED
         {
-            let job = self.lost_job();
-            return self.send(job);
+            let n = concealed_frames(self.c2_mode, meta.duration_ms, self.c2_packet_frames);
+            return self.send_lost(n, false);
         }
         let mut sent = false;
         if let Some(exp) = self.c2_expected {
@@ -252,9 +263,9 @@ impl AdaptiveDecodeProc {
             if ahead as u32 > MAX_GAP {
                 self.codec2_resyncs.inc();
             } else if ahead > 0 && self.fill_gaps {
+                // Each packet missing held as many frames as the last one.
                 for _ in 0..ahead {
-                    let job = self.lost_job();
-                    sent |= self.send(job);
+                    sent |= self.send_lost(self.c2_packet_frames, false);
                 }
                 self.codec2_gaps_filled.add(ahead as u64);
             }
@@ -263,13 +274,21 @@ impl AdaptiveDecodeProc {
         if let Some(m) = mode {
             self.c2_mode = m;
         }
-        let mut job = self.lost_job();
         let real = meta.flags & frame_flags::MISSING == 0;
-        if real && mode.is_some() && slot.len() == self.c2_mode.frame_bytes() {
-            job.bits[..slot.len()].copy_from_slice(slot.bytes());
-            job.lost = false;
+        if real && mode.is_some() {
+            let mode = self.c2_mode;
+            if let Some(k) = mode.payload_frames(slot.len()) {
+                self.c2_packet_frames = k;
+                for bits in slot.bytes().chunks_exact(mode.frame_bytes()) {
+                    sent |= self.send(Job::frame(mode, bits));
+                }
+                return sent;
+            }
+            let n = concealed_frames(mode, meta.duration_ms, self.c2_packet_frames);
+            return sent | self.send_lost(n, true);
         }
-        sent | self.send(job)
+        let n = concealed_frames(self.c2_mode, meta.duration_ms, self.c2_packet_frames);
+        sent | self.send_lost(n, false)
     }
 
     /// Routes one item to its codec; returns whether the worker got work.

@@ -62,6 +62,53 @@ pub(crate) struct Job {
     pub(crate) bits: [u8; 8],
     pub(crate) mode: Codec2Mode,
     pub(crate) lost: bool,
+    /// Lost because its payload could not be read (not a whole number of
+    /// the mode's frames): concealed, counted as a codec error.
+    pub(crate) bad: bool,
+}
+
+impl Job {
+    /// A frame to conceal.
+    pub(crate) fn lost(mode: Codec2Mode) -> Job {
+        Job {
+            bits: [0; 8],
+            mode,
+            lost: true,
+            bad: false,
+        }
+    }
+
+    /// A frame of a payload that could not be read: concealed, counted as
+    /// an error.
+    pub(crate) fn bad(mode: Codec2Mode) -> Job {
+        Job {
+            bad: true,
+            ..Job::lost(mode)
+        }
+    }
+
+    /// One frame's bits (`mode.frame_bytes()` of them).
+    pub(crate) fn frame(mode: Codec2Mode, bits: &[u8]) -> Job {
+        let mut job = Job::lost(mode);
+        let n = bits.len().min(job.bits.len());
+        job.bits[..n].copy_from_slice(&bits[..n]);
+        job.lost = false;
+        job
+    }
+}
+
+/// Frames a lost item conceals: its `duration_ms` over the mode's frame,
+/// rounded up, at least one and at most a packet's worth (120 ms); the
+/// frames of the last packet (`fallback`) when it states no duration. A
+/// jitter buffer marks a lost packet with the duration of the last one it
+/// played, so a lost 120 ms packet of Codec2 1200 conceals three frames.
+pub(crate) fn concealed_frames(mode: Codec2Mode, duration_ms: u8, fallback: usize) -> usize {
+    let f = mode.frame_ms() as usize;
+    let n = match usize::from(duration_ms) {
+        0 => fallback,
+        ms => ms.div_ceil(f),
+    };
+    n.clamp(1, mode.max_packet_frames())
 }
 
 /// The counters the decode worker moves.
@@ -137,7 +184,11 @@ pub(crate) fn spawn_decode_worker(
                     }
                     _ => out.fill(0),
                 }
-                &plc
+                if job.bad {
+                    &codec_errors
+                } else {
+                    &plc
+                }
             };
             let (_, rest) = pcm_tx.push_partial_slice(out);
             worker_dropped.add(rest.len() as u64);
@@ -208,6 +259,7 @@ impl StageFactory for Codec2DecodeFactory {
             prebuffer: mode.frame_samples_8k(),
             started: false,
             last_mode: mode,
+            packet_frames: 1,
             expected_seq: None,
             foreign_frames: cx.counter("foreign_frames"),
             gaps_filled: cx.counter("gaps_filled"),
@@ -215,6 +267,7 @@ impl StageFactory for Codec2DecodeFactory {
             resyncs: cx.counter("resyncs"),
             underruns: cx.counter("underruns"),
             dropped_full: cx.counter("dropped_full"),
+            jobs: cx.counter("jobs"),
         };
         Ok(Built {
             inputs: vec![PortDecl::new("in", PortType::Frame)],
@@ -235,6 +288,9 @@ struct Codec2DecodeProc {
     prebuffer: usize,
     started: bool,
     last_mode: Codec2Mode,
+    /// Frames in the last packet decoded: what a gap without markers is
+    /// taken to have held.
+    packet_frames: usize,
     expected_seq: Option<u32>,
     foreign_frames: Counter,
     gaps_filled: Counter,
@@ -242,6 +298,7 @@ struct Codec2DecodeProc {
     resyncs: Counter,
     underruns: Counter,
     dropped_full: Counter,
+    jobs: Counter,
 }
 
 impl Codec2DecodeProc {
@@ -250,7 +307,19 @@ impl Codec2DecodeProc {
             self.dropped_full.inc();
             return false;
         }
+        self.jobs.inc();
         true
+    }
+
+    /// Sends `n` lost frames (`bad`: of a payload that could not be read).
+    fn send_lost(&mut self, n: usize, bad: bool) -> bool {
+        let mode = self.last_mode;
+        let job = if bad { Job::bad(mode) } else { Job::lost(mode) };
+        let mut sent = false;
+        for _ in 0..n {
+            sent |= self.send(job);
+        }
+        sent
     }
 
     fn accept(&mut self, slot: &Slot<FrameMeta>) -> bool {
@@ -264,12 +333,8 @@ impl Codec2DecodeProc {
         {
             // A period a jitter buffer inserted: conceal it, but the frame
             // of this seq still comes next.
-            let mode = self.last_mode;
-            return self.send(Job {
-                bits: [0; 8],
-                mode,
-                lost: true,
-            });
+            let n = concealed_frames(self.last_mode, meta.duration_ms, self.packet_frames);
+            return self.send_lost(n, false);
         }
         if let Some(exp) = self.expected_seq {
             let ahead = meta.seq.wrapping_sub(exp) as i32;
@@ -280,35 +345,35 @@ impl Codec2DecodeProc {
             if ahead as u32 > MAX_GAP {
                 self.resyncs.inc();
             } else {
+                // Each packet missing held as many frames as the last one.
                 for _ in 0..ahead {
-                    let mode = self.last_mode;
-                    sent |= self.send(Job {
-                        bits: [0; 8],
-                        mode,
-                        lost: true,
-                    });
+                    sent |= self.send_lost(self.packet_frames, false);
                 }
                 self.gaps_filled.add(ahead as u64);
             }
         }
         self.expected_seq = Some(meta.seq.wrapping_add(1));
         let own_mode = Profile::codec2_mode_of_wire(meta.codec);
-        if own_mode.is_none() && meta.flags & frame_flags::MISSING == 0 {
+        let real = meta.flags & frame_flags::MISSING == 0;
+        if own_mode.is_none() && real {
             self.foreign_frames.inc();
         }
         let mode = own_mode.unwrap_or(self.last_mode);
         self.last_mode = mode;
-        let mut job = Job {
-            bits: [0; 8],
-            mode,
-            lost: true,
-        };
-        let good_size = slot.len() == mode.frame_bytes();
-        if meta.flags & frame_flags::MISSING == 0 && good_size && own_mode.is_some() {
-            job.bits[..slot.len()].copy_from_slice(slot.bytes());
-            job.lost = false;
+        if real && own_mode.is_some() {
+            // One or more frames back to back: one job each, in order.
+            if let Some(k) = mode.payload_frames(slot.len()) {
+                self.packet_frames = k;
+                for bits in slot.bytes().chunks_exact(mode.frame_bytes()) {
+                    sent |= self.send(Job::frame(mode, bits));
+                }
+                return sent;
+            }
+            let n = concealed_frames(mode, meta.duration_ms, self.packet_frames);
+            return sent | self.send_lost(n, true);
         }
-        sent | self.send(job)
+        let n = concealed_frames(mode, meta.duration_ms, self.packet_frames);
+        sent | self.send_lost(n, false)
     }
 
     fn play(&mut self, out: &mut [f32]) {

@@ -6,9 +6,16 @@
 //! The mode is taken from each frame's codec id (`poor` = 3200, `catastrophic`
 //! = 1200), so a sender may switch between the two mid-stream.
 //!
+//! **Packets.** A payload carries one or more frames of its mode back to
+//! back, up to 120 ms (docs/WIRE.md §1): each frame is one worker job
+//! (`jobs`), in order.
+//!
 //! **Lost frames.** An item with `frame_flags::MISSING`, an empty payload, a
-//! payload of the wrong size for its mode, or a codec id that is not Codec2
-//! (`foreign_frames`) is concealed: Codec2 has no PLC of its own, so the
+//! payload that is no whole number of its mode's frames (also counted in
+//! `codec_errors`), or a codec id that is not Codec2
+//! (`foreign_frames`) is concealed for the frames its `duration_ms` covers
+//! (rounded up; the last packet's frame count if it states none); a seq
+//! gap conceals the last packet's frame count per seq. Codec2 has no PLC of its own, so the
 //! worker repeats the last good frame's parameters at half and then quarter
 //! level, then plays silence (`classical_plc_invocations`). As in
 //! `codec.opus_decode`, `seq` jumps without markers are filled
@@ -27,7 +34,8 @@
 //!
 //! **Counters**: `frames_decoded`, `classical_plc_invocations`,
 //! `codec_errors`, `foreign_frames`, `gaps_filled`, `late_dropped`,
-//! `resyncs`, `underruns` (worker late), `dropped_full`, `worker_dropped`.
+//! `resyncs`, `underruns` (worker late), `dropped_full`, `worker_dropped`,
+//! `jobs` (frames and losses handed to the worker).
 //!
 //! **Latency**: one quantum for the hop through the worker, plus the
 //! interpolator's 2 ms. Playback starts once one frame is decoded.

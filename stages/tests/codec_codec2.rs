@@ -406,3 +406,40 @@ fn packets_of_several_frames_decode_in_order_and_losses_conceal_their_length() {
     assert_eq!(gaps.counter("classical_plc_invocations"), 6);
     assert_eq!(gaps.counter("frames_decoded"), (n - 6) as u64);
 }
+
+/// A jitter buffer that concealed seqs and then followed the sender back to
+/// them (a pause, or a move to longer packets) hands over a frame behind
+/// the seq expected yet newer than any real frame: it is decoded. One
+/// older than a real frame already decoded is late.
+#[test]
+fn a_frame_the_jitter_buffer_rewound_to_is_decoded_an_old_one_is_late() {
+    let mut dec = Harness::new(&Codec2DecodeFactory, &[("profile", str_("catastrophic"))]);
+    let missing = frame_flags::MISSING;
+    // (seq, flags, payload bytes)
+    let items: [(u32, u8, usize); 6] = [
+        (0, 0, 6),
+        (1, missing, 0),
+        (2, missing, 0),
+        (1, 0, 18), // rewound: newer than frame 0
+        (2, 0, 12),
+        (0, 0, 6), // late: frame 0 was decoded
+    ];
+    for (seq, flags, len) in items {
+        let input = dec.frames_in();
+        input.clear();
+        let meta = FrameMeta {
+            seq,
+            codec: 0x15,
+            flags,
+            duration_ms: 40,
+            ..Default::default()
+        };
+        input.push(meta, &[0x5a; 18][..len]).unwrap();
+        assert_rt_safe("codec2 decode", 1, || dec.step());
+    }
+    dec.wait_counter("frames_decoded", 6);
+    dec.wait_counter("classical_plc_invocations", 2);
+    assert_eq!(dec.counter("late_dropped"), 1);
+    assert_eq!(dec.counter("frames_decoded"), 6);
+    assert_eq!(dec.counter("jobs"), 8);
+}

@@ -19,7 +19,10 @@
 //! worker repeats the last good frame's parameters at half and then quarter
 //! level, then plays silence (`classical_plc_invocations`). As in
 //! `codec.opus_decode`, `seq` jumps without markers are filled
-//! (`gaps_filled`), late items dropped (`late_dropped`), large jumps resync
+//! (`gaps_filled`), late items dropped (`late_dropped`: behind the seq
+//! expected and not newer than every real frame seen; a newer one is a
+//! jitter buffer following the sender back over seqs it concealed, and is
+//! decoded), large jumps resync
 //! (`resyncs`). A `MISSING | INSERTED` item (a jitter buffer growing its
 //! delay) is concealed without consuming its `seq`.
 //!
@@ -268,6 +271,7 @@ impl StageFactory for Codec2DecodeFactory {
             started: false,
             last_mode: mode,
             packet_frames: 1,
+            last_real_seq: None,
             expected_seq: None,
             foreign_frames: cx.counter("foreign_frames"),
             gaps_filled: cx.counter("gaps_filled"),
@@ -299,6 +303,8 @@ struct Codec2DecodeProc {
     /// Frames in the last packet decoded: what a gap without markers is
     /// taken to have held.
     packet_frames: usize,
+    /// Seq of the newest real (not MISSING) item seen.
+    last_real_seq: Option<u32>,
     expected_seq: Option<u32>,
     foreign_frames: Counter,
     gaps_filled: Counter,
@@ -334,6 +340,14 @@ impl Codec2DecodeProc {
         let meta = slot.meta;
         if meta.flags & frame_flags::STREAM_START != 0 {
             self.expected_seq = None;
+            self.last_real_seq = None;
+        }
+        let real = meta.flags & frame_flags::MISSING == 0;
+        let newest = self
+            .last_real_seq
+            .is_none_or(|l| meta.seq.wrapping_sub(l) as i32 > 0);
+        if real && newest {
+            self.last_real_seq = Some(meta.seq);
         }
         let mut sent = false;
         if meta.flags & (frame_flags::MISSING | frame_flags::INSERTED)
@@ -346,11 +360,16 @@ impl Codec2DecodeProc {
         }
         if let Some(exp) = self.expected_seq {
             let ahead = meta.seq.wrapping_sub(exp) as i32;
-            if ahead < 0 {
+            // Behind, yet newer than any real frame: a jitter buffer
+            // concealed these seqs and followed the sender back to them
+            // (`jitter.adaptive`). Decode it.
+            if ahead < 0 && !(real && newest) {
                 self.late_dropped.inc();
                 return false;
             }
-            if ahead as u32 > MAX_GAP {
+            if ahead < 0 {
+                // Rewound: nothing to fill.
+            } else if ahead as u32 > MAX_GAP {
                 self.resyncs.inc();
             } else {
                 // Each packet missing held as many frames as the last one.
@@ -362,7 +381,6 @@ impl Codec2DecodeProc {
         }
         self.expected_seq = Some(meta.seq.wrapping_add(1));
         let own_mode = Profile::codec2_mode_of_wire(meta.codec);
-        let real = meta.flags & frame_flags::MISSING == 0;
         if own_mode.is_none() && real {
             self.foreign_frames.inc();
         }

@@ -48,7 +48,7 @@ params = { profile = "good", dred_ms = 0, expected_loss = 0, codec_live = "codec
 [[stage]]
 id = "drop"
 kind = "test.drop_nth"
-params = { codec = "${codec2_1200}", nth = "${drop}" }
+params = { codec = "${codec}", nth = "${drop}" }
 [[stage]]
 id = "pack"
 kind = "wire.packetize"
@@ -63,6 +63,7 @@ params = { min_delay = "20ms", max_delay = "300ms", initial_delay = "40ms" }
 [[stage]]
 id = "clock"
 kind = "test.media_clock"
+params = { long_ms = "${packet_ms}" }
 [[stage]]
 id = "dec"
 kind = "codec.adaptive_decode"
@@ -108,15 +109,37 @@ from = "down.out"
 to = "sink.in"
 "#;
 
-/// (tier, packet ms, cycles of 20 ms).
-const PHASES: [(&str, u32, u64); 3] = [
-    ("good", 20, 250),
-    ("catastrophic", 120, 300),
-    ("good", 20, 250),
-];
+/// The Codec2 tier a call moves to and back from, and its packets.
+#[derive(Clone, Copy)]
+struct Call {
+    tier: &'static str,
+    codec: CodecId,
+    packet_ms: u32,
+    frame_ms: u32,
+    /// Least mean loudness-contour match of the Codec2 phase.
+    contour_floor: f64,
+}
+
+/// Cycles (20 ms) of good, then Codec2, then good.
+const CYCLES: [u64; 3] = [250, 300, 250];
 
 /// The Codec2 packet dropped in the lossy run: well into the phase.
-const DROPPED_PACKET: u64 = 25;
+const DROPPED_PACKET: u64 = 20;
+
+impl Call {
+    /// (tier, packet ms, cycles of 20 ms).
+    fn phases(&self) -> [(&'static str, u32, u64); 3] {
+        [
+            ("good", 20, CYCLES[0]),
+            (self.tier, self.packet_ms, CYCLES[1]),
+            ("good", 20, CYCLES[2]),
+        ]
+    }
+
+    fn frames_per_packet(&self) -> u64 {
+        u64::from(self.packet_ms / self.frame_ms)
+    }
+}
 
 fn counter(g: &Graph, stage: &str, name: &str) -> u64 {
     g.stats()
@@ -186,7 +209,7 @@ const COUNTERS: [(&str, &str); 23] = [
     ("jb", "stretched"),
     ("jb", "skipped"),
     ("jb", "late"),
-    ("clock", "frames_120ms"),
+    ("clock", "frames_long"),
     ("dec", "codec2_frames_decoded"),
     ("dec", "codec2_concealed"),
     ("dec", "codec2_errors"),
@@ -221,21 +244,20 @@ impl Outcome {
     }
 }
 
-fn run(drop_nth: u64) -> Outcome {
+fn run(call: Call, drop_nth: u64) -> Outcome {
     assert!(checker_installed());
     let dir = std::env::temp_dir().join(format!(
-        "wzp-codec2-packets-{}-{drop_nth}",
-        std::process::id()
+        "wzp-codec2-packets-{}-{}-{drop_nth}",
+        std::process::id(),
+        call.tier
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join("out.wav");
     let vars = [
         ("out".to_string(), out.display().to_string()),
         ("drop".to_string(), drop_nth.to_string()),
-        (
-            "codec2_1200".to_string(),
-            CodecId::CODEC2_1200.0.to_string(),
-        ),
+        ("codec".to_string(), call.codec.0.to_string()),
+        ("packet_ms".to_string(), call.packet_ms.to_string()),
     ]
     .into_iter()
     .collect();
@@ -251,9 +273,10 @@ fn run(drop_nth: u64) -> Outcome {
     let mut first_out: Option<u64> = None;
     let mut settled = (0, 0);
     let mut settled_drift = (i64::MAX, i64::MIN);
-    let settle_from = PHASES[0].2 + 50;
-    let settle_to = PHASES[0].2 + PHASES[1].2;
-    for (tier, frame_ms, cycles) in PHASES {
+    let plan = call.phases();
+    let settle_from = plan[0].2 + 50;
+    let settle_to = plan[0].2 + plan[1].2;
+    for (tier, frame_ms, cycles) in plan {
         cell.set(LiveCodecSettings {
             profile: Profile::by_name(tier).unwrap(),
             frame_ms,
@@ -308,7 +331,7 @@ fn run(drop_nth: u64) -> Outcome {
     // the level over them.
     let mut phases = Vec::new();
     let mut start = 0usize;
-    for (_, _, cycles) in PHASES {
+    for (_, _, cycles) in plan {
         let from = start + 8_000;
         let to = start + cycles as usize * 320 - 8_000;
         start += cycles as usize * 320;
@@ -352,10 +375,10 @@ fn run(drop_nth: u64) -> Outcome {
     o
 }
 
-#[test]
-fn a_call_in_120_ms_codec2_packets_plays_in_step_and_a_lost_packet_conceals_120_ms() {
-    let clean = run(0);
-    let lossy = run(DROPPED_PACKET);
+fn check(call: Call) {
+    let clean = run(call, 0);
+    let lossy = run(call, DROPPED_PACKET);
+    let k = call.frames_per_packet();
     for o in [&clean, &lossy] {
         assert_eq!(o.allocations, 0, "allocations on the real-time path");
         assert_eq!(o.get("enc", "codec_switches"), 2);
@@ -370,45 +393,47 @@ fn a_call_in_120_ms_codec2_packets_plays_in_step_and_a_lost_packet_conceals_120_
         ] {
             assert_eq!(o.get("dec", name), 0, "dec.{name}");
         }
-        // The first 120 ms packet leaves about 100 ms after its
-        // timestamp, later than the 20 ms cadence expects: the jitter
-        // buffer conceals a few periods and follows it back (each packet
-        // plays), it does not call packets late.
+        // The first long packet leaves later after its timestamp than the
+        // 20 ms cadence expects: the jitter buffer conceals a few periods
+        // and follows it back (each packet plays), it does not call
+        // packets late.
         assert_eq!(o.get("jb", "late"), 0);
     }
-    // 6 s of Codec2 1200 in 120 ms packets of three frames: 50 packets,
-    // give or take the one in flight at each switch; the receiver read
-    // each one's length from its payload.
+    // 6 s of Codec2 in packets of k frames, give or take the one in
+    // flight at each switch; the receiver read each one's length from its
+    // payload.
+    let want = CYCLES[1] * 20 / u64::from(call.packet_ms);
     let packets = clean.get("enc", "codec2_packets_out");
-    assert!((49..=51).contains(&packets), "{packets} Codec2 packets");
-    assert!(clean.get("enc", "codec2_frames_out") >= packets * 3 - 2);
     assert!(
-        clean.get("clock", "frames_120ms") + 2 >= packets,
-        "{} 120 ms frames reached the decoder",
-        clean.get("clock", "frames_120ms")
+        (want - 1..=want + 1).contains(&packets),
+        "{packets} Codec2 packets, want {want}"
     );
-    // Settled on 120 ms packets, the jitter buffer neither stretches per
+    assert!(clean.get("enc", "codec2_frames_out") >= packets * k - (k - 1));
+    assert!(
+        clean.get("clock", "frames_long") + 2 >= packets,
+        "{} packets of {} ms reached the decoder",
+        clean.get("clock", "frames_long"),
+        call.packet_ms
+    );
+    // Settled on long packets, the jitter buffer neither stretches per
     // packet nor conceals, and hands the decoder media in step with the
-    // clock (a packet is handed over whole: up to 120 ms ahead).
+    // clock (a packet is handed over whole: up to a packet ahead).
     assert_eq!(clean.settled_stretched, 0, "stretches while settled");
     assert_eq!(clean.settled_concealed, 0, "concealment while settled");
     let (lo, hi) = clean.settled_drift;
     assert!(
-        hi - lo <= 120 * 48,
+        hi - lo <= i64::from(call.packet_ms) * 48,
         "media handed to the decoder wandered by {lo}..={hi} samples"
     );
-    // The speech follows the talker in every phase, at its level. Codec2
-    // 1200 scores lower on the contour (it interpolates its parameters
-    // over 40 ms; codec_adaptive_switch measures 0.70-0.81 for it over
-    // 3 s, 1 s windows here 0.6-0.93).
+    // The speech follows the talker in every phase, at its level.
     for (i, (contour, level)) in clean.phases.iter().enumerate() {
-        let floor = if i == 1 { 0.65 } else { 0.9 };
+        let floor = if i == 1 { call.contour_floor } else { 0.9 };
         assert!(*contour > floor, "phase {i}: loudness contour {contour:.3}");
         assert!((0.4..2.5).contains(level), "phase {i}: level {level:.2}");
     }
-    // One 120 ms packet lost: the jitter buffer marks one period of 120
-    // ms, the decoder conceals three Codec2 frames for it, and nothing
-    // else changes.
+    // One packet lost: the jitter buffer marks one period of the packet's
+    // length, the decoder conceals its k Codec2 frames, and nothing else
+    // changes.
     assert_eq!(lossy.get("drop", "dropped"), 1);
     assert_eq!(
         lossy.get("jb", "concealed"),
@@ -416,12 +441,39 @@ fn a_call_in_120_ms_codec2_packets_plays_in_step_and_a_lost_packet_conceals_120_
     );
     assert_eq!(
         lossy.get("dec", "codec2_concealed"),
-        clean.get("dec", "codec2_concealed") + 3
+        clean.get("dec", "codec2_concealed") + k
     );
-    assert_eq!(lossy.settled_concealed, 3);
+    assert_eq!(lossy.settled_concealed, k);
     assert_eq!(
-        lossy.get("dec", "codec2_frames_decoded") + 3,
+        lossy.get("dec", "codec2_frames_decoded") + k,
         clean.get("dec", "codec2_frames_decoded")
     );
     assert_eq!(lossy.get("jb", "stretched"), clean.get("jb", "stretched"));
+}
+
+/// Codec2 1200, three 40 ms frames a packet (what fits 12 kbit/s). Codec2
+/// 1200 scores lower on the contour (it interpolates its parameters over
+/// 40 ms; codec_adaptive_switch measures 0.70-0.81 for it over 3 s, 1 s
+/// windows here 0.6-0.93).
+#[test]
+fn a_call_in_120_ms_codec2_packets_plays_in_step_and_a_lost_packet_conceals_120_ms() {
+    check(Call {
+        tier: "catastrophic",
+        codec: CodecId::CODEC2_1200,
+        packet_ms: 120,
+        frame_ms: 40,
+        contour_floor: 0.65,
+    });
+}
+
+/// Codec2 3200, three 20 ms frames a packet.
+#[test]
+fn a_call_in_60_ms_codec2_3200_packets_plays_in_step_and_a_lost_packet_conceals_60_ms() {
+    check(Call {
+        tier: "poor",
+        codec: CodecId::CODEC2_3200,
+        packet_ms: 60,
+        frame_ms: 20,
+        contour_floor: 0.85,
+    });
 }

@@ -19,14 +19,16 @@ pub fn register(registry: &mut Registry) {
 /// length it asks the decoder to conceal (`duration_ms`).
 ///
 /// Counters: `samples` (both), `played_samples`, `concealed_samples`,
-/// `frames_40ms`, `frames_120ms` (frames played of that length).
+/// `frames_40ms`, `frames_long` (frames played of that length, or of the
+/// `long_ms` param's, default 120).
 pub struct MediaClock;
 struct MediaClockProc {
     samples: Counter,
     played_samples: Counter,
     concealed_samples: Counter,
     frames_40ms: Counter,
-    frames_120ms: Counter,
+    long_samples: u64,
+    frames_long: Counter,
 }
 impl Processor for MediaClockProc {
     fn process(&mut self, io: &mut Io<'_>, _cx: &Cx) -> Flow {
@@ -40,10 +42,11 @@ impl Processor for MediaClockProc {
                 self.samples.add(n);
             } else {
                 let n = u64::from(CodecId(s.meta.codec).frame_samples(s.bytes()).unwrap_or(0));
-                match n {
-                    1920 => self.frames_40ms.inc(),
-                    5760 => self.frames_120ms.inc(),
-                    _ => {}
+                if n == 1920 {
+                    self.frames_40ms.inc();
+                }
+                if n == self.long_samples {
+                    self.frames_long.inc();
                 }
                 self.played_samples.add(n);
                 self.samples.add(n);
@@ -63,12 +66,16 @@ impl StageFactory for MediaClock {
                 doc: "",
             }],
             outputs: vec![],
-            params: vec![],
+            params: vec![ParamSpec::int(
+                "long_ms",
+                120,
+                "frames played of this length count in frames_long",
+            )],
             default_domain: Domain::Clocked,
             domains: &[Domain::Clocked],
         }
     }
-    fn build(&self, cx: &mut BuildContext<'_>, _p: &Params) -> Result<Built, BuildError> {
+    fn build(&self, cx: &mut BuildContext<'_>, p: &Params) -> Result<Built, BuildError> {
         Ok(Built {
             inputs: vec![PortDecl::new("in", PortType::Frame)],
             outputs: vec![],
@@ -78,7 +85,8 @@ impl StageFactory for MediaClock {
                 played_samples: cx.counter("played_samples"),
                 concealed_samples: cx.counter("concealed_samples"),
                 frames_40ms: cx.counter("frames_40ms"),
-                frames_120ms: cx.counter("frames_120ms"),
+                long_samples: p.int_in("long_ms", 1, 255)? as u64 * 48,
+                frames_long: cx.counter("frames_long"),
             }),
         })
     }

@@ -28,14 +28,18 @@
 //! **Switching.** The codec cell ([`CodecLive`], param `codec_live`) is read
 //! once per cycle, before any frame of the cycle leaves:
 //! - to Codec2: from this cycle on, the Codec2 frames the worker finished
-//!   go out (in 1200 mode, whose 40 ms frames finish every other cycle, the
-//!   one finished last cycle if none finished in this one, so the stream
-//!   does not pause); a partly filled Opus frame is dropped.
-//! - to Opus: the next Opus frame to complete goes out; the Opus encoder's
-//!   state is reset first (the far decoder resets on the codec change too).
+//!   go out, or into the packet being filled (in 1200 mode, whose 40 ms
+//!   frames finish every other cycle, the one finished last cycle if none
+//!   finished in this one, so the stream does not pause); a partly filled
+//!   Opus frame is dropped.
+//! - to Opus (or the other Codec2 mode): a Codec2 packet partly filled
+//!   leaves first, shorter; the next Opus frame to complete goes out; the
+//!   Opus encoder's state is reset first (the far decoder resets on the
+//!   codec change too).
 //! - Opus frame size (10/20/40/60 ms, e.g. `degraded`'s 40 ms): applies from
-//!   the next frame boundary. Codec2 packet duration: from the next packet. A new Opus profile also sets its bit rate;
-//!   the Opus cell (`live_settings`) overrides it when it changes after.
+//!   the next frame boundary; Codec2 packet duration: from the next packet.
+//!   A new Opus profile also sets its bit rate; the Opus cell
+//!   (`live_settings`) overrides it when it changes after.
 //!
 //! The codecs' own delays differ (Codec2 about 36 ms more: its analysis
 //! window, the resampler and the worker hop), so a switch to Codec2 repeats

@@ -27,8 +27,12 @@ fuzz_target!(|data: &[u8]| {
     );
     let _ = pkt.associated_data();
     // A payload's own length (what depacketize writes as the frame's
-    // duration): never panics, never beyond what one Opus packet holds.
+    // duration): never panics, never beyond what one Opus packet holds; a
+    // Codec2 payload (several frames back to back) counts whole 20 ms frames.
     if let Some(n) = pkt.header.codec.frame_samples(pkt.payload) {
         assert!(n > 0 && (n <= 5_760 || pkt.header.codec == wzp_proto::CodecId::PCM_S16LE));
+        if (0x10..=0x15).contains(&pkt.header.codec.0) {
+            assert!(n % 960 == 0 && !pkt.payload.is_empty());
+        }
     }
 });

@@ -188,23 +188,40 @@ impl CodecId {
 
     /// Audio (in 48 kHz samples) that a payload of this codec holds, read
     /// from the payload itself: an Opus packet's TOC byte (RFC 6716 §3.1:
-    /// frame size times frame count), a Codec2 mode's fixed frame, or
-    /// 16-bit PCM's length. `None` for codecs that carry no audio or that
-    /// this build does not know, and for payloads that do not say (an empty
-    /// or truncated Opus packet, more than 120 ms). The frame length is not
+    /// frame size times frame count), a Codec2 payload's length (a whole
+    /// number of its mode's fixed-size frames), or 16-bit PCM's length.
+    /// `None` for codecs that carry no audio or that this build does not
+    /// know, and for payloads that do not say (an empty or truncated Opus
+    /// packet, a Codec2 payload that is not a whole number of frames, more
+    /// than 120 ms). The frame length is not
     /// in the media header: a sender may change it at any packet (docs/WIRE.md
     /// §6.1). Reads at most two bytes; never panics.
     pub fn frame_samples(self, payload: &[u8]) -> Option<u32> {
         match self {
             Self::OPUS => opus_packet_samples(payload),
-            Self::CODEC2_3200 | Self::CODEC2_2400 => Some(960),
-            Self::CODEC2_1600 | Self::CODEC2_1400 | Self::CODEC2_1300 | Self::CODEC2_1200 => {
-                Some(1920)
-            }
+            Self::CODEC2_3200 | Self::CODEC2_1600 => codec2_packet_samples(payload, 8, self),
+            Self::CODEC2_2400 | Self::CODEC2_1200 => codec2_packet_samples(payload, 6, self),
+            Self::CODEC2_1400 | Self::CODEC2_1300 => codec2_packet_samples(payload, 7, self),
             Self::PCM_S16LE => u32::try_from(payload.len() / 2).ok().filter(|&n| n > 0),
             _ => None,
         }
     }
+}
+
+/// Samples at 48 kHz in a Codec2 payload: a packet carries one or more
+/// frames of its mode back to back (docs/WIRE.md §1), `frame_bytes` each
+/// (the `codec2` crate's bits per frame, rounded up to whole bytes: 3200 and
+/// 1600 8 B, 1400 and 1300 7 B, 2400 and 1200 6 B), 20 ms (3200, 2400) or
+/// 40 ms (the others) each. `None` unless the length is a positive whole
+/// number of frames holding at most 120 ms.
+fn codec2_packet_samples(payload: &[u8], frame_bytes: usize, codec: CodecId) -> Option<u32> {
+    let per_frame: usize = match codec {
+        CodecId::CODEC2_3200 | CodecId::CODEC2_2400 => 960,
+        _ => 1_920,
+    };
+    let frames = payload.len() / frame_bytes;
+    let samples = frames * per_frame;
+    (frames > 0 && payload.len() % frame_bytes == 0 && samples <= 5_760).then_some(samples as u32)
 }
 
 /// Samples at 48 kHz in an Opus packet, from its TOC byte (and, for a code 3
@@ -637,9 +654,71 @@ mod tests {
             ),
             (CodecId::OPUS, &[31 << 3 | 3, 0x3f], None, "63 CELT 20 ms"),
             (CodecId::CODEC2_3200, &[0; 8], Some(960), "Codec2 3200"),
-            (CodecId::CODEC2_2400, &[], Some(960), "Codec2 2400"),
+            (
+                CodecId::CODEC2_3200,
+                &[0; 16],
+                Some(1920),
+                "two Codec2 3200",
+            ),
+            (
+                CodecId::CODEC2_3200,
+                &[0; 48],
+                Some(5760),
+                "six Codec2 3200",
+            ),
+            (CodecId::CODEC2_3200, &[0; 56], None, "seven 3200: 140 ms"),
+            (CodecId::CODEC2_3200, &[0; 12], None, "3200, 1.5 frames"),
+            (CodecId::CODEC2_3200, &[0; 6], None, "3200, short"),
+            (CodecId::CODEC2_3200, &[], None, "3200, empty"),
+            (CodecId::CODEC2_2400, &[0; 6], Some(960), "Codec2 2400"),
+            (
+                CodecId::CODEC2_2400,
+                &[0; 36],
+                Some(5760),
+                "six Codec2 2400",
+            ),
+            (CodecId::CODEC2_2400, &[0; 8], None, "2400, 8 bytes"),
+            (CodecId::CODEC2_2400, &[], None, "2400, empty"),
             (CodecId::CODEC2_1600, &[0; 8], Some(1920), "Codec2 1600"),
+            (
+                CodecId::CODEC2_1600,
+                &[0; 24],
+                Some(5760),
+                "three Codec2 1600",
+            ),
+            (CodecId::CODEC2_1600, &[0; 32], None, "four 1600: 160 ms"),
+            (CodecId::CODEC2_1400, &[0; 7], Some(1920), "Codec2 1400"),
+            (
+                CodecId::CODEC2_1400,
+                &[0; 14],
+                Some(3840),
+                "two Codec2 1400",
+            ),
+            (CodecId::CODEC2_1400, &[0; 8], None, "1400, 8 bytes"),
+            (
+                CodecId::CODEC2_1300,
+                &[0; 21],
+                Some(5760),
+                "three Codec2 1300",
+            ),
+            (CodecId::CODEC2_1300, &[0; 6], None, "1300, 6 bytes"),
             (CodecId::CODEC2_1200, &[0; 6], Some(1920), "Codec2 1200"),
+            (
+                CodecId::CODEC2_1200,
+                &[0; 12],
+                Some(3840),
+                "two Codec2 1200",
+            ),
+            (
+                CodecId::CODEC2_1200,
+                &[0; 18],
+                Some(5760),
+                "three Codec2 1200",
+            ),
+            (CodecId::CODEC2_1200, &[0; 24], None, "four 1200: 160 ms"),
+            (CodecId::CODEC2_1200, &[0; 8], None, "1200, 8 bytes"),
+            (CodecId::CODEC2_1200, &[0; 5], None, "1200, short"),
+            (CodecId::CODEC2_1200, &[], None, "1200, empty"),
             (CodecId::PCM_S16LE, &[0; 1920], Some(960), "PCM 20 ms"),
             (CodecId::PCM_S16LE, &[0], None, "PCM, less than a sample"),
             (CodecId::COMFORT_NOISE, &[40], None, "comfort noise"),
@@ -659,6 +738,29 @@ mod tests {
                 if let Some(n) = CodecId::OPUS.frame_samples(&p) {
                     assert!((120..=5_760).contains(&n), "{p:?}: {n}");
                 }
+            }
+        }
+        // Every Codec2 payload length up to 64 bytes: a whole number of the
+        // mode's frames (bytes, ms each, as the codec2 crate makes them) up
+        // to 120 ms says its length, nothing else does.
+        let modes = [
+            (CodecId::CODEC2_3200, 8, 20),
+            (CodecId::CODEC2_2400, 6, 20),
+            (CodecId::CODEC2_1600, 8, 40),
+            (CodecId::CODEC2_1400, 7, 40),
+            (CodecId::CODEC2_1300, 7, 40),
+            (CodecId::CODEC2_1200, 6, 40),
+        ];
+        for (codec, bytes, ms) in modes {
+            for len in 0..=64usize {
+                let frames = len / bytes;
+                let fits = len > 0 && len % bytes == 0 && frames * ms <= 120;
+                let want = fits.then_some((frames * ms * 48) as u32);
+                assert_eq!(
+                    codec.frame_samples(&vec![0xa5; len]),
+                    want,
+                    "{codec:?}, {len} bytes"
+                );
             }
         }
     }

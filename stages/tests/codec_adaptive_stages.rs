@@ -93,6 +93,172 @@ fn one_seq_and_media_clock_across_codec_and_frame_size_switches() {
     }
 }
 
+/// Runs `x` through an encoder whose codec cell holds `plan` (settings,
+/// cycles each), from the first cycle; returns each item sent with the
+/// index of the phase it left in, and the encoder.
+fn encode_plan(x: &[f32], plan: &[(LiveCodecSettings, u64)]) -> (Vec<(usize, Captured)>, Harness) {
+    assert!(checker_installed());
+    let cell = Arc::new(CodecLive::new());
+    let mut res = Resources::new();
+    res.insert("codec_live", cell.clone());
+    let mut enc = Harness::try_with_resources(
+        &AdaptiveEncodeFactory,
+        &[("codec_live", str_("codec_live"))],
+        &res,
+    )
+    .unwrap();
+    let mut items = Vec::new();
+    let mut cycle = 0usize;
+    let mut allocations = 0;
+    for (phase, &(settings, cycles)) in plan.iter().enumerate() {
+        cell.set(settings).unwrap();
+        for _ in 0..cycles {
+            enc.set_pcm_in(&x[cycle * Q..(cycle + 1) * Q]);
+            let ((), n) = count_allocs(|| enc.step());
+            allocations += n;
+            cycle += 1;
+            enc.wait_counter("codec2_frames_encoded", (cycle + cycle / 2) as u64);
+            items.extend(capture(enc.frames_out()).into_iter().map(|f| (phase, f)));
+        }
+    }
+    assert_eq!(allocations, 0, "allocations in process");
+    (items, enc)
+}
+
+fn codec2_at(tier: &str, frame_ms: u32) -> LiveCodecSettings {
+    LiveCodecSettings {
+        profile: Profile::by_name(tier).unwrap(),
+        frame_ms,
+    }
+}
+
+/// Codec2 1200 in 80 and 120 ms packets: each item carries two or three
+/// 6-byte frames, the very frames a 40 ms stream of the same input sends
+/// one by one; `seq` +1 and the timestamp + the whole packet per item.
+#[test]
+fn codec2_packets_carry_several_frames_on_one_seq_and_clock() {
+    let x = speechlike(Q * 64);
+    let (single, _) = encode_plan(&x, &[(codec2_at("catastrophic", 40), 60)]);
+    let single: Vec<&Captured> = single.iter().map(|(_, f)| f).collect();
+    assert!(single.len() >= 28, "{} frames at 40 ms", single.len());
+    for (k, bytes) in [(2usize, 12usize), (3, 18)] {
+        let ms = 40 * k as u32;
+        let (packed, enc) = encode_plan(&x, &[(codec2_at("catastrophic", ms), 60)]);
+        assert_eq!(enc.gauge("frame_ms"), i64::from(ms));
+        assert_eq!(enc.gauge("codec"), i64::from(CodecId::CODEC2_1200.0));
+        assert_eq!(packed.len(), single.len() / k, "{ms} ms: packets sent");
+        for (i, (_, f)) in packed.iter().enumerate() {
+            let what = format!("{ms} ms packet {i}");
+            assert_eq!(f.meta.codec, CodecId::CODEC2_1200.0, "{what}");
+            assert_eq!(f.bytes.len(), bytes, "{what}");
+            assert_eq!(u32::from(f.meta.duration_ms), ms, "{what}");
+            assert_eq!(f.meta.seq, i as u32, "{what}");
+            assert_eq!(f.meta.timestamp, i as u32 * ms * 48, "{what}");
+            assert_eq!(f.meta.flags & frame_flags::STREAM_START != 0, i == 0);
+            // The receiver reads the same length from the payload.
+            assert_eq!(
+                CodecId(f.meta.codec).frame_samples(&f.bytes),
+                Some(ms * 48),
+                "{what}"
+            );
+            let want: Vec<u8> = single[i * k..(i + 1) * k]
+                .iter()
+                .flat_map(|s| s.bytes.iter().copied())
+                .collect();
+            assert_eq!(f.bytes, want, "{what}: the 40 ms frames, in order");
+        }
+        assert_eq!(enc.counter("codec2_packets_out"), packed.len() as u64);
+        assert_eq!(enc.counter("codec2_frames_out"), (packed.len() * k) as u64);
+    }
+}
+
+/// Switching in and out of packed Codec2: every item's length is what its
+/// payload says, one seq and media clock throughout, a packet duration
+/// change applies at a packet boundary, and a packet partly filled when
+/// the codec changes leaves at once, shorter: the audio a Codec2 phase
+/// sent matches the phase's length.
+#[test]
+fn packed_codec2_switches_lose_no_audio() {
+    let good = LiveCodecSettings::of(Profile::by_name("good").unwrap());
+    // (settings, cycles of 20 ms)
+    let plan = [
+        (good, 10),
+        (codec2_at("catastrophic", 120), 14),
+        (codec2_at("poor", 60), 7),
+        (codec2_at("poor", 100), 12),
+        (codec2_at("catastrophic", 80), 9),
+        (good, 10),
+    ];
+    let x = speechlike(Q * 64);
+    let (items, enc) = encode_plan(&x, &plan);
+    assert_eq!(enc.counter("codec_switches"), 4);
+    // Frames per packet wanted: 1 -> 3 (catastrophic at 120), 3 (poor at
+    // 60: no change), 5 (poor at 100), 2 (catastrophic at 80).
+    assert_eq!(enc.counter("frame_size_switches"), 3);
+    let mut ts = 0u32;
+    for (i, (phase, f)) in items.iter().enumerate() {
+        let ms = u32::from(f.meta.duration_ms);
+        let what = format!("item {i} (phase {phase}, codec {:#x})", f.meta.codec);
+        assert_eq!(f.meta.seq, i as u32, "{what}");
+        assert_eq!(f.meta.timestamp, ts, "{what}");
+        assert_eq!(
+            CodecId(f.meta.codec).frame_samples(&f.bytes),
+            Some(ms * 48),
+            "{what}: the payload says another length"
+        );
+        ts = ts.wrapping_add(ms * 48);
+    }
+    // Each run of one codec: packets at the duration wanted (a change
+    // applies at a packet boundary: 60 ms packets, then 100 ms ones), the
+    // last one shorter when the codec changed under it, and the run's
+    // audio within one frame of its length (the worker's frames finish at
+    // their own pace; the first one may come from standby).
+    // (codec, phases, packet durations in order, frame ms)
+    let runs: [(u8, &[usize], &[u32], u32); 3] = [
+        (CodecId::CODEC2_1200.0, &[1], &[120], 40),
+        (CodecId::CODEC2_3200.0, &[2, 3], &[60, 100], 20),
+        (CodecId::CODEC2_1200.0, &[4], &[80], 40),
+    ];
+    let mut partials = 0;
+    for (codec, phases, durations, frame_ms) in runs {
+        let first = items
+            .iter()
+            .position(|(p, f)| *p == phases[0] && f.meta.codec == codec)
+            .unwrap();
+        let run: Vec<&Captured> = items[first..]
+            .iter()
+            .take_while(|(_, f)| f.meta.codec == codec)
+            .map(|(_, f)| f)
+            .collect();
+        let what = format!("phases {phases:?}");
+        let ms: Vec<u32> = run.iter().map(|f| u32::from(f.meta.duration_ms)).collect();
+        let (last, full) = ms.split_last().unwrap();
+        // Full packets, in the order the durations were asked for.
+        let mut want = durations.iter().peekable();
+        for d in full {
+            while want.peek().is_some_and(|w| *w != d) {
+                want.next();
+            }
+            assert!(want.peek().is_some(), "{what}: packets of {ms:?}");
+        }
+        let wanted_last = *durations.last().unwrap();
+        assert!(*last <= wanted_last, "{what}: packets of {ms:?}");
+        if *last < wanted_last {
+            // The partial packet left in the first cycle after the run.
+            let idx = first + run.len() - 1;
+            assert_eq!(items[idx].0, phases[phases.len() - 1] + 1, "{what}");
+            partials += 1;
+        }
+        let sent: u32 = ms.iter().sum();
+        let run_ms: u32 = phases.iter().map(|p| plan[*p].1 as u32 * 20).sum();
+        assert!(
+            sent + frame_ms >= run_ms && sent <= run_ms + frame_ms,
+            "{what}: {sent} ms of Codec2 sent ({ms:?}) in a {run_ms} ms run"
+        );
+    }
+    assert!(partials >= 1, "the plan leaves a packet partly filled");
+}
+
 #[test]
 fn bad_params_say_what_to_use() {
     let mut res = Resources::new();
@@ -135,6 +301,7 @@ fn malformed_frames_are_counted_and_concealed_not_fatal() {
     let mut dec = Harness::new(&AdaptiveDecodeFactory, &[("lookahead_frames", int(0))]);
     // A real Codec2 3200 frame's worth of bits and an Opus-looking TOC.
     let c2 = [0x5au8; 8];
+    let c2_long = [0x5au8; 56];
     let garbage_opus = [0x78u8, 0xff, 0x00, 0x13, 0x37];
     let missing = frame_flags::MISSING;
     // (what, codec, payload, flags, seq, counter that must move)
@@ -153,7 +320,7 @@ fn malformed_frames_are_counted_and_concealed_not_fatal() {
             &c2[..5],
             0,
             1,
-            "codec2_concealed",
+            "codec2_errors",
         ),
         (
             "codec2 1200, 8 bytes",
@@ -161,18 +328,42 @@ fn malformed_frames_are_counted_and_concealed_not_fatal() {
             &c2,
             0,
             2,
-            "codec2_concealed",
+            "codec2_errors",
+        ),
+        (
+            "codec2 1200, three frames",
+            CodecId::CODEC2_1200.0,
+            &c2_long[..18],
+            0,
+            3,
+            "codec2_frames_decoded",
+        ),
+        (
+            "codec2 1200, four frames: 160 ms",
+            CodecId::CODEC2_1200.0,
+            &c2_long[..24],
+            0,
+            4,
+            "codec2_errors",
+        ),
+        (
+            "codec2 3200, seven frames: 140 ms",
+            CodecId::CODEC2_3200.0,
+            &c2_long,
+            0,
+            5,
+            "codec2_errors",
         ),
         (
             "marker on codec2",
             CodecId::CODEC2_3200.0,
             &[],
             missing,
-            3,
+            6,
             "codec2_concealed",
         ),
-        ("unknown codec 0x33", 0x33, &c2, 0, 4, "codec2_concealed"),
-        ("unknown codec 0x34", 0x34, &c2, 0, 5, "foreign_frames"),
+        ("unknown codec 0x33", 0x33, &c2, 0, 7, "codec2_concealed"),
+        ("unknown codec 0x34", 0x34, &c2, 0, 8, "foreign_frames"),
         (
             "seq back",
             CodecId::CODEC2_3200.0,

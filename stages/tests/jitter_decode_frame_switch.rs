@@ -14,6 +14,8 @@
 
 wzp_engine::install_alloc_checker!();
 
+mod frame_support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,88 +80,6 @@ impl StageFactory for Outage {
             latency: Duration::ZERO,
             processor: Box::new(OutageProc {
                 dropped: cx.counter("dropped"),
-            }),
-        })
-    }
-}
-
-/// Samples (48 kHz) an Opus packet holds, from its TOC (RFC 6716 §3.1).
-fn opus_packet_samples(p: &[u8]) -> u64 {
-    let Some(&toc) = p.first() else {
-        return 0;
-    };
-    let config = toc >> 3;
-    let per_frame: u64 = match config {
-        0..=11 => [480, 960, 1920, 2880][usize::from(config % 4)],
-        12..=15 => [480, 960][usize::from(config % 2)],
-        _ => [120, 240, 480, 960][usize::from(config % 4)],
-    };
-    let frames = match toc & 3 {
-        0 => 1,
-        1 | 2 => 2,
-        _ => u64::from(p.get(1).map_or(0, |b| b & 0x3f)),
-    };
-    per_frame * frames
-}
-
-/// `test.media_clock`: sums the media the jitter buffer hands the decoder:
-/// a frame played counts its Opus packet's own length, a MISSING item the
-/// length it asks the decoder to conceal (`duration_ms`).
-struct MediaClock;
-struct MediaClockProc {
-    samples: Counter,
-    played_samples: Counter,
-    concealed_samples: Counter,
-    frames_40ms: Counter,
-}
-impl Processor for MediaClockProc {
-    fn process(&mut self, io: &mut Io<'_>, _cx: &Cx) -> Flow {
-        let Some(input) = io.frames_in(0) else {
-            return Flow::Continue;
-        };
-        for s in input.iter() {
-            if s.meta.flags & frame_flags::MISSING != 0 {
-                let n = u64::from(s.meta.duration_ms) * 48;
-                self.concealed_samples.add(n);
-                self.samples.add(n);
-            } else {
-                let n = opus_packet_samples(s.bytes());
-                if n == 1920 {
-                    self.frames_40ms.inc();
-                }
-                self.played_samples.add(n);
-                self.samples.add(n);
-            }
-        }
-        Flow::Continue
-    }
-}
-impl StageFactory for MediaClock {
-    fn info(&self) -> StageInfo {
-        StageInfo {
-            kind: "test.media_clock",
-            summary: "sums the media length of the frames it sees",
-            inputs: vec![PortInfo {
-                name: "in",
-                ty: "Frame",
-                doc: "",
-            }],
-            outputs: vec![],
-            params: vec![],
-            default_domain: Domain::Clocked,
-            domains: &[Domain::Clocked],
-        }
-    }
-    fn build(&self, cx: &mut BuildContext<'_>, _p: &Params) -> Result<Built, BuildError> {
-        Ok(Built {
-            inputs: vec![PortDecl::new("in", PortType::Frame)],
-            outputs: vec![],
-            latency: Duration::ZERO,
-            processor: Box::new(MediaClockProc {
-                samples: cx.counter("samples"),
-                played_samples: cx.counter("played_samples"),
-                concealed_samples: cx.counter("concealed_samples"),
-                frames_40ms: cx.counter("frames_40ms"),
             }),
         })
     }
@@ -292,7 +212,7 @@ fn run(wire: bool) -> Outcome {
     let spec = GraphSpec::parse(&text, "frame-switch.toml", &Default::default()).unwrap();
     let mut registry = wzp_stages::registry();
     registry.register(Outage).unwrap();
-    registry.register(MediaClock).unwrap();
+    frame_support::register(&mut registry);
     let opus_cell = Arc::new(OpusLive::new());
     let codec_cell = Arc::new(CodecLive::new());
     let mut res = Resources::new();

@@ -403,6 +403,61 @@ fn sender_pause_dtx_is_followed_not_called_late() {
     assert!((i20 - i19) as u32 >= gap, "{} periods apart", i20 - i19);
 }
 
+/// A sender that moves from 20 ms frames to 120 ms packets (Codec2 sent
+/// three frames to a packet): each packet leaves once its last frame is
+/// made, about 100 ms after its timestamp, so the first one is due before
+/// it arrives and playout conceals its seq, and the ones after, at the old
+/// 20 ms cadence. The buffer follows the sender back to the first packet
+/// (longer than the periods it concealed, newer than anything played)
+/// instead of calling every packet late: each packet plays, once, and the
+/// time concealed is the delay the longer packets need.
+#[test]
+fn a_move_to_longer_packets_is_followed_not_called_late() {
+    let mut h = Harness::new(&twenty());
+    let mut frames: Vec<FrameMeta> = (0..40u32)
+        .map(|k| frame(0, k, k as u64 * Q_NS + MS))
+        .collect();
+    for j in 0..20u32 {
+        let ts = 40 * 960 + j * 5_760;
+        let media_ns = ts as u64 * 1_000_000_000 / 48_000;
+        frames.push(FrameMeta {
+            seq: 40 + j,
+            timestamp: ts,
+            stream: 1,
+            duration_ms: 120,
+            arrival_ns: media_ns + 100 * MS,
+            ..Default::default()
+        });
+    }
+    let outs = run_seen(&mut h, frames, 40 + 20 * 6 + 20);
+    let all: Vec<Out> = outs
+        .into_iter()
+        .flatten()
+        .map(|(m, bytes)| {
+            if m.flags & frame_flags::MISSING != 0 {
+                Out::Missing(m.seq)
+            } else {
+                assert_eq!(bytes, payload(m.seq), "payload belongs to its seq");
+                Out::Played(m.seq)
+            }
+        })
+        .collect();
+    assert_eq!(played(&all), (0..60).collect::<Vec<_>>(), "{all:?}");
+    assert_eq!(h.counter("late"), 0);
+    assert_eq!(h.counter("resets"), 0);
+    // The move costs the periods concealed before the first packet came
+    // (at most its 100 ms), not one per packet.
+    let last = all.iter().rposition(|o| *o == Out::Played(59)).unwrap();
+    let concealed = all[..last]
+        .iter()
+        .filter(|o| matches!(o, Out::Missing(_)))
+        .count();
+    assert!(
+        (1..=6).contains(&concealed),
+        "{concealed} periods concealed: {all:?}"
+    );
+}
+
 /// A sender whose clock stalled (a starved CPU) sends nothing for 600 ms,
 /// then carries on where it left off: sequence numbers and timestamps both
 /// continue, so every frame from then on is 600 ms behind the playout

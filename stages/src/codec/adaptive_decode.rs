@@ -13,6 +13,21 @@
 //! buffer) go to the codec of the frame before them; `seq` is tracked
 //! across codecs, so a loss at a switch is concealed once.
 //!
+//! **Codec2 packets.** A Codec2 payload carries one or more frames of its
+//! mode back to back (up to 120 ms; docs/WIRE.md §1): each becomes a
+//! worker job, in order. A loss marker conceals the frames its
+//! `duration_ms` covers (a jitter buffer gives it the last packet's: three
+//! frames for a lost 120 ms packet of Codec2 1200); a seq gap filled
+//! without markers (`fill_gaps`), the last packet's frame count per seq
+//! missing. A payload that is no whole number of frames is concealed for
+//! its duration and counted in `codec2_errors`. 120 ms of audio arriving
+//! at once (5760 samples) fits the worker's rings and the output FIFO
+//! (what would not is counted in `codec2_worker_dropped` and
+//! `overflow_samples`). A Codec2 frame behind the seq expected but newer
+//! than any real frame seen is decoded, not dropped as late: the jitter
+//! buffer concealed those seqs and then followed the sender back to them
+//! (a pause, or a move to longer packets; `jitter.adaptive`).
+//!
 //! **Switching costs.** A switch is seen from the first frame of the new
 //! codec:
 //! - Opus -> Codec2: the Codec2 frame's audio comes back from the worker a
@@ -40,7 +55,9 @@
 //! `classical_plc_invocations`, `dred_reconstructions`, `fec_recovered`,
 //! ...; `underruns` for the whole output, `foreign_frames` for frames of
 //! unknown codecs on either path), and `codec2_frames_decoded`,
-//! `codec2_concealed` (lost Codec2 frames), `codec2_errors`, `codec2_jobs`
+//! `codec2_concealed` (lost Codec2 frames), `codec2_errors` (frames that
+//! failed to decode, or concealed for a payload of the wrong length),
+//! `codec2_jobs`
 //! (frames and losses handed to the worker),
 //! `codec2_worker_dropped`, `codec2_dropped_full` (worker queue full),
 //! `codec2_gaps_filled`, `codec2_late_dropped`, `codec_switches`,
@@ -60,7 +77,9 @@
 use rtrb::{Consumer, Producer};
 use wzp_engine::prelude::*;
 
-use super::codec2_decode::{spawn_decode_worker, DecodeWorker, DecodeWorkerCounters, Job};
+use super::codec2_decode::{
+    concealed_frames, spawn_decode_worker, DecodeWorker, DecodeWorkerCounters, Job,
+};
 use super::codec2_worker::{to_f32, WorkerHandle};
 use super::opus_decode::{OpusDecodeFactory, OpusDecodeProc};
 use super::profile::{is_opus_id, Codec2Mode, Profile};
@@ -128,7 +147,9 @@ impl StageFactory for AdaptiveDecodeFactory {
             high: vec![0.0; CHUNK_8K * 6].into_boxed_slice(),
             on_codec2: false,
             c2_mode: Codec2Mode::M3200,
+            c2_packet_frames: 1,
             c2_expected: None,
+            last_real_seq: None,
             c2_sent: 0,
             c2_back: 0,
             c2_dropped_seen: 0,
@@ -166,6 +187,11 @@ struct AdaptiveDecodeProc {
     /// Frames now go to Codec2 (the last real frame was Codec2).
     on_codec2: bool,
     c2_mode: Codec2Mode,
+    /// Frames in the last Codec2 packet: what a gap without markers (or a
+    /// loss that states no duration) is taken to have held.
+    c2_packet_frames: usize,
+    /// Seq of the newest real (not MISSING) item seen, either codec.
+    last_real_seq: Option<u32>,
     /// Next seq expected while on Codec2.
     c2_expected: Option<u32>,
     /// 8 kHz samples handed to the worker, taken back, and dropped by it:
@@ -208,7 +234,7 @@ impl AdaptiveDecodeProc {
                 *d = to_f32(*s);
             }
             let n = self.interp.process(&self.low[..got], &mut self.high);
-            let _ = self.opus.fifo().push(&self.high[..n]);
+            self.opus.push_into_fifo(&self.high[..n]);
         }
     }
 
@@ -222,15 +248,20 @@ impl AdaptiveDecodeProc {
         true
     }
 
-    fn lost_job(&self) -> Job {
-        Job {
-            bits: [0; 8],
-            mode: self.c2_mode,
-            lost: true,
+    /// Sends `n` lost frames (`bad`: of a payload that could not be read).
+    fn send_lost(&mut self, n: usize, bad: bool) -> bool {
+        let mode = self.c2_mode;
+        let job = if bad { Job::bad(mode) } else { Job::lost(mode) };
+        let mut sent = false;
+        for _ in 0..n {
+            sent |= self.send(job);
         }
+        sent
     }
 
-    /// The Codec2 path of `accept` (as `codec.codec2_decode`).
+    /// The Codec2 path of `accept` (as `codec.codec2_decode`): a payload of
+    /// k frames becomes k jobs in order; a loss conceals the frames its
+    /// duration covers.
     fn accept_codec2(&mut self, slot: &Slot<FrameMeta>, mode: Option<Codec2Mode>) -> bool {
         let meta = slot.meta;
         if meta.flags & frame_flags::STREAM_START != 0 {
@@ -239,22 +270,34 @@ impl AdaptiveDecodeProc {
         if meta.flags & (frame_flags::MISSING | frame_flags::INSERTED)
             == frame_flags::MISSING | frame_flags::INSERTED
         {
-            let job = self.lost_job();
-            return self.send(job);
+            let n = concealed_frames(self.c2_mode, meta.duration_ms, self.c2_packet_frames);
+            return self.send_lost(n, false);
         }
         let mut sent = false;
+        let real = meta.flags & frame_flags::MISSING == 0;
         if let Some(exp) = self.c2_expected {
             let ahead = meta.seq.wrapping_sub(exp) as i32;
-            if ahead < 0 {
+            // Behind the seq expected, yet newer than any real frame: the
+            // jitter buffer concealed these seqs (markers only) and then
+            // followed the sender back to them (a pause, or a move to
+            // longer packets). Follow it: the time concealed is the delay
+            // it grew.
+            let rewound = real
+                && self
+                    .last_real_seq
+                    .is_none_or(|l| meta.seq.wrapping_sub(l) as i32 > 0);
+            if ahead < 0 && !rewound {
                 self.codec2_late_dropped.inc();
                 return false;
             }
-            if ahead as u32 > MAX_GAP {
+            if ahead < 0 {
+                // Rewound: nothing to fill.
+            } else if ahead as u32 > MAX_GAP {
                 self.codec2_resyncs.inc();
             } else if ahead > 0 && self.fill_gaps {
+                // Each packet missing held as many frames as the last one.
                 for _ in 0..ahead {
-                    let job = self.lost_job();
-                    sent |= self.send(job);
+                    sent |= self.send_lost(self.c2_packet_frames, false);
                 }
                 self.codec2_gaps_filled.add(ahead as u64);
             }
@@ -263,17 +306,42 @@ impl AdaptiveDecodeProc {
         if let Some(m) = mode {
             self.c2_mode = m;
         }
-        let mut job = self.lost_job();
-        let real = meta.flags & frame_flags::MISSING == 0;
-        if real && mode.is_some() && slot.len() == self.c2_mode.frame_bytes() {
-            job.bits[..slot.len()].copy_from_slice(slot.bytes());
-            job.lost = false;
+        if real && mode.is_some() {
+            let mode = self.c2_mode;
+            if let Some(k) = mode.payload_frames(slot.len()) {
+                self.c2_packet_frames = k;
+                for bits in slot.bytes().chunks_exact(mode.frame_bytes()) {
+                    sent |= self.send(Job::frame(mode, bits));
+                }
+                return sent;
+            }
+            let n = concealed_frames(mode, meta.duration_ms, self.c2_packet_frames);
+            return sent | self.send_lost(n, true);
         }
-        sent | self.send(job)
+        let n = concealed_frames(self.c2_mode, meta.duration_ms, self.c2_packet_frames);
+        sent | self.send_lost(n, false)
+    }
+
+    /// Takes one item: routes it to its codec and remembers the newest
+    /// real seq. Returns whether the worker got work.
+    fn accept(&mut self, slot: &Slot<FrameMeta>) -> bool {
+        let meta = slot.meta;
+        if meta.flags & frame_flags::STREAM_START != 0 {
+            self.last_real_seq = None;
+        }
+        let sent = self.route(slot);
+        if meta.flags & frame_flags::MISSING == 0
+            && self
+                .last_real_seq
+                .is_none_or(|l| meta.seq.wrapping_sub(l) as i32 > 0)
+        {
+            self.last_real_seq = Some(meta.seq);
+        }
+        sent
     }
 
     /// Routes one item to its codec; returns whether the worker got work.
-    fn accept(&mut self, slot: &Slot<FrameMeta>) -> bool {
+    fn route(&mut self, slot: &Slot<FrameMeta>) -> bool {
         let meta = slot.meta;
         let real = meta.flags & frame_flags::MISSING == 0;
         let c2 = Profile::codec2_mode_of_wire(meta.codec);

@@ -5,23 +5,41 @@
 //! (same params, same live Opus settings); Codec2 runs in a worker thread
 //! (the `codec2` crate allocates) that encodes the decimated input in both
 //! wzp modes all the time, so a switch to Codec2 starts from a warm encoder
-//! with frames already made. Every frame leaves with one `seq` and media
-//! clock for the whole stream (`seq` +1 per frame, `timestamp` the running
-//! sum of frame durations at 48 kHz), whatever the codec: a receiver sees a
+//! with frames already made. Every packet leaves with one `seq` and media
+//! clock for the whole stream (`seq` +1 per packet, `timestamp` the running
+//! sum of packet durations at 48 kHz), whatever the codec: a receiver sees a
 //! codec change as nothing but the `codec` id (docs/WIRE.md §1), with no gap
 //! to conceal. `codec.adaptive_decode` decodes such a stream.
+//!
+//! **Codec2 packets.** On Codec2 the codec cell's `frame_ms` is the packet
+//! duration: a whole number k of the mode's frames up to 120 ms (1200: 40,
+//! 80 or 120 ms; 3200: 20 to 120 ms in 20 ms steps). The stage gathers k
+//! worker frames and sends them as one item: the k frames back to back as
+//! the payload (k × 6 or k × 8 bytes), `duration_ms` k × the frame, the
+//! timestamp advancing by the whole packet, one `seq`. A receiver counts
+//! the frames by the payload's length (docs/WIRE.md §1). Each datagram
+//! costs about 68 bytes of header, tag and QUIC framing, so Codec2 1200 in
+//! 40 ms packets needs ~15 kbit/s on the wire, in 120 ms packets ~5.7.
+//! A change of k applies from the next packet; a change of codec or mode
+//! with a packet partly filled sends that packet at once, shorter (the
+//! audio is not dropped, and the media clock stays the sum of what was
+//! sent).
 //!
 //! **Switching.** The codec cell ([`CodecLive`], param `codec_live`) is read
 //! once per cycle, before any frame of the cycle leaves:
 //! - to Codec2: from this cycle on, the Codec2 frames the worker finished
-//!   go out (in 1200 mode, whose 40 ms frames finish every other cycle, the
-//!   one finished last cycle if none finished in this one, so the stream
-//!   does not pause); a partly filled Opus frame is dropped.
-//! - to Opus: the next Opus frame to complete goes out; the Opus encoder's
-//!   state is reset first (the far decoder resets on the codec change too).
+//!   go out, or into the packet being filled (in 1200 mode, whose 40 ms
+//!   frames finish every other cycle, the one finished last cycle if none
+//!   finished in this one, so the stream does not pause); a partly filled
+//!   Opus frame is dropped.
+//! - to Opus (or the other Codec2 mode): a Codec2 packet partly filled
+//!   leaves first, shorter; the next Opus frame to complete goes out; the
+//!   Opus encoder's state is reset first (the far decoder resets on the
+//!   codec change too).
 //! - Opus frame size (10/20/40/60 ms, e.g. `degraded`'s 40 ms): applies from
-//!   the next frame boundary. A new Opus profile also sets its bit rate;
-//!   the Opus cell (`live_settings`) overrides it when it changes after.
+//!   the next frame boundary; Codec2 packet duration: from the next packet.
+//!   A new Opus profile also sets its bit rate; the Opus cell
+//!   (`live_settings`) overrides it when it changes after.
 //!
 //! The codecs' own delays differ (Codec2 about 36 ms more: its analysis
 //! window, the resampler and the worker hop), so a switch to Codec2 repeats
@@ -30,28 +48,33 @@
 //! **Ports**
 //! - in `in`: `Pcm@48000`, mono.
 //! - out `out`: `Frame`: `seq`, `timestamp`, `codec` (`0x01` Opus, `0x10`
-//!   Codec2 3200, `0x15` Codec2 1200), `duration_ms`, `stream`;
+//!   Codec2 3200, `0x15` Codec2 1200; a Codec2 item holds one to six
+//!   frames), `duration_ms`, `stream`;
 //!   `STREAM_START` on the first, `DTX` on 1-2 byte Opus frames.
 //!
 //! **Params**: every `codec.opus_encode` param (`profile` is the Opus tier
 //! the stream starts on; `live_settings` names the Opus cell), and
 //! - `codec_live` = `""`: name of an `Arc<codec::live::CodecLive>` resource
 //!   (shared with `quality.adapt`'s `codec_live`) holding the profile to
-//!   send and the frame duration. Empty: the stage stays on `profile`.
+//!   send and the frame (Opus) or packet (Codec2) duration. Empty: the
+//!   stage stays on `profile`.
 //!
 //! **Counters**: as `codec.opus_encode` (`frames_encoded`, `bytes_encoded`,
 //! `dtx_frames`, `encode_errors`, `dropped_full`, `live_updates`,
-//! `live_errors`, all for Opus), and `codec2_frames_out`,
+//! `live_errors`, all for Opus), and `codec2_frames_out` (frames sent),
+//! `codec2_packets_out` (items they left in),
 //! `codec2_frames_encoded` (worker, both modes), `codec2_errors`,
 //! `codec2_ring_overflow_samples` (worker stalled: input dropped),
 //! `codec2_worker_dropped`, `codec_switches` (Opus <-> Codec2 or between
-//! Codec2 modes), `frame_size_switches` (Opus frame duration), `live_codec_errors`
+//! Codec2 modes), `frame_size_switches` (Opus frame duration or Codec2
+//! frames per packet wanted), `live_codec_errors`
 //! (a codec cell value that could not apply). **Gauges**: `codec` (the wire
-//! id in force), `frame_ms`.
+//! id in force), `frame_ms` (the frame or packet duration wanted).
 //!
 //! **Latency** (declared): Opus's, as `codec.opus_encode` at `profile`.
 //! While Codec2 is on, `codec.codec2_encode`'s (one quantum + 22 ms + the
-//! part of a 40 ms frame beyond the quantum) applies instead.
+//! part of a 40 ms frame beyond the quantum) applies instead, plus the
+//! frames a packet waits for (k - 1 frames: 80 ms for 1200 at 120 ms).
 //!
 //! **Cost**: the worker encodes Codec2 3200 and 1200 all the time (see
 //! docs/PERFORMANCE.md); the real-time side decimates and moves samples.
@@ -83,6 +106,18 @@ const KIND: &str = "codec.adaptive_encode";
 
 /// Largest Opus frame the stage makes (60 ms).
 const MAX_OPUS_FRAME: usize = 60 * 48;
+
+/// Largest Codec2 packet: 120 ms of frames in the mode with the most bytes
+/// per ms (3200: six 8-byte frames).
+const MAX_CODEC2_PACKET: usize = {
+    let a = Codec2Mode::M3200.max_packet_frames() * Codec2Mode::M3200.frame_bytes();
+    let b = Codec2Mode::M1200.max_packet_frames() * Codec2Mode::M1200.frame_bytes();
+    if a > b {
+        a
+    } else {
+        b
+    }
+};
 
 /// A Codec2 frame travelling from the worker.
 #[derive(Clone, Copy)]
@@ -240,6 +275,11 @@ impl StageFactory for AdaptiveEncodeFactory {
             pcm_tx,
             bits_rx,
             standby: [None; 2],
+            c2_wanted_frames: 1,
+            c2_packet: [0; MAX_CODEC2_PACKET],
+            c2_packet_mode: Codec2Mode::M3200,
+            c2_packet_frames: 1,
+            c2_pending: 0,
             worker,
             c: Counters {
                 live_updates: cx.counter("live_updates"),
@@ -251,6 +291,7 @@ impl StageFactory for AdaptiveEncodeFactory {
                 encode_errors: cx.counter("encode_errors"),
                 dropped_full: cx.counter("dropped_full"),
                 codec2_frames_out: cx.counter("codec2_frames_out"),
+                codec2_packets_out: cx.counter("codec2_packets_out"),
                 codec2_ring_overflow_samples: cx.counter("codec2_ring_overflow_samples"),
                 codec_switches: cx.counter("codec_switches"),
                 frame_size_switches: cx.counter("frame_size_switches"),
@@ -277,6 +318,7 @@ struct Counters {
     encode_errors: Counter,
     dropped_full: Counter,
     codec2_frames_out: Counter,
+    codec2_packets_out: Counter,
     codec2_ring_overflow_samples: Counter,
     codec_switches: Counter,
     frame_size_switches: Counter,
@@ -316,13 +358,25 @@ struct AdaptiveEncodeProc {
     /// codec was on), so a switch into 1200 mode between its 40 ms frames
     /// has one to send at once.
     standby: [Option<Encoded>; 2],
+    /// Codec2 frames per packet wanted (the codec cell's packet duration
+    /// over the mode's frame); applies from the next packet.
+    c2_wanted_frames: usize,
+    /// The Codec2 packet being filled: `c2_pending` frames of
+    /// `c2_packet_mode` back to back, sent at `c2_packet_frames`.
+    c2_packet: [u8; MAX_CODEC2_PACKET],
+    c2_packet_mode: Codec2Mode,
+    c2_packet_frames: usize,
+    c2_pending: usize,
     worker: WorkerHandle,
     c: Counters,
 }
 
 impl AdaptiveEncodeProc {
-    /// Reads the codec cell; on a change, switches codec or frame size.
-    fn apply_codec(&mut self) {
+    /// Reads the codec cell; on a change, switches codec or frame size. A
+    /// Codec2 packet partly filled when the codec or mode changes leaves at
+    /// once, shorter (no audio is dropped, and the stream's media clock
+    /// stays the sum of what was sent).
+    fn apply_codec(&mut self, out: &mut Option<&mut Batch<FrameMeta>>) {
         let Some(cell) = self.codec_live.as_deref() else {
             return;
         };
@@ -338,6 +392,7 @@ impl AdaptiveEncodeProc {
         let wanted = l.profile.codec2_mode();
         if wanted != self.codec2 {
             self.c.codec_switches.inc();
+            self.flush_codec2(out);
             if self.codec2.is_none() {
                 // Leaving Opus: its partial frame is not sent.
                 self.filled = 0;
@@ -345,7 +400,16 @@ impl AdaptiveEncodeProc {
             }
             self.codec2 = wanted;
         }
-        if wanted.is_none() {
+        if let Some(mode) = wanted {
+            let frames = mode.packet_frames(l.frame_ms).unwrap_or_else(|| {
+                self.c.live_codec_errors.inc();
+                1
+            });
+            if frames != self.c2_wanted_frames {
+                self.c.frame_size_switches.inc();
+                self.c2_wanted_frames = frames;
+            }
+        } else {
             let len = l.frame_ms as usize * 48;
             if len != self.opus_frame_len {
                 self.c.frame_size_switches.inc();
@@ -416,19 +480,48 @@ impl AdaptiveEncodeProc {
         meta
     }
 
+    /// Adds one Codec2 frame to the packet being filled; sends the packet
+    /// once it holds the frames wanted. A new packet takes the frame count
+    /// wanted now: a change of packet duration applies at a packet boundary.
     fn emit_codec2(&mut self, e: Encoded, out: &mut Option<&mut Batch<FrameMeta>>) {
-        let samples = e.mode.frame_samples_8k() * 6;
-        let codec = match e.mode {
+        if self.c2_pending > 0 && self.c2_packet_mode != e.mode {
+            self.flush_codec2(out);
+        }
+        if self.c2_pending == 0 {
+            self.c2_packet_mode = e.mode;
+            self.c2_packet_frames = self.c2_wanted_frames.clamp(1, e.mode.max_packet_frames());
+        }
+        let fb = e.mode.frame_bytes();
+        let at = self.c2_pending * fb;
+        self.c2_packet[at..at + fb].copy_from_slice(&e.bits[..fb]);
+        self.c2_pending += 1;
+        if self.c2_pending >= self.c2_packet_frames {
+            self.flush_codec2(out);
+        }
+    }
+
+    /// Sends the Codec2 frames pending as one packet (fewer than wanted
+    /// when the codec changes under it).
+    fn flush_codec2(&mut self, out: &mut Option<&mut Batch<FrameMeta>>) {
+        let frames = self.c2_pending;
+        if frames == 0 {
+            return;
+        }
+        self.c2_pending = 0;
+        let mode = self.c2_packet_mode;
+        let samples = frames * mode.frame_samples_8k() * 6;
+        let codec = match mode {
             Codec2Mode::M3200 => Profile::by_name("poor"),
             Codec2Mode::M1200 => Profile::by_name("catastrophic"),
         }
         .map_or(0, Profile::wire_codec);
         let meta = self.next_meta(codec, samples);
-        match out
-            .as_deref_mut()
-            .map(|b| b.push(meta, &e.bits[..e.mode.frame_bytes()]))
-        {
-            Some(Ok(())) => self.c.codec2_frames_out.inc(),
+        let bytes = &self.c2_packet[..frames * mode.frame_bytes()];
+        match out.as_deref_mut().map(|b| b.push(meta, bytes)) {
+            Some(Ok(())) => {
+                self.c.codec2_packets_out.inc();
+                self.c.codec2_frames_out.add(frames as u64);
+            }
             _ => self.c.dropped_full.inc(),
         }
     }
@@ -477,7 +570,7 @@ impl AdaptiveEncodeProc {
 impl Processor for AdaptiveEncodeProc {
     fn process(&mut self, io: &mut Io<'_>, _cx: &Cx) -> Flow {
         let (input, mut out) = io.pcm_in_frames_out(0, 0);
-        self.apply_codec();
+        self.apply_codec(&mut out);
         // Codec2 frames the worker finished since last cycle, before this
         // cycle's samples go in (a frame leaves one cycle after it
         // completed, however fast the worker is).

@@ -6,13 +6,23 @@
 //! The mode is taken from each frame's codec id (`poor` = 3200, `catastrophic`
 //! = 1200), so a sender may switch between the two mid-stream.
 //!
+//! **Packets.** A payload carries one or more frames of its mode back to
+//! back, up to 120 ms (docs/WIRE.md §1): each frame is one worker job
+//! (`jobs`), in order.
+//!
 //! **Lost frames.** An item with `frame_flags::MISSING`, an empty payload, a
-//! payload of the wrong size for its mode, or a codec id that is not Codec2
-//! (`foreign_frames`) is concealed: Codec2 has no PLC of its own, so the
+//! payload that is no whole number of its mode's frames (also counted in
+//! `codec_errors`), or a codec id that is not Codec2
+//! (`foreign_frames`) is concealed for the frames its `duration_ms` covers
+//! (rounded up; the last packet's frame count if it states none); a seq
+//! gap conceals the last packet's frame count per seq. Codec2 has no PLC of its own, so the
 //! worker repeats the last good frame's parameters at half and then quarter
 //! level, then plays silence (`classical_plc_invocations`). As in
 //! `codec.opus_decode`, `seq` jumps without markers are filled
-//! (`gaps_filled`), late items dropped (`late_dropped`), large jumps resync
+//! (`gaps_filled`), late items dropped (`late_dropped`: behind the seq
+//! expected and not newer than every real frame seen; a newer one is a
+//! jitter buffer following the sender back over seqs it concealed, and is
+//! decoded), large jumps resync
 //! (`resyncs`). A `MISSING | INSERTED` item (a jitter buffer growing its
 //! delay) is concealed without consuming its `seq`.
 //!
@@ -27,7 +37,8 @@
 //!
 //! **Counters**: `frames_decoded`, `classical_plc_invocations`,
 //! `codec_errors`, `foreign_frames`, `gaps_filled`, `late_dropped`,
-//! `resyncs`, `underruns` (worker late), `dropped_full`, `worker_dropped`.
+//! `resyncs`, `underruns` (worker late), `dropped_full`, `worker_dropped`,
+//! `jobs` (frames and losses handed to the worker).
 //!
 //! **Latency**: one quantum for the hop through the worker, plus the
 //! interpolator's 2 ms. Playback starts once one frame is decoded.
@@ -62,6 +73,53 @@ pub(crate) struct Job {
     pub(crate) bits: [u8; 8],
     pub(crate) mode: Codec2Mode,
     pub(crate) lost: bool,
+    /// Lost because its payload could not be read (not a whole number of
+    /// the mode's frames): concealed, counted as a codec error.
+    pub(crate) bad: bool,
+}
+
+impl Job {
+    /// A frame to conceal.
+    pub(crate) fn lost(mode: Codec2Mode) -> Job {
+        Job {
+            bits: [0; 8],
+            mode,
+            lost: true,
+            bad: false,
+        }
+    }
+
+    /// A frame of a payload that could not be read: concealed, counted as
+    /// an error.
+    pub(crate) fn bad(mode: Codec2Mode) -> Job {
+        Job {
+            bad: true,
+            ..Job::lost(mode)
+        }
+    }
+
+    /// One frame's bits (`mode.frame_bytes()` of them).
+    pub(crate) fn frame(mode: Codec2Mode, bits: &[u8]) -> Job {
+        let mut job = Job::lost(mode);
+        let n = bits.len().min(job.bits.len());
+        job.bits[..n].copy_from_slice(&bits[..n]);
+        job.lost = false;
+        job
+    }
+}
+
+/// Frames a lost item conceals: its `duration_ms` over the mode's frame,
+/// rounded up, at least one and at most a packet's worth (120 ms); the
+/// frames of the last packet (`fallback`) when it states no duration. A
+/// jitter buffer marks a lost packet with the duration of the last one it
+/// played, so a lost 120 ms packet of Codec2 1200 conceals three frames.
+pub(crate) fn concealed_frames(mode: Codec2Mode, duration_ms: u8, fallback: usize) -> usize {
+    let f = mode.frame_ms() as usize;
+    let n = match usize::from(duration_ms) {
+        0 => fallback,
+        ms => ms.div_ceil(f),
+    };
+    n.clamp(1, mode.max_packet_frames())
 }
 
 /// The counters the decode worker moves.
@@ -137,7 +195,11 @@ pub(crate) fn spawn_decode_worker(
                     }
                     _ => out.fill(0),
                 }
-                &plc
+                if job.bad {
+                    &codec_errors
+                } else {
+                    &plc
+                }
             };
             let (_, rest) = pcm_tx.push_partial_slice(out);
             worker_dropped.add(rest.len() as u64);
@@ -208,6 +270,8 @@ impl StageFactory for Codec2DecodeFactory {
             prebuffer: mode.frame_samples_8k(),
             started: false,
             last_mode: mode,
+            packet_frames: 1,
+            last_real_seq: None,
             expected_seq: None,
             foreign_frames: cx.counter("foreign_frames"),
             gaps_filled: cx.counter("gaps_filled"),
@@ -215,6 +279,7 @@ impl StageFactory for Codec2DecodeFactory {
             resyncs: cx.counter("resyncs"),
             underruns: cx.counter("underruns"),
             dropped_full: cx.counter("dropped_full"),
+            jobs: cx.counter("jobs"),
         };
         Ok(Built {
             inputs: vec![PortDecl::new("in", PortType::Frame)],
@@ -235,6 +300,11 @@ struct Codec2DecodeProc {
     prebuffer: usize,
     started: bool,
     last_mode: Codec2Mode,
+    /// Frames in the last packet decoded: what a gap without markers is
+    /// taken to have held.
+    packet_frames: usize,
+    /// Seq of the newest real (not MISSING) item seen.
+    last_real_seq: Option<u32>,
     expected_seq: Option<u32>,
     foreign_frames: Counter,
     gaps_filled: Counter,
@@ -242,6 +312,7 @@ struct Codec2DecodeProc {
     resyncs: Counter,
     underruns: Counter,
     dropped_full: Counter,
+    jobs: Counter,
 }
 
 impl Codec2DecodeProc {
@@ -250,13 +321,33 @@ impl Codec2DecodeProc {
             self.dropped_full.inc();
             return false;
         }
+        self.jobs.inc();
         true
+    }
+
+    /// Sends `n` lost frames (`bad`: of a payload that could not be read).
+    fn send_lost(&mut self, n: usize, bad: bool) -> bool {
+        let mode = self.last_mode;
+        let job = if bad { Job::bad(mode) } else { Job::lost(mode) };
+        let mut sent = false;
+        for _ in 0..n {
+            sent |= self.send(job);
+        }
+        sent
     }
 
     fn accept(&mut self, slot: &Slot<FrameMeta>) -> bool {
         let meta = slot.meta;
         if meta.flags & frame_flags::STREAM_START != 0 {
             self.expected_seq = None;
+            self.last_real_seq = None;
+        }
+        let real = meta.flags & frame_flags::MISSING == 0;
+        let newest = self
+            .last_real_seq
+            .is_none_or(|l| meta.seq.wrapping_sub(l) as i32 > 0);
+        if real && newest {
+            self.last_real_seq = Some(meta.seq);
         }
         let mut sent = false;
         if meta.flags & (frame_flags::MISSING | frame_flags::INSERTED)
@@ -264,51 +355,51 @@ impl Codec2DecodeProc {
         {
             // A period a jitter buffer inserted: conceal it, but the frame
             // of this seq still comes next.
-            let mode = self.last_mode;
-            return self.send(Job {
-                bits: [0; 8],
-                mode,
-                lost: true,
-            });
+            let n = concealed_frames(self.last_mode, meta.duration_ms, self.packet_frames);
+            return self.send_lost(n, false);
         }
         if let Some(exp) = self.expected_seq {
             let ahead = meta.seq.wrapping_sub(exp) as i32;
-            if ahead < 0 {
+            // Behind, yet newer than any real frame: a jitter buffer
+            // concealed these seqs and followed the sender back to them
+            // (`jitter.adaptive`). Decode it.
+            if ahead < 0 && !(real && newest) {
                 self.late_dropped.inc();
                 return false;
             }
-            if ahead as u32 > MAX_GAP {
+            if ahead < 0 {
+                // Rewound: nothing to fill.
+            } else if ahead as u32 > MAX_GAP {
                 self.resyncs.inc();
             } else {
+                // Each packet missing held as many frames as the last one.
                 for _ in 0..ahead {
-                    let mode = self.last_mode;
-                    sent |= self.send(Job {
-                        bits: [0; 8],
-                        mode,
-                        lost: true,
-                    });
+                    sent |= self.send_lost(self.packet_frames, false);
                 }
                 self.gaps_filled.add(ahead as u64);
             }
         }
         self.expected_seq = Some(meta.seq.wrapping_add(1));
         let own_mode = Profile::codec2_mode_of_wire(meta.codec);
-        if own_mode.is_none() && meta.flags & frame_flags::MISSING == 0 {
+        if own_mode.is_none() && real {
             self.foreign_frames.inc();
         }
         let mode = own_mode.unwrap_or(self.last_mode);
         self.last_mode = mode;
-        let mut job = Job {
-            bits: [0; 8],
-            mode,
-            lost: true,
-        };
-        let good_size = slot.len() == mode.frame_bytes();
-        if meta.flags & frame_flags::MISSING == 0 && good_size && own_mode.is_some() {
-            job.bits[..slot.len()].copy_from_slice(slot.bytes());
-            job.lost = false;
+        if real && own_mode.is_some() {
+            // One or more frames back to back: one job each, in order.
+            if let Some(k) = mode.payload_frames(slot.len()) {
+                self.packet_frames = k;
+                for bits in slot.bytes().chunks_exact(mode.frame_bytes()) {
+                    sent |= self.send(Job::frame(mode, bits));
+                }
+                return sent;
+            }
+            let n = concealed_frames(mode, meta.duration_ms, self.packet_frames);
+            return sent | self.send_lost(n, true);
         }
-        sent | self.send(job)
+        let n = concealed_frames(mode, meta.duration_ms, self.packet_frames);
+        sent | self.send_lost(n, false)
     }
 
     fn play(&mut self, out: &mut [f32]) {

@@ -132,8 +132,10 @@ pub struct LiveCodecSettings {
     /// its bit rate applies when the profile changes (a later
     /// [`OpusLive`] change overrides it); for a Codec2 one, its mode.
     pub profile: &'static Profile,
-    /// Frame duration, ms: 10, 20, 40 or 60 for Opus; the mode's own
-    /// (20 or 40) for Codec2.
+    /// Packet duration, ms: 10, 20, 40 or 60 for Opus (one frame each);
+    /// for Codec2 a whole number of the mode's frames up to 120 ms (3200:
+    /// 20, 40, .., 120; 1200: 40, 80, 120), sent together in one packet
+    /// so the per-packet overhead fits a narrow path (docs/PROFILES.md).
     pub frame_ms: u32,
 }
 
@@ -146,15 +148,23 @@ impl LiveCodecSettings {
         }
     }
 
-    /// Checks the frame duration fits the codec; the error says what would.
+    /// Checks the packet duration fits the codec; the error says what
+    /// would.
     pub fn validate(&self) -> Result<(), String> {
         match self.profile.codec2_mode() {
-            Some(m) if m.frame_ms() != self.frame_ms => Err(format!(
-                "live frame_ms {} does not fit {:?}: Codec2 in that mode sends {} ms frames",
-                self.frame_ms,
-                self.profile.name,
-                m.frame_ms()
-            )),
+            Some(m) if m.packet_frames(self.frame_ms).is_none() => {
+                let fits: Vec<String> = (1..=m.max_packet_frames())
+                    .map(|k| (k as u32 * m.frame_ms()).to_string())
+                    .collect();
+                Err(format!(
+                    "live frame_ms {} does not fit {:?}: Codec2 in that mode sends {} ms \
+                     frames, up to 120 ms of them per packet; use {}",
+                    self.frame_ms,
+                    self.profile.name,
+                    m.frame_ms(),
+                    fits.join(", ")
+                ))
+            }
             None if ![10, 20, 40, 60].contains(&self.frame_ms) => Err(format!(
                 "live frame_ms {} is not an Opus frame size wzp uses; use 10, 20, 40 or 60",
                 self.frame_ms
@@ -264,11 +274,47 @@ mod tests {
             cell.set(s).unwrap();
             assert_eq!(cell.get(), Some(s));
         }
+        let catastrophic = Profile::by_name("catastrophic").unwrap();
+        // Codec2: any whole number of the mode's frames up to 120 ms.
+        let fits = [
+            (poor, 20),
+            (poor, 40),
+            (poor, 60),
+            (poor, 80),
+            (poor, 100),
+            (poor, 120),
+            (catastrophic, 40),
+            (catastrophic, 80),
+            (catastrophic, 120),
+        ];
+        for (profile, frame_ms) in fits {
+            let s = LiveCodecSettings { profile, frame_ms };
+            cell.set(s).unwrap();
+            assert_eq!(cell.get(), Some(s));
+        }
+        let poor_fits = "use 20, 40, 60, 80, 100, 120";
+        let catastrophic_fits = "use 40, 80, 120";
         let bad = [
             (good, 30, "10, 20, 40 or 60"),
             (good, 0, "10, 20, 40 or 60"),
-            (poor, 40, "20 ms frames"),
+            (good, 80, "10, 20, 40 or 60"),
+            (good, 120, "10, 20, 40 or 60"),
+            (poor, 0, poor_fits),
+            (poor, 10, poor_fits),
+            (poor, 30, poor_fits),
+            (poor, 140, poor_fits),
+            (poor, 255, poor_fits),
+            (catastrophic, 20, catastrophic_fits),
+            (catastrophic, 60, catastrophic_fits),
+            (catastrophic, 100, catastrophic_fits),
+            (catastrophic, 160, catastrophic_fits),
+            (catastrophic, 0, catastrophic_fits),
         ];
+        cell.set(LiveCodecSettings {
+            profile: good,
+            frame_ms: 60,
+        })
+        .unwrap();
         for (profile, frame_ms, why) in bad {
             let e = cell
                 .set(LiveCodecSettings { profile, frame_ms })

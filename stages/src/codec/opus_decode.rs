@@ -381,6 +381,13 @@ impl OpusDecodeProc {
         got
     }
 
+    /// Appends decoded samples from another codec to the FIFO; what does
+    /// not fit counts in `overflow_samples`.
+    pub(crate) fn push_into_fifo(&mut self, samples: &[f32]) {
+        let dropped = self.fifo.push(samples);
+        self.c.overflow_samples.add(dropped as u64);
+    }
+
     /// Counts a frame of a codec no decoder here knows.
     pub(crate) fn count_foreign(&self) {
         self.c.foreign_frames.inc();

@@ -50,6 +50,33 @@ impl Codec2Mode {
         }
     }
 
+    /// Most frames one packet carries: 120 ms of them (docs/WIRE.md §1).
+    pub const fn max_packet_frames(self) -> usize {
+        (120 / self.frame_ms()) as usize
+    }
+
+    /// Frames in a packet of `packet_ms`: a whole number of frames, one to
+    /// [`Self::max_packet_frames`]; `None` for any other duration.
+    pub const fn packet_frames(self, packet_ms: u32) -> Option<usize> {
+        let f = self.frame_ms();
+        if packet_ms == 0 || packet_ms % f != 0 || packet_ms > 120 {
+            None
+        } else {
+            Some((packet_ms / f) as usize)
+        }
+    }
+
+    /// Frames in a payload of `len` bytes: a whole number of frames, one to
+    /// [`Self::max_packet_frames`]; `None` for any other length.
+    pub const fn payload_frames(self, len: usize) -> Option<usize> {
+        let b = self.frame_bytes();
+        if len == 0 || len % b != 0 || len / b > self.max_packet_frames() {
+            None
+        } else {
+            Some(len / b)
+        }
+    }
+
     pub(crate) fn to_lib(self) -> codec2::Codec2Mode {
         match self {
             Codec2Mode::M3200 => codec2::Codec2Mode::MODE_3200,
@@ -347,6 +374,37 @@ mod tests {
                     "{}",
                     p.name
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn packet_frames_agree_with_the_wire() {
+        for p in PROFILES {
+            let Some(m) = p.codec2_mode() else { continue };
+            let id = wzp_proto::media::CodecId(p.wire_codec());
+            // The receiver's depacketizer reads the same count from the
+            // payload's length as the decoder does.
+            for len in 0..=64 {
+                assert_eq!(
+                    m.payload_frames(len).map(|k| k as u32 * m.frame_ms() * 48),
+                    id.frame_samples(&vec![0; len]),
+                    "{}: {len} bytes",
+                    p.name
+                );
+            }
+            for ms in 0..=255 {
+                let k = m.packet_frames(ms);
+                assert_eq!(
+                    k.is_some(),
+                    ms > 0 && ms <= 120 && ms % m.frame_ms() == 0,
+                    "{}: {ms} ms",
+                    p.name
+                );
+                if let Some(k) = k {
+                    assert_eq!(k as u32 * m.frame_ms(), ms);
+                    assert_eq!(m.payload_frames(k * m.frame_bytes()), Some(k));
+                }
             }
         }
     }

@@ -40,7 +40,16 @@
 //! and passed over; if it arrives afterwards it is late and dropped. When the
 //! sender merely paused (DTX: sequence numbers continue, timestamps jump), the
 //! first frame after the pause is behind in sequence but not in time; with
-//! nothing else held, playout follows it instead of calling it late.
+//! nothing else held, playout follows it instead of calling it late. The
+//! same holds for a sender that moved to longer packets (Codec2 frames sent
+//! three to a 120 ms packet): such a packet leaves once its last frame is
+//! made, later after its timestamp than the short frames before it, so
+//! playout has concealed its seq, and maybe the next ones, at the old
+//! cadence by the time it comes. A frame longer than the periods concealed,
+//! newer than anything played, with nothing else held, is followed too:
+//! the periods concealed become the delay the longer packets need, and
+//! every packet plays. A MISSING item carries the duration of the last
+//! frame played, so a lost 120 ms packet is concealed as 120 ms.
 //!
 //! The buffer resets (drops what it holds and starts again) on a frame of
 //! another stream id, a `STREAM_START` frame that is not the current
@@ -627,10 +636,26 @@ impl JitterProc {
         }
         let idx = self.idx(meta.seq);
         let state = self.states[idx];
-        if diff < 0 && self.started && self.buffered == 0 && ts_ext >= self.next_ts_ext {
+        let newer_than_played = self
+            .last_played
+            .is_none_or(|l| meta.seq.wrapping_sub(l) as i32 > 0);
+        let longer = frame_ns_of(meta) > self.frame_ns;
+        if diff < 0
+            && self.started
+            && self.buffered == 0
+            && (ts_ext >= self.next_ts_ext || (longer && newer_than_played))
+        {
             // Behind in sequence but not in time, with nothing held: the
             // sender paused (DTX) while playout concealed and moved on. Follow
             // the sender instead of calling its frames late.
+            //
+            // Or behind in time, but longer than the periods playout has
+            // been concealing and newer than anything played: the sender
+            // moved to longer packets (Codec2 frames sent three to a
+            // packet), which leave later after their timestamp, while
+            // playout passed their seqs at the old, shorter cadence.
+            // Follow it too: the periods concealed become the delay the
+            // longer packets need, and none of them is lost.
             self.next_seq = meta.seq;
             self.next_ts_ext = ts_ext;
             diff = 0;

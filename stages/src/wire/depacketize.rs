@@ -13,7 +13,7 @@
 //! | `fec.block`, `fec.symbol`, `fec.ratio_percent` | header `fec_block`, `fec_symbol`, `fec_ratio` |
 //! | `fec.source_symbols` | header `fec_block_len` when `fec_ratio > 0` (the `fec_source_symbols` param if the header says 0), else 0 |
 //! | flags `REPAIR`, `STREAM_START` | header flags `REPAIR`, `TALKSPURT` |
-//! | `duration_ms` | the payload's own length: an Opus packet's TOC, a Codec2 mode's frame ([`CodecId::frame_samples`]); else the `duration_ms` param (not on the wire) |
+//! | `duration_ms` | the payload's own length: an Opus packet's TOC, a Codec2 payload's frames counted from its length (one to 120 ms of them, docs/WIRE.md §1) ([`CodecId::frame_samples`]); else the `duration_ms` param (not on the wire) |
 //! | `arrival_ns` | `PacketMeta.arrival_ns`, or the cycle's `now_ns` when that is 0 |
 //!
 //! A quality report trailer is stored in the gauges below and, when
@@ -174,7 +174,7 @@ struct DepacketizeProc {
 
 impl DepacketizeProc {
     /// The frame's own length, from its payload (an Opus TOC, a Codec2
-    /// mode): a sender changes frame size at any packet, and a jitter buffer
+    /// payload's frame count): a sender changes frame size at any packet, and a jitter buffer
     /// playing a 40 ms frame per 20 ms period would hand its decoder twice
     /// the audio the clock plays. The param covers what does not say (FEC
     /// repair symbols, unknown codecs, lengths that are no whole ms).

@@ -16,6 +16,7 @@ pub struct Harness {
     pub processor: Box<dyn Processor>,
     pub latency: Duration,
     counters: Vec<(String, Counter)>,
+    gauges: Vec<(String, Gauge)>,
     pool: Vec<Buffer>,
     ins: Vec<u32>,
     outs: Vec<u32>,
@@ -67,7 +68,7 @@ impl Harness {
         let mut cx = BuildContext::standalone(RATE, Duration::from_nanos(QUANTUM_NS), resources);
         let p = params(factory, overrides);
         let built = factory.build(&mut cx, &p)?;
-        let (counters, _gauges) = cx.take_metrics();
+        let (counters, gauges) = cx.take_metrics();
         let mut pool = Vec::new();
         let mut ins = Vec::new();
         let mut outs = Vec::new();
@@ -83,6 +84,7 @@ impl Harness {
             processor: built.processor,
             latency: built.latency,
             counters,
+            gauges,
             pool,
             ins,
             outs,
@@ -102,6 +104,15 @@ impl Harness {
             .iter()
             .find(|(n, _)| n == name)
             .unwrap_or_else(|| panic!("no counter {name}"))
+            .1
+            .get()
+    }
+
+    pub fn gauge(&self, name: &str) -> i64 {
+        self.gauges
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no gauge {name}"))
             .1
             .get()
     }

@@ -1,0 +1,158 @@
+//! Test stages for graph tests that watch the frames between the jitter
+//! buffer and the decoder, or drop chosen ones on the way.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use wzp_engine::prelude::*;
+use wzp_proto::media::CodecId;
+
+/// Registers the stages below.
+pub fn register(registry: &mut Registry) {
+    registry.register(MediaClock).unwrap();
+    registry.register(DropNth).unwrap();
+}
+
+/// `test.media_clock`: sums the media the jitter buffer hands the decoder:
+/// a frame played counts the length its payload states (an Opus TOC, a
+/// Codec2 payload's frames: `CodecId::frame_samples`), a MISSING item the
+/// length it asks the decoder to conceal (`duration_ms`).
+///
+/// Counters: `samples` (both), `played_samples`, `concealed_samples`,
+/// `frames_40ms`, `frames_long` (frames played of that length, or of the
+/// `long_ms` param's, default 120).
+pub struct MediaClock;
+struct MediaClockProc {
+    samples: Counter,
+    played_samples: Counter,
+    concealed_samples: Counter,
+    frames_40ms: Counter,
+    long_samples: u64,
+    frames_long: Counter,
+}
+impl Processor for MediaClockProc {
+    fn process(&mut self, io: &mut Io<'_>, _cx: &Cx) -> Flow {
+        let Some(input) = io.frames_in(0) else {
+            return Flow::Continue;
+        };
+        for s in input.iter() {
+            if s.meta.flags & frame_flags::MISSING != 0 {
+                let n = u64::from(s.meta.duration_ms) * 48;
+                self.concealed_samples.add(n);
+                self.samples.add(n);
+            } else {
+                let n = u64::from(CodecId(s.meta.codec).frame_samples(s.bytes()).unwrap_or(0));
+                if n == 1920 {
+                    self.frames_40ms.inc();
+                }
+                if n == self.long_samples {
+                    self.frames_long.inc();
+                }
+                self.played_samples.add(n);
+                self.samples.add(n);
+            }
+        }
+        Flow::Continue
+    }
+}
+impl StageFactory for MediaClock {
+    fn info(&self) -> StageInfo {
+        StageInfo {
+            kind: "test.media_clock",
+            summary: "sums the media length of the frames it sees",
+            inputs: vec![PortInfo {
+                name: "in",
+                ty: "Frame",
+                doc: "",
+            }],
+            outputs: vec![],
+            params: vec![ParamSpec::int(
+                "long_ms",
+                120,
+                "frames played of this length count in frames_long",
+            )],
+            default_domain: Domain::Clocked,
+            domains: &[Domain::Clocked],
+        }
+    }
+    fn build(&self, cx: &mut BuildContext<'_>, p: &Params) -> Result<Built, BuildError> {
+        Ok(Built {
+            inputs: vec![PortDecl::new("in", PortType::Frame)],
+            outputs: vec![],
+            latency: Duration::ZERO,
+            processor: Box::new(MediaClockProc {
+                samples: cx.counter("samples"),
+                played_samples: cx.counter("played_samples"),
+                concealed_samples: cx.counter("concealed_samples"),
+                frames_40ms: cx.counter("frames_40ms"),
+                long_samples: p.int_in("long_ms", 1, 255)? as u64 * 48,
+                frames_long: cx.counter("frames_long"),
+            }),
+        })
+    }
+}
+
+/// `test.drop_nth`: passes frames through, except the `nth` (1-based;
+/// 0: none) of those with codec id `codec`. Counter `dropped`.
+pub struct DropNth;
+struct DropNthProc {
+    codec: u8,
+    nth: u64,
+    seen: u64,
+    dropped: Counter,
+}
+impl Processor for DropNthProc {
+    fn process(&mut self, io: &mut Io<'_>, _cx: &Cx) -> Flow {
+        let (Some(input), Some(out)) = io.frames_in_out(0, 0) else {
+            return Flow::Continue;
+        };
+        for slot in input.iter() {
+            if slot.meta.codec == self.codec {
+                self.seen += 1;
+                if self.seen == self.nth {
+                    self.dropped.inc();
+                    continue;
+                }
+            }
+            let _ = out.push_copy(slot);
+        }
+        Flow::Continue
+    }
+}
+impl StageFactory for DropNth {
+    fn info(&self) -> StageInfo {
+        StageInfo {
+            kind: "test.drop_nth",
+            summary: "drops the nth frame of one codec",
+            inputs: vec![PortInfo {
+                name: "in",
+                ty: "Frame",
+                doc: "",
+            }],
+            outputs: vec![PortInfo {
+                name: "out",
+                ty: "Frame",
+                doc: "",
+            }],
+            params: vec![
+                ParamSpec::int("codec", 0, "codec id of the frames counted"),
+                ParamSpec::int("nth", 0, "which of them to drop, 1-based; 0: none"),
+            ],
+            default_domain: Domain::Clocked,
+            domains: &[Domain::Clocked],
+        }
+    }
+    fn build(&self, cx: &mut BuildContext<'_>, p: &Params) -> Result<Built, BuildError> {
+        Ok(Built {
+            inputs: vec![PortDecl::new("in", PortType::Frame)],
+            outputs: vec![PortDecl::new("out", PortType::Frame)],
+            latency: Duration::ZERO,
+            processor: Box::new(DropNthProc {
+                codec: p.int_in("codec", 0, 255)? as u8,
+                nth: p.int_in("nth", 0, i64::MAX)? as u64,
+                seen: 0,
+                dropped: cx.counter("dropped"),
+            }),
+        })
+    }
+}

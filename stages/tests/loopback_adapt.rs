@@ -31,7 +31,9 @@ fn twenty_percent_loss_turns_redundancy_on_and_beats_the_fixed_defaults() {
     assert!((12..=17).contains(&reports), "{reports} reports in 16 s");
     assert_eq!(on.c("report.reports_sent"), reports);
     // The controller turned redundancy on and the encoder took it.
-    let loss_decisions = on.c("adapt.decisions_random_loss") + on.c("adapt.decisions_burst_loss");
+    let loss_decisions = on.c("adapt.decisions_random_loss")
+        + on.c("adapt.decisions_burst_loss")
+        + on.c("adapt.decisions_dense_loss");
     assert!(loss_decisions >= 1, "{:?}", on.counters);
     assert!(
         on.c("adapt.lbrr") == 1 || on.c("adapt.dred_ms") > 0,
@@ -74,7 +76,9 @@ fn a_clean_path_ends_with_no_redundancy_after_the_settle_period() {
     assert_eq!(r.c("adapt.decisions_startup"), 1);
     assert_eq!(r.c("adapt.decisions_clean_path"), 1, "{:?}", r.counters);
     assert_eq!(
-        r.c("adapt.decisions_random_loss") + r.c("adapt.decisions_burst_loss"),
+        r.c("adapt.decisions_random_loss")
+            + r.c("adapt.decisions_burst_loss")
+            + r.c("adapt.decisions_dense_loss"),
         0
     );
     assert_eq!(r.c("adapt.dred_ms"), 0);

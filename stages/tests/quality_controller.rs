@@ -171,8 +171,14 @@ fn loss_shape_picks_the_protection() {
         ("random 20 %", random(0.20), Reason::RandomLoss, |s| {
             s.lbrr && s.dred_ms == 0 && (15..=25).contains(&s.loss_hint)
         }),
-        ("random 30 %", random(0.30), Reason::RandomLoss, |s| {
-            s.lbrr && s.tier == "good" && s.loss_hint == 30
+        // Dense random loss: DRED with the hold (runs of 2+ are most of
+        // it; LBRR reaches one frame back).
+        ("random 30 %", random(0.30), Reason::DenseLoss, |s| {
+            !s.lbrr
+                && s.tier == "good"
+                && s.dred_ms == 1000
+                && s.loss_hint == 30
+                && s.receiver_hold_frames == 3
         }),
         (
             "bursts of 3, 14 %",
@@ -188,8 +194,8 @@ fn loss_shape_picks_the_protection() {
         ),
         // Below `heavy_loss` (60 %) Opus with its redundancy still scores
         // above Codec2 + RaptorQ (docs/QUALITY.md finding 12).
-        ("random 45 %", random(0.45), Reason::RandomLoss, |s| {
-            s.tier == "good" && s.lbrr && s.loss_hint == 30 && s.fec_ratio == 0
+        ("random 45 %", random(0.45), Reason::DenseLoss, |s| {
+            s.tier == "good" && s.dred_ms == 1000 && s.loss_hint == 30 && s.fec_ratio == 0
         }),
         ("random 60 %", random(0.60), Reason::HeavyLoss, |s| {
             s.tier == "catastrophic" && s.fec_ratio == 100 && s.frame_ms == 40
@@ -229,6 +235,39 @@ fn loss_shape_picks_the_protection() {
         s.tier == "poor" && s.fec_ratio == 50 && s.frame_ms == 20,
         "{s:?}"
     );
+}
+
+/// Dense random loss takes DRED in a band: from a loss level of 26 %, and
+/// back to LBRR only under 20 %, so a path whose reports wander around the
+/// threshold (a 20-25 % path reads 18-30 % from one second to the next)
+/// does not flap between the two; 20 % itself stays on LBRR.
+#[test]
+fn dense_random_loss_takes_dred_in_a_band() {
+    let random = |loss| Path {
+        loss,
+        burst: 1,
+        cap_kbps: 0.0,
+    };
+    let mut r = Run::new(ControllerConfig::default());
+    r.go(10, random(0.20), 1);
+    assert!(r.s().lbrr && r.s().dred_ms == 0, "20 %: {:?}", r.s());
+    // Reports alternating 18 % / 28 %: a level about 23 %, under the entry.
+    for _ in 0..10 {
+        r.go(1, random(0.18), 1);
+        r.go(1, random(0.28), 1);
+    }
+    assert_eq!(r.c.count(Reason::DenseLoss), 0, "{:?}", r.log);
+    r.go(10, random(0.30), 1);
+    assert!(r.s().dred_ms == 1000 && !r.s().lbrr, "30 %: {:?}", r.s());
+    assert_eq!(r.c.count(Reason::DenseLoss), 1);
+    // Down to 22 %: inside the band, DRED stays.
+    r.go(15, random(0.22), 1);
+    assert!(r.s().dred_ms == 1000, "22 %: {:?}", r.s());
+    // Under 20 %: LBRR, once.
+    r.go(15, random(0.15), 1);
+    assert!(r.s().lbrr && r.s().dred_ms == 0, "15 %: {:?}", r.s());
+    assert_eq!(r.c.count(Reason::DenseLoss), 1, "{:?}", r.log);
+    assert_eq!(r.c.count(Reason::LossEased), 1, "{:?}", r.log);
 }
 
 #[test]
@@ -437,9 +476,12 @@ fn every_tier_is_a_profile_and_wire_rates_fall_down_the_opus_ladder() {
 #[test]
 fn chance_runs_in_random_loss_are_not_bursts() {
     // (name, histogram, longest run, protection expected)
-    let cases: [(&str, [u8; BURST_BINS], u8, Reason); 5] = [
+    let cases: [(&str, [u8; BURST_BINS], u8, Reason); 6] = [
         ("one run of 3", [7, 0, 1, 0, 0, 0], 3, Reason::RandomLoss),
         ("one run of 4", [6, 0, 1, 0, 0, 0], 4, Reason::RandomLoss),
+        // 20 % independent loss makes a run of 5 in about one report in
+        // 80: over a call, most calls; not a burst on its own.
+        ("one run of 5", [5, 0, 1, 0, 0, 0], 5, Reason::RandomLoss),
         ("two runs of 3", [4, 0, 2, 0, 0, 0], 3, Reason::RandomLoss),
         ("one run of 7", [3, 0, 0, 1, 0, 0], 7, Reason::BurstLoss),
         ("three runs of 3", [1, 0, 3, 0, 0, 0], 3, Reason::BurstLoss),
@@ -467,6 +509,25 @@ fn chance_runs_in_random_loss_are_not_bursts() {
             _ => assert!(!s.lbrr && s.dred_ms == 1000, "{name}: {s:?}"),
         }
     }
+    // The same run of 5 in two reports in a row is not chance (0.25 %).
+    let mut c = Controller::new(ControllerConfig::default(), 0);
+    let _ = c.poll(0);
+    let entry = FeedbackEntry {
+        sender_id: 1,
+        expected: 50,
+        received: 40,
+        bursts: [5, 0, 1, 0, 0, 0],
+        max_burst: 5,
+        jitter_100us: 20,
+        queue_delay_100us: 20,
+        recv_kbps: 30,
+        ..FeedbackEntry::default()
+    };
+    c.handle_report(100, &entry, S);
+    assert_eq!(c.poll(S).map(|d| d.reason), Some(Reason::RandomLoss));
+    c.handle_report(100, &entry, 2 * S);
+    let d = c.poll(2 * S).expect("a decision");
+    assert_eq!(d.reason, Reason::BurstLoss, "{d:?}");
 }
 
 /// Where even the lowest Opus tier cannot pass (a cap under its ~13.6 kb/s

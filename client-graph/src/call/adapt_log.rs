@@ -2,7 +2,7 @@
 //! `quality.adapt` stage) as one line, with its reason and what it set:
 //!
 //! ```text
-//! adapt: random_loss -> tier=good bitrate=24000 dred_ms=0 loss_hint=20 lbrr=on (worst loss 19 %, rtt 41 ms)
+//! adapt: random_loss -> tier=good bitrate=24000 frame_ms=20 dred_ms=0 loss_hint=20 lbrr=on fec=0 (worst loss 19 %, queue 2 ms, recv 31 kb/s, rtt 41 ms)
 //! ```
 //!
 //! The stage counts and gauges every decision on the real-time side (where
@@ -74,17 +74,21 @@ impl AdaptLog {
             ""
         };
         Some(format!(
-            "adapt: {} -> tier={tier} bitrate={} dred_ms={} loss_hint={} lbrr={} (worst loss {}, rtt {}){held}{applied}",
+            "adapt: {} -> tier={tier} bitrate={} frame_ms={} dred_ms={} loss_hint={} lbrr={} fec={} (worst loss {}, queue {}, recv {}, rtt {}){held}{applied}",
             if reasons.is_empty() {
                 "decision".to_string()
             } else {
                 reasons.join("+")
             },
             g("bitrate"),
+            g("frame_ms"),
             g("dred_ms"),
             g("loss_hint"),
             if g("lbrr") > 0 { "on" } else { "off" },
+            g("fec_ratio"),
             known(g("loss_pct"), "%"),
+            known(g("queue_ms"), "ms"),
+            known(g("recv_kbps"), "kb/s"),
             known(g("rtt_ms"), "ms"),
         ))
     }

@@ -60,7 +60,9 @@
 //! `controller::TIERS`: 0 `studio_64k` .. 3 `good` .. 7 `catastrophic`), `dred_ms`,
 //! `loss_hint`, `lbrr`, `bitrate`, `frame_ms`, `fec_ratio`,
 //! `receiver_hold_frames`, `codec` (the wire codec id of the tier), and the
-//! latest report's `loss_pct` and `rtt_ms` (-1 until known).
+//! latest report's `loss_pct`, `rtt_ms`, `queue_ms` (the queueing delay
+//! the receiver measured) and `recv_kbps` (its receive rate) (-1 until
+//! known).
 //!
 //! **Latency**: none.
 //!
@@ -258,10 +260,14 @@ impl StageFactory for AdaptFactory {
                 codec: cx.gauge("codec"),
                 loss_pct: cx.gauge("loss_pct"),
                 rtt_ms: cx.gauge("rtt_ms"),
+                queue_ms: cx.gauge("queue_ms"),
+                recv_kbps: cx.gauge("recv_kbps"),
             },
         };
         stage.g.loss_pct.set(-1);
         stage.g.rtt_ms.set(-1);
+        stage.g.queue_ms.set(-1);
+        stage.g.recv_kbps.set(-1);
         Ok(Built {
             inputs: vec![
                 PortDecl::new("in", PortType::Frame),
@@ -286,6 +292,8 @@ struct Gauges {
     codec: Gauge,
     loss_pct: Gauge,
     rtt_ms: Gauge,
+    queue_ms: Gauge,
+    recv_kbps: Gauge,
 }
 
 struct Adapt {
@@ -433,6 +441,8 @@ impl Processor for Adapt {
                     self.g
                         .loss_pct
                         .set((e.loss_fraction() * 100.0).round() as i64);
+                    self.g.queue_ms.set(i64::from(e.queue_delay_100us) / 10);
+                    self.g.recv_kbps.set(i64::from(e.recv_kbps));
                     if let Some(rtt) = self.send_clock.rtt_ns(e.echo_ts, e.echo_hold_ms, now) {
                         self.g.rtt_ms.set((rtt / 1_000_000) as i64);
                     }

@@ -12,8 +12,12 @@
 //!   (after a start-up period on the profile's defaults); LBRR with a loss
 //!   hint near the measured loss for random loss; DRED (1 s window, a
 //!   generous hint that sets its reach, and a receiver hold to rebuild
-//!   whole bursts within a latency budget) for bursts; Codec2 with RaptorQ
-//!   where Opus cannot hold. More protection applies at once (down fast);
+//!   whole bursts within a latency budget) for bursts, and for random loss
+//!   dense enough that runs of two and more are most of it (a loss level
+//!   of 26 %, left under 20 %: [`DENSE_ENTER`]); Codec2 with RaptorQ
+//!   where Opus cannot hold. A report's longest run counts as a burst only
+//!   when independent loss at the path's rate makes one that long in
+//!   under 0.2 % of reports, or under 5 % in two reports in a row. More protection applies at once (down fast);
 //!   less only after the calmer state has held for `hysteresis` (up slow).
 //! - **Tier** (bit rate and frame size): a receiver that reports queueing
 //!   delay with loss or a receive rate below the send rate caps the path;
@@ -154,11 +158,15 @@ pub enum Reason {
     Congestion,
     /// Calm for the probe period: one tier up.
     Probe,
+    /// Random loss dense enough (a level of [`DENSE_ENTER`]) that runs of
+    /// two and more are most of it: DRED and the receiver hold, as for
+    /// bursts.
+    DenseLoss,
 }
 
 impl Reason {
     /// Every reason, in counter order.
-    pub const ALL: [Reason; 8] = [
+    pub const ALL: [Reason; 9] = [
         Reason::Startup,
         Reason::CleanPath,
         Reason::RandomLoss,
@@ -167,6 +175,7 @@ impl Reason {
         Reason::LossEased,
         Reason::Congestion,
         Reason::Probe,
+        Reason::DenseLoss,
     ];
 
     /// Short name, for counters and logs.
@@ -180,6 +189,7 @@ impl Reason {
             Reason::LossEased => "loss_eased",
             Reason::Congestion => "congestion",
             Reason::Probe => "probe",
+            Reason::DenseLoss => "dense_loss",
         }
     }
 
@@ -259,16 +269,43 @@ struct Receiver {
     last_ns: u64,
     /// Loss fraction: rises at once, decays over reports.
     loss: f32,
+    /// Loss fraction averaged over about five reports (both ways): the
+    /// level of a path's loss, not its last interval.
+    level: f32,
+    /// `level` has its first value.
+    level_set: bool,
     /// Longest burst (packets) recently, held for the hysteresis period.
     burst: u32,
     burst_at_ns: u64,
     /// Last time this receiver reported loss (not congestion).
     loss_at_ns: u64,
     saw_loss: bool,
+    /// When the last report with a run that independent loss makes in
+    /// under 5 % of reports came.
+    rare_run_at_ns: Option<u64>,
     /// Consecutive reports of heavy loss spread over the interval (not
     /// one outage or burst): Codec2 is for a path that stays this bad.
     heavy_run: u32,
 }
+
+/// How rarely independent loss must make a run for the longest run of a
+/// report to count as a burst on its own: expected fewer than this many
+/// times per report (a run expected under 0.05 times counts when the
+/// report before had one too). A burst is remembered for the hysteresis period (DRED, a hold),
+/// so a chance run at 5 % per report put a random-loss call on DRED for
+/// 10 s in most calls; on random 20 % DRED scores 1.97 against LBRR's 2.26
+/// (docs/QUALITY.md finding 14).
+const CHANCE_RUN: f32 = 0.002;
+
+/// Loss level (about five reports) from which random loss gets DRED with the
+/// receiver's hold instead of LBRR: LBRR rebuilds one frame back, and at
+/// this density runs of two and more are most of the loss. On the live
+/// bench's 30 % trace (loopback) DRED 1 s, hint 30 scores 1.83 against
+/// LBRR's 1.74; at 20 % LBRR wins, 2.26 against 1.97 (docs/QUALITY.md
+/// finding 14), so the band leaves DRED only below [`DENSE_LEAVE`].
+pub const DENSE_ENTER: f32 = 0.26;
+/// Loss level under which dense-loss protection gives way to LBRR.
+pub const DENSE_LEAVE: f32 = 0.20;
 
 /// Reports of heavy, spread-out loss in a row before the controller leaves
 /// Opus for Codec2: an outage or a burst makes one bad interval, which
@@ -300,6 +337,11 @@ pub struct Controller {
     counts: [u64; Reason::ALL.len()],
     decisions: u64,
     outages: u64,
+    /// The worst receiver's loss level is in the dense band (see
+    /// [`DENSE_ENTER`]).
+    dense: bool,
+    /// Dense loss and no burst: what makes the protection DRED now.
+    dense_only: bool,
 }
 
 fn profile(tier: usize) -> &'static Profile {
@@ -358,6 +400,8 @@ impl Controller {
             counts: [0; Reason::ALL.len()],
             decisions: 0,
             outages: 0,
+            dense: false,
+            dense_only: false,
         };
         let p = profile(top);
         let startup = Settings {
@@ -459,7 +503,9 @@ impl Controller {
             self.settings.fec_ratio,
         );
         let queue_ms = f32::from(entry.queue_delay_100us) / 10.0;
-        let short = entry.expected > 0 && f32::from(entry.recv_kbps) < 0.85 * send_kbps;
+        // Reports carry whole kb/s: at Codec2's few kb/s a truncated rate
+        // would read as short by itself.
+        let short = entry.expected > 0 && f32::from(entry.recv_kbps) + 1.0 < 0.85 * send_kbps;
         let lost = u32::from(entry.expected.saturating_sub(entry.received));
         // Most of the lost packets in one run: an outage (when long) or a
         // burst, not spread-out loss.
@@ -482,6 +528,12 @@ impl Controller {
             } else {
                 0.7 * r.loss + 0.3 * loss
             };
+            r.level = if r.level_set {
+                0.8 * r.level + 0.2 * loss
+            } else {
+                loss
+            };
+            r.level_set = true;
             if loss >= 0.01 {
                 r.loss_at_ns = now_ns;
                 r.saw_loss = true;
@@ -498,8 +550,10 @@ impl Controller {
             // count as bursts only beyond what independent loss at this rate
             // makes: the histogram when it holds clearly more runs of 3+
             // than the `lost * (1 - p) * p^2` expected, the longest run when
-            // runs that long are expected less than 0.05 times
-            // (`lost * (1 - p) * p^(len-1)`).
+            // runs that long are expected less than `CHANCE_RUN` times
+            // (`lost * (1 - p) * p^(len-1)`, p the higher of this interval's
+            // loss and the smoothed one: an interval that lost less than the
+            // path does makes its long run look rarer than it is).
             let runs_3: u32 = entry.bursts[2..BURST_BINS]
                 .iter()
                 .map(|&n| u32::from(n))
@@ -518,9 +572,19 @@ impl Controller {
                 0
             };
             let mut burst = u32::from(entry.max_burst);
+            let p = loss.max(r.loss).min(0.99);
             let runs_that_long =
-                lost as f32 * (1.0 - loss) * loss.powi(burst.saturating_sub(1).min(64) as i32);
-            if burst >= 3 && !bursty && runs_that_long >= 0.05 {
+                lost as f32 * (1.0 - p) * p.powi(burst.saturating_sub(1).min(64) as i32);
+            // A run rare by chance (under 5 % of reports) counts when the
+            // report before had one too (both by chance: 0.25 %).
+            let rare = burst >= 3 && runs_that_long < 0.05;
+            let again = rare
+                && r.rare_run_at_ns
+                    .is_some_and(|t| now_ns.saturating_sub(t) <= 2_500 * MS);
+            if rare {
+                r.rare_run_at_ns = Some(now_ns);
+            }
+            if burst >= 3 && !bursty && runs_that_long >= CHANCE_RUN && !again {
                 burst = 2;
             }
             if burst >= r.burst || now_ns.saturating_sub(r.burst_at_ns) > hysteresis {
@@ -583,8 +647,9 @@ impl Controller {
     /// The worst fresh receiver: (loss, longest recent burst, any loss
     /// since the settle time, any report at all, heavy loss for
     /// [`HEAVY_REPORTS`] reports in a row).
-    fn worst(&self, now_ns: u64) -> (f32, u32, bool, bool, bool) {
+    fn worst(&self, now_ns: u64) -> (f32, f32, u32, bool, bool, bool) {
         let mut loss = 0.0f32;
+        let mut level = 0.0f32;
         let mut burst = 0;
         let mut lossy = false;
         let mut any = false;
@@ -596,6 +661,7 @@ impl Controller {
             any = true;
             heavy |= r.heavy_run >= HEAVY_REPORTS;
             loss = loss.max(r.loss);
+            level = level.max(r.level);
             if now_ns.saturating_sub(r.burst_at_ns) <= self.cfg.hysteresis_ns {
                 burst = burst.max(r.burst);
             }
@@ -603,11 +669,11 @@ impl Controller {
                 lossy = true;
             }
         }
-        (loss, burst, lossy, any, heavy)
+        (loss, level, burst, lossy, any, heavy)
     }
 
     fn evaluate(&mut self, now_ns: u64) {
-        let (loss, burst, lossy, any, heavy) = self.worst(now_ns);
+        let (loss, level, burst, lossy, any, heavy) = self.worst(now_ns);
         if !any {
             // No fresh report (the return path is down, or nobody listens):
             // hold what is in force rather than adapt blind.
@@ -631,6 +697,15 @@ impl Controller {
         // Protection.
         // Into Codec2 on heavy loss that lasts; staying there on the smoothed
         // loss, as every mode does.
+        // Dense random loss: DRED with the hold, in a band so a path near
+        // the threshold does not flap between it and LBRR.
+        if level >= DENSE_ENTER {
+            self.dense = true;
+        } else if level < DENSE_LEAVE {
+            self.dense = false;
+        }
+        self.dense_only = self.dense && burst < 3;
+        let burst = if self.dense { burst.max(3) } else { burst };
         let wanted = if heavy || (self.mode == Mode::Heavy && loss >= self.cfg.heavy_loss) {
             Mode::Heavy
         } else if lossy && burst >= 3 {
@@ -729,7 +804,10 @@ impl Controller {
                 // within the latency budget.
                 if p.codec == Codec::Opus && p.bitrate > 12_000 {
                     s.dred_ms = 1000;
-                    s.loss_hint = if burst > 6 { 30 } else { 20 }.max(loss_pct.min(30)) as u8;
+                    // Dense random loss: hint 30 throughout the band (the
+                    // measured setting), not retuned as the level wanders.
+                    s.loss_hint =
+                        if burst > 6 || self.dense { 30 } else { 20 }.max(loss_pct.min(30)) as u8;
                     let budget = (self.cfg.hold_budget_ms / p.frame_ms.max(1)) as u8;
                     s.receiver_hold_frames = (burst.min(255) as u8).min(budget);
                 } else {
@@ -737,7 +815,11 @@ impl Controller {
                     s.lbrr = p.codec == Codec::Opus;
                     s.loss_hint = loss_pct.clamp(7, 30) as u8;
                 }
-                Reason::BurstLoss
+                if self.dense_only {
+                    Reason::DenseLoss
+                } else {
+                    Reason::BurstLoss
+                }
             }
             Mode::Heavy => {
                 s.fec_ratio = p.fec_ratio_percent;

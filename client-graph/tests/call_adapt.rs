@@ -487,8 +487,13 @@ fn a_rate_cap_moves_the_sender_to_a_tier_that_fits_with_loss_back_under_2_percen
     write_wav(&speech_path, &speech_like(16_000));
     let speech_path = speech_path.display().to_string();
     let mut alice = Client::join(&dir, &relay, proxy.addr, "alice", &speech_path, &[]);
+    // Alice is in the room before Bob's stream starts filling her side of
+    // the path (an admission sent into a link already full of media can
+    // take many seconds to get through: see docs/PROFILES.md).
+    alice.wait_room_of(1);
     let mut bob = Client::join(&dir, &relay, relay.addr, "bob", "tone:440", &[]);
-    alice.wait_room_of(2);
+    // Bob's side is not capped: his view of the room says the call is up
+    // (Alice's room update shares her full link with Bob's stream).
     bob.wait_room_of(2);
     // Queueing and loss at the cap: the controller drops to a tier whose
     // wire rate fits what got through.

@@ -820,3 +820,44 @@ fn outages_are_set_aside_bursts_the_hold_reaches_are_protected() {
         r.s()
     );
 }
+
+/// A rate-limited link with a short queue (a token bucket that drops what
+/// waits more than 100 ms) loses most packets while its mean queueing
+/// delay stays low: half the packets lost with a standing queue of 10 ms
+/// or more is congestion (a tier that fits), not loss to protect against
+/// with more bits (Codec2 with RaptorQ would double the rate). Heavy loss
+/// with no queue is still loss.
+#[test]
+fn heavy_loss_with_a_standing_queue_is_congestion() {
+    let report = |queue_ms: u16| FeedbackEntry {
+        sender_id: 1,
+        expected: 50,
+        received: 10,
+        bursts: [6, 2, 6, 0, 0, 0],
+        max_burst: 5,
+        jitter_100us: 30,
+        queue_delay_100us: queue_ms * 10,
+        recv_kbps: 7,
+        ..FeedbackEntry::default()
+    };
+    for (queue_ms, congestion) in [(16, true), (10, true), (2, false)] {
+        let mut c = Controller::new(ControllerConfig::default(), 0);
+        let _ = c.poll(0);
+        for k in 1..=3 {
+            c.handle_report(100, &report(queue_ms), k * S);
+            let _ = c.poll(k * S);
+        }
+        let s = c.settings();
+        assert_eq!(
+            c.count(Reason::Congestion) > 0,
+            congestion,
+            "queue {queue_ms} ms: {s:?}"
+        );
+        if congestion {
+            assert_eq!(s.tier, "catastrophic", "queue {queue_ms} ms: {s:?}");
+            assert!(s.frame_ms > 40 && s.fec_ratio == 0, "{s:?}");
+        } else {
+            assert!(c.count(Reason::HeavyLoss) > 0, "{s:?}");
+        }
+    }
+}

@@ -167,6 +167,15 @@ impl StreamLimits {
     }
 }
 
+/// Bytes of datagrams a connection queues while it cannot send: about 0.3 s
+/// of what a relay forwards to a member of a room of ten, 3 s of one
+/// 24 kb/s stream. Media older than that is worth nothing at the far end,
+/// and a deeper queue turns a link that cannot carry the stream into
+/// seconds of delay for everything behind it, quality reports included
+/// (256 KiB held 48 s of a stream; calls through a 12 kb/s link saw report
+/// round trips of 4-8 s). quinn drops the oldest datagrams past it.
+const DATAGRAM_SEND_BUFFER: usize = 32 * 1024;
+
 /// Transport settings for every wzp connection: [`StreamLimits::ROOM`],
 /// datagrams on (media), a keep-alive well under the idle timeout.
 pub fn transport_config() -> quinn::TransportConfig {
@@ -188,7 +197,7 @@ pub fn transport_config_with(limits: StreamLimits) -> quinn::TransportConfig {
     t.receive_window(quinn::VarInt::from_u32(limits.connection_window));
     // A slow reader loses the oldest datagrams past this.
     t.datagram_receive_buffer_size(Some(limits.datagram_buffer));
-    t.datagram_send_buffer_size(256 * 1024);
+    t.datagram_send_buffer_size(DATAGRAM_SEND_BUFFER);
     // Media datagrams are never retransmitted, so an ACK only feeds loss
     // detection and congestion control. Ask the peer for one ACK per
     // ACK_ELICITING_THRESHOLD + 1 packets or per 25 ms instead of one per

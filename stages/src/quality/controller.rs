@@ -297,6 +297,10 @@ struct Receiver {
 /// (docs/QUALITY.md finding 14).
 const CHANCE_RUN: f32 = 0.002;
 
+/// Mean queueing delay (ms) that, with half the packets lost, means the path
+/// is saturated (see `handle_report`).
+const SATURATED_QUEUE_MS: f32 = 10.0;
+
 /// Loss level (about five reports) from which random loss gets DRED with the
 /// receiver's hold instead of LBRR: LBRR rebuilds one frame back, and at
 /// this density runs of two and more are most of the loss. On the live
@@ -513,8 +517,15 @@ impl Controller {
         let outage = self.is_outage(one_run, u32::from(entry.max_burst));
         // An outage leaves the receive rate short and the queue draining:
         // not a sign of a path that cannot carry the tier.
-        let congested =
-            !outage && queue_ms >= self.cfg.congestion_queue_ms && (loss >= 0.02 || short);
+        // Half the packets lost with a standing queue is a bottleneck too: a
+        // token bucket with a short queue (a rate-limited link) drops most
+        // of what it cannot carry and holds the rest only briefly, so the
+        // mean queueing delay stays under the threshold while the loss is
+        // far beyond random (measured 16-23 ms at 80 % loss through
+        // `wzp-netem --rate 12`).
+        let saturated = queue_ms >= SATURATED_QUEUE_MS && loss >= 0.5;
+        let congested = !outage
+            && (saturated || queue_ms >= self.cfg.congestion_queue_ms && (loss >= 0.02 || short));
         let hysteresis = self.cfg.hysteresis_ns;
         let heavy_loss = self.cfg.heavy_loss;
         if outage {

@@ -14,8 +14,10 @@
 wzp_engine::install_alloc_checker!();
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
+mod frame_support;
+
+use frame_support::{counter, envelope, pearson, rms, wait_workers};
 use wzp_engine::prelude::*;
 use wzp_engine::rt_check::{checker_installed, count_allocs};
 use wzp_stages::audio::signal::{speech_like, xcorr_peak};
@@ -90,15 +92,6 @@ const PHASES: [(&str, u32); 6] = [
     ("fair", 16_000),
 ];
 
-fn counter(g: &Graph, stage: &str, name: &str) -> u64 {
-    g.stats()
-        .stage(stage)
-        .and_then(|s| s.counter(name))
-        .unwrap_or_else(|| panic!("no counter {stage}.{name}"))
-}
-
-/// Every frame and loss the receiver concealed or rebuilt instead of
-/// decoding it.
 fn concealed(g: &Graph) -> u64 {
     [
         "classical_plc_invocations",
@@ -109,52 +102,6 @@ fn concealed(g: &Graph) -> u64 {
     .iter()
     .map(|n| counter(g, "dec", n))
     .sum()
-}
-
-/// Waits (bounded) until `cond` holds on the graph's counters.
-fn wait_for(g: &Graph, what: &str, cond: impl Fn(&Graph) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !cond(g) {
-        assert!(Instant::now() < deadline, "{what}: worker stuck");
-        std::thread::sleep(Duration::from_micros(200));
-    }
-}
-
-/// Waits until the encoder's worker has made `want` Codec2 frames and the
-/// decoder's has answered every job.
-fn wait_workers(graph: &Graph, want: u64) {
-    wait_for(graph, "encoder", |g| {
-        counter(g, "enc", "codec2_frames_encoded") >= want
-    });
-    wait_for(graph, "decoder", |g| {
-        counter(g, "dec", "codec2_frames_decoded")
-            + counter(g, "dec", "codec2_concealed")
-            + counter(g, "dec", "codec2_errors")
-            >= counter(g, "dec", "codec2_jobs")
-    });
-}
-
-/// 10 ms RMS envelope.
-fn envelope(x: &[f32]) -> Vec<f64> {
-    x.chunks_exact(160)
-        .map(|c| (c.iter().map(|v| f64::from(*v) * f64::from(*v)).sum::<f64>() / 160.0).sqrt())
-        .collect()
-}
-
-fn pearson(a: &[f64], b: &[f64]) -> f64 {
-    let n = a.len().min(b.len()) as f64;
-    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
-    let (mut ab, mut aa, mut bb) = (0.0, 0.0, 0.0);
-    for (x, y) in a.iter().zip(b) {
-        ab += (x - ma) * (y - mb);
-        aa += (x - ma) * (x - ma);
-        bb += (y - mb) * (y - mb);
-    }
-    ab / (aa * bb).sqrt().max(1e-12)
-}
-
-fn rms(x: &[f32]) -> f64 {
-    (x.iter().map(|v| f64::from(*v) * f64::from(*v)).sum::<f64>() / x.len().max(1) as f64).sqrt()
 }
 
 struct Phase {

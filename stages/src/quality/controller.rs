@@ -269,7 +269,7 @@ struct Receiver {
     last_ns: u64,
     /// Loss fraction: rises at once, decays over reports.
     loss: f32,
-    /// Loss fraction averaged over about five reports (both ways): the
+    /// Loss fraction averaged over about four reports (both ways): the
     /// level of a path's loss, not its last interval.
     level: f32,
     /// `level` has its first value.
@@ -539,10 +539,13 @@ impl Controller {
             } else {
                 0.7 * r.loss + 0.3 * loss
             };
+            // The first report starts it, but no higher than the band's
+            // lower edge: one lossy second must not put a 20 % path in the
+            // band, which it would then leave only under 20 %.
             r.level = if r.level_set {
-                0.8 * r.level + 0.2 * loss
+                0.75 * r.level + 0.25 * loss
             } else {
-                loss
+                loss.min(DENSE_LEAVE)
             };
             r.level_set = true;
             if loss >= 0.01 {

@@ -1,8 +1,10 @@
 //! Test stages for graph tests that watch the frames between the jitter
-//! buffer and the decoder, or drop chosen ones on the way.
+//! buffer and the decoder, or drop chosen ones on the way, and the helpers
+//! such tests share (counters, bounded waits on the Codec2 workers, the
+//! loudness measures the far end is checked with).
 #![allow(dead_code)]
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wzp_engine::prelude::*;
 use wzp_proto::media::CodecId;
@@ -155,4 +157,60 @@ impl StageFactory for DropNth {
             }),
         })
     }
+}
+
+/// A stage's counter; panics naming it when the stage or counter is not there.
+pub fn counter(g: &Graph, stage: &str, name: &str) -> u64 {
+    g.stats()
+        .stage(stage)
+        .and_then(|s| s.counter(name))
+        .unwrap_or_else(|| panic!("no counter {stage}.{name}"))
+}
+
+/// Waits (bounded, 30 s) until `cond` holds on the graph's counters.
+pub fn wait_for(g: &Graph, what: &str, cond: impl Fn(&Graph) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cond(g) {
+        assert!(Instant::now() < deadline, "{what}: worker stuck");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// Waits until the encoder's worker has made `want` Codec2 frames (both
+/// modes) and the decoder's has answered every job.
+pub fn wait_workers(graph: &Graph, want: u64) {
+    wait_for(graph, "encoder", |g| {
+        counter(g, "enc", "codec2_frames_encoded") >= want
+    });
+    wait_for(graph, "decoder", |g| {
+        counter(g, "dec", "codec2_frames_decoded")
+            + counter(g, "dec", "codec2_concealed")
+            + counter(g, "dec", "codec2_errors")
+            >= counter(g, "dec", "codec2_jobs")
+    });
+}
+
+/// 10 ms RMS envelope at 16 kHz.
+pub fn envelope(x: &[f32]) -> Vec<f64> {
+    x.chunks_exact(160)
+        .map(|c| (c.iter().map(|v| f64::from(*v) * f64::from(*v)).sum::<f64>() / 160.0).sqrt())
+        .collect()
+}
+
+/// Pearson correlation of two series (over the shorter length).
+pub fn pearson(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len().min(b.len()) as f64;
+    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
+    let (mut ab, mut aa, mut bb) = (0.0, 0.0, 0.0);
+    for (x, y) in a.iter().zip(b) {
+        ab += (x - ma) * (y - mb);
+        aa += (x - ma) * (x - ma);
+        bb += (y - mb) * (y - mb);
+    }
+    ab / (aa * bb).sqrt().max(1e-12)
+}
+
+/// RMS level.
+pub fn rms(x: &[f32]) -> f64 {
+    (x.iter().map(|v| f64::from(*v) * f64::from(*v)).sum::<f64>() / x.len().max(1) as f64).sqrt()
 }

@@ -129,6 +129,7 @@ fn frame(base: u32, k: u32, arrival_ns: u64) -> FrameMeta {
         stream: 1,
         duration_ms: 20,
         arrival_ns,
+        codec: CodecId::OPUS.0,
         ..Default::default()
     }
 }
@@ -330,9 +331,18 @@ fn late_frame_is_concealed_in_place_then_counted_late() {
     assert_eq!(seq[pos - 1], Out::Played(9));
     assert_eq!(seq[pos + 1], Out::Played(11));
     assert!(!played(&seq).contains(&10), "a late frame is never played");
+    // A frame missing at its time raises the hold by one frame (so the
+    // next packet, which may carry LBRR for it, is there in time): one
+    // period inserted before 12, concealed as well, then every frame plays.
+    assert_eq!(seq[pos + 2], Out::Missing(12), "{seq:?}");
+    assert_eq!(seq[pos + 3], Out::Played(12), "{seq:?}");
+    assert_eq!(h.counter("stretched"), 1);
+    assert_eq!(h.gauge("burst_hold_ms"), 20);
     assert_eq!(h.counter("late"), 1);
-    assert_eq!(h.counter("concealed"), 1);
-    assert_eq!(h.counter("played"), n as u64 - 1);
+    assert_eq!(h.counter("concealed"), 2);
+    assert_eq!(h.counter("skipped"), 0);
+    // One period went to the stretch: the last frame is still held.
+    assert_eq!(h.counter("played"), n as u64 - 2);
 }
 
 #[test]
@@ -506,7 +516,7 @@ fn sequence_and_timestamp_wrap_around() {
         .collect();
     let outs = run(&mut h, frames, n as u64 + 1);
     let seq = after_start(&outs);
-    let want: Vec<Out> = (0..n)
+    let mut want: Vec<Out> = (0..n)
         .map(|k| {
             let s = base.wrapping_add(k);
             if k == 31 {
@@ -516,7 +526,13 @@ fn sequence_and_timestamp_wrap_around() {
             }
         })
         .collect();
+    // The loss raises the hold by one frame when seq 1 plays: a period is
+    // inserted before seq 2 (counted across the wrap: one lost, not 2^32).
+    want.insert(33, Out::Missing(2));
+    want.truncate(n as usize);
     assert_eq!(&seq[..n as usize], &want[..]);
+    assert_eq!(h.gauge("burst_hold_ms"), 20);
+    assert_eq!(h.counter("stretched"), 1);
     assert_eq!(h.counter("resets"), 0);
     assert_eq!(h.counter("late"), 0);
 }
@@ -1006,8 +1022,9 @@ fn steady_stream(
 /// frames more (60 ms, `burst_hold_ms`), so in every later burst each lost
 /// frame goes out carrying the first frame after the burst (`fec.symbol`
 /// frames ahead) for the decoder to rebuild it from DRED; every frame that
-/// arrived still plays once, in order. Single losses hold nothing extra,
-/// and the hold decays back to none once bursts stop.
+/// arrived still plays once, in order. Single losses (and bursts in a
+/// stream without DRED) hold one frame, for LBRR; the hold decays back to
+/// none once losses stop.
 #[test]
 fn a_burst_of_losses_is_held_for_and_rebuilt_from_the_frame_after_it() {
     let mut h = Harness::new(&twenty());
@@ -1051,18 +1068,51 @@ fn a_burst_of_losses_is_held_for_and_rebuilt_from_the_frame_after_it() {
         "every frame that arrived plays once, in order"
     );
 
-    // The same bursts in a stream without DRED (LBRR reaches one frame
-    // back, which the target covers): nothing held, nothing stretched.
+    // The same bursts in a stream without DRED: LBRR reaches one frame
+    // back, so one frame is held (for the first loss of each burst), not
+    // three; one stretch when it rose, none after.
     let mut h = Harness::new(&twenty());
     steady_stream(&mut h, n, burst, false);
-    assert_eq!(h.gauge("burst_hold_ms"), 0, "no DRED, no hold");
-    assert_eq!(h.counter("stretched"), 0);
+    assert_eq!(h.gauge("burst_hold_ms"), 20, "no DRED, one frame for LBRR");
+    assert_eq!(h.counter("stretched"), 1);
 
-    // Single losses: the next frame already covers them; nothing held.
+    // Single losses: one frame held, so the packet after each loss (its
+    // LBRR) is there when the loss is due; every loss carries it.
     let mut h = Harness::new(&twenty());
-    steady_with_losses(&mut h, 400, |k| k % 25 == 7);
-    assert_eq!(h.gauge("burst_hold_ms"), 0, "single losses hold nothing");
+    let single = |k: u32| k % 25 == 7;
+    let out = steady_with_losses(&mut h, 400, single);
+    assert_eq!(h.gauge("burst_hold_ms"), 20, "single losses hold one frame");
+    assert_eq!(h.counter("stretched"), 1);
+    for k in (57..390).filter(|&k| single(k)) {
+        let (m, bytes) = out
+            .iter()
+            .find(|(m, _)| m.seq == k && m.flags & frame_flags::INSERTED == 0)
+            .unwrap_or_else(|| panic!("seq {k} never came out"));
+        assert_ne!(m.flags & frame_flags::NEXT_ATTACHED, 0, "seq {k}: {m:?}");
+        assert_eq!(bytes[3..], payload(k + 1), "seq {k}");
+    }
+
+    // Codec2 has no LBRR: its single losses hold nothing.
+    let mut h = Harness::new(&twenty());
+    let frames: Vec<FrameMeta> = (0..400)
+        .filter(|&k| !single(k))
+        .map(|k| FrameMeta {
+            codec: CodecId::CODEC2_3200.0,
+            ..frame(0, k, k as u64 * Q_NS + MS)
+        })
+        .collect();
+    run_seen(&mut h, frames, 410);
+    assert_eq!(h.gauge("burst_hold_ms"), 0, "Codec2: no hold");
     assert_eq!(h.counter("stretched"), 0);
+    assert!(h.counter("concealed") >= 15);
+
+    // A single loss, then a clean path: the hold decays (a skip the
+    // buffer makes to come down is not a loss and does not raise it again).
+    let mut h = Harness::new(&twenty());
+    steady_with_losses(&mut h, 1_000, |k| k == 100);
+    assert_eq!(h.counter("stretched"), 1);
+    assert_eq!(h.counter("skipped"), 1);
+    assert_eq!(h.gauge("burst_hold_ms"), 0, "one frame held, then let go");
 
     // The hold decays once the bursts stop: 20 s later it is gone.
     let mut h = Harness::new(&twenty());

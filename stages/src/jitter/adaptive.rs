@@ -69,18 +69,21 @@
 //! A lost frame can be rebuilt from a later packet's redundancy (Opus LBRR
 //! holds the frame before it, DRED up to a second of history), but only if
 //! that packet is here when the lost frame is due. One loss needs the next
-//! frame, which the jitter target already covers; a burst of K losses needs
-//! the packet K frames later. The buffer therefore measures the bursts it
-//! plays through (the sequence numbers skipped between two frames played;
-//! a sender pausing in DTX skips none) into an
-//! estimate that takes the longest burst at once and decays with a 5 s
-//! half-life, and holds K frames more than the jitter target needs (K >=
-//! 2), at most `burst_hold` (default 60 ms), while the stream carries DRED
-//! (an Opus packet with padding, where libopus puts DRED, in the last 2 s):
-//! LBRR reaches one frame back, which the target already covers, so for a
-//! stream without DRED a hold is only delay, and each change of it a frame
-//! stretched or skipped (random 10 % on the loopback: 2.56 -> 2.79 PESQ-WB
-//! without). On a path with no bursts (single losses included) it holds
+//! packet; a burst of K losses needs the packet K frames later. The buffer
+//! therefore measures the bursts it plays through (the sequence numbers
+//! skipped between two frames played, less any it skipped itself to come
+//! down; a sender pausing in DTX skips none) into an estimate that takes
+//! the longest burst at once and decays with a 5 s half-life. While the
+//! estimate says losses are being seen it holds one Opus frame more than
+//! the jitter target needs (Codec2 has no LBRR): playout runs up to half a frame under the target,
+//! so without it the packet after a loss (its LBRR) was late as often as
+//! not (live on a 10 % path LBRR rebuilt 11 of ~180 losses; with it, 88).
+//! For bursts (K >= 2) it holds K frames, at most `burst_hold` (default
+//! 60 ms), while the stream carries DRED (an Opus packet with padding,
+//! where libopus puts DRED, in the last 2 s): without DRED nothing rebuilds
+//! the second loss of a burst, so a deeper hold would be only delay, and
+//! each change of it a frame stretched or skipped (random 10 % on the
+//! loopback: 2.56 -> 2.79 PESQ-WB without). On a path with no loss it holds
 //! nothing extra. A run longer than twice
 //! what the hold can cover (`burst_hold` in frames, plus one: 8 frames at
 //! 20 ms and the default) is an outage, not a burst: nothing held within
@@ -306,6 +309,7 @@ impl StageFactory for Adaptive {
             hold_max_ns: burst_hold.as_nanos() as i64,
             burst_est: 0.0,
             last_played: None,
+            passed_held: 0,
             hold_ns: 0,
             quiet_wait_ns: quiet_wait.as_nanos() as u64,
             avg_bytes: 0.0,
@@ -406,6 +410,9 @@ struct JitterProc {
     burst_est: f64,
     /// Seq of the last frame played (since the last reset).
     last_played: Option<u32>,
+    /// Frames that arrived and were passed over (skipped to come down)
+    /// since the last frame played: gaps in `seq` that were not losses.
+    passed_held: u32,
     /// Extra delay held for bursts now (part of `target_ns`).
     hold_ns: i64,
     /// `quiet_wait`: longest a skip waits for a quiet frame.
@@ -488,6 +495,7 @@ impl JitterProc {
         self.buffered = 0;
         self.behind_run = 0;
         self.last_played = None;
+        self.passed_held = 0;
         self.active = false;
         self.started = false;
         self.d_min = i64::MAX;
@@ -555,12 +563,17 @@ impl JitterProc {
     /// is longer and otherwise decays, and the hold follows it.
     fn observe_played(&mut self, seq: u32) {
         let last = self.last_played.replace(seq);
+        let passed = std::mem::take(&mut self.passed_held);
         if self.hold_max_ns == 0 {
             return;
         }
         self.burst_est *= 0.5f64.powf(self.frame_ns as f64 / BURST_HALF_LIFE_NS);
         if let Some(last) = last {
-            let skipped = seq.wrapping_sub(last).wrapping_sub(1);
+            // Frames this buffer skipped itself were not lost.
+            let skipped = seq
+                .wrapping_sub(last)
+                .wrapping_sub(1)
+                .saturating_sub(passed);
             // A run longer than twice what the hold can cover is an outage:
             // holding for it would add delay and rebuild almost none of it.
             let reach = (self.hold_max_ns / self.frame_ns.max(1) as i64) as u32 + 1;
@@ -570,14 +583,20 @@ impl JitterProc {
         }
         // A burst of K needs the packet K frames after its first loss here
         // when that loss is due; playout runs up to half a frame under the
-        // target, so hold K whole frames (single losses: none).
-        // Only a stream carrying DRED can rebuild a burst from a later
-        // packet (LBRR reaches one frame back, which the target covers):
-        // without it the hold is delay, and every change of it a frame
-        // stretched or skipped.
+        // target, so hold K whole frames. Only a stream carrying DRED can
+        // rebuild a burst of two or more from a later packet; any stream
+        // may carry LBRR, which rebuilds a single loss from the next
+        // packet: that packet is due one frame after the lost one, so while
+        // losses are seen the buffer holds one frame (without it the next
+        // packet was late as often as not: live, LBRR rebuilt 11 of ~180
+        // single losses, docs/QUALITY.md finding 15).
         let k = self.burst_est.ceil() as i64;
         let extra_frames = if k >= 2 && self.dred_frames_left > 0 {
             k
+        } else if self.burst_est >= 0.5 && self.codec == wzp_proto::media::CodecId::OPUS.0 {
+            // Only Opus has LBRR; for Codec2 (packets up to 120 ms) a
+            // hold would be only delay.
+            1
         } else {
             0
         };
@@ -822,6 +841,7 @@ impl JitterProc {
                 // per period.
                 if held {
                     self.stats.skipped.inc();
+                    self.passed_held = self.passed_held.saturating_add(1);
                     if self.is_quiet(self.next_seq) {
                         self.stats.quiet_changes.inc();
                     }

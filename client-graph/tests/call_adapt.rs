@@ -479,7 +479,7 @@ fn a_call_under_20_percent_loss_turns_redundancy_on_and_sounds_better_than_witho
 /// reports still showed ~5 % loss at 120 ms packets, and reports about a
 /// talker reach it slowly through its full downlink), so it is not the
 /// test yet (docs/PROFILES.md, issue notes).
-const RATE_CAP_KBPS: &str = "40";
+const RATE_CAP_KBPS: &str = "12";
 
 #[test]
 fn a_rate_cap_moves_the_sender_to_a_tier_that_fits_with_loss_back_under_2_percent() {

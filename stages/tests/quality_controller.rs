@@ -871,3 +871,54 @@ fn heavy_loss_with_a_standing_queue_is_congestion() {
         }
     }
 }
+
+/// What got through at the last congestion is a ceiling: a probe to a step
+/// that needs more waits the longest back-off (`probe_max`) since that
+/// congestion, even after a probe below it succeeded (which resets the
+/// back-off). Through a 12 kb/s link, Codec2 in 80 ms packets fits and a
+/// probe to 40 ms packets never does; each one lost a second of packets,
+/// and with the back-off reset by the step that worked they came every
+/// ~10 s. Once the path carries more, the ceiling is forgotten.
+#[test]
+fn a_probe_above_what_got_through_at_the_last_congestion_waits_the_longest_back_off() {
+    let cfg = ControllerConfig::default();
+    let mut r = Run::new(cfg);
+    r.go(10, CLEAN, 1);
+    let capped = Path {
+        loss: 0.0,
+        burst: 1,
+        cap_kbps: 6.0,
+    };
+    r.go(180, capped, 1);
+    let c2 = Profile::by_name("catastrophic").unwrap();
+    assert!(packet_wire_kbps(c2, 80, 0) <= 6.0 && packet_wire_kbps(c2, 40, 0) > 6.0);
+    // Every probe to 40 ms packets came at least `probe_max` after the
+    // congestion before it.
+    let mut last_congestion = 0;
+    let mut doomed = 0;
+    for d in &r.log {
+        if d.reason == Reason::Congestion {
+            last_congestion = d.at_ns;
+        }
+        if d.reason == Reason::Probe
+            && d.settings.tier == "catastrophic"
+            && d.settings.frame_ms == 40
+        {
+            doomed += 1;
+            assert!(
+                d.at_ns - last_congestion >= cfg.probe_max_ns,
+                "probe to 40 ms packets {} s after congestion: {:?}",
+                (d.at_ns - last_congestion) / S,
+                r.log
+            );
+        }
+    }
+    assert!(
+        (1..=3).contains(&doomed),
+        "{doomed} probes to 40 ms in 180 s: {:?}",
+        r.log
+    );
+    // The cap lifts: back to the top.
+    r.go(300, CLEAN, 1);
+    assert_eq!(r.s().tier, "good", "{:?}", &r.log[r.log.len() - 5..]);
+}

@@ -33,7 +33,11 @@
 //!   frames) costs more on the wire than `degraded` and is only used for
 //!   loss. Probes climb the same steps back (120 -> 80 -> 40 ms packets ->
 //!   `degraded`), each after the calm period (the hysteresis of the
-//!   bandwidth axis).
+//!   bandwidth axis). What got through at the last congestion is a
+//!   ceiling: a probe to a step that needs more waits `probe_max` since
+//!   that congestion (a step that worked resets the back-off, and at
+//!   12 kb/s a probe from 80 to 40 ms packets then failed every ~10 s);
+//!   a step above it that holds for the hysteresis period clears it.
 //!
 //! Loss seen while the path is congested is not treated as random loss:
 //! redundancy would only add to the congestion.
@@ -101,6 +105,11 @@ fn ladder_down((t, packet_ms): Step) -> Step {
     } else {
         (CATASTROPHIC, profile(CATASTROPHIC).frame_ms)
     }
+}
+
+/// Wire rate of a bandwidth step as receivers count it, kbit/s.
+fn step_kbps((t, packet_ms): Step) -> f32 {
+    packet_wire_kbps(profile(t), packet_ms, 0)
 }
 
 /// The bandwidth ladder one step up from `t`: shorter Codec2 packets first.
@@ -332,6 +341,11 @@ pub struct Controller {
     /// whole number of frames up to [`CODEC2_MAX_PACKET_MS`].
     bw_packet_ms: u32,
     last_congestion_ns: u64,
+    /// What got through at the last congestion, kbit/s as receivers count
+    /// it (0: none known). A probe to a step that needs more waits
+    /// `probe_max` since that congestion: the path said it cannot carry
+    /// it, and a failed probe there costs a burst of loss each time.
+    ceiling_kbps: f32,
     tier_changed_ns: u64,
     probe_wait_ns: u64,
     /// A probe is running: congestion before the hysteresis ends fails it.
@@ -387,6 +401,7 @@ impl Controller {
             bw_tier: top,
             bw_packet_ms: profile(top).frame_ms,
             last_congestion_ns: 0,
+            ceiling_kbps: 0.0,
             tier_changed_ns: now_ns,
             probe_wait_ns: cfg.probe_after_ns,
             probing: false,
@@ -625,6 +640,7 @@ impl Controller {
 
     fn on_congestion(&mut self, recv_kbps: f32, now_ns: u64) {
         self.last_congestion_ns = now_ns;
+        self.ceiling_kbps = recv_kbps;
         let budget = 0.9 * recv_kbps;
         // Nothing of Opus fits: Codec2 1200, the cheapest tier on the wire,
         // in the shortest packets that fit (the longest if none does).
@@ -698,13 +714,26 @@ impl Controller {
         if self.probing && now_ns.saturating_sub(self.tier_changed_ns) >= self.cfg.hysteresis_ns {
             self.probing = false;
             self.probe_wait_ns = self.cfg.probe_after_ns;
+            if step_kbps((self.bw_tier, self.bw_packet_ms)) > self.ceiling_kbps {
+                // The path carries more than it did at the last congestion.
+                self.ceiling_kbps = 0.0;
+            }
         }
+        // A step above the last congestion's ceiling waits the longest
+        // back-off: at 12 kb/s, Codec2 in 80 ms packets fits and a probe to
+        // 40 ms never does (each one lost a second of packets).
+        let up = ladder_up((self.bw_tier, self.bw_packet_ms));
+        let wait = if self.ceiling_kbps > 0.0 && step_kbps(up) > self.ceiling_kbps {
+            self.probe_wait_ns.max(self.cfg.probe_max_ns)
+        } else {
+            self.probe_wait_ns
+        };
         if any
             && self.bw_tier > self.top
-            && now_ns.saturating_sub(self.tier_changed_ns) >= self.probe_wait_ns
-            && now_ns.saturating_sub(self.last_congestion_ns) >= self.probe_wait_ns
+            && now_ns.saturating_sub(self.tier_changed_ns) >= wait
+            && now_ns.saturating_sub(self.last_congestion_ns) >= wait
         {
-            (self.bw_tier, self.bw_packet_ms) = ladder_up((self.bw_tier, self.bw_packet_ms));
+            (self.bw_tier, self.bw_packet_ms) = up;
             self.tier_changed_ns = now_ns;
             self.probing = true;
         }

@@ -468,17 +468,14 @@ fn a_call_under_20_percent_loss_turns_redundancy_on_and_sounds_better_than_witho
     );
 }
 
-/// The cap this test holds to. The proxy counts every datagram's UDP
-/// payload: codec payload, media header (22), tag (16) and QUIC's own bytes
-/// around a datagram (about 30 here): about 50 kbit/s for `good`, 42 for
-/// `fair`, 33 for `degraded`'s 6 kbit/s in 40 ms frames; so this cap lets
-/// `good` through only with loss and `degraded` without. The issue's
-/// 12 kbit/s needs Codec2 packed two or three frames per packet (~8 / ~5.7
-/// kbit/s), which the controller now does; through `wzp-netem --rate 12`
-/// the same test passed in most runs here but not all (in one CI run the
-/// reports still showed ~5 % loss at 120 ms packets, and reports about a
-/// talker reach it slowly through its full downlink), so it is not the
-/// test yet (docs/PROFILES.md, issue notes).
+/// The cap this test holds to: the issue's 12 kbit/s. The proxy counts
+/// every datagram's UDP payload: codec payload, media header (22), tag (16)
+/// and QUIC's own bytes around a datagram (about 30 here), so no Opus tier
+/// fits (`degraded`'s 6 kbit/s in 40 ms frames is ~33 on the wire) and
+/// neither does Codec2 1200 in 40 ms packets (~15): the controller packs
+/// two or three Codec2 frames per packet (~8 / ~5.7 kbit/s on the wire).
+/// What got through at the congestion caps its probes (a probe back to 40
+/// ms packets waits `probe_max`), so a 100-packet window without them comes.
 const RATE_CAP_KBPS: &str = "12";
 
 #[test]

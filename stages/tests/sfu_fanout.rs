@@ -687,3 +687,76 @@ fn default_caps_come_from_the_busiest_profile() {
         .fold(0.0, f64::max);
     assert!((pps as f64) < 2.2 * busiest, "{pps}");
 }
+
+/// With `unheard_grace_ms`, a member gets no copies until a packet of its
+/// own has arrived (it is past its admission: on a slow link, copies sent
+/// before starved the admission) or the grace has passed since it joined;
+/// a rejoin waits again. Out-of-range values are refused by name.
+#[test]
+fn a_member_gets_copies_once_heard_from_or_after_the_grace() {
+    let mut r = rig_with(8, 2, 64, &[("unheard_grace_ms", 2000)]);
+    let mut handles = HandleAllocator::new(8);
+    let (a, b, c) = (
+        handles.alloc().unwrap(),
+        handles.alloc().unwrap(),
+        handles.alloc().unwrap(),
+    );
+    join_all(&mut r, &[a, b, c]);
+    // a talks; b and c have sent nothing: no copies, counted.
+    let p1 = r.send_as(a, 1, 0, 1, 4);
+    let out = r.cycle();
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(r.counter("unheard_held"), 2);
+    assert_eq!(r.counter("forwarded"), 1);
+    // b sends (its first packet goes to a, who has been heard).
+    r.now_ns += Q;
+    let pb = r.send_as(b, 2, 0, 1, 4);
+    let out = by_peer(&r.cycle());
+    assert_eq!(out.get(&a), Some(&vec![pb]));
+    assert!(!out.contains_key(&c), "c still unheard");
+    // Now b gets a's packets; c not yet.
+    r.now_ns += Q;
+    let p2 = r.send_as(a, 1, 0, 2, 4);
+    let out = by_peer(&r.cycle());
+    assert_eq!(out.get(&b), Some(&vec![p2.clone()]));
+    assert!(!out.contains_key(&c));
+    assert_ne!(p1, p2);
+    // The grace passes: c, who only listens, gets copies too.
+    r.now_ns = 2000 * MS;
+    let p3 = r.send_as(a, 1, 0, 3, 4);
+    let out = by_peer(&r.cycle());
+    assert_eq!(out.get(&b), Some(&vec![p3.clone()]));
+    assert_eq!(out.get(&c), Some(&vec![p3]));
+    // b rejoins (a reconnect): unheard again until it sends.
+    r.ctl.send(SfuCommand::Join { peer: b, room: 0 }).unwrap();
+    r.now_ns += Q;
+    let p4 = r.send_as(a, 1, 0, 4, 4);
+    let out = by_peer(&r.cycle());
+    assert!(!out.contains_key(&b), "{out:?}");
+    assert_eq!(out.get(&c), Some(&vec![p4]));
+
+    // The default (0) sends at once.
+    let mut r = rig(8, 2, 64);
+    join_all(&mut r, &[a, b]);
+    let p = r.send_as(a, 1, 0, 1, 4);
+    assert_eq!(r.cycle(), vec![(b, p)]);
+    assert_eq!(r.counter("unheard_held"), 0);
+
+    // Bad values are refused by name.
+    for bad in [-1, 60_001] {
+        let (_ctl, port) = membership_channel(4);
+        let mut res = Resources::new();
+        res.insert("m", Arc::new(port));
+        let mut cx = BuildContext::standalone(48_000, Duration::from_nanos(Q), &res);
+        let mut params = with_defaults([
+            ("membership".to_string(), ParamValue::Str("m".into())),
+            ("check_header".to_string(), ParamValue::Bool(true)),
+        ]);
+        params.insert("unheard_grace_ms", ParamValue::Int(bad));
+        match Fanout.build(&mut cx, &params) {
+            Err(BuildError::Param(e)) => assert_eq!(e.param, "unheard_grace_ms"),
+            Err(e) => panic!("{bad}: {e}"),
+            Ok(_) => panic!("unheard_grace_ms={bad} accepted"),
+        }
+    }
+}

@@ -39,6 +39,21 @@
 //!   the id to its peer. At most `max_remembered` departed ids are kept; past
 //!   that the oldest is forgotten early (`remembered_evicted`).
 //!
+//! ## A member gets media once it has been heard (`unheard_grace_ms`)
+//!
+//! A client sends nothing until its side of the admission has arrived. On
+//! a link slower than the room's media (a 12 kbit/s uplink, say) copies
+//! sent to a member before then fill its link, and the admission, sent on
+//! the signalling stream into the same full link, took 30 s and more to
+//! get through (retransmitted into the loss each time). So copies for a
+//! member start once a packet of its own has arrived (media or a feedback
+//! report), or `unheard_grace_ms` after it joined, whichever comes first
+//! (a member that only listens still hears, that much late). The copies
+//! skipped are counted (`unheard_held`). A federation link is heard from
+//! the start. The default is 0 (copies at once): the relay's graph does
+//! not set it yet, because its tests' raw QUIC clients expect every packet
+//! from their first, sent at the same moment as the other member's.
+//!
 //! All tables are allocated at build: per peer slot its handle, room, links
 //! of an intrusive member list per room and its owned ids; one open
 //! addressing hash table (linear probing, backward-shift deletion, keyed
@@ -55,13 +70,15 @@
 //!   1..=100000), `sender_bytes_per_s` (int, default
 //!   [`default_sender_bytes_per_s`], 1..=100000000), `burst_ms` (int,
 //!   default 1000, 20..=10000), `replay_memory_ms` (int, default 600000,
-//!   1000..=86400000), `max_remembered` (int, default 2048, 0..=65536).
+//!   1000..=86400000), `max_remembered` (int, default 2048, 0..=65536),
+//!   `unheard_grace_ms` (int, default 0, 0..=60000; 0: at once).
 //! - Counters: `forwarded` (packets fanned out), `copies` (packets out),
 //!   `malformed` (header does not parse), `unknown_peer` (sender not a
 //!   member: it left, or never joined), `out_full` (copies that did not fit
 //!   the output batch; raise `batch_capacity`), `bad_commands` (a command
 //!   out of the table's range), `sender_spoofed`, `sender_limit`,
-//!   `rate_limited`, `stale_replay`, `remembered_evicted`. Gauges `members`,
+//!   `rate_limited`, `stale_replay`, `remembered_evicted`, `unheard_held`
+//!   (copies not sent to a member not yet heard from). Gauges `members`,
 //!   `senders` (bound ids), `remembered_senders`.
 //! - Latency: zero.
 //!
@@ -129,6 +146,11 @@ struct PeerEntry {
     /// other relays' senders, so they are not bound or rate-capped here
     /// (`federation.dedup` limits them per link and room).
     relay: bool,
+    /// A packet from this member has arrived since it joined: it is past
+    /// its admission on its side (a client sends nothing before).
+    heard: bool,
+    /// When it joined (graph time).
+    joined_ns: u64,
 }
 
 const FREE: PeerEntry = PeerEntry {
@@ -137,6 +159,8 @@ const FREE: PeerEntry = PeerEntry {
     prev: NIL,
     next: NIL,
     relay: false,
+    heard: false,
+    joined_ns: 0,
 };
 
 /// One sender id of one room: bound to a live owner, or remembered after
@@ -333,6 +357,10 @@ pub struct FanoutProc {
     check_header: bool,
     bind: bool,
     members: i64,
+    /// `unheard_grace_ms`: how long a member that has sent nothing gets no
+    /// media.
+    unheard_ns: u64,
+    unheard_held: Counter,
     forwarded: Counter,
     copies: Counter,
     malformed: Counter,
@@ -425,6 +453,10 @@ impl FanoutProc {
             prev: NIL,
             next: head,
             relay,
+            // A relay link carries other relays' members: no admission of
+            // its own to wait for.
+            heard: relay,
+            joined_ns: now,
         };
         if head != NIL {
             self.peers[head as usize].prev = slot as u32;
@@ -555,6 +587,7 @@ impl Processor for FanoutProc {
                 self.unknown_peer.inc();
                 continue;
             };
+            self.peers[slot].heard = true;
             if self.check_header {
                 let Ok((header, _)) = wzp_proto::MediaHeader::parse(pkt.bytes()) else {
                     self.malformed.inc();
@@ -586,7 +619,11 @@ impl Processor for FanoutProc {
             let mut m = self.heads[entry.room as usize];
             while m != NIL {
                 let member = self.peers[m as usize];
-                if m as usize != slot {
+                let waiting =
+                    !member.heard && now.saturating_sub(member.joined_ns) < self.unheard_ns;
+                if waiting {
+                    self.unheard_held.inc();
+                } else if m as usize != slot {
                     match out.push_copy(pkt) {
                         Ok(()) => {
                             if let Some(last) = out.as_mut_slice().last_mut() {
@@ -677,6 +714,12 @@ impl StageFactory for Fanout {
                     2048,
                     "departed sender ids remembered at once (0..=65536)",
                 ),
+                ParamSpec::int(
+                    "unheard_grace_ms",
+                    0,
+                    "a member gets media once a packet of its own arrived, or this long \
+                     after it joined (0..=60000; 0: at once)",
+                ),
             ],
             default_domain: Domain::Packet,
             domains: &[Domain::Packet, Domain::Clocked],
@@ -701,6 +744,7 @@ impl StageFactory for Fanout {
         let burst_ms = p.int_in("burst_ms", 20, 10_000)? as u64;
         let memory_ms = p.int_in("replay_memory_ms", 1000, 86_400_000)? as u64;
         let max_remembered = p.int_in("max_remembered", 0, MAX_SLOTS as i64)? as usize;
+        let unheard_ms = p.int_in("unheard_grace_ms", 0, 60_000)? as u64;
         let limits = Limits {
             ids_per_peer,
             pps,
@@ -744,6 +788,8 @@ impl StageFactory for Fanout {
             check_header,
             bind,
             members: 0,
+            unheard_ns: unheard_ms * 1_000_000,
+            unheard_held: cx.counter("unheard_held"),
             forwarded: cx.counter("forwarded"),
             copies: cx.counter("copies"),
             malformed: cx.counter("malformed"),

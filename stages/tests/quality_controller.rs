@@ -538,6 +538,26 @@ fn chance_runs_in_random_loss_are_not_bursts() {
     c.handle_report(100, &entry, 2 * S);
     let d = c.poll(2 * S).expect("a decision");
     assert_eq!(d.reason, Reason::BurstLoss, "{d:?}");
+
+    // A run of 4 on an 18 % path comes in about one report in twenty: two
+    // such reports in a row are still chance (live, they put a random 20 %
+    // call on DRED without LBRR in about one call in four).
+    let mut c = Controller::new(ControllerConfig::default(), 0);
+    let _ = c.poll(0);
+    let entry = FeedbackEntry {
+        received: 41,
+        bursts: [5, 0, 1, 0, 0, 0],
+        max_burst: 4,
+        ..entry
+    };
+    for k in 1..=4 {
+        c.handle_report(100, &entry, k * S);
+        if let Some(d) = c.poll(k * S) {
+            assert_eq!(d.reason, Reason::RandomLoss, "report {k}: {d:?}");
+        }
+    }
+    let s = c.settings();
+    assert!(s.lbrr && s.dred_ms == 0, "{s:?}");
 }
 
 /// Where even the lowest Opus tier cannot pass (a cap under its ~13.6 kb/s

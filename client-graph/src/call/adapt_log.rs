@@ -2,7 +2,7 @@
 //! `quality.adapt` stage) as one line, with its reason and what it set:
 //!
 //! ```text
-//! adapt: random_loss -> tier=good bitrate=24000 frame_ms=20 dred_ms=0 loss_hint=20 lbrr=on fec=0 (worst loss 19 %, queue 2 ms, recv 31 kb/s, rtt 41 ms)
+//! adapt: random_loss -> tier=good bitrate=24000 frame_ms=20 dred_ms=0 loss_hint=20 lbrr=on fec=0 (worst loss 19 %, run 2, queue 2 ms, recv 31 kb/s, rtt 41 ms)
 //! ```
 //!
 //! The stage counts and gauges every decision on the real-time side (where
@@ -74,7 +74,7 @@ impl AdaptLog {
             ""
         };
         Some(format!(
-            "adapt: {} -> tier={tier} bitrate={} frame_ms={} dred_ms={} loss_hint={} lbrr={} fec={} (worst loss {}, queue {}, recv {}, rtt {}){held}{applied}",
+            "adapt: {} -> tier={tier} bitrate={} frame_ms={} dred_ms={} loss_hint={} lbrr={} fec={} (worst loss {}, run {}, queue {}, recv {}, rtt {}){held}{applied}",
             if reasons.is_empty() {
                 "decision".to_string()
             } else {
@@ -87,6 +87,11 @@ impl AdaptLog {
             if g("lbrr") > 0 { "on" } else { "off" },
             g("fec_ratio"),
             known(g("loss_pct"), "%"),
+            if g("run_max") < 0 {
+                "?".to_string()
+            } else {
+                g("run_max").to_string()
+            },
             known(g("queue_ms"), "ms"),
             known(g("recv_kbps"), "kb/s"),
             known(g("rtt_ms"), "ms"),

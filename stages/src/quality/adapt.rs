@@ -61,8 +61,8 @@
 //! `loss_hint`, `lbrr`, `bitrate`, `frame_ms`, `fec_ratio`,
 //! `receiver_hold_frames`, `codec` (the wire codec id of the tier), and the
 //! latest report's `loss_pct`, `rtt_ms`, `queue_ms` (the queueing delay
-//! the receiver measured) and `recv_kbps` (its receive rate) (-1 until
-//! known).
+//! the receiver measured), `recv_kbps` (its receive rate) and `run_max`
+//! (its longest run of lost packets) (-1 until known).
 //!
 //! **Latency**: none.
 //!
@@ -262,12 +262,14 @@ impl StageFactory for AdaptFactory {
                 rtt_ms: cx.gauge("rtt_ms"),
                 queue_ms: cx.gauge("queue_ms"),
                 recv_kbps: cx.gauge("recv_kbps"),
+                run_max: cx.gauge("run_max"),
             },
         };
         stage.g.loss_pct.set(-1);
         stage.g.rtt_ms.set(-1);
         stage.g.queue_ms.set(-1);
         stage.g.recv_kbps.set(-1);
+        stage.g.run_max.set(-1);
         Ok(Built {
             inputs: vec![
                 PortDecl::new("in", PortType::Frame),
@@ -294,6 +296,7 @@ struct Gauges {
     rtt_ms: Gauge,
     queue_ms: Gauge,
     recv_kbps: Gauge,
+    run_max: Gauge,
 }
 
 struct Adapt {
@@ -443,6 +446,7 @@ impl Processor for Adapt {
                         .set((e.loss_fraction() * 100.0).round() as i64);
                     self.g.queue_ms.set(i64::from(e.queue_delay_100us) / 10);
                     self.g.recv_kbps.set(i64::from(e.recv_kbps));
+                    self.g.run_max.set(i64::from(e.max_burst));
                     if let Some(rtt) = self.send_clock.rtt_ns(e.echo_ts, e.echo_hold_ms, now) {
                         self.g.rtt_ms.set((rtt / 1_000_000) as i64);
                     }

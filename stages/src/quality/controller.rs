@@ -17,7 +17,7 @@
 //!   of 26 %, left under 20 %: [`DENSE_ENTER`]); Codec2 with RaptorQ
 //!   where Opus cannot hold. A report's longest run counts as a burst only
 //!   when independent loss at the path's rate makes one that long in
-//!   under 0.2 % of reports, or under 5 % in two reports in a row. More protection applies at once (down fast);
+//!   under 0.2 % of reports, or under 2 % in two reports in a row. More protection applies at once (down fast);
 //!   less only after the calmer state has held for `hysteresis` (up slow).
 //! - **Tier** (bit rate and frame size): a receiver that reports queueing
 //!   delay with loss or a receive rate below the send rate caps the path;
@@ -305,6 +305,9 @@ struct Receiver {
 /// 10 s in most calls; on random 20 % DRED scores 1.97 against LBRR's 2.26
 /// (docs/QUALITY.md finding 14).
 const CHANCE_RUN: f32 = 0.002;
+/// Below this expected count a report's longest run is rare: two rare runs
+/// within 2.5 s count as a burst.
+const RARE_RUN: f32 = 0.02;
 
 /// Mean queueing delay (ms) that, with half the packets lost, means the path
 /// is saturated (see `handle_report`).
@@ -604,9 +607,13 @@ impl Controller {
             let p = loss.max(r.loss).min(0.99);
             let runs_that_long =
                 lost as f32 * (1.0 - p) * p.powi(burst.saturating_sub(1).min(64) as i32);
-            // A run rare by chance (under 5 % of reports) counts when the
-            // report before had one too (both by chance: 0.25 %).
-            let rare = burst >= 3 && runs_that_long < 0.05;
+            // A run rare by chance (under 2 % of reports: a run of 5 on a
+            // 20 % path) counts when the report before had one too (both by
+            // chance: 0.04 %). At 5 % a run of 4 on an 18 % path was rare,
+            // and two such reports within 2.5 s came in about one call in
+            // four: live, a random 20 % call then spent seconds on DRED
+            // without LBRR (1.71 against 2.18 without).
+            let rare = burst >= 3 && runs_that_long < RARE_RUN;
             let again = rare
                 && r.rare_run_at_ns
                     .is_some_and(|t| now_ns.saturating_sub(t) <= 2_500 * MS);

@@ -178,10 +178,13 @@ live_call() {
   line=$(wait_for "$dir/netem.out" '^listening ' 20 "'listening' line from wzp-netem") || return 1
   local proxy
   proxy=$(field "$line" udp)
+  # When the proxy's schedule started (wall clock, ms): with the talker's
+  # graph start below, where the loss pattern fell on its frames.
+  field "$line" t0_unix_ms > "$dir/proxy_t0.txt"
   # The talker plays its input `loops` times (it loops) and hangs up.
   local dur
   dur=$(python3 -c "print(f'{$period_s * $loops + 1.0:.2f}s')")
-  "$REL/wzp-client" join --relay "$proxy" "${common[@]}" --alias talker \
+  "$REL/wzp-client" join --relay "$proxy" "${common[@]}" --alias talker --log "warn,wzp_client::call=info" \
     --identity "$dir/talker.seed" --known-relays "$dir/talker.known" \
     --input "$WORK/talk.wav" --output null --duration "$dur" --stats-json "$dir/talker.json" \
     >"$dir/talker.out" 2>"$dir/talker.err" &
@@ -195,6 +198,7 @@ live_call() {
     sed 's/^/    /' "$dir/talker.err" >&2
     return 1
   fi
+  sed 's/\x1b\[[0-9;]*m//g' "$dir/talker.err" | grep 'graph started' | grep -o 'unix_ms=[0-9]*' | head -1 | cut -d= -f2 > "$dir/talker_t0.txt"
   # Let the far end play out what it holds (a second of recording), then hang up.
   local have
   have=$(recorded "$dir/far.wav")
@@ -252,6 +256,30 @@ while IFS=$'\t' read -r name label hint model phases lost total; do
     input="$WORK/anchor/speech-x$phases.raw"
     for _ in $(seq "$phases"); do cat "$WORK/speech.raw"; done > "$input"
   fi
+  # The proxy's schedule started before the talker's graph: its speech
+  # frame i met slot i + shift of the trace. The anchor gets the trace as
+  # the call met it (shifted, clean after its end), so both lose the same
+  # frames of speech (a few frames either way moved a 400 ms outage
+  # call's PESQ by 0.15-0.3 on the loopback).
+  lossfile="$WORK/traces/$name.txt"
+  if [ "$phases" -eq 1 ]; then
+    d="$WORK/runs/$name"
+    t0=$(cat "$d/proxy_t0.txt" 2>/dev/null); g0=$(cat "$d/talker_t0.txt" 2>/dev/null)
+    if [ -n "$t0" ] && [ -n "$g0" ]; then
+      shift_frames=$(( (g0 - t0 + 10) / 20 ))
+      lossfile="$WORK/anchor/$name.lossfile"
+      python3 -c "
+import sys
+t = open('$WORK/traces/$name.txt').read().split()
+s = max(0, $shift_frames)
+open('$lossfile', 'w').write('\\n'.join(t[s:] + ['0'] * s) + '\\n')
+"
+      echo "$shift_frames" > "$WORK/anchor/$name.shift"
+      log "anchor $name: the talker's graph started $(( g0 - t0 )) ms after the proxy's schedule: trace shifted by $shift_frames frames"
+    else
+      log "warning: anchor $name: no start times (proxy_t0.txt, talker_t0.txt); trace not shifted"
+    fi
+  fi
   for setting in dc6 lbrr dred; do
     case $setting in
       dc6) opts=(-dec_complexity 6) ;;
@@ -259,7 +287,7 @@ while IFS=$'\t' read -r name label hint model phases lost total; do
       dred) opts=(-dred 100 -loss "$hint") ;;
     esac
     out="$WORK/anchor/$name-$setting.raw"
-    "$OPUS_DEMO" voip 16000 1 24000 -framesize 20 "${opts[@]}" -lossfile "$WORK/traces/$name.txt" \
+    "$OPUS_DEMO" voip 16000 1 24000 -framesize 20 "${opts[@]}" -lossfile "$lossfile" \
       "$input" "$out" >"$WORK/anchor/$name-$setting.log" 2>&1 \
       || fail "opus_demo failed on $name ($setting); see $WORK/anchor/$name-$setting.log"
     echo "$name $setting ${opts[*]}" >> "$WORK/anchor/settings.txt.new"

@@ -144,7 +144,8 @@ fn unspecified_like(addr: &SocketAddr) -> SocketAddr {
 }
 
 /// Runs the proxy until SIGINT, SIGTERM or `duration`, then prints the
-/// counters. Prints `listening udp=ADDR to=ADDR` once bound.
+/// counters. Prints `listening udp=ADDR to=ADDR t0_unix_ms=MS` once bound
+/// (`t0_unix_ms`: when the schedule's clock started).
 pub async fn run(cfg: ProxyConfig) -> Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     validate(&cfg)?;
@@ -173,7 +174,15 @@ pub async fn run(cfg: ProxyConfig) -> Result<()> {
     let (mut up_in, mut down_in) = (Shell::default(), Shell::default());
 
     let start = Instant::now();
-    println!("listening udp={local} to={}", cfg.to);
+    // The schedule's clock starts here; `t0_unix_ms` lets a bench line it
+    // up with another process's clock (benches/quality/live.sh).
+    let t0_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    println!(
+        "listening udp={local} to={} t0_unix_ms={t0_unix_ms}",
+        cfg.to
+    );
     if !cfg.schedule.is_empty() {
         println!(
             "phase 1/{} at 0s: {}",

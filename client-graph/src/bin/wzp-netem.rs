@@ -38,8 +38,8 @@ Examples:
       with its KEY=VALUE changes (loss, burst, delay, jitter, reorder, duplicate,
       rate); the last phase holds until the end.
 
-Prints `listening udp=ADDR to=ADDR` once bound (use --listen 127.0.0.1:0 for a
-free port), a `phase N/M` line at each change, and per-direction counters at
+Prints `listening udp=ADDR to=ADDR t0_unix_ms=MS` once bound (use --listen
+127.0.0.1:0 for a free port; t0: when the schedule's clock started), a `phase N/M` line at each change, and per-direction counters at
 exit (Ctrl-C, SIGTERM or --duration).";
 
 #[derive(Parser)]

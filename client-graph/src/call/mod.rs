@@ -147,6 +147,14 @@ pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
             ..Default::default()
         })
         .map_err(|e| anyhow!("{e}"))?;
+    // When the graph's clock started: frame k of the input leaves k quanta
+    // later (benches/quality/live.sh lines its loss schedule up with it).
+    tracing::info!(
+        unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis()) as u64,
+        "graph started"
+    );
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

@@ -317,11 +317,13 @@ def section(a, conds, rows, infos, voices, segments, svg_name):
         "- **Traces** (`benches/quality/traces.py`, seed "
         f"{a.seed}): one 0/1 per 20 ms packet of the speech: random loss; Gilbert-Elliott (the bad state "
         "loses every packet, lasts the mean burst on average, and fills the given share of time); "
-        "400 ms outages every 5 s starting 2.5 s in. `opus_demo` reads the file as is (`-lossfile`, one "
-        "entry per packet). The proxy replays the same file in time: `--schedule` with one 20 ms phase "
-        "per entry (runs merged, `loss=100` for lost ones), after a clean phase as long as the talker's "
-        "lead-in. The share lost differs from the nominal loss: it is what this seed drew, the same on "
-        "both sides."
+        "400 ms outages every 5 s starting 2.5 s in. The proxy replays the file in time: `--schedule` "
+        "with one 20 ms phase per entry (runs merged, `loss=100` for lost ones), after a clean phase as "
+        "long as the talker's lead-in. Its clock starts before the talker's graph (by 230-370 ms here), "
+        "so the call meets the trace that many slots in; `opus_demo` reads the trace shifted by the same "
+        "slots (`-lossfile`, one entry per packet; the shift from wzp-netem's `t0_unix_ms` and the "
+        "talker's `graph started unix_ms`, in `anchor/NAME.shift`), so both lose the same frames of "
+        "speech. The share lost differs from the nominal loss: it is what this seed drew."
     )
     L.append(
         "- **Schedule**: the proxy runs `--schedule` (time phases of one talker loop each: loss 0, 20, 0; "

@@ -146,6 +146,8 @@ fn main() {
             tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: a log file gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = config(&cli).and_then(|cfg| {
         netem_proxy::validate(&cfg)?;

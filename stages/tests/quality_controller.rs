@@ -6,7 +6,7 @@ use wzp_proto::feedback::{burst_bin, FeedbackEntry, BURST_BINS};
 use wzp_stages::codec::profile::Profile;
 use wzp_stages::quality::controller::{
     packet_wire_kbps, wire_kbps, Controller, ControllerConfig, Decision, Reason, Settings,
-    CODEC2_MAX_PACKET_MS, TIERS,
+    CODEC2_MAX_PACKET_MS, DRED_HINT, DRED_MIN_BITRATE, TIERS,
 };
 
 const S: u64 = 1_000_000_000;
@@ -180,13 +180,18 @@ fn loss_shape_picks_the_protection() {
             "bursts of 3, 14 %",
             bursty(0.14, 3),
             Reason::BurstLoss,
-            |s| !s.lbrr && s.dred_ms == 1000 && s.loss_hint == 20 && s.receiver_hold_frames == 3,
+            |s| {
+                !s.lbrr
+                    && s.dred_ms == 1000
+                    && s.loss_hint == DRED_HINT
+                    && s.receiver_hold_frames == 3
+            },
         ),
         (
             "bursts of 8, 14 %",
             bursty(0.14, 8),
             Reason::BurstLoss,
-            |s| s.dred_ms == 1000 && s.loss_hint == 30 && s.receiver_hold_frames == 3,
+            |s| s.dred_ms == 1000 && s.loss_hint == DRED_HINT && s.receiver_hold_frames == 3,
         ),
         // Below `heavy_loss` (60 %) Opus with its redundancy still scores
         // above Codec2 + RaptorQ (docs/QUALITY.md finding 12).
@@ -228,6 +233,29 @@ fn loss_shape_picks_the_protection() {
         s.tier == "poor" && s.fec_ratio == 50 && s.frame_ms == 20,
         "{s:?}"
     );
+    // Bursts on a tier whose rate buys no DRED (`fair`, 16 kb/s: libopus
+    // sends none there): LBRR, no hold; on `good` (24 kb/s), DRED.
+    for (top, dred) in [("fair", false), ("good", true)] {
+        let mut r = Run::new(ControllerConfig {
+            top_tier: top,
+            ..ControllerConfig::default()
+        });
+        r.go(3, bursty(0.14, 3), 1);
+        let s = r.s();
+        assert_eq!(r.log.last().unwrap().reason, Reason::BurstLoss, "{top}");
+        assert_eq!(s.bitrate >= DRED_MIN_BITRATE, dred, "{top}: {s:?}");
+        if dred {
+            assert!(
+                s.dred_ms == 1000 && !s.lbrr && s.receiver_hold_frames == 3,
+                "{s:?}"
+            );
+        } else {
+            assert!(
+                s.dred_ms == 0 && s.lbrr && s.receiver_hold_frames == 0,
+                "{s:?}"
+            );
+        }
+    }
 }
 
 /// Dense random loss takes DRED in a band: from a loss level of 26 %, and
@@ -253,7 +281,7 @@ fn dense_random_loss_takes_dred_in_a_band() {
     r.go(10, random(0.30), 1);
     let s = r.s();
     assert!(
-        s.dred_ms == 1000 && !s.lbrr && s.loss_hint == 30 && s.receiver_hold_frames == 3,
+        s.dred_ms == 1000 && !s.lbrr && s.loss_hint == DRED_HINT && s.receiver_hold_frames == 3,
         "30 %: {s:?}"
     );
     assert_eq!(r.c.count(Reason::DenseLoss), 1);
@@ -270,7 +298,7 @@ fn dense_random_loss_takes_dred_in_a_band() {
     r.go(6, random(0.45), 1);
     let s = r.s();
     assert!(
-        s.tier == "good" && s.dred_ms == 1000 && s.loss_hint == 30 && s.fec_ratio == 0,
+        s.tier == "good" && s.dred_ms == 1000 && s.loss_hint == DRED_HINT && s.fec_ratio == 0,
         "45 %: {s:?}"
     );
     // A path that starts with one bad second and settles at 20 %: LBRR.
@@ -296,7 +324,10 @@ fn longer_bursts_grow_dred_reach_and_the_receiver_hold_within_its_budget() {
     let short = r.s();
     r.go(3, bursty(8), 1);
     let long = r.s();
-    assert_eq!((short.receiver_hold_frames, short.loss_hint), (3, 20));
+    assert_eq!(
+        (short.receiver_hold_frames, short.loss_hint),
+        (3, DRED_HINT)
+    );
     assert_eq!((long.receiver_hold_frames, long.loss_hint), (8, 30));
     r.go(3, bursty(20), 1);
     assert_eq!(r.s().receiver_hold_frames, 10, "200 ms budget / 20 ms");

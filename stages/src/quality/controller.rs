@@ -11,8 +11,9 @@
 //!   receiver reports and the shape of its losses: none on a clean path
 //!   (after a start-up period on the profile's defaults); LBRR with a loss
 //!   hint near the measured loss for random loss; DRED (1 s window, a
-//!   generous hint that sets its reach, and a receiver hold to rebuild
-//!   whole bursts within a latency budget) for bursts, and for random loss
+//!   hint that sets its share of the bit rate and its reach, [`dred_hint`],
+//!   and a receiver hold to rebuild whole bursts within a latency budget)
+//!   for bursts, and for random loss
 //!   dense enough that runs of two and more are most of it (a loss level
 //!   of 26 %, left under 20 %: [`DENSE_ENTER`]); Codec2 with RaptorQ
 //!   where Opus cannot hold. A report's longest run counts as a burst only
@@ -322,6 +323,37 @@ const SATURATED_QUEUE_MS: f32 = 10.0;
 pub const DENSE_ENTER: f32 = 0.26;
 /// Loss level under which dense-loss protection gives way to LBRR.
 pub const DENSE_LEAVE: f32 = 0.20;
+
+/// The loss hint DRED streams are sent with, whatever the loss: it sets
+/// DRED's share of the bit rate, and at 24 kb/s 14-16 scores best on every
+/// lossy trace of the live bench (loopback, PESQ-WB averaged over seven
+/// alignments of each trace against `opus_demo`'s: 60 ms bursts 2.22 at
+/// 14, 2.18 at 20, 1.97 at 13 and below; 160 ms bursts 2.08, 2.03, 2.02;
+/// random 30 % 1.75, 1.74, 1.65; docs/QUALITY.md finding 16). Below 14
+/// the score falls off a cliff, so one above it.
+pub const DRED_HINT: u8 = 15;
+
+/// Lowest codec bit rate at which the controller uses DRED. libopus gives
+/// DRED a share of the rate above 12 kb/s, and below about 22.5 kb/s that
+/// share does not buy the two chunks it needs to send any: at 16 kb/s
+/// (`fair`) the 60 ms burst trace saw no DRED rebuild at hints 10-30, and
+/// scored 1.69 with DRED on, 1.68 with LBRR, 1.64 with neither (loopback,
+/// docs/QUALITY.md finding 16). Below it, bursts get LBRR.
+pub const DRED_MIN_BITRATE: u32 = 22_500;
+
+/// The loss hint for a DRED stream whose receiver holds `hold` frames: the
+/// hint sets DRED's share of the bit rate and with it how far back DRED
+/// reaches. [`DRED_HINT`] within the default budget (3 frames); a longer
+/// hold (a larger `hold_budget_ms`) needs a longer reach, and keeps the
+/// hints sized for it before (20 up to 6 frames, 30 beyond; not measured
+/// against 15).
+pub fn dred_hint(hold: u8) -> u8 {
+    match hold {
+        0..=3 => DRED_HINT,
+        4..=6 => 20,
+        _ => 30,
+    }
+}
 
 /// Reports of heavy, spread-out loss in a row before the controller leaves
 /// Opus for Codec2: an outage or a burst makes one bad interval, which
@@ -849,19 +881,15 @@ impl Controller {
                 Reason::RandomLoss
             }
             Mode::Burst => {
-                // DRED's reach grows with the hint (about 6 frames at 20 %,
-                // 8 at 30 %, at 24 kb/s); hold as many frames as the burst,
-                // within the latency budget.
-                if p.codec == Codec::Opus && p.bitrate > 12_000 {
+                // Hold as many frames as the burst, within the latency
+                // budget; DRED's reach (set by the hint) follows the hold.
+                if p.codec == Codec::Opus && p.bitrate >= DRED_MIN_BITRATE {
                     s.dred_ms = 1000;
-                    // Dense random loss: hint 30 throughout the band (the
-                    // measured setting), not retuned as the level wanders.
-                    s.loss_hint =
-                        if burst > 6 || self.dense { 30 } else { 20 }.max(loss_pct.min(30)) as u8;
                     let budget = (self.cfg.hold_budget_ms / p.frame_ms.max(1)) as u8;
                     s.receiver_hold_frames = (burst.min(255) as u8).min(budget);
+                    s.loss_hint = dred_hint(s.receiver_hold_frames);
                 } else {
-                    // No DRED below ~13 kb/s: LBRR is what there is.
+                    // No DRED at this rate: LBRR is what there is.
                     s.lbrr = p.codec == Codec::Opus;
                     s.loss_hint = loss_pct.clamp(7, 30) as u8;
                 }

@@ -165,11 +165,12 @@ fn loss_shape_picks_the_protection() {
         cap_kbps: 0.0,
     };
     let cases: Vec<(&str, Path, Reason, Check)> = vec![
+        // LBRR's hint a little above the loss (`lbrr_hint`).
         ("random 5 %", random(0.05), Reason::RandomLoss, |s| {
-            s.lbrr && s.dred_ms == 0 && (7..=10).contains(&s.loss_hint)
+            s.lbrr && s.dred_ms == 0 && (9..=12).contains(&s.loss_hint)
         }),
         ("random 20 %", random(0.20), Reason::RandomLoss, |s| {
-            s.lbrr && s.dred_ms == 0 && (15..=25).contains(&s.loss_hint)
+            s.lbrr && s.dred_ms == 0 && (23..=27).contains(&s.loss_hint)
         }),
         // Dense random loss starts on LBRR too (DRED follows once the loss
         // level shows it: `dense_random_loss_takes_dred_in_a_band`).

@@ -20,6 +20,9 @@
 #   NO_DOCS=1 bash benches/quality/live.sh            # results in target/quality-live only
 #   FAR=call bash benches/quality/live.sh             # the far end sends too (see FAR below)
 #   BUILD=0 / VENV=DIR / SEED=N                       # no cargo build / another venv / other traces
+#   OFFLINE=1 bash benches/quality/live.sh            # no calls: the loopback against the anchor,
+#       averaged over alignments of each trace (benches/quality/aligned.py; ~2 min;
+#       SHIFTS="0 6 12", SETS for the loopback, TAG=NAME for its outputs)
 #
 # Not a test and not run in CI: it takes minutes and needs the release
 # binaries, espeak-ng, sox, cmake and the scoring venv (target/quality-venv,
@@ -73,7 +76,7 @@ OPUS_DEMO=$(bash benches/quality/build-opus-demo.sh) || fail "no opus_demo (see 
 [ -x "$OPUS_DEMO" ] || fail "build-opus-demo.sh named $OPUS_DEMO, which is not an executable"
 
 # --- speech, the talker's input, the traces --------------------------------
-rm -rf "$WORK/runs"
+[ -n "${OFFLINE:-}" ] || rm -rf "$WORK/runs"
 mkdir -p "$WORK/runs" "$WORK/anchor"
 bash benches/quality/speech.sh "$WORK/speech"
 REF="$WORK/speech/speech.wav"
@@ -91,12 +94,24 @@ period_s=$(soxi -D "$WORK/talk.wav")
 log "speech: $(soxi -D "$REF") s ($frames frames of 20 ms); talker's input: ${period_s} s, looped"
 
 all=$(cut -f1 "$WORK/traces/conditions.tsv" | tr '\n' ' ')
+asked=$CONDITIONS
 if [ -z "$CONDITIONS" ]; then
   CONDITIONS=$all
 else
   for c in $CONDITIONS; do
     grep -q "^$c	" "$WORK/traces/conditions.tsv" || fail "CONDITIONS: unknown condition \"$c\"; use some of: $all"
   done
+fi
+
+# --- offline: the loopback against the anchor over several alignments ------
+if [ -n "${OFFLINE:-}" ]; then
+  if [ -z "$asked" ]; then
+    # The schedule's phases are scored apart live; offline, single traces.
+    CONDITIONS=$(awk -F'\t' '$5 == 1 { printf "%s ", $1 }' "$WORK/traces/conditions.tsv")
+  fi
+  exec "$PY" benches/quality/aligned.py --work "$WORK" --opus-demo "$OPUS_DEMO" \
+    --client "$REL/wzp-client" --conditions "$CONDITIONS" --lead "$LEAD_S" \
+    --shifts "${SHIFTS:-0 3 6 9 12 15 18}" --sets "$SETS" --tag "${TAG:-wzp}"
 fi
 
 # --- processes ---------------------------------------------------------------

@@ -93,6 +93,15 @@ pub async fn join(
         Err(_) => return Err("no room update within 10 s".into()),
     }
     let join_time = started.elapsed();
+    // The relay sends a member the room's media once a datagram of its own
+    // has arrived, or 2 s after its join (WIRE.md §6.5), as a client is
+    // heard by the media it sends from its admission on: one header-only
+    // datagram, under an id of its own (bound to it, or refused as another's:
+    // either way it is heard). From the relay's next cycle on, the member
+    // reads the room's media.
+    let own_id = u32::from_be_bytes([seed[0], seed[1], seed[2], seed[3]]);
+    conn.send_datagram(wire::media_header(own_id, 0, 0, 0).to_vec().into())
+        .map_err(|e| format!("send the first datagram: {e}"))?;
     tokio::spawn(
         async move { while let Ok(Some(_)) = wire::read_frame(&mut recv, 1 << 20).await {} },
     );

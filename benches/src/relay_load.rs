@@ -15,17 +15,25 @@
 //! one UDP socket, `recvmmsg`/`sendmmsg`, a hash lookup of the source
 //! address, no QUIC, no crypto, no engine.
 //!
+//! A relay member gets the room's media only once the relay has heard from
+//! it (`sfu.fanout`'s `unheard_grace_ms` in `graphs/relay.toml`). With the
+//! senders' phases spread over a period, each member would miss the first
+//! packet of every member whose phase comes before its own: a loss of
+//! 1 / (2 x rate x duration) the raw forwarder does not have. So before the
+//! window every relay client announces itself ([`announce_all`]), as a
+//! real client is heard by the media it sends from its admission on.
+//!
 //! CPU is read from `/proc/<pid>/stat` (the relay process, all its threads)
 //! and `/proc/self/task/<tid>/stat` (the raw forwarder thread) before and
 //! after the sending window; forwarded packets/s per core is packets
 //! delivered divided by that CPU time.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write as _;
 use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -327,26 +335,28 @@ fn template(o: &LoadOptions, index: usize) -> Vec<u8> {
         .collect()
 }
 
-/// Sends client `index`'s packets from `start` until `end`, one every
-/// `1/rate`, phase-shifted so the clients do not all send at once.
+/// Sends client `index`'s packets over `window`, one every `1/rate`,
+/// phase-shifted so the clients do not all send at once, numbered from
+/// `first_seq` (after its announces: a relay link passes a sequence number
+/// once).
 async fn send_loop(
     o: LoadOptions,
     index: usize,
-    start: tokio::time::Instant,
-    end: tokio::time::Instant,
+    window: std::ops::Range<tokio::time::Instant>,
+    first_seq: u32,
     epoch: Instant,
     tally: Arc<Tally>,
     mut send: impl FnMut(&[u8]) -> bool,
 ) {
     let period = Duration::from_nanos(1_000_000_000 / u64::from(o.rate));
     let phase = period.mul_f64(index as f64 / o.clients as f64);
-    let mut tick = tokio::time::interval_at(start + phase, period);
+    let mut tick = tokio::time::interval_at(window.start + phase, period);
     let mut buf = template(&o, index);
     let room = index % o.rooms;
-    let mut seq = 0u32;
+    let mut seq = first_seq;
     loop {
         let t = tick.tick().await;
-        if t >= end {
+        if t >= window.end {
             break;
         }
         if send(packet(&mut buf, index, seq, epoch)) {
@@ -677,6 +687,52 @@ async fn join_all(
     Ok(clients)
 }
 
+/// Makes every client heard by its relay before the window: each sends a
+/// header-only datagram (the receivers count those apart from the load)
+/// every 20 ms until every client has had one from every other member of
+/// its room. A member's announce reaches the others only once they are
+/// heard themselves, so all keep announcing until all have. Returns the
+/// first sequence number the announces did not use.
+async fn announce_all(
+    o: &LoadOptions,
+    clients: &[QuicClient],
+    announced: &[Mutex<HashSet<u32>>],
+) -> Result<u32> {
+    let sizes = room_sizes(o);
+    let deadline = Instant::now() + WAIT;
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    for seq in 0u32.. {
+        tick.tick().await;
+        let waiting = announced
+            .iter()
+            .enumerate()
+            .filter(|(i, set)| {
+                let want = sizes[i % o.rooms].saturating_sub(1) as usize;
+                set.lock().map(|s| s.len() < want).unwrap_or(true)
+            })
+            .count();
+        if waiting == 0 {
+            return Ok(seq);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{waiting} of {} clients heard no announce from some member of their room within {WAIT:?}",
+                clients.len()
+            );
+        }
+        for (i, c) in clients.iter().enumerate() {
+            let h = MediaHeader {
+                sender_id: i as u32 + 1,
+                seq,
+                timestamp: seq.wrapping_mul(960),
+                ..Default::default()
+            };
+            let _ = c.conn.send_datagram(Bytes::copy_from_slice(&h.to_bytes()));
+        }
+    }
+    bail!("announce sequence numbers ran out")
+}
+
 /// Runs the sending window over `clients` and measures `relays` (their CPU
 /// summed), then closes the clients.
 async fn drive(
@@ -687,16 +743,28 @@ async fn drive(
 ) -> Result<PhaseResult> {
     let epoch = Instant::now();
     let tally = Arc::new(Tally::new(o.rooms));
+    let announced: Arc<Vec<Mutex<HashSet<u32>>>> =
+        Arc::new((0..clients.len()).map(|_| Mutex::default()).collect());
     let mut receivers = Vec::with_capacity(clients.len());
-    for c in &clients {
+    for (i, c) in clients.iter().enumerate() {
         let conn = c.conn.clone();
         let tally = tally.clone();
+        let announced = announced.clone();
         receivers.push(tokio::spawn(async move {
             while let Ok(d) = conn.read_datagram().await {
+                if d.len() == HEADER_LEN {
+                    if let Ok((h, _)) = MediaHeader::parse(&d) {
+                        if let Ok(mut set) = announced[i].lock() {
+                            set.insert(h.sender_id);
+                        }
+                    }
+                    continue;
+                }
                 tally.record(&d, epoch);
             }
         }));
     }
+    let first_seq = announce_all(o, &clients, &announced).await?;
     // Sending starts a moment from now so every sender task is in place.
     let start = tokio::time::Instant::now() + Duration::from_millis(100);
     let end = start + o.duration;
@@ -706,8 +774,8 @@ async fn drive(
         senders.push(tokio::spawn(send_loop(
             o.clone(),
             i,
-            start,
-            end,
+            start..end,
+            first_seq,
             epoch,
             tally.clone(),
             move |b: &[u8]| conn.send_datagram(Bytes::copy_from_slice(b)).is_ok(),
@@ -1028,8 +1096,8 @@ async fn raw_phase(o: &LoadOptions) -> Result<PhaseResult> {
         senders.push(tokio::spawn(send_loop(
             o.clone(),
             i,
-            start,
-            end,
+            start..end,
+            0,
             epoch,
             tally.clone(),
             move |b: &[u8]| s.try_send(b).is_ok(),

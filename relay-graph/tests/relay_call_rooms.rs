@@ -24,8 +24,12 @@ async fn a_third_party_is_refused_with_a_reason() {
     let dir = tempdir();
     let cfg = call_config(dir.path());
     let relay = RelayProc::start_in(dir.path(), &["-c", cfg.to_str().unwrap()]);
-    let mut alice = join(&relay, "call-t1", 1).await.expect("alice is allowed");
-    let bob = join(&relay, "call-t1", 2).await.expect("bob is allowed");
+    let mut alice = join_heard(&relay, "call-t1", 1, &[])
+        .await
+        .expect("alice is allowed");
+    let bob = join_heard(&relay, "call-t1", 2, &[&alice])
+        .await
+        .expect("bob is allowed");
     alice.wait_room_count(2).await.unwrap();
 
     let mallory = refused_join(&relay, "call-t1", 3, "mallory refused").await;

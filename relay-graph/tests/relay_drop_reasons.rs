@@ -37,9 +37,10 @@ async fn spoofed_extra_flooding_and_replayed_senders_are_counted_by_reason() {
     let dir = tempdir();
     let relay = RelayProc::start_in(dir.path(), &[]);
     let room = room_sni("drop reasons");
-    let mut a = join(&relay, &room, 1).await.unwrap();
-    let b = join(&relay, &room, 2).await.unwrap();
-    let c = join(&relay, &room, 3).await.unwrap();
+    // Each announces itself (a member gets media once it has been heard).
+    let mut a = join_heard(&relay, &room, 1, &[]).await.unwrap();
+    let b = join_heard(&relay, &room, 2, &[&a]).await.unwrap();
+    let c = join_heard(&relay, &room, 3, &[&a, &b]).await.unwrap();
     a.wait_room_count(3).await.unwrap();
     for reason in [
         "sender_spoofed",

@@ -95,9 +95,14 @@ async fn departed_sessions_are_released_within_a_second_without_further_media() 
     let mut clients = Vec::new();
     for r in 0..ROOMS {
         let sni = room_sni(&format!("release{r}"));
+        // Each announces itself to the room's earlier members (a member
+        // gets media once it has been heard).
+        let first = clients.len();
         for m in 0..PER_ROOM {
             let user = r * PER_ROOM + m + 1;
-            clients.push(join(&relay, &sni, user).await.expect("joins"));
+            let heard: Vec<&Client> = clients[first..].iter().collect();
+            let c = join_heard(&relay, &sni, user, &heard).await.expect("joins");
+            clients.push(c);
         }
     }
     relay.wait_metric("wzp_relay_participants", |v| {

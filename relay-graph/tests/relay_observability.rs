@@ -21,8 +21,9 @@ async fn metrics_views_tap_and_event_log_report_a_call() {
             events.to_str().unwrap(),
         ],
     );
-    let mut a = join(&relay, &room, 1).await.unwrap();
-    let b = join(&relay, &room, 2).await.unwrap();
+    // a and b announce themselves (a member gets media once it has been heard).
+    let mut a = join_heard(&relay, &room, 1, &[]).await.unwrap();
+    let b = join_heard(&relay, &room, 2, &[&a]).await.unwrap();
     let quiet = join(&relay, &room_sni("untapped"), 3).await.unwrap();
     a.wait_room_count(2).await.unwrap();
     for seq in 0..3 {

@@ -44,8 +44,9 @@ async fn garbage_from_a_member_is_dropped_and_counted() {
     let dir = tempdir();
     let relay = RelayProc::start_in(dir.path(), &[]);
     let room = room_sni("rogues");
-    let mut a = join(&relay, &room, 1).await.unwrap();
-    let b = join(&relay, &room, 2).await.unwrap();
+    // a and b announce themselves (a member gets media once it has been heard).
+    let mut a = join_heard(&relay, &room, 1, &[]).await.unwrap();
+    let b = join_heard(&relay, &room, 2, &[&a]).await.unwrap();
     let mut rogue = join(&relay, &room, 66).await.unwrap();
     a.wait_room_count(3).await.expect("three in the room");
 
@@ -126,8 +127,8 @@ async fn bad_handshakes_are_refused_without_disturbing_a_call() {
     let dir = tempdir();
     let relay = RelayProc::start_in(dir.path(), &[]);
     let room = room_sni("steady");
-    let mut a = join(&relay, &room, 1).await.unwrap();
-    let b = join(&relay, &room, 2).await.unwrap();
+    let mut a = join_heard(&relay, &room, 1, &[]).await.unwrap();
+    let b = join_heard(&relay, &room, 2, &[&a]).await.unwrap();
     a.wait_room_count(2).await.unwrap();
 
     // First frame not Hello, a Join with a bad signature, a Join for another

@@ -26,9 +26,10 @@ async fn two_clients_hear_each_other_and_another_room_hears_nothing() {
     let dir = tempdir();
     let relay = RelayProc::start_in(dir.path(), &[]);
     let lobby = room_sni("lobby");
-    let mut a = join(&relay, &lobby, 1).await.expect("a joins");
-    let b = join(&relay, &lobby, 2).await.expect("b joins");
-    let c = join(&relay, &room_sni("elsewhere"), 3)
+    // Each announces itself (a member gets media once it has been heard).
+    let mut a = join_heard(&relay, &lobby, 1, &[]).await.expect("a joins");
+    let b = join_heard(&relay, &lobby, 2, &[&a]).await.expect("b joins");
+    let c = join_heard(&relay, &room_sni("elsewhere"), 3, &[])
         .await
         .expect("c joins another room");
     // a learns b is in: from here on b's membership is in the fan-out.
@@ -109,9 +110,13 @@ async fn five_clients_round(config: &str) -> RelayProc {
     std::fs::write(&cfg, config).unwrap();
     let relay = RelayProc::start_in(dir.path(), &["-c", cfg.to_str().unwrap()]);
     let room = room_sni("five");
-    let mut clients = Vec::new();
+    let mut clients: Vec<Client> = Vec::new();
     for user in 1..=5u8 {
-        clients.push(join(&relay, &room, user).await.expect("joins"));
+        let heard: Vec<&Client> = clients.iter().collect();
+        let c = join_heard(&relay, &room, user, &heard)
+            .await
+            .expect("joins");
+        clients.push(c);
     }
     // The first member sees the room reach five: all Joins are in.
     clients[0].wait_room_count(5).await.expect("room of five");
@@ -181,8 +186,12 @@ async fn rooms_sharded_over_threads_each_forward_only_their_own() {
     let mut pairs = Vec::new();
     for r in 0..6u8 {
         let sni = room_sni(&format!("room{r}"));
-        let mut a = join(&relay, &sni, 10 + 2 * r).await.expect("a joins");
-        let b = join(&relay, &sni, 11 + 2 * r).await.expect("b joins");
+        let mut a = join_heard(&relay, &sni, 10 + 2 * r, &[])
+            .await
+            .expect("a joins");
+        let b = join_heard(&relay, &sni, 11 + 2 * r, &[&a])
+            .await
+            .expect("b joins");
         // a learns b is in: from here on b's membership is in the fan-out.
         a.wait_room_count(2).await.expect("both in");
         pairs.push((a, b));

@@ -152,6 +152,18 @@ impl RelayProc {
             .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
     }
 
+    /// Waits (bounded by [`WAIT`]) until `cond` holds; `what` names it in
+    /// the panic.
+    pub fn wait(&self, what: &str, cond: impl Fn() -> bool) {
+        let deadline = Instant::now() + WAIT;
+        while !cond() {
+            if Instant::now() > deadline {
+                panic!("not within {WAIT:?}: {what}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Waits until `series` satisfies `pred`; returns the last value.
     pub fn wait_metric(&self, series: &str, pred: impl Fn(f64) -> bool) -> f64 {
         let deadline = Instant::now() + WAIT;
@@ -165,6 +177,19 @@ impl RelayProc {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Packets the fan-out has taken in (`forwarded`), summed over every
+    /// forwarding shard's graph (`relay`, or `relay-0`, `relay-1`, ...).
+    pub fn fanout_forwarded(&self) -> f64 {
+        self.http_get("/metrics")
+            .lines()
+            .filter(|l| {
+                l.starts_with("wzp_stage_events_total{graph=\"relay")
+                    && l.contains(",stage=\"fanout\",name=\"forwarded\"} ")
+            })
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
     }
 
     pub fn log_text(&self) -> String {
@@ -345,6 +370,68 @@ pub async fn join(relay: &RelayProc, sni: &str, user: u8) -> Result<Client, Refu
         .await
         .expect("refused connections close");
     Err(refused(&e))
+}
+
+/// Payload of the packet [`announce`] sends.
+pub const ANNOUNCE: &[u8] = b"announce: heard from here on";
+
+/// Makes `c` heard by the relay's fan-out, as a real client is by the media
+/// it sends from its admission on: `sfu.fanout` (`unheard_grace_ms` in
+/// `graphs/relay.toml`) sends a member copies of the others' media only
+/// once a packet of its own has arrived, or the grace after its join has
+/// passed. `c` sends one packet (seq 0, payload [`ANNOUNCE`]); `heard` are
+/// the members of its room already announced, and each of them receives
+/// that packet (checked, and so taken out of what the test counts later);
+/// with nobody to receive it, the wait is for the fan-out to count it.
+///
+/// Call it for each member in turn, right after its join, before the next
+/// member joins: then every member present is heard when a packet is
+/// announced, and its copies go to exactly `heard` (a member not yet
+/// announced would get one only once its grace had passed, which a test
+/// could not foresee).
+pub async fn announce(relay: &RelayProc, c: &Client, heard: &[&Client]) {
+    let before = if heard.is_empty() {
+        relay.fanout_forwarded()
+    } else {
+        0.0
+    };
+    let p = c.packet(0, ANNOUNCE);
+    c.send_datagram(p.clone());
+    if heard.is_empty() {
+        relay.wait(
+            &format!("client {}'s announce forwarded", c.sender_id),
+            || relay.fanout_forwarded() > before,
+        );
+        return;
+    }
+    for h in heard {
+        let d = h.recv_datagram(WAIT).await.unwrap_or_else(|| {
+            panic!(
+                "client {} never got client {}'s announce",
+                h.sender_id, c.sender_id
+            )
+        });
+        assert_eq!(
+            &d[..],
+            &p[..],
+            "client {} got something else than client {}'s announce",
+            h.sender_id,
+            c.sender_id
+        );
+    }
+}
+
+/// [`join`], then [`announce`] to `heard` (the room's members announced
+/// before).
+pub async fn join_heard(
+    relay: &RelayProc,
+    sni: &str,
+    user: u8,
+    heard: &[&Client],
+) -> Result<Client, Refused> {
+    let c = join(relay, sni, user).await?;
+    announce(relay, &c, heard).await;
+    Ok(c)
 }
 
 /// A join that must be refused; its close code and reason.

@@ -50,9 +50,12 @@
 //! report), or `unheard_grace_ms` after it joined, whichever comes first
 //! (a member that only listens still hears, that much late). The copies
 //! skipped are counted (`unheard_held`). A federation link is heard from
-//! the start. The default is 0 (copies at once): the relay's graph does
-//! not set it yet, because its tests' raw QUIC clients expect every packet
-//! from their first, sent at the same moment as the other member's.
+//! the start. The default is 0 (copies at once); `graphs/relay.toml` sets
+//! 2000. `wzp-client` sends from its admission on, so it misses about
+//! one packet (two real-client calls on loopback: `unheard_held` 1 for
+//! the newcomer, 0 for the first); a client that wants the room's media
+//! must send something (the relay's tests' raw QUIC clients send one
+//! packet after their admission: `relay-graph/tests/common`, `announce`).
 //!
 //! All tables are allocated at build: per peer slot its handle, room, links
 //! of an intrusive member list per room and its owned ids; one open

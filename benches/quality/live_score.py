@@ -335,7 +335,7 @@ def section(a, conds, rows, infos, voices, segments, svg_name):
         "- **Same packets, up to an offset**: the proxy's clock starts a moment before the talker's "
         "graph (process start, the first 20 ms tick), so the talker's frames meet the trace a fixed "
         "whole number of slots late, with the odd frame on a slot edge going to its neighbour; the loss "
-        "pattern is the anchor's, shifted by that offset (which the bench does not measure), not packet for packet. "
+        "pattern is the anchor's, shifted by that offset (measured from the start times, above), not packet for packet. "
         "A schedule in time, unlike `--trace` (per datagram), is not moved by the handshake, "
         "acknowledgements or telemetry on the path, and takes both directions down together as a real "
         "path does; a per-datagram trace also runs on the relay-to-talker direction, whose few "
@@ -348,6 +348,12 @@ def section(a, conds, rows, infos, voices, segments, svg_name):
             else "The far end runs the shipped graph and sends its silent input too."
         )
         + " The relay and the proxy run with real-time priority (`chrt -f 10`) when allowed, as the clients do."
+    )
+    L.append(
+        "- **One alignment per row**: which frames of speech a trace takes moves a row by 0.1-0.3 "
+        "for both sides alike, so a margin under ~0.2 in one run is within what the alignment alone "
+        "does. `OFFLINE=1 bash benches/quality/live.sh` scores the same chain on the loopback against "
+        "the anchor over seven alignments of each trace (`benches/quality/aligned.py`; finding 16)."
     )
     L.append(
         "- `opus_demo` runs at 16 kHz (the speech's rate; wzp's graph encodes at 48 kHz from the "

@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use wzp_proto::feedback::MAX_FEEDBACK_ENTRIES;
-use wzp_proto::{encode_feedback, FeedbackEntry, FeedbackReport};
+use wzp_proto::{encode_feedback_flags, FeedbackEntry, FeedbackReport};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(report) = FeedbackReport::parse(data) else {
@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(report.entry_for(e.sender_id), Some(*e));
     }
     let mut out = vec![0u8; data.len()];
-    let len = encode_feedback(report.interval_ms, &entries[..n], &mut out)
+    let len = encode_feedback_flags(report.flags, report.interval_ms, &entries[..n], &mut out)
         .expect("a parsed report re-encodes into the same length");
     assert_eq!(&out[..len], data);
 });

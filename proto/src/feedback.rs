@@ -19,6 +19,12 @@
 
 /// Version byte of a feedback report.
 pub const FEEDBACK_VERSION: u8 = 1;
+/// Flag bit: an *early* report. The receiver sent it before its interval
+/// ended because loss began on a path that had shown none: its entries
+/// count the interval so far, and the interval's own report still follows
+/// and counts them again. A sender reads it as a notice, not as an
+/// interval (docs/WIRE.md §1.5). The only flag defined.
+pub const FEEDBACK_FLAG_EARLY: u8 = 0x01;
 /// Bytes before the first entry.
 pub const FEEDBACK_HEAD_LEN: usize = 5;
 /// Bytes per entry.
@@ -53,7 +59,8 @@ pub enum FeedbackError {
     /// The version byte is not one this build speaks.
     #[error("unsupported feedback report version {0} (this build speaks version 1)")]
     UnsupportedVersion(u8),
-    /// The flags byte has bits set; version 1 defines none.
+    /// The flags byte has bits set that version 1 does not define (only
+    /// [`FEEDBACK_FLAG_EARLY`]).
     #[error("reserved feedback flag bits set in 0x{0:02x}")]
     ReservedFlags(u8),
     /// More entries than [`MAX_FEEDBACK_ENTRIES`].
@@ -185,6 +192,8 @@ impl FeedbackEntry {
 /// A parsed feedback report borrowing the payload it came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FeedbackReport<'a> {
+    /// Flag bits: [`FEEDBACK_FLAG_EARLY`] or none.
+    pub flags: u8,
     /// Length of the interval the entries cover, milliseconds.
     pub interval_ms: u16,
     entries: &'a [u8],
@@ -203,7 +212,7 @@ impl<'a> FeedbackReport<'a> {
         if head[0] != FEEDBACK_VERSION {
             return Err(FeedbackError::UnsupportedVersion(head[0]));
         }
-        if head[1] != 0 {
+        if head[1] & !FEEDBACK_FLAG_EARLY != 0 {
             return Err(FeedbackError::ReservedFlags(head[1]));
         }
         let interval_ms = u16::from_be_bytes([head[2], head[3]]);
@@ -220,6 +229,7 @@ impl<'a> FeedbackReport<'a> {
             });
         }
         let report = FeedbackReport {
+            flags: head[1],
             interval_ms,
             entries: rest,
         };
@@ -240,6 +250,12 @@ impl<'a> FeedbackReport<'a> {
             }
         }
         Ok(report)
+    }
+
+    /// An early report ([`FEEDBACK_FLAG_EARLY`]): a notice that loss began,
+    /// counting the interval so far.
+    pub fn is_early(&self) -> bool {
+        self.flags & FEEDBACK_FLAG_EARLY != 0
     }
 
     /// Number of entries.
@@ -279,6 +295,20 @@ pub fn encode_feedback(
     entries: &[FeedbackEntry],
     out: &mut [u8],
 ) -> Result<usize, FeedbackError> {
+    encode_feedback_flags(0, interval_ms, entries, out)
+}
+
+/// [`encode_feedback`] with flag bits ([`FEEDBACK_FLAG_EARLY`]); any other
+/// bit is refused ([`FeedbackError::ReservedFlags`]).
+pub fn encode_feedback_flags(
+    flags: u8,
+    interval_ms: u16,
+    entries: &[FeedbackEntry],
+    out: &mut [u8],
+) -> Result<usize, FeedbackError> {
+    if flags & !FEEDBACK_FLAG_EARLY != 0 {
+        return Err(FeedbackError::ReservedFlags(flags));
+    }
     if entries.len() > MAX_FEEDBACK_ENTRIES {
         return Err(FeedbackError::TooManyEntries(entries.len()));
     }
@@ -302,7 +332,7 @@ pub fn encode_feedback(
         });
     };
     out[0] = FEEDBACK_VERSION;
-    out[1] = 0;
+    out[1] = flags;
     out[2..4].copy_from_slice(&interval_ms.to_be_bytes());
     out[4] = entries.len() as u8;
     for (e, dst) in entries
@@ -364,6 +394,24 @@ mod tests {
         assert_eq!(r.entry_for(1), None);
         let empty = encode_feedback(5, &[], &mut out).unwrap();
         assert!(FeedbackReport::parse(&out[..empty]).unwrap().is_empty());
+        assert!(!FeedbackReport::parse(&out[..empty]).unwrap().is_early());
+    }
+
+    #[test]
+    fn an_early_report_carries_its_flag_and_nothing_else_is_encoded() {
+        let mut out = [0u8; 64];
+        let n = encode_feedback_flags(FEEDBACK_FLAG_EARLY, 180, &[entry(9)], &mut out).unwrap();
+        assert_eq!(out[1], FEEDBACK_FLAG_EARLY);
+        let r = FeedbackReport::parse(&out[..n]).unwrap();
+        assert!(r.is_early());
+        assert_eq!((r.flags, r.interval_ms), (FEEDBACK_FLAG_EARLY, 180));
+        assert_eq!(r.entry_for(9), Some(entry(9)));
+        for bad in [0x02, 0x80, 0xff] {
+            assert_eq!(
+                encode_feedback_flags(bad, 180, &[entry(9)], &mut out),
+                Err(FeedbackError::ReservedFlags(bad))
+            );
+        }
     }
 
     #[test]
@@ -420,6 +468,11 @@ mod tests {
                 "flags",
                 with(1, 0x80).to_vec(),
                 FeedbackError::ReservedFlags(0x80),
+            ),
+            (
+                "early and a reserved flag",
+                with(1, 0x03).to_vec(),
+                FeedbackError::ReservedFlags(0x03),
             ),
             (
                 "count 33",

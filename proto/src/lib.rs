@@ -57,7 +57,9 @@ pub mod signal;
 pub mod sni;
 
 pub use error::WireError;
-pub use feedback::{encode_feedback, FeedbackEntry, FeedbackError, FeedbackReport};
+pub use feedback::{
+    encode_feedback, encode_feedback_flags, FeedbackEntry, FeedbackError, FeedbackReport,
+};
 pub use handshake::{room_hash, room_id, room_key};
 pub use identity::{Fingerprint, Identity, Seed, TlsFingerprint};
 pub use media::{

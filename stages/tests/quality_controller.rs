@@ -5,8 +5,8 @@
 use wzp_proto::feedback::{burst_bin, FeedbackEntry, BURST_BINS};
 use wzp_stages::codec::profile::Profile;
 use wzp_stages::quality::controller::{
-    packet_wire_kbps, wire_kbps, Controller, ControllerConfig, Decision, Reason, Settings,
-    CODEC2_MAX_PACKET_MS, DRED_HINT, DRED_MIN_BITRATE, TIERS,
+    lbrr_hint, packet_wire_kbps, wire_kbps, Controller, ControllerConfig, Decision, Reason,
+    Settings, CODEC2_MAX_PACKET_MS, DRED_HINT, DRED_MIN_BITRATE, EARLY_LOSS_CAP, TIERS,
 };
 
 const S: u64 = 1_000_000_000;
@@ -973,4 +973,76 @@ fn a_probe_above_what_got_through_at_the_last_congestion_waits_the_longest_back_
     // The cap lifts: back to the top.
     r.go(300, CLEAN, 1);
     assert_eq!(r.s().tier, "good", "{:?}", &r.log[r.log.len() - 5..]);
+}
+
+#[test]
+fn an_early_report_turns_lbrr_on_at_once_and_leaves_the_shape_to_the_interval() {
+    let early = |lost: u16, run: u8, queue_ms: u16| FeedbackEntry {
+        sender_id: 1,
+        expected: 8,
+        received: 8 - lost,
+        bursts: [0; BURST_BINS],
+        max_burst: run,
+        queue_delay_100us: queue_ms * 10,
+        ..FeedbackEntry::default()
+    };
+    let bursty = Path {
+        loss: 0.14,
+        burst: 3,
+        cap_kbps: 0.0,
+    };
+    // Clean past start-up and the settle time: no redundancy.
+    let mut r = Run::new(ControllerConfig::default());
+    r.go(8, CLEAN, 1);
+    assert!(!r.redundancy(), "{:?}", r.s());
+    // 160 ms into an interval, 2 of 8 packets lost in a run: LBRR at once,
+    // its hint from the loss capped at EARLY_LOSS_CAP (25 % seen, 20 %
+    // taken).
+    r.now += 200 * MS;
+    r.c.handle_early_report(100, &early(2, 2, 1), r.now);
+    let d =
+        r.c.poll(r.now)
+            .expect("a decision at once, not at the next report");
+    assert_eq!(d.reason, Reason::RandomLoss);
+    assert!(
+        d.settings.lbrr && d.settings.dred_ms == 0,
+        "{:?}",
+        d.settings
+    );
+    assert_eq!(
+        d.settings.loss_hint,
+        lbrr_hint((EARLY_LOSS_CAP * 100.0) as u32)
+    );
+    assert_eq!(r.c.early_reports(), 1);
+    // The shape is the interval reports' to say: bursts take DRED and the
+    // hold from the first one.
+    r.go(1, bursty, 1);
+    let s = r.s();
+    assert!(
+        s.dred_ms == 1000 && !s.lbrr && s.receiver_hold_frames == 3,
+        "{s:?}"
+    );
+    assert_eq!(r.c.count(Reason::BurstLoss), 1, "{:?}", r.log);
+    // With a standing queue (congestion), or with no loss, an early report
+    // changes nothing.
+    // Nor does an outage's: its run (settled at once when packets resume)
+    // is longer than the hold can rebuild.
+    let outage = FeedbackEntry {
+        expected: 24,
+        received: 4,
+        ..early(0, 20, 1)
+    };
+    for (what, e) in [
+        ("queue", early(2, 2, 40)),
+        ("no loss", early(0, 0, 1)),
+        ("outage", outage),
+    ] {
+        let mut r = Run::new(ControllerConfig::default());
+        r.go(8, CLEAN, 1);
+        r.now += 200 * MS;
+        r.c.handle_early_report(100, &e, r.now);
+        assert_eq!(r.c.poll(r.now), None, "{what}");
+        assert!(!r.redundancy(), "{what}: {:?}", r.s());
+        assert_eq!(r.c.early_reports(), 0, "{what}");
+    }
 }

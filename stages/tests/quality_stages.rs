@@ -147,7 +147,8 @@ fn the_receiver_reports_each_sender_once_per_interval() {
     let res = Resources::new();
     let mut st = Stage::build(
         &FeedbackReportFactory,
-        &[("interval", "1s"), ("reporter_id", "9")],
+        // Periodic reports only (early ones: the next test).
+        &[("interval", "1s"), ("reporter_id", "9"), ("onset", "false")],
         &res,
     )
     .unwrap();
@@ -192,6 +193,85 @@ fn the_receiver_reports_each_sender_once_per_interval() {
     );
     assert_eq!(e8.loss_fraction(), 0.0);
     assert_eq!(e8.expected, 50, "a whole second settled: {e8:?}");
+}
+
+/// Runs `feedback_report` with `onset` (after the default 3 s clean) over
+/// one sender losing the frames in `lost` (one frame per quantum, cycles
+/// 0..600); for each report the cycle it left at, whether it was early,
+/// its lost count and its `interval_ms`; and the `early_reports` counter.
+fn report_cycles(onset: bool, lost: &[u32]) -> (Vec<(u32, bool, u32, u16)>, u64) {
+    let res = Resources::new();
+    let onset = onset.to_string();
+    let mut st = Stage::build(
+        &FeedbackReportFactory,
+        &[("interval", "1s"), ("onset", onset.as_str())],
+        &res,
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    for cycle in 0..600u32 {
+        assert_rt_safe("feedback_report process", 1, || {
+            if !lost.contains(&cycle) {
+                let mut m = frame(cycle, 7);
+                m.arrival_ns = u64::from(cycle) * Q_NS + 1_000_000;
+                st.input(0).push(m, &[0u8; 60]).unwrap();
+            }
+            st.step();
+        });
+        for f in st.output(0).iter() {
+            let r = FeedbackReport::parse(f.bytes()).unwrap();
+            let e = r.entry_for(7).unwrap();
+            out.push((
+                cycle,
+                r.is_early(),
+                u32::from(e.expected - e.received),
+                r.interval_ms,
+            ));
+        }
+    }
+    (out, st.counter("early_reports"))
+}
+
+#[test]
+fn an_early_report_leaves_when_loss_begins_on_a_clean_path() {
+    // Clean for 4 s, then frame 200 lost: settled 8 packets later (the
+    // reorder window), at cycle 208, and an early report leaves then, 160
+    // ms into the interval, counting it; the interval runs on, and its
+    // report at 250 counts it again with frame 210. Frame 370, settled
+    // 2.6 s after the last report that showed loss (250): no early report.
+    // Frame 580, settled 3.8 s after (400): one (588).
+    let lost = [200, 210, 370, 580];
+    let (got, early) = report_cycles(true, &lost);
+    let regular = |c: u32, l: u32| (c, false, l, 1000u16);
+    assert_eq!(
+        got,
+        vec![
+            regular(50, 0),
+            regular(100, 0),
+            regular(150, 0),
+            regular(200, 0),
+            (208, true, 1, 160),
+            regular(250, 2),
+            regular(300, 0),
+            regular(350, 0),
+            regular(400, 1),
+            regular(450, 0),
+            regular(500, 0),
+            regular(550, 0),
+            (588, true, 1, 760)
+        ],
+        "(cycle, early, lost, interval_ms) of each report"
+    );
+    assert_eq!(early, 2);
+    // Off: once a second, the same regular reports, no early one.
+    let (got, early) = report_cycles(false, &lost);
+    assert_eq!(
+        got,
+        (1..12)
+            .map(|i| regular(i * 50, [0, 0, 0, 0, 2, 0, 0, 1, 0, 0, 0][i as usize - 1]))
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(early, 0);
 }
 
 #[test]

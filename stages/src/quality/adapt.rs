@@ -49,7 +49,9 @@
 //!   60 % Opus with its redundancy still scores above Codec2 + RaptorQ).
 //!
 //! **Counters**: `reports` (entries about this sender), `reports_outage`
-//! (those the controller read as an outage and set aside), `report_expected`
+//! (those the controller read as an outage and set aside), `reports_early`
+//! (entries of early reports, flag `early`: notices that loss began, not
+//! counted in `reports` or the packet sums), `report_expected`
 //! and `report_received` (their packet counts summed: two readings give the
 //! loss between them), `report_errors`
 //! (reports that did not parse), `decisions`, `applied` (decisions written
@@ -243,6 +245,7 @@ impl StageFactory for AdaptFactory {
             fallback_bitrate: fallback,
             reports: cx.counter("reports"),
             reports_outage: cx.counter("reports_outage"),
+            reports_early: cx.counter("reports_early"),
             report_errors: cx.counter("report_errors"),
             decisions: cx.counter("decisions"),
             applied: cx.counter("applied"),
@@ -318,6 +321,7 @@ struct Adapt {
     fallback_bitrate: u32,
     reports: Counter,
     reports_outage: Counter,
+    reports_early: Counter,
     report_errors: Counter,
     decisions: Counter,
     applied: Counter,
@@ -437,6 +441,15 @@ impl Processor for Adapt {
                     self.report_errors.inc();
                     continue;
                 };
+                if report.is_early() {
+                    // A notice that loss began; the interval's own report
+                    // counts these packets again.
+                    for e in report.entries().filter(|e| e.sender_id == me) {
+                        self.reports_early.inc();
+                        ctl.handle_early_report(f.meta.stream, &e, now);
+                    }
+                    continue;
+                }
                 for e in report.entries().filter(|e| e.sender_id == me) {
                     self.reports.inc();
                     self.fb_expected.add(u64::from(e.expected));

@@ -22,6 +22,17 @@
 //! ## Params
 //! - `interval` (duration, 1s, 20ms..=1s): how often a report leaves.
 //!   The wire contract is at least once a second.
+//! - `onset` (bool, true): an *early* report (flag `early`, docs/WIRE.md
+//!   §1.5) also leaves at once when loss begins on a clean path: a
+//!   sender's loss is settled (`reorder_window` packets after it) and no
+//!   report has shown loss from it for `onset_after`. It counts the
+//!   interval so far and leaves the interval running: its report still
+//!   comes on time and counts those packets again, so the sender's
+//!   per-interval statistics are what they would be without it. A sender
+//!   whose path turns lossy after a clean spell (when its controller has
+//!   turned redundancy off) hears of it about 160 ms after the first loss
+//!   instead of up to a whole interval later (docs/QUALITY.md finding 17).
+//! - `onset_after` (duration, 3s): the clean spell before an onset.
 //! - `senders` (int, 8, 1..=32): senders tracked at once.
 //! - `reorder_window` (int, 8, 1..=63): packets past a seq before its loss
 //!   is settled.
@@ -33,8 +44,9 @@
 //!   counts so it compares with the sender's wire rate. A call graph taps
 //!   frames after `wire.depacketize`: 22 (media header) + 16 (AEAD tag).
 //!
-//! **Counters**: `frames_seen`, `reports_sent`, `report_errors` (a report
-//! that could not be encoded or the output batch was full).
+//! **Counters**: `frames_seen`, `reports_sent` (`early_reports` of them
+//! early), `report_errors` (a report that could not be encoded or the
+//! output batch was full).
 //!
 //! **Latency**: none on the media path (reports are a side output).
 //!
@@ -83,6 +95,16 @@ impl StageFactory for FeedbackReportFactory {
                     Duration::from_secs(1),
                     "how often a report leaves, 20ms..=1s",
                 ),
+                ParamSpec::bool(
+                    "onset",
+                    true,
+                    "also report at once (early) when loss begins on a clean path",
+                ),
+                ParamSpec::duration(
+                    "onset_after",
+                    Duration::from_secs(3),
+                    "time without reported loss before a loss is an onset",
+                ),
                 ParamSpec::int("senders", 8, "senders tracked at once, 1..=32"),
                 ParamSpec::int(
                     "reorder_window",
@@ -117,6 +139,8 @@ impl StageFactory for FeedbackReportFactory {
             )
             .into());
         }
+        let onset = p.bool("onset")?;
+        let onset_after = p.duration("onset_after")?;
         let senders = p.int_in("senders", 1, MAX_FEEDBACK_ENTRIES as i64)? as usize;
         let window = p.int_in("reorder_window", 1, 63)? as u32;
         let forget = p.duration("forget_after")?;
@@ -129,6 +153,8 @@ impl StageFactory for FeedbackReportFactory {
             processor: Box::new(FeedbackReport {
                 table: ReceiverFeedback::new(senders, window, forget.as_nanos() as u64),
                 interval_ns: interval.as_nanos() as u64,
+                onset,
+                onset_after_ns: onset_after.as_nanos() as u64,
                 next_ns: None,
                 reporter,
                 sent: 0,
@@ -137,6 +163,7 @@ impl StageFactory for FeedbackReportFactory {
                 report: [0; MAX_REPORT],
                 frames_seen: cx.counter("frames_seen"),
                 reports_sent: cx.counter("reports_sent"),
+                early_reports: cx.counter("early_reports"),
                 report_errors: cx.counter("report_errors"),
             }),
         })
@@ -146,6 +173,10 @@ impl StageFactory for FeedbackReportFactory {
 struct FeedbackReport {
     table: ReceiverFeedback,
     interval_ns: u64,
+    /// Send an early report when loss begins on a clean path.
+    onset: bool,
+    /// The clean spell before an onset.
+    onset_after_ns: u64,
     /// When the next report is due (set by the first frame heard).
     next_ns: Option<u64>,
     reporter: u32,
@@ -157,6 +188,7 @@ struct FeedbackReport {
     report: [u8; MAX_REPORT],
     frames_seen: Counter,
     reports_sent: Counter,
+    early_reports: Counter,
     report_errors: Counter,
 }
 
@@ -204,15 +236,23 @@ impl Processor for FeedbackReport {
             return Flow::Continue;
         }
         let due = *self.next_ns.get_or_insert(cx.now_ns + self.interval_ns);
-        if cx.now_ns < due {
+        let early = cx.now_ns < due;
+        if early && !(self.onset && self.table.loss_onset(cx.now_ns, self.onset_after_ns)) {
             return Flow::Continue;
         }
-        self.next_ns = Some(due + self.interval_ns);
-        let interval_ms = (self.interval_ns / 1_000_000).min(u64::from(u16::MAX)) as u16;
-        let len = match self
-            .table
-            .write_report(cx.now_ns, interval_ms, &mut self.report)
-        {
+        let written = if early {
+            // How long the interval has run.
+            let run_ns = self.interval_ns.saturating_sub(due - cx.now_ns);
+            let ms = (run_ns / 1_000_000).min(u64::from(u16::MAX)) as u16;
+            self.table
+                .write_early_report(cx.now_ns, ms, &mut self.report)
+        } else {
+            self.next_ns = Some(due + self.interval_ns);
+            let interval_ms = (self.interval_ns / 1_000_000).min(u64::from(u16::MAX)) as u16;
+            self.table
+                .write_report(cx.now_ns, interval_ms, &mut self.report)
+        };
+        let len = match written {
             Ok(n) => n,
             Err(_) => {
                 self.report_errors.inc();
@@ -231,7 +271,12 @@ impl Processor for FeedbackReport {
             ..FrameMeta::default()
         };
         match out.map(|o| o.push(meta, &self.report[..len])) {
-            Some(Ok(())) => self.reports_sent.inc(),
+            Some(Ok(())) => {
+                self.reports_sent.inc();
+                if early {
+                    self.early_reports.inc();
+                }
+            }
             _ => self.report_errors.inc(),
         }
         Flow::Continue

@@ -25,7 +25,8 @@
 //!   so an echoed one gives the RTT: `now - sent(echo_ts) - echo_hold`.
 
 use wzp_proto::feedback::{
-    burst_bin, encode_feedback, FeedbackEntry, FeedbackError, BURST_BINS, MAX_FEEDBACK_ENTRIES,
+    burst_bin, encode_feedback, encode_feedback_flags, FeedbackEntry, FeedbackError, BURST_BINS,
+    FEEDBACK_FLAG_EARLY, MAX_FEEDBACK_ENTRIES,
 };
 use wzp_proto::MediaHeader;
 
@@ -86,6 +87,9 @@ pub struct ReceiveStats {
     last_heard_ns: u64,
     /// Restarts of sequence tracking (sender restarted its counter).
     pub restarts: u64,
+    /// When the last report (early or not) that showed loss from this
+    /// sender was written (tracking's start before the first).
+    loss_reported_ns: u64,
 }
 
 impl ReceiveStats {
@@ -122,6 +126,7 @@ impl ReceiveStats {
             echo_arrival_ns: 0,
             last_heard_ns: now_ns,
             restarts: 0,
+            loss_reported_ns: now_ns,
         }
     }
 
@@ -279,8 +284,41 @@ impl ReceiveStats {
         }
     }
 
+    /// Losses settled in the current interval.
+    pub fn lost_in_interval(&self) -> u32 {
+        self.expected.saturating_sub(self.received)
+    }
+
+    /// Loss has been settled in this interval after at least `quiet_ns`
+    /// with none reported: the onset of loss on a path that was clean,
+    /// which the sender should hear about now rather than at the end of the
+    /// interval.
+    pub fn loss_onset(&self, now_ns: u64, quiet_ns: u64) -> bool {
+        self.lost_in_interval() > 0 && now_ns.saturating_sub(self.loss_reported_ns) >= quiet_ns
+    }
+
     /// The entry for a report sent at `now_ns`; starts a new interval.
     pub fn take_report(&mut self, now_ns: u64) -> FeedbackEntry {
+        let entry = self.entry(now_ns);
+        self.expected = 0;
+        self.received = 0;
+        self.late = 0;
+        self.bursts = [0; BURST_BINS];
+        self.max_burst = self.run;
+        self.bytes = 0;
+        self.queue_sum_ns = 0;
+        self.queue_n = 0;
+        self.interval_start_ns = now_ns;
+        entry
+    }
+
+    /// The entry for the interval so far, at `now_ns`, leaving the interval
+    /// running (an early report's: its counts come again in the interval's
+    /// own report).
+    pub fn entry(&mut self, now_ns: u64) -> FeedbackEntry {
+        if self.lost_in_interval() > 0 {
+            self.loss_reported_ns = now_ns;
+        }
         let sat16 = |v: u64| v.min(u64::from(u16::MAX)) as u16;
         let sat8 = |v: u32| v.min(255) as u8;
         let interval_ns = now_ns.saturating_sub(self.interval_start_ns);
@@ -296,7 +334,7 @@ impl ReceiveStats {
         } else {
             0
         };
-        let entry = FeedbackEntry {
+        FeedbackEntry {
             sender_id: self.sender_id,
             expected,
             received,
@@ -316,17 +354,7 @@ impl ReceiveStats {
             } else {
                 0
             },
-        };
-        self.expected = 0;
-        self.received = 0;
-        self.late = 0;
-        self.bursts = [0; BURST_BINS];
-        self.max_burst = self.run;
-        self.bytes = 0;
-        self.queue_sum_ns = 0;
-        self.queue_n = 0;
-        self.interval_start_ns = now_ns;
-        entry
+        }
     }
 }
 
@@ -402,6 +430,34 @@ impl ReceiverFeedback {
             }
         }
         best
+    }
+
+    /// Some sender's loss has just begun after `quiet_ns` without
+    /// ([`ReceiveStats::loss_onset`]).
+    pub fn loss_onset(&self, now_ns: u64, quiet_ns: u64) -> bool {
+        self.slots
+            .iter()
+            .flatten()
+            .any(|s| s.loss_onset(now_ns, quiet_ns))
+    }
+
+    /// Writes an early report ([`FEEDBACK_FLAG_EARLY`]) into `out`: every
+    /// sender's interval so far, the intervals left running (their report
+    /// counts the same packets again). `interval_ms` is how long the
+    /// interval has run.
+    pub fn write_early_report(
+        &mut self,
+        now_ns: u64,
+        interval_ms: u16,
+        out: &mut [u8],
+    ) -> Result<usize, FeedbackError> {
+        let mut entries = [FeedbackEntry::default(); MAX_FEEDBACK_ENTRIES];
+        let mut n = 0;
+        for s in self.slots.iter_mut().flatten() {
+            entries[n] = s.entry(now_ns);
+            n += 1;
+        }
+        encode_feedback_flags(FEEDBACK_FLAG_EARLY, interval_ms, &entries[..n], out)
     }
 
     /// The statistics for `sender_id`, if it is being tracked.

@@ -25,7 +25,7 @@
 //!   so an echoed one gives the RTT: `now - sent(echo_ts) - echo_hold`.
 
 use wzp_proto::feedback::{
-    burst_bin, encode_feedback, encode_feedback_flags, FeedbackEntry, FeedbackError, BURST_BINS,
+    burst_bin, encode_feedback_flags, FeedbackEntry, FeedbackError, BURST_BINS,
     FEEDBACK_FLAG_EARLY, MAX_FEEDBACK_ENTRIES,
 };
 use wzp_proto::MediaHeader;
@@ -441,25 +441,6 @@ impl ReceiverFeedback {
             .any(|s| s.loss_onset(now_ns, quiet_ns))
     }
 
-    /// Writes an early report ([`FEEDBACK_FLAG_EARLY`]) into `out`: every
-    /// sender's interval so far, the intervals left running (their report
-    /// counts the same packets again). `interval_ms` is how long the
-    /// interval has run.
-    pub fn write_early_report(
-        &mut self,
-        now_ns: u64,
-        interval_ms: u16,
-        out: &mut [u8],
-    ) -> Result<usize, FeedbackError> {
-        let mut entries = [FeedbackEntry::default(); MAX_FEEDBACK_ENTRIES];
-        let mut n = 0;
-        for s in self.slots.iter_mut().flatten() {
-            entries[n] = s.entry(now_ns);
-            n += 1;
-        }
-        encode_feedback_flags(FEEDBACK_FLAG_EARLY, interval_ms, &entries[..n], out)
-    }
-
     /// The statistics for `sender_id`, if it is being tracked.
     pub fn stats(&self, sender_id: u32) -> Option<&ReceiveStats> {
         self.slots
@@ -477,6 +458,29 @@ impl ReceiverFeedback {
         interval_ms: u16,
         out: &mut [u8],
     ) -> Result<usize, FeedbackError> {
+        self.write(now_ns, interval_ms, false, out)
+    }
+
+    /// Writes an early report ([`FEEDBACK_FLAG_EARLY`]) into `out`: every
+    /// sender's interval so far, the intervals left running (their report
+    /// counts the same packets again). `interval_ms` is how long the
+    /// interval has run.
+    pub fn write_early_report(
+        &mut self,
+        now_ns: u64,
+        interval_ms: u16,
+        out: &mut [u8],
+    ) -> Result<usize, FeedbackError> {
+        self.write(now_ns, interval_ms, true, out)
+    }
+
+    fn write(
+        &mut self,
+        now_ns: u64,
+        interval_ms: u16,
+        early: bool,
+        out: &mut [u8],
+    ) -> Result<usize, FeedbackError> {
         let mut entries = [FeedbackEntry::default(); MAX_FEEDBACK_ENTRIES];
         let mut n = 0;
         for slot in self.slots.iter_mut() {
@@ -487,11 +491,16 @@ impl ReceiverFeedback {
                 *slot = None;
             }
             if let Some(s) = slot.as_mut() {
-                entries[n] = s.take_report(now_ns);
+                entries[n] = if early {
+                    s.entry(now_ns)
+                } else {
+                    s.take_report(now_ns)
+                };
                 n += 1;
             }
         }
-        encode_feedback(interval_ms, &entries[..n], out)
+        let flags = if early { FEEDBACK_FLAG_EARLY } else { 0 };
+        encode_feedback_flags(flags, interval_ms, &entries[..n], out)
     }
 }
 

@@ -152,31 +152,45 @@ impl RelayProc {
             .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
     }
 
-    /// Waits (bounded by [`WAIT`]) until `cond` holds; `what` names it in
-    /// the panic.
-    pub fn wait(&self, what: &str, cond: impl Fn() -> bool) {
+    /// Polls `probe` until it yields a value, failing after [`WAIT`] with
+    /// `what()`. The relay's counters live in another process, read over
+    /// HTTP: there is nothing to block on, so this is the one poll loop
+    /// every wait on them goes through (every 20 ms, bounded).
+    fn poll<T>(&self, mut probe: impl FnMut() -> Option<T>, what: impl Fn() -> String) -> T {
         let deadline = Instant::now() + WAIT;
-        while !cond() {
+        loop {
+            if let Some(v) = probe() {
+                return v;
+            }
             if Instant::now() > deadline {
-                panic!("not within {WAIT:?}: {what}");
+                panic!("not within {WAIT:?}: {}", what());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
+    /// Waits (bounded by [`WAIT`]) until `cond` holds; `what` names it in
+    /// the panic.
+    pub fn wait(&self, what: &str, cond: impl Fn() -> bool) {
+        self.poll(|| cond().then_some(()), || what.to_string())
+    }
+
     /// Waits until `series` satisfies `pred`; returns the last value.
     pub fn wait_metric(&self, series: &str, pred: impl Fn(f64) -> bool) -> f64 {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let v = self.metric(series);
-            if let Some(v) = v.filter(|v| pred(*v)) {
-                return v;
-            }
-            if Instant::now() > deadline {
-                panic!("{series} never satisfied the condition (last {v:?})");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let last = std::cell::Cell::new(None);
+        self.poll(
+            || {
+                let v = self.metric(series);
+                last.set(v);
+                v.filter(|v| pred(*v))
+            },
+            || {
+                format!(
+                    "{series} never satisfied the condition (last {:?})",
+                    last.get()
+                )
+            },
+        )
     }
 
     /// Packets the fan-out has taken in (`forwarded`), summed over every

@@ -248,23 +248,27 @@ fn feed_from(s: &mut ReceiveStats, from: u32, to: u32, delay: fn(u32) -> u64) ->
     last
 }
 
-#[test]
-fn repair_packets_count_for_loss_not_for_timing_and_feedback_not_at_all() {
+/// Feeds seq 0..100 of sender 7 where every fifth (`k % 5 == 4`) source
+/// packet is lost; in its place, with `repair`, a RaptorQ repair packet
+/// carrying that seq (a repair symbol carries its block's last source seq,
+/// docs/WIRE.md §1.1) and a timestamp far off, except every tenth, where a
+/// feedback report of sender 7 arrives instead. Returns the entry.
+fn with_repair(repair: bool) -> FeedbackEntry {
     let mut s = ReceiveStats::new(7, 4, 0);
     let mut table = ReceiverFeedback::new(4, 4, 5_000 * MS);
     for k in 0..100u32 {
         let mut h = header(7, k);
         if k % 5 == 4 {
-            // A repair symbol with a timestamp far off.
-            h.flags = Flags::REPAIR;
-            h.timestamp = 0;
             if k % 10 == 9 {
-                // Instead of media seq k, a report: its seq counts reports
-                // (docs/WIRE.md §1.5), so seq k is lost and the report's
-                // seq, far from k, must not restart the tracking.
-                h.flags = Flags::empty();
+                // A report: its seq counts reports (docs/WIRE.md §1.5), so
+                // its seq, far from k, must not restart the tracking.
                 h.codec = CodecId::FEEDBACK;
                 h.seq = 50_000 + k / 10;
+            } else if repair {
+                h.flags = Flags::REPAIR;
+                h.timestamp = 0;
+            } else {
+                continue;
             }
         }
         s.on_packet(k as u64 * FRAME_NS + MS, &h, 100);
@@ -276,17 +280,34 @@ fn repair_packets_count_for_loss_not_for_timing_and_feedback_not_at_all() {
         };
         table.on_packet(k as u64 * FRAME_NS + MS, &only_reports, 60);
     }
-    let e = s.take_report(100 * FRAME_NS);
-    // The newest media seq is 98 (99 was a report): 0..=94 are settled.
-    assert_eq!((e.expected, e.received), (95, 86), "9, 19, .. 89 lost");
     assert_eq!(s.restarts, 0);
-    assert_eq!(e.jitter_100us, 0, "off timestamps did not count");
-    assert_eq!(e.echo_ts, 98 * 960, "the newest audio packet is echoed");
     assert!(
         table.stats(9).is_none(),
         "a reports-only member is not a sender"
     );
     assert_eq!(table.stats(7).unwrap().restarts, 0);
+    s.take_report(100 * FRAME_NS)
+}
+
+#[test]
+fn repair_packets_count_for_the_rate_not_for_loss_or_timing_and_feedback_not_at_all() {
+    let e = with_repair(true);
+    // The newest media seq is 98 (99 was a report): 0..=94 are settled, and
+    // the 19 sources 4, 9, .., 94 are lost whether a repair symbol with
+    // their seq came or not: counted by seq, a repair would hide the loss
+    // of its block's last source (40 % loss read as 33 % with 5-frame
+    // blocks), and a controller deciding on FEC would misjudge the path.
+    assert_eq!((e.expected, e.received), (95, 76));
+    assert_eq!(e.jitter_100us, 0, "off timestamps did not count");
+    assert_eq!(e.echo_ts, 98 * 960, "the newest audio packet is echoed");
+    let without = with_repair(false);
+    assert_eq!((without.expected, without.received), (95, 76));
+    assert!(
+        e.recv_kbps > without.recv_kbps,
+        "repair bytes are received bytes: {} vs {}",
+        e.recv_kbps,
+        without.recv_kbps
+    );
 }
 
 #[test]

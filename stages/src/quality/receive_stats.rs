@@ -7,17 +7,17 @@
 //! method is allocation-free after construction, so the structs can live in a
 //! real-time stage.
 //!
-//! - [`ReceiveStats`]: one sender. Loss is counted by `seq` (every packet,
-//!   FEC repair included): a packet's fate is *settled* once the newest seq
+//! - [`ReceiveStats`]: one sender. Loss is counted by `seq` (audio packets;
+//!   FEC repair packets, which carry their block's last seq, count toward
+//!   the receive rate only): a packet's fate is *settled* once the newest seq
 //!   is `reorder_window` past it; a packet that arrives after that is `late`
 //!   (it stays counted lost: it came too late to be of use). Runs of
 //!   consecutive settled losses feed the burst histogram. Jitter follows
 //!   RFC 3550 (`J += (|D| - J) / 16` on the transit-time differences of
 //!   consecutive arrivals). Queueing delay is the mean transit time above
 //!   the smallest seen (sender and receiver clocks need not agree; their
-//!   drift moves the floor slowly). Only audio packets (not repair) feed
-//!   jitter, queueing delay and the RTT echo: their timestamps are media
-//!   time. Feedback reports (codec `0x40`) count their own `seq` (docs/WIRE.md
+//!   drift moves the floor slowly). Jitter, queueing delay and the RTT
+//!   echo come from audio packets too: their timestamps are media time. Feedback reports (codec `0x40`) count their own `seq` (docs/WIRE.md
 //!   §1.5): they only mark the sender as heard.
 //! - [`ReceiverFeedback`]: a fixed table of [`ReceiveStats`], one per sender,
 //!   that writes a whole report.
@@ -197,6 +197,13 @@ impl ReceiveStats {
             return;
         }
         self.bytes += len as u64;
+        if header.is_repair() {
+            // A RaptorQ repair packet carries the seq of its block's last
+            // source packet: counted by seq, it would hide that packet's
+            // loss (at 40 % loss with 5-frame blocks the path read 33 %).
+            // Its bytes count toward the receive rate.
+            return;
+        }
         let seq = header.seq;
         if !self.started {
             self.restart_seq(seq);
@@ -247,9 +254,6 @@ impl ReceiveStats {
                 self.restarts += 1;
                 self.restart_seq(seq);
             }
-        }
-        if header.is_repair() {
-            return;
         }
         self.on_media_time(now_ns, header.timestamp);
     }

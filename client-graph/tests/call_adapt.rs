@@ -259,6 +259,8 @@ struct Decision {
     bitrate: i64,
     dred_ms: i64,
     lbrr: bool,
+    /// RaptorQ repair, percent of the source packets.
+    fec: i64,
     applied: bool,
 }
 
@@ -277,6 +279,7 @@ impl Decision {
             bitrate: get("bitrate")?.parse().ok()?,
             dred_ms: get("dred_ms")?.parse().ok()?,
             lbrr: get("lbrr")? == "on",
+            fec: get("fec")?.parse().ok()?,
             applied: !line.contains("not applied"),
         })
     }
@@ -295,20 +298,33 @@ fn figure(dir: &Path, name: &str, stage: &str, key: &str) -> Option<i64> {
         .or_else(|| st["gauges"][key].as_i64())
 }
 
-/// Waits (bounded) until `name`'s figure satisfies `pred`; returns it.
-fn wait_figure(dir: &Path, name: &str, stage: &str, key: &str, pred: impl Fn(i64) -> bool) -> i64 {
-    let deadline = Instant::now() + WAIT;
+/// Waits (bounded by `wait`) until `read` (of the figures files, which the
+/// clients rewrite every second: nothing to block on) gives a value that
+/// satisfies `pred`; returns it. `what` says what was read, for the panic.
+fn poll<T: std::fmt::Debug>(
+    wait: Duration,
+    what: &str,
+    read: impl Fn() -> Option<T>,
+    pred: impl Fn(&T) -> bool,
+) -> T {
+    let deadline = Instant::now() + wait;
     loop {
-        if let Some(v) = figure(dir, name, stage, key).filter(|&v| pred(v)) {
+        if let Some(v) = read().filter(&pred) {
             return v;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{name}'s {stage}.{key} stuck at {:?}",
-            figure(dir, name, stage, key)
-        );
+        assert!(Instant::now() < deadline, "{what} stuck at {:?}", read());
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Waits (bounded) until `name`'s figure satisfies `pred`; returns it.
+fn wait_figure(dir: &Path, name: &str, stage: &str, key: &str, pred: impl Fn(i64) -> bool) -> i64 {
+    poll(
+        WAIT,
+        &format!("{name}'s {stage}.{key}"),
+        || figure(dir, name, stage, key),
+        |&v| pred(v),
+    )
 }
 
 /// Packets the reports about `name` count as expected and received so far.
@@ -539,6 +555,61 @@ fn a_rate_cap_moves_the_sender_to_a_tier_that_fits_with_loss_back_under_2_percen
         bitrate < 24_000,
         "alice is back at the top tier ({bitrate})"
     );
+    hang_up(vec![alice, bob]);
+    drop(proxy);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// 70 % loss, beyond what Opus with its redundancy holds (the call graph's
+/// `heavy_loss`, 60 %): Bob reaches the relay through the proxy, clean for
+/// the join, then at 70 % both ways (his reports reach Alice about one in
+/// three). Alice's controller moves her to Codec2 with its tier's RaptorQ
+/// repair; the ratio goes live through `fec_live` (it was only counted
+/// `not_live` before), her encoder sends repair at it, and Bob's receive
+/// chain rebuilds lost frames from it.
+#[test]
+fn a_call_under_70_percent_loss_goes_to_codec2_with_repair_that_rebuilds_frames() {
+    let _serial = serial();
+    let dir = tmp("heavy");
+    let relay = Relay::start(&dir);
+    let mut proxy = Proxy::start(relay.addr, &["--schedule", "6s:loss=0;1s:loss=70"]);
+    let speech_path = dir.join("speech.wav");
+    write_wav(&speech_path, &speech_like(16_000));
+    let speech_path = speech_path.display().to_string();
+    let mut alice = Client::join(&dir, &relay, relay.addr, "alice", &speech_path, &[]);
+    let mut bob = Client::join(&dir, &relay, proxy.addr, "bob", "tone:440", &[]);
+    alice.wait_room_of(2);
+    bob.wait_room_of(2);
+    proxy
+        .lines
+        .wait_for(WAIT, "the lossy phase", |l| l.starts_with("phase 2/2"));
+    let heavy = alice.wait_decision(WAIT * 2, "Codec2 for heavy loss", |d| {
+        d.reason.contains("heavy_loss")
+    });
+    assert!(heavy.applied, "{heavy:?}");
+    assert!(
+        heavy.tier == "poor" || heavy.tier == "catastrophic",
+        "{heavy:?}"
+    );
+    assert!(heavy.fec >= 50, "Codec2 for loss carries repair: {heavy:?}");
+    // Her encoder sends repair at the decision's ratio...
+    let ratio = wait_figure(&dir, "alice", "fec_enc", "ratio", |r| r > 0);
+    assert_eq!(ratio, heavy.fec);
+    wait_figure(&dir, "alice", "fec_enc", "repair_sent", |n| n >= 20);
+    assert_eq!(figure(&dir, "alice", "adapt", "not_live"), Some(0));
+    // ...and Bob rebuilds frames the path lost from it (his one receive
+    // chain in use: the others hear no one).
+    let recovered = poll(
+        WAIT * 2,
+        "frames Bob rebuilt from repair",
+        || {
+            (0..4)
+                .map(|i| figure(&dir, "bob", &format!("fec_dec{i}"), "recovered"))
+                .sum::<Option<i64>>()
+        },
+        |&n| n >= 5,
+    );
+    eprintln!("{heavy:?}; Bob rebuilt {recovered} frames from repair");
     hang_up(vec![alice, bob]);
     drop(proxy);
     let _ = std::fs::remove_dir_all(dir);

@@ -336,11 +336,18 @@ params = { profile = "good", live_settings = "enc_live", codec_live = "codec_liv
 [[stage]]
 id = "adapt"
 kind = "quality.adapt"
-params = { live_settings = "enc_live", codec_live = "codec_live", hysteresis = "4s", heavy_loss = 35 }
+params = { live_settings = "enc_live", codec_live = "codec_live", fec_live = "fec_live", hysteresis = "4s", heavy_loss = 35 }
+[[stage]]
+id = "fec_enc"
+kind = "fec.raptorq_encode"
+params = { fec_ratio = 0, live_ratio = "fec_live" }
+[[stage]]
+id = "fec_dec"
+kind = "fec.raptorq_decode"
 [[stage]]
 id = "net"
-kind = "net.netem_frames"
-params = { trace = "${trace}" }
+kind = "test.loss_window"
+params = { from_ms = 4000, to_ms = 12000, percent = 40 }
 [[stage]]
 id = "report"
 kind = "quality.feedback_report"
@@ -371,9 +378,15 @@ from = "enc.out"
 to = "adapt.in"
 [[link]]
 from = "adapt.out"
+to = "fec_enc.in"
+[[link]]
+from = "fec_enc.out"
 to = "net.in"
 [[link]]
 from = "net.out"
+to = "fec_dec.in"
+[[link]]
+from = "fec_dec.out"
 to = "jb.in"
 [[link]]
 from = "net.out"
@@ -396,29 +409,14 @@ to = "sink.in"
 #[test]
 fn the_controller_moves_a_call_beyond_opus_to_codec2_and_back() {
     assert!(checker_installed());
-    let dir = std::env::temp_dir().join(format!("wzp-adaptive-loop-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    // One flag per packet (20 ms): 200 kept, 400 at 40 % (a fixed LCG),
-    // then kept.
-    let mut x = 12_345u32;
-    let trace: String = (0..2_000)
-        .map(|i| {
-            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-            let lost = (200..600).contains(&i) && (x >> 16) % 100 < 40;
-            if lost {
-                "1\n"
-            } else {
-                "0\n"
-            }
-        })
-        .collect();
-    let trace_path = dir.join("trace.txt");
-    std::fs::write(&trace_path, trace).unwrap();
-    let vars = [("trace".to_string(), trace_path.display().to_string())]
-        .into_iter()
-        .collect();
-    let spec = GraphSpec::parse(LOOP_GRAPH, "adaptive-loop.toml", &vars).unwrap();
-    let mut graph = Graph::new(compile(&spec, &wzp_stages::registry(), &Resources::new()).unwrap());
+    // 40 % loss (a fixed LCG draw per packet, repair included) from 4 s to
+    // 12 s of graph time (cycles 200 to 600), clean before and after: a
+    // window in time, since the repair packets of the Codec2 phase would
+    // run a per-packet trace out early.
+    let spec = GraphSpec::parse(LOOP_GRAPH, "adaptive-loop.toml", &Default::default()).unwrap();
+    let mut registry = wzp_stages::registry();
+    frame_support::register(&mut registry);
+    let mut graph = Graph::new(compile(&spec, &registry, &Resources::new()).unwrap());
     let mut allocations = 0;
     let mut into_codec2_at = None;
     let mut back_at = None;
@@ -466,13 +464,30 @@ fn the_controller_moves_a_call_beyond_opus_to_codec2_and_back() {
     );
     assert!(c("dec", "codec2_frames_decoded") * 10 >= sent * 4);
     assert_eq!(c("dec", "foreign_frames"), 0);
-    // Codec and frame size went live; only the RaptorQ ratio of the heavy
-    // loss decisions did not (no FEC stage in this graph).
-    assert_eq!(
-        c("adapt", "not_live"),
-        c("adapt", "decisions_heavy_loss"),
-        "only RaptorQ's ratio is not live"
-    );
+    // Codec, frame size and the RaptorQ ratio all went live: Codec2 for
+    // heavy loss carried its tier's repair (poor: 50 %), which rebuilt
+    // frames the path lost, and the repair stopped with Opus.
+    assert_eq!(c("adapt", "not_live"), 0, "everything is live");
     assert_eq!(c("adapt", "applied"), c("adapt", "decisions"));
-    let _ = std::fs::remove_dir_all(dir);
+    let repair = c("fec_enc", "repair_sent");
+    eprintln!(
+        "repair sent {repair}, recovered {}, unrecoverable blocks {}",
+        c("fec_dec", "recovered"),
+        c("fec_dec", "unrecoverable_blocks")
+    );
+    assert!(
+        repair * 10 >= sent * 5,
+        "{repair} repair frames for {sent} Codec2 frames at 50 %"
+    );
+    assert!(
+        c("fec_dec", "recovered") >= 20,
+        "RaptorQ rebuilt lost frames"
+    );
+    let ratio = graph
+        .stats()
+        .stage("fec_enc")
+        .unwrap()
+        .gauge("ratio")
+        .unwrap();
+    assert_eq!(ratio, 0, "no repair on Opus again");
 }

@@ -1,8 +1,9 @@
 //! `fec.raptorq_encode` -> loss -> `fec.raptorq_decode`: tagging, repair
 //! timing, exact recovery under any loss within the repair budget
-//! (proptest), bounded state, block id wrap, malformed input, and real-time
-//! safety of both processors (the RaptorQ work runs on their worker threads).
+//! (proptest), a ratio changed live, bounded state, block id wrap,
+//! malformed input, and real-time safety of both processors (the RaptorQ work runs on their worker threads).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
@@ -10,6 +11,7 @@ use wzp_engine::port::Buffer;
 use wzp_engine::prelude::*;
 use wzp_engine::rt_check::assert_rt_safe;
 use wzp_stages::fec::block::{encode_block, repair_count};
+use wzp_stages::fec::live::FecLive;
 use wzp_stages::fec::raptorq_decode::RaptorqDecode;
 use wzp_stages::fec::raptorq_encode::RaptorqEncode;
 
@@ -41,8 +43,15 @@ fn build(
     f: &dyn StageFactory,
     overrides: &[(&str, ParamValue)],
 ) -> Result<(Box<dyn Processor>, Metrics), BuildError> {
-    let res = Resources::new();
-    let mut cx = BuildContext::standalone(48_000, Duration::from_nanos(Q_NS), &res);
+    build_with(f, overrides, &Resources::new())
+}
+
+fn build_with(
+    f: &dyn StageFactory,
+    overrides: &[(&str, ParamValue)],
+    res: &Resources,
+) -> Result<(Box<dyn Processor>, Metrics), BuildError> {
+    let mut cx = BuildContext::standalone(48_000, Duration::from_nanos(Q_NS), res);
     let built = f.build(&mut cx, &params_for(f, overrides))?;
     Ok((built.processor, cx.take_metrics()))
 }
@@ -91,7 +100,11 @@ fn cx(cycle: u64) -> Cx {
 
 impl Chain {
     fn new(enc: &[(&str, ParamValue)], dec: &[(&str, ParamValue)]) -> Self {
-        let (enc, enc_m) = build(&RaptorqEncode, enc).unwrap();
+        Chain::with(enc, dec, &Resources::new())
+    }
+
+    fn with(enc: &[(&str, ParamValue)], dec: &[(&str, ParamValue)], res: &Resources) -> Self {
+        let (enc, enc_m) = build_with(&RaptorqEncode, enc, res).unwrap();
         let (dec, dec_m) = build(&RaptorqDecode, dec).unwrap();
         Chain {
             enc,
@@ -218,6 +231,106 @@ fn encoder_passes_sources_at_once_and_repairs_one_cycle_after_each_block() {
     assert_eq!(counter(&c.dec_m, "repair_received"), 9);
     assert_eq!(counter(&c.dec_m, "recovered"), 0, "nothing was lost");
     assert_eq!(counter(&c.enc_m, "worker_late"), 0);
+}
+
+/// The ratio published live (the quality controller's `fec_live`) applies
+/// from the next block, where it is above `fec_ratio` (the floor); each
+/// block keeps the ratio it began with, its tags carry it, and the decoder
+/// rebuilds at whatever ratio each block has.
+#[test]
+fn a_live_ratio_applies_from_the_next_block_above_the_floor() {
+    let cell = Arc::new(FecLive::new());
+    let mut res = Resources::new();
+    res.insert("fec_live", cell.clone());
+    let live = ("live_ratio", ParamValue::Str("fec_live".into()));
+    let mut c = Chain::with(
+        &[patient(), live.clone(), ("fec_ratio", ParamValue::Int(0))],
+        &[patient()],
+        &res,
+    );
+    let ratio = |c: &Chain| {
+        c.enc_m
+            .1
+            .iter()
+            .find(|(n, _)| n == "ratio")
+            .unwrap()
+            .1
+            .get()
+    };
+    // (block, ratio in its tags, repair frames after it)
+    let mut blocks: Vec<(u16, u8, usize)> = Vec::new();
+    let mut lost = 0;
+    for seq in 0..31u32 {
+        match seq {
+            // Mid-block 1: block 2 takes it, block 1 does not.
+            7 => cell.set(100).unwrap(),
+            // Mid-block 3: back to none from block 4.
+            17 => cell.set(0).unwrap(),
+            _ => {}
+        }
+        let (m, p) = source(seq, 40);
+        c.input().push(m, &p).unwrap();
+        c.step_encoder();
+        for (m, _) in c.enc_out() {
+            if m.flags & frame_flags::REPAIR != 0 {
+                blocks.iter_mut().find(|b| b.0 == m.fec.block).unwrap().2 += 1;
+            } else if m.fec.symbol == 0 {
+                blocks.push((m.fec.block, m.fec.ratio_percent, 0));
+            }
+        }
+        // Lose the first source of each block; repair rebuilds it.
+        c.step_decoder(|m| {
+            let l = m.flags & frame_flags::REPAIR == 0 && m.fec.symbol == 0;
+            lost += usize::from(l);
+            l
+        });
+        if seq == 14 {
+            assert_eq!(ratio(&c), 100, "block 2 in flight at 100 %");
+        }
+    }
+    assert_eq!(
+        blocks[..6],
+        [
+            (0, 0, 0),
+            (1, 0, 0),
+            (2, 100, 5),
+            (3, 100, 5),
+            (4, 0, 0),
+            (5, 0, 0)
+        ],
+        "ratio per block, and the repair that followed"
+    );
+    assert_eq!(ratio(&c), 0);
+    assert_eq!(counter(&c.dec_m, "recovered"), 2, "blocks 2 and 3 rebuilt");
+    assert_eq!(lost, 7);
+
+    // A floor of 50 %: a live 0 does not take it away, a live 100 raises it.
+    let cell = Arc::new(FecLive::new());
+    let mut res = Resources::new();
+    res.insert("fec_live", cell.clone());
+    let mut c = Chain::with(
+        &[patient(), live, ("fec_ratio", ParamValue::Int(50))],
+        &[patient()],
+        &res,
+    );
+    let mut tags = Vec::new();
+    for seq in 0..15u32 {
+        match seq {
+            0 => cell.set(0).unwrap(),
+            5 => cell.set(100).unwrap(),
+            _ => {}
+        }
+        let (m, p) = source(seq, 40);
+        c.input().push(m, &p).unwrap();
+        c.step_encoder();
+        for (m, _) in c.enc_out() {
+            if m.flags & frame_flags::REPAIR == 0 && m.fec.symbol == 0 {
+                tags.push(m.fec.ratio_percent);
+            }
+        }
+        c.step_decoder(|_| false);
+    }
+    assert_eq!(tags, [50, 100, 100]);
 }
 
 /// Pushes `frames` one per cycle through encoder -> loss -> decoder, then a
@@ -472,14 +585,22 @@ fn bad_params_fail_the_build() {
         (&RaptorqEncode, "fec_ratio", ParamValue::Int(201)),
         (
             &RaptorqEncode,
+            "live_ratio",
+            ParamValue::Str("taken".into()),
+        ),
+        (
+            &RaptorqEncode,
             "worker_wait",
             ParamValue::Duration(Duration::from_secs(5)),
         ),
         (&RaptorqDecode, "blocks_in_flight", ParamValue::Int(1)),
         (&RaptorqDecode, "blocks_in_flight", ParamValue::Int(1000)),
     ];
+    // A resource of another type under the name `live_ratio` gives.
+    let mut res = Resources::new();
+    res.insert("taken", Arc::new(7u32));
     for (f, name, value) in cases {
-        match build(f, &[(name, value.clone())]) {
+        match build_with(f, &[(name, value.clone())], &res) {
             Ok(_) => panic!("{name}={value} should fail"),
             Err(e) => assert!(e.to_string().contains(name), "{e}"),
         }

@@ -15,6 +15,7 @@ use wzp_engine::rt_check::assert_rt_safe;
 use wzp_proto::feedback::FeedbackReport;
 use wzp_proto::CodecId;
 use wzp_stages::codec::live::{CodecLive, OpusLive};
+use wzp_stages::fec::live::FecLive;
 use wzp_stages::quality::adapt::AdaptFactory;
 use wzp_stages::quality::feedback_report::FeedbackReportFactory;
 
@@ -504,6 +505,49 @@ fn adapt_reads_its_entry_by_the_published_id_and_follows_the_worst_receiver() {
     .err()
     .unwrap();
     assert!(e.to_string().contains("nope"), "{e}");
+}
+
+/// Heavy loss (80 %, past the 60 % where Opus is given up): Codec2 with its
+/// tier's RaptorQ repair. With the repair cell (`fec_live`) and the codec
+/// cell, both go live together; without the codec cell the Codec2 tier is
+/// not sent, so neither is its repair (the cell says 0) and the decision
+/// counts `not_live`. When the loss is over, the repair goes with Codec2.
+#[test]
+fn heavy_loss_publishes_the_tiers_repair_ratio_through_the_fec_cell() {
+    for with_codec in [true, false] {
+        let opus = Arc::new(OpusLive::new());
+        let codec = Arc::new(CodecLive::new());
+        let fec = Arc::new(FecLive::new());
+        let mut res = Resources::new();
+        res.insert("enc_live", opus.clone());
+        res.insert("codec_live", codec.clone());
+        res.insert("fec_live", fec.clone());
+        let mut params = vec![("live_settings", "enc_live"), ("fec_live", "fec_live")];
+        if with_codec {
+            params.push(("codec_live", "codec_live"));
+        }
+        let mut st = Stage::build(&AdaptFactory, &params, &res).unwrap();
+        drive(&mut st, 6, &report_bytes(3, 40));
+        assert!(
+            st.counter("decisions_heavy_loss") >= 1,
+            "with_codec {with_codec}"
+        );
+        if with_codec {
+            let tier = codec.get().expect("codec cell written").profile;
+            assert!(tier.fec_ratio_percent >= 50, "{}", tier.name);
+            assert_eq!(fec.get(), Some(tier.fec_ratio_percent));
+            assert_eq!(st.gauge("fec_ratio"), i64::from(tier.fec_ratio_percent));
+            assert_eq!(st.counter("not_live"), 0, "codec and repair are live");
+        } else {
+            assert_eq!(fec.get(), Some(0), "no Codec2 sent, no repair for it");
+            assert!(st.counter("not_live") >= 1);
+        }
+        drive(&mut st, 30, &report_bytes(3, 0));
+        assert_eq!(fec.get(), Some(0), "with_codec {with_codec}");
+        if with_codec {
+            assert_eq!(codec.get().unwrap().profile.name, "good");
+        }
+    }
 }
 
 /// A receiver behind an 11 kb/s bottleneck: a full queue, the receive rate

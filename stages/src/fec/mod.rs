@@ -1,6 +1,7 @@
 //! `fec.*` stages: RaptorQ forward error correction over blocks of frames.
 //!
-//! `fec.raptorq_encode` tags frames in blocks and adds repair frames;
+//! `fec.raptorq_encode` tags frames in blocks and adds repair frames (at a
+//! ratio fixed at build or published live in a [`live::FecLive`] cell);
 //! `fec.raptorq_decode` rebuilds lost frames. The block format lives in
 //! [`block`], the worker thread that keeps RaptorQ's allocations off the
 //! real-time path in `worker`.
@@ -8,6 +9,7 @@
 use wzp_engine::prelude::*;
 
 pub mod block;
+pub mod live;
 pub mod raptorq_decode;
 pub mod raptorq_encode;
 mod worker;

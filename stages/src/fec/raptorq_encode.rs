@@ -25,12 +25,20 @@
 //! - `frames_per_block` (int, 5): source frames per block, 1..=64.
 //! - `fec_ratio` (int, 50): repair symbols per 100 source symbols, 0..=200
 //!   (0 tags frames but sends no repair).
+//! - `live_ratio` (string, ""): name of an `Arc<fec::live::FecLive>`
+//!   resource (shared with `quality.adapt`'s `fec_live`). A ratio published
+//!   there applies from the next block on, where it is above `fec_ratio`:
+//!   `fec_ratio` stays the floor (a call configured with repair keeps it),
+//!   the controller adds repair where it decides on it (Codec2 for heavy
+//!   loss). A block keeps the ratio it began with; its tags carry it, so the
+//!   receiver needs no word of the change. Empty: `fec_ratio` throughout.
 //! - `worker_wait` (duration, 2ms): longest wait for the worker's answer
 //!   at the start of a cycle (see `fec::worker`).
 //!
 //! ## Counters
 //! `blocks`, `repair_sent`, `unprotected`, `overflow_drops` (output full),
-//! `worker_late`, `worker_drops`.
+//! `worker_late`, `worker_drops`; gauge `ratio` (the ratio of the block
+//! being sent).
 //!
 //! ## Latency
 //! Declares 0: source frames are not delayed. Repair frames trail their block
@@ -54,12 +62,14 @@
 //! to = "fec_enc.in"
 //! ```
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use raptorq::SourceBlockEncodingPlan;
 use wzp_engine::prelude::*;
 
 use super::block::{encode_block, repair_count, MAX_PROTECTED_PAYLOAD, MAX_SOURCE_SYMBOLS};
+use super::live::FecLive;
 use super::worker::{Work, WorkerLink};
 
 /// `fec.raptorq_encode` factory.
@@ -83,6 +93,11 @@ impl StageFactory for RaptorqEncode {
             params: vec![
                 ParamSpec::int("frames_per_block", 5, "source frames per block"),
                 ParamSpec::int("fec_ratio", 50, "repair symbols per 100 source symbols"),
+                ParamSpec::str(
+                    "live_ratio",
+                    "",
+                    "FecLive resource whose ratio, where above fec_ratio, applies from the next block",
+                ),
                 ParamSpec::duration(
                     "worker_wait",
                     Duration::from_millis(2),
@@ -101,11 +116,26 @@ impl StageFactory for RaptorqEncode {
         if wait > Duration::from_secs(1) {
             return Err(ParamError::new("worker_wait", "above 1s; use a few milliseconds").into());
         }
+        let live = match p.str("live_ratio")? {
+            "" => None,
+            name => Some(cx.shared_resource::<FecLive>(name).ok_or_else(|| {
+                ParamError::new(
+                    "live_ratio",
+                    format!(
+                        "the resource named {name:?} is not a FecLive cell; \
+                         pick another name or leave it empty"
+                    ),
+                )
+            })?),
+        };
         let repair = repair_count(k, ratio);
+        let ratio_gauge = cx.gauge("ratio");
+        ratio_gauge.set(i64::from(ratio));
         let work = EncodeWork {
             k,
-            repair,
-            plan: (repair > 0).then(|| SourceBlockEncodingPlan::generate(k as u16)),
+            // A live ratio may rise from 0: plan for repair whenever it can.
+            plan: (repair > 0 || live.is_some())
+                .then(|| SourceBlockEncodingPlan::generate(k as u16)),
             block: None,
             frames: vec![None; k],
             blocks: cx.counter("blocks"),
@@ -125,7 +155,9 @@ impl StageFactory for RaptorqEncode {
             processor: Box::new(EncodeProc {
                 k,
                 ratio: ratio.min(255) as u8,
-                repair,
+                live,
+                block_ratio: ratio.min(255) as u8,
+                ratio_gauge,
                 block: 0,
                 symbol: 0,
                 link,
@@ -137,10 +169,10 @@ impl StageFactory for RaptorqEncode {
     }
 }
 
-/// Worker side: collects a block, then computes its repair symbols.
+/// Worker side: collects a block, then computes its repair symbols (as
+/// many as the ratio its frames are tagged with asks).
 struct EncodeWork {
     k: usize,
-    repair: usize,
     plan: Option<SourceBlockEncodingPlan>,
     block: Option<u16>,
     frames: Vec<Option<(FrameMeta, Vec<u8>)>>,
@@ -168,7 +200,8 @@ impl Work for EncodeWork {
             .map(|(m, b)| (*m, &b[..]))
             .collect();
         let last = frames[self.k - 1].0;
-        for (esi, data) in encode_block(&frames, self.repair, self.plan.as_ref()) {
+        let repair = repair_count(self.k, u32::from(last.fec.ratio_percent));
+        for (esi, data) in encode_block(&frames, repair, self.plan.as_ref()) {
             let repair = FrameMeta {
                 flags: frame_flags::REPAIR,
                 fec: FecTag {
@@ -188,8 +221,13 @@ impl Work for EncodeWork {
 
 struct EncodeProc {
     k: usize,
+    /// Build-time `fec_ratio`.
     ratio: u8,
-    repair: usize,
+    /// `live_ratio`'s cell, if any.
+    live: Option<Arc<FecLive>>,
+    /// Ratio of the block being sent (fixed at its first frame).
+    block_ratio: u8,
+    ratio_gauge: Gauge,
     block: u16,
     symbol: usize,
     link: WorkerLink,
@@ -224,15 +262,24 @@ impl Processor for EncodeProc {
                 self.overflow_drops.inc();
                 continue;
             };
+            if self.symbol == 0 {
+                // A block begins: it takes the ratio in force now.
+                self.block_ratio = self
+                    .live
+                    .as_deref()
+                    .and_then(FecLive::get)
+                    .map_or(self.ratio, |r| r.max(self.ratio));
+                self.ratio_gauge.set(i64::from(self.block_ratio));
+            }
             dst.meta = slot.meta;
             dst.meta.fec = FecTag {
                 block: self.block,
                 symbol: self.symbol as u16,
                 source_symbols: self.k as u8,
-                ratio_percent: self.ratio,
+                ratio_percent: self.block_ratio,
             };
             dst.set_bytes(slot.bytes());
-            if self.repair > 0 {
+            if repair_count(self.k, u32::from(self.block_ratio)) > 0 {
                 self.link.send(dst);
             }
             self.symbol += 1;

@@ -11,14 +11,17 @@
 //! quantum; docs/GRAPHS.md, feedback links).
 //!
 //! What the encoder cannot change live is counted, not applied: RaptorQ's
-//! ratio, the receiver hold (the far decoder's look-ahead), and, unless
+//! ratio unless `fec_live` names the ratio cell of a `fec.raptorq_encode`
+//! (with it, the ratio applies from the encoder's next block), and, unless
 //! `codec_live` names the codec cell of a `codec.adaptive_encode`, a frame
 //! duration change and the Codec2 tiers (heavy loss, or a path too narrow
 //! for Opus): without that cell the Opus encoder keeps the top tier's bit
 //! rate with LBRR and the highest hint (30) instead of Codec2 for heavy
 //! loss, and at the lowest Opus tier's rate (6 kb/s) for a narrow path. With it,
 //! every decision's tier and frame duration go to the cell as well, and the
-//! encoder switches codec and frame size at its next frame.
+//! encoder switches codec and frame size at its next frame. The receiver
+//! hold is the far jitter buffer's own (it measures the bursts it plays
+//! through); the decision's `receiver_hold_frames` is shown, not sent.
 //!
 //! ## Ports
 //! - `in` (Frame): this sender's encoded frames; passed on to `out`. Their
@@ -37,6 +40,9 @@
 //! - `codec_live` (string, ""): the `CodecLive` cell the encoder's
 //!   `codec_live` names (`codec.adaptive_encode`); empty: Opus only, as
 //!   above.
+//! - `fec_live` (string, ""): the `FecLive` cell a `fec.raptorq_encode`'s
+//!   `live_ratio` names: the RaptorQ ratio goes live (Codec2 for heavy loss
+//!   carries the tier's repair); empty: the ratio is counted `not_live`.
 //! - `sender_id` (int, -1): the entry of each report to read; -1 = the id
 //!   in `local_sender` (a call: `wire.packetize` draws a random id and
 //!   publishes it there), or without one the `stream` of the frames passing
@@ -97,6 +103,7 @@ use super::controller::{Controller, ControllerConfig, Decision, Reason, Settings
 use super::receive_stats::SendClock;
 use crate::codec::live::{CodecLive, LiveCodecSettings, LiveOpusSettings, OpusLive};
 use crate::codec::profile::{Codec, Profile};
+use crate::fec::live::FecLive;
 use crate::wire::LocalSender;
 
 /// `quality.adapt`; see the module docs.
@@ -136,6 +143,11 @@ impl StageFactory for AdaptFactory {
                     "codec_live",
                     "",
                     "the CodecLive cell of a codec.adaptive_encode: tier, codec and frame size go live",
+                ),
+                ParamSpec::str(
+                    "fec_live",
+                    "",
+                    "the FecLive cell of a fec.raptorq_encode (its live_ratio): the RaptorQ ratio goes live",
                 ),
                 ParamSpec::str("top_tier", "good", "best tier the controller may use"),
                 ParamSpec::int(
@@ -194,6 +206,18 @@ impl StageFactory for AdaptFactory {
                 )
             })?),
         };
+        let fec_live = match p.str("fec_live")? {
+            "" => None,
+            name => Some(cx.shared_resource::<FecLive>(name).ok_or_else(|| {
+                ParamError::new(
+                    "fec_live",
+                    format!(
+                        "the resource named {name:?} is not a FecLive cell; \
+                         pick another name or leave it empty"
+                    ),
+                )
+            })?),
+        };
         let top = p.str("top_tier")?;
         let Some(&top_tier) = TIERS.iter().find(|&&t| t == top) else {
             return Err(ParamError::new(
@@ -236,6 +260,7 @@ impl StageFactory for AdaptFactory {
             controller: None,
             live,
             codec_live,
+            fec_live,
             enabled: p.bool("enabled")?,
             sender: u32::try_from(sender).ok(),
             own_cell,
@@ -308,6 +333,7 @@ struct Adapt {
     controller: Option<Controller>,
     live: Arc<OpusLive>,
     codec_live: Option<Arc<CodecLive>>,
+    fec_live: Option<Arc<FecLive>>,
     enabled: bool,
     /// The entry to read; `None`: `own_cell`'s, else the stream of the
     /// frames passing.
@@ -335,11 +361,12 @@ impl Adapt {
     fn opus_settings(&self, s: &Settings, first: &Settings) -> (LiveOpusSettings, bool) {
         let opus = Profile::by_name(s.tier).is_none_or(|p| p.codec == Codec::Opus);
         let mut l = LiveOpusSettings::from(s);
+        let fec_live = s.fec_ratio == 0 || self.fec_live.is_some();
         if self.codec_live.is_some() {
             // The adaptive encoder switches codec and frame size itself.
-            return (l, s.fec_ratio == 0);
+            return (l, fec_live);
         }
-        let mut live = s.frame_ms == first.frame_ms && s.fec_ratio == 0;
+        let mut live = s.frame_ms == first.frame_ms && fec_live;
         if !opus && s.fec_ratio == 0 {
             // Codec2 for a path too narrow for Opus (no repair: bandwidth,
             // not loss): without the adaptive encoder, the cheapest Opus
@@ -393,6 +420,14 @@ impl Adapt {
                     live = false;
                 }
             }
+        }
+        if let (Some(cell), true) = (self.fec_live.as_deref(), self.enabled) {
+            // The repair goes with the tier it was chosen for: without the
+            // codec cell a Codec2 tier is not sent, and neither is its
+            // repair (the Opus fallback above is sized without it).
+            let tier_sent = self.codec_live.is_some()
+                || Profile::by_name(s.tier).is_none_or(|p| p.codec == Codec::Opus);
+            ok &= cell.set(if tier_sent { s.fec_ratio } else { 0 }).is_ok();
         }
         if !live {
             self.not_live.inc();

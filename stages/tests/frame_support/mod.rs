@@ -13,6 +13,7 @@ use wzp_proto::media::CodecId;
 pub fn register(registry: &mut Registry) {
     registry.register(MediaClock).unwrap();
     registry.register(DropNth).unwrap();
+    registry.register(LossWindow).unwrap();
 }
 
 /// `test.media_clock`: sums the media the jitter buffer hands the decoder:
@@ -153,6 +154,79 @@ impl StageFactory for DropNth {
                 codec: p.int_in("codec", 0, 255)? as u8,
                 nth: p.int_in("nth", 0, i64::MAX)? as u64,
                 seen: 0,
+                dropped: cx.counter("dropped"),
+            }),
+        })
+    }
+}
+
+/// `test.loss_window`: drops `percent` of the frames that pass between
+/// graph times `from_ms` and `to_ms` (a fixed LCG draw per frame, repair
+/// frames included), so a loss phase lasts as long in time whatever the
+/// number of packets sent in it (a per-packet trace ends early when FEC
+/// repair adds packets). Counter `dropped`.
+pub struct LossWindow;
+struct LossWindowProc {
+    from_ns: u64,
+    to_ns: u64,
+    percent: u32,
+    x: u32,
+    dropped: Counter,
+}
+impl Processor for LossWindowProc {
+    fn process(&mut self, io: &mut Io<'_>, cx: &Cx) -> Flow {
+        let (Some(input), Some(out)) = io.frames_in_out(0, 0) else {
+            return Flow::Continue;
+        };
+        let window = (self.from_ns..self.to_ns).contains(&cx.now_ns);
+        for slot in input.iter() {
+            self.x = self.x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            if window && (self.x >> 16) % 100 < self.percent {
+                self.dropped.inc();
+                continue;
+            }
+            let _ = out.push_copy(slot);
+        }
+        Flow::Continue
+    }
+}
+impl StageFactory for LossWindow {
+    fn info(&self) -> StageInfo {
+        StageInfo {
+            kind: "test.loss_window",
+            summary: "drops a share of the frames within a window of graph time",
+            inputs: vec![PortInfo {
+                name: "in",
+                ty: "Frame",
+                doc: "",
+            }],
+            outputs: vec![PortInfo {
+                name: "out",
+                ty: "Frame",
+                doc: "",
+            }],
+            params: vec![
+                ParamSpec::int("from_ms", 0, "window start, graph time"),
+                ParamSpec::int("to_ms", 0, "window end, graph time"),
+                ParamSpec::int("percent", 0, "share dropped within the window"),
+            ],
+            default_domain: Domain::Clocked,
+            domains: &[Domain::Clocked],
+        }
+    }
+    fn build(&self, cx: &mut BuildContext<'_>, p: &Params) -> Result<Built, BuildError> {
+        let ms = |name: &str| -> Result<u64, ParamError> {
+            Ok(p.int_in(name, 0, i64::MAX)? as u64 * 1_000_000)
+        };
+        Ok(Built {
+            inputs: vec![PortDecl::new("in", PortType::Frame)],
+            outputs: vec![PortDecl::new("out", PortType::Frame)],
+            latency: Duration::ZERO,
+            processor: Box::new(LossWindowProc {
+                from_ns: ms("from_ms")?,
+                to_ns: ms("to_ms")?,
+                percent: p.int_in("percent", 0, 100)? as u32,
+                x: 12_345,
                 dropped: cx.counter("dropped"),
             }),
         })

@@ -420,3 +420,93 @@ fn an_open_room_with_a_short_name_just_works() {
         assert_eq!(open["counters"]["bad_tag"].as_u64(), Some(0), "{name}");
     }
 }
+
+/// A log filter that does not parse (`--log`, or `RUST_LOG` over it) is an
+/// error saying which and why, with a non-zero exit, in all three binaries:
+/// not a silent fall back to `warn` (or the relay's default).
+#[test]
+fn a_bad_log_filter_is_refused_by_every_binary() {
+    let netem = || Command::new(env!("CARGO_BIN_EXE_wzp-netem"));
+    let netem_args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--to",
+        "127.0.0.1:9",
+        "--duration",
+        "1s",
+    ];
+    let bad = "wzp_engine=loud";
+    let cases: Vec<(&str, Command, &str)> = vec![
+        (
+            "wzp-client --log",
+            {
+                let mut c = bin();
+                c.args(["--log", bad, "stages"]).env_remove("RUST_LOG");
+                c
+            },
+            "--log",
+        ),
+        (
+            "wzp-client RUST_LOG",
+            {
+                let mut c = bin();
+                c.args(["--log", "info", "stages"]).env("RUST_LOG", bad);
+                c
+            },
+            "RUST_LOG",
+        ),
+        (
+            "wzp-netem --log",
+            {
+                let mut c = netem();
+                c.args(netem_args)
+                    .args(["--log", bad])
+                    .env_remove("RUST_LOG");
+                c
+            },
+            "--log",
+        ),
+        (
+            "wzp-netem RUST_LOG",
+            {
+                let mut c = netem();
+                c.args(netem_args).env("RUST_LOG", bad);
+                c
+            },
+            "RUST_LOG",
+        ),
+        (
+            "wzp-relay RUST_LOG",
+            {
+                // A config it cannot write: were the filter taken, the relay
+                // would stop there (without the message), not serve on.
+                let mut c = Command::new(relay_bin());
+                c.args([
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--config",
+                    "/proc/no/such/relay.toml",
+                ])
+                .env("RUST_LOG", bad);
+                c
+            },
+            "RUST_LOG",
+        ),
+    ];
+    for (what, mut cmd, source) in cases {
+        let out = cmd.output().unwrap();
+        let err = stderr_of(&out);
+        assert!(!out.status.success(), "{what}: exit 0\n{err}");
+        assert!(
+            err.contains(&format!("{source} \"{bad}\" is not a log filter")),
+            "{what}: {err}"
+        );
+    }
+    // A good one runs.
+    let out = bin()
+        .args(["--log", "wzp_engine=debug,info", "stages"])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+}

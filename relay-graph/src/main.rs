@@ -128,16 +128,23 @@ fn main() -> anyhow::Result<()> {
     if let Some(Command::Fingerprint { identity, config }) = cli.command {
         return print_fingerprint(identity, config);
     }
+    let filter = match std::env::var("RUST_LOG") {
+        // One that does not parse is refused, not replaced without a word.
+        Ok(v) => tracing_subscriber::EnvFilter::try_new(&v).map_err(|e| {
+            anyhow::anyhow!(
+                "RUST_LOG {v:?} is not a log filter ({e}); use a level (`info`) or \
+                 TARGET=LEVEL pairs (`wzp_relay=debug,info`)"
+            )
+        })?,
+        // rustls warns once per bad ClientHello, echoing what the client
+        // sent in full: a flood of them would flood the log. The relay logs
+        // its own refusals, rate-limited and cut.
+        Err(_) => tracing_subscriber::EnvFilter::new("info,rustls=error"),
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                // rustls warns once per bad ClientHello, echoing what the
-                // client sent in full: a flood of them would flood the log.
-                // The relay logs its own refusals, rate-limited and cut.
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rustls=error")),
-        )
+        .with_env_filter(filter)
         .init();
 
     let mut cfg = match &cli.config {

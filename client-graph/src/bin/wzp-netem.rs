@@ -2,6 +2,8 @@
 //! bursty or from a trace), delay, jitter, reordering, duplication and a rate
 //! limit, in both directions, changing over time with `--schedule`.
 
+#[path = "../log_filter.rs"]
+mod log_filter;
 #[path = "../netem_proxy.rs"]
 mod netem_proxy;
 
@@ -140,11 +142,15 @@ fn config(cli: &Cli) -> Result<netem_proxy::ProxyConfig> {
 
 fn main() {
     let cli = Cli::parse();
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log.clone());
+    let filter = match log_filter::log_filter(&cli.log) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         // Colour only on a terminal: a log file gets plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

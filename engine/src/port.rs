@@ -94,6 +94,10 @@ pub mod frame_flags {
     /// frame from that packet's in-band redundancy (Opus LBRR from the next
     /// frame, DRED from any) without holding frames back itself.
     pub const NEXT_ATTACHED: u8 = 1 << 5;
+    /// Rebuilt from FEC repair, not received: the packet was lost on the
+    /// path (a jitter buffer counts it as a loss seen, and holds for the
+    /// next one to be rebuilt in time).
+    pub const RECOVERED: u8 = 1 << 6;
 }
 
 /// FEC position of a frame: which block, which symbol, and the block's shape.

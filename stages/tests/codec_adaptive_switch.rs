@@ -483,6 +483,15 @@ fn the_controller_moves_a_call_beyond_opus_to_codec2_and_back() {
         c("fec_dec", "recovered") >= 20,
         "RaptorQ rebuilt lost frames"
     );
+    // The jitter buffer held for a block (`jitter.adaptive`'s RaptorQ hold),
+    // so the rebuilt frames played instead of coming too late (about half
+    // did before it held).
+    assert!(
+        c("jb", "late") * 10 <= c("fec_dec", "recovered"),
+        "{} of {} rebuilt frames late",
+        c("jb", "late"),
+        c("fec_dec", "recovered")
+    );
     let ratio = graph
         .stats()
         .stage("fec_enc")

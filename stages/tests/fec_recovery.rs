@@ -364,8 +364,9 @@ fn assert_all_delivered_exactly(frames: &[(FrameMeta, Vec<u8>)], got: &[(FrameMe
         let (g, gp) = matches[0];
         assert_eq!(gp, p, "seq {} payload", m.seq);
         // A rebuilt frame drops STREAM_START (it would reset the jitter
-        // buffer mid-stream); every other field comes back exactly.
-        let start = frame_flags::STREAM_START;
+        // buffer mid-stream) and is flagged RECOVERED (the callers check
+        // which); every other field comes back exactly.
+        let start = frame_flags::STREAM_START | frame_flags::RECOVERED;
         assert_eq!(
             (
                 g.timestamp,
@@ -413,6 +414,13 @@ fn decoder_rebuilds_lost_frames_exactly_a_cycle_after_the_block_completes() {
         }
     }
     assert_all_delivered_exactly(&frames, &got);
+    // The rebuilt frames, and only they, are flagged RECOVERED.
+    let flagged: Vec<u32> = got
+        .iter()
+        .filter(|(m, _)| m.flags & frame_flags::RECOVERED != 0)
+        .map(|(m, _)| m.seq)
+        .collect();
+    assert_eq!(flagged, [1, 3, 9]);
     // Block 0's repairs arrive in cycle 5, its frames are rebuilt in cycle 6.
     for seq in [1, 3] {
         let (cycle, _, arrival) = emitted_at.iter().find(|e| e.1 == seq).copied().unwrap();

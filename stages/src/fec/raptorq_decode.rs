@@ -5,8 +5,9 @@
 //! frames are consumed, not forwarded. When a block has lost source frames
 //! and enough of its symbols have arrived (any K of them, usually), the
 //! missing frames are rebuilt exactly (payload, seq, timestamp, codec, flags,
-//! duration) and leave with `arrival_ns` set to the time they leave, so the
-//! jitter buffer after this stage treats them as late arrivals.
+//! duration) and leave flagged `RECOVERED`, with `arrival_ns` set to the time
+//! they leave, so the jitter buffer after this stage treats them as late
+//! arrivals of a stream that is losing packets.
 //!
 //! RaptorQ allocates, so decoding runs on a worker thread behind rtrb rings
 //! (see `fec::worker`); `process` only copies frames. Frames recovered from
@@ -247,6 +248,7 @@ impl Processor for DecodeProc {
             // first, its STREAM_START would make the jitter buffer reset the
             // stream that is already playing.
             m.flags &= !frame_flags::STREAM_START;
+            m.flags |= frame_flags::RECOVERED;
             recovered.inc();
         });
         let Some(input) = input else {

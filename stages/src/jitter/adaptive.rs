@@ -93,6 +93,17 @@
 //! (`NEXT_ATTACHED`, distance in `fec.symbol`), so the decoder rebuilds
 //! each frame of the burst at its own offset with no look-ahead of its own.
 //!
+//! A stream protected by RaptorQ (frames tagged with a ratio above 0,
+//! `fec.raptorq_encode`) that is losing packets holds, besides, what a
+//! rebuilt frame needs: `fec.raptorq_decode` rebuilds a lost frame only
+//! once its block is complete, up to K - 1 frames after it, plus a quantum
+//! for the sender to send the repair and one for the decoder; so the hold
+//! is `(K - 1) x frame + 2 quanta` (100 ms for 5-frame blocks of 20 ms
+//! frames), within `max_delay`. Without it about half the rebuilt frames
+//! came too late to play. A protected stream on a clean path holds nothing
+//! for it, and `burst_hold = 0` does not turn it off (the quality
+//! controller only asks for repair on heavy loss, where it is the point).
+//!
 //! ## Coming down quietly
 //! When the target falls (jitter eased, a burst hold decayed) the buffer is
 //! too deep and drops a frame to come down. A frame dropped in a word is
@@ -127,7 +138,7 @@
 //!
 //! ## Stats
 //! Gauges `target_delay_ms`, `current_delay_ms`, `burst_hold_ms` (the
-//! part of the target held for bursts); counters `played`,
+//! part of the target held for loss recovery: bursts, LBRR, RaptorQ); counters `played`,
 //! `concealed` (MISSING frames emitted), `late`, `dropped_duplicates`,
 //! `resets`, `stretched`, `skipped`, `quiet_changes` (skips and stretches
 //! that fell on a quiet frame), `repair_dropped`, `overflow_drops`.
@@ -311,6 +322,8 @@ impl StageFactory for Adaptive {
             last_played: None,
             passed_held: 0,
             hold_ns: 0,
+            fec_block: 0,
+            quantum_ns: cx.quantum.as_nanos() as u64,
             quiet_wait_ns: quiet_wait.as_nanos() as u64,
             avg_bytes: 0.0,
             sized: 0,
@@ -413,8 +426,14 @@ struct JitterProc {
     /// Frames that arrived and were passed over (skipped to come down)
     /// since the last frame played: gaps in `seq` that were not losses.
     passed_held: u32,
-    /// Extra delay held for bursts now (part of `target_ns`).
+    /// Extra delay held for loss recovery now (part of `target_ns`): for
+    /// bursts, for LBRR, or for a RaptorQ block.
     hold_ns: i64,
+    /// Source frames per RaptorQ block of the last frame played (its FEC
+    /// tag), 0 when it was not protected (ratio 0).
+    fec_block: u8,
+    /// The graph's quantum (from the last cycle).
+    quantum_ns: u64,
     /// `quiet_wait`: longest a skip waits for a quiet frame.
     quiet_wait_ns: u64,
     /// Running mean of played payload sizes, bytes (the yardstick of
@@ -560,14 +579,16 @@ impl JitterProc {
     /// Frame `seq` played. The sequence numbers it skipped since the last
     /// frame played are a burst of losses (a sender pausing in DTX skips
     /// none, so its silence is not one); the estimate takes a burst if it
-    /// is longer and otherwise decays, and the hold follows it.
-    fn observe_played(&mut self, seq: u32) {
+    /// is longer and otherwise decays, and the hold follows it. A frame
+    /// the FEC decoder rebuilt (`recovered`) was a loss too.
+    fn observe_played(&mut self, seq: u32, recovered: bool) {
         let last = self.last_played.replace(seq);
         let passed = std::mem::take(&mut self.passed_held);
-        if self.hold_max_ns == 0 {
-            return;
-        }
         self.burst_est *= 0.5f64.powf(self.frame_ns as f64 / BURST_HALF_LIFE_NS);
+        if recovered {
+            // Rebuilt by the FEC decoder: lost on the path all the same.
+            self.burst_est = self.burst_est.max(1.0);
+        }
         if let Some(last) = last {
             // Frames this buffer skipped itself were not lost.
             let skipped = seq
@@ -591,7 +612,9 @@ impl JitterProc {
         // packet was late as often as not: live, LBRR rebuilt 11 of ~180
         // single losses, docs/QUALITY.md finding 15).
         let k = self.burst_est.ceil() as i64;
-        let extra_frames = if k >= 2 && self.dred_frames_left > 0 {
+        let extra_frames = if self.hold_max_ns == 0 {
+            0
+        } else if k >= 2 && self.dred_frames_left > 0 {
             k
         } else if self.burst_est >= 0.5 && self.codec == wzp_proto::media::CodecId::OPUS.0 {
             // Only Opus has LBRR; for Codec2 (packets up to 120 ms) a
@@ -600,7 +623,18 @@ impl JitterProc {
         } else {
             0
         };
-        let hold = (extra_frames * self.frame_ns as i64).min(self.hold_max_ns);
+        let mut hold = (extra_frames * self.frame_ns as i64).min(self.hold_max_ns);
+        if self.fec_block > 1 && self.burst_est >= 0.5 {
+            // A RaptorQ-protected stream losing packets: a frame the FEC
+            // decoder rebuilds comes once its block is complete, up to K - 1
+            // frames after it, plus a quantum for the sender to send the
+            // repair and one for the decoder to rebuild; held for that,
+            // within `max_delay`, or it is late and dropped (on a 40 %
+            // path about half the rebuilt frames were).
+            let fec =
+                (i64::from(self.fec_block) - 1) * self.frame_ns as i64 + 2 * self.quantum_ns as i64;
+            hold = hold.max(fec.min(self.max_ns));
+        }
         if hold != self.hold_ns {
             self.target_ns += hold - self.hold_ns;
             self.hold_ns = hold;
@@ -883,6 +917,12 @@ impl JitterProc {
                 };
                 self.sized = self.sized.saturating_add(1);
                 self.codec = codec;
+                let fec = self.items[idx].meta.fec;
+                self.fec_block = if fec.ratio_percent > 0 {
+                    fec.source_symbols
+                } else {
+                    0
+                };
                 if carries_dred(codec, self.items[idx].bytes()) {
                     self.dred_frames_left = DRED_MEMORY_FRAMES;
                 } else {
@@ -891,8 +931,9 @@ impl JitterProc {
                 self.stats.played.inc();
                 self.stats.current_delay_ms.set(cur / 1_000_000);
                 let seq = self.next_seq;
+                let recovered = self.items[idx].meta.flags & frame_flags::RECOVERED != 0;
                 self.advance(Held::Played, ts, self.frame_ns);
-                self.observe_played(seq);
+                self.observe_played(seq, recovered);
                 return true;
             }
             // Due and absent: lost or late. If the sender merely paused
@@ -909,6 +950,7 @@ impl JitterProc {
 
 impl Processor for JitterProc {
     fn process(&mut self, io: &mut Io<'_>, cx: &Cx) -> Flow {
+        self.quantum_ns = cx.quantum_ns;
         let (input, out) = io.frames_in_out(0, 0);
         if let Some(input) = input {
             for slot in input.iter() {

@@ -5,6 +5,7 @@
 //! latency and a TOML snippet; `wzp-client stages` lists them all.
 
 pub mod audio;
+mod cell;
 pub mod codec;
 pub mod crypto;
 pub mod fec;

@@ -99,6 +99,7 @@ use super::opus_encode::{OpusEncodeFactory, OpusEncodeSettings};
 use super::opus_ffi::Encoder;
 use super::profile::{Codec2Mode, Profile};
 use super::resample6::Decimator6;
+use crate::cell::optional_cell;
 
 pub struct AdaptiveEncodeFactory;
 
@@ -163,36 +164,8 @@ impl StageFactory for AdaptiveEncodeFactory {
     fn build(&self, cx: &mut BuildContext<'_>, p: &Params) -> Result<Built, BuildError> {
         let s = OpusEncodeSettings::from_params(p)?;
         let quantum = super::codec2_encode::quantum_48k(cx)?;
-        let cell = |param: &'static str| -> Result<Option<&str>, BuildError> {
-            Ok(match p.str(param)? {
-                "" => None,
-                name => Some(name),
-            })
-        };
-        let live = match cell("live_settings")? {
-            None => None,
-            Some(name) => Some(cx.shared_resource::<OpusLive>(name).ok_or_else(|| {
-                ParamError::new(
-                    "live_settings",
-                    format!(
-                        "the resource named {name:?} is not an OpusLive cell; \
-                         pick another name or leave it empty"
-                    ),
-                )
-            })?),
-        };
-        let codec_live = match cell("codec_live")? {
-            None => None,
-            Some(name) => Some(cx.shared_resource::<CodecLive>(name).ok_or_else(|| {
-                ParamError::new(
-                    "codec_live",
-                    format!(
-                        "the resource named {name:?} is not a CodecLive cell; \
-                         pick another name or leave it empty"
-                    ),
-                )
-            })?),
-        };
+        let live = optional_cell::<OpusLive>(cx, p, "live_settings", "an OpusLive")?;
+        let codec_live = optional_cell::<CodecLive>(cx, p, "codec_live", "a CodecLive")?;
         let enc = s.encoder().map_err(BuildError::Other)?;
         let mut probe = s.encoder().map_err(BuildError::Other)?;
         let lookahead = probe

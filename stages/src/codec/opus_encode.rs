@@ -70,6 +70,7 @@ use wzp_engine::prelude::*;
 use super::live::OpusLive;
 use super::opus_ffi::Encoder;
 use super::profile::{names_where, Profile};
+use crate::cell::optional_cell;
 
 pub struct OpusEncodeFactory;
 
@@ -274,18 +275,7 @@ impl StageFactory for OpusEncodeFactory {
                     .into(),
             ));
         }
-        let live = match p.str("live_settings")? {
-            "" => None,
-            name => Some(cx.shared_resource::<OpusLive>(name).ok_or_else(|| {
-                ParamError::new(
-                    "live_settings",
-                    format!(
-                        "the resource named {name:?} is not an OpusLive cell; \
-                         pick another name or leave it empty"
-                    ),
-                )
-            })?),
-        };
+        let live = optional_cell::<OpusLive>(cx, p, "live_settings", "an OpusLive")?;
         let mut enc = s.encoder().map_err(BuildError::Other)?;
         let lookahead = enc
             .get(sys::OPUS_GET_LOOKAHEAD_REQUEST)

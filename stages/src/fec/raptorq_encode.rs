@@ -71,6 +71,7 @@ use wzp_engine::prelude::*;
 use super::block::{encode_block, repair_count, MAX_PROTECTED_PAYLOAD, MAX_SOURCE_SYMBOLS};
 use super::live::FecLive;
 use super::worker::{Work, WorkerLink};
+use crate::cell::optional_cell;
 
 /// `fec.raptorq_encode` factory.
 pub struct RaptorqEncode;
@@ -116,18 +117,7 @@ impl StageFactory for RaptorqEncode {
         if wait > Duration::from_secs(1) {
             return Err(ParamError::new("worker_wait", "above 1s; use a few milliseconds").into());
         }
-        let live = match p.str("live_ratio")? {
-            "" => None,
-            name => Some(cx.shared_resource::<FecLive>(name).ok_or_else(|| {
-                ParamError::new(
-                    "live_ratio",
-                    format!(
-                        "the resource named {name:?} is not a FecLive cell; \
-                         pick another name or leave it empty"
-                    ),
-                )
-            })?),
-        };
+        let live = optional_cell::<FecLive>(cx, p, "live_ratio", "a FecLive")?;
         let repair = repair_count(k, ratio);
         let ratio_gauge = cx.gauge("ratio");
         ratio_gauge.set(i64::from(ratio));

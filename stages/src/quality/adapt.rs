@@ -101,6 +101,7 @@ use wzp_proto::CodecId;
 
 use super::controller::{Controller, ControllerConfig, Decision, Reason, Settings, TIERS};
 use super::receive_stats::SendClock;
+use crate::cell::optional_cell;
 use crate::codec::live::{CodecLive, LiveCodecSettings, LiveOpusSettings, OpusLive};
 use crate::codec::profile::{Codec, Profile};
 use crate::fec::live::FecLive;
@@ -194,30 +195,8 @@ impl StageFactory for AdaptFactory {
                 format!("the resource named {name:?} is not an OpusLive cell; pick another name"),
             )
         })?;
-        let codec_live = match p.str("codec_live")? {
-            "" => None,
-            name => Some(cx.shared_resource::<CodecLive>(name).ok_or_else(|| {
-                ParamError::new(
-                    "codec_live",
-                    format!(
-                        "the resource named {name:?} is not a CodecLive cell; \
-                         pick another name or leave it empty"
-                    ),
-                )
-            })?),
-        };
-        let fec_live = match p.str("fec_live")? {
-            "" => None,
-            name => Some(cx.shared_resource::<FecLive>(name).ok_or_else(|| {
-                ParamError::new(
-                    "fec_live",
-                    format!(
-                        "the resource named {name:?} is not a FecLive cell; \
-                         pick another name or leave it empty"
-                    ),
-                )
-            })?),
-        };
+        let codec_live = optional_cell::<CodecLive>(cx, p, "codec_live", "a CodecLive")?;
+        let fec_live = optional_cell::<FecLive>(cx, p, "fec_live", "a FecLive")?;
         let top = p.str("top_tier")?;
         let Some(&top_tier) = TIERS.iter().find(|&&t| t == top) else {
             return Err(ParamError::new(

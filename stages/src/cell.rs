@@ -1,0 +1,32 @@
+//! Live settings cells: shared resources that a string param names, where
+//! the stages of a graph meet (one writes, another reads).
+
+use std::sync::Arc;
+
+use wzp_engine::prelude::*;
+
+/// The cell of type `T` that param `param` names, or `None` when the name
+/// is empty. The cell is the graph's shared resource of that name
+/// ([`BuildContext::shared_resource`]: the control plane's if it inserted
+/// one, else made on first use). `kind` names the type, with its article
+/// ("an OpusLive"), for the error when the name is taken by a resource of
+/// another type.
+pub(crate) fn optional_cell<T: Default + Send + Sync + 'static>(
+    cx: &BuildContext<'_>,
+    p: &Params,
+    param: &'static str,
+    kind: &str,
+) -> Result<Option<Arc<T>>, ParamError> {
+    match p.str(param)? {
+        "" => Ok(None),
+        name => cx.shared_resource::<T>(name).map(Some).ok_or_else(|| {
+            ParamError::new(
+                param,
+                format!(
+                    "the resource named {name:?} is not {kind} cell; \
+                     pick another name or leave it empty"
+                ),
+            )
+        }),
+    }
+}

@@ -523,7 +523,7 @@ fn chance_runs_in_random_loss_are_not_bursts() {
         ("one run of 4", [6, 0, 1, 0, 0, 0], 4, Reason::RandomLoss),
         // 20 % independent loss makes a run of 5 in about one report in
         // 80: over a call, most calls; not a burst on its own.
-        ("one run of 5", [5, 0, 1, 0, 0, 0], 5, Reason::RandomLoss),
+        ("one run of 5", [5, 0, 0, 1, 0, 0], 5, Reason::RandomLoss),
         ("two runs of 3", [4, 0, 2, 0, 0, 0], 3, Reason::RandomLoss),
         ("one run of 7", [3, 0, 0, 1, 0, 0], 7, Reason::BurstLoss),
         ("three runs of 3", [1, 0, 3, 0, 0, 0], 3, Reason::BurstLoss),
@@ -558,7 +558,7 @@ fn chance_runs_in_random_loss_are_not_bursts() {
         sender_id: 1,
         expected: 50,
         received: 40,
-        bursts: [5, 0, 1, 0, 0, 0],
+        bursts: [5, 0, 0, 1, 0, 0],
         max_burst: 5,
         jitter_100us: 20,
         queue_delay_100us: 20,
@@ -569,6 +569,37 @@ fn chance_runs_in_random_loss_are_not_bursts() {
     assert_eq!(c.poll(S).map(|d| d.reason), Some(Reason::RandomLoss));
     c.handle_report(100, &entry, 2 * S);
     let d = c.poll(2 * S).expect("a decision");
+    assert_eq!(d.reason, Reason::BurstLoss, "{d:?}");
+
+    // But one run of 6 still open when a report left (its `max_burst`
+    // counts the open run, the histogram only settled runs) and settled in
+    // the next is one run, not two rare reports: random loss still. Live,
+    // it put a random 20 % call on DRED for 10 s.
+    let mut c = Controller::new(ControllerConfig::default(), 0);
+    let _ = c.poll(0);
+    let open = FeedbackEntry {
+        received: 39,
+        bursts: [5, 1, 0, 0, 0, 0],
+        max_burst: 6,
+        ..entry
+    };
+    let settled = FeedbackEntry {
+        received: 42,
+        bursts: [6, 1, 0, 1, 0, 0],
+        max_burst: 6,
+        ..entry
+    };
+    c.handle_report(100, &open, S);
+    assert_eq!(c.poll(S).map(|d| d.reason), Some(Reason::RandomLoss));
+    c.handle_report(100, &settled, 2 * S);
+    if let Some(d) = c.poll(2 * S) {
+        assert_eq!(d.reason, Reason::RandomLoss, "{d:?}");
+    }
+    let s = c.settings();
+    assert!(s.lbrr && s.dred_ms == 0, "one run, seen twice: {s:?}");
+    // A second run of 6, settled in the report after, is two.
+    c.handle_report(100, &settled, 3 * S);
+    let d = c.poll(3 * S).expect("a decision");
     assert_eq!(d.reason, Reason::BurstLoss, "{d:?}");
 
     // A run of 4 on an 18 % path comes in about one report in twenty: two

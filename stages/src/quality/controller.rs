@@ -54,7 +54,7 @@
 //! 400 ms outages every 5 s, `opus_demo` scores 2.64 with deep PLC alone
 //! against 2.24-2.27 with LBRR or DRED (docs/QUALITY.md).
 
-use wzp_proto::feedback::{FeedbackEntry, BURST_BINS, MAX_FEEDBACK_ENTRIES};
+use wzp_proto::feedback::{burst_bin, FeedbackEntry, BURST_BINS, MAX_FEEDBACK_ENTRIES};
 
 use crate::codec::profile::{Codec, Profile};
 
@@ -290,8 +290,8 @@ struct Receiver {
     /// Last time this receiver reported loss (not congestion).
     loss_at_ns: u64,
     saw_loss: bool,
-    /// When the last report with a run that independent loss makes in
-    /// under 5 % of reports came.
+    /// When the last report with a settled run that independent loss
+    /// makes in under 2 % of reports came.
     rare_run_at_ns: Option<u64>,
     /// Consecutive reports of heavy loss spread over the interval (not
     /// one outage or burst): Codec2 is for a path that stays this bad.
@@ -666,7 +666,17 @@ impl Controller {
             let again = rare
                 && r.rare_run_at_ns
                     .is_some_and(|t| now_ns.saturating_sub(t) <= 2_500 * MS);
-            if rare {
+            // A run still open when the report left (`max_burst` beyond
+            // every run the histogram settled) comes again, settled, in
+            // the next report: one run is not two rare reports. Live, a run
+            // of 6 on a 20 % path crossed a report boundary and put the
+            // call on DRED for 10 s.
+            let open = entry
+                .bursts
+                .iter()
+                .rposition(|&n| n > 0)
+                .is_none_or(|b| burst_bin(burst) > b);
+            if rare && !open {
                 r.rare_run_at_ns = Some(now_ns);
             }
             if burst >= 3 && !bursty && runs_that_long >= CHANCE_RUN && !again {

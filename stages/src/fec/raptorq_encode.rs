@@ -147,6 +147,7 @@ impl StageFactory for RaptorqEncode {
                 ratio: ratio.min(255) as u8,
                 live,
                 block_ratio: ratio.min(255) as u8,
+                block_repair: repair > 0,
                 ratio_gauge,
                 block: 0,
                 symbol: 0,
@@ -217,6 +218,8 @@ struct EncodeProc {
     live: Option<Arc<FecLive>>,
     /// Ratio of the block being sent (fixed at its first frame).
     block_ratio: u8,
+    /// Whether that ratio asks for any repair (the worker gets the block).
+    block_repair: bool,
     ratio_gauge: Gauge,
     block: u16,
     symbol: usize,
@@ -259,6 +262,7 @@ impl Processor for EncodeProc {
                     .as_deref()
                     .and_then(FecLive::get)
                     .map_or(self.ratio, |r| r.max(self.ratio));
+                self.block_repair = repair_count(self.k, u32::from(self.block_ratio)) > 0;
                 self.ratio_gauge.set(i64::from(self.block_ratio));
             }
             dst.meta = slot.meta;
@@ -269,7 +273,7 @@ impl Processor for EncodeProc {
                 ratio_percent: self.block_ratio,
             };
             dst.set_bytes(slot.bytes());
-            if repair_count(self.k, u32::from(self.block_ratio)) > 0 {
+            if self.block_repair {
                 self.link.send(dst);
             }
             self.symbol += 1;

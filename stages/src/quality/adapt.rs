@@ -335,10 +335,16 @@ struct Adapt {
     g: Gauges,
 }
 
+/// Whether a tier is sent with Opus (a name that is no profile counts as
+/// Opus: the encoder keeps its own).
+fn opus_tier(tier: &str) -> bool {
+    Profile::by_name(tier).is_none_or(|p| p.codec == Codec::Opus)
+}
+
 impl Adapt {
     /// The encoder's part of `s`, and whether all of `s` could be applied.
     fn opus_settings(&self, s: &Settings, first: &Settings) -> (LiveOpusSettings, bool) {
-        let opus = Profile::by_name(s.tier).is_none_or(|p| p.codec == Codec::Opus);
+        let opus = opus_tier(s.tier);
         let mut l = LiveOpusSettings::from(s);
         let fec_live = s.fec_ratio == 0 || self.fec_live.is_some();
         if self.codec_live.is_some() {
@@ -404,8 +410,7 @@ impl Adapt {
             // The repair goes with the tier it was chosen for: without the
             // codec cell a Codec2 tier is not sent, and neither is its
             // repair (the Opus fallback above is sized without it).
-            let tier_sent = self.codec_live.is_some()
-                || Profile::by_name(s.tier).is_none_or(|p| p.codec == Codec::Opus);
+            let tier_sent = self.codec_live.is_some() || opus_tier(s.tier);
             ok &= cell.set(if tier_sent { s.fec_ratio } else { 0 }).is_ok();
         }
         if !live {

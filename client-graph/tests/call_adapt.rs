@@ -57,6 +57,12 @@ impl Lines {
         }
     }
 
+    /// Every line printed so far (for a failure's message).
+    fn so_far(&mut self) -> String {
+        self.seen.extend(self.rx.try_iter());
+        self.seen.join("\n")
+    }
+
     /// Waits (bounded by `wait`) for a new line that satisfies `pred`, and
     /// returns it.
     fn wait_for(&mut self, wait: Duration, why: &str, pred: impl Fn(&str) -> bool) -> String {
@@ -527,7 +533,9 @@ fn a_rate_cap_moves_the_sender_to_a_tier_that_fits_with_loss_back_under_2_percen
         assert!(
             Instant::now() < deadline,
             "the reports about alice never showed 100 packets under 2 % loss: (expected, received) \
-             readings {readings:?}"
+             readings {readings:?}\nalice:\n{}\nbob:\n{}",
+            alice.lines.so_far(),
+            bob.lines.so_far()
         );
         let r = reported(&dir, "alice");
         if readings.last() != Some(&r) {
@@ -547,10 +555,16 @@ fn a_rate_cap_moves_the_sender_to_a_tier_that_fits_with_loss_back_under_2_percen
         }
         std::thread::sleep(Duration::from_millis(100));
     };
+    // The first hop's own samples reach the controller: with the reports
+    // lost in the full link both ways, they are what breaks the deadlock.
+    let samples = figure(&dir, "alice", "adapt", "path_samples").unwrap_or(0);
+    let moved = figure(&dir, "alice", "adapt", "path_congestion").unwrap_or(0);
     eprintln!(
-        "after {down:?}: loss {:.2} % at bitrate {bitrate}",
+        "after {down:?}: loss {:.2} % at bitrate {bitrate}; first-hop samples {samples}, \
+         {moved} of them moved the tier",
         loss * 100.0
     );
+    assert!(samples > 0, "alice's controller read no first-hop sample");
     assert!(
         bitrate < 24_000,
         "alice is back at the top tier ({bitrate})"

@@ -8,6 +8,7 @@ use wzp_stages::quality::controller::{
     lbrr_hint, packet_wire_kbps, wire_kbps, Controller, ControllerConfig, Decision, Reason,
     Settings, CODEC2_MAX_PACKET_MS, DRED_HINT, DRED_MIN_BITRATE, EARLY_LOSS_CAP, TIERS,
 };
+use wzp_stages::quality::path::PathSample;
 
 const S: u64 = 1_000_000_000;
 const MS: u64 = 1_000_000;
@@ -1076,4 +1077,153 @@ fn an_early_report_turns_lbrr_on_at_once_and_leaves_the_shape_to_the_interval() 
         assert!(!r.redundancy(), "{what}: {:?}", r.s());
         assert_eq!(r.c.early_reports(), 0, "{what}");
     }
+}
+
+/// Half a second of the sender's first hop as its transport sees it,
+/// for a sender running `s` through a link of `cap_kbps` (0: none).
+fn first_hop(cap_kbps: f32, s: &Settings) -> PathSample {
+    let p = Profile::by_name(s.tier).unwrap();
+    let send = packet_wire_kbps(p, s.frame_ms, s.fec_ratio);
+    let sent = (500 / s.frame_ms) as u16;
+    if cap_kbps > 0.0 && send > cap_kbps {
+        let lost = (f32::from(sent) * (1.0 - cap_kbps / send)).round() as u16;
+        PathSample {
+            sent,
+            lost,
+            queue_ms: 140,
+            delivered_kbps: cap_kbps as u16,
+        }
+    } else {
+        PathSample {
+            sent,
+            lost: 0,
+            queue_ms: 1,
+            delivered_kbps: send as u16,
+        }
+    }
+}
+
+#[test]
+fn a_congested_first_hop_moves_the_tier_down_when_no_report_gets_back() {
+    // No report at all (they are lost in the full link, both ways): the
+    // transport's own samples move the tier to what got through.
+    let mut c = Controller::new(ControllerConfig::default(), 0);
+    let start = c.poll(0).unwrap().settings;
+    let mut now = 0;
+    let mut log = Vec::new();
+    let step = |c: &mut Controller, now: &mut u64, cap: f32, log: &mut Vec<Decision>| {
+        *now += 500 * MS;
+        let sample = first_hop(cap, &c.settings());
+        c.handle_path(&sample, *now);
+        if let Some(d) = c.poll(*now) {
+            log.push(d);
+        }
+    };
+    // A clean first hop: nothing changes, however long.
+    for _ in 0..20 {
+        step(&mut c, &mut now, 0.0, &mut log);
+    }
+    assert!(log.is_empty(), "{log:?}");
+    assert_eq!(c.settings(), start);
+    assert_eq!(c.path_samples(), 20);
+    // A 12 kb/s cap: down within 1.5 s (two samples), to a step that fits
+    // what got through, without redundancy; no further step while it fits.
+    let cap_at = now;
+    for _ in 0..20 {
+        step(&mut c, &mut now, 12.0, &mut log);
+    }
+    let down = log.first().expect("a step down with no report");
+    assert_eq!(down.reason, Reason::Congestion);
+    assert!(down.at_ns <= cap_at + 1_500 * MS, "{down:?}");
+    let s = c.settings();
+    let p = Profile::by_name(s.tier).unwrap();
+    assert!(packet_wire_kbps(p, s.frame_ms, 0) <= 12.0, "{s:?}");
+    assert!(
+        s.dred_ms == 0 && !s.lbrr && s.fec_ratio == 0 && s.loss_hint == 0,
+        "{s:?}"
+    );
+    let steps = c.path_congestions();
+    assert!(steps >= 1);
+    // Blind, nothing steps back up: probing waits for reports.
+    for _ in 0..200 {
+        step(&mut c, &mut now, 12.0, &mut log);
+    }
+    assert_eq!(c.settings(), s, "{:?}", &log[1..]);
+    assert_eq!(c.path_congestions(), steps);
+}
+
+#[test]
+fn first_hop_samples_act_only_on_congestion() {
+    // (loss, queue ms): what a sample shows; whether two in a row are
+    // congestion. Loss without a queue (a lossy radio) and a queue without
+    // loss (a deep buffer that still carries the stream) are not.
+    let cases: &[(&str, u16, u16, bool)] = &[
+        ("clean", 0, 1, false),
+        ("random loss, no queue", 8, 3, false),
+        ("heavy random loss, no queue", 15, 9, false),
+        ("a queue, no loss", 0, 300, false),
+        ("a queue, little loss", 2, 120, false),
+        ("a queue and loss", 5, 120, true),
+        ("half lost, a short queue", 13, 15, true),
+    ];
+    for &(what, lost, queue_ms, congested) in cases {
+        let mut c = Controller::new(ControllerConfig::default(), 0);
+        c.poll(0);
+        let sample = PathSample {
+            sent: 25,
+            lost,
+            queue_ms,
+            delivered_kbps: 20,
+        };
+        // One sample is not enough, two in a row are.
+        c.handle_path(&sample, 5 * S);
+        assert_eq!(c.path_congestions(), 0, "{what}: one sample");
+        c.handle_path(&sample, 5 * S + 500 * MS);
+        assert_eq!(c.path_congestions() == 1, congested, "{what}");
+        let d = c.poll(6 * S);
+        assert_eq!(d.is_some(), congested, "{what}: {d:?}");
+        // Too few packets say nothing.
+        let mut c = Controller::new(ControllerConfig::default(), 0);
+        let few = PathSample { sent: 9, ..sample };
+        c.handle_path(&few, 5 * S);
+        c.handle_path(&few, 5 * S + 500 * MS);
+        assert_eq!(
+            (c.path_samples(), c.path_congestions()),
+            (0, 0),
+            "{what}: 9 packets"
+        );
+    }
+}
+
+#[test]
+fn a_congested_first_hop_with_reports_steps_down_once_per_settle_time() {
+    // Reports keep coming (clean at the far end: the loss is all on the
+    // first hop and the reports describe another receiver's clean view):
+    // a congested first hop steps the tier down, then waits for the queue
+    // the old tier left before it counts again.
+    let mut r = Run::new(ControllerConfig::default());
+    r.go(10, CLEAN, 1);
+    assert_eq!(r.s().tier, "good");
+    let before = r.c.path_congestions();
+    let congested = PathSample {
+        sent: 25,
+        lost: 8,
+        queue_ms: 150,
+        delivered_kbps: 200,
+    };
+    // delivered well above the tier: the step is the one-step minimum.
+    r.c.handle_path(&congested, r.now + 500 * MS);
+    r.c.handle_path(&congested, r.now + 1_000 * MS);
+    assert_eq!(r.c.path_congestions(), before + 1);
+    let d = r.c.poll(r.now + 1_000 * MS).expect("a step down");
+    assert_eq!(d.reason, Reason::Congestion);
+    let down = TIERS.iter().position(|&t| t == d.settings.tier).unwrap();
+    assert_eq!(down, 4, "one step below good: {d:?}");
+    // Within the settle time after the change, samples are not acted on.
+    r.c.handle_path(&congested, r.now + 1_500 * MS);
+    r.c.handle_path(&congested, r.now + 2_000 * MS);
+    assert_eq!(r.c.path_congestions(), before + 1);
+    // After it, they are.
+    r.c.handle_path(&congested, r.now + 3_000 * MS);
+    assert_eq!(r.c.path_congestions(), before + 2);
 }

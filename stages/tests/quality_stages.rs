@@ -17,6 +17,7 @@ use wzp_proto::CodecId;
 use wzp_stages::codec::live::{CodecLive, OpusLive};
 use wzp_stages::fec::live::FecLive;
 use wzp_stages::quality::adapt::AdaptFactory;
+use wzp_stages::quality::path::{PathLive, PathSample};
 use wzp_stages::quality::feedback_report::FeedbackReportFactory;
 
 const Q_NS: u64 = 20_000_000;
@@ -608,4 +609,60 @@ fn a_path_too_narrow_for_opus_goes_to_codec2_1200_through_the_codec_cell() {
     assert_eq!(s.bitrate, 6_000, "{s:?}");
     assert!(!s.inband_fec && s.dred_ms == 0, "{s:?}");
     assert!(st.counter("not_live") >= 1);
+}
+
+/// The first hop's samples (`path_live`, published by the client's
+/// connection) move the tier down with no report at all, and are read in
+/// `process` without allocating. A name taken by another type is refused.
+#[test]
+fn first_hop_samples_move_the_tier_down_with_no_report() {
+    let opus = Arc::new(OpusLive::new());
+    let path = Arc::new(PathLive::new());
+    let mut res = Resources::new();
+    res.insert("enc_live", opus.clone());
+    res.insert("call.path", path.clone());
+    let mut st = Stage::build(
+        &AdaptFactory,
+        &[("live_settings", "enc_live"), ("path_live", "call.path")],
+        &res,
+    )
+    .unwrap();
+    let congested = PathSample {
+        sent: 25,
+        lost: 15,
+        queue_ms: 120,
+        delivered_kbps: 10,
+    };
+    assert_rt_safe("adapt process with path samples", 150, || {
+        let c = st.cycle as u32;
+        st.input(0).push(frame(c, 3), &[1u8; 40]).unwrap();
+        // A sample every 500 ms, as the client publishes them.
+        if c % 25 == 24 {
+            path.publish(congested);
+        }
+        st.step();
+    });
+    assert_eq!(st.counter("path_samples"), 6);
+    assert!(st.counter("path_congestion") >= 1);
+    assert_eq!(st.counter("reports"), 0);
+    assert!(st.counter("decisions_congestion") >= 1);
+    assert!(st.gauge("bitrate") < 24_000, "{}", st.gauge("bitrate"));
+    assert_eq!(
+        (st.gauge("path_loss_pct"), st.gauge("path_queue_ms"), st.gauge("path_kbps")),
+        (60, 120, 10)
+    );
+    let s = opus.get().expect("the step went to the encoder");
+    assert!(s.bitrate < 24_000 && !s.inband_fec && s.dred_ms == 0, "{s:?}");
+
+    let mut res = Resources::new();
+    res.insert("enc_live", Arc::new(OpusLive::new()));
+    res.insert("call.path", Arc::new(7u32));
+    let e = Stage::build(
+        &AdaptFactory,
+        &[("live_settings", "enc_live"), ("path_live", "call.path")],
+        &res,
+    )
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("PathLive"), "{e}");
 }

@@ -2,8 +2,11 @@
 //! `quality.adapt` stage) as one line, with its reason and what it set:
 //!
 //! ```text
-//! adapt: random_loss -> tier=good bitrate=24000 frame_ms=20 dred_ms=0 loss_hint=20 lbrr=on fec=0 (worst loss 19 %, run 2, queue 2 ms, recv 31 kb/s, rtt 41 ms)
+//! adapt: random_loss -> tier=good bitrate=24000 frame_ms=20 dred_ms=0 loss_hint=20 lbrr=on fec=0 (worst loss 19 %, run 2, queue 2 ms, recv 31 kb/s, rtt 41 ms; first hop: lost 0 %, queue 1 ms, through 33 kb/s)
 //! ```
+//!
+//! (The first hop's part is there once the connection has published a
+//! sample: `quality.adapt`'s `path_live`.)
 //!
 //! The stage counts and gauges every decision on the real-time side (where
 //! nothing may print); this reads those figures from the control side.
@@ -73,8 +76,20 @@ impl AdaptLog {
         } else {
             ""
         };
+        // The first hop as the connection's own statistics see it (a
+        // congestion step can come from there when no report gets back).
+        let first_hop = if g("path_loss_pct") < 0 {
+            String::new()
+        } else {
+            format!(
+                "; first hop: lost {} %, queue {} ms, through {} kb/s",
+                g("path_loss_pct"),
+                g("path_queue_ms"),
+                g("path_kbps")
+            )
+        };
         Some(format!(
-            "adapt: {} -> tier={tier} bitrate={} frame_ms={} dred_ms={} loss_hint={} lbrr={} fec={} (worst loss {}, run {}, queue {}, recv {}, rtt {}){held}{applied}",
+            "adapt: {} -> tier={tier} bitrate={} frame_ms={} dred_ms={} loss_hint={} lbrr={} fec={} (worst loss {}, run {}, queue {}, recv {}, rtt {}{first_hop}){held}{applied}",
             if reasons.is_empty() {
                 "decision".to_string()
             } else {

@@ -14,6 +14,7 @@ use wzp_proto::join::RoomAdmissionKey;
 use wzp_proto::room_client::{JoinEvent, JoinExchange};
 use wzp_stages::net::quic;
 use wzp_stages::net::signal_stream::{self, SignalFrame, SignalReader};
+use wzp_stages::quality::path::{PathCounters, PathLive, PathMeter, PATH_SAMPLE_INTERVAL};
 
 use wzp_proto::close::CloseCode;
 use wzp_proto::signal::SignalMessage;
@@ -35,6 +36,34 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Publishes what the connection's own statistics say about this side's
+/// first hop (sent and lost packets, the round trip above its smallest,
+/// what got through) every [`PATH_SAMPLE_INTERVAL`], for the quality
+/// controller (`quality.adapt`'s `path_live`). Runs until aborted.
+async fn sample_path(conn: quinn::Connection, cell: Arc<PathLive>) {
+    let mut meter = PathMeter::new();
+    let start = Instant::now();
+    let mut tick = tokio::time::interval(PATH_SAMPLE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let st = conn.stats();
+        let reading = PathCounters {
+            at_ms: start.elapsed().as_millis() as u64,
+            sent_packets: st.path.sent_packets,
+            lost_packets: st.path.lost_packets,
+            sent_bytes: st.udp_tx.bytes,
+            lost_bytes: st.path.lost_bytes,
+            rtt_ms: st.path.rtt.as_millis() as u64,
+            min_rtt_ms: st.path.min_rtt.as_millis() as u64,
+        };
+        if let Some(s) = meter.sample(reading) {
+            tracing::trace!(?s, "first hop");
+            cell.publish(s);
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn connection_loop(
     opts: &CallOptions,
@@ -46,6 +75,7 @@ pub(crate) async fn connection_loop(
     peers: quic::EgressPeers,
     done: Arc<AtomicBool>,
     path_limit: Arc<AtomicUsize>,
+    path_live: Arc<PathLive>,
     mut telemetry: tokio::sync::mpsc::Receiver<Telemetry>,
 ) -> Result<u32> {
     let bind: SocketAddr = if addr.is_ipv4() {
@@ -163,6 +193,7 @@ pub(crate) async fn connection_loop(
         let mut refusal: Option<String> = None;
         let stats = Arc::new(quic::PeerIoStats::default());
         let mut pump_in: Option<tokio::task::JoinHandle<()>> = None;
+        let mut path_task: Option<tokio::task::JoinHandle<()>> = None;
         'session: loop {
             if let Some(bytes) = exchange.poll_transmit() {
                 if signal_stream::write_frames(&mut send, &bytes)
@@ -191,6 +222,11 @@ pub(crate) async fn connection_loop(
                         pump_in = Some(tokio::spawn(async move {
                             let _ = quic::pump_datagrams_in(c, 0, f, s, |_| {}).await;
                         }));
+                        if let Some(h) = path_task.take() {
+                            h.abort();
+                        }
+                        path_task =
+                            Some(tokio::spawn(sample_path(conn.clone(), path_live.clone())));
                         let limit = quic::max_datagram_size(&conn).unwrap_or(0);
                         tracing::debug!(limit, "path datagram limit");
                         path_limit.store(limit, Ordering::Relaxed);
@@ -257,6 +293,9 @@ pub(crate) async fn connection_loop(
             }
         }
         peers.remove(0);
+        if let Some(h) = path_task {
+            h.abort();
+        }
         if let Some(h) = pump_in {
             h.abort();
         }

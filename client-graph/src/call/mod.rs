@@ -18,6 +18,7 @@ use wzp_engine::prelude::*;
 use wzp_engine::stats::Report;
 use wzp_proto::{Seed, TlsFingerprint};
 use wzp_stages::net::quic;
+use wzp_stages::quality::path::PathLive;
 
 use crate::trust::{KnownRelays, Trust};
 use graph::{call_spec, profile_for_path, room_secret, sending_profile, with_profile};
@@ -83,6 +84,11 @@ pub const CALL_KEYS: &str = "call.keys";
 /// ([`wzp_stages::wire::LocalSender`]).
 pub const LOCAL_SENDER: &str = "call.local_sender";
 
+/// The resource name of the call's first-hop samples
+/// ([`wzp_stages::quality::path::PathLive`]), which the media connection
+/// publishes and `quality.adapt`'s `path_live` reads.
+pub const PATH_LIVE: &str = "call.path";
+
 /// What a call leaves behind.
 pub struct CallOutcome {
     pub report: Report,
@@ -128,6 +134,9 @@ pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
     if graph::use_local_sender(&mut spec, LOCAL_SENDER) {
         res.insert(LOCAL_SENDER, Arc::new(wzp_stages::wire::LocalSender::new()));
     }
+    // What the media connection sees of its first hop, for `quality.adapt`.
+    let path_live = Arc::new(PathLive::new());
+    res.insert(PATH_LIVE, path_live.clone());
     let registry = wzp_stages::registry();
     let compiled = compile_with(&spec, &registry, &res, &Existing::default(), wakers)
         .map_err(|e| anyhow!("{e}"))?;
@@ -167,6 +176,7 @@ pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
         let opts = opts.clone();
         let graph_done = graph_done.clone();
         let path_limit = path_limit.clone();
+        let path_live = path_live.clone();
         rt.spawn(async move {
             media::connection_loop(
                 &opts,
@@ -178,6 +188,7 @@ pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
                 peers,
                 graph_done,
                 path_limit,
+                path_live,
                 telemetry_rx,
             )
             .await

@@ -43,6 +43,11 @@
 //! - `fec_live` (string, ""): the `FecLive` cell a `fec.raptorq_encode`'s
 //!   `live_ratio` names: the RaptorQ ratio goes live (Codec2 for heavy loss
 //!   carries the tier's repair); empty: the ratio is counted `not_live`.
+//! - `path_live` (string, ""): the `PathLive` cell ([`super::path`]) the
+//!   control plane publishes its first hop's transport samples to (lost
+//!   packets, round-trip queue, what got through); the controller reads
+//!   them as congestion only (`Controller::handle_path`). Empty: reports
+//!   only.
 //! - `sender_id` (int, -1): the entry of each report to read; -1 = the id
 //!   in `local_sender` (a call: `wire.packetize` draws a random id and
 //!   publishes it there), or without one the `stream` of the frames passing
@@ -64,13 +69,15 @@
 //! to the encoder), `decisions_<reason>` for each reason (`startup`,
 //! `clean_path`, `random_loss`, `burst_loss`, `heavy_loss`, `loss_eased`,
 //! `congestion`, `probe`), `not_live` (decisions with a part the encoder
-//! cannot take live). **Gauges** (the settings in force): `tier` (index in
+//! cannot take live), `path_samples` (first-hop samples read),
+//! `path_congestion` (times they moved the tier down). **Gauges** (the settings in force): `tier` (index in
 //! `controller::TIERS`: 0 `studio_64k` .. 3 `good` .. 7 `catastrophic`), `dred_ms`,
 //! `loss_hint`, `lbrr`, `bitrate`, `frame_ms`, `fec_ratio`,
 //! `receiver_hold_frames`, `codec` (the wire codec id of the tier), and the
 //! latest report's `loss_pct`, `rtt_ms`, `queue_ms` (the queueing delay
 //! the receiver measured), `recv_kbps` (its receive rate) and `run_max`
-//! (its longest run of lost packets) (-1 until known).
+//! (its longest run of lost packets), and the latest first-hop sample's
+//! `path_loss_pct`, `path_queue_ms` and `path_kbps` (-1 until known).
 //!
 //! **Latency**: none.
 //!
@@ -100,6 +107,7 @@ use wzp_proto::feedback::FeedbackReport;
 use wzp_proto::CodecId;
 
 use super::controller::{Controller, ControllerConfig, Decision, Reason, Settings, TIERS};
+use super::path::PathLive;
 use super::receive_stats::SendClock;
 use crate::cell::optional_cell;
 use crate::codec::live::{CodecLive, LiveCodecSettings, LiveOpusSettings, OpusLive};
@@ -150,6 +158,11 @@ impl StageFactory for AdaptFactory {
                     "",
                     "the FecLive cell of a fec.raptorq_encode (its live_ratio): the RaptorQ ratio goes live",
                 ),
+                ParamSpec::str(
+                    "path_live",
+                    "",
+                    "the PathLive cell the control plane publishes its first hop's samples to",
+                ),
                 ParamSpec::str("top_tier", "good", "best tier the controller may use"),
                 ParamSpec::int(
                     "sender_id",
@@ -197,6 +210,7 @@ impl StageFactory for AdaptFactory {
         })?;
         let codec_live = optional_cell::<CodecLive>(cx, p, "codec_live", "a CodecLive")?;
         let fec_live = optional_cell::<FecLive>(cx, p, "fec_live", "a FecLive")?;
+        let path_live = optional_cell::<PathLive>(cx, p, "path_live", "a PathLive")?;
         let top = p.str("top_tier")?;
         let Some(&top_tier) = TIERS.iter().find(|&&t| t == top) else {
             return Err(ParamError::new(
@@ -240,6 +254,10 @@ impl StageFactory for AdaptFactory {
             live,
             codec_live,
             fec_live,
+            path_live,
+            path_seen: 0,
+            path_samples: cx.counter("path_samples"),
+            path_congestion: cx.counter("path_congestion"),
             enabled: p.bool("enabled")?,
             sender: u32::try_from(sender).ok(),
             own_cell,
@@ -270,6 +288,9 @@ impl StageFactory for AdaptFactory {
                 queue_ms: cx.gauge("queue_ms"),
                 recv_kbps: cx.gauge("recv_kbps"),
                 run_max: cx.gauge("run_max"),
+                path_loss_pct: cx.gauge("path_loss_pct"),
+                path_queue_ms: cx.gauge("path_queue_ms"),
+                path_kbps: cx.gauge("path_kbps"),
             },
         };
         stage.g.loss_pct.set(-1);
@@ -277,6 +298,9 @@ impl StageFactory for AdaptFactory {
         stage.g.queue_ms.set(-1);
         stage.g.recv_kbps.set(-1);
         stage.g.run_max.set(-1);
+        stage.g.path_loss_pct.set(-1);
+        stage.g.path_queue_ms.set(-1);
+        stage.g.path_kbps.set(-1);
         Ok(Built {
             inputs: vec![
                 PortDecl::new("in", PortType::Frame),
@@ -304,6 +328,9 @@ struct Gauges {
     queue_ms: Gauge,
     recv_kbps: Gauge,
     run_max: Gauge,
+    path_loss_pct: Gauge,
+    path_queue_ms: Gauge,
+    path_kbps: Gauge,
 }
 
 struct Adapt {
@@ -313,6 +340,11 @@ struct Adapt {
     live: Arc<OpusLive>,
     codec_live: Option<Arc<CodecLive>>,
     fec_live: Option<Arc<FecLive>>,
+    /// The first hop's transport samples, and the last one read.
+    path_live: Option<Arc<PathLive>>,
+    path_seen: u8,
+    path_samples: Counter,
+    path_congestion: Counter,
     enabled: bool,
     /// The entry to read; `None`: `own_cell`'s, else the stream of the
     /// frames passing.
@@ -489,6 +521,21 @@ impl Processor for Adapt {
                     }
                 }
             }
+        }
+        if let Some(s) = self
+            .path_live
+            .as_deref()
+            .and_then(|c| c.take_new(&mut self.path_seen))
+        {
+            let (read, moved) = (ctl.path_samples(), ctl.path_congestions());
+            ctl.handle_path(&s, now);
+            self.path_samples.add(ctl.path_samples() - read);
+            self.path_congestion.add(ctl.path_congestions() - moved);
+            self.g
+                .path_loss_pct
+                .set((s.loss_fraction() * 100.0).round() as i64);
+            self.g.path_queue_ms.set(i64::from(s.queue_ms));
+            self.g.path_kbps.set(i64::from(s.delivered_kbps));
         }
         while let Some(d) = ctl.poll(now) {
             self.on_decision(&d, &first);

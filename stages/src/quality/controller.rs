@@ -57,6 +57,7 @@
 use wzp_proto::feedback::{burst_bin, FeedbackEntry, BURST_BINS, MAX_FEEDBACK_ENTRIES};
 
 use crate::codec::profile::{Codec, Profile};
+use crate::quality::path::PathSample;
 
 const MS: u64 = 1_000_000;
 
@@ -314,6 +315,20 @@ const RARE_RUN: f32 = 0.02;
 /// is saturated (see `handle_report`).
 const SATURATED_QUEUE_MS: f32 = 10.0;
 
+/// Fewest packets a first-hop sample must count to say anything.
+const PATH_MIN_PACKETS: u16 = 10;
+/// Round-trip time above the connection's smallest (ms) that, with
+/// [`PATH_LOSS`], means this side's first hop is congested. Twice the
+/// one-way [`ControllerConfig::congestion_queue_ms`]: the round trip adds
+/// both directions' jitter (and the acknowledgement's own delay).
+pub const PATH_QUEUE_MS: f32 = 50.0;
+/// Lost fraction of the first hop's packets that, with [`PATH_QUEUE_MS`],
+/// means congestion.
+pub const PATH_LOSS: f32 = 0.10;
+/// After a tier change, how long first-hop samples are not acted on: the
+/// smoothed round-trip time still carries the old tier's queue.
+pub const PATH_SETTLE_NS: u64 = 1_500 * MS;
+
 /// Loss level (about five reports) from which random loss gets DRED with the
 /// receiver's hold instead of LBRR: LBRR rebuilds one frame back, and at
 /// this density runs of two and more are most of the loss. On the live
@@ -411,6 +426,13 @@ pub struct Controller {
     dense: bool,
     /// Dense loss and no burst: what makes the protection DRED now.
     dense_only: bool,
+    /// First-hop samples read, congested ones in a row, and the times they
+    /// moved the tier ([`Controller::handle_path`]).
+    path_samples: u64,
+    path_congested_run: u8,
+    /// What got through in the last congested sample, kbit/s.
+    path_last_kbps: u16,
+    path_congestions: u64,
 }
 
 fn profile(tier: usize) -> &'static Profile {
@@ -473,6 +495,10 @@ impl Controller {
             early_reports: 0,
             dense: false,
             dense_only: false,
+            path_samples: 0,
+            path_congested_run: 0,
+            path_last_kbps: 0,
+            path_congestions: 0,
         };
         let p = profile(top);
         let startup = Settings {
@@ -729,6 +755,85 @@ impl Controller {
         r.loss_at_ns = now_ns;
         r.saw_loss = true;
         self.evaluate(now_ns);
+    }
+
+    /// A sample of this sender's own first hop, from its transport
+    /// ([`super::path`]): acted on only as congestion. Loss there without a
+    /// queue is left to the receivers' reports, which see it end to end
+    /// with its shape. Congestion is a queue grown on the round trip
+    /// ([`PATH_QUEUE_MS`], with at least [`PATH_LOSS`] of the packets lost;
+    /// or half lost with [`SATURATED_QUEUE_MS`]) in two samples in a row,
+    /// not within [`PATH_SETTLE_NS`] of a tier change (the queue the old
+    /// tier left is still draining). It moves the tier down as a congested
+    /// report does, to what got through. Reports alone can deadlock: a
+    /// link full one way is usually full both ways, and the reports that
+    /// would move each side down are lost with the media. With no fresh
+    /// report the step is taken all the same (the tier that fits, no
+    /// redundancy); nothing else is decided without reports.
+    pub fn handle_path(&mut self, sample: &PathSample, now_ns: u64) {
+        if sample.sent < PATH_MIN_PACKETS {
+            return;
+        }
+        let loss = sample.loss_fraction();
+        let queue_ms = f32::from(sample.queue_ms);
+        let congested = (queue_ms >= PATH_QUEUE_MS && loss >= PATH_LOSS)
+            || (queue_ms >= SATURATED_QUEUE_MS && loss >= 0.5);
+        self.path_samples += 1;
+        if !congested {
+            self.path_congested_run = 0;
+            self.path_last_kbps = 0;
+            return;
+        }
+        self.path_congested_run = self.path_congested_run.saturating_add(1);
+        // What got through, the higher of the two samples: losses are
+        // declared a little after the packets left, so one half-second can
+        // count the bigger packets of the tier before against the sent
+        // bytes of this one (and read near zero).
+        let delivered = sample.delivered_kbps.max(self.path_last_kbps);
+        self.path_last_kbps = sample.delivered_kbps;
+        if self.path_congested_run >= 2
+            && now_ns.saturating_sub(self.tier_changed_ns) >= PATH_SETTLE_NS
+        {
+            self.path_congestions += 1;
+            self.path_congested_run = 0;
+            self.on_congestion(f32::from(delivered), now_ns);
+            let any_report = self.worst(now_ns).4;
+            if any_report {
+                self.evaluate(now_ns);
+            } else {
+                // No report gets back (they are lost in the full link): the
+                // tier that fits, with no redundancy (it would only add to
+                // the queue); the reports, once they come, decide the rest.
+                let p = profile(self.bw_tier);
+                let frame_ms = if self.bw_tier == CATASTROPHIC {
+                    self.bw_packet_ms
+                } else {
+                    p.frame_ms
+                };
+                let s = Settings {
+                    tier: p.name,
+                    bitrate: p.bitrate,
+                    frame_ms,
+                    dred_ms: 0,
+                    loss_hint: 0,
+                    lbrr: false,
+                    fec_ratio: 0,
+                    receiver_hold_frames: 0,
+                };
+                self.decide(s, Reason::Congestion, now_ns);
+            }
+        }
+    }
+
+    /// Path samples read ([`Controller::handle_path`]; those with too few
+    /// packets to tell are not counted).
+    pub fn path_samples(&self) -> u64 {
+        self.path_samples
+    }
+
+    /// Times the first hop's own samples moved the tier down.
+    pub fn path_congestions(&self) -> u64 {
+        self.path_congestions
     }
 
     /// Early reports acted on ([`Controller::handle_early_report`]).

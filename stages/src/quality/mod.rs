@@ -9,6 +9,7 @@
 pub mod adapt;
 pub mod controller;
 pub mod feedback_report;
+pub mod path;
 pub mod receive_stats;
 
 use wzp_engine::Registry;

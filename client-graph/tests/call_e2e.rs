@@ -125,6 +125,19 @@ fn client(
     secret: &str,
     extra: &[&str],
 ) -> Running {
+    client_with(dir, relay, name, input, secret, extra, false)
+}
+
+/// [`client`], asking for real-time priority when `realtime`.
+fn client_with(
+    dir: &Path,
+    relay: &Relay,
+    name: &str,
+    input: &str,
+    secret: &str,
+    extra: &[&str],
+    realtime: bool,
+) -> Running {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wzp-client"));
     cmd.args([
         "join",
@@ -155,8 +168,12 @@ fn client(
         "--alias",
         name,
         "--quiet",
-        "--no-realtime",
     ])
+    .args(if realtime {
+        &[][..]
+    } else {
+        &["--no-realtime"][..]
+    })
     .args([
         "--stats-json",
         dir.join(format!("{name}.json")).to_str().unwrap(),
@@ -647,5 +664,60 @@ fn ctrl_c_ends_the_call_and_finishes_the_recording() {
         tone_dbfs(tail, 660.0) > -22.0,
         "alice heard bob before the interrupt"
     );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Each thread of a process: (name, scheduling policy, real-time priority),
+/// from /proc (`stat` fields 40 and 41).
+fn threads(pid: u32) -> Vec<(String, u32, u32)> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let stat = std::fs::read_to_string(t.unwrap().path().join("stat")).unwrap();
+        let (head, rest) = stat.rsplit_once(')').unwrap();
+        let name = head.split_once('(').unwrap().1.to_string();
+        // `rest` starts at field 3 (state).
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        out.push((name, f[41 - 3].parse().unwrap(), f[40 - 3].parse().unwrap()));
+    }
+    out
+}
+
+/// With a real-time clock (the default), the threads that carry its
+/// packets to and from the network (the egress pump, the network runtime)
+/// run SCHED_FIFO too, under the clock: at normal priority they waited
+/// behind the machine's other work (docs/PERFORMANCE.md, "egress jitter").
+/// Where real-time priority is refused (not root), none is.
+#[test]
+fn a_real_time_call_runs_its_network_threads_real_time_under_the_clock() {
+    const SCHED_FIFO: u32 = 1;
+    let _serial = serial();
+    let dir = tmp("rt");
+    let relay = Relay::start(&dir, "127.0.0.1:0");
+    let mut a = client_with(&dir, &relay, "alice", "tone:440", SECRET, &[], true);
+    a.wait_room_of(1);
+    let all = threads(a.child.id());
+    let of = |name: &str| -> Vec<(u32, u32)> {
+        all.iter()
+            .filter(|t| t.0 == name)
+            .map(|t| (t.1, t.2))
+            .collect()
+    };
+    let clock = of("wzp-clock");
+    let egress = of("wzp-egress");
+    let workers = of("tokio-rt-worker");
+    assert_eq!(clock.len(), 1, "{all:?}");
+    assert_eq!(egress.len(), 1, "{all:?}");
+    assert!(!workers.is_empty(), "{all:?}");
+    if clock[0].0 == SCHED_FIFO {
+        assert_eq!(clock[0].1, 50, "{all:?}");
+        for t in egress.iter().chain(&workers) {
+            assert_eq!(*t, (SCHED_FIFO, 40), "{all:?}");
+        }
+    } else {
+        eprintln!("SCHED_FIFO refused here: checking that no thread got it");
+        assert!(all.iter().all(|t| t.1 != SCHED_FIFO), "{all:?}");
+    }
+    interrupt(std::slice::from_ref(&a));
+    finish(a, "alice");
     let _ = std::fs::remove_dir_all(dir);
 }

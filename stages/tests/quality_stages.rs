@@ -17,8 +17,8 @@ use wzp_proto::CodecId;
 use wzp_stages::codec::live::{CodecLive, OpusLive};
 use wzp_stages::fec::live::FecLive;
 use wzp_stages::quality::adapt::AdaptFactory;
-use wzp_stages::quality::path::{PathLive, PathSample};
 use wzp_stages::quality::feedback_report::FeedbackReportFactory;
+use wzp_stages::quality::path::{PathLive, PathSample};
 
 const Q_NS: u64 = 20_000_000;
 
@@ -648,11 +648,18 @@ fn first_hop_samples_move_the_tier_down_with_no_report() {
     assert!(st.counter("decisions_congestion") >= 1);
     assert!(st.gauge("bitrate") < 24_000, "{}", st.gauge("bitrate"));
     assert_eq!(
-        (st.gauge("path_loss_pct"), st.gauge("path_queue_ms"), st.gauge("path_kbps")),
+        (
+            st.gauge("path_loss_pct"),
+            st.gauge("path_queue_ms"),
+            st.gauge("path_kbps")
+        ),
         (60, 120, 10)
     );
     let s = opus.get().expect("the step went to the encoder");
-    assert!(s.bitrate < 24_000 && !s.inband_fec && s.dred_ms == 0, "{s:?}");
+    assert!(
+        s.bitrate < 24_000 && !s.inband_fec && s.dred_ms == 0,
+        "{s:?}"
+    );
 
     let mut res = Resources::new();
     res.insert("enc_live", Arc::new(OpusLive::new()));

@@ -145,8 +145,16 @@ pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
     let mut sending = wanted;
     let path_limit = Arc::new(AtomicUsize::new(0));
     let pump_stop = Arc::new(AtomicBool::new(false));
+    // With a real-time clock, the threads that carry its packets to the
+    // network (the egress pump, the network runtime below) run real-time
+    // too, under it: at normal priority they waited behind whatever else
+    // the machine ran, and a packet the clock made on time left 20-30 ms
+    // late now and then (docs/PERFORMANCE.md, "egress jitter").
+    let net_fifo = opts
+        .realtime
+        .then_some(wzp_engine::rt::NETWORK_FIFO_PRIORITY);
     let pump_thread = pump
-        .spawn(pump_stop.clone())
+        .spawn_with_priority(pump_stop.clone(), net_fifo)
         .context("starting the egress thread")?;
     graph
         .start(RunOptions {
@@ -167,6 +175,11 @@ pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
+        .on_thread_start(move || {
+            if let Some(p) = net_fifo {
+                wzp_engine::rt::promote_current_thread_to(p);
+            }
+        })
         .enable_all()
         .build()
         .context("starting the network runtime")?;

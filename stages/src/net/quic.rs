@@ -956,9 +956,26 @@ impl EgressPump {
 
     /// Runs the pump on a new thread named `wzp-egress`.
     pub fn spawn(self, stop: Arc<AtomicBool>) -> std::io::Result<std::thread::JoinHandle<()>> {
+        self.spawn_with_priority(stop, None)
+    }
+
+    /// [`EgressPump::spawn`], the thread asking for SCHED_FIFO at `fifo`
+    /// first (a real-time graph's packets: see
+    /// `wzp_engine::rt::NETWORK_FIFO_PRIORITY`; refused, it runs at normal
+    /// priority).
+    pub fn spawn_with_priority(
+        self,
+        stop: Arc<AtomicBool>,
+        fifo: Option<i32>,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
         std::thread::Builder::new()
             .name("wzp-egress".into())
-            .spawn(move || self.run(stop))
+            .spawn(move || {
+                if let Some(p) = fifo {
+                    wzp_engine::rt::promote_current_thread_to(p);
+                }
+                self.run(stop)
+            })
     }
 }
 

@@ -804,22 +804,7 @@ impl Controller {
                 // No report gets back (they are lost in the full link): the
                 // tier that fits, with no redundancy (it would only add to
                 // the queue); the reports, once they come, decide the rest.
-                let p = profile(self.bw_tier);
-                let frame_ms = if self.bw_tier == CATASTROPHIC {
-                    self.bw_packet_ms
-                } else {
-                    p.frame_ms
-                };
-                let s = Settings {
-                    tier: p.name,
-                    bitrate: p.bitrate,
-                    frame_ms,
-                    dred_ms: 0,
-                    loss_hint: 0,
-                    lbrr: false,
-                    fec_ratio: 0,
-                    receiver_hold_frames: 0,
-                };
+                let s = self.unprotected(self.bw_tier);
                 self.decide(s, Reason::Congestion, now_ns);
             }
         }
@@ -995,6 +980,28 @@ impl Controller {
         }
     }
 
+    /// Tier `tier` with no protection. Codec2 1200 on a path the bandwidth
+    /// axis has it on goes in that axis' packets (loss on top of it
+    /// included).
+    fn unprotected(&self, tier: usize) -> Settings {
+        let p = profile(tier);
+        let frame_ms = if tier == CATASTROPHIC && self.bw_tier == CATASTROPHIC {
+            self.bw_packet_ms
+        } else {
+            p.frame_ms
+        };
+        Settings {
+            tier: p.name,
+            bitrate: p.bitrate,
+            frame_ms,
+            dred_ms: 0,
+            loss_hint: 0,
+            lbrr: false,
+            fec_ratio: 0,
+            receiver_hold_frames: 0,
+        }
+    }
+
     fn settings_for(&self, loss: f32, burst: u32) -> (Settings, Reason) {
         let loss_pct = (loss * 100.0).round() as u32;
         let mut tier = self.bw_tier;
@@ -1011,23 +1018,8 @@ impl Controller {
             };
         }
         let p = profile(tier);
-        // Codec2 1200 on a path the bandwidth axis has it on goes in that
-        // axis' packets (loss on top of it included).
-        let frame_ms = if tier == CATASTROPHIC && self.bw_tier == CATASTROPHIC {
-            self.bw_packet_ms
-        } else {
-            p.frame_ms
-        };
-        let mut s = Settings {
-            tier: p.name,
-            bitrate: p.bitrate,
-            frame_ms,
-            dred_ms: 0,
-            loss_hint: 0,
-            lbrr: false,
-            fec_ratio: 0,
-            receiver_hold_frames: 0,
-        };
+        let mut s = self.unprotected(tier);
+        let frame_ms = s.frame_ms;
         let current = self.tier_index();
         // Codec2 for loss carries RaptorQ repair; Codec2 for bandwidth does
         // not. Leaving the former is the loss axis' business.

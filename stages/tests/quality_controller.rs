@@ -1227,3 +1227,76 @@ fn a_congested_first_hop_with_reports_steps_down_once_per_settle_time() {
     r.c.handle_path(&congested, r.now + 3_000 * MS);
     assert_eq!(r.c.path_congestions(), before + 2);
 }
+
+#[test]
+fn reports_from_before_a_step_down_do_not_step_down_again() {
+    // A 31 kb/s path under `good` (39 kb/s on the wire): the first
+    // congested report moves to what fits (`degraded`, 13.6). The reports
+    // of the next 1.5 s describe intervals that began on `good` (its queue,
+    // its losses), and their receive rate is `degraded`'s own: they move
+    // nothing. After that, congestion steps down again.
+    let mut r = Run::new(ControllerConfig::default());
+    r.go(10, CLEAN, 1);
+    let good = r.s();
+    assert_eq!(good.tier, "good");
+    let capped = Path {
+        loss: 0.0,
+        burst: 1,
+        cap_kbps: 31.0,
+    };
+    r.now += 100 * MS;
+    r.c.handle_report(100, &report(capped, &good), r.now);
+    let d = r.c.poll(r.now).expect("a step down");
+    assert_eq!(
+        (d.reason, d.settings.tier),
+        (Reason::Congestion, "degraded")
+    );
+    let degraded = r.s();
+    // A report about the old tier, and one whose receive rate is the new
+    // tier's own (congested: the old tier's queue is still draining).
+    let mut own_rate = report(capped, &good);
+    own_rate.recv_kbps = 14;
+    for rep in [report(capped, &good), own_rate] {
+        r.now += 700 * MS;
+        r.c.handle_report(100, &rep, r.now);
+        assert!(r.c.poll(r.now).is_none(), "{:?}", r.c.settings());
+    }
+    assert_eq!(r.s(), degraded);
+    // Congestion after the settle time steps down at least once more.
+    r.now += 200 * MS;
+    r.c.handle_report(100, &report(capped, &good), r.now);
+    let d =
+        r.c.poll(r.now)
+            .expect("a further step after the settle time");
+    assert_ne!(d.settings, degraded, "{d:?}");
+    assert_eq!(d.reason, Reason::Congestion);
+}
+
+#[test]
+fn congestion_in_start_up_steps_down_at_once_and_once() {
+    // The path cannot carry the start-up tier: the step applies when the
+    // report comes, not when start-up ends (held until then, the settle
+    // time had passed by the next report, which stepped down again: at a
+    // 40 kb/s cap a call went to Codec2 past `degraded`, which fitted).
+    let mut c = Controller::new(ControllerConfig::default(), 0);
+    let start = c.poll(0).unwrap().settings;
+    let capped = Path {
+        loss: 0.0,
+        burst: 1,
+        cap_kbps: 31.0,
+    };
+    c.handle_report(100, &report(capped, &start), 2_000 * MS);
+    let d = c.poll(2_000 * MS).expect("a step down in start-up");
+    assert_eq!(
+        (d.reason, d.settings.tier),
+        (Reason::Congestion, "degraded")
+    );
+    // The next report still describes the start-up tier's interval.
+    c.handle_report(100, &report(capped, &start), 3_000 * MS);
+    for k in 30..40 {
+        if let Some(d) = c.poll(k * 100 * MS) {
+            panic!("{d:?}");
+        }
+    }
+    assert_eq!(c.settings().tier, "degraded");
+}

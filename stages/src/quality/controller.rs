@@ -328,6 +328,9 @@ pub const PATH_LOSS: f32 = 0.10;
 /// After a tier change, how long first-hop samples are not acted on: the
 /// smoothed round-trip time still carries the old tier's queue.
 pub const PATH_SETTLE_NS: u64 = 1_500 * MS;
+/// After a congestion step down, how long further congestion is not acted
+/// on (see `on_congestion`).
+pub const STEP_SETTLE_NS: u64 = 1_500 * MS;
 
 /// Loss level (about five reports) from which random loss gets DRED with the
 /// receiver's hold instead of LBRR: LBRR rebuilds one frame back, and at
@@ -406,6 +409,8 @@ pub struct Controller {
     /// whole number of frames up to [`CODEC2_MAX_PACKET_MS`].
     bw_packet_ms: u32,
     last_congestion_ns: u64,
+    /// When congestion last moved the tier down.
+    stepped_down_ns: Option<u64>,
     /// What got through at the last congestion, kbit/s as receivers count
     /// it (0: none known). A probe to a step that needs more waits
     /// `probe_max` since that congestion: the path said it cannot carry
@@ -474,6 +479,7 @@ impl Controller {
             bw_tier: top,
             bw_packet_ms: profile(top).frame_ms,
             last_congestion_ns: 0,
+            stepped_down_ns: None,
             ceiling_kbps: 0.0,
             tier_changed_ns: now_ns,
             probe_wait_ns: cfg.probe_after_ns,
@@ -835,6 +841,18 @@ impl Controller {
 
     fn on_congestion(&mut self, recv_kbps: f32, now_ns: u64) {
         self.last_congestion_ns = now_ns;
+        // Within [`STEP_SETTLE_NS`] of a step down, congestion moves
+        // nothing: the reports that follow a step describe intervals that
+        // began on the tier before (its queue, its losses), and their
+        // receive rate is the new tier's own, not what the path carries (at
+        // 40 kb/s a call went from `good` to `degraded`, which fits, and on
+        // the next report, at `degraded`'s own 14 kb/s, to Codec2).
+        if self
+            .stepped_down_ns
+            .is_some_and(|t| now_ns.saturating_sub(t) < STEP_SETTLE_NS)
+        {
+            return;
+        }
         self.ceiling_kbps = recv_kbps;
         let budget = 0.9 * recv_kbps;
         // Nothing of Opus fits: Codec2 1200, the cheapest tier on the wire,
@@ -851,14 +869,16 @@ impl Controller {
                 (CATASTROPHIC, packet)
             });
         // Only ever down on congestion, at least one step.
-        let target = fits.max(ladder_down((self.bw_tier, self.bw_packet_ms)));
+        let current = (self.bw_tier, self.bw_packet_ms);
+        let target = fits.max(ladder_down(current));
         if self.probing {
             self.probe_wait_ns = (self.probe_wait_ns * 2).min(self.cfg.probe_max_ns);
             self.probing = false;
         }
-        if target != (self.bw_tier, self.bw_packet_ms) {
+        if target != current {
             (self.bw_tier, self.bw_packet_ms) = target;
             self.tier_changed_ns = now_ns;
+            self.stepped_down_ns = Some(now_ns);
         }
     }
 
@@ -971,8 +991,14 @@ impl Controller {
                 self.calm_since_ns = None;
             }
         }
-        if in_startup && self.mode == Mode::Clean {
-            return; // keep the start-up settings
+        // Keep the start-up settings on a clean path, unless the path
+        // cannot carry them: a congestion step applies at once (held to the
+        // end of start-up, the settle time after it had passed by then, and
+        // the next report stepped down again).
+        let bw_moved = self.unprotected(self.bw_tier).tier != self.settings.tier
+            || (self.bw_tier == CATASTROPHIC && self.bw_packet_ms != self.settings.frame_ms);
+        if in_startup && self.mode == Mode::Clean && !bw_moved {
+            return;
         }
         let (settings, reason) = self.settings_for(loss, burst);
         if settings != self.settings {

@@ -352,7 +352,14 @@ pub async fn serve_signal(services: Arc<Services>, conn: quinn::Connection) {
     };
     let mut reader = SignalReader::new(recv, MAX_SIGNAL_FRAME);
     loop {
+        // Biased, the stream first: a client's last message (a `reject`, a
+        // `hangup`) is often followed at once by its connection's close, and
+        // with both ready an unbiased select dropped the message half the
+        // time (the caller heard "the callee's signal connection ended"
+        // instead of "rejected"). quinn hands out what it has buffered
+        // before it reports the connection lost.
         let input = tokio::select! {
+            biased;
             r = reader.next() => match r {
                 Ok(Some(SignalFrame::Message(d))) => Input::from_decoder(id, Ok(d)),
                 Ok(Some(SignalFrame::Malformed(detail))) => Input::Frame { conn: id, frame: Frame::Malformed { detail } },

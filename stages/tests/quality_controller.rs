@@ -1300,3 +1300,32 @@ fn congestion_in_start_up_steps_down_at_once_and_once() {
     }
     assert_eq!(c.settings().tier, "degraded");
 }
+
+#[test]
+fn first_hop_congestion_at_the_lowest_step_is_not_counted_as_a_move() {
+    // Congested samples when nothing lower is left (Codec2 1200 in its
+    // longest packets) move nothing, and `path_congestions` says so.
+    let mut c = Controller::new(ControllerConfig::default(), 0);
+    c.poll(0);
+    let congested = PathSample {
+        sent: 25,
+        lost: 15,
+        queue_ms: 200,
+        delivered_kbps: 1,
+    };
+    let mut now = 0;
+    for _ in 0..40 {
+        now += 500 * MS;
+        c.handle_path(&congested, now);
+        c.poll(now);
+    }
+    let s = c.settings();
+    assert_eq!((s.tier, s.frame_ms), ("catastrophic", CODEC2_MAX_PACKET_MS));
+    let moves = c.path_congestions();
+    for _ in 0..40 {
+        now += 500 * MS;
+        c.handle_path(&congested, now);
+        assert!(c.poll(now).is_none());
+    }
+    assert_eq!(c.path_congestions(), moves);
+}

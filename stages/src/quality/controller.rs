@@ -800,9 +800,12 @@ impl Controller {
         if self.path_congested_run >= 2
             && now_ns.saturating_sub(self.tier_changed_ns) >= PATH_SETTLE_NS
         {
-            self.path_congestions += 1;
             self.path_congested_run = 0;
+            let before = (self.bw_tier, self.bw_packet_ms);
             self.on_congestion(f32::from(delivered), now_ns);
+            if (self.bw_tier, self.bw_packet_ms) != before {
+                self.path_congestions += 1;
+            }
             let any_report = self.worst(now_ns).4;
             if any_report {
                 self.evaluate(now_ns);

@@ -82,7 +82,8 @@ fn a_clean_path_ends_with_no_redundancy_after_the_settle_period() {
     assert_eq!(
         r.c("adapt.decisions_random_loss")
             + r.c("adapt.decisions_burst_loss")
-            + r.c("adapt.decisions_dense_loss"),
+            + r.c("adapt.decisions_dense_loss")
+            + r.c("adapt.decisions_long_runs"),
         0
     );
     assert_eq!(r.c("adapt.dred_ms"), 0);

@@ -1329,3 +1329,135 @@ fn first_hop_congestion_at_the_lowest_step_is_not_counted_as_a_move() {
     }
     assert_eq!(c.path_congestions(), moves);
 }
+
+/// The report of one second (50 packets of 20 ms) that lost settled runs of
+/// these lengths, nothing else wrong.
+fn runs_report(runs: &[u32]) -> FeedbackEntry {
+    let lost: u32 = runs.iter().sum();
+    let mut bursts = [0u8; BURST_BINS];
+    for &len in runs {
+        bursts[burst_bin(len)] += 1;
+    }
+    FeedbackEntry {
+        sender_id: 1,
+        expected: 50,
+        received: 50 - lost as u16,
+        late: 0,
+        bursts,
+        max_burst: runs.iter().copied().max().unwrap_or(0) as u8,
+        jitter_100us: 20,
+        queue_delay_100us: 20,
+        recv_kbps: 40,
+        echo_ts: 0,
+        echo_hold_ms: 5,
+    }
+}
+
+impl Run {
+    /// One second: `reports` (reporter id, runs lost) at its end, polls
+    /// every 100 ms.
+    fn second(&mut self, reports: &[(u32, &[u32])]) {
+        for _ in 0..10 {
+            self.now += 100 * MS;
+            if self.now % S == 0 {
+                for &(id, runs) in reports {
+                    self.c.handle_report(id, &runs_report(runs), self.now);
+                }
+            }
+            if let Some(d) = self.c.poll(self.now) {
+                self.log.push(d);
+            }
+        }
+    }
+}
+
+/// A path that loses mostly in runs longer than the receiver can rebuild
+/// (Gilbert-Elliott bursts of 160 ms mean: runs of 9-35 packets and a few
+/// short ones between) gets no redundancy: LBRR would rebuild one packet a
+/// run and DRED with the hold the last three, both paid for by every
+/// packet (docs/QUALITY.md finding 19). The first report, one short and
+/// one mid-length run, cannot tell; the long runs that follow can.
+#[test]
+fn a_path_losing_in_long_runs_gets_no_redundancy() {
+    let mut r = Run::new(ControllerConfig::default());
+    for _ in 0..5 {
+        r.second(&[(100, &[])]);
+    }
+    r.second(&[(100, &[2, 5])]);
+    assert!(
+        r.s().lbrr,
+        "a run of 2 and one of 5 at 14 %: LBRR: {:?}",
+        r.s()
+    );
+    let pattern: [&[u32]; 6] = [&[23], &[14, 2], &[2], &[], &[12], &[1, 13]];
+    for runs in pattern.iter().cycle().take(24) {
+        r.second(&[(100, runs)]);
+        if r.now >= 8 * S {
+            assert!(!r.redundancy(), "at {} s: {:?}", r.now / S, r.log);
+            assert_eq!(r.s().receiver_hold_frames, 0, "{:?}", r.s());
+        }
+    }
+    assert_eq!(r.c.count(Reason::LongRuns), 1, "{:?}", r.log);
+    assert_eq!(r.c.count(Reason::BurstLoss), 0, "{:?}", r.log);
+    assert_eq!(r.s().tier, "good");
+
+    // The path turns to random loss: LBRR again once the long runs have
+    // faded from the tally under the band's lower edge (about nine
+    // reports from a tally this full).
+    let t0 = r.now;
+    for _ in 0..12 {
+        r.second(&[(100, &[1, 1, 1, 2, 1])]);
+    }
+    let back = r.last(Reason::RandomLoss).expect("LBRR again");
+    assert!(
+        back > t0 && back - t0 <= 10 * S,
+        "{} ms after the path turned: {:?}",
+        back.saturating_sub(t0) / MS,
+        r.log
+    );
+    assert!(r.s().lbrr, "{:?}", r.s());
+}
+
+/// Bursts the hold reaches, with an occasional run beyond it (60 ms
+/// Gilbert-Elliott bursts make one now and then), keep DRED and the hold:
+/// the long run is a fifth of the loss, not most of it.
+#[test]
+fn an_occasional_long_run_among_bursts_keeps_dred_and_the_hold() {
+    let mut r = Run::new(ControllerConfig::default());
+    for _ in 0..5 {
+        r.second(&[(100, &[])]);
+    }
+    let pattern: [&[u32]; 4] = [&[3, 4, 1], &[5, 3], &[13], &[4, 1, 3]];
+    for runs in pattern.iter().cycle().take(24) {
+        r.second(&[(100, runs)]);
+    }
+    assert_eq!(r.c.count(Reason::LongRuns), 0, "{:?}", r.log);
+    let s = r.s();
+    assert!(
+        s.dred_ms > 0 && s.receiver_hold_frames > 0,
+        "{s:?}: {:?}",
+        r.log
+    );
+}
+
+/// In a room the sender protects its worst receiver that redundancy helps:
+/// one receiver losing in long runs does not take LBRR from another that
+/// loses at random, and when the latter's path turns clean the sender
+/// sends none.
+#[test]
+fn a_receiver_losing_in_long_runs_does_not_hide_one_losing_at_random() {
+    let mut r = Run::new(ControllerConfig::default());
+    for _ in 0..5 {
+        r.second(&[(100, &[]), (101, &[])]);
+    }
+    let long: [&[u32]; 3] = [&[20], &[], &[15, 12]];
+    for runs in long.iter().cycle().take(12) {
+        r.second(&[(100, runs), (101, &[1, 1, 1, 1, 2])]);
+        assert!(r.s().lbrr, "at {} s: {:?}", r.now / S, r.log);
+    }
+    for runs in long.iter().cycle().take(15) {
+        r.second(&[(100, runs), (101, &[])]);
+    }
+    assert!(!r.redundancy(), "{:?}", r.log);
+    assert_eq!(r.s().receiver_hold_frames, 0);
+}

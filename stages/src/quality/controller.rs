@@ -53,8 +53,17 @@
 //! layer, and the receiver's deep PLC is what fills it: on the live bench's
 //! 400 ms outages every 5 s, `opus_demo` scores 2.64 with deep PLC alone
 //! against 2.24-2.27 with LBRR or DRED (docs/QUALITY.md).
+//!
+//! **Long runs.** For the same reason a receiver whose recent loss is mostly
+//! in such runs (outages counted: half its lost packets over about seven
+//! reports, after two such runs, [`LONG_RUN_SHARE`]) is given no
+//! redundancy, though its reports between the runs show short ones: a path
+//! of long bursts (160 ms Gilbert-Elliott) otherwise sent LBRR for the
+//! short runs and paid for it in every packet (reason `long_runs`).
 
-use wzp_proto::feedback::{burst_bin, FeedbackEntry, BURST_BINS, MAX_FEEDBACK_ENTRIES};
+use wzp_proto::feedback::{
+    burst_bin, FeedbackEntry, BURST_BINS, BURST_BIN_MAX, MAX_FEEDBACK_ENTRIES,
+};
 
 use crate::codec::profile::{Codec, Profile};
 use crate::quality::path::PathSample;
@@ -173,11 +182,15 @@ pub enum Reason {
     /// two and more are most of it: DRED and the receiver hold, as for
     /// bursts.
     DenseLoss,
+    /// Most of the recent loss is in runs longer than the receiver can
+    /// rebuild (see [`LONG_RUN_SHARE`]): no redundancy, the decoder's deep
+    /// PLC fills them.
+    LongRuns,
 }
 
 impl Reason {
     /// Every reason, in counter order.
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 10] = [
         Reason::Startup,
         Reason::CleanPath,
         Reason::RandomLoss,
@@ -187,6 +200,7 @@ impl Reason {
         Reason::Congestion,
         Reason::Probe,
         Reason::DenseLoss,
+        Reason::LongRuns,
     ];
 
     /// Short name, for counters and logs.
@@ -201,6 +215,7 @@ impl Reason {
             Reason::Congestion => "congestion",
             Reason::Probe => "probe",
             Reason::DenseLoss => "dense_loss",
+            Reason::LongRuns => "long_runs",
         }
     }
 
@@ -272,6 +287,17 @@ enum Mode {
     Heavy,
 }
 
+/// What [`Controller::worst`] finds over the fresh receivers.
+struct Worst {
+    loss: f32,
+    level: f32,
+    burst: u32,
+    lossy: bool,
+    any: bool,
+    heavy: bool,
+    long_runs: bool,
+}
+
 /// What the controller keeps per receiver.
 #[derive(Clone, Copy, Debug, Default)]
 struct Receiver {
@@ -297,6 +323,76 @@ struct Receiver {
     /// Consecutive reports of heavy loss spread over the interval (not
     /// one outage or burst): Codec2 is for a path that stays this bad.
     heavy_run: u32,
+    /// Lost packets over recent reports (outages included), decayed by
+    /// [`LONG_RUN_DECAY`] a report, and those of them in runs longer than
+    /// the receiver can rebuild ([`Controller::long_run_min`]).
+    lost_recent: f32,
+    lost_long: f32,
+    /// Runs that long over recent reports, decayed alike.
+    long_runs: f32,
+    /// Most of the recent loss is in long runs: entered on
+    /// [`LONG_RUNS_SEEN`] runs and [`LONG_RUN_SHARE`] of the loss, left on
+    /// the share alone (the runs of a 160 ms burst path come seconds apart).
+    long: bool,
+}
+
+impl Receiver {
+    /// Most of this receiver's recent loss is in runs it cannot rebuild.
+    fn loses_in_long_runs(&self) -> bool {
+        self.long
+    }
+
+    /// Counts a report's lost packets, `long` of them in `long_runs` runs
+    /// the receiver cannot rebuild.
+    fn count_runs(&mut self, lost: u32, long_runs: u32, long: u32) {
+        self.lost_recent = LONG_RUN_DECAY * self.lost_recent + lost as f32;
+        self.lost_long = LONG_RUN_DECAY * self.lost_long + long as f32;
+        self.long_runs = LONG_RUN_DECAY * self.long_runs + long_runs as f32;
+        let share = if self.lost_recent > 0.0 {
+            self.lost_long / self.lost_recent
+        } else {
+            0.0
+        };
+        self.long = if self.long {
+            share >= LONG_RUN_LEAVE
+        } else {
+            share >= LONG_RUN_SHARE && self.long_runs >= LONG_RUNS_SEEN
+        };
+    }
+}
+
+/// Share of a receiver's recent lost packets in runs longer than twice what
+/// it can rebuild from which the sender sends no redundancy for it. LBRR
+/// rebuilds one packet of such a run and DRED with the hold the last few,
+/// and both take their bits from every packet: on the live bench's 160 ms
+/// burst traces (loopback, seven alignments) the adaptive chain, which put
+/// LBRR on between the long runs, scored 2.08 and 2.14 (seeds 11, 12)
+/// where the same chain with no redundancy scored 2.10 and 2.36, and
+/// `opus_demo`'s own deep PLC beat its LBRR by 0.15-0.26 on them
+/// (docs/QUALITY.md finding 19). On those traces 60-74 % of the lost
+/// packets are in runs of 9 and more; on the 60 ms burst traces, where
+/// DRED with the hold wins by 0.4, 10-18 %.
+pub const LONG_RUN_SHARE: f32 = 0.5;
+/// Share under which a receiver's loss no longer counts as long: a band,
+/// so a path near [`LONG_RUN_SHARE`] does not turn the hold and DRED on and
+/// off with every long run (each turn stretches or skips at the receiver).
+pub const LONG_RUN_LEAVE: f32 = 0.4;
+/// Per-report decay of the long-run tallies: about seven reports of memory,
+/// so a path's occasional long run does not outweigh its bursts (on 60 ms
+/// burst traces of seeds 11-20, 0-6 reports of 33 read as long runs).
+pub const LONG_RUN_DECAY: f32 = 0.85;
+/// Long runs (decayed as above) a receiver must have seen before its loss
+/// counts as long: two within about four reports. One long run early in a
+/// path's loss is most of it and says little (a 60 ms burst trace makes
+/// one now and then).
+pub const LONG_RUNS_SEEN: f32 = 1.5;
+
+/// Lowest run length in histogram bin `b`.
+fn bin_lowest(b: usize) -> u32 {
+    match b {
+        0 => 1,
+        _ => BURST_BIN_MAX[b.min(BURST_BINS - 1) - 1] + 1,
+    }
 }
 
 /// How rarely independent loss must make a run for the longest run of a
@@ -431,6 +527,9 @@ pub struct Controller {
     dense: bool,
     /// Dense loss and no burst: what makes the protection DRED now.
     dense_only: bool,
+    /// The only lossy receivers lose in long runs: what makes a path with
+    /// loss go without redundancy.
+    long_runs: bool,
     /// First-hop samples read, congested ones in a row, and the times they
     /// moved the tier ([`Controller::handle_path`]).
     path_samples: u64,
@@ -501,6 +600,7 @@ impl Controller {
             early_reports: 0,
             dense: false,
             dense_only: false,
+            long_runs: false,
             path_samples: 0,
             path_congested_run: 0,
             path_last_kbps: 0,
@@ -540,9 +640,41 @@ impl Controller {
     /// one run of `run`, are an outage: that run is longer than twice the
     /// packets the receiver can rebuild at the current packet size.
     fn is_outage(&self, one_run: bool, run: u32) -> bool {
+        one_run && run >= self.long_run_min()
+    }
+
+    /// Shortest run of lost packets longer than twice what the receiver can
+    /// rebuild at the current packet size (its hold within the latency
+    /// budget, and one more from the packet after the run).
+    fn long_run_min(&self) -> u32 {
         let packet_ms = self.settings.frame_ms.max(1);
         let reach = self.cfg.hold_budget_ms / packet_ms + 1;
-        one_run && run > 2 * reach
+        2 * reach + 1
+    }
+
+    /// Runs of `long_min` packets and more in `entry`, and the packets lost
+    /// in them: settled runs at their bin's lowest length, the longest run
+    /// as long as it is (still open when the report left, it is in no bin
+    /// yet, and counts as a run of its own).
+    fn long_runs_of(entry: &FeedbackEntry, long_min: u32, lost: u32) -> (u32, u32) {
+        let (mut runs, mut long) = (0u32, 0u32);
+        for (b, &n) in entry.bursts.iter().enumerate() {
+            if bin_lowest(b) >= long_min {
+                runs += u32::from(n);
+                long += u32::from(n) * bin_lowest(b);
+            }
+        }
+        let max = u32::from(entry.max_burst);
+        if max >= long_min {
+            let b = burst_bin(max);
+            if entry.bursts[b] > 0 && bin_lowest(b) >= long_min {
+                long += max - bin_lowest(b);
+            } else {
+                runs += 1;
+                long += max;
+            }
+        }
+        (runs, long.min(lost))
     }
 
     /// All decisions taken.
@@ -630,8 +762,13 @@ impl Controller {
         if outage {
             self.outages += 1;
         }
+        let (long_runs, long) = Self::long_runs_of(entry, self.long_run_min(), lost);
         let r = self.slot(reporter, now_ns);
         r.last_ns = now_ns;
+        if !congested && entry.expected > 0 {
+            // Outages count here: they are what makes a path's loss long.
+            r.count_runs(lost, long_runs, long);
+        }
         if !congested && !outage && entry.expected > 0 {
             r.loss = if loss >= r.loss {
                 loss
@@ -806,7 +943,7 @@ impl Controller {
             if (self.bw_tier, self.bw_packet_ms) != before {
                 self.path_congestions += 1;
             }
-            let any_report = self.worst(now_ns).4;
+            let any_report = self.worst(now_ns).any;
             if any_report {
                 self.evaluate(now_ns);
             } else {
@@ -892,22 +1029,32 @@ impl Controller {
         self.pending.take()
     }
 
-    /// The worst fresh receiver: (loss, longest recent burst, any loss
-    /// since the settle time, any report at all, heavy loss for
-    /// [`HEAVY_REPORTS`] reports in a row).
-    fn worst(&self, now_ns: u64) -> (f32, f32, u32, bool, bool, bool) {
+    /// The worst fresh receiver: (loss, loss level, longest recent burst,
+    /// any loss since the settle time, any report at all, heavy loss for
+    /// [`HEAVY_REPORTS`] reports in a row, a lossy receiver set aside for
+    /// losing in long runs). A receiver whose recent loss is mostly in runs
+    /// it cannot rebuild ([`LONG_RUN_SHARE`]) adds no protection: what it
+    /// loses, deep PLC fills better than redundancy taken from every packet.
+    fn worst(&self, now_ns: u64) -> Worst {
         let mut loss = 0.0f32;
         let mut level = 0.0f32;
         let mut burst = 0;
         let mut lossy = false;
         let mut any = false;
         let mut heavy = false;
+        let mut long_runs = false;
         for r in self.receivers.iter().filter(|r| r.used) {
             if now_ns.saturating_sub(r.last_ns) > self.cfg.report_fresh_ns {
                 continue;
             }
             any = true;
             heavy |= r.heavy_run >= HEAVY_REPORTS;
+            if r.loses_in_long_runs() {
+                // Its reports may all have been outages: the tally says
+                // whether it lost anything lately.
+                long_runs |= r.lost_recent >= 1.0;
+                continue;
+            }
             loss = loss.max(r.loss);
             level = level.max(r.level);
             if now_ns.saturating_sub(r.burst_at_ns) <= self.cfg.hysteresis_ns {
@@ -917,11 +1064,28 @@ impl Controller {
                 lossy = true;
             }
         }
-        (loss, level, burst, lossy, any, heavy)
+        Worst {
+            loss,
+            level,
+            burst,
+            lossy,
+            any,
+            heavy,
+            long_runs: long_runs && !lossy,
+        }
     }
 
     fn evaluate(&mut self, now_ns: u64) {
-        let (loss, level, burst, lossy, any, heavy) = self.worst(now_ns);
+        let Worst {
+            loss,
+            level,
+            burst,
+            lossy,
+            any,
+            heavy,
+            long_runs,
+        } = self.worst(now_ns);
+        self.long_runs = long_runs;
         if !any {
             // No fresh report (the return path is down, or nobody listens):
             // hold what is in force rather than adapt blind.
@@ -1064,6 +1228,7 @@ impl Controller {
             Some(Reason::Probe)
         };
         let loss_reason = match self.mode {
+            Mode::Clean if self.long_runs => Reason::LongRuns,
             Mode::Clean => Reason::CleanPath,
             Mode::Random => {
                 // LBRR, a hint a little above the loss (libopus needs > 6 %

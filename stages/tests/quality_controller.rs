@@ -1440,6 +1440,45 @@ fn an_occasional_long_run_among_bursts_keeps_dred_and_the_hold() {
     );
 }
 
+/// A long run that crosses a report boundary (open in one report, settled
+/// in the next) is one run, not the two a receiver must see before its
+/// loss counts as long: the bursts around it keep DRED and the hold.
+#[test]
+fn one_long_run_across_two_reports_is_one_run() {
+    let mut r = Run::new(ControllerConfig::default());
+    for _ in 0..5 {
+        r.second(&[(100, &[])]);
+    }
+    for _ in 0..3 {
+        r.second(&[(100, &[3, 3])]);
+    }
+    assert!(r.s().dred_ms > 0, "{:?}", r.log);
+    // 14 lost at the end of one interval (still open), 4 more and the run
+    // settled at 18 in the next: most of the recent loss, so counted as
+    // two runs it would turn the protection off.
+    let mut open = runs_report(&[3]);
+    open.received -= 14;
+    open.max_burst = 14;
+    let mut settled = runs_report(&[18]);
+    settled.received += 14;
+    for entry in [open, settled] {
+        r.now += S;
+        r.c.handle_report(100, &entry, r.now);
+        if let Some(d) = r.c.poll(r.now) {
+            r.log.push(d);
+        }
+    }
+    for _ in 0..3 {
+        r.second(&[(100, &[3, 3])]);
+    }
+    assert_eq!(r.c.count(Reason::LongRuns), 0, "{:?}", r.log);
+    assert!(
+        r.s().dred_ms > 0 && r.s().receiver_hold_frames > 0,
+        "{:?}",
+        r.s()
+    );
+}
+
 /// In a room the sender protects its worst receiver that redundancy helps:
 /// one receiver losing in long runs does not take LBRR from another that
 /// loses at random, and when the latter's path turns clean the sender

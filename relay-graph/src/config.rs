@@ -47,6 +47,9 @@ pub struct Config {
     /// window are held (never a two-person call); 0 turns it off. Default
     /// 5000.
     pub egress_coalesce_us: u64,
+    /// Receive and send buffer of the relay's UDP socket, KiB each
+    /// ([`UDP_BUFFER_KIB`]; 0 = the kernel's defaults). Default 8192.
+    pub udp_buffer_kib: u64,
     /// How long a client has, after the QUIC handshake, to send Hello and
     /// Join ([`JOIN_TIMEOUT_MS`]).
     pub join_timeout_ms: u64,
@@ -146,6 +149,7 @@ impl Default for Config {
             shards: 1,
             io_threads: 0,
             egress_coalesce_us: 5000,
+            udp_buffer_kib: (wzp_stages::net::quic::RELAY_UDP_BUFFER_BYTES / 1024) as u64,
             join_timeout_ms: 10_000,
             join_max_skew_s: 600,
             ringing_timeout_s: 30,
@@ -175,6 +179,9 @@ pub const THREADS: std::ops::RangeInclusive<usize> = 0..=64;
 /// Accepted `egress_coalesce_us` (0 = send at once): beyond 20 ms the
 /// holding is audible.
 pub const EGRESS_COALESCE_US: std::ops::RangeInclusive<u64> = 0..=20_000;
+/// Accepted `udp_buffer_kib` (0 = the kernel's defaults): up to 1 GiB, a
+/// ceiling the kernel fills only with datagrams that wait.
+pub const UDP_BUFFER_KIB: std::ops::RangeInclusive<u64> = 0..=1_048_576;
 
 /// Why a config could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -238,6 +245,12 @@ io_threads = 0
 # that get a datagram at least every egress_coalesce_us / 2 (big, busy rooms;
 # never a two-person call). 0..=20000; 0 = off.
 egress_coalesce_us = 5000
+
+# Receive and send buffer of the relay's UDP socket, KiB each (0..=1048576;
+# 0 = the kernel's defaults). Datagrams that arrive while it is full are
+# dropped; beyond net.core.rmem_max it takes CAP_NET_ADMIN (the relay logs
+# what it got).
+udp_buffer_kib = 8192
 
 # Time a client has after the QUIC handshake to send Hello and Join
 # (500..=60000).
@@ -333,7 +346,7 @@ impl Config {
             message,
         };
         let max = wzp_stages::sfu::MAX_SLOTS;
-        let ranges: [(&str, u64, u64, u64, &str); 9] = [
+        let ranges: [(&str, u64, u64, u64, &str); 10] = [
             ("max_peers", self.max_peers as u64, 1, max as u64, ""),
             ("max_rooms", self.max_rooms as u64, 1, max as u64, ""),
             (
@@ -356,6 +369,13 @@ impl Config {
                 *EGRESS_COALESCE_US.start(),
                 *EGRESS_COALESCE_US.end(),
                 " (0 = send at once)",
+            ),
+            (
+                "udp_buffer_kib",
+                self.udp_buffer_kib,
+                *UDP_BUFFER_KIB.start(),
+                *UDP_BUFFER_KIB.end(),
+                " (0 = the kernel's defaults)",
             ),
             (
                 "call_room_size",
@@ -575,6 +595,7 @@ mod tests {
         assert_eq!(cfg.shards, d.shards);
         assert_eq!(cfg.io_threads, d.io_threads);
         assert_eq!(cfg.egress_coalesce_us, d.egress_coalesce_us);
+        assert_eq!(cfg.udp_buffer_kib, d.udp_buffer_kib);
         assert!(cfg.calls.is_empty());
     }
 
@@ -587,6 +608,8 @@ mod tests {
             ("io_threads = 65", "io_threads"),
             ("io_threads = -1", "io_threads"),
             ("egress_coalesce_us = 20001", "egress_coalesce_us"),
+            ("udp_buffer_kib = 1048577", "udp_buffer_kib"),
+            ("udp_buffer_kib = -1", "udp_buffer_kib"),
             ("lisen = \"1.2.3.4:5\"", "lisen"),
             ("listen = \"nope\"", "listen"),
             ("debug_tap = \"lobby\"", "debug_tap"),
@@ -809,6 +832,8 @@ mod tests {
             "shards = 0\nio_threads = 64",
             "egress_coalesce_us = 0",
             "egress_coalesce_us = 20000",
+            "udp_buffer_kib = 0",
+            "udp_buffer_kib = 1048576",
         ] {
             if let Err(e) = Config::parse(text, Path::new("r.toml")) {
                 panic!("{text:?} refused: {e}");

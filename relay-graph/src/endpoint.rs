@@ -80,6 +80,27 @@ pub struct Relay {
     pub local_addr: SocketAddr,
 }
 
+/// Says what the relay's UDP socket got against what `udp_buffer_kib`
+/// asked (Linux reports twice the size set), and how to get the rest.
+fn report_udp_buffers(asked: usize, granted: Option<quic::UdpBuffers>) {
+    match granted {
+        Some(g) if asked > 0 && (g.recv < asked || g.send < asked) => tracing::warn!(
+            asked_kib = asked / 1024,
+            recv_kib = g.recv / 1024,
+            send_kib = g.send / 1024,
+            "the UDP socket got less buffer than udp_buffer_kib asks: a burst of datagrams \
+             while the relay is busy may be dropped; raise net.core.rmem_max and \
+             net.core.wmem_max (sysctl) or run with CAP_NET_ADMIN"
+        ),
+        Some(g) => tracing::info!(
+            recv_kib = g.recv / 1024,
+            send_kib = g.send / 1024,
+            "UDP socket buffers"
+        ),
+        None => tracing::warn!("cannot read the UDP socket's buffer sizes"),
+    }
+}
+
 /// Loads the identity seed and derives the relay certificate.
 pub fn load_identity(path: &std::path::Path) -> anyhow::Result<RelayCertificate> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -97,8 +118,10 @@ impl Relay {
     /// inside a tokio runtime; then [`Relay::serve`].
     pub fn start(cfg: Config, cert: &RelayCertificate) -> anyhow::Result<Relay> {
         let tls_fingerprint = cert.tls_fingerprint();
-        let endpoint = quic::server_endpoint(cfg.listen, cert)?;
+        let asked = (cfg.udp_buffer_kib as usize).saturating_mul(1024);
+        let (endpoint, granted) = quic::server_endpoint_sized(cfg.listen, cert, asked)?;
         let local_addr = endpoint.local_addr()?;
+        report_udp_buffers(asked, granted);
         let media = Media::start(&cfg)?;
         let events = match &cfg.event_log {
             Some(p) => Some(

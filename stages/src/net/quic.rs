@@ -396,9 +396,128 @@ pub fn client_config_first_use(
     client_config_with(Pin::FirstUse(seen), None)
 }
 
-/// A client-only endpoint bound to `bind` (use `0.0.0.0:0` or `127.0.0.1:0`).
+/// Receive and send buffer a relay's UDP socket asks for (8 MiB each): the
+/// kernel drops datagrams that arrive while the buffer is full and its
+/// reader is not running, and a relay's one socket takes every client's
+/// packets. Linux's default (`net.core.rmem_default`, 208 KiB) holds a few
+/// milliseconds of a loaded relay's traffic; QUIC then sees loss, and a
+/// young connection's loss recovery waits up to a second (the signal-load
+/// bench's registration p99, docs/PERFORMANCE.md). A size is a ceiling,
+/// not an allocation: memory is taken only by what waits in it.
+pub const RELAY_UDP_BUFFER_BYTES: usize = 8 << 20;
+/// Receive and send buffer a client's UDP socket asks for (2 MiB): one
+/// call's media needs little, but a client endpoint may carry many
+/// connections (benches, a federation link's dialer).
+pub const CLIENT_UDP_BUFFER_BYTES: usize = 2 << 20;
+
+/// The buffers the kernel granted a UDP socket, in bytes, as `getsockopt`
+/// reports them (Linux reports twice the size set: the other half is its
+/// own bookkeeping per datagram).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UdpBuffers {
+    /// `SO_RCVBUF`.
+    pub recv: usize,
+    /// `SO_SNDBUF`.
+    pub send: usize,
+}
+
+/// Asks the kernel for `bytes` of receive and send buffer on `socket` (0:
+/// leave its defaults) and returns what it granted. Beyond
+/// `net.core.rmem_max` / `wmem_max` the size is granted only to a process
+/// with `CAP_NET_ADMIN` (`SO_RCVBUFFORCE`); without it the request is
+/// capped there, which the caller sees in the result (and should say: see
+/// `sysctl net.core.rmem_max`).
+#[cfg(unix)]
+pub fn size_udp_buffers(socket: &std::net::UdpSocket, bytes: usize) -> std::io::Result<UdpBuffers> {
+    use std::os::fd::AsRawFd;
+    let fd = socket.as_raw_fd();
+    let set = |opt: libc::c_int, value: libc::c_int| -> std::io::Result<()> {
+        // SAFETY: `fd` is an open socket borrowed for the call; the option
+        // value is a c_int on the stack whose size is passed with it.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    let get = |opt: libc::c_int| -> std::io::Result<usize> {
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: as above; the kernel writes at most `len` bytes to `value`.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&mut value as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if rc == 0 {
+            Ok(value.max(0) as usize)
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    if bytes > 0 {
+        let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+        #[cfg(target_os = "linux")]
+        let forced = [
+            (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+            (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+        ];
+        #[cfg(not(target_os = "linux"))]
+        let forced = [
+            (libc::SO_RCVBUF, libc::SO_RCVBUF),
+            (libc::SO_SNDBUF, libc::SO_SNDBUF),
+        ];
+        for (force, plain) in forced {
+            if set(force, value).is_err() {
+                set(plain, value)?;
+            }
+        }
+    }
+    Ok(UdpBuffers {
+        recv: get(libc::SO_RCVBUF)?,
+        send: get(libc::SO_SNDBUF)?,
+    })
+}
+
+/// Binds a UDP socket on `addr` with `bytes` of buffer each way
+/// ([`size_udp_buffers`]; a size the kernel refuses leaves its default).
+fn bind_sized(
+    addr: SocketAddr,
+    bytes: usize,
+) -> Result<(std::net::UdpSocket, Option<UdpBuffers>), QuicError> {
+    let socket =
+        std::net::UdpSocket::bind(addr).map_err(|source| QuicError::Bind { addr, source })?;
+    #[cfg(unix)]
+    let sizes = size_udp_buffers(&socket, bytes).ok();
+    #[cfg(not(unix))]
+    let sizes = {
+        let _ = bytes;
+        None
+    };
+    Ok((socket, sizes))
+}
+
+/// A client-only endpoint bound to `bind` (use `0.0.0.0:0` or `127.0.0.1:0`),
+/// its socket asking for [`CLIENT_UDP_BUFFER_BYTES`].
 pub fn client_endpoint(bind: SocketAddr) -> Result<quinn::Endpoint, QuicError> {
-    quinn::Endpoint::client(bind).map_err(|source| QuicError::Bind { addr: bind, source })
+    let (socket, _) = bind_sized(bind, CLIENT_UDP_BUFFER_BYTES)?;
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| QuicError::Crypto("no async runtime: call inside tokio".into()))?;
+    quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)
+        .map_err(|source| QuicError::Bind { addr: bind, source })
 }
 
 /// A server endpoint on `listen` presenting `cert`.
@@ -412,6 +531,17 @@ pub fn server_endpoint(
     listen: SocketAddr,
     cert: &RelayCertificate,
 ) -> Result<quinn::Endpoint, QuicError> {
+    server_endpoint_sized(listen, cert, RELAY_UDP_BUFFER_BYTES).map(|(endpoint, _)| endpoint)
+}
+
+/// [`server_endpoint`] with `udp_buffer_bytes` of socket buffer each way
+/// (0: the kernel's defaults), and what the kernel granted (`None` where
+/// it cannot be read).
+pub fn server_endpoint_sized(
+    listen: SocketAddr,
+    cert: &RelayCertificate,
+    udp_buffer_bytes: usize,
+) -> Result<(quinn::Endpoint, Option<UdpBuffers>), QuicError> {
     use sha2::Digest;
     let cfg = server_config(cert)?;
     let mut h = sha2::Sha256::new();
@@ -434,18 +564,17 @@ pub fn server_endpoint(
     endpoint_cfg.cid_generator(move || {
         Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
     });
-    let socket = std::net::UdpSocket::bind(listen).map_err(|source| QuicError::Bind {
-        addr: listen,
-        source,
-    })?;
+    let (socket, sizes) = bind_sized(listen, udp_buffer_bytes)?;
     let runtime = quinn::default_runtime()
         .ok_or_else(|| QuicError::Crypto("no async runtime: call inside tokio".into()))?;
-    quinn::Endpoint::new(endpoint_cfg, Some(cfg), socket, runtime).map_err(|source| {
-        QuicError::Bind {
-            addr: listen,
-            source,
-        }
-    })
+    let endpoint =
+        quinn::Endpoint::new(endpoint_cfg, Some(cfg), socket, runtime).map_err(|source| {
+            QuicError::Bind {
+                addr: listen,
+                source,
+            }
+        })?;
+    Ok((endpoint, sizes))
 }
 
 /// TLS exporter label of the per-connection nonce a Join's room proof signs.

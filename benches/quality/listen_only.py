@@ -31,16 +31,25 @@ def main():
     egress = [i for i, s in stages.items() if s.get("kind") == "net.quic_egress"]
     if len(egress) != 1:
         sys.exit(f"listen_only: {src} has {len(egress)} net.quic_egress stages, expected one; cannot tell its send chain")
-    drop = set(egress)
-    grew = True
-    while grew:
-        grew = False
-        for a, b in links:
-            if b in drop and a not in drop:
-                drop.add(a)
-                grew = True
-    if any(s.get("kind", "").startswith("audio.wav_sink") for i, s in stages.items() if i in drop):
-        sys.exit(f"listen_only: {src}: the send chain reaches the sink; not a call graph this script knows")
+    sinks = [i for i, s in stages.items() if s.get("kind", "").startswith("audio.wav_sink")]
+    if not sinks:
+        sys.exit(f"listen_only: {src} has no audio.wav_sink stage; not a call graph this script knows")
+
+    def upstream(of):
+        seen = set(of)
+        grew = True
+        while grew:
+            grew = False
+            for a, b in links:
+                if b in seen and a not in seen:
+                    seen.add(a)
+                    grew = True
+        return seen
+
+    # The send chain is what feeds the egress and not the sink: the receive
+    # chain feeds both (its feedback reports leave through the egress), and
+    # stays, less its links into the dropped stages.
+    drop = upstream(egress) - upstream(sinks)
 
     with open(src) as f:
         lines = f.read().splitlines()

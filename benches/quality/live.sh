@@ -22,7 +22,8 @@
 #   BUILD=0 / VENV=DIR / SEED=N                       # no cargo build / another venv / other traces
 #   OFFLINE=1 bash benches/quality/live.sh            # no calls: the loopback against the anchor,
 #       averaged over alignments of each trace (benches/quality/aligned.py; ~2 min;
-#       SHIFTS="0 6 12", SETS for the loopback, TAG=NAME for its outputs)
+#       SHIFTS="0 6 12", SETS for the loopback, TAG=NAME for its outputs;
+#       SEEDS="11 12 15": the same over several trace seeds, margins per seed and their mean)
 #
 # Not a test and not run in CI: it takes minutes and needs the release
 # binaries, espeak-ng, sox, cmake and the scoring venv (target/quality-venv,
@@ -109,9 +110,40 @@ if [ -n "${OFFLINE:-}" ]; then
     # The schedule's phases are scored apart live; offline, single traces.
     CONDITIONS=$(awk -F'\t' '$5 == 1 { printf "%s ", $1 }' "$WORK/traces/conditions.tsv")
   fi
-  exec "$PY" benches/quality/aligned.py --work "$WORK" --opus-demo "$OPUS_DEMO" \
-    --client "$REL/wzp-client" --conditions "$CONDITIONS" --lead "$LEAD_S" \
-    --shifts "${SHIFTS:-0 3 6 9 12 15 18}" --sets "$SETS" --tag "${TAG:-wzp}"
+  aligned() {
+    "$PY" benches/quality/aligned.py --work "$WORK" --opus-demo "$OPUS_DEMO" \
+      --client "$REL/wzp-client" --conditions "$CONDITIONS" --lead "$LEAD_S" \
+      --shifts "${SHIFTS:-0 3 6 9 12 15 18}" --sets "$SETS" --tag "$1"
+  }
+  if [ -z "${SEEDS:-}" ]; then
+    aligned "${TAG:-wzp}"
+    exit
+  fi
+  # Several trace seeds: one alignment set per seed, then each row's margin
+  # per seed and their mean (one seed's traces can hide how a row fares on
+  # others: QUALITY.md finding 19).
+  tags=()
+  for s in $SEEDS; do
+    [[ "$s" =~ ^[0-9]+$ ]] || fail "SEEDS: \"$s\" is not a whole number (e.g. SEEDS=\"11 12 15\")"
+    "$PY" benches/quality/traces.py --out "$WORK/traces" --packets "$frames" --seed "$s" >/dev/null
+    log "trace seed $s"
+    aligned "${TAG:-wzp}-s$s"
+    tags+=("${TAG:-wzp}-s$s")
+  done
+  # Leave the traces of SEED, as a run without SEEDS would.
+  "$PY" benches/quality/traces.py --out "$WORK/traces" --packets "$frames" --seed "$SEED" >/dev/null
+  "$PY" - "$WORK/aligned" "${tags[@]}" <<'PY'
+import json, os, sys
+folder, tags = sys.argv[1], sys.argv[2:]
+runs = [json.load(open(os.path.join(folder, f"{t}.json"))) for t in tags]
+print("| condition | " + " | ".join(t.rsplit("-s", 1)[-1] for t in tags) + " | mean |")
+print("|---|" + "---:|" * (len(tags) + 1))
+for row in runs[0]["rows"]:
+    c = row["cond"]
+    m = [next(r["margin"] for r in run["rows"] if r["cond"] == c) for run in runs]
+    print(f"| {c} | " + " | ".join(f"{x:+.2f}" for x in m) + f" | {sum(m) / len(m):+.2f} |")
+PY
+  exit
 fi
 
 # --- processes ---------------------------------------------------------------

@@ -337,11 +337,6 @@ struct Receiver {
 }
 
 impl Receiver {
-    /// Most of this receiver's recent loss is in runs it cannot rebuild.
-    fn loses_in_long_runs(&self) -> bool {
-        self.long
-    }
-
     /// Counts a report's lost packets, `long` of them in `long_runs` runs
     /// the receiver cannot rebuild.
     fn count_runs(&mut self, lost: u32, long_runs: u32, long: u32) {
@@ -1055,7 +1050,7 @@ impl Controller {
             }
             any = true;
             heavy |= r.heavy_run >= HEAVY_REPORTS;
-            if r.loses_in_long_runs() {
+            if r.long {
                 // Its reports may all have been outages: the tally says
                 // whether it lost anything lately.
                 long_runs |= r.lost_recent >= 1.0;

@@ -1500,3 +1500,130 @@ fn a_receiver_losing_in_long_runs_does_not_hide_one_losing_at_random() {
     assert!(!r.redundancy(), "{:?}", r.log);
     assert_eq!(r.s().receiver_hold_frames, 0);
 }
+
+/// A path of 60 ms bursts (Gilbert-Elliott) at a loss rate where each
+/// report's runs alone read as chance (a run of 4 among singles at 16 %,
+/// of 6 at 22 % when the report before had no rare run) stays on DRED with
+/// the hold: pooled over reports, half its loss is in runs of 3+, which
+/// independent loss at these rates never makes. Once it turns random, LBRR
+/// again.
+#[test]
+fn a_bursty_path_keeps_dred_through_reports_whose_runs_read_as_chance() {
+    let mut r = Run::new(ControllerConfig::default());
+    for _ in 0..5 {
+        r.second(&[(100, &[])]);
+    }
+    for _ in 0..3 {
+        r.second(&[(100, &[3, 4, 1])]);
+    }
+    assert_eq!(r.log.last().map(|d| d.reason), Some(Reason::BurstLoss));
+    let pattern: [&[u32]; 3] = [&[1, 1, 1, 2, 6], &[1, 1, 4, 1, 1], &[1, 2, 4, 1]];
+    for runs in pattern.iter().cycle().take(18) {
+        r.second(&[(100, runs)]);
+        let s = r.s();
+        assert!(
+            s.dred_ms > 0 && s.receiver_hold_frames > 0,
+            "at {} s: {s:?}: {:?}",
+            r.now / S,
+            r.log
+        );
+    }
+    assert_eq!(r.c.count(Reason::LossEased), 0, "{:?}", r.log);
+
+    // The same rate in isolated losses and pairs: the bursts fade from the
+    // tally within a few reports, then the burst is remembered for the
+    // hysteresis period, as any burst is.
+    let t0 = r.now;
+    for _ in 0..20 {
+        r.second(&[(100, &[1, 1, 1, 2, 1, 1, 1, 1, 1, 1])]);
+    }
+    let eased = r.last(Reason::LossEased).expect("eased to LBRR");
+    assert!(
+        eased > t0 && eased - t0 <= 15 * S,
+        "{} ms after the path turned: {:?}",
+        eased.saturating_sub(t0) / MS,
+        r.log
+    );
+    assert!(r.s().lbrr && r.s().dred_ms == 0, "{:?}", r.s());
+}
+
+/// Independent loss at 20 % and 25 %, drawn packet by packet (ten seeds
+/// each), for a minute: the pooled share of its loss in runs of 3+ stays far under a
+/// bursty path's, so it is never protected as bursts (20 % keeps LBRR; 25 %
+/// may reach the dense band, DRED as dense loss).
+#[test]
+fn random_loss_drawn_packet_by_packet_never_reads_as_a_bursty_path() {
+    let cases = (1..=20u64).map(|seed| (if seed <= 10 { 0.2f64 } else { 0.25 }, seed));
+    for (loss, seed) in cases {
+        let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut draw = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let mut r = Run::new(ControllerConfig::default());
+        for _ in 0..60 {
+            let mut runs = Vec::new();
+            let mut run = 0;
+            for _ in 0..50 {
+                if draw() < loss {
+                    run += 1;
+                } else if run > 0 {
+                    runs.push(run);
+                    run = 0;
+                }
+            }
+            if run > 0 {
+                runs.push(run);
+            }
+            r.second(&[(100, &runs)]);
+        }
+        assert_eq!(
+            r.c.count(Reason::BurstLoss),
+            0,
+            "{loss} (seed {seed}): {:?}",
+            r.log
+        );
+        if loss <= 0.2 {
+            assert!(r.s().lbrr && r.s().dred_ms == 0, "{loss}: {:?}", r.log);
+        }
+    }
+}
+
+/// Bursts that go on keep DRED and the hold, though the longest of them
+/// came early: the memory of bursts is the hysteresis period after the
+/// last one, not after the longest.
+#[test]
+fn bursts_that_go_on_keep_dred_after_the_longest_has_lapsed() {
+    let cfg = ControllerConfig::default();
+    let mut r = Run::new(cfg);
+    for _ in 0..5 {
+        r.second(&[(100, &[])]);
+    }
+    r.second(&[(100, &[8, 3])]);
+    assert_eq!(r.log.last().map(|d| d.reason), Some(Reason::BurstLoss));
+    let pattern: [&[u32]; 3] = [&[3, 1, 1], &[], &[4, 1]];
+    for runs in pattern.iter().cycle().take(24) {
+        r.second(&[(100, runs)]);
+        let s = r.s();
+        assert!(
+            s.dred_ms > 0 && s.receiver_hold_frames == 3,
+            "at {} s: {s:?}: {:?}",
+            r.now / S,
+            r.log
+        );
+    }
+    // And the period after the last burst, they are over.
+    let calm_from = r.now;
+    for _ in 0..15 {
+        r.second(&[(100, &[1, 1])]);
+    }
+    let eased = r.last(Reason::LossEased).expect("eased to LBRR");
+    assert!(
+        eased > calm_from && eased <= calm_from + cfg.hysteresis_ns + S,
+        "{} ms after the bursts: {:?}",
+        (eased - calm_from) / MS,
+        r.log
+    );
+}

@@ -312,9 +312,8 @@ struct Receiver {
     /// Loss fraction averaged over about four reports (both ways): the
     /// level of a path's loss, not its last interval.
     level: f32,
-    /// Reports in `level` since it (re)started: none yet, or loss after a
-    /// clean period.
-    level_reports: u8,
+    /// `level` has its first value.
+    level_set: bool,
     /// Longest burst (packets) recently, held for the hysteresis period
     /// (or until a shorter one comes after half of it).
     burst: u32,
@@ -466,8 +465,7 @@ pub const PATH_SETTLE_NS: u64 = 1_500 * MS;
 /// on (see `on_congestion`).
 pub const STEP_SETTLE_NS: u64 = 1_500 * MS;
 
-/// Loss level (a mean over a lossy period's first four reports, then a
-/// moving average over about four) from which random loss gets DRED with the
+/// Loss level (about five reports) from which random loss gets DRED with the
 /// receiver's hold instead of LBRR: LBRR rebuilds one frame back, and at
 /// this density runs of two and more are most of the loss. On the live
 /// bench's 30 % trace (loopback) DRED 1 s, hint 30 scores 1.83 against
@@ -477,9 +475,6 @@ pub const STEP_SETTLE_NS: u64 = 1_500 * MS;
 pub const DENSE_ENTER: f32 = 0.26;
 /// Loss level under which dense-loss protection gives way to LBRR.
 pub const DENSE_LEAVE: f32 = 0.20;
-/// Reports a fresh loss level is a plain mean of (the first capped at
-/// [`DENSE_LEAVE`]) before it becomes a moving average.
-const LEVEL_MEAN_REPORTS: u8 = 4;
 
 /// The loss hint DRED streams are sent with, whatever the loss: it sets
 /// DRED's share of the bit rate, and at 24 kb/s 14-16 scores best on every
@@ -805,7 +800,6 @@ impl Controller {
         let congested = !outage
             && (saturated || queue_ms >= self.cfg.congestion_queue_ms && (loss >= 0.02 || short));
         let hysteresis = self.cfg.hysteresis_ns;
-        let clean_settle = self.cfg.clean_settle_ns;
         let heavy_loss = self.cfg.heavy_loss;
         if outage {
             self.outages += 1;
@@ -827,25 +821,15 @@ impl Controller {
             } else {
                 0.7 * r.loss + 0.3 * loss
             };
-            // Loss after a clean period starts the level afresh: an average
-            // over the clean reports before it took six reports to reach the
-            // band on a 30 % path (LBRR meanwhile: 1.51 against DRED's 1.71
-            // in `opus_demo` on that trace).
-            let was_lossy = r.saw_loss && now_ns.saturating_sub(r.loss_at_ns) < clean_settle;
-            if loss >= 0.01 && !was_lossy {
-                r.level_reports = 0;
-            }
             // The first report starts it, but no higher than the band's
             // lower edge: one lossy second must not put a 20 % path in the
-            // band, which it would then leave only under 20 %. The next
-            // ones average with it evenly (LEVEL_MEAN_REPORTS), then it
-            // follows about four reports.
-            r.level = match r.level_reports {
-                0 => loss.min(DENSE_LEAVE),
-                n if n < LEVEL_MEAN_REPORTS => (r.level * f32::from(n) + loss) / f32::from(n + 1),
-                _ => 0.75 * r.level + 0.25 * loss,
+            // band, which it would then leave only under 20 %.
+            r.level = if r.level_set {
+                0.75 * r.level + 0.25 * loss
+            } else {
+                loss.min(DENSE_LEAVE)
             };
-            r.level_reports = r.level_reports.saturating_add(1);
+            r.level_set = true;
             if loss >= 0.01 {
                 r.loss_at_ns = now_ns;
                 r.saw_loss = true;
@@ -960,14 +944,8 @@ impl Controller {
             return;
         }
         self.early_reports += 1;
-        let clean_settle = self.cfg.clean_settle_ns;
         let r = self.slot(reporter, now_ns);
         r.last_ns = now_ns;
-        if !(r.saw_loss && now_ns.saturating_sub(r.loss_at_ns) < clean_settle) {
-            // Loss after a clean period: the level starts afresh with the
-            // interval's own report (see `handle_report`).
-            r.level_reports = 0;
-        }
         r.loss = r.loss.max(loss.min(EARLY_LOSS_CAP));
         r.loss_at_ns = now_ns;
         r.saw_loss = true;

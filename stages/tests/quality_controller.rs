@@ -1553,6 +1553,20 @@ fn a_bursty_path_keeps_dred_through_reports_whose_runs_read_as_chance() {
 /// may reach the dense band, DRED as dense loss).
 #[test]
 fn random_loss_drawn_packet_by_packet_never_reads_as_a_bursty_path() {
+    // One report is not a pooled share: a first report at 28 % with a run
+    // of 3 and one of 5 among single losses reads as random loss, as the
+    // per-report rules read it.
+    let mut r = Run::new(ControllerConfig::default());
+    for _ in 0..5 {
+        r.second(&[(100, &[])]);
+    }
+    r.second(&[(100, &[1, 1, 1, 1, 1, 1, 3, 5])]);
+    assert_eq!(
+        r.log.last().map(|d| d.reason),
+        Some(Reason::RandomLoss),
+        "{:?}",
+        r.log
+    );
     let cases = (1..=20u64).map(|seed| (if seed <= 10 { 0.2f64 } else { 0.25 }, seed));
     for (loss, seed) in cases {
         let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;

@@ -342,6 +342,8 @@ struct Receiver {
     /// and those of them in runs of 3 and more, decayed alike.
     short_lost: f32,
     short_in_bursts: f32,
+    /// Reports that added to `short_lost` (saturating).
+    short_reports: u8,
     /// Most of the recent short-run loss is in runs of 3+ (a bursty path,
     /// [`BURSTY_SHARE`]), whatever one report's runs look like.
     bursty: bool,
@@ -371,6 +373,9 @@ impl Receiver {
     fn count_bursts(&mut self, short: u32, in_bursts: u32) {
         self.short_lost = LONG_RUN_DECAY * self.short_lost + short as f32;
         self.short_in_bursts = LONG_RUN_DECAY * self.short_in_bursts + in_bursts as f32;
+        if short > 0 {
+            self.short_reports = self.short_reports.saturating_add(1);
+        }
         let share = if self.short_lost > 0.0 {
             self.short_in_bursts / self.short_lost
         } else {
@@ -379,23 +384,30 @@ impl Receiver {
         self.bursty = if self.bursty {
             share >= BURSTY_LEAVE
         } else {
-            self.short_lost >= BURSTY_MIN_LOST && share >= BURSTY_SHARE
+            self.short_reports >= BURSTY_MIN_REPORTS
+                && self.short_lost >= BURSTY_MIN_LOST
+                && share >= BURSTY_SHARE
         };
     }
 }
 
 /// Share of a receiver's recent loss (outside long runs) in runs of 3 and
-/// more from which its path counts as bursty: every lossy report then keeps
-/// DRED with the hold, even one whose runs alone would read as chance at
-/// its loss rate. One report holds a few runs; pooled over reports the
-/// share separates the paths: 7-14 % on the live bench's random 20 %
-/// traces, 18-30 % at 30 %, 48-66 % on 60 ms bursts (trace seeds 11-20).
+/// more from which its path counts as bursty: a run of 3+ in its reports
+/// then counts as a burst even where that report alone would read it as
+/// chance at its loss rate. One report holds a few runs; pooled over
+/// reports the share separates the paths: 7-14 % on the live bench's
+/// random 20 % traces, 18-30 % at 30 %, 48-66 % on 60 ms bursts (trace
+/// seeds 11-20).
 pub const BURSTY_SHARE: f32 = 0.45;
 /// Share under which a bursty path no longer counts as one (a band).
 pub const BURSTY_LEAVE: f32 = 0.35;
 /// Decayed lost packets a receiver must have reported before the share
 /// says anything.
 pub const BURSTY_MIN_LOST: f32 = 12.0;
+/// Lossy reports the share must pool before it says anything: one report
+/// is what the per-report rules read already (a random 20 % report of six
+/// single losses, a run of 3 and one of 5 put a call on DRED for 10 s).
+pub const BURSTY_MIN_REPORTS: u8 = 3;
 
 /// Share of a receiver's recent lost packets in runs longer than twice what
 /// it can rebuild from which the sender sends no redundancy for it. LBRR

@@ -1372,13 +1372,64 @@ impl Run {
 }
 
 /// A path that loses mostly in runs longer than the receiver can rebuild
-/// (Gilbert-Elliott bursts of 160 ms mean: runs of 9-35 packets and a few
-/// short ones between) gets no redundancy: LBRR would rebuild one packet a
-/// run and DRED with the hold the last three, both paid for by every
-/// packet (docs/QUALITY.md finding 19). The first report, one short and
-/// one mid-length run, cannot tell; the long runs that follow can.
+/// but with short runs between them too (Gilbert-Elliott bursts of 160 ms
+/// mean: runs of 9-35 packets, and 14-43 % of the loss in shorter ones)
+/// gets DRED with the hold, steadily, though most of its reports are
+/// outages set aside and the short runs between read as random loss: DRED
+/// rebuilds the short runs and the last frames of each long one. On the
+/// live bench's 160 ms traces (six seeds) DRED throughout scored +0.02 over
+/// the anchor on average, no redundancy -0.04 (docs/QUALITY.md finding 20).
 #[test]
-fn a_path_losing_in_long_runs_gets_no_redundancy() {
+fn a_path_losing_in_long_runs_with_short_ones_between_gets_dred_and_the_hold() {
+    let mut r = Run::new(ControllerConfig::default());
+    for _ in 0..5 {
+        r.second(&[(100, &[])]);
+    }
+    r.second(&[(100, &[2, 1])]);
+    assert!(r.s().lbrr, "two short runs: LBRR: {:?}", r.s());
+    let pattern: [&[u32]; 6] = [&[23], &[14, 2, 3], &[2, 1, 4], &[], &[12, 2, 1], &[1, 13]];
+    for runs in pattern.iter().cycle().take(24) {
+        r.second(&[(100, runs)]);
+        if r.now >= 9 * S {
+            let s = r.s();
+            assert!(
+                s.dred_ms == 1000 && !s.lbrr && s.receiver_hold_frames == 3,
+                "at {} s: {s:?}: {:?}",
+                r.now / S,
+                r.log
+            );
+        }
+    }
+    assert_eq!(r.c.count(Reason::LossEased), 0, "{:?}", r.log);
+    assert_eq!(r.c.count(Reason::CleanPath), 1, "{:?}", r.log);
+
+    // The path turns to random loss: LBRR again once the long runs have
+    // faded from the tally under the band's lower edge (about nine
+    // reports from a tally this full) and the bursts from the memory.
+    let t0 = r.now;
+    for _ in 0..25 {
+        r.second(&[(100, &[1, 1, 1, 2, 1])]);
+    }
+    let back = r.last(Reason::LossEased).expect("LBRR again");
+    assert!(
+        back > t0 && back - t0 <= 20 * S,
+        "{} ms after the path turned: {:?}",
+        back.saturating_sub(t0) / MS,
+        r.log
+    );
+    assert!(r.s().lbrr, "{:?}", r.s());
+}
+
+/// A path that loses almost only in runs longer than the receiver can
+/// rebuild (a run of 12-23 now and then, little between) gets no
+/// redundancy: LBRR would rebuild one packet a run and DRED with the hold
+/// the last three, both paid for by every packet, and deep PLC is what
+/// fills such runs (`opus_demo` on the outage trace: 2.44 with deep PLC
+/// alone, 2.11 with DRED). The first report, two short runs, cannot tell;
+/// the long runs that follow can, once those short runs are under a tenth
+/// of the recent loss.
+#[test]
+fn a_path_losing_almost_only_in_long_runs_gets_no_redundancy() {
     let mut r = Run::new(ControllerConfig::default());
     for _ in 0..5 {
         r.second(&[(100, &[])]);
@@ -1389,33 +1440,17 @@ fn a_path_losing_in_long_runs_gets_no_redundancy() {
         "a run of 2 and one of 5 at 14 %: LBRR: {:?}",
         r.s()
     );
-    let pattern: [&[u32]; 6] = [&[23], &[14, 2], &[2], &[], &[12], &[1, 13]];
+    let pattern: [&[u32]; 6] = [&[23], &[14], &[1], &[], &[12], &[13]];
     for runs in pattern.iter().cycle().take(24) {
         r.second(&[(100, runs)]);
-        if r.now >= 8 * S {
+        // Once the first report's short runs have faded from the tally.
+        if r.now >= 15 * S {
             assert!(!r.redundancy(), "at {} s: {:?}", r.now / S, r.log);
             assert_eq!(r.s().receiver_hold_frames, 0, "{:?}", r.s());
         }
     }
     assert_eq!(r.c.count(Reason::LongRuns), 1, "{:?}", r.log);
-    assert_eq!(r.c.count(Reason::BurstLoss), 0, "{:?}", r.log);
     assert_eq!(r.s().tier, "good");
-
-    // The path turns to random loss: LBRR again once the long runs have
-    // faded from the tally under the band's lower edge (about nine
-    // reports from a tally this full).
-    let t0 = r.now;
-    for _ in 0..12 {
-        r.second(&[(100, &[1, 1, 1, 2, 1])]);
-    }
-    let back = r.last(Reason::RandomLoss).expect("LBRR again");
-    assert!(
-        back > t0 && back - t0 <= 10 * S,
-        "{} ms after the path turned: {:?}",
-        back.saturating_sub(t0) / MS,
-        r.log
-    );
-    assert!(r.s().lbrr, "{:?}", r.s());
 }
 
 /// Bursts the hold reaches, with an occasional run beyond it (60 ms

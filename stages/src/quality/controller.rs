@@ -57,12 +57,15 @@
 //! 400 ms outages every 5 s, `opus_demo` scores 2.64 with deep PLC alone
 //! against 2.24-2.27 with LBRR or DRED (docs/QUALITY.md).
 //!
-//! **Long runs.** For the same reason a receiver whose recent loss is mostly
-//! in such runs (outages counted: half its lost packets over about seven
-//! reports, after two such runs, [`LONG_RUN_SHARE`]) is given no
-//! redundancy, though its reports between the runs show short ones: a path
-//! of long bursts (160 ms Gilbert-Elliott) otherwise sent LBRR for the
-//! short runs and paid for it in every packet (reason `long_runs`).
+//! **Long runs.** A receiver whose recent loss is mostly in such runs
+//! (outages counted: half its lost packets over about seven reports, after
+//! two such runs, [`LONG_RUN_SHARE`]) is read from its whole loss, not
+//! from the short runs its reports show between the outages: with a tenth
+//! or more of that loss in shorter runs ([`LONG_RUN_BURSTS`], a path of
+//! long bursts, 160 ms Gilbert-Elliott) it gets DRED with the hold, which
+//! rebuilds the short runs and the last frames of each long one (LBRR,
+//! which those reports alone would choose, rebuilds one); with less (a path
+//! of outages) no redundancy, for the reason above (reason `long_runs`).
 
 use wzp_proto::feedback::{
     burst_bin, FeedbackEntry, BURST_BINS, BURST_BIN_MAX, MAX_FEEDBACK_ENTRIES,
@@ -186,8 +189,9 @@ pub enum Reason {
     /// bursts.
     DenseLoss,
     /// Most of the recent loss is in runs longer than the receiver can
-    /// rebuild (see [`LONG_RUN_SHARE`]): no redundancy, the decoder's deep
-    /// PLC fills them.
+    /// rebuild and almost none in shorter ones (see [`LONG_RUN_SHARE`],
+    /// [`LONG_RUN_BURSTS`]): no redundancy, the decoder's deep PLC fills
+    /// them.
     LongRuns,
 }
 
@@ -410,17 +414,23 @@ pub const BURSTY_MIN_LOST: f32 = 12.0;
 pub const BURSTY_MIN_REPORTS: u8 = 3;
 
 /// Share of a receiver's recent lost packets in runs longer than twice what
-/// it can rebuild from which the sender sends no redundancy for it. LBRR
-/// rebuilds one packet of such a run and DRED with the hold the last few,
-/// and both take their bits from every packet: on the live bench's 160 ms
-/// burst traces (loopback, seven alignments) the adaptive chain, which put
-/// LBRR on between the long runs, scored 2.08 and 2.14 (seeds 11, 12)
-/// where the same chain with no redundancy scored 2.10 and 2.36, and
-/// `opus_demo`'s own deep PLC beat its LBRR by 0.15-0.26 on them
-/// (docs/QUALITY.md finding 19). On those traces 60-74 % of the lost
-/// packets are in runs of 9 and more; on the 60 ms burst traces, where
-/// DRED with the hold wins by 0.4, 10-18 %.
+/// it can rebuild from which its loss is read as long runs: the short runs
+/// its reports show between them (the long ones are set aside as outages)
+/// do not choose its protection; [`LONG_RUN_BURSTS`] does. On the live
+/// bench's 160 ms burst traces, reading the short runs alone put LBRR on
+/// for seconds (docs/QUALITY.md finding 19); 57-86 % of their lost packets
+/// are in runs of 9 and more (seeds 11-20), 8-25 % on the 60 ms traces.
 pub const LONG_RUN_SHARE: f32 = 0.5;
+/// Share of a long-run receiver's recent loss outside its long runs from
+/// which it gets DRED with the hold (the budget's worth) rather than no
+/// redundancy: the short runs between are what DRED rebuilds, and the last
+/// frames of each long run. Aligned over trace seeds 11-16, 160 ms bursts
+/// (14-43 % of the loss outside runs of 9+): DRED from start to end scored
+/// +0.02 over the anchor on average and this rule +0.01 (worst seed -0.01),
+/// no redundancy for such a receiver (the rule before) -0.04 (worst seed
+/// -0.15; docs/QUALITY.md finding 20); the outage trace (all of it in runs
+/// of 20) keeps none.
+pub const LONG_RUN_BURSTS: f32 = 0.1;
 /// Share under which a receiver's loss no longer counts as long: a band,
 /// so a path near [`LONG_RUN_SHARE`] does not turn the hold and DRED on and
 /// off with every long run (each turn stretches or skips at the receiver).
@@ -1116,7 +1126,16 @@ impl Controller {
             if r.long {
                 // Its reports may all have been outages: the tally says
                 // whether it lost anything lately.
-                long_runs |= r.lost_recent >= 1.0;
+                if r.lost_recent >= 1.0 {
+                    if r.short_lost >= LONG_RUN_BURSTS * r.lost_recent {
+                        // Runs DRED with the hold rebuilds between the long
+                        // ones: DRED, held to the budget.
+                        lossy = true;
+                        burst = u32::MAX;
+                    } else {
+                        long_runs = true;
+                    }
+                }
                 continue;
             }
             loss = loss.max(r.loss);

@@ -1008,6 +1008,15 @@ impl Controller {
         // bytes of this one (and read near zero).
         let delivered = sample.delivered_kbps.max(self.path_last_kbps);
         self.path_last_kbps = sample.delivered_kbps;
+        if self.path_congested_run >= 2 && delivered == 0 {
+            // Nothing got through in either sample: a blackout of the first
+            // hop (a long loss run), not a bottleneck, which delivers at its
+            // rate. Its round trip reads as a queue (the RTT samples of a
+            // blackout come late); live, a run of 32 lost packets on a
+            // 160 ms burst path took a call to Codec2 1200 this way.
+            self.path_congested_run = 0;
+            return;
+        }
         if self.path_congested_run >= 2
             && now_ns.saturating_sub(self.tier_changed_ns) >= PATH_SETTLE_NS
         {

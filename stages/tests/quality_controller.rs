@@ -1196,18 +1196,26 @@ fn first_hop_samples_act_only_on_congestion() {
     // Everything lost and nothing through in two samples, with the round
     // trip of the blackout reading as a queue: a long loss run on the first
     // hop, not congestion (live, a 160 ms burst path's run of 32 did this).
+    // The first sample of it caught the run's start (some through).
     let mut c = Controller::new(ControllerConfig::default(), 0);
     c.poll(0);
+    let start = PathSample {
+        sent: 25,
+        lost: 15,
+        queue_ms: 31,
+        delivered_kbps: 9,
+    };
     let blackout = PathSample {
         sent: 25,
         lost: 25,
         queue_ms: 39,
         delivered_kbps: 0,
     };
-    c.handle_path(&blackout, 5 * S);
+    c.handle_path(&start, 5 * S);
     c.handle_path(&blackout, 5 * S + 500 * MS);
+    c.handle_path(&blackout, 6 * S);
     assert_eq!(c.path_congestions(), 0, "a blackout");
-    assert_eq!(c.poll(6 * S), None);
+    assert_eq!(c.poll(7 * S), None);
     assert_eq!(c.settings().tier, "good");
 }
 

@@ -993,8 +993,14 @@ impl Controller {
         }
         let loss = sample.loss_fraction();
         let queue_ms = f32::from(sample.queue_ms);
-        let congested = (queue_ms >= PATH_QUEUE_MS && loss >= PATH_LOSS)
-            || (queue_ms >= SATURATED_QUEUE_MS && loss >= 0.5);
+        // Nothing through at all is a blackout of the first hop (a long
+        // loss run), not a bottleneck, which delivers at its rate; its round
+        // trip reads as a queue (the RTT samples of a blackout come late).
+        // Live, a run of 32 lost packets on a 160 ms burst path took a call
+        // to Codec2 1200 this way. It ends a congested run.
+        let congested = sample.delivered_kbps > 0
+            && ((queue_ms >= PATH_QUEUE_MS && loss >= PATH_LOSS)
+                || (queue_ms >= SATURATED_QUEUE_MS && loss >= 0.5));
         self.path_samples += 1;
         if !congested {
             self.path_congested_run = 0;
@@ -1008,15 +1014,6 @@ impl Controller {
         // bytes of this one (and read near zero).
         let delivered = sample.delivered_kbps.max(self.path_last_kbps);
         self.path_last_kbps = sample.delivered_kbps;
-        if self.path_congested_run >= 2 && delivered == 0 {
-            // Nothing got through in either sample: a blackout of the first
-            // hop (a long loss run), not a bottleneck, which delivers at its
-            // rate. Its round trip reads as a queue (the RTT samples of a
-            // blackout come late); live, a run of 32 lost packets on a
-            // 160 ms burst path took a call to Codec2 1200 this way.
-            self.path_congested_run = 0;
-            return;
-        }
         if self.path_congested_run >= 2
             && now_ns.saturating_sub(self.tier_changed_ns) >= PATH_SETTLE_NS
         {

@@ -59,6 +59,71 @@ fn run_loopback_on_the_builtin_input_writes_wav_and_stats() {
     assert_eq!(stats["domains"][0]["domain"], "clocked");
 }
 
+/// `run` prints each decision of the loopback's quality controller as it
+/// is taken, with its reason and graph time, on a fast clock too; `--quiet`
+/// leaves them out.
+#[test]
+fn run_prints_every_quality_decision_with_its_graph_time() {
+    let dir = tmp("run-decisions");
+    let run = |extra: &[&str]| {
+        let out = bin()
+            .arg("run")
+            .arg(repo("graphs/loopback.toml"))
+            .args([
+                "--set",
+                &format!("output={}", dir.join("out.wav").display()),
+            ])
+            .args(["--set", "loss=20", "--set", "seed=3", "--clock", "fast"])
+            .args(["--no-realtime", "--stats-json"])
+            .arg(dir.join("stats.json"))
+            .args(extra)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "run failed:\n{stdout}");
+        let stats: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("stats.json")).unwrap())
+                .unwrap();
+        let adapt = stats["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == "adapt")
+            .unwrap()
+            .clone();
+        (stdout, adapt)
+    };
+    let (stdout, adapt) = run(&[]);
+    let lines: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("adapt: "))
+        .collect();
+    assert_eq!(
+        lines.len() as u64,
+        adapt["counters"]["decisions"].as_u64().unwrap(),
+        "{stdout}"
+    );
+    assert!(lines[0].starts_with("adapt: startup -> "), "{stdout}");
+    assert!(lines[0].ends_with(" at 0.00 s"), "{stdout}");
+    // The 20 % loss is answered with redundancy, after the first report,
+    // and the line says what that report said.
+    let loss = lines
+        .iter()
+        .find(|l| l.starts_with("adapt: random_loss") || l.starts_with("adapt: burst_loss"))
+        .unwrap_or_else(|| panic!("no loss decision:\n{stdout}"));
+    assert!(loss.contains("(worst loss "), "{loss}");
+    assert!(!loss.contains("worst loss ?"), "{loss}");
+    let at: f64 = loss
+        .rsplit_once(" at ")
+        .and_then(|(_, t)| t.strip_suffix(" s"))
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no time in {loss}"));
+    assert!((0.9..4.0).contains(&at), "{loss}");
+    let (quiet, _) = run(&["--quiet"]);
+    assert!(!quiet.contains("adapt: "), "{quiet}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn explain_prints_domains_and_latency_budget() {
     let out = bin()

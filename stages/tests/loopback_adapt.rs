@@ -7,6 +7,7 @@
 mod loopback_support;
 
 use loopback_support::{long_speech, run};
+use wzp_stages::quality::controller::Reason;
 
 #[test]
 fn twenty_percent_loss_turns_redundancy_on_and_beats_the_fixed_defaults() {
@@ -53,6 +54,43 @@ fn twenty_percent_loss_turns_redundancy_on_and_beats_the_fixed_defaults() {
     assert_eq!(off.c("adapt.applied"), 0);
     assert_eq!(off.c("enc.live_updates"), 0);
     assert!(off.c("adapt.decisions") >= 2);
+    // Every decision is in the journal, in order, as taken: the counters'
+    // totals per reason, the gauges' settings in the last one, and what
+    // the reports said when loss began.
+    for (r, applied) in [(&on, true), (&off, false)] {
+        let j = &r.decisions;
+        assert_eq!(j.len() as i64, r.c("adapt.decisions"));
+        assert_eq!(r.c("adapt.journal_dropped"), 0);
+        for reason in Reason::ALL {
+            let n = j.iter().filter(|e| e.reason == reason).count() as i64;
+            assert_eq!(n, r.c(&format!("adapt.decisions_{}", reason.name())));
+        }
+        assert_eq!(j[0].reason, Reason::Startup);
+        assert!(j.windows(2).all(|w| w[0].at_ns <= w[1].at_ns), "{j:?}");
+        assert!(j.iter().all(|e| e.applied == applied), "{j:?}");
+        let last = j.last().unwrap().settings;
+        assert_eq!(i64::from(last.dred_ms), r.c("adapt.dred_ms"));
+        assert_eq!(i64::from(last.loss_hint), r.c("adapt.loss_hint"));
+        assert_eq!(i64::from(last.lbrr), r.c("adapt.lbrr"));
+        let first_loss = j
+            .iter()
+            .find(|e| {
+                matches!(
+                    e.reason,
+                    Reason::RandomLoss | Reason::BurstLoss | Reason::DenseLoss
+                )
+            })
+            .unwrap_or_else(|| panic!("no loss decision: {j:?}"));
+        // The controller acts on its first reports (one a second).
+        assert!(first_loss.at_ns >= 900_000_000, "{first_loss:?}");
+        assert!(first_loss.at_ns < 4_000_000_000, "{first_loss:?}");
+        assert!((10..=35).contains(&first_loss.loss_pct), "{first_loss:?}");
+        assert!(
+            first_loss.line().starts_with("adapt: "),
+            "{}",
+            first_loss.line()
+        );
+    }
     // And the far end hears the talker better with the loop on: LBRR sized
     // to the loss rebuilds isolated losses that the profile's fixed DRED
     // (200 ms, hint 10) leaves to PLC. Measured 0.93 against 0.84.

@@ -1,7 +1,6 @@
 //! A call: options, the call graph ([`graph`]) and the media connection
 //! ([`media`]). `wzp-client join` and `demo` run one with [`run_call`].
 
-pub mod adapt_log;
 pub mod graph;
 pub mod media;
 
@@ -18,6 +17,7 @@ use wzp_engine::prelude::*;
 use wzp_engine::stats::Report;
 use wzp_proto::{Seed, TlsFingerprint};
 use wzp_stages::net::quic;
+use wzp_stages::quality::journal::{DecisionJournal, DEFAULT_NAME as ADAPT_JOURNAL};
 use wzp_stages::quality::path::PathLive;
 
 use crate::trust::{KnownRelays, Trust};
@@ -126,6 +126,9 @@ pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
     let mut res = Resources::new();
     res.insert("quic.ingress", Arc::new(ingress_port));
     res.insert("quic.egress", Arc::new(egress_port));
+    // Every decision of the quality controller, printed as it is drained.
+    let journal = Arc::new(DecisionJournal::default());
+    res.insert(ADAPT_JOURNAL, journal.clone());
     if let Some(d) = &opts.direct {
         res.insert(CALL_KEYS, Arc::new(d.keys.clone()));
     }
@@ -210,7 +213,6 @@ pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
     let mut stats = graph.stats();
     let mut telemetry = media::TelemetrySampler::default();
     let mut next_report = Instant::now() + media::TELEMETRY_INTERVAL;
-    let mut adapt_log = adapt_log::AdaptLog::default();
     let mut next_stats_json = Instant::now() + STATS_JSON_INTERVAL;
     let mut stats_json_warned = false;
     // Wait for the graph to end (duration) or a stop request.
@@ -225,9 +227,7 @@ pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
             // report carries the same monotonic counters.
             let _ = telemetry_tx.try_send(telemetry.sample(&stats));
         }
-        if let Some(line) = adapt_log.sample(&stats) {
-            println!("{}{line}", opts.label);
-        }
+        journal.drain(|e| println!("{}{}", opts.label, e.line()));
         if let Some(path) = &opts.stats_json {
             if Instant::now() >= next_stats_json {
                 next_stats_json += STATS_JSON_INTERVAL;
@@ -282,6 +282,7 @@ pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
     });
     let stats = graph.stats();
     graph.stop();
+    journal.drain(|e| println!("{}{}", opts.label, e.line()));
     let report = stats.report(&stats.snapshot(), None);
     drop(graph);
     pump_stop.store(true, Ordering::Relaxed);

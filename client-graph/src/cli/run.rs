@@ -3,11 +3,13 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use wzp_engine::prelude::*;
 use wzp_engine::stats::Snapshot;
+use wzp_stages::quality::journal::{DecisionJournal, DEFAULT_NAME as ADAPT_JOURNAL};
 
 use super::{load, parse_duration_arg};
 
@@ -33,7 +35,8 @@ pub struct RunArgs {
     /// Do not ask for real-time (SCHED_FIFO) priority.
     #[arg(long)]
     pub no_realtime: bool,
-    /// Do not print the final per-stage table.
+    /// Do not print the final per-stage table, nor the quality
+    /// controller's decisions.
     #[arg(long)]
     pub quiet: bool,
 }
@@ -47,7 +50,22 @@ pub fn run(args: RunArgs) -> Result<()> {
         ClockDriver::Manual => ClockDriver::Fast,
         d => d,
     };
-    let compiled = compile(&spec, &registry, &Resources::new()).map_err(|e| anyhow!("{e}"))?;
+    // A graph with a `quality.adapt` stage writes each decision here; they
+    // are printed as they come (`adapt: REASON -> ... at T s`, graph time),
+    // unless --quiet or --top.
+    let journal = Arc::new(DecisionJournal::default());
+    let mut res = Resources::new();
+    res.insert(ADAPT_JOURNAL, journal.clone());
+    let print_decisions = !args.quiet && !args.top;
+    let decisions = |j: &DecisionJournal| {
+        if print_decisions {
+            let mut o = std::io::stdout().lock();
+            j.drain(|e| {
+                let _ = writeln!(o, "{}", e.line());
+            });
+        }
+    };
+    let compiled = compile(&spec, &registry, &res).map_err(|e| anyhow!("{e}"))?;
     let mut graph = Graph::new(compiled);
     let stop = graph.stop_flag();
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())
@@ -70,6 +88,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         if graph.wait(Duration::from_millis(50)) || stop.load(Ordering::Relaxed) {
             break;
         }
+        decisions(&journal);
         if args.top && Instant::now() >= next_refresh {
             next_refresh += Duration::from_secs(1);
             let stats = graph.stats();
@@ -93,6 +112,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let interrupted = stop.load(Ordering::Relaxed) && !graph.is_finished();
     let stats = graph.stats();
     graph.stop();
+    decisions(&journal);
     let wall = started.elapsed();
     let snap = stats.snapshot();
     let report = stats.report(&snap, None);

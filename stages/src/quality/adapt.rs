@@ -55,6 +55,9 @@
 //! - `local_sender` (string, ""): name of an `Arc<LocalSender>` resource.
 //! - `startup` (duration, 3s), `clean_settle` (duration, 4s), `hysteresis`
 //!   (duration, 10s): the controller's timings (`ControllerConfig`).
+//! - `journal` (string, "adapt_journal"): the [`DecisionJournal`] resource
+//!   each decision is written to as it is taken ([`super::journal`]; the
+//!   control plane inserts one and prints its entries); empty: none.
 //! - `heavy_loss` (int, 60): loss percent, in two reports in a row, from
 //!   which Opus is given up for Codec2 (docs/QUALITY.md finding 12: up to
 //!   60 % Opus with its redundancy still scores above Codec2 + RaptorQ).
@@ -70,7 +73,8 @@
 //! `clean_path`, `random_loss`, `burst_loss`, `heavy_loss`, `loss_eased`,
 //! `congestion`, `probe`), `not_live` (decisions with a part the encoder
 //! cannot take live), `path_samples` (first-hop samples read),
-//! `path_congestion` (times they moved the tier down). **Gauges** (the settings in force): `tier` (index in
+//! `path_congestion` (times they moved the tier down), `journal_dropped`
+//! (decisions the journal's ring had no room for). **Gauges** (the settings in force): `tier` (index in
 //! `controller::TIERS`: 0 `studio_64k` .. 3 `good` .. 7 `catastrophic`), `dred_ms`,
 //! `loss_hint`, `lbrr`, `bitrate`, `frame_ms`, `fec_ratio`,
 //! `receiver_hold_frames`, `codec` (the wire codec id of the tier), and the
@@ -107,6 +111,7 @@ use wzp_proto::feedback::FeedbackReport;
 use wzp_proto::CodecId;
 
 use super::controller::{Controller, ControllerConfig, Decision, Reason, Settings, TIERS};
+use super::journal::{DecisionJournal, Entry, JournalWriter};
 use super::path::PathLive;
 use super::receive_stats::SendClock;
 use crate::cell::optional_cell;
@@ -164,6 +169,11 @@ impl StageFactory for AdaptFactory {
                     "the PathLive cell the control plane publishes its first hop's samples to",
                 ),
                 ParamSpec::str("top_tier", "good", "best tier the controller may use"),
+                ParamSpec::str(
+                    "journal",
+                    super::journal::DEFAULT_NAME,
+                    "the DecisionJournal resource every decision is written to (empty: none)",
+                ),
                 ParamSpec::int(
                     "sender_id",
                     -1,
@@ -211,6 +221,22 @@ impl StageFactory for AdaptFactory {
         let codec_live = optional_cell::<CodecLive>(cx, p, "codec_live", "a CodecLive")?;
         let fec_live = optional_cell::<FecLive>(cx, p, "fec_live", "a FecLive")?;
         let path_live = optional_cell::<PathLive>(cx, p, "path_live", "a PathLive")?;
+        let journal_name = p.str("journal")?;
+        let journal = if journal_name.is_empty() {
+            None
+        } else {
+            let j = cx
+                .shared_resource::<DecisionJournal>(journal_name)
+                .ok_or_else(|| {
+                    ParamError::new(
+                        "journal",
+                        format!(
+                            "the resource named {journal_name:?} is not a DecisionJournal; pick another name"
+                        ),
+                    )
+                })?;
+            Some(j.writer())
+        };
         let top = p.str("top_tier")?;
         let Some(&top_tier) = TIERS.iter().find(|&&t| t == top) else {
             return Err(ParamError::new(
@@ -273,6 +299,34 @@ impl StageFactory for AdaptFactory {
             applied: cx.counter("applied"),
             not_live: cx.counter("not_live"),
             decisions_by,
+            journal,
+            journal_dropped: cx.counter("journal_dropped"),
+            last: Entry {
+                at_ns: 0,
+                reason: Reason::Startup,
+                // Replaced by the first decision before it is written.
+                settings: Settings {
+                    tier: top_tier,
+                    bitrate: 0,
+                    frame_ms: 0,
+                    dred_ms: 0,
+                    loss_hint: 0,
+                    lbrr: false,
+                    fec_ratio: 0,
+                    receiver_hold_frames: 0,
+                },
+                applied: false,
+                live: true,
+                codec_live: false,
+                loss_pct: -1,
+                run_max: -1,
+                queue_ms: -1,
+                recv_kbps: -1,
+                rtt_ms: -1,
+                path_loss_pct: -1,
+                path_queue_ms: -1,
+                path_kbps: -1,
+            },
             g: Gauges {
                 tier: cx.gauge("tier"),
                 dred_ms: cx.gauge("dred_ms"),
@@ -364,6 +418,12 @@ struct Adapt {
     applied: Counter,
     not_live: Counter,
     decisions_by: [Counter; Reason::ALL.len()],
+    /// Where every decision is written, and the entries that did not fit.
+    journal: Option<JournalWriter>,
+    journal_dropped: Counter,
+    /// What the latest report and first-hop sample said (the journal
+    /// entry's report part), and the last decision.
+    last: Entry,
     g: Gauges,
 }
 
@@ -451,6 +511,20 @@ impl Adapt {
         if ok {
             self.applied.inc();
         }
+        self.last = Entry {
+            at_ns: d.at_ns,
+            reason: d.reason,
+            settings: d.settings,
+            applied: ok,
+            live,
+            codec_live: self.codec_live.is_some(),
+            ..self.last
+        };
+        if let Some(j) = self.journal.as_mut() {
+            if !j.push(self.last) {
+                self.journal_dropped.inc();
+            }
+        }
     }
 }
 
@@ -505,15 +579,19 @@ impl Processor for Adapt {
                     self.reports.inc();
                     self.fb_expected.add(u64::from(e.expected));
                     self.fb_received.add(u64::from(e.received));
-                    self.g
-                        .loss_pct
-                        .set((e.loss_fraction() * 100.0).round() as i64);
-                    self.g.queue_ms.set(i64::from(e.queue_delay_100us) / 10);
-                    self.g.recv_kbps.set(i64::from(e.recv_kbps));
-                    self.g.run_max.set(i64::from(e.max_burst));
+                    let l = &mut self.last;
+                    l.loss_pct = (e.loss_fraction() * 100.0).round() as i32;
+                    l.queue_ms = i32::from(e.queue_delay_100us) / 10;
+                    l.recv_kbps = i32::from(e.recv_kbps);
+                    l.run_max = i32::from(e.max_burst);
                     if let Some(rtt) = self.send_clock.rtt_ns(e.echo_ts, e.echo_hold_ms, now) {
-                        self.g.rtt_ms.set((rtt / 1_000_000) as i64);
+                        l.rtt_ms = i32::try_from(rtt / 1_000_000).unwrap_or(i32::MAX);
                     }
+                    self.g.loss_pct.set(i64::from(l.loss_pct));
+                    self.g.queue_ms.set(i64::from(l.queue_ms));
+                    self.g.recv_kbps.set(i64::from(l.recv_kbps));
+                    self.g.run_max.set(i64::from(l.run_max));
+                    self.g.rtt_ms.set(i64::from(l.rtt_ms));
                     let outages = ctl.outages();
                     ctl.handle_report(f.meta.stream, &e, now);
                     if ctl.outages() > outages {
@@ -531,11 +609,13 @@ impl Processor for Adapt {
             ctl.handle_path(&s, now);
             self.path_samples.add(ctl.path_samples() - read);
             self.path_congestion.add(ctl.path_congestions() - moved);
-            self.g
-                .path_loss_pct
-                .set((s.loss_fraction() * 100.0).round() as i64);
-            self.g.path_queue_ms.set(i64::from(s.queue_ms));
-            self.g.path_kbps.set(i64::from(s.delivered_kbps));
+            let l = &mut self.last;
+            l.path_loss_pct = (s.loss_fraction() * 100.0).round() as i32;
+            l.path_queue_ms = i32::from(s.queue_ms);
+            l.path_kbps = i32::from(s.delivered_kbps);
+            self.g.path_loss_pct.set(i64::from(l.path_loss_pct));
+            self.g.path_queue_ms.set(i64::from(l.path_queue_ms));
+            self.g.path_kbps.set(i64::from(l.path_kbps));
         }
         while let Some(d) = ctl.poll(now) {
             self.on_decision(&d, &first);

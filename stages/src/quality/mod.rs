@@ -9,6 +9,7 @@
 pub mod adapt;
 pub mod controller;
 pub mod feedback_report;
+pub mod journal;
 pub mod path;
 pub mod receive_stats;
 

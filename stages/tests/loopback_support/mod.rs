@@ -4,11 +4,13 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use wzp_engine::prelude::*;
 use wzp_stages::audio::signal::{rms_dbfs, speech_like, xcorr_peak};
 use wzp_stages::audio::wav_source::read_wav_mono;
+use wzp_stages::quality::journal::{DecisionJournal, Entry, DEFAULT_NAME};
 
 pub struct Run {
     /// `stage.counter` for every stage's counters and gauges.
@@ -26,6 +28,8 @@ pub struct Run {
     /// but the loudness follows the talker, which is what a listener hears
     /// and what PLC's fading extrapolation does not keep.
     pub contour: f32,
+    /// Every decision `quality.adapt` wrote to its journal, in order.
+    pub decisions: Vec<Entry>,
 }
 
 /// Per-segment correlations of `received` with `sent` at `lag` (voiced
@@ -114,7 +118,10 @@ pub fn run(name: &str, sets: &[(&str, &str)], input: Option<(&Path, &[f32])>) ->
         vars.insert("input".into(), path.display().to_string());
     }
     let spec = GraphSpec::load(&graph_file(), &vars).unwrap();
-    let mut graph = Graph::new(compile(&spec, &wzp_stages::registry(), &Resources::new()).unwrap());
+    let journal = Arc::new(DecisionJournal::default());
+    let mut res = Resources::new();
+    res.insert(DEFAULT_NAME, journal.clone());
+    let mut graph = Graph::new(compile(&spec, &wzp_stages::registry(), &res).unwrap());
     graph
         .start(RunOptions {
             driver: ClockDriver::Fast,
@@ -138,6 +145,8 @@ pub fn run(name: &str, sets: &[(&str, &str)], input: Option<(&Path, &[f32])>) ->
         }
     }
     drop(graph);
+    let mut decisions = Vec::new();
+    journal.drain(|e| decisions.push(e));
     let received = read_wav_mono(&out).unwrap();
     assert_eq!(received.rate, 16_000);
     let builtin;
@@ -163,6 +172,7 @@ pub fn run(name: &str, sets: &[(&str, &str)], input: Option<(&Path, &[f32])>) ->
         correlation,
         mean_correlation,
         contour,
+        decisions,
     }
 }
 

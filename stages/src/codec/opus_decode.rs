@@ -9,8 +9,9 @@
 //! 1. **DRED** from the first real frame held after it: `opus_dred_parse` on
 //!    that frame's payload (once per frame, asking for as much history as the
 //!    oldest gap needs), then `opus_decoder_dred_decode_float` at the offset
-//!    `next.timestamp - missing.timestamp` samples, if the redundancy reaches
-//!    that far back. A burst of K lost frames is rebuilt from the one packet
+//!    `next.timestamp - missing.timestamp` samples, if the packet carries
+//!    DRED at all: a frame older than its latents reach is synthesised by
+//!    the vocoder carried on from them, which beats concealing it. A burst of K lost frames is rebuilt from the one packet
 //!    after it, each frame at its own offset, provided the lookahead holds
 //!    K frames (`lookahead_frames >= K`).
 //! 2. **LBRR** (in-band FEC): when the next frame is the very next one and
@@ -564,7 +565,14 @@ impl OpusDecodeProc {
                         .unwrap_or(0);
                     self.dred_for = Some(r_seq);
                 }
-                if self.dred_reach >= offset {
+                // Any DRED at all, not only DRED that reaches `offset`: a
+                // frame older than the latents sent is synthesised by the
+                // same vocoder carried on from them (libopus's own demo
+                // decodes every lost frame of a run this way). Concealing
+                // such frames with `opus_decode(NULL)` instead scored 0.16
+                // PESQ-WB lower on the 60 ms burst trace with 160 ms held
+                // (docs/QUALITY.md finding 22).
+                if self.dred_reach > 0 {
                     let out = &mut self.scratch[..n];
                     if let Ok(got) = self.dec.dred_decode_float(&self.dred, offset as i32, out) {
                         self.c.dred_reconstructions.inc();

@@ -128,16 +128,16 @@ fn run(a: &Args) -> Result<(), String> {
         .collect::<Result<Vec<bool>, String>>()?;
     let lost = |i: usize| trace.get(i).copied().unwrap_or(false);
 
-    let mut enc = Encoder::new(sys::OPUS_APPLICATION_VOIP as i32)?;
+    let mut enc = Encoder::new(sys::OPUS_APPLICATION_VOIP)?;
     for (req, v) in [
         (sys::OPUS_SET_BITRATE_REQUEST, 24_000),
         (sys::OPUS_SET_COMPLEXITY_REQUEST, 9),
         (sys::OPUS_SET_PACKET_LOSS_PERC_REQUEST, a.hint),
-        (sys::OPUS_SET_SIGNAL_REQUEST, sys::OPUS_SIGNAL_VOICE as i32),
+        (sys::OPUS_SET_SIGNAL_REQUEST, sys::OPUS_SIGNAL_VOICE),
         (sys::OPUS_SET_LSB_DEPTH_REQUEST, 16),
         (sys::OPUS_SET_DRED_DURATION_REQUEST, 100),
     ] {
-        enc.set(req as i32, v)?;
+        enc.set(req, v)?;
     }
     let mut packets = Vec::new();
     let mut buf = [0u8; 1500];

@@ -17,7 +17,9 @@ use wzp_proto::CodecId;
 use wzp_stages::codec::live::{CodecLive, OpusLive};
 use wzp_stages::fec::live::FecLive;
 use wzp_stages::quality::adapt::AdaptFactory;
+use wzp_stages::quality::controller::Reason;
 use wzp_stages::quality::feedback_report::FeedbackReportFactory;
+use wzp_stages::quality::journal::{DecisionJournal, DEFAULT_NAME as JOURNAL};
 use wzp_stages::quality::path::{PathLive, PathSample};
 
 const Q_NS: u64 = 20_000_000;
@@ -370,6 +372,59 @@ fn loss_reports_turn_lbrr_on_in_the_encoder_cell_and_clean_ones_turn_it_off() {
     assert_eq!(st.counter("decisions_clean_path"), 1);
     assert_eq!(st.gauge("lbrr"), 0);
     assert_eq!(st.counter("report_errors"), 0);
+}
+
+/// Each decision goes to the journal with what moved it: an early report's
+/// loss for a decision an early report took, not the last full report's.
+#[test]
+fn every_decision_is_journaled_with_the_report_that_moved_it() {
+    let cell = Arc::new(OpusLive::new());
+    let journal = Arc::new(DecisionJournal::default());
+    let mut res = Resources::new();
+    res.insert("enc_live", cell.clone());
+    res.insert(JOURNAL, journal.clone());
+    let mut st = Stage::build(&AdaptFactory, &[("live_settings", "enc_live")], &res).unwrap();
+    // Clean past the start-up and settle periods: redundancy off.
+    drive(&mut st, 8, &report_bytes(3, 0));
+    // Then an early report: 6 of 30 packets lost so far.
+    let e = wzp_proto::FeedbackEntry {
+        sender_id: 3,
+        expected: 30,
+        received: 24,
+        bursts: [6, 0, 0, 0, 0, 0],
+        max_burst: 1,
+        recv_kbps: 40,
+        ..Default::default()
+    };
+    let mut early = vec![0u8; 64];
+    let n = wzp_proto::feedback::encode_feedback_flags(
+        wzp_proto::feedback::FEEDBACK_FLAG_EARLY,
+        300,
+        &[e],
+        &mut early,
+    )
+    .unwrap();
+    early.truncate(n);
+    drive(&mut st, 1, &early);
+    let mut got = Vec::new();
+    journal.drain(|e| got.push(e));
+    let reasons: Vec<Reason> = got.iter().map(|e| e.reason).collect();
+    assert_eq!(
+        reasons,
+        [Reason::Startup, Reason::CleanPath, Reason::RandomLoss],
+        "{got:?}"
+    );
+    assert_eq!(got.len() as u64, st.counter("decisions"));
+    assert_eq!(st.counter("reports_early"), 1);
+    let clean = &got[1];
+    assert_eq!((clean.loss_pct, clean.settings.dred_ms), (0, 0));
+    let moved = &got[2];
+    assert_eq!(moved.loss_pct, 20, "{moved:?}");
+    assert!(moved.settings.lbrr && moved.applied, "{moved:?}");
+    assert!(moved.at_ns > clean.at_ns);
+    // The gauges keep the last full report's figures.
+    assert_eq!(st.gauge("loss_pct"), 0);
+    assert_eq!(st.counter("journal_dropped"), 0);
 }
 
 #[test]

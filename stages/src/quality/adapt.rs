@@ -571,6 +571,11 @@ impl Processor for Adapt {
                     // counts these packets again.
                     for e in report.entries().filter(|e| e.sender_id == me) {
                         self.reports_early.inc();
+                        // What the journal shows for a decision it moves:
+                        // the loss so far in the interval, not the last
+                        // full report's (the gauges keep those).
+                        self.last.loss_pct = (e.loss_fraction() * 100.0).round() as i32;
+                        self.last.run_max = i32::from(e.max_burst);
                         ctl.handle_early_report(f.meta.stream, &e, now);
                     }
                     continue;

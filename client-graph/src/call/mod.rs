@@ -358,6 +358,31 @@ mod tests {
         );
     }
 
+    /// `--set jb_burst_hold=...` reaches every receive chain's jitter
+    /// buffer; by default they hold at most the 60 ms.
+    #[test]
+    fn the_burst_hold_is_one_setting_for_every_receive_chain() {
+        let holds = |sets: &[(&str, &str)]| -> Vec<String> {
+            let spec = call_spec(&opts(sets), "0123456789abcdef0123").unwrap();
+            spec.stages
+                .iter()
+                .filter(|s| s.kind == "jitter.adaptive")
+                .map(|s| {
+                    s.params
+                        .get("burst_hold")
+                        .and_then(|p| p.value.as_str().map(str::to_string))
+                        .unwrap_or_default()
+                })
+                .collect()
+        };
+        let default = holds(&[]);
+        assert!(default.len() >= 2, "{default:?}");
+        assert!(default.iter().all(|h| h == "60ms"), "{default:?}");
+        let set = holds(&[("jb_burst_hold", "80ms")]);
+        assert_eq!(set.len(), default.len());
+        assert!(set.iter().all(|h| h == "80ms"), "{set:?}");
+    }
+
     /// The one sender id cell reaches packetize (which fills it), open
     /// (which drops it) and adapt (which reads the reports about it).
     #[test]

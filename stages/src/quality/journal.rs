@@ -155,12 +155,14 @@ impl DecisionJournal {
                 n += 1;
             }
         }
-        // A ring whose stage is gone has nothing more to give; the last
+        // A ring whose stage is gone and that is empty has nothing more to
+        // give (abandoned first: its last push is then visible, so one made
+        // just after the loop above is kept for the next call). The last
         // ring stays even then (a stage about to be rebuilt).
         let last = rings.len().saturating_sub(1);
         let mut i = 0;
         rings.retain(|rx| {
-            let keep = i == last || !rx.is_abandoned();
+            let keep = i == last || !rx.is_abandoned() || !rx.is_empty();
             i += 1;
             keep
         });

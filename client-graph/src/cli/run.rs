@@ -58,12 +58,14 @@ pub fn run(args: RunArgs) -> Result<()> {
     res.insert(ADAPT_JOURNAL, journal.clone());
     let print_decisions = !args.quiet && !args.top;
     let decisions = |j: &DecisionJournal| {
-        if print_decisions {
-            let mut o = std::io::stdout().lock();
-            j.drain(|e| {
+        // Drained either way: a journal left full counts every later
+        // decision as dropped.
+        let mut o = std::io::stdout().lock();
+        j.drain(|e| {
+            if print_decisions {
                 let _ = writeln!(o, "{}", e.line());
-            });
-        }
+            }
+        });
     };
     let compiled = compile(&spec, &registry, &res).map_err(|e| anyhow!("{e}"))?;
     let mut graph = Graph::new(compiled);

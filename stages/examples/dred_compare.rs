@@ -43,41 +43,30 @@ fn usage() -> &'static str {
 
 fn parse() -> Result<Args, String> {
     let mut pos = Vec::new();
-    let (mut depth, mut hint, mut dc) = (4usize, 14i32, 7i32);
+    let (mut depth, mut hint, mut dc) = (4i32, 14i32, 7i32);
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
-        let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
-        match a.as_str() {
+        let (slot, range, what) = match a.as_str() {
             "-h" | "--help" => return Err(String::new()),
-            "--depth" => {
-                depth = value("--depth")?
-                    .parse()
-                    .ok()
-                    .filter(|d| (1..=50).contains(d))
-                    .ok_or("--depth: a whole number of frames, 1..=50")?
+            "--depth" => (&mut depth, 1..=50, "a whole number of frames"),
+            "--hint" => (&mut hint, 0..=100, "a loss percent"),
+            "--dec-complexity" => (&mut dc, 0..=10, "a decoder complexity"),
+            _ => {
+                pos.push(a);
+                continue;
             }
-            "--hint" => {
-                hint = value("--hint")?
-                    .parse()
-                    .ok()
-                    .filter(|h| (0..=100).contains(h))
-                    .ok_or("--hint: a loss percent, 0..=100")?
-            }
-            "--dec-complexity" => {
-                dc = value("--dec-complexity")?
-                    .parse()
-                    .ok()
-                    .filter(|c| (0..=10).contains(c))
-                    .ok_or("--dec-complexity: 0..=10")?
-            }
-            _ => pos.push(a),
-        }
+        };
+        *slot = it
+            .next()
+            .and_then(|v| v.parse().ok())
+            .filter(|v| range.contains(v))
+            .ok_or(format!("{a}: {what}, {}..={}", range.start(), range.end()))?;
     }
     let [input, trace, output, mode] = <[String; 4]>::try_from(pos)
         .map_err(|p| format!("expected IN TRACE OUT MODE, got {} arguments", p.len()))?;
     let hold = match mode.as_str() {
         "demo" => None,
-        "hold" => Some(depth),
+        "hold" => Some(depth as usize),
         m => return Err(format!("mode {m:?}: use demo or hold")),
     };
     Ok(Args {

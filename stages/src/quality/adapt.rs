@@ -305,16 +305,7 @@ impl StageFactory for AdaptFactory {
                 at_ns: 0,
                 reason: Reason::Startup,
                 // Replaced by the first decision before it is written.
-                settings: Settings {
-                    tier: top_tier,
-                    bitrate: 0,
-                    frame_ms: 0,
-                    dred_ms: 0,
-                    loss_hint: 0,
-                    lbrr: false,
-                    fec_ratio: 0,
-                    receiver_hold_frames: 0,
-                },
+                settings: Settings::none(top_tier),
                 applied: false,
                 live: true,
                 codec_live: false,

@@ -165,6 +165,22 @@ pub struct Settings {
     pub receiver_hold_frames: u8,
 }
 
+impl Settings {
+    /// `tier` with every figure zero: nothing decided yet.
+    pub const fn none(tier: &'static str) -> Settings {
+        Settings {
+            tier,
+            bitrate: 0,
+            frame_ms: 0,
+            dred_ms: 0,
+            loss_hint: 0,
+            lbrr: false,
+            fec_ratio: 0,
+            receiver_hold_frames: 0,
+        }
+    }
+}
+
 /// Why a decision was taken. Counted per reason.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reason {
@@ -648,16 +664,7 @@ impl Controller {
             tier_changed_ns: now_ns,
             probe_wait_ns: cfg.probe_after_ns,
             probing: false,
-            settings: Settings {
-                tier: TIERS[top],
-                bitrate: 0,
-                frame_ms: 0,
-                dred_ms: 0,
-                loss_hint: 0,
-                lbrr: false,
-                fec_ratio: 0,
-                receiver_hold_frames: 0,
-            },
+            settings: Settings::none(TIERS[top]),
             pending: None,
             counts: [0; Reason::ALL.len()],
             decisions: 0,

@@ -143,7 +143,8 @@ fn run(a: &Args) -> Result<(), String> {
     let mut dred = Dred::new()?;
     let mut out: Vec<f32> = Vec::with_capacity(pcm.len());
     let mut frame = vec![0f32; FRAME];
-    let (mut rebuilt, mut concealed) = (0u32, 0u32);
+    // Lost frames rebuilt from DRED, concealed.
+    let mut counts = (0u32, 0u32);
     let mut parsed_for = None;
     let mut has_dred = false;
     let mut lost_run = 0usize;
@@ -155,7 +156,7 @@ fn run(a: &Args) -> Result<(), String> {
             };
             // Held: the first packet received within `depth` frames.
             let next = (i + 1..=(i + depth).min(packets.len() - 1)).find(|&j| !lost(j));
-            let mut done = false;
+            let mut from = None;
             if let Some(j) = next {
                 let offset = (j - i) * FRAME;
                 if parsed_for != Some(j) {
@@ -163,19 +164,9 @@ fn run(a: &Args) -> Result<(), String> {
                     has_dred = dred.parse(&mut dred_dec, &packets[j], want).unwrap_or(0) > 0;
                     parsed_for = Some(j);
                 }
-                if has_dred {
-                    dec.dred_decode_float(&dred, offset as i32, &mut frame)
-                        .map_err(|e| format!("DRED decode: {e}"))?;
-                    done = true;
-                }
+                from = has_dred.then_some((&dred, offset));
             }
-            if done {
-                rebuilt += 1;
-            } else {
-                dec.decode_float(None, &mut frame, false)
-                    .map_err(|e| format!("PLC: {e}"))?;
-                concealed += 1;
-            }
+            rebuild(&mut dec, from, &mut frame, &mut counts)?;
             out.extend_from_slice(&frame);
             continue;
         }
@@ -184,15 +175,8 @@ fn run(a: &Args) -> Result<(), String> {
             let want = (lost_run * FRAME).min(48_000) as i32;
             let any = dred.parse(&mut dred_dec, p, want).unwrap_or(0) > 0;
             for k in (1..=lost_run).rev() {
-                if any {
-                    dec.dred_decode_float(&dred, (k * FRAME) as i32, &mut frame)
-                        .map_err(|e| format!("DRED decode: {e}"))?;
-                    rebuilt += 1;
-                } else {
-                    dec.decode_float(None, &mut frame, false)
-                        .map_err(|e| format!("PLC: {e}"))?;
-                    concealed += 1;
-                }
+                let from = any.then_some((&dred, k * FRAME));
+                rebuild(&mut dec, from, &mut frame, &mut counts)?;
                 out.extend_from_slice(&frame);
             }
             lost_run = 0;
@@ -202,10 +186,34 @@ fn run(a: &Args) -> Result<(), String> {
             .map_err(|e| format!("decode: {e}"))?;
         out.extend_from_slice(&frame[..n]);
     }
+    let (rebuilt, concealed) = counts;
     println!(
         "{} lost frames: {rebuilt} rebuilt from DRED, {concealed} concealed",
         rebuilt + concealed
     );
     let bytes: Vec<u8> = out.iter().flat_map(|x| x.to_le_bytes()).collect();
     std::fs::write(&a.output, bytes).map_err(|e| format!("{}: {e}", a.output))
+}
+
+/// One lost frame into `frame`: from `from`'s DRED at its offset (samples
+/// before that packet) when given, else concealment; counted in `counts`.
+fn rebuild(
+    dec: &mut Decoder,
+    from: Option<(&Dred, usize)>,
+    frame: &mut [f32],
+    counts: &mut (u32, u32),
+) -> Result<(), String> {
+    match from {
+        Some((dred, offset)) => {
+            dec.dred_decode_float(dred, offset as i32, frame)
+                .map_err(|e| format!("DRED decode: {e}"))?;
+            counts.0 += 1;
+        }
+        None => {
+            dec.decode_float(None, frame, false)
+                .map_err(|e| format!("PLC: {e}"))?;
+            counts.1 += 1;
+        }
+    }
+    Ok(())
 }

@@ -11,9 +11,10 @@
 //!    oldest gap needs), then `opus_decoder_dred_decode_float` at the offset
 //!    `next.timestamp - missing.timestamp` samples, if the packet carries
 //!    DRED at all: a frame older than its latents reach is synthesised by
-//!    the vocoder carried on from them, which beats concealing it. A burst of K lost frames is rebuilt from the one packet
-//!    after it, each frame at its own offset, provided the lookahead holds
-//!    K frames (`lookahead_frames >= K`).
+//!    the vocoder carried on from them, which beats concealing it. A burst
+//!    of K lost frames is rebuilt from the one packet after it, each frame
+//!    at its own offset, provided the lookahead holds K frames
+//!    (`lookahead_frames >= K`).
 //! 2. **LBRR** (in-band FEC): when the next frame is the very next one and
 //!    carries LBRR, `opus_decode_float(next, decode_fec = 1)`.
 //! 3. **Classical PLC**: `opus_decode_float(NULL)`.
@@ -194,7 +195,7 @@ impl OpusDecodeProc {
             dred_dec,
             dred,
             dred_for: None,
-            dred_reach: 0,
+            has_dred: false,
             use_dred: p.bool("use_dred")?,
             use_fec: p.bool("use_fec")?,
             fill_gaps: p.bool("fill_gaps")?,
@@ -309,8 +310,8 @@ pub(crate) struct OpusDecodeProc {
     dred: Dred,
     /// Seq of the held frame whose DRED `dred` holds.
     dred_for: Option<u32>,
-    /// How far back (samples before that frame) its DRED reaches.
-    dred_reach: usize,
+    /// That frame carries DRED (whatever its latents reach: see `conceal`).
+    has_dred: bool,
     use_dred: bool,
     use_fec: bool,
     fill_gaps: bool,
@@ -559,10 +560,10 @@ impl OpusDecodeProc {
                     // `offset` can stop a latent short of the lost frame's
                     // start, so ask for one frame more.
                     let want = (offset + n).min(MAX_DRED_SAMPLES) as i32;
-                    self.dred_reach = self
+                    self.has_dred = self
                         .dred
                         .parse(&mut self.dred_dec, r.bytes(), want)
-                        .unwrap_or(0);
+                        .is_ok_and(|reach| reach > 0);
                     self.dred_for = Some(r_seq);
                 }
                 // Any DRED at all, not only DRED that reaches `offset`: a
@@ -572,7 +573,7 @@ impl OpusDecodeProc {
                 // such frames with `opus_decode(NULL)` instead scored 0.16
                 // PESQ-WB lower on the 60 ms burst trace with 160 ms held
                 // (docs/QUALITY.md finding 22).
-                if self.dred_reach > 0 {
+                if self.has_dred {
                     let out = &mut self.scratch[..n];
                     if let Ok(got) = self.dec.dred_decode_float(&self.dred, offset as i32, out) {
                         self.c.dred_reconstructions.inc();

@@ -21,7 +21,7 @@
 
 use std::sync::{Mutex, PoisonError};
 
-use super::controller::{Reason, Settings, TIERS};
+use super::controller::{Reason, Settings};
 
 /// The resource name `quality.adapt`'s `journal` param defaults to.
 pub const DEFAULT_NAME: &str = "adapt_journal";
@@ -116,11 +116,6 @@ impl Entry {
             known(self.rtt_ms, "ms"),
             self.at_ns as f64 / 1e9,
         )
-    }
-
-    /// The tier's index in [`TIERS`] (0 = the best).
-    pub fn tier_index(&self) -> Option<usize> {
-        TIERS.iter().position(|&t| t == self.settings.tier)
     }
 }
 
@@ -295,6 +290,5 @@ mod tests {
             "{}",
             held.line()
         );
-        assert_eq!(held.tier_index(), TIERS.iter().position(|&t| t == "poor"));
     }
 }

@@ -228,6 +228,15 @@ fn encoder_passes_sources_at_once_and_repairs_one_cycle_after_each_block() {
     }
     assert_eq!(counter(&c.enc_m, "blocks"), 3);
     assert_eq!(counter(&c.enc_m, "repair_sent"), 9);
+    // Three repair symbols after each block, each as large as its largest
+    // source symbol (13 + 20 + 10 x the block's last seq).
+    assert_eq!(
+        counter(&c.enc_m, "repair_bytes"),
+        3 * [4usize, 9, 14]
+            .iter()
+            .map(|&last| (13 + 20 + last * 10) as u64)
+            .sum::<u64>()
+    );
     assert_eq!(counter(&c.dec_m, "repair_received"), 9);
     assert_eq!(counter(&c.dec_m, "recovered"), 0, "nothing was lost");
     assert_eq!(counter(&c.enc_m, "worker_late"), 0);
@@ -331,6 +340,75 @@ fn a_live_ratio_applies_from_the_next_block_above_the_floor() {
         c.step_decoder(|_| false);
     }
     assert_eq!(tags, [50, 100, 100]);
+}
+
+/// A block size published with the ratio (`FecLive::set_block`) replaces
+/// `frames_per_block` from the next block: the tags carry it, the repair
+/// is sized to it, and the decoder rebuilds blocks of either size.
+#[test]
+fn a_live_block_size_applies_from_the_next_block() {
+    let cell = Arc::new(FecLive::new());
+    let mut res = Resources::new();
+    res.insert("fec_live", cell.clone());
+    let mut c = Chain::with(
+        &[
+            patient(),
+            ("live_ratio", ParamValue::Str("fec_live".into())),
+            ("fec_ratio", ParamValue::Int(0)),
+        ],
+        &[patient()],
+        &res,
+    );
+    // (block, source frames tagged in it, K in its tags, repair after it)
+    let mut blocks: Vec<(u16, usize, u8, usize)> = Vec::new();
+    let mut lost = 0;
+    for seq in 0..19u32 {
+        match seq {
+            // Mid-block 0 (five frames): 100 % in blocks of two from block 1.
+            2 => cell.set_block(100, 2).unwrap(),
+            // Mid-block 3: back to the encoder's own five, at 40 %.
+            10 => cell.set(40).unwrap(),
+            _ => {}
+        }
+        let (m, p) = source(seq, 30);
+        c.input().push(m, &p).unwrap();
+        c.step_encoder();
+        for (m, _) in c.enc_out() {
+            if m.flags & frame_flags::REPAIR != 0 {
+                blocks.iter_mut().find(|b| b.0 == m.fec.block).unwrap().3 += 1;
+            } else if m.fec.symbol == 0 {
+                blocks.push((m.fec.block, 1, m.fec.source_symbols, 0));
+            } else {
+                let b = blocks.iter_mut().find(|b| b.0 == m.fec.block).unwrap();
+                assert_eq!(m.fec.source_symbols, b.2, "one K per block");
+                b.1 += 1;
+            }
+        }
+        // Lose the last source of each block; repair rebuilds it.
+        c.step_decoder(|m| {
+            let l = m.flags & frame_flags::REPAIR == 0
+                && m.fec.symbol + 1 == u16::from(m.fec.source_symbols);
+            lost += usize::from(l);
+            l
+        });
+    }
+    assert_eq!(
+        blocks[..5],
+        [
+            (0, 5, 5, 0),
+            (1, 2, 2, 2),
+            (2, 2, 2, 2),
+            (3, 2, 2, 2),
+            (4, 5, 5, 2)
+        ],
+        "size and repair per block"
+    );
+    assert_eq!(lost, 5);
+    assert_eq!(
+        counter(&c.dec_m, "recovered"),
+        4,
+        "blocks 1-4 rebuilt (block 0 had no repair)"
+    );
 }
 
 /// Pushes `frames` one per cycle through encoder -> loss -> decoder, then a

@@ -242,7 +242,7 @@ impl Processor for DecodeProc {
         };
         let recovered = &self.recovered;
         let now = cx.now_ns;
-        self.link.collect(out, |m| {
+        self.link.collect(out, |m, _| {
             m.arrival_ns = now;
             // A rebuilt frame arrives late by nature: if it was the stream's
             // first, its STREAM_START would make the jitter buffer reset the

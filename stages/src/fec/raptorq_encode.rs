@@ -31,12 +31,18 @@
 //!   `fec_ratio` stays the floor (a call configured with repair keeps it),
 //!   the controller adds repair where it decides on it (Codec2 for heavy
 //!   loss). A block keeps the ratio it began with; its tags carry it, so the
-//!   receiver needs no word of the change. Empty: `fec_ratio` throughout.
+//!   receiver needs no word of the change. A block size published with the
+//!   ratio (`FecLive::set_block`) replaces `frames_per_block` the same way,
+//!   from the next block (the controller's RaptorQ for dense random loss
+//!   sizes blocks to the receiver's latency budget). Empty: `fec_ratio`
+//!   and `frames_per_block` throughout.
 //! - `worker_wait` (duration, 2ms): longest wait for the worker's answer
 //!   at the start of a cycle (see `fec::worker`).
 //!
 //! ## Counters
-//! `blocks`, `repair_sent`, `unprotected`, `overflow_drops` (output full),
+//! `blocks`, `repair_sent`, `repair_bytes` (their payload bytes: what the
+//! repair costs on the wire, before headers), `unprotected`,
+//! `overflow_drops` (output full),
 //! `worker_late`, `worker_drops`; gauge `ratio` (the ratio of the block
 //! being sent).
 //!
@@ -127,7 +133,7 @@ impl StageFactory for RaptorqEncode {
             plan: (repair > 0 || live.is_some())
                 .then(|| SourceBlockEncodingPlan::generate(k as u16)),
             block: None,
-            frames: vec![None; k],
+            frames: vec![None; MAX_SOURCE_SYMBOLS],
             blocks: cx.counter("blocks"),
         };
         let capacity = cx.batch_capacity.max(16) * 4;
@@ -144,6 +150,7 @@ impl StageFactory for RaptorqEncode {
             latency: Duration::ZERO,
             processor: Box::new(EncodeProc {
                 k,
+                block_k: k,
                 ratio: ratio.min(255) as u8,
                 live,
                 block_ratio: ratio.min(255) as u8,
@@ -153,6 +160,7 @@ impl StageFactory for RaptorqEncode {
                 symbol: 0,
                 link,
                 repair_sent: cx.counter("repair_sent"),
+                repair_bytes: cx.counter("repair_bytes"),
                 unprotected: cx.counter("unprotected"),
                 overflow_drops: cx.counter("overflow_drops"),
             }),
@@ -161,8 +169,10 @@ impl StageFactory for RaptorqEncode {
 }
 
 /// Worker side: collects a block, then computes its repair symbols (as
-/// many as the ratio its frames are tagged with asks).
+/// many as the ratio its frames are tagged with asks). A block has the
+/// size its tags say (a live block size changes it between blocks).
 struct EncodeWork {
+    /// `frames_per_block`: the size `plan` is for.
     k: usize,
     plan: Option<SourceBlockEncodingPlan>,
     block: Option<u16>,
@@ -177,22 +187,23 @@ impl Work for EncodeWork {
             self.block = Some(meta.fec.block);
             self.frames.iter_mut().for_each(|f| *f = None);
         }
-        let Some(slot) = self.frames.get_mut(meta.fec.symbol as usize) else {
+        let k = usize::from(meta.fec.source_symbols).clamp(1, MAX_SOURCE_SYMBOLS);
+        let Some(slot) = self.frames[..k].get_mut(meta.fec.symbol as usize) else {
             return;
         };
         *slot = Some((*meta, bytes.to_vec()));
-        if self.frames.iter().any(|f| f.is_none()) {
+        if self.frames[..k].iter().any(|f| f.is_none()) {
             return;
         }
-        let frames: Vec<(FrameMeta, &[u8])> = self
-            .frames
+        let frames: Vec<(FrameMeta, &[u8])> = self.frames[..k]
             .iter()
             .flatten()
             .map(|(m, b)| (*m, &b[..]))
             .collect();
-        let last = frames[self.k - 1].0;
-        let repair = repair_count(self.k, u32::from(last.fec.ratio_percent));
-        for (esi, data) in encode_block(&frames, repair, self.plan.as_ref()) {
+        let last = frames[k - 1].0;
+        let repair = repair_count(k, u32::from(last.fec.ratio_percent));
+        let plan = self.plan.as_ref().filter(|_| k == self.k);
+        for (esi, data) in encode_block(&frames, repair, plan) {
             let repair = FrameMeta {
                 flags: frame_flags::REPAIR,
                 fec: FecTag {
@@ -211,7 +222,10 @@ impl Work for EncodeWork {
 }
 
 struct EncodeProc {
+    /// Build-time `frames_per_block`.
     k: usize,
+    /// Size of the block being sent (the live one at its first frame).
+    block_k: usize,
     /// Build-time `fec_ratio`.
     ratio: u8,
     /// `live_ratio`'s cell, if any.
@@ -225,6 +239,7 @@ struct EncodeProc {
     symbol: usize,
     link: WorkerLink,
     repair_sent: Counter,
+    repair_bytes: Counter,
     unprotected: Counter,
     overflow_drops: Counter,
 }
@@ -235,8 +250,11 @@ impl Processor for EncodeProc {
         let Some(out) = out else {
             return Flow::Continue;
         };
-        let repair_sent = &self.repair_sent;
-        self.link.collect(out, |_| repair_sent.inc());
+        let (repair_sent, repair_bytes) = (&self.repair_sent, &self.repair_bytes);
+        self.link.collect(out, |_, len| {
+            repair_sent.inc();
+            repair_bytes.add(len as u64);
+        });
         let Some(input) = input else {
             return Flow::Continue;
         };
@@ -256,20 +274,21 @@ impl Processor for EncodeProc {
                 continue;
             };
             if self.symbol == 0 {
-                // A block begins: it takes the ratio in force now.
-                self.block_ratio = self
-                    .live
-                    .as_deref()
+                // A block begins: it takes the ratio (and block size) in
+                // force now.
+                let live = self.live.as_deref();
+                self.block_ratio = live
                     .and_then(FecLive::get)
                     .map_or(self.ratio, |r| r.max(self.ratio));
-                self.block_repair = repair_count(self.k, u32::from(self.block_ratio)) > 0;
+                self.block_k = live.and_then(FecLive::block).map_or(self.k, usize::from);
+                self.block_repair = repair_count(self.block_k, u32::from(self.block_ratio)) > 0;
                 self.ratio_gauge.set(i64::from(self.block_ratio));
             }
             dst.meta = slot.meta;
             dst.meta.fec = FecTag {
                 block: self.block,
                 symbol: self.symbol as u16,
-                source_symbols: self.k as u8,
+                source_symbols: self.block_k as u8,
                 ratio_percent: self.block_ratio,
             };
             dst.set_bytes(slot.bytes());
@@ -277,7 +296,7 @@ impl Processor for EncodeProc {
                 self.link.send(dst);
             }
             self.symbol += 1;
-            if self.symbol == self.k {
+            if self.symbol == self.block_k {
                 self.symbol = 0;
                 self.block = self.block.wrapping_add(1);
             }

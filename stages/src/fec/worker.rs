@@ -118,7 +118,7 @@ impl WorkerLink {
     pub(crate) fn collect(
         &mut self,
         out: &mut Batch<FrameMeta>,
-        mut each: impl FnMut(&mut FrameMeta),
+        mut each: impl FnMut(&mut FrameMeta, usize),
     ) {
         let mut deadline: Option<Instant> = None;
         loop {
@@ -136,7 +136,7 @@ impl WorkerLink {
                 };
                 dst.meta = job.slot.meta;
                 dst.set_bytes(job.slot.bytes());
-                each(&mut dst.meta);
+                each(&mut dst.meta, job.slot.len());
                 // Popping drops a plain-data slot: no free.
                 let _ = self.results.pop();
                 continue;

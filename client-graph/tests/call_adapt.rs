@@ -406,13 +406,30 @@ fn far_end_quality(received: &[f32], sent: &[f32]) -> (f32, f32) {
     (mean, dropouts)
 }
 
+/// Waits until `who`'s four receive chains have rebuilt `at_least` frames
+/// from RaptorQ repair between them (`fec_dec0`..`fec_dec3`'s
+/// `recovered`); returns how many.
+fn wait_rebuilt(dir: &Path, who: &str, wait: Duration, at_least: i64) -> i64 {
+    poll(
+        wait,
+        "frames rebuilt from repair",
+        || {
+            (0..4)
+                .map(|i| figure(dir, who, &format!("fec_dec{i}"), "recovered"))
+                .sum::<Option<i64>>()
+        },
+        |&n| n >= at_least,
+    )
+}
+
 // ---------------------------------------------------------------- tests
 
 /// One call with Alice (speech) behind a proxy losing 20 % each way and Bob
 /// (a tone) on the relay directly; `adapt` is the call graph's var. Waits
 /// for Alice's first decision on the lossy path, then for `secs` seconds of
 /// Bob's recording, and returns the quality of what Bob heard of Alice in
-/// those seconds, and that decision.
+/// those seconds, and that decision. Adapting, the call moves on to
+/// RaptorQ repair on the second report; checked here too.
 fn lossy_call(adapt: bool, secs: usize) -> ((f32, f32), Decision) {
     let dir = tmp(if adapt { "loss-adapt" } else { "loss-fixed" });
     let relay = Relay::start(&dir);
@@ -450,6 +467,20 @@ fn lossy_call(adapt: bool, secs: usize) -> ((f32, f32), Decision) {
     let from = recorded(&dir, "bob") + 16_000;
     wait_recorded(&dir, "bob", from + secs * 16_000);
     let until = recorded(&dir, "bob");
+    if adapt {
+        // From the second lossy report, RaptorQ: a repair symbol per
+        // frame goes out in blocks of two, and Bob rebuilds from it.
+        let fec = alice.wait_decision(WAIT, "RaptorQ for 20 % random loss", |d| {
+            d.reason.contains("fec_loss")
+        });
+        assert!(
+            fec.applied && fec.fec == 100 && fec.bitrate == 11_000,
+            "{fec:?}"
+        );
+        wait_figure(&dir, "alice", "fec_enc", "repair_sent", |n| n >= 50);
+        let recovered = wait_rebuilt(&dir, "bob", WAIT, 20);
+        eprintln!("{fec:?}; Bob rebuilt {recovered} frames from repair");
+    }
     let alice_lbrr = wait_figure(&dir, "alice", "adapt", "lbrr", |_| true);
     let alice_reports = wait_figure(&dir, "alice", "adapt", "reports", |_| true);
     hang_up(vec![alice, bob]);
@@ -472,8 +503,8 @@ fn lossy_call(adapt: bool, secs: usize) -> ((f32, f32), Decision) {
 fn a_call_under_20_percent_loss_turns_redundancy_on_and_sounds_better_than_without() {
     let _serial = serial();
     let (adapted, on) = lossy_call(true, 10);
-    // The controller switched LBRR on with the loss hint, and the encoder
-    // took it.
+    // The controller switched LBRR on with the loss hint on the first
+    // report, and the encoder took it (then RaptorQ: `lossy_call`).
     assert!(on.lbrr && on.applied, "{on:?}");
     let (fixed, off) = lossy_call(false, 10);
     // The same decision, counted but not applied: the encoder stays on the
@@ -613,16 +644,7 @@ fn a_call_under_70_percent_loss_goes_to_codec2_with_repair_that_rebuilds_frames(
     assert_eq!(figure(&dir, "alice", "adapt", "not_live"), Some(0));
     // ...and Bob rebuilds frames the path lost from it (his one receive
     // chain in use: the others hear no one).
-    let recovered = poll(
-        WAIT * 2,
-        "frames Bob rebuilt from repair",
-        || {
-            (0..4)
-                .map(|i| figure(&dir, "bob", &format!("fec_dec{i}"), "recovered"))
-                .sum::<Option<i64>>()
-        },
-        |&n| n >= 5,
-    );
+    let recovered = wait_rebuilt(&dir, "bob", WAIT * 2, 5);
     eprintln!("{heavy:?}; Bob rebuilt {recovered} frames from repair");
     hang_up(vec![alice, bob]);
     drop(proxy);
@@ -655,7 +677,7 @@ fn a_clean_then_30_percent_then_clean_path_ends_with_no_redundancy() {
     // Down fast, up slow: after the hysteresis period on a clean path, the
     // top tier with no redundancy at all.
     let clean = alice.wait_decision(WAIT * 2, "no redundancy on the clean path", |d| {
-        d.tier == "good" && !d.lbrr && d.dred_ms == 0
+        d.tier == "good" && !d.lbrr && d.dred_ms == 0 && d.fec == 0
     });
     eprintln!("lossy phase: {lossy:?}; clean again: {clean:?}");
     assert_eq!(clean.bitrate, 24_000, "{clean:?}");
@@ -672,6 +694,10 @@ fn a_clean_then_30_percent_then_clean_path_ends_with_no_redundancy() {
         0
     );
     assert_eq!(wait_figure(&dir, "alice", "adapt", "tier", |v| v == 3), 3);
+    assert_eq!(
+        wait_figure(&dir, "alice", "adapt", "fec_ratio", |v| v == 0),
+        0
+    );
     hang_up(vec![alice, bob]);
     drop(proxy);
     let _ = std::fs::remove_dir_all(dir);

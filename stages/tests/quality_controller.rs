@@ -6,7 +6,7 @@ use wzp_proto::feedback::{burst_bin, FeedbackEntry, BURST_BINS};
 use wzp_stages::codec::profile::Profile;
 use wzp_stages::quality::controller::{
     lbrr_hint, packet_wire_kbps, wire_kbps, Controller, ControllerConfig, Decision, Reason,
-    Settings, CODEC2_MAX_PACKET_MS, DRED_HINT, DRED_MIN_BITRATE, EARLY_LOSS_CAP, TIERS,
+    Settings, CODEC2_MAX_PACKET_MS, DRED_HINT, DRED_MIN_BITRATE, EARLY_LOSS_CAP, FEC_RATIO, TIERS,
 };
 use wzp_stages::quality::path::PathSample;
 
@@ -62,6 +62,16 @@ fn report(path: Path, s: &Settings) -> FeedbackEntry {
         recv_kbps: recv.round() as u16,
         echo_ts: 0,
         echo_hold_ms: 5,
+    }
+}
+
+/// The controller with RaptorQ for random loss off: LBRR, and DRED for
+/// dense loss, as where the tier or the budget leaves no room for repair
+/// (`random_loss_gets_raptorq_in_a_band` covers the repair).
+fn lbrr_only() -> ControllerConfig {
+    ControllerConfig {
+        random_fec: false,
+        ..ControllerConfig::default()
     }
 }
 
@@ -173,11 +183,6 @@ fn loss_shape_picks_the_protection() {
         ("random 20 %", random(0.20), Reason::RandomLoss, |s| {
             s.lbrr && s.dred_ms == 0 && (23..=27).contains(&s.loss_hint)
         }),
-        // Dense random loss starts on LBRR too (DRED follows once the loss
-        // level shows it: `dense_random_loss_takes_dred_in_a_band`).
-        ("random 30 %", random(0.30), Reason::RandomLoss, |s| {
-            s.lbrr && s.tier == "good" && s.loss_hint == 30
-        }),
         (
             "bursts of 3, 14 %",
             bursty(0.14, 3),
@@ -202,7 +207,7 @@ fn loss_shape_picks_the_protection() {
         }),
     ];
     for (name, path, reason, check) in cases {
-        let mut r = Run::new(ControllerConfig::default());
+        let mut r = Run::new(lbrr_only());
         // Down fast: the first report decides; Codec2 takes HEAVY_REPORTS
         // reports of heavy loss in a row (one bad interval is an outage).
         let first = if reason == Reason::HeavyLoss {
@@ -271,7 +276,7 @@ fn dense_random_loss_takes_dred_in_a_band() {
         burst: 1,
         cap_kbps: 0.0,
     };
-    let mut r = Run::new(ControllerConfig::default());
+    let mut r = Run::new(lbrr_only());
     r.go(10, random(0.20), 1);
     assert!(r.s().lbrr && r.s().dred_ms == 0, "20 %: {:?}", r.s());
     // Reports alternating 18 % / 28 %: a level about 23 %, under the entry.
@@ -296,18 +301,148 @@ fn dense_random_loss_takes_dred_in_a_band() {
     assert_eq!(r.c.count(Reason::DenseLoss), 1, "{:?}", r.log);
     assert_eq!(r.c.count(Reason::LossEased), 1, "{:?}", r.log);
     // Heavier loss below `heavy_loss`: DRED within a few seconds, on Opus.
-    let mut r = Run::new(ControllerConfig::default());
+    let mut r = Run::new(lbrr_only());
     r.go(6, random(0.45), 1);
     let s = r.s();
     assert!(
         s.tier == "good" && s.dred_ms == 1000 && s.loss_hint == DRED_HINT && s.fec_ratio == 0,
         "45 %: {s:?}"
     );
+    // Dense random loss from the start: LBRR on the first report (one
+    // second is not a level), DRED on the third (the level is the mean of
+    // the reports since loss began, the first counted at most 20 %).
+    let mut r = Run::new(lbrr_only());
+    r.go(1, random(0.30), 1);
+    assert!(r.s().lbrr && r.s().loss_hint == 30, "{:?}", r.s());
+    r.go(1, random(0.30), 1);
+    assert!(r.s().lbrr, "{:?}", r.log);
+    r.go(1, random(0.30), 1);
+    assert_eq!(
+        r.log.last().unwrap().reason,
+        Reason::DenseLoss,
+        "{:?}",
+        r.log
+    );
+    assert_eq!(r.log.last().unwrap().at_ns, 3 * S);
     // A path that starts with one bad second and settles at 20 %: LBRR.
-    let mut r = Run::new(ControllerConfig::default());
+    let mut r = Run::new(lbrr_only());
     r.go(1, random(0.35), 1);
     r.go(15, random(0.20), 1);
     assert_eq!(r.c.count(Reason::DenseLoss), 0, "{:?}", r.log);
+}
+
+/// Random loss from a level of 16 % gets RaptorQ: Opus at 11 of 24 kb/s
+/// with a repair symbol per frame (loss hint 0, no LBRR, no DRED), in
+/// blocks whose hold fits the budget, from the second lossy report (one
+/// report is no shape); in a band, left for LBRR under 12 %. Not where
+/// the tier has no rate for it, the budget no room, or the loss comes in
+/// bursts.
+#[test]
+fn random_loss_gets_raptorq_in_a_band() {
+    let random = |loss| Path {
+        loss,
+        burst: 1,
+        cap_kbps: 0.0,
+    };
+    let fec = |s: &Settings, bitrate: u32, block: u8| {
+        s.bitrate == bitrate
+            && s.fec_ratio == FEC_RATIO
+            && s.fec_block == block
+            && !s.lbrr
+            && s.dred_ms == 0
+            && s.loss_hint == 0
+            && s.receiver_hold_frames == 0
+    };
+    let mut r = Run::new(ControllerConfig::default());
+    r.go(1, random(0.20), 1);
+    assert!(
+        r.s().lbrr && r.s().fec_ratio == 0,
+        "one report: {:?}",
+        r.s()
+    );
+    r.go(1, random(0.20), 1);
+    assert_eq!(r.log.last().unwrap().reason, Reason::FecLoss, "{:?}", r.log);
+    assert!(fec(&r.s(), 11_000, 2), "{:?}", r.s());
+    // 13 %: inside the band, it stays.
+    r.go(20, random(0.13), 1);
+    assert!(fec(&r.s(), 11_000, 2), "13 %: {:?}", r.s());
+    // 8 %: LBRR at the tier's rate, once the level is under 12 %.
+    r.go(15, random(0.08), 1);
+    let s = r.s();
+    assert!(
+        s.lbrr && s.fec_ratio == 0 && s.fec_block == 0 && s.bitrate == 24_000,
+        "8 %: {s:?}"
+    );
+    assert_eq!(r.c.count(Reason::FecLoss), 1, "{:?}", r.log);
+    assert_eq!(r.c.count(Reason::LossEased), 1, "{:?}", r.log);
+
+    // 10 % and 13 % from the start never reach the band; 30 % and 45 % do.
+    for (loss, on) in [(0.10, false), (0.13, false), (0.30, true), (0.45, true)] {
+        let mut r = Run::new(ControllerConfig::default());
+        r.go(30, random(loss), 1);
+        assert_eq!(
+            r.c.count(Reason::FecLoss),
+            u64::from(on),
+            "{loss}: {:?}",
+            r.log
+        );
+        assert_eq!(r.s().fec_ratio == FEC_RATIO, on, "{loss}: {:?}", r.s());
+    }
+
+    // The block follows the budget: (K - 1) frames and two quanta held.
+    for (budget, block) in [
+        (40, Some(1)),
+        (60, Some(2)),
+        (80, Some(3)),
+        (100, Some(4)),
+        (30, None),
+    ] {
+        let mut r = Run::new(ControllerConfig {
+            hold_budget_ms: budget,
+            ..ControllerConfig::default()
+        });
+        r.go(3, random(0.22), 1);
+        match block {
+            Some(b) => assert!(fec(&r.s(), 11_000, b), "{budget} ms: {:?}", r.s()),
+            None => assert!(
+                r.s().lbrr && r.s().fec_ratio == 0,
+                "{budget} ms: {:?}",
+                r.s()
+            ),
+        }
+    }
+
+    // The rate follows the tier: 11/24 of it, where that is 11 kb/s or more.
+    for (top, bitrate) in [("studio_32k", Some(14_600)), ("fair", None)] {
+        let mut r = Run::new(ControllerConfig {
+            top_tier: top,
+            ..ControllerConfig::default()
+        });
+        r.go(3, random(0.22), 1);
+        match bitrate {
+            Some(b) => assert!(fec(&r.s(), b, 2), "{top}: {:?}", r.s()),
+            None => assert!(r.s().lbrr && r.s().fec_ratio == 0, "{top}: {:?}", r.s()),
+        }
+    }
+
+    // Bursts at the same rate: DRED with the hold, never RaptorQ (a run
+    // of three takes a block of two whole).
+    let mut r = Run::new(ControllerConfig::default());
+    r.go(
+        20,
+        Path {
+            loss: 0.20,
+            burst: 3,
+            cap_kbps: 0.0,
+        },
+        1,
+    );
+    assert_eq!(r.c.count(Reason::FecLoss), 0, "{:?}", r.log);
+    assert!(
+        r.s().dred_ms == 1000 && r.s().receiver_hold_frames == 3,
+        "{:?}",
+        r.s()
+    );
 }
 
 #[test]
@@ -341,7 +476,7 @@ fn longer_bursts_grow_dred_reach_and_the_receiver_hold_within_its_budget() {
 
 #[test]
 fn recovery_steps_back_only_after_the_hysteresis_period() {
-    let cfg = ControllerConfig::default();
+    let cfg = lbrr_only();
     let mut r = Run::new(cfg);
     let bursts = Path {
         loss: 0.14,
@@ -777,7 +912,7 @@ fn a_cap_below_codec2_in_40_ms_packets_packs_more_frames_per_packet_and_unpacks_
 /// flap the codec.
 #[test]
 fn heavy_loss_leaves_codec2_only_after_the_hysteresis_period() {
-    let cfg = ControllerConfig::default();
+    let cfg = lbrr_only();
     let mut r = Run::new(cfg);
     let heavy = Path {
         loss: 0.65,
@@ -1591,25 +1726,31 @@ fn a_bursty_path_keeps_dred_through_reports_whose_runs_read_as_chance() {
 
     // The same rate in isolated losses and pairs: the bursts fade from the
     // tally within a few reports, then the burst is remembered for the
-    // hysteresis period, as any burst is.
+    // hysteresis period, as any burst is; 22 % of random loss then gets
+    // RaptorQ.
     let t0 = r.now;
     for _ in 0..20 {
         r.second(&[(100, &[1, 1, 1, 2, 1, 1, 1, 1, 1, 1])]);
     }
-    let eased = r.last(Reason::LossEased).expect("eased to LBRR");
+    let eased = r.last(Reason::LossEased).expect("eased to RaptorQ");
     assert!(
         eased > t0 && eased - t0 <= 15 * S,
         "{} ms after the path turned: {:?}",
         eased.saturating_sub(t0) / MS,
         r.log
     );
-    assert!(r.s().lbrr && r.s().dred_ms == 0, "{:?}", r.s());
+    let s = r.s();
+    assert!(
+        s.dred_ms == 0 && s.fec_ratio == FEC_RATIO && s.fec_block == 2 && !s.lbrr,
+        "{s:?}"
+    );
 }
 
 /// Independent loss at 20 % and 25 %, drawn packet by packet (ten seeds
 /// each), for a minute: the pooled share of its loss in runs of 3+ stays far under a
-/// bursty path's, so it is never protected as bursts (20 % keeps LBRR; 25 %
-/// may reach the dense band, DRED as dense loss).
+/// bursty path's, so it is never protected as bursts: it gets RaptorQ from
+/// the second report and keeps it (a rare run sends it back to LBRR for a
+/// moment at most; without RaptorQ, 20 % keeps LBRR).
 #[test]
 fn random_loss_drawn_packet_by_packet_never_reads_as_a_bursty_path() {
     // One report is not a pooled share: a first report at 28 % with a run
@@ -1635,7 +1776,8 @@ fn random_loss_drawn_packet_by_packet_never_reads_as_a_bursty_path() {
             rng ^= rng << 17;
             (rng >> 11) as f64 / (1u64 << 53) as f64
         };
-        let mut r = Run::new(ControllerConfig::default());
+        let (mut r, mut lbrr) = (Run::new(ControllerConfig::default()), Run::new(lbrr_only()));
+        let mut on_fec = 0;
         for _ in 0..60 {
             let mut runs = Vec::new();
             let mut run = 0;
@@ -1651,17 +1793,73 @@ fn random_loss_drawn_packet_by_packet_never_reads_as_a_bursty_path() {
                 runs.push(run);
             }
             r.second(&[(100, &runs)]);
+            lbrr.second(&[(100, &runs)]);
+            on_fec += usize::from(r.s().fec_ratio == FEC_RATIO);
         }
-        assert_eq!(
-            r.c.count(Reason::BurstLoss),
-            0,
-            "{loss} (seed {seed}): {:?}",
+        for r in [&r, &lbrr] {
+            assert_eq!(
+                r.c.count(Reason::BurstLoss),
+                0,
+                "{loss} (seed {seed}): {:?}",
+                r.log
+            );
+        }
+        assert!(
+            on_fec >= 54 && r.c.count(Reason::FecLoss) <= 3,
+            "{loss} (seed {seed}): {on_fec} s of 60 on RaptorQ: {:?}",
             r.log
         );
+        assert_eq!(r.s().fec_block, 2);
         if loss <= 0.2 {
-            assert!(r.s().lbrr && r.s().dred_ms == 0, "{loss}: {:?}", r.log);
+            assert!(
+                lbrr.s().lbrr && lbrr.s().dred_ms == 0,
+                "{loss}: {:?}",
+                lbrr.log
+            );
         }
     }
+}
+
+/// A rare run on a path already on RaptorQ (a run of 6 among single
+/// losses at 20 %) does not send it back to LBRR: the pooled runs still
+/// look random. Before RaptorQ, the same run holds it back for a moment
+/// (it might be the first of bursts: a run of three takes a block of two
+/// whole). Live, a run of 6 had sent a 20 % call from RaptorQ to LBRR and
+/// back within seconds.
+#[test]
+fn a_rare_run_keeps_raptorq_once_on_it_and_holds_it_back_before() {
+    let singles: &[u32] = &[1, 1, 1, 1, 1, 1, 1, 1, 1, 1];
+    let with_six: &[u32] = &[1, 1, 1, 1, 1, 6];
+    let mut r = Run::new(ControllerConfig::default());
+    for _ in 0..5 {
+        r.second(&[(100, &[])]);
+    }
+    for _ in 0..5 {
+        r.second(&[(100, singles)]);
+    }
+    assert_eq!(r.s().fec_ratio, FEC_RATIO, "{:?}", r.log);
+    for _ in 0..3 {
+        r.second(&[(100, with_six)]);
+        assert_eq!(r.s().fec_ratio, FEC_RATIO, "{:?}", r.log);
+        for _ in 0..3 {
+            r.second(&[(100, singles)]);
+        }
+    }
+    assert_eq!(r.c.count(Reason::FecLoss), 1, "{:?}", r.log);
+    assert_eq!(r.c.count(Reason::LossEased), 0, "{:?}", r.log);
+
+    // Before it: the second report has the rare run, RaptorQ waits.
+    let mut r = Run::new(ControllerConfig::default());
+    for _ in 0..5 {
+        r.second(&[(100, &[])]);
+    }
+    r.second(&[(100, singles)]);
+    r.second(&[(100, with_six)]);
+    assert!(r.s().lbrr && r.s().fec_ratio == 0, "{:?}", r.log);
+    for _ in 0..3 {
+        r.second(&[(100, singles)]);
+    }
+    assert_eq!(r.s().fec_ratio, FEC_RATIO, "{:?}", r.log);
 }
 
 /// Bursts that go on keep DRED and the hold, though the longest of them

@@ -466,6 +466,19 @@ fn a_cell_of_another_type_or_an_unknown_tier_is_refused() {
         e.to_string().contains("best") && e.to_string().contains("good"),
         "{e}"
     );
+    // A hold budget past what DRED reaches, or no duration at all.
+    let mut res = Resources::new();
+    res.insert("enc_live", Arc::new(OpusLive::new()));
+    for (budget, says) in [("2s", "above 1s"), ("sixty", "hold_budget")] {
+        let e = Stage::build(
+            &AdaptFactory,
+            &[("live_settings", "enc_live"), ("hold_budget", budget)],
+            &res,
+        )
+        .err()
+        .unwrap_or_else(|| panic!("hold_budget={budget} was taken"));
+        assert!(e.to_string().contains(says), "{budget}: {e}");
+    }
 }
 
 /// In a call the reports travel as packets with their own seq: the stage
@@ -603,6 +616,49 @@ fn heavy_loss_publishes_the_tiers_repair_ratio_through_the_fec_cell() {
         if with_codec {
             assert_eq!(codec.get().unwrap().profile.name, "good");
         }
+    }
+}
+
+/// Random loss of 20 % with the FEC encoder's cell: from the second lossy
+/// report, Opus at 11 kb/s with no LBRR in the Opus cell, and a repair
+/// symbol per frame in blocks of two in the FEC cell. Without the cell
+/// (`loss_reports_turn_lbrr_on_in_the_encoder_cell_and_clean_ones_turn_it_off`)
+/// the call keeps LBRR: a lower rate with no repair going out would be no
+/// protection at all. With `random_fec=false`, LBRR too.
+#[test]
+fn random_loss_publishes_raptorq_with_its_block_size_through_the_fec_cell() {
+    for random_fec in ["true", "false"] {
+        let opus = Arc::new(OpusLive::new());
+        let fec = Arc::new(FecLive::new());
+        let mut res = Resources::new();
+        res.insert("enc_live", opus.clone());
+        res.insert("fec_live", fec.clone());
+        let params = [
+            ("live_settings", "enc_live"),
+            ("fec_live", "fec_live"),
+            ("random_fec", random_fec),
+        ];
+        let mut st = Stage::build(&AdaptFactory, &params, &res).unwrap();
+        drive(&mut st, 3, &report_bytes(3, 10));
+        let o = opus.get().expect("settings published");
+        if random_fec == "true" {
+            assert_eq!(st.counter("decisions_fec_loss"), 1);
+            assert!(
+                o.bitrate == 11_000 && !o.inband_fec && o.dred_ms == 0,
+                "{o:?}"
+            );
+            assert_eq!((fec.get(), fec.block()), (Some(100), Some(2)));
+            assert_eq!(st.gauge("fec_ratio"), 100);
+        } else {
+            assert_eq!(st.counter("decisions_fec_loss"), 0);
+            assert!(o.bitrate == 24_000 && o.inband_fec, "{o:?}");
+            assert_eq!(fec.get(), Some(0));
+        }
+        assert_eq!(st.counter("not_live"), 0);
+        // The path clears: the repair stops with the rest.
+        drive(&mut st, 8, &report_bytes(3, 0));
+        assert_eq!(fec.get(), Some(0), "random_fec {random_fec}");
+        assert_eq!(opus.get().unwrap().bitrate, 24_000);
     }
 }
 

@@ -42,7 +42,9 @@
 //!   above.
 //! - `fec_live` (string, ""): the `FecLive` cell a `fec.raptorq_encode`'s
 //!   `live_ratio` names: the RaptorQ ratio goes live (Codec2 for heavy loss
-//!   carries the tier's repair); empty: the ratio is counted `not_live`.
+//!   carries the tier's repair; random loss of 16 % and more gets a repair
+//!   packet per frame, with the block size published beside the ratio);
+//!   empty: the ratio is counted `not_live`.
 //! - `path_live` (string, ""): the `PathLive` cell ([`super::path`]) the
 //!   control plane publishes its first hop's transport samples to (lost
 //!   packets, round-trip queue, what got through); the controller reads
@@ -53,6 +55,16 @@
 //!   publishes it there), or without one the `stream` of the frames passing
 //!   through.
 //! - `local_sender` (string, ""): name of an `Arc<LocalSender>` resource.
+//! - `random_fec` (bool, true): RaptorQ repair for random loss from a
+//!   level of 16 % (Opus at 11 of 24 kb/s with a repair packet per frame;
+//!   docs/PROFILES.md); false keeps LBRR there, with no extra packets.
+//!   Repair needs `fec_live` (the encoder's cell) to go out: without it
+//!   this is off whatever it says.
+//! - `hold_budget` (duration, 60ms): the extra delay the receivers may hold
+//!   to rebuild loss, their jitter buffers' `burst_hold` (set both from
+//!   one graph variable): it bounds the hold asked for bursts, sizes DRED's
+//!   hint for it and the runs counted as outages, and sizes the RaptorQ
+//!   blocks for random loss so their hold fits it (`controller::fec_block`).
 //! - `startup` (duration, 3s), `clean_settle` (duration, 4s), `hysteresis`
 //!   (duration, 10s): the controller's timings (`ControllerConfig`).
 //! - `journal` (string, "adapt_journal"): the [`DecisionJournal`] resource
@@ -204,6 +216,16 @@ impl StageFactory for AdaptFactory {
                     60,
                     "loss percent (two reports in a row) from which Opus is given up for Codec2, 1..=100",
                 ),
+                ParamSpec::bool(
+                    "random_fec",
+                    true,
+                    "RaptorQ repair for random loss of 16 % and more (false: LBRR, no extra packets)",
+                ),
+                ParamSpec::duration(
+                    "hold_budget",
+                    Duration::from_millis(60),
+                    "extra delay the receivers may hold to rebuild loss (their jitter buffers' burst_hold)",
+                ),
             ],
             default_domain: Domain::Clocked,
             domains: &[Domain::Clocked],
@@ -264,6 +286,20 @@ impl StageFactory for AdaptFactory {
             clean_settle_ns: ns(p.duration("clean_settle")?),
             hysteresis_ns: ns(p.duration("hysteresis")?),
             heavy_loss: p.int_in("heavy_loss", 1, 100)? as f32 / 100.0,
+            // Without the FEC encoder's cell the repair would not go out:
+            // the lower Opus rate alone is no protection.
+            random_fec: p.bool("random_fec")? && fec_live.is_some(),
+            hold_budget_ms: {
+                let b = p.duration("hold_budget")?;
+                if b > Duration::from_secs(1) {
+                    return Err(ParamError::new(
+                        "hold_budget",
+                        format!("{b:?} is above 1s (DRED reaches 1 s back at most); use the receivers' burst_hold"),
+                    )
+                    .into());
+                }
+                b.as_millis() as u32
+            },
             ..ControllerConfig::default()
         };
         let decisions_by: [Counter; Reason::ALL.len()] =
@@ -494,7 +530,13 @@ impl Adapt {
             // codec cell a Codec2 tier is not sent, and neither is its
             // repair (the Opus fallback above is sized without it).
             let tier_sent = self.codec_live.is_some() || opus_tier(s.tier);
-            ok &= cell.set(if tier_sent { s.fec_ratio } else { 0 }).is_ok();
+            let ratio = if tier_sent { s.fec_ratio } else { 0 };
+            ok &= if s.fec_block > 0 {
+                cell.set_block(ratio, s.fec_block)
+            } else {
+                cell.set(ratio)
+            }
+            .is_ok();
         }
         if !live {
             self.not_live.inc();

@@ -13,10 +13,16 @@
 //!   hint near the measured loss for random loss; DRED (1 s window, a
 //!   hint that sets its share of the bit rate and its reach, [`dred_hint`],
 //!   and a receiver hold to rebuild whole bursts within a latency budget)
-//!   for bursts, and for random loss
+//!   for bursts; for random loss from a level of 16 % (left under 12 %:
+//!   [`FEC_ENTER`]) RaptorQ repair, a packet per frame, with Opus at 11 of
+//!   24 kb/s, in blocks whose hold fits the budget ([`fec_block`]), where
+//!   the tier has the rate for it; without it (`random_fec` off, a lower
+//!   tier, a budget under two frames) DRED with the hold for random loss
 //!   dense enough that runs of two and more are most of it (a loss level
 //!   of 26 %, left under 20 %: [`DENSE_ENTER`]); Codec2 with RaptorQ
-//!   where Opus cannot hold. A report's longest run counts as a burst only
+//!   where Opus cannot hold. RaptorQ waits for two lossy reports whose
+//!   pooled runs look random ([`FEC_MIN_REPORTS`]): a block of two is
+//!   lost whole to a run of three. A report's longest run counts as a burst only
 //!   when independent loss at the path's rate makes one that long in
 //!   under 0.2 % of reports, or under 2 % in two reports in a row, or when
 //!   the path is bursty: pooled over recent reports, most of its loss in
@@ -160,6 +166,10 @@ pub struct Settings {
     pub lbrr: bool,
     /// RaptorQ repair symbols per 100 source symbols (0: off).
     pub fec_ratio: u8,
+    /// Source frames per RaptorQ block (0: the encoder's own
+    /// `frames_per_block`); set with the repair for random loss
+    /// ([`fec_block`]), so the receiver's block hold fits its budget.
+    pub fec_block: u8,
     /// Frames the receiver should hold back to rebuild bursts from DRED
     /// (its decoder look-ahead); bounded by the latency budget.
     pub receiver_hold_frames: u8,
@@ -176,6 +186,7 @@ impl Settings {
             loss_hint: 0,
             lbrr: false,
             fec_ratio: 0,
+            fec_block: 0,
             receiver_hold_frames: 0,
         }
     }
@@ -209,11 +220,15 @@ pub enum Reason {
     /// [`LONG_RUN_BURSTS`]): no redundancy, the decoder's deep PLC fills
     /// them.
     LongRuns,
+    /// Random loss at a level of [`FEC_ENTER`] and more: Opus at under half
+    /// the tier's rate with as much again in RaptorQ repair, in blocks the
+    /// receiver's latency budget holds ([`fec_block`]).
+    FecLoss,
 }
 
 impl Reason {
     /// Every reason, in counter order.
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 11] = [
         Reason::Startup,
         Reason::CleanPath,
         Reason::RandomLoss,
@@ -224,6 +239,7 @@ impl Reason {
         Reason::Probe,
         Reason::DenseLoss,
         Reason::LongRuns,
+        Reason::FecLoss,
     ];
 
     /// Short name, for counters and logs.
@@ -239,6 +255,7 @@ impl Reason {
             Reason::Probe => "probe",
             Reason::DenseLoss => "dense_loss",
             Reason::LongRuns => "long_runs",
+            Reason::FecLoss => "fec_loss",
         }
     }
 
@@ -282,6 +299,10 @@ pub struct ControllerConfig {
     /// Queueing delay (ms) that, with loss or a short receive rate, means
     /// the path is congested.
     pub congestion_queue_ms: f32,
+    /// RaptorQ repair for random loss of [`FEC_ENTER`] and more where the
+    /// tier and the hold budget allow it; false: LBRR (and DRED for dense
+    /// loss) as libopus's own loop would, with no extra packets.
+    pub random_fec: bool,
 }
 
 impl Default for ControllerConfig {
@@ -297,6 +318,7 @@ impl Default for ControllerConfig {
             hold_budget_ms: 60,
             heavy_loss: 0.60,
             congestion_queue_ms: 25.0,
+            random_fec: true,
         }
     }
 }
@@ -306,6 +328,8 @@ impl Default for ControllerConfig {
 enum Mode {
     Clean,
     Random,
+    /// Random loss with RaptorQ repair ([`FEC_ENTER`]).
+    Fec,
     Burst,
     Heavy,
 }
@@ -314,6 +338,13 @@ enum Mode {
 struct Worst {
     loss: f32,
     level: f32,
+    /// Every lossy receiver's loss looks random (see [`FEC_MIN_REPORTS`]).
+    random_shape: bool,
+    /// Every lossy receiver's loss still looks random enough to keep
+    /// RaptorQ: its pooled runs under [`BURSTY_SHARE`] (a rare run alone
+    /// does not send it back: live, a run of 6 on a 20 % path did, and
+    /// the call went RaptorQ, LBRR, RaptorQ within seconds).
+    random_kept: bool,
     burst: u32,
     lossy: bool,
     any: bool,
@@ -330,10 +361,13 @@ struct Receiver {
     /// Loss fraction: rises at once, decays over reports.
     loss: f32,
     /// Loss fraction averaged over about four reports (both ways): the
-    /// level of a path's loss, not its last interval.
+    /// level of a path's loss, not its last interval. Restarts when loss
+    /// begins on a path that had none for the settle time, as the mean of
+    /// the reports since (the first no higher than [`DENSE_LEAVE`]), and
+    /// from the [`LEVEL_REPORTS`]th on moves a quarter of the way to each.
     level: f32,
-    /// `level` has its first value.
-    level_set: bool,
+    /// Reports in `level` since it last restarted (0: restart it).
+    level_reports: u8,
     /// Longest burst (packets) recently, held for the hysteresis period
     /// (or until a shorter one comes after half of it).
     burst: u32,
@@ -514,6 +548,63 @@ pub const DENSE_ENTER: f32 = 0.26;
 /// Loss level under which dense-loss protection gives way to LBRR.
 pub const DENSE_LEAVE: f32 = 0.20;
 
+/// Reports the loss level is a plain mean of after it restarts, before it
+/// moves a quarter of the way to each.
+pub const LEVEL_REPORTS: u8 = 4;
+
+/// Loss level (the same smoothed level as [`DENSE_ENTER`]) from which
+/// random loss gets RaptorQ repair instead of LBRR, where the tier allows
+/// ([`fec_bitrate`]): Opus at 11 of the tier's 24 kb/s and a repair
+/// symbol per source frame (as many payload bytes as the tier's own
+/// stream: the repair symbols carry 13 bytes of frame header and are as
+/// long as the longest frame of their block), in blocks of [`fec_block`].
+/// A lost frame comes back whole once any two of its block's four packets
+/// arrive, where LBRR brings back a coarse copy when the one packet after
+/// it does. Fixed settings aligned against `opus_demo` on trace seed 13
+/// (docs/QUALITY.md finding 23): random 20 % +0.44 against LBRR's +0.20,
+/// 30 % +0.33 against DRED's +0.05, but 10 % +0.19 against +0.21; so from
+/// 16 %, left under [`FEC_LEAVE`] (from 14 % a 10 % trace whose first
+/// seconds lost 16 % went to RaptorQ and back: -0.12 on that seed).
+pub const FEC_ENTER: f32 = 0.16;
+/// Loss level under which RaptorQ repair gives way to LBRR.
+pub const FEC_LEAVE: f32 = 0.12;
+/// Lossy reports a receiver's pooled runs ([`BURSTY_SHARE`]) must span
+/// before its loss counts as random enough for RaptorQ: blocks of two
+/// are lost whole to a run of three, and the first reports of a 60 ms
+/// burst path (a run of 2 at 14 %, then 38 % with a run of 8 that reads
+/// as rare but not yet a burst) put it on RaptorQ for two seconds before
+/// DRED (seed 13: -0.10 -> -0.24 PESQ-WB).
+pub const FEC_MIN_REPORTS: u8 = 2;
+/// RaptorQ repair symbols per 100 source frames for random loss.
+pub const FEC_RATIO: u8 = 100;
+/// Lowest Opus rate for RaptorQ repair: below about 11 kb/s libopus
+/// leaves wideband (at 10 kb/s random 10 % scored 2.63 against 11 kb/s's
+/// 2.85, at 9 kb/s 2.32 whatever the loss).
+pub const FEC_MIN_OPUS_BITRATE: u32 = 11_000;
+
+/// The Opus rate for RaptorQ repair on a tier of `bitrate`: 11/24 of it,
+/// so that Opus and its repair take the tier's payload rate (measured on
+/// the bench's speech: 11 kb/s with 100 % repair 23.9 kb/s of payload, the
+/// 24 kb/s stream alone 22.8 kb/s; the repair doubles the packets, whose
+/// overhead [`packet_wire_kbps`] counts). `None` where that is under
+/// [`FEC_MIN_OPUS_BITRATE`] (tiers under 24 kb/s keep LBRR).
+pub fn fec_bitrate(bitrate: u32) -> Option<u32> {
+    let b = bitrate * 11 / 24 / 100 * 100;
+    (b >= FEC_MIN_OPUS_BITRATE).then_some(b)
+}
+
+/// Source frames per RaptorQ block for random loss: the receiver holds a
+/// protected stream (K - 1) frames and two quanta (the repair leaves a
+/// quantum after its block, the decoder rebuilds a quantum after it
+/// comes: `jitter.adaptive`), so the largest K whose hold fits the
+/// budget, a quantum per frame: 2 at 20 ms frames and the 60 ms default,
+/// 3 at 80 ms. `None` when even a block of one does not fit (a budget
+/// under two frames): no repair for random loss.
+pub fn fec_block(hold_budget_ms: u32, frame_ms: u32) -> Option<u8> {
+    let frames = hold_budget_ms / frame_ms.max(1);
+    (frames >= 2).then(|| (frames - 1).min(16) as u8)
+}
+
 /// The loss hint DRED streams are sent with, whatever the loss: it sets
 /// DRED's share of the bit rate, and at 24 kb/s 14-16 scores best on every
 /// lossy trace of the live bench (loopback, PESQ-WB averaged over seven
@@ -608,6 +699,9 @@ pub struct Controller {
     dense: bool,
     /// Dense loss and no burst: what makes the protection DRED now.
     dense_only: bool,
+    /// The worst receiver's loss level is in the RaptorQ band (see
+    /// [`FEC_ENTER`]).
+    fec_band: bool,
     /// The only lossy receivers lose in long runs: what makes a path with
     /// loss go without redundancy.
     long_runs: bool,
@@ -641,6 +735,16 @@ pub fn packet_wire_kbps(tier: &Profile, packet_ms: u32, fec_ratio: u8) -> f32 {
     (payload + overhead) * (1.0 + f32::from(fec_ratio) / 100.0)
 }
 
+/// Wire rate of `s` as a receiver measures it: its own bit rate (RaptorQ
+/// for random loss runs Opus under the tier's), per-packet overhead and
+/// repair.
+fn settings_wire_kbps(s: &Settings) -> f32 {
+    let pps = 1000.0 / s.frame_ms.max(1) as f32;
+    let payload = s.bitrate as f32 / 1000.0;
+    let overhead = pps * (PACKET_OVERHEAD_BYTES * 8) as f32 / 1000.0;
+    (payload + overhead) * (1.0 + f32::from(s.fec_ratio) / 100.0)
+}
+
 impl Controller {
     /// A controller for a call starting now at `cfg.top_tier`.
     pub fn new(cfg: ControllerConfig, now_ns: u64) -> Controller {
@@ -672,6 +776,7 @@ impl Controller {
             early_reports: 0,
             dense: false,
             dense_only: false,
+            fec_band: false,
             long_runs: false,
             path_samples: 0,
             path_congested_run: 0,
@@ -687,6 +792,7 @@ impl Controller {
             loss_hint: p.expected_loss,
             lbrr: false,
             fec_ratio: 0,
+            fec_block: 0,
             receiver_hold_frames: 0,
         };
         c.decide(startup, Reason::Startup, now_ns);
@@ -809,11 +915,7 @@ impl Controller {
     /// A feedback entry about this sender, from receiver `reporter`.
     pub fn handle_report(&mut self, reporter: u32, entry: &FeedbackEntry, now_ns: u64) {
         let loss = entry.loss_fraction();
-        let send_kbps = packet_wire_kbps(
-            profile(self.tier_index()),
-            self.settings.frame_ms,
-            self.settings.fec_ratio,
-        );
+        let send_kbps = settings_wire_kbps(&self.settings);
         let queue_ms = f32::from(entry.queue_delay_100us) / 10.0;
         // Reports carry whole kb/s: at Codec2's few kb/s a truncated rate
         // would read as short by itself.
@@ -835,6 +937,7 @@ impl Controller {
         let congested = !outage
             && (saturated || queue_ms >= self.cfg.congestion_queue_ms && (loss >= 0.02 || short));
         let hysteresis = self.cfg.hysteresis_ns;
+        let clean_settle = self.cfg.clean_settle_ns;
         let heavy_loss = self.cfg.heavy_loss;
         if outage {
             self.outages += 1;
@@ -856,15 +959,28 @@ impl Controller {
             } else {
                 0.7 * r.loss + 0.3 * loss
             };
-            // The first report starts it, but no higher than the band's
-            // lower edge: one lossy second must not put a 20 % path in the
-            // band, which it would then leave only under 20 %.
-            r.level = if r.level_set {
-                0.75 * r.level + 0.25 * loss
-            } else {
+            // Loss beginning on a clean path restarts the level: averaged
+            // with the clean reports before, a 30 % path took six reports
+            // to read 26 % (live, 11 s on LBRR). The first report counts
+            // no higher than the dense band's lower edge: one lossy second
+            // must not put a 20 % path in the band, which it would then
+            // leave only under 20 %; and loss that began late in its
+            // interval reads low in it, which the mean of the next ones
+            // makes up for.
+            let onset =
+                loss >= 0.01 && !(r.saw_loss && now_ns.saturating_sub(r.loss_at_ns) < clean_settle);
+            if onset {
+                r.level_reports = 0;
+            }
+            r.level = if r.level_reports == 0 {
                 loss.min(DENSE_LEAVE)
+            } else if r.level_reports < LEVEL_REPORTS {
+                let n = f32::from(r.level_reports);
+                (r.level * n + loss) / (n + 1.0)
+            } else {
+                0.75 * r.level + 0.25 * loss
             };
-            r.level_set = true;
+            r.level_reports = r.level_reports.saturating_add(1);
             if loss >= 0.01 {
                 r.loss_at_ns = now_ns;
                 r.saw_loss = true;
@@ -979,8 +1095,13 @@ impl Controller {
             return;
         }
         self.early_reports += 1;
+        let clean_settle = self.cfg.clean_settle_ns;
         let r = self.slot(reporter, now_ns);
         r.last_ns = now_ns;
+        if !(r.saw_loss && now_ns.saturating_sub(r.loss_at_ns) < clean_settle) {
+            // Loss begins: the interval's report restarts the level.
+            r.level_reports = 0;
+        }
         r.loss = r.loss.max(loss.min(EARLY_LOSS_CAP));
         r.loss_at_ns = now_ns;
         r.saw_loss = true;
@@ -1136,6 +1257,8 @@ impl Controller {
         let mut any = false;
         let mut heavy = false;
         let mut long_runs = false;
+        let mut random_shape = true;
+        let mut random_kept = true;
         for r in self.receivers.iter().filter(|r| r.used) {
             if now_ns.saturating_sub(r.last_ns) > self.cfg.report_fresh_ns {
                 continue;
@@ -1164,11 +1287,26 @@ impl Controller {
             }
             if r.saw_loss && now_ns.saturating_sub(r.loss_at_ns) < self.cfg.clean_settle_ns {
                 lossy = true;
+                // Runs of 3+ under the bursty band's lower edge, pooled
+                // over two reports at least, and no rare run lately.
+                let share = if r.short_lost > 0.0 {
+                    r.short_in_bursts / r.short_lost
+                } else {
+                    0.0
+                };
+                let rare_lately = r
+                    .rare_run_at_ns
+                    .is_some_and(|t| now_ns.saturating_sub(t) <= 2_500 * MS);
+                let pooled = r.short_reports >= FEC_MIN_REPORTS && !r.bursty;
+                random_shape &= pooled && share < BURSTY_LEAVE && !rare_lately;
+                random_kept &= pooled && share < BURSTY_SHARE;
             }
         }
         Worst {
             loss,
             level,
+            random_shape,
+            random_kept,
             burst,
             lossy,
             any,
@@ -1181,6 +1319,8 @@ impl Controller {
         let Worst {
             loss,
             level,
+            random_shape,
+            random_kept,
             burst,
             lossy,
             any,
@@ -1231,12 +1371,28 @@ impl Controller {
         } else if level < DENSE_LEAVE {
             self.dense = false;
         }
-        self.dense_only = self.dense && burst < 3;
-        let burst = if self.dense { burst.max(3) } else { burst };
+        if level >= FEC_ENTER {
+            self.fec_band = true;
+        } else if level < FEC_LEAVE {
+            self.fec_band = false;
+        }
+        // Dense random loss gets RaptorQ where the tier has it, else DRED
+        // with the hold.
+        let shape = if self.mode == Mode::Fec {
+            random_kept
+        } else {
+            random_shape
+        };
+        let fec = self.fec_band && shape && self.fec_for(self.bw_tier).is_some();
+        let dense_dred = self.dense && !fec;
+        self.dense_only = dense_dred && burst < 3;
+        let burst = if dense_dred { burst.max(3) } else { burst };
         let wanted = if heavy || (self.mode == Mode::Heavy && loss >= self.cfg.heavy_loss) {
             Mode::Heavy
         } else if lossy && burst >= 3 {
             Mode::Burst
+        } else if lossy && fec {
+            Mode::Fec
         } else if lossy {
             Mode::Random
         } else {
@@ -1293,8 +1449,32 @@ impl Controller {
             loss_hint: 0,
             lbrr: false,
             fec_ratio: 0,
+            fec_block: 0,
             receiver_hold_frames: 0,
         }
+    }
+
+    /// RaptorQ repair for random loss on tier `tier`: its Opus rate and
+    /// block size, where the tier and the budget allow it.
+    fn fec_for(&self, tier: usize) -> Option<(u32, u8)> {
+        let p = profile(tier);
+        if !self.cfg.random_fec || p.codec != Codec::Opus {
+            return None;
+        }
+        let bitrate = fec_bitrate(p.bitrate)?;
+        let block = fec_block(self.cfg.hold_budget_ms, p.frame_ms)?;
+        // The repair doubles the packets: not on a path that carried less
+        // at its last congestion.
+        let wire = settings_wire_kbps(&Settings {
+            bitrate,
+            frame_ms: p.frame_ms,
+            fec_ratio: FEC_RATIO,
+            ..Settings::none(p.name)
+        });
+        if self.ceiling_kbps > 0.0 && wire > self.ceiling_kbps {
+            return None;
+        }
+        Some((bitrate, block))
     }
 
     fn settings_for(&self, loss: f32, burst: u32) -> (Settings, Reason) {
@@ -1339,6 +1519,23 @@ impl Controller {
                 s.loss_hint = lbrr_hint(loss_pct);
                 Reason::RandomLoss
             }
+            Mode::Fec => match self.fec_for(tier) {
+                // Opus under the tier's rate, at loss hint 0: the repair
+                // brings lost frames back whole, and a hint would spend
+                // the rate on robustness and, at 11 kb/s, drop libopus
+                // out of wideband.
+                Some((bitrate, block)) => {
+                    s.bitrate = bitrate;
+                    s.fec_ratio = FEC_RATIO;
+                    s.fec_block = block;
+                    Reason::FecLoss
+                }
+                None => {
+                    s.lbrr = p.codec == Codec::Opus;
+                    s.loss_hint = lbrr_hint(loss_pct);
+                    Reason::RandomLoss
+                }
+            },
             Mode::Burst => {
                 // Hold as many frames as the burst, within the latency
                 // budget; DRED's reach (set by the hint) follows the hold.
@@ -1387,6 +1584,8 @@ impl Controller {
             Mode::Heavy
         } else if s.dred_ms > 0 && s.receiver_hold_frames > 0 {
             Mode::Burst
+        } else if s.fec_ratio > 0 {
+            Mode::Fec
         } else if s.lbrr || s.dred_ms > 0 {
             Mode::Random
         } else {

@@ -99,7 +99,7 @@ impl Entry {
             " [not applied: adapt=false]"
         };
         format!(
-            "adapt: {} -> tier={} bitrate={} frame_ms={} dred_ms={} loss_hint={} lbrr={} fec={} hold={} (worst loss {}, run {}, queue {}, recv {}, rtt {}{first_hop}){held}{applied} at {:.2} s",
+            "adapt: {} -> tier={} bitrate={} frame_ms={} dred_ms={} loss_hint={} lbrr={} fec={}{} hold={} (worst loss {}, run {}, queue {}, recv {}, rtt {}{first_hop}){held}{applied} at {:.2} s",
             self.reason.name(),
             s.tier,
             s.bitrate,
@@ -108,6 +108,11 @@ impl Entry {
             s.loss_hint,
             if s.lbrr { "on" } else { "off" },
             s.fec_ratio,
+            if s.fec_block > 0 {
+                format!(" fec_block={}", s.fec_block)
+            } else {
+                String::new()
+            },
             s.receiver_hold_frames,
             known(self.loss_pct, "%"),
             known(self.run_max, ""),
@@ -195,6 +200,7 @@ mod tests {
                 loss_hint: 15,
                 lbrr: false,
                 fec_ratio: 0,
+                fec_block: 0,
                 receiver_hold_frames: 3,
             },
             applied: true,

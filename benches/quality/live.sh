@@ -22,7 +22,8 @@
 #   BUILD=0 / VENV=DIR / SEED=N                       # no cargo build / another venv / other traces
 #   OFFLINE=1 bash benches/quality/live.sh            # no calls: the loopback against the anchor,
 #       averaged over alignments of each trace (benches/quality/aligned.py; ~2 min;
-#       SHIFTS="0 6 12", SETS for the loopback, TAG=NAME for its outputs;
+#       SHIFTS="0 6 12", SETS for the loopback, TAG=NAME for its outputs,
+#       GRAPH=FILE another loopback graph (default graphs/loopback.toml);
 #       SEEDS="11 12 15": the same over several trace seeds, margins per seed and their mean)
 #
 # Not a test and not run in CI: it takes minutes and needs the release
@@ -112,7 +113,7 @@ if [ -n "${OFFLINE:-}" ]; then
   fi
   aligned() {
     "$PY" benches/quality/aligned.py --work "$WORK" --opus-demo "$OPUS_DEMO" \
-      --client "$REL/wzp-client" --conditions "$CONDITIONS" --lead "$LEAD_S" \
+      --client "$REL/wzp-client" --graph "${GRAPH:-graphs/loopback.toml}" --conditions "$CONDITIONS" --lead "$LEAD_S" \
       --shifts "${SHIFTS:-0 3 6 9 12 15 18}" --sets "$SETS" --tag "$1"
   }
   if [ -z "${SEEDS:-}" ]; then

@@ -700,6 +700,80 @@ fn fec_repair_symbols_share_their_blocks_seq_and_still_open_once() {
     assert_eq!(seal.counter("seq_reuse"), 2);
 }
 
+/// A repair symbol of `block` (K = 2: last source seq `2 * block + 1`),
+/// symbol `sym`.
+fn paced_repair(block: u32, sym: u16) -> (FrameMeta, Vec<u8>) {
+    let (mut meta, bytes) = frame(2 * block + 1, 40);
+    meta.flags = frame_flags::REPAIR;
+    meta.fec.symbol = sym;
+    meta.fec.source_symbols = 2;
+    meta.fec.ratio_percent = 100;
+    (meta, bytes)
+}
+
+/// `fec.raptorq_encode` paces a block's repair over the next cycles, so a
+/// repair symbol comes after later source frames: seal takes it in its own
+/// nonce kind, with no rekey (each rekey had used up one of 256 epochs:
+/// a paced call ran out in five seconds and dropped every repair symbol
+/// after), and open opens every packet once. A repeated or falling repair
+/// pair, or a repair symbol above the last source seq, is still refused;
+/// a source count that restarts moves to a fresh epoch, where the repair
+/// pairs start over.
+#[test]
+fn paced_repair_after_later_source_frames_seals_in_one_epoch() {
+    let mut pack = build("wire.packetize", &[("sender_id", i(9))]);
+    let mut seal = build("crypto.seal", &test_key());
+    // Blocks of 2 at 100 %: cycle c sends source c and, from cycle 2, one
+    // repair symbol of the block two frames back.
+    let mut wire = Vec::new();
+    let mut sent = 0;
+    for c in 0..40u32 {
+        let mut cycle = vec![frame(c, 30)];
+        if c >= 2 {
+            let block = (c - 2) / 2;
+            cycle.push(paced_repair(block, 2 + (c % 2) as u16));
+        }
+        sent += cycle.len();
+        wire.extend(seal.run_packets(&pack.run_frames(&cycle)));
+    }
+    assert_eq!(wire.len(), sent, "every packet sealed");
+    assert_eq!(seal.counter("rekeys"), 0);
+    assert_eq!(seal.counter("seq_reuse"), 0);
+    let mut open = build("crypto.open", &test_key());
+    let opened: usize = wire.chunks(8).map(|c| open.run_packets(c).len()).sum();
+    assert_eq!(opened, wire.len());
+    assert_eq!((open.counter("replays"), open.counter("bad_tag")), (0, 0));
+
+    // Refused: a repeated pair, a falling one, and one above the last
+    // source seq (39).
+    let refused = [
+        paced_repair(18, 3),
+        paced_repair(17, 3),
+        paced_repair(20, 2),
+    ];
+    assert!(seal.run_packets(&pack.run_frames(&refused)).is_empty());
+    assert_eq!(seal.counter("seq_reuse"), 3);
+
+    // The source count restarts: a fresh epoch, and the new stream's
+    // repair pairs (far below the old ones) are sealed in it.
+    let restarted = [
+        frame(0, 30),
+        frame(1, 30),
+        paced_repair(0, 2),
+        frame(2, 30),
+        paced_repair(0, 3),
+    ];
+    let wire = seal.run_packets(&pack.run_frames(&restarted));
+    assert_eq!(wire.len(), 5);
+    assert_eq!(seal.counter("rekeys"), 1);
+    let epochs: Vec<u8> = wire
+        .iter()
+        .map(|p| MediaHeader::parse(p).unwrap().0.key_epoch)
+        .collect();
+    assert!(epochs.windows(2).all(|w| w[0] == w[1]), "{epochs:?}");
+    assert_eq!(open.run_packets(&wire).len(), 5);
+}
+
 /// docs/WIRE.md §1.5: a report counts its own seq; its nonce differs from
 /// the media packet with the same seq, both seal and open, each in its own
 /// replay window, and a restarted report counter moves to a fresh epoch.

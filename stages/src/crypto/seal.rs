@@ -16,11 +16,17 @@
 //! restarted its count), it moves to the next epoch, whose key is
 //! independent, and writes the epoch into the header (byte 3) before sealing.
 //! The first epoch is the one `wire.packetize` wrote. A repeated `seq` is
-//! dropped (`seq_reuse`), except FEC repair symbols: a repair packet carries
-//! the `seq` of its block's last source frame, sealed just before it, and
-//! is told apart by its `fec_symbol`, which is part of the nonce for repair
-//! (docs/WIRE.md §1.3); repair symbols of one `seq` must come with rising
-//! symbol numbers, anything else is `seq_reuse`.
+//! dropped (`seq_reuse`). FEC repair symbols are a nonce kind of their own
+//! (docs/WIRE.md §1.3): a repair packet carries the `seq` of its block's
+//! last source frame, sealed before it (not always just before:
+//! `fec.raptorq_encode` paces a block's repair over the next cycles, among
+//! the next block's source frames), and is told apart by its `fec_symbol`,
+//! which is part of the nonce for repair. Within an epoch repair
+//! `(seq, fec_symbol)` pairs must rise, and a repair `seq` must not be above
+//! the last source `seq` sealed (such a symbol is from before the source
+//! count restarted); anything else is `seq_reuse`. A new epoch starts the
+//! repair pairs over. A repair packet numbered 0 (no encoder sends one) has
+//! its source frame's nonce and is sealed as that source frame.
 //!
 //! Feedback reports (codec `0x40`, docs/WIRE.md §1.5) count their own `seq`
 //! (the report counter, from `wire.packetize`): their nonce sets a bit no
@@ -70,7 +76,7 @@ use std::time::Duration;
 use chacha20poly1305::{AeadInOut, Nonce};
 use wzp_engine::prelude::*;
 use wzp_proto::media::Aad;
-use wzp_proto::{MediaPacket, HEADER_LEN, TRAILER_LEN};
+use wzp_proto::{MediaHeader, MediaPacket, HEADER_LEN, TRAILER_LEN};
 
 use super::keys::{base_key, key_params, EpochCiphers, Side};
 use super::TAG_LEN;
@@ -128,14 +134,20 @@ impl StageFactory for Seal {
     }
 }
 
+/// Whether `header`'s nonce is of the repair kind: a repair symbol with a
+/// symbol number. One numbered 0 has its source frame's nonce and is
+/// sealed under the source rules.
+fn is_repair_kind(header: &MediaHeader) -> bool {
+    header.is_repair() && header.fec_symbol > 0
+}
+
 struct SealProc {
     ciphers: EpochCiphers,
     /// The one sender id whose nonce space this stage owns.
     sender: Option<u32>,
-    /// Last seq sealed in `epoch`; `None` before the first packet.
+    /// Last source seq sealed in `epoch`; `None` before the first packet.
     last_seq: Option<u32>,
-    /// `(seq, fec_symbol)` of the last media packet sealed when it was a
-    /// repair symbol.
+    /// `(seq, fec_symbol)` of the last repair symbol sealed in `epoch`.
     last_repair: Option<(u32, u16)>,
     /// Last feedback report seq sealed (reports count their own seq).
     last_report: Option<u32>,
@@ -192,21 +204,26 @@ impl SealProc {
                 },
                 _ => current,
             }
+        } else if is_repair_kind(&header) {
+            // Repair symbols: their own nonce kind, `(seq, fec_symbol)`
+            // rising within the epoch, none above the last source `seq`
+            // (one would be from before the source count restarted).
+            let fresh = self.last_seq.is_none_or(|last| header.seq <= last)
+                && self
+                    .last_repair
+                    .is_none_or(|last| (header.seq, header.fec_symbol) > last);
+            if !fresh {
+                self.seq_reuse.inc();
+                return;
+            }
+            current
         } else {
             match self.last_seq {
                 None => current,
                 Some(last) if header.seq > last => self.epoch,
                 Some(last) if header.seq == last => {
-                    let fresh_repair = header.is_repair()
-                        && header.fec_symbol > 0
-                        && self
-                            .last_repair
-                            .is_none_or(|(seq, sym)| seq != header.seq || header.fec_symbol > sym);
-                    if !fresh_repair {
-                        self.seq_reuse.inc();
-                        return;
-                    }
-                    self.epoch
+                    self.seq_reuse.inc();
+                    return;
                 }
                 Some(_) => match self.epoch.checked_add(1) {
                     Some(next) => next,
@@ -261,18 +278,22 @@ impl SealProc {
         if self.sender.is_none() {
             self.sender = Some(header.sender_id);
         }
-        if self.started && epoch != self.epoch {
+        let moved = epoch != self.epoch;
+        if self.started && moved {
             self.rekeys.inc();
         }
         self.started = true;
         self.epoch = epoch;
         if header.is_feedback() {
             self.last_report = Some(header.seq);
+        } else if is_repair_kind(&header) {
+            self.last_repair = Some((header.seq, header.fec_symbol));
         } else {
+            if moved {
+                // A fresh key: its repair nonces start over too.
+                self.last_repair = None;
+            }
             self.last_seq = Some(header.seq);
-            self.last_repair = header
-                .is_repair()
-                .then_some((header.seq, header.fec_symbol));
         }
         self.epoch_gauge.set(i64::from(epoch));
         self.sealed.inc();

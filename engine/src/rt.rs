@@ -13,6 +13,34 @@ pub const FIFO_PRIORITY: i32 = 50;
 /// is not left waiting behind them, and below the clock thread itself.
 pub const NETWORK_FIFO_PRIORITY: i32 = 40;
 
+/// SCHED_FIFO priority for a stage's worker thread whose answer the clock
+/// thread waits for within a cycle (the FEC stages' RaptorQ workers):
+/// above the clock thread. A real-time clock thread that spins for an
+/// answer keeps its core; a worker under it could only run on another
+/// core, and on a busy machine waited there past the cycle's bound (live,
+/// the FEC decoder missed its 2 ms wait in one repair cycle of six). The
+/// worker sleeps until it is handed work and does a bounded amount of it.
+pub const WORKER_FIFO_PRIORITY: i32 = FIFO_PRIORITY + 1;
+
+/// Asks for SCHED_FIFO at `priority` (1..=99) on the calling thread, and
+/// says nothing on refusal: for helper threads, whose graph may not be
+/// real-time at all. Returns whether the thread is now real-time.
+pub fn try_promote_current_thread_to(priority: i32) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param {
+            sched_priority: priority,
+        };
+        // SAFETY: plain syscall on the calling thread (pid 0) with a valid param.
+        unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) == 0 }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = priority;
+        false
+    }
+}
+
 /// Asks for SCHED_FIFO on the calling thread. On refusal (not root, no
 /// RLIMIT_RTPRIO) it logs one warning per process and carries on at normal
 /// priority. Returns whether the thread is now real-time.

@@ -180,50 +180,62 @@ fn source(seq: u32, len: usize) -> (FrameMeta, Vec<u8>) {
     (meta, payload)
 }
 
+/// Source frames leave in their own cycle; a block's repair follows from
+/// the next cycle on, paced one a cycle at ratios up to 100 % (so a
+/// block's repair frames do not leave back to back and share their fate).
 #[test]
-fn encoder_passes_sources_at_once_and_repairs_one_cycle_after_each_block() {
+fn encoder_passes_sources_at_once_and_paces_repair_one_a_cycle_after_each_block() {
     let mut c = Chain::new(&[patient()], &[patient()]);
-    let mut sent = Vec::new();
-    for seq in 0..16u32 {
-        let (m, p) = source(seq, 20 + seq as usize * 10);
-        c.input().push(m, &p).unwrap();
+    // 16 source frames (three whole blocks of 5), then three cycles with
+    // none for the last block's repair.
+    for cycle in 0..19u32 {
+        let seq = cycle;
+        let input = (seq < 16).then(|| source(seq, 20 + seq as usize * 10));
+        if let Some((m, p)) = &input {
+            c.input().push(*m, p).unwrap();
+        }
         c.step_encoder();
         let out = c.enc_out();
-        sent.push(out.clone());
         c.step_decoder(|_| false);
         let sources: Vec<_> = out
             .iter()
             .filter(|(m, _)| m.flags & frame_flags::REPAIR == 0)
             .collect();
-        assert_eq!(sources.len(), 1, "the source frame leaves in its own cycle");
-        let (sm, sp) = sources[0];
-        assert_eq!(sp, &p);
-        assert_eq!(
-            (sm.seq, sm.timestamp, sm.flags),
-            (m.seq, m.timestamp, m.flags)
-        );
-        assert_eq!(sm.fec.block, (seq / 5) as u16);
-        assert_eq!(sm.fec.symbol, (seq % 5) as u16);
-        assert_eq!((sm.fec.source_symbols, sm.fec.ratio_percent), (5, 50));
+        if let Some((m, p)) = &input {
+            assert_eq!(sources.len(), 1, "the source frame leaves in its own cycle");
+            let (sm, sp) = sources[0];
+            assert_eq!(sp, p);
+            assert_eq!(
+                (sm.seq, sm.timestamp, sm.flags),
+                (m.seq, m.timestamp, m.flags)
+            );
+            assert_eq!(sm.fec.block, (seq / 5) as u16);
+            assert_eq!(sm.fec.symbol, (seq % 5) as u16);
+            assert_eq!((sm.fec.source_symbols, sm.fec.ratio_percent), (5, 50));
+        } else {
+            assert!(sources.is_empty());
+        }
         let repairs: Vec<_> = out
             .iter()
             .filter(|(m, _)| m.flags & frame_flags::REPAIR != 0)
             .collect();
-        if seq % 5 == 0 && seq > 0 {
+        // Block b completes in cycle 5b + 4; its three repair frames leave
+        // in cycles 5b + 5, 5b + 6 and 5b + 7, one each.
+        let since_block = cycle % 5;
+        if cycle >= 5 && since_block < 3 {
+            let block = cycle / 5 - 1;
             assert_eq!(
                 repairs.len(),
-                3,
-                "block {} repaired in the next cycle",
-                seq / 5 - 1
+                1,
+                "cycle {cycle}: one repair frame of block {block}"
             );
-            for (i, (rm, rp)) in repairs.iter().enumerate() {
-                assert_eq!(rm.fec.block, (seq / 5 - 1) as u16);
-                assert_eq!(rm.fec.symbol, 5 + i as u16);
-                // The largest symbol of the block: 13 header bytes + payload.
-                assert_eq!(rp.len(), 13 + 20 + (seq as usize - 1) * 10);
-            }
+            let (rm, rp) = repairs[0];
+            assert_eq!(rm.fec.block, block as u16);
+            assert_eq!(rm.fec.symbol, 5 + since_block as u16);
+            // The largest symbol of the block: 13 header bytes + payload.
+            assert_eq!(rp.len(), 13 + 20 + (block as usize * 5 + 4) * 10);
         } else {
-            assert!(repairs.is_empty(), "seq {seq}: {repairs:?}");
+            assert!(repairs.is_empty(), "cycle {cycle}: {repairs:?}");
         }
     }
     assert_eq!(counter(&c.enc_m, "blocks"), 3);
@@ -240,6 +252,39 @@ fn encoder_passes_sources_at_once_and_repairs_one_cycle_after_each_block() {
     assert_eq!(counter(&c.dec_m, "repair_received"), 9);
     assert_eq!(counter(&c.dec_m, "recovered"), 0, "nothing was lost");
     assert_eq!(counter(&c.enc_m, "worker_late"), 0);
+}
+
+/// At ratios above 100 % the pace is the ratio's worth a cycle: a block of
+/// 2 at 200 % sends its four repair frames two a cycle.
+#[test]
+fn repair_above_one_per_source_frame_leaves_its_ratio_worth_a_cycle() {
+    let mut c = Chain::new(
+        &[
+            patient(),
+            ("frames_per_block", ParamValue::Int(2)),
+            ("fec_ratio", ParamValue::Int(200)),
+        ],
+        &[patient()],
+    );
+    let mut per_cycle = Vec::new();
+    for seq in 0..6u32 {
+        if seq < 4 {
+            let (m, p) = source(seq, 60);
+            c.input().push(m, &p).unwrap();
+        }
+        c.step_encoder();
+        let repairs = c
+            .enc_out()
+            .iter()
+            .filter(|(m, _)| m.flags & frame_flags::REPAIR != 0)
+            .count();
+        per_cycle.push(repairs);
+        c.step_decoder(|_| false);
+    }
+    // Blocks complete in cycles 1 and 3; four repair frames each, two a
+    // cycle from the next cycle on.
+    assert_eq!(per_cycle, [0, 0, 2, 2, 2, 2]);
+    assert_eq!(counter(&c.enc_m, "repair_sent"), 8);
 }
 
 /// The ratio published live (the quality controller's `fec_live`) applies
@@ -411,15 +456,16 @@ fn a_live_block_size_applies_from_the_next_block() {
     );
 }
 
-/// Pushes `frames` one per cycle through encoder -> loss -> decoder, then a
-/// few idle cycles; returns everything the decoder emitted.
+/// Pushes `frames` one per cycle through encoder -> loss -> decoder, then
+/// idle cycles enough for the last block's paced repair (one a cycle);
+/// returns everything the decoder emitted.
 fn run_chain(
     c: &mut Chain,
     frames: &[(FrameMeta, Vec<u8>)],
     lost: impl Fn(&FrameMeta) -> bool,
 ) -> Vec<(FrameMeta, Vec<u8>)> {
     let mut got = Vec::new();
-    for i in 0..frames.len() + 3 {
+    for i in 0..frames.len() + 12 {
         if let Some((m, p)) = frames.get(i) {
             c.input().push(*m, p).unwrap();
         }
@@ -468,7 +514,7 @@ fn assert_all_delivered_exactly(frames: &[(FrameMeta, Vec<u8>)], got: &[(FrameMe
 }
 
 #[test]
-fn decoder_rebuilds_lost_frames_exactly_a_cycle_after_the_block_completes() {
+fn decoder_rebuilds_lost_frames_exactly_in_the_cycle_their_block_completes() {
     let mut c = Chain::new(&[patient()], &[patient()]);
     let frames: Vec<_> = (0..10)
         .map(|s| source(s, 40 + (s as usize * 53) % 300))
@@ -499,14 +545,16 @@ fn decoder_rebuilds_lost_frames_exactly_a_cycle_after_the_block_completes() {
         .map(|(m, _)| m.seq)
         .collect();
     assert_eq!(flagged, [1, 3, 9]);
-    // Block 0's repairs arrive in cycle 5, its frames are rebuilt in cycle 6.
+    // Block 0's repair comes paced in cycles 5, 6 (lost) and 7: with three
+    // sources it has five symbols in cycle 7, and its frames are rebuilt
+    // in that cycle. Block 1 needs only its first repair (cycle 10).
     for seq in [1, 3] {
         let (cycle, _, arrival) = emitted_at.iter().find(|e| e.1 == seq).copied().unwrap();
-        assert_eq!(cycle, 6, "seq {seq}");
-        assert_eq!(arrival, 6 * Q_NS, "arrival is when it left the decoder");
+        assert_eq!(cycle, 7, "seq {seq}");
+        assert_eq!(arrival, 7 * Q_NS, "arrival is when it left the decoder");
     }
     let (cycle, _, _) = emitted_at.iter().find(|e| e.1 == 9).copied().unwrap();
-    assert_eq!(cycle, 11);
+    assert_eq!(cycle, 10);
     assert_eq!(counter(&c.dec_m, "recovered"), 3);
     assert_eq!(counter(&c.dec_m, "unrecoverable_blocks"), 0);
     assert_eq!(counter(&c.dec_m, "repair_received"), 5);

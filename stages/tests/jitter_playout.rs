@@ -1254,11 +1254,11 @@ fn the_delay_comes_down_at_quiet_frames() {
 /// 600 frames of one codec in RaptorQ blocks of 5 at `ratio`, the first of
 /// every fifth block from frame 50 on (4 % of the frames: too few for the
 /// delay quantile, p95, to cover) lost and rebuilt by the FEC decoder once
-/// its block is complete (flagged RECOVERED): it arrives with the block's
-/// last frame plus two
-/// quanta (the repair sent a quantum after the block, rebuilt a quantum
-/// after it came), 120 ms after its time. Returns the harness after the run
-/// and the rebuilt frames that played.
+/// its block is complete (flagged RECOVERED): at the latest, with the last
+/// of its block's three repair frames, which the sender paces one a
+/// quantum from the quantum after the block's last frame, so three quanta
+/// after that frame, 140 ms after its time. Returns the harness after the
+/// run and the rebuilt frames that played.
 fn protected_stream(ratio: u8, codec: u8) -> (Harness, usize) {
     protected_stream_rebuilding(ratio, codec, |k| k >= 50 && k % 25 == 0)
 }
@@ -1269,7 +1269,7 @@ fn protected_stream_rebuilding(ratio: u8, codec: u8, rebuilt: fn(u32) -> bool) -
     let frames: Vec<FrameMeta> = (0..600u32)
         .map(|k| {
             let arrival = if rebuilt(k) {
-                (k + 4) as u64 * Q_NS + 2 * Q_NS + MS
+                (k + 4) as u64 * Q_NS + 3 * Q_NS + MS
             } else {
                 k as u64 * Q_NS + MS
             };
@@ -1301,19 +1301,20 @@ fn protected_stream_rebuilding(ratio: u8, codec: u8, rebuilt: fn(u32) -> bool) -
 
 /// A rebuilt frame's lateness is the FEC's, covered by the block hold, not
 /// path jitter: with a fifth of the frames rebuilt (the first of every
-/// block of 5, 120 ms after its time) the target is the jitter floor plus
-/// the hold, 140 ms, and every rebuilt frame plays. Counted as delay
-/// samples they had raised the target to 241 ms.
+/// block of 5, 140 ms after its time) the target is the jitter floor plus
+/// the hold, 160 ms, and every rebuilt frame plays. Counted as delay
+/// samples they had raised the target to 241 ms (at a 120 ms lateness).
 #[test]
 fn rebuilt_frames_do_not_count_as_path_jitter() {
     let (h, played) = protected_stream_rebuilding(50, CodecId::OPUS.0, |k| k >= 50 && k % 5 == 0);
-    assert_eq!(h.gauge("burst_hold_ms"), 120);
-    assert_eq!(h.gauge("target_delay_ms"), 140, "jitter floor + block hold");
+    assert_eq!(h.gauge("burst_hold_ms"), 140);
+    assert_eq!(h.gauge("target_delay_ms"), 160, "jitter floor + block hold");
     assert!(played >= 108, "{played} of 110 rebuilt frames played");
 }
 
 /// A RaptorQ-protected stream losing packets holds what a rebuilt frame
-/// needs ((K - 1) frames + 2 quanta: 120 ms here), so the frames the FEC
+/// needs ((K - 1) frames + R quanta of paced repair: 140 ms here), so the
+/// frames the FEC
 /// decoder rebuilds play instead of arriving late: all but the first one
 /// or two, before a loss was seen. The same arrivals on a stream without
 /// repair (ratio 0) are late and dropped (Opus holds one frame for LBRR,
@@ -1322,7 +1323,7 @@ fn rebuilt_frames_do_not_count_as_path_jitter() {
 fn a_protected_stream_holds_a_block_so_rebuilt_frames_play() {
     for codec in [CodecId::OPUS.0, CodecId::CODEC2_3200.0] {
         let (h, played) = protected_stream(50, codec);
-        assert_eq!(h.gauge("burst_hold_ms"), 120, "codec {codec}");
+        assert_eq!(h.gauge("burst_hold_ms"), 140, "codec {codec}");
         assert!(
             played >= 20,
             "codec {codec}: {played} of 22 rebuilt frames played"

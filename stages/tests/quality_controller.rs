@@ -389,13 +389,15 @@ fn random_loss_gets_raptorq_in_a_band() {
         assert_eq!(r.s().fec_ratio == FEC_RATIO, on, "{loss}: {:?}", r.s());
     }
 
-    // The block follows the budget: (K - 1) frames and two quanta held.
+    // The block follows the budget: (K - 1) frames and K quanta of paced
+    // repair held.
     for (budget, block) in [
+        (20, Some(1)),
         (40, Some(1)),
         (60, Some(2)),
-        (80, Some(3)),
-        (100, Some(4)),
-        (30, None),
+        (80, Some(2)),
+        (100, Some(3)),
+        (10, None),
     ] {
         let mut r = Run::new(ControllerConfig {
             hold_budget_ms: budget,

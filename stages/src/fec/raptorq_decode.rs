@@ -10,8 +10,16 @@
 //! arrivals of a stream that is losing packets.
 //!
 //! RaptorQ allocates, so decoding runs on a worker thread behind rtrb rings
-//! (see `fec::worker`); `process` only copies frames. Frames recovered from
-//! symbols that arrived in cycle N leave in cycle N + 1.
+//! (see `fec::worker`); `process` only copies frames. In a cycle that
+//! brought repair frames, `process` waits (up to `worker_wait`) for the
+//! worker to take them and leaves with what they rebuilt: a lost frame
+//! leaves in the cycle its block's last needed repair frame came, not one
+//! later (a quantum less for the jitter buffer to hold; the sender paces
+//! its repair over several cycles, so each quantum of hold counts). The
+//! worker needs tens of microseconds for a block; one that misses the wait
+//! is counted in `worker_late` and its frames leave in the next cycle.
+//! Frames rebuilt by a late source frame (no repair that cycle) leave in
+//! the next cycle without a wait.
 //!
 //! Memory is bounded: the worker keeps the newest `blocks_in_flight` block
 //! ids (wrapping at 2^16); older blocks are closed, and counted in
@@ -25,8 +33,8 @@
 //!
 //! ## Params
 //! - `blocks_in_flight` (int, 8): blocks kept open, 2..=256.
-//! - `worker_wait` (duration, 2ms): longest wait for the worker's answer at
-//!   the start of a cycle.
+//! - `worker_wait` (duration, 2ms): longest wait for the worker's answer
+//!   (in a cycle that brought repair, and at the start of a cycle).
 //!
 //! ## Counters
 //! `recovered`, `unrecoverable_blocks`, `repair_received`, `malformed`,
@@ -34,8 +42,9 @@
 //!
 //! ## Latency
 //! Declares 0: source frames are not delayed. A recovered frame is as late as
-//! the last symbol its block needed plus one quantum; for it to be played,
-//! the jitter buffer's `min_delay` must cover a block (K frames).
+//! the last symbol its block needed; for it to be played, the jitter buffer
+//! must hold it that long (`jitter.adaptive` does, for a stream losing
+//! packets).
 //!
 //! ## Example
 //! ```toml
@@ -240,26 +249,18 @@ impl Processor for DecodeProc {
         let Some(out) = out else {
             return Flow::Continue;
         };
-        let recovered = &self.recovered;
         let now = cx.now_ns;
-        self.link.collect(out, |m, _| {
-            m.arrival_ns = now;
-            // A rebuilt frame arrives late by nature: if it was the stream's
-            // first, its STREAM_START would make the jitter buffer reset the
-            // stream that is already playing.
-            m.flags &= !frame_flags::STREAM_START;
-            m.flags |= frame_flags::RECOVERED;
-            recovered.inc();
-        });
+        self.collect(out, now);
         let Some(input) = input else {
             return Flow::Continue;
         };
+        let mut repair = false;
         for slot in input.iter() {
             let protected = slot.meta.fec.source_symbols > 0;
             if slot.meta.flags & frame_flags::REPAIR != 0 {
                 self.repair_received.inc();
                 if protected {
-                    self.link.send(slot);
+                    repair |= self.link.send(slot);
                 }
                 continue;
             }
@@ -271,6 +272,31 @@ impl Processor for DecodeProc {
             }
         }
         self.link.end_cycle(cx.cycle);
+        if repair {
+            // What this cycle's repair rebuilds leaves now (module doc).
+            self.collect(out, now);
+        }
         Flow::Continue
+    }
+}
+
+impl DecodeProc {
+    /// Moves the frames the worker rebuilt into `out`, waiting (bounded) for
+    /// its answer to the last cycle that sent it work.
+    fn collect(&mut self, out: &mut Batch<FrameMeta>, now: u64) {
+        let recovered = &self.recovered;
+        self.link.collect(
+            out,
+            |_| usize::MAX,
+            |m, _| {
+                m.arrival_ns = now;
+                // A rebuilt frame arrives late by nature: if it was the
+                // stream's first, its STREAM_START would make the jitter
+                // buffer reset the stream that is already playing.
+                m.flags &= !frame_flags::STREAM_START;
+                m.flags |= frame_flags::RECOVERED;
+                recovered.inc();
+            },
+        );
     }
 }

@@ -12,7 +12,18 @@
 //!
 //! RaptorQ allocates, so the encoding runs on a worker thread behind rtrb
 //! rings (see `fec::worker`); `process` only copies frames. Repair frames of
-//! a block that completed in cycle N leave in cycle N + 1.
+//! a block that completed in cycle N leave from cycle N + 1 on, paced:
+//! `ceil(ratio / 100)` a cycle (one at ratios up to 100 %), so a block's
+//! repair is spread over as many cycles as its source. Sent in one cycle,
+//! a block's repair frames leave back to back and share their fate on the
+//! path: whatever drops one packet of a 20 ms slot (a queue overflowing, a
+//! radio fade) drops them all, and a 2-frame block at 100 % came back from
+//! any two of three chances, not of four (live, random 20 % lost 4 % of
+//! frames for good where independent packets lose 2 %). Paced, they fall
+//! in their own slots; the last leaves `ceil(R / per cycle)` quanta after
+//! the block's last frame, which is what the receiver's hold covers
+//! (`jitter.adaptive`). The pace keeps up with the source (a block's
+//! repair leaves before the next block's), so nothing queues behind it.
 //!
 //! Frames too large to protect (payload above 1487 bytes) and frames already
 //! flagged REPAIR pass through untagged and are counted in `unprotected`.
@@ -48,7 +59,7 @@
 //!
 //! ## Latency
 //! Declares 0: source frames are not delayed. Repair frames trail their block
-//! by one quantum.
+//! by one quantum and more (paced, above).
 //!
 //! ## Robustness
 //! With the defaults (5 frames, 50 %: 3 repair frames) RaptorQ rebuilds every
@@ -221,6 +232,13 @@ impl Work for EncodeWork {
     }
 }
 
+/// Repair frames a cycle, for a repair frame of `meta`'s ratio: as many
+/// as the source frames it protects over a cycle's one source frame, at
+/// least one (the module doc's pacing).
+fn repair_pace(meta: &FrameMeta) -> usize {
+    usize::from(meta.fec.ratio_percent).div_ceil(100).max(1)
+}
+
 struct EncodeProc {
     /// Build-time `frames_per_block`.
     k: usize,
@@ -251,7 +269,7 @@ impl Processor for EncodeProc {
             return Flow::Continue;
         };
         let (repair_sent, repair_bytes) = (&self.repair_sent, &self.repair_bytes);
-        self.link.collect(out, |_, len| {
+        self.link.collect(out, repair_pace, |_, len| {
             repair_sent.inc();
             repair_bytes.add(len as u64);
         });

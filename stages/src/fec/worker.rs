@@ -9,7 +9,11 @@
 //! the wait is never taken; in a faster-than-real-time run it makes the output
 //! independent of thread scheduling: results of cycle N always leave in cycle
 //! N + 1. A worker that misses the wait is counted in `worker_late` and its
-//! results leave when they come.
+//! results leave when they come. A stage may also wait for the answer to
+//! its own cycle's work (`fec.raptorq_decode` does, in a cycle that brought
+//! repair): the worker runs at a real-time priority above the clock
+//! thread's where the system allows (`wzp_engine::rt::WORKER_FIFO_PRIORITY`),
+//! so a clock thread waiting on its core does not keep it from running.
 
 use std::thread::Thread;
 use std::time::{Duration, Instant};
@@ -55,6 +59,10 @@ impl WorkerLink {
         let handle = std::thread::Builder::new()
             .name(name)
             .spawn(move || {
+                // Above a real-time clock thread, which may wait for this
+                // worker within its cycle (`wzp_engine::rt`); refused (not
+                // root), it runs at normal priority, as the clock does.
+                wzp_engine::rt::try_promote_current_thread_to(wzp_engine::rt::WORKER_FIFO_PRIORITY);
                 let emit_to = |tx: &mut rtrb::Producer<Job>, job: Job| -> bool {
                     let mut job = Some(job);
                     loop {
@@ -114,13 +122,19 @@ impl WorkerLink {
     }
 
     /// Moves finished results into `out`, first waiting (bounded) for the
-    /// previous cycle's marker. `each` sees every frame moved.
+    /// last marker sent. `each` sees every frame moved. At most
+    /// `limit(meta)` frames leave in one call, counted against the frame
+    /// next in line (so results can be paced out over cycles, a ratio's
+    /// worth each: see `fec.raptorq_encode`); the rest wait in the ring,
+    /// in order, and a call that stops at the limit does not wait.
     pub(crate) fn collect(
         &mut self,
         out: &mut Batch<FrameMeta>,
+        limit: impl Fn(&FrameMeta) -> usize,
         mut each: impl FnMut(&mut FrameMeta, usize),
     ) {
         let mut deadline: Option<Instant> = None;
+        let mut moved = 0;
         loop {
             if let Ok(job) = self.results.peek() {
                 if let Some(marker) = job.marker {
@@ -130,6 +144,10 @@ impl WorkerLink {
                     let _ = self.results.pop();
                     continue;
                 }
+                if moved >= limit(&job.slot.meta) {
+                    return;
+                }
+                moved += 1;
                 let Some(dst) = out.push_slot() else {
                     // Output full: the rest leaves next cycle.
                     return;

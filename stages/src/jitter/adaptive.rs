@@ -95,12 +95,14 @@
 //!
 //! A stream protected by RaptorQ (frames tagged with a ratio above 0,
 //! `fec.raptorq_encode`) that is losing packets holds, besides, what a
-//! rebuilt frame needs: `fec.raptorq_decode` rebuilds a lost frame only
-//! once its block is complete, up to K - 1 frames after it, plus a quantum
-//! for the sender to send the repair and one for the decoder; so the hold
-//! is `(K - 1) x frame + 2 quanta` (100 ms for 5-frame blocks of 20 ms
-//! frames), within `max_delay`. Without it about half the rebuilt frames
-//! came too late to play. A protected stream on a clean path holds nothing
+//! rebuilt frame needs: `fec.raptorq_decode` rebuilds a lost frame once
+//! enough of its block has come, up to K - 1 frames after it and the
+//! block's repair after that, which the sender paces out
+//! `ceil(ratio / 100)` a quantum from the quantum after the block; so the
+//! hold is `(K - 1) x frame + ceil(R / pace) x quantum` for R repair
+//! frames (60 ms for 2-frame blocks at 100 % and 20 ms frames, 140 ms for
+//! 5-frame blocks at 50 %), within `max_delay`. Without it about half the
+//! rebuilt frames came too late to play. A protected stream on a clean path holds nothing
 //! for it, and `burst_hold = 0` does not turn it off (the quality
 //! controller only asks for repair on heavy loss, where it is the point).
 //!
@@ -323,6 +325,7 @@ impl StageFactory for Adaptive {
             passed_held: 0,
             hold_ns: 0,
             fec_block: 0,
+            fec_ratio: 0,
             quantum_ns: cx.quantum.as_nanos() as u64,
             quiet_wait_ns: quiet_wait.as_nanos() as u64,
             avg_bytes: 0.0,
@@ -430,8 +433,9 @@ struct JitterProc {
     /// bursts, for LBRR, or for a RaptorQ block.
     hold_ns: i64,
     /// Source frames per RaptorQ block of the last frame played (its FEC
-    /// tag), 0 when it was not protected (ratio 0).
+    /// tag), 0 when it was not protected (ratio 0), and its ratio.
     fec_block: u8,
+    fec_ratio: u8,
     /// The graph's quantum (from the last cycle).
     quantum_ns: u64,
     /// `quiet_wait`: longest a skip waits for a quiet frame.
@@ -624,15 +628,21 @@ impl JitterProc {
             0
         };
         let mut hold = (extra_frames * self.frame_ns as i64).min(self.hold_max_ns);
-        if self.fec_block > 1 && self.burst_est >= 0.5 {
+        if self.fec_block > 0 && self.burst_est >= 0.5 {
             // A RaptorQ-protected stream losing packets: a frame the FEC
-            // decoder rebuilds comes once its block is complete, up to K - 1
-            // frames after it, plus a quantum for the sender to send the
-            // repair and one for the decoder to rebuild; held for that,
-            // within `max_delay`, or it is late and dropped (on a 40 %
-            // path about half the rebuilt frames were).
-            let fec =
-                (i64::from(self.fec_block) - 1) * self.frame_ns as i64 + 2 * self.quantum_ns as i64;
+            // decoder rebuilds comes once enough of its block has, up to
+            // K - 1 frames after it and then the repair, paced from the
+            // quantum after the block (module doc); held for that, within
+            // `max_delay`, or it is late and dropped (on a 40 % path about
+            // half the rebuilt frames were).
+            let k = usize::from(self.fec_block);
+            let ratio = u32::from(self.fec_ratio);
+            let pace = ratio.div_ceil(100).max(1) as usize;
+            let repair_quanta = crate::fec::block::repair_count(k, ratio)
+                .div_ceil(pace)
+                .max(1);
+            let fec = (k as i64 - 1) * self.frame_ns as i64
+                + repair_quanta as i64 * self.quantum_ns as i64;
             hold = hold.max(fec.min(self.max_ns));
         }
         if hold != self.hold_ns {
@@ -934,6 +944,7 @@ impl JitterProc {
                 } else {
                     0
                 };
+                self.fec_ratio = fec.ratio_percent;
                 if carries_dred(codec, self.items[idx].bytes()) {
                     self.dred_frames_left = DRED_MEMORY_FRAMES;
                 } else {

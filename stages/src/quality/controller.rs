@@ -404,6 +404,20 @@ struct Receiver {
 }
 
 impl Receiver {
+    /// Whether this receiver reported loss within `settle_ns` of `now_ns`.
+    fn lossy_within(&self, now_ns: u64, settle_ns: u64) -> bool {
+        self.saw_loss && now_ns.saturating_sub(self.loss_at_ns) < settle_ns
+    }
+
+    /// The part of the recent short-run loss in runs of 3 and more.
+    fn burst_share(&self) -> f32 {
+        if self.short_lost > 0.0 {
+            self.short_in_bursts / self.short_lost
+        } else {
+            0.0
+        }
+    }
+
     /// Counts a report's lost packets, `long` of them in `long_runs` runs
     /// the receiver cannot rebuild.
     fn count_runs(&mut self, lost: u32, long_runs: u32, long: u32) {
@@ -430,11 +444,7 @@ impl Receiver {
         if short > 0 {
             self.short_reports = self.short_reports.saturating_add(1);
         }
-        let share = if self.short_lost > 0.0 {
-            self.short_in_bursts / self.short_lost
-        } else {
-            0.0
-        };
+        let share = self.burst_share();
         self.bursty = if self.bursty {
             share >= BURSTY_LEAVE
         } else {
@@ -593,16 +603,17 @@ pub fn fec_bitrate(bitrate: u32) -> Option<u32> {
     (b >= FEC_MIN_OPUS_BITRATE).then_some(b)
 }
 
-/// Source frames per RaptorQ block for random loss: the receiver holds a
-/// protected stream (K - 1) frames and two quanta (the repair leaves a
-/// quantum after its block, the decoder rebuilds a quantum after it
-/// comes: `jitter.adaptive`), so the largest K whose hold fits the
-/// budget, a quantum per frame: 2 at 20 ms frames and the 60 ms default,
-/// 3 at 80 ms. `None` when even a block of one does not fit (a budget
-/// under two frames): no repair for random loss.
+/// Source frames per RaptorQ block for random loss: at [`FEC_RATIO`] the
+/// sender paces a block's K repair frames one a quantum from the quantum
+/// after the block, and the receiver holds a protected stream (K - 1)
+/// frames and K quanta for them (`fec.raptorq_encode`,
+/// `jitter.adaptive`), so the largest K whose hold fits the budget, a
+/// quantum per frame: 2K - 1 frames. 1 at 20-40 ms, 2 at 60-80 ms, 3 at
+/// 100 ms, for 20 ms frames. `None` when even a block of one does not fit
+/// (a budget under a frame): no repair for random loss.
 pub fn fec_block(hold_budget_ms: u32, frame_ms: u32) -> Option<u8> {
     let frames = hold_budget_ms / frame_ms.max(1);
-    (frames >= 2).then(|| (frames - 1).min(16) as u8)
+    (frames >= 1).then(|| frames.div_ceil(2).min(16) as u8)
 }
 
 /// The loss hint DRED streams are sent with, whatever the loss: it sets
@@ -729,20 +740,17 @@ pub fn wire_kbps(tier: &Profile, fec_ratio: u8) -> f32 {
 /// Wire rate of a tier sent in packets of `packet_ms` (for Codec2, several
 /// frames per packet), as [`wire_kbps`].
 pub fn packet_wire_kbps(tier: &Profile, packet_ms: u32, fec_ratio: u8) -> f32 {
-    let pps = 1000.0 / packet_ms.max(1) as f32;
-    let payload = tier.bitrate as f32 / 1000.0;
-    let overhead = pps * (PACKET_OVERHEAD_BYTES * 8) as f32 / 1000.0;
-    (payload + overhead) * (1.0 + f32::from(fec_ratio) / 100.0)
+    rate_wire_kbps(tier.bitrate, packet_ms, fec_ratio)
 }
 
-/// Wire rate of `s` as a receiver measures it: its own bit rate (RaptorQ
-/// for random loss runs Opus under the tier's), per-packet overhead and
-/// repair.
-fn settings_wire_kbps(s: &Settings) -> f32 {
-    let pps = 1000.0 / s.frame_ms.max(1) as f32;
-    let payload = s.bitrate as f32 / 1000.0;
+/// Wire rate of `bitrate` b/s in packets of `packet_ms` with `fec_ratio`
+/// percent repair: payload, per-packet overhead, repair. Settings carry
+/// their own bit rate (RaptorQ for random loss runs Opus under the tier's).
+fn rate_wire_kbps(bitrate: u32, packet_ms: u32, fec_ratio: u8) -> f32 {
+    let pps = 1000.0 / packet_ms.max(1) as f32;
+    let payload = bitrate as f32 / 1000.0;
     let overhead = pps * (PACKET_OVERHEAD_BYTES * 8) as f32 / 1000.0;
-    (payload + overhead) * (1.0 + f32::from(s.fec_ratio) / 100.0)
+    (payload + overhead) * (1.0 + f32::from(fec_ratio) / 100.0)
 }
 
 impl Controller {
@@ -915,7 +923,8 @@ impl Controller {
     /// A feedback entry about this sender, from receiver `reporter`.
     pub fn handle_report(&mut self, reporter: u32, entry: &FeedbackEntry, now_ns: u64) {
         let loss = entry.loss_fraction();
-        let send_kbps = settings_wire_kbps(&self.settings);
+        let s = &self.settings;
+        let send_kbps = rate_wire_kbps(s.bitrate, s.frame_ms, s.fec_ratio);
         let queue_ms = f32::from(entry.queue_delay_100us) / 10.0;
         // Reports carry whole kb/s: at Codec2's few kb/s a truncated rate
         // would read as short by itself.
@@ -967,8 +976,7 @@ impl Controller {
             // leave only under 20 %; and loss that began late in its
             // interval reads low in it, which the mean of the next ones
             // makes up for.
-            let onset =
-                loss >= 0.01 && !(r.saw_loss && now_ns.saturating_sub(r.loss_at_ns) < clean_settle);
+            let onset = loss >= 0.01 && !r.lossy_within(now_ns, clean_settle);
             if onset {
                 r.level_reports = 0;
             }
@@ -1098,7 +1106,7 @@ impl Controller {
         let clean_settle = self.cfg.clean_settle_ns;
         let r = self.slot(reporter, now_ns);
         r.last_ns = now_ns;
-        if !(r.saw_loss && now_ns.saturating_sub(r.loss_at_ns) < clean_settle) {
+        if !r.lossy_within(now_ns, clean_settle) {
             // Loss begins: the interval's report restarts the level.
             r.level_reports = 0;
         }
@@ -1285,15 +1293,11 @@ impl Controller {
             if now_ns.saturating_sub(r.burst_at_ns) <= self.cfg.hysteresis_ns {
                 burst = burst.max(r.burst);
             }
-            if r.saw_loss && now_ns.saturating_sub(r.loss_at_ns) < self.cfg.clean_settle_ns {
+            if r.lossy_within(now_ns, self.cfg.clean_settle_ns) {
                 lossy = true;
                 // Runs of 3+ under the bursty band's lower edge, pooled
                 // over two reports at least, and no rare run lately.
-                let share = if r.short_lost > 0.0 {
-                    r.short_in_bursts / r.short_lost
-                } else {
-                    0.0
-                };
+                let share = r.burst_share();
                 let rare_lately = r
                     .rare_run_at_ns
                     .is_some_and(|t| now_ns.saturating_sub(t) <= 2_500 * MS);
@@ -1465,12 +1469,7 @@ impl Controller {
         let block = fec_block(self.cfg.hold_budget_ms, p.frame_ms)?;
         // The repair doubles the packets: not on a path that carried less
         // at its last congestion.
-        let wire = settings_wire_kbps(&Settings {
-            bitrate,
-            frame_ms: p.frame_ms,
-            fec_ratio: FEC_RATIO,
-            ..Settings::none(p.name)
-        });
+        let wire = rate_wire_kbps(bitrate, p.frame_ms, FEC_RATIO);
         if self.ceiling_kbps > 0.0 && wire > self.ceiling_kbps {
             return None;
         }

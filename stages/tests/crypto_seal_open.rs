@@ -774,6 +774,64 @@ fn paced_repair_after_later_source_frames_seals_in_one_epoch() {
     assert_eq!(open.run_packets(&wire).len(), 5);
 }
 
+/// The real chain a call sends through, `fec.raptorq_encode` (blocks of 2
+/// at 100 %, its repair paced) -> `wire.packetize` -> `crypto.seal` ->
+/// `crypto.open`: every packet sealed under one key epoch and opened once,
+/// no more than one repair packet a cycle. (Seal's old rule, a repair only
+/// right after its source, cost an epoch per paced repair symbol: this
+/// chain ran out of epochs after 256 of them.)
+#[test]
+fn the_encoders_paced_repair_seals_in_one_epoch_through_the_real_chain() {
+    let mut enc = build(
+        "fec.raptorq_encode",
+        &[
+            ("frames_per_block", i(2)),
+            ("fec_ratio", i(100)),
+            (
+                "worker_wait",
+                ParamValue::Duration(std::time::Duration::from_millis(500)),
+            ),
+        ],
+    );
+    let mut pack = build("wire.packetize", &[("sender_id", i(9))]);
+    let mut seal = build("crypto.seal", &test_key());
+    let mut open = build("crypto.open", &test_key());
+    let (mut sources, mut repairs, mut opened) = (0, 0, 0);
+    for seq in 0..700u32 {
+        let (meta, bytes) = frame(seq, 30);
+        enc.frames_in().clear();
+        enc.frames_in().push(meta, &bytes).unwrap();
+        enc.step();
+        let out: Vec<(FrameMeta, Vec<u8>)> = enc
+            .frames_out()
+            .iter()
+            .map(|s| (s.meta, s.bytes().to_vec()))
+            .collect();
+        let r = out
+            .iter()
+            .filter(|(m, _)| m.flags & frame_flags::REPAIR != 0)
+            .count();
+        assert!(r <= 1, "cycle {seq}: {r} repair packets");
+        repairs += r;
+        sources += out.len() - r;
+        let wire = seal.run_packets(&pack.run_frames(&out));
+        assert_eq!(wire.len(), out.len(), "cycle {seq}: every packet sealed");
+        opened += open.run_packets(&wire).len();
+    }
+    assert_eq!(sources, 700);
+    assert!(repairs >= 696, "{repairs} repair packets");
+    assert_eq!(
+        (
+            seal.counter("rekeys"),
+            seal.counter("key_exhausted"),
+            seal.counter("seq_reuse")
+        ),
+        (0, 0, 0)
+    );
+    assert_eq!(opened, sources + repairs);
+    assert_eq!(open.counter("replays"), 0);
+}
+
 /// docs/WIRE.md §1.5: a report counts its own seq; its nonce differs from
 /// the media packet with the same seq, both seal and open, each in its own
 /// replay window, and a restarted report counter moves to a fresh epoch.

@@ -1511,30 +1511,34 @@ impl Controller {
         let loss_reason = match self.mode {
             Mode::Clean if self.long_runs => Reason::LongRuns,
             Mode::Clean => Reason::CleanPath,
-            Mode::Random => {
-                // LBRR, a hint a little above the loss (libopus needs > 6 %
-                // to spend LBRR bits at all, docs/QUALITY.md finding 2).
-                s.lbrr = p.codec == Codec::Opus;
-                s.loss_hint = lbrr_hint(loss_pct);
-                Reason::RandomLoss
+            Mode::Random | Mode::Fec => {
+                let fec = if self.mode == Mode::Fec {
+                    self.fec_for(tier)
+                } else {
+                    None
+                };
+                match fec {
+                    // Opus under the tier's rate, at loss hint 0: the
+                    // repair brings lost frames back whole, and a hint
+                    // would spend the rate on robustness and, at 11 kb/s,
+                    // drop libopus out of wideband.
+                    Some((bitrate, block)) => {
+                        s.bitrate = bitrate;
+                        s.fec_ratio = FEC_RATIO;
+                        s.fec_block = block;
+                        Reason::FecLoss
+                    }
+                    // LBRR, a hint a little above the loss (libopus needs
+                    // > 6 % to spend LBRR bits at all, docs/QUALITY.md
+                    // finding 2); also where the tier has no rate for
+                    // repair.
+                    None => {
+                        s.lbrr = p.codec == Codec::Opus;
+                        s.loss_hint = lbrr_hint(loss_pct);
+                        Reason::RandomLoss
+                    }
+                }
             }
-            Mode::Fec => match self.fec_for(tier) {
-                // Opus under the tier's rate, at loss hint 0: the repair
-                // brings lost frames back whole, and a hint would spend
-                // the rate on robustness and, at 11 kb/s, drop libopus
-                // out of wideband.
-                Some((bitrate, block)) => {
-                    s.bitrate = bitrate;
-                    s.fec_ratio = FEC_RATIO;
-                    s.fec_block = block;
-                    Reason::FecLoss
-                }
-                None => {
-                    s.lbrr = p.codec == Codec::Opus;
-                    s.loss_hint = lbrr_hint(loss_pct);
-                    Reason::RandomLoss
-                }
-            },
             Mode::Burst => {
                 // Hold as many frames as the burst, within the latency
                 // budget; DRED's reach (set by the hint) follows the hold.

@@ -768,6 +768,8 @@ fn playout_comes_down_after_a_late_start_at_every_phase() {
             ParamValue::Duration(Duration::from_millis(20)),
         ),
         ("min_delay", ParamValue::Duration(Duration::from_millis(20))),
+        // Constant-size frames: none is quiet, the skip waits this long.
+        ("quiet_wait", ParamValue::Duration(Duration::from_secs(2))),
     ];
     for lead_ms in [1u64, 4, 8, 11, 14, 17, 19] {
         let mut h = Harness::new(&min20);
@@ -1165,6 +1167,170 @@ fn an_outage_is_not_held_for_a_run_the_hold_reaches_is() {
     );
 }
 
+/// Bursts of three (the hold grows to 60 ms), then runs of six: longer
+/// than the hold reaches. With `burst_stretch` the buffer stretches
+/// (INSERTED periods) while a run goes on and nothing is held, so every
+/// frame of each run is still due when the packet after it comes, and goes
+/// out carrying that packet for DRED; the delay it added comes back down at
+/// quiet frames. Without it the first frames of each run pass concealed.
+/// A stream without DRED is not stretched for (nothing would rebuild it).
+#[test]
+fn a_run_longer_than_the_hold_is_stretched_for_and_rebuilt() {
+    let n = 1_200u32;
+    let lost = |k: u32| {
+        ((100..300).contains(&k) && k % 50 < 3) || ((300..900).contains(&k) && k % 100 < 6)
+    };
+    let frames: Vec<FrameMeta> = (0..n)
+        .filter(|&k| !lost(k))
+        .map(|k| FrameMeta {
+            codec: CodecId::OPUS.0,
+            ..frame(0, k, k as u64 * Q_NS + MS)
+        })
+        .collect();
+    let stretch = |ms: u64| {
+        [
+            twenty()[0].clone(),
+            (
+                "burst_stretch",
+                ParamValue::Duration(Duration::from_millis(ms)),
+            ),
+        ]
+    };
+    // Which lost frames of the long runs went out rebuildable (carrying the
+    // frame after their run), and which arrived frames played.
+    let check = |outs: Vec<Vec<(FrameMeta, Vec<u8>)>>| -> (Vec<u32>, Vec<u32>) {
+        let items: Vec<(FrameMeta, Vec<u8>)> = outs.into_iter().flatten().collect();
+        let rebuilt = items
+            .iter()
+            .filter(|(m, b)| {
+                (300..900).contains(&m.seq)
+                    && m.flags & frame_flags::NEXT_ATTACHED != 0
+                    && b.get(3..7) == Some(&payload(m.seq - m.seq % 100 + 6)[..])
+            })
+            .map(|(m, _)| m.seq)
+            .collect();
+        let played = items
+            .iter()
+            .filter(|(m, _)| m.flags & frame_flags::MISSING == 0)
+            .map(|(m, _)| m.seq)
+            .collect();
+        (rebuilt, played)
+    };
+    let sent: Vec<u32> = (0..n).filter(|&k| !lost(k)).collect();
+    let runs: Vec<u32> = (300..900).filter(|&k| lost(k)).collect();
+
+    let mut h = Harness::new(&stretch(100));
+    let (rebuilt, played) = check(run_seen_with(
+        &mut h,
+        frames.clone(),
+        n as u64 + 10,
+        talk_body,
+    ));
+    assert_eq!(h.gauge("burst_hold_ms"), 60, "the hold is at its budget");
+    assert_eq!(rebuilt, runs, "every frame of every run of six rebuildable");
+    let not_played: Vec<u32> = sent
+        .iter()
+        .copied()
+        .filter(|k| !played.contains(k))
+        .collect();
+    assert!(played.windows(2).all(|w| w[0] < w[1]), "in order, once");
+    assert_eq!(not_played.len() as u64, h.counter("skipped"));
+    assert!(
+        not_played.iter().all(|k| k % 40 < 5),
+        "every frame not played was skipped in a pause: {not_played:?}"
+    );
+    assert!(
+        h.counter("stretched") >= 6 * 2,
+        "stretched for the runs: {}",
+        h.counter("stretched")
+    );
+    assert!(h.counter("skipped") >= 6, "and came back down");
+    assert!(
+        h.counter("quiet_changes") >= h.counter("skipped"),
+        "in pauses"
+    );
+
+    // Without the stretch the first frames of each run pass concealed.
+    let mut h = Harness::new(&stretch(0));
+    let (rebuilt, played) = check(run_seen_with(
+        &mut h,
+        frames.clone(),
+        n as u64 + 10,
+        talk_body,
+    ));
+    assert!(
+        rebuilt.len() < runs.len() * 5 / 6,
+        "{} of {} rebuildable without the stretch",
+        rebuilt.len(),
+        runs.len()
+    );
+    assert_eq!(played, sent);
+
+    // No DRED: the hold is one frame (LBRR), and nothing is stretched past it.
+    let mut h = Harness::new(&stretch(100));
+    let (_, played) = check(run_seen_with(&mut h, frames.clone(), n as u64 + 10, body));
+    assert_eq!(played, sent);
+    let mut plain = Harness::new(&stretch(0));
+    run_seen_with(&mut plain, frames, n as u64 + 10, body);
+    assert_eq!(h.counter("stretched"), plain.counter("stretched"));
+    assert_eq!(h.counter("concealed"), plain.counter("concealed"));
+
+    // A run that outlasts the stretch (20 frames, after bursts of three):
+    // the periods stretched stand in for its first frames, which pass at
+    // once, so no delay is left over to skip back down from.
+    let outage = |k: u32| ((100..300).contains(&k) && k % 50 < 3) || (400..420).contains(&k);
+    let frames: Vec<FrameMeta> = (0..600)
+        .filter(|&k| !outage(k))
+        .map(|k| FrameMeta {
+            codec: CodecId::OPUS.0,
+            ..frame(0, k, k as u64 * Q_NS + MS)
+        })
+        .collect();
+    let mut h = Harness::new(&stretch(100));
+    let items: Vec<(FrameMeta, Vec<u8>)> = run_seen_with(&mut h, frames.clone(), 610, talk_body)
+        .into_iter()
+        .flatten()
+        .collect();
+    let periods = |items: &[(FrameMeta, Vec<u8>)]| {
+        items
+            .iter()
+            .position(|(m, _)| m.seq == 599 && m.flags & frame_flags::MISSING == 0)
+            .expect("the last frame played")
+    };
+    let mut plain = Harness::new(&stretch(0));
+    let plain_items: Vec<(FrameMeta, Vec<u8>)> = run_seen_with(&mut plain, frames, 610, talk_body)
+        .into_iter()
+        .flatten()
+        .collect();
+    // Periods stretched before `seq` (the stream's end, seq 600, is a run
+    // that goes on too).
+    let inserted = |items: &[(FrameMeta, Vec<u8>)], before: u32| {
+        items
+            .iter()
+            .filter(|(m, _)| m.flags & frame_flags::INSERTED != 0 && m.seq < before)
+            .count()
+    };
+    assert_eq!(
+        inserted(&items, 600),
+        inserted(&plain_items, 600) + 5,
+        "five more periods stretched, for the outage"
+    );
+    assert!(h.counter("stretch_drained") >= 5);
+    assert_eq!(
+        h.counter("skipped"),
+        plain.counter("skipped"),
+        "nothing left to skip"
+    );
+    assert_eq!(
+        periods(&items),
+        periods(&plain_items),
+        "the last frame plays in the same period as without the stretch"
+    );
+
+    // Bad input: a stretch and hold past DRED's second fail the build.
+    assert!(Harness::try_new(&stretch(1_000)).is_err());
+}
+
 /// Speech-like sizes: frames 0-4 of every 40 are a pause (small payloads),
 /// the rest voiced; all Opus carrying DRED.
 fn talk_body(m: &FrameMeta) -> Vec<u8> {
@@ -1236,9 +1402,12 @@ fn the_delay_comes_down_at_quiet_frames() {
         "with quiet_wait 0 a voiced frame is skipped: {at_once:?}"
     );
 
-    // No quiet frame at all: each skip waits `quiet_wait` (2 s, 100
+    // No quiet frame at all: each skip waits `quiet_wait` (here 2 s, 100
     // frames) at most, then goes.
-    let mut h = Harness::new(&twenty());
+    let mut h = Harness::new(&[
+        twenty()[0].clone(),
+        ("quiet_wait", ParamValue::Duration(Duration::from_secs(2))),
+    ]);
     let outs = run_seen_with(&mut h, frames, n as u64 + 10, dred_body);
     let forced = skipped_of(outs);
     assert_eq!(forced.len(), skipped.len(), "as many skips: {forced:?}");

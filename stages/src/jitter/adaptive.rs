@@ -106,6 +106,25 @@
 //! for it, and `burst_hold = 0` does not turn it off (the quality
 //! controller only asks for repair on heavy loss, where it is the point).
 //!
+//! ## Stretching through a longer run
+//! A run longer than the hold reaches would leave its first frames
+//! concealed when due, though the packet after it carries DRED for all of
+//! them. So while a run goes on (the frame due absent and nothing held
+//! after it) in a burst (estimate of two or more) on a stream carrying
+//! DRED, the buffer stretches: it conceals the period (`MISSING |
+//! INSERTED`) and keeps the lost frame's seq due, up to `burst_stretch`
+//! (default 100 ms, five frames at 20 ms) over the target. When the packet
+//! after the run comes, every frame of the run is still due and goes out
+//! carrying it, rebuilt from DRED; the delay the stretch added comes back
+//! down at quiet frames (below). A run that outlasts the stretch is an
+//! outage: the periods stretched stand in for its first frames, which pass
+//! at once (`stretch_drained`), so it leaves no delay behind and ends as it
+//! would have without the stretch. Measured (docs/QUALITY.md finding 25):
+//! six trace seeds, 60 ms bursts -0.01 -> +0.02 PESQ-WB over libopus's own
+//! loop, 160 ms bursts +0.01 -> +0.06; a stretch only pays with skips in
+//! pauses, which is why `quiet_wait` is 6 s (a skip forced into a word
+//! after 0.4 s cost 0.2-0.3). `burst_hold = 0` turns it off too.
+//!
 //! ## Coming down quietly
 //! When the target falls (jitter eased, a burst hold decayed) the buffer is
 //! too deep and drops a frame to come down. A frame dropped in a word is
@@ -135,14 +154,18 @@
 //! - `reset_jump` (int, 100): backward sequence jump (frames) that resets.
 //! - `burst_hold` (duration, 60ms): most extra delay held to rebuild loss
 //!   bursts from later packets; 0 turns the hold off.
-//! - `quiet_wait` (duration, 2s): longest a skip waits for a quiet frame
+//! - `burst_stretch` (duration, 100ms): most delay added by stretching
+//!   through a run longer than the hold (see "Stretching through a longer
+//!   run"); 0 turns it off. With `burst_hold`, at most 1 s.
+//! - `quiet_wait` (duration, 6s): longest a skip waits for a quiet frame
 //!   (see "Coming down quietly"); 0 skips at once.
 //!
 //! ## Stats
 //! Gauges `target_delay_ms`, `current_delay_ms`, `burst_hold_ms` (the
 //! part of the target held for loss recovery: bursts, LBRR, RaptorQ); counters `played`,
 //! `concealed` (MISSING frames emitted), `late`, `dropped_duplicates`,
-//! `resets`, `stretched`, `skipped`, `quiet_changes` (skips and stretches
+//! `resets`, `stretched`, `stretch_drained` (stretched periods that stood
+//! in for the first frames of an outage), `skipped`, `quiet_changes` (skips and stretches
 //! that fell on a quiet frame), `repair_dropped`, `overflow_drops`.
 //!
 //! ## Latency
@@ -253,8 +276,13 @@ impl StageFactory for Adaptive {
                     "most extra delay held to rebuild loss bursts from later packets (0: off)",
                 ),
                 ParamSpec::duration(
+                    "burst_stretch",
+                    Duration::from_millis(100),
+                    "most delay added by stretching through a loss run longer than the hold, given back at quiet frames (0: off)",
+                ),
+                ParamSpec::duration(
                     "quiet_wait",
-                    Duration::from_secs(2),
+                    Duration::from_secs(6),
                     "longest a skip (the delay coming down to target) waits for a quiet frame (0: at once)",
                 ),
             ],
@@ -303,6 +331,14 @@ impl StageFactory for Adaptive {
             )
             .into());
         }
+        let burst_stretch = p.duration("burst_stretch")?;
+        if burst_stretch + burst_hold > Duration::from_secs(1) {
+            return Err(ParamError::new(
+                "burst_stretch",
+                format!("{burst_stretch:?} with burst_hold {burst_hold:?} is above 1s (DRED reaches 1 s back at most); use a smaller value"),
+            )
+            .into());
+        }
         let quiet_wait = p.duration("quiet_wait")?;
         if quiet_wait > Duration::from_secs(10) {
             return Err(ParamError::new(
@@ -320,6 +356,8 @@ impl StageFactory for Adaptive {
             half_life_ns: half_life.as_nanos() as f64,
             reset_jump,
             hold_max_ns: burst_hold.as_nanos() as i64,
+            stretch_max_ns: burst_stretch.as_nanos() as i64,
+            run_stretch: 0,
             burst_est: 0.0,
             last_played: None,
             passed_held: 0,
@@ -362,6 +400,7 @@ impl StageFactory for Adaptive {
                 dropped_duplicates: cx.counter("dropped_duplicates"),
                 resets: cx.counter("resets"),
                 stretched: cx.counter("stretched"),
+                stretch_drained: cx.counter("stretch_drained"),
                 skipped: cx.counter("skipped"),
                 quiet_changes: cx.counter("quiet_changes"),
                 repair_dropped: cx.counter("repair_dropped"),
@@ -406,6 +445,9 @@ struct Stats {
     dropped_duplicates: Counter,
     resets: Counter,
     stretched: Counter,
+    /// Stretched periods that stood in for the first frames of a run
+    /// that outlasted the stretch.
+    stretch_drained: Counter,
     skipped: Counter,
     /// Skips and stretches that fell on a quiet frame.
     quiet_changes: Counter,
@@ -422,6 +464,11 @@ struct JitterProc {
     reset_jump: i32,
     /// `burst_hold`: most extra delay held for bursts.
     hold_max_ns: i64,
+    /// `burst_stretch`: most delay added by stretching through a run.
+    stretch_max_ns: i64,
+    /// Periods stretched in the loss run going on (`u32::MAX` once the run
+    /// outlasted the stretch), 0 once a frame plays.
+    run_stretch: u32,
     /// Decaying estimate of the loss-burst length, in frames.
     burst_est: f64,
     /// Seq of the last frame played (since the last reset).
@@ -519,6 +566,7 @@ impl JitterProc {
         self.behind_run = 0;
         self.last_played = None;
         self.passed_held = 0;
+        self.run_stretch = 0;
         self.active = false;
         self.started = false;
         self.d_min = i64::MAX;
@@ -829,7 +877,8 @@ impl JitterProc {
         let reach = if inserted {
             0
         } else {
-            let hold_frames = (self.hold_max_ns / self.frame_ns.max(1) as i64) as u32;
+            let hold_frames =
+                ((self.hold_max_ns + self.stretch_max_ns) / self.frame_ns.max(1) as i64) as u32;
             (hold_frames + 1).min(MAX_ATTACH_AHEAD)
         };
         let ahead = (1..=reach).find(|&d| self.is_held(self.next_seq.wrapping_add(d)));
@@ -868,8 +917,8 @@ impl JitterProc {
     /// otherwise only after `quiet_wait` of waiting for a quiet one.
     /// Dropping a frame in the middle of a word costs far more than in a
     /// pause (docs/QUALITY.md, the schedule's clean phase after loss).
-    fn may_skip(&mut self, held: bool, urgent: bool) -> bool {
-        if !held || urgent || self.quiet_wait_ns == 0 || self.is_quiet(self.next_seq) {
+    fn may_skip(&mut self, held: bool, audible: bool, urgent: bool) -> bool {
+        if !audible || urgent || self.quiet_wait_ns == 0 || (held && self.is_quiet(self.next_seq)) {
             return true;
         }
         let since = *self.off_target_since.get_or_insert(self.next_play_ns);
@@ -890,8 +939,13 @@ impl JitterProc {
                 self.off_target_since = None;
             }
             // Far too deep (a delay spike drained at once): no waiting.
-            let urgent = cur >= self.target_ns + URGENT_FRAMES * self.frame_ns as i64;
-            if deep && self.may_skip(held, urgent) {
+            let urgent =
+                cur >= self.target_ns + URGENT_FRAMES * self.frame_ns as i64 + self.stretch_max_ns;
+            // An absent frame DRED rebuilds (a stretched-for run) is heard
+            // like a held one: not skipped at once.
+            let audible = held
+                || (self.stretch_max_ns > 0 && self.hold_max_ns > 0 && self.dred_frames_left > 0);
+            if deep && self.may_skip(held, audible, urgent) {
                 // Too deep: drop (or pass over) the frame due, at most once
                 // per period.
                 if held {
@@ -951,12 +1005,51 @@ impl JitterProc {
                     self.dred_frames_left = self.dred_frames_left.saturating_sub(1);
                 }
                 self.stats.played.inc();
+                self.run_stretch = 0;
                 self.stats.current_delay_ms.set(cur / 1_000_000);
                 let seq = self.next_seq;
                 let recovered = self.items[idx].meta.flags & frame_flags::RECOVERED != 0;
                 self.advance(Held::Played, ts, self.frame_ns);
                 self.observe_played(seq, recovered);
                 return true;
+            }
+            // Due and absent with nothing held after it, in a burst on a
+            // stream with DRED: a run longer than the hold, going on.
+            // Stretch (conceal one period, keep the seq) up to
+            // `burst_stretch`, so the packet that ends the run still finds
+            // its frames due; a run that outlasts the stretch is an outage:
+            // the periods stretched stand in for its first frames, which
+            // pass at once, and the delay goes with them.
+            if self.stretch_max_ns > 0
+                && self.hold_max_ns > 0
+                && self.buffered == 0
+                && self.dred_frames_left > 0
+                && self.burst_est > 1.0
+            {
+                let cap = (self.stretch_max_ns / self.frame_ns.max(1) as i64) as u32;
+                if self.run_stretch < cap && cur < self.target_ns + self.stretch_max_ns {
+                    if !self.push_missing(out, ts, true) {
+                        return false;
+                    }
+                    self.run_stretch += 1;
+                    self.stats.stretched.inc();
+                    return true;
+                }
+                if (1..=cap).contains(&self.run_stretch) {
+                    for _ in 0..self.run_stretch {
+                        let ts = self.due_ts();
+                        self.advance(Held::Passed, ts, self.frame_ns);
+                    }
+                    self.stats.stretch_drained.add(u64::from(self.run_stretch));
+                    // No more stretching until a frame plays.
+                    self.run_stretch = u32::MAX;
+                    let ts = self.due_ts();
+                    if !self.push_missing(out, ts, false) {
+                        return false;
+                    }
+                    self.advance(Held::Passed, ts, self.frame_ns);
+                    return true;
+                }
             }
             // Due and absent: lost or late. If the sender merely paused
             // (DTX), `ingest` rewinds when its next frame shows up.

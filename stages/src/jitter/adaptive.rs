@@ -106,24 +106,26 @@
 //! for it, and `burst_hold = 0` does not turn it off (the quality
 //! controller only asks for repair on heavy loss, where it is the point).
 //!
-//! ## Stretching through a longer run
-//! A run longer than the hold reaches would leave its first frames
-//! concealed when due, though the packet after it carries DRED for all of
-//! them. So while a run goes on (the frame due absent and nothing held
-//! after it) in a burst (estimate of two or more) on a stream carrying
-//! DRED, the buffer stretches: it conceals the period (`MISSING |
-//! INSERTED`) and keeps the lost frame's seq due, up to `burst_stretch`
-//! (default 100 ms, five frames at 20 ms) over the target. When the packet
-//! after the run comes, every frame of the run is still due and goes out
-//! carrying it, rebuilt from DRED; the delay the stretch added comes back
-//! down at quiet frames (below). A run that outlasts the stretch is an
-//! outage: the periods stretched stand in for its first frames, which pass
-//! at once (`stretch_drained`), so it leaves no delay behind and ends as it
-//! would have without the stretch. Measured (docs/QUALITY.md finding 25):
-//! six trace seeds, 60 ms bursts -0.01 -> +0.02 PESQ-WB over libopus's own
-//! loop, 160 ms bursts +0.01 -> +0.06; a stretch only pays with skips in
-//! pauses, which is why `quiet_wait` is 6 s (a skip forced into a word
-//! after 0.4 s cost 0.2-0.3). `burst_hold = 0` turns it off too.
+//! ## Stretching through a longer run (off by default)
+//! A run longer than the hold reaches leaves its first frames concealed
+//! when due, though the packet after it carries DRED for all of them. With
+//! `burst_stretch` above 0, while such a run goes on (the frame due absent
+//! and nothing held after it) in a burst (estimate of two or more) on a
+//! stream carrying DRED, the buffer stretches: it conceals the period
+//! (`MISSING | INSERTED`) and keeps the lost frame's seq due, up to
+//! `burst_stretch` over the target. When the packet after the run comes,
+//! every frame of the run is still due and goes out carrying it, rebuilt
+//! from DRED; the delay the stretch added comes back down at quiet frames
+//! (below). A run that outlasts the stretch is an outage: the periods
+//! stretched stand in for its first frames, which pass at once
+//! (`stretch_drained`), so it leaves no delay behind and ends as it would
+//! have without the stretch. `burst_hold = 0` turns it off too.
+//!
+//! It is off because the bench cannot show it pays (docs/QUALITY.md
+//! finding 25): at 100 ms, with `quiet_wait = 6s` (a stretch given back by
+//! a skip forced into a word costs more than it gained), six trace seeds
+//! gained +0.03 / +0.05 PESQ-WB on 60 / 160 ms bursts, but STOI fell
+//! 0.05-0.18, and the live 60 ms row did not move.
 //!
 //! ## Coming down quietly
 //! When the target falls (jitter eased, a burst hold decayed) the buffer is
@@ -154,10 +156,10 @@
 //! - `reset_jump` (int, 100): backward sequence jump (frames) that resets.
 //! - `burst_hold` (duration, 60ms): most extra delay held to rebuild loss
 //!   bursts from later packets; 0 turns the hold off.
-//! - `burst_stretch` (duration, 100ms): most delay added by stretching
+//! - `burst_stretch` (duration, 0): most delay added by stretching
 //!   through a run longer than the hold (see "Stretching through a longer
 //!   run"); 0 turns it off. With `burst_hold`, at most 1 s.
-//! - `quiet_wait` (duration, 6s): longest a skip waits for a quiet frame
+//! - `quiet_wait` (duration, 2s): longest a skip waits for a quiet frame
 //!   (see "Coming down quietly"); 0 skips at once.
 //!
 //! ## Stats
@@ -277,12 +279,12 @@ impl StageFactory for Adaptive {
                 ),
                 ParamSpec::duration(
                     "burst_stretch",
-                    Duration::from_millis(100),
+                    Duration::ZERO,
                     "most delay added by stretching through a loss run longer than the hold, given back at quiet frames (0: off)",
                 ),
                 ParamSpec::duration(
                     "quiet_wait",
-                    Duration::from_secs(6),
+                    Duration::from_secs(2),
                     "longest a skip (the delay coming down to target) waits for a quiet frame (0: at once)",
                 ),
             ],

@@ -38,6 +38,10 @@ CONDITIONS = [
     ("ge160", "14 % in 160 ms bursts (Gilbert-Elliott)", 14, "ge", (0.14, 160)),
     ("outage", "400 ms outage every 5 s", 8, "outage", (400, 5000)),
     ("sched", "schedule clean -> 20 % -> clean", 20, "schedule", (("random", 0.0), ("random", 0.20), ("random", 0.0))),
+    # Heavier random loss, where RaptorQ meets DRED and Codec2 (aligned runs:
+    # CONDITIONS="r40 r50"; not in the live table).
+    ("r40", "random 40 %", 40, "random", (0.40,)),
+    ("r50", "random 50 %", 50, "random", (0.50,)),
 ]
 
 

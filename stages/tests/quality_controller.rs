@@ -376,8 +376,8 @@ fn random_loss_gets_raptorq_in_a_band() {
     assert_eq!(r.c.count(Reason::FecLoss), 1, "{:?}", r.log);
     assert_eq!(r.c.count(Reason::LossEased), 1, "{:?}", r.log);
 
-    // 10 % and 13 % from the start never reach the band; 30 % and 45 % do.
-    for (loss, on) in [(0.10, false), (0.13, false), (0.30, true), (0.45, true)] {
+    // 10 % and 13 % from the start never reach the band; 20 % and 30 % do.
+    for (loss, on) in [(0.10, false), (0.13, false), (0.20, true), (0.30, true)] {
         let mut r = Run::new(ControllerConfig::default());
         r.go(30, random(loss), 1);
         assert_eq!(
@@ -388,6 +388,41 @@ fn random_loss_gets_raptorq_in_a_band() {
         );
         assert_eq!(r.s().fec_ratio == FEC_RATIO, on, "{loss}: {:?}", r.s());
     }
+    // 45 % is above it: dense loss, DRED with the hold, from the second
+    // the loss level (which restarts low) reaches 37 %.
+    let mut r = Run::new(ControllerConfig::default());
+    r.go(30, random(0.45), 1);
+    assert_eq!(
+        r.log.last().unwrap().reason,
+        Reason::DenseLoss,
+        "{:?}",
+        r.log
+    );
+    assert!(r.log.last().unwrap().at_ns <= 3 * S, "{:?}", r.log);
+    assert!(r.c.count(Reason::FecLoss) <= 1, "{:?}", r.log);
+    assert_eq!(r.s().fec_ratio, 0, "{:?}", r.s());
+
+    // From RaptorQ at 30 %, a rise to 45 % leaves it for DRED with the hold
+    // (a level of 37 %), 35 % does not take it back, 30 % does (under 33 %).
+    let mut r = Run::new(ControllerConfig::default());
+    r.go(10, random(0.30), 1);
+    assert!(fec(&r.s(), 11_000, 2), "30 %: {:?}", r.s());
+    r.go(15, random(0.45), 1);
+    let dense = |s: &Settings| {
+        s.dred_ms == 1000 && s.receiver_hold_frames == 3 && s.fec_ratio == 0 && s.bitrate == 24_000
+    };
+    assert!(dense(&r.s()), "45 %: {:?}", r.s());
+    r.go(20, random(0.35), 1);
+    assert!(dense(&r.s()), "35 %: {:?}", r.s());
+    r.go(20, random(0.28), 1);
+    assert!(fec(&r.s(), 11_000, 2), "back to 28 %: {:?}", r.s());
+    assert_eq!(
+        r.log.last().unwrap().reason,
+        Reason::LossEased,
+        "{:?}",
+        r.log
+    );
+    assert_eq!(r.c.count(Reason::DenseLoss), 1, "{:?}", r.log);
 
     // The block follows the budget: (K - 1) frames and K quanta of paced
     // repair held.

@@ -14,10 +14,11 @@
 //!   hint that sets its share of the bit rate and its reach, [`dred_hint`],
 //!   and a receiver hold to rebuild whole bursts within a latency budget)
 //!   for bursts; for random loss from a level of 16 % (left under 12 %:
-//!   [`FEC_ENTER`]) RaptorQ repair, a packet per frame, with Opus at 11 of
+//!   [`FEC_ENTER`]) up to 37 % ([`FEC_ABOVE`], taken again under 33 %)
+//!   RaptorQ repair, a packet per frame, with Opus at 11 of
 //!   24 kb/s, in blocks whose hold fits the budget ([`fec_block`]), where
 //!   the tier has the rate for it; without it (`random_fec` off, a lower
-//!   tier, a budget under two frames) DRED with the hold for random loss
+//!   tier, a budget under two frames) or above it, DRED with the hold for random loss
 //!   dense enough that runs of two and more are most of it (a loss level
 //!   of 26 %, left under 20 %: [`DENSE_ENTER`]); Codec2 with RaptorQ
 //!   where Opus cannot hold. RaptorQ waits for two lossy reports whose
@@ -578,6 +579,17 @@ pub const LEVEL_REPORTS: u8 = 4;
 pub const FEC_ENTER: f32 = 0.16;
 /// Loss level under which RaptorQ repair gives way to LBRR.
 pub const FEC_LEAVE: f32 = 0.12;
+/// Loss level from which RaptorQ repair gives way to DRED with the hold
+/// (dense loss): blocks of two fail whole when three of their four packets
+/// are lost (18 % of blocks at 40 %), and runs long enough to read as
+/// bursts come every few seconds, so the call went back and forth between
+/// the two. Aligned, three trace seeds: random 40 % -0.11 PESQ-WB behind
+/// libopus's own loop with RaptorQ, -0.03 with DRED (docs/QUALITY.md
+/// finding 26). Back into RaptorQ under [`FEC_BACK`].
+pub const FEC_ABOVE: f32 = 0.37;
+/// Loss level under which a call that left RaptorQ for dense loss
+/// ([`FEC_ABOVE`]) takes it again.
+pub const FEC_BACK: f32 = 0.33;
 /// Lossy reports a receiver's pooled runs ([`BURSTY_SHARE`]) must span
 /// before its loss counts as random enough for RaptorQ: blocks of two
 /// are lost whole to a run of three, and the first reports of a 60 ms
@@ -1375,7 +1387,9 @@ impl Controller {
         } else if level < DENSE_LEAVE {
             self.dense = false;
         }
-        if level >= FEC_ENTER {
+        if level >= FEC_ABOVE {
+            self.fec_band = false;
+        } else if level >= FEC_ENTER && (self.fec_band || level < FEC_BACK) {
             self.fec_band = true;
         } else if level < FEC_LEAVE {
             self.fec_band = false;

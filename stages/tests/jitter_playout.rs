@@ -750,6 +750,36 @@ fn process_is_real_time_safe() {
     assert!(h.counter("resets") >= 1);
 }
 
+/// The burst stretch and its outage drain allocate nothing either.
+#[test]
+fn stretching_is_real_time_safe() {
+    let mut h = Harness::new(&[
+        (
+            "burst_stretch",
+            ParamValue::Duration(Duration::from_millis(100)),
+        ),
+        ("capacity", ParamValue::Int(64)),
+    ]);
+    let mut cycle = 0u64;
+    // Runs of 3 (the hold grows), of 6 (stretched for) and of 20 (an outage:
+    // stretched, then drained), over and over.
+    let lost = |k: u64| matches!(k % 200, 20..=22 | 60..=65 | 120..=139);
+    assert_rt_safe("jitter.adaptive stretch", 2000, || {
+        if !lost(cycle) {
+            let m = FrameMeta {
+                codec: CodecId::OPUS.0,
+                ..frame(0, cycle as u32, cycle * Q_NS + MS)
+            };
+            let _ = h.input().push(m, &[9 << 3 | 3, 0x41, 4, 1, 2, 3, 4]);
+        }
+        h.step();
+        cycle += 1;
+    });
+    assert!(h.counter("stretched") > 0);
+    assert!(h.counter("stretch_drained") > 0);
+    assert!(h.counter("played") > 1500);
+}
+
 #[test]
 fn registered_in_the_stage_registry() {
     assert!(wzp_stages::registry().get("jitter.adaptive").is_some());

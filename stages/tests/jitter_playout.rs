@@ -1025,6 +1025,18 @@ fn steady_with_losses(
     steady_stream(h, n, lost, true)
 }
 
+/// Opus frames `0..n` of a steady path (each read 1 ms after it was sent),
+/// except those in `lost`.
+fn steady_frames(n: u32, lost: impl Fn(u32) -> bool) -> Vec<FrameMeta> {
+    (0..n)
+        .filter(|&k| !lost(k))
+        .map(|k| FrameMeta {
+            codec: CodecId::OPUS.0,
+            ..frame(0, k, k as u64 * Q_NS + MS)
+        })
+        .collect()
+}
+
 /// [`steady_with_losses`], the Opus frames carrying DRED or not.
 fn steady_stream(
     h: &mut Harness,
@@ -1032,13 +1044,7 @@ fn steady_stream(
     lost: impl Fn(u32) -> bool,
     dred: bool,
 ) -> Vec<(FrameMeta, Vec<u8>)> {
-    let frames: Vec<FrameMeta> = (0..n)
-        .filter(|&k| !lost(k))
-        .map(|k| FrameMeta {
-            codec: CodecId::OPUS.0,
-            ..frame(0, k, k as u64 * Q_NS + MS)
-        })
-        .collect();
+    let frames = steady_frames(n, lost);
     run_seen_with(
         h,
         frames,
@@ -1210,13 +1216,7 @@ fn a_run_longer_than_the_hold_is_stretched_for_and_rebuilt() {
     let lost = |k: u32| {
         ((100..300).contains(&k) && k % 50 < 3) || ((300..900).contains(&k) && k % 100 < 6)
     };
-    let frames: Vec<FrameMeta> = (0..n)
-        .filter(|&k| !lost(k))
-        .map(|k| FrameMeta {
-            codec: CodecId::OPUS.0,
-            ..frame(0, k, k as u64 * Q_NS + MS)
-        })
-        .collect();
+    let frames = steady_frames(n, lost);
     let stretch = |ms: u64| {
         [
             twenty()[0].clone(),
@@ -1309,13 +1309,7 @@ fn a_run_longer_than_the_hold_is_stretched_for_and_rebuilt() {
     // the periods stretched stand in for its first frames, which pass at
     // once, so no delay is left over to skip back down from.
     let outage = |k: u32| ((100..300).contains(&k) && k % 50 < 3) || (400..420).contains(&k);
-    let frames: Vec<FrameMeta> = (0..600)
-        .filter(|&k| !outage(k))
-        .map(|k| FrameMeta {
-            codec: CodecId::OPUS.0,
-            ..frame(0, k, k as u64 * Q_NS + MS)
-        })
-        .collect();
+    let frames = steady_frames(600, outage);
     let mut h = Harness::new(&stretch(100));
     let items: Vec<(FrameMeta, Vec<u8>)> = run_seen_with(&mut h, frames.clone(), 610, talk_body)
         .into_iter()
@@ -1380,13 +1374,7 @@ fn talk_body(m: &FrameMeta) -> Vec<u8> {
 fn the_delay_comes_down_at_quiet_frames() {
     let n = 1_000u32;
     let burst = |k: u32| (100..200).contains(&k) && (10..13).contains(&(k % 30));
-    let frames: Vec<FrameMeta> = (0..n)
-        .filter(|&k| !burst(k))
-        .map(|k| FrameMeta {
-            codec: CodecId::OPUS.0,
-            ..frame(0, k, k as u64 * Q_NS + MS)
-        })
-        .collect();
+    let frames = steady_frames(n, burst);
     // Which arrived frames were skipped (never played, never concealed).
     let skipped_of = |outs: Vec<Vec<(FrameMeta, Vec<u8>)>>| -> Vec<u32> {
         let played: std::collections::HashSet<u32> = outs

@@ -99,9 +99,10 @@ all=$(cut -f1 "$WORK/traces/conditions.tsv" | tr '\n' ' ')
 # Conditions run only when asked for (CONDITIONS="r40 r50"): heavier random
 # loss, outside the issue's table.
 extra="r40 r50"
+defaults=$(for c in $all; do case " $extra " in *" $c "*) ;; *) printf '%s ' "$c" ;; esac; done)
 asked=$CONDITIONS
 if [ -z "$CONDITIONS" ]; then
-  CONDITIONS=$(for c in $all; do case " $extra " in *" $c "*) ;; *) printf '%s ' "$c" ;; esac; done)
+  CONDITIONS=$defaults
 else
   for c in $CONDITIONS; do
     grep -q "^$c	" "$WORK/traces/conditions.tsv" || fail "CONDITIONS: unknown condition \"$c\"; use some of: $all"
@@ -351,7 +352,8 @@ anchor_s=$(( $(date +%s) - anchor_started ))
 
 # --- scores, table, plot ----------------------------------------------------
 docs=(--md docs/QUALITY.md --svg docs/quality-live.svg)
-if [ -n "${NO_DOCS:-}" ] || [ "$CONDITIONS" != "$all" ]; then
+# The docs' table is the default set of conditions, all of it.
+if [ -n "${NO_DOCS:-}" ] || [ "$(echo $CONDITIONS)" != "$(echo $defaults)" ]; then
   docs=(--md "$WORK/QUALITY-live.md" --svg "$WORK/quality-live.svg")
 fi
 cmd="bash benches/quality/live.sh"

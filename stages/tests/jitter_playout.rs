@@ -1351,6 +1351,14 @@ fn a_run_longer_than_the_hold_is_stretched_for_and_rebuilt() {
         "the last frame plays in the same period as without the stretch"
     );
 
+    // `burst_hold = 0` turns the stretch off too.
+    let mut h = Harness::new(&[
+        stretch(100)[1].clone(),
+        ("burst_hold", ParamValue::Duration(Duration::ZERO)),
+    ]);
+    run_seen_with(&mut h, steady_frames(n, lost), n as u64 + 10, talk_body);
+    assert_eq!(h.counter("stretched"), 0);
+
     // Bad input: a stretch and hold past DRED's second fail the build.
     assert!(Harness::try_new(&stretch(1_000)).is_err());
 }

@@ -358,7 +358,12 @@ impl StageFactory for Adaptive {
             half_life_ns: half_life.as_nanos() as f64,
             reset_jump,
             hold_max_ns: burst_hold.as_nanos() as i64,
-            stretch_max_ns: burst_stretch.as_nanos() as i64,
+            // The stretch extends the hold: no hold, no stretch.
+            stretch_max_ns: if burst_hold.is_zero() {
+                0
+            } else {
+                burst_stretch.as_nanos() as i64
+            },
             run_stretch: 0,
             burst_est: 0.0,
             last_played: None,
@@ -945,8 +950,7 @@ impl JitterProc {
                 cur >= self.target_ns + URGENT_FRAMES * self.frame_ns as i64 + self.stretch_max_ns;
             // An absent frame DRED rebuilds (a stretched-for run) is heard
             // like a held one: not skipped at once.
-            let audible = held
-                || (self.stretch_max_ns > 0 && self.hold_max_ns > 0 && self.dred_frames_left > 0);
+            let audible = held || (self.stretch_max_ns > 0 && self.dred_frames_left > 0);
             if deep && self.may_skip(held, audible, urgent) {
                 // Too deep: drop (or pass over) the frame due, at most once
                 // per period.
@@ -1023,7 +1027,6 @@ impl JitterProc {
             // the periods stretched stand in for its first frames, which
             // pass at once, and the delay goes with them.
             if self.stretch_max_ns > 0
-                && self.hold_max_ns > 0
                 && self.buffered == 0
                 && self.dred_frames_left > 0
                 && self.burst_est > 1.0

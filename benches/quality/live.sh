@@ -20,6 +20,7 @@
 #   NO_DOCS=1 bash benches/quality/live.sh            # results in target/quality-live only
 #   FAR=call bash benches/quality/live.sh             # the far end sends too (see FAR below)
 #   BUILD=0 / VENV=DIR / SEED=N                       # no cargo build / another venv / other traces
+#   REL=DIR BUILD=0                                   # the binaries in DIR (e.g. a baseline's copy)
 #   OFFLINE=1 bash benches/quality/live.sh            # no calls: the loopback against the anchor,
 #       averaged over alignments of each trace (benches/quality/aligned.py; ~2 min;
 #       SHIFTS="0 6 12", SETS for the loopback, TAG=NAME for its outputs,
@@ -36,7 +37,8 @@ cd "$(dirname "$0")/../.."
 WORK=target/quality-live
 VENV=${VENV:-target/quality-venv}
 PY="$VENV/bin/python"
-REL=./target/release
+# The binaries: REL=DIR runs another build's (a copy of a baseline's, say).
+REL=${REL:-./target/release}
 SEED=${SEED:-11}
 CONDITIONS=${CONDITIONS:-}
 SETS=${SETS:-}

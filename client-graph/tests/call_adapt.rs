@@ -521,6 +521,51 @@ fn a_call_under_20_percent_loss_turns_redundancy_on_and_sounds_better_than_witho
     );
 }
 
+/// A listener that holds nothing to rebuild loss (`--set
+/// jb_burst_hold=0ms`) says so in its reports, and the talker's controller
+/// sizes to it: under the 20 % random loss that gets RaptorQ from the second
+/// lossy report when the listener holds the default 60 ms (the test above),
+/// whose repair this listener would not wait for, it keeps LBRR, which the
+/// packet after a loss brings in time.
+#[test]
+fn a_listener_that_holds_nothing_gets_lbrr_where_others_get_raptorq() {
+    let _serial = serial();
+    let dir = tmp("hold-none");
+    let relay = Relay::start(&dir);
+    let proxy = Proxy::start(relay.addr, &["--loss", "20"]);
+    let speech = speech_like(16_000);
+    write_wav(&dir.join("speech.wav"), &speech);
+    let speech_path = dir.join("speech.wav").display().to_string();
+    let mut alice = Client::join(&dir, &relay, proxy.addr, "alice", &speech_path, &[]);
+    let mut bob = Client::join(
+        &dir,
+        &relay,
+        relay.addr,
+        "bob",
+        "tone:440",
+        &["--set", "jb_burst_hold=0ms"],
+    );
+    alice.wait_room_of(2);
+    bob.wait_room_of(2);
+    // Bob's reports state his budget; Alice's controller takes it.
+    wait_figure(&dir, "alice", "adapt", "hold_budget_ms", |b| b == 0);
+    let on = alice.wait_decision(WAIT, "LBRR for 20 % random loss", |d| {
+        d.reason.contains("random_loss")
+    });
+    assert!(on.lbrr && on.fec == 0 && on.applied, "{on:?}");
+    // Five reports past it, LBRR is still in force and RaptorQ never came.
+    let from = wait_figure(&dir, "alice", "adapt", "reports", |_| true);
+    wait_figure(&dir, "alice", "adapt", "reports", |n| n >= from + 5);
+    assert_eq!(figure(&dir, "alice", "adapt", "lbrr"), Some(1));
+    assert_eq!(figure(&dir, "alice", "adapt", "fec_ratio"), Some(0));
+    assert_eq!(figure(&dir, "alice", "fec_enc", "repair_sent"), Some(0));
+    let said = alice.lines.so_far();
+    assert!(!said.contains("fec_loss"), "{said}");
+    hang_up(vec![alice, bob]);
+    drop(proxy);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// The cap this test holds to: the 12 kbit/s. The proxy counts
 /// every datagram's UDP payload: codec payload, media header (22), tag (16)
 /// and QUIC's own bytes around a datagram (about 30 here), so no Opus tier

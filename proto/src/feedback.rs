@@ -15,6 +15,11 @@
 //! +---------+-------+-------------+-------+-----------------------+-----
 //! ```
 //!
+//! A receiver may add one entry about itself ([`ReceiverInfo`], under the
+//! reserved `sender_id` [`RECEIVER_ENTRY_ID`]): the extra delay it may hold
+//! to rebuild loss. It is an ordinary entry to a parser, so a sender of
+//! any build reads its own entry as before and passes this one by.
+//!
 //! Encoding and parsing never allocate and never panic on any input.
 
 /// Version byte of a feedback report.
@@ -43,6 +48,45 @@ pub fn burst_bin(len: u32) -> usize {
         .iter()
         .position(|&max| len <= max)
         .unwrap_or(BURST_BINS - 1)
+}
+
+/// `sender_id` of a receiver's entry about itself ([`ReceiverInfo`]). No
+/// sender uses it: `wire.packetize` neither draws nor accepts it, and a
+/// receiver does not track a sender by it.
+pub const RECEIVER_ENTRY_ID: u32 = u32::MAX;
+
+/// What a receiver says about itself in its reports: one entry with
+/// `sender_id` [`RECEIVER_ENTRY_ID`], its bytes 4..6 the hold budget and
+/// the rest zero when written and ignored when read (docs/WIRE.md §1.5).
+/// Senders size the redundancy that needs holding to it; a receiver whose
+/// reports carry none (an older build, or a full report) is assumed to
+/// hold what the sender's own `hold_budget` param says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ReceiverInfo {
+    /// Extra delay, ms, the receiver's jitter buffer may hold to rebuild
+    /// loss (its `burst_hold`): what redundancy that arrives later than
+    /// that (DRED beyond it, a RaptorQ block's repair) cannot be played.
+    pub hold_budget_ms: u16,
+}
+
+impl ReceiverInfo {
+    /// The entry that carries it.
+    pub fn to_entry(&self) -> FeedbackEntry {
+        FeedbackEntry {
+            sender_id: RECEIVER_ENTRY_ID,
+            // Bytes 4..6; bytes 6..8 stay 0, which a parser checks is not
+            // above them (`received <= expected`).
+            expected: self.hold_budget_ms,
+            ..FeedbackEntry::default()
+        }
+    }
+
+    /// The receiver's info in `entry`, when it is the receiver's own entry.
+    pub fn from_entry(entry: &FeedbackEntry) -> Option<ReceiverInfo> {
+        (entry.sender_id == RECEIVER_ENTRY_ID).then_some(ReceiverInfo {
+            hold_budget_ms: entry.expected,
+        })
+    }
 }
 
 /// Why a feedback report could not be encoded or parsed.
@@ -280,6 +324,13 @@ impl<'a> FeedbackReport<'a> {
     pub fn entry_for(&self, sender_id: u32) -> Option<FeedbackEntry> {
         self.entries().find(|e| e.sender_id == sender_id)
     }
+
+    /// What the reporter says about itself ([`ReceiverInfo`]), if anything.
+    pub fn receiver_info(&self) -> Option<ReceiverInfo> {
+        self.entry_for(RECEIVER_ENTRY_ID)
+            .as_ref()
+            .and_then(ReceiverInfo::from_entry)
+    }
 }
 
 /// Bytes a report with `entries` entries takes.
@@ -412,6 +463,42 @@ mod tests {
                 Err(FeedbackError::ReservedFlags(bad))
             );
         }
+    }
+
+    #[test]
+    fn a_receivers_entry_about_itself_is_an_entry_other_senders_pass_by() {
+        let info = ReceiverInfo {
+            hold_budget_ms: 120,
+        };
+        let mut out = [0u8; 128];
+        let n = encode_feedback(1000, &[entry(0x0a0b_0c0d), info.to_entry()], &mut out).unwrap();
+        // Its bytes: the reserved id, the budget, zeros (docs/WIRE.md §1.5).
+        assert_eq!(
+            hex::encode(&out[FEEDBACK_HEAD_LEN + FEEDBACK_ENTRY_LEN..n]),
+            format!("ffffffff0078{}", "00".repeat(FEEDBACK_ENTRY_LEN - 6))
+        );
+        let r = FeedbackReport::parse(&out[..n]).unwrap();
+        assert_eq!(r.receiver_info(), Some(info));
+        // A sender reads its own entry as from a report without it.
+        assert_eq!(r.entry_for(0x0a0b_0c0d), Some(entry(0x0a0b_0c0d)));
+        assert_eq!(ReceiverInfo::from_entry(&entry(5)), None);
+        // Without it, none; with other bytes set (a later build's fields),
+        // the budget still reads.
+        let n1 = encode_feedback(1000, &[entry(3)], &mut out).unwrap();
+        assert_eq!(
+            FeedbackReport::parse(&out[..n1]).unwrap().receiver_info(),
+            None
+        );
+        let later = FeedbackEntry {
+            jitter_100us: 7,
+            echo_ts: 9,
+            ..info.to_entry()
+        };
+        let n2 = encode_feedback(1000, &[later], &mut out).unwrap();
+        assert_eq!(
+            FeedbackReport::parse(&out[..n2]).unwrap().receiver_info(),
+            Some(info)
+        );
     }
 
     #[test]

@@ -59,6 +59,7 @@ pub mod sni;
 pub use error::WireError;
 pub use feedback::{
     encode_feedback, encode_feedback_flags, FeedbackEntry, FeedbackError, FeedbackReport,
+    ReceiverInfo, RECEIVER_ENTRY_ID,
 };
 pub use handshake::{room_hash, room_id, room_key};
 pub use identity::{Fingerprint, Identity, Seed, TlsFingerprint};

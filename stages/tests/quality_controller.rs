@@ -2,7 +2,7 @@
 //! `now`, decisions out, against a small model of the path (loss pattern,
 //! bandwidth cap). No sockets, no sleeps.
 
-use wzp_proto::feedback::{burst_bin, FeedbackEntry, BURST_BINS};
+use wzp_proto::feedback::{burst_bin, FeedbackEntry, ReceiverInfo, BURST_BINS};
 use wzp_stages::codec::profile::Profile;
 use wzp_stages::quality::controller::{
     lbrr_hint, packet_wire_kbps, wire_kbps, Controller, ControllerConfig, Decision, Reason,
@@ -79,6 +79,8 @@ struct Run {
     c: Controller,
     now: u64,
     log: Vec<Decision>,
+    /// What the first receiver's reports say about it (none: nothing).
+    info: Option<ReceiverInfo>,
 }
 
 impl Run {
@@ -90,6 +92,7 @@ impl Run {
             c,
             now: 0,
             log: vec![first],
+            info: None,
         }
     }
 
@@ -101,6 +104,9 @@ impl Run {
             self.now += 100 * MS;
             if self.now % S == 0 {
                 let s = self.c.settings();
+                if self.info.is_some() {
+                    self.c.handle_receiver_info(100, self.info, self.now);
+                }
                 self.c.handle_report(100, &report(path, &s), self.now);
                 for r in 1..reporters {
                     self.c.handle_report(100 + r, &report(CLEAN, &s), self.now);
@@ -1085,6 +1091,144 @@ fn outages_are_set_aside_bursts_the_hold_reaches_are_protected() {
         "{:?}",
         r.s()
     );
+}
+
+/// What a receiver's reports say it holds (`handle_receiver_info`) is
+/// what the controller sizes to, in place of the configured budget: RaptorQ
+/// blocks whose hold fits it (none under a frame: LBRR), the hold asked
+/// for bursts (none: LBRR, DRED would rebuild nothing in time), and the
+/// runs set aside as outages (a receiver holding a second rebuilds a
+/// 400 ms run: DRED with a hold as long).
+#[test]
+fn a_receivers_stated_hold_budget_sizes_repair_bursts_and_outages() {
+    let with = |budget: Option<u16>| {
+        let mut r = Run::new(ControllerConfig::default());
+        r.info = budget.map(|b| ReceiverInfo { hold_budget_ms: b });
+        r
+    };
+    let random = Path {
+        loss: 0.20,
+        burst: 1,
+        cap_kbps: 0.0,
+    };
+    for (budget, block) in [
+        (None, 2),
+        (Some(60), 2),
+        (Some(120), 3),
+        (Some(20), 1),
+        (Some(0), 0),
+    ] {
+        let mut r = with(budget);
+        r.go(3, random, 1);
+        let s = r.s();
+        assert_eq!(s.fec_block, block, "{budget:?}: {s:?}");
+        assert_eq!(s.lbrr, block == 0, "{budget:?}: {s:?}");
+        let want = budget.map_or(60, u32::from);
+        assert_eq!(r.c.hold_budget_ms(), want);
+    }
+    let bursts = Path {
+        loss: 0.24,
+        burst: 6,
+        cap_kbps: 0.0,
+    };
+    for (budget, hold) in [(None, 3), (Some(120), 6), (Some(40), 2)] {
+        let mut r = with(budget);
+        r.go(5, CLEAN, 1);
+        r.go(2, bursts, 1);
+        let s = r.s();
+        assert_eq!(r.c.count(Reason::BurstLoss), 1, "{budget:?}: {:?}", r.log);
+        assert_eq!(s.receiver_hold_frames, hold, "{budget:?}: {s:?}");
+        assert!(s.dred_ms > 0 && !s.lbrr, "{budget:?}: {s:?}");
+    }
+    // Holding nothing, a run of 6 is beyond what the receiver rebuilds
+    // (an outage, set aside), and dense random loss, DRED with the hold
+    // elsewhere, gets LBRR: the packet after a loss brings it in time.
+    let mut r = with(Some(0));
+    r.go(5, CLEAN, 1);
+    r.go(2, bursts, 1);
+    assert_eq!(r.c.outages(), 2, "{:?}", r.log);
+    assert!(!r.redundancy(), "{:?}", r.s());
+    for (budget, dred) in [(None, true), (Some(0), false)] {
+        let mut r = with(budget);
+        r.go(
+            8,
+            Path {
+                loss: 0.45,
+                ..random
+            },
+            1,
+        );
+        let s = r.s();
+        assert_eq!(
+            r.c.count(Reason::DenseLoss) > 0,
+            dred,
+            "{budget:?}: {:?}",
+            r.log
+        );
+        assert_eq!((s.dred_ms > 0, s.lbrr), (dred, !dred), "{budget:?}: {s:?}");
+        assert_eq!(s.receiver_hold_frames > 0, dred, "{budget:?}: {s:?}");
+    }
+    let outage = Path {
+        loss: 0.40,
+        burst: 20,
+        cap_kbps: 0.0,
+    };
+    let mut r = with(Some(1000));
+    r.go(5, CLEAN, 1);
+    r.go(1, outage, 1);
+    assert_eq!(r.c.outages(), 0, "{:?}", r.log);
+    assert_eq!(r.s().receiver_hold_frames, 20, "{:?}", r.s());
+    let mut r = with(None);
+    r.go(5, CLEAN, 1);
+    r.go(1, outage, 1);
+    assert_eq!(r.c.outages(), 1, "{:?}", r.log);
+    assert!(!r.redundancy(), "{:?}", r.s());
+    // A budget above DRED's reach counts as that reach.
+    let mut r = with(Some(5000));
+    r.go(1, random, 1);
+    assert_eq!(r.c.hold_budget_ms(), 1000);
+}
+
+/// The smallest budget among the receivers reporting lately: a receiver
+/// that holds less is the one the repair must fit; once it stops
+/// reporting, the others' budget applies again.
+#[test]
+fn several_receivers_are_sized_to_the_smallest_budget_still_reporting() {
+    let mut c = Controller::new(ControllerConfig::default(), 0);
+    let _ = c.poll(0);
+    let s = c.settings();
+    let lossy = report(
+        Path {
+            loss: 0.20,
+            burst: 1,
+            cap_kbps: 0.0,
+        },
+        &s,
+    );
+    let info = |b| Some(ReceiverInfo { hold_budget_ms: b });
+    for k in 1..=3 {
+        c.handle_receiver_info(1, info(120), k * S);
+        c.handle_report(1, &lossy, k * S);
+        c.handle_receiver_info(2, info(40), k * S);
+        c.handle_report(2, &report(CLEAN, &s), k * S);
+        let _ = c.poll(k * S);
+    }
+    assert_eq!(c.hold_budget_ms(), 40);
+    assert_eq!(c.settings().fec_block, 1, "{:?}", c.settings());
+    // Receiver 2 goes quiet (past the 3 s a report stays fresh).
+    for k in 4..=8 {
+        c.handle_receiver_info(1, info(120), k * S);
+        c.handle_report(1, &lossy, k * S);
+        let _ = c.poll(k * S);
+    }
+    assert_eq!(c.hold_budget_ms(), 120);
+    assert_eq!(c.settings().fec_block, 3, "{:?}", c.settings());
+    // A receiver whose reports stop stating one is assumed to hold the
+    // configured 60 ms.
+    c.handle_receiver_info(1, None, 9 * S);
+    c.handle_report(1, &lossy, 9 * S);
+    let _ = c.poll(9 * S);
+    assert_eq!(c.hold_budget_ms(), 60);
 }
 
 /// A rate-limited link with a short queue (a token bucket that drops what

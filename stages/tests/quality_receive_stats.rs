@@ -5,7 +5,9 @@
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use wzp_engine::rt_check::assert_rt_safe;
-use wzp_proto::feedback::{feedback_len, FeedbackEntry, MAX_FEEDBACK_ENTRIES};
+use wzp_proto::feedback::{
+    feedback_len, FeedbackEntry, ReceiverInfo, MAX_FEEDBACK_ENTRIES, RECEIVER_ENTRY_ID,
+};
 use wzp_proto::{CodecId, FeedbackReport, Flags, MediaHeader};
 use wzp_stages::quality::receive_stats::{
     ReceiveStats, ReceiverFeedback, SendClock, DEFAULT_REORDER_WINDOW,
@@ -373,6 +375,47 @@ fn the_table_reports_every_sender_heard_and_forgets_silent_ones() {
     }
     assert_eq!(fb.evicted, 1);
     assert!(fb.stats(12).is_some());
+}
+
+/// The receiver's own entry (its hold budget) follows the senders' in
+/// every report where there is room: a report of 32 senders has none, and
+/// says nothing rather than leave a sender out. No sender is tracked under
+/// the entry's reserved id.
+#[test]
+fn reports_state_the_receivers_budget_where_there_is_room() {
+    let info = ReceiverInfo { hold_budget_ms: 80 };
+    let mut fb = ReceiverFeedback::new(MAX_FEEDBACK_ENTRIES, DEFAULT_REORDER_WINDOW, 3_000 * MS);
+    fb.set_info(Some(info));
+    let mut out = [0u8; feedback_len(MAX_FEEDBACK_ENTRIES)];
+    for k in 0..10u32 {
+        fb.on_packet(u64::from(k) * FRAME_NS, &header(1, k), 60);
+        fb.on_packet(u64::from(k) * FRAME_NS, &header(RECEIVER_ENTRY_ID, k), 60);
+    }
+    assert!(fb.stats(RECEIVER_ENTRY_ID).is_none());
+    let n = fb.write_report(200 * MS, 200, &mut out).unwrap();
+    let r = FeedbackReport::parse(&out[..n]).unwrap();
+    assert_eq!((r.len(), r.receiver_info()), (2, Some(info)));
+    assert_eq!(
+        r.entry_for(1).unwrap().expected,
+        10 - DEFAULT_REORDER_WINDOW as u16
+    );
+    let n = fb.write_early_report(210 * MS, 10, &mut out).unwrap();
+    let r = FeedbackReport::parse(&out[..n]).unwrap();
+    assert_eq!(r.receiver_info(), Some(info), "early reports say it too");
+    for id in 2..=MAX_FEEDBACK_ENTRIES as u32 {
+        fb.on_packet(220 * MS, &header(id, 0), 60);
+    }
+    let n = fb.write_report(400 * MS, 200, &mut out).unwrap();
+    let r = FeedbackReport::parse(&out[..n]).unwrap();
+    assert_eq!((r.len(), r.receiver_info()), (MAX_FEEDBACK_ENTRIES, None));
+    fb.set_info(None);
+    let mut few = ReceiverFeedback::new(4, DEFAULT_REORDER_WINDOW, 3_000 * MS);
+    few.on_packet(0, &header(1, 0), 60);
+    let n = few.write_report(200 * MS, 200, &mut out).unwrap();
+    assert_eq!(
+        FeedbackReport::parse(&out[..n]).unwrap().receiver_info(),
+        None
+    );
 }
 
 #[test]

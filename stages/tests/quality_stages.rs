@@ -12,7 +12,7 @@ use std::time::Duration;
 use wzp_engine::port::Buffer;
 use wzp_engine::prelude::*;
 use wzp_engine::rt_check::assert_rt_safe;
-use wzp_proto::feedback::FeedbackReport;
+use wzp_proto::feedback::{FeedbackReport, ReceiverInfo};
 use wzp_proto::CodecId;
 use wzp_stages::codec::live::{CodecLive, OpusLive};
 use wzp_stages::fec::live::FecLive;
@@ -187,7 +187,13 @@ fn the_receiver_reports_each_sender_once_per_interval() {
     let last = FeedbackReport::parse(&reports[2]).unwrap();
     assert_eq!(last.interval_ms, 1000);
     let entries: Vec<_> = last.entries().collect();
-    assert_eq!(entries.len(), 2);
+    // The two senders, and the receiver's own entry: its hold budget, the
+    // default 60 ms.
+    assert_eq!(entries.len(), 3);
+    assert_eq!(
+        last.receiver_info(),
+        Some(ReceiverInfo { hold_budget_ms: 60 })
+    );
     let e7 = entries.iter().find(|e| e.sender_id == 7).unwrap();
     let e8 = entries.iter().find(|e| e.sender_id == 8).unwrap();
     assert!(
@@ -197,6 +203,49 @@ fn the_receiver_reports_each_sender_once_per_interval() {
     );
     assert_eq!(e8.loss_fraction(), 0.0);
     assert_eq!(e8.expected, 50, "a whole second settled: {e8:?}");
+}
+
+/// Every report states the receiver's hold budget (`hold_budget`, its
+/// jitter buffers' `burst_hold`) in an entry of its own; a budget past
+/// DRED's reach is refused at build.
+#[test]
+fn the_receiver_states_its_hold_budget_in_every_report() {
+    for (budget, want) in [("0ms", 0u16), ("120ms", 120), ("1s", 1000)] {
+        let res = Resources::new();
+        let mut st = Stage::build(
+            &FeedbackReportFactory,
+            &[("interval", "100ms"), ("hold_budget", budget)],
+            &res,
+        )
+        .unwrap();
+        let mut infos = Vec::new();
+        for cycle in 0..30u32 {
+            let mut m = frame(cycle, 7);
+            m.arrival_ns = u64::from(cycle) * Q_NS + 1_000_000;
+            st.input(0).push(m, &[0u8; 60]).unwrap();
+            st.step();
+            for f in st.output(0).iter() {
+                let r = FeedbackReport::parse(f.bytes()).unwrap();
+                assert!(r.entry_for(7).is_some());
+                infos.push(r.receiver_info());
+            }
+        }
+        assert!(infos.len() >= 2, "{budget}: {infos:?}");
+        for info in infos {
+            assert_eq!(
+                info,
+                Some(ReceiverInfo {
+                    hold_budget_ms: want
+                }),
+                "{budget}"
+            );
+        }
+    }
+    let res = Resources::new();
+    let err = Stage::build(&FeedbackReportFactory, &[("hold_budget", "1001ms")], &res)
+        .err()
+        .expect("a budget past 1 s is refused");
+    assert!(err.to_string().contains("hold_budget"), "{err}");
 }
 
 /// Runs `feedback_report` with `onset` (after the default 3 s clean) over
@@ -574,6 +623,76 @@ fn adapt_reads_its_entry_by_the_published_id_and_follows_the_worst_receiver() {
     .err()
     .unwrap();
     assert!(e.to_string().contains("nope"), "{e}");
+}
+
+/// A report about `sender` losing a run of 8 and four single packets of
+/// 50 (a burst on any path), stating the reporter's hold budget when
+/// `budget_ms` is some.
+fn burst_report(sender: u32, budget_ms: Option<u16>) -> Vec<u8> {
+    let e = wzp_proto::FeedbackEntry {
+        sender_id: sender,
+        expected: 50,
+        received: 38,
+        bursts: [4, 0, 0, 1, 0, 0],
+        max_burst: 8,
+        jitter_100us: 10,
+        queue_delay_100us: 10,
+        recv_kbps: 40,
+        ..Default::default()
+    };
+    let mut entries = vec![e];
+    entries.extend(budget_ms.map(|b| ReceiverInfo { hold_budget_ms: b }.to_entry()));
+    let mut out = vec![0u8; 128];
+    let n = wzp_proto::encode_feedback(1000, &entries, &mut out).unwrap();
+    out.truncate(n);
+    out
+}
+
+/// The hold budget a receiver states in its reports is what bursts are
+/// protected to: DRED with a hold as long as the burst within it (120 ms:
+/// 6 frames of the run of 8), the `hold_budget` param's 60 ms (3 frames)
+/// for a receiver that states none, and LBRR for one that holds nothing
+/// (DRED would rebuild nothing in time for it). With two receivers, the
+/// smaller budget.
+#[test]
+fn the_hold_budget_a_receiver_states_sizes_the_burst_protection() {
+    let run = |reports: &[(u32, Vec<u8>)]| {
+        let cell = Arc::new(OpusLive::new());
+        let mut st = adapt("true", &cell);
+        assert_eq!(st.gauge("hold_budget_ms"), 60, "the param's until a report");
+        assert_rt_safe("adapt process", 100, || {
+            let c = st.cycle as u32;
+            st.input(0).push(frame(c, 3), &[1u8; 40]).unwrap();
+            if c % 50 == 49 {
+                for (reporter, r) in reports {
+                    let mut m = frame(c, *reporter);
+                    m.codec = CodecId::FEEDBACK.0;
+                    st.input(1).push(m, r).unwrap();
+                }
+            }
+            st.step();
+        });
+        let s = cell.get().expect("settings published");
+        (
+            s.dred_ms,
+            s.inband_fec,
+            st.gauge("receiver_hold_frames"),
+            st.gauge("hold_budget_ms"),
+        )
+    };
+    assert_eq!(
+        run(&[(11, burst_report(3, Some(120)))]),
+        (1000, false, 6, 120)
+    );
+    assert_eq!(run(&[(11, burst_report(3, None))]), (1000, false, 3, 60));
+    assert_eq!(run(&[(11, burst_report(3, Some(0)))]), (0, true, 0, 0));
+    assert_eq!(
+        run(&[
+            (11, burst_report(3, Some(120))),
+            (12, burst_report(3, Some(40)))
+        ]),
+        (1000, false, 2, 40)
+    );
 }
 
 /// Heavy loss (80 %, past the 60 % where Opus is given up): Codec2 with its

@@ -100,6 +100,7 @@ fn default_sender_id_is_random_per_build() {
             let id = MediaHeader::parse(&out[0]).unwrap().0.sender_id;
             assert_eq!(pack.gauge("sender_id"), i64::from(id));
             assert_ne!(id, 0);
+            assert_ne!(id, wzp_proto::RECEIVER_ENTRY_ID);
             id
         })
         .collect();
@@ -189,6 +190,8 @@ fn bad_params_are_refused_with_the_param_named() {
     let cases: &[(&str, ParamValue, &str)] = &[
         ("sender_id", i(-2), "sender_id"),
         ("sender_id", i(1 << 32), "sender_id"),
+        // A feedback report's entry under it is the receiver's own.
+        ("sender_id", i(u32::MAX as i64), "sender_id"),
         ("key_epoch", i(256), "key_epoch"),
         ("direction", s("sideways"), "direction"),
         ("quality_report", s("nope"), "quality_report"),

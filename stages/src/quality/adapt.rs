@@ -60,11 +60,16 @@
 //!   docs/PROFILES.md); false keeps LBRR there, with no extra packets.
 //!   Repair needs `fec_live` (the encoder's cell) to go out: without it
 //!   this is off whatever it says.
-//! - `hold_budget` (duration, 60ms): the extra delay the receivers may hold
-//!   to rebuild loss, their jitter buffers' `burst_hold` (set both from
-//!   one graph variable): it bounds the hold asked for bursts, sizes DRED's
-//!   hint for it and the runs counted as outages, and sizes the RaptorQ
-//!   blocks for random loss so their hold fits it (`controller::fec_block`).
+//! - `hold_budget` (duration, 60ms): the extra delay a receiver may hold
+//!   to rebuild loss (its jitter buffers' `burst_hold`) when its reports do
+//!   not say: a receiver's report states its own (`quality.feedback_report`
+//!   param `hold_budget`, docs/WIRE.md §1.5), and the smallest among the
+//!   receivers reporting lately is what the controller sizes to. It bounds
+//!   the hold asked for bursts (none: LBRR for bursts, as DRED would
+//!   rebuild nothing in time), sizes DRED's hint for it and the runs
+//!   counted as outages (per receiver), and sizes the RaptorQ blocks for
+//!   random loss so their hold fits it (`controller::fec_block`; none under
+//!   a frame).
 //! - `startup` (duration, 3s), `clean_settle` (duration, 4s), `hysteresis`
 //!   (duration, 10s): the controller's timings (`ControllerConfig`).
 //! - `journal` (string, "adapt_journal"): the [`DecisionJournal`] resource
@@ -89,7 +94,8 @@
 //! (decisions the journal's ring had no room for). **Gauges** (the settings in force): `tier` (index in
 //! `controller::TIERS`: 0 `studio_64k` .. 3 `good` .. 7 `catastrophic`), `dred_ms`,
 //! `loss_hint`, `lbrr`, `bitrate`, `frame_ms`, `fec_ratio`,
-//! `receiver_hold_frames`, `codec` (the wire codec id of the tier), and the
+//! `receiver_hold_frames`, `codec` (the wire codec id of the tier),
+//! `hold_budget_ms` (the budget sized to, see `hold_budget`), and the
 //! latest report's `loss_pct`, `rtt_ms`, `queue_ms` (the queueing delay
 //! the receiver measured), `recv_kbps` (its receive rate) and `run_max`
 //! (its longest run of lost packets), and the latest first-hop sample's
@@ -363,6 +369,7 @@ impl StageFactory for AdaptFactory {
                 frame_ms: cx.gauge("frame_ms"),
                 fec_ratio: cx.gauge("fec_ratio"),
                 hold: cx.gauge("receiver_hold_frames"),
+                budget_ms: cx.gauge("hold_budget_ms"),
                 codec: cx.gauge("codec"),
                 loss_pct: cx.gauge("loss_pct"),
                 rtt_ms: cx.gauge("rtt_ms"),
@@ -374,6 +381,7 @@ impl StageFactory for AdaptFactory {
                 path_kbps: cx.gauge("path_kbps"),
             },
         };
+        stage.g.budget_ms.set(i64::from(stage.cfg.hold_budget_ms));
         stage.g.loss_pct.set(-1);
         stage.g.rtt_ms.set(-1);
         stage.g.queue_ms.set(-1);
@@ -403,6 +411,7 @@ struct Gauges {
     frame_ms: Gauge,
     fec_ratio: Gauge,
     hold: Gauge,
+    budget_ms: Gauge,
     codec: Gauge,
     loss_pct: Gauge,
     rtt_ms: Gauge,
@@ -614,6 +623,7 @@ impl Processor for Adapt {
                     continue;
                 }
                 for e in report.entries().filter(|e| e.sender_id == me) {
+                    ctl.handle_receiver_info(f.meta.stream, report.receiver_info(), now);
                     self.reports.inc();
                     self.fb_expected.add(u64::from(e.expected));
                     self.fb_received.add(u64::from(e.received));
@@ -658,6 +668,7 @@ impl Processor for Adapt {
         while let Some(d) = ctl.poll(now) {
             self.on_decision(&d, &first);
         }
+        self.g.budget_ms.set(i64::from(ctl.hold_budget_ms()));
         self.controller = Some(ctl);
         Flow::Continue
     }

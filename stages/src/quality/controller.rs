@@ -12,7 +12,8 @@
 //!   (after a start-up period on the profile's defaults); LBRR with a loss
 //!   hint near the measured loss for random loss; DRED (1 s window, a
 //!   hint that sets its share of the bit rate and its reach, [`dred_hint`],
-//!   and a receiver hold to rebuild whole bursts within a latency budget)
+//!   and a receiver hold to rebuild whole bursts within a latency budget:
+//!   the smallest its fresh receivers state, [`Controller::handle_receiver_info`])
 //!   for bursts; for random loss from a level of 16 % (left under 12 %:
 //!   [`FEC_ENTER`]) up to 37 % ([`FEC_ABOVE`], taken again under 33 %)
 //!   RaptorQ repair, a packet per frame, with Opus at 11 of
@@ -293,7 +294,9 @@ pub struct ControllerConfig {
     pub probe_max_ns: u64,
     /// A receiver whose last report is older than this is not counted.
     pub report_fresh_ns: u64,
-    /// Extra receive latency allowed for rebuilding bursts, ms.
+    /// Extra receive latency allowed for rebuilding loss, ms, assumed for a
+    /// receiver whose reports do not state their own
+    /// ([`Controller::handle_receiver_info`]).
     pub hold_budget_ms: u32,
     /// Loss fraction above which Opus is given up for Codec2.
     pub heavy_loss: f32,
@@ -351,6 +354,8 @@ struct Worst {
     any: bool,
     heavy: bool,
     long_runs: bool,
+    /// The smallest hold budget among fresh receivers, ms.
+    budget_ms: u32,
 }
 
 /// What the controller keeps per receiver.
@@ -359,6 +364,8 @@ struct Receiver {
     id: u32,
     used: bool,
     last_ns: u64,
+    /// The hold budget its reports state, ms (`None`: they state none).
+    budget_ms: Option<u32>,
     /// Loss fraction: rises at once, decays over reports.
     loss: f32,
     /// Loss fraction averaged over about four reports (both ways): the
@@ -728,6 +735,8 @@ pub struct Controller {
     /// The only lossy receivers lose in long runs: what makes a path with
     /// loss go without redundancy.
     long_runs: bool,
+    /// The hold budget decisions are sized to ([`Controller::hold_budget_ms`]).
+    budget_ms: u32,
     /// First-hop samples read, congested ones in a row, and the times they
     /// moved the tier ([`Controller::handle_path`]).
     path_samples: u64,
@@ -798,6 +807,7 @@ impl Controller {
             dense_only: false,
             fec_band: false,
             long_runs: false,
+            budget_ms: cfg.hold_budget_ms,
             path_samples: 0,
             path_congested_run: 0,
             path_last_kbps: 0,
@@ -837,17 +847,51 @@ impl Controller {
     /// Whether a report's losses, `lost` packets of which mostly (`one_run`)
     /// one run of `run`, are an outage: that run is longer than twice the
     /// packets the receiver can rebuild at the current packet size.
-    fn is_outage(&self, one_run: bool, run: u32) -> bool {
-        one_run && run >= self.long_run_min()
+    fn is_outage(&self, one_run: bool, run: u32, budget_ms: u32) -> bool {
+        one_run && run >= self.long_run_min(budget_ms)
     }
 
-    /// Shortest run of lost packets longer than twice what the receiver can
-    /// rebuild at the current packet size (its hold within the latency
-    /// budget, and one more from the packet after the run).
-    fn long_run_min(&self) -> u32 {
+    /// Shortest run of lost packets longer than twice what a receiver with
+    /// a hold budget of `budget_ms` can rebuild at the current packet size
+    /// (its hold, and one more from the packet after the run).
+    fn long_run_min(&self, budget_ms: u32) -> u32 {
         let packet_ms = self.settings.frame_ms.max(1);
-        let reach = self.cfg.hold_budget_ms / packet_ms + 1;
+        let reach = budget_ms / packet_ms + 1;
         2 * reach + 1
+    }
+
+    /// The hold budget of `reporter`: what its reports state, else the
+    /// configured one.
+    fn budget_of(&self, reporter: u32) -> u32 {
+        self.receivers
+            .iter()
+            .find(|r| r.used && r.id == reporter)
+            .and_then(|r| r.budget_ms)
+            .unwrap_or(self.cfg.hold_budget_ms)
+    }
+
+    /// The hold budget decisions are sized to, ms: the smallest among the
+    /// receivers reporting lately (each is assumed to hold
+    /// `hold_budget_ms` until its reports say otherwise).
+    pub fn hold_budget_ms(&self) -> u32 {
+        self.budget_ms
+    }
+
+    /// What receiver `reporter` says about itself in a report
+    /// (`wzp_proto::feedback::ReceiverInfo`; `None`: its report says
+    /// nothing, as an older build's). Read before the report's entry
+    /// ([`Controller::handle_report`]), which decides with it: a receiver
+    /// that holds nothing gets no redundancy that needs holding, one that
+    /// holds more gets DRED's reach and RaptorQ blocks to match (up to
+    /// 1 s, DRED's reach).
+    pub fn handle_receiver_info(
+        &mut self,
+        reporter: u32,
+        info: Option<wzp_proto::feedback::ReceiverInfo>,
+        now_ns: u64,
+    ) {
+        let r = self.slot(reporter, now_ns);
+        r.budget_ms = info.map(|i| u32::from(i.hold_budget_ms).min(1000));
     }
 
     /// Settled runs of `long_min` packets and more in `entry`, and the
@@ -945,7 +989,8 @@ impl Controller {
         // Most of the lost packets in one run: an outage (when long) or a
         // burst, not spread-out loss.
         let one_run = lost > 0 && u32::from(entry.max_burst) * 2 >= lost;
-        let outage = self.is_outage(one_run, u32::from(entry.max_burst));
+        let budget = self.budget_of(reporter);
+        let outage = self.is_outage(one_run, u32::from(entry.max_burst), budget);
         // An outage leaves the receive rate short and the queue draining:
         // not a sign of a path that cannot carry the tier.
         // Half the packets lost with a standing queue is a bottleneck too: a
@@ -963,7 +1008,7 @@ impl Controller {
         if outage {
             self.outages += 1;
         }
-        let (long_runs, long) = Self::long_runs_of(entry, self.long_run_min(), lost);
+        let (long_runs, long) = Self::long_runs_of(entry, self.long_run_min(budget), lost);
         let r = self.slot(reporter, now_ns);
         r.last_ns = now_ns;
         if !congested && entry.expected > 0 {
@@ -1110,7 +1155,11 @@ impl Controller {
         let one_run = lost > 0 && u32::from(entry.max_burst) * 2 >= lost;
         if loss <= 0.0
             || queue_ms >= self.cfg.congestion_queue_ms
-            || self.is_outage(one_run, u32::from(entry.max_burst))
+            || self.is_outage(
+                one_run,
+                u32::from(entry.max_burst),
+                self.budget_of(reporter),
+            )
         {
             return;
         }
@@ -1279,11 +1328,13 @@ impl Controller {
         let mut long_runs = false;
         let mut random_shape = true;
         let mut random_kept = true;
+        let mut budget_ms = u32::MAX;
         for r in self.receivers.iter().filter(|r| r.used) {
             if now_ns.saturating_sub(r.last_ns) > self.cfg.report_fresh_ns {
                 continue;
             }
             any = true;
+            budget_ms = budget_ms.min(r.budget_ms.unwrap_or(self.cfg.hold_budget_ms));
             heavy |= r.heavy_run >= HEAVY_REPORTS;
             if r.long {
                 // Its reports may all have been outages: the tally says
@@ -1328,6 +1379,7 @@ impl Controller {
             any,
             heavy,
             long_runs: long_runs && !lossy,
+            budget_ms: if any { budget_ms } else { self.budget_ms },
         }
     }
 
@@ -1342,8 +1394,10 @@ impl Controller {
             any,
             heavy,
             long_runs,
+            budget_ms,
         } = self.worst(now_ns);
         self.long_runs = long_runs;
+        self.budget_ms = budget_ms;
         if !any {
             // No fresh report (the return path is down, or nobody listens):
             // hold what is in force rather than adapt blind.
@@ -1480,7 +1534,7 @@ impl Controller {
             return None;
         }
         let bitrate = fec_bitrate(p.bitrate)?;
-        let block = fec_block(self.cfg.hold_budget_ms, p.frame_ms)?;
+        let block = fec_block(self.budget_ms, p.frame_ms)?;
         // The repair doubles the packets: not on a path that carried less
         // at its last congestion.
         let wire = rate_wire_kbps(bitrate, p.frame_ms, FEC_RATIO);
@@ -1556,13 +1610,16 @@ impl Controller {
             Mode::Burst => {
                 // Hold as many frames as the burst, within the latency
                 // budget; DRED's reach (set by the hint) follows the hold.
-                if p.codec == Codec::Opus && p.bitrate >= DRED_MIN_BITRATE {
+                // A receiver that holds nothing plays no rebuilt frame of a
+                // burst: LBRR, as below, costs the stream less.
+                let budget = (self.budget_ms / p.frame_ms.max(1)).min(255) as u8;
+                if p.codec == Codec::Opus && p.bitrate >= DRED_MIN_BITRATE && budget > 0 {
                     s.dred_ms = 1000;
-                    let budget = (self.cfg.hold_budget_ms / p.frame_ms.max(1)) as u8;
                     s.receiver_hold_frames = (burst.min(255) as u8).min(budget);
                     s.loss_hint = dred_hint(s.receiver_hold_frames);
                 } else {
-                    // No DRED at this rate: LBRR is what there is.
+                    // No DRED at this rate (or no hold): LBRR is what there
+                    // is.
                     s.lbrr = p.codec == Codec::Opus;
                     s.loss_hint = lbrr_hint(loss_pct);
                 }

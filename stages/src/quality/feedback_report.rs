@@ -43,6 +43,11 @@
 //!   beyond the frame payload this stage sees, added to what `recv_kbps`
 //!   counts so it compares with the sender's wire rate. A call graph taps
 //!   frames after `wire.depacketize`: 22 (media header) + 16 (AEAD tag).
+//! - `hold_budget` (duration, 60ms, 0..=1s): the extra delay this receiver
+//!   may hold to rebuild loss: set it to its jitter buffers' `burst_hold`.
+//!   Every report states it in an entry of its own (`ReceiverInfo`,
+//!   docs/WIRE.md §1.5; none in a report of 32 senders, which has no room),
+//!   and senders size what needs holding to it (`quality.adapt`).
 //!
 //! **Counters**: `frames_seen`, `reports_sent` (`early_reports` of them
 //! early), `report_errors` (a report that could not be encoded or the
@@ -63,7 +68,7 @@
 use std::time::Duration;
 
 use wzp_engine::prelude::*;
-use wzp_proto::feedback::{feedback_len, MAX_FEEDBACK_ENTRIES};
+use wzp_proto::feedback::{feedback_len, ReceiverInfo, MAX_FEEDBACK_ENTRIES};
 use wzp_proto::{CodecId, Flags, MediaHeader};
 
 use super::receive_stats::ReceiverFeedback;
@@ -122,6 +127,11 @@ impl StageFactory for FeedbackReportFactory {
                     0,
                     "bytes a packet had on the wire beyond its frame payload (recv_kbps), 0..=1024",
                 ),
+                ParamSpec::duration(
+                    "hold_budget",
+                    Duration::from_millis(60),
+                    "extra delay this receiver may hold to rebuild loss (its jitter buffers' burst_hold), stated in every report",
+                ),
             ],
             default_domain: Domain::Clocked,
             domains: &[Domain::Clocked, Domain::Packet],
@@ -146,12 +156,24 @@ impl StageFactory for FeedbackReportFactory {
         let forget = p.duration("forget_after")?;
         let reporter = p.int_in("reporter_id", 0, i64::from(u32::MAX))? as u32;
         let overhead = p.int_in("overhead_bytes", 0, 1024)? as usize;
+        let hold_budget = p.duration("hold_budget")?;
+        if hold_budget > Duration::from_secs(1) {
+            return Err(ParamError::new(
+                "hold_budget",
+                format!("{hold_budget:?} is above 1s (DRED reaches 1 s back at most); use the jitter buffer's burst_hold"),
+            )
+            .into());
+        }
+        let mut table = ReceiverFeedback::new(senders, window, forget.as_nanos() as u64);
+        table.set_info(Some(ReceiverInfo {
+            hold_budget_ms: hold_budget.as_millis() as u16,
+        }));
         Ok(Built {
             inputs: vec![PortDecl::new("in", PortType::Frame)],
             outputs: vec![PortDecl::new("out", PortType::Frame)],
             latency: Duration::ZERO,
             processor: Box::new(FeedbackReport {
-                table: ReceiverFeedback::new(senders, window, forget.as_nanos() as u64),
+                table,
                 interval_ns: interval.as_nanos() as u64,
                 onset,
                 onset_after_ns: onset_after.as_nanos() as u64,

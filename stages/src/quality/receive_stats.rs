@@ -25,8 +25,8 @@
 //!   so an echoed one gives the RTT: `now - sent(echo_ts) - echo_hold`.
 
 use wzp_proto::feedback::{
-    burst_bin, encode_feedback_flags, FeedbackEntry, FeedbackError, BURST_BINS,
-    FEEDBACK_FLAG_EARLY, MAX_FEEDBACK_ENTRIES,
+    burst_bin, encode_feedback_flags, FeedbackEntry, FeedbackError, ReceiverInfo, BURST_BINS,
+    FEEDBACK_FLAG_EARLY, MAX_FEEDBACK_ENTRIES, RECEIVER_ENTRY_ID,
 };
 use wzp_proto::MediaHeader;
 
@@ -371,6 +371,9 @@ pub struct ReceiverFeedback {
     forget_after_ns: u64,
     /// Senders dropped from a full table to make room.
     pub evicted: u64,
+    /// What each report says about this receiver, in an entry of its own
+    /// when there is room for one (a report of 32 senders has none).
+    info: Option<ReceiverInfo>,
 }
 
 impl ReceiverFeedback {
@@ -383,12 +386,24 @@ impl ReceiverFeedback {
             reorder_window,
             forget_after_ns,
             evicted: 0,
+            info: None,
         }
+    }
+
+    /// Every report from now on says `info` about this receiver
+    /// (`wzp_proto::feedback::ReceiverInfo`); `None`: nothing.
+    pub fn set_info(&mut self, info: Option<ReceiverInfo>) {
+        self.info = info;
     }
 
     /// One packet arrived (any sender, any codec). A feedback report takes
     /// no entry: a member that only reports is not a sender.
     pub fn on_packet(&mut self, now_ns: u64, header: &MediaHeader, len: usize) {
+        if header.sender_id == RECEIVER_ENTRY_ID {
+            // No sender's id: its entry would be read as this receiver's
+            // own (`RECEIVER_ENTRY_ID`).
+            return;
+        }
         if header.is_feedback() {
             if let Some(s) = self
                 .slots
@@ -502,6 +517,10 @@ impl ReceiverFeedback {
                 };
                 n += 1;
             }
+        }
+        if let Some(info) = self.info.filter(|_| n < MAX_FEEDBACK_ENTRIES) {
+            entries[n] = info.to_entry();
+            n += 1;
         }
         let flags = if early { FEEDBACK_FLAG_EARLY } else { 0 };
         encode_feedback_flags(flags, interval_ms, &entries[..n], out)

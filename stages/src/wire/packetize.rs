@@ -39,7 +39,8 @@
 //!
 //! ## Params
 //! - `sender_id` (int, -1): -1 = random per build; 0 = use `FrameMeta.stream`;
-//!   else this id (up to 4294967295).
+//!   else this id (up to 4294967294: 4294967295 is no sender's, it names a
+//!   receiver's entry about itself in feedback reports, docs/WIRE.md §1.5).
 //! - `key_epoch` (int, 0, 0..=255): epoch written in the header.
 //! - `direction` (string, "initiator"): "initiator" (also rooms) or
 //!   "responder" (sets `FROM_RESPONDER`, part of the nonce).
@@ -78,7 +79,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wzp_engine::prelude::*;
-use wzp_proto::{CodecId, Flags, MediaHeader, QualityReport, HEADER_LEN, TRAILER_LEN};
+use wzp_proto::{
+    CodecId, Flags, MediaHeader, QualityReport, HEADER_LEN, RECEIVER_ENTRY_ID, TRAILER_LEN,
+};
 
 use super::{LocalSender, QualityCell};
 use crate::crypto::TAG_LEN;
@@ -141,7 +144,9 @@ impl StageFactory for Packetize {
     }
 
     fn build(&self, cx: &mut BuildContext<'_>, p: &Params) -> Result<Built, BuildError> {
-        let sender = match p.int_in("sender_id", -1, i64::from(u32::MAX))? {
+        // u32::MAX is no sender's: a feedback report's entry under it is
+        // the receiver's own (`wzp_proto::feedback::RECEIVER_ENTRY_ID`).
+        let sender = match p.int_in("sender_id", -1, i64::from(RECEIVER_ENTRY_ID) - 1)? {
             -1 => {
                 let mut b = [0u8; 4];
                 getrandom::fill(&mut b).map_err(|e| {
@@ -150,7 +155,7 @@ impl StageFactory for Packetize {
                     ))
                 })?;
                 // 0 means "from the frame": keep a random id away from it.
-                Some(u32::from_be_bytes(b).max(1))
+                Some(u32::from_be_bytes(b).clamp(1, RECEIVER_ENTRY_ID - 1))
             }
             0 => None,
             id => Some(id as u32),

@@ -25,7 +25,9 @@
 #       averaged over alignments of each trace (benches/quality/aligned.py; ~2 min;
 #       SHIFTS="0 6 12", SETS for the loopback, TAG=NAME for its outputs,
 #       GRAPH=FILE another loopback graph (default graphs/loopback.toml);
-#       SEEDS="11 12 15": the same over several trace seeds, margins per seed and their mean)
+#       SEEDS="11 12 15": the same over several trace seeds, margins per seed and their mean;
+#       then benches/quality/windows.py --tag TAG --condition C --seeds "..." shows where in
+#       the speech a margin is made, 2 s window by window)
 #
 # Not a test and not run in CI: it takes minutes and needs the release
 # binaries, espeak-ng, sox, cmake and the scoring venv (target/quality-venv,

@@ -27,6 +27,9 @@ Examples:
       Join a room (microphone in, speaker out; --input/--output change that).
   wzp-client join --relay 127.0.0.1:4433 --room test --input talk.wav --output heard.wav --duration 10s
       Join headless: send a WAV, record what the room says.
+  wzp-client join --relay 127.0.0.1:4433 --room test --set jb_burst_hold=0ms
+      Least delay: hold nothing back to rebuild lost audio (default 60ms); your
+      reports say so, and the talkers protect what you hear accordingly.
   wzp-client run graphs/loopback.toml
       Run the loopback graph on the built-in speech sample; writes out/loopback.wav.
   wzp-client run graphs/loopback.toml --set input=talk.wav --set output=/tmp/o.wav --top

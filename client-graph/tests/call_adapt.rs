@@ -232,6 +232,26 @@ impl Client {
     }
 }
 
+/// Alice talks (a speech-like sample) and Bob sends a tone, joining
+/// through `via` (each: the relay, or a proxy in front of it) with `extra`
+/// arguments; returns both once each sees the room of two, and the speech.
+fn talker_and_listener(
+    dir: &Path,
+    relay: &Relay,
+    via: [SocketAddr; 2],
+    extra: [&[&str]; 2],
+) -> (Client, Client, Vec<f32>) {
+    let speech = speech_like(16_000);
+    let speech_path = dir.join("speech.wav");
+    write_wav(&speech_path, &speech);
+    let speech_path = speech_path.display().to_string();
+    let mut alice = Client::join(dir, relay, via[0], "alice", &speech_path, extra[0]);
+    let mut bob = Client::join(dir, relay, via[1], "bob", "tone:440", extra[1]);
+    alice.wait_room_of(2);
+    bob.wait_room_of(2);
+    (alice, bob, speech)
+}
+
 /// SIGINT to every client at once, then waits for each to exit 0.
 fn hang_up(clients: Vec<Client>) {
     let status = Command::new("kill")
@@ -434,28 +454,13 @@ fn lossy_call(adapt: bool, secs: usize) -> ((f32, f32), Decision) {
     let dir = tmp(if adapt { "loss-adapt" } else { "loss-fixed" });
     let relay = Relay::start(&dir);
     let proxy = Proxy::start(relay.addr, &["--loss", "20"]);
-    let speech = speech_like(16_000);
-    write_wav(&dir.join("speech.wav"), &speech);
     let set = format!("adapt={adapt}");
-    let speech_path = dir.join("speech.wav").display().to_string();
-    let mut alice = Client::join(
+    let (mut alice, bob, speech) = talker_and_listener(
         &dir,
         &relay,
-        proxy.addr,
-        "alice",
-        &speech_path,
-        &["--set", &set],
+        [proxy.addr, relay.addr],
+        [&["--set", &set], &["--set", &set]],
     );
-    let mut bob = Client::join(
-        &dir,
-        &relay,
-        relay.addr,
-        "bob",
-        "tone:440",
-        &["--set", &set],
-    );
-    alice.wait_room_of(2);
-    bob.wait_room_of(2);
     // Bob's reports tell Alice what the path loses; adapting or not, her
     // controller decides (and says whether it applied it).
     let decision = alice.wait_decision(WAIT, "a decision on random loss", |d| {
@@ -533,20 +538,12 @@ fn a_listener_that_holds_nothing_gets_lbrr_where_others_get_raptorq() {
     let dir = tmp("hold-none");
     let relay = Relay::start(&dir);
     let proxy = Proxy::start(relay.addr, &["--loss", "20"]);
-    let speech = speech_like(16_000);
-    write_wav(&dir.join("speech.wav"), &speech);
-    let speech_path = dir.join("speech.wav").display().to_string();
-    let mut alice = Client::join(&dir, &relay, proxy.addr, "alice", &speech_path, &[]);
-    let mut bob = Client::join(
+    let (mut alice, bob, _) = talker_and_listener(
         &dir,
         &relay,
-        relay.addr,
-        "bob",
-        "tone:440",
-        &["--set", "jb_burst_hold=0ms"],
+        [proxy.addr, relay.addr],
+        [&[], &["--set", "jb_burst_hold=0ms"]],
     );
-    alice.wait_room_of(2);
-    bob.wait_room_of(2);
     // Bob's reports state his budget; Alice's controller takes it.
     wait_figure(&dir, "alice", "adapt", "hold_budget_ms", |b| b == 0);
     let on = alice.wait_decision(WAIT, "LBRR for 20 % random loss", |d| {
@@ -663,13 +660,8 @@ fn a_call_under_70_percent_loss_goes_to_codec2_with_repair_that_rebuilds_frames(
     let dir = tmp("heavy");
     let relay = Relay::start(&dir);
     let mut proxy = Proxy::start(relay.addr, &["--schedule", "6s:loss=0;1s:loss=70"]);
-    let speech_path = dir.join("speech.wav");
-    write_wav(&speech_path, &speech_like(16_000));
-    let speech_path = speech_path.display().to_string();
-    let mut alice = Client::join(&dir, &relay, relay.addr, "alice", &speech_path, &[]);
-    let mut bob = Client::join(&dir, &relay, proxy.addr, "bob", "tone:440", &[]);
-    alice.wait_room_of(2);
-    bob.wait_room_of(2);
+    let (mut alice, bob, _) =
+        talker_and_listener(&dir, &relay, [relay.addr, proxy.addr], [&[], &[]]);
     proxy
         .lines
         .wait_for(WAIT, "the lossy phase", |l| l.starts_with("phase 2/2"));
@@ -706,13 +698,8 @@ fn a_clean_then_30_percent_then_clean_path_ends_with_no_redundancy() {
         relay.addr,
         &["--schedule", "6s:loss=0;12s:loss=30;1s:loss=0"],
     );
-    let speech_path = dir.join("speech.wav");
-    write_wav(&speech_path, &speech_like(16_000));
-    let speech_path = speech_path.display().to_string();
-    let mut alice = Client::join(&dir, &relay, proxy.addr, "alice", &speech_path, &[]);
-    let mut bob = Client::join(&dir, &relay, relay.addr, "bob", "tone:440", &[]);
-    alice.wait_room_of(2);
-    bob.wait_room_of(2);
+    let (mut alice, bob, _) =
+        talker_and_listener(&dir, &relay, [proxy.addr, relay.addr], [&[], &[]]);
     // The start-up settings have no LBRR: LBRR on is the lossy phase.
     let lossy = alice.wait_decision(WAIT, "redundancy on under 30 % loss", |d| d.lbrr);
     assert!(lossy.applied, "{lossy:?}");

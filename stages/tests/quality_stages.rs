@@ -341,6 +341,14 @@ fn out_of_range_interval_is_refused_with_its_name() {
     }
 }
 
+/// The bytes of a one-second report of `entries`.
+fn encode_report(entries: &[wzp_proto::FeedbackEntry]) -> Vec<u8> {
+    let mut out = vec![0u8; wzp_proto::feedback::feedback_len(entries.len())];
+    let n = wzp_proto::encode_feedback(1000, entries, &mut out).unwrap();
+    out.truncate(n);
+    out
+}
+
 /// A report about `sender` with `lost` of 50 packets lost, all isolated.
 fn report_bytes(sender: u32, lost: u16) -> Vec<u8> {
     let e = wzp_proto::FeedbackEntry {
@@ -354,10 +362,7 @@ fn report_bytes(sender: u32, lost: u16) -> Vec<u8> {
         recv_kbps: 40,
         ..Default::default()
     };
-    let mut out = vec![0u8; 64];
-    let n = wzp_proto::encode_feedback(1000, &[e], &mut out).unwrap();
-    out.truncate(n);
-    out
+    encode_report(&[e])
 }
 
 fn adapt(enabled: &str, cell: &Arc<OpusLive>) -> Stage {
@@ -642,10 +647,7 @@ fn burst_report(sender: u32, budget_ms: Option<u16>) -> Vec<u8> {
     };
     let mut entries = vec![e];
     entries.extend(budget_ms.map(|b| ReceiverInfo { hold_budget_ms: b }.to_entry()));
-    let mut out = vec![0u8; 128];
-    let n = wzp_proto::encode_feedback(1000, &entries, &mut out).unwrap();
-    out.truncate(n);
-    out
+    encode_report(&entries)
 }
 
 /// The hold budget a receiver states in its reports is what bursts are
@@ -795,10 +797,7 @@ fn capped_report(sender: u32) -> Vec<u8> {
         recv_kbps: 11,
         ..Default::default()
     };
-    let mut out = vec![0u8; 64];
-    let n = wzp_proto::encode_feedback(1000, &[e], &mut out).unwrap();
-    out.truncate(n);
-    out
+    encode_report(&[e])
 }
 
 /// A path too narrow for any Opus tier: with the adaptive encoder's codec

@@ -230,7 +230,7 @@ impl StageFactory for AdaptFactory {
                 ParamSpec::duration(
                     "hold_budget",
                     Duration::from_millis(60),
-                    "extra delay the receivers may hold to rebuild loss (their jitter buffers' burst_hold)",
+                    "extra delay a receiver may hold to rebuild loss (its burst_hold), assumed where its reports state none",
                 ),
             ],
             default_domain: Domain::Clocked,

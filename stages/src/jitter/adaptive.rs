@@ -325,14 +325,7 @@ impl StageFactory for Adaptive {
         }
         let capacity = p.int_in("capacity", 8, 65_536)? as usize;
         let reset_jump = p.int_in("reset_jump", 1, i32::MAX as i64)? as i32;
-        let burst_hold = p.duration("burst_hold")?;
-        if burst_hold > Duration::from_secs(1) {
-            return Err(ParamError::new(
-                "burst_hold",
-                format!("{burst_hold:?} is above 1s (DRED reaches 1 s back at most); use a smaller value"),
-            )
-            .into());
-        }
+        let burst_hold = super::hold_param(p, "burst_hold")?;
         let burst_stretch = p.duration("burst_stretch")?;
         if burst_stretch + burst_hold > Duration::from_secs(1) {
             return Err(ParamError::new(

@@ -295,17 +295,7 @@ impl StageFactory for AdaptFactory {
             // Without the FEC encoder's cell the repair would not go out:
             // the lower Opus rate alone is no protection.
             random_fec: p.bool("random_fec")? && fec_live.is_some(),
-            hold_budget_ms: {
-                let b = p.duration("hold_budget")?;
-                if b > Duration::from_secs(1) {
-                    return Err(ParamError::new(
-                        "hold_budget",
-                        format!("{b:?} is above 1s (DRED reaches 1 s back at most); use the receivers' burst_hold"),
-                    )
-                    .into());
-                }
-                b.as_millis() as u32
-            },
+            hold_budget_ms: crate::jitter::hold_param(p, "hold_budget")?.as_millis() as u32,
             ..ControllerConfig::default()
         };
         let decisions_by: [Counter; Reason::ALL.len()] =
@@ -642,6 +632,7 @@ impl Processor for Adapt {
                     self.g.rtt_ms.set(i64::from(l.rtt_ms));
                     let outages = ctl.outages();
                     ctl.handle_report(f.meta.stream, &e, now);
+                    self.g.budget_ms.set(i64::from(ctl.hold_budget_ms()));
                     if ctl.outages() > outages {
                         self.reports_outage.inc();
                     }
@@ -655,6 +646,7 @@ impl Processor for Adapt {
         {
             let (read, moved) = (ctl.path_samples(), ctl.path_congestions());
             ctl.handle_path(&s, now);
+            self.g.budget_ms.set(i64::from(ctl.hold_budget_ms()));
             self.path_samples.add(ctl.path_samples() - read);
             self.path_congestion.add(ctl.path_congestions() - moved);
             let l = &mut self.last;
@@ -668,7 +660,6 @@ impl Processor for Adapt {
         while let Some(d) = ctl.poll(now) {
             self.on_decision(&d, &first);
         }
-        self.g.budget_ms.set(i64::from(ctl.hold_budget_ms()));
         self.controller = Some(ctl);
         Flow::Continue
     }

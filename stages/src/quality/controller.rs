@@ -891,7 +891,8 @@ impl Controller {
         now_ns: u64,
     ) {
         let r = self.slot(reporter, now_ns);
-        r.budget_ms = info.map(|i| u32::from(i.hold_budget_ms).min(1000));
+        let reach = crate::jitter::DRED_REACH.as_millis() as u32;
+        r.budget_ms = info.map(|i| u32::from(i.hold_budget_ms).min(reach));
     }
 
     /// Settled runs of `long_min` packets and more in `entry`, and the

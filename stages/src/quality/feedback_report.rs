@@ -156,14 +156,7 @@ impl StageFactory for FeedbackReportFactory {
         let forget = p.duration("forget_after")?;
         let reporter = p.int_in("reporter_id", 0, i64::from(u32::MAX))? as u32;
         let overhead = p.int_in("overhead_bytes", 0, 1024)? as usize;
-        let hold_budget = p.duration("hold_budget")?;
-        if hold_budget > Duration::from_secs(1) {
-            return Err(ParamError::new(
-                "hold_budget",
-                format!("{hold_budget:?} is above 1s (DRED reaches 1 s back at most); use the jitter buffer's burst_hold"),
-            )
-            .into());
-        }
+        let hold_budget = crate::jitter::hold_param(p, "hold_budget")?;
         let mut table = ReceiverFeedback::new(senders, window, forget.as_nanos() as u64);
         table.set_info(Some(ReceiverInfo {
             hold_budget_ms: hold_budget.as_millis() as u16,

@@ -32,7 +32,7 @@ use rubato::{
 use wzp_benches::{rt_iter, time_each, worker_paced, Harness, WorkerThread};
 use wzp_engine::prelude::*;
 use wzp_stages::audio::signal::speech_like;
-use wzp_stages::fec::block::{encode_block, write_symbol, BlockState, HEADER};
+use wzp_stages::fec::block::{encode_block, BlockState, Layout, Symbols};
 
 /// Samples per quantum at 48 kHz.
 const Q48: usize = 960;
@@ -415,13 +415,21 @@ fn fec(c: &mut Criterion) {
         let refs: Vec<(FrameMeta, &[u8])> = frames.iter().map(|(m, p)| (*m, &p[..])).collect();
         let plan = SourceBlockEncodingPlan::generate(K as u16);
         g.bench_function("worker/fec_block_encode", |b| {
-            rt_iter(b, || encode_block(black_box(&refs), R, Some(&plan)))
+            rt_iter(b, || {
+                encode_block(black_box(&refs), R, Some(&plan), Layout::Compact)
+            })
         });
 
-        let t = refs.iter().map(|(_, p)| HEADER + p.len()).max().unwrap();
+        let symbols = Symbols::new(Layout::Compact, K, &refs[K - 1].0);
+        let t = refs
+            .iter()
+            .enumerate()
+            .map(|(i, (m, p))| symbols.symbol_len(i, m, p))
+            .max()
+            .unwrap();
         let mut data = vec![0u8; K * t];
         for (i, (m, p)) in refs.iter().enumerate() {
-            write_symbol(m, p, &mut data[i * t..(i + 1) * t]);
+            symbols.write(i, m, p, &mut data[i * t..(i + 1) * t]);
         }
         let cfg = fec_config(t);
         g.bench_function("raw/raptorq_encode", |b| {
@@ -440,7 +448,7 @@ fn fec(c: &mut Criterion) {
         .map(|i| {
             let frames = block_frames(0, i * K as u32);
             let refs: Vec<(FrameMeta, &[u8])> = frames.iter().map(|(m, p)| (*m, &p[..])).collect();
-            let repairs = encode_block(&refs, R, None);
+            let repairs = encode_block(&refs, R, None, Layout::Compact);
             (frames, repairs)
         })
         .collect();
@@ -532,7 +540,7 @@ fn fec(c: &mut Criterion) {
     let lost = 2usize;
     let tagged = |meta: FrameMeta, esi: u16, repair: bool| FrameMeta {
         flags: if repair {
-            frame_flags::REPAIR
+            frame_flags::REPAIR | frame_flags::COMPACT_REPAIR
         } else {
             meta.flags
         },
@@ -562,11 +570,12 @@ fn fec(c: &mut Criterion) {
 
     let t_len = repairs[0].1.len();
     let cfg = fec_config(t_len);
+    let symbols = Symbols::new(Layout::Compact, K, &frames[K - 1].0);
     let mut packets = Vec::new();
     for (i, (m, p)) in frames.iter().enumerate() {
         if i != lost {
             let mut sym = vec![0u8; t_len];
-            write_symbol(m, p, &mut sym);
+            symbols.write(i, m, p, &mut sym);
             packets.push(EncodingPacket::new(PayloadId::new(0, i as u32), sym));
         }
     }

@@ -98,6 +98,9 @@ pub mod frame_flags {
     /// path (a jitter buffer counts it as a loss seen, and holds for the
     /// next one to be rebuilt in time).
     pub const RECOVERED: u8 = 1 << 6;
+    /// With `REPAIR`: the block's source symbols are in the compact layout
+    /// (the FEC stages' business; the wire carries it as a header flag).
+    pub const COMPACT_REPAIR: u8 = 1 << 7;
 }
 
 /// FEC position of a frame: which block, which symbol, and the block's shape.

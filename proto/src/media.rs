@@ -36,8 +36,10 @@ pub const MAX_AAD_LEN: usize = HEADER_LEN + TRAILER_LEN;
 
 /// Bit flags in byte 1 of the media header.
 ///
-/// Bits 4..=7 are reserved: a version-1 sender writes zero and a version-1
-/// receiver rejects a packet with any of them set ([`WireError::ReservedFlags`]).
+/// Bits 5..=7 are reserved: a sender writes zero and a receiver rejects a
+/// packet with any of them set ([`WireError::ReservedFlags`]). Bit 4
+/// ([`Flags::COMPACT_REPAIR`]) was reserved before 2026-12-03: receivers
+/// built before then reject packets that set it (docs/WIRE.md §1.1).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Flags(u8);
 
@@ -52,8 +54,14 @@ impl Flags {
     /// First frame of a talkspurt (after DTX/silence): the jitter buffer may
     /// re-anchor its playout point here.
     pub const TALKSPURT: Flags = Flags(0x08);
+    /// With [`Flags::REPAIR`]: the repair symbol's block holds its source
+    /// frames in the compact symbol layout (docs/WIRE.md §1.6). Meaningless
+    /// without `REPAIR`. Receivers built before it was defined reject the
+    /// packet (a reserved bit), so they lose the repair rather than misread
+    /// it.
+    pub const COMPACT_REPAIR: Flags = Flags(0x10);
     /// All bits that have a meaning in version 1.
-    pub const KNOWN: Flags = Flags(0x0f);
+    pub const KNOWN: Flags = Flags(0x1f);
 
     /// No flags set.
     pub const fn empty() -> Flags {
@@ -104,6 +112,7 @@ impl std::fmt::Debug for Flags {
             (Self::QUALITY_REPORT, "QUALITY_REPORT"),
             (Self::FROM_RESPONDER, "FROM_RESPONDER"),
             (Self::TALKSPURT, "TALKSPURT"),
+            (Self::COMPACT_REPAIR, "COMPACT_REPAIR"),
         ];
         write!(f, "Flags(")?;
         let mut first = true;

@@ -9,7 +9,7 @@ use wzp_proto::{
 
 fn arb_header() -> impl Strategy<Value = MediaHeader> {
     (
-        0u8..=0x0f,
+        0u8..=0x1f,
         any::<u8>(),
         any::<u8>(),
         any::<u32>(),
@@ -174,9 +174,9 @@ fn bad_input_table() {
             WireError::UnsupportedVersion(0xff),
         ),
         (
-            "reserved flag bit 4",
-            with(&|v| v[1] = 0x10),
-            WireError::ReservedFlags(0x10),
+            "reserved flag bit 5",
+            with(&|v| v[1] = 0x20),
+            WireError::ReservedFlags(0x20),
         ),
         (
             "reserved flag bit 7 with known bits",

@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use wzp_engine::port::Buffer;
 use wzp_engine::prelude::*;
 use wzp_engine::rt_check::assert_rt_safe;
-use wzp_stages::fec::block::{encode_block, repair_count};
+use wzp_stages::fec::block::{encode_block, repair_count, Layout};
 use wzp_stages::fec::live::FecLive;
 use wzp_stages::fec::raptorq_decode::RaptorqDecode;
 use wzp_stages::fec::raptorq_encode::RaptorqEncode;
@@ -162,6 +162,16 @@ impl Chain {
     }
 }
 
+/// Metadata bytes of a compact source symbol whose frame follows from its
+/// block's last one (`fec::block`), for a payload of `len`.
+fn compact_header(len: usize) -> usize {
+    if len < 128 {
+        3
+    } else {
+        4
+    }
+}
+
 fn source(seq: u32, len: usize) -> (FrameMeta, Vec<u8>) {
     let meta = FrameMeta {
         seq,
@@ -232,8 +242,12 @@ fn encoder_passes_sources_at_once_and_paces_repair_one_a_cycle_after_each_block(
             let (rm, rp) = repairs[0];
             assert_eq!(rm.fec.block, block as u16);
             assert_eq!(rm.fec.symbol, 5 + since_block as u16);
-            // The largest symbol of the block: 13 header bytes + payload.
-            assert_eq!(rp.len(), 13 + 20 + (block as usize * 5 + 4) * 10);
+            // The largest symbol of the block, in the compact layout: its
+            // frames follow from the last one, so 3 bytes of metadata (4
+            // with a length of 128 or more) + payload.
+            let largest = 20 + (block as usize * 5 + 4) * 10;
+            assert_eq!(rp.len(), compact_header(largest) + largest);
+            assert_ne!(rm.flags & frame_flags::COMPACT_REPAIR, 0);
         } else {
             assert!(repairs.is_empty(), "cycle {cycle}: {repairs:?}");
         }
@@ -241,12 +255,12 @@ fn encoder_passes_sources_at_once_and_paces_repair_one_a_cycle_after_each_block(
     assert_eq!(counter(&c.enc_m, "blocks"), 3);
     assert_eq!(counter(&c.enc_m, "repair_sent"), 9);
     // Three repair symbols after each block, each as large as its largest
-    // source symbol (13 + 20 + 10 x the block's last seq).
+    // source symbol (metadata + 20 + 10 x the block's last seq).
     assert_eq!(
         counter(&c.enc_m, "repair_bytes"),
         3 * [4usize, 9, 14]
             .iter()
-            .map(|&last| (13 + 20 + last * 10) as u64)
+            .map(|&last| (compact_header(20 + last * 10) + 20 + last * 10) as u64)
             .sum::<u64>()
     );
     assert_eq!(counter(&c.dec_m, "repair_received"), 9);
@@ -600,7 +614,9 @@ fn block_ids_wrap_around() {
             .map(|i| source(n as u32 * 5 + i + 1, 30 + i as usize))
             .collect();
         let refs: Vec<(FrameMeta, &[u8])> = frames.iter().map(|(m, p)| (*m, &p[..])).collect();
-        let repairs = encode_block(&refs, repair_count(5, 50), None);
+        // In the full layout, as builds before the compact one sent it: a
+        // receiver still rebuilds their blocks.
+        let repairs = encode_block(&refs, repair_count(5, 50), None, Layout::Full);
         let tag = |symbol: u16| FecTag {
             block,
             symbol,

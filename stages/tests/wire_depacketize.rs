@@ -92,6 +92,28 @@ fn frame_meta_comes_from_the_header_and_params() {
     assert_eq!(depack.counter("frames"), 2);
 }
 
+/// The compact-layout flag of a repair packet reaches the FEC decoder; on a
+/// source packet it means nothing and is not passed on.
+#[test]
+fn compact_repair_flag_is_passed_on_with_repair_only() {
+    let mut depack = build("wire.depacketize", &[]);
+    let cases = [
+        (
+            Flags::REPAIR | Flags::COMPACT_REPAIR,
+            frame_flags::REPAIR | frame_flags::COMPACT_REPAIR,
+        ),
+        (Flags::REPAIR, frame_flags::REPAIR),
+        (Flags::COMPACT_REPAIR, 0),
+    ];
+    for (wire, frame) in cases {
+        let mut h = header();
+        h.flags = wire;
+        let out = depack.run_packets_to_frames(&[packet(&h, b"sym", None)]);
+        let flags: Vec<u8> = out.iter().map(|(m, _)| m.flags).collect();
+        assert_eq!(flags, [frame], "{wire:?}");
+    }
+}
+
 /// A sender may change frame size at any packet (the adaptive encoder moves
 /// between 20 and 40 ms frames with its tier): each frame's length comes
 /// from its own payload, or a jitter buffer would play 40 ms frames one per
@@ -190,7 +212,7 @@ fn bad_input_table() {
         ("header minus one", good[..HEADER_LEN - 1].to_vec()),
         ("version 0", with(0, 0)),
         ("version 2", with(0, 2)),
-        ("reserved flag 0x10", with(1, 0x10)),
+        ("reserved flag 0x20", with(1, 0x20)),
         ("reserved flag 0x80", with(1, 0x80)),
         ("trailer flag, 3 bytes left", qr_flag_no_room),
         ("trailer loss 101%", loss_over_100),

@@ -232,3 +232,31 @@ fn packetize_is_rt_safe() {
     assert!(pack.counter("packets") > 0);
     assert!(pack.counter("quality_reports") > 0);
 }
+
+/// A repair frame in the compact symbol layout says so in its header; the
+/// flag means nothing without `REPAIR` and is not written then.
+#[test]
+fn compact_repair_flag_is_written_on_repair_only() {
+    let mut pack = build("wire.packetize", &[("sender_id", i(7))]);
+    let cases = [
+        (
+            frame_flags::REPAIR | frame_flags::COMPACT_REPAIR,
+            Flags::REPAIR | Flags::COMPACT_REPAIR,
+        ),
+        (frame_flags::REPAIR, Flags::REPAIR),
+        (frame_flags::COMPACT_REPAIR, Flags::empty()),
+    ];
+    for (frame, wire) in cases {
+        let meta = FrameMeta {
+            flags: frame,
+            ..full_meta()
+        };
+        let out = pack.run_frames(&[(meta, b"sym".to_vec())]);
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            MediaPacket::parse(&out[0]).unwrap().header.flags,
+            wire,
+            "{frame:#x}"
+        );
+    }
+}

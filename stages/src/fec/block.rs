@@ -3,20 +3,15 @@
 //! runs on the FEC worker thread, never in `process`.
 //!
 //! A block is `K` source frames. Each frame becomes one source symbol of
-//! `T` bytes, `T` being the largest encoded frame of the block:
-//!
-//! ```text
-//! 0      2      6          10     11     12        13        13+len    T
-//! | len  | seq  | timestamp | codec| flags| duration| payload | zeros... |
-//! ```
-//!
-//! (big-endian). Because the symbol holds the frame's length and metadata, a
-//! decoder that recovers a symbol rebuilds the frame exactly, and frames of
-//! different sizes share one symbol size. Repair frames carry `T`-byte
-//! RaptorQ repair symbols with encoding symbol ids `K..K+R`. Source frames go
-//! on the wire unchanged; a decoder rebuilds their symbols from what it
-//! receives, so the wire must carry seq, timestamp, codec, flags, duration
-//! and payload unchanged.
+//! `T` bytes, `T` being the largest symbol of the block (shorter ones are
+//! padded with zeros). A symbol holds the frame's payload and what a decoder
+//! needs to rebuild the frame exactly: its length and metadata
+//! ([`super::symbol`], docs/WIRE.md §1.6). Repair frames carry `T`-byte
+//! RaptorQ repair symbols with encoding symbol ids `K..K+R`, and say which
+//! symbol layout their block uses (`frame_flags::COMPACT_REPAIR`). Source
+//! frames go on the wire unchanged; a decoder rebuilds their symbols from
+//! what it receives, so the wire must carry seq, timestamp, codec, flags,
+//! duration and payload unchanged.
 
 use raptorq::{
     EncodingPacket, ObjectTransmissionInformation, PayloadId, SourceBlockDecoder,
@@ -24,18 +19,12 @@ use raptorq::{
 };
 use wzp_engine::prelude::*;
 
-/// Bytes of frame metadata at the start of every source symbol.
-pub const HEADER: usize = 13;
-/// Largest payload a protected frame may have: its repair symbols must fit
-/// one frame slot.
-pub const MAX_PROTECTED_PAYLOAD: usize = MAX_ITEM_BYTES - HEADER;
+pub use super::symbol::{Layout, Symbols, HEADER, MAX_PROTECTED_PAYLOAD};
+
 /// Largest number of source frames per block.
 pub const MAX_SOURCE_SYMBOLS: usize = 64;
 /// Largest number of repair symbols per block.
 pub const MAX_REPAIR_SYMBOLS: usize = 128;
-
-/// Flags that belong to the frame itself (REPAIR is the block's business).
-const CARRIED_FLAGS: u8 = !frame_flags::REPAIR;
 
 /// Repair symbols for `k` source symbols at `ratio_percent`, rounded up.
 pub fn repair_count(k: usize, ratio_percent: u32) -> usize {
@@ -44,60 +33,32 @@ pub fn repair_count(k: usize, ratio_percent: u32) -> usize {
         .min(MAX_REPAIR_SYMBOLS)
 }
 
-/// Writes the source symbol of a frame into `out` (zero-padded to its
-/// length). `out` must hold at least `HEADER + payload.len()` bytes.
-pub fn write_symbol(meta: &FrameMeta, payload: &[u8], out: &mut [u8]) {
-    out.fill(0);
-    out[0..2].copy_from_slice(&(payload.len() as u16).to_be_bytes());
-    out[2..6].copy_from_slice(&meta.seq.to_be_bytes());
-    out[6..10].copy_from_slice(&meta.timestamp.to_be_bytes());
-    out[10] = meta.codec;
-    out[11] = meta.flags & CARRIED_FLAGS;
-    out[12] = meta.duration_ms;
-    out[HEADER..HEADER + payload.len()].copy_from_slice(payload);
-}
-
-/// Reads a frame back from a source symbol; `None` when the length field
-/// does not fit the symbol (a corrupt block).
-pub fn read_symbol(symbol: &[u8]) -> Option<(FrameMeta, &[u8])> {
-    if symbol.len() < HEADER {
-        return None;
-    }
-    let len = u16::from_be_bytes([symbol[0], symbol[1]]) as usize;
-    let payload = symbol.get(HEADER..HEADER + len)?;
-    let meta = FrameMeta {
-        seq: u32::from_be_bytes(symbol[2..6].try_into().ok()?),
-        timestamp: u32::from_be_bytes(symbol[6..10].try_into().ok()?),
-        codec: symbol[10],
-        flags: symbol[11],
-        duration_ms: symbol[12],
-        ..Default::default()
-    };
-    Some((meta, payload))
-}
-
 fn config(k: usize, t: usize) -> ObjectTransmissionInformation {
     ObjectTransmissionInformation::new((k * t) as u64, t as u16, 1, 1, 1)
 }
 
-/// Computes the repair symbols of one block. Returns `(esi, bytes)` pairs.
+/// Computes the repair symbols of one block in `layout`. Returns `(esi,
+/// bytes)` pairs.
 pub fn encode_block(
     frames: &[(FrameMeta, &[u8])],
     repair: usize,
     plan: Option<&SourceBlockEncodingPlan>,
+    layout: Layout,
 ) -> Vec<(u16, Vec<u8>)> {
     let k = frames.len();
     if k == 0 || repair == 0 {
         return Vec::new();
     }
+    let symbols = Symbols::new(layout, k, &frames[k - 1].0);
     let t = frames
         .iter()
-        .map(|(_, p)| HEADER + p.len())
+        .enumerate()
+        .map(|(i, (m, p))| symbols.symbol_len(i, m, p))
         .max()
         .unwrap_or(HEADER);
     let mut data = vec![0u8; k * t];
     for (i, (meta, payload)) in frames.iter().enumerate() {
-        write_symbol(meta, payload, &mut data[i * t..(i + 1) * t]);
+        symbols.write(i, meta, payload, &mut data[i * t..(i + 1) * t]);
     }
     let cfg = config(k, t);
     let encoder = match plan {
@@ -125,6 +86,9 @@ pub struct BlockState {
     k: usize,
     /// Symbol size, known once a repair symbol arrived.
     t: Option<usize>,
+    /// The block's symbol layout, known once a repair symbol arrived (its
+    /// flags and header say it).
+    symbols: Option<Symbols>,
     stream: u32,
     ratio: u8,
     sources: Vec<Option<(FrameMeta, Vec<u8>)>>,
@@ -139,6 +103,7 @@ impl BlockState {
             block,
             k,
             t: None,
+            symbols: None,
             stream,
             ratio,
             sources: vec![None; k],
@@ -167,13 +132,24 @@ impl BlockState {
         }
         let esi = meta.fec.symbol as usize;
         if meta.flags & frame_flags::REPAIR != 0 {
-            if esi < self.k || esi >= self.k + MAX_REPAIR_SYMBOLS || bytes.len() < HEADER {
+            let (layout, shortest) = if meta.flags & frame_flags::COMPACT_REPAIR != 0 {
+                (Layout::Compact, 3)
+            } else {
+                (Layout::Full, HEADER)
+            };
+            if esi < self.k || esi >= self.k + MAX_REPAIR_SYMBOLS || bytes.len() < shortest {
                 return Err(Malformed);
             }
-            match self.t {
-                Some(t) if t != bytes.len() => return Err(Malformed),
-                _ => self.t = Some(bytes.len()),
+            // Every repair frame of a block has its size, layout and last
+            // frame: one that differs is not of this block.
+            let symbols = Symbols::new(layout, self.k, meta);
+            if self.t.is_some_and(|t| t != bytes.len())
+                || self.symbols.is_some_and(|s| s != symbols)
+            {
+                return Err(Malformed);
             }
+            self.t = Some(bytes.len());
+            self.symbols = Some(symbols);
             if !self.repairs.iter().any(|(e, _)| *e as usize == esi) {
                 self.repairs.push((esi as u16, bytes.to_vec()));
             }
@@ -199,16 +175,17 @@ impl BlockState {
     /// symbols (or the received ones are inconsistent); the block stays open.
     pub fn decode(&mut self) -> Option<Vec<(FrameMeta, Vec<u8>)>> {
         let t = self.t?;
+        let symbols = self.symbols?;
         let k = self.k;
         let mut packets = Vec::with_capacity(k + self.repairs.len());
         for (i, src) in self.sources.iter().enumerate() {
             if let Some((meta, payload)) = src {
-                if HEADER + payload.len() > t {
+                if symbols.symbol_len(i, meta, payload) > t {
                     // Longer than the block's symbols: not from this block.
                     continue;
                 }
                 let mut sym = vec![0u8; t];
-                write_symbol(meta, payload, &mut sym);
+                symbols.write(i, meta, payload, &mut sym);
                 packets.push(EncodingPacket::new(PayloadId::new(0, i as u32), sym));
             }
         }
@@ -231,7 +208,7 @@ impl BlockState {
             if self.sources[i].is_some() {
                 continue;
             }
-            let (mut meta, payload) = read_symbol(data.get(i * t..(i + 1) * t)?)?;
+            let (mut meta, payload) = symbols.read(i, data.get(i * t..(i + 1) * t)?)?;
             meta.stream = self.stream;
             meta.fec = FecTag {
                 block: self.block,
@@ -270,38 +247,147 @@ mod tests {
             .collect()
     }
 
-    fn tag(mut meta: FrameMeta, symbol: usize, k: usize, repair: bool) -> FrameMeta {
+    fn tag(mut meta: FrameMeta, symbol: usize, k: usize, repair: Option<Layout>) -> FrameMeta {
         meta.fec = FecTag {
             block: 9,
             symbol: symbol as u16,
             source_symbols: k as u8,
             ratio_percent: 50,
         };
-        if repair {
-            meta.flags = frame_flags::REPAIR;
+        match repair {
+            Some(Layout::Compact) => meta.flags = frame_flags::REPAIR | frame_flags::COMPACT_REPAIR,
+            Some(Layout::Full) => meta.flags = frame_flags::REPAIR,
+            None => {}
         }
         meta
     }
 
-    #[test]
-    fn symbol_round_trip_and_bad_lengths() {
-        let (meta, payload) = &frames(3)[2];
-        let mut sym = vec![0u8; HEADER + payload.len() + 5];
-        write_symbol(meta, payload, &mut sym);
-        let (back, p) = read_symbol(&sym).unwrap();
-        assert_eq!(p, &payload[..]);
+    fn same_frame(got: &FrameMeta, want: &FrameMeta) {
         assert_eq!(
-            (back.seq, back.timestamp, back.codec),
-            (meta.seq, meta.timestamp, meta.codec)
+            (
+                got.seq,
+                got.timestamp,
+                got.codec,
+                got.flags,
+                got.duration_ms
+            ),
+            (
+                want.seq,
+                want.timestamp,
+                want.codec,
+                want.flags,
+                want.duration_ms
+            )
         );
-        let cases: &[&[u8]] = &[
-            &[],
-            &[0; 12],
-            &[0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
-        ];
-        for bad in cases {
-            assert!(read_symbol(bad).is_none(), "{bad:?}");
+    }
+
+    #[test]
+    fn symbols_round_trip_in_both_layouts() {
+        let src = frames(6);
+        for layout in [Layout::Full, Layout::Compact] {
+            let symbols = Symbols::new(layout, 6, &src[5].0);
+            for (i, (meta, payload)) in src.iter().enumerate() {
+                let mut sym = vec![0u8; symbols.symbol_len(i, meta, payload) + 5];
+                symbols.write(i, meta, payload, &mut sym);
+                let (back, p) = symbols.read(i, &sym).unwrap();
+                assert_eq!(p, &payload[..], "{layout:?} frame {i}");
+                same_frame(&back, meta);
+            }
         }
+    }
+
+    #[test]
+    fn compact_symbols_spend_three_bytes_where_the_frame_follows_from_the_last() {
+        let src = frames(4);
+        let symbols = Symbols::new(Layout::Compact, 4, &src[3].0);
+        // Payloads 1, 38, 75, 112 bytes: one length byte each.
+        for (i, (meta, payload)) in src.iter().enumerate() {
+            assert_eq!(symbols.header_len(i, meta, payload.len()), 3, "frame {i}");
+        }
+        assert_eq!(symbols.header_len(0, &src[0].0, 128), 4, "two length bytes");
+        assert_eq!(
+            Symbols::new(Layout::Full, 4, &src[3].0).header_len(0, &src[0].0, 1),
+            13
+        );
+        // A frame not where the last one puts it carries its metadata.
+        let moved: [(&str, fn(&mut FrameMeta)); 4] = [
+            ("a seq gap", |m| m.seq -= 1),
+            ("a timestamp gap", |m| m.timestamp -= 960),
+            ("another codec", |m| m.codec = 0x10),
+            ("another frame size", |m| m.duration_ms = 40),
+        ];
+        for (what, change) in moved {
+            let mut meta = src[1].0;
+            change(&mut meta);
+            assert_eq!(symbols.header_len(1, &meta, 38), 12, "{what}");
+            let mut sym = vec![0u8; 12 + 38];
+            symbols.write(1, &meta, &src[1].1, &mut sym);
+            let (back, p) = symbols.read(1, &sym).unwrap();
+            assert_eq!(p, &src[1].1[..], "{what}");
+            same_frame(&back, &meta);
+        }
+    }
+
+    #[test]
+    fn symbols_that_do_not_hold_a_frame_are_refused() {
+        let last = frames(3)[2].0;
+        let full = Symbols::new(Layout::Full, 3, &last);
+        let compact = Symbols::new(Layout::Compact, 3, &last);
+        let cases: &[(&str, Symbols, &[u8])] = &[
+            ("full: empty", full, &[]),
+            ("full: shorter than a header", full, &[0; 12]),
+            (
+                "full: length past the end",
+                full,
+                &[0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            ),
+            ("compact: empty", compact, &[]),
+            ("compact: form only", compact, &[0]),
+            ("compact: no length", compact, &[0, 20]),
+            ("compact: half a two-byte length", compact, &[0, 20, 0x80]),
+            (
+                "compact: length past the end",
+                compact,
+                &[0, 20, 5, 1, 2, 3, 4],
+            ),
+            (
+                "compact: two-byte length past the end",
+                compact,
+                &[0, 20, 0x81, 0, 1, 2],
+            ),
+            (
+                "compact: explicit, metadata cut",
+                compact,
+                &[0x80, 20, 0, 1, 2, 3, 4, 5, 6, 7],
+            ),
+            (
+                "compact: explicit, payload cut",
+                compact,
+                &[0x80, 20, 2, 1, 2, 3, 4, 5, 6, 7, 8, 9, 1],
+            ),
+        ];
+        for (what, symbols, bad) in cases {
+            assert!(symbols.read(1, bad).is_none(), "{what}: {bad:?}");
+        }
+        // Flags that say REPAIR do not make a rebuilt frame a repair frame.
+        for (symbols, sym) in [
+            (full, &[0, 1, 0, 0, 0, 1, 0, 0, 0, 2, 3, 0xff, 20, 9][..]),
+            (compact, &[0x7f, 20, 1, 9][..]),
+        ] {
+            let (meta, payload) = symbols.read(2, sym).unwrap();
+            assert_eq!(payload, [9]);
+            assert_eq!(
+                meta.flags & (frame_flags::REPAIR | frame_flags::COMPACT_REPAIR),
+                0
+            );
+            assert_ne!(meta.flags & frame_flags::STREAM_START, 0);
+        }
+        // The longest length a compact symbol can state reads as nothing
+        // rather than past a slot.
+        let mut sym = vec![0u8; 40];
+        sym[2] = 0xff;
+        sym[3] = 0xff;
+        assert!(compact.read(0, &sym).is_none());
     }
 
     /// Feeds `src` and `repairs` minus the symbols in `mask` (bit i = symbol
@@ -310,17 +396,18 @@ mod tests {
         src: &[(FrameMeta, Vec<u8>)],
         repairs: &[(u16, Vec<u8>)],
         mask: u32,
+        layout: Layout,
     ) -> Option<Vec<(FrameMeta, Vec<u8>)>> {
         let k = src.len();
         let mut st = BlockState::new(9, k, 0, 50);
         for (i, (m, p)) in src.iter().enumerate() {
             if mask & (1 << i) == 0 {
-                st.add(&tag(*m, i, k, false), p).unwrap();
+                st.add(&tag(*m, i, k, None), p).unwrap();
             }
         }
         for (j, (esi, data)) in repairs.iter().enumerate() {
             if mask & (1 << (k + j)) == 0 {
-                st.add(&tag(src[k - 1].0, *esi as usize, k, true), data)
+                st.add(&tag(src[k - 1].0, *esi as usize, k, Some(layout)), data)
                     .unwrap();
             }
         }
@@ -328,37 +415,113 @@ mod tests {
         st.decode()
     }
 
+    fn encode(src: &[(FrameMeta, Vec<u8>)], repair: usize, layout: Layout) -> Vec<(u16, Vec<u8>)> {
+        let refs: Vec<(FrameMeta, &[u8])> = src.iter().map(|(m, p)| (*m, &p[..])).collect();
+        encode_block(&refs, repair, None, layout)
+    }
+
     /// Every loss pattern of up to R symbols, for the block shapes where
-    /// RaptorQ decodes from any K symbols, recovers the exact source frames.
+    /// RaptorQ decodes from any K symbols, recovers the exact source frames,
+    /// in the compact layout and in the full one older senders write.
     #[test]
     fn every_loss_pattern_within_budget_recovers_exactly() {
         let shapes = (1..=8usize)
             .flat_map(|k| [(k, 20), (k, 25), (k, 50)])
             .chain((1..=6).map(|k| (k, 100)));
         for (k, ratio) in shapes {
-            let r = repair_count(k, ratio);
-            let src = frames(k);
-            let refs: Vec<(FrameMeta, &[u8])> = src.iter().map(|(m, p)| (*m, &p[..])).collect();
-            let repairs = encode_block(&refs, r, None);
-            assert_eq!(repairs.len(), r);
-            for mask in 0u32..(1 << (k + r)) {
-                if mask.count_ones() as usize > r || mask & ((1 << k) - 1) == 0 {
-                    continue;
-                }
-                let got = decode_with_loss(&src, &repairs, mask)
-                    .unwrap_or_else(|| panic!("k={k} ratio={ratio} mask={mask:b} failed"));
-                assert_eq!(got.len(), (mask & ((1 << k) - 1)).count_ones() as usize);
-                for (m, p) in got {
-                    let (want_m, want_p) = &src[m.fec.symbol as usize];
-                    assert_eq!(&p, want_p);
-                    assert_eq!(m.seq, want_m.seq);
-                    assert_eq!(m.timestamp, want_m.timestamp);
-                    assert_eq!(m.flags, want_m.flags);
-                    assert_eq!(m.codec, want_m.codec);
-                    assert_eq!(m.duration_ms, want_m.duration_ms);
+            for layout in [Layout::Compact, Layout::Full] {
+                let r = repair_count(k, ratio);
+                let src = frames(k);
+                let repairs = encode(&src, r, layout);
+                assert_eq!(repairs.len(), r);
+                for mask in 0u32..(1 << (k + r)) {
+                    if mask.count_ones() as usize > r || mask & ((1 << k) - 1) == 0 {
+                        continue;
+                    }
+                    let got = decode_with_loss(&src, &repairs, mask, layout).unwrap_or_else(|| {
+                        panic!("{layout:?} k={k} ratio={ratio} mask={mask:b} failed")
+                    });
+                    assert_eq!(got.len(), (mask & ((1 << k) - 1)).count_ones() as usize);
+                    for (m, p) in got {
+                        let (want_m, want_p) = &src[m.fec.symbol as usize];
+                        assert_eq!(&p, want_p);
+                        same_frame(&m, want_m);
+                    }
                 }
             }
         }
+    }
+
+    /// Blocks whose frames do not all follow from the last one (a codec
+    /// change, a frame-size change, a gap, counters wrapping) come back
+    /// exactly, whichever frame is lost.
+    #[test]
+    fn irregular_blocks_recover_exactly() {
+        let at = |seq: u32, timestamp: u32, codec: u8, duration_ms: u8| FrameMeta {
+            seq,
+            timestamp,
+            codec,
+            duration_ms,
+            ..Default::default()
+        };
+        let blocks: [(&str, [FrameMeta; 3]); 5] = [
+            (
+                "Opus then Codec2",
+                [at(7, 0, 1, 20), at(8, 960, 1, 20), at(9, 1920, 0x15, 40)],
+            ),
+            (
+                "frame size change",
+                [at(7, 0, 1, 20), at(8, 960, 1, 40), at(9, 2880, 1, 40)],
+            ),
+            (
+                "a seq gap",
+                [at(7, 0, 1, 20), at(9, 960, 1, 20), at(10, 1920, 1, 20)],
+            ),
+            (
+                "a timestamp gap",
+                [at(7, 0, 1, 20), at(8, 9600, 1, 20), at(9, 10560, 1, 20)],
+            ),
+            (
+                "both counters wrap",
+                [
+                    at(u32::MAX, u32::MAX - 959, 1, 20),
+                    at(0, 1, 1, 20),
+                    at(1, 961, 1, 20),
+                ],
+            ),
+        ];
+        for (what, metas) in blocks {
+            let src: Vec<(FrameMeta, Vec<u8>)> = metas
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (*m, vec![i as u8 + 1; 20 + 60 * i]))
+                .collect();
+            let repairs = encode(&src, 1, Layout::Compact);
+            for lost in 0..3 {
+                let got = decode_with_loss(&src, &repairs, 1 << lost, Layout::Compact)
+                    .unwrap_or_else(|| panic!("{what}: frame {lost} lost, no recovery"));
+                assert_eq!(got.len(), 1, "{what}");
+                let (m, p) = &got[0];
+                assert_eq!(m.fec.symbol as usize, lost, "{what}");
+                assert_eq!(p, &src[lost].1, "{what}");
+                same_frame(m, &src[lost].0);
+            }
+        }
+    }
+
+    /// The point of the compact layout: a repair symbol of a block of two
+    /// 11 kb/s Opus frames (about 28 bytes) is ten bytes shorter.
+    #[test]
+    fn compact_repair_is_ten_bytes_shorter() {
+        let src: Vec<(FrameMeta, Vec<u8>)> = frames(2)
+            .into_iter()
+            .enumerate()
+            .map(|(i, (m, _))| (m, vec![0x5a; 27 + i]))
+            .collect();
+        let compact = encode(&src, 2, Layout::Compact);
+        let full = encode(&src, 2, Layout::Full);
+        assert_eq!(compact[0].1.len(), 3 + 28);
+        assert_eq!(full[0].1.len(), 13 + 28);
     }
 
     /// Larger blocks: RaptorQ may fail with exactly K symbols (RFC 6330
@@ -367,15 +530,14 @@ mod tests {
     fn larger_blocks_need_one_symbol_of_overhead() {
         let (k, r) = (10, 5);
         let src = frames(k);
-        let refs: Vec<(FrameMeta, &[u8])> = src.iter().map(|(m, p)| (*m, &p[..])).collect();
-        let repairs = encode_block(&refs, r, None);
+        let repairs = encode(&src, r, Layout::Compact);
         let (mut at_k, mut at_k_fail) = (0, 0);
         for mask in 0u32..(1 << (k + r)) {
             let lost = mask.count_ones() as usize;
             if lost > r || mask & ((1 << k) - 1) == 0 {
                 continue;
             }
-            let ok = decode_with_loss(&src, &repairs, mask).is_some();
+            let ok = decode_with_loss(&src, &repairs, mask, Layout::Compact).is_some();
             if lost == r {
                 at_k += 1;
                 at_k_fail += usize::from(!ok);
@@ -393,22 +555,38 @@ mod tests {
     fn malformed_symbols_are_refused() {
         let mut st = BlockState::new(1, 4, 0, 50);
         let base = FrameMeta::default();
+        let full = Some(Layout::Full);
+        let compact = Some(Layout::Compact);
         let cases = [
-            (tag(base, 0, 5, false), 10usize), // wrong K
-            (tag(base, 4, 4, false), 10),      // source id past K
-            (tag(base, 2, 4, true), 20),       // repair id inside the source range
-            (tag(base, 5, 4, true), 3),        // repair shorter than a header
-            (tag(base, 4 + MAX_REPAIR_SYMBOLS, 4, true), 20),
-            (tag(base, 1, 4, false), MAX_ITEM_BYTES),
+            (tag(base, 0, 5, None), 10usize), // wrong K
+            (tag(base, 4, 4, None), 10),      // source id past K
+            (tag(base, 2, 4, full), 20),      // repair id inside the source range
+            (tag(base, 5, 4, full), 12),      // full repair shorter than a header
+            (tag(base, 5, 4, compact), 2),    // compact repair shorter than a header
+            (tag(base, 4 + MAX_REPAIR_SYMBOLS, 4, full), 20),
+            (tag(base, 1, 4, None), MAX_ITEM_BYTES),
         ];
         for (m, len) in cases {
             assert_eq!(st.add(&m, &vec![0; len]), Err(Malformed), "{m:?}");
         }
-        st.add(&tag(base, 4, 4, true), &[0; 20]).unwrap();
+        st.add(&tag(base, 4, 4, compact), &[0; 20]).unwrap();
         assert_eq!(
-            st.add(&tag(base, 5, 4, true), &[0; 21]),
+            st.add(&tag(base, 5, 4, compact), &[0; 21]),
             Err(Malformed),
             "size mismatch"
         );
+        assert_eq!(
+            st.add(&tag(base, 5, 4, full), &[0; 20]),
+            Err(Malformed),
+            "another layout"
+        );
+        let mut other_last = base;
+        other_last.seq = 77;
+        assert_eq!(
+            st.add(&tag(other_last, 5, 4, compact), &[0; 20]),
+            Err(Malformed),
+            "another last frame"
+        );
+        st.add(&tag(base, 5, 4, compact), &[0; 20]).unwrap();
     }
 }

@@ -12,6 +12,7 @@ pub mod block;
 pub mod live;
 pub mod raptorq_decode;
 pub mod raptorq_encode;
+pub mod symbol;
 mod worker;
 
 /// Registers every `fec.*` stage kind.

@@ -8,7 +8,8 @@
 //! `K..K+R`, each carrying one RaptorQ repair symbol from which, with any
 //! other K - 1 symbols of the block, every source frame can be rebuilt
 //! exactly (lengths and metadata included; see `fec::block` for the symbol
-//! layout). Block ids count up and wrap at 2^16.
+//! layout: the compact one, flagged `frame_flags::COMPACT_REPAIR` on every
+//! repair frame). Block ids count up and wrap at 2^16.
 //!
 //! RaptorQ allocates, so the encoding runs on a worker thread behind rtrb
 //! rings (see `fec::worker`); `process` only copies frames. Repair frames of
@@ -85,7 +86,7 @@ use std::time::Duration;
 use raptorq::SourceBlockEncodingPlan;
 use wzp_engine::prelude::*;
 
-use super::block::{encode_block, repair_count, MAX_PROTECTED_PAYLOAD, MAX_SOURCE_SYMBOLS};
+use super::block::{encode_block, repair_count, Layout, MAX_PROTECTED_PAYLOAD, MAX_SOURCE_SYMBOLS};
 use super::live::FecLive;
 use super::worker::{Work, WorkerLink};
 use crate::cell::optional_cell;
@@ -214,9 +215,9 @@ impl Work for EncodeWork {
         let last = frames[k - 1].0;
         let repair = repair_count(k, u32::from(last.fec.ratio_percent));
         let plan = self.plan.as_ref().filter(|_| k == self.k);
-        for (esi, data) in encode_block(&frames, repair, plan) {
+        for (esi, data) in encode_block(&frames, repair, plan, Layout::Compact) {
             let repair = FrameMeta {
-                flags: frame_flags::REPAIR,
+                flags: frame_flags::REPAIR | frame_flags::COMPACT_REPAIR,
                 fec: FecTag {
                     symbol: esi,
                     ..last.fec

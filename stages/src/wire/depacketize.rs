@@ -13,6 +13,7 @@
 //! | `fec.block`, `fec.symbol`, `fec.ratio_percent` | header `fec_block`, `fec_symbol`, `fec_ratio` |
 //! | `fec.source_symbols` | header `fec_block_len` when `fec_ratio > 0` (the `fec_source_symbols` param if the header says 0), else 0 |
 //! | flags `REPAIR`, `STREAM_START` | header flags `REPAIR`, `TALKSPURT` |
+//! | flag `COMPACT_REPAIR` | header flag `COMPACT_REPAIR` on a `REPAIR` packet |
 //! | `duration_ms` | the payload's own length: an Opus packet's TOC, a Codec2 payload's frames counted from its length (one to 120 ms of them, docs/WIRE.md §1) ([`CodecId::frame_samples`]); else the `duration_ms` param (not on the wire) |
 //! | `arrival_ns` | `PacketMeta.arrival_ns`, or the cycle's `now_ns` when that is 0 |
 //!
@@ -211,6 +212,9 @@ impl DepacketizeProc {
         let mut flags = 0;
         if h.flags.contains(Flags::REPAIR) {
             flags |= frame_flags::REPAIR;
+            if h.flags.contains(Flags::COMPACT_REPAIR) {
+                flags |= frame_flags::COMPACT_REPAIR;
+            }
         }
         if h.flags.contains(Flags::TALKSPURT) {
             flags |= frame_flags::STREAM_START;

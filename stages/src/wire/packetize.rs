@@ -11,6 +11,7 @@
 //! | `sender_id` | the `sender_id` param, or `stream` when it is 0 |
 //! | `fec_block`, `fec_symbol`, `fec_ratio`, `fec_block_len` | `fec.block`, `fec.symbol`, `fec.ratio_percent`, `fec.source_symbols` |
 //! | flag `REPAIR` | `frame_flags::REPAIR` |
+//! | flag `COMPACT_REPAIR` | `frame_flags::COMPACT_REPAIR`, on a `REPAIR` frame |
 //! | flag `TALKSPURT` | `frame_flags::STREAM_START` |
 //! | flag `FROM_RESPONDER` | `direction = "responder"` |
 //! | `key_epoch` | the `key_epoch` param (`crypto.seal` takes it as its first epoch) |
@@ -243,6 +244,11 @@ impl PacketizeProc {
         let flags = self
             .direction
             .with(Flags::REPAIR, meta.flags & frame_flags::REPAIR != 0)
+            .with(
+                Flags::COMPACT_REPAIR,
+                meta.flags & frame_flags::REPAIR != 0
+                    && meta.flags & frame_flags::COMPACT_REPAIR != 0,
+            )
             .with(
                 Flags::TALKSPURT,
                 meta.flags & frame_flags::STREAM_START != 0,

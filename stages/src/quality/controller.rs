@@ -612,10 +612,11 @@ pub const FEC_RATIO: u8 = 100;
 pub const FEC_MIN_OPUS_BITRATE: u32 = 11_000;
 
 /// The Opus rate for RaptorQ repair on a tier of `bitrate`: 11/24 of it,
-/// so that Opus and its repair take the tier's payload rate (measured on
-/// the bench's speech: 11 kb/s with 100 % repair 23.9 kb/s of payload, the
-/// 24 kb/s stream alone 22.8 kb/s; the repair doubles the packets, whose
-/// overhead [`packet_wire_kbps`] counts). `None` where that is under
+/// so that Opus and its repair stay near the tier's payload rate (measured
+/// on the bench's call: 11 kb/s with 100 % repair in compact symbols sends
+/// 1.11 times the payload of the 24 kb/s stream alone, docs/QUALITY.md
+/// finding 28; the repair doubles the packets, whose overhead
+/// [`packet_wire_kbps`] counts). `None` where that is under
 /// [`FEC_MIN_OPUS_BITRATE`] (tiers under 24 kb/s keep LBRR).
 pub fn fec_bitrate(bitrate: u32) -> Option<u32> {
     let b = bitrate * 11 / 24 / 100 * 100;

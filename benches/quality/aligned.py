@@ -26,7 +26,6 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
-import soundfile as sf
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import score  # noqa: E402
@@ -83,12 +82,7 @@ def main():
     ref = os.path.join(a.work, "speech", "speech.wav")
     talk = os.path.join(a.work, "talk.wav")
     raw_speech = os.path.join(a.work, "speech.raw")
-    segs, pos = [], 0
-    for line in open(os.path.join(a.work, "speech", "segments.txt")):
-        p, _voice = line.split()
-        n = sf.info(p).frames
-        segs.append((pos, n))
-        pos += n
+    segs = score.speech_segments(a.work)
 
     def scored(wav):
         return score.score_run((wav, wav, ref, segs))[1]

@@ -46,6 +46,19 @@ MODES = {
 }
 
 
+def speech_segments(work):
+    """The speech's utterances as (start, length) in samples, from the live
+    bench's WORK/speech/segments.txt (one file per utterance, in order)."""
+    segs, pos = [], 0
+    with open(os.path.join(work, "speech", "segments.txt")) as f:
+        for line in f:
+            p, _voice = line.split()
+            n = sf.info(p).frames
+            segs.append((pos, n))
+            pos += n
+    return segs
+
+
 def read_pcm(path):
     x, rate = sf.read(path, dtype="float64")
     if rate != RATE:

@@ -64,7 +64,6 @@ def main():
     raw_speech = os.path.join(a.work, "speech.raw")
     segs = score.speech_segments(a.work)
     frames = (sf.info(ref).frames + 319) // 320
-    tmp = tempfile.mkdtemp(prefix="bounded-anchor-")
     hints = {}
 
     def traces(seed):
@@ -91,6 +90,7 @@ def main():
             for row in rows.get("rows", rows) if isinstance(rows, dict) else rows:
                 wzp[(seed, row["cond"])] = row["wzp"]
 
+    tmp = tempfile.mkdtemp(prefix="bounded-anchor-")
     tdirs = {s: traces(s) for s in seeds}
     for c in conds:
         if c not in hints:

@@ -509,6 +509,33 @@ mod tests {
         }
     }
 
+    /// A flag the wire does not carry (the encoder's `DTX` on a 1-2 byte
+    /// frame) is not in the sender's symbols: the receiver rebuilds the
+    /// received frames' symbols without it, and the lost frame still comes
+    /// back exactly.
+    #[test]
+    fn flags_the_wire_drops_do_not_spoil_a_block() {
+        let mut src = frames(3);
+        src[1].0.flags |= frame_flags::DTX;
+        src[1].1 = vec![0xf8];
+        let repairs = encode(&src, 1, Layout::Compact);
+        // What wire.depacketize hands the decoder: STREAM_START only.
+        let received: Vec<(FrameMeta, Vec<u8>)> = src
+            .iter()
+            .map(|(m, p)| {
+                let mut m = *m;
+                m.flags &= frame_flags::STREAM_START;
+                (m, p.clone())
+            })
+            .collect();
+        for lost in [0usize, 2] {
+            let got = decode_with_loss(&received, &repairs, 1 << lost, Layout::Compact)
+                .unwrap_or_else(|| panic!("frame {lost} lost, no recovery"));
+            assert_eq!(got[0].1, src[lost].1, "frame {lost}");
+            same_frame(&got[0].0, &received[lost].0);
+        }
+    }
+
     /// The point of the compact layout: a repair symbol of a block of two
     /// 11 kb/s Opus frames (about 28 bytes) is ten bytes shorter.
     #[test]

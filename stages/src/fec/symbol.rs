@@ -16,7 +16,8 @@
 //! ```
 //!
 //! `form`: bit 7 set when seq, timestamp and codec follow (explicit), bits
-//! 0-6 the frame's flags (`REPAIR` and `COMPACT_REPAIR` excluded). `len`:
+//! 0-6 the frame's flags that travel on the wire (`STREAM_START`; the
+//! others are zero). `len`:
 //! one byte under 128, else two (`0x80 | len >> 8`, `len & 0xff`). A frame
 //! is *implicit* (no seq, timestamp, codec) when frame `i` of `K` is where
 //! the block's last frame puts it: `seq = last.seq - (K - 1 - i)`,
@@ -45,9 +46,13 @@ pub const HEADER: usize = 13;
 /// one frame slot.
 pub const MAX_PROTECTED_PAYLOAD: usize = MAX_ITEM_BYTES - HEADER;
 
-/// Flags that belong to the frame itself (REPAIR and the layout are the
-/// block's business).
-const CARRIED_FLAGS: u8 = !(frame_flags::REPAIR | frame_flags::COMPACT_REPAIR);
+/// The frame flags a symbol holds: those the wire carries for a source
+/// frame (`STREAM_START`, as `TALKSPURT`). A receiver rebuilds a received
+/// frame's symbol from what arrived, so a flag the wire drops (the
+/// encoder's `DTX` on a 1-2 byte frame) must not be in the sender's symbol
+/// either, or every block holding such a frame decodes to garbage; REPAIR
+/// and the layout are the block's business.
+const CARRIED_FLAGS: u8 = frame_flags::STREAM_START;
 
 /// Compact `form` bit: seq, timestamp and codec follow the length.
 const EXPLICIT: u8 = 0x80;
@@ -138,8 +143,7 @@ impl Symbols {
             }
             Layout::Compact => {
                 let explicit = !self.implicit(i, meta);
-                out[0] =
-                    (meta.flags & CARRIED_FLAGS & !EXPLICIT) | if explicit { EXPLICIT } else { 0 };
+                out[0] = (meta.flags & CARRIED_FLAGS) | if explicit { EXPLICIT } else { 0 };
                 out[1] = meta.duration_ms;
                 let mut at = if len < 0x80 {
                     out[2] = len as u8;
@@ -162,9 +166,9 @@ impl Symbols {
     }
 
     /// Reads frame `i` back from its source symbol; `None` when the symbol
-    /// does not hold one (a length past its end: a corrupt block). The
-    /// block's flags (`REPAIR`, `COMPACT_REPAIR`) are never read from a
-    /// symbol: a rebuilt frame is a source frame, whatever a sender wrote.
+    /// does not hold one (a length past its end: a corrupt block). Only the
+    /// flags the wire carries are read (`STREAM_START`): a rebuilt frame is
+    /// a source frame, never REPAIR, whatever a sender wrote.
     pub fn read<'a>(&self, i: usize, symbol: &'a [u8]) -> Option<(FrameMeta, &'a [u8])> {
         match self.layout {
             Layout::Full => {
@@ -194,7 +198,7 @@ impl Symbols {
                     (usize::from(l0 & 0x7f) << 8 | usize::from(l1), rest)
                 };
                 let mut meta = FrameMeta {
-                    flags: form & CARRIED_FLAGS & !EXPLICIT,
+                    flags: form & CARRIED_FLAGS,
                     duration_ms,
                     ..Default::default()
                 };

@@ -573,9 +573,10 @@ pub const LEVEL_REPORTS: u8 = 4;
 /// Loss level (the same smoothed level as [`DENSE_ENTER`]) from which
 /// random loss gets RaptorQ repair instead of LBRR, where the tier allows
 /// ([`fec_bitrate`]): Opus at 11 of the tier's 24 kb/s and a repair
-/// symbol per source frame (as many payload bytes as the tier's own
-/// stream: the repair symbols carry 13 bytes of frame header and are as
-/// long as the longest frame of their block), in blocks of [`fec_block`].
+/// symbol per source frame (1.11 times the payload of the tier's own
+/// stream: each repair symbol is as long as the longest frame of its block
+/// plus 3 bytes of frame metadata, docs/QUALITY.md finding 28), in blocks
+/// of [`fec_block`].
 /// A lost frame comes back whole once any two of its block's four packets
 /// arrive, where LBRR brings back a coarse copy when the one packet after
 /// it does. Fixed settings aligned against `opus_demo` on trace seed 13

@@ -84,11 +84,9 @@ pub struct Malformed;
 pub struct BlockState {
     pub block: u16,
     k: usize,
-    /// Symbol size, known once a repair symbol arrived.
-    t: Option<usize>,
-    /// The block's symbol layout, known once a repair symbol arrived (its
-    /// flags and header say it).
-    symbols: Option<Symbols>,
+    /// Symbol size and layout, known once a repair symbol arrived (its
+    /// length, flags and header say them).
+    shape: Option<(usize, Symbols)>,
     stream: u32,
     ratio: u8,
     sources: Vec<Option<(FrameMeta, Vec<u8>)>>,
@@ -102,8 +100,7 @@ impl BlockState {
         BlockState {
             block,
             k,
-            t: None,
-            symbols: None,
+            shape: None,
             stream,
             ratio,
             sources: vec![None; k],
@@ -143,13 +140,11 @@ impl BlockState {
             // Every repair frame of a block has its size, layout and last
             // frame: one that differs is not of this block.
             let symbols = Symbols::new(layout, self.k, meta);
-            if self.t.is_some_and(|t| t != bytes.len())
-                || self.symbols.is_some_and(|s| s != symbols)
-            {
+            let shape = (bytes.len(), symbols);
+            if self.shape.is_some_and(|s| s != shape) {
                 return Err(Malformed);
             }
-            self.t = Some(bytes.len());
-            self.symbols = Some(symbols);
+            self.shape = Some(shape);
             if !self.repairs.iter().any(|(e, _)| *e as usize == esi) {
                 self.repairs.push((esi as u16, bytes.to_vec()));
             }
@@ -174,8 +169,7 @@ impl BlockState {
     /// Recovers the missing source frames. `None` when RaptorQ needs more
     /// symbols (or the received ones are inconsistent); the block stays open.
     pub fn decode(&mut self) -> Option<Vec<(FrameMeta, Vec<u8>)>> {
-        let t = self.t?;
-        let symbols = self.symbols?;
+        let (t, symbols) = self.shape?;
         let k = self.k;
         let mut packets = Vec::with_capacity(k + self.repairs.len());
         for (i, src) in self.sources.iter().enumerate() {

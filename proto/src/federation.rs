@@ -436,7 +436,7 @@ pub enum FederationMessage {
     /// `path.last()` (the origin), whose label is `origin_label`. Replaces
     /// what the sender said before for (`room`, origin).
     GlobalRoomActive {
-        /// The room (hash of its name).
+        /// The room (its id: a media room's server name, docs/WIRE.md §9.1).
         room: RoomId,
         /// From the sender (first) to the origin relay (last).
         path: Vec<RelayId>,

@@ -1,6 +1,6 @@
 //! How a client joins a room on a relay: the signed `join` signal frame.
 //!
-//! On a room connection (TLS server name = the room hash, or `call-*`), the
+//! On a room connection (TLS server name = the room id, or `call-*`), the
 //! client opens one bidirectional stream and sends `hello`, then `join`:
 //! `{"type":"join","room":R,"identity_pub":hex32,"alias":opt,"timestamp_ms":T,"signature":hex64}`
 //! where `signature` is the client's Ed25519 signature over
@@ -38,7 +38,7 @@ use crate::{Fingerprint, TlsFingerprint};
 /// (`{"type":"join",...}`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Join {
-    /// The room as in the SNI (room hash or `call-*` name).
+    /// The room as in the SNI (room id or `call-*` name).
     pub room: String,
     /// The client's Ed25519 identity key; its fingerprint is derived from it.
     #[serde(with = "hex32")]

@@ -1,6 +1,6 @@
 //! The client side of entering a relay room, as a sans-IO state machine.
 //!
-//! On a room connection (SNI = room hash or `call-*`) the client opens one
+//! On a room connection (SNI = room id or `call-*`) the client opens one
 //! bidirectional stream and sends `Hello` then a signed `Join`; the relay
 //! answers `Hello`, then a `RoomUpdate` to every member on every join and
 //! leave (the first one listing the client means it is in), or refuses with

@@ -217,7 +217,7 @@ pub enum SignalMessage {
     },
     /// Client asks to join a room (or start a call) through a relay.
     CallOffer {
-        /// Routing name of the room ([`crate::room_hash`]).
+        /// Routing name of the room (its server name).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         room: Option<String>,
         /// Call id, when this offer belongs to a signaled call.
@@ -405,7 +405,8 @@ pub enum SignalMessage {
         /// The client's address as observed by the relay.
         observed_addr: SocketAddr,
     },
-    /// First message on an outbound federation link.
+    /// Relay to relay; kept in the grammar but unused: federation links
+    /// open with [`crate::federation::FederationMessage::Hello`] instead.
     FederationHello {
         /// The sending relay's TLS fingerprint.
         tls_fingerprint: TlsFingerprint,

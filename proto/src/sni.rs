@@ -5,7 +5,7 @@
 //!
 //! | SNI | Meaning |
 //! |---|---|
-//! | 32 lowercase hex digits | a media room, `wzp_proto::room_hash(name)` |
+//! | 32 lowercase hex digits | a media room: its room id, `RoomAdmissionKey::sni` (docs/WIRE.md §4) |
 //! | `call-` + 1..=58 of `[a-z0-9-]` | a direct-call room (at most two members, allow-listed) |
 //! | `ping` | closed as soon as the handshake completes: clients time it as RTT |
 //! | `_signal` | presence and direct-call signaling |

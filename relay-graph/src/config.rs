@@ -14,8 +14,9 @@ use wzp_proto::Fingerprint;
 pub struct Config {
     /// UDP address the QUIC endpoint listens on.
     pub listen: SocketAddr,
-    /// HTTP address of `/metrics`, `/rooms`, `/sessions`, `/stages`; absent
-    /// turns the HTTP server off.
+    /// HTTP address of `/metrics`, `/rooms`, `/sessions`, `/stages`,
+    /// `/presence`, `/calls`, `/peers`, `/route/FP`; absent turns the HTTP
+    /// server off.
     pub metrics_addr: Option<SocketAddr>,
     /// Seed file of the relay identity (created on first run, mode 0600).
     /// Relative paths are relative to the config file's folder.
@@ -58,7 +59,8 @@ pub struct Config {
     pub join_max_skew_s: u64,
     /// How long a direct call may ring unanswered (1..=600 s).
     pub ringing_timeout_s: u64,
-    /// Log every media header of this room hash, or of every room with `*`.
+    /// Log every media header of this room (its server name: a room id or a
+    /// `call-*` name), or of every room with `*`.
     pub debug_tap: Option<String>,
     /// Append join/leave/refused events as JSON lines to this file.
     pub event_log: Option<PathBuf>,
@@ -66,11 +68,13 @@ pub struct Config {
     pub graph: Option<PathBuf>,
     /// Direct-call rooms and the two fingerprints allowed in each.
     pub calls: Vec<CallEntry>,
-    /// Other relays this relay dials (federation; checked, not dialed yet).
+    /// Other relays this relay dials (federation links; also accepted when
+    /// they dial in).
     pub peers: Vec<PeerEntry>,
     /// Relays accepted inbound by their TLS fingerprint, without an address.
     pub trusted: Vec<TrustedEntry>,
-    /// Rooms bridged across the federation, by plain name.
+    /// Rooms bridged across the federation: open rooms by name, rooms with
+    /// a secret by room id.
     pub global_rooms: Vec<GlobalRoomEntry>,
 }
 
@@ -117,7 +121,7 @@ pub struct TrustedEntry {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct GlobalRoomEntry {
-    /// The room's plain name, as users type it.
+    /// An open room's name, as users type it, or a room id.
     pub name: String,
 }
 
@@ -262,7 +266,8 @@ join_max_skew_s = 600
 # How long a direct call rings before the caller hears "no answer" (1..=600 s).
 ringing_timeout_s = 30
 
-# Log each media header of one room (its 32-hex hash) or of all rooms ("*").
+# Log each media header of one room (its room id, 32 hex digits, which
+# wzp-client prints on joining, or a call-* name) or of all rooms ("*").
 # debug_tap = "*"
 
 # Append join/leave/refused events as JSON lines.
@@ -416,8 +421,8 @@ impl Config {
         if let Some(t) = &self.debug_tap {
             if t != "*" && wzp_proto::sni::classify(t) != wzp_proto::sni::Sni::Room(t.clone()) {
                 return Err(bad(format!(
-                    "debug_tap = {t:?}: use \"*\" or a room hash (32 lowercase hex digits, \
-                     `room_hash(name)`) or a call room name"
+                    "debug_tap = {t:?}: use \"*\", a room id (32 lowercase hex digits, \
+                     printed by wzp-client on joining) or a call room name"
                 )));
             }
         }

@@ -2,7 +2,7 @@
 //! to the service its TLS server name asks for ([`wzp_proto::sni`]).
 //!
 //! ```text
-//!   accept loop ──spawn──► one task per handshake ──SNI──► rooms::service (room hash, call-*)
+//!   accept loop ──spawn──► one task per handshake ──SNI──► rooms::service (room id, call-*)
 //!                                                    ├───► ping / version: closed at once
 //!                                                    └───► refused with a reason
 //! ```

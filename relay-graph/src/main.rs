@@ -29,10 +29,12 @@ struct Cli {
     /// QUIC listen address (UDP), e.g. 0.0.0.0:4433 or 127.0.0.1:0.
     #[arg(long)]
     listen: Option<SocketAddr>,
-    /// HTTP address for /metrics, /rooms, /sessions, /stages.
+    /// HTTP address for /metrics, /rooms, /sessions, /stages, /presence,
+    /// /calls, /peers, /route/FP.
     #[arg(long = "metrics-addr")]
     metrics_addr: Option<SocketAddr>,
-    /// Log every media header of one room hash, or of all rooms with `*`.
+    /// Log every media header of one room (its room id, which wzp-client
+    /// prints on joining, or a call-* name), or of all rooms with `*`.
     #[arg(long = "debug-tap", value_name = "ROOM|*")]
     debug_tap: Option<String>,
     /// Append join/leave/refused events as JSON lines to FILE.
@@ -102,7 +104,7 @@ fn print_fingerprint(identity: Option<PathBuf>, config: Option<PathBuf>) -> anyh
 const EXAMPLES: &str = "\
 Examples:
   wzp-relay --listen 0.0.0.0:4433 --metrics-addr 127.0.0.1:9090
-      Serve on UDP 4433 with /metrics, /rooms, /sessions, /stages on 9090;
+      Serve on UDP 4433 with /metrics, /rooms, /sessions, ... on 9090;
       prints the TLS fingerprint clients and peers pin.
   wzp-relay -c /etc/wzp/relay.toml
       Run from a config file (written with commented defaults if missing).

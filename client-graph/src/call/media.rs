@@ -237,6 +237,13 @@ pub(crate) async fn connection_loop(
                                 opts.room,
                                 t.elapsed().as_millis()
                             ),
+                            // The room id is what a relay operator bridges
+                            // a room with a secret by (`[[global_rooms]]`)
+                            // and taps it by: the relay never sees the name.
+                            None if room_key.is_some() => println!(
+                                "{}joined room {} (room id {}) via {} ({} in the room)",
+                                opts.label, opts.room, sni, opts.relay, count
+                            ),
                             None => println!(
                                 "{}joined room {} via {} ({} in the room)",
                                 opts.label, opts.room, opts.relay, count

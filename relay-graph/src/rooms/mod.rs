@@ -191,7 +191,7 @@ pub struct RoomLimits {
     pub call_room_size: usize,
     /// Forwarding shards rooms are spread over (at least 1).
     pub shards: usize,
-    /// The debug tap filter: a room hash, `*`, or none.
+    /// The debug tap filter: a room id, `*`, or none.
     pub tap: Option<String>,
 }
 

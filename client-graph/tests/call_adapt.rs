@@ -563,6 +563,55 @@ fn a_listener_that_holds_nothing_gets_lbrr_where_others_get_raptorq() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// In a room the Opus rate RaptorQ leaves is what every receiver hears: with
+/// Bob on a clean path, Carol's 20 % random loss gets LBRR at the tier's
+/// rate from Alice (`fec_withheld`, no repair sent); once Bob has left,
+/// RaptorQ, as in a call.
+#[test]
+fn a_clean_listener_keeps_the_room_off_raptorq_until_it_leaves() {
+    let _serial = serial();
+    let dir = tmp("room-clean-listener");
+    let relay = Relay::start(&dir);
+    let proxy = Proxy::start(relay.addr, &["--loss", "20"]);
+    let (mut alice, bob, _) =
+        talker_and_listener(&dir, &relay, [relay.addr, relay.addr], [&[], &[]]);
+    let mut carol = Client::join(&dir, &relay, proxy.addr, "carol", "tone:660", &[]);
+    carol.wait_room_of(3);
+    alice.wait_room_of(3);
+    let on = alice.wait_decision(WAIT, "LBRR for Carol's random loss", |d| {
+        d.reason.contains("random_loss")
+    });
+    assert!(on.lbrr && on.fec == 0 && on.bitrate == 24_000, "{on:?}");
+    // RaptorQ would be in force from the second lossy report; the clean
+    // listener withholds it, report after report.
+    wait_figure(&dir, "alice", "adapt", "fec_withheld", |v| v == 1);
+    let from = wait_figure(&dir, "alice", "adapt", "reports", |_| true);
+    wait_figure(&dir, "alice", "adapt", "reports", |n| n >= from + 6);
+    assert_eq!(figure(&dir, "alice", "adapt", "fec_withheld"), Some(1));
+    assert_eq!(figure(&dir, "alice", "adapt", "fec_ratio"), Some(0));
+    assert_eq!(figure(&dir, "alice", "adapt", "bitrate"), Some(24_000));
+    assert_eq!(figure(&dir, "alice", "fec_enc", "repair_sent"), Some(0));
+    assert!(
+        !alice.lines.so_far().contains("fec_loss"),
+        "{}",
+        alice.lines.so_far()
+    );
+    // Bob leaves: Carol is Alice's only receiver, and RaptorQ comes once
+    // his last report has aged out.
+    hang_up(vec![bob]);
+    let fec = alice.wait_decision(WAIT, "RaptorQ once Bob has left", |d| {
+        d.reason.contains("fec_loss")
+    });
+    assert!(
+        fec.applied && fec.fec == 100 && fec.bitrate == 11_000,
+        "{fec:?}"
+    );
+    wait_figure(&dir, "alice", "adapt", "fec_withheld", |v| v == 0);
+    hang_up(vec![alice, carol]);
+    drop(proxy);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// The cap this test holds to: the 12 kbit/s. The proxy counts
 /// every datagram's UDP payload: codec payload, media header (22), tag (16)
 /// and QUIC's own bytes around a datagram (about 30 here), so no Opus tier

@@ -1191,7 +1191,9 @@ fn a_receivers_stated_hold_budget_sizes_repair_bursts_and_outages() {
 
 /// The smallest budget among the receivers reporting lately: a receiver
 /// that holds less is the one the repair must fit; once it stops
-/// reporting, the others' budget applies again.
+/// reporting, the others' budget applies again. (Both lose at random: a
+/// clean one would keep the stream off RaptorQ:
+/// `a_clean_listener_in_the_room_keeps_the_tier_rate_against_random_loss`.)
 #[test]
 fn several_receivers_are_sized_to_the_smallest_budget_still_reporting() {
     let mut c = Controller::new(ControllerConfig::default(), 0);
@@ -1210,7 +1212,7 @@ fn several_receivers_are_sized_to_the_smallest_budget_still_reporting() {
         c.handle_receiver_info(1, info(120), k * S);
         c.handle_report(1, &lossy, k * S);
         c.handle_receiver_info(2, info(40), k * S);
-        c.handle_report(2, &report(CLEAN, &s), k * S);
+        c.handle_report(2, &lossy, k * S);
         let _ = c.poll(k * S);
     }
     assert_eq!(c.hold_budget_ms(), 40);
@@ -2078,4 +2080,54 @@ fn bursts_that_go_on_keep_dred_after_the_longest_has_lapsed() {
         (eased - calm_from) / MS,
         r.log
     );
+}
+
+/// In a room, the Opus rate RaptorQ leaves (11 of the tier's 24 kb/s) is
+/// what every receiver hears: with another receiver on a clean path,
+/// random loss that gets RaptorQ alone gets LBRR at the tier's rate
+/// (`random_loss_room`; docs/QUALITY.md finding 30: 11 kb/s scores 2.97 on
+/// a clean path, 24 kb/s with LBRR 3.46). Once the lossy receiver is the
+/// only one, RaptorQ; a clean listener joining takes the stream back to
+/// the tier's rate, for that reason and not as the loss easing.
+#[test]
+fn a_clean_listener_in_the_room_keeps_the_tier_rate_against_random_loss() {
+    let lbrr_at_tier = |s: &Settings| s.lbrr && s.fec_ratio == 0 && s.bitrate == 24_000;
+    let mut r = Run::new(ControllerConfig::default());
+    for _ in 0..5 {
+        r.second(&[(100, &[]), (101, &[])]);
+    }
+    // 20 % random for receiver 100 (10 of 50 packets, one pair).
+    let random: [&[u32]; 2] = [&[1, 1, 1, 1, 1, 1, 1, 1, 2], &[1; 10]];
+    for runs in random.iter().cycle().take(12) {
+        r.second(&[(100, runs), (101, &[])]);
+        assert!(lbrr_at_tier(&r.s()), "at {} s: {:?}", r.now / S, r.log);
+        assert!(r.now < 8 * S || r.c.fec_withheld(), "{:?}", r.log);
+    }
+    assert_eq!(r.c.count(Reason::FecLoss), 0, "{:?}", r.log);
+
+    // Receiver 101 leaves (its reports stop): RaptorQ for 100.
+    for runs in random.iter().cycle().take(8) {
+        r.second(&[(100, runs)]);
+    }
+    assert_eq!(r.c.count(Reason::FecLoss), 1, "{:?}", r.log);
+    assert_eq!(r.s().fec_ratio, FEC_RATIO, "{:?}", r.log);
+    assert!(!r.c.fec_withheld());
+
+    // Receiver 102 joins on a clean path: LBRR at the tier's rate, at its
+    // first report, for that reason.
+    let joined = r.now;
+    r.second(&[(100, random[0]), (102, &[])]);
+    assert!(lbrr_at_tier(&r.s()), "{:?}", r.log);
+    let last = r.log.last().unwrap();
+    assert_eq!(last.reason, Reason::RandomLossRoom, "{:?}", r.log);
+    assert!(last.at_ns > joined, "{:?}", r.log);
+    assert_eq!(r.c.count(Reason::LossEased), 0, "{:?}", r.log);
+
+    // Receiver 102's path turns lossy at random as well: RaptorQ serves
+    // both.
+    for runs in random.iter().cycle().take(6) {
+        r.second(&[(100, runs), (102, runs)]);
+    }
+    assert_eq!(r.s().fec_ratio, FEC_RATIO, "{:?}", r.log);
+    assert_eq!(r.c.count(Reason::FecLoss), 2, "{:?}", r.log);
 }

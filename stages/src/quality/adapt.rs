@@ -360,6 +360,7 @@ impl StageFactory for AdaptFactory {
                 fec_ratio: cx.gauge("fec_ratio"),
                 hold: cx.gauge("receiver_hold_frames"),
                 budget_ms: cx.gauge("hold_budget_ms"),
+                fec_withheld: cx.gauge("fec_withheld"),
                 codec: cx.gauge("codec"),
                 loss_pct: cx.gauge("loss_pct"),
                 rtt_ms: cx.gauge("rtt_ms"),
@@ -402,6 +403,10 @@ struct Gauges {
     fec_ratio: Gauge,
     hold: Gauge,
     budget_ms: Gauge,
+    /// 1 while random loss that would get RaptorQ gets LBRR because
+    /// another receiver hears the stream unrepaired
+    /// ([`Reason::RandomLossRoom`](super::controller::Reason::RandomLossRoom)).
+    fec_withheld: Gauge,
     codec: Gauge,
     loss_pct: Gauge,
     rtt_ms: Gauge,
@@ -660,6 +665,7 @@ impl Processor for Adapt {
         while let Some(d) = ctl.poll(now) {
             self.on_decision(&d, &first);
         }
+        self.g.fec_withheld.set(i64::from(ctl.fec_withheld()));
         self.controller = Some(ctl);
         Flow::Continue
     }

@@ -18,8 +18,11 @@
 //!   [`FEC_ENTER`]) up to 37 % ([`FEC_ABOVE`], taken again under 33 %)
 //!   RaptorQ repair, a packet per frame, with Opus at 11 of
 //!   24 kb/s, in blocks whose hold fits the budget ([`fec_block`]), where
-//!   the tier has the rate for it; without it (`random_fec` off, a lower
-//!   tier, a budget under two frames) or above it, DRED with the hold for random loss
+//!   the tier has the rate for it and no other fresh receiver hears the
+//!   stream unrepaired (in a room, a clean listener would hear Opus at
+//!   11 kb/s too: LBRR instead, [`Reason::RandomLossRoom`]); without it
+//!   (`random_fec` off, a lower tier, a budget under two frames) or above
+//!   it, DRED with the hold for random loss
 //!   dense enough that runs of two and more are most of it (a loss level
 //!   of 26 %, left under 20 %: [`DENSE_ENTER`]); Codec2 with RaptorQ
 //!   where Opus cannot hold. RaptorQ waits for two lossy reports whose
@@ -226,11 +229,17 @@ pub enum Reason {
     /// the tier's rate with as much again in RaptorQ repair, in blocks the
     /// receiver's latency budget holds ([`fec_block`]).
     FecLoss,
+    /// Random loss that would get RaptorQ ([`Reason::FecLoss`]), in a room
+    /// where another receiver hears the stream unrepaired (a clean path):
+    /// LBRR at the tier's rate, as for [`Reason::RandomLoss`]. RaptorQ's
+    /// Opus at 11 of the tier's 24 kb/s would cost that listener 1.2
+    /// PESQ-WB, LBRR 0.7 (docs/QUALITY.md finding 30).
+    RandomLossRoom,
 }
 
 impl Reason {
     /// Every reason, in counter order.
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 12] = [
         Reason::Startup,
         Reason::CleanPath,
         Reason::RandomLoss,
@@ -242,6 +251,7 @@ impl Reason {
         Reason::DenseLoss,
         Reason::LongRuns,
         Reason::FecLoss,
+        Reason::RandomLossRoom,
     ];
 
     /// Short name, for counters and logs.
@@ -258,6 +268,7 @@ impl Reason {
             Reason::DenseLoss => "dense_loss",
             Reason::LongRuns => "long_runs",
             Reason::FecLoss => "fec_loss",
+            Reason::RandomLossRoom => "random_loss_room",
         }
     }
 
@@ -356,6 +367,10 @@ struct Worst {
     long_runs: bool,
     /// The smallest hold budget among fresh receivers, ms.
     budget_ms: u32,
+    /// A fresh receiver hears the stream unrepaired: its path is clean, or
+    /// its loss is set aside as long runs (deep PLC fills them). What Opus
+    /// rate the stream has is what it hears.
+    plain_listener: bool,
 }
 
 /// What the controller keeps per receiver.
@@ -731,6 +746,9 @@ pub struct Controller {
     dense: bool,
     /// Dense loss and no burst: what makes the protection DRED now.
     dense_only: bool,
+    /// RaptorQ would serve the lossy receivers, but another hears the
+    /// stream unrepaired ([`Reason::RandomLossRoom`]).
+    fec_withheld: bool,
     /// The worst receiver's loss level is in the RaptorQ band (see
     /// [`FEC_ENTER`]).
     fec_band: bool,
@@ -807,6 +825,7 @@ impl Controller {
             early_reports: 0,
             dense: false,
             dense_only: false,
+            fec_withheld: false,
             fec_band: false,
             long_runs: false,
             budget_ms: cfg.hold_budget_ms,
@@ -870,6 +889,12 @@ impl Controller {
             .find(|r| r.used && r.id == reporter)
             .and_then(|r| r.budget_ms)
             .unwrap_or(self.cfg.hold_budget_ms)
+    }
+
+    /// Random loss would get RaptorQ, but another receiver hears the
+    /// stream unrepaired, so it gets LBRR ([`Reason::RandomLossRoom`]).
+    pub fn fec_withheld(&self) -> bool {
+        self.fec_withheld
     }
 
     /// The hold budget decisions are sized to, ms: the smallest among the
@@ -1332,6 +1357,7 @@ impl Controller {
         let mut random_shape = true;
         let mut random_kept = true;
         let mut budget_ms = u32::MAX;
+        let mut plain_listener = false;
         for r in self.receivers.iter().filter(|r| r.used) {
             if now_ns.saturating_sub(r.last_ns) > self.cfg.report_fresh_ns {
                 continue;
@@ -1350,7 +1376,10 @@ impl Controller {
                         burst = u32::MAX;
                     } else {
                         long_runs = true;
+                        plain_listener = true;
                     }
+                } else {
+                    plain_listener = true;
                 }
                 continue;
             }
@@ -1370,6 +1399,8 @@ impl Controller {
                 let pooled = r.short_reports >= FEC_MIN_REPORTS && !r.bursty;
                 random_shape &= pooled && share < BURSTY_LEAVE && !rare_lately;
                 random_kept &= pooled && share < BURSTY_SHARE;
+            } else {
+                plain_listener = true;
             }
         }
         Worst {
@@ -1383,6 +1414,7 @@ impl Controller {
             heavy,
             long_runs: long_runs && !lossy,
             budget_ms: if any { budget_ms } else { self.budget_ms },
+            plain_listener,
         }
     }
 
@@ -1398,6 +1430,7 @@ impl Controller {
             heavy,
             long_runs,
             budget_ms,
+            plain_listener,
         } = self.worst(now_ns);
         self.long_runs = long_runs;
         self.budget_ms = budget_ms;
@@ -1458,7 +1491,12 @@ impl Controller {
         } else {
             random_shape
         };
-        let fec = self.fec_band && shape && self.fec_for(self.bw_tier).is_some();
+        let fec_fits = self.fec_band && shape && self.fec_for(self.bw_tier).is_some();
+        // In a room, RaptorQ's Opus rate is what every other receiver hears
+        // too: where one hears the stream unrepaired, the lossy one gets
+        // LBRR at the tier's rate (docs/QUALITY.md finding 30).
+        self.fec_withheld = fec_fits && plain_listener;
+        let fec = fec_fits && !plain_listener;
         let dense_dred = self.dense && !fec;
         self.dense_only = dense_dred && burst < 3;
         let burst = if dense_dred { burst.max(3) } else { burst };
@@ -1606,7 +1644,11 @@ impl Controller {
                     None => {
                         s.lbrr = p.codec == Codec::Opus;
                         s.loss_hint = lbrr_hint(loss_pct);
-                        Reason::RandomLoss
+                        if self.fec_withheld {
+                            Reason::RandomLossRoom
+                        } else {
+                            Reason::RandomLoss
+                        }
                     }
                 }
             }
@@ -1649,6 +1691,9 @@ impl Controller {
         let eased = self.mode < self.mode_of(&self.settings);
         let reason = match bw_reason {
             Some(r) => r,
+            // Out of RaptorQ because a listener hears clean, not because
+            // the loss eased.
+            None if loss_reason == Reason::RandomLossRoom => loss_reason,
             None if eased && self.mode != Mode::Clean => Reason::LossEased,
             None => loss_reason,
         };

@@ -7,6 +7,9 @@
 //!   every member once with its relay's label.
 //! - A chain A–B–C with no member on B: a client on A and one on C hear
 //!   each other through the hub.
+//! - A–B with 20 % loss between a client and B: its feedback reports cross
+//!   the link, and the talker on A adapts to it (LBRR, then RaptorQ) as in
+//!   a call.
 //! - A triangle A–B–C–A, a member on each: every receiver gets every
 //!   sender's packets exactly once (duplicates and gaps counted per sender
 //!   at the receiver).
@@ -25,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::client_proc::{
-    segmental_correlation, sine, talk_then_hang_up, tone_dbfs, ClientProc, RATE,
+    segmental_correlation, sine, talk_then_hang_up, tone_dbfs, ClientProc, Netem, RATE,
 };
 use common::federation::{global_room, Mesh};
 use common::{join, room_secret, room_sni, Client};
@@ -198,6 +201,49 @@ async fn a_hub_with_no_member_carries_the_room() {
     });
     let heard = tokio::task::block_in_place(|| talk_then_hang_up(vec![alice, carol], 5));
     assert_heard_both_ways(&heard, "alice", "carol", 660.0);
+}
+
+/// 2b. Feedback crosses the link: Bob, on B, hears Alice (on A) through 20 %
+///    random loss (`wzp-netem` between Bob and B, both ways). His sealed
+///    reports reach Alice's quality controller across the federation like
+///    media: it protects her stream as in a call (LBRR, then RaptorQ), and
+///    Bob rebuilds lost frames from the repair that crossed the link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_cross_the_link_and_the_talker_adapts_to_a_far_listener() {
+    let _serial = serial().await;
+    let sni = room_sni(ROOM);
+    let mesh = Mesh::start(&["a", "b"], &[("a", "b")], &global_room(&sni));
+    let proxy = Netem::start(mesh.relay("b").quic, &["--loss", "20", "--seed", "11"]);
+    let mut alice = client(&mesh, "a", "alice", "builtin");
+    let mut bob = ClientProc::join_via(
+        mesh.dir.path(),
+        mesh.relay("b"),
+        proxy.addr,
+        "bob",
+        ROOM,
+        &room_secret(ROOM),
+        "tone:660",
+        &["--set", "jb_min=60ms", "--set", "jb_initial=120ms"],
+    );
+    tokio::task::block_in_place(|| {
+        alice.wait_room_of(ROOM, 2);
+        bob.wait_room_of(ROOM, 2);
+        // Only Bob's reports can tell Alice's controller of loss: her own
+        // path is clean.
+        alice.wait_line("LBRR for Bob's loss", |l| {
+            l.starts_with("adapt: random_loss ") && l.contains("lbrr=on")
+        });
+        alice.wait_line("RaptorQ for Bob's loss", |l| {
+            l.starts_with("adapt: fec_loss ") && l.contains("fec=100")
+        });
+    });
+    let heard = tokio::task::block_in_place(|| talk_then_hang_up(vec![alice, bob], 4));
+    let (alice, bob) = (&heard[0].0, &heard[1].0);
+    assert!(alice.counter("adapt", "reports") >= 3);
+    assert!(alice.counter("fec_enc", "repair_sent") >= 50);
+    let recovered = bob.counter("fec_dec0", "recovered") + bob.counter("fec_dec1", "recovered");
+    assert!(recovered > 0, "Bob rebuilt no frame from Alice's repair");
+    assert_heard_both_ways(&heard, "alice", "bob", 660.0);
 }
 
 /// Every datagram a member received: when, from which sender, which seq.

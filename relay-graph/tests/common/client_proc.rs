@@ -8,6 +8,7 @@
 //! `cargo build -p wzp-client`.
 
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -38,6 +39,50 @@ pub fn client_bin() -> PathBuf {
     client
 }
 
+/// A running `wzp-netem` (next to `wzp-relay`, built with `wzp-client`):
+/// UDP to `to` impaired as its flags say, both ways.
+pub struct Netem {
+    child: Child,
+    /// Where clients reach `to` through it.
+    pub addr: SocketAddr,
+}
+
+impl Netem {
+    pub fn start(to: SocketAddr, args: &[&str]) -> Netem {
+        let bin = client_bin().with_file_name("wzp-netem");
+        let mut child = Command::new(&bin)
+            .args(["--listen", "127.0.0.1:0", "--to", &to.to_string()])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{} starts: {e}", bin.display()));
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        // `listening udp=ADDR ...` once bound; what follows (counters at
+        // exit) is drained unread.
+        let line = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find(|l| l.starts_with("listening "))
+            .expect("wzp-netem prints its listening line");
+        let addr = line
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix("udp="))
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no udp= in {line:?}"));
+        std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+        Netem { child, addr }
+    }
+}
+
+impl Drop for Netem {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A running `wzp-client join`: its stdout lines as they come.
 pub struct ClientProc {
     child: Option<Child>,
@@ -61,9 +106,26 @@ impl ClientProc {
         input: &str,
         extra: &[&str],
     ) -> ClientProc {
+        Self::join_via(dir, relay, relay.quic, name, room, secret, input, extra)
+    }
+
+    /// As [`ClientProc::join`], reaching `relay` at `via` (an impairment
+    /// proxy in front of it: [`Netem`]); the relay's fingerprint is pinned
+    /// as ever.
+    #[allow(clippy::too_many_arguments)]
+    pub fn join_via(
+        dir: &Path,
+        relay: &RelayProc,
+        via: SocketAddr,
+        name: &str,
+        room: &str,
+        secret: &str,
+        input: &str,
+        extra: &[&str],
+    ) -> ClientProc {
         let file = |ext: &str| dir.join(format!("{name}.{ext}")).display().to_string();
         let mut child = Command::new(client_bin())
-            .args(["join", "--relay", &relay.quic.to_string(), "--room", room])
+            .args(["join", "--relay", &via.to_string(), "--room", room])
             .args(["--room-secret", secret, "--input", input])
             .args(["--output", &file("wav"), "--identity", &file("seed")])
             .args(["--known-relays", &file("known")])

@@ -1343,7 +1343,8 @@ impl Controller {
     /// The worst fresh receiver: (loss, loss level, longest recent burst,
     /// any loss since the settle time, any report at all, heavy loss for
     /// [`HEAVY_REPORTS`] reports in a row, a lossy receiver set aside for
-    /// losing in long runs). A receiver whose recent loss is mostly in runs
+    /// losing in long runs, a receiver hearing the stream unrepaired). A
+    /// receiver whose recent loss is mostly in runs
     /// it cannot rebuild ([`LONG_RUN_SHARE`]) adds no protection: what it
     /// loses, deep PLC fills better than redundancy taken from every packet.
     fn worst(&self, now_ns: u64) -> Worst {

@@ -88,14 +88,17 @@
 //! (reports that did not parse), `decisions`, `applied` (decisions written
 //! to the encoder), `decisions_<reason>` for each reason (`startup`,
 //! `clean_path`, `random_loss`, `burst_loss`, `heavy_loss`, `loss_eased`,
-//! `congestion`, `probe`), `not_live` (decisions with a part the encoder
+//! `congestion`, `probe`, `dense_loss`, `long_runs`, `fec_loss`,
+//! `random_loss_room`), `not_live` (decisions with a part the encoder
 //! cannot take live), `path_samples` (first-hop samples read),
 //! `path_congestion` (times they moved the tier down), `journal_dropped`
 //! (decisions the journal's ring had no room for). **Gauges** (the settings in force): `tier` (index in
 //! `controller::TIERS`: 0 `studio_64k` .. 3 `good` .. 7 `catastrophic`), `dred_ms`,
 //! `loss_hint`, `lbrr`, `bitrate`, `frame_ms`, `fec_ratio`,
 //! `receiver_hold_frames`, `codec` (the wire codec id of the tier),
-//! `hold_budget_ms` (the budget sized to, see `hold_budget`), and the
+//! `hold_budget_ms` (the budget sized to, see `hold_budget`), `fec_withheld`
+//! (1 while random loss that would get RaptorQ gets LBRR because another
+//! receiver hears the stream unrepaired), and the
 //! latest report's `loss_pct`, `rtt_ms`, `queue_ms` (the queueing delay
 //! the receiver measured), `recv_kbps` (its receive rate) and `run_max`
 //! (its longest run of lost packets), and the latest first-hop sample's

@@ -9,7 +9,10 @@ the talker's acknowledgements of them would be datagrams on the talker's
 path to the relay: `wzp-netem --trace` counts every datagram, so they would
 shift the trace against the talker's media frames. Removing the send chain
 (the QUIC egress stage and every stage that feeds it) leaves the talker's
-path to the relay with its media and little else.
+path to the relay with its media and little else. The feedback reports go
+out through that chain (`report` -> `pack` -> `seal` -> `tx`), so they go
+too: a talker hears nothing from a listen-only far end and does not adapt
+(the live bench's default is `FAR=call` for that reason).
 
 The copy is made from the graph as it is, line by line: `[[stage]]` and
 `[[link]]` blocks of the removed stages go, everything else stays, so

@@ -18,7 +18,7 @@
 #   CONDITIONS="clean r20" bash benches/quality/live.sh   # some of them (no docs written)
 #   SETS="adapt=true" bash benches/quality/live.sh    # --set NAME=VALUE for both clients
 #   NO_DOCS=1 bash benches/quality/live.sh            # results in target/quality-live only
-#   FAR=call bash benches/quality/live.sh             # the far end sends too (see FAR below)
+#   FAR=listen bash benches/quality/live.sh           # the far end only listens (see FAR below)
 #   BUILD=0 / VENV=DIR / SEED=N                       # no cargo build / another venv / other traces
 #   REL=DIR BUILD=0                                   # the binaries in DIR (e.g. a baseline's copy)
 #   OFFLINE=1 bash benches/quality/live.sh            # no calls: the loopback against the anchor,
@@ -44,11 +44,12 @@ REL=${REL:-./target/release}
 SEED=${SEED:-11}
 CONDITIONS=${CONDITIONS:-}
 SETS=${SETS:-}
-# The far end: "listen" runs graphs/call.toml without its send chain
-# (listen_only.py), so the talker's path carries its media and little else
-# and the proxy's per-datagram trace stays in step with the talker's frames;
-# "call" runs the shipped graph (the far end sends its silent input too).
-FAR=${FAR:-listen}
+# The far end: "call" runs the shipped graph (it sends its silent input and
+# its feedback reports, so the talker adapts as in a real call); "listen"
+# runs graphs/call.toml without its send chain (listen_only.py), which
+# carries the feedback reports too: the talker hears no report and keeps its
+# start-up settings (the profile's defaults) for the whole call.
+FAR=${FAR:-call}
 # Silence around the speech in the talker's input: the lead covers the
 # connection's start (the graph runs before the relay is reached), the tail
 # the far end's jitter buffer and decoder delay.
@@ -362,7 +363,7 @@ if [ -n "${NO_DOCS:-}" ] || [ "$(echo $CONDITIONS)" != "$(echo $defaults)" ]; th
 fi
 cmd="bash benches/quality/live.sh"
 [ -n "$SETS" ] && cmd="SETS=\"$SETS\" $cmd"
-[ "$FAR" != listen ] && cmd="FAR=$FAR $cmd"
+[ "$FAR" != call ] && cmd="FAR=$FAR $cmd"
 "$PY" benches/quality/live_score.py --work "$WORK" --ref "$REF" --segments "$WORK/speech/segments.txt" \
   --conditions "$CONDITIONS" --lead "$LEAD_S" --period "$period_s" "${docs[@]}" \
   --command "$cmd" --sets "$SETS" --far "$FAR" --seed "$SEED" --calls-seconds "$calls_s" --anchor-seconds "$anchor_s" \

@@ -343,7 +343,7 @@ def section(a, conds, rows, infos, voices, segments, svg_name):
         "then timed out (3 s) and rejoined in the 160 ms-burst and outage conditions. "
         + (
             "The far end runs `graphs/call.toml` without its send chain (`benches/quality/listen_only.py`): "
-            "it only listens."
+            "it only listens, and sends no feedback reports, so the talker does not adapt."
             if a.far == "listen"
             else "The far end runs the shipped graph and sends its silent input too."
         )
@@ -382,7 +382,7 @@ def main():
     ap.add_argument("--svg", required=True)
     ap.add_argument("--command", default="bash benches/quality/live.sh")
     ap.add_argument("--sets", default="")
-    ap.add_argument("--far", default="listen", choices=["listen", "call"])
+    ap.add_argument("--far", default="call", choices=["listen", "call"])
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--calls-seconds", type=int, default=0)
     ap.add_argument("--anchor-seconds", type=int, default=0)

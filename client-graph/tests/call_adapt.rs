@@ -583,11 +583,12 @@ fn a_clean_listener_keeps_the_room_off_raptorq_until_it_leaves() {
     });
     assert!(on.lbrr && on.fec == 0 && on.bitrate == 24_000, "{on:?}");
     // RaptorQ would be in force from the second lossy report; the clean
-    // listener withholds it, report after report.
+    // listener withholds it, report after report (`fec_withheld` is 0 for
+    // a report whose runs do not read as random, where RaptorQ would not
+    // come either).
     wait_figure(&dir, "alice", "adapt", "fec_withheld", |v| v == 1);
     let from = wait_figure(&dir, "alice", "adapt", "reports", |_| true);
     wait_figure(&dir, "alice", "adapt", "reports", |n| n >= from + 6);
-    assert_eq!(figure(&dir, "alice", "adapt", "fec_withheld"), Some(1));
     assert_eq!(figure(&dir, "alice", "adapt", "fec_ratio"), Some(0));
     assert_eq!(figure(&dir, "alice", "adapt", "bitrate"), Some(24_000));
     assert_eq!(figure(&dir, "alice", "fec_enc", "repair_sent"), Some(0));

@@ -88,33 +88,44 @@ def netem_counters(path):
     return out
 
 
+def speech_cuts(rec, s0, ref, lead_s, period_s, count, what):
+    """Where each of `count` loops of the talker's input lies in a recording
+    that held `s0` samples when the talker started: [(start, cut)], each cut
+    holding that loop's speech 0.5 s in. `what` names the recording in
+    errors."""
+    period = int(round(period_s * RATE))
+    n = len(ref)
+    # The recording had s0 samples when the talker started (the writer
+    # flushes about once a second); the speech starts LEAD s into the
+    # talker's input, plus the path's delay.
+    guess = s0 + int(lead_s * RATE)
+    lo, hi = max(0, guess - 2 * RATE), min(len(rec) - n, guess + 3 * RATE)
+    if hi <= lo:
+        sys.exit(f"{what}: the recording ({len(rec) / RATE:.1f} s) holds no whole speech period after {guess / RATE:.1f} s")
+    first = score.align(ref, rec, lo, hi)
+    out = []
+    for k in range(count):
+        at = first + k * period
+        lo, hi = max(0, at - RATE // 2), min(len(rec) - n, at + RATE // 2)
+        if hi < lo:
+            sys.exit(f"{what}: loop {k + 1} of the talker's input is not in the recording")
+        at = score.align(ref, rec, lo, hi) if k else at
+        cut = rec[max(0, at - RATE // 2) : at + n + RATE]
+        if at < RATE // 2:
+            cut = np.concatenate([np.zeros(RATE // 2 - at), cut])
+        out.append((at, cut))
+    return out
+
+
 def live(cond, a, ref, segments, tmpdir):
     """Scores the far end's recording of a condition's call, one result per phase."""
     d = os.path.join(a.work, "runs", cond["name"])
     rec = score.read_pcm(os.path.join(d, "far.wav"))
     with open(os.path.join(d, "talker_start.txt")) as f:
         s0 = int(f.read().split()[0])
-    period = int(round(a.period * RATE))
-    lead = int(a.lead * RATE)
-    n = len(ref)
-    # The far end's recording had s0 samples when the talker started (the
-    # writer flushes about once a second); its speech starts LEAD s into
-    # its input, plus the path's delay.
-    guess = s0 + lead
-    lo, hi = max(0, guess - 2 * RATE), min(len(rec) - n, guess + 3 * RATE)
-    if hi <= lo:
-        sys.exit(f"live_score: {cond['name']}: the far end's recording ({len(rec) / RATE:.1f} s) holds no whole speech period after {guess / RATE:.1f} s")
-    first = score.align(ref, rec, lo, hi)
     out = []
-    for k in range(cond["phases"]):
-        at = first + k * period
-        lo, hi = max(0, at - RATE // 2), min(len(rec) - n, at + RATE // 2)
-        if hi < lo:
-            sys.exit(f"live_score: {cond['name']}: phase {k + 1} is not in the far end's recording")
-        at = score.align(ref, rec, lo, hi) if k else at
-        cut = rec[max(0, at - RATE // 2) : at + n + RATE]
-        if at < RATE // 2:
-            cut = np.concatenate([np.zeros(RATE // 2 - at), cut])
+    cuts = speech_cuts(rec, s0, ref, a.lead, a.period, cond["phases"], f"live_score: {cond['name']}: the far end")
+    for k, (at, cut) in enumerate(cuts):
         r = score_pcm(f"live-{cond['name']}-{k}", cut, a.ref, segments, tmpdir)
         r["start_s"] = round(at / RATE, 2)
         out.append(r)

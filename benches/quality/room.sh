@@ -66,32 +66,8 @@ period_s=$(soxi -D "$WORK/talk.wav")
 python3 benches/quality/listen_only.py graphs/call.toml "$WORK/listen.toml" 2>/dev/null \
   || fail "could not make a listen-only graph from graphs/call.toml"
 
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  PIDS=()
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# wait_for FILE REGEX SECONDS WHAT: the first line of FILE matching REGEX.
-wait_for() {
-  local file=$1 re=$2 secs=$3 what=$4 deadline line
-  deadline=$(( $(date +%s) + secs ))
-  while :; do
-    line=$(grep -m1 -E "$re" "$file" 2>/dev/null || true)
-    [ -n "$line" ] && { echo "$line"; return 0; }
-    [ "$(date +%s)" -ge "$deadline" ] && {
-      log "error: no $what within $secs s; $file holds:"
-      sed 's/^/    /' "$file" >&2 || true
-      return 1
-    }
-    sleep 0.1
-  done
-}
-field() { tr ' ' '\n' <<< "$1" | sed -n "s/^$2=//p" | head -1; }
-recorded() { local n; n=$(stat -c %s "$1" 2>/dev/null || echo 44); echo $(( (n - 44) / 2 )); }
+# shellcheck source=benches/quality/procs.sh
+source benches/quality/procs.sh
 
 # run NAME: one room; the clean listener reports unless NAME is "unheard".
 run() {

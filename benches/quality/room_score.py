@@ -14,8 +14,6 @@ import os
 import sys
 import tempfile
 
-import numpy as np
-
 import live_score
 import score
 
@@ -46,24 +44,8 @@ def loops_of(a, run, who, ref, segments, tmpdir):
     rec = score.read_pcm(os.path.join(d, f"{who}.wav"))
     with open(os.path.join(d, f"{who}.start")) as f:
         s0 = int(f.read().split()[0])
-    n, period, lead = len(ref), int(round(a.period * RATE)), int(a.lead * RATE)
-    guess = s0 + lead
-    lo, hi = max(0, guess - 2 * RATE), min(len(rec) - n, guess + 3 * RATE)
-    if hi <= lo:
-        sys.exit(f"room_score: {run}/{who}: the recording ({len(rec) / RATE:.1f} s) holds no whole speech period after {guess / RATE:.1f} s")
-    first = score.align(ref, rec, lo, hi)
-    out = []
-    for k in range(a.loops):
-        at = first + k * period
-        lo, hi = max(0, at - RATE // 2), min(len(rec) - n, at + RATE // 2)
-        if hi < lo:
-            sys.exit(f"room_score: {run}/{who}: loop {k + 1} is not in the recording")
-        at = score.align(ref, rec, lo, hi) if k else at
-        cut = rec[max(0, at - RATE // 2) : at + n + RATE]
-        if at < RATE // 2:
-            cut = np.concatenate([np.zeros(RATE // 2 - at), cut])
-        out.append(live_score.score_pcm(f"room-{run}-{who}-{k}", cut, a.ref, segments, tmpdir))
-    return out
+    cuts = live_score.speech_cuts(rec, s0, ref, a.lead, a.period, a.loops, f"room_score: {run}/{who}")
+    return [live_score.score_pcm(f"room-{run}-{who}-{k}", cut, a.ref, segments, tmpdir) for k, (_, cut) in enumerate(cuts)]
 
 
 def main():

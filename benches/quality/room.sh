@@ -15,7 +15,7 @@
 #   LOSS=30 BUILD=0 bash benches/quality/room.sh
 #   REL=DIR BUILD=0 ...                        # the binaries in DIR
 #
-# Not a test and not run in CI: about two minutes, the release binaries,
+# Not a test and not run in CI: about three minutes, the release binaries,
 # espeak-ng, sox and the scoring venv (target/quality-venv; see
 # benches/quality/run.sh). Results: target/quality-room/room.md.
 set -euo pipefail

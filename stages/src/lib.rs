@@ -8,6 +8,7 @@ pub mod audio;
 mod cell;
 pub mod codec;
 pub mod crypto;
+mod delay_floor;
 pub mod fec;
 pub mod federation;
 pub mod jitter;

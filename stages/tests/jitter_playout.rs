@@ -1541,3 +1541,86 @@ fn a_protected_stream_holds_a_block_so_rebuilt_frames_play() {
     );
     assert!(h.counter("late") >= 20, "{}", h.counter("late"));
 }
+
+/// What a 30-minute steady stream from a sender whose clock runs `ppm`
+/// parts per million fast (positive) or slow (negative) against this one
+/// leaves: the counters named, the largest target and playout delay once
+/// playing (ms). Every frame arrives 1 ms after its sender's clock sent it.
+fn drift_run(ppm: i64) -> (Vec<(&'static str, u64)>, i64, i64) {
+    let mut h = Harness::new(&twenty());
+    let n: u32 = 30 * 60 * 50;
+    let frames: Vec<FrameMeta> = (0..n)
+        .map(|k| {
+            // Frame k leaves at k x 20 ms of the sender's clock, which is
+            // k x 20 ms x 1e6 / (1e6 + ppm) of this one.
+            let sent = (k as i128 * Q_NS as i128 * 1_000_000 / (1_000_000 + ppm as i128)) as u64;
+            frame(0, k, sent + MS)
+        })
+        .collect();
+    let mut next = 0;
+    let (mut max_target, mut max_cur) = (0, 0);
+    let cycles = u64::from(n) * (1_000_000 + ppm.unsigned_abs()) / 1_000_000 + 50;
+    for _ in 0..cycles {
+        let now = h.cycle * Q_NS;
+        while next < frames.len() && frames[next].arrival_ns <= now {
+            let m = frames[next];
+            h.input().push(m, &payload(m.seq)).unwrap();
+            next += 1;
+        }
+        h.step();
+        if h.counter("played") > 0 {
+            max_target = max_target.max(h.gauge("target_delay_ms"));
+            max_cur = max_cur.max(h.gauge("current_delay_ms"));
+        }
+        if next == frames.len() && h.output().iter().any(|(m, _)| m.seq == n - 1) {
+            break;
+        }
+    }
+    let names = [
+        "played",
+        "stretched",
+        "skipped",
+        "concealed",
+        "late",
+        "resets",
+    ];
+    (
+        names.iter().map(|&c| (c, h.counter(c))).collect(),
+        max_target,
+        max_cur,
+    )
+}
+
+/// Sender and receiver clocks differ (sound devices' crystals; NTP slews
+/// a clock's rate by up to 500 ppm). A slow sender's frames arrive ever
+/// later against this clock: the buffer follows with a stretch per frame
+/// of drift and loses nothing; a fast sender's pile up and are skipped, one
+/// per frame of drift. The delay stays where it was: measured from an
+/// all-time low, a 500 ppm slow sender's delay passed `max_delay` within
+/// minutes and every frame after was late (played 29 k of 90 k).
+#[test]
+fn sender_clock_drift_is_followed_and_loses_no_frame() {
+    let n = 30 * 60 * 50u64;
+    for ppm in [-2000i64, -1000, -500, -100, 100, 500, 1000, 2000] {
+        let (c, max_target, max_cur) = drift_run(ppm);
+        let get = |name| c.iter().find(|(k, _)| *k == name).unwrap().1;
+        // Frames of drift over the stream.
+        let drift = n * ppm.unsigned_abs() / 1_000_000;
+        let what =
+            format!("{ppm} ppm: {c:?}, target up to {max_target} ms, delay up to {max_cur} ms");
+        assert_eq!(get("late"), 0, "{what}");
+        assert_eq!(get("resets"), 0, "{what}");
+        if ppm < 0 {
+            assert_eq!(get("played"), n, "{what}");
+            assert_eq!(get("skipped"), 0, "{what}");
+            assert_eq!(get("concealed"), get("stretched"), "{what}");
+            assert!(get("stretched").abs_diff(drift) <= 2, "{what}");
+        } else {
+            assert_eq!(get("played") + get("skipped"), n, "{what}");
+            assert_eq!(get("concealed"), 0, "{what}");
+            assert!(get("skipped").abs_diff(drift) <= 2, "{what}");
+        }
+        assert!(max_target <= 25, "{what}");
+        assert!(max_cur <= 40, "{what}");
+    }
+}

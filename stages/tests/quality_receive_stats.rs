@@ -241,6 +241,71 @@ fn jitter_and_queueing_delay_follow_arrival_times() {
     }
 }
 
+/// Sender and receiver clocks differ: a sender whose clock runs slow has
+/// its packets arrive ever later against its timestamps, which is not a
+/// queue. Measured from an all-time least transit, a 500 ppm slow sender
+/// read as 25 ms of queue within a minute (the controller's congestion
+/// threshold) and 900 ms after 30; a queue that stands is still read as one.
+#[test]
+fn a_drifting_sender_clock_is_not_a_queue_and_a_standing_queue_is() {
+    // (clock drift in ppm, most queueing any report may read, 100 us units)
+    for (ppm, most) in [
+        (-100i64, 25u16),
+        (-500, 110),
+        (-1000, 210),
+        (500, 5),
+        (2000, 5),
+    ] {
+        let mut s = ReceiveStats::new(7, DEFAULT_REORDER_WINDOW, 0);
+        let mut worst = 0;
+        // 30 minutes, a report every second.
+        for k in 0..30 * 60 * 50u64 {
+            let sent =
+                (k as i128 * FRAME_NS as i128 * 1_000_000 / (1_000_000 + ppm as i128)) as u64;
+            let at = sent + 5 * MS;
+            s.on_packet(at, &header(7, k as u32), 100);
+            if k % 50 == 49 {
+                let e = s.take_report(at);
+                if k > 50 * 60 {
+                    worst = worst.max(e.queue_delay_100us);
+                }
+            }
+        }
+        assert!(
+            worst <= most,
+            "{ppm} ppm: a report read {worst} x 100 us of queue"
+        );
+    }
+    // A steady path whose delay then rises by 60 ms (over a second) and
+    // stays there: every report of the next 10 s reads the queue.
+    let mut s = ReceiveStats::new(7, DEFAULT_REORDER_WINDOW, 0);
+    let delay = |k: u64| {
+        5 * MS
+            + if k < 3000 {
+                0
+            } else {
+                (k - 3000).min(50) * 60 * MS / 50
+            }
+    };
+    for k in 0..3000 + 50 * 11 {
+        let at = k * FRAME_NS + delay(k);
+        s.on_packet(at, &header(7, k as u32), 100);
+        if k % 50 == 49 {
+            let e = s.take_report(at);
+            if (3050..3550).contains(&k) {
+                assert!(
+                    e.queue_delay_100us >= 550,
+                    "at packet {k}: queue {}",
+                    e.queue_delay_100us
+                );
+            }
+            if k < 3000 {
+                assert_eq!(e.queue_delay_100us, 0, "at packet {k}");
+            }
+        }
+    }
+}
+
 fn feed_from(s: &mut ReceiveStats, from: u32, to: u32, delay: fn(u32) -> u64) -> u64 {
     let mut last = 0;
     for k in from..to {

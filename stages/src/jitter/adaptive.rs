@@ -14,7 +14,17 @@
 //!
 //! ## How the delay adapts
 //! Every arrival gives a relative delay: arrival time minus media time (the
-//! frame's timestamp), minus the smallest such value seen in the stream. The
+//! frame's timestamp), minus a floor: the least such value of the last 2-4
+//! s, not of the whole stream, because the sender's clock and this one
+//! drift apart (sound devices' crystals; NTP slews a clock's rate by up to
+//! 500 ppm). A slow sender's frames arrive ever later against their
+//! timestamps; measured from an all-time low their delay grew without
+//! bound, and once it passed `max_delay` every frame was late (a 500 ppm
+//! slow sender: silence after about seven minutes). When the floor moves,
+//! the delays held move with it, so moving it moves neither the target nor
+//! the playout point: the drift shows as a stretch (slow sender) or a skip
+//! (fast) per frame of it, as it must (table test: 30 minutes at up to
+//! 2000 ppm either way, no frame late). The
 //! relative delays go into a histogram of 1 ms buckets whose weights decay
 //! exponentially (`half_life`), so old spikes are forgotten. The target delay
 //! is the `quantile` (p95) of that histogram, clamped to
@@ -190,12 +200,18 @@ use std::time::Duration;
 
 use wzp_engine::prelude::*;
 
+use crate::delay_floor::DelayFloor;
+
 /// `jitter.adaptive` factory.
 pub struct Adaptive;
 
 /// Arrivals before the target may rise above `initial_delay`.
 const WARMUP_ARRIVALS: u32 = 50;
 const BUCKET_NS: i64 = 1_000_000;
+/// Each of the two windows the delay floor is the least of (module docs,
+/// "How the delay adapts"): a sender's clock drift reaches the target
+/// within 10 s, at most 5 ms at 500 ppm.
+const FLOOR_WINDOW_NS: u64 = 2_000_000_000;
 const DEFAULT_FRAME_NS: u64 = 20_000_000;
 /// Half-life of the burst-length estimate, in nanoseconds.
 const BURST_HALF_LIFE_NS: f64 = 5e9;
@@ -388,6 +404,7 @@ impl StageFactory for Adaptive {
             last_ts: 0,
             last_ts_ext: 0,
             d_min: i64::MAX,
+            floor: DelayFloor::new(FLOOR_WINDOW_NS),
             next_play_ns: 0,
             buffered: 0,
             stats: Stats {
@@ -522,8 +539,10 @@ struct JitterProc {
     next_ts_ext: i64,
     last_ts: u32,
     last_ts_ext: i64,
-    /// Smallest (arrival - media time) seen in this stream.
+    /// The floor of (arrival - media time) that delays are measured above:
+    /// [`DelayFloor`]'s, moved up in whole histogram buckets.
     d_min: i64,
+    floor: DelayFloor,
     next_play_ns: u64,
     /// Slots in state `Filled`.
     buffered: usize,
@@ -570,6 +589,7 @@ impl JitterProc {
         self.active = false;
         self.started = false;
         self.d_min = i64::MAX;
+        self.floor.reset();
     }
 
     fn begin_stream(&mut self, meta: &FrameMeta) {
@@ -586,10 +606,24 @@ impl JitterProc {
 
     fn observe_delay(&mut self, arrival_ns: u64, ts_ext: i64) {
         let d = arrival_ns as i64 - media_ns(ts_ext);
-        if d < self.d_min {
-            self.d_min = d;
+        let floor = self.floor.observe(arrival_ns, d);
+        if self.d_min == i64::MAX {
+            self.d_min = floor;
+        } else {
+            // The floor moved: a sender whose clock runs slow or fast
+            // against this one, a delay that went up and stayed, a packet
+            // faster than any of late. The delays held move with it, so
+            // moving the floor moves neither the target nor the playout
+            // point; it keeps what they are measured from (and `min_delay`
+            // above) where the packets are now.
+            let moved = (floor - self.d_min) / BUCKET_NS;
+            if moved != 0 {
+                self.shift_hist(moved);
+                self.d_min += moved * BUCKET_NS;
+            }
         }
-        let rel = d - self.d_min;
+        // Within a bucket of the floor either way.
+        let rel = (d - self.d_min).max(0);
         let decay = 0.5f64.powf(self.frame_ns as f64 / self.half_life_ns);
         for w in self.hist.iter_mut() {
             *w *= decay;
@@ -600,6 +634,29 @@ impl JitterProc {
         self.hist_total += 1.0;
         self.arrivals = self.arrivals.saturating_add(1);
         self.update_target();
+    }
+
+    /// Moves every delay held `n` buckets down (the floor rose by `n` ms;
+    /// those below the new floor count as none) or, for a negative `n`, up
+    /// (those beyond the last bucket join it).
+    fn shift_hist(&mut self, n: i64) {
+        let len = self.hist.len();
+        let k = (n.unsigned_abs() as usize).min(len - 1);
+        if n > 0 {
+            let low: f64 = self.hist[..=k].iter().sum();
+            self.hist.copy_within(k + 1.., 1);
+            self.hist[0] = low;
+            for w in &mut self.hist[len - k..] {
+                *w = 0.0;
+            }
+        } else {
+            let high: f64 = self.hist[len - 1 - k..].iter().sum();
+            self.hist.copy_within(..len - 1 - k, k);
+            self.hist[len - 1] = high;
+            for w in &mut self.hist[..k] {
+                *w = 0.0;
+            }
+        }
     }
 
     fn update_target(&mut self) {

@@ -15,8 +15,12 @@
 //!   consecutive settled losses feed the burst histogram. Jitter follows
 //!   RFC 3550 (`J += (|D| - J) / 16` on the transit-time differences of
 //!   consecutive arrivals). Queueing delay is the mean transit time above
-//!   the smallest seen (sender and receiver clocks need not agree; their
-//!   drift moves the floor slowly). Jitter, queueing delay and the RTT
+//!   the least of the last 10-20 s (sender and receiver clocks need not
+//!   agree, and their drift moves the floor: an all-time least made a
+//!   sender whose clock runs 500 ppm slow read as a queue of 25 ms within
+//!   a minute and 300 ms in ten; this floor trails it by 10 ms at most).
+//!   A queue that stands longer than that becomes the floor: the sender
+//!   acts on one within seconds (docs/PROFILES.md). Jitter, queueing delay and the RTT
 //!   echo come from audio packets too: their timestamps are media time. Feedback reports (codec `0x40`) count their own `seq` (docs/WIRE.md
 //!   §1.5): they only mark the sender as heard.
 //! - [`ReceiverFeedback`]: a fixed table of [`ReceiveStats`], one per sender,
@@ -30,6 +34,8 @@ use wzp_proto::feedback::{
 };
 use wzp_proto::MediaHeader;
 
+use crate::delay_floor::DelayFloor;
+
 /// Default packets past a seq before its loss is settled (160 ms at 20 ms
 /// frames): reordering shallower than this is not loss.
 pub const DEFAULT_REORDER_WINDOW: u32 = 8;
@@ -37,6 +43,10 @@ pub const DEFAULT_REORDER_WINDOW: u32 = 8;
 /// A seq jump (either way) larger than this restarts the sender's sequence
 /// tracking instead of counting thousands of losses (a sender restart).
 const RESTART_GAP: u32 = 1 << 14;
+
+/// Each of the two windows the transit floor is the least of: a queue is
+/// read as one for 10-20 s; a 1000 ppm clock drift adds at most 20 ms.
+const TRANSIT_FLOOR_WINDOW_NS: u64 = 10_000_000_000;
 
 /// Seqs tracked individually behind the newest one.
 const BITMAP_BITS: u32 = 64;
@@ -74,7 +84,8 @@ pub struct ReceiveStats {
     have_transit: bool,
     last_transit: i64,
     jitter_ns: f64,
-    transit_min: i64,
+    /// The least transit of the last 10-20 s (`crate::delay_floor`).
+    transit_floor: DelayFloor,
     queue_sum_ns: i64,
     queue_n: u32,
     last_ts: u32,
@@ -115,7 +126,7 @@ impl ReceiveStats {
             have_transit: false,
             last_transit: 0,
             jitter_ns: 0.0,
-            transit_min: i64::MAX,
+            transit_floor: DelayFloor::new(TRANSIT_FLOOR_WINDOW_NS),
             queue_sum_ns: 0,
             queue_n: 0,
             last_ts: 0,
@@ -275,10 +286,8 @@ impl ReceiveStats {
         }
         self.have_transit = true;
         self.last_transit = transit;
-        if transit < self.transit_min {
-            self.transit_min = transit;
-        }
-        self.queue_sum_ns += transit - self.transit_min;
+        let floor = self.transit_floor.observe(now_ns, transit);
+        self.queue_sum_ns += transit - floor;
         self.queue_n += 1;
         if !self.have_echo || ts_ext >= self.echo_ts_ext {
             self.have_echo = true;

@@ -19,6 +19,7 @@ and delay, the last as the first? Does memory stay flat?
     python3 benches/soak/soak.py                 # 30 minutes: two cycles of 90 s phases
     python3 benches/soak/soak.py --minutes 60 --phase 120
     python3 benches/soak/soak.py --minutes 5 --phase 30 --build   # quick look, builds first
+    python3 benches/soak/soak.py --minutes 6 --cycle jitter       # clean and jitter, in turn
 
 Not a test and not run in CI (it takes as long as it is told to). Needs the
 release binaries (`cargo build --release -p wzp-client -p wzp-relay`, or
@@ -40,21 +41,16 @@ import wave
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# One cycle of the schedule: (name, netem KEY=VALUE changes); every
-# condition is followed by a clean phase.
-CYCLE = [
-    ("clean", ""),
-    ("random 20 %", "loss=20"),
-    ("clean", ""),
-    ("60 ms bursts, 14 %", "loss=14,burst=60"),
-    ("clean", ""),
-    ("rate cap 16 kb/s", "rate=16"),
-    ("clean", ""),
-    ("delay 80 ms, jitter 30 ms", "delay=80,jitter=30"),
-    ("clean", ""),
-    ("random 30 %", "loss=30"),
-]
-
+# The conditions a cycle goes through (netem KEY=VALUE changes), each
+# followed by a clean phase; `--cycle` picks some of them.
+CONDITIONS = {
+    "r20": ("random 20 %", "loss=20"),
+    "ge60": ("60 ms bursts, 14 %", "loss=14,burst=60"),
+    "cap16": ("rate cap 16 kb/s", "rate=16"),
+    "jitter": ("delay 80 ms, jitter 30 ms", "delay=80,jitter=30"),
+    "r30": ("random 30 %", "loss=30"),
+}
+DEFAULT_CYCLE = "r20,ge60,cap16,jitter,r30"
 
 def log(msg):
     print(f"soak: {msg}", file=sys.stderr, flush=True)
@@ -176,6 +172,9 @@ def main():
     ap.add_argument("--minutes", type=float, default=30.0, help="length of the call (default 30)")
     ap.add_argument("--phase", type=float, default=90.0, help="seconds per phase (default 90)")
     ap.add_argument("--sample", type=float, default=5.0, help="seconds between samples (default 5)")
+    ap.add_argument("--cycle", default=DEFAULT_CYCLE,
+                    help=f"conditions of a cycle, each followed by a clean phase (default {DEFAULT_CYCLE}; "
+                    f"any of {', '.join(CONDITIONS)})")
     ap.add_argument("--seed", type=int, default=1, help="wzp-netem's seed (default 1)")
     ap.add_argument("--rel", default=os.path.join(ROOT, "target", "release"), help="the binaries' directory")
     ap.add_argument("--work", default=os.path.join(ROOT, "target", "soak"), help="where files go")
@@ -194,9 +193,16 @@ def main():
         if not os.access(os.path.join(a.rel, b), os.X_OK):
             fail(f"{a.rel}/{b} is missing: cargo build --release -p wzp-client -p wzp-relay (or --build)")
 
+    names = [c.strip() for c in a.cycle.split(",") if c.strip()]
+    bad = [c for c in names if c not in CONDITIONS]
+    if not names or bad:
+        fail(f"--cycle {a.cycle!r}: conditions are {', '.join(CONDITIONS)}")
+    cycle = []
+    for c in names:
+        cycle += [("clean", ""), CONDITIONS[c]]
     total_s = a.minutes * 60.0
     nphases = max(1, int(total_s // a.phase))
-    phases = [CYCLE[i % len(CYCLE)] for i in range(nphases)]
+    phases = [cycle[i % len(cycle)] for i in range(nphases)]
     schedule = ";".join(f"{a.phase:g}s" + (f":{ch}" if ch else "") for _, ch in phases)
     os.makedirs(a.work, exist_ok=True)
     for f in os.listdir(a.work):

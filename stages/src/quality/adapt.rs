@@ -91,7 +91,8 @@
 //! `congestion`, `probe`, `dense_loss`, `long_runs`, `fec_loss`,
 //! `random_loss_room`), `not_live` (decisions with a part the encoder
 //! cannot take live), `path_samples` (first-hop samples read),
-//! `path_congestion` (times they moved the tier down), `journal_dropped`
+//! `path_congestion` (times they moved the tier down), `path_reordered`
+//! (congested runs the reports showed to be reordering, not acted on), `journal_dropped`
 //! (decisions the journal's ring had no room for). **Gauges** (the settings in force): `tier` (index in
 //! `controller::TIERS`: 0 `studio_64k` .. 3 `good` .. 7 `catastrophic`), `dred_ms`,
 //! `loss_hint`, `lbrr`, `bitrate`, `frame_ms`, `fec_ratio`,
@@ -319,6 +320,7 @@ impl StageFactory for AdaptFactory {
             path_seen: 0,
             path_samples: cx.counter("path_samples"),
             path_congestion: cx.counter("path_congestion"),
+            path_reordered: cx.counter("path_reordered"),
             enabled: p.bool("enabled")?,
             sender: u32::try_from(sender).ok(),
             own_cell,
@@ -433,6 +435,7 @@ struct Adapt {
     path_seen: u8,
     path_samples: Counter,
     path_congestion: Counter,
+    path_reordered: Counter,
     enabled: bool,
     /// The entry to read; `None`: `own_cell`'s, else the stream of the
     /// frames passing.
@@ -652,11 +655,16 @@ impl Processor for Adapt {
             .as_deref()
             .and_then(|c| c.take_new(&mut self.path_seen))
         {
-            let (read, moved) = (ctl.path_samples(), ctl.path_congestions());
+            let (read, moved, reordered) = (
+                ctl.path_samples(),
+                ctl.path_congestions(),
+                ctl.path_reordered(),
+            );
             ctl.handle_path(&s, now);
             self.g.budget_ms.set(i64::from(ctl.hold_budget_ms()));
             self.path_samples.add(ctl.path_samples() - read);
             self.path_congestion.add(ctl.path_congestions() - moved);
+            self.path_reordered.add(ctl.path_reordered() - reordered);
             let l = &mut self.last;
             l.path_loss_pct = (s.loss_fraction() * 100.0).round() as i32;
             l.path_queue_ms = i32::from(s.queue_ms);

@@ -383,6 +383,8 @@ struct Receiver {
     budget_ms: Option<u32>,
     /// Loss fraction: rises at once, decays over reports.
     loss: f32,
+    /// The last report's loss fraction as it came (congested or not).
+    last_loss: f32,
     /// Loss fraction averaged over about four reports (both ways): the
     /// level of a path's loss, not its last interval. Restarts when loss
     /// begins on a path that had none for the settle time, as the mean of
@@ -560,6 +562,10 @@ const PATH_MIN_PACKETS: u16 = 10;
 /// one-way [`ControllerConfig::congestion_queue_ms`]: the round trip adds
 /// both directions' jitter (and the acknowledgement's own delay).
 pub const PATH_QUEUE_MS: f32 = 50.0;
+/// How far before a congested run of first-hop samples a report may have
+/// come and still overrule it ([`Controller::handle_path`]): one report
+/// interval, so that one normally has.
+const PATH_REPORT_SPAN_NS: u64 = 1_000 * MS;
 /// Lost fraction of the first hop's packets that, with [`PATH_QUEUE_MS`],
 /// means congestion.
 pub const PATH_LOSS: f32 = 0.10;
@@ -764,6 +770,10 @@ pub struct Controller {
     /// What got through in the last congested sample, kbit/s.
     path_last_kbps: u16,
     path_congestions: u64,
+    /// When the current run of congested samples began.
+    path_run_start_ns: u64,
+    /// Congested runs the receivers' reports showed to be reordering.
+    path_reordered: u64,
 }
 
 fn profile(tier: usize) -> &'static Profile {
@@ -833,6 +843,8 @@ impl Controller {
             path_congested_run: 0,
             path_last_kbps: 0,
             path_congestions: 0,
+            path_run_start_ns: 0,
+            path_reordered: 0,
         };
         let p = profile(top);
         let startup = Settings {
@@ -1039,6 +1051,9 @@ impl Controller {
         let (long_runs, long) = Self::long_runs_of(entry, self.long_run_min(budget), lost);
         let r = self.slot(reporter, now_ns);
         r.last_ns = now_ns;
+        if entry.expected > 0 {
+            r.last_loss = loss;
+        }
         if !congested && entry.expected > 0 {
             // Outages count here: they are what makes a path's loss long.
             r.count_runs(lost, long_runs, long);
@@ -1217,7 +1232,9 @@ impl Controller {
     /// link full one way is usually full both ways, and the reports that
     /// would move each side down are lost with the media. With no fresh
     /// report the step is taken all the same (the tier that fits, no
-    /// redundancy); nothing else is decided without reports.
+    /// redundancy); nothing else is decided without reports. Reports that
+    /// came during the run and saw the media through overrule it: that
+    /// "loss" was reordering ([`Controller::path_reordered`]).
     pub fn handle_path(&mut self, sample: &PathSample, now_ns: u64) {
         if sample.sent < PATH_MIN_PACKETS {
             return;
@@ -1238,6 +1255,9 @@ impl Controller {
             self.path_last_kbps = 0;
             return;
         }
+        if self.path_congested_run == 0 {
+            self.path_run_start_ns = now_ns;
+        }
         self.path_congested_run = self.path_congested_run.saturating_add(1);
         // What got through, the higher of the two samples: losses are
         // declared a little after the packets left, so one half-second can
@@ -1249,6 +1269,13 @@ impl Controller {
             && now_ns.saturating_sub(self.tier_changed_ns) >= PATH_SETTLE_NS
         {
             self.path_congested_run = 0;
+            // From a report interval before the run's first sample: two
+            // samples span half a second, reports come each second.
+            let since = self.path_run_start_ns.saturating_sub(PATH_REPORT_SPAN_NS);
+            if self.reports_deny_path_loss(since, now_ns) {
+                self.path_reordered += 1;
+                return;
+            }
             let before = (self.bw_tier, self.bw_packet_ms);
             self.on_congestion(f32::from(delivered), now_ns);
             if (self.bw_tier, self.bw_packet_ms) != before {
@@ -1265,6 +1292,37 @@ impl Controller {
                 self.decide(s, Reason::Congestion, now_ns);
             }
         }
+    }
+
+    /// Whether the receivers' reports that came since `since_ns` (and are
+    /// fresh), at least one, all show the media through: each lost under half
+    /// [`PATH_LOSS`] of it by sequence. The first hop's "loss" is then
+    /// reordering, not a bottleneck: QUIC declares a packet lost once
+    /// packets sent after it are acknowledged, and under jitter that
+    /// overtakes (80 +- 30 ms per datagram, `benches/soak`) it declared
+    /// enough to read as congestion with the round trip's spread as its
+    /// queue, and sent the call to Codec2 1200, while the receivers, which
+    /// wait a reorder window before counting a packet lost, lost none. A
+    /// bottleneck drops the media itself, which every receiver sees. With
+    /// no report in that time (lost in a full link) the samples decide.
+    fn reports_deny_path_loss(&self, since_ns: u64, now_ns: u64) -> bool {
+        let mut any = false;
+        for r in self.receivers.iter().filter(|r| r.used) {
+            if r.last_ns < since_ns || now_ns.saturating_sub(r.last_ns) > self.cfg.report_fresh_ns {
+                continue;
+            }
+            if r.last_loss >= PATH_LOSS / 2.0 {
+                return false;
+            }
+            any = true;
+        }
+        any
+    }
+
+    /// Congested first-hop runs not acted on because the receivers' reports
+    /// saw the media through (reordering; [`Controller::handle_path`]).
+    pub fn path_reordered(&self) -> u64 {
+        self.path_reordered
     }
 
     /// Path samples read ([`Controller::handle_path`]; those with too few

@@ -47,6 +47,7 @@ CONDITIONS = {
     "r20": ("random 20 %", "loss=20"),
     "ge60": ("60 ms bursts, 14 %", "loss=14,burst=60"),
     "cap16": ("rate cap 16 kb/s", "rate=16"),
+    "cap12": ("rate cap 12 kb/s", "rate=12"),
     "jitter": ("delay 80 ms, jitter 30 ms", "delay=80,jitter=30"),
     "r30": ("random 30 %", "loss=30"),
 }

@@ -163,8 +163,9 @@ pub struct FeedbackEntry {
     pub max_burst: u8,
     /// Inter-arrival jitter (RFC 3550 estimator), units of 100 us.
     pub jitter_100us: u16,
-    /// Mean one-way delay above the smallest seen from this sender (queueing
-    /// on the path), units of 100 us.
+    /// Least one-way delay of the interval (to the end of each packet's
+    /// media) above the least of the last 10-20 s from this sender:
+    /// queueing on the path, units of 100 us (docs/WIRE.md §1.5).
     pub queue_delay_100us: u16,
     /// Bytes received from this sender over the interval, kbit/s.
     pub recv_kbps: u16,

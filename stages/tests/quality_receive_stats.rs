@@ -202,23 +202,35 @@ fn sequence_wrap_and_sender_restart() {
 #[test]
 fn jitter_and_queueing_delay_follow_arrival_times() {
     // Table: (name, delay per packet in ms, jitter range, queueing range) in
-    // 100 us units.
+    // 100 us units. Queueing is the least delay of the interval above the
+    // floor: delay that varies from packet to packet is jitter, not a queue.
     type Delay = fn(u32) -> u64;
-    let cases: [(&str, Delay, (u16, u16), (u16, u16)); 3] = [
+    let cases: [(&str, Delay, (u16, u16), (u16, u16)); 4] = [
         ("constant", |_| 30, (0, 0), (0, 0)),
-        // D alternates +-10 ms: J converges on 10 ms.
+        // D alternates +-10 ms: J converges on 10 ms; every other packet
+        // comes at the floor.
         (
             "alternating 0/10 ms",
             |k| u64::from(k % 2) * 10,
             (95, 100),
-            (45, 55),
+            (0, 0),
         ),
-        // A queue building: +1 ms per packet over the last 50 packets.
+        // A queue building: +1 ms per packet over the last 50 packets; the
+        // interval's least is where it began.
         (
             "ramp",
             |k| if k < 150 { 0 } else { u64::from(k - 150) },
             (8, 12),
-            (240, 260),
+            (0, 10),
+        ),
+        // A queue that built over the first interval's last 50 packets and
+        // stands at 50 ms through the second (whose first sample is the
+        // first interval's last packet, at 49 ms).
+        (
+            "standing",
+            |k| u64::from(k.saturating_sub(100).min(50)),
+            (0, 5),
+            (490, 500),
         ),
     ];
     for (name, delay, (jlo, jhi), (qlo, qhi)) in cases {
@@ -304,6 +316,81 @@ fn a_drifting_sender_clock_is_not_a_queue_and_a_standing_queue_is() {
             }
         }
     }
+}
+
+/// Delay that varies from packet to packet, with reordering, is jitter,
+/// not a queue: measured as the mean above the floor, 80 +- 30 ms per
+/// datagram (the soak bench's jitter phase) read as 30 ms of queue, over
+/// the controller's 25 ms congestion threshold, so a call on such a path
+/// stepped down at its first loss. The least of an interval reads what
+/// stands in front of every packet.
+#[test]
+fn jitter_with_reordering_is_not_a_queue() {
+    for seed in 0..8u64 {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let delays: Vec<u64> = (0..1500).map(|_| rng.random_range(50..=110)).collect();
+        let mut arrivals: Vec<(u64, u32)> = (0..1500u32)
+            .map(|k| (u64::from(k) * FRAME_NS + delays[k as usize] * MS, k))
+            .collect();
+        arrivals.sort();
+        let mut s = ReceiveStats::new(7, DEFAULT_REORDER_WINDOW, 0);
+        let mut next_report = 1_000 * MS;
+        let mut worst = 0;
+        for (at, k) in arrivals {
+            if at >= next_report {
+                let e = s.take_report(at);
+                // After the first 20 s (the floor's first windows).
+                if at > 20_000 * MS {
+                    worst = worst.max(e.queue_delay_100us);
+                }
+                next_report += 1_000 * MS;
+            }
+            s.on_packet(at, &header(7, k), 100);
+        }
+        assert!(
+            worst <= 150,
+            "seed {seed}: a report read {worst} x 100 us of queue on jitter alone"
+        );
+    }
+}
+
+/// A packet's timestamp is where its media begins, and it leaves when its
+/// media ends: measured to its start, a sender that moved from 20 ms to
+/// 120 ms packets (what the controller does on a congested path) read as
+/// 100 ms of queue for the 10-20 s the floor remembers, and its next loss as
+/// congestion. Measured to the end of each packet's media, the same path
+/// reads no queue, whatever the packets' length and however they change.
+#[test]
+fn longer_packets_are_not_a_queue() {
+    // (media per packet in ms) phases of 10 s each.
+    let phases = [20u64, 120, 40, 80, 20, 60, 120];
+    let mut s = ReceiveStats::new(7, DEFAULT_REORDER_WINDOW, 0);
+    let (mut seq, mut media_ms, mut next_report, mut worst) = (0u32, 0u64, 1_000u64, 0);
+    for (i, &len) in phases.iter().enumerate() {
+        let until = (i as u64 + 1) * 10_000;
+        while media_ms < until {
+            // Sent when its media ends; a constant 15 ms on the path; every
+            // seventh packet lost.
+            let at = (media_ms + len + 15) * MS;
+            if seq % 7 != 3 {
+                let h = MediaHeader {
+                    sender_id: 7,
+                    seq,
+                    timestamp: (media_ms * 48) as u32,
+                    ..Default::default()
+                };
+                s.on_packet(at, &h, 100);
+            }
+            if at >= next_report * MS {
+                let e = s.take_report(at);
+                worst = worst.max(e.queue_delay_100us);
+                next_report += 1_000;
+            }
+            seq += 1;
+            media_ms += len;
+        }
+    }
+    assert_eq!(worst, 0, "a report read {worst} x 100 us of queue");
 }
 
 fn feed_from(s: &mut ReceiveStats, from: u32, to: u32, delay: fn(u32) -> u64) -> u64 {

@@ -14,15 +14,26 @@
 //!   (it stays counted lost: it came too late to be of use). Runs of
 //!   consecutive settled losses feed the burst histogram. Jitter follows
 //!   RFC 3550 (`J += (|D| - J) / 16` on the transit-time differences of
-//!   consecutive arrivals). Queueing delay is the mean transit time above
-//!   the least of the last 10-20 s (sender and receiver clocks need not
-//!   agree, and their drift moves the floor: an all-time least made a
-//!   sender whose clock runs 500 ppm slow read as a queue of 25 ms within
-//!   a minute and 300 ms in ten; this floor trails it by 10 ms at most).
-//!   A queue that stands longer than that becomes the floor: the sender
-//!   acts on one within seconds (docs/PROFILES.md). Jitter, queueing delay and the RTT
-//!   echo come from audio packets too: their timestamps are media time. Feedback reports (codec `0x40`) count their own `seq` (docs/WIRE.md
-//!   §1.5): they only mark the sender as heard.
+//!   consecutive arrivals). Queueing delay is the interval's least
+//!   transit, measured to the end of each packet's media, above the least
+//!   of the last 10-20 s:
+//!   - the least of the interval, not the mean: what stands in front of
+//!     every packet is a queue, delay that varies from packet to packet is
+//!     jitter (80 +- 30 ms per datagram read 30 ms of mean, over the
+//!     controller's congestion threshold; its least reads 0-10 ms);
+//!   - to the end of the packet's media (where the next seq's begins): a
+//!     packet leaves when its media ends, so measured to its timestamp a
+//!     sender that moved to 120 ms packets read as 100 ms of queue;
+//!   - above the least of the last 10-20 s, not of all time: sender and
+//!     receiver clocks need not agree, and their drift moves the floor (an
+//!     all-time least made a sender whose clock runs 500 ppm slow read as a
+//!     queue of 25 ms within a minute and 300 ms in ten; this floor trails
+//!     it by 10 ms at most). A queue that stands longer than that becomes
+//!     the floor: the sender acts on one within seconds (docs/PROFILES.md).
+//!
+//!   Jitter, queueing delay and the RTT echo come from audio packets only:
+//!   their timestamps are media time. Feedback reports (codec `0x40`) count
+//!   their own `seq` (docs/WIRE.md §1.5): they only mark the sender as heard.
 //! - [`ReceiverFeedback`]: a fixed table of [`ReceiveStats`], one per sender,
 //!   that writes a whole report.
 //! - [`SendClock`]: the sender remembers when it sent each recent timestamp,
@@ -50,6 +61,11 @@ const TRANSIT_FLOOR_WINDOW_NS: u64 = 10_000_000_000;
 
 /// Seqs tracked individually behind the newest one.
 const BITMAP_BITS: u32 = 64;
+
+/// Longest media a packet carries (48 kHz ticks): 120 ms, Opus's longest
+/// frame and three 40 ms Codec2 frames. A longer timestamp step between
+/// packets is a pause (DTX), not one packet's duration.
+const MAX_PACKET_TICKS: i64 = 120 * 48;
 
 /// Media time of an extended 48 kHz timestamp, in nanoseconds.
 fn media_ns(ts_ext: i64) -> i64 {
@@ -84,10 +100,24 @@ pub struct ReceiveStats {
     have_transit: bool,
     last_transit: i64,
     jitter_ns: f64,
-    /// The least transit of the last 10-20 s (`crate::delay_floor`).
+    /// The least end-of-media transit of the last 10-20 s
+    /// (`crate::delay_floor`).
     transit_floor: DelayFloor,
-    queue_sum_ns: i64,
-    queue_n: u32,
+    /// The least end-of-media transit above the floor in the interval
+    /// (`i64::MAX`: none measured).
+    queue_least_ns: i64,
+    /// The queueing delay last reported from a measurement: an interval
+    /// with no packet pair to measure (heavy loss of long packets) repeats it.
+    queue_last_ns: u64,
+    /// The last audio packet that arrived in order: seq, extended
+    /// timestamp, arrival. Its media ends where the next seq's begins.
+    have_prev: bool,
+    prev_seq: u32,
+    prev_ts_ext: i64,
+    prev_arrival_ns: u64,
+    /// Media per packet (ticks) the last two consecutive seqs showed; 0
+    /// before any.
+    packet_ticks: i64,
     last_ts: u32,
     last_ts_ext: i64,
     have_echo: bool,
@@ -127,8 +157,13 @@ impl ReceiveStats {
             last_transit: 0,
             jitter_ns: 0.0,
             transit_floor: DelayFloor::new(TRANSIT_FLOOR_WINDOW_NS),
-            queue_sum_ns: 0,
-            queue_n: 0,
+            queue_least_ns: i64::MAX,
+            queue_last_ns: 0,
+            have_prev: false,
+            prev_seq: 0,
+            prev_ts_ext: 0,
+            prev_arrival_ns: 0,
+            packet_ticks: 0,
             last_ts: 0,
             last_ts_ext: 0,
             have_echo: false,
@@ -158,6 +193,7 @@ impl ReceiveStats {
         self.settle_next = seq;
         self.run = 0;
         self.settled_any = false;
+        self.have_prev = false;
     }
 
     fn settle(&mut self, arrived: bool) {
@@ -266,10 +302,10 @@ impl ReceiveStats {
                 self.restart_seq(seq);
             }
         }
-        self.on_media_time(now_ns, header.timestamp);
+        self.on_media_time(now_ns, seq, header.timestamp);
     }
 
-    fn on_media_time(&mut self, now_ns: u64, ts: u32) {
+    fn on_media_time(&mut self, now_ns: u64, seq: u32, ts: u32) {
         let ts_ext = if self.have_transit || self.have_echo {
             self.last_ts_ext + ts.wrapping_sub(self.last_ts) as i32 as i64
         } else {
@@ -286,14 +322,56 @@ impl ReceiveStats {
         }
         self.have_transit = true;
         self.last_transit = transit;
-        let floor = self.transit_floor.observe(now_ns, transit);
-        self.queue_sum_ns += transit - floor;
-        self.queue_n += 1;
+        self.on_queue_sample(now_ns, seq, ts_ext);
         if !self.have_echo || ts_ext >= self.echo_ts_ext {
             self.have_echo = true;
             self.echo_ts_ext = ts_ext;
             self.echo_ts = ts;
             self.echo_arrival_ns = now_ns;
+        }
+    }
+
+    /// The queueing delay's sample: the transit of a packet to the *end*
+    /// of its media, taken when the packet after it arrives (the end is
+    /// where that one's media begins). Measured to the start, a sender that
+    /// moved from 20 ms to 120 ms packets read as 100 ms of queue until the
+    /// floor forgot the short packets (10-20 s), and the first loss in that
+    /// time as congestion. Over a gap of lost seqs the packet's length is
+    /// known only when the gap spans whole packets of the length the last
+    /// consecutive pair showed: a length that changed inside the gap would
+    /// put the end too late, the sample under the floor, and a false queue
+    /// over everything after it.
+    fn on_queue_sample(&mut self, now_ns: u64, seq: u32, ts_ext: i64) {
+        let ahead = seq.wrapping_sub(self.prev_seq);
+        if self.have_prev && ahead == 0 {
+            return;
+        }
+        if self.have_prev && ahead <= self.reorder_window {
+            let span = ts_ext - self.prev_ts_ext;
+            let ticks = if ahead == 1 {
+                span
+            } else if self.packet_ticks > 0 && span == self.packet_ticks * i64::from(ahead) {
+                self.packet_ticks
+            } else {
+                0
+            };
+            if ticks > 0 && ticks <= MAX_PACKET_TICKS {
+                if ahead == 1 {
+                    self.packet_ticks = ticks;
+                }
+                let end = media_ns(self.prev_ts_ext + ticks);
+                let transit = self.prev_arrival_ns as i64 - end;
+                let floor = self.transit_floor.observe(now_ns, transit);
+                self.queue_least_ns = self.queue_least_ns.min(transit - floor);
+            }
+        }
+        // A packet that came after a newer one (reordered) is not paired:
+        // the next in order pairs with the newest.
+        if !self.have_prev || ahead <= RESTART_GAP {
+            self.have_prev = true;
+            self.prev_seq = seq;
+            self.prev_ts_ext = ts_ext;
+            self.prev_arrival_ns = now_ns;
         }
     }
 
@@ -319,8 +397,7 @@ impl ReceiveStats {
         self.bursts = [0; BURST_BINS];
         self.max_burst = self.run;
         self.bytes = 0;
-        self.queue_sum_ns = 0;
-        self.queue_n = 0;
+        self.queue_least_ns = i64::MAX;
         self.interval_start_ns = now_ns;
         entry
     }
@@ -342,11 +419,10 @@ impl ReceiveStats {
         // Keep the counts consistent when `expected` saturates.
         let expected = sat16(u64::from(self.expected));
         let received = sat16(u64::from(self.received)).min(expected);
-        let queue_ns = if self.queue_n > 0 {
-            (self.queue_sum_ns / i64::from(self.queue_n)).max(0) as u64
-        } else {
-            0
-        };
+        if self.queue_least_ns != i64::MAX {
+            self.queue_last_ns = self.queue_least_ns.max(0) as u64;
+        }
+        let queue_ns = self.queue_last_ns;
         FeedbackEntry {
             sender_id: self.sender_id,
             expected,

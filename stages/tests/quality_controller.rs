@@ -1274,6 +1274,54 @@ fn heavy_loss_with_a_standing_queue_is_congestion() {
     }
 }
 
+/// A receive rate is short against what this sender sent over the report's
+/// interval, not against the tier's nominal rate: speech runs up to a
+/// quarter under its nominal rate in its quieter seconds (24 kb/s Opus
+/// counts 39 kb/s with its packets' header and tag; live, 28-33 arrived),
+/// so against the nominal rate nearly every report read short, and a queue
+/// standing at the receiver (a route that got longer) with no loss read as
+/// congestion.
+#[test]
+fn a_receive_rate_is_short_against_what_was_sent() {
+    // (case, sent kb/s as the sender counted it, received kb/s, congestion)
+    let cases: [(&str, Option<f32>, u16, bool); 4] = [
+        ("quiet speech, nothing counted", None, 29, true),
+        ("quiet speech, all of it arrived", Some(29.0), 29, false),
+        ("a quarter of it held back on the way", Some(39.0), 29, true),
+        ("loud speech, all of it arrived", Some(44.0), 43, false),
+    ];
+    for (case, sent, recv, congestion) in cases {
+        let mut c = Controller::new(ControllerConfig::default(), 0);
+        let _ = c.poll(0);
+        let clean = FeedbackEntry {
+            sender_id: 1,
+            expected: 50,
+            received: 50,
+            jitter_100us: 20,
+            recv_kbps: 33,
+            ..FeedbackEntry::default()
+        };
+        for k in 1..=5 {
+            c.handle_report_sent(100, &clean, Some(33.0), k * S);
+            let _ = c.poll(k * S);
+        }
+        assert_eq!(c.settings().tier, "good", "{case}");
+        let queued = FeedbackEntry {
+            queue_delay_100us: 400,
+            recv_kbps: recv,
+            ..clean
+        };
+        c.handle_report_sent(100, &queued, sent, 6 * S);
+        let _ = c.poll(6 * S);
+        assert_eq!(
+            c.count(Reason::Congestion) > 0,
+            congestion,
+            "{case}: {:?}",
+            c.settings()
+        );
+    }
+}
+
 /// What got through at the last congestion is a ceiling: a probe to a step
 /// that needs more waits the longest back-off (`probe_max`) since that
 /// congestion, even after a probe below it succeeded (which resets the

@@ -10,7 +10,7 @@ use wzp_proto::feedback::{
 };
 use wzp_proto::{CodecId, FeedbackReport, Flags, MediaHeader};
 use wzp_stages::quality::receive_stats::{
-    ReceiveStats, ReceiverFeedback, SendClock, DEFAULT_REORDER_WINDOW,
+    ReceiveStats, ReceiverFeedback, SendClock, SentBytes, DEFAULT_REORDER_WINDOW,
 };
 
 wzp_engine::install_alloc_checker!();
@@ -491,6 +491,56 @@ fn rtt_from_the_echoed_timestamp() {
     assert_eq!(small.rtt_ns(9, 0, 100), Some(91));
     // A hold longer than the time since sending is not a negative RTT.
     assert_eq!(small.rtt_ns(9, 1, 100), None);
+}
+
+/// The sender's count of what it sent, over the interval a report
+/// describes: that interval, in the sender's time, ends where the echoed
+/// packet left plus the time the receiver held it.
+#[test]
+fn what_was_sent_over_a_reports_interval() {
+    // Variable-rate speech: 100-byte packets for a second, 60-byte ones
+    // the next, every 20 ms; a 35 ms path; a report every second.
+    let size = |k: u32| if (k / 50) % 2 == 0 { 100 } else { 60 };
+    let one_way = 35 * MS;
+    let mut clock = SendClock::new(128);
+    let mut sent = SentBytes::new(5_000 * MS);
+    let mut s = ReceiveStats::new(7, DEFAULT_REORDER_WINDOW, 0);
+    let mut checked = 0;
+    for k in 0..300u32 {
+        let at = u64::from(k) * FRAME_NS;
+        clock.on_sent(k * 960, at);
+        sent.on_sent(size(k), at);
+        s.on_packet(at + one_way, &header(7, k), size(k));
+        let report_at = at + one_way + 5 * MS;
+        if k % 50 == 49 {
+            let e = s.take_report(report_at);
+            if k == 49 {
+                continue; // the first interval began before the first packet
+            }
+            let end = clock.sent_at(e.echo_ts).unwrap() + u64::from(e.echo_hold_ms) * MS;
+            let kbps = sent.kbps(end - 1_000 * MS, end).unwrap();
+            // What was sent is what arrived, to a packet's worth.
+            let got = f32::from(e.recv_kbps);
+            assert!(
+                (kbps - got).abs() <= 1.0,
+                "at packet {k}: sent {kbps} kb/s, received {got}"
+            );
+            assert_eq!(kbps.round() as usize, size(k) * 8 / 20, "at packet {k}");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 5);
+    // Outside the history, an empty span, or nothing sent yet: not known.
+    assert_eq!(sent.kbps(0, 1_000 * MS), None);
+    assert_eq!(sent.kbps(5_000 * MS, 5_000 * MS), None);
+    assert_eq!(SentBytes::new(5_000 * MS).kbps(0, 1_000 * MS), None);
+    // A silence longer than the history clears it: what follows it is
+    // counted alone.
+    sent.on_sent(80, 60_000 * MS);
+    assert_eq!(
+        sent.kbps(59_000 * MS, 60_010 * MS),
+        Some(80.0 * 8.0 / 1_010.0)
+    );
 }
 
 #[test]

@@ -101,7 +101,9 @@
 //! (1 while random loss that would get RaptorQ gets LBRR because another
 //! receiver hears the stream unrepaired), and the
 //! latest report's `loss_pct`, `rtt_ms`, `queue_ms` (the queueing delay
-//! the receiver measured), `recv_kbps` (its receive rate) and `run_max`
+//! the receiver measured), `recv_kbps` (its receive rate), `sent_kbps`
+//! (what this sender sent over that report's interval, as the receiver
+//! counts it; the receive rate is short against this) and `run_max`
 //! (its longest run of lost packets), and the latest first-hop sample's
 //! `path_loss_pct`, `path_queue_ms` and `path_kbps` (-1 until known).
 //!
@@ -132,10 +134,12 @@ use wzp_engine::prelude::*;
 use wzp_proto::feedback::FeedbackReport;
 use wzp_proto::CodecId;
 
-use super::controller::{Controller, ControllerConfig, Decision, Reason, Settings, TIERS};
+use super::controller::{
+    Controller, ControllerConfig, Decision, Reason, Settings, PACKET_OVERHEAD_BYTES, TIERS,
+};
 use super::journal::{DecisionJournal, Entry, JournalWriter};
 use super::path::PathLive;
-use super::receive_stats::SendClock;
+use super::receive_stats::{SendClock, SentBytes};
 use crate::cell::optional_cell;
 use crate::codec::live::{CodecLive, LiveCodecSettings, LiveOpusSettings, OpusLive};
 use crate::codec::profile::{Codec, Profile};
@@ -327,6 +331,8 @@ impl StageFactory for AdaptFactory {
             fb_expected: cx.counter("report_expected"),
             fb_received: cx.counter("report_received"),
             send_clock: SendClock::new(256),
+            // A report interval plus any sane RTT.
+            sent: SentBytes::new(5_000_000_000),
             fallback_bitrate: fallback,
             reports: cx.counter("reports"),
             reports_outage: cx.counter("reports_outage"),
@@ -350,6 +356,7 @@ impl StageFactory for AdaptFactory {
                 run_max: -1,
                 queue_ms: -1,
                 recv_kbps: -1,
+                sent_kbps: -1,
                 rtt_ms: -1,
                 path_loss_pct: -1,
                 path_queue_ms: -1,
@@ -371,6 +378,7 @@ impl StageFactory for AdaptFactory {
                 rtt_ms: cx.gauge("rtt_ms"),
                 queue_ms: cx.gauge("queue_ms"),
                 recv_kbps: cx.gauge("recv_kbps"),
+                sent_kbps: cx.gauge("sent_kbps"),
                 run_max: cx.gauge("run_max"),
                 path_loss_pct: cx.gauge("path_loss_pct"),
                 path_queue_ms: cx.gauge("path_queue_ms"),
@@ -382,6 +390,7 @@ impl StageFactory for AdaptFactory {
         stage.g.rtt_ms.set(-1);
         stage.g.queue_ms.set(-1);
         stage.g.recv_kbps.set(-1);
+        stage.g.sent_kbps.set(-1);
         stage.g.run_max.set(-1);
         stage.g.path_loss_pct.set(-1);
         stage.g.path_queue_ms.set(-1);
@@ -417,6 +426,7 @@ struct Gauges {
     rtt_ms: Gauge,
     queue_ms: Gauge,
     recv_kbps: Gauge,
+    sent_kbps: Gauge,
     run_max: Gauge,
     path_loss_pct: Gauge,
     path_queue_ms: Gauge,
@@ -446,6 +456,8 @@ struct Adapt {
     fb_expected: Counter,
     fb_received: Counter,
     send_clock: SendClock,
+    /// What left, to compare a report's receive rate with.
+    sent: SentBytes,
     fallback_bitrate: u32,
     reports: Counter,
     reports_outage: Counter,
@@ -597,6 +609,8 @@ impl Processor for Adapt {
                     self.sender = Some(f.meta.stream);
                 }
                 self.send_clock.on_sent(f.meta.timestamp, now);
+                self.sent
+                    .on_sent(f.len() + PACKET_OVERHEAD_BYTES as usize, now);
                 let _ = out.push_copy(f);
             }
         }
@@ -642,7 +656,17 @@ impl Processor for Adapt {
                     self.g.run_max.set(i64::from(l.run_max));
                     self.g.rtt_ms.set(i64::from(l.rtt_ms));
                     let outages = ctl.outages();
-                    ctl.handle_report(f.meta.stream, &e, now);
+                    // The receiver's interval, in this sender's time: it
+                    // ends where the echoed packet left plus the time the
+                    // receiver held it.
+                    let sent_kbps = self.send_clock.sent_at(e.echo_ts).and_then(|at| {
+                        let end = at + u64::from(e.echo_hold_ms) * 1_000_000;
+                        let start = end.saturating_sub(u64::from(report.interval_ms) * 1_000_000);
+                        self.sent.kbps(start, end)
+                    });
+                    self.last.sent_kbps = sent_kbps.map_or(-1, |k| k.round() as i32);
+                    self.g.sent_kbps.set(i64::from(self.last.sent_kbps));
+                    ctl.handle_report_sent(f.meta.stream, &e, sent_kbps, now);
                     self.g.budget_ms.set(i64::from(ctl.hold_budget_ms()));
                     if ctl.outages() > outages {
                         self.reports_outage.inc();

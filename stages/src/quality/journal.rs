@@ -49,12 +49,14 @@ pub struct Entry {
     /// is held as Opus at its most robust).
     pub codec_live: bool,
     /// The latest report about this sender: loss percent, longest run,
-    /// queueing delay (ms), receive rate (kb/s), round trip (ms); -1 until
-    /// known.
+    /// queueing delay (ms), receive rate (kb/s), what this sender sent
+    /// over the same interval (kb/s, counted as the receiver counts),
+    /// round trip (ms); -1 until known.
     pub loss_pct: i32,
     pub run_max: i32,
     pub queue_ms: i32,
     pub recv_kbps: i32,
+    pub sent_kbps: i32,
     pub rtt_ms: i32,
     /// The latest first-hop sample: lost percent, queue (ms), delivered
     /// (kb/s); -1 until one came.
@@ -67,7 +69,7 @@ impl Entry {
     /// The decision as one line:
     ///
     /// ```text
-    /// adapt: random_loss -> tier=good bitrate=24000 frame_ms=20 dred_ms=0 loss_hint=20 lbrr=on fec=0 hold=1 (worst loss 19 %, run 2, queue 2 ms, recv 31 kb/s, rtt 41 ms; first hop: lost 0 %, queue 1 ms, through 33 kb/s) at 12.34 s
+    /// adapt: random_loss -> tier=good bitrate=24000 frame_ms=20 dred_ms=0 loss_hint=20 lbrr=on fec=0 hold=1 (worst loss 19 %, run 2, queue 2 ms, recv 31 of 33 kb/s, rtt 41 ms; first hop: lost 0 %, queue 1 ms, through 33 kb/s) at 12.34 s
     /// ```
     pub fn line(&self) -> String {
         let s = &self.settings;
@@ -117,7 +119,11 @@ impl Entry {
             known(self.loss_pct, "%"),
             known(self.run_max, ""),
             known(self.queue_ms, "ms"),
-            known(self.recv_kbps, "kb/s"),
+            if self.recv_kbps >= 0 && self.sent_kbps >= 0 {
+                format!("{} of {} kb/s", self.recv_kbps, self.sent_kbps)
+            } else {
+                known(self.recv_kbps, "kb/s")
+            },
             known(self.rtt_ms, "ms"),
             self.at_ns as f64 / 1e9,
         )
@@ -210,6 +216,7 @@ mod tests {
             run_max: 6,
             queue_ms: 0,
             recv_kbps: 30,
+            sent_kbps: -1,
             rtt_ms: 41,
             path_loss_pct: -1,
             path_queue_ms: -1,
@@ -271,6 +278,7 @@ mod tests {
             run_max: -1,
             queue_ms: -1,
             recv_kbps: -1,
+            sent_kbps: -1,
             rtt_ms: -1,
             path_loss_pct: 3,
             path_queue_ms: 12,
@@ -284,6 +292,12 @@ mod tests {
             "{line}"
         );
         assert!(line.contains("[not applied: adapt=false]"), "{line}");
+        let sent = Entry { sent_kbps: 33, ..e };
+        assert!(
+            sent.line().contains(", recv 30 of 33 kb/s, rtt 41 ms)"),
+            "{}",
+            sent.line()
+        );
         let held = Entry {
             settings: Settings {
                 tier: "poor",

@@ -36,6 +36,8 @@
 //!   their own `seq` (docs/WIRE.md §1.5): they only mark the sender as heard.
 //! - [`ReceiverFeedback`]: a fixed table of [`ReceiveStats`], one per sender,
 //!   that writes a whole report.
+//! - [`SentBytes`]: the sender counts what it sent, to compare a report's
+//!   receive rate with what left over the same interval.
 //! - [`SendClock`]: the sender remembers when it sent each recent timestamp,
 //!   so an echoed one gives the RTT: `now - sent(echo_ts) - echo_hold`.
 
@@ -639,19 +641,94 @@ impl SendClock {
         self.len = (self.len + 1).min(self.ring.len());
     }
 
-    /// RTT from a report received at `now_ns` that echoes `echo_ts`, held
-    /// `echo_hold_ms` at the receiver; `None` when the timestamp is no
-    /// longer (or never was) remembered, or the result would be negative.
-    pub fn rtt_ns(&self, echo_ts: u32, echo_hold_ms: u16, now_ns: u64) -> Option<u64> {
+    /// When the packet with media timestamp `ts` left, if remembered.
+    pub fn sent_at(&self, ts: u32) -> Option<u64> {
         // Newest first: a timestamp repeated (after a wrap) matches the
         // recent send.
         (0..self.len)
             .map(|k| self.ring[(self.next + self.ring.len() - 1 - k) % self.ring.len()])
-            .find(|&(ts, _)| ts == echo_ts)
-            .and_then(|(_, sent)| {
-                now_ns
-                    .checked_sub(sent)?
-                    .checked_sub(u64::from(echo_hold_ms) * 1_000_000)
-            })
+            .find(|&(t, _)| t == ts)
+            .map(|(_, sent)| sent)
+    }
+
+    /// RTT from a report received at `now_ns` that echoes `echo_ts`, held
+    /// `echo_hold_ms` at the receiver; `None` when the timestamp is no
+    /// longer (or never was) remembered, or the result would be negative.
+    pub fn rtt_ns(&self, echo_ts: u32, echo_hold_ms: u16, now_ns: u64) -> Option<u64> {
+        self.sent_at(echo_ts).and_then(|sent| {
+            now_ns
+                .checked_sub(sent)?
+                .checked_sub(u64::from(echo_hold_ms) * 1_000_000)
+        })
+    }
+}
+
+/// The sender's count of the bytes it sent, in 10 ms buckets, to read what
+/// it sent over the interval a report's `recv_kbps` describes: the
+/// receiver's rate compared with the encoder's real output, not with the
+/// tier's nominal rate (variable-rate speech sends a quarter under it in
+/// its quieter seconds, which read as a path that lost a quarter of the
+/// bytes).
+#[derive(Clone, Debug)]
+pub struct SentBytes {
+    buckets: Box<[u32]>,
+    /// Absolute index (`now / BUCKET_NS`) of the newest bucket written.
+    newest: u64,
+    started: bool,
+}
+
+impl SentBytes {
+    const BUCKET_NS: u64 = 10_000_000;
+
+    /// Remembers `history_ns` of sends (whole buckets; at least one).
+    pub fn new(history_ns: u64) -> SentBytes {
+        let n = history_ns.div_ceil(Self::BUCKET_NS).max(1) as usize;
+        SentBytes {
+            buckets: vec![0; n].into_boxed_slice(),
+            newest: 0,
+            started: false,
+        }
+    }
+
+    fn slot(&self, idx: u64) -> usize {
+        (idx % self.buckets.len() as u64) as usize
+    }
+
+    /// `bytes` left at `now_ns` (times never go back: an earlier `now`
+    /// counts in the newest bucket).
+    pub fn on_sent(&mut self, bytes: usize, now_ns: u64) {
+        let idx = now_ns / Self::BUCKET_NS;
+        let n = self.buckets.len() as u64;
+        if !self.started {
+            self.started = true;
+            self.newest = idx;
+            self.buckets.fill(0);
+        } else if idx > self.newest {
+            // Clear the buckets skipped since the newest (all, after a
+            // silence longer than the history).
+            let from = self.newest + 1;
+            for i in from..=idx.min(from + n - 1) {
+                let s = self.slot(i);
+                self.buckets[s] = 0;
+            }
+            self.newest = idx;
+        }
+        let s = self.slot(self.newest);
+        self.buckets[s] = self.buckets[s].saturating_add(bytes.min(u32::MAX as usize) as u32);
+    }
+
+    /// Kbit/s sent from `from_ns` to `to_ns` (whole buckets), or `None`
+    /// when that span is empty, not yet begun, or older than the history.
+    pub fn kbps(&self, from_ns: u64, to_ns: u64) -> Option<f32> {
+        let (a, b) = (from_ns / Self::BUCKET_NS, to_ns / Self::BUCKET_NS);
+        let n = self.buckets.len() as u64;
+        if !self.started || b <= a || a + n <= self.newest {
+            return None;
+        }
+        let bytes: u64 = (a..b.min(self.newest + 1))
+            .map(|i| u64::from(self.buckets[self.slot(i)]))
+            .sum();
+        let ms = (b - a) * (Self::BUCKET_NS / 1_000_000);
+        Some((bytes * 8) as f32 / ms as f32)
     }
 }

@@ -197,6 +197,35 @@ fn sequence_wrap_and_sender_restart() {
     let e = s.take_report(end + 51 * FRAME_NS);
     assert_eq!(s.restarts, 1);
     assert_eq!(e.expected, e.received);
+    // Its timestamps restart from another base too: transit against the
+    // old base is no queue, whichever way the base moved.
+    assert_eq!(e.queue_delay_100us, 0);
+    for back in [true, false] {
+        let mut s = ReceiveStats::new(7, DEFAULT_REORDER_WINDOW, 0);
+        let packet = |seq: u32, ts: u32| MediaHeader {
+            sender_id: 7,
+            seq,
+            timestamp: ts,
+            ..Default::default()
+        };
+        for k in 0..100u32 {
+            s.on_packet(u64::from(k) * FRAME_NS, &packet(k, k * 960), 100);
+        }
+        let _ = s.take_report(100 * FRAME_NS);
+        // 100 s of media earlier (or later) than where it was.
+        let base = if back {
+            (99u32 * 960).wrapping_sub(4_800_000)
+        } else {
+            99 * 960 + 4_800_000
+        };
+        for k in 0..50u32 {
+            let at = u64::from(100 + k) * FRAME_NS;
+            s.on_packet(at, &packet(1_000_000 + k, base + k * 960), 100);
+        }
+        let e = s.take_report(150 * FRAME_NS);
+        assert_eq!(s.restarts, 1);
+        assert_eq!(e.queue_delay_100us, 0, "base moved back: {back}");
+    }
 }
 
 #[test]

@@ -32,7 +32,9 @@
 //!     the floor: the sender acts on one within seconds (docs/PROFILES.md).
 //!
 //!   Jitter, queueing delay and the RTT echo come from audio packets only:
-//!   their timestamps are media time. Feedback reports (codec `0x40`) count
+//!   their timestamps are media time; a sender that restarts its `seq`
+//!   (a jump of more than 16384) restarts them too, since its media clock
+//!   restarted from another base. Feedback reports (codec `0x40`) count
 //!   their own `seq` (docs/WIRE.md §1.5): they only mark the sender as heard.
 //! - [`ReceiverFeedback`]: a fixed table of [`ReceiveStats`], one per sender,
 //!   that writes a whole report.
@@ -195,7 +197,15 @@ impl ReceiveStats {
         self.settle_next = seq;
         self.run = 0;
         self.settled_any = false;
+        // A sender that restarted its counter restarted its media clock
+        // too, from any base: timing against the old one is meaningless
+        // (a base 100 s back read as 6.5 s of queue for the floor's 10-20 s).
         self.have_prev = false;
+        self.have_transit = false;
+        self.have_echo = false;
+        self.echo_ts_ext = i64::MIN;
+        self.transit_floor.reset();
+        self.queue_last_ns = 0;
     }
 
     fn settle(&mut self, arrived: bool) {

@@ -330,6 +330,25 @@ pub(crate) async fn connection_loop(
                 }
             }
             match peer {
+                // The relay ended the session on purpose: the call ended
+                // (it closes the call room's connections as it sends the
+                // hang-up on the signal stream, and either may arrive
+                // first), or it answers our own hang-up. Rejoining would
+                // be refused; wait for the hang-up to stop this side, then
+                // end the session (bounded: a hang-up that never comes).
+                Some((CloseCode::Normal, text)) => {
+                    let deadline = Instant::now() + NORMAL_CLOSE_WAIT;
+                    while !finished() && Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    if !finished() {
+                        println!(
+                            "{}relay {} ended the session: {text}",
+                            opts.label, opts.relay
+                        );
+                    }
+                    break;
+                }
                 // The relay is stopping (or restarting): try again at once,
                 // with no backoff, so the call is back as soon as it is.
                 Some((CloseCode::Shutdown, text)) => {
@@ -359,6 +378,10 @@ pub(crate) async fn connection_loop(
     let _ = tokio::time::timeout(Duration::from_millis(500), endpoint.wait_idle()).await;
     Ok(joins)
 }
+
+/// How long a session the relay closed on purpose (`CloseCode::Normal`)
+/// waits for the hang-up that stops this side before it ends by itself.
+const NORMAL_CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// How often a call reports its loss recovery and link figures to the relay.
 pub const TELEMETRY_INTERVAL: Duration = Duration::from_secs(2);

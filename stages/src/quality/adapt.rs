@@ -103,7 +103,8 @@
 //! latest report's `loss_pct`, `rtt_ms`, `queue_ms` (the queueing delay
 //! the receiver measured), `recv_kbps` (its receive rate), `sent_kbps`
 //! (what this sender sent over that report's interval, as the receiver
-//! counts it; the receive rate is short against this) and `run_max`
+//! counts it, repair at the current ratio; the receive rate is short
+//! against this) and `run_max`
 //! (its longest run of lost packets), and the latest first-hop sample's
 //! `path_loss_pct`, `path_queue_ms` and `path_kbps` (-1 until known).
 //!
@@ -664,7 +665,8 @@ impl Processor for Adapt {
                         let start = end.saturating_sub(u64::from(report.interval_ms) * 1_000_000);
                         self.sent.kbps(start, end)
                     });
-                    self.last.sent_kbps = sent_kbps.map_or(-1, |k| k.round() as i32);
+                    self.last.sent_kbps =
+                        sent_kbps.map_or(-1, |k| ctl.with_repair(k).round() as i32);
                     self.g.sent_kbps.set(i64::from(self.last.sent_kbps));
                     ctl.handle_report_sent(f.meta.stream, &e, sent_kbps, now);
                     self.g.budget_ms.set(i64::from(ctl.hold_budget_ms()));

@@ -1018,6 +1018,13 @@ impl Controller {
         r
     }
 
+    /// What media packets sent at `sent_kbps` (payload, header and tag)
+    /// come to with the RaptorQ repair of the current settings: what a
+    /// receiver's `recv_kbps` counts.
+    pub fn with_repair(&self, sent_kbps: f32) -> f32 {
+        sent_kbps * (1.0 + f32::from(self.settings.fec_ratio) / 100.0)
+    }
+
     /// A feedback entry about this sender, from receiver `reporter`; its
     /// receive rate is compared with the tier's nominal wire rate (see
     /// [`Self::handle_report_sent`]).
@@ -1043,7 +1050,7 @@ impl Controller {
         let loss = entry.loss_fraction();
         let s = &self.settings;
         let send_kbps = match sent_kbps {
-            Some(k) => k * (1.0 + f32::from(s.fec_ratio) / 100.0),
+            Some(k) => self.with_repair(k),
             None => rate_wire_kbps(s.bitrate, s.frame_ms, s.fec_ratio),
         };
         let queue_ms = f32::from(entry.queue_delay_100us) / 10.0;

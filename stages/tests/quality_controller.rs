@@ -1727,9 +1727,16 @@ fn reports_from_before_a_step_down_do_not_step_down_again() {
         assert!(r.c.poll(r.now).is_none(), "{:?}", r.c.settings());
     }
     assert_eq!(r.s(), degraded);
-    // Congestion after the settle time steps down at least once more.
+    // Congestion after the settle time steps down at least once more: the
+    // path narrowed again, under `degraded` (a report that still read
+    // `good`'s rate and queue would show a delay the step did not drain,
+    // which is the path's: `a_route_that_got_longer_is_not_congestion`).
+    let narrower = Path {
+        cap_kbps: 10.0,
+        ..capped
+    };
     r.now += 200 * MS;
-    r.c.handle_report(100, &report(capped, &good), r.now);
+    r.c.handle_report(100, &report(narrower, &degraded), r.now);
     let d =
         r.c.poll(r.now)
             .expect("a further step after the settle time");
@@ -2253,4 +2260,117 @@ fn a_clean_listener_in_the_room_keeps_the_tier_rate_against_random_loss() {
     }
     assert_eq!(r.s().fec_ratio, FEC_RATIO, "{:?}", r.log);
     assert_eq!(r.c.count(Reason::FecLoss), 2, "{:?}", r.log);
+}
+
+impl Run {
+    /// As [`Run::go`], one receiver, its reports reading a queue of
+    /// `queue_ms` whatever the tier (a delay the path took on) and
+    /// `recv_share` of the rate that came.
+    fn go_delayed(&mut self, secs: u64, path: Path, queue_ms: u16, recv_share: f32) {
+        for _ in 0..secs * 10 {
+            self.now += 100 * MS;
+            if self.now % S == 0 {
+                let mut e = report(path, &self.c.settings());
+                e.queue_delay_100us = queue_ms * 10;
+                e.recv_kbps = (f32::from(e.recv_kbps) * recv_share) as u16;
+                self.c.handle_report(100, &e, self.now);
+            }
+            if let Some(d) = self.c.poll(self.now) {
+                self.log.push(d);
+            }
+        }
+    }
+}
+
+/// A route that got longer (a delay that rises at once and stays) on a
+/// path that loses 10 % at random: the reports read the new delay as a
+/// standing queue until their floor catches up (10-20 s), and with the
+/// loss as congestion. A step down does not drain it: the step is taken
+/// back (`path_delay`) and the loss is protected against. Before, each
+/// report after a step's settle time stepped down again, to Codec2 1200 in
+/// 120 ms packets, with no protection, for minutes.
+#[test]
+fn a_route_that_got_longer_is_not_congestion() {
+    let lossy = Path {
+        loss: 0.10,
+        burst: 1,
+        cap_kbps: 0.0,
+    };
+    let mut r = Run::new(lbrr_only());
+    r.go(10, CLEAN, 1);
+    let at = r.now;
+    r.go_delayed(16, lossy, 60, 1.0);
+    let after: Vec<&Decision> = r.log.iter().filter(|d| d.at_ns > at).collect();
+    let downs = after
+        .iter()
+        .filter(|d| d.reason == Reason::Congestion)
+        .count();
+    assert!(downs <= 1, "{after:?}");
+    let back = r.last(Reason::PathDelay).expect("the step taken back");
+    assert!(back <= at + 4 * S, "{after:?}");
+    assert_eq!(r.c.count(Reason::PathDelay), 1);
+    let s = r.s();
+    assert_eq!(s.tier, "good", "{after:?}");
+    assert!(s.lbrr && s.loss_hint > 0, "the loss is protected: {s:?}");
+    // The floor caught up: the delay reads 0 again, and the base with it.
+    r.go(10, lossy, 1);
+    assert_eq!(r.s().tier, "good");
+    assert_eq!(r.c.count(Reason::Congestion), 1);
+    // A queue that is this stream's, later, is congestion as ever.
+    let capped = Path {
+        loss: 0.10,
+        burst: 1,
+        cap_kbps: 30.0,
+    };
+    let cap_at = r.now;
+    r.go(3, capped, 1);
+    let down = r.last(Reason::Congestion).expect("the cap stepped down");
+    assert!(down > cap_at && down <= cap_at + 3 * S);
+    r.go(10, capped, 1);
+    let s = r.s();
+    assert!(
+        wire_kbps(Profile::by_name(s.tier).unwrap(), s.fec_ratio) <= 30.0,
+        "{s:?}"
+    );
+    assert_eq!(r.c.count(Reason::PathDelay), 1);
+}
+
+/// The same delay with no loss and the receive rate whole is no congestion
+/// at all; a queue the step down does not drain while the receive rate
+/// falls short of what was sent is congestion, as is a second queue on top
+/// of a delay already taken as the path's: each step stands.
+#[test]
+fn a_delay_a_step_down_does_not_drain_is_the_paths_only_once() {
+    // No loss: nothing moves.
+    let mut r = Run::new(lbrr_only());
+    r.go(10, CLEAN, 1);
+    r.go_delayed(15, CLEAN, 60, 1.0);
+    assert_eq!(r.c.count(Reason::Congestion), 0);
+    assert_eq!(r.s().tier, "good");
+
+    // The receive rate short of what was sent (under 70 % of it, nothing
+    // lost: held back on the way), the queue unchanged: each step stands,
+    // and the next one follows.
+    let mut r = Run::new(lbrr_only());
+    r.go(10, CLEAN, 1);
+    r.go_delayed(6, CLEAN, 60, 0.7);
+    assert_eq!(r.c.count(Reason::PathDelay), 0, "{:?}", r.log);
+    assert!(r.c.count(Reason::Congestion) >= 2, "{:?}", r.log);
+
+    // A delay taken as the path's, then a queue of 40 ms on top of it that
+    // does not drain: stepped down once more, and that step stands.
+    let lossy = Path {
+        loss: 0.10,
+        burst: 1,
+        cap_kbps: 0.0,
+    };
+    let mut r = Run::new(lbrr_only());
+    r.go(10, CLEAN, 1);
+    r.go_delayed(5, lossy, 60, 1.0);
+    assert_eq!(r.c.count(Reason::PathDelay), 1);
+    assert_eq!(r.s().tier, "good");
+    r.go_delayed(8, lossy, 100, 1.0);
+    assert_eq!(r.c.count(Reason::PathDelay), 1, "{:?}", r.log);
+    assert!(r.c.count(Reason::Congestion) >= 2, "{:?}", r.log);
+    assert_ne!(r.s().tier, "good");
 }

@@ -89,7 +89,7 @@
 //! to the encoder), `decisions_<reason>` for each reason (`startup`,
 //! `clean_path`, `random_loss`, `burst_loss`, `heavy_loss`, `loss_eased`,
 //! `congestion`, `probe`, `dense_loss`, `long_runs`, `fec_loss`,
-//! `random_loss_room`), `not_live` (decisions with a part the encoder
+//! `random_loss_room`, `path_delay`), `not_live` (decisions with a part the encoder
 //! cannot take live), `path_samples` (first-hop samples read),
 //! `path_congestion` (times they moved the tier down), `path_reordered`
 //! (congested runs the reports showed to be reordering, not acted on), `journal_dropped`

@@ -53,6 +53,13 @@
 //!   that congestion (a step that worked resets the back-off, and at
 //!   12 kb/s a probe from 80 to 40 ms packets then failed every ~10 s);
 //!   a step above it that holds for the hysteresis period clears it.
+//! - **A delay the path took on is not a queue.** Reports read queueing
+//!   delay above a floor that takes 10-20 s to follow a delay that rose and
+//!   stayed (a route that got longer). A step down that the receiver's next
+//!   settled report shows drained nothing (the same queue, the receive rate
+//!   whole) is taken back (reason `path_delay`), and that delay is taken
+//!   off the receiver's reports until they read less (see
+//!   `Controller::handle_report_sent`).
 //!
 //! Loss seen while the path is congested is not treated as random loss:
 //! redundancy would only add to the congestion.
@@ -235,11 +242,15 @@ pub enum Reason {
     /// Opus at 11 of the tier's 24 kb/s would cost that listener 1.2
     /// PESQ-WB, LBRR 0.7 (docs/QUALITY.md finding 30).
     RandomLossRoom,
+    /// A congestion step down drained no queue: the delay its report read
+    /// is the path's (a route that got longer), not a queue this stream
+    /// built; the step is taken back (see [`Controller::handle_report`]).
+    PathDelay,
 }
 
 impl Reason {
     /// Every reason, in counter order.
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 13] = [
         Reason::Startup,
         Reason::CleanPath,
         Reason::RandomLoss,
@@ -252,6 +263,7 @@ impl Reason {
         Reason::LongRuns,
         Reason::FecLoss,
         Reason::RandomLossRoom,
+        Reason::PathDelay,
     ];
 
     /// Short name, for counters and logs.
@@ -269,6 +281,7 @@ impl Reason {
             Reason::LongRuns => "long_runs",
             Reason::FecLoss => "fec_loss",
             Reason::RandomLossRoom => "random_loss_room",
+            Reason::PathDelay => "path_delay",
         }
     }
 
@@ -427,6 +440,11 @@ struct Receiver {
     /// Most of the recent short-run loss is in runs of 3+ (a bursty path,
     /// [`BURSTY_SHARE`]), whatever one report's runs look like.
     bursty: bool,
+    /// Queueing delay (ms) its reports carry that a congestion step down
+    /// did not drain: the path's own delay (a route that got longer), not
+    /// a queue, until the reports' floor catches up with it. Taken off
+    /// every report's queue; falls with the readings.
+    queue_base_ms: f32,
 }
 
 impl Receiver {
@@ -716,6 +734,41 @@ pub const EARLY_LOSS_CAP: f32 = 0.2;
 /// DRED and the receiver's hold rebuild far better than Codec2 sounds.
 pub const HEAVY_REPORTS: u32 = 2;
 
+/// The bandwidth axis: what a congestion step down changes, and what taking
+/// one back restores.
+#[derive(Clone, Copy, Debug)]
+struct BwAxis {
+    tier: usize,
+    packet_ms: u32,
+    ceiling_kbps: f32,
+    last_congestion_ns: u64,
+    stepped_down_ns: Option<u64>,
+    probe_wait_ns: u64,
+    probing: bool,
+}
+
+/// A congestion step down a receiver's report caused, kept until that
+/// receiver's first report from after the step's settle time says whether
+/// it drained the queue (see [`Controller::handle_report_sent`]).
+#[derive(Clone, Copy, Debug)]
+struct StepCheck {
+    reporter: u32,
+    /// The queueing delay the report read, ms (before any base is taken
+    /// off).
+    queue_ms: f32,
+    at_ns: u64,
+    /// The axis before the step.
+    before: BwAxis,
+}
+
+/// How close to the queue that caused a step down (ms, or this share of
+/// it, the larger) a report after the step must read for the step to have
+/// drained nothing. A queue of ours drains at once or at 10 % of it a
+/// second at least: the step goes to a tier that fits 90 % of what got
+/// through.
+const UNDRAINED_MS: f32 = 5.0;
+const UNDRAINED_SHARE: f32 = 0.1;
+
 /// The sender's quality controller. See the module docs.
 #[derive(Clone, Debug)]
 pub struct Controller {
@@ -776,6 +829,10 @@ pub struct Controller {
     path_run_start_ns: u64,
     /// Congested runs the receivers' reports showed to be reordering.
     path_reordered: u64,
+    /// The last congestion step down a report caused, until it is judged.
+    step_check: Option<StepCheck>,
+    /// When a step down was taken back ([`Reason::PathDelay`]).
+    restored_ns: Option<u64>,
 }
 
 fn profile(tier: usize) -> &'static Profile {
@@ -847,6 +904,8 @@ impl Controller {
             path_congestions: 0,
             path_run_start_ns: 0,
             path_reordered: 0,
+            step_check: None,
+            restored_ns: None,
         };
         let p = profile(top);
         let startup = Settings {
@@ -1053,10 +1112,17 @@ impl Controller {
             Some(k) => self.with_repair(k),
             None => rate_wire_kbps(s.bitrate, s.frame_ms, s.fec_ratio),
         };
-        let queue_ms = f32::from(entry.queue_delay_100us) / 10.0;
         // Reports carry whole kb/s: at Codec2's few kb/s a truncated rate
         // would read as short by itself.
         let short = entry.expected > 0 && f32::from(entry.recv_kbps) + 1.0 < 0.85 * send_kbps;
+        let raw_queue_ms = f32::from(entry.queue_delay_100us) / 10.0;
+        let queue_ms = self.path_queue(
+            reporter,
+            raw_queue_ms,
+            short || raw_queue_ms >= SATURATED_QUEUE_MS && loss >= 0.5,
+            entry.expected > 0,
+            now_ns,
+        );
         let lost = u32::from(entry.expected.saturating_sub(entry.received));
         // Most of the lost packets in one run: an outage (when long) or a
         // burst, not spread-out loss.
@@ -1205,9 +1271,93 @@ impl Controller {
             }
         }
         if congested {
-            self.on_congestion(f32::from(entry.recv_kbps), now_ns);
+            self.on_congestion(
+                f32::from(entry.recv_kbps),
+                Some((reporter, raw_queue_ms, saturated)),
+                now_ns,
+            );
         }
         self.evaluate(now_ns);
+    }
+
+    /// The queueing delay (ms) of a report from `reporter` that read
+    /// `raw_ms`, with what is the path's own delay taken off.
+    ///
+    /// A report from after the settle time of a congestion step down that
+    /// one of this receiver's reports caused judges the step: a queue this
+    /// stream built drains once the tier fits the path (the step went to a
+    /// tier that fits 90 % of what got through), so a report that reads the
+    /// same queue (within [`UNDRAINED_MS`] or [`UNDRAINED_SHARE`] of it)
+    /// with nothing held back (`held_back`: a receive rate short of what
+    /// was sent, or half the packets lost) shows a delay the path took on,
+    /// not a queue: a route that got longer, which the reports' floor takes
+    /// 10-20 s to catch up with. With loss on such a path every report read
+    /// as congestion, and a call on a 10 % lossy path went down the ladder
+    /// to Codec2 1200 in 120 ms packets and stayed there for minutes, with
+    /// no protection against the loss. The step is taken back
+    /// ([`Reason::PathDelay`]) and the delay becomes the receiver's base,
+    /// taken off its reports and falling with their readings. Once per
+    /// base: a step down on top of a base stands. Steps that are not judged
+    /// (see `on_congestion`): one a saturated report caused, one to a step
+    /// that does not fit what got through either (nothing lower fits), one
+    /// the first hop's samples caused.
+    fn path_queue(
+        &mut self,
+        reporter: u32,
+        raw_ms: f32,
+        held_back: bool,
+        expected: bool,
+        now_ns: u64,
+    ) -> f32 {
+        let check = self
+            .step_check
+            .filter(|c| c.reporter == reporter && now_ns.saturating_sub(c.at_ns) >= STEP_SETTLE_NS);
+        let r = self.slot(reporter, now_ns);
+        r.queue_base_ms = r.queue_base_ms.min(raw_ms);
+        let base = r.queue_base_ms;
+        if let Some(c) = check.filter(|_| expected) {
+            self.step_check = None;
+            let near = (UNDRAINED_SHARE * c.queue_ms).max(UNDRAINED_MS);
+            if !held_back && base <= 0.0 && (raw_ms - c.queue_ms).abs() <= near {
+                self.slot(reporter, now_ns).queue_base_ms = raw_ms;
+                self.set_axis(c.before);
+                self.tier_changed_ns = now_ns;
+                self.restored_ns = Some(now_ns);
+                return 0.0;
+            }
+        }
+        (raw_ms - base).max(0.0)
+    }
+
+    /// The part of `reporter`'s reported queue taken as the path's delay
+    /// (see [`Self::path_queue`]).
+    fn queue_base_of(&self, reporter: u32) -> f32 {
+        self.receivers
+            .iter()
+            .find(|r| r.used && r.id == reporter)
+            .map_or(0.0, |r| r.queue_base_ms)
+    }
+
+    fn axis(&self) -> BwAxis {
+        BwAxis {
+            tier: self.bw_tier,
+            packet_ms: self.bw_packet_ms,
+            ceiling_kbps: self.ceiling_kbps,
+            last_congestion_ns: self.last_congestion_ns,
+            stepped_down_ns: self.stepped_down_ns,
+            probe_wait_ns: self.probe_wait_ns,
+            probing: self.probing,
+        }
+    }
+
+    fn set_axis(&mut self, a: BwAxis) {
+        self.bw_tier = a.tier;
+        self.bw_packet_ms = a.packet_ms;
+        self.ceiling_kbps = a.ceiling_kbps;
+        self.last_congestion_ns = a.last_congestion_ns;
+        self.stepped_down_ns = a.stepped_down_ns;
+        self.probe_wait_ns = a.probe_wait_ns;
+        self.probing = a.probing;
     }
 
     /// An early report from `reporter` ([`FEEDBACK_FLAG_EARLY`]: loss
@@ -1226,7 +1376,8 @@ impl Controller {
     /// [`FEEDBACK_FLAG_EARLY`]: wzp_proto::feedback::FEEDBACK_FLAG_EARLY
     pub fn handle_early_report(&mut self, reporter: u32, entry: &FeedbackEntry, now_ns: u64) {
         let loss = entry.loss_fraction();
-        let queue_ms = f32::from(entry.queue_delay_100us) / 10.0;
+        let queue_ms =
+            (f32::from(entry.queue_delay_100us) / 10.0 - self.queue_base_of(reporter)).max(0.0);
         let lost = u32::from(entry.expected.saturating_sub(entry.received));
         let one_run = lost > 0 && u32::from(entry.max_burst) * 2 >= lost;
         if loss <= 0.0
@@ -1310,7 +1461,7 @@ impl Controller {
                 return;
             }
             let before = (self.bw_tier, self.bw_packet_ms);
-            self.on_congestion(f32::from(delivered), now_ns);
+            self.on_congestion(f32::from(delivered), None, now_ns);
             if (self.bw_tier, self.bw_packet_ms) != before {
                 self.path_congestions += 1;
             }
@@ -1381,7 +1532,11 @@ impl Controller {
             .unwrap_or(self.top)
     }
 
-    fn on_congestion(&mut self, recv_kbps: f32, now_ns: u64) {
+    /// Congestion: `recv_kbps` got through. `from`: the receiver whose
+    /// report read it and the queue it read (none: the first hop's
+    /// samples).
+    fn on_congestion(&mut self, recv_kbps: f32, from: Option<(u32, f32, bool)>, now_ns: u64) {
+        let before = self.axis();
         self.last_congestion_ns = now_ns;
         // Within [`STEP_SETTLE_NS`] of a step down, congestion moves
         // nothing: the reports that follow a step describe intervals that
@@ -1421,6 +1576,19 @@ impl Controller {
             (self.bw_tier, self.bw_packet_ms) = target;
             self.tier_changed_ns = now_ns;
             self.stepped_down_ns = Some(now_ns);
+            // Judged by that receiver's next settled report, when the
+            // step fits what got through (so a queue of ours drains) and
+            // the path was not saturated; a step the first hop took is not
+            // taken back.
+            let fits_budget = packet_wire_kbps(profile(target.0), target.1, 0) <= budget;
+            self.step_check = from
+                .filter(|&(_, _, saturated)| !saturated && fits_budget)
+                .map(|(reporter, queue_ms, _)| StepCheck {
+                    reporter,
+                    queue_ms,
+                    at_ns: now_ns,
+                    before,
+                });
         }
     }
 
@@ -1630,7 +1798,11 @@ impl Controller {
         if in_startup && self.mode == Mode::Clean && !bw_moved {
             return;
         }
-        let (settings, reason) = self.settings_for(loss, burst);
+        let (settings, mut reason) = self.settings_for(loss, burst);
+        if reason == Reason::Probe && self.restored_ns == Some(now_ns) {
+            // Up again: a step down taken back, not a probe.
+            reason = Reason::PathDelay;
+        }
         if settings != self.settings {
             self.decide(settings, reason, now_ns);
         }

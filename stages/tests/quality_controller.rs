@@ -1616,8 +1616,15 @@ fn a_congested_first_hop_with_reports_steps_down_once_per_settle_time() {
     r.c.handle_path(&congested, r.now + 1_500 * MS);
     r.c.handle_path(&congested, r.now + 2_000 * MS);
     assert_eq!(r.c.path_congestions(), before + 1);
-    // After it, they are.
-    r.c.handle_path(&congested, r.now + 3_000 * MS);
+    // After it, they are (a queue that grew since the step: one that read
+    // the same would be a delay the step did not drain, the path's own, and
+    // the step would be taken back:
+    // `a_first_hop_route_that_got_longer_is_not_congestion`).
+    let grown = PathSample {
+        queue_ms: 220,
+        ..congested
+    };
+    r.c.handle_path(&grown, r.now + 3_000 * MS);
     assert_eq!(r.c.path_congestions(), before + 2);
 }
 
@@ -2373,4 +2380,53 @@ fn a_delay_a_step_down_does_not_drain_is_the_paths_only_once() {
     assert_eq!(r.c.count(Reason::PathDelay), 1, "{:?}", r.log);
     assert!(r.c.count(Reason::Congestion) >= 2, "{:?}", r.log);
     assert_ne!(r.s().tier, "good");
+}
+
+/// The first hop's round trip rises by 120 ms and stays (a route that got
+/// longer) on a link that loses 12 % (both ways, as QUIC counts it): two
+/// samples step the tier down; the first sample after the settle time
+/// reads the same round trip, and the step is taken back. Its samples
+/// then read the rise as the path's, until their floor (10-20 s) follows.
+#[test]
+fn a_first_hop_route_that_got_longer_is_not_congestion() {
+    let mut r = Run::new(lbrr_only());
+    r.go(10, CLEAN, 1);
+    assert_eq!(r.s().tier, "good");
+    let lossy = |s: &Settings, queue_ms: u16| {
+        let mut p = first_hop(0.0, s);
+        p.lost = (f32::from(p.sent) * 0.12).round() as u16;
+        p.delivered_kbps = (f32::from(p.delivered_kbps) * 0.88) as u16;
+        p.queue_ms = queue_ms;
+        p
+    };
+    // Samples every half second; reports each second see the 12 % and no
+    // queue (the rise is on this side's hop only and readings that take it
+    // in come after the floor: the report path is judged on its own).
+    let mut steps = 0;
+    for k in 1..=40u64 {
+        r.now += 500 * MS;
+        let s = r.s();
+        r.c.handle_path(&lossy(&s, 120), r.now);
+        if k % 2 == 0 {
+            let e = report(
+                Path {
+                    loss: 0.12,
+                    burst: 1,
+                    cap_kbps: 0.0,
+                },
+                &s,
+            );
+            r.c.handle_report(100, &e, r.now);
+        }
+        if let Some(d) = r.c.poll(r.now) {
+            steps += usize::from(d.reason == Reason::Congestion);
+            r.log.push(d);
+        }
+    }
+    assert_eq!(r.c.path_congestions(), 1, "{:?}", r.log);
+    assert_eq!(steps, 1, "{:?}", r.log);
+    assert_eq!(r.c.count(Reason::PathDelay), 1, "{:?}", r.log);
+    let s = r.s();
+    assert_eq!(s.tier, "good", "{:?}", r.log);
+    assert!(s.lbrr, "the loss is protected: {s:?}");
 }

@@ -59,7 +59,8 @@
 //!   settled report shows drained nothing (the same queue, the receive rate
 //!   whole) is taken back (reason `path_delay`), and that delay is taken
 //!   off the receiver's reports until they read less (see
-//!   `Controller::handle_report_sent`).
+//!   `Controller::handle_report_sent`); the first hop's samples judge the
+//!   steps they cause alike.
 //!
 //! Loss seen while the path is congested is not treated as random loss:
 //! redundancy would only add to the congestion.
@@ -752,7 +753,9 @@ struct BwAxis {
 /// it drained the queue (see [`Controller::handle_report_sent`]).
 #[derive(Clone, Copy, Debug)]
 struct StepCheck {
-    reporter: u32,
+    /// The receiver whose report caused it (`None`: the first hop's
+    /// samples).
+    reporter: Option<u32>,
     /// The queueing delay the report read, ms (before any base is taken
     /// off).
     queue_ms: f32,
@@ -833,6 +836,9 @@ pub struct Controller {
     step_check: Option<StepCheck>,
     /// When a step down was taken back ([`Reason::PathDelay`]).
     restored_ns: Option<u64>,
+    /// The first hop's round trip taken as the path's (as a receiver's
+    /// `queue_base_ms`, for its samples).
+    path_queue_base_ms: f32,
 }
 
 fn profile(tier: usize) -> &'static Profile {
@@ -906,6 +912,7 @@ impl Controller {
             path_reordered: 0,
             step_check: None,
             restored_ns: None,
+            path_queue_base_ms: 0.0,
         };
         let p = profile(top);
         let startup = Settings {
@@ -1117,7 +1124,7 @@ impl Controller {
         let short = entry.expected > 0 && f32::from(entry.recv_kbps) + 1.0 < 0.85 * send_kbps;
         let raw_queue_ms = f32::from(entry.queue_delay_100us) / 10.0;
         let queue_ms = self.path_queue(
-            reporter,
+            Some(reporter),
             raw_queue_ms,
             short || raw_queue_ms >= SATURATED_QUEUE_MS && loss >= 0.5,
             entry.expected > 0,
@@ -1273,7 +1280,7 @@ impl Controller {
         if congested {
             self.on_congestion(
                 f32::from(entry.recv_kbps),
-                Some((reporter, raw_queue_ms, saturated)),
+                (Some(reporter), raw_queue_ms, saturated),
                 now_ns,
             );
         }
@@ -1299,27 +1306,37 @@ impl Controller {
     /// taken off its reports and falling with their readings. Once per
     /// base: a step down on top of a base stands. Steps that are not judged
     /// (see `on_congestion`): one a saturated report caused, one to a step
-    /// that does not fit what got through either (nothing lower fits), one
-    /// the first hop's samples caused.
+    /// that does not fit what got through either (nothing lower fits).
+    ///
+    /// The first hop's samples (`reporter` `None`, [`Self::handle_path`])
+    /// judge the steps they cause the same way, by the first sample after
+    /// [`PATH_SETTLE_NS`]: their queue is the round trip above its floor of
+    /// the last 10-20 s ([`super::path::PathMeter`]), and a route that got
+    /// longer with 10 % loss on it read as a congested first hop.
     fn path_queue(
         &mut self,
-        reporter: u32,
+        reporter: Option<u32>,
         raw_ms: f32,
         held_back: bool,
         expected: bool,
         now_ns: u64,
     ) -> f32 {
+        let settle = if reporter.is_some() {
+            STEP_SETTLE_NS
+        } else {
+            PATH_SETTLE_NS
+        };
         let check = self
             .step_check
-            .filter(|c| c.reporter == reporter && now_ns.saturating_sub(c.at_ns) >= STEP_SETTLE_NS);
-        let r = self.slot(reporter, now_ns);
-        r.queue_base_ms = r.queue_base_ms.min(raw_ms);
-        let base = r.queue_base_ms;
+            .filter(|c| c.reporter == reporter && now_ns.saturating_sub(c.at_ns) >= settle);
+        let base = self.queue_base(reporter, now_ns);
+        *base = base.min(raw_ms);
+        let base = *base;
         if let Some(c) = check.filter(|_| expected) {
             self.step_check = None;
             let near = (UNDRAINED_SHARE * c.queue_ms).max(UNDRAINED_MS);
             if !held_back && base <= 0.0 && (raw_ms - c.queue_ms).abs() <= near {
-                self.slot(reporter, now_ns).queue_base_ms = raw_ms;
+                *self.queue_base(reporter, now_ns) = raw_ms;
                 self.set_axis(c.before);
                 self.tier_changed_ns = now_ns;
                 self.restored_ns = Some(now_ns);
@@ -1327,6 +1344,15 @@ impl Controller {
             }
         }
         (raw_ms - base).max(0.0)
+    }
+
+    /// Where the part of `reporter`'s queue taken as the path's delay is
+    /// kept (`None`: the first hop's).
+    fn queue_base(&mut self, reporter: Option<u32>, now_ns: u64) -> &mut f32 {
+        match reporter {
+            Some(id) => &mut self.slot(id, now_ns).queue_base_ms,
+            None => &mut self.path_queue_base_ms,
+        }
     }
 
     /// The part of `reporter`'s reported queue taken as the path's delay
@@ -1424,7 +1450,9 @@ impl Controller {
             return;
         }
         let loss = sample.loss_fraction();
-        let queue_ms = f32::from(sample.queue_ms);
+        let raw_queue_ms = f32::from(sample.queue_ms);
+        let saturated = raw_queue_ms >= SATURATED_QUEUE_MS && loss >= 0.5;
+        let queue_ms = self.path_queue(None, raw_queue_ms, saturated, true, now_ns);
         // Nothing through at all is a blackout of the first hop (a long
         // loss run), not a bottleneck, which delivers at its rate; its round
         // trip reads as a queue (the RTT samples of a blackout come late).
@@ -1461,7 +1489,11 @@ impl Controller {
                 return;
             }
             let before = (self.bw_tier, self.bw_packet_ms);
-            self.on_congestion(f32::from(delivered), None, now_ns);
+            self.on_congestion(
+                f32::from(delivered),
+                (None, raw_queue_ms, saturated),
+                now_ns,
+            );
             if (self.bw_tier, self.bw_packet_ms) != before {
                 self.path_congestions += 1;
             }
@@ -1535,7 +1567,7 @@ impl Controller {
     /// Congestion: `recv_kbps` got through. `from`: the receiver whose
     /// report read it and the queue it read (none: the first hop's
     /// samples).
-    fn on_congestion(&mut self, recv_kbps: f32, from: Option<(u32, f32, bool)>, now_ns: u64) {
+    fn on_congestion(&mut self, recv_kbps: f32, from: (Option<u32>, f32, bool), now_ns: u64) {
         let before = self.axis();
         self.last_congestion_ns = now_ns;
         // Within [`STEP_SETTLE_NS`] of a step down, congestion moves
@@ -1576,19 +1608,18 @@ impl Controller {
             (self.bw_tier, self.bw_packet_ms) = target;
             self.tier_changed_ns = now_ns;
             self.stepped_down_ns = Some(now_ns);
-            // Judged by that receiver's next settled report, when the
-            // step fits what got through (so a queue of ours drains) and
-            // the path was not saturated; a step the first hop took is not
-            // taken back.
+            // Judged by the next settled report of that receiver (or
+            // sample of the first hop), when the step fits what got
+            // through (so a queue of ours drains) and the path was not
+            // saturated.
+            let (reporter, queue_ms, saturated) = from;
             let fits_budget = packet_wire_kbps(profile(target.0), target.1, 0) <= budget;
-            self.step_check = from
-                .filter(|&(_, _, saturated)| !saturated && fits_budget)
-                .map(|(reporter, queue_ms, _)| StepCheck {
-                    reporter,
-                    queue_ms,
-                    at_ns: now_ns,
-                    before,
-                });
+            self.step_check = (!saturated && fits_budget).then_some(StepCheck {
+                reporter,
+                queue_ms,
+                at_ns: now_ns,
+                before,
+            });
         }
     }
 

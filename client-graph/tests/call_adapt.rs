@@ -171,11 +171,21 @@ impl Drop for Proxy {
     }
 }
 
-/// A running `wzp-client join`.
+/// A running `wzp-client join`, killed when dropped unless `hang_up` took
+/// it (a test that fails leaves no client running into the next one).
 struct Client {
-    child: Child,
+    child: Option<Child>,
     name: String,
     lines: Lines,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 impl Client {
@@ -203,7 +213,7 @@ impl Client {
             .expect("wzp-client starts");
         let lines = Lines::of(&mut child, name);
         Client {
-            child,
+            child: Some(child),
             name: name.to_string(),
             lines,
         }
@@ -256,21 +266,22 @@ fn talker_and_listener(
 fn hang_up(clients: Vec<Client>) {
     let status = Command::new("kill")
         .arg("-INT")
-        .args(clients.iter().map(|c| c.child.id().to_string()))
+        .args(
+            clients
+                .iter()
+                .filter_map(|c| Some(c.child.as_ref()?.id().to_string())),
+        )
         .status()
         .unwrap();
     assert!(status.success());
-    for c in clients {
-        let Client {
-            child,
-            name,
-            mut lines,
-        } = c;
-        let out = child.wait_with_output().unwrap();
+    for mut c in clients {
+        let out = c.child.take().unwrap().wait_with_output().unwrap();
+        let lines = &mut c.lines;
         lines.seen.extend(lines.rx.iter());
         assert!(
             out.status.success(),
-            "{name} failed:\n{}\n{}",
+            "{} failed:\n{}\n{}",
+            c.name,
             lines.seen.join("\n"),
             String::from_utf8_lossy(&out.stderr)
         );
@@ -783,6 +794,61 @@ fn a_clean_then_30_percent_then_clean_path_ends_with_no_redundancy() {
         wait_figure(&dir, "alice", "adapt", "fec_ratio", |v| v == 0),
         0
     );
+    hang_up(vec![alice, bob]);
+    drop(proxy);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A route that gets longer mid-call on a lossy path: Alice's path to the
+/// relay loses 10 % both ways, then takes 60 ms more each way as well and
+/// keeps it. Bob's reports about her read the rise as a standing queue
+/// until their floor follows it (10-20 s), her first hop as a longer round
+/// trip; with the loss, that reads as congestion. A step down drains no
+/// such queue: each one it causes is taken back (`path_delay`), and she
+/// stays on the top tier, protected against the loss. Before, each report
+/// after a step's settle time stepped down again, down the ladder to
+/// Codec2 1200.
+#[test]
+fn a_route_that_gets_longer_on_a_lossy_path_keeps_the_tier() {
+    let _serial = serial();
+    let dir = tmp("route");
+    let relay = Relay::start(&dir);
+    let mut proxy = Proxy::start(
+        relay.addr,
+        &[
+            "--schedule",
+            "6s:loss=0;6s:loss=10;24s:loss=10,delay=60;1s:loss=10",
+        ],
+    );
+    let (mut alice, bob, _) =
+        talker_and_listener(&dir, &relay, [proxy.addr, relay.addr], [&[], &[]]);
+    proxy
+        .lines
+        .wait_for(WAIT, "the longer route", |l| l.starts_with("phase 3/4"));
+    let back = alice.wait_decision(WAIT, "a step down taken back", |d| {
+        d.reason.contains("path_delay")
+    });
+    assert!(back.applied && back.tier == "good", "{back:?}");
+    // The reports' floor follows the new delay within the phase.
+    proxy.lines.wait_for(WAIT, "the longer route's end", |l| {
+        l.starts_with("phase 4/4")
+    });
+    let tier = figure(&dir, "alice", "adapt", "tier");
+    let steps = figure(&dir, "alice", "adapt", "decisions_congestion").unwrap_or(0);
+    let undone = figure(&dir, "alice", "adapt", "decisions_path_delay").unwrap_or(0);
+    eprintln!("{back:?}; congestion steps {steps}, taken back {undone}");
+    assert_eq!(
+        tier,
+        Some(3),
+        "alice left the top tier:\n{}",
+        alice.lines.so_far()
+    );
+    assert!(
+        steps <= undone + 1,
+        "{steps} congestion steps, {undone} taken back:\n{}",
+        alice.lines.so_far()
+    );
+    assert_eq!(wait_figure(&dir, "alice", "adapt", "lbrr", |v| v == 1), 1);
     hang_up(vec![alice, bob]);
     drop(proxy);
     let _ = std::fs::remove_dir_all(dir);

@@ -2454,3 +2454,65 @@ fn a_first_hop_route_that_got_longer_is_not_congestion() {
     assert_eq!(s.tier, "good", "{:?}", r.log);
     assert!(s.lbrr, "the loss is protected: {s:?}");
 }
+
+/// A first-hop step whose round trip does not come down is taken back only
+/// when the reports agree that this stream's own queue did not either. The
+/// round trip holds the way back too: under a symmetric cap it stays full
+/// of the other member's media after this side steps down, while the
+/// reports about this stream see its queue drain; and with no report at
+/// all (lost in a full link) the samples are all there is. Either way the
+/// step stands.
+#[test]
+fn a_first_hop_step_stands_when_the_reports_saw_it_drain_or_none_came() {
+    let congested = |s: &Settings| {
+        let mut p = first_hop(20.0, s);
+        p.queue_ms = 140;
+        p
+    };
+    // (case, the queue reports read before the step, after it; None: no
+    // report at all)
+    let cases: [(&str, Option<(u16, u16)>, bool); 3] = [
+        (
+            "symmetric cap: this stream's queue drained",
+            Some((80, 2)),
+            false,
+        ),
+        ("no report gets back", None, false),
+        (
+            "the round trip's queue is not on this stream's way",
+            Some((2, 2)),
+            true,
+        ),
+    ];
+    for (case, reports, taken_back) in cases {
+        let mut r = Run::new(lbrr_only());
+        r.go(10, CLEAN, 1);
+        let report_with = |s: &Settings, queue_ms: u16| {
+            let mut e = report(CLEAN, s);
+            e.queue_delay_100us = queue_ms * 10;
+            e
+        };
+        if let Some((before, _)) = reports {
+            r.c.handle_report(100, &report_with(&r.s(), before), r.now);
+        }
+        for k in 1..=12u64 {
+            r.now += 500 * MS;
+            let s = r.s();
+            r.c.handle_path(&congested(&s), r.now);
+            if let (Some((_, after)), true) = (reports, k % 2 == 0 && k > 2) {
+                r.c.handle_report(100, &report_with(&s, after), r.now);
+            }
+            if let Some(d) = r.c.poll(r.now) {
+                r.log.push(d);
+            }
+        }
+        assert!(r.c.path_congestions() >= 1, "{case}: {:?}", r.log);
+        assert_eq!(
+            r.c.count(Reason::PathDelay) > 0,
+            taken_back,
+            "{case}: {:?}",
+            r.log
+        );
+        assert_eq!(r.s().tier == "good", taken_back, "{case}: {:?}", r.log);
+    }
+}

@@ -446,6 +446,8 @@ struct Receiver {
     /// a queue, until the reports' floor catches up with it. Taken off
     /// every report's queue; falls with the readings.
     queue_base_ms: f32,
+    /// The queue its last report read, ms, before the base is taken off.
+    last_raw_queue_ms: f32,
 }
 
 impl Receiver {
@@ -762,6 +764,9 @@ struct StepCheck {
     at_ns: u64,
     /// The axis before the step.
     before: BwAxis,
+    /// For a step the first hop caused: the highest queue the fresh
+    /// reports read at the step (`None`: no fresh report).
+    reports_queue_ms: Option<f32>,
     /// Readings that read the same queue with the receive rate short,
     /// waited past (at most [`JUDGE_WAITS`]: a report of 50 packets on a
     /// path losing 15 % at random reads short, 10 of them lost, one time in
@@ -781,6 +786,18 @@ const JUDGE_WAITS: u8 = 1;
 /// through.
 const UNDRAINED_MS: f32 = 5.0;
 const UNDRAINED_SHARE: f32 = 0.1;
+
+/// How far from a queue of `ms` a reading still counts as the same one.
+fn undrained(ms: f32) -> f32 {
+    (UNDRAINED_SHARE * ms).max(UNDRAINED_MS)
+}
+
+/// How often receivers report: a report that came this long after a step
+/// describes an interval that began after it.
+const REPORT_INTERVAL_NS: u64 = 1_000 * MS;
+/// How long a step the first hop's samples caused waits for a report from
+/// after it before it stands ([`Controller::reports_undrained`]).
+const PATH_JUDGE_NS: u64 = 4_000 * MS;
 
 /// The sender's quality controller. See the module docs.
 #[derive(Clone, Debug)]
@@ -1169,6 +1186,7 @@ impl Controller {
         r.last_ns = now_ns;
         if entry.expected > 0 {
             r.last_loss = loss;
+            r.last_raw_queue_ms = raw_queue_ms;
         }
         if !congested && entry.expected > 0 {
             // Outages count here: they are what makes a path's loss long.
@@ -1322,9 +1340,11 @@ impl Controller {
     ///
     /// The first hop's samples (`reporter` `None`, [`Self::handle_path`])
     /// judge the steps they cause the same way, by the first sample after
-    /// [`PATH_SETTLE_NS`]: their queue is the round trip above its floor of
-    /// the last 10-20 s ([`super::path::PathMeter`]), and a route that got
-    /// longer with 10 % loss on it read as a congested first hop.
+    /// [`PATH_SETTLE_NS`], and only with the reports agreeing
+    /// ([`Self::reports_undrained`]): their queue is the round trip above
+    /// its floor of the last 10-20 s ([`super::path::PathMeter`]), and a
+    /// route that got longer with 10 % loss on it read as a congested
+    /// first hop.
     fn path_queue(
         &mut self,
         reporter: Option<u32>,
@@ -1346,29 +1366,86 @@ impl Controller {
         let base = *base;
         if let Some(c) = check.filter(|_| expected) {
             self.step_check = None;
-            let near = (UNDRAINED_SHARE * c.queue_ms).max(UNDRAINED_MS);
-            if !saturated && base <= 0.0 && (raw_ms - c.queue_ms).abs() <= near {
-                if !short {
-                    *self.queue_base(reporter, now_ns) = raw_ms;
-                    self.set_axis(c.before);
-                    self.tier_changed_ns = now_ns;
-                    self.restored_ns = Some(now_ns);
-                    return (0.0, false);
+            let same =
+                !saturated && base <= 0.0 && (raw_ms - c.queue_ms).abs() <= undrained(c.queue_ms);
+            let undo = if !same {
+                false
+            } else if reporter.is_none() {
+                match self.reports_undrained(&c, now_ns) {
+                    Some(undo) => undo,
+                    None => {
+                        // No report from after the step yet: the next
+                        // sample asks again; no further step till then.
+                        self.step_check = Some(c);
+                        return ((raw_ms - base).max(0.0), true);
+                    }
                 }
-                if c.waits < JUDGE_WAITS {
-                    // Short of what was sent: held back on the way, or
-                    // random loss that came out heavier this interval (at
-                    // 15 % loss one interval in five reads under 85 %).
-                    // The next reading decides; no further step till then.
-                    self.step_check = Some(StepCheck {
-                        waits: c.waits + 1,
-                        ..c
-                    });
-                    return ((raw_ms - base).max(0.0), true);
-                }
+            } else if short && c.waits < JUDGE_WAITS {
+                // Short of what was sent: held back on the way, or random
+                // loss that came out heavier this interval (at 15 % loss
+                // one interval in five reads under 85 %). The next reading
+                // decides; no further step till then.
+                self.step_check = Some(StepCheck {
+                    waits: c.waits + 1,
+                    ..c
+                });
+                return ((raw_ms - base).max(0.0), true);
+            } else {
+                !short
+            };
+            if undo {
+                *self.queue_base(reporter, now_ns) = raw_ms;
+                self.set_axis(c.before);
+                self.tier_changed_ns = now_ns;
+                self.restored_ns = Some(now_ns);
+                return (0.0, false);
             }
         }
         ((raw_ms - base).max(0.0), false)
+    }
+
+    /// For a step down the first hop's samples caused, whose round trip did
+    /// not come down: whether the receivers' reports say this stream's own
+    /// queue did not either (`None`: no report from after the step yet,
+    /// within [`PATH_JUDGE_NS`]). The first hop's round trip holds the way
+    /// back too, full of the other members' media under a symmetric cap,
+    /// which this side's step does not drain; the reports see this
+    /// stream's way alone. The step is taken back only when the highest
+    /// queue fresh reports read, from reports whose interval began after
+    /// the step, is not lower than it was at the step (reports that saw
+    /// none then and none now: the round trip's queue is not on this
+    /// stream's way, and a step of this stream does not drain it). With no
+    /// report fresh at the step (lost in a full link: what the first hop's
+    /// samples are for), or none after it in time, the step stands.
+    fn reports_undrained(&self, c: &StepCheck, now_ns: u64) -> Option<bool> {
+        let Some(before) = c.reports_queue_ms else {
+            return Some(false);
+        };
+        let after = self
+            .receivers
+            .iter()
+            .filter(|r| {
+                r.used
+                    && r.last_ns >= c.at_ns + REPORT_INTERVAL_NS
+                    && now_ns.saturating_sub(r.last_ns) <= self.cfg.report_fresh_ns
+            })
+            .map(|r| r.last_raw_queue_ms)
+            .reduce(f32::max);
+        match after {
+            Some(after) => Some(after >= before - undrained(before)),
+            None if now_ns.saturating_sub(c.at_ns) < PATH_JUDGE_NS => None,
+            None => Some(false),
+        }
+    }
+
+    /// The highest queue the fresh receivers' last reports read, ms, before
+    /// any base is taken off (`None`: no fresh report).
+    fn reports_queue_now(&self, now_ns: u64) -> Option<f32> {
+        self.receivers
+            .iter()
+            .filter(|r| r.used && now_ns.saturating_sub(r.last_ns) <= self.cfg.report_fresh_ns)
+            .map(|r| r.last_raw_queue_ms)
+            .reduce(f32::max)
     }
 
     /// Where the part of `reporter`'s queue taken as the path's delay is
@@ -1477,7 +1554,8 @@ impl Controller {
         let loss = sample.loss_fraction();
         let raw_queue_ms = f32::from(sample.queue_ms);
         let saturated = raw_queue_ms >= SATURATED_QUEUE_MS && loss >= 0.5;
-        let (queue_ms, _) = self.path_queue(None, raw_queue_ms, (false, saturated), true, now_ns);
+        let (queue_ms, judging) =
+            self.path_queue(None, raw_queue_ms, (false, saturated), true, now_ns);
         // Nothing through at all is a blackout of the first hop (a long
         // loss run), not a bottleneck, which delivers at its rate; its round
         // trip reads as a queue (the RTT samples of a blackout come late).
@@ -1503,6 +1581,7 @@ impl Controller {
         let delivered = sample.delivered_kbps.max(self.path_last_kbps);
         self.path_last_kbps = sample.delivered_kbps;
         if self.path_congested_run >= 2
+            && !judging
             && now_ns.saturating_sub(self.tier_changed_ns) >= PATH_SETTLE_NS
         {
             self.path_congested_run = 0;
@@ -1644,6 +1723,7 @@ impl Controller {
                 queue_ms,
                 at_ns: now_ns,
                 before,
+                reports_queue_ms: self.reports_queue_now(now_ns),
                 waits: 0,
             });
         }

@@ -50,6 +50,9 @@ CONDITIONS = {
     "cap12": ("rate cap 12 kb/s", "rate=12"),
     "jitter": ("delay 80 ms, jitter 30 ms", "delay=80,jitter=30"),
     "r30": ("random 30 %", "loss=30"),
+    # A route 60 ms longer each way, with loss on it: the reports read the
+    # rise as a standing queue until their floor follows it (10-20 s).
+    "route": ("random 10 % on a route 60 ms longer", "loss=10,delay=60"),
 }
 DEFAULT_CYCLE = "r20,ge60,cap16,jitter,r30"
 

@@ -190,19 +190,36 @@ fn client_with(
         }
     });
     Running {
-        child,
+        child: Some(child),
         name: name.to_string(),
         lines,
         seen: Vec::new(),
     }
 }
 
-/// A running client: its stdout lines as they come.
+/// A running client: its stdout lines as they come. Killed when dropped
+/// unless `finish` took it (a test that fails leaves no client running
+/// into the next one).
 struct Running {
-    child: Child,
+    child: Option<Child>,
     name: String,
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Running {
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
 }
 
 impl Running {
@@ -240,13 +257,12 @@ impl Running {
 
 /// Waits for the client to exit, asserts it succeeded; its whole stdout
 /// (lines read while it ran included) and stderr.
-fn finish(run: Running, what: &str) -> Output {
-    let Running {
-        child, lines, seen, ..
-    } = run;
+fn finish(mut run: Running, what: &str) -> Output {
+    let child = run.child.take().unwrap();
     let mut out = child.wait_with_output().unwrap();
     // The reader thread ends at the pipe's end, so this drains and stops.
-    let all: Vec<String> = seen.into_iter().chain(lines.iter()).collect();
+    let seen = std::mem::take(&mut run.seen);
+    let all: Vec<String> = seen.into_iter().chain(run.lines.iter()).collect();
     out.stdout = all.join("\n").into_bytes();
     assert!(
         out.status.success(),
@@ -330,7 +346,7 @@ fn wait_recorded(dir: &Path, name: &str, samples: u64) {
 fn interrupt(runs: &[Running]) {
     let status = Command::new("kill")
         .arg("-INT")
-        .args(runs.iter().map(|r| r.child.id().to_string()))
+        .args(runs.iter().map(|r| r.pid().to_string()))
         .status()
         .unwrap();
     assert!(status.success());
@@ -703,7 +719,7 @@ fn a_real_time_call_runs_its_network_threads_real_time_under_the_clock() {
     let relay = Relay::start(&dir, "127.0.0.1:0");
     let mut a = client_with(&dir, &relay, "alice", "tone:440", SECRET, &[], true);
     a.wait_room_of(1);
-    let all = threads(a.child.id());
+    let all = threads(a.pid());
     let of = |name: &str| -> Vec<(u32, u32)> {
         all.iter()
             .filter(|t| t.0 == name)

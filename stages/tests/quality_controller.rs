@@ -2516,3 +2516,40 @@ fn a_first_hop_step_stands_when_the_reports_saw_it_drain_or_none_came() {
         assert_eq!(r.s().tier == "good", taken_back, "{case}: {:?}", r.log);
     }
 }
+
+/// Heavy loss at one receiver in a room where another hears the stream
+/// clean: Opus with DRED and the hold at the tier's rate, not Codec2, which
+/// every receiver would hear (1.42 PESQ-WB on a clean path against 3.65).
+/// Once only the lossy receiver reports, Codec2 with its repair; a clean
+/// listener that joins takes the room back to Opus at its first report, not
+/// after the hysteresis period.
+#[test]
+fn a_clean_listener_in_the_room_keeps_opus_against_heavy_loss() {
+    let heavy = Path {
+        loss: 0.70,
+        burst: 1,
+        cap_kbps: 0.0,
+    };
+    let opus_dred = |s: &Settings| {
+        s.tier == "good" && s.bitrate == 24_000 && s.dred_ms > 0 && s.receiver_hold_frames > 0
+    };
+    let mut r = Run::new(lbrr_only());
+    r.go(5, CLEAN, 2);
+    r.go(10, heavy, 2);
+    assert!(opus_dred(&r.s()), "{:?}", r.log);
+    assert!(r.c.heavy_withheld());
+    assert_eq!(r.c.count(Reason::HeavyLoss), 0, "{:?}", r.log);
+    assert!(r.c.count(Reason::HeavyLossRoom) >= 1, "{:?}", r.log);
+    // The clean listener leaves: Codec2 with repair for the one left.
+    r.go(8, heavy, 1);
+    let s = r.s();
+    assert!(s.tier == "catastrophic" && s.fec_ratio > 0, "{:?}", r.log);
+    assert!(!r.c.heavy_withheld());
+    // It joins again: Opus at its first report.
+    let joined = r.now;
+    r.go(1, heavy, 2);
+    assert!(opus_dred(&r.s()), "{:?}", r.log);
+    let last = r.log.last().unwrap();
+    assert_eq!(last.reason, Reason::HeavyLossRoom, "{:?}", r.log);
+    assert!(last.at_ns > joined);
+}

@@ -89,7 +89,7 @@
 //! to the encoder), `decisions_<reason>` for each reason (`startup`,
 //! `clean_path`, `random_loss`, `burst_loss`, `heavy_loss`, `loss_eased`,
 //! `congestion`, `probe`, `dense_loss`, `long_runs`, `fec_loss`,
-//! `random_loss_room`, `path_delay`), `not_live` (decisions with a part the encoder
+//! `random_loss_room`, `heavy_loss_room`, `path_delay`), `not_live` (decisions with a part the encoder
 //! cannot take live), `path_samples` (first-hop samples read),
 //! `path_congestion` (times they moved the tier down), `path_reordered`
 //! (congested runs the reports showed to be reordering, not acted on), `journal_dropped`
@@ -99,7 +99,9 @@
 //! `receiver_hold_frames`, `codec` (the wire codec id of the tier),
 //! `hold_budget_ms` (the budget sized to, see `hold_budget`), `fec_withheld`
 //! (1 while random loss that would get RaptorQ gets LBRR because another
-//! receiver hears the stream unrepaired), and the
+//! receiver hears the stream unrepaired), `heavy_withheld` (1 while heavy
+//! loss that would get Codec2 gets Opus with DRED and the hold for the same
+//! reason), and the
 //! latest report's `loss_pct`, `rtt_ms`, `queue_ms` (the queueing delay
 //! the receiver measured), `recv_kbps` (its receive rate), `sent_kbps`
 //! (what this sender sent over that report's interval, as the receiver
@@ -374,6 +376,7 @@ impl StageFactory for AdaptFactory {
                 hold: cx.gauge("receiver_hold_frames"),
                 budget_ms: cx.gauge("hold_budget_ms"),
                 fec_withheld: cx.gauge("fec_withheld"),
+                heavy_withheld: cx.gauge("heavy_withheld"),
                 codec: cx.gauge("codec"),
                 loss_pct: cx.gauge("loss_pct"),
                 rtt_ms: cx.gauge("rtt_ms"),
@@ -422,6 +425,7 @@ struct Gauges {
     /// another receiver hears the stream unrepaired
     /// ([`Reason::RandomLossRoom`](super::controller::Reason::RandomLossRoom)).
     fec_withheld: Gauge,
+    heavy_withheld: Gauge,
     codec: Gauge,
     loss_pct: Gauge,
     rtt_ms: Gauge,
@@ -703,6 +707,7 @@ impl Processor for Adapt {
             self.on_decision(&d, &first);
         }
         self.g.fec_withheld.set(i64::from(ctl.fec_withheld()));
+        self.g.heavy_withheld.set(i64::from(ctl.heavy_withheld()));
         self.controller = Some(ctl);
         Flow::Continue
     }

@@ -243,6 +243,12 @@ pub enum Reason {
     /// Opus at 11 of the tier's 24 kb/s would cost that listener 1.2
     /// PESQ-WB, LBRR 0.7 (docs/QUALITY.md finding 30).
     RandomLossRoom,
+    /// Heavy loss that would get Codec2 ([`Reason::HeavyLoss`]), in a room
+    /// where another receiver hears the stream unrepaired (a clean path):
+    /// Opus with DRED and the receiver hold at the tier's rate, as for
+    /// dense loss. Codec2 1200 would cost that listener 2.2 PESQ-WB
+    /// (docs/QUALITY.md finding 31).
+    HeavyLossRoom,
     /// A congestion step down drained no queue: the delay its report read
     /// is the path's (a route that got longer), not a queue this stream
     /// built; the step is taken back (see [`Controller::handle_report`]).
@@ -251,7 +257,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in counter order.
-    pub const ALL: [Reason; 13] = [
+    pub const ALL: [Reason; 14] = [
         Reason::Startup,
         Reason::CleanPath,
         Reason::RandomLoss,
@@ -264,6 +270,7 @@ impl Reason {
         Reason::LongRuns,
         Reason::FecLoss,
         Reason::RandomLossRoom,
+        Reason::HeavyLossRoom,
         Reason::PathDelay,
     ];
 
@@ -283,6 +290,7 @@ impl Reason {
             Reason::FecLoss => "fec_loss",
             Reason::RandomLossRoom => "random_loss_room",
             Reason::PathDelay => "path_delay",
+            Reason::HeavyLossRoom => "heavy_loss_room",
         }
     }
 
@@ -840,6 +848,9 @@ pub struct Controller {
     /// RaptorQ would serve the lossy receivers, but another hears the
     /// stream unrepaired ([`Reason::RandomLossRoom`]).
     fec_withheld: bool,
+    /// Codec2 would serve a receiver losing heavily, but another hears the
+    /// stream unrepaired ([`Reason::HeavyLossRoom`]).
+    heavy_withheld: bool,
     /// The worst receiver's loss level is in the RaptorQ band (see
     /// [`FEC_ENTER`]).
     fec_band: bool,
@@ -928,6 +939,7 @@ impl Controller {
             dense: false,
             dense_only: false,
             fec_withheld: false,
+            heavy_withheld: false,
             fec_band: false,
             long_runs: false,
             budget_ms: cfg.hold_budget_ms,
@@ -1002,6 +1014,13 @@ impl Controller {
     /// stream unrepaired, so it gets LBRR ([`Reason::RandomLossRoom`]).
     pub fn fec_withheld(&self) -> bool {
         self.fec_withheld
+    }
+
+    /// Heavy loss would get Codec2, but another receiver hears the stream
+    /// unrepaired, so it gets Opus with DRED and the hold
+    /// ([`Reason::HeavyLossRoom`]).
+    pub fn heavy_withheld(&self) -> bool {
+        self.heavy_withheld
     }
 
     /// The hold budget decisions are sized to, ms: the smallest among the
@@ -1894,10 +1913,18 @@ impl Controller {
         // LBRR at the tier's rate (docs/QUALITY.md finding 30).
         self.fec_withheld = fec_fits && plain_listener;
         let fec = fec_fits && !plain_listener;
-        let dense_dred = self.dense && !fec;
+        // Codec2 alike: every receiver would hear Codec2 1200 (1.42 PESQ-WB
+        // on a clean path, against 3.65 for Opus with DRED), while Opus
+        // with DRED and the hold costs the receiver losing 60 % a little or
+        // nothing (1.35 against Codec2's 1.09 at 60 %, finding 12): where
+        // one hears the stream unrepaired, heavy loss gets DRED with the
+        // hold at the tier's rate (docs/QUALITY.md finding 31).
+        let heavy_wanted = heavy || (self.mode == Mode::Heavy && loss >= self.cfg.heavy_loss);
+        self.heavy_withheld = heavy_wanted && plain_listener;
+        let dense_dred = (self.dense || self.heavy_withheld) && !fec;
         self.dense_only = dense_dred && burst < 3;
         let burst = if dense_dred { burst.max(3) } else { burst };
-        let wanted = if heavy || (self.mode == Mode::Heavy && loss >= self.cfg.heavy_loss) {
+        let wanted = if heavy_wanted && !self.heavy_withheld {
             Mode::Heavy
         } else if lossy && burst >= 3 {
             Mode::Burst
@@ -1915,8 +1942,9 @@ impl Controller {
             let since = *self.calm_since_ns.get_or_insert(now_ns);
             // The estimates already carry the waiting for bursts (a burst
             // is remembered for the hysteresis period) and for a clean path
-            // (no loss for the settle time); leaving Codec2 waits here.
-            let wait = if self.mode == Mode::Heavy {
+            // (no loss for the settle time); leaving Codec2 waits here,
+            // unless for a listener that hears the stream clean.
+            let wait = if self.mode == Mode::Heavy && !self.heavy_withheld {
                 self.cfg.hysteresis_ns
             } else {
                 0
@@ -2069,7 +2097,9 @@ impl Controller {
                     s.lbrr = p.codec == Codec::Opus;
                     s.loss_hint = lbrr_hint(loss_pct);
                 }
-                if self.dense_only {
+                if self.heavy_withheld {
+                    Reason::HeavyLossRoom
+                } else if self.dense_only {
                     Reason::DenseLoss
                 } else {
                     Reason::BurstLoss
@@ -2092,9 +2122,11 @@ impl Controller {
         let eased = self.mode < self.mode_of(&self.settings);
         let reason = match bw_reason {
             Some(r) => r,
-            // Out of RaptorQ because a listener hears clean, not because
-            // the loss eased.
-            None if loss_reason == Reason::RandomLossRoom => loss_reason,
+            // Out of RaptorQ (or Codec2) because a listener hears clean,
+            // not because the loss eased.
+            None if matches!(loss_reason, Reason::RandomLossRoom | Reason::HeavyLossRoom) => {
+                loss_reason
+            }
             None if eased && self.mode != Mode::Clean => Reason::LossEased,
             None => loss_reason,
         };

@@ -624,6 +624,55 @@ fn a_clean_listener_keeps_the_room_off_raptorq_until_it_leaves() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Heavy loss in a room: Carol loses 70 % both ways (clean for the join),
+/// Bob hears Alice on a clean path. Codec2 1200, which Carol's loss would
+/// get in a call, is what every receiver would hear (1.42 PESQ-WB on a
+/// clean path): Alice keeps Opus at the tier's rate with DRED and the hold
+/// (`heavy_loss_room`, `heavy_withheld`); once Bob has left, Codec2 with
+/// its repair, as in a call.
+#[test]
+fn a_clean_listener_keeps_the_room_off_codec2_under_heavy_loss() {
+    let _serial = serial();
+    let dir = tmp("room-heavy");
+    let relay = Relay::start(&dir);
+    let mut proxy = Proxy::start(relay.addr, &["--schedule", "8s:loss=0;1s:loss=70"]);
+    let (mut alice, bob, _) =
+        talker_and_listener(&dir, &relay, [relay.addr, relay.addr], [&[], &[]]);
+    let mut carol = Client::join(&dir, &relay, proxy.addr, "carol", "tone:660", &[]);
+    carol.wait_room_of(3);
+    alice.wait_room_of(3);
+    proxy
+        .lines
+        .wait_for(WAIT, "the lossy phase", |l| l.starts_with("phase 2/2"));
+    let kept = alice.wait_decision(WAIT * 2, "Opus with DRED kept for the room", |d| {
+        d.reason.contains("heavy_loss_room")
+    });
+    assert!(
+        kept.applied && kept.tier == "good" && kept.bitrate == 24_000 && kept.dred_ms > 0,
+        "{kept:?}"
+    );
+    wait_figure(&dir, "alice", "adapt", "heavy_withheld", |v| v == 1);
+    let said = alice.lines.so_far();
+    assert!(
+        !said.contains("adapt: heavy_loss ->"),
+        "Codec2 with Bob listening:\n{said}"
+    );
+    // Bob leaves: Carol is Alice's only receiver, and Codec2 comes once
+    // his last report has aged out.
+    hang_up(vec![bob]);
+    let heavy = alice.wait_decision(WAIT * 2, "Codec2 once Bob has left", |d| {
+        d.reason == "heavy_loss"
+    });
+    assert!(
+        heavy.applied && heavy.tier == "catastrophic" && heavy.fec > 0,
+        "{heavy:?}"
+    );
+    wait_figure(&dir, "alice", "adapt", "heavy_withheld", |v| v == 0);
+    hang_up(vec![alice, carol]);
+    drop(proxy);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// The cap this test holds to: the 12 kbit/s. The proxy counts
 /// every datagram's UDP payload: codec payload, media header (22), tag (16)
 /// and QUIC's own bytes around a datagram (about 30 here), so no Opus tier

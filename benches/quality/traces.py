@@ -39,9 +39,12 @@ CONDITIONS = [
     ("outage", "400 ms outage every 5 s", 8, "outage", (400, 5000)),
     ("sched", "schedule clean -> 20 % -> clean", 20, "schedule", (("random", 0.0), ("random", 0.20), ("random", 0.0))),
     # Heavier random loss, where RaptorQ meets DRED and Codec2 (aligned runs:
-    # CONDITIONS="r40 r50"; not in the live table).
+    # CONDITIONS="r40 r50 r60 r70 r80"; not in the live table).
     ("r40", "random 40 %", 40, "random", (0.40,)),
     ("r50", "random 50 %", 50, "random", (0.50,)),
+    ("r60", "random 60 %", 60, "random", (0.60,)),
+    ("r70", "random 70 %", 70, "random", (0.70,)),
+    ("r80", "random 80 %", 80, "random", (0.80,)),
 ]
 
 

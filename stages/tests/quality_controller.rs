@@ -2388,6 +2388,28 @@ fn a_delay_a_step_down_does_not_drain_is_the_paths_only_once() {
     assert_eq!(r.c.count(Reason::PathDelay), 1, "{:?}", r.log);
     assert_eq!(r.s().tier, "good");
 
+    // The receiver goes quiet after the step and comes back much later
+    // reading the same queue: too late to say what the step did; it stands.
+    let lossy = Path {
+        loss: 0.10,
+        burst: 1,
+        cap_kbps: 0.0,
+    };
+    let mut r = Run::new(lbrr_only());
+    r.go(10, CLEAN, 1);
+    r.go_delayed(1, lossy, 60, 1.0);
+    assert_eq!(r.c.count(Reason::Congestion), 1, "{:?}", r.log);
+    for _ in 0..100 {
+        r.now += 100 * MS;
+        if let Some(d) = r.c.poll(r.now) {
+            r.log.push(d);
+        }
+    }
+    r.go_delayed(1, lossy, 60, 1.0);
+    assert_eq!(r.c.count(Reason::PathDelay), 0, "{:?}", r.log);
+    // (It reads as congestion again, a step of its own, judged in turn.)
+    assert_eq!(r.c.count(Reason::Congestion), 2, "{:?}", r.log);
+
     // A delay taken as the path's, then a queue of 40 ms on top of it that
     // does not drain: stepped down once more, and that step stands.
     let lossy = Path {

@@ -806,6 +806,10 @@ const REPORT_INTERVAL_NS: u64 = 1_000 * MS;
 /// How long a step the first hop's samples caused waits for a report from
 /// after it before it stands ([`Controller::reports_undrained`]).
 const PATH_JUDGE_NS: u64 = 4_000 * MS;
+/// The oldest a step may be and still be judged (its receiver's reports
+/// stopped, or came late): it stands after that, as it does once the
+/// tier has moved again.
+const STEP_JUDGE_MAX_NS: u64 = 6_000 * MS;
 
 /// The sender's quality controller. See the module docs.
 #[derive(Clone, Debug)]
@@ -1361,9 +1365,14 @@ impl Controller {
     /// judge the steps they cause the same way, by the first sample after
     /// [`PATH_SETTLE_NS`], and only with the reports agreeing
     /// ([`Self::reports_undrained`]): their queue is the round trip above
-    /// its floor of the last 10-20 s ([`super::path::PathMeter`]), and a
-    /// route that got longer with 10 % loss on it read as a congested
-    /// first hop.
+    /// the connection's least ever ([`super::path::PathMeter`]), so a route
+    /// that got longer on the first hop read as a queue for the rest of
+    /// the call, and with 10 % loss as a congested first hop every settle
+    /// time; the base taken then stays as long as the route does. (A floor
+    /// of the last 10-20 s instead, as the reports have, was tried and not
+    /// kept: under a 12 kb/s cap that stood, the round trip's floor rose
+    /// with the standing queue and the first hop no longer saw a probe
+    /// that did not fit.)
     fn path_queue(
         &mut self,
         reporter: Option<u32>,
@@ -1377,6 +1386,13 @@ impl Controller {
         } else {
             PATH_SETTLE_NS
         };
+        if self.step_check.is_some_and(|c| {
+            now_ns.saturating_sub(c.at_ns) > STEP_JUDGE_MAX_NS || self.tier_changed_ns != c.at_ns
+        }) {
+            // Too old to say what the step did, or the tier moved since:
+            // the step stands.
+            self.step_check = None;
+        }
         let check = self
             .step_check
             .filter(|c| c.reporter == reporter && now_ns.saturating_sub(c.at_ns) >= settle);

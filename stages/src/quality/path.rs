@@ -38,8 +38,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::delay_floor::DelayFloor;
-
 /// How often the control side reads its connection's counters.
 pub const PATH_SAMPLE_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -95,31 +93,10 @@ pub struct PathCounters {
     pub min_rtt_ms: u64,
 }
 
-/// How long the first hop's round-trip floor remembers a low: one to two
-/// windows of this (as the receivers' reports' floor, docs/WIRE.md §1.5).
-pub const PATH_FLOOR_WINDOW: Duration = Duration::from_secs(10);
-
 /// Differences successive readings of one connection into samples.
-///
-/// The queue is the smoothed round trip above the least of the last 10-20
-/// s ([`PATH_FLOOR_WINDOW`]; the connection's own least, quinn's
-/// `min_rtt`, where it fell), not above the connection's least ever: a
-/// route that got longer reads as a queue for that long, then as the new
-/// floor. Against the least ever it read as a queue for the rest of the
-/// call, and with 10 % loss as a congested first hop every settle time.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct PathMeter {
     last: Option<PathCounters>,
-    floor: DelayFloor,
-}
-
-impl Default for PathMeter {
-    fn default() -> Self {
-        PathMeter {
-            last: None,
-            floor: DelayFloor::new(PATH_FLOOR_WINDOW.as_nanos() as u64),
-        }
-    }
 }
 
 impl PathMeter {
@@ -128,40 +105,16 @@ impl PathMeter {
         PathMeter::default()
     }
 
-    /// Takes a reading's round trips into the floor; returns the floor, ms.
-    fn observe_rtt(&mut self, now: &PathCounters, min_fell: bool) -> u64 {
-        let at_ns = now.at_ms.saturating_mul(1_000_000);
-        let ms = |v: u64| v.min(i64::MAX as u64 / 2) as i64;
-        if min_fell {
-            self.floor.observe(at_ns, ms(now.min_rtt_ms));
-        }
-        self.floor.observe(at_ns, ms(now.rtt_ms)).max(0) as u64
-    }
-
     /// The interval since the last reading, or `None` for the first one, a
     /// reading no later than the last, or counters that went backwards (a
     /// different connection: that reading becomes the base).
     pub fn sample(&mut self, now: PathCounters) -> Option<PathSample> {
-        let Some(last) = self.last.replace(now) else {
-            // The base: the connection's least so far is the floor.
-            self.floor.reset();
-            self.observe_rtt(&now, true);
-            return None;
-        };
-        let mut fresh = |v: Option<u64>| {
-            if v.is_none() {
-                // Not this connection's next reading: it is the base.
-                self.floor.reset();
-                self.observe_rtt(&now, true);
-            }
-            v
-        };
-        let span_ms = fresh(now.at_ms.checked_sub(last.at_ms).filter(|&d| d > 0))?;
-        let sent = fresh(now.sent_packets.checked_sub(last.sent_packets))?;
-        let lost = fresh(now.lost_packets.checked_sub(last.lost_packets))?;
-        let sent_bytes = fresh(now.sent_bytes.checked_sub(last.sent_bytes))?;
-        let lost_bytes = fresh(now.lost_bytes.checked_sub(last.lost_bytes))?;
-        let floor_ms = self.observe_rtt(&now, now.min_rtt_ms < last.min_rtt_ms);
+        let last = self.last.replace(now)?;
+        let span_ms = now.at_ms.checked_sub(last.at_ms).filter(|&d| d > 0)?;
+        let sent = now.sent_packets.checked_sub(last.sent_packets)?;
+        let lost = now.lost_packets.checked_sub(last.lost_packets)?;
+        let sent_bytes = now.sent_bytes.checked_sub(last.sent_bytes)?;
+        let lost_bytes = now.lost_bytes.checked_sub(last.lost_bytes)?;
         let delivered_packets = sent.saturating_sub(lost);
         let delivered_bytes = sent_bytes
             .saturating_sub(lost_bytes)
@@ -170,7 +123,7 @@ impl PathMeter {
         Some(PathSample {
             sent: clamp(sent),
             lost: clamp(lost.min(sent)),
-            queue_ms: clamp(now.rtt_ms.saturating_sub(floor_ms)),
+            queue_ms: clamp(now.rtt_ms.saturating_sub(now.min_rtt_ms)),
             delivered_kbps: clamp(delivered_bytes * 8 / span_ms),
         })
     }
@@ -249,42 +202,6 @@ mod tests {
         // 15 packets of 130 bytes got through in 500 ms, 30 of each QUIC's.
         assert_eq!(s.delivered_kbps, (15 * 100 * 8 / 500) as u16);
         assert!((s.loss_fraction() - 0.4).abs() < 1e-6);
-    }
-
-    /// A round trip that rises from 20 to 120 ms and stays (a route that
-    /// got longer; quinn's `min_rtt` stays 20, the least ever) reads as a
-    /// 100 ms queue for one to two floor windows, then as none; a queue
-    /// that comes and goes inside that time reads in full.
-    #[test]
-    fn a_round_trip_that_rose_and_stayed_becomes_the_floor() {
-        let mut m = PathMeter::new();
-        let reading = |ms: u64, rtt: u64| PathCounters {
-            min_rtt_ms: 20,
-            ..at(ms, ms / 20, 0, rtt)
-        };
-        assert!(m.sample(reading(0, 20)).is_none());
-        let mut t = 0;
-        let mut queue = |m: &mut PathMeter, secs: u64, rtt: u64| {
-            let mut q = Vec::new();
-            for _ in 0..secs * 2 {
-                t += 500;
-                q.push(m.sample(reading(t, rtt)).unwrap().queue_ms);
-            }
-            q
-        };
-        assert!(queue(&mut m, 30, 20).iter().all(|&q| q == 0));
-        // A queue of 60 ms for 3 s: all of it.
-        assert!(queue(&mut m, 3, 80).iter().all(|&q| q == 60));
-        assert!(queue(&mut m, 30, 20).iter().all(|&q| q == 0));
-        // The route: 100 ms at first, none once the floor has followed.
-        let q = queue(&mut m, 25, 120);
-        assert_eq!(q[0], 100);
-        assert!(q[..18].iter().all(|&q| q == 100), "{q:?}");
-        assert!(q[40..].iter().all(|&q| q == 0), "{q:?}");
-        // A new low is taken at once.
-        let q = queue(&mut m, 2, 40);
-        assert!(q.iter().all(|&q| q == 0), "{q:?}");
-        assert_eq!(queue(&mut m, 1, 90), [50, 50]);
     }
 
     #[test]

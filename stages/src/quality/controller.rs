@@ -1370,9 +1370,9 @@ impl Controller {
     /// the call, and with 10 % loss as a congested first hop every settle
     /// time; the base taken then stays as long as the route does. (A floor
     /// of the last 10-20 s instead, as the reports have, was tried and not
-    /// kept: under a 12 kb/s cap that stood, the round trip's floor rose
-    /// with the standing queue and the first hop no longer saw a probe
-    /// that did not fit.)
+    /// kept: it would hide a queue that stands that long, which in the
+    /// deadlock the samples are for, reports lost in a full link, is this
+    /// side's own; the base covers a longer route without it.)
     fn path_queue(
         &mut self,
         reporter: Option<u32>,

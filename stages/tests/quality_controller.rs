@@ -2575,3 +2575,36 @@ fn a_clean_listener_in_the_room_keeps_opus_against_heavy_loss() {
     assert_eq!(last.reason, Reason::HeavyLossRoom, "{:?}", r.log);
     assert!(last.at_ns > joined);
 }
+
+/// A probe to a step the congestion step would not have taken (more than
+/// 90 % of what got through) waits the longest back-off: after a congestion
+/// that got 5 kb/s through, Codec2 in 80 ms packets (5.0 kb/s nominal) is
+/// such a step. Live under `wzp-netem --rate 12` a probe from 120 to 80 ms
+/// packets 10 s after the congestion sat there losing 8-23 % (the uplink
+/// carries the acknowledgements of the other member's media too).
+#[test]
+fn a_probe_to_a_step_that_needs_more_than_nine_tenths_of_the_ceiling_waits() {
+    let mut r = Run::new(ControllerConfig::default());
+    r.go(10, CLEAN, 1);
+    let capped = Path {
+        loss: 0.0,
+        burst: 1,
+        cap_kbps: 5.2,
+    };
+    r.go(4, capped, 1);
+    let s = r.s();
+    assert_eq!((s.tier, s.frame_ms), ("catastrophic", 120), "{:?}", r.log);
+    let down = r.last(Reason::Congestion).unwrap();
+    r.go(70, capped, 1);
+    let probe = r
+        .log
+        .iter()
+        .find(|d| d.reason == Reason::Probe && d.at_ns > down)
+        .expect("a probe within 70 s");
+    assert_eq!(probe.settings.frame_ms, 80, "{probe:?}");
+    assert!(
+        probe.at_ns >= down + 60 * S,
+        "probe {} s after the congestion",
+        (probe.at_ns - down) / S
+    );
+}

@@ -49,7 +49,8 @@
 //!   loss. Probes climb the same steps back (120 -> 80 -> 40 ms packets ->
 //!   `degraded`), each after the calm period (the hysteresis of the
 //!   bandwidth axis). What got through at the last congestion is a
-//!   ceiling: a probe to a step that needs more waits `probe_max` since
+//!   ceiling: a probe to a step that needs more than 90 % of it (what the
+//!   congestion step would not have taken) waits `probe_max` since
 //!   that congestion (a step that worked resets the back-off, and at
 //!   12 kb/s a probe from 80 to 40 ms packets then failed every ~10 s);
 //!   a step above it that holds for the hysteresis period clears it.
@@ -799,6 +800,10 @@ const UNDRAINED_SHARE: f32 = 0.1;
 fn undrained(ms: f32) -> f32 {
     (UNDRAINED_SHARE * ms).max(UNDRAINED_MS)
 }
+
+/// The share of what got through at a congestion that a step must fit:
+/// the step it takes, and a probe above it waits the longest back-off.
+const FIT_SHARE: f32 = 0.9;
 
 /// How often receivers report: a report that came this long after a step
 /// describes an interval that began after it.
@@ -1722,7 +1727,7 @@ impl Controller {
             return;
         }
         self.ceiling_kbps = recv_kbps;
-        let budget = 0.9 * recv_kbps;
+        let budget = FIT_SHARE * recv_kbps;
         // Nothing of Opus fits: Codec2 1200, the cheapest tier on the wire,
         // in the shortest packets that fit (the longest if none does).
         let fits = (self.top..=LOWEST_OPUS)
@@ -1876,16 +1881,21 @@ impl Controller {
         if self.probing && now_ns.saturating_sub(self.tier_changed_ns) >= self.cfg.hysteresis_ns {
             self.probing = false;
             self.probe_wait_ns = self.cfg.probe_after_ns;
-            if step_kbps((self.bw_tier, self.bw_packet_ms)) > self.ceiling_kbps {
+            if step_kbps((self.bw_tier, self.bw_packet_ms)) > FIT_SHARE * self.ceiling_kbps {
                 // The path carries more than it did at the last congestion.
                 self.ceiling_kbps = 0.0;
             }
         }
         // A step above the last congestion's ceiling waits the longest
-        // back-off: at 12 kb/s, Codec2 in 80 ms packets fits and a probe to
-        // 40 ms never does (each one lost a second of packets).
+        // back-off: at 12 kb/s, a probe from 80 to 40 ms Codec2 packets
+        // never fits (each one lost a second of packets). Above it means
+        // what the congestion step would not have taken: more than
+        // [`FIT_SHARE`] of what got through (a probe from 120 to 80 ms
+        // packets, 5.0 kb/s nominal, after a congestion that got 5 kb/s
+        // through sat there losing 8-23 %: the uplink also carries the
+        // acknowledgements of the other member's media).
         let up = ladder_up((self.bw_tier, self.bw_packet_ms));
-        let wait = if self.ceiling_kbps > 0.0 && step_kbps(up) > self.ceiling_kbps {
+        let wait = if self.ceiling_kbps > 0.0 && step_kbps(up) > FIT_SHARE * self.ceiling_kbps {
             self.probe_wait_ns.max(self.cfg.probe_max_ns)
         } else {
             self.probe_wait_ns

@@ -2608,3 +2608,78 @@ fn a_probe_to_a_step_that_needs_more_than_nine_tenths_of_the_ceiling_waits() {
         (probe.at_ns - down) / S
     );
 }
+
+/// A link that drops what exceeds its rate and queues little: reports
+/// show loss but no queue. Loss that begins with a probe fails the probe as
+/// congestion does (back to the step that fit, the back-off doubled);
+/// loss on a path that was already losing before the probe does not.
+#[test]
+fn loss_that_begins_with_a_probe_fails_it() {
+    // Receiver 100's path carries `cap` kb/s: above it the excess is
+    // dropped, with no queue.
+    let report_at = |s: &Settings, cap: f32, base_loss: f32| {
+        let p = Profile::by_name(s.tier).unwrap();
+        let send = packet_wire_kbps(p, s.frame_ms, s.fec_ratio);
+        let mut e = report(
+            Path {
+                loss: base_loss,
+                burst: 1,
+                cap_kbps: 0.0,
+            },
+            s,
+        );
+        if send > cap {
+            let loss = 1.0 - (1.0 - base_loss) * cap / send;
+            let lost = (f32::from(e.expected) * loss).round() as u16;
+            e.received = e.expected - lost;
+            e.bursts = [lost.min(255) as u8, 0, 0, 0, 0, 0];
+            e.max_burst = 1;
+            e.recv_kbps = cap.round() as u16;
+        }
+        e
+    };
+    for (case, base_loss, fails) in [("clean before", 0.0, true), ("lossy before", 0.08, false)] {
+        let mut r = Run::new(lbrr_only());
+        r.go(10, CLEAN, 1);
+        // Down to `fair` first, by a congestion with a queue.
+        let capped = Path {
+            loss: 0.0,
+            burst: 1,
+            cap_kbps: 36.0,
+        };
+        r.go(2, capped, 1);
+        assert_eq!(r.s().tier, "fair", "{case}: {:?}", r.log);
+        // From then on the path drops above 36 kb/s with no queue, and
+        // loses `base_loss` at random.
+        let mut probe_at = None;
+        // (`good` needs more than 90 % of the 36 kb/s that got through:
+        // its probe waits `probe_max`.)
+        for _ in 0..75 {
+            r.now += S;
+            let s = r.s();
+            r.c.handle_report(100, &report_at(&s, 36.0, base_loss), r.now);
+            if let Some(d) = r.c.poll(r.now) {
+                if d.reason == Reason::Probe && probe_at.is_none() {
+                    probe_at = Some(d.at_ns);
+                }
+                r.log.push(d);
+            }
+        }
+        let probe_at = probe_at.expect("a probe to good");
+        let failed = r
+            .log
+            .iter()
+            .any(|d| d.reason == Reason::Congestion && d.at_ns > probe_at);
+        assert_eq!(failed, fails, "{case}: {:?}", r.log);
+        if fails {
+            let back = r
+                .log
+                .iter()
+                .find(|d| d.reason == Reason::Congestion && d.at_ns > probe_at)
+                .unwrap();
+            assert!(back.at_ns <= probe_at + 2 * S, "{case}: {back:?}");
+            assert_eq!(back.settings.tier, "fair", "{case}: {:?}", r.log);
+            assert_eq!(r.c.count(Reason::PathDelay), 0, "{case}: {:?}", r.log);
+        }
+    }
+}

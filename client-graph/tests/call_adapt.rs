@@ -877,7 +877,11 @@ fn a_route_that_gets_longer_on_a_lossy_path_keeps_the_tier() {
     let back = alice.wait_decision(WAIT, "a step down taken back", |d| {
         d.reason.contains("path_delay")
     });
-    assert!(back.applied && back.tier == "good", "{back:?}");
+    assert!(
+        back.applied && back.tier == "good",
+        "{back:?}:\n{}",
+        alice.lines.so_far()
+    );
     // The reports' floor follows the new delay within the phase.
     proxy.lines.wait_for(WAIT, "the longer route's end", |l| {
         l.starts_with("phase 4/4")

@@ -1355,6 +1355,14 @@ impl Controller {
                 r.burst = r.burst.max(3);
                 r.burst_at_ns = now_ns;
             }
+        } else if congested && loss >= 0.01 && r.lossy_within(now_ns, clean_settle) {
+            // Loss in a congested report is the queue's and not counted;
+            // but a path that was lossy before it read a queue still is:
+            // its protection must not lapse while the reports read
+            // congestion (a route that got longer reads so for 10-20 s, and
+            // a 12 % path went to no redundancy at all after the settle
+            // time).
+            r.loss_at_ns = now_ns;
         }
         if congested && !judging {
             self.on_congestion(
@@ -1416,9 +1424,7 @@ impl Controller {
         } else {
             PATH_SETTLE_NS
         };
-        if self.step_check.is_some_and(|c| {
-            now_ns.saturating_sub(c.at_ns) > STEP_JUDGE_MAX_NS || self.tier_changed_ns != c.at_ns
-        }) {
+        if !self.judging_step(now_ns) {
             // Too old to say what the step did, or the tier moved since:
             // the step stands.
             self.step_check = None;
@@ -1467,6 +1473,15 @@ impl Controller {
             }
         }
         ((raw_ms - base).max(0.0), false)
+    }
+
+    /// Whether a step down is waiting for the reading that judges it
+    /// ([`Self::path_queue`]; one too old, or with the tier moved since,
+    /// is not judged).
+    fn judging_step(&self, now_ns: u64) -> bool {
+        self.step_check.is_some_and(|c| {
+            now_ns.saturating_sub(c.at_ns) <= STEP_JUDGE_MAX_NS && self.tier_changed_ns == c.at_ns
+        })
     }
 
     /// For a step down the first hop's samples caused, whose round trip did
@@ -1749,6 +1764,18 @@ impl Controller {
             .stepped_down_ns
             .is_some_and(|t| now_ns.saturating_sub(t) < STEP_SETTLE_NS)
         {
+            return;
+        }
+        // Nor while a step is being judged ([`Self::path_queue`]): the
+        // reading that judges it decides, and steps on from there if the
+        // step stands. Each source judges its own steps, and the other one
+        // sees the same delay too: when the first hop's samples stepped
+        // down on a route that got longer (their queue shows first) and the
+        // reports' step came before the samples had judged it, the first
+        // step was never judged, and under CPU load a call on a 10 % lossy
+        // path went from `good` to Codec2 1200 in four steps, one of which
+        // was taken back.
+        if self.judging_step(now_ns) {
             return;
         }
         self.ceiling_kbps = recv_kbps;

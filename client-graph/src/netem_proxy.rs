@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context, Result};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
-use wzp_stages::net::netem_core::{NetemCore, NetemStats};
+use wzp_stages::net::netem_core::{ImpairParams, NetemCore, NetemStats};
 use wzp_stages::net::netem_schedule::{NetemSettings, Phase};
 
 /// A mapping with no traffic either way for this long is dropped. Longer than
@@ -39,6 +39,40 @@ pub struct ProxyConfig {
     pub trace: Vec<bool>,
     pub seed: u64,
     pub duration: Option<Duration>,
+    /// The one direction impaired (`None`: both); the other passes clean.
+    pub only: Option<Direction>,
+}
+
+/// A direction through the proxy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Client to target.
+    C2s,
+    /// Target back to the client.
+    S2c,
+}
+
+impl std::str::FromStr for Direction {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Direction, String> {
+        match s {
+            "c2s" => Ok(Direction::C2s),
+            "s2c" => Ok(Direction::S2c),
+            _ => Err(format!(
+                "{:?}: expected c2s (client to target) or s2c (the way back)",
+                s.chars().take(40).collect::<String>()
+            )),
+        }
+    }
+}
+
+/// The core parameters of `params` for direction `dir`: clean where the
+/// config impairs only the other one.
+fn for_direction(cfg: &ProxyConfig, dir: Direction, params: ImpairParams) -> ImpairParams {
+    match cfg.only {
+        Some(only) if only != dir => ImpairParams::default(),
+        _ => params,
+    }
 }
 
 /// One datagram held by a core: who it belongs to and its bytes.
@@ -101,14 +135,15 @@ pub fn validate(cfg: &ProxyConfig) -> Result<()> {
 pub fn describe(s: &NetemSettings) -> String {
     let ms = |d: Duration| format!("{}ms", d.as_secs_f64() * 1e3);
     format!(
-        "loss={} burst={} delay={} jitter={} reorder={} duplicate={} rate={}",
+        "loss={} burst={} delay={} jitter={} reorder={} duplicate={} rate={} queue={}",
         s.loss,
         ms(s.burst),
         ms(s.delay),
         ms(s.jitter),
         s.reorder,
         s.duplicate,
-        s.rate
+        s.rate,
+        ms(s.queue.unwrap_or(Duration::from_millis(100)))
     )
 }
 
@@ -161,14 +196,22 @@ pub async fn run(cfg: ProxyConfig) -> Result<()> {
     let first = phase_settings(&cfg, 0)
         .impair_params()
         .map_err(|e| anyhow!(e))?;
-    let mut c2s: NetemCore<Datagram> =
-        NetemCore::new(first.clone(), cfg.seed, cfg.trace.clone(), QUEUE_CAPACITY);
+    let trace_for = |dir| match cfg.only {
+        Some(only) if only != dir => Vec::new(),
+        _ => cfg.trace.clone(),
+    };
+    let mut c2s: NetemCore<Datagram> = NetemCore::new(
+        for_direction(&cfg, Direction::C2s, first.clone()),
+        cfg.seed,
+        trace_for(Direction::C2s),
+        QUEUE_CAPACITY,
+    );
     // Another stream for the way back, so the two directions do not lose the
     // same datagrams.
     let mut s2c: NetemCore<Datagram> = NetemCore::new(
-        first,
+        for_direction(&cfg, Direction::S2c, first),
         cfg.seed ^ 0x9e37_79b9_7f4a_7c15,
-        cfg.trace.clone(),
+        trace_for(Direction::S2c),
         QUEUE_CAPACITY,
     );
     let (mut up_in, mut down_in) = (Shell::default(), Shell::default());
@@ -291,8 +334,8 @@ pub async fn run(cfg: ProxyConfig) -> Result<()> {
             let settings = phase_settings(&cfg, phase);
             // Every phase was checked by `validate`.
             let params = settings.impair_params().map_err(|e| anyhow!(e))?;
-            c2s.set_params(params.clone());
-            s2c.set_params(params);
+            c2s.set_params(for_direction(&cfg, Direction::C2s, params.clone()));
+            s2c.set_params(for_direction(&cfg, Direction::S2c, params));
             println!(
                 "phase {}/{} at {}s: {}",
                 phase + 1,

@@ -418,6 +418,35 @@ fn loss_20_percent_each_way() {
     assert!(c2s.get("lost") >= 280 && s2c.get("lost") >= 220);
 }
 
+/// `--only c2s`: the loss on the way to the target only; the way back
+/// passes everything (and `--only s2c` the other way round).
+#[test]
+fn only_impairs_the_one_direction() {
+    for (only, lossy_up) in [("c2s", true), ("s2c", false)] {
+        let server = Server::start(true);
+        let proxy = Proxy::start(
+            server.addr,
+            &["--loss", "30", "--seed", "7", "--only", only],
+        );
+        let mut client = Client::new(proxy.addr);
+        exchange(&mut client, 1000, 100);
+        let (c2s, s2c) = proxy.stop();
+        client.drain();
+        let log = server.finish();
+        counters_match(&c2s, &s2c, &log, &client);
+        let (up, down) = (c2s.get_or_zero("lost"), s2c.get_or_zero("lost"));
+        eprintln!("--only {only}: lost {up} client->server, {down} server->client");
+        // 1000 draws at 30 % (and the sync datagrams): 300 lost, one
+        // standard deviation 14.5.
+        let lossy = |n: u64| n >= 200;
+        if lossy_up {
+            assert!(lossy(up) && down == 0, "--only {only}: {up} / {down}");
+        } else {
+            assert!(up == 0 && down > 150, "--only {only}: {up} / {down}");
+        }
+    }
+}
+
 #[test]
 fn delay_adds_at_least_the_delay_each_way() {
     let server = Server::start(true);
@@ -626,6 +655,18 @@ fn bad_input_is_refused_with_the_bad_part_named() {
             &["--delay", "\"soon\""],
         ),
         (vec!["--rate=-3".into()], &["--rate", "kbit/s"]),
+        (
+            vec!["--only".into(), "up".into()],
+            &["--only", "\"up\"", "c2s", "s2c"],
+        ),
+        (
+            vec!["--queue".into(), "lots".into()],
+            &["--queue", "\"lots\""],
+        ),
+        (
+            vec!["--schedule".into(), "1s:queue=-5".into()],
+            &["--schedule", "phase 1"],
+        ),
     ];
     for (args, wants) in &cases {
         let out = Command::new(env!("CARGO_BIN_EXE_wzp-netem"))

@@ -32,13 +32,16 @@ Examples:
       10 % loss on average, in bursts of 60 ms.
   wzp-netem --listen 127.0.0.1:5000 --to 127.0.0.1:4433 --rate 32
       A 32 kbit/s link: datagrams wait for their turn, up to 100 ms, then drop.
+  wzp-netem --listen 127.0.0.1:5000 --to 127.0.0.1:4433 --rate 12 --queue 0 --only c2s
+      A 12 kbit/s policer on the way to the relay only: what the rate cannot
+      carry is dropped at once; the way back is clean.
   wzp-netem --listen 127.0.0.1:5000 --to 127.0.0.1:4433 --trace loss.txt
       Lose exactly the datagrams marked 1 in loss.txt (one 0/1 per datagram, looped).
   wzp-netem --listen 127.0.0.1:0 --to 127.0.0.1:4433 --duration 30s \\
             --schedule \"10s:loss=0;10s:loss=20;10s:rate=16\"
       Clean for 10 s, then 20 % loss, then 16 kbit/s: each phase is the flags
       with its KEY=VALUE changes (loss, burst, delay, jitter, reorder, duplicate,
-      rate); the last phase holds until the end.
+      rate, queue); the last phase holds until the end.
 
 Prints `listening udp=ADDR to=ADDR t0_unix_ms=MS` once bound (use --listen
 127.0.0.1:0 for a free port; t0: when the schedule's clock started), a `phase N/M` line at each change, and per-direction counters at
@@ -79,6 +82,10 @@ struct Cli {
     /// Rate limit (token bucket) in kbit/s; 0 = unlimited.
     #[arg(long, value_name = "KBPS", value_parser = parse_rate, default_value = "0")]
     rate: f64,
+    /// How long the rate limit queues a datagram before dropping it; 0 =
+    /// a policer, which drops what the rate cannot carry at once.
+    #[arg(long, value_name = "MS", value_parser = parse_setting_duration, default_value = "100ms")]
+    queue: Duration,
     /// Loss trace: one 0 (kept) or 1 (lost) per datagram, looped; each
     /// direction replays it on its own datagrams.
     #[arg(long, value_name = "FILE")]
@@ -87,6 +94,10 @@ struct Cli {
     /// separated by `;`.
     #[arg(long, value_name = "PHASES")]
     schedule: Option<String>,
+    /// Impair only this direction (`c2s`: client to target, `s2c`: the way
+    /// back); the other passes clean. Default: both.
+    #[arg(long, value_name = "DIR")]
+    only: Option<netem_proxy::Direction>,
     /// Seed of the random draws; the same seed and traffic give the same losses.
     #[arg(long, value_name = "N", default_value_t = 1)]
     seed: u64,
@@ -132,11 +143,13 @@ fn config(cli: &Cli) -> Result<netem_proxy::ProxyConfig> {
             reorder: cli.reorder,
             duplicate: cli.duplicate,
             rate: cli.rate,
+            queue: Some(cli.queue),
         },
         schedule,
         trace,
         seed: cli.seed,
         duration: cli.duration,
+        only: cli.only,
     })
 }
 

@@ -36,6 +36,7 @@ pub const KEYS: &[&str] = &[
     "reorder",
     "duplicate",
     "rate",
+    "queue",
 ];
 
 /// Impairment settings in user units. Percentages are 0..=100.
@@ -51,6 +52,10 @@ pub struct NetemSettings {
     pub duplicate: f64,
     /// kbit/s; 0 = unlimited.
     pub rate: f64,
+    /// How long the rate limit's queue holds a datagram before dropping
+    /// it (`None`: 100 ms; zero: a policer, which drops what the rate
+    /// cannot carry at once and queues nothing).
+    pub queue: Option<Duration>,
 }
 
 /// One phase of a schedule: how long it lasts and what it changes.
@@ -64,6 +69,7 @@ pub struct Phase {
     pub reorder: Option<f64>,
     pub duplicate: Option<f64>,
     pub rate: Option<f64>,
+    pub queue: Option<Duration>,
 }
 
 /// Why a schedule or a setting was refused.
@@ -261,6 +267,10 @@ pub fn parse_schedule(text: &str) -> Result<Vec<Phase>, ScheduleError> {
                         .replace(parse_setting_duration(value).map_err(bad)?)
                         .is_some(),
                     "rate" => p.rate.replace(parse_rate(value).map_err(bad)?).is_some(),
+                    "queue" => p
+                        .queue
+                        .replace(parse_setting_duration(value).map_err(bad)?)
+                        .is_some(),
                     _ => {
                         return Err(ScheduleError::UnknownKey {
                             index,
@@ -294,6 +304,7 @@ impl NetemSettings {
             reorder: p.reorder.unwrap_or(self.reorder),
             duplicate: p.duplicate.unwrap_or(self.duplicate),
             rate: p.rate.unwrap_or(self.rate),
+            queue: p.queue.or(self.queue),
         }
     }
 
@@ -324,6 +335,11 @@ impl NetemSettings {
             rate_bps,
             // Room for a few full-size datagrams, or 20 ms at the rate.
             rate_burst_bytes: (rate_bps / 8 / 50).max(3_000),
+            rate_queue_ns: self
+                .queue
+                .map_or(ImpairParams::default().rate_queue_ns, |q| {
+                    q.as_nanos() as u64
+                }),
             ..ImpairParams::default()
         })
     }
@@ -361,6 +377,22 @@ mod tests {
         assert_eq!(s.delay, Duration::from_millis(40));
         assert_eq!(s.rate, 16.0);
         assert_eq!(s.impair_params().unwrap().rate_bps, 16_000);
+        assert_eq!(
+            s.impair_params().unwrap().rate_queue_ns,
+            100_000_000,
+            "the queue's default"
+        );
+        let policer = parse_schedule("1s:rate=12,queue=0").unwrap();
+        let q = base.with_phase(&policer[0]).impair_params().unwrap();
+        assert_eq!((q.rate_bps, q.rate_queue_ns), (12_000, 0));
+        let later = base
+            .with_phase(&policer[0])
+            .with_phase(&parse_schedule("1s:rate=16").unwrap()[0]);
+        assert_eq!(
+            later.queue,
+            Some(Duration::ZERO),
+            "kept from the phase before"
+        );
         let b = base.with_phase(&phases[1]).impair_params().unwrap();
         assert_eq!(b.loss, 0.0, "burst loss replaces independent loss");
         assert!(matches!(

@@ -60,6 +60,13 @@
 //!   docs/PROFILES.md); false keeps LBRR there, with no extra packets.
 //!   Repair needs `fec_live` (the encoder's cell) to go out: without it
 //!   this is off whatever it says.
+//! - `rate_check` (bool, true): heavy loss with no queue first steps the
+//!   rate down to what got through (decision `rate_check`): loss that falls
+//!   was a rate limit that drops what it cannot carry (the step stands);
+//!   loss that stays is random and keeps Opus with DRED and the hold
+//!   (`heavy_random`), which scores above Codec2 up to 80 % loss
+//!   (docs/QUALITY.md finding 31). False: Codec2 with RaptorQ for any heavy
+//!   loss (`heavy_loss`), as on a tier with no DRED either way.
 //! - `hold_budget` (duration, 60ms): the extra delay a receiver may hold
 //!   to rebuild loss (its jitter buffers' `burst_hold`) when its reports do
 //!   not say: a receiver's report states its own (`quality.feedback_report`
@@ -89,8 +96,10 @@
 //! to the encoder), `decisions_<reason>` for each reason (`startup`,
 //! `clean_path`, `random_loss`, `burst_loss`, `heavy_loss`, `loss_eased`,
 //! `congestion`, `probe`, `dense_loss`, `long_runs`, `fec_loss`,
-//! `random_loss_room`, `heavy_loss_room`, `path_delay`), `not_live` (decisions with a part the encoder
-//! cannot take live), `path_samples` (first-hop samples read),
+//! `random_loss_room`, `heavy_loss_room`, `path_delay`, `rate_check`,
+//! `heavy_random`), `not_live` (decisions with a part the encoder
+//! cannot take live), `rate_limits` (rate checks that found a rate limit:
+//! the loss fell with the step, see `rate_check`), `path_samples` (first-hop samples read),
 //! `path_congestion` (times they moved the tier down), `path_reordered`
 //! (congested runs the reports showed to be reordering, not acted on), `journal_dropped`
 //! (decisions the journal's ring had no room for). **Gauges** (the settings in force): `tier` (index in
@@ -238,6 +247,11 @@ impl StageFactory for AdaptFactory {
                     true,
                     "RaptorQ repair for random loss of 16 % and more (false: LBRR, no extra packets)",
                 ),
+                ParamSpec::bool(
+                    "rate_check",
+                    true,
+                    "heavy loss with no queue first steps the rate down: random heavy loss keeps Opus with DRED (false: Codec2 for any heavy loss)",
+                ),
                 ParamSpec::duration(
                     "hold_budget",
                     Duration::from_millis(60),
@@ -306,6 +320,7 @@ impl StageFactory for AdaptFactory {
             // Without the FEC encoder's cell the repair would not go out:
             // the lower Opus rate alone is no protection.
             random_fec: p.bool("random_fec")? && fec_live.is_some(),
+            rate_check: p.bool("rate_check")?,
             hold_budget_ms: crate::jitter::hold_param(p, "hold_budget")?.as_millis() as u32,
             ..ControllerConfig::default()
         };
@@ -339,6 +354,7 @@ impl StageFactory for AdaptFactory {
             fallback_bitrate: fallback,
             reports: cx.counter("reports"),
             reports_outage: cx.counter("reports_outage"),
+            rate_limits: cx.counter("rate_limits"),
             reports_early: cx.counter("reports_early"),
             report_errors: cx.counter("report_errors"),
             decisions: cx.counter("decisions"),
@@ -466,6 +482,7 @@ struct Adapt {
     fallback_bitrate: u32,
     reports: Counter,
     reports_outage: Counter,
+    rate_limits: Counter,
     reports_early: Counter,
     report_errors: Counter,
     decisions: Counter,
@@ -660,7 +677,7 @@ impl Processor for Adapt {
                     self.g.recv_kbps.set(i64::from(l.recv_kbps));
                     self.g.run_max.set(i64::from(l.run_max));
                     self.g.rtt_ms.set(i64::from(l.rtt_ms));
-                    let outages = ctl.outages();
+                    let (outages, limits) = (ctl.outages(), ctl.rate_limits());
                     // The receiver's interval, in this sender's time: it
                     // ends where the echoed packet left plus the time the
                     // receiver held it.
@@ -677,6 +694,7 @@ impl Processor for Adapt {
                     if ctl.outages() > outages {
                         self.reports_outage.inc();
                     }
+                    self.rate_limits.add(ctl.rate_limits() - limits);
                 }
             }
         }

@@ -825,12 +825,21 @@ pub const PROBE_LOSS: f32 = 0.05;
 /// one back restores.
 #[derive(Clone, Copy, Debug)]
 struct BwAxis {
+    /// Tier the bandwidth allows (index in TIERS).
     tier: usize,
+    /// Its packet duration, ms: the tier's frame, or for Codec2 1200 a
+    /// whole number of frames up to [`CODEC2_MAX_PACKET_MS`].
     packet_ms: u32,
+    /// What got through at the last congestion, kbit/s as receivers count
+    /// it (0: none known). A probe to a step that needs more waits
+    /// `probe_max` since that congestion: the path said it cannot carry
+    /// it, and a failed probe there costs a burst of loss each time.
     ceiling_kbps: f32,
     last_congestion_ns: u64,
+    /// When congestion last moved the tier down.
     stepped_down_ns: Option<u64>,
     probe_wait_ns: u64,
+    /// A probe is running: congestion before the hysteresis ends fails it.
     probing: bool,
 }
 
@@ -915,23 +924,10 @@ pub struct Controller {
     mode: Mode,
     /// Since when the wanted mode has been below the current one.
     calm_since_ns: Option<u64>,
-    /// Tier the bandwidth allows (index in TIERS).
-    bw_tier: usize,
-    /// Its packet duration, ms: the tier's frame, or for Codec2 1200 a
-    /// whole number of frames up to [`CODEC2_MAX_PACKET_MS`].
-    bw_packet_ms: u32,
-    last_congestion_ns: u64,
-    /// When congestion last moved the tier down.
-    stepped_down_ns: Option<u64>,
-    /// What got through at the last congestion, kbit/s as receivers count
-    /// it (0: none known). A probe to a step that needs more waits
-    /// `probe_max` since that congestion: the path said it cannot carry
-    /// it, and a failed probe there costs a burst of loss each time.
-    ceiling_kbps: f32,
+    /// The bandwidth axis (a copy of it is what a step taken back
+    /// restores).
+    bw: BwAxis,
     tier_changed_ns: u64,
-    probe_wait_ns: u64,
-    /// A probe is running: congestion before the hysteresis ends fails it.
-    probing: bool,
     settings: Settings,
     pending: Option<Decision>,
     counts: [u64; Reason::ALL.len()],
@@ -1028,14 +1024,16 @@ impl Controller {
             receivers: [Receiver::default(); MAX_FEEDBACK_ENTRIES],
             mode: Mode::Clean,
             calm_since_ns: None,
-            bw_tier: top,
-            bw_packet_ms: profile(top).frame_ms,
-            last_congestion_ns: 0,
-            stepped_down_ns: None,
-            ceiling_kbps: 0.0,
+            bw: BwAxis {
+                tier: top,
+                packet_ms: profile(top).frame_ms,
+                ceiling_kbps: 0.0,
+                last_congestion_ns: 0,
+                stepped_down_ns: None,
+                probe_wait_ns: cfg.probe_after_ns,
+                probing: false,
+            },
             tier_changed_ns: now_ns,
-            probe_wait_ns: cfg.probe_after_ns,
-            probing: false,
             settings: Settings::none(TIERS[top]),
             pending: None,
             counts: [0; Reason::ALL.len()],
@@ -1113,11 +1111,15 @@ impl Controller {
     /// The hold budget of `reporter`: what its reports state, else the
     /// configured one.
     fn budget_of(&self, reporter: u32) -> u32 {
-        self.receivers
-            .iter()
-            .find(|r| r.used && r.id == reporter)
+        self.receiver(reporter)
             .and_then(|r| r.budget_ms)
             .unwrap_or(self.cfg.hold_budget_ms)
+    }
+
+    /// Receiver `id`'s state, if it has reported (read-only; see
+    /// [`Self::slot`] to take one).
+    fn receiver(&self, id: u32) -> Option<&Receiver> {
+        self.receivers.iter().find(|r| r.used && r.id == id)
     }
 
     /// Random loss would get RaptorQ, but another receiver hears the
@@ -1317,17 +1319,12 @@ impl Controller {
         // to 40 ms Codec2 packets took the loss from 8 % to 25-46 % and sat
         // there; a 10 % random path reads 25 % in one report of 30 at 25
         // packets a second, two in a row one in a thousand).
-        let (clean_before, base) = self
-            .receivers
-            .iter()
-            .find(|r| r.used && r.id == reporter)
-            .map_or((false, 0.0), |r| {
-                let clean = !r.saw_loss
-                    || r.loss_at_ns.saturating_add(self.cfg.clean_settle_ns)
-                        <= self.tier_changed_ns;
-                (clean, r.probe_base_loss)
-            });
-        let rose = self.probing && !clean_before && loss >= PROBE_LOSS + 2.0 * base;
+        let (clean_before, base) = self.receiver(reporter).map_or((false, 0.0), |r| {
+            let clean = !r.saw_loss
+                || r.loss_at_ns.saturating_add(self.cfg.clean_settle_ns) <= self.tier_changed_ns;
+            (clean, r.probe_base_loss)
+        });
+        let rose = self.bw.probing && !clean_before && loss >= PROBE_LOSS + 2.0 * base;
         let run = {
             let r = self.slot(reporter, now_ns);
             r.probe_loss_run = if rose {
@@ -1337,7 +1334,8 @@ impl Controller {
             };
             r.probe_loss_run
         };
-        let probe_loss = self.probing && loss >= PROBE_LOSS && (clean_before || rose && run >= 2);
+        let probe_loss =
+            self.bw.probing && loss >= PROBE_LOSS && (clean_before || rose && run >= 2);
         let congested = !outage
             && (saturated
                 || probe_loss
@@ -1522,24 +1520,21 @@ impl Controller {
         if !self.cfg.rate_check || self.rate_check.is_some() {
             return;
         }
-        let unjudged = self.receivers.iter().any(|r| {
-            r.used
-                && r.id == reporter
-                && r.heavy_run >= HEAVY_REPORTS
-                && r.heavy_verdict == HeavyVerdict::Unknown
+        let unjudged = self.receiver(reporter).is_some_and(|r| {
+            r.heavy_run >= HEAVY_REPORTS && r.heavy_verdict == HeavyVerdict::Unknown
         });
         if !unjudged || self.worst(now_ns).plain_listener {
             return;
         }
-        let current = (self.bw_tier, self.bw_packet_ms);
-        let p = profile(self.bw_tier);
+        let current = (self.bw.tier, self.bw.packet_ms);
+        let p = profile(self.bw.tier);
         if p.codec != Codec::Opus || p.bitrate < DRED_MIN_BITRATE {
             // No DRED to keep: Codec2 with RaptorQ is the protection there
             // is (and a tier this low has little rate left to tell by).
             self.slot(reporter, now_ns).heavy_verdict = HeavyVerdict::RateLimit;
             return;
         }
-        let before = self.axis();
+        let before = self.bw;
         // Not judged by the route rule (no queue to drain: `saturated`).
         self.step_down(
             recv_kbps,
@@ -1547,7 +1542,7 @@ impl Controller {
             (Some(reporter), 0.0, true),
             now_ns,
         );
-        if (self.bw_tier, self.bw_packet_ms) != current {
+        if (self.bw.tier, self.bw.packet_ms) != current {
             self.slot(reporter, now_ns).heavy_verdict = HeavyVerdict::Pending;
             self.rate_check = Some(RateCheck {
                 reporter,
@@ -1571,7 +1566,7 @@ impl Controller {
         }
         self.rate_check = None;
         if self.tier_changed_ns == c.at_ns {
-            self.set_axis(c.before);
+            self.bw = c.before;
             self.tier_changed_ns = now_ns;
             self.rate_restored_ns = Some(now_ns);
         }
@@ -1603,7 +1598,7 @@ impl Controller {
             self.rate_limits += 1;
             HeavyVerdict::RateLimit
         } else {
-            self.set_axis(c.before);
+            self.bw = c.before;
             self.tier_changed_ns = now_ns;
             self.rate_restored_ns = Some(now_ns);
             HeavyVerdict::Random
@@ -1708,7 +1703,7 @@ impl Controller {
             };
             if undo {
                 *self.queue_base(reporter, now_ns) = raw_ms;
-                self.set_axis(c.before);
+                self.bw = c.before;
                 self.tier_changed_ns = now_ns;
                 self.restored_ns = Some(now_ns);
                 return (0.0, false);
@@ -1751,17 +1746,7 @@ impl Controller {
         let Some(before) = c.reports_queue_ms else {
             return Some(false);
         };
-        let after = self
-            .receivers
-            .iter()
-            .filter(|r| {
-                r.used
-                    && r.last_ns >= c.at_ns + REPORT_INTERVAL_NS
-                    && now_ns.saturating_sub(r.last_ns) <= self.cfg.report_fresh_ns
-            })
-            .map(|r| r.last_raw_queue_ms)
-            .reduce(f32::max);
-        match after {
+        match self.reports_queue(c.at_ns + REPORT_INTERVAL_NS, now_ns) {
             Some(after) => Some(after >= before - undrained(before)),
             None if now_ns.saturating_sub(c.at_ns) < PATH_JUDGE_NS => None,
             None => Some(false),
@@ -1769,11 +1754,16 @@ impl Controller {
     }
 
     /// The highest queue the fresh receivers' last reports read, ms, before
-    /// any base is taken off (`None`: no fresh report).
-    fn reports_queue_now(&self, now_ns: u64) -> Option<f32> {
+    /// any base is taken off, of reports that came at `since_ns` or later
+    /// (`None`: no such report).
+    fn reports_queue(&self, since_ns: u64, now_ns: u64) -> Option<f32> {
         self.receivers
             .iter()
-            .filter(|r| r.used && now_ns.saturating_sub(r.last_ns) <= self.cfg.report_fresh_ns)
+            .filter(|r| {
+                r.used
+                    && r.last_ns >= since_ns
+                    && now_ns.saturating_sub(r.last_ns) <= self.cfg.report_fresh_ns
+            })
             .map(|r| r.last_raw_queue_ms)
             .reduce(f32::max)
     }
@@ -1790,32 +1780,7 @@ impl Controller {
     /// The part of `reporter`'s reported queue taken as the path's delay
     /// (see [`Self::path_queue`]).
     fn queue_base_of(&self, reporter: u32) -> f32 {
-        self.receivers
-            .iter()
-            .find(|r| r.used && r.id == reporter)
-            .map_or(0.0, |r| r.queue_base_ms)
-    }
-
-    fn axis(&self) -> BwAxis {
-        BwAxis {
-            tier: self.bw_tier,
-            packet_ms: self.bw_packet_ms,
-            ceiling_kbps: self.ceiling_kbps,
-            last_congestion_ns: self.last_congestion_ns,
-            stepped_down_ns: self.stepped_down_ns,
-            probe_wait_ns: self.probe_wait_ns,
-            probing: self.probing,
-        }
-    }
-
-    fn set_axis(&mut self, a: BwAxis) {
-        self.bw_tier = a.tier;
-        self.bw_packet_ms = a.packet_ms;
-        self.ceiling_kbps = a.ceiling_kbps;
-        self.last_congestion_ns = a.last_congestion_ns;
-        self.stepped_down_ns = a.stepped_down_ns;
-        self.probe_wait_ns = a.probe_wait_ns;
-        self.probing = a.probing;
+        self.receiver(reporter).map_or(0.0, |r| r.queue_base_ms)
     }
 
     /// An early report from `reporter` ([`FEEDBACK_FLAG_EARLY`]: loss
@@ -1922,13 +1887,13 @@ impl Controller {
                 self.path_reordered += 1;
                 return;
             }
-            let before = (self.bw_tier, self.bw_packet_ms);
+            let before = (self.bw.tier, self.bw.packet_ms);
             self.on_congestion(
                 f32::from(delivered),
                 (None, raw_queue_ms, saturated),
                 now_ns,
             );
-            if (self.bw_tier, self.bw_packet_ms) != before {
+            if (self.bw.tier, self.bw.packet_ms) != before {
                 self.path_congestions += 1;
             }
             let any_report = self.worst(now_ns).any;
@@ -1938,7 +1903,7 @@ impl Controller {
                 // No report gets back (they are lost in the full link): the
                 // tier that fits, with no redundancy (it would only add to
                 // the queue); the reports, once they come, decide the rest.
-                let s = self.unprotected(self.bw_tier);
+                let s = self.unprotected(self.bw.tier);
                 self.decide(s, Reason::Congestion, now_ns);
             }
         }
@@ -2014,8 +1979,8 @@ impl Controller {
         from: (Option<u32>, f32, bool),
         now_ns: u64,
     ) {
-        let before = self.axis();
-        self.last_congestion_ns = now_ns;
+        let before = self.bw;
+        self.bw.last_congestion_ns = now_ns;
         // Within [`STEP_SETTLE_NS`] of a step down, congestion moves
         // nothing: the reports that follow a step describe intervals that
         // began on the tier before (its queue, its losses), and their
@@ -2023,6 +1988,7 @@ impl Controller {
         // 40 kb/s a call went from `good` to `degraded`, which fits, and on
         // the next report, at `degraded`'s own 14 kb/s, to Codec2).
         if self
+            .bw
             .stepped_down_ns
             .is_some_and(|t| now_ns.saturating_sub(t) < STEP_SETTLE_NS)
         {
@@ -2040,7 +2006,7 @@ impl Controller {
         if self.judging_step(now_ns) || self.rate_checking(now_ns) {
             return;
         }
-        self.ceiling_kbps = recv_kbps;
+        self.bw.ceiling_kbps = recv_kbps;
         let budget = share * recv_kbps;
         // Nothing of Opus fits: Codec2 1200, the cheapest tier on the wire,
         // in the shortest packets that fit (the longest if none does).
@@ -2056,16 +2022,16 @@ impl Controller {
                 (CATASTROPHIC, packet)
             });
         // Only ever down on congestion, at least one step.
-        let current = (self.bw_tier, self.bw_packet_ms);
+        let current = (self.bw.tier, self.bw.packet_ms);
         let target = fits.max(ladder_down(current));
-        if self.probing {
-            self.probe_wait_ns = (self.probe_wait_ns * 2).min(self.cfg.probe_max_ns);
-            self.probing = false;
+        if self.bw.probing {
+            self.bw.probe_wait_ns = (self.bw.probe_wait_ns * 2).min(self.cfg.probe_max_ns);
+            self.bw.probing = false;
         }
         if target != current {
-            (self.bw_tier, self.bw_packet_ms) = target;
+            (self.bw.tier, self.bw.packet_ms) = target;
             self.tier_changed_ns = now_ns;
-            self.stepped_down_ns = Some(now_ns);
+            self.bw.stepped_down_ns = Some(now_ns);
             // Judged by the next settled report of that receiver (or
             // sample of the first hop), when the step fits what got
             // through (so a queue of ours drains) and the path was not
@@ -2077,7 +2043,7 @@ impl Controller {
                 queue_ms,
                 at_ns: now_ns,
                 before,
-                reports_queue_ms: self.reports_queue_now(now_ns),
+                reports_queue_ms: self.reports_queue(0, now_ns),
                 waits: 0,
             });
         }
@@ -2207,12 +2173,13 @@ impl Controller {
         }
         let in_startup = now_ns.saturating_sub(self.started_ns) < self.cfg.startup_ns;
         // Tier: probe up after a calm period.
-        if self.probing && now_ns.saturating_sub(self.tier_changed_ns) >= self.cfg.hysteresis_ns {
-            self.probing = false;
-            self.probe_wait_ns = self.cfg.probe_after_ns;
-            if step_kbps((self.bw_tier, self.bw_packet_ms)) > FIT_SHARE * self.ceiling_kbps {
+        if self.bw.probing && now_ns.saturating_sub(self.tier_changed_ns) >= self.cfg.hysteresis_ns
+        {
+            self.bw.probing = false;
+            self.bw.probe_wait_ns = self.cfg.probe_after_ns;
+            if step_kbps((self.bw.tier, self.bw.packet_ms)) > FIT_SHARE * self.bw.ceiling_kbps {
                 // The path carries more than it did at the last congestion.
-                self.ceiling_kbps = 0.0;
+                self.bw.ceiling_kbps = 0.0;
             }
         }
         // A step above the last congestion's ceiling waits the longest
@@ -2223,22 +2190,23 @@ impl Controller {
         // packets, 5.0 kb/s nominal, after a congestion that got 5 kb/s
         // through sat there losing 8-23 %: the uplink also carries the
         // acknowledgements of the other member's media).
-        let up = ladder_up((self.bw_tier, self.bw_packet_ms));
-        let wait = if self.ceiling_kbps > 0.0 && step_kbps(up) > FIT_SHARE * self.ceiling_kbps {
-            self.probe_wait_ns.max(self.cfg.probe_max_ns)
+        let up = ladder_up((self.bw.tier, self.bw.packet_ms));
+        let wait = if self.bw.ceiling_kbps > 0.0 && step_kbps(up) > FIT_SHARE * self.bw.ceiling_kbps
+        {
+            self.bw.probe_wait_ns.max(self.cfg.probe_max_ns)
         } else {
-            self.probe_wait_ns
+            self.bw.probe_wait_ns
         };
         // Not while a rate check's step waits for its verdict.
         if any
-            && self.bw_tier > self.top
+            && self.bw.tier > self.top
             && self.rate_check.is_none()
             && now_ns.saturating_sub(self.tier_changed_ns) >= wait
-            && now_ns.saturating_sub(self.last_congestion_ns) >= wait
+            && now_ns.saturating_sub(self.bw.last_congestion_ns) >= wait
         {
-            (self.bw_tier, self.bw_packet_ms) = up;
+            (self.bw.tier, self.bw.packet_ms) = up;
             self.tier_changed_ns = now_ns;
-            self.probing = true;
+            self.bw.probing = true;
             let settle = self.cfg.clean_settle_ns;
             for r in self.receivers.iter_mut().filter(|r| r.used) {
                 r.probe_base_loss = if r.lossy_within(now_ns, settle) {
@@ -2273,7 +2241,7 @@ impl Controller {
         } else {
             random_shape
         };
-        let fec_fits = self.fec_band && shape && self.fec_for(self.bw_tier).is_some();
+        let fec_fits = self.fec_band && shape && self.fec_for(self.bw.tier).is_some();
         // In a room, RaptorQ's Opus rate is what every other receiver hears
         // too: where one hears the stream unrepaired, the lossy one gets
         // LBRR at the tier's rate (docs/QUALITY.md finding 30).
@@ -2331,8 +2299,8 @@ impl Controller {
         // cannot carry them: a congestion step applies at once (held to the
         // end of start-up, the settle time after it had passed by then, and
         // the next report stepped down again).
-        let bw_moved = self.unprotected(self.bw_tier).tier != self.settings.tier
-            || (self.bw_tier == CATASTROPHIC && self.bw_packet_ms != self.settings.frame_ms);
+        let bw_moved = self.unprotected(self.bw.tier).tier != self.settings.tier
+            || (self.bw.tier == CATASTROPHIC && self.bw.packet_ms != self.settings.frame_ms);
         if in_startup && self.mode == Mode::Clean && !bw_moved {
             return;
         }
@@ -2357,8 +2325,8 @@ impl Controller {
     /// included).
     fn unprotected(&self, tier: usize) -> Settings {
         let p = profile(tier);
-        let frame_ms = if tier == CATASTROPHIC && self.bw_tier == CATASTROPHIC {
-            self.bw_packet_ms
+        let frame_ms = if tier == CATASTROPHIC && self.bw.tier == CATASTROPHIC {
+            self.bw.packet_ms
         } else {
             p.frame_ms
         };
@@ -2387,7 +2355,7 @@ impl Controller {
         // The repair doubles the packets: not on a path that carried less
         // at its last congestion.
         let wire = rate_wire_kbps(bitrate, p.frame_ms, FEC_RATIO);
-        if self.ceiling_kbps > 0.0 && wire > self.ceiling_kbps {
+        if self.bw.ceiling_kbps > 0.0 && wire > self.bw.ceiling_kbps {
             return None;
         }
         Some((bitrate, block))
@@ -2395,7 +2363,7 @@ impl Controller {
 
     fn settings_for(&self, loss: f32, burst: u32) -> (Settings, Reason) {
         let loss_pct = (loss * 100.0).round() as u32;
-        let mut tier = self.bw_tier;
+        let mut tier = self.bw.tier;
         if self.mode == Mode::Heavy {
             // The bandwidth axis may already hold the cheaper Codec2 mode.
             // Codec2 1200 with RaptorQ 100 %: at 60 % loss it scores what

@@ -30,6 +30,15 @@ const CLEAN: Path = Path {
     cap_kbps: 0.0,
 };
 
+/// Random (isolated) loss at `loss`, no cap.
+fn random(loss: f32) -> Path {
+    Path {
+        loss,
+        burst: 1,
+        cap_kbps: 0.0,
+    }
+}
+
 /// The report one receiver sends about one second under `path`, for a
 /// sender running `s`.
 fn report(path: Path, s: &Settings) -> FeedbackEntry {
@@ -171,11 +180,6 @@ fn clean_path_turns_redundancy_off_after_start_up() {
 fn loss_shape_picks_the_protection() {
     // Table: (name, path, check on the settings after 5 s).
     type Check = fn(&Settings) -> bool;
-    let random = |loss| Path {
-        loss,
-        burst: 1,
-        cap_kbps: 0.0,
-    };
     let bursty = |loss, burst| Path {
         loss,
         burst,
@@ -283,11 +287,6 @@ fn loss_shape_picks_the_protection() {
 /// does not flap between the two; 20 % itself stays on LBRR.
 #[test]
 fn dense_random_loss_takes_dred_in_a_band() {
-    let random = |loss| Path {
-        loss,
-        burst: 1,
-        cap_kbps: 0.0,
-    };
     let mut r = Run::new(lbrr_only());
     r.go(10, random(0.20), 1);
     assert!(r.s().lbrr && r.s().dred_ms == 0, "20 %: {:?}", r.s());
@@ -351,11 +350,6 @@ fn dense_random_loss_takes_dred_in_a_band() {
 /// bursts.
 #[test]
 fn random_loss_gets_raptorq_in_a_band() {
-    let random = |loss| Path {
-        loss,
-        burst: 1,
-        cap_kbps: 0.0,
-    };
     let fec = |s: &Settings, bitrate: u32, block: u8| {
         s.bitrate == bitrate
             && s.fec_ratio == FEC_RATIO
@@ -2811,11 +2805,6 @@ fn loss_that_begins_with_a_probe_fails_it() {
 /// checked again.
 #[test]
 fn heavy_random_loss_keeps_opus_after_a_rate_check() {
-    let random = |loss| Path {
-        loss,
-        burst: 1,
-        cap_kbps: 0.0,
-    };
     for loss in [0.60, 0.70, 0.80] {
         let mut r = Run::new(lbrr_only());
         r.go(5, CLEAN, 1);

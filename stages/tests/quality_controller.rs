@@ -2942,3 +2942,82 @@ fn a_rate_check_whose_reporter_goes_quiet_gives_way() {
     assert_eq!(r.s().tier, "good", "{:?}", r.log);
     assert_eq!(r.c.count(Reason::HeavyLoss), 0, "{:?}", r.log);
 }
+
+/// Heavy random loss both ways: the first hop's samples lose half or more
+/// of the packets, and with the acknowledgements lost too the round trips
+/// that get through come late, a "queue" of 10-20 ms, which reads as a
+/// saturated link (live at 60-80 % random loss: 52-65 % lost with 13-18 ms,
+/// and the call went to Codec2; docs/QUALITY.md finding 32). The reports of
+/// the run read no queue on the stream's way: the samples' saturation is
+/// not acted on, and the reports' rate check judges the loss (random:
+/// Opus with DRED). Reports that read a queue, or none during the run,
+/// leave the samples to step down as before.
+#[test]
+fn heavy_random_loss_on_the_first_hop_is_not_saturation_when_the_reports_read_no_queue() {
+    // (what, the reports' queue in ms (None: no report during the run),
+    // whether the first hop's samples step down)
+    let cases: [(&str, Option<u16>, bool); 3] = [
+        ("reports with no queue", Some(2), false),
+        ("reports with a 40 ms queue", Some(40), true),
+        ("no report during the run", None, true),
+    ];
+    for (what, queue, stepped) in cases {
+        for loss in [0.6f32, 0.7, 0.8] {
+            let mut r = Run::new(lbrr_only());
+            r.go(5, CLEAN, 1);
+            assert_eq!(r.s().tier, "good");
+            let first_hop = |s: &Settings| {
+                let p = Profile::by_name(s.tier).unwrap();
+                let send = packet_wire_kbps(p, s.frame_ms, s.fec_ratio);
+                let sent = (500 / s.frame_ms) as u16;
+                // The samples lose a little less than the reports (the
+                // first hop is half the way) with late round trips.
+                let lost = (f32::from(sent) * (loss - 0.1)).round() as u16;
+                PathSample {
+                    sent,
+                    lost,
+                    queue_ms: 15,
+                    delivered_kbps: (send * (1.1 - loss)).round() as u16,
+                }
+            };
+            for tick in 0..200u64 {
+                r.now += 100 * MS;
+                let s = r.s();
+                if tick % 5 == 4 {
+                    r.c.handle_path(&first_hop(&s), r.now);
+                }
+                if let (Some(q), true) = (queue, r.now % S == 0) {
+                    let mut e = report(random(loss), &s);
+                    e.queue_delay_100us = q * 10;
+                    r.c.handle_report(100, &e, r.now);
+                }
+                if let Some(d) = r.c.poll(r.now) {
+                    r.log.push(d);
+                }
+            }
+            // With a queue in the reports they step down too, before the
+            // samples at times: either way the call is taken down.
+            let moved = r.c.count(Reason::Congestion) > 0;
+            assert_eq!(moved, stepped, "{what}, {loss}: {:?}", r.log);
+            assert_eq!(r.c.path_unqueued() > 0, !stepped, "{what}, {loss}");
+            if queue.is_none() {
+                assert!(r.c.path_congestions() > 0, "{what}, {loss}: {:?}", r.log);
+            }
+            if !stepped {
+                let s = r.s();
+                assert_eq!(r.c.path_congestions(), 0, "{what}, {loss}: {:?}", r.log);
+                assert_eq!(
+                    r.c.count(Reason::HeavyLoss),
+                    0,
+                    "{what}, {loss}: {:?}",
+                    r.log
+                );
+                assert!(
+                    s.tier == "good" && s.dred_ms == 1000 && s.receiver_hold_frames > 0,
+                    "{what}, {loss}: {:?}",
+                    r.log
+                );
+            }
+        }
+    }
+}

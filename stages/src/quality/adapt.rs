@@ -101,7 +101,8 @@
 //! cannot take live), `rate_limits` (rate checks that found a rate limit:
 //! the loss fell with the step, see `rate_check`), `path_samples` (first-hop samples read),
 //! `path_congestion` (times they moved the tier down), `path_reordered`
-//! (congested runs the reports showed to be reordering, not acted on), `journal_dropped`
+//! (congested runs the reports showed to be reordering, not acted on), `path_unqueued`
+//! (saturated runs the reports read no queue for: heavy random loss, not acted on), `journal_dropped`
 //! (decisions the journal's ring had no room for). **Gauges** (the settings in force): `tier` (index in
 //! `controller::TIERS`: 0 `studio_64k` .. 3 `good` .. 7 `catastrophic`), `dred_ms`,
 //! `loss_hint`, `lbrr`, `bitrate`, `frame_ms`, `fec_ratio`,
@@ -343,6 +344,7 @@ impl StageFactory for AdaptFactory {
             path_samples: cx.counter("path_samples"),
             path_congestion: cx.counter("path_congestion"),
             path_reordered: cx.counter("path_reordered"),
+            path_unqueued: cx.counter("path_unqueued"),
             enabled: p.bool("enabled")?,
             sender: u32::try_from(sender).ok(),
             own_cell,
@@ -467,6 +469,7 @@ struct Adapt {
     path_samples: Counter,
     path_congestion: Counter,
     path_reordered: Counter,
+    path_unqueued: Counter,
     enabled: bool,
     /// The entry to read; `None`: `own_cell`'s, else the stream of the
     /// frames passing.
@@ -703,16 +706,18 @@ impl Processor for Adapt {
             .as_deref()
             .and_then(|c| c.take_new(&mut self.path_seen))
         {
-            let (read, moved, reordered) = (
+            let (read, moved, reordered, unqueued) = (
                 ctl.path_samples(),
                 ctl.path_congestions(),
                 ctl.path_reordered(),
+                ctl.path_unqueued(),
             );
             ctl.handle_path(&s, now);
             self.g.budget_ms.set(i64::from(ctl.hold_budget_ms()));
             self.path_samples.add(ctl.path_samples() - read);
             self.path_congestion.add(ctl.path_congestions() - moved);
             self.path_reordered.add(ctl.path_reordered() - reordered);
+            self.path_unqueued.add(ctl.path_unqueued() - unqueued);
             let l = &mut self.last;
             l.path_loss_pct = (s.loss_fraction() * 100.0).round() as i32;
             l.path_queue_ms = i32::from(s.queue_ms);

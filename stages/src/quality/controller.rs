@@ -264,7 +264,8 @@ pub enum Reason {
     /// ([`ControllerConfig::rate_check`]).
     RateCheck,
     /// Heavy loss that a step down to what got through did not relieve:
-    /// random, not a rate limit. The step is taken back, and Opus with DRED
+    /// random, not a rate limit. The step (a rate check's, or the first
+    /// hop's samples' on saturation alone) is taken back, and Opus with DRED
     /// and the receiver hold at the tier's rate, as for dense loss, not
     /// Codec2: at 60 / 70 / 80 % random loss it scores 1.33 / 1.23 / 1.10
     /// PESQ-WB and 0.83 / 0.77 / 0.64 STOI against Codec2 1200 with
@@ -881,6 +882,24 @@ const RATE_CHECK_SHARE: f32 = 0.5;
 /// report came 2-8 s after the step live.
 const RATE_CHECK_MAX_NS: u64 = 12_000 * MS;
 
+/// A step down the first hop's samples took on saturation alone (half the
+/// packets lost, a queue under [`PATH_QUEUE_MS`]), judged by the first
+/// sample [`PATH_SETTLE_NS`] after it as a rate check is: a link that
+/// drops what it cannot carry loses less once the tier fits what got
+/// through; random loss does not fall with the rate.
+#[derive(Clone, Copy, Debug)]
+struct SatCheck {
+    at_ns: u64,
+    /// The axis before the step.
+    before: BwAxis,
+    /// The samples' loss that caused it.
+    loss: f32,
+}
+
+/// First-hop loss under which saturation judged random is over
+/// ([`Controller::handle_path`]): half of what the saturation rule asks.
+const PATH_RANDOM_END: f32 = 0.25;
+
 /// Readings a step's judgement waits past when one reads the same queue
 /// but the receive rate short of what was sent; after that many the step
 /// stands.
@@ -971,6 +990,12 @@ pub struct Controller {
     restored_ns: Option<u64>,
     /// A rate check waiting for its judging report.
     rate_check: Option<RateCheck>,
+    /// A first-hop step on saturation alone, waiting for the sample that
+    /// judges it.
+    sat_check: Option<SatCheck>,
+    /// The first hop's saturation was judged random loss: saturation alone
+    /// moves nothing until a sample reads under [`PATH_RANDOM_END`].
+    path_random: bool,
     /// When the last rate check was found random and its step taken back.
     rate_restored_ns: Option<u64>,
     /// Rate checks that found a rate limit.
@@ -1058,6 +1083,8 @@ impl Controller {
             step_check: None,
             restored_ns: None,
             rate_check: None,
+            sat_check: None,
+            path_random: false,
             rate_restored_ns: None,
             rate_limits: 0,
             heavy_random: false,
@@ -1519,7 +1546,10 @@ impl Controller {
     /// or Opus under [`DRED_MIN_BITRATE`]) the loss is taken as a rate
     /// limit's: Codec2 with RaptorQ, as before.
     fn start_rate_check(&mut self, reporter: u32, loss: f32, recv_kbps: f32, now_ns: u64) {
-        if !self.cfg.rate_check || self.rate_check.is_some() {
+        // Not while the first hop's samples judge a step of theirs: the
+        // tier it took may have no DRED, and heavy loss there would be
+        // taken as a rate limit's before the samples have said.
+        if !self.cfg.rate_check || self.rate_check.is_some() || self.sat_checking(now_ns) {
             return;
         }
         let unjudged = self.receiver(reporter).is_some_and(|r| {
@@ -1853,6 +1883,12 @@ impl Controller {
         let saturated = raw_queue_ms >= SATURATED_QUEUE_MS && loss >= 0.5;
         let (queue_ms, judging) =
             self.path_queue(None, raw_queue_ms, (false, saturated), true, now_ns);
+        if self.judge_sat_check(loss, now_ns) {
+            return;
+        }
+        if loss < PATH_RANDOM_END {
+            self.path_random = false;
+        }
         // Nothing through at all is a blackout of the first hop (a long
         // loss run), not a bottleneck, which delivers at its rate; its round
         // trip reads as a queue (the RTT samples of a blackout come late).
@@ -1899,12 +1935,18 @@ impl Controller {
             // which took the call to Codec2; docs/QUALITY.md finding 32).
             // The reports' own rules (the rate check) judge heavy loss with
             // no queue.
+            // Reports are single datagrams a second: at 60-80 % loss most
+            // are lost, so often none came during the run. A step on
+            // saturation alone is judged by the samples' loss then, as a
+            // rate check is (`judge_sat_check`), and once judged random,
+            // saturation alone moves nothing while the heavy loss lasts.
             let only_saturated = !(queue_ms >= PATH_QUEUE_MS && loss >= PATH_LOSS);
-            if only_saturated && self.reports_deny_queue(since, now_ns) {
+            if only_saturated && (self.path_random || self.reports_deny_queue(since, now_ns)) {
                 self.path_unqueued += 1;
                 return;
             }
             let before = (self.bw.tier, self.bw.packet_ms);
+            let axis = self.bw;
             self.on_congestion(
                 f32::from(delivered),
                 (None, raw_queue_ms, saturated),
@@ -1912,6 +1954,13 @@ impl Controller {
             );
             if (self.bw.tier, self.bw.packet_ms) != before {
                 self.path_congestions += 1;
+                if only_saturated {
+                    self.sat_check = Some(SatCheck {
+                        at_ns: now_ns,
+                        before: axis,
+                        loss,
+                    });
+                }
             }
             let any_report = self.worst(now_ns).any;
             if any_report {
@@ -1949,6 +1998,52 @@ impl Controller {
             any = true;
         }
         any
+    }
+
+    /// Judges a first-hop step taken on saturation alone by a sample from
+    /// [`PATH_SETTLE_NS`] after it: loss under half of what caused it was
+    /// a rate limit (the step stands); loss that stayed is random (the step
+    /// is taken back, and saturation alone moves nothing until the loss
+    /// eases, [`PATH_RANDOM_END`]). A check whose step another moved on is
+    /// dropped. Returns whether it took the step back.
+    fn judge_sat_check(&mut self, loss: f32, now_ns: u64) -> bool {
+        let Some(c) = self.sat_check else {
+            return false;
+        };
+        if self.tier_changed_ns != c.at_ns {
+            self.sat_check = None;
+            return false;
+        }
+        if now_ns.saturating_sub(c.at_ns) < PATH_SETTLE_NS {
+            return false;
+        }
+        self.sat_check = None;
+        if loss < 0.5 * c.loss {
+            return false;
+        }
+        self.bw = c.before;
+        self.tier_changed_ns = now_ns;
+        self.rate_restored_ns = Some(now_ns);
+        self.path_random = true;
+        self.path_unqueued += 1;
+        if self.worst(now_ns).any {
+            self.evaluate(now_ns);
+        } else {
+            // As the step was taken with no report: the tier, no
+            // redundancy; the reports, once they come, decide the rest.
+            let s = self.unprotected(self.bw.tier);
+            self.decide(s, Reason::HeavyRandom, now_ns);
+        }
+        true
+    }
+
+    /// Whether a first-hop step on saturation alone waits for the sample
+    /// that judges it (at most [`STEP_JUDGE_MAX_NS`] as a reason to hold
+    /// other steps back).
+    fn sat_checking(&self, now_ns: u64) -> bool {
+        self.sat_check.is_some_and(|c| {
+            now_ns.saturating_sub(c.at_ns) <= STEP_JUDGE_MAX_NS && self.tier_changed_ns == c.at_ns
+        })
     }
 
     /// Whether the receivers' reports that came since `since_ns` (and are
@@ -2046,7 +2141,7 @@ impl Controller {
         // step was never judged, and under CPU load a call on a 10 % lossy
         // path went from `good` to Codec2 1200 in four steps, one of which
         // was taken back.
-        if self.judging_step(now_ns) || self.rate_checking(now_ns) {
+        if self.judging_step(now_ns) || self.rate_checking(now_ns) || self.sat_checking(now_ns) {
             return;
         }
         self.bw.ceiling_kbps = recv_kbps;

@@ -1421,13 +1421,21 @@ impl Controller {
             // must not put a 20 % path in the band, which it would then
             // leave only under 20 %; and loss that began late in its
             // interval reads low in it, which the mean of the next ones
-            // makes up for.
+            // makes up for. Heavy loss (`heavy_loss`, not in one run) is
+            // dense from its first report: no 20 % path reads 60 % over a
+            // second, and at 70-80 % random loss both ways most reports
+            // are lost with the media, so the next one came 9 s later live,
+            // all of it on LBRR, which rebuilds little at that density.
             let onset = loss >= 0.01 && !r.lossy_within(now_ns, clean_settle);
             if onset {
                 r.level_reports = 0;
             }
             r.level = if r.level_reports == 0 {
-                loss.min(DENSE_LEAVE)
+                if loss >= heavy_loss && !one_run {
+                    loss
+                } else {
+                    loss.min(DENSE_LEAVE)
+                }
             } else if r.level_reports < LEVEL_REPORTS {
                 let n = f32::from(r.level_reports);
                 (r.level * n + loss) / (n + 1.0)

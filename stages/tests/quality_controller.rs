@@ -3150,3 +3150,53 @@ fn a_first_heavy_report_gets_dred_and_the_hold_at_once() {
     r.go(1, random(0.40), 1);
     assert!(r.s().lbrr && r.s().dred_ms == 0, "40 %: {:?}", r.log);
 }
+
+/// A report of heavy loss with a short queue (10-25 ms) on a tier the rate
+/// check can judge (Opus with DRED) is the check's, not a congestion step
+/// that stands unjudged: live at 80 % random loss one report read 20 ms
+/// (the least delay of a handful of packets) and took the call to Codec2
+/// for the rest of it. Where no check can judge (rate_check off, or a tier
+/// with no DRED), the short queue with half lost is still saturation.
+#[test]
+fn a_short_queue_with_heavy_loss_on_opus_is_for_the_rate_check() {
+    let queued = |s: &Settings, loss: f32| {
+        let mut e = report(random(loss), s);
+        e.queue_delay_100us = 200;
+        e
+    };
+    // (what, config, whether a congestion step comes first)
+    let cases = [
+        ("rate check on", lbrr_only(), false),
+        (
+            "rate check off",
+            ControllerConfig {
+                rate_check: false,
+                ..lbrr_only()
+            },
+            true,
+        ),
+    ];
+    for (what, cfg, congestion) in cases {
+        let mut r = Run::new(cfg);
+        r.go(5, CLEAN, 1);
+        for _ in 0..3 {
+            r.now += S;
+            let s = r.s();
+            r.c.handle_report(100, &queued(&s, 0.8), r.now);
+            if let Some(d) = r.c.poll(r.now) {
+                r.log.push(d);
+            }
+        }
+        let first_step = r
+            .log
+            .iter()
+            .find(|d| d.settings.tier != "good")
+            .unwrap_or_else(|| panic!("{what}: a step down: {:?}", r.log));
+        let expected = if congestion {
+            Reason::Congestion
+        } else {
+            Reason::RateCheck
+        };
+        assert_eq!(first_step.reason, expected, "{what}: {:?}", r.log);
+    }
+}

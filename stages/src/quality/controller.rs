@@ -1351,7 +1351,20 @@ impl Controller {
         // beyond random. (Through `wzp-netem --rate 12`, whose queue holds
         // 100 ms, the reports read 82 and 52 ms of queue at 74 and 80 %
         // loss, then 20 and 17 ms as the sender stepped down.)
-        let saturated = queue_ms >= SATURATED_QUEUE_MS && loss >= 0.5;
+        // On a tier a rate check can judge (Opus with DRED), a short queue
+        // with heavy loss is the rate check's, not a step that stands
+        // unjudged: with few packets through, the least one-way delay of an
+        // interval is read from a handful of them, and live at 80 % random
+        // loss one report read 20 ms and took the call to Codec2 for the
+        // rest of it. A rate limit with a short queue is found by the check
+        // all the same (the loss falls with its step).
+        let checkable = self.cfg.rate_check && {
+            let p = profile(self.bw.tier);
+            p.codec == Codec::Opus && p.bitrate >= DRED_MIN_BITRATE
+        };
+        let saturated = queue_ms >= SATURATED_QUEUE_MS
+            && loss >= 0.5
+            && !(checkable && queue_ms < self.cfg.congestion_queue_ms);
         // Loss that begins with a probe is the probe's: a link that drops
         // what exceeds its rate and queues little (a token bucket with a
         // short queue, a policer) shows no queue the rules above can see.

@@ -907,6 +907,8 @@ struct SatCheck {
     before: BwAxis,
     /// The samples' loss that caused it.
     loss: f32,
+    /// The settings in force before it.
+    settings: Settings,
     /// Packets the samples since the settle time counted, and of those,
     /// lost (judged over [`RATE_JUDGE_PACKETS`]: on Codec2 in 120 ms
     /// packets a sample counts four).
@@ -996,6 +998,9 @@ pub struct Controller {
     path_congested_run: u8,
     /// What got through in the last congested sample, kbit/s.
     path_last_kbps: u16,
+    /// The last first-hop sample's round-trip queue, ms, before any base
+    /// is taken off (see [`Self::path_queue`]).
+    path_last_raw_ms: f32,
     path_congestions: u64,
     /// When the current run of congested samples began.
     path_run_start_ns: u64,
@@ -1012,8 +1017,9 @@ pub struct Controller {
     /// judges it.
     sat_check: Option<SatCheck>,
     /// The first hop's saturation was judged random loss: saturation alone
-    /// moves nothing until a sample reads under [`PATH_RANDOM_END`].
-    path_random: bool,
+    /// moves nothing until no sample has read [`PATH_RANDOM_END`] or more
+    /// for the hysteresis period (when; `None`: not judged random).
+    path_random_until_ns: Option<u64>,
     /// When the last rate check was found random and its step taken back.
     rate_restored_ns: Option<u64>,
     /// Rate checks that found a rate limit.
@@ -1094,6 +1100,7 @@ impl Controller {
             path_samples: 0,
             path_congested_run: 0,
             path_last_kbps: 0,
+            path_last_raw_ms: 0.0,
             path_congestions: 0,
             path_run_start_ns: 0,
             path_reordered: 0,
@@ -1102,7 +1109,7 @@ impl Controller {
             restored_ns: None,
             rate_check: None,
             sat_check: None,
-            path_random: false,
+            path_random_until_ns: None,
             rate_restored_ns: None,
             rate_limits: 0,
             heavy_random: false,
@@ -1814,6 +1821,15 @@ impl Controller {
             };
             if undo {
                 *self.queue_base(reporter, now_ns) = raw_ms;
+                if reporter.is_some() {
+                    // A route that got longer is the first hop's too: its
+                    // round trip rose with it. Without this the samples
+                    // stepped down on it whenever two in a row first read
+                    // 10 % lost (live on a 10 % path: at once in most
+                    // calls, 18 s later in some), and a step taken just
+                    // before the route shortened again stood.
+                    self.path_queue_base_ms = self.path_queue_base_ms.max(self.path_last_raw_ms);
+                }
                 self.bw = c.before;
                 self.tier_changed_ns = now_ns;
                 self.restored_ns = Some(now_ns);
@@ -1962,12 +1978,18 @@ impl Controller {
         }
         let loss = sample.loss_fraction();
         let raw_queue_ms = f32::from(sample.queue_ms);
+        self.path_last_raw_ms = raw_queue_ms;
         let saturated = raw_queue_ms >= SATURATED_QUEUE_MS && loss >= 0.5;
         let (queue_ms, judging) =
             self.path_queue(None, raw_queue_ms, (false, saturated), true, now_ns);
-        if loss < PATH_RANDOM_END {
-            self.path_random = false;
+        // One sample under it says little: QUIC declares losses late, and
+        // live at 70 % random loss samples read 0-36 % now and then.
+        if loss >= PATH_RANDOM_END {
+            if let Some(until) = self.path_random_until_ns.as_mut() {
+                *until = now_ns + self.cfg.hysteresis_ns;
+            }
         }
+        let path_random = self.path_random_until_ns.is_some_and(|t| now_ns < t);
         // Nothing through at all is a blackout of the first hop (a long
         // loss run), not a bottleneck, which delivers at its rate; its round
         // trip reads as a queue (the RTT samples of a blackout come late).
@@ -2020,12 +2042,13 @@ impl Controller {
             // rate check is (`judge_sat_check`), and once judged random,
             // saturation alone moves nothing while the heavy loss lasts.
             let only_saturated = !(queue_ms >= PATH_QUEUE_MS && loss >= PATH_LOSS);
-            if only_saturated && (self.path_random || self.reports_deny_queue(since, now_ns)) {
+            if only_saturated && (path_random || self.reports_deny_queue(since, now_ns)) {
                 self.path_unqueued += 1;
                 return;
             }
             let before = (self.bw.tier, self.bw.packet_ms);
             let axis = self.bw;
+            let in_force = self.settings;
             self.on_congestion(
                 f32::from(delivered),
                 (None, raw_queue_ms, saturated),
@@ -2038,6 +2061,7 @@ impl Controller {
                         at_ns: now_ns,
                         before: axis,
                         loss,
+                        settings: in_force,
                         sent: 0,
                         lost: 0,
                     });
@@ -2116,15 +2140,15 @@ impl Controller {
         self.bw = c.before;
         self.tier_changed_ns = now_ns;
         self.rate_restored_ns = Some(now_ns);
-        self.path_random = true;
+        self.path_random_until_ns = Some(now_ns + self.cfg.hysteresis_ns);
         self.path_unqueued += 1;
         if self.worst(now_ns).any {
             self.evaluate(now_ns);
         } else {
-            // As the step was taken with no report: the tier, no
-            // redundancy; the reports, once they come, decide the rest.
-            let s = self.unprotected(self.bw.tier);
-            self.decide(s, Reason::HeavyRandom, now_ns);
+            // No fresh report (most are lost at this loss): what was in
+            // force before the step, its protection included; the reports,
+            // once they come, decide the rest.
+            self.decide(c.settings, Reason::HeavyRandom, now_ns);
         }
         true
     }

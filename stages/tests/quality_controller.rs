@@ -3131,8 +3131,8 @@ fn a_rate_check_is_judged_over_enough_packets() {
             &[(2, 3, 1), (3, 8, 6), (4, 8, 6), (5, 8, 5)],
         ),
         (
-            "one report in the 12 s, the rest lost till after it",
-            &[(6, 8, 6), (13, 8, 6)],
+            "one report of five packets in the 12 s, the rest lost till after it",
+            &[(6, 5, 4), (13, 8, 6)],
         ),
     ];
     for (what, reports) in cases {
@@ -3162,6 +3162,10 @@ fn a_rate_check_is_judged_over_enough_packets() {
             "{what}: {:?}",
             r.log
         );
+        // Taken back as random loss, whenever the decision comes (with the
+        // first fresh report after an expiry), not as a probe.
+        assert_eq!(r.c.count(Reason::HeavyRandom), 1, "{what}: {:?}", r.log);
+        assert_eq!(r.c.count(Reason::Probe), 0, "{what}: {:?}", r.log);
         // Random from then on: heavy reports check nothing again.
         r.go(5, random(0.7), 1);
         assert_eq!(r.c.count(Reason::RateCheck), 1, "{what}: {:?}", r.log);

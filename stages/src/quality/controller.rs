@@ -551,11 +551,17 @@ const RATE_JUDGE_PACKETS: u32 = 20;
 /// than the check's 12 s.
 const RANDOM_JUDGE_PACKETS: u32 = 8;
 
+/// Whether `lost` of `counted` packets after a step caused by `loss` say
+/// the loss stayed (half of it or more): random, not a rate limit.
+fn loss_stayed(counted: u32, lost: u32, loss: f32) -> bool {
+    lost as f32 >= 0.5 * loss * counted as f32
+}
+
 /// Whether `lost` of `counted` packets decide a check caused by `loss`:
 /// enough packets to say the loss stayed, or to say it fell.
 fn judgeable(counted: u32, lost: u32, loss: f32) -> bool {
-    let stayed = lost as f32 >= 0.5 * loss * counted as f32;
-    counted >= RATE_JUDGE_PACKETS || (stayed && counted >= RANDOM_JUDGE_PACKETS)
+    counted >= RATE_JUDGE_PACKETS
+        || (loss_stayed(counted, lost, loss) && counted >= RANDOM_JUDGE_PACKETS)
 }
 
 impl Receiver {
@@ -1675,7 +1681,7 @@ impl Controller {
         // Too few packets to say it was a rate limit; enough that did not
         // fall to say the loss is random (its reports were lost with the
         // media: at 80 % both ways one in five gets back).
-        let verdict = if c.expected > 0 && c.lost as f32 >= 0.5 * c.loss * c.expected as f32 {
+        let verdict = if c.expected > 0 && loss_stayed(c.expected, c.lost, c.loss) {
             HeavyVerdict::Random
         } else {
             HeavyVerdict::Unknown
@@ -1727,7 +1733,7 @@ impl Controller {
     /// loss under half of what caused the step is a rate limit's (the
     /// step stands); loss that stayed is random (the step is taken back).
     fn rate_verdict(&mut self, c: &RateCheck, now_ns: u64) -> HeavyVerdict {
-        if (c.lost as f32) < 0.5 * c.loss * c.expected as f32 {
+        if !loss_stayed(c.expected, c.lost, c.loss) {
             self.rate_limits += 1;
             HeavyVerdict::RateLimit
         } else {
@@ -2148,7 +2154,7 @@ impl Controller {
         // met a bottleneck: the step stands (theirs to judge).
         let queued = self.reports_queue(c.at_ns, now_ns).is_some()
             && !self.reports_deny_queue(c.at_ns, now_ns);
-        if queued || (c.lost as f32) < 0.5 * c.loss * c.sent as f32 {
+        if queued || !loss_stayed(c.sent, c.lost, c.loss) {
             return false;
         }
         self.bw = c.before;

@@ -519,20 +519,59 @@ enum HeavyVerdict {
     Random,
 }
 
-/// A step down taken to tell a rate limit from random heavy loss
-/// ([`ControllerConfig::rate_check`]).
+/// A step down judged by the loss after it: a rate limit's loss falls
+/// with the step, random loss stays. A rate check's (judged by its
+/// reporter's reports) and the first hop's on saturation alone (by its
+/// samples).
 #[derive(Clone, Copy, Debug)]
-struct RateCheck {
-    reporter: u32,
+struct LossTrial {
     at_ns: u64,
     /// The axis before the step.
     before: BwAxis,
-    /// The loss of the report that caused it.
+    /// The loss that caused it.
     loss: f32,
-    /// Packets the reporter's settled reports since the step counted, and
-    /// of those, lost ([`RATE_JUDGE_PACKETS`]).
-    expected: u32,
+    /// Packets counted since the settle time, and of those, lost
+    /// ([`RATE_JUDGE_PACKETS`]).
+    counted: u32,
     lost: u32,
+}
+
+impl LossTrial {
+    fn new(at_ns: u64, before: BwAxis, loss: f32) -> LossTrial {
+        LossTrial {
+            at_ns,
+            before,
+            loss,
+            counted: 0,
+            lost: 0,
+        }
+    }
+
+    /// Adds a reading's packets; whether they now decide the trial.
+    fn pool(&mut self, counted: u32, lost: u32) -> bool {
+        self.counted += counted;
+        self.lost += lost.min(counted);
+        judgeable(self.counted, self.lost, self.loss)
+    }
+
+    /// Whether the loss counted stayed (random, not a rate limit).
+    fn stayed(&self) -> bool {
+        loss_stayed(self.counted, self.lost, self.loss)
+    }
+
+    /// Whether its step still waits for its verdict (at most
+    /// [`STEP_JUDGE_MAX_NS`] as a reason to hold other steps back).
+    fn waiting(&self, tier_changed_ns: u64, now_ns: u64) -> bool {
+        now_ns.saturating_sub(self.at_ns) <= STEP_JUDGE_MAX_NS && tier_changed_ns == self.at_ns
+    }
+}
+
+/// A step down taken to tell a rate limit from random heavy loss
+/// ([`ControllerConfig::rate_check`]), judged by `reporter`'s reports.
+#[derive(Clone, Copy, Debug)]
+struct RateCheck {
+    reporter: u32,
+    trial: LossTrial,
 }
 
 /// Packets a rate check's verdict is read over, pooled across its
@@ -922,18 +961,11 @@ const RATE_CHECK_MAX_NS: u64 = 12_000 * MS;
 /// through; random loss does not fall with the rate.
 #[derive(Clone, Copy, Debug)]
 struct SatCheck {
-    at_ns: u64,
-    /// The axis before the step.
-    before: BwAxis,
-    /// The samples' loss that caused it.
-    loss: f32,
+    /// Pooled over the samples (on Codec2 in 120 ms packets a sample
+    /// counts four).
+    trial: LossTrial,
     /// The settings in force before it.
     settings: Settings,
-    /// Packets the samples since the settle time counted, and of those,
-    /// lost (judged over [`RATE_JUDGE_PACKETS`]: on Codec2 in 120 ms
-    /// packets a sample counts four).
-    sent: u32,
-    lost: u32,
 }
 
 /// First-hop loss under which saturation judged random is over
@@ -1651,11 +1683,7 @@ impl Controller {
             self.slot(reporter, now_ns).heavy_verdict = HeavyVerdict::Pending;
             self.rate_check = Some(RateCheck {
                 reporter,
-                at_ns: now_ns,
-                before,
-                loss,
-                expected: 0,
-                lost: 0,
+                trial: LossTrial::new(now_ns, before, loss),
             });
         }
     }
@@ -1666,22 +1694,22 @@ impl Controller {
     /// blind), and the reporter's loss is judged random if the packets its
     /// reports did count lost as much as before, else unjudged again.
     fn expire_rate_check(&mut self, now_ns: u64) {
-        let Some(c) = self.rate_check else {
+        let Some(RateCheck { reporter, trial: t }) = self.rate_check else {
             return;
         };
-        if now_ns.saturating_sub(c.at_ns) <= RATE_CHECK_MAX_NS {
+        if now_ns.saturating_sub(t.at_ns) <= RATE_CHECK_MAX_NS {
             return;
         }
         self.rate_check = None;
-        if self.tier_changed_ns == c.at_ns {
-            self.bw = c.before;
+        if self.tier_changed_ns == t.at_ns {
+            self.bw = t.before;
             self.tier_changed_ns = now_ns;
             self.rate_restored_ns = Some(now_ns);
         }
         // Too few packets to say it was a rate limit; enough that did not
         // fall to say the loss is random (its reports were lost with the
         // media: at 80 % both ways one in five gets back).
-        let verdict = if c.expected > 0 && loss_stayed(c.expected, c.lost, c.loss) {
+        let verdict = if t.counted > 0 && t.stayed() {
             HeavyVerdict::Random
         } else {
             HeavyVerdict::Unknown
@@ -1689,7 +1717,7 @@ impl Controller {
         if let Some(r) = self
             .receivers
             .iter_mut()
-            .find(|r| r.used && r.id == c.reporter && r.heavy_verdict == HeavyVerdict::Pending)
+            .find(|r| r.used && r.id == reporter && r.heavy_verdict == HeavyVerdict::Pending)
         {
             r.heavy_verdict = verdict;
         }
@@ -1711,18 +1739,16 @@ impl Controller {
         let Some(mut c) = self.rate_check.filter(|c| c.reporter == reporter) else {
             return false;
         };
-        let verdict = if self.tier_changed_ns != c.at_ns {
+        let verdict = if self.tier_changed_ns != c.trial.at_ns {
             HeavyVerdict::Unknown
-        } else if expected == 0 || now_ns.saturating_sub(c.at_ns) < STEP_SETTLE_NS {
+        } else if expected == 0 || now_ns.saturating_sub(c.trial.at_ns) < STEP_SETTLE_NS {
             return false;
         } else {
-            c.expected += expected;
-            c.lost += lost;
-            if !judgeable(c.expected, c.lost, c.loss) {
+            if !c.trial.pool(expected, lost) {
                 self.rate_check = Some(c);
                 return false;
             }
-            self.rate_verdict(&c, now_ns)
+            self.rate_verdict(&c.trial, now_ns)
         };
         self.rate_check = None;
         self.slot(reporter, now_ns).heavy_verdict = verdict;
@@ -1732,13 +1758,13 @@ impl Controller {
     /// The verdict of a rate check on the packets its reports counted:
     /// loss under half of what caused the step is a rate limit's (the
     /// step stands); loss that stayed is random (the step is taken back).
-    fn rate_verdict(&mut self, c: &RateCheck, now_ns: u64) -> HeavyVerdict {
-        if !loss_stayed(c.expected, c.lost, c.loss) {
+    fn rate_verdict(&mut self, t: &LossTrial, now_ns: u64) -> HeavyVerdict {
+        if !t.stayed() {
             self.rate_limits += 1;
             HeavyVerdict::RateLimit
         } else {
-            if self.tier_changed_ns == c.at_ns {
-                self.bw = c.before;
+            if self.tier_changed_ns == t.at_ns {
+                self.bw = t.before;
                 self.tier_changed_ns = now_ns;
                 self.rate_restored_ns = Some(now_ns);
             }
@@ -1871,9 +1897,8 @@ impl Controller {
     /// Whether a rate check's step waits for its judging report (at most
     /// [`STEP_JUDGE_MAX_NS`] as a reason to hold other steps back).
     fn rate_checking(&self, now_ns: u64) -> bool {
-        self.rate_check.is_some_and(|c| {
-            now_ns.saturating_sub(c.at_ns) <= STEP_JUDGE_MAX_NS && self.tier_changed_ns == c.at_ns
-        })
+        self.rate_check
+            .is_some_and(|c| c.trial.waiting(self.tier_changed_ns, now_ns))
     }
 
     /// For a step down the first hop's samples caused, whose round trip did
@@ -2078,12 +2103,8 @@ impl Controller {
                 self.path_congestions += 1;
                 if only_saturated {
                     self.sat_check = Some(SatCheck {
-                        at_ns: now_ns,
-                        before: axis,
-                        loss,
+                        trial: LossTrial::new(now_ns, axis, loss),
                         settings: in_force,
-                        sent: 0,
-                        lost: 0,
                     });
                 }
             }
@@ -2136,28 +2157,28 @@ impl Controller {
         let Some(mut c) = self.sat_check else {
             return false;
         };
-        if self.tier_changed_ns != c.at_ns {
+        let t = &mut c.trial;
+        if self.tier_changed_ns != t.at_ns {
             self.sat_check = None;
             return false;
         }
-        if now_ns.saturating_sub(c.at_ns) < PATH_SETTLE_NS {
+        if now_ns.saturating_sub(t.at_ns) < PATH_SETTLE_NS {
             return false;
         }
-        c.sent += u32::from(sample.sent);
-        c.lost += u32::from(sample.lost.min(sample.sent));
-        if !judgeable(c.sent, c.lost, c.loss) {
+        if !t.pool(u32::from(sample.sent), u32::from(sample.lost)) {
             self.sat_check = Some(c);
             return false;
         }
         self.sat_check = None;
+        let t = c.trial;
         // Reports from after the step that read a queue say the stream
         // met a bottleneck: the step stands (theirs to judge).
-        let queued = self.reports_queue(c.at_ns, now_ns).is_some()
-            && !self.reports_deny_queue(c.at_ns, now_ns);
-        if queued || !loss_stayed(c.sent, c.lost, c.loss) {
+        let queued = self.reports_queue(t.at_ns, now_ns).is_some()
+            && !self.reports_deny_queue(t.at_ns, now_ns);
+        if queued || !t.stayed() {
             return false;
         }
-        self.bw = c.before;
+        self.bw = t.before;
         self.tier_changed_ns = now_ns;
         self.rate_restored_ns = Some(now_ns);
         self.path_random_until_ns = Some(now_ns + self.cfg.hysteresis_ns);
@@ -2177,9 +2198,8 @@ impl Controller {
     /// that judges it (at most [`STEP_JUDGE_MAX_NS`] as a reason to hold
     /// other steps back).
     fn sat_checking(&self, now_ns: u64) -> bool {
-        self.sat_check.is_some_and(|c| {
-            now_ns.saturating_sub(c.at_ns) <= STEP_JUDGE_MAX_NS && self.tier_changed_ns == c.at_ns
-        })
+        self.sat_check
+            .is_some_and(|c| c.trial.waiting(self.tier_changed_ns, now_ns))
     }
 
     /// Whether the receivers' reports that came since `since_ns` (and are
@@ -2589,7 +2609,8 @@ impl Controller {
         if reason == Reason::Probe && self.rate_restored_ns == Some(self.tier_changed_ns) {
             reason = Reason::HeavyRandom;
         }
-        if reason == Reason::Congestion && self.rate_check.is_some_and(|c| c.at_ns == now_ns) {
+        if reason == Reason::Congestion && self.rate_check.is_some_and(|c| c.trial.at_ns == now_ns)
+        {
             reason = Reason::RateCheck;
         }
         if settings != self.settings {

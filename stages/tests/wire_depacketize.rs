@@ -235,8 +235,10 @@ proptest! {
     ) {
         let mut depack = build("wire.depacketize", &[]);
         let frames = depack.run_packets_to_frames(&packets);
+        // Every packet is one of: malformed, a frame, or a feedback report
+        // (codec 0x40, which never goes to `out`).
         prop_assert_eq!(
-            depack.counter("malformed") + depack.counter("frames"),
+            depack.counter("malformed") + depack.counter("frames") + depack.counter("feedback"),
             packets.len() as u64
         );
         prop_assert_eq!(frames.len() as u64, depack.counter("frames"));
@@ -261,4 +263,23 @@ fn depacketize_is_rt_safe() {
     wzp_engine::rt_check::assert_rt_safe("wire.depacketize", 20, || depack.step());
     assert!(depack.counter("frames") > 0);
     assert!(depack.counter("malformed") > 0);
+}
+
+/// A feedback report (codec 0x40) is counted as `feedback`, never as a frame,
+/// and never reaches `out` (an unlinked `feedback` port drops it). This is
+/// the case the accounting property once missed (found by proptest in CI).
+#[test]
+fn a_feedback_report_is_accounted_apart_from_frames() {
+    let mut depack = build("wire.depacketize", &[]);
+    let mut fb = header();
+    fb.codec = CodecId::FEEDBACK;
+    let frames = depack.run_packets_to_frames(&[
+        packet(&fb, &[0; 19], None),
+        packet(&header(), b"ok", None),
+    ]);
+    assert_eq!(depack.counter("feedback"), 1);
+    assert_eq!(depack.counter("frames"), 1);
+    assert_eq!(depack.counter("malformed"), 0);
+    assert_eq!(frames.len(), 1);
+    assert_eq!(frames[0].1, b"ok");
 }

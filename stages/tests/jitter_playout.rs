@@ -1446,6 +1446,84 @@ fn the_delay_comes_down_at_quiet_frames() {
     );
 }
 
+/// Speech with gaps between words: frames 10-11, 20-21 and 30-31 of every
+/// 40 are small (a 40 ms gap), frames 0-7 a pause (160 ms); the rest voiced.
+fn words_body(m: &FrameMeta) -> Vec<u8> {
+    let mut b = dred_body(m);
+    let k = m.seq % 40;
+    let quiet = k < 8 || matches!(k, 10 | 11 | 20 | 21 | 30 | 31);
+    b.resize(if quiet { 12 } else { 70 }, 0x55);
+    b
+}
+
+/// Voiced until frame 210, then silence (small payloads) to the end.
+fn then_silence_body(m: &FrameMeta) -> Vec<u8> {
+    let mut b = dred_body(m);
+    b.resize(if m.seq < 210 { 70 } else { 12 }, 0x55);
+    b
+}
+
+/// A skip waits for a pause, not the short gap between two words: a frame
+/// dropped there shortens the gap and shifts the rest of the utterance
+/// (docs/QUALITY.md finding 34). And a long silence stays quiet: the
+/// running mean that says what is quiet is not dragged down to the
+/// silence's own size, so a skip due seconds into it still finds a pause
+/// rather than waiting out `quiet_wait` (with the mean at full rate no
+/// frame read as quiet after a second of silence).
+#[test]
+fn the_delay_comes_down_in_pauses_not_between_words() {
+    let n = 1_000u32;
+    let burst = |k: u32| (100..200).contains(&k) && (14..17).contains(&(k % 40));
+    let frames = steady_frames(n, burst);
+    let skipped_of = |outs: Vec<Vec<(FrameMeta, Vec<u8>)>>| -> Vec<u32> {
+        let played: std::collections::HashSet<u32> = outs
+            .iter()
+            .flatten()
+            .filter(|(m, _)| m.flags & frame_flags::MISSING == 0)
+            .map(|(m, _)| m.seq)
+            .collect();
+        (0..n - 10)
+            .filter(|&k| !burst(k) && !played.contains(&k))
+            .collect()
+    };
+    let mut h = Harness::new(&twenty());
+    let skipped = skipped_of(run_seen_with(
+        &mut h,
+        frames.clone(),
+        n as u64 + 10,
+        words_body,
+    ));
+    assert!(h.counter("stretched") >= 3, "the hold grew for the bursts");
+    assert_eq!(h.gauge("burst_hold_ms"), 0, "and decayed");
+    assert!(!skipped.is_empty(), "the buffer came down");
+    assert!(
+        skipped.iter().all(|k| (3..8).contains(&(k % 40))),
+        "every skip fell in a pause, after 60 ms of it, none between words: {skipped:?}"
+    );
+
+    // Silence from frame 210 on: the bursts end at 200, the hold decays
+    // seconds later (5 s half-life), and each skip still falls on a quiet
+    // frame.
+    let mut h = Harness::new(&twenty());
+    let skipped = skipped_of(run_seen_with(
+        &mut h,
+        frames,
+        n as u64 + 10,
+        then_silence_body,
+    ));
+    assert!(h.counter("stretched") >= 3, "the hold grew for the bursts");
+    assert!(!skipped.is_empty(), "the buffer came down");
+    assert!(
+        skipped.iter().all(|&k| k >= 250),
+        "the skips came with the hold's decay, well into the silence: {skipped:?}"
+    );
+    assert_eq!(
+        h.counter("quiet_changes"),
+        h.counter("skipped") + h.counter("stretched") - 3,
+        "every skip fell on a frame read as quiet"
+    );
+}
+
 /// 600 frames of one codec in RaptorQ blocks of 5 at `ratio`, the first of
 /// every fifth block from frame 50 on (4 % of the frames: too few for the
 /// delay quantile, p95, to cover) lost and rebuilt by the FEC decoder once

@@ -273,10 +273,8 @@ fn a_feedback_report_is_accounted_apart_from_frames() {
     let mut depack = build("wire.depacketize", &[]);
     let mut fb = header();
     fb.codec = CodecId::FEEDBACK;
-    let frames = depack.run_packets_to_frames(&[
-        packet(&fb, &[0; 19], None),
-        packet(&header(), b"ok", None),
-    ]);
+    let frames = depack
+        .run_packets_to_frames(&[packet(&fb, &[0; 19], None), packet(&header(), b"ok", None)]);
     assert_eq!(depack.counter("feedback"), 1);
     assert_eq!(depack.counter("frames"), 1);
     assert_eq!(depack.counter("malformed"), 0);

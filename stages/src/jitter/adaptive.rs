@@ -140,13 +140,17 @@
 //! ## Coming down quietly
 //! When the target falls (jitter eased, a burst hold decayed) the buffer is
 //! too deep and drops a frame to come down. A frame dropped in a word is
-//! heard; one dropped in a pause is not. So a skip waits for a quiet frame:
-//! one flagged DTX, or a payload at most half the running mean of the
-//! payloads played (a VBR codec spends far fewer bytes on a pause or a
-//! breath), for at most `quiet_wait`, and at once when the due frame is
-//! absent anyway or the buffer is four frames or more too deep. On the
+//! heard; one dropped in a pause is not. So a skip waits for a pause: a
+//! frame flagged DTX, or a quiet frame (a payload at most half the running
+//! mean of the payloads played: a VBR codec spends far fewer bytes on a
+//! pause or a breath) after at least 60 ms of quiet frames played, not the
+//! 20-40 ms gap between two words; for at most `quiet_wait`, and at once
+//! when the due frame is absent anyway or the buffer is four frames or more
+//! too deep. Quiet frames move the running mean 16 times slower than voiced
+//! ones, so a long silence still reads as quiet seconds into it. On the
 //! loopback's clean -> 20 % -> clean schedule, the last clean phase went
-//! from 3.87 to 3.97 PESQ-WB with nothing else changed (docs/QUALITY.md).
+//! from 3.87 to 3.97 PESQ-WB with quiet frames, and its first 8 s from 3.77
+//! to 4.03 with pauses (docs/QUALITY.md findings 13 and 34).
 //! Stretches (the target rising) do not wait: a rising target is late
 //! frames to come or a hold DRED needs now, and waiting measured worse on
 //! bursty paths.
@@ -169,8 +173,8 @@
 //! - `burst_stretch` (duration, 0): most delay added by stretching
 //!   through a run longer than the hold (see "Stretching through a longer
 //!   run"); 0 turns it off. With `burst_hold`, at most 1 s.
-//! - `quiet_wait` (duration, 2s): longest a skip waits for a quiet frame
-//!   (see "Coming down quietly"); 0 skips at once.
+//! - `quiet_wait` (duration, 2s): longest a skip waits for a pause (see
+//!   "Coming down quietly"); 0 skips at once.
 //!
 //! ## Stats
 //! Gauges `target_delay_ms`, `current_delay_ms`, `burst_hold_ms` (the
@@ -234,6 +238,17 @@ const QUIET_MIN_FRAMES: u32 = 25;
 const QUIET_MEAN_FRAMES: f32 = 32.0;
 /// A payload at most this share of the running mean is quiet.
 const QUIET_SHARE: f32 = 0.5;
+/// Quiet frames move the running mean this many times slower than voiced
+/// ones: a long pause does not drag the yardstick down to its own size (at
+/// the full rate, after a second of silence no frame read as quiet), while
+/// a stream whose rate fell (every frame smaller) is re-levelled within
+/// about a second.
+const QUIET_MEAN_SLOW: f32 = 16.0;
+/// Quiet playout just before the frame due for a skip to count as in a
+/// pause: 60 ms. The gaps between words are 20-40 ms; a frame dropped there
+/// shortens the gap audibly and, for a scorer, shifts the rest of the
+/// utterance (docs/QUALITY.md finding 34).
+const PAUSE_NS: u64 = 60_000_000;
 /// Frames over target past which the buffer skips without waiting for a
 /// quiet frame.
 const URGENT_FRAMES: i64 = 4;
@@ -301,7 +316,7 @@ impl StageFactory for Adaptive {
                 ParamSpec::duration(
                     "quiet_wait",
                     Duration::from_secs(2),
-                    "longest a skip (the delay coming down to target) waits for a quiet frame (0: at once)",
+                    "longest a skip (the delay coming down to target) waits for a pause: 60 ms of quiet frames (0: at once)",
                 ),
             ],
             default_domain: Domain::Clocked,
@@ -384,6 +399,7 @@ impl StageFactory for Adaptive {
             quiet_wait_ns: quiet_wait.as_nanos() as u64,
             avg_bytes: 0.0,
             sized: 0,
+            quiet_run_ns: 0,
             off_target_since: None,
             dred_frames_left: 0,
             behind_run: 0,
@@ -502,13 +518,16 @@ struct JitterProc {
     fec_ratio: u8,
     /// The graph's quantum (from the last cycle).
     quantum_ns: u64,
-    /// `quiet_wait`: longest a skip waits for a quiet frame.
+    /// `quiet_wait`: longest a skip waits for a pause.
     quiet_wait_ns: u64,
     /// Running mean of played payload sizes, bytes (the yardstick of
     /// "quiet": a VBR codec spends far fewer bytes on a pause).
     avg_bytes: f32,
     /// Payloads in `avg_bytes` (saturating): too few say nothing.
     sized: u32,
+    /// Playout time of the quiet frames played in a row just now (0 after
+    /// a voiced one): how long the current pause has lasted.
+    quiet_run_ns: u64,
     /// Played frames until the stream counts as carrying no DRED (reset to
     /// [`DRED_MEMORY_FRAMES`] by each frame that carries it).
     dred_frames_left: u32,
@@ -586,6 +605,7 @@ impl JitterProc {
         self.last_played = None;
         self.passed_held = 0;
         self.run_stretch = 0;
+        self.quiet_run_ns = 0;
         self.active = false;
         self.started = false;
         self.d_min = i64::MAX;
@@ -968,14 +988,23 @@ impl JitterProc {
                 && item.bytes().len() as f32 <= QUIET_SHARE * self.avg_bytes)
     }
 
+    /// Whether the frame held for `seq` lies in a pause: flagged DTX, or
+    /// quiet after at least [`PAUSE_NS`] of quiet frames played, not in the
+    /// short gap between two words.
+    fn in_pause(&self, seq: u32) -> bool {
+        let item = &self.items[self.idx(seq)];
+        item.meta.flags & frame_flags::DTX != 0
+            || (self.quiet_run_ns >= PAUSE_NS && self.is_quiet(seq))
+    }
+
     /// Whether the playout point may come down (skip) at the frame due now,
     /// held or not (`held`), when it is too deep: at once when that frame is
-    /// absent (nothing audible is lost), when `urgent`, or when it is quiet;
-    /// otherwise only after `quiet_wait` of waiting for a quiet one.
+    /// absent (nothing audible is lost), when `urgent`, or when it lies in a
+    /// pause; otherwise only after `quiet_wait` of waiting for a pause.
     /// Dropping a frame in the middle of a word costs far more than in a
     /// pause (docs/QUALITY.md, the schedule's clean phase after loss).
     fn may_skip(&mut self, held: bool, audible: bool, urgent: bool) -> bool {
-        if !audible || urgent || self.quiet_wait_ns == 0 || (held && self.is_quiet(self.next_seq)) {
+        if !audible || urgent || self.quiet_wait_ns == 0 || (held && self.in_pause(self.next_seq)) {
             return true;
         }
         let since = *self.off_target_since.get_or_insert(self.next_play_ns);
@@ -1041,10 +1070,21 @@ impl JitterProc {
                 if codec != self.codec {
                     self.sized = 0;
                 }
+                let quiet = self.is_quiet(self.next_seq);
+                self.quiet_run_ns = if quiet {
+                    self.quiet_run_ns.saturating_add(self.frame_ns)
+                } else {
+                    0
+                };
+                let weight = if quiet {
+                    QUIET_MEAN_FRAMES * QUIET_MEAN_SLOW
+                } else {
+                    QUIET_MEAN_FRAMES
+                };
                 self.avg_bytes = if self.sized == 0 {
                     len
                 } else {
-                    self.avg_bytes + (len - self.avg_bytes) / QUIET_MEAN_FRAMES
+                    self.avg_bytes + (len - self.avg_bytes) / weight
                 };
                 self.sized = self.sized.saturating_add(1);
                 self.codec = codec;

@@ -6,8 +6,8 @@ use wzp_proto::feedback::{burst_bin, FeedbackEntry, ReceiverInfo, BURST_BINS};
 use wzp_stages::codec::profile::Profile;
 use wzp_stages::quality::controller::{
     lbrr_hint, packet_wire_kbps, wire_kbps, Controller, ControllerConfig, Decision, Reason,
-    Settings, CODEC2_MAX_PACKET_MS, DRED_HINT, DRED_MIN_BITRATE, EARLY_LOSS_CAP, FEC_RATIO,
-    PATH_SETTLE_NS, TIERS,
+    Settings, CODEC2_MAX_PACKET_MS, DRED_HINT, DRED_MIN_BITRATE, EARLY_LOSS_CAP, FEC_CLEAN_PACKETS,
+    FEC_RATIO, PATH_SETTLE_NS, TIERS,
 };
 use wzp_stages::quality::path::PathSample;
 
@@ -341,6 +341,61 @@ fn dense_random_loss_takes_dred_in_a_band() {
     r.go(1, random(0.35), 1);
     r.go(15, random(0.20), 1);
     assert_eq!(r.c.count(Reason::DenseLoss), 0, "{:?}", r.log);
+}
+
+/// RaptorQ ends with the first clean report of [`FEC_CLEAN_PACKETS`] or
+/// more: to LBRR at the tier's full Opus rate at once (the level, a quarter
+/// of the way per report, would take three reports more), then no
+/// redundancy after the settle time. A clean report of fewer packets says
+/// too little, and a 20 % path never reads clean.
+#[test]
+fn raptorq_ends_with_the_first_clean_second() {
+    let mut r = Run::new(ControllerConfig::default());
+    r.go(10, random(0.25), 1);
+    assert_eq!(r.s().fec_ratio, FEC_RATIO, "{:?}", r.log);
+    assert_eq!(r.s().bitrate, 11_000);
+    let on_fec = r.now;
+
+    // The first clean second of 50 packets: LBRR at 24 kb/s.
+    r.go(1, CLEAN, 1);
+    let d = r.log.last().unwrap();
+    assert_eq!(d.reason, Reason::LossEased, "{:?}", r.log);
+    assert_eq!(d.at_ns, on_fec + S, "{:?}", r.log);
+    let s = r.s();
+    assert!(
+        s.lbrr && s.fec_ratio == 0 && s.fec_block == 0 && s.bitrate == 24_000,
+        "{s:?}"
+    );
+    r.go(6, CLEAN, 1);
+    assert_eq!(
+        r.log.last().unwrap().reason,
+        Reason::CleanPath,
+        "{:?}",
+        r.log
+    );
+    assert!(!r.redundancy(), "{:?}", r.s());
+
+    // A clean interval of 30 packets (a sender in DTX, a short report):
+    // still RaptorQ.
+    let mut r = Run::new(ControllerConfig::default());
+    r.go(10, random(0.25), 1);
+    let s = r.s();
+    let short = FeedbackEntry {
+        expected: FEC_CLEAN_PACKETS - 10,
+        received: FEC_CLEAN_PACKETS - 10,
+        ..report(CLEAN, &s)
+    };
+    r.now += 500 * MS;
+    r.c.handle_report(100, &short, r.now);
+    assert!(r.c.poll(r.now).is_none(), "{:?}", r.log);
+    assert_eq!(r.s().fec_ratio, FEC_RATIO, "{:?}", r.log);
+
+    // 20 % for a minute: RaptorQ throughout, taken once.
+    let mut r = Run::new(ControllerConfig::default());
+    r.go(60, random(0.20), 1);
+    assert_eq!(r.c.count(Reason::FecLoss), 1, "{:?}", r.log);
+    assert_eq!(r.c.count(Reason::LossEased), 0, "{:?}", r.log);
+    assert_eq!(r.s().fec_ratio, FEC_RATIO);
 }
 
 /// Random loss from a level of 16 % gets RaptorQ: Opus at 11 of 24 kb/s

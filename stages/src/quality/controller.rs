@@ -425,6 +425,10 @@ struct Worst {
     /// A receiver's heavy loss was found random.
     heavy_random: bool,
     long_runs: bool,
+    /// Every fresh receiver's last report counted [`FEC_CLEAN_PACKETS`] or
+    /// more with none lost (those whose loss is set aside as long runs
+    /// apart).
+    clean_last: bool,
     /// The smallest hold budget among fresh receivers, ms.
     budget_ms: u32,
     /// A fresh receiver hears the stream unrepaired: its path is clean, or
@@ -445,6 +449,8 @@ struct Receiver {
     loss: f32,
     /// The last report's loss fraction as it came (congested or not).
     last_loss: f32,
+    /// Packets the last report counted (expected).
+    last_expected: u16,
     /// Loss fraction averaged over about four reports (both ways): the
     /// level of a path's loss, not its last interval. Restarts when loss
     /// begins on a path that had none for the settle time, as the mean of
@@ -784,6 +790,15 @@ pub const LEVEL_REPORTS: u8 = 4;
 pub const FEC_ENTER: f32 = 0.16;
 /// Loss level under which RaptorQ repair gives way to LBRR.
 pub const FEC_LEAVE: f32 = 0.12;
+/// Packets a report must count, none lost, to end RaptorQ repair at once
+/// (to LBRR at the tier's full Opus rate) whatever the level still reads.
+/// RaptorQ is for random loss of [`FEC_ENTER`] and more, where a report of
+/// this many packets with none lost comes once in millions (0.84^40 is
+/// 1e-3 for one report of 40; with the repair doubling the packets, ~100 a
+/// second, 3e-8): the loss has ended. The level, moving a quarter of the
+/// way per report, took three seconds more to fall under [`FEC_LEAVE`],
+/// live at Opus 11 kb/s on a clean path (docs/QUALITY.md finding 34).
+pub const FEC_CLEAN_PACKETS: u16 = 40;
 /// Loss level from which RaptorQ repair gives way to DRED with the hold
 /// (dense loss): blocks of two fail whole when three of their four packets
 /// are lost (18 % of blocks at 40 %), and runs long enough to read as
@@ -1470,6 +1485,7 @@ impl Controller {
         r.last_ns = now_ns;
         if entry.expected > 0 {
             r.last_loss = loss;
+            r.last_expected = entry.expected;
             r.last_raw_queue_ms = raw_queue_ms;
         }
         if !congested && entry.expected > 0 {
@@ -2370,6 +2386,7 @@ impl Controller {
         let mut long_runs = false;
         let mut random_shape = true;
         let mut random_kept = true;
+        let mut clean_last = true;
         let mut budget_ms = u32::MAX;
         let mut plain_listener = false;
         for r in self.receivers.iter().filter(|r| r.used) {
@@ -2408,6 +2425,7 @@ impl Controller {
             }
             loss = loss.max(r.loss);
             level = level.max(r.level);
+            clean_last &= r.last_loss == 0.0 && r.last_expected >= FEC_CLEAN_PACKETS;
             if now_ns.saturating_sub(r.burst_at_ns) <= self.cfg.hysteresis_ns {
                 burst = burst.max(r.burst);
             }
@@ -2438,6 +2456,7 @@ impl Controller {
             heavy_held,
             heavy_random,
             long_runs: long_runs && !lossy,
+            clean_last,
             budget_ms: if any { budget_ms } else { self.budget_ms },
             plain_listener,
         }
@@ -2456,6 +2475,7 @@ impl Controller {
             heavy_held,
             heavy_random,
             long_runs,
+            clean_last,
             budget_ms,
             plain_listener,
         } = self.worst(now_ns);
@@ -2522,7 +2542,9 @@ impl Controller {
         } else if level < DENSE_LEAVE {
             self.dense = false;
         }
-        if level >= FEC_ABOVE {
+        if level >= FEC_ABOVE || clean_last {
+            // Too dense for RaptorQ, or the loss has ended (a clean report
+            // of many packets; the level takes seconds to follow).
             self.fec_band = false;
         } else if level >= FEC_ENTER && (self.fec_band || level < FEC_BACK) {
             self.fec_band = true;

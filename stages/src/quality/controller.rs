@@ -425,10 +425,6 @@ struct Worst {
     /// A receiver's heavy loss was found random.
     heavy_random: bool,
     long_runs: bool,
-    /// Every fresh receiver's last report counted [`FEC_CLEAN_PACKETS`] or
-    /// more with none lost (those whose loss is set aside as long runs
-    /// apart).
-    clean_last: bool,
     /// The smallest hold budget among fresh receivers, ms.
     budget_ms: u32,
     /// A fresh receiver hears the stream unrepaired: its path is clean, or
@@ -449,8 +445,10 @@ struct Receiver {
     loss: f32,
     /// The last report's loss fraction as it came (congested or not).
     last_loss: f32,
-    /// Packets the last report counted (expected).
-    last_expected: u16,
+    /// Packets counted since the last report that lost any.
+    clean_packets: u32,
+    /// The loss level at the last report that read loss.
+    loss_level: f32,
     /// Loss fraction averaged over about four reports (both ways): the
     /// level of a path's loss, not its last interval. Restarts when loss
     /// begins on a path that had none for the settle time, as the mean of
@@ -613,6 +611,15 @@ impl Receiver {
     /// Whether this receiver reported loss within `settle_ns` of `now_ns`.
     fn lossy_within(&self, now_ns: u64, settle_ns: u64) -> bool {
         self.saw_loss && now_ns.saturating_sub(self.loss_at_ns) < settle_ns
+    }
+
+    /// Whether the random loss this receiver read has ended before the
+    /// settle time: the packets its reports counted since, none lost, would
+    /// have lost one at the level it read, bar [`LOSS_ENDED_ODDS`].
+    fn loss_ended(&self) -> bool {
+        self.loss_level > 0.0
+            && self.loss_level < 1.0
+            && self.clean_packets as f32 * (1.0 - self.loss_level).ln() < LOSS_ENDED_ODDS.ln()
     }
 
     /// The part of the recent short-run loss in runs of 3 and more.
@@ -790,15 +797,16 @@ pub const LEVEL_REPORTS: u8 = 4;
 pub const FEC_ENTER: f32 = 0.16;
 /// Loss level under which RaptorQ repair gives way to LBRR.
 pub const FEC_LEAVE: f32 = 0.12;
-/// Packets a report must count, none lost, to end RaptorQ repair at once
-/// (to LBRR at the tier's full Opus rate) whatever the level still reads.
-/// RaptorQ is for random loss of [`FEC_ENTER`] and more, where a report of
-/// this many packets with none lost comes once in millions (0.84^40 is
-/// 1e-3 for one report of 40; with the repair doubling the packets, ~100 a
-/// second, 3e-8): the loss has ended. The level, moving a quarter of the
-/// way per report, took three seconds more to fall under [`FEC_LEAVE`],
-/// live at Opus 11 kb/s on a clean path (docs/QUALITY.md finding 34).
-pub const FEC_CLEAN_PACKETS: u16 = 40;
+/// Odds under which a clean run of packets says random loss has ended:
+/// at the loss level a receiver last read, its reports since counted so
+/// many packets with none lost that the loss going on would have lost one
+/// with these odds against (at 20 %, 21 packets; 10 %, 44; 5 %, 90; 2 %,
+/// 228, past the settle time). Random loss only: bursts leave clean
+/// seconds between them by nature. Waiting the settle time instead kept
+/// RaptorQ at 11 kb/s, or LBRR at a loss hint of 20 (which costs a clean
+/// path 0.7 PESQ-WB in `opus_demo`), for four seconds after a 20 % phase
+/// ended, live (docs/QUALITY.md finding 34).
+pub const LOSS_ENDED_ODDS: f32 = 0.01;
 /// Loss level from which RaptorQ repair gives way to DRED with the hold
 /// (dense loss): blocks of two fail whole when three of their four packets
 /// are lost (18 % of blocks at 40 %), and runs long enough to read as
@@ -1485,7 +1493,11 @@ impl Controller {
         r.last_ns = now_ns;
         if entry.expected > 0 {
             r.last_loss = loss;
-            r.last_expected = entry.expected;
+            r.clean_packets = if lost == 0 {
+                r.clean_packets.saturating_add(u32::from(entry.expected))
+            } else {
+                0
+            };
             r.last_raw_queue_ms = raw_queue_ms;
         }
         if !congested && entry.expected > 0 {
@@ -1534,6 +1546,7 @@ impl Controller {
             if loss >= 0.01 {
                 r.loss_at_ns = now_ns;
                 r.saw_loss = true;
+                r.loss_level = r.level;
             }
             // A histogram with most lost packets in runs of 3+ is bursty
             // even when the longest run of this interval was short.
@@ -2386,7 +2399,6 @@ impl Controller {
         let mut long_runs = false;
         let mut random_shape = true;
         let mut random_kept = true;
-        let mut clean_last = true;
         let mut budget_ms = u32::MAX;
         let mut plain_listener = false;
         for r in self.receivers.iter().filter(|r| r.used) {
@@ -2425,11 +2437,16 @@ impl Controller {
             }
             loss = loss.max(r.loss);
             level = level.max(r.level);
-            clean_last &= r.last_loss == 0.0 && r.last_expected >= FEC_CLEAN_PACKETS;
             if now_ns.saturating_sub(r.burst_at_ns) <= self.cfg.hysteresis_ns {
                 burst = burst.max(r.burst);
             }
-            if r.lossy_within(now_ns, self.cfg.clean_settle_ns) {
+            // Random loss ends as soon as the clean packets since say so;
+            // bursts (a run of 3+ within the hysteresis period, or a bursty
+            // tally) wait the settle time.
+            let bursts = r.bursty
+                || r.burst >= 3 && now_ns.saturating_sub(r.burst_at_ns) <= self.cfg.hysteresis_ns;
+            let ended = !bursts && r.loss_ended();
+            if r.lossy_within(now_ns, self.cfg.clean_settle_ns) && !ended {
                 lossy = true;
                 // Runs of 3+ under the bursty band's lower edge, pooled
                 // over two reports at least, and no rare run lately.
@@ -2456,7 +2473,6 @@ impl Controller {
             heavy_held,
             heavy_random,
             long_runs: long_runs && !lossy,
-            clean_last,
             budget_ms: if any { budget_ms } else { self.budget_ms },
             plain_listener,
         }
@@ -2475,7 +2491,6 @@ impl Controller {
             heavy_held,
             heavy_random,
             long_runs,
-            clean_last,
             budget_ms,
             plain_listener,
         } = self.worst(now_ns);
@@ -2542,9 +2557,7 @@ impl Controller {
         } else if level < DENSE_LEAVE {
             self.dense = false;
         }
-        if level >= FEC_ABOVE || clean_last {
-            // Too dense for RaptorQ, or the loss has ended (a clean report
-            // of many packets; the level takes seconds to follow).
+        if level >= FEC_ABOVE {
             self.fec_band = false;
         } else if level >= FEC_ENTER && (self.fec_band || level < FEC_BACK) {
             self.fec_band = true;

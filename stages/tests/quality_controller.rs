@@ -344,11 +344,13 @@ fn dense_random_loss_takes_dred_in_a_band() {
 }
 
 /// Random loss ends as soon as the clean packets since say so
-/// ([`LOSS_ENDED_ODDS`] at the level read), not the settle time later: from
-/// RaptorQ at 25 % the first clean second turns redundancy off (50 packets
-/// none lost: 1e-6 at 25 %); LBRR at 4 % waits longer (one clean second is
-/// one chance in eight there), at most the settle time; bursts always wait
-/// it (clean seconds between bursts are their nature).
+/// ([`LOSS_ENDED_ODDS`] at the level read) and half the settle time has
+/// passed, not the whole settle time: from RaptorQ at 25 % the second clean
+/// second turns redundancy off (50 packets none lost are 1e-6 at 25 %,
+/// but one clean second amid loss is a gap); LBRR at 4 % waits longer
+/// (two clean seconds are one chance in sixty there), at most the settle
+/// time; bursts always wait it (clean seconds between bursts are their
+/// nature).
 #[test]
 fn random_loss_ends_with_the_clean_packets_that_show_it() {
     let cfg = ControllerConfig::default();
@@ -357,10 +359,17 @@ fn random_loss_ends_with_the_clean_packets_that_show_it() {
     assert_eq!(r.s().fec_ratio, FEC_RATIO, "{:?}", r.log);
     assert_eq!(r.s().bitrate, 11_000);
     let lossy_until = r.now;
+    let decisions = r.c.decisions();
+    // A clean second is a gap: RaptorQ stays through it.
     r.go(1, CLEAN, 1);
+    r.go(3, random(0.25), 1);
+    assert_eq!(r.c.decisions(), decisions, "{:?}", r.log);
+    let lossy_until = lossy_until + 4 * S;
+    assert_eq!(r.now, lossy_until);
+    r.go(2, CLEAN, 1);
     let d = r.log.last().unwrap();
     assert_eq!(d.reason, Reason::CleanPath, "{:?}", r.log);
-    assert_eq!(d.at_ns, lossy_until + S, "{:?}", r.log);
+    assert_eq!(d.at_ns, lossy_until + 2 * S, "{:?}", r.log);
     assert!(!r.redundancy(), "{:?}", r.s());
     assert_eq!(r.s().bitrate, 24_000);
     let decisions = r.c.decisions();
@@ -373,13 +382,13 @@ fn random_loss_ends_with_the_clean_packets_that_show_it() {
     r.go(10, random(0.04), 1);
     assert!(r.s().lbrr, "{:?}", r.log);
     let lossy_until = r.now;
-    r.go(1, CLEAN, 1);
-    assert!(r.s().lbrr, "one clean second at 4 %: {:?}", r.log);
-    r.go(4, CLEAN, 1);
+    r.go(2, CLEAN, 1);
+    assert!(r.s().lbrr, "two clean seconds at 4 %: {:?}", r.log);
+    r.go(3, CLEAN, 1);
     assert!(!r.redundancy(), "{:?}", r.log);
     let off = r.last(Reason::CleanPath).unwrap();
     assert!(
-        off > lossy_until + S && off <= lossy_until + cfg.clean_settle_ns,
+        off > lossy_until + 2 * S && off <= lossy_until + cfg.clean_settle_ns,
         "{:?}",
         r.log
     );
@@ -599,13 +608,13 @@ fn recovery_steps_back_only_after_the_hysteresis_period() {
     let clean_from = r.now;
     r.go(30, CLEAN, 1);
     let off = r.last(Reason::CleanPath).expect("redundancy off");
-    // Random loss of 10 % ends with the first clean second (50 packets
-    // none lost: 0.5 % at 10 %, under LOSS_ENDED_ODDS), not waiting for
-    // the settle time, nor for a smoothed loss estimate to decay as well
-    // (at 10 % that took 7 s more: the schedule's clean phase after loss
-    // paid for it).
+    // Random loss of 10 % ends after two clean seconds (50 packets none
+    // lost are 0.5 % at 10 %, under LOSS_ENDED_ODDS; and half the settle
+    // time), not waiting for the whole settle time, nor for a smoothed loss
+    // estimate to decay as well (at 10 % that took 7 s more: the schedule's
+    // clean phase after loss paid for it).
     assert!(
-        off > clean_from && off <= clean_from + S,
+        off > clean_from + S && off <= clean_from + 2 * S,
         "off at {off}, {} s after the loss stopped",
         (off - clean_from) / S
     );

@@ -1372,6 +1372,24 @@ fn talk_body(m: &FrameMeta) -> Vec<u8> {
     b
 }
 
+/// Which arrived frames of `0..n - 10` were skipped: never played, never
+/// concealed, not `lost` on the way.
+fn skipped_frames(
+    outs: &[Vec<(FrameMeta, Vec<u8>)>],
+    n: u32,
+    lost: impl Fn(u32) -> bool,
+) -> Vec<u32> {
+    let played: std::collections::HashSet<u32> = outs
+        .iter()
+        .flatten()
+        .filter(|(m, _)| m.flags & frame_flags::MISSING == 0)
+        .map(|(m, _)| m.seq)
+        .collect();
+    (0..n - 10)
+        .filter(|&k| !lost(k) && !played.contains(&k))
+        .collect()
+}
+
 /// Bursts (held for), then a clean path: the hold decays and the buffer
 /// comes down to its target one skipped frame at a time. Each skip waits
 /// for a quiet frame (a payload under half the running mean: a pause),
@@ -1383,18 +1401,7 @@ fn the_delay_comes_down_at_quiet_frames() {
     let n = 1_000u32;
     let burst = |k: u32| (100..200).contains(&k) && (10..13).contains(&(k % 30));
     let frames = steady_frames(n, burst);
-    // Which arrived frames were skipped (never played, never concealed).
-    let skipped_of = |outs: Vec<Vec<(FrameMeta, Vec<u8>)>>| -> Vec<u32> {
-        let played: std::collections::HashSet<u32> = outs
-            .iter()
-            .flatten()
-            .filter(|(m, _)| m.flags & frame_flags::MISSING == 0)
-            .map(|(m, _)| m.seq)
-            .collect();
-        (0..n - 10)
-            .filter(|&k| !burst(k) && !played.contains(&k))
-            .collect()
-    };
+    let skipped_of = |outs: Vec<Vec<(FrameMeta, Vec<u8>)>>| skipped_frames(&outs, n, burst);
     let mut h = Harness::new(&twenty());
     let skipped = skipped_of(run_seen_with(
         &mut h,
@@ -1475,17 +1482,7 @@ fn the_delay_comes_down_in_pauses_not_between_words() {
     let n = 1_000u32;
     let burst = |k: u32| (100..200).contains(&k) && (14..17).contains(&(k % 40));
     let frames = steady_frames(n, burst);
-    let skipped_of = |outs: Vec<Vec<(FrameMeta, Vec<u8>)>>| -> Vec<u32> {
-        let played: std::collections::HashSet<u32> = outs
-            .iter()
-            .flatten()
-            .filter(|(m, _)| m.flags & frame_flags::MISSING == 0)
-            .map(|(m, _)| m.seq)
-            .collect();
-        (0..n - 10)
-            .filter(|&k| !burst(k) && !played.contains(&k))
-            .collect()
-    };
+    let skipped_of = |outs: Vec<Vec<(FrameMeta, Vec<u8>)>>| skipped_frames(&outs, n, burst);
     let mut h = Harness::new(&twenty());
     let skipped = skipped_of(run_seen_with(
         &mut h,

@@ -7,7 +7,7 @@ use wzp_stages::codec::profile::Profile;
 use wzp_stages::quality::controller::{
     lbrr_hint, packet_wire_kbps, wire_kbps, Controller, ControllerConfig, Decision, Reason,
     Settings, CODEC2_MAX_PACKET_MS, DRED_HINT, DRED_MIN_BITRATE, EARLY_LOSS_CAP, FEC_RATIO,
-    LOSS_ENDED_ODDS, PATH_SETTLE_NS, TIERS,
+    PATH_SETTLE_NS, TIERS,
 };
 use wzp_stages::quality::path::PathSample;
 
@@ -344,7 +344,7 @@ fn dense_random_loss_takes_dred_in_a_band() {
 }
 
 /// Random loss ends as soon as the clean packets since say so
-/// ([`LOSS_ENDED_ODDS`] at the level read) and half the settle time has
+/// (`LOSS_ENDED_ODDS` at the level read) and half the settle time has
 /// passed, not the whole settle time: from RaptorQ at 25 % the second clean
 /// second turns redundancy off (50 packets none lost are 1e-6 at 25 %,
 /// but one clean second amid loss is a gap); LBRR at 4 % waits longer

@@ -1,7 +1,7 @@
 //! # wzp-engine
 //!
 //! Runs graphs of stages. A graph is written in TOML ([`spec`]), validated
-//! and compiled off the real-time thread ([`compile`]) into per-domain
+//! and compiled off the real-time thread ([`compile`](mod@compile)) into per-domain
 //! schedules, and run by [`exec::Graph`] on a timer thread, as fast as
 //! possible, or stepped by hand. Every stage's wait and busy time per cycle
 //! is recorded without locks ([`timing`], [`stats`]).

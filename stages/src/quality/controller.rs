@@ -2042,7 +2042,7 @@ impl Controller {
     /// queue is left to the receivers' reports, which see it end to end
     /// with its shape. Congestion is a queue grown on the round trip
     /// ([`PATH_QUEUE_MS`], with at least [`PATH_LOSS`] of the packets lost;
-    /// or half lost with [`SATURATED_QUEUE_MS`]) in two samples in a row,
+    /// or half lost with `SATURATED_QUEUE_MS`, 10 ms) in two samples in a row,
     /// not within [`PATH_SETTLE_NS`] of a tier change (the queue the old
     /// tier left is still draining). It moves the tier down as a congested
     /// report does, to what got through. Reports alone can deadlock: a

@@ -1390,6 +1390,23 @@ fn skipped_frames(
         .collect()
 }
 
+/// Frames of the quiet-skip tests: 1000, Opus, losing `burst`'s frames.
+const DECAY_FRAMES: u32 = 1_000;
+
+/// `burst`'s losses (held for), then a clean path, through `h` with
+/// payloads from `body`: the frames it skipped coming down, once the hold
+/// had grown for the bursts (checked).
+fn bursts_then_decay(
+    h: &mut Harness,
+    burst: fn(u32) -> bool,
+    body: fn(&FrameMeta) -> Vec<u8>,
+) -> Vec<u32> {
+    let n = DECAY_FRAMES;
+    let outs = run_seen_with(h, steady_frames(n, burst), n as u64 + 10, body);
+    assert!(h.counter("stretched") >= 3, "the hold grew for the bursts");
+    skipped_frames(&outs, n, burst)
+}
+
 /// Bursts (held for), then a clean path: the hold decays and the buffer
 /// comes down to its target one skipped frame at a time. Each skip waits
 /// for a quiet frame (a payload under half the running mean: a pause),
@@ -1398,18 +1415,9 @@ fn skipped_frames(
 /// quiet (a constant-rate stream) the skip comes after `quiet_wait`.
 #[test]
 fn the_delay_comes_down_at_quiet_frames() {
-    let n = 1_000u32;
-    let burst = |k: u32| (100..200).contains(&k) && (10..13).contains(&(k % 30));
-    let frames = steady_frames(n, burst);
-    let skipped_of = |outs: Vec<Vec<(FrameMeta, Vec<u8>)>>| skipped_frames(&outs, n, burst);
+    let burst: fn(u32) -> bool = |k| (100..200).contains(&k) && (10..13).contains(&(k % 30));
     let mut h = Harness::new(&twenty());
-    let skipped = skipped_of(run_seen_with(
-        &mut h,
-        frames.clone(),
-        n as u64 + 10,
-        talk_body,
-    ));
-    assert!(h.counter("stretched") >= 3, "the hold grew for the bursts");
+    let skipped = bursts_then_decay(&mut h, burst, talk_body);
     assert_eq!(h.gauge("burst_hold_ms"), 0, "and decayed");
     assert!(!skipped.is_empty(), "the buffer came down");
     assert_eq!(skipped.len() as u64, h.counter("skipped"));
@@ -1424,12 +1432,7 @@ fn the_delay_comes_down_at_quiet_frames() {
         twenty()[0].clone(),
         ("quiet_wait", ParamValue::Duration(Duration::ZERO)),
     ]);
-    let at_once = skipped_of(run_seen_with(
-        &mut h,
-        frames.clone(),
-        n as u64 + 10,
-        talk_body,
-    ));
+    let at_once = bursts_then_decay(&mut h, burst, talk_body);
     assert!(
         at_once.iter().any(|k| k % 40 >= 5),
         "with quiet_wait 0 a voiced frame is skipped: {at_once:?}"
@@ -1441,8 +1444,7 @@ fn the_delay_comes_down_at_quiet_frames() {
         twenty()[0].clone(),
         ("quiet_wait", ParamValue::Duration(Duration::from_secs(2))),
     ]);
-    let outs = run_seen_with(&mut h, frames, n as u64 + 10, dred_body);
-    let forced = skipped_of(outs);
+    let forced = bursts_then_decay(&mut h, burst, dred_body);
     assert_eq!(forced.len(), skipped.len(), "as many skips: {forced:?}");
     assert_eq!(h.counter("quiet_changes"), 0);
     let waited = forced[0] - at_once[0];
@@ -1479,18 +1481,9 @@ fn then_silence_body(m: &FrameMeta) -> Vec<u8> {
 /// frame read as quiet after a second of silence).
 #[test]
 fn the_delay_comes_down_in_pauses_not_between_words() {
-    let n = 1_000u32;
-    let burst = |k: u32| (100..200).contains(&k) && (14..17).contains(&(k % 40));
-    let frames = steady_frames(n, burst);
-    let skipped_of = |outs: Vec<Vec<(FrameMeta, Vec<u8>)>>| skipped_frames(&outs, n, burst);
+    let burst: fn(u32) -> bool = |k| (100..200).contains(&k) && (14..17).contains(&(k % 40));
     let mut h = Harness::new(&twenty());
-    let skipped = skipped_of(run_seen_with(
-        &mut h,
-        frames.clone(),
-        n as u64 + 10,
-        words_body,
-    ));
-    assert!(h.counter("stretched") >= 3, "the hold grew for the bursts");
+    let skipped = bursts_then_decay(&mut h, burst, words_body);
     assert_eq!(h.gauge("burst_hold_ms"), 0, "and decayed");
     assert!(!skipped.is_empty(), "the buffer came down");
     assert!(
@@ -1502,13 +1495,7 @@ fn the_delay_comes_down_in_pauses_not_between_words() {
     // seconds later (5 s half-life), and each skip still falls on a quiet
     // frame.
     let mut h = Harness::new(&twenty());
-    let skipped = skipped_of(run_seen_with(
-        &mut h,
-        frames,
-        n as u64 + 10,
-        then_silence_body,
-    ));
-    assert!(h.counter("stretched") >= 3, "the hold grew for the bursts");
+    let skipped = bursts_then_decay(&mut h, burst, then_silence_body);
     assert!(!skipped.is_empty(), "the buffer came down");
     assert!(
         skipped.iter().all(|&k| k >= 250),

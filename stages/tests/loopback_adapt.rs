@@ -141,3 +141,72 @@ fn a_clean_path_ends_with_no_redundancy_after_the_settle_period() {
     assert!(r.correlation > 0.9, "clean correlation {}", r.correlation);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Random loss that pauses long enough for the sender to end its
+/// redundancy (2 s and the clean packets that show it,
+/// `quality_controller::random_loss_ends_with_the_clean_packets_that_show_it`)
+/// and then comes back is heard from the receiver's early report, ~200 ms
+/// after, not at the next report up to a second later: the receiver's
+/// clean spell before an onset (`onset_after`, 2 s) is no longer than the
+/// sender's wait.
+#[test]
+fn loss_that_returns_after_redundancy_ended_is_heard_at_once() {
+    let dir = std::env::temp_dir().join(format!("wzp-adapt-returns-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (path, sent) = long_speech(&dir, 5);
+    // One 0/1 per packet (LBRR, no repair packets: one a frame): clean to
+    // 6 s, every fifth packet lost to 12 s, clean, every fifth again from
+    // RETURN (15.4 s). The last report with loss comes at 13.06 s (the
+    // last loss settles after the 12.06 s one), the sender ends LBRR 2 s
+    // later, and the loss is back 0.34 s after that: with a clean spell
+    // of 3 s before an onset no early report left (the interval's report
+    // at 16.06 s brought LBRR back, 660 ms after the loss).
+    const RETURN: u32 = 770;
+    let trace: String = (0..1_000u32)
+        .map(|k| {
+            let lossy = (300..600).contains(&k) || k >= RETURN;
+            if lossy && k % 5 == 0 {
+                "1\n"
+            } else {
+                "0\n"
+            }
+        })
+        .collect();
+    let trace_path = dir.join("trace.txt");
+    std::fs::write(&trace_path, trace).unwrap();
+    let trace_arg = trace_path.display().to_string();
+    let r = run(
+        "adapt-returns",
+        &[
+            ("trace", trace_arg.as_str()),
+            ("random_fec", "false"),
+            ("adapt", "true"),
+        ],
+        Some((path.as_path(), sent.as_slice())),
+    );
+    let j = &r.decisions;
+    let protected = |e: &&wzp_stages::quality::journal::Entry| {
+        e.settings.lbrr || e.settings.dred_ms > 0 || e.settings.fec_ratio > 0
+    };
+    let back = u64::from(RETURN) * 20_000_000;
+    let off = j
+        .iter()
+        .rfind(|e| e.at_ns < back)
+        .expect("decisions before the loss came back");
+    assert!(
+        !protected(&off) && off.at_ns > 12_000_000_000,
+        "redundancy ended in the pause: {j:?}"
+    );
+    let on = j
+        .iter()
+        .find(|e| e.at_ns >= back)
+        .expect("a decision once the loss came back");
+    assert!(protected(&on), "{on:?}");
+    let after_ms = (on.at_ns - back) / 1_000_000;
+    assert!(
+        after_ms <= 350,
+        "protection {after_ms} ms after the loss came back: {j:?}"
+    );
+    assert_eq!(r.c("adapt.reports_early"), 2, "{:?}", r.counters);
+    let _ = std::fs::remove_dir_all(dir);
+}

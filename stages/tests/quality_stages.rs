@@ -290,10 +290,11 @@ fn an_early_report_leaves_when_loss_begins_on_a_clean_path() {
     // Clean for 4 s, then frame 200 lost: settled 8 packets later (the
     // reorder window), at cycle 208, and an early report leaves then, 160
     // ms into the interval, counting it; the interval runs on, and its
-    // report at 250 counts it again with frame 210. Frame 370, settled
-    // 2.6 s after the last report that showed loss (250): no early report.
-    // Frame 580, settled 3.8 s after (400): one (588).
-    let lost = [200, 210, 370, 580];
+    // report at 250 counts it again with frame 210. Frame 340, settled
+    // 1.96 s after the last report that showed loss (250): no early report
+    // (`onset_after`, 2 s). Frame 460, settled 2.36 s after (350): one
+    // (468).
+    let lost = [200, 210, 340, 460];
     let (got, early) = report_cycles(true, &lost);
     let regular = |c: u32, l: u32| (c, false, l, 1000u16);
     assert_eq!(
@@ -306,12 +307,12 @@ fn an_early_report_leaves_when_loss_begins_on_a_clean_path() {
             (208, true, 1, 160),
             regular(250, 2),
             regular(300, 0),
-            regular(350, 0),
-            regular(400, 1),
+            regular(350, 1),
+            regular(400, 0),
             regular(450, 0),
-            regular(500, 0),
+            (468, true, 1, 360),
+            regular(500, 1),
             regular(550, 0),
-            (588, true, 1, 760)
         ],
         "(cycle, early, lost, interval_ms) of each report"
     );
@@ -321,7 +322,7 @@ fn an_early_report_leaves_when_loss_begins_on_a_clean_path() {
     assert_eq!(
         got,
         (1..12)
-            .map(|i| regular(i * 50, [0, 0, 0, 0, 2, 0, 0, 1, 0, 0, 0][i as usize - 1]))
+            .map(|i| regular(i * 50, [0, 0, 0, 0, 2, 0, 1, 0, 0, 1, 0][i as usize - 1]))
             .collect::<Vec<_>>(),
     );
     assert_eq!(early, 0);

@@ -32,7 +32,10 @@
 //!   whose path turns lossy after a clean spell (when its controller has
 //!   turned redundancy off) hears of it about 160 ms after the first loss
 //!   instead of up to a whole interval later (docs/QUALITY.md finding 17).
-//! - `onset_after` (duration, 3s): the clean spell before an onset.
+//! - `onset_after` (duration, 2s): the clean spell before an onset. No
+//!   longer than a sender's controller waits before it ends the redundancy
+//!   for random loss (half its 4 s settle time): loss that comes back after
+//!   the sender turned it off is heard early too.
 //! - `senders` (int, 8, 1..=32): senders tracked at once.
 //! - `reorder_window` (int, 8, 1..=63): packets past a seq before its loss
 //!   is settled.
@@ -107,7 +110,7 @@ impl StageFactory for FeedbackReportFactory {
                 ),
                 ParamSpec::duration(
                     "onset_after",
-                    Duration::from_secs(3),
+                    Duration::from_secs(2),
                     "time without reported loss before a loss is an onset",
                 ),
                 ParamSpec::int("senders", 8, "senders tracked at once, 1..=32"),

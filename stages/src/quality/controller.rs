@@ -1614,7 +1614,20 @@ impl Controller {
             // four: live, a random 20 % call then spent seconds on DRED
             // without LBRR (1.71 against 2.18 without).
             let rare = burst >= 3 && runs_that_long < RARE_RUN;
+            // Not on a path whose reports, pooled, read random
+            // ([`BURSTY_MIN_REPORTS`] lossy reports at least, under
+            // [`BURSTY_LEAVE`] of the loss in runs of 3+): there two rare
+            // runs are chance too, and bursts that begin show in the pooled
+            // share within a few reports. Live, the random 20 % trace's two
+            // runs of 6, 2.6 s apart at RaptorQ's two packets a frame, came
+            // in reports 2 s apart in one run of four and put the call on
+            // DRED for 10 s (+0.06 PESQ-WB over the anchor against +0.44 to
+            // +0.67 in the others; docs/QUALITY.md finding 37).
+            let pooled_random = r.short_reports >= BURSTY_MIN_REPORTS
+                && r.short_lost >= BURSTY_MIN_LOST
+                && r.burst_share() < BURSTY_LEAVE;
             let again = rare
+                && !pooled_random
                 && r.rare_run_at_ns
                     .is_some_and(|t| now_ns.saturating_sub(t) <= 2_500 * MS);
             // A run still open when the report left (`max_burst` beyond

@@ -33,9 +33,10 @@
 //!   pooled runs look random ([`FEC_MIN_REPORTS`]): a block of two is
 //!   lost whole to a run of three. A report's longest run counts as a burst only
 //!   when independent loss at the path's rate makes one that long in
-//!   under 0.2 % of reports, or under 2 % in two reports in a row, or when
-//!   the path is bursty: pooled over recent reports, most of its loss in
-//!   runs of 3+ ([`BURSTY_SHARE`]). More protection applies at once (down
+//!   under 0.2 % of reports, or under 2 % in two reports within 2.5 s
+//!   (until the pooled runs below read random), or when the path is
+//!   bursty: pooled over recent reports, most of its loss in runs of 3+
+//!   ([`BURSTY_SHARE`]). More protection applies at once (down
 //!   fast); less only after the calmer state has held for `hysteresis` (up
 //!   slow). Redundancy goes off after `clean_settle` with no loss, or after
 //!   random loss as soon as the packets counted since, none lost, make its

@@ -629,6 +629,12 @@ impl Receiver {
             && self.clean_packets as f32 * (1.0 - self.loss_level).ln() < LOSS_ENDED_ODDS.ln()
     }
 
+    /// Whether the pooled runs say anything about the path's shape
+    /// ([`BURSTY_MIN_REPORTS`] lossy reports, [`BURSTY_MIN_LOST`] lost).
+    fn pooled_enough(&self) -> bool {
+        self.short_reports >= BURSTY_MIN_REPORTS && self.short_lost >= BURSTY_MIN_LOST
+    }
+
     /// The part of the recent short-run loss in runs of 3 and more.
     fn burst_share(&self) -> f32 {
         if self.short_lost > 0.0 {
@@ -668,9 +674,7 @@ impl Receiver {
         self.bursty = if self.bursty {
             share >= BURSTY_LEAVE
         } else {
-            self.short_reports >= BURSTY_MIN_REPORTS
-                && self.short_lost >= BURSTY_MIN_LOST
-                && share >= BURSTY_SHARE
+            self.pooled_enough() && share >= BURSTY_SHARE
         };
     }
 }
@@ -1624,9 +1628,7 @@ impl Controller {
             // in reports 2 s apart in one run of four and put the call on
             // DRED for 10 s (+0.06 PESQ-WB over the anchor against +0.44 to
             // +0.67 in the others; docs/QUALITY.md finding 37).
-            let pooled_random = r.short_reports >= BURSTY_MIN_REPORTS
-                && r.short_lost >= BURSTY_MIN_LOST
-                && r.burst_share() < BURSTY_LEAVE;
+            let pooled_random = r.pooled_enough() && r.burst_share() < BURSTY_LEAVE;
             let again = rare
                 && !pooled_random
                 && r.rare_run_at_ns

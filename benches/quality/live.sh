@@ -14,7 +14,8 @@
 # `-dred 100 -loss P`. Writes the "Live calls against libopus's own loop"
 # section of docs/QUALITY.md and docs/quality-live.svg.
 #
-#   bash benches/quality/live.sh                      # every condition (~8 min of calls)
+#   bash benches/quality/live.sh                      # every condition, three calls each (~25 min)
+#   RUNS=1 bash benches/quality/live.sh               # one call per condition (~8 min)
 #   CONDITIONS="clean r20" bash benches/quality/live.sh   # some of them (no docs written)
 #   SETS="adapt=true" bash benches/quality/live.sh    # --set NAME=VALUE for both clients
 #   NO_DOCS=1 bash benches/quality/live.sh            # results in target/quality-live only
@@ -29,6 +30,14 @@
 #       then benches/quality/windows.py --tag TAG --condition C --seeds "..." shows where in
 #       the speech a margin is made, 2 s window by window)
 #
+# RUNS=N (default 3) calls per condition, every condition once before any is
+# called again; each call has its own anchor (opus_demo over the trace as
+# that call met it), and a row shows the call whose margin is the median
+# (the lower of the middle two for an even N) beside every call's margin:
+# one call's margin moves by 0.1-0.2 with the trace's alignment and the live
+# spread (docs/QUALITY.md, live findings), more than most changes it is
+# meant to show.
+#
 # Not a test and not run in CI: it takes minutes and needs the release
 # binaries, espeak-ng, sox, cmake and the scoring venv (target/quality-venv,
 # made by benches/quality/run.sh). A missing piece stops it with a message
@@ -42,6 +51,7 @@ PY="$VENV/bin/python"
 # The binaries: REL=DIR runs another build's (a copy of a baseline's, say).
 REL=${REL:-./target/release}
 SEED=${SEED:-11}
+RUNS=${RUNS:-3}
 CONDITIONS=${CONDITIONS:-}
 SETS=${SETS:-}
 # The far end: "call" runs the shipped graph (it sends its silent input and
@@ -62,6 +72,11 @@ fail() {
   log "error: $*"
   exit 1
 }
+
+[[ "$RUNS" =~ ^[1-9][0-9]?$ ]] || fail "RUNS: \"$RUNS\" is not a count of calls per condition from 1 to 99 (e.g. RUNS=3)"
+# run_key NAME K: the K-th call of condition NAME (its folder under runs/,
+# its anchor's files): NAME for the first, NAME.rK after.
+run_key() { if [ "$2" -eq 1 ]; then echo "$1"; else echo "$1.r$2"; fi; }
 
 # --- what the bench needs --------------------------------------------------
 for tool in espeak-ng sox soxi python3; do
@@ -252,31 +267,36 @@ live_call() {
 
 # --- the calls ------------------------------------------------------------------
 calls_started=$(date +%s)
-while IFS=$'\t' read -r name label hint model phases lost total; do
-  case " $CONDITIONS " in *" $name "*) ;; *) continue ;; esac
-  if [ "$model" = schedule ]; then
-    # Time phases on the proxy, one talker loop each: the talker starts a
-    # moment after the proxy, and its speech sits LEAD_S into its loop.
-    sched=$(python3 -c "p=$period_s; print(';'.join(f'{p:.3f}s:loss={l}' for l in (0, 20, 0)))")
-    log "call $name: $label (--schedule \"$sched\")"
-    live_call "$name" "" "$sched" "$phases" || fail "the call for $name failed"
-  else
-    # The trace as time on the proxy: one 20 ms slot per packet, clean
-    # through the talker's lead-in (the handshake, the jitter buffer's
-    # start), then the condition's slots, then clean. In time rather than
-    # per datagram (`--trace`), so the acknowledgements and telemetry on the
-    # path do not move the pattern against the talker's frames, and both
-    # directions go down together, as on a real path.
-    sched=$(python3 benches/quality/traces.py --schedule-of "$WORK/traces/$name.txt" --lead-ms $(( LEAD_S * 1000 )))
-    echo "$sched" > "$WORK/runs/$name.schedule"
-    log "call $name: $label ($lost of $total speech packets lost, $(tr ';' '\n' <<< "$sched" | wc -l) proxy phases)"
-    live_call "$name" "" "$sched" 1 || fail "the call for $name failed"
-  fi
-done < "$WORK/traces/conditions.tsv"
+for run in $(seq "$RUNS"); do
+  while IFS=$'\t' read -r name label hint model phases lost total; do
+    case " $CONDITIONS " in *" $name "*) ;; *) continue ;; esac
+    key=$(run_key "$name" "$run")
+    [ "$RUNS" -eq 1 ] || label="$label, call $run of $RUNS"
+    if [ "$model" = schedule ]; then
+      # Time phases on the proxy, one talker loop each: the talker starts a
+      # moment after the proxy, and its speech sits LEAD_S into its loop.
+      sched=$(python3 -c "p=$period_s; print(';'.join(f'{p:.3f}s:loss={l}' for l in (0, 20, 0)))")
+      log "call $key: $label (--schedule \"$sched\")"
+      live_call "$key" "" "$sched" "$phases" || fail "the call for $key failed"
+    else
+      # The trace as time on the proxy: one 20 ms slot per packet, clean
+      # through the talker's lead-in (the handshake, the jitter buffer's
+      # start), then the condition's slots, then clean. In time rather than
+      # per datagram (`--trace`), so the acknowledgements and telemetry on the
+      # path do not move the pattern against the talker's frames, and both
+      # directions go down together, as on a real path.
+      sched=$(python3 benches/quality/traces.py --schedule-of "$WORK/traces/$name.txt" --lead-ms $(( LEAD_S * 1000 )))
+      echo "$sched" > "$WORK/runs/$name.schedule"
+      log "call $key: $label ($lost of $total speech packets lost, $(tr ';' '\n' <<< "$sched" | wc -l) proxy phases)"
+      live_call "$key" "" "$sched" 1 || fail "the call for $key failed"
+    fi
+  done < "$WORK/traces/conditions.tsv"
+done
 calls_s=$(( $(date +%s) - calls_started ))
 
 # --- the anchor: libopus's own loop over the same traces ---------------------
 anchor_started=$(date +%s)
+rm -f "$WORK/anchor/settings.txt.new"
 while IFS=$'\t' read -r name label hint model phases lost total; do
   case " $CONDITIONS " in *" $name "*) ;; *) continue ;; esac
   # The schedule's trace holds its phases back to back: the speech is played
@@ -291,36 +311,38 @@ while IFS=$'\t' read -r name label hint model phases lost total; do
   # the call met it (shifted, clean after its end), so both lose the same
   # frames of speech (a few frames either way moved a 400 ms outage
   # call's PESQ by 0.15-0.3 on the loopback).
-  lossfile="$WORK/traces/$name.txt"
-  if [ "$phases" -eq 1 ]; then
-    d="$WORK/runs/$name"
-    t0=$(cat "$d/proxy_t0.txt" 2>/dev/null); g0=$(cat "$d/talker_t0.txt" 2>/dev/null)
-    if [ -n "$t0" ] && [ -n "$g0" ]; then
-      shift_frames=$(( (g0 - t0 + 10) / 20 ))
-      lossfile="$WORK/anchor/$name.lossfile"
-      python3 -c "
-import sys
+  for run in $(seq "$RUNS"); do
+    key=$(run_key "$name" "$run")
+    lossfile="$WORK/traces/$name.txt"
+    if [ "$phases" -eq 1 ]; then
+      d="$WORK/runs/$key"
+      t0=$(cat "$d/proxy_t0.txt" 2>/dev/null); g0=$(cat "$d/talker_t0.txt" 2>/dev/null)
+      if [ -n "$t0" ] && [ -n "$g0" ]; then
+        shift_frames=$(( (g0 - t0 + 10) / 20 ))
+        lossfile="$WORK/anchor/$key.lossfile"
+        python3 -c "
 t = open('$WORK/traces/$name.txt').read().split()
 s = max(0, $shift_frames)
 open('$lossfile', 'w').write('\\n'.join(t[s:] + ['0'] * s) + '\\n')
 "
-      echo "$shift_frames" > "$WORK/anchor/$name.shift"
-      log "anchor $name: the talker's graph started $(( g0 - t0 )) ms after the proxy's schedule: trace shifted by $shift_frames frames"
-    else
-      log "warning: anchor $name: no start times (proxy_t0.txt, talker_t0.txt); trace not shifted"
+        echo "$shift_frames" > "$WORK/anchor/$key.shift"
+        log "anchor $key: the talker's graph started $(( g0 - t0 )) ms after the proxy's schedule: trace shifted by $shift_frames frames"
+      else
+        log "warning: anchor $key: no start times (proxy_t0.txt, talker_t0.txt); trace not shifted"
+      fi
     fi
-  fi
-  for setting in dc6 lbrr dred; do
-    case $setting in
-      dc6) opts=(-dec_complexity 6) ;;
-      lbrr) opts=(-inbandfec -loss "$hint") ;;
-      dred) opts=(-dred 100 -loss "$hint") ;;
-    esac
-    out="$WORK/anchor/$name-$setting.raw"
-    "$OPUS_DEMO" voip 16000 1 24000 -framesize 20 "${opts[@]}" -lossfile "$lossfile" \
-      "$input" "$out" >"$WORK/anchor/$name-$setting.log" 2>&1 \
-      || fail "opus_demo failed on $name ($setting); see $WORK/anchor/$name-$setting.log"
-    echo "$name $setting ${opts[*]}" >> "$WORK/anchor/settings.txt.new"
+    for setting in dc6 lbrr dred; do
+      case $setting in
+        dc6) opts=(-dec_complexity 6) ;;
+        lbrr) opts=(-inbandfec -loss "$hint") ;;
+        dred) opts=(-dred 100 -loss "$hint") ;;
+      esac
+      out="$WORK/anchor/$key-$setting.raw"
+      "$OPUS_DEMO" voip 16000 1 24000 -framesize 20 "${opts[@]}" -lossfile "$lossfile" \
+        "$input" "$out" >"$WORK/anchor/$key-$setting.log" 2>&1 \
+        || fail "opus_demo failed on $key ($setting); see $WORK/anchor/$key-$setting.log"
+      echo "$key $setting ${opts[*]}" >> "$WORK/anchor/settings.txt.new"
+    done
   done
 done < "$WORK/traces/conditions.tsv"
 mv "$WORK/anchor/settings.txt.new" "$WORK/anchor/settings.txt"
@@ -333,10 +355,12 @@ if [ -n "${NO_DOCS:-}" ] || [ "$(echo $CONDITIONS)" != "$(echo $defaults)" ]; th
   docs=(--md "$WORK/QUALITY-live.md" --svg "$WORK/quality-live.svg")
 fi
 cmd="bash benches/quality/live.sh"
+[ "$RUNS" != 3 ] && cmd="RUNS=$RUNS $cmd"
 [ -n "$SETS" ] && cmd="SETS=\"$SETS\" $cmd"
 [ "$FAR" != call ] && cmd="FAR=$FAR $cmd"
 "$PY" benches/quality/live_score.py --work "$WORK" --ref "$REF" --segments "$WORK/speech/segments.txt" \
   --conditions "$CONDITIONS" --lead "$LEAD_S" --period "$period_s" "${docs[@]}" \
   --command "$cmd" --sets "$SETS" --far "$FAR" --seed "$SEED" --calls-seconds "$calls_s" --anchor-seconds "$anchor_s" \
+  --runs "$RUNS" \
   --opus-demo "$OPUS_DEMO"
 log "done in $(( $(date +%s) - started )) s: ${docs[1]}, ${docs[3]}"

@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """Scores the live quality bench (live.sh) and writes its section of docs/QUALITY.md.
 
-For every condition: the far end's recording of the live call (one talker
-loop per phase) is located against the speech, cut period by period, and
-scored with `score.py`'s own `score_run` (per-segment realignment, wideband
-PESQ and STOI, mean over segments); libopus's `opus_demo` outputs for the
-three anchor settings are scored the same way. Writes a table, the margin
-of the live call over the best anchor setting, and an SVG plot; the section
-replaces any earlier one (from its heading to the end of the file), so the
-loopback part written by run.sh stays as it is.
+For every condition and every call of it (`--runs`): the far end's
+recording of the live call (one talker loop per phase) is located against
+the speech, cut period by period, and scored with `score.py`'s own
+`score_run` (per-segment realignment, wideband PESQ and STOI, mean over
+segments); libopus's `opus_demo` outputs for the three anchor settings, over
+the trace as that call met it, are scored the same way. A row shows the call
+whose margin over the best anchor setting is the median (the lower of the
+middle two for an even count) and every call's margin. Writes a table and
+an SVG plot; the section replaces any earlier one (from its heading to the
+end of the file), so the loopback part written by run.sh stays as it is.
 """
 
 import argparse
@@ -117,16 +119,23 @@ def speech_cuts(rec, s0, ref, lead_s, period_s, count, what):
     return out
 
 
-def live(cond, a, ref, segments, tmpdir):
-    """Scores the far end's recording of a condition's call, one result per phase."""
-    d = os.path.join(a.work, "runs", cond["name"])
+def run_keys(cond, runs):
+    """The folders (under runs/) and anchor file names of a condition's calls,
+    as live.sh's run_key names them."""
+    return [cond["name"] if k == 1 else f"{cond['name']}.r{k}" for k in range(1, runs + 1)]
+
+
+def live(cond, key, a, ref, segments, tmpdir):
+    """Scores the far end's recording of one call (`key`) of a condition, one
+    result per phase."""
+    d = os.path.join(a.work, "runs", key)
     rec = score.read_pcm(os.path.join(d, "far.wav"))
     with open(os.path.join(d, "talker_start.txt")) as f:
         s0 = int(f.read().split()[0])
     out = []
-    cuts = speech_cuts(rec, s0, ref, a.lead, a.period, cond["phases"], f"live_score: {cond['name']}: the far end")
+    cuts = speech_cuts(rec, s0, ref, a.lead, a.period, cond["phases"], f"live_score: {key}: the far end")
     for k, (at, cut) in enumerate(cuts):
-        r = score_pcm(f"live-{cond['name']}-{k}", cut, a.ref, segments, tmpdir)
+        r = score_pcm(f"live-{key}-{k}", cut, a.ref, segments, tmpdir)
         r["start_s"] = round(at / RATE, 2)
         out.append(r)
     c = counters(os.path.join(d, "far.json"))
@@ -150,32 +159,46 @@ def live(cond, a, ref, segments, tmpdir):
     return out, info
 
 
-def anchor(cond, a, ref, segments, tmpdir):
-    """Scores opus_demo's outputs; {setting: [result per phase]}."""
+def anchor(cond, key, a, ref, segments, tmpdir):
+    """Scores opus_demo's outputs for one call's trace; {setting: [result per phase]}."""
     n = len(ref)
     out = {}
     for setting in SETTINGS:
-        raw = os.path.join(a.work, "anchor", f"{cond['name']}-{setting}.raw")
+        raw = os.path.join(a.work, "anchor", f"{key}-{setting}.raw")
         x = np.fromfile(raw, dtype="<i2").astype(np.float64) / 32768.0
         res = []
         for k in range(cond["phases"]):
             seg = x[k * n : (k + 1) * n + RATE // 2]
             pcm = np.concatenate([np.zeros(RATE // 2), seg, np.zeros(RATE)])
-            res.append(score_pcm(f"anchor-{cond['name']}-{setting}-{k}", pcm, a.ref, segments, tmpdir))
+            res.append(score_pcm(f"anchor-{key}-{setting}-{k}", pcm, a.ref, segments, tmpdir))
         out[setting] = res
     return out
 
 
+def median_call(calls):
+    """The call whose PESQ margin is the median of `calls` (the lower of the
+    middle two for an even count): a real call, so its scores, its anchor and
+    its margin stay together."""
+    order = sorted(range(len(calls)), key=lambda i: calls[i]["margin"])
+    return order[(len(order) - 1) // 2]
+
+
 def rows_of(conds, lives, anchors, a):
+    """One row per condition and phase: the median call of `lives[name]` and
+    `anchors[name]` (lists, one entry per call) and every call's margin."""
     rows = []
     for cond in conds:
         name = cond["name"]
         pl = phase_losses(os.path.join(a.work, "traces", f"{name}.txt"), cond["phases"])
         for k in range(cond["phases"]):
             label = cond["label"] if cond["phases"] == 1 else f"schedule, phase {k + 1}: {PHASE_NAMES[k] if k < len(PHASE_NAMES) else k + 1}"
-            w = lives[name][0][k]
-            per = {s: anchors[name][s][k] for s in SETTINGS}
-            best = max(per, key=lambda s: per[s]["pesq"])
+            calls = []
+            for (res, _), anc in zip(lives[name], anchors[name]):
+                w = res[k]
+                per = {s: anc[s][k] for s in SETTINGS}
+                best = max(per, key=lambda s: per[s]["pesq"])
+                calls.append(dict(wzp=w, anchors=per, best=best, margin=w["pesq"] - per[best]["pesq"], margin_stoi=w["stoi"] - per[best]["stoi"]))
+            m = median_call(calls)
             rows.append(
                 dict(
                     cond=name,
@@ -183,11 +206,9 @@ def rows_of(conds, lives, anchors, a):
                     label=label,
                     trace_lost=pl[k][0],
                     trace_total=pl[k][1],
-                    wzp=w,
-                    anchors=per,
-                    best=best,
-                    margin=w["pesq"] - per[best]["pesq"],
-                    margin_stoi=w["stoi"] - per[best]["stoi"],
+                    call=m + 1,
+                    margins=[c["margin"] for c in calls],
+                    **calls[m],
                 )
             )
     return rows
@@ -267,18 +288,29 @@ def section(a, conds, rows, infos, voices, segments, svg_name):
     L.append("")
     L.append(f"![live calls against libopus's own loop]({svg_name})")
     L.append("")
+    many = a.runs > 1
+    if many:
+        L.append(
+            f"Each condition was called {a.runs} times, each call with its own anchor (`opus_demo` over the "
+            "trace as that call met it); a row shows the call whose PESQ margin is the median"
+            + (" (the lower of the middle two)" if a.runs % 2 == 0 else "")
+            + ", its scores and its anchor's, and the margins of every call in the order they ran."
+        )
+        L.append("")
     L.append(
         "| condition | packets lost (trace) | wzp live PESQ | wzp live STOI | anchor best PESQ | anchor setting | anchor STOI | margin PESQ | margin STOI | "
+        + ("margins of the calls | " if many else "")
         + " | ".join(f"anchor {SHORT[s]}" for s in SETTINGS)
         + " |"
     )
-    L.append("|---|---:|---:|---:|---:|---|---:|---:|---:|" + "---:|" * len(SETTINGS))
+    L.append("|---|---:|---:|---:|---:|---|---:|---:|---:|" + ("---|" if many else "") + "---:|" * len(SETTINGS))
     for r in rows:
         b = r["anchors"][r["best"]]
         L.append(
             f"| {r['label']} | {r['trace_lost']} / {r['trace_total']} ({100.0 * r['trace_lost'] / r['trace_total']:.1f} %) | "
             f"{r['wzp']['pesq']:.2f} | {r['wzp']['stoi']:.3f} | {b['pesq']:.2f} | {SHORT[r['best']]} | {b['stoi']:.3f} | "
             f"**{r['margin']:+.2f}** | {r['margin_stoi']:+.3f} | "
+            + (" / ".join(f"{m:+.2f}" for m in r["margins"]) + " | " if many else "")
             + " | ".join(f"{r['anchors'][s]['pesq']:.2f}" for s in SETTINGS)
             + " |"
         )
@@ -286,9 +318,15 @@ def section(a, conds, rows, infos, voices, segments, svg_name):
     worst = min(rows, key=lambda r: r["margin"])
     ahead = [r for r in rows if r["margin"] >= 0]
     L.append(
-        f"- The live call is ahead of the anchor in {len(ahead)} of {len(rows)} rows; the widest gap "
-        f"behind is {worst['margin']:+.2f} PESQ ({worst['label']}). The issue's goal is +0.3 in every "
-        "loss condition and equal on a clean path."
+        f"- The live call{' (the median call)' if many else ''} is ahead of the anchor in {len(ahead)} of {len(rows)} rows; "
+        + (f"the widest gap behind is {worst['margin']:+.2f} PESQ" if worst["margin"] < 0 else f"the narrowest lead is {worst['margin']:+.2f} PESQ")
+        + f" ({worst['label']})."
+        + (
+            f" Of the {sum(len(r['margins']) for r in rows)} calls' rows, {sum(m >= 0 for r in rows for m in r['margins'])} are ahead."
+            if many
+            else ""
+        )
+        + " The issue's goal is +0.3 in every loss condition and equal on a clean path."
     )
     if a.sets:
         L.append(f"- Both clients ran with `--set` {', '.join('`' + s + '`' for s in a.sets.split())}.")
@@ -302,11 +340,11 @@ def section(a, conds, rows, infos, voices, segments, svg_name):
     L.append("")
     L.append("| condition | played | concealed | late | DRED | LBRR | PLC | resets | underruns | talker frames encoded | proxy c2s in / lost | proxy s2c in / lost |")
     L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for cond in conds:
-        i = infos[cond["name"]]
+    calls = [(cond["label"] + (f", call {n + 1}" if many else ""), i) for cond in conds for n, i in enumerate(infos[cond["name"]])]
+    for label, i in calls:
         c2s, s2c = i["c2s"], i["s2c"]
         L.append(
-            f"| {cond['label']} | {i['played']} | {i['concealed']} | {i['late']} | {i['dred']} | {i['lbrr']} | {i['plc']} | "
+            f"| {label} | {i['played']} | {i['concealed']} | {i['late']} | {i['dred']} | {i['lbrr']} | {i['plc']} | "
             f"{i['resets']} | {i['underruns']} | {i['encoded'] if i['encoded'] is not None else '–'} | {c2s.get('in', '–')} / {c2s.get('lost', '–')} | {s2c.get('in', '–')} / {s2c.get('lost', '–')} |"
         )
     L.append("")
@@ -361,9 +399,15 @@ def section(a, conds, rows, infos, voices, segments, svg_name):
         + " The relay and the proxy run with real-time priority (`chrt -f 10`) when allowed, as the clients do."
     )
     L.append(
-        "- **One alignment per row**: which frames of speech a trace takes moves a row by 0.1-0.3 "
-        "for both sides alike, so a margin under ~0.2 in one run is within what the alignment alone "
-        "does. `OFFLINE=1 bash benches/quality/live.sh` scores the same chain on the loopback against "
+        "- **One alignment per call**: which frames of speech a trace takes moves a call by 0.1-0.3 "
+        "for both sides alike, and calls at one alignment differ by up to ~0.15 (the live spread), so "
+        "a margin under ~0.2 in one call is within what those alone do. "
+        + (
+            f"Here each row is the median of {a.runs} calls, whose talkers started at alignments of their own. "
+            if many
+            else "This run made one call per condition (`RUNS=1`); the default, three, shows the median. "
+        )
+        + "`OFFLINE=1 bash benches/quality/live.sh` scores the same chain on the loopback against "
         "the anchor over seven alignments of each trace (`benches/quality/aligned.py`; finding 16)."
     )
     L.append(
@@ -377,7 +421,7 @@ def section(a, conds, rows, infos, voices, segments, svg_name):
     L.append(f"- Date: {now}; wzp at {git_rev()}; {a.opus_demo_version}.")
     versions = ", ".join(f"{p} {metadata.version(p)}" for p in ("pesq", "pystoi", "numpy", "scipy"))
     L.append(f"- Scoring: Python {platform.python_version()}, {versions}.")
-    L.append(f"- Wall time: {a.calls_seconds} s of live calls, {a.anchor_seconds} s of `opus_demo`.")
+    L.append(f"- Wall time: {a.calls_seconds} s of live calls ({a.runs} per condition), {a.anchor_seconds} s of `opus_demo`.")
     return L
 
 
@@ -398,7 +442,10 @@ def main():
     ap.add_argument("--calls-seconds", type=int, default=0)
     ap.add_argument("--anchor-seconds", type=int, default=0)
     ap.add_argument("--opus-demo", default="opus_demo")
+    ap.add_argument("--runs", type=int, default=1, help="calls per condition (live.sh's RUNS)")
     a = ap.parse_args()
+    if not 1 <= a.runs <= 99:
+        ap.error(f"--runs {a.runs}: calls per condition, from 1 to 99")
     a.opus_demo_version = "libopus 1.6.1 (opus_demo from opusic-sys's bundle)"
 
     segments, voices, pos = [], [], 0
@@ -415,13 +462,17 @@ def main():
     os.makedirs(tmpdir, exist_ok=True)
     lives, infos, anchors = {}, {}, {}
     for cond in conds:
-        res, info = live(cond, a, ref, segments, tmpdir)
-        lives[cond["name"]] = (res, info)
-        infos[cond["name"]] = info
-        anchors[cond["name"]] = anchor(cond, a, ref, segments, tmpdir)
-        for k, r in enumerate(res):
-            an = " ".join(f"{s} {anchors[cond['name']][s][k]['pesq']:.2f}" for s in SETTINGS)
-            print(f"live_score: {cond['name']}[{k}] wzp PESQ {r['pesq']:.2f} STOI {r['stoi']:.3f} (segs {[round(x, 2) for x in r['seg_pesq']]}, lags {r['lag_ms']} ms); anchor {an}", file=sys.stderr)
+        name = cond["name"]
+        lives[name], infos[name], anchors[name] = [], [], []
+        for key in run_keys(cond, a.runs):
+            res, info = live(cond, key, a, ref, segments, tmpdir)
+            anc = anchor(cond, key, a, ref, segments, tmpdir)
+            lives[name].append((res, info))
+            infos[name].append(info)
+            anchors[name].append(anc)
+            for k, r in enumerate(res):
+                an = " ".join(f"{s} {anc[s][k]['pesq']:.2f}" for s in SETTINGS)
+                print(f"live_score: {key}[{k}] wzp PESQ {r['pesq']:.2f} STOI {r['stoi']:.3f} (segs {[round(x, 2) for x in r['seg_pesq']]}, lags {r['lag_ms']} ms); anchor {an}", file=sys.stderr)
     rows = rows_of(conds, lives, anchors, a)
     with open(os.path.join(a.work, "results.json"), "w") as f:
         json.dump(dict(rows=rows, infos=infos), f, indent=1)

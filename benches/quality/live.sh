@@ -34,8 +34,8 @@
 # called again; each call has its own anchor (opus_demo over the trace as
 # that call met it), and a row shows the call whose margin is the median
 # (the lower of the middle two for an even N) beside every call's margin:
-# one call's margin moves by 0.1-0.2 with the trace's alignment and the live
-# spread (docs/QUALITY.md, live findings), more than most changes it is
+# one call's margin moves by 0.1-0.2 with the trace's alignment and the far
+# end's playout phase (docs/QUALITY.md finding 38), more than most changes it is
 # meant to show.
 #
 # Not a test and not run in CI: it takes minutes and needs the release

@@ -400,8 +400,9 @@ def section(a, conds, rows, infos, voices, segments, svg_name):
     )
     L.append(
         "- **One alignment per call**: which frames of speech a trace takes moves a call by 0.1-0.3 "
-        "for both sides alike, and calls at one alignment differ by up to ~0.15 (the live spread), so "
-        "a margin under ~0.2 in one call is within what those alone do. "
+        "for both sides alike, and on burst traces calls at one alignment differ by up to ~0.2 with the "
+        "far end's playout phase (finding 38), so a margin under ~0.2 in one call is within what those "
+        "alone do. "
         + (
             f"Here each row is the median of {a.runs} calls, whose talkers started at alignments of their own. "
             if many

@@ -28,7 +28,11 @@
 #       GRAPH=FILE another loopback graph (default graphs/loopback.toml);
 #       SEEDS="11 12 15": the same over several trace seeds, margins per seed and their mean;
 #       then benches/quality/windows.py --tag TAG --condition C --seeds "..." shows where in
-#       the speech a margin is made, 2 s window by window)
+#       the speech a margin is made, 2 s window by window;
+#       the loopback's packets arrive on its cycles, the far end's favourable
+#       playout phase: SETS="delay=5ms" puts them 5 ms after a cycle, the
+#       phase half the live calls meet, where the burst hold reaches a frame
+#       less; docs/QUALITY.md finding 38)
 #
 # RUNS=N (default 3) calls per condition, every condition once before any is
 # called again; each call has its own anchor (opus_demo over the trace as

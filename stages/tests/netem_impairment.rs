@@ -299,6 +299,26 @@ fn fixed_delay_holds_items_whole_quanta() {
 }
 
 #[test]
+fn an_item_is_taken_in_only_by_a_cycle_after_it_arrived() {
+    // 5 ms and 15 ms of delay on 20 ms cycles: each item arrives between two
+    // cycles and leaves in the later one, as a socket read each cycle finds
+    // it, never in the cycle it was sent in (before it came).
+    for delay_ms in [5u64, 15] {
+        let mut h = Harness::new(&NetemFrames, &[("delay", ms(delay_ms))]);
+        let out = run_frames(&mut h, 10, 3);
+        assert_eq!(out.len(), 10);
+        for (cycle, m) in &out {
+            assert_eq!(
+                *cycle,
+                m.seq as u64 + 1,
+                "{delay_ms} ms: the cycle after it was sent"
+            );
+            assert_eq!(m.arrival_ns, m.seq as u64 * Q_NS + delay_ms * 1_000_000);
+        }
+    }
+}
+
+#[test]
 fn jitter_sets_sub_quantum_arrival_times_within_bounds() {
     let mut h = Harness::new(
         &NetemFrames,
@@ -315,7 +335,13 @@ fn jitter_sets_sub_quantum_arrival_times_within_bounds() {
         let sent = m.seq as u64 * Q_NS;
         let d = m.arrival_ns - sent;
         assert!((30_000_000..=70_000_000).contains(&d), "delay {d}");
-        assert!(m.arrival_ns >= cycle * Q_NS && m.arrival_ns < (cycle + 1) * Q_NS);
+        // Taken in by the first cycle at or after its arrival.
+        let at = cycle * Q_NS;
+        assert!(
+            m.arrival_ns <= at && at < m.arrival_ns + Q_NS,
+            "arrived {} taken at {at}",
+            m.arrival_ns
+        );
         if m.arrival_ns % Q_NS != 0 {
             off_grid += 1;
         }
@@ -405,6 +431,8 @@ fn packets_keep_their_order_and_get_arrival_times() {
     }
     h.step();
     assert!(h.packets_out().is_empty());
+    h.step();
+    assert!(h.packets_out().is_empty(), "not in by the cycle at 20 ms");
     h.step();
     let out = h.packets_out();
     assert_eq!(out.len(), 3);

@@ -9,9 +9,13 @@
 //!
 //! Held items wait in a delay queue of fixed capacity (a binary heap of
 //! release times over a pre-allocated pool of slots). An item leaves in the
-//! cycle whose quantum contains its release time, with `arrival_ns` set to
-//! that exact release time, so a jitter buffer downstream sees sub-quantum
-//! jitter even though the graph runs in 20 ms steps.
+//! first cycle at or after its release time, as a socket read once a cycle
+//! finds a packet only after it came, with `arrival_ns` set to that exact
+//! release time, so a jitter buffer downstream sees sub-quantum jitter even
+//! though the graph runs in 20 ms steps. A delay off the quantum's grid
+//! therefore puts the receiver's cycles at that phase against the arrivals,
+//! as a real path does (a delay of 5 ms on 20 ms cycles: each item waits 15
+//! ms for the cycle that takes it in; docs/QUALITY.md finding 38).
 //!
 //! Loss models combine: an item is lost when the trace says so, or the
 //! Gilbert-Elliott chain loses it, or the independent `loss` draw does.
@@ -294,7 +298,8 @@ impl<M: Arrival> Processor for NetemProc<M> {
                 self.overflow_drops.add(o.overflow as u64);
             }
         }
-        let horizon = cx.now_ns.saturating_add(cx.quantum_ns.max(1));
+        // Released by now: what a read of the socket now would find.
+        let horizon = cx.now_ns.saturating_add(1);
         let Some(out) = M::output(io, 0) else {
             return Flow::Continue;
         };

@@ -64,13 +64,29 @@ def score_pcm(name, pcm, ref_path, segments, tmpdir):
     return dict(pesq=p, stoi=s, seg_pesq=segp, lag_ms=[round(l / RATE * 1000) for l in lags])
 
 
-def counters(path):
+def counters(path, kind="counters"):
+    """{stage id: its counters} (or its gauges, `kind="gauges"`) from a
+    `--stats-json` file; empty when the file is missing or unreadable."""
     try:
         with open(path) as f:
             st = json.load(f)
     except (OSError, ValueError):
         return {}
-    return {s["id"]: s.get("counters", {}) for s in st["stages"]}
+    return {s["id"]: s.get(kind, {}) for s in st["stages"]}
+
+
+def playout_phase(c, g):
+    """The far end's playout phase, ms in [10, 30): the delay its busiest
+    jitter buffer played at, from the path's floor, modulo the 20 ms cycle
+    (`current_delay_ms` at the end of the call; whole frames of hold, skips
+    and stretches leave it as it was). At 20 or more the burst hold reaches
+    one frame further back (docs/QUALITY.md finding 38). None without one."""
+    chains = [k for k in c if k.startswith("jb") and k[2:].isdigit() and c[k].get("played", 0) > 0]
+    if not chains:
+        return None
+    busiest = max(chains, key=lambda k: c[k]["played"])
+    cur = g.get(busiest, {}).get("current_delay_ms")
+    return None if cur is None else (cur - 10) % 20 + 10
 
 
 def sum_chains(c, prefix, key):
@@ -139,6 +155,7 @@ def live(cond, key, a, ref, segments, tmpdir):
         r["start_s"] = round(at / RATE, 2)
         out.append(r)
     c = counters(os.path.join(d, "far.json"))
+    g = counters(os.path.join(d, "far.json"), "gauges")
     t = counters(os.path.join(d, "talker.json"))
     net = netem_counters(os.path.join(d, "netem.out"))
     info = dict(
@@ -152,6 +169,7 @@ def live(cond, key, a, ref, segments, tmpdir):
         lbrr=sum_chains(c, "dec", "fec_recovered"),
         plc=sum_chains(c, "dec", "classical_plc_invocations"),
         underruns=sum_chains(c, "dec", "underruns"),
+        phase=playout_phase(c, g),
         encoded=t.get("enc", {}).get("frames_encoded"),
         c2s=net.get("c2s", {}),
         s2c=net.get("s2c", {}),
@@ -338,15 +356,22 @@ def section(a, conds, rows, infos, voices, segments, svg_name):
     L.append("")
     L.append("What the far end saw (its jitter buffers and decoders, summed over its receive chains; whole call, lead-in and tail included) and what the proxy did on the talker's path (`c2s`: talker to relay):")
     L.append("")
-    L.append("| condition | played | concealed | late | DRED | LBRR | PLC | resets | underruns | talker frames encoded | proxy c2s in / lost | proxy s2c in / lost |")
-    L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    L.append("| condition | played | concealed | late | DRED | LBRR | PLC | resets | underruns | playout phase | talker frames encoded | proxy c2s in / lost | proxy s2c in / lost |")
+    L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     calls = [(cond["label"] + (f", call {n + 1}" if many else ""), i) for cond in conds for n, i in enumerate(infos[cond["name"]])]
     for label, i in calls:
         c2s, s2c = i["c2s"], i["s2c"]
         L.append(
             f"| {label} | {i['played']} | {i['concealed']} | {i['late']} | {i['dred']} | {i['lbrr']} | {i['plc']} | "
-            f"{i['resets']} | {i['underruns']} | {i['encoded'] if i['encoded'] is not None else '–'} | {c2s.get('in', '–')} / {c2s.get('lost', '–')} | {s2c.get('in', '–')} / {s2c.get('lost', '–')} |"
+            f"{i['resets']} | {i['underruns']} | {str(i['phase']) + ' ms' if i.get('phase') is not None else '–'} | {i['encoded'] if i['encoded'] is not None else '–'} | {c2s.get('in', '–')} / {c2s.get('lost', '–')} | {s2c.get('in', '–')} / {s2c.get('lost', '–')} |"
         )
+    L.append("")
+    L.append(
+        "The playout phase is the delay the far end played at, from the path's floor, modulo its 20 ms cycle "
+        "(its jitter buffer's last `current_delay_ms`): where the talker's packets arrive between the far end's "
+        "cycles, fixed for a call. At 20 ms or more the 60 ms burst hold rebuilds a run's fourth frame back too "
+        "(finding 38)."
+    )
     L.append("")
     findings = os.path.join(os.path.dirname(os.path.abspath(__file__)), "live_findings.md")
     if os.path.exists(findings):

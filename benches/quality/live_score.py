@@ -235,6 +235,7 @@ def rows_of(conds, lives, anchors, a):
                     trace_lost=pl[k][0],
                     trace_total=pl[k][1],
                     call=m + 1,
+                    key=run_keys(cond, len(calls))[m],
                     margins=[c["margin"] for c in calls],
                     **calls[m],
                 )

@@ -85,6 +85,8 @@ def main():
             rows = json.load(f)["rows"]
     except (OSError, ValueError, KeyError) as e:
         sys.exit(f"stoi_realigned: no results in {a.work}/results.json ({e}): run benches/quality/live.sh first")
+    if any("key" not in r for r in rows):
+        sys.exit(f"stoi_realigned: {a.work}/results.json names no call (written before live.sh's RUNS): run benches/quality/live.sh again")
     ref_path = os.path.join(a.work, "speech", "speech.wav")
     ref = score.read_pcm(ref_path)
     segments = segments_of(os.path.join(a.work, "speech", "segments.txt"))
@@ -92,8 +94,7 @@ def main():
     print(f"| condition | wzp STOI | anchor STOI | margin | wzp, {a.chunk:g} s realigned | anchor, realigned | margin, realigned |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        call = r.get("call", 1)
-        key = r["cond"] if call == 1 else f"{r['cond']}.r{call}"
+        key = r["key"]
         w, wr = both(f"live-{key}-{r['phase']}", a.work, ref_path, ref, segments, chunk)
         an, ar = both(f"anchor-{key}-{r['best']}-{r['phase']}", a.work, ref_path, ref, segments, chunk)
         print(f"| {r['label']} | {w:.3f} | {an:.3f} | {w - an:+.3f} | {wr:.3f} | {ar:.3f} | {wr - ar:+.3f} |")

@@ -845,7 +845,7 @@ fn a_call_under_70_percent_random_loss_keeps_opus_with_dred() {
     // Her encoder runs it (the adapt stage's gauges follow the decision
     // once written), and Bob goes on decoding her Opus frames: the frames
     // his one receive chain in use decodes (the others hear no one) keep
-    // coming after the decision.
+    // coming after the decision...
     assert_eq!(wait_figure(&dir, "alice", "adapt", "tier", |v| v == 3), 3);
     assert_eq!(
         wait_figure(&dir, "alice", "adapt", "dred_ms", |v| v == 1000),
@@ -856,17 +856,32 @@ fn a_call_under_70_percent_random_loss_keeps_opus_with_dred() {
             .map(|i| figure(&dir, "bob", &format!("dec{i}"), "frames_decoded"))
             .sum::<Option<i64>>()
     };
+    let rebuilt = || {
+        (0..4)
+            .map(|i| figure(&dir, "bob", &format!("dec{i}"), "dred_reconstructions"))
+            .sum::<Option<i64>>()
+    };
     let at_decision = decoded().unwrap_or(0);
-    let dred = poll(
+    let rebuilt_at_decision = rebuilt().unwrap_or(0);
+    let opus = poll(
         WAIT,
         "Opus frames Bob decoded after the decision",
         decoded,
         |&n| n >= at_decision + 100,
     ) - at_decision;
+    // ...and rebuilds lost ones from her DRED, which went on through her
+    // switch to Codec2 for the rate check and back (libopus's reset on
+    // the way back cleared it, and he rebuilt none).
+    let dred = poll(
+        WAIT,
+        "frames Bob rebuilt from DRED after the decision",
+        rebuilt,
+        |&n| n >= rebuilt_at_decision + 50,
+    ) - rebuilt_at_decision;
     let said = alice.lines.so_far();
     assert!(!said.contains("adapt: heavy_loss ->"), "{said}");
     assert_eq!(figure(&dir, "alice", "adapt", "rate_limits"), Some(0));
-    eprintln!("{check:?}; {kept:?}; Bob decoded {dred} frames since");
+    eprintln!("{check:?}; {kept:?}; Bob decoded {opus} frames since and rebuilt {dred} from DRED");
     hang_up(vec![alice, bob]);
     drop(proxy);
     let _ = std::fs::remove_dir_all(dir);

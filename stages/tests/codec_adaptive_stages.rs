@@ -14,7 +14,8 @@ use wzp_engine::rt_check::{checker_installed, count_allocs};
 use wzp_proto::media::CodecId;
 use wzp_stages::codec::adaptive_decode::AdaptiveDecodeFactory;
 use wzp_stages::codec::adaptive_encode::AdaptiveEncodeFactory;
-use wzp_stages::codec::live::{CodecLive, LiveCodecSettings, OpusLive};
+use wzp_stages::codec::live::{CodecLive, LiveCodecSettings, LiveOpusSettings, OpusLive};
+use wzp_stages::codec::opus_ffi::{Dred, DredDecoder};
 use wzp_stages::codec::profile::Profile;
 
 #[test]
@@ -123,6 +124,83 @@ fn encode_plan(x: &[f32], plan: &[(LiveCodecSettings, u64)]) -> (Vec<(usize, Cap
     }
     assert_eq!(allocations, 0, "allocations in process");
     (items, enc)
+}
+
+/// DRED goes on through a switch to Codec2 and back. The Opus settings
+/// (DRED 1 s) are set once, before the stream starts, and not touched again;
+/// the encoder resets its Opus state on the switch back (the far decoder
+/// does too), and the packets after it still carry DRED. libopus's reset
+/// clears the DRED duration with the coding state: a call at 70 % loss
+/// that went to Codec2 and back to Opus with DRED sent none, and its
+/// listener rebuilt nothing from it.
+#[test]
+fn dred_goes_on_after_a_switch_to_codec2_and_back() {
+    assert!(checker_installed());
+    let opus = Arc::new(OpusLive::new());
+    let codec = Arc::new(CodecLive::new());
+    let mut res = Resources::new();
+    res.insert("enc_live", opus.clone());
+    res.insert("codec_live", codec.clone());
+    let mut enc = Harness::try_with_resources(
+        &AdaptiveEncodeFactory,
+        &[
+            ("live_settings", str_("enc_live")),
+            ("codec_live", str_("codec_live")),
+        ],
+        &res,
+    )
+    .unwrap();
+    opus.set(LiveOpusSettings {
+        bitrate: 24_000,
+        dred_ms: 1000,
+        expected_loss: 14,
+        inband_fec: false,
+    })
+    .unwrap();
+    let good = LiveCodecSettings::of(Profile::by_name("good").unwrap());
+    let plan = [
+        (good, 60u64),
+        (codec2_at("catastrophic", 40), 20),
+        (good, 60),
+    ];
+    let x = speechlike(Q * 140);
+    let mut dec = DredDecoder::new().unwrap();
+    let mut dred = Dred::new().unwrap();
+    // Per phase, the DRED reach (48 kHz samples) of each Opus packet sent.
+    let mut reach: [Vec<usize>; 3] = Default::default();
+    let mut cycle = 0usize;
+    let mut allocations = 0;
+    for (phase, &(settings, cycles)) in plan.iter().enumerate() {
+        codec.set(settings).unwrap();
+        for _ in 0..cycles {
+            enc.set_pcm_in(&x[cycle * Q..(cycle + 1) * Q]);
+            let ((), n) = count_allocs(|| enc.step());
+            allocations += n;
+            cycle += 1;
+            enc.wait_counter("codec2_frames_encoded", (cycle + cycle / 2) as u64);
+            for f in capture(enc.frames_out()) {
+                if f.meta.codec == CodecId::OPUS.0 {
+                    reach[phase].push(dred.parse(&mut dec, &f.bytes, 48_000).unwrap());
+                }
+            }
+        }
+    }
+    assert_eq!(allocations, 0, "allocations in process");
+    assert_eq!(enc.counter("codec_switches"), 2);
+    assert!(
+        reach[1].is_empty(),
+        "no Opus while Codec2 is on: {:?}",
+        reach[1]
+    );
+    for (phase, r) in [(0, &reach[0]), (2, &reach[2])] {
+        assert_eq!(r.len(), 60, "phase {phase}");
+        // DRED from the encoder's first second of history on: every packet
+        // past the first quarter second carries it.
+        assert!(
+            r[12..].iter().all(|&n| n > 0),
+            "phase {phase}: DRED reach per Opus packet {r:?}"
+        );
+    }
 }
 
 fn codec2_at(tier: &str, frame_ms: u32) -> LiveCodecSettings {

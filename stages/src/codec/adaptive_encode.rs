@@ -35,7 +35,8 @@
 //! - to Opus (or the other Codec2 mode): a Codec2 packet partly filled
 //!   leaves first, shorter; the next Opus frame to complete goes out; the
 //!   Opus encoder's state is reset first (the far decoder resets on the
-//!   codec change too).
+//!   codec change too); its settings stay, DRED's duration among them
+//!   (which libopus's own reset clears: [`Encoder::reset`]).
 //! - Opus frame size (10/20/40/60 ms, e.g. `degraded`'s 40 ms): applies from
 //!   the next frame boundary; Codec2 packet duration: from the next packet.
 //!   A new Opus profile also sets its bit rate; the Opus cell

@@ -83,9 +83,28 @@ impl Encoder {
 
     /// Clears the coding state (not the settings), so the next frame starts
     /// afresh, as a decoder reset at the far end expects. Real-time safe.
+    ///
+    /// libopus's `OPUS_RESET_STATE` clears the DRED duration with the
+    /// coding state (the field sits past the encoder's reset mark), so it
+    /// is read first and set again after: a reset on the switch back from
+    /// Codec2 left the stream without DRED until its setting next changed,
+    /// and a listener at 70 % loss rebuilt nothing from it.
     pub fn reset(&mut self) {
+        let mut dred: i32 = 0;
+        // SAFETY: a GET request takes one opus_int32* vararg, which stays
+        // valid for the call.
+        let kept = unsafe {
+            sys::opus_encoder_ctl(
+                self.0.as_ptr(),
+                sys::OPUS_GET_DRED_DURATION_REQUEST,
+                &mut dred as *mut i32,
+            )
+        } == sys::OPUS_OK;
         // SAFETY: OPUS_RESET_STATE takes no argument.
         unsafe { sys::opus_encoder_ctl(self.0.as_ptr(), sys::OPUS_RESET_STATE) };
+        if kept && dred > 0 {
+            self.set_quiet(sys::OPUS_SET_DRED_DURATION_REQUEST, dred);
+        }
     }
 
     /// Encodes one frame (`pcm.len()` must be a legal Opus frame size) into
@@ -374,4 +393,56 @@ pub fn packet_samples_per_frame(packet: &[u8]) -> usize {
     // SAFETY: the function reads only the first byte, which exists.
     let n = unsafe { sys::opus_packet_get_samples_per_frame(packet.as_ptr(), 48_000) };
     n.max(0) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Samples of DRED history each of `frames` 20 ms packets of speech
+    /// carries, in order.
+    fn dred_reach(enc: &mut Encoder, x: &[f32], frames: std::ops::Range<usize>) -> Vec<usize> {
+        let mut dec = DredDecoder::new().unwrap();
+        let mut dred = Dred::new().unwrap();
+        let mut packet = [0u8; 1500];
+        frames
+            .map(|i| {
+                let len = enc
+                    .encode_float(&x[i * 960..(i + 1) * 960], &mut packet)
+                    .unwrap();
+                dred.parse(&mut dec, &packet[..len], 48_000).unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_reset_keeps_the_dred_duration() {
+        let x: Vec<f32> = crate::audio::signal::speech_like(48_000)
+            .iter()
+            .cycle()
+            .take(48_000 * 4)
+            .copied()
+            .collect();
+        let mut enc = Encoder::new(sys::OPUS_APPLICATION_VOIP).unwrap();
+        enc.set(sys::OPUS_SET_BITRATE_REQUEST, 24_000).unwrap();
+        enc.set(sys::OPUS_SET_PACKET_LOSS_PERC_REQUEST, 14).unwrap();
+        enc.set(sys::OPUS_SET_DRED_DURATION_REQUEST, 100).unwrap();
+        let before = dred_reach(&mut enc, &x, 0..100);
+        assert!(
+            before[50..].iter().all(|&n| n > 0),
+            "DRED in every packet once the encoder has history: {before:?}"
+        );
+        enc.reset();
+        assert_eq!(enc.get(sys::OPUS_GET_DRED_DURATION_REQUEST).unwrap(), 100);
+        let after = dred_reach(&mut enc, &x, 100..200);
+        assert!(
+            after[50..].iter().all(|&n| n > 0),
+            "DRED after the reset: {after:?}"
+        );
+        // A stream without DRED stays without it.
+        enc.set(sys::OPUS_SET_DRED_DURATION_REQUEST, 0).unwrap();
+        enc.reset();
+        assert_eq!(enc.get(sys::OPUS_GET_DRED_DURATION_REQUEST).unwrap(), 0);
+        assert!(dred_reach(&mut enc, &x, 0..50).iter().all(|&n| n == 0));
+    }
 }

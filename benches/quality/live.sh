@@ -230,10 +230,13 @@ live_call() {
   # When the proxy's schedule started (wall clock, ms): with the talker's
   # graph start below, where the loss pattern fell on its frames.
   field "$line" t0_unix_ms > "$dir/proxy_t0.txt"
-  # The talker plays its input `loops` times (it loops) and hangs up.
+  # The talker plays its input `loops` times (it loops) and hangs up. It
+  # logs its controller's inputs with its decisions (`adapt-input:` lines in
+  # talker.out), so any call's decisions can be taken again off line:
+  # `wzp-client replay-adapt --check target/quality-live/runs/KEY/talker.out`.
   local dur
   dur=$(python3 -c "print(f'{$period_s * $loops + 1.0:.2f}s')")
-  "$REL/wzp-client" join --relay "$proxy" "${common[@]}" --alias talker --log "warn,wzp_client::call=info" \
+  "$REL/wzp-client" join --relay "$proxy" --set adapt_log=true "${common[@]}" --alias talker --log "warn,wzp_client::call=info" \
     --identity "$dir/talker.seed" --known-relays "$dir/talker.known" \
     --input "$WORK/talk.wav" --output null --duration "$dur" --stats-json "$dir/talker.json" \
     >"$dir/talker.out" 2>"$dir/talker.err" &

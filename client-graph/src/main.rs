@@ -45,7 +45,9 @@ Examples:
   wzp-client listen --relay 203.0.113.7:4433
       Wait for calls; `wzp-client call FINGERPRINT --relay 203.0.113.7:4433` calls.
   wzp-client reflect --relay 203.0.113.7:4433
-      Print this machine's address as the relay sees it.";
+      Print this machine's address as the relay sees it.
+  wzp-client replay-adapt --check call.log
+      Take a call's adaptation decisions again from its `--set adapt_log=true` log.";
 
 #[derive(Parser)]
 #[command(name = "wzp-client", version = wzp_version(), about = "wzp client: calls, rooms, and media graphs", after_help = EXAMPLES)]
@@ -97,6 +99,10 @@ enum Command {
     /// or back it up / restore it as 24 recovery words.
     #[command(after_help = cli::identity::EXAMPLES)]
     Identity(cli::identity::IdentityArgs),
+    /// Take a call's quality-controller decisions again from the inputs it
+    /// logged (`--set adapt_log=true`), and compare them with its own.
+    #[command(name = "replay-adapt", after_help = cli::replay::EXAMPLES)]
+    ReplayAdapt(cli::replay::ReplayArgs),
 }
 
 /// The version `--version` prints: the crate version and the git commit.
@@ -136,6 +142,11 @@ fn main() {
         Command::Reflect(args) => cli::reflect::reflect_cmd(args),
         Command::VersionCheck(args) => cli::reflect::version_cmd(args),
         Command::Identity(args) => cli::identity::identity_cmd(args),
+        Command::ReplayAdapt(args) => match cli::replay::replay_cmd(args) {
+            Ok(0) => Ok(()),
+            Ok(status) => std::process::exit(status),
+            Err(e) => Err(e),
+        },
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

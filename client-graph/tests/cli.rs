@@ -219,6 +219,7 @@ fn every_subcommand_help_has_examples() {
         "listen",
         "reflect",
         "version-check",
+        "replay-adapt",
     ] {
         let out = bin().args([sub, "--help"]).output().unwrap();
         assert!(out.status.success(), "{sub} --help");
@@ -574,4 +575,131 @@ fn a_bad_log_filter_is_refused_by_every_binary() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
+}
+
+/// A loopback run that logs its controller's inputs (`adapt_log=true`)
+/// replays to the very decisions it printed, timers included (the clean
+/// path after the loss); a log whose decisions were changed is told apart
+/// (exit status 1), and a broken input line or a log with none is refused
+/// with what is wrong and where.
+#[test]
+fn replay_adapt_takes_a_runs_decisions_again() {
+    let dir = tmp("replay");
+    // 2 s clean, then 20 % random loss (a fixed pseudo-random pattern), then
+    // clean: redundancy on, its repair, and off again on the clean path.
+    let mut x: u32 = 12_345;
+    let trace: Vec<&str> = (0..3000)
+        .map(|i| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            if (100..1300).contains(&i) && (x >> 16) % 5 == 0 {
+                "1"
+            } else {
+                "0"
+            }
+        })
+        .collect();
+    let trace_path = dir.join("trace.txt");
+    std::fs::write(&trace_path, trace.join("\n")).unwrap();
+    let out = bin()
+        .arg("run")
+        .arg(repo("graphs/loopback.toml"))
+        .args([
+            "--set",
+            &format!("output={}", dir.join("out.wav").display()),
+        ])
+        .args(["--set", &format!("trace={}", trace_path.display())])
+        .args(["--set", "input_loop=true", "--set", "adapt_log=true"])
+        .args(["--duration", "40s", "--clock", "fast", "--no-realtime"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "run failed:\n{log}");
+    let decisions: Vec<&str> = log.lines().filter(|l| l.starts_with("adapt: ")).collect();
+    assert!(
+        log.lines().any(|l| l.starts_with("adapt-input: report ")),
+        "{log}"
+    );
+    assert!(
+        decisions
+            .iter()
+            .any(|l| l.contains("lbrr=on") || l.contains("fec=100")),
+        "{log}"
+    );
+    assert!(
+        decisions.last().unwrap().starts_with("adapt: clean_path"),
+        "{log}"
+    );
+    let log_path = dir.join("run.log");
+    std::fs::write(&log_path, &log).unwrap();
+    let replay = |path: &std::path::Path| {
+        bin()
+            .args(["replay-adapt", "--check"])
+            .arg(path)
+            .output()
+            .unwrap()
+    };
+    let same = replay(&log_path);
+    let said = String::from_utf8_lossy(&same.stdout);
+    assert!(same.status.success(), "{said}{}", stderr_of(&same));
+    assert!(
+        said.contains(&format!("{} decisions taken again", decisions.len())),
+        "{said}"
+    );
+    // Each replayed decision is the log's, without what the controller had
+    // just read.
+    for (replayed, printed) in said.lines().zip(&decisions) {
+        let (head, _) = printed.split_once(" (worst ").unwrap();
+        assert!(replayed.starts_with(head), "{replayed} / {printed}");
+    }
+    // A decision the controller would not take.
+    let changed = log.replacen(
+        "adapt: clean_path -> tier=good",
+        "adapt: clean_path -> tier=fair",
+        1,
+    );
+    let changed_path = dir.join("changed.log");
+    std::fs::write(&changed_path, changed).unwrap();
+    let differs = replay(&changed_path);
+    assert_eq!(differs.status.code(), Some(1), "{}", stderr_of(&differs));
+    assert!(
+        stderr_of(&differs).contains("differs"),
+        "{}",
+        stderr_of(&differs)
+    );
+    // A broken input line: the file and line say where.
+    let at = log
+        .lines()
+        .position(|l| l.starts_with("adapt-input: report "))
+        .unwrap();
+    let broken: Vec<String> = log
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            if i == at {
+                l.replace("expected=", "expected=x")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    let broken_path = dir.join("broken.log");
+    std::fs::write(&broken_path, broken.join("\n")).unwrap();
+    let bad = replay(&broken_path);
+    assert!(!bad.status.success());
+    let err = stderr_of(&bad);
+    assert!(
+        err.contains(&format!("broken.log:{}:", at + 1)) && err.contains("expected="),
+        "{err}"
+    );
+    // A log with no inputs (a run without adapt_log).
+    let none_path = dir.join("none.log");
+    std::fs::write(&none_path, decisions.join("\n")).unwrap();
+    let none = replay(&none_path);
+    assert!(!none.status.success());
+    assert!(
+        stderr_of(&none).contains("adapt_log=true"),
+        "{}",
+        stderr_of(&none)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

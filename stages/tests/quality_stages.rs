@@ -19,7 +19,8 @@ use wzp_stages::fec::live::FecLive;
 use wzp_stages::quality::adapt::AdaptFactory;
 use wzp_stages::quality::controller::Reason;
 use wzp_stages::quality::feedback_report::FeedbackReportFactory;
-use wzp_stages::quality::journal::{DecisionJournal, DEFAULT_NAME as JOURNAL};
+use wzp_stages::quality::inputs::{replay, Input, InputRecord};
+use wzp_stages::quality::journal::{DecisionJournal, Record, DEFAULT_NAME as JOURNAL};
 use wzp_stages::quality::path::{PathLive, PathSample};
 
 const Q_NS: u64 = 20_000_000;
@@ -429,6 +430,73 @@ fn loss_reports_turn_lbrr_on_in_the_encoder_cell_and_clean_ones_turn_it_off() {
     assert_eq!(st.counter("report_errors"), 0);
 }
 
+/// With `log_inputs`, the journal carries what the controller was handed
+/// between its decisions, in order (the start, each report and early report
+/// about this sender), and a replay of those inputs takes the same
+/// decisions; without it, decisions only.
+#[test]
+fn with_log_inputs_the_journal_carries_what_replays_to_the_decisions() {
+    let run = |log: &str| {
+        let cell = Arc::new(OpusLive::new());
+        let journal = Arc::new(DecisionJournal::default());
+        let mut res = Resources::new();
+        res.insert("enc_live", cell.clone());
+        res.insert(JOURNAL, journal.clone());
+        let mut st = Stage::build(
+            &AdaptFactory,
+            &[("live_settings", "enc_live"), ("log_inputs", log)],
+            &res,
+        )
+        .unwrap();
+        drive(&mut st, 8, &report_bytes(3, 0));
+        drive(&mut st, 3, &report_bytes(3, 10));
+        let mut records = Vec::new();
+        journal.drain(|r| records.push(r));
+        assert_eq!(st.counter("journal_dropped"), 0);
+        records
+    };
+    let plain = run("false");
+    assert!(plain.iter().all(|r| r.decision().is_some()), "{plain:?}");
+    let logged = run("true");
+    let decisions: Vec<_> = logged
+        .iter()
+        .filter_map(|r| r.decision().copied())
+        .collect();
+    assert_eq!(
+        decisions,
+        plain
+            .iter()
+            .filter_map(|r| r.decision().copied())
+            .collect::<Vec<_>>()
+    );
+    let inputs: Vec<InputRecord> = logged
+        .iter()
+        .filter_map(|r| match r {
+            Record::Input(i) => Some(*i),
+            Record::Decision(_) => None,
+        })
+        .collect();
+    assert!(matches!(inputs[0].input, Input::Start { .. }), "{inputs:?}");
+    let reports = inputs
+        .iter()
+        .filter(|i| matches!(i.input, Input::Report { .. }))
+        .count();
+    // One report a second for 11 s.
+    assert_eq!(reports, 11, "{inputs:?}");
+    // The start comes before the start-up decision, each report before
+    // the decision it moved.
+    assert!(matches!(logged[0], Record::Input(_)), "{logged:?}");
+    let last = decisions.last().unwrap().at_ns;
+    let replayed = replay(&inputs, last).unwrap();
+    assert_eq!(replayed.len(), decisions.len(), "{replayed:?}");
+    for (r, d) in replayed.iter().zip(&decisions) {
+        assert_eq!(
+            (r.at_ns, r.reason, r.settings),
+            (d.at_ns, d.reason, d.settings)
+        );
+    }
+}
+
 /// Each decision goes to the journal with what moved it: an early report's
 /// loss for a decision an early report took, not the last full report's.
 #[test]
@@ -462,7 +530,7 @@ fn every_decision_is_journaled_with_the_report_that_moved_it() {
     early.truncate(n);
     drive(&mut st, 1, &early);
     let mut got = Vec::new();
-    journal.drain(|e| got.push(e));
+    journal.drain(|r| got.extend(r.decision().copied()));
     let reasons: Vec<Reason> = got.iter().map(|e| e.reason).collect();
     assert_eq!(
         reasons,

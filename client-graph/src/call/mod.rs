@@ -227,7 +227,7 @@ pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
             // report carries the same monotonic counters.
             let _ = telemetry_tx.try_send(telemetry.sample(&stats));
         }
-        journal.drain(|e| println!("{}{}", opts.label, e.line()));
+        journal.drain(|r| println!("{}{}", opts.label, r.line()));
         if let Some(path) = &opts.stats_json {
             if Instant::now() >= next_stats_json {
                 next_stats_json += STATS_JSON_INTERVAL;
@@ -282,7 +282,7 @@ pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
     });
     let stats = graph.stats();
     graph.stop();
-    journal.drain(|e| println!("{}{}", opts.label, e.line()));
+    journal.drain(|r| println!("{}{}", opts.label, r.line()));
     let report = stats.report(&stats.snapshot(), None);
     drop(graph);
     pump_stop.store(true, Ordering::Relaxed);

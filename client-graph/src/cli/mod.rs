@@ -9,6 +9,7 @@ pub mod join;
 pub mod listen;
 pub mod recovery_words;
 pub mod reflect;
+pub mod replay;
 pub mod run;
 pub mod stages;
 pub mod vars;

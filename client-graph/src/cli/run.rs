@@ -61,9 +61,9 @@ pub fn run(args: RunArgs) -> Result<()> {
         // Drained either way: a journal left full counts every later
         // decision as dropped.
         let mut o = std::io::stdout().lock();
-        j.drain(|e| {
+        j.drain(|r| {
             if print_decisions {
-                let _ = writeln!(o, "{}", e.line());
+                let _ = writeln!(o, "{}", r.line());
             }
         });
     };

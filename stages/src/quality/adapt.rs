@@ -82,6 +82,12 @@
 //! - `journal` (string, "adapt_journal"): the [`DecisionJournal`] resource
 //!   each decision is written to as it is taken ([`super::journal`]; the
 //!   control plane inserts one and prints its entries); empty: none.
+//! - `log_inputs` (bool, false): also write to the journal every input
+//!   the controller is handed (its config when made, each report and early
+//!   report about this sender, each first-hop sample), between the
+//!   decisions, so a call's decisions can be replayed off line
+//!   ([`super::inputs`], `wzp-client replay-adapt`). Off, nothing but the
+//!   decisions is written.
 //! - `heavy_loss` (int, 60): loss percent, in two reports in a row, from
 //!   which Opus is given up for Codec2 (docs/QUALITY.md finding 12: up to
 //!   60 % Opus with its redundancy still scores above Codec2 + RaptorQ).
@@ -103,7 +109,7 @@
 //! `path_congestion` (times they moved the tier down), `path_reordered`
 //! (congested runs the reports showed to be reordering, not acted on), `path_unqueued`
 //! (saturated runs the reports read no queue for: heavy random loss, not acted on), `journal_dropped`
-//! (decisions the journal's ring had no room for). **Gauges** (the settings in force): `tier` (index in
+//! (decisions, and inputs with `log_inputs`, the journal's ring had no room for). **Gauges** (the settings in force): `tier` (index in
 //! `controller::TIERS`: 0 `studio_64k` .. 3 `good` .. 7 `catastrophic`), `dred_ms`,
 //! `loss_hint`, `lbrr`, `bitrate`, `frame_ms`, `fec_ratio`,
 //! `receiver_hold_frames`, `codec` (the wire codec id of the tier),
@@ -150,6 +156,7 @@ use wzp_proto::CodecId;
 use super::controller::{
     Controller, ControllerConfig, Decision, Reason, Settings, PACKET_OVERHEAD_BYTES, TIERS,
 };
+use super::inputs::{Input, InputRecord};
 use super::journal::{DecisionJournal, Entry, JournalWriter};
 use super::path::PathLive;
 use super::receive_stats::{SendClock, SentBytes};
@@ -212,6 +219,11 @@ impl StageFactory for AdaptFactory {
                     "journal",
                     super::journal::DEFAULT_NAME,
                     "the DecisionJournal resource every decision is written to (empty: none)",
+                ),
+                ParamSpec::bool(
+                    "log_inputs",
+                    false,
+                    "also journal every input the controller is handed, for replay (wzp-client replay-adapt)",
                 ),
                 ParamSpec::int(
                     "sender_id",
@@ -364,6 +376,7 @@ impl StageFactory for AdaptFactory {
             not_live: cx.counter("not_live"),
             decisions_by,
             journal,
+            log_inputs: p.bool("log_inputs")?,
             journal_dropped: cx.counter("journal_dropped"),
             last: Entry {
                 at_ns: 0,
@@ -494,6 +507,8 @@ struct Adapt {
     decisions_by: [Counter; Reason::ALL.len()],
     /// Where every decision is written, and the entries that did not fit.
     journal: Option<JournalWriter>,
+    /// Journal the controller's inputs too (`log_inputs`).
+    log_inputs: bool,
     journal_dropped: Counter,
     /// What the latest report and first-hop sample said (the journal
     /// entry's report part), and the last decision.
@@ -608,12 +623,33 @@ impl Adapt {
     }
 }
 
+impl Adapt {
+    /// Journals an input handed to the controller (`log_inputs`).
+    fn log(&mut self, at_ns: u64, input: Input) {
+        if !self.log_inputs {
+            return;
+        }
+        if let Some(j) = self.journal.as_mut() {
+            if !j.push_input(InputRecord { at_ns, input }) {
+                self.journal_dropped.inc();
+            }
+        }
+    }
+}
+
 impl Processor for Adapt {
     fn process(&mut self, io: &mut Io<'_>, cx: &Cx) -> Flow {
         let now = cx.now_ns;
         let mut ctl = match self.controller.take() {
             Some(c) => c,
-            None => Controller::new(self.cfg, now),
+            None => {
+                let input = Input::Start {
+                    cfg: self.cfg,
+                    quantum_ns: cx.quantum_ns,
+                };
+                self.log(now, input);
+                Controller::new(self.cfg, now)
+            }
         };
         let first = {
             // The start-up settings are the profile's: what the encoder was
@@ -658,6 +694,13 @@ impl Processor for Adapt {
                         // full report's (the gauges keep those).
                         self.last.loss_pct = (e.loss_fraction() * 100.0).round() as i32;
                         self.last.run_max = i32::from(e.max_burst);
+                        self.log(
+                            now,
+                            Input::Early {
+                                reporter: f.meta.stream,
+                                entry: e,
+                            },
+                        );
                         ctl.handle_early_report(f.meta.stream, &e, now);
                     }
                     continue;
@@ -692,6 +735,15 @@ impl Processor for Adapt {
                     self.last.sent_kbps =
                         sent_kbps.map_or(-1, |k| ctl.with_repair(k).round() as i32);
                     self.g.sent_kbps.set(i64::from(self.last.sent_kbps));
+                    self.log(
+                        now,
+                        Input::Report {
+                            reporter: f.meta.stream,
+                            entry: e,
+                            info: report.receiver_info(),
+                            sent_kbps,
+                        },
+                    );
                     ctl.handle_report_sent(f.meta.stream, &e, sent_kbps, now);
                     self.g.budget_ms.set(i64::from(ctl.hold_budget_ms()));
                     if ctl.outages() > outages {
@@ -712,6 +764,7 @@ impl Processor for Adapt {
                 ctl.path_reordered(),
                 ctl.path_unqueued(),
             );
+            self.log(now, Input::Path(s));
             ctl.handle_path(&s, now);
             self.g.budget_ms.set(i64::from(ctl.hold_budget_ms()));
             self.path_samples.add(ctl.path_samples() - read);

@@ -338,7 +338,7 @@ pub struct Decision {
 }
 
 /// Controller tuning. Defaults in [`ControllerConfig::default`].
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ControllerConfig {
     /// The best tier to use (a name in [`TIERS`]); the call starts there.
     pub top_tier: &'static str,

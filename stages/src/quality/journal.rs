@@ -12,6 +12,11 @@
 //! single-producer ring made when it was built, and the control plane
 //! drains it ([`DecisionJournal::drain`]) and prints [`Entry::line`].
 //!
+//! With the stage's `log_inputs` param on, the inputs its controller is
+//! handed go into the same ring between the decisions, in the order handed
+//! over ([`Record::Input`], [`super::inputs`]), so a call's log can be
+//! replayed.
+//!
 //! The journal is a graph resource: the control plane inserts one under the
 //! name the stage's `journal` param gives (default `adapt_journal`) and
 //! keeps its `Arc`; without one, the stage makes its own and nobody reads
@@ -22,14 +27,44 @@
 use std::sync::{Mutex, PoisonError};
 
 use super::controller::{Reason, Settings};
+use super::inputs::InputRecord;
 
 /// The resource name `quality.adapt`'s `journal` param defaults to.
 pub const DEFAULT_NAME: &str = "adapt_journal";
 
-/// Entries a ring holds before new ones are dropped. A controller takes a
-/// few decisions a second at most; the control plane drains every 50 ms of
-/// wall time (seconds of graph time on a fast clock).
-pub const CAPACITY: usize = 256;
+/// Records a ring holds before new ones are dropped. A controller takes a
+/// few decisions a second at most, and is handed a report and a first-hop
+/// sample or two a second; the control plane drains every 50 ms of wall
+/// time (seconds of graph time on a fast clock).
+pub const CAPACITY: usize = 512;
+
+/// What a ring carries: a decision, or (with `log_inputs`) an input the
+/// controller was handed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Record {
+    Decision(Entry),
+    Input(InputRecord),
+}
+
+impl Record {
+    /// The record as one line: an `adapt:` line for a decision
+    /// ([`Entry::line`]), an `adapt-input:` line for an input
+    /// ([`InputRecord::line`]).
+    pub fn line(&self) -> String {
+        match self {
+            Record::Decision(e) => e.line(),
+            Record::Input(i) => i.line(),
+        }
+    }
+
+    /// The decision, if this is one.
+    pub fn decision(&self) -> Option<&Entry> {
+        match self {
+            Record::Decision(e) => Some(e),
+            Record::Input(_) => None,
+        }
+    }
+}
 
 /// One decision, as the stage saw it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,6 +107,19 @@ impl Entry {
     /// adapt: random_loss -> tier=good bitrate=24000 frame_ms=20 dred_ms=0 loss_hint=20 lbrr=on fec=0 hold=1 (worst loss 19 %, run 2, queue 2 ms, recv 31 of 33 kb/s, rtt 41 ms; first hop: lost 0 %, queue 1 ms, through 33 kb/s) at 12.34 s
     /// ```
     pub fn line(&self) -> String {
+        self.render(true)
+    }
+
+    /// The decision alone, without what the controller had just read:
+    /// `adapt: random_loss -> tier=good ... hold=1 at 12.34 s`. What a
+    /// replay of the controller's inputs can take again
+    /// ([`super::inputs::replay`]); [`decision_of_line`] cuts the same out
+    /// of a printed [`Entry::line`].
+    pub fn summary(&self) -> String {
+        self.render(false)
+    }
+
+    fn render(&self, full: bool) -> String {
         let s = &self.settings;
         let known = |v: i32, unit: &str| {
             if v < 0 {
@@ -100,8 +148,8 @@ impl Entry {
         } else {
             " [not applied: adapt=false]"
         };
-        format!(
-            "adapt: {} -> tier={} bitrate={} frame_ms={} dred_ms={} loss_hint={} lbrr={} fec={}{} hold={} (worst loss {}, run {}, queue {}, recv {}, rtt {}{first_hop}){held}{applied} at {:.2} s",
+        let decision = format!(
+            "adapt: {} -> tier={} bitrate={} frame_ms={} dred_ms={} loss_hint={} lbrr={} fec={}{} hold={}",
             self.reason.name(),
             s.tier,
             s.bitrate,
@@ -116,6 +164,13 @@ impl Entry {
                 String::new()
             },
             s.receiver_hold_frames,
+        );
+        let at = format!(" at {:.2} s", self.at_ns as f64 / 1e9);
+        if !full {
+            return decision + &at;
+        }
+        format!(
+            "{decision} (worst loss {}, run {}, queue {}, recv {}, rtt {}{first_hop}){held}{applied}{at}",
             known(self.loss_pct, "%"),
             known(self.run_max, ""),
             known(self.queue_ms, "ms"),
@@ -125,9 +180,19 @@ impl Entry {
                 known(self.recv_kbps, "kb/s")
             },
             known(self.rtt_ms, "ms"),
-            self.at_ns as f64 / 1e9,
         )
     }
+}
+
+/// The decision of a printed `adapt:` line ([`Entry::line`]) as
+/// [`Entry::summary`] gives it; `None` for any other line. Anything before
+/// `adapt: ` (a call's label) is left out.
+pub fn decision_of_line(line: &str) -> Option<String> {
+    let start = line.find("adapt: ")?;
+    let line = &line[start..];
+    let head = &line[..line.find(" (worst ")?];
+    let at = &line[line.rfind(" at ")?..];
+    (at.ends_with(" s") && head.contains(" -> ")).then(|| format!("{head}{at}"))
 }
 
 /// Where a graph's `quality.adapt` stages leave their decisions; see the
@@ -135,7 +200,7 @@ impl Entry {
 #[derive(Default)]
 pub struct DecisionJournal {
     /// The read ends of the rings handed out, oldest first.
-    rings: Mutex<Vec<rtrb::Consumer<Entry>>>,
+    rings: Mutex<Vec<rtrb::Consumer<Record>>>,
 }
 
 impl DecisionJournal {
@@ -149,10 +214,10 @@ impl DecisionJournal {
         JournalWriter { tx }
     }
 
-    /// Hands every entry written since the last call to `f`, in the order
+    /// Hands every record written since the last call to `f`, in the order
     /// written (a ring left by a rebuilt stage first); returns how many.
     /// Control side only.
-    pub fn drain(&self, mut f: impl FnMut(Entry)) -> usize {
+    pub fn drain(&self, mut f: impl FnMut(Record)) -> usize {
         let mut rings = self.rings.lock().unwrap_or_else(PoisonError::into_inner);
         let mut n = 0;
         for rx in rings.iter_mut() {
@@ -178,15 +243,22 @@ impl DecisionJournal {
 
 /// A stage's end of the journal (real-time side).
 pub struct JournalWriter {
-    tx: rtrb::Producer<Entry>,
+    tx: rtrb::Producer<Record>,
 }
 
 impl JournalWriter {
-    /// Adds `e`; false (and `e` dropped) when the ring is full. Wait-free,
-    /// no allocation.
+    /// Adds a decision; false (and `e` dropped) when the ring is full.
+    /// Wait-free, no allocation.
     #[inline]
     pub fn push(&mut self, e: Entry) -> bool {
-        self.tx.push(e).is_ok()
+        self.tx.push(Record::Decision(e)).is_ok()
+    }
+
+    /// Adds an input the controller was handed; false (and `i` dropped)
+    /// when the ring is full. Wait-free, no allocation.
+    #[inline]
+    pub fn push_input(&mut self, i: InputRecord) -> bool {
+        self.tx.push(Record::Input(i)).is_ok()
     }
 }
 
@@ -234,7 +306,13 @@ mod tests {
         let mut w2 = j.writer();
         assert!(w2.push(entry(3, Reason::BurstLoss)));
         let mut seen = Vec::new();
-        assert_eq!(j.drain(|e| seen.push((e.at_ns, e.reason))), 3);
+        assert_eq!(
+            j.drain(|r| {
+                let e = r.decision().unwrap();
+                seen.push((e.at_ns, e.reason))
+            }),
+            3
+        );
         assert_eq!(
             seen,
             [
@@ -247,7 +325,7 @@ mod tests {
         assert_eq!(j.rings.lock().unwrap().len(), 1);
         assert!(w2.push(entry(4, Reason::LossEased)));
         let mut later = Vec::new();
-        assert_eq!(j.drain(|e| later.push(e.at_ns)), 1);
+        assert_eq!(j.drain(|r| later.push(r.decision().unwrap().at_ns)), 1);
         assert_eq!(later, [4]);
         assert_eq!(j.drain(|_| {}), 0);
     }
@@ -261,7 +339,10 @@ mod tests {
         }
         assert!(!w.push(entry(9999, Reason::BurstLoss)));
         let mut last = None;
-        assert_eq!(j.drain(|e| last = Some(e.at_ns)), CAPACITY);
+        assert_eq!(
+            j.drain(|r| last = Some(r.decision().unwrap().at_ns)),
+            CAPACITY
+        );
         assert_eq!(last, Some(CAPACITY as u64 - 1));
     }
 

@@ -9,6 +9,8 @@
 pub mod adapt;
 pub mod controller;
 pub mod feedback_report;
+pub mod input_line;
+pub mod inputs;
 pub mod journal;
 pub mod path;
 pub mod receive_stats;

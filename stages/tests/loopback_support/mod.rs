@@ -146,7 +146,7 @@ pub fn run(name: &str, sets: &[(&str, &str)], input: Option<(&Path, &[f32])>) ->
     }
     drop(graph);
     let mut decisions = Vec::new();
-    journal.drain(|e| decisions.push(e));
+    journal.drain(|r| decisions.extend(r.decision().copied()));
     let received = read_wav_mono(&out).unwrap();
     assert_eq!(received.rate, 16_000);
     let builtin;

@@ -1,0 +1,155 @@
+//! `wzp-client replay-adapt LOG`: a call's quality-controller decisions,
+//! taken again off line from the inputs it logged (`--set adapt_log=true`;
+//! `wzp_stages::quality::inputs`).
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use wzp_stages::quality::inputs::{parse_line, replay, InputRecord, PREFIX};
+use wzp_stages::quality::journal::{decision_of_line, Entry};
+
+pub const EXAMPLES: &str = "\
+Examples:
+  wzp-client join --relay 127.0.0.1:4433 --room test --input talk.wav --set adapt_log=true > call.log
+      A call that prints its controller's inputs (`adapt-input:` lines) with
+      its decisions (`adapt:` lines).
+  wzp-client replay-adapt call.log
+      Its decisions, taken again by a fresh controller from those inputs.
+  wzp-client replay-adapt --check call.log
+      The same, compared with the decisions the call printed: exit status 1
+      when they differ (a controller change that moves a decision shows here).
+  wzp-client run graphs/loopback.toml --set loss=20 --set adapt_log=true | wzp-client replay-adapt --check -
+      The loopback's, from standard input.";
+
+#[derive(Args)]
+pub struct ReplayArgs {
+    /// A call's printed output holding its `adapt-input:` lines (and its
+    /// `adapt:` decision lines); `-` reads standard input.
+    #[arg(value_name = "LOG")]
+    pub file: PathBuf,
+    /// Compare the decisions taken again with the `adapt:` lines of the log;
+    /// exit status 1 when they differ.
+    #[arg(long)]
+    pub check: bool,
+}
+
+/// What a log holds: the inputs, the decisions it printed, and the time of
+/// its last decision.
+struct Log {
+    inputs: Vec<InputRecord>,
+    decisions: Vec<String>,
+    last_decision_ns: u64,
+}
+
+fn read_log(r: impl Read, name: &str) -> Result<Log> {
+    let mut log = Log {
+        inputs: Vec::new(),
+        decisions: Vec::new(),
+        last_decision_ns: 0,
+    };
+    for (n, line) in BufReader::new(r).lines().enumerate() {
+        let line = line.with_context(|| format!("reading {name}"))?;
+        if line.contains(PREFIX) {
+            let input = parse_line(&line).map_err(|e| anyhow!("{name}:{}: {e}", n + 1))?;
+            log.inputs.push(input);
+        } else if let Some(d) = decision_of_line(&line) {
+            // "... at 12.34 s": the cycle it was taken on, to 10 ms.
+            let secs = d
+                .rsplit(" at ")
+                .next()
+                .and_then(|t| t.strip_suffix(" s"))
+                .and_then(|t| t.parse::<f64>().ok())
+                .filter(|t| t.is_finite() && *t >= 0.0)
+                .ok_or_else(|| anyhow!("{name}:{}: a decision line with no time", n + 1))?;
+            log.last_decision_ns = log.last_decision_ns.max((secs * 1e9).round() as u64);
+            log.decisions.push(d);
+        }
+    }
+    Ok(log)
+}
+
+pub fn replay_cmd(args: ReplayArgs) -> Result<i32> {
+    let name = args.file.display().to_string();
+    let log = if name == "-" {
+        read_log(std::io::stdin().lock(), "standard input")?
+    } else {
+        let f = std::fs::File::open(&args.file).with_context(|| format!("opening {name}"))?;
+        read_log(f, &name)?
+    };
+    if log.inputs.is_empty() {
+        bail!(
+            "{name} holds no `adapt-input:` lines: run the call with `--set adapt_log=true` (and without --quiet for `wzp-client run`)"
+        );
+    }
+    // Up to the last printed decision's cycle (its time is to 10 ms, the
+    // cycle 20 ms), so a decision taken on a timer after the last input is
+    // taken again too.
+    let until = log.last_decision_ns + 10_000_000;
+    let decisions = replay(&log.inputs, until).map_err(|e| anyhow!("{name}: {e}"))?;
+    let replayed: Vec<String> = decisions
+        .iter()
+        .map(|d| {
+            Entry {
+                at_ns: d.at_ns,
+                reason: d.reason,
+                settings: d.settings,
+                applied: true,
+                live: true,
+                codec_live: true,
+                loss_pct: -1,
+                run_max: -1,
+                queue_ms: -1,
+                recv_kbps: -1,
+                sent_kbps: -1,
+                rtt_ms: -1,
+                path_loss_pct: -1,
+                path_queue_ms: -1,
+                path_kbps: -1,
+            }
+            .summary()
+        })
+        .collect();
+    for d in &replayed {
+        println!("{d}");
+    }
+    if !args.check {
+        return Ok(0);
+    }
+    if log.decisions.is_empty() {
+        bail!("--check: {name} holds no `adapt:` decision lines to compare with");
+    }
+    let first_diff = replayed
+        .iter()
+        .zip(&log.decisions)
+        .position(|(a, b)| a != b);
+    match first_diff {
+        None if replayed.len() == log.decisions.len() => {
+            println!(
+                "replay-adapt: {} decisions taken again from {} inputs; the same as the log's",
+                replayed.len(),
+                log.inputs.len()
+            );
+            Ok(0)
+        }
+        None => {
+            eprintln!(
+                "replay-adapt: the replay took {} decisions, the log printed {}; the first {} agree",
+                replayed.len(),
+                log.decisions.len(),
+                replayed.len().min(log.decisions.len())
+            );
+            Ok(1)
+        }
+        Some(i) => {
+            eprintln!(
+                "replay-adapt: decision {} differs:\n  log:    {}\n  replay: {}\n(a journal that dropped records shows as `journal_dropped` in the adapt stage's counters)",
+                i + 1,
+                log.decisions[i],
+                replayed[i]
+            );
+            Ok(1)
+        }
+    }
+}

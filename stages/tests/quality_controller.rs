@@ -3300,6 +3300,79 @@ fn a_handful_of_packets_mostly_lost_says_the_loss_stayed() {
     }
 }
 
+/// A rate check is judged random by this sender's first hop too, when the
+/// loss stayed there: the loss end to end holds the first hop's. Live at
+/// 80 % both ways no report came for 21 s after a check while every sample
+/// read 60-100 % lost, and the call sat on the checking step (Codec2 1200,
+/// no DRED). A first hop whose loss fell says nothing (a limit beyond it
+/// is the reports' to find), nor does a sample within the settle time.
+#[test]
+fn a_rate_check_is_judged_random_by_the_first_hop_whose_loss_stayed() {
+    let sample = |sent: u16, lost: u16| PathSample {
+        sent,
+        lost,
+        queue_ms: 2,
+        delivered_kbps: 3,
+    };
+    // (what, samples after the check: (ms after it, sent, lost); whether
+    // they take the step back, and when (ms after the check)).
+    let cases: [(&str, &[(u64, u16, u16)], Option<u64>); 4] = [
+        (
+            "heavy loss stays on the first hop",
+            &[(2000, 11, 9)],
+            Some(2000),
+        ),
+        (
+            "a handful, then more, mostly lost",
+            &[(1000, 11, 11), (2000, 4, 2), (2500, 10, 8)],
+            Some(2500),
+        ),
+        (
+            "the first hop's loss fell",
+            &[(2000, 11, 0), (2500, 10, 1), (3000, 12, 0)],
+            None,
+        ),
+        (
+            "within the settle time only",
+            &[(500, 11, 10), (1000, 11, 11)],
+            None,
+        ),
+    ];
+    for (what, samples, verdict) in cases {
+        let mut r = Run::new(lbrr_only());
+        r.go(5, CLEAN, 1);
+        r.go(2, random(0.8), 1);
+        let check = *r.log.last().unwrap();
+        assert_eq!(check.reason, Reason::RateCheck, "{what}: {:?}", r.log);
+        // No report comes after the check (lost with the media); the one
+        // that caused it is still fresh for the first 3 s.
+        for &(ms, sent, lost) in samples {
+            r.now = check.at_ns + ms * MS;
+            r.c.handle_path(&sample(sent, lost), r.now);
+            while let Some(d) = r.c.poll(r.now) {
+                r.log.push(d);
+            }
+        }
+        let last = *r.log.last().unwrap();
+        match verdict {
+            Some(ms) => {
+                assert_eq!(
+                    (last.reason, last.at_ns),
+                    (Reason::HeavyRandom, check.at_ns + ms * MS),
+                    "{what}: {:?}",
+                    r.log
+                );
+                assert!(
+                    last.settings.tier == "good" && last.settings.dred_ms == 1000,
+                    "{what}: {last:?}"
+                );
+            }
+            None => assert_eq!(last, check, "{what}: {:?}", r.log),
+        }
+        assert_eq!(r.c.rate_limits(), 0, "{what}");
+    }
+}
+
 /// Heavy random loss is dense from its first report: DRED with the hold,
 /// not LBRR (which rebuilds one frame back, little at 60-80 %). Live at 70 %
 /// both ways the next report came 9 s after the first, all of it on LBRR.

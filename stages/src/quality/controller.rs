@@ -581,6 +581,9 @@ impl LossTrial {
 struct RateCheck {
     reporter: u32,
     trial: LossTrial,
+    /// The same trial on this sender's first hop (its samples), for the
+    /// verdict that the loss stayed ([`Controller::judge_rate_check_by_path`]).
+    by_path: LossTrial,
 }
 
 /// Packets a rate check's verdict is read over, pooled across its
@@ -1770,6 +1773,7 @@ impl Controller {
             self.rate_check = Some(RateCheck {
                 reporter,
                 trial: LossTrial::new(now_ns, before, loss),
+                by_path: LossTrial::new(now_ns, before, loss),
             });
         }
     }
@@ -1780,7 +1784,10 @@ impl Controller {
     /// blind), and the reporter's loss is judged random if the packets its
     /// reports did count lost as much as before, else unjudged again.
     fn expire_rate_check(&mut self, now_ns: u64) {
-        let Some(RateCheck { reporter, trial: t }) = self.rate_check else {
+        let Some(RateCheck {
+            reporter, trial: t, ..
+        }) = self.rate_check
+        else {
             return;
         };
         if now_ns.saturating_sub(t.at_ns) <= RATE_CHECK_MAX_NS {
@@ -2101,7 +2108,7 @@ impl Controller {
     /// came during the run and saw the media through overrule it: that
     /// "loss" was reordering ([`Controller::path_reordered`]).
     pub fn handle_path(&mut self, sample: &PathSample, now_ns: u64) {
-        if self.judge_sat_check(sample, now_ns) {
+        if self.judge_sat_check(sample, now_ns) || self.judge_rate_check_by_path(sample, now_ns) {
             return;
         }
         if sample.sent < PATH_MIN_PACKETS {
@@ -2276,6 +2283,46 @@ impl Controller {
             // force before the step, its protection included; the reports,
             // once they come, decide the rest.
             self.decide(c.settings, Reason::HeavyRandom, now_ns);
+        }
+        true
+    }
+
+    /// Judges a rate check by this sender's first hop when its loss stayed
+    /// there: the loss end to end holds the first hop's, so as many of the
+    /// first hop's packets lost after the settle time as a report's verdict
+    /// needs ([`judgeable`]) say the loss stayed end to end too: random, and
+    /// the step is taken back ([`Reason::HeavyRandom`], as with the
+    /// reports). Loss that fell there says nothing (the limit may lie
+    /// beyond the first hop): that stays the reports' to judge. The reports
+    /// that would judge it are single datagrams a second, and at the loss
+    /// that causes a check most are lost: live at 80 % both ways none came
+    /// for 21 s after a check while every sample read 60-100 % lost, and
+    /// the call sat on the checking step (Codec2 1200, no DRED). Returns
+    /// whether this sample judged one.
+    fn judge_rate_check_by_path(&mut self, sample: &PathSample, now_ns: u64) -> bool {
+        let Some(mut c) = self.rate_check else {
+            return false;
+        };
+        if self.tier_changed_ns != c.trial.at_ns
+            || now_ns.saturating_sub(c.trial.at_ns) < STEP_SETTLE_NS
+        {
+            return false;
+        }
+        let judged = c
+            .by_path
+            .pool(u32::from(sample.sent), u32::from(sample.lost))
+            && c.by_path.stayed();
+        self.rate_check = Some(c);
+        if !judged {
+            return false;
+        }
+        self.rate_check = None;
+        let verdict = self.rate_verdict(&c.by_path, now_ns);
+        self.slot(c.reporter, now_ns).heavy_verdict = verdict;
+        // Decided with a fresh report at hand; else with the next one
+        // (nothing is decided blind), the step taken back meanwhile.
+        if self.worst(now_ns).any {
+            self.evaluate(now_ns);
         }
         true
     }

@@ -3176,16 +3176,20 @@ fn heavy_random_loss_on_the_first_hop_is_not_saturation() {
 /// are mostly lost with the media gives way at its expiry with the loss
 /// it did count taken as random (Opus with DRED at once, not checked
 /// again while the loss lasts).
+/// A report on `path` that counted only `expected` packets, `lost` of them
+/// lost singly (a rate check's reports on its 120 ms checking step).
+fn few_lost(path: Path, s: &Settings, expected: u16, lost: u16) -> FeedbackEntry {
+    let mut e = report(path, s);
+    e.expected = expected;
+    e.received = expected - lost;
+    e.bursts = [lost as u8, 0, 0, 0, 0, 0];
+    e.max_burst = 1;
+    e
+}
+
 #[test]
 fn a_rate_check_is_judged_over_enough_packets() {
-    let few = |s: &Settings, expected: u16, lost: u16| {
-        let mut e = report(random(0.7), s);
-        e.expected = expected;
-        e.received = expected - lost;
-        e.bursts = [lost as u8, 0, 0, 0, 0, 0];
-        e.max_burst = 1;
-        e
-    };
+    let few = |s: &Settings, expected: u16, lost: u16| few_lost(random(0.7), s, expected, lost);
     // (what, reports after the check: (seconds after it, expected, lost);
     // nothing is decided blind: the second case's report of five settles
     // it, the third's of two with one lost does not, and its step is taken
@@ -3252,14 +3256,7 @@ fn a_rate_check_is_judged_over_enough_packets() {
 /// give it.
 #[test]
 fn a_handful_of_packets_mostly_lost_says_the_loss_stayed() {
-    let few = |s: &Settings, expected: u16, lost: u16| {
-        let mut e = report(random(0.8), s);
-        e.expected = expected;
-        e.received = expected - lost;
-        e.bursts = [lost as u8, 0, 0, 0, 0, 0];
-        e.max_burst = 1;
-        e
-    };
+    let few = |s: &Settings, expected: u16, lost: u16| few_lost(random(0.8), s, expected, lost);
     // (expected, lost) of the one report 3 s after the check; whether it
     // gives the verdict.
     for (expected, lost, verdict) in [

@@ -90,26 +90,7 @@ pub fn replay_cmd(args: ReplayArgs) -> Result<i32> {
     let decisions = replay(&log.inputs, until).map_err(|e| anyhow!("{name}: {e}"))?;
     let replayed: Vec<String> = decisions
         .iter()
-        .map(|d| {
-            Entry {
-                at_ns: d.at_ns,
-                reason: d.reason,
-                settings: d.settings,
-                applied: true,
-                live: true,
-                codec_live: true,
-                loss_pct: -1,
-                run_max: -1,
-                queue_ms: -1,
-                recv_kbps: -1,
-                sent_kbps: -1,
-                rtt_ms: -1,
-                path_loss_pct: -1,
-                path_queue_ms: -1,
-                path_kbps: -1,
-            }
-            .summary()
-        })
+        .map(|d| Entry::unread(d.at_ns, d.reason, d.settings).summary())
         .collect();
     for d in &replayed {
         println!("{d}");

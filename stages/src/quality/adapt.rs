@@ -379,22 +379,13 @@ impl StageFactory for AdaptFactory {
             log_inputs: p.bool("log_inputs")?,
             journal_dropped: cx.counter("journal_dropped"),
             last: Entry {
-                at_ns: 0,
-                reason: Reason::Startup,
-                // Replaced by the first decision before it is written.
-                settings: Settings::none(top_tier),
                 applied: false,
-                live: true,
-                codec_live: false,
-                loss_pct: -1,
-                run_max: -1,
-                queue_ms: -1,
-                recv_kbps: -1,
-                sent_kbps: -1,
-                rtt_ms: -1,
-                path_loss_pct: -1,
-                path_queue_ms: -1,
-                path_kbps: -1,
+                ..Entry::unread(
+                    0,
+                    Reason::Startup,
+                    // Replaced by the first decision before it is written.
+                    Settings::none(top_tier),
+                )
             },
             g: Gauges {
                 tier: cx.gauge("tier"),

@@ -101,6 +101,28 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// A decision with nothing read yet: every report and first-hop figure
+    /// unknown (-1), written to the encoder, live, and with no codec cell.
+    pub fn unread(at_ns: u64, reason: Reason, settings: Settings) -> Entry {
+        Entry {
+            at_ns,
+            reason,
+            settings,
+            applied: true,
+            live: true,
+            codec_live: false,
+            loss_pct: -1,
+            run_max: -1,
+            queue_ms: -1,
+            recv_kbps: -1,
+            sent_kbps: -1,
+            rtt_ms: -1,
+            path_loss_pct: -1,
+            path_queue_ms: -1,
+            path_kbps: -1,
+        }
+    }
+
     /// The decision as one line:
     ///
     /// ```text

@@ -651,6 +651,31 @@ fn replay_adapt_takes_a_runs_decisions_again() {
         let (head, _) = printed.split_once(" (worst ").unwrap();
         assert!(replayed.starts_with(head), "{replayed} / {printed}");
     }
+    // Another config: without RaptorQ for random loss, LBRR takes its place.
+    let other = bin()
+        .args(["replay-adapt", "--set", "random_fec=false"])
+        .arg(&log_path)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&other.stdout);
+    assert!(other.status.success(), "{said}{}", stderr_of(&other));
+    assert!(log.contains(" fec=100 "), "{log}");
+    assert!(
+        !said.contains(" fec=100 ") && said.contains("lbrr=on"),
+        "{said}"
+    );
+    let unknown = bin()
+        .args(["replay-adapt", "--set", "colour=red"])
+        .arg(&log_path)
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success());
+    assert!(
+        stderr_of(&unknown).contains("no such field; it has: ")
+            && stderr_of(&unknown).contains("random_fec"),
+        "{}",
+        stderr_of(&unknown)
+    );
     // A decision the controller would not take.
     let changed = log.replacen(
         "adapt: clean_path -> tier=good",

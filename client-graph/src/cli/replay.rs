@@ -20,6 +20,9 @@ Examples:
   wzp-client replay-adapt --check call.log
       The same, compared with the decisions the call printed: exit status 1
       when they differ (a controller change that moves a decision shows here).
+  wzp-client replay-adapt --set random_fec=false --set hold_budget_ms=80 call.log
+      What the call would have decided with another config (up to the first
+      decision that moves: later inputs were shaped by the call's own).
   wzp-client run graphs/loopback.toml --set loss=20 --set adapt_log=true | wzp-client replay-adapt --check -
       The loopback's, from standard input.";
 
@@ -33,6 +36,38 @@ pub struct ReplayArgs {
     /// exit status 1 when they differ.
     #[arg(long)]
     pub check: bool,
+    /// Replay with a field of the controller's config (the log's `start`
+    /// line) changed: what the call would have decided with, e.g.,
+    /// `random_fec=false` or `hold_budget_ms=80` (repeatable). Valid up to
+    /// the first decision it moves: the inputs after it were shaped by the
+    /// call's own decisions.
+    #[arg(long = "set", value_name = "FIELD=VALUE")]
+    pub set: Vec<String>,
+}
+
+/// The `start` line with the `--set` fields changed (each must be one of
+/// its fields; the parser then checks the values).
+fn with_sets(line: &str, sets: &[(String, String)]) -> Result<String> {
+    let mut words: Vec<String> = line.split(' ').map(str::to_string).collect();
+    for (key, value) in sets {
+        let prefix = format!("{key}=");
+        let w = words
+            .iter_mut()
+            .find(|w| w.starts_with(&prefix))
+            .ok_or_else(|| {
+                let fields: Vec<&str> = line
+                    .split_whitespace()
+                    .filter_map(|w| w.split_once('=').map(|(k, _)| k))
+                    .filter(|&k| k != "at_ns")
+                    .collect();
+                anyhow!(
+                    "--set {key}: the controller's config has no such field; it has: {}",
+                    fields.join(", ")
+                )
+            })?;
+        *w = format!("{key}={value}");
+    }
+    Ok(words.join(" "))
 }
 
 /// What a log holds: the inputs, the decisions it printed, and the time of
@@ -43,7 +78,7 @@ struct Log {
     last_decision_ns: u64,
 }
 
-fn read_log(r: impl Read, name: &str) -> Result<Log> {
+fn read_log(r: impl Read, name: &str, sets: &[(String, String)]) -> Result<Log> {
     let mut log = Log {
         inputs: Vec::new(),
         decisions: Vec::new(),
@@ -52,6 +87,12 @@ fn read_log(r: impl Read, name: &str) -> Result<Log> {
     for (n, line) in BufReader::new(r).lines().enumerate() {
         let line = line.with_context(|| format!("reading {name}"))?;
         if line.contains(PREFIX) {
+            let start = log.inputs.is_empty() && line.contains(&format!("{PREFIX}start "));
+            let line = if start && !sets.is_empty() {
+                with_sets(&line, sets)?
+            } else {
+                line
+            };
             let input = parse_line(&line).map_err(|e| anyhow!("{name}:{}: {e}", n + 1))?;
             log.inputs.push(input);
         } else if let Some(d) = decision_of_line(&line) {
@@ -72,11 +113,21 @@ fn read_log(r: impl Read, name: &str) -> Result<Log> {
 
 pub fn replay_cmd(args: ReplayArgs) -> Result<i32> {
     let name = args.file.display().to_string();
+    let sets = args
+        .set
+        .iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .filter(|(k, v)| !k.is_empty() && !v.is_empty() && !v.contains(char::is_whitespace))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| anyhow!("--set {kv:?}: FIELD=VALUE, e.g. --set random_fec=false"))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let log = if name == "-" {
-        read_log(std::io::stdin().lock(), "standard input")?
+        read_log(std::io::stdin().lock(), "standard input", &sets)?
     } else {
         let f = std::fs::File::open(&args.file).with_context(|| format!("opening {name}"))?;
-        read_log(f, &name)?
+        read_log(f, &name, &sets)?
     };
     if log.inputs.is_empty() {
         bail!(

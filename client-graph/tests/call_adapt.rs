@@ -444,13 +444,17 @@ fn wait_rebuilt(dir: &Path, who: &str, wait: Duration, at_least: i64) -> i64 {
     poll(
         wait,
         "frames rebuilt from repair",
-        || {
-            (0..4)
-                .map(|i| figure(dir, who, &format!("fec_dec{i}"), "recovered"))
-                .sum::<Option<i64>>()
-        },
+        || chains(dir, who, "fec_dec", "recovered"),
         |&n| n >= at_least,
     )
+}
+
+/// A figure summed over `who`'s four receive chains (`stage`0..3), or
+/// `None` before every chain has it.
+fn chains(dir: &Path, who: &str, stage: &str, key: &str) -> Option<i64> {
+    (0..4)
+        .map(|i| figure(dir, who, &format!("{stage}{i}"), key))
+        .sum()
 }
 
 // ---------------------------------------------------------------- tests
@@ -851,16 +855,8 @@ fn a_call_under_70_percent_random_loss_keeps_opus_with_dred() {
         wait_figure(&dir, "alice", "adapt", "dred_ms", |v| v == 1000),
         1000
     );
-    let decoded = || {
-        (0..4)
-            .map(|i| figure(&dir, "bob", &format!("dec{i}"), "frames_decoded"))
-            .sum::<Option<i64>>()
-    };
-    let rebuilt = || {
-        (0..4)
-            .map(|i| figure(&dir, "bob", &format!("dec{i}"), "dred_reconstructions"))
-            .sum::<Option<i64>>()
-    };
+    let decoded = || chains(&dir, "bob", "dec", "frames_decoded");
+    let rebuilt = || chains(&dir, "bob", "dec", "dred_reconstructions");
     let at_decision = decoded().unwrap_or(0);
     let rebuilt_at_decision = rebuilt().unwrap_or(0);
     let opus = poll(

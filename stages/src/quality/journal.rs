@@ -376,18 +376,13 @@ mod tests {
             line,
             "adapt: burst_loss -> tier=good bitrate=24000 frame_ms=20 dred_ms=1000 loss_hint=15 lbrr=off fec=0 hold=3 (worst loss 14 %, run 6, queue 0 ms, recv 30 kb/s, rtt 41 ms) at 12.34 s"
         );
+        let start = entry(0, Reason::Startup);
         let unknown = Entry {
-            loss_pct: -1,
-            run_max: -1,
-            queue_ms: -1,
-            recv_kbps: -1,
-            sent_kbps: -1,
-            rtt_ms: -1,
             path_loss_pct: 3,
             path_queue_ms: 12,
             path_kbps: 20,
             applied: false,
-            ..entry(0, Reason::Startup)
+            ..Entry::unread(0, Reason::Startup, start.settings)
         };
         let line = unknown.line();
         assert!(

@@ -3480,3 +3480,43 @@ fn two_rare_runs_on_a_path_that_reads_random_are_chance() {
     }
     assert_eq!(r.s().dred_ms, 1000, "{:?}", r.log);
 }
+
+/// On Codec2 for bandwidth, loss has no Opus knob to turn: a lossy report
+/// changes nothing, and no decision on Codec2 carries an Opus loss hint or
+/// LBRR under a loss reason. Live, at 80 % random loss a first-hop
+/// congestion step put the call on Codec2 and the next report's decision
+/// read `heavy_random -> tier=catastrophic` for a hint Codec2 ignores.
+#[test]
+fn loss_on_codec2_for_bandwidth_turns_no_opus_knob() {
+    let mut r = Run::new(lbrr_only());
+    r.go(10, CLEAN, 1);
+    let capped_lossy = Path {
+        loss: 0.2,
+        burst: 1,
+        cap_kbps: 11.0,
+    };
+    r.go(20, capped_lossy, 1);
+    let s = r.s();
+    assert_eq!(s.tier, "catastrophic", "{:?}", r.log);
+    for d in r.log.iter().filter(|d| d.settings.tier == "catastrophic") {
+        assert!(
+            !d.settings.lbrr && d.settings.loss_hint == 0 && d.settings.dred_ms == 0,
+            "an Opus knob on Codec2: {d:?}"
+        );
+    }
+    // Bursts on top: still nothing for Opus, and no decision of its own.
+    let before = r.log.len();
+    let bursty = Path {
+        loss: 0.2,
+        burst: 4,
+        cap_kbps: 11.0,
+    };
+    r.go(5, bursty, 1);
+    assert!(
+        r.log[before..]
+            .iter()
+            .all(|d| d.settings.tier != "catastrophic" || d.settings.loss_hint == 0),
+        "{:?}",
+        &r.log[before..]
+    );
+}

@@ -2854,9 +2854,13 @@ impl Controller {
                     // > 6 % to spend LBRR bits at all, docs/QUALITY.md
                     // finding 2); also where the tier has no rate for
                     // repair.
+                    // Codec2 (a bandwidth step) has neither: no
+                    // decision for a hint it ignores.
                     None => {
-                        s.lbrr = p.codec == Codec::Opus;
-                        s.loss_hint = lbrr_hint(loss_pct);
+                        if p.codec == Codec::Opus {
+                            s.lbrr = true;
+                            s.loss_hint = lbrr_hint(loss_pct);
+                        }
                         if self.fec_withheld {
                             Reason::RandomLossRoom
                         } else {
@@ -2877,9 +2881,11 @@ impl Controller {
                     s.loss_hint = dred_hint(s.receiver_hold_frames);
                 } else {
                     // No DRED at this rate (or no hold): LBRR is what there
-                    // is.
-                    s.lbrr = p.codec == Codec::Opus;
-                    s.loss_hint = lbrr_hint(loss_pct);
+                    // is; on Codec2 (a bandwidth step), nothing.
+                    if p.codec == Codec::Opus {
+                        s.lbrr = true;
+                        s.loss_hint = lbrr_hint(loss_pct);
+                    }
                 }
                 if self.heavy_withheld {
                     Reason::HeavyLossRoom

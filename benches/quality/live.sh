@@ -102,7 +102,6 @@ OPUS_DEMO=$(bash benches/quality/build-opus-demo.sh) || fail "no opus_demo (see 
 [ -x "$OPUS_DEMO" ] || fail "build-opus-demo.sh named $OPUS_DEMO, which is not an executable"
 
 # --- speech, the talker's input, the traces --------------------------------
-[ -n "${OFFLINE:-}" ] || rm -rf "$WORK/runs"
 mkdir -p "$WORK/runs" "$WORK/anchor"
 bash benches/quality/speech.sh "$WORK/speech"
 REF="$WORK/speech/speech.wav"
@@ -204,6 +203,9 @@ esac
 # live_call NAME TRACE_FILE SCHEDULE LOOPS
 live_call() {
   local name=$1 trace=$2 schedule=$3 loops=$4 dir="$WORK/runs/$1"
+  # Only this call's folder starts afresh: the calls of conditions not
+  # called this time stay, to replay (`replay-adapt`) or score again.
+  rm -rf "$dir"
   mkdir -p "$dir"
   "${rt[@]}" "$REL/wzp-relay" -i "$dir/relay.seed" --listen 127.0.0.1:0 >"$dir/relay.out" 2>"$dir/relay.err" &
   PIDS+=($!)

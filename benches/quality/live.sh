@@ -19,6 +19,8 @@
 #   CONDITIONS="clean r20" bash benches/quality/live.sh   # some of them (no docs written)
 #   SETS="adapt=true" bash benches/quality/live.sh    # --set NAME=VALUE for both clients
 #   NO_DOCS=1 bash benches/quality/live.sh            # results in target/quality-live only
+#   (then benches/quality/windows.py --live --condition C: where in the speech each call
+#   of condition C made its margin, 2 s window by window)
 #   FAR=listen bash benches/quality/live.sh           # the far end only listens (see FAR below)
 #   BUILD=0 / VENV=DIR / SEED=N                       # no cargo build / another venv / other traces
 #   REL=DIR BUILD=0                                   # the binaries in DIR (e.g. a baseline's copy)

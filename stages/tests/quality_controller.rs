@@ -1920,11 +1920,21 @@ impl Run {
     /// One second: `reports` (reporter id, runs lost) at its end, polls
     /// every 100 ms.
     fn second(&mut self, reports: &[(u32, &[u32])]) {
+        let entries: Vec<(u32, FeedbackEntry)> = reports
+            .iter()
+            .map(|&(id, runs)| (id, runs_report(runs)))
+            .collect();
+        self.second_of(&entries);
+    }
+
+    /// One second: `reports` (reporter id, report) at its end, polls every
+    /// 100 ms.
+    fn second_of(&mut self, reports: &[(u32, FeedbackEntry)]) {
         for _ in 0..10 {
             self.now += 100 * MS;
             if self.now % S == 0 {
-                for &(id, runs) in reports {
-                    self.c.handle_report(id, &runs_report(runs), self.now);
+                for (id, entry) in reports {
+                    self.c.handle_report(*id, entry, self.now);
                 }
             }
             if let Some(d) = self.c.poll(self.now) {
@@ -3561,15 +3571,7 @@ fn one_report_of_clustered_runs_on_a_path_that_reads_random_is_chance() {
     ];
     let mut fec = None;
     for (i, &(received, bins, max_burst)) in reports.iter().enumerate() {
-        for _ in 0..10 {
-            r.now += 100 * MS;
-            if r.now % S == 0 {
-                r.c.handle_report(100, &live(received, bins, max_burst), r.now);
-            }
-            if let Some(d) = r.c.poll(r.now) {
-                r.log.push(d);
-            }
-        }
+        r.second_of(&[(100, live(received, bins, max_burst))]);
         if i == 4 {
             assert!(
                 r.s().fec_ratio > 0,

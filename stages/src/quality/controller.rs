@@ -931,6 +931,17 @@ pub fn lbrr_hint(loss_pct: u32) -> u8 {
     (loss_pct + 5).clamp(7, 30) as u8
 }
 
+/// LBRR on `s` with a hint a little above the loss ([`lbrr_hint`]: libopus
+/// needs > 6 % to spend LBRR bits at all, docs/QUALITY.md finding 2), on
+/// Opus only: Codec2 (a bandwidth step) has neither, and a hint there would
+/// only make a decision for a setting it ignores.
+fn with_lbrr(s: &mut Settings, codec: Codec, loss_pct: u32) {
+    if codec == Codec::Opus {
+        s.lbrr = true;
+        s.loss_hint = lbrr_hint(loss_pct);
+    }
+}
+
 /// Lowest codec bit rate at which the controller uses DRED. libopus gives
 /// DRED a share of the rate above 12 kb/s, and below about 22.5 kb/s that
 /// share does not buy the two chunks it needs to send any: at 16 kb/s
@@ -2859,17 +2870,9 @@ impl Controller {
                         s.fec_block = block;
                         Reason::FecLoss
                     }
-                    // LBRR, a hint a little above the loss (libopus needs
-                    // > 6 % to spend LBRR bits at all, docs/QUALITY.md
-                    // finding 2); also where the tier has no rate for
-                    // repair.
-                    // Codec2 (a bandwidth step) has neither: no
-                    // decision for a hint it ignores.
+                    // LBRR, also where the tier has no rate for repair.
                     None => {
-                        if p.codec == Codec::Opus {
-                            s.lbrr = true;
-                            s.loss_hint = lbrr_hint(loss_pct);
-                        }
+                        with_lbrr(&mut s, p.codec, loss_pct);
                         if self.fec_withheld {
                             Reason::RandomLossRoom
                         } else {
@@ -2890,11 +2893,8 @@ impl Controller {
                     s.loss_hint = dred_hint(s.receiver_hold_frames);
                 } else {
                     // No DRED at this rate (or no hold): LBRR is what there
-                    // is; on Codec2 (a bandwidth step), nothing.
-                    if p.codec == Codec::Opus {
-                        s.lbrr = true;
-                        s.loss_hint = lbrr_hint(loss_pct);
-                    }
+                    // is.
+                    with_lbrr(&mut s, p.codec, loss_pct);
                 }
                 if self.heavy_withheld {
                     Reason::HeavyLossRoom

@@ -3590,3 +3590,76 @@ fn one_report_of_clustered_runs_on_a_path_that_reads_random_is_chance() {
     }
     assert_eq!(r.s().dred_ms, 1000, "{:?}", r.log);
 }
+
+/// A bursty path whose bursts go on keeps DRED and the hold, though its
+/// later runs are shorter than the one that set the memory or come in
+/// reports that read as outages (one long run). The reports of a loopback
+/// call on the live bench's 160 ms burst trace (seed 11, shift 8), second by
+/// second: a run of 8, then runs of 6 and 14 and 6, then runs of 14 and 13
+/// alone in their reports (outages, judged for no shape) with short ones
+/// between. The memory lapsed ten seconds after the last run of 6, between
+/// the outage reports: `loss_eased` at a report losing 34 % in a run of 13,
+/// LBRR with no hold for a second, DRED back with the next report. With
+/// outages renewing the memory but not a shorter run within half the
+/// period, it lapsed at 25 s instead (docs/QUALITY.md finding 45).
+#[test]
+fn bursts_that_go_on_in_shorter_runs_or_long_ones_keep_dred() {
+    let mut r = Run::new(ControllerConfig::default());
+    for _ in 0..3 {
+        r.second(&[(100, &[])]);
+    }
+    let live =
+        |expected: u16, received: u16, bursts: [u8; BURST_BINS], max_burst: u8| FeedbackEntry {
+            expected,
+            received,
+            bursts,
+            max_burst,
+            ..runs_report(&[])
+        };
+    // (expected, received, burst histogram, longest run), from 4 s on.
+    let reports: [(u16, u16, [u8; BURST_BINS], u8); 26] = [
+        (50, 49, [1, 0, 0, 0, 0, 0], 1),
+        (50, 50, [0, 0, 0, 0, 0, 0], 0),
+        (50, 50, [0, 0, 0, 0, 0, 0], 0),
+        // The first burst: a run of 8.
+        (50, 42, [0, 0, 0, 1, 0, 0], 8),
+        (50, 50, [0, 0, 0, 0, 0, 0], 0),
+        (37, 31, [0, 0, 0, 1, 0, 0], 6),
+        (63, 12, [1, 0, 0, 0, 0, 2], 32),
+        (50, 48, [0, 1, 0, 0, 0, 0], 2),
+        (50, 46, [0, 1, 0, 0, 0, 0], 2),
+        (50, 46, [0, 0, 0, 1, 0, 0], 6),
+        (50, 36, [0, 0, 0, 0, 1, 0], 14),
+        (50, 48, [0, 1, 0, 0, 0, 0], 2),
+        (50, 49, [1, 0, 0, 0, 0, 0], 1),
+        (50, 49, [1, 0, 0, 0, 0, 0], 1),
+        (50, 44, [0, 0, 0, 1, 0, 0], 6),
+        (50, 48, [2, 0, 0, 0, 0, 0], 1),
+        (50, 50, [0, 0, 0, 0, 0, 0], 0),
+        (50, 48, [0, 1, 0, 0, 0, 0], 2),
+        (50, 50, [0, 0, 0, 0, 0, 0], 0),
+        (50, 50, [0, 0, 0, 0, 0, 0], 0),
+        (50, 50, [0, 0, 0, 0, 0, 0], 0),
+        (50, 47, [1, 1, 0, 0, 0, 0], 2),
+        (50, 36, [0, 0, 0, 0, 1, 0], 14),
+        (50, 47, [1, 0, 0, 0, 0, 0], 2),
+        // Where the call left DRED: a run of 13, alone in its report.
+        (50, 33, [0, 0, 0, 1, 0, 0], 13),
+        (37, 36, [0, 0, 0, 0, 1, 0], 14),
+    ];
+    let mut protected = false;
+    for (i, &(expected, received, bursts, max_burst)) in reports.iter().enumerate() {
+        r.second_of(&[(100, live(expected, received, bursts, max_burst))]);
+        protected |= r.s().dred_ms > 0;
+        if protected {
+            assert_eq!(
+                (r.s().dred_ms, r.s().receiver_hold_frames),
+                (1000, 3),
+                "report {i} left burst protection: {:?}",
+                r.log
+            );
+        }
+    }
+    assert!(protected, "no burst protection: {:?}", r.log);
+    assert_eq!(r.c.count(Reason::LossEased), 0, "{:?}", r.log);
+}

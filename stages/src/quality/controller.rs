@@ -1705,13 +1705,18 @@ impl Controller {
                 burst = 2;
             }
             // A shorter burst takes over from the longest once that is half
-            // the period old: bursts that go on keep the memory going
-            // (otherwise a path's longest run lapsed the period after it
-            // came, however many bursts followed, and the call left DRED
-            // for a report: two moves of the receiver's hold).
+            // the period old, and before that renews its memory: bursts that
+            // go on keep the memory going (otherwise a path's longest run
+            // lapsed the period after it came, however many bursts followed,
+            // and the call left DRED for a report: two moves of the
+            // receiver's hold; with outage reports renewing it too, below,
+            // a run of 6 four seconds after one renewed nothing on 160 ms
+            // bursts, and the memory lapsed).
             let age = now_ns.saturating_sub(r.burst_at_ns);
             if burst >= r.burst || age > hysteresis || (burst >= 3 && age >= hysteresis / 2) {
                 r.burst = if loss >= 0.01 { burst } else { 0 };
+                r.burst_at_ns = now_ns;
+            } else if burst >= 3 {
                 r.burst_at_ns = now_ns;
             }
             if bursty {
@@ -1726,6 +1731,20 @@ impl Controller {
             // a 12 % path went to no redundancy at all after the settle
             // time).
             r.loss_at_ns = now_ns;
+        } else if outage
+            && !congested
+            && r.burst >= 3
+            && now_ns.saturating_sub(r.burst_at_ns) <= hysteresis
+        {
+            // A long run on a path whose bursts are remembered is one more
+            // of them: it keeps the memory going. Its report reads as an
+            // outage and is judged for no shape, so on 160 ms bursts, where
+            // many reports hold one run of 8-14, the memory lapsed between
+            // them and the call left DRED for LBRR (`loss_eased` at a report
+            // losing 34 % in a run of 13) to come back a report later: two
+            // moves of the receiver's hold and a second without DRED on a
+            // bursty path (docs/QUALITY.md finding 45).
+            r.burst_at_ns = now_ns;
         }
         let rate_judged = self.judge_rate_check(
             reporter,

@@ -3604,20 +3604,8 @@ fn one_report_of_clustered_runs_on_a_path_that_reads_random_is_chance() {
 /// period, it lapsed at 25 s instead (docs/QUALITY.md finding 45).
 #[test]
 fn bursts_that_go_on_in_shorter_runs_or_long_ones_keep_dred() {
-    let mut r = Run::new(ControllerConfig::default());
-    for _ in 0..3 {
-        r.second(&[(100, &[])]);
-    }
-    let live =
-        |expected: u16, received: u16, bursts: [u8; BURST_BINS], max_burst: u8| FeedbackEntry {
-            expected,
-            received,
-            bursts,
-            max_burst,
-            ..runs_report(&[])
-        };
     // (expected, received, burst histogram, longest run), from 4 s on.
-    let reports: [(u16, u16, [u8; BURST_BINS], u8); 26] = [
+    keeps_dred_through(&[
         (50, 49, [1, 0, 0, 0, 0, 0], 1),
         (50, 50, [0, 0, 0, 0, 0, 0], 0),
         (50, 50, [0, 0, 0, 0, 0, 0], 0),
@@ -3646,10 +3634,67 @@ fn bursts_that_go_on_in_shorter_runs_or_long_ones_keep_dred() {
         // Where the call left DRED: a run of 13, alone in its report.
         (50, 33, [0, 0, 0, 1, 0, 0], 13),
         (37, 36, [0, 0, 0, 0, 1, 0], 14),
-    ];
+    ]);
+}
+
+/// The same trace at shift 4 (the loopback): the run of 14 that left the
+/// report at 26 s open settled in the next report, which lost nothing of its
+/// own; its zero loss cleared the burst memory (`r.burst = 0` for a report
+/// under 1 %), and the call sat on LBRR with no hold from 27 s to 29 s. A
+/// run that settles in a report was judged, open, in the one before; it
+/// neither ends nor renews the memory now (docs/QUALITY.md finding 45).
+#[test]
+fn a_long_run_that_settles_in_a_clean_report_does_not_end_the_bursts() {
+    keeps_dred_through(&[
+        (50, 49, [1, 0, 0, 0, 0, 0], 1),
+        (50, 50, [0, 0, 0, 0, 0, 0], 0),
+        (50, 50, [0, 0, 0, 0, 0, 0], 0),
+        (50, 42, [0, 0, 0, 1, 0, 0], 8),
+        (50, 50, [0, 0, 0, 0, 0, 0], 0),
+        (41, 35, [0, 0, 0, 1, 0, 0], 6),
+        (59, 10, [0, 0, 0, 0, 0, 1], 31),
+        (50, 48, [1, 0, 0, 0, 0, 1], 32),
+        (44, 40, [0, 2, 0, 0, 0, 0], 2),
+        (56, 50, [0, 0, 0, 1, 0, 0], 6),
+        (50, 36, [0, 0, 0, 0, 0, 0], 14),
+        (50, 48, [0, 1, 0, 0, 1, 0], 14),
+        (50, 49, [1, 0, 0, 0, 0, 0], 1),
+        (50, 49, [1, 0, 0, 0, 0, 0], 1),
+        (50, 44, [0, 0, 0, 1, 0, 0], 6),
+        (50, 48, [2, 0, 0, 0, 0, 0], 1),
+        (50, 50, [0, 0, 0, 0, 0, 0], 0),
+        (50, 48, [0, 1, 0, 0, 0, 0], 2),
+        (50, 50, [0, 0, 0, 0, 0, 0], 0),
+        (50, 50, [0, 0, 0, 0, 0, 0], 0),
+        (50, 50, [0, 0, 0, 0, 0, 0], 0),
+        (50, 47, [1, 1, 0, 0, 0, 0], 2),
+        (50, 36, [0, 0, 0, 0, 0, 0], 14),
+        // The run of 14 settles here; nothing of this report's is lost.
+        (44, 44, [0, 0, 0, 0, 1, 0], 14),
+        (56, 40, [1, 0, 0, 1, 0, 0], 9),
+        (41, 36, [0, 0, 0, 0, 1, 0], 14),
+    ]);
+}
+
+/// Steps a controller through three clean seconds and then `reports`
+/// (expected, received, burst histogram, longest run; one a second, as a
+/// receiver sent them): once burst protection (DRED with the hold) is on,
+/// every report must leave it on, and nothing is decided as `loss_eased`.
+fn keeps_dred_through(reports: &[(u16, u16, [u8; BURST_BINS], u8)]) {
+    let mut r = Run::new(ControllerConfig::default());
+    for _ in 0..3 {
+        r.second(&[(100, &[])]);
+    }
     let mut protected = false;
     for (i, &(expected, received, bursts, max_burst)) in reports.iter().enumerate() {
-        r.second_of(&[(100, live(expected, received, bursts, max_burst))]);
+        let entry = FeedbackEntry {
+            expected,
+            received,
+            bursts,
+            max_burst,
+            ..runs_report(&[])
+        };
+        r.second_of(&[(100, entry)]);
         protected |= r.s().dred_ms > 0;
         if protected {
             assert_eq!(

@@ -1712,19 +1712,20 @@ impl Controller {
             // receiver's hold; with outage reports renewing it too, below,
             // a run of 6 four seconds after one renewed nothing on 160 ms
             // bursts, and the memory lapsed).
+            //
+            // A run of 3+ in a report with no loss of its own ended in this
+            // interval, its packets counted lost in the report before (and
+            // judged there, open): it neither ends nor renews the memory. A
+            // clean report had cleared it (a run of 14 settling in a clean
+            // second put 160 ms bursts on LBRR for two seconds).
             let age = now_ns.saturating_sub(r.burst_at_ns);
-            if burst >= 3 && loss < 0.01 {
-                // A run that ended in this interval, its packets counted lost
-                // in the report before (judged there, open): no loss of this
-                // report's own is no end of the bursts. It had cleared the
-                // memory (a run of 14 settling in a clean second put 160 ms
-                // bursts on LBRR for two seconds).
-            } else if burst >= r.burst || age > hysteresis || (burst >= 3 && age >= hysteresis / 2)
-            {
-                r.burst = if loss >= 0.01 { burst } else { 0 };
-                r.burst_at_ns = now_ns;
-            } else if burst >= 3 {
-                r.burst_at_ns = now_ns;
+            if burst < 3 || loss >= 0.01 {
+                if burst >= r.burst || age > hysteresis || (burst >= 3 && age >= hysteresis / 2) {
+                    r.burst = if loss >= 0.01 { burst } else { 0 };
+                    r.burst_at_ns = now_ns;
+                } else if burst >= 3 {
+                    r.burst_at_ns = now_ns;
+                }
             }
             if bursty {
                 r.burst = r.burst.max(3);

@@ -653,6 +653,12 @@ impl Receiver {
         self.saw_loss && now_ns.saturating_sub(self.loss_at_ns) < settle_ns
     }
 
+    /// Whether a burst (a run of 3+) is remembered: one came within
+    /// `hysteresis_ns` (its memory renewed since, see `handle_report_sent`).
+    fn bursts_within(&self, now_ns: u64, hysteresis_ns: u64) -> bool {
+        self.burst >= 3 && now_ns.saturating_sub(self.burst_at_ns) <= hysteresis_ns
+    }
+
     /// Whether the random loss this receiver read has ended before the
     /// settle time: half of it has passed since its last lossy report, and
     /// the packets its reports counted since, none lost, would have lost
@@ -1739,11 +1745,7 @@ impl Controller {
             // a 12 % path went to no redundancy at all after the settle
             // time).
             r.loss_at_ns = now_ns;
-        } else if outage
-            && !congested
-            && r.burst >= 3
-            && now_ns.saturating_sub(r.burst_at_ns) <= hysteresis
-        {
+        } else if outage && !congested && r.bursts_within(now_ns, hysteresis) {
             // A long run on a path whose bursts are remembered is one more
             // of them: it keeps the memory going. Its report reads as an
             // outage and is judged for no shape, so on 160 ms bursts, where
@@ -2594,8 +2596,7 @@ impl Controller {
             // Random loss ends as soon as the clean packets since say so;
             // bursts (a run of 3+ within the hysteresis period, or a bursty
             // tally) wait the settle time.
-            let bursts = r.bursty
-                || r.burst >= 3 && now_ns.saturating_sub(r.burst_at_ns) <= self.cfg.hysteresis_ns;
+            let bursts = r.bursty || r.bursts_within(now_ns, self.cfg.hysteresis_ns);
             let ended = !bursts && r.loss_ended(now_ns, self.cfg.clean_settle_ns);
             if r.lossy_within(now_ns, self.cfg.clean_settle_ns) && !ended {
                 lossy = true;

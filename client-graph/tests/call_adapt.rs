@@ -498,6 +498,12 @@ fn lossy_call(adapt: bool, secs: usize) -> ((f32, f32), Decision) {
             "{fec:?}"
         );
         wait_figure(&dir, "alice", "fec_enc", "repair_sent", |n| n >= 50);
+        // Bob's reports say he takes repair riding in source packets
+        // (codec 0x41, docs/WIRE.md §1.7): it goes that way, and he splits
+        // what comes.
+        wait_figure(&dir, "alice", "adapt", "repair_rides", |n| n == 1);
+        wait_figure(&dir, "alice", "pack", "riding", |n| n >= 50);
+        wait_figure(&dir, "bob", "depack", "riding", |n| n >= 20);
         let recovered = wait_rebuilt(&dir, "bob", WAIT, 20);
         eprintln!("{fec:?}; Bob rebuilt {recovered} frames from repair");
     }

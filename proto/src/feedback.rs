@@ -56,18 +56,27 @@ pub fn burst_bin(len: u32) -> usize {
 pub const RECEIVER_ENTRY_ID: u32 = u32::MAX;
 
 /// What a receiver says about itself in its reports: one entry with
-/// `sender_id` [`RECEIVER_ENTRY_ID`], its bytes 4..6 the hold budget and
-/// the rest zero when written and ignored when read (docs/WIRE.md §1.5).
-/// Senders size the redundancy that needs holding to it; a receiver whose
-/// reports carry none (an older build, or a full report) is assumed to
-/// hold what the sender's own `hold_budget` param says.
+/// `sender_id` [`RECEIVER_ENTRY_ID`], its bytes 4..6 the hold budget, byte
+/// 16 what it takes ([`INFO_RIDING_REPAIR`]) and the rest zero when written
+/// and ignored when read (docs/WIRE.md §1.5). Senders size the redundancy
+/// that needs holding to it; a receiver whose reports carry none (an older
+/// build, or a full report) is assumed to hold what the sender's own
+/// `hold_budget` param says, and to take no riding repair.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct ReceiverInfo {
     /// Extra delay, ms, the receiver's jitter buffer may hold to rebuild
     /// loss (its `burst_hold`): what redundancy that arrives later than
     /// that (DRED beyond it, a RaptorQ block's repair) cannot be played.
     pub hold_budget_ms: u16,
+    /// The receiver splits packets with codec `0x41` (a repair symbol
+    /// riding in a source frame's packet, [`crate::riding`]).
+    pub riding_repair: bool,
 }
+
+/// Bit of a receiver's entry's byte 16 ([`ReceiverInfo`]): it takes repair
+/// riding in source packets (codec `0x41`). Other bits: zero when written,
+/// ignored when read.
+pub const INFO_RIDING_REPAIR: u8 = 0x01;
 
 impl ReceiverInfo {
     /// The entry that carries it.
@@ -77,6 +86,12 @@ impl ReceiverInfo {
             // Bytes 4..6; bytes 6..8 stay 0, which a parser checks is not
             // above them (`received <= expected`).
             expected: self.hold_budget_ms,
+            // Byte 16.
+            max_burst: if self.riding_repair {
+                INFO_RIDING_REPAIR
+            } else {
+                0
+            },
             ..FeedbackEntry::default()
         }
     }
@@ -85,6 +100,7 @@ impl ReceiverInfo {
     pub fn from_entry(entry: &FeedbackEntry) -> Option<ReceiverInfo> {
         (entry.sender_id == RECEIVER_ENTRY_ID).then_some(ReceiverInfo {
             hold_budget_ms: entry.expected,
+            riding_repair: entry.max_burst & INFO_RIDING_REPAIR != 0,
         })
     }
 }
@@ -470,6 +486,7 @@ mod tests {
     fn a_receivers_entry_about_itself_is_an_entry_other_senders_pass_by() {
         let info = ReceiverInfo {
             hold_budget_ms: 120,
+            riding_repair: false,
         };
         let mut out = [0u8; 128];
         let n = encode_feedback(1000, &[entry(0x0a0b_0c0d), info.to_entry()], &mut out).unwrap();
@@ -498,6 +515,30 @@ mod tests {
         let n2 = encode_feedback(1000, &[later], &mut out).unwrap();
         assert_eq!(
             FeedbackReport::parse(&out[..n2]).unwrap().receiver_info(),
+            Some(info)
+        );
+        // Riding repair taken: byte 16's low bit (docs/WIRE.md §1.5); its
+        // other bits, a later build's, are passed by.
+        let rides = ReceiverInfo {
+            riding_repair: true,
+            ..info
+        };
+        let n3 = encode_feedback(1000, &[rides.to_entry()], &mut out).unwrap();
+        assert_eq!(
+            hex::encode(&out[FEEDBACK_HEAD_LEN..n3]),
+            format!("ffffffff0078{}01{}", "00".repeat(10), "00".repeat(12))
+        );
+        assert_eq!(
+            FeedbackReport::parse(&out[..n3]).unwrap().receiver_info(),
+            Some(rides)
+        );
+        let other_bits = FeedbackEntry {
+            max_burst: 0xfe,
+            ..info.to_entry()
+        };
+        let n4 = encode_feedback(1000, &[other_bits], &mut out).unwrap();
+        assert_eq!(
+            FeedbackReport::parse(&out[..n4]).unwrap().receiver_info(),
             Some(info)
         );
     }

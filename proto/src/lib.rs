@@ -23,6 +23,8 @@
 //! - [`feedback`]: the receiver feedback report (per-sender loss, bursts,
 //!   jitter, queueing delay, receive rate, RTT echo), the sealed payload of a
 //!   media packet with codec id `0x40`.
+//! - [`riding`]: a RaptorQ repair symbol riding in a source frame's packet
+//!   (codec id `0x41`), the sealed payload that carries both.
 //!
 //! The byte-exact specification is `docs/WIRE.md`; the constants in this crate
 //! are its code form.
@@ -52,6 +54,7 @@ pub mod identity;
 pub mod join;
 pub mod media;
 pub mod presence;
+pub mod riding;
 pub mod room_client;
 pub mod signal;
 pub mod sni;

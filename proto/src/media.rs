@@ -159,6 +159,9 @@ impl CodecId {
     /// Not audio: a receiver feedback report ([`crate::feedback`]), sealed
     /// like media and forwarded blindly by relays.
     pub const FEEDBACK: CodecId = CodecId(0x40);
+    /// A source frame with a RaptorQ repair symbol riding in its packet
+    /// ([`crate::riding`]): the payload names the frame's own codec.
+    pub const WITH_REPAIR: CodecId = CodecId(0x41);
 
     /// The registered name of this codec, or `None` if this build does not know it.
     pub const fn name(self) -> Option<&'static str> {
@@ -173,6 +176,7 @@ impl CodecId {
             0x20 => "comfort_noise",
             0x30 => "pcm_s16le",
             0x40 => "feedback",
+            0x41 => "with_repair",
             _ => return None,
         })
     }
@@ -190,6 +194,7 @@ impl CodecId {
             Self::COMFORT_NOISE,
             Self::PCM_S16LE,
             Self::FEEDBACK,
+            Self::WITH_REPAIR,
         ]
         .into_iter()
         .find(|c| c.name() == Some(name))

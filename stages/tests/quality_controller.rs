@@ -1173,7 +1173,10 @@ fn outages_are_set_aside_bursts_the_hold_reaches_are_protected() {
 fn a_receivers_stated_hold_budget_sizes_repair_bursts_and_outages() {
     let with = |budget: Option<u16>| {
         let mut r = Run::new(ControllerConfig::default());
-        r.info = budget.map(|b| ReceiverInfo { hold_budget_ms: b });
+        r.info = budget.map(|b| ReceiverInfo {
+            hold_budget_ms: b,
+            riding_repair: false,
+        });
         r
     };
     let random = Path {
@@ -1277,7 +1280,12 @@ fn several_receivers_are_sized_to_the_smallest_budget_still_reporting() {
         },
         &s,
     );
-    let info = |b| Some(ReceiverInfo { hold_budget_ms: b });
+    let info = |b| {
+        Some(ReceiverInfo {
+            hold_budget_ms: b,
+            riding_repair: false,
+        })
+    };
     for k in 1..=3 {
         c.handle_receiver_info(1, info(120), k * S);
         c.handle_report(1, &lossy, k * S);
@@ -1301,6 +1309,47 @@ fn several_receivers_are_sized_to_the_smallest_budget_still_reporting() {
     c.handle_report(1, &lossy, 9 * S);
     let _ = c.poll(9 * S);
     assert_eq!(c.hold_budget_ms(), 60);
+}
+
+/// Repair rides in source packets only while every receiver reporting
+/// lately says it takes codec `0x41`: a receiver of an older build (its
+/// reports say nothing) would drop the source frames it rides in.
+#[test]
+fn repair_rides_only_while_every_fresh_receiver_takes_it() {
+    let mut c = Controller::new(ControllerConfig::default(), 0);
+    let _ = c.poll(0);
+    assert!(!c.repair_may_ride(0), "no receiver has said anything");
+    let s = c.settings();
+    let clean = report(CLEAN, &s);
+    let info = |riding| {
+        Some(ReceiverInfo {
+            hold_budget_ms: 60,
+            riding_repair: riding,
+        })
+    };
+    let at = |c: &mut Controller, who: u32, what, k: u64| {
+        c.handle_receiver_info(who, what, k * S);
+        c.handle_report(who, &clean, k * S);
+        let _ = c.poll(k * S);
+    };
+    at(&mut c, 1, info(true), 1);
+    assert!(c.repair_may_ride(S));
+    // A second receiver that does not take it: nobody gets it riding.
+    at(&mut c, 2, info(false), 2);
+    assert!(!c.repair_may_ride(2 * S));
+    // An older build's reports state nothing: the same.
+    at(&mut c, 2, None, 3);
+    assert!(!c.repair_may_ride(3 * S));
+    // Receiver 2 goes quiet (past the 3 s a report stays fresh).
+    for k in 4..=7 {
+        at(&mut c, 1, info(true), k);
+    }
+    assert!(c.repair_may_ride(7 * S));
+    // It comes back taking it.
+    at(&mut c, 2, info(true), 8);
+    assert!(c.repair_may_ride(8 * S));
+    // Every receiver quiet: nobody to say so.
+    assert!(!c.repair_may_ride(20 * S));
 }
 
 /// A rate-limited link with a short queue (a token bucket that drops what

@@ -614,7 +614,10 @@ fn the_table_reports_every_sender_heard_and_forgets_silent_ones() {
 /// the entry's reserved id.
 #[test]
 fn reports_state_the_receivers_budget_where_there_is_room() {
-    let info = ReceiverInfo { hold_budget_ms: 80 };
+    let info = ReceiverInfo {
+        hold_budget_ms: 80,
+        riding_repair: false,
+    };
     let mut fb = ReceiverFeedback::new(MAX_FEEDBACK_ENTRIES, DEFAULT_REORDER_WINDOW, 3_000 * MS);
     fb.set_info(Some(info));
     let mut out = [0u8; feedback_len(MAX_FEEDBACK_ENTRIES)];

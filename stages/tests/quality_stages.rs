@@ -193,7 +193,10 @@ fn the_receiver_reports_each_sender_once_per_interval() {
     assert_eq!(entries.len(), 3);
     assert_eq!(
         last.receiver_info(),
-        Some(ReceiverInfo { hold_budget_ms: 60 })
+        Some(ReceiverInfo {
+            hold_budget_ms: 60,
+            riding_repair: true
+        })
     );
     let e7 = entries.iter().find(|e| e.sender_id == 7).unwrap();
     let e8 = entries.iter().find(|e| e.sender_id == 8).unwrap();
@@ -207,15 +210,24 @@ fn the_receiver_reports_each_sender_once_per_interval() {
 }
 
 /// Every report states the receiver's hold budget (`hold_budget`, its
-/// jitter buffers' `burst_hold`) in an entry of its own; a budget past
+/// jitter buffers' `burst_hold`) in an entry of its own, and whether it
+/// takes riding repair (`riding_repair`, default true); a budget past
 /// DRED's reach is refused at build.
 #[test]
 fn the_receiver_states_its_hold_budget_in_every_report() {
-    for (budget, want) in [("0ms", 0u16), ("120ms", 120), ("1s", 1000)] {
+    for (budget, want, riding) in [
+        ("0ms", 0u16, "true"),
+        ("120ms", 120, "false"),
+        ("1s", 1000, "true"),
+    ] {
         let res = Resources::new();
         let mut st = Stage::build(
             &FeedbackReportFactory,
-            &[("interval", "100ms"), ("hold_budget", budget)],
+            &[
+                ("interval", "100ms"),
+                ("hold_budget", budget),
+                ("riding_repair", riding),
+            ],
             &res,
         )
         .unwrap();
@@ -236,7 +248,8 @@ fn the_receiver_states_its_hold_budget_in_every_report() {
             assert_eq!(
                 info,
                 Some(ReceiverInfo {
-                    hold_budget_ms: want
+                    hold_budget_ms: want,
+                    riding_repair: riding == "true",
                 }),
                 "{budget}"
             );
@@ -715,7 +728,13 @@ fn burst_report(sender: u32, budget_ms: Option<u16>) -> Vec<u8> {
         ..Default::default()
     };
     let mut entries = vec![e];
-    entries.extend(budget_ms.map(|b| ReceiverInfo { hold_budget_ms: b }.to_entry()));
+    entries.extend(budget_ms.map(|b| {
+        ReceiverInfo {
+            hold_budget_ms: b,
+            riding_repair: false,
+        }
+        .to_entry()
+    }));
     encode_report(&entries)
 }
 
@@ -813,6 +832,54 @@ fn heavy_loss_publishes_the_tiers_repair_ratio_through_the_fec_cell() {
         if with_codec {
             assert_eq!(codec.get().unwrap().profile.name, "good");
         }
+    }
+}
+
+/// The FEC cell says repair may ride in source packets while the receiver
+/// reporting says it takes codec `0x41`, with `enabled` off too (it changes
+/// the repair's bytes, not the frames); not for a report that says nothing
+/// (an older build's), and not once it says it does not.
+#[test]
+fn the_fec_cell_says_repair_may_ride_while_the_receivers_take_it() {
+    for enabled in ["true", "false"] {
+        let opus = Arc::new(OpusLive::new());
+        let fec = Arc::new(FecLive::new());
+        let mut res = Resources::new();
+        res.insert("enc_live", opus.clone());
+        res.insert("fec_live", fec.clone());
+        let params = [
+            ("live_settings", "enc_live"),
+            ("fec_live", "fec_live"),
+            ("enabled", enabled),
+        ];
+        let mut st = Stage::build(&AdaptFactory, &params, &res).unwrap();
+        let with = |riding: Option<bool>| {
+            let e = wzp_proto::FeedbackEntry {
+                sender_id: 3,
+                expected: 50,
+                received: 50,
+                recv_kbps: 40,
+                ..Default::default()
+            };
+            let mut entries = vec![e];
+            entries.extend(riding.map(|r| {
+                ReceiverInfo {
+                    hold_budget_ms: 60,
+                    riding_repair: r,
+                }
+                .to_entry()
+            }));
+            encode_report(&entries)
+        };
+        drive(&mut st, 2, &with(None));
+        assert!(!fec.riding(), "{enabled}: an older build's reports");
+        assert_eq!(st.gauge("repair_rides"), 0);
+        drive(&mut st, 2, &with(Some(true)));
+        assert!(fec.riding(), "{enabled}");
+        assert_eq!(st.gauge("repair_rides"), 1);
+        drive(&mut st, 2, &with(Some(false)));
+        assert!(!fec.riding(), "{enabled}");
+        assert_eq!(st.gauge("repair_rides"), 0);
     }
 }
 

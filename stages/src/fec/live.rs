@@ -1,7 +1,9 @@
 //! A live RaptorQ ratio: one stage (the quality controller's
 //! `quality.adapt`) publishes the repair ratio, and with it optionally the
 //! block size, and `fec.raptorq_encode` reads them at the start of each
-//! block. Lock-free: one atomic word.
+//! block. It publishes too whether repair may ride in source packets
+//! (its receivers take codec `0x41`), which `wire.packetize` reads each
+//! cycle. Lock-free: an atomic word and an atomic flag.
 //!
 //! ```
 //! use wzp_stages::fec::live::FecLive;
@@ -14,9 +16,12 @@
 //! assert_eq!((cell.get(), cell.block()), (Some(100), Some(2)));
 //! assert!(cell.set(201).is_err());
 //! assert!(cell.set_block(100, 65).is_err());
+//! assert!(!cell.riding());
+//! cell.set_riding(true);
+//! assert!(cell.riding());
 //! ```
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 /// Highest ratio a cell takes, repair symbols per 100 source symbols (the
 /// encoder's `fec_ratio` range).
@@ -25,10 +30,14 @@ pub const MAX_LIVE_RATIO: u8 = 200;
 /// Largest block size a cell takes (the encoder's `frames_per_block` range).
 pub const MAX_LIVE_BLOCK: u8 = super::block::MAX_SOURCE_SYMBOLS as u8;
 
-/// The cell: 0 until the first `set`, then the ratio plus one in the low
-/// byte, and the block size (0: the encoder's own) in the next.
+/// The cell: a word 0 until the first `set`, then the ratio plus one in
+/// the low byte, and the block size (0: the encoder's own) in the next;
+/// and whether repair may ride.
 #[derive(Debug, Default)]
-pub struct FecLive(AtomicU32);
+pub struct FecLive {
+    word: AtomicU32,
+    riding: AtomicBool,
+}
 
 impl FecLive {
     /// An empty cell: the encoder keeps its build-time `fec_ratio` until the
@@ -45,7 +54,7 @@ impl FecLive {
                 "fec ratio {ratio_percent} % is above {MAX_LIVE_RATIO} %"
             ));
         }
-        self.0
+        self.word
             .store(u32::from(ratio_percent) + 1, Ordering::Release);
         Ok(())
     }
@@ -65,13 +74,13 @@ impl FecLive {
             ));
         }
         let word = (u32::from(ratio_percent) + 1) | u32::from(frames_per_block) << 8;
-        self.0.store(word, Ordering::Release);
+        self.word.store(word, Ordering::Release);
         Ok(())
     }
 
     /// The ratio last published, if any.
     pub fn get(&self) -> Option<u8> {
-        match self.0.load(Ordering::Acquire) & 0xff {
+        match self.word.load(Ordering::Acquire) & 0xff {
             0 => None,
             v => Some((v - 1) as u8),
         }
@@ -80,9 +89,20 @@ impl FecLive {
     /// The block size last published with a ratio ([`FecLive::set_block`]);
     /// `None` when none was (the encoder keeps its `frames_per_block`).
     pub fn block(&self) -> Option<u8> {
-        match (self.0.load(Ordering::Acquire) >> 8) as u8 {
+        match (self.word.load(Ordering::Acquire) >> 8) as u8 {
             0 => None,
             k => Some(k),
         }
+    }
+
+    /// Publishes whether repair may ride in source packets (every receiver
+    /// reporting lately takes codec `0x41`).
+    pub fn set_riding(&self, riding: bool) {
+        self.riding.store(riding, Ordering::Release);
+    }
+
+    /// Whether repair may ride in source packets; false until published.
+    pub fn riding(&self) -> bool {
+        self.riding.load(Ordering::Acquire)
     }
 }

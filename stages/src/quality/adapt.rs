@@ -117,7 +117,9 @@
 //! (1 while random loss that would get RaptorQ gets LBRR because another
 //! receiver hears the stream unrepaired), `heavy_withheld` (1 while heavy
 //! loss that would get Codec2 gets Opus with DRED and the hold for the same
-//! reason), and the
+//! reason), `repair_rides` (1 while every receiver reporting lately takes
+//! repair riding in source packets, codec `0x41`: published in `fec_live`
+//! for `wire.packetize`, with `enabled` off too), and the
 //! latest report's `loss_pct`, `rtt_ms`, `queue_ms` (the queueing delay
 //! the receiver measured), `recv_kbps` (its receive rate), `sent_kbps`
 //! (what this sender sent over that report's interval, as the receiver
@@ -399,6 +401,7 @@ impl StageFactory for AdaptFactory {
                 budget_ms: cx.gauge("hold_budget_ms"),
                 fec_withheld: cx.gauge("fec_withheld"),
                 heavy_withheld: cx.gauge("heavy_withheld"),
+                riding: cx.gauge("repair_rides"),
                 codec: cx.gauge("codec"),
                 loss_pct: cx.gauge("loss_pct"),
                 rtt_ms: cx.gauge("rtt_ms"),
@@ -448,6 +451,8 @@ struct Gauges {
     /// ([`Reason::RandomLossRoom`](super::controller::Reason::RandomLossRoom)).
     fec_withheld: Gauge,
     heavy_withheld: Gauge,
+    /// 1 while repair may ride in source packets (`FecLive::riding`).
+    riding: Gauge,
     codec: Gauge,
     loss_pct: Gauge,
     rtt_ms: Gauge,
@@ -742,6 +747,15 @@ impl Processor for Adapt {
                     }
                     self.rate_limits.add(ctl.rate_limits() - limits);
                 }
+            }
+        }
+        if let Some(cell) = self.fec_live.as_deref() {
+            // Not a decision but what the receivers take: published with
+            // `enabled` off too (the repair's bytes change, not its frames).
+            let riding = ctl.repair_may_ride(now);
+            if riding != cell.riding() {
+                cell.set_riding(riding);
+                self.g.riding.set(i64::from(riding));
             }
         }
         if let Some(s) = self

@@ -446,6 +446,9 @@ struct Receiver {
     last_ns: u64,
     /// The hold budget its reports state, ms (`None`: they state none).
     budget_ms: Option<u32>,
+    /// Its reports say it takes repair riding in source packets
+    /// (`ReceiverInfo::riding_repair`).
+    riding: bool,
     /// Loss fraction: rises at once, decays over reports.
     loss: f32,
     /// The last report's loss fraction as it came (congested or not).
@@ -1353,6 +1356,29 @@ impl Controller {
         let r = self.slot(reporter, now_ns);
         let reach = crate::jitter::DRED_REACH.as_millis() as u32;
         r.budget_ms = info.map(|i| u32::from(i.hold_budget_ms).min(reach));
+        r.riding = info.is_some_and(|i| i.riding_repair);
+    }
+
+    /// Whether repair may ride in source packets (codec `0x41`,
+    /// `wzp_proto::riding`): every receiver reporting lately says it takes
+    /// it, and one does at least. A receiver of a build that does not know
+    /// the codec would drop the source frames it rides in; one whose
+    /// reports say nothing (an older build) keeps the repair in packets of
+    /// its own for the whole stream, as does a room in which one such
+    /// receiver reports.
+    pub fn repair_may_ride(&self, now_ns: u64) -> bool {
+        let mut any = false;
+        for r in self
+            .receivers
+            .iter()
+            .filter(|r| r.used && now_ns.saturating_sub(r.last_ns) <= self.cfg.report_fresh_ns)
+        {
+            if !r.riding {
+                return false;
+            }
+            any = true;
+        }
+        any
     }
 
     /// Settled runs of `long_min` packets and more in `entry`, and the

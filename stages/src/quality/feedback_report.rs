@@ -51,6 +51,11 @@
 //!   Every report states it in an entry of its own (`ReceiverInfo`,
 //!   docs/WIRE.md §1.5; none in a report of 32 senders, which has no room),
 //!   and senders size what needs holding to it (`quality.adapt`).
+//! - `riding_repair` (bool, true): the same entry says this receiver takes
+//!   a RaptorQ repair symbol riding in a source frame's packet (codec
+//!   `0x41`, docs/WIRE.md §1.7), which this build's `wire.depacketize`
+//!   splits; senders let repair ride only when every receiver says so.
+//!   `false` for a receive path that cannot split them.
 //!
 //! **Counters**: `frames_seen`, `reports_sent` (`early_reports` of them
 //! early), `report_errors` (a report that could not be encoded or the
@@ -135,6 +140,11 @@ impl StageFactory for FeedbackReportFactory {
                     Duration::from_millis(60),
                     "extra delay this receiver may hold to rebuild loss (its jitter buffers' burst_hold), stated in every report",
                 ),
+                ParamSpec::bool(
+                    "riding_repair",
+                    true,
+                    "say in every report that this receiver takes repair riding in source packets (codec 0x41: this build's wire.depacketize splits them)",
+                ),
             ],
             default_domain: Domain::Clocked,
             domains: &[Domain::Clocked, Domain::Packet],
@@ -163,6 +173,7 @@ impl StageFactory for FeedbackReportFactory {
         let mut table = ReceiverFeedback::new(senders, window, forget.as_nanos() as u64);
         table.set_info(Some(ReceiverInfo {
             hold_budget_ms: hold_budget.as_millis() as u16,
+            riding_repair: p.bool("riding_repair")?,
         }));
         Ok(Built {
             inputs: vec![PortDecl::new("in", PortType::Frame)],

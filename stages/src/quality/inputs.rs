@@ -167,7 +167,10 @@ pub fn parse_line(line: &str) -> Result<InputRecord, String> {
             let entry = f.entry()?;
             let info = f
                 .maybe("hold_budget_ms")?
-                .map(|hold_budget_ms| ReceiverInfo { hold_budget_ms });
+                .map(|hold_budget_ms| ReceiverInfo {
+                    hold_budget_ms,
+                    riding_repair: false,
+                });
             let sent_kbps: Option<f32> = f.maybe("sent_kbps")?;
             if sent_kbps.is_some_and(|k| !k.is_finite() || k < 0.0) {
                 return Err("sent_kbps: a rate of 0 or more, or -".into());
@@ -336,7 +339,10 @@ mod tests {
                 input: Input::Report {
                     reporter: 7,
                     entry: entry(50, 39, [6, 1, 1, 0, 0, 0], 3),
-                    info: Some(ReceiverInfo { hold_budget_ms: 60 }),
+                    info: Some(ReceiverInfo {
+                        hold_budget_ms: 60,
+                        riding_repair: false,
+                    }),
                     sent_kbps: Some(34.216),
                 },
             },
@@ -381,7 +387,10 @@ mod tests {
             input: Input::Report {
                 reporter: 7,
                 entry: entry(50, 39, [6, 1, 1, 0, 0, 0], 3),
-                info: Some(ReceiverInfo { hold_budget_ms: 60 }),
+                info: Some(ReceiverInfo {
+                    hold_budget_ms: 60,
+                    riding_repair: false,
+                }),
                 sent_kbps: Some(21.5),
             },
         }
@@ -513,7 +522,10 @@ mod tests {
             input: Input::Report {
                 reporter: 7,
                 entry: e,
-                info: budget.map(|hold_budget_ms| ReceiverInfo { hold_budget_ms }),
+                info: budget.map(|hold_budget_ms| ReceiverInfo {
+                    hold_budget_ms,
+                    riding_repair: false,
+                }),
                 sent_kbps: Some(sent),
             },
         }

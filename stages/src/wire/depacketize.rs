@@ -17,6 +17,15 @@
 //! | `duration_ms` | the payload's own length: an Opus packet's TOC, a Codec2 payload's frames counted from its length (one to 120 ms of them, docs/WIRE.md §1) ([`CodecId::frame_samples`]); else the `duration_ms` param (not on the wire) |
 //! | `arrival_ns` | `PacketMeta.arrival_ns`, or the cycle's `now_ns` when that is 0 |
 //!
+//! A packet with codec `0x41` (`with_repair`, docs/WIRE.md §1.7) carries a
+//! source frame and a RaptorQ repair symbol riding with it: it becomes two
+//! frames on `out`, the source frame (its codec and payload from inside,
+//! the rest from the header) and then the repair frame (its `seq`,
+//! `timestamp`, codec, FEC tag and `COMPACT_REPAIR` from inside), as if each
+//! had come in a packet of its own, with the same `arrival_ns` (counter
+//! `riding`; one whose payload does not parse is `malformed`, both frames
+//! dropped).
+//!
 //! A quality report trailer is stored in the gauges below and, when
 //! `quality_report` names a `QualityCell` resource, in that cell for the
 //! control plane or the sending side.
@@ -39,7 +48,7 @@
 //!   receives the trailers.
 //!
 //! ## Stats
-//! Counters `frames`, `feedback` (reports sent to `feedback`), `malformed`,
+//! Counters `frames`, `riding`, `feedback` (reports sent to `feedback`), `malformed`,
 //! `quality_reports`, `queue_full`; gauges
 //! `qr_loss_pct`, `qr_rtt_ms`, `qr_jitter_ms`, `qr_bitrate_cap_kbps` (latest
 //! report received).
@@ -67,6 +76,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wzp_engine::prelude::*;
+use wzp_proto::riding::parse_riding;
 use wzp_proto::{CodecId, Flags, MediaHeader, MediaPacket};
 
 use super::QualityCell;
@@ -133,6 +143,7 @@ impl StageFactory for Depacketize {
             })?)
         };
         let processor = DepacketizeProc {
+            riding: cx.counter("riding"),
             feedback: cx.counter("feedback"),
             duration_ms,
             source_symbols,
@@ -159,6 +170,8 @@ impl StageFactory for Depacketize {
 }
 
 struct DepacketizeProc {
+    /// Packets that carried a repair riding with their source frame.
+    riding: Counter,
     feedback: Counter,
     duration_ms: u8,
     source_symbols: u8,
@@ -247,8 +260,56 @@ impl DepacketizeProc {
             }
             return;
         };
-        // A payload is shorter than the packet that carried it, so it fits a slot.
-        if out.push(meta, packet.payload).is_err() {
+        if h.codec == CodecId::WITH_REPAIR {
+            // A source frame with a repair symbol riding in its packet: two
+            // frames, as if each had come in a packet of its own.
+            let Ok(r) = parse_riding(packet.payload, h.seq, h.timestamp) else {
+                self.malformed.inc();
+                return;
+            };
+            let source_header = MediaHeader {
+                codec: r.codec,
+                ..h
+            };
+            let source = FrameMeta {
+                codec: r.codec.0,
+                duration_ms: self.duration_of(&source_header, r.payload),
+                ..meta
+            };
+            let rp = &r.repair;
+            let repair = FrameMeta {
+                seq: rp.seq,
+                timestamp: rp.timestamp,
+                codec: rp.codec.0,
+                flags: frame_flags::REPAIR
+                    | if rp.compact {
+                        frame_flags::COMPACT_REPAIR
+                    } else {
+                        0
+                    },
+                duration_ms: self.duration_ms,
+                fec: FecTag {
+                    block: rp.fec_block,
+                    symbol: rp.fec_symbol,
+                    source_symbols: rp.fec_block_len,
+                    ratio_percent: rp.fec_ratio,
+                },
+                ..meta
+            };
+            if out.push(source, r.payload).is_err() {
+                self.queue_full.inc();
+                return;
+            }
+            self.frames.inc();
+            self.riding.inc();
+            if out.push(repair, rp.symbol).is_err() {
+                self.queue_full.inc();
+            } else {
+                self.frames.inc();
+            }
+        } else if out.push(meta, packet.payload).is_err() {
+            // A payload is shorter than the packet that carried it, so it
+            // fits a slot.
             self.queue_full.inc();
             return;
         }
@@ -264,7 +325,7 @@ impl DepacketizeProc {
         }
         if h.is_feedback() {
             self.feedback.inc();
-        } else {
+        } else if h.codec != CodecId::WITH_REPAIR {
             self.frames.inc();
         }
     }

@@ -80,12 +80,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wzp_engine::prelude::*;
+use wzp_proto::riding::{encode_riding, riding_len, Riding, RidingRepair, MAX_SEQ_BACK};
 use wzp_proto::{
     CodecId, Flags, MediaHeader, QualityReport, HEADER_LEN, RECEIVER_ENTRY_ID, TRAILER_LEN,
 };
 
 use super::{LocalSender, QualityCell};
+use crate::cell::optional_cell;
 use crate::crypto::TAG_LEN;
+use crate::fec::live::FecLive;
 
 /// `wire.packetize` factory.
 pub struct Packetize;
@@ -137,6 +140,11 @@ impl StageFactory for Packetize {
                     "publish_sender",
                     "",
                     "name of an Arc<LocalSender> resource the chosen sender id is stored in",
+                ),
+                ParamSpec::str(
+                    "fec_live",
+                    "",
+                    "FecLive cell (quality.adapt's fec_live): while it says so, a repair frame rides in the cycle's source packet",
                 ),
             ],
             default_domain: Domain::Clocked,
@@ -199,7 +207,10 @@ impl StageFactory for Packetize {
         if let Some(id) = sender {
             sender_gauge.set(i64::from(id));
         }
+        let fec_live = optional_cell::<FecLive>(cx, p, "fec_live", "a FecLive")?;
         let processor = PacketizeProc {
+            fec_live,
+            riding: cx.counter("riding"),
             sender,
             key_epoch,
             direction: Flags::empty().with(Flags::FROM_RESPONDER, responder),
@@ -225,6 +236,10 @@ impl StageFactory for Packetize {
 }
 
 struct PacketizeProc {
+    /// Says whether repair may ride in source packets.
+    fec_live: Option<Arc<FecLive>>,
+    /// Packets that carried a repair riding in them.
+    riding: Counter,
     sender: Option<u32>,
     key_epoch: u8,
     direction: Flags,
@@ -311,14 +326,137 @@ impl PacketizeProc {
     }
 }
 
+/// Whether `rider` (a repair frame) can ride in `carrier`'s packet: a
+/// source frame of a codec that can carry one, within the layout's reach
+/// (docs/WIRE.md §1.7), the packet within a slot with a trailer and tag.
+fn can_ride(carrier: &Slot<FrameMeta>, rider: &Slot<FrameMeta>) -> bool {
+    let (c, r) = (&carrier.meta, &rider.meta);
+    let f = &r.fec;
+    r.flags & frame_flags::REPAIR != 0
+        && r.flags & frame_flags::MISSING == 0
+        && c.flags & (frame_flags::REPAIR | frame_flags::MISSING) == 0
+        && c.codec != CodecId::FEEDBACK.0
+        && c.codec != CodecId::WITH_REPAIR.0
+        && f.source_symbols > 0
+        && f.ratio_percent > 0
+        && f.symbol >= u16::from(f.source_symbols)
+        && !rider.bytes().is_empty()
+        && c.seq.wrapping_sub(r.seq) <= MAX_SEQ_BACK
+        && c.timestamp.wrapping_sub(r.timestamp) <= u32::from(u16::MAX)
+        && HEADER_LEN
+            + riding_len(carrier.len(), rider.len(), r.codec != c.codec)
+            + TRAILER_LEN
+            + TAG_LEN
+            <= MAX_ITEM_BYTES
+}
+
+impl PacketizeProc {
+    /// `carrier`'s packet with `rider`'s repair symbol in it (codec `0x41`,
+    /// `wzp_proto::riding`); `false`, and nothing written, if it cannot be.
+    fn packetize_riding(
+        &mut self,
+        carrier: &Slot<FrameMeta>,
+        rider: &Slot<FrameMeta>,
+        out: &mut Batch<PacketMeta>,
+    ) -> bool {
+        let mut header = self.header_for(&carrier.meta);
+        header.codec = CodecId::WITH_REPAIR;
+        let report = self.due_report();
+        header.flags = header.flags.with(Flags::QUALITY_REPORT, report.is_some());
+        let r = &rider.meta;
+        let riding = Riding {
+            codec: CodecId(carrier.meta.codec),
+            payload: carrier.bytes(),
+            repair: RidingRepair {
+                seq: r.seq,
+                timestamp: r.timestamp,
+                codec: CodecId(r.codec),
+                fec_block: r.fec.block,
+                fec_symbol: r.fec.symbol,
+                fec_ratio: r.fec.ratio_percent,
+                fec_block_len: r.fec.source_symbols,
+                compact: r.flags & frame_flags::COMPACT_REPAIR != 0,
+                symbol: rider.bytes(),
+            },
+        };
+        let Some(dst) = out.push_slot() else {
+            self.queue_full.inc();
+            // Both frames are lost here, as the packet would have been.
+            return true;
+        };
+        let buf = dst.buf_mut();
+        let room = MAX_ITEM_BYTES - TAG_LEN - if report.is_some() { TRAILER_LEN } else { 0 };
+        let Ok(n) = encode_riding(
+            &riding,
+            header.seq,
+            header.timestamp,
+            &mut buf[HEADER_LEN..room],
+        ) else {
+            // `can_ride` said it fits: not reached. The slot goes back.
+            out.pop();
+            return false;
+        };
+        buf[..HEADER_LEN].copy_from_slice(&header.to_bytes());
+        let mut len = HEADER_LEN + n;
+        if let Some(q) = report {
+            buf[len..len + TRAILER_LEN].copy_from_slice(&q.to_bytes());
+            len += TRAILER_LEN;
+            self.quality_reports.inc();
+        }
+        dst.meta = PacketMeta {
+            peer: 0,
+            stream: header.sender_id,
+            arrival_ns: 0,
+        };
+        dst.set_len(len);
+        self.count += 1;
+        self.packets.inc();
+        self.riding.inc();
+        true
+    }
+}
+
 impl Processor for PacketizeProc {
     fn process(&mut self, io: &mut Io<'_>, _cx: &Cx) -> Flow {
+        let riding = self.fec_live.as_deref().is_some_and(FecLive::riding);
         for port in 0..io.num_inputs().min(2) {
             let (Some(input), Some(out)) = io.frames_in_packets_out(port, 0) else {
                 continue;
             };
-            for frame in input.iter() {
-                self.packetize_one(frame, out);
+            // The cycle's first repair frame rides in its first source
+            // frame's packet (the FEC encoder sends a block's repair paced,
+            // one a cycle, before the cycle's frame), when both can.
+            let pair = if riding && port == 0 {
+                let rider = input
+                    .iter()
+                    .position(|f| f.meta.flags & frame_flags::REPAIR != 0);
+                let carrier = input
+                    .iter()
+                    .position(|f| f.meta.flags & (frame_flags::REPAIR | frame_flags::MISSING) == 0);
+                match (rider, carrier) {
+                    (Some(r), Some(c)) => match (input.get(c), input.get(r)) {
+                        (Some(cf), Some(rf)) if can_ride(cf, rf) => Some((r, c)),
+                        _ => None,
+                    },
+                    _ => None,
+                }
+            } else {
+                None
+            };
+            for (i, frame) in input.iter().enumerate() {
+                match pair {
+                    Some((r, _)) if r == i => continue,
+                    Some((r, c)) if c == i => {
+                        let Some(rider) = input.get(r) else {
+                            continue;
+                        };
+                        if !self.packetize_riding(frame, rider, out) {
+                            self.packetize_one(frame, out);
+                            self.packetize_one(rider, out);
+                        }
+                    }
+                    _ => self.packetize_one(frame, out),
+                }
             }
         }
         Flow::Continue

@@ -43,8 +43,9 @@
 //! - `fec_live` (string, ""): the `FecLive` cell a `fec.raptorq_encode`'s
 //!   `live_ratio` names: the RaptorQ ratio goes live (Codec2 for heavy loss
 //!   carries the tier's repair; random loss of 16 % and more gets a repair
-//!   packet per frame, with the block size published beside the ratio);
-//!   empty: the ratio is counted `not_live`.
+//!   symbol per frame, with the block size published beside the ratio);
+//!   empty: the ratio is counted `not_live`. The cell also says whether
+//!   repair may ride in source packets (gauge `repair_rides` below).
 //! - `path_live` (string, ""): the `PathLive` cell ([`super::path`]) the
 //!   control plane publishes its first hop's transport samples to (lost
 //!   packets, round-trip queue, what got through); the controller reads
@@ -56,8 +57,9 @@
 //!   through.
 //! - `local_sender` (string, ""): name of an `Arc<LocalSender>` resource.
 //! - `random_fec` (bool, true): RaptorQ repair for random loss from a
-//!   level of 16 % (Opus at 11 of 24 kb/s with a repair packet per frame;
-//!   docs/PROFILES.md); false keeps LBRR there, with no extra packets.
+//!   level of 16 % (Opus at 11 of 24 kb/s with a repair symbol per frame,
+//!   riding in the next frame's packet where the receivers take it, else a
+//!   packet of its own; docs/PROFILES.md); false keeps LBRR there.
 //!   Repair needs `fec_live` (the encoder's cell) to go out: without it
 //!   this is off whatever it says.
 //! - `rate_check` (bool, true): heavy loss with no queue first steps the

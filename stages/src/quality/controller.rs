@@ -16,7 +16,7 @@
 //!   the smallest its fresh receivers state, [`Controller::handle_receiver_info`])
 //!   for bursts; for random loss from a level of 16 % (left under 12 %:
 //!   [`FEC_ENTER`]) up to 37 % ([`FEC_ABOVE`], taken again under 33 %)
-//!   RaptorQ repair, a packet per frame, with Opus at 11 of
+//!   RaptorQ repair, a symbol per frame, with Opus at 11 of
 //!   24 kb/s, in blocks whose hold fits the budget ([`fec_block`]), where
 //!   the tier has the rate for it and no other fresh receiver hears the
 //!   stream unrepaired (in a room, a clean listener would hear Opus at

@@ -23,6 +23,18 @@
 //! slot, so a frame above 1458 bytes (1454 with a trailer) is dropped
 //! (`oversize_drops`).
 //!
+//! ## Repair riding in source packets
+//! While the `FecLive` cell named by `fec_live` says so (`quality.adapt`
+//! sets it while every receiver reporting lately takes it), the cycle's
+//! first repair frame (`REPAIR`) rides in the packet of the cycle's first
+//! source frame: one packet with codec `0x41` and the source frame's
+//! header, its payload the frame's codec and payload and the repair's
+//! fields and symbol (`wzp_proto::riding`, docs/WIRE.md §1.7): 10 bytes a
+//! repair instead of a 22-byte header and a 16-byte tag of its own, and one
+//! datagram where there were two. A repair with no source frame in its
+//! cycle, beyond the layout's reach (255 frames, 65535 ticks) or that would
+//! not fit a slot goes in a packet of its own, as always without the cell.
+//!
 //! ## Sender ids
 //! `sender_id` is part of the AEAD nonce: two senders sharing a key (a room)
 //! must have different ids, and a sender must not reuse an id under the same
@@ -52,10 +64,14 @@
 //!   when set, the id chosen at build is stored in it so the receive path's
 //!   `crypto.open` (param `local_sender`) drops echoes of this sender. Needs a
 //!   fixed or random id (not 0).
+//! - `fec_live` (string, ""): name of the `fec::live::FecLive` cell
+//!   (`quality.adapt`'s `fec_live`) whose `riding` flag lets repair ride
+//!   (above); empty: every frame in a packet of its own.
 //!
 //! ## Stats
-//! Counters `packets`, `quality_reports`, `oversize_drops`, `skipped_missing`,
-//! `queue_full`; gauge `sender_id`.
+//! Counters `packets`, `riding` (packets that carried a repair riding),
+//! `quality_reports`, `oversize_drops`, `skipped_missing`, `queue_full`;
+//! gauge `sender_id`.
 //!
 //! ## Latency
 //! None (0 ms).

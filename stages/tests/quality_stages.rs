@@ -835,6 +835,23 @@ fn heavy_loss_publishes_the_tiers_repair_ratio_through_the_fec_cell() {
     }
 }
 
+/// `quality.adapt` with the encoder's cell and the FEC encoder's cell, and
+/// one more param.
+fn adapt_with_fec_cell(param: (&str, &str)) -> (Stage, Arc<OpusLive>, Arc<FecLive>) {
+    let opus = Arc::new(OpusLive::new());
+    let fec = Arc::new(FecLive::new());
+    let mut res = Resources::new();
+    res.insert("enc_live", opus.clone());
+    res.insert("fec_live", fec.clone());
+    let params = [
+        ("live_settings", "enc_live"),
+        ("fec_live", "fec_live"),
+        param,
+    ];
+    let st = Stage::build(&AdaptFactory, &params, &res).unwrap();
+    (st, opus, fec)
+}
+
 /// The FEC cell says repair may ride in source packets while the receiver
 /// reporting says it takes codec `0x41`, with `enabled` off too (it changes
 /// the repair's bytes, not the frames); not for a report that says nothing
@@ -842,17 +859,7 @@ fn heavy_loss_publishes_the_tiers_repair_ratio_through_the_fec_cell() {
 #[test]
 fn the_fec_cell_says_repair_may_ride_while_the_receivers_take_it() {
     for enabled in ["true", "false"] {
-        let opus = Arc::new(OpusLive::new());
-        let fec = Arc::new(FecLive::new());
-        let mut res = Resources::new();
-        res.insert("enc_live", opus.clone());
-        res.insert("fec_live", fec.clone());
-        let params = [
-            ("live_settings", "enc_live"),
-            ("fec_live", "fec_live"),
-            ("enabled", enabled),
-        ];
-        let mut st = Stage::build(&AdaptFactory, &params, &res).unwrap();
+        let (mut st, _, fec) = adapt_with_fec_cell(("enabled", enabled));
         let with = |riding: Option<bool>| {
             let e = wzp_proto::FeedbackEntry {
                 sender_id: 3,
@@ -892,17 +899,7 @@ fn the_fec_cell_says_repair_may_ride_while_the_receivers_take_it() {
 #[test]
 fn random_loss_publishes_raptorq_with_its_block_size_through_the_fec_cell() {
     for random_fec in ["true", "false"] {
-        let opus = Arc::new(OpusLive::new());
-        let fec = Arc::new(FecLive::new());
-        let mut res = Resources::new();
-        res.insert("enc_live", opus.clone());
-        res.insert("fec_live", fec.clone());
-        let params = [
-            ("live_settings", "enc_live"),
-            ("fec_live", "fec_live"),
-            ("random_fec", random_fec),
-        ];
-        let mut st = Stage::build(&AdaptFactory, &params, &res).unwrap();
+        let (mut st, opus, fec) = adapt_with_fec_cell(("random_fec", random_fec));
         drive(&mut st, 3, &report_bytes(3, 10));
         let o = opus.get().expect("settings published");
         if random_fec == "true" {

@@ -101,6 +101,13 @@ proptest! {
             arrival_ns: 0,
         };
         let plain = pack.run_frames(&[(meta, payload.clone())]);
+        if codec == CodecId::WITH_REPAIR.0 {
+            // A packet's codec (a repair riding in a source packet), never
+            // a frame's: not sent.
+            prop_assert!(plain.is_empty());
+            prop_assert_eq!(pack.counter("wire_codec_drops"), 1);
+            return Ok(());
+        }
         let wire = seal.run_packets(&plain);
         if codec == CodecId::FEEDBACK.0 && repair {
             // Reports are never FEC-protected: refused, not sealed.

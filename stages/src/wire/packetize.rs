@@ -70,8 +70,10 @@
 //!
 //! ## Stats
 //! Counters `packets`, `riding` (packets that carried a repair riding),
-//! `quality_reports`, `oversize_drops`, `skipped_missing`, `queue_full`;
-//! gauge `sender_id`.
+//! `quality_reports`, `oversize_drops`, `skipped_missing`, `queue_full`,
+//! `wire_codec_drops` (frames that claimed codec `0x41`, which only a packet
+//! carries: dropped, for the receiver would read their payload as a riding
+//! one); gauge `sender_id`.
 //!
 //! ## Latency
 //! None (0 ms).
@@ -227,6 +229,7 @@ impl StageFactory for Packetize {
         let processor = PacketizeProc {
             fec_live,
             riding: cx.counter("riding"),
+            wire_codec_drops: cx.counter("wire_codec_drops"),
             sender,
             key_epoch,
             direction: Flags::empty().with(Flags::FROM_RESPONDER, responder),
@@ -256,6 +259,8 @@ struct PacketizeProc {
     fec_live: Option<Arc<FecLive>>,
     /// Packets that carried a repair riding in them.
     riding: Counter,
+    /// Frames that claimed codec `0x41` (dropped).
+    wire_codec_drops: Counter,
     sender: Option<u32>,
     key_epoch: u8,
     direction: Flags,
@@ -308,6 +313,12 @@ impl PacketizeProc {
     fn packetize_one(&mut self, frame: &Slot<FrameMeta>, out: &mut Batch<PacketMeta>) {
         if frame.meta.flags & frame_flags::MISSING != 0 {
             self.skipped_missing.inc();
+            return;
+        }
+        if frame.meta.codec == CodecId::WITH_REPAIR.0 {
+            // A packet's codec, never a frame's: its payload would not be
+            // what the receiver splits.
+            self.wire_codec_drops.inc();
             return;
         }
         let mut header = self.header_for(&frame.meta);

@@ -478,6 +478,12 @@ struct Receiver {
     /// Consecutive reports of heavy loss spread over the interval (not
     /// one outage or burst): Codec2 is for a path that stays this bad.
     heavy_run: u32,
+    /// The last reports in a row with loss of [`REGULAR_MIN_LOSS`] or more
+    /// and what this sender sent known: runs of two and more that
+    /// independent loss at each one's level would make, and the runs of
+    /// two and more each held ([`Receiver::regular_loss`]).
+    regular: [(f32, u32); REGULAR_REPORTS],
+    regular_n: usize,
     /// Lost packets over recent reports (outages included), decayed by
     /// [`LONG_RUN_DECAY`] a report, and those of them in runs longer than
     /// the receiver can rebuild ([`Controller::long_run_min`]).
@@ -651,6 +657,42 @@ fn judgeable(counted: u32, lost: u32, loss: f32) -> bool {
 }
 
 impl Receiver {
+    /// Tallies a report whose sender's rate is known, for
+    /// [`Receiver::regular_loss`]: its loss `loss` (`lost` packets) and its
+    /// runs of two and more (`runs_2`). A report under
+    /// [`REGULAR_MIN_LOSS`] starts the tally again.
+    fn count_regular(&mut self, loss: f32, lost: u32, runs_2: u32) {
+        if loss < REGULAR_MIN_LOSS || lost == 0 {
+            self.regular_n = 0;
+            return;
+        }
+        // Runs of two and more at independent loss `p`: of `lost * (1 - p)`
+        // runs (each ends at a packet that arrived), a share `p`.
+        let expected = lost as f32 * (1.0 - loss) * loss;
+        self.regular.rotate_left(1);
+        self.regular[REGULAR_REPORTS - 1] = (expected, runs_2);
+        self.regular_n = (self.regular_n + 1).min(REGULAR_REPORTS);
+    }
+
+    /// Loss too regular to be independent over the last [`REGULAR_REPORTS`]
+    /// reports, each losing [`REGULAR_MIN_LOSS`] or more: far fewer runs of
+    /// two and more than independent loss at their levels makes. A policer
+    /// (a token bucket with little or no queue) drops what exceeds its
+    /// rate: after a packet it passes the bucket is empty and the next one
+    /// is likely dropped, after one it drops it has filled, so up to half
+    /// the packets lost it loses them one at a time; independent loss at
+    /// 40 % loses 40 % of its runs two or more at a time.
+    fn regular_loss(&self) -> bool {
+        if self.regular_n < REGULAR_REPORTS {
+            return false;
+        }
+        let (expected, seen) = self
+            .regular
+            .iter()
+            .fold((0.0, 0), |(e, n), &(x, k)| (e + x, n + k));
+        expected >= REGULAR_MIN_EXPECTED && seen as f32 <= REGULAR_SHARE * expected
+    }
+
     /// Whether this receiver reported loss within `settle_ns` of `now_ns`.
     fn lossy_within(&self, now_ns: u64, settle_ns: u64) -> bool {
         self.saw_loss && now_ns.saturating_sub(self.loss_at_ns) < settle_ns
@@ -985,6 +1027,23 @@ pub const HEAVY_REPORTS: u32 = 2;
 /// Loss fraction that, beginning with a probe, fails it (see
 /// `Controller::handle_report_sent`).
 pub const PROBE_LOSS: f32 = 0.05;
+
+/// Reports in a row whose loss is too regular to be independent before a
+/// rate check ([`Receiver::regular_loss`]): a policer that drops what its
+/// rate cannot carry, under the heavy-loss level.
+pub const REGULAR_REPORTS: usize = 3;
+
+/// Least loss a report needs to count towards [`REGULAR_REPORTS`]: under it
+/// runs of two are too rare at random to tell regular loss by.
+pub const REGULAR_MIN_LOSS: f32 = 0.2;
+
+/// Runs of two and more that independent loss would make over the
+/// [`REGULAR_REPORTS`] reports, at least, for their absence to say the
+/// loss is regular; and the share of that many they may hold at most.
+/// Independent loss shows a quarter of what it is expected to make in
+/// under 0.3 % of such windows (12 expected, 3 or fewer seen, Poisson).
+pub const REGULAR_MIN_EXPECTED: f32 = 12.0;
+pub const REGULAR_SHARE: f32 = 0.25;
 
 /// The bandwidth axis: what a congestion step down changes, and what taking
 /// one back restores.
@@ -1583,6 +1642,9 @@ impl Controller {
         let (long_runs, long) = Self::long_runs_of(entry, self.long_run_min(budget), lost);
         let r = self.slot(reporter, now_ns);
         r.last_ns = now_ns;
+        if congested || outage || sent_kbps.is_none() {
+            r.regular_n = 0;
+        }
         if entry.expected > 0 {
             r.last_loss = loss;
             r.clean_packets = if lost == 0 {
@@ -1685,6 +1747,18 @@ impl Controller {
             } else {
                 0
             };
+            // Runs of two and more, one still open included; with what
+            // was sent known (a sender's own count, as in a call), loss
+            // too regular for independent loss is a rate check's to judge
+            // ([`Receiver::regular_loss`]).
+            if sent_kbps.is_some() {
+                let runs_2 = entry.bursts[1..]
+                    .iter()
+                    .map(|&n| u32::from(n))
+                    .sum::<u32>()
+                    .max(u32::from(entry.max_burst >= 2));
+                r.count_regular(loss, lost, runs_2);
+            }
             // A verdict lasts the heavy loss it was about: a rate limit's
             // until a report is not heavy, random loss's until one reads
             // under half of `heavy_loss` (a 60 % random path reads under
@@ -1821,14 +1895,32 @@ impl Controller {
         if !self.cfg.rate_check || self.rate_check.is_some() || self.sat_checking(now_ns) {
             return;
         }
-        let unjudged = self.receiver(reporter).is_some_and(|r| {
-            r.heavy_run >= HEAVY_REPORTS && r.heavy_verdict == HeavyVerdict::Unknown
+        // Heavy loss, or loss under it too regular to be independent (a
+        // policer: live behind a 24 kbit/s one the call lost 46-60 % for
+        // good on dense-loss DRED, its loss under the heavy level in every
+        // other report).
+        let (unjudged, regular_only) = self.receiver(reporter).map_or((false, false), |r| {
+            let heavy = r.heavy_run >= HEAVY_REPORTS;
+            let regular = r.regular_loss();
+            (
+                (heavy || regular) && r.heavy_verdict == HeavyVerdict::Unknown,
+                regular && !heavy,
+            )
         });
         if !unjudged || self.worst(now_ns).plain_listener {
             return;
         }
         let current = (self.bw.tier, self.bw.packet_ms);
         let p = profile(self.bw.tier);
+        if regular_only {
+            // Its tally is spent on this check, or on none.
+            self.slot(reporter, now_ns).regular_n = 0;
+        }
+        if regular_only && (p.codec != Codec::Opus || p.bitrate < DRED_MIN_BITRATE) {
+            // Under heavy loss, on a tier a rate check cannot judge, the
+            // loss is what the loss rules make of it.
+            return;
+        }
         if p.codec != Codec::Opus || p.bitrate < DRED_MIN_BITRATE {
             // No DRED to keep: Codec2 with RaptorQ is the protection there
             // is (and a tier this low has little rate left to tell by).

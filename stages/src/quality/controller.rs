@@ -29,7 +29,9 @@
 //!   [`ControllerConfig::rate_check`] off). Elsewhere heavy loss with no
 //!   queue first gets a step down to what got through: loss that falls
 //!   with it was a rate limit that queues nothing (the step stands), loss
-//!   that stays is random and keeps Opus with DRED and the hold. RaptorQ waits for two lossy reports whose
+//!   that stays is random and keeps Opus with DRED and the hold. Loss
+//!   under the heavy level too regular for independent loss (a policer's,
+//!   [`REGULAR_REPORTS`]) gets the same check. RaptorQ waits for two lossy reports whose
 //!   pooled runs look random ([`FEC_MIN_REPORTS`]): a block of two is
 //!   lost whole to a run of three. A report's longest run counts as a burst only
 //!   when independent loss at the path's rate makes one that long in
@@ -478,10 +480,10 @@ struct Receiver {
     /// Consecutive reports of heavy loss spread over the interval (not
     /// one outage or burst): Codec2 is for a path that stays this bad.
     heavy_run: u32,
-    /// The last reports in a row with loss of [`REGULAR_MIN_LOSS`] or more
-    /// and what this sender sent known: runs of two and more that
-    /// independent loss at each one's level would make, and the runs of
-    /// two and more each held ([`Receiver::regular_loss`]).
+    /// The last reports in a row with loss of [`REGULAR_MIN_LOSS`] to
+    /// [`REGULAR_MAX_LOSS`] and what this sender sent known: runs longer
+    /// than a policer makes at each one's level that independent loss
+    /// would make, and those each held ([`Receiver::regular_loss`]).
     regular: [(f32, u32); REGULAR_REPORTS],
     regular_n: usize,
     /// Lost packets over recent reports (outages included), decayed by
@@ -658,30 +660,43 @@ fn judgeable(counted: u32, lost: u32, loss: f32) -> bool {
 
 impl Receiver {
     /// Tallies a report whose sender's rate is known, for
-    /// [`Receiver::regular_loss`]: its loss `loss` (`lost` packets) and its
-    /// runs of two and more (`runs_2`). A report under
-    /// [`REGULAR_MIN_LOSS`] starts the tally again.
-    fn count_regular(&mut self, loss: f32, lost: u32, runs_2: u32) {
-        if loss < REGULAR_MIN_LOSS || lost == 0 {
+    /// [`Receiver::regular_loss`]: its loss `loss` (`lost` packets) and
+    /// its histogram (`bursts`, `max_burst`: a run still open counts). A
+    /// report outside [`REGULAR_MIN_LOSS`]..=[`REGULAR_MAX_LOSS`] starts
+    /// the tally again.
+    fn count_regular(&mut self, loss: f32, lost: u32, entry: &FeedbackEntry) {
+        if !(REGULAR_MIN_LOSS..=REGULAR_MAX_LOSS).contains(&loss) || lost == 0 {
             self.regular_n = 0;
             return;
         }
-        // Runs of two and more at independent loss `p`: of `lost * (1 - p)`
-        // runs (each ends at a packet that arrived), a share `p`.
-        let expected = lost as f32 * (1.0 - loss) * loss;
+        // A policer's runs: one at up to 40 % of the packets lost (a run of
+        // two now and then as half is neared), one or two up to two
+        // thirds. Longer ones, `m` and up, at independent loss `p`: of
+        // `lost * (1 - p)` runs (each ends at a packet that arrived), a
+        // share `p^(m-1)`.
+        let m: usize = if loss <= 0.4 { 2 } else { 3 };
+        let expected = lost as f32 * (1.0 - loss) * loss.powi(m as i32 - 1);
+        let seen = entry.bursts[m - 1..]
+            .iter()
+            .map(|&n| u32::from(n))
+            .sum::<u32>()
+            .max(u32::from(usize::from(entry.max_burst) >= m));
         self.regular.rotate_left(1);
-        self.regular[REGULAR_REPORTS - 1] = (expected, runs_2);
+        self.regular[REGULAR_REPORTS - 1] = (expected, seen);
         self.regular_n = (self.regular_n + 1).min(REGULAR_REPORTS);
     }
 
     /// Loss too regular to be independent over the last [`REGULAR_REPORTS`]
-    /// reports, each losing [`REGULAR_MIN_LOSS`] or more: far fewer runs of
-    /// two and more than independent loss at their levels makes. A policer
-    /// (a token bucket with little or no queue) drops what exceeds its
-    /// rate: after a packet it passes the bucket is empty and the next one
-    /// is likely dropped, after one it drops it has filled, so up to half
-    /// the packets lost it loses them one at a time; independent loss at
-    /// 40 % loses 40 % of its runs two or more at a time.
+    /// reports, each losing [`REGULAR_MIN_LOSS`] to [`REGULAR_MAX_LOSS`]:
+    /// far fewer long runs than independent loss at their levels makes. A
+    /// policer (a token bucket with little or no queue) drops what exceeds
+    /// its rate: after a packet it passes the bucket is empty and the next
+    /// one is likely dropped, after one it drops it has filled, so up to
+    /// 40 % of the packets lost it loses them one at a time, up to two
+    /// thirds one or two at a time; independent loss at 40 % loses 40 % of its
+    /// runs two or more at a time, at 55 % 30 % three or more at a time
+    /// (live behind a 24 kbit/s policer: 54 % lost, runs of one and two
+    /// only, in every report).
     fn regular_loss(&self) -> bool {
         if self.regular_n < REGULAR_REPORTS {
             return false;
@@ -1031,18 +1046,25 @@ pub const PROBE_LOSS: f32 = 0.05;
 /// Reports in a row whose loss is too regular to be independent before a
 /// rate check ([`Receiver::regular_loss`]): a policer that drops what its
 /// rate cannot carry, under the heavy-loss level.
-pub const REGULAR_REPORTS: usize = 3;
+pub const REGULAR_REPORTS: usize = 4;
 
 /// Least loss a report needs to count towards [`REGULAR_REPORTS`]: under it
-/// runs of two are too rare at random to tell regular loss by.
+/// long runs are too rare at random to tell regular loss by.
 pub const REGULAR_MIN_LOSS: f32 = 0.2;
 
-/// Runs of two and more that independent loss would make over the
-/// [`REGULAR_REPORTS`] reports, at least, for their absence to say the
-/// loss is regular; and the share of that many they may hold at most.
+/// Most loss a report may have to count towards [`REGULAR_REPORTS`]: runs
+/// longer than a policer's are then 4 and more, which the report's
+/// histogram does not tell from 3 (heavy loss is checked anyway).
+pub const REGULAR_MAX_LOSS: f32 = 2.0 / 3.0;
+
+/// Runs longer than a policer makes that independent loss would make over
+/// the [`REGULAR_REPORTS`] reports, at least, for their absence to say
+/// the loss is regular; and the share of that many they may hold at most.
 /// Independent loss shows a quarter of what it is expected to make in
-/// under 0.3 % of such windows (12 expected, 3 or fewer seen, Poisson).
-pub const REGULAR_MIN_EXPECTED: f32 = 12.0;
+/// under 0.3 % of such windows (10 expected, 2 or fewer seen, Poisson):
+/// four reports at 45 % loss expect 10 runs of three and more.
+pub const REGULAR_MIN_EXPECTED: f32 = 10.0;
+/// See [`REGULAR_MIN_EXPECTED`].
 pub const REGULAR_SHARE: f32 = 0.25;
 
 /// The bandwidth axis: what a congestion step down changes, and what taking
@@ -1747,17 +1769,11 @@ impl Controller {
             } else {
                 0
             };
-            // Runs of two and more, one still open included; with what
-            // was sent known (a sender's own count, as in a call), loss
-            // too regular for independent loss is a rate check's to judge
-            // ([`Receiver::regular_loss`]).
+            // With what was sent known (a sender's own count, as in a
+            // call), loss too regular for independent loss is a rate
+            // check's to judge ([`Receiver::regular_loss`]).
             if sent_kbps.is_some() {
-                let runs_2 = entry.bursts[1..]
-                    .iter()
-                    .map(|&n| u32::from(n))
-                    .sum::<u32>()
-                    .max(u32::from(entry.max_burst >= 2));
-                r.count_regular(loss, lost, runs_2);
+                r.count_regular(loss, lost, entry);
             }
             // A verdict lasts the heavy loss it was about: a rate limit's
             // until a report is not heavy, random loss's until one reads

@@ -1044,7 +1044,7 @@ pub const HEAVY_REPORTS: u32 = 2;
 pub const PROBE_LOSS: f32 = 0.05;
 
 /// Reports in a row whose loss is too regular to be independent before a
-/// rate check ([`Receiver::regular_loss`]): a policer that drops what its
+/// rate check (`Receiver::regular_loss`): a policer that drops what its
 /// rate cannot carry, under the heavy-loss level.
 pub const REGULAR_REPORTS: usize = 4;
 

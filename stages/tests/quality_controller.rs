@@ -2687,6 +2687,47 @@ fn a_route_that_got_longer_on_both_sources_is_taken_back_on_each() {
     assert!(s.lbrr, "the loss is protected: {s:?}");
 }
 
+/// The same longer route with the first hop's step taken back while the
+/// reports, which saw no queue at the step, read the route since: what they
+/// read becomes their base too, so their next reading of it is no queue and
+/// takes no step. Live on a 10 % path (CI, idle machine) the reports' step
+/// came half a second after the first hop's was taken back (60 ms read at
+/// 4 % loss), its judging reports read the receive rate short, and the call
+/// went down the ladder to Codec2 1200.
+#[test]
+fn a_route_the_first_hop_judged_longer_is_the_reports_too() {
+    let mut r = Run::new(lbrr_only());
+    r.go(10, random(0.12), 1);
+    assert_eq!(r.s().tier, "good");
+    let mut steps = 0;
+    // The samples read the route from 0.80 s (their step at 1.52); the
+    // reports from 2.10, losing 12 %, then 4 % from 4.10.
+    for k in 1..=2_000u64 {
+        r.now += 10 * MS;
+        let s = r.s();
+        if k % 50 == 2 {
+            let mut p = first_hop(0.0, &s);
+            p.lost = (f32::from(p.sent) * 0.12).round() as u16;
+            p.delivered_kbps = (f32::from(p.delivered_kbps) * 0.88) as u16;
+            p.queue_ms = if k > 80 { 122 } else { 0 };
+            r.c.handle_path(&p, r.now);
+        }
+        if k % 100 == 10 {
+            let loss = if k > 310 { 0.04 } else { 0.12 };
+            let mut e = report(random(loss), &s);
+            e.queue_delay_100us = if k > 160 { 620 } else { 0 };
+            r.c.handle_report(100, &e, r.now);
+        }
+        if let Some(d) = r.c.poll(r.now) {
+            steps += usize::from(d.reason == Reason::Congestion);
+            r.log.push(d);
+        }
+    }
+    assert_eq!(steps, 1, "the first hop's step only: {:?}", r.log);
+    assert_eq!(r.c.count(Reason::PathDelay), 1, "{:?}", r.log);
+    assert_eq!(r.s().tier, "good", "{:?}", r.log);
+}
+
 /// The same longer route with the reports' step first and the first hop's
 /// samples losing under 10 % till long after (QUIC counts its packets,
 /// acknowledgements included, so a 10 % path often reads 5-8 % there):

@@ -611,3 +611,79 @@ fn rate_limits_bytes_and_counts_what_it_drops_without_allocating() {
     assert!((200..=222).contains(&out), "{out} passed");
     assert!(drops > 700, "{drops} dropped");
 }
+
+/// With `repair_rides`, a cycle's repair frame shares its source frame's
+/// fate, as a repair riding in the source packet does in a call: the trace
+/// advances once a cycle (one entry per packet), not once per frame, and
+/// the pair is lost or kept whole, released together. Without it each
+/// frame is an item of its own. `net.netem` (packets) refuses the param.
+#[test]
+fn a_riding_repair_shares_its_source_frames_fate() {
+    let dir = std::env::temp_dir().join(format!("wzp-netem-ride-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("loss.txt");
+    // Cycle 1 and 3 lost.
+    std::fs::write(&path, "0 1 0 1 0 0").unwrap();
+    let run = |rides: bool| {
+        let mut h = Harness::new(
+            &NetemFrames,
+            &[
+                ("trace", ParamValue::Str(path.display().to_string())),
+                ("repair_rides", ParamValue::Bool(rides)),
+                ("jitter", ms(5)),
+            ],
+        );
+        let mut out = Vec::new();
+        for i in 0..6u32 {
+            let mut repair = frame(1000 + i);
+            repair.flags = frame_flags::REPAIR;
+            h.frames_in().push(repair, &[9, 9]).unwrap();
+            h.frames_in().push(frame(i), &[1]).unwrap();
+            h.step();
+            out.extend(
+                h.frames_out()
+                    .into_iter()
+                    .map(|(m, _)| (m.seq, m.arrival_ns)),
+            );
+        }
+        for _ in 0..2 {
+            h.step();
+            out.extend(
+                h.frames_out()
+                    .into_iter()
+                    .map(|(m, _)| (m.seq, m.arrival_ns)),
+            );
+        }
+        (out, h.counter("lost"))
+    };
+    let (out, lost) = run(true);
+    let seqs: Vec<u32> = out.iter().map(|&(s, _)| s).collect();
+    let mut sorted = seqs.clone();
+    sorted.sort();
+    assert_eq!(sorted, vec![0, 2, 4, 5, 1000, 1002, 1004, 1005], "{out:?}");
+    assert_eq!(lost, 4);
+    // Released together: each repair with its source frame's arrival time.
+    for (seq, at) in &out {
+        if *seq >= 1000 {
+            let carrier = out.iter().find(|&&(s, _)| s == seq - 1000).unwrap();
+            assert_eq!(*at, carrier.1, "{out:?}");
+        }
+    }
+    // Items of their own: the trace runs twice as fast (repair, source).
+    let (out, lost) = run(false);
+    let mut seqs: Vec<u32> = out.iter().map(|&(s, _)| s).collect();
+    seqs.sort();
+    // (cycle 0: repair 0 kept, source 1 lost; cycle 1 the same; cycle 2
+    // both kept; then round again.)
+    assert_eq!(
+        seqs,
+        vec![2, 5, 1000, 1001, 1002, 1003, 1004, 1005],
+        "{out:?}"
+    );
+    assert_eq!(lost, 4);
+    let err = Harness::try_new(&Netem, &[("repair_rides", ParamValue::Bool(true))])
+        .err()
+        .expect("refused on packets");
+    assert!(err.to_string().contains("repair_rides"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

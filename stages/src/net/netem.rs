@@ -56,6 +56,12 @@
 //! - `rate_queue` (duration, 100ms): longest wait for tokens; an item that
 //!   would wait longer is dropped and counted in `rate_drops`.
 //!
+//! - `repair_rides` (bool, false; `net.netem_frames` only): a cycle's first
+//!   repair frame (`REPAIR`) shares the fate of the cycle's first source
+//!   frame, lost with it or released with it, drawing nothing (no trace
+//!   entry): a repair riding in its source frame's packet, as
+//!   `wire.packetize` sends them in a call (docs/WIRE.md §1.7).
+//!
 //! The impairment itself is [`super::netem_core::NetemCore`], shared with
 //! the `wzp-netem` UDP proxy.
 //!
@@ -84,17 +90,33 @@ use super::netem_core::{GeModel, ImpairParams, NetemCore};
 /// Items that carry an arrival time netem can set.
 pub trait Arrival: Meta {
     fn set_arrival_ns(&mut self, ns: u64);
+    /// An item that may ride in another's datagram (a RaptorQ repair frame).
+    fn may_ride(&self) -> bool;
+    /// An item that may carry a rider (a source frame that was sent).
+    fn may_carry(&self) -> bool;
 }
 
 impl Arrival for FrameMeta {
     fn set_arrival_ns(&mut self, ns: u64) {
         self.arrival_ns = ns;
     }
+    fn may_ride(&self) -> bool {
+        self.flags & (frame_flags::REPAIR | frame_flags::MISSING) == frame_flags::REPAIR
+    }
+    fn may_carry(&self) -> bool {
+        self.flags & (frame_flags::REPAIR | frame_flags::MISSING) == 0
+    }
 }
 
 impl Arrival for PacketMeta {
     fn set_arrival_ns(&mut self, ns: u64) {
         self.arrival_ns = ns;
+    }
+    fn may_ride(&self) -> bool {
+        false
+    }
+    fn may_carry(&self) -> bool {
+        false
     }
 }
 
@@ -123,6 +145,7 @@ fn params() -> Vec<ParamSpec> {
         ParamSpec::float("rate", 0.0, "token-bucket rate limit, kbit/s; 0 = unlimited"),
         ParamSpec::int("rate_burst", 3000, "token-bucket depth, bytes"),
         ParamSpec::duration("rate_queue", Duration::from_millis(100), "longest wait for tokens; longer waits are dropped"),
+        ParamSpec::bool("repair_rides", false, "frames only: a cycle's first repair frame shares the fate of its first source frame (a repair riding in its packet, docs/WIRE.md 1.7)"),
     ]
 }
 
@@ -251,7 +274,17 @@ fn build<M: Arrival>(
             .as_nanos()
             .min(u64::MAX as u128 / 4) as u64,
     };
+    let repair_rides = p.bool("repair_rides")?;
+    if repair_rides && ty != PortType::Frame {
+        return Err(ParamError::new(
+            "repair_rides",
+            "is for net.netem_frames (a repair frame riding in a source frame's packet); \
+             net.netem sees packets, which carry their riders already",
+        )
+        .into());
+    }
     let processor = NetemProc::<M> {
+        repair_rides,
         core: NetemCore::new(impair, seed, trace, capacity),
         passed: cx.counter("passed"),
         lost: cx.counter("lost"),
@@ -269,6 +302,8 @@ fn build<M: Arrival>(
 }
 
 struct NetemProc<M> {
+    /// A cycle's first repair frame shares its first source frame's fate.
+    repair_rides: bool,
     core: NetemCore<Slot<M>>,
     passed: Counter,
     lost: Counter,
@@ -281,11 +316,36 @@ struct NetemProc<M> {
 impl<M: Arrival> Processor for NetemProc<M> {
     fn process(&mut self, io: &mut Io<'_>, cx: &Cx) -> Flow {
         if let Some(input) = M::input(io, 0) {
-            for slot in input.iter() {
+            // The cycle's first repair frame rides with its first source
+            // frame, as `wire.packetize` sends them in a call.
+            let (rider, carrier) = if self.repair_rides {
+                (
+                    input.iter().position(|s| s.meta.may_ride()),
+                    input.iter().position(|s| s.meta.may_carry()),
+                )
+            } else {
+                (None, None)
+            };
+            let rider = rider.filter(|_| carrier.is_some());
+            for (i, slot) in input.iter().enumerate() {
+                if Some(i) == rider {
+                    continue;
+                }
                 let o = self.core.push(cx.now_ns, slot.bytes().len(), |dst| {
                     dst.meta = slot.meta;
                     dst.set_bytes(slot.bytes());
                 });
+                if let (Some(r), true) = (rider, Some(i) == carrier) {
+                    if let Some(rs) = input.get(r) {
+                        let queued = self.core.push_riding(|dst| {
+                            dst.meta = rs.meta;
+                            dst.set_bytes(rs.bytes());
+                        });
+                        if !queued {
+                            self.lost.inc();
+                        }
+                    }
+                }
                 if o.lost {
                     self.lost.inc();
                     continue;

@@ -162,6 +162,10 @@ pub struct NetemCore<T> {
     queue: BinaryHeap<Reverse<(u64, u64, u32)>>,
     order: u64,
     stats: NetemStats,
+    /// Release time of the last item pushed (its first copy), `None` when
+    /// it was lost or dropped: the fate of an item that rides with it
+    /// ([`NetemCore::push_riding`]).
+    last_release: Option<u64>,
 }
 
 impl<T: Default> NetemCore<T> {
@@ -184,6 +188,7 @@ impl<T: Default> NetemCore<T> {
             queue: BinaryHeap::with_capacity(capacity),
             order: 0,
             stats: NetemStats::default(),
+            last_release: None,
         }
     }
 }
@@ -215,6 +220,7 @@ impl<T> NetemCore<T> {
     pub fn push(&mut self, now_ns: u64, len: usize, mut fill: impl FnMut(&mut T)) -> PushOutcome {
         let mut out = PushOutcome::default();
         self.stats.offered += 1;
+        self.last_release = None;
         if self.is_lost(now_ns) {
             out.lost = true;
             self.stats.lost += 1;
@@ -250,6 +256,9 @@ impl<T> NetemCore<T> {
             self.order += 1;
             // Never exceeds the capacity reserved in `new`: one entry per pool slot.
             self.queue.push(Reverse((release, self.order, idx)));
+            if out.queued == 0 {
+                self.last_release = Some(release);
+            }
             out.queued += 1;
             if release > now_ns {
                 out.delayed += 1;
@@ -257,6 +266,28 @@ impl<T> NetemCore<T> {
             }
         }
         out
+    }
+
+    /// Feeds an item that travels in the same datagram as the item pushed
+    /// last (a repair symbol riding in a source frame's packet, docs/WIRE.md
+    /// §1.7): it shares that item's fate, lost or dropped with it, else
+    /// released with its first copy, and draws nothing (no trace position,
+    /// no random draw, no tokens: its bytes were in that datagram). Returns
+    /// whether it was queued.
+    pub fn push_riding(&mut self, mut fill: impl FnMut(&mut T)) -> bool {
+        self.stats.offered += 1;
+        let Some(release) = self.last_release else {
+            self.stats.lost += 1;
+            return false;
+        };
+        let Some(idx) = self.free.pop() else {
+            self.stats.overflow += 1;
+            return false;
+        };
+        fill(&mut self.pool[idx as usize]);
+        self.order += 1;
+        self.queue.push(Reverse((release, self.order, idx)));
+        true
     }
 
     /// The earliest release time waiting, if any.

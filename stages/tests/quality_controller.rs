@@ -2614,6 +2614,36 @@ fn a_first_hop_route_that_got_longer_is_not_congestion() {
     assert!(s.lbrr, "the loss is protected: {s:?}");
 }
 
+/// 20 s in 10 ms ticks of a route that gets longer on a 12 % lossy path:
+/// first-hop samples at .02 and .52 of each second reading 12 % lost and,
+/// from 0.80 s, 122 ms of round trip above the least; reports at .10
+/// losing `report_loss(tick)` and reading 62 ms of queue from tick
+/// `reports_from`. Returns the congestion steps taken.
+fn longer_route(r: &mut Run, reports_from: u64, report_loss: impl Fn(u64) -> f32) -> usize {
+    let mut steps = 0;
+    for k in 1..=2_000u64 {
+        r.now += 10 * MS;
+        let s = r.s();
+        if k % 50 == 2 {
+            let mut p = first_hop(0.0, &s);
+            p.lost = (f32::from(p.sent) * 0.12).round() as u16;
+            p.delivered_kbps = (f32::from(p.delivered_kbps) * 0.88) as u16;
+            p.queue_ms = if k > 80 { 122 } else { 0 };
+            r.c.handle_path(&p, r.now);
+        }
+        if k % 100 == 10 {
+            let mut e = report(random(report_loss(k)), &s);
+            e.queue_delay_100us = if k > reports_from { 620 } else { 0 };
+            r.c.handle_report(100, &e, r.now);
+        }
+        if let Some(d) = r.c.poll(r.now) {
+            steps += usize::from(d.reason == Reason::Congestion);
+            r.log.push(d);
+        }
+    }
+    steps
+}
+
 /// A route that got longer on a lossy path, seen by both sources: the first
 /// hop's samples read the longer round trip at once, the reports about this
 /// stream a report later (their interval must take the rise in). The first
@@ -2637,39 +2667,12 @@ fn a_route_that_got_longer_on_both_sources_is_taken_back_on_each() {
     );
     assert_eq!(r.s().tier, "good");
     assert!(r.s().lbrr);
-    let mut steps = 0;
     // 10 ms ticks: a sample every half second (at .02 and .52), a report
     // every second (at .10), as the live run had them; the rise comes at
     // 0.80 s, so the samples' step (at 1.52, their second reading) waits
     // for a report from a second after it: the one at 3.10, which comes
     // past the step's settle time.
-    for k in 1..=2_000u64 {
-        r.now += 10 * MS;
-        let s = r.s();
-        if k % 50 == 2 {
-            let mut p = first_hop(0.0, &s);
-            p.lost = (f32::from(p.sent) * 0.12).round() as u16;
-            p.delivered_kbps = (f32::from(p.delivered_kbps) * 0.88) as u16;
-            p.queue_ms = if k > 80 { 122 } else { 0 };
-            r.c.handle_path(&p, r.now);
-        }
-        if k % 100 == 10 {
-            let mut e = report(
-                Path {
-                    loss: 0.12,
-                    burst: 1,
-                    cap_kbps: 0.0,
-                },
-                &s,
-            );
-            e.queue_delay_100us = if k > 110 { 620 } else { 0 };
-            r.c.handle_report(100, &e, r.now);
-        }
-        if let Some(d) = r.c.poll(r.now) {
-            steps += usize::from(d.reason == Reason::Congestion);
-            r.log.push(d);
-        }
-    }
+    let steps = longer_route(&mut r, 110, |_| 0.12);
     assert!(steps >= 1, "{:?}", r.log);
     // Protected all along: the reports' loss, read as congestion while
     // their queue stood, did not lapse into a clean path.
@@ -2699,30 +2702,9 @@ fn a_route_the_first_hop_judged_longer_is_the_reports_too() {
     let mut r = Run::new(lbrr_only());
     r.go(10, random(0.12), 1);
     assert_eq!(r.s().tier, "good");
-    let mut steps = 0;
     // The samples read the route from 0.80 s (their step at 1.52); the
     // reports from 2.10, losing 12 %, then 4 % from 4.10.
-    for k in 1..=2_000u64 {
-        r.now += 10 * MS;
-        let s = r.s();
-        if k % 50 == 2 {
-            let mut p = first_hop(0.0, &s);
-            p.lost = (f32::from(p.sent) * 0.12).round() as u16;
-            p.delivered_kbps = (f32::from(p.delivered_kbps) * 0.88) as u16;
-            p.queue_ms = if k > 80 { 122 } else { 0 };
-            r.c.handle_path(&p, r.now);
-        }
-        if k % 100 == 10 {
-            let loss = if k > 310 { 0.04 } else { 0.12 };
-            let mut e = report(random(loss), &s);
-            e.queue_delay_100us = if k > 160 { 620 } else { 0 };
-            r.c.handle_report(100, &e, r.now);
-        }
-        if let Some(d) = r.c.poll(r.now) {
-            steps += usize::from(d.reason == Reason::Congestion);
-            r.log.push(d);
-        }
-    }
+    let steps = longer_route(&mut r, 160, |k| if k > 310 { 0.04 } else { 0.12 });
     assert_eq!(steps, 1, "the first hop's step only: {:?}", r.log);
     assert_eq!(r.c.count(Reason::PathDelay), 1, "{:?}", r.log);
     assert_eq!(r.s().tier, "good", "{:?}", r.log);

@@ -229,16 +229,14 @@ pub fn parse_riding(
     })
 }
 
-/// Writes `riding` as the payload of a packet whose header says
-/// `carrier_seq` and `carrier_ts`, into `out`; returns the bytes written.
-/// Refuses what the layout cannot say ([`RidingError::OutOfReach`]: the
-/// repair's block ends too far before the carrier; the sender then sends
-/// the repair in a packet of its own) and what a parser would refuse.
-pub fn encode_riding(
+/// The bytes [`encode_riding`] would write for `riding` in a packet whose
+/// header says `carrier_seq` and `carrier_ts`, or why it would refuse:
+/// what a sender asks before it reserves room (a refused repair goes in a
+/// packet of its own).
+pub fn riding_check(
     riding: &Riding<'_>,
     carrier_seq: u32,
     carrier_ts: u32,
-    out: &mut [u8],
 ) -> Result<usize, RidingError> {
     let r = &riding.repair;
     if !can_ride(riding.codec) {
@@ -260,14 +258,32 @@ pub fn encode_riding(
     if seq_back > MAX_SEQ_BACK || ts_back > u32::from(u16::MAX) || len > MAX_SOURCE_LEN {
         return Err(RidingError::OutOfReach);
     }
-    let codec_byte = r.codec != riding.codec;
-    let need = riding_len(len, r.symbol.len(), codec_byte);
+    Ok(riding_len(len, r.symbol.len(), r.codec != riding.codec))
+}
+
+/// Writes `riding` as the payload of a packet whose header says
+/// `carrier_seq` and `carrier_ts`, into `out`; returns the bytes written.
+/// Refuses what the layout cannot say ([`RidingError::OutOfReach`]: the
+/// repair's block ends too far before the carrier; the sender then sends
+/// the repair in a packet of its own) and what a parser would refuse.
+pub fn encode_riding(
+    riding: &Riding<'_>,
+    carrier_seq: u32,
+    carrier_ts: u32,
+    out: &mut [u8],
+) -> Result<usize, RidingError> {
+    let need = riding_check(riding, carrier_seq, carrier_ts)?;
     if out.len() < need {
         return Err(RidingError::BufferTooSmall {
             need,
             have: out.len(),
         });
     }
+    let r = &riding.repair;
+    let seq_back = carrier_seq.wrapping_sub(r.seq);
+    let ts_back = carrier_ts.wrapping_sub(r.timestamp);
+    let len = riding.payload.len();
+    let codec_byte = r.codec != riding.codec;
     let mut at = 0;
     let mut put = |bytes: &[u8]| {
         out[at..at + bytes.len()].copy_from_slice(bytes);

@@ -98,7 +98,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wzp_engine::prelude::*;
-use wzp_proto::riding::{encode_riding, riding_len, Riding, RidingRepair, MAX_SEQ_BACK};
+use wzp_proto::riding::{encode_riding, riding_check, Riding, RidingRepair};
 use wzp_proto::{
     CodecId, Flags, MediaHeader, QualityReport, HEADER_LEN, RECEIVER_ENTRY_ID, TRAILER_LEN,
 };
@@ -353,28 +353,36 @@ impl PacketizeProc {
     }
 }
 
+/// `carrier` (a source frame) with `rider` (a repair frame) riding in its
+/// packet, as `wzp_proto::riding` writes it.
+fn riding_of<'a>(carrier: &'a Slot<FrameMeta>, rider: &'a Slot<FrameMeta>) -> Riding<'a> {
+    let r = &rider.meta;
+    Riding {
+        codec: CodecId(carrier.meta.codec),
+        payload: carrier.bytes(),
+        repair: RidingRepair {
+            seq: r.seq,
+            timestamp: r.timestamp,
+            codec: CodecId(r.codec),
+            fec_block: r.fec.block,
+            fec_symbol: r.fec.symbol,
+            fec_ratio: r.fec.ratio_percent,
+            fec_block_len: r.fec.source_symbols,
+            compact: r.flags & frame_flags::COMPACT_REPAIR != 0,
+            symbol: rider.bytes(),
+        },
+    }
+}
+
 /// Whether `rider` (a repair frame) can ride in `carrier`'s packet: a
-/// source frame of a codec that can carry one, within the layout's reach
-/// (docs/WIRE.md §1.7), the packet within a slot with a trailer and tag.
+/// source frame sent, a repair the layout can say (`riding_check`,
+/// docs/WIRE.md §1.7), the packet within a slot with a trailer and tag.
 fn can_ride(carrier: &Slot<FrameMeta>, rider: &Slot<FrameMeta>) -> bool {
     let (c, r) = (&carrier.meta, &rider.meta);
-    let f = &r.fec;
-    r.flags & frame_flags::REPAIR != 0
-        && r.flags & frame_flags::MISSING == 0
+    r.flags & (frame_flags::REPAIR | frame_flags::MISSING) == frame_flags::REPAIR
         && c.flags & (frame_flags::REPAIR | frame_flags::MISSING) == 0
-        && c.codec != CodecId::FEEDBACK.0
-        && c.codec != CodecId::WITH_REPAIR.0
-        && f.source_symbols > 0
-        && f.ratio_percent > 0
-        && f.symbol >= u16::from(f.source_symbols)
-        && !rider.bytes().is_empty()
-        && c.seq.wrapping_sub(r.seq) <= MAX_SEQ_BACK
-        && c.timestamp.wrapping_sub(r.timestamp) <= u32::from(u16::MAX)
-        && HEADER_LEN
-            + riding_len(carrier.len(), rider.len(), r.codec != c.codec)
-            + TRAILER_LEN
-            + TAG_LEN
-            <= MAX_ITEM_BYTES
+        && riding_check(&riding_of(carrier, rider), c.seq, c.timestamp)
+            .is_ok_and(|n| HEADER_LEN + n + TRAILER_LEN + TAG_LEN <= MAX_ITEM_BYTES)
 }
 
 impl PacketizeProc {
@@ -390,22 +398,7 @@ impl PacketizeProc {
         header.codec = CodecId::WITH_REPAIR;
         let report = self.due_report();
         header.flags = header.flags.with(Flags::QUALITY_REPORT, report.is_some());
-        let r = &rider.meta;
-        let riding = Riding {
-            codec: CodecId(carrier.meta.codec),
-            payload: carrier.bytes(),
-            repair: RidingRepair {
-                seq: r.seq,
-                timestamp: r.timestamp,
-                codec: CodecId(r.codec),
-                fec_block: r.fec.block,
-                fec_symbol: r.fec.symbol,
-                fec_ratio: r.fec.ratio_percent,
-                fec_block_len: r.fec.source_symbols,
-                compact: r.flags & frame_flags::COMPACT_REPAIR != 0,
-                symbol: rider.bytes(),
-            },
-        };
+        let riding = riding_of(carrier, rider);
         let Some(dst) = out.push_slot() else {
             self.queue_full.inc();
             // Both frames are lost here, as the packet would have been.

@@ -468,6 +468,68 @@ fn two_clients_hear_each_other_through_the_relay() {
 }
 
 #[test]
+fn top_shows_what_the_call_sends_and_hears() {
+    let _serial = serial();
+    let dir = tmp("top");
+    let relay = Relay::start(&dir, "127.0.0.1:0");
+    let mut a = client(&dir, &relay, "alice", "tone:440", SECRET, &["--top"]);
+    let mut b = client(&dir, &relay, "bob", "tone:880", SECRET, &[]);
+    b.wait_room_of(2);
+    // A screen that hears bob: frames played in its last second.
+    a.wait_line("a --top screen hearing bob", |l| {
+        l.starts_with("  jb") && l.contains("last second: ") && !l.contains("last second: 0 played")
+    });
+    // And the screen after it, which counts from that one.
+    a.wait_line("another --top screen", |l| {
+        l.starts_with("wzp top — call — room e2e — ")
+    });
+    let runs = vec![a, b];
+    interrupt(&runs);
+    let out: Vec<Output> = runs
+        .into_iter()
+        .map(|r| {
+            let name = r.name.clone();
+            finish(r, &name)
+        })
+        .collect();
+    let said = String::from_utf8_lossy(&out[0].stdout);
+    let screens: Vec<&str> = said.split("wzp top — call — room e2e — ").skip(1).collect();
+    assert!(
+        screens.len() >= 2,
+        "alice showed {} screens:\n{said}",
+        screens.len()
+    );
+    let heard = screens
+        .iter()
+        .find(|s| s.contains("hearing    1 sender\n"))
+        .unwrap_or_else(|| panic!("no screen hears one sender:\n{said}"));
+    // What alice sends: the shipped call starts on the good tier.
+    assert!(
+        heard.contains("sending    good: Opus 24 kb/s, 20 ms frames,"),
+        "{heard}"
+    );
+    assert!(heard.contains("receivers: worst loss "), "{heard}");
+    // Decisions are in the view, not printed one by one; the stage table
+    // follows; stdout is no terminal, so no screen clearing.
+    assert!(heard.contains("decisions  startup -> tier=good"), "{heard}");
+    assert!(!said.lines().any(|l| l.starts_with("adapt: ")), "{said}");
+    assert!(
+        heard.contains("STAGE ") && heard.contains("jitter.adaptive"),
+        "{heard}"
+    );
+    assert!(!said.contains('\x1b'), "{said}");
+    // Bob, without --top, prints his decisions as lines.
+    let bob_said = String::from_utf8_lossy(&out[1].stdout);
+    assert!(
+        bob_said
+            .lines()
+            .any(|l| l.starts_with("adapt: startup -> ")),
+        "{bob_said}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn five_clients_in_a_room_hear_everyone_else() {
     let _serial = serial();
     let dir = tmp("five");

@@ -3,8 +3,10 @@
 
 pub mod graph;
 pub mod media;
+pub mod top;
 
 use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -48,10 +50,16 @@ pub struct CallOptions {
     /// [`STATS_JSON_INTERVAL`] during the call (replaced whole, so a reader
     /// never sees half a file) and once more at the end.
     pub stats_json: Option<PathBuf>,
+    /// Print the `--top` view ([`top::Top`]) once a second instead of each
+    /// quality decision as it comes.
+    pub top: bool,
 }
 
 /// How often a call rewrites its `--stats-json` file.
 pub const STATS_JSON_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often `--top` shows a new screen.
+pub const TOP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Writes `report` to `path` through a temporary file and a rename, so a
 /// reader sees the old figures or the new ones, never half a file.
@@ -215,6 +223,16 @@ pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
     let mut next_report = Instant::now() + media::TELEMETRY_INTERVAL;
     let mut next_stats_json = Instant::now() + STATS_JSON_INTERVAL;
     let mut stats_json_warned = false;
+    let mut top = opts.top.then(|| {
+        top::Top::new(match &opts.direct {
+            Some(_) => "direct call".to_string(),
+            None => format!("room {}", opts.room),
+        })
+    });
+    let top_tty = std::io::stdout().is_terminal();
+    let call_started = Instant::now();
+    let mut next_top = call_started + TOP_INTERVAL;
+    let mut top_snapshot: Option<wzp_engine::stats::Snapshot> = None;
     // Wait for the graph to end (duration) or a stop request.
     while !graph.is_finished() && !opts.stop.load(Ordering::Relaxed) {
         graph.wait(Duration::from_millis(50));
@@ -227,7 +245,27 @@ pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
             // report carries the same monotonic counters.
             let _ = telemetry_tx.try_send(telemetry.sample(&stats));
         }
-        journal.drain(|r| println!("{}{}", opts.label, r.line()));
+        match &mut top {
+            Some(t) => {
+                journal.drain(|r| t.decision(&r.line()));
+                if Instant::now() >= next_top {
+                    next_top += TOP_INTERVAL;
+                    let snap = stats.snapshot();
+                    let report = stats.report(&snap, top_snapshot.as_ref());
+                    top_snapshot = Some(snap);
+                    let screen = t.frame(report, call_started.elapsed().as_secs_f64());
+                    let mut o = std::io::stdout().lock();
+                    if top_tty {
+                        let _ = write!(o, "\x1b[2J\x1b[H");
+                    }
+                    let _ = writeln!(o, "{screen}");
+                    let _ = o.flush();
+                }
+            }
+            None => {
+                journal.drain(|r| println!("{}{}", opts.label, r.line()));
+            }
+        }
         if let Some(path) = &opts.stats_json {
             if Instant::now() >= next_stats_json {
                 next_stats_json += STATS_JSON_INTERVAL;
@@ -250,6 +288,7 @@ pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
                         Ok(()) => {
                             // Rebuilt stages have new figures.
                             stats = graph.stats();
+                            top_snapshot = None;
                             println!(
                                 "{}the path takes {limit}-byte datagrams: sending {} (up to {} bytes) instead of {}",
                                 opts.label,
@@ -321,6 +360,7 @@ mod tests {
             label: String::new(),
             direct: None,
             stats_json: None,
+            top: false,
         }
     }
 

@@ -90,6 +90,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         label: format!("[{name}] "),
         direct: None,
         stats_json: None,
+        top: false,
     };
     let alice = client("alice", "builtin", "null".into());
     let bob = client("bob", "tone:220", args.output.display().to_string());

@@ -91,6 +91,12 @@ pub struct MediaArgs {
     /// Do not ask for real-time (SCHED_FIFO) priority.
     #[arg(long)]
     pub no_realtime: bool,
+    /// Show, once a second, what the call sends and why (tier, codec,
+    /// redundancy, what the receivers report), what it hears (delay,
+    /// concealment and its kinds per sender), the quality controller's last
+    /// decisions, and the per-stage table.
+    #[arg(long)]
+    pub top: bool,
 }
 
 /// The two direct-call state machines, as the media runner drives them.
@@ -174,6 +180,7 @@ pub async fn run_media(
             keys: ready.keys.clone(),
         }),
         stats_json: None,
+        top: media.top,
     };
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
     let media_thread = std::thread::Builder::new()

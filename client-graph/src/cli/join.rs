@@ -59,6 +59,12 @@ pub struct JoinArgs {
     /// Do not print the final per-stage table.
     #[arg(long)]
     pub quiet: bool,
+    /// Show, once a second, what the call sends and why (tier, codec,
+    /// redundancy, what the receivers report), what it hears (delay,
+    /// concealment and its kinds per sender), the quality controller's last
+    /// decisions, and the per-stage table.
+    #[arg(long)]
+    pub top: bool,
 }
 
 pub fn join_cmd(args: JoinArgs) -> Result<()> {
@@ -94,6 +100,7 @@ pub fn join_cmd(args: JoinArgs) -> Result<()> {
         label: String::new(),
         direct: None,
         stats_json: args.stats_json.clone(),
+        top: args.top,
     };
     call::graph::check_options(&opts)?;
     let outcome = call::run_call(opts)?;

@@ -1,0 +1,461 @@
+//! `--top` for calls: once a second, what this client sends and why, what
+//! it hears, the quality controller's last decisions, then the per-stage
+//! table `wzp-client run --top` shows.
+//!
+//! Everything comes from the graph's own figures (the stages' counters and
+//! gauges, as `--stats-json` writes them), so the view is the same for any
+//! call graph: a line is left out when its stage is not in the graph.
+//!
+//! ```text
+//! wzp top — call — room standup — 12.0 s
+//! sending    good: Opus 24 kb/s, 20 ms frames, LBRR (loss hint 13); 37 kb/s on the wire
+//!            receivers: worst loss 8 %, longest run 1, RTT 53 ms, queue 0 ms, got 35 kb/s, hold up to 60 ms
+//!            first hop: loss 0 %, queue 0 ms, carried 31 kb/s
+//! hearing    1 sender
+//!   jb0      delay 82 ms (target 40, burst hold 20); last second: 50 played, 2 concealed (DRED 0, LBRR 2, PLC 0), 0 rebuilt by repair, 0 late
+//! decisions  2.04 s: random_loss -> tier=good bitrate=24000 ...
+//! ```
+
+use std::collections::VecDeque;
+
+use wzp_engine::stats::{Report, StageReport};
+use wzp_stages::codec::profile::{Codec, Codec2Mode, Profile};
+use wzp_stages::quality::controller::TIERS;
+
+/// Decision lines kept for the view.
+pub const DECISIONS_SHOWN: usize = 3;
+
+/// The call's `--top` view: keeps the last report (for per-second figures)
+/// and the controller's last decision lines.
+pub struct Top {
+    title: String,
+    before: Option<Report>,
+    decisions: VecDeque<String>,
+}
+
+impl Top {
+    /// A view titled `title` (e.g. `room standup`).
+    pub fn new(title: impl Into<String>) -> Top {
+        Top {
+            title: title.into(),
+            before: None,
+            decisions: VecDeque::new(),
+        }
+    }
+
+    /// A decision line of the quality controller (`adapt: ...`): the view
+    /// shows the last [`DECISIONS_SHOWN`] instead of printing each.
+    pub fn decision(&mut self, line: &str) {
+        if self.decisions.len() == DECISIONS_SHOWN {
+            self.decisions.pop_front();
+        }
+        self.decisions.push_back(line.to_string());
+    }
+
+    /// One screen: `now` is the report of the last second (timings since
+    /// the previous screen; counters and gauges as they stand).
+    pub fn frame(&mut self, now: Report, elapsed_s: f64) -> String {
+        let decisions: Vec<&str> = self.decisions.iter().map(String::as_str).collect();
+        let s = format!(
+            "wzp top — call — {} — {:.1} s\n{}\n{}",
+            self.title,
+            elapsed_s,
+            summary(&now, self.before.as_ref(), &decisions),
+            now.table()
+        );
+        self.before = Some(now);
+        s
+    }
+}
+
+fn stage<'a>(r: &'a Report, kind: &str) -> Option<&'a StageReport> {
+    r.stages.iter().find(|s| s.kind == kind)
+}
+
+fn gauge(s: &StageReport, key: &str) -> Option<i64> {
+    s.gauges.get(key).copied()
+}
+
+fn counter(s: &StageReport, key: &str) -> u64 {
+    s.counters.get(key).copied().unwrap_or(0)
+}
+
+/// A gauge as text, `?` while unknown (absent or negative: the controller
+/// sets -1 until a report has said).
+fn known(s: &StageReport, key: &str) -> String {
+    match gauge(s, key) {
+        Some(v) if v >= 0 => v.to_string(),
+        _ => "?".to_string(),
+    }
+}
+
+/// How much `key` grew since `before` (its whole count without one).
+fn grew(now: &StageReport, before: Option<&Report>, key: &str) -> u64 {
+    let was = before
+        .and_then(|b| b.stages.iter().find(|s| s.id == now.id))
+        .map_or(0, |s| counter(s, key));
+    counter(now, key).saturating_sub(was)
+}
+
+/// The trailing number of a stage id (`jb0` -> `0`): the call graph names
+/// each receive chain's stages with its index.
+fn chain_index(id: &str) -> &str {
+    let digits = id.trim_start_matches(|c: char| !c.is_ascii_digit());
+    if digits.chars().all(|c| c.is_ascii_digit()) {
+        digits
+    } else {
+        ""
+    }
+}
+
+/// The stage of `kind` in the same receive chain as `of`.
+fn same_chain<'a>(r: &'a Report, kind: &str, of: &StageReport) -> Option<&'a StageReport> {
+    let i = chain_index(&of.id);
+    r.stages
+        .iter()
+        .find(|s| s.kind == kind && chain_index(&s.id) == i)
+}
+
+/// The lines above the stage table.
+pub fn summary(now: &Report, before: Option<&Report>, decisions: &[&str]) -> String {
+    let mut out = String::new();
+    if let Some(a) = stage(now, "quality.adapt") {
+        sending(&mut out, a);
+    }
+    hearing(&mut out, now, before);
+    for (i, d) in decisions.iter().enumerate() {
+        let head = if i == 0 { "decisions" } else { "" };
+        let d = d.strip_prefix("adapt: ").unwrap_or(d);
+        out.push_str(&format!("{head:<10} {d}\n"));
+    }
+    out
+}
+
+fn sending(out: &mut String, a: &StageReport) {
+    let tier = gauge(a, "tier")
+        .and_then(|i| usize::try_from(i).ok())
+        .and_then(|i| TIERS.get(i).copied());
+    let codec = match tier.and_then(Profile::by_name).map(|p| p.codec) {
+        Some(Codec::Opus) => format!(
+            "Opus {} kb/s",
+            gauge(a, "bitrate").unwrap_or(0) as f64 / 1000.0
+        ),
+        Some(Codec::Codec2 { mode }) => match mode {
+            Codec2Mode::M3200 => "Codec2 3200".to_string(),
+            Codec2Mode::M1200 => "Codec2 1200".to_string(),
+        },
+        None => "no tier yet".to_string(),
+    };
+    let mut redundancy = Vec::new();
+    if gauge(a, "lbrr").unwrap_or(0) > 0 {
+        redundancy.push(format!("LBRR (loss hint {})", known(a, "loss_hint")));
+    }
+    if let Some(ms) = gauge(a, "dred_ms").filter(|&m| m > 0) {
+        redundancy.push(format!(
+            "DRED {ms} ms (loss hint {})",
+            known(a, "loss_hint")
+        ));
+    }
+    if let Some(r) = gauge(a, "fec_ratio").filter(|&r| r > 0) {
+        let rides = if gauge(a, "repair_rides").unwrap_or(0) > 0 {
+            ", riding in source packets"
+        } else {
+            ""
+        };
+        redundancy.push(format!("RaptorQ {r} %{rides}"));
+    }
+    let redundancy = if redundancy.is_empty() {
+        "no redundancy".to_string()
+    } else {
+        redundancy.join(", ")
+    };
+    out.push_str(&format!(
+        "{:<10} {}: {codec}, {} ms frames, {redundancy}; {} kb/s on the wire\n",
+        "sending",
+        tier.unwrap_or("?"),
+        known(a, "frame_ms"),
+        known(a, "sent_kbps"),
+    ));
+    out.push_str(&format!(
+        "{:<10} receivers: worst loss {} %, longest run {}, RTT {} ms, queue {} ms, got {} kb/s, hold up to {} ms\n",
+        "",
+        known(a, "loss_pct"),
+        known(a, "run_max"),
+        known(a, "rtt_ms"),
+        known(a, "queue_ms"),
+        known(a, "recv_kbps"),
+        known(a, "hold_budget_ms"),
+    ));
+    out.push_str(&format!(
+        "{:<10} first hop: loss {} %, queue {} ms, carried {} kb/s\n",
+        "",
+        known(a, "path_loss_pct"),
+        known(a, "path_queue_ms"),
+        known(a, "path_kbps"),
+    ));
+}
+
+fn hearing(out: &mut String, now: &Report, before: Option<&Report>) {
+    let chains: Vec<&StageReport> = now
+        .stages
+        .iter()
+        .filter(|s| s.kind == "jitter.adaptive" && counter(s, "played") > 0)
+        .collect();
+    if chains.is_empty() {
+        out.push_str(&format!("{:<10} nobody yet\n", "hearing"));
+        return;
+    }
+    let n = chains.len();
+    out.push_str(&format!(
+        "{:<10} {n} sender{}\n",
+        "hearing",
+        if n == 1 { "" } else { "s" }
+    ));
+    for jb in chains {
+        let dec = same_chain(now, "codec.adaptive_decode", jb)
+            .or_else(|| same_chain(now, "codec.opus_decode", jb));
+        let (dred, lbrr, plc) = dec.map_or((0, 0, 0), |d| {
+            (
+                grew(d, before, "dred_reconstructions"),
+                grew(d, before, "fec_recovered"),
+                grew(d, before, "classical_plc_invocations"),
+            )
+        });
+        let rebuilt =
+            same_chain(now, "fec.raptorq_decode", jb).map_or(0, |f| grew(f, before, "recovered"));
+        out.push_str(&format!(
+            "  {:<8} delay {} ms (target {}, burst hold {}); last second: {} played, {} concealed (DRED {dred}, LBRR {lbrr}, PLC {plc}), {rebuilt} rebuilt by repair, {} late\n",
+            jb.id,
+            known(jb, "current_delay_ms"),
+            known(jb, "target_delay_ms"),
+            known(jb, "burst_hold_ms"),
+            grew(jb, before, "played"),
+            grew(jb, before, "concealed"),
+            grew(jb, before, "late"),
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn st(id: &str, kind: &str, counters: &[(&str, u64)], gauges: &[(&str, i64)]) -> StageReport {
+        StageReport {
+            id: id.into(),
+            kind: kind.into(),
+            domain: "clocked",
+            cycles: 50,
+            busy_p50_us: 1.0,
+            busy_p99_us: 2.0,
+            busy_max_us: 3.0,
+            busy_mean_us: 1.0,
+            wait_p99_us: 1.0,
+            busy_ratio: 0.0,
+            counters: counters
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect::<BTreeMap<_, _>>(),
+            gauges: gauges
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect::<BTreeMap<_, _>>(),
+        }
+    }
+
+    fn report(stages: Vec<StageReport>) -> Report {
+        Report {
+            graph: "call".into(),
+            quantum_ms: 20.0,
+            rate: 48_000,
+            domains: vec![],
+            stages,
+        }
+    }
+
+    fn good_tier() -> i64 {
+        TIERS.iter().position(|&t| t == "good").unwrap() as i64
+    }
+
+    fn adapt(extra: &[(&str, i64)]) -> StageReport {
+        let mut g = vec![
+            ("tier", good_tier()),
+            ("bitrate", 24_000),
+            ("frame_ms", 20),
+            ("lbrr", 0),
+            ("dred_ms", 0),
+            ("fec_ratio", 0),
+            ("loss_hint", 0),
+            ("sent_kbps", 37),
+            ("loss_pct", 8),
+            ("run_max", 1),
+            ("rtt_ms", 53),
+            ("queue_ms", 0),
+            ("recv_kbps", -1),
+            ("hold_budget_ms", 60),
+            ("path_loss_pct", 0),
+            ("path_queue_ms", 0),
+            ("path_kbps", 31),
+        ];
+        for (k, v) in extra {
+            if let Some(e) = g.iter_mut().find(|(n, _)| n == k) {
+                e.1 = *v;
+            } else {
+                g.push((k, *v));
+            }
+        }
+        st("adapt", "quality.adapt", &[], &g)
+    }
+
+    fn chain(
+        i: u32,
+        played: u64,
+        concealed: u64,
+        dred: u64,
+        lbrr: u64,
+        plc: u64,
+    ) -> Vec<StageReport> {
+        vec![
+            st(
+                &format!("fec_dec{i}"),
+                "fec.raptorq_decode",
+                &[("recovered", 3 * u64::from(i))],
+                &[],
+            ),
+            st(
+                &format!("jb{i}"),
+                "jitter.adaptive",
+                &[("played", played), ("concealed", concealed), ("late", 0)],
+                &[
+                    ("current_delay_ms", 82),
+                    ("target_delay_ms", 40),
+                    ("burst_hold_ms", 20),
+                ],
+            ),
+            st(
+                &format!("dec{i}"),
+                "codec.adaptive_decode",
+                &[
+                    ("dred_reconstructions", dred),
+                    ("fec_recovered", lbrr),
+                    ("classical_plc_invocations", plc),
+                ],
+                &[],
+            ),
+        ]
+    }
+
+    #[test]
+    fn the_sending_line_names_the_tier_codec_and_redundancy() {
+        let s = summary(
+            &report(vec![adapt(&[("lbrr", 1), ("loss_hint", 13)])]),
+            None,
+            &[],
+        );
+        assert!(
+            s.contains("sending    good: Opus 24 kb/s, 20 ms frames, LBRR (loss hint 13); 37 kb/s on the wire"),
+            "{s}"
+        );
+        // recv_kbps is -1 until a report says: shown as unknown.
+        assert!(s.contains("worst loss 8 %, longest run 1, RTT 53 ms, queue 0 ms, got ? kb/s, hold up to 60 ms"), "{s}");
+        assert!(
+            s.contains("first hop: loss 0 %, queue 0 ms, carried 31 kb/s"),
+            "{s}"
+        );
+
+        let s = summary(
+            &report(vec![adapt(&[
+                ("bitrate", 11_000),
+                ("fec_ratio", 100),
+                ("repair_rides", 1),
+            ])]),
+            None,
+            &[],
+        );
+        assert!(
+            s.contains("Opus 11 kb/s, 20 ms frames, RaptorQ 100 %, riding in source packets;"),
+            "{s}"
+        );
+        let s = summary(
+            &report(vec![adapt(&[("dred_ms", 1000), ("loss_hint", 14)])]),
+            None,
+            &[],
+        );
+        assert!(s.contains("DRED 1000 ms (loss hint 14)"), "{s}");
+        assert!(!s.contains("no redundancy"), "{s}");
+        let s = summary(&report(vec![adapt(&[])]), None, &[]);
+        assert!(s.contains("no redundancy"), "{s}");
+
+        let poor = TIERS.iter().position(|&t| t == "poor").unwrap() as i64;
+        let s = summary(
+            &report(vec![adapt(&[("tier", poor), ("frame_ms", 40)])]),
+            None,
+            &[],
+        );
+        assert!(
+            s.contains("sending    poor: Codec2 3200, 40 ms frames"),
+            "{s}"
+        );
+        // A tier index out of the table (or unset) says so rather than guess.
+        let s = summary(&report(vec![adapt(&[("tier", -1)])]), None, &[]);
+        assert!(s.contains("sending    ?: no tier yet"), "{s}");
+    }
+
+    #[test]
+    fn hearing_counts_the_last_second_per_receive_chain() {
+        let mut before = chain(0, 100, 10, 2, 3, 5);
+        before.extend(chain(1, 0, 0, 0, 0, 0));
+        let mut now = chain(0, 150, 14, 3, 4, 7);
+        now.extend(chain(1, 0, 0, 0, 0, 0));
+        let s = summary(&report(now), Some(&report(before)), &[]);
+        // Only the chain that played anything; figures since the last screen.
+        assert!(s.contains("hearing    1 sender\n"), "{s}");
+        assert!(
+            s.contains("  jb0      delay 82 ms (target 40, burst hold 20); last second: 50 played, 4 concealed (DRED 1, LBRR 1, PLC 2), 0 rebuilt by repair, 0 late"),
+            "{s}"
+        );
+        assert!(!s.contains("jb1"), "{s}");
+        // No adapt stage in the graph: no sending lines.
+        assert!(!s.contains("sending"), "{s}");
+
+        // Two chains, the first screen: counts since the start.
+        let mut now = chain(0, 150, 14, 3, 4, 7);
+        now.extend(chain(1, 40, 1, 0, 0, 1));
+        let s = summary(&report(now), None, &[]);
+        assert!(s.contains("hearing    2 senders\n"), "{s}");
+        assert!(s.contains("  jb1      delay 82 ms (target 40, burst hold 20); last second: 40 played, 1 concealed (DRED 0, LBRR 0, PLC 1), 3 rebuilt by repair"), "{s}");
+
+        let s = summary(&report(chain(0, 0, 0, 0, 0, 0)), None, &[]);
+        assert!(s.contains("hearing    nobody yet"), "{s}");
+    }
+
+    #[test]
+    fn the_view_keeps_the_last_decisions_and_counts_from_the_screen_before() {
+        let mut top = Top::new("room standup");
+        for i in 0..5 {
+            top.decision(&format!("adapt: reason{i} -> tier=good at {i}.00 s"));
+        }
+        let first = top.frame(report(chain(0, 50, 2, 0, 0, 2)), 1.0);
+        assert!(
+            first.starts_with("wzp top — call — room standup — 1.0 s\n"),
+            "{first}"
+        );
+        assert!(!first.contains("reason1"), "{first}");
+        assert!(
+            first.contains("decisions  reason2 -> tier=good at 2.00 s\n"),
+            "{first}"
+        );
+        assert!(
+            first.contains("           reason4 -> tier=good at 4.00 s\n"),
+            "{first}"
+        );
+        // The stage table follows.
+        assert!(first.contains("STAGE"), "{first}");
+        let second = top.frame(report(chain(0, 100, 3, 0, 0, 3)), 2.0);
+        assert!(
+            second.contains("last second: 50 played, 1 concealed (DRED 0, LBRR 0, PLC 1)"),
+            "{second}"
+        );
+    }
+}

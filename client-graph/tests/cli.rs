@@ -125,6 +125,70 @@ fn run_prints_every_quality_decision_with_its_graph_time() {
 }
 
 #[test]
+fn run_top_shows_the_loop_adapting_above_the_table() {
+    let dir = tmp("run-top");
+    let out = bin()
+        .arg("run")
+        .arg(repo("graphs/loopback.toml"))
+        .args([
+            "--set",
+            &format!("output={}", dir.join("out.wav").display()),
+        ])
+        .args(["--set", "loss=20", "--set", "seed=3"])
+        .args([
+            "--clock",
+            "timer",
+            "--duration",
+            "5s",
+            "--top",
+            "--no-realtime",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "run failed:\n{stdout}");
+    let screens: Vec<&str> = stdout.split("wzp top — loopback — ").skip(1).collect();
+    assert!(screens.len() >= 3, "{} screens:\n{stdout}", screens.len());
+    for s in &screens {
+        assert!(s.contains("\nsending    good: Opus "), "{s}");
+        assert!(
+            s.contains("\nhearing    1 sender\n  jb       delay "),
+            "{s}"
+        );
+        assert!(s.contains("\ndecisions  "), "{s}");
+        assert!(s.contains("\nSTAGE "), "{s}");
+    }
+    assert!(
+        screens[0].contains("\ndecisions  startup -> "),
+        "{}",
+        screens[0]
+    );
+    assert!(
+        screens[0].contains(", DRED 200 ms (loss hint 10);"),
+        "{}",
+        screens[0]
+    );
+    // The 20 % loss is answered within the run (redundancy for random loss),
+    // and the view shows the decision and what it set.
+    let answered = screens
+        .iter()
+        .find(|s| s.contains("random_loss -> ") || s.contains("fec_loss -> "))
+        .unwrap_or_else(|| panic!("no loss decision shown:\n{stdout}"));
+    assert!(!answered.contains("worst loss ? %"), "{answered}");
+    let last = screens.last().unwrap();
+    assert!(
+        last.contains("LBRR (loss hint ") || last.contains("RaptorQ 100 %"),
+        "{last}"
+    );
+    // Decisions are in the view, not printed as lines.
+    assert!(
+        !stdout.lines().any(|l| l.starts_with("adapt: ")),
+        "{stdout}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn explain_prints_domains_and_latency_budget() {
     let out = bin()
         .args(["graph", "explain"])

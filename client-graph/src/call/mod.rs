@@ -226,7 +226,7 @@ pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
     let mut top = opts.top.then(|| {
         top::Top::new(match &opts.direct {
             Some(_) => "direct call".to_string(),
-            None => format!("room {}", opts.room),
+            None => format!("call — room {}", opts.room),
         })
     });
     let top_tty = std::io::stdout().is_terminal();

@@ -1,10 +1,11 @@
-//! `--top` for calls: once a second, what this client sends and why, what
-//! it hears, the quality controller's last decisions, then the per-stage
-//! table `wzp-client run --top` shows.
+//! `--top`: once a second, what the graph sends and why, what it hears,
+//! the quality controller's last decisions, then the per-stage table.
+//! Calls (`join`, `call`, `listen`) and `wzp-client run` show it.
 //!
 //! Everything comes from the graph's own figures (the stages' counters and
 //! gauges, as `--stats-json` writes them), so the view is the same for any
-//! call graph: a line is left out when its stage is not in the graph.
+//! graph: the sending lines need a `quality.adapt` stage, the hearing lines
+//! a `jitter.adaptive` one; a graph with neither shows the table alone.
 //!
 //! ```text
 //! wzp top — call — room standup — 12.0 s
@@ -34,7 +35,7 @@ pub struct Top {
 }
 
 impl Top {
-    /// A view titled `title` (e.g. `room standup`).
+    /// A view titled `title` (e.g. `call — room standup`, or a graph's name).
     pub fn new(title: impl Into<String>) -> Top {
         Top {
             title: title.into(),
@@ -57,7 +58,7 @@ impl Top {
     pub fn frame(&mut self, now: Report, elapsed_s: f64) -> String {
         let decisions: Vec<&str> = self.decisions.iter().map(String::as_str).collect();
         let s = format!(
-            "wzp top — call — {} — {:.1} s\n{}\n{}",
+            "wzp top — {} — {:.1} s\n{}\n{}",
             self.title,
             elapsed_s,
             summary(&now, self.before.as_ref(), &decisions),
@@ -196,6 +197,9 @@ fn sending(out: &mut String, a: &StageReport) {
 }
 
 fn hearing(out: &mut String, now: &Report, before: Option<&Report>) {
+    if stage(now, "jitter.adaptive").is_none() {
+        return;
+    }
     let chains: Vec<&StageReport> = now
         .stages
         .iter()
@@ -428,11 +432,18 @@ mod tests {
 
         let s = summary(&report(chain(0, 0, 0, 0, 0, 0)), None, &[]);
         assert!(s.contains("hearing    nobody yet"), "{s}");
+        // A graph with no jitter buffer and no controller: no lines.
+        let s = summary(
+            &report(vec![st("src", "audio.tone_source", &[], &[])]),
+            None,
+            &[],
+        );
+        assert_eq!(s, "");
     }
 
     #[test]
     fn the_view_keeps_the_last_decisions_and_counts_from_the_screen_before() {
-        let mut top = Top::new("room standup");
+        let mut top = Top::new("call — room standup");
         for i in 0..5 {
             top.decision(&format!("adapt: reason{i} -> tier=good at {i}.00 s"));
         }

@@ -11,6 +11,8 @@ use wzp_engine::prelude::*;
 use wzp_engine::stats::Snapshot;
 use wzp_stages::quality::journal::{DecisionJournal, DEFAULT_NAME as ADAPT_JOURNAL};
 
+use crate::call::top::Top;
+
 use super::{load, parse_duration_arg};
 
 #[derive(clap::Args)]
@@ -57,12 +59,16 @@ pub fn run(args: RunArgs) -> Result<()> {
     let mut res = Resources::new();
     res.insert(ADAPT_JOURNAL, journal.clone());
     let print_decisions = !args.quiet && !args.top;
-    let decisions = |j: &DecisionJournal| {
+    // With --top the view shows the last decisions instead.
+    let mut top = args.top.then(|| Top::new(spec.name.clone()));
+    let decisions = |j: &DecisionJournal, top: &mut Option<Top>| {
         // Drained either way: a journal left full counts every later
         // decision as dropped.
         let mut o = std::io::stdout().lock();
         j.drain(|r| {
-            if print_decisions {
+            if let Some(t) = top.as_mut() {
+                t.decision(&r.line());
+            } else if print_decisions {
                 let _ = writeln!(o, "{}", r.line());
             }
         });
@@ -90,31 +96,30 @@ pub fn run(args: RunArgs) -> Result<()> {
         if graph.wait(Duration::from_millis(50)) || stop.load(Ordering::Relaxed) {
             break;
         }
-        decisions(&journal);
-        if args.top && Instant::now() >= next_refresh {
-            next_refresh += Duration::from_secs(1);
-            let stats = graph.stats();
-            let snap = stats.snapshot();
-            let report = stats.report(&snap, last.as_ref());
-            let mut o = std::io::stdout().lock();
-            if tty {
-                let _ = write!(o, "\x1b[2J\x1b[H");
+        decisions(&journal, &mut top);
+        if let Some(t) = top.as_mut() {
+            if Instant::now() >= next_refresh {
+                next_refresh += Duration::from_secs(1);
+                let stats = graph.stats();
+                let snap = stats.snapshot();
+                let report = stats.report(&snap, last.as_ref());
+                let screen = t.frame(report, started.elapsed().as_secs_f64());
+                let mut o = std::io::stdout().lock();
+                if tty {
+                    let _ = write!(o, "\x1b[2J\x1b[H");
+                }
+                let _ = writeln!(o, "{screen}");
+                let _ = o.flush();
+                last = Some(snap);
             }
-            let _ = writeln!(
-                o,
-                "wzp top — {} — {:.1}s (last second)\n{}",
-                report.graph,
-                started.elapsed().as_secs_f64(),
-                report.table()
-            );
-            let _ = o.flush();
-            last = Some(snap);
         }
     }
     let interrupted = stop.load(Ordering::Relaxed) && !graph.is_finished();
     let stats = graph.stats();
     graph.stop();
-    decisions(&journal);
+    // What is left after the last screen is printed as lines.
+    top = None;
+    decisions(&journal, &mut top);
     let wall = started.elapsed();
     let snap = stats.snapshot();
     let report = stats.report(&snap, None);

@@ -121,9 +121,9 @@ period_s=$(soxi -D "$WORK/talk.wav")
 log "speech: $(soxi -D "$REF") s ($frames frames of 20 ms); talker's input: ${period_s} s, looped"
 
 all=$(cut -f1 "$WORK/traces/conditions.tsv" | tr '\n' ' ')
-# Conditions run only when asked for (CONDITIONS="r40 r50 r60 r70 r80"):
-# heavier random loss, outside the issue's table.
-extra="r40 r50 r60 r70 r80"
+# Conditions run only when asked for (CONDITIONS="r40 r50 r60 r70 r80",
+# "r1 r2 r5 r15"): heavier and lighter random loss, outside the issue's table.
+extra="r40 r50 r60 r70 r80 r5 r15 r2 r1"
 defaults=$(for c in $all; do case " $extra " in *" $c "*) ;; *) printf '%s ' "$c" ;; esac; done)
 asked=$CONDITIONS
 if [ -z "$CONDITIONS" ]; then

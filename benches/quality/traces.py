@@ -45,6 +45,14 @@ CONDITIONS = [
     ("r60", "random 60 %", 60, "random", (0.60,)),
     ("r70", "random 70 %", 70, "random", (0.70,)),
     ("r80", "random 80 %", 80, "random", (0.80,)),
+    # Lighter random loss, either side of the live table's 10 %, where LBRR
+    # and RaptorQ's lighter mode meet (aligned runs: CONDITIONS="r1 r2 r5 r15").
+    # Appended: each condition's trace draws from a generator seeded by its
+    # place in this list, so the others keep theirs.
+    ("r5", "random 5 %", 5, "random", (0.05,)),
+    ("r15", "random 15 %", 15, "random", (0.15,)),
+    ("r2", "random 2 %", 2, "random", (0.02,)),
+    ("r1", "random 1 %", 1, "random", (0.01,)),
 ]
 
 

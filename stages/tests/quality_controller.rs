@@ -6,8 +6,8 @@ use wzp_proto::feedback::{burst_bin, FeedbackEntry, ReceiverInfo, BURST_BINS};
 use wzp_stages::codec::profile::Profile;
 use wzp_stages::quality::controller::{
     lbrr_hint, packet_wire_kbps, wire_kbps, Controller, ControllerConfig, Decision, Reason,
-    Settings, CODEC2_MAX_PACKET_MS, DRED_HINT, DRED_MIN_BITRATE, EARLY_LOSS_CAP, FEC_RATIO,
-    PATH_SETTLE_NS, TIERS,
+    Settings, CODEC2_MAX_PACKET_MS, DRED_HINT, DRED_MIN_BITRATE, EARLY_LOSS_CAP, FEC_LIGHT_RATIO,
+    FEC_RATIO, PATH_SETTLE_NS, TIERS,
 };
 use wzp_stages::quality::path::PathSample;
 
@@ -376,22 +376,32 @@ fn random_loss_ends_with_the_clean_packets_that_show_it() {
     r.go(10, CLEAN, 1);
     assert_eq!(r.c.decisions(), decisions, "and it stays: {:?}", r.log);
 
-    // LBRR at 4 %: still on after one clean second, off within the settle
-    // time.
-    let mut r = Run::new(cfg);
-    r.go(10, random(0.04), 1);
-    assert!(r.s().lbrr, "{:?}", r.log);
-    let lossy_until = r.now;
-    r.go(2, CLEAN, 1);
-    assert!(r.s().lbrr, "two clean seconds at 4 %: {:?}", r.log);
-    r.go(3, CLEAN, 1);
-    assert!(!r.redundancy(), "{:?}", r.log);
-    let off = r.last(Reason::CleanPath).unwrap();
-    assert!(
-        off > lossy_until + 2 * S && off <= lossy_until + cfg.clean_settle_ns,
-        "{:?}",
-        r.log
-    );
+    // At 4 % (light RaptorQ repair, or LBRR where there is none): still on
+    // after two clean seconds, off within the settle time.
+    for (cfg, light) in [(cfg, true), (lbrr_only(), false)] {
+        let mut r = Run::new(cfg);
+        r.go(10, random(0.04), 1);
+        let on = |s: &Settings| {
+            if light {
+                s.fec_ratio == FEC_LIGHT_RATIO && !s.lbrr
+            } else {
+                s.lbrr && s.fec_ratio == 0
+            }
+        };
+        assert!(on(&r.s()), "{:?}", r.log);
+        let lossy_until = r.now;
+        r.go(2, CLEAN, 1);
+        assert!(on(&r.s()), "two clean seconds at 4 %: {:?}", r.log);
+        r.go(3, CLEAN, 1);
+        assert!(!r.redundancy(), "{:?}", r.log);
+        assert_eq!(r.s().bitrate, 24_000);
+        let off = r.last(Reason::CleanPath).unwrap();
+        assert!(
+            off > lossy_until + 2 * S && off <= lossy_until + cfg.clean_settle_ns,
+            "{:?}",
+            r.log
+        );
+    }
 
     // Bursts of 3 at 14 %: DRED with the hold for the settle time at least.
     let mut r = Run::new(cfg);
@@ -406,23 +416,26 @@ fn random_loss_ends_with_the_clean_packets_that_show_it() {
     assert!(r.s().receiver_hold_frames > 0, "{:?}", r.log);
 }
 
-/// Random loss from a level of 16 % gets RaptorQ: Opus at 11 of 24 kb/s
-/// with a repair symbol per frame (loss hint 0, no LBRR, no DRED), in
-/// blocks whose hold fits the budget, from the second lossy report (one
-/// report is no shape); in a band, left for LBRR under 12 %. Not where
-/// the tier has no rate for it, the budget no room, or the loss comes in
+/// Random loss gets RaptorQ, from the second lossy report (one report is
+/// no shape), in two bands: from a level of 2 % a symbol per two frames with
+/// Opus at 13/20 of the tier (15.6 of 24 kb/s), from 13 % (left under 10 %)
+/// a symbol per frame with Opus at 11/24 (loss hint 0, no LBRR, no DRED
+/// either way), in blocks whose hold fits the budget. LBRR under 2 %, and
+/// where the tier has no rate for repair or the budget no room; never for
 /// bursts.
 #[test]
 fn random_loss_gets_raptorq_in_a_band() {
-    let fec = |s: &Settings, bitrate: u32, block: u8| {
+    let fec_at = |s: &Settings, bitrate: u32, ratio: u8, block: u8| {
         s.bitrate == bitrate
-            && s.fec_ratio == FEC_RATIO
+            && s.fec_ratio == ratio
             && s.fec_block == block
             && !s.lbrr
             && s.dred_ms == 0
             && s.loss_hint == 0
             && s.receiver_hold_frames == 0
     };
+    let fec = |s: &Settings, bitrate: u32, block: u8| fec_at(s, bitrate, FEC_RATIO, block);
+    let light = |s: &Settings| fec_at(s, 15_600, FEC_LIGHT_RATIO, 2);
     let mut r = Run::new(ControllerConfig::default());
     r.go(1, random(0.20), 1);
     assert!(
@@ -433,31 +446,53 @@ fn random_loss_gets_raptorq_in_a_band() {
     r.go(1, random(0.20), 1);
     assert_eq!(r.log.last().unwrap().reason, Reason::FecLoss, "{:?}", r.log);
     assert!(fec(&r.s(), 11_000, 2), "{:?}", r.s());
-    // 13 %: inside the band, it stays.
-    r.go(20, random(0.13), 1);
-    assert!(fec(&r.s(), 11_000, 2), "13 %: {:?}", r.s());
-    // 8 %: LBRR at the tier's rate, once the level is under 12 %.
-    r.go(15, random(0.08), 1);
-    let s = r.s();
-    assert!(
-        s.lbrr && s.fec_ratio == 0 && s.fec_block == 0 && s.bitrate == 24_000,
-        "8 %: {s:?}"
+    // 11 %: inside the band, it stays.
+    r.go(20, random(0.11), 1);
+    assert!(fec(&r.s(), 11_000, 2), "11 %: {:?}", r.s());
+    // 6 %: the light band, once the level is under 10 %: the loss eased.
+    r.go(15, random(0.06), 1);
+    assert!(light(&r.s()), "6 %: {:?}", r.s());
+    assert_eq!(
+        r.log.last().unwrap().reason,
+        Reason::LossEased,
+        "{:?}",
+        r.log
     );
     assert_eq!(r.c.count(Reason::FecLoss), 1, "{:?}", r.log);
-    assert_eq!(r.c.count(Reason::LossEased), 1, "{:?}", r.log);
+    // Back up to 20 %: a symbol per frame again.
+    r.go(10, random(0.20), 1);
+    assert!(fec(&r.s(), 11_000, 2), "20 % again: {:?}", r.s());
+    assert_eq!(r.c.count(Reason::FecLoss), 2, "{:?}", r.log);
 
-    // 10 % and 13 % from the start never reach the band; 20 % and 30 % do.
-    for (loss, on) in [(0.10, false), (0.13, false), (0.20, true), (0.30, true)] {
+    // From the start: 2 % (a loss a report: a level of 2 %) stays on
+    // LBRR, 3 % to 10 % take the light band, 20 % and 30 % the full one.
+    for (loss, band) in [
+        (0.02, 0),
+        (0.03, FEC_LIGHT_RATIO),
+        (0.05, FEC_LIGHT_RATIO),
+        (0.10, FEC_LIGHT_RATIO),
+        (0.20, FEC_RATIO),
+        (0.30, FEC_RATIO),
+    ] {
         let mut r = Run::new(ControllerConfig::default());
         r.go(30, random(loss), 1);
-        assert_eq!(
-            r.c.count(Reason::FecLoss),
-            u64::from(on),
-            "{loss}: {:?}",
-            r.log
-        );
-        assert_eq!(r.s().fec_ratio == FEC_RATIO, on, "{loss}: {:?}", r.s());
+        assert_eq!(r.s().fec_ratio, band, "{loss}: {:?}", r.log);
+        if band == 0 {
+            assert!(r.s().lbrr, "{loss}: {:?}", r.s());
+            assert_eq!(r.c.count(Reason::FecLoss), 0, "{loss}: {:?}", r.log);
+        }
     }
+    // The light band is left when the loss ends, not when its level dips
+    // (at 2 % a report of 50 packets reads 0-6 %, and every switch moves
+    // Opus between 15.6 and 24 kb/s).
+    let mut r = Run::new(ControllerConfig::default());
+    r.go(10, random(0.05), 1);
+    assert!(light(&r.s()), "5 %: {:?}", r.s());
+    r.go(30, random(0.02), 1);
+    assert!(light(&r.s()), "2 %: {:?}", r.log);
+    r.go(10, CLEAN, 1);
+    assert!(!r.redundancy(), "clean: {:?}", r.log);
+
     // 45 % is above it: dense loss, DRED with the hold, from the second
     // the loss level (which restarts low) reaches 37 %.
     let mut r = Run::new(ControllerConfig::default());
@@ -494,20 +529,21 @@ fn random_loss_gets_raptorq_in_a_band() {
     );
     assert_eq!(r.c.count(Reason::DenseLoss), 1, "{:?}", r.log);
 
-    // The block follows the budget: (K - 1) frames and K quanta of paced
-    // repair held.
-    for (budget, block) in [
-        (20, Some(1)),
-        (40, Some(1)),
-        (60, Some(2)),
-        (80, Some(2)),
-        (100, Some(3)),
-        (10, None),
+    // The block follows the budget: (K - 1) frames and the paced repair
+    // held; the light band needs blocks of two (40 ms).
+    for (budget, block, light_block) in [
+        (20, Some(1), None),
+        (40, Some(1), Some(2)),
+        (60, Some(2), Some(2)),
+        (80, Some(2), Some(3)),
+        (100, Some(3), Some(4)),
+        (10, None, None),
     ] {
-        let mut r = Run::new(ControllerConfig {
+        let cfg = ControllerConfig {
             hold_budget_ms: budget,
             ..ControllerConfig::default()
-        });
+        };
+        let mut r = Run::new(cfg);
         r.go(3, random(0.22), 1);
         match block {
             Some(b) => assert!(fec(&r.s(), 11_000, b), "{budget} ms: {:?}", r.s()),
@@ -517,18 +553,51 @@ fn random_loss_gets_raptorq_in_a_band() {
                 r.s()
             ),
         }
+        let mut r = Run::new(cfg);
+        r.go(5, random(0.06), 1);
+        match light_block {
+            Some(b) => assert!(
+                fec_at(&r.s(), 15_600, FEC_LIGHT_RATIO, b),
+                "{budget} ms at 6 %: {:?}",
+                r.s()
+            ),
+            None => assert!(
+                r.s().lbrr && r.s().fec_ratio == 0,
+                "{budget} ms at 6 %: {:?}",
+                r.s()
+            ),
+        }
     }
 
-    // The rate follows the tier: 11/24 of it, where that is 11 kb/s or more.
-    for (top, bitrate) in [("studio_32k", Some(14_600)), ("fair", None)] {
-        let mut r = Run::new(ControllerConfig {
+    // The rate follows the tier: 11/24 of it (13/20 in the light band),
+    // where that is 11 kb/s or more.
+    for (top, bitrate, light_bitrate) in [
+        ("studio_32k", Some(14_600), Some(20_800)),
+        ("fair", None, None),
+    ] {
+        let cfg = ControllerConfig {
             top_tier: top,
             ..ControllerConfig::default()
-        });
+        };
+        let mut r = Run::new(cfg);
         r.go(3, random(0.22), 1);
         match bitrate {
             Some(b) => assert!(fec(&r.s(), b, 2), "{top}: {:?}", r.s()),
             None => assert!(r.s().lbrr && r.s().fec_ratio == 0, "{top}: {:?}", r.s()),
+        }
+        let mut r = Run::new(cfg);
+        r.go(5, random(0.06), 1);
+        match light_bitrate {
+            Some(b) => assert!(
+                fec_at(&r.s(), b, FEC_LIGHT_RATIO, 2),
+                "{top} at 6 %: {:?}",
+                r.s()
+            ),
+            None => assert!(
+                r.s().lbrr && r.s().fec_ratio == 0,
+                "{top} at 6 %: {:?}",
+                r.s()
+            ),
         }
     }
 
@@ -2025,21 +2094,28 @@ fn a_path_losing_in_long_runs_with_short_ones_between_gets_dred_and_the_hold() {
     assert_eq!(r.c.count(Reason::LossEased), 0, "{:?}", r.log);
     assert_eq!(r.c.count(Reason::CleanPath), 1, "{:?}", r.log);
 
-    // The path turns to random loss: LBRR again once the long runs have
-    // faded from the tally under the band's lower edge (about nine
-    // reports from a tally this full) and the bursts from the memory.
+    // The path turns to random loss (6 %): repair for random loss (light
+    // RaptorQ) once the long runs have faded from the tally under the
+    // band's lower edge (about nine reports from a tally this full) and the
+    // bursts from the memory.
     let t0 = r.now;
     for _ in 0..25 {
         r.second(&[(100, &[1, 1, 1, 2, 1])]);
     }
-    let back = r.last(Reason::LossEased).expect("LBRR again");
+    let back = r
+        .last(Reason::LossEased)
+        .expect("random loss's repair again");
     assert!(
         back > t0 && back - t0 <= 20 * S,
         "{} ms after the path turned: {:?}",
         back.saturating_sub(t0) / MS,
         r.log
     );
-    assert!(r.s().lbrr, "{:?}", r.s());
+    let s = r.s();
+    assert!(
+        s.fec_ratio == FEC_LIGHT_RATIO && s.dred_ms == 0 && s.receiver_hold_frames == 0,
+        "{s:?}"
+    );
 }
 
 /// A path that loses almost only in runs longer than the receiver can

@@ -42,8 +42,9 @@
 //!   above.
 //! - `fec_live` (string, ""): the `FecLive` cell a `fec.raptorq_encode`'s
 //!   `live_ratio` names: the RaptorQ ratio goes live (Codec2 for heavy loss
-//!   carries the tier's repair; random loss of 16 % and more gets a repair
-//!   symbol per frame, with the block size published beside the ratio);
+//!   carries the tier's repair; random loss gets a repair symbol per two
+//!   frames from a level of 3 %, one per frame from 13 %, with the block
+//!   size published beside the ratio);
 //!   empty: the ratio is counted `not_live`. The cell also says whether
 //!   repair may ride in source packets (gauge `repair_rides` below).
 //! - `path_live` (string, ""): the `PathLive` cell ([`super::path`]) the
@@ -57,9 +58,11 @@
 //!   through.
 //! - `local_sender` (string, ""): name of an `Arc<LocalSender>` resource.
 //! - `random_fec` (bool, true): RaptorQ repair for random loss from a
-//!   level of 16 % (Opus at 11 of 24 kb/s with a repair symbol per frame,
-//!   riding in the next frame's packet where the receivers take it, else a
-//!   packet of its own; docs/PROFILES.md); false keeps LBRR there.
+//!   level of 3 % (Opus at 15.6 of 24 kb/s with a repair symbol per two
+//!   frames) and from 13 % (Opus at 11 of 24 kb/s with a repair symbol per
+//!   frame), riding in the next frame's packet where the receivers take
+//!   it, else a packet of its own; docs/PROFILES.md; false keeps LBRR
+//!   there.
 //!   Repair needs `fec_live` (the encoder's cell) to go out: without it
 //!   this is off whatever it says.
 //! - `rate_check` (bool, true): heavy loss with no queue first steps the
@@ -262,7 +265,7 @@ impl StageFactory for AdaptFactory {
                 ParamSpec::bool(
                     "random_fec",
                     true,
-                    "RaptorQ repair for random loss of 16 % and more (false: LBRR, no extra packets)",
+                    "RaptorQ repair for random loss of 3 % and more (false: LBRR, no extra packets)",
                 ),
                 ParamSpec::bool(
                     "rate_check",

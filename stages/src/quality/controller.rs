@@ -9,15 +9,18 @@
 //!
 //! - **Protection** against loss, chosen from the loss the *worst* fresh
 //!   receiver reports and the shape of its losses: none on a clean path
-//!   (after a start-up period on the profile's defaults); LBRR with a loss
-//!   hint near the measured loss for random loss; DRED (1 s window, a
+//!   (after a start-up period on the profile's defaults); for random loss
+//!   RaptorQ repair where it fits (below), else LBRR with a loss hint near
+//!   the measured loss; DRED (1 s window, a
 //!   hint that sets its share of the bit rate and its reach, [`dred_hint`],
 //!   and a receiver hold to rebuild whole bursts within a latency budget:
 //!   the smallest its fresh receivers state, [`Controller::handle_receiver_info`])
-//!   for bursts; for random loss from a level of 16 % (left under 12 %:
-//!   [`FEC_ENTER`]) up to 37 % ([`FEC_ABOVE`], taken again under 33 %)
-//!   RaptorQ repair, a symbol per frame, with Opus at 11 of
-//!   24 kb/s, in blocks whose hold fits the budget ([`fec_block`]), where
+//!   for bursts; for random loss from a level of 3 % ([`FEC_LIGHT_ENTER`],
+//!   held while the loss lasts) RaptorQ repair, a symbol per two frames
+//!   with Opus at 15.6 of 24 kb/s, and from 13 % (left under 10 %:
+//!   [`FEC_ENTER`]) up to 37 % ([`FEC_ABOVE`], taken again under 33 %) a
+//!   symbol per frame with Opus at 11 of
+//!   24 kb/s, in blocks whose hold fits the budget ([`fec_block_at`]), where
 //!   the tier has the rate for it and no other fresh receiver hears the
 //!   stream unrepaired (in a room, a clean listener would hear Opus at
 //!   11 kb/s too: LBRR instead, [`Reason::RandomLossRoom`]); without it
@@ -893,8 +896,9 @@ pub const DENSE_LEAVE: f32 = 0.20;
 pub const LEVEL_REPORTS: u8 = 4;
 
 /// Loss level (the same smoothed level as [`DENSE_ENTER`]) from which
-/// random loss gets RaptorQ repair instead of LBRR, where the tier allows
-/// ([`fec_bitrate`]): Opus at 11 of the tier's 24 kb/s and a repair
+/// random loss gets RaptorQ repair a symbol per frame, where the tier
+/// allows ([`fec_bitrate`]; under it the light band, [`FEC_LIGHT_ENTER`],
+/// or LBRR): Opus at 11 of the tier's 24 kb/s and a repair
 /// symbol per source frame (1.11 times the payload of the tier's own
 /// stream: each repair symbol is as long as the longest frame of its block
 /// plus 3 bytes of frame metadata, docs/QUALITY.md finding 28), in blocks
@@ -904,10 +908,15 @@ pub const LEVEL_REPORTS: u8 = 4;
 /// it does. Fixed settings aligned against `opus_demo` on trace seed 13
 /// (docs/QUALITY.md finding 23): random 20 % +0.44 against LBRR's +0.20,
 /// 30 % +0.33 against DRED's +0.05, but 10 % +0.19 against +0.21; so from
-/// 16 %, left under [`FEC_LEAVE`] (from 14 % a 10 % trace whose first
-/// seconds lost 16 % went to RaptorQ and back: -0.12 on that seed).
+/// 16 % while LBRR was under it. With the light band under it instead
+/// (finding 49, six seeds, fixed: 10 % +0.37 light against +0.31 here, 15 %
+/// +0.22 against +0.43), from 13 %, left under [`FEC_LEAVE`]; adapting, 13
+/// / 10 % read random 10 % +0.37 and 15 % +0.32, 14 / 11 % +0.39 and
+/// +0.25, 16 / 12 % +0.40 and +0.20 (a 10 % trace's first reports read up
+/// to 16-24 %, and a move between the bands costs a switch of rate).
 pub const FEC_ENTER: f32 = 0.13;
-/// Loss level under which RaptorQ repair gives way to LBRR.
+/// Loss level under which a symbol per frame gives way to the light band
+/// (or LBRR where that does not fit).
 pub const FEC_LEAVE: f32 = 0.10;
 /// Odds under which a clean run of packets says random loss has ended:
 /// at the loss level a receiver last read, its reports since counted so

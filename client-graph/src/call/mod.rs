@@ -6,7 +6,6 @@ pub mod media;
 pub mod top;
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -229,10 +228,8 @@ pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
             None => format!("call — room {}", opts.room),
         })
     });
-    let top_tty = std::io::stdout().is_terminal();
     let call_started = Instant::now();
     let mut next_top = call_started + TOP_INTERVAL;
-    let mut top_snapshot: Option<wzp_engine::stats::Snapshot> = None;
     // Wait for the graph to end (duration) or a stop request.
     while !graph.is_finished() && !opts.stop.load(Ordering::Relaxed) {
         graph.wait(Duration::from_millis(50));
@@ -250,16 +247,7 @@ pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
                 journal.drain(|r| t.decision(&r.line()));
                 if Instant::now() >= next_top {
                     next_top += TOP_INTERVAL;
-                    let snap = stats.snapshot();
-                    let report = stats.report(&snap, top_snapshot.as_ref());
-                    top_snapshot = Some(snap);
-                    let screen = t.frame(report, call_started.elapsed().as_secs_f64());
-                    let mut o = std::io::stdout().lock();
-                    if top_tty {
-                        let _ = write!(o, "\x1b[2J\x1b[H");
-                    }
-                    let _ = writeln!(o, "{screen}");
-                    let _ = o.flush();
+                    t.show(&stats, call_started.elapsed().as_secs_f64());
                 }
             }
             None => {
@@ -288,7 +276,9 @@ pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
                         Ok(()) => {
                             // Rebuilt stages have new figures.
                             stats = graph.stats();
-                            top_snapshot = None;
+                            if let Some(t) = &mut top {
+                                t.restart();
+                            }
                             println!(
                                 "{}the path takes {limit}-byte datagrams: sending {} (up to {} bytes) instead of {}",
                                 opts.label,

@@ -18,8 +18,9 @@
 //! ```
 
 use std::collections::VecDeque;
+use std::io::{IsTerminal, Write};
 
-use wzp_engine::stats::{Report, StageReport};
+use wzp_engine::stats::{GraphStats, Report, Snapshot, StageReport};
 use wzp_stages::codec::profile::{Codec, Codec2Mode, Profile};
 use wzp_stages::quality::controller::TIERS;
 
@@ -32,6 +33,10 @@ pub struct Top {
     title: String,
     before: Option<Report>,
     decisions: VecDeque<String>,
+    /// The figures at the last screen (timings are per screen).
+    last: Option<Snapshot>,
+    /// Stdout is a terminal: each screen clears it first.
+    tty: bool,
 }
 
 impl Top {
@@ -41,7 +46,29 @@ impl Top {
             title: title.into(),
             before: None,
             decisions: VecDeque::new(),
+            last: None,
+            tty: std::io::stdout().is_terminal(),
         }
+    }
+
+    /// Prints a screen of `stats` to stdout (timings since the last screen),
+    /// clearing the terminal first when stdout is one.
+    pub fn show(&mut self, stats: &GraphStats, elapsed_s: f64) {
+        let snap = stats.snapshot();
+        let report = stats.report(&snap, self.last.as_ref());
+        self.last = Some(snap);
+        let screen = self.frame(report, elapsed_s);
+        let mut o = std::io::stdout().lock();
+        if self.tty {
+            let _ = write!(o, "\x1b[2J\x1b[H");
+        }
+        let _ = writeln!(o, "{screen}");
+        let _ = o.flush();
+    }
+
+    /// The graph was rebuilt: its stages' timings start again.
+    pub fn restart(&mut self) {
+        self.last = None;
     }
 
     /// A decision line of the quality controller (`adapt: ...`): the view

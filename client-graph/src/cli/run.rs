@@ -1,6 +1,6 @@
 //! `wzp-client run`: run any graph file.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use wzp_engine::prelude::*;
-use wzp_engine::stats::Snapshot;
 use wzp_stages::quality::journal::{DecisionJournal, DEFAULT_NAME as ADAPT_JOURNAL};
 
 use crate::call::top::Top;
@@ -89,8 +88,6 @@ pub fn run(args: RunArgs) -> Result<()> {
         })
         .map_err(|e| anyhow!("{e}"))?;
     let started = Instant::now();
-    let tty = std::io::stdout().is_terminal();
-    let mut last: Option<Snapshot> = None;
     let mut next_refresh = started + Duration::from_secs(1);
     loop {
         if graph.wait(Duration::from_millis(50)) || stop.load(Ordering::Relaxed) {
@@ -100,17 +97,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         if let Some(t) = top.as_mut() {
             if Instant::now() >= next_refresh {
                 next_refresh += Duration::from_secs(1);
-                let stats = graph.stats();
-                let snap = stats.snapshot();
-                let report = stats.report(&snap, last.as_ref());
-                let screen = t.frame(report, started.elapsed().as_secs_f64());
-                let mut o = std::io::stdout().lock();
-                if tty {
-                    let _ = write!(o, "\x1b[2J\x1b[H");
-                }
-                let _ = writeln!(o, "{screen}");
-                let _ = o.flush();
-                last = Some(snap);
+                t.show(&graph.stats(), started.elapsed().as_secs_f64());
             }
         }
     }

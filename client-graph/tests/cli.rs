@@ -59,6 +59,20 @@ fn run_loopback_on_the_builtin_input_writes_wav_and_stats() {
     assert_eq!(stats["domains"][0]["domain"], "clocked");
 }
 
+/// `wzp-client run graphs/loopback.toml` at 20 % loss (seed 3), writing
+/// its output into `dir`.
+fn lossy_loopback(dir: &std::path::Path) -> Command {
+    let mut cmd = bin();
+    cmd.arg("run")
+        .arg(repo("graphs/loopback.toml"))
+        .args([
+            "--set",
+            &format!("output={}", dir.join("out.wav").display()),
+        ])
+        .args(["--set", "loss=20", "--set", "seed=3"]);
+    cmd
+}
+
 /// `run` prints each decision of the loopback's quality controller as it
 /// is taken, with its reason and graph time, on a fast clock too; `--quiet`
 /// leaves them out.
@@ -66,14 +80,8 @@ fn run_loopback_on_the_builtin_input_writes_wav_and_stats() {
 fn run_prints_every_quality_decision_with_its_graph_time() {
     let dir = tmp("run-decisions");
     let run = |extra: &[&str]| {
-        let out = bin()
-            .arg("run")
-            .arg(repo("graphs/loopback.toml"))
-            .args([
-                "--set",
-                &format!("output={}", dir.join("out.wav").display()),
-            ])
-            .args(["--set", "loss=20", "--set", "seed=3", "--clock", "fast"])
+        let out = lossy_loopback(&dir)
+            .args(["--clock", "fast"])
             .args(["--no-realtime", "--stats-json"])
             .arg(dir.join("stats.json"))
             .args(extra)
@@ -127,14 +135,7 @@ fn run_prints_every_quality_decision_with_its_graph_time() {
 #[test]
 fn run_top_shows_the_loop_adapting_above_the_table() {
     let dir = tmp("run-top");
-    let out = bin()
-        .arg("run")
-        .arg(repo("graphs/loopback.toml"))
-        .args([
-            "--set",
-            &format!("output={}", dir.join("out.wav").display()),
-        ])
-        .args(["--set", "loss=20", "--set", "seed=3"])
+    let out = lossy_loopback(&dir)
         .args([
             "--clock",
             "timer",

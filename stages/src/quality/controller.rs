@@ -1008,9 +1008,9 @@ pub const FEC_LIGHT_RATIO: u8 = 50;
 /// [`FEC_LIGHT_RATIO`] with Opus at 13/20 of the tier
 /// ([`fec_light_bitrate`]) instead of LBRR, where the tier allows; held
 /// until the loss ends (the level of a path losing 2-3 % wanders across
-/// any edge, and each crossing moves Opus between 15.6 and 24 kb/s: live
-/// on the loopback's 2 % traces, +0.09 with an edge at 1.5 %, +0.20
-/// held). Fixed settings aligned against `opus_demo`
+/// any edge, and each crossing moves Opus between 15.6 and 24 kb/s:
+/// adapting on the loopback's 2 % traces, entered at 2 % and left under
+/// 1.5 % read +0.09, held +0.17). Fixed settings aligned against `opus_demo`
 /// over six trace seeds (docs/QUALITY.md finding 49): random 2 % +0.27
 /// against LBRR's +0.19 (hint 7), 5 % +0.41 against the controller's
 /// LBRR +0.22, 10 % +0.37 against +0.25; at 1 % every setting is level

@@ -39,8 +39,12 @@ use crate::identity::{Fingerprint, TlsFingerprint};
 use crate::media::{MediaHeader, HEADER_LEN};
 use crate::signal::{AcceptMode, HangupReason};
 
-/// The federation protocol version this build speaks.
-pub const FEDERATION_VERSION: u32 = 1;
+/// The federation protocol version this build speaks. Version 2 adds the
+/// call events `path_lost` and `reroute` (a call whose path loses a link
+/// moves to another path); they are sent only on links agreed at 2.
+pub const FEDERATION_VERSION: u32 = 2;
+/// The first version with `path_lost` and `reroute`.
+pub const REROUTE_VERSION: u32 = 2;
 /// The oldest federation version this build accepts.
 pub const MIN_FEDERATION_VERSION: u32 = 1;
 /// Largest JSON body of one control frame: 256 KiB.
@@ -269,6 +273,20 @@ pub enum CallEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         message: Option<String>,
     },
+    /// Either way, on an answered call (federation version 2): a link of
+    /// the call's path went down. Each relay it crosses forgets its leg; the
+    /// caller's relay looks for another path (`reroute`), the callee's
+    /// waits for one. Neither party is told unless none comes.
+    PathLost {
+        /// Which link, for people (the hangup's message if no path comes).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
+    /// Caller to callee, on an answered call whose path was lost (federation
+    /// version 2): the call's new path, hop by hop along the presence route.
+    /// Every relay it crosses bridges the call room with its neighbours on
+    /// it; the callee's relay takes its sender as the call's neighbour.
+    Reroute,
 }
 
 impl CallEvent {
@@ -280,15 +298,17 @@ impl CallEvent {
             CallEvent::Answer { .. } => "answer",
             CallEvent::Confirm { .. } => "confirm",
             CallEvent::Hangup { .. } => "hangup",
+            CallEvent::PathLost { .. } => "path_lost",
+            CallEvent::Reroute => "reroute",
         }
     }
 
     /// Which way it travels: `true` from the caller towards the callee.
     pub fn towards_callee(&self) -> Option<bool> {
         match self {
-            CallEvent::Offer { .. } | CallEvent::Confirm { .. } => Some(true),
+            CallEvent::Offer { .. } | CallEvent::Confirm { .. } | CallEvent::Reroute => Some(true),
             CallEvent::Ringing | CallEvent::Answer { .. } => Some(false),
-            CallEvent::Hangup { .. } => None,
+            CallEvent::Hangup { .. } | CallEvent::PathLost { .. } => None,
         }
     }
 
@@ -346,13 +366,15 @@ impl CallEvent {
                 chosen_codec.as_deref().map_or(Ok(()), codec)
             }
             CallEvent::Confirm { handshake: h } => handshake(h),
-            CallEvent::Hangup { message, .. } => match message {
+            CallEvent::Reroute => Ok(()),
+            CallEvent::Hangup { message, .. } | CallEvent::PathLost { message } => match message {
                 Some(m)
                     if m.chars().count() > MAX_HANGUP_MESSAGE_CHARS
                         || m.chars().any(char::is_control) =>
                 {
                     Err(format!(
-                        "hangup message: at most {MAX_HANGUP_MESSAGE_CHARS} printable characters"
+                        "{} message: at most {MAX_HANGUP_MESSAGE_CHARS} printable characters",
+                        self.kind()
                     ))
                 }
                 _ => Ok(()),
@@ -966,6 +988,11 @@ mod tests {
                 reason: HangupReason::Declined,
                 message: Some("the callee declined".into()),
             }),
+            call(CallEvent::PathLost {
+                message: Some("the federation link between relays 1 and 2 was lost".into()),
+            }),
+            call(CallEvent::PathLost { message: None }),
+            call(CallEvent::Reroute),
         ]
     }
 
@@ -1317,6 +1344,36 @@ mod tests {
                     r#"{"kind":"hangup","reason":"normal","message":"a\u0000"}"#,
                 ),
                 "hangup message",
+            ),
+            (
+                call_json(
+                    "c1",
+                    &f,
+                    &f2,
+                    &format!("[\"{r1}\"]"),
+                    &format!(r#"{{"kind":"path_lost","message":"{}"}}"#, "x".repeat(257)),
+                ),
+                "path_lost message",
+            ),
+            (
+                call_json(
+                    "c1",
+                    &f,
+                    &f2,
+                    &format!("[\"{r1}\"]"),
+                    r#"{"kind":"path_lost","message":7}"#,
+                ),
+                "invalid type",
+            ),
+            (
+                call_json(
+                    "c1",
+                    &f,
+                    &f2,
+                    &format!("[\"{r1}\"]"),
+                    r#"{"kind":"reroute_now"}"#,
+                ),
+                "unknown variant",
             ),
         ];
         for (json, needle) in cases {

@@ -26,6 +26,22 @@
 //! [`CALL_SETUP_TIMEOUT`]) and the bridge with it: what was learned about
 //! the room is dropped at once.
 //!
+//! A link of an answered call's path going down does not end the call when
+//! another path exists (federation version 2 on the links involved): the
+//! relays of the broken path forget their legs as a `path_lost` passes them
+//! towards each end, the caller's relay sends a `reroute` along its present
+//! route to the callee, and every relay it crosses bridges the call room
+//! with its neighbours on the new path; the callee's relay takes the
+//! `reroute`'s sender as its neighbour. Neither party is told; their media
+//! stops for the time the link took to be found dead and comes back. With
+//! no path within [`REROUTE_WAIT`] both ends hang up as before.
+//!
+//! ```text
+//!  before:  relay 0 ── relay 1 ──x── relay 3          (link 1–3 dies)
+//!             path_lost <─┘         (relay 3 waits)
+//!  after:   relay 0 ── relay 2 ── relay 3             (reroute 0 → 2 → 3)
+//! ```
+//!
 //! Refusals answer the offer with a `hangup` back along the path it came
 //! (`not_online`, or `error` with the reason) and are counted in
 //! [`CallCounters`]: an offer whose path already holds this relay (a loop),
@@ -34,7 +50,9 @@
 
 use std::time::{Duration, Instant};
 
-use wzp_proto::federation::{CallEvent, CallSignal, RelayId, RoomId, MAX_CALL_PATH};
+use wzp_proto::federation::{
+    CallEvent, CallSignal, RelayId, RoomId, MAX_CALL_PATH, REROUTE_VERSION,
+};
 use wzp_proto::signal::HangupReason;
 use wzp_proto::Fingerprint;
 
@@ -47,6 +65,15 @@ use super::{Action, FederationCore, Phase, Route};
 pub const CALL_SETUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most calls a relay carries across federation at once.
 pub const MAX_CALLS: usize = 4096;
+/// How long the caller's relay looks for another path to the callee when an
+/// answered call's path loses a link, before both ends hang up.
+pub const REROUTE_WAIT: Duration = Duration::from_secs(5);
+/// How long the callee's relay waits for the new path (the caller's
+/// relay's search, and the hops of its `reroute`).
+pub const REROUTE_ARRIVAL_WAIT: Duration = Duration::from_secs(10);
+/// Between two tries of the caller's relay when a `reroute` came back as
+/// `path_lost` (a relay on the way had no route yet).
+pub const REROUTE_RETRY: Duration = Duration::from_millis(250);
 
 /// Call signals refused or dropped, by reason.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -72,6 +99,17 @@ pub struct CallCounters {
     pub ended_by_link: u64,
     /// Calls ended unanswered after [`CALL_SETUP_TIMEOUT`].
     pub setup_timeouts: u64,
+    /// Answered calls whose path lost a link here, or told so (`path_lost`).
+    pub paths_lost: u64,
+    /// `reroute`s sent by the caller's relay.
+    pub reroutes_sent: u64,
+    /// Calls carried on a new path: the callee's relay took a `reroute`.
+    pub rerouted: u64,
+    /// Calls ended because no new path came within the wait.
+    pub reroute_timeouts: u64,
+    /// `reroute`s refused (no route on, a loop, the hop limit, a path that
+    /// does not start at the call's caller relay, a call that ended).
+    pub reroutes_refused: u64,
 }
 
 /// One call as a relay on its path sees it.
@@ -89,12 +127,37 @@ pub struct CallLeg {
     pub toward_callee: Option<RelayId>,
     /// Accepted: the call room is bridged with the neighbours.
     pub answered: bool,
+    /// The caller's relay (the first of the offer's path).
+    pub caller_relay: RelayId,
+    /// The caller is on this relay.
+    pub caller_here: bool,
+    /// The callee is on this relay.
+    pub callee_here: bool,
+    /// On an end relay of an answered call: the path is lost and this relay
+    /// waits for a new one (its side towards the far party is `None` then).
+    pub lost: Option<LostPath>,
     setup_deadline: Instant,
+}
+
+/// An end relay's answered call whose path lost a link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LostPath {
+    /// The call ends unless a new path is found (the caller's relay) or
+    /// arrives (the callee's relay) by then.
+    pub until: Instant,
+    /// When the caller's relay tries a route again.
+    retry_at: Option<Instant>,
+    /// What was lost, for the hangup if nothing comes.
+    message: String,
 }
 
 impl CallLeg {
     fn neighbours(&self) -> impl Iterator<Item = RelayId> {
         self.toward_caller.into_iter().chain(self.toward_callee)
+    }
+
+    fn is_end(&self) -> bool {
+        self.caller_here || self.callee_here
     }
 }
 
@@ -153,7 +216,7 @@ impl FederationCore {
             .by_room
             .get(&room)
             .and_then(|id| self.calls.legs.get(id))
-            .is_some_and(|l| l.toward_caller.is_none() || l.toward_callee.is_none())
+            .is_some_and(CallLeg::is_end)
     }
 
     /// Per up peer, the call rooms bridged with it (for the room table's
@@ -169,12 +232,19 @@ impl FederationCore {
 
     /// When the next unanswered call's setup runs out.
     pub(super) fn next_call_deadline(&self) -> Option<Instant> {
-        self.calls
+        let setup = self
+            .calls
             .legs
             .values()
             .filter(|l| !l.answered)
-            .map(|l| l.setup_deadline)
-            .min()
+            .map(|l| l.setup_deadline);
+        let lost = self
+            .calls
+            .legs
+            .values()
+            .filter_map(|l| l.lost.as_ref())
+            .map(|p| p.retry_at.map_or(p.until, |r| r.min(p.until)));
+        setup.chain(lost).min()
     }
 
     /// Ends the calls unanswered past [`CALL_SETUP_TIMEOUT`].
@@ -191,11 +261,210 @@ impl FederationCore {
             let msg = format!("no answer within {} s", CALL_SETUP_TIMEOUT.as_secs());
             self.end_call_both_ways(&id, HangupReason::Timeout, msg);
         }
+        let lost: Vec<(String, bool)> = self
+            .calls
+            .legs
+            .iter()
+            .filter_map(|(id, l)| {
+                let p = l.lost.as_ref()?;
+                if p.until <= now {
+                    Some((id.clone(), true))
+                } else {
+                    p.retry_at
+                        .filter(|&r| r <= now)
+                        .map(|_| (id.clone(), false))
+                }
+            })
+            .collect();
+        for (id, expired) in lost {
+            if expired {
+                self.reroute_timed_out(&id);
+            } else {
+                self.try_reroute(&id, now);
+            }
+        }
     }
 
-    /// The link to `peer` is gone: every call across it ends, and both ends
-    /// are told (the side beyond the dead link by its own neighbour).
-    pub(super) fn end_calls_via(&mut self, peer: RelayId) {
+    /// Tries a route again for every call whose caller's relay is this one
+    /// and whose path is lost (the presence table changed).
+    pub(super) fn retry_reroutes(&mut self, now: Instant) {
+        let ids: Vec<String> = self
+            .calls
+            .legs
+            .iter()
+            .filter(|(_, l)| l.caller_here && l.lost.is_some())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            self.try_reroute(&id, now);
+        }
+    }
+
+    /// Whether `peer`'s link is up at a version that knows `path_lost` and
+    /// `reroute`.
+    fn speaks_reroute(&self, peer: RelayId) -> bool {
+        self.link_version(peer)
+            .is_some_and(|v| v >= REROUTE_VERSION)
+    }
+
+    /// This end relay's answered call lost its path: wait for (the callee's
+    /// relay) or look for (the caller's relay) a new one.
+    fn path_lost_at_end(&mut self, call_id: &str, message: String, now: Instant) {
+        let Some(leg) = self.calls.legs.get_mut(call_id) else {
+            return;
+        };
+        if leg.lost.is_none() {
+            self.calls.counters.paths_lost += 1;
+            let wait = if leg.caller_here {
+                REROUTE_WAIT
+            } else {
+                REROUTE_ARRIVAL_WAIT
+            };
+            leg.lost = Some(LostPath {
+                until: now + wait,
+                retry_at: None,
+                message,
+            });
+            let old = if leg.caller_here {
+                leg.toward_callee.take()
+            } else {
+                leg.toward_caller.take()
+            };
+            // What the old neighbour said about the room is void (its link
+            // took it along, or it forgot the call); what this relay
+            // announces now goes to nobody.
+            let room = leg.room;
+            if let Some(old) = old {
+                self.forget_call_room_from(room, old);
+            }
+            self.resync_call_room(room);
+            if !self.calls.legs[call_id].caller_here {
+                return;
+            }
+            self.try_reroute(call_id, now);
+        } else if let Some(p) = leg.lost.as_mut() {
+            // A `reroute` came back: a relay on the way had no route yet.
+            if leg.caller_here {
+                p.retry_at = Some(now + REROUTE_RETRY);
+            }
+        }
+    }
+
+    /// The caller's relay sends the call along its present route to the
+    /// callee, or tries again later.
+    fn try_reroute(&mut self, call_id: &str, now: Instant) {
+        let Some(leg) = self.calls.legs.get(call_id) else {
+            return;
+        };
+        if !leg.caller_here || leg.lost.is_none() {
+            return;
+        }
+        let next = match self.route(&leg.callee) {
+            Route::DirectPeer(n) => Some(n),
+            Route::Via(v) => v.first().copied(),
+            _ => None,
+        }
+        .filter(|&n| self.speaks_reroute(n));
+        let Some(next) = next else {
+            if let Some(p) = self
+                .calls
+                .legs
+                .get_mut(call_id)
+                .and_then(|l| l.lost.as_mut())
+            {
+                p.retry_at = Some(now + REROUTE_RETRY);
+            }
+            return;
+        };
+        let leg = self.calls.legs.get_mut(call_id).expect("leg checked above");
+        leg.lost = None;
+        leg.toward_callee = Some(next);
+        let signal = CallSignal {
+            call_id: call_id.to_string(),
+            caller: leg.caller,
+            callee: leg.callee,
+            event: CallEvent::Reroute,
+        };
+        let room = leg.room;
+        self.calls.counters.reroutes_sent += 1;
+        // Before the room's announcements: the next relay bridges the room
+        // when the `reroute` reaches it.
+        self.send(next, signal.message(vec![self.me]));
+        self.resync_call_room(room);
+    }
+
+    /// No new path came: the call ends here and the local party is told.
+    fn reroute_timed_out(&mut self, call_id: &str) {
+        let Some(leg) = self.end_leg(call_id) else {
+            return;
+        };
+        self.calls.counters.reroute_timeouts += 1;
+        let message = leg.lost.map(|p| p.message).unwrap_or_default();
+        let far = if leg.caller_here { "callee" } else { "caller" };
+        let wait = if leg.caller_here {
+            REROUTE_WAIT
+        } else {
+            REROUTE_ARRIVAL_WAIT
+        };
+        self.actions.push(Action::Call(CallSignal {
+            call_id: call_id.to_string(),
+            caller: leg.caller,
+            callee: leg.callee,
+            event: CallEvent::Hangup {
+                reason: HangupReason::Error,
+                message: Some(format!(
+                    "{message}, and no other path to the {far} came within {} s",
+                    wait.as_secs()
+                )),
+            },
+        }));
+    }
+
+    /// Drops what `peer` announced about a call's room (it is no longer the
+    /// call's neighbour).
+    fn forget_call_room_from(&mut self, room: RoomId, peer: RelayId) {
+        let elig = self.room_eligibility();
+        let keys: Vec<_> = self
+            .rooms
+            .learned_from(peer)
+            .filter(|((r, _), _)| *r == room)
+            .map(|(k, _)| *k)
+            .collect();
+        let mut deltas = Vec::new();
+        for k in keys {
+            deltas.extend(self.rooms.learn(peer, k, None, &elig));
+        }
+        self.send_room_deltas(deltas);
+    }
+
+    /// Re-announces (or withdraws) what this relay tells its peers about an
+    /// answered call's room after the call's neighbours changed.
+    fn resync_call_room(&mut self, room: RoomId) {
+        let elig = self.room_eligibility();
+        let mut keys: Vec<_> = self
+            .rooms
+            .keys()
+            .filter(|(r, _)| *r == room)
+            .copied()
+            .collect();
+        if !keys.contains(&(room, self.me)) {
+            keys.push((room, self.me));
+        }
+        let mut deltas = Vec::new();
+        for k in keys {
+            deltas.extend(self.rooms.sync_key(&k, &elig));
+        }
+        self.send_room_deltas(deltas);
+        self.room_changed(room);
+    }
+
+    /// The link to `peer` is gone. An answered call across it looks for
+    /// another path: an end relay waits for or looks for one, a relay between
+    /// tells the end beyond it (`path_lost`, after its route changes) and
+    /// forgets the call. An unanswered call, or one whose other neighbour
+    /// predates rerouting, ends, and both ends are told (the side beyond the
+    /// dead link by its own neighbour).
+    pub(super) fn end_calls_via(&mut self, peer: RelayId, now: Instant) {
         let ids: Vec<String> = self
             .calls
             .legs
@@ -204,12 +473,46 @@ impl FederationCore {
             .map(|(id, _)| id.clone())
             .collect();
         for id in ids {
-            self.calls.counters.ended_by_link += 1;
             let msg = format!(
                 "the federation link between relays {} and {peer} was lost",
                 self.me
             );
+            let leg = &self.calls.legs[&id];
+            if leg.answered && leg.is_end() {
+                self.path_lost_at_end(&id, msg, now);
+                continue;
+            }
+            let other = leg.neighbours().find(|&n| n != peer);
+            if leg.answered && other.is_some_and(|o| self.speaks_reroute(o)) {
+                self.calls.counters.paths_lost += 1;
+                self.pass_path_lost(&id, peer, msg);
+                continue;
+            }
+            self.calls.counters.ended_by_link += 1;
             self.end_call_both_ways(&id, HangupReason::Error, msg);
+        }
+    }
+
+    /// A relay between the call's ends: the path is lost on `from`'s side;
+    /// the other side is told (after this relay's route changes) and the
+    /// call is forgotten here.
+    fn pass_path_lost(&mut self, call_id: &str, from: RelayId, message: String) {
+        let Some(leg) = self.end_leg(call_id) else {
+            return;
+        };
+        let Some(other) = leg.neighbours().find(|&n| n != from) else {
+            return;
+        };
+        let signal = CallSignal {
+            call_id: call_id.to_string(),
+            caller: leg.caller,
+            callee: leg.callee,
+            event: CallEvent::PathLost {
+                message: Some(message),
+            },
+        };
+        if self.speaks_reroute(other) {
+            self.send_after_flush(other, signal.message(vec![self.me]));
         }
     }
 
@@ -227,10 +530,14 @@ impl FederationCore {
                 message: Some(message.clone()),
             },
         };
-        for side in [leg.toward_caller, leg.toward_callee] {
+        for (side, here) in [
+            (leg.toward_caller, leg.caller_here),
+            (leg.toward_callee, leg.callee_here),
+        ] {
             match side {
                 Some(peer) => self.send(peer, signal(&leg).message(vec![self.me])),
-                None => self.actions.push(Action::Call(signal(&leg))),
+                None if here => self.actions.push(Action::Call(signal(&leg))),
+                None => {}
             }
         }
     }
@@ -248,16 +555,30 @@ impl FederationCore {
             self.calls.counters.unknown_call += 1;
             return;
         }
+        if matches!(s.event, CallEvent::PathLost { .. } | CallEvent::Reroute) {
+            // Only relays send these.
+            self.calls.counters.unknown_call += 1;
+            return;
+        }
         // The local party's side is the one with no neighbour.
         let target = match s.event.towards_callee() {
-            Some(true) if leg.toward_caller.is_none() => leg.toward_callee,
-            Some(false) if leg.toward_callee.is_none() => leg.toward_caller,
-            None if leg.toward_caller.is_none() => leg.toward_callee,
-            None if leg.toward_callee.is_none() => leg.toward_caller,
-            _ => None,
+            Some(true) if leg.caller_here => leg.toward_callee,
+            Some(false) if leg.callee_here => leg.toward_caller,
+            None if leg.caller_here => leg.toward_callee,
+            None if leg.callee_here => leg.toward_caller,
+            _ => {
+                self.calls.counters.unknown_call += 1;
+                return;
+            }
         };
         let Some(target) = target else {
-            self.calls.counters.unknown_call += 1;
+            if leg.lost.is_some() && matches!(s.event, CallEvent::Hangup { .. }) {
+                // The party hung up while the path was lost: the call ends
+                // here; the far end's wait ends it there.
+                self.end_leg(&s.call_id);
+            } else {
+                self.calls.counters.unknown_call += 1;
+            }
             return;
         };
         self.advance(&s);
@@ -295,7 +616,7 @@ impl FederationCore {
             let msg = format!("the federation link towards {} is down", s.callee);
             return refuse(self, HangupReason::NotOnline, msg);
         }
-        self.insert_leg(&s, None, Some(next), now);
+        self.insert_leg(&s, self.me, None, Some(next), now);
         self.calls.counters.offers_forwarded += 1;
         self.send(next, s.message(vec![self.me]));
     }
@@ -326,6 +647,7 @@ impl FederationCore {
     fn insert_leg(
         &mut self,
         s: &CallSignal,
+        caller_relay: RelayId,
         toward_caller: Option<RelayId>,
         toward_callee: Option<RelayId>,
         now: Instant,
@@ -339,6 +661,10 @@ impl FederationCore {
                 toward_caller,
                 toward_callee,
                 answered: false,
+                caller_relay,
+                caller_here: toward_caller.is_none(),
+                callee_here: toward_callee.is_none(),
+                lost: None,
                 setup_deadline: now + CALL_SETUP_TIMEOUT,
             },
         );
@@ -375,6 +701,9 @@ impl FederationCore {
         if offer {
             return self.remote_offer(peer, s, path, now);
         }
+        if matches!(s.event, CallEvent::Reroute) {
+            return self.reroute_message(peer, s, path, now);
+        }
         let Some(leg) = self.calls.legs.get(&s.call_id) else {
             self.calls.counters.unknown_call += 1;
             return;
@@ -385,6 +714,22 @@ impl FederationCore {
         }
         let from_caller_side = leg.toward_caller == Some(peer);
         let from_callee_side = leg.toward_callee == Some(peer);
+        if let CallEvent::PathLost { message } = &s.event {
+            if !leg.answered || !(from_caller_side || from_callee_side) {
+                self.calls.counters.unknown_call += 1;
+                return;
+            }
+            let message = message
+                .clone()
+                .unwrap_or_else(|| format!("the call's path through relay {peer} was lost"));
+            if leg.is_end() {
+                self.path_lost_at_end(&s.call_id, message, now);
+            } else {
+                self.calls.counters.paths_lost += 1;
+                self.pass_path_lost(&s.call_id, peer, message);
+            }
+            return;
+        }
         let target = match s.event.towards_callee() {
             Some(true) if from_caller_side => leg.toward_callee,
             Some(false) if from_callee_side => leg.toward_caller,
@@ -417,7 +762,7 @@ impl FederationCore {
         }
         let next = match self.route(&s.callee) {
             Route::Local => {
-                self.insert_leg(&s, Some(peer), None, now);
+                self.insert_leg(&s, path[0], Some(peer), None, now);
                 self.calls.counters.offers_delivered += 1;
                 self.actions.push(Action::Call(s));
                 return;
@@ -448,9 +793,145 @@ impl FederationCore {
             let msg = format!("the federation link towards {} is down", s.callee);
             return self.refuse_remote_offer(peer, &s, HangupReason::NotOnline, msg);
         }
-        self.insert_leg(&s, Some(peer), Some(next), now);
+        self.insert_leg(&s, path[0], Some(peer), Some(next), now);
         self.calls.counters.offers_forwarded += 1;
         let mut path = path;
+        path.push(self.me);
+        self.send(next, s.message(path));
+    }
+
+    /// A `reroute` from `peer`: the call's new path. The callee's relay
+    /// takes `peer` as the call's neighbour; a relay between bridges the
+    /// call room with `peer` and its next hop towards the callee (a new leg,
+    /// or its old one with `peer` on the caller's side) and sends it on. A
+    /// relay that cannot answers `path_lost` (the caller's relay tries
+    /// again); a callee's relay that no longer has the call, `hangup`.
+    fn reroute_message(&mut self, peer: RelayId, s: CallSignal, path: Vec<RelayId>, now: Instant) {
+        let refuse = |core: &mut FederationCore, why: String| {
+            core.calls.counters.reroutes_refused += 1;
+            let lost = CallSignal {
+                event: CallEvent::PathLost { message: Some(why) },
+                ..s.clone()
+            };
+            core.send(peer, lost.message(vec![core.me]));
+        };
+        let mut path = path;
+        if let Some(leg) = self.calls.legs.get(&s.call_id) {
+            if (leg.caller, leg.callee) != (s.caller, s.callee)
+                || !leg.answered
+                || leg.caller_here
+                || path.first() != Some(&leg.caller_relay)
+            {
+                self.calls.counters.unknown_call += 1;
+                self.calls.counters.reroutes_refused += 1;
+                return;
+            }
+            if leg.toward_callee == Some(peer) {
+                self.calls.counters.loops += 1;
+                let msg = format!("the new path came back to relay {}", self.label);
+                return refuse(self, msg);
+            }
+            let old = leg.toward_caller.filter(|&o| o != peer);
+            let next = leg.toward_callee;
+            if next.is_some() && path.len() >= MAX_CALL_PATH {
+                self.calls.counters.hop_limit += 1;
+                let msg = format!("{} is more than {MAX_CALL_PATH} relays away", s.callee);
+                return refuse(self, msg);
+            }
+            let leg = self
+                .calls
+                .legs
+                .get_mut(&s.call_id)
+                .expect("leg checked above");
+            leg.toward_caller = Some(peer);
+            leg.lost = None;
+            let room = leg.room;
+            if leg.callee_here {
+                self.calls.counters.rerouted += 1;
+            }
+            if let Some(old) = old {
+                self.forget_call_room_from(room, old);
+            }
+            if let Some(old) = old.filter(|&o| self.speaks_reroute(o)) {
+                // The old path towards the caller, if still there, is
+                // forgotten relay by relay.
+                let lost = CallSignal {
+                    event: CallEvent::PathLost {
+                        message: Some(format!("the call moved to a path through relay {peer}")),
+                    },
+                    ..s.clone()
+                };
+                self.send_after_flush(old, lost.message(vec![self.me]));
+            }
+            if let Some(next) = next {
+                path.push(self.me);
+                self.send(next, s.message(path));
+            }
+            self.resync_call_room(room);
+            return;
+        }
+        // No leg here: a relay on the new path, or the callee's relay whose
+        // call ended.
+        if path.first() == Some(&self.me) {
+            self.calls.counters.loops += 1;
+            return;
+        }
+        let next = match self.route(&s.callee) {
+            Route::Local => {
+                self.calls.counters.reroutes_refused += 1;
+                let hangup = CallSignal {
+                    event: CallEvent::Hangup {
+                        reason: HangupReason::Error,
+                        message: Some(format!(
+                            "the call had already ended at relay {}",
+                            self.label
+                        )),
+                    },
+                    ..s.clone()
+                };
+                self.send(peer, hangup.message(vec![self.me]));
+                return;
+            }
+            Route::DirectPeer(n) => n,
+            Route::Via(v) if !v.is_empty() => v[0],
+            _ => {
+                let msg = format!("relay {} has no route to {} now", self.label, s.callee);
+                return refuse(self, msg);
+            }
+        };
+        if next == peer || path.contains(&next) {
+            self.calls.counters.loops += 1;
+            let msg = format!(
+                "relay {}'s route to {} leads back into the new path",
+                self.label, s.callee
+            );
+            return refuse(self, msg);
+        }
+        if path.len() >= MAX_CALL_PATH {
+            self.calls.counters.hop_limit += 1;
+            let msg = format!("{} is more than {MAX_CALL_PATH} relays away", s.callee);
+            return refuse(self, msg);
+        }
+        if !self.speaks_reroute(next) {
+            let msg = format!(
+                "relay {}'s link towards {} is down or predates rerouting",
+                self.label, s.callee
+            );
+            return refuse(self, msg);
+        }
+        if let Some(why) = self.offer_refusal(&s) {
+            return refuse(self, why);
+        }
+        self.insert_leg(&s, path[0], Some(peer), Some(next), now);
+        let leg = self.calls.legs.get_mut(&s.call_id).expect("just inserted");
+        leg.answered = true;
+        let room = leg.room;
+        self.calls.by_room.insert(room, s.call_id.clone());
+        self.actions.push(Action::CallBridge {
+            room,
+            name: format!("{}{}", wzp_proto::sni::CALL_PREFIX, s.call_id),
+            up: true,
+        });
         path.push(self.me);
         self.send(next, s.message(path));
     }

@@ -296,6 +296,8 @@ enum Phase {
         dialer: RelayId,
         rooms: BTreeSet<RoomId>,
         label: String,
+        /// The federation version both sides agreed on.
+        version: u32,
     },
 }
 
@@ -362,6 +364,12 @@ pub struct FederationCore {
     started: Instant,
     /// Cross-relay calls through this relay.
     calls: calls::CallTable,
+    /// Call signals sent after the queued table changes (a `path_lost` must
+    /// reach the next relay after the route changes that caused it).
+    pending_signals: Vec<(RelayId, FederationMessage)>,
+    /// The federation version this core speaks (lower in tests of mixed
+    /// versions).
+    version: u32,
 }
 
 impl FederationCore {
@@ -410,6 +418,23 @@ impl FederationCore {
             last_now: now,
             started: now,
             calls: calls::CallTable::default(),
+            pending_signals: Vec::new(),
+            version: FEDERATION_VERSION,
+        }
+    }
+
+    /// Speaks federation version `version` instead of this build's (for
+    /// tests of relays of mixed versions).
+    #[cfg(test)]
+    pub(crate) fn set_version(&mut self, version: u32) {
+        self.version = version.clamp(MIN_FEDERATION_VERSION, FEDERATION_VERSION);
+    }
+
+    /// The version agreed with `peer` while its link is up.
+    fn link_version(&self, peer: RelayId) -> Option<u32> {
+        match self.links.get(&peer).map(|l| &l.phase) {
+            Some(Phase::Up { version, .. }) => Some(*version),
+            _ => None,
         }
     }
 
@@ -818,10 +843,11 @@ impl FederationCore {
         l.messages_in = 0;
         l.messages_out = 0;
         let rooms = self.global_rooms.iter().copied().collect();
-        self.send(
-            peer,
-            FederationMessage::hello_with_rooms(&self.label, rooms),
-        );
+        let mut hello = FederationMessage::hello_with_rooms(&self.label, rooms);
+        if let FederationMessage::Hello { version, .. } = &mut hello {
+            *version = self.version;
+        }
+        self.send(peer, hello);
     }
 
     fn heard(&mut self, conn: LinkConn, now: Instant) -> Option<RelayId> {
@@ -853,7 +879,7 @@ impl FederationCore {
                     self.counters.unexpected += 1;
                     return;
                 }
-                let agreed = version.min(FEDERATION_VERSION);
+                let agreed = version.min(self.version);
                 if agreed < min_version.max(MIN_FEDERATION_VERSION) {
                     self.counters.version_refused += 1;
                     self.close(
@@ -878,6 +904,7 @@ impl FederationCore {
                     dialer,
                     rooms: rooms.into_iter().collect(),
                     label,
+                    version: agreed,
                 };
                 l.backoff = BACKOFF_MIN;
                 l.next_ping = now;
@@ -972,6 +999,7 @@ impl FederationCore {
                     deltas.extend(self.presence.learn(peer, fingerprint, None, |_, _| true));
                 }
                 self.send_presence_deltas(deltas);
+                self.retry_reroutes(now);
             }
         }
     }
@@ -1059,6 +1087,7 @@ impl FederationCore {
     fn forget_peer_state(&mut self, peer: RelayId) {
         // Changes queued for the old link must not reach a new one.
         self.pending_rooms.retain(|(p, _), _| *p != peer);
+        self.pending_signals.retain(|(p, _)| *p != peer);
         self.pending_presence.retain(|(p, _), _| *p != peer);
         let rooms: BTreeSet<RoomId> = self
             .rooms
@@ -1083,7 +1112,7 @@ impl FederationCore {
         for r in rooms {
             self.room_changed(r);
         }
-        self.end_calls_via(peer);
+        self.end_calls_via(peer, self.last_now);
     }
 
     fn close(
@@ -1159,8 +1188,16 @@ impl FederationCore {
         self.mark_dirty();
     }
 
+    /// Sends `msg` to `peer` after the table changes queued so far.
+    fn send_after_flush(&mut self, peer: RelayId, msg: FederationMessage) {
+        self.pending_signals.push((peer, msg));
+        self.mark_dirty();
+    }
+
     fn mark_dirty(&mut self) {
-        if (!self.pending_rooms.is_empty() || !self.pending_presence.is_empty())
+        if (!self.pending_rooms.is_empty()
+            || !self.pending_presence.is_empty()
+            || !self.pending_signals.is_empty())
             && self.flush_at.is_none()
         {
             self.flush_at = Some(self.last_now);
@@ -1174,6 +1211,9 @@ impl FederationCore {
         self.flush_rooms(rooms.into_iter().map(|((p, _), d)| (p, d)).collect());
         let presence = std::mem::take(&mut self.pending_presence);
         self.flush_presence(presence.into_iter().map(|((p, _), d)| (p, d)).collect());
+        for (peer, msg) in std::mem::take(&mut self.pending_signals) {
+            self.send(peer, msg);
+        }
     }
 
     fn flush_rooms(&mut self, deltas: Vec<(RelayId, Delta<RoomKey, RoomState>)>) {

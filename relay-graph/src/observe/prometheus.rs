@@ -589,7 +589,7 @@ fn federation(
         out,
         "wzp_federation_calls_total",
         "counter",
-        "Cross-relay call signals: offers carried, and refusals and endings by reason.",
+        "Cross-relay call signals: offers carried, refusals and endings by reason, and paths lost and replaced.",
     );
     let c = &v.calls;
     for (event, n) in [
@@ -603,6 +603,11 @@ fn federation(
         ("path_not_from_sender", c.path_not_from_sender),
         ("ended_by_link", c.ended_by_link),
         ("setup_timeout", c.setup_timeouts),
+        ("path_lost", c.paths_lost),
+        ("reroute_sent", c.reroutes_sent),
+        ("rerouted", c.rerouted),
+        ("reroute_timeout", c.reroute_timeouts),
+        ("reroute_refused", c.reroutes_refused),
     ] {
         let _ = writeln!(out, "wzp_federation_calls_total{{event=\"{event}\"}} {n}");
     }

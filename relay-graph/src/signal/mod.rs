@@ -1340,7 +1340,9 @@ impl SignalHub {
             return;
         };
         match s.event {
-            CallEvent::Offer { .. } => {}
+            // Offers come through `federated_offer`; a lost path and its
+            // reroute stay between relays (the core never hands them here).
+            CallEvent::Offer { .. } | CallEvent::PathLost { .. } | CallEvent::Reroute => {}
             CallEvent::Ringing => {
                 if let Some(t) = self.calls.ringing(&call.id, now) {
                     self.transition(&t);

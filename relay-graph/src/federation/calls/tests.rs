@@ -11,8 +11,8 @@ use wzp_proto::signal::{AcceptMode, HangupReason};
 use wzp_proto::Fingerprint;
 
 use super::super::mesh::{id_of, Mesh};
-use super::super::Input;
-use super::{CALL_SETUP_TIMEOUT, MAX_CALL_PATH};
+use super::super::{Input, DEAD_AFTER};
+use super::{CALL_SETUP_TIMEOUT, MAX_CALL_PATH, REROUTE_ARRIVAL_WAIT, REROUTE_WAIT};
 
 const A: Fingerprint = Fingerprint([0xa1; 16]);
 const B: Fingerprint = Fingerprint([0xb2; 16]);
@@ -66,7 +66,16 @@ fn hangup(call_id: &str, reason: HangupReason) -> CallSignal {
 
 /// Relays joined by `edges`, settled, with `B` registered on `callee_on`.
 fn mesh(n: usize, edges: &[(usize, usize)], callee_on: usize) -> Mesh {
+    mesh_with_old(n, edges, callee_on, &[])
+}
+
+/// As [`mesh`], with the relays `old` speaking federation version 1 (before
+/// `path_lost` and `reroute`).
+fn mesh_with_old(n: usize, edges: &[(usize, usize)], callee_on: usize, old: &[usize]) -> Mesh {
     let mut m = Mesh::new(n, edges, &[], 3);
+    for &i in old {
+        m.cores[i].set_version(1);
+    }
     m.settle(60).expect("links up");
     m.input(
         callee_on,
@@ -392,30 +401,51 @@ fn a_call_room_is_bridged_only_along_the_call_path() {
 }
 
 #[test]
-fn a_link_dying_mid_call_hangs_up_both_ends() {
-    let mut m = mesh(4, &[(0, 1), (1, 2), (2, 3)], 3);
-    m.input(0, Input::LocalCall(offer("c1", B)));
-    m.settle(60).unwrap();
-    m.input(3, Input::LocalCall(answer("c1")));
-    m.settle(60).unwrap();
+fn a_link_dying_mid_call_with_no_other_path_hangs_up_both_ends() {
+    let mut m = answered_call(4, &[(0, 1), (1, 2), (2, 3)], 3);
     let room = call_room_id("c1");
-    m.set_room(0, room, &[A]);
-    m.set_room(3, room, &[B]);
-    m.settle(60).unwrap();
     assert_eq!(m.cores[0].remote_participants(room).len(), 1);
     m.cut(1, 2);
+    // When each end hangs up: the caller's relay after looking for a path,
+    // the callee's relay after waiting for one, each from when it heard.
+    let mut at = [None, None];
     let mut rounds = 0;
-    while !(kinds(&m, 0).contains(&"hangup") && kinds(&m, 3).contains(&"hangup")) {
+    while at.iter().any(Option::is_none) {
         m.step();
         rounds += 1;
-        assert!(rounds < 200, "no hangup within 10 s of the cut");
+        for (k, i) in [0, 3].into_iter().enumerate() {
+            if at[k].is_none() && kinds(&m, i).contains(&"hangup") {
+                at[k] = Some(rounds as u128);
+            }
+        }
+        assert!(rounds < 400, "no hangup within 20 s of the cut");
     }
-    // Dead-link detection (5 s) plus a round per hop.
-    assert!(rounds <= 110, "{rounds} rounds");
+    let ms = |d: Duration| d.as_millis() / 50;
+    let (caller, callee) = (at[0].unwrap(), at[1].unwrap());
+    assert!(
+        caller >= ms(REROUTE_WAIT),
+        "{caller} rounds: looked for a path first"
+    );
+    assert!(
+        caller <= ms(DEAD_AFTER + REROUTE_WAIT) + 20,
+        "{caller} rounds"
+    );
+    assert!(
+        callee >= ms(REROUTE_ARRIVAL_WAIT),
+        "{callee} rounds: waited for a path"
+    );
+    assert!(
+        callee <= ms(DEAD_AFTER + REROUTE_ARRIVAL_WAIT) + 20,
+        "{callee} rounds"
+    );
     for i in [0, 3] {
         let h = m.calls_delivered[i].last().unwrap();
         assert_eq!(hangup_reason(h), Some(HangupReason::Error));
-        assert!(format!("{h:?}").contains("was lost"), "{h:?}");
+        let text = format!("{h:?}");
+        assert!(
+            text.contains("was lost") && text.contains("no other path"),
+            "{h:?}"
+        );
     }
     m.settle(60);
     for i in 0..4 {
@@ -423,10 +453,10 @@ fn a_link_dying_mid_call_hangs_up_both_ends() {
         assert!(m.call_bridges[i].is_empty(), "relay {i}");
         assert!(m.cores[i].remote_participants(room).is_empty(), "relay {i}");
     }
-    assert_eq!(
-        m.cores[1].call_counters().ended_by_link + m.cores[2].call_counters().ended_by_link,
-        2
-    );
+    let c = |i: usize| m.cores[i].call_counters().clone();
+    assert_eq!(c(0).reroute_timeouts + c(3).reroute_timeouts, 2);
+    assert_eq!(c(0).reroutes_sent, 0, "no route to send it on");
+    assert_eq!(c(1).paths_lost + c(2).paths_lost, 2);
 }
 
 #[test]
@@ -448,5 +478,290 @@ fn an_unanswered_call_is_forgotten_on_every_relay_after_the_setup_timeout() {
             Some(HangupReason::Timeout),
             "relay {i}"
         );
+    }
+}
+
+/// Relays joined by `edges`, `B` on `callee_on`, and call `c1` from `A` on
+/// relay 0 answered, both parties in its room.
+fn answered_call(n: usize, edges: &[(usize, usize)], callee_on: usize) -> Mesh {
+    answered_call_with_old(n, edges, callee_on, &[])
+}
+
+fn answered_call_with_old(
+    n: usize,
+    edges: &[(usize, usize)],
+    callee_on: usize,
+    old: &[usize],
+) -> Mesh {
+    let mut m = mesh_with_old(n, edges, callee_on, old);
+    m.input(0, Input::LocalCall(offer("c1", B)));
+    m.settle(60).unwrap();
+    m.input(callee_on, Input::LocalCall(answer("c1")));
+    m.settle(60).unwrap();
+    let room = call_room_id("c1");
+    m.set_room(0, room, &[A]);
+    m.set_room(callee_on, room, &[B]);
+    m.settle(60).unwrap();
+    m
+}
+
+fn far(m: &Mesh, i: usize) -> Vec<Fingerprint> {
+    m.cores[i]
+        .remote_participants(call_room_id("c1"))
+        .into_iter()
+        .map(|(p, _)| p.fingerprint)
+        .collect()
+}
+
+/// Steps until the callee's relay `end` carries call `c1` from `via`, at
+/// most `DEAD_AFTER` plus `extra`; returns the rounds taken.
+fn step_until_rerouted(m: &mut Mesh, end: usize, via: usize, extra: Duration) -> usize {
+    let most = (DEAD_AFTER + extra).as_millis() / 50;
+    let mut rounds = 0;
+    while leg(m, end, "c1").map(|l| l.0) != Some(Some(via)) {
+        m.step();
+        rounds += 1;
+        assert!(
+            (rounds as u128) < most,
+            "no new path through relay {via} in {rounds} rounds: legs {:?}",
+            (0..m.cores.len())
+                .map(|i| leg(m, i, "c1"))
+                .collect::<Vec<_>>()
+        );
+    }
+    m.settle(60);
+    rounds
+}
+
+/// Media both ways arrives once each, over `hops` links each way.
+fn media_flows(m: &mut Mesh, callee_on: usize, seq: u32, hops: u64) {
+    let room = call_room_id("c1");
+    let before = m.media_datagrams;
+    m.send_media(0, room, 7, seq);
+    m.send_media(callee_on, room, 9, seq);
+    assert_eq!(m.delivered[callee_on].get(&(id_of(0), 7, seq)), Some(&1));
+    assert_eq!(m.delivered[0].get(&(id_of(callee_on), 9, seq)), Some(&1));
+    assert_eq!(m.media_datagrams - before, 2 * hops, "along the path only");
+}
+
+#[test]
+fn a_call_whose_path_loses_a_link_moves_to_another_path_unnoticed() {
+    // A square: 0-1-3 and 0-2-3. The call takes one side; the link between
+    // that side's middle relay and the callee's relay dies.
+    let mut m = answered_call(4, &[(0, 1), (1, 3), (0, 2), (2, 3)], 3);
+    let mid = leg(&m, 0, "c1").unwrap().1.unwrap();
+    let other = 3 - mid;
+    assert_eq!(leg(&m, mid, "c1"), Some((Some(0), Some(3), true)));
+    assert_eq!(m.cores[other].call_count(), 0, "off the path");
+    media_flows(&mut m, 3, 1, 2);
+
+    m.cut(mid, 3);
+    let rounds = step_until_rerouted(&mut m, 3, other, Duration::from_secs(1));
+    // Found dead after DEAD_AFTER, then a round per hop.
+    assert!(
+        rounds as u128 <= DEAD_AFTER.as_millis() / 50 + 10,
+        "{rounds} rounds"
+    );
+    assert_eq!(leg(&m, 0, "c1"), Some((None, Some(other), true)));
+    assert_eq!(leg(&m, other, "c1"), Some((Some(0), Some(3), true)));
+    assert_eq!(leg(&m, 3, "c1"), Some((Some(other), None, true)));
+    assert!(leg(&m, mid, "c1").is_none(), "the broken side forgot it");
+    let room = call_room_id("c1");
+    assert!(m.call_bridges[other].contains(&room));
+    assert!(!m.call_bridges[mid].contains(&room));
+    // Neither party was told anything: the call goes on.
+    assert_eq!(kinds(&m, 0), ["ringing", "answer"][1..]);
+    assert_eq!(kinds(&m, 3), ["offer"]);
+    assert_eq!(far(&m, 0), [B]);
+    assert_eq!(far(&m, 3), [A]);
+    media_flows(&mut m, 3, 2, 2);
+    let c = |i: usize| m.cores[i].call_counters().clone();
+    assert_eq!(c(0).reroutes_sent, 1);
+    assert_eq!(c(3).rerouted, 1);
+    assert_eq!(c(0).reroute_timeouts + c(3).reroute_timeouts, 0);
+    assert_eq!(c(mid).paths_lost, 1);
+    // The party hangs up later: the new path carries that too.
+    m.input(3, Input::LocalCall(hangup("c1", HangupReason::Normal)));
+    m.settle(60).unwrap();
+    assert_eq!(kinds(&m, 0), ["answer", "hangup"]);
+    for i in 0..4 {
+        assert_eq!(m.cores[i].call_count(), 0, "relay {i}");
+    }
+}
+
+#[test]
+fn the_callers_own_link_dying_moves_the_call_too() {
+    let mut m = answered_call(4, &[(0, 1), (1, 3), (0, 2), (2, 3)], 3);
+    let mid = leg(&m, 0, "c1").unwrap().1.unwrap();
+    let other = 3 - mid;
+    m.cut(0, mid);
+    step_until_rerouted(&mut m, 3, other, Duration::from_secs(1));
+    assert_eq!(leg(&m, 0, "c1"), Some((None, Some(other), true)));
+    assert!(
+        leg(&m, mid, "c1").is_none(),
+        "the old path's relay forgot it"
+    );
+    assert_eq!(kinds(&m, 0), ["answer"]);
+    assert_eq!(kinds(&m, 3), ["offer"]);
+    media_flows(&mut m, 3, 1, 2);
+}
+
+#[test]
+fn a_lost_path_is_told_hop_by_hop_and_the_new_one_is_longer() {
+    // 0-1-2-3 carries the call; 0-4-5-6-3 is the way round.
+    let mut m = answered_call(
+        7,
+        &[(0, 1), (1, 2), (2, 3), (0, 4), (4, 5), (5, 6), (6, 3)],
+        3,
+    );
+    assert_eq!(leg(&m, 1, "c1"), Some((Some(0), Some(2), true)));
+    m.cut(2, 3);
+    step_until_rerouted(&mut m, 3, 6, Duration::from_secs(2));
+    assert_eq!(leg(&m, 0, "c1"), Some((None, Some(4), true)));
+    assert_eq!(leg(&m, 4, "c1"), Some((Some(0), Some(5), true)));
+    assert_eq!(leg(&m, 5, "c1"), Some((Some(4), Some(6), true)));
+    assert_eq!(leg(&m, 6, "c1"), Some((Some(5), Some(3), true)));
+    for i in [1, 2] {
+        assert!(leg(&m, i, "c1").is_none(), "relay {i} forgot the old path");
+        assert!(m.call_bridges[i].is_empty(), "relay {i}");
+    }
+    assert_eq!(kinds(&m, 0), ["answer"]);
+    assert_eq!(far(&m, 0), [B]);
+    assert_eq!(far(&m, 3), [A]);
+    media_flows(&mut m, 3, 1, 4);
+    // The relay next to the break passed `path_lost` on; the one between
+    // passed it to the caller's relay, after the route changes it sent.
+    assert_eq!(m.cores[2].call_counters().paths_lost, 1);
+    assert_eq!(m.cores[1].call_counters().paths_lost, 1);
+    assert_eq!(m.cores[0].call_counters().reroutes_sent, 1);
+}
+
+#[test]
+fn a_new_path_only_through_an_older_relay_is_not_taken() {
+    // The way round (relay 2) speaks federation version 1: it would not
+    // understand `reroute`, so the call ends as before the feature.
+    let mut m = answered_call_with_old(4, &[(0, 1), (1, 3), (0, 2), (2, 3)], 3, &[2]);
+    assert_eq!(
+        leg(&m, 0, "c1").unwrap().1,
+        Some(1),
+        "the only new relay on the path"
+    );
+    m.cut(1, 3);
+    let mut rounds = 0;
+    while !(kinds(&m, 0).contains(&"hangup") && kinds(&m, 3).contains(&"hangup")) {
+        m.step();
+        rounds += 1;
+        assert!(rounds < 400, "no hangup within 20 s of the cut");
+    }
+    assert_eq!(m.cores[0].call_counters().reroutes_sent, 0);
+    assert_eq!(m.cores[2].call_count(), 0);
+    assert_eq!(m.cores[2].call_counters().unknown_call, 0, "sent nothing");
+    for i in [0, 3] {
+        let h = m.calls_delivered[i].last().unwrap();
+        assert!(format!("{h:?}").contains("no other path"), "{h:?}");
+    }
+}
+
+#[test]
+fn a_relay_between_of_an_older_version_ends_the_call_as_before() {
+    // Chain 0-1-2-3 with relay 1 at version 1: relay 2 cannot tell it the
+    // path is lost, so it hangs up towards it; relay 3 waits, then ends.
+    let mut m = answered_call_with_old(4, &[(0, 1), (1, 2), (2, 3)], 3, &[1]);
+    m.cut(2, 3);
+    let mut rounds = 0;
+    while !kinds(&m, 0).contains(&"hangup") {
+        m.step();
+        rounds += 1;
+        assert!(rounds < 200, "no hangup at the caller's relay");
+    }
+    assert!(
+        rounds as u128 <= DEAD_AFTER.as_millis() / 50 + 10,
+        "{rounds} rounds: at once"
+    );
+    assert!(format!("{:?}", m.calls_delivered[0].last()).contains("was lost"));
+    assert_eq!(m.cores[2].call_counters().ended_by_link, 1);
+    let most = REROUTE_ARRIVAL_WAIT.as_millis() / 50 + 10;
+    let mut rounds = 0;
+    while !kinds(&m, 3).contains(&"hangup") {
+        m.step();
+        rounds += 1;
+        assert!((rounds as u128) < most, "no hangup at the callee's relay");
+    }
+}
+
+#[test]
+fn a_forged_reroute_does_not_move_a_call() {
+    // The call goes 0-1-3; relay 2 is linked to both ends but off the path.
+    let mut m = answered_call(4, &[(0, 1), (1, 3), (0, 2), (2, 3)], 3);
+    let mid = leg(&m, 0, "c1").unwrap().1.unwrap();
+    let off = 3 - mid;
+    let reroute = |call_id: &str, caller: Fingerprint, path: Vec<RelayId>| {
+        signal(call_id, caller, B, CallEvent::Reroute).message(path)
+    };
+    let forged = [
+        // A call id it does not carry.
+        reroute("c2", A, vec![id_of(0), id_of(off)]),
+        // The call's id with another caller.
+        reroute("c1", Fingerprint([0x66; 16]), vec![id_of(0), id_of(off)]),
+        // A path that does not start at the caller's relay.
+        reroute("c1", A, vec![id_of(off)]),
+        // A path that does not end with the relay sending it.
+        reroute("c1", A, vec![id_of(0)]),
+    ];
+    for msg in forged {
+        assert!(m.send_as(off, 3, msg));
+        m.settle(60).unwrap();
+        assert_eq!(leg(&m, 3, "c1"), Some((Some(mid), None, true)), "unmoved");
+    }
+    let c = m.cores[3].call_counters();
+    assert_eq!(c.rerouted, 0);
+    // A call it does not have is answered as ended; the others dropped.
+    assert_eq!(
+        (c.reroutes_refused, c.unknown_call, c.path_not_from_sender),
+        (3, 2, 1)
+    );
+    assert_eq!(far(&m, 3), [A]);
+    media_flows(&mut m, 3, 1, 2);
+    // Nor does a `path_lost` from a relay that is not the call's neighbour.
+    let lost = signal("c1", A, B, CallEvent::PathLost { message: None }).message(vec![id_of(off)]);
+    assert!(m.send_as(off, 3, lost));
+    m.settle(60).unwrap();
+    assert_eq!(leg(&m, 3, "c1"), Some((Some(mid), None, true)));
+    // And a party cannot send one: only relays do.
+    m.input(
+        0,
+        Input::LocalCall(signal("c1", A, B, CallEvent::PathLost { message: None })),
+    );
+    m.input(0, Input::LocalCall(signal("c1", A, B, CallEvent::Reroute)));
+    m.settle(60).unwrap();
+    assert_eq!(leg(&m, 0, "c1"), Some((None, Some(mid), true)));
+    assert_eq!(m.cores[0].call_counters().unknown_call, 2);
+    media_flows(&mut m, 3, 2, 2);
+}
+
+#[test]
+fn a_party_hanging_up_while_the_path_is_lost_ends_the_call() {
+    // Chain: no other path. The caller hangs up while its relay looks for
+    // one; the callee's relay gives up after its wait.
+    let mut m = answered_call(4, &[(0, 1), (1, 2), (2, 3)], 3);
+    m.cut(1, 2);
+    let mut rounds = 0;
+    while m.cores[0].call_leg("c1").is_some_and(|l| l.lost.is_none()) {
+        m.step();
+        rounds += 1;
+        assert!(rounds < 200, "the caller's relay never saw the path lost");
+    }
+    m.input(0, Input::LocalCall(hangup("c1", HangupReason::Normal)));
+    m.step();
+    assert_eq!(m.cores[0].call_count(), 0);
+    assert_eq!(
+        kinds(&m, 0),
+        ["ringing", "answer"][1..],
+        "its own hangup is not echoed"
+    );
+    while !kinds(&m, 3).contains(&"hangup") {
+        m.step();
+        rounds += 1;
+        assert!(rounds < 600, "the callee's relay never gave up");
     }
 }

@@ -8,6 +8,11 @@
 //! far end's recording correlates with what the other sent, across two
 //! federation links), and a hangup by alice ends bob's call too.
 //!
+//! A second test runs a square, 1–2a–3 and 1–2b–3: the relay between that
+//! carries the call is killed mid-call, and the call goes on over the other
+//! one (the relays move it, federation version 2) without either party
+//! hearing more than a gap.
+//!
 //! Every wait is for a line a process prints or a metric, with a deadline.
 
 use std::io::{BufRead, BufReader};
@@ -444,5 +449,166 @@ fn alice_on_relay_1_calls_bob_on_relay_3_through_relay_2() {
     wait_http(&r1, "/calls", |b| !b.contains(&bob_fp));
     wait_http(&r3, "/calls", |b| !b.contains(&bob_fp));
     drop(r2.proc);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Relays r1, r2a, r2b, r3 in a square: r1 and r3 dial both r2s, which
+/// trust both.
+fn square(dir: &Path) -> [Relay; 4] {
+    let fp1 = fingerprint_of(&dir.join("r1.seed"));
+    let fp3 = fingerprint_of(&dir.join("r3.seed"));
+    let trust = format!(
+        "[[trusted]]\nfingerprint = \"{fp1}\"\nlabel = \"r1\"\n\n\
+         [[trusted]]\nfingerprint = \"{fp3}\"\nlabel = \"r3\"\n"
+    );
+    let r2a = start_relay(dir, "r2a", &trust);
+    let r2b = start_relay(dir, "r2b", &trust);
+    let dial = |r: &Relay, label: &str| {
+        format!(
+            "[[peers]]\naddress = \"{}\"\nfingerprint = \"{}\"\nlabel = \"{label}\"\n\n",
+            r.addr, r.fingerprint
+        )
+    };
+    let both = format!("{}{}", dial(&r2a, "r2a"), dial(&r2b, "r2b"));
+    let r1 = start_relay(dir, "r1", &both);
+    let r3 = start_relay(dir, "r3", &both);
+    for r in [&r1, &r3] {
+        wait_link_up(r, "r2a");
+        wait_link_up(r, "r2b");
+    }
+    [r1, r2a, r2b, r3]
+}
+
+/// A counter of `relay`'s metrics (0 when absent).
+fn metric(relay: &Relay, key: &str) -> f64 {
+    http_get(relay, "/metrics")
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn forwarded_to(relay: &Relay, peer: &str) -> f64 {
+    metric(
+        relay,
+        &format!("wzp_federation_packets_forwarded_total{{peer=\"{peer}\",direction=\"out\"}} "),
+    )
+}
+
+#[test]
+fn a_call_goes_on_when_the_relay_between_dies() {
+    let dir = tmp("square");
+    let [r1, r2a, r2b, r3] = square(&dir);
+    let speech = speech_like(16_000);
+    let reversed: Vec<f32> = speech.iter().rev().copied().collect();
+    write_wav(&dir.join("alice-says.wav"), &speech);
+    write_wav(&dir.join("bob-says.wav"), &reversed);
+    let (mut bob, bob_fp) = {
+        let mut p = client(
+            &dir,
+            &r3,
+            "bob",
+            &["listen"],
+            &[
+                "--accept",
+                "generic",
+                "--once",
+                "--duration",
+                "90s",
+                "--input",
+                dir.join("bob-says.wav").to_str().unwrap(),
+                "--output",
+                dir.join("bob-heard.wav").to_str().unwrap(),
+            ],
+        );
+        let line = p.expect_line("registered as ", WAIT);
+        let fp = line.split_whitespace().nth(2).unwrap().to_string();
+        (p, fp)
+    };
+    wait_http(&r1, &format!("/route/{bob_fp}"), |b| {
+        b.contains("\"route\":\"via\"")
+    });
+    let mut alice = client(
+        &dir,
+        &r1,
+        "alice",
+        &["call", &bob_fp],
+        &[
+            "--duration",
+            "25s",
+            "--input",
+            dir.join("alice-says.wav").to_str().unwrap(),
+            "--output",
+            dir.join("alice-heard.wav").to_str().unwrap(),
+        ],
+    );
+    alice.expect_line("answered by", WAIT);
+    assert_eq!(sas(&mut alice), sas(&mut bob));
+
+    // Which relay between carries the media: the one forwarding to r3.
+    let deadline = Instant::now() + WAIT;
+    let (carrier, spare) = loop {
+        if forwarded_to(&r2a, "r3") > 50.0 {
+            break (r2a, r2b);
+        }
+        if forwarded_to(&r2b, "r3") > 50.0 {
+            break (r2b, r2a);
+        }
+        assert!(Instant::now() < deadline, "no media through either relay");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let spare_before = forwarded_to(&spare, "r3");
+    drop(carrier.proc); // killed: its links go silent
+    let killed = Instant::now();
+
+    // The end relays find the link dead and move the call to the other.
+    wait_http(&r3, "/metrics", |m| {
+        m.contains("wzp_federation_calls_total{event=\"rerouted\"} 1\n")
+    });
+    println!("the call moved {:?} after the relay died", killed.elapsed());
+    let m1 = http_get(&r1, "/metrics");
+    assert!(
+        m1.contains("wzp_federation_calls_total{event=\"reroute_sent\"} 1\n"),
+        "{m1}"
+    );
+    // Media flows through the spare relay both ways now.
+    let deadline = Instant::now() + WAIT;
+    while forwarded_to(&spare, "r3") < spare_before + 100.0 || forwarded_to(&spare, "r1") < 100.0 {
+        assert!(
+            Instant::now() < deadline,
+            "no media through the other relay"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Alice hangs up after her 25 s, herself: the call was never ended.
+    alice.expect_line("hung up", Duration::from_secs(60));
+    assert!(alice.exit(WAIT).success(), "{:?}", alice.drain());
+    let alice_said = alice.drain();
+    assert!(
+        alice_said.iter().any(|l| l == "hung up")
+            && !alice_said
+                .iter()
+                .any(|l| l.contains("the other side hung up")),
+        "{alice_said:?}"
+    );
+    bob.expect_line("the other side hung up", WAIT);
+    assert!(bob.exit(WAIT).success(), "{:?}", bob.drain());
+
+    // Bob heard alice in the call's last 8 s, well after the move.
+    let heard = read_wav_mono(&dir.join("bob-heard.wav")).unwrap().samples;
+    assert!(heard.len() > 16_000 * 16, "{} samples", heard.len());
+    let tail = &heard[heard.len() - 16_000 * 8..];
+    let r = segmental_correlation(tail, &speech);
+    println!("bob hears alice at r = {r:.3} after the move");
+    assert!(r > 0.7, "bob's last 8 s correlate {r} with alice's voice");
+    let heard_a = read_wav_mono(&dir.join("alice-heard.wav")).unwrap().samples;
+    let tail_a = &heard_a[heard_a.len().saturating_sub(16_000 * 8)..];
+    let r_a = segmental_correlation(tail_a, &reversed);
+    assert!(
+        r_a > 0.7,
+        "alice's last 8 s correlate {r_a} with bob's voice"
+    );
+    drop(spare.proc);
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -68,6 +68,9 @@ pub const MAX_CALLS: usize = 4096;
 /// How long the caller's relay looks for another path to the callee when an
 /// answered call's path loses a link, before both ends hang up.
 pub const REROUTE_WAIT: Duration = Duration::from_secs(5);
+/// A `reroute` not refused within this (a round trip of the path, with
+/// room for loaded relays) is taken as carried.
+pub const REROUTE_CONFIRM: Duration = Duration::from_secs(2);
 /// How long the callee's relay waits for the new path (the caller's
 /// relay's search, and the hops of its `reroute`).
 pub const REROUTE_ARRIVAL_WAIT: Duration = Duration::from_secs(10);
@@ -147,8 +150,43 @@ pub struct LostPath {
     pub until: Instant,
     /// When the caller's relay tries a route again.
     retry_at: Option<Instant>,
+    /// The caller's relay sent a `reroute`: unless it comes back refused
+    /// (`path_lost`, within a round trip of the path) by then, the call is
+    /// carried again (sooner when the callee's relay is heard on it).
+    carried_at: Option<Instant>,
     /// What was lost, for the hangup if nothing comes.
     message: String,
+}
+
+/// What a lost path's timers say now.
+enum LostDue {
+    GiveUp,
+    Retry,
+    Carried,
+}
+
+impl LostPath {
+    /// Its next timer: while a `reroute` is out, when it counts as carried
+    /// (the wait does not end meanwhile); else the retry or the wait's end.
+    fn next_due(&self) -> Option<Instant> {
+        match self.carried_at {
+            Some(c) => Some(c),
+            None => Some(self.retry_at.map_or(self.until, |r| r.min(self.until))),
+        }
+    }
+
+    fn due(&self, now: Instant) -> Option<LostDue> {
+        if let Some(c) = self.carried_at {
+            return (c <= now).then_some(LostDue::Carried);
+        }
+        if self.until <= now {
+            Some(LostDue::GiveUp)
+        } else if self.retry_at.is_some_and(|r| r <= now) {
+            Some(LostDue::Retry)
+        } else {
+            None
+        }
+    }
 }
 
 impl CallLeg {
@@ -243,7 +281,7 @@ impl FederationCore {
             .legs
             .values()
             .filter_map(|l| l.lost.as_ref())
-            .map(|p| p.retry_at.map_or(p.until, |r| r.min(p.until)));
+            .filter_map(LostPath::next_due);
         setup.chain(lost).min()
     }
 
@@ -261,42 +299,22 @@ impl FederationCore {
             let msg = format!("no answer within {} s", CALL_SETUP_TIMEOUT.as_secs());
             self.end_call_both_ways(&id, HangupReason::Timeout, msg);
         }
-        let lost: Vec<(String, bool)> = self
+        let lost: Vec<(String, LostDue)> = self
             .calls
             .legs
             .iter()
-            .filter_map(|(id, l)| {
-                let p = l.lost.as_ref()?;
-                if p.until <= now {
-                    Some((id.clone(), true))
-                } else {
-                    p.retry_at
-                        .filter(|&r| r <= now)
-                        .map(|_| (id.clone(), false))
+            .filter_map(|(id, l)| Some((id.clone(), l.lost.as_ref()?.due(now)?)))
+            .collect();
+        for (id, due) in lost {
+            match due {
+                LostDue::GiveUp => self.reroute_timed_out(&id),
+                LostDue::Retry => self.try_reroute(&id, now),
+                LostDue::Carried => {
+                    if let Some(l) = self.calls.legs.get_mut(&id) {
+                        l.lost = None;
+                    }
                 }
-            })
-            .collect();
-        for (id, expired) in lost {
-            if expired {
-                self.reroute_timed_out(&id);
-            } else {
-                self.try_reroute(&id, now);
             }
-        }
-    }
-
-    /// Tries a route again for every call whose caller's relay is this one
-    /// and whose path is lost (the presence table changed).
-    pub(super) fn retry_reroutes(&mut self, now: Instant) {
-        let ids: Vec<String> = self
-            .calls
-            .legs
-            .iter()
-            .filter(|(_, l)| l.caller_here && l.lost.is_some())
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in ids {
-            self.try_reroute(&id, now);
         }
     }
 
@@ -307,13 +325,16 @@ impl FederationCore {
             .is_some_and(|v| v >= REROUTE_VERSION)
     }
 
-    /// This end relay's answered call lost its path: wait for (the callee's
-    /// relay) or look for (the caller's relay) a new one.
+    /// This end relay's answered call lost its path (or, at the caller's
+    /// relay, a `reroute` came back refused): wait for (the callee's relay)
+    /// or look for (the caller's relay) a new one. The wait runs from the
+    /// first loss until a new path is confirmed, however many tries.
     fn path_lost_at_end(&mut self, call_id: &str, message: String, now: Instant) {
         let Some(leg) = self.calls.legs.get_mut(call_id) else {
             return;
         };
-        if leg.lost.is_none() {
+        let first = leg.lost.is_none();
+        if first {
             self.calls.counters.paths_lost += 1;
             let wait = if leg.caller_here {
                 REROUTE_WAIT
@@ -323,40 +344,42 @@ impl FederationCore {
             leg.lost = Some(LostPath {
                 until: now + wait,
                 retry_at: None,
+                carried_at: None,
                 message,
             });
-            let old = if leg.caller_here {
-                leg.toward_callee.take()
-            } else {
-                leg.toward_caller.take()
-            };
-            // What the old neighbour said about the room is void (its link
-            // took it along, or it forgot the call); what this relay
-            // announces now goes to nobody.
-            let room = leg.room;
-            if let Some(old) = old {
-                self.forget_call_room_from(room, old);
-            }
-            self.resync_call_room(room);
-            if !self.calls.legs[call_id].caller_here {
-                return;
-            }
-            self.try_reroute(call_id, now);
         } else if let Some(p) = leg.lost.as_mut() {
-            // A `reroute` came back: a relay on the way had no route yet.
-            if leg.caller_here {
-                p.retry_at = Some(now + REROUTE_RETRY);
-            }
+            // A relay on the way had no route yet: try again shortly.
+            p.carried_at = None;
+            p.retry_at = Some(now + REROUTE_RETRY);
+        }
+        let old = if leg.caller_here {
+            leg.toward_callee.take()
+        } else {
+            leg.toward_caller.take()
+        };
+        // What the old neighbour said about the room is void (its link took
+        // it along, or it forgot the call); what this relay announces now
+        // goes to nobody.
+        let room = leg.room;
+        let caller_here = leg.caller_here;
+        if let Some(old) = old {
+            self.forget_call_room_from(room, old);
+        }
+        self.resync_call_room(room);
+        if first && caller_here {
+            self.try_reroute(call_id, now);
         }
     }
 
     /// The caller's relay sends the call along its present route to the
-    /// callee, or tries again later.
-    fn try_reroute(&mut self, call_id: &str, now: Instant) {
+    /// callee, or tries again in [`REROUTE_RETRY`]. The path stays lost
+    /// until the callee's relay is heard on the new one
+    /// ([`FederationCore::call_room_heard`]).
+    pub(super) fn try_reroute(&mut self, call_id: &str, now: Instant) {
         let Some(leg) = self.calls.legs.get(call_id) else {
             return;
         };
-        if !leg.caller_here || leg.lost.is_none() {
+        if !leg.caller_here || leg.lost.is_none() || leg.toward_callee.is_some() {
             return;
         }
         let next = match self.route(&leg.callee) {
@@ -365,19 +388,16 @@ impl FederationCore {
             _ => None,
         }
         .filter(|&n| self.speaks_reroute(n));
-        let Some(next) = next else {
-            if let Some(p) = self
-                .calls
-                .legs
-                .get_mut(call_id)
-                .and_then(|l| l.lost.as_mut())
-            {
-                p.retry_at = Some(now + REROUTE_RETRY);
-            }
+        let leg = self.calls.legs.get_mut(call_id).expect("leg checked above");
+        let Some(p) = leg.lost.as_mut() else {
             return;
         };
-        let leg = self.calls.legs.get_mut(call_id).expect("leg checked above");
-        leg.lost = None;
+        let Some(next) = next else {
+            p.retry_at = Some(now + REROUTE_RETRY);
+            return;
+        };
+        p.retry_at = None;
+        p.carried_at = Some(now + REROUTE_CONFIRM);
         leg.toward_callee = Some(next);
         let signal = CallSignal {
             call_id: call_id.to_string(),
@@ -393,12 +413,40 @@ impl FederationCore {
         self.resync_call_room(room);
     }
 
+    /// `peer` announced participants of `room`: if it is the new neighbour
+    /// of a call whose path this relay (the caller's) replaced, the callee's
+    /// relay took the new path and the call is carried again.
+    pub(super) fn call_room_heard(&mut self, peer: RelayId, room: RoomId) {
+        let Some(id) = self.calls.by_room.get(&room) else {
+            return;
+        };
+        if let Some(leg) = self.calls.legs.get_mut(id) {
+            if leg.caller_here && leg.toward_callee == Some(peer) {
+                leg.lost = None;
+            }
+        }
+    }
+
     /// No new path came: the call ends here and the local party is told.
     fn reroute_timed_out(&mut self, call_id: &str) {
         let Some(leg) = self.end_leg(call_id) else {
             return;
         };
         self.calls.counters.reroute_timeouts += 1;
+        if let Some(next) = leg.toward_callee {
+            // A `reroute` went out but the callee's relay was never heard on
+            // the new path: whatever of it stands is ended.
+            let hangup = CallSignal {
+                call_id: call_id.to_string(),
+                caller: leg.caller,
+                callee: leg.callee,
+                event: CallEvent::Hangup {
+                    reason: HangupReason::Error,
+                    message: Some("the call's new path did not come up".into()),
+                },
+            };
+            self.send(next, hangup.message(vec![self.me]));
+        }
         let message = leg.lost.map(|p| p.message).unwrap_or_default();
         let far = if leg.caller_here { "callee" } else { "caller" };
         let wait = if leg.caller_here {

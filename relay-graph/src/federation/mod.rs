@@ -962,6 +962,7 @@ impl FederationCore {
                 let d = self.rooms.learn(peer, (room, origin), Some(entry), elig);
                 self.send_room_deltas(d);
                 self.room_changed(room);
+                self.call_room_heard(peer, room);
             }
             FederationMessage::GlobalRoomInactive { room, origin } => {
                 if !self.room_allowed(peer, room) {
@@ -999,7 +1000,6 @@ impl FederationCore {
                     deltas.extend(self.presence.learn(peer, fingerprint, None, |_, _| true));
                 }
                 self.send_presence_deltas(deltas);
-                self.retry_reroutes(now);
             }
         }
     }

@@ -765,3 +765,37 @@ fn a_party_hanging_up_while_the_path_is_lost_ends_the_call() {
         assert!(rounds < 600, "the callee's relay never gave up");
     }
 }
+
+#[test]
+fn a_new_path_refused_further_on_is_tried_a_bounded_number_of_times() {
+    // The call goes 0-1-3; the way round is 0-2-4-3 with relay 4 at version
+    // 1, so relay 2 refuses every `reroute` (its next hop would not
+    // understand it). The caller's relay tries every 250 ms until its wait
+    // ends, then both ends hang up and nothing is left on relay 2.
+    let mut m = answered_call_with_old(5, &[(0, 1), (1, 3), (0, 2), (2, 4), (4, 3)], 3, &[4]);
+    assert_eq!(leg(&m, 0, "c1").unwrap().1, Some(1));
+    m.cut(1, 3);
+    let mut rounds = 0;
+    while !(kinds(&m, 0).contains(&"hangup") && kinds(&m, 3).contains(&"hangup")) {
+        m.step();
+        rounds += 1;
+        assert!(rounds < 400, "no hangup within 20 s of the cut");
+    }
+    let c0 = m.cores[0].call_counters().clone();
+    let most = (REROUTE_WAIT.as_millis() / super::REROUTE_RETRY.as_millis()) as u64 + 2;
+    assert!(
+        (2..=most).contains(&c0.reroutes_sent),
+        "{} tries",
+        c0.reroutes_sent
+    );
+    assert_eq!(
+        m.cores[2].call_counters().reroutes_refused,
+        c0.reroutes_sent
+    );
+    assert_eq!(c0.reroute_timeouts, 1);
+    m.settle(60);
+    for i in 0..5 {
+        assert_eq!(m.cores[i].call_count(), 0, "relay {i}");
+        assert!(m.call_bridges[i].is_empty(), "relay {i}");
+    }
+}

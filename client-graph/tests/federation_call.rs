@@ -290,6 +290,42 @@ fn segmental_correlation(received: &[f32], sent: &[f32]) -> f32 {
     rs[rs.len() / 2]
 }
 
+/// Two voices in `dir`: the speech sample for alice and the same reversed
+/// for bob, so each recording can only match its own sender.
+fn voices(dir: &Path) -> (Vec<f32>, Vec<f32>) {
+    let speech = speech_like(16_000);
+    let reversed: Vec<f32> = speech.iter().rev().copied().collect();
+    write_wav(&dir.join("alice-says.wav"), &speech);
+    write_wav(&dir.join("bob-says.wav"), &reversed);
+    (speech, reversed)
+}
+
+/// Bob registered on `relay`, answering the first call (generic) for at
+/// most `duration`, his voice in and what he hears to `bob-heard.wav`;
+/// with his fingerprint.
+fn bob_listens(dir: &Path, relay: &Relay, duration: &str) -> (Proc, String) {
+    let mut p = client(
+        dir,
+        relay,
+        "bob",
+        &["listen"],
+        &[
+            "--accept",
+            "generic",
+            "--once",
+            "--duration",
+            duration,
+            "--input",
+            dir.join("bob-says.wav").to_str().unwrap(),
+            "--output",
+            dir.join("bob-heard.wav").to_str().unwrap(),
+        ],
+    );
+    let line = p.expect_line("registered as ", WAIT);
+    let fp = line.split_whitespace().nth(2).unwrap().to_string();
+    (p, fp)
+}
+
 fn sas(p: &mut Proc) -> String {
     p.expect_line("SAS: ", WAIT)
         .trim()
@@ -328,35 +364,9 @@ fn chain(dir: &Path) -> [Relay; 3] {
 fn alice_on_relay_1_calls_bob_on_relay_3_through_relay_2() {
     let dir = tmp("chain");
     let [r1, r2, r3] = chain(&dir);
-    // Two voices: the speech sample and the same reversed, so each
-    // recording can only match its own sender.
-    let speech = speech_like(16_000);
-    let reversed: Vec<f32> = speech.iter().rev().copied().collect();
-    write_wav(&dir.join("alice-says.wav"), &speech);
-    write_wav(&dir.join("bob-says.wav"), &reversed);
+    let (speech, reversed) = voices(&dir);
 
-    let (mut bob, bob_fp) = {
-        let mut p = client(
-            &dir,
-            &r3,
-            "bob",
-            &["listen"],
-            &[
-                "--accept",
-                "generic",
-                "--once",
-                "--duration",
-                "60s",
-                "--input",
-                dir.join("bob-says.wav").to_str().unwrap(),
-                "--output",
-                dir.join("bob-heard.wav").to_str().unwrap(),
-            ],
-        );
-        let line = p.expect_line("registered as ", WAIT);
-        let fp = line.split_whitespace().nth(2).unwrap().to_string();
-        (p, fp)
-    };
+    let (mut bob, bob_fp) = bob_listens(&dir, &r3, "60s");
     // Relay 1 reaches bob through relay 2.
     let route = wait_http(&r1, &format!("/route/{bob_fp}"), |b| {
         b.contains("\"route\":\"via\"")
@@ -499,32 +509,8 @@ fn forwarded_to(relay: &Relay, peer: &str) -> f64 {
 fn a_call_goes_on_when_the_relay_between_dies() {
     let dir = tmp("square");
     let [r1, r2a, r2b, r3] = square(&dir);
-    let speech = speech_like(16_000);
-    let reversed: Vec<f32> = speech.iter().rev().copied().collect();
-    write_wav(&dir.join("alice-says.wav"), &speech);
-    write_wav(&dir.join("bob-says.wav"), &reversed);
-    let (mut bob, bob_fp) = {
-        let mut p = client(
-            &dir,
-            &r3,
-            "bob",
-            &["listen"],
-            &[
-                "--accept",
-                "generic",
-                "--once",
-                "--duration",
-                "90s",
-                "--input",
-                dir.join("bob-says.wav").to_str().unwrap(),
-                "--output",
-                dir.join("bob-heard.wav").to_str().unwrap(),
-            ],
-        );
-        let line = p.expect_line("registered as ", WAIT);
-        let fp = line.split_whitespace().nth(2).unwrap().to_string();
-        (p, fp)
-    };
+    let (speech, reversed) = voices(&dir);
+    let (mut bob, bob_fp) = bob_listens(&dir, &r3, "90s");
     wait_http(&r1, &format!("/route/{bob_fp}"), |b| {
         b.contains("\"route\":\"via\"")
     });

@@ -971,15 +971,7 @@ impl FederationCore {
             return refuse(self, why);
         }
         self.insert_leg(&s, path[0], Some(peer), Some(next), now);
-        let leg = self.calls.legs.get_mut(&s.call_id).expect("just inserted");
-        leg.answered = true;
-        let room = leg.room;
-        self.calls.by_room.insert(room, s.call_id.clone());
-        self.actions.push(Action::CallBridge {
-            room,
-            name: format!("{}{}", wzp_proto::sni::CALL_PREFIX, s.call_id),
-            up: true,
-        });
+        self.bridge_leg(&s.call_id);
         path.push(self.me);
         self.send(next, s.message(path));
     }
@@ -1007,27 +999,31 @@ impl FederationCore {
     /// the call room with the neighbours, a hangup ends the call here.
     fn advance(&mut self, s: &CallSignal) {
         match &s.event {
-            CallEvent::Answer { .. } => {
-                let Some(leg) = self.calls.legs.get_mut(&s.call_id) else {
-                    return;
-                };
-                if leg.answered {
-                    return;
-                }
-                leg.answered = true;
-                let room = leg.room;
-                self.calls.by_room.insert(room, s.call_id.clone());
-                self.actions.push(Action::CallBridge {
-                    room,
-                    name: format!("{}{}", wzp_proto::sni::CALL_PREFIX, s.call_id),
-                    up: true,
-                });
+            CallEvent::Answer { .. }
+                if self.calls.legs.get(&s.call_id).is_some_and(|l| !l.answered) =>
+            {
+                self.bridge_leg(&s.call_id);
             }
             CallEvent::Hangup { .. } => {
                 self.end_leg(&s.call_id);
             }
             _ => {}
         }
+    }
+
+    /// The call is answered: its room is bridged with its neighbours here.
+    fn bridge_leg(&mut self, call_id: &str) {
+        let Some(leg) = self.calls.legs.get_mut(call_id) else {
+            return;
+        };
+        leg.answered = true;
+        let room = leg.room;
+        self.calls.by_room.insert(room, call_id.to_string());
+        self.actions.push(Action::CallBridge {
+            room,
+            name: format!("{}{call_id}", wzp_proto::sni::CALL_PREFIX),
+            up: true,
+        });
     }
 
     /// Forgets a call here. An answered call's room stops being bridged and

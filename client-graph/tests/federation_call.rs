@@ -398,11 +398,22 @@ fn alice_on_relay_1_calls_bob_on_relay_3_through_relay_2() {
     assert_eq!(sas_a, sas_b, "both ends agreed one key through two relays");
 
     // Each end relay carries the call as active, with its local party in
-    // the call room; the transit relay has no call of its own.
+    // the call room and its neighbour on the path; the transit relay shows
+    // it as carried between them.
     let calls1 = wait_http(&r1, "/calls", |b| b.contains("\"active\""));
     let calls3 = wait_http(&r3, "/calls", |b| b.contains("\"active\""));
     assert!(calls1.contains(&bob_fp) && calls3.contains(&bob_fp));
-    assert!(!http_get(&r2, "/calls").contains(&bob_fp));
+    assert!(calls1.contains("\"toward_callee\":\"r2\""), "{calls1}");
+    assert!(calls3.contains("\"toward_caller\":\"r2\""), "{calls3}");
+    let calls2 = wait_http(&r2, "/calls", |b| b.contains("\"active\""));
+    assert!(calls2.contains(&bob_fp), "{calls2}");
+    for field in [
+        "\"role\":\"between\"",
+        "\"toward_caller\":\"r1\"",
+        "\"toward_callee\":\"r3\"",
+    ] {
+        assert!(calls2.contains(field), "{field} in {calls2}");
+    }
     wait_http(&r1, "/sessions", |b| b.contains("call-"));
     wait_http(&r3, "/sessions", |b| b.contains("call-"));
 
@@ -458,6 +469,7 @@ fn alice_on_relay_1_calls_bob_on_relay_3_through_relay_2() {
     }
     wait_http(&r1, "/calls", |b| !b.contains(&bob_fp));
     wait_http(&r3, "/calls", |b| !b.contains(&bob_fp));
+    wait_http(&r2, "/calls", |b| !b.contains(&bob_fp));
     drop(r2.proc);
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -533,6 +545,7 @@ fn a_call_goes_on_when_the_relay_between_dies() {
 
     // Which relay between carries the media: the one forwarding to r3.
     let deadline = Instant::now() + WAIT;
+    let r2a_addr = r2a.addr;
     let (carrier, spare) = loop {
         if forwarded_to(&r2a, "r3") > 50.0 {
             break (r2a, r2b);
@@ -557,6 +570,14 @@ fn a_call_goes_on_when_the_relay_between_dies() {
         m1.contains("wzp_federation_calls_total{event=\"reroute_sent\"} 1\n"),
         "{m1}"
     );
+    // The relays show the new path.
+    let spare_label = if spare.addr == r2a_addr { "r2a" } else { "r2b" };
+    let calls1 = http_get(&r1, "/calls");
+    let want = format!("\"toward_callee\":\"{spare_label}\"");
+    assert!(calls1.contains(&want), "{want} in {calls1}");
+    let calls = wait_http(&spare, "/calls", |b| b.contains("\"active\""));
+    assert!(calls.contains("\"role\":\"between\""), "{calls}");
+    assert!(!calls.contains("path_lost"), "{calls}");
     // Media flows through the spare relay both ways now.
     let deadline = Instant::now() + WAIT;
     while forwarded_to(&spare, "r3") < spare_before + 100.0 || forwarded_to(&spare, "r1") < 100.0 {

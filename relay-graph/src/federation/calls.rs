@@ -139,6 +139,8 @@ pub struct CallLeg {
     /// On an end relay of an answered call: the path is lost and this relay
     /// waits for a new one (its side towards the far party is `None` then).
     pub lost: Option<LostPath>,
+    /// When this relay first carried the call.
+    pub since: Instant,
     setup_deadline: Instant,
 }
 
@@ -222,6 +224,11 @@ impl FederationCore {
     /// Calls carried across federation.
     pub fn call_count(&self) -> usize {
         self.calls.legs.len()
+    }
+
+    /// Every call carried across federation, by id.
+    pub fn call_legs(&self) -> impl Iterator<Item = (&String, &CallLeg)> {
+        self.calls.legs.iter()
     }
 
     /// The room name (`call-<id>`) of an answered call's room id.
@@ -713,6 +720,7 @@ impl FederationCore {
                 caller_here: toward_caller.is_none(),
                 callee_here: toward_callee.is_none(),
                 lost: None,
+                since: now,
                 setup_deadline: now + CALL_SETUP_TIMEOUT,
             },
         );

@@ -438,6 +438,11 @@ impl FederationCore {
         }
     }
 
+    /// The label this relay's config gives `peer`.
+    pub fn peer_label(&self, peer: RelayId) -> Option<&str> {
+        self.links.get(&peer).map(|l| l.spec.label.as_str())
+    }
+
     /// This relay's id.
     pub fn id(&self) -> RelayId {
         self.me

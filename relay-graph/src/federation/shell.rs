@@ -82,6 +82,29 @@ pub struct FederationView {
     pub active_rooms: usize,
 }
 
+/// A cross-relay call as this relay carries it (for `/calls`).
+#[derive(Clone, Debug)]
+pub struct LegView {
+    /// The call's id.
+    pub call_id: String,
+    /// Who offered.
+    pub caller: wzp_proto::Fingerprint,
+    /// Who is called.
+    pub callee: wzp_proto::Fingerprint,
+    /// Answered (the call room is bridged along the path).
+    pub answered: bool,
+    /// Neither party is on this relay.
+    pub between: bool,
+    /// The neighbour towards the caller (its config label), if any.
+    pub toward_caller: Option<String>,
+    /// The neighbour towards the callee, if any.
+    pub toward_callee: Option<String>,
+    /// The path lost a link and a new one is looked for.
+    pub path_lost: bool,
+    /// When this relay first carried it.
+    pub since: Instant,
+}
+
 /// The running federation service.
 pub struct FederationService {
     events: mpsc::Sender<HubEvent>,
@@ -105,6 +128,8 @@ enum HubEvent {
     Route(wzp_proto::Fingerprint, oneshot::Sender<Route>),
     /// Every fingerprint known, with the relay it is on.
     Presence(oneshot::Sender<Vec<(wzp_proto::Fingerprint, RelayId)>>),
+    /// The calls carried across federation, as `/calls` shows them.
+    Legs(oneshot::Sender<Vec<LegView>>),
     /// A bridged room got (`Some`) or lost (`None`) its federation member
     /// in the fan-out of shard `shard`.
     RoomMember {
@@ -245,6 +270,16 @@ impl FederationService {
             return Route::NotFound;
         }
         rx.await.unwrap_or(Route::NotFound)
+    }
+
+    /// The cross-relay calls this relay carries (a party here, or between
+    /// two other relays).
+    pub async fn legs(&self) -> Vec<LegView> {
+        let (tx, rx) = oneshot::channel();
+        if self.events.send(HubEvent::Legs(tx)).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
     }
 
     /// Every fingerprint the mesh knows, with the relay it is registered on
@@ -420,6 +455,31 @@ impl Hub {
             }
             HubEvent::Presence(reply) => {
                 let _ = reply.send(self.core.presence());
+            }
+            HubEvent::Legs(reply) => {
+                let label = |r: Option<RelayId>| {
+                    r.map(|r| {
+                        self.core
+                            .peer_label(r)
+                            .map_or(r.to_string(), str::to_string)
+                    })
+                };
+                let legs = self
+                    .core
+                    .call_legs()
+                    .map(|(id, l)| LegView {
+                        call_id: id.clone(),
+                        caller: l.caller,
+                        callee: l.callee,
+                        answered: l.answered,
+                        between: !(l.caller_here || l.callee_here),
+                        toward_caller: label(l.toward_caller),
+                        toward_callee: label(l.toward_callee),
+                        path_lost: l.lost.is_some(),
+                        since: l.since,
+                    })
+                    .collect();
+                let _ = reply.send(legs);
             }
             HubEvent::RoomMember {
                 room,

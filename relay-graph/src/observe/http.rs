@@ -174,7 +174,8 @@ async fn presence_of(
 }
 
 async fn calls(State(s): State<Arc<Services>>) -> impl IntoResponse {
-    let mut v = s.signal.views().await.calls;
+    let calls = s.signal.views().await.calls;
+    let mut v = crate::signal::service::CallView::with_legs(calls, s.federation.legs().await);
     v.sort_by(|a, b| a.call_id.cmp(&b.call_id));
     Json(v)
 }

@@ -69,8 +69,58 @@ pub struct CallView {
     pub room: String,
     pub caller: String,
     pub callee: String,
-    /// Unix ms when it was offered.
+    /// Unix ms when it was offered (on a relay between: when it first
+    /// carried the call).
     pub since: u64,
+    /// `"between"` on a relay that carries a cross-relay call for two
+    /// others; absent where a party is on this relay.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<&'static str>,
+    /// For a cross-relay call: the linked relay (its label) towards the
+    /// caller, and towards the callee.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub toward_caller: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub toward_callee: Option<String>,
+    /// A cross-relay call whose path lost a link, while this relay looks
+    /// for (the caller's) or waits for (the callee's) another.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub path_lost: bool,
+}
+
+impl CallView {
+    /// Adds what the federation says of the call (neighbours, a lost path);
+    /// rows for the calls it carries between two other relays.
+    pub fn with_legs(
+        mut calls: Vec<CallView>,
+        legs: Vec<crate::federation::shell::LegView>,
+    ) -> Vec<CallView> {
+        let now = Instant::now();
+        for l in legs {
+            if let Some(c) = calls.iter_mut().find(|c| c.call_id == l.call_id) {
+                c.toward_caller = l.toward_caller;
+                c.toward_callee = l.toward_callee;
+                c.path_lost = l.path_lost;
+                continue;
+            }
+            if !l.between {
+                continue;
+            }
+            calls.push(CallView {
+                room: format!("{}{}", wzp_proto::sni::CALL_PREFIX, l.call_id),
+                call_id: l.call_id,
+                state: if l.answered { "active" } else { "pending" },
+                caller: l.caller.to_string(),
+                callee: l.callee.to_string(),
+                since: unix_ms_at(l.since, now),
+                role: Some("between"),
+                toward_caller: l.toward_caller,
+                toward_callee: l.toward_callee,
+                path_lost: l.path_lost,
+            });
+        }
+        calls
+    }
 }
 
 /// The handle the endpoint and HTTP use.
@@ -176,6 +226,10 @@ async fn run_hub(mut hub: SignalHub, mut rx: mpsc::Receiver<Cmd>, services: Weak
                         caller: c.caller.to_string(),
                         callee: c.callee.to_string(),
                         since: unix_ms_at(c.since, now),
+                        role: None,
+                        toward_caller: None,
+                        toward_callee: None,
+                        path_lost: false,
                     })
                     .collect();
                 use crate::calls::CallState as S;
@@ -384,4 +438,68 @@ pub async fn serve_signal(services: Arc<Services>, conn: quinn::Connection) {
     // Let the writer flush what the hub queued last (a close reason, a
     // hangup), then stop it.
     let _ = tokio::time::timeout(std::time::Duration::from_millis(200), writer).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::federation::shell::LegView;
+    use wzp_proto::Fingerprint;
+
+    fn leg(id: &str, between: bool, lost: bool) -> LegView {
+        LegView {
+            call_id: id.into(),
+            caller: Fingerprint([1; 16]),
+            callee: Fingerprint([2; 16]),
+            answered: true,
+            between,
+            toward_caller: between.then(|| "r1".to_string()),
+            toward_callee: Some("r3".into()),
+            path_lost: lost,
+            since: Instant::now(),
+        }
+    }
+
+    fn local(id: &str) -> CallView {
+        CallView {
+            call_id: id.into(),
+            state: "active",
+            room: format!("call-{id}"),
+            caller: Fingerprint([1; 16]).to_string(),
+            callee: Fingerprint([2; 16]).to_string(),
+            since: 5,
+            role: None,
+            toward_caller: None,
+            toward_callee: None,
+            path_lost: false,
+        }
+    }
+
+    #[test]
+    fn calls_show_their_federation_neighbours_and_the_calls_carried_between() {
+        let calls = vec![local("a"), local("b")];
+        let legs = vec![leg("a", false, true), leg("c", true, false)];
+        let v = CallView::with_legs(calls, legs);
+        assert_eq!(v.len(), 3, "{v:?}");
+        // A call with a party here keeps its row and gains the neighbour.
+        let a = &v[0];
+        assert_eq!(
+            (a.role, a.toward_callee.as_deref(), a.path_lost),
+            (None, Some("r3"), true)
+        );
+        assert_eq!(a.since, 5);
+        // A local call stays as it was.
+        let b = serde_json::to_value(&v[1]).unwrap();
+        assert_eq!(
+            b.as_object().unwrap().keys().cloned().collect::<Vec<_>>(),
+            ["call_id", "callee", "caller", "room", "since", "state"]
+        );
+        // A call carried between two other relays gets a row of its own.
+        let c = serde_json::to_value(&v[2]).unwrap();
+        assert_eq!(c["role"], "between");
+        assert_eq!(c["room"], "call-c");
+        assert_eq!(c["toward_caller"], "r1");
+        assert_eq!(c["state"], "active");
+        assert!(c.get("path_lost").is_none(), "{c}");
+    }
 }

@@ -8,10 +8,11 @@
 //! far end's recording correlates with what the other sent, across two
 //! federation links), and a hangup by alice ends bob's call too.
 //!
-//! A second test runs a square, 1–2a–3 and 1–2b–3: the relay between that
-//! carries the call is killed mid-call, and the call goes on over the other
-//! one (the relays move it, federation version 2) without either party
-//! hearing more than a gap.
+//! A second test links relays 1 and 3 through three relays between: the one
+//! carrying the call stops (SIGTERM, as for an upgrade), then the next one
+//! carrying it is killed, and the call goes on over the last (the relays
+//! move it, federation version 2) without either party hearing more than a
+//! gap.
 //!
 //! Every wait is for a line a process prints or a metric, with a deadline.
 
@@ -474,31 +475,37 @@ fn alice_on_relay_1_calls_bob_on_relay_3_through_relay_2() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// Relays r1, r2a, r2b, r3 in a square: r1 and r3 dial both r2s, which
-/// trust both.
-fn square(dir: &Path) -> [Relay; 4] {
+/// Relays r1 and r3 each linked to three relays between, `r2a`, `r2b`,
+/// `r2c` (r1 and r3 dial them; they trust both). The relays between come
+/// back by label.
+fn ladder(dir: &Path) -> (Relay, Vec<(&'static str, Relay)>, Relay) {
     let fp1 = fingerprint_of(&dir.join("r1.seed"));
     let fp3 = fingerprint_of(&dir.join("r3.seed"));
     let trust = format!(
         "[[trusted]]\nfingerprint = \"{fp1}\"\nlabel = \"r1\"\n\n\
          [[trusted]]\nfingerprint = \"{fp3}\"\nlabel = \"r3\"\n"
     );
-    let r2a = start_relay(dir, "r2a", &trust);
-    let r2b = start_relay(dir, "r2b", &trust);
-    let dial = |r: &Relay, label: &str| {
-        format!(
-            "[[peers]]\naddress = \"{}\"\nfingerprint = \"{}\"\nlabel = \"{label}\"\n\n",
-            r.addr, r.fingerprint
-        )
-    };
-    let both = format!("{}{}", dial(&r2a, "r2a"), dial(&r2b, "r2b"));
-    let r1 = start_relay(dir, "r1", &both);
-    let r3 = start_relay(dir, "r3", &both);
+    let between: Vec<(&'static str, Relay)> = ["r2a", "r2b", "r2c"]
+        .into_iter()
+        .map(|name| (name, start_relay(dir, name, &trust)))
+        .collect();
+    let dial: String = between
+        .iter()
+        .map(|(name, r)| {
+            format!(
+                "[[peers]]\naddress = \"{}\"\nfingerprint = \"{}\"\nlabel = \"{name}\"\n\n",
+                r.addr, r.fingerprint
+            )
+        })
+        .collect();
+    let r1 = start_relay(dir, "r1", &dial);
+    let r3 = start_relay(dir, "r3", &dial);
     for r in [&r1, &r3] {
-        wait_link_up(r, "r2a");
-        wait_link_up(r, "r2b");
+        for (name, _) in &between {
+            wait_link_up(r, name);
+        }
     }
-    [r1, r2a, r2b, r3]
+    (r1, between, r3)
 }
 
 /// A counter of `relay`'s metrics (0 when absent).
@@ -517,10 +524,35 @@ fn forwarded_to(relay: &Relay, peer: &str) -> f64 {
     )
 }
 
+/// Which of `between` carries the call's media now: the first to forward
+/// `more` datagrams to r3 beyond what `before` counted for it.
+fn carrier(between: &[(&'static str, Relay)], before: &[f64], more: f64) -> usize {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        for (i, (_, r)) in between.iter().enumerate() {
+            if forwarded_to(r, "r3") > before[i] + more {
+                return i;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no media through any relay between"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until r3 has taken `n` new paths; how long that took.
+fn wait_rerouted(r3: &Relay, n: u32, since: Instant) -> Duration {
+    let want = format!("wzp_federation_calls_total{{event=\"rerouted\"}} {n}\n");
+    wait_http(r3, "/metrics", |m| m.contains(&want));
+    since.elapsed()
+}
+
 #[test]
-fn a_call_goes_on_when_the_relay_between_dies() {
-    let dir = tmp("square");
-    let [r1, r2a, r2b, r3] = square(&dir);
+fn a_call_goes_on_when_relays_between_stop_or_die() {
+    let dir = tmp("ladder");
+    let (r1, mut between, r3) = ladder(&dir);
     let (speech, reversed) = voices(&dir);
     let (mut bob, bob_fp) = bob_listens(&dir, &r3, "90s");
     wait_http(&r1, &format!("/route/{bob_fp}"), |b| {
@@ -542,51 +574,61 @@ fn a_call_goes_on_when_the_relay_between_dies() {
     );
     alice.expect_line("answered by", WAIT);
     assert_eq!(sas(&mut alice), sas(&mut bob));
-
-    // Which relay between carries the media: the one forwarding to r3.
-    let deadline = Instant::now() + WAIT;
-    let r2a_addr = r2a.addr;
-    let (carrier, spare) = loop {
-        if forwarded_to(&r2a, "r3") > 50.0 {
-            break (r2a, r2b);
-        }
-        if forwarded_to(&r2b, "r3") > 50.0 {
-            break (r2b, r2a);
-        }
-        assert!(Instant::now() < deadline, "no media through either relay");
-        std::thread::sleep(Duration::from_millis(50));
+    let counts = |between: &[(&'static str, Relay)]| -> Vec<f64> {
+        between.iter().map(|(_, r)| forwarded_to(r, "r3")).collect()
     };
-    let spare_before = forwarded_to(&spare, "r3");
-    drop(carrier.proc); // killed: its links go silent
-    let killed = Instant::now();
 
-    // The end relays find the link dead and move the call to the other.
-    wait_http(&r3, "/metrics", |m| {
-        m.contains("wzp_federation_calls_total{event=\"rerouted\"} 1\n")
-    });
-    println!("the call moved {:?} after the relay died", killed.elapsed());
-    let m1 = http_get(&r1, "/metrics");
-    assert!(
-        m1.contains("wzp_federation_calls_total{event=\"reroute_sent\"} 1\n"),
-        "{m1}"
-    );
-    // The relays show the new path.
-    let spare_label = if spare.addr == r2a_addr { "r2a" } else { "r2b" };
-    let calls1 = http_get(&r1, "/calls");
-    let want = format!("\"toward_callee\":\"{spare_label}\"");
-    assert!(calls1.contains(&want), "{want} in {calls1}");
-    let calls = wait_http(&spare, "/calls", |b| b.contains("\"active\""));
+    // The relay carrying the call stops (SIGTERM: an upgrade's restart). It
+    // closes its links, so the ends know at once and the call moves.
+    let zero = vec![0.0; between.len()];
+    let first = carrier(&between, &zero, 50.0);
+    let (name, stopped) = between.remove(first);
+    let before = counts(&between);
+    let status = Command::new("kill")
+        .args(["-TERM", &stopped.proc.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let t = Instant::now();
+    let moved = wait_rerouted(&r3, 1, t);
+    println!("{name} stopped; the call moved {moved:?} later");
+    let mut stopped = stopped;
+    assert!(stopped.proc.exit(WAIT).success(), "{name} stops cleanly");
+    // Found by the link's close, not by its silence.
+    for r in [&r1, &r3] {
+        let dead = metric(r, "wzp_federation_refused_total{reason=\"dead_link\"} ");
+        assert_eq!(dead, 0.0, "a link timed out instead of closing");
+    }
+
+    // The next one carrying it dies (SIGKILL): found by silence, moved again.
+    let second = carrier(&between, &before, 100.0);
+    let (name, killed) = between.remove(second);
+    let before = counts(&between);
+    let calls = http_get(&r1, "/calls");
+    let want = format!("\"toward_callee\":\"{name}\"");
+    assert!(calls.contains(&want), "{want} in {calls}");
+    drop(killed.proc);
+    let t = Instant::now();
+    let moved = wait_rerouted(&r3, 2, t);
+    println!("{name} died; the call moved {moved:?} later");
+    let (last, spare) = &between[0];
+    let calls = wait_http(spare, "/calls", |b| b.contains("\"active\""));
     assert!(calls.contains("\"role\":\"between\""), "{calls}");
     assert!(!calls.contains("path_lost"), "{calls}");
-    // Media flows through the spare relay both ways now.
+    let calls = http_get(&r1, "/calls");
+    let want = format!("\"toward_callee\":\"{last}\"");
+    assert!(calls.contains(&want), "{want} in {calls}");
+    // Media flows through the last one both ways now.
     let deadline = Instant::now() + WAIT;
-    while forwarded_to(&spare, "r3") < spare_before + 100.0 || forwarded_to(&spare, "r1") < 100.0 {
-        assert!(
-            Instant::now() < deadline,
-            "no media through the other relay"
-        );
+    while forwarded_to(spare, "r3") < before[0] + 100.0 || forwarded_to(spare, "r1") < 100.0 {
+        assert!(Instant::now() < deadline, "no media through {last}");
         std::thread::sleep(Duration::from_millis(50));
     }
+    let m1 = http_get(&r1, "/metrics");
+    assert!(
+        m1.contains("wzp_federation_calls_total{event=\"reroute_sent\"} 2\n"),
+        "{m1}"
+    );
 
     // Alice hangs up after her 25 s, herself: the call was never ended.
     alice.expect_line("hung up", Duration::from_secs(60));
@@ -602,20 +644,19 @@ fn a_call_goes_on_when_the_relay_between_dies() {
     bob.expect_line("the other side hung up", WAIT);
     assert!(bob.exit(WAIT).success(), "{:?}", bob.drain());
 
-    // Bob heard alice in the call's last 8 s, well after the move.
+    // Each heard the other in the call's last 8 s, after both moves.
     let heard = read_wav_mono(&dir.join("bob-heard.wav")).unwrap().samples;
     assert!(heard.len() > 16_000 * 16, "{} samples", heard.len());
-    let tail = &heard[heard.len() - 16_000 * 8..];
-    let r = segmental_correlation(tail, &speech);
-    println!("bob hears alice at r = {r:.3} after the move");
-    assert!(r > 0.7, "bob's last 8 s correlate {r} with alice's voice");
+    let r = segmental_correlation(&heard[heard.len() - 16_000 * 8..], &speech);
     let heard_a = read_wav_mono(&dir.join("alice-heard.wav")).unwrap().samples;
     let tail_a = &heard_a[heard_a.len().saturating_sub(16_000 * 8)..];
     let r_a = segmental_correlation(tail_a, &reversed);
+    println!("after the moves bob hears alice at r = {r:.3}, alice hears bob at r = {r_a:.3}");
+    assert!(r > 0.7, "bob's last 8 s correlate {r} with alice's voice");
     assert!(
         r_a > 0.7,
         "alice's last 8 s correlate {r_a} with bob's voice"
     );
-    drop(spare.proc);
+    drop(between);
     let _ = std::fs::remove_dir_all(dir);
 }

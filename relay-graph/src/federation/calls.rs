@@ -478,7 +478,7 @@ impl FederationCore {
     /// Drops what `peer` announced about a call's room (it is no longer the
     /// call's neighbour).
     fn forget_call_room_from(&mut self, room: RoomId, peer: RelayId) {
-        let elig = self.room_eligibility();
+        let elig = self.room_eligibility_for(room);
         let keys: Vec<_> = self
             .rooms
             .learned_from(peer)
@@ -495,7 +495,7 @@ impl FederationCore {
     /// Re-announces (or withdraws) what this relay tells its peers about an
     /// answered call's room after the call's neighbours changed.
     fn resync_call_room(&mut self, room: RoomId) {
-        let elig = self.room_eligibility();
+        let elig = self.room_eligibility_for(room);
         let mut keys: Vec<_> = self
             .rooms
             .keys()
@@ -1044,7 +1044,7 @@ impl FederationCore {
         }
         self.calls.by_room.remove(&leg.room);
         let room = leg.room;
-        let elig = self.room_eligibility();
+        let elig = self.room_eligibility_for(room);
         let keys: Vec<(RoomId, RelayId)> = self
             .rooms
             .keys()

@@ -628,7 +628,7 @@ impl FederationCore {
                 if !self.global_rooms.contains(&room) && !self.call_room_is_local(room) {
                     return;
                 }
-                let elig = self.room_eligibility();
+                let elig = self.room_eligibility_for(room);
                 let deltas = self.rooms.set_local((room, self.me), value, elig);
                 self.send_room_deltas(deltas);
             }
@@ -785,6 +785,24 @@ impl FederationCore {
             }
         }
         move |peer, (room, _)| bridges.get(&peer).is_some_and(|r| r.contains(room))
+    }
+
+    /// [`FederationCore::room_eligibility`] for the keys of one room only
+    /// (what `learn`, `set_local` and `sync_key` of that room's keys ask):
+    /// the up peers that bridge it, found without going over every room
+    /// and call (a relay carrying thousands of calls answered each
+    /// announcement in time proportional to all of them).
+    fn room_eligibility_for(&self, room: RoomId) -> impl Fn(RelayId, &RoomKey) -> bool + 'static {
+        let peers: Vec<RelayId> = self
+            .links
+            .iter()
+            .filter(|(id, l)| {
+                matches!(&l.phase, Phase::Up { rooms, .. } if rooms.contains(&room))
+                    || (matches!(l.phase, Phase::Up { .. }) && self.call_bridges(**id, room))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        move |peer, (r, _)| *r == room && peers.contains(&peer)
     }
 
     fn current_conn(&self, peer: RelayId) -> Option<LinkConn> {
@@ -963,7 +981,7 @@ impl FederationCore {
                         participants,
                     },
                 };
-                let elig = self.room_eligibility();
+                let elig = self.room_eligibility_for(room);
                 let d = self.rooms.learn(peer, (room, origin), Some(entry), elig);
                 self.send_room_deltas(d);
                 self.room_changed(room);
@@ -973,7 +991,7 @@ impl FederationCore {
                 if !self.room_allowed(peer, room) {
                     return;
                 }
-                let elig = self.room_eligibility();
+                let elig = self.room_eligibility_for(room);
                 let d = self.rooms.learn(peer, (room, origin), None, elig);
                 self.send_room_deltas(d);
                 self.room_changed(room);

@@ -799,3 +799,68 @@ fn a_new_path_refused_further_on_is_tried_a_bounded_number_of_times() {
         assert!(m.call_bridges[i].is_empty(), "relay {i}");
     }
 }
+
+#[test]
+fn many_calls_move_at_once() {
+    // Every call of a square crosses the same relay between; its link to the
+    // callee's relay dies and they all move together. The time the rounds
+    // of the move took is printed (docs/PERFORMANCE.md; `WZP_MANY_CALLS`
+    // sets how many, default 300).
+    let n: u64 = std::env::var("WZP_MANY_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    let mut m = mesh(4, &[(0, 1), (1, 3), (0, 2), (2, 3)], 3);
+    let id = |k: u64| format!("c{k}");
+    for k in 0..n {
+        m.input(0, Input::LocalCall(offer(&id(k), B)));
+    }
+    m.settle(200).unwrap();
+    for k in 0..n {
+        m.input(3, Input::LocalCall(signal(&id(k), A, B, answer("x").event)));
+    }
+    m.settle(200).unwrap();
+    for k in 0..n {
+        let room = call_room_id(&id(k));
+        m.set_room(0, room, &[A]);
+        m.set_room(3, room, &[B]);
+    }
+    m.settle(200).unwrap();
+    let mid = leg(&m, 0, "c0").unwrap().1.unwrap();
+    let other = 3 - mid;
+    m.cut(mid, 3);
+    let mut spent = Duration::ZERO;
+    let mut rounds = 0;
+    while m.cores[3].call_counters().rerouted < n {
+        let t = std::time::Instant::now();
+        m.step();
+        spent += t.elapsed();
+        rounds += 1;
+        assert!(
+            rounds < 400,
+            "{} of {n} moved",
+            m.cores[3].call_counters().rerouted
+        );
+    }
+    m.settle(200).unwrap();
+    println!("{n} calls moved; the rounds from the cut took {spent:?} for the four relays");
+    for k in 0..n {
+        assert_eq!(
+            leg(&m, 0, &id(k)),
+            Some((None, Some(other), true)),
+            "call {k}"
+        );
+        assert_eq!(
+            leg(&m, 3, &id(k)),
+            Some((Some(other), None, true)),
+            "call {k}"
+        );
+        assert!(leg(&m, mid, &id(k)).is_none(), "call {k}");
+        let room = call_room_id(&id(k));
+        assert_eq!(m.cores[0].remote_participants(room).len(), 1, "call {k}");
+    }
+    assert_eq!(m.cores[0].call_counters().reroutes_sent, n);
+    assert!(m.calls_delivered[0]
+        .iter()
+        .all(|s| s.event.kind() == "answer"));
+}

@@ -532,7 +532,9 @@ impl FederationCore {
                 "the federation link between relays {} and {peer} was lost",
                 self.me
             );
-            let leg = &self.calls.legs[&id];
+            let Some(leg) = self.calls.legs.get(&id) else {
+                continue;
+            };
             if leg.answered && leg.is_end() {
                 self.path_lost_at_end(&id, msg, now);
                 continue;

@@ -273,20 +273,25 @@ pub enum CallEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         message: Option<String>,
     },
-    /// Either way, on an answered call (federation version 2): a link of
-    /// the call's path went down. Each relay it crosses forgets its leg; the
-    /// caller's relay looks for another path (`reroute`), the callee's
-    /// waits for one. Neither party is told unless none comes.
+    /// Either way (federation version 2): a link of the call's path went
+    /// down. Each relay it crosses forgets its leg; the caller's relay looks
+    /// for another path (`reroute`), the callee's waits for one. Neither
+    /// party is told unless none comes.
     PathLost {
         /// Which link, for people (the hangup's message if no path comes).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         message: Option<String>,
     },
-    /// Caller to callee, on an answered call whose path was lost (federation
-    /// version 2): the call's new path, hop by hop along the presence route.
-    /// Every relay it crosses bridges the call room with its neighbours on
-    /// it; the callee's relay takes its sender as the call's neighbour.
-    Reroute,
+    /// Caller to callee, on a call whose path was lost (federation version
+    /// 2): the call's new path, hop by hop along the presence route. Every
+    /// relay it crosses keeps the call with its neighbours on it (and
+    /// bridges the call room, if `answered`); the callee's relay takes its
+    /// sender as the call's neighbour.
+    Reroute {
+        /// The caller's relay had the answer: bridge the room at once (else
+        /// the answer, when it comes, bridges it on its way back).
+        answered: bool,
+    },
 }
 
 impl CallEvent {
@@ -299,14 +304,16 @@ impl CallEvent {
             CallEvent::Confirm { .. } => "confirm",
             CallEvent::Hangup { .. } => "hangup",
             CallEvent::PathLost { .. } => "path_lost",
-            CallEvent::Reroute => "reroute",
+            CallEvent::Reroute { .. } => "reroute",
         }
     }
 
     /// Which way it travels: `true` from the caller towards the callee.
     pub fn towards_callee(&self) -> Option<bool> {
         match self {
-            CallEvent::Offer { .. } | CallEvent::Confirm { .. } | CallEvent::Reroute => Some(true),
+            CallEvent::Offer { .. } | CallEvent::Confirm { .. } | CallEvent::Reroute { .. } => {
+                Some(true)
+            }
             CallEvent::Ringing | CallEvent::Answer { .. } => Some(false),
             CallEvent::Hangup { .. } | CallEvent::PathLost { .. } => None,
         }
@@ -366,7 +373,7 @@ impl CallEvent {
                 chosen_codec.as_deref().map_or(Ok(()), codec)
             }
             CallEvent::Confirm { handshake: h } => handshake(h),
-            CallEvent::Reroute => Ok(()),
+            CallEvent::Reroute { .. } => Ok(()),
             CallEvent::Hangup { message, .. } | CallEvent::PathLost { message } => match message {
                 Some(m)
                     if m.chars().count() > MAX_HANGUP_MESSAGE_CHARS
@@ -992,7 +999,8 @@ mod tests {
                 message: Some("the federation link between relays 1 and 2 was lost".into()),
             }),
             call(CallEvent::PathLost { message: None }),
-            call(CallEvent::Reroute),
+            call(CallEvent::Reroute { answered: true }),
+            call(CallEvent::Reroute { answered: false }),
         ]
     }
 
@@ -1374,6 +1382,16 @@ mod tests {
                     r#"{"kind":"reroute_now"}"#,
                 ),
                 "unknown variant",
+            ),
+            (
+                call_json(
+                    "c1",
+                    &f,
+                    &f2,
+                    &format!("[\"{r1}\"]"),
+                    r#"{"kind":"reroute"}"#,
+                ),
+                "missing field `answered`",
             ),
         ];
         for (json, needle) in cases {

@@ -26,7 +26,8 @@
 //! [`CALL_SETUP_TIMEOUT`]) and the bridge with it: what was learned about
 //! the room is dropped at once.
 //!
-//! A link of an answered call's path going down does not end the call when
+//! A link of a call's path going down (answered or still ringing) does not
+//! end the call when
 //! another path exists (federation version 2 on the links involved): the
 //! relays of the broken path forget their legs as a `path_lost` passes them
 //! towards each end, the caller's relay sends a `reroute` along its present
@@ -66,7 +67,7 @@ pub const CALL_SETUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most calls a relay carries across federation at once.
 pub const MAX_CALLS: usize = 4096;
 /// How long the caller's relay looks for another path to the callee when an
-/// answered call's path loses a link, before both ends hang up.
+/// call's path loses a link, before both ends hang up.
 pub const REROUTE_WAIT: Duration = Duration::from_secs(5);
 /// A `reroute` not refused within this (a round trip of the path, with
 /// room for loaded relays) is taken as carried.
@@ -74,6 +75,9 @@ pub const REROUTE_CONFIRM: Duration = Duration::from_secs(2);
 /// How long the callee's relay waits for the new path (the caller's
 /// relay's search, and the hops of its `reroute`).
 pub const REROUTE_ARRIVAL_WAIT: Duration = Duration::from_secs(10);
+/// Most steps of its party an end relay holds while a call's path is lost
+/// (ringing, the answer: two in a call's life).
+pub const MAX_PENDING: usize = 4;
 /// Between two tries of the caller's relay when a `reroute` came back as
 /// `path_lost` (a relay on the way had no route yet).
 pub const REROUTE_RETRY: Duration = Duration::from_millis(250);
@@ -116,7 +120,7 @@ pub struct CallCounters {
 }
 
 /// One call as a relay on its path sees it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct CallLeg {
     /// Who offered.
     pub caller: Fingerprint,
@@ -136,15 +140,18 @@ pub struct CallLeg {
     pub caller_here: bool,
     /// The callee is on this relay.
     pub callee_here: bool,
-    /// On an end relay of an answered call: the path is lost and this relay
+    /// On an end relay of a call: the path is lost and this relay
     /// waits for a new one (its side towards the far party is `None` then).
     pub lost: Option<LostPath>,
     /// When this relay first carried the call.
     pub since: Instant,
+    /// The local party's steps (ringing, the answer) while the path is
+    /// lost, sent on the new one when it comes.
+    pending: Vec<CallSignal>,
     setup_deadline: Instant,
 }
 
-/// An end relay's answered call whose path lost a link.
+/// An end relay's call whose path lost a link.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LostPath {
     /// The call ends unless a new path is found (the caller's relay) or
@@ -332,7 +339,7 @@ impl FederationCore {
             .is_some_and(|v| v >= REROUTE_VERSION)
     }
 
-    /// This end relay's answered call lost its path (or, at the caller's
+    /// This end relay's call lost its path (or, at the caller's
     /// relay, a `reroute` came back refused): wait for (the callee's relay)
     /// or look for (the caller's relay) a new one. The wait runs from the
     /// first loss until a new path is confirmed, however many tries.
@@ -410,7 +417,9 @@ impl FederationCore {
             call_id: call_id.to_string(),
             caller: leg.caller,
             callee: leg.callee,
-            event: CallEvent::Reroute,
+            event: CallEvent::Reroute {
+                answered: leg.answered,
+            },
         };
         let room = leg.room;
         self.calls.counters.reroutes_sent += 1;
@@ -513,12 +522,12 @@ impl FederationCore {
         self.room_changed(room);
     }
 
-    /// The link to `peer` is gone. An answered call across it looks for
-    /// another path: an end relay waits for or looks for one, a relay between
-    /// tells the end beyond it (`path_lost`, after its route changes) and
-    /// forgets the call. An unanswered call, or one whose other neighbour
-    /// predates rerouting, ends, and both ends are told (the side beyond the
-    /// dead link by its own neighbour).
+    /// The link to `peer` is gone. A call across it looks for another
+    /// path: an end relay waits for or looks for one, a relay between tells
+    /// the end beyond it (`path_lost`, after its route changes) and forgets
+    /// the call. A call whose other neighbour predates rerouting ends, and
+    /// both ends are told (the side beyond the dead link by its own
+    /// neighbour).
     pub(super) fn end_calls_via(&mut self, peer: RelayId, now: Instant) {
         let ids: Vec<String> = self
             .calls
@@ -535,12 +544,12 @@ impl FederationCore {
             let Some(leg) = self.calls.legs.get(&id) else {
                 continue;
             };
-            if leg.answered && leg.is_end() {
+            if leg.is_end() {
                 self.path_lost_at_end(&id, msg, now);
                 continue;
             }
             let other = leg.neighbours().find(|&n| n != peer);
-            if leg.answered && other.is_some_and(|o| self.speaks_reroute(o)) {
+            if other.is_some_and(|o| self.speaks_reroute(o)) {
                 self.calls.counters.paths_lost += 1;
                 self.pass_path_lost(&id, peer, msg);
                 continue;
@@ -612,7 +621,10 @@ impl FederationCore {
             self.calls.counters.unknown_call += 1;
             return;
         }
-        if matches!(s.event, CallEvent::PathLost { .. } | CallEvent::Reroute) {
+        if matches!(
+            s.event,
+            CallEvent::PathLost { .. } | CallEvent::Reroute { .. }
+        ) {
             // Only relays send these.
             self.calls.counters.unknown_call += 1;
             return;
@@ -629,10 +641,20 @@ impl FederationCore {
             }
         };
         let Some(target) = target else {
-            if leg.lost.is_some() && matches!(s.event, CallEvent::Hangup { .. }) {
+            if leg.lost.is_none() {
+                self.calls.counters.unknown_call += 1;
+            } else if matches!(s.event, CallEvent::Hangup { .. }) {
                 // The party hung up while the path was lost: the call ends
                 // here; the far end's wait ends it there.
                 self.end_leg(&s.call_id);
+            } else if leg.pending.len() < MAX_PENDING {
+                // Ringing or the answer while the path is lost: sent on the
+                // new path when it comes (the answer bridges the room here
+                // now, as it would on its way out).
+                self.advance(&s);
+                if let Some(leg) = self.calls.legs.get_mut(&s.call_id) {
+                    leg.pending.push(s);
+                }
             } else {
                 self.calls.counters.unknown_call += 1;
             }
@@ -723,6 +745,7 @@ impl FederationCore {
                 callee_here: toward_callee.is_none(),
                 lost: None,
                 since: now,
+                pending: Vec::new(),
                 setup_deadline: now + CALL_SETUP_TIMEOUT,
             },
         );
@@ -759,7 +782,7 @@ impl FederationCore {
         if offer {
             return self.remote_offer(peer, s, path, now);
         }
-        if matches!(s.event, CallEvent::Reroute) {
+        if matches!(s.event, CallEvent::Reroute { .. }) {
             return self.reroute_message(peer, s, path, now);
         }
         let Some(leg) = self.calls.legs.get(&s.call_id) else {
@@ -773,7 +796,7 @@ impl FederationCore {
         let from_caller_side = leg.toward_caller == Some(peer);
         let from_callee_side = leg.toward_callee == Some(peer);
         if let CallEvent::PathLost { message } = &s.event {
-            if !leg.answered || !(from_caller_side || from_callee_side) {
+            if !(from_caller_side || from_callee_side) {
                 self.calls.counters.unknown_call += 1;
                 return;
             }
@@ -865,6 +888,7 @@ impl FederationCore {
     /// relay that cannot answers `path_lost` (the caller's relay tries
     /// again); a callee's relay that no longer has the call, `hangup`.
     fn reroute_message(&mut self, peer: RelayId, s: CallSignal, path: Vec<RelayId>, now: Instant) {
+        let answered = matches!(s.event, CallEvent::Reroute { answered: true });
         let refuse = |core: &mut FederationCore, why: String| {
             core.calls.counters.reroutes_refused += 1;
             let lost = CallSignal {
@@ -876,7 +900,6 @@ impl FederationCore {
         let mut path = path;
         if let Some(leg) = self.calls.legs.get(&s.call_id) {
             if (leg.caller, leg.callee) != (s.caller, s.callee)
-                || !leg.answered
                 || leg.caller_here
                 || path.first() != Some(&leg.caller_relay)
             {
@@ -904,8 +927,13 @@ impl FederationCore {
             leg.toward_caller = Some(peer);
             leg.lost = None;
             let room = leg.room;
+            let held = std::mem::take(&mut leg.pending);
+            let bridge = answered && !leg.answered;
             if leg.callee_here {
                 self.calls.counters.rerouted += 1;
+            }
+            if bridge {
+                self.bridge_leg(&s.call_id);
             }
             if let Some(old) = old {
                 self.forget_call_room_from(room, old);
@@ -924,6 +952,11 @@ impl FederationCore {
             if let Some(next) = next {
                 path.push(self.me);
                 self.send(next, s.message(path));
+            }
+            // What the callee did while the path was lost (ringing, the
+            // answer) goes back along the new one.
+            for step in held {
+                self.send(peer, step.message(vec![self.me]));
             }
             self.resync_call_room(room);
             return;
@@ -981,7 +1014,9 @@ impl FederationCore {
             return refuse(self, why);
         }
         self.insert_leg(&s, path[0], Some(peer), Some(next), now);
-        self.bridge_leg(&s.call_id);
+        if answered {
+            self.bridge_leg(&s.call_id);
+        }
         path.push(self.me);
         self.send(next, s.message(path));
     }

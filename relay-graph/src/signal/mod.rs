@@ -1342,7 +1342,7 @@ impl SignalHub {
         match s.event {
             // Offers come through `federated_offer`; a lost path and its
             // reroute stay between relays (the core never hands them here).
-            CallEvent::Offer { .. } | CallEvent::PathLost { .. } | CallEvent::Reroute => {}
+            CallEvent::Offer { .. } | CallEvent::PathLost { .. } | CallEvent::Reroute { .. } => {}
             CallEvent::Ringing => {
                 if let Some(t) = self.calls.ringing(&call.id, now) {
                     self.transition(&t);

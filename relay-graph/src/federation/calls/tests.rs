@@ -696,7 +696,7 @@ fn a_forged_reroute_does_not_move_a_call() {
     let mid = leg(&m, 0, "c1").unwrap().1.unwrap();
     let off = 3 - mid;
     let reroute = |call_id: &str, caller: Fingerprint, path: Vec<RelayId>| {
-        signal(call_id, caller, B, CallEvent::Reroute).message(path)
+        signal(call_id, caller, B, CallEvent::Reroute { answered: true }).message(path)
     };
     let forged = [
         // A call id it does not carry.
@@ -732,7 +732,10 @@ fn a_forged_reroute_does_not_move_a_call() {
         0,
         Input::LocalCall(signal("c1", A, B, CallEvent::PathLost { message: None })),
     );
-    m.input(0, Input::LocalCall(signal("c1", A, B, CallEvent::Reroute)));
+    m.input(
+        0,
+        Input::LocalCall(signal("c1", A, B, CallEvent::Reroute { answered: true })),
+    );
     m.settle(60).unwrap();
     assert_eq!(leg(&m, 0, "c1"), Some((None, Some(mid), true)));
     assert_eq!(m.cores[0].call_counters().unknown_call, 2);
@@ -863,4 +866,73 @@ fn many_calls_move_at_once() {
     assert!(m.calls_delivered[0]
         .iter()
         .all(|s| s.event.kind() == "answer"));
+}
+
+/// A square 0-1-3 / 0-2-3 with call `c1` offered from relay 0 and ringing
+/// at relay 3; returns the mesh and the relay between that carries it.
+fn ringing_call() -> (Mesh, usize) {
+    let mut m = mesh(4, &[(0, 1), (1, 3), (0, 2), (2, 3)], 3);
+    m.input(0, Input::LocalCall(offer("c1", B)));
+    m.settle(60).unwrap();
+    m.input(3, Input::LocalCall(signal("c1", A, B, CallEvent::Ringing)));
+    m.settle(60).unwrap();
+    assert_eq!(kinds(&m, 0), ["ringing"]);
+    let mid = leg(&m, 0, "c1").unwrap().1.unwrap();
+    (m, mid)
+}
+
+/// After the answer: every relay of the path `0 - via - 3` bridges the room
+/// and media flows along it.
+fn answered_along(m: &mut Mesh, via: usize) {
+    assert_eq!(kinds(m, 0), ["ringing", "answer"]);
+    let room = call_room_id("c1");
+    for i in [0, via, 3] {
+        assert_eq!(leg(m, i, "c1").map(|l| l.2), Some(true), "relay {i}");
+        assert!(m.call_bridges[i].contains(&room), "relay {i} bridges");
+    }
+    assert!(!m.call_bridges[3 - via].contains(&room));
+    m.set_room(0, room, &[A]);
+    m.set_room(3, room, &[B]);
+    m.settle(60).unwrap();
+    media_flows(m, 3, 1, 2);
+}
+
+#[test]
+fn a_ringing_call_moves_too_and_its_answer_takes_the_new_path() {
+    let (mut m, mid) = ringing_call();
+    let other = 3 - mid;
+    m.cut(mid, 3);
+    step_until_rerouted(&mut m, 3, other, Duration::from_secs(1));
+    assert_eq!(leg(&m, other, "c1"), Some((Some(0), Some(3), false)));
+    assert!(
+        m.call_bridges[other].is_empty(),
+        "not bridged before the answer"
+    );
+    assert_eq!(
+        kinds(&m, 3),
+        ["offer"],
+        "the callee's side was told nothing"
+    );
+    m.input(3, Input::LocalCall(answer("c1")));
+    m.settle(60).unwrap();
+    answered_along(&mut m, other);
+}
+
+#[test]
+fn an_answer_given_while_the_path_is_lost_is_sent_on_the_new_one() {
+    let (mut m, mid) = ringing_call();
+    let other = 3 - mid;
+    m.cut(mid, 3);
+    let mut rounds = 0;
+    while m.cores[3].call_leg("c1").is_some_and(|l| l.lost.is_none()) {
+        m.step();
+        rounds += 1;
+        assert!(rounds < 200, "the callee's relay never saw the path lost");
+    }
+    // Bob answers while his relay has no path: held, then sent on the new
+    // path when the caller's relay's `reroute` arrives.
+    m.input(3, Input::LocalCall(answer("c1")));
+    step_until_rerouted(&mut m, 3, other, Duration::from_secs(1));
+    m.settle(60).unwrap();
+    answered_along(&mut m, other);
 }

@@ -415,6 +415,11 @@ fn alice_on_relay_1_calls_bob_on_relay_3_through_relay_2() {
     ] {
         assert!(calls2.contains(field), "{field} in {calls2}");
     }
+    // Its links each carry the one call (what would move if either went).
+    let peers2: serde_json::Value = serde_json::from_str(&http_get(&r2, "/peers")).unwrap();
+    for p in peers2["peers"].as_array().unwrap() {
+        assert_eq!(p["calls"], 1, "{p}");
+    }
     wait_http(&r1, "/sessions", |b| b.contains("call-"));
     wait_http(&r3, "/sessions", |b| b.contains("call-"));
 

@@ -71,6 +71,13 @@ async fn route_of(
 
 /// The federation links, one row per configured peer.
 async fn peers(State(s): State<Arc<Services>>) -> impl IntoResponse {
+    // Calls whose path crosses each link (what moves, or ends, if it goes).
+    let mut calls: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    for l in s.federation.legs().await {
+        for n in [l.toward_caller, l.toward_callee].into_iter().flatten() {
+            *calls.entry(n).or_default() += 1;
+        }
+    }
     let v = s.federation.view();
     let peers: Vec<_> = v
         .peers
@@ -89,6 +96,7 @@ async fn peers(State(s): State<Arc<Services>>) -> impl IntoResponse {
                 "messages_out": p.messages_out,
                 "packets_in": v.packets.get(&p.id).map_or(0, |x| x.0),
                 "packets_out": v.packets.get(&p.id).map_or(0, |x| x.1),
+                "calls": calls.get(&p.label).copied().unwrap_or(0),
             })
         })
         .collect();

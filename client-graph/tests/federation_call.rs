@@ -224,16 +224,27 @@ fn http_get(relay: &Relay, path: &str) -> String {
 
 /// Polls `path` on `relay` until `ok` holds for its body; returns it.
 fn wait_http(relay: &Relay, path: &str, ok: impl Fn(&str) -> bool) -> String {
+    let mut last = String::new();
+    wait_for(&format!("GET {path} to satisfy the wait"), || {
+        last = http_get(relay, path);
+        ok(&last).then(|| last.clone())
+    })
+    .unwrap_or_else(|| panic!("GET {path} never satisfied the wait; last body:\n{last}"))
+}
+
+/// Polls `probe` (every 50 ms, what relays publish is read, not pushed)
+/// until it yields, for at most [`WAIT`]; `None` if it never did. `what`
+/// names the event for the caller's failure message.
+fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + WAIT;
     loop {
-        let body = http_get(relay, path);
-        if ok(&body) {
-            return body;
+        if let Some(v) = probe() {
+            return Some(v);
         }
-        assert!(
-            Instant::now() < deadline,
-            "GET {path} never satisfied the wait; last body:\n{body}"
-        );
+        if Instant::now() >= deadline {
+            eprintln!("waited {WAIT:?} for {what}");
+            return None;
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -532,19 +543,13 @@ fn forwarded_to(relay: &Relay, peer: &str) -> f64 {
 /// Which of `between` carries the call's media now: the first to forward
 /// `more` datagrams to r3 beyond what `before` counted for it.
 fn carrier(between: &[(&'static str, Relay)], before: &[f64], more: f64) -> usize {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        for (i, (_, r)) in between.iter().enumerate() {
-            if forwarded_to(r, "r3") > before[i] + more {
-                return i;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no media through any relay between"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for("media through a relay between", || {
+        between
+            .iter()
+            .enumerate()
+            .position(|(i, (_, r))| forwarded_to(r, "r3") > before[i] + more)
+    })
+    .expect("no media through any relay between")
 }
 
 /// Waits until r3 has taken `n` new paths; how long that took.
@@ -624,11 +629,11 @@ fn a_call_goes_on_when_relays_between_stop_or_die() {
     let want = format!("\"toward_callee\":\"{last}\"");
     assert!(calls.contains(&want), "{want} in {calls}");
     // Media flows through the last one both ways now.
-    let deadline = Instant::now() + WAIT;
-    while forwarded_to(spare, "r3") < before[0] + 100.0 || forwarded_to(spare, "r1") < 100.0 {
-        assert!(Instant::now() < deadline, "no media through {last}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for("media both ways through the last relay between", || {
+        (forwarded_to(spare, "r3") >= before[0] + 100.0 && forwarded_to(spare, "r1") >= 100.0)
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("no media through {last}"));
     let m1 = http_get(&r1, "/metrics");
     assert!(
         m1.contains("wzp_federation_calls_total{event=\"reroute_sent\"} 2\n"),

@@ -16,6 +16,8 @@
 //! - [`presence`]: the challenged presence registration on `_signal`.
 //! - [`direct_call`]: the caller's and callee's direct-call state machines,
 //!   carrying the end-to-end call-key handshake.
+//! - [`direct_path`]: the proof each party gives on a direct connection
+//!   (the call's media straight between the two, not through the relay).
 //! - [`federation`]: relay-to-relay link messages (hello, global rooms,
 //!   presence routes, RTT probes) and the tag on forwarded media datagrams.
 //! - [`close`]: QUIC application close codes and what they mean.
@@ -46,6 +48,7 @@
 pub mod close;
 pub mod dedup;
 pub mod direct_call;
+pub mod direct_path;
 pub mod error;
 pub mod federation;
 pub mod feedback;

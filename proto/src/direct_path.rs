@@ -1,0 +1,269 @@
+//! The direct path of a direct call: who is at the other end of a QUIC
+//! connection that goes straight from one party to the other, not through
+//! the relay.
+//!
+//! When the callee answers `accept_trusted` the caller learns the callee's
+//! address ([`crate::direct_call::CallReady::peer_direct_addr`]) and dials
+//! it with the call room's name as the TLS server name. The certificates on
+//! that connection prove nothing (each side makes a throwaway one); who is
+//! at each end is proven on its first bidirectional stream, opened by the
+//! dialer: each side sends one [`PathHello`], its identity key and an
+//! Ed25519 signature over [`signed_bytes`]: a label, its role, the call id
+//! and the connection's nonce, 32 bytes of the connection's TLS exporter
+//! (`wzp_stages::net::quic::direct_nonce`), which both ends compute with no
+//! message exchanged and which is unique to that TLS session. So a hello
+//! proves the key holder signed for this call, in this role, on this very
+//! connection: a relay or anyone on the way that sits between the two
+//! (two TLS sessions, two nonces) cannot pass one side's hello on to the
+//! other, nor can a hello be replayed on another connection or call, or
+//! reflected back to its sender (the role). The acceptor sends its hello
+//! only after the dialer's verified, so a stranger that dials it learns
+//! nothing. Each side checks the key against the fingerprint the call's
+//! handshake already authenticated ([`crate::direct_call::CallReady::peer`]);
+//! the media itself stays sealed with the call's keys either way.
+//!
+//! Wire form (98 bytes): `version (1) | role (1: 0 dialer, 1 acceptor) |
+//! identity public key (32) | signature (64)`; docs/WIRE.md §10.
+//!
+//! ```
+//! use wzp_proto::direct_path::{PathProof, Role};
+//! use wzp_proto::identity::Seed;
+//!
+//! let (alice, bob) = (Seed::from_bytes([1; 32]).identity(), Seed::from_bytes([2; 32]).identity());
+//! let nonce = [7u8; 32]; // the connection's TLS exporter, the same at both ends
+//! let dialer = PathProof::new(&alice, Role::Dialer, bob.fingerprint(), "abc123", &nonce).unwrap();
+//! let acceptor = PathProof::new(&bob, Role::Acceptor, alice.fingerprint(), "abc123", &nonce).unwrap();
+//! // The dialer sends first; the acceptor answers once it verified.
+//! acceptor.verify(&dialer.hello()).unwrap();
+//! dialer.verify(&acceptor.hello()).unwrap();
+//! // A hello made for another connection (another nonce) fails.
+//! let elsewhere = PathProof::new(&alice, Role::Dialer, bob.fingerprint(), "abc123", &[8; 32]).unwrap();
+//! assert!(acceptor.verify(&elsewhere.hello()).is_err());
+//! ```
+
+use crate::identity::{verify_signature, Identity};
+use crate::sni::call_room;
+use crate::Fingerprint;
+
+/// Version byte of [`PathHello`].
+pub const PATH_HELLO_VERSION: u8 = 1;
+/// Length of a [`PathHello`] on the wire.
+pub const PATH_HELLO_LEN: usize = 1 + 1 + 32 + 64;
+/// Length of the connection nonce a hello signs.
+pub const PATH_NONCE_LEN: usize = 32;
+/// Domain label of the signed bytes.
+pub const PATH_LABEL: &[u8] = b"wzp direct path v1";
+
+/// Which end of the direct connection a side is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Opened the connection (the caller).
+    Dialer,
+    /// Accepted it (the callee, who shared its address).
+    Acceptor,
+}
+
+impl Role {
+    fn byte(self) -> u8 {
+        match self {
+            Role::Dialer => 0,
+            Role::Acceptor => 1,
+        }
+    }
+
+    fn of_byte(b: u8) -> Option<Role> {
+        match b {
+            0 => Some(Role::Dialer),
+            1 => Some(Role::Acceptor),
+            _ => None,
+        }
+    }
+
+    /// The other end's role.
+    pub fn other(self) -> Role {
+        match self {
+            Role::Dialer => Role::Acceptor,
+            Role::Acceptor => Role::Dialer,
+        }
+    }
+}
+
+/// One side's proof: its identity key and signature.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathHello {
+    /// The sender's role.
+    pub role: Role,
+    /// The sender's Ed25519 identity key.
+    pub public_key: [u8; 32],
+    /// Signature over [`signed_bytes`].
+    pub signature: [u8; 64],
+}
+
+/// Why a hello was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// Not a hello of this version.
+    #[error("malformed direct path hello: {0}")]
+    Malformed(&'static str),
+    /// The call id cannot name a call room.
+    #[error("not a call id: {0:?}")]
+    BadCallId(String),
+    /// The hello claims this side's own role (a hello sent back to its sender).
+    #[error("the hello claims the {0:?} role, which is ours")]
+    WrongRole(Role),
+    /// The key is not the call's other party.
+    #[error("the direct path answers as {got}, not the call's peer {expected}")]
+    WrongPeer {
+        /// The fingerprint the call's handshake authenticated.
+        expected: Fingerprint,
+        /// The fingerprint of the key the hello carries.
+        got: Fingerprint,
+    },
+    /// The signature does not verify for this call and connection.
+    #[error("the direct path hello's signature does not verify for this call and connection")]
+    BadSignature,
+}
+
+impl PathHello {
+    /// The hello's 98 bytes.
+    pub fn encode(&self) -> [u8; PATH_HELLO_LEN] {
+        let mut out = [0u8; PATH_HELLO_LEN];
+        out[0] = PATH_HELLO_VERSION;
+        out[1] = self.role.byte();
+        out[2..34].copy_from_slice(&self.public_key);
+        out[34..].copy_from_slice(&self.signature);
+        out
+    }
+
+    /// Parses exactly one hello; anything else is refused.
+    pub fn decode(bytes: &[u8]) -> Result<PathHello, PathError> {
+        if bytes.len() != PATH_HELLO_LEN {
+            return Err(PathError::Malformed("not 98 bytes"));
+        }
+        if bytes[0] != PATH_HELLO_VERSION {
+            return Err(PathError::Malformed("unknown version"));
+        }
+        let role = Role::of_byte(bytes[1]).ok_or(PathError::Malformed("unknown role"))?;
+        let mut public_key = [0u8; 32];
+        public_key.copy_from_slice(&bytes[2..34]);
+        let mut signature = [0u8; 64];
+        signature.copy_from_slice(&bytes[34..]);
+        Ok(PathHello {
+            role,
+            public_key,
+            signature,
+        })
+    }
+}
+
+/// The bytes a hello signs: [`PATH_LABEL`], `0`, the role byte, the call
+/// id's length and bytes, and the connection nonce.
+pub fn signed_bytes(role: Role, call_id: &str, nonce: &[u8; PATH_NONCE_LEN]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(PATH_LABEL.len() + 3 + call_id.len() + PATH_NONCE_LEN);
+    m.extend_from_slice(PATH_LABEL);
+    m.push(0);
+    m.push(role.byte());
+    // A call id is at most 58 bytes (`call_room`), so its length fits.
+    m.push(call_id.len() as u8);
+    m.extend_from_slice(call_id.as_bytes());
+    m.extend_from_slice(nonce);
+    m
+}
+
+/// One side of the exchange on one connection: its own hello, and the
+/// check of the other side's.
+#[derive(Debug)]
+pub struct PathProof {
+    role: Role,
+    peer: Fingerprint,
+    hello: PathHello,
+    peer_signed: Vec<u8>,
+}
+
+impl PathProof {
+    /// `identity` in `role` on a connection whose nonce is `nonce`, for
+    /// call `call_id` with `peer` (the fingerprint the call's handshake
+    /// authenticated).
+    pub fn new(
+        identity: &Identity,
+        role: Role,
+        peer: Fingerprint,
+        call_id: &str,
+        nonce: &[u8; PATH_NONCE_LEN],
+    ) -> Result<PathProof, PathError> {
+        if call_room(call_id).is_none() {
+            return Err(PathError::BadCallId(call_id.to_string()));
+        }
+        let hello = PathHello {
+            role,
+            public_key: identity.public_key(),
+            signature: identity.sign(&signed_bytes(role, call_id, nonce)),
+        };
+        Ok(PathProof {
+            role,
+            peer,
+            hello,
+            peer_signed: signed_bytes(role.other(), call_id, nonce),
+        })
+    }
+
+    /// This side's hello, to send (the acceptor: once the dialer's verified).
+    pub fn hello(&self) -> [u8; PATH_HELLO_LEN] {
+        self.hello.encode()
+    }
+
+    /// Checks the other side's hello: the other role, the call's peer's
+    /// key, a signature over this call and connection.
+    pub fn verify(&self, bytes: &[u8]) -> Result<(), PathError> {
+        let hello = PathHello::decode(bytes)?;
+        if hello.role == self.role {
+            return Err(PathError::WrongRole(hello.role));
+        }
+        let got = Fingerprint::of_public_key(&hello.public_key);
+        if got != self.peer {
+            return Err(PathError::WrongPeer {
+                expected: self.peer,
+                got,
+            });
+        }
+        verify_signature(&hello.public_key, &self.peer_signed, &hello.signature)
+            .map_err(|_| PathError::BadSignature)
+    }
+
+    /// This side's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Seed;
+
+    fn id(n: u8) -> Identity {
+        Seed::from_bytes([n; 32]).identity()
+    }
+
+    #[test]
+    fn both_sides_verify_each_other() {
+        let (a, b) = (id(1), id(2));
+        let nonce = [9u8; 32];
+        let d = PathProof::new(&a, Role::Dialer, b.fingerprint(), "c1", &nonce).unwrap();
+        let x = PathProof::new(&b, Role::Acceptor, a.fingerprint(), "c1", &nonce).unwrap();
+        assert_eq!(x.verify(&d.hello()), Ok(()));
+        assert_eq!(d.verify(&x.hello()), Ok(()));
+        assert_eq!(PathHello::decode(&d.hello()).unwrap().role, Role::Dialer);
+    }
+
+    #[test]
+    fn a_bad_call_id_is_refused() {
+        let (a, b) = (id(1), id(2));
+        for bad in ["", "UPPER", "has space", &"x".repeat(59)] {
+            assert!(matches!(
+                PathProof::new(&a, Role::Dialer, b.fingerprint(), bad, &[0; 32]),
+                Err(PathError::BadCallId(_))
+            ));
+        }
+    }
+}

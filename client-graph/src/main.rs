@@ -5,6 +5,7 @@
 mod call;
 mod cli;
 mod log_filter;
+mod nat;
 mod signal;
 mod trust;
 

@@ -806,3 +806,346 @@ fn presence_calls_and_the_clients_loss_recovery_reports_show_on_the_relay() {
     b.kill();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Datagrams the relay has taken in from the live sessions (one call here).
+fn relay_packets_in(relay: &Relay) -> u64 {
+    http_get(relay, "/metrics")
+        .lines()
+        .filter(|l| {
+            l.starts_with("wzp_relay_session_packets_total{") && l.contains("direction=\"in\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// The `local port N` a "direct path to ... up" line names.
+fn direct_port(line: &str) -> u16 {
+    line.split("local port ")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no local port in {line:?}"))
+}
+
+/// The figures of a "direct path to ... carried N datagrams out and M in" line.
+fn carried(p: &mut Proc) -> (u64, u64) {
+    let line = p.expect_line(" datagrams out and ", WAIT);
+    let n: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert_eq!(n.len(), 2, "{line}");
+    (n[0], n[1])
+}
+
+/// Alice calls Bob, who trusts her: she dials the address his answer
+/// carried, each proves to the other who it is on that connection, and the
+/// media goes straight between them (the relay takes in next to nothing
+/// after that), both ways, heard at the far end.
+#[test]
+fn a_trusting_callee_gets_the_media_straight_from_the_caller() {
+    let _s = serial();
+    let dir = tmp("straight");
+    let relay = start_relay_with(&dir, "127.0.0.1:0", &["--metrics-addr", "127.0.0.1:0"]);
+    let speech = speech_like(16_000);
+    let reversed: Vec<f32> = speech.iter().rev().copied().collect();
+    write_wav(&dir.join("a-says.wav"), &speech);
+    write_wav(&dir.join("b-says.wav"), &reversed);
+    let media = |says: &str, heard: &str| -> Vec<String> {
+        [
+            "--duration",
+            "8s",
+            "--input",
+            dir.join(says).to_str().unwrap(),
+            "--output",
+            dir.join(heard).to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let b_args = [
+        vec!["--accept".into(), "trusted".into(), "--once".into()],
+        media("b-says.wav", "b-heard.wav"),
+    ]
+    .concat();
+    let b_args: Vec<&str> = b_args.iter().map(String::as_str).collect();
+    let (mut b, b_fp) = listen(&dir, &relay, "bob", &b_args);
+    let a_args = media("a-says.wav", "a-heard.wav");
+    let a_args: Vec<&str> = a_args.iter().map(String::as_str).collect();
+    let mut a = client(&dir, &relay, "alice", &["call", &b_fp], &a_args);
+    let a_fp = b
+        .expect_line("incoming call from ", WAIT)
+        .split_whitespace()
+        .nth(3)
+        .expect("incoming call from FP")
+        .to_string();
+    let up_a = a.expect_line("direct path to ", WAIT);
+    let up_b = b.expect_line("direct path to ", WAIT);
+    assert!(up_a.contains(&b_fp) && up_a.contains(" up "), "{up_a}");
+    assert!(up_b.contains(" up "), "{up_b}");
+    assert!(up_b.contains(&a_fp), "{up_b}");
+    // What the relay had taken in when the path came up; then the most it
+    // ever shows until the call ends (sessions leave its figures then).
+    let at_up = relay_packets_in(&relay);
+    let mut most = at_up;
+    while a.child.try_wait().unwrap().is_none() {
+        most = most.max(relay_packets_in(&relay));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(a.exit(WAIT).success(), "{:?}", a.drain());
+    assert!(b.exit(WAIT).success(), "{:?}", b.drain());
+    let (a_out, a_in) = carried(&mut a);
+    let (b_out, b_in) = carried(&mut b);
+    eprintln!(
+        "direct: alice {a_out} out, {a_in} in; bob {b_out} out, {b_in} in; relay took {} before, {} after",
+        at_up,
+        most - at_up
+    );
+    // 8 s of 20 ms frames is 400 packets each way; most of them direct.
+    assert!(
+        a_out >= 250 && b_in >= 250,
+        "alice sent {a_out}, bob took {b_in} direct"
+    );
+    assert!(
+        b_out >= 250 && a_in >= 250,
+        "bob sent {b_out}, alice took {a_in} direct"
+    );
+    assert!(
+        most - at_up < 25,
+        "the relay took in {} datagrams after the direct path came up",
+        most - at_up
+    );
+    let heard_by_b = read_wav_mono(&dir.join("b-heard.wav")).unwrap().samples;
+    let heard_by_a = read_wav_mono(&dir.join("a-heard.wav")).unwrap().samples;
+    let (r_b, r_a) = (
+        segmental_correlation(&heard_by_b, &speech),
+        segmental_correlation(&heard_by_a, &reversed),
+    );
+    assert!(
+        r_b > 0.7,
+        "bob's recording correlates {r_b} with alice's voice"
+    );
+    assert!(
+        r_a > 0.7,
+        "alice's recording correlates {r_a} with bob's voice"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `iptables` rules dropping loopback UDP between two ports both ways,
+/// removed when dropped.
+struct Cut {
+    rules: Vec<Vec<String>>,
+}
+
+impl Cut {
+    fn between(a: u16, b: u16) -> Cut {
+        let rules: Vec<Vec<String>> = [(a, b), (b, a)]
+            .iter()
+            .map(|(from, to)| {
+                [
+                    "INPUT",
+                    "-i",
+                    "lo",
+                    "-p",
+                    "udp",
+                    "--sport",
+                    &from.to_string(),
+                    "--dport",
+                    &to.to_string(),
+                    "-j",
+                    "DROP",
+                ]
+                .map(String::from)
+                .to_vec()
+            })
+            .collect();
+        for r in &rules {
+            let st = Command::new("iptables")
+                .args(["-w", "-I"])
+                .args(r)
+                .status()
+                .expect("iptables runs");
+            assert!(st.success(), "iptables -I {r:?}");
+        }
+        Cut { rules }
+    }
+}
+
+impl Drop for Cut {
+    fn drop(&mut self) {
+        for r in &self.rules {
+            let _ = Command::new("iptables").args(["-w", "-D"]).args(r).status();
+        }
+    }
+}
+
+/// Whether this test run may add firewall rules (root, with iptables).
+fn can_cut() -> bool {
+    Command::new("iptables")
+        .args(["-w", "-L", "INPUT", "-n"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The direct path breaks mid-call (its packets dropped both ways): both
+/// sides notice within the direct connection's idle timeout, the media is
+/// back on the relay (the relay takes it in again) with no one hanging up,
+/// and once the path works again the caller dials it again and the media
+/// leaves the relay once more. The far end hears the caller throughout but
+/// for the seconds the broken path took to notice.
+#[test]
+fn a_broken_direct_path_falls_back_to_the_relay_and_comes_back() {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    if !root {
+        eprintln!("skipped: breaking the direct path takes a firewall rule, which needs root");
+        return;
+    }
+    // scripts/setup.sh installs iptables.
+    assert!(can_cut(), "iptables cannot add rules here");
+    let _s = serial();
+    let dir = tmp("fallback");
+    let relay = start_relay_with(&dir, "127.0.0.1:0", &["--metrics-addr", "127.0.0.1:0"]);
+    let speech = speech_like(16_000);
+    write_wav(&dir.join("a-says.wav"), &speech);
+    let (mut b, b_fp) = listen(
+        &dir,
+        &relay,
+        "bob",
+        &[
+            "--accept",
+            "trusted",
+            "--once",
+            "--duration",
+            "60s",
+            "--input",
+            "tone",
+            "--output",
+            dir.join("b-heard.wav").to_str().unwrap(),
+        ],
+    );
+    let mut a = client(
+        &dir,
+        &relay,
+        "alice",
+        &["call", &b_fp],
+        &[
+            "--duration",
+            "60s",
+            "--input",
+            dir.join("a-says.wav").to_str().unwrap(),
+            "--output",
+            "null",
+        ],
+    );
+    let up_a = a.expect_line("direct path to ", WAIT);
+    let up_b = b.expect_line("direct path to ", WAIT);
+    assert!(
+        up_a.contains(" up ") && up_b.contains(" up "),
+        "{up_a}\n{up_b}"
+    );
+    let cut = Cut::between(direct_port(&up_a), direct_port(&up_b));
+    let broke = Instant::now();
+    let lost_a = a.expect_line("lost (", WAIT);
+    let lost_b = b.expect_line("lost (", WAIT);
+    assert!(lost_a.contains("back on the relay"), "{lost_a}");
+    assert!(lost_b.contains("back on the relay"), "{lost_b}");
+    eprintln!(
+        "both back on the relay {} ms after the cut",
+        broke.elapsed().as_millis()
+    );
+    // The relay carries the media again: 100 more datagrams in (2 s of
+    // alice's alone), with the direct path still cut.
+    let back = relay_packets_in(&relay);
+    let deadline = Instant::now() + WAIT;
+    while relay_packets_in(&relay) < back + 100 {
+        assert!(Instant::now() < deadline, "the relay took no media back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(cut);
+    // The caller dials again (2 s after the loss, then 4, 8, ...).
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let lines = a.drain();
+        if lines
+            .iter()
+            .filter(|l| l.contains("direct path to ") && l.contains(" up "))
+            .count()
+            >= 2
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no direct path again: {lines:?}");
+        let _ = a.wait_line("\u{0}never", Duration::from_millis(100));
+    }
+    // The call went on throughout: alice hangs up now, and both end well.
+    assert!(a.child.try_wait().unwrap().is_none(), "{:?}", a.drain());
+    assert!(b.child.try_wait().unwrap().is_none(), "{:?}", b.drain());
+    let _ = Command::new("kill")
+        .args(["-INT", &a.child.id().to_string()])
+        .status();
+    assert!(a.exit(WAIT).success(), "{:?}", a.drain());
+    assert!(b.exit(WAIT).success(), "{:?}", b.drain());
+    let heard_by_b = read_wav_mono(&dir.join("b-heard.wav")).unwrap().samples;
+    let r = segmental_correlation(&heard_by_b, &speech);
+    assert!(r > 0.6, "bob's recording correlates {r} with alice's voice");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `--relay-only` on the callee: its address is shared with no one, even
+/// trusting the caller, so the media all goes through the relay.
+#[test]
+fn a_relay_only_callee_shares_no_address_and_the_media_stays_on_the_relay() {
+    let _s = serial();
+    let dir = tmp("relay-only");
+    let relay = start_relay_with(&dir, "127.0.0.1:0", &["--metrics-addr", "127.0.0.1:0"]);
+    let (mut b, b_fp) = listen(
+        &dir,
+        &relay,
+        "bob",
+        &[
+            "--accept",
+            "trusted",
+            "--relay-only",
+            "--once",
+            "--duration",
+            "30s",
+            "--input",
+            "tone",
+            "--output",
+            "null",
+        ],
+    );
+    let mut a = client(
+        &dir,
+        &relay,
+        "alice",
+        &["call", &b_fp],
+        &["--duration", "30s", "--input", "tone", "--output", "null"],
+    );
+    a.expect_line("SAS: ", WAIT);
+    // Two seconds of both sides' media through the relay.
+    let deadline = Instant::now() + WAIT;
+    while relay_packets_in(&relay) < 200 {
+        assert!(Instant::now() < deadline, "no media through the relay");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = Command::new("kill")
+        .args(["-INT", &a.child.id().to_string()])
+        .status();
+    assert!(a.exit(WAIT).success(), "{:?}", a.drain());
+    assert!(b.exit(WAIT).success(), "{:?}", b.drain());
+    for p in [&mut a, &mut b] {
+        let lines = p.drain();
+        assert!(
+            !lines.iter().any(|l| l.contains("direct path")),
+            "{lines:?}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

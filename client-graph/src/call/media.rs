@@ -4,7 +4,7 @@
 //! relay goes away.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,7 @@ use wzp_proto::close::CloseCode;
 use wzp_proto::signal::SignalMessage;
 
 use super::CallOptions;
+use crate::nat::Route;
 
 /// How long one QUIC handshake with the relay may take.
 const HANDSHAKE: Duration = Duration::from_secs(3);
@@ -40,7 +41,14 @@ fn now_ms() -> u64 {
 /// first hop (sent and lost packets, the round trip above its smallest,
 /// what got through) every [`PATH_SAMPLE_INTERVAL`], for the quality
 /// controller (`quality.adapt`'s `path_live`). Runs until aborted.
-async fn sample_path(conn: quinn::Connection, cell: Arc<PathLive>) {
+///
+/// Publishes only while `active()`: the relay connection's samples pause
+/// while the media goes on a direct path, whose own sampler publishes then.
+pub(crate) async fn sample_path(
+    conn: quinn::Connection,
+    cell: Arc<PathLive>,
+    active: impl Fn() -> bool + Send + 'static,
+) {
     let mut meter = PathMeter::new();
     let start = Instant::now();
     let mut tick = tokio::time::interval(PATH_SAMPLE_INTERVAL);
@@ -58,8 +66,10 @@ async fn sample_path(conn: quinn::Connection, cell: Arc<PathLive>) {
             min_rtt_ms: st.path.min_rtt.as_millis() as u64,
         };
         if let Some(s) = meter.sample(reading) {
-            tracing::trace!(?s, "first hop");
-            cell.publish(s);
+            if active() {
+                tracing::trace!(?s, "first hop");
+                cell.publish(s);
+            }
         }
     }
 }
@@ -72,9 +82,8 @@ pub(crate) async fn connection_loop(
     mut trust: Trust,
     known: &mut KnownRelays,
     feed: Arc<quic::IngressFeed>,
-    peers: quic::EgressPeers,
+    route: Arc<Route>,
     done: Arc<AtomicBool>,
-    path_limit: Arc<AtomicUsize>,
     path_live: Arc<PathLive>,
     mut telemetry: tokio::sync::mpsc::Receiver<Telemetry>,
 ) -> Result<u32> {
@@ -208,14 +217,16 @@ pub(crate) async fn connection_loop(
                     JoinEvent::Admitted { count, .. } => {
                         admitted = true;
                         joins += 1;
-                        peers.add(
-                            0,
+                        let limit = quic::max_datagram_size(&conn).unwrap_or(0);
+                        tracing::debug!(limit, "path datagram limit");
+                        route.set_relay(Some((
                             quic::EgressPeer {
                                 conn: conn.clone(),
                                 stats: stats.clone(),
                                 observer: None,
                             },
-                        );
+                            limit,
+                        )));
                         let c = conn.clone();
                         let f = feed.clone();
                         let s = stats.clone();
@@ -225,11 +236,12 @@ pub(crate) async fn connection_loop(
                         if let Some(h) = path_task.take() {
                             h.abort();
                         }
-                        path_task =
-                            Some(tokio::spawn(sample_path(conn.clone(), path_live.clone())));
-                        let limit = quic::max_datagram_size(&conn).unwrap_or(0);
-                        tracing::debug!(limit, "path datagram limit");
-                        path_limit.store(limit, Ordering::Relaxed);
+                        let on_relay = route.clone();
+                        path_task = Some(tokio::spawn(sample_path(
+                            conn.clone(),
+                            path_live.clone(),
+                            move || !on_relay.direct_up(),
+                        )));
                         match lost_at.take() {
                             Some(t) => println!(
                                 "{}rejoined room {} after {} ms",
@@ -299,7 +311,7 @@ pub(crate) async fn connection_loop(
                 }
             }
         }
-        peers.remove(0);
+        route.set_relay(None);
         if let Some(h) = path_task {
             h.abort();
         }

@@ -81,6 +81,8 @@ pub struct DirectMedia {
     pub room: String,
     /// Per-direction media keys.
     pub keys: wzp_proto::handshake::SessionKeys,
+    /// A direct path to try beside the relay (`None`: the relay only).
+    pub path: Option<crate::nat::DirectPath>,
 }
 
 /// The resource name the call graph's seal/open stages take a direct
@@ -195,10 +197,27 @@ pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
         .context("starting the network runtime")?;
     let graph_done = Arc::new(AtomicBool::new(false));
     let (telemetry_tx, telemetry_rx) = tokio::sync::mpsc::channel::<media::Telemetry>(4);
+    let route = crate::nat::Route::new(peers, path_limit.clone());
+    let direct = opts
+        .direct
+        .as_ref()
+        .and_then(|d| d.path.clone())
+        .map(|plan| {
+            let io = crate::nat::PathIo {
+                route: route.clone(),
+                feed: feed.clone(),
+                path_live: path_live.clone(),
+                label: opts.label.clone(),
+                totals: Arc::default(),
+            };
+            let (graph_done, stop) = (graph_done.clone(), opts.stop.clone());
+            let finished =
+                move || graph_done.load(Ordering::Relaxed) || stop.load(Ordering::Relaxed);
+            rt.spawn(crate::nat::run(plan, identity.clone(), io, finished))
+        });
     let net = {
         let opts = opts.clone();
         let graph_done = graph_done.clone();
-        let path_limit = path_limit.clone();
         let path_live = path_live.clone();
         rt.spawn(async move {
             media::connection_loop(
@@ -208,9 +227,8 @@ pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
                 trust,
                 &mut known,
                 feed,
-                peers,
+                route,
                 graph_done,
-                path_limit,
                 path_live,
                 telemetry_rx,
             )
@@ -309,6 +327,9 @@ pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
             Err(_) => Err(anyhow!("the network task did not stop")),
         }
     });
+    if let Some(d) = direct {
+        let _ = rt.block_on(async { tokio::time::timeout(Duration::from_secs(1), d).await });
+    }
     let stats = graph.stats();
     graph.stop();
     journal.drain(|r| println!("{}{}", opts.label, r.line()));

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
 use wzp_proto::direct_call::{random_call_id, CallEvent, OutgoingCall};
+use wzp_proto::direct_path::Role;
 use wzp_proto::handshake::EphemeralKey;
 use wzp_proto::Fingerprint;
 
@@ -21,6 +22,10 @@ Examples:
       microphone in, speaker out. Both ends print the same `SAS: CODE`.
   wzp-client call FP --relay 127.0.0.1:4433 --input talk.wav --output heard.wav --duration 10s
       Headless: send a WAV, record the other side, hang up after 10 s.
+  wzp-client call FP --relay 127.0.0.1:4433 --relay-only
+      Keep the media on the relay even when the callee shares its address
+      (by default it goes straight to a trusting callee while that works,
+      and back through the relay when that path breaks).
 
 Exit status:
   0  the call was answered and ran
@@ -123,7 +128,16 @@ pub fn call_cmd(args: CallArgs) -> Result<i32> {
             }
         };
         println!("answered by {} (room {})", ready.peer, ready.room);
-        run_media(&mut sig, &mut call, &ready, &relay, &args.media, stop).await?;
+        run_media(
+            &mut sig,
+            &mut call,
+            &ready,
+            &relay,
+            &args.media,
+            Some(Role::Dialer),
+            stop,
+        )
+        .await?;
         sig.close().await;
         Ok(0)
     })

@@ -9,10 +9,12 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Result};
 use wzp_proto::direct_call::{CallEvent, CallReady, IncomingCall, OutgoingCall};
+use wzp_proto::direct_path::Role;
 use wzp_proto::signal::SignalMessage;
 
 use super::{parse_duration_arg, parse_sets};
 use crate::call::{self, CallOptions, DirectMedia};
+use crate::nat::DirectPath;
 use crate::signal::{RelayOptions, SignalConn};
 use crate::trust::wzp_home;
 
@@ -97,6 +99,13 @@ pub struct MediaArgs {
     /// decisions, and the per-stage table.
     #[arg(long)]
     pub top: bool,
+    /// Keep the call's media on the relay: no direct path between the two
+    /// parties (a callee then shares no address, even with `--accept
+    /// trusted`). By default the caller dials the address a trusting
+    /// callee shared and the media goes straight between them while that
+    /// path is up.
+    #[arg(long)]
+    pub relay_only: bool,
 }
 
 /// The two direct-call state machines, as the media runner drives them.
@@ -155,9 +164,23 @@ pub async fn run_media(
     ready: &CallReady,
     relay: &RelayOptions,
     media: &MediaArgs,
+    role: Option<Role>,
     stop: Arc<AtomicBool>,
 ) -> Result<CallEnd> {
     println!("SAS: {}", ready.sas);
+    // The caller dials the address a trusting callee shared; that callee
+    // accepts on its signalling socket, the address it shared.
+    let path = role
+        .filter(|_| !media.relay_only)
+        .filter(|r| *r == Role::Acceptor || ready.peer_direct_addr.is_some())
+        .map(|role| DirectPath {
+            endpoint: sig.endpoint().clone(),
+            role,
+            peer_addr: ready.peer_direct_addr,
+            peer: ready.peer,
+            call_id: ready.call_id.clone(),
+            room: ready.room.clone(),
+        });
     let call_stop = Arc::new(AtomicBool::new(false));
     let opts = CallOptions {
         relay: relay.relay.clone(),
@@ -178,6 +201,7 @@ pub async fn run_media(
         direct: Some(DirectMedia {
             room: ready.room.clone(),
             keys: ready.keys.clone(),
+            path,
         }),
         stats_json: None,
         top: media.top,

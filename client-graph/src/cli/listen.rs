@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 use clap::ValueEnum;
 use wzp_proto::direct_call::{CallEvent, IncomingCall};
+use wzp_proto::direct_path::Role;
 use wzp_proto::handshake::EphemeralKey;
 use wzp_proto::signal::{AcceptMode, SignalMessage};
 
@@ -16,8 +17,12 @@ use crate::signal::{ConnectError, SignalConn};
 pub const LISTEN_EXAMPLES: &str = "\
 Examples:
   wzp-client listen --relay 203.0.113.7:4433
-      Wait for calls and answer each (sharing your address only with trusted
-      callers is `--accept trusted`, the default); microphone in, speaker out.
+      Wait for calls and answer each (`--accept trusted`, the default: the
+      caller learns your address and the media goes straight between you
+      while that path works); microphone in, speaker out.
+  wzp-client listen --relay 203.0.113.7:4433 --relay-only
+      The same, with the media always through the relay and your address
+      shared with no one.
   wzp-client listen --relay 127.0.0.1:4433 --accept generic --input talk.wav --output heard.wav --duration 10s --once
       Answer one call through the relay only (your address stays private),
       send a WAV, record the caller, end after 10 s and exit.
@@ -31,7 +36,8 @@ goes away, listen registers again as soon as it is back.";
 /// How to answer offers.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Accept {
-    /// Accept, and let the caller learn our address (direct media allowed).
+    /// Accept, and let the caller learn our address (the media goes
+    /// straight between the two while that path works).
     Trusted,
     /// Accept through the relay only: our address is never revealed.
     Generic,
@@ -154,7 +160,9 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                     Accept::Generic => AcceptMode::AcceptGeneric,
                 };
                 let eph = EphemeralKey::random().map_err(|e| anyhow!("no randomness: {e}"))?;
-                let addr = if matches!(mode, AcceptMode::AcceptTrusted) {
+                // Trusting the caller shares this side's address, for a
+                // direct path (not with --relay-only).
+                let addr = if matches!(mode, AcceptMode::AcceptTrusted) && !args.media.relay_only {
                     reg.observed_addr
                 } else {
                     None
@@ -179,7 +187,15 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                 };
                 if let Some(ready) = ready {
                     println!("answered {} (room {})", ready.peer, ready.room);
-                    run_media(&mut sig, &mut call, &ready, &relay, &args.media, stop.clone())
+                    run_media(
+                        &mut sig,
+                        &mut call,
+                        &ready,
+                        &relay,
+                        &args.media,
+                        addr.map(|_| Role::Acceptor),
+                        stop.clone(),
+                    )
                         .await?;
                 }
                 if args.once {

@@ -129,7 +129,7 @@ pub struct Registration {
 
 /// An open `_signal` connection.
 pub struct SignalConn {
-    _endpoint: quinn::Endpoint,
+    endpoint: quinn::Endpoint,
     pub conn: quinn::Connection,
     send: quinn::SendStream,
     reader: SignalReader,
@@ -145,7 +145,7 @@ impl SignalConn {
             .await
             .map_err(|e| anyhow!("opening the signal stream: {e}"))?;
         let mut s = SignalConn {
-            _endpoint: endpoint,
+            endpoint,
             conn,
             send,
             reader: SignalReader::new(recv, wzp_proto::signal::MAX_FRAME_LEN),
@@ -161,6 +161,13 @@ impl SignalConn {
             .map_err(|_| anyhow!("the relay did not say hello within {} s", ANSWER.as_secs()))??;
         negotiate_version(&first).map_err(|e| anyhow!("the relay's hello: {e}"))?;
         Ok((s, fp))
+    }
+
+    /// The endpoint the signalling connection runs on: the address the
+    /// relay observes, which a direct call's callee accepts its direct path
+    /// on and its caller dials from.
+    pub fn endpoint(&self) -> &quinn::Endpoint {
+        &self.endpoint
     }
 
     /// Registers `identity` (answers the relay's challenge).
@@ -276,6 +283,6 @@ impl SignalConn {
         let _ = self.send.finish();
         let _ = tokio::time::timeout(Duration::from_secs(1), self.send.stopped()).await;
         quic::close(&self.conn, wzp_proto::close::CloseCode::Normal, b"bye");
-        let _ = tokio::time::timeout(Duration::from_millis(300), self._endpoint.wait_idle()).await;
+        let _ = tokio::time::timeout(Duration::from_millis(300), self.endpoint.wait_idle()).await;
     }
 }

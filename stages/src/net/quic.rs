@@ -594,6 +594,63 @@ pub fn join_nonce(conn: &quinn::Connection) -> Option<[u8; wzp_proto::join::JOIN
     Some(out)
 }
 
+/// TLS exporter label of the per-connection nonce a direct path's hellos
+/// sign (`wzp_proto::direct_path`).
+pub const DIRECT_NONCE_LABEL: &[u8] = b"EXPORTER-wzp-direct-path-v1";
+
+/// How long a direct connection may hear nothing before it counts as gone
+/// (its media goes back to the relay): a tenth of [`IDLE_TIMEOUT`], with a
+/// keep-alive of [`DIRECT_KEEP_ALIVE`] so a quiet but working path never
+/// reaches it.
+pub const DIRECT_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Keep-alive interval of a direct connection.
+pub const DIRECT_KEEP_ALIVE: Duration = Duration::from_millis(500);
+
+/// The nonce a direct path's hellos sign: 32 bytes of the connection's TLS
+/// 1.3 exporter under [`DIRECT_NONCE_LABEL`], the same at both ends and
+/// unique to this TLS session (see [`join_nonce`]). `None` only before the
+/// handshake completes.
+pub fn direct_nonce(
+    conn: &quinn::Connection,
+) -> Option<[u8; wzp_proto::direct_path::PATH_NONCE_LEN]> {
+    let mut out = [0u8; wzp_proto::direct_path::PATH_NONCE_LEN];
+    conn.export_keying_material(&mut out, DIRECT_NONCE_LABEL, b"")
+        .ok()?;
+    Some(out)
+}
+
+/// [`transport_config`] for a direct connection between two clients: gone
+/// after [`DIRECT_IDLE_TIMEOUT`] of silence instead of 30 s, so a call
+/// whose direct path breaks is back on the relay within seconds.
+pub fn direct_transport_config() -> quinn::TransportConfig {
+    let mut t = transport_config();
+    t.max_idle_timeout(Some(
+        DIRECT_IDLE_TIMEOUT
+            .try_into()
+            .expect("3 s fits a QUIC idle timeout"),
+    ));
+    t.keep_alive_interval(Some(DIRECT_KEEP_ALIVE));
+    t
+}
+
+/// The dialer's config for a direct connection: any certificate (each
+/// side makes a throwaway one; who is at the other end is proven on the
+/// connection by `wzp_proto::direct_path`, bound to [`direct_nonce`]), the
+/// handshake signature still verified with its key.
+pub fn direct_client_config() -> Result<quinn::ClientConfig, QuicError> {
+    let mut cfg = client_config_with(Pin::FirstUse(Arc::default()), None)?;
+    cfg.transport_config(Arc::new(direct_transport_config()));
+    Ok(cfg)
+}
+
+/// The acceptor's server config for direct connections, presenting `cert`
+/// (a throwaway one), with [`direct_transport_config`].
+pub fn direct_server_config(cert: &RelayCertificate) -> Result<quinn::ServerConfig, QuicError> {
+    let mut cfg = server_config(cert)?;
+    cfg.transport_config(Arc::new(direct_transport_config()));
+    Ok(cfg)
+}
+
 /// Accepts the one certificate whose SHA-256 is the pinned fingerprint.
 ///
 /// The server name is not checked against the certificate: wzp uses it to

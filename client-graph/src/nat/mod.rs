@@ -1,0 +1,454 @@
+//! The direct path of a direct call: the media goes straight between the
+//! two parties when the callee shared its address (`--accept trusted`), and
+//! back through the relay whenever that path is not up.
+//!
+//! - The caller dials the address the callee's answer carried (the
+//!   callee's signalling socket as the relay saw it) with the call room's
+//!   name as the server name, from its own signalling socket; the callee
+//!   accepts on that socket for the length of the call.
+//! - On the connection's first stream each side proves who it is, bound to
+//!   this connection and call (`wzp_proto::direct_path`): the acceptor
+//!   answers only once the dialer proved to be the call's peer.
+//! - Then the media [`Route`] sends on the direct connection instead of the
+//!   relay's, and what arrives on it goes into the graph as the relay's
+//!   copies did (the same sealed datagrams: the relay forwards them byte
+//!   for byte). The relay connection stays up: when the direct connection
+//!   closes or hears nothing for `quic::DIRECT_IDLE_TIMEOUT` (3 s), the
+//!   media is back on the relay, and the caller dials again (after 2 s,
+//!   doubling to 30 s while attempts fail).
+//!
+//! NAT traversal proper (both sides punching towards each other's mapped
+//! address) is not here yet: a direct path comes up where the callee's
+//! address is reachable from the caller (the same host or network, a
+//! public address, a forwarded port).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use wzp_proto::direct_path::{PathProof, Role, PATH_HELLO_LEN};
+use wzp_proto::identity::{Identity, RelayCertificate, Seed};
+use wzp_proto::Fingerprint;
+use wzp_stages::net::quic;
+use wzp_stages::quality::path::PathLive;
+
+/// How long dialing and the proof may take before the attempt fails.
+const ATTEMPT: Duration = Duration::from_secs(3);
+/// The caller's wait before dialing again after a failed attempt or a lost
+/// path; doubles while attempts fail, up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_secs(2);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Where the call's media goes: the direct connection while it is up, the
+/// relay's otherwise. The only writer of the egress pump's peer for the
+/// call (handle 0) and of the path's datagram limit.
+pub(crate) struct Route {
+    peers: quic::EgressPeers,
+    path_limit: Arc<AtomicUsize>,
+    direct_up: AtomicBool,
+    state: Mutex<RouteState>,
+}
+
+#[derive(Default)]
+struct RouteState {
+    relay: Option<(quic::EgressPeer, usize)>,
+    direct: Option<(quic::EgressPeer, usize)>,
+}
+
+impl Route {
+    pub(crate) fn new(peers: quic::EgressPeers, path_limit: Arc<AtomicUsize>) -> Arc<Route> {
+        Arc::new(Route {
+            peers,
+            path_limit,
+            direct_up: AtomicBool::new(false),
+            state: Mutex::new(RouteState::default()),
+        })
+    }
+
+    /// The relay connection (with its datagram limit), or none between
+    /// sessions.
+    pub(crate) fn set_relay(&self, peer: Option<(quic::EgressPeer, usize)>) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.relay = peer;
+        self.apply(&st);
+    }
+
+    /// The direct connection (with its datagram limit), or none.
+    fn set_direct(&self, peer: Option<(quic::EgressPeer, usize)>) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.direct = peer;
+        self.direct_up.store(st.direct.is_some(), Ordering::Relaxed);
+        self.apply(&st);
+    }
+
+    /// Whether the media goes on the direct connection now.
+    pub(crate) fn direct_up(&self) -> bool {
+        self.direct_up.load(Ordering::Relaxed)
+    }
+
+    fn apply(&self, st: &RouteState) {
+        match st.direct.as_ref().or(st.relay.as_ref()) {
+            Some((peer, limit)) => {
+                self.peers.add(0, peer.clone());
+                // The graph picks the profile that fits the path it sends on.
+                if *limit > 0 {
+                    self.path_limit.store(*limit, Ordering::Relaxed);
+                }
+            }
+            None => self.peers.remove(0),
+        }
+    }
+}
+
+/// A direct call's plan for a direct path.
+#[derive(Clone)]
+pub struct DirectPath {
+    /// The signalling connection's endpoint: the callee's is the address
+    /// it shared; the caller dials from its own.
+    pub endpoint: quinn::Endpoint,
+    /// Dial `peer_addr`, or accept.
+    pub role: Role,
+    /// Where the callee is (the dialer's target).
+    pub peer_addr: Option<SocketAddr>,
+    /// The call's peer, as the call's handshake authenticated it.
+    pub peer: Fingerprint,
+    /// The call id (the room is `call-` and it).
+    pub call_id: String,
+    /// The call room: the direct connection's server name.
+    pub room: String,
+}
+
+impl std::fmt::Debug for DirectPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectPath")
+            .field("role", &self.role)
+            .field("peer_addr", &self.peer_addr)
+            .field("peer", &self.peer)
+            .field("room", &self.room)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the direct path needs of the call.
+pub(crate) struct PathIo {
+    pub route: Arc<Route>,
+    pub feed: Arc<quic::IngressFeed>,
+    pub path_live: Arc<PathLive>,
+    pub label: String,
+    /// What every direct connection of the call carried.
+    pub totals: Arc<quic::PeerIoStats>,
+}
+
+impl PathIo {
+    fn share(&self) -> PathIo {
+        PathIo {
+            route: self.route.clone(),
+            feed: self.feed.clone(),
+            path_live: self.path_live.clone(),
+            label: self.label.clone(),
+            totals: self.totals.clone(),
+        }
+    }
+}
+
+/// Runs the direct path until `finished()`: dials (caller) or accepts
+/// (callee), proves, carries the media while the connection lives.
+pub(crate) async fn run(
+    plan: DirectPath,
+    identity: Identity,
+    io: PathIo,
+    finished: impl Fn() -> bool + Clone + Send + 'static,
+) {
+    let stopped = {
+        let finished = finished.clone();
+        async move {
+            while !finished() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let (totals, label, peer) = (io.totals.clone(), io.label.clone(), plan.peer);
+    run_role(plan, identity, io, finished, stopped).await;
+    let (out, inn) = (
+        totals.packets_out.load(Ordering::Relaxed),
+        totals.packets_in.load(Ordering::Relaxed),
+    );
+    if out + inn > 0 {
+        println!("{label}direct path to {peer} carried {out} datagrams out and {inn} in");
+    }
+}
+
+async fn run_role(
+    plan: DirectPath,
+    identity: Identity,
+    io: PathIo,
+    finished: impl Fn() -> bool + Clone + Send + 'static,
+    stopped: impl std::future::Future<Output = ()>,
+) {
+    match plan.role {
+        Role::Dialer => {
+            tokio::select! {
+                () = dial_loop(&plan, &identity, &io, finished) => {}
+                () = stopped => {}
+            }
+        }
+        Role::Acceptor => {
+            let cert = match Seed::generate()
+                .map_err(|e| anyhow!("{e}"))
+                .and_then(|s| RelayCertificate::from_seed(&s).map_err(|e| anyhow!("{e}")))
+                .and_then(|c| quic::direct_server_config(&c).map_err(|e| anyhow!("{e}")))
+            {
+                Ok(cfg) => cfg,
+                Err(e) => {
+                    println!("{}no direct path: {e}", io.label);
+                    return;
+                }
+            };
+            plan.endpoint.set_server_config(Some(cert));
+            tokio::select! {
+                () = accept_loop(&plan, &identity, &io) => {}
+                () = stopped => {}
+            }
+            // The endpoint goes on signalling: accept nothing more.
+            plan.endpoint.set_server_config(None);
+        }
+    }
+}
+
+async fn dial_loop(
+    plan: &DirectPath,
+    identity: &Identity,
+    io: &PathIo,
+    finished: impl Fn() -> bool,
+) {
+    let Some(addr) = plan.peer_addr else {
+        return;
+    };
+    let mut wait = RETRY_FIRST;
+    let mut failures = 0u32;
+    while !finished() {
+        match tokio::time::timeout(ATTEMPT, dial(plan, identity, addr)).await {
+            Ok(Ok(conn)) => {
+                failures = 0;
+                wait = RETRY_FIRST;
+                carry(plan, io, conn).await;
+            }
+            Ok(Err(e)) => {
+                failures += 1;
+                note_failure(io, plan, addr, failures, &format!("{e:#}"));
+            }
+            Err(_) => {
+                failures += 1;
+                note_failure(
+                    io,
+                    plan,
+                    addr,
+                    failures,
+                    &format!("no answer within {} s", ATTEMPT.as_secs()),
+                );
+            }
+        }
+        if finished() {
+            break;
+        }
+        tokio::time::sleep(wait).await;
+        if failures > 0 {
+            wait = (wait * 2).min(RETRY_MAX);
+        }
+    }
+}
+
+fn note_failure(io: &PathIo, plan: &DirectPath, addr: SocketAddr, n: u32, why: &str) {
+    // The first failure is news; the retries are not.
+    if n == 1 {
+        println!(
+            "{}no direct path to {} at {addr}: {why}; the media stays on the relay",
+            io.label, plan.peer
+        );
+    } else {
+        tracing::debug!(attempt = n, "direct path to {addr}: {why}");
+    }
+}
+
+async fn dial(
+    plan: &DirectPath,
+    identity: &Identity,
+    addr: SocketAddr,
+) -> Result<quinn::Connection> {
+    let cfg = quic::direct_client_config()?;
+    let conn = plan
+        .endpoint
+        .connect_with(cfg, addr, &plan.room)
+        .context("dialing")?
+        .await?;
+    let proof = proof(&conn, identity, plan, Role::Dialer)?;
+    let (mut send, mut recv) = conn.open_bi().await?;
+    send.write_all(&proof.hello()).await?;
+    send.finish()?;
+    let theirs = read_hello(&mut recv).await?;
+    if let Err(e) = proof.verify(&theirs) {
+        quic::close(
+            &conn,
+            wzp_proto::close::CloseCode::NotAuthorized,
+            b"not the call's peer",
+        );
+        bail!("{e}");
+    }
+    Ok(conn)
+}
+
+/// Proofs under way at once on the acceptor; more incoming connections
+/// are refused until one ends (each ends within [`ATTEMPT`]).
+const MAX_PROVING: usize = 4;
+
+async fn accept_loop(plan: &DirectPath, identity: &Identity, io: &PathIo) {
+    // Each incoming connection is proven on its own task, so a stranger
+    // that connects and says nothing holds up no one. A newer proven
+    // connection replaces the one carrying the media (the caller dials
+    // again when it lost the path before this side noticed).
+    let (proven_tx, mut proven_rx) = tokio::sync::mpsc::channel::<quinn::Connection>(MAX_PROVING);
+    let proving = Arc::new(AtomicUsize::new(0));
+    let mut current: Option<AbortOnDrop> = None;
+    loop {
+        tokio::select! {
+            incoming = plan.endpoint.accept() => {
+                let Some(incoming) = incoming else { break };
+                if proving.load(Ordering::Relaxed) >= MAX_PROVING {
+                    incoming.refuse();
+                    continue;
+                }
+                proving.fetch_add(1, Ordering::Relaxed);
+                let (plan, identity, tx, proving) =
+                    (plan.clone(), identity.clone(), proven_tx.clone(), proving.clone());
+                let label = io.label.clone();
+                tokio::spawn(async move {
+                    let remote = incoming.remote_address();
+                    match tokio::time::timeout(ATTEMPT, accept_one(&plan, &identity, incoming)).await {
+                        Ok(Ok(c)) => {
+                            let _ = tx.send(c).await;
+                        }
+                        Ok(Err(e)) => {
+                            println!("{label}refused a direct connection from {remote}: {e:#}");
+                        }
+                        Err(_) => println!(
+                            "{label}refused a direct connection from {remote}: no proof within {} s",
+                            ATTEMPT.as_secs()
+                        ),
+                    }
+                    proving.fetch_sub(1, Ordering::Relaxed);
+                });
+            }
+            Some(conn) = proven_rx.recv() => {
+                let (plan, io) = (plan.clone(), io.share());
+                // The one it replaces stops carrying first.
+                drop(current.take());
+                current = Some(AbortOnDrop(tokio::spawn(async move {
+                    carry(&plan, &io, conn).await;
+                })));
+            }
+        }
+    }
+}
+
+/// A task that ends with its owner (the call).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn accept_one(
+    plan: &DirectPath,
+    identity: &Identity,
+    incoming: quinn::Incoming,
+) -> Result<quinn::Connection> {
+    let conn = incoming.await?;
+    let sni = conn
+        .handshake_data()
+        .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|d| d.server_name);
+    if sni.as_deref() != Some(plan.room.as_str()) {
+        quic::close(
+            &conn,
+            wzp_proto::close::CloseCode::UnknownSni,
+            b"not this call",
+        );
+        bail!("it named {:?}, not this call", sni.unwrap_or_default());
+    }
+    let proof = proof(&conn, identity, plan, Role::Acceptor)?;
+    let (mut send, mut recv) = conn.accept_bi().await?;
+    let theirs = read_hello(&mut recv).await?;
+    if let Err(e) = proof.verify(&theirs) {
+        quic::close(
+            &conn,
+            wzp_proto::close::CloseCode::NotAuthorized,
+            b"not the call's peer",
+        );
+        bail!("{e}");
+    }
+    send.write_all(&proof.hello()).await?;
+    send.finish()?;
+    Ok(conn)
+}
+
+fn proof(
+    conn: &quinn::Connection,
+    identity: &Identity,
+    plan: &DirectPath,
+    role: Role,
+) -> Result<PathProof> {
+    let nonce = quic::direct_nonce(conn)
+        .ok_or_else(|| anyhow!("the TLS session exports no nonce to prove the path with"))?;
+    PathProof::new(identity, role, plan.peer, &plan.call_id, &nonce).map_err(|e| anyhow!("{e}"))
+}
+
+/// Reads exactly one hello (and the stream's end): more is refused.
+async fn read_hello(recv: &mut quinn::RecvStream) -> Result<Vec<u8>> {
+    let bytes = recv
+        .read_to_end(PATH_HELLO_LEN)
+        .await
+        .map_err(|e| anyhow!("reading the peer's proof: {e}"))?;
+    Ok(bytes)
+}
+
+/// Carries the call's media on `conn` until it closes, then hands the
+/// media back to the relay.
+async fn carry(plan: &DirectPath, io: &PathIo, conn: quinn::Connection) {
+    let stats = io.totals.clone();
+    let limit = quic::max_datagram_size(&conn).unwrap_or(0);
+    io.route.set_direct(Some((
+        quic::EgressPeer {
+            conn: conn.clone(),
+            stats: stats.clone(),
+            observer: None,
+        },
+        limit,
+    )));
+    let local = plan.endpoint.local_addr().map(|a| a.port()).unwrap_or(0);
+    println!(
+        "{}direct path to {} up (local port {local}, peer {}): the media leaves the relay",
+        io.label,
+        plan.peer,
+        conn.remote_address()
+    );
+    let sampler = tokio::spawn(crate::call::media::sample_path(
+        conn.clone(),
+        io.path_live.clone(),
+        || true,
+    ));
+    let why = quic::pump_datagrams_in(conn.clone(), 0, io.feed.clone(), stats, |_| {}).await;
+    sampler.abort();
+    io.route.set_direct(None);
+    let why = match quic::peer_close(&why) {
+        Some((code, text)) => format!("{text} ({code})"),
+        None => why.to_string(),
+    };
+    println!(
+        "{}direct path to {} lost ({why}): the media is back on the relay",
+        io.label, plan.peer
+    );
+}

@@ -8,8 +8,10 @@ command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 dpkg -s libasound2-dev >/dev/null 2>&1 || need+=(libasound2-dev)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
-# The direct-path test breaks a path on loopback with a firewall rule.
+# The direct-path tests break a path with a firewall rule and put the
+# parties behind NATs in network namespaces.
 dpkg -s iptables >/dev/null 2>&1 || need+=(iptables)
+dpkg -s iproute2 >/dev/null 2>&1 || need+=(iproute2)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}" >&2

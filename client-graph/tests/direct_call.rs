@@ -169,9 +169,25 @@ fn start_relay(dir: &Path, listen: &str) -> Relay {
 }
 
 fn start_relay_with(dir: &Path, listen: &str, extra: &[&str]) -> Relay {
+    start_relay_in(None, dir, listen, extra)
+}
+
+/// `cmd` run in network namespace `ns` (`None`: here).
+fn in_ns(ns: Option<&str>, cmd: PathBuf) -> Command {
+    match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(cmd);
+            c
+        }
+        None => Command::new(cmd),
+    }
+}
+
+fn start_relay_in(ns: Option<&str>, dir: &Path, listen: &str, extra: &[&str]) -> Relay {
     let mut proc = Proc::spawn(
         "wzp-relay",
-        Command::new(bin("wzp-relay"))
+        in_ns(ns, bin("wzp-relay"))
             .args([
                 "-i",
                 dir.join("relay.seed").to_str().unwrap(),
@@ -216,9 +232,22 @@ fn http_get(relay: &Relay, path: &str) -> String {
 
 /// `wzp-client SUB ...` with the relay pinned and a per-user identity.
 fn client(dir: &Path, relay: &Relay, user: &str, sub: &[&str], extra: &[&str]) -> Proc {
-    let mut cmd = Command::new(bin("wzp-client"));
+    client_in(None, relay.addr, dir, relay, user, sub, extra)
+}
+
+/// [`client`] in network namespace `ns`, reaching the relay at `addr`.
+fn client_in(
+    ns: Option<&str>,
+    addr: SocketAddr,
+    dir: &Path,
+    relay: &Relay,
+    user: &str,
+    sub: &[&str],
+    extra: &[&str],
+) -> Proc {
+    let mut cmd = in_ns(ns, bin("wzp-client"));
     cmd.args(sub)
-        .args(["--relay", &relay.addr.to_string()])
+        .args(["--relay", &addr.to_string()])
         .args(["--relay-fingerprint", &relay.fingerprint])
         .args([
             "--identity",
@@ -1147,5 +1176,161 @@ fn a_relay_only_callee_shares_no_address_and_the_media_stays_on_the_relay() {
             "{lines:?}"
         );
     }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Two private networks, each behind its own NAT (`iptables MASQUERADE`:
+/// one mapping per socket, replies only from where it sent), and the relay
+/// on the public network between them: namespaces `{tag}pub` (10.0.1.1 and
+/// 10.0.2.1), `{tag}na`/`{tag}nb` (the NATs), `{tag}a` (192.168.1.2 behind
+/// 10.0.1.2) and `{tag}b` (192.168.2.2 behind 10.0.2.2). Removed on drop.
+struct Nats {
+    tag: String,
+}
+
+const NATS: &str = r#"
+set -e
+S=$1
+ex() { ip netns exec "$@"; }
+for n in pub na nb a b; do ip netns add $S$n; ex $S$n ip link set lo up; done
+link() { ip link add $1 type veth peer name $3; ip link set $1 netns $2; ip link set $3 netns $4;
+         ex $2 ip addr add $5 dev $1; ex $4 ip addr add $6 dev $3;
+         ex $2 ip link set $1 up; ex $4 ip link set $3 up; }
+link ${S}pa ${S}pub ${S}ap ${S}na 10.0.1.1/24 10.0.1.2/24
+link ${S}pb ${S}pub ${S}bp ${S}nb 10.0.2.1/24 10.0.2.2/24
+link ${S}la ${S}na ${S}al ${S}a 192.168.1.1/24 192.168.1.2/24
+link ${S}lb ${S}nb ${S}bl ${S}b 192.168.2.1/24 192.168.2.2/24
+for n in pub na nb; do ex $S$n sysctl -qw net.ipv4.ip_forward=1; done
+ex ${S}na ip route add default via 10.0.1.1
+ex ${S}nb ip route add default via 10.0.2.1
+ex ${S}a ip route add default via 192.168.1.1
+ex ${S}b ip route add default via 192.168.2.1
+for x in a b; do
+  ex ${S}n$x iptables -w -t nat -A POSTROUTING -o ${S}${x}p -j MASQUERADE
+  # A home router's firewall: nothing new comes in from outside.
+  ex ${S}n$x iptables -w -A INPUT -i ${S}${x}p -m conntrack --ctstate NEW -j DROP
+  ex ${S}n$x iptables -w -A FORWARD -i ${S}${x}p -m conntrack --ctstate NEW -j DROP
+done
+"#;
+
+impl Nats {
+    fn new() -> Nats {
+        // Interface names are at most 15 bytes: the tag and two letters.
+        let tag = format!("w{}", std::process::id() % 1_000_000);
+        let nats = Nats { tag };
+        let out = Command::new("bash")
+            .args(["-c", NATS, "nats", &nats.tag])
+            .output()
+            .expect("bash runs");
+        assert!(
+            out.status.success(),
+            "setting up the NATs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        nats
+    }
+
+    fn ns(&self, n: &str) -> String {
+        format!("{}{n}", self.tag)
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        for n in ["pub", "na", "nb", "a", "b"] {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &self.ns(n)])
+                .status();
+        }
+    }
+}
+
+/// Alice and Bob each behind their own NAT, the relay on the public side:
+/// neither can reach the other's address unasked, yet the direct path
+/// comes up (the caller shares its address, the callee punches towards it
+/// while the caller dials), carries the call both ways, and the far end
+/// hears it.
+#[test]
+fn a_direct_path_goes_through_both_parties_nats() {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    if !root {
+        eprintln!("skipped: network namespaces and NATs need root");
+        return;
+    }
+    let _s = serial();
+    let dir = tmp("nats");
+    let nats = Nats::new();
+    let (pubns, ans, bns) = (nats.ns("pub"), nats.ns("a"), nats.ns("b"));
+    let relay = start_relay_in(Some(&pubns), &dir, "0.0.0.0:0", &[]);
+    let port = relay.addr.port();
+    let speech = speech_like(16_000);
+    write_wav(&dir.join("a-says.wav"), &speech);
+    let mut b = client_in(
+        Some(&bns),
+        SocketAddr::from(([10, 0, 2, 1], port)),
+        &dir,
+        &relay,
+        "bob",
+        &["listen"],
+        &[
+            "--accept",
+            "trusted",
+            "--once",
+            "--duration",
+            "8s",
+            "--input",
+            "tone",
+            "--output",
+            dir.join("b-heard.wav").to_str().unwrap(),
+        ],
+    );
+    let registered = b.expect_line("registered as ", WAIT);
+    // The relay sees Bob at his NAT's public address.
+    assert!(
+        registered.contains("observed address 10.0.2.2:"),
+        "{registered}"
+    );
+    let b_fp = registered.split_whitespace().nth(2).unwrap().to_string();
+    let mut a = client_in(
+        Some(&ans),
+        SocketAddr::from(([10, 0, 1, 1], port)),
+        &dir,
+        &relay,
+        "alice",
+        &["call", &b_fp],
+        &[
+            "--duration",
+            "8s",
+            "--input",
+            dir.join("a-says.wav").to_str().unwrap(),
+            "--output",
+            "null",
+        ],
+    );
+    let up_a = a.expect_line("direct path to ", WAIT);
+    assert!(
+        up_a.contains(" up ") && up_a.contains("peer 10.0.2.2:"),
+        "{up_a}"
+    );
+    let up_b = b.expect_line("direct path to ", WAIT);
+    assert!(
+        up_b.contains(" up ") && up_b.contains("peer 10.0.1.2:"),
+        "{up_b}"
+    );
+    assert!(a.exit(WAIT).success(), "{:?}", a.drain());
+    assert!(b.exit(WAIT).success(), "{:?}", b.drain());
+    let (a_out, _) = carried(&mut a);
+    let (_, b_in) = carried(&mut b);
+    assert!(
+        a_out >= 250 && b_in >= 250,
+        "alice sent {a_out}, bob took {b_in} direct"
+    );
+    let heard_by_b = read_wav_mono(&dir.join("b-heard.wav")).unwrap().samples;
+    let r = segmental_correlation(&heard_by_b, &speech);
+    assert!(r > 0.7, "bob's recording correlates {r} with alice's voice");
+    drop(nats);
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -273,6 +273,22 @@ impl OutgoingCall {
         })
     }
 
+    /// Shares `addr` (this side's address as the relay sees it) with the
+    /// callee, for a direct path: the relay passes it on only if the callee
+    /// answers `accept_trusted` (docs/WIRE.md §8.2, §10). Call before the
+    /// offer is sent.
+    pub fn share_address(&mut self, addr: Option<SocketAddr>) {
+        for m in &mut self.outbox {
+            if let SignalMessage::DirectCallOffer {
+                caller_reflexive_addr,
+                ..
+            } = m
+            {
+                *caller_reflexive_addr = addr;
+            }
+        }
+    }
+
     /// The call id.
     pub fn call_id(&self) -> &str {
         &self.call_id
@@ -697,6 +713,30 @@ mod tests {
             assert_eq!(b.peer, id(1).fingerprint());
             assert_eq!(a.room, "call-k1");
         }
+    }
+
+    #[test]
+    fn a_caller_shares_its_address_only_when_asked() {
+        let (_, _, offer) = pair();
+        assert!(matches!(
+            offer,
+            SignalMessage::DirectCallOffer {
+                caller_reflexive_addr: None,
+                ..
+            }
+        ));
+        let mut out =
+            OutgoingCall::start(&id(1), eph(11), "k1".into(), id(2).fingerprint(), None).unwrap();
+        let addr: SocketAddr = "198.51.100.9:40000".parse().unwrap();
+        out.share_address(Some(addr));
+        let SignalMessage::DirectCallOffer {
+            caller_reflexive_addr,
+            ..
+        } = out.poll_send().unwrap()
+        else {
+            panic!("not an offer")
+        };
+        assert_eq!(caller_reflexive_addr, Some(addr));
     }
 
     #[test]

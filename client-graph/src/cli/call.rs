@@ -72,13 +72,19 @@ pub fn call_cmd(args: CallArgs) -> Result<i32> {
         .context("starting the network runtime")?;
     rt.block_on(async move {
         let (mut sig, relay_fp) = SignalConn::open(&relay).await?;
-        sig.register(&identity, relay_fp, args.media.alias.clone())
+        let reg = sig
+            .register(&identity, relay_fp, args.media.alias.clone())
             .await?;
         let call_id = random_call_id().map_err(|e| anyhow!("no randomness for a call id: {e}"))?;
         let eph = EphemeralKey::random().map_err(|e| anyhow!("no randomness for a key: {e}"))?;
         let mut call =
             OutgoingCall::start(&identity, eph, call_id, target, args.media.alias.clone())
                 .map_err(|e| anyhow!("{e}"))?;
+        // For a direct path: a trusting callee learns where to punch
+        // through its NAT towards us (docs/OPERATIONS.md, "The direct path").
+        if !args.media.relay_only {
+            call.share_address(reg.observed_addr);
+        }
         println!("calling {target} via {}", relay.relay);
         flush(&mut sig, &mut call).await?;
         let outcome = loop {

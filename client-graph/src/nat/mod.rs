@@ -17,10 +17,15 @@
 //!   media is back on the relay, and the caller dials again (after 2 s,
 //!   doubling to 30 s while attempts fail).
 //!
-//! NAT traversal proper (both sides punching towards each other's mapped
-//! address) is not here yet: a direct path comes up where the callee's
-//! address is reachable from the caller (the same host or network, a
-//! public address, a forwarded port).
+//! Through NATs: the caller shares its own address in the offer (the relay
+//! passes it on only to a callee that answers `accept_trusted`), and while
+//! no direct path is up the callee sends connection attempts towards it
+//! from its signalling socket (hole punching, [`PUNCH_EVERY`]): each side's
+//! packets towards the other open its own NAT for the other's replies, so
+//! the caller's dial gets through NATs that keep a socket's mapping for
+//! every destination (most home and office NATs; `iptables MASQUERADE`). A
+//! NAT that maps each destination to a new port (symmetric), or a firewall
+//! that drops all inbound UDP, keeps the media on the relay.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -209,6 +214,7 @@ async fn run_role(
             plan.endpoint.set_server_config(Some(cert));
             tokio::select! {
                 () = accept_loop(&plan, &identity, &io) => {}
+                () = punch_loop(&plan, &io.route) => {}
                 () = stopped => {}
             }
             // The endpoint goes on signalling: accept nothing more.
@@ -297,6 +303,49 @@ async fn dial(
         bail!("{e}");
     }
     Ok(conn)
+}
+
+/// While no direct path is up, the acceptor sends the caller (when the
+/// caller shared its address) a connection attempt this often: its first
+/// packet opens this side's NAT towards the caller's address, so the
+/// caller's dial, which opened the caller's NAT the other way, gets
+/// through (hole punching). The attempts themselves fail (the caller
+/// accepts nothing) and are dropped after [`PUNCH_LIFE`]. The first
+/// [`PUNCH_FAST`] go every [`PUNCH_FAST_EVERY`], while the caller dials for
+/// the first time.
+const PUNCH_EVERY: Duration = Duration::from_secs(1);
+const PUNCH_FAST_EVERY: Duration = Duration::from_millis(200);
+const PUNCH_FAST: u32 = 15;
+const PUNCH_LIFE: Duration = Duration::from_secs(1);
+
+async fn punch_loop(plan: &DirectPath, route: &Route) {
+    let Some(addr) = plan.peer_addr else {
+        return std::future::pending().await;
+    };
+    let cfg = match quic::direct_client_config() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!("no punching: {e}");
+            return std::future::pending().await;
+        }
+    };
+    let mut sent = 0u32;
+    loop {
+        if !route.direct_up() {
+            if let Ok(attempt) = plan.endpoint.connect_with(cfg.clone(), addr, &plan.room) {
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(PUNCH_LIFE, attempt).await;
+                });
+            }
+            sent += 1;
+        }
+        tokio::time::sleep(if sent < PUNCH_FAST {
+            PUNCH_FAST_EVERY
+        } else {
+            PUNCH_EVERY
+        })
+        .await;
+    }
 }
 
 /// Proofs under way at once on the acceptor; more incoming connections

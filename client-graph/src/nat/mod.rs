@@ -13,7 +13,7 @@
 //!   relay's, and what arrives on it goes into the graph as the relay's
 //!   copies did (the same sealed datagrams: the relay forwards them byte
 //!   for byte). The relay connection stays up: when the direct connection
-//!   closes or hears nothing for `quic::DIRECT_IDLE_TIMEOUT` (3 s), the
+//!   closes or hears nothing for `quic::DIRECT_IDLE_TIMEOUT` (1.5 s), the
 //!   media is back on the relay, and the caller dials again (after 2 s,
 //!   doubling to 30 s while attempts fail).
 //!

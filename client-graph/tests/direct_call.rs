@@ -899,7 +899,8 @@ fn a_trusting_callee_gets_the_media_straight_from_the_caller() {
     .concat();
     let b_args: Vec<&str> = b_args.iter().map(String::as_str).collect();
     let (mut b, b_fp) = listen(&dir, &relay, "bob", &b_args);
-    let a_args = media("a-says.wav", "a-heard.wav");
+    // Alice watches the call with `--top`, which names the path.
+    let a_args = [media("a-says.wav", "a-heard.wav"), vec!["--top".into()]].concat();
     let a_args: Vec<&str> = a_args.iter().map(String::as_str).collect();
     let mut a = client(&dir, &relay, "alice", &["call", &b_fp], &a_args);
     let a_fp = b
@@ -910,6 +911,7 @@ fn a_trusting_callee_gets_the_media_straight_from_the_caller() {
         .to_string();
     let up_a = a.expect_line("direct path to ", WAIT);
     let up_b = b.expect_line("direct path to ", WAIT);
+    a.expect_line("wzp top — direct call — media straight to the peer", WAIT);
     assert!(up_a.contains(&b_fp) && up_a.contains(" up "), "{up_a}");
     assert!(up_b.contains(" up "), "{up_b}");
     assert!(up_b.contains(&a_fp), "{up_b}");

@@ -215,6 +215,7 @@ pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
                 move || graph_done.load(Ordering::Relaxed) || stop.load(Ordering::Relaxed);
             rt.spawn(crate::nat::run(plan, identity.clone(), io, finished))
         });
+    let media_route = route.clone();
     let net = {
         let opts = opts.clone();
         let graph_done = graph_done.clone();
@@ -265,6 +266,13 @@ pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
                 journal.drain(|r| t.decision(&r.line()));
                 if Instant::now() >= next_top {
                     next_top += TOP_INTERVAL;
+                    if opts.direct.is_some() {
+                        t.set_title(if media_route.direct_up() {
+                            "direct call — media straight to the peer"
+                        } else {
+                            "direct call — media through the relay"
+                        });
+                    }
                     t.show(&stats, call_started.elapsed().as_secs_f64());
                 }
             }

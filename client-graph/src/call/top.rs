@@ -66,6 +66,12 @@ impl Top {
         let _ = o.flush();
     }
 
+    /// The title from the next screen on (a direct call says which path
+    /// its media takes).
+    pub fn set_title(&mut self, title: impl Into<String>) {
+        self.title = title.into();
+    }
+
     /// The graph was rebuilt: its stages' timings start again.
     pub fn restart(&mut self) {
         self.last = None;

@@ -963,6 +963,15 @@ fn a_trusting_callee_gets_the_media_straight_from_the_caller() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// The caller hangs up (SIGINT); both end well.
+fn hang_up(a: &mut Proc, b: &mut Proc) {
+    let _ = Command::new("kill")
+        .args(["-INT", &a.child.id().to_string()])
+        .status();
+    assert!(a.exit(WAIT).success(), "{:?}", a.drain());
+    assert!(b.exit(WAIT).success(), "{:?}", b.drain());
+}
+
 /// `iptables` rules dropping loopback UDP between two ports both ways,
 /// removed when dropped.
 struct Cut {
@@ -1117,11 +1126,7 @@ fn a_broken_direct_path_falls_back_to_the_relay_and_comes_back() {
     // The call went on throughout: alice hangs up now, and both end well.
     assert!(a.child.try_wait().unwrap().is_none(), "{:?}", a.drain());
     assert!(b.child.try_wait().unwrap().is_none(), "{:?}", b.drain());
-    let _ = Command::new("kill")
-        .args(["-INT", &a.child.id().to_string()])
-        .status();
-    assert!(a.exit(WAIT).success(), "{:?}", a.drain());
-    assert!(b.exit(WAIT).success(), "{:?}", b.drain());
+    hang_up(&mut a, &mut b);
     let heard_by_b = read_wav_mono(&dir.join("b-heard.wav")).unwrap().samples;
     let r = segmental_correlation(&heard_by_b, &speech);
     assert!(r > 0.6, "bob's recording correlates {r} with alice's voice");
@@ -1166,11 +1171,7 @@ fn a_relay_only_callee_shares_no_address_and_the_media_stays_on_the_relay() {
         assert!(Instant::now() < deadline, "no media through the relay");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let _ = Command::new("kill")
-        .args(["-INT", &a.child.id().to_string()])
-        .status();
-    assert!(a.exit(WAIT).success(), "{:?}", a.drain());
-    assert!(b.exit(WAIT).success(), "{:?}", b.drain());
+    hang_up(&mut a, &mut b);
     for p in [&mut a, &mut b] {
         let lines = p.drain();
         assert!(

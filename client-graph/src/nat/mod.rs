@@ -293,15 +293,7 @@ async fn dial(
     let (mut send, mut recv) = conn.open_bi().await?;
     send.write_all(&proof.hello()).await?;
     send.finish()?;
-    let theirs = read_hello(&mut recv).await?;
-    if let Err(e) = proof.verify(&theirs) {
-        quic::close(
-            &conn,
-            wzp_proto::close::CloseCode::NotAuthorized,
-            b"not the call's peer",
-        );
-        bail!("{e}");
-    }
+    check_hello(&conn, &proof, &mut recv).await?;
     Ok(conn)
 }
 
@@ -430,15 +422,7 @@ async fn accept_one(
     }
     let proof = proof(&conn, identity, plan, Role::Acceptor)?;
     let (mut send, mut recv) = conn.accept_bi().await?;
-    let theirs = read_hello(&mut recv).await?;
-    if let Err(e) = proof.verify(&theirs) {
-        quic::close(
-            &conn,
-            wzp_proto::close::CloseCode::NotAuthorized,
-            b"not the call's peer",
-        );
-        bail!("{e}");
-    }
+    check_hello(&conn, &proof, &mut recv).await?;
     send.write_all(&proof.hello()).await?;
     send.finish()?;
     Ok(conn)
@@ -455,13 +439,26 @@ fn proof(
     PathProof::new(identity, role, plan.peer, &plan.call_id, &nonce).map_err(|e| anyhow!("{e}"))
 }
 
-/// Reads exactly one hello (and the stream's end): more is refused.
-async fn read_hello(recv: &mut quinn::RecvStream) -> Result<Vec<u8>> {
-    let bytes = recv
+/// Reads exactly one hello (and the stream's end: more is refused) and
+/// checks it; a connection whose peer fails is closed `NotAuthorized`.
+async fn check_hello(
+    conn: &quinn::Connection,
+    proof: &PathProof,
+    recv: &mut quinn::RecvStream,
+) -> Result<()> {
+    let theirs = recv
         .read_to_end(PATH_HELLO_LEN)
         .await
         .map_err(|e| anyhow!("reading the peer's proof: {e}"))?;
-    Ok(bytes)
+    if let Err(e) = proof.verify(&theirs) {
+        quic::close(
+            conn,
+            wzp_proto::close::CloseCode::NotAuthorized,
+            b"not the call's peer",
+        );
+        bail!("{e}");
+    }
+    Ok(())
 }
 
 /// Carries the call's media on `conn` until it closes, then hands the

@@ -1337,3 +1337,122 @@ fn a_direct_path_goes_through_both_parties_nats() {
     drop(nats);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A stranger (this test, with its own identity) dials the callee's
+/// direct address during a call with the call room's name, and sends a
+/// hello signed properly for that connection with its own key when it gets
+/// that far: `None` when the QUIC handshake itself is refused, else what
+/// the callee answered on the stream (nothing, when it refused the hello).
+fn stranger_dials(addr: SocketAddr, room: &str, callee: &str) -> Option<Vec<u8>> {
+    use wzp_proto::direct_path::{PathProof, Role};
+    use wzp_stages::net::quic;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let ep = quic::client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
+        let cfg = quic::direct_client_config().unwrap();
+        let conn = tokio::time::timeout(WAIT, ep.connect_with(cfg, addr, room).unwrap())
+            .await
+            .expect("the callee answers or refuses")
+            .ok()?;
+        let mallory = wzp_proto::identity::Seed::from_bytes([66; 32]).identity();
+        let proof = PathProof::new(
+            &mallory,
+            Role::Dialer,
+            callee.parse().unwrap(),
+            room.trim_start_matches("call-"),
+            &quic::direct_nonce(&conn).unwrap(),
+        )
+        .unwrap();
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        send.write_all(&proof.hello()).await.unwrap();
+        send.finish().unwrap();
+        let answer = tokio::time::timeout(WAIT, recv.read_to_end(1024))
+            .await
+            .expect("the callee answers or closes");
+        Some(answer.unwrap_or_default())
+    })
+}
+
+/// Someone else tries the callee's direct address during a call. While the
+/// caller shares its address, a connection from any other is refused
+/// before its handshake; with a caller that shares none (`--relay-only`),
+/// the stranger gets through QUIC but its hello, signed with its own key,
+/// is refused and it learns nothing (no hello back). Neither call is
+/// disturbed.
+#[test]
+fn a_stranger_cannot_take_the_direct_path() {
+    let _s = serial();
+    let dir = tmp("stranger");
+    let relay = start_relay(&dir, "127.0.0.1:0");
+    for caller_shares in [true, false] {
+        let (mut b, b_fp) = listen(
+            &dir,
+            &relay,
+            "bob",
+            &[
+                "--accept",
+                "trusted",
+                "--once",
+                "--duration",
+                "30s",
+                "--input",
+                "tone",
+                "--output",
+                "null",
+            ],
+        );
+        let b_addr: SocketAddr = b
+            .expect_line("observed address ", WAIT)
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let extra: &[&str] = if caller_shares {
+            &["--duration", "30s", "--input", "tone", "--output", "null"]
+        } else {
+            &[
+                "--relay-only",
+                "--duration",
+                "30s",
+                "--input",
+                "tone",
+                "--output",
+                "null",
+            ]
+        };
+        let mut a = client(&dir, &relay, "alice", &["call", &b_fp], extra);
+        let answered = b.expect_line("answered ", WAIT);
+        let room = answered
+            .split("(room ")
+            .nth(1)
+            .and_then(|r| r.strip_suffix(')'))
+            .expect("answered FP (room ROOM)")
+            .to_string();
+        if caller_shares {
+            a.expect_line("direct path to ", WAIT);
+            assert_eq!(stranger_dials(b_addr, &room, &b_fp), None);
+            let refused = b.expect_line("refused a direct connection from ", WAIT);
+            assert!(refused.contains("not the caller's address"), "{refused}");
+        } else {
+            b.expect_line("SAS: ", WAIT);
+            let answer = stranger_dials(b_addr, &room, &b_fp);
+            assert_eq!(answer, Some(vec![]), "the stranger got an answer");
+            let refused = b.expect_line("refused a direct connection from ", WAIT);
+            assert!(refused.contains("not the call's peer"), "{refused}");
+        }
+        // The call goes on as it was.
+        assert!(a.child.try_wait().unwrap().is_none(), "{:?}", a.drain());
+        assert!(b.child.try_wait().unwrap().is_none(), "{:?}", b.drain());
+        hang_up(&mut a, &mut b);
+        let lines = a.drain();
+        let direct = lines
+            .iter()
+            .any(|l| l.contains("direct path to ") && l.contains(" up "));
+        assert_eq!(direct, caller_shares, "{lines:?}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

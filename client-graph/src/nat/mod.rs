@@ -352,10 +352,26 @@ async fn accept_loop(plan: &DirectPath, identity: &Identity, io: &PathIo) {
     let (proven_tx, mut proven_rx) = tokio::sync::mpsc::channel::<quinn::Connection>(MAX_PROVING);
     let proving = Arc::new(AtomicUsize::new(0));
     let mut current: Option<AbortOnDrop> = None;
+    let mut strangers = 0u32;
     loop {
         tokio::select! {
             incoming = plan.endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
+                // A caller that shared its address dials from it (the same
+                // socket the relay saw): anyone else is refused before any
+                // handshake, so strangers cannot hold the proving slots.
+                let remote = incoming.remote_address();
+                if plan.peer_addr.is_some_and(|want| !same_addr(want, remote)) {
+                    incoming.refuse();
+                    strangers += 1;
+                    if strangers <= MAX_NOTED {
+                        println!(
+                            "{}refused a direct connection from {remote}: not the caller's address",
+                            io.label
+                        );
+                    }
+                    continue;
+                }
                 if proving.load(Ordering::Relaxed) >= MAX_PROVING {
                     incoming.refuse();
                     continue;
@@ -391,6 +407,14 @@ async fn accept_loop(plan: &DirectPath, identity: &Identity, io: &PathIo) {
             }
         }
     }
+}
+
+/// Refusals printed per call; the rest are only refused.
+const MAX_NOTED: u32 = 5;
+
+/// The same socket address, an IPv4 address and its IPv6-mapped form alike.
+fn same_addr(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && a.ip().to_canonical() == b.ip().to_canonical()
 }
 
 /// A task that ends with its owner (the call).

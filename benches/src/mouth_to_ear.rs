@@ -60,6 +60,9 @@ pub struct M2eOptions {
     /// The receiver's clock starts this long after the sender's.
     pub phase: Duration,
     pub progress: bool,
+    /// The two graphs connect straight to each other (one QUIC connection,
+    /// as a direct call's direct path) instead of through the relay.
+    pub direct: bool,
 }
 
 /// The settings measured when none are given.
@@ -346,22 +349,54 @@ async fn connect(
     c: &Client,
 ) -> Result<quinn::Connection> {
     let q = join_relay(relay.quic, relay.fingerprint, room, index).await?;
+    let conn = q.conn.clone();
+    Ok(wire(c, conn, q))
+}
+
+/// Sends `c`'s packets on `conn` and feeds it what arrives; `keep` (the
+/// endpoint) lives as long as the connection.
+fn wire(c: &Client, conn: quinn::Connection, keep: impl Send + 'static) -> quinn::Connection {
     let stats = Arc::new(quic::PeerIoStats::default());
     c.peers.add(
         0,
         quic::EgressPeer {
-            conn: q.conn.clone(),
+            conn: conn.clone(),
             stats: stats.clone(),
             observer: None,
         },
     );
-    let (conn, feed, ret) = (q.conn.clone(), c.feed.clone(), q.conn.clone());
+    let (pumped, feed) = (conn.clone(), c.feed.clone());
     tokio::spawn(async move {
-        // The endpoint must outlive the connection.
-        let _client = q;
-        let _ = quic::pump_datagrams_in(conn, 0, feed, stats, |_| {}).await;
+        let _keep = keep;
+        let _ = quic::pump_datagrams_in(pumped, 0, feed, stats, |_| {}).await;
     });
-    Ok(ret)
+    conn
+}
+
+/// Connects two clients straight to each other: one QUIC connection with a
+/// direct path's configs (`quic::direct_server_config`,
+/// `quic::direct_client_config`), no relay between.
+async fn connect_direct(a: &Client, b: &Client) -> Result<(quinn::Connection, quinn::Connection)> {
+    let seed = wzp_proto::identity::Seed::generate().map_err(|e| anyhow!("{e}"))?;
+    let cert =
+        wzp_proto::identity::RelayCertificate::from_seed(&seed).map_err(|e| anyhow!("{e}"))?;
+    let server = quinn::Endpoint::server(
+        quic::direct_server_config(&cert)?,
+        "127.0.0.1:0".parse().expect("an address"),
+    )?;
+    let to = server.local_addr()?;
+    let client = quic::client_endpoint("127.0.0.1:0".parse().expect("an address"))?;
+    let dial = client.connect_with(quic::direct_client_config()?, to, "call-m2e")?;
+    let accept = async {
+        server
+            .accept()
+            .await
+            .ok_or_else(|| anyhow!("the endpoint closed"))?
+            .await
+            .map_err(anyhow::Error::from)
+    };
+    let (accepted, dialed) = tokio::join!(accept, dial);
+    Ok((wire(a, accepted?, server), wire(b, dialed?, client)))
 }
 
 fn start_instant(g: &Graph) -> Instant {
@@ -378,11 +413,15 @@ pub fn run(o: &M2eOptions) -> Result<Vec<M2eResult>> {
     {
         bail!("--duration: use {}s..=300s", WARMUP_CHIRPS + 2);
     }
-    let bin = relay_proc::find_relay_bin(o.relay_bin.as_deref())?;
     let dir = TempDir::new("m2e")?;
-    let mut config = "# written by wzp-bench mouth-to-ear\n".to_string();
-    crate::relay_proc::append_config(&mut config, &o.relay_config)?;
-    let relay = RelayProc::start(&bin, &dir.0, &config)?;
+    let relay = if o.direct {
+        None
+    } else {
+        let bin = relay_proc::find_relay_bin(o.relay_bin.as_deref())?;
+        let mut config = "# written by wzp-bench mouth-to-ear\n".to_string();
+        crate::relay_proc::append_config(&mut config, &o.relay_config)?;
+        Some(RelayProc::start(&bin, &dir.0, &config)?)
+    };
     let out_dir = o.keep.clone().unwrap_or_else(|| dir.0.clone());
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let chirp_wav = dir.0.join("chirp.wav");
@@ -399,9 +438,14 @@ pub fn run(o: &M2eOptions) -> Result<Vec<M2eResult>> {
     for (n, (label, sets)) in o.settings.iter().enumerate() {
         if o.progress {
             eprintln!(
-                "[mouth-to-ear] {label}: {} s through {}",
+                "[mouth-to-ear] {label}: {} s {}",
                 o.duration.as_secs(),
-                relay.quic
+                relay
+                    .as_ref()
+                    .map_or("on a direct path".to_string(), |r| format!(
+                        "through {}",
+                        r.quic
+                    ))
             );
         }
         let room = format!("m2e-{n}-{}", std::process::id());
@@ -414,9 +458,14 @@ pub fn run(o: &M2eOptions) -> Result<Vec<M2eResult>> {
         )?;
         let rx = build_client(&room, &silence_wav, &rx_wav, sets)?;
         let conns = rt.block_on(async {
-            let a = connect(&relay, &room, 2 * n, &rx).await?;
-            let b = connect(&relay, &room, 2 * n + 1, &tx).await?;
-            anyhow::Ok((a, b))
+            match &relay {
+                Some(relay) => {
+                    let a = connect(relay, &room, 2 * n, &rx).await?;
+                    let b = connect(relay, &room, 2 * n + 1, &tx).await?;
+                    anyhow::Ok((a, b))
+                }
+                None => connect_direct(&rx, &tx).await,
+            }
         })?;
         let mut tx = tx;
         let mut rx = rx;
@@ -494,9 +543,14 @@ fn ms(d: Duration) -> f64 {
 /// The table printed at the end.
 pub fn report(o: &M2eOptions, results: &[M2eResult]) -> String {
     let mut s = format!(
-        "mouth-to-ear through wzp-relay on loopback: graphs/call.toml x2, 20 ms frames, {} s per setting\n\
+        "mouth-to-ear {} on loopback: graphs/call.toml x2, 20 ms frames, {} s per setting\n\
          lag = sender source sample -> receiver sink sample (graph to graph; devices add their buffers)\n\
          the receiver's clock ticks {:.1} ms after the sender's (a packet waits for the receiver's next cycle)\n\n",
+        if o.direct {
+            "on a direct path (no relay)"
+        } else {
+            "through wzp-relay"
+        },
         o.duration.as_secs(),
         ms(o.phase)
     );

@@ -37,6 +37,9 @@ Examples:
       One setting; keeps the received recording in out/.
   ./target/release/wzp-bench mouth-to-ear --phase-ms 19.5
       The receiver's clock ticks 19.5 ms after the sender's.
+  ./target/release/wzp-bench mouth-to-ear --direct
+      The same two graphs straight to each other (a direct call's direct
+      path, no relay): what the relay's hop adds.
   ./target/release/wzp-bench signal-load --clients 10000
       Registers 10 000 identities on a real relay's _signal service, then
       1 000 call offers/s for 10 s between registered pairs: registrations/s,
@@ -204,6 +207,10 @@ struct MouthToEarArgs {
     /// up to a quantum; real devices run at a random phase, 10 on average.
     #[arg(long, default_value_t = 10.0)]
     phase_ms: f64,
+    /// Connect the two graphs straight to each other (one QUIC connection,
+    /// a direct call's direct path) instead of through a relay.
+    #[arg(long)]
+    direct: bool,
     /// No progress lines.
     #[arg(long)]
     quiet: bool,
@@ -276,6 +283,7 @@ fn mouth_to_ear_cmd(a: MouthToEarArgs) -> Result<()> {
         phase: Duration::try_from_secs_f64(a.phase_ms / 1e3)
             .map_err(|_| anyhow::anyhow!("--phase-ms {}: use 0..20", a.phase_ms))?,
         progress: !a.quiet,
+        direct: a.direct,
     };
     let results = mouth_to_ear::run(&o).context("mouth-to-ear")?;
     print!("{}", mouth_to_ear::report(&o, &results));

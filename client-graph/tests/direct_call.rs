@@ -927,6 +927,11 @@ fn a_trusting_callee_gets_the_media_straight_from_the_caller() {
     assert!(b.exit(WAIT).success(), "{:?}", b.drain());
     let (a_out, a_in) = carried(&mut a);
     let (b_out, b_in) = carried(&mut b);
+    // The call's end closes the path normally: neither side reads a loss.
+    for p in [&mut a, &mut b] {
+        let lines = p.drain();
+        assert!(!lines.iter().any(|l| l.contains(" lost (")), "{lines:?}");
+    }
     eprintln!(
         "direct: alice {a_out} out, {a_in} in; bob {b_out} out, {b_in} in; relay took {} before, {} after",
         at_up,

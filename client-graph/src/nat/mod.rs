@@ -88,6 +88,19 @@ impl Route {
         self.apply(&st);
     }
 
+    /// Ends the direct connection, if any, as the call ends: the peer reads
+    /// a normal close, not a lost path.
+    fn close_direct(&self) {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((peer, _)) = &st.direct {
+            quic::close(
+                &peer.conn,
+                wzp_proto::close::CloseCode::Normal,
+                b"call ended",
+            );
+        }
+    }
+
     /// Whether the media goes on the direct connection now.
     pub(crate) fn direct_up(&self) -> bool {
         self.direct_up.load(Ordering::Relaxed)
@@ -175,7 +188,9 @@ pub(crate) async fn run(
         }
     };
     let (totals, label, peer) = (io.totals.clone(), io.label.clone(), plan.peer);
+    let route = io.route.clone();
     run_role(plan, identity, io, finished, stopped).await;
+    route.close_direct();
     let (out, inn) = (
         totals.packets_out.load(Ordering::Relaxed),
         totals.packets_in.load(Ordering::Relaxed),
@@ -513,12 +528,22 @@ async fn carry(plan: &DirectPath, io: &PathIo, conn: quinn::Connection) {
     let why = quic::pump_datagrams_in(conn.clone(), 0, io.feed.clone(), stats, |_| {}).await;
     sampler.abort();
     io.route.set_direct(None);
-    let why = match quic::peer_close(&why) {
-        Some((code, text)) => format!("{text} ({code})"),
-        None => why.to_string(),
-    };
-    println!(
-        "{}direct path to {} lost ({why}): the media is back on the relay",
-        io.label, plan.peer
-    );
+    match quic::peer_close(&why) {
+        // The peer's call is ending (its hang-up reaches us on the
+        // signalling stream): nothing was lost.
+        Some((wzp_proto::close::CloseCode::Normal, _)) => println!(
+            "{}direct path to {} closed by the peer",
+            io.label, plan.peer
+        ),
+        peer => {
+            let why = match peer {
+                Some((code, text)) => format!("{text} ({code})"),
+                None => why.to_string(),
+            };
+            println!(
+                "{}direct path to {} lost ({why}): the media is back on the relay",
+                io.label, plan.peer
+            );
+        }
+    }
 }

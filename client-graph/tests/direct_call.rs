@@ -918,6 +918,29 @@ fn a_trusting_callee_gets_the_media_straight_from_the_caller() {
     // What the relay had taken in when the path came up; then the most it
     // ever shows until the call ends (sessions leave its figures then).
     let at_up = relay_packets_in(&relay);
+    // Both clients tell the relay (their next report, within 2 s).
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let metrics = http_get(&relay, "/metrics");
+        let direct = metrics
+            .lines()
+            .filter(|l| l.starts_with("wzp_relay_session_direct{") && l.ends_with(" 1"))
+            .count();
+        if direct == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the relay does not know: {metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let sessions = http_get(&relay, "/sessions");
+    assert_eq!(
+        sessions.matches("\"media_path\":\"direct\"").count(),
+        2,
+        "{sessions}"
+    );
     let mut most = at_up;
     while a.child.try_wait().unwrap().is_none() {
         most = most.max(relay_packets_in(&relay));

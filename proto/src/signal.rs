@@ -492,6 +492,11 @@ pub enum SignalMessage {
         /// Codec the receiver suggests the sender switch to.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         recommended_codec: Option<String>,
+        /// Where the sender's media goes: `"relay"`, or `"direct"` while a
+        /// direct call's media goes straight to the peer (docs/WIRE.md §10).
+        /// Other values read as `"relay"`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        media_path: Option<String>,
     },
     /// Loss-recovery counters, monotonic since call start.
     LossRecoveryUpdate {

@@ -409,6 +409,8 @@ pub struct Telemetry {
     pub classical_plc_invocations: u64,
     pub loss_pct: f32,
     pub jitter_ms: u32,
+    /// The media goes straight to a direct call's peer now.
+    pub direct: bool,
 }
 
 impl Telemetry {
@@ -427,6 +429,7 @@ impl Telemetry {
                 jitter_ms: self.jitter_ms,
                 bitrate_cap_kbps: None,
                 recommended_codec: None,
+                media_path: Some(if self.direct { "direct" } else { "relay" }.into()),
             },
         ]
     }
@@ -482,6 +485,7 @@ impl TelemetrySampler {
             classical_plc_invocations: dec("classical_plc_invocations"),
             loss_pct,
             jitter_ms,
+            direct: false,
         }
     }
 }

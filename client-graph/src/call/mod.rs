@@ -259,7 +259,9 @@ pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
             next_report += media::TELEMETRY_INTERVAL;
             // Dropped when the connection is between sessions: the next
             // report carries the same monotonic counters.
-            let _ = telemetry_tx.try_send(telemetry.sample(&stats));
+            let mut t = telemetry.sample(&stats);
+            t.direct = media_route.direct_up();
+            let _ = telemetry_tx.try_send(t);
         }
         match &mut top {
             Some(t) => {

@@ -246,6 +246,7 @@ pub fn samples() -> Vec<SignalMessage> {
             jitter_ms: 12,
             bitrate_cap_kbps: Some(24),
             recommended_codec: Some("codec2_3200".into()),
+            media_path: Some("direct".into()),
         },
         M::LossRecoveryUpdate {
             dred_reconstructions: 10,

@@ -485,6 +485,11 @@ pub fn render(s: &Services, signal: &SignalViews) -> String {
             "Round-trip time the client measured on its connection.",
             |v: &SessionView| v.reported_rtt_ms as f64,
         ),
+        (
+            "wzp_relay_session_direct",
+            "1 while the client says its media goes straight to its direct call's peer, not through this relay.",
+            |v: &SessionView| f64::from(u8::from(v.media_path == "direct")),
+        ),
     ] {
         head(&mut out, name, "gauge", help);
         for v in &sessions {

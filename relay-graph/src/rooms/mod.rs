@@ -118,6 +118,9 @@ pub struct ClientReport {
     pub loss_centipct: AtomicU64,
     pub rtt_ms: AtomicU64,
     pub jitter_ms: AtomicU64,
+    /// The client's media goes straight to its direct call's peer, not
+    /// through this relay (`media_path: "direct"`).
+    pub direct: std::sync::atomic::AtomicBool,
 }
 
 /// One admitted local session (what the table knows; its connection lives

@@ -177,6 +177,11 @@ impl RoomService {
                     reported_loss_pct: ld(&s.report.loss_centipct) as f64 / 100.0,
                     reported_rtt_ms: ld(&s.report.rtt_ms),
                     reported_jitter_ms: ld(&s.report.jitter_ms),
+                    media_path: if s.report.direct.load(Ordering::Relaxed) {
+                        "direct"
+                    } else {
+                        "relay"
+                    },
                 }
             })
             .collect();
@@ -213,6 +218,10 @@ pub struct SessionView {
     pub reported_rtt_ms: u64,
     /// The client's receive jitter buffer target (its jitter estimate).
     pub reported_jitter_ms: u64,
+    /// Where the client says its media goes: `relay`, or `direct` while a
+    /// direct call's media goes straight to the peer (this relay then
+    /// carries next to nothing for it).
+    pub media_path: &'static str,
 }
 
 fn deliver(services: &Services, st: &RoomState, updates: Updates) {
@@ -591,8 +600,12 @@ async fn read_signals(
                 loss_pct,
                 rtt_ms,
                 jitter_ms,
+                media_path,
                 ..
             })) => {
+                report
+                    .direct
+                    .store(media_path.as_deref() == Some("direct"), Ordering::Relaxed);
                 let loss = if loss_pct.is_finite() {
                     (loss_pct.clamp(0.0, 100.0) * 100.0).round() as u64
                 } else {

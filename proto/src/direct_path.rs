@@ -236,6 +236,162 @@ impl PathProof {
     }
 }
 
+/// How long one attempt (dialing and the proof) may take before it fails, ms.
+pub const ATTEMPT_MS: u64 = 3_000;
+/// The dialer's wait before dialing again after a failed attempt or a lost
+/// path, ms; doubles while attempts fail, up to [`RETRY_MAX_MS`].
+pub const RETRY_FIRST_MS: u64 = 2_000;
+/// The longest wait between the dialer's attempts, ms.
+pub const RETRY_MAX_MS: u64 = 30_000;
+/// The acceptor's first punches (connection attempts towards the caller's
+/// address that open its own NAT for the caller's dial) go this often, ms,
+/// while the caller dials for the first time...
+pub const PUNCH_FAST_MS: u64 = 200;
+/// ... this many of them ([`PUNCH_FAST_MS`] apart: 3 s, an attempt's
+/// length)...
+pub const PUNCH_FAST: u32 = 15;
+/// ... then one this often, ms, while no direct path is up.
+pub const PUNCH_EVERY_MS: u64 = 1_000;
+
+/// What a side of a direct path does now ([`PathSchedule::poll`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathAction {
+    /// Dial the peer (the dialer); report the outcome with
+    /// [`PathSchedule::up`] or [`PathSchedule::failed`].
+    Dial,
+    /// Send a punch towards the peer (the acceptor).
+    Punch,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Waiting to act at `at` (ms).
+    Waiting { at: u64 },
+    /// An attempt is under way (the dialer).
+    Attempting,
+    /// The direct path carries the media.
+    Up,
+    /// Nothing to do (a dialer with no address, an acceptor with nothing
+    /// to punch towards).
+    Idle,
+}
+
+/// When each side of a direct path acts, stepped with `now` (ms): the
+/// dialer dials at once, again [`RETRY_FIRST_MS`] after a failure or a
+/// lost path, the wait doubling to [`RETRY_MAX_MS`] while attempts fail;
+/// the acceptor, when the caller shared its address, punches while no
+/// direct path is up ([`PUNCH_FAST`] every [`PUNCH_FAST_MS`], then every
+/// [`PUNCH_EVERY_MS`]; fast again after a loss). Sans-IO: the shell
+/// (`client-graph/src/nat`) dials, punches and sleeps until
+/// [`PathSchedule::next_at`].
+#[derive(Clone, Debug)]
+pub struct PathSchedule {
+    role: Role,
+    phase: Phase,
+    /// The dialer's next wait after a failure.
+    wait_ms: u64,
+    /// Failed attempts in a row (the dialer).
+    failures: u32,
+    /// Punches since the last start or loss (the acceptor).
+    punches: u32,
+}
+
+impl PathSchedule {
+    /// A side in `role` that knows the peer's address or not (the dialer
+    /// needs it to dial, the acceptor to punch), starting at `now_ms`.
+    pub fn new(role: Role, peer_addr_known: bool, now_ms: u64) -> PathSchedule {
+        PathSchedule {
+            role,
+            phase: if peer_addr_known {
+                Phase::Waiting { at: now_ms }
+            } else {
+                Phase::Idle
+            },
+            wait_ms: RETRY_FIRST_MS,
+            failures: 0,
+            punches: 0,
+        }
+    }
+
+    /// What to do at `now_ms`, if anything.
+    pub fn poll(&mut self, now_ms: u64) -> Option<PathAction> {
+        let Phase::Waiting { at } = self.phase else {
+            return None;
+        };
+        if now_ms < at {
+            return None;
+        }
+        match self.role {
+            Role::Dialer => {
+                self.phase = Phase::Attempting;
+                Some(PathAction::Dial)
+            }
+            Role::Acceptor => {
+                self.punches = self.punches.saturating_add(1);
+                let every = if self.punches < PUNCH_FAST {
+                    PUNCH_FAST_MS
+                } else {
+                    PUNCH_EVERY_MS
+                };
+                self.phase = Phase::Waiting { at: now_ms + every };
+                Some(PathAction::Punch)
+            }
+        }
+    }
+
+    /// When [`Self::poll`] has something to do next (`None`: not until an
+    /// attempt's outcome or a change of the path).
+    pub fn next_at(&self) -> Option<u64> {
+        match self.phase {
+            Phase::Waiting { at } => Some(at),
+            _ => None,
+        }
+    }
+
+    /// The attempt failed at `now_ms`; returns how many failed in a row
+    /// (the shell reports the first).
+    pub fn failed(&mut self, now_ms: u64) -> u32 {
+        self.failures = self.failures.saturating_add(1);
+        self.phase = Phase::Waiting {
+            at: now_ms + self.wait_ms,
+        };
+        self.wait_ms = (self.wait_ms * 2).min(RETRY_MAX_MS);
+        self.failures
+    }
+
+    /// The direct path is up (the dialer's attempt succeeded, or the
+    /// acceptor proved a dialer): no dialing or punching while it lasts.
+    pub fn up(&mut self) {
+        self.phase = Phase::Up;
+        self.failures = 0;
+        self.wait_ms = RETRY_FIRST_MS;
+    }
+
+    /// The direct path was lost at `now_ms`: the dialer dials again after
+    /// [`RETRY_FIRST_MS`], the acceptor punches again at once (if it has
+    /// an address to punch towards).
+    pub fn lost(&mut self, now_ms: u64, peer_addr_known: bool) {
+        if !peer_addr_known {
+            self.phase = Phase::Idle;
+            return;
+        }
+        self.phase = match self.role {
+            Role::Dialer => Phase::Waiting {
+                at: now_ms + RETRY_FIRST_MS,
+            },
+            Role::Acceptor => {
+                self.punches = 0;
+                Phase::Waiting { at: now_ms }
+            }
+        };
+    }
+
+    /// Whether the direct path is up as far as this schedule knows.
+    pub fn is_up(&self) -> bool {
+        self.phase == Phase::Up
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -168,3 +168,109 @@ fn the_signed_bytes_bind_each_part() {
         signed_bytes(Role::Dialer, "abx", &[0x5a; 32])
     );
 }
+
+use wzp_proto::direct_path::{
+    PathAction, PathSchedule, PUNCH_EVERY_MS, PUNCH_FAST, PUNCH_FAST_MS, RETRY_FIRST_MS,
+    RETRY_MAX_MS,
+};
+
+/// Steps `s` from `from` to `to` ms, each time it asks to be polled; the
+/// times it acted and what it did.
+fn run(s: &mut PathSchedule, from: u64, to: u64) -> Vec<(u64, PathAction)> {
+    let mut done = Vec::new();
+    let mut now = from;
+    while now <= to {
+        if let Some(a) = s.poll(now) {
+            done.push((now, a));
+        }
+        match s.next_at() {
+            Some(t) if t > now => now = t,
+            Some(_) => {}
+            None => break,
+        }
+    }
+    done
+}
+
+#[test]
+fn the_dialer_dials_at_once_and_backs_off_while_attempts_fail() {
+    let mut s = PathSchedule::new(Role::Dialer, true, 1_000);
+    assert_eq!(s.poll(999), None);
+    assert_eq!(s.poll(1_000), Some(PathAction::Dial));
+    // Under way: nothing more until its outcome.
+    assert_eq!((s.poll(5_000), s.next_at()), (None, None));
+    // Failures: 2 s, 4, 8, 16, then 30 at most.
+    let mut now = 4_000;
+    let mut waits = Vec::new();
+    for n in 1..=7 {
+        assert_eq!(s.failed(now), n);
+        let at = s.next_at().unwrap();
+        waits.push(at - now);
+        assert_eq!(s.poll(at - 1), None);
+        assert_eq!(s.poll(at), Some(PathAction::Dial));
+        now = at + 3_000;
+    }
+    assert_eq!(
+        waits,
+        [2_000, 4_000, 8_000, 16_000, 30_000, 30_000, 30_000],
+        "then {RETRY_MAX_MS} at most"
+    );
+    // Up: nothing to do; lost: again after the first wait, which starts
+    // over, as does the failure count.
+    s.up();
+    assert!(s.is_up());
+    assert_eq!((s.poll(u64::MAX / 2), s.next_at()), (None, None));
+    s.lost(500_000, true);
+    assert_eq!(s.next_at(), Some(500_000 + RETRY_FIRST_MS));
+    assert_eq!(s.poll(500_000 + RETRY_FIRST_MS), Some(PathAction::Dial));
+    assert_eq!(s.failed(503_000), 1);
+    assert_eq!(s.next_at(), Some(503_000 + RETRY_FIRST_MS));
+}
+
+#[test]
+fn a_dialer_without_an_address_never_dials() {
+    let mut s = PathSchedule::new(Role::Dialer, false, 0);
+    assert_eq!(run(&mut s, 0, 100_000), vec![]);
+    assert_eq!(s.next_at(), None);
+}
+
+#[test]
+fn the_acceptor_punches_fast_then_slowly_while_no_path_is_up() {
+    let mut s = PathSchedule::new(Role::Acceptor, true, 0);
+    let done = run(&mut s, 0, 10_000);
+    assert!(done.iter().all(|(_, a)| *a == PathAction::Punch));
+    let times: Vec<u64> = done.iter().map(|(t, _)| *t).collect();
+    let fast: Vec<u64> = (0..u64::from(PUNCH_FAST))
+        .map(|k| k * PUNCH_FAST_MS)
+        .collect();
+    assert_eq!(times[..fast.len()], fast[..]);
+    for w in times[fast.len() - 1..].windows(2) {
+        assert_eq!(w[1] - w[0], PUNCH_EVERY_MS, "{times:?}");
+    }
+    // A dialer proved: no more punches while the path lasts.
+    s.up();
+    assert_eq!(run(&mut s, 10_000, 60_000), vec![]);
+    // Lost: punching again at once, fast.
+    s.lost(60_000, true);
+    let again = run(&mut s, 60_000, 60_000 + PUNCH_FAST_MS * 2);
+    assert_eq!(
+        again,
+        vec![
+            (60_000, PathAction::Punch),
+            (60_000 + PUNCH_FAST_MS, PathAction::Punch),
+            (60_000 + PUNCH_FAST_MS * 2, PathAction::Punch)
+        ]
+    );
+}
+
+#[test]
+fn an_acceptor_the_caller_gave_no_address_only_waits() {
+    let mut s = PathSchedule::new(Role::Acceptor, false, 0);
+    assert_eq!(run(&mut s, 0, 100_000), vec![]);
+    // A dialer can still prove itself; losing it leaves nothing to do.
+    s.up();
+    assert!(s.is_up());
+    s.lost(5_000, false);
+    assert!(!s.is_up());
+    assert_eq!(run(&mut s, 5_000, 100_000), vec![]);
+}

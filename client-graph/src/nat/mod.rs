@@ -20,7 +20,7 @@
 //! Through NATs: the caller shares its own address in the offer (the relay
 //! passes it on only to a callee that answers `accept_trusted`), and while
 //! no direct path is up the callee sends connection attempts towards it
-//! from its signalling socket (hole punching, [`PUNCH_EVERY`]): each side's
+//! from its signalling socket (hole punching, [`PathSchedule`]): each side's
 //! packets towards the other open its own NAT for the other's replies, so
 //! the caller's dial gets through NATs that keep a socket's mapping for
 //! every destination (most home and office NATs; `iptables MASQUERADE`). A
@@ -30,21 +30,19 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use wzp_proto::direct_path::{PathProof, Role, PATH_HELLO_LEN};
+use wzp_proto::direct_path::{
+    PathAction, PathProof, PathSchedule, Role, ATTEMPT_MS, PATH_HELLO_LEN,
+};
 use wzp_proto::identity::{Identity, RelayCertificate, Seed};
 use wzp_proto::Fingerprint;
 use wzp_stages::net::quic;
 use wzp_stages::quality::path::PathLive;
 
 /// How long dialing and the proof may take before the attempt fails.
-const ATTEMPT: Duration = Duration::from_secs(3);
-/// The caller's wait before dialing again after a failed attempt or a lost
-/// path; doubles while attempts fail, up to [`RETRY_MAX`].
-const RETRY_FIRST: Duration = Duration::from_secs(2);
-const RETRY_MAX: Duration = Duration::from_secs(30);
+const ATTEMPT: Duration = Duration::from_millis(ATTEMPT_MS);
 
 /// Where the call's media goes: the direct connection while it is up, the
 /// relay's otherwise. The only writer of the egress pump's peer for the
@@ -247,37 +245,31 @@ async fn dial_loop(
     let Some(addr) = plan.peer_addr else {
         return;
     };
-    let mut wait = RETRY_FIRST;
-    let mut failures = 0u32;
+    let clock = Instant::now();
+    let now_ms = || clock.elapsed().as_millis() as u64;
+    let mut schedule = PathSchedule::new(Role::Dialer, true, now_ms());
     while !finished() {
-        match tokio::time::timeout(ATTEMPT, dial(plan, identity, addr)).await {
-            Ok(Ok(conn)) => {
-                failures = 0;
-                wait = RETRY_FIRST;
-                carry(plan, io, conn).await;
+        if schedule.poll(now_ms()) == Some(PathAction::Dial) {
+            match tokio::time::timeout(ATTEMPT, dial(plan, identity, addr)).await {
+                Ok(Ok(conn)) => {
+                    schedule.up();
+                    carry(plan, io, conn).await;
+                    schedule.lost(now_ms(), true);
+                }
+                Ok(Err(e)) => {
+                    let n = schedule.failed(now_ms());
+                    note_failure(io, plan, addr, n, &format!("{e:#}"));
+                }
+                Err(_) => {
+                    let n = schedule.failed(now_ms());
+                    let why = format!("no answer within {} s", ATTEMPT.as_secs());
+                    note_failure(io, plan, addr, n, &why);
+                }
             }
-            Ok(Err(e)) => {
-                failures += 1;
-                note_failure(io, plan, addr, failures, &format!("{e:#}"));
-            }
-            Err(_) => {
-                failures += 1;
-                note_failure(
-                    io,
-                    plan,
-                    addr,
-                    failures,
-                    &format!("no answer within {} s", ATTEMPT.as_secs()),
-                );
-            }
+            continue;
         }
-        if finished() {
-            break;
-        }
-        tokio::time::sleep(wait).await;
-        if failures > 0 {
-            wait = (wait * 2).min(RETRY_MAX);
-        }
+        let at = schedule.next_at().unwrap_or(now_ms() + 100);
+        tokio::time::sleep_until((clock + Duration::from_millis(at)).into()).await;
     }
 }
 
@@ -312,19 +304,16 @@ async fn dial(
     Ok(conn)
 }
 
-/// While no direct path is up, the acceptor sends the caller (when the
-/// caller shared its address) a connection attempt this often: its first
-/// packet opens this side's NAT towards the caller's address, so the
-/// caller's dial, which opened the caller's NAT the other way, gets
-/// through (hole punching). The attempts themselves fail (the caller
-/// accepts nothing) and are dropped after [`PUNCH_LIFE`]. The first
-/// [`PUNCH_FAST`] go every [`PUNCH_FAST_EVERY`], while the caller dials for
-/// the first time.
-const PUNCH_EVERY: Duration = Duration::from_secs(1);
-const PUNCH_FAST_EVERY: Duration = Duration::from_millis(200);
-const PUNCH_FAST: u32 = 15;
+/// How long a punch (a connection attempt towards the caller that opens
+/// this side's NAT for the caller's dial) is kept before it is dropped:
+/// it fails anyway (the caller accepts nothing).
 const PUNCH_LIFE: Duration = Duration::from_secs(1);
+/// How often the acceptor looks whether the direct path is up, to stop or
+/// start punching.
+const ROUTE_WATCH: Duration = Duration::from_millis(100);
 
+/// Punches towards the caller's shared address while no direct path is up,
+/// when [`PathSchedule`] says (hole punching).
 async fn punch_loop(plan: &DirectPath, route: &Route) {
     let Some(addr) = plan.peer_addr else {
         return std::future::pending().await;
@@ -336,22 +325,26 @@ async fn punch_loop(plan: &DirectPath, route: &Route) {
             return std::future::pending().await;
         }
     };
-    let mut sent = 0u32;
+    let clock = Instant::now();
+    let now_ms = || clock.elapsed().as_millis() as u64;
+    let mut schedule = PathSchedule::new(Role::Acceptor, true, now_ms());
     loop {
-        if !route.direct_up() {
+        match (route.direct_up(), schedule.is_up()) {
+            (true, false) => schedule.up(),
+            (false, true) => schedule.lost(now_ms(), true),
+            _ => {}
+        }
+        if schedule.poll(now_ms()) == Some(PathAction::Punch) {
             if let Ok(attempt) = plan.endpoint.connect_with(cfg.clone(), addr, &plan.room) {
                 tokio::spawn(async move {
                     let _ = tokio::time::timeout(PUNCH_LIFE, attempt).await;
                 });
             }
-            sent += 1;
         }
-        tokio::time::sleep(if sent < PUNCH_FAST {
-            PUNCH_FAST_EVERY
-        } else {
-            PUNCH_EVERY
-        })
-        .await;
+        let next = schedule
+            .next_at()
+            .map_or(ROUTE_WATCH, |at| Duration::from_millis(at.saturating_sub(now_ms())));
+        tokio::time::sleep(next.min(ROUTE_WATCH)).await;
     }
 }
 

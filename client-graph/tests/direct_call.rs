@@ -1484,3 +1484,57 @@ fn a_stranger_cannot_take_the_direct_path() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// One `listen` answers two calls in turn: each gets its own direct path
+/// (the callee accepts on its socket for each call, and only during it).
+#[test]
+fn each_call_to_a_listener_gets_its_own_direct_path() {
+    let _s = serial();
+    let dir = tmp("two-calls");
+    let relay = start_relay(&dir, "127.0.0.1:0");
+    let (mut b, b_fp) = listen(
+        &dir,
+        &relay,
+        "bob",
+        &["--duration", "3s", "--input", "tone", "--output", "null"],
+    );
+    for n in 1..=2 {
+        let mut a = client(
+            &dir,
+            &relay,
+            "alice",
+            &["call", &b_fp],
+            &[
+                "--duration",
+                "3s",
+                "--input",
+                "tone:300",
+                "--output",
+                "null",
+            ],
+        );
+        let up = a.expect_line("direct path to ", WAIT);
+        assert!(up.contains(" up "), "call {n}: {up}");
+        assert!(a.exit(WAIT).success(), "call {n}: {:?}", a.drain());
+        // Bob's side of this call came up too, and ended with the call.
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let lines = b.drain();
+            let ups = lines
+                .iter()
+                .filter(|l| l.contains("direct path to ") && l.contains(" up "))
+                .count();
+            let carried = lines
+                .iter()
+                .filter(|l| l.contains(" datagrams out and "))
+                .count();
+            if ups >= n && carried >= n {
+                break;
+            }
+            assert!(Instant::now() < deadline, "call {n}: {lines:?}");
+            let _ = b.wait_line("\u{0}never", Duration::from_millis(100));
+        }
+    }
+    b.kill();
+    let _ = std::fs::remove_dir_all(dir);
+}

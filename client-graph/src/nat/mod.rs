@@ -341,9 +341,9 @@ async fn punch_loop(plan: &DirectPath, route: &Route) {
                 });
             }
         }
-        let next = schedule
-            .next_at()
-            .map_or(ROUTE_WATCH, |at| Duration::from_millis(at.saturating_sub(now_ms())));
+        let next = schedule.next_at().map_or(ROUTE_WATCH, |at| {
+            Duration::from_millis(at.saturating_sub(now_ms()))
+        });
         tokio::time::sleep(next.min(ROUTE_WATCH)).await;
     }
 }

@@ -1538,3 +1538,81 @@ fn each_call_to_a_listener_gets_its_own_direct_path() {
     b.kill();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Alice and Bob behind the same NAT (one private network; the NAT does
+/// not carry packets from inside to its own public address back in): the
+/// relay sees them at one public address, so Alice dials the address Bob
+/// shared on his own network first, and the direct path comes up there.
+#[test]
+fn two_parties_behind_one_nat_meet_on_their_own_network() {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    if !root {
+        eprintln!("skipped: network namespaces and NATs need root");
+        return;
+    }
+    let _s = serial();
+    let dir = tmp("one-nat");
+    let nats = Nats::new();
+    let (pubns, lan) = (nats.ns("pub"), nats.ns("a"));
+    let relay = start_relay_in(Some(&pubns), &dir, "0.0.0.0:0", &[]);
+    let to_relay = SocketAddr::from(([10, 0, 1, 1], relay.addr.port()));
+    let mut b = client_in(
+        Some(&lan),
+        to_relay,
+        &dir,
+        &relay,
+        "bob",
+        &["listen"],
+        &[
+            "--accept",
+            "trusted",
+            "--once",
+            "--duration",
+            "5s",
+            "--input",
+            "tone",
+            "--output",
+            "null",
+        ],
+    );
+    let registered = b.expect_line("registered as ", WAIT);
+    assert!(
+        registered.contains("observed address 10.0.1.2:"),
+        "{registered}"
+    );
+    let b_fp = registered.split_whitespace().nth(2).unwrap().to_string();
+    let mut a = client_in(
+        Some(&lan),
+        to_relay,
+        &dir,
+        &relay,
+        "alice",
+        &["call", &b_fp],
+        &[
+            "--duration",
+            "5s",
+            "--input",
+            "tone:300",
+            "--output",
+            "null",
+        ],
+    );
+    let up = a.expect_line("direct path to ", WAIT);
+    assert!(
+        up.contains(" up ") && up.contains("peer 192.168.1.2:"),
+        "{up}"
+    );
+    assert!(a.exit(WAIT).success(), "{:?}", a.drain());
+    assert!(b.exit(WAIT).success(), "{:?}", b.drain());
+    let (a_out, _) = carried(&mut a);
+    let (_, b_in) = carried(&mut b);
+    assert!(
+        a_out >= 150 && b_in >= 150,
+        "alice sent {a_out}, bob took {b_in} direct"
+    );
+    drop(nats);
+    let _ = std::fs::remove_dir_all(dir);
+}

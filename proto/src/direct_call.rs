@@ -120,6 +120,8 @@ pub struct CallReady {
     pub relay_addr: String,
     /// The peer's direct address, when both allowed it.
     pub peer_direct_addr: Option<SocketAddr>,
+    /// The peer's own addresses on its network, when both allowed it.
+    pub peer_local_addrs: Vec<SocketAddr>,
 }
 
 /// What happened to a call.
@@ -157,6 +159,7 @@ struct Setup {
     room: String,
     relay_addr: String,
     peer_direct_addr: Option<SocketAddr>,
+    peer_local_addrs: Vec<SocketAddr>,
 }
 
 fn setup_of(msg: &SignalMessage) -> Setup {
@@ -165,11 +168,17 @@ fn setup_of(msg: &SignalMessage) -> Setup {
             room,
             relay_addr,
             peer_direct_addr,
+            peer_local_addrs,
             ..
         } => Setup {
             room: room.clone(),
             relay_addr: relay_addr.clone(),
             peer_direct_addr: *peer_direct_addr,
+            peer_local_addrs: peer_local_addrs
+                .iter()
+                .copied()
+                .take(crate::signal::MAX_LOCAL_ADDRS)
+                .collect(),
         },
         _ => unreachable!("setup_of is only called on call_setup"),
     }
@@ -204,6 +213,7 @@ fn ready(call_id: &str, keys: &SessionKeys, setup: &Setup) -> CallEvent {
         room: setup.room.clone(),
         relay_addr: setup.relay_addr.clone(),
         peer_direct_addr: setup.peer_direct_addr,
+        peer_local_addrs: setup.peer_local_addrs.clone(),
     }))
 }
 
@@ -260,6 +270,7 @@ impl OutgoingCall {
             handshake: Some(init.encode().to_vec()),
             supported_codecs: Vec::new(),
             caller_reflexive_addr: None,
+            caller_local_addrs: Vec::new(),
         };
         Ok(OutgoingCall {
             call_id,
@@ -277,14 +288,23 @@ impl OutgoingCall {
     /// callee, for a direct path: the relay passes it on only if the callee
     /// answers `accept_trusted` (docs/WIRE.md §8.2, §10). Call before the
     /// offer is sent.
-    pub fn share_address(&mut self, addr: Option<SocketAddr>) {
+    ///
+    /// `local`: this side's own addresses on its network, for a callee
+    /// behind the same NAT (at most [`crate::signal::MAX_LOCAL_ADDRS`]).
+    pub fn share_address(&mut self, addr: Option<SocketAddr>, local: &[SocketAddr]) {
         for m in &mut self.outbox {
             if let SignalMessage::DirectCallOffer {
                 caller_reflexive_addr,
+                caller_local_addrs,
                 ..
             } = m
             {
                 *caller_reflexive_addr = addr;
+                *caller_local_addrs = local
+                    .iter()
+                    .copied()
+                    .take(crate::signal::MAX_LOCAL_ADDRS)
+                    .collect();
             }
         }
     }
@@ -426,6 +446,8 @@ pub struct IncomingCall {
     state: InState,
     setup: Option<Setup>,
     outbox: VecDeque<SignalMessage>,
+    /// Own-network addresses for a trusted caller ([`Self::share_local`]).
+    local: Vec<SocketAddr>,
 }
 
 impl std::fmt::Debug for IncomingCall {
@@ -476,6 +498,7 @@ impl IncomingCall {
             state: InState::Offered,
             setup: None,
             outbox: VecDeque::new(),
+            local: Vec::new(),
         })
     }
 
@@ -502,6 +525,17 @@ impl IncomingCall {
     /// The next message to send to the relay.
     pub fn poll_send(&mut self) -> Option<SignalMessage> {
         self.outbox.pop_front()
+    }
+
+    /// Shares this side's own addresses on its network with a trusted
+    /// caller (in the answer, only with [`AcceptMode::AcceptTrusted`]), for
+    /// a caller behind the same NAT. Call before [`Self::accept`].
+    pub fn share_local(&mut self, local: &[SocketAddr]) {
+        self.local = local
+            .iter()
+            .copied()
+            .take(crate::signal::MAX_LOCAL_ADDRS)
+            .collect();
     }
 
     /// Accepts: queues the `direct_call_answer` carrying our handshake half.
@@ -537,6 +571,11 @@ impl IncomingCall {
             } else {
                 None
             },
+            callee_local_addrs: if mode == AcceptMode::AcceptTrusted {
+                std::mem::take(&mut self.local)
+            } else {
+                Vec::new()
+            },
         });
         self.state = InState::Accepted { responder };
         Ok(())
@@ -552,6 +591,7 @@ impl IncomingCall {
                 handshake: None,
                 chosen_codec: None,
                 callee_reflexive_addr: None,
+                callee_local_addrs: Vec::new(),
             });
         }
     }
@@ -665,6 +705,7 @@ mod tests {
             room: format!("call-{call_id}"),
             relay_addr: "r:1".into(),
             peer_direct_addr: None,
+            peer_local_addrs: Vec::new(),
             peer_fingerprint: None,
         }
     }
@@ -728,15 +769,21 @@ mod tests {
         let mut out =
             OutgoingCall::start(&id(1), eph(11), "k1".into(), id(2).fingerprint(), None).unwrap();
         let addr: SocketAddr = "198.51.100.9:40000".parse().unwrap();
-        out.share_address(Some(addr));
+        // Five own addresses offered: four shared.
+        let local: Vec<SocketAddr> = (1..=5)
+            .map(|k| SocketAddr::from(([10, 0, 0, k], 40000)))
+            .collect();
+        out.share_address(Some(addr), &local);
         let SignalMessage::DirectCallOffer {
             caller_reflexive_addr,
+            caller_local_addrs,
             ..
         } = out.poll_send().unwrap()
         else {
             panic!("not an offer")
         };
         assert_eq!(caller_reflexive_addr, Some(addr));
+        assert_eq!(caller_local_addrs, local[..crate::signal::MAX_LOCAL_ADDRS]);
     }
 
     #[test]

@@ -32,6 +32,11 @@ pub const SIGNAL_VERSION: u32 = 1;
 pub const MIN_SIGNAL_VERSION: u32 = 1;
 /// Maximum JSON body of one frame: 1 MiB.
 pub const MAX_FRAME_LEN: usize = 1 << 20;
+
+/// Most own-network addresses a party shares for a direct path
+/// (`caller_local_addrs`, `callee_local_addrs`, `peer_local_addrs`); a relay
+/// passes on no more than these first ones.
+pub const MAX_LOCAL_ADDRS: usize = 4;
 /// Length of the frame length prefix.
 pub const FRAME_HEADER_LEN: usize = 4;
 /// Most bytes a [`FrameDecoder`] buffers before it refuses more: two full
@@ -361,6 +366,12 @@ pub enum SignalMessage {
         /// Caller's server-reflexive address (from `Reflect`), for P2P.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         caller_reflexive_addr: Option<SocketAddr>,
+        /// Caller's own addresses on its network (its signalling socket's
+        /// port), for a direct path when both parties are behind one NAT;
+        /// passed on as `caller_reflexive_addr` is (at most
+        /// [`MAX_LOCAL_ADDRS`]).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        caller_local_addrs: Vec<SocketAddr>,
     },
     /// Callee to relay to caller: the answer to `DirectCallOffer`.
     DirectCallAnswer {
@@ -377,6 +388,10 @@ pub enum SignalMessage {
         /// Callee's reflexive address; only with `accept_trusted`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         callee_reflexive_addr: Option<SocketAddr>,
+        /// Callee's own addresses on its network; only with
+        /// `accept_trusted` (at most [`MAX_LOCAL_ADDRS`]).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        callee_local_addrs: Vec<SocketAddr>,
     },
     /// Relay to caller: the callee is being alerted.
     CallRinging {
@@ -394,6 +409,10 @@ pub enum SignalMessage {
         /// The other party's direct address, when both allow P2P.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         peer_direct_addr: Option<SocketAddr>,
+        /// The other party's own addresses on its network, when both allow
+        /// P2P (at most [`MAX_LOCAL_ADDRS`]).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        peer_local_addrs: Vec<SocketAddr>,
         /// The other party's fingerprint (the only two admitted to `room`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         peer_fingerprint: Option<Fingerprint>,

@@ -58,6 +58,7 @@ fn optional_fields_are_omitted_when_empty() {
             handshake: None,
             chosen_codec: None,
             callee_reflexive_addr: None,
+            callee_local_addrs: Vec::new(),
         })
         .unwrap()[4..]
             .to_vec(),
@@ -84,6 +85,7 @@ fn old_json_without_optional_fields_parses() {
             handshake: None,
             supported_codecs: vec![],
             caller_reflexive_addr: None,
+            caller_local_addrs: vec![],
         }
     );
     assert_eq!(
@@ -93,6 +95,7 @@ fn old_json_without_optional_fields_parses() {
             room: "call-d1".into(),
             relay_addr: "1.2.3.4:4433".into(),
             peer_direct_addr: None,
+            peer_local_addrs: vec![],
             peer_fingerprint: None,
         }
     );

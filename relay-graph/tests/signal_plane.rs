@@ -195,6 +195,9 @@ struct Client {
     reflected: Option<SocketAddr>,
     /// Puts our address in every answer, whatever the mode (a careless client).
     leaks_addr: bool,
+    /// Own-network addresses shared with a trusted caller (and leaked with
+    /// `leaks_addr`).
+    local: Vec<SocketAddr>,
 }
 
 impl Client {
@@ -218,6 +221,7 @@ impl Client {
             errors: Vec::new(),
             reflected: None,
             leaks_addr: false,
+            local: Vec::new(),
         }
     }
 
@@ -276,11 +280,13 @@ impl Client {
         for mut m in out {
             if let SignalMessage::DirectCallAnswer {
                 callee_reflexive_addr,
+                callee_local_addrs,
                 ..
             } = &mut m
             {
                 if self.leaks_addr {
                     *callee_reflexive_addr = Some(self.remote);
+                    *callee_local_addrs = self.local.clone();
                 }
             }
             net.frame(self.conn, m);
@@ -317,6 +323,7 @@ impl Client {
                         AcceptMode::Reject => inc.reject(),
                         mode => {
                             let eph = self.ephemeral();
+                            inc.share_local(&self.local);
                             inc.accept(&self.identity, eph, mode, Some(self.remote))
                                 .unwrap();
                         }
@@ -452,13 +459,72 @@ fn a_calls_b_by_fingerprint_and_both_derive_the_same_keys_and_sas() {
     assert!(net.hub.counters().all_refusals().all(|(_, n)| n == 0));
 }
 
+/// Own-network addresses (for two parties behind one NAT) go where the
+/// relay-observed ones go, only with `accept_trusted`, at most four each.
+#[test]
+fn own_network_addresses_reach_only_a_trusted_peer_and_at_most_four() {
+    let mut net = Net::new(Net::default_config());
+    let mut a = Client::online(&mut net, 1, AcceptMode::AcceptGeneric);
+    let mut b = Client::online(&mut net, 2, AcceptMode::AcceptTrusted);
+    b.local = (1..=6)
+        .map(|k| SocketAddr::from(([10, 8, 0, k], 5000)))
+        .collect();
+    let eph = a.ephemeral();
+    let mut out = OutgoingCall::start(
+        &a.identity,
+        eph,
+        "l1".into(),
+        b.identity.fingerprint(),
+        None,
+    )
+    .unwrap();
+    let mut offer = out.poll_send().unwrap();
+    let a_local: Vec<SocketAddr> = (1..=6)
+        .map(|k| SocketAddr::from(([10, 9, 0, k], 4000)))
+        .collect();
+    // Six on the wire (a client that does not bound them): four passed on.
+    if let SignalMessage::DirectCallOffer {
+        caller_reflexive_addr,
+        caller_local_addrs,
+        ..
+    } = &mut offer
+    {
+        *caller_reflexive_addr = Some(a.remote);
+        *caller_local_addrs = a_local.clone();
+    }
+    a.outgoing = Some(out);
+    net.frame(a.conn, offer);
+    settle(&mut net, &mut [&mut a, &mut b]);
+    let (ra, rb) = (a.answered().unwrap(), b.answered().unwrap());
+    assert_same_call_keys(ra, rb);
+    assert_eq!(ra.peer_direct_addr, Some(b.remote));
+    assert_eq!(ra.peer_local_addrs, b.local[..4]);
+    assert_eq!(rb.peer_direct_addr, Some(a.remote));
+    assert_eq!(rb.peer_local_addrs, a_local[..4]);
+    // The offer B saw carried none of A's addresses.
+    for m in &b.received {
+        if let SignalMessage::DirectCallOffer {
+            caller_reflexive_addr,
+            caller_local_addrs,
+            ..
+        } = m
+        {
+            assert_eq!(
+                (caller_reflexive_addr, caller_local_addrs.len()),
+                (&None, 0)
+            );
+        }
+    }
+}
+
 #[test]
 fn accept_generic_never_reveals_the_callee_address() {
     let mut net = Net::new(Net::default_config());
     let mut a = Client::online(&mut net, 1, AcceptMode::AcceptGeneric);
     let mut b = Client::online(&mut net, 2, AcceptMode::AcceptGeneric);
-    // B answers generic but its answer carries its address anyway.
+    // B answers generic but its answer carries its addresses anyway.
     b.leaks_addr = true;
+    b.local = vec!["10.8.0.2:5000".parse().unwrap()];
     // A volunteers its address in the offer: the relay keeps it from B
     // (checked in Client::step) and B answers generic.
     let eph = a.ephemeral();
@@ -473,10 +539,12 @@ fn accept_generic_never_reveals_the_callee_address() {
     let mut offer = out.poll_send().unwrap();
     if let SignalMessage::DirectCallOffer {
         caller_reflexive_addr,
+        caller_local_addrs,
         ..
     } = &mut offer
     {
         *caller_reflexive_addr = Some(a.remote);
+        *caller_local_addrs = vec!["10.9.0.2:4000".parse().unwrap()];
     }
     a.outgoing = Some(out);
     net.frame(a.conn, offer);
@@ -485,6 +553,13 @@ fn accept_generic_never_reveals_the_callee_address() {
     assert_same_call_keys(ra, rb);
     assert_eq!(ra.peer_direct_addr, None);
     assert_eq!(rb.peer_direct_addr, None);
+    assert_eq!(ra.peer_local_addrs, vec![]);
+    assert_eq!(rb.peer_local_addrs, vec![]);
+    for (who, leak) in [(&a, "10.8.0.2"), (&b, "10.9.0.2")] {
+        for m in &who.received {
+            assert!(!serde_json::to_string(m).unwrap().contains(leak), "{m:?}");
+        }
+    }
     // Nothing A received carries B's address, nothing B received carries A's.
     for (who, other) in [(&a, &b), (&b, &a)] {
         let leak = other.remote.ip().to_string();
@@ -725,6 +800,7 @@ fn a_relay_that_substitutes_keys_is_caught_by_the_handshake_and_the_sas() {
                     handshake: Some(m_init.encode().to_vec()),
                     supported_codecs: vec![],
                     caller_reflexive_addr: None,
+                    caller_local_addrs: vec![],
                 },
             ));
         }
@@ -745,6 +821,7 @@ fn a_relay_that_substitutes_keys_is_caught_by_the_handshake_and_the_sas() {
                     handshake: Some(resp_to_a.encode().to_vec()),
                     chosen_codec: None,
                     callee_reflexive_addr: None,
+                    callee_local_addrs: vec![],
                 },
             ));
             out.push((
@@ -979,6 +1056,7 @@ fn bad_input_is_refused_counted_and_others_are_served() {
                 handshake: None,
                 chosen_codec: None,
                 callee_reflexive_addr: None,
+                callee_local_addrs: vec![],
             },
             Refusal::NotInCall,
         ),

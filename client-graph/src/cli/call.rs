@@ -83,7 +83,12 @@ pub fn call_cmd(args: CallArgs) -> Result<i32> {
         // For a direct path: a trusting callee learns where to punch
         // through its NAT towards us (docs/OPERATIONS.md, "The direct path").
         if !args.media.relay_only {
-            call.share_address(reg.observed_addr);
+            let local = crate::nat::own_local_addrs(
+                sig.endpoint(),
+                sig.conn.remote_address(),
+                reg.observed_addr,
+            );
+            call.share_address(reg.observed_addr, &local);
         }
         println!("calling {target} via {}", relay.relay);
         flush(&mut sig, &mut call).await?;
@@ -140,7 +145,7 @@ pub fn call_cmd(args: CallArgs) -> Result<i32> {
             &ready,
             &relay,
             &args.media,
-            Some(Role::Dialer),
+            Some((Role::Dialer, reg.observed_addr)),
             stop,
         )
         .await?;

@@ -2,6 +2,7 @@
 //! statuses, and running an answered call's media while the signal
 //! connection watches for the other side's hangup.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -164,19 +165,25 @@ pub async fn run_media(
     ready: &CallReady,
     relay: &RelayOptions,
     media: &MediaArgs,
-    role: Option<Role>,
+    direct: Option<(Role, Option<SocketAddr>)>,
     stop: Arc<AtomicBool>,
 ) -> Result<CallEnd> {
     println!("SAS: {}", ready.sas);
     // The caller dials the address a trusting callee shared; that callee
     // accepts on its signalling socket, the address it shared.
-    let path = role
+    let path = direct
         .filter(|_| !media.relay_only)
-        .filter(|r| *r == Role::Acceptor || ready.peer_direct_addr.is_some())
-        .map(|role| DirectPath {
+        .filter(|(r, _)| {
+            *r == Role::Acceptor
+                || ready.peer_direct_addr.is_some()
+                || !ready.peer_local_addrs.is_empty()
+        })
+        .map(|(role, own_addr)| DirectPath {
             endpoint: sig.endpoint().clone(),
             role,
             peer_addr: ready.peer_direct_addr,
+            peer_local: ready.peer_local_addrs.clone(),
+            own_addr,
             peer: ready.peer,
             call_id: ready.call_id.clone(),
             room: ready.room.clone(),

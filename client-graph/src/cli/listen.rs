@@ -167,6 +167,13 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                 } else {
                     None
                 };
+                if addr.is_some() {
+                    call.share_local(&crate::nat::own_local_addrs(
+                        sig.endpoint(),
+                        sig.conn.remote_address(),
+                        addr,
+                    ));
+                }
                 call.accept(&identity, eph, mode, addr)
                     .map_err(|e| anyhow!("{e}"))?;
                 flush(&mut sig, &mut call).await?;
@@ -193,7 +200,7 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                         &ready,
                         &relay,
                         &args.media,
-                        addr.map(|_| Role::Acceptor),
+                        addr.map(|own| (Role::Acceptor, Some(own))),
                         stop.clone(),
                     )
                         .await?;

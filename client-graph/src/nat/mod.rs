@@ -126,14 +126,49 @@ pub struct DirectPath {
     pub endpoint: quinn::Endpoint,
     /// Dial `peer_addr`, or accept.
     pub role: Role,
-    /// Where the callee is (the dialer's target).
+    /// Where the peer is as its relay saw it (the dialer's target; the
+    /// acceptor's punches go there).
     pub peer_addr: Option<SocketAddr>,
+    /// The peer's own addresses on its network, tried first when both
+    /// parties are behind the same NAT (the same address as the relay sees
+    /// them), which may not carry packets from inside back in (hairpin).
+    pub peer_local: Vec<SocketAddr>,
+    /// This side's address as the relay saw it.
+    pub own_addr: Option<SocketAddr>,
     /// The call's peer, as the call's handshake authenticated it.
     pub peer: Fingerprint,
     /// The call id (the room is `call-` and it).
     pub call_id: String,
     /// The call room: the direct connection's server name.
     pub room: String,
+}
+
+impl DirectPath {
+    /// Where the dialer dials, in turn: the peer's own addresses first when
+    /// both are behind the same NAT (the relay saw the same IP for both),
+    /// then its address as the relay saw it.
+    fn targets(&self) -> Vec<SocketAddr> {
+        let same_nat = matches!(
+            (self.own_addr, self.peer_addr),
+            (Some(a), Some(b)) if a.ip().to_canonical() == b.ip().to_canonical()
+        );
+        let mut t: Vec<SocketAddr> = if same_nat || self.peer_addr.is_none() {
+            self.peer_local.clone()
+        } else {
+            Vec::new()
+        };
+        t.extend(self.peer_addr);
+        t.dedup_by(|a, b| same_addr(*a, *b));
+        t
+    }
+
+    /// Whether `remote` is one of the addresses the peer shared.
+    fn is_peer(&self, remote: SocketAddr) -> bool {
+        self.peer_addr
+            .iter()
+            .chain(&self.peer_local)
+            .any(|a| same_addr(*a, remote))
+    }
 }
 
 impl std::fmt::Debug for DirectPath {
@@ -242,28 +277,38 @@ async fn dial_loop(
     io: &PathIo,
     finished: impl Fn() -> bool,
 ) {
-    let Some(addr) = plan.peer_addr else {
+    let targets = plan.targets();
+    if targets.is_empty() {
         return;
-    };
+    }
     let clock = Instant::now();
     let now_ms = || clock.elapsed().as_millis() as u64;
     let mut schedule = PathSchedule::new(Role::Dialer, true, now_ms());
     while !finished() {
         if schedule.poll(now_ms()) == Some(PathAction::Dial) {
-            match tokio::time::timeout(ATTEMPT, dial(plan, identity, addr)).await {
-                Ok(Ok(conn)) => {
+            // One address at a time: two proven connections at once would
+            // leave each side carrying a different one.
+            let mut why = Vec::new();
+            let mut up = None;
+            for &addr in &targets {
+                match tokio::time::timeout(ATTEMPT, dial(plan, identity, addr)).await {
+                    Ok(Ok(conn)) => {
+                        up = Some(conn);
+                        break;
+                    }
+                    Ok(Err(e)) => why.push(format!("{addr}: {e:#}")),
+                    Err(_) => why.push(format!("{addr}: no answer within {} s", ATTEMPT.as_secs())),
+                }
+            }
+            match up {
+                Some(conn) => {
                     schedule.up();
                     carry(plan, io, conn).await;
                     schedule.lost(now_ms(), true);
                 }
-                Ok(Err(e)) => {
+                None => {
                     let n = schedule.failed(now_ms());
-                    note_failure(io, plan, addr, n, &format!("{e:#}"));
-                }
-                Err(_) => {
-                    let n = schedule.failed(now_ms());
-                    let why = format!("no answer within {} s", ATTEMPT.as_secs());
-                    note_failure(io, plan, addr, n, &why);
+                    note_failure(io, plan, n, &why.join("; "));
                 }
             }
             continue;
@@ -273,15 +318,15 @@ async fn dial_loop(
     }
 }
 
-fn note_failure(io: &PathIo, plan: &DirectPath, addr: SocketAddr, n: u32, why: &str) {
+fn note_failure(io: &PathIo, plan: &DirectPath, n: u32, why: &str) {
     // The first failure is news; the retries are not.
     if n == 1 {
         println!(
-            "{}no direct path to {} at {addr}: {why}; the media stays on the relay",
+            "{}no direct path to {} ({why}); the media stays on the relay",
             io.label, plan.peer
         );
     } else {
-        tracing::debug!(attempt = n, "direct path to {addr}: {why}");
+        tracing::debug!(attempt = n, "direct path: {why}");
     }
 }
 
@@ -369,7 +414,7 @@ async fn accept_loop(plan: &DirectPath, identity: &Identity, io: &PathIo) {
                 // socket the relay saw): anyone else is refused before any
                 // handshake, so strangers cannot hold the proving slots.
                 let remote = incoming.remote_address();
-                if plan.peer_addr.is_some_and(|want| !same_addr(want, remote)) {
+                if plan.peer_addr.is_some() && !plan.is_peer(remote) {
                     incoming.refuse();
                     strangers += 1;
                     if strangers <= MAX_NOTED {
@@ -414,6 +459,40 @@ async fn accept_loop(plan: &DirectPath, identity: &Identity, io: &PathIo) {
                 })));
             }
         }
+    }
+}
+
+/// This side's own address on its network, for a peer behind the same NAT:
+/// the address the host sends from towards the relay (found by connecting
+/// a UDP socket, which sends nothing) with the signalling socket's port.
+/// None when that is the address the relay saw (no NAT between) or it
+/// cannot be told.
+pub(crate) fn own_local_addrs(
+    endpoint: &quinn::Endpoint,
+    relay: SocketAddr,
+    observed: Option<SocketAddr>,
+) -> Vec<SocketAddr> {
+    let Ok(port) = endpoint.local_addr().map(|a| a.port()) else {
+        return Vec::new();
+    };
+    let bind = if relay.is_ipv4() {
+        SocketAddr::from(([0, 0, 0, 0], 0))
+    } else {
+        SocketAddr::from(([0u16; 8], 0))
+    };
+    let ip = std::net::UdpSocket::bind(bind)
+        .and_then(|s| s.connect(relay).and_then(|()| s.local_addr()))
+        .map(|a| a.ip());
+    match ip {
+        Ok(ip) if !ip.is_unspecified() => {
+            let own = SocketAddr::new(ip, port);
+            if observed.is_some_and(|o| same_addr(o, own)) {
+                Vec::new()
+            } else {
+                vec![own]
+            }
+        }
+        _ => Vec::new(),
     }
 }
 

@@ -151,6 +151,7 @@ pub fn samples() -> Vec<SignalMessage> {
             handshake: Some(vec![1; 66]),
             supported_codecs: vec!["opus".into()],
             caller_reflexive_addr: Some("203.0.113.5:40000".parse().unwrap()),
+            caller_local_addrs: vec!["192.168.1.20:40000".parse().unwrap()],
         },
         M::DirectCallAnswer {
             call_id: "d1".into(),
@@ -158,6 +159,10 @@ pub fn samples() -> Vec<SignalMessage> {
             handshake: Some(vec![2; 130]),
             chosen_codec: Some("opus".into()),
             callee_reflexive_addr: Some("[2001:db8::1]:5000".parse().unwrap()),
+            callee_local_addrs: vec![
+                "10.1.2.3:5000".parse().unwrap(),
+                "[fd00::3]:5000".parse().unwrap(),
+            ],
         },
         M::DirectCallAnswer {
             call_id: "d1".into(),
@@ -165,6 +170,7 @@ pub fn samples() -> Vec<SignalMessage> {
             handshake: None,
             chosen_codec: None,
             callee_reflexive_addr: None,
+            callee_local_addrs: Vec::new(),
         },
         M::DirectCallAnswer {
             call_id: "d1".into(),
@@ -172,6 +178,7 @@ pub fn samples() -> Vec<SignalMessage> {
             handshake: None,
             chosen_codec: None,
             callee_reflexive_addr: None,
+            callee_local_addrs: Vec::new(),
         },
         M::CallRinging {
             call_id: "d1".into(),
@@ -181,6 +188,7 @@ pub fn samples() -> Vec<SignalMessage> {
             room: "call-d1".into(),
             relay_addr: "relay.example:4433".into(),
             peer_direct_addr: Some("198.51.100.7:1234".parse().unwrap()),
+            peer_local_addrs: vec!["192.168.1.20:1234".parse().unwrap()],
             peer_fingerprint: Some(fp(2)),
         },
         M::Reflect,
@@ -208,6 +216,7 @@ pub fn samples() -> Vec<SignalMessage> {
                 handshake: None,
                 supported_codecs: vec![],
                 caller_reflexive_addr: None,
+                caller_local_addrs: vec![],
             }),
             origin_relay_fp: tls(1),
         },

@@ -360,6 +360,20 @@ impl HubCounters {
     }
 }
 
+/// What a party shares for a direct path: its address as the relay sees
+/// it, and its own addresses on its network (at most
+/// [`wzp_proto::signal::MAX_LOCAL_ADDRS`]).
+type Shared = (Option<SocketAddr>, Vec<SocketAddr>);
+
+/// At most [`wzp_proto::signal::MAX_LOCAL_ADDRS`] of a party's own
+/// addresses: a relay passes on no more.
+fn bounded(local: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    local
+        .into_iter()
+        .take(wzp_proto::signal::MAX_LOCAL_ADDRS)
+        .collect()
+}
+
 /// The signal service core.
 #[derive(Debug)]
 pub struct SignalHub {
@@ -368,7 +382,7 @@ pub struct SignalHub {
     presence: PresenceRegistry,
     calls: CallRegistry,
     /// Addresses callers offered for direct media, by call id.
-    caller_addrs: HashMap<String, SocketAddr>,
+    caller_addrs: HashMap<String, Shared>,
     register_deadlines: BinaryHeap<Reverse<(Instant, ConnId)>>,
     actions: VecDeque<Action>,
     counters: HubCounters,
@@ -970,6 +984,7 @@ impl SignalHub {
             handshake,
             supported_codecs,
             caller_reflexive_addr,
+            caller_local_addrs,
         } = m
         else {
             return;
@@ -1049,8 +1064,11 @@ impl SignalHub {
             }
             return;
         }
-        if let Some(addr) = caller_reflexive_addr {
-            self.caller_addrs.insert(call_id.clone(), addr);
+        if caller_reflexive_addr.is_some() || !caller_local_addrs.is_empty() {
+            self.caller_addrs.insert(
+                call_id.clone(),
+                (caller_reflexive_addr, bounded(caller_local_addrs)),
+            );
         }
         // The callee sees the proven caller, never the caller's address.
         self.send(
@@ -1063,6 +1081,7 @@ impl SignalHub {
                 handshake,
                 supported_codecs,
                 caller_reflexive_addr: None,
+                caller_local_addrs: Vec::new(),
             },
         );
         if let Some(t) = self.calls.ringing(&call_id, now) {
@@ -1107,6 +1126,7 @@ impl SignalHub {
             handshake,
             chosen_codec,
             callee_reflexive_addr,
+            callee_local_addrs,
         } = m
         else {
             return;
@@ -1165,10 +1185,14 @@ impl SignalHub {
                     chosen_codec: chosen_codec.filter(|c| federable_codec(c)),
                 },
             );
-            return self.call_active(&call, None, None);
+            return self.call_active(&call, Shared::default(), Shared::default());
         }
         let trusted = accept_mode == AcceptMode::AcceptTrusted;
-        let callee_addr = callee_reflexive_addr.filter(|_| trusted);
+        let callee: Shared = if trusted {
+            (callee_reflexive_addr, bounded(callee_local_addrs))
+        } else {
+            Shared::default()
+        };
         self.send(
             call.caller_conn,
             SignalMessage::DirectCallAnswer {
@@ -1176,21 +1200,22 @@ impl SignalHub {
                 accept_mode,
                 handshake,
                 chosen_codec,
-                callee_reflexive_addr: callee_addr,
+                callee_reflexive_addr: callee.0,
+                callee_local_addrs: callee.1.clone(),
             },
         );
-        let caller_addr = self.caller_addrs.get(&call_id).copied().filter(|_| trusted);
-        self.call_active(&call, callee_addr, caller_addr);
+        let caller = self
+            .caller_addrs
+            .get(&call_id)
+            .cloned()
+            .filter(|_| trusted)
+            .unwrap_or_default();
+        self.call_active(&call, callee, caller);
     }
 
     /// The call is accepted: its room admits the parties on this relay and
     /// each of them gets `call_setup` (the peer's address only when given).
-    fn call_active(
-        &mut self,
-        call: &Call,
-        callee_addr: Option<SocketAddr>,
-        caller_addr: Option<SocketAddr>,
-    ) {
+    fn call_active(&mut self, call: &Call, callee: Shared, caller: Shared) {
         let local: Vec<Fingerprint> = [Party::Caller, Party::Callee]
             .into_iter()
             .filter(|p| !call.is_federated(*p))
@@ -1201,9 +1226,9 @@ impl SignalHub {
             fingerprints: local,
         });
         let call_id = &call.id;
-        for (to, peer_addr, peer) in [
-            (call.caller_conn, callee_addr, call.callee),
-            (call.callee_conn, caller_addr, call.caller),
+        for (to, (peer_addr, peer_local), peer) in [
+            (call.caller_conn, callee, call.callee),
+            (call.callee_conn, caller, call.caller),
         ] {
             if to == ConnId::FEDERATION {
                 continue;
@@ -1215,6 +1240,7 @@ impl SignalHub {
                     room: call.room.clone(),
                     relay_addr: self.config.relay_addr.clone(),
                     peer_direct_addr: peer_addr,
+                    peer_local_addrs: peer_local,
                     peer_fingerprint: Some(peer),
                 },
             );
@@ -1388,9 +1414,10 @@ impl SignalHub {
                         handshake: Some(handshake),
                         chosen_codec,
                         callee_reflexive_addr: None,
+                        callee_local_addrs: Vec::new(),
                     },
                 );
-                self.call_active(&call, None, None);
+                self.call_active(&call, Shared::default(), Shared::default());
             }
             CallEvent::Confirm { handshake } => {
                 if call.state != CallState::Active || HandshakeFinish::parse(&handshake).is_err() {
@@ -1476,6 +1503,7 @@ impl SignalHub {
                 handshake: Some(handshake),
                 supported_codecs,
                 caller_reflexive_addr: None,
+                caller_local_addrs: Vec::new(),
             },
         );
         if let Some(t) = self.calls.ringing(&s.call_id, now) {

@@ -29,7 +29,8 @@
 //! let answer = inc.poll_send().unwrap();
 //! // The relay forwards the answer and sends call_setup to both.
 //! let setup = |peer| SignalMessage::CallSetup { call_id: "c1".into(), room: "call-c1".into(),
-//!     relay_addr: "relay:4433".into(), peer_direct_addr: None, peer_fingerprint: Some(peer) };
+//!     relay_addr: "relay:4433".into(), peer_direct_addr: None, peer_local_addrs: vec![],
+//!     peer_fingerprint: Some(peer) };
 //! assert!(out.handle(&answer).is_none());
 //! let Some(CallEvent::Answered(a)) = out.handle(&setup(bob.fingerprint())) else { panic!() };
 //! let confirm = out.poll_send().unwrap();

@@ -991,6 +991,14 @@ fn a_trusting_callee_gets_the_media_straight_from_the_caller() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Whether this test runs as root (firewall rules and namespaces need it).
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
 /// The caller hangs up (SIGINT); both end well.
 fn hang_up(a: &mut Proc, b: &mut Proc) {
     let _ = Command::new("kill")
@@ -1066,10 +1074,7 @@ fn can_cut() -> bool {
 /// for the seconds the broken path took to notice.
 #[test]
 fn a_broken_direct_path_falls_back_to_the_relay_and_comes_back() {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    let root = is_root();
     if !root {
         eprintln!("skipped: breaking the direct path takes a firewall rule, which needs root");
         return;
@@ -1283,10 +1288,7 @@ impl Drop for Nats {
 /// hears it.
 #[test]
 fn a_direct_path_goes_through_both_parties_nats() {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    let root = is_root();
     if !root {
         eprintln!("skipped: network namespaces and NATs need root");
         return;
@@ -1545,10 +1547,7 @@ fn each_call_to_a_listener_gets_its_own_direct_path() {
 /// shared on his own network first, and the direct path comes up there.
 #[test]
 fn two_parties_behind_one_nat_meet_on_their_own_network() {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    let root = is_root();
     if !root {
         eprintln!("skipped: network namespaces and NATs need root");
         return;

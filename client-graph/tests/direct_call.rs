@@ -847,6 +847,28 @@ fn relay_packets_in(relay: &Relay) -> u64 {
         .sum()
 }
 
+/// Waits until both parties of the call have told the relay their media
+/// goes direct (`wzp_relay_session_direct`; they report every 2 s, so the
+/// media has been flowing direct by then).
+fn wait_both_direct(relay: &Relay) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let metrics = http_get(relay, "/metrics");
+        let direct = metrics
+            .lines()
+            .filter(|l| l.starts_with("wzp_relay_session_direct{") && l.ends_with(" 1"))
+            .count();
+        if direct == 2 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the relay does not know: {metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// The `local port N` a "direct path to ... up" line names.
 fn direct_port(line: &str) -> u16 {
     line.split("local port ")
@@ -919,22 +941,7 @@ fn a_trusting_callee_gets_the_media_straight_from_the_caller() {
     // ever shows until the call ends (sessions leave its figures then).
     let at_up = relay_packets_in(&relay);
     // Both clients tell the relay (their next report, within 2 s).
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let metrics = http_get(&relay, "/metrics");
-        let direct = metrics
-            .lines()
-            .filter(|l| l.starts_with("wzp_relay_session_direct{") && l.ends_with(" 1"))
-            .count();
-        if direct == 2 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the relay does not know: {metrics}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_both_direct(&relay);
     let sessions = http_get(&relay, "/sessions");
     assert_eq!(
         sessions.matches("\"media_path\":\"direct\"").count(),
@@ -1067,8 +1074,8 @@ fn can_cut() -> bool {
 }
 
 /// The direct path breaks mid-call (its packets dropped both ways): both
-/// sides notice within the direct connection's idle timeout, the media is
-/// back on the relay (the relay takes it in again) with no one hanging up,
+/// sides hear nothing on it and send on the relay within a second, the
+/// connection idles out, the media is back on the relay (the relay takes it in again) with no one hanging up,
 /// and once the path works again the caller dials it again and the media
 /// leaves the relay once more. The far end hears the caller throughout but
 /// for the seconds the broken path took to notice.
@@ -1122,14 +1129,22 @@ fn a_broken_direct_path_falls_back_to_the_relay_and_comes_back() {
         up_a.contains(" up ") && up_b.contains(" up "),
         "{up_a}\n{up_b}"
     );
+    // Media flows direct both ways, then the path breaks.
+    wait_both_direct(&relay);
     let cut = Cut::between(direct_port(&up_a), direct_port(&up_b));
     let broke = Instant::now();
+    // Both hear nothing on it and send on the relay within a second...
+    a.expect_line("silent for", WAIT);
+    b.expect_line("silent for", WAIT);
+    let switched = broke.elapsed();
+    // ... and the connection idles out.
     let lost_a = a.expect_line("lost (", WAIT);
     let lost_b = b.expect_line("lost (", WAIT);
     assert!(lost_a.contains("back on the relay"), "{lost_a}");
     assert!(lost_b.contains("back on the relay"), "{lost_b}");
     eprintln!(
-        "both back on the relay {} ms after the cut",
+        "both on the relay {} ms after the cut, the path gone after {} ms",
+        switched.as_millis(),
         broke.elapsed().as_millis()
     );
     // The relay carries the media again: 100 more datagrams in (2 s of

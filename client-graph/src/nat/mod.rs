@@ -13,8 +13,9 @@
 //!   relay's, and what arrives on it goes into the graph as the relay's
 //!   copies did (the same sealed datagrams: the relay forwards them byte
 //!   for byte). The relay connection stays up: when the direct connection
-//!   closes or hears nothing for `quic::DIRECT_IDLE_TIMEOUT` (1.5 s), the
-//!   media is back on the relay, and the caller dials again (after 2 s,
+//!   hears nothing for 600 ms the media goes on the relay (back when packets
+//!   return); when it closes or hears nothing for
+//!   `quic::DIRECT_IDLE_TIMEOUT` (1.5 s), the media is back on the relay, and the caller dials again (after 2 s,
 //!   doubling to 30 s while attempts fail).
 //!
 //! Through NATs: the caller shares its own address in the offer (the relay
@@ -504,6 +505,59 @@ fn same_addr(a: SocketAddr, b: SocketAddr) -> bool {
     a.port() == b.port() && a.ip().to_canonical() == b.ip().to_canonical()
 }
 
+/// How long a direct path that carried media may hear nothing before this
+/// side sends on the relay instead: the peer sends 50 packets a second, so
+/// 30 in a row lost is a path that broke (or a peer that moved to the
+/// relay), long before the connection idles out
+/// (`quic::DIRECT_IDLE_TIMEOUT`). Heard again, the media goes back on it.
+const SILENT_FALLBACK: Duration = Duration::from_millis(600);
+/// How often the silence is looked at.
+const SILENCE_CHECK: Duration = Duration::from_millis(50);
+/// Switches printed per path; the rest are only counted in the summary.
+const MAX_SWITCHES_NOTED: u32 = 5;
+
+/// While a direct connection lives: when nothing arrived on it for
+/// [`SILENT_FALLBACK`] (after the first packet), the media goes on the
+/// relay; when packets arrive again, back on the direct path.
+async fn watch_silence(peer: Fingerprint, io: PathIo, direct: quic::EgressPeer, limit: usize) {
+    let stats = direct.stats.clone();
+    let heard = || stats.packets_in.load(Ordering::Relaxed);
+    let mut last = heard();
+    let mut last_at: Option<Instant> = None;
+    let mut silent = false;
+    let mut switches = 0u32;
+    loop {
+        tokio::time::sleep(SILENCE_CHECK).await;
+        let now = heard();
+        if now != last {
+            last = now;
+            last_at = Some(Instant::now());
+            if silent {
+                silent = false;
+                switches += 1;
+                io.route.set_direct(Some((direct.clone(), limit)));
+                if switches <= MAX_SWITCHES_NOTED {
+                    println!(
+                        "{}direct path to {peer} heard again: the media leaves the relay",
+                        io.label
+                    );
+                }
+            }
+        } else if !silent && last_at.is_some_and(|t| t.elapsed() >= SILENT_FALLBACK) {
+            silent = true;
+            switches += 1;
+            io.route.set_direct(None);
+            if switches <= MAX_SWITCHES_NOTED {
+                println!(
+                    "{}direct path to {peer} silent for {} ms: the media is on the relay",
+                    io.label,
+                    SILENT_FALLBACK.as_millis()
+                );
+            }
+        }
+    }
+}
+
 /// A task that ends with its owner (the call).
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -592,13 +646,24 @@ async fn carry(plan: &DirectPath, io: &PathIo, conn: quinn::Connection) {
         plan.peer,
         conn.remote_address()
     );
-    let sampler = tokio::spawn(crate::call::media::sample_path(
+    // Both end with this connection, or with the call (this future dropped).
+    let on_direct = io.route.clone();
+    let _sampler = AbortOnDrop(tokio::spawn(crate::call::media::sample_path(
         conn.clone(),
         io.path_live.clone(),
-        || true,
-    ));
+        move || on_direct.direct_up(),
+    )));
+    let _watch = AbortOnDrop(tokio::spawn(watch_silence(
+        plan.peer,
+        io.share(),
+        quic::EgressPeer {
+            conn: conn.clone(),
+            stats: stats.clone(),
+            observer: None,
+        },
+        limit,
+    )));
     let why = quic::pump_datagrams_in(conn.clone(), 0, io.feed.clone(), stats, |_| {}).await;
-    sampler.abort();
     io.route.set_direct(None);
     match quic::peer_close(&why) {
         // The peer's call is ending (its hang-up reaches us on the

@@ -459,6 +459,28 @@ fn a_calls_b_by_fingerprint_and_both_derive_the_same_keys_and_sas() {
     assert!(net.hub.counters().all_refusals().all(|(_, n)| n == 0));
 }
 
+/// A calls B offering its relay-observed address and `local` as its own
+/// network's, written into the offer as they go on the wire (unbounded),
+/// and runs the call to its answer.
+fn call_sharing(net: &mut Net, a: &mut Client, b: &mut Client, id: &str, local: Vec<SocketAddr>) {
+    let eph = a.ephemeral();
+    let mut out =
+        OutgoingCall::start(&a.identity, eph, id.into(), b.identity.fingerprint(), None).unwrap();
+    let mut offer = out.poll_send().unwrap();
+    if let SignalMessage::DirectCallOffer {
+        caller_reflexive_addr,
+        caller_local_addrs,
+        ..
+    } = &mut offer
+    {
+        *caller_reflexive_addr = Some(a.remote);
+        *caller_local_addrs = local;
+    }
+    a.outgoing = Some(out);
+    net.frame(a.conn, offer);
+    settle(net, &mut [a, b]);
+}
+
 /// Own-network addresses (for two parties behind one NAT) go where the
 /// relay-observed ones go, only with `accept_trusted`, at most four each.
 #[test]
@@ -469,32 +491,11 @@ fn own_network_addresses_reach_only_a_trusted_peer_and_at_most_four() {
     b.local = (1..=6)
         .map(|k| SocketAddr::from(([10, 8, 0, k], 5000)))
         .collect();
-    let eph = a.ephemeral();
-    let mut out = OutgoingCall::start(
-        &a.identity,
-        eph,
-        "l1".into(),
-        b.identity.fingerprint(),
-        None,
-    )
-    .unwrap();
-    let mut offer = out.poll_send().unwrap();
     let a_local: Vec<SocketAddr> = (1..=6)
         .map(|k| SocketAddr::from(([10, 9, 0, k], 4000)))
         .collect();
     // Six on the wire (a client that does not bound them): four passed on.
-    if let SignalMessage::DirectCallOffer {
-        caller_reflexive_addr,
-        caller_local_addrs,
-        ..
-    } = &mut offer
-    {
-        *caller_reflexive_addr = Some(a.remote);
-        *caller_local_addrs = a_local.clone();
-    }
-    a.outgoing = Some(out);
-    net.frame(a.conn, offer);
-    settle(&mut net, &mut [&mut a, &mut b]);
+    call_sharing(&mut net, &mut a, &mut b, "l1", a_local.clone());
     let (ra, rb) = (a.answered().unwrap(), b.answered().unwrap());
     assert_same_call_keys(ra, rb);
     assert_eq!(ra.peer_direct_addr, Some(b.remote));
@@ -527,28 +528,13 @@ fn accept_generic_never_reveals_the_callee_address() {
     b.local = vec!["10.8.0.2:5000".parse().unwrap()];
     // A volunteers its address in the offer: the relay keeps it from B
     // (checked in Client::step) and B answers generic.
-    let eph = a.ephemeral();
-    let mut out = OutgoingCall::start(
-        &a.identity,
-        eph,
-        "g1".into(),
-        b.identity.fingerprint(),
-        None,
-    )
-    .unwrap();
-    let mut offer = out.poll_send().unwrap();
-    if let SignalMessage::DirectCallOffer {
-        caller_reflexive_addr,
-        caller_local_addrs,
-        ..
-    } = &mut offer
-    {
-        *caller_reflexive_addr = Some(a.remote);
-        *caller_local_addrs = vec!["10.9.0.2:4000".parse().unwrap()];
-    }
-    a.outgoing = Some(out);
-    net.frame(a.conn, offer);
-    settle(&mut net, &mut [&mut a, &mut b]);
+    call_sharing(
+        &mut net,
+        &mut a,
+        &mut b,
+        "g1",
+        vec!["10.9.0.2:4000".parse().unwrap()],
+    );
     let (ra, rb) = (a.answered().unwrap(), b.answered().unwrap());
     assert_same_call_keys(ra, rb);
     assert_eq!(ra.peer_direct_addr, None);

@@ -851,20 +851,22 @@ fn relay_packets_in(relay: &Relay) -> u64 {
 /// goes direct (`wzp_relay_session_direct`; they report every 2 s, so the
 /// media has been flowing direct by then).
 fn wait_both_direct(relay: &Relay) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let metrics = http_get(relay, "/metrics");
-        let direct = metrics
+    wait_until("the relay hears that both go direct", || {
+        http_get(relay, "/metrics")
             .lines()
             .filter(|l| l.starts_with("wzp_relay_session_direct{") && l.ends_with(" 1"))
-            .count();
-        if direct == 2 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the relay does not know: {metrics}"
-        );
+            .count()
+            == 2
+    });
+}
+
+/// Polls `done` until it holds, at most [`WAIT`]: a relay's HTTP figures
+/// and a process's exit have no line to wait for. The one poll of the
+/// direct-path tests.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "waited {WAIT:?} for: {what}");
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -949,10 +951,10 @@ fn a_trusting_callee_gets_the_media_straight_from_the_caller() {
         "{sessions}"
     );
     let mut most = at_up;
-    while a.child.try_wait().unwrap().is_none() {
+    wait_until("alice's call ends", || {
         most = most.max(relay_packets_in(&relay));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        a.child.try_wait().unwrap().is_some()
+    });
     assert!(a.exit(WAIT).success(), "{:?}", a.drain());
     assert!(b.exit(WAIT).success(), "{:?}", b.drain());
     let (a_out, a_in) = carried(&mut a);
@@ -1150,11 +1152,9 @@ fn a_broken_direct_path_falls_back_to_the_relay_and_comes_back() {
     // The relay carries the media again: 100 more datagrams in (2 s of
     // alice's alone), with the direct path still cut.
     let back = relay_packets_in(&relay);
-    let deadline = Instant::now() + WAIT;
-    while relay_packets_in(&relay) < back + 100 {
-        assert!(Instant::now() < deadline, "the relay took no media back");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("the relay takes the media back", || {
+        relay_packets_in(&relay) >= back + 100
+    });
     drop(cut);
     // The caller dials again (2 s after the loss, then 4, 8, ...).
     let deadline = Instant::now() + WAIT;
@@ -1214,11 +1214,9 @@ fn a_relay_only_callee_shares_no_address_and_the_media_stays_on_the_relay() {
     );
     a.expect_line("SAS: ", WAIT);
     // Two seconds of both sides' media through the relay.
-    let deadline = Instant::now() + WAIT;
-    while relay_packets_in(&relay) < 200 {
-        assert!(Instant::now() < deadline, "no media through the relay");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("media through the relay", || {
+        relay_packets_in(&relay) >= 200
+    });
     hang_up(&mut a, &mut b);
     for p in [&mut a, &mut b] {
         let lines = p.drain();

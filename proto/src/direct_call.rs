@@ -48,6 +48,7 @@ use crate::handshake::{
     Responder, Sas, SessionKeys,
 };
 use crate::identity::Identity;
+use crate::path_addrs::PathAddrs;
 use crate::signal::{AcceptMode, HangupReason, SignalMessage};
 use crate::sni::call_room;
 use crate::Fingerprint;
@@ -123,6 +124,10 @@ pub struct CallReady {
     pub peer_direct_addr: Option<SocketAddr>,
     /// The peer's own addresses on its network, when both allowed it.
     pub peer_local_addrs: Vec<SocketAddr>,
+    /// How the callee answered: with [`AcceptMode::AcceptTrusted`] the two
+    /// parties may share their addresses for a direct path (through the
+    /// relay on one relay, sealed in `call_path` across relays).
+    pub accept_mode: AcceptMode,
 }
 
 /// What happened to a call.
@@ -153,6 +158,9 @@ pub enum CallEvent {
         /// What went wrong.
         error: CallError,
     },
+    /// The peer's addresses for a direct path arrived sealed in a
+    /// `call_path` and opened with the call's keys (answered calls only).
+    PeerPath(PathAddrs),
 }
 
 #[derive(Debug, Clone)]
@@ -192,6 +200,7 @@ fn call_id_of(msg: &SignalMessage) -> Option<&str> {
         | M::DirectCallAnswer { call_id, .. }
         | M::CallRinging { call_id }
         | M::CallSetup { call_id, .. } => Some(call_id),
+        M::CallPath { call_id, .. } => Some(call_id),
         M::CallConfirm { call_id, .. } | M::Hangup { call_id, .. } => call_id.as_deref(),
         _ => None,
     }
@@ -205,7 +214,7 @@ fn hangup(call_id: &str, reason: HangupReason, message: Option<String>) -> Signa
     }
 }
 
-fn ready(call_id: &str, keys: &SessionKeys, setup: &Setup) -> CallEvent {
+fn ready(call_id: &str, keys: &SessionKeys, setup: &Setup, accept_mode: AcceptMode) -> CallEvent {
     CallEvent::Answered(Box::new(CallReady {
         call_id: call_id.to_string(),
         peer: keys.peer_fingerprint(),
@@ -215,7 +224,34 @@ fn ready(call_id: &str, keys: &SessionKeys, setup: &Setup) -> CallEvent {
         relay_addr: setup.relay_addr.clone(),
         peer_direct_addr: setup.peer_direct_addr,
         peer_local_addrs: setup.peer_local_addrs.clone(),
+        accept_mode,
     }))
+}
+
+/// A `call_path` carrying `addrs` sealed for the peer.
+fn call_path(
+    call_id: &str,
+    keys: &SessionKeys,
+    addrs: &PathAddrs,
+    nonce: [u8; 12],
+) -> SignalMessage {
+    SignalMessage::CallPath {
+        call_id: call_id.to_string(),
+        sealed: addrs.seal(keys, call_id, nonce),
+    }
+}
+
+/// What a `call_path` for an answered call means: the peer's addresses,
+/// or nothing when it does not open with the call's keys (forged or
+/// altered on the way: dropped).
+fn peer_path(call_id: &str, keys: &SessionKeys, sealed: &[u8]) -> Option<CallEvent> {
+    match PathAddrs::open(sealed, keys, call_id) {
+        Ok(addrs) => Some(CallEvent::PeerPath(addrs)),
+        Err(e) => {
+            tracing::debug!(call_id, "call_path dropped: {e}");
+            None
+        }
+    }
 }
 
 enum OutState {
@@ -225,6 +261,7 @@ enum OutState {
     },
     Keyed {
         keys: SessionKeys,
+        mode: AcceptMode,
     },
     Ended,
 }
@@ -339,6 +376,23 @@ impl OutgoingCall {
         }
     }
 
+    /// Queues a `call_path` with this side's `addrs` sealed for the callee
+    /// (`nonce`: 12 fresh random bytes). Only on an answered call whose
+    /// callee answered `accept_trusted`; returns whether it was queued.
+    pub fn share_path(&mut self, addrs: &PathAddrs, nonce: [u8; 12]) -> bool {
+        match &self.state {
+            OutState::Keyed {
+                keys,
+                mode: AcceptMode::AcceptTrusted,
+            } => {
+                let m = call_path(&self.call_id, keys, addrs, nonce);
+                self.outbox.push_back(m);
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn fail(&mut self, error: CallError) -> Option<CallEvent> {
         self.state = OutState::Ended;
         self.outbox.push_back(hangup(
@@ -369,7 +423,11 @@ impl OutgoingCall {
                 self.state = OutState::Ended;
                 Some(CallEvent::Rejected)
             }
-            SignalMessage::DirectCallAnswer { handshake, .. } => {
+            SignalMessage::DirectCallAnswer {
+                handshake,
+                accept_mode,
+                ..
+            } => {
                 if !matches!(self.state, OutState::Offered { .. }) {
                     return None;
                 }
@@ -391,8 +449,12 @@ impl OutgoingCall {
                             call_id: Some(self.call_id.clone()),
                             handshake: finish.encode().to_vec(),
                         });
-                        let event = self.setup.as_ref().map(|s| ready(&self.call_id, &keys, s));
-                        self.state = OutState::Keyed { keys };
+                        let mode = *accept_mode;
+                        let event = self
+                            .setup
+                            .as_ref()
+                            .map(|s| ready(&self.call_id, &keys, s, mode));
+                        self.state = OutState::Keyed { keys, mode };
                         event
                     }
                     Err(e) => self.fail(e.into()),
@@ -404,12 +466,18 @@ impl OutgoingCall {
                 }
                 let setup = setup_of(msg);
                 let event = match &self.state {
-                    OutState::Keyed { keys } => Some(ready(&self.call_id, keys, &setup)),
+                    OutState::Keyed { keys, mode } => {
+                        Some(ready(&self.call_id, keys, &setup, *mode))
+                    }
                     _ => None,
                 };
                 self.setup = Some(setup);
                 event
             }
+            SignalMessage::CallPath { sealed, .. } => match &self.state {
+                OutState::Keyed { keys, .. } => peer_path(&self.call_id, keys, sealed),
+                _ => None,
+            },
             SignalMessage::Hangup {
                 reason, message, ..
             } => {
@@ -449,6 +517,8 @@ pub struct IncomingCall {
     outbox: VecDeque<SignalMessage>,
     /// Own-network addresses for a trusted caller ([`Self::share_local`]).
     local: Vec<SocketAddr>,
+    /// How we answered.
+    mode: AcceptMode,
 }
 
 impl std::fmt::Debug for IncomingCall {
@@ -500,6 +570,7 @@ impl IncomingCall {
             setup: None,
             outbox: VecDeque::new(),
             local: Vec::new(),
+            mode: AcceptMode::AcceptGeneric,
         })
     }
 
@@ -579,6 +650,7 @@ impl IncomingCall {
             },
         });
         self.state = InState::Accepted { responder };
+        self.mode = mode;
         Ok(())
     }
 
@@ -603,6 +675,21 @@ impl IncomingCall {
             self.state = InState::Ended;
             self.outbox
                 .push_back(hangup(&self.call_id, HangupReason::Normal, None));
+        }
+    }
+
+    /// Queues a `call_path` with this side's `addrs` sealed for the caller
+    /// (`nonce`: 12 fresh random bytes). Only once the caller's
+    /// `call_confirm` verified, and only if we answered `accept_trusted`;
+    /// returns whether it was queued.
+    pub fn share_path(&mut self, addrs: &PathAddrs, nonce: [u8; 12]) -> bool {
+        match &self.state {
+            InState::Confirmed { keys } if self.mode == AcceptMode::AcceptTrusted => {
+                let m = call_path(&self.call_id, keys, addrs, nonce);
+                self.outbox.push_back(m);
+                true
+            }
+            _ => false,
         }
     }
 
@@ -637,7 +724,11 @@ impl IncomingCall {
                 };
                 match responder.confirm(&finish) {
                     Ok(keys) => {
-                        let event = self.setup.as_ref().map(|s| ready(&self.call_id, &keys, s));
+                        let mode = self.mode;
+                        let event = self
+                            .setup
+                            .as_ref()
+                            .map(|s| ready(&self.call_id, &keys, s, mode));
                         self.state = InState::Confirmed { keys };
                         event
                     }
@@ -650,12 +741,18 @@ impl IncomingCall {
                 }
                 let setup = setup_of(msg);
                 let event = match &self.state {
-                    InState::Confirmed { keys } => Some(ready(&self.call_id, keys, &setup)),
+                    InState::Confirmed { keys } => {
+                        Some(ready(&self.call_id, keys, &setup, self.mode))
+                    }
                     _ => None,
                 };
                 self.setup = Some(setup);
                 event
             }
+            SignalMessage::CallPath { sealed, .. } => match &self.state {
+                InState::Confirmed { keys } => peer_path(&self.call_id, keys, sealed),
+                _ => None,
+            },
             SignalMessage::Hangup {
                 reason, message, ..
             } => {

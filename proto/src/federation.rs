@@ -42,9 +42,13 @@ use crate::signal::{AcceptMode, HangupReason};
 /// The federation protocol version this build speaks. Version 2 adds the
 /// call events `path_lost` and `reroute` (a call whose path loses a link
 /// moves to another path); they are sent only on links agreed at 2.
-pub const FEDERATION_VERSION: u32 = 2;
+/// Version 3 adds `path` (a party's sealed addresses for a direct path),
+/// sent only on links agreed at 3.
+pub const FEDERATION_VERSION: u32 = 3;
 /// The first version with `path_lost` and `reroute`.
 pub const REROUTE_VERSION: u32 = 2;
+/// The first version with the `path` call event.
+pub const PATH_VERSION: u32 = 3;
 /// The oldest federation version this build accepts.
 pub const MIN_FEDERATION_VERSION: u32 = 1;
 /// Largest JSON body of one control frame: 256 KiB.
@@ -282,6 +286,15 @@ pub enum CallEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         message: Option<String>,
     },
+    /// Either way (federation version 3): a party's addresses for a
+    /// direct path, sealed with the call's keys for the other party
+    /// (`call_path`, [`crate::path_addrs`]). Relays pass it on unread.
+    Path {
+        /// The sealed addresses, at most
+        /// [`crate::path_addrs::MAX_SEALED_PATH`] bytes.
+        #[serde(with = "hex_bytes")]
+        sealed: Vec<u8>,
+    },
     /// Caller to callee, on a call whose path was lost (federation version
     /// 2): the call's new path, hop by hop along the presence route. Every
     /// relay it crosses keeps the call with its neighbours on it (and
@@ -304,6 +317,7 @@ impl CallEvent {
             CallEvent::Confirm { .. } => "confirm",
             CallEvent::Hangup { .. } => "hangup",
             CallEvent::PathLost { .. } => "path_lost",
+            CallEvent::Path { .. } => "path",
             CallEvent::Reroute { .. } => "reroute",
         }
     }
@@ -315,7 +329,7 @@ impl CallEvent {
                 Some(true)
             }
             CallEvent::Ringing | CallEvent::Answer { .. } => Some(false),
-            CallEvent::Hangup { .. } | CallEvent::PathLost { .. } => None,
+            CallEvent::Hangup { .. } | CallEvent::PathLost { .. } | CallEvent::Path { .. } => None,
         }
     }
 
@@ -374,6 +388,13 @@ impl CallEvent {
             }
             CallEvent::Confirm { handshake: h } => handshake(h),
             CallEvent::Reroute { .. } => Ok(()),
+            CallEvent::Path { sealed } => {
+                let max = crate::path_addrs::MAX_SEALED_PATH;
+                if sealed.is_empty() || sealed.len() > max {
+                    return Err(format!("path of {} sealed bytes; 1..={max}", sealed.len()));
+                }
+                Ok(())
+            }
             CallEvent::Hangup { message, .. } | CallEvent::PathLost { message } => match message {
                 Some(m)
                     if m.chars().count() > MAX_HANGUP_MESSAGE_CHARS

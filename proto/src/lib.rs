@@ -56,6 +56,7 @@ pub mod handshake;
 pub mod identity;
 pub mod join;
 pub mod media;
+pub mod path_addrs;
 pub mod presence;
 pub mod riding;
 pub mod room_client;

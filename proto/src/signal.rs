@@ -262,6 +262,17 @@ pub enum SignalMessage {
         #[serde(with = "hex_vec")]
         handshake: Vec<u8>,
     },
+    /// Either party of an answered direct call to the other, through the
+    /// relays: its own addresses for a direct path, sealed with the call's
+    /// keys ([`crate::path_addrs`]; docs/WIRE.md §10.5). Relays forward it
+    /// (a `path` call event across a link) and cannot read it.
+    CallPath {
+        /// The call.
+        call_id: String,
+        /// The sealed [`crate::path_addrs::PathAddrs`], hex in JSON.
+        #[serde(with = "hex_vec")]
+        sealed: Vec<u8>,
+    },
     /// End a call, or refuse one.
     Hangup {
         /// Why.
@@ -617,6 +628,7 @@ impl SignalMessage {
             M::CallOffer { .. } => "call_offer",
             M::CallAnswer { .. } => "call_answer",
             M::CallConfirm { .. } => "call_confirm",
+            M::CallPath { .. } => "call_path",
             M::Hangup { .. } => "hangup",
             M::Ping { .. } => "ping",
             M::Pong { .. } => "pong",

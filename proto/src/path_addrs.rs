@@ -1,0 +1,263 @@
+//! A party's addresses for a direct path, sealed for the other party.
+//!
+//! On one relay the relay itself hands each party the other's addresses
+//! (`call_setup.peer_direct_addr`, `peer_local_addrs`) when the callee
+//! answered `accept_trusted`. A call that crosses relays has no relay that
+//! knows both parties, and addresses never cross a federation link in the
+//! clear. So once the call's handshake is done, each party sends its own
+//! addresses to the other in a `call_path` signal message, sealed with a key
+//! derived from the call's keys: the relays on the way forward it (a
+//! `path` call event between them) and cannot read, alter or forge it. The
+//! caller sends first, and only to a callee that answered `accept_trusted`;
+//! the callee answers with its own (docs/WIRE.md §10.5).
+//!
+//! Key: HKDF-SHA256 with the handshake transcript as salt, the direction's
+//! media key as input and [`PATH_ADDRS_LABEL`] as info (one key per
+//! direction, so a party's own message sent back to it does not open).
+//! Cipher: ChaCha20-Poly1305 with a random 12-byte nonce, the call id as
+//! associated data. Sealed form: `nonce (12) | ciphertext | tag (16)`.
+//! Plaintext: `version (1) | flags (1: bit 0, an observed address follows)
+//! | [observed] | count (1, at most MAX_LOCAL_ADDRS) | count x address`,
+//! each address `family (1: 4 or 6) | IP (4 or 16) | port (2, BE)`.
+//!
+//! ```
+//! use wzp_proto::direct_call::{IncomingCall, OutgoingCall};
+//! use wzp_proto::path_addrs::PathAddrs;
+//! # use wzp_proto::handshake::{EphemeralKey, Initiator, Responder};
+//! # use wzp_proto::Seed;
+//! # let alice = Seed::from_bytes([1; 32]).identity();
+//! # let bob = Seed::from_bytes([2; 32]).identity();
+//! # let (i, init) = Initiator::start(&alice, EphemeralKey::from_bytes([3; 32]), b"c", None);
+//! # let (r, resp) = Responder::respond(&bob, EphemeralKey::from_bytes([4; 32]), b"c", &init, None).unwrap();
+//! # let (caller_keys, fin) = i.finish(&resp).unwrap();
+//! # let callee_keys = r.confirm(&fin).unwrap();
+//! let mine = PathAddrs { observed: Some("198.51.100.7:40000".parse().unwrap()), local: vec!["10.0.0.2:40000".parse().unwrap()] };
+//! let sealed = mine.seal(&caller_keys, "abc123", [9; 12]);
+//! assert_eq!(PathAddrs::open(&sealed, &callee_keys, "abc123").unwrap(), mine);
+//! // Sent back to its sender, or read for another call, it does not open.
+//! assert!(PathAddrs::open(&sealed, &caller_keys, "abc123").is_err());
+//! assert!(PathAddrs::open(&sealed, &callee_keys, "abc124").is_err());
+//! ```
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use chacha20poly1305::{AeadInOut, ChaCha20Poly1305, Key, KeyInit, Nonce, Tag};
+use hkdf::Hkdf;
+use sha2::Sha256;
+
+use crate::handshake::SessionKeys;
+use crate::signal::MAX_LOCAL_ADDRS;
+
+/// HKDF info of the key that seals a party's addresses.
+pub const PATH_ADDRS_LABEL: &[u8] = b"wzp direct path addrs v1";
+/// Version byte of the plaintext.
+pub const PATH_ADDRS_VERSION: u8 = 1;
+/// Nonce length.
+pub const PATH_ADDRS_NONCE_LEN: usize = 12;
+/// Tag length.
+pub const PATH_ADDRS_TAG_LEN: usize = 16;
+/// Longest plaintext: version, flags, an IPv6 observed address, the count
+/// and [`MAX_LOCAL_ADDRS`] IPv6 addresses.
+pub const MAX_PATH_ADDRS_PLAIN: usize = 3 + (1 + MAX_LOCAL_ADDRS) * ADDR_V6_LEN;
+/// Longest sealed form (126 bytes); relays refuse a longer `call_path`.
+pub const MAX_SEALED_PATH: usize = PATH_ADDRS_NONCE_LEN + MAX_PATH_ADDRS_PLAIN + PATH_ADDRS_TAG_LEN;
+/// Shortest sealed form: nonce, version, flags, count, tag.
+pub const MIN_SEALED_PATH: usize = PATH_ADDRS_NONCE_LEN + 3 + PATH_ADDRS_TAG_LEN;
+
+const ADDR_V6_LEN: usize = 1 + 16 + 2;
+
+/// Where a party can be reached directly.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct PathAddrs {
+    /// Its signalling socket as its relay saw it.
+    pub observed: Option<SocketAddr>,
+    /// Its own addresses on its network (at most [`MAX_LOCAL_ADDRS`]; more
+    /// are not sealed).
+    pub local: Vec<SocketAddr>,
+}
+
+/// Why a sealed `call_path` was not read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PathAddrsError {
+    /// Shorter than [`MIN_SEALED_PATH`] or longer than [`MAX_SEALED_PATH`].
+    #[error("sealed addresses of {0} bytes; {MIN_SEALED_PATH}..={MAX_SEALED_PATH}")]
+    Length(usize),
+    /// Not sealed by the call's peer for this call and direction (another
+    /// key, altered on the way, another call's, or our own sent back).
+    #[error("sealed addresses do not open with this call's key")]
+    NotAuthentic,
+    /// Opened, but the plaintext is not well formed.
+    #[error("sealed addresses: {0}")]
+    Malformed(&'static str),
+}
+
+impl PathAddrs {
+    /// Whether there is nothing to share.
+    pub fn is_empty(&self) -> bool {
+        self.observed.is_none() && self.local.is_empty()
+    }
+
+    /// The plaintext.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(MAX_PATH_ADDRS_PLAIN);
+        out.push(PATH_ADDRS_VERSION);
+        out.push(u8::from(self.observed.is_some()));
+        if let Some(a) = self.observed {
+            put_addr(&mut out, a);
+        }
+        let local = &self.local[..self.local.len().min(MAX_LOCAL_ADDRS)];
+        out.push(local.len() as u8);
+        for &a in local {
+            put_addr(&mut out, a);
+        }
+        out
+    }
+
+    /// Reads a plaintext.
+    pub fn decode(b: &[u8]) -> Result<PathAddrs, PathAddrsError> {
+        let mut r = Reader(b);
+        if r.byte()? != PATH_ADDRS_VERSION {
+            return Err(PathAddrsError::Malformed("unknown version"));
+        }
+        let observed = match r.byte()? {
+            0 => None,
+            1 => Some(r.addr()?),
+            _ => return Err(PathAddrsError::Malformed("unknown flags")),
+        };
+        let n = r.byte()? as usize;
+        if n > MAX_LOCAL_ADDRS {
+            return Err(PathAddrsError::Malformed(
+                "more own-network addresses than 4",
+            ));
+        }
+        let local = (0..n).map(|_| r.addr()).collect::<Result<Vec<_>, _>>()?;
+        if !r.0.is_empty() {
+            return Err(PathAddrsError::Malformed("bytes after the addresses"));
+        }
+        Ok(PathAddrs { observed, local })
+    }
+
+    /// Seals for the peer: with `keys`' sending direction, for `call_id`.
+    /// `nonce`: 12 random bytes, fresh for each message.
+    pub fn seal(&self, keys: &SessionKeys, call_id: &str, nonce: [u8; 12]) -> Vec<u8> {
+        let cipher = cipher(keys, keys.send_key());
+        let mut buf = self.encode();
+        let Ok(tag) = cipher.encrypt_inout_detached(
+            &Nonce::from(nonce),
+            call_id.as_bytes(),
+            buf.as_mut_slice().into(),
+        ) else {
+            unreachable!("ChaCha20-Poly1305 seals any message under 256 GiB");
+        };
+        let mut out = Vec::with_capacity(PATH_ADDRS_NONCE_LEN + buf.len() + PATH_ADDRS_TAG_LEN);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&buf);
+        out.extend_from_slice(&tag);
+        out
+    }
+
+    /// Opens what the peer sealed for us on this call.
+    pub fn open(
+        sealed: &[u8],
+        keys: &SessionKeys,
+        call_id: &str,
+    ) -> Result<PathAddrs, PathAddrsError> {
+        if !(MIN_SEALED_PATH..=MAX_SEALED_PATH).contains(&sealed.len()) {
+            return Err(PathAddrsError::Length(sealed.len()));
+        }
+        let (nonce, rest) = sealed.split_at(PATH_ADDRS_NONCE_LEN);
+        let (ct, tag) = rest.split_at(rest.len() - PATH_ADDRS_TAG_LEN);
+        let mut buf = ct.to_vec();
+        let nonce: [u8; PATH_ADDRS_NONCE_LEN] = nonce.try_into().unwrap_or_default();
+        let mut t = Tag::default();
+        t.copy_from_slice(tag);
+        cipher(keys, keys.recv_key())
+            .decrypt_inout_detached(
+                &Nonce::from(nonce),
+                call_id.as_bytes(),
+                buf.as_mut_slice().into(),
+                &t,
+            )
+            .map_err(|_| PathAddrsError::NotAuthentic)?;
+        PathAddrs::decode(&buf)
+    }
+}
+
+fn cipher(keys: &SessionKeys, direction: &[u8; 32]) -> ChaCha20Poly1305 {
+    let hk = Hkdf::<Sha256>::new(Some(keys.transcript_hash()), direction);
+    let mut key = zeroize::Zeroizing::new([0u8; 32]);
+    if hk.expand(PATH_ADDRS_LABEL, &mut key[..]).is_err() {
+        unreachable!("HKDF-SHA256 output of 32 bytes is always valid");
+    }
+    ChaCha20Poly1305::new(&Key::from(*key))
+}
+
+fn put_addr(out: &mut Vec<u8>, a: SocketAddr) {
+    match a.ip().to_canonical() {
+        IpAddr::V4(ip) => {
+            out.push(4);
+            out.extend_from_slice(&ip.octets());
+        }
+        IpAddr::V6(ip) => {
+            out.push(6);
+            out.extend_from_slice(&ip.octets());
+        }
+    }
+    out.extend_from_slice(&a.port().to_be_bytes());
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], PathAddrsError> {
+        if self.0.len() < n {
+            return Err(PathAddrsError::Malformed("truncated"));
+        }
+        let (h, t) = self.0.split_at(n);
+        self.0 = t;
+        Ok(h)
+    }
+
+    fn byte(&mut self) -> Result<u8, PathAddrsError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn addr(&mut self) -> Result<SocketAddr, PathAddrsError> {
+        let ip = match self.byte()? {
+            4 => {
+                let b: [u8; 4] = self.take(4)?.try_into().unwrap_or_default();
+                IpAddr::V4(Ipv4Addr::from(b))
+            }
+            6 => {
+                let b: [u8; 16] = self.take(16)?.try_into().unwrap_or_default();
+                IpAddr::V6(Ipv6Addr::from(b))
+            }
+            _ => return Err(PathAddrsError::Malformed("unknown address family")),
+        };
+        let p = self.take(2)?;
+        let port = u16::from_be_bytes([p[0], p[1]]);
+        if port == 0 || ip.is_unspecified() || ip.is_multicast() {
+            return Err(PathAddrsError::Malformed("an address no one can dial"));
+        }
+        Ok(SocketAddr::new(ip, port))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_longest_plaintext_fits_the_bound() {
+        let v6: SocketAddr = "[2001:db8::1]:4433".parse().unwrap();
+        let a = PathAddrs {
+            observed: Some(v6),
+            local: vec![v6; MAX_LOCAL_ADDRS + 2],
+        };
+        assert_eq!(a.encode().len(), MAX_PATH_ADDRS_PLAIN);
+        assert_eq!(
+            PathAddrs::decode(&a.encode()).unwrap().local.len(),
+            MAX_LOCAL_ADDRS
+        );
+    }
+}

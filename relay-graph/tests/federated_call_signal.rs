@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use wzp_proto::direct_call::{CallEvent, CallReady, IncomingCall, OutgoingCall};
 use wzp_proto::handshake::EphemeralKey;
+use wzp_proto::path_addrs::PathAddrs;
 use wzp_proto::presence::{PresenceClient, PresenceEvent, PresenceStep};
 use wzp_proto::signal::{AcceptMode, HangupReason, SignalMessage};
 use wzp_proto::{Fingerprint, Identity, Seed};
@@ -412,4 +413,81 @@ fn busy_declined_and_unanswered_calls_end_at_the_far_caller() {
         "{:?}",
         a.events
     );
+}
+
+/// Across relays no relay passes addresses: the parties of a call answered
+/// `accept_trusted` seal theirs for each other (`call_path`), the relays
+/// carry them as `path` events they cannot read, and each party opens the
+/// other's exactly. A call answered `accept_generic` carries none.
+#[test]
+fn sealed_addresses_cross_two_links_between_the_parties_only() {
+    let mut w = World::new();
+    let mut a = Client::online(&mut w, 0, 1, None);
+    let mut b = Client::online(&mut w, 1, 2, Some(AcceptMode::AcceptTrusted));
+    a.call(&mut w, "c1", b.fingerprint());
+    w.settle(&mut [&mut a, &mut b]);
+    let ra = a.answered().expect("a's call is up");
+    assert_eq!(ra.accept_mode, AcceptMode::AcceptTrusted);
+    assert_eq!(ra.peer_direct_addr, None, "no relay passed an address");
+    let a_addrs = PathAddrs {
+        observed: Some(SocketAddr::from(([203, 0, 113, 9], 41_000))),
+        local: vec![SocketAddr::from(([192, 168, 1, 20], 41_000))],
+    };
+    let b_addrs = PathAddrs {
+        observed: Some("[2001:db8::2]:42000".parse().unwrap()),
+        local: Vec::new(),
+    };
+    assert!(a.outgoing.as_mut().unwrap().share_path(&a_addrs, [5; 12]));
+    a.flush(&mut w);
+    w.settle(&mut [&mut a, &mut b]);
+    assert!(b.incoming.as_mut().unwrap().share_path(&b_addrs, [6; 12]));
+    b.flush(&mut w);
+    w.settle(&mut [&mut a, &mut b]);
+    let paths = |c: &Client| -> Vec<PathAddrs> {
+        c.events
+            .iter()
+            .filter_map(|e| match e {
+                CallEvent::PeerPath(p) => Some(p.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(paths(&b), [a_addrs]);
+    assert_eq!(paths(&a), [b_addrs]);
+    // What crossed the links is sealed: the address bytes are not in it.
+    let crossed: Vec<Vec<u8>> = w.mesh.calls_delivered[2]
+        .iter()
+        .filter_map(|s| match &s.event {
+            wzp_proto::federation::CallEvent::Path { sealed } => Some(sealed.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(crossed.len(), 1);
+    assert!(!crossed[0].windows(4).any(|x| x == [203, 0, 113, 9]));
+    assert!(!crossed[0].windows(4).any(|x| x == [192, 168, 1, 20]));
+    assert_eq!(w.mesh.cores[1].call_counters().paths_forwarded, 2);
+    a.hangup(&mut w);
+    w.settle(&mut [&mut a, &mut b]);
+
+    // accept_generic: the caller's relay refuses a call_path; nothing
+    // reaches the callee.
+    b.accept = Some(AcceptMode::AcceptGeneric);
+    b.events.clear();
+    a.events.clear();
+    a.call(&mut w, "c2", b.fingerprint());
+    w.settle(&mut [&mut a, &mut b]);
+    assert!(a.answered().is_some());
+    w.frame(
+        &a,
+        SignalMessage::CallPath {
+            call_id: "c2".into(),
+            sealed: vec![1; 40],
+        },
+    );
+    w.settle(&mut [&mut a, &mut b]);
+    assert_eq!(w.relays[0].hub.counters().refusals(Refusal::BadCallPath), 1);
+    assert!(b
+        .received
+        .iter()
+        .all(|m| !matches!(m, SignalMessage::CallPath { call_id, .. } if call_id == "c2")));
 }

@@ -12,6 +12,7 @@ use wzp_proto::handshake::{
     EphemeralKey, HandshakeError, HandshakeFinish, HandshakeInit, HandshakeResponse, Initiator,
     Responder,
 };
+use wzp_proto::path_addrs::{PathAddrs, MAX_SEALED_PATH};
 use wzp_proto::presence::{answer_challenge, PresenceClient, PresenceEvent, PresenceStep};
 use wzp_proto::signal::{AcceptMode, ErrorCode, HangupReason, SignalMessage};
 use wzp_proto::{Fingerprint, Identity, Seed, TlsFingerprint};
@@ -1192,4 +1193,95 @@ fn bad_input_is_refused_counted_and_others_are_served() {
         .events
         .iter()
         .any(|e| matches!(e, Event::Refused { detail, .. } if detail.contains("not online"))));
+}
+
+fn peer_paths(c: &Client) -> Vec<PathAddrs> {
+    c.events
+        .iter()
+        .filter_map(|e| match e {
+            CallEvent::PeerPath(a) => Some(a.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn raw_path(call_id: &str, len: usize) -> SignalMessage {
+    SignalMessage::CallPath {
+        call_id: call_id.into(),
+        sealed: vec![7; len],
+    }
+}
+
+/// `call_path` (sealed addresses, for calls across relays) passes between
+/// the two parties of a call answered `accept_trusted`, unread; anyone
+/// else, a call answered `accept_generic`, an oversize one and one past
+/// the per-party limit are refused.
+#[test]
+fn sealed_addresses_pass_only_between_the_parties_of_a_trusted_call() {
+    let mut net = Net::new(Net::default_config());
+    let mut a = Client::online(&mut net, 1, AcceptMode::AcceptGeneric);
+    let mut b = Client::online(&mut net, 2, AcceptMode::AcceptTrusted);
+    let mut c = Client::online(&mut net, 3, AcceptMode::AcceptGeneric);
+    a.call(&mut net, "p1", b.identity.fingerprint());
+    settle(&mut net, &mut [&mut a, &mut b]);
+    assert!(a.answered().is_some() && b.answered().is_some());
+    let a_addrs = PathAddrs {
+        observed: Some(a.remote),
+        local: vec![SocketAddr::from(([10, 0, 0, 1], 5000))],
+    };
+    let b_addrs = PathAddrs {
+        observed: Some(b.remote),
+        local: Vec::new(),
+    };
+    assert!(a.outgoing.as_mut().unwrap().share_path(&a_addrs, [1; 12]));
+    a.flush(&mut net);
+    settle(&mut net, &mut [&mut a, &mut b]);
+    assert_eq!(peer_paths(&b), std::slice::from_ref(&a_addrs));
+    assert!(b.incoming.as_mut().unwrap().share_path(&b_addrs, [2; 12]));
+    b.flush(&mut net);
+    settle(&mut net, &mut [&mut a, &mut b]);
+    assert_eq!(peer_paths(&a), [b_addrs]);
+    assert_eq!(net.refusals(Refusal::BadCallPath), 0);
+
+    // A stranger names the call: not a party.
+    let not_in_call = net.refusals(Refusal::NotInCall);
+    net.frame(c.conn, raw_path("p1", 40));
+    settle(&mut net, &mut [&mut a, &mut b, &mut c]);
+    assert_eq!(net.refusals(Refusal::NotInCall), not_in_call + 1);
+    // Oversize, then past the limit (A sent one; three more pass).
+    net.frame(a.conn, raw_path("p1", MAX_SEALED_PATH + 1));
+    for _ in 0..4 {
+        net.frame(a.conn, raw_path("p1", MAX_SEALED_PATH));
+    }
+    settle(&mut net, &mut [&mut a, &mut b, &mut c]);
+    assert_eq!(net.refusals(Refusal::BadCallPath), 2);
+    let carried = b
+        .received
+        .iter()
+        .filter(|m| matches!(m, SignalMessage::CallPath { .. }))
+        .count();
+    assert_eq!(carried, 1 + 3);
+    // None of those opened: B heard the one genuine path only.
+    assert_eq!(peer_paths(&b).len(), 1);
+    assert!(c
+        .received
+        .iter()
+        .all(|m| !matches!(m, SignalMessage::CallPath { .. })));
+    a.hangup(&mut net);
+    settle(&mut net, &mut [&mut a, &mut b]);
+
+    // Answered accept_generic: the callee shares no address, so none pass.
+    let mut d = Client::online(&mut net, 4, AcceptMode::AcceptGeneric);
+    a.events.clear();
+    a.call(&mut net, "p2", d.identity.fingerprint());
+    settle(&mut net, &mut [&mut a, &mut d]);
+    assert!(a.answered().is_some());
+    assert!(!a.outgoing.as_mut().unwrap().share_path(&a_addrs, [3; 12]));
+    net.frame(a.conn, raw_path("p2", 40));
+    settle(&mut net, &mut [&mut a, &mut d]);
+    assert_eq!(net.refusals(Refusal::BadCallPath), 3);
+    assert!(d
+        .received
+        .iter()
+        .all(|m| !matches!(m, SignalMessage::CallPath { .. })));
 }

@@ -140,7 +140,14 @@ pub struct Call {
     pub state_since: Instant,
     /// How the callee accepted.
     pub accept_mode: Option<AcceptMode>,
+    /// `call_path` messages carried from each party (caller, callee), at
+    /// most [`MAX_CALL_PATHS`] each.
+    pub paths: [u8; 2],
 }
+
+/// Most `call_path` messages the relay carries from one party of a call
+/// (each sends one; a few more cover a client that sends again).
+pub const MAX_CALL_PATHS: u8 = 4;
 
 impl Call {
     /// Which party `conn` is, if any.
@@ -312,6 +319,7 @@ impl CallRegistry {
                 since: now,
                 state_since: now,
                 accept_mode: None,
+                paths: [0; 2],
             },
         );
         self.in_call.insert(caller.0, id.to_string());
@@ -353,6 +361,20 @@ impl CallRegistry {
             c.accept_mode = Some(mode);
         }
         Some(t)
+    }
+
+    /// Counts a `call_path` from `party` of call `id`: whether it is within
+    /// [`MAX_CALL_PATHS`] (and the call is here).
+    pub fn count_path(&mut self, id: &str, party: Party) -> bool {
+        let Some(c) = self.calls.get_mut(id) else {
+            return false;
+        };
+        let n = &mut c.paths[usize::from(party == Party::Callee)];
+        if *n >= MAX_CALL_PATHS {
+            return false;
+        }
+        *n += 1;
+        true
     }
 
     /// Any state -> Ended; the call leaves the table and is returned as it was.

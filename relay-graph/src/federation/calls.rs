@@ -52,7 +52,7 @@
 use std::time::{Duration, Instant};
 
 use wzp_proto::federation::{
-    CallEvent, CallSignal, RelayId, RoomId, MAX_CALL_PATH, REROUTE_VERSION,
+    CallEvent, CallSignal, RelayId, RoomId, MAX_CALL_PATH, PATH_VERSION, REROUTE_VERSION,
 };
 use wzp_proto::signal::HangupReason;
 use wzp_proto::Fingerprint;
@@ -117,7 +117,18 @@ pub struct CallCounters {
     /// `reroute`s refused (no route on, a loop, the hop limit, a path that
     /// does not start at the call's caller relay, a call that ended).
     pub reroutes_refused: u64,
+    /// `path` events (a party's sealed addresses) passed on.
+    pub paths_forwarded: u64,
+    /// `path` events not passed on: the next relay speaks a federation
+    /// version below 3, the call is not answered, or the leg carried its
+    /// [`MAX_LEG_PATHS`] already. The call's media stays on the relays.
+    pub paths_dropped: u64,
 }
+
+/// Most `path` events one relay passes on for a call, both ways together
+/// (each end relay lets [`crate::calls::MAX_CALL_PATHS`] through from its
+/// party).
+pub const MAX_LEG_PATHS: u8 = 2 * crate::calls::MAX_CALL_PATHS;
 
 /// One call as a relay on its path sees it.
 #[derive(Clone, Debug, PartialEq)]
@@ -149,6 +160,8 @@ pub struct CallLeg {
     /// lost, sent on the new one when it comes.
     pending: Vec<CallSignal>,
     setup_deadline: Instant,
+    /// `path` events passed on for this call.
+    paths: u8,
 }
 
 /// An end relay's call whose path lost a link.
@@ -643,6 +656,10 @@ impl FederationCore {
         let Some(target) = target else {
             if leg.lost.is_none() {
                 self.calls.counters.unknown_call += 1;
+            } else if matches!(s.event, CallEvent::Path { .. }) {
+                // Addresses are not kept for a path to come: the parties'
+                // media stays on the relays.
+                self.calls.counters.paths_dropped += 1;
             } else if matches!(s.event, CallEvent::Hangup { .. }) {
                 // The party hung up while the path was lost: the call ends
                 // here; the far end's wait ends it there.
@@ -660,6 +677,11 @@ impl FederationCore {
             }
             return;
         };
+        if matches!(s.event, CallEvent::Path { .. })
+            && !self.path_may_pass(&s.call_id, Some(target))
+        {
+            return;
+        }
         self.advance(&s);
         self.send(target, s.message(vec![self.me]));
     }
@@ -747,8 +769,26 @@ impl FederationCore {
                 since: now,
                 pending: Vec::new(),
                 setup_deadline: now + CALL_SETUP_TIMEOUT,
+                paths: 0,
             },
         );
+    }
+
+    /// Whether a `path` event of `call_id` goes on to `next`: an answered
+    /// call, a neighbour at federation version 3 or later, and within
+    /// [`MAX_LEG_PATHS`]; counted either way.
+    fn path_may_pass(&mut self, call_id: &str, next: Option<RelayId>) -> bool {
+        let speaks = next.is_some_and(|n| self.link_version(n).is_some_and(|v| v >= PATH_VERSION));
+        let Some(leg) = self.calls.legs.get_mut(call_id) else {
+            return false;
+        };
+        if !speaks || !leg.answered || leg.paths >= MAX_LEG_PATHS {
+            self.calls.counters.paths_dropped += 1;
+            return false;
+        }
+        leg.paths += 1;
+        self.calls.counters.paths_forwarded += 1;
+        true
     }
 
     fn is_up(&self, peer: RelayId) -> bool {
@@ -823,6 +863,12 @@ impl FederationCore {
         };
         if target.is_some() && path.len() >= MAX_CALL_PATH {
             self.calls.counters.hop_limit += 1;
+            return;
+        }
+        if matches!(s.event, CallEvent::Path { .. })
+            && target.is_some()
+            && !self.path_may_pass(&s.call_id, target)
+        {
             return;
         }
         self.advance(&s);

@@ -613,6 +613,8 @@ fn federation(
         ("rerouted", c.rerouted),
         ("reroute_timeout", c.reroute_timeouts),
         ("reroute_refused", c.reroutes_refused),
+        ("path_forwarded", c.paths_forwarded),
+        ("path_dropped", c.paths_dropped),
     ] {
         let _ = writeln!(out, "wzp_federation_calls_total{{event=\"{event}\"}} {n}");
     }

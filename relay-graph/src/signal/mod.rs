@@ -44,6 +44,7 @@ use std::time::{Duration, Instant};
 use wzp_proto::close::CloseCode;
 use wzp_proto::federation::{CallEvent, CallSignal, MAX_CALL_CODECS, MAX_CODEC_CHARS};
 use wzp_proto::handshake::{HandshakeFinish, HandshakeInit, HandshakeResponse};
+use wzp_proto::path_addrs::MAX_SEALED_PATH;
 use wzp_proto::presence::{verify_registration, RegistrationError, MAX_ALIAS_LEN};
 use wzp_proto::signal::{
     negotiate_version, AcceptMode, Decoded, ErrorCode, HangupReason, SignalError, SignalMessage,
@@ -51,7 +52,9 @@ use wzp_proto::signal::{
 use wzp_proto::{Fingerprint, TlsFingerprint};
 
 pub use self::session::{Phase, RateLimit, RateVerdict, SignalSession, TokenBucket};
-use crate::calls::{Call, CallRegistry, CallState, EndReason, OfferRefusal, Party, Transition};
+use crate::calls::{
+    Call, CallRegistry, CallState, EndReason, OfferRefusal, Party, Transition, MAX_CALL_PATHS,
+};
 pub use crate::presence::ConnId;
 use crate::presence::{PresenceRegistry, Registered};
 
@@ -330,6 +333,7 @@ refusals! {
     RegisterTimeout => "register_timeout", "A connection that did not register in time.";
     FederatedOutOfPlace => "federated_out_of_place", "A cross-relay call step for a call not here, or out of order.";
     KeepaliveTimeout => "keepalive_timeout", "A registered connection silent past the keep-alive.";
+    BadCallPath => "bad_call_path", "A `call_path` too large, on a call not active or not answered `accept_trusted`, or past the per-call limit.";
 }
 
 /// The hub's counters (call transitions are in [`CallRegistry::transitions`]).
@@ -866,6 +870,7 @@ impl SignalHub {
             M::DirectCallOffer { .. } => self.offer(conn, m, now),
             M::DirectCallAnswer { .. } => self.answer(conn, m, now),
             M::CallConfirm { call_id, handshake } => self.confirm(conn, call_id, handshake),
+            M::CallPath { call_id, sealed } => self.call_path(conn, call_id, sealed),
             M::Hangup {
                 reason,
                 call_id,
@@ -1291,6 +1296,54 @@ impl SignalHub {
         );
     }
 
+    /// A party's sealed addresses for the other: passed on unread, on an
+    /// active call the callee answered `accept_trusted` (the calls whose
+    /// addresses the relay shares itself), at most [`MAX_CALL_PATHS`] from
+    /// each party.
+    fn call_path(&mut self, conn: ConnId, call_id: String, sealed: Vec<u8>) {
+        if self.registered(conn, "call_path").is_none() {
+            return;
+        }
+        let Some((call, party)) = self.party_call(conn, &call_id, None, "call_path") else {
+            return;
+        };
+        let why = if sealed.is_empty() || sealed.len() > MAX_SEALED_PATH {
+            Some(format!(
+                "call_path of {} sealed bytes; 1..={MAX_SEALED_PATH}",
+                sealed.len()
+            ))
+        } else if call.state != CallState::Active {
+            Some(format!(
+                "call {call_id} is {}, not active",
+                call.state.label()
+            ))
+        } else if call.accept_mode != Some(AcceptMode::AcceptTrusted) {
+            Some(format!(
+                "call {call_id} was not answered accept_trusted: its parties share no addresses"
+            ))
+        } else if !self.calls.count_path(&call_id, party) {
+            Some(format!(
+                "more than {MAX_CALL_PATHS} call_path messages from one party of call {call_id}"
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return self.refuse(
+                conn,
+                Refusal::BadCallPath,
+                ErrorCode::BadRequest,
+                why,
+                "call_path",
+            );
+        }
+        let to = party.other();
+        if call.is_federated(to) {
+            return self.federate(&call, CallEvent::Path { sealed });
+        }
+        self.send(call.conn(to), SignalMessage::CallPath { call_id, sealed });
+    }
+
     fn hangup(
         &mut self,
         conn: ConnId,
@@ -1418,6 +1471,25 @@ impl SignalHub {
                     },
                 );
                 self.call_active(&call, Shared::default(), Shared::default());
+            }
+            CallEvent::Path { sealed } => {
+                // As from a local party: the far end relay checked the
+                // same, but this relay's client gets no more than this.
+                let ok = call.state == CallState::Active
+                    && call.accept_mode == Some(AcceptMode::AcceptTrusted)
+                    && !sealed.is_empty()
+                    && sealed.len() <= MAX_SEALED_PATH
+                    && self.calls.count_path(&call.id, far);
+                if !ok {
+                    return self.count(Refusal::FederatedOutOfPlace);
+                }
+                self.send(
+                    call.conn(far.other()),
+                    SignalMessage::CallPath {
+                        call_id: call.id.clone(),
+                        sealed,
+                    },
+                );
             }
             CallEvent::Confirm { handshake } => {
                 if call.state != CallState::Active || HandshakeFinish::parse(&handshake).is_err() {

@@ -936,3 +936,92 @@ fn an_answer_given_while_the_path_is_lost_is_sent_on_the_new_one() {
     m.settle(60).unwrap();
     answered_along(&mut m, other);
 }
+
+fn path(call_id: &str, sealed: u8) -> CallSignal {
+    signal(
+        call_id,
+        A,
+        B,
+        CallEvent::Path {
+            sealed: vec![sealed; 40],
+        },
+    )
+}
+
+/// A chain 0-1-2, B on 2, with relay 1 at federation version `middle`; the
+/// call `c1` offered from 0.
+fn chain_with_middle_at(middle: u32) -> Mesh {
+    let mut m = Mesh::new(3, &[(0, 1), (1, 2)], &[], 3);
+    m.cores[1].set_version(middle);
+    m.settle(60).expect("links up");
+    m.input(
+        2,
+        Input::LocalPresence {
+            fingerprint: B,
+            online: true,
+        },
+    );
+    m.settle(60).expect("presence spreads");
+    m.input(0, Input::LocalCall(offer("c1", B)));
+    m.settle(60).unwrap();
+    m
+}
+
+#[test]
+fn sealed_addresses_cross_the_path_both_ways_once_answered_unchanged() {
+    let mut m = chain_with_middle_at(wzp_proto::federation::FEDERATION_VERSION);
+    // Before the answer nothing goes: no address for a call not taken.
+    m.input(0, Input::LocalCall(path("c1", 1)));
+    m.settle(60).unwrap();
+    assert_eq!(kinds(&m, 2), ["offer"]);
+    assert_eq!(m.cores[0].call_counters().paths_dropped, 1);
+    m.input(2, Input::LocalCall(answer("c1")));
+    m.settle(60).unwrap();
+    m.input(0, Input::LocalCall(path("c1", 2)));
+    m.input(2, Input::LocalCall(path("c1", 3)));
+    m.settle(60).unwrap();
+    assert_eq!(kinds(&m, 2), ["offer", "path"]);
+    assert_eq!(m.calls_delivered[2][1], path("c1", 2), "unchanged");
+    assert_eq!(kinds(&m, 0), ["answer", "path"]);
+    assert_eq!(m.calls_delivered[0][1], path("c1", 3));
+    assert_eq!(m.cores[1].call_counters().paths_forwarded, 2);
+    // A relay passes at most MAX_LEG_PATHS for a call, both ways together.
+    for k in 0..super::MAX_LEG_PATHS {
+        m.input(0, Input::LocalCall(path("c1", 10 + k)));
+    }
+    m.settle(60).unwrap();
+    // Relay 0 passed its 8th and dropped the 9th; relay 1 had carried one
+    // each way before, so it passed 6 of them and dropped one.
+    assert_eq!(m.cores[0].call_counters().paths_dropped, 1 + 1);
+    assert_eq!(m.cores[1].call_counters().paths_dropped, 1);
+    let at_callee = kinds(&m, 2).iter().filter(|k| **k == "path").count();
+    assert_eq!(at_callee, usize::from(super::MAX_LEG_PATHS) - 1);
+    // Nothing else moved: the call is still up on every relay.
+    for i in 0..3 {
+        assert_eq!(leg(&m, i, "c1").map(|l| l.2), Some(true), "relay {i}");
+    }
+}
+
+#[test]
+fn a_relay_before_version_3_on_the_path_is_sent_no_addresses() {
+    let mut m = chain_with_middle_at(2);
+    m.input(2, Input::LocalCall(answer("c1")));
+    m.settle(60).unwrap();
+    let before = m.by_type.get("call_signal").copied().unwrap_or(0);
+    m.input(0, Input::LocalCall(path("c1", 1)));
+    m.input(2, Input::LocalCall(path("c1", 2)));
+    m.settle(60).unwrap();
+    assert_eq!(
+        m.by_type.get("call_signal").copied().unwrap_or(0),
+        before,
+        "no path event on a link agreed below 3"
+    );
+    assert_eq!(m.cores[0].call_counters().paths_dropped, 1);
+    assert_eq!(m.cores[2].call_counters().paths_dropped, 1);
+    assert_eq!(kinds(&m, 2), ["offer"]);
+    assert_eq!(kinds(&m, 0), ["answer"]);
+    // The call goes on: a hangup still reaches the far end.
+    m.input(0, Input::LocalCall(hangup("c1", HangupReason::Normal)));
+    m.settle(60).unwrap();
+    assert_eq!(kinds(&m, 2), ["offer", "hangup"]);
+}

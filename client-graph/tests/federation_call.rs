@@ -442,6 +442,14 @@ fn alice_on_relay_1_calls_bob_on_relay_3_through_relay_2() {
     bob.expect_line("the other side hung up", WAIT);
     assert!(bob.exit(WAIT).success(), "{:?}", bob.drain());
     println!("bob's call ended {:?} after alice's", hung_up.elapsed());
+    // Answered accept_generic: no addresses, no direct path.
+    for p in [&mut alice, &mut bob] {
+        let printed = p.drain();
+        assert!(
+            !printed.iter().any(|l| l.contains("direct path")),
+            "{printed:?}"
+        );
+    }
 
     // The media crossed r1 -> r2 -> r3 and back, sealed end to end.
     let heard_by_bob = read_wav_mono(&dir.join("bob-heard.wav")).unwrap().samples;
@@ -668,5 +676,89 @@ fn a_call_goes_on_when_relays_between_stop_or_die() {
         "alice's last 8 s correlate {r_a} with bob's voice"
     );
     drop(between);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A call across relays answered `accept_trusted` goes straight between the
+/// parties: each seals its addresses for the other (`call_path`), relays 1,
+/// 2 and 3 carry them unread, the caller dials, and the media leaves the
+/// relays while the call goes on (correlated at both ends).
+#[test]
+fn a_trusted_call_across_relays_takes_a_direct_path() {
+    let dir = tmp("chain-direct");
+    let [r1, r2, r3] = chain(&dir);
+    let (speech, reversed) = voices(&dir);
+    let mut bob = client(
+        &dir,
+        &r3,
+        "bob",
+        &["listen"],
+        &[
+            "--accept",
+            "trusted",
+            "--once",
+            "--duration",
+            "60s",
+            "--input",
+            dir.join("bob-says.wav").to_str().unwrap(),
+            "--output",
+            dir.join("bob-heard.wav").to_str().unwrap(),
+        ],
+    );
+    let line = bob.expect_line("registered as ", WAIT);
+    let bob_fp = line.split_whitespace().nth(2).unwrap().to_string();
+    wait_http(&r1, &format!("/route/{bob_fp}"), |b| {
+        b.contains("\"route\":\"via\"")
+    });
+    let mut alice = client(
+        &dir,
+        &r1,
+        "alice",
+        &["call", &bob_fp],
+        &[
+            "--duration",
+            "8s",
+            "--input",
+            dir.join("alice-says.wav").to_str().unwrap(),
+            "--output",
+            dir.join("alice-heard.wav").to_str().unwrap(),
+        ],
+    );
+    alice.expect_line("answered by", WAIT);
+    // Each learns the other's addresses from the sealed call_path.
+    let got = bob.expect_line("shared its addresses for a direct path (sealed", WAIT);
+    assert!(got.contains("127.0.0.1:"), "{got}");
+    alice.expect_line("shared its addresses for a direct path (sealed", WAIT);
+    let up_a = alice.expect_line("direct path to ", WAIT);
+    assert!(up_a.contains(" up "), "{up_a}");
+    let up_b = bob.expect_line("direct path to ", WAIT);
+    assert!(up_b.contains(" up "), "{up_b}");
+    let (to3, to1) = (forwarded_to(&r2, "r3"), forwarded_to(&r2, "r1"));
+
+    alice.expect_line("hung up", WAIT);
+    assert!(alice.exit(WAIT).success(), "{:?}", alice.drain());
+    bob.expect_line("the other side hung up", WAIT);
+    assert!(bob.exit(WAIT).success(), "{:?}", bob.drain());
+    let carried = alice.expect_line("carried ", WAIT);
+    println!("{carried}");
+
+    // While the path was up the relays carried (almost) nothing: 8 s of
+    // media would be ~400 datagrams each way.
+    let (more3, more1) = (forwarded_to(&r2, "r3") - to3, forwarded_to(&r2, "r1") - to1);
+    println!("relay 2 carried {more3} datagrams to r3 and {more1} to r1 after the path was up");
+    assert!(more3 < 40.0 && more1 < 40.0, "{more3} / {more1}");
+    let m2 = http_get(&r2, "/metrics");
+    assert!(
+        m2.contains("wzp_federation_calls_total{event=\"path_forwarded\"} 2\n"),
+        "{m2}"
+    );
+    let heard_by_bob = read_wav_mono(&dir.join("bob-heard.wav")).unwrap().samples;
+    let heard_by_alice = read_wav_mono(&dir.join("alice-heard.wav")).unwrap().samples;
+    let r_b = segmental_correlation(&heard_by_bob, &speech);
+    let r_a = segmental_correlation(&heard_by_alice, &reversed);
+    println!("bob hears alice at r = {r_b:.3}, alice hears bob at r = {r_a:.3}");
+    assert!(r_b > 0.7, "bob's recording correlates {r_b}");
+    assert!(r_a > 0.7, "alice's recording correlates {r_a}");
+    drop((r1, r3));
     let _ = std::fs::remove_dir_all(dir);
 }

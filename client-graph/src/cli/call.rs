@@ -99,7 +99,7 @@ pub fn call_cmd(args: CallArgs) -> Result<i32> {
             let ev = call.handle(&msg);
             flush(&mut sig, &mut call).await?;
             match ev {
-                None => continue,
+                None | Some(CallEvent::PeerPath(_)) => continue,
                 Some(CallEvent::Ringing) => println!("ringing"),
                 Some(CallEvent::Answered(ready)) => break Ok(ready),
                 Some(CallEvent::Rejected) => {

@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Result};
 use wzp_proto::direct_call::{CallEvent, CallReady, IncomingCall, OutgoingCall};
 use wzp_proto::direct_path::Role;
+use wzp_proto::path_addrs::PathAddrs;
 use wzp_proto::signal::SignalMessage;
 
 use super::{parse_duration_arg, parse_sets};
@@ -115,6 +116,7 @@ pub trait CallMachine {
     fn poll_send(&mut self) -> Option<SignalMessage>;
     fn hangup(&mut self);
     fn is_ended(&self) -> bool;
+    fn share_path(&mut self, addrs: &PathAddrs, nonce: [u8; 12]) -> bool;
 }
 
 macro_rules! call_machine {
@@ -132,6 +134,9 @@ macro_rules! call_machine {
             fn is_ended(&self) -> bool {
                 <$t>::is_ended(self)
             }
+            fn share_path(&mut self, addrs: &PathAddrs, nonce: [u8; 12]) -> bool {
+                <$t>::share_path(self, addrs, nonce)
+            }
         }
     };
 }
@@ -147,6 +152,35 @@ pub async fn flush(sig: &mut SignalConn, call: &mut dyn CallMachine) -> Result<(
 }
 
 /// How an answered call ended.
+/// Sends this side's addresses sealed for the peer; whether they went.
+async fn share_path(
+    sig: &mut SignalConn,
+    call: &mut dyn CallMachine,
+    mine: &PathAddrs,
+) -> Result<bool> {
+    if mine.is_empty() {
+        return Ok(false);
+    }
+    let mut nonce = [0u8; 12];
+    getrandom::fill(&mut nonce).map_err(|e| anyhow!("no randomness for a nonce: {e}"))?;
+    let queued = call.share_path(mine, nonce);
+    flush(sig, call).await?;
+    Ok(queued)
+}
+
+fn describe(a: &PathAddrs) -> String {
+    let mut parts: Vec<String> = a.observed.iter().map(|o| o.to_string()).collect();
+    if !a.local.is_empty() {
+        let l: Vec<String> = a.local.iter().map(|x| x.to_string()).collect();
+        parts.push(format!("own network {}", l.join(", ")));
+    }
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join("; ")
+    }
+}
+
 #[derive(Debug)]
 pub enum CallEnd {
     /// We ended it (duration, Ctrl-C).
@@ -169,15 +203,28 @@ pub async fn run_media(
     stop: Arc<AtomicBool>,
 ) -> Result<CallEnd> {
     println!("SAS: {}", ready.sas);
+    let direct = direct.filter(|_| !media.relay_only);
+    // A call across relays: no relay passed the peer's addresses, so the
+    // two parties seal theirs for each other (`call_path`), the caller
+    // first, once the callee answered `accept_trusted`; the path starts
+    // when the peer's arrive.
+    let relay_gave = ready.peer_direct_addr.is_some() || !ready.peer_local_addrs.is_empty();
+    let sealed = direct.filter(|_| {
+        !relay_gave && ready.accept_mode == wzp_proto::signal::AcceptMode::AcceptTrusted
+    });
+    let mine = sealed.map(|(_, own)| PathAddrs {
+        observed: own,
+        local: crate::nat::own_local_addrs(sig.endpoint(), sig.conn.remote_address(), own),
+    });
+    let (late_tx, late_rx) = tokio::sync::watch::channel(None::<PathAddrs>);
+    let mut shared = false;
+    if let (Some((Role::Dialer, _)), Some(mine)) = (sealed, &mine) {
+        shared = share_path(sig, call, mine).await?;
+    }
     // The caller dials the address a trusting callee shared; that callee
     // accepts on its signalling socket, the address it shared.
     let path = direct
-        .filter(|_| !media.relay_only)
-        .filter(|(r, _)| {
-            *r == Role::Acceptor
-                || ready.peer_direct_addr.is_some()
-                || !ready.peer_local_addrs.is_empty()
-        })
+        .filter(|(r, _)| *r == Role::Acceptor || relay_gave || sealed.is_some())
         .map(|(role, own_addr)| DirectPath {
             endpoint: sig.endpoint().clone(),
             role,
@@ -187,6 +234,7 @@ pub async fn run_media(
             peer: ready.peer,
             call_id: ready.call_id.clone(),
             room: ready.room.clone(),
+            late: sealed.map(|_| late_rx.clone()),
         });
     let call_stop = Arc::new(AtomicBool::new(false));
     let opts = CallOptions {
@@ -233,10 +281,25 @@ pub async fn run_media(
             }
             msg = sig.recv() => match msg {
                 Ok(Some(m)) => {
-                    if let Some(CallEvent::HungUp { reason, message }) = call.handle(&m) {
-                        let why = message.unwrap_or_else(|| format!("{reason:?}").to_lowercase());
-                        end = CallEnd::Remote(why);
-                        call_stop.store(true, Ordering::Relaxed);
+                    match call.handle(&m) {
+                        Some(CallEvent::HungUp { reason, message }) => {
+                            let why = message.unwrap_or_else(|| format!("{reason:?}").to_lowercase());
+                            end = CallEnd::Remote(why);
+                            call_stop.store(true, Ordering::Relaxed);
+                        }
+                        Some(CallEvent::PeerPath(addrs)) if sealed.is_some() && late_tx.borrow().is_none() => {
+                            println!(
+                                "{} shared its addresses for a direct path (sealed: {})",
+                                ready.peer,
+                                describe(&addrs)
+                            );
+                            // The callee answers the caller's with its own.
+                            if let (false, Some(mine)) = (shared, &mine) {
+                                shared = share_path(sig, call, mine).await?;
+                            }
+                            let _ = late_tx.send(Some(addrs));
+                        }
+                        _ => {}
                     }
                     flush(sig, call).await?;
                 }

@@ -38,6 +38,7 @@ use wzp_proto::direct_path::{
     PathAction, PathProof, PathSchedule, Role, ATTEMPT_MS, PATH_HELLO_LEN,
 };
 use wzp_proto::identity::{Identity, RelayCertificate, Seed};
+use wzp_proto::path_addrs::PathAddrs;
 use wzp_proto::Fingerprint;
 use wzp_stages::net::quic;
 use wzp_stages::quality::path::PathLive;
@@ -142,6 +143,9 @@ pub struct DirectPath {
     pub call_id: String,
     /// The call room: the direct connection's server name.
     pub room: String,
+    /// A call across relays: the peer's addresses come later, sealed in a
+    /// `call_path` (`wzp_proto::path_addrs`); the path waits for them.
+    pub late: Option<tokio::sync::watch::Receiver<Option<PathAddrs>>>,
 }
 
 impl DirectPath {
@@ -207,23 +211,32 @@ impl PathIo {
 
 /// Runs the direct path until `finished()`: dials (caller) or accepts
 /// (callee), proves, carries the media while the connection lives.
-pub(crate) async fn run(
+pub(crate) async fn run<F: Fn() -> bool + Clone + Send + 'static>(
     plan: DirectPath,
     identity: Identity,
     io: PathIo,
-    finished: impl Fn() -> bool + Clone + Send + 'static,
+    finished: F,
 ) {
-    let stopped = {
-        let finished = finished.clone();
-        async move {
-            while !finished() {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+    let until = |finished: F| async move {
+        while !finished() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
     let (totals, label, peer) = (io.totals.clone(), io.label.clone(), plan.peer);
     let route = io.route.clone();
-    run_role(plan, identity, io, finished, stopped).await;
+    let mut plan = plan;
+    if let Some(mut late) = plan.late.take() {
+        // Across relays: nothing to dial or punch towards until the peer's
+        // sealed addresses come (never, if it shares none).
+        let addrs = tokio::select! {
+            r = late.wait_for(Option::is_some) => r.ok().and_then(|v| v.clone()),
+            () = until(finished.clone()) => None,
+        };
+        let Some(addrs) = addrs else { return };
+        plan.peer_addr = addrs.observed;
+        plan.peer_local = addrs.local;
+    }
+    run_role(plan, identity, io, finished.clone(), until(finished)).await;
     route.close_direct();
     let (out, inn) = (
         totals.packets_out.load(Ordering::Relaxed),
@@ -415,7 +428,7 @@ async fn accept_loop(plan: &DirectPath, identity: &Identity, io: &PathIo) {
                 // socket the relay saw): anyone else is refused before any
                 // handshake, so strangers cannot hold the proving slots.
                 let remote = incoming.remote_address();
-                if plan.peer_addr.is_some() && !plan.is_peer(remote) {
+                if !plan.is_peer(remote) {
                     incoming.refuse();
                     strangers += 1;
                     if strangers <= MAX_NOTED {

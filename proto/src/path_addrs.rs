@@ -9,7 +9,7 @@
 //! derived from the call's keys: the relays on the way forward it (a
 //! `path` call event between them) and cannot read, alter or forge it. The
 //! caller sends first, and only to a callee that answered `accept_trusted`;
-//! the callee answers with its own (docs/WIRE.md §10.5).
+//! the callee answers with its own (docs/WIRE.md §10.1).
 //!
 //! Key: HKDF-SHA256 with the handshake transcript as salt, the direction's
 //! media key as input and [`PATH_ADDRS_LABEL`] as info (one key per

@@ -264,7 +264,7 @@ pub enum SignalMessage {
     },
     /// Either party of an answered direct call to the other, through the
     /// relays: its own addresses for a direct path, sealed with the call's
-    /// keys ([`crate::path_addrs`]; docs/WIRE.md §10.5). Relays forward it
+    /// keys ([`crate::path_addrs`]; docs/WIRE.md §10.1). Relays forward it
     /// (a `path` call event across a link) and cannot read it.
     CallPath {
         /// The call.

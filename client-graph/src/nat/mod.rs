@@ -2,6 +2,10 @@
 //! two parties when the callee shared its address (`--accept trusted`), and
 //! back through the relay whenever that path is not up.
 //!
+//! - Across relays the addresses come from the parties themselves, sealed
+//!   with the call's keys (`call_path`, `wzp_proto::path_addrs`): the
+//!   caller sends its own once answered, the callee answers with its own,
+//!   and the path starts when the peer's arrive ([`DirectPath::late`]).
 //! - The caller dials the address the callee's answer carried (the
 //!   callee's signalling socket as the relay saw it) with the call room's
 //!   name as the server name, from its own signalling socket; the callee

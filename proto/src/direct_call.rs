@@ -474,8 +474,12 @@ impl OutgoingCall {
                 self.setup = Some(setup);
                 event
             }
+            // Addresses are for calls answered accept_trusted only.
             SignalMessage::CallPath { sealed, .. } => match &self.state {
-                OutState::Keyed { keys, .. } => peer_path(&self.call_id, keys, sealed),
+                OutState::Keyed {
+                    keys,
+                    mode: AcceptMode::AcceptTrusted,
+                } => peer_path(&self.call_id, keys, sealed),
                 _ => None,
             },
             SignalMessage::Hangup {
@@ -749,8 +753,12 @@ impl IncomingCall {
                 self.setup = Some(setup);
                 event
             }
+            // A callee that answered accept_generic takes no addresses (and
+            // shares none).
             SignalMessage::CallPath { sealed, .. } => match &self.state {
-                InState::Confirmed { keys } => peer_path(&self.call_id, keys, sealed),
+                InState::Confirmed { keys } if self.mode == AcceptMode::AcceptTrusted => {
+                    peer_path(&self.call_id, keys, sealed)
+                }
                 _ => None,
             },
             SignalMessage::Hangup {

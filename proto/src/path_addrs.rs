@@ -18,7 +18,10 @@
 //! associated data. Sealed form: `nonce (12) | ciphertext | tag (16)`.
 //! Plaintext: `version (1) | flags (1: bit 0, an observed address follows)
 //! | [observed] | count (1, at most MAX_LOCAL_ADDRS) | count x address`,
-//! each address `family (1: 4 or 6) | IP (4 or 16) | port (2, BE)`.
+//! each address `family (1: 4 or 6) | IP (4 or 16) | port (2, BE)`. An
+//! IPv4 address is always family 4 (an IPv4-mapped IPv6 one is refused, so
+//! each address has one encoding); an IPv6 scope id is not carried (the
+//! peer's would not be ours anyway), nor flow info.
 //!
 //! ```
 //! use wzp_proto::direct_call::{IncomingCall, OutgoingCall};
@@ -230,13 +233,19 @@ impl Reader<'_> {
             }
             6 => {
                 let b: [u8; 16] = self.take(16)?.try_into().unwrap_or_default();
-                IpAddr::V6(Ipv6Addr::from(b))
+                let ip = Ipv6Addr::from(b);
+                // One encoding per address: an IPv4 one is family 4.
+                if ip.to_ipv4_mapped().is_some() {
+                    return Err(PathAddrsError::Malformed("an IPv4 address written as IPv6"));
+                }
+                IpAddr::V6(ip)
             }
             _ => return Err(PathAddrsError::Malformed("unknown address family")),
         };
         let p = self.take(2)?;
         let port = u16::from_be_bytes([p[0], p[1]]);
-        if port == 0 || ip.is_unspecified() || ip.is_multicast() {
+        let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+        if port == 0 || ip.is_unspecified() || ip.is_multicast() || broadcast {
             return Err(PathAddrsError::Malformed("an address no one can dial"));
         }
         Ok(SocketAddr::new(ip, port))

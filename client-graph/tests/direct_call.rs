@@ -185,17 +185,11 @@ fn in_ns(ns: Option<&str>, cmd: PathBuf) -> Command {
 }
 
 fn start_relay_in(ns: Option<&str>, dir: &Path, listen: &str, extra: &[&str]) -> Relay {
-    let mut proc = Proc::spawn(
-        "wzp-relay",
-        in_ns(ns, bin("wzp-relay"))
-            .args([
-                "-i",
-                dir.join("relay.seed").to_str().unwrap(),
-                "--listen",
-                listen,
-            ])
-            .args(extra),
-    );
+    let mut cmd = in_ns(ns, bin("wzp-relay"));
+    if !extra.contains(&"-i") {
+        cmd.args(["-i", dir.join("relay.seed").to_str().unwrap()]);
+    }
+    let mut proc = Proc::spawn("wzp-relay", cmd.args(["--listen", listen]).args(extra));
     let line = proc.expect_line("listening ", WAIT);
     let field = |k: &str| {
         line.split_whitespace()
@@ -1625,5 +1619,169 @@ fn two_parties_behind_one_nat_meet_on_their_own_network() {
         "alice sent {a_out}, bob took {b_in} direct"
     );
     drop(nats);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `GET path` on a relay's HTTP address inside namespace `ns` (bash's
+/// `/dev/tcp`: this test's own namespace has no route there): the body.
+fn http_get_in(ns: &str, addr: SocketAddr, path: &str) -> String {
+    let script = format!(
+        "exec 3<>/dev/tcp/{}/{} && printf 'GET {path} HTTP/1.1\\r\\nHost: relay\\r\\n\
+         Connection: close\\r\\n\\r\\n' >&3 && cat <&3",
+        addr.ip(),
+        addr.port()
+    );
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "bash", "-c", &script])
+        .output()
+        .expect("ip netns exec runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
+/// Relay `name` in namespace `ns` with its own identity and `config`
+/// (TOML), listening on every address there.
+fn start_named_relay_in(ns: &str, dir: &Path, name: &str, config: &str) -> Relay {
+    let cfg = dir.join(format!("{name}.toml"));
+    std::fs::write(&cfg, config).unwrap();
+    let seed = dir.join(format!("{name}.seed"));
+    let (cfg, seed) = (cfg.to_str().unwrap(), seed.to_str().unwrap());
+    let extra = [
+        "-i",
+        seed,
+        "-c",
+        cfg,
+        "--label",
+        name,
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ];
+    start_relay_in(Some(ns), dir, "0.0.0.0:0", &extra)
+}
+
+/// Alice and Bob each behind their own NAT and registered at two federated
+/// relays (r1 and r3, on the public side): no relay knows both, so each
+/// seals its addresses for the other (`call_path`), r1 and r3 carry them
+/// unread, and the path comes up through both NATs (Bob punching, Alice
+/// dialing) as on one relay.
+#[test]
+fn a_direct_path_across_two_relays_goes_through_both_nats() {
+    if !is_root() {
+        eprintln!("skipped: network namespaces and NATs need root");
+        return;
+    }
+    let _s = serial();
+    let dir = tmp("nats-fed");
+    let nats = Nats::new();
+    let (pubns, ans, bns) = (nats.ns("pub"), nats.ns("a"), nats.ns("b"));
+    let fp_of = |name: &str| -> String {
+        let out = Command::new(bin("wzp-relay"))
+            .args(["fingerprint", "-i"])
+            .arg(dir.join(format!("{name}.seed")))
+            .output()
+            .expect("wzp-relay fingerprint runs");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let r3 = start_named_relay_in(
+        &pubns,
+        &dir,
+        "r3",
+        &format!(
+            "[[trusted]]\nfingerprint = \"{}\"\nlabel = \"r1\"\n",
+            fp_of("r1")
+        ),
+    );
+    let r1 = start_named_relay_in(
+        &pubns,
+        &dir,
+        "r1",
+        &format!(
+            "[[peers]]\naddress = \"127.0.0.1:{}\"\nfingerprint = \"{}\"\nlabel = \"r3\"\n",
+            r3.addr.port(),
+            r3.fingerprint
+        ),
+    );
+    let r1_http = r1.metrics.expect("metrics address");
+    wait_until("the link r1-r3 up", || {
+        http_get_in(&pubns, r1_http, "/metrics")
+            .contains("wzp_federation_peer_status{peer=\"r3\"} 2")
+    });
+    let speech = speech_like(16_000);
+    write_wav(&dir.join("a-says.wav"), &speech);
+    let mut b = client_in(
+        Some(&bns),
+        SocketAddr::from(([10, 0, 2, 1], r3.addr.port())),
+        &dir,
+        &r3,
+        "bob",
+        &["listen"],
+        &[
+            "--accept",
+            "trusted",
+            "--once",
+            "--duration",
+            "8s",
+            "--input",
+            "tone",
+            "--output",
+            dir.join("b-heard.wav").to_str().unwrap(),
+        ],
+    );
+    let registered = b.expect_line("registered as ", WAIT);
+    let b_fp = registered.split_whitespace().nth(2).unwrap().to_string();
+    wait_until("r1 has a route to bob", || {
+        http_get_in(&pubns, r1_http, &format!("/route/{b_fp}")).contains("\"route\":\"peer\"")
+    });
+    let mut a = client_in(
+        Some(&ans),
+        SocketAddr::from(([10, 0, 1, 1], r1.addr.port())),
+        &dir,
+        &r1,
+        "alice",
+        &["call", &b_fp],
+        &[
+            "--duration",
+            "8s",
+            "--input",
+            dir.join("a-says.wav").to_str().unwrap(),
+            "--output",
+            "null",
+        ],
+    );
+    // Each learns the other's NAT's public address, sealed.
+    let got = b.expect_line("shared its addresses for a direct path", WAIT);
+    assert!(got.contains("10.0.1.2:"), "{got}");
+    let got = a.expect_line("shared its addresses for a direct path", WAIT);
+    assert!(got.contains("10.0.2.2:"), "{got}");
+    let up_a = a.expect_line("direct path to ", WAIT);
+    assert!(
+        up_a.contains(" up ") && up_a.contains("peer 10.0.2.2:"),
+        "{up_a}"
+    );
+    let up_b = b.expect_line("direct path to ", WAIT);
+    assert!(
+        up_b.contains(" up ") && up_b.contains("peer 10.0.1.2:"),
+        "{up_b}"
+    );
+    assert!(a.exit(WAIT).success(), "{:?}", a.drain());
+    assert!(b.exit(WAIT).success(), "{:?}", b.drain());
+    let (a_out, _) = carried(&mut a);
+    let (_, b_in) = carried(&mut b);
+    assert!(
+        a_out >= 250 && b_in >= 250,
+        "alice sent {a_out}, bob took {b_in} direct"
+    );
+    let heard_by_b = read_wav_mono(&dir.join("b-heard.wav")).unwrap().samples;
+    let r = segmental_correlation(&heard_by_b, &speech);
+    assert!(r > 0.7, "bob's recording correlates {r} with alice's voice");
+    let m = http_get_in(&pubns, r1_http, "/metrics");
+    assert!(
+        m.contains("wzp_federation_calls_total{event=\"path_forwarded\"} 1\n"),
+        "{m}"
+    );
+    drop((r1, r3, nats));
     let _ = std::fs::remove_dir_all(dir);
 }

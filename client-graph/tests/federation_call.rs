@@ -759,6 +759,48 @@ fn a_trusted_call_across_relays_takes_a_direct_path() {
     println!("bob hears alice at r = {r_b:.3}, alice hears bob at r = {r_a:.3}");
     assert!(r_b > 0.7, "bob's recording correlates {r_b}");
     assert!(r_a > 0.7, "alice's recording correlates {r_a}");
+
+    // Bob trusts but shares nothing (`--relay-only`): alice's sealed
+    // addresses reach him and go unanswered; she says so, and the call
+    // runs on the relays.
+    let mut bob = client(
+        &dir,
+        &r3,
+        "bob",
+        &["listen"],
+        &[
+            "--accept",
+            "trusted",
+            "--relay-only",
+            "--once",
+            "--duration",
+            "60s",
+            "--input",
+            "tone",
+            "--output",
+            "null",
+        ],
+    );
+    bob.expect_line("registered as ", WAIT);
+    let mut alice = client(
+        &dir,
+        &r1,
+        "alice",
+        &["call", &bob_fp],
+        &["--duration", "7s", "--input", "tone", "--output", "null"],
+    );
+    let none = alice.expect_line("no addresses from ", WAIT);
+    assert!(none.contains("the media stays on the relays"), "{none}");
+    assert!(alice.exit(WAIT).success(), "{:?}", alice.drain());
+    bob.expect_line("the other side hung up", WAIT);
+    assert!(bob.exit(WAIT).success(), "{:?}", bob.drain());
+    for p in [&mut alice, &mut bob] {
+        let printed = p.drain();
+        assert!(
+            !printed.iter().any(|l| l.contains("direct path to")),
+            "{printed:?}"
+        );
+    }
     drop((r1, r3));
     let _ = std::fs::remove_dir_all(dir);
 }

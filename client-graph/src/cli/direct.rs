@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
 use wzp_proto::direct_call::{CallEvent, CallReady, IncomingCall, OutgoingCall};
@@ -152,6 +152,10 @@ pub async fn flush(sig: &mut SignalConn, call: &mut dyn CallMachine) -> Result<(
 }
 
 /// How an answered call ended.
+/// How long a caller that sealed its addresses for the callee waits for
+/// the callee's before it says none came.
+const PEER_PATH_WAIT: Duration = Duration::from_secs(5);
+
 /// Sends this side's addresses sealed for the peer; whether they went.
 async fn share_path(
     sig: &mut SignalConn,
@@ -271,12 +275,26 @@ pub async fn run_media(
         })
         .map_err(|e| anyhow!("starting the call: {e}"))?;
     let mut end = CallEnd::Local;
+    // The caller says once when the callee's sealed addresses never came
+    // (a relay on the way predates them, or the callee shares none).
+    let mut waiting_for_peer = (shared && sealed.is_some()).then(Instant::now);
     loop {
         tokio::select! {
             _ = &mut done_rx => break,
             _ = tokio::time::sleep(Duration::from_millis(50)) => {
                 if stop.load(Ordering::Relaxed) {
                     call_stop.store(true, Ordering::Relaxed);
+                }
+                if waiting_for_peer.is_some_and(|t| t.elapsed() >= PEER_PATH_WAIT) {
+                    waiting_for_peer = None;
+                    if late_tx.borrow().is_none() {
+                        println!(
+                            "no addresses from {} within {} s (a relay on the way may not carry \
+                             them, or it shares none): the media stays on the relays",
+                            ready.peer,
+                            PEER_PATH_WAIT.as_secs()
+                        );
+                    }
                 }
             }
             msg = sig.recv() => match msg {

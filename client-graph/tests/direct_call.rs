@@ -1288,31 +1288,15 @@ impl Drop for Nats {
     }
 }
 
-/// Alice and Bob each behind their own NAT, the relay on the public side:
-/// neither can reach the other's address unasked, yet the direct path
-/// comes up (the caller shares its address, the callee punches towards it
-/// while the caller dials), carries the call both ways, and the far end
-/// hears it.
-#[test]
-fn a_direct_path_goes_through_both_parties_nats() {
-    let root = is_root();
-    if !root {
-        eprintln!("skipped: network namespaces and NATs need root");
-        return;
-    }
-    let _s = serial();
-    let dir = tmp("nats");
-    let nats = Nats::new();
-    let (pubns, ans, bns) = (nats.ns("pub"), nats.ns("a"), nats.ns("b"));
-    let relay = start_relay_in(Some(&pubns), &dir, "0.0.0.0:0", &[]);
-    let port = relay.addr.port();
-    let speech = speech_like(16_000);
-    write_wav(&dir.join("a-says.wav"), &speech);
+/// Bob, in namespace `b` behind his NAT, listens (`--accept trusted`, 8 s)
+/// at `relay`, reached at `addr`: the process and his fingerprint.
+fn bob_behind_nat(nats: &Nats, addr: SocketAddr, dir: &Path, relay: &Relay) -> (Proc, String) {
+    let out = dir.join("b-heard.wav");
     let mut b = client_in(
-        Some(&bns),
-        SocketAddr::from(([10, 0, 2, 1], port)),
-        &dir,
-        &relay,
+        Some(&nats.ns("b")),
+        addr,
+        dir,
+        relay,
         "bob",
         &["listen"],
         &[
@@ -1324,7 +1308,7 @@ fn a_direct_path_goes_through_both_parties_nats() {
             "--input",
             "tone",
             "--output",
-            dir.join("b-heard.wav").to_str().unwrap(),
+            out.to_str().unwrap(),
         ],
     );
     let registered = b.expect_line("registered as ", WAIT);
@@ -1333,23 +1317,35 @@ fn a_direct_path_goes_through_both_parties_nats() {
         registered.contains("observed address 10.0.2.2:"),
         "{registered}"
     );
-    let b_fp = registered.split_whitespace().nth(2).unwrap().to_string();
-    let mut a = client_in(
-        Some(&ans),
-        SocketAddr::from(([10, 0, 1, 1], port)),
-        &dir,
-        &relay,
+    let fp = registered.split_whitespace().nth(2).unwrap().to_string();
+    (b, fp)
+}
+
+/// Alice, in namespace `a` behind her NAT, calls `bob` for 8 s through
+/// `relay`, reached at `addr`, saying `a-says.wav`.
+fn alice_behind_nat(nats: &Nats, addr: SocketAddr, dir: &Path, relay: &Relay, bob: &str) -> Proc {
+    let input = dir.join("a-says.wav");
+    client_in(
+        Some(&nats.ns("a")),
+        addr,
+        dir,
+        relay,
         "alice",
-        &["call", &b_fp],
+        &["call", bob],
         &[
             "--duration",
             "8s",
             "--input",
-            dir.join("a-says.wav").to_str().unwrap(),
+            input.to_str().unwrap(),
             "--output",
             "null",
         ],
-    );
+    )
+}
+
+/// The end of a call through both NATs: the path comes up between the
+/// NATs' public addresses, carries the call, and Bob hears `speech`.
+fn path_through_both_nats(a: &mut Proc, b: &mut Proc, dir: &Path, speech: &[f32]) {
     let up_a = a.expect_line("direct path to ", WAIT);
     assert!(
         up_a.contains(" up ") && up_a.contains("peer 10.0.2.2:"),
@@ -1362,15 +1358,40 @@ fn a_direct_path_goes_through_both_parties_nats() {
     );
     assert!(a.exit(WAIT).success(), "{:?}", a.drain());
     assert!(b.exit(WAIT).success(), "{:?}", b.drain());
-    let (a_out, _) = carried(&mut a);
-    let (_, b_in) = carried(&mut b);
+    let (a_out, _) = carried(a);
+    let (_, b_in) = carried(b);
     assert!(
         a_out >= 250 && b_in >= 250,
         "alice sent {a_out}, bob took {b_in} direct"
     );
     let heard_by_b = read_wav_mono(&dir.join("b-heard.wav")).unwrap().samples;
-    let r = segmental_correlation(&heard_by_b, &speech);
+    let r = segmental_correlation(&heard_by_b, speech);
     assert!(r > 0.7, "bob's recording correlates {r} with alice's voice");
+}
+
+/// Alice and Bob each behind their own NAT, the relay on the public side:
+/// neither can reach the other's address unasked, yet the direct path
+/// comes up (the caller shares its address, the callee punches towards it
+/// while the caller dials), carries the call both ways, and the far end
+/// hears it.
+#[test]
+fn a_direct_path_goes_through_both_parties_nats() {
+    if !is_root() {
+        eprintln!("skipped: network namespaces and NATs need root");
+        return;
+    }
+    let _s = serial();
+    let dir = tmp("nats");
+    let nats = Nats::new();
+    let relay = start_relay_in(Some(&nats.ns("pub")), &dir, "0.0.0.0:0", &[]);
+    let port = relay.addr.port();
+    let speech = speech_like(16_000);
+    write_wav(&dir.join("a-says.wav"), &speech);
+    let b_at = SocketAddr::from(([10, 0, 2, 1], port));
+    let (mut b, b_fp) = bob_behind_nat(&nats, b_at, &dir, &relay);
+    let a_at = SocketAddr::from(([10, 0, 1, 1], port));
+    let mut a = alice_behind_nat(&nats, a_at, &dir, &relay, &b_fp);
+    path_through_both_nats(&mut a, &mut b, &dir, &speech);
     drop(nats);
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -1675,7 +1696,7 @@ fn a_direct_path_across_two_relays_goes_through_both_nats() {
     let _s = serial();
     let dir = tmp("nats-fed");
     let nats = Nats::new();
-    let (pubns, ans, bns) = (nats.ns("pub"), nats.ns("a"), nats.ns("b"));
+    let pubns = nats.ns("pub");
     let fp_of = |name: &str| -> String {
         let out = Command::new(bin("wzp-relay"))
             .args(["fingerprint", "-i"])
@@ -1711,72 +1732,19 @@ fn a_direct_path_across_two_relays_goes_through_both_nats() {
     });
     let speech = speech_like(16_000);
     write_wav(&dir.join("a-says.wav"), &speech);
-    let mut b = client_in(
-        Some(&bns),
-        SocketAddr::from(([10, 0, 2, 1], r3.addr.port())),
-        &dir,
-        &r3,
-        "bob",
-        &["listen"],
-        &[
-            "--accept",
-            "trusted",
-            "--once",
-            "--duration",
-            "8s",
-            "--input",
-            "tone",
-            "--output",
-            dir.join("b-heard.wav").to_str().unwrap(),
-        ],
-    );
-    let registered = b.expect_line("registered as ", WAIT);
-    let b_fp = registered.split_whitespace().nth(2).unwrap().to_string();
+    let b_at = SocketAddr::from(([10, 0, 2, 1], r3.addr.port()));
+    let (mut b, b_fp) = bob_behind_nat(&nats, b_at, &dir, &r3);
     wait_until("r1 has a route to bob", || {
         http_get_in(&pubns, r1_http, &format!("/route/{b_fp}")).contains("\"route\":\"peer\"")
     });
-    let mut a = client_in(
-        Some(&ans),
-        SocketAddr::from(([10, 0, 1, 1], r1.addr.port())),
-        &dir,
-        &r1,
-        "alice",
-        &["call", &b_fp],
-        &[
-            "--duration",
-            "8s",
-            "--input",
-            dir.join("a-says.wav").to_str().unwrap(),
-            "--output",
-            "null",
-        ],
-    );
+    let a_at = SocketAddr::from(([10, 0, 1, 1], r1.addr.port()));
+    let mut a = alice_behind_nat(&nats, a_at, &dir, &r1, &b_fp);
     // Each learns the other's NAT's public address, sealed.
     let got = b.expect_line("shared its addresses for a direct path", WAIT);
     assert!(got.contains("10.0.1.2:"), "{got}");
     let got = a.expect_line("shared its addresses for a direct path", WAIT);
     assert!(got.contains("10.0.2.2:"), "{got}");
-    let up_a = a.expect_line("direct path to ", WAIT);
-    assert!(
-        up_a.contains(" up ") && up_a.contains("peer 10.0.2.2:"),
-        "{up_a}"
-    );
-    let up_b = b.expect_line("direct path to ", WAIT);
-    assert!(
-        up_b.contains(" up ") && up_b.contains("peer 10.0.1.2:"),
-        "{up_b}"
-    );
-    assert!(a.exit(WAIT).success(), "{:?}", a.drain());
-    assert!(b.exit(WAIT).success(), "{:?}", b.drain());
-    let (a_out, _) = carried(&mut a);
-    let (_, b_in) = carried(&mut b);
-    assert!(
-        a_out >= 250 && b_in >= 250,
-        "alice sent {a_out}, bob took {b_in} direct"
-    );
-    let heard_by_b = read_wav_mono(&dir.join("b-heard.wav")).unwrap().samples;
-    let r = segmental_correlation(&heard_by_b, &speech);
-    assert!(r > 0.7, "bob's recording correlates {r} with alice's voice");
+    path_through_both_nats(&mut a, &mut b, &dir, &speech);
     let m = http_get_in(&pubns, r1_http, "/metrics");
     assert!(
         m.contains("wzp_federation_calls_total{event=\"path_forwarded\"} 1\n"),

@@ -312,10 +312,10 @@ fn voices(dir: &Path) -> (Vec<f32>, Vec<f32>) {
     (speech, reversed)
 }
 
-/// Bob registered on `relay`, answering the first call (generic) for at
-/// most `duration`, his voice in and what he hears to `bob-heard.wav`;
-/// with his fingerprint.
-fn bob_listens(dir: &Path, relay: &Relay, duration: &str) -> (Proc, String) {
+/// Bob registered on `relay`, answering the first call (`--accept
+/// accept`) for at most `duration`, his voice in and what he hears to
+/// `bob-heard.wav`; with his fingerprint.
+fn bob_listens(dir: &Path, relay: &Relay, accept: &str, duration: &str) -> (Proc, String) {
     let mut p = client(
         dir,
         relay,
@@ -323,7 +323,7 @@ fn bob_listens(dir: &Path, relay: &Relay, duration: &str) -> (Proc, String) {
         &["listen"],
         &[
             "--accept",
-            "generic",
+            accept,
             "--once",
             "--duration",
             duration,
@@ -336,6 +336,27 @@ fn bob_listens(dir: &Path, relay: &Relay, duration: &str) -> (Proc, String) {
     let line = p.expect_line("registered as ", WAIT);
     let fp = line.split_whitespace().nth(2).unwrap().to_string();
     (p, fp)
+}
+
+/// Alice on `relay` calls `bob` for `duration`, her voice in and what she
+/// hears to `alice-heard.wav`.
+fn alice_calls(dir: &Path, relay: &Relay, bob: &str, duration: &str) -> Proc {
+    client(
+        dir,
+        relay,
+        "alice",
+        &["call", bob],
+        &[
+            "--alias",
+            "alice",
+            "--duration",
+            duration,
+            "--input",
+            dir.join("alice-says.wav").to_str().unwrap(),
+            "--output",
+            dir.join("alice-heard.wav").to_str().unwrap(),
+        ],
+    )
 }
 
 fn sas(p: &mut Proc) -> String {
@@ -378,29 +399,14 @@ fn alice_on_relay_1_calls_bob_on_relay_3_through_relay_2() {
     let [r1, r2, r3] = chain(&dir);
     let (speech, reversed) = voices(&dir);
 
-    let (mut bob, bob_fp) = bob_listens(&dir, &r3, "60s");
+    let (mut bob, bob_fp) = bob_listens(&dir, &r3, "generic", "60s");
     // Relay 1 reaches bob through relay 2.
     let route = wait_http(&r1, &format!("/route/{bob_fp}"), |b| {
         b.contains("\"route\":\"via\"")
     });
     assert!(route.contains(&bob_fp), "{route}");
 
-    let mut alice = client(
-        &dir,
-        &r1,
-        "alice",
-        &["call", &bob_fp],
-        &[
-            "--alias",
-            "alice",
-            "--duration",
-            "6s",
-            "--input",
-            dir.join("alice-says.wav").to_str().unwrap(),
-            "--output",
-            dir.join("alice-heard.wav").to_str().unwrap(),
-        ],
-    );
+    let mut alice = alice_calls(&dir, &r1, &bob_fp, "6s");
     alice.expect_line("ringing", WAIT);
     let offer = bob.expect_line("incoming call from ", WAIT);
     assert!(offer.contains("(alice)"), "{offer}");
@@ -572,24 +578,11 @@ fn a_call_goes_on_when_relays_between_stop_or_die() {
     let dir = tmp("ladder");
     let (r1, mut between, r3) = ladder(&dir);
     let (speech, reversed) = voices(&dir);
-    let (mut bob, bob_fp) = bob_listens(&dir, &r3, "90s");
+    let (mut bob, bob_fp) = bob_listens(&dir, &r3, "generic", "90s");
     wait_http(&r1, &format!("/route/{bob_fp}"), |b| {
         b.contains("\"route\":\"via\"")
     });
-    let mut alice = client(
-        &dir,
-        &r1,
-        "alice",
-        &["call", &bob_fp],
-        &[
-            "--duration",
-            "25s",
-            "--input",
-            dir.join("alice-says.wav").to_str().unwrap(),
-            "--output",
-            dir.join("alice-heard.wav").to_str().unwrap(),
-        ],
-    );
+    let mut alice = alice_calls(&dir, &r1, &bob_fp, "25s");
     alice.expect_line("answered by", WAIT);
     assert_eq!(sas(&mut alice), sas(&mut bob));
     let counts = |between: &[(&'static str, Relay)]| -> Vec<f64> {
@@ -688,42 +681,11 @@ fn a_trusted_call_across_relays_takes_a_direct_path() {
     let dir = tmp("chain-direct");
     let [r1, r2, r3] = chain(&dir);
     let (speech, reversed) = voices(&dir);
-    let mut bob = client(
-        &dir,
-        &r3,
-        "bob",
-        &["listen"],
-        &[
-            "--accept",
-            "trusted",
-            "--once",
-            "--duration",
-            "60s",
-            "--input",
-            dir.join("bob-says.wav").to_str().unwrap(),
-            "--output",
-            dir.join("bob-heard.wav").to_str().unwrap(),
-        ],
-    );
-    let line = bob.expect_line("registered as ", WAIT);
-    let bob_fp = line.split_whitespace().nth(2).unwrap().to_string();
+    let (mut bob, bob_fp) = bob_listens(&dir, &r3, "trusted", "60s");
     wait_http(&r1, &format!("/route/{bob_fp}"), |b| {
         b.contains("\"route\":\"via\"")
     });
-    let mut alice = client(
-        &dir,
-        &r1,
-        "alice",
-        &["call", &bob_fp],
-        &[
-            "--duration",
-            "8s",
-            "--input",
-            dir.join("alice-says.wav").to_str().unwrap(),
-            "--output",
-            dir.join("alice-heard.wav").to_str().unwrap(),
-        ],
-    );
+    let mut alice = alice_calls(&dir, &r1, &bob_fp, "8s");
     alice.expect_line("answered by", WAIT);
     // Each learns the other's addresses from the sealed call_path.
     let got = bob.expect_line("shared its addresses for a direct path (sealed", WAIT);

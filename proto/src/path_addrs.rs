@@ -15,9 +15,13 @@
 //! media key as input and [`PATH_ADDRS_LABEL`] as info (one key per
 //! direction, so a party's own message sent back to it does not open).
 //! Cipher: ChaCha20-Poly1305 with a random 12-byte nonce, the call id as
-//! associated data. Sealed form: `nonce (12) | ciphertext | tag (16)`.
+//! associated data. Sealed form: `nonce (12) | ciphertext | tag (16)`,
+//! always [`MAX_SEALED_PATH`] bytes: the plaintext is padded with zeros to
+//! [`MAX_PATH_ADDRS_PLAIN`], so a relay cannot tell from the length how
+//! many addresses a party has, or of which family.
 //! Plaintext: `version (1) | flags (1: bit 0, an observed address follows)
-//! | [observed] | count (1, at most MAX_LOCAL_ADDRS) | count x address`,
+//! | [observed] | count (1, at most MAX_LOCAL_ADDRS) | count x address |
+//! zeros`,
 //! each address `family (1: 4 or 6) | IP (4 or 16) | port (2, BE)`. An
 //! IPv4 address is always family 4 (an IPv4-mapped IPv6 one is refused, so
 //! each address has one encoding); an IPv6 scope id is not carried (the
@@ -62,10 +66,12 @@ pub const PATH_ADDRS_TAG_LEN: usize = 16;
 /// Longest plaintext: version, flags, an IPv6 observed address, the count
 /// and [`MAX_LOCAL_ADDRS`] IPv6 addresses.
 pub const MAX_PATH_ADDRS_PLAIN: usize = 3 + (1 + MAX_LOCAL_ADDRS) * ADDR_V6_LEN;
-/// Longest sealed form (126 bytes); relays refuse a longer `call_path`.
+/// The sealed form's length (126 bytes: the plaintext is padded to its
+/// longest); relays refuse a longer `call_path`.
 pub const MAX_SEALED_PATH: usize = PATH_ADDRS_NONCE_LEN + MAX_PATH_ADDRS_PLAIN + PATH_ADDRS_TAG_LEN;
-/// Shortest sealed form: nonce, version, flags, count, tag.
-pub const MIN_SEALED_PATH: usize = PATH_ADDRS_NONCE_LEN + 3 + PATH_ADDRS_TAG_LEN;
+/// Shortest sealed form [`PathAddrs::open`] reads: the same, every sealed
+/// form is padded to one length.
+pub const MIN_SEALED_PATH: usize = MAX_SEALED_PATH;
 
 const ADDR_V6_LEN: usize = 1 + 16 + 2;
 
@@ -116,8 +122,29 @@ impl PathAddrs {
         out
     }
 
-    /// Reads a plaintext.
+    /// Reads a plaintext (without padding).
     pub fn decode(b: &[u8]) -> Result<PathAddrs, PathAddrsError> {
+        let (addrs, rest) = PathAddrs::decode_prefix(b)?;
+        if !rest.is_empty() {
+            return Err(PathAddrsError::Malformed("bytes after the addresses"));
+        }
+        Ok(addrs)
+    }
+
+    /// Reads a padded plaintext: [`MAX_PATH_ADDRS_PLAIN`] bytes, zeros after
+    /// the addresses.
+    fn decode_padded(b: &[u8]) -> Result<PathAddrs, PathAddrsError> {
+        if b.len() != MAX_PATH_ADDRS_PLAIN {
+            return Err(PathAddrsError::Malformed("not padded to 98 bytes"));
+        }
+        let (addrs, rest) = PathAddrs::decode_prefix(b)?;
+        if rest.iter().any(|&x| x != 0) {
+            return Err(PathAddrsError::Malformed("padding that is not zeros"));
+        }
+        Ok(addrs)
+    }
+
+    fn decode_prefix(b: &[u8]) -> Result<(PathAddrs, &[u8]), PathAddrsError> {
         let mut r = Reader(b);
         if r.byte()? != PATH_ADDRS_VERSION {
             return Err(PathAddrsError::Malformed("unknown version"));
@@ -134,10 +161,7 @@ impl PathAddrs {
             ));
         }
         let local = (0..n).map(|_| r.addr()).collect::<Result<Vec<_>, _>>()?;
-        if !r.0.is_empty() {
-            return Err(PathAddrsError::Malformed("bytes after the addresses"));
-        }
-        Ok(PathAddrs { observed, local })
+        Ok((PathAddrs { observed, local }, r.0))
     }
 
     /// Seals for the peer: with `keys`' sending direction, for `call_id`.
@@ -145,6 +169,7 @@ impl PathAddrs {
     pub fn seal(&self, keys: &SessionKeys, call_id: &str, nonce: [u8; 12]) -> Vec<u8> {
         let cipher = cipher(keys, keys.send_key());
         let mut buf = self.encode();
+        buf.resize(MAX_PATH_ADDRS_PLAIN, 0);
         let Ok(tag) = cipher.encrypt_inout_detached(
             &Nonce::from(nonce),
             call_id.as_bytes(),
@@ -182,7 +207,7 @@ impl PathAddrs {
                 &t,
             )
             .map_err(|_| PathAddrsError::NotAuthentic)?;
-        PathAddrs::decode(&buf)
+        PathAddrs::decode_padded(&buf)
     }
 }
 
@@ -255,6 +280,46 @@ impl Reader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::handshake::{EphemeralKey, Initiator, Responder};
+    use crate::Seed;
+
+    /// `plain` sealed as a peer would, for checks of what opens.
+    fn sealed_plain(plain: &[u8]) -> (Vec<u8>, SessionKeys) {
+        let (a, b) = (
+            Seed::from_bytes([1; 32]).identity(),
+            Seed::from_bytes([2; 32]).identity(),
+        );
+        let (i, init) = Initiator::start(&a, EphemeralKey::from_bytes([3; 32]), b"c", None);
+        let (r, resp) =
+            Responder::respond(&b, EphemeralKey::from_bytes([4; 32]), b"c", &init, None).unwrap();
+        let (ik, fin) = i.finish(&resp).unwrap();
+        let rk = r.confirm(&fin).unwrap();
+        let mut buf = plain.to_vec();
+        let tag = cipher(&ik, ik.send_key())
+            .encrypt_inout_detached(&Nonce::from([5; 12]), b"c1", buf.as_mut_slice().into())
+            .unwrap();
+        ([&[5u8; 12][..], &buf, &tag].concat(), rk)
+    }
+
+    #[test]
+    fn only_zero_padding_to_the_full_length_opens() {
+        let mut plain = PathAddrs::default().encode();
+        plain.resize(MAX_PATH_ADDRS_PLAIN, 0);
+        let (s, rk) = sealed_plain(&plain);
+        assert_eq!(PathAddrs::open(&s, &rk, "c1"), Ok(PathAddrs::default()));
+        *plain.last_mut().unwrap() = 1;
+        let (s, rk) = sealed_plain(&plain);
+        assert_eq!(
+            PathAddrs::open(&s, &rk, "c1"),
+            Err(PathAddrsError::Malformed("padding that is not zeros"))
+        );
+        // A shorter plaintext is a shorter sealed form: refused by length.
+        let (s, rk) = sealed_plain(&plain[..MAX_PATH_ADDRS_PLAIN - 1]);
+        assert_eq!(
+            PathAddrs::open(&s, &rk, "c1"),
+            Err(PathAddrsError::Length(s.len()))
+        );
+    }
 
     #[test]
     fn the_longest_plaintext_fits_the_bound() {

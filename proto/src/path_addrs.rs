@@ -73,6 +73,10 @@ pub const MAX_SEALED_PATH: usize = PATH_ADDRS_NONCE_LEN + MAX_PATH_ADDRS_PLAIN +
 /// form is padded to one length.
 pub const MIN_SEALED_PATH: usize = MAX_SEALED_PATH;
 
+/// Most `call_path` messages a relay carries from one party of a call (each
+/// sends one; a few more cover a client that sends again).
+pub const MAX_CALL_PATHS: u8 = 4;
+
 const ADDR_V6_LEN: usize = 1 + 16 + 2;
 
 /// Where a party can be reached directly.

@@ -145,9 +145,7 @@ pub struct Call {
     pub paths: [u8; 2],
 }
 
-/// Most `call_path` messages the relay carries from one party of a call
-/// (each sends one; a few more cover a client that sends again).
-pub const MAX_CALL_PATHS: u8 = 4;
+pub use wzp_proto::path_addrs::MAX_CALL_PATHS;
 
 impl Call {
     /// Which party `conn` is, if any.

@@ -54,6 +54,7 @@ use std::time::{Duration, Instant};
 use wzp_proto::federation::{
     CallEvent, CallSignal, RelayId, RoomId, MAX_CALL_PATH, PATH_VERSION, REROUTE_VERSION,
 };
+use wzp_proto::path_addrs::MAX_CALL_PATHS;
 use wzp_proto::signal::HangupReason;
 use wzp_proto::Fingerprint;
 
@@ -126,9 +127,8 @@ pub struct CallCounters {
 }
 
 /// Most `path` events one relay passes on for a call, both ways together
-/// (each end relay lets [`crate::calls::MAX_CALL_PATHS`] through from its
-/// party).
-pub const MAX_LEG_PATHS: u8 = 2 * crate::calls::MAX_CALL_PATHS;
+/// (each end relay lets [`MAX_CALL_PATHS`] through from its party).
+pub const MAX_LEG_PATHS: u8 = 2 * MAX_CALL_PATHS;
 
 /// One call as a relay on its path sees it.
 #[derive(Clone, Debug, PartialEq)]

@@ -152,6 +152,18 @@ pub async fn flush(sig: &mut SignalConn, call: &mut dyn CallMachine) -> Result<(
 }
 
 /// How an answered call ended.
+/// Opens the callee's signalling endpoint to the caller's dial; whether it
+/// could.
+fn open_to_dialer(sig: &SignalConn) -> bool {
+    match crate::nat::open_to_dialer(sig.endpoint()) {
+        Ok(()) => true,
+        Err(e) => {
+            println!("no direct path: {e:#}");
+            false
+        }
+    }
+}
+
 /// How long a caller that sealed its addresses for the callee waits for
 /// the callee's before it says none came.
 const PEER_PATH_WAIT: Duration = Duration::from_secs(5);
@@ -227,7 +239,7 @@ pub async fn run_media(
     }
     // The caller dials the address a trusting callee shared; that callee
     // accepts on its signalling socket, the address it shared.
-    let path = direct
+    let mut path = direct
         .filter(|(r, _)| *r == Role::Acceptor || relay_gave || sealed.is_some())
         .map(|(role, own_addr)| DirectPath {
             endpoint: sig.endpoint().clone(),
@@ -240,6 +252,18 @@ pub async fn run_media(
             room: ready.room.clone(),
             late: sealed.map(|_| late_rx.clone()),
         });
+    // The callee takes connections before the caller can dial: here,
+    // before the media starts (the caller dials at once); across relays,
+    // once the caller's addresses came and before ours go back (so no
+    // stranger waits in the queue before).
+    let accepts = path.as_ref().is_some_and(|p| p.role == Role::Acceptor);
+    let mut opened = false;
+    if accepts && sealed.is_none() {
+        opened = open_to_dialer(sig);
+        if !opened {
+            path = None;
+        }
+    }
     let call_stop = Arc::new(AtomicBool::new(false));
     let opts = CallOptions {
         relay: relay.relay.clone(),
@@ -311,9 +335,13 @@ pub async fn run_media(
                                 ready.peer,
                                 describe(&addrs)
                             );
-                            // The callee answers the caller's with its own.
+                            // The callee answers the caller's with its own,
+                            // ready for the caller's dial.
                             if let (false, Some(mine)) = (shared, &mine) {
-                                shared = share_path(sig, call, mine).await?;
+                                opened = open_to_dialer(sig);
+                                if opened {
+                                    shared = share_path(sig, call, mine).await?;
+                                }
                             }
                             let _ = late_tx.send(Some(addrs));
                         }
@@ -340,6 +368,9 @@ pub async fn run_media(
     let outcome = media_thread
         .join()
         .map_err(|_| anyhow!("the call's media thread panicked"))?;
+    if opened {
+        crate::nat::close_to_dialer(sig.endpoint());
+    }
     if !call.is_ended() {
         call.hangup();
         if !matches!(end, CallEnd::SignalLost(_)) {

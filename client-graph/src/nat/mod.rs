@@ -213,8 +213,29 @@ impl PathIo {
     }
 }
 
+/// Lets the acceptor's signalling endpoint take direct connections (with a
+/// throwaway certificate), before the caller can dial: on one relay before
+/// the call's media starts (the caller dials as soon as its call is up),
+/// across relays once the caller's sealed addresses came, before ours go
+/// back. An attempt that finds no server waits out QUIC's first
+/// retransmission (about a second). Until [`run`] accepts them they wait
+/// in the endpoint's queue; [`close_to_dialer`] ends it.
+pub(crate) fn open_to_dialer(endpoint: &quinn::Endpoint) -> Result<()> {
+    let seed = Seed::generate().map_err(|e| anyhow!("{e}"))?;
+    let cert = RelayCertificate::from_seed(&seed).map_err(|e| anyhow!("{e}"))?;
+    let cfg = quic::direct_server_config(&cert).map_err(|e| anyhow!("{e}"))?;
+    endpoint.set_server_config(Some(cfg));
+    Ok(())
+}
+
+/// The endpoint goes on signalling only: it takes no more connections.
+pub(crate) fn close_to_dialer(endpoint: &quinn::Endpoint) {
+    endpoint.set_server_config(None);
+}
+
 /// Runs the direct path until `finished()`: dials (caller) or accepts
-/// (callee), proves, carries the media while the connection lives.
+/// (callee, whose endpoint [`open_to_dialer`] opens), proves, carries the
+/// media while the connection lives.
 pub(crate) async fn run<F: Fn() -> bool + Clone + Send + 'static>(
     plan: DirectPath,
     identity: Identity,
@@ -236,7 +257,10 @@ pub(crate) async fn run<F: Fn() -> bool + Clone + Send + 'static>(
             r = late.wait_for(Option::is_some) => r.ok().and_then(|v| v.clone()),
             () = until(finished.clone()) => None,
         };
-        let Some(addrs) = addrs else { return };
+        let Some(addrs) = addrs else {
+            close_to_dialer(&plan.endpoint);
+            return;
+        };
         plan.peer_addr = addrs.observed;
         plan.peer_local = addrs.local;
     }
@@ -266,25 +290,14 @@ async fn run_role(
             }
         }
         Role::Acceptor => {
-            let cert = match Seed::generate()
-                .map_err(|e| anyhow!("{e}"))
-                .and_then(|s| RelayCertificate::from_seed(&s).map_err(|e| anyhow!("{e}")))
-                .and_then(|c| quic::direct_server_config(&c).map_err(|e| anyhow!("{e}")))
-            {
-                Ok(cfg) => cfg,
-                Err(e) => {
-                    println!("{}no direct path: {e}", io.label);
-                    return;
-                }
-            };
-            plan.endpoint.set_server_config(Some(cert));
+            // The endpoint takes connections since `open_to_dialer`; they
+            // waited in its queue until now.
             tokio::select! {
                 () = accept_loop(&plan, &identity, &io) => {}
                 () = punch_loop(&plan, &io.route) => {}
                 () = stopped => {}
             }
-            // The endpoint goes on signalling: accept nothing more.
-            plan.endpoint.set_server_config(None);
+            close_to_dialer(&plan.endpoint);
         }
     }
 }

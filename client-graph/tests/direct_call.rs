@@ -1278,6 +1278,17 @@ impl Nats {
     }
 }
 
+/// What a NAT test needs: the one-at-a-time guard, its directory and
+/// the namespaces; `None` (test skipped) without root.
+fn nat_test(name: &str) -> Option<(std::sync::MutexGuard<'static, ()>, PathBuf, Nats)> {
+    if !is_root() {
+        eprintln!("skipped: network namespaces and NATs need root");
+        return None;
+    }
+    let guard = serial();
+    Some((guard, tmp(name), Nats::new()))
+}
+
 impl Drop for Nats {
     fn drop(&mut self) {
         for n in ["pub", "na", "nb", "a", "b"] {
@@ -1376,13 +1387,9 @@ fn path_through_both_nats(a: &mut Proc, b: &mut Proc, dir: &Path, speech: &[f32]
 /// hears it.
 #[test]
 fn a_direct_path_goes_through_both_parties_nats() {
-    if !is_root() {
-        eprintln!("skipped: network namespaces and NATs need root");
+    let Some((_s, dir, nats)) = nat_test("nats") else {
         return;
-    }
-    let _s = serial();
-    let dir = tmp("nats");
-    let nats = Nats::new();
+    };
     let relay = start_relay_in(Some(&nats.ns("pub")), &dir, "0.0.0.0:0", &[]);
     let port = relay.addr.port();
     let speech = speech_like(16_000);
@@ -1574,14 +1581,9 @@ fn each_call_to_a_listener_gets_its_own_direct_path() {
 /// shared on his own network first, and the direct path comes up there.
 #[test]
 fn two_parties_behind_one_nat_meet_on_their_own_network() {
-    let root = is_root();
-    if !root {
-        eprintln!("skipped: network namespaces and NATs need root");
+    let Some((_s, dir, nats)) = nat_test("one-nat") else {
         return;
-    }
-    let _s = serial();
-    let dir = tmp("one-nat");
-    let nats = Nats::new();
+    };
     let (pubns, lan) = (nats.ns("pub"), nats.ns("a"));
     let relay = start_relay_in(Some(&pubns), &dir, "0.0.0.0:0", &[]);
     let to_relay = SocketAddr::from(([10, 0, 1, 1], relay.addr.port()));
@@ -1689,13 +1691,9 @@ fn start_named_relay_in(ns: &str, dir: &Path, name: &str, config: &str) -> Relay
 /// dialing) as on one relay.
 #[test]
 fn a_direct_path_across_two_relays_goes_through_both_nats() {
-    if !is_root() {
-        eprintln!("skipped: network namespaces and NATs need root");
+    let Some((_s, dir, nats)) = nat_test("nats-fed") else {
         return;
-    }
-    let _s = serial();
-    let dir = tmp("nats-fed");
-    let nats = Nats::new();
+    };
     let pubns = nats.ns("pub");
     let fp_of = |name: &str| -> String {
         let out = Command::new(bin("wzp-relay"))

@@ -1231,6 +1231,20 @@ struct Nats {
     tag: String,
 }
 
+/// What the NATs of [`Nats`] do beyond the home router's.
+#[derive(Clone, Copy, PartialEq)]
+enum NatKind {
+    /// One mapping per socket, whatever the destination.
+    Home,
+    /// A new mapping, on a random port, for every destination (symmetric,
+    /// as carrier-grade NATs often are: `MASQUERADE --random-fully`).
+    Symmetric,
+    /// Symmetric for IPv4, and IPv6 routed with no NAT: `pub` 2001:db8:1::1
+    /// and 2001:db8:2::1, `a` 2001:db8:a::2 and `b` 2001:db8:b::2, the
+    /// routers' firewalls letting nothing new in from outside.
+    SymmetricWithIpv6,
+}
+
 const NATS: &str = r#"
 set -e
 S=$1
@@ -1248,21 +1262,46 @@ ex ${S}na ip route add default via 10.0.1.1
 ex ${S}nb ip route add default via 10.0.2.1
 ex ${S}a ip route add default via 192.168.1.1
 ex ${S}b ip route add default via 192.168.2.1
+RANDOM_PORTS=
+[ "$2" = home ] || RANDOM_PORTS=--random-fully
 for x in a b; do
-  ex ${S}n$x iptables -w -t nat -A POSTROUTING -o ${S}${x}p -j MASQUERADE
+  ex ${S}n$x iptables -w -t nat -A POSTROUTING -o ${S}${x}p -j MASQUERADE $RANDOM_PORTS
   # A home router's firewall: nothing new comes in from outside.
   ex ${S}n$x iptables -w -A INPUT -i ${S}${x}p -m conntrack --ctstate NEW -j DROP
   ex ${S}n$x iptables -w -A FORWARD -i ${S}${x}p -m conntrack --ctstate NEW -j DROP
 done
+[ "$2" = ipv6 ] || exit 0
+for n in pub na nb; do ex $S$n sysctl -qw net.ipv6.conf.all.forwarding=1; done
+a6() { ex $1 ip -6 addr add $2 dev $3 nodad; }
+a6 ${S}pub 2001:db8:1::1/64 ${S}pa; a6 ${S}na 2001:db8:1::2/64 ${S}ap
+a6 ${S}pub 2001:db8:2::1/64 ${S}pb; a6 ${S}nb 2001:db8:2::2/64 ${S}bp
+a6 ${S}na 2001:db8:a::1/64 ${S}la; a6 ${S}a 2001:db8:a::2/64 ${S}al
+a6 ${S}nb 2001:db8:b::1/64 ${S}lb; a6 ${S}b 2001:db8:b::2/64 ${S}bl
+ex ${S}pub ip -6 route add 2001:db8:a::/64 via 2001:db8:1::2
+ex ${S}pub ip -6 route add 2001:db8:b::/64 via 2001:db8:2::2
+ex ${S}na ip -6 route add default via 2001:db8:1::1
+ex ${S}nb ip -6 route add default via 2001:db8:2::1
+ex ${S}a ip -6 route add default via 2001:db8:a::1
+ex ${S}b ip -6 route add default via 2001:db8:b::1
+for x in a b; do
+  # No NAT for IPv6, but the same firewall: nothing new comes in.
+  ex ${S}n$x ip6tables -w -A INPUT -i ${S}${x}p -m conntrack --ctstate NEW -j DROP
+  ex ${S}n$x ip6tables -w -A FORWARD -i ${S}${x}p -m conntrack --ctstate NEW -j DROP
+done
 "#;
 
 impl Nats {
-    fn new() -> Nats {
+    fn new(kind: NatKind) -> Nats {
         // Interface names are at most 15 bytes: the tag and two letters.
         let tag = format!("w{}", std::process::id() % 1_000_000);
         let nats = Nats { tag };
+        let kind = match kind {
+            NatKind::Home => "home",
+            NatKind::Symmetric => "symmetric",
+            NatKind::SymmetricWithIpv6 => "ipv6",
+        };
         let out = Command::new("bash")
-            .args(["-c", NATS, "nats", &nats.tag])
+            .args(["-c", NATS, "nats", &nats.tag, kind])
             .output()
             .expect("bash runs");
         assert!(
@@ -1281,12 +1320,20 @@ impl Nats {
 /// What a NAT test needs: the one-at-a-time guard, its directory and
 /// the namespaces; `None` (test skipped) without root.
 fn nat_test(name: &str) -> Option<(std::sync::MutexGuard<'static, ()>, PathBuf, Nats)> {
+    nat_test_of(name, NatKind::Home)
+}
+
+/// [`nat_test`] with NATs of `kind`.
+fn nat_test_of(
+    name: &str,
+    kind: NatKind,
+) -> Option<(std::sync::MutexGuard<'static, ()>, PathBuf, Nats)> {
     if !is_root() {
         eprintln!("skipped: network namespaces and NATs need root");
         return None;
     }
     let guard = serial();
-    Some((guard, tmp(name), Nats::new()))
+    Some((guard, tmp(name), Nats::new(kind)))
 }
 
 impl Drop for Nats {
@@ -1357,16 +1404,24 @@ fn alice_behind_nat(nats: &Nats, addr: SocketAddr, dir: &Path, relay: &Relay, bo
 /// The end of a call through both NATs: the path comes up between the
 /// NATs' public addresses, carries the call, and Bob hears `speech`.
 fn path_through_both_nats(a: &mut Proc, b: &mut Proc, dir: &Path, speech: &[f32]) {
+    path_between(a, b, dir, speech, "peer 10.0.2.2:", "peer 10.0.1.2:");
+}
+
+/// The end of a call whose path comes up with Alice seeing Bob's end as
+/// `a_sees` and Bob Alice's as `b_sees`, carries the call, and Bob hears
+/// `speech`.
+fn path_between(
+    a: &mut Proc,
+    b: &mut Proc,
+    dir: &Path,
+    speech: &[f32],
+    a_sees: &str,
+    b_sees: &str,
+) {
     let up_a = a.expect_line("direct path to ", WAIT);
-    assert!(
-        up_a.contains(" up ") && up_a.contains("peer 10.0.2.2:"),
-        "{up_a}"
-    );
+    assert!(up_a.contains(" up ") && up_a.contains(a_sees), "{up_a}");
     let up_b = b.expect_line("direct path to ", WAIT);
-    assert!(
-        up_b.contains(" up ") && up_b.contains("peer 10.0.1.2:"),
-        "{up_b}"
-    );
+    assert!(up_b.contains(" up ") && up_b.contains(b_sees), "{up_b}");
     assert!(a.exit(WAIT).success(), "{:?}", a.drain());
     assert!(b.exit(WAIT).success(), "{:?}", b.drain());
     let (a_out, _) = carried(a);
@@ -1399,6 +1454,77 @@ fn a_direct_path_goes_through_both_parties_nats() {
     let a_at = SocketAddr::from(([10, 0, 1, 1], port));
     let mut a = alice_behind_nat(&nats, a_at, &dir, &relay, &b_fp);
     path_through_both_nats(&mut a, &mut b, &dir, &speech);
+    drop(nats);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Alice and Bob each behind a NAT that maps every destination to a new
+/// port (symmetric): the port the relay saw is not the one a packet to the
+/// peer leaves from, so neither side's packets find the other's mapping.
+/// The caller says so, and the call goes on through the relay: Bob hears
+/// Alice.
+#[test]
+fn symmetric_nats_keep_the_media_on_the_relay() {
+    let Some((_s, dir, nats)) = nat_test_of("nats-sym", NatKind::Symmetric) else {
+        return;
+    };
+    let relay = start_relay_in(Some(&nats.ns("pub")), &dir, "0.0.0.0:0", &[]);
+    let port = relay.addr.port();
+    let speech = speech_like(16_000);
+    write_wav(&dir.join("a-says.wav"), &speech);
+    let b_at = SocketAddr::from(([10, 0, 2, 1], port));
+    let (mut b, b_fp) = bob_behind_nat(&nats, b_at, &dir, &relay);
+    let a_at = SocketAddr::from(([10, 0, 1, 1], port));
+    let mut a = alice_behind_nat(&nats, a_at, &dir, &relay, &b_fp);
+    let failed = a.expect_line("no direct path to ", WAIT);
+    assert!(
+        failed.contains("10.0.2.2:") && failed.contains("media stays on the relay"),
+        "{failed}"
+    );
+    assert!(a.exit(WAIT).success(), "{:?}", a.drain());
+    assert!(b.exit(WAIT).success(), "{:?}", b.drain());
+    for p in [&mut a, &mut b] {
+        let lines = p.drain();
+        assert!(
+            !lines
+                .iter()
+                .any(|l| l.contains("direct path to") && l.contains(" up ")),
+            "{lines:?}"
+        );
+    }
+    let heard_by_b = read_wav_mono(&dir.join("b-heard.wav")).unwrap().samples;
+    let r = segmental_correlation(&heard_by_b, &speech);
+    assert!(r > 0.7, "bob's recording correlates {r} with alice's voice");
+    drop(nats);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The same symmetric IPv4 NATs, but both parties also have a global IPv6
+/// address behind a firewall that lets nothing new in (as on most mobile
+/// and home networks with IPv6), while the relay is reached over IPv4.
+/// Each shares its IPv6 address beside the one the relay saw; Alice dials
+/// both, Bob punches both, and the path comes up over IPv6.
+#[test]
+fn symmetric_nats_meet_over_ipv6_while_the_relay_is_on_ipv4() {
+    let Some((_s, dir, nats)) = nat_test_of("nats-v6", NatKind::SymmetricWithIpv6) else {
+        return;
+    };
+    let relay = start_relay_in(Some(&nats.ns("pub")), &dir, "0.0.0.0:0", &[]);
+    let port = relay.addr.port();
+    let speech = speech_like(16_000);
+    write_wav(&dir.join("a-says.wav"), &speech);
+    let b_at = SocketAddr::from(([10, 0, 2, 1], port));
+    let (mut b, b_fp) = bob_behind_nat(&nats, b_at, &dir, &relay);
+    let a_at = SocketAddr::from(([10, 0, 1, 1], port));
+    let mut a = alice_behind_nat(&nats, a_at, &dir, &relay, &b_fp);
+    path_between(
+        &mut a,
+        &mut b,
+        &dir,
+        &speech,
+        "peer [2001:db8:b::2]:",
+        "peer [2001:db8:a::2]:",
+    );
     drop(nats);
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -30,14 +30,21 @@
 //! the caller's dial gets through NATs that keep a socket's mapping for
 //! every destination (most home and office NATs; `iptables MASQUERADE`). A
 //! NAT that maps each destination to a new port (symmetric), or a firewall
-//! that drops all inbound UDP, keeps the media on the relay.
+//! that drops all inbound UDP, keeps the IPv4 media on the relay.
+//!
+//! Over IPv6: the signalling socket is dual-stack where the host allows
+//! (`quic::client_endpoint_dual_stack`), so a party reaching its relay over
+//! IPv4 shares its global IPv6 address too ([`own_local_addrs`]); the
+//! caller dials it beside the IPv4 ones and the callee punches it
+//! ([`dial_targets`], [`punch_targets`]): parties behind symmetric IPv4
+//! NATs meet over IPv6 when both have it.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use wzp_proto::direct_path::{
     PathAction, PathProof, PathSchedule, Role, ATTEMPT_MS, PATH_HELLO_LEN,
 };
@@ -153,22 +160,25 @@ pub struct DirectPath {
 }
 
 impl DirectPath {
-    /// Where the dialer dials, in turn: the peer's own addresses first when
-    /// both are behind the same NAT (the relay saw the same IP for both),
-    /// then its address as the relay saw it.
+    /// Where the dialer dials ([`dial_targets`]).
     fn targets(&self) -> Vec<SocketAddr> {
-        let same_nat = matches!(
-            (self.own_addr, self.peer_addr),
-            (Some(a), Some(b)) if a.ip().to_canonical() == b.ip().to_canonical()
-        );
-        let mut t: Vec<SocketAddr> = if same_nat || self.peer_addr.is_none() {
-            self.peer_local.clone()
-        } else {
-            Vec::new()
-        };
-        t.extend(self.peer_addr);
-        t.dedup_by(|a, b| same_addr(*a, *b));
-        t
+        dial_targets(
+            self.own_addr,
+            self.peer_addr,
+            &self.peer_local,
+            self.sends_ipv6(),
+        )
+    }
+
+    /// Where the acceptor punches ([`punch_targets`]).
+    fn punch_targets(&self) -> Vec<SocketAddr> {
+        punch_targets(self.peer_addr, &self.peer_local, self.sends_ipv6())
+    }
+
+    /// Whether the endpoint's socket can send IPv6 (dual-stack, or an IPv6
+    /// relay's).
+    fn sends_ipv6(&self) -> bool {
+        self.endpoint.local_addr().is_ok_and(|a| a.is_ipv6())
     }
 
     /// Whether `remote` is one of the addresses the peer shared.
@@ -178,6 +188,83 @@ impl DirectPath {
             .chain(&self.peer_local)
             .any(|a| same_addr(*a, remote))
     }
+}
+
+/// Where the dialer dials, in this order (the attempts start a quarter of a
+/// second apart and the first to connect wins, [`dial_any`]): the peer's own
+/// addresses when both are behind the same NAT (the relay saw the same IP
+/// for both), or when no relay saw the peer; then its address as the relay
+/// saw it; then, when this side can send IPv6, the peer's global IPv6
+/// addresses, which no NAT stands in front of (a firewall's, which the
+/// peer's punches open), so two parties behind NATs that map every
+/// destination anew (symmetric, carrier-grade) still meet over IPv6.
+fn dial_targets(
+    own_addr: Option<SocketAddr>,
+    peer_addr: Option<SocketAddr>,
+    peer_local: &[SocketAddr],
+    sends_ipv6: bool,
+) -> Vec<SocketAddr> {
+    let same_nat = matches!(
+        (own_addr, peer_addr),
+        (Some(a), Some(b)) if a.ip().to_canonical() == b.ip().to_canonical()
+    );
+    let mut t: Vec<SocketAddr> = if same_nat || peer_addr.is_none() {
+        peer_local.to_vec()
+    } else {
+        Vec::new()
+    };
+    t.extend(peer_addr);
+    if sends_ipv6 {
+        t.extend(peer_local.iter().copied().filter(is_global_v6));
+    } else {
+        t.retain(|a| a.ip().to_canonical().is_ipv4());
+    }
+    distinct(t)
+}
+
+/// Where the acceptor punches: the peer's address as the relay saw it,
+/// and its global IPv6 addresses when this side can send IPv6 (a firewall
+/// in front of this side lets the peer's dial in once this side sent
+/// towards it).
+fn punch_targets(
+    peer_addr: Option<SocketAddr>,
+    peer_local: &[SocketAddr],
+    sends_ipv6: bool,
+) -> Vec<SocketAddr> {
+    let mut t: Vec<SocketAddr> = peer_addr.into_iter().collect();
+    if sends_ipv6 {
+        t.extend(peer_local.iter().copied().filter(is_global_v6));
+    }
+    distinct(t)
+}
+
+/// `addrs` without repeats (an address and its IPv4-mapped form alike),
+/// in their first order.
+fn distinct(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    let mut out: Vec<SocketAddr> = Vec::with_capacity(addrs.len());
+    for a in addrs {
+        if !out.iter().any(|b| same_addr(a, *b)) {
+            out.push(a);
+        }
+    }
+    out
+}
+
+/// A global unicast IPv6 address (2000::/3): one that is reached across
+/// the Internet with no NAT in front of it.
+fn is_global_v6(addr: &SocketAddr) -> bool {
+    match addr.ip() {
+        std::net::IpAddr::V6(ip) => {
+            ip.to_ipv4_mapped().is_none() && (ip.segments()[0] & 0xe000) == 0x2000
+        }
+        std::net::IpAddr::V4(_) => false,
+    }
+}
+
+/// `addr` with an IPv4-mapped IPv6 address written as the IPv4 one: how a
+/// dual-stack socket's IPv4 peers are printed and shared.
+pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
 impl std::fmt::Debug for DirectPath {
@@ -317,29 +404,15 @@ async fn dial_loop(
     let mut schedule = PathSchedule::new(Role::Dialer, true, now_ms());
     while !finished() {
         if schedule.poll(now_ms()) == Some(PathAction::Dial) {
-            // One address at a time: two proven connections at once would
-            // leave each side carrying a different one.
-            let mut why = Vec::new();
-            let mut up = None;
-            for &addr in &targets {
-                match tokio::time::timeout(ATTEMPT, dial(plan, identity, addr)).await {
-                    Ok(Ok(conn)) => {
-                        up = Some(conn);
-                        break;
-                    }
-                    Ok(Err(e)) => why.push(format!("{addr}: {e:#}")),
-                    Err(_) => why.push(format!("{addr}: no answer within {} s", ATTEMPT.as_secs())),
-                }
-            }
-            match up {
-                Some(conn) => {
+            match dial_any(plan, identity, &targets).await {
+                Ok(conn) => {
                     schedule.up();
                     carry(plan, io, conn).await;
                     schedule.lost(now_ms(), true);
                 }
-                None => {
+                Err(why) => {
                     let n = schedule.failed(now_ms());
-                    note_failure(io, plan, n, &why.join("; "));
+                    note_failure(io, plan, n, &why);
                 }
             }
             continue;
@@ -361,23 +434,70 @@ fn note_failure(io: &PathIo, plan: &DirectPath, n: u32, why: &str) {
     }
 }
 
-async fn dial(
+/// How far apart the dialer's attempts at the peer's addresses start.
+const DIAL_STAGGER: Duration = Duration::from_millis(250);
+
+/// Dials every target, each [`DIAL_STAGGER`] after the one before, and
+/// proves on the first connection that comes up; the others are dropped
+/// before any proof (two proven connections at once would leave each side
+/// carrying a different one). Each attempt has [`ATTEMPT`] to connect, the
+/// proof as long again. The error says what each target did.
+async fn dial_any(
     plan: &DirectPath,
     identity: &Identity,
-    addr: SocketAddr,
-) -> Result<quinn::Connection> {
-    let cfg = quic::direct_client_config()?;
-    let conn = plan
-        .endpoint
-        .connect_with(cfg, addr, &plan.room)
-        .context("dialing")?
-        .await?;
-    let proof = proof(&conn, identity, plan, Role::Dialer)?;
+    targets: &[SocketAddr],
+) -> std::result::Result<quinn::Connection, String> {
+    let cfg = quic::direct_client_config().map_err(|e| format!("{e:#}"))?;
+    let mut attempts = tokio::task::JoinSet::new();
+    for (i, &addr) in targets.iter().enumerate() {
+        let (endpoint, cfg, room) = (plan.endpoint.clone(), cfg.clone(), plan.room.clone());
+        let start = DIAL_STAGGER * u32::try_from(i).unwrap_or(u32::MAX);
+        attempts.spawn(async move {
+            tokio::time::sleep(start).await;
+            let connecting = match endpoint.connect_with(cfg, addr, &room) {
+                Ok(c) => c,
+                Err(e) => return (addr, Err(format!("dialing: {e}"))),
+            };
+            match tokio::time::timeout(ATTEMPT, connecting).await {
+                Ok(Ok(conn)) => (addr, Ok(conn)),
+                Ok(Err(e)) => (addr, Err(e.to_string())),
+                Err(_) => (
+                    addr,
+                    Err(format!("no answer within {} s", ATTEMPT.as_secs())),
+                ),
+            }
+        });
+    }
+    let mut why = Vec::new();
+    let conn = loop {
+        match attempts.join_next().await {
+            Some(Ok((_, Ok(conn)))) => break conn,
+            Some(Ok((addr, Err(e)))) => why.push(format!("{}: {e}", canonical(addr))),
+            Some(Err(e)) => why.push(format!("an attempt failed: {e}")),
+            None => return Err(why.join("; ")),
+        }
+    };
+    // The attempts still under way end here, before any proof.
+    drop(attempts);
+    let remote = canonical(conn.remote_address());
+    match tokio::time::timeout(ATTEMPT, prove_dialed(plan, identity, &conn)).await {
+        Ok(Ok(())) => Ok(conn),
+        Ok(Err(e)) => Err(format!("{remote}: {e:#}")),
+        Err(_) => Err(format!("{remote}: no proof within {} s", ATTEMPT.as_secs())),
+    }
+}
+
+/// The dialer's half of the proof on a connection it dialed.
+async fn prove_dialed(
+    plan: &DirectPath,
+    identity: &Identity,
+    conn: &quinn::Connection,
+) -> Result<()> {
+    let proof = proof(conn, identity, plan, Role::Dialer)?;
     let (mut send, mut recv) = conn.open_bi().await?;
     send.write_all(&proof.hello()).await?;
     send.finish()?;
-    check_hello(&conn, &proof, &mut recv).await?;
-    Ok(conn)
+    check_hello(conn, &proof, &mut recv).await
 }
 
 /// How long a punch (a connection attempt towards the caller that opens
@@ -391,9 +511,10 @@ const ROUTE_WATCH: Duration = Duration::from_millis(100);
 /// Punches towards the caller's shared address while no direct path is up,
 /// when [`PathSchedule`] says (hole punching).
 async fn punch_loop(plan: &DirectPath, route: &Route) {
-    let Some(addr) = plan.peer_addr else {
+    let targets = plan.punch_targets();
+    if targets.is_empty() {
         return std::future::pending().await;
-    };
+    }
     let cfg = match quic::direct_client_config() {
         Ok(c) => c,
         Err(e) => {
@@ -411,10 +532,12 @@ async fn punch_loop(plan: &DirectPath, route: &Route) {
             _ => {}
         }
         if schedule.poll(now_ms()) == Some(PathAction::Punch) {
-            if let Ok(attempt) = plan.endpoint.connect_with(cfg.clone(), addr, &plan.room) {
-                tokio::spawn(async move {
-                    let _ = tokio::time::timeout(PUNCH_LIFE, attempt).await;
-                });
+            for &addr in &targets {
+                if let Ok(attempt) = plan.endpoint.connect_with(cfg.clone(), addr, &plan.room) {
+                    tokio::spawn(async move {
+                        let _ = tokio::time::timeout(PUNCH_LIFE, attempt).await;
+                    });
+                }
             }
         }
         let next = schedule.next_at().map_or(ROUTE_WATCH, |at| {
@@ -444,7 +567,7 @@ async fn accept_loop(plan: &DirectPath, identity: &Identity, io: &PathIo) {
                 // A caller that shared its address dials from it (the same
                 // socket the relay saw): anyone else is refused before any
                 // handshake, so strangers cannot hold the proving slots.
-                let remote = incoming.remote_address();
+                let remote = canonical(incoming.remote_address());
                 if !plan.is_peer(remote) {
                     incoming.refuse();
                     strangers += 1;
@@ -465,7 +588,7 @@ async fn accept_loop(plan: &DirectPath, identity: &Identity, io: &PathIo) {
                     (plan.clone(), identity.clone(), proven_tx.clone(), proving.clone());
                 let label = io.label.clone();
                 tokio::spawn(async move {
-                    let remote = incoming.remote_address();
+                    let remote = canonical(incoming.remote_address());
                     match tokio::time::timeout(ATTEMPT, accept_one(&plan, &identity, incoming)).await {
                         Ok(Ok(c)) => {
                             let _ = tx.send(c).await;
@@ -493,38 +616,59 @@ async fn accept_loop(plan: &DirectPath, identity: &Identity, io: &PathIo) {
     }
 }
 
-/// This side's own address on its network, for a peer behind the same NAT:
-/// the address the host sends from towards the relay (found by connecting
-/// a UDP socket, which sends nothing) with the signalling socket's port.
-/// None when that is the address the relay saw (no NAT between) or it
-/// cannot be told.
+/// This side's own addresses, shared with the peer beside the address the
+/// relay saw (`observed`), each with the signalling socket's port:
+/// - the address the host sends from towards the relay, for a peer behind
+///   the same NAT; left out when it is the one the relay saw (no NAT
+///   between) or cannot be told;
+/// - when the socket is dual-stack and the relay is reached over IPv4, the
+///   global IPv6 address the host sends from (no NAT in front of it: a
+///   direct path over IPv6 when both parties have one, whatever their IPv4
+///   NATs do).
+///
+/// Each is found by connecting a UDP socket, which sends nothing.
 pub(crate) fn own_local_addrs(
     endpoint: &quinn::Endpoint,
     relay: SocketAddr,
     observed: Option<SocketAddr>,
 ) -> Vec<SocketAddr> {
-    let Ok(port) = endpoint.local_addr().map(|a| a.port()) else {
+    let Ok(local) = endpoint.local_addr() else {
         return Vec::new();
     };
-    let bind = if relay.is_ipv4() {
+    let relay = canonical(relay);
+    let mut out = Vec::new();
+    if let Some(ip) = source_towards(relay) {
+        let own = SocketAddr::new(ip, local.port());
+        if !observed.is_some_and(|o| same_addr(o, own)) {
+            out.push(own);
+        }
+    }
+    if local.is_ipv6() && relay.is_ipv4() {
+        // Any global destination picks the address the host's default route
+        // sends from; this one (documentation prefix) is never sent to.
+        let probe = SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1], 9));
+        if let Some(ip) = source_towards(probe) {
+            let own = SocketAddr::new(ip, local.port());
+            if is_global_v6(&own) {
+                out.push(own);
+            }
+        }
+    }
+    out
+}
+
+/// The address the host would send from towards `to`, if it has a route.
+fn source_towards(to: SocketAddr) -> Option<std::net::IpAddr> {
+    let bind = if to.is_ipv4() {
         SocketAddr::from(([0, 0, 0, 0], 0))
     } else {
         SocketAddr::from(([0u16; 8], 0))
     };
     let ip = std::net::UdpSocket::bind(bind)
-        .and_then(|s| s.connect(relay).and_then(|()| s.local_addr()))
-        .map(|a| a.ip());
-    match ip {
-        Ok(ip) if !ip.is_unspecified() => {
-            let own = SocketAddr::new(ip, port);
-            if observed.is_some_and(|o| same_addr(o, own)) {
-                Vec::new()
-            } else {
-                vec![own]
-            }
-        }
-        _ => Vec::new(),
-    }
+        .and_then(|s| s.connect(to).and_then(|()| s.local_addr()))
+        .ok()?
+        .ip();
+    (!ip.is_unspecified()).then_some(ip)
 }
 
 /// Refusals printed per call; the rest are only refused.
@@ -674,7 +818,7 @@ async fn carry(plan: &DirectPath, io: &PathIo, conn: quinn::Connection) {
         "{}direct path to {} up (local port {local}, peer {}): the media leaves the relay",
         io.label,
         plan.peer,
-        conn.remote_address()
+        canonical(conn.remote_address())
     );
     // Both end with this connection, or with the call (this future dropped).
     let on_direct = io.route.clone();
@@ -712,5 +856,103 @@ async fn carry(plan: &DirectPath, io: &PathIo, conn: quinn::Connection) {
                 io.label, plan.peer
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn global_ipv6_is_2000_slash_3_only() {
+        for (addr, global) in [
+            ("[2001:db8:a::2]:5000", true),
+            ("[2a00:1450::1]:1", true),
+            ("[3fff::1]:1", true),
+            ("[4000::1]:1", false),
+            ("[fe80::1]:1", false),
+            ("[fd00::1]:1", false),
+            ("[::1]:1", false),
+            ("[::]:1", false),
+            ("[ff02::1]:1", false),
+            ("[::ffff:10.0.0.1]:1", false),
+            ("10.0.0.1:1", false),
+            ("8.8.8.8:53", false),
+        ] {
+            assert_eq!(is_global_v6(&a(addr)), global, "{addr}");
+        }
+    }
+
+    #[test]
+    fn the_dialer_tries_the_nat_address_then_global_ipv6() {
+        let own = Some(a("10.0.1.2:4000"));
+        let peer = Some(a("10.0.2.2:5000"));
+        let local = [a("192.168.2.2:6000"), a("[2001:db8:b::2]:6000")];
+        // Different NATs: not the peer's own IPv4 network, but its IPv6.
+        assert_eq!(
+            dial_targets(own, peer, &local, true),
+            vec![a("10.0.2.2:5000"), a("[2001:db8:b::2]:6000")]
+        );
+        // An IPv4-only socket cannot send to it.
+        assert_eq!(
+            dial_targets(own, peer, &local, false),
+            vec![a("10.0.2.2:5000")]
+        );
+        // Behind the same NAT: its own network first, then the NAT, then
+        // IPv6 (listed once).
+        let same = Some(a("10.0.2.2:4001"));
+        assert_eq!(
+            dial_targets(same, peer, &local, true),
+            vec![
+                a("192.168.2.2:6000"),
+                a("[2001:db8:b::2]:6000"),
+                a("10.0.2.2:5000")
+            ]
+        );
+        assert_eq!(
+            dial_targets(same, peer, &local, false),
+            vec![a("192.168.2.2:6000"), a("10.0.2.2:5000")]
+        );
+        // A link-local or unique-local IPv6 address is not dialed across NATs.
+        let site = [a("[fe80::2]:6000"), a("[fd00::2]:6000")];
+        assert_eq!(
+            dial_targets(own, peer, &site, true),
+            vec![a("10.0.2.2:5000")]
+        );
+        // The relay's view in IPv4-mapped form is the same address.
+        let mapped = Some(a("[::ffff:10.0.2.2]:5000"));
+        assert_eq!(
+            dial_targets(own, mapped, &[a("10.0.2.2:5000")], true).len(),
+            1
+        );
+        // Nothing shared: nothing to dial.
+        assert!(dial_targets(own, None, &[], true).is_empty());
+    }
+
+    #[test]
+    fn the_acceptor_punches_the_nat_address_and_global_ipv6() {
+        let peer = Some(a("10.0.1.2:4000"));
+        let local = [a("192.168.1.2:4000"), a("[2001:db8:a::2]:4000")];
+        assert_eq!(
+            punch_targets(peer, &local, true),
+            vec![a("10.0.1.2:4000"), a("[2001:db8:a::2]:4000")]
+        );
+        assert_eq!(punch_targets(peer, &local, false), vec![a("10.0.1.2:4000")]);
+        assert_eq!(
+            punch_targets(None, &local, true),
+            vec![a("[2001:db8:a::2]:4000")]
+        );
+        assert!(punch_targets(None, &local[..1], true).is_empty());
+    }
+
+    #[test]
+    fn canonical_writes_mapped_ipv4_as_ipv4() {
+        assert_eq!(canonical(a("[::ffff:10.0.2.2]:5000")), a("10.0.2.2:5000"));
+        assert_eq!(canonical(a("[2001:db8::1]:5")), a("[2001:db8::1]:5"));
+        assert_eq!(canonical(a("10.0.2.2:5000")), a("10.0.2.2:5000"));
     }
 }

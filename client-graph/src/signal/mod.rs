@@ -79,14 +79,9 @@ pub async fn connect(
     let addr = opts.addr()?;
     let mut known = KnownRelays::load(&opts.known_relays)?;
     let mut trust = Trust::for_relay(&opts.relay, opts.relay_fingerprint, &mut known)?;
-    let bind: SocketAddr = if addr.is_ipv4() {
-        "0.0.0.0:0"
-    } else {
-        "[::]:0"
-    }
-    .parse()
-    .expect("a bind address");
-    let endpoint = quic::client_endpoint(bind).map_err(|e| anyhow!("{e}"))?;
+    // One dual-stack socket where the host has IPv6: a direct path of a
+    // call may then go over IPv6 while the relay is reached over IPv4.
+    let endpoint = quic::client_endpoint_dual_stack(addr).map_err(|e| anyhow!("{e}"))?;
     let dial = trust.dial()?;
     let connecting = endpoint
         .connect_with(dial.config.clone(), addr, sni)

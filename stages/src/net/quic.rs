@@ -510,6 +510,41 @@ fn bind_sized(
     Ok((socket, sizes))
 }
 
+/// A client-only endpoint for reaching `peer`, on one dual-stack socket
+/// (`[::]:0` with `IPV6_V6ONLY` off) where the host has IPv6: it reaches an
+/// IPv4 `peer` as an IPv4-mapped address and can send and take IPv6 too, so
+/// a direct path may go over IPv6 while the relay is reached over IPv4.
+/// Without IPv6 it is a socket of `peer`'s family alone ([`client_endpoint`]).
+/// Addresses quinn reports for IPv4 peers are then IPv4-mapped: compare and
+/// print them canonical (`IpAddr::to_canonical`).
+pub fn client_endpoint_dual_stack(peer: SocketAddr) -> Result<quinn::Endpoint, QuicError> {
+    let any6 = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0));
+    let dual = || -> std::io::Result<std::net::UdpSocket> {
+        let s = socket2::Socket::new(
+            socket2::Domain::IPV6,
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )?;
+        s.set_only_v6(false)?;
+        s.bind(&any6.into())?;
+        Ok(s.into())
+    };
+    let Ok(socket) = dual() else {
+        let any = if peer.is_ipv4() {
+            SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0))
+        } else {
+            any6
+        };
+        return client_endpoint(any);
+    };
+    #[cfg(unix)]
+    let _ = size_udp_buffers(&socket, CLIENT_UDP_BUFFER_BYTES);
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| QuicError::Crypto("no async runtime: call inside tokio".into()))?;
+    quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)
+        .map_err(|source| QuicError::Bind { addr: any6, source })
+}
+
 /// A client-only endpoint bound to `bind` (use `0.0.0.0:0` or `127.0.0.1:0`),
 /// its socket asking for [`CLIENT_UDP_BUFFER_BYTES`].
 pub fn client_endpoint(bind: SocketAddr) -> Result<quinn::Endpoint, QuicError> {

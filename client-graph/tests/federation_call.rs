@@ -622,6 +622,15 @@ fn a_call_goes_on_when_relays_between_stop_or_die() {
     let t = Instant::now();
     let moved = wait_rerouted(&r3, 2, t);
     println!("{name} died; the call moved {moved:?} later");
+    // Found by the media it carried stopping (a probed silence of 1.5 s),
+    // not by the 5 s of silence a link without media waits.
+    for r in [&r1, &r3] {
+        wait_http(r, "/metrics", |m| {
+            m.contains("wzp_federation_refused_total{reason=\"media_stopped\"} 1\n")
+        });
+        let dead = metric(r, "wzp_federation_refused_total{reason=\"dead_link\"} ");
+        assert_eq!(dead, 0.0, "a link waited out its 5 s of silence");
+    }
     let (last, spare) = &between[0];
     let calls = wait_http(spare, "/calls", |b| b.contains("\"active\""));
     assert!(calls.contains("\"role\":\"between\""), "{calls}");

@@ -72,6 +72,9 @@ pub struct Mesh {
     pub delivered: Vec<BTreeMap<(RelayId, u32, u32), u32>>,
     /// Datagrams sent over links by [`Mesh::send_media`].
     pub media_datagrams: u64,
+    /// Per receiving relay and connection: media datagrams taken in,
+    /// reported to the relay every round ([`Input::MediaIn`]).
+    media_in: BTreeMap<(usize, LinkConn), u64>,
     cfgs: Vec<FederationConfig>,
     /// Per relay: call signals handed to its signal service
     /// ([`Action::Call`]), in order.
@@ -130,6 +133,7 @@ impl Mesh {
             local_rooms: vec![BTreeSet::new(); n],
             delivered: vec![BTreeMap::new(); n],
             media_datagrams: 0,
+            media_in: BTreeMap::new(),
             cfgs,
             calls_delivered: vec![Vec::new(); n],
             call_bridges: vec![BTreeSet::new(); n],
@@ -300,7 +304,15 @@ impl Mesh {
             if self.dead.contains(&i) {
                 continue;
             }
-            for input in inputs {
+            // What each of its connections took in so far, as the shell
+            // samples it.
+            let media: Vec<Input> = self
+                .media_in
+                .range((i, LinkConn(0))..=(i, LinkConn(u64::MAX)))
+                .filter(|((_, conn), _)| self.conns.get(conn).is_some_and(|c| c.open))
+                .map(|(&(_, conn), &packets)| Input::MediaIn { conn, packets })
+                .collect();
+            for input in media.into_iter().chain(inputs) {
                 if let Input::Message { msg, .. } = &input {
                     stats.messages += 1;
                     if matches!(
@@ -362,6 +374,9 @@ impl Mesh {
                     continue;
                 }
                 self.media_datagrams += 1;
+                if let Some(conn) = self.cores[j].current_conn(id_of(at)) {
+                    *self.media_in.entry((j, conn)).or_default() += 1;
+                }
                 let next_hops = if from.is_some() { hops + 1 } else { hops };
                 queue.push_back((j, Some(id_of(at)), next_hops));
             }

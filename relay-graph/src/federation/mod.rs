@@ -13,7 +13,10 @@
 //!   compatible version. When both relays dial at once, the connection dialed
 //!   by the relay with the lower [`RelayId`] is kept, on both sides. A `Ping`
 //!   goes out every [`PING_INTERVAL`]; its `Pong` gives the RTT. A link with
-//!   nothing heard for [`DEAD_AFTER`] is closed and counted dead. Peers with
+//!   nothing heard for [`DEAD_AFTER`] is closed and counted dead; one that
+//!   was streaming media ([`Input::MediaIn`]) whose media stopped is probed
+//!   every [`PROBE_INTERVAL`] and is dead after [`MEDIA_DEAD_AFTER`] of
+//!   silence, so the calls a silently dead relay carried move sooner. Peers with
 //!   an address are redialed after [`BACKOFF_MIN`], doubling to
 //!   [`BACKOFF_MAX`], each delay shortened by up to 20 % from the injected
 //!   seed so relays that lost each other together do not redial in step.
@@ -60,6 +63,23 @@ use pathvec::{Delta, Entry, PathVector};
 pub const PING_INTERVAL: Duration = Duration::from_secs(1);
 /// A link with nothing heard for this long is dead.
 pub const DEAD_AFTER: Duration = Duration::from_secs(5);
+/// How often the shell reports how many media datagrams each link took in
+/// ([`Input::MediaIn`]).
+pub const MEDIA_SAMPLE: Duration = Duration::from_millis(250);
+/// A link taking in media at this rate or more (datagrams a second) is
+/// streaming: its media stopping is news (one voice is 50 a second).
+pub const STREAMING_PPS: u64 = 20;
+/// How long a streaming link's media may stop before the link is probed:
+/// a `Ping` every [`PROBE_INTERVAL`] until something is heard.
+pub const MEDIA_SUSPECT_AFTER: Duration = Duration::from_millis(500);
+/// Probe pings on a streaming link whose media stopped.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+/// A streaming link whose media stopped and that answers nothing (no
+/// message, no datagram) for this long is dead (at least three round trips
+/// after the probes began): a relay that died silently is found in about
+/// 1.5 s where [`DEAD_AFTER`] takes 5, so the calls it carried move sooner.
+/// A live link whose talkers went quiet answers the probes.
+pub const MEDIA_DEAD_AFTER: Duration = Duration::from_millis(1500);
 /// How long a new connection may take to send its `Hello`.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// First redial delay.
@@ -133,6 +153,15 @@ pub enum Input {
         conn: LinkConn,
         /// The message.
         msg: FederationMessage,
+    },
+    /// How many media datagrams a connection has taken in so far, every
+    /// [`MEDIA_SAMPLE`] or so: a link streaming media that stops and answers
+    /// no probe is dead sooner ([`MEDIA_DEAD_AFTER`]).
+    MediaIn {
+        /// The connection.
+        conn: LinkConn,
+        /// Datagrams taken in on it since it came up.
+        packets: u64,
     },
     /// A frame on a connection could not be decoded (counted; link stays).
     Garbage {
@@ -242,6 +271,9 @@ pub struct Counters {
     pub duplicate_link: u64,
     /// Links closed after [`DEAD_AFTER`] of silence.
     pub dead_links: u64,
+    /// Streaming links closed after their media stopped and nothing was
+    /// heard for [`MEDIA_DEAD_AFTER`].
+    pub media_stopped_links: u64,
     /// `GlobalRoomActive` for a room this relay does not bridge.
     pub room_not_bridged_here: u64,
     /// `GlobalRoomActive` for a room the sender did not list in `Hello`.
@@ -313,6 +345,92 @@ struct Link {
     rtt: Option<Duration>,
     messages_in: u64,
     messages_out: u64,
+    media: MediaWatch,
+}
+
+/// What a link's media datagrams say about it ([`Input::MediaIn`]).
+#[derive(Debug, Default)]
+struct MediaWatch {
+    /// The connection the counts are of (they start at 0 with each).
+    conn: Option<LinkConn>,
+    /// Datagrams taken in so far on it.
+    packets: u64,
+    /// When the count was last reported.
+    sampled: Option<Instant>,
+    /// When it last rose.
+    last: Option<Instant>,
+    /// At [`STREAMING_PPS`] or more (a sample under it, as the one a link
+    /// died in, changes nothing; two in a row end it).
+    streaming: bool,
+    /// Samples in a row under the rate.
+    slow: u8,
+}
+
+impl Link {
+    /// When anything (a message, a datagram) was last heard.
+    fn last_any(&self) -> Instant {
+        self.media
+            .last
+            .map_or(self.last_heard, |m| m.max(self.last_heard))
+    }
+
+    /// When the next probe ping is due: while a streaming link's media has
+    /// stopped, [`PROBE_INTERVAL`] after the last ping, from
+    /// [`MEDIA_SUSPECT_AFTER`] after the last datagram.
+    fn probe_at(&self) -> Option<Instant> {
+        if !self.media.streaming {
+            return None;
+        }
+        let suspect = self.media.last? + MEDIA_SUSPECT_AFTER;
+        let after_ping = self.pings.back().map(|&(_, at)| at + PROBE_INTERVAL);
+        Some(after_ping.map_or(suspect, |p| p.max(suspect)))
+    }
+
+    /// How long a streaming link may be silent: [`MEDIA_DEAD_AFTER`], or
+    /// the probes' start and three round trips when that is longer.
+    fn media_dead_after(&self) -> Option<Duration> {
+        self.media.streaming.then(|| {
+            let rtt = self.rtt.unwrap_or_default();
+            MEDIA_DEAD_AFTER.max(MEDIA_SUSPECT_AFTER + rtt * 3)
+        })
+    }
+
+    /// The link's media count at `now` (`packets` on `conn`).
+    fn media_in(&mut self, conn: LinkConn, packets: u64, now: Instant) {
+        let m = &mut self.media;
+        if m.conn != Some(conn) {
+            *m = MediaWatch {
+                conn: Some(conn),
+                ..MediaWatch::default()
+            };
+        }
+        if packets > m.packets {
+            // The rate since the count last rose (a trickle sampled often
+            // is still a trickle).
+            if let Some(at) = m.last.or(m.sampled) {
+                let ms = now.saturating_duration_since(at).as_millis().max(1) as u64;
+                let fast = (packets - m.packets) * 1000 >= STREAMING_PPS * ms;
+                if fast {
+                    m.streaming = true;
+                    m.slow = 0;
+                } else {
+                    m.slow = m.slow.saturating_add(1);
+                    if m.slow >= 2 {
+                        m.streaming = false;
+                    }
+                }
+            }
+            m.packets = packets;
+            m.last = Some(now);
+        } else if m
+            .last
+            .is_some_and(|t| now.saturating_duration_since(t) >= DEAD_AFTER)
+        {
+            // The talkers went quiet and the link lives: no more probes.
+            m.streaming = false;
+        }
+        m.sampled = Some(now);
+    }
 }
 
 /// A peer's row in `/peers`.
@@ -397,6 +515,7 @@ impl FederationCore {
                         rtt: None,
                         messages_in: 0,
                         messages_out: 0,
+                        media: MediaWatch::default(),
                     },
                 )
             })
@@ -505,7 +624,17 @@ impl FederationCore {
                 } => *next_dial,
                 Phase::Down { .. } => None,
                 Phase::Handshaking { since, .. } => Some(*since + HELLO_TIMEOUT),
-                Phase::Up { .. } => Some(l.next_ping.min(l.last_heard + DEAD_AFTER)),
+                Phase::Up { .. } => {
+                    let last = l.last_any();
+                    let mut at = l.next_ping.min(last + DEAD_AFTER);
+                    if let Some(probe) = l.probe_at() {
+                        at = at.min(probe);
+                    }
+                    if let Some(after) = l.media_dead_after() {
+                        at = at.min(last + after);
+                    }
+                    Some(at)
+                }
             })
             .min();
         let timers = match (timers, self.next_call_deadline()) {
@@ -556,7 +685,9 @@ impl FederationCore {
                 }
                 Phase::Up { conn, .. } => {
                     let conn = *conn;
-                    if now.saturating_duration_since(l.last_heard) >= DEAD_AFTER {
+                    let quiet = now.saturating_duration_since(l.last_any());
+                    let media_dead = l.media_dead_after().filter(|after| quiet >= *after);
+                    if quiet >= DEAD_AFTER {
                         self.counters.dead_links += 1;
                         self.close(
                             id,
@@ -565,7 +696,16 @@ impl FederationCore {
                             format!("nothing heard for {DEAD_AFTER:?}; link dead"),
                             now,
                         );
-                    } else if now >= l.next_ping {
+                    } else if let Some(after) = media_dead {
+                        self.counters.media_stopped_links += 1;
+                        self.close(
+                            id,
+                            conn,
+                            CloseCode::Timeout,
+                            format!("its media stopped and nothing heard for {after:?}; link dead"),
+                            now,
+                        );
+                    } else if now >= l.next_ping || l.probe_at().is_some_and(|p| now >= p) {
                         l.ping_id += 1;
                         let pid = l.ping_id;
                         l.pings.push_back((pid, now));
@@ -613,6 +753,17 @@ impl FederationCore {
             Input::Garbage { conn } => {
                 self.counters.garbage += 1;
                 self.heard(conn, now);
+            }
+            Input::MediaIn { conn, packets } => {
+                let Some(&peer) = self.by_conn.get(&conn) else {
+                    return;
+                };
+                if self.current_conn(peer) != Some(conn) {
+                    return;
+                }
+                if let Some(l) = self.links.get_mut(&peer) {
+                    l.media_in(conn, packets, now);
+                }
             }
             Input::Message { conn, msg } => self.message(conn, msg, now),
             Input::LocalRoom {
@@ -865,6 +1016,7 @@ impl FederationCore {
         l.last_heard = now;
         l.messages_in = 0;
         l.messages_out = 0;
+        l.media = MediaWatch::default();
         let rooms = self.global_rooms.iter().copied().collect();
         let mut hello = FederationMessage::hello_with_rooms(&self.label, rooms);
         if let FederationMessage::Hello { version, .. } = &mut hello {

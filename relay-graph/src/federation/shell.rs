@@ -50,7 +50,7 @@ use wzp_stages::net::quic::{self, EgressPeer, IngressFeed, PeerIoStats};
 
 use super::{
     Action, Counters, FederationConfig, FederationCore, Input, LinkConn, LinkStatus, PeerView,
-    Route,
+    Route, MEDIA_SAMPLE,
 };
 use crate::endpoint::Services;
 use crate::rooms::RemoteMember;
@@ -376,6 +376,8 @@ impl Hub {
         // The first dials are due at once.
         self.core.tick(Instant::now());
         self.apply();
+        let mut media_sample = tokio::time::interval(MEDIA_SAMPLE);
+        media_sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = self
                 .core
@@ -390,10 +392,20 @@ impl Hub {
                         self.event(ev);
                     }
                 }
+                _ = media_sample.tick() => self.sample_media(),
                 _ = tokio::time::sleep_until(deadline.into()) => {}
             }
             self.core.tick(Instant::now());
             self.apply();
+        }
+    }
+
+    /// Tells the core how many media datagrams each link took in so far.
+    fn sample_media(&mut self) {
+        let now = Instant::now();
+        for (&conn, link) in &self.links {
+            let packets = link.stats.packets_in.load(Ordering::Relaxed);
+            self.core.handle(Input::MediaIn { conn, packets }, now);
         }
     }
 

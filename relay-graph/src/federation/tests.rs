@@ -317,6 +317,118 @@ fn a_silent_link_is_dead_after_five_seconds() {
     assert_eq!(m.cores[0].counters().dead_links, 1);
 }
 
+/// Two relays with a member each in `general`, linked and settled.
+fn two_in_a_room(seed: u64) -> Mesh {
+    let mut m = Mesh::new(2, &[(0, 1)], &[general()], seed);
+    m.settle(20).unwrap();
+    m.set_room(0, general(), &[fp(10)]);
+    m.set_room(1, general(), &[fp(11)]);
+    m.settle(30).unwrap();
+    m
+}
+
+/// Relay 0's member sends `per_round` datagrams every `every`-th round
+/// (50 ms each) for `rounds` rounds.
+fn talk(m: &mut Mesh, rounds: u32, every: u32, per_round: u32, seq: &mut u32) {
+    for r in 0..rounds {
+        if r % every == 0 {
+            for _ in 0..per_round {
+                *seq += 1;
+                m.send_media(0, general(), 1, *seq);
+            }
+        }
+        m.step();
+    }
+}
+
+/// Rounds until relay `i` no longer has its link to `peer` up.
+fn rounds_until_down(m: &mut Mesh, i: usize, peer: usize, max: usize) -> Option<Duration> {
+    let from = m.now;
+    for _ in 0..max {
+        m.step();
+        if m.cores[i].status(id_of(peer)) != Some(LinkStatus::Up) {
+            return Some(m.now - from);
+        }
+    }
+    None
+}
+
+#[test]
+fn a_link_whose_media_stops_and_that_answers_nothing_is_dead_in_1_5_s() {
+    let mut m = two_in_a_room(3);
+    let mut seq = 0;
+    // A voice and a half: 40 datagrams a second into relay 1 for 2 s.
+    talk(&mut m, 40, 1, 2, &mut seq);
+    m.cut(0, 1);
+    let down = rounds_until_down(&mut m, 1, 0, 200).expect("relay 1 finds the link dead");
+    assert!(
+        down >= MEDIA_DEAD_AFTER - Duration::from_millis(100)
+            && down <= MEDIA_DEAD_AFTER + Duration::from_millis(150),
+        "relay 1 found it dead {down:?} after the cut"
+    );
+    assert_eq!(m.cores[1].counters().media_stopped_links, 1);
+    assert_eq!(m.cores[1].counters().dead_links, 0);
+    // Relay 0 took in no media: it finds out by the old rule.
+    let down0 = rounds_until_down(&mut m, 0, 1, 200).expect("relay 0 finds it dead") + down;
+    assert!(
+        down0 >= DEAD_AFTER - Duration::from_secs(1) && down0 <= DEAD_AFTER,
+        "relay 0 found it dead {down0:?} after the cut"
+    );
+    assert_eq!(m.cores[0].counters().dead_links, 1);
+    assert_eq!(m.cores[0].counters().media_stopped_links, 0);
+}
+
+#[test]
+fn a_link_whose_talkers_go_quiet_is_probed_and_stays_up() {
+    let mut m = two_in_a_room(4);
+    let mut seq = 0;
+    talk(&mut m, 40, 1, 2, &mut seq);
+    let pings = |m: &Mesh| m.by_type.get("ping").copied().unwrap_or(0);
+    let before = pings(&m);
+    // Quiet for 5 s: relay 1 probes (a ping every 250 ms from 0.5 s), relay
+    // 0 answers, nothing is closed.
+    for _ in 0..100 {
+        m.step();
+    }
+    for i in 0..2 {
+        assert_eq!(
+            m.cores[i].status(id_of(1 - i)),
+            Some(LinkStatus::Up),
+            "relay {i}"
+        );
+    }
+    let probed = pings(&m) - before;
+    // Both sides' 1 s pings make 10; relay 1's probes about 18 more.
+    assert!(probed >= 24, "{probed} pings in 5 s of quiet");
+    // After 5 s of quiet the link is no longer streaming: pings as before.
+    let before = pings(&m);
+    for _ in 0..100 {
+        m.step();
+    }
+    let calm = pings(&m) - before;
+    assert!(calm <= 12, "{calm} pings in the next 5 s");
+    assert_eq!(m.cores[1].counters().media_stopped_links, 0);
+    assert_eq!(m.cores[1].counters().dead_links, 0);
+    // Then cut: no longer streaming, so the old rule.
+    m.cut(0, 1);
+    let down = rounds_until_down(&mut m, 1, 0, 200).expect("found dead");
+    assert!(down >= DEAD_AFTER - Duration::from_secs(1), "{down:?}");
+    assert_eq!(m.cores[1].counters().dead_links, 1);
+}
+
+#[test]
+fn a_trickle_of_media_is_not_streaming() {
+    let mut m = two_in_a_room(5);
+    let mut seq = 0;
+    // One datagram every 200 ms (5 a second) for 3 s.
+    talk(&mut m, 60, 4, 1, &mut seq);
+    m.cut(0, 1);
+    let down = rounds_until_down(&mut m, 1, 0, 200).expect("found dead");
+    assert!(down >= DEAD_AFTER - Duration::from_secs(1), "{down:?}");
+    assert_eq!(m.cores[1].counters().media_stopped_links, 0);
+    assert_eq!(m.cores[1].counters().dead_links, 1);
+}
+
 #[test]
 fn redials_back_off_from_5_s_to_300_s_with_jitter() {
     let t0 = Instant::now();

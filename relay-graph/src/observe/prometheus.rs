@@ -577,6 +577,7 @@ fn federation(
         ("version", c.version_refused),
         ("duplicate_link", c.duplicate_link),
         ("dead_link", c.dead_links),
+        ("media_stopped", c.media_stopped_links),
         ("room_not_bridged_here", c.room_not_bridged_here),
         ("room_not_bridged_by_peer", c.room_not_bridged_by_peer),
         ("path_not_from_sender", c.path_not_from_sender),

@@ -1401,6 +1401,21 @@ fn alice_behind_nat(nats: &Nats, addr: SocketAddr, dir: &Path, relay: &Relay, bo
     )
 }
 
+/// A relay on the public side, Bob listening behind his NAT and Alice
+/// calling him from behind hers, saying `a-says.wav` (written here): the
+/// relay, Alice, Bob and what she says.
+fn call_across_nats(nats: &Nats, dir: &Path) -> (Relay, Proc, Proc, Vec<f32>) {
+    let relay = start_relay_in(Some(&nats.ns("pub")), dir, "0.0.0.0:0", &[]);
+    let port = relay.addr.port();
+    let speech = speech_like(16_000);
+    write_wav(&dir.join("a-says.wav"), &speech);
+    let b_at = SocketAddr::from(([10, 0, 2, 1], port));
+    let (b, b_fp) = bob_behind_nat(nats, b_at, dir, &relay);
+    let a_at = SocketAddr::from(([10, 0, 1, 1], port));
+    let a = alice_behind_nat(nats, a_at, dir, &relay, &b_fp);
+    (relay, a, b, speech)
+}
+
 /// The end of a call through both NATs: the path comes up between the
 /// NATs' public addresses, carries the call, and Bob hears `speech`.
 fn path_through_both_nats(a: &mut Proc, b: &mut Proc, dir: &Path, speech: &[f32]) {
@@ -1445,14 +1460,7 @@ fn a_direct_path_goes_through_both_parties_nats() {
     let Some((_s, dir, nats)) = nat_test("nats") else {
         return;
     };
-    let relay = start_relay_in(Some(&nats.ns("pub")), &dir, "0.0.0.0:0", &[]);
-    let port = relay.addr.port();
-    let speech = speech_like(16_000);
-    write_wav(&dir.join("a-says.wav"), &speech);
-    let b_at = SocketAddr::from(([10, 0, 2, 1], port));
-    let (mut b, b_fp) = bob_behind_nat(&nats, b_at, &dir, &relay);
-    let a_at = SocketAddr::from(([10, 0, 1, 1], port));
-    let mut a = alice_behind_nat(&nats, a_at, &dir, &relay, &b_fp);
+    let (_relay, mut a, mut b, speech) = call_across_nats(&nats, &dir);
     path_through_both_nats(&mut a, &mut b, &dir, &speech);
     drop(nats);
     let _ = std::fs::remove_dir_all(dir);
@@ -1468,14 +1476,7 @@ fn symmetric_nats_keep_the_media_on_the_relay() {
     let Some((_s, dir, nats)) = nat_test_of("nats-sym", NatKind::Symmetric) else {
         return;
     };
-    let relay = start_relay_in(Some(&nats.ns("pub")), &dir, "0.0.0.0:0", &[]);
-    let port = relay.addr.port();
-    let speech = speech_like(16_000);
-    write_wav(&dir.join("a-says.wav"), &speech);
-    let b_at = SocketAddr::from(([10, 0, 2, 1], port));
-    let (mut b, b_fp) = bob_behind_nat(&nats, b_at, &dir, &relay);
-    let a_at = SocketAddr::from(([10, 0, 1, 1], port));
-    let mut a = alice_behind_nat(&nats, a_at, &dir, &relay, &b_fp);
+    let (_relay, mut a, mut b, speech) = call_across_nats(&nats, &dir);
     let failed = a.expect_line("no direct path to ", WAIT);
     assert!(
         failed.contains("10.0.2.2:") && failed.contains("media stays on the relay"),
@@ -1509,14 +1510,7 @@ fn symmetric_nats_meet_over_ipv6_while_the_relay_is_on_ipv4() {
     let Some((_s, dir, nats)) = nat_test_of("nats-v6", NatKind::SymmetricWithIpv6) else {
         return;
     };
-    let relay = start_relay_in(Some(&nats.ns("pub")), &dir, "0.0.0.0:0", &[]);
-    let port = relay.addr.port();
-    let speech = speech_like(16_000);
-    write_wav(&dir.join("a-says.wav"), &speech);
-    let b_at = SocketAddr::from(([10, 0, 2, 1], port));
-    let (mut b, b_fp) = bob_behind_nat(&nats, b_at, &dir, &relay);
-    let a_at = SocketAddr::from(([10, 0, 1, 1], port));
-    let mut a = alice_behind_nat(&nats, a_at, &dir, &relay, &b_fp);
+    let (_relay, mut a, mut b, speech) = call_across_nats(&nats, &dir);
     path_between(
         &mut a,
         &mut b,

@@ -387,14 +387,17 @@ impl Hub {
                 ev = rx.recv() => {
                     let Some(ev) = ev else { return };
                     self.event(ev);
-                    // Take whatever else is queued before acting.
-                    while let Ok(ev) = rx.try_recv() {
-                        self.event(ev);
-                    }
                 }
-                _ = media_sample.tick() => self.sample_media(),
+                _ = media_sample.tick() => {}
                 _ = tokio::time::sleep_until(deadline.into()) => {}
             }
+            // Whatever else is queued (a pong), and what the links took in,
+            // before the timers judge any silence: a hub that woke late
+            // must not read its own delay as the links'.
+            while let Ok(ev) = rx.try_recv() {
+                self.event(ev);
+            }
+            self.sample_media();
             self.core.tick(Instant::now());
             self.apply();
         }

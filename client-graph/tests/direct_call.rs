@@ -1510,7 +1510,36 @@ fn symmetric_nats_meet_over_ipv6_while_the_relay_is_on_ipv4() {
     let Some((_s, dir, nats)) = nat_test_of("nats-v6", NatKind::SymmetricWithIpv6) else {
         return;
     };
-    let (_relay, mut a, mut b, speech) = call_across_nats(&nats, &dir);
+    let (relay, mut a, mut b, speech) = call_across_nats(&nats, &dir);
+    // What Alice's machine offers, as `reflect --addresses` lists it.
+    let a_at = SocketAddr::from(([10, 0, 1, 1], relay.addr.port()));
+    let mut r = client_in(
+        Some(&nats.ns("a")),
+        a_at,
+        &dir,
+        &relay,
+        "alice",
+        &["reflect", "--addresses"],
+        &[],
+    );
+    assert!(r.exit(WAIT).success());
+    let offered = r.drain();
+    assert!(
+        offered[0].starts_with("10.0.1.2:") && offered[0].ends_with("\tas the relay sees it"),
+        "{offered:?}"
+    );
+    assert!(
+        offered
+            .iter()
+            .any(|l| l.starts_with("192.168.1.2:") && l.contains("own network")),
+        "{offered:?}"
+    );
+    assert!(
+        offered
+            .iter()
+            .any(|l| l.starts_with("[2001:db8:a::2]:") && l.contains("global IPv6")),
+        "{offered:?}"
+    );
     path_between(
         &mut a,
         &mut b,

@@ -13,7 +13,11 @@ use crate::signal::{connect, SignalConn, ANSWER};
 pub const REFLECT_EXAMPLES: &str = "\
 Examples:
   wzp-client reflect --relay 203.0.113.7:4433
-      Print this machine's address as the relay sees it (after NAT).";
+      Print this machine's address as the relay sees it (after NAT).
+  wzp-client reflect --relay 203.0.113.7:4433 --addresses
+      Every address a direct call from this machine would offer the peer, one
+      per line with what it is: as the relay sees it, on this machine's own
+      network, global IPv6 (none listed: the relay saw this machine as it is).";
 
 pub const VERSION_EXAMPLES: &str = "\
 Examples:
@@ -24,6 +28,10 @@ Examples:
 pub struct ReflectArgs {
     #[command(flatten)]
     pub relay: RelayArgs,
+    /// Also print this machine's own addresses that a direct call shares
+    /// (`ADDR<TAB>what` per line; the first line is the relay's view).
+    #[arg(long)]
+    pub addresses: bool,
 }
 
 #[derive(clap::Args)]
@@ -72,7 +80,22 @@ pub fn reflect_cmd(args: ReflectArgs) -> Result<()> {
                 ANSWER.as_secs()
             )
         })??;
-        println!("{addr}");
+        if args.addresses {
+            println!("{addr}\tas the relay sees it");
+            let relay_at = sig.conn.remote_address();
+            let own = crate::nat::own_local_addrs(sig.endpoint(), relay_at, Some(addr));
+            let relay_v4 = crate::nat::canonical(relay_at).is_ipv4();
+            for a in own {
+                let what = if a.is_ipv6() && relay_v4 {
+                    "this machine's global IPv6 (no NAT)"
+                } else {
+                    "this machine's, on its own network"
+                };
+                println!("{a}\t{what}");
+            }
+        } else {
+            println!("{addr}");
+        }
         sig.close().await;
         Ok(())
     })

@@ -1840,7 +1840,30 @@ fn start_named_relay_in(ns: &str, dir: &Path, name: &str, config: &str) -> Relay
 /// dialing) as on one relay.
 #[test]
 fn a_direct_path_across_two_relays_goes_through_both_nats() {
-    let Some((_s, dir, nats)) = nat_test("nats-fed") else {
+    across_two_relays(
+        "nats-fed",
+        NatKind::Home,
+        ("peer 10.0.2.2:", "peer 10.0.1.2:"),
+    );
+}
+
+/// The same across relays behind symmetric IPv4 NATs with IPv6 on both
+/// sides: the sealed addresses carry each party's global IPv6 address, and
+/// the path comes up over it.
+#[test]
+fn across_relays_symmetric_nats_meet_over_ipv6() {
+    across_two_relays(
+        "nats-fed-v6",
+        NatKind::SymmetricWithIpv6,
+        ("peer [2001:db8:b::2]:", "peer [2001:db8:a::2]:"),
+    );
+}
+
+/// Alice calls Bob through r1 and r3 (federated) from behind NATs of
+/// `kind`; the path comes up with each seeing the other's end as `sees`
+/// (Alice's view, Bob's view).
+fn across_two_relays(name: &str, kind: NatKind, sees: (&str, &str)) {
+    let Some((_s, dir, nats)) = nat_test_of(name, kind) else {
         return;
     };
     let pubns = nats.ns("pub");
@@ -1891,7 +1914,7 @@ fn a_direct_path_across_two_relays_goes_through_both_nats() {
     assert!(got.contains("10.0.1.2:"), "{got}");
     let got = a.expect_line("shared its addresses for a direct path", WAIT);
     assert!(got.contains("10.0.2.2:"), "{got}");
-    path_through_both_nats(&mut a, &mut b, &dir, &speech);
+    path_between(&mut a, &mut b, &dir, &speech, sees.0, sees.1);
     let m = http_get_in(&pubns, r1_http, "/metrics");
     assert!(
         m.contains("wzp_federation_calls_total{event=\"path_forwarded\"} 1\n"),

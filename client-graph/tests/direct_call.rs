@@ -1175,6 +1175,72 @@ fn a_broken_direct_path_falls_back_to_the_relay_and_comes_back() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A relay reached over IPv6 (`[::1]`): both parties register and call
+/// through it, and the direct path comes up over IPv6 (each dials or
+/// accepts on its dual-stack signalling socket) and carries the call.
+#[test]
+fn a_call_through_an_ipv6_relay_goes_direct_over_ipv6() {
+    let _s = serial();
+    let dir = tmp("ipv6");
+    let relay = start_relay(&dir, "[::1]:0");
+    assert!(relay.addr.is_ipv6(), "{}", relay.addr);
+    let speech = speech_like(16_000);
+    write_wav(&dir.join("a-says.wav"), &speech);
+    let heard = dir.join("b-heard.wav");
+    let (mut b, b_fp) = listen(
+        &dir,
+        &relay,
+        "bob",
+        &[
+            "--accept",
+            "trusted",
+            "--once",
+            "--duration",
+            "6s",
+            "--input",
+            "tone",
+            "--output",
+            heard.to_str().unwrap(),
+        ],
+    );
+    let mut a = client(
+        &dir,
+        &relay,
+        "alice",
+        &["call", &b_fp],
+        &[
+            "--duration",
+            "6s",
+            "--input",
+            dir.join("a-says.wav").to_str().unwrap(),
+            "--output",
+            "null",
+        ],
+    );
+    let up_a = a.expect_line("direct path to ", WAIT);
+    assert!(
+        up_a.contains(" up ") && up_a.contains("peer [::1]:"),
+        "{up_a}"
+    );
+    let up_b = b.expect_line("direct path to ", WAIT);
+    assert!(
+        up_b.contains(" up ") && up_b.contains("peer [::1]:"),
+        "{up_b}"
+    );
+    assert!(a.exit(WAIT).success(), "{:?}", a.drain());
+    assert!(b.exit(WAIT).success(), "{:?}", b.drain());
+    let (a_out, _) = carried(&mut a);
+    let (_, b_in) = carried(&mut b);
+    assert!(
+        a_out >= 150 && b_in >= 150,
+        "alice sent {a_out}, bob took {b_in} direct"
+    );
+    let heard = read_wav_mono(&heard).unwrap().samples;
+    let r = segmental_correlation(&heard, &speech);
+    assert!(r > 0.7, "bob's recording correlates {r} with alice's voice");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// `--relay-only` on the callee: its address is shared with no one, even
 /// trusting the caller, so the media all goes through the relay.
 #[test]

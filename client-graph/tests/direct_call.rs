@@ -271,6 +271,48 @@ fn listen(dir: &Path, relay: &Relay, user: &str, extra: &[&str]) -> (Proc, Strin
     (p, fp)
 }
 
+/// Bob listens with `--accept trusted --once` (a tone in, what he hears to
+/// `heard`), and Alice calls him saying `a-says.wav`, both for `duration`:
+/// Alice and Bob.
+fn alice_calls_trusting_bob(
+    dir: &Path,
+    relay: &Relay,
+    duration: &str,
+    heard: &Path,
+) -> (Proc, Proc) {
+    let (b, b_fp) = listen(
+        dir,
+        relay,
+        "bob",
+        &[
+            "--accept",
+            "trusted",
+            "--once",
+            "--duration",
+            duration,
+            "--input",
+            "tone",
+            "--output",
+            heard.to_str().unwrap(),
+        ],
+    );
+    let a = client(
+        dir,
+        relay,
+        "alice",
+        &["call", &b_fp],
+        &[
+            "--duration",
+            duration,
+            "--input",
+            dir.join("a-says.wav").to_str().unwrap(),
+            "--output",
+            "null",
+        ],
+    );
+    (a, b)
+}
+
 fn write_wav(path: &Path, x: &[f32]) {
     let spec = hound::WavSpec {
         channels: 1,
@@ -1089,36 +1131,7 @@ fn a_broken_direct_path_falls_back_to_the_relay_and_comes_back() {
     let relay = start_relay_with(&dir, "127.0.0.1:0", &["--metrics-addr", "127.0.0.1:0"]);
     let speech = speech_like(16_000);
     write_wav(&dir.join("a-says.wav"), &speech);
-    let (mut b, b_fp) = listen(
-        &dir,
-        &relay,
-        "bob",
-        &[
-            "--accept",
-            "trusted",
-            "--once",
-            "--duration",
-            "60s",
-            "--input",
-            "tone",
-            "--output",
-            dir.join("b-heard.wav").to_str().unwrap(),
-        ],
-    );
-    let mut a = client(
-        &dir,
-        &relay,
-        "alice",
-        &["call", &b_fp],
-        &[
-            "--duration",
-            "60s",
-            "--input",
-            dir.join("a-says.wav").to_str().unwrap(),
-            "--output",
-            "null",
-        ],
-    );
+    let (mut a, mut b) = alice_calls_trusting_bob(&dir, &relay, "60s", &dir.join("b-heard.wav"));
     let up_a = a.expect_line("direct path to ", WAIT);
     let up_b = b.expect_line("direct path to ", WAIT);
     assert!(
@@ -1191,36 +1204,7 @@ fn a_call_through_an_ipv6_relay_goes_direct_over_ipv6() {
     let speech = speech_like(16_000);
     write_wav(&dir.join("a-says.wav"), &speech);
     let heard = dir.join("b-heard.wav");
-    let (mut b, b_fp) = listen(
-        &dir,
-        &relay,
-        "bob",
-        &[
-            "--accept",
-            "trusted",
-            "--once",
-            "--duration",
-            "6s",
-            "--input",
-            "tone",
-            "--output",
-            heard.to_str().unwrap(),
-        ],
-    );
-    let mut a = client(
-        &dir,
-        &relay,
-        "alice",
-        &["call", &b_fp],
-        &[
-            "--duration",
-            "6s",
-            "--input",
-            dir.join("a-says.wav").to_str().unwrap(),
-            "--output",
-            "null",
-        ],
-    );
+    let (mut a, mut b) = alice_calls_trusting_bob(&dir, &relay, "6s", &heard);
     let up_a = a.expect_line("direct path to ", WAIT);
     assert!(
         up_a.contains(" up ") && up_a.contains("peer [::1]:"),

@@ -57,23 +57,22 @@ pub fn choose(public_addr: Option<&str>, bound: SocketAddr, outbound: Option<IpA
 /// leaves by: a UDP socket `connect`ed to a documentation address (which
 /// sends nothing) reports it. IPv6 first when bound to `[::]`, then IPv4.
 pub fn outbound_ip(wildcard: IpAddr) -> Option<IpAddr> {
-    let v4 = || {
-        probe(
-            "0.0.0.0:0",
-            SocketAddr::new(Ipv4Addr::new(192, 0, 2, 1).into(), 9),
-        )
-    };
+    let v4 = || source_towards(SocketAddr::new(Ipv4Addr::new(192, 0, 2, 1).into(), 9));
     match wildcard {
         IpAddr::V4(_) => v4(),
-        IpAddr::V6(_) => probe(
-            "[::]:0",
-            SocketAddr::new(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1).into(), 9),
-        )
+        IpAddr::V6(_) => source_towards(SocketAddr::new(
+            Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1).into(),
+            9,
+        ))
         .or_else(v4),
     }
 }
 
-fn probe(bind: &str, to: SocketAddr) -> Option<IpAddr> {
+/// The address this host would send from towards `to`, if it has a route
+/// there: a UDP socket of `to`'s family `connect`ed to it (which sends
+/// nothing) reports it.
+pub fn source_towards(to: SocketAddr) -> Option<IpAddr> {
+    let bind = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
     let s = UdpSocket::bind(bind).ok()?;
     s.connect(to).ok()?;
     let ip = s.local_addr().ok()?.ip();

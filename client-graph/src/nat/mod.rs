@@ -637,7 +637,7 @@ pub(crate) fn own_local_addrs(
     };
     let relay = canonical(relay);
     let mut out = Vec::new();
-    if let Some(ip) = source_towards(relay) {
+    if let Some(ip) = wzp_relay::dial::source_towards(relay) {
         let own = SocketAddr::new(ip, local.port());
         if !observed.is_some_and(|o| same_addr(o, own)) {
             out.push(own);
@@ -647,7 +647,7 @@ pub(crate) fn own_local_addrs(
         // Any global destination picks the address the host's default route
         // sends from; this one (documentation prefix) is never sent to.
         let probe = SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1], 9));
-        if let Some(ip) = source_towards(probe) {
+        if let Some(ip) = wzp_relay::dial::source_towards(probe) {
             let own = SocketAddr::new(ip, local.port());
             if is_global_v6(&own) {
                 out.push(own);
@@ -655,20 +655,6 @@ pub(crate) fn own_local_addrs(
         }
     }
     out
-}
-
-/// The address the host would send from towards `to`, if it has a route.
-fn source_towards(to: SocketAddr) -> Option<std::net::IpAddr> {
-    let bind = if to.is_ipv4() {
-        SocketAddr::from(([0, 0, 0, 0], 0))
-    } else {
-        SocketAddr::from(([0u16; 8], 0))
-    };
-    let ip = std::net::UdpSocket::bind(bind)
-        .and_then(|s| s.connect(to).and_then(|()| s.local_addr()))
-        .ok()?
-        .ip();
-    (!ip.is_unspecified()).then_some(ip)
 }
 
 /// Refusals printed per call; the rest are only refused.

@@ -253,6 +253,103 @@ pub const PUNCH_FAST: u32 = 15;
 /// ... then one this often, ms, while no direct path is up.
 pub const PUNCH_EVERY_MS: u64 = 1_000;
 
+/// The birthday search, for one party behind a NAT that maps every
+/// destination to a new port on a random pick (symmetric, as carrier-grade
+/// NATs often are: the *searching* side) and the other behind one that
+/// keeps a socket's port for every destination but lets in only replies (a
+/// home router, `iptables MASQUERADE`: the *spraying* side). A dial from
+/// the searching side leaves from a port no one can know, which the
+/// spraying side's NAT does not let in; so the searching side opens
+/// [`BIRTHDAY_SOCKETS`] sockets, each sending a [`PROBE`] to the spraying
+/// side's address (each a mapping on its own random port), while the
+/// spraying side sends probes from its signalling socket to
+/// [`SPRAY_PORTS`] random ports of the searching side's public address a
+/// round (each opening its NAT for replies from there). When a round's
+/// port meets one of the mappings the probe comes through on that socket,
+/// and the searching side dials from it: its NAT already maps it to the
+/// spraying side, whose NAT lets it in. With 256 sockets and 1024 ports of
+/// 64 512 a round meets one 98 % of the time ([`spray_round_meets`]).
+/// Either side may be either: a searching callee dials its caller, who
+/// takes the connection as the acceptor.
+///
+/// Which half a side takes ([`PathSchedule::with_birthday`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BirthdayHalf {
+    /// Open the sockets and dial from the one a probe comes through on
+    /// (behind a NAT that maps every destination anew).
+    Search,
+    /// Send the rounds of probes, and take a dial from any port of the
+    /// peer's address (behind a NAT that keeps the port, or none).
+    Spray,
+}
+
+/// Sockets the searching side opens.
+pub const BIRTHDAY_SOCKETS: usize = 256;
+/// How often each of them sends its probe, ms (the first at once).
+pub const BIRTHDAY_PROBE_EVERY_MS: u64 = 500;
+/// How long the searching side waits for a probe to come through, ms: the
+/// rounds ([`SPRAY_ROUNDS`], [`SPRAY_EVERY_MS`] apart) begin when the
+/// dialer's first attempt fails or the acceptor's fast punches end (both
+/// about [`ATTEMPT_MS`] after the call starts), as the search does.
+pub const BIRTHDAY_WAIT_MS: u64 = 8_000;
+/// Ports of the searching side's address a spray round sends to.
+pub const SPRAY_PORTS: u32 = 1024;
+/// Probes sent at once within a round...
+pub const SPRAY_BATCH: u32 = 64;
+/// ... this often, ms (a round in 400 ms: 2 500 probes a second of 37
+/// bytes on the wire, about 0.7 Mb/s while it lasts).
+pub const SPRAY_BATCH_EVERY_MS: u64 = 25;
+/// Rounds once the path did not come up by itself...
+pub const SPRAY_ROUNDS: u32 = 6;
+/// ... this far apart, ms.
+pub const SPRAY_EVERY_MS: u64 = 1_000;
+/// The lowest port a NAT maps to (Linux's and most NATs' pick for a source
+/// port of 1024 or more is 1024-65535).
+pub const SPRAY_LOW_PORT: u16 = 1024;
+/// What a probe carries: nothing a QUIC endpoint takes for a packet (the
+/// first byte's fixed bit is clear, so quinn drops it unanswered), too
+/// short to be answered with a stateless reset.
+pub const PROBE: &[u8] = b"\0wzp-bday";
+
+/// The chance that one spray round meets one of the searching side's
+/// [`BIRTHDAY_SOCKETS`] mappings, each on a port NAT picked at random in
+/// `SPRAY_LOW_PORT..=65535`.
+pub fn spray_round_meets() -> f64 {
+    let range = f64::from(u32::from(u16::MAX) - u32::from(SPRAY_LOW_PORT) + 1);
+    let miss = 1.0 - BIRTHDAY_SOCKETS as f64 / range;
+    1.0 - miss.powf(f64::from(SPRAY_PORTS))
+}
+
+/// The ports a spray round sends to: uniform in
+/// `SPRAY_LOW_PORT..=65535`, a different sequence for every seed
+/// (splitmix64), the same for the same seed.
+#[derive(Clone, Debug)]
+pub struct SprayPorts {
+    state: u64,
+}
+
+impl SprayPorts {
+    /// The ports for `seed` (the shell draws it from the OS's randomness).
+    pub fn new(seed: u64) -> SprayPorts {
+        SprayPorts { state: seed }
+    }
+}
+
+impl Iterator for SprayPorts {
+    type Item = u16;
+
+    fn next(&mut self) -> Option<u16> {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        let span = u64::from(u16::MAX) - u64::from(SPRAY_LOW_PORT) + 1;
+        // Below 2^16 by construction.
+        Some(SPRAY_LOW_PORT + (z % span) as u16)
+    }
+}
+
 /// What a side of a direct path does now ([`PathSchedule::poll`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PathAction {
@@ -261,6 +358,15 @@ pub enum PathAction {
     Dial,
     /// Send a punch towards the peer (the acceptor).
     Punch,
+    /// Run a birthday search ([`BirthdayHalf::Search`]:
+    /// [`BIRTHDAY_SOCKETS`] sockets probing the peer, dialing from the one
+    /// a probe comes through on). The dialer reports the outcome as for
+    /// [`PathAction::Dial`]; the acceptor reports [`PathSchedule::up`]
+    /// when it came up and nothing when not (its punches go on).
+    Birthday,
+    /// Send a round of probes ([`BirthdayHalf::Spray`]: [`SPRAY_PORTS`]
+    /// random ports of the peer's address, [`SprayPorts`]).
+    Spray,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -294,6 +400,18 @@ pub struct PathSchedule {
     failures: u32,
     /// Punches since the last start or loss (the acceptor).
     punches: u32,
+    /// This side's half of birthday searches, if any
+    /// ([`PathSchedule::with_birthday`]).
+    birthday: Option<BirthdayHalf>,
+    /// The half is owed once the path did not come up by itself (one per
+    /// start or loss).
+    birthday_owed: bool,
+    /// Spray rounds since the half began, and when the next one is due.
+    sprays: u32,
+    spray_at: Option<u64>,
+    /// When the search is due (the dialer's is an attempt: its outcome is
+    /// reported as a dial's).
+    search_at: Option<u64>,
 }
 
 impl PathSchedule {
@@ -310,7 +428,27 @@ impl PathSchedule {
             wait_ms: RETRY_FIRST_MS,
             failures: 0,
             punches: 0,
+            birthday: None,
+            birthday_owed: false,
+            sprays: 0,
+            spray_at: None,
+            search_at: None,
         }
+    }
+
+    /// With this `half` of birthday searches (the peer's address is IPv4,
+    /// where NATs stand), once per start or loss, when the dialer's first
+    /// attempt fails or the acceptor's fast punches end without a path:
+    /// [`BirthdayHalf::Search`] runs one search ([`PathAction::Birthday`]:
+    /// the dialer at once, instead of its wait; the acceptor when its next
+    /// fast punch would have gone, beside its slow punches);
+    /// [`BirthdayHalf::Spray`] sends [`SPRAY_ROUNDS`] rounds
+    /// ([`PathAction::Spray`], [`SPRAY_EVERY_MS`] apart, from then; the
+    /// dialer's next dial waits until the last round is a wait old).
+    pub fn with_birthday(mut self, half: Option<BirthdayHalf>) -> PathSchedule {
+        self.birthday = half;
+        self.birthday_owed = half.is_some();
+        self
     }
 
     /// What to do at `now_ms`, if anything.
@@ -318,6 +456,18 @@ impl PathSchedule {
         let Phase::Waiting { at } = self.phase else {
             return None;
         };
+        if let Some(spray) = self.spray_at.filter(|t| now_ms >= *t) {
+            self.sprays = self.sprays.saturating_add(1);
+            self.spray_at = (self.sprays < SPRAY_ROUNDS).then_some(spray + SPRAY_EVERY_MS);
+            return Some(PathAction::Spray);
+        }
+        if self.search_at.is_some_and(|t| now_ms >= t) {
+            self.search_at = None;
+            if self.role == Role::Dialer {
+                self.phase = Phase::Attempting;
+            }
+            return Some(PathAction::Birthday);
+        }
         if now_ms < at {
             return None;
         }
@@ -333,6 +483,16 @@ impl PathSchedule {
                 } else {
                     PUNCH_EVERY_MS
                 };
+                if self.punches == PUNCH_FAST && std::mem::take(&mut self.birthday_owed) {
+                    // The fast punches end here: the half starts when the
+                    // next fast one would have gone.
+                    let start = Some(now_ms + PUNCH_FAST_MS);
+                    match self.birthday {
+                        Some(BirthdayHalf::Spray) => self.spray_at = start,
+                        Some(BirthdayHalf::Search) => self.search_at = start,
+                        None => {}
+                    }
+                }
                 self.phase = Phase::Waiting { at: now_ms + every };
                 Some(PathAction::Punch)
             }
@@ -343,17 +503,40 @@ impl PathSchedule {
     /// attempt's outcome or a change of the path).
     pub fn next_at(&self) -> Option<u64> {
         match self.phase {
-            Phase::Waiting { at } => Some(at),
+            Phase::Waiting { at } => Some(
+                [self.spray_at, self.search_at]
+                    .into_iter()
+                    .flatten()
+                    .fold(at, u64::min),
+            ),
             _ => None,
         }
     }
 
     /// The attempt failed at `now_ms`; returns how many failed in a row
-    /// (the shell reports the first).
+    /// (the shell reports the first). The first after a start or a loss
+    /// begins this side's half of a birthday search, if it has one.
     pub fn failed(&mut self, now_ms: u64) -> u32 {
         self.failures = self.failures.saturating_add(1);
+        let mut wait_from = now_ms;
+        if std::mem::take(&mut self.birthday_owed) {
+            match self.birthday {
+                Some(BirthdayHalf::Search) => {
+                    // The search comes first; a dial only if it fails too.
+                    self.search_at = Some(now_ms);
+                    self.phase = Phase::Waiting { at: now_ms };
+                    return self.failures;
+                }
+                Some(BirthdayHalf::Spray) => {
+                    self.sprays = 0;
+                    self.spray_at = Some(now_ms);
+                    wait_from = now_ms + u64::from(SPRAY_ROUNDS - 1) * SPRAY_EVERY_MS;
+                }
+                None => {}
+            }
+        }
         self.phase = Phase::Waiting {
-            at: now_ms + self.wait_ms,
+            at: wait_from + self.wait_ms,
         };
         self.wait_ms = (self.wait_ms * 2).min(RETRY_MAX_MS);
         self.failures
@@ -365,12 +548,18 @@ impl PathSchedule {
         self.phase = Phase::Up;
         self.failures = 0;
         self.wait_ms = RETRY_FIRST_MS;
+        self.spray_at = None;
+        self.search_at = None;
     }
 
     /// The direct path was lost at `now_ms`: the dialer dials again after
     /// [`RETRY_FIRST_MS`], the acceptor punches again at once (if it has
     /// an address to punch towards).
     pub fn lost(&mut self, now_ms: u64, peer_addr_known: bool) {
+        self.birthday_owed = self.birthday.is_some();
+        self.sprays = 0;
+        self.spray_at = None;
+        self.search_at = None;
         if !peer_addr_known {
             self.phase = Phase::Idle;
             return;
@@ -384,6 +573,18 @@ impl PathSchedule {
                 Phase::Waiting { at: now_ms }
             }
         };
+    }
+
+    /// Follows the path as the shell sees it at `now_ms` (`up`: media on a
+    /// direct connection, whichever side's loop carries it): [`Self::up`]
+    /// when it came up, [`Self::lost`] when it went down; nothing when the
+    /// schedule already agrees.
+    pub fn track(&mut self, up: bool, now_ms: u64) {
+        match (up, self.is_up()) {
+            (true, false) => self.up(),
+            (false, true) => self.lost(now_ms, true),
+            _ => {}
+        }
     }
 
     /// Whether the direct path is up as far as this schedule knows.

@@ -170,8 +170,9 @@ fn the_signed_bytes_bind_each_part() {
 }
 
 use wzp_proto::direct_path::{
-    PathAction, PathSchedule, PUNCH_EVERY_MS, PUNCH_FAST, PUNCH_FAST_MS, RETRY_FIRST_MS,
-    RETRY_MAX_MS,
+    spray_round_meets, BirthdayHalf, PathAction, PathSchedule, SprayPorts, PUNCH_EVERY_MS,
+    PUNCH_FAST, PUNCH_FAST_MS, RETRY_FIRST_MS, RETRY_MAX_MS, SPRAY_EVERY_MS, SPRAY_LOW_PORT,
+    SPRAY_PORTS, SPRAY_ROUNDS,
 };
 
 /// Steps `s` from `from` to `to` ms, each time it asks to be polled; the
@@ -273,4 +274,205 @@ fn an_acceptor_the_caller_gave_no_address_only_waits() {
     s.lost(5_000, false);
     assert!(!s.is_up());
     assert_eq!(run(&mut s, 5_000, 100_000), vec![]);
+}
+
+#[test]
+fn a_dialer_with_birthday_searches_once_its_first_attempt_failed() {
+    let mut s = PathSchedule::new(Role::Dialer, true, 0).with_birthday(Some(BirthdayHalf::Search));
+    assert_eq!(s.poll(0), Some(PathAction::Dial));
+    // The first failure: the search at once, with nothing under way
+    // meanwhile.
+    assert_eq!(s.failed(3_000), 1);
+    assert_eq!(s.next_at(), Some(3_000));
+    assert_eq!(s.poll(3_000), Some(PathAction::Birthday));
+    assert_eq!((s.poll(4_000), s.next_at()), (None, None));
+    // It failed too: plain dials from then on, backing off as ever.
+    assert_eq!(s.failed(11_000), 2);
+    assert_eq!(s.next_at(), Some(11_000 + RETRY_FIRST_MS));
+    assert_eq!(s.poll(11_000 + RETRY_FIRST_MS), Some(PathAction::Dial));
+    assert_eq!(s.failed(16_000), 3);
+    assert_eq!(s.next_at(), Some(16_000 + 2 * RETRY_FIRST_MS));
+    assert_eq!(s.poll(16_000 + 2 * RETRY_FIRST_MS), Some(PathAction::Dial));
+    // The search came up: a path lost later gets a search again after its
+    // first failed attempt.
+    s.up();
+    s.lost(100_000, true);
+    assert_eq!(s.poll(100_000 + RETRY_FIRST_MS), Some(PathAction::Dial));
+    assert_eq!(s.failed(105_000), 1);
+    assert_eq!(s.poll(105_000), Some(PathAction::Birthday));
+    // Without it, the first failure waits as before.
+    let mut plain = PathSchedule::new(Role::Dialer, true, 0).with_birthday(None);
+    assert_eq!(plain.poll(0), Some(PathAction::Dial));
+    plain.failed(3_000);
+    assert_eq!(plain.next_at(), Some(3_000 + RETRY_FIRST_MS));
+    assert_eq!(
+        run(&mut plain, 3_000, 3_000 + RETRY_FIRST_MS),
+        vec![(5_000, PathAction::Dial)]
+    );
+}
+
+#[test]
+fn an_acceptor_with_birthday_sprays_rounds_once_its_fast_punches_found_no_path() {
+    let mut s = PathSchedule::new(Role::Acceptor, true, 0).with_birthday(Some(BirthdayHalf::Spray));
+    let done = run(&mut s, 0, 20_000);
+    let fast_end = u64::from(PUNCH_FAST) * PUNCH_FAST_MS;
+    let sprays: Vec<u64> = done
+        .iter()
+        .filter(|(_, a)| *a == PathAction::Spray)
+        .map(|(t, _)| *t)
+        .collect();
+    let want: Vec<u64> = (0..u64::from(SPRAY_ROUNDS))
+        .map(|k| fast_end + k * SPRAY_EVERY_MS)
+        .collect();
+    assert_eq!(sprays, want);
+    // The punches go on as without it.
+    let punches: Vec<u64> = done
+        .iter()
+        .filter(|(_, a)| *a == PathAction::Punch)
+        .map(|(t, _)| *t)
+        .collect();
+    let mut alone = PathSchedule::new(Role::Acceptor, true, 0);
+    let plain: Vec<u64> = run(&mut alone, 0, 20_000).iter().map(|(t, _)| *t).collect();
+    assert_eq!(punches, plain);
+    assert!(run(&mut alone, 20_000, 60_000)
+        .iter()
+        .all(|(_, a)| *a == PathAction::Punch));
+    // A path up stops the rounds; a loss starts them over after the fast
+    // punches.
+    let mut s = PathSchedule::new(Role::Acceptor, true, 0).with_birthday(Some(BirthdayHalf::Spray));
+    let early = run(&mut s, 0, fast_end + SPRAY_EVERY_MS);
+    assert_eq!(
+        early
+            .iter()
+            .filter(|(_, a)| *a == PathAction::Spray)
+            .count(),
+        2
+    );
+    s.up();
+    assert_eq!(run(&mut s, 5_000, 60_000), vec![]);
+    s.lost(60_000, true);
+    let again = run(&mut s, 60_000, 60_000 + fast_end + 10 * SPRAY_EVERY_MS);
+    let sprays: Vec<u64> = again
+        .iter()
+        .filter(|(_, a)| *a == PathAction::Spray)
+        .map(|(t, _)| *t - 60_000)
+        .collect();
+    assert_eq!(sprays, want);
+}
+
+#[test]
+fn spray_ports_cover_the_nat_range_evenly_and_differ_by_seed() {
+    let ports: Vec<u16> = SprayPorts::new(7).take(64_512).collect();
+    assert!(ports.iter().all(|p| *p >= SPRAY_LOW_PORT));
+    assert_eq!(ports, SprayPorts::new(7).take(64_512).collect::<Vec<_>>());
+    let other: Vec<u16> = SprayPorts::new(8).take(64).collect();
+    assert_ne!(ports[..64], other[..]);
+    // Eight equal bands of the range each get an eighth, within 5 %.
+    let mut bands = [0u32; 8];
+    for p in &ports {
+        bands[usize::from(p - SPRAY_LOW_PORT) / 8_064] += 1;
+    }
+    for b in bands {
+        assert!((7_660..=8_470).contains(&b), "{bands:?}");
+    }
+    // A round reaches nearly as many distinct ports as it sends to.
+    let mut round: Vec<u16> = SprayPorts::new(1).take(SPRAY_PORTS as usize).collect();
+    round.sort_unstable();
+    round.dedup();
+    assert!(
+        round.len() > SPRAY_PORTS as usize * 98 / 100,
+        "{}",
+        round.len()
+    );
+}
+
+#[test]
+fn one_spray_round_meets_a_mapping_almost_always() {
+    let p = spray_round_meets();
+    assert!(p > 0.98 && p < 1.0, "{p}");
+    // Two rounds, as a search meets at least: short of one in 3 000.
+    assert!((1.0 - p).powi(2) < 1.0 / 3_000.0, "{p}");
+}
+
+#[test]
+fn a_spraying_dialer_sends_its_rounds_once_its_first_attempt_failed() {
+    let mut s = PathSchedule::new(Role::Dialer, true, 0).with_birthday(Some(BirthdayHalf::Spray));
+    assert_eq!(s.poll(0), Some(PathAction::Dial));
+    assert_eq!(s.failed(3_000), 1);
+    let span = u64::from(SPRAY_ROUNDS - 1) * SPRAY_EVERY_MS;
+    let done = run(&mut s, 3_000, 3_000 + span + RETRY_FIRST_MS);
+    let mut want: Vec<(u64, PathAction)> = (0..u64::from(SPRAY_ROUNDS))
+        .map(|k| (3_000 + k * SPRAY_EVERY_MS, PathAction::Spray))
+        .collect();
+    // The next dial once the last round is a wait old.
+    want.push((3_000 + span + RETRY_FIRST_MS, PathAction::Dial));
+    assert_eq!(done, want);
+    // A later failure backs off with no rounds.
+    assert_eq!(s.failed(20_000), 2);
+    assert_eq!(
+        run(&mut s, 20_000, 20_000 + 2 * RETRY_FIRST_MS),
+        vec![(20_000 + 2 * RETRY_FIRST_MS, PathAction::Dial)]
+    );
+    // The path came up (the peer's search dialed in): the rounds stop.
+    let mut s = PathSchedule::new(Role::Dialer, true, 0).with_birthday(Some(BirthdayHalf::Spray));
+    s.poll(0);
+    s.failed(3_000);
+    assert_eq!(s.poll(3_000), Some(PathAction::Spray));
+    s.up();
+    assert_eq!((s.poll(4_000), s.next_at()), (None, None));
+}
+
+#[test]
+fn a_searching_acceptor_searches_once_its_fast_punches_found_no_path() {
+    let mut s =
+        PathSchedule::new(Role::Acceptor, true, 0).with_birthday(Some(BirthdayHalf::Search));
+    let fast_end = u64::from(PUNCH_FAST) * PUNCH_FAST_MS;
+    let done = run(&mut s, 0, 30_000);
+    let searches: Vec<u64> = done
+        .iter()
+        .filter(|(_, a)| *a == PathAction::Birthday)
+        .map(|(t, _)| *t)
+        .collect();
+    assert_eq!(searches, [fast_end]);
+    assert!(!done.iter().any(|(_, a)| *a == PathAction::Spray));
+    let mut alone = PathSchedule::new(Role::Acceptor, true, 0);
+    let plain: Vec<(u64, PathAction)> = run(&mut alone, 0, 30_000);
+    let punches: Vec<(u64, PathAction)> = done
+        .into_iter()
+        .filter(|(_, a)| *a == PathAction::Punch)
+        .collect();
+    assert_eq!(punches, plain);
+    // Once more after a loss.
+    s.up();
+    s.lost(50_000, true);
+    let again = run(&mut s, 50_000, 50_000 + fast_end);
+    assert_eq!(
+        again.last(),
+        Some(&(50_000 + fast_end, PathAction::Birthday))
+    );
+}
+
+#[test]
+fn track_follows_the_path_as_the_shell_sees_it() {
+    let mut s = PathSchedule::new(Role::Acceptor, true, 0).with_birthday(Some(BirthdayHalf::Spray));
+    s.track(false, 0);
+    assert_eq!(s.poll(0), Some(PathAction::Punch));
+    // Up, seen by the shell: no more punching.
+    s.track(true, 100);
+    assert!(s.is_up());
+    assert_eq!((s.poll(10_000), s.next_at()), (None, None));
+    s.track(true, 20_000);
+    assert!(s.is_up());
+    // Down: punching again at once, as after `lost`.
+    s.track(false, 30_000);
+    assert!(!s.is_up());
+    assert_eq!(s.poll(30_000), Some(PathAction::Punch));
+    // A dialer whose path a searching callee brought up stops dialing.
+    let mut d = PathSchedule::new(Role::Dialer, true, 0);
+    assert_eq!(d.poll(0), Some(PathAction::Dial));
+    d.failed(3_000);
+    d.track(true, 4_000);
+    assert_eq!((d.poll(60_000), d.next_at()), (None, None));
+    d.track(false, 60_000);
+    assert_eq!(d.next_at(), Some(60_000 + RETRY_FIRST_MS));
 }

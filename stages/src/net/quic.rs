@@ -510,6 +510,29 @@ fn bind_sized(
     Ok((socket, sizes))
 }
 
+/// Sends datagrams that are not QUIC from a QUIC endpoint's own socket (its
+/// address and NAT mapping), such as a direct path's birthday probes. It
+/// only sends: what comes in is the endpoint's.
+#[derive(Clone, Debug)]
+pub struct RawSender {
+    socket: Arc<std::net::UdpSocket>,
+}
+
+impl RawSender {
+    /// Sends `bytes` to `to` without waiting (an IPv4 `to` from a
+    /// dual-stack socket goes IPv4-mapped); a full buffer or an unreachable
+    /// `to` is an error the caller may ignore.
+    pub fn send_to(&self, bytes: &[u8], to: SocketAddr) -> std::io::Result<usize> {
+        let to = match (to, self.socket.local_addr()) {
+            (SocketAddr::V4(v4), Ok(SocketAddr::V6(_))) => {
+                SocketAddr::from((v4.ip().to_ipv6_mapped(), v4.port()))
+            }
+            _ => to,
+        };
+        self.socket.send_to(bytes, to)
+    }
+}
+
 /// A client-only endpoint for reaching `peer`, on one dual-stack socket
 /// (`[::]:0` with `IPV6_V6ONLY` off) where the host has IPv6: it reaches an
 /// IPv4 `peer` as an IPv4-mapped address and can send and take IPv6 too, so
@@ -517,7 +540,11 @@ fn bind_sized(
 /// Without IPv6 it is a socket of `peer`'s family alone ([`client_endpoint`]).
 /// Addresses quinn reports for IPv4 peers are then IPv4-mapped: compare and
 /// print them canonical (`IpAddr::to_canonical`).
-pub fn client_endpoint_dual_stack(peer: SocketAddr) -> Result<quinn::Endpoint, QuicError> {
+/// Also returns a [`RawSender`] on its socket (none where the socket cannot
+/// be shared).
+pub fn client_endpoint_dual_stack(
+    peer: SocketAddr,
+) -> Result<(quinn::Endpoint, Option<RawSender>), QuicError> {
     let any6 = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0));
     let dual = || -> std::io::Result<std::net::UdpSocket> {
         let s = socket2::Socket::new(
@@ -529,30 +556,51 @@ pub fn client_endpoint_dual_stack(peer: SocketAddr) -> Result<quinn::Endpoint, Q
         s.bind(&any6.into())?;
         Ok(s.into())
     };
-    let Ok(socket) = dual() else {
-        let any = if peer.is_ipv4() {
-            SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0))
-        } else {
-            any6
-        };
-        return client_endpoint(any);
+    let (socket, bind) = match dual() {
+        Ok(socket) => {
+            #[cfg(unix)]
+            let _ = size_udp_buffers(&socket, CLIENT_UDP_BUFFER_BYTES);
+            (socket, any6)
+        }
+        Err(_) => {
+            let any = if peer.is_ipv4() {
+                SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0))
+            } else {
+                any6
+            };
+            (bind_sized(any, CLIENT_UDP_BUFFER_BYTES)?.0, any)
+        }
     };
-    #[cfg(unix)]
-    let _ = size_udp_buffers(&socket, CLIENT_UDP_BUFFER_BYTES);
-    let runtime = quinn::default_runtime()
-        .ok_or_else(|| QuicError::Crypto("no async runtime: call inside tokio".into()))?;
-    quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)
-        .map_err(|source| QuicError::Bind { addr: any6, source })
+    let raw = socket.try_clone().ok().map(|s| RawSender {
+        socket: Arc::new(s),
+    });
+    let endpoint = client_endpoint_on(socket).map_err(|e| match e {
+        QuicError::Bind { source, .. } => QuicError::Bind { addr: bind, source },
+        e => e,
+    })?;
+    Ok((endpoint, raw))
 }
 
 /// A client-only endpoint bound to `bind` (use `0.0.0.0:0` or `127.0.0.1:0`),
 /// its socket asking for [`CLIENT_UDP_BUFFER_BYTES`].
 pub fn client_endpoint(bind: SocketAddr) -> Result<quinn::Endpoint, QuicError> {
     let (socket, _) = bind_sized(bind, CLIENT_UDP_BUFFER_BYTES)?;
+    client_endpoint_on(socket).map_err(|e| match e {
+        QuicError::Bind { source, .. } => QuicError::Bind { addr: bind, source },
+        e => e,
+    })
+}
+
+/// A client-only endpoint on a socket already bound (a direct path's
+/// birthday search dials from the socket its probe came through on).
+pub fn client_endpoint_on(socket: std::net::UdpSocket) -> Result<quinn::Endpoint, QuicError> {
+    let addr = socket
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0)));
     let runtime = quinn::default_runtime()
         .ok_or_else(|| QuicError::Crypto("no async runtime: call inside tokio".into()))?;
     quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)
-        .map_err(|source| QuicError::Bind { addr: bind, source })
+        .map_err(|source| QuicError::Bind { addr, source })
 }
 
 /// A server endpoint on `listen` presenting `cert`.

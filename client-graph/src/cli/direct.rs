@@ -251,6 +251,8 @@ pub async fn run_media(
             call_id: ready.call_id.clone(),
             room: ready.room.clone(),
             late: sealed.map(|_| late_rx.clone()),
+            raw: sig.raw().cloned(),
+            sprayed: Arc::new(AtomicBool::new(false)),
         });
     // The callee takes connections before the caller can dial: here,
     // before the media starts (the caller dials at once); across relays,

@@ -17,7 +17,11 @@ Examples:
   wzp-client reflect --relay 203.0.113.7:4433 --addresses
       Every address a direct call from this machine would offer the peer, one
       per line with what it is: as the relay sees it, on this machine's own
-      network, global IPv6 (none listed: the relay saw this machine as it is).";
+      network, global IPv6 (none listed: the relay saw this machine as it is).
+  wzp-client reflect --relay 203.0.113.7:4433 --nat
+      What the NAT in front of this machine did to the signalling socket's port
+      (kept or moved), and so which half of a direct call's birthday search this
+      machine takes when the plain path fails (docs/OPERATIONS.md).";
 
 pub const VERSION_EXAMPLES: &str = "\
 Examples:
@@ -32,6 +36,11 @@ pub struct ReflectArgs {
     /// (`ADDR<TAB>what` per line; the first line is the relay's view).
     #[arg(long)]
     pub addresses: bool,
+    /// Also say whether the NAT kept the signalling socket's port, and so
+    /// this machine's half of a direct call's birthday search
+    /// (`ADDR<TAB>what`, after the addresses if both are asked).
+    #[arg(long)]
+    pub nat: bool,
 }
 
 #[derive(clap::Args)]
@@ -93,12 +102,45 @@ pub fn reflect_cmd(args: ReflectArgs) -> Result<()> {
                 };
                 println!("{a}\t{what}");
             }
-        } else {
+        } else if !args.nat {
             println!("{addr}");
+        }
+        if args.nat {
+            let local = sig.endpoint().local_addr().ok();
+            println!("{addr}\t{}", nat_line(addr, local, sig.raw().is_some()));
         }
         sig.close().await;
         Ok(())
     })
+}
+
+/// What `reflect --nat` says of the relay's view `observed` of a socket
+/// bound at `local`.
+fn nat_line(
+    observed: std::net::SocketAddr,
+    local: Option<std::net::SocketAddr>,
+    can_spray: bool,
+) -> String {
+    use wzp_proto::direct_path::BirthdayHalf;
+    let observed = crate::nat::canonical(observed);
+    let Some(local) = local else {
+        return "this socket's own port is unknown: no birthday search".into();
+    };
+    let port = local.port();
+    if !observed.is_ipv4() {
+        return format!("port {port} over IPv6: no NAT is expected there, and no birthday search");
+    }
+    match crate::nat::birthday_half_for(observed, local, can_spray) {
+        Some(BirthdayHalf::Search) => format!(
+            "the NAT moved port {port} (most likely anew for every destination: symmetric); \
+             a direct call whose plain path fails runs the birthday search from here"
+        ),
+        Some(BirthdayHalf::Spray) => format!(
+            "port {port} kept (a home router's NAT, or none); a direct call whose plain path \
+             fails sends the birthday probes from here"
+        ),
+        None => format!("port {port} kept, but this socket cannot send the birthday probes"),
+    }
 }
 
 pub fn version_cmd(args: VersionArgs) -> Result<()> {
@@ -110,7 +152,7 @@ pub fn version_cmd(args: VersionArgs) -> Result<()> {
     }
     .options()?;
     runtime()?.block_on(async move {
-        let (_ep, conn, _) = connect(&relay, wzp_proto::sni::VERSION).await?;
+        let (_ep, _, conn, _) = connect(&relay, wzp_proto::sni::VERSION).await?;
         let reason = tokio::time::timeout(Duration::from_secs(5), conn.closed())
             .await
             .map_err(|_| anyhow!("the relay at {} did not answer the version probe", args.addr))?;
@@ -125,4 +167,46 @@ pub fn version_cmd(args: VersionArgs) -> Result<()> {
             ),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nat_line;
+
+    #[test]
+    fn nat_line_says_which_half_the_port_gives() {
+        let a = |s: &str| s.parse().unwrap();
+        let cases = [
+            (
+                "10.0.1.2:51234",
+                Some("[::]:40000"),
+                true,
+                "moved port 40000",
+            ),
+            (
+                "10.0.1.2:40000",
+                Some("[::]:40000"),
+                true,
+                "port 40000 kept",
+            ),
+            (
+                "[::ffff:10.0.1.2]:40000",
+                Some("[::]:40000"),
+                true,
+                "sends the birthday probes",
+            ),
+            (
+                "10.0.1.2:40000",
+                Some("0.0.0.0:40000"),
+                false,
+                "cannot send",
+            ),
+            ("[2001:db8::2]:40000", Some("[::]:40000"), true, "over IPv6"),
+            ("10.0.1.2:40000", None, true, "unknown"),
+        ];
+        for (observed, local, can, want) in cases {
+            let line = nat_line(a(observed), local.map(a), can);
+            assert!(line.contains(want), "{observed}: {line}");
+        }
+    }
 }

@@ -28,9 +28,15 @@
 //! from its signalling socket (hole punching, [`PathSchedule`]): each side's
 //! packets towards the other open its own NAT for the other's replies, so
 //! the caller's dial gets through NATs that keep a socket's mapping for
-//! every destination (most home and office NATs; `iptables MASQUERADE`). A
-//! NAT that maps each destination to a new port (symmetric), or a firewall
-//! that drops all inbound UDP, keeps the IPv4 media on the relay.
+//! every destination (most home and office NATs; `iptables MASQUERADE`).
+//!
+//! One party behind a NAT that maps each destination to a new port
+//! (symmetric) and the other behind a home router (or none): once the plain
+//! attempt failed, a birthday search ([`birthday_dial`], [`spray_round`];
+//! the halves in `wzp_proto::direct_path::BirthdayHalf`, picked by whether
+//! the relay saw this side at its socket's port). Both behind symmetric
+//! NATs, or a firewall that drops all inbound UDP, keeps the IPv4 media on
+//! the relay.
 //!
 //! Over IPv6: the signalling socket is dual-stack where the host allows
 //! (`quic::client_endpoint_dual_stack`), so a party reaching its relay over
@@ -46,7 +52,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
 use wzp_proto::direct_path::{
-    PathAction, PathProof, PathSchedule, Role, ATTEMPT_MS, PATH_HELLO_LEN,
+    BirthdayHalf, PathAction, PathProof, PathSchedule, Role, SprayPorts, ATTEMPT_MS,
+    BIRTHDAY_PROBE_EVERY_MS, BIRTHDAY_SOCKETS, BIRTHDAY_WAIT_MS, PATH_HELLO_LEN, PROBE,
+    SPRAY_BATCH, SPRAY_BATCH_EVERY_MS, SPRAY_PORTS,
 };
 use wzp_proto::identity::{Identity, RelayCertificate, Seed};
 use wzp_proto::path_addrs::PathAddrs;
@@ -157,6 +165,13 @@ pub struct DirectPath {
     /// A call across relays: the peer's addresses come later, sealed in a
     /// `call_path` (`wzp_proto::path_addrs`); the path waits for them.
     pub late: Option<tokio::sync::watch::Receiver<Option<PathAddrs>>>,
+    /// Sends this side's birthday probes from the signalling socket (none:
+    /// this side cannot take the spraying half of a birthday search).
+    pub raw: Option<quic::RawSender>,
+    /// Set once this side sprayed: a dial from the peer's address on any
+    /// port is then taken (the searching side dials from a port no one
+    /// could know).
+    pub sprayed: Arc<AtomicBool>,
 }
 
 impl DirectPath {
@@ -181,12 +196,76 @@ impl DirectPath {
         self.endpoint.local_addr().is_ok_and(|a| a.is_ipv6())
     }
 
-    /// Whether `remote` is one of the addresses the peer shared.
+    /// Whether `remote` is one of the addresses the peer shared, or, once
+    /// this side sprayed for a birthday search, any port of the address
+    /// the relay saw the peer at.
     fn is_peer(&self, remote: SocketAddr) -> bool {
-        self.peer_addr
+        accepts_from(
+            self.peer_addr,
+            &self.peer_local,
+            self.sprayed.load(Ordering::Relaxed),
+            remote,
+        )
+    }
+
+    /// Whether a birthday search can help: the peer is at an IPv4 address
+    /// (where NATs stand) behind another NAT than ours (the relay saw the
+    /// two of us at different addresses).
+    fn birthday_applies(&self) -> bool {
+        let Some(peer) = self.peer_addr.map(canonical) else {
+            return false;
+        };
+        let own = self.own_addr.map(canonical);
+        peer.is_ipv4() && own.is_none_or(|o| o.ip() != peer.ip())
+    }
+
+    /// This side's half of a birthday search, where one can help
+    /// ([`Self::birthday_applies`]): a side whose NAT did not keep its
+    /// socket's port towards the relay (a NAT that picks ports, most
+    /// likely anew for every destination) searches; one whose port was
+    /// kept (a home router's NAT, or none) sprays, when it can send probes
+    /// from its signalling socket.
+    fn birthday_half(&self) -> Option<BirthdayHalf> {
+        if !self.birthday_applies() {
+            return None;
+        }
+        let own = self.own_addr.filter(|a| canonical(*a).is_ipv4())?;
+        let local = self.endpoint.local_addr().ok()?;
+        birthday_half_for(own, local, self.raw.is_some())
+    }
+}
+
+/// [`DirectPath::is_peer`]: whether a dial from `remote` is taken, given
+/// the peer's relay-observed address and own addresses, and whether this
+/// side sprayed towards the first.
+fn accepts_from(
+    peer_addr: Option<SocketAddr>,
+    peer_local: &[SocketAddr],
+    sprayed: bool,
+    remote: SocketAddr,
+) -> bool {
+    let sprayed_to =
+        sprayed && peer_addr.is_some_and(|a| a.ip().to_canonical() == remote.ip().to_canonical());
+    sprayed_to
+        || peer_addr
             .iter()
-            .chain(&self.peer_local)
+            .chain(peer_local)
             .any(|a| same_addr(*a, remote))
+}
+
+/// [`DirectPath::birthday_half`] for a side the relay saw at `own`, its
+/// signalling socket bound at `local`, able to send probes from it or not.
+pub(crate) fn birthday_half_for(
+    own: SocketAddr,
+    local: SocketAddr,
+    can_spray: bool,
+) -> Option<BirthdayHalf> {
+    if own.port() != local.port() {
+        Some(BirthdayHalf::Search)
+    } else if can_spray {
+        Some(BirthdayHalf::Spray)
+    } else {
+        None
     }
 }
 
@@ -370,6 +449,17 @@ async fn run_role(
     stopped: impl std::future::Future<Output = ()>,
 ) {
     match plan.role {
+        Role::Dialer if plan.birthday_half() == Some(BirthdayHalf::Spray) => {
+            // A searching callee dials in from its search's socket, which
+            // this side's rounds let through: the endpoint takes it once
+            // the rounds begin (`spray_round`).
+            tokio::select! {
+                () = dial_loop(&plan, &identity, &io, finished) => {}
+                () = accept_loop(&plan, &identity, &io) => {}
+                () = stopped => {}
+            }
+            close_to_dialer(&plan.endpoint);
+        }
         Role::Dialer => {
             tokio::select! {
                 () = dial_loop(&plan, &identity, &io, finished) => {}
@@ -381,7 +471,7 @@ async fn run_role(
             // waited in its queue until now.
             tokio::select! {
                 () = accept_loop(&plan, &identity, &io) => {}
-                () = punch_loop(&plan, &io.route) => {}
+                () = punch_loop(&plan, &identity, &io) => {}
                 () = stopped => {}
             }
             close_to_dialer(&plan.endpoint);
@@ -401,47 +491,188 @@ async fn dial_loop(
     }
     let clock = Instant::now();
     let now_ms = || clock.elapsed().as_millis() as u64;
-    let mut schedule = PathSchedule::new(Role::Dialer, true, now_ms());
+    let mut schedule =
+        PathSchedule::new(Role::Dialer, true, now_ms()).with_birthday(plan.birthday_half());
+    let mut ports = spray_ports();
     while !finished() {
-        if schedule.poll(now_ms()) == Some(PathAction::Dial) {
-            match dial_any(plan, identity, &targets).await {
-                Ok(conn) => {
-                    schedule.up();
-                    carry(plan, io, conn).await;
-                    schedule.lost(now_ms(), true);
-                }
-                Err(why) => {
-                    let n = schedule.failed(now_ms());
-                    note_failure(io, plan, n, &why);
-                }
+        // A path the peer's search dialed in carries on `accept_loop`.
+        schedule.track(io.route.direct_up(), now_ms());
+        let action = schedule.poll(now_ms());
+        let attempt = match action {
+            Some(PathAction::Dial) => dial_any(plan, identity, &targets)
+                .await
+                .map(|conn| (plan.endpoint.clone(), conn)),
+            Some(PathAction::Birthday) => birthday_dial(plan, identity).await,
+            Some(PathAction::Spray) => {
+                spray_round(plan, &mut ports, &io.route).await;
+                continue;
             }
-            continue;
+            _ => {
+                let next = schedule.next_at().map_or(ROUTE_WATCH, |at| {
+                    Duration::from_millis(at.saturating_sub(now_ms()))
+                });
+                tokio::time::sleep(next.min(ROUTE_WATCH)).await;
+                continue;
+            }
+        };
+        match attempt {
+            Ok((endpoint, conn)) => {
+                schedule.up();
+                carry(plan, io, &endpoint, conn).await;
+                schedule.lost(now_ms(), true);
+            }
+            Err(why) => {
+                let n = schedule.failed(now_ms());
+                let next = (n == 1).then(|| plan.birthday_half()).flatten();
+                let searched = action == Some(PathAction::Birthday);
+                note_failure(io, plan, &why, next, n == 1 || searched);
+            }
         }
-        let at = schedule.next_at().unwrap_or(now_ms() + 100);
-        tokio::time::sleep_until((clock + Duration::from_millis(at)).into()).await;
     }
 }
 
-fn note_failure(io: &PathIo, plan: &DirectPath, n: u32, why: &str) {
-    // The first failure is news; the retries are not.
-    if n == 1 {
+/// The searching half of a birthday search (`wzp_proto::direct_path`), a
+/// dialer's or an acceptor's:
+/// [`BIRTHDAY_SOCKETS`] sockets, each probing the peer's address every
+/// [`BIRTHDAY_PROBE_EVERY_MS`] (each a mapping of its own through a NAT
+/// that maps every destination anew), until a probe of the peer's comes
+/// through on one, at most [`BIRTHDAY_WAIT_MS`]; then a dial from that
+/// socket, proven as any. The endpoint made on it carries the path.
+async fn birthday_dial(
+    plan: &DirectPath,
+    identity: &Identity,
+) -> std::result::Result<(quinn::Endpoint, quinn::Connection), String> {
+    let Some(peer) = plan.peer_addr.map(canonical) else {
+        return Err("no address to search towards".into());
+    };
+    let cfg = quic::direct_client_config().map_err(|e| format!("{e:#}"))?;
+    let every = Duration::from_millis(BIRTHDAY_PROBE_EVERY_MS);
+    let mut probes = tokio::task::JoinSet::new();
+    for _ in 0..BIRTHDAY_SOCKETS {
+        // Short of descriptors, the search goes on with the sockets open.
+        let Ok(socket) = tokio::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0)).await
+        else {
+            break;
+        };
+        probes.spawn(async move {
+            let mut buf = [0u8; 64];
+            let mut next = tokio::time::Instant::now();
+            loop {
+                if tokio::time::Instant::now() >= next {
+                    let _ = socket.send_to(PROBE, peer).await;
+                    next += every;
+                }
+                match tokio::time::timeout_at(next, socket.recv_from(&mut buf)).await {
+                    Ok(Ok((_, from))) if canonical(from) == peer => return socket,
+                    Ok(Err(_)) => tokio::time::sleep_until(next).await,
+                    _ => {}
+                }
+            }
+        });
+    }
+    if probes.is_empty() {
+        return Err("birthday search: no socket could be opened".into());
+    }
+    let wait = Duration::from_millis(BIRTHDAY_WAIT_MS);
+    let socket = match tokio::time::timeout(wait, probes.join_next()).await {
+        Ok(Some(Ok(socket))) => socket,
+        Ok(_) => return Err("birthday search: the probes stopped".into()),
+        Err(_) => {
+            return Err(format!(
+                "birthday search: none of {} sockets heard {peer} within {} s",
+                probes.len(),
+                wait.as_secs()
+            ))
+        }
+    };
+    // The other sockets close here, before the dial.
+    drop(probes);
+    let socket = socket
+        .into_std()
+        .map_err(|e| format!("birthday search: {e}"))?;
+    let endpoint = quic::client_endpoint_on(socket).map_err(|e| format!("birthday search: {e}"))?;
+    let connecting = endpoint
+        .connect_with(cfg, peer, &plan.room)
+        .map_err(|e| format!("birthday search: dialing: {e}"))?;
+    let conn = match tokio::time::timeout(ATTEMPT, connecting).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => return Err(format!("birthday search: {peer}: {e}")),
+        Err(_) => {
+            return Err(format!(
+                "birthday search: {peer}: no answer within {} s",
+                ATTEMPT.as_secs()
+            ))
+        }
+    };
+    match tokio::time::timeout(ATTEMPT, prove_dialed(plan, identity, &conn)).await {
+        Ok(Ok(())) => Ok((endpoint, conn)),
+        Ok(Err(e)) => Err(format!("birthday search: {peer}: {e:#}")),
+        Err(_) => Err(format!(
+            "birthday search: {peer}: no proof within {} s",
+            ATTEMPT.as_secs()
+        )),
+    }
+}
+
+/// Says that an attempt failed, `why`: with what this side does next
+/// (`next`, its half of a birthday search) when there is one, on stdout when
+/// `loud` (the first failure after a start or loss, a search's), else only
+/// in the debug log (retries).
+fn note_failure(io: &PathIo, plan: &DirectPath, why: &str, next: Option<BirthdayHalf>, loud: bool) {
+    let then = match next {
+        Some(BirthdayHalf::Search) => {
+            " while this side searches for a way out through its NAT (birthday search)"
+        }
+        Some(BirthdayHalf::Spray) => {
+            " while this side sends birthday probes towards the peer's NAT"
+        }
+        None => "",
+    };
+    if next.is_some() {
+        println!(
+            "{}no direct path to {} yet ({why}); the media stays on the relay{then}",
+            io.label, plan.peer
+        );
+    } else if loud {
         println!(
             "{}no direct path to {} ({why}); the media stays on the relay",
             io.label, plan.peer
         );
     } else {
-        tracing::debug!(attempt = n, "direct path: {why}");
+        tracing::debug!("direct path: {why}");
     }
 }
 
 /// How far apart the dialer's attempts at the peer's addresses start.
 const DIAL_STAGGER: Duration = Duration::from_millis(250);
+/// When the peer's relay-observed address is dialed a second time, after
+/// the first: the first QUIC Initial often reaches the peer's NAT before
+/// the peer's punch opened it, and QUIC would retransmit it only after a
+/// second (three times the 333 ms initial RTT).
+const REDIAL_AFTER: Duration = Duration::from_millis(200);
 
-/// Dials every target, each [`DIAL_STAGGER`] after the one before, and
-/// proves on the first connection that comes up; the others are dropped
-/// before any proof (two proven connections at once would leave each side
-/// carrying a different one). Each attempt has [`ATTEMPT`] to connect, the
-/// proof as long again. The error says what each target did.
+/// When each attempt of [`dial_any`] starts: every target
+/// [`DIAL_STAGGER`] after the one before, and the relay-observed address
+/// `observed` once more [`REDIAL_AFTER`] its first attempt.
+fn dial_plan(targets: &[SocketAddr], observed: Option<SocketAddr>) -> Vec<(Duration, SocketAddr)> {
+    let mut plan: Vec<(Duration, SocketAddr)> = targets
+        .iter()
+        .enumerate()
+        .map(|(i, &addr)| (DIAL_STAGGER * u32::try_from(i).unwrap_or(u32::MAX), addr))
+        .collect();
+    let again = observed.and_then(|o| plan.iter().find(|(_, a)| same_addr(*a, o)).copied());
+    if let Some((at, addr)) = again {
+        plan.push((at + REDIAL_AFTER, addr));
+        plan.sort_by_key(|(at, _)| *at);
+    }
+    plan
+}
+
+/// Dials every target ([`dial_plan`]), and proves on the first connection
+/// that comes up; the others are dropped before any proof (two proven
+/// connections at once would leave each side carrying a different one).
+/// Each attempt has [`ATTEMPT`] to connect, the proof as long again. The
+/// error says what each target did.
 async fn dial_any(
     plan: &DirectPath,
     identity: &Identity,
@@ -449,9 +680,8 @@ async fn dial_any(
 ) -> std::result::Result<quinn::Connection, String> {
     let cfg = quic::direct_client_config().map_err(|e| format!("{e:#}"))?;
     let mut attempts = tokio::task::JoinSet::new();
-    for (i, &addr) in targets.iter().enumerate() {
+    for (start, addr) in dial_plan(targets, plan.peer_addr) {
         let (endpoint, cfg, room) = (plan.endpoint.clone(), cfg.clone(), plan.room.clone());
-        let start = DIAL_STAGGER * u32::try_from(i).unwrap_or(u32::MAX);
         attempts.spawn(async move {
             tokio::time::sleep(start).await;
             let connecting = match endpoint.connect_with(cfg, addr, &room) {
@@ -472,7 +702,13 @@ async fn dial_any(
     let conn = loop {
         match attempts.join_next().await {
             Some(Ok((_, Ok(conn)))) => break conn,
-            Some(Ok((addr, Err(e)))) => why.push(format!("{}: {e}", canonical(addr))),
+            Some(Ok((addr, Err(e)))) => {
+                let e = format!("{}: {e}", canonical(addr));
+                // A second attempt at an address failing alike says nothing new.
+                if !why.contains(&e) {
+                    why.push(e);
+                }
+            }
             Some(Err(e)) => why.push(format!("an attempt failed: {e}")),
             None => return Err(why.join("; ")),
         }
@@ -510,7 +746,8 @@ const ROUTE_WATCH: Duration = Duration::from_millis(100);
 
 /// Punches towards the caller's shared address while no direct path is up,
 /// when [`PathSchedule`] says (hole punching).
-async fn punch_loop(plan: &DirectPath, route: &Route) {
+async fn punch_loop(plan: &DirectPath, identity: &Identity, io: &PathIo) {
+    let route = &io.route;
     let targets = plan.punch_targets();
     if targets.is_empty() {
         return std::future::pending().await;
@@ -524,26 +761,80 @@ async fn punch_loop(plan: &DirectPath, route: &Route) {
     };
     let clock = Instant::now();
     let now_ms = || clock.elapsed().as_millis() as u64;
-    let mut schedule = PathSchedule::new(Role::Acceptor, true, now_ms());
+    let mut schedule =
+        PathSchedule::new(Role::Acceptor, true, now_ms()).with_birthday(plan.birthday_half());
+    let mut ports = spray_ports();
     loop {
-        match (route.direct_up(), schedule.is_up()) {
-            (true, false) => schedule.up(),
-            (false, true) => schedule.lost(now_ms(), true),
-            _ => {}
-        }
-        if schedule.poll(now_ms()) == Some(PathAction::Punch) {
-            for &addr in &targets {
-                if let Ok(attempt) = plan.endpoint.connect_with(cfg.clone(), addr, &plan.room) {
-                    tokio::spawn(async move {
-                        let _ = tokio::time::timeout(PUNCH_LIFE, attempt).await;
-                    });
+        schedule.track(route.direct_up(), now_ms());
+        match schedule.poll(now_ms()) {
+            Some(PathAction::Punch) => {
+                for &addr in &targets {
+                    if let Ok(attempt) = plan.endpoint.connect_with(cfg.clone(), addr, &plan.room) {
+                        tokio::spawn(async move {
+                            let _ = tokio::time::timeout(PUNCH_LIFE, attempt).await;
+                        });
+                    }
                 }
             }
+            Some(PathAction::Spray) => spray_round(plan, &mut ports, route).await,
+            Some(PathAction::Birthday) => match birthday_dial(plan, identity).await {
+                // The searching callee dialed its caller: it carries here,
+                // the caller accepts.
+                Ok((endpoint, conn)) => {
+                    schedule.up();
+                    carry(plan, io, &endpoint, conn).await;
+                    schedule.lost(now_ms(), true);
+                }
+                Err(why) => note_failure(io, plan, &why, None, true),
+            },
+            _ => {}
         }
         let next = schedule.next_at().map_or(ROUTE_WATCH, |at| {
             Duration::from_millis(at.saturating_sub(now_ms()))
         });
         tokio::time::sleep(next.min(ROUTE_WATCH)).await;
+    }
+}
+
+/// The ports of this call's spray rounds, seeded from the OS.
+fn spray_ports() -> SprayPorts {
+    let mut seed = [0u8; 8];
+    if getrandom::fill(&mut seed).is_err() {
+        // Any seed spreads the ports; this one differs per call.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        seed = (u64::from(std::process::id()) ^ now).to_le_bytes();
+    }
+    SprayPorts::new(u64::from_le_bytes(seed))
+}
+
+/// One round of birthday probes: [`SPRAY_PORTS`] ports of the address the
+/// relay saw the peer at, [`SPRAY_BATCH`] every [`SPRAY_BATCH_EVERY_MS`],
+/// from the signalling socket (each opens this side's NAT for replies from
+/// there); stops early when the path comes up. From the first round on, a
+/// dial from any port of that address is taken (a caller's endpoint opens
+/// to dials for it).
+async fn spray_round(plan: &DirectPath, ports: &mut SprayPorts, route: &Route) {
+    let (Some(raw), Some(peer)) = (plan.raw.as_ref(), plan.peer_addr.map(canonical)) else {
+        return;
+    };
+    if !plan.sprayed.swap(true, Ordering::Relaxed)
+        && plan.role == Role::Dialer
+        && open_to_dialer(&plan.endpoint).is_err()
+    {
+        // Nothing could come in: no probes (the next round tries again).
+        plan.sprayed.store(false, Ordering::Relaxed);
+        return;
+    }
+    let mut sent = 0;
+    while sent < SPRAY_PORTS && !route.direct_up() {
+        for port in ports.by_ref().take(SPRAY_BATCH as usize) {
+            // A full socket buffer drops a probe: one port fewer.
+            let _ = raw.send_to(PROBE, SocketAddr::new(peer.ip(), port));
+        }
+        sent += SPRAY_BATCH;
+        tokio::time::sleep(Duration::from_millis(SPRAY_BATCH_EVERY_MS)).await;
     }
 }
 
@@ -609,7 +900,7 @@ async fn accept_loop(plan: &DirectPath, identity: &Identity, io: &PathIo) {
                 // The one it replaces stops carrying first.
                 drop(current.take());
                 current = Some(AbortOnDrop(tokio::spawn(async move {
-                    carry(&plan, &io, conn).await;
+                    carry(&plan, &io, &plan.endpoint, conn).await;
                 })));
             }
         }
@@ -788,7 +1079,14 @@ async fn check_hello(
 
 /// Carries the call's media on `conn` until it closes, then hands the
 /// media back to the relay.
-async fn carry(plan: &DirectPath, io: &PathIo, conn: quinn::Connection) {
+/// `endpoint` is the one it runs on (the signalling endpoint, or a
+/// birthday search's socket).
+async fn carry(
+    plan: &DirectPath,
+    io: &PathIo,
+    endpoint: &quinn::Endpoint,
+    conn: quinn::Connection,
+) {
     let stats = io.totals.clone();
     let limit = quic::max_datagram_size(&conn).unwrap_or(0);
     io.route.set_direct(Some((
@@ -799,7 +1097,7 @@ async fn carry(plan: &DirectPath, io: &PathIo, conn: quinn::Connection) {
         },
         limit,
     )));
-    let local = plan.endpoint.local_addr().map(|a| a.port()).unwrap_or(0);
+    let local = endpoint.local_addr().map(|a| a.port()).unwrap_or(0);
     println!(
         "{}direct path to {} up (local port {local}, peer {}): the media leaves the relay",
         io.label,
@@ -917,6 +1215,79 @@ mod tests {
         );
         // Nothing shared: nothing to dial.
         assert!(dial_targets(own, None, &[], true).is_empty());
+    }
+
+    #[test]
+    fn a_dial_is_taken_from_the_shared_addresses_and_after_spraying_from_any_port_of_the_peers() {
+        let peer = Some(a("10.0.1.2:40000"));
+        let local = [a("192.168.1.2:40000")];
+        // (remote, taken before spraying, taken after)
+        let cases = [
+            ("10.0.1.2:40000", true, true),
+            ("[::ffff:10.0.1.2]:40000", true, true),
+            ("192.168.1.2:40000", true, true),
+            // The search's socket: another port of the peer's address.
+            ("10.0.1.2:51234", false, true),
+            ("[::ffff:10.0.1.2]:1024", false, true),
+            // Anyone else stays refused before any handshake.
+            ("10.0.1.3:40000", false, false),
+            ("192.168.1.2:51234", false, false),
+            ("[2001:db8::1]:40000", false, false),
+        ];
+        for (remote, before, after) in cases {
+            let r = a(remote);
+            assert_eq!(accepts_from(peer, &local, false, r), before, "{remote}");
+            assert_eq!(accepts_from(peer, &local, true, r), after, "{remote}");
+        }
+        // With no observed address there is nothing to have sprayed to.
+        assert!(!accepts_from(None, &local, true, a("10.0.1.2:51234")));
+    }
+
+    #[test]
+    fn the_dialer_dials_the_observed_address_twice_and_the_rest_staggered() {
+        let ms = Duration::from_millis;
+        let (own, obs, v6) = (
+            a("192.168.2.2:40000"),
+            a("10.0.2.2:40000"),
+            a("[2001:db8:b::2]:40000"),
+        );
+        assert_eq!(
+            dial_plan(&[own, obs, v6], Some(obs)),
+            vec![(ms(0), own), (ms(250), obs), (ms(450), obs), (ms(500), v6)]
+        );
+        assert_eq!(
+            dial_plan(&[obs, v6], Some(a("[::ffff:10.0.2.2]:40000"))),
+            vec![(ms(0), obs), (ms(200), obs), (ms(250), v6)]
+        );
+        // No observed address (or not among the targets): each once.
+        assert_eq!(
+            dial_plan(&[own, v6], None),
+            vec![(ms(0), own), (ms(250), v6)]
+        );
+        assert_eq!(dial_plan(&[own], Some(obs)), vec![(ms(0), own)]);
+    }
+
+    #[test]
+    fn a_side_whose_nat_moved_its_port_searches_and_one_whose_port_was_kept_sprays() {
+        let local = a("[::]:40000");
+        let cases = [
+            // A NAT that picked another port: most likely anew for every
+            // destination.
+            ("10.0.1.2:51234", true, Some(BirthdayHalf::Search)),
+            ("10.0.1.2:51234", false, Some(BirthdayHalf::Search)),
+            // The port kept (a home router's NAT, or none).
+            ("10.0.1.2:40000", true, Some(BirthdayHalf::Spray)),
+            ("[::ffff:10.0.1.2]:40000", true, Some(BirthdayHalf::Spray)),
+            // ... but no socket to send the probes from.
+            ("10.0.1.2:40000", false, None),
+        ];
+        for (own, can_spray, want) in cases {
+            assert_eq!(
+                birthday_half_for(a(own), local, can_spray),
+                want,
+                "{own} {can_spray}"
+            );
+        }
     }
 
     #[test]

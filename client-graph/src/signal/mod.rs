@@ -72,16 +72,26 @@ pub enum ConnectError {
 
 /// Connects to `opts.relay` with server name `sni`, checking its
 /// certificate against the pin (or recording it on first use).
+/// Also returns a [`quic::RawSender`] on the endpoint's socket (a direct
+/// path's birthday probes leave from it).
 pub async fn connect(
     opts: &RelayOptions,
     sni: &str,
-) -> Result<(quinn::Endpoint, quinn::Connection, TlsFingerprint), ConnectError> {
+) -> Result<
+    (
+        quinn::Endpoint,
+        Option<quic::RawSender>,
+        quinn::Connection,
+        TlsFingerprint,
+    ),
+    ConnectError,
+> {
     let addr = opts.addr()?;
     let mut known = KnownRelays::load(&opts.known_relays)?;
     let mut trust = Trust::for_relay(&opts.relay, opts.relay_fingerprint, &mut known)?;
     // One dual-stack socket where the host has IPv6: a direct path of a
     // call may then go over IPv6 while the relay is reached over IPv4.
-    let endpoint = quic::client_endpoint_dual_stack(addr).map_err(|e| anyhow!("{e}"))?;
+    let (endpoint, raw) = quic::client_endpoint_dual_stack(addr).map_err(|e| anyhow!("{e}"))?;
     let dial = trust.dial()?;
     let connecting = endpoint
         .connect_with(dial.config.clone(), addr, sni)
@@ -108,7 +118,7 @@ pub async fn connect(
         }
     };
     let fp = trust.confirm(&dial, &opts.relay, &mut known, |line| eprintln!("{line}"))?;
-    Ok((endpoint, conn, fp))
+    Ok((endpoint, raw, conn, fp))
 }
 
 /// What the relay said when we registered.
@@ -125,6 +135,7 @@ pub struct Registration {
 /// An open `_signal` connection.
 pub struct SignalConn {
     endpoint: quinn::Endpoint,
+    raw: Option<quic::RawSender>,
     pub conn: quinn::Connection,
     send: quinn::SendStream,
     reader: SignalReader,
@@ -134,13 +145,14 @@ pub struct SignalConn {
 impl SignalConn {
     /// Connects to the relay's signal service and exchanges Hello.
     pub async fn open(opts: &RelayOptions) -> Result<(SignalConn, TlsFingerprint), ConnectError> {
-        let (endpoint, conn, fp) = connect(opts, wzp_proto::sni::SIGNAL).await?;
+        let (endpoint, raw, conn, fp) = connect(opts, wzp_proto::sni::SIGNAL).await?;
         let (send, recv) = conn
             .open_bi()
             .await
             .map_err(|e| anyhow!("opening the signal stream: {e}"))?;
         let mut s = SignalConn {
             endpoint,
+            raw,
             conn,
             send,
             reader: SignalReader::new(recv, wzp_proto::signal::MAX_FRAME_LEN),
@@ -163,6 +175,12 @@ impl SignalConn {
     /// on and its caller dials from.
     pub fn endpoint(&self) -> &quinn::Endpoint {
         &self.endpoint
+    }
+
+    /// Sends datagrams that are not QUIC from the endpoint's socket (a
+    /// direct path's birthday probes), where the socket can be shared.
+    pub fn raw(&self) -> Option<&quic::RawSender> {
+        self.raw.as_ref()
     }
 
     /// Registers `identity` (answers the relay's challenge).

@@ -10,8 +10,15 @@ fresh identities. Two set-ups:
 - across relays: Alice at r1, Bob at r3, r1 linked to r3; the two seal
   their addresses for each other (`call_path`), one relay round trip more.
 
+With `--nats` (root: network namespaces and iptables, as the NAT tests in
+client-graph/tests/direct_call.rs, whose `nats.sh` it runs), one relay on
+a public network and each party behind its own NAT instead: two home
+routers (hole punching), then the caller's NAT symmetric, then the
+callee's (the birthday search, which starts once the plain path failed).
+
     python3 benches/direct_path/setup.py            # 5 calls each
     python3 benches/direct_path/setup.py --runs 11
+    sudo python3 benches/direct_path/setup.py --nats --runs 5
 
 Not a test and not run in CI (timings are measured, not asserted; the
 figures are in docs/PERFORMANCE.md). Needs
@@ -32,6 +39,7 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.join(ROOT, "target", "release")
+NATS_SH = os.path.join(ROOT, "client-graph", "tests", "nats.sh")
 WAIT = 30.0
 
 
@@ -90,29 +98,33 @@ def http_until(addr, path, ok):
     sys.exit(f"GET {path} on {addr} never satisfied the wait")
 
 
-def relay(d, name, config):
+def in_ns(ns, args):
+    return ["ip", "netns", "exec", ns] + args if ns else args
+
+
+def relay(d, name, config, ns=None, listen="127.0.0.1:0"):
     cfg = os.path.join(d, f"{name}.toml")
     with open(cfg, "w") as f:
         f.write(config)
     p = Proc(
         name,
-        [os.path.join(BIN, "wzp-relay"), "-c", cfg, "-i", os.path.join(d, f"{name}.seed"),
-         "--listen", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--label", name],
+        in_ns(ns, [os.path.join(BIN, "wzp-relay"), "-c", cfg, "-i", os.path.join(d, f"{name}.seed"),
+                   "--listen", listen, "--metrics-addr", "127.0.0.1:0", "--label", name]),
     )
     _, line = p.wait_line("listening ")
     f = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
     return p, f["quic"], f["fingerprint"], f["metrics"]
 
 
-def client(d, user, at, sub, extra):
+def client(d, user, at, sub, extra, ns=None):
     addr, fp = at
     return Proc(
         user,
-        [os.path.join(BIN, "wzp-client")] + sub
-        + ["--relay", addr, "--relay-fingerprint", fp,
-           "--identity", os.path.join(d, f"{user}.seed"),
-           "--known-relays", os.path.join(d, f"{user}.known"), "--no-realtime"]
-        + extra,
+        in_ns(ns, [os.path.join(BIN, "wzp-client")] + sub
+              + ["--relay", addr, "--relay-fingerprint", fp,
+                 "--identity", os.path.join(d, f"{user}.seed"),
+                 "--known-relays", os.path.join(d, f"{user}.known"), "--no-realtime"]
+              + extra),
     )
 
 
@@ -162,14 +174,59 @@ def one_call(across):
         shutil.rmtree(d, ignore_errors=True)
 
 
+def one_nat_call(kind):
+    """(caller, callee): ms from the answer to each one's path up, each
+    party behind its own NAT of `kind` (nats.sh), the relay between."""
+    tag = f"wb{os.getpid() % 100000}"
+    d = tempfile.mkdtemp(prefix="wzp-path-setup-")
+    procs = []
+    subprocess.run(["bash", NATS_SH, tag, kind], check=True)
+    try:
+        r, listen, fp, _ = relay(d, "r1", "", ns=f"{tag}pub", listen="0.0.0.0:0")
+        procs.append(r)
+        port = listen.rsplit(":", 1)[1]
+        bob = client(d, "bob", (f"10.0.2.1:{port}", fp), ["listen"],
+                     ["--accept", "trusted", "--once", "--duration", "12s",
+                      "--input", "tone", "--output", "null"], ns=f"{tag}b")
+        procs.append(bob)
+        _, reg = bob.wait_line("registered as ")
+        alice = client(d, "alice", (f"10.0.1.1:{port}", fp), ["call", reg.split()[2]],
+                       ["--duration", "10s", "--input", "tone", "--output", "null"],
+                       ns=f"{tag}a")
+        procs.append(alice)
+        t0, _ = alice.wait_line("answered by")
+        ta, _ = alice.wait_line(" up (local port ")
+        tb, _ = bob.wait_line(" up (local port ")
+        return (ta - t0) * 1000, (tb - t0) * 1000
+    finally:
+        for p in procs:
+            p.stop()
+        for n in ("pub", "na", "nb", "a", "b"):
+            subprocess.run(["ip", "netns", "del", f"{tag}{n}"], stderr=subprocess.DEVNULL)
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=5, help="calls per set-up (default 5)")
+    ap.add_argument("--nats", action="store_true",
+                    help="each party behind its own NAT in network namespaces (root)")
     args = ap.parse_args()
     for exe in ("wzp-client", "wzp-relay"):
         if not os.path.exists(os.path.join(BIN, exe)):
             sys.exit(f"{exe} is missing: cargo build --release -p wzp-client -p wzp-relay")
     print("set-up          caller: path up after the answer (ms)    callee")
+    if args.nats:
+        if os.geteuid() != 0:
+            sys.exit("--nats needs root (network namespaces, iptables)")
+        for kind, name in (("home", "two home NATs"), ("a-symmetric", "caller symm."),
+                           ("b-symmetric", "callee symm.")):
+            runs = [one_nat_call(kind) for _ in range(args.runs)]
+            a = [round(r[0]) for r in runs]
+            b = [round(r[1]) for r in runs]
+            print(f"{name:15} median {statistics.median(a):5.0f} {a}    "
+                  f"median {statistics.median(b):5.0f} {b}")
+        return
     for across in (False, True):
         runs = [one_call(across) for _ in range(args.runs)]
         a = [round(r[0]) for r in runs]

@@ -1205,24 +1205,7 @@ fn a_call_through_an_ipv6_relay_goes_direct_over_ipv6() {
     write_wav(&dir.join("a-says.wav"), &speech);
     let heard = dir.join("b-heard.wav");
     let (mut a, mut b) = alice_calls_trusting_bob(&dir, &relay, "6s", &heard);
-    let up_a = a.expect_line("direct path to ", WAIT);
-    assert!(
-        up_a.contains(" up ") && up_a.contains("peer [::1]:"),
-        "{up_a}"
-    );
-    let up_b = b.expect_line("direct path to ", WAIT);
-    assert!(
-        up_b.contains(" up ") && up_b.contains("peer [::1]:"),
-        "{up_b}"
-    );
-    assert!(a.exit(WAIT).success(), "{:?}", a.drain());
-    assert!(b.exit(WAIT).success(), "{:?}", b.drain());
-    let (a_out, _) = carried(&mut a);
-    let (_, b_in) = carried(&mut b);
-    assert!(
-        a_out >= 150 && b_in >= 150,
-        "alice sent {a_out}, bob took {b_in} direct"
-    );
+    path_carried(&mut a, &mut b, "peer [::1]:", "peer [::1]:", 150);
     let heard = read_wav_mono(&heard).unwrap().samples;
     let r = segmental_correlation(&heard, &speech);
     assert!(r > 0.7, "bob's recording correlates {r} with alice's voice");
@@ -1293,56 +1276,20 @@ enum NatKind {
     /// A new mapping, on a random port, for every destination (symmetric,
     /// as carrier-grade NATs often are: `MASQUERADE --random-fully`).
     Symmetric,
+    /// Alice's NAT symmetric, Bob's a home router's (as a phone on a
+    /// carrier-grade NAT calling someone at home).
+    CallerSymmetric,
+    /// Bob's NAT symmetric, Alice's a home router's.
+    CalleeSymmetric,
     /// Symmetric for IPv4, and IPv6 routed with no NAT: `pub` 2001:db8:1::1
     /// and 2001:db8:2::1, `a` 2001:db8:a::2 and `b` 2001:db8:b::2, the
     /// routers' firewalls letting nothing new in from outside.
     SymmetricWithIpv6,
 }
 
-const NATS: &str = r#"
-set -e
-S=$1
-ex() { ip netns exec "$@"; }
-for n in pub na nb a b; do ip netns add $S$n; ex $S$n ip link set lo up; done
-link() { ip link add $1 type veth peer name $3; ip link set $1 netns $2; ip link set $3 netns $4;
-         ex $2 ip addr add $5 dev $1; ex $4 ip addr add $6 dev $3;
-         ex $2 ip link set $1 up; ex $4 ip link set $3 up; }
-link ${S}pa ${S}pub ${S}ap ${S}na 10.0.1.1/24 10.0.1.2/24
-link ${S}pb ${S}pub ${S}bp ${S}nb 10.0.2.1/24 10.0.2.2/24
-link ${S}la ${S}na ${S}al ${S}a 192.168.1.1/24 192.168.1.2/24
-link ${S}lb ${S}nb ${S}bl ${S}b 192.168.2.1/24 192.168.2.2/24
-for n in pub na nb; do ex $S$n sysctl -qw net.ipv4.ip_forward=1; done
-ex ${S}na ip route add default via 10.0.1.1
-ex ${S}nb ip route add default via 10.0.2.1
-ex ${S}a ip route add default via 192.168.1.1
-ex ${S}b ip route add default via 192.168.2.1
-RANDOM_PORTS=
-[ "$2" = home ] || RANDOM_PORTS=--random-fully
-for x in a b; do
-  ex ${S}n$x iptables -w -t nat -A POSTROUTING -o ${S}${x}p -j MASQUERADE $RANDOM_PORTS
-  # A home router's firewall: nothing new comes in from outside.
-  ex ${S}n$x iptables -w -A INPUT -i ${S}${x}p -m conntrack --ctstate NEW -j DROP
-  ex ${S}n$x iptables -w -A FORWARD -i ${S}${x}p -m conntrack --ctstate NEW -j DROP
-done
-[ "$2" = ipv6 ] || exit 0
-for n in pub na nb; do ex $S$n sysctl -qw net.ipv6.conf.all.forwarding=1; done
-a6() { ex $1 ip -6 addr add $2 dev $3 nodad; }
-a6 ${S}pub 2001:db8:1::1/64 ${S}pa; a6 ${S}na 2001:db8:1::2/64 ${S}ap
-a6 ${S}pub 2001:db8:2::1/64 ${S}pb; a6 ${S}nb 2001:db8:2::2/64 ${S}bp
-a6 ${S}na 2001:db8:a::1/64 ${S}la; a6 ${S}a 2001:db8:a::2/64 ${S}al
-a6 ${S}nb 2001:db8:b::1/64 ${S}lb; a6 ${S}b 2001:db8:b::2/64 ${S}bl
-ex ${S}pub ip -6 route add 2001:db8:a::/64 via 2001:db8:1::2
-ex ${S}pub ip -6 route add 2001:db8:b::/64 via 2001:db8:2::2
-ex ${S}na ip -6 route add default via 2001:db8:1::1
-ex ${S}nb ip -6 route add default via 2001:db8:2::1
-ex ${S}a ip -6 route add default via 2001:db8:a::1
-ex ${S}b ip -6 route add default via 2001:db8:b::1
-for x in a b; do
-  # No NAT for IPv6, but the same firewall: nothing new comes in.
-  ex ${S}n$x ip6tables -w -A INPUT -i ${S}${x}p -m conntrack --ctstate NEW -j DROP
-  ex ${S}n$x ip6tables -w -A FORWARD -i ${S}${x}p -m conntrack --ctstate NEW -j DROP
-done
-"#;
+/// Sets up [`Nats`]: `bash nats.sh TAG KIND` (also used by
+/// `benches/direct_path/setup.py --nats`).
+const NATS: &str = include_str!("nats.sh");
 
 impl Nats {
     fn new(kind: NatKind) -> Nats {
@@ -1352,6 +1299,8 @@ impl Nats {
         let kind = match kind {
             NatKind::Home => "home",
             NatKind::Symmetric => "symmetric",
+            NatKind::CallerSymmetric => "a-symmetric",
+            NatKind::CalleeSymmetric => "b-symmetric",
             NatKind::SymmetricWithIpv6 => "ipv6",
         };
         let out = Command::new("bash")
@@ -1400,9 +1349,15 @@ impl Drop for Nats {
     }
 }
 
-/// Bob, in namespace `b` behind his NAT, listens (`--accept trusted`, 8 s)
-/// at `relay`, reached at `addr`: the process and his fingerprint.
-fn bob_behind_nat(nats: &Nats, addr: SocketAddr, dir: &Path, relay: &Relay) -> (Proc, String) {
+/// Bob, in namespace `b` behind his NAT, listens (`--accept trusted`, for
+/// `secs`) at `relay`, reached at `addr`: the process and his fingerprint.
+fn bob_behind_nat(
+    nats: &Nats,
+    addr: SocketAddr,
+    dir: &Path,
+    relay: &Relay,
+    secs: &str,
+) -> (Proc, String) {
     let out = dir.join("b-heard.wav");
     let mut b = client_in(
         Some(&nats.ns("b")),
@@ -1416,7 +1371,7 @@ fn bob_behind_nat(nats: &Nats, addr: SocketAddr, dir: &Path, relay: &Relay) -> (
             "trusted",
             "--once",
             "--duration",
-            "8s",
+            secs,
             "--input",
             "tone",
             "--output",
@@ -1433,9 +1388,16 @@ fn bob_behind_nat(nats: &Nats, addr: SocketAddr, dir: &Path, relay: &Relay) -> (
     (b, fp)
 }
 
-/// Alice, in namespace `a` behind her NAT, calls `bob` for 8 s through
+/// Alice, in namespace `a` behind her NAT, calls `bob` for `secs` through
 /// `relay`, reached at `addr`, saying `a-says.wav`.
-fn alice_behind_nat(nats: &Nats, addr: SocketAddr, dir: &Path, relay: &Relay, bob: &str) -> Proc {
+fn alice_behind_nat(
+    nats: &Nats,
+    addr: SocketAddr,
+    dir: &Path,
+    relay: &Relay,
+    bob: &str,
+    secs: &str,
+) -> Proc {
     let input = dir.join("a-says.wav");
     client_in(
         Some(&nats.ns("a")),
@@ -1446,7 +1408,7 @@ fn alice_behind_nat(nats: &Nats, addr: SocketAddr, dir: &Path, relay: &Relay, bo
         &["call", bob],
         &[
             "--duration",
-            "8s",
+            secs,
             "--input",
             input.to_str().unwrap(),
             "--output",
@@ -1459,14 +1421,19 @@ fn alice_behind_nat(nats: &Nats, addr: SocketAddr, dir: &Path, relay: &Relay, bo
 /// calling him from behind hers, saying `a-says.wav` (written here): the
 /// relay, Alice, Bob and what she says.
 fn call_across_nats(nats: &Nats, dir: &Path) -> (Relay, Proc, Proc, Vec<f32>) {
+    call_across_nats_for(nats, dir, "8s")
+}
+
+/// [`call_across_nats`], the call lasting `secs`.
+fn call_across_nats_for(nats: &Nats, dir: &Path, secs: &str) -> (Relay, Proc, Proc, Vec<f32>) {
     let relay = start_relay_in(Some(&nats.ns("pub")), dir, "0.0.0.0:0", &[]);
     let port = relay.addr.port();
     let speech = speech_like(16_000);
     write_wav(&dir.join("a-says.wav"), &speech);
     let b_at = SocketAddr::from(([10, 0, 2, 1], port));
-    let (b, b_fp) = bob_behind_nat(nats, b_at, dir, &relay);
+    let (b, b_fp) = bob_behind_nat(nats, b_at, dir, &relay, secs);
     let a_at = SocketAddr::from(([10, 0, 1, 1], port));
-    let a = alice_behind_nat(nats, a_at, dir, &relay, &b_fp);
+    let a = alice_behind_nat(nats, a_at, dir, &relay, &b_fp, secs);
     (relay, a, b, speech)
 }
 
@@ -1487,21 +1454,28 @@ fn path_between(
     a_sees: &str,
     b_sees: &str,
 ) {
-    let up_a = a.expect_line("direct path to ", WAIT);
-    assert!(up_a.contains(" up ") && up_a.contains(a_sees), "{up_a}");
-    let up_b = b.expect_line("direct path to ", WAIT);
-    assert!(up_b.contains(" up ") && up_b.contains(b_sees), "{up_b}");
+    path_carried(a, b, a_sees, b_sees, 250);
+    let heard_by_b = read_wav_mono(&dir.join("b-heard.wav")).unwrap().samples;
+    let r = segmental_correlation(&heard_by_b, speech);
+    assert!(r > 0.7, "bob's recording correlates {r} with alice's voice");
+}
+
+/// The path comes up with Alice seeing Bob's end as `a_sees` and Bob
+/// Alice's as `b_sees`, both calls end well, and at least `min` of Alice's
+/// datagrams went on it and reached Bob.
+fn path_carried(a: &mut Proc, b: &mut Proc, a_sees: &str, b_sees: &str, min: u64) {
+    let up_a = a.expect_line(" up (local port ", WAIT);
+    assert!(up_a.contains(a_sees), "{up_a}");
+    let up_b = b.expect_line(" up (local port ", WAIT);
+    assert!(up_b.contains(b_sees), "{up_b}");
     assert!(a.exit(WAIT).success(), "{:?}", a.drain());
     assert!(b.exit(WAIT).success(), "{:?}", b.drain());
     let (a_out, _) = carried(a);
     let (_, b_in) = carried(b);
     assert!(
-        a_out >= 250 && b_in >= 250,
+        a_out >= min && b_in >= min,
         "alice sent {a_out}, bob took {b_in} direct"
     );
-    let heard_by_b = read_wav_mono(&dir.join("b-heard.wav")).unwrap().samples;
-    let r = segmental_correlation(&heard_by_b, speech);
-    assert!(r > 0.7, "bob's recording correlates {r} with alice's voice");
 }
 
 /// Alice and Bob each behind their own NAT, the relay on the public side:
@@ -1550,6 +1524,79 @@ fn symmetric_nats_keep_the_media_on_the_relay() {
     let heard_by_b = read_wav_mono(&dir.join("b-heard.wav")).unwrap().samples;
     let r = segmental_correlation(&heard_by_b, &speech);
     assert!(r > 0.7, "bob's recording correlates {r} with alice's voice");
+    drop(nats);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Alice behind a NAT that maps every destination to a new random port
+/// (symmetric, as a phone's carrier-grade NAT), Bob behind a home router
+/// (one mapping per socket, replies only). Alice's dial leaves from a port
+/// no one knows, which Bob's NAT does not let in: her first attempt fails.
+/// Then the birthday search: she opens 256 sockets probing Bob's address,
+/// he sends probes to random ports of hers, one meets a mapping, she dials
+/// from that socket, and the path comes up and carries the call.
+#[test]
+fn a_caller_behind_a_symmetric_nat_reaches_a_home_router_by_a_birthday_search() {
+    birthday_search(NatKind::CallerSymmetric, "nats-bday-a");
+}
+
+/// The other way round: Bob, called, behind the symmetric NAT. He searches
+/// (his NAT did not keep his socket's port towards the relay), Alice sends
+/// the probes once her first dial failed, and Bob dials her from the socket
+/// a probe came through on: she takes the connection as its acceptor.
+#[test]
+fn a_callee_behind_a_symmetric_nat_reaches_a_home_router_by_a_birthday_search() {
+    birthday_search(NatKind::CalleeSymmetric, "nats-bday-b");
+}
+
+/// A call across NATs of `kind` (one side symmetric, the other a home
+/// router's): the first attempt fails, the birthday search brings the
+/// path up, it carries the call and Bob hears Alice.
+fn birthday_search(kind: NatKind, name: &str) {
+    let Some((_s, dir, nats)) = nat_test_of(name, kind) else {
+        return;
+    };
+    let (relay, mut a, mut b, speech) = call_across_nats_for(&nats, &dir, "16s");
+    // What each machine's NAT did to its port, as `reflect --nat` says.
+    let symmetric = if kind == NatKind::CallerSymmetric {
+        "a"
+    } else {
+        "b"
+    };
+    for (ns, public) in [("a", [10, 0, 1, 1]), ("b", [10, 0, 2, 1])] {
+        let at = SocketAddr::from((public, relay.addr.port()));
+        let mut r = client_in(
+            Some(&nats.ns(ns)),
+            at,
+            &dir,
+            &relay,
+            ns,
+            &["reflect", "--nat"],
+            &[],
+        );
+        assert!(r.exit(WAIT).success(), "{:?}", r.drain());
+        let said = r.drain().join("\n");
+        let want = if ns == symmetric {
+            "the NAT moved port"
+        } else {
+            " kept (a home router"
+        };
+        assert!(said.contains(want), "{ns}: {said}");
+    }
+    // Alice's first attempt fails, and she says what she does next: her
+    // half of the search.
+    let failed = a.expect_line("no direct path to ", WAIT);
+    let next = if kind == NatKind::CallerSymmetric {
+        "searches for a way out through its NAT"
+    } else {
+        "sends birthday probes"
+    };
+    assert!(
+        failed.contains("10.0.2.2:") && failed.contains(" yet (") && failed.contains(next),
+        "{failed}"
+    );
+    // Then the search's path comes up, carries the call, and Bob hears it.
+    path_through_both_nats(&mut a, &mut b, &dir, &speech);
     drop(nats);
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -1831,18 +1878,12 @@ fn two_parties_behind_one_nat_meet_on_their_own_network() {
             "null",
         ],
     );
-    let up = a.expect_line("direct path to ", WAIT);
-    assert!(
-        up.contains(" up ") && up.contains("peer 192.168.1.2:"),
-        "{up}"
-    );
-    assert!(a.exit(WAIT).success(), "{:?}", a.drain());
-    assert!(b.exit(WAIT).success(), "{:?}", b.drain());
-    let (a_out, _) = carried(&mut a);
-    let (_, b_in) = carried(&mut b);
-    assert!(
-        a_out >= 150 && b_in >= 150,
-        "alice sent {a_out}, bob took {b_in} direct"
+    path_carried(
+        &mut a,
+        &mut b,
+        "peer 192.168.1.2:",
+        "peer 192.168.1.2:",
+        150,
     );
     drop(nats);
     let _ = std::fs::remove_dir_all(dir);
@@ -1913,10 +1954,28 @@ fn across_relays_symmetric_nats_meet_over_ipv6() {
     );
 }
 
+/// Across relays, the callee behind the symmetric NAT: the sealed addresses
+/// are what each relay saw, so each side reads its half of the birthday
+/// search as on one relay, and the path comes up through both NATs.
+#[test]
+fn across_relays_a_birthday_search_meets_a_symmetric_nat() {
+    across_two_relays_for(
+        "nats-fed-bday",
+        NatKind::CalleeSymmetric,
+        ("peer 10.0.2.2:", "peer 10.0.1.2:"),
+        "16s",
+    );
+}
+
 /// Alice calls Bob through r1 and r3 (federated) from behind NATs of
 /// `kind`; the path comes up with each seeing the other's end as `sees`
 /// (Alice's view, Bob's view).
 fn across_two_relays(name: &str, kind: NatKind, sees: (&str, &str)) {
+    across_two_relays_for(name, kind, sees, "8s");
+}
+
+/// [`across_two_relays`], the call lasting `secs`.
+fn across_two_relays_for(name: &str, kind: NatKind, sees: (&str, &str), secs: &str) {
     let Some((_s, dir, nats)) = nat_test_of(name, kind) else {
         return;
     };
@@ -1957,12 +2016,12 @@ fn across_two_relays(name: &str, kind: NatKind, sees: (&str, &str)) {
     let speech = speech_like(16_000);
     write_wav(&dir.join("a-says.wav"), &speech);
     let b_at = SocketAddr::from(([10, 0, 2, 1], r3.addr.port()));
-    let (mut b, b_fp) = bob_behind_nat(&nats, b_at, &dir, &r3);
+    let (mut b, b_fp) = bob_behind_nat(&nats, b_at, &dir, &r3, secs);
     wait_until("r1 has a route to bob", || {
         http_get_in(&pubns, r1_http, &format!("/route/{b_fp}")).contains("\"route\":\"peer\"")
     });
     let a_at = SocketAddr::from(([10, 0, 1, 1], r1.addr.port()));
-    let mut a = alice_behind_nat(&nats, a_at, &dir, &r1, &b_fp);
+    let mut a = alice_behind_nat(&nats, a_at, &dir, &r1, &b_fp, secs);
     // Each learns the other's NAT's public address, sealed.
     let got = b.expect_line("shared its addresses for a direct path", WAIT);
     assert!(got.contains("10.0.1.2:"), "{got}");

@@ -224,8 +224,15 @@ impl DirectPath {
     /// socket's port towards the relay (a NAT that picks ports, most
     /// likely anew for every destination) searches; one whose port was
     /// kept (a home router's NAT, or none) sprays, when it can send probes
-    /// from its signalling socket.
+    /// from its signalling socket. Only when the peer takes the other half
+    /// ([`birthday_pairs`]).
     fn birthday_half(&self) -> Option<BirthdayHalf> {
+        let own = self.own_half()?;
+        birthday_pairs(own, peer_half_of(self.peer_addr?, &self.peer_local)).then_some(own)
+    }
+
+    /// The half this side's NAT alone calls for, whatever the peer's.
+    fn own_half(&self) -> Option<BirthdayHalf> {
         if !self.birthday_applies() {
             return None;
         }
@@ -233,6 +240,42 @@ impl DirectPath {
         let local = self.endpoint.local_addr().ok()?;
         birthday_half_for(own, local, self.raw.is_some())
     }
+
+    /// Both parties' NATs moved their ports towards the relay: no
+    /// birthday search can meet (each side's dial leaves from a port no
+    /// one knows).
+    fn both_move_ports(&self) -> bool {
+        self.own_half() == Some(BirthdayHalf::Search)
+            && self
+                .peer_addr
+                .is_some_and(|p| peer_half_of(p, &self.peer_local) == BirthdayHalf::Search)
+    }
+}
+
+/// The half the peer takes, as its shared addresses tell: its own address
+/// towards its relay carries its socket's port, so a relay-observed port
+/// `peer_addr` other than that one is a NAT that moved it (the peer
+/// searches). A peer that shared no IPv4 address of its own was seen by
+/// its relay at its own address (no NAT: it would spray).
+fn peer_half_of(peer_addr: SocketAddr, peer_local: &[SocketAddr]) -> BirthdayHalf {
+    let socket_port = peer_local
+        .iter()
+        .find(|a| canonical(**a).is_ipv4())
+        .map(SocketAddr::port);
+    match socket_port {
+        Some(port) if port != peer_addr.port() => BirthdayHalf::Search,
+        _ => BirthdayHalf::Spray,
+    }
+}
+
+/// Whether a side taking `own` meets a peer taking `peer`: a search needs
+/// the other side's probes to come through on one of its sockets, a spray
+/// a searching peer to dial in from one. Two searching sides (both NATs
+/// pick a port per destination) never meet; two spraying ones (both
+/// ports kept) have had their plain attempt, which a birthday search
+/// would not improve on, and would only send thousands of probes.
+fn birthday_pairs(own: BirthdayHalf, peer: BirthdayHalf) -> bool {
+    own != peer
 }
 
 /// [`DirectPath::is_peer`]: whether a dial from `remote` is taken, given
@@ -634,8 +677,13 @@ fn note_failure(io: &PathIo, plan: &DirectPath, why: &str, next: Option<Birthday
             io.label, plan.peer
         );
     } else if loud {
+        let both = if plan.both_move_ports() {
+            " (both NATs moved their ports towards the relay: no birthday search can meet)"
+        } else {
+            ""
+        };
         println!(
-            "{}no direct path to {} ({why}); the media stays on the relay",
+            "{}no direct path to {} ({why}); the media stays on the relay{both}",
             io.label, plan.peer
         );
     } else {
@@ -1265,6 +1313,39 @@ mod tests {
             vec![(ms(0), own), (ms(250), v6)]
         );
         assert_eq!(dial_plan(&[own], Some(obs)), vec![(ms(0), own)]);
+    }
+
+    #[test]
+    fn the_peers_half_is_read_from_its_shared_socket_port_and_only_opposite_halves_search() {
+        use BirthdayHalf::{Search, Spray};
+        let peer = a("10.0.2.2:40000");
+        // (the peer's own addresses, the half it takes)
+        let cases: [(&[&str], BirthdayHalf); 6] = [
+            // Its socket's port is the one its relay saw: kept.
+            (&["192.168.2.2:40000"], Spray),
+            (&["[::ffff:192.168.2.2]:40000"], Spray),
+            // Another port: its NAT moved it.
+            (&["192.168.2.2:51000"], Search),
+            (&["[2001:db8:b::2]:51000", "192.168.2.2:51000"], Search),
+            // No IPv4 address of its own: its relay saw it at its own.
+            (&["[2001:db8:b::2]:51000"], Spray),
+            (&[], Spray),
+        ];
+        for (local, want) in cases {
+            let local: Vec<SocketAddr> = local.iter().map(|s| a(s)).collect();
+            assert_eq!(peer_half_of(peer, &local), want, "{local:?}");
+        }
+        // (this side's half, the peer's, whether a search runs)
+        for (own, theirs, pairs) in [
+            (Search, Spray, true),
+            (Spray, Search, true),
+            // Two NATs that move ports never meet; two that keep them
+            // had their plain attempt.
+            (Search, Search, false),
+            (Spray, Spray, false),
+        ] {
+            assert_eq!(birthday_pairs(own, theirs), pairs, "{own:?} {theirs:?}");
+        }
     }
 
     #[test]

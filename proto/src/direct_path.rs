@@ -289,9 +289,22 @@ pub const BIRTHDAY_SOCKETS: usize = 256;
 pub const BIRTHDAY_PROBE_EVERY_MS: u64 = 500;
 /// How long the searching side waits for a probe to come through, ms: the
 /// rounds ([`SPRAY_ROUNDS`], [`SPRAY_EVERY_MS`] apart) begin when the
-/// dialer's first attempt fails or the acceptor's fast punches end (both
-/// about [`ATTEMPT_MS`] after the call starts), as the search does.
+/// dialer's first attempt fails or the acceptor's first fast punches end
+/// (both about [`BIRTHDAY_AFTER_MS`] after the call starts), as the search
+/// does.
 pub const BIRTHDAY_WAIT_MS: u64 = 8_000;
+/// With a half to take (the two sides' halves differ: one NAT moved its
+/// port, the other kept it), how long the plain attempt has before the
+/// half begins, ms: the dialer's first attempt gives up then
+/// ([`PathSchedule::attempt_ms`]; between two NATs that meet by plain
+/// punching the path is up in tens of ms, between such a pair it never
+/// comes), and the acceptor's half begins after this long of fast punches
+/// (which go on). Not [`ATTEMPT_MS`]: the media would wait on the relay
+/// two seconds more for nothing.
+pub const BIRTHDAY_AFTER_MS: u64 = 1_000;
+/// The acceptor's fast punches before its half begins
+/// ([`BIRTHDAY_AFTER_MS`] of them).
+const BIRTHDAY_AFTER_PUNCHES: u32 = (BIRTHDAY_AFTER_MS / PUNCH_FAST_MS) as u32;
 /// Ports of the searching side's address a spray round sends to.
 pub const SPRAY_PORTS: u32 = 1024;
 /// Probes sent at once within a round...
@@ -437,11 +450,13 @@ impl PathSchedule {
     }
 
     /// With this `half` of birthday searches (the peer's address is IPv4,
-    /// where NATs stand), once per start or loss, when the dialer's first
-    /// attempt fails or the acceptor's fast punches end without a path:
+    /// where NATs stand, and the peer takes the other half), once per start
+    /// or loss, when the dialer's first attempt fails (it has
+    /// [`BIRTHDAY_AFTER_MS`], [`Self::attempt_ms`]) or the acceptor's first
+    /// [`BIRTHDAY_AFTER_MS`] of fast punches end without a path:
     /// [`BirthdayHalf::Search`] runs one search ([`PathAction::Birthday`]:
     /// the dialer at once, instead of its wait; the acceptor when its next
-    /// fast punch would have gone, beside its slow punches);
+    /// fast punch would have gone, beside its punches);
     /// [`BirthdayHalf::Spray`] sends [`SPRAY_ROUNDS`] rounds
     /// ([`PathAction::Spray`], [`SPRAY_EVERY_MS`] apart, from then; the
     /// dialer's next dial waits until the last round is a wait old).
@@ -483,9 +498,10 @@ impl PathSchedule {
                 } else {
                     PUNCH_EVERY_MS
                 };
-                if self.punches == PUNCH_FAST && std::mem::take(&mut self.birthday_owed) {
-                    // The fast punches end here: the half starts when the
-                    // next fast one would have gone.
+                if self.punches == BIRTHDAY_AFTER_PUNCHES && std::mem::take(&mut self.birthday_owed)
+                {
+                    // The plain attempt had its time: the half starts
+                    // when the next fast punch goes.
                     let start = Some(now_ms + PUNCH_FAST_MS);
                     match self.birthday {
                         Some(BirthdayHalf::Spray) => self.spray_at = start,
@@ -496,6 +512,17 @@ impl PathSchedule {
                 self.phase = Phase::Waiting { at: now_ms + every };
                 Some(PathAction::Punch)
             }
+        }
+    }
+
+    /// How long the dialer's attempt that [`Self::poll`] just asked for may
+    /// take to connect, ms: [`ATTEMPT_MS`], or [`BIRTHDAY_AFTER_MS`] for
+    /// the first after a start or loss when a birthday half follows it.
+    pub fn attempt_ms(&self) -> u64 {
+        if self.role == Role::Dialer && self.birthday_owed {
+            BIRTHDAY_AFTER_MS
+        } else {
+            ATTEMPT_MS
         }
     }
 

@@ -170,9 +170,9 @@ fn the_signed_bytes_bind_each_part() {
 }
 
 use wzp_proto::direct_path::{
-    spray_round_meets, BirthdayHalf, PathAction, PathSchedule, SprayPorts, PUNCH_EVERY_MS,
-    PUNCH_FAST, PUNCH_FAST_MS, RETRY_FIRST_MS, RETRY_MAX_MS, SPRAY_EVERY_MS, SPRAY_LOW_PORT,
-    SPRAY_PORTS, SPRAY_ROUNDS,
+    spray_round_meets, BirthdayHalf, PathAction, PathSchedule, SprayPorts, ATTEMPT_MS,
+    BIRTHDAY_AFTER_MS, PUNCH_EVERY_MS, PUNCH_FAST, PUNCH_FAST_MS, RETRY_FIRST_MS, RETRY_MAX_MS,
+    SPRAY_EVERY_MS, SPRAY_LOW_PORT, SPRAY_PORTS, SPRAY_ROUNDS,
 };
 
 /// Steps `s` from `from` to `to` ms, each time it asks to be polled; the
@@ -280,29 +280,35 @@ fn an_acceptor_the_caller_gave_no_address_only_waits() {
 fn a_dialer_with_birthday_searches_once_its_first_attempt_failed() {
     let mut s = PathSchedule::new(Role::Dialer, true, 0).with_birthday(Some(BirthdayHalf::Search));
     assert_eq!(s.poll(0), Some(PathAction::Dial));
+    // The plain attempt before a search gets a second, not three.
+    assert_eq!(s.attempt_ms(), BIRTHDAY_AFTER_MS);
     // The first failure: the search at once, with nothing under way
     // meanwhile.
-    assert_eq!(s.failed(3_000), 1);
-    assert_eq!(s.next_at(), Some(3_000));
-    assert_eq!(s.poll(3_000), Some(PathAction::Birthday));
+    assert_eq!(s.failed(BIRTHDAY_AFTER_MS), 1);
+    assert_eq!(s.next_at(), Some(BIRTHDAY_AFTER_MS));
+    assert_eq!(s.poll(BIRTHDAY_AFTER_MS), Some(PathAction::Birthday));
     assert_eq!((s.poll(4_000), s.next_at()), (None, None));
-    // It failed too: plain dials from then on, backing off as ever.
+    // It failed too: plain dials from then on, backing off as ever, each
+    // with the whole attempt.
     assert_eq!(s.failed(11_000), 2);
     assert_eq!(s.next_at(), Some(11_000 + RETRY_FIRST_MS));
     assert_eq!(s.poll(11_000 + RETRY_FIRST_MS), Some(PathAction::Dial));
     assert_eq!(s.failed(16_000), 3);
     assert_eq!(s.next_at(), Some(16_000 + 2 * RETRY_FIRST_MS));
     assert_eq!(s.poll(16_000 + 2 * RETRY_FIRST_MS), Some(PathAction::Dial));
+    assert_eq!(s.attempt_ms(), ATTEMPT_MS);
     // The search came up: a path lost later gets a search again after its
-    // first failed attempt.
+    // first failed attempt, a short one again.
     s.up();
     s.lost(100_000, true);
     assert_eq!(s.poll(100_000 + RETRY_FIRST_MS), Some(PathAction::Dial));
+    assert_eq!(s.attempt_ms(), BIRTHDAY_AFTER_MS);
     assert_eq!(s.failed(105_000), 1);
     assert_eq!(s.poll(105_000), Some(PathAction::Birthday));
     // Without it, the first failure waits as before.
     let mut plain = PathSchedule::new(Role::Dialer, true, 0).with_birthday(None);
     assert_eq!(plain.poll(0), Some(PathAction::Dial));
+    assert_eq!(plain.attempt_ms(), ATTEMPT_MS);
     plain.failed(3_000);
     assert_eq!(plain.next_at(), Some(3_000 + RETRY_FIRST_MS));
     assert_eq!(
@@ -315,14 +321,16 @@ fn a_dialer_with_birthday_searches_once_its_first_attempt_failed() {
 fn an_acceptor_with_birthday_sprays_rounds_once_its_fast_punches_found_no_path() {
     let mut s = PathSchedule::new(Role::Acceptor, true, 0).with_birthday(Some(BirthdayHalf::Spray));
     let done = run(&mut s, 0, 20_000);
-    let fast_end = u64::from(PUNCH_FAST) * PUNCH_FAST_MS;
+    // A second of fast punches (five), then the rounds beside them.
+    let start = BIRTHDAY_AFTER_MS;
+    assert!(start < u64::from(PUNCH_FAST) * PUNCH_FAST_MS);
     let sprays: Vec<u64> = done
         .iter()
         .filter(|(_, a)| *a == PathAction::Spray)
         .map(|(t, _)| *t)
         .collect();
     let want: Vec<u64> = (0..u64::from(SPRAY_ROUNDS))
-        .map(|k| fast_end + k * SPRAY_EVERY_MS)
+        .map(|k| start + k * SPRAY_EVERY_MS)
         .collect();
     assert_eq!(sprays, want);
     // The punches go on as without it.
@@ -337,10 +345,10 @@ fn an_acceptor_with_birthday_sprays_rounds_once_its_fast_punches_found_no_path()
     assert!(run(&mut alone, 20_000, 60_000)
         .iter()
         .all(|(_, a)| *a == PathAction::Punch));
-    // A path up stops the rounds; a loss starts them over after the fast
-    // punches.
+    // A path up stops the rounds; a loss starts them over after the first
+    // fast punches.
     let mut s = PathSchedule::new(Role::Acceptor, true, 0).with_birthday(Some(BirthdayHalf::Spray));
-    let early = run(&mut s, 0, fast_end + SPRAY_EVERY_MS);
+    let early = run(&mut s, 0, start + SPRAY_EVERY_MS);
     assert_eq!(
         early
             .iter()
@@ -351,7 +359,7 @@ fn an_acceptor_with_birthday_sprays_rounds_once_its_fast_punches_found_no_path()
     s.up();
     assert_eq!(run(&mut s, 5_000, 60_000), vec![]);
     s.lost(60_000, true);
-    let again = run(&mut s, 60_000, 60_000 + fast_end + 10 * SPRAY_EVERY_MS);
+    let again = run(&mut s, 60_000, 60_000 + start + 10 * SPRAY_EVERY_MS);
     let sprays: Vec<u64> = again
         .iter()
         .filter(|(_, a)| *a == PathAction::Spray)
@@ -398,7 +406,9 @@ fn one_spray_round_meets_a_mapping_almost_always() {
 fn a_spraying_dialer_sends_its_rounds_once_its_first_attempt_failed() {
     let mut s = PathSchedule::new(Role::Dialer, true, 0).with_birthday(Some(BirthdayHalf::Spray));
     assert_eq!(s.poll(0), Some(PathAction::Dial));
+    assert_eq!(s.attempt_ms(), BIRTHDAY_AFTER_MS);
     assert_eq!(s.failed(3_000), 1);
+    assert_eq!(s.attempt_ms(), ATTEMPT_MS);
     let span = u64::from(SPRAY_ROUNDS - 1) * SPRAY_EVERY_MS;
     let done = run(&mut s, 3_000, 3_000 + span + RETRY_FIRST_MS);
     let mut want: Vec<(u64, PathAction)> = (0..u64::from(SPRAY_ROUNDS))
@@ -426,14 +436,13 @@ fn a_spraying_dialer_sends_its_rounds_once_its_first_attempt_failed() {
 fn a_searching_acceptor_searches_once_its_fast_punches_found_no_path() {
     let mut s =
         PathSchedule::new(Role::Acceptor, true, 0).with_birthday(Some(BirthdayHalf::Search));
-    let fast_end = u64::from(PUNCH_FAST) * PUNCH_FAST_MS;
     let done = run(&mut s, 0, 30_000);
     let searches: Vec<u64> = done
         .iter()
         .filter(|(_, a)| *a == PathAction::Birthday)
         .map(|(t, _)| *t)
         .collect();
-    assert_eq!(searches, [fast_end]);
+    assert_eq!(searches, [BIRTHDAY_AFTER_MS]);
     assert!(!done.iter().any(|(_, a)| *a == PathAction::Spray));
     let mut alone = PathSchedule::new(Role::Acceptor, true, 0);
     let plain: Vec<(u64, PathAction)> = run(&mut alone, 0, 30_000);
@@ -445,11 +454,13 @@ fn a_searching_acceptor_searches_once_its_fast_punches_found_no_path() {
     // Once more after a loss.
     s.up();
     s.lost(50_000, true);
-    let again = run(&mut s, 50_000, 50_000 + fast_end);
-    assert_eq!(
-        again.last(),
-        Some(&(50_000 + fast_end, PathAction::Birthday))
-    );
+    let again = run(&mut s, 50_000, 60_000);
+    let searches: Vec<u64> = again
+        .iter()
+        .filter(|(_, a)| *a == PathAction::Birthday)
+        .map(|(t, _)| *t)
+        .collect();
+    assert_eq!(searches, [50_000 + BIRTHDAY_AFTER_MS]);
 }
 
 #[test]

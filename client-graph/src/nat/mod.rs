@@ -542,9 +542,11 @@ async fn dial_loop(
         schedule.track(io.route.direct_up(), now_ms());
         let action = schedule.poll(now_ms());
         let attempt = match action {
-            Some(PathAction::Dial) => dial_any(plan, identity, &targets)
-                .await
-                .map(|conn| (plan.endpoint.clone(), conn)),
+            Some(PathAction::Dial) => {
+                let window = Duration::from_millis(schedule.attempt_ms());
+                dial_any(plan, identity, &targets, window).await
+            }
+            .map(|conn| (plan.endpoint.clone(), conn)),
             Some(PathAction::Birthday) => birthday_dial(plan, identity).await,
             Some(PathAction::Spray) => {
                 spray_round(plan, &mut ports, &io.route).await;
@@ -719,12 +721,14 @@ fn dial_plan(targets: &[SocketAddr], observed: Option<SocketAddr>) -> Vec<(Durat
 /// Dials every target ([`dial_plan`]), and proves on the first connection
 /// that comes up; the others are dropped before any proof (two proven
 /// connections at once would leave each side carrying a different one).
-/// Each attempt has [`ATTEMPT`] to connect, the proof as long again. The
-/// error says what each target did.
+/// Each attempt has `window` to connect ([`ATTEMPT`], or less before a
+/// birthday search: `PathSchedule::attempt_ms`), the proof [`ATTEMPT`].
+/// The error says what each target did.
 async fn dial_any(
     plan: &DirectPath,
     identity: &Identity,
     targets: &[SocketAddr],
+    window: Duration,
 ) -> std::result::Result<quinn::Connection, String> {
     let cfg = quic::direct_client_config().map_err(|e| format!("{e:#}"))?;
     let mut attempts = tokio::task::JoinSet::new();
@@ -736,12 +740,12 @@ async fn dial_any(
                 Ok(c) => c,
                 Err(e) => return (addr, Err(format!("dialing: {e}"))),
             };
-            match tokio::time::timeout(ATTEMPT, connecting).await {
+            match tokio::time::timeout(window, connecting).await {
                 Ok(Ok(conn)) => (addr, Ok(conn)),
                 Ok(Err(e)) => (addr, Err(e.to_string())),
                 Err(_) => (
                     addr,
-                    Err(format!("no answer within {} s", ATTEMPT.as_secs())),
+                    Err(format!("no answer within {} s", window.as_secs_f32())),
                 ),
             }
         });

@@ -16,139 +16,23 @@
 //!
 //! Every wait is for a line a process prints or a metric, with a deadline.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use common::{bin, Proc};
 
 use wzp_stages::audio::signal::{rms_dbfs, speech_like, xcorr_peak};
 use wzp_stages::audio::wav_source::read_wav_mono;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn bin(name: &str) -> PathBuf {
-    let client = PathBuf::from(env!("CARGO_BIN_EXE_wzp-client"));
-    if name == "wzp-client" {
-        return client;
-    }
-    let b = client.with_file_name(name);
-    assert!(
-        b.exists(),
-        "{} is missing: `cargo build -p wzp-relay` builds it",
-        b.display()
-    );
-    b
-}
-
+/// A fresh directory for test `name`.
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("wzp-fedcall-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// A process whose stdout and stderr lines arrive on a channel (and are kept).
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-    what: String,
-}
-
-impl Proc {
-    fn spawn(what: &str, cmd: &mut Command) -> Proc {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{what} starts: {e}"));
-        let (tx, rx) = mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let tx2 = tx.clone();
-        std::thread::spawn(move || {
-            for l in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(l);
-            }
-        });
-        std::thread::spawn(move || {
-            for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx2.send(format!("stderr: {l}"));
-            }
-        });
-        Proc {
-            child,
-            lines: rx,
-            seen: Vec::new(),
-            what: what.into(),
-        }
-    }
-
-    fn wait_line(&mut self, needle: &str, within: Duration) -> Option<String> {
-        if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
-            return Some(l.clone());
-        }
-        let deadline = Instant::now() + within;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) => {
-                    self.seen.push(l.clone());
-                    if l.contains(needle) {
-                        return Some(l);
-                    }
-                }
-                Err(_) => return None,
-            }
-        }
-    }
-
-    fn expect_line(&mut self, needle: &str, within: Duration) -> String {
-        match self.wait_line(needle, within) {
-            Some(l) => l,
-            None => {
-                let printed = self.drain().join("\n");
-                panic!(
-                    "{} printed no line with {needle:?} within {within:?}; it printed:\n{printed}",
-                    self.what
-                )
-            }
-        }
-    }
-
-    fn drain(&mut self) -> Vec<String> {
-        while let Ok(l) = self.lines.try_recv() {
-            self.seen.push(l);
-        }
-        self.seen.clone()
-    }
-
-    fn exit(&mut self, within: Duration) -> ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                let _ = self.wait_line("\u{0}never", Duration::from_millis(200));
-                return s;
-            }
-            if Instant::now() > deadline {
-                let printed = self.drain().join("\n");
-                panic!(
-                    "{} did not exit within {within:?}; it printed:\n{printed}",
-                    self.what
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    common::tmp("wzp-fedcall", name)
 }
 
 struct Relay {

@@ -1411,6 +1411,70 @@ fn symmetric_nats_keep_the_media_on_the_relay() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Alice and Bob behind home routers (ports kept), but the network
+/// between them drops every UDP packet from one NAT to the other (a
+/// firewall), while both reach the relay. The plain attempt fails; both
+/// sides' ports were kept, so a birthday search could not do better and
+/// neither sends its rounds of probes (6 x 1024 each, which would look like
+/// a port scan): the firewall counts only the plain attempts' packets.
+/// The call goes on through the relay and Bob hears Alice.
+#[test]
+fn a_firewall_between_two_home_routers_keeps_the_media_on_the_relay_with_no_probes() {
+    let Some((_s, dir, nats)) = nat_test_of("nats-fw", NatKind::Home) else {
+        return;
+    };
+    let pub_ns = nats.ns("pub");
+    for (from, to) in [("10.0.1.2", "10.0.2.2"), ("10.0.2.2", "10.0.1.2")] {
+        let st = Command::new("ip")
+            .args(["netns", "exec", &pub_ns, "iptables", "-w", "-A", "FORWARD"])
+            .args(["-p", "udp", "-s", from, "-d", to, "-j", "DROP"])
+            .status()
+            .expect("iptables runs");
+        assert!(st.success(), "iptables in {pub_ns}");
+    }
+    let (_relay, mut a, mut b, speech) = call_across_nats(&nats, &dir);
+    let failed = a.expect_line("no direct path to ", WAIT);
+    assert!(
+        failed.contains("10.0.2.2:")
+            && failed.contains("media stays on the relay")
+            && !failed.contains("while this side"),
+        "{failed}"
+    );
+    assert!(a.exit(WAIT).success(), "{:?}", a.drain());
+    assert!(b.exit(WAIT).success(), "{:?}", b.drain());
+    for p in [&mut a, &mut b] {
+        let lines = p.drain();
+        assert!(
+            !lines
+                .iter()
+                .any(|l| (l.contains("direct path to") && l.contains(" up "))
+                    || l.contains("birthday")),
+            "{lines:?}"
+        );
+    }
+    // What the firewall dropped between the NATs: dials and punches only.
+    let out = Command::new("ip")
+        .args(["netns", "exec", &pub_ns, "iptables", "-w", "-L", "FORWARD"])
+        .args(["-v", "-x", "-n"])
+        .output()
+        .expect("iptables runs");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    let dropped: u64 = listing
+        .lines()
+        .filter(|l| l.contains("DROP"))
+        .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    assert!(
+        dropped > 0 && dropped < 1_000,
+        "{dropped} packets dropped between the NATs:\n{listing}"
+    );
+    let heard_by_b = read_wav_mono(&dir.join("b-heard.wav")).unwrap().samples;
+    let r = segmental_correlation(&heard_by_b, &speech);
+    assert!(r > 0.7, "bob's recording correlates {r} with alice's voice");
+    drop(nats);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// Alice behind a NAT that maps every destination to a new random port
 /// (symmetric, as a phone's carrier-grade NAT), Bob behind a home router
 /// (one mapping per socket, replies only). Alice's dial leaves from a port

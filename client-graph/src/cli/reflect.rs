@@ -133,11 +133,13 @@ fn nat_line(
     match crate::nat::birthday_half_for(observed, local, can_spray) {
         Some(BirthdayHalf::Search) => format!(
             "the NAT moved port {port} (most likely anew for every destination: symmetric); \
-             a direct call whose plain path fails runs the birthday search from here"
+             a direct call to a peer whose port was kept runs the birthday search from here \
+             when its plain path fails (with a peer whose NAT moved its port too, the media \
+             stays on the relay)"
         ),
         Some(BirthdayHalf::Spray) => format!(
-            "port {port} kept (a home router's NAT, or none); a direct call whose plain path \
-             fails sends the birthday probes from here"
+            "port {port} kept (a home router's NAT, or none); a direct call to a peer whose \
+             NAT moved its port sends the birthday probes from here when its plain path fails"
         ),
         None => format!("port {port} kept, but this socket cannot send the birthday probes"),
     }
@@ -193,7 +195,13 @@ mod tests {
                 "[::ffff:10.0.1.2]:40000",
                 Some("[::]:40000"),
                 true,
-                "sends the birthday probes",
+                "to a peer whose NAT moved its port sends the birthday probes",
+            ),
+            (
+                "10.0.1.2:51234",
+                Some("[::]:40000"),
+                true,
+                "whose NAT moved its port too, the media stays on the relay",
             ),
             (
                 "10.0.1.2:40000",

@@ -112,23 +112,26 @@ impl Proc {
         self.seen.clone()
     }
 
-    /// Waits for the process to exit.
+    /// Waits for the process to exit: its stdout and stderr close when it
+    /// does (the reader threads then drop the channel's senders, after
+    /// handing over every line), then its status is collected.
     pub fn exit(&mut self, within: Duration) -> ExitStatus {
         let deadline = Instant::now() + within;
         loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                // Let the reader threads hand over the last lines.
-                let _ = self.wait_line("\u{0}never", Duration::from_millis(200));
-                return s;
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => self.seen.push(l),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return self.child.wait().expect("the process's status");
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let printed = self.drain().join("\n");
+                    panic!(
+                        "{} did not exit within {within:?}; it printed:\n{printed}",
+                        self.what
+                    );
+                }
             }
-            if Instant::now() > deadline {
-                let printed = self.drain().join("\n");
-                panic!(
-                    "{} did not exit within {within:?}; it printed:\n{printed}",
-                    self.what
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

@@ -30,7 +30,7 @@
 //! // The relay forwards the answer and sends call_setup to both.
 //! let setup = |peer| SignalMessage::CallSetup { call_id: "c1".into(), room: "call-c1".into(),
 //!     relay_addr: "relay:4433".into(), peer_direct_addr: None, peer_local_addrs: vec![],
-//!     peer_fingerprint: Some(peer) };
+//!     peer_fingerprint: Some(peer), peer_mapping_independent: false };
 //! assert!(out.handle(&answer).is_none());
 //! let Some(CallEvent::Answered(a)) = out.handle(&setup(bob.fingerprint())) else { panic!() };
 //! let confirm = out.poll_send().unwrap();
@@ -124,6 +124,10 @@ pub struct CallReady {
     pub peer_direct_addr: Option<SocketAddr>,
     /// The peer's own addresses on its network, when both allowed it.
     pub peer_local_addrs: Vec<SocketAddr>,
+    /// The relay saw the peer's mapping test come from `peer_direct_addr`:
+    /// the peer's NAT keeps one mapping for every destination
+    /// ([`crate::mapping`]).
+    pub peer_mapping_independent: bool,
     /// How the callee answered: with [`AcceptMode::AcceptTrusted`] the two
     /// parties may share their addresses for a direct path (through the
     /// relay on one relay, sealed in `call_path` across relays).
@@ -169,6 +173,7 @@ struct Setup {
     relay_addr: String,
     peer_direct_addr: Option<SocketAddr>,
     peer_local_addrs: Vec<SocketAddr>,
+    peer_mapping_independent: bool,
 }
 
 fn setup_of(msg: &SignalMessage) -> Setup {
@@ -178,6 +183,7 @@ fn setup_of(msg: &SignalMessage) -> Setup {
             relay_addr,
             peer_direct_addr,
             peer_local_addrs,
+            peer_mapping_independent,
             ..
         } => Setup {
             room: room.clone(),
@@ -188,6 +194,7 @@ fn setup_of(msg: &SignalMessage) -> Setup {
                 .copied()
                 .take(crate::signal::MAX_LOCAL_ADDRS)
                 .collect(),
+            peer_mapping_independent: *peer_mapping_independent && peer_direct_addr.is_some(),
         },
         _ => unreachable!("setup_of is only called on call_setup"),
     }
@@ -224,6 +231,7 @@ fn ready(call_id: &str, keys: &SessionKeys, setup: &Setup, accept_mode: AcceptMo
         relay_addr: setup.relay_addr.clone(),
         peer_direct_addr: setup.peer_direct_addr,
         peer_local_addrs: setup.peer_local_addrs.clone(),
+        peer_mapping_independent: setup.peer_mapping_independent,
         accept_mode,
     }))
 }
@@ -807,6 +815,7 @@ mod tests {
 
     fn setup(call_id: &str) -> SignalMessage {
         SignalMessage::CallSetup {
+            peer_mapping_independent: false,
             call_id: call_id.into(),
             room: format!("call-{call_id}"),
             relay_addr: "r:1".into(),

@@ -14,6 +14,7 @@
 //! - [`join`]: the signed `join` frame a client sends to enter a relay room.
 //! - [`room_client`]: the client side of entering a room (Hello, Join, RoomUpdate), sans-IO.
 //! - [`presence`]: the challenged presence registration on `_signal`.
+//! - [`mapping`]: the NAT mapping test (a probe to a relay's second port).
 //! - [`direct_call`]: the caller's and callee's direct-call state machines,
 //!   carrying the end-to-end call-key handshake.
 //! - [`direct_path`]: the proof each party gives on a direct connection
@@ -55,6 +56,7 @@ pub mod feedback;
 pub mod handshake;
 pub mod identity;
 pub mod join;
+pub mod mapping;
 pub mod media;
 pub mod path_addrs;
 pub mod presence;

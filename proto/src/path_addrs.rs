@@ -19,8 +19,9 @@
 //! always [`MAX_SEALED_PATH`] bytes: the plaintext is padded with zeros to
 //! [`MAX_PATH_ADDRS_PLAIN`], so a relay cannot tell from the length how
 //! many addresses a party has, or of which family.
-//! Plaintext: `version (1) | flags (1: bit 0, an observed address follows)
-//! | [observed] | count (1, at most MAX_LOCAL_ADDRS) | count x address |
+//! Plaintext: `version (1) | flags (1: bit 0, an observed address follows;
+//! bit 1, with bit 0 only, the party's NAT keeps one mapping for every
+//! destination, [`crate::mapping`]) | [observed] | count (1, at most MAX_LOCAL_ADDRS) | count x address |
 //! zeros`,
 //! each address `family (1: 4 or 6) | IP (4 or 16) | port (2, BE)`. An
 //! IPv4 address is always family 4 (an IPv4-mapped IPv6 one is refused, so
@@ -38,7 +39,7 @@
 //! # let (r, resp) = Responder::respond(&bob, EphemeralKey::from_bytes([4; 32]), b"c", &init, None).unwrap();
 //! # let (caller_keys, fin) = i.finish(&resp).unwrap();
 //! # let callee_keys = r.confirm(&fin).unwrap();
-//! let mine = PathAddrs { observed: Some("198.51.100.7:40000".parse().unwrap()), local: vec!["10.0.0.2:40000".parse().unwrap()] };
+//! let mine = PathAddrs { observed: Some("198.51.100.7:40000".parse().unwrap()), local: vec!["10.0.0.2:40000".parse().unwrap()], mapping_independent: false };
 //! let sealed = mine.seal(&caller_keys, "abc123", [9; 12]);
 //! assert_eq!(PathAddrs::open(&sealed, &callee_keys, "abc123").unwrap(), mine);
 //! // Sent back to its sender, or read for another call, it does not open.
@@ -87,6 +88,13 @@ pub struct PathAddrs {
     /// Its own addresses on its network (at most [`MAX_LOCAL_ADDRS`]; more
     /// are not sealed).
     pub local: Vec<SocketAddr>,
+    /// Its relay saw its mapping test ([`crate::mapping`]) come from
+    /// `observed`: its NAT keeps one mapping for every destination, even
+    /// where it moved the port (only meaningful with `observed`). Flag bit
+    /// 1; a sender sets it only where its port moved, the one case where
+    /// it changes what the peer does, so a peer of a build that predates it
+    /// (which refuses unknown flags) is not cut off where it did not need it.
+    pub mapping_independent: bool,
 }
 
 /// Why a sealed `call_path` was not read.
@@ -114,7 +122,8 @@ impl PathAddrs {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(MAX_PATH_ADDRS_PLAIN);
         out.push(PATH_ADDRS_VERSION);
-        out.push(u8::from(self.observed.is_some()));
+        let independent = self.mapping_independent && self.observed.is_some();
+        out.push(u8::from(self.observed.is_some()) | (u8::from(independent) << 1));
         if let Some(a) = self.observed {
             put_addr(&mut out, a);
         }
@@ -153,9 +162,15 @@ impl PathAddrs {
         if r.byte()? != PATH_ADDRS_VERSION {
             return Err(PathAddrsError::Malformed("unknown version"));
         }
-        let observed = match r.byte()? {
-            0 => None,
-            1 => Some(r.addr()?),
+        let (observed, mapping_independent) = match r.byte()? {
+            0 => (None, false),
+            1 => (Some(r.addr()?), false),
+            3 => (Some(r.addr()?), true),
+            2 => {
+                return Err(PathAddrsError::Malformed(
+                    "a mapping flag without an observed address",
+                ))
+            }
             _ => return Err(PathAddrsError::Malformed("unknown flags")),
         };
         let n = r.byte()? as usize;
@@ -165,7 +180,14 @@ impl PathAddrs {
             ));
         }
         let local = (0..n).map(|_| r.addr()).collect::<Result<Vec<_>, _>>()?;
-        Ok((PathAddrs { observed, local }, r.0))
+        Ok((
+            PathAddrs {
+                observed,
+                local,
+                mapping_independent,
+            },
+            r.0,
+        ))
     }
 
     /// Seals for the peer: with `keys`' sending direction, for `call_id`.
@@ -326,11 +348,56 @@ mod tests {
     }
 
     #[test]
+    fn the_mapping_flag_travels_only_with_an_observed_address() {
+        let obs: SocketAddr = "198.51.100.7:40000".parse().unwrap();
+        let with = PathAddrs {
+            observed: Some(obs),
+            local: vec!["10.0.0.2:5000".parse().unwrap()],
+            mapping_independent: true,
+        };
+        assert_eq!(with.encode()[1], 0b11);
+        assert_eq!(PathAddrs::decode(&with.encode()), Ok(with.clone()));
+        // Unset, the plaintext is the one a build that predates the flag writes.
+        let without = PathAddrs {
+            mapping_independent: false,
+            ..with.clone()
+        };
+        assert_eq!(without.encode()[1], 1);
+        assert_eq!(PathAddrs::decode(&without.encode()), Ok(without));
+        // With no observed address the flag means nothing and is not written.
+        let none = PathAddrs {
+            observed: None,
+            local: Vec::new(),
+            mapping_independent: true,
+        };
+        assert_eq!(none.encode(), [PATH_ADDRS_VERSION, 0, 0]);
+        let cases: &[(&[u8], &str)] = &[
+            (
+                &[PATH_ADDRS_VERSION, 2, 0],
+                "a mapping flag without an observed address",
+            ),
+            (&[PATH_ADDRS_VERSION, 4, 0], "unknown flags"),
+            (
+                &[PATH_ADDRS_VERSION, 0x83, 4, 1, 2, 3, 4, 0, 1, 0],
+                "unknown flags",
+            ),
+        ];
+        for (plain, why) in cases {
+            assert_eq!(
+                PathAddrs::decode(plain),
+                Err(PathAddrsError::Malformed(why)),
+                "{plain:?}"
+            );
+        }
+    }
+
+    #[test]
     fn the_longest_plaintext_fits_the_bound() {
         let v6: SocketAddr = "[2001:db8::1]:4433".parse().unwrap();
         let a = PathAddrs {
             observed: Some(v6),
             local: vec![v6; MAX_LOCAL_ADDRS + 2],
+            mapping_independent: true,
         };
         assert_eq!(a.encode().len(), MAX_PATH_ADDRS_PLAIN);
         assert_eq!(

@@ -173,6 +173,9 @@ pub enum PresenceEvent {
         relay_label: Option<String>,
         /// The relay's version.
         version: Option<String>,
+        /// The relay's mapping port and this connection's token
+        /// ([`crate::mapping`]); none from a relay without one.
+        mapping: Option<(u16, [u8; crate::mapping::TOKEN_LEN])>,
     },
     /// Refused, with the relay's reason.
     Refused {
@@ -236,6 +239,8 @@ impl PresenceClient {
                 observed_addr,
                 relay_label,
                 version,
+                mapping_port,
+                mapping_token,
                 ..
             } => {
                 self.registered = true;
@@ -243,6 +248,7 @@ impl PresenceClient {
                     observed_addr: *observed_addr,
                     relay_label: relay_label.clone(),
                     version: version.clone(),
+                    mapping: mapping_port.zip(*mapping_token),
                 })
             }
             SignalMessage::RegisterPresenceAck {
@@ -376,6 +382,8 @@ mod tests {
         let addr: SocketAddr = "192.0.2.1:5".parse().unwrap();
         assert_eq!(
             c.handle(&SignalMessage::RegisterPresenceAck {
+                mapping_port: Some(4434),
+                mapping_token: Some([6; 16]),
                 success: true,
                 error: None,
                 relay_build: None,
@@ -387,7 +395,8 @@ mod tests {
             PresenceStep::Event(PresenceEvent::Registered {
                 observed_addr: Some(addr),
                 relay_label: Some("R".into()),
-                version: Some("1".into())
+                version: Some("1".into()),
+                mapping: Some((4434, [6; 16])),
             })
         );
         assert!(c.is_registered());

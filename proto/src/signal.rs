@@ -356,6 +356,18 @@ pub enum SignalMessage {
         /// The fingerprint now registered.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         fingerprint: Option<Fingerprint>,
+        /// The relay's mapping port ([`crate::mapping`]): where the client
+        /// sends a probe from its signalling socket; absent when the relay
+        /// has none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mapping_port: Option<u16>,
+        /// The probe's token for this connection (hex in JSON).
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            with = "hex_array_opt"
+        )]
+        mapping_token: Option<[u8; crate::mapping::TOKEN_LEN]>,
     },
     /// Caller to relay to callee: a direct call by fingerprint.
     DirectCallOffer {
@@ -427,12 +439,33 @@ pub enum SignalMessage {
         /// The other party's fingerprint (the only two admitted to `room`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         peer_fingerprint: Option<Fingerprint>,
+        /// The relay saw the other party's mapping test
+        /// ([`crate::mapping`]) come from `peer_direct_addr`: its NAT keeps
+        /// one mapping for every destination, even where it moved the port.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        peer_mapping_independent: bool,
     },
     /// Client asks the relay for its server-reflexive address.
     Reflect,
     /// Relay's answer: the source address it sees.
     ReflectResponse {
         /// The client's address as observed by the relay.
+        observed_addr: SocketAddr,
+        /// The relay's mapping port, as in `register_presence_ack`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mapping_port: Option<u16>,
+        /// The probe's token for this connection (hex in JSON).
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            with = "hex_array_opt"
+        )]
+        mapping_token: Option<[u8; crate::mapping::TOKEN_LEN]>,
+    },
+    /// Relay's answer to a mapping probe ([`crate::mapping`]): the address
+    /// the probe came from.
+    MappingObserved {
+        /// The probe's source address as the relay's mapping port saw it.
         observed_addr: SocketAddr,
     },
     /// Relay to relay; kept in the grammar but unused: federation links
@@ -593,6 +626,7 @@ pub const MESSAGE_TYPES: &[&str] = &[
     "call_setup",
     "reflect",
     "reflect_response",
+    "mapping_observed",
     "federation_hello",
     "global_room_active",
     "global_room_inactive",
@@ -641,6 +675,7 @@ impl SignalMessage {
             M::CallSetup { .. } => "call_setup",
             M::Reflect => "reflect",
             M::ReflectResponse { .. } => "reflect_response",
+            M::MappingObserved { .. } => "mapping_observed",
             M::FederationHello { .. } => "federation_hello",
             M::GlobalRoomActive { .. } => "global_room_active",
             M::GlobalRoomInactive { .. } => "global_room_inactive",

@@ -91,6 +91,7 @@ fn old_json_without_optional_fields_parses() {
     assert_eq!(
         msg(r#"{"type":"call_setup","call_id":"d1","room":"call-d1","relay_addr":"1.2.3.4:4433"}"#),
         SignalMessage::CallSetup {
+            peer_mapping_independent: false,
             call_id: "d1".into(),
             room: "call-d1".into(),
             relay_addr: "1.2.3.4:4433".into(),
@@ -343,6 +344,8 @@ fn registration_messages_from_older_peers_parse() {
     assert_eq!(
         msg(r#"{"type":"register_presence_ack","success":true}"#),
         SignalMessage::RegisterPresenceAck {
+            mapping_port: None,
+            mapping_token: None,
             success: true,
             error: None,
             relay_build: None,

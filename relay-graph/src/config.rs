@@ -59,6 +59,13 @@ pub struct Config {
     pub join_max_skew_s: u64,
     /// How long a direct call may ring unanswered (1..=600 s).
     pub ringing_timeout_s: u64,
+    /// UDP port, on the listen address, answering clients' NAT mapping
+    /// tests (`wzp_proto::mapping`); absent: the listen port + 1, or any
+    /// free port when that is taken or the listen port is 0. Must differ
+    /// from the listen port.
+    pub mapping_port: Option<u16>,
+    /// Whether the mapping port runs at all (default true).
+    pub mapping_test: bool,
     /// Log every media header of this room (its server name: a room id or a
     /// `call-*` name), or of every room with `*`.
     pub debug_tap: Option<String>,
@@ -157,6 +164,8 @@ impl Default for Config {
             join_timeout_ms: 10_000,
             join_max_skew_s: 600,
             ringing_timeout_s: 30,
+            mapping_port: None,
+            mapping_test: true,
             debug_tap: None,
             event_log: None,
             graph: None,
@@ -265,6 +274,15 @@ join_max_skew_s = 600
 
 # How long a direct call rings before the caller hears "no answer" (1..=600 s).
 ringing_timeout_s = 30
+
+# A second UDP port, on the listen address, answering clients' NAT mapping
+# tests: a client sends one small probe there from its signalling socket and
+# learns (over its signal connection; nothing is sent back by UDP) whether its
+# NAT gives that socket one address for every destination, which decides how
+# its calls find a direct path. Default: the listen port + 1 (any free port
+# when that is taken or the listen port is 0). Open it where 4433 is open.
+# mapping_port = 4434
+# mapping_test = true
 
 # Log each media header of one room (its room id, 32 hex digits, which
 # wzp-client prints on joining, or a call-* name) or of all rooms ("*").
@@ -417,6 +435,16 @@ impl Config {
                     "{key} = {value} is out of range; use {lo}..={hi}{why}"
                 )));
             }
+        }
+        if self
+            .mapping_port
+            .is_some_and(|p| p == self.listen.port() && p != 0)
+        {
+            return Err(bad(format!(
+                "mapping_port = {} is the listen port; use another port (default: the listen \
+                 port + 1) or mapping_test = false",
+                self.listen.port()
+            )));
         }
         if let Some(t) = &self.debug_tap {
             if t != "*" && wzp_proto::sni::classify(t) != wzp_proto::sni::Sni::Room(t.clone()) {
@@ -601,6 +629,7 @@ mod tests {
         assert_eq!(cfg.io_threads, d.io_threads);
         assert_eq!(cfg.egress_coalesce_us, d.egress_coalesce_us);
         assert_eq!(cfg.udp_buffer_kib, d.udp_buffer_kib);
+        assert_eq!((cfg.mapping_port, cfg.mapping_test), (None, true));
         assert!(cfg.calls.is_empty());
     }
 
@@ -629,6 +658,12 @@ mod tests {
             ("call_room_size = 0", "call_room_size"),
             ("ringing_timeout_s = 0", "ringing_timeout_s"),
             ("ringing_timeout_s = 601", "1..=600"),
+            (
+                "mapping_port = 4433",
+                "mapping_port = 4433 is the listen port",
+            ),
+            ("mapping_port = 70000", "mapping_port"),
+            ("mapping_test = 1", "mapping_test"),
             (
                 "call_room_size = 1",
                 "call_room_size = 1 is out of range; use 2..=1024",

@@ -78,6 +78,61 @@ pub struct Relay {
     pub services: Arc<Services>,
     pub endpoint: quinn::Endpoint,
     pub local_addr: SocketAddr,
+    /// Where the mapping port answers (none: off).
+    pub mapping_addr: Option<SocketAddr>,
+}
+
+/// Binds the mapping port ([`crate::config::Config::mapping_port`]): the one
+/// configured (an error if it cannot be had), else the QUIC port + 1, else
+/// any free port (a relay on port 0 takes any). `None` when turned off.
+fn bind_mapping(cfg: &Config, quic: SocketAddr) -> anyhow::Result<Option<std::net::UdpSocket>> {
+    if !cfg.mapping_test {
+        return Ok(None);
+    }
+    let at = |port: u16| std::net::UdpSocket::bind(SocketAddr::new(quic.ip(), port));
+    if let Some(port) = cfg.mapping_port {
+        return at(port).map(Some).with_context(|| {
+            format!(
+                "cannot bind the mapping port {}:{port} (mapping_port); choose another or \
+                 turn it off with --no-mapping-test",
+                quic.ip()
+            )
+        });
+    }
+    let next = quic
+        .port()
+        .checked_add(1)
+        .filter(|_| cfg.listen.port() != 0);
+    if let Some(Ok(s)) = next.map(at) {
+        return Ok(Some(s));
+    }
+    match at(0) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) => {
+            tracing::warn!(error = %e, "no mapping port: clients cannot test their NAT's mapping");
+            Ok(None)
+        }
+    }
+}
+
+/// Reads the mapping port: each probe goes to the signal hub, which answers
+/// on the probing client's signal connection. Ends with the relay.
+async fn serve_mapping(socket: tokio::net::UdpSocket, services: std::sync::Weak<Services>) {
+    let mut buf = [0u8; 64];
+    loop {
+        let Ok((n, from)) = socket.recv_from(&mut buf).await else {
+            // ICMP-caused errors on some systems; nothing to do but read on.
+            tokio::task::yield_now().await;
+            continue;
+        };
+        let Some(services) = services.upgrade() else {
+            return;
+        };
+        match wzp_proto::mapping::MappingProbe::parse(&buf[..n]) {
+            Some(p) => services.signal.mapping_probe(p.token, from),
+            None => services.signal.mapping_not_a_probe(),
+        }
+    }
 }
 
 /// Says what the relay's UDP socket got against what `udp_buffer_kib`
@@ -122,6 +177,11 @@ impl Relay {
         let (endpoint, granted) = quic::server_endpoint_sized(cfg.listen, cert, asked)?;
         let local_addr = endpoint.local_addr()?;
         report_udp_buffers(asked, granted);
+        let mapping = bind_mapping(&cfg, local_addr)?;
+        let mapping_addr = match &mapping {
+            Some(s) => Some(s.local_addr()?),
+            None => None,
+        };
         let media = Media::start(&cfg)?;
         let events = match &cfg.event_log {
             Some(p) => Some(
@@ -149,6 +209,7 @@ impl Relay {
         signal_cfg.relay_label = Some(cfg.label.clone());
         signal_cfg.version = version_string();
         signal_cfg.ringing_timeout = Duration::from_secs(cfg.ringing_timeout_s);
+        signal_cfg.mapping_port = mapping_addr.map(|a| a.port());
         let mut seed = [0u8; 8];
         getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
         let federation_cfg = cfg.federation(tls_fingerprint, u64::from_le_bytes(seed));
@@ -170,10 +231,16 @@ impl Relay {
             started: Instant::now(),
             cfg,
         });
+        if let Some(s) = mapping {
+            s.set_nonblocking(true)?;
+            let s = tokio::net::UdpSocket::from_std(s)?;
+            tokio::spawn(serve_mapping(s, Arc::downgrade(&services)));
+        }
         Ok(Relay {
             services,
             endpoint,
             local_addr,
+            mapping_addr,
         })
     }
 

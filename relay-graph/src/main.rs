@@ -43,6 +43,18 @@ struct Cli {
     /// Label shown to clients and peers.
     #[arg(long)]
     label: Option<String>,
+    /// UDP port answering clients' NAT mapping tests (default: the listen
+    /// port + 1, or any free port when that is taken or the listen port is 0).
+    #[arg(
+        long = "mapping-port",
+        value_name = "PORT",
+        conflicts_with = "no_mapping_test"
+    )]
+    mapping_port: Option<u16>,
+    /// Run no mapping port (clients then cannot tell a NAT that moved their
+    /// port but keeps one mapping from one that maps every destination anew).
+    #[arg(long = "no-mapping-test")]
+    no_mapping_test: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -162,6 +174,13 @@ fn main() -> anyhow::Result<()> {
     if let Some(a) = cli.listen {
         cfg.listen = a;
     }
+    if let Some(p) = cli.mapping_port {
+        cfg.mapping_port = Some(p);
+        cfg.mapping_test = true;
+    }
+    if cli.no_mapping_test {
+        cfg.mapping_test = false;
+    }
     if let Some(a) = cli.metrics_addr {
         cfg.metrics_addr = Some(a);
     }
@@ -230,8 +249,12 @@ fn main() -> anyhow::Result<()> {
         writeln!(out, "label = \"{}\"", shared.cfg.label)?;
         writeln!(
             out,
-            "listening quic={} metrics={metrics} fingerprint={fp} label={}",
-            relay.local_addr, shared.cfg.label
+            "listening quic={} metrics={metrics} mapping={} fingerprint={fp} label={}",
+            relay.local_addr,
+            relay
+                .mapping_addr
+                .map_or_else(|| "off".to_string(), |a| a.to_string()),
+            shared.cfg.label
         )?;
         out.flush()?;
         drop(out);

@@ -334,7 +334,7 @@ impl Client {
                 SignalMessage::Error { code, message, .. } => {
                     self.errors.push((*code, message.clone()))
                 }
-                SignalMessage::ReflectResponse { observed_addr } => {
+                SignalMessage::ReflectResponse { observed_addr, .. } => {
                     self.reflected = Some(*observed_addr)
                 }
                 _ => {}
@@ -396,6 +396,7 @@ fn a_calls_b_by_fingerprint_and_both_derive_the_same_keys_and_sas() {
             observed_addr: Some(a.remote),
             relay_label: None,
             version: Some(env!("CARGO_PKG_VERSION").into()),
+            mapping: None,
         })
     );
     assert_eq!(net.hub.presence().len(), 2);
@@ -726,7 +727,9 @@ fn reflect_answers_with_the_observed_address_even_before_registration() {
     let msgs = net.take(c.conn);
     assert!(
         msgs.contains(&SignalMessage::ReflectResponse {
-            observed_addr: addr(8)
+            observed_addr: addr(8),
+            mapping_port: None,
+            mapping_token: None,
         }),
         "{msgs:?}"
     );
@@ -1226,10 +1229,12 @@ fn sealed_addresses_pass_only_between_the_parties_of_a_trusted_call() {
     settle(&mut net, &mut [&mut a, &mut b]);
     assert!(a.answered().is_some() && b.answered().is_some());
     let a_addrs = PathAddrs {
+        mapping_independent: false,
         observed: Some(a.remote),
         local: vec![SocketAddr::from(([10, 0, 0, 1], 5000))],
     };
     let b_addrs = PathAddrs {
+        mapping_independent: false,
         observed: Some(b.remote),
         local: Vec::new(),
     };
@@ -1284,4 +1289,120 @@ fn sealed_addresses_pass_only_between_the_parties_of_a_trusted_call() {
         .received
         .iter()
         .all(|m| !matches!(m, SignalMessage::CallPath { .. })));
+}
+
+/// The token a client got for its mapping probe, from its registration.
+fn mapping_offer(c: &Client) -> (Option<u16>, Option<[u8; 16]>) {
+    c.received
+        .iter()
+        .find_map(|m| match m {
+            SignalMessage::RegisterPresenceAck {
+                success: true,
+                mapping_port,
+                mapping_token,
+                ..
+            } => Some((*mapping_port, *mapping_token)),
+            _ => None,
+        })
+        .expect("registered")
+}
+
+/// The NAT mapping test (`wzp_proto::mapping`): a probe's answer goes only
+/// to the connection its token names, at most four times; a guessed or
+/// stale token gets nothing; the peer of a call learns the mapping only
+/// when the probe came from the address that party shared.
+#[test]
+fn mapping_probes_are_answered_on_their_own_connection_and_reach_the_peer_as_a_flag() {
+    let mut cfg = Net::default_config();
+    cfg.mapping_port = Some(4434);
+    let mut net = Net::new(cfg);
+    let mut a = Client::online(&mut net, 1, AcceptMode::AcceptGeneric);
+    let mut b = Client::online(&mut net, 2, AcceptMode::AcceptTrusted);
+    let (port, token_b) = mapping_offer(&b);
+    assert_eq!(port, Some(4434));
+    let token_b = token_b.expect("a token with the port");
+    let (_, token_a) = mapping_offer(&a);
+    assert_ne!(Some(token_b), token_a, "one token per connection");
+
+    let answers = |net: &mut Net, c: &Client| -> Vec<SocketAddr> {
+        net.take(c.conn)
+            .into_iter()
+            .filter_map(|m| match m {
+                SignalMessage::MappingObserved { observed_addr } => Some(observed_addr),
+                _ => None,
+            })
+            .collect()
+    };
+    // The attacker: tokens it guessed, or saw nowhere; nothing is sent.
+    for guess in [
+        [0u8; 16],
+        [0xff; 16],
+        wzp_proto::mapping::token_for(&[0; 32]),
+    ] {
+        net.input(Input::MappingProbe {
+            token: guess,
+            from: addr(66),
+        });
+    }
+    assert_eq!(answers(&mut net, &a), vec![]);
+    assert_eq!(answers(&mut net, &b), vec![]);
+    assert_eq!(net.hub.counters().mapping_dropped, 3);
+    // B's NAT kept its mapping: the probe comes from where its connection does.
+    net.input(Input::MappingProbe {
+        token: token_b,
+        from: b.remote,
+    });
+    assert_eq!(answers(&mut net, &b), vec![b.remote]);
+    assert_eq!(answers(&mut net, &a), vec![], "only on B's own connection");
+    // At most four answers a connection.
+    for _ in 0..6 {
+        net.input(Input::MappingProbe {
+            token: token_b,
+            from: b.remote,
+        });
+    }
+    assert_eq!(answers(&mut net, &b).len(), 3);
+    assert_eq!(net.hub.counters().mapping_answered, 4);
+    assert_eq!(net.hub.counters().mapping_dropped, 6);
+
+    // A calls B: A learns B's mapping is independent (B shared the address
+    // its probe came from); B learns nothing of A's (A never probed).
+    call_sharing(&mut net, &mut a, &mut b, "m1", Vec::new());
+    let (ra, rb) = (a.answered().unwrap(), b.answered().unwrap());
+    assert_eq!(ra.peer_direct_addr, Some(b.remote));
+    assert!(ra.peer_mapping_independent);
+    assert!(!rb.peer_mapping_independent);
+
+    // A probe from another port than the connection's: a NAT that maps each
+    // destination anew; the peer is not told it is independent.
+    let mut net = Net::new({
+        let mut c = Net::default_config();
+        c.mapping_port = Some(4434);
+        c
+    });
+    let mut a = Client::online(&mut net, 1, AcceptMode::AcceptGeneric);
+    let mut b = Client::online(&mut net, 2, AcceptMode::AcceptTrusted);
+    let moved = SocketAddr::new(b.remote.ip(), b.remote.port() + 1);
+    net.input(Input::MappingProbe {
+        token: mapping_offer(&b).1.unwrap(),
+        from: moved,
+    });
+    assert_eq!(answers(&mut net, &b), vec![moved]);
+    call_sharing(&mut net, &mut a, &mut b, "m2", Vec::new());
+    assert!(!a.answered().unwrap().peer_mapping_independent);
+
+    // A closed connection's token is forgotten.
+    let token = mapping_offer(&a).1.unwrap();
+    net.input(Input::Disconnected { conn: a.conn });
+    let dropped = net.hub.counters().mapping_dropped;
+    net.input(Input::MappingProbe {
+        token,
+        from: a.remote,
+    });
+    assert_eq!(net.hub.counters().mapping_dropped, dropped + 1);
+
+    // A relay with no mapping port offers none.
+    let mut net = Net::new(Net::default_config());
+    let c = Client::online(&mut net, 3, AcceptMode::AcceptGeneric);
+    assert_eq!(mapping_offer(&c), (None, None));
 }

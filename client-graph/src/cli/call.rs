@@ -72,6 +72,7 @@ pub fn call_cmd(args: CallArgs) -> Result<i32> {
         .context("starting the network runtime")?;
     rt.block_on(async move {
         let (mut sig, relay_fp) = SignalConn::open(&relay).await?;
+        sig.set_mapping_test(!args.media.relay_only);
         let reg = sig
             .register(&identity, relay_fp, args.media.alias.clone())
             .await?;

@@ -228,9 +228,14 @@ pub async fn run_media(
     let sealed = direct.filter(|_| {
         !relay_gave && ready.accept_mode == wzp_proto::signal::AcceptMode::AcceptTrusted
     });
+    let own_independent = sig.mapping() == wzp_proto::mapping::Mapping::Independent;
     let mine = sealed.map(|(_, own)| PathAddrs {
         observed: own,
         local: crate::nat::own_local_addrs(sig.endpoint(), sig.conn.remote_address(), own),
+        // Only where the port moved: the one case it changes what the peer
+        // does (a peer that predates the flag refuses it).
+        mapping_independent: own_independent
+            && crate::nat::port_moved(own, sig.endpoint().local_addr().ok()),
     });
     let (late_tx, late_rx) = tokio::sync::watch::channel(None::<PathAddrs>);
     let mut shared = false;
@@ -247,6 +252,8 @@ pub async fn run_media(
             peer_addr: ready.peer_direct_addr,
             peer_local: ready.peer_local_addrs.clone(),
             own_addr,
+            own_mapping_independent: own_independent,
+            peer_mapping_independent: ready.peer_mapping_independent,
             peer: ready.peer,
             call_id: ready.call_id.clone(),
             room: ready.room.clone(),

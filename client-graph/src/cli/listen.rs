@@ -85,6 +85,7 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                 }
                 Err(e) => return Err(e.into()),
             };
+            sig.set_mapping_test(!args.media.relay_only);
             let reg = match sig
                 .register(&identity, relay_fp, args.media.alias.clone())
                 .await
@@ -109,6 +110,12 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                     .map(|a| a.to_string())
                     .unwrap_or_else(|| "unknown".into())
             );
+            if reg.mapping != wzp_proto::mapping::Mapping::Unknown {
+                println!(
+                    "NAT mapping of this socket: {} (tested against the relay's mapping port)",
+                    reg.mapping.label()
+                );
+            }
             registered_once = true;
             loop {
                 let msg = tokio::select! {

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use wzp_proto::mapping::Mapping;
 use wzp_proto::signal::SignalMessage;
 use wzp_stages::net::quic;
 
@@ -20,8 +21,9 @@ Examples:
       network, global IPv6 (none listed: the relay saw this machine as it is).
   wzp-client reflect --relay 203.0.113.7:4433 --nat
       What the NAT in front of this machine did to the signalling socket's port
-      (kept or moved), and so which half of a direct call's birthday search this
-      machine takes when the plain path fails (docs/OPERATIONS.md).";
+      (kept or moved), whether it keeps one mapping for every destination (the
+      relay's mapping test), and so which half of a direct call's birthday
+      search this machine takes when the plain path fails (docs/OPERATIONS.md).";
 
 pub const VERSION_EXAMPLES: &str = "\
 Examples:
@@ -36,9 +38,11 @@ pub struct ReflectArgs {
     /// (`ADDR<TAB>what` per line; the first line is the relay's view).
     #[arg(long)]
     pub addresses: bool,
-    /// Also say whether the NAT kept the signalling socket's port, and so
-    /// this machine's half of a direct call's birthday search
-    /// (`ADDR<TAB>what`, after the addresses if both are asked).
+    /// Also say whether the NAT kept the signalling socket's port and
+    /// whether it keeps one mapping for every destination (tested against
+    /// the relay's mapping port), and so this machine's half of a direct
+    /// call's birthday search (`ADDR<TAB>what`, after the addresses if both
+    /// are asked).
     #[arg(long)]
     pub nat: bool,
 }
@@ -71,12 +75,14 @@ pub fn reflect_cmd(args: ReflectArgs) -> Result<()> {
     runtime()?.block_on(async move {
         let (mut sig, _) = SignalConn::open(&relay).await?;
         sig.send(&SignalMessage::Reflect).await?;
-        let addr = tokio::time::timeout(ANSWER, async {
+        let (addr, offer) = tokio::time::timeout(ANSWER, async {
             loop {
                 match sig.recv().await? {
-                    Some(SignalMessage::ReflectResponse { observed_addr }) => {
-                        return Ok(observed_addr)
-                    }
+                    Some(SignalMessage::ReflectResponse {
+                        observed_addr,
+                        mapping_port,
+                        mapping_token,
+                    }) => return Ok((observed_addr, mapping_port.zip(mapping_token))),
                     Some(_) => continue,
                     None => return Err(sig.closed_why("reflecting")),
                 }
@@ -107,7 +113,15 @@ pub fn reflect_cmd(args: ReflectArgs) -> Result<()> {
         }
         if args.nat {
             let local = sig.endpoint().local_addr().ok();
-            println!("{addr}\t{}", nat_line(addr, local, sig.raw().is_some()));
+            let mapping = match offer {
+                Some((port, token)) => sig.test_mapping(addr, port, token).await?,
+                None => Mapping::Unknown,
+            };
+            let tested = offer.is_some();
+            println!(
+                "{addr}\t{}",
+                nat_line(addr, local, sig.raw().is_some(), mapping, tested)
+            );
         }
         sig.close().await;
         Ok(())
@@ -120,6 +134,8 @@ fn nat_line(
     observed: std::net::SocketAddr,
     local: Option<std::net::SocketAddr>,
     can_spray: bool,
+    mapping: Mapping,
+    offered: bool,
 ) -> String {
     use wzp_proto::direct_path::BirthdayHalf;
     let observed = crate::nat::canonical(observed);
@@ -130,7 +146,36 @@ fn nat_line(
     if !observed.is_ipv4() {
         return format!("port {port} over IPv6: no NAT is expected there, and no birthday search");
     }
-    match crate::nat::birthday_half_for(observed, local, can_spray) {
+    let moved = observed.port() != port;
+    let independent = mapping == Mapping::Independent;
+    let test = match (mapping, offered) {
+        (Mapping::Independent, _) => {
+            "; the relay's mapping port saw the same address: one mapping for every destination"
+        }
+        (Mapping::Dependent, _) => {
+            "; the relay's mapping port saw another address: a mapping for each destination"
+        }
+        (Mapping::Unknown, true) => {
+            "; the mapping test got no answer (the relay's mapping port filtered on the way?)"
+        }
+        (Mapping::Unknown, false) => "; the relay has no mapping port (mapping not tested)",
+    };
+    let half = crate::nat::birthday_half_for(observed, local, can_spray, independent);
+    if moved && independent {
+        return match half {
+            Some(_) => format!(
+                "the NAT moved port {port} but keeps one mapping for every destination \
+                 (endpoint-independent, as carrier-grade NATs should){test}; a direct call \
+                 reaches peers at this address, and to a peer behind a NAT that maps every \
+                 destination anew it sends the birthday probes from here"
+            ),
+            None => format!(
+                "the NAT moved port {port} but keeps one mapping for every destination{test}; \
+                 this socket cannot send the birthday probes"
+            ),
+        };
+    }
+    let line = match half {
         Some(BirthdayHalf::Search) => format!(
             "the NAT moved port {port} (most likely anew for every destination: symmetric); \
              a direct call to a peer whose port was kept runs the birthday search from here \
@@ -142,7 +187,8 @@ fn nat_line(
              NAT moved its port sends the birthday probes from here when its plain path fails"
         ),
         None => format!("port {port} kept, but this socket cannot send the birthday probes"),
-    }
+    };
+    format!("{line}{test}")
 }
 
 pub fn version_cmd(args: VersionArgs) -> Result<()> {
@@ -173,7 +219,7 @@ pub fn version_cmd(args: VersionArgs) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::nat_line;
+    use super::{nat_line, Mapping};
 
     #[test]
     fn nat_line_says_which_half_the_port_gives() {
@@ -213,8 +259,55 @@ mod tests {
             ("10.0.1.2:40000", None, true, "unknown"),
         ];
         for (observed, local, can, want) in cases {
-            let line = nat_line(a(observed), local.map(a), can);
+            let line = nat_line(a(observed), local.map(a), can, Mapping::Unknown, false);
             assert!(line.contains(want), "{observed}: {line}");
+            if !["over IPv6", "unknown"].contains(&want) {
+                assert!(line.contains("mapping not tested"), "{observed}: {line}");
+            }
+        }
+        // With the relay's mapping test.
+        let cases = [
+            (
+                "10.0.1.2:51234",
+                true,
+                Mapping::Independent,
+                "moved port 40000 but keeps one mapping for every destination",
+            ),
+            (
+                "10.0.1.2:51234",
+                true,
+                Mapping::Independent,
+                "sends the birthday probes from here",
+            ),
+            (
+                "10.0.1.2:51234",
+                false,
+                Mapping::Independent,
+                "cannot send the birthday probes",
+            ),
+            (
+                "10.0.1.2:51234",
+                true,
+                Mapping::Dependent,
+                "runs the birthday search from here",
+            ),
+            (
+                "10.0.1.2:51234",
+                true,
+                Mapping::Dependent,
+                "a mapping for each destination",
+            ),
+            (
+                "10.0.1.2:40000",
+                true,
+                Mapping::Independent,
+                "port 40000 kept",
+            ),
+            ("10.0.1.2:51234", true, Mapping::Unknown, "got no answer"),
+        ];
+        for (observed, can, mapping, want) in cases {
+            let line = nat_line(a(observed), Some(a("[::]:40000")), can, mapping, true);
+            assert!(line.contains(want), "{observed} {mapping:?}: {line}");
         }
     }
 }

@@ -9,14 +9,22 @@ use super::*;
 /// towards its relay carries its socket's port, so a relay-observed port
 /// `peer_addr` other than that one is a NAT that moved it (the peer
 /// searches). A peer that shared no IPv4 address of its own was seen by
-/// its relay at its own address (no NAT: it would spray).
-pub(super) fn peer_half_of(peer_addr: SocketAddr, peer_local: &[SocketAddr]) -> BirthdayHalf {
+/// its relay at its own address (no NAT: it would spray). A peer whose
+/// relay saw its mapping test come from `peer_addr` (`independent`: its NAT
+/// keeps one mapping for every destination, `wzp_proto::mapping`) sprays
+/// even where its port moved: the address is where its packets to us come
+/// from too.
+pub(super) fn peer_half_of(
+    peer_addr: SocketAddr,
+    peer_local: &[SocketAddr],
+    independent: bool,
+) -> BirthdayHalf {
     let socket_port = peer_local
         .iter()
         .find(|a| canonical(**a).is_ipv4())
         .map(SocketAddr::port);
     match socket_port {
-        Some(port) if port != peer_addr.port() => BirthdayHalf::Search,
+        Some(port) if port != peer_addr.port() && !independent => BirthdayHalf::Search,
         _ => BirthdayHalf::Spray,
     }
 }
@@ -32,13 +40,17 @@ pub(super) fn birthday_pairs(own: BirthdayHalf, peer: BirthdayHalf) -> bool {
 }
 
 /// [`DirectPath::birthday_half`] for a side the relay saw at `own`, its
-/// signalling socket bound at `local`, able to send probes from it or not.
+/// signalling socket bound at `local`, able to send probes from it or not,
+/// whose NAT showed one mapping for every destination (`independent`, the
+/// mapping test) or did not. A moved port with one mapping is as good as a
+/// kept one: the peer knows where this side's packets come from.
 pub(crate) fn birthday_half_for(
     own: SocketAddr,
     local: SocketAddr,
     can_spray: bool,
+    independent: bool,
 ) -> Option<BirthdayHalf> {
-    if own.port() != local.port() {
+    if own.port() != local.port() && !independent {
         Some(BirthdayHalf::Search)
     } else if can_spray {
         Some(BirthdayHalf::Spray)
@@ -198,7 +210,10 @@ mod tests {
         ];
         for (local, want) in cases {
             let local: Vec<SocketAddr> = local.iter().map(|s| a(s)).collect();
-            assert_eq!(peer_half_of(peer, &local), want, "{local:?}");
+            assert_eq!(peer_half_of(peer, &local, false), want, "{local:?}");
+            // A peer whose relay saw one mapping for every destination
+            // sprays, its port moved or not.
+            assert_eq!(peer_half_of(peer, &local, true), Spray, "{local:?}");
         }
         // (this side's half, the peer's, whether a search runs)
         for (own, theirs, pairs) in [
@@ -229,7 +244,22 @@ mod tests {
         ];
         for (own, can_spray, want) in cases {
             assert_eq!(
-                birthday_half_for(a(own), local, can_spray),
+                birthday_half_for(a(own), local, can_spray, false),
+                want,
+                "{own} {can_spray}"
+            );
+        }
+        // A NAT that moved the port but showed one mapping for every
+        // destination (a carrier-grade NAT as RFC 6888 asks): the peer
+        // knows where this side's packets come from, so it sprays.
+        let cases = [
+            ("10.0.1.2:51234", true, Some(BirthdayHalf::Spray)),
+            ("10.0.1.2:51234", false, None),
+            ("10.0.1.2:40000", true, Some(BirthdayHalf::Spray)),
+        ];
+        for (own, can_spray, want) in cases {
+            assert_eq!(
+                birthday_half_for(a(own), local, can_spray, true),
                 want,
                 "{own} {can_spray}"
             );

@@ -161,6 +161,12 @@ pub struct DirectPath {
     pub peer_local: Vec<SocketAddr>,
     /// This side's address as the relay saw it.
     pub own_addr: Option<SocketAddr>,
+    /// This side's NAT showed one mapping for every destination (the
+    /// mapping test at registration, `wzp_proto::mapping`).
+    pub own_mapping_independent: bool,
+    /// The peer's did (its relay's `call_setup` flag, or the flag in its
+    /// sealed addresses).
+    pub peer_mapping_independent: bool,
     /// The call's peer, as the call's handshake authenticated it.
     pub peer: Fingerprint,
     /// The call id (the room is `call-` and it).
@@ -233,7 +239,7 @@ impl DirectPath {
     /// ([`birthday_pairs`]).
     fn birthday_half(&self) -> Option<BirthdayHalf> {
         let own = self.own_half()?;
-        birthday_pairs(own, peer_half_of(self.peer_addr?, &self.peer_local)).then_some(own)
+        birthday_pairs(own, self.peer_half()?).then_some(own)
     }
 
     /// The half this side's NAT alone calls for, whatever the peer's.
@@ -243,18 +249,31 @@ impl DirectPath {
         }
         let own = self.own_addr.filter(|a| canonical(*a).is_ipv4())?;
         let local = self.endpoint.local_addr().ok()?;
-        birthday_half_for(own, local, self.raw.is_some())
+        birthday_half_for(own, local, self.raw.is_some(), self.own_mapping_independent)
     }
 
-    /// Both parties' NATs moved their ports towards the relay: no
-    /// birthday search can meet (each side's dial leaves from a port no
-    /// one knows).
+    /// The half the peer takes, as what it shared tells.
+    fn peer_half(&self) -> Option<BirthdayHalf> {
+        Some(peer_half_of(
+            self.peer_addr?,
+            &self.peer_local,
+            self.peer_mapping_independent,
+        ))
+    }
+
+    /// Both parties' NATs moved their ports towards the relay, and neither
+    /// showed one mapping for every destination: no birthday search can
+    /// meet (each side's dial leaves from a port no one knows).
     fn both_move_ports(&self) -> bool {
         self.own_half() == Some(BirthdayHalf::Search)
-            && self
-                .peer_addr
-                .is_some_and(|p| peer_half_of(p, &self.peer_local) == BirthdayHalf::Search)
+            && self.peer_half() == Some(BirthdayHalf::Search)
     }
+}
+
+/// Whether the relay saw this side's socket bound at `local` at another
+/// port (`own`): a NAT moved it.
+pub(crate) fn port_moved(own: Option<SocketAddr>, local: Option<SocketAddr>) -> bool {
+    matches!((own, local), (Some(o), Some(l)) if o.port() != l.port())
 }
 
 /// [`DirectPath::is_peer`]: whether a dial from `remote` is taken, given
@@ -435,6 +454,7 @@ pub(crate) async fn run<F: Fn() -> bool + Clone + Send + 'static>(
         };
         plan.peer_addr = addrs.observed;
         plan.peer_local = addrs.local;
+        plan.peer_mapping_independent = addrs.mapping_independent;
     }
     run_role(plan, identity, io, finished.clone(), until(finished)).await;
     route.close_direct();
@@ -560,7 +580,8 @@ fn note_failure(io: &PathIo, plan: &DirectPath, why: &str, next: Option<Birthday
         );
     } else if loud {
         let both = if plan.both_move_ports() {
-            " (both NATs moved their ports towards the relay: no birthday search can meet)"
+            " (both NATs moved their ports towards the relay, neither keeping one mapping \
+             for every destination: no birthday search can meet)"
         } else {
             ""
         };

@@ -3,12 +3,14 @@
 //! answering the relay's challenge (proto's `PresenceClient`), then carry
 //! direct-call messages and keep-alive pings.
 
+use std::collections::VecDeque;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use wzp_proto::identity::Identity;
+use wzp_proto::mapping::{Mapping, MappingProbe, TOKEN_LEN};
 use wzp_proto::presence::{PresenceClient, PresenceEvent, PresenceStep};
 use wzp_proto::signal::{negotiate_version, Decoded, SignalMessage};
 use wzp_proto::{Seed, TlsFingerprint};
@@ -23,6 +25,16 @@ pub const HANDSHAKE: Duration = Duration::from_secs(3);
 pub const ANSWER: Duration = Duration::from_secs(5);
 /// Keep-alive ping interval (the relay drops registrations silent for 45 s).
 pub const KEEPALIVE: Duration = Duration::from_secs(10);
+/// Longest wait for the answer to a NAT mapping test (the wait is three
+/// round trips to the relay and a quarter second, at most this).
+pub const MAPPING_WAIT: Duration = Duration::from_secs(1);
+/// Probes a mapping test sends at most (spread over its wait).
+pub const MAPPING_PROBES: u32 = 3;
+
+/// How long a mapping test waits for its answer at a round trip of `rtt`.
+pub fn mapping_wait(rtt: Duration) -> Duration {
+    (rtt * 3 + Duration::from_millis(250)).min(MAPPING_WAIT)
+}
 
 /// Who we are and which relay, as every signal subcommand takes them.
 #[derive(Clone, Debug)]
@@ -130,6 +142,9 @@ pub struct Registration {
     pub relay_label: Option<String>,
     /// The relay's version.
     pub version: Option<String>,
+    /// What the NAT mapping test showed of this socket's NAT
+    /// ([`SignalConn::test_mapping`]).
+    pub mapping: Mapping,
 }
 
 /// An open `_signal` connection.
@@ -140,6 +155,13 @@ pub struct SignalConn {
     send: quinn::SendStream,
     reader: SignalReader,
     last_sent: Instant,
+    /// Messages read while waiting for something else (a mapping test's
+    /// answer), handed out by [`SignalConn::recv`] first.
+    pending: VecDeque<SignalMessage>,
+    /// What the last mapping test showed.
+    mapping: Mapping,
+    /// Whether [`SignalConn::register`] runs the mapping test.
+    mapping_test: bool,
 }
 
 impl SignalConn {
@@ -157,6 +179,9 @@ impl SignalConn {
             send,
             reader: SignalReader::new(recv, wzp_proto::signal::MAX_FRAME_LEN),
             last_sent: Instant::now(),
+            pending: VecDeque::new(),
+            mapping: Mapping::Unknown,
+            mapping_test: true,
         };
         s.send(&SignalMessage::hello(Some(format!(
             "wzp-client {}",
@@ -181,6 +206,17 @@ impl SignalConn {
     /// direct path's birthday probes), where the socket can be shared.
     pub fn raw(&self) -> Option<&quic::RawSender> {
         self.raw.as_ref()
+    }
+
+    /// Whether [`SignalConn::register`] runs the NAT mapping test (on by
+    /// default; a call kept on the relay has no use for it).
+    pub fn set_mapping_test(&mut self, on: bool) {
+        self.mapping_test = on;
+    }
+
+    /// What the mapping test at registration showed of this socket's NAT.
+    pub fn mapping(&self) -> Mapping {
+        self.mapping
     }
 
     /// Registers `identity` (answers the relay's challenge).
@@ -208,12 +244,21 @@ impl SignalConn {
                     observed_addr,
                     relay_label,
                     version,
+                    mapping,
                 }) => {
+                    let mapping = match (observed_addr, mapping) {
+                        (Some(at), Some((port, token))) if self.mapping_test => {
+                            self.test_mapping(at, port, token).await?
+                        }
+                        _ => Mapping::Unknown,
+                    };
+                    self.mapping = mapping;
                     return Ok(Registration {
                         observed_addr,
                         relay_label,
                         version,
-                    })
+                        mapping,
+                    });
                 }
                 PresenceStep::Event(PresenceEvent::Refused { reason }) => {
                     bail!("the relay refused the registration: {reason}")
@@ -221,6 +266,52 @@ impl SignalConn {
                 PresenceStep::Ignored => {}
             }
         }
+    }
+
+    /// The NAT mapping test (`wzp_proto::mapping`): sends a probe with
+    /// `token` from the signalling socket to the relay's mapping `port` (a
+    /// few times, in case one is lost) and compares the address the relay
+    /// saw it from with `observed`, the connection's. `Unknown` when no
+    /// answer comes within [`mapping_wait`] (the port filtered on the way,
+    /// or the probes lost) or the socket cannot send one. Messages that come
+    /// meanwhile are kept for [`SignalConn::recv`].
+    pub async fn test_mapping(
+        &mut self,
+        observed: SocketAddr,
+        port: u16,
+        token: [u8; TOKEN_LEN],
+    ) -> Result<Mapping> {
+        let Some(raw) = self.raw.clone() else {
+            return Ok(Mapping::Unknown);
+        };
+        let to = SocketAddr::new(self.conn.remote_address().ip().to_canonical(), port);
+        let probe = MappingProbe { token }.encode();
+        let wait = mapping_wait(self.conn.rtt());
+        let deadline = tokio::time::Instant::now() + wait;
+        for k in 1..=MAPPING_PROBES {
+            if let Err(e) = raw.send_to(&probe, to) {
+                tracing::debug!(%to, error = %e, "mapping probe not sent");
+            }
+            let next = if k == MAPPING_PROBES {
+                deadline
+            } else {
+                (tokio::time::Instant::now() + wait / MAPPING_PROBES).min(deadline)
+            };
+            loop {
+                let msg = match tokio::time::timeout_at(next, self.recv_fresh()).await {
+                    Err(_) => break,
+                    Ok(m) => m?,
+                };
+                match msg {
+                    Some(SignalMessage::MappingObserved { observed_addr }) => {
+                        return Ok(Mapping::from_observations(observed, observed_addr));
+                    }
+                    Some(m) => self.pending.push_back(m),
+                    None => return Ok(Mapping::Unknown),
+                }
+            }
+        }
+        Ok(Mapping::Unknown)
     }
 
     /// Why the relay closed the connection, for an error message.
@@ -261,6 +352,14 @@ impl SignalConn {
     /// the stream. Sends a keep-alive ping when the connection has been
     /// quiet for [`KEEPALIVE`]. Cancel-safe.
     pub async fn recv(&mut self) -> Result<Option<SignalMessage>> {
+        if let Some(m) = self.pending.pop_front() {
+            return Ok(Some(m));
+        }
+        self.recv_fresh().await
+    }
+
+    /// [`SignalConn::recv`] without the messages kept aside.
+    async fn recv_fresh(&mut self) -> Result<Option<SignalMessage>> {
         loop {
             let quiet = KEEPALIVE.saturating_sub(self.last_sent.elapsed());
             let frame = tokio::select! {

@@ -122,6 +122,8 @@ pub fn samples() -> Vec<SignalMessage> {
             relay_label: None,
             version: None,
             fingerprint: None,
+            mapping_port: None,
+            mapping_token: None,
         },
         M::RegisterPresenceAck {
             success: true,
@@ -131,6 +133,8 @@ pub fn samples() -> Vec<SignalMessage> {
             relay_label: Some("Relay A".into()),
             version: Some("0.1.0 (abc1234)".into()),
             fingerprint: Some(fp(7)),
+            mapping_port: Some(4434),
+            mapping_token: Some([0x3c; 16]),
         },
         M::PresenceChallenge { nonce: [0xa5; 32] },
         M::Error {
@@ -190,10 +194,21 @@ pub fn samples() -> Vec<SignalMessage> {
             peer_direct_addr: Some("198.51.100.7:1234".parse().unwrap()),
             peer_local_addrs: vec!["192.168.1.20:1234".parse().unwrap()],
             peer_fingerprint: Some(fp(2)),
+            peer_mapping_independent: true,
         },
         M::Reflect,
         M::ReflectResponse {
             observed_addr: "127.0.0.1:5555".parse().unwrap(),
+            mapping_port: None,
+            mapping_token: None,
+        },
+        M::ReflectResponse {
+            observed_addr: "127.0.0.1:5555".parse().unwrap(),
+            mapping_port: Some(5556),
+            mapping_token: Some([0x11; 16]),
+        },
+        M::MappingObserved {
+            observed_addr: "203.0.113.9:40001".parse().unwrap(),
         },
         M::FederationHello {
             tls_fingerprint: tls(0xab),

@@ -331,6 +331,22 @@ pub fn render(s: &Services, signal: &SignalViews) -> String {
     }
     head(
         &mut out,
+        "wzp_signal_mapping_probes_total",
+        "counter",
+        "Datagrams on the mapping port: probes answered on their client's signal connection, probes dropped (a token of no connection, or one answered 4 times), and datagrams that are not probes.",
+    );
+    for (result, v) in [
+        ("answered", hc.mapping_answered),
+        ("dropped", hc.mapping_dropped),
+        ("not_a_probe", signal.mapping_not_probes),
+    ] {
+        let _ = writeln!(
+            out,
+            "wzp_signal_mapping_probes_total{{result=\"{result}\"}} {v}"
+        );
+    }
+    head(
+        &mut out,
         "wzp_signal_call_transitions_total",
         "counter",
         "Direct-call state changes (a new call counts as ended -> pending).",

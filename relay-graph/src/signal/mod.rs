@@ -79,6 +79,10 @@ pub struct SignalConfig {
     pub rate: RateLimit,
     /// Most messages queued to one connection and not yet written.
     pub max_outbound: usize,
+    /// The UDP port answering clients' NAT mapping tests
+    /// ([`wzp_proto::mapping`]), given to them at registration and in
+    /// `reflect_response`; none: no test.
+    pub mapping_port: Option<u16>,
 }
 
 impl SignalConfig {
@@ -98,6 +102,7 @@ impl SignalConfig {
             register_timeout: Duration::from_secs(10),
             rate: RateLimit::default(),
             max_outbound: 256,
+            mapping_port: None,
         }
     }
 }
@@ -168,6 +173,14 @@ pub enum Input {
     /// user registered here, or the far party's ringing, answer, confirm or
     /// hangup.
     Federated(CallSignal),
+    /// A mapping probe ([`wzp_proto::mapping::MappingProbe`]) came to the
+    /// mapping port.
+    MappingProbe {
+        /// Its token.
+        token: [u8; wzp_proto::mapping::TOKEN_LEN],
+        /// Its source address.
+        from: SocketAddr,
+    },
 }
 
 impl Input {
@@ -349,6 +362,11 @@ pub struct HubCounters {
     pub registrations: u64,
     /// Registrations that replaced an older one.
     pub replaced: u64,
+    /// Mapping probes answered (`mapping_observed` sent).
+    pub mapping_answered: u64,
+    /// Mapping probes dropped: a token no connection has, or a connection
+    /// answered [`wzp_proto::mapping::MAX_ANSWERS`] times already.
+    pub mapping_dropped: u64,
     refusals: HashMap<&'static str, u64>,
 }
 
@@ -388,6 +406,8 @@ pub struct SignalHub {
     /// Addresses callers offered for direct media, by call id.
     caller_addrs: HashMap<String, Shared>,
     register_deadlines: BinaryHeap<Reverse<(Instant, ConnId)>>,
+    /// Each connection's mapping-probe token.
+    mapping_tokens: HashMap<[u8; wzp_proto::mapping::TOKEN_LEN], ConnId>,
     actions: VecDeque<Action>,
     counters: HubCounters,
 }
@@ -402,6 +422,7 @@ impl SignalHub {
             sessions: HashMap::new(),
             caller_addrs: HashMap::new(),
             register_deadlines: BinaryHeap::new(),
+            mapping_tokens: HashMap::new(),
             actions: VecDeque::new(),
             counters: HubCounters::default(),
         }
@@ -512,6 +533,8 @@ impl SignalHub {
                 nonce,
             } => {
                 self.counters.connections += 1;
+                self.mapping_tokens
+                    .insert(wzp_proto::mapping::token_for(&nonce), conn);
                 self.sessions.insert(
                     conn,
                     SignalSession::new(remote, nonce, self.config.rate, now),
@@ -542,6 +565,45 @@ impl SignalHub {
             }
             Input::Disconnected { conn } => self.forget(conn),
             Input::Federated(s) => self.federated(s, now),
+            Input::MappingProbe { token, from } => self.mapping_probe(token, from),
+        }
+    }
+
+    /// Answers a mapping probe on its connection, at most
+    /// [`wzp_proto::mapping::MAX_ANSWERS`] times a connection; a token of
+    /// no live connection is dropped (counted, nothing sent anywhere).
+    fn mapping_probe(&mut self, token: [u8; wzp_proto::mapping::TOKEN_LEN], from: SocketAddr) {
+        let Some(&conn) = self.mapping_tokens.get(&token) else {
+            self.counters.mapping_dropped += 1;
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            self.counters.mapping_dropped += 1;
+            return;
+        };
+        if s.mapping_answers >= wzp_proto::mapping::MAX_ANSWERS {
+            self.counters.mapping_dropped += 1;
+            return;
+        }
+        s.mapping_answers += 1;
+        s.mapping = wzp_proto::mapping::Mapping::from_observations(s.remote, from);
+        self.counters.mapping_answered += 1;
+        self.send(
+            conn,
+            SignalMessage::MappingObserved {
+                observed_addr: from,
+            },
+        );
+    }
+
+    /// The mapping port and this connection's token, to give its client.
+    fn mapping_offer(
+        &self,
+        conn: ConnId,
+    ) -> (Option<u16>, Option<[u8; wzp_proto::mapping::TOKEN_LEN]>) {
+        match (self.config.mapping_port, self.sessions.get(&conn)) {
+            (Some(port), Some(s)) => (Some(port), Some(wzp_proto::mapping::token_for(&s.nonce))),
+            _ => (None, None),
         }
     }
 
@@ -652,9 +714,11 @@ impl SignalHub {
     /// Drops every trace of a connection: its session, its registration,
     /// its calls (the other parties are told).
     fn forget(&mut self, conn: ConnId) {
-        if self.sessions.remove(&conn).is_none() {
+        let Some(s) = self.sessions.remove(&conn) else {
             return;
-        }
+        };
+        self.mapping_tokens
+            .remove(&wzp_proto::mapping::token_for(&s.nonce));
         if let Some(fp) = self.presence.remove_conn(conn) {
             self.push(Action::Event(Event::Unregistered {
                 conn,
@@ -854,10 +918,13 @@ impl SignalHub {
             M::RegisterPresence { .. } => self.register(conn, &m, now),
             M::Reflect => {
                 if let Some(remote) = self.sessions.get(&conn).map(|s| s.remote) {
+                    let (mapping_port, mapping_token) = self.mapping_offer(conn);
                     self.send(
                         conn,
                         M::ReflectResponse {
                             observed_addr: remote,
+                            mapping_port,
+                            mapping_token,
                         },
                     );
                 }
@@ -930,6 +997,8 @@ impl SignalHub {
                         relay_label: None,
                         version: None,
                         fingerprint: None,
+                        mapping_port: None,
+                        mapping_token: None,
                     },
                 );
                 self.refuse_and_close(conn, refusal, CloseCode::BadRegistration, reason);
@@ -966,6 +1035,7 @@ impl SignalHub {
                 format!("{fp} registered again from {remote}; this registration is replaced"),
             );
         }
+        let (mapping_port, mapping_token) = self.mapping_offer(conn);
         self.send(
             conn,
             SignalMessage::RegisterPresenceAck {
@@ -976,6 +1046,8 @@ impl SignalHub {
                 relay_label: self.config.relay_label.clone(),
                 version: Some(self.config.version.clone()),
                 fingerprint: Some(fp),
+                mapping_port,
+                mapping_token,
             },
         );
     }
@@ -1231,13 +1303,14 @@ impl SignalHub {
             fingerprints: local,
         });
         let call_id = &call.id;
-        for (to, (peer_addr, peer_local), peer) in [
-            (call.caller_conn, callee, call.callee),
-            (call.callee_conn, caller, call.caller),
+        for (to, (peer_addr, peer_local), peer, peer_conn) in [
+            (call.caller_conn, callee, call.callee, call.callee_conn),
+            (call.callee_conn, caller, call.caller, call.caller_conn),
         ] {
             if to == ConnId::FEDERATION {
                 continue;
             }
+            let peer_mapping_independent = self.mapping_independent(peer_conn, peer_addr);
             self.send(
                 to,
                 SignalMessage::CallSetup {
@@ -1247,8 +1320,23 @@ impl SignalHub {
                     peer_direct_addr: peer_addr,
                     peer_local_addrs: peer_local,
                     peer_fingerprint: Some(peer),
+                    peer_mapping_independent,
                 },
             );
+        }
+    }
+
+    /// Whether the client on `conn` showed, by its mapping probe, that its
+    /// NAT keeps the mapping `addr` (the address it shared) for every
+    /// destination: the probe came from where its connection does, and that
+    /// is `addr`.
+    fn mapping_independent(&self, conn: ConnId, addr: Option<SocketAddr>) -> bool {
+        let canon = |a: SocketAddr| (a.ip().to_canonical(), a.port());
+        match (self.sessions.get(&conn), addr) {
+            (Some(s), Some(a)) => {
+                s.mapping == wzp_proto::mapping::Mapping::Independent && canon(s.remote) == canon(a)
+            }
+            _ => false,
         }
     }
 

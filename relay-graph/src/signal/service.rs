@@ -51,6 +51,9 @@ pub struct SignalViews {
     pub counters: HubCounters,
     #[serde(skip)]
     pub transitions: Vec<(String, u64)>,
+    /// Datagrams on the mapping port that were not probes.
+    #[serde(skip)]
+    pub mapping_not_probes: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -127,6 +130,7 @@ impl CallView {
 pub struct SignalService {
     tx: mpsc::Sender<Cmd>,
     next_conn: AtomicU64,
+    not_probes: AtomicU64,
 }
 
 impl SignalService {
@@ -138,6 +142,7 @@ impl SignalService {
         SignalService {
             tx,
             next_conn: AtomicU64::new(1),
+            not_probes: AtomicU64::new(0),
         }
     }
 
@@ -157,13 +162,33 @@ impl SignalService {
         }
     }
 
+    /// A mapping probe from `from` (never blocks; a full queue drops it,
+    /// and the client, hearing nothing, sends another or goes without).
+    pub fn mapping_probe(&self, token: [u8; wzp_proto::mapping::TOKEN_LEN], from: SocketAddr) {
+        let _ = self
+            .tx
+            .try_send(Cmd::Input(Input::MappingProbe { token, from }));
+    }
+
+    /// A datagram on the mapping port that is not a probe (counted).
+    pub fn mapping_not_a_probe(&self) {
+        self.not_probes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Datagrams on the mapping port that were not probes.
+    pub fn not_probes(&self) -> u64 {
+        self.not_probes.load(Ordering::Relaxed)
+    }
+
     /// The hub's views (presence, calls, counters).
     pub async fn views(&self) -> SignalViews {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(Cmd::Query(tx)).await.is_err() {
             return SignalViews::default();
         }
-        rx.await.unwrap_or_default()
+        let mut v = rx.await.unwrap_or_default();
+        v.mapping_not_probes = self.not_probes();
+        v
     }
 }
 
@@ -250,6 +275,7 @@ async fn run_hub(mut hub: SignalHub, mut rx: mpsc::Receiver<Cmd>, services: Weak
                     calls,
                     counters: hub.counters().clone(),
                     transitions,
+                    mapping_not_probes: 0,
                 });
             }
         }

@@ -93,6 +93,10 @@ pub struct SignalSession {
     drops: u32,
     /// Messages handed to the shell and not yet reported written.
     pub in_flight: usize,
+    /// `mapping_observed` answers given.
+    pub mapping_answers: u8,
+    /// What the last mapping probe showed of the client's NAT.
+    pub mapping: wzp_proto::mapping::Mapping,
 }
 
 /// What the rate limiter says about one frame.
@@ -128,6 +132,8 @@ impl SignalSession {
             drops_since: now,
             drops: 0,
             in_flight: 0,
+            mapping_answers: 0,
+            mapping: wzp_proto::mapping::Mapping::Unknown,
         }
     }
 

@@ -1158,6 +1158,10 @@ enum NatKind {
     CallerSymmetric,
     /// Bob's NAT symmetric, Alice's a home router's.
     CalleeSymmetric,
+    /// Alice's NAT moves her UDP ports but keeps one mapping per socket
+    /// for every destination (a carrier-grade NAT as RFC 6888 asks:
+    /// `MASQUERADE --to-ports`), Bob's symmetric.
+    CallerCgnCalleeSymmetric,
     /// Symmetric for IPv4, and IPv6 routed with no NAT: `pub` 2001:db8:1::1
     /// and 2001:db8:2::1, `a` 2001:db8:a::2 and `b` 2001:db8:b::2, the
     /// routers' firewalls letting nothing new in from outside.
@@ -1178,6 +1182,7 @@ impl Nats {
             NatKind::Symmetric => "symmetric",
             NatKind::CallerSymmetric => "a-symmetric",
             NatKind::CalleeSymmetric => "b-symmetric",
+            NatKind::CallerCgnCalleeSymmetric => "a-cgn-b-symmetric",
             NatKind::SymmetricWithIpv6 => "ipv6",
         };
         let out = Command::new("bash")
@@ -1537,6 +1542,57 @@ fn birthday_search(kind: NatKind, name: &str) {
         "{failed}"
     );
     // Then the search's path comes up, carries the call, and Bob hears it.
+    path_through_both_nats(&mut a, &mut b, &dir, &speech);
+    drop(nats);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Alice behind a carrier-grade NAT that moved her port but keeps one
+/// mapping per socket for every destination, Bob behind a symmetric one.
+/// By ports alone both NATs moved theirs and no search could meet; the
+/// relay's mapping test tells Alice's apart (its second port saw her
+/// probe at the address her connection has) and Bob learns it with her
+/// address. So Alice, the port she shared being where her packets to Bob
+/// come from, sends the probes; Bob searches, dials her from the socket a
+/// probe came through on, and the path comes up and carries the call.
+#[test]
+fn a_carrier_grade_nat_that_keeps_its_mapping_meets_a_symmetric_nat_by_a_birthday_search() {
+    let Some((_s, dir, nats)) = nat_test_of("nats-cgn", NatKind::CallerCgnCalleeSymmetric) else {
+        return;
+    };
+    let (relay, mut a, mut b, speech) = call_across_nats_for(&nats, &dir, "16s");
+    for (ns, public, want) in [
+        (
+            "a",
+            [10, 0, 1, 1],
+            "but keeps one mapping for every destination",
+        ),
+        ("b", [10, 0, 2, 1], "a mapping for each destination"),
+    ] {
+        let at = SocketAddr::from((public, relay.addr.port()));
+        let mut r = client_in(
+            Some(&nats.ns(ns)),
+            at,
+            &dir,
+            &relay,
+            ns,
+            &["reflect", "--nat"],
+            &[],
+        );
+        assert!(r.exit(WAIT).success(), "{:?}", r.drain());
+        let said = r.drain().join("\n");
+        assert!(
+            said.contains("the NAT moved port") && said.contains(want),
+            "{ns}: {said}"
+        );
+    }
+    let failed = a.expect_line("no direct path to ", WAIT);
+    assert!(
+        failed.contains("10.0.2.2:")
+            && failed.contains(" yet (")
+            && failed.contains("sends birthday probes"),
+        "{failed}"
+    );
     path_through_both_nats(&mut a, &mut b, &dir, &speech);
     drop(nats);
     let _ = std::fs::remove_dir_all(dir);
@@ -1903,6 +1959,19 @@ fn across_relays_a_birthday_search_meets_a_symmetric_nat() {
     across_two_relays_for(
         "nats-fed-bday",
         NatKind::CalleeSymmetric,
+        ("peer 10.0.2.2:", "peer 10.0.1.2:"),
+        "16s",
+    );
+}
+
+/// Across two relays no relay knows both parties: Alice's mapping flag
+/// reaches Bob sealed with her addresses (`PathAddrs` flag bit 1), and the
+/// carrier-grade NAT meets the symmetric one as on one relay.
+#[test]
+fn across_relays_a_carrier_grade_nat_meets_a_symmetric_nat() {
+    across_two_relays_for(
+        "nats-fed-cgn",
+        NatKind::CallerCgnCalleeSymmetric,
         ("peer 10.0.2.2:", "peer 10.0.1.2:"),
         "16s",
     );

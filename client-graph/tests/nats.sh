@@ -3,8 +3,10 @@
 #   bash nats.sh TAG KIND
 # TAG prefixes every namespace and interface (at most 13 bytes); KIND is home,
 # symmetric (MASQUERADE --random-fully on both NATs), a-symmetric or
-# b-symmetric (on one), or ipv6 (symmetric, plus routed IPv6 behind
-# stateful firewalls). Namespaces TAGpub (10.0.1.1, 10.0.2.1), TAGna and
+# b-symmetric (on one), a-cgn-b-symmetric (a's NAT moves UDP ports into
+# 40000-40999 but keeps one mapping per socket for every destination, as
+# RFC 6888 asks of carrier-grade NATs; b's symmetric), or ipv6 (symmetric,
+# plus routed IPv6 behind stateful firewalls). Namespaces TAGpub (10.0.1.1, 10.0.2.1), TAGna and
 # TAGnb (the NATs: 10.0.1.2, 10.0.2.2), TAGa (192.168.1.2) and TAGb
 # (192.168.2.2); remove them with `ip netns del`.
 set -e
@@ -25,7 +27,12 @@ ex ${S}a ip route add default via 192.168.1.1
 ex ${S}b ip route add default via 192.168.2.1
 for x in a b; do
   RANDOM_PORTS=
-  case $2 in symmetric|ipv6|$x-symmetric) RANDOM_PORTS=--random-fully;; esac
+  case $2 in symmetric|ipv6|$x-symmetric|a-cgn-$x-symmetric) RANDOM_PORTS=--random-fully;; esac
+  case $2 in $x-cgn-*)
+    # Endpoint-independent, port moved: without --random the kernel reuses
+    # a socket's mapped port for every destination.
+    ex ${S}n$x iptables -w -t nat -A POSTROUTING -o ${S}${x}p -p udp -j MASQUERADE --to-ports 40000-40999;;
+  esac
   ex ${S}n$x iptables -w -t nat -A POSTROUTING -o ${S}${x}p -j MASQUERADE $RANDOM_PORTS
   # A home router's firewall: nothing new comes in from outside.
   ex ${S}n$x iptables -w -A INPUT -i ${S}${x}p -m conntrack --ctstate NEW -j DROP

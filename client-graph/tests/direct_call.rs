@@ -39,6 +39,8 @@ struct Relay {
     addr: SocketAddr,
     fingerprint: String,
     metrics: Option<SocketAddr>,
+    /// Its mapping port (none: off).
+    mapping: Option<SocketAddr>,
 }
 
 fn start_relay(dir: &Path, listen: &str) -> Relay {
@@ -78,6 +80,7 @@ fn start_relay_in(ns: Option<&str>, dir: &Path, listen: &str, extra: &[&str]) ->
         addr: field("quic").parse().unwrap(),
         fingerprint: field("fingerprint"),
         metrics: field("metrics").parse().ok(),
+        mapping: field("mapping").parse().ok(),
         proc,
     }
 }
@@ -620,6 +623,48 @@ fn reflect_and_version_check_answer_from_the_relay() {
     assert_eq!(addr.ip().to_string(), "127.0.0.1");
     assert_ne!(addr.port(), 0);
     assert!(r.exit(WAIT).success());
+    // The mapping test over loopback (no NAT): the relay's mapping port
+    // sees the address its QUIC port does. With the test off, it says so.
+    let mut r = client(&dir, &relay, "alice", &["reflect", "--nat"], &[]);
+    let line = r.expect_line("127.0.0.1:", WAIT);
+    assert!(
+        line.contains(" kept ") && line.contains("one mapping for every destination"),
+        "{line}"
+    );
+    assert!(r.exit(WAIT).success());
+    let quiet = tmp("reflect-no-mapping");
+    let off = start_relay_with(&quiet, "127.0.0.1:0", &["--no-mapping-test"]);
+    let mut r = client(&quiet, &off, "alice", &["reflect", "--nat"], &[]);
+    let line = r.expect_line("127.0.0.1:", WAIT);
+    assert!(line.contains("the relay has no mapping port"), "{line}");
+    assert!(r.exit(WAIT).success());
+    assert_eq!(off.mapping, None);
+    drop(off);
+    // The mapping port is the listen port + 1 by default, any free port
+    // when that one is taken.
+    assert_eq!(
+        relay.mapping.map(|m| m.ip()),
+        Some(relay.addr.ip()),
+        "the mapping port is on the listen address"
+    );
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let next = taken.local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{}", next - 1);
+    if std::net::UdpSocket::bind(&listen).is_ok() {
+        let moved = start_relay_with(&quiet, &listen, &[]);
+        let m = moved.mapping.expect("a mapping port");
+        assert!(m.port() != next && m.port() != 0, "{m}");
+        drop(moved);
+    }
+    let free = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let at = free.local_addr().unwrap().port();
+    drop(free);
+    if std::net::UdpSocket::bind(("127.0.0.1", at + 1)).is_ok() {
+        let fixed = start_relay_with(&quiet, &format!("127.0.0.1:{at}"), &[]);
+        assert_eq!(fixed.mapping.map(|m| m.port()), Some(at + 1));
+        drop(fixed);
+    }
+    let _ = std::fs::remove_dir_all(quiet);
 
     let out = Command::new(bin("wzp-relay"))
         .arg("--version")

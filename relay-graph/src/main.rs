@@ -116,8 +116,11 @@ fn print_fingerprint(identity: Option<PathBuf>, config: Option<PathBuf>) -> anyh
 const EXAMPLES: &str = "\
 Examples:
   wzp-relay --listen 0.0.0.0:4433 --metrics-addr 127.0.0.1:9090
-      Serve on UDP 4433 with /metrics, /rooms, /sessions, ... on 9090;
-      prints the TLS fingerprint clients and peers pin.
+      Serve on UDP 4433 with /metrics, /rooms, /sessions, ... on 9090, and
+      clients' NAT mapping tests on UDP 4434; prints the TLS fingerprint
+      clients and peers pin.
+  wzp-relay --listen 0.0.0.0:443 --mapping-port 8443
+      The mapping test on another port (only UDP 443 and 8443 open).
   wzp-relay -c /etc/wzp/relay.toml
       Run from a config file (written with commented defaults if missing).
   wzp-relay --listen 127.0.0.1:0 --event-log events.jsonl --debug-tap '*'

@@ -119,6 +119,13 @@ fn bind_mapping(cfg: &Config, quic: SocketAddr) -> anyhow::Result<Option<std::ne
 /// on the probing client's signal connection. Ends with the relay.
 async fn serve_mapping(socket: tokio::net::UdpSocket, services: std::sync::Weak<Services>) {
     let mut buf = [0u8; 64];
+    // A flood of forged probes (24 bytes anyone can send) must not crowd
+    // the signal hub's queue: beyond the rate they are counted and dropped.
+    let mut bucket = crate::signal::TokenBucket::new(
+        crate::signal::MAPPING_PROBES_PER_S,
+        crate::signal::MAPPING_PROBES_PER_S,
+        std::time::Instant::now(),
+    );
     loop {
         let Ok((n, from)) = socket.recv_from(&mut buf).await else {
             // ICMP-caused errors on some systems; nothing to do but read on.
@@ -129,6 +136,9 @@ async fn serve_mapping(socket: tokio::net::UdpSocket, services: std::sync::Weak<
             return;
         };
         match wzp_proto::mapping::MappingProbe::parse(&buf[..n]) {
+            Some(_) if !bucket.take(std::time::Instant::now()) => {
+                services.signal.mapping_rate_limited()
+            }
             Some(p) => services.signal.mapping_probe(p.token, from),
             None => services.signal.mapping_not_a_probe(),
         }

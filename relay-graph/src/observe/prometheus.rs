@@ -333,11 +333,12 @@ pub fn render(s: &Services, signal: &SignalViews) -> String {
         &mut out,
         "wzp_signal_mapping_probes_total",
         "counter",
-        "Datagrams on the mapping port: probes answered on their client's signal connection, probes dropped (a token of no connection, or one answered 4 times), and datagrams that are not probes.",
+        "Datagrams on the mapping port: probes answered on their client's signal connection, probes dropped (a token of no connection, or one answered 4 times), probes over the rate (2000 a second), and datagrams that are not probes.",
     );
     for (result, v) in [
         ("answered", hc.mapping_answered),
         ("dropped", hc.mapping_dropped),
+        ("rate_limited", signal.mapping_rate_limited),
         ("not_a_probe", signal.mapping_not_probes),
     ] {
         let _ = writeln!(

@@ -58,6 +58,11 @@ use crate::calls::{
 pub use crate::presence::ConnId;
 use crate::presence::{PresenceRegistry, Registered};
 
+/// Mapping probes the relay passes to the hub per second (and at once):
+/// a client sends three at registration, so this serves hundreds of
+/// registrations a second; a flood beyond it is dropped before the hub.
+pub const MAPPING_PROBES_PER_S: f64 = 2000.0;
+
 /// Settings of the signal service.
 #[derive(Clone, Debug)]
 pub struct SignalConfig {

@@ -54,6 +54,9 @@ pub struct SignalViews {
     /// Datagrams on the mapping port that were not probes.
     #[serde(skip)]
     pub mapping_not_probes: u64,
+    /// Probes dropped over the rate.
+    #[serde(skip)]
+    pub mapping_rate_limited: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -131,6 +134,7 @@ pub struct SignalService {
     tx: mpsc::Sender<Cmd>,
     next_conn: AtomicU64,
     not_probes: AtomicU64,
+    limited_probes: AtomicU64,
 }
 
 impl SignalService {
@@ -143,6 +147,7 @@ impl SignalService {
             tx,
             next_conn: AtomicU64::new(1),
             not_probes: AtomicU64::new(0),
+            limited_probes: AtomicU64::new(0),
         }
     }
 
@@ -180,6 +185,11 @@ impl SignalService {
         self.not_probes.load(Ordering::Relaxed)
     }
 
+    /// A probe dropped over [`super::MAPPING_PROBES_PER_S`] (counted).
+    pub fn mapping_rate_limited(&self) {
+        self.limited_probes.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The hub's views (presence, calls, counters).
     pub async fn views(&self) -> SignalViews {
         let (tx, rx) = oneshot::channel();
@@ -188,6 +198,7 @@ impl SignalService {
         }
         let mut v = rx.await.unwrap_or_default();
         v.mapping_not_probes = self.not_probes();
+        v.mapping_rate_limited = self.limited_probes.load(Ordering::Relaxed);
         v
     }
 }
@@ -276,6 +287,7 @@ async fn run_hub(mut hub: SignalHub, mut rx: mpsc::Receiver<Cmd>, services: Weak
                     counters: hub.counters().clone(),
                     transitions,
                     mapping_not_probes: 0,
+                    mapping_rate_limited: 0,
                 });
             }
         }

@@ -30,6 +30,8 @@ pub struct RelayProc {
     child: Child,
     pub quic: SocketAddr,
     pub metrics: Option<SocketAddr>,
+    /// The mapping port (none: off).
+    pub mapping: Option<SocketAddr>,
     pub fingerprint: TlsFingerprint,
     /// Every stdout line after the `listening` line, and all of stderr.
     pub log: Arc<Mutex<Vec<String>>>,
@@ -93,11 +95,13 @@ impl RelayProc {
                 };
                 let quic = field("quic").parse().unwrap();
                 let metrics = field("metrics").parse().ok();
+                let mapping = field("mapping").parse().ok();
                 let fingerprint = field("fingerprint").parse().unwrap();
                 return RelayProc {
                     child,
                     quic,
                     metrics,
+                    mapping,
                     fingerprint,
                     log,
                     stdout_head: head,

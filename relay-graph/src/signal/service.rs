@@ -66,6 +66,9 @@ pub struct PresenceView {
     /// Unix ms when it registered.
     pub since: u64,
     pub observed_addr: String,
+    /// What its NAT mapping test showed: `"independent"` (one mapping for
+    /// every destination), `"per_destination"`, or `"untested"`.
+    pub mapping: &'static str,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -250,6 +253,11 @@ async fn run_hub(mut hub: SignalHub, mut rx: mpsc::Receiver<Cmd>, services: Weak
                         alias: p.alias.clone(),
                         since: unix_ms_at(p.since, now),
                         observed_addr: p.observed_addr.to_string(),
+                        mapping: match hub.session(p.conn).map(|s| s.mapping) {
+                            Some(wzp_proto::mapping::Mapping::Independent) => "independent",
+                            Some(wzp_proto::mapping::Mapping::Dependent) => "per_destination",
+                            _ => "untested",
+                        },
                     })
                     .collect();
                 let calls = hub

@@ -13,7 +13,7 @@ use super::direct::{
     flush, run_media, MediaArgs, RelayArgs, EXIT_BUSY, EXIT_FAILED, EXIT_NOT_ONLINE,
     EXIT_NO_ANSWER, EXIT_REJECTED,
 };
-use crate::signal::SignalConn;
+use crate::signal::{MappingTest, SignalConn};
 
 pub const CALL_EXAMPLES: &str = "\
 Examples:
@@ -72,7 +72,11 @@ pub fn call_cmd(args: CallArgs) -> Result<i32> {
         .context("starting the network runtime")?;
     rt.block_on(async move {
         let (mut sig, relay_fp) = SignalConn::open(&relay).await?;
-        sig.set_mapping_test(!args.media.relay_only);
+        sig.set_mapping_test(if args.media.relay_only {
+            MappingTest::Off
+        } else {
+            MappingTest::Background
+        });
         let reg = sig
             .register(&identity, relay_fp, args.media.alias.clone())
             .await?;

@@ -12,7 +12,7 @@ use wzp_proto::handshake::EphemeralKey;
 use wzp_proto::signal::{AcceptMode, SignalMessage};
 
 use super::direct::{flush, run_media, MediaArgs, RelayArgs};
-use crate::signal::{ConnectError, SignalConn};
+use crate::signal::{ConnectError, MappingTest, SignalConn};
 
 pub const LISTEN_EXAMPLES: &str = "\
 Examples:
@@ -85,7 +85,11 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                 }
                 Err(e) => return Err(e.into()),
             };
-            sig.set_mapping_test(!args.media.relay_only);
+            sig.set_mapping_test(if args.media.relay_only {
+                MappingTest::Off
+            } else {
+                MappingTest::Wait
+            });
             let reg = match sig
                 .register(&identity, relay_fp, args.media.alias.clone())
                 .await

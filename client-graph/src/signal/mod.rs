@@ -31,6 +31,20 @@ pub const MAPPING_WAIT: Duration = Duration::from_secs(1);
 /// Probes a mapping test sends at most (spread over its wait).
 pub const MAPPING_PROBES: u32 = 3;
 
+/// How [`SignalConn::register`] runs the NAT mapping test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MappingTest {
+    /// Not at all (a call kept on the relay has no use for it).
+    Off,
+    /// Sends the probes and goes on; the answer is taken in by
+    /// [`SignalConn::recv`] when it comes (a caller: its call is offered at
+    /// once, and the answer is in long before the callee's).
+    Background,
+    /// Waits for the answer (at most [`mapping_wait`]): a listener, whose
+    /// mapping must be known before a call comes, and which says it.
+    Wait,
+}
+
 /// How long a mapping test waits for its answer at a round trip of `rtt`.
 pub fn mapping_wait(rtt: Duration) -> Duration {
     (rtt * 3 + Duration::from_millis(250)).min(MAPPING_WAIT)
@@ -160,8 +174,11 @@ pub struct SignalConn {
     pending: VecDeque<SignalMessage>,
     /// What the last mapping test showed.
     mapping: Mapping,
-    /// Whether [`SignalConn::register`] runs the mapping test.
-    mapping_test: bool,
+    /// The observed address a mapping test under way compares its answer
+    /// with.
+    mapping_of: Option<SocketAddr>,
+    /// How [`SignalConn::register`] runs the mapping test.
+    mapping_test: MappingTest,
 }
 
 impl SignalConn {
@@ -181,7 +198,8 @@ impl SignalConn {
             last_sent: Instant::now(),
             pending: VecDeque::new(),
             mapping: Mapping::Unknown,
-            mapping_test: true,
+            mapping_of: None,
+            mapping_test: MappingTest::Wait,
         };
         s.send(&SignalMessage::hello(Some(format!(
             "wzp-client {}",
@@ -208,10 +226,10 @@ impl SignalConn {
         self.raw.as_ref()
     }
 
-    /// Whether [`SignalConn::register`] runs the NAT mapping test (on by
-    /// default; a call kept on the relay has no use for it).
-    pub fn set_mapping_test(&mut self, on: bool) {
-        self.mapping_test = on;
+    /// How [`SignalConn::register`] runs the NAT mapping test (default:
+    /// [`MappingTest::Wait`]).
+    pub fn set_mapping_test(&mut self, how: MappingTest) {
+        self.mapping_test = how;
     }
 
     /// What the mapping test at registration showed of this socket's NAT.
@@ -246,9 +264,13 @@ impl SignalConn {
                     version,
                     mapping,
                 }) => {
-                    let mapping = match (observed_addr, mapping) {
-                        (Some(at), Some((port, token))) if self.mapping_test => {
+                    let mapping = match (observed_addr, mapping, self.mapping_test) {
+                        (Some(at), Some((port, token)), MappingTest::Wait) => {
                             self.test_mapping(at, port, token).await?
+                        }
+                        (Some(at), Some((port, token)), MappingTest::Background) => {
+                            self.start_mapping_test(at, port, token);
+                            Mapping::Unknown
                         }
                         _ => Mapping::Unknown,
                     };
@@ -284,6 +306,7 @@ impl SignalConn {
         let Some(raw) = self.raw.clone() else {
             return Ok(Mapping::Unknown);
         };
+        self.mapping_of = Some(observed);
         let to = SocketAddr::new(self.conn.remote_address().ip().to_canonical(), port);
         let probe = MappingProbe { token }.encode();
         let wait = mapping_wait(self.conn.rtt());
@@ -312,6 +335,31 @@ impl SignalConn {
             }
         }
         Ok(Mapping::Unknown)
+    }
+
+    /// The mapping test without waiting: a task sends the probes (spread
+    /// over [`mapping_wait`]), and [`SignalConn::recv`] takes the answer in
+    /// when it comes ([`SignalConn::mapping`] is `Unknown` until then).
+    pub fn start_mapping_test(&mut self, observed: SocketAddr, port: u16, token: [u8; TOKEN_LEN]) {
+        let Some(raw) = self.raw.clone() else {
+            return;
+        };
+        self.mapping_of = Some(observed);
+        let to = SocketAddr::new(self.conn.remote_address().ip().to_canonical(), port);
+        let probe = MappingProbe { token }.encode();
+        let every = mapping_wait(self.conn.rtt()) / MAPPING_PROBES;
+        tokio::spawn(async move {
+            for k in 1..=MAPPING_PROBES {
+                if let Err(e) = raw.send_to(&probe, to) {
+                    tracing::debug!(%to, error = %e, "mapping probe not sent");
+                }
+                if k < MAPPING_PROBES {
+                    // Pacing the probes, not waiting for anything: the
+                    // answer is read by `recv`.
+                    tokio::time::sleep(every).await;
+                }
+            }
+        });
     }
 
     /// Why the relay closed the connection, for an error message.
@@ -351,11 +399,22 @@ impl SignalConn {
     /// The next message this build knows; `Ok(None)` when the relay ended
     /// the stream. Sends a keep-alive ping when the connection has been
     /// quiet for [`KEEPALIVE`]. Cancel-safe.
+    /// A mapping test's answer is taken in here, not returned.
     pub async fn recv(&mut self) -> Result<Option<SignalMessage>> {
-        if let Some(m) = self.pending.pop_front() {
-            return Ok(Some(m));
+        loop {
+            let m = match self.pending.pop_front() {
+                Some(m) => Some(m),
+                None => self.recv_fresh().await?,
+            };
+            match m {
+                Some(SignalMessage::MappingObserved { observed_addr }) => {
+                    if let Some(at) = self.mapping_of {
+                        self.mapping = Mapping::from_observations(at, observed_addr);
+                    }
+                }
+                other => return Ok(other),
+            }
         }
-        self.recv_fresh().await
     }
 
     /// [`SignalConn::recv`] without the messages kept aside.

@@ -14,7 +14,10 @@ With `--nats` (root: network namespaces and iptables, as the NAT tests in
 client-graph/tests/direct_call.rs, whose `nats.sh` it runs), one relay on
 a public network and each party behind its own NAT instead: two home
 routers (hole punching), then the caller's NAT symmetric, then the
-callee's (the birthday search, which starts once the plain path failed).
+callee's (the birthday search, which starts once the plain path failed),
+then the caller behind a carrier-grade NAT that moves ports but keeps one
+mapping per socket and the callee's symmetric (the caller sprays, known to
+keep its mapping by the relay's mapping test).
 
     python3 benches/direct_path/setup.py            # 5 calls each
     python3 benches/direct_path/setup.py --runs 11
@@ -220,7 +223,8 @@ def main():
         if os.geteuid() != 0:
             sys.exit("--nats needs root (network namespaces, iptables)")
         for kind, name in (("home", "two home NATs"), ("a-symmetric", "caller symm."),
-                           ("b-symmetric", "callee symm.")):
+                           ("b-symmetric", "callee symm."),
+                           ("a-cgn-b-symmetric", "CGN to symm.")):
             runs = [one_nat_call(kind) for _ in range(args.runs)]
             a = [round(r[0]) for r in runs]
             b = [round(r[1]) for r in runs]

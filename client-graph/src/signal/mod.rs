@@ -157,7 +157,8 @@ pub struct Registration {
     /// The relay's version.
     pub version: Option<String>,
     /// What the NAT mapping test showed of this socket's NAT
-    /// ([`SignalConn::test_mapping`]).
+    /// ([`SignalConn::test_mapping`]); with [`MappingTest::Background`]
+    /// `Unknown` here, and [`SignalConn::mapping`] once the answer came.
     pub mapping: Mapping,
 }
 
@@ -179,6 +180,9 @@ pub struct SignalConn {
     mapping_of: Option<SocketAddr>,
     /// How [`SignalConn::register`] runs the mapping test.
     mapping_test: MappingTest,
+    /// The relay ended the stream while a mapping test waited: the next
+    /// [`SignalConn::recv`] says so once `pending` is empty.
+    ended: bool,
 }
 
 impl SignalConn {
@@ -200,6 +204,7 @@ impl SignalConn {
             mapping: Mapping::Unknown,
             mapping_of: None,
             mapping_test: MappingTest::Wait,
+            ended: false,
         };
         s.send(&SignalMessage::hello(Some(format!(
             "wzp-client {}",
@@ -330,7 +335,10 @@ impl SignalConn {
                         return Ok(Mapping::from_observations(observed, observed_addr));
                     }
                     Some(m) => self.pending.push_back(m),
-                    None => return Ok(Mapping::Unknown),
+                    None => {
+                        self.ended = true;
+                        return Ok(Mapping::Unknown);
+                    }
                 }
             }
         }
@@ -404,6 +412,7 @@ impl SignalConn {
         loop {
             let m = match self.pending.pop_front() {
                 Some(m) => Some(m),
+                None if self.ended => None,
                 None => self.recv_fresh().await?,
             };
             match m {

@@ -640,30 +640,21 @@ fn reflect_and_version_check_answer_from_the_relay() {
     assert!(r.exit(WAIT).success());
     assert_eq!(off.mapping, None);
     drop(off);
-    // The mapping port is the listen port + 1 by default, any free port
-    // when that one is taken.
-    assert_eq!(
-        relay.mapping.map(|m| m.ip()),
-        Some(relay.addr.ip()),
-        "the mapping port is on the listen address"
-    );
-    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let next = taken.local_addr().unwrap().port();
-    let listen = format!("127.0.0.1:{}", next - 1);
-    if std::net::UdpSocket::bind(&listen).is_ok() {
-        let moved = start_relay_with(&quiet, &listen, &[]);
-        let m = moved.mapping.expect("a mapping port");
-        assert!(m.port() != next && m.port() != 0, "{m}");
-        drop(moved);
-    }
+    // By default the mapping port is any free port on the listen address;
+    // `--mapping-port` fixes it.
+    let m = relay.mapping.expect("a mapping port by default");
+    assert_eq!(m.ip(), relay.addr.ip(), "on the listen address");
+    assert_ne!(m.port(), relay.addr.port());
     let free = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let at = free.local_addr().unwrap().port();
     drop(free);
-    if std::net::UdpSocket::bind(("127.0.0.1", at + 1)).is_ok() {
-        let fixed = start_relay_with(&quiet, &format!("127.0.0.1:{at}"), &[]);
-        assert_eq!(fixed.mapping.map(|m| m.port()), Some(at + 1));
-        drop(fixed);
-    }
+    let fixed = start_relay_with(&quiet, "127.0.0.1:0", &["--mapping-port", &at.to_string()]);
+    assert_eq!(fixed.mapping.map(|m| m.port()), Some(at));
+    let mut r = client(&quiet, &fixed, "alice", &["reflect", "--nat"], &[]);
+    let line = r.expect_line("127.0.0.1:", WAIT);
+    assert!(line.contains("one mapping for every destination"), "{line}");
+    assert!(r.exit(WAIT).success());
+    drop(fixed);
     let _ = std::fs::remove_dir_all(quiet);
 
     let out = Command::new(bin("wzp-relay"))
@@ -2081,9 +2072,11 @@ fn across_two_relays_for(name: &str, kind: NatKind, sees: (&str, &str), secs: &s
     let got = a.expect_line("shared its addresses for a direct path", WAIT);
     assert!(got.contains("10.0.2.2:"), "{got}");
     path_between(&mut a, &mut b, &dir, &speech, sees.0, sees.1);
+    // Alice's addresses, sent twice: with her mapping test's flag, then
+    // without it for a peer of an older build (docs/WIRE.md §10.2).
     let m = http_get_in(&pubns, r1_http, "/metrics");
     assert!(
-        m.contains("wzp_federation_calls_total{event=\"path_forwarded\"} 1\n"),
+        m.contains("wzp_federation_calls_total{event=\"path_forwarded\"} 2\n"),
         "{m}"
     );
     drop((r1, r3, nats));

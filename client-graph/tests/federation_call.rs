@@ -602,9 +602,11 @@ fn a_trusted_call_across_relays_takes_a_direct_path() {
     let (more3, more1) = (forwarded_to(&r2, "r3") - to3, forwarded_to(&r2, "r1") - to1);
     println!("relay 2 carried {more3} datagrams to r3 and {more1} to r1 after the path was up");
     assert!(more3 < 40.0 && more1 < 40.0, "{more3} / {more1}");
+    // Each party's addresses, twice: with its mapping test's flag, then
+    // without it for a peer of an older build (docs/WIRE.md §10.2).
     let m2 = http_get(&r2, "/metrics");
     assert!(
-        m2.contains("wzp_federation_calls_total{event=\"path_forwarded\"} 2\n"),
+        m2.contains("wzp_federation_calls_total{event=\"path_forwarded\"} 4\n"),
         "{m2}"
     );
     let heard_by_bob = read_wav_mono(&dir.join("bob-heard.wav")).unwrap().samples;

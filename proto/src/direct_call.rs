@@ -30,7 +30,7 @@
 //! // The relay forwards the answer and sends call_setup to both.
 //! let setup = |peer| SignalMessage::CallSetup { call_id: "c1".into(), room: "call-c1".into(),
 //!     relay_addr: "relay:4433".into(), peer_direct_addr: None, peer_local_addrs: vec![],
-//!     peer_fingerprint: Some(peer), peer_mapping_independent: false };
+//!     peer_fingerprint: Some(peer), peer_mapping: wzp_proto::mapping::Mapping::Unknown };
 //! assert!(out.handle(&answer).is_none());
 //! let Some(CallEvent::Answered(a)) = out.handle(&setup(bob.fingerprint())) else { panic!() };
 //! let confirm = out.poll_send().unwrap();
@@ -124,10 +124,9 @@ pub struct CallReady {
     pub peer_direct_addr: Option<SocketAddr>,
     /// The peer's own addresses on its network, when both allowed it.
     pub peer_local_addrs: Vec<SocketAddr>,
-    /// The relay saw the peer's mapping test come from `peer_direct_addr`:
-    /// the peer's NAT keeps one mapping for every destination
-    /// ([`crate::mapping`]).
-    pub peer_mapping_independent: bool,
+    /// What the relay's mapping test showed of the peer's NAT, for
+    /// `peer_direct_addr` ([`crate::mapping`]; untested without it).
+    pub peer_mapping: crate::mapping::Mapping,
     /// How the callee answered: with [`AcceptMode::AcceptTrusted`] the two
     /// parties may share their addresses for a direct path (through the
     /// relay on one relay, sealed in `call_path` across relays).
@@ -173,7 +172,7 @@ struct Setup {
     relay_addr: String,
     peer_direct_addr: Option<SocketAddr>,
     peer_local_addrs: Vec<SocketAddr>,
-    peer_mapping_independent: bool,
+    peer_mapping: crate::mapping::Mapping,
 }
 
 fn setup_of(msg: &SignalMessage) -> Setup {
@@ -183,7 +182,7 @@ fn setup_of(msg: &SignalMessage) -> Setup {
             relay_addr,
             peer_direct_addr,
             peer_local_addrs,
-            peer_mapping_independent,
+            peer_mapping,
             ..
         } => Setup {
             room: room.clone(),
@@ -194,7 +193,11 @@ fn setup_of(msg: &SignalMessage) -> Setup {
                 .copied()
                 .take(crate::signal::MAX_LOCAL_ADDRS)
                 .collect(),
-            peer_mapping_independent: *peer_mapping_independent && peer_direct_addr.is_some(),
+            peer_mapping: if peer_direct_addr.is_some() {
+                *peer_mapping
+            } else {
+                crate::mapping::Mapping::Unknown
+            },
         },
         _ => unreachable!("setup_of is only called on call_setup"),
     }
@@ -231,7 +234,7 @@ fn ready(call_id: &str, keys: &SessionKeys, setup: &Setup, accept_mode: AcceptMo
         relay_addr: setup.relay_addr.clone(),
         peer_direct_addr: setup.peer_direct_addr,
         peer_local_addrs: setup.peer_local_addrs.clone(),
-        peer_mapping_independent: setup.peer_mapping_independent,
+        peer_mapping: setup.peer_mapping,
         accept_mode,
     }))
 }
@@ -815,7 +818,7 @@ mod tests {
 
     fn setup(call_id: &str) -> SignalMessage {
         SignalMessage::CallSetup {
-            peer_mapping_independent: false,
+            peer_mapping: crate::mapping::Mapping::Unknown,
             call_id: call_id.into(),
             room: format!("call-{call_id}"),
             relay_addr: "r:1".into(),

@@ -89,18 +89,23 @@ impl MappingProbe {
     }
 }
 
-/// What a client learned of its NAT's mapping.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// What a client learned of its NAT's mapping. In JSON (`call_setup`'s
+/// `peer_mapping`): `"untested"`, `"independent"`, `"per_destination"`;
+/// a value this build does not know reads as untested.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Mapping {
-    /// Not tested (an older relay, no mapping port, or no answer).
-    #[default]
-    Unknown,
     /// The relay saw the probe from the observed address: one mapping for
     /// (at least) two destinations.
+    #[serde(rename = "independent")]
     Independent,
     /// The probe came from another address: the NAT maps each destination
     /// anew.
+    #[serde(rename = "per_destination")]
     Dependent,
+    /// Not tested (an older relay or client, no mapping port, or no answer).
+    #[default]
+    #[serde(rename = "untested", other)]
+    Unknown,
 }
 
 impl Mapping {
@@ -116,6 +121,16 @@ impl Mapping {
         } else {
             Mapping::Dependent
         }
+    }
+
+    /// Whether tested at all.
+    pub fn is_known(self) -> bool {
+        self != Mapping::Unknown
+    }
+
+    /// Whether not tested (serde's `skip_serializing_if`).
+    pub fn is_unknown(&self) -> bool {
+        *self == Mapping::Unknown
     }
 
     /// For people and logs.
@@ -155,6 +170,26 @@ mod tests {
             MappingProbe::parse(&good),
             Some(MappingProbe { token: [9; 16] })
         );
+    }
+
+    #[test]
+    fn the_mapping_reads_from_json_and_an_unknown_value_is_untested() {
+        for (json, want) in [
+            ("\"independent\"", Mapping::Independent),
+            ("\"per_destination\"", Mapping::Dependent),
+            ("\"untested\"", Mapping::Unknown),
+            ("\"port_preserving\"", Mapping::Unknown),
+        ] {
+            assert_eq!(
+                serde_json::from_str::<Mapping>(json).unwrap(),
+                want,
+                "{json}"
+            );
+        }
+        for m in [Mapping::Independent, Mapping::Dependent, Mapping::Unknown] {
+            let json = serde_json::to_string(&m).unwrap();
+            assert_eq!(serde_json::from_str::<Mapping>(&json).unwrap(), m);
+        }
     }
 
     #[test]

@@ -20,8 +20,9 @@
 //! [`MAX_PATH_ADDRS_PLAIN`], so a relay cannot tell from the length how
 //! many addresses a party has, or of which family.
 //! Plaintext: `version (1) | flags (1: bit 0, an observed address follows;
-//! bit 1, with bit 0 only, the party's NAT keeps one mapping for every
-//! destination, [`crate::mapping`]) | [observed] | count (1, at most MAX_LOCAL_ADDRS) | count x address |
+//! with bit 0 only, bit 1: the party's NAT keeps one mapping for every
+//! destination, or bit 2: a mapping per destination, [`crate::mapping`])
+//! | [observed] | count (1, at most MAX_LOCAL_ADDRS) | count x address |
 //! zeros`,
 //! each address `family (1: 4 or 6) | IP (4 or 16) | port (2, BE)`. An
 //! IPv4 address is always family 4 (an IPv4-mapped IPv6 one is refused, so
@@ -39,7 +40,7 @@
 //! # let (r, resp) = Responder::respond(&bob, EphemeralKey::from_bytes([4; 32]), b"c", &init, None).unwrap();
 //! # let (caller_keys, fin) = i.finish(&resp).unwrap();
 //! # let callee_keys = r.confirm(&fin).unwrap();
-//! let mine = PathAddrs { observed: Some("198.51.100.7:40000".parse().unwrap()), local: vec!["10.0.0.2:40000".parse().unwrap()], mapping_independent: false };
+//! let mine = PathAddrs { observed: Some("198.51.100.7:40000".parse().unwrap()), local: vec!["10.0.0.2:40000".parse().unwrap()], mapping: Default::default() };
 //! let sealed = mine.seal(&caller_keys, "abc123", [9; 12]);
 //! assert_eq!(PathAddrs::open(&sealed, &callee_keys, "abc123").unwrap(), mine);
 //! // Sent back to its sender, or read for another call, it does not open.
@@ -88,13 +89,13 @@ pub struct PathAddrs {
     /// Its own addresses on its network (at most [`MAX_LOCAL_ADDRS`]; more
     /// are not sealed).
     pub local: Vec<SocketAddr>,
-    /// Its relay saw its mapping test ([`crate::mapping`]) come from
-    /// `observed`: its NAT keeps one mapping for every destination, even
-    /// where it moved the port (only meaningful with `observed`). Flag bit
-    /// 1; a sender sets it only where its port moved, the one case where
-    /// it changes what the peer does, so a peer of a build that predates it
-    /// (which refuses unknown flags) is not cut off where it did not need it.
-    pub mapping_independent: bool,
+    /// What its mapping test ([`crate::mapping`]) showed of its NAT, for
+    /// `observed` (written only with `observed`): flag bit 1 independent,
+    /// bit 2 per destination. A build that predates them refuses either,
+    /// so a sender that sets one sends the same addresses without it
+    /// right after ([`PathAddrs::without_mapping`]): the peer acts on the
+    /// first that opens and reads.
+    pub mapping: crate::mapping::Mapping,
 }
 
 /// Why a sealed `call_path` was not read.
@@ -113,6 +114,15 @@ pub enum PathAddrsError {
 }
 
 impl PathAddrs {
+    /// The same addresses with no mapping flag: what a peer of a build that
+    /// predates the flags reads.
+    pub fn without_mapping(&self) -> PathAddrs {
+        PathAddrs {
+            mapping: crate::mapping::Mapping::Unknown,
+            ..self.clone()
+        }
+    }
+
     /// Whether there is nothing to share.
     pub fn is_empty(&self) -> bool {
         self.observed.is_none() && self.local.is_empty()
@@ -122,8 +132,12 @@ impl PathAddrs {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(MAX_PATH_ADDRS_PLAIN);
         out.push(PATH_ADDRS_VERSION);
-        let independent = self.mapping_independent && self.observed.is_some();
-        out.push(u8::from(self.observed.is_some()) | (u8::from(independent) << 1));
+        let mapping = match (self.observed, self.mapping) {
+            (Some(_), crate::mapping::Mapping::Independent) => 0b010,
+            (Some(_), crate::mapping::Mapping::Dependent) => 0b100,
+            _ => 0,
+        };
+        out.push(u8::from(self.observed.is_some()) | mapping);
         if let Some(a) = self.observed {
             put_addr(&mut out, a);
         }
@@ -162,16 +176,22 @@ impl PathAddrs {
         if r.byte()? != PATH_ADDRS_VERSION {
             return Err(PathAddrsError::Malformed("unknown version"));
         }
-        let (observed, mapping_independent) = match r.byte()? {
-            0 => (None, false),
-            1 => (Some(r.addr()?), false),
-            3 => (Some(r.addr()?), true),
-            2 => {
+        use crate::mapping::Mapping;
+        let flags = r.byte()?;
+        let mapping = match flags >> 1 {
+            0 => Mapping::Unknown,
+            1 => Mapping::Independent,
+            2 => Mapping::Dependent,
+            _ => return Err(PathAddrsError::Malformed("unknown flags")),
+        };
+        let observed = match flags & 1 {
+            1 => Some(r.addr()?),
+            _ if mapping.is_known() => {
                 return Err(PathAddrsError::Malformed(
                     "a mapping flag without an observed address",
                 ))
             }
-            _ => return Err(PathAddrsError::Malformed("unknown flags")),
+            _ => None,
         };
         let n = r.byte()? as usize;
         if n > MAX_LOCAL_ADDRS {
@@ -184,7 +204,7 @@ impl PathAddrs {
             PathAddrs {
                 observed,
                 local,
-                mapping_independent,
+                mapping,
             },
             r.0,
         ))
@@ -348,27 +368,30 @@ mod tests {
     }
 
     #[test]
-    fn the_mapping_flag_travels_only_with_an_observed_address() {
+    fn the_mapping_flags_travel_only_with_an_observed_address() {
+        use crate::mapping::Mapping;
         let obs: SocketAddr = "198.51.100.7:40000".parse().unwrap();
-        let with = PathAddrs {
-            observed: Some(obs),
-            local: vec!["10.0.0.2:5000".parse().unwrap()],
-            mapping_independent: true,
-        };
-        assert_eq!(with.encode()[1], 0b11);
-        assert_eq!(PathAddrs::decode(&with.encode()), Ok(with.clone()));
-        // Unset, the plaintext is the one a build that predates the flag writes.
-        let without = PathAddrs {
-            mapping_independent: false,
-            ..with.clone()
-        };
-        assert_eq!(without.encode()[1], 1);
-        assert_eq!(PathAddrs::decode(&without.encode()), Ok(without));
+        for (mapping, flags) in [
+            (Mapping::Independent, 0b011),
+            (Mapping::Dependent, 0b101),
+            (Mapping::Unknown, 0b001),
+        ] {
+            let with = PathAddrs {
+                observed: Some(obs),
+                local: vec!["10.0.0.2:5000".parse().unwrap()],
+                mapping,
+            };
+            assert_eq!(with.encode()[1], flags, "{mapping:?}");
+            assert_eq!(PathAddrs::decode(&with.encode()), Ok(with.clone()));
+            // Without the flag, the plaintext a build that predates it writes.
+            assert_eq!(with.without_mapping().encode()[1], 1);
+            assert_eq!(with.without_mapping().mapping, Mapping::Unknown);
+        }
         // With no observed address the flag means nothing and is not written.
         let none = PathAddrs {
             observed: None,
             local: Vec::new(),
-            mapping_independent: true,
+            mapping: Mapping::Independent,
         };
         assert_eq!(none.encode(), [PATH_ADDRS_VERSION, 0, 0]);
         let cases: &[(&[u8], &str)] = &[
@@ -376,7 +399,15 @@ mod tests {
                 &[PATH_ADDRS_VERSION, 2, 0],
                 "a mapping flag without an observed address",
             ),
-            (&[PATH_ADDRS_VERSION, 4, 0], "unknown flags"),
+            (
+                &[PATH_ADDRS_VERSION, 4, 0],
+                "a mapping flag without an observed address",
+            ),
+            (
+                &[PATH_ADDRS_VERSION, 7, 4, 1, 2, 3, 4, 0, 1, 0],
+                "unknown flags",
+            ),
+            (&[PATH_ADDRS_VERSION, 8, 0], "unknown flags"),
             (
                 &[PATH_ADDRS_VERSION, 0x83, 4, 1, 2, 3, 4, 0, 1, 0],
                 "unknown flags",
@@ -397,7 +428,7 @@ mod tests {
         let a = PathAddrs {
             observed: Some(v6),
             local: vec![v6; MAX_LOCAL_ADDRS + 2],
-            mapping_independent: true,
+            mapping: crate::mapping::Mapping::Dependent,
         };
         assert_eq!(a.encode().len(), MAX_PATH_ADDRS_PLAIN);
         assert_eq!(

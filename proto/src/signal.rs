@@ -439,11 +439,11 @@ pub enum SignalMessage {
         /// The other party's fingerprint (the only two admitted to `room`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         peer_fingerprint: Option<Fingerprint>,
-        /// The relay saw the other party's mapping test
-        /// ([`crate::mapping`]) come from `peer_direct_addr`: its NAT keeps
-        /// one mapping for every destination, even where it moved the port.
-        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-        peer_mapping_independent: bool,
+        /// What the relay's mapping test ([`crate::mapping`]) showed of the
+        /// other party's NAT, for the address in `peer_direct_addr`
+        /// (absent: untested).
+        #[serde(default, skip_serializing_if = "crate::mapping::Mapping::is_unknown")]
+        peer_mapping: crate::mapping::Mapping,
     },
     /// Client asks the relay for its server-reflexive address.
     Reflect,

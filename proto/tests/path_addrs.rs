@@ -29,7 +29,7 @@ fn addr(s: &str) -> SocketAddr {
 /// Alice's addresses: observed IPv4, four own-network ones (IPv4 and IPv6).
 fn alice_addrs() -> PathAddrs {
     PathAddrs {
-        mapping_independent: false,
+        mapping: Default::default(),
         observed: Some(addr("198.51.100.7:40000")),
         local: vec![
             addr("10.0.0.2:40000"),
@@ -43,7 +43,7 @@ fn alice_addrs() -> PathAddrs {
 /// Bob's addresses: observed IPv6, two own-network ones.
 fn bob_addrs() -> PathAddrs {
     PathAddrs {
-        mapping_independent: false,
+        mapping: Default::default(),
         observed: Some(addr("[2001:db8:ffff::9]:51000")),
         local: vec![addr("172.16.4.4:51000"), addr("[fe80::1]:51001")],
     }
@@ -51,7 +51,7 @@ fn bob_addrs() -> PathAddrs {
 
 fn setup(call_id: &str, peer: &Identity) -> SignalMessage {
     SignalMessage::CallSetup {
-        peer_mapping_independent: false,
+        peer_mapping: Default::default(),
         call_id: call_id.into(),
         room: format!("call-{call_id}"),
         relay_addr: "relay.example:4433".into(),
@@ -229,7 +229,7 @@ fn a_trusted_call_carries_each_partys_addresses_to_the_other() {
 
     // Either side may share again (a new address), with a fresh nonce.
     let later = PathAddrs {
-        mapping_independent: false,
+        mapping: Default::default(),
         observed: Some(addr("203.0.113.1:1")),
         local: vec![],
     };
@@ -354,7 +354,7 @@ fn share_path_is_refused_unless_trusted_and_keyed() {
 fn a_relay_cannot_forge_addresses_with_keys_of_its_own_handshakes() {
     let mut c = trusted("f1");
     let fake = PathAddrs {
-        mapping_independent: false,
+        mapping: Default::default(),
         observed: Some(addr("203.0.113.66:6666")),
         local: vec![addr("10.6.6.6:6666")],
     };
@@ -493,7 +493,7 @@ fn a_path_from_another_call_between_the_same_two_is_dropped() {
     let mut now = trusted("x1");
     let mut other = answered("x2", 1, 2, 40, AcceptMode::AcceptTrusted);
     let old = PathAddrs {
-        mapping_independent: false,
+        mapping: Default::default(),
         observed: Some(addr("198.51.100.200:9")),
         local: vec![],
     };
@@ -611,12 +611,12 @@ fn decode_reads_back_what_encode_wrote() {
         alice_addrs(),
         bob_addrs(),
         PathAddrs {
-            mapping_independent: false,
+            mapping: Default::default(),
             observed: None,
             local: vec![addr("[2001:db8::1]:65535"); MAX_LOCAL_ADDRS],
         },
         PathAddrs {
-            mapping_independent: false,
+            mapping: Default::default(),
             observed: Some(addr("1.2.3.4:1")),
             local: vec![],
         },
@@ -628,7 +628,7 @@ fn decode_reads_back_what_encode_wrote() {
     }
     // The exact bytes of one.
     let v = PathAddrs {
-        mapping_independent: false,
+        mapping: Default::default(),
         observed: Some(addr("192.0.2.1:258")),
         local: vec![addr("[::1]:1")],
     };
@@ -644,7 +644,7 @@ fn encode_keeps_at_most_four_own_addresses() {
         .map(|k| SocketAddr::from(([10, 0, 0, k], 4000 + u16::from(k))))
         .collect();
     let v = PathAddrs {
-        mapping_independent: false,
+        mapping: Default::default(),
         observed: Some(addr("[2001:db8::7]:7")),
         local: local.clone(),
     };
@@ -655,7 +655,7 @@ fn encode_keeps_at_most_four_own_addresses() {
     assert_eq!(got.local, local[..MAX_LOCAL_ADDRS]);
     // All IPv6 and more than four: the longest plaintext.
     let v6 = PathAddrs {
-        mapping_independent: false,
+        mapping: Default::default(),
         observed: Some(addr("[2001:db8::7]:7")),
         local: vec![addr("[2001:db8::8]:8"); 9],
     };
@@ -709,8 +709,22 @@ fn decode_refuses_bad_plaintexts() {
             vec![1, 3, 0],
             Malformed("unknown address family"),
         ),
-        ("flags 4", vec![1, 4, 0], Malformed("unknown flags")),
-        ("flags 7", vec![1, 7, 0], Malformed("unknown flags")),
+        (
+            "flags 4 (the per-destination flag alone)",
+            vec![1, 4, 0],
+            Malformed("a mapping flag without an observed address"),
+        ),
+        (
+            "flags 5 (observed, per destination), no address",
+            vec![1, 5, 0],
+            Malformed("unknown address family"),
+        ),
+        (
+            "flags 7 (both mapping flags)",
+            vec![1, 7, 0],
+            Malformed("unknown flags"),
+        ),
+        ("flags 8", vec![1, 8, 0], Malformed("unknown flags")),
         ("flags 0x80", vec![1, 0x80, 0], Malformed("unknown flags")),
         (
             "truncated observed address",
@@ -823,7 +837,7 @@ fn decode_refuses_bad_plaintexts() {
     assert_eq!(
         PathAddrs::decode(&cat(&[&[1, 1], &good, &[1], &good])).unwrap(),
         PathAddrs {
-            mapping_independent: false,
+            mapping: Default::default(),
             observed: Some(addr("10.0.0.1:4000")),
             local: vec![addr("10.0.0.1:4000")],
         }
@@ -859,7 +873,7 @@ fn open_refuses_lengths_outside_the_bounds_before_anything_else() {
     );
     // The shortest and longest genuine ones open.
     let longest = PathAddrs {
-        mapping_independent: false,
+        mapping: Default::default(),
         observed: Some(addr("[2001:db8::1]:1")),
         local: vec![addr("[2001:db8::2]:2"); MAX_LOCAL_ADDRS],
     };

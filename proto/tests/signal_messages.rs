@@ -91,7 +91,7 @@ fn old_json_without_optional_fields_parses() {
     assert_eq!(
         msg(r#"{"type":"call_setup","call_id":"d1","room":"call-d1","relay_addr":"1.2.3.4:4433"}"#),
         SignalMessage::CallSetup {
-            peer_mapping_independent: false,
+            peer_mapping: Default::default(),
             call_id: "d1".into(),
             room: "call-d1".into(),
             relay_addr: "1.2.3.4:4433".into(),

@@ -60,9 +60,8 @@ pub struct Config {
     /// How long a direct call may ring unanswered (1..=600 s).
     pub ringing_timeout_s: u64,
     /// UDP port, on the listen address, answering clients' NAT mapping
-    /// tests (`wzp_proto::mapping`); absent: the listen port + 1, or any
-    /// free port when that is taken or the listen port is 0. Must differ
-    /// from the listen port.
+    /// tests (`wzp_proto::mapping`); absent: any free port. Must differ from
+    /// the listen port, and not be 0.
     pub mapping_port: Option<u16>,
     /// Whether the mapping port runs at all (default true).
     pub mapping_test: bool,
@@ -279,9 +278,9 @@ ringing_timeout_s = 30
 # tests: a client sends one small probe there from its signalling socket and
 # learns (over its signal connection; nothing is sent back by UDP) whether its
 # NAT gives that socket one address for every destination, which decides how
-# its calls find a direct path. Default: the listen port + 1 (any free port
-# when that is taken or the listen port is 0). Open it where 4433 is open.
-# mapping_port = 4434
+# its calls find a direct path. Default: any free port (the `listening` line
+# names it); behind a firewall, fix it and open it where 4433 is open.
+# mapping_port = 4443
 # mapping_test = true
 
 # Log each media header of one room (its room id, 32 hex digits, which
@@ -436,13 +435,17 @@ impl Config {
                 )));
             }
         }
-        if self
-            .mapping_port
-            .is_some_and(|p| p == self.listen.port() && p != 0)
-        {
+        if self.mapping_port == Some(0) {
+            return Err(bad(
+                "mapping_port = 0: leave it unset for any free port, or set mapping_test = false \
+                 to run none"
+                    .into(),
+            ));
+        }
+        if self.mapping_port.is_some_and(|p| p == self.listen.port()) {
             return Err(bad(format!(
-                "mapping_port = {} is the listen port; use another port (default: the listen \
-                 port + 1) or mapping_test = false",
+                "mapping_port = {} is the listen port; use another port (unset: any free \
+                 port) or mapping_test = false",
                 self.listen.port()
             )));
         }
@@ -663,6 +666,7 @@ mod tests {
                 "mapping_port = 4433 is the listen port",
             ),
             ("mapping_port = 70000", "mapping_port"),
+            ("mapping_port = 0", "leave it unset for any free port"),
             ("mapping_test = 1", "mapping_test"),
             (
                 "call_room_size = 1",

@@ -83,8 +83,9 @@ pub struct Relay {
 }
 
 /// Binds the mapping port ([`crate::config::Config::mapping_port`]): the one
-/// configured (an error if it cannot be had), else the QUIC port + 1, else
-/// any free port (a relay on port 0 takes any). `None` when turned off.
+/// configured (an error if it cannot be had), else any free port (a fixed
+/// default would collide with relays on adjacent ports of one machine).
+/// `None` when turned off.
 fn bind_mapping(cfg: &Config, quic: SocketAddr) -> anyhow::Result<Option<std::net::UdpSocket>> {
     if !cfg.mapping_test {
         return Ok(None);
@@ -99,13 +100,6 @@ fn bind_mapping(cfg: &Config, quic: SocketAddr) -> anyhow::Result<Option<std::ne
             )
         });
     }
-    let next = quic
-        .port()
-        .checked_add(1)
-        .filter(|_| cfg.listen.port() != 0);
-    if let Some(Ok(s)) = next.map(at) {
-        return Ok(Some(s));
-    }
     match at(0) {
         Ok(s) => Ok(Some(s)),
         Err(e) => {
@@ -119,8 +113,9 @@ fn bind_mapping(cfg: &Config, quic: SocketAddr) -> anyhow::Result<Option<std::ne
 /// on the probing client's signal connection. Ends with the relay.
 async fn serve_mapping(socket: tokio::net::UdpSocket, services: std::sync::Weak<Services>) {
     let mut buf = [0u8; 64];
-    // A flood of forged probes (24 bytes anyone can send) must not crowd
-    // the signal hub's queue: beyond the rate they are counted and dropped.
+    // Probes with an open connection's token reach the hub at most at this
+    // rate (a replayed token is all a flood could use): beyond it they are
+    // counted and dropped.
     let mut bucket = crate::signal::TokenBucket::new(
         crate::signal::MAPPING_PROBES_PER_S,
         crate::signal::MAPPING_PROBES_PER_S,
@@ -136,6 +131,8 @@ async fn serve_mapping(socket: tokio::net::UdpSocket, services: std::sync::Weak<
             return;
         };
         match wzp_proto::mapping::MappingProbe::parse(&buf[..n]) {
+            // A made-up token costs a set lookup, and no share of the rate.
+            Some(p) if !services.signal.mapping_token_known(&p.token) => {}
             Some(_) if !bucket.take(std::time::Instant::now()) => {
                 services.signal.mapping_rate_limited()
             }

@@ -43,8 +43,8 @@ struct Cli {
     /// Label shown to clients and peers.
     #[arg(long)]
     label: Option<String>,
-    /// UDP port answering clients' NAT mapping tests (default: the listen
-    /// port + 1, or any free port when that is taken or the listen port is 0).
+    /// UDP port answering clients' NAT mapping tests (default: any free
+    /// port; fix it to open it in a firewall).
     #[arg(
         long = "mapping-port",
         value_name = "PORT",
@@ -116,11 +116,11 @@ fn print_fingerprint(identity: Option<PathBuf>, config: Option<PathBuf>) -> anyh
 const EXAMPLES: &str = "\
 Examples:
   wzp-relay --listen 0.0.0.0:4433 --metrics-addr 127.0.0.1:9090
-      Serve on UDP 4433 with /metrics, /rooms, /sessions, ... on 9090, and
-      clients' NAT mapping tests on UDP 4434; prints the TLS fingerprint
-      clients and peers pin.
-  wzp-relay --listen 0.0.0.0:443 --mapping-port 8443
-      The mapping test on another port (only UDP 443 and 8443 open).
+      Serve on UDP 4433 with /metrics, /rooms, /sessions, ... on 9090;
+      prints the TLS fingerprint clients and peers pin.
+  wzp-relay --listen 0.0.0.0:4433 --mapping-port 4443
+      Clients' NAT mapping tests on UDP 4443 (open it with 4433 in a
+      firewall; by default the relay takes any free port).
   wzp-relay -c /etc/wzp/relay.toml
       Run from a config file (written with commented defaults if missing).
   wzp-relay --listen 127.0.0.1:0 --event-log events.jsonl --debug-tap '*'

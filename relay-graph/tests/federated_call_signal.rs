@@ -430,12 +430,12 @@ fn sealed_addresses_cross_two_links_between_the_parties_only() {
     assert_eq!(ra.accept_mode, AcceptMode::AcceptTrusted);
     assert_eq!(ra.peer_direct_addr, None, "no relay passed an address");
     let a_addrs = PathAddrs {
-        mapping_independent: false,
+        mapping: Default::default(),
         observed: Some(SocketAddr::from(([203, 0, 113, 9], 41_000))),
         local: vec![SocketAddr::from(([192, 168, 1, 20], 41_000))],
     };
     let b_addrs = PathAddrs {
-        mapping_independent: false,
+        mapping: Default::default(),
         observed: Some("[2001:db8::2]:42000".parse().unwrap()),
         local: Vec::new(),
     };

@@ -177,9 +177,17 @@ async fn share_path(
     if mine.is_empty() {
         return Ok(false);
     }
-    let mut nonce = [0u8; 12];
-    getrandom::fill(&mut nonce).map_err(|e| anyhow!("no randomness for a nonce: {e}"))?;
-    let queued = call.share_path(mine, nonce);
+    // With a mapping flag, the same addresses follow without it: a peer of
+    // a build that predates the flag refuses the first and reads the
+    // second; a newer one acts on the first (docs/WIRE.md §10.1).
+    let mut queued = false;
+    for addrs in
+        std::iter::once(mine.clone()).chain(mine.mapping.is_known().then(|| mine.without_mapping()))
+    {
+        let mut nonce = [0u8; 12];
+        getrandom::fill(&mut nonce).map_err(|e| anyhow!("no randomness for a nonce: {e}"))?;
+        queued |= call.share_path(&addrs, nonce);
+    }
     flush(sig, call).await?;
     Ok(queued)
 }
@@ -228,14 +236,11 @@ pub async fn run_media(
     let sealed = direct.filter(|_| {
         !relay_gave && ready.accept_mode == wzp_proto::signal::AcceptMode::AcceptTrusted
     });
-    let own_independent = sig.mapping() == wzp_proto::mapping::Mapping::Independent;
+    let own_mapping = sig.mapping();
     let mine = sealed.map(|(_, own)| PathAddrs {
         observed: own,
         local: crate::nat::own_local_addrs(sig.endpoint(), sig.conn.remote_address(), own),
-        // Only where the port moved: the one case it changes what the peer
-        // does (a peer that predates the flag refuses it).
-        mapping_independent: own_independent
-            && crate::nat::port_moved(own, sig.endpoint().local_addr().ok()),
+        mapping: own_mapping,
     });
     let (late_tx, late_rx) = tokio::sync::watch::channel(None::<PathAddrs>);
     let mut shared = false;
@@ -252,8 +257,8 @@ pub async fn run_media(
             peer_addr: ready.peer_direct_addr,
             peer_local: ready.peer_local_addrs.clone(),
             own_addr,
-            own_mapping_independent: own_independent,
-            peer_mapping_independent: ready.peer_mapping_independent,
+            own_mapping,
+            peer_mapping: ready.peer_mapping,
             peer: ready.peer,
             call_id: ready.call_id.clone(),
             room: ready.room.clone(),

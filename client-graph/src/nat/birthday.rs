@@ -29,6 +29,13 @@ pub(super) fn peer_half_of(
     }
 }
 
+/// Whether a side whose mapping test showed `mapping` counts as keeping one
+/// mapping for the birthday search, `a` and `b` being the two sides'
+/// results ([`DirectPath::counts_independent`]): only with both tested.
+pub(super) fn counts_independent(mapping: Mapping, a: Mapping, b: Mapping) -> bool {
+    a.is_known() && b.is_known() && mapping == Mapping::Independent
+}
+
 /// Whether a side taking `own` meets a peer taking `peer`: a search needs
 /// the other side's probes to come through on one of its sockets, a spray
 /// a searching peer to dial in from one. Two searching sides (both NATs
@@ -226,6 +233,76 @@ mod tests {
         ] {
             assert_eq!(birthday_pairs(own, theirs), pairs, "{own:?} {theirs:?}");
         }
+    }
+
+    /// Each side's own half is the half the other reads for it, whatever
+    /// the two tests showed (one untested: an older build, whose reading
+    /// of a moved port is searching), so the two never disagree on who
+    /// searches; and a carrier-grade NAT that keeps its mapping sprays at
+    /// a symmetric one only when both were tested.
+    #[test]
+    fn both_sides_read_the_same_halves_from_both_tests() {
+        use Mapping::{Dependent, Independent, Unknown};
+        let local = a("[::]:40000");
+        let observed = |moved: bool| {
+            a(if moved {
+                "10.0.1.2:51000"
+            } else {
+                "10.0.1.2:40000"
+            })
+        };
+        let shared = [a("192.168.1.2:40000")];
+        for moved_a in [false, true] {
+            for moved_b in [false, true] {
+                for ma in [Unknown, Independent, Dependent] {
+                    for mb in [Unknown, Independent, Dependent] {
+                        // A's own half, and B's reading of A's.
+                        let own_a = birthday_half_for(
+                            observed(moved_a),
+                            local,
+                            true,
+                            counts_independent(ma, ma, mb),
+                        );
+                        let read_a = peer_half_of(
+                            observed(moved_a),
+                            &shared,
+                            counts_independent(ma, mb, ma),
+                        );
+                        let case = format!("A moved {moved_a} {ma:?}, B moved {moved_b} {mb:?}");
+                        assert_eq!(own_a, Some(read_a), "{case}");
+                        // An untested side is read as before the test.
+                        if !ma.is_known() || !mb.is_known() {
+                            let before = if moved_a {
+                                BirthdayHalf::Search
+                            } else {
+                                BirthdayHalf::Spray
+                            };
+                            assert_eq!(read_a, before, "{case}");
+                        }
+                    }
+                }
+            }
+        }
+        // The case the test is for: A's port moved, one mapping; B symmetric.
+        assert_eq!(
+            birthday_half_for(
+                observed(true),
+                local,
+                true,
+                counts_independent(Independent, Independent, Dependent)
+            ),
+            Some(BirthdayHalf::Spray)
+        );
+        // ... and with B untested (an older build) A searches, as B reads it.
+        assert_eq!(
+            birthday_half_for(
+                observed(true),
+                local,
+                true,
+                counts_independent(Independent, Independent, Unknown)
+            ),
+            Some(BirthdayHalf::Search)
+        );
     }
 
     #[test]

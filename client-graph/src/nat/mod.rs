@@ -59,12 +59,15 @@ use wzp_proto::direct_path::{
     SPRAY_BATCH, SPRAY_BATCH_EVERY_MS, SPRAY_PORTS,
 };
 use wzp_proto::identity::{Identity, RelayCertificate, Seed};
+use wzp_proto::mapping::Mapping;
 use wzp_proto::path_addrs::PathAddrs;
 use wzp_proto::Fingerprint;
 use wzp_stages::net::quic;
 
 pub(crate) use birthday::birthday_half_for;
-use birthday::{birthday_dial, birthday_pairs, peer_half_of, spray_ports, spray_round};
+use birthday::{
+    birthday_dial, birthday_pairs, counts_independent, peer_half_of, spray_ports, spray_round,
+};
 use wzp_stages::quality::path::PathLive;
 
 /// How long dialing and the proof may take before the attempt fails.
@@ -161,12 +164,12 @@ pub struct DirectPath {
     pub peer_local: Vec<SocketAddr>,
     /// This side's address as the relay saw it.
     pub own_addr: Option<SocketAddr>,
-    /// This side's NAT showed one mapping for every destination (the
-    /// mapping test at registration, `wzp_proto::mapping`).
-    pub own_mapping_independent: bool,
-    /// The peer's did (its relay's `call_setup` flag, or the flag in its
-    /// sealed addresses).
-    pub peer_mapping_independent: bool,
+    /// What the mapping test at registration showed of this side's NAT
+    /// (`wzp_proto::mapping`).
+    pub own_mapping: Mapping,
+    /// What the peer's showed of its NAT (its relay's `call_setup`, or the
+    /// flag in its sealed addresses).
+    pub peer_mapping: Mapping,
     /// The call's peer, as the call's handshake authenticated it.
     pub peer: Fingerprint,
     /// The call id (the room is `call-` and it).
@@ -249,7 +252,23 @@ impl DirectPath {
         }
         let own = self.own_addr.filter(|a| canonical(*a).is_ipv4())?;
         let local = self.endpoint.local_addr().ok()?;
-        birthday_half_for(own, local, self.raw.is_some(), self.own_mapping_independent)
+        birthday_half_for(
+            own,
+            local,
+            self.raw.is_some(),
+            self.counts_independent(self.own_mapping),
+        )
+    }
+
+    /// Whether a side's `mapping` lets it spray though its port moved:
+    /// only when both sides were tested. A side whose own test showed one
+    /// mapping sprays only if the peer was tested too (so the peer, of a
+    /// build that reads the flag, searches); with a peer that was not (an
+    /// older build, which reads a moved port as searching), both take the
+    /// halves the ports alone say, as before the test. Both sides see both
+    /// results, so they read the same.
+    fn counts_independent(&self, mapping: Mapping) -> bool {
+        counts_independent(mapping, self.own_mapping, self.peer_mapping)
     }
 
     /// The half the peer takes, as what it shared tells.
@@ -257,7 +276,7 @@ impl DirectPath {
         Some(peer_half_of(
             self.peer_addr?,
             &self.peer_local,
-            self.peer_mapping_independent,
+            self.counts_independent(self.peer_mapping),
         ))
     }
 
@@ -268,12 +287,6 @@ impl DirectPath {
         self.own_half() == Some(BirthdayHalf::Search)
             && self.peer_half() == Some(BirthdayHalf::Search)
     }
-}
-
-/// Whether the relay saw this side's socket bound at `local` at another
-/// port (`own`): a NAT moved it.
-pub(crate) fn port_moved(own: Option<SocketAddr>, local: Option<SocketAddr>) -> bool {
-    matches!((own, local), (Some(o), Some(l)) if o.port() != l.port())
 }
 
 /// [`DirectPath::is_peer`]: whether a dial from `remote` is taken, given
@@ -454,7 +467,7 @@ pub(crate) async fn run<F: Fn() -> bool + Clone + Send + 'static>(
         };
         plan.peer_addr = addrs.observed;
         plan.peer_local = addrs.local;
-        plan.peer_mapping_independent = addrs.mapping_independent;
+        plan.peer_mapping = addrs.mapping;
     }
     run_role(plan, identity, io, finished.clone(), until(finished)).await;
     route.close_direct();

@@ -417,7 +417,9 @@ impl SignalConn {
             };
             match m {
                 Some(SignalMessage::MappingObserved { observed_addr }) => {
-                    if let Some(at) = self.mapping_of {
+                    // The first answer stands (later ones answer the
+                    // probes sent after it, or a replay of one).
+                    if let (Some(at), false) = (self.mapping_of, self.mapping.is_known()) {
                         self.mapping = Mapping::from_observations(at, observed_addr);
                     }
                 }

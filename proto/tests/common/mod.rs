@@ -194,7 +194,7 @@ pub fn samples() -> Vec<SignalMessage> {
             peer_direct_addr: Some("198.51.100.7:1234".parse().unwrap()),
             peer_local_addrs: vec!["192.168.1.20:1234".parse().unwrap()],
             peer_fingerprint: Some(fp(2)),
-            peer_mapping_independent: true,
+            peer_mapping: wzp_proto::mapping::Mapping::Independent,
         },
         M::Reflect,
         M::ReflectResponse {

@@ -337,7 +337,10 @@ pub fn render(s: &Services, signal: &SignalViews) -> String {
     );
     for (result, v) in [
         ("answered", hc.mapping_answered),
-        ("dropped", hc.mapping_dropped),
+        (
+            "dropped",
+            hc.mapping_dropped + signal.mapping_unknown_tokens,
+        ),
         ("rate_limited", signal.mapping_rate_limited),
         ("not_a_probe", signal.mapping_not_probes),
     ] {

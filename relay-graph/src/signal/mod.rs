@@ -591,7 +591,12 @@ impl SignalHub {
             return;
         }
         s.mapping_answers += 1;
-        s.mapping = wzp_proto::mapping::Mapping::from_observations(s.remote, from);
+        // The first answer stands: a copy of the probe replayed later from
+        // elsewhere (its token crossed the network in the clear) changes
+        // nothing.
+        if !s.mapping.is_known() {
+            s.mapping = wzp_proto::mapping::Mapping::from_observations(s.remote, from);
+        }
         self.counters.mapping_answered += 1;
         self.send(
             conn,
@@ -1315,7 +1320,7 @@ impl SignalHub {
             if to == ConnId::FEDERATION {
                 continue;
             }
-            let peer_mapping_independent = self.mapping_independent(peer_conn, peer_addr);
+            let peer_mapping = self.mapping_of(peer_conn, peer_addr);
             self.send(
                 to,
                 SignalMessage::CallSetup {
@@ -1325,23 +1330,20 @@ impl SignalHub {
                     peer_direct_addr: peer_addr,
                     peer_local_addrs: peer_local,
                     peer_fingerprint: Some(peer),
-                    peer_mapping_independent,
+                    peer_mapping,
                 },
             );
         }
     }
 
-    /// Whether the client on `conn` showed, by its mapping probe, that its
-    /// NAT keeps the mapping `addr` (the address it shared) for every
-    /// destination: the probe came from where its connection does, and that
-    /// is `addr`.
-    fn mapping_independent(&self, conn: ConnId, addr: Option<SocketAddr>) -> bool {
+    /// What the mapping probe of the client on `conn` showed of its NAT,
+    /// for the address it shared (`addr`): untested unless that is where
+    /// its connection comes from.
+    fn mapping_of(&self, conn: ConnId, addr: Option<SocketAddr>) -> wzp_proto::mapping::Mapping {
         let canon = |a: SocketAddr| (a.ip().to_canonical(), a.port());
         match (self.sessions.get(&conn), addr) {
-            (Some(s), Some(a)) => {
-                s.mapping == wzp_proto::mapping::Mapping::Independent && canon(s.remote) == canon(a)
-            }
-            _ => false,
+            (Some(s), Some(a)) if canon(s.remote) == canon(a) => s.mapping,
+            _ => wzp_proto::mapping::Mapping::Unknown,
         }
     }
 

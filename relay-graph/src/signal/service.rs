@@ -57,6 +57,9 @@ pub struct SignalViews {
     /// Probes dropped over the rate.
     #[serde(skip)]
     pub mapping_rate_limited: u64,
+    /// Probes with a token of no open connection, dropped before the hub.
+    #[serde(skip)]
+    pub mapping_unknown_tokens: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -138,6 +141,11 @@ pub struct SignalService {
     next_conn: AtomicU64,
     not_probes: AtomicU64,
     limited_probes: AtomicU64,
+    unknown_tokens: AtomicU64,
+    /// The mapping-probe tokens of the connections open now: the mapping
+    /// port drops a probe with any other before it costs the hub anything
+    /// (or a share of the rate).
+    tokens: std::sync::Mutex<std::collections::HashSet<[u8; wzp_proto::mapping::TOKEN_LEN]>>,
 }
 
 impl SignalService {
@@ -151,6 +159,8 @@ impl SignalService {
             next_conn: AtomicU64::new(1),
             not_probes: AtomicU64::new(0),
             limited_probes: AtomicU64::new(0),
+            unknown_tokens: AtomicU64::new(0),
+            tokens: Default::default(),
         }
     }
 
@@ -188,6 +198,26 @@ impl SignalService {
         self.not_probes.load(Ordering::Relaxed)
     }
 
+    /// Whether `token` is an open connection's; a probe with another is
+    /// counted and dropped here.
+    pub fn mapping_token_known(&self, token: &[u8; wzp_proto::mapping::TOKEN_LEN]) -> bool {
+        let known = self.tokens.lock().is_ok_and(|t| t.contains(token));
+        if !known {
+            self.unknown_tokens.fetch_add(1, Ordering::Relaxed);
+        }
+        known
+    }
+
+    fn token_set(&self, token: [u8; wzp_proto::mapping::TOKEN_LEN], open: bool) {
+        if let Ok(mut t) = self.tokens.lock() {
+            if open {
+                t.insert(token);
+            } else {
+                t.remove(&token);
+            }
+        }
+    }
+
     /// A probe dropped over [`super::MAPPING_PROBES_PER_S`] (counted).
     pub fn mapping_rate_limited(&self) {
         self.limited_probes.fetch_add(1, Ordering::Relaxed);
@@ -202,6 +232,7 @@ impl SignalService {
         let mut v = rx.await.unwrap_or_default();
         v.mapping_not_probes = self.not_probes();
         v.mapping_rate_limited = self.limited_probes.load(Ordering::Relaxed);
+        v.mapping_unknown_tokens = self.unknown_tokens.load(Ordering::Relaxed);
         v
     }
 }
@@ -296,6 +327,7 @@ async fn run_hub(mut hub: SignalHub, mut rx: mpsc::Receiver<Cmd>, services: Weak
                     transitions,
                     mapping_not_probes: 0,
                     mapping_rate_limited: 0,
+                    mapping_unknown_tokens: 0,
                 });
             }
         }
@@ -416,6 +448,8 @@ pub async fn serve_signal(services: Arc<Services>, conn: quinn::Connection) {
         Ok(s) => s,
         Err(_) => return,
     };
+    let token = wzp_proto::mapping::token_for(&nonce);
+    signal.token_set(token, true);
     let (wtx, mut wrx) = mpsc::channel::<SignalMessage>(1024);
     let tx = signal.tx.clone();
     if tx
@@ -481,6 +515,7 @@ pub async fn serve_signal(services: Arc<Services>, conn: quinn::Connection) {
         }
     }
     let _ = tx.send(Cmd::Input(Input::Disconnected { conn: id })).await;
+    signal.token_set(token, false);
     // Let the writer flush what the hub queued last (a close reason, a
     // hangup), then stop it.
     let _ = tokio::time::timeout(std::time::Duration::from_millis(200), writer).await;

@@ -8,7 +8,6 @@ mod common;
 use std::net::UdpSocket;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 
 use common::client_proc::client_bin;
 use common::*;
@@ -21,55 +20,56 @@ fn a_flood_of_forged_probes_is_answered_nowhere_and_a_client_is_served_during_it
     let to = relay.mapping.expect("a mapping port by default");
     assert_eq!(to.ip(), relay.quic.ip(), "on the listen address");
     let attacker = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let flooding = Arc::new(AtomicBool::new(true));
-    let sent = Arc::new(AtomicU64::new(0));
-    let flood = {
-        let (attacker, flooding, sent) = (
-            attacker.try_clone().unwrap(),
-            flooding.clone(),
-            sent.clone(),
-        );
-        std::thread::spawn(move || {
-            let mut i = 0u32;
-            while flooding.load(Ordering::Relaxed) {
-                let mut token = [0u8; 16];
-                token[..4].copy_from_slice(&i.to_be_bytes());
-                if attacker
-                    .send_to(&MappingProbe { token }.encode(), to)
-                    .is_ok()
-                {
-                    sent.fetch_add(1, Ordering::Relaxed);
-                }
-                if i % 50 == 0 {
-                    let _ = attacker.send_to(b"GET / HTTP/1.1\r\n\r\n", to);
-                }
-                i = i.wrapping_add(1);
-                // About 10 000 a second, five times the rate real probes
-                // pass at: pacing the traffic, not waiting for anything (a
-                // faster flood only fills the kernel's buffer, where the
-                // client's probe would be lost with the rest).
-                if i % 20 == 0 {
-                    std::thread::sleep(std::time::Duration::from_millis(2));
-                }
-            }
-        })
-    };
     let series = |r: &str| format!("wzp_signal_mapping_probes_total{{result=\"{r}\"}}");
-    // Well over the rate real probes pass at before the client starts.
-    relay.wait_metric(&series("dropped"), |v| v > 4000.0);
-
-    // A real client's test, in the middle of the flood.
-    let out = Command::new(client_bin())
-        .args(["reflect", "--nat", "--relay", &relay.quic.to_string()])
-        .args(["--relay-fingerprint", &relay.fingerprint.to_string()])
-        .arg("--known-relays")
-        .arg(dir.path().join("known"))
-        .arg("--identity")
-        .arg(dir.path().join("id.seed"))
-        .output()
-        .expect("wzp-client runs");
-    flooding.store(false, Ordering::Relaxed);
-    flood.join().unwrap();
+    let flooding = AtomicBool::new(true);
+    let sent = AtomicU64::new(0);
+    let out = std::thread::scope(|s| {
+        s.spawn(|| {
+            // Bursts of 100 made-up probes and 2 of junk, each sent once the
+            // relay has read the last (its counters say so): as fast as the
+            // relay reads, several times the rate real probes pass at, and
+            // never more than the socket's buffer holds, where the client's
+            // probe would be lost with the rest.
+            let mut i = 0u32;
+            let mut datagrams = 0u64;
+            while flooding.load(Ordering::Relaxed) {
+                for _ in 0..100 {
+                    let mut token = [0u8; 16];
+                    token[..4].copy_from_slice(&i.to_be_bytes());
+                    attacker
+                        .send_to(&MappingProbe { token }.encode(), to)
+                        .expect("a probe sent");
+                    i = i.wrapping_add(1);
+                }
+                for _ in 0..2 {
+                    attacker
+                        .send_to(b"GET / HTTP/1.1\r\n\r\n", to)
+                        .expect("junk sent");
+                }
+                sent.fetch_add(100, Ordering::Relaxed);
+                datagrams += 102;
+                relay.wait("the relay read the burst", || {
+                    let read = relay.metric(&series("dropped")).unwrap_or(0.0)
+                        + relay.metric(&series("not_a_probe")).unwrap_or(0.0);
+                    read >= datagrams as f64
+                });
+            }
+        });
+        // Well over the rate real probes pass at before the client starts.
+        relay.wait_metric(&series("dropped"), |v| v > 4000.0);
+        // A real client's test, in the middle of the flood.
+        let out = Command::new(client_bin())
+            .args(["reflect", "--nat", "--relay", &relay.quic.to_string()])
+            .args(["--relay-fingerprint", &relay.fingerprint.to_string()])
+            .arg("--known-relays")
+            .arg(dir.path().join("known"))
+            .arg("--identity")
+            .arg(dir.path().join("id.seed"))
+            .output()
+            .expect("wzp-client runs");
+        flooding.store(false, Ordering::Relaxed);
+        out
+    });
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -25,6 +25,7 @@ use wzp_engine::rt_check::assert_rt_safe;
 use wzp_stages::audio::device::{CaptureFeed, PlayoutDrain};
 use wzp_stages::audio::device_capture::{self, DeviceCapture};
 use wzp_stages::audio::device_playout::{self, DevicePlayout};
+use wzp_stages::audio::drift;
 
 /// Whether the host's default device opens this way (never on this machine
 /// or CI, where ALSA has no card); the no-device tests only mean something
@@ -251,7 +252,8 @@ fn a_dry_run_opens_no_device_and_declares_ports_and_latency() {
     assert_eq!(cap.outputs.len(), 1);
     assert_eq!(cap.outputs[0].name, "out");
     assert_eq!(cap.outputs[0].ty, PortType::Pcm { rate: 16_000 });
-    assert_eq!(cap.latency, Duration::from_millis(20));
+    // A quantum, and the drift correction's 8 samples (at 16 kHz).
+    assert_eq!(cap.latency, Duration::from_micros(20_500));
     let play = DevicePlayout
         .build(
             &mut cx,
@@ -261,7 +263,8 @@ fn a_dry_run_opens_no_device_and_declares_ports_and_latency() {
     assert_eq!(play.inputs.len(), 1);
     assert_eq!(play.inputs[0].name, "in");
     assert_eq!(play.inputs[0].ty, PortType::Pcm { rate: 48_000 });
-    assert_eq!(play.latency, Duration::from_millis(40));
+    // The prefill, and the drift correction's 8 samples (at 48 kHz).
+    assert_eq!(play.latency, Duration::from_nanos(40_166_667));
 
     // The same through the compiler, as `graph explain` does.
     let spec = GraphSpec::parse(
@@ -290,7 +293,10 @@ to = "speaker.in"
     let compiled =
         wzp_engine::compile::compile_dry_run(&spec, &wzp_stages::registry(), &Resources::new())
             .expect("a dry run compiles without a device");
-    assert_eq!(compiled.max_path_latency(), Duration::from_millis(60));
+    assert_eq!(
+        compiled.max_path_latency(),
+        Duration::from_nanos(60_333_334)
+    );
 }
 
 /// Builds a device stage with its callback half kept by the test.
@@ -324,6 +330,14 @@ fn ramp(i: usize) -> f32 {
 
 #[test]
 fn playout_delivers_the_prefill_then_the_input_to_every_channel() {
+    // With drift correction (the default) the audio comes DELAY samples
+    // later, bit for bit (the clocks have not been compared yet); without
+    // it, at once.
+    playout_exactly(true, drift::DELAY);
+    playout_exactly(false, 0);
+}
+
+fn playout_exactly(correct: bool, d: usize) {
     let factory: Detached<PlayoutDrain> = Detached(
         Mutex::new(None),
         device_playout::build_detached,
@@ -331,12 +345,19 @@ fn playout_delivers_the_prefill_then_the_input_to_every_channel() {
     );
     let mut h = Harness::build(
         &factory,
-        &[("prefill", dur("20ms")), ("buffer", dur("200ms"))],
+        &[
+            ("prefill", dur("20ms")),
+            ("buffer", dur("200ms")),
+            ("drift_correction", ParamValue::Bool(correct)),
+        ],
     )
     .unwrap();
     let mut drain = factory.take();
     drain.set_channels(2);
-    assert_eq!(h.latency, Duration::from_millis(20));
+    assert_eq!(
+        h.latency,
+        Duration::from_millis(20) + drift::added_latency(correct, 48_000)
+    );
 
     // Stereo device buffers of 441 frames, on purpose not a quantum.
     let mut dev = vec![0.5f32; 2 * 441];
@@ -369,14 +390,16 @@ fn playout_delivers_the_prefill_then_the_input_to_every_channel() {
     assert_eq!(h.counter("overruns"), 0);
     assert_eq!(heard.len(), 20 * 441);
     assert!(
-        heard[..960].iter().all(|&s| s == 0.0),
+        heard[..960 + d].iter().all(|&s| s == 0.0),
         "the prefill is silence"
     );
-    for (k, &s) in heard[960..].iter().enumerate() {
+    for (k, &s) in heard[960 + d..].iter().enumerate() {
         assert_eq!(s, ramp(k), "sample {k} after the prefill");
     }
-    // 1740 samples are left: two callbacks of 700 frames, then a short one.
-    let played = heard.len() - 960;
+    // 1740 samples are left (with correction the first 8 are its delay's
+    // silence and 8 wait in it): two callbacks of 700 frames, then a short one.
+    let left = 1740;
+    let played = heard.len() - 960 - d;
     let mut dev = vec![0.0f32; 2 * 700];
     let mut tail = Vec::new();
     for _ in 0..3 {
@@ -384,10 +407,10 @@ fn playout_delivers_the_prefill_then_the_input_to_every_channel() {
         tail.extend(dev.chunks_exact(2).map(|f| f[0]));
     }
     assert_eq!(h.counter("underruns"), 1);
-    for (k, &s) in tail[..1740].iter().enumerate() {
+    for (k, &s) in tail[..left].iter().enumerate() {
         assert_eq!(s, ramp(played + k));
     }
-    assert!(tail[1740..].iter().all(|&s| s == 0.0), "the gap is silence");
+    assert!(tail[left..].iter().all(|&s| s == 0.0), "the gap is silence");
     // One new quantum (>= prefill and >= one callback) resumes playback.
     for s in h.input(0) {
         *s = ramp(sent);
@@ -398,7 +421,7 @@ fn playout_delivers_the_prefill_then_the_input_to_every_channel() {
     let resumed: Vec<f32> = dev.chunks_exact(2).map(|f| f[0]).collect();
     assert_eq!(
         resumed,
-        (0..700).map(|k| ramp(9600 + k)).collect::<Vec<_>>()
+        (0..700).map(|k| ramp(9600 - d + k)).collect::<Vec<_>>()
     );
     assert_eq!(h.counter("underruns"), 1);
     assert_eq!(h.counter("device_samples"), 20 * 441 + 4 * 700 + 441);
@@ -426,15 +449,33 @@ fn push_callbacks(feed: &mut CaptureFeed, frames: &mut usize, count: usize, scra
 
 #[test]
 fn capture_delivers_device_audio_one_quantum_at_a_time() {
+    // With drift correction (the default) the audio comes DELAY samples
+    // later, bit for bit (the clocks have not been compared yet); without
+    // it, at once.
+    capture_exactly(true, drift::DELAY);
+    capture_exactly(false, 0);
+}
+
+fn capture_exactly(correct: bool, d: usize) {
     let factory: Detached<CaptureFeed> = Detached(
         Mutex::new(None),
         device_capture::build_detached,
         &DeviceCapture,
     );
-    let mut h = Harness::build(&factory, &[("buffer", dur("200ms"))]).unwrap();
+    let mut h = Harness::build(
+        &factory,
+        &[
+            ("buffer", dur("200ms")),
+            ("drift_correction", ParamValue::Bool(correct)),
+        ],
+    )
+    .unwrap();
     let mut feed = factory.take();
     feed.set_channels(2);
-    assert_eq!(h.latency, Duration::from_millis(20));
+    assert_eq!(
+        h.latency,
+        Duration::from_millis(20) + drift::added_latency(correct, 48_000)
+    );
     let mut scratch = vec![0i16; 2 * 256];
     let mut frames = 0usize;
     let mut got: Vec<f32> = Vec::with_capacity(10_000);
@@ -464,7 +505,8 @@ fn capture_delivers_device_audio_one_quantum_at_a_time() {
     );
     assert_eq!(h.counter("underruns"), 1);
     assert_eq!(h.counter("overruns"), 0);
-    for (k, &s) in got[..2304].iter().enumerate() {
+    assert!(got[..d].iter().all(|&s| s == 0.0));
+    for (k, &s) in got[d..2304].iter().enumerate() {
         assert_eq!(s, expect(1024 + k), "sample {k}");
     }
     assert!(got[2304..].iter().all(|&s| s == 0.0), "the gap is silence");
@@ -481,7 +523,7 @@ fn capture_delivers_device_audio_one_quantum_at_a_time() {
     assert_eq!(
         next,
         (0..960)
-            .map(|k| expect(1024 + 2304 + k))
+            .map(|k| expect(1024 + 2304 - d + k))
             .collect::<Vec<_>>()
     );
 
@@ -589,4 +631,198 @@ fn capture_from_the_null_device_is_silence_and_the_stream_closes_on_drop() {
     let after = device_samples.get();
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(device_samples.get(), after);
+}
+
+/// What a drifting-clock run of a device stage ended with.
+#[derive(Debug)]
+struct DriftRun {
+    underruns: u64,
+    overruns: u64,
+    drift_ppm: i64,
+    /// Worst departure from a clean sine after the start (see
+    /// [`worst_recurrence`]): ~1e-5 for a resampled tone, above 1e-2 at a
+    /// gap, a cut or a dropped sample.
+    worst: f64,
+    samples: usize,
+}
+
+const TONE_HZ: f64 = 440.0;
+
+fn tone(i: usize, rate: f64) -> f32 {
+    (0.5 * (2.0 * std::f64::consts::PI * TONE_HZ * i as f64 / rate).sin()) as f32
+}
+
+/// The residual of a pure sine's recurrence x[n+1] = 2 cos(w) x[n] - x[n-1]
+/// (`w` per sample), worst over `x`.
+fn worst_recurrence(x: &[f32], w: f64) -> f64 {
+    let c = 2.0 * w.cos();
+    x.windows(3)
+        .map(|t| (t[2] as f64 - c * t[1] as f64 + t[0] as f64).abs())
+        .fold(0.0, f64::max)
+}
+
+/// Plays a 440 Hz tone through `audio.device_playout` (prefill 20 ms,
+/// buffer 60 ms) for `secs` of graph time to a simulated device whose clock
+/// runs `ppm` faster than the graph's, asking for 441 frames a callback.
+fn playout_on_a_drifting_clock(correct: bool, ppm: f64, secs: f64) -> DriftRun {
+    let factory: Detached<PlayoutDrain> = Detached(
+        Mutex::new(None),
+        device_playout::build_detached,
+        &DevicePlayout,
+    );
+    let mut h = Harness::build(
+        &factory,
+        &[
+            ("prefill", dur("20ms")),
+            ("buffer", dur("60ms")),
+            ("drift_correction", ParamValue::Bool(correct)),
+        ],
+    )
+    .unwrap();
+    let mut drain = factory.take();
+    let timing = drain.timing().clone();
+    let quanta = (secs / 0.02) as usize;
+    let period = 441.0 / (48_000.0 * (1.0 + ppm * 1e-6));
+    let mut heard: Vec<f32> = Vec::with_capacity((secs * 48_200.0) as usize + 4096);
+    let mut dev = vec![0.0f32; 441];
+    let mut sent = 0usize;
+    let mut q = 0usize;
+    let mut next_callback = 0.0037;
+    assert_rt_safe("audio.device_playout on a drifting clock", 1, || {
+        while q < quanta {
+            let graph = q as f64 * 0.02;
+            if next_callback < graph {
+                timing.set_now((next_callback * 1e9) as u64);
+                drain.fill_interleaved(&mut dev);
+                heard.extend_from_slice(&dev);
+                next_callback += period;
+            } else {
+                for s in h.input(0) {
+                    *s = tone(sent, 48_000.0);
+                    sent += 1;
+                }
+                timing.set_now((graph * 1e9) as u64);
+                h.run();
+                q += 1;
+            }
+        }
+    });
+    // The device's samples are 1 + ppm shorter: the tone is that much
+    // lower per sample.
+    let w = 2.0 * std::f64::consts::PI * TONE_HZ / (48_000.0 * (1.0 + ppm * 1e-6));
+    DriftRun {
+        underruns: h.counter("underruns"),
+        overruns: h.counter("overruns"),
+        drift_ppm: if correct { h.gauge("drift_ppm") } else { 0 },
+        worst: worst_recurrence(&heard[2000..], w),
+        samples: heard.len(),
+    }
+}
+
+/// Records a 440 Hz tone through `audio.device_capture` (buffer 60 ms) for
+/// `secs` of graph time from a simulated device whose clock runs `ppm`
+/// faster than the graph's, handing over 256 frames a callback.
+fn capture_on_a_drifting_clock(correct: bool, ppm: f64, secs: f64) -> DriftRun {
+    let factory: Detached<CaptureFeed> = Detached(
+        Mutex::new(None),
+        device_capture::build_detached,
+        &DeviceCapture,
+    );
+    let mut h = Harness::build(
+        &factory,
+        &[
+            ("buffer", dur("60ms")),
+            ("drift_correction", ParamValue::Bool(correct)),
+        ],
+    )
+    .unwrap();
+    let mut feed = factory.take();
+    let timing = feed.timing().clone();
+    let quanta = (secs / 0.02) as usize;
+    let device_rate = 48_000.0 * (1.0 + ppm * 1e-6);
+    let period = 256.0 / device_rate;
+    let mut got: Vec<f32> = Vec::with_capacity(quanta * 960);
+    let mut buf = vec![0.0f32; 256];
+    let mut frames = 0usize;
+    let mut q = 0usize;
+    let mut next_callback = 0.0029;
+
+    assert_rt_safe("audio.device_capture on a drifting clock", 1, || {
+        while q < quanta {
+            let graph = q as f64 * 0.02;
+            if next_callback < graph {
+                timing.set_now((next_callback * 1e9) as u64);
+                for s in buf.iter_mut() {
+                    *s = tone(frames, device_rate);
+                    frames += 1;
+                }
+                feed.push_interleaved(&buf);
+                next_callback += period;
+            } else {
+                timing.set_now((graph * 1e9) as u64);
+                h.run();
+                got.extend_from_slice(h.output(0));
+                q += 1;
+            }
+        }
+    });
+    // The tone is 440 Hz of the device's time; the graph's samples are
+    // 1 + ppm longer than the device's.
+    let w = 2.0 * std::f64::consts::PI * TONE_HZ * (1.0 + ppm * 1e-6) / device_rate;
+    let start = got.iter().position(|&s| s != 0.0).unwrap_or(0) + 2000;
+    DriftRun {
+        underruns: h.counter("underruns"),
+        overruns: h.counter("overruns"),
+        drift_ppm: if correct { h.gauge("drift_ppm") } else { 0 },
+        worst: worst_recurrence(&got[start..], w),
+        samples: got.len(),
+    }
+}
+
+/// Whether the gauge reads the clocks' real difference (it settles within
+/// a few seconds; its ripple is a few ppm).
+fn reads(gauge: i64, ppm: f64) -> bool {
+    (gauge as f64 - ppm).abs() <= 0.1 * ppm.abs() + 15.0
+}
+
+#[test]
+fn playout_follows_a_device_clock_that_runs_fast_or_slow() {
+    for ppm in [1000.0, -1000.0, 150.0] {
+        let run = playout_on_a_drifting_clock(true, ppm, 60.0);
+        eprintln!("corrected, {ppm} ppm: {run:?}");
+        assert_eq!(run.underruns, 0, "{ppm} ppm: {run:?}");
+        assert_eq!(run.overruns, 0, "{ppm} ppm: {run:?}");
+        assert!(run.worst < 1e-3, "{ppm} ppm: not a clean tone: {run:?}");
+        assert!(reads(run.drift_ppm, ppm), "{ppm} ppm: {run:?}");
+        let expect = 60.0 * 48_000.0 * (1.0 + ppm * 1e-6);
+        assert!((run.samples as f64 - expect).abs() < 1000.0, "{run:?}");
+    }
+    // Without the correction the same clocks cost gaps (a device running
+    // fast) or cut quanta (running slow) within the minute, and the tone
+    // shows them.
+    let fast = playout_on_a_drifting_clock(false, 1000.0, 60.0);
+    eprintln!("uncorrected, fast: {fast:?}");
+    assert!(fast.underruns > 0 && fast.worst > 1e-2, "{fast:?}");
+    let slow = playout_on_a_drifting_clock(false, -1000.0, 60.0);
+    eprintln!("uncorrected, slow: {slow:?}");
+    assert!(slow.overruns > 0 && slow.worst > 1e-2, "{slow:?}");
+}
+
+#[test]
+fn capture_follows_a_device_clock_that_runs_fast_or_slow() {
+    for ppm in [1000.0, -1000.0, -150.0] {
+        let run = capture_on_a_drifting_clock(true, ppm, 60.0);
+        eprintln!("corrected, {ppm} ppm: {run:?}");
+        assert_eq!(run.underruns, 0, "{ppm} ppm: {run:?}");
+        assert_eq!(run.overruns, 0, "{ppm} ppm: {run:?}");
+        assert!(run.worst < 1e-3, "{ppm} ppm: not a clean tone: {run:?}");
+        assert!(reads(run.drift_ppm, ppm), "{ppm} ppm: {run:?}");
+        assert_eq!(run.samples, 3000 * 960);
+    }
+    let fast = capture_on_a_drifting_clock(false, 1000.0, 60.0);
+    eprintln!("uncorrected, fast: {fast:?}");
+    assert!(fast.overruns > 0 && fast.worst > 1e-2, "{fast:?}");
+    let slow = capture_on_a_drifting_clock(false, -1000.0, 60.0);
+    eprintln!("uncorrected, slow: {slow:?}");
+    assert!(slow.underruns > 0 && slow.worst > 1e-2, "{slow:?}");
 }

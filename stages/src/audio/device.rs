@@ -42,6 +42,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
+
+use super::drift::DeviceTiming;
 use wzp_engine::prelude::*;
 
 /// The name that selects the host's default device.
@@ -156,6 +158,7 @@ pub struct CaptureFeed {
     largest_period: Arc<AtomicUsize>,
     overruns: Counter,
     device_samples: Counter,
+    timing: Arc<DeviceTiming>,
 }
 
 impl CaptureFeed {
@@ -173,7 +176,19 @@ impl CaptureFeed {
             largest_period,
             overruns,
             device_samples,
+            timing: Default::default(),
         }
+    }
+
+    /// When this callback last ran, shared with the processor's drift
+    /// correction; [`DeviceTiming::set_now`] puts it on a caller's clock.
+    pub fn timing(&self) -> &Arc<DeviceTiming> {
+        &self.timing
+    }
+
+    pub(crate) fn with_timing(mut self, timing: Arc<DeviceTiming>) -> Self {
+        self.timing = timing;
+        self
     }
 
     /// Sets the number of interleaved channels in each device buffer (at
@@ -209,6 +224,7 @@ impl CaptureFeed {
         if n < frames {
             self.overruns.inc();
         }
+        self.timing.stamp(frames);
     }
 }
 
@@ -226,6 +242,7 @@ pub struct PlayoutDrain {
     armed: Arc<AtomicBool>,
     underruns: Counter,
     device_samples: Counter,
+    timing: Arc<DeviceTiming>,
 }
 
 impl PlayoutDrain {
@@ -244,7 +261,19 @@ impl PlayoutDrain {
             armed,
             underruns,
             device_samples,
+            timing: Default::default(),
         }
+    }
+
+    /// When this callback last ran, shared with the processor's drift
+    /// correction; [`DeviceTiming::set_now`] puts it on a caller's clock.
+    pub fn timing(&self) -> &Arc<DeviceTiming> {
+        &self.timing
+    }
+
+    pub(crate) fn with_timing(mut self, timing: Arc<DeviceTiming>) -> Self {
+        self.timing = timing;
+        self
     }
 
     /// Sets the number of interleaved channels in each device buffer (at
@@ -289,6 +318,7 @@ impl PlayoutDrain {
         // cpal pre-fills output buffers with silence, but a host that does
         // not must still not replay stale samples.
         out[n * ch..].fill(S::SILENCE);
+        self.timing.stamp(n);
     }
 }
 

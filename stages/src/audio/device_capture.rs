@@ -7,15 +7,18 @@
 //!   case-insensitive part of one; the error lists the names when nothing
 //!   matches), `buffer` (default `"200ms"`, range 10ms..=10s: the most audio
 //!   that may wait between the device and the graph; must hold two quanta),
-//!   `rate` (Hz, default 0 = the graph rate).
+//!   `rate` (Hz, default 0 = the graph rate), `drift_correction` (default
+//!   true: see **Clocks**).
 //! - Counters: `underruns` (quanta the device had not filled; the gap is
 //!   silence), `overruns` (device callbacks that found the ring full; their
 //!   newest samples were dropped), `device_samples` (frames the device
 //!   delivered), `stream_errors` (errors the backend reported while running,
 //!   each logged by the stage's stream thread).
 //! - Gauges: `device_channels`, `device_buffer_frames` (the device period
-//!   cpal reports; 0 when unknown).
-//! - Latency: one quantum (a sample waits for the next cycle). The device's
+//!   cpal reports; 0 when unknown), `drift_ppm` (how much faster the
+//!   device's clock runs than the graph's, as corrected now).
+//! - Latency: one quantum (a sample waits for the next cycle), plus 8
+//!   samples with drift correction. The device's
 //!   own period comes on top and is only known once the device is open: it
 //!   is shown in `device_buffer_frames`.
 //!
@@ -37,8 +40,12 @@
 //!
 //! **Clocks.** Run device graphs with the `timer` driver: the `fast` driver
 //! outruns any device (every cycle would underrun). The graph clock and the
-//! device clock are separate crystals; their drift shows up, slowly, as
-//! `underruns` or `overruns`.
+//! device clock are separate crystals; with `drift_correction` (the
+//! default) the stage resamples what it takes by up to 2000 ppm so the ring
+//! stays at the level it settled at in the first 1.5 s (module
+//! [`super::drift`]): a microphone 100 ppm fast would otherwise add 6 ms of
+//! delay a minute until the buffer overflows. With it off, drift shows up,
+//! slowly, as `underruns` or `overruns`.
 //!
 //! With `graph explain` (a dry run) no device is opened.
 //!
@@ -64,6 +71,7 @@ use super::device::{
     buffer_param, samples_in, start_stream, CaptureFeed, Direction, DryRun, StreamOwner,
     StreamRequest, DEFAULT_DEVICE,
 };
+use super::drift::{self, step_ppm, DeviceTiming, DriftControl, Resampler, TAPS};
 use super::{pcm_port, rate_param, rate_spec};
 
 const KIND: &str = "audio.device_capture";
@@ -75,14 +83,22 @@ struct CaptureProc {
     ring: rtrb::Consumer<f32>,
     armed: Arc<AtomicBool>,
     is_armed: bool,
-    /// Whether enough audio is in hand to deliver quanta; cleared by an
-    /// underrun so the next start has margin again.
     primed: bool,
     largest_period: Arc<AtomicUsize>,
     capacity: usize,
     underruns: Counter,
-    /// Keeps the device open; `None` when the caller drives the feed.
+    /// `None` when `drift_correction = false`.
+    drift: Option<CaptureDrift>,
     _owner: Option<StreamOwner>,
+}
+
+/// What follows the device's clock: the ring's level in, a rate change out.
+struct CaptureDrift {
+    timing: Arc<DeviceTiming>,
+    rate: u32,
+    control: DriftControl,
+    resampler: Resampler,
+    ppm: Gauge,
 }
 
 impl Processor for CaptureProc {
@@ -96,21 +112,48 @@ impl Processor for CaptureProc {
         let avail = self.ring.slots();
         if !self.primed {
             let margin = self.largest_period.load(Ordering::Relaxed);
-            let needed = (want + margin).min(self.capacity);
+            let mut needed = (want + margin).min(self.capacity);
+            if let Some(d) = &self.drift {
+                needed = needed.max(d.resampler.needed_for(want, d.control.step()));
+            }
             if avail < needed {
                 return Flow::Continue;
             }
             self.primed = true;
         }
-        let n = avail.min(want);
-        if n > 0 {
-            if let Ok(chunk) = self.ring.read_chunk(n) {
-                let (a, b) = chunk.as_slices();
-                out[..a.len()].copy_from_slice(a);
-                out[a.len()..a.len() + b.len()].copy_from_slice(b);
-                chunk.commit_all();
+        let n = match &mut self.drift {
+            None => {
+                let n = avail.min(want);
+                if n > 0 {
+                    if let Ok(chunk) = self.ring.read_chunk(n) {
+                        let (a, b) = chunk.as_slices();
+                        out[..a.len()].copy_from_slice(a);
+                        out[a.len()..a.len() + b.len()].copy_from_slice(b);
+                        chunk.commit_all();
+                    }
+                }
+                n
             }
-        }
+            Some(d) => {
+                // A device clock faster than the graph's fills the ring:
+                // take a little more than a quantum's worth (step > 1).
+                let ring = &self.ring;
+                let level = drift::capture_level(&d.timing, d.rate, || ring.slots());
+                let step = d.control.observe(level);
+                d.ppm.set(step_ppm(step));
+                let take = d.resampler.needed_for(want, step).min(avail);
+                if take > 0 {
+                    if let Ok(chunk) = self.ring.read_chunk(take) {
+                        let (a, b) = chunk.as_slices();
+                        d.resampler.feed2(a, b);
+                        chunk.commit_all();
+                    }
+                }
+                let n = d.resampler.produce(step, out);
+                out[n..].fill(0.0);
+                n
+            }
+        };
         if n < want {
             self.underruns.inc();
             self.primed = false;
@@ -123,6 +166,7 @@ struct Settings {
     device: String,
     rate: u32,
     capacity: usize,
+    drift_correction: bool,
 }
 
 fn settings(cx: &BuildContext<'_>, p: &Params) -> Result<Settings, BuildError> {
@@ -153,6 +197,7 @@ fn settings(cx: &BuildContext<'_>, p: &Params) -> Result<Settings, BuildError> {
         device,
         rate,
         capacity,
+        drift_correction: p.bool("drift_correction")?,
     })
 }
 
@@ -161,6 +206,16 @@ fn parts(cx: &mut BuildContext<'_>, s: &Settings) -> (CaptureProc, CaptureFeed, 
     let (tx, rx) = rtrb::RingBuffer::new(s.capacity);
     let armed = Arc::new(AtomicBool::new(false));
     let largest_period = Arc::new(AtomicUsize::new(0));
+    let quantum = cx.samples_at(s.rate);
+    let timing: Arc<DeviceTiming> = Default::default();
+    let drift = s.drift_correction.then(|| CaptureDrift {
+        timing: timing.clone(),
+        rate: s.rate,
+        control: DriftControl::new(s.rate, cx.quantum.as_secs_f64()),
+        // A quantum at the largest step up, and some.
+        resampler: Resampler::new(2 * quantum + TAPS),
+        ppm: cx.gauge("drift_ppm"),
+    });
     let proc = CaptureProc {
         ring: rx,
         armed: armed.clone(),
@@ -169,6 +224,7 @@ fn parts(cx: &mut BuildContext<'_>, s: &Settings) -> (CaptureProc, CaptureFeed, 
         largest_period: largest_period.clone(),
         capacity: s.capacity,
         underruns: cx.counter("underruns"),
+        drift,
         _owner: None,
     };
     let feed = CaptureFeed::new(
@@ -177,15 +233,17 @@ fn parts(cx: &mut BuildContext<'_>, s: &Settings) -> (CaptureProc, CaptureFeed, 
         largest_period,
         cx.counter("overruns"),
         cx.counter("device_samples"),
-    );
+    )
+    .with_timing(timing);
     (proc, feed, cx.counter("stream_errors"))
 }
 
-fn built(cx: &BuildContext<'_>, rate: u32, processor: Box<dyn Processor>) -> Built {
+fn built(cx: &BuildContext<'_>, s: &Settings, processor: Box<dyn Processor>) -> Built {
+    let rate = s.rate;
     Built {
         inputs: vec![],
         outputs: vec![PortDecl::new("out", PortType::Pcm { rate })],
-        latency: cx.quantum,
+        latency: cx.quantum + drift::added_latency(s.drift_correction, rate),
         processor,
     }
 }
@@ -202,7 +260,7 @@ pub fn build_detached(
     let (proc, feed, _stream_errors) = parts(cx, &s);
     cx.gauge("device_channels").set(1);
     cx.gauge("device_buffer_frames");
-    Ok((built(cx, s.rate, Box::new(proc)), feed))
+    Ok((built(cx, &s, Box::new(proc)), feed))
 }
 
 impl StageFactory for DeviceCapture {
@@ -224,6 +282,11 @@ impl StageFactory for DeviceCapture {
                     "most audio that may wait between device and graph (10ms..=10s, >= 2 quanta)",
                 ),
                 rate_spec(),
+                ParamSpec::bool(
+                    "drift_correction",
+                    true,
+                    "follow the device's clock (resample by up to 2000 ppm to hold the ring's level); false: drift shows as underruns/overruns",
+                ),
             ],
             default_domain: Domain::Clocked,
             domains: &[Domain::Clocked],
@@ -234,7 +297,7 @@ impl StageFactory for DeviceCapture {
         let s = settings(cx, p)?;
         if cx.dry_run {
             // `graph explain`: describe the stage, open no device.
-            return Ok(built(cx, s.rate, Box::new(DryRun)));
+            return Ok(built(cx, &s, Box::new(DryRun)));
         }
         let (mut proc, mut feed, stream_errors) = parts(cx, &s);
         let req = StreamRequest {
@@ -275,6 +338,6 @@ impl StageFactory for DeviceCapture {
         cx.gauge("device_buffer_frames")
             .set(opened.buffer_frames.unwrap_or(0) as i64);
         proc._owner = Some(owner);
-        Ok(built(cx, s.rate, Box::new(proc)))
+        Ok(built(cx, &s, Box::new(proc)))
     }
 }

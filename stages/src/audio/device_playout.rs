@@ -10,7 +10,7 @@
 //!   that absorbs the device's and the graph's timing jitter), `buffer`
 //!   (default `"200ms"`, range 10ms..=10s: the most audio that may wait for
 //!   the device; must hold `prefill` plus two quanta), `rate` (Hz, default 0
-//!   = the graph rate).
+//!   = the graph rate), `drift_correction` (default true: see **Clocks**).
 //! - Counters: `underruns` (device callbacks that found too little audio;
 //!   the gap is silence, and playback resumes once `prefill` is queued
 //!   again), `overruns` (quanta that found the ring full; their excess was
@@ -18,9 +18,11 @@
 //!   `stream_errors` (errors the backend reported while running, each logged
 //!   by the stage's stream thread).
 //! - Gauges: `device_channels`, `device_buffer_frames` (the device period
-//!   cpal reports; 0 when unknown).
-//! - Latency: `prefill`. The device's own period comes on top and is only
-//!   known once the device is open (`device_buffer_frames`).
+//!   cpal reports; 0 when unknown), `drift_ppm` (how much faster the
+//!   device's clock runs than the graph's, as corrected now).
+//! - Latency: `prefill`, plus 8 samples with drift correction. The device's
+//!   own period comes on top and is only known once the device is open
+//!   (`device_buffer_frames`).
 //!
 //! **No audio hardware.** Build fails with a message that says so and names
 //! the alternatives (`--output FILE.wav` / `--output null`, i.e.
@@ -35,9 +37,13 @@
 //! put `audio.resample` before this stage and set `rate` to one of them.
 //!
 //! **Clocks.** Run device graphs with the `timer` driver: the `fast` driver
-//! outruns any device (quanta would overrun the ring). Drift between the
-//! graph clock and the device clock shows up, slowly, as `underruns` or
-//! `overruns`.
+//! outruns any device (quanta would overrun the ring). The graph's clock
+//! and the device's are separate crystals; with `drift_correction` (the
+//! default) the stage resamples what it queues by up to 2000 ppm so the
+//! ring stays at the level it settled at in the first 1.5 s (module
+//! [`super::drift`]): a device 100 ppm fast would otherwise drain the
+//! 20 ms cushion in 200 s and click every few minutes. With it off, drift
+//! shows up, slowly, as `underruns` or `overruns`.
 //!
 //! With `graph explain` (a dry run) no device is opened.
 //!
@@ -63,6 +69,7 @@ use super::device::{
     buffer_param, samples_in, start_stream, Direction, DryRun, PlayoutDrain, StreamOwner,
     StreamRequest, DEFAULT_DEVICE,
 };
+use super::drift::{self, step_ppm, DeviceTiming, DriftControl, Resampler, TAPS};
 use super::{pcm_port, rate_param, rate_spec};
 
 const KIND: &str = "audio.device_playout";
@@ -72,24 +79,56 @@ pub struct DevicePlayout;
 
 struct PlayoutProc {
     ring: rtrb::Producer<f32>,
+    capacity: usize,
     armed: Arc<AtomicBool>,
     is_armed: bool,
     overruns: Counter,
+    /// `None` when `drift_correction = false`.
+    drift: Option<PlayoutDrift>,
     /// Keeps the device open; `None` when the caller drives the drain.
     _owner: Option<StreamOwner>,
+}
+
+/// What follows the device's clock: the ring's level in, a rate change out.
+struct PlayoutDrift {
+    timing: Arc<DeviceTiming>,
+    control: DriftControl,
+    resampler: Resampler,
+    scratch: Box<[f32]>,
+    ppm: Gauge,
+    rate: u32,
+}
+
+/// Queues `x` for the device; what does not fit is dropped and counted.
+fn push(ring: &mut rtrb::Producer<f32>, overruns: &Counter, x: &[f32]) {
+    let n = x.len().min(ring.slots());
+    if n > 0 {
+        if let Ok(chunk) = ring.write_chunk_uninit(n) {
+            chunk.fill_from_iter(x[..n].iter().copied());
+        }
+    }
+    if n < x.len() {
+        overruns.inc();
+    }
 }
 
 impl Processor for PlayoutProc {
     fn process(&mut self, io: &mut Io<'_>, _cx: &Cx) -> Flow {
         let x = io.pcm_in(0);
-        let n = x.len().min(self.ring.slots());
-        if n > 0 {
-            if let Ok(chunk) = self.ring.write_chunk_uninit(n) {
-                chunk.fill_from_iter(x[..n].iter().copied());
-            }
-        }
-        if n < x.len() {
-            self.overruns.inc();
+        if let Some(d) = &mut self.drift {
+            // The level before this quantum: what the device has not yet
+            // played. A device clock faster than the graph's drains it.
+            let (ring, capacity) = (&self.ring, self.capacity);
+            let level =
+                drift::playout_level(&d.timing, d.rate, || capacity.saturating_sub(ring.slots()));
+            let step = d.control.observe(level);
+            // Producing more than a quantum (step < 1) feeds a faster device.
+            d.ppm.set(-step_ppm(step));
+            d.resampler.feed(x);
+            let n = d.resampler.produce(step, &mut d.scratch);
+            push(&mut self.ring, &self.overruns, &d.scratch[..n]);
+        } else {
+            push(&mut self.ring, &self.overruns, x);
         }
         // Armed after the push, so the device's first read finds the
         // cushion plus this quantum.
@@ -107,6 +146,7 @@ struct Settings {
     capacity: usize,
     prefill: Duration,
     prefill_samples: usize,
+    drift_correction: bool,
 }
 
 fn settings(cx: &BuildContext<'_>, p: &Params) -> Result<Settings, BuildError> {
@@ -148,6 +188,7 @@ fn settings(cx: &BuildContext<'_>, p: &Params) -> Result<Settings, BuildError> {
         capacity,
         prefill,
         prefill_samples,
+        drift_correction: p.bool("drift_correction")?,
     })
 }
 
@@ -161,11 +202,24 @@ fn parts(cx: &mut BuildContext<'_>, s: &Settings) -> (PlayoutProc, PlayoutDrain,
         }
     }
     let armed = Arc::new(AtomicBool::new(false));
+    let quantum = cx.samples_at(s.rate);
+    let timing: Arc<DeviceTiming> = Default::default();
+    let drift = s.drift_correction.then(|| PlayoutDrift {
+        timing: timing.clone(),
+        rate: s.rate,
+        control: DriftControl::new(s.rate, cx.quantum.as_secs_f64()),
+        resampler: Resampler::new(quantum),
+        // A quantum at the largest step down, and some.
+        scratch: vec![0.0; 2 * quantum + TAPS].into_boxed_slice(),
+        ppm: cx.gauge("drift_ppm"),
+    });
     let proc = PlayoutProc {
         ring: tx,
+        capacity: s.capacity,
         armed: armed.clone(),
         is_armed: false,
         overruns: cx.counter("overruns"),
+        drift,
         _owner: None,
     };
     let drain = PlayoutDrain::new(
@@ -174,15 +228,17 @@ fn parts(cx: &mut BuildContext<'_>, s: &Settings) -> (PlayoutProc, PlayoutDrain,
         armed,
         cx.counter("underruns"),
         cx.counter("device_samples"),
-    );
+    )
+    .with_timing(timing);
     (proc, drain, cx.counter("stream_errors"))
 }
 
-fn built(rate: u32, prefill: Duration, processor: Box<dyn Processor>) -> Built {
+fn built(s: &Settings, processor: Box<dyn Processor>) -> Built {
+    let rate = s.rate;
     Built {
         inputs: vec![PortDecl::new("in", PortType::Pcm { rate })],
         outputs: vec![],
-        latency: prefill,
+        latency: s.prefill + drift::added_latency(s.drift_correction, rate),
         processor,
     }
 }
@@ -199,7 +255,7 @@ pub fn build_detached(
     let (proc, drain, _stream_errors) = parts(cx, &s);
     cx.gauge("device_channels").set(1);
     cx.gauge("device_buffer_frames");
-    Ok((built(s.rate, s.prefill, Box::new(proc)), drain))
+    Ok((built(&s, Box::new(proc)), drain))
 }
 
 impl StageFactory for DevicePlayout {
@@ -226,6 +282,11 @@ impl StageFactory for DevicePlayout {
                     "most audio that may wait for the device (10ms..=10s, >= prefill + 2 quanta)",
                 ),
                 rate_spec(),
+                ParamSpec::bool(
+                    "drift_correction",
+                    true,
+                    "follow the device's clock (resample by up to 2000 ppm to hold the ring's level); false: drift shows as underruns/overruns",
+                ),
             ],
             default_domain: Domain::Clocked,
             domains: &[Domain::Clocked],
@@ -236,7 +297,7 @@ impl StageFactory for DevicePlayout {
         let s = settings(cx, p)?;
         if cx.dry_run {
             // `graph explain`: describe the stage, open no device.
-            return Ok(built(s.rate, s.prefill, Box::new(DryRun)));
+            return Ok(built(&s, Box::new(DryRun)));
         }
         let (mut proc, mut drain, stream_errors) = parts(cx, &s);
         let req = StreamRequest {
@@ -277,6 +338,6 @@ impl StageFactory for DevicePlayout {
         cx.gauge("device_buffer_frames")
             .set(opened.buffer_frames.unwrap_or(0) as i64);
         proc._owner = Some(owner);
-        Ok(built(s.rate, s.prefill, Box::new(proc)))
+        Ok(built(&s, Box::new(proc)))
     }
 }

@@ -15,6 +15,7 @@ use wzp_engine::prelude::*;
 pub mod device;
 pub mod device_capture;
 pub mod device_playout;
+pub mod drift;
 pub mod gain;
 pub mod mix;
 pub mod null_sink;

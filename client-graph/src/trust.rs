@@ -82,23 +82,25 @@ impl KnownRelays {
 /// How the relay's certificate is checked.
 pub enum Trust {
     Pinned(TlsFingerprint),
+    /// Pinned by `--relay-fingerprint` to another certificate than the file
+    /// has (or to one it has none for): recorded after a handshake shows it.
+    Given(TlsFingerprint),
     FirstUse,
 }
 
 impl Trust {
     /// The trust for `relay`: `--relay-fingerprint` when given (recorded in
-    /// the known-relays file), else the file's entry, else first use.
+    /// the known-relays file once a handshake has shown it, by
+    /// [`Trust::confirm`]: a mistyped one must not replace the right one),
+    /// else the file's entry, else first use.
     pub fn for_relay(
         relay: &str,
         pinned: Option<TlsFingerprint>,
         known: &mut KnownRelays,
     ) -> Result<Trust> {
         Ok(match (pinned, known.get(relay)) {
-            (Some(fp), _) => {
-                known.set(relay, fp)?;
-                Trust::Pinned(fp)
-            }
-            (None, Some(fp)) => Trust::Pinned(fp),
+            (Some(fp), known) if known != Some(fp) => Trust::Given(fp),
+            (Some(fp), _) | (None, Some(fp)) => Trust::Pinned(fp),
             (None, None) => Trust::FirstUse,
         })
     }
@@ -120,7 +122,7 @@ impl Trust {
     pub fn dial(&self) -> Result<Dial> {
         let seen = Arc::new(Mutex::new(None));
         let mut config = match self {
-            Trust::Pinned(fp) => quic::client_config(*fp),
+            Trust::Pinned(fp) | Trust::Given(fp) => quic::client_config(*fp),
             Trust::FirstUse => quic::client_config_first_use(seen.clone()),
         }
         .map_err(|e| anyhow!("{e}"))?;
@@ -144,7 +146,7 @@ impl Trust {
         text: &str,
     ) -> Option<anyhow::Error> {
         match self {
-            Trust::Pinned(fp) if text.contains("is not the pinned") => Some(anyhow!(
+            Trust::Pinned(fp) | Trust::Given(fp) if text.contains("is not the pinned") => Some(anyhow!(
                 "the relay at {relay} presented a different certificate than the one pinned ({fp}): {text}\n  \
                  if the relay's identity changed on purpose, accept it with --relay-fingerprint NEW_FINGERPRINT \
                  (the relay prints it at start), or remove its line from {}",
@@ -166,6 +168,12 @@ impl Trust {
     ) -> Result<TlsFingerprint> {
         match self {
             Trust::Pinned(fp) => Ok(*fp),
+            Trust::Given(fp) => {
+                let fp = *fp;
+                known.set(relay, fp)?;
+                *self = Trust::Pinned(fp);
+                Ok(fp)
+            }
             Trust::FirstUse => {
                 let fp = dial
                     .seen

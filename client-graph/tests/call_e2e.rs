@@ -716,6 +716,15 @@ fn a_changed_relay_certificate_is_refused() {
         err.contains("different certificate") && err.contains("--relay-fingerprint"),
         "{err}"
     );
+    // A mistyped (or planted) fingerprint is refused, and the recorded one
+    // stays: a failed check must not unpin the right certificate.
+    let before = std::fs::read_to_string(&known).unwrap();
+    let typo = format!("00{}", &other.fingerprint[2..]);
+    assert_ne!(typo, other.fingerprint);
+    let wrong = run(&["--relay-fingerprint", &typo]);
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("different certificate"));
+    assert_eq!(std::fs::read_to_string(&known).unwrap(), before);
     // Accepting it deliberately works, and is recorded.
     let accepted = run(&["--relay-fingerprint", &other.fingerprint]);
     assert!(

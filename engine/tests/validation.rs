@@ -321,3 +321,39 @@ fn a_cycle_through_a_delayed_link_compiles() {
         assert!(text.contains("delay 1 quantum"), "{text}");
     }
 }
+
+/// A domain has 1024 slots: a graph with more stages is a compile error
+/// naming the limit (it was an index out of bounds when the graph was
+/// made), and one with exactly 1024 is made and runs.
+#[test]
+fn a_graph_with_more_stages_than_a_domain_holds_is_refused() {
+    let (reg, _) = common::registry();
+    let body = |n: usize| {
+        (0..n)
+            .map(|i| {
+                format!(
+                    "[[stage]]\nid = \"s{i}\"\nkind = \"test.ramp\"\nparams = {{ frames = 1 }}\n"
+                )
+            })
+            .collect::<String>()
+    };
+    let spec = common::parse(&body(1025));
+    let errs = compile(&spec, &reg, &Resources::new()).err().unwrap();
+    assert_eq!(errs.kinds(), [ErrorKind::Build]);
+    let shown = errs.to_string();
+    assert!(
+        shown.contains("1025 stages") && shown.contains("at most 1024"),
+        "{shown}"
+    );
+    assert_eq!(errs.0[0].stage.as_deref(), Some("s1024"));
+    let spec = common::parse(&body(1024));
+    let compiled = compile(&spec, &reg, &Resources::new()).unwrap();
+    let mut graph = Graph::new(compiled);
+    graph
+        .start(RunOptions {
+            driver: ClockDriver::Fast,
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(graph.wait(std::time::Duration::from_secs(60)));
+}

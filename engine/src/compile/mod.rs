@@ -251,6 +251,24 @@ fn compile_inner(
     // Checking passes: each reports what it finds and lets the next one run.
     let mut diag = Diagnostics::new(&spec.file);
     validate::check_ids(spec, &mut diag);
+    // More stages than a domain has slots: refused before any is built (a
+    // stage's build may open files or devices).
+    if let Some(over) = spec.stages.get(crate::exec::DEFAULT_SLOTS) {
+        diag.push(
+            diag.error(
+                ErrorKind::Build,
+                over.loc,
+                format!(
+                    "the graph has {} stages; a graph holds at most {}",
+                    spec.stages.len(),
+                    crate::exec::DEFAULT_SLOTS
+                ),
+            )
+            .stage(&over.id)
+            .help("split it into several graphs"),
+        );
+        return Err(diag.finish().expect_err("an error was pushed"));
+    }
     let env = build::BuildEnv {
         registry,
         resources,
@@ -268,6 +286,23 @@ fn compile_inner(
     let bridged = bridges::insert_bridges(spec, existing, &wakers, sorted)?;
     let bridged = feedback::insert_delays(spec, existing, bridged);
     let domains = schedule::plan_domains(&bridged);
+    // Bridges and delays add stages of their own.
+    if let Some(plan) = domains
+        .iter()
+        .find(|p| p.steps.len() > crate::exec::DEFAULT_SLOTS)
+    {
+        return Err(GraphErrors(vec![GraphError::new(
+            ErrorKind::Build,
+            format!(
+                "the {:?} domain has {} stages with its bridges; a domain holds at most {}",
+                plan.domain,
+                plan.steps.len(),
+                crate::exec::DEFAULT_SLOTS
+            ),
+        )
+        .at(&spec.file, None)
+        .help("split the graph into several graphs")]));
+    }
     let paths = latency::latency_paths(&bridged.stages, &bridged.links, &bridged.bridge_edges);
     Ok(CompiledGraph {
         name: spec.name.clone(),

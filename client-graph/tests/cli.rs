@@ -793,3 +793,46 @@ fn replay_adapt_takes_a_runs_decisions_again() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A recording that cannot be written (the disk is full) fails the run
+/// with the stage named, instead of exit 0 and a truncated file.
+#[test]
+fn a_recording_that_cannot_be_written_fails_the_run() {
+    let out = bin()
+        .args(["run"])
+        .arg(repo("graphs/loopback.toml"))
+        .args(["--set", "output=/dev/full", "--quiet", "--no-realtime"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("could not be written") && err.contains("'sink' (audio.wav_sink)"),
+        "{err}"
+    );
+}
+
+/// A reader that has gone (`wzp-client stages | head -1`) ends a printing
+/// command quietly, by SIGPIPE as any Unix tool, not with a panic.
+#[test]
+fn a_closed_output_pipe_ends_a_printing_command_without_a_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    for args in [
+        &["stages"][..],
+        &["graph", "explain", "graphs/loopback.toml"],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = bin()
+            .args(args)
+            .current_dir(repo(""))
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        // 13: SIGPIPE.
+        assert_eq!(out.status.signal(), Some(13), "{args:?}: {err}");
+    }
+}

@@ -424,8 +424,11 @@ fn sink_params_and_paths_are_checked() {
     let dir = temp_dir("sinkerr");
     // A missing folder is created, as a user writing `out/x.wav` expects.
     let nested = dir.join("new/folder/out.wav");
-    assert!(Harness::build(&WavSink, &[("path", text(nested.to_str().unwrap()))]).is_ok());
+    let h = Harness::build(&WavSink, &[("path", text(nested.to_str().unwrap()))]).unwrap();
     assert!(nested.exists());
+    // Never run: the empty file goes again, the folder stays.
+    drop(h);
+    assert!(!nested.exists() && nested.parent().unwrap().is_dir());
     // A folder that cannot be created (a file is in the way) is a clear error.
     let blocker = dir.join("a_file");
     std::fs::write(&blocker, b"x").unwrap();
@@ -454,5 +457,62 @@ fn sink_params_and_paths_are_checked() {
         .unwrap()
         .to_string();
     assert!(err.contains("path"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The file is replaced only once the graph runs: a graph that fails to
+/// compile after its sink was built (here a link to a stage that is not
+/// there) leaves an earlier recording as it was, and one that never runs
+/// leaves no empty file behind.
+#[test]
+fn a_graph_that_never_runs_leaves_the_recording_alone() {
+    let dir = temp_dir("keep");
+    let keep = dir.join("keep.wav");
+    let before: Vec<u8> = b"RIFF an earlier recording".to_vec();
+    std::fs::write(&keep, &before).unwrap();
+    let graph = |path: &Path, link_from: &str| {
+        format!(
+            "[graph]\nname = \"k\"\nclock = {{ driver = \"fast\" }}\n\
+             [[stage]]\nid = \"src\"\nkind = \"audio.tone_source\"\n\
+             [[stage]]\nid = \"rec\"\nkind = \"audio.wav_sink\"\nparams = {{ path = {:?} }}\n\
+             [[link]]\nfrom = \"{link_from}.out\"\nto = \"rec.in\"\n",
+            path.to_str().unwrap()
+        )
+    };
+    let compile_it = |text: &str| {
+        let spec = GraphSpec::parse(text, "k.toml", &Default::default()).unwrap();
+        compile(&spec, &wzp_stages::registry(), &Resources::new())
+    };
+    let errs = compile_it(&graph(&keep, "scr")).err().expect("a bad link");
+    assert!(errs.to_string().contains("scr"), "{errs}");
+    assert_eq!(
+        std::fs::read(&keep).unwrap(),
+        before,
+        "the file is untouched"
+    );
+
+    // Compiled and made, but dropped before a cycle: untouched as well; a
+    // file the build created is removed again.
+    let fresh = dir.join("fresh.wav");
+    for path in [&keep, &fresh] {
+        let graph = Graph::new(compile_it(&graph(path, "src")).unwrap());
+        drop(graph);
+    }
+    assert_eq!(std::fs::read(&keep).unwrap(), before);
+    assert!(!fresh.exists(), "no empty file is left behind");
+
+    // Run: the file is replaced by the recording.
+    let mut graph = Graph::new(compile_it(&graph(&keep, "src")).unwrap());
+    graph
+        .start(RunOptions {
+            driver: ClockDriver::Fast,
+            duration: Some(std::time::Duration::from_millis(200)),
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(graph.wait(std::time::Duration::from_secs(30)));
+    drop(graph);
+    let r = hound::WavReader::open(&keep).unwrap();
+    assert!(r.duration() >= 9600, "{}", r.duration());
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -112,6 +112,16 @@ pub fn run(args: RunArgs) -> Result<()> {
     let report = stats.report(&snap, None);
     // Dropping the graph drops the processors, which closes output files.
     drop(graph);
+    // A recording that could not be written (disk full, file too large) is
+    // a failed run, whatever else went well.
+    let failed_writes: Vec<String> = stats
+        .stages
+        .iter()
+        .filter_map(|s| {
+            let n = s.counter("write_errors").filter(|&n| n > 0)?;
+            Some(format!("stage '{}' ({}): {n} write error(s)", s.id, s.kind))
+        })
+        .collect();
     if let Some(path) = &args.stats_json {
         let json = serde_json::to_string_pretty(&report)?;
         std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
@@ -135,6 +145,12 @@ pub fn run(args: RunArgs) -> Result<()> {
             if interrupted { ", interrupted" } else { "" }
         );
         print!("{}", report.table());
+    }
+    if !failed_writes.is_empty() {
+        return Err(anyhow!(
+            "the output could not be written completely: {} (see the warning above)",
+            failed_writes.join("; ")
+        ));
     }
     Ok(())
 }

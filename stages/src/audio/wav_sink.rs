@@ -11,6 +11,12 @@
 //! - Gauge `finalized`: 1 once the file's header is final.
 //! - Latency: none.
 //!
+//! The file is opened (and its folder created) when the stage is built, so
+//! a path that cannot be written fails the build, but it is replaced only
+//! when the graph's first cycle runs: a graph that fails to compile, or is
+//! never started, leaves an earlier file as it was (and removes an empty
+//! one it made).
+//!
 //! The real-time side only pushes samples into a lock-free SPSC ring; a
 //! writer thread, started when the stage is built, drains it into the file
 //! and rewrites the header about once a second (so a killed process leaves
@@ -65,11 +71,18 @@ impl Drop for WriterGuard {
 struct WavSinkProc {
     ring: rtrb::Producer<f32>,
     dropped: Counter,
+    /// Set by the first cycle: only then does the writer replace the file.
+    started: Arc<AtomicBool>,
+    has_started: bool,
     _writer: WriterGuard,
 }
 
 impl Processor for WavSinkProc {
     fn process(&mut self, io: &mut Io<'_>, _cx: &Cx) -> Flow {
+        if !self.has_started {
+            self.has_started = true;
+            self.started.store(true, Ordering::Release);
+        }
         let x = io.pcm_in(0);
         let n = x.len().min(self.ring.slots());
         if n > 0 {
@@ -86,9 +99,15 @@ impl Processor for WavSinkProc {
 
 struct WriterThread {
     ring: rtrb::Consumer<f32>,
-    writer: Writer,
+    /// The file, opened at build without truncating it.
+    file: Option<File>,
+    /// Whether the file was there before the build (else a graph that
+    /// never runs removes the empty file it made).
+    existed: bool,
+    spec: hound::WavSpec,
     float: bool,
     stop: Arc<AtomicBool>,
+    started: Arc<AtomicBool>,
     written: Counter,
     errors: Counter,
     finalized: Gauge,
@@ -97,8 +116,49 @@ struct WriterThread {
 }
 
 impl WriterThread {
+    /// Waits for the graph's first cycle; `None` when the stage was dropped
+    /// before it (a graph that failed to compile or never started: the file
+    /// is left as it was, or removed if the build created it).
+    fn wait_for_start(&mut self) -> Option<File> {
+        loop {
+            if self.started.load(Ordering::Acquire) {
+                return self.file.take();
+            }
+            if self.stop.load(Ordering::Acquire) {
+                if self.started.load(Ordering::Acquire) {
+                    return self.file.take();
+                }
+                self.file = None;
+                if !self.existed {
+                    let _ = std::fs::remove_file(&self.path);
+                }
+                return None;
+            }
+            std::thread::park_timeout(Duration::from_millis(5));
+        }
+    }
+
+    /// Replaces the file's contents with a new WAV header.
+    fn open(&mut self, file: File) -> Result<Writer, hound::Error> {
+        if file.metadata()?.is_file() {
+            file.set_len(0)?;
+        }
+        hound::WavWriter::new(BufWriter::new(file), self.spec)
+    }
+
     fn run(mut self) {
-        let mut failed = false;
+        let Some(file) = self.wait_for_start() else {
+            return;
+        };
+        let mut writer = match self.open(file) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                self.errors.inc();
+                tracing::warn!(path = %self.path, error = %e, "audio.wav_sink: cannot write; recording stops here");
+                None
+            }
+        };
+        let mut failed = writer.is_none();
         let mut since_flush = 0u64;
         loop {
             // Read the flag before draining: everything pushed before the
@@ -110,8 +170,8 @@ impl WriterThread {
                     continue;
                 };
                 let (a, b) = chunk.as_slices();
-                if !failed {
-                    match write_all(&mut self.writer, a, b, self.float) {
+                if let (false, Some(w)) = (failed, writer.as_mut()) {
+                    match write_all(w, a, b, self.float) {
                         Ok(()) => {
                             self.written.add(n as u64);
                             since_flush += n as u64;
@@ -124,9 +184,11 @@ impl WriterThread {
                     }
                 }
                 chunk.commit_all();
-                if !failed && since_flush >= self.flush_every {
+                if let (false, true, Some(w)) =
+                    (failed, since_flush >= self.flush_every, writer.as_mut())
+                {
                     since_flush = 0;
-                    if let Err(e) = self.writer.flush() {
+                    if let Err(e) = w.flush() {
                         failed = true;
                         self.errors.inc();
                         tracing::warn!(path = %self.path, error = %e, "audio.wav_sink: cannot write; recording stops here");
@@ -140,7 +202,10 @@ impl WriterThread {
                 std::thread::park_timeout(Duration::from_millis(2));
             }
         }
-        match self.writer.finalize() {
+        let Some(writer) = writer else {
+            return;
+        };
+        match writer.finalize() {
             Ok(()) if !failed => self.finalized.set(1),
             Ok(()) => {}
             Err(e) => {
@@ -230,21 +295,34 @@ impl StageFactory for WavSink {
                 hound::SampleFormat::Int
             },
         };
-        let writer = hound::WavWriter::create(&path, spec).map_err(|e| {
-            BuildError::Other(format!(
-                "audio.wav_sink: cannot create {}: {e}; check that the folder exists and is writable",
-                path.display()
-            ))
-        })?;
+        // Opened, not truncated: the file is replaced only once the graph
+        // runs, so a graph that fails to compile after this stage was
+        // built leaves an earlier recording alone.
+        let existed = path.exists();
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| {
+                BuildError::Other(format!(
+                    "audio.wav_sink: cannot create {}: {e}; check that the folder exists and is writable",
+                    path.display()
+                ))
+            })?;
         let capacity =
             ((buffer.as_secs_f64() * rate as f64).ceil() as usize).max(cx.samples_at(rate) * 2);
         let (producer, consumer) = rtrb::RingBuffer::new(capacity);
         let stop = Arc::new(AtomicBool::new(false));
+        let started = Arc::new(AtomicBool::new(false));
         let worker = WriterThread {
             ring: consumer,
-            writer,
+            file: Some(file),
+            existed,
+            spec,
             float,
             stop: stop.clone(),
+            started: started.clone(),
             written: cx.counter("samples_written"),
             errors: cx.counter("write_errors"),
             finalized: cx.gauge("finalized"),
@@ -266,6 +344,8 @@ impl StageFactory for WavSink {
             processor: Box::new(WavSinkProc {
                 ring: producer,
                 dropped: cx.counter("dropped_samples"),
+                started,
+                has_started: false,
                 _writer: WriterGuard {
                     stop,
                     thread: Some(thread),

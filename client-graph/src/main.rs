@@ -114,6 +114,18 @@ fn wzp_version() -> &'static str {
     concat!(env!("CARGO_PKG_VERSION"), " (", env!("WZP_GIT_HASH"), ")")
 }
 
+/// Commands that print what they find (no network): a reader that stops
+/// early (`| head`) ends them quietly, as it does any Unix tool, where
+/// Rust's ignored SIGPIPE made the next `println!` panic.
+fn default_sigpipe() {
+    // SAFETY: setting a signal's disposition to its default before any
+    // other thread runs.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     let filter = match log_filter::log_filter(&cli.log) {
@@ -129,6 +141,16 @@ fn main() {
         // Colour only on a terminal: a log file gets plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if matches!(
+        cli.command,
+        Command::Run(_)
+            | Command::Graph { .. }
+            | Command::Stages { .. }
+            | Command::Identity(_)
+            | Command::ReplayAdapt(_)
+    ) {
+        default_sigpipe();
+    }
     let result = match cli.command {
         Command::Run(args) => cli::run::run(args),
         Command::Join(args) => cli::join::join_cmd(args),

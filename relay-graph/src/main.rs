@@ -140,9 +140,26 @@ fn default_identity() -> PathBuf {
     }
 }
 
+/// A flag given before the subcommand, after it, or both the same way.
+fn one_of(flag: &str, top: Option<PathBuf>, sub: Option<PathBuf>) -> anyhow::Result<Option<PathBuf>> {
+    match (top, sub) {
+        (Some(a), Some(b)) if a != b => Err(anyhow::anyhow!(
+            "{flag} is given twice, as {} and {}; give it once",
+            a.display(),
+            b.display()
+        )),
+        (a, b) => Ok(b.or(a)),
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Some(Command::Fingerprint { identity, config }) = cli.command {
+        // `wzp-relay -i FILE fingerprint` means the same as
+        // `wzp-relay fingerprint -i FILE`: printing the default identity's
+        // fingerprint instead would be a wrong answer that looks right.
+        let identity = one_of("--identity", cli.identity, identity)?;
+        let config = one_of("--config", cli.config, config)?;
         return print_fingerprint(identity, config);
     }
     let filter = match std::env::var("RUST_LOG") {

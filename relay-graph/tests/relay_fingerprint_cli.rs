@@ -85,6 +85,30 @@ fn reads_the_identity_a_config_names() {
     assert!(seed.exists(), "relative to the config's folder");
     let via_seed = printed_fingerprint(&run(&["fingerprint", "-i", &path_str(&seed)]));
     assert_eq!(via_config, via_seed);
+    // The same flags before the subcommand mean the same (they used to be
+    // ignored: the default identity's fingerprint came out, exit 0).
+    let home = dir.path().join("home");
+    let before = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_wzp-relay"))
+            .env("HOME", &home)
+            .args(args)
+            .output()
+            .unwrap();
+        printed_fingerprint(&out)
+    };
+    assert_eq!(before(&["-i", &path_str(&seed), "fingerprint"]), via_seed);
+    assert_eq!(before(&["-c", &path_str(&cfg), "fingerprint"]), via_seed);
+    assert!(!home.exists(), "no default identity was made");
+    // Both ways at once, differently: refused.
+    let out = run(&[
+        "-i",
+        &path_str(&seed),
+        "fingerprint",
+        "-i",
+        &path_str(&dir.path().join("other.seed")),
+    ]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("--identity is given twice"));
 }
 
 #[test]

@@ -141,7 +141,11 @@ fn default_identity() -> PathBuf {
 }
 
 /// A flag given before the subcommand, after it, or both the same way.
-fn one_of(flag: &str, top: Option<PathBuf>, sub: Option<PathBuf>) -> anyhow::Result<Option<PathBuf>> {
+fn one_of(
+    flag: &str,
+    top: Option<PathBuf>,
+    sub: Option<PathBuf>,
+) -> anyhow::Result<Option<PathBuf>> {
     match (top, sub) {
         (Some(a), Some(b)) if a != b => Err(anyhow::anyhow!(
             "{flag} is given twice, as {} and {}; give it once",

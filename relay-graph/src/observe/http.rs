@@ -30,7 +30,8 @@ pub async fn serve(
         .route("/calls", get(calls))
         .route("/peers", get(peers))
         .route("/route/{fingerprint}", get(route_of))
-        .with_state(services);
+        .with_state(services.clone());
+    let listener = super::bounded::BoundedListener::new(listener, services.counters.http.clone());
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!("metrics server stopped: {e}");

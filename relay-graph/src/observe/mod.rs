@@ -2,6 +2,7 @@
 //! views and Prometheus exposition ([`http`], [`prometheus`]), and the JSONL
 //! event log ([`events`]), and heap accounting ([`heap`]).
 
+pub mod bounded;
 pub mod events;
 pub mod heap;
 pub mod http;
@@ -31,6 +32,8 @@ pub struct RelayCounters {
     pub signal_unknown: AtomicU64,
     pub signal_queue_full: AtomicU64,
     pub sfu_ring_full: AtomicU64,
+    /// What the HTTP endpoint's listener turned away.
+    pub http: std::sync::Arc<bounded::HttpLimits>,
 }
 
 /// Adds one.

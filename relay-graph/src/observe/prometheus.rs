@@ -219,6 +219,16 @@ pub fn render(s: &Services, signal: &SignalViews) -> String {
             "Membership commands lost to a full ring.",
             ld(&c.sfu_ring_full),
         ),
+        (
+            "wzp_http_connections_refused_total",
+            "HTTP connections closed at accept: the endpoint had its most open.",
+            ld(&c.http.refused),
+        ),
+        (
+            "wzp_http_connections_timed_out_total",
+            "HTTP connections closed for moving no byte for 5 s, or at 60 s old.",
+            ld(&c.http.timed_out),
+        ),
     ];
     for (name, help, v) in simple {
         head(&mut out, name, "counter", help);

@@ -27,7 +27,7 @@ pub struct KnownRelays {
 impl KnownRelays {
     pub fn load(path: &Path) -> Result<KnownRelays> {
         let mut entries = Vec::new();
-        match std::fs::read_to_string(path) {
+        match wzp_engine::files::read_text(path, wzp_engine::files::MAX_TEXT) {
             Ok(text) => {
                 for (n, line) in text.lines().enumerate() {
                     let line = line.trim();

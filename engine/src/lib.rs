@@ -65,6 +65,7 @@ pub mod compile;
 pub mod error;
 pub mod exec;
 pub mod explain;
+pub mod files;
 pub mod params;
 pub mod port;
 pub mod registry;

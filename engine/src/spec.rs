@@ -241,7 +241,7 @@ impl GraphSpec {
     /// Reads and parses a graph file.
     pub fn load(path: &Path, vars: &BTreeMap<String, String>) -> Result<GraphSpec, GraphErrors> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        let text = crate::files::read_text(path, crate::files::MAX_TEXT).map_err(|e| {
             GraphError::new(ErrorKind::Io, format!("cannot read graph file: {e}"))
                 .at(&file, None)
                 .help("check the path; shipped graphs are in graphs/")

@@ -164,7 +164,27 @@ impl Seed {
             path: path.display().to_string(),
             source,
         };
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(io)?);
+        // A seed file is 65 bytes: a bound keeps `/dev/zero` (or a disk
+        // image given by mistake) from being read until memory runs out.
+        let text = {
+            use std::io::Read as _;
+            let mut raw = Zeroizing::new(Vec::new());
+            std::fs::File::open(path)
+                .and_then(|f| f.take(4097).read_to_end(&mut raw))
+                .map_err(io)?;
+            if raw.len() > 4096 {
+                return Err(io(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "larger than 4 KiB: not an identity file",
+                )));
+            }
+            Zeroizing::new(String::from_utf8(raw.to_vec()).map_err(|_| {
+                io(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "stream did not contain valid UTF-8",
+                ))
+            })?)
+        };
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;

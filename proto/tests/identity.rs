@@ -46,6 +46,14 @@ fn load_accepts_uppercase_and_whitespace_and_rejects_garbage() {
         );
         assert!(e.to_string().contains(name), "error names the file: {e}");
     }
+    // An endless device, or a large file given by mistake: an error, not a
+    // read until memory runs out.
+    let e = Seed::load(std::path::Path::new("/dev/zero")).unwrap_err();
+    assert!(e.to_string().contains("larger than 4 KiB"), "{e}");
+    let big = dir.path().join("big");
+    std::fs::write(&big, "ab".repeat(4000)).unwrap();
+    let e = Seed::load(&big).unwrap_err();
+    assert!(e.to_string().contains("not an identity file"), "{e}");
 }
 
 #[test]

@@ -339,7 +339,7 @@ impl Config {
     /// Reads `path`, or writes [`EXAMPLE`] there and reads that when it does
     /// not exist yet. Returns the config and whether it was just created.
     pub fn load_or_create(path: &Path) -> Result<(Config, bool), ConfigError> {
-        match std::fs::read_to_string(path) {
+        match wzp_engine::files::read_text(path, wzp_engine::files::MAX_TEXT) {
             Ok(text) => Ok((Config::parse(&text, path)?, false)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {

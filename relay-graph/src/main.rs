@@ -92,7 +92,7 @@ Examples:
 fn print_fingerprint(identity: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<()> {
     let from_config = match &config {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
+            let text = wzp_engine::files::read_text(path, wzp_engine::files::MAX_TEXT)
                 .with_context(|| format!("cannot read config {}", path.display()))?;
             Config::parse(&text, path)?.identity
         }

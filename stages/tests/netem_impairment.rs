@@ -489,6 +489,18 @@ fn bad_traces_fail_the_build_with_a_clear_error() {
         assert!(err.contains(name), "{name}: error names the file: {err}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
+    // An endless device: refused, not read until memory runs out.
+    let err = Harness::try_new(
+        &NetemFrames,
+        &[("trace", ParamValue::Str("/dev/zero".into()))],
+    )
+    .err()
+    .expect("build should fail")
+    .to_string();
+    assert!(
+        err.contains("/dev/zero") && err.contains("larger than"),
+        "{err}"
+    );
     assert_eq!(parse_trace("0 1 1", "t").unwrap(), vec![false, true, true]);
     assert!(matches!(
         parse_trace("", "t"),

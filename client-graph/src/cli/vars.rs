@@ -23,7 +23,7 @@ pub fn check_file(path: &Path, sets: &BTreeMap<String, String>) -> Result<()> {
     if sets.is_empty() {
         return Ok(());
     }
-    match std::fs::read_to_string(path) {
+    match wzp_engine::files::read_text(path, wzp_engine::files::MAX_TEXT) {
         Ok(text) => check_text(&text, &path.display().to_string(), sets),
         Err(_) => Ok(()),
     }

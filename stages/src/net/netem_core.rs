@@ -452,7 +452,8 @@ pub fn parse_trace(text: &str, path: &str) -> Result<Vec<bool>, TraceError> {
 /// Reads and parses a loss trace file.
 pub fn load_trace(path: &std::path::Path) -> Result<Vec<bool>, TraceError> {
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| TraceError::Read {
+    // A trace is a character and a line end per packet: 64 MiB is days.
+    let text = wzp_engine::files::read_text(path, 64 << 20).map_err(|e| TraceError::Read {
         path: shown.clone(),
         reason: e.to_string(),
     })?;

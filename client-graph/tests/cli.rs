@@ -836,3 +836,72 @@ fn a_closed_output_pipe_ends_a_printing_command_without_a_panic() {
         assert_eq!(out.status.signal(), Some(13), "{args:?}: {err}");
     }
 }
+
+/// A join whose --duration ends before the relay ever answered fails: it
+/// used to exit 0 with a full stats table when the duration was shorter
+/// than the first-contact timeout.
+#[test]
+fn a_join_that_never_reached_the_relay_fails() {
+    // A UDP port where nothing answers QUIC.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let dir = tmp("never");
+    let out = bin()
+        .args(["join", "--relay", &addr, "--room", "t", "--room-secret"])
+        .arg("0123456789abcdef0123456789abcdef")
+        .args(["--input", "tone", "--output", "null", "--duration", "1s"])
+        .args(["--quiet", "--no-realtime", "--identity"])
+        .arg(dir.join("c.seed"))
+        .arg("--known-relays")
+        .arg(dir.join("known"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("before the relay at") && err.contains(&addr),
+        "{err}"
+    );
+}
+
+/// What the client fills from its own options cannot be changed with
+/// --set behind them (a `room_secret` there changed the key but not the
+/// room: nobody heard anything, exit 0), and an empty --input (an unset
+/// shell variable) is refused instead of playing the built-in sample.
+#[test]
+fn join_refuses_sets_of_its_own_placeholders_and_an_empty_input() {
+    let base = [
+        "join",
+        "--relay",
+        "127.0.0.1:9",
+        "--room",
+        "t",
+        "--output",
+        "null",
+    ];
+    for (extra, want) in [
+        (
+            &[
+                "--input",
+                "tone",
+                "--set",
+                "room_secret=0123456789abcdef0123",
+            ][..],
+            "comes from --room-secret",
+        ),
+        (
+            &["--input", "tone", "--set", "room=other"][..],
+            "comes from --room",
+        ),
+        (
+            &["--input", "tone", "--set", "output=x.wav"][..],
+            "comes from --output",
+        ),
+        (&["--input", ""][..], "--input is empty"),
+    ] {
+        let out = bin().args(base).args(extra).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{extra:?}: {err}");
+        assert!(err.contains(want), "{extra:?}: {err}");
+    }
+}

@@ -285,7 +285,30 @@ pub use wzp_stages::crypto::keys::open_room_secret;
 /// Checks a call's options before anything is created or dialled: the
 /// `--set` names against the call graph's placeholders, and a
 /// `--room-secret` against the minimum length the room key needs.
+/// Placeholders the client fills from its own options: a `--set` of one
+/// would change the graph behind the option's back (`room_secret` changed
+/// the media key but not the room admitted to: no one could hear).
+const OWN_PLACEHOLDERS: &[(&str, &str)] = &[
+    ("room", "--room"),
+    ("room_secret", "--room-secret"),
+    ("input", "--input"),
+    ("input_rate", "--input"),
+    ("output", "--output"),
+    ("output_rate", "--output"),
+];
+
 pub fn check_options(opts: &CallOptions) -> Result<()> {
+    for name in opts.sets.keys() {
+        if let Some((_, flag)) = OWN_PLACEHOLDERS.iter().find(|(n, _)| n == name) {
+            bail!("--set {name}=...: `{name}` comes from {flag}; use that option instead");
+        }
+    }
+    if opts.input.trim().is_empty() {
+        bail!(
+            "--input is empty; give a WAV file, `tone`, `tone:HZ`, `builtin` or `mic` \
+             (an unset shell variable would otherwise play the built-in sample)"
+        );
+    }
     if let Some(secret) = &opts.room_secret {
         if secret.len() < MIN_ROOM_SECRET {
             bail!(

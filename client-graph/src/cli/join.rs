@@ -103,6 +103,15 @@ pub fn join_cmd(args: JoinArgs) -> Result<()> {
         top: args.top,
     };
     call::graph::check_options(&opts)?;
+    let relay = opts.relay.clone();
     let outcome = call::run_call(opts)?;
-    finish_report(&outcome.report, args.stats_json.as_deref(), args.quiet)
+    finish_report(&outcome.report, args.stats_json.as_deref(), args.quiet)?;
+    // The call ended (--duration, Ctrl-C) before the relay ever answered:
+    // nothing was sent or heard, which is no success.
+    if outcome.joins == 0 {
+        anyhow::bail!(
+            "the call ended before the relay at {relay} admitted it; check the address and that the relay runs"
+        );
+    }
+    Ok(())
 }

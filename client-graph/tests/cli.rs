@@ -905,3 +905,49 @@ fn join_refuses_sets_of_its_own_placeholders_and_an_empty_input() {
         assert!(err.contains(want), "{extra:?}: {err}");
     }
 }
+
+/// A graph with no source never ends: refused without --duration (it ran
+/// forever, writing a recording of silence until the disk was full), run
+/// for the duration given with it.
+#[test]
+fn a_graph_without_a_source_needs_a_duration() {
+    let dir = tmp("nosource");
+    let g = dir.join("g.toml");
+    let wav = dir.join("o.wav");
+    std::fs::write(
+        &g,
+        format!(
+            "[graph]\nname = \"n\"\nclock = {{ driver = \"fast\" }}\n\
+             [[stage]]\nid = \"m\"\nkind = \"audio.mix\"\n\
+             [[stage]]\nid = \"sink\"\nkind = \"audio.wav_sink\"\nparams = {{ path = {:?} }}\n\
+             [[link]]\nfrom = \"m.out\"\nto = \"sink.in\"\n",
+            wav.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let out = bin()
+        .arg("run")
+        .arg(&g)
+        .arg("--no-realtime")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("no source") && err.contains("--duration"),
+        "{err}"
+    );
+    assert!(!wav.exists(), "nothing was recorded");
+    let out = bin()
+        .arg("run")
+        .arg(&g)
+        .args(["--no-realtime", "--quiet", "--duration", "200ms"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(hound::WavReader::open(&wav).unwrap().duration(), 9600);
+}

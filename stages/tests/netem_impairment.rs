@@ -515,6 +515,8 @@ fn bad_params_fail_the_build() {
         ("loss", f(-1.0), "loss"),
         ("ge_r", f(0.0), "ge_r"),
         ("capacity", ParamValue::Int(0), "capacity"),
+        ("delay", ms(60_001), "0..=60s"),
+        ("jitter", ms(100_000_000), "0..=60s"),
         (
             "jitter_dist",
             ParamValue::Str("pareto".into()),

@@ -73,6 +73,15 @@ pub fn run(args: RunArgs) -> Result<()> {
         });
     };
     let compiled = compile(&spec, &registry, &res).map_err(|e| anyhow!("{e}"))?;
+    // Nothing makes audio or packets of its own: the graph would run
+    // forever (and a recording grow until the disk is full).
+    if args.duration.is_none() && !compiled.stages.iter().any(|s| s.inputs.is_empty()) {
+        return Err(anyhow!(
+            "{}: the graph has no source (a stage without inputs), so it never ends by itself; \
+             give --duration",
+            args.graph.display()
+        ));
+    }
     let mut graph = Graph::new(compiled);
     let stop = graph.stop_flag();
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())

@@ -84,6 +84,9 @@ use std::time::Duration;
 use wzp_engine::bridge::Meta;
 use wzp_engine::prelude::*;
 
+/// Most `delay` or `jitter` a netem stage takes.
+const MAX_HOLD: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub use super::netem_core::{load_trace, parse_trace, TraceError};
 use super::netem_core::{GeModel, ImpairParams, NetemCore};
 
@@ -239,8 +242,19 @@ fn build<M: Arrival>(
         )
         .into());
     }
-    let delay_ns = p.duration("delay")?.as_nanos().min(u64::MAX as u128 / 4) as u64;
-    let jitter_ns = p.duration("jitter")?.as_nanos().min(u64::MAX as u128 / 4) as u64;
+    // A path that holds an item longer than a minute is no path: a larger
+    // value is a typo (`100000s`) that would hold every item for days.
+    let bounded = |name: &str| -> Result<u64, BuildError> {
+        let d = p.duration(name)?;
+        if d > MAX_HOLD {
+            return Err(
+                ParamError::new(name, format!("{d:?} is out of range; use 0..=60s")).into(),
+            );
+        }
+        Ok(d.as_nanos() as u64)
+    };
+    let delay_ns = bounded("delay")?;
+    let jitter_ns = bounded("jitter")?;
     let normal = p.choice("jitter_dist", &["uniform", "normal"])? == "normal";
     let reorder = percent(p, "reorder")?;
     let reorder_gap_ns = p

@@ -134,8 +134,11 @@ pub fn parse_line(line: &str) -> Result<InputRecord, String> {
                 .find(|&n| n == tier)
                 .ok_or_else(|| format!("top_tier={tier:?} is not a tier"))?;
             let quantum_ns: u64 = f.num("quantum_ns")?;
-            if quantum_ns == 0 {
-                return Err("quantum_ns=0: a cycle takes some time".into());
+            // A graph's quantum is 1..=1000 ms, in whole milliseconds.
+            if !(1_000_000..=1_000_000_000).contains(&quantum_ns) || quantum_ns % 1_000_000 != 0 {
+                return Err(format!(
+                    "quantum_ns={quantum_ns}: a graph's quantum is 1..=1000 ms in whole milliseconds"
+                ));
             }
             let heavy_loss: f32 = f.num("heavy_loss")?;
             let congestion_queue_ms: f32 = f.num("congestion_queue_ms")?;
@@ -457,6 +460,14 @@ mod tests {
             (
                 edit(&start, "quantum_ns=20000000", "quantum_ns=0"),
                 "quantum_ns=0",
+            ),
+            (
+                edit(&start, "quantum_ns=20000000", "quantum_ns=1"),
+                "1..=1000 ms",
+            ),
+            (
+                edit(&start, "quantum_ns=20000000", "quantum_ns=20000001"),
+                "whole milliseconds",
             ),
             (
                 edit(&start, "heavy_loss=0.6", "heavy_loss=1.5"),

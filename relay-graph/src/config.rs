@@ -516,11 +516,19 @@ impl Config {
             }
         }
         for p in &self.peers {
-            if p.address.trim().is_empty() || !p.address.contains(':') {
+            if let Err(why) = check_host_port(&p.address) {
                 return Err(format!(
-                    "[[peers]] label = {:?}: address = {:?} is not host:port, e.g. \
-                     \"relay-b.example.org:4433\"",
+                    "[[peers]] label = {:?}: address = {:?} is not host:port ({why}), e.g. \
+                     \"relay-b.example.org:4433\" or \"[2001:db8::1]:4433\"",
                     p.label, p.address
+                ));
+            }
+        }
+        if let Some(a) = &self.public_addr {
+            if let Err(why) = check_host_port(a) {
+                return Err(format!(
+                    "public_addr = {a:?} is not host:port ({why}), e.g. \
+                     \"relay.example.org:4433\" or \"[2001:db8::1]:4433\""
                 ));
             }
         }
@@ -615,6 +623,36 @@ fn with_suggestion(message: String) -> String {
         Some(m) => format!("{message} (did you mean `{m}`?)"),
         None => message,
     }
+}
+
+/// Whether `s` is `host:port` as a relay dials it: a host (a name, an IPv4
+/// address, or an IPv6 address in brackets) and a port 1..=65535. Checked
+/// at start, so a typo is not found by a redial failing every 5 s.
+pub fn check_host_port(s: &str) -> Result<(), &'static str> {
+    let s = s.trim();
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err("no port");
+    };
+    match port.parse::<u16>() {
+        Ok(0) => return Err("port 0"),
+        Ok(_) => {}
+        Err(_) => return Err("the port is not a number 1..=65535"),
+    }
+    let host = match host.strip_prefix('[') {
+        Some(h) => h.strip_suffix(']').ok_or("an unclosed `[`")?,
+        None if host.contains(':') => return Err("an IPv6 address needs brackets"),
+        None => host,
+    };
+    if host.is_empty() {
+        return Err("no host");
+    }
+    if host
+        .chars()
+        .any(|c| c.is_whitespace() || c == '"' || c == '\\' || c.is_control())
+    {
+        return Err("the host has a space, quote or control character");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -803,6 +841,39 @@ mod tests {
                 &["address = \"nowhere\" is not host:port"],
             ),
             (
+                format!("[[peers]]\naddress = \"127.0.0.1:99999\"\nfingerprint = \"{FP_A}\"\nlabel = \"b\"\n"),
+                &["is not host:port", "not a number 1..=65535"],
+            ),
+            (
+                format!("[[peers]]\naddress = \"relay-b:abc\"\nfingerprint = \"{FP_A}\"\nlabel = \"b\"\n"),
+                &["is not host:port", "not a number"],
+            ),
+            (
+                format!("[[peers]]\naddress = \"127.0.0.1:0\"\nfingerprint = \"{FP_A}\"\nlabel = \"b\"\n"),
+                &["is not host:port", "port 0"],
+            ),
+            (
+                format!("[[peers]]\naddress = \"::1:4433\"\nfingerprint = \"{FP_A}\"\nlabel = \"b\"\n"),
+                &["is not host:port", "needs brackets"],
+            ),
+            (
+                format!("[[peers]]\naddress = \"[::1:4433\"\nfingerprint = \"{FP_A}\"\nlabel = \"b\"\n"),
+                &["is not host:port", "unclosed"],
+            ),
+            (
+                format!("[[peers]]\naddress = \":4433\"\nfingerprint = \"{FP_A}\"\nlabel = \"b\"\n"),
+                &["is not host:port", "no host"],
+            ),
+            (
+                format!("[[peers]]\naddress = \"a b:1\"\nfingerprint = \"{FP_A}\"\nlabel = \"b\"\n"),
+                &["is not host:port", "space"],
+            ),
+            (
+                "public_addr = \"not an address at all\"\n".into(),
+                &["public_addr = \"not an address at all\" is not host:port"],
+            ),
+            ("public_addr = \"\"\n".into(), &["public_addr = \"\"", "no port"]),
+            (
                 format!("[[peers]]\naddress = \"10.0.0.1:1\"\nfingerprint = \"{FP_A}\"\n"),
                 &["missing field `label`"],
             ),
@@ -852,6 +923,18 @@ mod tests {
             for n in needles {
                 assert!(msg.contains(n), "{text:?}: {msg}\nshould mention {n}");
             }
+        }
+    }
+
+    #[test]
+    fn host_port_forms_a_relay_dials_are_accepted() {
+        for ok in [
+            "relay.example.org:4433",
+            "10.0.0.1:1",
+            "[2001:db8::1]:4433",
+            "[::1]:65535",
+        ] {
+            assert_eq!(check_host_port(ok), Ok(()), "{ok}");
         }
     }
 

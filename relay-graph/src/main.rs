@@ -268,9 +268,11 @@ fn main() -> anyhow::Result<()> {
         )?;
         writeln!(out, "{}", public.comment)?;
         writeln!(out, "[[peers]]")?;
-        writeln!(out, "address = \"{}\"", public.address)?;
+        // TOML strings, quoted and escaped: the snippet is pasted as it is.
+        let quoted = |v: &str| toml::Value::String(v.to_string()).to_string();
+        writeln!(out, "address = {}", quoted(&public.address))?;
         writeln!(out, "fingerprint = \"{fp}\"")?;
-        writeln!(out, "label = \"{}\"", shared.cfg.label)?;
+        writeln!(out, "label = {}", quoted(&shared.cfg.label))?;
         writeln!(
             out,
             "listening quic={} metrics={metrics} mapping={} fingerprint={fp} label={}",

@@ -68,3 +68,27 @@ fn public_addr_and_a_specific_bind_are_shown_as_they_are() {
     assert_eq!(address, relay.quic.to_string());
     assert!(comment.contains("bound address"), "{comment}");
 }
+
+/// The snippet is TOML another relay's config takes as it is: a label with
+/// a quote and a backslash is escaped (it was printed between bare quotes).
+#[test]
+fn the_snippet_is_valid_toml_whatever_the_label() {
+    let dir = tempdir();
+    let seed = dir.path().join("relay.seed");
+    let label = r#"a"b\c"#;
+    let relay = RelayProc::start(&["-i", seed.to_str().unwrap(), "--label", label]);
+    let head = &relay.stdout_head;
+    let at = head.iter().position(|l| l == "[[peers]]").unwrap();
+    let block: String = head[at..]
+        .iter()
+        .take_while(|l| *l == "[[peers]]" || l.contains(" = "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let parsed: toml::Table = toml::from_str(&block).unwrap_or_else(|e| panic!("{block}: {e}"));
+    let peer = &parsed["peers"].as_array().unwrap()[0];
+    assert_eq!(peer["label"].as_str(), Some(label), "{block}");
+    assert_eq!(
+        peer["fingerprint"].as_str(),
+        Some(relay.fingerprint.to_string().as_str())
+    );
+}

@@ -279,6 +279,14 @@ fn build_client(
     vars.insert("output".into(), output.display().to_string());
     vars.insert("input_rate".into(), RATE.to_string());
     vars.insert("output_rate".into(), RATE.to_string());
+    // A --setting the graph has no placeholder for would measure the
+    // defaults under its label.
+    GraphSpec::check_var_names(
+        CALL_GRAPH,
+        "graphs/call.toml (built in)",
+        sets.keys().map(String::as_str),
+    )
+    .map_err(|e| anyhow!("--setting: {e}"))?;
     vars.extend(sets.clone());
     let spec = GraphSpec::parse(CALL_GRAPH, "graphs/call.toml (built in)", &vars)
         .map_err(|e| anyhow!("{e}"))?;

@@ -119,6 +119,13 @@ fn check(o: &MemoryOptions) -> Result<()> {
     if o.payload < 8 || o.payload > 1100 {
         bail!("--payload {}: use 8..=1100 bytes", o.payload);
     }
+    // The steady state is read over the hold's second half.
+    if o.hold < std::time::Duration::from_secs(1) {
+        bail!(
+            "--hold {:?}: use at least 1s (the heap is read over its second half)",
+            o.hold
+        );
+    }
     Ok(())
 }
 
@@ -474,13 +481,14 @@ mod tests {
     #[test]
     fn bad_options_are_refused_with_the_flag_named() {
         assert!(check(&opts()).is_ok());
-        let cases: [(fn(&mut MemoryOptions), &str); 6] = [
+        let cases: [(fn(&mut MemoryOptions), &str); 7] = [
             (|o| o.counts.clear(), "--connections"),
             (|o| o.counts = vec![10, 0], "--connections"),
             (|o| o.room_size = 1, "--room-size"),
             (|o| o.rate = 0, "--rate"),
             (|o| o.payload = 2, "--payload"),
             (|o| o.payload = 5000, "--payload"),
+            (|o| o.hold = Duration::ZERO, "--hold"),
         ];
         for (bad, flag) in cases {
             let mut o = opts();

@@ -171,6 +171,9 @@ pub struct SignalResults {
     pub relay_pid: u32,
 }
 
+/// Most calls one run places (`--calls-per-s` x `--seconds`).
+pub const MAX_CALLS: u64 = 1_000_000;
+
 fn check(o: &SignalOptions) -> Result<()> {
     if o.clients < 2 || o.clients % 2 != 0 {
         bail!(
@@ -183,6 +186,15 @@ fn check(o: &SignalOptions) -> Result<()> {
     }
     if o.per_endpoint == 0 {
         bail!("--per-endpoint 0: use at least 1");
+    }
+    // Every offer is signed up front: a typo'd rate must be refused, not
+    // abort on the allocation (leaving the relay it started running).
+    if (o.calls_per_s as u64).saturating_mul(o.seconds) > MAX_CALLS {
+        bail!(
+            "--calls-per-s {} for --seconds {}: at most {MAX_CALLS} calls in a run",
+            o.calls_per_s,
+            o.seconds
+        );
     }
     if o.calls_per_s > 0 && o.seconds == 0 {
         bail!("--seconds 0 with --calls-per-s {}: use --seconds ≥ 1, or --calls-per-s 0 to register only", o.calls_per_s);
@@ -900,6 +912,13 @@ mod tests {
                     ..base.clone()
                 },
                 "--clients",
+            ),
+            (
+                SignalOptions {
+                    calls_per_s: 1_000_000_000,
+                    ..base.clone()
+                },
+                "--calls-per-s",
             ),
             (
                 SignalOptions {

@@ -684,8 +684,17 @@ fn bad_input_is_refused_with_the_bad_part_named() {
     for (flag, value, want) in [
         ("--listen", "nowhere", "--listen \"nowhere\""),
         ("--to", "no-port", "--to \"no-port\""),
+        ("--to", "127.0.0.1:0", "port 0 is nowhere"),
+        (
+            "--to",
+            "127.0.0.1:45210",
+            "the proxy's own --listen address",
+        ),
     ] {
-        let mut args = vec!["--listen", "127.0.0.1:0", "--to", "127.0.0.1:9"];
+        let mut args = vec!["--listen", "127.0.0.1:45210", "--to", "127.0.0.1:9"];
+        if flag == "--listen" {
+            args[1] = "127.0.0.1:0";
+        }
         let i = args.iter().position(|a| *a == flag).unwrap();
         args[i + 1] = value;
         let out = Command::new(env!("CARGO_BIN_EXE_wzp-netem"))

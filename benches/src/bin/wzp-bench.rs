@@ -162,7 +162,7 @@ struct RelayLoadArgs {
     #[arg(long)]
     relay_bin: Option<PathBuf>,
     /// Only the raw UDP forwarder.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "skip_raw")]
     skip_relay: bool,
     /// Only the relay.
     #[arg(long)]

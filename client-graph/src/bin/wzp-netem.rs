@@ -11,7 +11,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 use wzp_stages::net::netem_core::load_trace;
 use wzp_stages::net::netem_schedule::{
@@ -124,6 +124,19 @@ fn config(cli: &Cli) -> Result<netem_proxy::ProxyConfig> {
         )
     })?;
     let to = resolve("--to", &cli.to)?;
+    if to.port() == 0 {
+        bail!(
+            "--to {:?}: port 0 is nowhere to send to; give the relay's port",
+            cli.to
+        );
+    }
+    // Sending to itself: one datagram would loop and fill every mapping.
+    if to == listen {
+        bail!(
+            "--to {:?} is the proxy's own --listen address; give the relay's",
+            cli.to
+        );
+    }
     let trace = match &cli.trace {
         Some(p) => load_trace(p).map_err(|e| anyhow!("--trace: {e}"))?,
         None => Vec::new(),

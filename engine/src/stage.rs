@@ -160,6 +160,12 @@ impl<'a> BuildContext<'a> {
         self.resources.get::<T>(name)
     }
 
+    /// Whether the control plane inserted a resource named `name` (of any
+    /// type).
+    pub fn has_resource(&self, name: &str) -> bool {
+        self.resources.contains(name)
+    }
+
     /// A shared object several stages of a graph meet at by name (a live
     /// settings cell one stage writes and another reads): the control
     /// plane's resource `name` if it inserted one, else one made with
@@ -169,7 +175,7 @@ impl<'a> BuildContext<'a> {
         &self,
         name: &str,
     ) -> Option<Arc<T>> {
-        self.resources.get_or_create::<T>(name)
+        self.resources.get_or_create_for::<T>(name, self.stage_id)
     }
 
     /// Resolves an *input* path param: as given (relative to the working
@@ -203,8 +209,13 @@ pub struct Resources {
     items: std::collections::HashMap<String, Arc<dyn std::any::Any + Send + Sync>>,
     /// Made on demand by [`Resources::get_or_create`] while stages build
     /// (control side only; never touched on the real-time path).
-    created:
-        std::sync::Mutex<std::collections::HashMap<String, Arc<dyn std::any::Any + Send + Sync>>>,
+    created: std::sync::Mutex<std::collections::HashMap<String, SharedCell>>,
+}
+
+/// A shared object made on demand, and the stages that asked for it.
+struct SharedCell {
+    value: Arc<dyn std::any::Any + Send + Sync>,
+    users: std::collections::BTreeSet<String>,
 }
 
 impl Resources {
@@ -216,6 +227,11 @@ impl Resources {
         self.items.insert(name.to_string(), value);
     }
 
+    /// Whether `name` was inserted (of any type).
+    pub fn contains(&self, name: &str) -> bool {
+        self.items.contains_key(name)
+    }
+
     pub fn get<T: Send + Sync + 'static>(&self, name: &str) -> Option<Arc<T>> {
         self.items.get(name).cloned()?.downcast::<T>().ok()
     }
@@ -224,6 +240,16 @@ impl Resources {
     /// call and returned by every later call for the same name (so two
     /// stages of a graph share it). `None` when `name` holds another type.
     pub fn get_or_create<T: Default + Send + Sync + 'static>(&self, name: &str) -> Option<Arc<T>> {
+        self.get_or_create_for::<T>(name, "")
+    }
+
+    /// As [`Resources::get_or_create`], for stage `user` (recorded, for
+    /// [`Resources::lonely_shared`]).
+    pub fn get_or_create_for<T: Default + Send + Sync + 'static>(
+        &self,
+        name: &str,
+        user: &str,
+    ) -> Option<Arc<T>> {
         if let Some(v) = self.items.get(name) {
             return v.clone().downcast::<T>().ok();
         }
@@ -231,10 +257,33 @@ impl Resources {
             .created
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let v = created
+        let cell = created
             .entry(name.to_string())
-            .or_insert_with(|| Arc::new(T::default()) as Arc<dyn std::any::Any + Send + Sync>);
-        v.clone().downcast::<T>().ok()
+            .or_insert_with(|| SharedCell {
+                value: Arc::new(T::default()),
+                users: Default::default(),
+            });
+        if !user.is_empty() {
+            cell.users.insert(user.to_string());
+        }
+        cell.value.clone().downcast::<T>().ok()
+    }
+
+    /// Shared objects made on demand that only one stage asked for, as
+    /// `(name, stage)`: nothing else writes or reads them (a mistyped
+    /// name, most likely).
+    pub fn lonely_shared(&self) -> Vec<(String, String)> {
+        let created = self
+            .created
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out: Vec<(String, String)> = created
+            .iter()
+            .filter(|(_, c)| c.users.len() == 1)
+            .filter_map(|(n, c)| Some((n.clone(), c.users.iter().next()?.clone())))
+            .collect();
+        out.sort();
+        out
     }
 }
 

@@ -1042,3 +1042,46 @@ fn first_hop_samples_move_the_tier_down_with_no_report() {
     .unwrap();
     assert!(e.to_string().contains("PathLive"), "{e}");
 }
+
+/// A live-settings cell typed two ways (the controller writes `enc_lvie`,
+/// the encoder reads `enc_live`) compiles and runs, but every decision goes
+/// nowhere: the compiler says so, naming both stages and both names. The
+/// shipped loopback graph, and a journal nobody inserted, draw no warning.
+#[test]
+fn a_shared_cell_only_one_stage_uses_is_warned_about() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../graphs/loopback.toml"
+    ))
+    .unwrap();
+    let warnings = |text: &str| {
+        let spec = GraphSpec::parse(text, "loopback.toml", &Default::default()).unwrap();
+        wzp_engine::compile::compile_dry_run(&spec, &wzp_stages::registry(), &Resources::new())
+            .unwrap()
+            .warnings
+    };
+    assert_eq!(warnings(&text), Vec::<String>::new());
+    let adapt_line = text
+        .lines()
+        .find(|l| l.contains("live_settings = \"enc_live\", fec_live"))
+        .expect("the adapt stage's params");
+    let typo = text.replace(
+        adapt_line,
+        &adapt_line.replace(
+            "live_settings = \"enc_live\"",
+            "live_settings = \"enc_lvie\"",
+        ),
+    );
+    let w = warnings(&typo);
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(
+        w.iter()
+            .any(|w| w.contains("`adapt`") && w.contains("\"enc_lvie\"")),
+        "{w:?}"
+    );
+    assert!(
+        w.iter()
+            .any(|w| w.contains("`enc`") && w.contains("\"enc_live\"")),
+        "{w:?}"
+    );
+}

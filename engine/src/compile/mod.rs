@@ -143,6 +143,9 @@ pub struct CompiledGraph {
     pub domains: Vec<DomainPlan>,
     pub paths: Vec<LatencyPath>,
     pub wakers: Wakers,
+    /// What compiled but looks wrong (a shared cell only one stage uses);
+    /// each is also logged as a warning.
+    pub warnings: Vec<String>,
 }
 
 /// One waker per domain, so producers can wake a domain's thread.
@@ -281,6 +284,22 @@ fn compile_inner(
     feedback::check_delayed(&mut linked, &mut diag);
     let sorted = sort::sort(linked, &mut diag);
     diag.finish()?;
+    // A cell one stage writes and no other reads (or the reverse) is a
+    // name typed two ways: the graph runs, but a controller's decisions go
+    // nowhere. Only on a fresh graph: a reconfiguration keeps stages that
+    // do not ask again.
+    let mut warnings = Vec::new();
+    if existing.stages.is_empty() {
+        for (name, stage) in resources.lonely_shared() {
+            let w = format!(
+                "{}: stage `{stage}` is the only one using the shared cell {name:?}; no other \
+                 stage writes or reads it (is the name the same on both sides?)",
+                spec.file
+            );
+            tracing::warn!("{w}");
+            warnings.push(w);
+        }
+    }
 
     // Planning passes, on a graph that passed every check.
     let bridged = bridges::insert_bridges(spec, existing, &wakers, sorted)?;
@@ -316,6 +335,7 @@ fn compile_inner(
         domains,
         paths,
         wakers,
+        warnings,
     })
 }
 

@@ -86,7 +86,8 @@
 //!   (duration, 10s): the controller's timings (`ControllerConfig`).
 //! - `journal` (string, "adapt_journal"): the [`DecisionJournal`] resource
 //!   each decision is written to as it is taken ([`super::journal`]; the
-//!   control plane inserts one and prints its entries); empty: none.
+//!   control plane inserts one and prints its entries); empty, or no such
+//!   resource: none.
 //! - `log_inputs` (bool, false): also write to the journal every input
 //!   the controller is handed (its config when made, each report and early
 //!   report about this sender, each first-hop sample), between the
@@ -295,11 +296,13 @@ impl StageFactory for AdaptFactory {
         let fec_live = optional_cell::<FecLive>(cx, p, "fec_live", "a FecLive")?;
         let path_live = optional_cell::<PathLive>(cx, p, "path_live", "a PathLive")?;
         let journal_name = p.str("journal")?;
-        let journal = if journal_name.is_empty() {
+        // The journal is the control plane's to read: written only when it
+        // put one there (a cell made here would have no reader).
+        let journal = if journal_name.is_empty() || !cx.has_resource(journal_name) {
             None
         } else {
             let j = cx
-                .shared_resource::<DecisionJournal>(journal_name)
+                .resource::<DecisionJournal>(journal_name)
                 .ok_or_else(|| {
                     ParamError::new(
                         "journal",

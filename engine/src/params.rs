@@ -147,8 +147,41 @@ pub fn coerce(ty: ParamType, value: &toml::Value) -> Result<ParamValue, String> 
             "false" | "off" | "no" | "0" => Ok(ParamValue::Bool(false)),
             _ => Err(format!("expected a boolean, got {s:?}")),
         },
-        (ty, v) => Err(format!("expected a {ty}, got {} `{v}`", v.type_str())),
+        (ty, v) => {
+            let ty = ty.to_string();
+            let article = if ty.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                "an"
+            } else {
+                "a"
+            };
+            Err(format!(
+                "expected {article} {ty}, got {} `{v}`",
+                v.type_str()
+            ))
+        }
     }
+}
+
+/// A number as a person reads it: `1e300`, not three hundred digits.
+fn short_f64(v: f64) -> String {
+    if v != 0.0 && v.is_finite() && !(1e-4..1e15).contains(&v.abs()) {
+        format!("{v:e}")
+    } else {
+        format!("{v}")
+    }
+}
+
+/// As [`parse_duration`] for a command-line flag: the unit is required
+/// (`--duration 5` read as 5 ms stopped a run after one frame, exit 0), but
+/// for a bare `0`.
+pub fn parse_duration_flag(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if !t.is_empty() && t != "0" && t.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return Err(format!(
+            "{s:?} has no unit; give one, e.g. \"{t}s\" or \"{t}ms\""
+        ));
+    }
+    parse_duration(s)
 }
 
 /// Parses `"20ms"`, `"1.5s"`, `"2m"`, `"250us"`, or a bare number of milliseconds.
@@ -294,7 +327,7 @@ impl Params {
         if !(v >= lo && v <= hi) {
             return Err(ParamError::new(
                 name,
-                format!("{v} is out of range; use {lo}..={hi}"),
+                format!("{} is out of range; use {lo}..={hi}", short_f64(v)),
             ));
         }
         Ok(v)
@@ -329,6 +362,32 @@ mod tests {
         }
         assert_eq!(format_duration(Duration::from_millis(20)), "20ms");
         assert_eq!(format_duration(Duration::from_secs(5)), "5s");
+    }
+
+    #[test]
+    fn a_flag_needs_a_unit() {
+        assert_eq!(parse_duration_flag("5s").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_duration_flag("0").unwrap(), Duration::ZERO);
+        for bad in ["5", "1.5", " 10 "] {
+            let e = parse_duration_flag(bad).unwrap_err();
+            assert!(e.contains("has no unit"), "{bad:?}: {e}");
+        }
+        assert!(parse_duration_flag("-1s").is_err());
+    }
+
+    #[test]
+    fn out_of_range_numbers_are_shown_short() {
+        assert_eq!(short_f64(1e300), "1e300");
+        assert_eq!(short_f64(5e-324), "5e-324");
+        assert_eq!(short_f64(440.5), "440.5");
+        assert_eq!(short_f64(0.0), "0");
+        assert_eq!(short_f64(f64::NAN), "NaN");
+    }
+
+    #[test]
+    fn type_errors_read_as_english() {
+        let e = coerce(ParamType::Int, &toml::Value::Float(1.5)).unwrap_err();
+        assert!(e.contains("expected an integer"), "{e}");
     }
 
     #[test]

@@ -322,6 +322,18 @@ fn a_cycle_through_a_delayed_link_compiles() {
     }
 }
 
+/// A graph with no stages is refused by the compiler, naming the file (it
+/// failed at start with "already running or has no stages", no file).
+#[test]
+fn a_graph_without_stages_is_refused() {
+    let (reg, _) = common::registry();
+    let spec = common::parse("");
+    let errs = compile(&spec, &reg, &Resources::new()).err().unwrap();
+    assert_eq!(errs.kinds(), [ErrorKind::Build]);
+    assert!(errs.to_string().contains("no stages"), "{errs}");
+    assert!(errs.0[0].help.is_some());
+}
+
 /// A domain has 1024 slots: a graph with more stages is a compile error
 /// naming the limit (it was an index out of bounds when the graph was
 /// made), and one with exactly 1024 is made and runs.

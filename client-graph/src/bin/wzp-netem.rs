@@ -102,7 +102,7 @@ struct Cli {
     #[arg(long, value_name = "N", default_value_t = 1)]
     seed: u64,
     /// Stop after this long (`30s`, `2m`).
-    #[arg(long, value_name = "D", value_parser = wzp_engine::params::parse_duration)]
+    #[arg(long, value_name = "D", value_parser = wzp_engine::params::parse_duration_flag)]
     duration: Option<Duration>,
     /// Log filter (e.g. `info`); also read from RUST_LOG.
     #[arg(long, default_value = "warn")]

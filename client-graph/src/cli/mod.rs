@@ -19,11 +19,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
-use wzp_engine::params::parse_duration;
 use wzp_engine::prelude::*;
 
 pub fn parse_duration_arg(s: &str) -> Result<Duration, String> {
-    parse_duration(s)
+    wzp_engine::params::parse_duration_flag(s)
 }
 
 pub fn parse_sets(set: &[String]) -> Result<BTreeMap<String, String>> {

@@ -254,6 +254,14 @@ fn compile_inner(
     // Checking passes: each reports what it finds and lets the next one run.
     let mut diag = Diagnostics::new(&spec.file);
     validate::check_ids(spec, &mut diag);
+    if spec.stages.is_empty() {
+        return Err(GraphErrors(vec![GraphError::new(
+            ErrorKind::Build,
+            "the graph has no stages",
+        )
+        .at(&spec.file, None)
+        .help("add [[stage]] tables; `wzp-client stages` lists the kinds")]));
+    }
     // More stages than a domain has slots: refused before any is built (a
     // stage's build may open files or devices).
     if let Some(over) = spec.stages.get(crate::exec::DEFAULT_SLOTS) {

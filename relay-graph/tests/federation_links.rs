@@ -375,4 +375,10 @@ async fn presence_on_one_relay_is_routable_from_its_peer() {
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
     assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    assert!(resp.contains("\"nope\" is not a fingerprint: "), "{resp}");
+    // Any accepted form comes back in the relay's own form.
+    let upper = user.to_string().replace(':', "").to_uppercase();
+    let body: serde_json::Value =
+        serde_json::from_str(&a.http_get(&format!("/route/{upper}"))).unwrap();
+    assert_eq!(body["fingerprint"], user.to_string(), "{body}");
 }

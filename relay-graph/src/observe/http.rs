@@ -47,13 +47,19 @@ async fn route_of(
     State(s): State<Arc<Services>>,
     axum::extract::Path(fp): axum::extract::Path<String>,
 ) -> axum::response::Response {
-    let Ok(fingerprint) = fp.parse::<wzp_proto::Fingerprint>() else {
-        return (
-            axum::http::StatusCode::BAD_REQUEST,
-            format!("{fp:?} is not a fingerprint (16 groups of 4 hex digits, colon-separated)\n"),
-        )
-            .into_response();
+    let fingerprint = match fp.parse::<wzp_proto::Fingerprint>() {
+        Ok(f) => f,
+        Err(e) => {
+            return (
+                axum::http::StatusCode::BAD_REQUEST,
+                format!("{fp:?} is not a fingerprint: {e}\n"),
+            )
+                .into_response()
+        }
     };
+    // Shown as the relay writes fingerprints everywhere else, whatever form
+    // the request used.
+    let fp = fingerprint.to_string();
     use crate::federation::Route;
     let body = match s.federation.route(fingerprint).await {
         Route::Local => serde_json::json!({ "fingerprint": fp, "route": "local" }),

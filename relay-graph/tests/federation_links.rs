@@ -107,6 +107,22 @@ fn a_relay_pinning_another_certificate_gets_no_link() {
     assert_eq!(status(&b, "a"), Some(0.0));
 }
 
+/// A relay listening on IPv4 cannot reach a peer whose address is IPv6:
+/// its log says so and what to change, where it said "invalid remote
+/// address" every 5 s.
+#[test]
+fn an_ipv6_peer_of_an_ipv4_relay_is_explained() {
+    let dir = common::tempdir();
+    let other = fingerprint_of(&dir.path().join("x.seed"));
+    let a = relay(
+        dir.path(),
+        "a",
+        &format!("[[peers]]\naddress = \"[::1]:4433\"\nfingerprint = \"{other}\"\nlabel = \"b\"\n"),
+    );
+    let line = wait_log(&a, &["federation dial failed", "resolves only to IPv6"]);
+    assert!(line.contains("listen on [::]:"), "{line}");
+}
+
 /// A client with no certificate that *claims* to be a trusted relay in its
 /// `Hello` gets nothing: the link needs the certificate proven in the
 /// handshake, and the relay closes it as not authorized before reading.

@@ -762,11 +762,29 @@ impl Hub {
         let events = self.events.clone();
         tokio::spawn(async move {
             let result = async {
-                let addr = tokio::net::lookup_host(&address)
+                let found: Vec<std::net::SocketAddr> = tokio::net::lookup_host(&address)
                     .await
                     .map_err(|e| format!("cannot resolve {address}: {e}"))?
-                    .next()
-                    .ok_or_else(|| format!("{address} resolves to no address"))?;
+                    .collect();
+                // An IPv4 socket cannot send to an IPv6 address: take an
+                // address of its family, or say why none will do.
+                let local = endpoint.local_addr().ok();
+                let v4_only = local.is_some_and(|l| l.is_ipv4());
+                let addr = found
+                    .iter()
+                    .find(|a| !v4_only || a.is_ipv4())
+                    .copied()
+                    .ok_or_else(|| match (found.first(), local) {
+                        (None, _) => format!("{address} resolves to no address"),
+                        (Some(a), Some(l)) => format!(
+                            "{address} resolves only to IPv6 ({a}), and this relay listens on \
+                             IPv4 ({l}); listen on [::]:{} to dial IPv6 peers",
+                            l.port()
+                        ),
+                        (Some(a), None) => {
+                            format!("{address} ({a}): no local address to dial from")
+                        }
+                    })?;
                 let connecting = endpoint
                     .connect_with(cfg, addr, sni::FEDERATION)
                     .map_err(|e| format!("cannot dial {addr}: {e}"))?;

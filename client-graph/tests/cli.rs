@@ -951,3 +951,31 @@ fn a_graph_without_a_source_needs_a_duration() {
     );
     assert_eq!(hound::WavReader::open(&wav).unwrap().duration(), 9600);
 }
+
+/// An alias relays would refuse is refused before connecting (a long one
+/// came back as "connection lost"), for join, call and listen alike.
+#[test]
+fn an_alias_relays_refuse_is_refused_up_front() {
+    let long = "z".repeat(65);
+    for cmd in [
+        &["join", "--relay", "127.0.0.1:9", "--room", "t"][..],
+        &[
+            "call",
+            "--relay",
+            "127.0.0.1:9",
+            "0000:0000:0000:0000:0000:0000:0000:0000",
+        ][..],
+        &["listen", "--relay", "127.0.0.1:9"][..],
+    ] {
+        for (alias, want) in [
+            (long.as_str(), "at most 64"),
+            ("", "is empty"),
+            ("a\u{7}b", "control"),
+        ] {
+            let out = bin().args(cmd).args(["--alias", alias]).output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{cmd:?} {alias:?}: {err}");
+            assert!(err.contains(want), "{cmd:?} {alias:?}: {err}");
+        }
+    }
+}

@@ -86,8 +86,8 @@ pub struct MediaArgs {
     /// End each call after this long: `10s`, `2m`.
     #[arg(long, value_parser = parse_duration_arg)]
     pub duration: Option<Duration>,
-    /// Name shown to the other side.
-    #[arg(long)]
+    /// Name shown to the other side (at most 64 bytes).
+    #[arg(long, value_parser = super::parse_alias)]
     pub alias: Option<String>,
     /// Fill a call graph placeholder (repeatable): profile, fec_ratio, jb_min, ...
     #[arg(long = "set", value_name = "NAME=VALUE")]

@@ -30,8 +30,8 @@ pub struct JoinArgs {
     /// End the call after this long: `10s`, `2m`.
     #[arg(long, value_parser = parse_duration_arg)]
     pub duration: Option<Duration>,
-    /// Name shown to the others.
-    #[arg(long)]
+    /// Name shown to the others (at most 64 bytes).
+    #[arg(long, value_parser = super::parse_alias)]
     pub alias: Option<String>,
     /// Identity seed file (created on first use, mode 0600). Default ~/.wzp/identity.
     #[arg(long)]

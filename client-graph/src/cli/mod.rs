@@ -21,6 +21,22 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Result};
 use wzp_engine::prelude::*;
 
+/// An alias as relays take it: 1..=64 bytes, no control characters (a
+/// longer one was refused by the relay as a lost connection).
+pub fn parse_alias(s: &str) -> Result<String, String> {
+    let max = wzp_proto::presence::MAX_ALIAS_LEN;
+    if s.trim().is_empty() {
+        return Err("is empty; leave --alias out for none".into());
+    }
+    if s.len() > max {
+        return Err(format!("is {} bytes; an alias is at most {max}", s.len()));
+    }
+    if s.chars().any(char::is_control) {
+        return Err("has a control character".into());
+    }
+    Ok(s.to_string())
+}
+
 pub fn parse_duration_arg(s: &str) -> Result<Duration, String> {
     wzp_engine::params::parse_duration_flag(s)
 }

@@ -979,3 +979,27 @@ fn an_alias_relays_refuse_is_refused_up_front() {
         }
     }
 }
+
+/// A demo whose recording cannot be written fails before the call starts,
+/// and leaves none of its identities behind.
+#[test]
+fn a_demo_with_an_unwritable_output_fails_at_once_and_cleans_up() {
+    let child = bin()
+        .args(["demo", "--output", "/proc/x.wav"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("--output /proc/x.wav"), "{err}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("relay on"),
+        "no call was started"
+    );
+    assert!(!std::env::temp_dir()
+        .join(format!("wzp-demo-{pid}"))
+        .exists());
+}

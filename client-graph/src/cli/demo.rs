@@ -23,8 +23,14 @@ pub struct DemoArgs {
 pub fn demo(args: DemoArgs) -> Result<()> {
     use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
+    // The recording's path is checked before anything starts (it failed
+    // only once alice had talked for the whole call).
+    check_output(&args.output)?;
     let dir = std::env::temp_dir().join(format!("wzp-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
+    // The demo's identities go with it, whichever way it ends.
+    let _cleanup = RemoveOnDrop(dir.clone());
+    let dir = dir.as_path();
     let cert = wzp_relay::endpoint::load_identity(&dir.join("relay.seed"))?;
     let relay_stop = Arc::new(AtomicBool::new(false));
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
@@ -94,13 +100,23 @@ pub fn demo(args: DemoArgs) -> Result<()> {
     };
     let alice = client("alice", "builtin", "null".into());
     let bob = client("bob", "tone:220", args.output.display().to_string());
-    let a = std::thread::spawn(move || call::run_call(alice));
-    let b = std::thread::spawn(move || call::run_call(bob));
+    // One side failing ends the other's call too.
+    let side = |opts: CallOptions| {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let r = call::run_call(opts);
+            if r.is_err() {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            r
+        })
+    };
+    let a = side(alice);
+    let b = side(bob);
     let ra = a.join().map_err(|_| anyhow!("alice's client panicked"))??;
     let rb = b.join().map_err(|_| anyhow!("bob's client panicked"))??;
     relay_stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = relay_thread.join();
-    let _ = std::fs::remove_dir_all(&dir);
     println!("\n[alice] sends the built-in sample ({} join)", ra.joins);
     print!("{}", ra.report.table());
     println!(
@@ -126,5 +142,39 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         c("dec0", "classical_plc_invocations")
     );
     println!("wrote {}", args.output.display());
+    Ok(())
+}
+
+/// Removes a folder when dropped.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Whether `path` can be written (its folder made), leaving an existing
+/// file as it is and no new one behind.
+fn check_output(path: &std::path::Path) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            anyhow!(
+                "--output {}: cannot create {}: {e}",
+                path.display(),
+                dir.display()
+            )
+        })?;
+    }
+    let existed = path.exists();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| anyhow!("--output {}: cannot write it: {e}", path.display()))?;
+    if !existed {
+        let _ = std::fs::remove_file(path);
+    }
     Ok(())
 }

@@ -56,9 +56,9 @@ Examples:
 #[derive(Parser)]
 #[command(name = "wzp-client", version = wzp_version(), about = "wzp client: calls, rooms, and media graphs", after_help = EXAMPLES)]
 struct Cli {
-    /// Log filter (e.g. `info`, `wzp_engine=debug`); also read from RUST_LOG.
-    #[arg(long, global = true, default_value = "warn")]
-    log: String,
+    /// Log filter (e.g. `info`, `wzp_engine=debug`) [default: RUST_LOG, else warn].
+    #[arg(long, global = true)]
+    log: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -128,7 +128,7 @@ fn default_sigpipe() {
 
 fn main() {
     let cli = Cli::parse();
-    let filter = match log_filter::log_filter(&cli.log) {
+    let filter = match log_filter::log_filter(cli.log.as_deref()) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("error: {e}");

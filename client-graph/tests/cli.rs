@@ -552,9 +552,38 @@ fn an_open_room_with_a_short_name_just_works() {
     }
 }
 
-/// A log filter that does not parse (`--log`, or `RUST_LOG` over it) is an
-/// error saying which and why, with a non-zero exit, in all three binaries:
-/// not a silent fall back to `warn` (or the relay's default).
+/// An explicit --log wins over RUST_LOG (which silently overrode it), and
+/// an empty RUST_LOG is no filter (it switched every warning off).
+#[test]
+fn an_explicit_log_flag_wins_over_rust_log() {
+    let out = bin()
+        .args(["--log", "info", "stages"])
+        .env("RUST_LOG", "wzp_engine=loud")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A recording that cannot be written warns; an empty RUST_LOG keeps it.
+    let out = bin()
+        .args(["run"])
+        .arg(repo("graphs/loopback.toml"))
+        .args(["--set", "output=/dev/full", "--quiet", "--no-realtime"])
+        .env("RUST_LOG", "")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("WARN") && err.contains("cannot write"),
+        "{err}"
+    );
+}
+
+/// A log filter that does not parse (`--log`, or `RUST_LOG` without it) is
+/// an error saying which and why, with a non-zero exit, in all three
+/// binaries: not a silent fall back to `warn` (or the relay's default).
 #[test]
 fn a_bad_log_filter_is_refused_by_every_binary() {
     let netem = || Command::new(env!("CARGO_BIN_EXE_wzp-netem"));
@@ -581,7 +610,7 @@ fn a_bad_log_filter_is_refused_by_every_binary() {
             "wzp-client RUST_LOG",
             {
                 let mut c = bin();
-                c.args(["--log", "info", "stages"]).env("RUST_LOG", bad);
+                c.args(["stages"]).env("RUST_LOG", bad);
                 c
             },
             "RUST_LOG",

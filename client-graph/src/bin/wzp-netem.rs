@@ -104,9 +104,9 @@ struct Cli {
     /// Stop after this long (`30s`, `2m`).
     #[arg(long, value_name = "D", value_parser = wzp_engine::params::parse_duration_flag)]
     duration: Option<Duration>,
-    /// Log filter (e.g. `info`); also read from RUST_LOG.
-    #[arg(long, default_value = "warn")]
-    log: String,
+    /// Log filter (e.g. `info`) [default: RUST_LOG, else warn].
+    #[arg(long)]
+    log: Option<String>,
 }
 
 fn resolve(what: &str, s: &str) -> Result<SocketAddr> {
@@ -168,7 +168,7 @@ fn config(cli: &Cli) -> Result<netem_proxy::ProxyConfig> {
 
 fn main() {
     let cli = Cli::parse();
-    let filter = match log_filter::log_filter(&cli.log) {
+    let filter = match log_filter::log_filter(cli.log.as_deref()) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("error: {e}");

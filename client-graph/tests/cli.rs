@@ -933,6 +933,21 @@ fn join_refuses_sets_of_its_own_placeholders_and_an_empty_input() {
         assert_eq!(out.status.code(), Some(1), "{extra:?}: {err}");
         assert!(err.contains(want), "{extra:?}: {err}");
     }
+    let out = bin()
+        .args([
+            "join",
+            "--relay",
+            "127.0.0.1:9",
+            "--room",
+            "",
+            "--input",
+            "tone",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("--room is empty"), "{err}");
 }
 
 /// A graph with no source never ends: refused without --duration (it ran
@@ -1031,4 +1046,25 @@ fn a_demo_with_an_unwritable_output_fails_at_once_and_cleans_up() {
     assert!(!std::env::temp_dir()
         .join(format!("wzp-demo-{pid}"))
         .exists());
+}
+
+/// version-check's address is positional: its errors name the address, not
+/// a --relay flag it does not have; port 0 says why it cannot work.
+#[test]
+fn a_bad_relay_address_is_named_as_given() {
+    for (addr, want) in [
+        (
+            "127.0.0.1:70000",
+            "relay address \"127.0.0.1:70000\": expected HOST:PORT",
+        ),
+        ("127.0.0.1:0", "port 0 cannot be dialed"),
+    ] {
+        let out = bin().args(["version-check", addr]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{addr}: {err}");
+        assert!(
+            err.contains(want) && !err.contains("--relay"),
+            "{addr}: {err}"
+        );
+    }
 }

@@ -303,6 +303,9 @@ pub fn check_options(opts: &CallOptions) -> Result<()> {
             bail!("--set {name}=...: `{name}` comes from {flag}; use that option instead");
         }
     }
+    if opts.room.trim().is_empty() {
+        bail!("--room is empty; give the room's name");
+    }
     if opts.input.trim().is_empty() {
         bail!(
             "--input is empty; give a WAV file, `tone`, `tone:HZ`, `builtin` or `mic` \

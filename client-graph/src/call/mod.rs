@@ -6,7 +6,7 @@ pub mod media;
 pub mod top;
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -110,12 +110,7 @@ pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
     let seed = Seed::load_or_create(&opts.identity)
         .map_err(|e| anyhow!("identity {}: {e}", opts.identity.display()))?;
     let identity = seed.identity();
-    let addr: SocketAddr = opts
-        .relay
-        .to_socket_addrs()
-        .with_context(|| format!("--relay {}: not an address", opts.relay))?
-        .next()
-        .ok_or_else(|| anyhow!("--relay {}: resolves to no address", opts.relay))?;
+    let addr: SocketAddr = crate::signal::relay_addr(&opts.relay)?;
     let mut known = KnownRelays::load(&opts.known_relays)?;
     let trust = Trust::for_relay(&opts.relay, opts.relay_fingerprint, &mut known)?;
 

@@ -63,14 +63,26 @@ pub struct RelayOptions {
     pub known_relays: PathBuf,
 }
 
+/// A relay's address as given (`--relay`, or `version-check`'s argument):
+/// HOST:PORT, resolved, with a port that can be dialed.
+pub fn relay_addr(relay: &str) -> Result<SocketAddr> {
+    let addr = relay
+        .to_socket_addrs()
+        .with_context(|| {
+            format!("relay address {relay:?}: expected HOST:PORT (e.g. 203.0.113.7:4433)")
+        })?
+        .next()
+        .ok_or_else(|| anyhow!("relay address {relay:?}: resolves to no address"))?;
+    if addr.port() == 0 {
+        bail!("relay address {relay:?}: port 0 cannot be dialed; give the relay's port");
+    }
+    Ok(addr)
+}
+
 impl RelayOptions {
     /// The relay's address.
     pub fn addr(&self) -> Result<SocketAddr> {
-        self.relay
-            .to_socket_addrs()
-            .with_context(|| format!("--relay {}: not an address", self.relay))?
-            .next()
-            .ok_or_else(|| anyhow!("--relay {}: resolves to no address", self.relay))
+        relay_addr(&self.relay)
     }
 
     /// The identity (created on first use).

@@ -685,6 +685,8 @@ fn bad_input_is_refused_with_the_bad_part_named() {
         ("--listen", "nowhere", "--listen \"nowhere\""),
         ("--to", "no-port", "--to \"no-port\""),
         ("--to", "127.0.0.1:0", "port 0 is nowhere"),
+        ("--burst", "60ms", "give --loss PCT too"),
+        ("--duration", "0", "would stop at once"),
         (
             "--to",
             "127.0.0.1:45210",
@@ -695,8 +697,10 @@ fn bad_input_is_refused_with_the_bad_part_named() {
         if flag == "--listen" {
             args[1] = "127.0.0.1:0";
         }
-        let i = args.iter().position(|a| *a == flag).unwrap();
-        args[i + 1] = value;
+        match args.iter().position(|a| *a == flag) {
+            Some(i) => args[i + 1] = value,
+            None => args.extend([flag, value]),
+        }
         let out = Command::new(env!("CARGO_BIN_EXE_wzp-netem"))
             .args(&args)
             .output()
@@ -705,6 +709,25 @@ fn bad_input_is_refused_with_the_bad_part_named() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(want), "{err}");
     }
+    // A trace and random loss on top of it: the trace would not say which
+    // datagrams are lost any more.
+    let trace = dir.join("both.trace");
+    std::fs::write(&trace, "0 1 0\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_wzp-netem"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--to",
+            "127.0.0.1:9",
+            "--loss",
+            "50",
+            "--trace",
+        ])
+        .arg(&trace)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not both"));
     let help = Command::new(env!("CARGO_BIN_EXE_wzp-netem"))
         .arg("--help")
         .output()

@@ -137,6 +137,17 @@ fn config(cli: &Cli) -> Result<netem_proxy::ProxyConfig> {
             cli.to
         );
     }
+    // A trace says exactly which datagrams are lost; random loss on top
+    // would make it say something else.
+    if cli.trace.is_some() && cli.loss > 0.0 {
+        bail!("--trace decides which datagrams are lost; give it or --loss, not both");
+    }
+    if cli.burst.is_some_and(|b| !b.is_zero()) && cli.loss == 0.0 {
+        bail!("--burst sets how long the losses of --loss last; give --loss PCT too");
+    }
+    if cli.duration.is_some_and(|d| d.is_zero()) {
+        bail!("--duration 0 would stop at once; leave it out to run until Ctrl-C");
+    }
     let trace = match &cli.trace {
         Some(p) => load_trace(p).map_err(|e| anyhow!("--trace: {e}"))?,
         None => Vec::new(),

@@ -99,7 +99,19 @@ impl RelayProc {
             match rx.recv_timeout(left) {
                 Ok(l) if l.starts_with("listening ") => break l,
                 Ok(_) => continue,
-                Err(_) => {
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    // Both output streams closed: the process has ended.
+                    let status = child
+                        .wait()
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|e| format!("status unknown: {e}"));
+                    bail!(
+                        "{} ended ({status}) before its `listening` line; its output:\n{}",
+                        bin.display(),
+                        log.lock().map(|l| l.join("\n")).unwrap_or_default()
+                    );
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                     let _ = child.kill();
                     let _ = child.wait();
                     bail!(
@@ -259,7 +271,31 @@ pub fn append_config(config: &mut String, sets: &[String]) -> Result<()> {
         let (k, v) = line
             .split_once('=')
             .ok_or_else(|| anyhow::anyhow!("--relay-set {line:?}: expected KEY=VALUE"))?;
-        config.push_str(&format!("{} = {}\n", k.trim(), v.trim()));
+        // A key the bench already wrote (max_peers, max_rooms) is replaced,
+        // not written twice (which the relay refuses as a duplicate key).
+        let k = k.trim();
+        let kept: String = config
+            .lines()
+            .filter(|l| l.split_once('=').is_none_or(|(lk, _)| lk.trim() != k))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        *config = kept;
+        config.push_str(&format!("{k} = {}\n", v.trim()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_relay_set_replaces_a_key_the_bench_wrote() {
+        let mut c = "# bench\nmax_peers = 56\nmax_rooms = 26\n".to_string();
+        append_config(&mut c, &["max_peers=0".into(), "label = \"x\"".into()]).unwrap();
+        assert_eq!(c, "# bench\nmax_rooms = 26\nmax_peers = 0\nlabel = \"x\"\n");
+        let t: toml::Table = toml::from_str(&c).unwrap();
+        assert_eq!(t["max_peers"].as_integer(), Some(0));
+        assert!(append_config(&mut c, &["nokey".into()]).is_err());
+    }
 }

@@ -457,7 +457,31 @@ impl Config {
                 )));
             }
         }
+        let mut call_rooms = HashSet::new();
         for c in &self.calls {
+            if !call_rooms.insert(c.room.as_str()) {
+                return Err(bad(format!(
+                    "[[calls]] room = {:?} is listed twice; list each call room once, \
+                     with every fingerprint it admits",
+                    c.room
+                )));
+            }
+            let mut seen = HashSet::new();
+            if let Some(dup) = c.fingerprints.iter().find(|f| !seen.insert(**f)) {
+                return Err(bad(format!(
+                    "[[calls]] room = {:?} lists {dup} twice",
+                    c.room
+                )));
+            }
+            if c.fingerprints.len() > self.call_room_size {
+                return Err(bad(format!(
+                    "[[calls]] room = {:?} lists {} fingerprints, more than call_room_size = {} \
+                     lets in; raise call_room_size or list fewer",
+                    c.room,
+                    c.fingerprints.len(),
+                    self.call_room_size
+                )));
+            }
             if !matches!(
                 wzp_proto::sni::classify(&c.room),
                 wzp_proto::sni::Sni::Call(_)
@@ -676,6 +700,9 @@ mod tests {
 
     #[test]
     fn bad_configs_are_refused_with_the_key() {
+        const F1: &str = "00000000000000000000000000000001";
+        const F2: &str = "00000000000000000000000000000002";
+        const F3: &str = "00000000000000000000000000000003";
         let cases = [
             ("max_peers = 0", "max_peers"),
             ("max_rooms = 70000", "max_rooms"),
@@ -697,6 +724,23 @@ mod tests {
                 "fingerprints",
             ),
             ("call_room_size = 0", "call_room_size"),
+            (
+                &format!(
+                    "[[calls]]\nroom = \"call-1\"\nfingerprints = [\"{F1}\"]\n\
+                     [[calls]]\nroom = \"call-1\"\nfingerprints = [\"{F2}\"]"
+                ),
+                "is listed twice",
+            ),
+            (
+                &format!("[[calls]]\nroom = \"call-1\"\nfingerprints = [\"{F1}\", \"{F1}\"]"),
+                "twice",
+            ),
+            (
+                &format!(
+                    "[[calls]]\nroom = \"call-1\"\nfingerprints = [\"{F1}\", \"{F2}\", \"{F3}\"]"
+                ),
+                "more than call_room_size = 2",
+            ),
             ("ringing_timeout_s = 0", "ringing_timeout_s"),
             ("ringing_timeout_s = 601", "1..=600"),
             (

@@ -1068,3 +1068,30 @@ fn a_bad_relay_address_is_named_as_given() {
         );
     }
 }
+
+/// A --stats-json path that cannot be written fails before the run (it
+/// failed after the whole run, or left DIR.tmp behind for a folder).
+#[test]
+fn an_unwritable_stats_json_fails_before_the_run() {
+    let dir = tmp("statsjson");
+    let wav = dir.join("o.wav");
+    for (path, want) in [
+        (dir.clone(), "is a folder"),
+        (std::path::PathBuf::from("/proc/x/s.json"), "cannot create"),
+    ] {
+        let out = bin()
+            .args(["run"])
+            .arg(repo("graphs/loopback.toml"))
+            .args(["--set", &format!("output={}", wav.display())])
+            .arg("--stats-json")
+            .arg(&path)
+            .arg("--no-realtime")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("--stats-json") && err.contains(want), "{err}");
+        assert!(!wav.exists(), "the graph never ran");
+    }
+    assert!(!dir.with_extension("tmp").exists());
+}

@@ -25,7 +25,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
     use std::sync::Arc;
     // The recording's path is checked before anything starts (it failed
     // only once alice had talked for the whole call).
-    check_output(&args.output)?;
+    super::check_writable("--output", &args.output)?;
     let dir = std::env::temp_dir().join(format!("wzp-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     // The demo's identities go with it, whichever way it ends.
@@ -152,29 +152,4 @@ impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-/// Whether `path` can be written (its folder made), leaving an existing
-/// file as it is and no new one behind.
-fn check_output(path: &std::path::Path) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            anyhow!(
-                "--output {}: cannot create {}: {e}",
-                path.display(),
-                dir.display()
-            )
-        })?;
-    }
-    let existed = path.exists();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(|e| anyhow!("--output {}: cannot write it: {e}", path.display()))?;
-    if !existed {
-        let _ = std::fs::remove_file(path);
-    }
-    Ok(())
 }

@@ -103,6 +103,9 @@ pub fn join_cmd(args: JoinArgs) -> Result<()> {
         top: args.top,
     };
     call::graph::check_options(&opts)?;
+    if let Some(p) = &args.stats_json {
+        super::check_writable("--stats-json", p)?;
+    }
     let relay = opts.relay.clone();
     let outcome = call::run_call(opts)?;
     finish_report(&outcome.report, args.stats_json.as_deref(), args.quiet)?;

@@ -75,3 +75,32 @@ pub fn finish_report(
     }
     Ok(())
 }
+
+/// Whether `path` (given with `flag`) can be written, its folder made:
+/// checked before a run or a call, not found out at its end. An existing
+/// file is left as it is and no new one is left behind.
+pub fn check_writable(flag: &str, path: &std::path::Path) -> Result<()> {
+    if path.is_dir() {
+        bail!("{flag} {}: is a folder; give a file", path.display());
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            anyhow!(
+                "{flag} {}: cannot create {}: {e}",
+                path.display(),
+                dir.display()
+            )
+        })?;
+    }
+    let existed = path.exists();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| anyhow!("{flag} {}: cannot write it: {e}", path.display()))?;
+    if !existed {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}

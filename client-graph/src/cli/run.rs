@@ -43,6 +43,9 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
+    if let Some(p) = &args.stats_json {
+        super::check_writable("--stats-json", p)?;
+    }
     let (mut spec, registry) = load(&args.graph, &args.set)?;
     if let Some(c) = &args.clock {
         spec.clock.driver = ClockDriver::parse(c).context("clock")?;

@@ -243,6 +243,35 @@ fn resample(c: &mut Criterion) {
     }
 }
 
+/// What the device stages' clock-drift correction adds per 20 ms quantum
+/// at 48 kHz: the level control and the resampler, at a step of exactly 1
+/// and 1000 ppm off it.
+fn device_drift(c: &mut Criterion) {
+    use wzp_stages::audio::drift::{DriftControl, Resampler};
+    let speech = speech_like(48_000);
+    let x = &speech[speech.len() / 2..speech.len() / 2 + 960];
+    let mut g = c.benchmark_group("stage/audio.device_*/drift_correction_48k");
+    for (name, step) in [("step_1", 1.0), ("step_1000ppm", 1.001)] {
+        let mut r = Resampler::new(2 * 960 + 16);
+        let mut out = vec![0.0f32; 2 * 960];
+        g.bench_function(name, |b| {
+            rt_iter(b, || {
+                r.feed(black_box(x));
+                black_box(r.produce(step, &mut out))
+            })
+        });
+    }
+    let mut ctl = DriftControl::new(48_000, 0.02);
+    let mut level = 1900usize;
+    g.bench_function("level_control", |b| {
+        rt_iter(b, || {
+            level = 1900 + (level + 7) % 40;
+            black_box(ctl.observe(black_box(level)))
+        })
+    });
+    g.finish();
+}
+
 /// A 60-byte frame like a 24 kb/s Opus frame.
 fn frame_meta(seq: u32) -> FrameMeta {
     FrameMeta {
@@ -716,6 +745,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = timer, audio_plumbing, resample, jitter_and_netem, fec, sfu_fanout
+    targets = timer, audio_plumbing, resample, device_drift, jitter_and_netem, fec, sfu_fanout
 }
 criterion_main!(benches);

@@ -377,14 +377,14 @@ impl Resampler {
             let r0 = &self.table[p * TAPS..(p + 1) * TAPS];
             let r1 = &self.table[(p + 1) * TAPS..(p + 2) * TAPS];
             let x = &self.buf[base + 1 - HALF..base + 1 + HALF];
-            let mut a0 = 0.0f32;
-            let mut a1 = 0.0f32;
-            for ((&s, &c0), &c1) in x.iter().zip(r0).zip(r1) {
-                a0 += s * c0;
-                a1 += s * c1;
-            }
-            // w == 0 (every step-1 output) leaves a0 exactly.
-            *o = if w == 0.0 { a0 } else { a0 + w * (a1 - a0) };
+            let dot = |r: &[f32]| x.iter().zip(r).map(|(&s, &c)| s * c).sum::<f32>();
+            let a0 = dot(r0);
+            // w == 0 (every output at a step of 1) is phase 0 exactly.
+            *o = if w == 0.0 {
+                a0
+            } else {
+                a0 + w * (dot(r1) - a0)
+            };
             made += 1;
             self.pos += step;
         }

@@ -290,3 +290,25 @@ fn help_shows_examples() {
         );
     }
 }
+
+/// A backup that cannot be written (a full disk) fails with the reason: it
+/// panicked in println!, and a backup must never look written when it is
+/// not.
+#[test]
+fn a_backup_to_a_full_disk_fails_clearly() {
+    let dir = tmp("backup-full");
+    let id = dir.join("id");
+    ok(&run(&["identity"], &id, None));
+    let out = bin()
+        .args(["identity", "backup", "--identity"])
+        .arg(&id)
+        .stdout(std::fs::File::create("/dev/full").unwrap())
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("No space left") && !err.contains("panicked"),
+        "{err}"
+    );
+}

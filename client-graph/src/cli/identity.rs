@@ -95,7 +95,15 @@ fn show(path: &Path) -> Result<()> {
 
 fn backup(path: &Path) -> Result<()> {
     let seed = load_existing(path)?;
-    println!("{}", seed.to_mnemonic().as_str());
+    // The words must get out whole: a full disk is an error, not a panic
+    // or (worse) a backup that looks written.
+    {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}", seed.to_mnemonic().as_str())
+            .and_then(|()| out.flush())
+            .map_err(|e| anyhow::anyhow!("writing the recovery words to standard output: {e}"))?;
+    }
     eprintln!(
         "these 24 words are identity {}: anyone who has them can be you; keep them offline",
         seed.identity().fingerprint()

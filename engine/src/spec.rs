@@ -364,9 +364,22 @@ impl GraphSpec {
                             )
                             .at(file, ploc.line())
                             .stage(&id)
-                            .help(format!(
-                                "pass --set {missing}=VALUE, add `{missing} = ...` under [vars], or write ${{{missing}:-default}}"
-                            )),
+                            .help(
+                                if !missing.is_empty()
+                                    && missing
+                                        .chars()
+                                        .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                                {
+                                    format!(
+                                        "pass --set {missing}=VALUE, add `{missing} = ...` under [vars], or write ${{{missing}:-default}}"
+                                    )
+                                } else {
+                                    format!(
+                                        "${{{missing}}} is no placeholder name: use letters, digits and `_` \
+                                         (e.g. ${{rate}}), or write $$ for a literal `$`"
+                                    )
+                                },
+                            ),
                         );
                         continue;
                     }

@@ -157,6 +157,14 @@ const CASES: &[Case] = &[
         mentions: &["${count}", "--set count="],
     },
     Case {
+        name: "a placeholder with no name",
+        body: "[[stage]]\nid = \"s\"\nkind = \"test.ramp\"\nparams = { frames = \"${a b}\" }\n",
+        kind: ErrorKind::UnsetPlaceholder,
+        line: Some(7),
+        stage: Some("s"),
+        mentions: &["no placeholder name", "$$"],
+    },
+    Case {
         name: "input linked twice",
         body: "[[stage]]\nid = \"a\"\nkind = \"test.ramp\"\n[[stage]]\nid = \"b\"\nkind = \"test.ramp\"\n[[stage]]\nid = \"c\"\nkind = \"test.check\"\n[[link]]\nfrom = \"a.out\"\nto = \"c.in\"\n[[link]]\nfrom = \"b.out\"\nto = \"c.in\"\n",
         kind: ErrorKind::BadLink,

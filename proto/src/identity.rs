@@ -166,6 +166,16 @@ impl Seed {
         };
         // A seed file is 65 bytes: a bound keeps `/dev/zero` (or a disk
         // image given by mistake) from being read until memory runs out.
+        // A FIFO would block the open until something writes to it, a device
+        // read forever: a seed is a regular file.
+        if let Ok(meta) = std::fs::metadata(path) {
+            if !meta.is_file() {
+                return Err(io(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "not a regular file",
+                )));
+            }
+        }
         let text = {
             use std::io::Read as _;
             let mut raw = Zeroizing::new(Vec::new());

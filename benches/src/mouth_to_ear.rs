@@ -419,7 +419,7 @@ pub fn run(o: &M2eOptions) -> Result<Vec<M2eResult>> {
     if o.duration < Duration::from_secs(WARMUP_CHIRPS as u64 + 2)
         || o.duration > Duration::from_secs(300)
     {
-        bail!("--duration: use {}s..=300s", WARMUP_CHIRPS + 2);
+        bail!("--duration: use {}..=300 (seconds)", WARMUP_CHIRPS + 2);
     }
     let dir = TempDir::new("m2e")?;
     let relay = if o.direct {

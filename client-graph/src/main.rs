@@ -38,8 +38,8 @@ Examples:
       Run the loopback graph on the built-in speech sample; writes out/loopback.wav.
   wzp-client run graphs/loopback.toml --set input=talk.wav --set output=/tmp/o.wav --top
       Run it on your own WAV with a live per-stage table.
-  wzp-client run graphs/loopback.toml --clock timer --duration 10s --stats-json stats.json
-      Run in real time for 10 s and save the per-stage figures.
+  wzp-client run graphs/loopback.toml --set input_loop=true --clock timer --duration 10s --stats-json stats.json
+      Run in real time for 10 s (the sample looped) and save the per-stage figures.
   wzp-client graph explain graphs/loopback.toml
       Show stages, ports, domains, bridges and the latency budget per path.
   wzp-client stages

@@ -196,7 +196,7 @@ struct MouthToEarArgs {
     /// jb_min=40ms,jb_initial=60ms,lookahead=1.
     #[arg(long = "setting", value_name = "NAME=VALUE,...")]
     settings: Vec<String>,
-    /// Seconds of call per setting (one chirp per second).
+    /// Seconds of call per setting (one chirp per second; 4..=300).
     #[arg(long, default_value_t = 10)]
     duration: u64,
     /// Keep the received recordings in this folder.

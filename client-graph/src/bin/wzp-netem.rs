@@ -20,8 +20,9 @@ use wzp_stages::net::netem_schedule::{
 
 const EXAMPLES: &str = "\
 Every option applies to both directions (client -> target and back); each
-direction draws its own losses. Durations are milliseconds (`40`) or carry a
-unit (`40ms`, `1.5s`).
+direction draws its own losses. The durations of --delay, --jitter, --queue
+and schedule phases are milliseconds (`40`) or carry a unit (`40ms`, `1.5s`);
+--duration needs a unit (`30s`).
 
 Examples:
   wzp-netem --listen 127.0.0.1:5000 --to 127.0.0.1:4433 --loss 5 --delay 40 --jitter 10

@@ -114,7 +114,7 @@ fn wzp_version() -> &'static str {
     concat!(env!("CARGO_PKG_VERSION"), " (", env!("WZP_GIT_HASH"), ")")
 }
 
-/// Commands that print what they find (no network): a reader that stops
+/// Commands that only print what they find: a reader that stops
 /// early (`| head`) ends them quietly, as it does any Unix tool, where
 /// Rust's ignored SIGPIPE made the next `println!` panic.
 fn default_sigpipe() {
@@ -141,10 +141,11 @@ fn main() {
         // Colour only on a terminal: a log file gets plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // Not `run`: it prints while its graph writes files, and a reader that
+    // stops early (`| head`) must not cut the recording short.
     if matches!(
         cli.command,
-        Command::Run(_)
-            | Command::Graph { .. }
+        Command::Graph { .. }
             | Command::Stages { .. }
             | Command::Identity(_)
             | Command::ReplayAdapt(_)

@@ -927,12 +927,47 @@ fn join_refuses_sets_of_its_own_placeholders_and_an_empty_input() {
             "comes from --output",
         ),
         (&["--input", ""][..], "--input is empty"),
+        (
+            &["--input", "tone", "--set", "input_rate=16000"][..],
+            "applies to a WAV input",
+        ),
     ] {
         let out = bin().args(base).args(extra).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{extra:?}: {err}");
         assert!(err.contains(want), "{extra:?}: {err}");
     }
+    // For a WAV the rates are the user's: recording at 48 kHz is allowed
+    // (the call then fails only on the unreachable relay, after the checks).
+    let dir = tmp("rates");
+    let out = bin()
+        .args([
+            "join",
+            "--relay",
+            "127.0.0.1:9",
+            "--room",
+            "t",
+            "--input",
+            "tone",
+        ])
+        .arg("--output")
+        .arg(dir.join("a.wav"))
+        .args([
+            "--set",
+            "output_rate=48000",
+            "--duration",
+            "1s",
+            "--no-realtime",
+        ])
+        .args(["--identity"])
+        .arg(dir.join("c.seed"))
+        .arg("--known-relays")
+        .arg(dir.join("known"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("output_rate"), "{err}");
+    assert!(err.contains("before the relay at"), "{err}");
     let out = bin()
         .args([
             "join",
@@ -1094,4 +1129,37 @@ fn an_unwritable_stats_json_fails_before_the_run() {
         assert!(!wav.exists(), "the graph never ran");
     }
     assert!(!dir.with_extension("tmp").exists());
+}
+
+/// `run | head -1`: the reader goes away while the graph runs; the run
+/// still finishes its recording and stats, and exits 0 without a panic
+/// (it was killed by SIGPIPE mid-run, or panicked printing its summary).
+#[test]
+fn a_run_whose_reader_goes_away_still_finishes_its_files() {
+    let dir = tmp("runpipe");
+    let wav = dir.join("o.wav");
+    let json = dir.join("s.json");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = bin()
+        .args(["run"])
+        .arg(repo("graphs/loopback.toml"))
+        .args([
+            "--set",
+            &format!("output={}", wav.display()),
+            "--set",
+            "loss=20",
+        ])
+        .arg("--stats-json")
+        .arg(&json)
+        .args(["--no-realtime", "--duration", "2s"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {err}", out.status);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(json.exists(), "the stats were written");
+    assert_eq!(hound::WavReader::open(&wav).unwrap().duration(), 2 * 16_000);
 }

@@ -30,3 +30,28 @@ pub(crate) fn optional_cell<T: Default + Send + Sync + 'static>(
         }),
     }
 }
+
+/// A cell the control plane fills (the first hop's samples): the resource
+/// it inserted under the name param `param` gives, `None` when the name is
+/// empty or nothing was inserted (a cell made here would have no writer,
+/// and the compiler would rightly warn about it).
+pub(crate) fn control_cell<T: Send + Sync + 'static>(
+    cx: &BuildContext<'_>,
+    p: &Params,
+    param: &'static str,
+    kind: &str,
+) -> Result<Option<Arc<T>>, ParamError> {
+    match p.str(param)? {
+        "" => Ok(None),
+        name if !cx.has_resource(name) => Ok(None),
+        name => cx.resource::<T>(name).map(Some).ok_or_else(|| {
+            ParamError::new(
+                param,
+                format!(
+                    "the resource named {name:?} is not {kind} cell; \
+                     pick another name or leave it empty"
+                ),
+            )
+        }),
+    }
+}

@@ -292,9 +292,7 @@ const OWN_PLACEHOLDERS: &[(&str, &str)] = &[
     ("room", "--room"),
     ("room_secret", "--room-secret"),
     ("input", "--input"),
-    ("input_rate", "--input"),
     ("output", "--output"),
-    ("output_rate", "--output"),
 ];
 
 pub fn check_options(opts: &CallOptions) -> Result<()> {
@@ -302,6 +300,18 @@ pub fn check_options(opts: &CallOptions) -> Result<()> {
         if let Some((_, flag)) = OWN_PLACEHOLDERS.iter().find(|(n, _)| n == name) {
             bail!("--set {name}=...: `{name}` comes from {flag}; use that option instead");
         }
+    }
+    // The rates are the client's only where it fills them (a tone or the
+    // microphone at 48 kHz, the speaker at 48 kHz); for a WAV they are how
+    // it is read or written (`--set output_rate=48000` records at 48 kHz).
+    let input = opts.input.as_str();
+    if opts.sets.contains_key("input_rate")
+        && (input == "tone" || input.starts_with("tone:") || input == "mic")
+    {
+        bail!("--set input_rate=...: --input {input} runs at 48000 Hz; input_rate applies to a WAV input");
+    }
+    if opts.sets.contains_key("output_rate") && opts.output == "speaker" {
+        bail!("--set output_rate=...: --output speaker runs at 48000 Hz; output_rate applies to a WAV output");
     }
     if opts.room.trim().is_empty() {
         bail!("--room is empty; give the room's name");

@@ -83,6 +83,11 @@ pub fn check_writable(flag: &str, path: &std::path::Path) -> Result<()> {
     if path.is_dir() {
         bail!("{flag} {}: is a folder; give a file", path.display());
     }
+    // A FIFO or a device (/dev/stdout) is the user's choice; opening it to
+    // test would block or write.
+    if path.exists() && !path.is_file() {
+        return Ok(());
+    }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| {
             anyhow!(

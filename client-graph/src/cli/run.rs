@@ -148,15 +148,24 @@ pub fn run(args: RunArgs) -> Result<()> {
                 .unwrap_or(0)
                 * spec.clock.quantum.as_nanos() as u64,
         );
-        println!(
-            "graph `{}`: {:.2}s of audio in {:.2}s wall ({}){}",
+        let summary = format!(
+            "graph `{}`: {:.2}s of audio in {:.2}s wall ({}){}\n{}",
             report.graph,
             media.as_secs_f64(),
             wall.as_secs_f64(),
             driver.name(),
-            if interrupted { ", interrupted" } else { "" }
+            if interrupted { ", interrupted" } else { "" },
+            report.table()
         );
-        print!("{}", report.table());
+        // The files are complete by now; a reader that went away early
+        // (`| head`) is not an error, a full disk is.
+        let mut out = std::io::stdout().lock();
+        match out.write_all(summary.as_bytes()).and_then(|()| out.flush()) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                return Err(anyhow!("writing the summary to standard output: {e}"));
+            }
+            _ => {}
+        }
     }
     if !failed_writes.is_empty() {
         return Err(anyhow!(

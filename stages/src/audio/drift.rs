@@ -61,6 +61,10 @@ const SMOOTHING_S: f64 = 0.5;
 const WARMUP_S: f64 = 0.5;
 /// How long the reference level is averaged over.
 const REFERENCE_S: f64 = 1.0;
+/// More queued than the reference by this much (a device or the graph
+/// stalled) is dropped at once: resampling at 2000 ppm would take minutes
+/// to bring 200 ms back, with the delay held high all that time.
+const RESYNC_S: f64 = 0.08;
 
 /// When the device last called back and how many frames it moved: written
 /// by the device callback, read by the processor (a sequence lock of
@@ -215,6 +219,22 @@ impl DriftControl {
         let max = MAX_PPM * 1e-6;
         self.step = 1.0 + (error_s / TIME_CONSTANT_S).clamp(-max, max);
         self.step
+    }
+
+    /// Samples to drop now to bring the ring back to its reference: 0 but
+    /// after a stall left it more than [`RESYNC_S`] over (then everything
+    /// over the reference, and the smoothing restarts there).
+    pub fn excess(&mut self, level: usize) -> usize {
+        let Some(reference) = self.reference else {
+            return 0;
+        };
+        let over = level as f64 - reference;
+        if over <= RESYNC_S * self.rate {
+            return 0;
+        }
+        self.s1 = reference;
+        self.s2 = reference;
+        over as usize
     }
 
     /// The step last returned (1 until the reference is known).
@@ -525,6 +545,21 @@ mod tests {
             c.observe(0);
         }
         assert_eq!(step_ppm(c.step()), -(MAX_PPM as i64));
+    }
+
+    #[test]
+    fn a_stall_is_dropped_at_once_and_ordinary_wander_is_not() {
+        let mut c = DriftControl::new(48_000, 0.02);
+        assert_eq!(c.excess(100_000), 0, "no reference yet");
+        for _ in 0..75 {
+            c.observe(2000);
+        }
+        // 80 ms over is left to the resampler; more is dropped to the reference.
+        assert_eq!(c.excess(2000 + 3840), 0);
+        assert_eq!(c.excess(2000 + 3841), 3841);
+        assert_eq!(c.excess(2000 + 14_400), 14_400);
+        // The smoothing starts again at the reference: no pull-back after.
+        assert_eq!(c.observe(2000), 1.0);
     }
 
     #[test]

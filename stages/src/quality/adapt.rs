@@ -50,8 +50,8 @@
 //! - `path_live` (string, ""): the `PathLive` cell ([`super::path`]) the
 //!   control plane publishes its first hop's transport samples to (lost
 //!   packets, round-trip queue, what got through); the controller reads
-//!   them as congestion only (`Controller::handle_path`). Empty: reports
-//!   only.
+//!   them as congestion only (`Controller::handle_path`). Empty, or no
+//!   such resource inserted: reports only.
 //! - `sender_id` (int, -1): the entry of each report to read; -1 = the id
 //!   in `local_sender` (a call: `wire.packetize` draws a random id and
 //!   publishes it there), or without one the `stream` of the frames passing
@@ -168,7 +168,7 @@ use super::inputs::{Input, InputRecord};
 use super::journal::{DecisionJournal, Entry, JournalWriter};
 use super::path::PathLive;
 use super::receive_stats::{SendClock, SentBytes};
-use crate::cell::optional_cell;
+use crate::cell::{control_cell, optional_cell};
 use crate::codec::live::{CodecLive, LiveCodecSettings, LiveOpusSettings, OpusLive};
 use crate::codec::profile::{Codec, Profile};
 use crate::fec::live::FecLive;
@@ -294,7 +294,7 @@ impl StageFactory for AdaptFactory {
         })?;
         let codec_live = optional_cell::<CodecLive>(cx, p, "codec_live", "a CodecLive")?;
         let fec_live = optional_cell::<FecLive>(cx, p, "fec_live", "a FecLive")?;
-        let path_live = optional_cell::<PathLive>(cx, p, "path_live", "a PathLive")?;
+        let path_live = control_cell::<PathLive>(cx, p, "path_live", "a PathLive")?;
         let journal_name = p.str("journal")?;
         // The journal is the control plane's to read: written only when it
         // put one there (a cell made here would have no reader).

@@ -1,6 +1,8 @@
 //! The HTTP endpoint's listener, bounded: a connection that moves no byte
-//! for [`IDLE`] is closed (a request head sent a byte at a time included),
-//! none lives longer than [`LIFETIME`], and at most [`MAX_CONNECTIONS`] are
+//! for [`IDLE`] between requests is closed, a request has [`ANSWER`] from
+//! its last byte in to be answered (a head sent a byte at a time can hold a
+//! connection no longer than that), none lives longer than [`LIFETIME`],
+//! and at most [`MAX_CONNECTIONS`] are
 //! open at once (more are closed as they come). Without these a few hundred
 //! idle TCP connections kept `/metrics` from answering for as long as they
 //! were held.
@@ -21,6 +23,10 @@ use tokio::time::{Instant, Sleep};
 
 /// A connection that moves no byte this long is closed.
 pub const IDLE: Duration = Duration::from_secs(5);
+/// How long a request may wait for its answer once bytes came in (a
+/// handler waiting on a busy hub): the idle time does not apply then, or
+/// a slow answer would be cut.
+pub const ANSWER: Duration = Duration::from_secs(30);
 /// No connection lives longer (a scraper reconnects; keep-alive is kept
 /// within it).
 pub const LIFETIME: Duration = Duration::from_secs(60);
@@ -42,12 +48,13 @@ pub struct BoundedListener {
     permits: Arc<Semaphore>,
     limits: Arc<HttpLimits>,
     idle: Duration,
+    answer: Duration,
     lifetime: Duration,
 }
 
 impl BoundedListener {
     pub fn new(inner: TcpListener, limits: Arc<HttpLimits>) -> Self {
-        Self::with(inner, limits, MAX_CONNECTIONS, IDLE, LIFETIME)
+        Self::with(inner, limits, MAX_CONNECTIONS, IDLE, ANSWER, LIFETIME)
     }
 
     /// With other bounds (tests).
@@ -56,6 +63,7 @@ impl BoundedListener {
         limits: Arc<HttpLimits>,
         max: usize,
         idle: Duration,
+        answer: Duration,
         lifetime: Duration,
     ) -> Self {
         BoundedListener {
@@ -63,6 +71,7 @@ impl BoundedListener {
             permits: Arc::new(Semaphore::new(max)),
             limits,
             idle,
+            answer,
             lifetime,
         }
     }
@@ -94,8 +103,7 @@ impl axum::serve::Listener for BoundedListener {
                     stream,
                     permit,
                     self.limits.clone(),
-                    self.idle,
-                    self.lifetime,
+                    (self.idle, self.answer, self.lifetime),
                 ),
                 addr,
             );
@@ -117,6 +125,8 @@ pub struct TimedIo {
     end: Instant,
     deadline: Pin<Box<Sleep>>,
     expired: bool,
+    /// How long a request may wait for its answer.
+    answer: Duration,
 }
 
 impl TimedIo {
@@ -124,8 +134,7 @@ impl TimedIo {
         io: TcpStream,
         permit: OwnedSemaphorePermit,
         limits: Arc<HttpLimits>,
-        idle: Duration,
-        lifetime: Duration,
+        (idle, answer, lifetime): (Duration, Duration, Duration),
     ) -> Self {
         let now = Instant::now();
         let end = now + lifetime;
@@ -137,11 +146,19 @@ impl TimedIo {
             end,
             deadline: Box::pin(tokio::time::sleep_until((now + idle).min(end))),
             expired: false,
+            answer,
         }
     }
 
-    /// A byte moved: the idle time starts again (never past the lifetime).
-    fn progress(&mut self) {
+    /// Bytes came in: a request is under way, and has [`ANSWER`] (not the
+    /// idle time) to be answered, never past the lifetime.
+    fn read_progress(&mut self) {
+        let next = (Instant::now() + self.answer.max(self.idle)).min(self.end);
+        self.deadline.as_mut().reset(next);
+    }
+
+    /// Bytes went out: the answer; the idle time starts again.
+    fn write_progress(&mut self) {
         let next = (Instant::now() + self.idle).min(self.end);
         self.deadline.as_mut().reset(next);
     }
@@ -173,7 +190,7 @@ impl AsyncRead for TimedIo {
         match Pin::new(&mut this.io).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before {
-                    this.progress();
+                    this.read_progress();
                 }
                 Poll::Ready(Ok(()))
             }
@@ -193,7 +210,7 @@ impl AsyncWrite for TimedIo {
         match Pin::new(&mut this.io).poll_write(cx, buf) {
             Poll::Ready(Ok(n)) => {
                 if n > 0 {
-                    this.progress();
+                    this.write_progress();
                 }
                 Poll::Ready(Ok(n))
             }
@@ -221,7 +238,8 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// Serves a one-route app on a bounded listener: at most 2 connections,
-    /// idle 200 ms, lifetime 1 s.
+    /// idle 200 ms, 400 ms to answer, lifetime 1 s (`/slow` answers after
+    /// 700 ms: over the idle time, within the answer time).
     async fn serve() -> (SocketAddr, Arc<HttpLimits>) {
         let inner = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = inner.local_addr().unwrap();
@@ -231,9 +249,18 @@ mod tests {
             limits.clone(),
             2,
             Duration::from_millis(200),
-            Duration::from_secs(1),
+            Duration::from_millis(900),
+            Duration::from_secs(3),
         );
-        let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let app = axum::Router::new()
+            .route("/", axum::routing::get(|| async { "ok" }))
+            .route(
+                "/slow",
+                axum::routing::get(|| async {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    "slow ok"
+                }),
+            );
         tokio::spawn(async move { axum::serve(listener, app).await });
         (addr, limits)
     }
@@ -255,14 +282,29 @@ mod tests {
             .is_ok()
     }
 
-    async fn get(addr: SocketAddr) -> String {
+    async fn get_path(addr: SocketAddr, path: &str) -> String {
         let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
         let mut out = String::new();
         let _ = s.read_to_string(&mut out).await;
         out
+    }
+
+    async fn get(addr: SocketAddr) -> String {
+        get_path(addr, "/").await
+    }
+
+    /// A handler slower than the idle time is still answered: the idle
+    /// time runs between requests, not while one is answered.
+    #[tokio::test]
+    async fn a_slow_answer_is_not_cut_by_the_idle_time() {
+        let (addr, limits) = serve().await;
+        assert!(get_path(addr, "/slow").await.ends_with("slow ok"));
+        assert_eq!(limits.timed_out.load(Ordering::Relaxed), 0);
     }
 
     #[tokio::test]
@@ -288,7 +330,7 @@ mod tests {
         let (addr, limits) = serve().await;
         let mut s = TcpStream::connect(addr).await.unwrap();
         let drip = async {
-            // A request head a byte at a time, never idle for 200 ms.
+            // A request head a byte at a time, never waiting 200 ms.
             for &byte in b"GET / HTTP/1.1\r\nX-Pad: ".iter().cycle() {
                 if s.write_all(&[byte]).await.is_err() {
                     return true;

@@ -226,7 +226,7 @@ pub fn render(s: &Services, signal: &SignalViews) -> String {
         ),
         (
             "wzp_http_connections_timed_out_total",
-            "HTTP connections closed for moving no byte for 5 s, or at 60 s old.",
+            "HTTP connections closed: idle 5 s, a request unanswered for 30 s, or 60 s old.",
             ld(&c.http.timed_out),
         ),
     ];

@@ -639,6 +639,9 @@ struct DriftRun {
     underruns: u64,
     overruns: u64,
     drift_ppm: i64,
+    resyncs: u64,
+    /// Audio queued between device and graph at the end, as counted.
+    queued_ms: i64,
     /// Worst departure from a clean sine after the start (see
     /// [`worst_recurrence`]): ~1e-5 for a resampled tone, above 1e-2 at a
     /// gap, a cut or a dropped sample.
@@ -665,6 +668,18 @@ fn worst_recurrence(x: &[f32], w: f64) -> f64 {
 /// buffer 60 ms) for `secs` of graph time to a simulated device whose clock
 /// runs `ppm` faster than the graph's, asking for 441 frames a callback.
 fn playout_on_a_drifting_clock(correct: bool, ppm: f64, secs: f64) -> DriftRun {
+    playout_run(correct, ppm, secs, "60ms", None)
+}
+
+/// As [`playout_on_a_drifting_clock`] with the ring's `buffer`, and the
+/// device stalling (no callback) for `stall = (from_s, for_s)`.
+fn playout_run(
+    correct: bool,
+    ppm: f64,
+    secs: f64,
+    buffer: &str,
+    stall: Option<(f64, f64)>,
+) -> DriftRun {
     let factory: Detached<PlayoutDrain> = Detached(
         Mutex::new(None),
         device_playout::build_detached,
@@ -674,7 +689,7 @@ fn playout_on_a_drifting_clock(correct: bool, ppm: f64, secs: f64) -> DriftRun {
         &factory,
         &[
             ("prefill", dur("20ms")),
-            ("buffer", dur("60ms")),
+            ("buffer", dur(buffer)),
             ("drift_correction", ParamValue::Bool(correct)),
         ],
     )
@@ -692,6 +707,11 @@ fn playout_on_a_drifting_clock(correct: bool, ppm: f64, secs: f64) -> DriftRun {
         while q < quanta {
             let graph = q as f64 * 0.02;
             if next_callback < graph {
+                if stall.is_some_and(|(from, len)| (from..from + len).contains(&next_callback)) {
+                    // The device hangs, and resumes where it was.
+                    next_callback += stall.map_or(0.0, |(_, len)| len);
+                    continue;
+                }
                 timing.set_now((next_callback * 1e9) as u64);
                 drain.fill_interleaved(&mut dev);
                 heard.extend_from_slice(&dev);
@@ -714,6 +734,8 @@ fn playout_on_a_drifting_clock(correct: bool, ppm: f64, secs: f64) -> DriftRun {
         underruns: h.counter("underruns"),
         overruns: h.counter("overruns"),
         drift_ppm: if correct { h.gauge("drift_ppm") } else { 0 },
+        resyncs: if correct { h.counter("resyncs") } else { 0 },
+        queued_ms: if correct { h.gauge("queued_ms") } else { 0 },
         worst: worst_recurrence(&heard[2000..], w),
         samples: heard.len(),
     }
@@ -723,6 +745,18 @@ fn playout_on_a_drifting_clock(correct: bool, ppm: f64, secs: f64) -> DriftRun {
 /// `secs` of graph time from a simulated device whose clock runs `ppm`
 /// faster than the graph's, handing over 256 frames a callback.
 fn capture_on_a_drifting_clock(correct: bool, ppm: f64, secs: f64) -> DriftRun {
+    capture_run(correct, ppm, secs, "60ms", None)
+}
+
+/// As [`capture_on_a_drifting_clock`] with the ring's `buffer`, and the
+/// graph stalling (no cycle) for `stall = (from_s, for_s)`.
+fn capture_run(
+    correct: bool,
+    ppm: f64,
+    secs: f64,
+    buffer: &str,
+    stall: Option<(f64, f64)>,
+) -> DriftRun {
     let factory: Detached<CaptureFeed> = Detached(
         Mutex::new(None),
         device_capture::build_detached,
@@ -731,7 +765,7 @@ fn capture_on_a_drifting_clock(correct: bool, ppm: f64, secs: f64) -> DriftRun {
     let mut h = Harness::build(
         &factory,
         &[
-            ("buffer", dur("60ms")),
+            ("buffer", dur(buffer)),
             ("drift_correction", ParamValue::Bool(correct)),
         ],
     )
@@ -758,6 +792,9 @@ fn capture_on_a_drifting_clock(correct: bool, ppm: f64, secs: f64) -> DriftRun {
                 }
                 feed.push_interleaved(&buf);
                 next_callback += period;
+            } else if stall.is_some_and(|(from, len)| (from..from + len).contains(&graph)) {
+                // The graph hangs: its cycles in the stall are skipped.
+                q += 1;
             } else {
                 timing.set_now((graph * 1e9) as u64);
                 h.run();
@@ -774,6 +811,8 @@ fn capture_on_a_drifting_clock(correct: bool, ppm: f64, secs: f64) -> DriftRun {
         underruns: h.counter("underruns"),
         overruns: h.counter("overruns"),
         drift_ppm: if correct { h.gauge("drift_ppm") } else { 0 },
+        resyncs: if correct { h.counter("resyncs") } else { 0 },
+        queued_ms: if correct { h.gauge("queued_ms") } else { 0 },
         worst: worst_recurrence(&got[start..], w),
         samples: got.len(),
     }
@@ -825,4 +864,30 @@ fn capture_follows_a_device_clock_that_runs_fast_or_slow() {
     let slow = capture_on_a_drifting_clock(false, -1000.0, 60.0);
     eprintln!("uncorrected, slow: {slow:?}");
     assert!(slow.underruns > 0 && slow.worst > 1e-2, "{slow:?}");
+}
+
+/// A device that hangs for 300 ms (playout) or a graph that does (capture)
+/// leaves 300 ms more queued than the ring settled at: the correction drops
+/// it at once (resampling at 2000 ppm would take minutes, with the delay
+/// held all that time), and the delay is back where it was.
+#[test]
+fn after_a_stall_the_delay_comes_back_at_once() {
+    for (name, run) in [
+        (
+            "playout",
+            playout_run(true, 0.0, 20.0, "1s", Some((10.0, 0.3))),
+        ),
+        (
+            "capture",
+            capture_run(true, 0.0, 20.0, "1s", Some((10.0, 0.3))),
+        ),
+    ] {
+        eprintln!("{name}: {run:?}");
+        assert!(run.resyncs >= 1, "{name}: {run:?}");
+        assert!(run.queued_ms < 60, "{name}: the delay came back: {run:?}");
+        assert_eq!(run.overruns, 0, "{name}: {run:?}");
+    }
+    // Ordinary drift never drops anything.
+    let calm = playout_run(true, 1000.0, 20.0, "1s", None);
+    assert_eq!(calm.resyncs, 0, "{calm:?}");
 }

@@ -208,6 +208,7 @@ impl CaptureFeed {
         if !self.armed.load(Ordering::Acquire) {
             return;
         }
+        let at = self.timing.begin();
         if frames > self.largest_period.load(Ordering::Relaxed) {
             self.largest_period.store(frames, Ordering::Relaxed);
         }
@@ -224,7 +225,7 @@ impl CaptureFeed {
         if n < frames {
             self.overruns.inc();
         }
-        self.timing.stamp(frames);
+        self.timing.end(at, frames);
     }
 }
 
@@ -288,6 +289,7 @@ impl PlayoutDrain {
         let ch = self.channels;
         let frames = out.len() / ch;
         self.device_samples.add(frames as u64);
+        let at = self.timing.begin();
         let mut n = 0;
         if self.armed.load(Ordering::Acquire) {
             let avail = self.ring.slots();
@@ -318,7 +320,7 @@ impl PlayoutDrain {
         // cpal pre-fills output buffers with silence, but a host that does
         // not must still not replay stale samples.
         out[n * ch..].fill(S::SILENCE);
-        self.timing.stamp(n);
+        self.timing.end(at, n);
     }
 }
 

@@ -16,7 +16,10 @@
 //!   each logged by the stage's stream thread).
 //! - Gauges: `device_channels`, `device_buffer_frames` (the device period
 //!   cpal reports; 0 when unknown), `drift_ppm` (how much faster the
-//!   device's clock runs than the graph's, as corrected now).
+//!   device's clock runs than the graph's, as corrected now), `queued_ms`
+//!   (audio waiting between device and graph, as the correction counts it).
+//!   Counter `resyncs`: stalls after which the audio queued beyond the
+//!   ring's settled level (more than 80 ms of it) was dropped at once.
 //! - Latency: one quantum (a sample waits for the next cycle), plus 8
 //!   samples with drift correction. The device's
 //!   own period comes on top and is only known once the device is open: it
@@ -96,6 +99,8 @@ struct CaptureProc {
 struct CaptureDrift {
     timing: Arc<DeviceTiming>,
     rate: u32,
+    resyncs: Counter,
+    queued_ms: Gauge,
     control: DriftControl,
     resampler: Resampler,
     ppm: Gauge,
@@ -138,7 +143,22 @@ impl Processor for CaptureProc {
                 // A device clock faster than the graph's fills the ring:
                 // take a little more than a quantum's worth (step > 1).
                 let ring = &self.ring;
-                let level = drift::capture_level(&d.timing, d.rate, || ring.slots());
+                let mut level = drift::capture_level(&d.timing, d.rate, || ring.slots());
+                // After a stall of the graph the ring holds far more than
+                // it settled at: drop the excess at once (one jump) rather
+                // than carry the delay for minutes.
+                let mut avail = avail;
+                let drop = d.control.excess(level).min(avail);
+                if drop > 0 {
+                    if let Ok(chunk) = self.ring.read_chunk(drop) {
+                        chunk.commit_all();
+                    }
+                    d.resyncs.inc();
+                    level -= drop;
+                    avail -= drop;
+                }
+                d.queued_ms
+                    .set((level as u64 * 1000 / d.rate.max(1) as u64) as i64);
                 let step = d.control.observe(level);
                 d.ppm.set(step_ppm(step));
                 let take = d.resampler.needed_for(want, step).min(avail);
@@ -211,6 +231,8 @@ fn parts(cx: &mut BuildContext<'_>, s: &Settings) -> (CaptureProc, CaptureFeed, 
     let drift = s.drift_correction.then(|| CaptureDrift {
         timing: timing.clone(),
         rate: s.rate,
+        resyncs: cx.counter("resyncs"),
+        queued_ms: cx.gauge("queued_ms"),
         control: DriftControl::new(s.rate, cx.quantum.as_secs_f64()),
         // A quantum at the largest step up, and some.
         resampler: Resampler::new(2 * quantum + TAPS),

@@ -19,7 +19,10 @@
 //!   by the stage's stream thread).
 //! - Gauges: `device_channels`, `device_buffer_frames` (the device period
 //!   cpal reports; 0 when unknown), `drift_ppm` (how much faster the
-//!   device's clock runs than the graph's, as corrected now).
+//!   device's clock runs than the graph's, as corrected now), `queued_ms`
+//!   (audio waiting between device and graph, as the correction counts it).
+//!   Counter `resyncs`: stalls after which the audio queued beyond the
+//!   ring's settled level (more than 80 ms of it) was dropped at once.
 //! - Latency: `prefill`, plus 8 samples with drift correction. The device's
 //!   own period comes on top and is only known once the device is open
 //!   (`device_buffer_frames`).
@@ -92,6 +95,11 @@ struct PlayoutProc {
 /// What follows the device's clock: the ring's level in, a rate change out.
 struct PlayoutDrift {
     timing: Arc<DeviceTiming>,
+    /// Samples still to leave out after a stall (a quantum's worth at most
+    /// each cycle).
+    to_drop: usize,
+    resyncs: Counter,
+    queued_ms: Gauge,
     control: DriftControl,
     resampler: Resampler,
     scratch: Box<[f32]>,
@@ -121,12 +129,26 @@ impl Processor for PlayoutProc {
             let (ring, capacity) = (&self.ring, self.capacity);
             let level =
                 drift::playout_level(&d.timing, d.rate, || capacity.saturating_sub(ring.slots()));
-            let step = d.control.observe(level);
+            // After a stall of the device the ring holds far more than it
+            // settled at: what is queued cannot be taken back, so the excess
+            // comes out of what this quantum (and the next, if need be)
+            // would add: one jump rather than minutes of added delay.
+            if d.to_drop == 0 {
+                d.to_drop = d.control.excess(level);
+                if d.to_drop > 0 {
+                    d.resyncs.inc();
+                }
+            }
+            d.queued_ms
+                .set((level as u64 * 1000 / d.rate.max(1) as u64) as i64);
+            let step = d.control.observe(level.saturating_sub(d.to_drop));
             // Producing more than a quantum (step < 1) feeds a faster device.
             d.ppm.set(-step_ppm(step));
             d.resampler.feed(x);
             let n = d.resampler.produce(step, &mut d.scratch);
-            push(&mut self.ring, &self.overruns, &d.scratch[..n]);
+            let skip = d.to_drop.min(n);
+            d.to_drop -= skip;
+            push(&mut self.ring, &self.overruns, &d.scratch[skip..n]);
         } else {
             push(&mut self.ring, &self.overruns, x);
         }
@@ -206,6 +228,9 @@ fn parts(cx: &mut BuildContext<'_>, s: &Settings) -> (PlayoutProc, PlayoutDrain,
     let timing: Arc<DeviceTiming> = Default::default();
     let drift = s.drift_correction.then(|| PlayoutDrift {
         timing: timing.clone(),
+        to_drop: 0,
+        resyncs: cx.counter("resyncs"),
+        queued_ms: cx.gauge("queued_ms"),
         rate: s.rate,
         control: DriftControl::new(s.rate, cx.quantum.as_secs_f64()),
         resampler: Resampler::new(quantum),

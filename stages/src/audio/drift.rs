@@ -20,7 +20,10 @@
 //!   its reference into a resampling step: `1 + error / 4 s`, within
 //!   ±[`MAX_PPM`]. A proportional loop is enough: the ring integrates the
 //!   clocks' difference, so a constant drift is held at a constant offset of
-//!   drift x 4 s (0.4 ms at 100 ppm) and never accumulates.
+//!   drift x 4 s (0.4 ms at 100 ppm) and never accumulates. A stall (the
+//!   device or the graph hanging for a while) leaves far more queued than
+//!   that: past 80 ms over the reference the excess is dropped at once
+//!   ([`DriftControl::excess`]), one jump instead of minutes of delay.
 //! - [`Resampler`] changes the stream's rate by that step: a 16-tap
 //!   Kaiser-windowed sinc, 256 phases interpolated linearly, so the pitch
 //!   moves by at most 3.5 cents (2000 ppm) and the audio carries no clicks,
@@ -113,11 +116,18 @@ impl DeviceTiming {
         self.manual.store(true, Ordering::Release);
     }
 
-    /// The device callback: it moved `frames` frames now.
-    pub fn stamp(&self, frames: usize) {
+    /// The device callback starts: called before it touches the ring, so a
+    /// level read meanwhile is retried (it would pair the new level with the
+    /// old stamp). Returns the callback's time for [`DeviceTiming::end`].
+    pub fn begin(&self) -> u64 {
         let now = self.now_ns();
         self.seq.fetch_add(1, Ordering::AcqRel);
-        self.stamp_ns.store(now, Ordering::Release);
+        now
+    }
+
+    /// The device callback that began at `at` moved `frames` frames.
+    pub fn end(&self, at: u64, frames: usize) {
+        self.stamp_ns.store(at, Ordering::Release);
         self.frames.store(frames as u64, Ordering::Release);
         self.seq.fetch_add(1, Ordering::AcqRel);
     }

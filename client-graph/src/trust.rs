@@ -10,12 +10,25 @@ use anyhow::{anyhow, bail, Context, Result};
 use wzp_proto::TlsFingerprint;
 use wzp_stages::net::quic;
 
-/// Default paths under `~/.wzp`.
-pub fn wzp_home() -> PathBuf {
-    std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."))
-        .join(".wzp")
+/// Default paths under `~/.wzp`. Without a `HOME` there is none: the
+/// identity would land in whatever folder the client was started from, and
+/// the user's fingerprint change with it.
+pub fn wzp_home() -> Result<PathBuf> {
+    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        Some(h) => Ok(PathBuf::from(h).join(".wzp")),
+        None => bail!(
+            "HOME is not set, so there is no ~/.wzp for the identity and known relays; \
+             set HOME, or give --identity FILE (and --known-relays FILE)"
+        ),
+    }
+}
+
+/// `given`, else `~/.wzp/NAME`.
+pub fn or_home(given: Option<PathBuf>, name: &str) -> Result<PathBuf> {
+    match given {
+        Some(p) => Ok(p),
+        None => Ok(wzp_home()?.join(name)),
+    }
 }
 
 /// The `known_relays` file: one `ADDRESS FINGERPRINT` per line, `#` comments.

@@ -312,3 +312,37 @@ fn a_backup_to_a_full_disk_fails_clearly() {
         "{err}"
     );
 }
+
+/// Without HOME there is no ~/.wzp: the client says so instead of making
+/// an identity in whatever folder it was started from (a fingerprint that
+/// changed with the working directory); --identity still works.
+#[test]
+fn without_home_the_identity_must_be_named() {
+    let dir = tmp("nohome");
+    for home in [None, Some("")] {
+        let mut cmd = bin();
+        cmd.arg("identity").current_dir(&dir);
+        match home {
+            None => cmd.env_remove("HOME"),
+            Some(h) => cmd.env("HOME", h),
+        };
+        let out = cmd.output().unwrap();
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("HOME is not set") && err.contains("--identity"),
+            "{err}"
+        );
+        assert!(
+            !dir.join(".wzp").exists(),
+            "nothing made in the working folder"
+        );
+    }
+    let out = bin()
+        .args(["identity", "--identity"])
+        .arg(dir.join("id"))
+        .env_remove("HOME")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}

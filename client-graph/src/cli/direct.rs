@@ -18,7 +18,7 @@ use super::{parse_duration_arg, parse_sets};
 use crate::call::{self, CallOptions, DirectMedia};
 use crate::nat::DirectPath;
 use crate::signal::{RelayOptions, SignalConn};
-use crate::trust::wzp_home;
+use crate::trust::or_home;
 
 /// Exit status: the callee declined.
 pub const EXIT_REJECTED: i32 = 3;
@@ -61,15 +61,9 @@ impl RelayArgs {
         };
         Ok(RelayOptions {
             relay: self.relay.clone(),
-            identity: self
-                .identity
-                .clone()
-                .unwrap_or_else(|| wzp_home().join("identity")),
+            identity: or_home(self.identity.clone(), "identity")?,
             relay_fingerprint,
-            known_relays: self
-                .known_relays
-                .clone()
-                .unwrap_or_else(|| wzp_home().join("known_relays")),
+            known_relays: or_home(self.known_relays.clone(), "known_relays")?,
         })
     }
 }

@@ -10,7 +10,7 @@ use clap::Subcommand;
 use wzp_proto::identity::IdentityError;
 use wzp_proto::Seed;
 
-use crate::trust::wzp_home;
+use crate::trust::{or_home, wzp_home};
 
 pub const EXAMPLES: &str = "\
 Examples:
@@ -51,18 +51,18 @@ pub enum IdentityCommand {
 pub fn identity_cmd(args: IdentityArgs) -> Result<()> {
     match args.command {
         None => {
-            let path = args.identity.unwrap_or_else(|| wzp_home().join("identity"));
+            let path = or_home(args.identity, "identity")?;
             show(&path)
         }
         Some(IdentityCommand::Backup) => {
-            let path = args.identity.unwrap_or_else(|| wzp_home().join("identity"));
+            let path = or_home(args.identity, "identity")?;
             backup(&path)
         }
         Some(IdentityCommand::Restore { force }) => {
             let path = args.identity.ok_or_else(|| {
                 anyhow!(
                     "identity restore needs --identity FILE (e.g. --identity {}), so the words go where you mean them to",
-                    wzp_home().join("identity").display()
+                    wzp_home().map(|h| h.join("identity")).unwrap_or_else(|_| "FILE".into()).display()
                 )
             })?;
             let mut words = String::new();

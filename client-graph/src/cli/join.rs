@@ -7,7 +7,7 @@ use anyhow::{anyhow, Context, Result};
 
 use super::{finish_report, parse_duration_arg, parse_sets};
 use crate::call::{self, CallOptions};
-use crate::trust::wzp_home;
+use crate::trust::or_home;
 
 #[derive(clap::Args)]
 pub struct JoinArgs {
@@ -88,11 +88,9 @@ pub fn join_cmd(args: JoinArgs) -> Result<()> {
         output: args.output,
         duration: args.duration,
         alias: args.alias,
-        identity: args.identity.unwrap_or_else(|| wzp_home().join("identity")),
+        identity: or_home(args.identity, "identity")?,
         relay_fingerprint,
-        known_relays: args
-            .known_relays
-            .unwrap_or_else(|| wzp_home().join("known_relays")),
+        known_relays: or_home(args.known_relays, "known_relays")?,
         graph: args.graph,
         sets: parse_sets(&args.set)?,
         realtime: !args.no_realtime,

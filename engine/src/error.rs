@@ -128,36 +128,60 @@ impl GraphErrors {
     }
 }
 
-/// The closest of `candidates` to `word`, if it is close enough to be a typo.
+/// The closest of `candidates` to `word`, if it is close enough to be a typo
+/// (the first of the closest on a tie).
 pub fn did_you_mean<'a>(
     word: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {
+    let a: Vec<char> = word.chars().collect();
+    let limit = (a.len().max(3) / 3).max(2);
+    let mut rows = (Vec::new(), Vec::new());
     let mut best: Option<(usize, &str)> = None;
     for c in candidates {
-        let d = levenshtein(word, c);
-        if best.is_none_or(|(bd, _)| d < bd) {
+        // Only a closer one can replace the best so far.
+        let bound = best.map_or(limit, |(d, _)| d.saturating_sub(1));
+        if best.is_some_and(|(d, _)| d == 0) {
+            break;
+        }
+        if let Some(d) = levenshtein_within(&a, c, bound, &mut rows) {
             best = Some((d, c));
         }
     }
-    let (d, c) = best?;
-    let limit = (word.chars().count().max(3) / 3).max(2);
-    (d <= limit).then_some(c)
+    best.map(|(_, c)| c)
 }
 
-fn levenshtein(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    let mut cur = vec![0; b.len() + 1];
-    for (i, ca) in a.chars().enumerate() {
-        cur[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        std::mem::swap(&mut prev, &mut cur);
+/// The edit distance from `a` to `b` when it is at most `bound`; `None`
+/// as soon as it cannot be (a graph with thousands of misspelled names
+/// took seconds to report with the full distance to every candidate).
+fn levenshtein_within(
+    a: &[char],
+    b: &str,
+    bound: usize,
+    (prev, cur): &mut (Vec<usize>, Vec<usize>),
+) -> Option<usize> {
+    let m = b.chars().count();
+    if m.abs_diff(a.len()) > bound {
+        return None;
     }
-    prev[b.len()]
+    prev.clear();
+    prev.extend(0..=m);
+    cur.clear();
+    cur.resize(m + 1, 0);
+    for (i, ca) in a.iter().enumerate() {
+        cur[0] = i + 1;
+        let mut row_min = cur[0];
+        for (j, cb) in b.chars().enumerate() {
+            let sub = prev[j] + usize::from(*ca != cb);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+            row_min = row_min.min(cur[j + 1]);
+        }
+        if row_min > bound {
+            return None;
+        }
+        std::mem::swap(prev, cur);
+    }
+    (prev[m] <= bound).then_some(prev[m])
 }
 
 #[cfg(test)]
@@ -173,6 +197,54 @@ mod tests {
             Some("codec.opus_encode")
         );
         assert_eq!(did_you_mean("net.quic_egress", kinds), None);
+        // The first of the closest on a tie; an exact match wins.
+        assert_eq!(did_you_mean("ab", ["ax", "ay"]), Some("ax"));
+        assert_eq!(did_you_mean("ay", ["ax", "ay"]), Some("ay"));
+        assert_eq!(did_you_mean("", ["ab"]), Some("ab"));
+        assert_eq!(did_you_mean("abc", []), None);
+    }
+
+    /// The bounded distance agrees with the full one wherever it answers.
+    #[test]
+    fn bounded_distance_matches_the_full_one() {
+        fn full(a: &str, b: &str) -> usize {
+            let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+            let mut d: Vec<Vec<usize>> = (0..=a.len()).map(|i| vec![i; b.len() + 1]).collect();
+            for j in 0..=b.len() {
+                d[0][j] = j;
+            }
+            for i in 1..=a.len() {
+                for j in 1..=b.len() {
+                    d[i][j] = (d[i - 1][j - 1] + usize::from(a[i - 1] != b[j - 1]))
+                        .min(d[i - 1][j] + 1)
+                        .min(d[i][j - 1] + 1);
+                }
+            }
+            d[a.len()][b.len()]
+        }
+        let words = [
+            "",
+            "a",
+            "ab",
+            "abc",
+            "kitten",
+            "sitting",
+            "fec_ratio",
+            "fec_raito",
+            "ärger",
+            "arger",
+        ];
+        let mut rows = (Vec::new(), Vec::new());
+        for x in words {
+            for y in words {
+                let a: Vec<char> = x.chars().collect();
+                let f = full(x, y);
+                for bound in 0..8 {
+                    let got = levenshtein_within(&a, y, bound, &mut rows);
+                    assert_eq!(got, (f <= bound).then_some(f), "{x:?} {y:?} bound {bound}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -210,8 +210,8 @@ mod tests {
         fn full(a: &str, b: &str) -> usize {
             let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
             let mut d: Vec<Vec<usize>> = (0..=a.len()).map(|i| vec![i; b.len() + 1]).collect();
-            for j in 0..=b.len() {
-                d[0][j] = j;
+            for (j, v) in d[0].iter_mut().enumerate() {
+                *v = j;
             }
             for i in 1..=a.len() {
                 for j in 1..=b.len() {

@@ -19,15 +19,10 @@ pub(crate) fn optional_cell<T: Default + Send + Sync + 'static>(
 ) -> Result<Option<Arc<T>>, ParamError> {
     match p.str(param)? {
         "" => Ok(None),
-        name => cx.shared_resource::<T>(name).map(Some).ok_or_else(|| {
-            ParamError::new(
-                param,
-                format!(
-                    "the resource named {name:?} is not {kind} cell; \
-                     pick another name or leave it empty"
-                ),
-            )
-        }),
+        name => cx
+            .shared_resource::<T>(name)
+            .map(Some)
+            .ok_or_else(|| wrong_type(param, name, kind)),
     }
 }
 
@@ -44,14 +39,19 @@ pub(crate) fn control_cell<T: Send + Sync + 'static>(
     match p.str(param)? {
         "" => Ok(None),
         name if !cx.has_resource(name) => Ok(None),
-        name => cx.resource::<T>(name).map(Some).ok_or_else(|| {
-            ParamError::new(
-                param,
-                format!(
-                    "the resource named {name:?} is not {kind} cell; \
-                     pick another name or leave it empty"
-                ),
-            )
-        }),
+        name => cx
+            .resource::<T>(name)
+            .map(Some)
+            .ok_or_else(|| wrong_type(param, name, kind)),
     }
+}
+
+/// The error for a cell name taken by a resource of another type.
+fn wrong_type(param: &'static str, name: &str, kind: &str) -> ParamError {
+    ParamError::new(
+        param,
+        format!(
+            "the resource named {name:?} is not {kind} cell; pick another name or leave it empty"
+        ),
+    )
 }

@@ -495,6 +495,17 @@ impl<'a> Io<'a> {
         (unsafe { &*inp }, out)
     }
 
+    /// Two PCM inputs and a PCM output at once, for stages that combine two
+    /// signals (an echo canceller's microphone and reference). The inputs
+    /// may be one buffer (both linked to one output).
+    pub fn pcm_in2_out(&mut self, a: usize, b: usize, o: usize) -> (&[f32], &[f32], &mut [f32]) {
+        let x: *const [f32] = self.pcm_in(a);
+        let y: *const [f32] = self.pcm_in(b);
+        let out = self.pcm_out(o);
+        // SAFETY: as in `pcm_in_out`; the two inputs are shared borrows.
+        (unsafe { &*x }, unsafe { &*y }, out)
+    }
+
     /// Frame input `i` and frame output `o` at once.
     pub fn frames_in_out(
         &mut self,

@@ -8,8 +8,8 @@ use audio_support::*;
 use wzp_engine::prelude::*;
 use wzp_engine::rt_check::assert_rt_safe;
 use wzp_stages::audio::{
-    gain::Gain, mix::Mix, null_sink::NullSink, resample::Resample, split::Split,
-    tone_source::ToneSource, wav_sink::WavSink, wav_source::WavSource,
+    echo_cancel::EchoCancel, gain::Gain, mix::Mix, null_sink::NullSink, resample::Resample,
+    split::Split, tone_source::ToneSource, wav_sink::WavSink, wav_source::WavSource,
 };
 
 const CYCLES: usize = 600;
@@ -66,6 +66,16 @@ fn wav_sink_is_rt_safe() {
     assert_eq!(h.counter("dropped_samples"), 0);
     drop(h);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn echo_cancel_is_rt_safe_while_it_learns() {
+    // The same tone on `mic` and `ref`: an echo with no delay, found after
+    // the first second, so most cycles learn.
+    let mut h = Harness::build(&EchoCancel, &[]).unwrap();
+    run_rt("audio.echo_cancel", &mut h);
+    assert_eq!(h.gauge("echo_found"), 1);
+    assert!(h.counter("filter_adopted") > 0);
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! `audio.*` stages: sources (tone, WAV file, built-in speech), sinks (WAV
-//! file, null), and PCM plumbing (gain, mix, split, resample).
+//! file, null), PCM plumbing (gain, mix, split, resample), and the echo
+//! canceller for calls on a speaker.
 //!
 //! Every port here is mono `Pcm` at one rate. Stages that take a `rate`
 //! param (0 = the graph rate) can work at any rate that gives a whole number
@@ -12,10 +13,12 @@
 
 use wzp_engine::prelude::*;
 
+pub mod aec;
 pub mod device;
 pub mod device_capture;
 pub mod device_playout;
 pub mod drift;
+pub mod echo_cancel;
 pub mod gain;
 pub mod mix;
 pub mod null_sink;
@@ -40,6 +43,7 @@ pub fn register(registry: &mut Registry) -> Result<(), wzp_engine::registry::Reg
     registry.register(resample::Resample)?;
     registry.register(device_capture::DeviceCapture)?;
     registry.register(device_playout::DevicePlayout)?;
+    registry.register(echo_cancel::EchoCancel)?;
     Ok(())
 }
 

@@ -57,6 +57,11 @@ pub fn call_spec(opts: &CallOptions, room_secret: &str) -> Result<GraphSpec> {
     }
     if output == "speaker" {
         vars.insert("output_rate".into(), "48000".into());
+        if input == "mic" {
+            // The microphone hears the speaker: cancel its echo (a --set
+            // echo_cancel=false below still turns it off).
+            vars.insert("echo_cancel".into(), "true".into());
+        }
     }
     if !matches!(output, "null" | "speaker") {
         vars.insert("output".into(), output.to_string());

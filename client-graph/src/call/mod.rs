@@ -414,6 +414,37 @@ mod tests {
         );
     }
 
+    /// The echo canceller runs where the microphone hears a speaker: on for
+    /// `--input mic --output speaker` unless `--set echo_cancel=false`, off
+    /// for anything else (a WAV, a tone, a recording).
+    #[test]
+    fn echo_cancellation_is_on_for_a_microphone_with_a_speaker_only() {
+        let enabled = |input: &str, output: &str, sets: &[(&str, &str)]| {
+            let mut o = opts(sets);
+            o.input = input.into();
+            o.output = output.into();
+            let spec = call_spec(&o, "0123456789abcdef0123").unwrap();
+            let aec = spec.stages.iter().find(|s| s.id == "aec").unwrap();
+            assert_eq!(aec.kind, "audio.echo_cancel");
+            aec.params["enabled"].value.as_str().unwrap().to_string()
+        };
+        assert_eq!(enabled("mic", "speaker", &[]), "true");
+        assert_eq!(
+            enabled("mic", "speaker", &[("echo_cancel", "false")]),
+            "false"
+        );
+        assert_eq!(enabled("mic", "null", &[]), "false");
+        assert_eq!(enabled("mic", "/tmp/x.wav", &[]), "false");
+        assert_eq!(enabled("tone", "speaker", &[]), "false");
+        assert_eq!(enabled("builtin", "/tmp/x.wav", &[]), "false");
+        // Asked for by hand where no speaker is heard: it finds no echo and
+        // passes the input untouched (stages/tests/audio_echo_cancel.rs).
+        assert_eq!(
+            enabled("builtin", "/tmp/x.wav", &[("echo_cancel", "true")]),
+            "true"
+        );
+    }
+
     /// `--set jb_burst_hold=...` reaches every receive chain's jitter
     /// buffer; by default they hold at most the 60 ms.
     #[test]

@@ -80,6 +80,9 @@ impl Processor for EchoProc {
             out.copy_from_slice(mic);
             return Flow::Continue;
         };
+        // Filter and detector state decaying through silence would reach
+        // the subnormal range, ~100 cycles a multiply on x86.
+        let _ftz = crate::codec::denormals::FlushDenormals::new();
         let n = io.pcm_in(0).len();
         let mut at = 0;
         while at + self.block <= n {

@@ -762,6 +762,45 @@ mod tests {
     }
 
     #[test]
+    fn a_minute_of_far_end_silence_clears_the_detector_before_it_goes_subnormal() {
+        // The detector's correlations decay in silence; left alone they
+        // reached the subnormal range after ~90 s, each multiply ~100
+        // cycles. Its history is cleared after about a minute instead.
+        let block = 32;
+        let mut aec = EchoCanceller::new(16_000, block, 2);
+        let mut seed = 21;
+        let mut out = vec![0.0f32; block];
+        let mut talk = |aec: &mut EchoCanceller, blocks: usize| {
+            for _ in 0..blocks {
+                let far: Vec<f32> = (0..block).map(|_| 0.3 * noise(&mut seed)).collect();
+                let mic: Vec<f32> = far.iter().map(|v| 0.5 * v).collect();
+                let mut out = vec![0.0f32; block];
+                aec.process(&mic, &far, &mut out);
+            }
+        };
+        talk(&mut aec, 1000);
+        assert!(aec.echo_correlation() > 0.5);
+        let silence = vec![0.0f32; block];
+        let per_second = 16_000 / block;
+        for _ in 0..5 * per_second {
+            aec.process(&silence, &silence, &mut out);
+        }
+        // A pause: the echo path is still known.
+        assert!(aec.echo_correlation() > 0.5);
+        assert!(aec.echo_delay().is_some());
+        for _ in 0..70 * per_second {
+            aec.process(&silence, &silence, &mut out);
+        }
+        assert!(aec.presence.corr.iter().all(|c| *c == 0.0));
+        assert_eq!((aec.presence.far_pow, aec.presence.mic_pow), (0.0, 0.0));
+        assert!(aec.echo_delay().is_none());
+        // Talking again finds it within two seconds.
+        talk(&mut aec, 2 * per_second);
+        assert!(aec.echo_correlation() > 0.5);
+        assert!(aec.echo_delay().is_some());
+    }
+
+    #[test]
     fn with_no_reference_the_microphone_passes_unchanged() {
         let block = 32;
         let mut aec = EchoCanceller::new(16_000, block, 3);

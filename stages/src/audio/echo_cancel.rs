@@ -10,7 +10,9 @@
 //!   plus the room's reverberation), `rate` (Hz, default 0 = the graph
 //!   rate).
 //! - Gauges: `echo_found` (1 while the microphone is found to hear the
-//!   speaker), `echo_delay_ms` (how late the echo comes after `ref`, where
+//!   speaker; after half a minute of far-end silence the finding lapses,
+//!   and a second or two of the far end talking makes it again: the filter
+//!   keeps what it learnt meanwhile), `echo_delay_ms` (how late the echo comes after `ref`, where
 //!   it correlates most: the direct path or an early reflection; -1 while
 //!   none is found), `echo_correlation` (x1000: the correlation peak
 //!   between microphone and reference, over 200 the echo counts as found),

@@ -8,6 +8,7 @@ use std::time::Duration;
 use audio_support::*;
 use wzp_engine::prelude::*;
 use wzp_stages::audio::echo_cancel::EchoCancel;
+use wzp_stages::audio::room::Room;
 use wzp_stages::audio::signal::speech_like;
 
 const FS: u32 = 16_000;
@@ -245,4 +246,44 @@ fn params_and_the_quantum_are_checked() {
     )
     .unwrap();
     assert_eq!(h.latency, Duration::ZERO);
+}
+
+#[test]
+fn a_simulated_room_adds_the_speaker_late_and_passes_the_near_end() {
+    let mut h = Harness::build_at(
+        &Room,
+        &[
+            ("rate", int(FS as i64)),
+            ("delay", dur("30ms")),
+            ("gain_db", float(-6.0)),
+            ("reflections", int(4)),
+        ],
+        FS,
+        Duration::from_millis(20),
+    )
+    .unwrap();
+    let q = h.input(0).len();
+    let n = q * 10;
+    let near: Vec<f32> = (0..n).map(|i| ((i % 37) as f32 - 18.0) / 100.0).collect();
+    let mut speaker = vec![0.0f32; n];
+    speaker[100] = 1.0;
+    let out = run(&mut h, &near, &speaker);
+    let echo: Vec<f32> = out.iter().zip(&near).map(|(o, x)| o - x).collect();
+    // Nothing before the direct path, 30 ms after the click, at -6 dB.
+    let direct = 100 + FS as usize * 30 / 1000;
+    assert!(echo[..direct].iter().all(|e| e.abs() < 1e-6));
+    assert!((echo[direct] - 0.501).abs() < 0.01, "{}", echo[direct]);
+    // Four weaker reflections within the next 100 ms, nothing after.
+    let later: Vec<usize> = (direct + 1..n).filter(|&i| echo[i].abs() > 1e-6).collect();
+    assert_eq!(later.len(), 4, "{later:?}");
+    assert!(later.iter().all(|&i| i <= direct + FS as usize / 10));
+    assert!(later.iter().all(|&i| echo[i].abs() < 0.26));
+    for (set, needle) in [
+        (vec![("delay", dur("600ms"))], "500ms"),
+        (vec![("reflections", int(40))], "reflections"),
+        (vec![("gain_db", float(20.0))], "gain_db"),
+    ] {
+        let err = Harness::build(&Room, &set).err().unwrap().to_string();
+        assert!(err.contains(needle), "{err}");
+    }
 }

@@ -9,7 +9,7 @@ use wzp_engine::prelude::*;
 use wzp_engine::rt_check::assert_rt_safe;
 use wzp_stages::audio::{
     echo_cancel::EchoCancel, gain::Gain, mix::Mix, null_sink::NullSink, resample::Resample,
-    split::Split, tone_source::ToneSource, wav_sink::WavSink, wav_source::WavSource,
+    room::Room, split::Split, tone_source::ToneSource, wav_sink::WavSink, wav_source::WavSource,
 };
 
 const CYCLES: usize = 600;
@@ -76,6 +76,12 @@ fn echo_cancel_is_rt_safe_while_it_learns() {
     run_rt("audio.echo_cancel", &mut h);
     assert_eq!(h.gauge("echo_found"), 1);
     assert!(h.counter("filter_adopted") > 0);
+}
+
+#[test]
+fn room_is_rt_safe() {
+    let mut h = Harness::build(&Room, &[("reflections", int(32))]).unwrap();
+    run_rt("audio.room", &mut h);
 }
 
 #[test]

@@ -23,6 +23,7 @@ pub mod gain;
 pub mod mix;
 pub mod null_sink;
 pub mod resample;
+pub mod room;
 pub mod signal;
 pub mod split;
 pub mod tone_source;
@@ -44,6 +45,7 @@ pub fn register(registry: &mut Registry) -> Result<(), wzp_engine::registry::Reg
     registry.register(device_capture::DeviceCapture)?;
     registry.register(device_playout::DevicePlayout)?;
     registry.register(echo_cancel::EchoCancel)?;
+    registry.register(room::Room)?;
     Ok(())
 }
 

@@ -1,0 +1,258 @@
+//! A call on a speaker, end to end: real `wzp-relay` and `wzp-client`
+//! processes on loopback, real QUIC, real libopus. Member A's microphone
+//! hears its own speaker through a simulated room: `graphs/call.toml` with
+//! an `audio.room` stage spliced in before the echo canceller (what a sound
+//! card's speaker and microphone would do). A hums a steady tone the whole
+//! call; B talks and records what comes back: A's tone and the echo of
+//! its own voice. With A's echo canceller on, B hears far less of itself
+//! than with it off, and A's tone just as loud.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{bin, tmp, Proc};
+use wzp_stages::audio::signal::{goertzel_dbfs, rms_dbfs, speech_like};
+use wzp_stages::audio::wav_source::read_wav_mono;
+
+const WAIT: Duration = Duration::from_secs(30);
+const SECRET: &str = "a secret only the members hold";
+/// How long each call lasts; the echo is measured over its last seconds.
+const CALL: &str = "16s";
+
+/// A's tone: 1 kHz, -24 dBFS.
+const TONE_HZ: f64 = 1000.0;
+const TONE_DBFS: f32 = -24.0;
+
+/// `graphs/call.toml` with A's microphone hearing its speaker: the room's
+/// `in` is what the microphone hears of A (its tone), its `speaker`
+/// the room's mix as it goes to the speaker, 40 ms of buffering, the direct
+/// path at -6 dB, six reflections.
+fn room_graph(dir: &Path) -> PathBuf {
+    let graph = include_str!("../../graphs/call.toml");
+    let link = "from = \"up.out\"\nto = \"aec.mic\"\n";
+    assert!(
+        graph.contains(link),
+        "graphs/call.toml no longer links up.out to aec.mic"
+    );
+    let graph = graph.replace(
+        link,
+        "from = \"up.out\"\nto = \"room.in\"\n\n[[link]]\nfrom = \"room.out\"\nto = \"aec.mic\"\n\n\
+         [[link]]\nfrom = \"mix.out\"\nto = \"room.speaker\"\n",
+    ) + "\n[[stage]]\nid = \"room\"\nkind = \"audio.room\"\n\
+         params = { delay = \"40ms\", gain_db = -6, reflections = 6 }\n";
+    let path = dir.join("room_call.toml");
+    std::fs::write(&path, graph).unwrap();
+    path
+}
+
+fn write_wav(path: &Path, x: &[f32]) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 16_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).unwrap();
+    for s in x {
+        w.write_sample((s.clamp(-1.0, 1.0) * 32767.0) as i16)
+            .unwrap();
+    }
+    w.finalize().unwrap();
+}
+
+/// B's voice: noise in the rhythm of the built-in speech (its syllables and
+/// pauses), so the canceller meets a voice-like on/off far end that it
+/// learns from quickly.
+fn voice() -> Vec<f32> {
+    let shape = speech_like(16_000);
+    let mut env = 0.0f32;
+    let mut seed = 0x1234_5678u32;
+    shape
+        .iter()
+        .map(|s| {
+            env = env.max(s.abs()) * 0.999 + 0.001 * s.abs();
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            let n = (seed as f32 / u32::MAX as f32) * 2.0 - 1.0;
+            0.8 * env * n
+        })
+        .collect()
+}
+
+fn relay(dir: &Path) -> (Proc, String, String) {
+    let mut p = Proc::spawn(
+        "wzp-relay",
+        Command::new(bin("wzp-relay")).args([
+            "-i",
+            dir.join("relay.seed").to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ]),
+    );
+    let line = p.expect_line("listening ", WAIT);
+    let field = |k: &str| {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("no {k}= in {line:?}"))
+            .to_string()
+    };
+    (p, field("quic"), field("fingerprint"))
+}
+
+fn join(
+    dir: &Path,
+    relay: &(Proc, String, String),
+    room: &str,
+    name: &str,
+    extra: &[&str],
+) -> Proc {
+    Proc::spawn(
+        name,
+        Command::new(bin("wzp-client"))
+            .args(["join", "--relay", &relay.1, "--room", room])
+            .args(["--room-secret", SECRET, "--relay-fingerprint", &relay.2])
+            .args([
+                "--identity",
+                dir.join(format!("{name}.seed")).to_str().unwrap(),
+            ])
+            .args([
+                "--known-relays",
+                dir.join(format!("{name}.known")).to_str().unwrap(),
+            ])
+            .args([
+                "--stats-json",
+                dir.join(format!("{name}.json")).to_str().unwrap(),
+            ])
+            .args(["--alias", name, "--no-realtime", "--duration", CALL])
+            .args(extra),
+    )
+}
+
+fn gauge(dir: &Path, name: &str, stage: &str, key: &str) -> i64 {
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{name}.json"))).unwrap())
+            .unwrap();
+    v["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == stage)
+        .unwrap_or_else(|| panic!("no stage {stage} in {name}.json"))["gauges"][key]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no gauge {key} of {stage} in {name}.json"))
+}
+
+/// `x` without the tone: a second-order FIR notch at [`TONE_HZ`] (its gain
+/// elsewhere is not flat, the same for every recording compared).
+fn without_tone(x: &[f32]) -> Vec<f32> {
+    let c = 2.0 * (std::f64::consts::TAU * TONE_HZ / 16_000.0).cos() as f32;
+    (2..x.len())
+        .map(|n| x[n] - c * x[n - 1] + x[n - 2])
+        .collect()
+}
+
+/// One call in `room`: B talks and records, A hums and its speaker leaks
+/// into its microphone; A cancels the echo or not. Returns, over the
+/// call's last 5 s of B's recording, the level of B's echo (all but the
+/// tone) and of A's tone.
+fn call(dir: &Path, relay: &(Proc, String, String), room: &str, cancel: bool) -> (f32, f32) {
+    let voice_wav = dir.join("b-says.wav");
+    let silence_wav = dir.join("a-says.wav");
+    let heard = dir.join(format!("b-heard-{room}.wav"));
+    let graph = room_graph(dir);
+    let mut b = join(
+        dir,
+        relay,
+        room,
+        &format!("b-{room}"),
+        &[
+            "--input",
+            voice_wav.to_str().unwrap(),
+            "--output",
+            heard.to_str().unwrap(),
+        ],
+    );
+    b.expect_line("joined", WAIT);
+    let a_name = format!("a-{room}");
+    let mut a = join(
+        dir,
+        relay,
+        room,
+        &a_name,
+        &[
+            "--input",
+            silence_wav.to_str().unwrap(),
+            "--output",
+            "null",
+            "--graph",
+            graph.to_str().unwrap(),
+            "--set",
+            &format!("echo_cancel={cancel}"),
+        ],
+    );
+    assert!(a.exit(WAIT * 2).success(), "A failed: {:?}", a.drain());
+    assert!(b.exit(WAIT * 2).success(), "B failed: {:?}", b.drain());
+    if cancel {
+        assert_eq!(gauge(dir, &a_name, "aec", "echo_found"), 1);
+        let delay = gauge(dir, &a_name, "aec", "echo_delay_ms");
+        assert!((39..=145).contains(&delay), "echo delay read as {delay} ms");
+    } else {
+        assert_eq!(gauge(dir, &a_name, "aec", "echo_found"), 0);
+    }
+    let rec = read_wav_mono(&heard).unwrap();
+    assert_eq!(rec.rate, 16_000);
+    assert!(
+        rec.samples.len() > 10 * 16_000,
+        "B recorded {} samples",
+        rec.samples.len()
+    );
+    let tail = &rec.samples[rec.samples.len() - 5 * 16_000..];
+    (
+        rms_dbfs(&without_tone(tail)),
+        goertzel_dbfs(tail, 16_000, TONE_HZ),
+    )
+}
+
+#[test]
+fn a_call_on_a_speaker_sends_back_far_less_echo_with_the_canceller() {
+    let dir = tmp("wzp-aec", "call");
+    write_wav(&dir.join("b-says.wav"), &voice());
+    let amp = 10f32.powf((TONE_DBFS + 3.01) / 20.0);
+    let tone: Vec<f32> = (0..16_000 * 4)
+        .map(|i| amp * (std::f64::consts::TAU * TONE_HZ * i as f64 / 16_000.0).sin() as f32)
+        .collect();
+    write_wav(&dir.join("a-says.wav"), &tone);
+    let relay = relay(&dir);
+    let (echo_off, tone_off) = call(&dir, &relay, "off", false);
+    let (echo_on, tone_on) = call(&dir, &relay, "on", true);
+    let own = rms_dbfs(&without_tone(&voice()));
+    eprintln!(
+        "B's own voice {own:.1} dBFS (notched); its echo {echo_off:.1} without cancelling, \
+         {echo_on:.1} with; A's tone {tone_off:.1} / {tone_on:.1}"
+    );
+    // A's tone reaches B either way, cancelling or not: the canceller
+    // leaves the near end's voice alone.
+    for t in [tone_off, tone_on] {
+        assert!((t - TONE_DBFS).abs() < 3.0, "A's tone heard at {t:.1} dBFS");
+    }
+    assert!(
+        (tone_on - tone_off).abs() < 1.5,
+        "tone {tone_on:.1} with, {tone_off:.1} without"
+    );
+    // Without: B hears itself through A's room (-6 dB and reflections,
+    // two Opus encodings): loud.
+    assert!(
+        echo_off > own - 15.0,
+        "no echo to cancel? {echo_off:.1} against {own:.1}"
+    );
+    // With: far less of it.
+    assert!(
+        echo_on < echo_off - 12.0,
+        "echo {echo_on:.1} dBFS with the canceller against {echo_off:.1} without"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

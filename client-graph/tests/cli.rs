@@ -1163,3 +1163,54 @@ fn a_run_whose_reader_goes_away_still_finishes_its_files() {
     assert!(json.exists(), "the stats were written");
     assert_eq!(hound::WavReader::open(&wav).unwrap().duration(), 2 * 16_000);
 }
+
+/// `graphs/echo-room.toml` as its header says to run it: the far end's
+/// echo in the simulated room is far quieter with the canceller than
+/// without, and the canceller reports where it found it.
+#[test]
+fn the_echo_room_graph_takes_the_echo_out() {
+    let dir = tmp("echo-room");
+    let level = |cancel: bool| {
+        let wav = dir.join(format!("echo-{cancel}.wav"));
+        let json = dir.join(format!("echo-{cancel}.json"));
+        let out = bin()
+            .arg("run")
+            .arg(repo("graphs/echo-room.toml"))
+            .args(["--duration", "20s", "--no-realtime", "--quiet"])
+            .args(["--set", &format!("output={}", wav.display())])
+            .args(["--set", &format!("echo_cancel={cancel}")])
+            .args(["--stats-json", json.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "run failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stats: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        let aec = stats["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == "aec")
+            .unwrap()["gauges"]
+            .clone();
+        let rec = wzp_stages::audio::wav_source::read_wav_mono(&wav).unwrap();
+        assert_eq!(rec.samples.len(), 20 * 16_000);
+        let tail = &rec.samples[15 * 16_000..];
+        (wzp_stages::audio::signal::rms_dbfs(tail), aec)
+    };
+    let (off, off_gauges) = level(false);
+    let (on, on_gauges) = level(true);
+    assert_eq!(off_gauges["echo_found"], 0);
+    assert_eq!(on_gauges["echo_found"], 1);
+    let delay = on_gauges["echo_delay_ms"].as_i64().unwrap();
+    assert!((40..=60).contains(&delay), "echo delay read as {delay} ms");
+    assert!(off > -35.0, "no echo without the canceller? {off:.1} dBFS");
+    assert!(
+        on < off - 15.0,
+        "echo {on:.1} dBFS with the canceller, {off:.1} without"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

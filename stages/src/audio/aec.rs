@@ -46,6 +46,11 @@ const FAR_ACTIVE: f32 = 1e-7;
 /// power over the bins: bins where the reference has almost nothing do not
 /// take huge steps on what little they see.
 const REGULARISE: f32 = 0.05;
+/// Before the leak can be read, a bin learns at the full step while its
+/// error is at most this many times what the reference's power there could
+/// make of it (an echo path up to +6 dB); beyond, slower in proportion.
+const EXPLAIN: f32 = 4.0;
+
 /// How fast the per-bin power averages follow (per block).
 const SPECTRAL_AVERAGE: f32 = 0.1;
 /// How fast the leak estimate learns, per unit of echo energy over error
@@ -650,8 +655,14 @@ impl EchoCanceller {
             } else {
                 0.0
             };
-            for (e, &pw) in self.spec.iter_mut().zip(&self.far_pow) {
-                *e *= rate / (pw + floor);
+            // Per bin, no faster than the far end could explain that bin's
+            // error: a steady near-end sound (a hum, a held note) fills its
+            // bins with error the reference never explains, and learning
+            // there at the full rate fits the far end to it.
+            let parts = self.partitions as f32;
+            for ((e, &pw), &ep) in self.spec.iter_mut().zip(&self.far_pow).zip(&self.err_pow) {
+                let explainable = (EXPLAIN * pw / parts / (2.0 * ep + tiny)).min(1.0);
+                *e *= rate * explainable / (pw + floor);
             }
             self.adapt_sum += rate;
             if self.adapt_sum > self.partitions as f32 && self.leak > 0.03 {

@@ -25,6 +25,21 @@
 //! learnt from near-end speech) it is put back to the foreground's
 //! (revert). Near-end speech passes: the foreground never learns from it.
 //!
+//! **A step that follows how much of the error is echo.** Per bin, the
+//! background's step is the share of its error that is echo it still
+//! misses: the echo estimate times a `leak` read from how the error's
+//! power follows the estimate's from block to block (near-end speech does
+//! not follow it). So near-end speech, and a steady sound in the room,
+//! make the step small where they are.
+//!
+//! **Nothing learnt before the echo is found.** A decimated correlation of
+//! microphone and reference over a second of the far end talking finds
+//! whether the microphone hears the speaker at all, and how late. Until it
+//! does, nothing is learnt and the output is the microphone itself, bit for
+//! bit: on a headset there is nothing to cancel and nothing is touched.
+//!
+//! docs/DESIGN.md, decision 17, has what each of these mended, measured.
+//!
 //! No latency: each block's output needs only that block's microphone and
 //! the reference up to it. No allocation after [`EchoCanceller::new`].
 //! Callers on a real-time thread should hold
@@ -189,13 +204,12 @@ impl Presence {
         // A far end silent for minutes decays every correlation towards the
         // subnormal range, where each multiply costs ~100 cycles: below
         // -300 dB of any signal the history is nothing; clear it.
-        if self.far_pow < 1e-30 && self.mic_pow < 1e-30 {
-            self.corr.fill(0.0);
-            self.mic_pow = 0.0;
-            self.far_pow = 0.0;
-        } else if self.far_pow < 1e-30 {
+        if self.far_pow < 1e-30 {
             self.corr.fill(0.0);
             self.far_pow = 0.0;
+            if self.mic_pow < 1e-30 {
+                self.mic_pow = 0.0;
+            }
         }
         let norm = (self.mic_pow * self.far_pow).sqrt();
         if norm <= 1e-12 || self.warm < self.warm_needed {

@@ -25,7 +25,8 @@ Examples:
       A relay and two clients on this machine: the built-in sample goes from one
       client to the other through the relay; writes out/demo-received.wav.
   wzp-client join --relay 203.0.113.7:4433 --room standup --room-secret \"$(cat room.secret)\"
-      Join a room (microphone in, speaker out; --input/--output change that).
+      Join a room (microphone in, speaker out; --input/--output change that). On a
+      speaker the far end's echo is taken out of the microphone (--set echo_cancel=false: off).
   wzp-client join --relay 127.0.0.1:4433 --room test --input talk.wav --output heard.wav --duration 10s
       Join headless: send a WAV, record what the room says.
   wzp-client join --relay 127.0.0.1:4433 --room test --set jb_burst_hold=0ms
@@ -40,6 +41,9 @@ Examples:
       Run it on your own WAV with a live per-stage table.
   wzp-client run graphs/loopback.toml --set input_loop=true --clock timer --duration 10s --stats-json stats.json
       Run in real time for 10 s (the sample looped) and save the per-stage figures.
+  wzp-client run graphs/echo-room.toml --duration 20s
+      The echo canceller on a simulated speaker and microphone; writes out/echo-room.wav
+      (--set echo_cancel=false to hear the echo it takes out).
   wzp-client graph explain graphs/loopback.toml
       Show stages, ports, domains, bridges and the latency budget per path.
   wzp-client stages

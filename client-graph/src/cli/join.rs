@@ -24,7 +24,8 @@ pub struct JoinArgs {
     /// What to send: `tone`, `tone:FREQ`, `builtin`, a WAV file, or `mic`.
     #[arg(long, default_value = "mic")]
     pub input: String,
-    /// Where the room goes: a WAV file, `speaker`, or `null`.
+    /// Where the room goes: a WAV file, `speaker`, or `null`. With `--input
+    /// mic` and `speaker` the speaker's echo is cancelled in the microphone.
     #[arg(long, default_value = "speaker")]
     pub output: String,
     /// End the call after this long: `10s`, `2m`.

@@ -132,7 +132,9 @@ fn join(
     )
 }
 
-fn gauge(dir: &Path, name: &str, stage: &str, key: &str) -> i64 {
+/// A figure (`gauges` or `counters`) of `stage` in `name`'s last
+/// `--stats-json`.
+fn figure(dir: &Path, name: &str, stage: &str, kind: &str, key: &str) -> i64 {
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{name}.json"))).unwrap())
             .unwrap();
@@ -141,9 +143,17 @@ fn gauge(dir: &Path, name: &str, stage: &str, key: &str) -> i64 {
         .unwrap()
         .iter()
         .find(|s| s["id"] == stage)
-        .unwrap_or_else(|| panic!("no stage {stage} in {name}.json"))["gauges"][key]
+        .unwrap_or_else(|| panic!("no stage {stage} in {name}.json"))[kind][key]
         .as_i64()
-        .unwrap_or_else(|| panic!("no gauge {key} of {stage} in {name}.json"))
+        .unwrap_or_else(|| panic!("no {kind} {key} of {stage} in {name}.json"))
+}
+
+fn gauge(dir: &Path, name: &str, stage: &str, key: &str) -> i64 {
+    figure(dir, name, stage, "gauges", key)
+}
+
+fn counter(dir: &Path, name: &str, stage: &str, key: &str) -> i64 {
+    figure(dir, name, stage, "counters", key)
 }
 
 /// `x` without the tone: a second-order FIR notch at [`TONE_HZ`] (its gain
@@ -197,6 +207,7 @@ fn call(dir: &Path, relay: &(Proc, String, String), room: &str, cancel: bool) ->
     assert!(a.exit(WAIT * 2).success(), "A failed: {:?}", a.drain());
     assert!(b.exit(WAIT * 2).success(), "B failed: {:?}", b.drain());
     if cancel {
+        assert!(counter(dir, &a_name, "aec", "filter_adopted") > 0);
         assert_eq!(gauge(dir, &a_name, "aec", "echo_found"), 1);
         let delay = gauge(dir, &a_name, "aec", "echo_delay_ms");
         assert!((39..=145).contains(&delay), "echo delay read as {delay} ms");

@@ -33,10 +33,15 @@ pub fn explain(g: &CompiledGraph) -> String {
         for p in &st.inputs {
             let _ = writeln!(
                 s,
-                "      in  {:<12} {}{}",
+                "      in  {:<12} {}{}{}",
                 p.name,
                 p.ty,
-                if p.required { "" } else { " (optional)" }
+                if p.required { "" } else { " (optional)" },
+                if p.side {
+                    " (side: no latency path)"
+                } else {
+                    ""
+                }
             );
         }
         for p in &st.outputs {

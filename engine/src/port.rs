@@ -53,6 +53,10 @@ pub struct PortDecl {
     pub ty: PortType,
     /// An input that must be linked. Outputs ignore this flag.
     pub required: bool,
+    /// A side input: read to shape the outputs, not carried into them (an
+    /// echo canceller's reference). Latency paths do not run through it;
+    /// the schedule still orders the stage after what feeds it.
+    pub side: bool,
 }
 
 impl PortDecl {
@@ -61,6 +65,7 @@ impl PortDecl {
             name: name.into(),
             ty,
             required: true,
+            side: false,
         }
     }
 
@@ -70,7 +75,14 @@ impl PortDecl {
             name: name.into(),
             ty,
             required: false,
+            side: false,
         }
+    }
+
+    /// This input as a side input (see [`PortDecl::side`]).
+    pub fn as_side(mut self) -> Self {
+        self.side = true;
+        self
     }
 }
 

@@ -237,6 +237,16 @@ fn params_and_the_quantum_are_checked() {
         .unwrap()
         .to_string();
     assert!(err.contains("10 ms blocks"), "{err}");
+    // 44.1 kHz: 441-sample blocks, two a quantum.
+    let mut h = Harness::build_at(
+        &EchoCancel,
+        &[("rate", int(44_100))],
+        44_100,
+        Duration::from_millis(20),
+    )
+    .unwrap();
+    assert_eq!(h.input(0).len(), 882);
+    assert_eq!(h.run(), Flow::Continue);
     // 48 kHz with a 20 ms quantum and a 1 s tail builds.
     let h = Harness::build_at(
         &EchoCancel,
@@ -325,5 +335,42 @@ fn a_steady_sound_in_the_room_louder_than_the_echo_is_not_made_worse() {
     assert!(
         (hum_out - hum_in).abs() < 0.5,
         "hum {hum_in:.1} -> {hum_out:.1} dBFS"
+    );
+}
+
+#[test]
+fn an_echo_path_that_goes_away_is_unlearnt() {
+    // A headset plugged in mid-call: the microphone stops hearing the
+    // speaker. What the filter learnt would now add the far end to the
+    // microphone; it must learn that there is nothing to take out.
+    let far = far_noise(20);
+    let echo = convolve(&far, &room(40, 0.5, 1));
+    let split = 8 * FS as usize;
+    let mut s = 3u32;
+    let near: Vec<f32> = (0..far.len()).map(|_| 0.003 * noise(&mut s)).collect();
+    let mic: Vec<f32> = (0..far.len())
+        .map(|i| near[i] + if i < split { echo[i] } else { 0.0 })
+        .collect();
+    let mut h = harness(&[]);
+    let out = run(&mut h, &mic, &far);
+    let added = |r: std::ops::Range<usize>| {
+        let extra: Vec<f32> = out[r.clone()]
+            .iter()
+            .zip(&near[r.clone()])
+            .map(|(o, n)| o - n)
+            .collect();
+        db(energy(&extra), energy(&echo[r]))
+    };
+    // Right after the switch the old path is subtracted from nothing...
+    let just_after = added(secs(8, 9));
+    assert!(
+        just_after > -20.0,
+        "the switch went unnoticed? {just_after:.1} dB"
+    );
+    // ...and a few seconds later it is gone.
+    let later = added(secs(14, 20));
+    assert!(
+        later < -30.0,
+        "far end added at {later:.1} dB of the old echo"
     );
 }

@@ -9,7 +9,8 @@ use super::{CompiledStage, LatencyPath, ResolvedLink};
 const MAX_PATHS: usize = 256;
 
 /// Every path from a stage with no incoming link (a delay's read end
-/// excepted) to one with no outgoing link, following links and bridge `tx -> rx` edges; each path's total
+/// excepted) to one with no outgoing link, following links (not those into
+/// a side input) and bridge `tx -> rx` edges; each path's total
 /// counts every stage on it, bridges included, which are left out of its
 /// names.
 pub(super) fn latency_paths(
@@ -20,8 +21,11 @@ pub(super) fn latency_paths(
     let n = stages.len();
     let mut succ: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); n];
     let mut has_in = vec![false; n];
+    // A link into a side input carries nothing on to the stage's outputs.
+    let side = |l: &&ResolvedLink| stages[l.to.0].inputs.get(l.to.1).is_some_and(|p| p.side);
     let edges = links
         .iter()
+        .filter(|l| !side(l))
         .map(|l| (l.from.0, l.to.0))
         .chain(bridge_edges.iter().copied());
     for (a, b) in edges {
@@ -112,6 +116,36 @@ mod tests {
         assert_eq!(paths[0].total, ms(7));
         assert_eq!(names(&paths[1]), ["a", "d"]);
         assert_eq!(paths[1].total, ms(9));
+    }
+
+    #[test]
+    fn a_side_input_carries_no_path() {
+        // far -> speaker, and far -> aec.ref (a side input); mic -> aec -> out.
+        let mut aec = stage(
+            "aec",
+            Domain::Packet,
+            &[("mic", F), ("ref", F)],
+            &[("out", F)],
+            0,
+        );
+        aec.inputs[1].side = true;
+        let stages = vec![
+            stage("far", Domain::Packet, &[], &[("out", F)], 40),
+            stage("speaker", Domain::Packet, &[("in", F)], &[], 1),
+            stage("mic", Domain::Packet, &[], &[("out", F)], 2),
+            aec,
+            stage("send", Domain::Packet, &[("in", F)], &[], 4),
+        ];
+        let links = [
+            link((0, 0), (1, 0), F),
+            link((0, 0), (3, 1), F),
+            link((2, 0), (3, 0), F),
+            link((3, 0), (4, 0), F),
+        ];
+        let paths = latency_paths(&stages, &links, &[]);
+        let all: Vec<Vec<&str>> = paths.iter().map(names).collect();
+        assert_eq!(all, [vec!["far", "speaker"], vec!["mic", "aec", "send"]]);
+        assert_eq!(paths[1].total, ms(6));
     }
 
     #[test]

@@ -209,16 +209,6 @@ impl Presence {
 
     /// Updates `peak` and `lag` (once a block).
     fn read(&mut self) {
-        // A far end silent for minutes decays every correlation towards the
-        // subnormal range, where each multiply costs ~100 cycles: below
-        // -300 dB of any signal the history is nothing; clear it.
-        if self.far_pow < 1e-30 {
-            self.corr.fill(0.0);
-            self.far_pow = 0.0;
-            if self.mic_pow < 1e-30 {
-                self.mic_pow = 0.0;
-            }
-        }
         let norm = (self.mic_pow * self.far_pow).sqrt();
         if norm <= 1e-12 || self.warm < self.warm_needed {
             self.peak = 0.0;
@@ -290,6 +280,12 @@ pub struct EchoCanceller {
     adapted: bool,
     adapt_sum: f32,
     presence: Presence,
+    /// Blocks since the far end was last active: the detector listens
+    /// while this is within the tail (the echo of the last words still
+    /// coming) and stands still after, so a silence neither dilutes what
+    /// it found with the microphone's own sounds nor decays its sums into
+    /// subnormal floats.
+    far_quiet: usize,
     /// Whether the foreground has taken anything from the background since
     /// the last reset: until then the output is the microphone itself.
     fore_learnt: bool,
@@ -311,10 +307,10 @@ pub struct EchoCanceller {
 
 impl EchoCanceller {
     /// A canceller for audio at `rate` Hz, working in blocks of `block`
-    /// samples with a tail of `partitions x block` samples. `block` must be even and at least 2,
-    /// `partitions` at least 1.
+    /// samples with a tail of `partitions x block` samples. `block` and
+    /// `partitions` at least 1 (any block: the FFTs are `2 x block` long).
     pub fn new(rate: u32, block: usize, partitions: usize) -> Self {
-        assert!(block >= 2 && block % 2 == 0, "block must be even and >= 2");
+        assert!(block >= 1, "at least one sample a block");
         assert!(partitions >= 1, "at least one partition");
         let n = 2 * block;
         let bins = block + 1;
@@ -351,6 +347,7 @@ impl EchoCanceller {
             adapted: false,
             adapt_sum: 0.0,
             presence: Presence::new(rate, block * partitions),
+            far_quiet: usize::MAX,
             fore_learnt: false,
             echo_found: false,
             d_fast: 0.0,
@@ -397,7 +394,9 @@ impl EchoCanceller {
     }
 
     /// The correlation peak between microphone and reference (0..1): over
-    /// 0.2 the microphone hears the speaker.
+    /// 0.2 the microphone hears the speaker. It is measured only while the
+    /// far end talks (and for the echo's tail after): through the far end's
+    /// silences it holds.
     pub fn echo_correlation(&self) -> f32 {
         self.presence.peak
     }
@@ -419,6 +418,7 @@ impl EchoCanceller {
         self.adapted = false;
         self.adapt_sum = 0.0;
         self.presence.clear();
+        self.far_quiet = usize::MAX;
         self.fore_learnt = false;
         self.echo_found = false;
         self.mic_pow = 0.0;
@@ -442,6 +442,12 @@ impl EchoCanceller {
             far_energy += *d * *d;
         }
         far_energy /= b as f32;
+        self.far_quiet = if far_energy > FAR_ACTIVE {
+            0
+        } else {
+            self.far_quiet.saturating_add(1)
+        };
+        let listen = self.far_quiet <= self.partitions;
         self.head = (self.head + 1) % self.partitions;
         self.time.copy_from_slice(&self.far_hist);
         let at = self.head * self.bins;
@@ -476,7 +482,9 @@ impl EchoCanceller {
         for (i, &m) in mic.iter().enumerate() {
             let m = clean(m);
             mic_energy += m * m;
-            self.presence.push(m, self.far_hist[b + i]);
+            if listen {
+                self.presence.push(m, self.far_hist[b + i]);
+            }
             let e = m - self.time[b + i] * scale;
             self.err_fore[i] = e;
             e_fore += e * e;
@@ -521,7 +529,9 @@ impl EchoCanceller {
             }
         }
 
-        self.presence.read();
+        if listen {
+            self.presence.read();
+        }
         if self.presence.peak > ECHO_FOUND {
             self.echo_found = true;
         } else if self.presence.peak < ECHO_LOST {
@@ -795,10 +805,12 @@ mod tests {
     }
 
     #[test]
-    fn a_minute_of_far_end_silence_clears_the_detector_before_it_goes_subnormal() {
-        // The detector's correlations decay in silence; left alone they
-        // reached the subnormal range after ~90 s, each multiply ~100
-        // cycles. Its history is cleared after about a minute instead.
+    fn the_detector_stands_still_through_the_far_ends_silence() {
+        // Listening through a silence, the detector's sums decayed into
+        // subnormal floats after ~90 s (each multiply ~100 cycles), and a
+        // steady sound in the room diluted what it had found within
+        // seconds. It now listens only while the far end talks and for the
+        // echo's tail after.
         let block = 32;
         let mut aec = EchoCanceller::new(16_000, block, 2);
         let mut seed = 21;
@@ -812,25 +824,62 @@ mod tests {
             }
         };
         talk(&mut aec, 1000);
-        assert!(aec.echo_correlation() > 0.5);
+        // Two minutes of the far end silent, the microphone hearing a hum;
+        // past the echo's tail (a second here) nothing moves.
         let silence = vec![0.0f32; block];
         let per_second = 16_000 / block;
-        for _ in 0..5 * per_second {
-            aec.process(&silence, &silence, &mut out);
+        let mut found = 0.0;
+        let mut delay = None;
+        for i in 0..120 * per_second {
+            if i == per_second {
+                found = aec.echo_correlation();
+                delay = aec.echo_delay();
+            }
+            let hum: Vec<f32> = (0..block)
+                .map(|k| 0.1 * ((i * block + k) as f32 * 0.3).sin())
+                .collect();
+            aec.process(&hum, &silence, &mut out);
         }
-        // A pause: the echo path is still known.
+        assert!(found > 0.5);
+        assert!(delay.is_some());
+        assert_eq!(aec.echo_correlation(), found);
+        assert_eq!(aec.echo_delay(), delay);
+        assert!(aec
+            .presence
+            .corr
+            .iter()
+            .chain([&aec.presence.far_pow, &aec.presence.mic_pow])
+            .all(|c| *c == 0.0 || c.is_normal()));
+        // And it goes on from where it was when the far end talks again.
+        talk(&mut aec, per_second);
         assert!(aec.echo_correlation() > 0.5);
-        assert!(aec.echo_delay().is_some());
-        for _ in 0..70 * per_second {
-            aec.process(&silence, &silence, &mut out);
+    }
+
+    #[test]
+    fn any_block_size_works() {
+        // 44.1 kHz in 10 ms blocks: 441 samples, odd.
+        let block = 441;
+        let mut aec = EchoCanceller::new(44_100, block, 3);
+        let mut seed = 5;
+        let far: Vec<f32> = (0..block * 300).map(|_| 0.3 * noise(&mut seed)).collect();
+        let mic: Vec<f32> = std::iter::repeat_n(0.0, 100)
+            .chain(far.iter().map(|v| 0.5 * v))
+            .take(far.len())
+            .collect();
+        let mut out = vec![0.0f32; far.len()];
+        for ((m, f), o) in mic
+            .chunks(block)
+            .zip(far.chunks(block))
+            .zip(out.chunks_mut(block))
+        {
+            aec.process(m, f, o);
         }
-        assert!(aec.presence.corr.iter().all(|c| *c == 0.0));
-        assert_eq!((aec.presence.far_pow, aec.presence.mic_pow), (0.0, 0.0));
-        assert!(aec.echo_delay().is_none());
-        // Talking again finds it within two seconds.
-        talk(&mut aec, 2 * per_second);
-        assert!(aec.echo_correlation() > 0.5);
-        assert!(aec.echo_delay().is_some());
+        let tail = far.len() - block * 50;
+        let erle = 10.0 * (energy(&mic[tail..]) / energy(&out[tail..])).log10();
+        assert!(erle > 30.0, "ERLE {erle} dB");
+        // To the decimation's step (22 samples at 44.1 kHz).
+        let delay = aec.echo_delay().unwrap();
+        assert!((78..=122).contains(&delay), "delay {delay}");
     }
 
     #[test]

@@ -10,9 +10,8 @@
 //!   plus the room's reverberation), `rate` (Hz, default 0 = the graph
 //!   rate).
 //! - Gauges: `echo_found` (1 while the microphone is found to hear the
-//!   speaker; after half a minute of far-end silence the finding lapses,
-//!   and a second or two of the far end talking makes it again: the filter
-//!   keeps what it learnt meanwhile), `echo_delay_ms` (how late the echo comes after `ref`, where
+//!   speaker: measured while the far end talks, held through its
+//!   silences), `echo_delay_ms` (how late the echo comes after `ref`, where
 //!   it correlates most: the direct path or an early reflection; -1 while
 //!   none is found), `echo_correlation` (x1000: the correlation peak
 //!   between microphone and reference, over 200 the echo counts as found),
@@ -31,7 +30,9 @@
 //! 5-8 s, a few dB less while both ends talk; the near end's voice passes
 //! unchanged. Until the microphone is found to hear `ref` (a correlation
 //! over a second of the far end talking) nothing is learnt and `mic`
-//! passes bit-exact, so a headset call loses nothing. It needs `ref` and
+//! passes bit-exact, so a headset call loses nothing. Once it has learnt,
+//! it keeps learning: an echo path that goes away (a headset plugged in
+//! mid-call) is unlearnt like any other change, in a few seconds. It needs `ref` and
 //! the microphone on one clock, and the delay between them steady: the
 //! device stages' drift correction holds both rings at a steady level.
 //!
@@ -174,13 +175,14 @@ impl StageFactory for EchoCancel {
                 "{KIND} works in 10 ms blocks; the graph's quantum ({quantum} samples at {rate} Hz) is not a whole number of them"
             )));
         }
-        let partitions = (tail.as_nanos() as usize * rate as usize)
-            .div_ceil(1_000_000_000)
-            .div_ceil(block);
+        let tail_samples = (tail.as_nanos() as u64 * rate as u64).div_ceil(1_000_000_000);
+        let partitions = (tail_samples as usize).div_ceil(block);
         Ok(Built {
             inputs: vec![
                 PortDecl::new("mic", PortType::Pcm { rate }),
-                PortDecl::new("ref", PortType::Pcm { rate }),
+                // What the echo is made of, not carried into the output:
+                // `graph explain` runs no latency path through it.
+                PortDecl::new("ref", PortType::Pcm { rate }).as_side(),
             ],
             outputs: vec![PortDecl::new("out", PortType::Pcm { rate })],
             latency: Duration::ZERO,

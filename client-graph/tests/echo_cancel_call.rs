@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{bin, tmp, Proc};
+use common::{bin, tmp, write_wav_16k, Proc};
 use wzp_stages::audio::signal::{goertzel_dbfs, rms_dbfs, speech_like};
 use wzp_stages::audio::wav_source::read_wav_mono;
 
@@ -46,21 +46,6 @@ fn room_graph(dir: &Path) -> PathBuf {
     let path = dir.join("room_call.toml");
     std::fs::write(&path, graph).unwrap();
     path
-}
-
-fn write_wav(path: &Path, x: &[f32]) {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 16_000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(path, spec).unwrap();
-    for s in x {
-        w.write_sample((s.clamp(-1.0, 1.0) * 32767.0) as i16)
-            .unwrap();
-    }
-    w.finalize().unwrap();
 }
 
 /// B's voice: noise in the rhythm of the built-in speech (its syllables and
@@ -231,12 +216,12 @@ fn call(dir: &Path, relay: &(Proc, String, String), room: &str, cancel: bool) ->
 #[test]
 fn a_call_on_a_speaker_sends_back_far_less_echo_with_the_canceller() {
     let dir = tmp("wzp-aec", "call");
-    write_wav(&dir.join("b-says.wav"), &voice());
+    write_wav_16k(&dir.join("b-says.wav"), &voice());
     let amp = 10f32.powf((TONE_DBFS + 3.01) / 20.0);
     let tone: Vec<f32> = (0..16_000 * 4)
         .map(|i| amp * (std::f64::consts::TAU * TONE_HZ * i as f64 / 16_000.0).sin() as f32)
         .collect();
-    write_wav(&dir.join("a-says.wav"), &tone);
+    write_wav_16k(&dir.join("a-says.wav"), &tone);
     let relay = relay(&dir);
     let (echo_off, tone_off) = call(&dir, &relay, "off", false);
     let (echo_on, tone_on) = call(&dir, &relay, "on", true);

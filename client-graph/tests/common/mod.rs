@@ -34,6 +34,22 @@ pub fn tmp(prefix: &str, name: &str) -> PathBuf {
     d
 }
 
+/// Writes `x` as a 16-bit mono WAV at 16 kHz (what `--input FILE` reads).
+pub fn write_wav_16k(path: &std::path::Path, x: &[f32]) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 16_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).unwrap();
+    for s in x {
+        w.write_sample((s.clamp(-1.0, 1.0) * 32767.0) as i16)
+            .unwrap();
+    }
+    w.finalize().unwrap();
+}
+
 /// A process whose stdout and stderr lines arrive on a channel (and are
 /// kept; stderr lines prefixed `stderr: `).
 pub struct Proc {

@@ -356,10 +356,9 @@ impl AecPlay {
 ///   filter adapting on every block (after 3 s of audio to find the echo).
 /// - `idle`: after that, the far end silent (exact zeros) for 2 minutes
 ///   before and during timing, so the background does not learn; both
-///   filters and the echo detector still run. (The detector's
-///   correlations decayed into subnormal floats after ~90 s of silence in
-///   a first version, 15x the cost; it now clears them after about a
-///   minute, and this row is what shows it.)
+///   filters still run; the echo detector stands still. (Listening
+///   through silence, its correlations decayed into subnormal floats after
+///   ~90 s in a first version, 15x the cost; this row is what shows it.)
 /// - `*_ftz`: the same under `FlushDenormals` (FTZ|DAZ), as the stage
 ///   runs it.
 ///

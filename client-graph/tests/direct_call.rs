@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bin, Proc};
+use common::{bin, write_wav_16k as write_wav, Proc};
 
 use wzp_stages::audio::signal::{rms_dbfs, speech_like, xcorr_peak};
 use wzp_stages::audio::wav_source::read_wav_mono;
@@ -191,21 +191,6 @@ fn alice_calls_trusting_bob(
         ],
     );
     (a, b)
-}
-
-fn write_wav(path: &Path, x: &[f32]) {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 16_000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(path, spec).unwrap();
-    for s in x {
-        w.write_sample((s.clamp(-1.0, 1.0) * 32767.0) as i16)
-            .unwrap();
-    }
-    w.finalize().unwrap();
 }
 
 /// Median over 0.5 s windows of the best lag-aligned correlation.

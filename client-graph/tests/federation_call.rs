@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{bin, Proc};
+use common::{bin, write_wav_16k as write_wav, Proc};
 
 use wzp_stages::audio::signal::{rms_dbfs, speech_like, xcorr_peak};
 use wzp_stages::audio::wav_source::read_wav_mono;
@@ -155,21 +155,6 @@ fn client(dir: &Path, relay: &Relay, user: &str, sub: &[&str], extra: &[&str]) -
         .arg("--no-realtime")
         .args(extra);
     Proc::spawn(user, &mut cmd)
-}
-
-fn write_wav(path: &Path, x: &[f32]) {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 16_000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(path, spec).unwrap();
-    for s in x {
-        w.write_sample((s.clamp(-1.0, 1.0) * 32767.0) as i16)
-            .unwrap();
-    }
-    w.finalize().unwrap();
 }
 
 /// Median over 0.5 s windows of `sent` of the best lag-aligned correlation

@@ -1,7 +1,9 @@
 //! The echo canceller in a simulated room, second by second: how much of
 //! the far end's echo it takes out, and how much of the near end's voice it
 //! keeps, while the far end talks alone (0-8 s), both talk (8-12 s), the far
-//! end alone again, and after the speaker moves (a new room from 16 s).
+//! end alone again, and after the speaker moves (a new room from 16 s);
+//! the linear canceller alone, and with the residual echo suppressor after
+//! it (what `audio.echo_cancel` runs by default).
 //!
 //! ```text
 //! cargo run --release -p wzp-stages --example echo_cancel_room [-- FAR.wav NEAR.wav]
@@ -14,6 +16,7 @@
 //! (`espeak-ng`, benches/quality/speech.sh's sentences).
 
 use wzp_stages::audio::aec::EchoCanceller;
+use wzp_stages::audio::res::EchoSuppressor;
 use wzp_stages::audio::signal::speech_like;
 
 fn noise(seed: &mut u32) -> f32 {
@@ -125,39 +128,67 @@ fn main() {
     let mic: Vec<f32> = echo.iter().zip(&near).map(|(a, b)| a + b).collect();
     let block = fs / 100;
     let mut aec = EchoCanceller::new(rate, block, 25);
-    let mut out = vec![0.0f32; far.len()];
+    let hop = block / 2;
+    let mut res = EchoSuppressor::new(rate, hop);
+    let mut linear = vec![0.0f32; far.len()];
+    let mut suppressed = vec![0.0f32; far.len() + hop];
     let t = std::time::Instant::now();
-    for ((m, f), o) in mic
-        .chunks(block)
-        .zip(far.chunks(block))
-        .zip(out.chunks_mut(block))
+    for (((m, f), o), so) in mic
+        .chunks_exact(block)
+        .zip(far.chunks_exact(block))
+        .zip(linear.chunks_exact_mut(block))
+        .zip(suppressed.chunks_exact_mut(block))
     {
         aec.process(m, f, o);
+        res.process(o, aec.echo_estimate(), aec.echo_active(), so);
     }
+    // The suppressor's output is a hop late.
+    suppressed.drain(..hop);
     println!(
-        "{secs} s at {rate} Hz in {:?}; {:?}",
+        "{secs} s at {rate} Hz in {:?}; {:?}; {:?}",
         t.elapsed(),
-        aec.stats()
+        aec.stats(),
+        res.stats()
     );
-    println!("second  what             echo removed  near voice over what is left");
+    println!("                          echo removed            near voice over what is left   near voice level");
+    println!("second  what             linear   + suppressor   linear   + suppressor          + suppressor");
+    let whole = fs * secs - block;
     for s in 0..secs {
-        let r = s * fs..(s + 1) * fs;
-        let left: Vec<f32> = out[r.clone()]
-            .iter()
-            .zip(&near[r.clone()])
-            .map(|(a, b)| a - b)
-            .collect();
-        let removed = 10.0 * (energy(&echo[r.clone()]) / energy(&left).max(1e-30)).log10();
-        let kept = 10.0 * (energy(&near[r.clone()]) / energy(&left).max(1e-30)).log10();
+        let r = s * fs..((s + 1) * fs).min(whole);
+        let score = |out: &[f32]| {
+            let left: Vec<f32> = out[r.clone()]
+                .iter()
+                .zip(&near[r.clone()])
+                .map(|(a, b)| a - b)
+                .collect();
+            let removed = 10.0 * (energy(&echo[r.clone()]) / energy(&left).max(1e-30)).log10();
+            let kept = 10.0 * (energy(&near[r.clone()]) / energy(&left).max(1e-30)).log10();
+            (removed, kept)
+        };
+        // The near voice's level in the output: its projection on the
+        // near voice, against the voice (0 dB: kept whole).
+        let level = |out: &[f32]| {
+            let dot: f64 = out[r.clone()]
+                .iter()
+                .zip(&near[r.clone()])
+                .map(|(a, b)| *a as f64 * *b as f64)
+                .sum();
+            20.0 * (dot.max(1e-30) / energy(&near[r.clone()]).max(1e-30)).log10()
+        };
+        let (lin, lin_kept) = score(&linear);
+        let (sup, sup_kept) = score(&suppressed);
         let what = match s {
             8..=11 => "both talk",
             16..=23 => "speaker moved",
             _ => "far end alone",
         };
         if (8..12).contains(&s) {
-            println!("{s:6}  {what:15}  {removed:9.1} dB  {kept:9.1} dB");
+            println!(
+                "{s:6}  {what:15}  {lin:5.1} dB  {sup:9.1} dB    {lin_kept:5.1} dB  {sup_kept:9.1} dB    {:5.1} dB",
+                level(&suppressed)
+            );
         } else {
-            println!("{s:6}  {what:15}  {removed:9.1} dB");
+            println!("{s:6}  {what:15}  {lin:5.1} dB  {sup:9.1} dB");
         }
     }
 }

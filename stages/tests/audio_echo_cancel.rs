@@ -94,16 +94,28 @@ fn harness(set: &[(&str, ParamValue)]) -> Harness {
     Harness::build_at(&EchoCancel, &all, FS, Duration::from_millis(20)).unwrap()
 }
 
-/// Runs `mic` and `far` through the stage, quantum by quantum.
+/// Runs `mic` and `far` through the stage, quantum by quantum, and returns
+/// the output aligned with `mic` (the stage's latency taken off: a quantum
+/// of silence after the input brings the last samples out).
 fn run(h: &mut Harness, mic: &[f32], far: &[f32]) -> Vec<f32> {
     let q = h.input(0).len();
-    let mut out = Vec::with_capacity(mic.len());
-    for (m, f) in mic.chunks(q).zip(far.chunks(q)) {
+    let late = (h.latency.as_nanos() * FS as u128 / 1_000_000_000) as usize;
+    let silence = vec![0.0f32; q];
+    let mut out = Vec::with_capacity(mic.len() + q);
+    for (m, f) in mic
+        .chunks(q)
+        .chain([&silence[..]])
+        .zip(far.chunks(q).chain([&silence[..]]))
+    {
+        h.input(0).fill(0.0);
+        h.input(1).fill(0.0);
         h.input(0)[..m.len()].copy_from_slice(m);
         h.input(1)[..f.len()].copy_from_slice(f);
         assert_eq!(h.run(), Flow::Continue);
         out.extend_from_slice(&h.output(0)[..m.len()]);
     }
+    out.drain(..late);
+    out.truncate(mic.len());
     out
 }
 
@@ -155,7 +167,9 @@ fn double_talk_keeps_the_near_voice_and_the_echo_path() {
     let mut near = vec![0.0f32; far.len()];
     near[talk.clone()].copy_from_slice(&other_voice(20)[talk.clone()]);
     let mic: Vec<f32> = echo.iter().zip(&near).map(|(e, n)| e + n).collect();
-    let mut h = harness(&[]);
+    // The linear canceller alone: what is left besides the near voice is
+    // its residual echo (the suppressor's own double talk test is below).
+    let mut h = harness(&[("suppress", ParamValue::Bool(false))]);
     let out = run(&mut h, &mic, &far);
     let residual: Vec<f32> = out.iter().zip(&near).map(|(o, n)| o - n).collect();
     let before = db(energy(&echo[secs(8, 10)]), energy(&residual[secs(8, 10)]));
@@ -182,7 +196,9 @@ fn an_echo_path_that_moves_is_learnt_again() {
     let b = convolve(&far, &room(70, 0.4, 2));
     let split = 12 * FS as usize;
     let mic: Vec<f32> = a[..split].iter().chain(&b[split..]).copied().collect();
-    let mut h = harness(&[]);
+    // The linear filter relearning (the suppressor hides most of the move:
+    // the next test).
+    let mut h = harness(&[("suppress", ParamValue::Bool(false))]);
     let out = run(&mut h, &mic, &far);
     let first = db(energy(&mic[secs(10, 12)]), energy(&out[secs(10, 12)]));
     let moved = db(energy(&mic[secs(12, 13)]), energy(&out[secs(12, 13)]));
@@ -255,7 +271,16 @@ fn params_and_the_quantum_are_checked() {
         Duration::from_millis(20),
     )
     .unwrap();
-    assert_eq!(h.latency, Duration::ZERO);
+    // The suppressor's frames are 5 ms apart: its latency. Without it, or
+    // disabled, none.
+    assert_eq!(h.latency, Duration::from_millis(5));
+    for set in [
+        vec![("suppress", ParamValue::Bool(false))],
+        vec![("enabled", ParamValue::Bool(false))],
+    ] {
+        let h = Harness::build_at(&EchoCancel, &set, 48_000, Duration::from_millis(20)).unwrap();
+        assert_eq!(h.latency, Duration::ZERO);
+    }
 }
 
 #[test]
@@ -351,9 +376,9 @@ fn an_echo_path_that_goes_away_is_unlearnt() {
     let mic: Vec<f32> = (0..far.len())
         .map(|i| near[i] + if i < split { echo[i] } else { 0.0 })
         .collect();
-    let mut h = harness(&[]);
-    let out = run(&mut h, &mic, &far);
-    let added = |r: std::ops::Range<usize>| {
+    let added = |suppress: bool, r: std::ops::Range<usize>| {
+        let mut h = harness(&[("suppress", ParamValue::Bool(suppress))]);
+        let out = run(&mut h, &mic, &far);
         let extra: Vec<f32> = out[r.clone()]
             .iter()
             .zip(&near[r.clone()])
@@ -361,16 +386,106 @@ fn an_echo_path_that_goes_away_is_unlearnt() {
             .collect();
         db(energy(&extra), energy(&echo[r]))
     };
-    // Right after the switch the old path is subtracted from nothing...
-    let just_after = added(secs(8, 9));
+    // Right after the switch the linear filter's old path is subtracted
+    // from nothing...
+    let just_after = added(false, secs(8, 9));
     assert!(
         just_after > -20.0,
         "the switch went unnoticed? {just_after:.1} dB"
     );
-    // ...and a few seconds later it is gone.
-    let later = added(secs(14, 20));
+    // ...which the suppressor, reading what is left against that estimate,
+    // takes most of out...
+    let suppressed = added(true, secs(8, 9));
     assert!(
-        later < -30.0,
-        "far end added at {later:.1} dB of the old echo"
+        suppressed < just_after - 3.0,
+        "suppressed to {suppressed:.1} dB against {just_after:.1}"
+    );
+    // ...and a few seconds later it is gone.
+    for suppress in [false, true] {
+        let later = added(suppress, secs(14, 20));
+        assert!(
+            later < -30.0,
+            "far end added at {later:.1} dB of the old echo (suppress {suppress})"
+        );
+    }
+}
+
+/// The near voice's level in `out` over `r`: its projection on the voice,
+/// against the voice (0 dB: kept whole).
+fn level_of(out: &[f32], voice: &[f32], r: std::ops::Range<usize>) -> f64 {
+    let dot: f64 = out[r.clone()]
+        .iter()
+        .zip(&voice[r.clone()])
+        .map(|(a, b)| *a as f64 * *b as f64)
+        .sum();
+    20.0 * (dot.max(1e-30) / energy(&voice[r])).log10()
+}
+
+#[test]
+fn the_suppressor_takes_out_the_echo_the_filter_has_not_learnt_yet() {
+    // Speech through a room; the speaker moves at 16 s. The suppressor
+    // reads how loud the filter's residual is against its estimate, and
+    // takes it out where the estimate says the echo is: most of all while
+    // the filter is still learning the path.
+    let far = speech(24);
+    let a = convolve(&far, &room(40, 0.5, 1));
+    let b = convolve(&far, &room(70, 0.4, 2));
+    let split = 16 * FS as usize;
+    let echo: Vec<f32> = a[..split].iter().chain(&b[split..]).copied().collect();
+    let removed = |suppress: bool, r: std::ops::Range<usize>| {
+        let mut h = harness(&[("suppress", ParamValue::Bool(suppress))]);
+        let out = run(&mut h, &echo, &far);
+        (db(energy(&echo[r.clone()]), energy(&out[r])), h)
+    };
+    for (r, what) in [
+        (secs(2, 6), "learning"),
+        (secs(10, 16), "learnt"),
+        (secs(16, 20), "after the move"),
+    ] {
+        let (linear, _) = removed(false, r.clone());
+        let (both, h) = removed(true, r);
+        assert!(
+            both > linear + 3.0,
+            "{what}: {linear:.1} dB by the filter, {both:.1} with the suppressor"
+        );
+        assert!(
+            h.gauge("suppress_db") > 10,
+            "gauge {}",
+            h.gauge("suppress_db")
+        );
+    }
+}
+
+#[test]
+fn the_suppressor_keeps_the_near_voice_while_both_talk() {
+    let far = speech(20);
+    let echo = convolve(&far, &room(40, 0.5, 1));
+    let talk = secs(12, 16);
+    let voice = other_voice(20);
+    let mut near = vec![0.0f32; far.len()];
+    near[talk.clone()].copy_from_slice(&voice[talk.clone()]);
+    let mic: Vec<f32> = echo.iter().zip(&near).map(|(e, n)| e + n).collect();
+    let run_with = |suppress: bool| {
+        let mut h = harness(&[("suppress", ParamValue::Bool(suppress))]);
+        run(&mut h, &mic, &far)
+    };
+    let (linear, both) = (run_with(false), run_with(true));
+    // The near voice comes through at close to its level...
+    let kept = level_of(&both, &near, talk.clone());
+    assert!(kept > -3.0, "near voice at {kept:.1} dB");
+    // ...and what else comes through (echo, and what the gains took from
+    // the voice) is not more than the filter alone leaves.
+    let left = |out: &[f32]| {
+        let rest: Vec<f32> = out[talk.clone()]
+            .iter()
+            .zip(&near[talk.clone()])
+            .map(|(o, n)| o - n)
+            .collect();
+        db(energy(&near[talk.clone()]), energy(&rest))
+    };
+    let (l, b) = (left(&linear), left(&both));
+    assert!(
+        b > l - 1.0,
+        "near voice over the rest: {l:.1} dB filter alone, {b:.1} with the suppressor"
     );
 }

@@ -263,6 +263,9 @@ pub struct EchoCanceller {
     err_back: Vec<f32>,
     /// The background's estimate of the echo, this block.
     echo_back: Vec<f32>,
+    /// The estimate of the echo left in the output's place, this block
+    /// (see [`EchoCanceller::echo_estimate`]).
+    echo_shape: Vec<f32>,
     /// Per bin, the error's and the echo estimate's power, this block and
     /// averaged (their fluctuations say how much of the error is echo).
     err_pow: Vec<f32>,
@@ -337,6 +340,7 @@ impl EchoCanceller {
             err_fore: vec![0.0; block],
             err_back: vec![0.0; block],
             echo_back: vec![0.0; block],
+            echo_shape: vec![0.0; block],
             err_pow: vec![0.0; bins],
             echo_pow: vec![0.0; bins],
             err_pow_avg: vec![0.0; bins],
@@ -399,6 +403,22 @@ impl EchoCanceller {
     /// silences it holds.
     pub fn echo_correlation(&self) -> f32 {
         self.presence.peak
+    }
+
+    /// This block's estimate of the echo the microphone holds: the
+    /// foreground's (what was subtracted) once it has learnt, before that
+    /// the background's (the output is still the microphone, and this is
+    /// the best shape of its echo there is). Zero until the echo is found.
+    /// A residual echo suppressor reads how loud what is left is against it.
+    pub fn echo_estimate(&self) -> &[f32] {
+        &self.echo_shape
+    }
+
+    /// Whether there is echo to suppress beyond the filter: the detector
+    /// has found it, or the filter has learnt a path (and may still be
+    /// unlearning one that went away).
+    pub fn echo_active(&self) -> bool {
+        self.echo_found || self.fore_learnt
     }
 
     /// Forgets the echo path (both filters, the reference's history).
@@ -514,6 +534,7 @@ impl EchoCanceller {
             // over rather than pass garbage on.
             self.reset();
             self.stats.resets += 1;
+            self.echo_shape.fill(0.0);
             for (o, &m) in out.iter_mut().zip(mic) {
                 *o = clean(m);
             }
@@ -521,7 +542,11 @@ impl EchoCanceller {
         }
         if self.fore_learnt {
             out.copy_from_slice(&self.err_fore);
+            for ((y, &m), &e) in self.echo_shape.iter_mut().zip(mic).zip(&self.err_fore) {
+                *y = clean(m) - e;
+            }
         } else {
+            self.echo_shape.copy_from_slice(&self.echo_back);
             // Nothing learnt: the microphone as it came (a copy, so even
             // under flush-to-zero its tiniest samples pass as they were).
             for (o, &m) in out.iter_mut().zip(mic) {

@@ -22,6 +22,7 @@ pub mod echo_cancel;
 pub mod gain;
 pub mod mix;
 pub mod null_sink;
+pub mod res;
 pub mod resample;
 pub mod room;
 pub mod signal;

@@ -327,6 +327,10 @@ struct AecPlay {
     out: Vec<f32>,
     /// Under `FlushDenormals` (FTZ|DAZ).
     ftz: bool,
+    /// The residual echo suppressor after it, as `audio.echo_cancel` runs
+    /// by default, and its output.
+    res: Option<wzp_stages::audio::res::EchoSuppressor>,
+    res_out: Vec<f32>,
 }
 
 impl AecPlay {
@@ -337,14 +341,19 @@ impl AecPlay {
         let b = self.block;
         for k in 0..2 {
             let at = self.pos + k * b;
-            self.aec.process(
-                &mic[at..at + b],
-                &far[at..at + b],
-                &mut self.out[k * b..(k + 1) * b],
-            );
+            let out = &mut self.out[k * b..(k + 1) * b];
+            self.aec.process(&mic[at..at + b], &far[at..at + b], out);
+            if let Some(res) = self.res.as_mut() {
+                res.process(
+                    out,
+                    self.aec.echo_estimate(),
+                    self.aec.echo_active(),
+                    &mut self.res_out[k * b..(k + 1) * b],
+                );
+            }
         }
         self.pos = (self.pos + 2 * b) % far.len();
-        self.out[0]
+        self.out[0] + self.res_out[0]
     }
 }
 
@@ -361,6 +370,8 @@ impl AecPlay {
 ///   ~90 s in a first version, 15x the cost; this row is what shows it.)
 /// - `*_ftz`: the same under `FlushDenormals` (FTZ|DAZ), as the stage
 ///   runs it.
+/// - `*_suppress_ftz`: with the residual echo suppressor after the filter
+///   (`wzp_stages::audio::res`, 5 ms frames), as the stage runs by default.
 ///
 /// Signals and pre-roll are made on a bench's first call, so a filter that
 /// skips these benches skips their setup too.
@@ -383,11 +394,13 @@ fn echo_cancel(c: &mut Criterion) {
             "stage/audio.echo_cancel/canceller_{}k",
             rate / 1000
         ));
-        for (name, idle, ftz) in [
-            ("learning", false, false),
-            ("learning_ftz", false, true),
-            ("idle", true, false),
-            ("idle_ftz", true, true),
+        for (name, idle, ftz, suppress) in [
+            ("learning", false, false, false),
+            ("learning_ftz", false, true, false),
+            ("learning_suppress_ftz", false, true, true),
+            ("idle", true, false, false),
+            ("idle_ftz", true, true, false),
+            ("idle_suppress_ftz", true, true, true),
         ] {
             let mut play: Option<(AecPlay, EchoStats)> = None;
             g.bench_function(name, |b| {
@@ -399,6 +412,9 @@ fn echo_cancel(c: &mut Criterion) {
                         pos: 0,
                         out: vec![0.0; 2 * block],
                         ftz,
+                        res: suppress
+                            .then(|| wzp_stages::audio::res::EchoSuppressor::new(rate, block / 2)),
+                        res_out: vec![0.0; 2 * block],
                     };
                     // 3 s to find the echo and adapt to it.
                     for _ in 0..150 {

@@ -4,8 +4,9 @@
 //! an `audio.room` stage spliced in before the echo canceller (what a sound
 //! card's speaker and microphone would do). A hums a steady tone the whole
 //! call; B talks and records what comes back: A's tone and the echo of
-//! its own voice. With A's echo canceller on, B hears far less of itself
-//! than with it off, and A's tone just as loud.
+//! its own voice. With A's echo canceller on (the linear filter and the
+//! residual echo suppressor after it), B hears far less of itself than
+//! with it off, and A's tone just as loud.
 
 mod common;
 
@@ -245,9 +246,11 @@ fn a_call_on_a_speaker_sends_back_far_less_echo_with_the_canceller() {
         echo_off > own - 15.0,
         "no echo to cancel? {echo_off:.1} against {own:.1}"
     );
-    // With: far less of it.
+    // With: far less of it. The linear filter alone took 29 dB off
+    // (-20.8 -> -49.6 dBFS), with the residual echo suppressor after it 42
+    // (-62.8).
     assert!(
-        echo_on < echo_off - 12.0,
+        echo_on < echo_off - 35.0,
         "echo {echo_on:.1} dBFS with the canceller against {echo_off:.1} without"
     );
     let _ = std::fs::remove_dir_all(&dir);

@@ -26,7 +26,8 @@ Examples:
       client to the other through the relay; writes out/demo-received.wav.
   wzp-client join --relay 203.0.113.7:4433 --room standup --room-secret \"$(cat room.secret)\"
       Join a room (microphone in, speaker out; --input/--output change that). On a
-      speaker the far end's echo is taken out of the microphone (--set echo_cancel=false: off).
+      speaker the far end's echo is taken out of the microphone (--set echo_cancel=false: off;
+      --set echo_suppress=false: the linear filter alone, without the suppressor's 5 ms).
   wzp-client join --relay 127.0.0.1:4433 --room test --input talk.wav --output heard.wav --duration 10s
       Join headless: send a WAV, record what the room says.
   wzp-client join --relay 127.0.0.1:4433 --room test --set jb_burst_hold=0ms
@@ -43,7 +44,8 @@ Examples:
       Run in real time for 10 s (the sample looped) and save the per-stage figures.
   wzp-client run graphs/echo-room.toml --duration 20s
       The echo canceller on a simulated speaker and microphone; writes out/echo-room.wav
-      (--set echo_cancel=false to hear the echo it takes out).
+      (--set echo_cancel=false to hear the echo it takes out, echo_suppress=false for the
+      linear filter alone).
   wzp-client graph explain graphs/loopback.toml
       Show stages, ports, domains, bridges and the latency budget per path.
   wzp-client stages

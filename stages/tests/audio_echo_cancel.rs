@@ -376,10 +376,15 @@ fn an_echo_path_that_goes_away_is_unlearnt() {
     let mic: Vec<f32> = (0..far.len())
         .map(|i| near[i] + if i < split { echo[i] } else { 0.0 })
         .collect();
+    let outs: Vec<Vec<f32>> = [false, true]
+        .into_iter()
+        .map(|suppress| {
+            let mut h = harness(&[("suppress", ParamValue::Bool(suppress))]);
+            run(&mut h, &mic, &far)
+        })
+        .collect();
     let added = |suppress: bool, r: std::ops::Range<usize>| {
-        let mut h = harness(&[("suppress", ParamValue::Bool(suppress))]);
-        let out = run(&mut h, &mic, &far);
-        let extra: Vec<f32> = out[r.clone()]
+        let extra: Vec<f32> = outs[suppress as usize][r.clone()]
             .iter()
             .zip(&near[r.clone()])
             .map(|(o, n)| o - n)
@@ -432,28 +437,32 @@ fn the_suppressor_takes_out_the_echo_the_filter_has_not_learnt_yet() {
     let b = convolve(&far, &room(70, 0.4, 2));
     let split = 16 * FS as usize;
     let echo: Vec<f32> = a[..split].iter().chain(&b[split..]).copied().collect();
-    let removed = |suppress: bool, r: std::ops::Range<usize>| {
+    let run_with = |suppress: bool| {
         let mut h = harness(&[("suppress", ParamValue::Bool(suppress))]);
         let out = run(&mut h, &echo, &far);
-        (db(energy(&echo[r.clone()]), energy(&out[r])), h)
+        (out, h)
     };
+    let (linear, _) = run_with(false);
+    let (both, h) = run_with(true);
+    let removed =
+        |out: &[f32], r: std::ops::Range<usize>| db(energy(&echo[r.clone()]), energy(&out[r]));
+    // Measured 5.9 -> 13.7, 12.0 -> 17.2, -1.0 -> 11.1 dB.
     for (r, what) in [
         (secs(2, 6), "learning"),
         (secs(10, 16), "learnt"),
         (secs(16, 20), "after the move"),
     ] {
-        let (linear, _) = removed(false, r.clone());
-        let (both, h) = removed(true, r);
+        let (l, b) = (removed(&linear, r.clone()), removed(&both, r));
         assert!(
-            both > linear + 3.0,
-            "{what}: {linear:.1} dB by the filter, {both:.1} with the suppressor"
-        );
-        assert!(
-            h.gauge("suppress_db") > 10,
-            "gauge {}",
-            h.gauge("suppress_db")
+            b > l + 3.0,
+            "{what}: {l:.1} dB by the filter, {b:.1} with the suppressor"
         );
     }
+    assert!(
+        h.gauge("suppress_db") > 10,
+        "gauge {}",
+        h.gauge("suppress_db")
+    );
 }
 
 #[test]

@@ -23,9 +23,10 @@
 //! flicker between frames (musical noise): a bin that is all echo is cut
 //! by up to 40 dB, one that is all near-end voice passes. The gain never
 //! takes a bin under the room's own noise floor (a slow minimum of each
-//! bin's power, tracked where there is no echo): the background sound of
-//! the room stays as it was while the far end talks, rather than pumping
-//! with the far end's words.
+//! bin's power, tracked where there is no echo, left alone through digital
+//! silence such as a muted microphone): the background sound of the room
+//! stays as it was while the far end talks, rather than pumping with the
+//! far end's words.
 //!
 //! **Nothing touched where there is nothing to do.** While the canceller
 //! has not found the speaker in the microphone (`active` false) the input
@@ -67,9 +68,25 @@ const LAMBDA_RATE_MAX: f32 = 0.05;
 const MIN_LAMBDA: f32 = 0.003;
 const MAX_LAMBDA: f32 = 100.0;
 /// Smoothing of a bin's power for the noise floor, and how fast the floor
-/// may rise per second (dB) where no echo is.
+/// may rise per second (dB) where no echo is: slowly while the power is
+/// near it, fast when the power is more than [`FLOOR_FAR`] over it (the
+/// room came back after a muted microphone, or the floor caught a dip).
 const FLOOR_SMOOTH: f32 = 0.2;
 const FLOOR_RISE_DB_S: f32 = 2.0;
+const FLOOR_RISE_FAST_DB_S: f32 = 10.0;
+const FLOOR_FAR: f32 = 100.0;
+/// A minimum of a fluctuating power reads under its mean: the floor kept
+/// is this many times the minimum (3 dB; the room's sound between the far
+/// end's words came through 4 dB quieter without it).
+const FLOOR_BIAS: f32 = 2.0;
+/// Frames whose mean square is under this (-100 dBFS: digital silence, a
+/// muted microphone) leave the floor as it was.
+const FLOOR_QUIET: f32 = 1e-10;
+/// Powers under this are zero: state decaying through silence never
+/// reaches the subnormal range (slow on any CPU without flush-to-zero).
+const NEGLIGIBLE: f32 = 1e-30;
+/// The gauge's averaging time, seconds.
+const GAUGE_S: f32 = 1.0;
 
 /// Upper edges (Hz) of the bands `lambda` is read in: a filter learns
 /// the loud low bins of speech first, so what it leaves is a different
@@ -89,6 +106,15 @@ const BAND_EDGES: [f32; 12] = [
     f32::MAX,
 ];
 const BANDS: usize = BAND_EDGES.len();
+
+/// A power, with what is negligible made zero.
+fn flush(p: f32) -> f32 {
+    if p < NEGLIGIBLE {
+        0.0
+    } else {
+        p
+    }
+}
 
 /// Input as the analysis takes it (the bypass passes what came).
 fn clean(s: f32) -> f32 {
@@ -149,6 +175,9 @@ pub struct EchoSuppressor {
     lambda: [f32; BANDS],
     decay: f32,
     rise: f32,
+    rise_fast: f32,
+    /// Per-frame weight of the gauge's average.
+    gauge_avg: f32,
     /// Smoothed input and output power of active frames with echo, for
     /// [`Self::suppressed_db`].
     in_pow: f32,
@@ -206,6 +235,8 @@ impl EchoSuppressor {
             lambda: [1.0; BANDS],
             decay: DECAY_PER_10MS.powf(hop_10ms),
             rise: 10f32.powf(FLOOR_RISE_DB_S * hop_s / 10.0),
+            rise_fast: 10f32.powf(FLOOR_RISE_FAST_DB_S * hop_s / 10.0),
+            gauge_avg: 1.0 - (-hop_s / GAUGE_S).exp(),
             in_pow: 0.0,
             kept_pow: 0.0,
             stats: SuppressStats::default(),
@@ -231,7 +262,7 @@ impl EchoSuppressor {
     }
 
     /// How much quieter the output is than the input while there is echo
-    /// to suppress, dB (smoothed over about a second). Near-end speech at
+    /// to suppress, dB (powers averaged over about a second of such frames). Near-end speech at
     /// the same time lowers it: a gauge.
     pub fn suppressed_db(&self) -> f32 {
         if self.in_pow <= 0.0 || self.kept_pow <= 0.0 {
@@ -327,8 +358,9 @@ impl EchoSuppressor {
             out_e += y * y;
         }
         if self.echo_hist.iter().any(|&v| v != 0.0) {
-            self.in_pow = 0.95 * self.in_pow + 0.05 * in_e / h as f32;
-            self.kept_pow = 0.95 * self.kept_pow + 0.05 * out_e / h as f32;
+            let a = self.gauge_avg;
+            self.in_pow = flush(self.in_pow + a * (in_e / h as f32 - self.in_pow));
+            self.kept_pow = flush(self.kept_pow + a * (out_e / h as f32 - self.kept_pow));
         }
     }
 
@@ -372,9 +404,14 @@ impl EchoSuppressor {
         let _ =
             self.fwd
                 .process_with_scratch(&mut self.time, &mut self.echo_spec, &mut self.scratch);
+        let mut power = 0.0f32;
         for i in 0..n {
-            self.time[i] = self.window[i] * clean(self.out_hist[i]);
+            let x = clean(self.out_hist[i]);
+            power += x * x;
+            self.time[i] = self.window[i] * x;
         }
+        // Digital silence (a muted microphone) says nothing of the room.
+        let quiet = power / (n as f32) < FLOOR_QUIET;
         let _ = self
             .fwd
             .process_with_scratch(&mut self.time, &mut self.spec, &mut self.scratch);
@@ -392,15 +429,15 @@ impl EchoSuppressor {
                 self.out_avg[k] = o;
                 self.echo_avg[k] = y;
                 self.smooth[k] = o;
-                self.floor[k] = o;
+                self.floor[k] = o.max(NEGLIGIBLE);
             }
             let b = self.band[k];
             let dout = o - self.out_avg[k];
             let dy = y - self.echo_avg[k];
             cov[b] += dout * dy;
             var[b] += dy * dy;
-            self.out_avg[k] += AVERAGE * (o - self.out_avg[k]);
-            self.echo_avg[k] += AVERAGE * (y - self.echo_avg[k]);
+            self.out_avg[k] = flush(self.out_avg[k] + AVERAGE * (o - self.out_avg[k]));
+            self.echo_avg[k] = flush(self.echo_avg[k] + AVERAGE * (y - self.echo_avg[k]));
             echo_e[b] += y;
             out_e[b] += o;
         }
@@ -417,18 +454,28 @@ impl EchoSuppressor {
 
         let mut finite = true;
         for k in 0..self.bins {
-            let o = self.spec[k].norm_sqr();
+            let o = flush(self.spec[k].norm_sqr());
             let y = self.echo_spec[k].norm_sqr();
-            let r = (OVERDRIVE * self.lambda[self.band[k]] * y).max(self.decay * self.resid[k]);
+            let r =
+                flush((OVERDRIVE * self.lambda[self.band[k]] * y).max(self.decay * self.resid[k]));
             finite &= r.is_finite();
             self.resid[k] = r;
             // The room's floor: a slow minimum of the smoothed power, let
-            // rise only where the echo does not make the power.
-            self.smooth[k] += FLOOR_SMOOTH * (o - self.smooth[k]);
-            if self.smooth[k] < self.floor[k] {
-                self.floor[k] = self.smooth[k];
-            } else if r < self.smooth[k] {
-                self.floor[k] *= self.rise;
+            // rise only where the echo does not make the power (fast when
+            // far under it), and left alone through digital silence.
+            if !quiet {
+                self.smooth[k] = flush(self.smooth[k] + FLOOR_SMOOTH * (o - self.smooth[k]));
+                let smooth = self.smooth[k];
+                let floor = &mut self.floor[k];
+                if smooth < *floor {
+                    *floor = smooth.max(NEGLIGIBLE);
+                } else if r < smooth {
+                    *floor *= if smooth > FLOOR_FAR * *floor {
+                        self.rise_fast
+                    } else {
+                        self.rise
+                    };
+                }
             }
             // Near end over residual echo: a posteriori, and a priori
             // decision-directed (the near end as last kept, over the
@@ -438,7 +485,7 @@ impl EchoSuppressor {
             let prior =
                 (DIRECTED * kept / (r + tiny) + (1.0 - DIRECTED) * (post - 1.0).max(0.0)).min(1e6);
             let mut g = prior / (1.0 + prior);
-            let keep_floor = (self.floor[k] / (o + tiny)).min(1.0).sqrt();
+            let keep_floor = (FLOOR_BIAS * self.floor[k] / (o + tiny)).min(1.0).sqrt();
             g = g.max(MIN_GAIN).max(keep_floor);
             self.gain[k] = g;
             self.last[k] = o;
@@ -503,39 +550,160 @@ mod tests {
         assert!(s.stats().active > 0);
     }
 
-    #[test]
-    fn echo_the_estimate_follows_is_cut_and_a_voice_it_does_not_is_kept() {
-        // What the canceller left: a residual as loud as its estimate
-        // (a filter halfway there), in bursts; and a near voice alone.
-        let rate = 16_000;
-        let mut s = EchoSuppressor::new(rate, 80);
-        let mut seed = 3;
-        let n = 16_000 * 6;
+    fn energy(v: &[f32]) -> f64 {
+        v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>()
+    }
+
+    /// Echo in bursts (250 ms on, 250 off) of `secs`: the estimate `far`,
+    /// and what the canceller left, `residual x far` over a -60 dBFS room.
+    fn bursts(secs: usize, residual: f32, seed: &mut u32) -> (Vec<f32>, Vec<f32>) {
+        let n = 16_000 * secs;
         let mut input = vec![0.0f32; n];
         let mut echo = vec![0.0f32; n];
         for i in 0..n {
-            let on = (i / 4000) % 2 == 0; // 250 ms on, 250 off
-            let far = if on { 0.2 * noise(&mut seed) } else { 0.0 };
+            let on = (i / 4000) % 2 == 0;
+            let far = if on { 0.2 * noise(seed) } else { 0.0 };
             echo[i] = far;
-            input[i] = 0.9 * far + 0.001 * noise(&mut seed);
+            input[i] = residual * far + 0.001 * noise(seed);
         }
+        (input, echo)
+    }
+
+    #[test]
+    fn lambda_reads_what_the_filter_left_and_that_much_is_cut() {
+        // A filter 10 dB in: a residual of 0.3 x its estimate, whose power
+        // is 0.09 x the estimate's.
+        let mut s = EchoSuppressor::new(16_000, 80);
+        let mut seed = 3;
+        let (input, echo) = bursts(6, 0.3, &mut seed);
+        let n = input.len();
         let mut out = vec![0.0; n];
         s.process(&input, &echo, true, &mut out);
-        let e = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>();
+        for hz in [500.0, 1000.0, 2500.0, 5000.0] {
+            let l = s.lambda(hz);
+            assert!((0.06..0.13).contains(&l), "lambda at {hz} Hz: {l}");
+        }
         // The last 2 s, one hop aligned.
-        let before = e(&input[n - 32_000 - 80..n - 80]);
-        let after = e(&out[n - 32_000..]);
-        let cut = 10.0 * (before / after).log10();
-        assert!(cut > 20.0, "residual echo cut by only {cut:.1} dB");
-        assert!(s.lambda(1000.0) > 0.3, "lambda {}", s.lambda(1000.0));
+        let cut =
+            10.0 * (energy(&input[n - 32_000 - 80..n - 80]) / energy(&out[n - 32_000..])).log10();
+        assert!(cut > 15.0, "residual echo cut by only {cut:.1} dB");
+        assert!(s.suppressed_db() > 15.0, "gauge {}", s.suppressed_db());
 
-        // A near voice with no echo estimate under it passes.
-        let voice: Vec<f32> = (0..16_000).map(|i| 0.2 * (i as f32 * 0.05).sin()).collect();
-        let zero = vec![0.0f32; 16_000];
-        let mut out = vec![0.0; 16_000];
-        s.process(&voice, &zero, true, &mut out);
-        let kept = 10.0 * (e(&out[8000..]) / e(&voice[8000 - 80..16_000 - 80])).log10();
-        assert!(kept.abs() < 0.5, "the near voice moved by {kept:.1} dB");
+        // A filter halfway there (0.9): still cut.
+        let mut s = EchoSuppressor::new(16_000, 80);
+        let (input, echo) = bursts(6, 0.9, &mut seed);
+        s.process(&input, &echo, true, &mut out);
+        let l = s.lambda(1000.0);
+        assert!((0.6..1.0).contains(&l), "lambda {l}");
+        let cut =
+            10.0 * (energy(&input[n - 32_000 - 80..n - 80]) / energy(&out[n - 32_000..])).log10();
+        assert!(cut > 20.0, "residual echo cut by only {cut:.1} dB");
+    }
+
+    #[test]
+    fn a_near_voice_over_the_residual_echo_is_kept() {
+        // Double talk: a near voice (a 1 kHz tone, louder than the
+        // residual) on top of what the filter left.
+        let mut s = EchoSuppressor::new(16_000, 80);
+        let mut seed = 5;
+        let (mut input, echo) = bursts(6, 0.3, &mut seed);
+        let voice: Vec<f32> = (0..input.len())
+            .map(|i| 0.1 * (std::f32::consts::TAU * 1000.0 * i as f32 / 16_000.0).sin())
+            .collect();
+        for (x, v) in input.iter_mut().zip(&voice) {
+            *x += v;
+        }
+        let n = input.len();
+        let mut out = vec![0.0; n];
+        s.process(&input, &echo, true, &mut out);
+        // The voice's level in the output over the last 4 s (its projection).
+        let r = n - 64_000..n;
+        let dot: f64 = out[r.clone()]
+            .iter()
+            .zip(&voice[r.start - 80..r.end - 80])
+            .map(|(a, b)| *a as f64 * *b as f64)
+            .sum();
+        let level = 20.0 * (dot / energy(&voice[r.start - 80..r.end - 80])).log10();
+        assert!(level > -1.0, "the near voice at {level:.1} dB");
+        // What else is left (the residual echo) is cut all the same.
+        let rest: Vec<f32> = out[r.clone()]
+            .iter()
+            .zip(&voice[r.start - 80..r.end - 80])
+            .map(|(o, v)| o - v)
+            .collect();
+        let residual: Vec<f32> = input[r.start - 80..r.end - 80]
+            .iter()
+            .zip(&voice[r.start - 80..r.end - 80])
+            .map(|(x, v)| x - v)
+            .collect();
+        let cut = 10.0 * (energy(&residual) / energy(&rest)).log10();
+        assert!(
+            cut > 10.0,
+            "residual echo cut by only {cut:.1} dB with the voice on"
+        );
+    }
+
+    #[test]
+    fn after_suppressing_it_passes_bit_exact_again() {
+        let mut s = EchoSuppressor::new(16_000, 80);
+        let mut seed = 6;
+        let (input, echo) = bursts(2, 0.5, &mut seed);
+        let mut out = vec![0.0; input.len()];
+        s.process(&input, &echo, true, &mut out);
+        let x: Vec<f32> = (0..1600).map(|_| 0.3 * noise(&mut seed)).collect();
+        let mut out = vec![0.0; 1600];
+        s.process(&x, &echo[..1600], false, &mut out);
+        // The first hop completes the last active frame; the second the
+        // first passed frame, within float error; from the third on, bit
+        // for bit.
+        for i in 80..160 {
+            assert!((out[i] - x[i - 80]).abs() < 1e-5);
+        }
+        assert!(out[160..] == x[80..1520]);
+    }
+
+    #[test]
+    fn the_rooms_floor_outlasts_a_muted_microphone() {
+        // Echo in bursts over a room at -50 dBFS; then 3 s of digital
+        // silence (the microphone muted); then the same again. The room's
+        // sound between the bursts comes through as before.
+        let _ftz = crate::codec::denormals::FlushDenormals::new();
+        let mut s = EchoSuppressor::new(16_000, 80);
+        let mut seed = 7;
+        let room = |seed: &mut u32, n: usize| -> Vec<f32> {
+            (0..n).map(|_| 0.005 * noise(seed)).collect()
+        };
+        let (echo_a, far_a) = bursts(4, 0.5, &mut seed);
+        let room_a = room(&mut seed, echo_a.len());
+        let input_a: Vec<f32> = echo_a.iter().zip(&room_a).map(|(e, r)| e + r).collect();
+        let mut out_a = vec![0.0; input_a.len()];
+        s.process(&input_a, &far_a, true, &mut out_a);
+        let silence = vec![0.0f32; 48_000];
+        let mut out = vec![0.0; 48_000];
+        s.process(&silence, &silence, true, &mut out);
+        let (echo_b, far_b) = bursts(4, 0.5, &mut seed);
+        let room_b = room(&mut seed, echo_b.len());
+        let input_b: Vec<f32> = echo_b.iter().zip(&room_b).map(|(e, r)| e + r).collect();
+        let mut out_b = vec![0.0; input_b.len()];
+        s.process(&input_b, &far_b, true, &mut out_b);
+        // Between the bursts of the last 2 s (the far end silent for over
+        // 100 ms), the output's level against the room's.
+        let between = |out: &[f32], room: &[f32]| {
+            let (mut o, mut r) = (0.0f64, 0.0f64);
+            for i in 32_000..64_000 - 80 {
+                if (i / 4000) % 2 == 1 && i % 4000 > 1600 {
+                    o += (out[i + 80] as f64).powi(2);
+                    r += (room[i] as f64).powi(2);
+                }
+            }
+            10.0 * (o / r).log10()
+        };
+        let (before, after) = (between(&out_a, &room_a), between(&out_b, &room_b));
+        assert!(before > -3.0, "the room at {before:.1} dB before");
+        assert!(
+            after > before - 3.0,
+            "the room at {after:.1} dB after the mute, {before:.1} before"
+        );
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub mod resample;
 pub mod room;
 pub mod signal;
 pub mod split;
+pub mod stft;
 pub mod tone_source;
 pub mod wav_sink;
 pub mod wav_source;

@@ -38,10 +38,9 @@
 //! comes out as it went in. Latency: `hop` samples. No allocation after
 //! [`EchoSuppressor::new`].
 
-use std::sync::Arc;
-
 use realfft::num_complex::Complex;
-use realfft::{ComplexToReal, RealFftPlanner, RealToComplex};
+
+use super::stft::{clean, SineStft};
 
 /// The residual echo is taken as this many times what `lambda` reads.
 const OVERDRIVE: f32 = 2.0;
@@ -116,15 +115,6 @@ fn flush(p: f32) -> f32 {
     }
 }
 
-/// Input as the analysis takes it (the bypass passes what came).
-fn clean(s: f32) -> f32 {
-    if s.is_finite() {
-        s.clamp(-4.0, 4.0)
-    } else {
-        0.0
-    }
-}
-
 /// What the suppressor did so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct SuppressStats {
@@ -140,19 +130,11 @@ pub struct SuppressStats {
 pub struct EchoSuppressor {
     hop: usize,
     bins: usize,
-    window: Vec<f32>,
-    fwd: Arc<dyn RealToComplex<f32>>,
-    inv: Arc<dyn ComplexToReal<f32>>,
-    scratch: Vec<Complex<f32>>,
+    stft: SineStft,
     /// The last `2 hop` samples of the canceller's output (as they came)
     /// and of its echo estimate.
     out_hist: Vec<f32>,
     echo_hist: Vec<f32>,
-    /// What the previous frame adds to the next `hop` output samples, and
-    /// whether it passed untouched.
-    carry: Vec<f32>,
-    prev_pass: bool,
-    time: Vec<f32>,
     spec: Vec<Complex<f32>>,
     echo_spec: Vec<Complex<f32>>,
     /// Per bin: its band, regression averages, residual echo held, smoothed
@@ -192,28 +174,15 @@ impl EchoSuppressor {
         assert!(hop >= 1, "at least one sample a hop");
         let n = 2 * hop;
         let bins = hop + 1;
-        let mut planner = RealFftPlanner::<f32>::new();
-        let fwd = planner.plan_fft_forward(n);
-        let inv = planner.plan_fft_inverse(n);
-        let scratch_len = fwd.get_scratch_len().max(inv.get_scratch_len());
         let zero = Complex::new(0.0, 0.0);
-        let window = (0..n)
-            .map(|i| (std::f32::consts::PI * i as f32 / n as f32).sin())
-            .collect();
         let hop_10ms = hop as f32 * 100.0 / rate.max(1) as f32;
         let hop_s = hop as f32 / rate.max(1) as f32;
         EchoSuppressor {
             hop,
             bins,
-            window,
-            fwd,
-            inv,
-            scratch: vec![zero; scratch_len],
+            stft: SineStft::new(hop),
             out_hist: vec![0.0; n],
             echo_hist: vec![0.0; n],
-            carry: vec![0.0; hop],
-            prev_pass: true,
-            time: vec![0.0; n],
             spec: vec![zero; bins],
             echo_spec: vec![zero; bins],
             band: (0..bins)
@@ -317,40 +286,17 @@ impl EchoSuppressor {
         let h = self.hop;
         self.stats.frames += 1;
         if !active {
-            if self.prev_pass {
-                // Both frames over these samples passed: the input as it
-                // came.
-                o.copy_from_slice(&self.out_hist[..h]);
-                self.pass_carry();
-            } else {
-                self.pass_frame(o);
-            }
-            self.prev_pass = true;
+            self.stft.pass(&self.out_hist, o);
             return;
         }
         self.stats.active += 1;
-        if self.suppress() {
-            let scale = 1.0 / (2 * h) as f32;
-            let (w1, w2) = self.window.split_at(h);
-            let (t1, t2) = self.time.split_at(h);
-            for ((((o, c), w1), w2), (t1, t2)) in o
-                .iter_mut()
-                .zip(&mut self.carry)
-                .zip(w1)
-                .zip(w2)
-                .zip(t1.iter().zip(t2))
-            {
-                *o = *c + w1 * t1 * scale;
-                *c = w2 * t2 * scale;
-            }
-        } else {
+        if !(self.suppress() && self.stft.synthesise(&mut self.spec, o)) {
             // Non-finite state (nothing the cleaned input makes; kept as a
             // guard): start over, passing this frame.
             self.reset();
             self.stats.resets += 1;
-            self.pass_frame(o);
+            self.stft.pass(&self.out_hist, o);
         }
-        self.prev_pass = false;
         let mut in_e = 0.0f32;
         let mut out_e = 0.0f32;
         for (x, y) in self.out_hist[..h].iter().zip(o.iter()) {
@@ -364,57 +310,13 @@ impl EchoSuppressor {
         }
     }
 
-    /// A frame passed with gains of one, after one that was not: the
-    /// windows' overlap, which adds up to the input.
-    fn pass_frame(&mut self, o: &mut [f32]) {
-        let h = self.hop;
-        for (((o, c), w), x) in o
-            .iter_mut()
-            .zip(&self.carry)
-            .zip(&self.window[..h])
-            .zip(&self.out_hist[..h])
-        {
-            *o = c + w * w * clean(*x);
-        }
-        self.pass_carry();
-    }
-
-    /// What a frame passed with gains of one adds to the next.
-    fn pass_carry(&mut self) {
-        let h = self.hop;
-        for ((c, w), x) in self
-            .carry
-            .iter_mut()
-            .zip(&self.window[h..])
-            .zip(&self.out_hist[h..])
-        {
-            *c = w * w * clean(*x);
-        }
-    }
-
-    /// Analyses the frame, sets the gains and leaves the suppressed frame
-    /// (windowed once, not yet scaled) in `time`. False if the state went
-    /// non-finite.
+    /// Analyses the frame and applies the gains to its spectrum (`spec`).
+    /// False if the state went non-finite.
     fn suppress(&mut self) -> bool {
-        let n = 2 * self.hop;
         let tiny = 1e-12f32;
-        for i in 0..n {
-            self.time[i] = self.window[i] * clean(self.echo_hist[i]);
-        }
-        let _ =
-            self.fwd
-                .process_with_scratch(&mut self.time, &mut self.echo_spec, &mut self.scratch);
-        let mut power = 0.0f32;
-        for i in 0..n {
-            let x = clean(self.out_hist[i]);
-            power += x * x;
-            self.time[i] = self.window[i] * x;
-        }
+        self.stft.analyse(&self.echo_hist, &mut self.echo_spec);
         // Digital silence (a muted microphone) says nothing of the room.
-        let quiet = power / (n as f32) < FLOOR_QUIET;
-        let _ = self
-            .fwd
-            .process_with_scratch(&mut self.time, &mut self.spec, &mut self.scratch);
+        let quiet = self.stft.analyse(&self.out_hist, &mut self.spec) < FLOOR_QUIET;
 
         // How loud the residual is against the estimate: per band, the
         // regression of the output's power fluctuations on the estimate's.
@@ -491,16 +393,7 @@ impl EchoSuppressor {
             self.last[k] = o;
             self.spec[k] *= g;
         }
-        if !finite || !self.lambda.iter().all(|l| l.is_finite()) {
-            return false;
-        }
-        let bins = self.bins;
-        self.spec[0].im = 0.0;
-        self.spec[bins - 1].im = 0.0;
-        let _ = self
-            .inv
-            .process_with_scratch(&mut self.spec, &mut self.time, &mut self.scratch);
-        self.time.iter().all(|v| v.is_finite())
+        finite && self.lambda.iter().all(|l| l.is_finite())
     }
 }
 

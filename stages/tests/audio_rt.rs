@@ -8,8 +8,9 @@ use audio_support::*;
 use wzp_engine::prelude::*;
 use wzp_engine::rt_check::assert_rt_safe;
 use wzp_stages::audio::{
-    echo_cancel::EchoCancel, gain::Gain, mix::Mix, null_sink::NullSink, resample::Resample,
-    room::Room, split::Split, tone_source::ToneSource, wav_sink::WavSink, wav_source::WavSource,
+    denoise::Denoise, echo_cancel::EchoCancel, gain::Gain, mix::Mix, null_sink::NullSink,
+    resample::Resample, room::Room, split::Split, tone_source::ToneSource, wav_sink::WavSink,
+    wav_source::WavSource,
 };
 
 const CYCLES: usize = 600;
@@ -78,6 +79,13 @@ fn echo_cancel_is_rt_safe_while_it_learns() {
     assert_eq!(h.gauge("echo_found"), 1);
     assert!(h.counter("filter_adopted") > 0);
     assert!(h.gauge("suppress_db") != 0, "the suppressor never ran");
+}
+
+#[test]
+fn denoise_is_rt_safe() {
+    let mut h = Harness::build(&Denoise, &[]).unwrap();
+    run_rt("audio.denoise", &mut h);
+    assert!(h.gauge("noise_dbfs") > -1200, "the suppressor never ran");
 }
 
 #[test]

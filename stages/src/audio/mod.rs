@@ -14,6 +14,7 @@
 use wzp_engine::prelude::*;
 
 pub mod aec;
+pub mod denoise;
 pub mod device;
 pub mod device_capture;
 pub mod device_playout;
@@ -21,6 +22,7 @@ pub mod drift;
 pub mod echo_cancel;
 pub mod gain;
 pub mod mix;
+pub mod ns;
 pub mod null_sink;
 pub mod res;
 pub mod resample;
@@ -48,6 +50,7 @@ pub fn register(registry: &mut Registry) -> Result<(), wzp_engine::registry::Reg
     registry.register(device_playout::DevicePlayout)?;
     registry.register(echo_cancel::EchoCancel)?;
     registry.register(room::Room)?;
+    registry.register(denoise::Denoise)?;
     Ok(())
 }
 

@@ -27,7 +27,8 @@ Examples:
   wzp-client join --relay 203.0.113.7:4433 --room standup --room-secret \"$(cat room.secret)\"
       Join a room (microphone in, speaker out; --input/--output change that). On a
       speaker the far end's echo is taken out of the microphone (--set echo_cancel=false: off;
-      --set echo_suppress=false: the linear filter alone, without the suppressor's 5 ms).
+      --set echo_suppress=false: the linear filter alone, without the suppressor's 5 ms);
+      a microphone's steady room noise is turned down too (--set noise_suppress=false: off).
   wzp-client join --relay 127.0.0.1:4433 --room test --input talk.wav --output heard.wav --duration 10s
       Join headless: send a WAV, record what the room says.
   wzp-client join --relay 127.0.0.1:4433 --room test --set jb_burst_hold=0ms

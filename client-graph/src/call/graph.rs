@@ -55,6 +55,11 @@ pub fn call_spec(opts: &CallOptions, room_secret: &str) -> Result<GraphSpec> {
     if input == "tone" || input.starts_with("tone:") || input == "mic" {
         vars.insert("input_rate".into(), "48000".into());
     }
+    if input == "mic" {
+        // A room is heard with the voice: turn its steady noise down (a
+        // --set noise_suppress=false below still turns it off).
+        vars.insert("noise_suppress".into(), "true".into());
+    }
     if output == "speaker" {
         vars.insert("output_rate".into(), "48000".into());
         if input == "mic" {

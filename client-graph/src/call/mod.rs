@@ -445,6 +445,35 @@ mod tests {
         );
     }
 
+    /// The noise suppressor runs on a microphone: on for `--input mic`
+    /// (any output) unless `--set noise_suppress=false`, off for a WAV, a
+    /// tone or the built-in speech, which have no room in them.
+    #[test]
+    fn noise_suppression_is_on_for_a_microphone_only() {
+        let enabled = |input: &str, output: &str, sets: &[(&str, &str)]| {
+            let mut o = opts(sets);
+            o.input = input.into();
+            o.output = output.into();
+            let spec = call_spec(&o, "0123456789abcdef0123").unwrap();
+            let ns = spec.stages.iter().find(|s| s.id == "ns").unwrap();
+            assert_eq!(ns.kind, "audio.denoise");
+            ns.params["enabled"].value.as_str().unwrap().to_string()
+        };
+        assert_eq!(enabled("mic", "speaker", &[]), "true");
+        assert_eq!(enabled("mic", "/tmp/x.wav", &[]), "true");
+        assert_eq!(
+            enabled("mic", "speaker", &[("noise_suppress", "false")]),
+            "false"
+        );
+        assert_eq!(enabled("tone", "speaker", &[]), "false");
+        assert_eq!(enabled("builtin", "/tmp/x.wav", &[]), "false");
+        assert_eq!(enabled("talk.wav", "null", &[]), "false");
+        assert_eq!(
+            enabled("talk.wav", "null", &[("noise_suppress", "true")]),
+            "true"
+        );
+    }
+
     /// `--set jb_burst_hold=...` reaches every receive chain's jitter
     /// buffer; by default they hold at most the 60 ms.
     #[test]

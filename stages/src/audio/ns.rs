@@ -26,7 +26,7 @@
 
 use realfft::num_complex::Complex;
 
-use super::stft::SineStft;
+use super::stft::{flush, SineStft};
 
 /// Smoothing of each bin's power per frame (about 30 ms at 5 ms frames).
 const SMOOTH: f32 = 0.85;
@@ -46,8 +46,6 @@ const QUIET: f32 = 1e-10;
 /// losses: frames pass as they came (on clean speech, PESQ-WB 4.31 with
 /// the gains against 4.41 without).
 const INAUDIBLE: f32 = 1e-7;
-/// Powers under this are zero (no subnormal state).
-const NEGLIGIBLE: f32 = 1e-30;
 /// The gauges' averaging time, seconds.
 const GAUGE_S: f32 = 1.0;
 
@@ -89,14 +87,6 @@ pub struct NoiseSuppressor {
     out_pow: f32,
     noise_pow: f32,
     stats: DenoiseStats,
-}
-
-fn flush(p: f32) -> f32 {
-    if p < NEGLIGIBLE {
-        0.0
-    } else {
-        p
-    }
 }
 
 impl NoiseSuppressor {

@@ -40,7 +40,7 @@
 
 use realfft::num_complex::Complex;
 
-use super::stft::{clean, SineStft};
+use super::stft::{clean, flush, SineStft, NEGLIGIBLE};
 
 /// The residual echo is taken as this many times what `lambda` reads.
 const OVERDRIVE: f32 = 2.0;
@@ -81,9 +81,6 @@ const FLOOR_BIAS: f32 = 2.0;
 /// Frames whose mean square is under this (-100 dBFS: digital silence, a
 /// muted microphone) leave the floor as it was.
 const FLOOR_QUIET: f32 = 1e-10;
-/// Powers under this are zero: state decaying through silence never
-/// reaches the subnormal range (slow on any CPU without flush-to-zero).
-const NEGLIGIBLE: f32 = 1e-30;
 /// The gauge's averaging time, seconds.
 const GAUGE_S: f32 = 1.0;
 
@@ -105,15 +102,6 @@ const BAND_EDGES: [f32; 12] = [
     f32::MAX,
 ];
 const BANDS: usize = BAND_EDGES.len();
-
-/// A power, with what is negligible made zero.
-fn flush(p: f32) -> f32 {
-    if p < NEGLIGIBLE {
-        0.0
-    } else {
-        p
-    }
-}
 
 /// What the suppressor did so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]

@@ -23,6 +23,20 @@ pub fn clean(s: f32) -> f32 {
     }
 }
 
+/// Powers under this are zero to the gain stages: state decaying through
+/// silence never reaches the subnormal range (slow on any CPU without
+/// flush-to-zero).
+pub const NEGLIGIBLE: f32 = 1e-30;
+
+/// A power, with what is negligible made zero.
+pub fn flush(p: f32) -> f32 {
+    if p < NEGLIGIBLE {
+        0.0
+    } else {
+        p
+    }
+}
+
 /// Analysis and overlap-add synthesis of sine-windowed frames.
 pub struct SineStft {
     hop: usize,

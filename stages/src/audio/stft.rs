@@ -4,7 +4,9 @@
 //! way in and again on the way out. The windows' squares add up to one, so
 //! a frame whose gains are all one comes out as it went in; the output is
 //! `hop` samples late. A frame passed with [`SineStft::pass`] after another
-//! passed frame is the input itself, bit for bit, with no FFT run.
+//! passed frame is the input itself, bit for bit (non-finite samples made
+//! silence and anything past +-4 clamped, as everywhere here), with no FFT
+//! run.
 //!
 //! No allocation after [`SineStft::new`].
 
@@ -133,12 +135,16 @@ impl SineStft {
     }
 
     /// `frame` passed with gains of one, no FFT: the next `hop` output
-    /// samples into `out`, the frame's first half as it came when the frame
-    /// before passed too.
+    /// samples into `out`, the frame's first half as it came (cleaned) when
+    /// the frame before passed too.
     pub fn pass(&mut self, frame: &[f32], out: &mut [f32]) {
         let h = self.hop;
         if self.prev_pass {
-            out.copy_from_slice(&frame[..h]);
+            // As it came, but for non-finite or out-of-range samples (the
+            // analysed frames clean them too).
+            for (o, &x) in out.iter_mut().zip(&frame[..h]) {
+                *o = clean(x);
+            }
         } else {
             for (((o, c), w), &x) in out
                 .iter_mut()

@@ -141,9 +141,11 @@ impl SineStft {
         let h = self.hop;
         if self.prev_pass {
             // As it came, but for non-finite or out-of-range samples (the
-            // analysed frames clean them too).
+            // analysed frames clean them too). The sample itself, not a
+            // clamp of it: under flush-to-zero (the stages run so) a clamp
+            // makes a subnormal sample zero.
             for (o, &x) in out.iter_mut().zip(&frame[..h]) {
-                *o = clean(x);
+                *o = if x.abs() <= 4.0 { x } else { clean(x) };
             }
         } else {
             for (((o, c), w), &x) in out

@@ -388,6 +388,7 @@ impl AecPlay {
                 res.process(
                     out,
                     self.aec.echo_estimate(),
+                    self.aec.reference_at_echo_delay(),
                     self.aec.echo_active(),
                     &mut self.res_out[k * b..(k + 1) * b],
                 );

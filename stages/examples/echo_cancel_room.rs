@@ -140,7 +140,13 @@ fn main() {
         .zip(suppressed.chunks_exact_mut(block))
     {
         aec.process(m, f, o);
-        res.process(o, aec.echo_estimate(), aec.echo_active(), so);
+        res.process(
+            o,
+            aec.echo_estimate(),
+            aec.reference_at_echo_delay(),
+            aec.echo_active(),
+            so,
+        );
     }
     // The suppressor's output is a hop late.
     suppressed.drain(..hop);

@@ -18,6 +18,15 @@
 //! learning leaves is the echo of the far end's last quarter second, which
 //! lingers in bins the estimate of this frame has left.
 //!
+//! **Before the filter has any shape.** Just after the echo is found the
+//! filter's estimate is near zero, and `lambda` of it says little. The far
+//! end itself, delayed by the echo's delay (the canceller's
+//! `reference_at_echo_delay`), is a second, coarse estimate: per band, the
+//! output's power regressed on its power the same way (`coupling`), and the
+//! residual echo per bin is never taken under `coupling |X_d|^2`. As the
+//! filter learns, what is left follows the far end less, and the coupling
+//! falls by itself.
+//!
 //! **What is taken out.** A Wiener gain per bin from the near-end-to-echo
 //! ratio, smoothed the decision-directed way (Ephraim-Malah) so bins do not
 //! flicker between frames (musical noise): a bin that is all echo is cut
@@ -44,6 +53,21 @@ use super::stft::{clean, flush, SineStft, NEGLIGIBLE};
 
 /// The residual echo is taken as this many times what `lambda` reads.
 const OVERDRIVE: f32 = 2.0;
+/// The residual echo is taken as at least this many times what the
+/// reference's power at the echo's delay makes of it (`coupling`): the
+/// estimate that holds before the filter has learnt anything, coarse (it
+/// knows the room by its delay and its colour per band only), so taken at
+/// face value ([`OVERDRIVE`] x 0.5), not doubled. `echo_cancel_room`,
+/// speech, seconds 2-7 of the far end alone, dB removed: none 13.0 / 15.9
+/// / 15.0 / 20.2 / 22.4 / 22.9, x 0.25 15.0 / 17.0 / 15.3 / 20.3 / 22.6 /
+/// 23.4, x 0.5 16.7 / 18.8 / 16.2 / 20.5 / 23.3 / 25.0, x 1 17.7 / 21.9 /
+/// 18.0 / 20.7 / 24.5 / 27.1; the near voice's level in double talk -3.5 /
+/// -1.1 / -2.3 / -1.8, -3.6 / -1.1 / -2.3 / -1.9, -3.8 / -1.1 / -2.4 /
+/// -2.0, -4.2 / -1.2 / -2.9 / -2.4.
+const COARSE: f32 = 0.5;
+/// The most the reference's power is taken to reach the microphone at:
+/// +20 dB (a loud speaker next to the microphone).
+const MAX_COUPLING: f32 = 100.0;
 /// Share of the residual echo estimate left after 10 ms once the echo
 /// estimate falls: what a filter still learning leaves is the echo of the
 /// last 250 ms of the far end, not of this frame's sounds only, so it lingers
@@ -123,8 +147,16 @@ pub struct EchoSuppressor {
     /// and of its echo estimate.
     out_hist: Vec<f32>,
     echo_hist: Vec<f32>,
+    ref_hist: Vec<f32>,
     spec: Vec<Complex<f32>>,
     echo_spec: Vec<Complex<f32>>,
+    ref_spec: Vec<Complex<f32>>,
+    /// Per bin, the reference's average power; per band, the regression of
+    /// the output's power on it, and `coupling`.
+    ref_avg: Vec<f32>,
+    ref_cov: [f32; BANDS],
+    ref_var: [f32; BANDS],
+    coupling: [f32; BANDS],
     /// Per bin: its band, regression averages, residual echo held, smoothed
     /// power, noise floor, last gain and last power.
     band: Vec<usize>,
@@ -171,8 +203,14 @@ impl EchoSuppressor {
             stft: SineStft::new(hop),
             out_hist: vec![0.0; n],
             echo_hist: vec![0.0; n],
+            ref_hist: vec![0.0; n],
             spec: vec![zero; bins],
             echo_spec: vec![zero; bins],
+            ref_spec: vec![zero; bins],
+            ref_avg: vec![0.0; bins],
+            ref_cov: [0.0; BANDS],
+            ref_var: [0.0; BANDS],
+            coupling: [0.0; BANDS],
             band: (0..bins)
                 .map(|k| {
                     let hz = k as f32 * rate as f32 / n as f32;
@@ -218,6 +256,13 @@ impl EchoSuppressor {
         self.lambda[b]
     }
 
+    /// How loud what is left reads against the far end's power at the
+    /// echo's delay, in the band holding `hz`.
+    pub fn coupling(&self, hz: f32) -> f32 {
+        let b = BAND_EDGES.iter().position(|&e| hz < e).unwrap_or(BANDS - 1);
+        self.coupling[b]
+    }
+
     /// How much quieter the output is than the input while there is echo
     /// to suppress, dB (powers averaged over about a second of such frames). Near-end speech at
     /// the same time lowers it: a gauge.
@@ -242,28 +287,45 @@ impl EchoSuppressor {
         self.cov = [0.0; BANDS];
         self.var = [0.0; BANDS];
         self.lambda = [1.0; BANDS];
+        self.ref_avg.fill(0.0);
+        self.ref_cov = [0.0; BANDS];
+        self.ref_var = [0.0; BANDS];
+        self.coupling = [0.0; BANDS];
         self.in_pow = 0.0;
         self.kept_pow = 0.0;
     }
 
     /// One stretch of audio, any length that is a whole number of hops:
-    /// `input` (what the canceller left) and `echo` (its estimate of the
-    /// echo in the microphone), `out` the input with the residual echo
-    /// taken out, `hop` samples late. `active` false (no echo found) passes
-    /// the input as it came.
-    pub fn process(&mut self, input: &[f32], echo: &[f32], active: bool, out: &mut [f32]) {
+    /// `input` (what the canceller left), `echo` (its estimate of the echo
+    /// in the microphone) and `reference` (the far end as it reaches the
+    /// microphone: delayed by the echo's delay, zero while that is not
+    /// known); `out` the input with the residual echo taken out, `hop`
+    /// samples late. `active` false (no echo found) passes the input as it
+    /// came.
+    pub fn process(
+        &mut self,
+        input: &[f32],
+        echo: &[f32],
+        reference: &[f32],
+        active: bool,
+        out: &mut [f32],
+    ) {
         let h = self.hop;
-        assert!(input.len() == echo.len() && input.len() == out.len());
+        assert!(input.len() == echo.len() && input.len() == reference.len());
+        assert!(input.len() == out.len());
         assert!(input.len() % h == 0, "a whole number of hops");
-        for ((i, e), o) in input
+        for (((i, e), r), o) in input
             .chunks_exact(h)
             .zip(echo.chunks_exact(h))
+            .zip(reference.chunks_exact(h))
             .zip(out.chunks_exact_mut(h))
         {
             self.out_hist.copy_within(h.., 0);
             self.out_hist[h..].copy_from_slice(i);
             self.echo_hist.copy_within(h.., 0);
             self.echo_hist[h..].copy_from_slice(e);
+            self.ref_hist.copy_within(h.., 0);
+            self.ref_hist[h..].copy_from_slice(r);
             self.frame(active, o);
         }
     }
@@ -303,6 +365,11 @@ impl EchoSuppressor {
     fn suppress(&mut self) -> bool {
         let tiny = 1e-12f32;
         self.stft.analyse(&self.echo_hist, &mut self.echo_spec);
+        if self.ref_hist.iter().any(|&v| v != 0.0) {
+            self.stft.analyse(&self.ref_hist, &mut self.ref_spec);
+        } else {
+            self.ref_spec.fill(Complex::new(0.0, 0.0));
+        }
         // Digital silence (a muted microphone) says nothing of the room.
         let quiet = self.stft.analyse(&self.out_hist, &mut self.spec) < FLOOR_QUIET;
 
@@ -312,10 +379,15 @@ impl EchoSuppressor {
         let mut var = [0.0f32; BANDS];
         let mut echo_e = [0.0f32; BANDS];
         let mut out_e = [0.0f32; BANDS];
+        let mut ref_cov = [0.0f32; BANDS];
+        let mut ref_var = [0.0f32; BANDS];
+        let mut ref_e = [0.0f32; BANDS];
         for k in 0..self.bins {
             let o = self.spec[k].norm_sqr();
             let y = self.echo_spec[k].norm_sqr();
+            let c = self.ref_spec[k].norm_sqr();
             if !self.started {
+                self.ref_avg[k] = c;
                 self.out_avg[k] = o;
                 self.echo_avg[k] = y;
                 self.smooth[k] = o;
@@ -328,6 +400,11 @@ impl EchoSuppressor {
             var[b] += dy * dy;
             self.out_avg[k] = flush(self.out_avg[k] + AVERAGE * (o - self.out_avg[k]));
             self.echo_avg[k] = flush(self.echo_avg[k] + AVERAGE * (y - self.echo_avg[k]));
+            let dc = c - self.ref_avg[k];
+            ref_cov[b] += dout * dc;
+            ref_var[b] += dc * dc;
+            ref_e[b] += c;
+            self.ref_avg[k] = flush(self.ref_avg[k] + AVERAGE * (c - self.ref_avg[k]));
             echo_e[b] += y;
             out_e[b] += o;
         }
@@ -340,14 +417,27 @@ impl EchoSuppressor {
             if self.var[b] > tiny {
                 self.lambda[b] = (self.cov[b] / self.var[b]).clamp(MIN_LAMBDA, MAX_LAMBDA);
             }
+            // The same regression on the reference's power: how much of
+            // the far end's sound, at the echo's delay, is still in the output.
+            let alpha =
+                (LAMBDA_RATE * ref_e[b]).min(LAMBDA_RATE_MAX * out_e[b]) / (out_e[b] + tiny);
+            self.ref_cov[b] = (1.0 - alpha) * self.ref_cov[b] + alpha * ref_cov[b];
+            self.ref_var[b] = (1.0 - alpha) * self.ref_var[b] + alpha * ref_var[b];
+            if self.ref_var[b] > tiny {
+                self.coupling[b] = (self.ref_cov[b] / self.ref_var[b]).clamp(0.0, MAX_COUPLING);
+            }
         }
 
         let mut finite = true;
         for k in 0..self.bins {
             let o = flush(self.spec[k].norm_sqr());
             let y = self.echo_spec[k].norm_sqr();
-            let r =
-                flush((OVERDRIVE * self.lambda[self.band[k]] * y).max(self.decay * self.resid[k]));
+            let c = self.ref_spec[k].norm_sqr();
+            let r = flush(
+                (OVERDRIVE * self.lambda[self.band[k]] * y)
+                    .max(COARSE * OVERDRIVE * self.coupling[self.band[k]] * c)
+                    .max(self.decay * self.resid[k]),
+            );
             finite &= r.is_finite();
             self.resid[k] = r;
             // The room's floor: a slow minimum of the smoothed power, let
@@ -403,7 +493,7 @@ mod tests {
         let x: Vec<f32> = (0..1600).map(|_| 0.3 * noise(&mut seed)).collect();
         let y: Vec<f32> = (0..1600).map(|_| 0.3 * noise(&mut seed)).collect();
         let mut out = vec![0.0; 1600];
-        s.process(&x, &y, false, &mut out);
+        s.process(&x, &y, &no_reference(&x), false, &mut out);
         assert!(out[..80].iter().all(|&v| v == 0.0));
         assert!(out[80..] == x[..1520]);
         assert_eq!(s.stats().active, 0);
@@ -418,8 +508,20 @@ mod tests {
         let x: Vec<f32> = (0..3200).map(|_| 0.3 * noise(&mut seed)).collect();
         let zero = vec![0.0f32; 3200];
         let mut out = vec![0.0; 3200];
-        s.process(&x[..1600], &zero[..1600], false, &mut out[..1600]);
-        s.process(&x[1600..], &zero[1600..], true, &mut out[1600..]);
+        s.process(
+            &x[..1600],
+            &zero[..1600],
+            &no_reference(&x[..1600]),
+            false,
+            &mut out[..1600],
+        );
+        s.process(
+            &x[1600..],
+            &zero[1600..],
+            &no_reference(&x[1600..]),
+            true,
+            &mut out[1600..],
+        );
         for i in 80..3200 {
             assert!(
                 (out[i] - x[i - 80]).abs() < 1e-5,
@@ -429,6 +531,11 @@ mod tests {
             );
         }
         assert!(s.stats().active > 0);
+    }
+
+    /// A reference of silence as long as `x`: the echo's delay not known.
+    fn no_reference(x: &[f32]) -> Vec<f32> {
+        vec![0.0; x.len()]
     }
 
     fn energy(v: &[f32]) -> f64 {
@@ -459,7 +566,7 @@ mod tests {
         let (input, echo) = bursts(6, 0.3, &mut seed);
         let n = input.len();
         let mut out = vec![0.0; n];
-        s.process(&input, &echo, true, &mut out);
+        s.process(&input, &echo, &no_reference(&input), true, &mut out);
         for hz in [500.0, 1000.0, 2500.0, 5000.0] {
             let l = s.lambda(hz);
             assert!((0.06..0.13).contains(&l), "lambda at {hz} Hz: {l}");
@@ -473,7 +580,7 @@ mod tests {
         // A filter halfway there (0.9): still cut.
         let mut s = EchoSuppressor::new(16_000, 80);
         let (input, echo) = bursts(6, 0.9, &mut seed);
-        s.process(&input, &echo, true, &mut out);
+        s.process(&input, &echo, &no_reference(&input), true, &mut out);
         let l = s.lambda(1000.0);
         assert!((0.6..1.0).contains(&l), "lambda {l}");
         let cut =
@@ -496,7 +603,7 @@ mod tests {
         }
         let n = input.len();
         let mut out = vec![0.0; n];
-        s.process(&input, &echo, true, &mut out);
+        s.process(&input, &echo, &no_reference(&input), true, &mut out);
         // The voice's level in the output over the last 4 s (its projection).
         let r = n - 64_000..n;
         let dot: f64 = out[r.clone()]
@@ -525,15 +632,72 @@ mod tests {
     }
 
     #[test]
+    fn the_reference_at_the_echo_delay_cuts_echo_the_filter_has_no_estimate_of() {
+        // Just after the echo is found: the filter has learnt nothing (its
+        // estimate is zero, the output is the microphone), but the far end
+        // at the echo's delay is known. Echo at half the reference's
+        // amplitude (a quarter of its power), and a near voice (a 1 kHz
+        // tone) over it.
+        let mut s = EchoSuppressor::new(16_000, 80);
+        let mut seed = 8;
+        let (mut input, far) = bursts(6, 0.5, &mut seed);
+        let voice: Vec<f32> = (0..input.len())
+            .map(|i| 0.05 * (std::f32::consts::TAU * 1000.0 * i as f32 / 16_000.0).sin())
+            .collect();
+        for (x, v) in input.iter_mut().zip(&voice) {
+            *x += v;
+        }
+        let n = input.len();
+        let mut out = vec![0.0; n];
+        s.process(&input, &no_reference(&input), &far, true, &mut out);
+        for hz in [500.0, 2500.0, 5000.0] {
+            let c = s.coupling(hz);
+            assert!((0.15..0.35).contains(&c), "coupling at {hz} Hz: {c}");
+        }
+        let r = n - 32_000..n;
+        let past = r.start - 80..r.end - 80;
+        let rest: Vec<f32> = out[r.clone()]
+            .iter()
+            .zip(&voice[past.clone()])
+            .map(|(o, v)| o - v)
+            .collect();
+        let echo: Vec<f32> = input[past.clone()]
+            .iter()
+            .zip(&voice[past.clone()])
+            .map(|(x, v)| x - v)
+            .collect();
+        let cut = 10.0 * (energy(&echo) / energy(&rest)).log10();
+        assert!(cut > 10.0, "echo cut by only {cut:.1} dB");
+        let dot: f64 = out[r.clone()]
+            .iter()
+            .zip(&voice[past.clone()])
+            .map(|(a, b)| *a as f64 * *b as f64)
+            .sum();
+        let level = 20.0 * (dot / energy(&voice[past])).log10();
+        assert!(level > -1.5, "the near voice at {level:.1} dB");
+        // With no reference (the delay not known) nothing is cut.
+        let mut s = EchoSuppressor::new(16_000, 80);
+        s.process(
+            &input,
+            &no_reference(&input),
+            &no_reference(&input),
+            true,
+            &mut out,
+        );
+        let kept = 10.0 * (energy(&input[r.start - 80..r.end - 80]) / energy(&out[r])).log10();
+        assert!(kept.abs() < 0.1, "{kept:.2} dB taken with nothing known");
+    }
+
+    #[test]
     fn after_suppressing_it_passes_bit_exact_again() {
         let mut s = EchoSuppressor::new(16_000, 80);
         let mut seed = 6;
         let (input, echo) = bursts(2, 0.5, &mut seed);
         let mut out = vec![0.0; input.len()];
-        s.process(&input, &echo, true, &mut out);
+        s.process(&input, &echo, &no_reference(&input), true, &mut out);
         let x: Vec<f32> = (0..1600).map(|_| 0.3 * noise(&mut seed)).collect();
         let mut out = vec![0.0; 1600];
-        s.process(&x, &echo[..1600], false, &mut out);
+        s.process(&x, &echo[..1600], &no_reference(&x), false, &mut out);
         // The first hop completes the last active frame; the second the
         // first passed frame, within float error; from the third on, bit
         // for bit.
@@ -558,15 +722,15 @@ mod tests {
         let room_a = room(&mut seed, echo_a.len());
         let input_a: Vec<f32> = echo_a.iter().zip(&room_a).map(|(e, r)| e + r).collect();
         let mut out_a = vec![0.0; input_a.len()];
-        s.process(&input_a, &far_a, true, &mut out_a);
+        s.process(&input_a, &far_a, &no_reference(&input_a), true, &mut out_a);
         let silence = vec![0.0f32; 48_000];
         let mut out = vec![0.0; 48_000];
-        s.process(&silence, &silence, true, &mut out);
+        s.process(&silence, &silence, &no_reference(&silence), true, &mut out);
         let (echo_b, far_b) = bursts(4, 0.5, &mut seed);
         let room_b = room(&mut seed, echo_b.len());
         let input_b: Vec<f32> = echo_b.iter().zip(&room_b).map(|(e, r)| e + r).collect();
         let mut out_b = vec![0.0; input_b.len()];
-        s.process(&input_b, &far_b, true, &mut out_b);
+        s.process(&input_b, &far_b, &no_reference(&input_b), true, &mut out_b);
         // Between the bursts of the last 2 s (the far end silent for over
         // 100 ms), the output's level against the room's.
         let between = |out: &[f32], room: &[f32]| {
@@ -597,7 +761,7 @@ mod tests {
         y[2000] = f32::INFINITY;
         x[3000] = 1e30;
         let mut out = vec![0.0; 4800];
-        s.process(&x, &y, true, &mut out);
+        s.process(&x, &y, &no_reference(&x), true, &mut out);
         assert!(out.iter().all(|v| v.is_finite()));
     }
 }

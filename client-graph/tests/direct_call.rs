@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bin, write_wav_16k as write_wav, Proc};
+use common::{bin, write_wav_16k as write_wav, Proc, Relay};
 
 use wzp_stages::audio::signal::{rms_dbfs, speech_like, xcorr_peak};
 use wzp_stages::audio::wav_source::read_wav_mono;
@@ -32,15 +32,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 /// A fresh directory for test `name`.
 fn tmp(name: &str) -> PathBuf {
     common::tmp("wzp-direct", name)
-}
-
-struct Relay {
-    proc: Proc,
-    addr: SocketAddr,
-    fingerprint: String,
-    metrics: Option<SocketAddr>,
-    /// Its mapping port (none: off).
-    mapping: Option<SocketAddr>,
 }
 
 fn start_relay(dir: &Path, listen: &str) -> Relay {
@@ -68,21 +59,11 @@ fn start_relay_in(ns: Option<&str>, dir: &Path, listen: &str, extra: &[&str]) ->
     if !extra.contains(&"-i") {
         cmd.args(["-i", dir.join("relay.seed").to_str().unwrap()]);
     }
-    let mut proc = Proc::spawn("wzp-relay", cmd.args(["--listen", listen]).args(extra));
-    let line = proc.expect_line("listening ", WAIT);
-    let field = |k: &str| {
-        line.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
-            .unwrap()
-            .to_string()
-    };
-    Relay {
-        addr: field("quic").parse().unwrap(),
-        fingerprint: field("fingerprint"),
-        metrics: field("metrics").parse().ok(),
-        mapping: field("mapping").parse().ok(),
-        proc,
-    }
+    Relay::spawn(
+        "wzp-relay",
+        cmd.args(["--listen", listen]).args(extra),
+        WAIT,
+    )
 }
 
 /// `GET path` on the relay's HTTP address: the body.

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{bin, write_wav_16k as write_wav, Proc};
+use common::{bin, write_wav_16k as write_wav, Proc, Relay};
 
 use wzp_stages::audio::signal::{rms_dbfs, speech_like, xcorr_peak};
 use wzp_stages::audio::wav_source::read_wav_mono;
@@ -33,13 +33,6 @@ const WAIT: Duration = Duration::from_secs(30);
 /// A fresh directory for test `name`.
 fn tmp(name: &str) -> PathBuf {
     common::tmp("wzp-fedcall", name)
-}
-
-struct Relay {
-    proc: Proc,
-    addr: SocketAddr,
-    fingerprint: String,
-    metrics: SocketAddr,
 }
 
 /// `wzp-relay fingerprint -i SEED`: creates the identity, prints its
@@ -58,44 +51,31 @@ fn fingerprint_of(seed: &Path) -> String {
 fn start_relay(dir: &Path, name: &str, config: &str) -> Relay {
     let cfg = dir.join(format!("{name}.toml"));
     std::fs::write(&cfg, config).unwrap();
-    let mut proc = Proc::spawn(
-        name,
-        Command::new(bin("wzp-relay")).args([
-            "-c",
-            cfg.to_str().unwrap(),
-            "-i",
-            dir.join(format!("{name}.seed")).to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--label",
-            name,
-        ]),
-    );
-    let line = proc.expect_line("listening ", WAIT);
-    let field = |k: &str| {
-        line.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
-            .unwrap_or_else(|| panic!("no {k}= in {line}"))
-            .to_string()
-    };
-    Relay {
-        addr: field("quic").parse().unwrap(),
-        fingerprint: field("fingerprint"),
-        metrics: field("metrics").parse().unwrap(),
-        proc,
-    }
+    let seed = dir.join(format!("{name}.seed"));
+    #[rustfmt::skip]
+    let args = [
+        "-c", cfg.to_str().unwrap(),
+        "-i", seed.to_str().unwrap(),
+        "--listen", "127.0.0.1:0",
+        "--metrics-addr", "127.0.0.1:0",
+        "--label", name,
+    ];
+    Relay::start(name, &args, WAIT)
+}
+
+/// The relay's metrics address (every relay here is started with one).
+fn metrics(relay: &Relay) -> SocketAddr {
+    relay.metrics.expect("started with --metrics-addr")
 }
 
 fn http_get(relay: &Relay, path: &str) -> String {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&relay.metrics, WAIT).unwrap();
+    let mut s = std::net::TcpStream::connect_timeout(&metrics(relay), WAIT).unwrap();
     s.set_read_timeout(Some(WAIT)).unwrap();
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-        relay.metrics
+        metrics(relay)
     )
     .unwrap();
     let mut resp = Vec::new();

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{bin, tmp, write_wav_16k, Proc};
+use common::{bin, stats_figure, tmp, write_wav_16k, Proc, Relay};
 use wzp_stages::audio::signal::{goertzel_dbfs, rms_dbfs, speech_like};
 use wzp_stages::audio::wav_source::read_wav_mono;
 
@@ -73,38 +73,22 @@ fn voice() -> Vec<f32> {
         .collect()
 }
 
-fn relay(dir: &Path) -> (Proc, String, String) {
-    let mut p = Proc::spawn(
+fn relay(dir: &Path) -> Relay {
+    let seed = dir.join("relay.seed");
+    Relay::start(
         "wzp-relay",
-        Command::new(bin("wzp-relay")).args([
-            "-i",
-            dir.join("relay.seed").to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ]),
-    );
-    let line = p.expect_line("listening ", WAIT);
-    let field = |k: &str| {
-        line.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
-            .unwrap_or_else(|| panic!("no {k}= in {line:?}"))
-            .to_string()
-    };
-    (p, field("quic"), field("fingerprint"))
+        &["-i", seed.to_str().unwrap(), "--listen", "127.0.0.1:0"],
+        WAIT,
+    )
 }
 
-fn join(
-    dir: &Path,
-    relay: &(Proc, String, String),
-    room: &str,
-    name: &str,
-    extra: &[&str],
-) -> Proc {
+fn join(dir: &Path, relay: &Relay, room: &str, name: &str, extra: &[&str]) -> Proc {
     Proc::spawn(
         name,
         Command::new(bin("wzp-client"))
-            .args(["join", "--relay", &relay.1, "--room", room])
-            .args(["--room-secret", SECRET, "--relay-fingerprint", &relay.2])
+            .args(["join", "--relay", &relay.addr.to_string(), "--room", room])
+            .args(["--room-secret", SECRET])
+            .args(["--relay-fingerprint", &relay.fingerprint])
             .args([
                 "--identity",
                 dir.join(format!("{name}.seed")).to_str().unwrap(),
@@ -125,16 +109,7 @@ fn join(
 /// A figure (`gauges` or `counters`) of `stage` in `name`'s last
 /// `--stats-json`.
 fn figure(dir: &Path, name: &str, stage: &str, kind: &str, key: &str) -> i64 {
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{name}.json"))).unwrap())
-            .unwrap();
-    v["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == stage)
-        .unwrap_or_else(|| panic!("no stage {stage} in {name}.json"))[kind][key]
-        .as_i64()
+    stats_figure(&dir.join(format!("{name}.json")), stage, kind, key)
         .unwrap_or_else(|| panic!("no {kind} {key} of {stage} in {name}.json"))
 }
 
@@ -159,7 +134,7 @@ fn without_tone(x: &[f32]) -> Vec<f32> {
 /// into its microphone; A cancels the echo or not. Returns, over the
 /// call's last 5 s of B's recording, the level of B's echo (all but the
 /// tone) and of A's tone.
-fn call(dir: &Path, relay: &(Proc, String, String), room: &str, cancel: bool) -> (f32, f32) {
+fn call(dir: &Path, relay: &Relay, room: &str, cancel: bool) -> (f32, f32) {
     let voice_wav = dir.join("b-says.wav");
     let silence_wav = dir.join("a-says.wav");
     let heard = dir.join(format!("b-heard-{room}.wav"));
@@ -306,7 +281,7 @@ fn quiet_and_loud(x: &[f32]) -> (f32, f32) {
 /// One call: A talks over the fan with noise suppression on or off; B
 /// records. Returns B's recording's (pause, voice) levels over its last
 /// 10 s.
-fn noise_call(dir: &Path, relay: &(Proc, String, String), suppress: bool) -> (f32, f32) {
+fn noise_call(dir: &Path, relay: &Relay, suppress: bool) -> (f32, f32) {
     let room = format!("noise-{suppress}");
     let heard = dir.join(format!("b-heard-{room}.wav"));
     let mut b = join(

@@ -1,12 +1,15 @@
 //! What the process-level tests share: the workspace's binaries, a
-//! temporary directory per test, and [`Proc`], a child process whose
-//! printed lines are waited for with a deadline.
+//! temporary directory per test, [`Proc`], a child process whose printed
+//! lines are waited for with a deadline, [`Relay`], a `wzp-relay` started
+//! and read off its `listening` line, and [`stats_figure`], a stage's
+//! figure from a client's `--stats-json`.
 //!
 //! Each test file that mounts it (`mod common;`) uses only some of it.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -161,4 +164,57 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The value of `key=` in a printed line of `key=value` fields (the relay's
+/// `listening quic=... fingerprint=...`).
+pub fn line_field(line: &str, key: &str) -> String {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
+        .to_string()
+}
+
+/// A running `wzp-relay` (killed when dropped), as its `listening` line
+/// gives it.
+pub struct Relay {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+    pub fingerprint: String,
+    /// The metrics address (none: no `--metrics-addr`).
+    pub metrics: Option<SocketAddr>,
+    /// The mapping port (none: off).
+    pub mapping: Option<SocketAddr>,
+}
+
+impl Relay {
+    /// Starts `wzp-relay ARGS` (named `what` in failures) and waits (up to
+    /// `within`) for its `listening` line.
+    pub fn start(what: &str, args: &[&str], within: Duration) -> Relay {
+        Relay::spawn(what, Command::new(bin("wzp-relay")).args(args), within)
+    }
+
+    /// Runs `cmd` (a `wzp-relay`, or one wrapped, such as in a network
+    /// namespace) and waits (up to `within`) for its `listening` line.
+    pub fn spawn(what: &str, cmd: &mut Command, within: Duration) -> Relay {
+        let mut proc = Proc::spawn(what, cmd);
+        let line = proc.expect_line("listening ", within);
+        let parsed = |k: &str| line_field(&line, k).parse().ok();
+        Relay {
+            addr: parsed("quic").unwrap_or_else(|| panic!("{what}: quic= of {line:?}")),
+            fingerprint: line_field(&line, "fingerprint"),
+            metrics: parsed("metrics"),
+            mapping: parsed("mapping"),
+            proc,
+        }
+    }
+}
+
+/// Figure `key` of `stage` in a client's `--stats-json` file, of `kind`
+/// (`"counters"` or `"gauges"`); `None` before the file, the stage or the
+/// figure exists (the client rewrites it every second of a call).
+pub fn stats_figure(path: &Path, stage: &str, kind: &str, key: &str) -> Option<i64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["stages"].as_array()?.iter().find(|s| s["id"] == stage)?[kind][key].as_i64()
 }

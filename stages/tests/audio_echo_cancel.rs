@@ -160,6 +160,24 @@ fn two_people_talking_with_no_echo_between_them_pass_untouched() {
 }
 
 #[test]
+fn the_echo_of_speech_is_found_within_its_first_second() {
+    // Half a second of the far end talking to look, and the peak's and the
+    // coherence's checks after: found before 1 s of the call (the peak
+    // alone needed a second of far-end speech to look).
+    let far = speech(2);
+    let echo = convolve(&far, &room(40, 0.5, 1));
+    let mut h = harness(&[]);
+    run(&mut h, &echo[secs(0, 1)], &far[secs(0, 1)]);
+    assert_eq!(
+        h.gauge("echo_found"),
+        1,
+        "echo not found in the first second"
+    );
+    let delay = h.gauge("echo_delay_ms");
+    assert!((39..=60).contains(&delay), "echo delay read as {delay} ms");
+}
+
+#[test]
 fn one_voice_a_moment_ahead_of_itself_is_not_taken_for_its_echo() {
     // The closest two voices get: the same voice, 0.3 s ahead of the far
     // end (an echo comes after what made it, never before). Its
@@ -170,6 +188,29 @@ fn one_voice_a_moment_ahead_of_itself_is_not_taken_for_its_echo() {
         .into_iter()
         .cycle()
         .skip(FS as usize * 37 / 10)
+        .take(FS as usize * 16)
+        .map(|s| 0.7 * s)
+        .collect();
+    let mut h = harness(&[]);
+    let out = run(&mut h, &near, &far);
+    assert_eq!(h.gauge("echo_found"), 0);
+    assert!(out == near, "the microphone was changed with no echo in it");
+    assert_eq!(h.counter("filter_adopted"), 0);
+}
+
+#[test]
+fn a_chance_peak_that_holds_still_is_not_coherent_and_not_taken_for_echo() {
+    // The built-in voice reversed, 2.775 s in, over the far end: its
+    // correlation peak stands still over 0.2 long enough for the peak's
+    // rule after half a second of looking, but the two spectra are not
+    // coherent at that lag (found as echo without the coherence check).
+    let far = speech(16);
+    let mut v = speech_like(FS);
+    v.reverse();
+    let near: Vec<f32> = v
+        .into_iter()
+        .cycle()
+        .skip(44_400)
         .take(FS as usize * 16)
         .map(|s| 0.7 * s)
         .collect();

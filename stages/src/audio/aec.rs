@@ -33,7 +33,8 @@
 //! make the step small where they are.
 //!
 //! **Nothing learnt before the echo is found.** A decimated correlation of
-//! microphone and reference over a second of the far end talking finds
+//! microphone and reference over half a second of the far end talking, its
+//! peak standing at one lag and the two spectra coherent there, finds
 //! whether the microphone hears the speaker at all, and how late. Until it
 //! does, nothing is learnt and the output is the microphone itself, bit for
 //! bit: on a headset there is nothing to cancel and nothing is touched.
@@ -115,8 +116,9 @@ fn clean(s: f32) -> f32 {
 /// normalised cross-correlation of the two, decimated to about 2 kHz (plain
 /// averages of `decimate` samples: speech's energy is below 1 kHz) and
 /// averaged over about a second, at every lag the tail covers. Echo gives
-/// a peak of 0.3-0.6 (double talk included); two people talking over each
-/// other with no echo between them, under 0.15.
+/// a peak of 0.3-0.6 (double talk included); two different voices talking
+/// over each other with no echo between them, under 0.15, one voice over
+/// itself up to 0.34 (see [`ECHO_FOUND`]).
 struct Presence {
     decimate: usize,
     /// Decimated reference, a ring of `lags` samples; `pos` the newest.
@@ -142,19 +144,35 @@ struct Presence {
 
 /// Echo counts as found from this correlation peak held at one lag for
 /// [`STEADY`] reads (blocks), or from [`ECHO_CLEAR`] held for
-/// [`STEADY_CLEAR`]; as gone under [`ECHO_LOST`]. An echo's lag stands
-/// still; the peak two voices make by chance wanders from lag to lag. Over
-/// 96 pairs of one synthetic voice talking over itself with no echo
-/// (benches/quality/speech.sh's segments at eight offsets each, the closest
-/// two voices get) the peak alone found echo in 13 and these 2, while 94 of
-/// 96 rooms of echo (10-50 % gain, 100-400 ms reverberation, the near voice
-/// talking over it from 2 s) were found as soon, 1.38 s of far-end speech
-/// the median (1.33), 2.0 s the 90th percentile (1.96).
+/// [`STEADY_CLEAR`], when the microphone's spectrum is also coherent with
+/// the reference's at that lag ([`COHERENT`]); as gone under
+/// [`ECHO_LOST`]. An echo's lag stands still and its phase follows the
+/// reference's; the peak two voices make by chance wanders from lag to lag,
+/// and their cross-spectrum's phase averages out. Over 96 pairs of one
+/// synthetic voice talking over itself with no echo (benches/quality/
+/// speech.sh's segments at eight offsets each, the closest two voices get)
+/// the peak alone found echo in 13, the steady peak in 2, with coherence
+/// none, from half a second of far-end speech where the others needed a
+/// second; 95 of 96 rooms of echo (10-50 % gain, 100-400 ms
+/// reverberation, the near voice talking over it from 2 s) were found
+/// after 0.73 s of far-end speech in the median, 0.94 s at the 90th
+/// percentile (the peak alone, after a second: 1.10 and 1.15, 94 found).
 const ECHO_FOUND: f32 = 0.2;
 const STEADY: usize = 30;
 const ECHO_CLEAR: f32 = 0.3;
 const STEADY_CLEAR: usize = 5;
 const ECHO_LOST: f32 = 0.12;
+/// The coherence needed (0..1: the share of the microphone's power in
+/// 20 ms windows that the reference's at the lag explains, averaged over
+/// `1 / COH_AVERAGE` blocks and read after [`COH_BLOCKS`]). A room whose
+/// reverberation holds 20 times the direct path's energy reads 0.48 (the
+/// window holds only the room's first 10-20 ms), so 0.5 missed it; at 0.3
+/// none of the 96 pairs above was taken for echo (the built-in voice over
+/// itself reversed, a signal of fixed formants, 19 of 140 against 20 with
+/// the steady peak alone).
+const COHERENT: f32 = 0.3;
+const COH_BLOCKS: usize = 20;
+const COH_AVERAGE: f32 = 0.05;
 
 impl Presence {
     fn new(rate: u32, tail: usize) -> Self {
@@ -173,7 +191,9 @@ impl Presence {
             count: 0,
             decay: 1.0 - 1.0 / decimated_rate,
             warm: 0,
-            warm_needed: decimated_rate as usize,
+            // Half a second of the far end talking: the coherence check
+            // keeps a short look from taking chance for echo.
+            warm_needed: decimated_rate as usize / 2,
             peak: 0.0,
             lag: 0,
             steady: 0,
@@ -310,6 +330,17 @@ pub struct EchoCanceller {
     far_ring: Vec<f32>,
     ring_at: usize,
     far_delayed: Vec<f32>,
+    /// The microphone's last `2B` samples, and the coherence check of the
+    /// detector's lag: per bin, the cross-spectrum with the reference's
+    /// windows at partitions `coh_p` and `coh_p + 1` and both powers,
+    /// averaged over the `coh_n` blocks since the lag last moved.
+    mic_hist: Vec<f32>,
+    coh_cross: Vec<Complex<f32>>,
+    coh_far: Vec<f32>,
+    coh_mic: Vec<f32>,
+    coh_p: usize,
+    coh_n: usize,
+    coherence: f32,
     /// Blocks since the far end was last active: the detector listens
     /// while this is within the tail (the echo of the last words still
     /// coming) and stands still after, so a silence neither dilutes what
@@ -381,6 +412,13 @@ impl EchoCanceller {
             far_ring: vec![0.0; block * (partitions + 1)],
             ring_at: 0,
             far_delayed: vec![0.0; block],
+            mic_hist: vec![0.0; n],
+            coh_cross: vec![zero; 2 * bins],
+            coh_far: vec![0.0; 2 * bins],
+            coh_mic: vec![0.0; bins],
+            coh_p: usize::MAX,
+            coh_n: 0,
+            coherence: 0.0,
             far_quiet: usize::MAX,
             fore_learnt: false,
             echo_found: false,
@@ -431,6 +469,13 @@ impl EchoCanceller {
     /// 0.2 the microphone hears the speaker. It is measured only while the
     /// far end talks (and for the echo's tail after): through the far end's
     /// silences it holds.
+    /// How coherent the microphone is with the reference at the
+    /// detector's lag (0..1), as last read: only while the echo is being
+    /// looked for (zero until 20 blocks at one lag).
+    pub fn echo_coherence(&self) -> f32 {
+        self.coherence
+    }
+
     pub fn echo_correlation(&self) -> f32 {
         self.presence.peak
     }
@@ -479,6 +524,10 @@ impl EchoCanceller {
         self.far_quiet = usize::MAX;
         self.far_ring.fill(0.0);
         self.far_delayed.fill(0.0);
+        self.mic_hist.fill(0.0);
+        self.coh_p = usize::MAX;
+        self.coh_n = 0;
+        self.coherence = 0.0;
         self.fore_learnt = false;
         self.echo_found = false;
         self.mic_pow = 0.0;
@@ -594,11 +643,21 @@ impl EchoCanceller {
             }
         }
 
+        self.mic_hist.copy_within(b.., 0);
+        for (d, &m) in self.mic_hist[b..].iter_mut().zip(mic) {
+            *d = clean(m);
+        }
         if listen {
             self.presence.read();
+            if !self.echo_found && far_energy > FAR_ACTIVE && self.presence.peak > 0.0 {
+                self.cohere();
+            }
         }
-        if (self.presence.peak > ECHO_FOUND && self.presence.steady >= STEADY)
-            || (self.presence.peak > ECHO_CLEAR && self.presence.steady >= STEADY_CLEAR)
+        if ((self.presence.peak > ECHO_FOUND && self.presence.steady >= STEADY)
+            || (self.presence.peak > ECHO_CLEAR && self.presence.steady >= STEADY_CLEAR))
+            && (self.echo_found
+                || self.fore_learnt
+                || (self.coherence > COHERENT && self.coh_n >= COH_BLOCKS))
         {
             self.echo_found = true;
         } else if self.presence.peak < ECHO_LOST {
@@ -660,6 +719,57 @@ impl EchoCanceller {
             self.clear_comparison();
             self.stats.reverted += 1;
         }
+    }
+
+    /// Updates `coherence`: how consistently the microphone's spectrum
+    /// follows the reference's at the detector's lag (the two partitions
+    /// around it), averaged over blocks. Two independent talkers' phases
+    /// wander and average out; an echo's hold.
+    fn cohere(&mut self) {
+        let bins = self.bins;
+        let p0 = (self.presence.lag / self.block).min(self.partitions - 1);
+        if p0 != self.coh_p {
+            self.coh_p = p0;
+            self.coh_n = 0;
+            self.coh_cross.fill(Complex::new(0.0, 0.0));
+            self.coh_far.fill(0.0);
+            self.coh_mic.fill(0.0);
+        }
+        self.coh_n += 1;
+        self.time.copy_from_slice(&self.mic_hist);
+        let _ = self
+            .fwd
+            .process_with_scratch(&mut self.time, &mut self.spec, &mut self.scratch);
+        let a = COH_AVERAGE;
+        for (m, c) in self.coh_mic.iter_mut().zip(&self.spec) {
+            *m = (1.0 - a) * *m + a * c.norm_sqr();
+        }
+        let mut best = 0.0f32;
+        for c in 0..2 {
+            let p = (p0 + c).min(self.partitions - 1);
+            let at = ((self.head + self.partitions - p) % self.partitions) * bins;
+            let x = &self.far_spec[at..at + bins];
+            let mut num = 0.0f32;
+            let mut den = 0.0f32;
+            let cross = &mut self.coh_cross[c * bins..(c + 1) * bins];
+            let far = &mut self.coh_far[c * bins..(c + 1) * bins];
+            for ((((cr, f), m), xk), mk) in cross
+                .iter_mut()
+                .zip(far.iter_mut())
+                .zip(&self.spec)
+                .zip(x)
+                .zip(&self.coh_mic)
+            {
+                *cr = *cr * (1.0 - a) + m * xk.conj() * a;
+                *f = (1.0 - a) * *f + a * xk.norm_sqr();
+                num += cr.norm_sqr();
+                den += mk * *f;
+            }
+            if den > 0.0 {
+                best = best.max(num / den);
+            }
+        }
+        self.coherence = if self.coh_n >= COH_BLOCKS { best } else { 0.0 };
     }
 
     fn clear_comparison(&mut self) {

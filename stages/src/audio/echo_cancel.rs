@@ -36,11 +36,12 @@
 //! room, the buffering between them) and subtracts its estimate; the
 //! suppressor after it takes out bin by bin what the filter has not learnt.
 //! Measured on synthesised speech through a simulated room (docs/DESIGN.md,
-//! decision 17): 11 / 24 dB less echo after the far end has talked for 2 /
+//! decision 17): 13 / 25 dB less echo after the far end has talked for 2 /
 //! 7 s (the filter alone 4 / 16), about 30 dB later; while both ends talk
 //! the near voice comes through 0.5-2.4 dB quieter. Until the microphone is
-//! found to hear `ref` (a correlation over a second of the far end talking,
-//! its peak standing at one delay for 0.05-0.3 s) nothing is learnt and `mic` passes bit-exact (5 ms late with the
+//! found to hear `ref` (a correlation over half a second of the far end
+//! talking, its peak standing at one delay, the two coherent there)
+//! nothing is learnt and `mic` passes bit-exact (5 ms late with the
 //! suppressor), so a headset call loses nothing. Once it has learnt,
 //! it keeps learning: an echo path that goes away (a headset plugged in
 //! mid-call) is unlearnt like any other change, in a few seconds. It needs `ref` and

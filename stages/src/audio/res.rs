@@ -410,21 +410,22 @@ impl EchoSuppressor {
         }
         self.started = true;
         for b in 0..BANDS {
-            let alpha =
-                (LAMBDA_RATE * echo_e[b]).min(LAMBDA_RATE_MAX * out_e[b]) / (out_e[b] + tiny);
-            self.cov[b] = (1.0 - alpha) * self.cov[b] + alpha * cov[b];
-            self.var[b] = (1.0 - alpha) * self.var[b] + alpha * var[b];
-            if self.var[b] > tiny {
-                self.lambda[b] = (self.cov[b] / self.var[b]).clamp(MIN_LAMBDA, MAX_LAMBDA);
+            let ratio = regress(
+                &mut self.cov[b],
+                &mut self.var[b],
+                cov[b],
+                var[b],
+                echo_e[b],
+                out_e[b],
+            );
+            if let Some(l) = ratio {
+                self.lambda[b] = l.clamp(MIN_LAMBDA, MAX_LAMBDA);
             }
             // The same regression on the reference's power: how much of
             // the far end's sound, at the echo's delay, is still in the output.
-            let alpha =
-                (LAMBDA_RATE * ref_e[b]).min(LAMBDA_RATE_MAX * out_e[b]) / (out_e[b] + tiny);
-            self.ref_cov[b] = (1.0 - alpha) * self.ref_cov[b] + alpha * ref_cov[b];
-            self.ref_var[b] = (1.0 - alpha) * self.ref_var[b] + alpha * ref_var[b];
-            if self.ref_var[b] > tiny {
-                self.coupling[b] = (self.ref_cov[b] / self.ref_var[b]).clamp(0.0, MAX_COUPLING);
+            let (c, v) = (&mut self.ref_cov[b], &mut self.ref_var[b]);
+            if let Some(k) = regress(c, v, ref_cov[b], ref_var[b], ref_e[b], out_e[b]) {
+                self.coupling[b] = k.clamp(0.0, MAX_COUPLING);
             }
         }
 
@@ -473,6 +474,26 @@ impl EchoSuppressor {
         }
         finite && self.lambda.iter().all(|l| l.is_finite())
     }
+}
+
+/// One frame's step of a band's regression of the output's power on a
+/// regressor's (the echo estimate's, or the reference's): the smoothed
+/// covariance `cov` and variance `var` take the frame's, weighted by how
+/// much of the output the regressor's energy `reg_e` could explain
+/// against `out_e`; their ratio, once the variance holds anything.
+fn regress(
+    cov: &mut f32,
+    var: &mut f32,
+    frame_cov: f32,
+    frame_var: f32,
+    reg_e: f32,
+    out_e: f32,
+) -> Option<f32> {
+    let tiny = 1e-12f32;
+    let alpha = (LAMBDA_RATE * reg_e).min(LAMBDA_RATE_MAX * out_e) / (out_e + tiny);
+    *cov = (1.0 - alpha) * *cov + alpha * frame_cov;
+    *var = (1.0 - alpha) * *var + alpha * frame_var;
+    (*var > tiny).then(|| *cov / *var)
 }
 
 #[cfg(test)]

@@ -62,6 +62,9 @@ pub struct Services {
     /// Refusal lines: at most one per reason per second ([`LogLimiter`]).
     refusal_log: std::sync::Mutex<LogLimiter>,
     pub started: Instant,
+    /// The config's parts a reload changes, as last applied
+    /// ([`crate::reload`]); `cfg` stays what the relay started with.
+    pub applied: std::sync::Mutex<crate::reload::Applied>,
 }
 
 impl Services {
@@ -236,6 +239,7 @@ impl Relay {
             events,
             refusal_log: std::sync::Mutex::new(LogLimiter::new(Duration::from_secs(1))),
             started: Instant::now(),
+            applied: crate::reload::Applied::new(&cfg),
             cfg,
         });
         if let Some(s) = mapping {

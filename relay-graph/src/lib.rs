@@ -13,9 +13,11 @@
 //!   core (sessions, rate limits, registration, call routing), the presence
 //!   registry and the direct-call registry.
 //! - [`federation`]: the sans-IO federation core (links to other relays,
-//!   global rooms, presence routes, media dedup); no shell yet.
+//!   global rooms, presence routes, media dedup, cross-relay calls) and
+//!   its shell, the links' QUIC connections.
 //! - [`observe`]: counters, Prometheus and JSON over HTTP, the event log.
-//! - [`config`]: the config file and its checks.
+//! - [`config`]: the config file and its checks; [`reload`]: applying a
+//!   changed one (peers, trusted relays, call rooms) with no restart.
 //!
 //! The wire contract (close codes, SNI grammar, Join, signal messages) is
 //! in `wzp-proto`. The operator's guide is `docs/OPERATIONS.md`.
@@ -28,5 +30,6 @@ pub mod federation;
 pub mod media;
 pub mod observe;
 pub mod presence;
+pub mod reload;
 pub mod rooms;
 pub mod signal;

@@ -20,6 +20,8 @@ static HEAP: CountingAlloc = CountingAlloc;
 #[command(name = "wzp-relay", version = version_string_static(), after_help = EXAMPLES)]
 struct Cli {
     /// Config file (TOML); written with commented defaults if missing.
+    /// Read again on SIGHUP: [[peers]], [[trusted]] and [[calls]] apply at
+    /// once, with no restart.
     #[arg(short = 'c', long = "config")]
     config: Option<PathBuf>,
     /// Identity seed file; created (mode 0600) if missing.
@@ -123,6 +125,9 @@ Examples:
       firewall; by default the relay takes any free port).
   wzp-relay -c /etc/wzp/relay.toml
       Run from a config file (written with commented defaults if missing).
+  kill -HUP $(pidof wzp-relay)
+      Re-read that file: peers, trusted relays and call rooms change at once,
+      no call dropped; other changes wait for a restart (the log says which).
   wzp-relay --listen 127.0.0.1:0 --event-log events.jsonl --debug-tap '*'
       A test relay on an ephemeral port, logging joins and every media header.
   wzp-relay fingerprint -i relay.seed
@@ -195,28 +200,16 @@ fn main() -> anyhow::Result<()> {
         }
         None => Config::default(),
     };
-    if let Some(a) = cli.listen {
-        cfg.listen = a;
-    }
-    if let Some(p) = cli.mapping_port {
-        cfg.mapping_port = Some(p);
-        cfg.mapping_test = true;
-    }
-    if cli.no_mapping_test {
-        cfg.mapping_test = false;
-    }
-    if let Some(a) = cli.metrics_addr {
-        cfg.metrics_addr = Some(a);
-    }
-    if let Some(t) = cli.debug_tap {
-        cfg.debug_tap = Some(t);
-    }
-    if let Some(p) = cli.event_log {
-        cfg.event_log = Some(p);
-    }
-    if let Some(l) = cli.label {
-        cfg.label = l;
-    }
+    let overrides = Overrides {
+        listen: cli.listen,
+        mapping_port: cli.mapping_port,
+        no_mapping_test: cli.no_mapping_test,
+        metrics_addr: cli.metrics_addr,
+        debug_tap: cli.debug_tap,
+        event_log: cli.event_log,
+        label: cli.label,
+    };
+    overrides.apply(&mut cfg);
     let origin = cli
         .config
         .clone()
@@ -258,6 +251,9 @@ fn main() -> anyhow::Result<()> {
             }
             None => "off".to_string(),
         };
+        // Watched from before the `listening` line: a SIGHUP that came
+        // before the watch would end the process (its default action).
+        let hangup = hangup_signal();
         let fp = shared.tls_fingerprint;
         let public = wzp_relay::dial::dialable(shared.cfg.public_addr.as_deref(), relay.local_addr);
         let mut out = std::io::stdout().lock();
@@ -285,15 +281,145 @@ fn main() -> anyhow::Result<()> {
         out.flush()?;
         drop(out);
 
+        let reloads = tokio::spawn(reload_on_hangup(
+            hangup,
+            shared.clone(),
+            cli.config.clone(),
+            overrides,
+        ));
         tokio::select! {
             _ = relay.serve() => {}
             _ = shutdown_signal() => {
                 tracing::info!("shutting down");
             }
         }
+        reloads.abort();
         relay.shutdown().await;
         anyhow::Ok(())
     })
+}
+
+/// The command line's settings, laid over the config file's at start and
+/// at every reload (so a reload never reads them as changed).
+struct Overrides {
+    listen: Option<SocketAddr>,
+    mapping_port: Option<u16>,
+    no_mapping_test: bool,
+    metrics_addr: Option<SocketAddr>,
+    debug_tap: Option<String>,
+    event_log: Option<PathBuf>,
+    label: Option<String>,
+}
+
+impl Overrides {
+    fn apply(&self, cfg: &mut Config) {
+        if let Some(a) = self.listen {
+            cfg.listen = a;
+        }
+        if let Some(p) = self.mapping_port {
+            cfg.mapping_port = Some(p);
+            cfg.mapping_test = true;
+        }
+        if self.no_mapping_test {
+            cfg.mapping_test = false;
+        }
+        if let Some(a) = self.metrics_addr {
+            cfg.metrics_addr = Some(a);
+        }
+        if let Some(t) = &self.debug_tap {
+            cfg.debug_tap = Some(t.clone());
+        }
+        if let Some(p) = &self.event_log {
+            cfg.event_log = Some(p.clone());
+        }
+        if let Some(l) = &self.label {
+            cfg.label = l.clone();
+        }
+    }
+}
+
+/// On every `SIGHUP`, reads the config file again and applies what can be
+/// applied running (`wzp_relay::reload`): peers, trusted relays, call
+/// rooms. A file that does not read or validate changes nothing and is
+/// logged as an error; the relay runs on.
+#[cfg(unix)]
+type Hangup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangup = Option<()>;
+
+/// Starts watching for `SIGHUP` (`None`: it cannot be watched here).
+fn hangup_signal() -> Hangup {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!("cannot watch for SIGHUP ({e}); the config is read at start only");
+                None
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+async fn reload_on_hangup(
+    hangup: Hangup,
+    services: std::sync::Arc<wzp_relay::endpoint::Services>,
+    path: Option<PathBuf>,
+    overrides: Overrides,
+) {
+    #[cfg(unix)]
+    {
+        use std::sync::atomic::Ordering;
+        let Some(mut hangup) = hangup else {
+            return;
+        };
+        while hangup.recv().await.is_some() {
+            let Some(path) = &path else {
+                tracing::warn!(
+                    "SIGHUP: nothing to reload (started without --config); restart to change settings"
+                );
+                continue;
+            };
+            let read = wzp_engine::files::read_text(path, wzp_engine::files::MAX_TEXT)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))
+                .and_then(|text| Config::parse(&text, path).map_err(|e| e.to_string()))
+                .and_then(|mut cfg| {
+                    overrides.apply(&mut cfg);
+                    cfg.validate(path).map_err(|e| e.to_string())?;
+                    Ok(cfg)
+                });
+            let cfg = match read {
+                Ok(cfg) => cfg,
+                Err(e) => {
+                    services
+                        .counters
+                        .config_reload_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::error!("config reload refused, nothing changed: {e}");
+                    continue;
+                }
+            };
+            let Some(done) = wzp_relay::reload::reload(&services, &cfg).await else {
+                return;
+            };
+            services
+                .counters
+                .config_reloads
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                "config reloaded from {}: {}",
+                path.display(),
+                done.summary()
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (hangup, services, path, overrides);
+    }
 }
 
 async fn shutdown_signal() {

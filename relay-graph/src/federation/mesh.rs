@@ -140,6 +140,28 @@ impl Mesh {
         }
     }
 
+    /// Relay `i`'s config now lists exactly `peers` (each dialable), as a
+    /// reloaded config would ([`FederationCore::set_peers`]); a link to a
+    /// relay new to it can be dialed from now on. What it changed.
+    pub fn set_peers(&mut self, i: usize, peers: &[usize]) -> super::PeerChanges {
+        let specs: Vec<PeerSpec> = peers
+            .iter()
+            .map(|&j| PeerSpec {
+                tls: tls_of(j),
+                label: format!("r{j}"),
+                address: Some(format!("sim:{j}")),
+            })
+            .collect();
+        for &j in peers {
+            self.edges.insert(key(i, j));
+        }
+        self.cfgs[i].peers = specs.clone();
+        let now = self.now;
+        let changes = self.cores[i].set_peers(specs, now);
+        self.collect(i);
+        changes
+    }
+
     /// Relay `i`'s index from its id.
     pub fn index_of(&self, id: RelayId) -> Option<usize> {
         (0..self.cores.len()).find(|&i| id_of(i) == id)

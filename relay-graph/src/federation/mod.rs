@@ -367,6 +367,28 @@ struct MediaWatch {
 }
 
 impl Link {
+    /// A link that is down, its first dial (if it has an address) due at
+    /// `now`.
+    fn new(spec: PeerSpec, now: Instant) -> Link {
+        let dial = spec.address.as_ref().map(|_| now);
+        Link {
+            spec,
+            phase: Phase::Down {
+                next_dial: dial,
+                dialing: false,
+            },
+            backoff: BACKOFF_MIN,
+            last_heard: now,
+            next_ping: now,
+            ping_id: 0,
+            pings: VecDeque::new(),
+            rtt: None,
+            messages_in: 0,
+            messages_out: 0,
+            media: MediaWatch::default(),
+        }
+    }
+
     /// When anything (a message, a datagram) was last heard.
     fn last_any(&self) -> Instant {
         self.media
@@ -458,6 +480,17 @@ pub struct PeerView {
     pub messages_out: u64,
 }
 
+/// What [`FederationCore::set_peers`] changed, by the peers' labels.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerChanges {
+    /// Relays new to the list.
+    pub added: Vec<String>,
+    /// Relays no longer listed (their links closed).
+    pub removed: Vec<String>,
+    /// Relays still listed under a new label or address.
+    pub changed: Vec<String>,
+}
+
 /// The room table's key: a room and the relay whose participants they are.
 type RoomKey = (RoomId, RelayId);
 
@@ -497,28 +530,7 @@ impl FederationCore {
         let links = cfg
             .peers
             .into_iter()
-            .map(|spec| {
-                let dial = spec.address.as_ref().map(|_| now);
-                (
-                    RelayId::of(&spec.tls),
-                    Link {
-                        spec,
-                        phase: Phase::Down {
-                            next_dial: dial,
-                            dialing: false,
-                        },
-                        backoff: BACKOFF_MIN,
-                        last_heard: now,
-                        next_ping: now,
-                        ping_id: 0,
-                        pings: VecDeque::new(),
-                        rtt: None,
-                        messages_in: 0,
-                        messages_out: 0,
-                        media: MediaWatch::default(),
-                    },
-                )
-            })
+            .map(|spec| (RelayId::of(&spec.tls), Link::new(spec, now)))
             .collect();
         FederationCore {
             me,
@@ -794,6 +806,75 @@ impl FederationCore {
             }
             Input::LocalCall(s) => self.local_call(s, now),
         }
+    }
+
+    /// Makes `peers` the relays this one federates with (a reloaded
+    /// config's `[[peers]]` and `[[trusted]]`), with no restart: a relay new
+    /// to the list is dialed at once (if it has an address) and accepted
+    /// when it dials in; one no longer listed has its link closed (the peer
+    /// reads [`CloseCode::NotAuthorized`] and why), what it announced
+    /// withdrawn and the calls through it ended, as when a link is lost,
+    /// and is refused from then on; one still listed keeps its link, with
+    /// the new label, and a new address is dialed at once while the link is
+    /// down. A certificate listed twice counts once (the first entry).
+    pub fn set_peers(&mut self, peers: Vec<PeerSpec>, now: Instant) -> PeerChanges {
+        self.last_now = now;
+        let mut wanted: Vec<(RelayId, PeerSpec)> = Vec::with_capacity(peers.len());
+        for spec in peers {
+            let id = RelayId::of(&spec.tls);
+            if id != self.me && !wanted.iter().any(|(w, _)| *w == id) {
+                wanted.push((id, spec));
+            }
+        }
+        let mut changes = PeerChanges::default();
+        let gone: Vec<RelayId> = self
+            .links
+            .keys()
+            .filter(|id| !wanted.iter().any(|(w, _)| w == *id))
+            .copied()
+            .collect();
+        for id in gone {
+            if let Some(conn) = self.current_conn(id) {
+                self.by_conn.remove(&conn);
+                self.actions.push(Action::Close {
+                    conn,
+                    code: CloseCode::NotAuthorized,
+                    reason: format!(
+                        "relay {} took this relay out of its config ([[peers]] / [[trusted]])",
+                        self.label
+                    ),
+                });
+            }
+            self.forget_peer_state(id);
+            if let Some(l) = self.links.remove(&id) {
+                changes.removed.push(l.spec.label);
+            }
+        }
+        for (id, spec) in wanted {
+            match self.links.get_mut(&id) {
+                None => {
+                    changes.added.push(spec.label.clone());
+                    self.links.insert(id, Link::new(spec, now));
+                }
+                Some(l) => {
+                    if l.spec.label == spec.label && l.spec.address == spec.address {
+                        continue;
+                    }
+                    changes.changed.push(spec.label.clone());
+                    let moved = l.spec.address != spec.address;
+                    l.spec = spec;
+                    if moved {
+                        l.backoff = BACKOFF_MIN;
+                        if let Phase::Down { next_dial, dialing } = &mut l.phase {
+                            if !*dialing {
+                                *next_dial = l.spec.address.as_ref().map(|_| now);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        changes
     }
 
     /// Remote participants of `room` (each fingerprint once; the origin's

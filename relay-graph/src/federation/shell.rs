@@ -49,8 +49,8 @@ use wzp_stages::federation::{FederationTable, PeerRoute, RoomRoute};
 use wzp_stages::net::quic::{self, EgressPeer, IngressFeed, PeerIoStats};
 
 use super::{
-    Action, Counters, FederationConfig, FederationCore, Input, LinkConn, LinkStatus, PeerView,
-    Route, MEDIA_SAMPLE,
+    Action, Counters, FederationConfig, FederationCore, Input, LinkConn, LinkStatus, PeerChanges,
+    PeerSpec, PeerView, Route, MEDIA_SAMPLE,
 };
 use crate::endpoint::Services;
 use crate::rooms::RemoteMember;
@@ -130,6 +130,8 @@ enum HubEvent {
     Presence(oneshot::Sender<Vec<(wzp_proto::Fingerprint, RelayId)>>),
     /// The calls carried across federation, as `/calls` shows them.
     Legs(oneshot::Sender<Vec<LegView>>),
+    /// A reloaded config's peers ([`FederationCore::set_peers`]).
+    SetPeers(Vec<PeerSpec>, oneshot::Sender<PeerChanges>),
     /// A bridged room got (`Some`) or lost (`None`) its federation member
     /// in the fan-out of shard `shard`.
     RoomMember {
@@ -170,16 +172,7 @@ impl FederationService {
         services: Weak<Services>,
     ) -> FederationService {
         let mut dial_configs = HashMap::new();
-        for p in &cfg.peers {
-            if p.address.is_some() {
-                match quic::federation_client_config(cert, p.tls) {
-                    Ok(c) => {
-                        dial_configs.insert(p.tls, c);
-                    }
-                    Err(e) => tracing::error!(peer = %p.label, "cannot dial: {e}"),
-                }
-            }
-        }
+        add_dial_configs(&mut dial_configs, cert, &cfg.peers);
         let global = cfg.global_rooms.iter().map(|r| r.to_string()).collect();
         let now = Instant::now();
         let core = FederationCore::new(cfg, now);
@@ -199,6 +192,7 @@ impl FederationService {
             events: tx.clone(),
             endpoint,
             dial_configs,
+            cert: cert.clone(),
             links: HashMap::new(),
             next_conn: 1,
             view: view.clone(),
@@ -340,9 +334,37 @@ impl FederationService {
             .await;
     }
 
+    /// Makes `peers` the relays this one federates with, with no restart
+    /// ([`FederationCore::set_peers`]); `None` if the hub has stopped.
+    pub async fn set_peers(&self, peers: Vec<PeerSpec>) -> Option<PeerChanges> {
+        let (tx, rx) = oneshot::channel();
+        self.events.send(HubEvent::SetPeers(peers, tx)).await.ok()?;
+        rx.await.ok()
+    }
+
     /// The links as the hub last saw them.
     pub fn view(&self) -> FederationView {
         self.view.lock().expect("federation view").clone()
+    }
+}
+
+/// Dial configurations (our certificate, `tls` pinned) for the peers with
+/// an address that have none yet.
+fn add_dial_configs(
+    configs: &mut HashMap<TlsFingerprint, quinn::ClientConfig>,
+    cert: &RelayCertificate,
+    peers: &[PeerSpec],
+) {
+    for p in peers {
+        if p.address.is_none() || configs.contains_key(&p.tls) {
+            continue;
+        }
+        match quic::federation_client_config(cert, p.tls) {
+            Ok(c) => {
+                configs.insert(p.tls, c);
+            }
+            Err(e) => tracing::error!(peer = %p.label, "cannot dial: {e}"),
+        }
     }
 }
 
@@ -351,6 +373,8 @@ struct Hub {
     events: mpsc::Sender<HubEvent>,
     endpoint: quinn::Endpoint,
     dial_configs: HashMap<TlsFingerprint, quinn::ClientConfig>,
+    /// The certificate dials present (for peers added by a reload).
+    cert: RelayCertificate,
     links: HashMap<LinkConn, LiveLink>,
     next_conn: u64,
     view: Arc<Mutex<FederationView>>,
@@ -464,6 +488,13 @@ impl Hub {
                     }
                 }
                 self.core.handle(input, now);
+            }
+            HubEvent::SetPeers(peers, reply) => {
+                self.dial_configs
+                    .retain(|tls, _| peers.iter().any(|p| p.tls == *tls && p.address.is_some()));
+                add_dial_configs(&mut self.dial_configs, &self.cert, &peers);
+                let changes = self.core.set_peers(peers, now);
+                let _ = reply.send(changes);
             }
             HubEvent::Route(fingerprint, reply) => {
                 let _ = reply.send(self.core.route(&fingerprint));

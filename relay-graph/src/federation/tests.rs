@@ -874,3 +874,149 @@ fn a_failed_dial_after_an_inbound_link_changes_nothing() {
         "{due:?}"
     );
 }
+
+/// The relays whose members of `general` relay `i` knows of.
+fn members_seen(m: &Mesh, i: usize) -> Vec<Fingerprint> {
+    let mut v: Vec<Fingerprint> = fps(&m.cores[i].remote_participants(general()))
+        .into_iter()
+        .map(|(f, _)| f)
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_peer_added_by_a_reload_links_and_one_taken_out_is_cut_and_refused() {
+    // r0 - r1 linked; r2 is listed by nobody yet.
+    let mut m = Mesh::new(3, &[(0, 1)], &[general()], 3);
+    m.settle(40).expect("settles");
+    for i in 0..3 {
+        m.set_room(i, general(), &[fp(10 + i as u8)]);
+    }
+    m.settle(40).expect("settles");
+    assert_eq!(members_seen(&m, 1), vec![fp(10)]);
+    let r0_r1 = m.cores[0].up_conn(id_of(1)).expect("r0-r1 up");
+
+    // r2's operator lists r0 first: r0 does not know r2 and refuses it.
+    let c = m.set_peers(2, &[0]);
+    assert_eq!(c.added, vec!["r0".to_string()]);
+    m.settle(40);
+    assert_eq!(m.cores[2].status(id_of(0)), Some(LinkStatus::Down));
+    let refused = m.cores[0].counters().unknown_relay;
+    assert!(refused >= 1, "r0 refused r2's dial");
+
+    // r0's reload adds r2: dialed at once, its members reach r1 through r0,
+    // and the r0-r1 link is the same connection as before.
+    let c = m.set_peers(0, &[1, 2]);
+    assert_eq!(
+        c,
+        PeerChanges {
+            added: vec!["r2".into()],
+            ..PeerChanges::default()
+        }
+    );
+    m.settle(40).expect("settles");
+    assert_eq!(m.cores[0].status(id_of(2)), Some(LinkStatus::Up));
+    assert_eq!(m.cores[2].status(id_of(0)), Some(LinkStatus::Up));
+    assert_eq!(members_seen(&m, 1), vec![fp(10), fp(12)]);
+    assert_eq!(members_seen(&m, 2), vec![fp(10), fp(11)]);
+    assert_eq!(
+        m.cores[0].up_conn(id_of(1)),
+        Some(r0_r1),
+        "r1's link untouched"
+    );
+    // The same list again changes nothing.
+    assert_eq!(m.set_peers(0, &[1, 2]), PeerChanges::default());
+
+    // r0's reload takes r2 out: the link closes, r2's members are gone from
+    // r1 and r0, and r2 (which still lists r0) is refused when it redials.
+    let c = m.set_peers(0, &[1]);
+    assert_eq!(c.removed, vec!["r2".to_string()]);
+    let refused = m.cores[0].counters().unknown_relay;
+    for _ in 0..40 {
+        m.step();
+    }
+    assert_eq!(m.cores[0].status(id_of(2)), None, "r2 is no peer of r0's");
+    assert_eq!(m.cores[2].status(id_of(0)), Some(LinkStatus::Down));
+    assert_eq!(members_seen(&m, 1), vec![fp(10)]);
+    assert_eq!(members_seen(&m, 0), vec![fp(11)]);
+    assert!(members_seen(&m, 2).is_empty());
+    assert!(m.cores[0].peers().iter().all(|p| p.label != "r2"));
+    // r2 keeps trying after its backoff (up to minutes): step past one.
+    for _ in 0..(BACKOFF_MAX.as_millis() / m.dt.as_millis()) as usize {
+        m.step();
+        if m.cores[0].counters().unknown_relay > refused {
+            break;
+        }
+    }
+    assert!(
+        m.cores[0].counters().unknown_relay > refused,
+        "r2's redial is refused"
+    );
+    assert_eq!(m.cores[2].status(id_of(0)), Some(LinkStatus::Down));
+    assert_eq!(
+        m.cores[0].up_conn(id_of(1)),
+        Some(r0_r1),
+        "r1's link untouched"
+    );
+}
+
+#[test]
+fn a_reload_that_moves_a_peer_dials_its_new_address_at_once() {
+    let t0 = Instant::now();
+    let mut c = lone(t0);
+    c.tick(t0);
+    let dials = |a: &[Action]| -> Vec<String> {
+        a.iter()
+            .filter_map(|a| match a {
+                Action::Dial { address, .. } => Some(address.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(dials(&c.drain_actions()), ["10.0.0.1:4433"]);
+    // The dial fails a few times: the next is minutes away.
+    let mut now = t0;
+    for _ in 0..6 {
+        c.handle(Input::DialFailed { peer: id_of(1) }, now);
+        now = c.next_deadline().expect("a redial is due");
+        c.tick(now);
+        c.drain_actions();
+    }
+    c.handle(Input::DialFailed { peer: id_of(1) }, now);
+    let next = c.next_deadline().expect("a redial is due");
+    assert!(next - now > Duration::from_secs(30), "{:?}", next - now);
+
+    // The operator fixes the address and makes the trusted r2 dialable, and
+    // renames r1: each new address is dialed now, not after the backoff.
+    let mut peers = vec![
+        PeerSpec {
+            tls: tls_of(1),
+            label: "r1-new".into(),
+            address: Some("10.0.0.9:4433".into()),
+        },
+        PeerSpec {
+            tls: tls_of(2),
+            label: "r2".into(),
+            address: Some("10.0.0.2:4433".into()),
+        },
+    ];
+    // Our own certificate in the list, and r1 twice, are ignored.
+    peers.push(PeerSpec {
+        tls: tls_of(0),
+        label: "me".into(),
+        address: Some("10.0.0.0:4433".into()),
+    });
+    peers.push(peers[0].clone());
+    let changed = c.set_peers(peers, now);
+    assert_eq!(changed.changed, ["r1-new", "r2"]);
+    assert!(changed.added.is_empty() && changed.removed.is_empty());
+    assert_eq!(c.next_deadline(), Some(now));
+    c.tick(now);
+    let mut d = dials(&c.drain_actions());
+    d.sort();
+    assert_eq!(d, ["10.0.0.2:4433", "10.0.0.9:4433"]);
+    let labels: Vec<String> = c.peers().into_iter().map(|p| p.label).collect();
+    assert!(labels.contains(&"r1-new".to_string()), "{labels:?}");
+    assert_eq!(c.peers().len(), 2);
+}

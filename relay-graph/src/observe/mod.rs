@@ -32,6 +32,10 @@ pub struct RelayCounters {
     pub signal_unknown: AtomicU64,
     pub signal_queue_full: AtomicU64,
     pub sfu_ring_full: AtomicU64,
+    /// Config reloads applied (`SIGHUP`), and refused (the file did not
+    /// read or validate; nothing changed).
+    pub config_reloads: AtomicU64,
+    pub config_reload_failures: AtomicU64,
     /// What the HTTP endpoint's listener turned away.
     pub http: std::sync::Arc<bounded::HttpLimits>,
 }

@@ -225,6 +225,16 @@ pub fn render(s: &Services, signal: &SignalViews) -> String {
             ld(&c.http.refused),
         ),
         (
+            "wzp_relay_config_reloads_total",
+            "Config reloads applied (SIGHUP).",
+            ld(&c.config_reloads),
+        ),
+        (
+            "wzp_relay_config_reload_failures_total",
+            "Config reloads refused: the file did not read or validate, and nothing changed.",
+            ld(&c.config_reload_failures),
+        ),
+        (
             "wzp_http_connections_timed_out_total",
             "HTTP connections closed: idle 5 s, a request unanswered for 30 s, or 60 s old.",
             ld(&c.http.timed_out),

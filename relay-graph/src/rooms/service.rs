@@ -121,10 +121,36 @@ impl RoomService {
     pub fn close_call(&self, room: &str, code: CloseCode, reason: &str) {
         let mut st = self.lock();
         st.table.calls.remove(room);
+        Self::close_members(&st, room, |_| true, code, reason);
+    }
+
+    /// Call room `room` admits exactly `fingerprints` from now on; a member
+    /// no longer among them has its connection closed with `code` and
+    /// `reason` (the others stay).
+    pub fn restrict_call(
+        &self,
+        room: &str,
+        fingerprints: Vec<wzp_proto::Fingerprint>,
+        code: CloseCode,
+        reason: &str,
+    ) {
+        let mut st = self.lock();
+        let admitted = fingerprints.clone();
+        st.table.calls.allow(room, fingerprints);
+        Self::close_members(&st, room, |fp| !admitted.contains(fp), code, reason);
+    }
+
+    fn close_members(
+        st: &RoomState,
+        room: &str,
+        which: impl Fn(&wzp_proto::Fingerprint) -> bool,
+        code: CloseCode,
+        reason: &str,
+    ) {
         let members: Vec<u32> = st
             .table
             .sessions()
-            .filter(|s| s.room == room)
+            .filter(|s| s.room == room && which(&s.fingerprint))
             .map(|s| s.handle)
             .collect();
         for h in members {

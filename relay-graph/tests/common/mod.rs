@@ -125,6 +125,15 @@ impl RelayProc {
         RelayProc::start(&args)
     }
 
+    /// Sends the relay `SIGHUP` (reload its config file).
+    pub fn hangup(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -HUP: {status}");
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

@@ -1,0 +1,192 @@
+//! Reloading the config file with no restart (`wzp-relay` on `SIGHUP`).
+//!
+//! Who the relay federates with and who may join its fixed call rooms change
+//! at once, with every other call and link left alone:
+//!
+//! - `[[peers]]` and `[[trusted]]`: a relay new to them is dialed at once
+//!   (a peer) or accepted when it dials in (trusted); one taken out has its
+//!   link closed, what it announced withdrawn and the calls through it ended,
+//!   and is refused from then on; one whose label or address changed keeps
+//!   its link ([`crate::federation::FederationCore::set_peers`]).
+//! - `[[calls]]`: a new call room admits its fingerprints; a call room taken
+//!   out is closed (its members' connections end); one whose fingerprints
+//!   changed closes only the members no longer listed.
+//!
+//! Everything else (addresses, limits, threads, the graph, labels, global
+//! rooms) is bound into running tasks and sockets: a change there is named
+//! in the result as waiting for a restart, and the running value stays.
+//! A file that does not read or validate changes nothing.
+
+use std::sync::Mutex;
+
+use wzp_proto::close::CloseCode;
+
+use crate::config::{CallEntry, Config};
+use crate::endpoint::Services;
+use crate::federation::PeerChanges;
+
+/// The parts of the config a reload applies, as last applied.
+#[derive(Debug)]
+pub struct Applied {
+    calls: Vec<CallEntry>,
+}
+
+impl Applied {
+    /// What the relay started with.
+    pub fn new(cfg: &Config) -> Mutex<Applied> {
+        Mutex::new(Applied {
+            calls: cfg.calls.clone(),
+        })
+    }
+}
+
+/// What one reload changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Federation peers added, removed, changed (by label).
+    pub peers: PeerChanges,
+    /// Call rooms added.
+    pub calls_added: Vec<String>,
+    /// Call rooms taken out (closed).
+    pub calls_removed: Vec<String>,
+    /// Call rooms whose fingerprints changed.
+    pub calls_changed: Vec<String>,
+    /// Settings that differ from the running ones and wait for a restart.
+    pub restart_needed: Vec<String>,
+}
+
+impl Reloaded {
+    /// Whether the reload changed anything that runs.
+    pub fn changed_anything(&self) -> bool {
+        !(self.peers.added.is_empty()
+            && self.peers.removed.is_empty()
+            && self.peers.changed.is_empty()
+            && self.calls_added.is_empty()
+            && self.calls_removed.is_empty()
+            && self.calls_changed.is_empty())
+    }
+
+    /// One line for the log: `peers +[b] -[] ~[] calls +[] -[] ~[]`, and
+    /// what waits for a restart.
+    pub fn summary(&self) -> String {
+        let list = |v: &[String]| v.join(",");
+        let mut s = format!(
+            "peers added=[{}] removed=[{}] changed=[{}]; calls added=[{}] removed=[{}] changed=[{}]",
+            list(&self.peers.added),
+            list(&self.peers.removed),
+            list(&self.peers.changed),
+            list(&self.calls_added),
+            list(&self.calls_removed),
+            list(&self.calls_changed),
+        );
+        if !self.restart_needed.is_empty() {
+            s.push_str(&format!(
+                "; not applied until a restart: {}",
+                self.restart_needed.join(", ")
+            ));
+        }
+        s
+    }
+}
+
+/// The settings a reload does apply (the rest need a restart).
+const RELOADED: [&str; 3] = ["peers", "trusted", "calls"];
+
+/// Top-level settings of `new` that differ from `running` and that a reload
+/// does not apply, by their names in the file.
+pub fn restart_needed(running: &Config, new: &Config) -> Vec<String> {
+    let table = |c: &Config| match toml::Value::try_from(c) {
+        Ok(toml::Value::Table(t)) => t,
+        _ => toml::map::Map::new(),
+    };
+    let (a, b) = (table(running), table(new));
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| !RELOADED.contains(&k.as_str()) && a.get(*k) != b.get(*k))
+        .cloned()
+        .collect()
+}
+
+/// Applies `new` (already validated) to the running relay; see the module
+/// documentation for what changes. `None` if the federation service has
+/// stopped (the relay is shutting down).
+pub async fn reload(services: &Services, new: &Config) -> Option<Reloaded> {
+    let mut done = Reloaded {
+        restart_needed: restart_needed(&services.cfg, new),
+        ..Reloaded::default()
+    };
+    // The federation first: a call room's change then meets the links it
+    // will have.
+    let peers = new.federation(services.tls_fingerprint, 0).peers;
+    done.peers = services.federation.set_peers(peers).await?;
+
+    let old = {
+        let mut applied = services.applied.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::replace(&mut applied.calls, new.calls.clone())
+    };
+    for c in &old {
+        if !new.calls.iter().any(|n| n.room == c.room) {
+            let reason = format!("call room {} was taken out of the relay's config", c.room);
+            services
+                .rooms
+                .close_call(&c.room, CloseCode::NotAuthorized, &reason);
+            done.calls_removed.push(c.room.clone());
+        }
+    }
+    for n in &new.calls {
+        match old.iter().find(|c| c.room == n.room) {
+            None => {
+                services.rooms.allow_call(&n.room, n.fingerprints.clone());
+                done.calls_added.push(n.room.clone());
+            }
+            Some(c) if c.fingerprints != n.fingerprints => {
+                services.rooms.restrict_call(
+                    &n.room,
+                    n.fingerprints.clone(),
+                    CloseCode::NotAuthorized,
+                    "your fingerprint was taken out of this call room in the relay's config",
+                );
+                done.calls_changed.push(n.room.clone());
+            }
+            Some(_) => {}
+        }
+    }
+    Some(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Config {
+        Config::parse(text, std::path::Path::new("test.toml")).expect("a valid config")
+    }
+
+    #[test]
+    fn only_settings_a_reload_does_not_apply_wait_for_a_restart() {
+        let running = parse("label = \"a\"\nmax_rooms = 100\n");
+        let same = parse("label = \"a\"\nmax_rooms = 100\n");
+        assert!(restart_needed(&running, &same).is_empty());
+
+        let peers = parse(
+            "label = \"a\"\nmax_rooms = 100\n[[trusted]]\nfingerprint = \"\
+             00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff:\
+             00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff\"\nlabel = \"b\"\n",
+        );
+        assert!(
+            restart_needed(&running, &peers).is_empty(),
+            "peers and trusted relays are applied"
+        );
+
+        let moved = parse("label = \"c\"\nmax_rooms = 7\nlisten = \"127.0.0.1:5000\"\n");
+        assert_eq!(
+            restart_needed(&running, &moved),
+            ["label", "listen", "max_rooms"]
+        );
+        // A setting given in one file and left to its default in the other.
+        let unset = parse("max_rooms = 100\n");
+        assert_eq!(restart_needed(&running, &unset), ["label"]);
+    }
+}

@@ -1,12 +1,12 @@
 //! A running relay reloads its config file on `SIGHUP`: a peer added links
-//! at once and bridges the global room, one taken out is cut and its
-//! members vanish, a call room's fingerprints follow the file, and a file
-//! that does not parse changes nothing; members already in their rooms stay
-//! connected through every reload.
+//! at once and bridges the global room; one taken out is cut, its members
+//! vanish and its redials are refused; a call room's fingerprints follow the
+//! file; a file that does not parse changes nothing. Members already in
+//! their rooms stay connected through every reload.
 
 mod common;
 
-use common::federation::{fingerprint_of, relay, status, wait_log, wait_status};
+use common::federation::{relay, status, wait_log, wait_status};
 use common::*;
 use wzp_proto::close::CloseCode;
 
@@ -33,14 +33,19 @@ async fn a_reload_links_a_new_peer_and_cuts_one_taken_out_while_members_stay() {
     let dir = tempdir();
     let sni = room_sni("reloaded");
     let global = format!("[[global_rooms]]\nname = \"{sni}\"\n");
-    let fp_a = fingerprint_of(&dir.path().join("a.seed"));
+    let a = relay(dir.path(), "a", &global);
+    let a_toml = dir.path().join("a.toml");
+    // B lists A and dials it: A, not knowing B, refuses it.
     let b = relay(
         dir.path(),
         "b",
-        &format!("[[trusted]]\nfingerprint = \"{fp_a}\"\nlabel = \"a\"\n{global}"),
+        &format!(
+            "[[peers]]\naddress = \"{}\"\nfingerprint = \"{}\"\nlabel = \"a\"\n{global}",
+            a.quic, a.fingerprint
+        ),
     );
-    let a = relay(dir.path(), "a", &global);
-    let a_toml = dir.path().join("a.toml");
+    let unknown = "wzp_federation_refused_total{reason=\"unknown_relay\"}";
+    a.wait_metric(unknown, |v| v >= 1.0);
 
     let mut one = join(&a, &sni, 1).await.expect("user 1 joins on A");
     let mut two = join(&b, &sni, 2).await.expect("user 2 joins on B");
@@ -76,6 +81,7 @@ async fn a_reload_links_a_new_peer_and_cuts_one_taken_out_while_members_stay() {
 
     // B taken out (and a setting that needs a restart changed): the link is
     // cut at both ends, user 2 leaves A's list, and the restart is named.
+    let refused = a.metric(unknown).expect("the refusal counter");
     std::fs::write(&a_toml, format!("max_rooms = 7\n{global}")).unwrap();
     a.hangup();
     let line = wait_log(&a, &["config reloaded", "removed=[b]"]);
@@ -85,6 +91,9 @@ async fn a_reload_links_a_new_peer_and_cuts_one_taken_out_while_members_stay() {
     );
     wait_status(&b, "a", 0.0);
     a.wait("A shows no peer b", || status(&a, "b").is_none());
+    // B redials (its link was up: within a second) and is refused again.
+    a.wait_metric(unknown, |v| v > refused);
+    assert_eq!(status(&b, "a"), Some(0.0));
     let seen = roster(&one.wait_room_count(1).await.expect("A drops user 2"));
     assert_eq!(seen, vec![(fingerprint(1), None)]);
     two.wait_room_count(1).await.expect("B drops user 1");

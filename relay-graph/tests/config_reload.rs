@@ -6,19 +6,9 @@
 
 mod common;
 
-use common::federation::{relay, status, wait_log, wait_status};
+use common::federation::{relay, roster, status, wait_log, wait_status};
 use common::*;
 use wzp_proto::close::CloseCode;
-
-fn roster(m: &wzp_proto::signal::SignalMessage) -> Vec<(wzp_proto::Fingerprint, Option<String>)> {
-    match m {
-        wzp_proto::signal::SignalMessage::RoomUpdate { participants, .. } => participants
-            .iter()
-            .map(|p| (p.fingerprint, p.relay_label.clone()))
-            .collect(),
-        other => panic!("not a room update: {other:?}"),
-    }
-}
 
 /// Log lines of `r` holding every one of `parts` (counts reloads done).
 fn lines_with(r: &RelayProc, parts: &[&str]) -> usize {

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::federation::{fingerprint_of, relay, relay_on, status, wait_log, wait_status};
+use common::federation::{fingerprint_of, relay, relay_on, roster, status, wait_log, wait_status};
 use common::{RelayProc, WAIT};
 use wzp_proto::close::CloseCode;
 use wzp_proto::federation::{encode_federation_frame, FederationMessage};
@@ -192,17 +192,6 @@ fn a_dead_peer_is_noticed_and_its_link_comes_back_with_it() {
     let back = wait_status(&a, "b", 2.0);
     println!("link back {} ms after the peer restarted", back.as_millis());
     wait_status(&b, "a", 2.0);
-}
-
-/// The participants a RoomUpdate lists: (fingerprint, relay label).
-fn roster(m: &wzp_proto::signal::SignalMessage) -> Vec<(wzp_proto::Fingerprint, Option<String>)> {
-    match m {
-        wzp_proto::signal::SignalMessage::RoomUpdate { participants, .. } => participants
-            .iter()
-            .map(|p| (p.fingerprint, p.relay_label.clone()))
-            .collect(),
-        other => panic!("not a RoomUpdate: {other:?}"),
-    }
 }
 
 /// A global room on two linked relays: each member's RoomUpdate lists the

@@ -83,6 +83,19 @@ pub fn wait_log(r: &RelayProc, parts: &[&str]) -> String {
     }
 }
 
+/// The participants a RoomUpdate lists: (fingerprint, relay label).
+pub fn roster(
+    m: &wzp_proto::signal::SignalMessage,
+) -> Vec<(wzp_proto::Fingerprint, Option<String>)> {
+    match m {
+        wzp_proto::signal::SignalMessage::RoomUpdate { participants, .. } => participants
+            .iter()
+            .map(|p| (p.fingerprint, p.relay_label.clone()))
+            .collect(),
+        other => panic!("not a RoomUpdate: {other:?}"),
+    }
+}
+
 /// Relays linked as a test asks: `links` are (dialer, acceptor) pairs of
 /// relay names; the dialer lists the acceptor in `[[peers]]` (with its
 /// address), the acceptor lists the dialer in `[[trusted]]`. Every relay

@@ -43,12 +43,16 @@ use crate::signal::{AcceptMode, HangupReason};
 /// call events `path_lost` and `reroute` (a call whose path loses a link
 /// moves to another path); they are sent only on links agreed at 2.
 /// Version 3 adds `path` (a party's sealed addresses for a direct path),
-/// sent only on links agreed at 3.
-pub const FEDERATION_VERSION: u32 = 3;
+/// sent only on links agreed at 3. Version 4 adds `rooms` (the global rooms
+/// a relay bridges changed while the link is up: a reloaded config), sent
+/// only on links agreed at 4.
+pub const FEDERATION_VERSION: u32 = 4;
 /// The first version with `path_lost` and `reroute`.
 pub const REROUTE_VERSION: u32 = 2;
 /// The first version with the `path` call event.
 pub const PATH_VERSION: u32 = 3;
+/// The first version with the `rooms` message.
+pub const ROOMS_VERSION: u32 = 4;
 /// The oldest federation version this build accepts.
 pub const MIN_FEDERATION_VERSION: u32 = 1;
 /// Largest JSON body of one control frame: 256 KiB.
@@ -482,6 +486,13 @@ pub enum FederationMessage {
         #[serde(default)]
         rooms: Vec<RoomId>,
     },
+    /// The global rooms the sender bridges from now on, replacing its
+    /// `Hello`'s list (its config was reloaded). Sent only on links agreed
+    /// at [`ROOMS_VERSION`] or later.
+    Rooms {
+        /// Every room the sender bridges (not only the changes).
+        rooms: Vec<RoomId>,
+    },
     /// The relays of `path` reach participants of global room `room` on
     /// `path.last()` (the origin), whose label is `origin_label`. Replaces
     /// what the sender said before for (`room`, origin).
@@ -566,6 +577,7 @@ impl FederationMessage {
     pub fn type_name(&self) -> &'static str {
         match self {
             FederationMessage::Hello { .. } => "hello",
+            FederationMessage::Rooms { .. } => "rooms",
             FederationMessage::GlobalRoomActive { .. } => "global_room_active",
             FederationMessage::GlobalRoomInactive { .. } => "global_room_inactive",
             FederationMessage::PresenceUpdate { .. } => "presence_update",
@@ -629,6 +641,15 @@ impl FederationMessage {
                     if !seen.insert(p.fingerprint) {
                         return Err(format!("participant {} is listed twice", p.fingerprint));
                     }
+                }
+                Ok(())
+            }
+            FederationMessage::Rooms { rooms } => {
+                if rooms.len() > MAX_GLOBAL_ROOMS {
+                    return Err(format!(
+                        "rooms lists {} rooms; at most {MAX_GLOBAL_ROOMS}",
+                        rooms.len()
+                    ));
                 }
                 Ok(())
             }
@@ -970,6 +991,9 @@ mod tests {
         vec![
             FederationMessage::hello("relay-a"),
             FederationMessage::hello_with_rooms("relay-b", vec![RoomId::of_name("general")]),
+            FederationMessage::Rooms {
+                rooms: vec![RoomId::of_name("general"), RoomId::of_name("lobby")],
+            },
             FederationMessage::GlobalRoomActive {
                 room: RoomId::of_name("general"),
                 path: vec![rid(1), rid(2)],
@@ -1153,6 +1177,18 @@ mod tests {
                     vec![format!("\"{room}\""); 1025].join(",")
                 ),
                 "at most 1024",
+            ),
+            (
+                format!(
+                    r#"{{"type":"rooms","rooms":[{}]}}"#,
+                    vec![format!("\"{room}\""); 1025].join(",")
+                ),
+                "at most 1024",
+            ),
+            (r#"{"type":"rooms"}"#.into(), "missing field"),
+            (
+                r#"{"type":"rooms","rooms":["ABC"]}"#.into(),
+                "32 lowercase hex",
             ),
             (
                 format!(

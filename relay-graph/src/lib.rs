@@ -17,7 +17,8 @@
 //!   its shell, the links' QUIC connections.
 //! - [`observe`]: counters, Prometheus and JSON over HTTP, the event log.
 //! - [`config`]: the config file and its checks; [`reload`]: applying a
-//!   changed one (peers, trusted relays, call rooms) with no restart.
+//!   changed one (peers, trusted relays, call rooms, global rooms) with
+//!   no restart.
 //!
 //! The wire contract (close codes, SNI grammar, Join, signal messages) is
 //! in `wzp-proto`. The operator's guide is `docs/OPERATIONS.md`.

@@ -20,8 +20,8 @@ static HEAP: CountingAlloc = CountingAlloc;
 #[command(name = "wzp-relay", version = version_string_static(), after_help = EXAMPLES)]
 struct Cli {
     /// Config file (TOML); written with commented defaults if missing.
-    /// Read again on SIGHUP: [[peers]], [[trusted]] and [[calls]] apply at
-    /// once, with no restart.
+    /// Read again on SIGHUP: [[peers]], [[trusted]], [[calls]] and
+    /// [[global_rooms]] apply at once, with no restart.
     #[arg(short = 'c', long = "config")]
     config: Option<PathBuf>,
     /// Identity seed file; created (mode 0600) if missing.
@@ -126,8 +126,9 @@ Examples:
   wzp-relay -c /etc/wzp/relay.toml
       Run from a config file (written with commented defaults if missing).
   kill -HUP $(pidof wzp-relay)
-      Re-read that file: peers, trusted relays and call rooms change at once,
-      no call dropped; other changes wait for a restart (the log says which).
+      Re-read that file: peers, trusted relays, call rooms and global rooms
+      change at once, no call dropped; other changes wait for a restart (the
+      log says which).
   wzp-relay --listen 127.0.0.1:0 --event-log events.jsonl --debug-tap '*'
       A test relay on an ephemeral port, logging joins and every media header.
   wzp-relay fingerprint -i relay.seed
@@ -340,7 +341,7 @@ impl Overrides {
 
 /// On every `SIGHUP`, reads the config file again and applies what can be
 /// applied running (`wzp_relay::reload`): peers, trusted relays, call
-/// rooms. A file that does not read or validate changes nothing and is
+/// rooms, global rooms. A file that does not read or validate changes nothing and is
 /// logged as an error; the relay runs on.
 #[cfg(unix)]
 type Hangup = Option<tokio::signal::unix::Signal>;

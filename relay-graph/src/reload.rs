@@ -1,7 +1,8 @@
 //! Reloading the config file with no restart (`wzp-relay` on `SIGHUP`).
 //!
-//! Who the relay federates with and who may join its fixed call rooms change
-//! at once, with every other call and link left alone:
+//! Who the relay federates with, which rooms it bridges and who may join its
+//! fixed call rooms change at once, with every other call and link left
+//! alone:
 //!
 //! - `[[peers]]` and `[[trusted]]`: a relay new to them is dialed at once
 //!   (a peer) or accepted when it dials in (trusted); one taken out has its
@@ -12,16 +13,24 @@
 //!   out is closed (its members' connections end); one whose fingerprints
 //!   changed closes only the members no longer listed.
 //!
-//! Everything else (addresses, limits, threads, the graph, labels, global
-//! rooms) is bound into running tasks and sockets: a change there is named
-//! in the result as waiting for a restart, and the running value stays.
+//! - `[[global_rooms]]`: a room added is bridged at once (members already in
+//!   it are announced to the peers that bridge it too); one taken out stops
+//!   being bridged (its remote members leave its members' lists). Peers at
+//!   federation version 4 or later hear the new list on their link; older
+//!   ones when their link next comes up.
+//!
+//! Everything else (addresses, limits, threads, the graph, labels) is bound
+//! into running tasks and sockets: a change there is named in the result as
+//! waiting for a restart, and the running value stays.
 //! A file that does not read or validate changes nothing.
 
 use std::sync::Mutex;
 
 use wzp_proto::close::CloseCode;
 
-use crate::config::{CallEntry, Config};
+use wzp_proto::federation::RoomId;
+
+use crate::config::{global_room_sni, CallEntry, Config};
 use crate::endpoint::Services;
 use crate::federation::PeerChanges;
 
@@ -29,6 +38,8 @@ use crate::federation::PeerChanges;
 #[derive(Debug)]
 pub struct Applied {
     calls: Vec<CallEntry>,
+    /// The global rooms' names in the file, by room id.
+    global: Vec<(RoomId, String)>,
 }
 
 impl Applied {
@@ -36,8 +47,22 @@ impl Applied {
     pub fn new(cfg: &Config) -> Mutex<Applied> {
         Mutex::new(Applied {
             calls: cfg.calls.clone(),
+            global: global_rooms(cfg),
         })
     }
+}
+
+/// `cfg`'s global rooms: each one's id and its name in the file.
+fn global_rooms(cfg: &Config) -> Vec<(RoomId, String)> {
+    cfg.global_rooms
+        .iter()
+        .filter_map(|g| {
+            Some((
+                RoomId::from_hash(&global_room_sni(&g.name))?,
+                g.name.clone(),
+            ))
+        })
+        .collect()
 }
 
 /// What one reload changed.
@@ -51,6 +76,10 @@ pub struct Reloaded {
     pub calls_removed: Vec<String>,
     /// Call rooms whose fingerprints changed.
     pub calls_changed: Vec<String>,
+    /// Global rooms bridged from now on, and no longer (by their names in
+    /// the file).
+    pub global_added: Vec<String>,
+    pub global_removed: Vec<String>,
     /// Settings that differ from the running ones and wait for a restart.
     pub restart_needed: Vec<String>,
 }
@@ -63,7 +92,9 @@ impl Reloaded {
             && self.peers.changed.is_empty()
             && self.calls_added.is_empty()
             && self.calls_removed.is_empty()
-            && self.calls_changed.is_empty())
+            && self.calls_changed.is_empty()
+            && self.global_added.is_empty()
+            && self.global_removed.is_empty())
     }
 
     /// One line for the log: `peers +[b] -[] ~[] calls +[] -[] ~[]`, and
@@ -71,13 +102,16 @@ impl Reloaded {
     pub fn summary(&self) -> String {
         let list = |v: &[String]| v.join(",");
         let mut s = format!(
-            "peers added=[{}] removed=[{}] changed=[{}]; calls added=[{}] removed=[{}] changed=[{}]",
+            "peers added=[{}] removed=[{}] changed=[{}]; calls added=[{}] removed=[{}] \
+             changed=[{}]; global rooms added=[{}] removed=[{}]",
             list(&self.peers.added),
             list(&self.peers.removed),
             list(&self.peers.changed),
             list(&self.calls_added),
             list(&self.calls_removed),
             list(&self.calls_changed),
+            list(&self.global_added),
+            list(&self.global_removed),
         );
         if !self.restart_needed.is_empty() {
             s.push_str(&format!(
@@ -90,7 +124,7 @@ impl Reloaded {
 }
 
 /// The settings a reload does apply (the rest need a restart).
-const RELOADED: [&str; 3] = ["peers", "trusted", "calls"];
+const RELOADED: [&str; 4] = ["peers", "trusted", "calls", "global_rooms"];
 
 /// Top-level settings of `new` that differ from `running` and that a reload
 /// does not apply, by their names in the file.
@@ -119,8 +153,24 @@ pub async fn reload(services: &Services, new: &Config) -> Option<Reloaded> {
     };
     // The federation first: a call room's change then meets the links it
     // will have.
-    let peers = new.federation(services.tls_fingerprint, 0).peers;
-    done.peers = services.federation.set_peers(peers).await?;
+    let fed = new.federation(services.tls_fingerprint, 0);
+    done.peers = services.federation.set_peers(fed.peers).await?;
+    let (added, dropped) = services
+        .federation
+        .set_global_rooms(fed.global_rooms)
+        .await?;
+    let global = global_rooms(new);
+    let old_global = {
+        let mut applied = services.applied.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::replace(&mut applied.global, global.clone())
+    };
+    let name = |id: &RoomId, list: &[(RoomId, String)]| {
+        list.iter()
+            .find(|(r, _)| r == id)
+            .map_or_else(|| id.to_string(), |(_, n)| n.clone())
+    };
+    done.global_added = added.iter().map(|id| name(id, &global)).collect();
+    done.global_removed = dropped.iter().map(|id| name(id, &old_global)).collect();
 
     let old = {
         let mut applied = services.applied.lock().unwrap_or_else(|p| p.into_inner());
@@ -173,11 +223,12 @@ mod tests {
         let peers = parse(
             "label = \"a\"\nmax_rooms = 100\n[[trusted]]\nfingerprint = \"\
              00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff:\
-             00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff\"\nlabel = \"b\"\n",
+             00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff\"\nlabel = \"b\"\n\
+             [[global_rooms]]\nname = \"general\"\n",
         );
         assert!(
             restart_needed(&running, &peers).is_empty(),
-            "peers and trusted relays are applied"
+            "peers, trusted relays and global rooms are applied"
         );
 
         let moved = parse("label = \"c\"\nmax_rooms = 7\nlisten = \"127.0.0.1:5000\"\n");

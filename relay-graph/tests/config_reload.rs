@@ -1,14 +1,40 @@
 //! A running relay reloads its config file on `SIGHUP`: a peer added links
 //! at once and bridges the global room; one taken out is cut, its members
 //! vanish and its redials are refused; a call room's fingerprints follow the
-//! file; a file that does not parse changes nothing. Members already in
-//! their rooms stay connected through every reload.
+//! file; a room with members on two linked relays is bridged (media crosses)
+//! and unbridged; a file that does not parse changes nothing. Members
+//! already in their rooms stay connected through every reload.
 
 mod common;
 
 use common::federation::{relay, roster, status, wait_log, wait_status};
 use common::*;
 use wzp_proto::close::CloseCode;
+
+const SAID: &[u8] = b"across a room bridged by a reload";
+
+/// `from` talks (a packet every 20 ms, as a codec does) until `to` hears
+/// one of its packets; bounded by [`WAIT`].
+async fn heard(from: &Client, to: &Client) {
+    let deadline = std::time::Instant::now() + WAIT;
+    for seq in 0.. {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "user {} never heard user {}",
+            to.sender_id,
+            from.sender_id
+        );
+        from.send_datagram(from.packet(seq, SAID));
+        let pace = std::time::Duration::from_millis(20);
+        if let Some(got) = to.recv_datagram(pace).await {
+            // The header as sent (`to` has no other peer in the room).
+            let (h, _) = wzp_proto::MediaHeader::parse(&got).expect("a media header");
+            if h.sender_id == from.sender_id && got.ends_with(SAID) {
+                return;
+            }
+        }
+    }
+}
 
 /// Log lines of `r` holding every one of `parts` (counts reloads done).
 fn lines_with(r: &RelayProc, parts: &[&str]) -> usize {
@@ -150,4 +176,72 @@ async fn a_reload_sets_who_may_join_a_call_room() {
         .expect("alice's connection closes");
     let (code, _) = wzp_stages::net::quic::peer_close(&closed).expect("a close of ours");
     assert_eq!(code, CloseCode::NotAuthorized);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_bridges_a_room_with_members_in_it_and_unbridges_it() {
+    let dir = tempdir();
+    let sni = room_sni("bridged-later");
+    let global = format!("[[global_rooms]]\nname = \"{sni}\"\n");
+    let a = relay(dir.path(), "a", "");
+    let trusted_a = format!(
+        "[[trusted]]\nfingerprint = \"{}\"\nlabel = \"a\"\n",
+        a.fingerprint
+    );
+    let b = relay(dir.path(), "b", &trusted_a);
+    let peer_b = format!(
+        "[[peers]]\naddress = \"{}\"\nfingerprint = \"{}\"\nlabel = \"b\"\n",
+        b.quic, b.fingerprint
+    );
+    let (a_toml, b_toml) = (dir.path().join("a.toml"), dir.path().join("b.toml"));
+    std::fs::write(&a_toml, &peer_b).unwrap();
+    a.hangup();
+    wait_status(&a, "b", 2.0);
+
+    // The room has a member on each relay, each alone in it.
+    let mut one = join(&a, &sni, 1).await.expect("user 1 joins on A");
+    let mut two = join(&b, &sni, 2).await.expect("user 2 joins on B");
+
+    // Both relays' files bridge it: one room, and media crosses the link.
+    std::fs::write(&b_toml, format!("{trusted_a}{global}")).unwrap();
+    b.hangup();
+    wait_log(
+        &b,
+        &["config reloaded", &format!("global rooms added=[{sni}]")],
+    );
+    std::fs::write(&a_toml, format!("{peer_b}{global}")).unwrap();
+    a.hangup();
+    wait_log(
+        &a,
+        &["config reloaded", &format!("global rooms added=[{sni}]")],
+    );
+    let seen = roster(&one.wait_room_count(2).await.expect("A lists both"));
+    assert!(
+        seen.contains(&(fingerprint(2), Some("b".into()))),
+        "{seen:?}"
+    );
+    two.wait_room_count(2).await.expect("B lists both");
+    heard(&one, &two).await;
+    heard(&two, &one).await;
+
+    // A stops bridging it: each is alone again, the link stays up.
+    std::fs::write(&a_toml, &peer_b).unwrap();
+    a.hangup();
+    wait_log(
+        &a,
+        &[
+            "config reloaded",
+            &format!("global rooms added=[] removed=[{sni}]"),
+        ],
+    );
+    let seen = roster(&one.wait_room_count(1).await.expect("A drops user 2"));
+    assert_eq!(seen, vec![(fingerprint(1), None)]);
+    two.wait_room_count(1).await.expect("B drops user 1");
+    assert_eq!(status(&a, "b"), Some(2.0));
+    assert_eq!(status(&b, "a"), Some(2.0));
+    assert_eq!(
+        a.metric("wzp_federation_refused_total{reason=\"room_not_bridged_by_peer\"}"),
+        Some(0.0)
+    );
+    assert!(one.conn.close_reason().is_none() && two.conn.close_reason().is_none());
 }

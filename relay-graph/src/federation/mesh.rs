@@ -162,6 +162,18 @@ impl Mesh {
         changes
     }
 
+    /// Relay `i`'s config now bridges exactly `rooms`, as a reloaded config
+    /// would ([`FederationCore::set_global_rooms`]); its local members of a
+    /// room added are reported with [`Mesh::set_room`] after (as the room
+    /// service does). The rooms (added, dropped).
+    pub fn set_global_rooms(&mut self, i: usize, rooms: &[RoomId]) -> (Vec<RoomId>, Vec<RoomId>) {
+        self.cfgs[i].global_rooms = rooms.to_vec();
+        let now = self.now;
+        let changed = self.cores[i].set_global_rooms(rooms.to_vec(), now);
+        self.collect(i);
+        changed
+    }
+
     /// Relay `i`'s index from its id.
     pub fn index_of(&self, id: RelayId) -> Option<usize> {
         (0..self.cores.len()).find(|&i| id_of(i) == id)

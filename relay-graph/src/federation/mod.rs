@@ -53,7 +53,7 @@ use std::time::{Duration, Instant};
 use wzp_proto::close::CloseCode;
 use wzp_proto::federation::{
     CallSignal, FederatedParticipant, FederationMessage, PresenceRoute, RelayId, RoomId,
-    FEDERATION_VERSION, MAX_PRESENCE_ENTRIES, MIN_FEDERATION_VERSION,
+    FEDERATION_VERSION, MAX_PRESENCE_ENTRIES, MIN_FEDERATION_VERSION, ROOMS_VERSION,
 };
 use wzp_proto::{Fingerprint, TlsFingerprint};
 
@@ -1181,6 +1181,7 @@ impl FederationCore {
                     now,
                 );
             }
+            FederationMessage::Rooms { rooms } => self.peer_rooms(peer, rooms),
             FederationMessage::Ping { id, sent_ms } => {
                 self.send(peer, FederationMessage::Pong { id, sent_ms });
             }
@@ -1258,6 +1259,132 @@ impl FederationCore {
                 self.send_presence_deltas(deltas);
             }
         }
+    }
+
+    /// `peer` bridges `rooms` from now on (its `rooms` message): what it
+    /// said of rooms it dropped is forgotten (and what it was told of them:
+    /// it forgot that itself); rooms it added are announced to it.
+    fn peer_rooms(&mut self, peer: RelayId, rooms: Vec<RoomId>) {
+        let new: BTreeSet<RoomId> = rooms.into_iter().collect();
+        let Some(Link {
+            phase: Phase::Up { rooms: old, .. },
+            ..
+        }) = self.links.get_mut(&peer)
+        else {
+            return;
+        };
+        let old = std::mem::replace(old, new.clone());
+        let dropped: Vec<RoomId> = old.difference(&new).copied().collect();
+        let added: Vec<RoomId> = new.difference(&old).copied().collect();
+        let mut deltas = Vec::new();
+        for room in &dropped {
+            let elig = self.room_eligibility_for(*room);
+            let heard: Vec<RoomKey> = self
+                .rooms
+                .learned_from(peer)
+                .filter(|((r, _), _)| r == room)
+                .map(|(k, _)| *k)
+                .collect();
+            for key in heard {
+                deltas.extend(self.rooms.learn(peer, key, None, &elig));
+            }
+            // It dropped what it heard of the room with it.
+            self.rooms.forget_told(peer, |(r, _)| r == room);
+            self.room_changed(*room);
+        }
+        let added: Vec<RoomId> = added
+            .into_iter()
+            .filter(|r| self.global_rooms.contains(r))
+            .collect();
+        for room in added {
+            deltas.extend(self.sync_room(room));
+        }
+        self.send_room_deltas(deltas);
+    }
+
+    /// What every up peer should be told about `room`'s keys, after a change
+    /// to which peers bridge it.
+    fn sync_room(&mut self, room: RoomId) -> Vec<(RelayId, Delta<RoomKey, RoomState>)> {
+        let elig = self.room_eligibility_for(room);
+        let mut keys: Vec<RoomKey> = self
+            .rooms
+            .keys()
+            .filter(|(r, _)| *r == room)
+            .copied()
+            .collect();
+        keys.sort();
+        let mut deltas = Vec::new();
+        for key in keys {
+            deltas.extend(self.rooms.sync_key(&key, &elig));
+        }
+        deltas
+    }
+
+    /// Makes `rooms` the global rooms this relay bridges (a reloaded
+    /// config's `[[global_rooms]]`), with no link closed: peers at
+    /// [`ROOMS_VERSION`] or later are sent the new list (older ones learn
+    /// it when their link next comes up); a room dropped has this relay's
+    /// announcements of it withdrawn and what peers said of it forgotten.
+    /// A room added is announced once the room service reports its local
+    /// members ([`Input::LocalRoom`]). Returns the rooms (added, dropped).
+    pub fn set_global_rooms(
+        &mut self,
+        rooms: Vec<RoomId>,
+        now: Instant,
+    ) -> (Vec<RoomId>, Vec<RoomId>) {
+        self.last_now = now;
+        let new: BTreeSet<RoomId> = rooms.into_iter().collect();
+        let added: Vec<RoomId> = new.difference(&self.global_rooms).copied().collect();
+        let dropped: Vec<RoomId> = self.global_rooms.difference(&new).copied().collect();
+        if added.is_empty() && dropped.is_empty() {
+            return (added, dropped);
+        }
+        self.global_rooms = new;
+        let mut deltas = Vec::new();
+        for room in &dropped {
+            if self.call_room_is_local(*room) || self.call_room_name(*room).is_some() {
+                continue;
+            }
+            let none = |_: RelayId, _: &RoomKey| false;
+            deltas.extend(self.rooms.set_local((*room, self.me), None, none));
+            let heard: Vec<(RelayId, RoomKey)> = self
+                .links
+                .keys()
+                .flat_map(|p| {
+                    self.rooms
+                        .learned_from(*p)
+                        .filter(|((r, _), _)| r == room)
+                        .map(|(k, _)| (*p, *k))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            for (peer, key) in heard {
+                deltas.extend(self.rooms.learn(peer, key, None, none));
+            }
+            self.room_changed(*room);
+        }
+        // The withdrawals go first, while the peers still take this relay
+        // for bridging those rooms; the new list next, before anything this
+        // relay announces of the rooms added (which would be refused ahead
+        // of it).
+        self.send_room_deltas(deltas);
+        self.flush();
+        let list: Vec<RoomId> = self.global_rooms.iter().copied().collect();
+        let peers: Vec<RelayId> = self
+            .links
+            .keys()
+            .copied()
+            .filter(|p| self.link_version(*p).is_some_and(|v| v >= ROOMS_VERSION))
+            .collect();
+        for p in peers {
+            self.send(
+                p,
+                FederationMessage::Rooms {
+                    rooms: list.clone(),
+                },
+            );
+        }
+        (added, dropped)
     }
 
     /// A room announcement is accepted only for a room both sides bridge.

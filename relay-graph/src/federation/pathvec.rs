@@ -93,6 +93,14 @@ impl<K: Clone + Eq + Hash + Ord, V: Clone + PartialEq> PathVector<K, V> {
             .chain(self.learned.keys().filter(|k| !self.local.contains_key(*k)))
     }
 
+    /// Forgets what `peer` was told of the keys `which` selects, sending it
+    /// nothing (it dropped them itself: it no longer bridges their room).
+    pub fn forget_told(&mut self, peer: RelayId, which: impl Fn(&K) -> bool) {
+        if let Some(told) = self.told.get_mut(&peer) {
+            told.retain(|k, _| !which(k));
+        }
+    }
+
     /// Whether `peer` is up in this table.
     pub fn is_up(&self, peer: RelayId) -> bool {
         self.told.contains_key(&peer)

@@ -109,8 +109,9 @@ pub struct LegView {
 pub struct FederationService {
     events: mpsc::Sender<HubEvent>,
     view: Arc<Mutex<FederationView>>,
-    /// The global rooms' ids, as the room table names rooms.
-    global: HashSet<String>,
+    /// The global rooms' ids, as the room table names rooms (a reload
+    /// changes them: the hub keeps it).
+    global: Arc<Mutex<HashSet<String>>>,
     /// Call rooms (`call-<id>`) of answered cross-relay calls: bridged along
     /// their call's path while the call lasts (the hub keeps it).
     call_rooms: Arc<Mutex<HashSet<String>>>,
@@ -132,6 +133,9 @@ enum HubEvent {
     Legs(oneshot::Sender<Vec<LegView>>),
     /// A reloaded config's peers ([`FederationCore::set_peers`]).
     SetPeers(Vec<PeerSpec>, oneshot::Sender<PeerChanges>),
+    /// A reloaded config's global rooms
+    /// ([`FederationCore::set_global_rooms`]): (added, dropped).
+    SetGlobalRooms(Vec<RoomId>, oneshot::Sender<(Vec<RoomId>, Vec<RoomId>)>),
     /// A bridged room got (`Some`) or lost (`None`) its federation member
     /// in the fan-out of shard `shard`.
     RoomMember {
@@ -173,7 +177,9 @@ impl FederationService {
     ) -> FederationService {
         let mut dial_configs = HashMap::new();
         add_dial_configs(&mut dial_configs, cert, &cfg.peers);
-        let global = cfg.global_rooms.iter().map(|r| r.to_string()).collect();
+        let global: Arc<Mutex<HashSet<String>>> = Arc::new(Mutex::new(
+            cfg.global_rooms.iter().map(|r| r.to_string()).collect(),
+        ));
         let now = Instant::now();
         let core = FederationCore::new(cfg, now);
         let view = Arc::new(Mutex::new(FederationView {
@@ -193,6 +199,7 @@ impl FederationService {
             endpoint,
             dial_configs,
             cert: cert.clone(),
+            global: global.clone(),
             links: HashMap::new(),
             next_conn: 1,
             view: view.clone(),
@@ -212,7 +219,11 @@ impl FederationService {
 
     /// Whether `room` (a room id as clients name it) is a global room.
     pub fn is_global(&self, room: &str) -> bool {
-        self.global.contains(room) || self.is_bridged_call(room)
+        self.global
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(room)
+            || self.is_bridged_call(room)
     }
 
     /// Whether `room` is the call room of an answered cross-relay call.
@@ -342,6 +353,18 @@ impl FederationService {
         rx.await.ok()
     }
 
+    /// Makes `rooms` the global rooms this relay bridges, with no restart
+    /// ([`FederationCore::set_global_rooms`]); the rooms (added, dropped),
+    /// or `None` if the hub has stopped.
+    pub async fn set_global_rooms(&self, rooms: Vec<RoomId>) -> Option<(Vec<RoomId>, Vec<RoomId>)> {
+        let (tx, rx) = oneshot::channel();
+        self.events
+            .send(HubEvent::SetGlobalRooms(rooms, tx))
+            .await
+            .ok()?;
+        rx.await.ok()
+    }
+
     /// The links as the hub last saw them.
     pub fn view(&self) -> FederationView {
         self.view.lock().expect("federation view").clone()
@@ -375,6 +398,8 @@ struct Hub {
     dial_configs: HashMap<TlsFingerprint, quinn::ClientConfig>,
     /// The certificate dials present (for peers added by a reload).
     cert: RelayCertificate,
+    /// [`FederationService`]'s global rooms, which a reload changes.
+    global: Arc<Mutex<HashSet<String>>>,
     links: HashMap<LinkConn, LiveLink>,
     next_conn: u64,
     view: Arc<Mutex<FederationView>>,
@@ -495,6 +520,36 @@ impl Hub {
                 add_dial_configs(&mut self.dial_configs, &self.cert, &peers);
                 let changes = self.core.set_peers(peers, now);
                 let _ = reply.send(changes);
+            }
+            HubEvent::SetGlobalRooms(rooms, reply) => {
+                *self.global.lock().unwrap_or_else(|p| p.into_inner()) =
+                    rooms.iter().map(|r| r.to_string()).collect();
+                let (added, dropped) = self.core.set_global_rooms(rooms, now);
+                if let Some(services) = self.services.upgrade() {
+                    // A room now bridged may have members already: they get
+                    // the room's federation member and are announced. One
+                    // no longer bridged loses both.
+                    for room in &added {
+                        let name = room.to_string();
+                        let participants = services
+                            .rooms
+                            .federate_existing(&services, &name)
+                            .into_iter()
+                            .map(|(fingerprint, alias)| FederatedParticipant { fingerprint, alias })
+                            .collect();
+                        self.core.handle(
+                            Input::LocalRoom {
+                                room: *room,
+                                participants,
+                            },
+                            now,
+                        );
+                    }
+                    for room in &dropped {
+                        services.rooms.unfederate(&services, &room.to_string());
+                    }
+                }
+                let _ = reply.send((added, dropped));
             }
             HubEvent::Route(fingerprint, reply) => {
                 let _ = reply.send(self.core.route(&fingerprint));

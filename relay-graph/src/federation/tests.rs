@@ -1020,3 +1020,114 @@ fn a_reload_that_moves_a_peer_dials_its_new_address_at_once() {
     assert!(labels.contains(&"r1-new".to_string()), "{labels:?}");
     assert_eq!(c.peers().len(), 2);
 }
+
+#[test]
+fn a_global_room_added_or_dropped_by_a_reload_is_bridged_or_not_with_no_link_closed() {
+    // A line r0 - r1 - r2 bridging nothing; members of general on r0 and r2.
+    let mut m = Mesh::new(3, &[(0, 1), (1, 2)], &[], 5);
+    m.settle(40).expect("settles");
+    let conns: Vec<_> = [(0, 1), (1, 0), (1, 2), (2, 1)]
+        .iter()
+        .map(|&(a, b)| m.cores[a].up_conn(id_of(b)).expect("linked"))
+        .collect();
+    m.set_room(0, general(), &[fp(10)]);
+    m.set_room(2, general(), &[fp(12)]);
+    m.settle(40).expect("settles");
+    assert!(members_seen(&m, 0).is_empty());
+
+    // Every relay's reload adds general: bridged end to end through r1.
+    for i in 0..3 {
+        assert_eq!(
+            m.set_global_rooms(i, &[general()]),
+            (vec![general()], vec![])
+        );
+    }
+    m.set_room(0, general(), &[fp(10)]);
+    m.set_room(2, general(), &[fp(12)]);
+    m.settle(40).expect("settles");
+    assert_eq!(members_seen(&m, 0), vec![fp(12)]);
+    assert_eq!(members_seen(&m, 2), vec![fp(10)]);
+    assert_eq!(members_seen(&m, 1), vec![fp(10), fp(12)]);
+    assert!(
+        m.by_type.get("rooms").is_some_and(|n| *n >= 4),
+        "{:?}",
+        m.by_type
+    );
+
+    // r1 drops it: neither end sees the other (r1 was the only path), r1
+    // sees nobody, and no link was closed.
+    assert_eq!(m.set_global_rooms(1, &[]), (vec![], vec![general()]));
+    m.settle(40).expect("settles");
+    assert!(members_seen(&m, 0).is_empty(), "{:?}", members_seen(&m, 0));
+    assert!(members_seen(&m, 2).is_empty());
+    assert!(members_seen(&m, 1).is_empty());
+    // What r1 hears of general now is refused, not learned.
+    let before = m.cores[1].counters().room_not_bridged_here;
+    m.set_room(0, general(), &[fp(10), fp(20)]);
+    m.settle(40).expect("settles");
+    assert_eq!(
+        m.cores[1].counters().room_not_bridged_here,
+        before,
+        "r0 no longer tells r1"
+    );
+    assert!(members_seen(&m, 1).is_empty());
+
+    // r1 takes it back: bridged again.
+    m.set_global_rooms(1, &[general()]);
+    m.settle(40).expect("settles");
+    assert_eq!(members_seen(&m, 2), vec![fp(10), fp(20)]);
+    assert_eq!(members_seen(&m, 0), vec![fp(12)]);
+    let now: Vec<_> = [(0, 1), (1, 0), (1, 2), (2, 1)]
+        .iter()
+        .map(|&(a, b)| m.cores[a].up_conn(id_of(b)).expect("linked"))
+        .collect();
+    assert_eq!(now, conns, "no link was replaced");
+    assert_eq!(m.set_global_rooms(1, &[general()]), (vec![], vec![]));
+}
+
+#[test]
+fn a_peer_older_than_the_rooms_message_is_not_sent_one() {
+    let mut m = Mesh::new(2, &[(0, 1)], &[], 6);
+    m.cores[1].set_version(wzp_proto::federation::ROOMS_VERSION - 1);
+    m.settle(40).expect("settles");
+    m.set_global_rooms(0, &[general()]);
+    m.set_global_rooms(1, &[general()]);
+    m.settle(40).expect("settles");
+    assert_eq!(m.by_type.get("rooms"), None, "{:?}", m.by_type);
+    assert_eq!(m.cores[0].counters().garbage, 0);
+    assert_eq!(m.cores[1].counters().unexpected, 0);
+}
+
+#[test]
+fn a_reload_s_room_changes_reach_peers_with_nothing_refused() {
+    // What a peer hears of a room added or dropped comes in an order it
+    // accepts: announcements after the new list, withdrawals before it.
+    let mut m = Mesh::new(2, &[(0, 1)], &[general()], 8);
+    m.settle(40).expect("settles");
+    m.set_room(0, general(), &[fp(10)]);
+    m.set_room(1, general(), &[fp(11)]);
+    m.settle(40).expect("settles");
+    let lobby = RoomId::of_name("lobby");
+    for i in 0..2 {
+        m.set_global_rooms(i, &[general(), lobby]);
+        m.set_room(i, lobby, &[fp(30 + i as u8)]);
+    }
+    m.settle(40).expect("settles");
+    assert_eq!(fps(&m.cores[0].remote_participants(lobby)).len(), 1);
+    m.set_global_rooms(0, &[lobby]);
+    m.settle(40).expect("settles");
+    assert!(m.cores[1].remote_participants(general()).is_empty());
+    assert!(m.cores[0].remote_participants(general()).is_empty());
+    for i in 0..2 {
+        let c = m.cores[i].counters();
+        assert_eq!(
+            (
+                c.room_not_bridged_by_peer,
+                c.room_not_bridged_here,
+                c.unexpected
+            ),
+            (0, 0, 0),
+            "relay {i}: {c:?}"
+        );
+    }
+}

@@ -266,6 +266,15 @@ impl RoomTable {
     }
 
     /// Federation members of rooms that emptied since the last call.
+    /// Takes `room`'s federation member away (the room is no longer
+    /// bridged): its handle and shard, for the caller to send its `Leave`.
+    pub fn remove_relay_member(&mut self, room: &str) -> Option<(u32, usize)> {
+        let r = self.rooms.get_mut(room)?;
+        let h = r.relay_member.take()?;
+        self.handles.release(h);
+        Some((h, r.shard))
+    }
+
     pub fn take_orphaned_relay_members(&mut self) -> Vec<(u32, usize)> {
         std::mem::take(&mut self.orphaned)
     }

@@ -101,6 +101,19 @@ impl RoomService {
         participants
     }
 
+    /// `room` is no longer bridged (a reloaded config dropped it): its
+    /// federation member leaves the fan-out, and its local members get a
+    /// RoomUpdate without the remote ones.
+    pub fn unfederate(&self, services: &Services, room: &str) {
+        let mut st = self.lock();
+        if let Some((member, shard)) = st.table.remove_relay_member(room) {
+            membership(services, shard, SfuCommand::Leave { peer: member });
+            services.federation.room_member(room, None, shard);
+        }
+        let updates = st.table.set_remote_members(room, Vec::new());
+        deliver(services, &st, updates);
+    }
+
     /// A handle for a federation link's media ([`RoomTable::alloc_link_handle`]).
     pub fn alloc_link_handle(&self) -> Option<u32> {
         self.lock().table.alloc_link_handle()

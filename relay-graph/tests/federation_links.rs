@@ -47,6 +47,11 @@ fn a_pinned_pair_links_up_both_ways_and_measures_rtt() {
         "the label A gives itself in its hello"
     );
     assert_eq!(row["status"], "up");
+    assert_eq!(
+        row["version"],
+        wzp_proto::federation::FEDERATION_VERSION,
+        "two relays of this build agree on its version"
+    );
     assert_eq!(row["fingerprint"], fp_a.to_string());
     assert!(row["address"].is_null(), "a [[trusted]] peer is not dialed");
     assert_eq!(

@@ -470,6 +470,10 @@ pub struct PeerView {
     pub tls: TlsFingerprint,
     /// Link state.
     pub status: LinkStatus,
+    /// The federation version both sides agreed on (when up): below 4 the
+    /// peer hears no `rooms` message (a reload's global rooms reach it at
+    /// its next hello).
+    pub version: Option<u32>,
     /// Last RTT sample.
     pub rtt: Option<Duration>,
     /// Global rooms both sides bridge (when up).
@@ -612,6 +616,7 @@ impl FederationCore {
                 address: l.spec.address.clone(),
                 tls: l.spec.tls,
                 status: self.status(*id).unwrap_or(LinkStatus::Down),
+                version: self.link_version(*id),
                 rtt: l.rtt,
                 rooms: match &l.phase {
                     Phase::Up { rooms, .. } => rooms.intersection(&self.global_rooms).count(),

@@ -1090,6 +1090,8 @@ fn a_peer_older_than_the_rooms_message_is_not_sent_one() {
     let mut m = Mesh::new(2, &[(0, 1)], &[], 6);
     m.cores[1].set_version(wzp_proto::federation::ROOMS_VERSION - 1);
     m.settle(40).expect("settles");
+    let agreed = m.cores[0].peers()[0].version;
+    assert_eq!(agreed, Some(wzp_proto::federation::ROOMS_VERSION - 1));
     m.set_global_rooms(0, &[general()]);
     m.set_global_rooms(1, &[general()]);
     m.settle(40).expect("settles");

@@ -97,6 +97,7 @@ async fn peers(State(s): State<Arc<Services>>) -> impl IntoResponse {
                 "fingerprint": p.tls.to_string(),
                 "address": p.address,
                 "status": p.status.name(),
+                "version": p.version,
                 "rtt_ms": p.rtt.map(|r| r.as_secs_f64() * 1e3),
                 "rooms": p.rooms,
                 "messages_in": p.messages_in,

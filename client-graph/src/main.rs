@@ -1,9 +1,11 @@
 //! `wzp-client`: join a room through a relay, run the demo, run any graph,
 //! explain it, list stage kinds. One file per subcommand in [`cli`]; a call's
-//! graph and media connection in [`call`]; relay pinning in [`trust`].
+//! graph and media connection in [`call`]; relay pinning in [`trust`]; the
+//! people called by name in [`contacts`].
 
 mod call;
 mod cli;
+mod contacts;
 mod log_filter;
 mod nat;
 mod signal;
@@ -55,6 +57,9 @@ Examples:
       Print your fingerprint (people call you by it).
   wzp-client listen --relay 203.0.113.7:4433
       Wait for calls; `wzp-client call FINGERPRINT --relay 203.0.113.7:4433` calls.
+  wzp-client contacts add alice FINGERPRINT
+      Then `wzp-client call alice --relay ...`; listen shares your address only
+      with contacts.
   wzp-client reflect --relay 203.0.113.7:4433
       Print this machine's address as the relay sees it.
   wzp-client replay-adapt --check call.log
@@ -97,6 +102,9 @@ enum Command {
     /// Call a person by fingerprint through a relay.
     #[command(after_help = cli::call::CALL_EXAMPLES)]
     Call(CallArgs),
+    /// The people you call by name: list, add, remove, verify.
+    #[command(after_help = cli::contacts::EXAMPLES)]
+    Contacts(cli::contacts::ContactsArgs),
     /// Register at a relay and answer incoming calls.
     #[command(after_help = cli::listen::LISTEN_EXAMPLES)]
     Listen(ListenArgs),
@@ -155,6 +163,7 @@ fn main() {
         Command::Graph { .. }
             | Command::Stages { .. }
             | Command::Identity(_)
+            | Command::Contacts(_)
             | Command::ReplayAdapt(_)
     ) {
         default_sigpipe();
@@ -173,6 +182,7 @@ fn main() {
             Err(e) => Err(e),
         },
         Command::Listen(args) => cli::listen::listen_cmd(args),
+        Command::Contacts(args) => cli::contacts::contacts_cmd(args),
         Command::Reflect(args) => cli::reflect::reflect_cmd(args),
         Command::VersionCheck(args) => cli::reflect::version_cmd(args),
         Command::Identity(args) => cli::identity::identity_cmd(args),

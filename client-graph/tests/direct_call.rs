@@ -115,6 +115,11 @@ fn client_in(
         .args(extra);
     if matches!(sub.first(), Some(&"call") | Some(&"listen")) {
         cmd.arg("--no-realtime");
+        // Each user's own contacts, never the machine's.
+        cmd.args([
+            "--contacts",
+            dir.join(format!("{user}.contacts.toml")).to_str().unwrap(),
+        ]);
     }
     Proc::spawn(user, &mut cmd)
 }
@@ -265,6 +270,127 @@ fn a_calls_b_by_fingerprint_and_each_hears_the_other_with_the_same_sas() {
     assert!(
         cross < r_b,
         "bob hears alice ({r_b}), not himself ({cross})"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `user`'s fingerprint (`wzp-client identity`, creating the identity).
+fn identity_of(dir: &Path, user: &str) -> String {
+    let out = Command::new(bin("wzp-client"))
+        .args(["identity", "--identity"])
+        .arg(dir.join(format!("{user}.seed")))
+        .output()
+        .expect("wzp-client identity runs");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .next()
+        .expect("the fingerprint on the first line")
+        .trim()
+        .to_string()
+}
+
+/// `wzp-client contacts --contacts <user's file> ARGS`, which must succeed.
+fn contacts(dir: &Path, user: &str, args: &[&str]) -> String {
+    let out = Command::new(bin("wzp-client"))
+        .arg("contacts")
+        .args([
+            "--contacts",
+            dir.join(format!("{user}.contacts.toml")).to_str().unwrap(),
+        ])
+        .args(args)
+        .output()
+        .expect("wzp-client contacts runs");
+    assert!(out.status.success(), "contacts {args:?}: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Bob listens with the default `--accept contacts`: Alice, his contact,
+/// calling him by name from her own contacts, gets his address for a
+/// direct path; Carol, a stranger calling herself "alice", is answered
+/// through the relay only (warned about) and never learns his address;
+/// with `--accept contacts-only` she is declined.
+#[test]
+fn only_contacts_learn_a_listeners_address_and_a_borrowed_name_is_called_out() {
+    let _s = serial();
+    let dir = tmp("contacts");
+    let relay = start_relay(&dir, "127.0.0.1:0");
+    let a_fp = identity_of(&dir, "alice");
+    let b_fp = identity_of(&dir, "bob");
+    contacts(&dir, "bob", &["add", "alice", &a_fp]);
+    contacts(&dir, "alice", &["add", "Bob", &b_fp, "--verified"]);
+    let listed = contacts(&dir, "bob", &["list"]);
+    assert!(
+        listed.contains(&format!("alice  {a_fp}  not verified")),
+        "{listed}"
+    );
+    let media = ["--duration", "2s", "--input", "tone", "--output", "null"];
+
+    // Alice calls "bob" by name: a contact, so his address goes to her.
+    let listen_args = [&["--once"][..], &media[..]].concat();
+    let (mut b, _) = listen(&dir, &relay, "bob", &listen_args);
+    let mut a = client(&dir, &relay, "alice", &["call", "bob"], &media);
+    a.expect_line(&format!("calling Bob ({b_fp})"), WAIT);
+    b.expect_line("the caller is your contact alice (not verified)", WAIT);
+    b.expect_line("your address went to the caller, for a direct path", WAIT);
+    let hint = b.expect_line("is a contact, not verified yet", WAIT);
+    assert!(hint.contains("wzp-client contacts verify alice"), "{hint}");
+    a.expect_line("Bob is a verified contact", WAIT);
+    a.expect_line("direct path to ", WAIT);
+    assert!(a.exit(WAIT).success(), "{:?}", a.drain());
+    assert!(b.exit(WAIT).success(), "{:?}", b.drain());
+
+    // Carol, a stranger, calls herself "alice": warned about, answered
+    // through the relay only, and no direct path is even tried.
+    let (mut b, _) = listen(&dir, &relay, "bob", &listen_args);
+    let carol_args = [&["--alias", "Alice"][..], &media[..]].concat();
+    let mut c = client(&dir, &relay, "carol", &["call", &b_fp], &carol_args);
+    let warned = b.expect_line("warning: the caller calls itself", WAIT);
+    assert!(
+        warned.contains("the name of your contact alice") && warned.contains(&a_fp),
+        "{warned}"
+    );
+    b.expect_line("the caller is not one of your contacts", WAIT);
+    b.expect_line(
+        "answered through the relay only: your address stays private",
+        WAIT,
+    );
+    c.expect_line("SAS: ", WAIT);
+    let hint = c.expect_line("is not one of your contacts", WAIT);
+    assert!(
+        hint.contains(&format!("contacts add NAME {b_fp} --verified")),
+        "{hint}"
+    );
+    assert!(c.exit(WAIT).success(), "{:?}", c.drain());
+    assert!(b.exit(WAIT).success());
+    let said: Vec<String> = c.drain().into_iter().chain(b.drain()).collect();
+    assert!(
+        !said.iter().any(|l| l.contains("direct path to ")),
+        "a stranger got a direct path: {said:?}"
+    );
+
+    // Contacts only: Carol is declined, Alice still gets through.
+    let only = [&["--accept", "contacts-only"][..], &listen_args[..]].concat();
+    let (mut b, _) = listen(&dir, &relay, "bob", &only);
+    let mut c = client(&dir, &relay, "carol", &["call", &b_fp], &media);
+    c.expect_line("rejected", WAIT);
+    assert_eq!(c.exit(WAIT).code(), Some(3), "{:?}", c.drain());
+    b.expect_line("rejected", WAIT);
+    assert!(b.exit(WAIT).success());
+    let (mut b, _) = listen(&dir, &relay, "bob", &only);
+    let mut a = client(&dir, &relay, "alice", &["call", "bob"], &media);
+    a.expect_line("SAS: ", WAIT);
+    assert!(a.exit(WAIT).success(), "{:?}", a.drain());
+    assert!(b.exit(WAIT).success(), "{:?}", b.drain());
+
+    // Someone nobody named: a clear error, no call.
+    let mut x = client(&dir, &relay, "alice", &["call", "dave"], &media);
+    assert_eq!(x.exit(WAIT).code(), Some(1));
+    let err = x.drain().join("\n");
+    assert!(
+        err.contains("neither a fingerprint") && err.contains("contacts list"),
+        "{err}"
     );
     let _ = std::fs::remove_dir_all(dir);
 }

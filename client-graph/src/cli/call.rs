@@ -1,7 +1,10 @@
-//! `wzp-client call FINGERPRINT --relay ADDR`: call a person by fingerprint.
+//! `wzp-client call WHO --relay ADDR`: call a person by fingerprint or by
+//! contact name.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+
+use std::path::PathBuf;
 
 use anyhow::{anyhow, Context, Result};
 use wzp_proto::direct_call::{random_call_id, CallEvent, OutgoingCall};
@@ -13,6 +16,7 @@ use super::direct::{
     flush, run_media, MediaArgs, RelayArgs, EXIT_BUSY, EXIT_FAILED, EXIT_NOT_ONLINE,
     EXIT_NO_ANSWER, EXIT_REJECTED,
 };
+use crate::contacts::{Contact, Contacts};
 use crate::signal::{MappingTest, SignalConn};
 
 pub const CALL_EXAMPLES: &str = "\
@@ -20,6 +24,8 @@ Examples:
   wzp-client call 3f2a:9c01:77de:0b4e:5a10:c3d2:e8f7:1a6b --relay 203.0.113.7:4433
       Call a person by fingerprint (`wzp-client identity` prints yours):
       microphone in, speaker out. Both ends print the same `SAS: CODE`.
+  wzp-client call alice --relay 203.0.113.7:4433
+      Call a contact by name (`wzp-client contacts add alice FINGERPRINT`).
   wzp-client call FP --relay 127.0.0.1:4433 --input talk.wav --output heard.wav --duration 10s
       Headless: send a WAV, record the other side, hang up after 10 s.
   wzp-client call FP --relay 127.0.0.1:4433 --relay-only
@@ -39,20 +45,43 @@ Exit status:
 
 #[derive(clap::Args)]
 pub struct CallArgs {
-    /// The callee's fingerprint (`xxxx:xxxx:...`).
-    pub fingerprint: String,
+    /// Who to call: a fingerprint (`xxxx:xxxx:...`) or a contact's name
+    /// (`wzp-client contacts`).
+    #[arg(value_name = "WHO")]
+    pub who: String,
+    /// Contacts file. Default ~/.wzp/contacts.toml.
+    #[arg(long)]
+    pub contacts: Option<PathBuf>,
     #[command(flatten)]
     pub relay: RelayArgs,
     #[command(flatten)]
     pub media: MediaArgs,
 }
 
+/// What to do with the SAS the call prints, for the person called.
+pub fn sas_hint(contact: Option<&Contact>, fp: &Fingerprint) -> String {
+    match contact {
+        Some(c) if c.verified => format!(
+            "{} is a verified contact: the SAS both of you read should be the same as ever",
+            c.name
+        ),
+        Some(c) => format!(
+            "{} is a contact, not verified yet: if you both read the same SAS, \
+             `wzp-client contacts verify {}`",
+            c.name, c.name
+        ),
+        None => format!(
+            "{fp} is not one of your contacts: if you both read the same SAS, \
+             `wzp-client contacts add NAME {fp} --verified`"
+        ),
+    }
+}
+
 /// Runs `call`; returns the process exit status.
 pub fn call_cmd(args: CallArgs) -> Result<i32> {
-    let target: Fingerprint = args
-        .fingerprint
-        .parse()
-        .map_err(|e| anyhow!("{}: not a fingerprint: {e}", args.fingerprint))?;
+    let contacts = Contacts::load(&super::contacts::contacts_path(args.contacts.clone())?)?;
+    let (target, contact) = contacts.resolve(&args.who)?;
+    let contact = contact.cloned();
     let relay = args.relay.options()?;
     let identity = relay.identity()?;
     if target == identity.fingerprint() {
@@ -95,7 +124,10 @@ pub fn call_cmd(args: CallArgs) -> Result<i32> {
             );
             call.share_address(reg.observed_addr, &local);
         }
-        println!("calling {target} via {}", relay.relay);
+        match &contact {
+            Some(c) => println!("calling {} ({target}) via {}", c.name, relay.relay),
+            None => println!("calling {target} via {}", relay.relay),
+        }
         flush(&mut sig, &mut call).await?;
         let outcome = loop {
             let Some(msg) = sig.recv().await? else {
@@ -144,6 +176,7 @@ pub fn call_cmd(args: CallArgs) -> Result<i32> {
             }
         };
         println!("answered by {} (room {})", ready.peer, ready.room);
+        println!("{}", sas_hint(contact.as_ref(), &target));
         run_media(
             &mut sig,
             &mut call,

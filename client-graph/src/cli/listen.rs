@@ -1,5 +1,6 @@
 //! `wzp-client listen --relay ADDR`: register, answer incoming calls.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,32 +13,43 @@ use wzp_proto::handshake::EphemeralKey;
 use wzp_proto::signal::{AcceptMode, SignalMessage};
 
 use super::direct::{flush, run_media, MediaArgs, RelayArgs};
+use crate::contacts::Contacts;
 use crate::signal::{ConnectError, MappingTest, SignalConn};
 
 pub const LISTEN_EXAMPLES: &str = "\
 Examples:
   wzp-client listen --relay 203.0.113.7:4433
-      Wait for calls and answer each (`--accept trusted`, the default: the
-      caller learns your address and the media goes straight between you
-      while that path works); microphone in, speaker out.
+      Wait for calls and answer each (`--accept contacts`, the default: a
+      caller in your contacts learns your address and the media goes
+      straight between you while that path works; anyone else is answered
+      through the relay only); microphone in, speaker out.
+  wzp-client listen --relay 203.0.113.7:4433 --accept contacts-only
+      Answer your contacts only; decline everyone else.
   wzp-client listen --relay 203.0.113.7:4433 --relay-only
-      The same, with the media always through the relay and your address
-      shared with no one.
+      Answer everyone, with the media always through the relay and your
+      address shared with no one.
   wzp-client listen --relay 127.0.0.1:4433 --accept generic --input talk.wav --output heard.wav --duration 10s --once
       Answer one call through the relay only (your address stays private),
       send a WAV, record the caller, end after 10 s and exit.
   wzp-client listen --relay 127.0.0.1:4433 --accept reject
       Decline every call.
 
-Each offer is printed with the caller's fingerprint and alias; an answered
-call prints `SAS: CODE` (the caller prints the same code). When the relay
+Each offer is printed with the caller's fingerprint and alias, and whether
+it is a contact (an alias that is a contact's name on another fingerprint is
+warned about: the alias is the caller's claim, the fingerprint is proven); an
+answered call prints `SAS: CODE` (the caller prints the same code). When the relay
 goes away, listen registers again as soon as it is back.";
 
 /// How to answer offers.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Accept {
-    /// Accept, and let the caller learn our address (the media goes
-    /// straight between the two while that path works).
+    /// Accept everyone: contacts as `trusted`, anyone else as `generic`
+    /// (a stranger who knows your fingerprint never learns your address).
+    Contacts,
+    /// Accept contacts (as `trusted`), decline anyone else.
+    ContactsOnly,
+    /// Accept everyone, and let every caller learn our address (the media
+    /// goes straight between the two while that path works).
     Trusted,
     /// Accept through the relay only: our address is never revealed.
     Generic,
@@ -50,8 +62,11 @@ pub struct ListenArgs {
     #[command(flatten)]
     pub relay: RelayArgs,
     /// How to answer each incoming call.
-    #[arg(long, value_enum, default_value = "trusted")]
+    #[arg(long, value_enum, default_value = "contacts")]
     pub accept: Accept,
+    /// Contacts file (read again at each call). Default ~/.wzp/contacts.toml.
+    #[arg(long)]
+    pub contacts: Option<PathBuf>,
     #[command(flatten)]
     pub media: MediaArgs,
     /// Exit after the first call.
@@ -60,6 +75,9 @@ pub struct ListenArgs {
 }
 
 pub fn listen_cmd(args: ListenArgs) -> Result<()> {
+    let contacts_path = super::contacts::contacts_path(args.contacts.clone())?;
+    // A broken file is said at once, not at the first call.
+    Contacts::load(&contacts_path)?;
     let relay = args.relay.options()?;
     let identity = relay.identity()?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -156,7 +174,41 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                         .map(|a| format!(" ({a})"))
                         .unwrap_or_default()
                 );
-                let mode = match args.accept {
+                // Read at each call: the file may have changed meanwhile.
+                let contacts = match Contacts::load(&contacts_path) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        println!("cannot read the contacts ({e:#}); taking the caller for a stranger");
+                        Contacts::empty(&contacts_path)
+                    }
+                };
+                let caller = call.caller();
+                let contact = contacts.by_fingerprint(&caller).cloned();
+                if let Some(claimed) = contacts.impersonated(call.caller_alias(), &caller) {
+                    println!(
+                        "warning: the caller calls itself {:?}, the name of your contact {}, \
+                         but is not {}'s fingerprint ({})",
+                        call.caller_alias().unwrap_or_default(),
+                        claimed.name,
+                        claimed.name,
+                        claimed.fingerprint
+                    );
+                }
+                match &contact {
+                    Some(c) => println!(
+                        "the caller is your contact {}{}",
+                        c.name,
+                        if c.verified { " (verified)" } else { " (not verified)" }
+                    ),
+                    None => println!("the caller is not one of your contacts"),
+                }
+                let accept = match (args.accept, &contact) {
+                    (Accept::Contacts | Accept::ContactsOnly, Some(_)) => Accept::Trusted,
+                    (Accept::Contacts, None) => Accept::Generic,
+                    (Accept::ContactsOnly, None) => Accept::Reject,
+                    (a, _) => a,
+                };
+                let mode = match accept {
                     Accept::Reject => {
                         call.reject();
                         flush(&mut sig, &mut call).await?;
@@ -169,6 +221,7 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                     }
                     Accept::Trusted => AcceptMode::AcceptTrusted,
                     Accept::Generic => AcceptMode::AcceptGeneric,
+                    Accept::Contacts | Accept::ContactsOnly => unreachable!("resolved above"),
                 };
                 let eph = EphemeralKey::random().map_err(|e| anyhow!("no randomness: {e}"))?;
                 // Trusting the caller shares this side's address, for a
@@ -205,6 +258,15 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                 };
                 if let Some(ready) = ready {
                     println!("answered {} (room {})", ready.peer, ready.room);
+                    println!(
+                        "{}",
+                        if addr.is_some() {
+                            "your address went to the caller, for a direct path"
+                        } else {
+                            "answered through the relay only: your address stays private"
+                        }
+                    );
+                    println!("{}", super::call::sas_hint(contact.as_ref(), &caller));
                     run_media(
                         &mut sig,
                         &mut call,

@@ -1,6 +1,7 @@
 //! The subcommands, one file each, and what they share.
 
 pub mod call;
+pub mod contacts;
 pub mod demo;
 pub mod direct;
 pub mod graph;

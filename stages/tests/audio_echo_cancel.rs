@@ -140,6 +140,9 @@ fn the_echo_of_speech_is_taken_out_and_its_delay_found() {
     let delay = h.gauge("echo_delay_ms");
     assert!((39..=60).contains(&delay), "echo delay read as {delay} ms");
     assert!(h.gauge("echo_correlation") > 200);
+    // The coherence that found it, held since.
+    let coherence = h.gauge("echo_coherence");
+    assert!((300..=1000).contains(&coherence), "coherence {coherence}");
     assert!(h.gauge("erle_db") > 50, "erle gauge {}", h.gauge("erle_db"));
     assert!(h.counter("filter_adopted") > 0);
     assert_eq!(h.counter("filter_resets"), 0);
@@ -156,6 +159,7 @@ fn two_people_talking_with_no_echo_between_them_pass_untouched() {
     assert_eq!(h.gauge("echo_found"), 0);
     assert_eq!(h.gauge("echo_delay_ms"), -1);
     assert!(h.gauge("echo_correlation") < 150);
+    assert!(h.gauge("echo_coherence") < 300);
     assert_eq!(h.counter("filter_adopted"), 0);
 }
 

@@ -465,17 +465,18 @@ impl EchoCanceller {
         self.echo_found.then_some(self.presence.lag)
     }
 
-    /// The correlation peak between microphone and reference (0..1): over
-    /// 0.2 the microphone hears the speaker. It is measured only while the
-    /// far end talks (and for the echo's tail after): through the far end's
-    /// silences it holds.
     /// How coherent the microphone is with the reference at the
     /// detector's lag (0..1), as last read: only while the echo is being
-    /// looked for (zero until 20 blocks at one lag).
+    /// looked for (zero until 20 blocks at one lag); 0.3 or more, with the
+    /// correlation's peak, finds the echo.
     pub fn echo_coherence(&self) -> f32 {
         self.coherence
     }
 
+    /// The correlation peak between microphone and reference (0..1): over
+    /// 0.2 the microphone hears the speaker. It is measured only while the
+    /// far end talks (and for the echo's tail after): through the far end's
+    /// silences it holds.
     pub fn echo_correlation(&self) -> f32 {
         self.presence.peak
     }

@@ -15,6 +15,10 @@
 //!   it correlates most: the direct path or an early reflection; -1 while
 //!   none is found), `echo_correlation` (x1000: the correlation peak
 //!   between microphone and reference, over 200 the echo counts as found),
+//!   `echo_coherence` (x1000: how much of the microphone the reference at
+//!   that delay explains, read while the echo is looked for; 300 or more
+//!   with the peak standing still finds it: a headset call whose voices
+//!   are alike reads a peak and little coherence),
 //!   `erle_db` (x10: how much quieter the output is than the microphone
 //!   while the far end talks). Counters: `filter_adopted` (the echo path
 //!   learnt was taken into use), `filter_reverted` (what was learnt while
@@ -89,6 +93,7 @@ struct EchoProc {
     found: Gauge,
     delay_ms: Gauge,
     correlation: Gauge,
+    coherence: Gauge,
     erle: Gauge,
     suppressed: Gauge,
     rate: u32,
@@ -146,6 +151,8 @@ impl Processor for EchoProc {
         );
         self.correlation
             .set((aec.echo_correlation() * 1000.0).round() as i64);
+        self.coherence
+            .set((aec.echo_coherence() * 1000.0).round() as i64);
         self.erle.set((aec.erle_db() * 10.0).round() as i64);
         if let Some(res) = &self.res {
             self.suppressed
@@ -253,6 +260,7 @@ impl StageFactory for EchoCancel {
                 found: cx.gauge("echo_found"),
                 delay_ms: cx.gauge("echo_delay_ms"),
                 correlation: cx.gauge("echo_correlation"),
+                coherence: cx.gauge("echo_coherence"),
                 erle: cx.gauge("erle_db"),
                 suppressed: cx.gauge("suppress_db"),
                 rate,

@@ -327,10 +327,12 @@ fn only_contacts_learn_a_listeners_address_and_a_borrowed_name_is_called_out() {
     );
     let media = ["--duration", "2s", "--input", "tone", "--output", "null"];
 
-    // Alice calls "bob" by name: a contact, so his address goes to her.
+    // Alice calls "bob" by name: a contact, so his address goes to her
+    // (a longer call: the direct path comes up within it on a loaded machine).
     let listen_args = [&["--once"][..], &media[..]].concat();
-    let (mut b, _) = listen(&dir, &relay, "bob", &listen_args);
-    let mut a = client(&dir, &relay, "alice", &["call", "bob"], &media);
+    let long = ["--duration", "6s", "--input", "tone", "--output", "null"];
+    let (mut b, _) = listen(&dir, &relay, "bob", &[&["--once"][..], &long[..]].concat());
+    let mut a = client(&dir, &relay, "alice", &["call", "bob"], &long);
     a.expect_line(&format!("calling Bob ({b_fp})"), WAIT);
     b.expect_line("the caller is your contact alice (not verified)", WAIT);
     b.expect_line("your address went to the caller, for a direct path", WAIT);

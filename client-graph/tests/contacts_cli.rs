@@ -1,0 +1,80 @@
+//! `wzp-client contacts`: add, list, verify, remove, with clear errors for a
+//! name or fingerprint already taken, an unknown name, a bad fingerprint or
+//! a broken file, which is left as it was.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const A: &str = "3f2a:9c01:77de:0b4e:5a10:c3d2:e8f7:1a6b";
+const B: &str = "0000:1111:2222:3333:4444:5555:6666:7777";
+
+fn contacts(file: &Path, args: &[&str]) -> Output {
+    Command::new(common::bin("wzp-client"))
+        .arg("contacts")
+        .args(args)
+        .arg("--contacts")
+        .arg(file)
+        .output()
+        .expect("wzp-client runs")
+}
+
+fn ok(out: Output) -> String {
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fails(out: Output, why: &str) {
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(why), "{err}");
+}
+
+#[test]
+fn contacts_are_added_listed_verified_and_removed_with_clear_errors() {
+    let dir = common::tmp("wzp-contacts-cli", "c");
+    let file = dir.join("sub").join("contacts.toml");
+    assert!(ok(contacts(&file, &[])).contains("no contacts yet"));
+    ok(contacts(&file, &["add", "alice", A]));
+    ok(contacts(&file, &["add", "bob", B, "--verified"]));
+    let list = ok(contacts(&file, &["list"]));
+    assert_eq!(
+        list.lines().collect::<Vec<_>>(),
+        [
+            format!("alice  {A}  not verified"),
+            format!("bob  {B}  verified")
+        ]
+    );
+    fails(contacts(&file, &["add", "Alice", B]), "is taken");
+    fails(
+        contacts(&file, &["add", "carol", A]),
+        "already a contact, as \"alice\"",
+    );
+    fails(
+        contacts(&file, &["add", "carol", "12:34"]),
+        "not a fingerprint",
+    );
+    fails(contacts(&file, &["add", A, B]), "reads as a fingerprint");
+    fails(
+        contacts(&file, &["remove", "carol"]),
+        "no contact named \"carol\"",
+    );
+    fails(contacts(&file, &["verify", "carol"]), "no contact named");
+    assert!(ok(contacts(&file, &["verify", "ALICE"])).contains("alice"));
+    assert!(ok(contacts(&file, &["unverify", "bob"])).contains("not verified"));
+    assert!(ok(contacts(&file, &["remove", "bob"])).contains(B));
+    assert_eq!(
+        ok(contacts(&file, &["list"])).trim(),
+        format!("alice  {A}  verified")
+    );
+    // A file broken by hand: every command says where, and it stays as it is.
+    std::fs::write(&file, "[[contact]]\nname = \"x\"\n").unwrap();
+    fails(contacts(&file, &["list"]), "missing field `fingerprint`");
+    fails(contacts(&file, &["add", "bob", B]), "contacts.toml");
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "[[contact]]\nname = \"x\"\n"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -14,7 +14,7 @@ use wzp_proto::Fingerprint;
 pub struct Config {
     /// UDP address the QUIC endpoint listens on.
     pub listen: SocketAddr,
-    /// HTTP address of `/metrics`, `/rooms`, `/sessions`, `/stages`,
+    /// HTTP address of `/metrics`, `/healthz`, `/rooms`, `/sessions`, `/stages`,
     /// `/presence`, `/calls`, `/peers`, `/route/FP`; absent turns the HTTP
     /// server off.
     pub metrics_addr: Option<SocketAddr>,

@@ -31,7 +31,7 @@ struct Cli {
     /// QUIC listen address (UDP), e.g. 0.0.0.0:4433 or 127.0.0.1:0.
     #[arg(long)]
     listen: Option<SocketAddr>,
-    /// HTTP address for /metrics, /rooms, /sessions, /stages, /presence,
+    /// HTTP address for /metrics, /healthz, /rooms, /sessions, /stages, /presence,
     /// /calls, /peers, /route/FP.
     #[arg(long = "metrics-addr")]
     metrics_addr: Option<SocketAddr>,
@@ -167,7 +167,7 @@ fn print_fingerprint(identity: Option<PathBuf>, config: Option<PathBuf>) -> anyh
 const EXAMPLES: &str = "\
 Examples:
   wzp-relay --listen 0.0.0.0:4433 --metrics-addr 127.0.0.1:9090
-      Serve on UDP 4433 with /metrics, /rooms, /sessions, ... on 9090;
+      Serve on UDP 4433 with /metrics, /healthz, /rooms, ... on 9090;
       prints the TLS fingerprint clients and peers pin.
   wzp-relay --listen 0.0.0.0:4433 --mapping-port 4443
       Clients' NAT mapping tests on UDP 4443 (open it with 4433 in a

@@ -21,6 +21,10 @@ async fn metrics_views_tap_and_event_log_report_a_call() {
             events.to_str().unwrap(),
         ],
     );
+    let health: serde_json::Value = serde_json::from_str(&relay.http_get("/healthz")).unwrap();
+    assert_eq!(health["status"], "ok", "{health}");
+    assert_eq!(health["problems"], serde_json::json!([]));
+    assert!(health["version"].as_str().is_some_and(|v| !v.is_empty()));
     // a and b announce themselves (a member gets media once it has been heard).
     let mut a = join_heard(&relay, &room, 1, &[]).await.unwrap();
     let b = join_heard(&relay, &room, 2, &[&a]).await.unwrap();

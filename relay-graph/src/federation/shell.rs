@@ -365,6 +365,11 @@ impl FederationService {
         rx.await.ok()
     }
 
+    /// Whether the hub still runs (it ends only with the relay).
+    pub fn is_running(&self) -> bool {
+        !self.events.is_closed()
+    }
+
     /// The links as the hub last saw them.
     pub fn view(&self) -> FederationView {
         self.view.lock().expect("federation view").clone()

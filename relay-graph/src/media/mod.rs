@@ -279,6 +279,19 @@ impl Media {
         })
     }
 
+    /// The first forwarding shard whose task has ended while the relay
+    /// runs (it panicked or its graph stopped): its media no longer flows.
+    pub fn stopped_shard(&self) -> Option<usize> {
+        if self.stop.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.forwarders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .position(|h| h.is_finished())
+    }
+
     /// A shard by index (from a [`crate::rooms::RoomHandle`]).
     pub fn shard(&self, index: usize) -> &Shard {
         &self.shards[index]

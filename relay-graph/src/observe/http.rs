@@ -1,6 +1,6 @@
-//! The relay's HTTP endpoint: Prometheus `/metrics` ([`super::prometheus`])
-//! and JSON `/rooms`, `/sessions`, `/stages`, `/presence`, `/calls`,
-//! `/peers` (federation links).
+//! The relay's HTTP endpoint: Prometheus `/metrics` ([`super::prometheus`]),
+//! `/healthz`, and JSON `/rooms`, `/sessions`, `/stages`, `/presence`,
+//! `/calls`, `/peers` (federation links).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,6 +21,7 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let app = Router::new()
+        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/rooms", get(rooms))
         .route("/sessions", get(sessions))
@@ -38,6 +39,32 @@ pub async fn serve(
         }
     });
     Ok((local, task))
+}
+
+/// For a load balancer or a supervisor: 200 and `"status": "ok"` while
+/// every forwarding shard and the federation hub run, else 503 and
+/// `"status": "failing"` with what stopped (the relay then needs a restart).
+async fn healthz(State(s): State<Arc<Services>>) -> axum::response::Response {
+    let mut problems = Vec::new();
+    if let Some(i) = s.media.stopped_shard() {
+        problems.push(format!("media forwarding shard {i} stopped"));
+    }
+    if !s.federation.is_running() {
+        problems.push("the federation hub stopped".to_string());
+    }
+    let code = if problems.is_empty() {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({
+        "status": if problems.is_empty() { "ok" } else { "failing" },
+        "problems": problems,
+        "version": crate::endpoint::version_string(),
+        "uptime_s": s.started.elapsed().as_secs(),
+        "connections": s.quic.open_connections(),
+    });
+    (code, Json(body)).into_response()
 }
 
 /// Where a user is registered, as the federation sees it: `local`, `peer`

@@ -1279,50 +1279,48 @@ impl FederationCore {
             return;
         };
         let old = std::mem::replace(old, new.clone());
-        let dropped: Vec<RoomId> = old.difference(&new).copied().collect();
-        let added: Vec<RoomId> = new.difference(&old).copied().collect();
+        let dropped: BTreeSet<RoomId> = old.difference(&new).copied().collect();
+        let added: BTreeSet<RoomId> = new
+            .difference(&old)
+            .filter(|r| self.global_rooms.contains(r))
+            .copied()
+            .collect();
+        // One pass over the table whatever the lists' sizes (a peer's list
+        // holds up to 1024 rooms).
         let mut deltas = Vec::new();
+        let heard: Vec<RoomKey> = self
+            .rooms
+            .learned_from(peer)
+            .filter(|((r, _), _)| dropped.contains(r))
+            .map(|(k, _)| *k)
+            .collect();
+        let mut eligible = BTreeMap::new();
+        for key in heard {
+            let elig = eligible
+                .entry(key.0)
+                .or_insert_with(|| self.room_eligibility_for(key.0));
+            deltas.extend(self.rooms.learn(peer, key, None, &*elig));
+        }
+        // It dropped what it heard of those rooms with them.
+        self.rooms.forget_told(peer, |(r, _)| dropped.contains(r));
         for room in &dropped {
-            let elig = self.room_eligibility_for(*room);
-            let heard: Vec<RoomKey> = self
-                .rooms
-                .learned_from(peer)
-                .filter(|((r, _), _)| r == room)
-                .map(|(k, _)| *k)
-                .collect();
-            for key in heard {
-                deltas.extend(self.rooms.learn(peer, key, None, &elig));
-            }
-            // It dropped what it heard of the room with it.
-            self.rooms.forget_told(peer, |(r, _)| r == room);
             self.room_changed(*room);
         }
-        let added: Vec<RoomId> = added
-            .into_iter()
-            .filter(|r| self.global_rooms.contains(r))
-            .collect();
-        for room in added {
-            deltas.extend(self.sync_room(room));
-        }
-        self.send_room_deltas(deltas);
-    }
-
-    /// What every up peer should be told about `room`'s keys, after a change
-    /// to which peers bridge it.
-    fn sync_room(&mut self, room: RoomId) -> Vec<(RelayId, Delta<RoomKey, RoomState>)> {
-        let elig = self.room_eligibility_for(room);
         let mut keys: Vec<RoomKey> = self
             .rooms
             .keys()
-            .filter(|(r, _)| *r == room)
+            .filter(|(r, _)| added.contains(r))
             .copied()
             .collect();
         keys.sort();
-        let mut deltas = Vec::new();
+        let mut eligible = BTreeMap::new();
         for key in keys {
-            deltas.extend(self.rooms.sync_key(&key, &elig));
+            let elig = eligible
+                .entry(key.0)
+                .or_insert_with(|| self.room_eligibility_for(key.0));
+            deltas.extend(self.rooms.sync_key(&key, &*elig));
         }
-        deltas
+        self.send_room_deltas(deltas);
     }
 
     /// Makes `rooms` the global rooms this relay bridges (a reloaded

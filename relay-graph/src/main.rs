@@ -398,10 +398,7 @@ impl Overrides {
     }
 }
 
-/// On every `SIGHUP`, reads the config file again and applies what can be
-/// applied running (`wzp_relay::reload`): peers, trusted relays, call
-/// rooms, global rooms. A file that does not read or validate changes nothing and is
-/// logged as an error; the relay runs on.
+/// The `SIGHUP` watch ([`hangup_signal`]).
 #[cfg(unix)]
 type Hangup = Option<tokio::signal::unix::Signal>;
 #[cfg(not(unix))]
@@ -424,6 +421,10 @@ fn hangup_signal() -> Hangup {
     None
 }
 
+/// On every `SIGHUP`, reads the config file again and applies what can be
+/// applied running (`wzp_relay::reload`): peers, trusted relays, call
+/// rooms, global rooms. A file that does not read or validate changes
+/// nothing and is logged as an error; the relay runs on.
 async fn reload_on_hangup(
     hangup: Hangup,
     services: std::sync::Arc<wzp_relay::endpoint::Services>,

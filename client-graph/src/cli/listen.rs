@@ -202,26 +202,24 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                     ),
                     None => println!("the caller is not one of your contacts"),
                 }
-                let accept = match (args.accept, &contact) {
-                    (Accept::Contacts | Accept::ContactsOnly, Some(_)) => Accept::Trusted,
-                    (Accept::Contacts, None) => Accept::Generic,
-                    (Accept::ContactsOnly, None) => Accept::Reject,
-                    (a, _) => a,
-                };
-                let mode = match accept {
-                    Accept::Reject => {
-                        call.reject();
-                        flush(&mut sig, &mut call).await?;
-                        println!("rejected");
-                        if args.once {
-                            sig.close().await;
-                            return Ok(());
-                        }
-                        continue;
+                let mode = match (args.accept, &contact) {
+                    (Accept::Trusted, _) | (Accept::Contacts | Accept::ContactsOnly, Some(_)) => {
+                        Some(AcceptMode::AcceptTrusted)
                     }
-                    Accept::Trusted => AcceptMode::AcceptTrusted,
-                    Accept::Generic => AcceptMode::AcceptGeneric,
-                    Accept::Contacts | Accept::ContactsOnly => unreachable!("resolved above"),
+                    (Accept::Generic, _) | (Accept::Contacts, None) => {
+                        Some(AcceptMode::AcceptGeneric)
+                    }
+                    (Accept::Reject, _) | (Accept::ContactsOnly, None) => None,
+                };
+                let Some(mode) = mode else {
+                    call.reject();
+                    flush(&mut sig, &mut call).await?;
+                    println!("rejected");
+                    if args.once {
+                        sig.close().await;
+                        return Ok(());
+                    }
+                    continue;
                 };
                 let eph = EphemeralKey::random().map_err(|e| anyhow!("no randomness: {e}"))?;
                 // Trusting the caller shares this side's address, for a

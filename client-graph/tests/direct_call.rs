@@ -726,6 +726,32 @@ fn reflect_and_version_check_answer_from_the_relay() {
         "{line}"
     );
     assert!(r.exit(WAIT).success());
+    // The relay from the environment when --relay is not given; neither:
+    // a clear error.
+    let from_env = |addr: Option<&str>| {
+        let mut cmd = Command::new(bin("wzp-client"));
+        cmd.args(["reflect", "--relay-fingerprint", &relay.fingerprint])
+            .args(["--identity", dir.join("env.seed").to_str().unwrap()])
+            .args(["--known-relays", dir.join("env.known").to_str().unwrap()])
+            .env_remove("WZP_RELAY");
+        if let Some(a) = addr {
+            cmd.env("WZP_RELAY", a);
+        }
+        cmd.output().unwrap()
+    };
+    let out = from_env(Some(&relay.addr.to_string()));
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("127.0.0.1:"),
+        "{out:?}"
+    );
+    let out = from_env(None);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no relay: give --relay HOST:PORT, or set WZP_RELAY"),
+        "{err}"
+    );
     let quiet = tmp("reflect-no-mapping");
     let off = start_relay_with(&quiet, "127.0.0.1:0", &["--no-mapping-test"]);
     let mut r = client(&quiet, &off, "alice", &["reflect", "--nat"], &[]);

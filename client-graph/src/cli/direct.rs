@@ -35,9 +35,9 @@ pub const EXIT_FAILED: i32 = 7;
 /// Which relay, and who we are.
 #[derive(clap::Args, Clone, Debug)]
 pub struct RelayArgs {
-    /// Relay address, HOST:PORT.
+    /// Relay address, HOST:PORT [default: $WZP_RELAY].
     #[arg(long)]
-    pub relay: String,
+    pub relay: Option<String>,
     /// Identity seed file (created on first use, mode 0600). Default ~/.wzp/identity.
     #[arg(long)]
     pub identity: Option<PathBuf>,
@@ -60,7 +60,7 @@ impl RelayArgs {
             None => None,
         };
         Ok(RelayOptions {
-            relay: self.relay.clone(),
+            relay: super::relay_address(self.relay.as_deref())?,
             identity: or_home(self.identity.clone(), "identity")?,
             relay_fingerprint,
             known_relays: or_home(self.known_relays.clone(), "known_relays")?,

@@ -11,9 +11,9 @@ use crate::trust::or_home;
 
 #[derive(clap::Args)]
 pub struct JoinArgs {
-    /// Relay address, HOST:PORT.
+    /// Relay address, HOST:PORT [default: $WZP_RELAY].
     #[arg(long)]
-    pub relay: String,
+    pub relay: Option<String>,
     /// Room name (the relay only ever sees its hash).
     #[arg(long)]
     pub room: String,
@@ -82,7 +82,7 @@ pub fn join_cmd(args: JoinArgs) -> Result<()> {
         None => None,
     };
     let opts = CallOptions {
-        relay: args.relay,
+        relay: super::relay_address(args.relay.as_deref())?,
         room: args.room,
         room_secret: args.room_secret,
         input: args.input,

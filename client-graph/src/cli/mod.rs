@@ -38,6 +38,20 @@ pub fn parse_alias(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
+/// The relay a command talks to: `--relay`, else `$WZP_RELAY` (set once in
+/// a shell's profile, so `wzp-client call alice` needs nothing more).
+pub fn relay_address(given: Option<&str>) -> Result<String> {
+    if let Some(r) = given {
+        return Ok(r.to_string());
+    }
+    match std::env::var("WZP_RELAY") {
+        Ok(r) if !r.trim().is_empty() => Ok(r.trim().to_string()),
+        _ => {
+            bail!("no relay: give --relay HOST:PORT, or set WZP_RELAY=HOST:PORT in the environment")
+        }
+    }
+}
+
 pub fn parse_duration_arg(s: &str) -> Result<Duration, String> {
     wzp_engine::params::parse_duration_flag(s)
 }

@@ -193,7 +193,7 @@ fn nat_line(
 
 pub fn version_cmd(args: VersionArgs) -> Result<()> {
     let relay = RelayArgs {
-        relay: args.addr.clone(),
+        relay: Some(args.addr.clone()),
         identity: args.identity,
         relay_fingerprint: args.relay_fingerprint,
         known_relays: args.known_relays,

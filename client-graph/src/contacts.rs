@@ -182,14 +182,18 @@ impl Contacts {
         self.save()
     }
 
-    /// Removes the contact named `name` and saves the file.
-    pub fn remove(&mut self, name: &str) -> Result<Contact> {
+    /// Where the contact named `name` is in the list.
+    fn index_of(&self, name: &str) -> Result<usize> {
         let lower = name.to_lowercase();
-        let at = self
-            .list
+        self.list
             .iter()
             .position(|c| c.name.to_lowercase() == lower)
-            .ok_or_else(|| anyhow!("no contact named {name:?} in {}", self.path.display()))?;
+            .ok_or_else(|| anyhow!("no contact named {name:?} in {}", self.path.display()))
+    }
+
+    /// Removes the contact named `name` and saves the file.
+    pub fn remove(&mut self, name: &str) -> Result<Contact> {
+        let at = self.index_of(name)?;
         let gone = self.list.remove(at);
         self.save()?;
         Ok(gone)
@@ -197,12 +201,7 @@ impl Contacts {
 
     /// Marks the contact named `name` verified (or not) and saves the file.
     pub fn set_verified(&mut self, name: &str, verified: bool) -> Result<&Contact> {
-        let lower = name.to_lowercase();
-        let at = self
-            .list
-            .iter()
-            .position(|c| c.name.to_lowercase() == lower)
-            .ok_or_else(|| anyhow!("no contact named {name:?} in {}", self.path.display()))?;
+        let at = self.index_of(name)?;
         self.list[at].verified = verified;
         self.save()?;
         Ok(&self.list[at])

@@ -530,26 +530,13 @@ impl Hub {
                 *self.global.lock().unwrap_or_else(|p| p.into_inner()) =
                     rooms.iter().map(|r| r.to_string()).collect();
                 let (added, dropped) = self.core.set_global_rooms(rooms, now);
+                // A room now bridged may have members already: they get the
+                // room's federation member and are announced. One no longer
+                // bridged loses both.
+                for room in &added {
+                    self.federate_existing(*room, &room.to_string(), now);
+                }
                 if let Some(services) = self.services.upgrade() {
-                    // A room now bridged may have members already: they get
-                    // the room's federation member and are announced. One
-                    // no longer bridged loses both.
-                    for room in &added {
-                        let name = room.to_string();
-                        let participants = services
-                            .rooms
-                            .federate_existing(&services, &name)
-                            .into_iter()
-                            .map(|(fingerprint, alias)| FederatedParticipant { fingerprint, alias })
-                            .collect();
-                        self.core.handle(
-                            Input::LocalRoom {
-                                room: *room,
-                                participants,
-                            },
-                            now,
-                        );
-                    }
                     for room in &dropped {
                         services.rooms.unfederate(&services, &room.to_string());
                     }
@@ -817,20 +804,26 @@ impl Hub {
                 rooms.remove(&name);
             }
         }
-        if !up {
-            return;
+        if up {
+            self.federate_existing(room, &name, Instant::now());
         }
+    }
+
+    /// Room `room` (named `name` in the room table) became bridged while it
+    /// may already have members: they get its federation member and are
+    /// announced to the mesh.
+    fn federate_existing(&mut self, room: RoomId, name: &str, now: Instant) {
         let Some(services) = self.services.upgrade() else {
             return;
         };
         let participants = services
             .rooms
-            .federate_existing(&services, &name)
+            .federate_existing(&services, name)
             .into_iter()
             .map(|(fingerprint, alias)| FederatedParticipant { fingerprint, alias })
             .collect();
         self.core
-            .handle(Input::LocalRoom { room, participants }, Instant::now());
+            .handle(Input::LocalRoom { room, participants }, now);
     }
 
     fn remote_members(&self, room: RoomId) -> Vec<RemoteMember> {

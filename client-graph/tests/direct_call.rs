@@ -490,6 +490,8 @@ fn a_hangup_or_a_dead_peer_ends_the_call_for_the_other_side() {
         &relay,
         "bob",
         &[
+            "--accept",
+            "trusted",
             "--once",
             "--input",
             "tone",
@@ -529,6 +531,8 @@ fn a_hangup_or_a_dead_peer_ends_the_call_for_the_other_side() {
         &relay,
         "bob",
         &[
+            "--accept",
+            "trusted",
             "--once",
             "--input",
             "tone",
@@ -580,6 +584,8 @@ fn a_third_fingerprint_is_refused_from_the_call_room() {
         &relay,
         "bob",
         &[
+            "--accept",
+            "trusted",
             "--once",
             "--input",
             "tone",
@@ -668,6 +674,8 @@ fn listen_registers_again_after_a_relay_restart_and_the_next_call_works() {
         &relay,
         "bob",
         &[
+            "--accept",
+            "trusted",
             "--once",
             "--input",
             "tone",
@@ -816,6 +824,8 @@ fn presence_calls_and_the_clients_loss_recovery_reports_show_on_the_relay() {
         &relay,
         "bob",
         &[
+            "--accept",
+            "trusted",
             "--once",
             "--alias",
             "bob",
@@ -1933,7 +1943,16 @@ fn each_call_to_a_listener_gets_its_own_direct_path() {
         &dir,
         &relay,
         "bob",
-        &["--duration", "3s", "--input", "tone", "--output", "null"],
+        &[
+            "--accept",
+            "trusted",
+            "--duration",
+            "3s",
+            "--input",
+            "tone",
+            "--output",
+            "null",
+        ],
     );
     for n in 1..=2 {
         let mut a = client(

@@ -85,20 +85,8 @@ pub struct Reloaded {
 }
 
 impl Reloaded {
-    /// Whether the reload changed anything that runs.
-    pub fn changed_anything(&self) -> bool {
-        !(self.peers.added.is_empty()
-            && self.peers.removed.is_empty()
-            && self.peers.changed.is_empty()
-            && self.calls_added.is_empty()
-            && self.calls_removed.is_empty()
-            && self.calls_changed.is_empty()
-            && self.global_added.is_empty()
-            && self.global_removed.is_empty())
-    }
-
-    /// One line for the log: `peers +[b] -[] ~[] calls +[] -[] ~[]`, and
-    /// what waits for a restart.
+    /// One line for the log: what was added, removed and changed of peers,
+    /// call rooms and global rooms, and what waits for a restart.
     pub fn summary(&self) -> String {
         let list = |v: &[String]| v.join(",");
         let mut s = format!(

@@ -1343,27 +1343,33 @@ impl FederationCore {
             return (added, dropped);
         }
         self.global_rooms = new;
+        // A call's room keeps its own bridging whatever the list says.
+        let gone: BTreeSet<RoomId> = dropped
+            .iter()
+            .copied()
+            .filter(|r| !self.call_room_is_local(*r) && self.call_room_name(*r).is_none())
+            .collect();
+        let none = |_: RelayId, _: &RoomKey| false;
         let mut deltas = Vec::new();
-        for room in &dropped {
-            if self.call_room_is_local(*room) || self.call_room_name(*room).is_some() {
-                continue;
-            }
-            let none = |_: RelayId, _: &RoomKey| false;
+        for room in &gone {
             deltas.extend(self.rooms.set_local((*room, self.me), None, none));
-            let heard: Vec<(RelayId, RoomKey)> = self
-                .links
-                .keys()
-                .flat_map(|p| {
-                    self.rooms
-                        .learned_from(*p)
-                        .filter(|((r, _), _)| r == room)
-                        .map(|(k, _)| (*p, *k))
-                        .collect::<Vec<_>>()
-                })
-                .collect();
-            for (peer, key) in heard {
-                deltas.extend(self.rooms.learn(peer, key, None, none));
-            }
+        }
+        // What the peers said of those rooms, in one pass per peer.
+        let heard: Vec<(RelayId, RoomKey)> = self
+            .links
+            .keys()
+            .flat_map(|p| {
+                self.rooms
+                    .learned_from(*p)
+                    .filter(|((r, _), _)| gone.contains(r))
+                    .map(|(k, _)| (*p, *k))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for (peer, key) in heard {
+            deltas.extend(self.rooms.learn(peer, key, None, none));
+        }
+        for room in &gone {
             self.room_changed(*room);
         }
         // The withdrawals go first, while the peers still take this relay

@@ -63,9 +63,6 @@ struct Cli {
 
 #[derive(clap::Subcommand, Debug)]
 enum Command {
-    /// Print this relay's TLS fingerprint (what peers pin in `[[peers]]` and
-    /// `[[trusted]]`) on its own line and exit; creates the identity if
-    /// missing.
     /// Check a config file without running the relay: it parses and
     /// validates, and its relay graph (built-in or `graph =`) compiles.
     /// Exit 0 and a summary when it would start; exit 1 and why not.
@@ -76,6 +73,9 @@ enum Command {
         #[arg(short = 'c', long = "config")]
         config: Option<PathBuf>,
     },
+    /// Print this relay's TLS fingerprint (what peers pin in `[[peers]]` and
+    /// `[[trusted]]`) on its own line and exit; creates the identity if
+    /// missing.
     #[command(after_help = FINGERPRINT_EXAMPLES)]
     Fingerprint {
         /// Identity seed file; created (mode 0600) if missing.

@@ -155,4 +155,15 @@ fn help_shows_an_example() {
     assert!(help.contains("[[peers]]"), "{help}");
     let top = text(&run(&["--help"]).stdout);
     assert!(top.contains("fingerprint"), "{top}");
+    // Each subcommand's one-line summary is its own: the fingerprint's
+    // line says what it prints, and the check's does not borrow it.
+    let line = |name: &str| {
+        top.lines()
+            .find(|l| l.trim_start().starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no `{name}` line in\n{top}"))
+            .to_string()
+    };
+    assert!(line("fingerprint").contains("TLS fingerprint"), "{top}");
+    assert!(line("check").contains("Check a config file"), "{top}");
+    assert!(!line("check").contains("fingerprint"), "{top}");
 }

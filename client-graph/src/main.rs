@@ -38,7 +38,9 @@ Examples:
       reports say so, and the talkers protect what you hear accordingly.
   wzp-client join --relay 127.0.0.1:4433 --room test --top
       A live view of the call: what you send and why, what you hear from
-      each sender and how much was concealed, per-stage timings.
+      each sender and how much was concealed, per-stage timings. In a call
+      `m` mutes and unmutes the microphone, `q` hangs up; SIGUSR1 mutes,
+      SIGUSR2 unmutes; --muted starts muted.
   wzp-client run graphs/loopback.toml
       Run the loopback graph on the built-in speech sample; writes out/loopback.wav.
   wzp-client run graphs/loopback.toml --set input=talk.wav --set output=/tmp/o.wav --top

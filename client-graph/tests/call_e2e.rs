@@ -529,6 +529,84 @@ fn top_shows_what_the_call_sends_and_hears() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A figure of `name`'s `--stats-json` as the call goes (0 until the file
+/// and the figure are there).
+fn live_figure(dir: &Path, name: &str, stage: &str, kind: &str, key: &str) -> i64 {
+    let text = std::fs::read_to_string(dir.join(format!("{name}.json"))).unwrap_or_default();
+    serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| {
+            v["stages"].as_array()?.iter().find(|s| s["id"] == stage)?[kind][key].as_i64()
+        })
+        .unwrap_or(0)
+}
+
+/// Waits (bounded) until `pred` holds, polling.
+fn wait_until(what: &str, pred: impl Fn() -> bool) {
+    let deadline = Instant::now() + WAIT * 2;
+    while !pred() {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {:?}",
+            WAIT * 2
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_muted_talker_sends_silence_until_unmuted_by_signal() {
+    let _serial = serial();
+    let dir = tmp("mute");
+    let relay = Relay::start(&dir, "127.0.0.1:0");
+    let mut a = client(&dir, &relay, "alice", "tone:440", SECRET, &["--muted"]);
+    let mut b = client(&dir, &relay, "bob", "tone:880", SECRET, &[]);
+    a.wait_line("that alice starts muted", |l| {
+        l.starts_with("microphone muted")
+    });
+    a.wait_room_of(2);
+    b.wait_room_of(2);
+    // Bob plays alice's frames while she is muted: she keeps sending, and
+    // what she sends is silence.
+    wait_until("bob plays 2 s of alice's muted frames", || {
+        live_figure(&dir, "bob", "jb0", "counters", "played") >= 100
+    });
+    let muted_upto = recorded(&dir, "bob") as usize;
+    assert_eq!(live_figure(&dir, "alice", "mute", "gauges", "muted"), 1);
+    assert!(live_figure(&dir, "alice", "mute", "counters", "muted_frames") > 0);
+
+    // SIGUSR2 unmutes; she says so.
+    let status = Command::new("kill")
+        .args(["-USR2", &a.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    a.wait_line("that alice is unmuted", |l| l == "microphone on");
+    let unmuted_from = recorded(&dir, "bob") as usize;
+    // Three seconds more, and the flush's second.
+    wait_recorded(&dir, "bob", unmuted_from as u64 + 4 * 16_000);
+    let runs = vec![a, b];
+    interrupt(&runs);
+    for r in runs {
+        let name = r.name.clone();
+        finish(r, &name);
+    }
+    let heard = recording(&dir, "bob");
+    // What bob recorded before the unmute, after alice's frames were
+    // playing: no trace of her tone.
+    let played_muted = &heard[muted_upto / 2..muted_upto];
+    let muted_tone = tone_dbfs(played_muted, 440.0);
+    assert!(
+        muted_tone < -60.0,
+        "bob hears the muted tone at {muted_tone} dBFS"
+    );
+    // A second after the unmute on: her tone at its level (-15 dBFS RMS).
+    let after = &heard[(unmuted_from + 2 * 16_000).min(heard.len())..];
+    let tone = tone_dbfs(after, 440.0);
+    assert!(tone > -20.0, "bob hears the unmuted tone at {tone} dBFS");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn five_clients_in_a_room_hear_everyone_else() {
     let _serial = serial();

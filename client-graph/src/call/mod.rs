@@ -1,6 +1,7 @@
 //! A call: options, the call graph ([`graph`]) and the media connection
 //! ([`media`]). `wzp-client join` and `demo` run one with [`run_call`].
 
+pub mod controls;
 pub mod graph;
 pub mod media;
 pub mod top;
@@ -52,6 +53,9 @@ pub struct CallOptions {
     /// Print the `--top` view ([`top::Top`]) once a second instead of each
     /// quality decision as it comes.
     pub top: bool,
+    /// The process's in-call controls (mute, hang up); `None`: the
+    /// microphone is never muted.
+    pub controls: Option<Arc<controls::Controls>>,
 }
 
 /// How often a call rewrites its `--stats-json` file.
@@ -144,6 +148,29 @@ pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
     // What the media connection sees of its first hop, for `quality.adapt`.
     let path_live = Arc::new(PathLive::new());
     res.insert(PATH_LIVE, path_live.clone());
+    // The microphone's mute switch, thrown by keys and signals.
+    let has_switch = controls::graph_has_switch(&spec);
+    if let Some(c) = &opts.controls {
+        res.insert(controls::MUTE_CELL, c.mute.clone());
+        // A `q` pressed between calls (`listen`) hangs up none of them.
+        c.take_hangup();
+        if c.keys() {
+            println!(
+                "{}keys: m mutes or unmutes the microphone, q hangs up",
+                opts.label
+            );
+        }
+        if c.is_muted() {
+            println!("{}{}", opts.label, controls::announce(true));
+        }
+        if !has_switch && (c.is_muted() || c.keys()) {
+            eprintln!(
+                "{}warning: this graph has no audio.mute stage thrown by `{}`: muting does nothing",
+                opts.label,
+                controls::MUTE_CELL
+            );
+        }
+    }
     let registry = wzp_stages::registry();
     let compiled = compile_with(&spec, &registry, &res, &Existing::default(), wakers)
         .map_err(|e| anyhow!("{e}"))?;
@@ -249,6 +276,23 @@ pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
         graph.wait(Duration::from_millis(50));
         if net.is_finished() {
             break;
+        }
+        if opts.controls.as_ref().is_some_and(|c| c.take_hangup()) {
+            if opts.direct.is_none() {
+                println!("{}hanging up", opts.label);
+            }
+            break;
+        }
+        if let Some(muted) = opts.controls.as_ref().and_then(|c| c.changed()) {
+            if has_switch {
+                println!("{}{}", opts.label, controls::announce(muted));
+            } else {
+                eprintln!(
+                    "{}warning: this graph has no audio.mute stage thrown by `{}`: muting does nothing",
+                    opts.label,
+                    controls::MUTE_CELL
+                );
+            }
         }
         if Instant::now() >= next_report {
             next_report += media::TELEMETRY_INTERVAL;
@@ -377,7 +421,18 @@ mod tests {
             direct: None,
             stats_json: None,
             top: false,
+            controls: None,
         }
+    }
+
+    #[test]
+    fn the_shipped_call_graph_has_the_mute_switch() {
+        let spec = call_spec(&opts(&[]), "0123456789abcdef0123").unwrap();
+        assert!(controls::graph_has_switch(&spec));
+        // A graph without the stage is told apart.
+        let mut bare = spec.clone();
+        bare.stages.retain(|s| s.kind != "audio.mute");
+        assert!(!controls::graph_has_switch(&bare));
     }
 
     #[test]

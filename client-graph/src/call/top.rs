@@ -153,6 +153,9 @@ fn same_chain<'a>(r: &'a Report, kind: &str, of: &StageReport) -> Option<&'a Sta
 /// The lines above the stage table.
 pub fn summary(now: &Report, before: Option<&Report>, decisions: &[&str]) -> String {
     let mut out = String::new();
+    if stage(now, "audio.mute").and_then(|m| gauge(m, "muted")) == Some(1) {
+        out.push_str("MUTED      the others hear silence from this microphone\n");
+    }
     if let Some(a) = stage(now, "quality.adapt") {
         sending(&mut out, a);
     }
@@ -437,6 +440,22 @@ mod tests {
         // A tier index out of the table (or unset) says so rather than guess.
         let s = summary(&report(vec![adapt(&[("tier", -1)])]), None, &[]);
         assert!(s.contains("sending    ?: no tier yet"), "{s}");
+    }
+
+    #[test]
+    fn a_muted_microphone_heads_the_view() {
+        let muted = |m: i64| {
+            summary(
+                &report(vec![
+                    st("mute", "audio.mute", &[], &[("muted", m)]),
+                    adapt(&[]),
+                ]),
+                None,
+                &[],
+            )
+        };
+        assert!(muted(1).starts_with("MUTED "), "{}", muted(1));
+        assert!(!muted(0).contains("MUTED"), "{}", muted(0));
     }
 
     #[test]

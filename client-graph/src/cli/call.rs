@@ -13,7 +13,7 @@ use wzp_proto::handshake::EphemeralKey;
 use wzp_proto::Fingerprint;
 
 use super::direct::{
-    flush, run_media, MediaArgs, RelayArgs, EXIT_BUSY, EXIT_FAILED, EXIT_NOT_ONLINE,
+    flush, run_media, MediaArgs, RelayArgs, UserInput, EXIT_BUSY, EXIT_FAILED, EXIT_NOT_ONLINE,
     EXIT_NO_ANSWER, EXIT_REJECTED,
 };
 use crate::contacts::{Contact, Contacts};
@@ -32,6 +32,9 @@ Examples:
       Keep the media on the relay even when the callee shares its address
       (by default it goes straight to a trusting callee while that works,
       and back through the relay when that path breaks).
+  wzp-client call alice --relay 203.0.113.7:4433 --muted
+      Start muted. During a call `m` mutes and unmutes the microphone, `q`
+      hangs up; `pkill -USR1 wzp-client` mutes, `-USR2` unmutes.
 
 Exit status:
   0  the call was answered and ran
@@ -94,6 +97,10 @@ pub fn call_cmd(args: CallArgs) -> Result<i32> {
         .context("installing SIGINT handler")?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())
         .context("installing SIGTERM handler")?;
+    let controls = Arc::new(crate::call::controls::Controls::new(
+        args.media.muted,
+        true,
+    )?);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -184,7 +191,7 @@ pub fn call_cmd(args: CallArgs) -> Result<i32> {
             &relay,
             &args.media,
             Some((Role::Dialer, reg.observed_addr)),
-            stop,
+            &UserInput { stop, controls },
         )
         .await?;
         sig.close().await;

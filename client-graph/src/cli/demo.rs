@@ -97,6 +97,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         direct: None,
         stats_json: None,
         top: false,
+        controls: None,
     };
     let alice = client("alice", "builtin", "null".into());
     let bob = client("bob", "tone:220", args.output.display().to_string());

@@ -103,6 +103,11 @@ pub struct MediaArgs {
     /// path is up.
     #[arg(long)]
     pub relay_only: bool,
+    /// Start each call with the microphone muted (the other side hears
+    /// silence). On a terminal `m` mutes and unmutes, `q` hangs up;
+    /// SIGUSR1 mutes, SIGUSR2 unmutes.
+    #[arg(long)]
+    pub muted: bool,
 }
 
 /// The two direct-call state machines, as the media runner drives them.
@@ -210,6 +215,13 @@ pub enum CallEnd {
     SignalLost(String),
 }
 
+/// What the person at this end can do to a call: end the process
+/// (Ctrl-C, SIGTERM: `stop`), and mute or hang up (`controls`).
+pub struct UserInput {
+    pub stop: Arc<AtomicBool>,
+    pub controls: Arc<call::controls::Controls>,
+}
+
 /// Runs an answered call's media through the relay with the call's keys
 /// until `--duration`, Ctrl-C, or the other side hangs up; then hangs up.
 pub async fn run_media(
@@ -219,8 +231,9 @@ pub async fn run_media(
     relay: &RelayOptions,
     media: &MediaArgs,
     direct: Option<(Role, Option<SocketAddr>)>,
-    stop: Arc<AtomicBool>,
+    user: &UserInput,
 ) -> Result<CallEnd> {
+    let (stop, controls) = (&user.stop, &user.controls);
     println!("SAS: {}", ready.sas);
     let direct = direct.filter(|_| !media.relay_only);
     // A call across relays: no relay passed the peer's addresses, so the
@@ -297,6 +310,7 @@ pub async fn run_media(
         }),
         stats_json: None,
         top: media.top,
+        controls: Some(controls.clone()),
     };
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
     let media_thread = std::thread::Builder::new()

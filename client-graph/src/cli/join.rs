@@ -66,6 +66,11 @@ pub struct JoinArgs {
     /// decisions, and the per-stage table.
     #[arg(long)]
     pub top: bool,
+    /// Start with the microphone muted (the others hear silence). On a
+    /// terminal `m` mutes and unmutes, `q` hangs up; SIGUSR1 mutes, SIGUSR2
+    /// unmutes.
+    #[arg(long)]
+    pub muted: bool,
 }
 
 pub fn join_cmd(args: JoinArgs) -> Result<()> {
@@ -74,6 +79,7 @@ pub fn join_cmd(args: JoinArgs) -> Result<()> {
         .context("installing SIGINT handler")?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())
         .context("installing SIGTERM handler")?;
+    let controls = std::sync::Arc::new(call::controls::Controls::new(args.muted, true)?);
     let relay_fingerprint = match &args.relay_fingerprint {
         Some(f) => Some(
             f.parse()
@@ -100,6 +106,7 @@ pub fn join_cmd(args: JoinArgs) -> Result<()> {
         direct: None,
         stats_json: args.stats_json.clone(),
         top: args.top,
+        controls: Some(controls),
     };
     call::graph::check_options(&opts)?;
     if let Some(p) = &args.stats_json {

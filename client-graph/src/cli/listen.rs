@@ -12,7 +12,7 @@ use wzp_proto::direct_path::Role;
 use wzp_proto::handshake::EphemeralKey;
 use wzp_proto::signal::{AcceptMode, SignalMessage};
 
-use super::direct::{flush, run_media, MediaArgs, RelayArgs};
+use super::direct::{flush, run_media, MediaArgs, RelayArgs, UserInput};
 use crate::contacts::Contacts;
 use crate::signal::{ConnectError, MappingTest, SignalConn};
 
@@ -85,6 +85,10 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
         .context("installing SIGINT handler")?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())
         .context("installing SIGTERM handler")?;
+    let controls = Arc::new(crate::call::controls::Controls::new(
+        args.media.muted,
+        true,
+    )?);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -272,7 +276,10 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                         &relay,
                         &args.media,
                         addr.map(|own| (Role::Acceptor, Some(own))),
-                        stop.clone(),
+                        &UserInput {
+                            stop: stop.clone(),
+                            controls: controls.clone(),
+                        },
                     )
                         .await?;
                 }

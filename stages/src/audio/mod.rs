@@ -22,6 +22,7 @@ pub mod drift;
 pub mod echo_cancel;
 pub mod gain;
 pub mod mix;
+pub mod mute;
 pub mod ns;
 pub mod null_sink;
 pub mod res;
@@ -43,6 +44,7 @@ pub fn register(registry: &mut Registry) -> Result<(), wzp_engine::registry::Reg
     registry.register(wav_sink::WavSink)?;
     registry.register(null_sink::NullSink)?;
     registry.register(gain::Gain)?;
+    registry.register(mute::Mute)?;
     registry.register(mix::Mix)?;
     registry.register(split::Split)?;
     registry.register(resample::Resample)?;

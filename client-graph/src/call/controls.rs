@@ -1,0 +1,249 @@
+//! In-call controls: the microphone's mute switch and hanging up, from a
+//! terminal's keys and from signals.
+//!
+//! - `m` on the terminal the client runs in mutes or unmutes the
+//!   microphone; `q` hangs up the call (`join` and `call` then end, as with
+//!   Ctrl-C; `listen` waits for the next call). Keys are read only when
+//!   standard input is a terminal and the client is its foreground job; the
+//!   terminal is put in non-canonical mode without echo for it (Ctrl-C still
+//!   interrupts) and put back as it was when the command ends.
+//! - `SIGUSR1` mutes, `SIGUSR2` unmutes (for scripts and desktop bindings:
+//!   `pkill -USR1 wzp-client`). Each says what it means, so sending one twice
+//!   changes nothing.
+//! - `--muted` starts muted.
+//!
+//! The switch is the [`MuteSwitch`] cell `call.mute` that the call graph's
+//! `audio.mute` stage reads (`graphs/call.toml`); it is one per process, so a
+//! `listen` that answers call after call keeps its position between calls.
+
+use std::io::{IsTerminal, Read};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use wzp_engine::spec::GraphSpec;
+use wzp_stages::audio::mute::MuteSwitch;
+
+/// The name of the mute switch's cell, as `graphs/call.toml` names it.
+pub const MUTE_CELL: &str = "call.mute";
+
+/// The controls of one client process.
+pub struct Controls {
+    /// The microphone's mute switch.
+    pub mute: Arc<MuteSwitch>,
+    mute_req: Arc<AtomicBool>,
+    unmute_req: Arc<AtomicBool>,
+    /// `q` was pressed: hang up the call.
+    hangup_req: Arc<AtomicBool>,
+    /// The position last announced ([`Controls::changed`]).
+    shown: AtomicBool,
+    /// Whether the terminal's keys are read.
+    keys: bool,
+    _terminal: Option<TerminalMode>,
+}
+
+impl Controls {
+    /// Controls starting `muted`. Installs the `SIGUSR1`/`SIGUSR2` handlers;
+    /// with `keys` and a terminal on standard input (this process in its
+    /// foreground), reads `m` (mute) and `q` (hang up) from it.
+    pub fn new(muted: bool, keys: bool) -> Result<Controls> {
+        let mute = Arc::new(MuteSwitch::new(muted));
+        let mute_req = Arc::new(AtomicBool::new(false));
+        let unmute_req = Arc::new(AtomicBool::new(false));
+        let hangup_req = Arc::new(AtomicBool::new(false));
+        signal_hook::flag::register(signal_hook::consts::SIGUSR1, mute_req.clone())
+            .context("installing the SIGUSR1 (mute) handler")?;
+        signal_hook::flag::register(signal_hook::consts::SIGUSR2, unmute_req.clone())
+            .context("installing the SIGUSR2 (unmute) handler")?;
+        let terminal = if keys { TerminalMode::keys() } else { None };
+        let keys = terminal.is_some();
+        if keys {
+            let (mute, hangup) = (mute.clone(), hangup_req.clone());
+            std::thread::Builder::new()
+                .name("wzp-keys".into())
+                .spawn(move || read_keys(std::io::stdin(), &mute, &hangup))
+                .context("starting the key reader")?;
+        }
+        Ok(Controls {
+            mute,
+            mute_req,
+            unmute_req,
+            hangup_req,
+            shown: AtomicBool::new(muted),
+            keys,
+            _terminal: terminal,
+        })
+    }
+
+    /// Whether the terminal's keys are read (for the hint printed at the
+    /// start of a call).
+    pub fn keys(&self) -> bool {
+        self.keys
+    }
+
+    /// Takes the signals' requests, then the switch's new position if it
+    /// moved since the last call (by a key or a signal), to be announced.
+    pub fn changed(&self) -> Option<bool> {
+        if self.mute_req.swap(false, Ordering::Relaxed) {
+            self.mute.set(true);
+        }
+        if self.unmute_req.swap(false, Ordering::Relaxed) {
+            self.mute.set(false);
+        }
+        let now = self.mute.is_muted();
+        (self.shown.swap(now, Ordering::Relaxed) != now).then_some(now)
+    }
+
+    /// Whether `q` was pressed since the last call (which forgets it).
+    pub fn take_hangup(&self) -> bool {
+        self.hangup_req.swap(false, Ordering::Relaxed)
+    }
+
+    /// Whether the microphone is muted.
+    pub fn is_muted(&self) -> bool {
+        self.mute.is_muted()
+    }
+}
+
+impl std::fmt::Debug for Controls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controls")
+            .field("muted", &self.is_muted())
+            .field("keys", &self.keys)
+            .finish()
+    }
+}
+
+/// What a change of the switch reads as.
+pub fn announce(muted: bool) -> &'static str {
+    if muted {
+        "microphone muted: the others hear silence"
+    } else {
+        "microphone on"
+    }
+}
+
+/// Whether `spec` has an `audio.mute` stage thrown by the client's switch
+/// (a `--graph` of one's own may not).
+pub fn graph_has_switch(spec: &GraphSpec) -> bool {
+    spec.stages.iter().any(|s| {
+        s.kind == "audio.mute"
+            && s.params
+                .get("switch")
+                .is_some_and(|p| p.value.as_str() == Some(MUTE_CELL))
+    })
+}
+
+/// Reads keys from `input` (standard input) until it ends.
+fn read_keys(mut input: impl Read, mute: &MuteSwitch, hangup: &AtomicBool) {
+    let mut buf = [0u8; 16];
+    loop {
+        match input.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                for &b in &buf[..n] {
+                    match b {
+                        b'm' | b'M' => {
+                            mute.toggle();
+                        }
+                        b'q' | b'Q' => hangup.store(true, Ordering::Relaxed),
+                        _ => {}
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            // Put in the background (`bg`): reads fail until it is brought
+            // back; try again now and then.
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(250)),
+        }
+    }
+}
+
+/// The terminal in key mode: non-canonical, no echo; put back on drop.
+struct TerminalMode {
+    saved: libc::termios,
+}
+
+impl TerminalMode {
+    /// Key mode on standard input, if it is a terminal whose foreground job
+    /// this process is; `None` otherwise (a pipe, a file, a background job:
+    /// touching the terminal from the background would stop the process).
+    fn keys() -> Option<TerminalMode> {
+        if !std::io::stdin().is_terminal() {
+            return None;
+        }
+        // SAFETY: plain queries of the process's own group and of fd 0's
+        // foreground group; no memory is passed.
+        let foreground = unsafe { libc::tcgetpgrp(0) == libc::getpgrp() };
+        if !foreground {
+            return None;
+        }
+        // SAFETY: `termios` is plain data; tcgetattr fills it and reports
+        // failure by its return value, checked before use.
+        let mut saved: libc::termios = unsafe { std::mem::zeroed() };
+        // SAFETY: fd 0 and a valid, writable termios.
+        if unsafe { libc::tcgetattr(0, &mut saved) } != 0 {
+            return None;
+        }
+        let mut raw = saved;
+        raw.c_lflag &= !(libc::ICANON | libc::ECHO);
+        raw.c_cc[libc::VMIN] = 1;
+        raw.c_cc[libc::VTIME] = 0;
+        // SAFETY: fd 0 and a valid termios read from it above. Ignoring
+        // SIGTTIN/SIGTTOU makes reads and the restore from a job later put in
+        // the background fail (or proceed) rather than stop the process.
+        unsafe {
+            libc::signal(libc::SIGTTIN, libc::SIG_IGN);
+            libc::signal(libc::SIGTTOU, libc::SIG_IGN);
+            if libc::tcsetattr(0, libc::TCSANOW, &raw) != 0 {
+                return None;
+            }
+        }
+        Some(TerminalMode { saved })
+    }
+}
+
+impl Drop for TerminalMode {
+    fn drop(&mut self) {
+        // SAFETY: fd 0 and the termios read from it when key mode began.
+        unsafe {
+            libc::tcsetattr(0, libc::TCSANOW, &self.saved);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signals_requests_move_the_switch_and_each_move_is_told_once() {
+        let c = Controls::new(false, false).unwrap();
+        assert_eq!(c.changed(), None);
+        c.mute_req.store(true, Ordering::Relaxed);
+        assert_eq!(c.changed(), Some(true));
+        assert_eq!(c.changed(), None);
+        // A second mute is no change.
+        c.mute_req.store(true, Ordering::Relaxed);
+        assert_eq!(c.changed(), None);
+        assert!(c.is_muted());
+        c.unmute_req.store(true, Ordering::Relaxed);
+        assert_eq!(c.changed(), Some(false));
+        // A key's toggle is told the same way.
+        c.mute.toggle();
+        assert_eq!(c.changed(), Some(true));
+    }
+
+    #[test]
+    fn m_toggles_the_switch_q_asks_to_hang_up_and_other_keys_do_nothing() {
+        let (mute, hangup) = (MuteSwitch::new(false), AtomicBool::new(false));
+        read_keys(&b"xm \n"[..], &mute, &hangup);
+        assert!(mute.is_muted());
+        assert!(!hangup.load(Ordering::Relaxed));
+        read_keys(&b"M"[..], &mute, &hangup);
+        assert!(!mute.is_muted());
+        read_keys(&b"mq"[..], &mute, &hangup);
+        assert!(mute.is_muted());
+        assert!(hangup.load(Ordering::Relaxed));
+    }
+}

@@ -100,6 +100,22 @@ fn client_in(
     sub: &[&str],
     extra: &[&str],
 ) -> Proc {
+    Proc::spawn(
+        user,
+        &mut client_cmd(ns, addr, dir, relay, user, sub, extra),
+    )
+}
+
+/// The command [`client_in`] runs.
+fn client_cmd(
+    ns: Option<&str>,
+    addr: SocketAddr,
+    dir: &Path,
+    relay: &Relay,
+    user: &str,
+    sub: &[&str],
+    extra: &[&str],
+) -> Command {
     let mut cmd = in_ns(ns, bin("wzp-client"));
     cmd.args(sub)
         .args(["--relay", &addr.to_string()])
@@ -121,7 +137,7 @@ fn client_in(
             dir.join(format!("{user}.contacts.toml")).to_str().unwrap(),
         ]);
     }
-    Proc::spawn(user, &mut cmd)
+    cmd
 }
 
 /// Starts `listen` for `user` and waits for its registration; returns the
@@ -473,6 +489,77 @@ fn rejected_not_online_and_busy_have_their_own_exit_status() {
     a.expect_line("busy", WAIT);
     assert_eq!(a.exit(WAIT).code(), Some(5), "{:?}", a.drain());
     c.kill();
+    b.kill();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `listen --accept ask` rings and waits for the person: `d` declines
+/// (the caller is told it was rejected), `a` answers (through the relay,
+/// the caller being no contact), `q` hangs the answered call up, and a
+/// caller who gives up while it rings stops the ringing.
+#[test]
+fn a_ringing_listener_is_answered_declined_and_hung_up_by_keys() {
+    let _s = serial();
+    let dir = tmp("ask");
+    let relay = start_relay(&dir, "127.0.0.1:0");
+    let mut cmd = client_cmd(
+        None,
+        relay.addr,
+        &dir,
+        &relay,
+        "bob",
+        &["listen"],
+        &["--accept", "ask", "--input", "tone", "--output", "null"],
+    );
+    let mut b = Proc::spawn_with_input("bob", &mut cmd);
+    let line = b.expect_line("registered as ", WAIT);
+    let b_fp = line.split_whitespace().nth(2).unwrap().to_string();
+    let call_bob = || {
+        client(
+            &dir,
+            &relay,
+            "alice",
+            &["call", &b_fp],
+            &["--input", "tone:300", "--output", "null"],
+        )
+    };
+
+    // Declined.
+    let mut a = call_bob();
+    b.expect_nth("ringing: a answers, d declines", 1, WAIT);
+    b.type_keys("d");
+    a.expect_line("rejected", WAIT);
+    assert_eq!(a.exit(WAIT).code(), Some(3), "{:?}", a.drain());
+    b.expect_line("rejected", WAIT);
+
+    // Answered, then hung up by the listener.
+    let mut a = call_bob();
+    b.expect_nth("ringing: ", 2, WAIT);
+    b.type_keys("a");
+    let sas_a = sas(&mut a);
+    assert_eq!(sas(&mut b), sas_a);
+    assert!(b
+        .drain()
+        .iter()
+        .any(|l| l == "answered through the relay only: your address stays private"));
+    b.type_keys("q");
+    a.expect_line("the other side hung up", WAIT);
+    assert_eq!(a.exit(WAIT).code(), Some(0), "{:?}", a.drain());
+
+    // The caller gives up while it rings: the ringing stops, and bob
+    // waits for the next call.
+    let mut a = call_bob();
+    b.expect_nth("ringing: ", 3, WAIT);
+    let status = Command::new("kill")
+        .args(["-INT", &a.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    a.expect_line("hung up before ", WAIT);
+    assert_eq!(a.exit(WAIT).code(), Some(7), "{:?}", a.drain());
+    let why = b.expect_line("the call ended before you answered", WAIT);
+    assert!(why.contains("the caller hung up"), "{why}");
+    assert!(b.child.try_wait().unwrap().is_none(), "bob still listens");
     b.kill();
     let _ = std::fs::remove_dir_all(dir);
 }

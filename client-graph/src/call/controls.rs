@@ -3,10 +3,14 @@
 //!
 //! - `m` on the terminal the client runs in mutes or unmutes the
 //!   microphone; `q` hangs up the call (`join` and `call` then end, as with
-//!   Ctrl-C; `listen` waits for the next call). Keys are read only when
-//!   standard input is a terminal and the client is its foreground job; the
+//!   Ctrl-C; `listen` waits for the next call); while a `listen --accept
+//!   ask` rings, `a` answers and `d` declines. Keys are read from a terminal
+//!   only when the client is interactive ([`interactive`]: standard input
+//!   and output are the terminal, and the client is its foreground job); the
 //!   terminal is put in non-canonical mode without echo for it (Ctrl-C still
-//!   interrupts) and put back as it was when the command ends.
+//!   interrupts) and put back as it was when the command ends. `listen
+//!   --accept ask` also reads them from a standard input that is no terminal
+//!   (a pipe from a program that answers for the user).
 //! - `SIGUSR1` mutes, `SIGUSR2` unmutes (for scripts and desktop bindings:
 //!   `pkill -USR1 wzp-client`). Each says what it means, so sending one twice
 //!   changes nothing.
@@ -17,7 +21,7 @@
 //! `listen` that answers call after call keeps its position between calls.
 
 use std::io::{IsTerminal, Read};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -35,6 +39,8 @@ pub struct Controls {
     unmute_req: Arc<AtomicBool>,
     /// `q` was pressed: hang up the call.
     hangup_req: Arc<AtomicBool>,
+    /// `a` or `d` was pressed ([`Answer`] as a number; 0: neither).
+    answer_req: Arc<AtomicU8>,
     /// The position last announced ([`Controls::changed`]).
     shown: AtomicBool,
     /// Whether the terminal's keys are read.
@@ -44,24 +50,33 @@ pub struct Controls {
 
 impl Controls {
     /// Controls starting `muted`. Installs the `SIGUSR1`/`SIGUSR2` handlers;
-    /// with `keys` and a terminal on standard input (this process in its
-    /// foreground), reads `m` (mute) and `q` (hang up) from it.
-    pub fn new(muted: bool, keys: bool) -> Result<Controls> {
+    /// reads keys from standard input when the client is [`interactive`]
+    /// (in key mode), or when `stdin_keys` (as it comes).
+    pub fn new(muted: bool, stdin_keys: bool) -> Result<Controls> {
         let mute = Arc::new(MuteSwitch::new(muted));
         let mute_req = Arc::new(AtomicBool::new(false));
         let unmute_req = Arc::new(AtomicBool::new(false));
         let hangup_req = Arc::new(AtomicBool::new(false));
+        let answer_req = Arc::new(AtomicU8::new(0));
         signal_hook::flag::register(signal_hook::consts::SIGUSR1, mute_req.clone())
             .context("installing the SIGUSR1 (mute) handler")?;
         signal_hook::flag::register(signal_hook::consts::SIGUSR2, unmute_req.clone())
             .context("installing the SIGUSR2 (unmute) handler")?;
-        let terminal = if keys { TerminalMode::keys() } else { None };
-        let keys = terminal.is_some();
+        let terminal = if interactive() {
+            TerminalMode::keys()
+        } else {
+            None
+        };
+        let keys = terminal.is_some() || (stdin_keys && !std::io::stdin().is_terminal());
         if keys {
-            let (mute, hangup) = (mute.clone(), hangup_req.clone());
+            let to = Keys {
+                mute: mute.clone(),
+                hangup: hangup_req.clone(),
+                answer: answer_req.clone(),
+            };
             std::thread::Builder::new()
                 .name("wzp-keys".into())
-                .spawn(move || read_keys(std::io::stdin(), &mute, &hangup))
+                .spawn(move || read_keys(std::io::stdin(), &to))
                 .context("starting the key reader")?;
         }
         Ok(Controls {
@@ -69,6 +84,7 @@ impl Controls {
             mute_req,
             unmute_req,
             hangup_req,
+            answer_req,
             shown: AtomicBool::new(muted),
             keys,
             _terminal: terminal,
@@ -97,6 +113,16 @@ impl Controls {
     /// Whether `q` was pressed since the last call (which forgets it).
     pub fn take_hangup(&self) -> bool {
         self.hangup_req.swap(false, Ordering::Relaxed)
+    }
+
+    /// `a` (answer) or `d` (decline) if one was pressed since the last
+    /// call (which forgets it); the later of the two.
+    pub fn take_answer(&self) -> Option<Answer> {
+        match self.answer_req.swap(0, Ordering::Relaxed) {
+            1 => Some(Answer::Accept),
+            2 => Some(Answer::Decline),
+            _ => None,
+        }
     }
 
     /// Whether the microphone is muted.
@@ -134,8 +160,35 @@ pub fn graph_has_switch(spec: &GraphSpec) -> bool {
     })
 }
 
+/// The answer to a ringing call, by key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    Accept,
+    Decline,
+}
+
+/// Whether a person is at the keyboard: standard input and output are
+/// terminals, and this process is the terminal's foreground job. (A test or
+/// a script that pipes the output is not; nor is a job in the background,
+/// which would be stopped for touching the terminal.)
+pub fn interactive() -> bool {
+    if !(std::io::stdin().is_terminal() && std::io::stdout().is_terminal()) {
+        return false;
+    }
+    // SAFETY: plain queries of the process's own group and of fd 0's
+    // foreground group; no memory is passed.
+    unsafe { libc::tcgetpgrp(0) == libc::getpgrp() }
+}
+
+/// Where the keys go.
+struct Keys {
+    mute: Arc<MuteSwitch>,
+    hangup: Arc<AtomicBool>,
+    answer: Arc<AtomicU8>,
+}
+
 /// Reads keys from `input` (standard input) until it ends.
-fn read_keys(mut input: impl Read, mute: &MuteSwitch, hangup: &AtomicBool) {
+fn read_keys(mut input: impl Read, to: &Keys) {
     let mut buf = [0u8; 16];
     loop {
         match input.read(&mut buf) {
@@ -144,9 +197,11 @@ fn read_keys(mut input: impl Read, mute: &MuteSwitch, hangup: &AtomicBool) {
                 for &b in &buf[..n] {
                     match b {
                         b'm' | b'M' => {
-                            mute.toggle();
+                            to.mute.toggle();
                         }
-                        b'q' | b'Q' => hangup.store(true, Ordering::Relaxed),
+                        b'q' | b'Q' => to.hangup.store(true, Ordering::Relaxed),
+                        b'a' | b'A' => to.answer.store(1, Ordering::Relaxed),
+                        b'd' | b'D' => to.answer.store(2, Ordering::Relaxed),
                         _ => {}
                     }
                 }
@@ -165,19 +220,9 @@ struct TerminalMode {
 }
 
 impl TerminalMode {
-    /// Key mode on standard input, if it is a terminal whose foreground job
-    /// this process is; `None` otherwise (a pipe, a file, a background job:
-    /// touching the terminal from the background would stop the process).
+    /// Key mode on standard input, a terminal ([`interactive`] said so);
+    /// `None` if its settings cannot be read or set.
     fn keys() -> Option<TerminalMode> {
-        if !std::io::stdin().is_terminal() {
-            return None;
-        }
-        // SAFETY: plain queries of the process's own group and of fd 0's
-        // foreground group; no memory is passed.
-        let foreground = unsafe { libc::tcgetpgrp(0) == libc::getpgrp() };
-        if !foreground {
-            return None;
-        }
         // SAFETY: `termios` is plain data; tcgetattr fills it and reports
         // failure by its return value, checked before use.
         let mut saved: libc::termios = unsafe { std::mem::zeroed() };
@@ -235,15 +280,28 @@ mod tests {
     }
 
     #[test]
-    fn m_toggles_the_switch_q_asks_to_hang_up_and_other_keys_do_nothing() {
-        let (mute, hangup) = (MuteSwitch::new(false), AtomicBool::new(false));
-        read_keys(&b"xm \n"[..], &mute, &hangup);
-        assert!(mute.is_muted());
-        assert!(!hangup.load(Ordering::Relaxed));
-        read_keys(&b"M"[..], &mute, &hangup);
-        assert!(!mute.is_muted());
-        read_keys(&b"mq"[..], &mute, &hangup);
-        assert!(mute.is_muted());
-        assert!(hangup.load(Ordering::Relaxed));
+    fn the_keys_reach_their_controls_and_other_keys_do_nothing() {
+        let c = Controls::new(false, false).unwrap();
+        let to = Keys {
+            mute: c.mute.clone(),
+            hangup: c.hangup_req.clone(),
+            answer: c.answer_req.clone(),
+        };
+        read_keys(&b"xm \n"[..], &to);
+        assert!(c.is_muted());
+        assert!(!c.take_hangup());
+        assert_eq!(c.take_answer(), None);
+        read_keys(&b"M"[..], &to);
+        assert!(!c.is_muted());
+        read_keys(&b"mq"[..], &to);
+        assert!(c.is_muted());
+        assert!(c.take_hangup());
+        assert!(!c.take_hangup(), "taken once");
+        read_keys(&b"a"[..], &to);
+        assert_eq!(c.take_answer(), Some(Answer::Accept));
+        assert_eq!(c.take_answer(), None, "taken once");
+        // The later key counts.
+        read_keys(&b"aD"[..], &to);
+        assert_eq!(c.take_answer(), Some(Answer::Decline));
     }
 }

@@ -152,8 +152,6 @@ pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
     let has_switch = controls::graph_has_switch(&spec);
     if let Some(c) = &opts.controls {
         res.insert(controls::MUTE_CELL, c.mute.clone());
-        // A `q` pressed between calls (`listen`) hangs up none of them.
-        c.take_hangup();
         if c.keys() {
             println!(
                 "{}keys: m mutes or unmutes the microphone, q hangs up",

@@ -1,10 +1,11 @@
 //! `wzp-client call WHO --relay ADDR`: call a person by fingerprint or by
 //! contact name.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use wzp_proto::direct_call::{random_call_id, CallEvent, OutgoingCall};
@@ -99,7 +100,7 @@ pub fn call_cmd(args: CallArgs) -> Result<i32> {
         .context("installing SIGTERM handler")?;
     let controls = Arc::new(crate::call::controls::Controls::new(
         args.media.muted,
-        true,
+        false,
     )?);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -137,7 +138,21 @@ pub fn call_cmd(args: CallArgs) -> Result<i32> {
         }
         flush(&mut sig, &mut call).await?;
         let outcome = loop {
-            let Some(msg) = sig.recv().await? else {
+            // Ctrl-C (or `q`) while it rings takes the call back.
+            let msg = tokio::select! {
+                m = sig.recv() => m?,
+                _ = async {
+                    while !stop.load(Ordering::Relaxed) && !controls.take_hangup() {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                } => {
+                    call.hangup();
+                    let _ = flush(&mut sig, &mut call).await;
+                    println!("hung up before {target} answered");
+                    break Err(EXIT_FAILED);
+                }
+            };
+            let Some(msg) = msg else {
                 return Err(sig.closed_why("calling"));
             };
             let ev = call.handle(&msg);

@@ -79,7 +79,7 @@ pub fn join_cmd(args: JoinArgs) -> Result<()> {
         .context("installing SIGINT handler")?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())
         .context("installing SIGTERM handler")?;
-    let controls = std::sync::Arc::new(call::controls::Controls::new(args.muted, true)?);
+    let controls = std::sync::Arc::new(call::controls::Controls::new(args.muted, false)?);
     let relay_fingerprint = match &args.relay_fingerprint {
         Some(f) => Some(
             f.parse()

@@ -13,16 +13,21 @@ use wzp_proto::handshake::EphemeralKey;
 use wzp_proto::signal::{AcceptMode, SignalMessage};
 
 use super::direct::{flush, run_media, MediaArgs, RelayArgs, UserInput};
+use crate::call::controls::{self, Answer, Controls};
 use crate::contacts::Contacts;
 use crate::signal::{ConnectError, MappingTest, SignalConn};
 
 pub const LISTEN_EXAMPLES: &str = "\
 Examples:
   wzp-client listen --relay 203.0.113.7:4433
-      Wait for calls and answer each (`--accept contacts`, the default: a
-      caller in your contacts learns your address and the media goes
-      straight between you while that path works; anyone else is answered
-      through the relay only); microphone in, speaker out.
+      Wait for calls. In a terminal (`--accept ask`, the default there) each
+      call rings: `a` answers, `d` declines, and it stops ringing when the
+      caller gives up. A caller in your contacts learns your address and the
+      media goes straight between you while that path works; anyone else is
+      answered through the relay only. Microphone in, speaker out.
+  wzp-client listen --relay 203.0.113.7:4433 --accept contacts
+      Answer every call at once, as above (the default with no terminal:
+      a service, a script).
   wzp-client listen --relay 203.0.113.7:4433 --accept contacts-only
       Answer your contacts only; decline everyone else.
   wzp-client listen --relay 203.0.113.7:4433 --relay-only
@@ -41,8 +46,13 @@ answered call prints `SAS: CODE` (the caller prints the same code). When the rel
 goes away, listen registers again as soon as it is back.";
 
 /// How to answer offers.
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Accept {
+    /// Ring, and let the person answer (`a`) or decline (`d`); answered,
+    /// as `contacts` does. Keys come from the terminal, or from a standard
+    /// input that is not one (a program answering for the user). The
+    /// default in a terminal.
+    Ask,
     /// Accept everyone: contacts as `trusted`, anyone else as `generic`
     /// (a stranger who knows your fingerprint never learns your address).
     Contacts,
@@ -61,9 +71,10 @@ pub enum Accept {
 pub struct ListenArgs {
     #[command(flatten)]
     pub relay: RelayArgs,
-    /// How to answer each incoming call.
-    #[arg(long, value_enum, default_value = "contacts")]
-    pub accept: Accept,
+    /// How to answer each incoming call [default: ask in a terminal,
+    /// contacts otherwise].
+    #[arg(long, value_enum)]
+    pub accept: Option<Accept>,
     /// Contacts file (read again at each call). Default ~/.wzp/contacts.toml.
     #[arg(long)]
     pub contacts: Option<PathBuf>,
@@ -85,10 +96,14 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
         .context("installing SIGINT handler")?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())
         .context("installing SIGTERM handler")?;
-    let controls = Arc::new(crate::call::controls::Controls::new(
-        args.media.muted,
-        true,
-    )?);
+    // A person at a terminal is asked; a service or a script answers by
+    // the policy it was given.
+    let accept = args.accept.unwrap_or(if controls::interactive() {
+        Accept::Ask
+    } else {
+        Accept::Contacts
+    });
+    let controls = Arc::new(Controls::new(args.media.muted, accept == Accept::Ask)?);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -178,6 +193,8 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                         .map(|a| format!(" ({a})"))
                         .unwrap_or_default()
                 );
+                // A `q` pressed between calls hangs up none of them.
+                controls.take_hangup();
                 // Read at each call: the file may have changed meanwhile.
                 let contacts = match Contacts::load(&contacts_path) {
                     Ok(c) => c,
@@ -206,11 +223,38 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                     ),
                     None => println!("the caller is not one of your contacts"),
                 }
-                let mode = match (args.accept, &contact) {
-                    (Accept::Trusted, _) | (Accept::Contacts | Accept::ContactsOnly, Some(_)) => {
+                let policy = if accept == Accept::Ask {
+                    match ring(&mut sig, &mut call, &controls, &stop).await? {
+                        Rang::Answered => Accept::Contacts,
+                        Rang::Declined => Accept::Reject,
+                        Rang::Ended(why) => {
+                            println!("the call ended before you answered ({why})");
+                            if args.once {
+                                sig.close().await;
+                                return Ok(());
+                            }
+                            continue;
+                        }
+                        Rang::Stopped => {
+                            call.reject();
+                            let _ = flush(&mut sig, &mut call).await;
+                            sig.close().await;
+                            return Ok(());
+                        }
+                        Rang::SignalLost => {
+                            println!("lost the relay at {}; registering again when it is back", relay.relay);
+                            break;
+                        }
+                    }
+                } else {
+                    accept
+                };
+                let mode = match (policy, &contact) {
+                    (Accept::Trusted, _)
+                    | (Accept::Contacts | Accept::ContactsOnly | Accept::Ask, Some(_)) => {
                         Some(AcceptMode::AcceptTrusted)
                     }
-                    (Accept::Generic, _) | (Accept::Contacts, None) => {
+                    (Accept::Generic, _) | (Accept::Contacts | Accept::Ask, None) => {
                         Some(AcceptMode::AcceptGeneric)
                     }
                     (Accept::Reject, _) | (Accept::ContactsOnly, None) => None,
@@ -291,4 +335,68 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// How a ringing call ended.
+enum Rang {
+    Answered,
+    Declined,
+    /// The caller hung up, or the relay's ringing time ran out.
+    Ended(String),
+    /// Ctrl-C, SIGTERM.
+    Stopped,
+    SignalLost,
+}
+
+/// Rings until the person answers or declines (`a`, `d`), the call ends
+/// from the other side, or `stop`.
+async fn ring(
+    sig: &mut SignalConn,
+    call: &mut IncomingCall,
+    controls: &Controls,
+    stop: &AtomicBool,
+) -> Result<Rang> {
+    // A key pressed before the ring answers nothing.
+    controls.take_answer();
+    let bell = if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        "\x07"
+    } else {
+        ""
+    };
+    println!("ringing{bell}: a answers, d declines");
+    loop {
+        tokio::select! {
+            m = sig.recv() => match m {
+                Ok(Some(m)) => {
+                    let ev = call.handle(&m);
+                    flush(sig, call).await?;
+                    match ev {
+                        Some(CallEvent::HungUp { reason, message }) => {
+                            return Ok(Rang::Ended(
+                                message.unwrap_or_else(|| format!("{reason:?}").to_lowercase()),
+                            ));
+                        }
+                        Some(CallEvent::NoAnswer) => {
+                            return Ok(Rang::Ended("rang out unanswered".into()));
+                        }
+                        Some(CallEvent::Failed { error }) => {
+                            return Ok(Rang::Ended(error.to_string()));
+                        }
+                        _ => {}
+                    }
+                }
+                Ok(None) | Err(_) => return Ok(Rang::SignalLost),
+            },
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(Rang::Stopped);
+                }
+                match controls.take_answer() {
+                    Some(Answer::Accept) => return Ok(Rang::Answered),
+                    Some(Answer::Decline) => return Ok(Rang::Declined),
+                    None => {}
+                }
+            }
+        }
+    }
 }

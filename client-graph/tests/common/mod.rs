@@ -60,10 +60,33 @@ pub struct Proc {
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
     what: String,
+    /// Its standard input ([`Proc::spawn_with_input`]).
+    input: Option<std::process::ChildStdin>,
 }
 
 impl Proc {
+    /// Runs `cmd` with its standard input empty: never the terminal the
+    /// tests run in, which a client would take keys from.
     pub fn spawn(what: &str, cmd: &mut Command) -> Proc {
+        Proc::start(what, cmd.stdin(Stdio::null()))
+    }
+
+    /// [`Proc::spawn`] with a pipe to its standard input ([`Proc::type_keys`]).
+    pub fn spawn_with_input(what: &str, cmd: &mut Command) -> Proc {
+        let mut p = Proc::start(what, cmd.stdin(Stdio::piped()));
+        p.input = p.child.stdin.take();
+        p
+    }
+
+    /// Writes `keys` to its standard input.
+    pub fn type_keys(&mut self, keys: &str) {
+        use std::io::Write;
+        let input = self.input.as_mut().expect("spawned with_input");
+        input.write_all(keys.as_bytes()).unwrap();
+        input.flush().unwrap();
+    }
+
+    fn start(what: &str, cmd: &mut Command) -> Proc {
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -88,6 +111,7 @@ impl Proc {
             lines: rx,
             seen: Vec::new(),
             what: what.into(),
+            input: None,
         }
     }
 
@@ -107,6 +131,25 @@ impl Proc {
                     }
                 }
                 Err(_) => return None,
+            }
+        }
+    }
+
+    /// Waits (up to `within`) until `n` lines containing `needle` came (the
+    /// ones before included); panics with what it printed if not.
+    pub fn expect_nth(&mut self, needle: &str, n: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.seen.iter().filter(|l| l.contains(needle)).count() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => self.seen.push(l),
+                Err(_) => {
+                    let printed = self.drain().join("\n");
+                    panic!(
+                        "{} printed fewer than {n} lines with {needle:?} within {within:?}; it printed:\n{printed}",
+                        self.what
+                    )
+                }
             }
         }
     }

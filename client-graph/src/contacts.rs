@@ -22,6 +22,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use wzp_proto::Fingerprint;
 
+use crate::lookalike;
+
 /// Longest contact name, in characters.
 pub const MAX_NAME_CHARS: usize = 64;
 /// Most contacts a file may hold.
@@ -165,14 +167,40 @@ impl Contacts {
 
     /// The contact a caller claims to be by its `alias` while its proven
     /// fingerprint `fp` is not that contact's: someone else using a name
-    /// you know.
+    /// you know, or one that looks like it (`\u{430}lice` for `alice`;
+    /// [`crate::lookalike`]).
     pub fn impersonated(&self, alias: Option<&str>, fp: &Fingerprint) -> Option<&Contact> {
         let alias = alias?.trim();
-        self.by_name(alias).filter(|c| c.fingerprint != *fp)
+        if let Some(c) = self.by_name(alias) {
+            return (c.fingerprint != *fp).then_some(c);
+        }
+        // The caller itself may be a contact whose name looks like
+        // another's: then it is who it is.
+        if self
+            .by_fingerprint(fp)
+            .is_some_and(|c| lookalike::look_alike(&c.name, alias))
+        {
+            return None;
+        }
+        self.list
+            .iter()
+            .find(|c| c.fingerprint != *fp && lookalike::look_alike(&c.name, alias))
     }
 
-    /// Adds a contact and saves the file.
+    /// Adds a contact and saves the file. A name that only looks like a
+    /// contact's (`b0b` beside `bob`) is refused too: the warning for a
+    /// caller borrowing a name could not tell them apart.
     pub fn add(&mut self, name: &str, fingerprint: Fingerprint, verified: bool) -> Result<()> {
+        if let Some(like) = self.list.iter().find(|c| {
+            c.name.to_lowercase() != name.to_lowercase() && lookalike::look_alike(&c.name, name)
+        }) {
+            bail!(
+                "the name {} looks like your contact {}'s ({}); choose one that does not",
+                lookalike::reveal(name),
+                lookalike::reveal(&like.name),
+                like.fingerprint
+            );
+        }
         self.insert(Contact {
             name: name.to_string(),
             fingerprint,
@@ -283,6 +311,53 @@ mod tests {
         assert_eq!(c.impersonated(Some("alice"), &fp(A)), None, "alice herself");
         assert_eq!(c.impersonated(Some("carol"), &fp(stranger)), None);
         assert_eq!(c.impersonated(None, &fp(stranger)), None);
+        // A name that only looks like a contact's.
+        for alias in ["\u{430}lice", "a\u{200b}lice", "ALICE", "a1ice"] {
+            assert_eq!(
+                c.impersonated(Some(alias), &fp(stranger))
+                    .map(|c| &c.name[..]),
+                Some("Alice"),
+                "{alias:?}"
+            );
+            assert_eq!(c.impersonated(Some(alias), &fp(A)), None, "alice herself");
+        }
+        assert_eq!(
+            c.impersonated(Some("b0b"), &fp(stranger))
+                .map(|c| &c.name[..]),
+            Some("bob")
+        );
+        // Bob calling himself by a name like alice's is bob still... but a
+        // borrowed name all the same.
+        assert_eq!(
+            c.impersonated(Some("\u{430}lice"), &fp(B))
+                .map(|c| &c.name[..]),
+            Some("Alice")
+        );
+    }
+
+    #[test]
+    fn a_name_that_looks_like_a_contacts_is_refused_when_added() {
+        let dir = std::env::temp_dir().join(format!("wzp-contacts-like-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut c = Contacts::load(&dir.join("contacts.toml")).unwrap();
+        c.add("bob", fp(A), false).unwrap();
+        let err = c.add("b0b", fp(B), false).unwrap_err().to_string();
+        assert!(err.contains("looks like your contact bob's"), "{err}");
+        let err = c.add("\u{432}ob", fp(B), false).map(|_| ()).err();
+        assert!(err.is_none(), "a Cyrillic ve does not read as b: {err:?}");
+        let err = c
+            .add(
+                "b\u{43e}b",
+                "0000:0000:0000:0000:0000:0000:0000:0001".parse().unwrap(),
+                false,
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("b\\u{43e}b"),
+            "the look-alike is shown as one: {err}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

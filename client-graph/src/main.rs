@@ -7,6 +7,7 @@ mod call;
 mod cli;
 mod contacts;
 mod log_filter;
+mod lookalike;
 mod nat;
 mod signal;
 mod trust;

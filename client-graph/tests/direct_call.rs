@@ -359,14 +359,16 @@ fn only_contacts_learn_a_listeners_address_and_a_borrowed_name_is_called_out() {
     assert!(a.exit(WAIT).success(), "{:?}", a.drain());
     assert!(b.exit(WAIT).success(), "{:?}", b.drain());
 
-    // Carol, a stranger, calls herself "alice": warned about, answered
+    // Carol, a stranger, calls herself "аlice" (its first letter
+    // Cyrillic): warned about with the look-alike shown as one, answered
     // through the relay only, and no direct path is even tried.
     let (mut b, _) = listen(&dir, &relay, "bob", &listen_args);
-    let carol_args = [&["--alias", "Alice"][..], &media[..]].concat();
+    let carol_args = [&["--alias", "\u{430}lice"][..], &media[..]].concat();
     let mut c = client(&dir, &relay, "carol", &["call", &b_fp], &carol_args);
     let warned = b.expect_line("warning: the caller calls itself", WAIT);
     assert!(
-        warned.contains("the name of your contact alice") && warned.contains(&a_fp),
+        warned.contains("\"\\u{430}lice\", a name that looks like your contact alice")
+            && warned.contains(&a_fp),
         "{warned}"
     );
     b.expect_line("the caller is not one of your contacts", WAIT);

@@ -206,10 +206,13 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                 let caller = call.caller();
                 let contact = contacts.by_fingerprint(&caller).cloned();
                 if let Some(claimed) = contacts.impersonated(call.caller_alias(), &caller) {
+                    let alias = call.caller_alias().unwrap_or_default();
+                    let same = alias.trim().to_lowercase() == claimed.name.to_lowercase();
                     println!(
-                        "warning: the caller calls itself {:?}, the name of your contact {}, \
+                        "warning: the caller calls itself \"{}\", {} your contact {}, \
                          but is not {}'s fingerprint ({})",
-                        call.caller_alias().unwrap_or_default(),
+                        crate::lookalike::reveal(alias),
+                        if same { "the name of" } else { "a name that looks like" },
                         claimed.name,
                         claimed.name,
                         claimed.fingerprint

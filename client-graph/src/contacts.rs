@@ -9,11 +9,18 @@
 //! fingerprint is not that contact's is announced as such: the alias is the
 //! caller's own claim, the fingerprint is proven.
 //!
+//! A blocked fingerprint's calls are declined by `listen` without ringing
+//! (the caller is told "rejected", as for any decline).
+//!
 //! ```toml
 //! [[contact]]
 //! name = "alice"
 //! fingerprint = "3f2a:9c01:77de:0b4e:5a10:c3d2:e8f7:1a6b"
 //! verified = true
+//!
+//! [[blocked]]
+//! fingerprint = "9c4e:0d11:5b2a:77f0:e3c8:1a90:4d6b:22e5"
+//! note = "calls at night"
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -43,11 +50,26 @@ pub struct Contact {
     pub verified: bool,
 }
 
+/// A fingerprint whose calls are declined without ringing.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Blocked {
+    pub fingerprint: Fingerprint,
+    /// Why, for yourself (at most [`MAX_NOTE_CHARS`] printable characters).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub note: String,
+}
+
+/// Longest note on a blocked fingerprint, in characters.
+pub const MAX_NOTE_CHARS: usize = 200;
+
 #[derive(Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct File {
     #[serde(default)]
     contact: Vec<Contact>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    blocked: Vec<Blocked>,
 }
 
 /// The contacts file, as read.
@@ -55,6 +77,17 @@ struct File {
 pub struct Contacts {
     path: PathBuf,
     list: Vec<Contact>,
+    blocked: Vec<Blocked>,
+}
+
+/// Whether `note` may go on a blocked fingerprint; why not otherwise.
+fn check_note(note: &str) -> Result<(), String> {
+    if note.chars().count() > MAX_NOTE_CHARS || note.chars().any(char::is_control) {
+        return Err(format!(
+            "note {note:?}: at most {MAX_NOTE_CHARS} printable characters"
+        ));
+    }
+    Ok(())
 }
 
 /// Whether `name` may name a contact; why not otherwise.
@@ -84,6 +117,7 @@ impl Contacts {
         Contacts {
             path: path.to_path_buf(),
             list: Vec::new(),
+            blocked: Vec::new(),
         }
     }
 
@@ -101,12 +135,20 @@ impl Contacts {
         let file: File =
             toml::from_str(text).map_err(|e| anyhow!("{}: {}", path.display(), e.message()))?;
         let mut c = Contacts::empty(path);
-        if file.contact.len() > MAX_CONTACTS {
+        if file.contact.len() > MAX_CONTACTS || file.blocked.len() > MAX_CONTACTS {
             bail!(
-                "{}: {} contacts; at most {MAX_CONTACTS}",
+                "{}: {} contacts and {} blocked; at most {MAX_CONTACTS} of each",
                 path.display(),
-                file.contact.len()
+                file.contact.len(),
+                file.blocked.len()
             );
+        }
+        for b in file.blocked {
+            check_note(&b.note).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+            if c.is_blocked(&b.fingerprint).is_some() {
+                bail!("{}: {} is blocked twice", path.display(), b.fingerprint);
+            }
+            c.blocked.push(b);
         }
         for contact in file.contact {
             c.insert(contact)
@@ -136,6 +178,51 @@ impl Contacts {
     /// Every contact, in the file's order.
     pub fn list(&self) -> &[Contact] {
         &self.list
+    }
+
+    /// Every blocked fingerprint, in the file's order.
+    pub fn blocked(&self) -> &[Blocked] {
+        &self.blocked
+    }
+
+    /// `fp`'s entry if it is blocked.
+    pub fn is_blocked(&self, fp: &Fingerprint) -> Option<&Blocked> {
+        self.blocked.iter().find(|b| b.fingerprint == *fp)
+    }
+
+    /// Blocks `fp` (with `note`) and saves the file; false if it already
+    /// was (the note then changes).
+    pub fn block(&mut self, fp: Fingerprint, note: &str) -> Result<bool> {
+        check_note(note).map_err(|e| anyhow!("{e}"))?;
+        let new = match self.blocked.iter_mut().find(|b| b.fingerprint == fp) {
+            Some(b) => {
+                b.note = note.to_string();
+                false
+            }
+            None => {
+                if self.blocked.len() >= MAX_CONTACTS {
+                    bail!("{MAX_CONTACTS} fingerprints are blocked already");
+                }
+                self.blocked.push(Blocked {
+                    fingerprint: fp,
+                    note: note.to_string(),
+                });
+                true
+            }
+        };
+        self.save()?;
+        Ok(new)
+    }
+
+    /// Unblocks `fp` and saves the file; false if it was not blocked.
+    pub fn unblock(&mut self, fp: &Fingerprint) -> Result<bool> {
+        let before = self.blocked.len();
+        self.blocked.retain(|b| b.fingerprint != *fp);
+        if self.blocked.len() == before {
+            return Ok(false);
+        }
+        self.save()?;
+        Ok(true)
     }
 
     /// The contact named `name` (names compare without regard to case).
@@ -240,11 +327,13 @@ impl Contacts {
     pub fn save(&self) -> Result<()> {
         let text = toml::to_string(&File {
             contact: self.list.clone(),
+            blocked: self.blocked.clone(),
         })
         .context("writing the contacts")?;
         let text = format!(
             "# wzp contacts: `wzp-client contacts add NAME FINGERPRINT`, `call NAME`.\n\
-             # verified = true: the SAS was compared on a call with them.\n\n{text}"
+             # verified = true: the SAS was compared on a call with them.\n\
+             # [[blocked]]: their calls are declined without ringing.\n\n{text}"
         );
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -336,6 +425,31 @@ mod tests {
     }
 
     #[test]
+    fn blocked_fingerprints_are_kept_noted_and_taken_back() {
+        let dir = std::env::temp_dir().join(format!("wzp-contacts-block-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("contacts.toml");
+        let mut c = Contacts::load(&path).unwrap();
+        c.add("alice", fp(A), false).unwrap();
+        assert!(c.block(fp(B), "calls at night").unwrap());
+        assert!(!c.block(fp(B), "calls at 3 am").unwrap(), "blocked already");
+        assert!(c.block(fp(A), "").unwrap(), "a contact may be blocked too");
+        assert!(c.block(fp(B), &"x".repeat(201)).is_err());
+        assert!(c.block(fp(B), "a\nb").is_err());
+        let back = Contacts::load(&path).unwrap();
+        assert_eq!(back.is_blocked(&fp(B)).unwrap().note, "calls at 3 am");
+        assert!(back.is_blocked(&fp(A)).is_some());
+        assert_eq!(back.list().len(), 1, "alice stays a contact");
+        let mut back = back;
+        assert!(back.unblock(&fp(A)).unwrap());
+        assert!(!back.unblock(&fp(A)).unwrap());
+        let again = Contacts::load(&path).unwrap();
+        assert!(again.is_blocked(&fp(A)).is_none());
+        assert_eq!(again.blocked().len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn a_name_that_looks_like_a_contacts_is_refused_when_added() {
         let dir = std::env::temp_dir().join(format!("wzp-contacts-like-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -381,6 +495,10 @@ mod tests {
                 "already a contact",
             ),
             ("contact = 3\n".into(), "invalid type"),
+            (format!("[[blocked]]\nfingerprint = \"{A}\"\n[[blocked]]\nfingerprint = \"{A}\"\n"), "blocked twice"),
+            (format!("[[blocked]]\nfingerprint = \"{A}\"\nnote = \"a\\u0007\"\n"), "printable"),
+            (format!("[[blocked]]\nfingerprint = \"{A}\"\nwhy = \"x\"\n"), "unknown field `why`"),
+            ("[[blocked]]\nnote = \"x\"\n".into(), "missing field `fingerprint`"),
             ("[[contact\n".into(), "contacts.toml"),
         ];
         for (text, why) in cases {

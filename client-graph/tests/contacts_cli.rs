@@ -68,6 +68,36 @@ fn contacts_are_added_listed_verified_and_removed_with_clear_errors() {
         ok(contacts(&file, &["list"])).trim(),
         format!("alice  {A}  verified")
     );
+    // Blocking: a fingerprint or a contact's name; listed; taken back.
+    assert!(
+        ok(contacts(&file, &["block", B, "--note", "calls at night"]))
+            .contains(&format!("blocked {B}"))
+    );
+    let said = ok(contacts(&file, &["block", "alice"]));
+    assert!(said.contains("alice stays a contact"), "{said}");
+    assert_eq!(
+        ok(contacts(&file, &["list"])).lines().collect::<Vec<_>>(),
+        [
+            format!("alice  {A}  verified, blocked"),
+            format!("blocked  {B}  (calls at night)"),
+            format!("blocked  {A}"),
+        ]
+    );
+    assert!(ok(contacts(&file, &["unblock", "alice"])).contains(A));
+    fails(contacts(&file, &["unblock", "alice"]), "is not blocked");
+    fails(
+        contacts(&file, &["block", "carol"]),
+        "neither a fingerprint",
+    );
+    fails(
+        contacts(&file, &["block", B, "--note", "a\u{7}"]),
+        "printable",
+    );
+    // A name that only looks like a contact's is refused.
+    fails(
+        contacts(&file, &["add", "\u{430}lice", B]),
+        "looks like your contact alice's",
+    );
     // A file broken by hand: every command says where, and it stays as it is.
     std::fs::write(&file, "[[contact]]\nname = \"x\"\n").unwrap();
     fails(contacts(&file, &["list"]), "missing field `fingerprint`");

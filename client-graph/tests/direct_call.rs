@@ -497,8 +497,9 @@ fn rejected_not_online_and_busy_have_their_own_exit_status() {
 
 /// `listen --accept ask` rings and waits for the person: `d` declines
 /// (the caller is told it was rejected), `a` answers (through the relay,
-/// the caller being no contact), `q` hangs the answered call up, and a
-/// caller who gives up while it rings stops the ringing.
+/// the caller being no contact), `q` hangs the answered call up, a caller
+/// who gives up while it rings stops the ringing, and a blocked caller is
+/// declined without ringing.
 #[test]
 fn a_ringing_listener_is_answered_declined_and_hung_up_by_keys() {
     let _s = serial();
@@ -562,6 +563,27 @@ fn a_ringing_listener_is_answered_declined_and_hung_up_by_keys() {
     let why = b.expect_line("the call ended before you answered", WAIT);
     assert!(why.contains("the caller hung up"), "{why}");
     assert!(b.child.try_wait().unwrap().is_none(), "bob still listens");
+
+    // Bob blocks alice: her next call is declined without ringing (the
+    // file is read at each call, so the running listener knows).
+    let a_fp = identity_of(&dir, "alice");
+    contacts(&dir, "bob", &["block", &a_fp, "--note", "too many calls"]);
+    let mut a = call_bob();
+    a.expect_line("rejected", WAIT);
+    assert_eq!(a.exit(WAIT).code(), Some(3), "{:?}", a.drain());
+    b.expect_line(
+        &format!("declined: {a_fp} is blocked (too many calls)"),
+        WAIT,
+    );
+    b.expect_nth("ringing: ", 3, WAIT);
+    assert_eq!(
+        b.drain()
+            .iter()
+            .filter(|l| l.starts_with("ringing"))
+            .count(),
+        3,
+        "a blocked caller does not ring"
+    );
     b.kill();
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -18,6 +18,9 @@ Examples:
   wzp-client contacts list
       Name, fingerprint and whether it is verified, one contact a line.
   wzp-client contacts remove alice
+  wzp-client contacts block 9c4e:0d11:5b2a:77f0:e3c8:1a90:4d6b:22e5 --note \"calls at night\"
+      Decline that fingerprint's calls without ringing (`unblock` takes it
+      back; a contact's name works too).
 
 `wzp-client listen` shares your address (for a direct path) only with
 callers who are contacts, and answers anyone else through the relay alone
@@ -61,6 +64,19 @@ pub enum ContactsCommand {
         /// The contact's name.
         name: String,
     },
+    /// Decline someone's calls without ringing (`listen`).
+    Block {
+        /// A fingerprint, or a contact's name.
+        who: String,
+        /// Why, for yourself.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Take a block back.
+    Unblock {
+        /// A fingerprint, or a contact's name.
+        who: String,
+    },
 }
 
 /// The contacts file a command uses: `--contacts`, else the default.
@@ -81,13 +97,29 @@ pub fn contacts_cmd(args: ContactsArgs) -> Result<()> {
             }
             for c in contacts.list() {
                 println!(
-                    "{}  {}  {}",
+                    "{}  {}  {}{}",
                     c.name,
                     c.fingerprint,
                     if c.verified {
                         "verified"
                     } else {
                         "not verified"
+                    },
+                    if contacts.is_blocked(&c.fingerprint).is_some() {
+                        ", blocked"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            for b in contacts.blocked() {
+                println!(
+                    "blocked  {}{}",
+                    b.fingerprint,
+                    if b.note.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  ({})", b.note)
                     }
                 );
             }
@@ -118,6 +150,26 @@ pub fn contacts_cmd(args: ContactsArgs) -> Result<()> {
         ContactsCommand::Unverify { name } => {
             let c = contacts.set_verified(&name, false)?;
             println!("{} ({}) is not verified", c.name, c.fingerprint);
+        }
+        ContactsCommand::Block { who, note } => {
+            let (fp, contact) = contacts.resolve(&who)?;
+            let name = contact.map(|c| c.name.clone());
+            let new = contacts.block(fp, &note)?;
+            println!(
+                "{} {fp}: `listen` declines its calls without ringing",
+                if new { "blocked" } else { "still blocked" }
+            );
+            if let Some(name) = name {
+                println!("{name} stays a contact; `wzp-client contacts unblock {name}` takes the block back");
+            }
+        }
+        ContactsCommand::Unblock { who } => {
+            let (fp, _) = contacts.resolve(&who)?;
+            if contacts.unblock(&fp)? {
+                println!("unblocked {fp}");
+            } else {
+                anyhow::bail!("{fp} is not blocked in {}", path.display());
+            }
         }
     }
     Ok(())

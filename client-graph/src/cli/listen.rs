@@ -204,6 +204,23 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                     }
                 };
                 let caller = call.caller();
+                if let Some(b) = contacts.is_blocked(&caller) {
+                    call.reject();
+                    flush(&mut sig, &mut call).await?;
+                    println!(
+                        "declined: {caller} is blocked{}",
+                        if b.note.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({})", b.note)
+                        }
+                    );
+                    if args.once {
+                        sig.close().await;
+                        return Ok(());
+                    }
+                    continue;
+                }
                 let contact = contacts.by_fingerprint(&caller).cloned();
                 if let Some(claimed) = contacts.impersonated(call.caller_alias(), &caller) {
                     let alias = call.caller_alias().unwrap_or_default();

@@ -65,6 +65,8 @@ Examples:
       with contacts.
   wzp-client reflect --relay 203.0.113.7:4433
       Print this machine's address as the relay sees it.
+  wzp-client devices
+      The microphones and speakers, for --input mic:NAME and --output speaker:NAME.
   wzp-client replay-adapt --check call.log
       Take a call's adaptation decisions again from its `--set adapt_log=true` log.";
 
@@ -111,6 +113,9 @@ enum Command {
     /// Register at a relay and answer incoming calls.
     #[command(after_help = cli::listen::LISTEN_EXAMPLES)]
     Listen(ListenArgs),
+    /// List the audio devices (`--input mic:NAME`, `--output speaker:NAME`).
+    #[command(after_help = cli::devices::EXAMPLES)]
+    Devices,
     /// Print this machine's address as a relay sees it.
     #[command(after_help = cli::reflect::REFLECT_EXAMPLES)]
     Reflect(ReflectArgs),
@@ -167,6 +172,7 @@ fn main() {
             | Command::Stages { .. }
             | Command::Identity(_)
             | Command::Contacts(_)
+            | Command::Devices
             | Command::ReplayAdapt(_)
     ) {
         default_sigpipe();
@@ -186,6 +192,7 @@ fn main() {
         },
         Command::Listen(args) => cli::listen::listen_cmd(args),
         Command::Contacts(args) => cli::contacts::contacts_cmd(args),
+        Command::Devices => cli::devices::devices_cmd(),
         Command::Reflect(args) => cli::reflect::reflect_cmd(args),
         Command::VersionCheck(args) => cli::reflect::version_cmd(args),
         Command::Identity(args) => cli::identity::identity_cmd(args),

@@ -285,6 +285,8 @@ fn every_subcommand_help_has_examples() {
         "reflect",
         "version-check",
         "replay-adapt",
+        "devices",
+        "contacts",
     ] {
         let out = bin().args([sub, "--help"]).output().unwrap();
         assert!(out.status.success(), "{sub} --help");
@@ -983,6 +985,54 @@ fn join_refuses_sets_of_its_own_placeholders_and_an_empty_input() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("--room is empty"), "{err}");
+}
+
+/// `devices` lists what `mic:NAME` and `speaker:NAME` take; a name no
+/// device has fails the call before it reaches the relay, naming what there
+/// is; an empty one is refused up front.
+#[test]
+fn devices_are_listed_and_a_device_that_is_not_there_is_named() {
+    let out = bin().arg("devices").output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}{}", stderr_of(&out));
+    assert!(said.starts_with("audio backend: "), "{said}");
+    assert!(said.contains("input devices (--input mic:NAME):"), "{said}");
+    assert!(
+        said.contains("output devices (--output speaker:NAME):"),
+        "{said}"
+    );
+
+    let dir = tmp("nodevice");
+    for (input, output, want) in [
+        (
+            "mic:no-such-card",
+            "null",
+            "no audio input device matches \"no-such-card\"",
+        ),
+        (
+            "tone",
+            "speaker:no-such-card",
+            "no audio output device matches \"no-such-card\"",
+        ),
+        (
+            "mic:",
+            "null",
+            "--input \"mic:\": name a device after the colon",
+        ),
+    ] {
+        let out = bin()
+            .args(["join", "--relay", "127.0.0.1:9", "--room", "t"])
+            .args(["--input", input, "--output", output, "--duration", "5s"])
+            .args(["--no-realtime", "--identity"])
+            .arg(dir.join("c.seed"))
+            .arg("--known-relays")
+            .arg(dir.join("known"))
+            .output()
+            .unwrap();
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(1), "{input} {output}: {err}");
+        assert!(err.contains(want), "{input} {output}: {err}");
+    }
 }
 
 /// A graph with no source never ends: refused without --duration (it ran

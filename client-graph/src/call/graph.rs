@@ -46,32 +46,52 @@ fn set_stage(
 
 /// The call graph for these options, with `src` and `sink` matching
 /// `--input` and `--output`.
+/// The audio device `--input` names: `mic` (the default device) or
+/// `mic:NAME` (`wzp-client devices` lists them); `None` for anything else.
+pub fn microphone(input: &str) -> Option<&str> {
+    device_of(input, "mic")
+}
+
+/// The audio device `--output` names: `speaker` or `speaker:NAME`.
+pub fn speaker(output: &str) -> Option<&str> {
+    device_of(output, "speaker")
+}
+
+fn device_of<'a>(arg: &'a str, word: &str) -> Option<&'a str> {
+    if arg == word {
+        return Some(wzp_stages::audio::device::DEFAULT_DEVICE);
+    }
+    arg.strip_prefix(word)?.strip_prefix(':')
+}
+
 pub fn call_spec(opts: &CallOptions, room_secret: &str) -> Result<GraphSpec> {
     let mut vars = BTreeMap::new();
     vars.insert("room".to_string(), opts.room.clone());
     vars.insert("room_secret".to_string(), room_secret.to_string());
     let input = opts.input.as_str();
     let output = opts.output.as_str();
-    if input == "tone" || input.starts_with("tone:") || input == "mic" {
+    let mic = microphone(input);
+    let spk = speaker(output);
+    if input == "tone" || input.starts_with("tone:") || mic.is_some() {
         vars.insert("input_rate".into(), "48000".into());
     }
-    if input == "mic" {
+    if mic.is_some() {
         // A room is heard with the voice: turn its steady noise down (a
         // --set noise_suppress=false below still turns it off).
         vars.insert("noise_suppress".into(), "true".into());
     }
-    if output == "speaker" {
+    if spk.is_some() {
         vars.insert("output_rate".into(), "48000".into());
-        if input == "mic" {
+        if mic.is_some() {
             // The microphone hears the speaker: cancel its echo (a --set
             // echo_cancel=false below still turns it off).
             vars.insert("echo_cancel".into(), "true".into());
         }
     }
-    if !matches!(output, "null" | "speaker") {
+    if output != "null" && spk.is_none() {
         vars.insert("output".into(), output.to_string());
     }
-    if !(input == "tone" || input.starts_with("tone:") || input == "mic") {
+    if !(input == "tone" || input.starts_with("tone:") || mic.is_some()) {
         let path = if input == "builtin" {
             "builtin:speech"
         } else {
@@ -107,12 +127,15 @@ pub fn call_spec(opts: &CallOptions, room_secret: &str) -> Result<GraphSpec> {
                 ("rate", toml::Value::Integer(48_000)),
             ],
         )?;
-    } else if input == "mic" {
+    } else if let Some(device) = mic {
         set_stage(
             &mut spec,
             "src",
             "audio.device_capture",
-            &[("rate", toml::Value::Integer(48_000))],
+            &[
+                ("rate", toml::Value::Integer(48_000)),
+                ("device", v(device)),
+            ],
         )?;
     }
     match output {
@@ -122,13 +145,19 @@ pub fn call_spec(opts: &CallOptions, room_secret: &str) -> Result<GraphSpec> {
             "audio.null_sink",
             &[("rate", v(vars_get(&vars, "output_rate", "16000")))],
         )?,
-        "speaker" => set_stage(
-            &mut spec,
-            "sink",
-            "audio.device_playout",
-            &[("rate", toml::Value::Integer(48_000))],
-        )?,
-        _ => {}
+        _ => {
+            if let Some(device) = spk {
+                set_stage(
+                    &mut spec,
+                    "sink",
+                    "audio.device_playout",
+                    &[
+                        ("rate", toml::Value::Integer(48_000)),
+                        ("device", v(device)),
+                    ],
+                )?
+            }
+        }
     }
     Ok(spec)
 }
@@ -316,11 +345,11 @@ pub fn check_options(opts: &CallOptions) -> Result<()> {
     // it is read or written (`--set output_rate=48000` records at 48 kHz).
     let input = opts.input.as_str();
     if opts.sets.contains_key("input_rate")
-        && (input == "tone" || input.starts_with("tone:") || input == "mic")
+        && (input == "tone" || input.starts_with("tone:") || microphone(input).is_some())
     {
         bail!("--set input_rate=...: --input {input} runs at 48000 Hz; input_rate applies to a WAV input");
     }
-    if opts.sets.contains_key("output_rate") && opts.output == "speaker" {
+    if opts.sets.contains_key("output_rate") && speaker(&opts.output).is_some() {
         bail!("--set output_rate=...: --output speaker runs at 48000 Hz; output_rate applies to a WAV output");
     }
     if opts.room.trim().is_empty() {
@@ -331,6 +360,16 @@ pub fn check_options(opts: &CallOptions) -> Result<()> {
             "--input is empty; give a WAV file, `tone`, `tone:HZ`, `builtin` or `mic` \
              (an unset shell variable would otherwise play the built-in sample)"
         );
+    }
+    for (flag, arg, device) in [
+        ("--input", &opts.input, microphone(&opts.input)),
+        ("--output", &opts.output, speaker(&opts.output)),
+    ] {
+        if device.is_some_and(|d| d.trim().is_empty()) {
+            bail!(
+                "{flag} {arg:?}: name a device after the colon (`wzp-client devices` lists them)"
+            );
+        }
     }
     if let Some(secret) = &opts.room_secret {
         if secret.len() < MIN_ROOM_SECRET {

@@ -482,6 +482,8 @@ mod tests {
             aec.params["enabled"].value.as_str().unwrap().to_string()
         };
         assert_eq!(enabled("mic", "speaker", &[]), "true");
+        assert_eq!(enabled("mic:USB", "speaker:USB", &[]), "true");
+        assert_eq!(enabled("mic", "speaker:HDMI", &[]), "true");
         assert_eq!(
             enabled("mic", "speaker", &[("echo_cancel", "false")]),
             "false"
@@ -495,6 +497,58 @@ mod tests {
         assert_eq!(
             enabled("builtin", "/tmp/x.wav", &[("echo_cancel", "true")]),
             "true"
+        );
+    }
+
+    /// `mic:NAME` and `speaker:NAME` pick the device stages' devices; `mic`
+    /// and `speaker` the defaults; an empty name is refused.
+    #[test]
+    fn named_devices_reach_the_device_stages() {
+        let device = |input: &str, output: &str| {
+            let mut o = opts(&[]);
+            o.input = input.into();
+            o.output = output.into();
+            let spec = call_spec(&o, "0123456789abcdef0123").unwrap();
+            let param = |id: &str, kind: &str| {
+                let st = spec.stages.iter().find(|s| s.id == id).unwrap();
+                assert_eq!(st.kind, kind);
+                st.params["device"].value.as_str().unwrap().to_string()
+            };
+            (
+                param("src", "audio.device_capture"),
+                param("sink", "audio.device_playout"),
+            )
+        };
+        assert_eq!(
+            device("mic", "speaker"),
+            ("default".into(), "default".into())
+        );
+        assert_eq!(
+            device("mic:USB Headset", "speaker:hw:CARD=PCH,DEV=0"),
+            ("USB Headset".into(), "hw:CARD=PCH,DEV=0".into())
+        );
+        for (input, output, flag) in [
+            ("mic:", "speaker", "--input \"mic:\""),
+            ("mic", "speaker: ", "--output \"speaker: \""),
+        ] {
+            let mut o = opts(&[]);
+            o.input = input.into();
+            o.output = output.into();
+            let err = call_spec(&o, "0123456789abcdef0123")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(flag) && err.contains("wzp-client devices"),
+                "{err}"
+            );
+        }
+        // A WAV named like a device word stays a WAV.
+        let mut o = opts(&[]);
+        o.input = "microphone.wav".into();
+        let spec = call_spec(&o, "0123456789abcdef0123").unwrap();
+        assert_eq!(
+            spec.stages.iter().find(|s| s.id == "src").unwrap().kind,
+            "audio.wav_source"
         );
     }
 

@@ -71,10 +71,12 @@ impl RelayArgs {
 /// What a call sends and where it plays.
 #[derive(clap::Args, Clone, Debug)]
 pub struct MediaArgs {
-    /// What to send: `tone`, `tone:FREQ`, `builtin`, a WAV file, or `mic`.
+    /// What to send: `tone`, `tone:FREQ`, `builtin`, a WAV file, `mic` (the
+    /// default device) or `mic:NAME` (`wzp-client devices` lists them).
     #[arg(long, default_value = "mic")]
     pub input: String,
-    /// Where the call goes: a WAV file, `speaker`, or `null`. With `--input
+    /// Where the call goes: a WAV file, `speaker` (the default device),
+    /// `speaker:NAME`, or `null`. With `--input
     /// mic` and `speaker` the speaker's echo is cancelled in the microphone.
     #[arg(long, default_value = "speaker")]
     pub output: String,

@@ -21,10 +21,12 @@ pub struct JoinArgs {
     /// Without it, anyone who knows the room name can listen.
     #[arg(long)]
     pub room_secret: Option<String>,
-    /// What to send: `tone`, `tone:FREQ`, `builtin`, a WAV file, or `mic`.
+    /// What to send: `tone`, `tone:FREQ`, `builtin`, a WAV file, `mic` (the
+    /// default device) or `mic:NAME` (`wzp-client devices` lists them).
     #[arg(long, default_value = "mic")]
     pub input: String,
-    /// Where the room goes: a WAV file, `speaker`, or `null`. With `--input
+    /// Where the room goes: a WAV file, `speaker` (the default device),
+    /// `speaker:NAME`, or `null`. With `--input
     /// mic` and `speaker` the speaker's echo is cancelled in the microphone.
     #[arg(long, default_value = "speaker")]
     pub output: String,

@@ -3,6 +3,7 @@
 pub mod call;
 pub mod contacts;
 pub mod demo;
+pub mod devices;
 pub mod direct;
 pub mod graph;
 pub mod identity;

@@ -538,6 +538,40 @@ where
     ))
 }
 
+/// One audio device, as `wzp-client devices` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceEntry {
+    /// What names it exactly (`device = "..."`, `--input mic:ID`).
+    pub id: String,
+    /// The backend's description (its first line), when it has one.
+    pub name: String,
+    pub input: bool,
+    pub output: bool,
+    /// ALSA's `null`: chosen only when named exactly ([`NULL_DEVICE`]).
+    pub null: bool,
+}
+
+/// The audio backend's name and every device it lists, in its order.
+pub fn list_devices() -> Result<(String, Vec<DeviceEntry>), String> {
+    let host = open_host()?;
+    let devices = host
+        .devices()
+        .map_err(|e| format!("cannot list audio devices: {e}"))?
+        .map(|d| {
+            let id = device_id(&d);
+            let name = first_line(&device_name(&d)).to_string();
+            DeviceEntry {
+                name: if name == id { String::new() } else { name },
+                input: d.supports_input(),
+                output: d.supports_output(),
+                null: is_null(&d),
+                id,
+            }
+        })
+        .collect();
+    Ok((host.id().name().to_string(), devices))
+}
+
 /// The platform's default host, as a `Result`: `cpal::default_host` panics
 /// when the backend cannot start.
 pub(crate) fn open_host() -> Result<cpal::Host, String> {

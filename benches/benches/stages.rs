@@ -359,6 +359,38 @@ fn denoise(c: &mut Criterion) {
     }
 }
 
+/// What the gain control (`wzp_stages::audio::agc`, the core of
+/// `audio.agc`) costs per 20 ms quantum at 48 kHz: the built-in speech at
+/// -40 dBFS (raised ~20 dB), and at -3 dBFS (cut, the limiter at work).
+fn agc(c: &mut Criterion) {
+    use wzp_stages::audio::agc::{AgcConfig, AutoGain};
+    let rate = 48_000u32;
+    let q = rate as usize / 50;
+    let mut g = c.benchmark_group("stage/audio.agc/48k");
+    for (name, scale) in [("quiet_voice", 0.03f32), ("loud_voice", 2.0)] {
+        let x: Vec<f32> = wzp_stages::audio::signal::speech_like(rate)
+            .iter()
+            .map(|s| s * scale)
+            .collect();
+        let mut agc = AutoGain::new(rate, AgcConfig::default());
+        let mut out = vec![0.0f32; q];
+        let mut pos = 0;
+        let mut step = |agc: &mut AutoGain, out: &mut [f32]| {
+            if pos + q > x.len() {
+                pos = 0;
+            }
+            agc.process(&x[pos..pos + q], out);
+            pos += q;
+            out[0]
+        };
+        for _ in 0..200 {
+            step(&mut agc, &mut out);
+        }
+        g.bench_function(name, |b| rt_iter(b, || black_box(step(&mut agc, &mut out))));
+    }
+    g.finish();
+}
+
 /// An echo canceller being played a far end and a microphone, a quantum
 /// (two blocks) at a time, round and round the signals' loop.
 struct AecPlay {
@@ -969,6 +1001,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = timer, audio_plumbing, resample, device_drift, echo_cancel, denoise, jitter_and_netem, fec, sfu_fanout
+    targets = timer, audio_plumbing, resample, device_drift, echo_cancel, denoise, agc, jitter_and_netem, fec, sfu_fanout
 }
 criterion_main!(benches);

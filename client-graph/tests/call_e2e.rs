@@ -607,6 +607,48 @@ fn a_muted_talker_sends_silence_until_unmuted_by_signal() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A talker whose microphone gives a quiet voice (-40 dBFS over speech)
+/// is heard at the gain control's target (-20 dBFS) at the far end.
+#[test]
+fn a_quiet_talker_is_heard_at_the_gain_controls_level() {
+    let _serial = serial();
+    let dir = tmp("agc");
+    let relay = Relay::start(&dir, "127.0.0.1:0");
+    let speech = speech_like(16_000);
+    let voiced = |x: &[f32]| -> Vec<f32> {
+        x.chunks(320)
+            .filter(|c| rms_dbfs(c) > -60.0)
+            .flatten()
+            .copied()
+            .collect()
+    };
+    let scale = 10f32.powf((-40.0 - rms_dbfs(&voiced(&speech))) / 20.0);
+    let quiet: Vec<f32> = speech.iter().map(|v| v * scale).collect();
+    write_wav(&dir.join("quiet.wav"), 16_000, &quiet);
+    let mut a = client(
+        &dir,
+        &relay,
+        "alice",
+        dir.join("quiet.wav").to_str().unwrap(),
+        SECRET,
+        &["--set", "agc=true"],
+    );
+    let mut b = client(&dir, &relay, "bob", "tone:880", SECRET, &[]);
+    a.wait_room_of(2);
+    b.wait_room_of(2);
+    let talked = talk_then_hang_up(&dir, vec![a, b], 6);
+    let heard = recording(&dir, "bob");
+    let level = rms_dbfs(&voiced(talked[1].talk(&heard)));
+    assert!(
+        (-25.0..-15.0).contains(&level),
+        "bob hears alice's -40 dBFS voice at {level:.1} dBFS"
+    );
+    let gain = live_figure(&dir, "alice", "agc", "gauges", "gain_db");
+    assert!(gain > 120, "alice's gain {gain} (x10 dB)");
+    assert_eq!(counter(&dir, "alice", "agc", "clipped"), 0);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn five_clients_in_a_room_hear_everyone_else() {
     let _serial = serial();

@@ -8,9 +8,9 @@ use audio_support::*;
 use wzp_engine::prelude::*;
 use wzp_engine::rt_check::assert_rt_safe;
 use wzp_stages::audio::{
-    denoise::Denoise, echo_cancel::EchoCancel, gain::Gain, mix::Mix, null_sink::NullSink,
-    resample::Resample, room::Room, split::Split, tone_source::ToneSource, wav_sink::WavSink,
-    wav_source::WavSource,
+    denoise::Denoise, echo_cancel::EchoCancel, gain::Gain, gain_control::Agc, mix::Mix, mute::Mute,
+    null_sink::NullSink, resample::Resample, room::Room, split::Split, tone_source::ToneSource,
+    wav_sink::WavSink, wav_source::WavSource,
 };
 
 const CYCLES: usize = 600;
@@ -86,6 +86,25 @@ fn denoise_is_rt_safe() {
     let mut h = Harness::build(&Denoise, &[]).unwrap();
     run_rt("audio.denoise", &mut h);
     assert!(h.gauge("noise_dbfs") > -1200, "the suppressor never ran");
+}
+
+#[test]
+fn agc_is_rt_safe_and_limits_a_tone_over_full_scale() {
+    let mut h = Harness::build(&Agc, &[]).unwrap();
+    run_rt("audio.agc", &mut h);
+    // A steady tone is the room to it, not a voice: no gain; its peaks
+    // (1.5) are held under -1 dBFS by the limiter.
+    assert_eq!(h.gauge("gain_db"), 0);
+    assert!(h.counter("limited") > 0);
+    assert_eq!(h.counter("clipped"), 0);
+    assert!(h.output(0).iter().all(|v| v.abs() <= 0.892));
+}
+
+#[test]
+fn mute_is_rt_safe() {
+    let mut h = Harness::build(&Mute, &[("muted", ParamValue::Bool(true))]).unwrap();
+    run_rt("audio.mute", &mut h);
+    assert!(h.output(0).iter().all(|&v| v == 0.0));
 }
 
 #[test]

@@ -79,6 +79,8 @@ pub fn call_spec(opts: &CallOptions, room_secret: &str) -> Result<GraphSpec> {
         // A room is heard with the voice: turn its steady noise down (a
         // --set noise_suppress=false below still turns it off).
         vars.insert("noise_suppress".into(), "true".into());
+        // ... and bring the voice to one level, whatever the microphone.
+        vars.insert("agc".into(), "true".into());
     }
     if spk.is_some() {
         vars.insert("output_rate".into(), "48000".into());

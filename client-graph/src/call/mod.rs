@@ -500,6 +500,24 @@ mod tests {
         );
     }
 
+    /// The gain control runs on a microphone only, as the noise suppressor.
+    #[test]
+    fn gain_control_is_on_for_a_microphone_only() {
+        let enabled = |input: &str, sets: &[(&str, &str)]| {
+            let mut o = opts(sets);
+            o.input = input.into();
+            let spec = call_spec(&o, "0123456789abcdef0123").unwrap();
+            let agc = spec.stages.iter().find(|s| s.id == "agc").unwrap();
+            assert_eq!(agc.kind, "audio.agc");
+            agc.params["enabled"].value.as_str().unwrap().to_string()
+        };
+        assert_eq!(enabled("mic", &[]), "true");
+        assert_eq!(enabled("mic:USB", &[]), "true");
+        assert_eq!(enabled("mic", &[("agc", "false")]), "false");
+        assert_eq!(enabled("talk.wav", &[]), "false");
+        assert_eq!(enabled("tone", &[("agc", "true")]), "true");
+    }
+
     /// `mic:NAME` and `speaker:NAME` pick the device stages' devices; `mic`
     /// and `speaker` the defaults; an empty name is refused.
     #[test]

@@ -14,6 +14,7 @@
 use wzp_engine::prelude::*;
 
 pub mod aec;
+pub mod agc;
 pub mod denoise;
 pub mod device;
 pub mod device_capture;
@@ -21,6 +22,7 @@ pub mod device_playout;
 pub mod drift;
 pub mod echo_cancel;
 pub mod gain;
+pub mod gain_control;
 pub mod mix;
 pub mod mute;
 pub mod ns;
@@ -53,6 +55,7 @@ pub fn register(registry: &mut Registry) -> Result<(), wzp_engine::registry::Reg
     registry.register(echo_cancel::EchoCancel)?;
     registry.register(room::Room)?;
     registry.register(denoise::Denoise)?;
+    registry.register(gain_control::Agc)?;
     Ok(())
 }
 

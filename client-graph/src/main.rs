@@ -6,6 +6,7 @@
 mod call;
 mod cli;
 mod contacts;
+mod history;
 mod log_filter;
 mod lookalike;
 mod nat;
@@ -67,6 +68,8 @@ Examples:
       Print this machine's address as the relay sees it.
   wzp-client devices
       The microphones and speakers, for --input mic:NAME and --output speaker:NAME.
+  wzp-client history --missed
+      The calls that rang while nobody answered.
   wzp-client replay-adapt --check call.log
       Take a call's adaptation decisions again from its `--set adapt_log=true` log.";
 
@@ -113,6 +116,9 @@ enum Command {
     /// Register at a relay and answer incoming calls.
     #[command(after_help = cli::listen::LISTEN_EXAMPLES)]
     Listen(ListenArgs),
+    /// The calls made and taken (`call` and `listen` keep them).
+    #[command(after_help = cli::history::EXAMPLES)]
+    History(cli::history::ShowArgs),
     /// List the audio devices (`--input mic:NAME`, `--output speaker:NAME`).
     #[command(after_help = cli::devices::EXAMPLES)]
     Devices,
@@ -173,6 +179,7 @@ fn main() {
             | Command::Identity(_)
             | Command::Contacts(_)
             | Command::Devices
+            | Command::History(_)
             | Command::ReplayAdapt(_)
     ) {
         default_sigpipe();
@@ -193,6 +200,7 @@ fn main() {
         Command::Listen(args) => cli::listen::listen_cmd(args),
         Command::Contacts(args) => cli::contacts::contacts_cmd(args),
         Command::Devices => cli::devices::devices_cmd(),
+        Command::History(args) => cli::history::history_cmd(args),
         Command::Reflect(args) => cli::reflect::reflect_cmd(args),
         Command::VersionCheck(args) => cli::reflect::version_cmd(args),
         Command::Identity(args) => cli::identity::identity_cmd(args),

@@ -287,6 +287,7 @@ fn every_subcommand_help_has_examples() {
         "replay-adapt",
         "devices",
         "contacts",
+        "history",
     ] {
         let out = bin().args([sub, "--help"]).output().unwrap();
         assert!(out.status.success(), "{sub} --help");

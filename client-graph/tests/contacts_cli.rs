@@ -108,3 +108,55 @@ fn contacts_are_added_listed_verified_and_removed_with_clear_errors() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `history` names contacts, reveals a stranger's claimed alias, filters
+/// missed calls, and skips (and says so) lines that are not calls.
+#[test]
+fn history_lists_calls_with_names_and_skips_broken_lines() {
+    let dir = common::tmp("wzp-history-cli", "h");
+    let contacts_file = dir.join("contacts.toml");
+    ok(contacts(&contacts_file, &["add", "alice", A]));
+    let hist = dir.join("history.jsonl");
+    std::fs::write(
+        &hist,
+        format!(
+            "{{\"at\":1796615100,\"dir\":\"in\",\"peer\":\"{A}\",\"alias\":\"alice\",\"outcome\":\"answered\",\"secs\":125}}\n\
+             {{\"at\":1796615160,\"dir\":\"in\",\"peer\":\"{B}\",\"alias\":\"\u{430}lice\",\"outcome\":\"missed\"}}\n\
+             {{\"at\":17966\n\
+             {{\"at\":1796615220,\"dir\":\"out\",\"peer\":\"{B}\",\"outcome\":\"busy\"}}\n"
+        ),
+    )
+    .unwrap();
+    let run = |extra: &[&str]| {
+        Command::new(common::bin("wzp-client"))
+            .arg("history")
+            .arg("--history")
+            .arg(&hist)
+            .arg("--contacts")
+            .arg(&contacts_file)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[]);
+    let said = ok(out.clone());
+    assert_eq!(
+        said.lines().collect::<Vec<_>>(),
+        [
+            format!("2026-12-07 03:45 UTC  in   alice ({A})  answered  2m05s"),
+            format!("2026-12-07 03:46 UTC  in   {B} (says \"\\u{{430}}lice\")  MISSED"),
+            format!("2026-12-07 03:47 UTC  out  {B}  busy"),
+        ]
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("1 line(s)"),
+        "{out:?}"
+    );
+    let said = ok(run(&["--missed"]));
+    assert_eq!(said.lines().count(), 1, "{said}");
+    let said = ok(run(&["--limit", "1"]));
+    assert!(said.trim().ends_with("busy"), "{said}");
+    std::fs::remove_file(&hist).unwrap();
+    assert!(ok(run(&[])).starts_with("no calls in "));
+    let _ = std::fs::remove_dir_all(dir);
+}

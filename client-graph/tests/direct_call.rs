@@ -131,10 +131,14 @@ fn client_cmd(
         .args(extra);
     if matches!(sub.first(), Some(&"call") | Some(&"listen")) {
         cmd.arg("--no-realtime");
-        // Each user's own contacts, never the machine's.
+        // Each user's own contacts and history, never the machine's.
         cmd.args([
             "--contacts",
             dir.join(format!("{user}.contacts.toml")).to_str().unwrap(),
+        ]);
+        cmd.args([
+            "--history",
+            dir.join(format!("{user}.history.jsonl")).to_str().unwrap(),
         ]);
     }
     cmd
@@ -585,6 +589,60 @@ fn a_ringing_listener_is_answered_declined_and_hung_up_by_keys() {
         "a blocked caller does not ring"
     );
     b.kill();
+
+    // Both histories, as `wzp-client history` shows them: bob's (missed
+    // first, then every call) and alice's.
+    let history = |user: &str, extra: &[&str]| -> Vec<String> {
+        let out = Command::new(bin("wzp-client"))
+            .arg("history")
+            .arg("--history")
+            .arg(dir.join(format!("{user}.history.jsonl")))
+            .arg("--contacts")
+            .arg(dir.join(format!("{user}.contacts.toml")))
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| l.split("UTC  ").nth(1).unwrap_or(l).to_string())
+            .collect()
+    };
+    let said = history("bob", &["--missed"]);
+    assert_eq!(said, [format!("in   {a_fp}  MISSED")], "{said:?}");
+    let said = history("bob", &[]);
+    let outcomes: Vec<&str> = said
+        .iter()
+        .map(|l| {
+            assert!(l.starts_with(&format!("in   {a_fp}  ")), "{l}");
+            // `in   FP  OUTCOME[  DURATION]`
+            l.split("  ").nth(2).unwrap_or(l)
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        ["declined", "answered", "MISSED", "blocked"],
+        "{said:?}"
+    );
+    let said = history("alice", &[]);
+    assert_eq!(said.len(), 4, "{said:?}");
+    assert!(
+        said[0].ends_with(&format!("out  {b_fp}  rejected")),
+        "{said:?}"
+    );
+    assert!(
+        said[1].starts_with(&format!("out  {b_fp}  answered  ")),
+        "{said:?}"
+    );
+    assert!(
+        said[2].ends_with(&format!("out  {b_fp}  cancelled")),
+        "{said:?}"
+    );
+    assert!(
+        said[3].ends_with(&format!("out  {b_fp}  rejected")),
+        "{said:?}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 

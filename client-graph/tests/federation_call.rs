@@ -134,6 +134,13 @@ fn client(dir: &Path, relay: &Relay, user: &str, sub: &[&str], extra: &[&str]) -
         ])
         .arg("--no-realtime")
         .args(extra);
+    if matches!(sub.first(), Some(&"call") | Some(&"listen")) {
+        // The user's own history, never the machine's.
+        cmd.args([
+            "--history",
+            dir.join(format!("{user}.history.jsonl")).to_str().unwrap(),
+        ]);
+    }
     Proc::spawn(user, &mut cmd)
 }
 

@@ -18,6 +18,7 @@ use super::direct::{
     EXIT_NO_ANSWER, EXIT_REJECTED,
 };
 use crate::contacts::{Contact, Contacts};
+use crate::history::{self, Dir, Entry, Outcome};
 use crate::signal::{MappingTest, SignalConn};
 
 pub const CALL_EXAMPLES: &str = "\
@@ -60,6 +61,8 @@ pub struct CallArgs {
     pub relay: RelayArgs,
     #[command(flatten)]
     pub media: MediaArgs,
+    #[command(flatten)]
+    pub history: super::history::HistoryArgs,
 }
 
 /// What to do with the SAS the call prints, for the person called.
@@ -102,6 +105,17 @@ pub fn call_cmd(args: CallArgs) -> Result<i32> {
         args.media.muted,
         false,
     )?);
+    let history = args.history.open()?;
+    let record = move |at: u64, outcome: Outcome, secs: u64| {
+        history.record(&Entry {
+            at,
+            dir: Dir::Out,
+            peer: target,
+            alias: None,
+            outcome,
+            secs,
+        })
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -137,6 +151,8 @@ pub fn call_cmd(args: CallArgs) -> Result<i32> {
             None => println!("calling {target} via {}", relay.relay),
         }
         flush(&mut sig, &mut call).await?;
+        let offered = history::now();
+        let mut cancelled = false;
         let outcome = loop {
             // Ctrl-C (or `q`) while it rings takes the call back.
             let msg = tokio::select! {
@@ -148,6 +164,7 @@ pub fn call_cmd(args: CallArgs) -> Result<i32> {
                 } => {
                     call.hangup();
                     let _ = flush(&mut sig, &mut call).await;
+                    cancelled = true;
                     println!("hung up before {target} answered");
                     break Err(EXIT_FAILED);
                 }
@@ -193,13 +210,26 @@ pub fn call_cmd(args: CallArgs) -> Result<i32> {
         let ready = match outcome {
             Ok(ready) => ready,
             Err(status) => {
+                record(
+                    offered,
+                    match status {
+                        EXIT_REJECTED => Outcome::Rejected,
+                        EXIT_NOT_ONLINE => Outcome::NotOnline,
+                        EXIT_BUSY => Outcome::Busy,
+                        EXIT_NO_ANSWER => Outcome::NoAnswer,
+                        _ if cancelled => Outcome::Cancelled,
+                        _ => Outcome::Failed,
+                    },
+                    0,
+                );
                 sig.close().await;
                 return Ok(status);
             }
         };
         println!("answered by {} (room {})", ready.peer, ready.room);
         println!("{}", sas_hint(contact.as_ref(), &target));
-        run_media(
+        let began = std::time::Instant::now();
+        let ended = run_media(
             &mut sig,
             &mut call,
             &ready,
@@ -208,7 +238,9 @@ pub fn call_cmd(args: CallArgs) -> Result<i32> {
             Some((Role::Dialer, reg.observed_addr)),
             &UserInput { stop, controls },
         )
-        .await?;
+        .await;
+        record(offered, Outcome::Answered, began.elapsed().as_secs());
+        ended?;
         sig.close().await;
         Ok(0)
     })

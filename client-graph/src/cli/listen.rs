@@ -15,6 +15,7 @@ use wzp_proto::signal::{AcceptMode, SignalMessage};
 use super::direct::{flush, run_media, MediaArgs, RelayArgs, UserInput};
 use crate::call::controls::{self, Answer, Controls};
 use crate::contacts::Contacts;
+use crate::history::{self, Dir, Entry, Outcome};
 use crate::signal::{ConnectError, MappingTest, SignalConn};
 
 pub const LISTEN_EXAMPLES: &str = "\
@@ -80,6 +81,8 @@ pub struct ListenArgs {
     pub contacts: Option<PathBuf>,
     #[command(flatten)]
     pub media: MediaArgs,
+    #[command(flatten)]
+    pub history: super::history::HistoryArgs,
     /// Exit after the first call.
     #[arg(long)]
     pub once: bool,
@@ -104,6 +107,7 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
         Accept::Contacts
     });
     let controls = Arc::new(Controls::new(args.media.muted, accept == Accept::Ask)?);
+    let history = args.history.open()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -195,6 +199,18 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                 );
                 // A `q` pressed between calls hangs up none of them.
                 controls.take_hangup();
+                let offered = history::now();
+                let (from, alias) = (call.caller(), call.caller_alias().map(str::to_string));
+                let record = |outcome: Outcome, secs: u64| {
+                    history.record(&Entry {
+                        at: offered,
+                        dir: Dir::In,
+                        peer: from,
+                        alias: alias.clone(),
+                        outcome,
+                        secs,
+                    })
+                };
                 // Read at each call: the file may have changed meanwhile.
                 let contacts = match Contacts::load(&contacts_path) {
                     Ok(c) => c,
@@ -205,6 +221,7 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                 };
                 let caller = call.caller();
                 if let Some(b) = contacts.is_blocked(&caller) {
+                    record(Outcome::Blocked, 0);
                     call.reject();
                     flush(&mut sig, &mut call).await?;
                     println!(
@@ -248,6 +265,7 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                         Rang::Answered => Accept::Contacts,
                         Rang::Declined => Accept::Reject,
                         Rang::Ended(why) => {
+                            record(Outcome::Missed, 0);
                             println!("the call ended before you answered ({why})");
                             if args.once {
                                 sig.close().await;
@@ -256,6 +274,7 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                             continue;
                         }
                         Rang::Stopped => {
+                            record(Outcome::Missed, 0);
                             call.reject();
                             let _ = flush(&mut sig, &mut call).await;
                             sig.close().await;
@@ -280,6 +299,7 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                     (Accept::Reject, _) | (Accept::ContactsOnly, None) => None,
                 };
                 let Some(mode) = mode else {
+                    record(Outcome::Declined, 0);
                     call.reject();
                     flush(&mut sig, &mut call).await?;
                     println!("rejected");
@@ -316,6 +336,7 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                     match ev {
                         Some(CallEvent::Answered(r)) => break Some(r),
                         Some(CallEvent::HungUp { .. }) | Some(CallEvent::Failed { .. }) => {
+                            record(Outcome::Failed, 0);
                             println!("the call ended before it started");
                             break None;
                         }
@@ -333,7 +354,8 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                         }
                     );
                     println!("{}", super::call::sas_hint(contact.as_ref(), &caller));
-                    run_media(
+                    let began = std::time::Instant::now();
+                    let ended = run_media(
                         &mut sig,
                         &mut call,
                         &ready,
@@ -345,7 +367,9 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                             controls: controls.clone(),
                         },
                     )
-                        .await?;
+                        .await;
+                    record(Outcome::Answered, began.elapsed().as_secs());
+                    ended?;
                 }
                 if args.once {
                     sig.close().await;

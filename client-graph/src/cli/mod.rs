@@ -6,6 +6,7 @@ pub mod demo;
 pub mod devices;
 pub mod direct;
 pub mod graph;
+pub mod history;
 pub mod identity;
 pub mod join;
 pub mod listen;

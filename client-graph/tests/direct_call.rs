@@ -1173,7 +1173,9 @@ fn a_trusting_callee_gets_the_media_straight_from_the_caller() {
     .concat();
     let b_args: Vec<&str> = b_args.iter().map(String::as_str).collect();
     let (mut b, b_fp) = listen(&dir, &relay, "bob", &b_args);
-    // Alice watches the call with `--top`, which names the path.
+    // Alice watches the call with `--top`, which names bob (her contact)
+    // and the path.
+    contacts(&dir, "alice", &["add", "bob", &b_fp]);
     let a_args = [media("a-says.wav", "a-heard.wav"), vec!["--top".into()]].concat();
     let a_args: Vec<&str> = a_args.iter().map(String::as_str).collect();
     let mut a = client(&dir, &relay, "alice", &["call", &b_fp], &a_args);
@@ -1185,7 +1187,10 @@ fn a_trusting_callee_gets_the_media_straight_from_the_caller() {
         .to_string();
     let up_a = a.expect_line("direct path to ", WAIT);
     let up_b = b.expect_line("direct path to ", WAIT);
-    a.expect_line("wzp top — direct call — media straight to the peer", WAIT);
+    a.expect_line(
+        "wzp top — direct call with bob — media straight to the peer",
+        WAIT,
+    );
     assert!(up_a.contains(&b_fp) && up_a.contains(" up "), "{up_a}");
     assert!(up_b.contains(" up "), "{up_b}");
     assert!(up_b.contains(&a_fp), "{up_b}");

@@ -87,6 +87,9 @@ pub struct DirectMedia {
     pub keys: wzp_proto::handshake::SessionKeys,
     /// A direct path to try beside the relay (`None`: the relay only).
     pub path: Option<crate::nat::DirectPath>,
+    /// Who the call is with, as the `--top` view names them (a contact's
+    /// name, else the fingerprint).
+    pub with: String,
 }
 
 /// The resource name the call graph's seal/open stages take a direct
@@ -263,7 +266,7 @@ pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
     let mut stats_json_warned = false;
     let mut top = opts.top.then(|| {
         top::Top::new(match &opts.direct {
-            Some(_) => "direct call".to_string(),
+            Some(d) => format!("direct call with {}", d.with),
             None => format!("call — room {}", opts.room),
         })
     });
@@ -305,12 +308,16 @@ pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
                 journal.drain(|r| t.decision(&r.line()));
                 if Instant::now() >= next_top {
                     next_top += TOP_INTERVAL;
-                    if opts.direct.is_some() {
-                        t.set_title(if media_route.direct_up() {
-                            "direct call — media straight to the peer"
-                        } else {
-                            "direct call — media through the relay"
-                        });
+                    if let Some(d) = &opts.direct {
+                        t.set_title(format!(
+                            "direct call with {} — media {}",
+                            d.with,
+                            if media_route.direct_up() {
+                                "straight to the peer"
+                            } else {
+                                "through the relay"
+                            }
+                        ));
                     }
                     t.show(&stats, call_started.elapsed().as_secs_f64());
                 }

@@ -236,7 +236,13 @@ pub fn call_cmd(args: CallArgs) -> Result<i32> {
             &relay,
             &args.media,
             Some((Role::Dialer, reg.observed_addr)),
-            &UserInput { stop, controls },
+            &UserInput {
+                stop,
+                controls,
+                with: contact
+                    .as_ref()
+                    .map_or(target.to_string(), |c| c.name.clone()),
+            },
         )
         .await;
         record(offered, Outcome::Answered, began.elapsed().as_secs());

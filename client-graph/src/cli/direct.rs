@@ -217,11 +217,13 @@ pub enum CallEnd {
     SignalLost(String),
 }
 
-/// What the person at this end can do to a call: end the process
-/// (Ctrl-C, SIGTERM: `stop`), and mute or hang up (`controls`).
+/// The person at this end: what they can do to a call (end the process:
+/// Ctrl-C, SIGTERM, `stop`; mute or hang up: `controls`), and what they
+/// call the other side (`with`: a contact's name, else the fingerprint).
 pub struct UserInput {
     pub stop: Arc<AtomicBool>,
     pub controls: Arc<call::controls::Controls>,
+    pub with: String,
 }
 
 /// Runs an answered call's media through the relay with the call's keys
@@ -309,6 +311,7 @@ pub async fn run_media(
             room: ready.room.clone(),
             keys: ready.keys.clone(),
             path,
+            with: user.with.clone(),
         }),
         stats_json: None,
         top: media.top,

@@ -365,6 +365,7 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                         &UserInput {
                             stop: stop.clone(),
                             controls: controls.clone(),
+                            with: contact.as_ref().map_or(caller.to_string(), |c| c.name.clone()),
                         },
                     )
                         .await;

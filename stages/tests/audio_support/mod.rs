@@ -65,8 +65,18 @@ impl Harness {
         rate: u32,
         quantum: Duration,
     ) -> Result<Harness, BuildError> {
-        let resources = Resources::new();
-        let mut cx = BuildContext::standalone(rate, quantum, &resources);
+        Self::build_with(factory, set, rate, quantum, &Resources::new())
+    }
+
+    /// [`Harness::build_at`] with the control plane's `resources` (cells).
+    pub fn build_with(
+        factory: &dyn StageFactory,
+        set: &[(&str, ParamValue)],
+        rate: u32,
+        quantum: Duration,
+        resources: &Resources,
+    ) -> Result<Harness, BuildError> {
+        let mut cx = BuildContext::standalone(rate, quantum, resources);
         let built = factory.build(&mut cx, &params(factory, set))?;
         let (counters, gauges) = cx.take_metrics();
         let qn = quantum.as_nanos() as u64;

@@ -281,6 +281,7 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                             return Ok(());
                         }
                         Rang::SignalLost => {
+                            record(Outcome::Failed, 0);
                             println!("lost the relay at {}; registering again when it is back", relay.relay);
                             break;
                         }

@@ -24,6 +24,15 @@
 //! scale after it (there is none by construction) would be clamped and
 //! counted (`clipped`).
 //!
+//! **The far end.** On a speaker the microphone hears the far end too, and
+//! what the echo canceller has not yet taken out would read as the voice
+//! (and a quiet one, pulling the gain up). Given the far end's sound
+//! ([`AutoGain::process_with_far`], the stage's `ref` input), a block heard
+//! while the far end was above [`FAR_ACTIVE_DBFS`] within the last
+//! [`FAR_HANGOVER_S`] (its echo's delay and tail) is not read as speech:
+//! the gain is learnt while the near end talks alone and holds through
+//! double talk.
+//!
 //! Digital silence (a muted source) passes as silence and moves nothing.
 //! No allocation after [`AutoGain::new`].
 
@@ -51,6 +60,10 @@ pub const CEILING: f32 = 0.891;
 const RELEASE_DB_PER_S: f32 = 10.0;
 /// Blocks under this power are digital silence.
 const SILENT: f32 = 1e-10;
+/// The far end is talking above this level...
+pub const FAR_ACTIVE_DBFS: f32 = -50.0;
+/// ... and its echo may still be heard this long after.
+pub const FAR_HANGOVER_S: f32 = 0.3;
 
 /// What the gain control aims for.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -81,6 +94,8 @@ pub struct AgcStats {
     pub speech_blocks: u64,
     /// Blocks the limiter took down.
     pub limited: u64,
+    /// Blocks not read as speech for the far end talking.
+    pub far_held: u64,
     /// Samples clamped to full scale after the limiter (none expected).
     pub clipped: u64,
 }
@@ -107,9 +122,14 @@ pub struct AutoGain {
     gain_db: f32,
     lim: f32,
     /// The part of a block read so far (a call of `process` may end inside
-    /// one) and its power sum.
+    /// one) and its power sum, and the far end's.
     filled: usize,
     sum: f32,
+    far_sum: f32,
+    /// Blocks left before the far end's echo is gone, and how many that is
+    /// from a block of it.
+    far_left: u32,
+    far_hangover: u32,
     stats: AgcStats,
 }
 
@@ -137,6 +157,9 @@ impl AutoGain {
             lim: 1.0,
             filled: 0,
             sum: 0.0,
+            far_sum: 0.0,
+            far_left: 0,
+            far_hangover: (FAR_HANGOVER_S / block_s).ceil() as u32,
             stats: AgcStats::default(),
         }
     }
@@ -161,7 +184,16 @@ impl AutoGain {
     /// blocks before; samples of a block not yet complete get the gain the
     /// last block ended at.
     pub fn process(&mut self, input: &[f32], out: &mut [f32]) {
+        self.process_with_far(input, None, out);
+    }
+
+    /// [`AutoGain::process`], knowing what the far end played (`far`, the
+    /// same length as `input`; `None`: nothing).
+    pub fn process_with_far(&mut self, input: &[f32], far: Option<&[f32]>, out: &mut [f32]) {
         assert_eq!(input.len(), out.len());
+        if let Some(f) = far {
+            assert_eq!(f.len(), input.len());
+        }
         let mut start = 0;
         while start < input.len() {
             let take = (self.block - self.filled).min(input.len() - start);
@@ -172,13 +204,25 @@ impl AutoGain {
                 let v = clean(*v);
                 self.sum += v * v;
             }
+            if let Some(f) = far {
+                for v in &f[start..end] {
+                    let v = clean(*v);
+                    self.far_sum += v * v;
+                }
+            }
             self.filled += take;
             let from = self.gain_db;
             if self.filled == self.block {
                 let power = self.sum / self.block as f32;
+                let far_power = self.far_sum / self.block as f32;
                 self.filled = 0;
                 self.sum = 0.0;
+                self.far_sum = 0.0;
+                if far_power > 10f32.powf(FAR_ACTIVE_DBFS / 10.0) {
+                    self.far_left = self.far_hangover;
+                }
                 self.decide(power);
+                self.far_left = self.far_left.saturating_sub(1);
             }
             self.apply(x, y, from, self.gain_db);
             start = end;
@@ -200,6 +244,10 @@ impl AutoGain {
         let over = 10f32.powf(SPEECH_OVER_FLOOR_DB / 10.0);
         let speech = db > MIN_SPEECH_DBFS && power > self.floor * over;
         if !speech {
+            return;
+        }
+        if self.far_left > 0 {
+            self.stats.far_held += 1;
             return;
         }
         self.stats.speech_blocks += 1;
@@ -387,6 +435,37 @@ mod tests {
             voiced_gain,
             agc.gain_db()
         );
+    }
+
+    #[test]
+    fn the_far_ends_echo_is_not_taken_for_the_voice() {
+        // The microphone hears only the far end's echo, quiet (-45 dBFS),
+        // while the far end talks: no gain is learnt from it. Without the
+        // far end's sound it reads as a quiet voice and is raised.
+        let echo = talk(6.0, -45.0, -80.0);
+        let far = talk(6.0, -20.0, -90.0);
+        let mut agc = AutoGain::new(RATE, AgcConfig::default());
+        let mut y = vec![0.0; echo.len()];
+        for ((x, f), o) in echo.chunks(960).zip(far.chunks(960)).zip(y.chunks_mut(960)) {
+            agc.process_with_far(x, Some(f), o);
+        }
+        assert_eq!(agc.gain_db(), 0.0);
+        assert_eq!(agc.level_dbfs(), None);
+        assert!(agc.stats().far_held > 100, "{:?}", agc.stats());
+        let (_, blind) = run(&echo, 960);
+        assert!(blind.gain_db() > 20.0, "{}", blind.gain_db());
+        // The near end alone after the far end stops (past the hangover):
+        // learnt as before.
+        let near = talk(8.0, -38.0, -80.0);
+        let quiet = vec![0.0f32; near.len()];
+        for ((x, f), o) in near
+            .chunks(960)
+            .zip(quiet.chunks(960))
+            .zip(y.chunks_mut(960))
+        {
+            agc.process_with_far(x, Some(f), o);
+        }
+        assert!(agc.gain_db() > 15.0, "{}", agc.gain_db());
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub struct Config {
     pub max_rooms: usize,
     /// Members of a `call-*` room (direct calls are two people; 2..=1024).
     pub call_room_size: usize,
+    /// Members on this relay of any other room (0: no limit beyond
+    /// `max_peers`; else 2..=65536).
+    pub max_room_size: usize,
     /// Media forwarding shards; each room is forwarded by one, chosen by its
     /// hash (1..=64; 0 = one per CPU core; default 1). A shard is a task on
     /// the I/O runtime, so shards share the `io_threads`.
@@ -156,6 +159,7 @@ impl Default for Config {
             max_peers: 1024,
             max_rooms: 256,
             call_room_size: 2,
+            max_room_size: 0,
             shards: 1,
             io_threads: 0,
             egress_coalesce_us: 5000,
@@ -243,6 +247,11 @@ max_rooms = 256
 
 # Members allowed in a direct-call room (SNI "call-..."; 2..=1024).
 call_room_size = 2
+
+# Members on this relay of any one room; one more is refused "room full"
+# (0 = no limit beyond max_peers; else 2..=65536). A global room counts each
+# relay's own members.
+max_room_size = 0
 
 # Media forwarding shards; rooms are spread over them by hash (0..=64; 0 = one
 # per core).
@@ -368,7 +377,14 @@ impl Config {
             message,
         };
         let max = wzp_stages::sfu::MAX_SLOTS;
-        let ranges: [(&str, u64, u64, u64, &str); 10] = [
+        let ranges: [(&str, u64, u64, u64, &str); 11] = [
+            (
+                "max_room_size",
+                self.max_room_size as u64,
+                0,
+                max as u64,
+                " (0 = no limit beyond max_peers)",
+            ),
             ("max_peers", self.max_peers as u64, 1, max as u64, ""),
             ("max_rooms", self.max_rooms as u64, 1, max as u64, ""),
             (
@@ -434,6 +450,13 @@ impl Config {
                     "{key} = {value} is out of range; use {lo}..={hi}{why}"
                 )));
             }
+        }
+        if self.max_room_size == 1 {
+            return Err(bad(
+                "max_room_size = 1 leaves nobody to talk to; use 0 (no limit beyond max_peers) \
+                 or 2..=65536"
+                    .into(),
+            ));
         }
         if self.mapping_port == Some(0) {
             return Err(bad(
@@ -755,6 +778,11 @@ mod tests {
                 "call_room_size = 1 is out of range; use 2..=1024",
             ),
             ("call_room_size = 5000", "2..=1024"),
+            ("max_room_size = 1", "leaves nobody to talk to"),
+            (
+                "max_room_size = 70000",
+                "max_room_size = 70000 is out of range",
+            ),
             (
                 "join_timeout_ms = 0",
                 "join_timeout_ms = 0 is out of range; use 500..=60000",
@@ -998,6 +1026,9 @@ mod tests {
             "join_max_skew_s = 3600",
             "call_room_size = 2",
             "call_room_size = 1024",
+            "max_room_size = 0",
+            "max_room_size = 2",
+            "max_room_size = 65536",
             "max_peers = 1\nmax_rooms = 1",
             "max_peers = 65536\nmax_rooms = 65536",
             "shards = 0\nio_threads = 64",

@@ -204,6 +204,7 @@ impl Relay {
             max_peers: cfg.max_peers,
             max_rooms: cfg.max_rooms,
             call_room_size: cfg.call_room_size,
+            max_room_size: cfg.max_room_size,
             shards: media.shards.len(),
             tap: cfg.debug_tap.clone(),
         });

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use common::*;
+use wzp_proto::close::CloseCode;
 use wzp_proto::MediaHeader;
 
 /// Collects datagrams until `want` arrived or the wait ends.
@@ -216,4 +217,31 @@ async fn rooms_sharded_over_threads_each_forward_only_their_own() {
             "room {r}: a heard someone"
         );
     }
+}
+
+/// `max_room_size = 2`: a third member of an ordinary room is refused
+/// `room_full` with the limit in the reason, another room is not, and the
+/// two inside still hear each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_past_max_room_size_refuses_the_next_member() {
+    let dir = tempdir();
+    let cfg = dir.path().join("relay.toml");
+    std::fs::write(&cfg, "max_room_size = 2\n").unwrap();
+    let relay = RelayProc::start_in(dir.path(), &["-c", cfg.to_str().unwrap()]);
+    let room = room_sni("small");
+    let mut a = join_heard(&relay, &room, 1, &[]).await.expect("a joins");
+    let b = join_heard(&relay, &room, 2, &[&a]).await.expect("b joins");
+    a.wait_room_count(2).await.unwrap();
+    let c = refused_join(&relay, &room, 3, "the room is full").await;
+    assert_eq!(c.code, Some(CloseCode::RoomFull), "{c:?}");
+    assert!(c.reason.contains("takes 2 members"), "{c:?}");
+    join_heard(&relay, &room_sni("other"), 3, &[])
+        .await
+        .expect("another room has room");
+    a.send_datagram(a.packet(1, b"still here"));
+    let d = b.recv_datagram(WAIT).await.expect("b hears a");
+    assert_eq!(&d[..], &a.packet(1, b"still here")[..]);
+    relay.wait_metric("wzp_relay_refused_total{reason=\"room_full\"}", |v| {
+        v == 1.0
+    });
 }

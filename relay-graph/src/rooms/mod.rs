@@ -192,6 +192,8 @@ pub struct RoomLimits {
     pub max_peers: usize,
     pub max_rooms: usize,
     pub call_room_size: usize,
+    /// Local members of any other room (0: no limit).
+    pub max_room_size: usize,
     /// Forwarding shards rooms are spread over (at least 1).
     pub shards: usize,
     /// The debug tap filter: a room id, `*`, or none.
@@ -308,6 +310,23 @@ impl RoomTable {
                     format!(
                         "{} is full: a call room holds {} participants",
                         a.room, self.limits.call_room_size
+                    ),
+                ));
+            }
+        } else if self.limits.max_room_size > 0 {
+            let local = self.rooms.get(&a.room).map_or(0, |r| {
+                r.members
+                    .iter()
+                    .filter(|m| matches!(m, Member::Local(_)))
+                    .count()
+            });
+            if local >= self.limits.max_room_size {
+                return Err(Refusal::new(
+                    CloseCode::RoomFull,
+                    HangupReason::Busy,
+                    format!(
+                        "the room is full: this relay takes {} members in a room",
+                        self.limits.max_room_size
                     ),
                 ));
             }
@@ -566,6 +585,7 @@ mod tests {
             max_peers,
             max_rooms,
             call_room_size: 2,
+            max_room_size: 0,
             shards,
             tap: None,
         })
@@ -652,6 +672,34 @@ mod tests {
     }
 
     #[test]
+    fn an_ordinary_room_takes_max_room_size_local_members() {
+        let mut t = table(8, 4, 1);
+        t.limits.max_room_size = 2;
+        let first = t.admit(admit("g", 1)).unwrap();
+        t.admit(admit("g", 2)).unwrap();
+        // Members on other relays do not count against this relay's.
+        t.rooms
+            .get_mut("g")
+            .unwrap()
+            .members
+            .push(Member::Remote(RemoteMember {
+                fingerprint: fp(9),
+                alias: None,
+                relay_label: "relay-b".into(),
+            }));
+        let full = t.admit(admit("g", 3)).unwrap_err();
+        assert_eq!(full.code, CloseCode::RoomFull);
+        assert!(full.message.contains("takes 2 members"), "{}", full.message);
+        // Other rooms are their own; one leaving makes room.
+        t.admit(admit("h", 3)).unwrap();
+        t.leave(first.handle).unwrap();
+        t.admit(admit("g", 4)).unwrap();
+        // 0: no limit.
+        t.limits.max_room_size = 0;
+        t.admit(admit("g", 5)).unwrap();
+    }
+
+    #[test]
     fn remote_members_are_listed_once_with_their_relay() {
         let mut t = table(8, 4, 1);
         let a = t.admit(admit("g", 1)).unwrap();
@@ -722,6 +770,7 @@ mod tests {
             max_peers: 4,
             max_rooms: 4,
             call_room_size: 2,
+            max_room_size: 0,
             shards: 1,
             tap: Some("tapped".into()),
         });

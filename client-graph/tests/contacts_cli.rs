@@ -154,6 +154,8 @@ fn history_lists_calls_with_names_and_skips_broken_lines() {
     );
     let said = ok(run(&["--missed"]));
     assert_eq!(said.lines().count(), 1, "{said}");
+    let out = run(&["--limit", "0"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
     let said = ok(run(&["--limit", "1"]));
     assert!(said.trim().ends_with("busy"), "{said}");
     std::fs::remove_file(&hist).unwrap();

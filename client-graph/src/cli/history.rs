@@ -51,9 +51,10 @@ pub struct ShowArgs {
     /// Contacts file, for names. Default ~/.wzp/contacts.toml.
     #[arg(long)]
     pub contacts: Option<PathBuf>,
-    /// How many of the newest calls.
-    #[arg(long, default_value_t = 20, conflicts_with = "all")]
-    pub limit: usize,
+    /// How many of the newest calls (1 or more).
+    #[arg(long, default_value_t = 20, conflicts_with = "all",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub limit: u32,
     /// Every call kept.
     #[arg(long)]
     pub all: bool,
@@ -73,7 +74,7 @@ pub fn history_cmd(args: ShowArgs) -> Result<()> {
     let shown = if args.all {
         &chosen[..]
     } else {
-        &chosen[chosen.len().saturating_sub(args.limit)..]
+        &chosen[chosen.len().saturating_sub(args.limit as usize)..]
     };
     if shown.is_empty() {
         println!(

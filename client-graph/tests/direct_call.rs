@@ -509,6 +509,15 @@ fn a_ringing_listener_is_answered_declined_and_hung_up_by_keys() {
     let _s = serial();
     let dir = tmp("ask");
     let relay = start_relay(&dir, "127.0.0.1:0");
+    // Each call that comes in (the blocked one excepted) runs bob's
+    // --on-call with the caller in its environment; alice's alias is shell
+    // text that must stay text.
+    let told = dir.join("on-call.txt");
+    let pwned = dir.join("pwned");
+    let on_call = format!(
+        "printf '%s|%s|%s|%s\\n' \"$WZP_CALLER\" \"$WZP_CALLER_NAME\" \"$WZP_CALLER_ALIAS\" \"$WZP_RINGS\" >> {}",
+        told.display()
+    );
     let mut cmd = client_cmd(
         None,
         relay.addr,
@@ -516,18 +525,28 @@ fn a_ringing_listener_is_answered_declined_and_hung_up_by_keys() {
         &relay,
         "bob",
         &["listen"],
-        &["--accept", "ask", "--input", "tone", "--output", "null"],
+        &[
+            "--accept",
+            "ask",
+            "--input",
+            "tone",
+            "--output",
+            "null",
+            "--on-call",
+            &on_call,
+        ],
     );
     let mut b = Proc::spawn_with_input("bob", &mut cmd);
     let line = b.expect_line("registered as ", WAIT);
     let b_fp = line.split_whitespace().nth(2).unwrap().to_string();
+    let alias = format!("$(touch {})", pwned.display());
     let call_bob = || {
         client(
             &dir,
             &relay,
             "alice",
             &["call", &b_fp],
-            &["--input", "tone:300", "--output", "null"],
+            &["--input", "tone:300", "--output", "null", "--alias", &alias],
         )
     };
 
@@ -590,6 +609,18 @@ fn a_ringing_listener_is_answered_declined_and_hung_up_by_keys() {
     );
     b.kill();
 
+    // --on-call ran for the three calls that rang, the alias as text.
+    let lines = || {
+        std::fs::read_to_string(&told)
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    wait_until("--on-call ran three times", || lines().len() >= 3);
+    assert_eq!(lines(), vec![format!("{a_fp}||{alias}|1"); 3]);
+    assert!(!pwned.exists(), "the caller's alias was run as a command");
+
     // Both histories, as `wzp-client history` shows them: bob's (missed
     // first, then every call) and alice's.
     let history = |user: &str, extra: &[&str]| -> Vec<String> {
@@ -610,12 +641,13 @@ fn a_ringing_listener_is_answered_declined_and_hung_up_by_keys() {
             .collect()
     };
     let said = history("bob", &["--missed"]);
-    assert_eq!(said, [format!("in   {a_fp}  MISSED")], "{said:?}");
+    let from = format!("in   {a_fp} (says \"{alias}\")");
+    assert_eq!(said, [format!("{from}  MISSED")], "{said:?}");
     let said = history("bob", &[]);
     let outcomes: Vec<&str> = said
         .iter()
         .map(|l| {
-            assert!(l.starts_with(&format!("in   {a_fp}  ")), "{l}");
+            assert!(l.starts_with(&format!("{from}  ")), "{l}");
             // `in   FP  OUTCOME[  DURATION]`
             l.split("  ").nth(2).unwrap_or(l)
         })

@@ -29,6 +29,9 @@ Examples:
   wzp-client listen --relay 203.0.113.7:4433 --accept contacts
       Answer every call at once, as above (the default with no terminal:
       a service, a script).
+  wzp-client listen --relay 203.0.113.7:4433 --on-call 'notify-send \"wzp call\" \"${WZP_CALLER_NAME:-$WZP_CALLER}\"'
+      A desktop notification as each call comes in (the caller is in the
+      command's environment, never in its text).
   wzp-client listen --relay 203.0.113.7:4433 --accept contacts-only
       Answer your contacts only; decline everyone else.
   wzp-client listen --relay 203.0.113.7:4433 --relay-only
@@ -86,6 +89,15 @@ pub struct ListenArgs {
     /// Exit after the first call.
     #[arg(long)]
     pub once: bool,
+    /// Run this shell command as each call comes in (a blocked caller's
+    /// excepted), before it rings or is answered: e.g. a desktop
+    /// notification. It gets the caller in its environment, never in its
+    /// text: WZP_CALLER (the fingerprint), WZP_CALLER_NAME (a contact's
+    /// name, or empty), WZP_CALLER_ALIAS (what the caller calls itself, its
+    /// claim: quote it), WZP_RINGS (1 when it rings for an answer, 0 when
+    /// `--accept` answers or declines it at once).
+    #[arg(long, value_name = "COMMAND")]
+    pub on_call: Option<String>,
 }
 
 pub fn listen_cmd(args: ListenArgs) -> Result<()> {
@@ -259,6 +271,15 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                         if c.verified { " (verified)" } else { " (not verified)" }
                     ),
                     None => println!("the caller is not one of your contacts"),
+                }
+                if let Some(cmd) = &args.on_call {
+                    on_call(
+                        cmd,
+                        &caller,
+                        contact.as_ref().map(|c| c.name.as_str()),
+                        call.caller_alias(),
+                        accept == Accept::Ask,
+                    );
                 }
                 let policy = if accept == Accept::Ask {
                     match ring(&mut sig, &mut call, &controls, &stop).await? {
@@ -444,5 +465,39 @@ async fn ring(
                 }
             }
         }
+    }
+}
+
+/// Starts `--on-call`'s command for a call from `caller` (not waited for:
+/// a slow notifier never holds the call up). The caller goes in the
+/// environment only, so nothing it claims can become shell text.
+fn on_call(
+    cmd: &str,
+    caller: &wzp_proto::Fingerprint,
+    name: Option<&str>,
+    alias: Option<&str>,
+    rings: bool,
+) {
+    let started = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .env("WZP_CALLER", caller.to_string())
+        .env("WZP_CALLER_NAME", name.unwrap_or_default())
+        .env("WZP_CALLER_ALIAS", alias.unwrap_or_default())
+        .env("WZP_RINGS", if rings { "1" } else { "0" })
+        .stdin(std::process::Stdio::null())
+        .spawn();
+    match started {
+        // Reaped off this thread: the ringing does not wait for it.
+        Ok(mut child) => {
+            std::thread::spawn(move || {
+                if let Ok(status) = child.wait() {
+                    if !status.success() {
+                        eprintln!("warning: --on-call exited with {status}");
+                    }
+                }
+            });
+        }
+        Err(e) => eprintln!("warning: --on-call could not start: {e}"),
     }
 }

@@ -5,6 +5,8 @@
 //! The relay binary is found next to this test's target folder; `cargo test
 //! --workspace` builds it before any test runs.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -331,12 +333,22 @@ fn talk_then_hang_up(dir: &Path, runs: Vec<Running>, secs: u64) -> Vec<Talked> {
 
 /// Waits (bounded) until `name`'s recording holds `samples`.
 fn wait_recorded(dir: &Path, name: &str, samples: u64) {
+    wait_until(
+        &format!("{name}'s recording reaching {samples} samples"),
+        || recorded(dir, name) >= samples,
+    );
+}
+
+/// Waits (up to `WAIT * 4`) until `pred` holds, checking it every 50 ms:
+/// what a client's files say (its recording, its `--stats-json`) changes as
+/// it runs, with no line printed to wait for.
+fn wait_until(what: &str, pred: impl Fn() -> bool) {
     let deadline = Instant::now() + WAIT * 4;
-    while recorded(dir, name) < samples {
+    while !pred() {
         assert!(
             Instant::now() < deadline,
-            "{name}'s recording stuck at {} samples (want {samples})",
-            recorded(dir, name)
+            "{what}: not within {:?}",
+            WAIT * 4
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -532,26 +544,7 @@ fn top_shows_what_the_call_sends_and_hears() {
 /// A figure of `name`'s `--stats-json` as the call goes (0 until the file
 /// and the figure are there).
 fn live_figure(dir: &Path, name: &str, stage: &str, kind: &str, key: &str) -> i64 {
-    let text = std::fs::read_to_string(dir.join(format!("{name}.json"))).unwrap_or_default();
-    serde_json::from_str::<serde_json::Value>(&text)
-        .ok()
-        .and_then(|v| {
-            v["stages"].as_array()?.iter().find(|s| s["id"] == stage)?[kind][key].as_i64()
-        })
-        .unwrap_or(0)
-}
-
-/// Waits (bounded) until `pred` holds, polling.
-fn wait_until(what: &str, pred: impl Fn() -> bool) {
-    let deadline = Instant::now() + WAIT * 2;
-    while !pred() {
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not within {:?}",
-            WAIT * 2
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::stats_figure(&dir.join(format!("{name}.json")), stage, kind, key).unwrap_or(0)
 }
 
 #[test]

@@ -300,36 +300,23 @@ impl RoomTable {
 
     /// Admits a session or says why not.
     pub fn admit(&mut self, a: Admit) -> Result<RoomHandle, Refusal> {
+        let room = self.rooms.get(&a.room);
+        let full = |why: String| Err(Refusal::new(CloseCode::RoomFull, HangupReason::Busy, why));
         if a.call {
             self.calls.check(&a.room, &a.fingerprint)?;
-            let members = self.rooms.get(&a.room).map_or(0, |r| r.members.len());
-            if members >= self.limits.call_room_size {
-                return Err(Refusal::new(
-                    CloseCode::RoomFull,
-                    HangupReason::Busy,
-                    format!(
-                        "{} is full: a call room holds {} participants",
-                        a.room, self.limits.call_room_size
-                    ),
+            if room.map_or(0, |r| r.members.len()) >= self.limits.call_room_size {
+                return full(format!(
+                    "{} is full: a call room holds {} participants",
+                    a.room, self.limits.call_room_size
                 ));
             }
-        } else if self.limits.max_room_size > 0 {
-            let local = self.rooms.get(&a.room).map_or(0, |r| {
-                r.members
-                    .iter()
-                    .filter(|m| matches!(m, Member::Local(_)))
-                    .count()
-            });
-            if local >= self.limits.max_room_size {
-                return Err(Refusal::new(
-                    CloseCode::RoomFull,
-                    HangupReason::Busy,
-                    format!(
-                        "the room is full: this relay takes {} members in a room",
-                        self.limits.max_room_size
-                    ),
-                ));
-            }
+        } else if self.limits.max_room_size > 0
+            && room.map_or(0, |r| r.size.load(Ordering::Relaxed)) >= self.limits.max_room_size
+        {
+            return full(format!(
+                "the room is full: this relay takes {} members in a room",
+                self.limits.max_room_size
+            ));
         }
         let capacity = || {
             Refusal::new(

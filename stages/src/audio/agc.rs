@@ -130,6 +130,9 @@ pub struct AutoGain {
     /// from a block of it.
     far_left: u32,
     far_hangover: u32,
+    /// [`SPEECH_OVER_FLOOR_DB`] and [`FAR_ACTIVE_DBFS`] as power ratios.
+    speech_over: f32,
+    far_active: f32,
     stats: AgcStats,
 }
 
@@ -160,6 +163,8 @@ impl AutoGain {
             far_sum: 0.0,
             far_left: 0,
             far_hangover: (FAR_HANGOVER_S / block_s).ceil() as u32,
+            speech_over: 10f32.powf(SPEECH_OVER_FLOOR_DB / 10.0),
+            far_active: 10f32.powf(FAR_ACTIVE_DBFS / 10.0),
             stats: AgcStats::default(),
         }
     }
@@ -218,7 +223,7 @@ impl AutoGain {
                 self.filled = 0;
                 self.sum = 0.0;
                 self.far_sum = 0.0;
-                if far_power > 10f32.powf(FAR_ACTIVE_DBFS / 10.0) {
+                if far_power > self.far_active {
                     self.far_left = self.far_hangover;
                 }
                 self.decide(power);
@@ -241,8 +246,7 @@ impl AutoGain {
             self.floor *= self.floor_rise;
         }
         let db = 10.0 * power.log10();
-        let over = 10f32.powf(SPEECH_OVER_FLOOR_DB / 10.0);
-        let speech = db > MIN_SPEECH_DBFS && power > self.floor * over;
+        let speech = db > MIN_SPEECH_DBFS && power > self.floor * self.speech_over;
         if !speech {
             return;
         }

@@ -64,6 +64,9 @@ pub const FRAME_HEADER_LEN: usize = 4;
 pub const MAX_PATH: usize = 16;
 /// Most participants in one `GlobalRoomActive`.
 pub const MAX_PARTICIPANTS: usize = 1024;
+/// Most media sender ids one participant of a `GlobalRoomActive` lists
+/// (`sfu.fanout` binds at most 16 to a connection).
+pub const MAX_PARTICIPANT_SENDERS: usize = 16;
 /// Most routes (announced plus withdrawn) in one `PresenceUpdate`.
 pub const MAX_PRESENCE_ENTRIES: usize = 2048;
 /// Longest relay label or alias, in characters.
@@ -222,6 +225,25 @@ pub struct FederatedParticipant {
     /// Display name, if set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alias: Option<String>,
+    /// The participant said its microphone is muted (`member_state`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub muted: bool,
+    /// The media sender ids its relay bound to its connection (at most
+    /// [`MAX_PARTICIPANT_SENDERS`]), as in a room update's participant.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub senders: Vec<u32>,
+}
+
+impl FederatedParticipant {
+    /// A participant with no alias, mute or sender.
+    pub fn new(fingerprint: Fingerprint) -> Self {
+        FederatedParticipant {
+            fingerprint,
+            alias: None,
+            muted: false,
+            senders: Vec::new(),
+        }
+    }
 }
 
 /// A presence route: `fingerprint` is registered on the last relay of `path`,
@@ -638,6 +660,13 @@ impl FederationMessage {
                     if let Some(a) = &p.alias {
                         check_text("alias", a, true)?;
                     }
+                    if p.senders.len() > MAX_PARTICIPANT_SENDERS {
+                        return Err(format!(
+                            "participant {} lists {} senders; at most {MAX_PARTICIPANT_SENDERS}",
+                            p.fingerprint,
+                            p.senders.len()
+                        ));
+                    }
                     if !seen.insert(p.fingerprint) {
                         return Err(format!("participant {} is listed twice", p.fingerprint));
                     }
@@ -1002,11 +1031,10 @@ mod tests {
                     FederatedParticipant {
                         fingerprint: fp(1),
                         alias: Some("ann".into()),
+                        muted: true,
+                        senders: vec![7, u32::MAX],
                     },
-                    FederatedParticipant {
-                        fingerprint: fp(2),
-                        alias: None,
-                    },
+                    FederatedParticipant::new(fp(2)),
                 ],
             },
             FederationMessage::GlobalRoomInactive {
@@ -1238,6 +1266,25 @@ mod tests {
                     r#"{{"type":"global_room_active","room":"{room}","path":["{r1}"],"origin_label":"b","participants":[{{"fingerprint":"{f}","alias":"{long}"}}]}}"#
                 ),
                 "alias",
+            ),
+            (
+                format!(
+                    r#"{{"type":"global_room_active","room":"{room}","path":["{r1}"],"origin_label":"b","participants":[{{"fingerprint":"{f}","senders":[{many}]}}]}}"#,
+                    many = vec!["1"; MAX_PARTICIPANT_SENDERS + 1].join(",")
+                ),
+                "senders",
+            ),
+            (
+                format!(
+                    r#"{{"type":"global_room_active","room":"{room}","path":["{r1}"],"origin_label":"b","participants":[{{"fingerprint":"{f}","senders":[-1]}}]}}"#
+                ),
+                "malformed",
+            ),
+            (
+                format!(
+                    r#"{{"type":"global_room_active","room":"{room}","path":["{r1}"],"origin_label":"b","participants":[{{"fingerprint":"{f}","muted":"yes"}}]}}"#
+                ),
+                "malformed",
             ),
             (
                 format!(

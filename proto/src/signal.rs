@@ -199,7 +199,32 @@ pub struct RoomParticipant {
     /// Label of the relay the participant is connected to; `None` for local.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relay_label: Option<String>,
+    /// The participant said its microphone is muted ([`SignalMessage::MemberState`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub muted: bool,
+    /// The media sender ids (header bytes 4..8) the participant's relay has
+    /// seen its connection send with and bound to it (`sfu.fanout`): what a
+    /// member labels a voice with. Empty until its first media packet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub senders: Vec<u32>,
 }
+
+impl RoomParticipant {
+    /// A participant with no alias, relay label, mute or sender.
+    pub fn new(fingerprint: Fingerprint) -> Self {
+        RoomParticipant {
+            fingerprint,
+            alias: None,
+            relay_label: None,
+            muted: false,
+            senders: Vec::new(),
+        }
+    }
+}
+
+/// The `hello` feature a relay lists when it takes
+/// [`SignalMessage::MemberState`] on a room stream and shows it to the room.
+pub const FEATURE_MEMBER_STATE: &str = "member_state";
 
 /// Every signaling message. The JSON tag is `"type"` with the snake_case
 /// variant name.
@@ -579,6 +604,14 @@ pub enum SignalMessage {
     /// Client to relay on a room connection, after `Hello`: the signed
     /// request to enter the room its SNI names ([`crate::join`]).
     Join(Box<crate::join::Join>),
+    /// Client to relay on an admitted room stream: the member's own state,
+    /// which the relay shows the room in its `RoomUpdate`s (relays whose
+    /// `hello` lists [`FEATURE_MEMBER_STATE`]; older ones ignore it).
+    MemberState {
+        /// The member's microphone is muted.
+        #[serde(default)]
+        muted: bool,
+    },
     /// Relay to client, right after `Hello` on `_signal`: a fresh nonce the
     /// client signs in `RegisterPresence` to prove its fingerprint.
     PresenceChallenge {
@@ -639,6 +672,7 @@ pub const MESSAGE_TYPES: &[&str] = &[
     "quality_update",
     "loss_recovery_update",
     "join",
+    "member_state",
     "presence_challenge",
     "error",
 ];
@@ -688,6 +722,7 @@ impl SignalMessage {
             M::QualityUpdate { .. } => "quality_update",
             M::LossRecoveryUpdate { .. } => "loss_recovery_update",
             M::Join(_) => "join",
+            M::MemberState { .. } => "member_state",
             M::PresenceChallenge { .. } => "presence_challenge",
             M::Error { .. } => "error",
             M::Unrecognized => "unrecognized",

@@ -166,11 +166,7 @@ fn unknown_fields_are_ignored() {
         SignalMessage::RoomUpdate {
             room: None,
             count: 1,
-            participants: vec![wzp_proto::signal::RoomParticipant {
-                fingerprint: fp(3),
-                alias: None,
-                relay_label: None
-            }]
+            participants: vec![wzp_proto::signal::RoomParticipant::new(fp(3))]
         }
     );
 }

@@ -535,3 +535,36 @@ fn malformed_frames_are_counted_and_concealed_not_fatal() {
     }
     assert_eq!(allocations, 0);
 }
+
+/// `voiced_frames` counts the quanta played at -45 dBFS RMS or louder: a
+/// talker's speech, never their silence or a whisper 60 dB down.
+#[test]
+fn voiced_frames_count_the_quanta_a_talker_is_heard() {
+    use wzp_stages::codec::adaptive_decode::VOICED_MEAN_SQUARE;
+    let mut enc = Harness::new(&AdaptiveEncodeFactory, &[]);
+    let mut dec = Harness::new(&AdaptiveDecodeFactory, &[]);
+    let speech = speechlike(Q * 50);
+    let quiet: Vec<f32> = speech.iter().map(|v| v * 0.001).collect();
+    let silence = vec![0.0f32; Q * 50];
+    let mut heard = [0u64; 3];
+    let mut expected = 0u64;
+    for (part, x) in [&speech, &silence, &quiet].into_iter().enumerate() {
+        for chunk in x.chunks_exact(Q) {
+            let before = dec.counter("voiced_frames");
+            enc.set_pcm_in(chunk);
+            enc.step();
+            forward(&enc, &mut dec, |_| false);
+            dec.step();
+            let out = dec.pcm_out();
+            let ms = out.iter().map(|v| v * v).sum::<f32>() / out.len() as f32;
+            expected += u64::from(!out.is_empty() && ms >= VOICED_MEAN_SQUARE);
+            heard[part] += dec.counter("voiced_frames") - before;
+        }
+    }
+    assert_eq!(dec.counter("voiced_frames"), expected);
+    assert!(heard[0] >= 25, "speech heard in {} of 50 quanta", heard[0]);
+    // The silence's first quanta still play the speech's tail (the codec's
+    // and the decoder's delay).
+    assert!(heard[1] <= 4, "silence heard in {} quanta", heard[1]);
+    assert_eq!(heard[2], 0, "speech 60 dB down is not talking");
+}

@@ -12,7 +12,7 @@ use wzp_engine::prelude::*;
 use wzp_engine::rt_check::assert_rt_safe;
 use wzp_proto::MediaHeader;
 use wzp_stages::sfu::fanout::Fanout;
-use wzp_stages::sfu::{membership_channel, HandleAllocator, SfuCommand, SfuControl};
+use wzp_stages::sfu::{membership_channel, HandleAllocator, SfuBinding, SfuCommand, SfuControl};
 
 /// The stage's declared defaults, overridden by `values`.
 fn with_defaults(values: impl IntoIterator<Item = (String, ParamValue)>) -> Params {
@@ -328,6 +328,63 @@ fn a_spoofed_sender_id_is_dropped_and_the_owner_keeps_sending() {
     assert_eq!(out.get(&mallory), Some(&vec![a2]));
     assert_eq!(out.get(&alice), Some(&vec![m1]));
     assert_eq!(r.gauge("senders"), 2);
+}
+
+#[test]
+fn each_binding_is_reported_once_and_a_spoofer_binds_nothing() {
+    let mut r = rig(8, 2, 64);
+    let (alice, bob, mallory) = (0, 1, 2);
+    join_all(&mut r, &[alice, bob, mallory]);
+    let mut got = Vec::new();
+    r.ctl.take_bindings(&mut got);
+    assert!(got.is_empty(), "joining binds nothing: {got:?}");
+    for seq in 1..4 {
+        r.send_as(alice, 0xA11CE, 0, seq, 40);
+    }
+    r.cycle();
+    // Mallory claims Alice's id (dropped, no binding), then uses its own.
+    r.send_as(mallory, 0xA11CE, 0, 9, 40);
+    r.send_as(mallory, 0x0BAD, 0, 1, 40);
+    r.send_as(alice, 0xA11CE, 0, 4, 40);
+    r.cycle();
+    r.ctl.take_bindings(&mut got);
+    assert_eq!(
+        got,
+        vec![
+            SfuBinding { peer: alice, sender: 0xA11CE },
+            SfuBinding { peer: mallory, sender: 0x0BAD },
+        ]
+    );
+    // A second stream of Alice's is a second binding; a sender over the
+    // per-peer limit binds nothing.
+    r.send_as(alice, 0xB0B0, 0, 1, 40);
+    r.send_as(alice, 0xC0C0, 0, 1, 40);
+    r.cycle();
+    got.clear();
+    r.ctl.take_bindings(&mut got);
+    assert_eq!(got, vec![SfuBinding { peer: alice, sender: 0xB0B0 }]);
+    assert_eq!(r.counter("sender_limit"), 1);
+    assert_eq!(r.counter("bindings_lost"), 0);
+}
+
+#[test]
+fn bindings_the_control_plane_does_not_take_are_counted_not_blocking() {
+    // The ring back holds 256; more bindings than that are lost and
+    // counted, and media still flows.
+    let mut r = rig_with(300, 2, 512, &[("max_ids_per_peer", 1)]);
+    let peers: Vec<u32> = (0..300).collect();
+    join_all(&mut r, &peers[..150]);
+    join_all(&mut r, &peers[150..]);
+    for &p in &peers {
+        r.send_as(p, 0x1000 + p, 0, 1, 4);
+    }
+    let out = r.cycle();
+    assert!(!out.is_empty());
+    assert_eq!(r.counter("forwarded"), 300);
+    assert_eq!(r.counter("bindings_lost"), 300 - 256);
+    let mut got = Vec::new();
+    r.ctl.take_bindings(&mut got);
+    assert_eq!(got.len(), 256);
 }
 
 #[test]

@@ -14,6 +14,7 @@ struct H {
     outs: Vec<u32>,
     cx: Cx,
     counters: Vec<(String, Counter)>,
+    gauges: Vec<(String, Gauge)>,
 }
 
 fn build(outputs: i64) -> H {
@@ -29,7 +30,7 @@ fn build(outputs: i64) -> H {
         .build(&mut cx, &p)
         .unwrap();
     assert_eq!(built.outputs.len(), outputs as usize);
-    let (counters, _) = cx.take_metrics();
+    let (counters, gauges) = cx.take_metrics();
     let mut pool = vec![Buffer::for_type(PortType::Frame, 20_000_000, 64)];
     let outs: Vec<u32> = (1..=outputs as u32).collect();
     for _ in 0..outputs {
@@ -46,6 +47,7 @@ fn build(outputs: i64) -> H {
             quantum_ns: 20_000_000,
         },
         counters,
+        gauges,
     }
 }
 
@@ -91,6 +93,16 @@ impl H {
             .collect()
     }
 
+    /// The `senderK` gauges, output by output.
+    fn senders(&self) -> Vec<i64> {
+        (0..self.outs.len())
+            .map(|k| {
+                let name = format!("sender{k}");
+                self.gauges.iter().find(|(n, _)| *n == name).unwrap().1.get()
+            })
+            .collect()
+    }
+
     fn counter(&self, name: &str) -> u64 {
         self.counters
             .iter()
@@ -112,6 +124,22 @@ fn each_sender_keeps_its_own_output() {
     assert_eq!(out[0], [(7, 11, false), (7, 12, false)]);
     assert_eq!(out[1], [(9, 10, false)]);
     assert_eq!(h.counter("streams_assigned"), 2);
+    assert_eq!(h.senders(), [7, 9, -1], "each output names its sender");
+}
+
+#[test]
+fn an_output_names_its_sender_until_it_is_freed() {
+    let mut h = build(2);
+    assert_eq!(h.senders(), [-1, -1]);
+    h.step(&[u32::MAX, 5]);
+    assert_eq!(h.senders(), [i64::from(u32::MAX), 5]);
+    // Sender 5 stops; its output is freed after four idle periods (2 s).
+    for _ in 0..101 {
+        h.step(&[u32::MAX]);
+    }
+    assert_eq!(h.senders(), [i64::from(u32::MAX), -1]);
+    h.step(&[6]);
+    assert_eq!(h.senders()[1], 6);
 }
 
 #[test]

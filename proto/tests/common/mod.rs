@@ -21,6 +21,8 @@ pub fn participant(n: u8) -> RoomParticipant {
         } else {
             None
         },
+        muted: n % 3 == 0,
+        senders: if n % 2 == 0 { vec![u32::from(n) << 24 | 7] } else { Vec::new() },
     }
 }
 
@@ -285,5 +287,6 @@ pub fn samples() -> Vec<SignalMessage> {
             Some("ann".into()),
             1_700_000_000_000,
         ))),
+        M::MemberState { muted: true },
     ]
 }

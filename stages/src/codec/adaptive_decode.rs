@@ -61,7 +61,9 @@
 //! (frames and losses handed to the worker),
 //! `codec2_worker_dropped`, `codec2_dropped_full` (worker queue full),
 //! `codec2_gaps_filled`, `codec2_late_dropped`, `codec_switches`,
-//! `switch_concealed` (quanta concealed because of a switch).
+//! `switch_concealed` (quanta concealed because of a switch),
+//! `voiced_frames` (quanta played at -45 dBFS RMS or louder: the talker is
+//! heard; `wzp-client --top` reads "talking" from it).
 //! **Gauge** `codec`: the wire codec id of the last frame decoded.
 //!
 //! **Latency** (declared): as `codec.opus_decode`. Codec2 adds a quantum
@@ -164,6 +166,7 @@ impl StageFactory for AdaptiveDecodeFactory {
             codec_switches: cx.counter("codec_switches"),
             switch_concealed: cx.counter("switch_concealed"),
             codec: cx.gauge("codec"),
+            voiced: cx.counter("voiced_frames"),
         };
         Ok(Built {
             inputs: vec![PortDecl::new("in", PortType::Frame)],
@@ -212,7 +215,14 @@ struct AdaptiveDecodeProc {
     codec_switches: Counter,
     switch_concealed: Counter,
     codec: Gauge,
+    /// Quanta played at or above [`VOICED_MEAN_SQUARE`]: the talker is heard.
+    voiced: Counter,
 }
+
+/// A played quantum at or above -45 dBFS RMS counts as voiced: speech is
+/// -35..-15 dBFS, a room's noise through the sender's suppressor and comfort
+/// noise below -50.
+pub const VOICED_MEAN_SQUARE: f32 = 3.162_277_7e-5;
 
 impl AdaptiveDecodeProc {
     fn outstanding(&self) -> bool {
@@ -415,6 +425,13 @@ impl Processor for AdaptiveDecodeProc {
         let got = self.opus.fifo().pop_into(out);
         if got < out.len() && self.started {
             self.opus.count_underrun();
+        }
+        if got > 0 {
+            let played = &out[..got];
+            let energy: f32 = played.iter().map(|x| x * x).sum();
+            if energy >= VOICED_MEAN_SQUARE * got as f32 {
+                self.voiced.inc();
+            }
         }
         Flow::Continue
     }

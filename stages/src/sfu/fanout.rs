@@ -57,6 +57,11 @@
 //! must send something (the relay's tests' raw QUIC clients send one
 //! packet after their admission: `relay-graph/tests/common`, `announce`).
 //!
+//! Each new binding is reported to the control plane
+//! ([`super::SfuBinding`], on the membership port's ring back), which lists
+//! a participant's sender ids in the room's updates: members label each
+//! voice they hear with who sends it, on the relay's word, not the sender's.
+//!
 //! All tables are allocated at build: per peer slot its handle, room, links
 //! of an intrusive member list per room and its owned ids; one open
 //! addressing hash table (linear probing, backward-shift deletion, keyed
@@ -81,7 +86,8 @@
 //!   the output batch; raise `batch_capacity`), `bad_commands` (a command
 //!   out of the table's range), `sender_spoofed`, `sender_limit`,
 //!   `rate_limited`, `stale_replay`, `remembered_evicted`, `unheard_held`
-//!   (copies not sent to a member not yet heard from). Gauges `members`,
+//!   (copies not sent to a member not yet heard from), `bindings_lost` (a
+//!   binding the control plane's ring had no room for). Gauges `members`,
 //!   `senders` (bound ids), `remembered_senders`.
 //! - Latency: zero.
 //!
@@ -101,7 +107,7 @@ use std::time::Duration;
 
 use wzp_engine::prelude::*;
 
-use super::{slot_of, SfuCommand, SfuMembershipPort, MAX_SLOTS};
+use super::{slot_of, SfuBinding, SfuCommand, SfuMembershipPort, MAX_SLOTS};
 use crate::codec::profile::PROFILES;
 use crate::crypto::ReplayWindow;
 
@@ -349,6 +355,8 @@ impl Senders {
 /// The real-time half of `sfu.fanout`.
 pub struct FanoutProc {
     commands: rtrb::Consumer<SfuCommand>,
+    /// Where each new binding is reported (the control plane's roster).
+    bindings: Option<rtrb::Producer<SfuBinding>>,
     peers: Box<[PeerEntry]>,
     /// First member slot of each room, NIL when empty.
     heads: Box<[u32]>,
@@ -375,6 +383,7 @@ pub struct FanoutProc {
     rate_limited: Counter,
     stale_replay: Counter,
     remembered_evicted: Counter,
+    bindings_lost: Counter,
     members_gauge: Gauge,
     senders_gauge: Gauge,
     remembered_gauge: Gauge,
@@ -504,6 +513,15 @@ impl FanoutProc {
         self.senders.live += 1;
         self.owned[slot * k + n] = id;
         self.owned_len[slot] = (n + 1) as u8;
+        if let Some(b) = self.bindings.as_mut() {
+            let binding = SfuBinding {
+                peer: self.peers[slot].handle,
+                sender: id,
+            };
+            if b.push(binding).is_err() {
+                self.bindings_lost.inc();
+            }
+        }
         Some(i)
     }
 
@@ -775,6 +793,9 @@ impl StageFactory for Fanout {
                     "resource `{name}` is already used by another sfu.fanout stage"
                 ))
             })?;
+        // A second fan-out on the same port reports no bindings (the
+        // commands above already refuse it).
+        let bindings = port.bindings.lock().ok().and_then(|mut b| b.take());
         let table_entries = if bind {
             max_peers * ids_per_peer + max_remembered
         } else {
@@ -782,6 +803,7 @@ impl StageFactory for Fanout {
         };
         let proc = FanoutProc {
             commands,
+            bindings,
             peers: vec![FREE; max_peers].into_boxed_slice(),
             heads: vec![NIL; max_rooms].into_boxed_slice(),
             owned: vec![0; max_peers * ids_per_peer].into_boxed_slice(),
@@ -804,6 +826,7 @@ impl StageFactory for Fanout {
             rate_limited: cx.counter("rate_limited"),
             stale_replay: cx.counter("stale_replay"),
             remembered_evicted: cx.counter("remembered_evicted"),
+            bindings_lost: cx.counter("bindings_lost"),
             members_gauge: cx.gauge("members"),
             senders_gauge: cx.gauge("senders"),
             remembered_gauge: cx.gauge("remembered_senders"),

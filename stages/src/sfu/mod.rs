@@ -32,6 +32,17 @@ pub enum SfuCommand {
     Leave { peer: u32 },
 }
 
+/// A media sender id `sfu.fanout` bound to connection `peer` (its first
+/// forwarded packet with that id), from the fan-out to the control plane,
+/// which shows the room whose voice is whose (a participant's `senders`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SfuBinding {
+    /// The connection's handle.
+    pub peer: u32,
+    /// The sender id (media header bytes 4..8).
+    pub sender: u32,
+}
+
 /// Handles are `generation << 16 | slot`: the slot indexes the fan-out's
 /// fixed tables, and the generation makes a reused slot a different handle,
 /// so packets still in flight from a connection that left are never taken
@@ -86,9 +97,11 @@ impl HandleAllocator {
     }
 }
 
-/// The control plane's end of the membership ring.
+/// The control plane's end of the membership ring (and of the ring of
+/// sender bindings coming back).
 pub struct SfuControl {
     tx: rtrb::Producer<SfuCommand>,
+    bindings: rtrb::Consumer<SfuBinding>,
 }
 
 /// The ring is full: the fan-out has not run for a while. Retry shortly.
@@ -101,6 +114,14 @@ impl SfuControl {
         self.tx.push(cmd).map_err(|_| CommandRingFull(cmd))
     }
 
+    /// Moves the sender bindings the fan-out made since the last call into
+    /// `out`, oldest first.
+    pub fn take_bindings(&mut self, out: &mut Vec<SfuBinding>) {
+        while let Ok(b) = self.bindings.pop() {
+            out.push(b);
+        }
+    }
+
     /// Whether the fan-out's end is gone (graph stopped).
     pub fn is_abandoned(&self) -> bool {
         self.tx.is_abandoned()
@@ -110,15 +131,20 @@ impl SfuControl {
 /// What `sfu.fanout` takes from Resources under its `membership` param.
 pub struct SfuMembershipPort {
     pub rx: Mutex<Option<rtrb::Consumer<SfuCommand>>>,
+    /// Where the fan-out reports the sender ids it binds.
+    pub bindings: Mutex<Option<rtrb::Producer<SfuBinding>>>,
 }
 
-/// A membership ring of `capacity` commands.
+/// A membership ring of `capacity` commands, and a ring of as many sender
+/// bindings back.
 pub fn membership_channel(capacity: usize) -> (SfuControl, SfuMembershipPort) {
     let (tx, rx) = rtrb::RingBuffer::new(capacity);
+    let (btx, brx) = rtrb::RingBuffer::new(capacity);
     (
-        SfuControl { tx },
+        SfuControl { tx, bindings: brx },
         SfuMembershipPort {
             rx: Mutex::new(Some(rx)),
+            bindings: Mutex::new(Some(btx)),
         },
     )
 }

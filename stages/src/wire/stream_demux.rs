@@ -16,7 +16,9 @@
 //! dropped and counted (`unassigned_drops`). Declared latency: 0.
 //!
 //! Counters: `streams_assigned`, `unassigned_drops`, `overflow_drops`;
-//! gauge `active_streams`.
+//! gauges `active_streams` and, per output, `sender0` .. `sender{N-1}`: the
+//! sender id it carries, -1 while free (what names a receive chain's talker:
+//! `wzp-client`'s `--top` matches it against the room's participants).
 //!
 //! ```toml
 //! [[stage]]
@@ -46,6 +48,8 @@ struct StreamDemuxProc {
     unassigned: Counter,
     overflow: Counter,
     active: Gauge,
+    /// Per output: the sender id it carries, -1 while free.
+    senders: Box<[Gauge]>,
 }
 
 impl StreamDemuxProc {
@@ -113,11 +117,12 @@ impl Processor for StreamDemuxProc {
         }
         // Expire senders gone quiet, so a count of active streams is honest.
         let mut active = 0;
-        for r in self.routes.iter_mut() {
+        for (r, g) in self.routes.iter_mut().zip(self.senders.iter()) {
             if r.active && cx.now_ns.saturating_sub(r.last_ns) >= self.idle_ns.saturating_mul(4) {
                 r.active = false;
             }
             active += i64::from(r.active);
+            g.set(if r.active { i64::from(r.stream) } else { -1 });
         }
         self.active.set(active);
         Flow::Continue
@@ -183,6 +188,13 @@ impl StageFactory for StreamDemux {
                 unassigned: cx.counter("unassigned_drops"),
                 overflow: cx.counter("overflow_drops"),
                 active: cx.gauge("active_streams"),
+                senders: (0..n)
+                    .map(|k| {
+                        let g = cx.gauge(&format!("sender{k}"));
+                        g.set(-1);
+                        g
+                    })
+                    .collect(),
             }),
         })
     }

@@ -54,9 +54,8 @@ async fn echoing_relay(endpoint: quinn::Endpoint, echoed: Arc<AtomicU64>) {
         room: None,
         count: 1,
         participants: vec![RoomParticipant {
-            fingerprint: join.fingerprint(),
             alias: join.alias.clone(),
-            relay_label: None,
+            ..RoomParticipant::new(join.fingerprint())
         }],
     };
     let _ = signal_stream::write_message(&mut send, &update).await;

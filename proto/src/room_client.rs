@@ -29,7 +29,7 @@
 //! x.handle_message(Decoded::Message(SignalMessage::RoomUpdate {
 //!     room: Some(room.clone()),
 //!     count: 1,
-//!     participants: vec![RoomParticipant { fingerprint: me.fingerprint(), alias: None, relay_label: None }],
+//!     participants: vec![RoomParticipant::new(me.fingerprint())],
 //! }));
 //! assert!(matches!(x.poll_event(), Some(JoinEvent::RelayHello { .. })));
 //! assert!(matches!(x.poll_event(), Some(JoinEvent::Admitted { count: 1, .. })));
@@ -68,6 +68,9 @@ pub enum JoinEvent {
         version: u32,
         /// The relay's software string.
         software: Option<String>,
+        /// The optional features it lists (e.g.
+        /// [`crate::signal::FEATURE_MEMBER_STATE`]).
+        features: Vec<String>,
     },
     /// The first RoomUpdate listing us: we are in the room.
     Admitted {
@@ -233,13 +236,18 @@ impl JoinExchange {
         if self.state == JoinState::AwaitingHello {
             match negotiate_version(&msg) {
                 Ok(version) => {
-                    let software = match msg {
-                        Decoded::Message(SignalMessage::Hello { software, .. }) => software,
-                        _ => None,
+                    let (software, features) = match msg {
+                        Decoded::Message(SignalMessage::Hello {
+                            software, features, ..
+                        }) => (software, features),
+                        _ => (None, Vec::new()),
                     };
                     self.state = JoinState::AwaitingAdmission;
-                    self.events
-                        .push_back(JoinEvent::RelayHello { version, software });
+                    self.events.push_back(JoinEvent::RelayHello {
+                        version,
+                        software,
+                        features,
+                    });
                 }
                 // A relay that refuses at once may send its Hangup before
                 // anything else.
@@ -315,11 +323,7 @@ mod tests {
     }
 
     fn participant(fp: Fingerprint) -> RoomParticipant {
-        RoomParticipant {
-            fingerprint: fp,
-            alias: None,
-            relay_label: None,
-        }
+        RoomParticipant::new(fp)
     }
 
     fn update(fps: &[Fingerprint]) -> Decoded {

@@ -178,6 +178,24 @@ pub fn load_identity(path: &std::path::Path) -> anyhow::Result<RelayCertificate>
         .with_context(|| format!("cannot derive the TLS certificate from {}", path.display()))
 }
 
+/// How often members' state changes (mute, media sender bindings) reach
+/// their rooms.
+pub const ROSTER_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Brings members' state changes to their rooms every [`ROSTER_INTERVAL`]
+/// while the relay runs.
+async fn roster_ticks(services: std::sync::Weak<Services>) {
+    let mut tick = tokio::time::interval(ROSTER_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(s) = services.upgrade() else {
+            return;
+        };
+        s.rooms.flush_member_state(&s);
+    }
+}
+
 impl Relay {
     /// Binds the endpoint, compiles and starts the forwarding graphs. Call
     /// inside a tokio runtime; then [`Relay::serve`].
@@ -243,6 +261,7 @@ impl Relay {
             applied: crate::reload::Applied::new(&cfg),
             cfg,
         });
+        tokio::spawn(roster_ticks(Arc::downgrade(&services)));
         if let Some(s) = mapping {
             s.set_nonblocking(true)?;
             let s = tokio::net::UdpSocket::from_std(s)?;

@@ -188,18 +188,23 @@ impl Mesh {
 
     /// Sets relay `i`'s local members of `room` (`fps` empty: nobody).
     pub fn set_room(&mut self, i: usize, room: RoomId, fps: &[Fingerprint]) {
-        if fps.is_empty() {
+        let participants = fps.iter().map(|f| FederatedParticipant::new(*f)).collect();
+        self.set_room_participants(i, room, participants);
+    }
+
+    /// Sets relay `i`'s local members of `room` with their state (empty:
+    /// nobody).
+    pub fn set_room_participants(
+        &mut self,
+        i: usize,
+        room: RoomId,
+        participants: Vec<FederatedParticipant>,
+    ) {
+        if participants.is_empty() {
             self.local_rooms[i].remove(&room);
         } else {
             self.local_rooms[i].insert(room);
         }
-        let participants = fps
-            .iter()
-            .map(|f| FederatedParticipant {
-                fingerprint: *f,
-                alias: None,
-            })
-            .collect();
         self.input(i, Input::LocalRoom { room, participants });
     }
 

@@ -300,14 +300,10 @@ impl FederationService {
     /// The local members of global room `room` changed: tell the mesh.
     /// Never blocks (called with the room table locked); a full queue
     /// drops the report and the next change sends the whole list again.
-    pub fn local_room(&self, room: &str, members: Vec<(wzp_proto::Fingerprint, Option<String>)>) {
+    pub fn local_room(&self, room: &str, participants: Vec<FederatedParticipant>) {
         let Some(id) = federation_room_id(room) else {
             return;
         };
-        let participants = members
-            .into_iter()
-            .map(|(fingerprint, alias)| FederatedParticipant { fingerprint, alias })
-            .collect();
         let input = Input::LocalRoom {
             room: id,
             participants,
@@ -635,11 +631,7 @@ impl Hub {
                         .core
                         .remote_participants(room)
                         .into_iter()
-                        .map(|(p, relay_label)| RemoteMember {
-                            fingerprint: p.fingerprint,
-                            alias: p.alias,
-                            relay_label,
-                        })
+                        .map(|(p, relay_label)| RemoteMember::of(p, relay_label))
                         .collect();
                     services
                         .rooms
@@ -816,12 +808,7 @@ impl Hub {
         let Some(services) = self.services.upgrade() else {
             return;
         };
-        let participants = services
-            .rooms
-            .federate_existing(&services, name)
-            .into_iter()
-            .map(|(fingerprint, alias)| FederatedParticipant { fingerprint, alias })
-            .collect();
+        let participants = services.rooms.federate_existing(&services, name);
         self.core
             .handle(Input::LocalRoom { room, participants }, now);
     }
@@ -830,11 +817,7 @@ impl Hub {
         self.core
             .remote_participants(room)
             .into_iter()
-            .map(|(p, relay_label)| RemoteMember {
-                fingerprint: p.fingerprint,
-                alias: p.alias,
-                relay_label,
-            })
+            .map(|(p, relay_label)| RemoteMember::of(p, relay_label))
             .collect()
     }
 

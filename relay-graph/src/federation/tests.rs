@@ -521,6 +521,31 @@ fn a_link_that_comes_up_resets_the_backoff() {
 }
 
 #[test]
+fn a_members_mute_and_senders_reach_every_relay_of_a_global_room() {
+    // 0 - 1 - 2: a muted member on 2 with a bound sender id, seen on 0.
+    let mut m = Mesh::new(3, &[(0, 1), (1, 2)], &[general()], 9);
+    m.settle(30).unwrap();
+    m.set_room(0, general(), &[fp(10)]);
+    let member = |muted: bool| FederatedParticipant {
+        alias: Some("ann".into()),
+        muted,
+        senders: vec![0xA11CE],
+        ..FederatedParticipant::new(fp(20))
+    };
+    m.set_room_participants(2, general(), vec![member(true)]);
+    m.settle(30).unwrap();
+    let seen = m.cores[0].remote_participants(general());
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].0, member(true));
+    assert_eq!(seen[0].1, "r2");
+    // Unmuting is announced again and replaces the old state.
+    m.set_room_participants(2, general(), vec![member(false)]);
+    m.settle(30).unwrap();
+    assert_eq!(m.cores[0].remote_participants(general())[0].0, member(false));
+    assert_eq!(m.cores[1].remote_participants(general()).len(), 2);
+}
+
+#[test]
 fn global_rooms_propagate_along_a_chain_and_vanish_on_leave() {
     // 0 - 1 - 2, a client on 0 and one on 2, none on the hub 1.
     let mut m = Mesh::new(3, &[(0, 1), (1, 2)], &[general()], 9);
@@ -641,10 +666,7 @@ fn active(room: RoomId, path: Vec<RelayId>, who: u8) -> FederationMessage {
         room,
         path,
         origin_label: "x".into(),
-        participants: vec![FederatedParticipant {
-            fingerprint: fp(who),
-            alias: None,
-        }],
+        participants: vec![FederatedParticipant::new(fp(who))],
     }
 }
 
@@ -716,10 +738,7 @@ fn a_room_the_peer_did_not_declare_is_refused() {
     c.handle(
         Input::LocalRoom {
             room: general(),
-            participants: vec![FederatedParticipant {
-                fingerprint: fp(9),
-                alias: None,
-            }],
+            participants: vec![FederatedParticipant::new(fp(9))],
         },
         t0,
     );

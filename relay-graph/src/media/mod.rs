@@ -142,6 +142,15 @@ impl Shard {
         r
     }
 
+    /// Moves the sender ids the shard's fan-out bound since the last call
+    /// into `out`.
+    pub fn take_bindings(&self, out: &mut Vec<wzp_stages::sfu::SfuBinding>) {
+        self.sfu
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take_bindings(out);
+    }
+
     /// Routes packets for `handle` to `peer`'s connection.
     pub fn add_egress(&self, handle: u32, peer: EgressPeer) {
         self.egress

@@ -31,6 +31,8 @@ pub struct RelayCounters {
     pub signal_malformed: AtomicU64,
     pub signal_unknown: AtomicU64,
     pub signal_queue_full: AtomicU64,
+    /// `member_state` messages taken (a member muting or unmuting).
+    pub member_state: AtomicU64,
     pub sfu_ring_full: AtomicU64,
     /// Config reloads applied (`SIGHUP`), and refused (the file did not
     /// read or validate; nothing changed).

@@ -215,6 +215,11 @@ pub fn render(s: &Services, signal: &SignalViews) -> String {
             ld(&c.signal_queue_full),
         ),
         (
+            "wzp_relay_member_state_total",
+            "member_state messages taken: members muting or unmuting.",
+            ld(&c.member_state),
+        ),
+        (
             "wzp_relay_sfu_ring_full_total",
             "Membership commands lost to a full ring.",
             ld(&c.sfu_ring_full),

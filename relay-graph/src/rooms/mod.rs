@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use wzp_proto::close::CloseCode;
+use wzp_proto::federation::FederatedParticipant;
 use wzp_proto::signal::{HangupReason, RoomParticipant, SignalMessage};
 use wzp_proto::Fingerprint;
 use wzp_stages::net::quic::PeerIoStats;
@@ -93,7 +94,28 @@ pub struct RemoteMember {
     pub alias: Option<String>,
     /// The label of the relay the participant is connected to.
     pub relay_label: String,
+    /// It said its microphone is muted (as its relay announced).
+    pub muted: bool,
+    /// The media sender ids its relay bound to it.
+    pub senders: Vec<u32>,
 }
+
+impl RemoteMember {
+    /// The member `p` as relay `relay_label` announced it.
+    pub fn of(p: FederatedParticipant, relay_label: String) -> Self {
+        RemoteMember {
+            fingerprint: p.fingerprint,
+            alias: p.alias,
+            relay_label,
+            muted: p.muted,
+            senders: p.senders,
+        }
+    }
+}
+
+/// Most sender ids listed for one local session (`sfu.fanout` binds at most
+/// `max_ids_per_peer`, 2 in `graphs/relay.toml`, at most 16).
+pub const MAX_SESSION_SENDERS: usize = wzp_proto::federation::MAX_PARTICIPANT_SENDERS;
 
 /// A member of a room.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -135,6 +157,10 @@ pub struct LocalSession {
     pub joined_unix_ms: u64,
     pub stats: Arc<PeerIoStats>,
     pub report: Arc<ClientReport>,
+    /// It said its microphone is muted (`member_state`).
+    pub muted: bool,
+    /// The media sender ids the fan-out bound to its connection, in order.
+    pub senders: Vec<u32>,
 }
 
 /// A room with at least one member.
@@ -219,6 +245,9 @@ pub struct RoomTable {
     /// Federation members of rooms that emptied: (handle, shard), for the
     /// caller to send their `Leave` ([`RoomTable::take_orphaned_relay_members`]).
     orphaned: Vec<(u32, usize)>,
+    /// Rooms whose members' state (mute, senders) changed since the last
+    /// [`RoomTable::take_changed`]: their updates go out together.
+    changed: std::collections::BTreeSet<String>,
 }
 
 /// [`shard_of`] the room's hex id names (a global room's name), without
@@ -251,6 +280,7 @@ impl RoomTable {
             calls: CallAcl::default(),
             limits,
             orphaned: Vec::new(),
+            changed: Default::default(),
         }
     }
 
@@ -382,6 +412,8 @@ impl RoomTable {
                 joined_unix_ms: a.joined_unix_ms,
                 stats: a.stats,
                 report: a.report,
+                muted: false,
+                senders: Vec::new(),
             },
         );
         Ok(admitted)
@@ -433,20 +465,63 @@ impl RoomTable {
         self.room_updates(room)
     }
 
-    /// The local members of `room` (fingerprint, alias), in join order.
-    pub fn local_participants(&self, room: &str) -> Vec<(Fingerprint, Option<String>)> {
+    /// The local members of `room` as the federation announces them, in
+    /// join order.
+    pub fn local_participants(&self, room: &str) -> Vec<FederatedParticipant> {
         let Some(r) = self.rooms.get(room) else {
             return Vec::new();
         };
         r.members
             .iter()
             .filter_map(|m| match m {
-                Member::Local(h) => self
-                    .sessions
-                    .get(h)
-                    .map(|s| (s.fingerprint, s.alias.clone())),
+                Member::Local(h) => self.sessions.get(h).map(|s| FederatedParticipant {
+                    fingerprint: s.fingerprint,
+                    alias: s.alias.clone(),
+                    muted: s.muted,
+                    senders: s.senders.clone(),
+                }),
                 Member::Remote(_) => None,
             })
+            .collect()
+    }
+
+    /// Session `handle` says its microphone is (`true`) or is not muted;
+    /// returns whether that changed anything (its room's members then see
+    /// it at the next [`RoomTable::take_changed`]).
+    pub fn set_muted(&mut self, handle: u32, muted: bool) -> bool {
+        let Some(s) = self.sessions.get_mut(&handle) else {
+            return false;
+        };
+        if s.muted == muted {
+            return false;
+        }
+        s.muted = muted;
+        self.changed.insert(s.room.clone());
+        true
+    }
+
+    /// The fan-out bound media sender id `sender` to session `handle`
+    /// (a handle that has left since is ignored); returns whether it is
+    /// new for the session.
+    pub fn bind_sender(&mut self, handle: u32, sender: u32) -> bool {
+        let Some(s) = self.sessions.get_mut(&handle) else {
+            return false;
+        };
+        if s.senders.contains(&sender) || s.senders.len() >= MAX_SESSION_SENDERS {
+            return false;
+        }
+        s.senders.push(sender);
+        self.changed.insert(s.room.clone());
+        true
+    }
+
+    /// The rooms whose members' state changed since the last call (and
+    /// still exist), each once.
+    pub fn take_changed(&mut self) -> Vec<String> {
+        let changed = std::mem::take(&mut self.changed);
+        changed
+            .into_iter()
+            .filter(|r| self.rooms.contains_key(r))
             .collect()
     }
 
@@ -464,11 +539,15 @@ impl RoomTable {
                     fingerprint: s.fingerprint,
                     alias: s.alias.clone(),
                     relay_label: None,
+                    muted: s.muted,
+                    senders: s.senders.clone(),
                 }),
                 Member::Remote(rm) => Some(RoomParticipant {
                     fingerprint: rm.fingerprint,
                     alias: rm.alias.clone(),
                     relay_label: Some(rm.relay_label.clone()),
+                    muted: rm.muted,
+                    senders: rm.senders.clone(),
                 }),
             })
             .collect();
@@ -524,12 +603,16 @@ impl RoomTable {
                             fingerprint: s.fingerprint.to_string(),
                             alias: s.alias.clone(),
                             relay_label: None,
+                            muted: s.muted,
+                            senders: s.senders.clone(),
                         }),
                         Member::Remote(rm) => Some(ParticipantView {
                             handle: None,
                             fingerprint: rm.fingerprint.to_string(),
                             alias: rm.alias.clone(),
                             relay_label: Some(rm.relay_label.clone()),
+                            muted: rm.muted,
+                            senders: rm.senders.clone(),
                         }),
                     })
                     .collect(),
@@ -548,6 +631,11 @@ pub struct ParticipantView {
     pub alias: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub relay_label: Option<String>,
+    /// The member said its microphone is muted.
+    pub muted: bool,
+    /// The media sender ids bound to it, as numbers (media header bytes
+    /// 4..8).
+    pub senders: Vec<u32>,
 }
 
 #[derive(Serialize, Debug)]
@@ -669,11 +757,10 @@ mod tests {
             .get_mut("g")
             .unwrap()
             .members
-            .push(Member::Remote(RemoteMember {
-                fingerprint: fp(9),
-                alias: None,
-                relay_label: "relay-b".into(),
-            }));
+            .push(Member::Remote(RemoteMember::of(
+                FederatedParticipant::new(fp(9)),
+                "relay-b".into(),
+            )));
         let full = t.admit(admit("g", 3)).unwrap_err();
         assert_eq!(full.code, CloseCode::RoomFull);
         assert!(full.message.contains("takes 2 members"), "{}", full.message);
@@ -694,11 +781,15 @@ mod tests {
             .get_mut("g")
             .unwrap()
             .members
-            .push(Member::Remote(RemoteMember {
-                fingerprint: fp(9),
-                alias: Some("far".into()),
-                relay_label: "relay-b".into(),
-            }));
+            .push(Member::Remote(RemoteMember::of(
+                FederatedParticipant {
+                    alias: Some("far".into()),
+                    muted: true,
+                    senders: vec![77],
+                    ..FederatedParticipant::new(fp(9))
+                },
+                "relay-b".into(),
+            )));
         let ups = t.room_updates("g");
         assert_eq!(ups.len(), 1, "updates go to local members only");
         assert_eq!(ups[0].0, a.handle);
@@ -707,6 +798,8 @@ mod tests {
         };
         assert_eq!(participants.len(), 2);
         assert_eq!(participants[1].relay_label.as_deref(), Some("relay-b"));
+        assert!(participants[1].muted, "a remote member's state is shown");
+        assert_eq!(participants[1].senders, [77]);
         assert_eq!(
             a.size.load(Ordering::Relaxed),
             1,
@@ -717,11 +810,7 @@ mod tests {
     #[test]
     fn a_federation_roster_is_listed_beside_local_members_and_kept_for_the_next() {
         let mut t = table(8, 4, 1);
-        let far = |n: u8| RemoteMember {
-            fingerprint: fp(n),
-            alias: None,
-            relay_label: "relay-b".into(),
-        };
+        let far = |n: u8| RemoteMember::of(FederatedParticipant::new(fp(n)), "relay-b".into());
         // Reported before anyone here joined: nobody to tell yet.
         assert!(t.set_remote_members("g", vec![far(9)]).is_empty());
         let a = t.admit(admit("g", 1)).unwrap();
@@ -737,7 +826,10 @@ mod tests {
             panic!()
         };
         assert_eq!(*count, 3);
-        assert_eq!(t.local_participants("g"), vec![(fp(1), None)]);
+        assert_eq!(
+            t.local_participants("g"),
+            vec![FederatedParticipant::new(fp(1))]
+        );
         // The last local member leaving ends the room here (the remote
         // members alone do not keep its slot), but not the roster.
         let (_, emptied) = t.leave(a.handle).unwrap();
@@ -749,6 +841,45 @@ mod tests {
         let ups = t.set_remote_members("g", Vec::new());
         assert_eq!(ups[0].0, b.handle);
         assert_eq!(t.room("g").unwrap().members.len(), 1);
+    }
+
+    #[test]
+    fn mute_and_bound_senders_reach_the_room_once_per_change() {
+        let mut t = table(8, 4, 1);
+        let a = t.admit(admit("g", 1)).unwrap();
+        let b = t.admit(admit("g", 2)).unwrap();
+        let other = t.admit(admit("h", 3)).unwrap();
+        assert!(t.take_changed().is_empty(), "joins are announced at once");
+        assert!(t.set_muted(a.handle, true));
+        assert!(!t.set_muted(a.handle, true), "no change, nothing to tell");
+        assert!(t.bind_sender(a.handle, 0xA11CE));
+        assert!(!t.bind_sender(a.handle, 0xA11CE));
+        assert!(t.bind_sender(other.handle, 5));
+        assert_eq!(t.take_changed(), ["g", "h"], "each changed room once");
+        assert!(t.take_changed().is_empty());
+        let ups = t.room_updates("g");
+        assert_eq!(ups.len(), 2);
+        let SignalMessage::RoomUpdate { participants, .. } = &ups[0].1 else {
+            panic!()
+        };
+        assert!(participants[0].muted);
+        assert_eq!(participants[0].senders, [0xA11CE]);
+        assert!(!participants[1].muted);
+        assert!(participants[1].senders.is_empty());
+        let fed = t.local_participants("g");
+        assert!(fed[0].muted && fed[0].senders == [0xA11CE]);
+        // Unmuting is a change; a handle that left changes nothing, and a
+        // room that emptied is not reported.
+        assert!(t.set_muted(a.handle, false));
+        t.leave(other.handle).unwrap();
+        assert!(!t.set_muted(other.handle, true));
+        assert!(!t.bind_sender(other.handle, 6));
+        assert_eq!(t.take_changed(), ["g"]);
+        // A session lists at most MAX_SESSION_SENDERS ids.
+        for id in 0..40 {
+            t.bind_sender(b.handle, id);
+        }
+        assert_eq!(t.session(b.handle).unwrap().senders.len(), MAX_SESSION_SENDERS);
     }
 
     #[test]

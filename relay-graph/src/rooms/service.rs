@@ -73,6 +73,38 @@ impl RoomService {
         deliver(services, &st, updates);
     }
 
+    /// Brings members' state changes to their rooms: the sender ids every
+    /// shard's fan-out bound since the last call, and the mutes reported
+    /// ([`RoomService::member_state`]). Each changed room's local members
+    /// get one RoomUpdate, and a bridged room is announced again. The relay
+    /// calls it four times a second ([`crate::endpoint::ROSTER_INTERVAL`]), so a member who
+    /// toggles mute as fast as it can costs its room four updates a second.
+    pub fn flush_member_state(&self, services: &Services) {
+        let mut bound = Vec::new();
+        for shard in &services.media.shards {
+            shard.take_bindings(&mut bound);
+        }
+        let mut st = self.lock();
+        for b in bound {
+            st.table.bind_sender(b.peer, b.sender);
+        }
+        for room in st.table.take_changed() {
+            let updates = st.table.room_updates(&room);
+            deliver(services, &st, updates);
+            if services.federation.is_global(&room) {
+                services
+                    .federation
+                    .local_room(&room, st.table.local_participants(&room));
+            }
+        }
+    }
+
+    /// Session `handle` said (`member_state`) whether its microphone is
+    /// muted; its room hears at the next [`RoomService::flush_member_state`].
+    pub fn member_state(&self, handle: u32, muted: bool) -> bool {
+        self.lock().table.set_muted(handle, muted)
+    }
+
     /// `room` became bridged while it may already have members (a
     /// cross-relay call's room, answered after its local party joined):
     /// gives it its federation member as a join would, and returns its
@@ -81,7 +113,7 @@ impl RoomService {
         &self,
         services: &Services,
         room: &str,
-    ) -> Vec<(wzp_proto::Fingerprint, Option<String>)> {
+    ) -> Vec<wzp_proto::federation::FederatedParticipant> {
         let mut st = self.lock();
         let participants = st.table.local_participants(room);
         if participants.is_empty() {
@@ -374,7 +406,11 @@ pub async fn serve_room(
         }
     };
     let mut reader = SignalReader::new(recv, MAX_CLIENT_FRAME);
-    let hello = SignalMessage::hello(Some(format!("wzp-relay {}", env!("CARGO_PKG_VERSION"))));
+    let mut hello =
+        SignalMessage::hello(Some(format!("wzp-relay {}", env!("CARGO_PKG_VERSION"))));
+    if let SignalMessage::Hello { features, .. } = &mut hello {
+        features.push(wzp_proto::signal::FEATURE_MEMBER_STATE.to_string());
+    }
     let _ = signal_stream::write_message(&mut send, &hello).await;
     let j = match tokio::time::timeout_at(
         deadline,
@@ -511,7 +547,10 @@ pub async fn serve_room(
         let services = services.clone();
         let conn = conn.clone();
         let signal_tx = signal_tx.clone();
-        tokio::spawn(async move { read_signals(services, conn, reader, signal_tx, report).await })
+        let handle = h.handle;
+        tokio::spawn(async move {
+            read_signals(services, conn, reader, signal_tx, report, handle).await
+        })
     };
     drop(signal_tx);
 
@@ -593,6 +632,7 @@ async fn read_signals(
     mut reader: SignalReader,
     signal_tx: mpsc::Sender<SignalMessage>,
     report: Arc<ClientReport>,
+    handle: u32,
 ) {
     loop {
         let frame = match reader.next().await {
@@ -654,6 +694,10 @@ async fn read_signals(
                 report.rtt_ms.store(rtt_ms as u64, Ordering::Relaxed);
                 report.jitter_ms.store(jitter_ms as u64, Ordering::Relaxed);
                 report.reports.fetch_add(1, Ordering::Relaxed);
+            }
+            SignalFrame::Message(Decoded::Message(SignalMessage::MemberState { muted })) => {
+                inc(&services.counters.member_state);
+                services.rooms.member_state(handle, muted);
             }
             SignalFrame::Message(Decoded::Message(SignalMessage::Join(_))) => {
                 inc(&services.counters.signal_unknown);

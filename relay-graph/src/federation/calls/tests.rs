@@ -116,10 +116,7 @@ fn leg(m: &Mesh, i: usize, id: &str) -> Option<(Option<usize>, Option<usize>, bo
 }
 
 fn me(fingerprint: Fingerprint) -> Vec<FederatedParticipant> {
-    vec![FederatedParticipant {
-        fingerprint,
-        alias: None,
-    }]
+    vec![FederatedParticipant::new(fingerprint)]
 }
 
 #[test]

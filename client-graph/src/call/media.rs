@@ -22,6 +22,34 @@ use wzp_proto::signal::SignalMessage;
 use super::CallOptions;
 use crate::nat::Route;
 
+/// What the connection task keeps of the room for the rest of the client:
+/// the roster it shares with `--top`, and the mute switch it tells the
+/// relay about.
+pub(crate) struct RoomState {
+    /// The room's members, as last listed.
+    pub roster: super::roster::SharedRoster,
+    /// The switch whose position the room is told (`None`: a graph without
+    /// a mute stage, or no controls: never muted).
+    pub mute: Option<Arc<super::controls::Controls>>,
+    /// The last room line printed.
+    pub printed: Option<String>,
+}
+
+impl RoomState {
+    fn listed(
+        &self,
+        me: wzp_proto::Fingerprint,
+        count: u32,
+        participants: Vec<wzp_proto::signal::RoomParticipant>,
+    ) {
+        *self.roster.lock().unwrap_or_else(|p| p.into_inner()) = Some(super::roster::Roster {
+            me,
+            participants,
+            count,
+        });
+    }
+}
+
 /// How long one QUIC handshake with the relay may take.
 const HANDSHAKE: Duration = Duration::from_secs(3);
 /// Before the first admission, how long to keep retrying a relay that
@@ -86,6 +114,7 @@ pub(crate) async fn connection_loop(
     done: Arc<AtomicBool>,
     path_live: Arc<PathLive>,
     mut telemetry: tokio::sync::mpsc::Receiver<Telemetry>,
+    mut room_state: RoomState,
 ) -> Result<u32> {
     let bind: SocketAddr = if addr.is_ipv4() {
         "0.0.0.0:0"
@@ -199,6 +228,10 @@ pub(crate) async fn connection_loop(
         };
         let mut reader = SignalReader::new(recv, wzp_proto::signal::MAX_FRAME_LEN);
         let mut admitted = false;
+        // Whether this relay shows the room a member's mute, and what it
+        // was last told (a new session starts unmuted on the relay's side).
+        let mut relay_shows_mute = false;
+        let mut told_muted = false;
         let mut refusal: Option<String> = None;
         let stats = Arc::new(quic::PeerIoStats::default());
         let mut pump_in: Option<tokio::task::JoinHandle<()>> = None;
@@ -214,7 +247,11 @@ pub(crate) async fn connection_loop(
             }
             while let Some(ev) = exchange.poll_event() {
                 match ev {
-                    JoinEvent::Admitted { count, .. } => {
+                    JoinEvent::Admitted {
+                        count,
+                        participants,
+                    } => {
+                        room_state.listed(identity.fingerprint(), count, participants);
                         admitted = true;
                         joins += 1;
                         let limit = quic::max_datagram_size(&conn).unwrap_or(0);
@@ -266,17 +303,14 @@ pub(crate) async fn connection_loop(
                         count,
                         participants,
                     } => {
-                        let names: Vec<String> = participants
-                            .iter()
-                            .map(|p| p.alias.clone().unwrap_or_else(|| p.fingerprint.to_string()))
-                            .collect();
-                        println!(
-                            "{}room {}: {} ({})",
-                            opts.label,
-                            opts.room,
-                            count,
-                            names.join(", ")
-                        );
+                        // A member's first media (its sender binding) is an
+                        // update too; print only what a reader would see change.
+                        let line = super::roster::update_line(&opts.room, count, &participants);
+                        if room_state.printed.as_deref() != Some(line.as_str()) {
+                            println!("{}{line}", opts.label);
+                            room_state.printed = Some(line);
+                        }
+                        room_state.listed(identity.fingerprint(), count, participants);
                     }
                     JoinEvent::Refused { message, .. } => {
                         refusal = message;
@@ -286,9 +320,22 @@ pub(crate) async fn connection_loop(
                         refusal = Some(why);
                         break 'session;
                     }
-                    JoinEvent::RelayHello { .. }
-                    | JoinEvent::Pong { .. }
+                    JoinEvent::RelayHello { features, .. } => {
+                        relay_shows_mute = features
+                            .iter()
+                            .any(|f| f == wzp_proto::signal::FEATURE_MEMBER_STATE);
+                    }
+                    JoinEvent::Pong { .. }
                     | JoinEvent::Ignored { .. } => {}
+                }
+            }
+            if admitted && relay_shows_mute {
+                let muted = room_state.mute.as_ref().is_some_and(|c| c.is_muted());
+                if muted != told_muted {
+                    exchange.send(&SignalMessage::MemberState { muted });
+                    told_muted = muted;
+                    // Sent at the top of the loop, at once.
+                    continue 'session;
                 }
             }
             tokio::select! {

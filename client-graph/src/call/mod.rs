@@ -2,6 +2,7 @@
 //! ([`media`]). `wzp-client join` and `demo` run one with [`run_call`].
 
 pub mod controls;
+pub mod roster;
 pub mod graph;
 pub mod media;
 pub mod top;
@@ -239,6 +240,12 @@ pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
             rt.spawn(crate::nat::run(plan, identity.clone(), io, finished))
         });
     let media_route = route.clone();
+    let roster = roster::SharedRoster::default();
+    let room_state = media::RoomState {
+        roster: roster.clone(),
+        mute: opts.controls.clone().filter(|_| has_switch),
+        printed: None,
+    };
     let net = {
         let opts = opts.clone();
         let graph_done = graph_done.clone();
@@ -255,6 +262,7 @@ pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
                 graph_done,
                 path_live,
                 telemetry_rx,
+                room_state,
             )
             .await
         })
@@ -269,6 +277,7 @@ pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
             Some(d) => format!("direct call with {}", d.with),
             None => format!("call — room {}", opts.room),
         })
+        .with_roster(roster.clone())
     });
     let call_started = Instant::now();
     let mut next_top = call_started + TOP_INTERVAL;

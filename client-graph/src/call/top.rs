@@ -6,14 +6,20 @@
 //! gauges, as `--stats-json` writes them), so the view is the same for any
 //! graph: the sending lines need a `quality.adapt` stage, the hearing lines
 //! a `jitter.adaptive` one; a graph with neither shows the table alone.
+//! In a room, the relay's room updates name who is there (who said they
+//! muted) and which media sender ids are whose; `wire.stream_demux`'s
+//! `senderK` gauges say whose voice chain K plays, and its decoder's
+//! `voiced_frames` whether they are talking ([`TALKING_FRAMES`] of the last
+//! second).
 //!
 //! ```text
 //! wzp top — call — room standup — 12.0 s
 //! sending    good: Opus 24 kb/s, 20 ms frames, LBRR (loss hint 13); 37 kb/s on the wire
 //!            receivers: worst loss 8 %, longest run 1, RTT 53 ms, queue 0 ms, got 35 kb/s, hold up to 60 ms
 //!            first hop: loss 0 %, queue 0 ms, carried 31 kb/s
+//! room       3: ann (you), bob (talking), carol (muted)
 //! hearing    1 sender
-//!   jb0      delay 82 ms (target 40, burst hold 20); last second: 50 played, 2 concealed (DRED 0, LBRR 2, PLC 0), 0 rebuilt by repair, 0 late
+//!   jb0      bob: delay 82 ms (target 40, burst hold 20); last second: 50 played, 2 concealed (DRED 0, LBRR 2, PLC 0), 0 rebuilt by repair, 0 late
 //! decisions  2.04 s: random_loss -> tier=good bitrate=24000 ...
 //! ```
 
@@ -23,6 +29,14 @@ use std::io::{IsTerminal, Write};
 use wzp_engine::stats::{GraphStats, Report, Snapshot, StageReport};
 use wzp_stages::codec::profile::{Codec, Codec2Mode, Profile};
 use wzp_stages::quality::controller::TIERS;
+
+use super::roster::{display_name, Roster, SharedRoster};
+
+/// Quanta of the last second (of 50) a member's voice must have been heard
+/// in for the view to say they are talking.
+pub const TALKING_FRAMES: u64 = 10;
+/// Most members the room line names; the rest are counted.
+const ROOM_NAMES_SHOWN: usize = 12;
 
 /// Decision lines kept for the view.
 pub const DECISIONS_SHOWN: usize = 3;
@@ -37,6 +51,8 @@ pub struct Top {
     last: Option<Snapshot>,
     /// Stdout is a terminal: each screen clears it first.
     tty: bool,
+    /// The room's members, as the connection last heard (rooms and calls).
+    roster: Option<SharedRoster>,
 }
 
 impl Top {
@@ -48,7 +64,15 @@ impl Top {
             decisions: VecDeque::new(),
             last: None,
             tty: std::io::stdout().is_terminal(),
+            roster: None,
         }
+    }
+
+    /// Names the room's members and whose voice each chain plays from
+    /// `roster`.
+    pub fn with_roster(mut self, roster: SharedRoster) -> Top {
+        self.roster = Some(roster);
+        self
     }
 
     /// Prints a screen of `stats` to stdout (timings since the last screen),
@@ -90,11 +114,15 @@ impl Top {
     /// the previous screen; counters and gauges as they stand).
     pub fn frame(&mut self, now: Report, elapsed_s: f64) -> String {
         let decisions: Vec<&str> = self.decisions.iter().map(String::as_str).collect();
+        let roster = self
+            .roster
+            .as_ref()
+            .and_then(|r| r.lock().unwrap_or_else(|p| p.into_inner()).clone());
         let s = format!(
             "wzp top — {} — {:.1} s\n{}\n{}",
             self.title,
             elapsed_s,
-            summary(&now, self.before.as_ref(), &decisions),
+            summary_with(&now, self.before.as_ref(), &decisions, roster.as_ref()),
             now.table()
         );
         self.before = Some(now);
@@ -151,15 +179,31 @@ fn same_chain<'a>(r: &'a Report, kind: &str, of: &StageReport) -> Option<&'a Sta
 }
 
 /// The lines above the stage table.
+#[cfg(test)]
 pub fn summary(now: &Report, before: Option<&Report>, decisions: &[&str]) -> String {
+    summary_with(now, before, decisions, None)
+}
+
+/// The lines above the stage table, naming the room's members from
+/// `roster`.
+pub fn summary_with(
+    now: &Report,
+    before: Option<&Report>,
+    decisions: &[&str],
+    roster: Option<&Roster>,
+) -> String {
     let mut out = String::new();
-    if stage(now, "audio.mute").and_then(|m| gauge(m, "muted")) == Some(1) {
+    let muted_here = stage(now, "audio.mute").and_then(|m| gauge(m, "muted")) == Some(1);
+    if muted_here {
         out.push_str("MUTED      the others hear silence from this microphone\n");
     }
     if let Some(a) = stage(now, "quality.adapt") {
         sending(&mut out, a);
     }
-    hearing(&mut out, now, before);
+    if let Some(r) = roster {
+        room(&mut out, now, before, r, muted_here);
+    }
+    hearing(&mut out, now, before, roster);
     for (i, d) in decisions.iter().enumerate() {
         let head = if i == 0 { "decisions" } else { "" };
         let d = d.strip_prefix("adapt: ").unwrap_or(d);
@@ -232,7 +276,59 @@ fn sending(out: &mut String, a: &StageReport) {
     ));
 }
 
-fn hearing(out: &mut String, now: &Report, before: Option<&Report>) {
+/// The media sender id receive chain `chain` plays (`wire.stream_demux`'s
+/// `senderK` gauge), if it has one.
+fn chain_sender(now: &Report, chain: &str) -> Option<u32> {
+    let demux = stage(now, "wire.stream_demux")?;
+    let id = gauge(demux, &format!("sender{chain}"))?;
+    u32::try_from(id).ok()
+}
+
+/// Whether the chain playing `sender` was heard in [`TALKING_FRAMES`] of
+/// the last second.
+fn talking(now: &Report, before: Option<&Report>, senders: &[u32]) -> bool {
+    now.stages
+        .iter()
+        .filter(|s| s.kind == "codec.adaptive_decode")
+        .any(|dec| {
+            chain_sender(now, chain_index(&dec.id)).is_some_and(|id| senders.contains(&id))
+                && before.is_some()
+                && grew(dec, before, "voiced_frames") >= TALKING_FRAMES
+        })
+}
+
+fn room(out: &mut String, now: &Report, before: Option<&Report>, r: &Roster, muted_here: bool) {
+    let mut names: Vec<String> = r
+        .participants
+        .iter()
+        .take(ROOM_NAMES_SHOWN)
+        .map(|p| {
+            let mut marks = Vec::new();
+            let me = p.fingerprint == r.me;
+            if me {
+                marks.push("you");
+            }
+            if p.muted || (me && muted_here) {
+                marks.push("muted");
+            } else if !me && talking(now, before, &p.senders) {
+                marks.push("talking");
+            }
+            let name = display_name(p);
+            if marks.is_empty() {
+                name
+            } else {
+                format!("{name} ({})", marks.join(", "))
+            }
+        })
+        .collect();
+    let listed = r.participants.len().min(ROOM_NAMES_SHOWN);
+    if (r.count as usize) > listed {
+        names.push(format!("and {} more", r.count as usize - listed));
+    }
+    out.push_str(&format!("{:<10} {}: {}\n", "room", r.count, names.join(", ")));
+}
+
+fn hearing(out: &mut String, now: &Report, before: Option<&Report>, roster: Option<&Roster>) {
     if stage(now, "jitter.adaptive").is_none() {
         return;
     }
@@ -263,8 +359,13 @@ fn hearing(out: &mut String, now: &Report, before: Option<&Report>) {
         });
         let rebuilt =
             same_chain(now, "fec.raptorq_decode", jb).map_or(0, |f| grew(f, before, "recovered"));
+        let who = roster
+            .zip(chain_sender(now, chain_index(&jb.id)))
+            .and_then(|(r, id)| r.by_sender(id))
+            .map(|p| format!("{}: ", display_name(p)))
+            .unwrap_or_default();
         out.push_str(&format!(
-            "  {:<8} delay {} ms (target {}, burst hold {}); last second: {} played, {} concealed (DRED {dred}, LBRR {lbrr}, PLC {plc}), {rebuilt} rebuilt by repair, {} late\n",
+            "  {:<8} {who}delay {} ms (target {}, burst hold {}); last second: {} played, {} concealed (DRED {dred}, LBRR {lbrr}, PLC {plc}), {rebuilt} rebuilt by repair, {} late\n",
             jb.id,
             known(jb, "current_delay_ms"),
             known(jb, "target_delay_ms"),
@@ -384,6 +485,85 @@ mod tests {
                 &[],
             ),
         ]
+    }
+
+    /// Two chains: chain 0 plays sender 70 (heard in `voiced0` quanta),
+    /// chain 1 sender 90; a third output is free.
+    fn room_call(voiced0: u64, voiced1: u64) -> Vec<StageReport> {
+        let mut stages = vec![st(
+            "demux",
+            "wire.stream_demux",
+            &[],
+            &[("sender0", 70), ("sender1", 90), ("sender2", -1)],
+        )];
+        for (i, v) in [(0, voiced0), (1, voiced1)] {
+            let mut c = chain(i, 50, 0, 0, 0, 0);
+            c[2].counters.insert("voiced_frames".into(), v);
+            stages.extend(c);
+        }
+        stages
+    }
+
+    fn member(n: u8, alias: &str, muted: bool, senders: &[u32]) -> wzp_proto::signal::RoomParticipant {
+        wzp_proto::signal::RoomParticipant {
+            alias: Some(alias.into()),
+            muted,
+            senders: senders.to_vec(),
+            ..wzp_proto::signal::RoomParticipant::new(wzp_proto::Fingerprint([n; 16]))
+        }
+    }
+
+    #[test]
+    fn the_room_line_names_who_talks_and_who_muted_and_each_chain_its_talker() {
+        let roster = Roster {
+            me: wzp_proto::Fingerprint([1; 16]),
+            participants: vec![
+                member(1, "ann", false, &[50]),
+                member(2, "bob", false, &[70]),
+                member(3, "cy", true, &[90]),
+                member(4, "dee", false, &[]),
+            ],
+            count: 4,
+        };
+        // Bob's chain was voiced in 30 quanta of the last second, cy's
+        // (muted) in none.
+        let before = report(room_call(100, 40));
+        let now = report(room_call(130, 40));
+        let s = summary_with(&now, Some(&before), &[], Some(&roster));
+        assert!(
+            s.contains("room       4: ann (you), bob (talking), cy (muted), dee\n"),
+            "{s}"
+        );
+        assert!(s.contains("  jb0      bob: delay 82 ms"), "{s}");
+        assert!(s.contains("  jb1      cy: delay 82 ms"), "{s}");
+        // Under TALKING_FRAMES is not talking; the first screen (nothing
+        // before it) says nothing of talking.
+        let quiet = report(room_call(100 + TALKING_FRAMES - 1, 40));
+        let s = summary_with(&quiet, Some(&before), &[], Some(&roster));
+        assert!(s.contains("room       4: ann (you), bob, cy (muted), dee\n"), "{s}");
+        let s = summary_with(&now, None, &[], Some(&roster));
+        assert!(s.contains("bob, cy"), "{s}");
+        // Muted here shows at once, before the relay's update says so; a
+        // sender nobody owns plays unnamed.
+        let mut stages = room_call(100, 40);
+        stages.push(st("mute", "audio.mute", &[], &[("muted", 1)]));
+        stages[0].gauges.insert("sender0".into(), 71);
+        let s = summary_with(&report(stages), None, &[], Some(&roster));
+        assert!(s.contains("4: ann (you, muted), bob"), "{s}");
+        assert!(s.contains("  jb0      delay 82 ms"), "{s}");
+    }
+
+    #[test]
+    fn a_big_room_names_the_first_members_and_counts_the_rest() {
+        let roster = Roster {
+            me: wzp_proto::Fingerprint([1; 16]),
+            participants: (1..=20).map(|n| member(n, &format!("m{n}"), false, &[])).collect(),
+            count: 30,
+        };
+        let s = summary_with(&report(vec![]), None, &[], Some(&roster));
+        assert!(s.contains("room       30: m1 (you), m2, "), "{s}");
+        assert!(s.contains(", m12, and 18 more\n"), "{s}");
+        assert!(!s.contains("m13"), "{s}");
     }
 
     #[test]

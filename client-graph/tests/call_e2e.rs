@@ -247,6 +247,14 @@ impl Running {
         }
     }
 
+    /// Returns at once if a line already read satisfies `pred`, else
+    /// [`Running::wait_line`].
+    fn saw_or_wait(&mut self, what: &str, pred: impl Fn(&str) -> bool) {
+        if !self.seen.iter().any(|l| pred(l)) {
+            self.wait_line(what, pred);
+        }
+    }
+
     /// Waits until the client has said the room holds `n` members.
     fn wait_room_of(&mut self, n: usize) {
         let joined = format!("({n} in the room)");
@@ -491,6 +499,15 @@ fn top_shows_what_the_call_sends_and_hears() {
     a.wait_line("a --top screen hearing bob", |l| {
         l.starts_with("  jb") && l.contains("last second: ") && !l.contains("last second: 0 played")
     });
+    // The room line names both, bob talking (his tone is heard every
+    // quantum), and bob's chain by his name: the relay bound his sender id
+    // to him and said so in a room update.
+    a.wait_line("a --top screen naming bob as talking", |l| {
+        l == "room       2: alice (you), bob (talking)" || l == "room       2: bob (talking), alice (you)"
+    });
+    a.wait_line("a --top screen naming bob's chain", |l| {
+        l.starts_with("  jb") && l.contains(" bob: delay ")
+    });
     // And the screen after it, which counts from that one.
     a.wait_line("another --top screen", |l| {
         l.starts_with("wzp top — call — room e2e — ")
@@ -559,6 +576,10 @@ fn a_muted_talker_sends_silence_until_unmuted_by_signal() {
     });
     a.wait_room_of(2);
     b.wait_room_of(2);
+    // The room is told: bob's room line marks her muted.
+    b.saw_or_wait("that alice is muted", |l| {
+        l.starts_with("room e2e: 2 (") && l.contains("alice (muted)")
+    });
     // Bob plays alice's frames while she is muted: she keeps sending, and
     // what she sends is silence.
     wait_until("bob plays 2 s of alice's muted frames", || {
@@ -576,6 +597,9 @@ fn a_muted_talker_sends_silence_until_unmuted_by_signal() {
     assert!(status.success());
     a.wait_line("that alice is unmuted", |l| l == "microphone on");
     let unmuted_from = recorded(&dir, "bob") as usize;
+    b.wait_line("that alice is no longer muted", |l| {
+        l.starts_with("room e2e: 2 (") && l.contains("alice") && !l.contains("(muted)")
+    });
     // Three seconds more, and the flush's second.
     wait_recorded(&dir, "bob", unmuted_from as u64 + 4 * 16_000);
     let runs = vec![a, b];

@@ -100,6 +100,11 @@ fn old_json_without_optional_fields_parses() {
             peer_fingerprint: None,
         }
     );
+    // Before member state: a bare member_state reads as unmuted.
+    assert_eq!(
+        msg(r#"{"type":"member_state"}"#),
+        SignalMessage::MemberState { muted: false }
+    );
     assert_eq!(
         msg(r#"{"type":"loss_recovery_update"}"#),
         SignalMessage::LossRecoveryUpdate {
@@ -435,6 +440,11 @@ fn malformed_new_messages_are_errors() {
             "08".repeat(64)
         ),
         r#"{"type":"register_presence_ack","success":true,"observed_addr":"nowhere"}"#.to_string(),
+        r#"{"type":"member_state","muted":"yes"}"#.to_string(),
+        r#"{"type":"member_state","muted":1}"#.to_string(),
+        r#"{"type":"room_update","count":1,"participants":[{"fingerprint":"0303:0303:0303:0303:0303:0303:0303:0303","senders":[-1]}]}"#.to_string(),
+        r#"{"type":"room_update","count":1,"participants":[{"fingerprint":"0303:0303:0303:0303:0303:0303:0303:0303","senders":[4294967296]}]}"#.to_string(),
+        r#"{"type":"room_update","count":1,"participants":[{"fingerprint":"0303:0303:0303:0303:0303:0303:0303:0303","muted":null}]}"#.to_string(),
     ] {
         let r = decode_message(bad.as_bytes());
         assert!(

@@ -245,3 +245,75 @@ async fn a_room_past_max_room_size_refuses_the_next_member() {
         v == 1.0
     });
 }
+
+/// The participant `fp` in a room update, if listed.
+fn listed(m: &wzp_proto::signal::SignalMessage, fp: wzp_proto::Fingerprint) -> Option<wzp_proto::signal::RoomParticipant> {
+    match m {
+        wzp_proto::signal::SignalMessage::RoomUpdate { participants, .. } => {
+            participants.iter().find(|p| p.fingerprint == fp).cloned()
+        }
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_room_is_told_who_muted_and_whose_sender_ids_are_whose() {
+    use wzp_proto::signal::SignalMessage;
+    let dir = tempdir();
+    let relay = RelayProc::start_in(dir.path(), &[]);
+    let room = room_sni("roster");
+    let mut a = join_heard(&relay, &room, 1, &[]).await.unwrap();
+    let mut b = join_heard(&relay, &room, 2, &[&a]).await.unwrap();
+    // Each one's first packet bound its sender id to it, on the relay's
+    // word: b learns a's id and a learns b's.
+    let (afp, bfp) = (a.fingerprint, b.fingerprint);
+    let (aid, bid) = (a.sender_id, b.sender_id);
+    b.wait_signal(|m| listed(m, afp).is_some_and(|p| p.senders == [aid]))
+        .await
+        .expect("b is told a's sender id");
+    a.wait_signal(|m| listed(m, bfp).is_some_and(|p| p.senders == [bid]))
+        .await
+        .expect("a is told b's sender id");
+    // A third member speaking with a's id binds nothing to itself; its own
+    // id binds.
+    let mut c = join(&relay, &room, 3).await.unwrap();
+    let spoof = wzp_proto::MediaHeader {
+        sender_id: aid,
+        seq: 100,
+        ..Default::default()
+    };
+    c.send_datagram(spoof.to_bytes().to_vec());
+    announce(&relay, &c, &[&a, &b]).await;
+    let cfp = c.fingerprint;
+    let cid = c.sender_id;
+    let m = b
+        .wait_signal(|m| listed(m, cfp).is_some_and(|p| !p.senders.is_empty()))
+        .await
+        .expect("b is told c's sender id");
+    assert_eq!(listed(&m, cfp).unwrap().senders, [cid]);
+    assert_eq!(listed(&m, afp).unwrap().senders, [aid], "a keeps its id");
+    // a mutes: everyone is told, a included; then unmutes.
+    let mute = |muted| SignalMessage::MemberState { muted };
+    wzp_stages::net::signal_stream::write_message(&mut a.send, &mute(true))
+        .await
+        .unwrap();
+    for x in [&mut b, &mut c, &mut a] {
+        x.wait_signal(|m| listed(m, afp).is_some_and(|p| p.muted))
+            .await
+            .expect("told a muted");
+    }
+    let rooms = relay.http_get("/rooms");
+    assert!(rooms.contains("\"muted\":true"), "{rooms}");
+    wzp_stages::net::signal_stream::write_message(&mut a.send, &mute(false))
+        .await
+        .unwrap();
+    b.wait_signal(|m| listed(m, afp).is_some_and(|p| !p.muted))
+        .await
+        .expect("b is told a unmuted");
+    relay.wait_metric("wzp_relay_member_state_total", |v| v == 2.0);
+    // Saying the same twice changes nothing the room is told about.
+    wzp_stages::net::signal_stream::write_message(&mut a.send, &mute(false))
+        .await
+        .unwrap();
+    relay.wait_metric("wzp_relay_member_state_total", |v| v == 3.0);
+}

@@ -503,7 +503,8 @@ fn top_shows_what_the_call_sends_and_hears() {
     // quantum), and bob's chain by his name: the relay bound his sender id
     // to him and said so in a room update.
     a.wait_line("a --top screen naming bob as talking", |l| {
-        l == "room       2: alice (you), bob (talking)" || l == "room       2: bob (talking), alice (you)"
+        l == "room       2: alice (you), bob (talking)"
+            || l == "room       2: bob (talking), alice (you)"
     });
     a.wait_line("a --top screen naming bob's chain", |l| {
         l.starts_with("  jb") && l.contains(" bob: delay ")

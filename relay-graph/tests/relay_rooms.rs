@@ -247,7 +247,10 @@ async fn a_room_past_max_room_size_refuses_the_next_member() {
 }
 
 /// The participant `fp` in a room update, if listed.
-fn listed(m: &wzp_proto::signal::SignalMessage, fp: wzp_proto::Fingerprint) -> Option<wzp_proto::signal::RoomParticipant> {
+fn listed(
+    m: &wzp_proto::signal::SignalMessage,
+    fp: wzp_proto::Fingerprint,
+) -> Option<wzp_proto::signal::RoomParticipant> {
     match m {
         wzp_proto::signal::SignalMessage::RoomUpdate { participants, .. } => {
             participants.iter().find(|p| p.fingerprint == fp).cloned()

@@ -351,8 +351,14 @@ fn each_binding_is_reported_once_and_a_spoofer_binds_nothing() {
     assert_eq!(
         got,
         vec![
-            SfuBinding { peer: alice, sender: 0xA11CE },
-            SfuBinding { peer: mallory, sender: 0x0BAD },
+            SfuBinding {
+                peer: alice,
+                sender: 0xA11CE
+            },
+            SfuBinding {
+                peer: mallory,
+                sender: 0x0BAD
+            },
         ]
     );
     // A second stream of Alice's is a second binding; a sender over the
@@ -362,7 +368,13 @@ fn each_binding_is_reported_once_and_a_spoofer_binds_nothing() {
     r.cycle();
     got.clear();
     r.ctl.take_bindings(&mut got);
-    assert_eq!(got, vec![SfuBinding { peer: alice, sender: 0xB0B0 }]);
+    assert_eq!(
+        got,
+        vec![SfuBinding {
+            peer: alice,
+            sender: 0xB0B0
+        }]
+    );
     assert_eq!(r.counter("sender_limit"), 1);
     assert_eq!(r.counter("bindings_lost"), 0);
 }

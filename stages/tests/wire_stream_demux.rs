@@ -98,7 +98,12 @@ impl H {
         (0..self.outs.len())
             .map(|k| {
                 let name = format!("sender{k}");
-                self.gauges.iter().find(|(n, _)| *n == name).unwrap().1.get()
+                self.gauges
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .unwrap()
+                    .1
+                    .get()
             })
             .collect()
     }

@@ -325,8 +325,7 @@ pub(crate) async fn connection_loop(
                             .iter()
                             .any(|f| f == wzp_proto::signal::FEATURE_MEMBER_STATE);
                     }
-                    JoinEvent::Pong { .. }
-                    | JoinEvent::Ignored { .. } => {}
+                    JoinEvent::Pong { .. } | JoinEvent::Ignored { .. } => {}
                 }
             }
             if admitted && relay_shows_mute {

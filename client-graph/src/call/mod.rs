@@ -2,9 +2,9 @@
 //! ([`media`]). `wzp-client join` and `demo` run one with [`run_call`].
 
 pub mod controls;
-pub mod roster;
 pub mod graph;
 pub mod media;
+pub mod roster;
 pub mod top;
 
 use std::collections::BTreeMap;

@@ -51,10 +51,7 @@ pub fn update_line(room: &str, count: u32, participants: &[RoomParticipant]) -> 
     let names: Vec<String> = participants
         .iter()
         .map(|p| {
-            let name = p
-                .alias
-                .clone()
-                .unwrap_or_else(|| p.fingerprint.to_string());
+            let name = p.alias.clone().unwrap_or_else(|| p.fingerprint.to_string());
             if p.muted {
                 format!("{name} (muted)")
             } else {

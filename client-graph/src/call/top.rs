@@ -325,7 +325,12 @@ fn room(out: &mut String, now: &Report, before: Option<&Report>, r: &Roster, mut
     if (r.count as usize) > listed {
         names.push(format!("and {} more", r.count as usize - listed));
     }
-    out.push_str(&format!("{:<10} {}: {}\n", "room", r.count, names.join(", ")));
+    out.push_str(&format!(
+        "{:<10} {}: {}\n",
+        "room",
+        r.count,
+        names.join(", ")
+    ));
 }
 
 fn hearing(out: &mut String, now: &Report, before: Option<&Report>, roster: Option<&Roster>) {
@@ -504,7 +509,12 @@ mod tests {
         stages
     }
 
-    fn member(n: u8, alias: &str, muted: bool, senders: &[u32]) -> wzp_proto::signal::RoomParticipant {
+    fn member(
+        n: u8,
+        alias: &str,
+        muted: bool,
+        senders: &[u32],
+    ) -> wzp_proto::signal::RoomParticipant {
         wzp_proto::signal::RoomParticipant {
             alias: Some(alias.into()),
             muted,
@@ -540,7 +550,10 @@ mod tests {
         // before it) says nothing of talking.
         let quiet = report(room_call(100 + TALKING_FRAMES - 1, 40));
         let s = summary_with(&quiet, Some(&before), &[], Some(&roster));
-        assert!(s.contains("room       4: ann (you), bob, cy (muted), dee\n"), "{s}");
+        assert!(
+            s.contains("room       4: ann (you), bob, cy (muted), dee\n"),
+            "{s}"
+        );
         let s = summary_with(&now, None, &[], Some(&roster));
         assert!(s.contains("bob, cy"), "{s}");
         // Muted here shows at once, before the relay's update says so; a
@@ -557,7 +570,9 @@ mod tests {
     fn a_big_room_names_the_first_members_and_counts_the_rest() {
         let roster = Roster {
             me: wzp_proto::Fingerprint([1; 16]),
-            participants: (1..=20).map(|n| member(n, &format!("m{n}"), false, &[])).collect(),
+            participants: (1..=20)
+                .map(|n| member(n, &format!("m{n}"), false, &[]))
+                .collect(),
             count: 30,
         };
         let s = summary_with(&report(vec![]), None, &[], Some(&roster));

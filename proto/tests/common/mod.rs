@@ -22,7 +22,11 @@ pub fn participant(n: u8) -> RoomParticipant {
             None
         },
         muted: n % 3 == 0,
-        senders: if n % 2 == 0 { vec![u32::from(n) << 24 | 7] } else { Vec::new() },
+        senders: if n % 2 == 0 {
+            vec![u32::from(n) << 24 | 7]
+        } else {
+            Vec::new()
+        },
     }
 }
 

@@ -541,7 +541,10 @@ fn a_members_mute_and_senders_reach_every_relay_of_a_global_room() {
     // Unmuting is announced again and replaces the old state.
     m.set_room_participants(2, general(), vec![member(false)]);
     m.settle(30).unwrap();
-    assert_eq!(m.cores[0].remote_participants(general())[0].0, member(false));
+    assert_eq!(
+        m.cores[0].remote_participants(general())[0].0,
+        member(false)
+    );
     assert_eq!(m.cores[1].remote_participants(general()).len(), 2);
 }
 

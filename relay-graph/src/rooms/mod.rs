@@ -879,7 +879,10 @@ mod tests {
         for id in 0..40 {
             t.bind_sender(b.handle, id);
         }
-        assert_eq!(t.session(b.handle).unwrap().senders.len(), MAX_SESSION_SENDERS);
+        assert_eq!(
+            t.session(b.handle).unwrap().senders.len(),
+            MAX_SESSION_SENDERS
+        );
     }
 
     #[test]

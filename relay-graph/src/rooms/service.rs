@@ -406,8 +406,7 @@ pub async fn serve_room(
         }
     };
     let mut reader = SignalReader::new(recv, MAX_CLIENT_FRAME);
-    let mut hello =
-        SignalMessage::hello(Some(format!("wzp-relay {}", env!("CARGO_PKG_VERSION"))));
+    let mut hello = SignalMessage::hello(Some(format!("wzp-relay {}", env!("CARGO_PKG_VERSION"))));
     if let SignalMessage::Hello { features, .. } = &mut hello {
         features.push(wzp_proto::signal::FEATURE_MEMBER_STATE.to_string());
     }

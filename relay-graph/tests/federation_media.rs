@@ -177,6 +177,33 @@ async fn two_linked_relays_carry_a_room_both_ways() {
             entry("user12", None),
         ])
     );
+    // Who sends with which media sender id crosses the link as its relay
+    // bound it, and so does a member's mute.
+    let named = |m: &SignalMessage, alias: &str| match m {
+        SignalMessage::RoomUpdate { participants, .. } => participants
+            .iter()
+            .find(|p| p.alias.as_deref() == Some(alias))
+            .cloned(),
+        _ => None,
+    };
+    watch_b
+        .wait_signal(|m| named(m, "alice").is_some_and(|p| !p.senders.is_empty()))
+        .await
+        .expect("b names alice's sender id, bound on a");
+    wzp_stages::net::signal_stream::write_message(
+        &mut watch_a.send,
+        &SignalMessage::MemberState { muted: true },
+    )
+    .await
+    .unwrap();
+    let m = watch_b
+        .wait_signal(|m| named(m, "user11").is_some_and(|p| p.muted))
+        .await
+        .expect("b is told user11 on a muted");
+    assert_eq!(
+        named(&m, "user11").unwrap().relay_label.as_deref(),
+        Some("a")
+    );
 
     let heard = tokio::task::block_in_place(|| talk_then_hang_up(vec![alice, bob], 5));
     assert_heard_both_ways(&heard, "alice", "bob", 660.0);

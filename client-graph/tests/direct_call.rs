@@ -678,6 +678,121 @@ fn a_ringing_listener_is_answered_declined_and_hung_up_by_keys() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// The `rings=N` of a client's "ring tone stopped" log line.
+fn rings_played(p: &mut Proc) -> u64 {
+    let line = p.expect_line("ring tone stopped", WAIT);
+    line.split("rings=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|r| r.parse().ok())
+        .unwrap_or_else(|| panic!("no rings=N in {line:?}"))
+}
+
+#[test]
+fn the_speakers_ring_while_a_call_rings_and_stop_when_it_is_answered() {
+    let _s = serial();
+    let dir = tmp("ring-tone");
+    let relay = start_relay(&dir, "127.0.0.1:0");
+    // ALSA's null device stands in for the speakers (no sound card here).
+    let mut cmd = client_cmd(
+        None,
+        relay.addr,
+        &dir,
+        &relay,
+        "bob",
+        &["listen"],
+        &[
+            "--accept",
+            "ask",
+            "--once",
+            "--input",
+            "tone",
+            "--output",
+            "speaker:null",
+            "--log",
+            "info",
+        ],
+    );
+    let mut b = Proc::spawn_with_input("bob", &mut cmd);
+    let line = b.expect_line("registered as ", WAIT);
+    let b_fp = line.split_whitespace().nth(2).unwrap().to_string();
+    let mut a = client(
+        &dir,
+        &relay,
+        "alice",
+        &["call", &b_fp],
+        &[
+            "--input",
+            "tone:300",
+            "--output",
+            "speaker:null",
+            "--duration",
+            "3s",
+            "--log",
+            "info",
+        ],
+    );
+    b.expect_line("ringing: a answers, d declines", WAIT);
+    a.expect_line("ringing", WAIT);
+    b.type_keys("a");
+    // Each speaker rang (the cadence starts with a ring) and stopped at
+    // the answer, before the call's own graph took the device.
+    assert!(rings_played(&mut b) >= 1);
+    assert!(rings_played(&mut a) >= 1);
+    assert_eq!(sas(&mut a), sas(&mut b));
+    assert_eq!(a.exit(WAIT).code(), Some(0), "{:?}", a.drain());
+    assert!(b.exit(WAIT).success(), "{:?}", b.drain());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_caller_is_told_when_the_callee_mutes_and_unmutes() {
+    let _s = serial();
+    let dir = tmp("peer-mute");
+    let relay = start_relay(&dir, "127.0.0.1:0");
+    let (mut b, b_fp) = listen(
+        &dir,
+        &relay,
+        "bob",
+        &[
+            "--accept",
+            "trusted",
+            "--once",
+            "--muted",
+            "--duration",
+            "20s",
+            "--input",
+            "tone",
+            "--output",
+            "null",
+        ],
+    );
+    let mut a = client(
+        &dir,
+        &relay,
+        "alice",
+        &["call", &b_fp],
+        &["--duration", "20s", "--input", "tone", "--output", "null"],
+    );
+    a.expect_line("answered by", WAIT);
+    // Bob took the call muted: alice is told, naming him as her call does.
+    let said = a.expect_line("muted their microphone", WAIT);
+    assert_eq!(said, format!("{b_fp} muted their microphone"));
+    b.expect_line("microphone muted", WAIT);
+    let unmute = Command::new("kill")
+        .args(["-USR2", &b.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(unmute.success());
+    a.expect_line("turned their microphone back on", WAIT);
+    // A direct call prints no room lines.
+    a.kill();
+    b.kill();
+    let all = a.drain();
+    assert!(!all.iter().any(|l| l.starts_with("room call-")), "{all:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn a_hangup_or_a_dead_peer_ends_the_call_for_the_other_side() {
     let _s = serial();

@@ -33,9 +33,39 @@ pub(crate) struct RoomState {
     pub mute: Option<Arc<super::controls::Controls>>,
     /// The last room line printed.
     pub printed: Option<String>,
+    /// A direct call's other party said it muted (as last printed).
+    pub peer_muted: bool,
 }
 
 impl RoomState {
+    /// In a direct call, says when the other party mutes or unmutes.
+    fn peer_state(
+        &mut self,
+        opts: &CallOptions,
+        me: wzp_proto::Fingerprint,
+        participants: &[wzp_proto::signal::RoomParticipant],
+    ) {
+        let Some(d) = &opts.direct else {
+            return;
+        };
+        let Some(peer) = participants.iter().find(|p| p.fingerprint != me) else {
+            return;
+        };
+        if peer.muted != self.peer_muted {
+            self.peer_muted = peer.muted;
+            println!(
+                "{}{} {}",
+                opts.label,
+                d.with,
+                if peer.muted {
+                    "muted their microphone"
+                } else {
+                    "turned their microphone back on"
+                }
+            );
+        }
+    }
+
     fn listed(
         &self,
         me: wzp_proto::Fingerprint,
@@ -251,6 +281,7 @@ pub(crate) async fn connection_loop(
                         count,
                         participants,
                     } => {
+                        room_state.peer_state(opts, identity.fingerprint(), &participants);
                         room_state.listed(identity.fingerprint(), count, participants);
                         admitted = true;
                         joins += 1;
@@ -305,10 +336,16 @@ pub(crate) async fn connection_loop(
                     } => {
                         // A member's first media (its sender binding) is an
                         // update too; print only what a reader would see change.
-                        let line = super::roster::update_line(&opts.room, count, &participants);
-                        if room_state.printed.as_deref() != Some(line.as_str()) {
-                            println!("{}{line}", opts.label);
-                            room_state.printed = Some(line);
+                        // A direct call's room is the two parties: say only
+                        // when the other one mutes or unmutes.
+                        if opts.direct.is_some() {
+                            room_state.peer_state(opts, identity.fingerprint(), &participants);
+                        } else {
+                            let line = super::roster::update_line(&opts.room, count, &participants);
+                            if room_state.printed.as_deref() != Some(line.as_str()) {
+                                println!("{}{line}", opts.label);
+                                room_state.printed = Some(line);
+                            }
                         }
                         room_state.listed(identity.fingerprint(), count, participants);
                     }

@@ -4,6 +4,7 @@
 pub mod controls;
 pub mod graph;
 pub mod media;
+pub mod ring;
 pub mod roster;
 pub mod top;
 
@@ -245,6 +246,7 @@ pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
         roster: roster.clone(),
         mute: opts.controls.clone().filter(|_| has_switch),
         printed: None,
+        peer_muted: false,
     };
     let net = {
         let opts = opts.clone();

@@ -153,6 +153,9 @@ pub fn call_cmd(args: CallArgs) -> Result<i32> {
         flush(&mut sig, &mut call).await?;
         let offered = history::now();
         let mut cancelled = false;
+        // The ringback on the speaker while the far end rings; stopped
+        // (its device closed) before the call's graph opens it.
+        let mut ringback = None;
         let outcome = loop {
             // Ctrl-C (or `q`) while it rings takes the call back.
             let msg = tokio::select! {
@@ -176,7 +179,12 @@ pub fn call_cmd(args: CallArgs) -> Result<i32> {
             flush(&mut sig, &mut call).await?;
             match ev {
                 None | Some(CallEvent::PeerPath(_)) => continue,
-                Some(CallEvent::Ringing) => println!("ringing"),
+                Some(CallEvent::Ringing) => {
+                    println!("ringing");
+                    if ringback.is_none() {
+                        ringback = args.media.ring_tone(crate::call::ring::RINGBACK);
+                    }
+                }
                 Some(CallEvent::Answered(ready)) => break Ok(ready),
                 Some(CallEvent::Rejected) => {
                     println!("rejected: {target} declined the call");
@@ -207,6 +215,7 @@ pub fn call_cmd(args: CallArgs) -> Result<i32> {
                 }
             }
         };
+        drop(ringback);
         let ready = match outcome {
             Ok(ready) => ready,
             Err(status) => {

@@ -110,6 +110,22 @@ pub struct MediaArgs {
     /// SIGUSR1 mutes, SIGUSR2 unmutes.
     #[arg(long)]
     pub muted: bool,
+    /// Play no ring tone: by default, with `--output speaker`, `listen`'s
+    /// speaker rings while a call waits to be answered (`--accept ask`) and
+    /// `call`'s plays the ringback while the far end rings.
+    #[arg(long)]
+    pub no_ring_tone: bool,
+}
+
+impl MediaArgs {
+    /// A ring tone of `pattern` on the call's speaker, unless
+    /// `--no-ring-tone` or the output is no speaker (stopped when dropped).
+    pub fn ring_tone(&self, pattern: &str) -> Option<crate::call::ring::RingTone> {
+        if self.no_ring_tone {
+            return None;
+        }
+        crate::call::ring::RingTone::start_or_warn(&self.output, pattern)
+    }
 }
 
 /// The two direct-call state machines, as the media runner drives them.

@@ -282,7 +282,12 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                     );
                 }
                 let policy = if accept == Accept::Ask {
-                    match ring(&mut sig, &mut call, &controls, &stop).await? {
+                    // The speaker rings too; stopped (its device closed)
+                    // before an answered call's graph opens it.
+                    let tone = args.media.ring_tone(crate::call::ring::RING);
+                    let rang = ring(&mut sig, &mut call, &controls, &stop).await;
+                    drop(tone);
+                    match rang? {
                         Rang::Answered => Accept::Contacts,
                         Rang::Declined => Accept::Reject,
                         Rang::Ended(why) => {

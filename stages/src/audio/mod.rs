@@ -29,6 +29,7 @@ pub mod ns;
 pub mod null_sink;
 pub mod res;
 pub mod resample;
+pub mod ring_source;
 pub mod room;
 pub mod signal;
 pub mod split;
@@ -42,6 +43,7 @@ pub use signal::{rms_dbfs, xcorr_peak};
 /// Registers every `audio.*` stage kind.
 pub fn register(registry: &mut Registry) -> Result<(), wzp_engine::registry::RegisterError> {
     registry.register(tone_source::ToneSource)?;
+    registry.register(ring_source::RingSource)?;
     registry.register(wav_source::WavSource)?;
     registry.register(wav_sink::WavSink)?;
     registry.register(null_sink::NullSink)?;

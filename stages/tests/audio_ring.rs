@@ -1,0 +1,127 @@
+//! `audio.ring_source`: the cadences a callee's and a caller's speaker
+//! play, at their level, with click-free edges; bad params refused. Every
+//! `process` runs under `assert_no_alloc`.
+
+wzp_engine::install_alloc_checker!();
+
+mod audio_support;
+
+use audio_support::*;
+use wzp_engine::prelude::*;
+use wzp_engine::rt_check::assert_rt_safe;
+use wzp_stages::audio::ring_source::RingSource;
+use wzp_stages::audio::signal::rms_dbfs;
+
+/// `quanta` quanta of the pattern.
+fn play(pattern: &str, level_db: f64, quanta: usize) -> (Vec<f32>, Harness) {
+    let mut h = Harness::build(
+        &RingSource,
+        &[("pattern", text(pattern)), ("level_db", float(level_db))],
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    for _ in 0..quanta {
+        assert_rt_safe("audio.ring_source process", 1, || {
+            h.run();
+        });
+        out.extend_from_slice(h.output(0));
+    }
+    (out, h)
+}
+
+/// Per 10 ms, whether the ring sounds (over -60 dBFS RMS).
+fn sounding(x: &[f32]) -> Vec<bool> {
+    x.chunks(480).map(|c| rms_dbfs(c) > -60.0).collect()
+}
+
+/// (start, end) of each run of sound, in 10 ms blocks.
+fn bursts(on: &[bool]) -> Vec<(usize, usize)> {
+    let mut v = Vec::new();
+    let mut start = None;
+    for (i, &s) in on.iter().enumerate() {
+        match (s, start) {
+            (true, None) => start = Some(i),
+            (false, Some(a)) => {
+                v.push((a, i));
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(a) = start {
+        v.push((a, on.len()));
+    }
+    v
+}
+
+#[test]
+fn a_callee_hears_a_double_ring_every_three_seconds() {
+    // 6.5 s: two whole cadences and the start of a third.
+    let (x, h) = play("ring", -16.0, 325);
+    assert_eq!(
+        bursts(&sounding(&x)),
+        [(0, 40), (60, 100), (300, 340), (360, 400), (600, 640)],
+        "0.4 s on, 0.2 off, 0.4 on, 2 off"
+    );
+    assert_eq!(h.counter("rings"), 3);
+    // The peak is the level asked for (two tones in phase at most).
+    let peak = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let peak_db = 20.0 * peak.log10();
+    assert!((-17.0..=-16.0).contains(&peak_db), "peak {peak_db} dBFS");
+    // Both tones are there, nothing else: most of the energy at 400 and 450.
+    let burst = &x[4_800..4_800 + 9_600];
+    let e = |f: f64| {
+        let (mut c, mut s) = (0f64, 0f64);
+        for (i, v) in burst.iter().enumerate() {
+            let w = std::f64::consts::TAU * f * i as f64 / 48_000.0;
+            c += f64::from(*v) * w.cos();
+            s += f64::from(*v) * w.sin();
+        }
+        (c * c + s * s).sqrt()
+    };
+    assert!(e(400.0) > 50.0 * e(1000.0));
+    assert!(e(450.0) > 50.0 * e(1000.0));
+    assert!((e(400.0) / e(450.0) - 1.0).abs() < 0.1);
+}
+
+#[test]
+fn a_caller_hears_ringback_two_seconds_in_six() {
+    let (x, h) = play("ringback", -20.0, 650);
+    assert_eq!(
+        bursts(&sounding(&x)),
+        [(0, 200), (600, 800), (1200, 1300)],
+        "2 s on, 4 s off"
+    );
+    assert_eq!(h.counter("rings"), 3);
+}
+
+#[test]
+fn bursts_fade_in_and_out_without_a_click() {
+    let (x, _) = play("ring", 0.0, 60);
+    // Sample to sample, the ring never jumps more than its two tones can
+    // move in one sample at full scale (no step at an edge).
+    let max_step = x
+        .windows(2)
+        .map(|w| (w[1] - w[0]).abs())
+        .fold(0f32, f32::max);
+    let slope = (std::f64::consts::TAU * 450.0 / 48_000.0) as f32;
+    assert!(max_step <= slope * 1.05, "step {max_step} > {slope}");
+    // The first and last samples of a burst are near silence.
+    assert!(x[0].abs() < 1e-3);
+    assert!(x[19_199].abs() < 0.01, "{}", x[19_199]);
+}
+
+#[test]
+fn bad_params_are_refused_with_what_to_use() {
+    for (set, needle) in [
+        (vec![("pattern", text("chime"))], "\"ring\" or \"ringback\""),
+        (vec![("level_db", float(3.0))], "level_db"),
+        (vec![("level_db", float(-80.0))], "level_db"),
+    ] {
+        let err = match Harness::build(&RingSource, &set) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("{set:?} built"),
+        };
+        assert!(err.contains(needle), "{set:?}: {err}");
+    }
+}

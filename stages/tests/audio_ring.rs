@@ -7,7 +7,6 @@ wzp_engine::install_alloc_checker!();
 mod audio_support;
 
 use audio_support::*;
-use wzp_engine::prelude::*;
 use wzp_engine::rt_check::assert_rt_safe;
 use wzp_stages::audio::ring_source::RingSource;
 use wzp_stages::audio::signal::rms_dbfs;

@@ -230,7 +230,13 @@ impl RoomService {
                     room: s.room.clone(),
                     fingerprint: s.fingerprint.to_string(),
                     alias: s.alias.clone(),
-                    remote: s.remote.to_string(),
+                    // Where the connection is now: QUIC follows a client
+                    // whose address changes (a NAT that maps it anew, a
+                    // move between networks).
+                    remote: io
+                        .map_or(s.remote, |io| io.conn.remote_address())
+                        .to_string(),
+                    joined_from: s.remote.to_string(),
                     joined_unix_ms: s.joined_unix_ms,
                     max_datagram_size: io.and_then(|io| quic::max_datagram_size(&io.conn)),
                     rtt_ms: io.map_or(0.0, |io| io.conn.rtt().as_secs_f64() * 1e3),
@@ -267,7 +273,10 @@ pub struct SessionView {
     pub room: String,
     pub fingerprint: String,
     pub alias: Option<String>,
+    /// The client's address now.
     pub remote: String,
+    /// Its address when it joined.
+    pub joined_from: String,
     pub joined_unix_ms: u64,
     /// Largest datagram the path takes now (profile choice must fit it).
     pub max_datagram_size: Option<usize>,

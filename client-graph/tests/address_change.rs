@@ -20,13 +20,6 @@ use common::*;
 const WAIT: Duration = Duration::from_secs(20);
 const NATS: &str = include_str!("nats.sh");
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
-}
-
 /// The namespaces of `nats.sh`, removed when dropped.
 struct Nets {
     tag: String,

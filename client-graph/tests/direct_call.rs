@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bin, write_wav_16k as write_wav, Proc, Relay};
+use common::{bin, is_root, write_wav_16k as write_wav, Proc, Relay};
 
 use wzp_stages::audio::signal::{rms_dbfs, speech_like, xcorr_peak};
 use wzp_stages::audio::wav_source::read_wav_mono;
@@ -1403,12 +1403,6 @@ fn a_trusting_callee_gets_the_media_straight_from_the_caller() {
 }
 
 /// Whether this test runs as root (firewall rules and namespaces need it).
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
-}
 
 /// The caller hangs up (SIGINT); both end well.
 fn hang_up(a: &mut Proc, b: &mut Proc) {

@@ -718,6 +718,56 @@ fn keepalive_expiry_ends_presence_and_pings_keep_it() {
     assert!(net.close_of(a.conn).is_none());
 }
 
+/// A listener whose address changed since it registered (QUIC moved its
+/// connection) answers with the address it was told; the relay gives the
+/// caller where it sees the listener now, and tells the listener so when
+/// it asks.
+#[test]
+fn a_callee_that_moved_since_it_registered_is_reached_where_it_is_now() {
+    let mut net = Net::new(Net::default_config());
+    let mut a = Client::online(&mut net, 1, AcceptMode::AcceptGeneric);
+    let mut b = Client::online(&mut net, 2, AcceptMode::AcceptTrusted);
+    // The same address is no move.
+    net.input(Input::Moved {
+        conn: b.conn,
+        remote: b.remote,
+    });
+    assert_eq!(net.hub.counters().moved, 0);
+    let moved: SocketAddr = "198.51.100.9:40000".parse().unwrap();
+    net.input(Input::Moved {
+        conn: b.conn,
+        remote: moved,
+    });
+    assert_eq!(net.hub.counters().moved, 1);
+    a.call(&mut net, "mv1", b.identity.fingerprint());
+    settle(&mut net, &mut [&mut a, &mut b]);
+    assert_eq!(
+        a.answered().expect("answered").peer_direct_addr,
+        Some(moved)
+    );
+    // Asked, the relay tells B where it is now.
+    net.frame(b.conn, SignalMessage::Reflect);
+    assert!(net.take(b.conn).contains(&SignalMessage::ReflectResponse {
+        observed_addr: moved,
+        mapping_port: None,
+        mapping_token: None,
+    }));
+    // A caller that moved is shared where it is now too.
+    a.hangup(&mut net);
+    settle(&mut net, &mut [&mut a, &mut b]);
+    let a_moved: SocketAddr = "203.0.113.5:50000".parse().unwrap();
+    net.input(Input::Moved {
+        conn: a.conn,
+        remote: a_moved,
+    });
+    let mut c = Client::online(&mut net, 3, AcceptMode::AcceptTrusted);
+    call_sharing(&mut net, &mut a, &mut c, "mv2", Vec::new());
+    assert_eq!(
+        c.answered().expect("answered").peer_direct_addr,
+        Some(a_moved)
+    );
+}
+
 #[test]
 fn reflect_answers_with_the_observed_address_even_before_registration() {
     let mut net = Net::new(Net::default_config());

@@ -29,6 +29,14 @@ pub fn bin(name: &str) -> PathBuf {
     b
 }
 
+/// Whether the tests run as root (network namespaces need it).
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
 /// A fresh directory `PREFIX-PID-NAME` under the system's temporary one.
 pub fn tmp(prefix: &str, name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("{prefix}-{}-{name}", std::process::id()));

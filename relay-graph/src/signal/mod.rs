@@ -174,6 +174,14 @@ pub enum Input {
         /// Which connection.
         conn: ConnId,
     },
+    /// The connection's client is at another address now (QUIC moved the
+    /// connection: its NAT mapped it anew, or it changed networks).
+    Moved {
+        /// Which connection.
+        conn: ConnId,
+        /// Its address now.
+        remote: SocketAddr,
+    },
     /// A step of a cross-relay call from the federation: an offer for a
     /// user registered here, or the far party's ringing, answer, confirm or
     /// hangup.
@@ -372,6 +380,8 @@ pub struct HubCounters {
     /// Mapping probes dropped: a token no connection has, or a connection
     /// answered [`wzp_proto::mapping::MAX_ANSWERS`] times already.
     pub mapping_dropped: u64,
+    /// Connections whose client moved to another address.
+    pub moved: u64,
     refusals: HashMap<&'static str, u64>,
 }
 
@@ -569,6 +579,16 @@ impl SignalHub {
                 }
             }
             Input::Disconnected { conn } => self.forget(conn),
+            Input::Moved { conn, remote } => {
+                if let Some(s) = self.sessions.get_mut(&conn).filter(|s| s.remote != remote) {
+                    tracing::debug!(%conn, from = %s.remote, to = %remote, "signal client moved");
+                    s.remote = remote;
+                    // What the mapping test showed was of the old network's
+                    // NAT.
+                    s.mapping = wzp_proto::mapping::Mapping::Unknown;
+                    self.counters.moved += 1;
+                }
+            }
             Input::Federated(s) => self.federated(s, now),
             Input::MappingProbe { token, from } => self.mapping_probe(token, from),
         }
@@ -927,7 +947,10 @@ impl SignalHub {
         match m {
             M::RegisterPresence { .. } => self.register(conn, &m, now),
             M::Reflect => {
-                if let Some(remote) = self.sessions.get(&conn).map(|s| s.remote) {
+                if let Some(remote) = self.sessions.get_mut(&conn).map(|s| {
+                    s.told = s.remote;
+                    s.remote
+                }) {
                     let (mapping_port, mapping_token) = self.mapping_offer(conn);
                     self.send(
                         conn,
@@ -1045,6 +1068,9 @@ impl SignalHub {
                 format!("{fp} registered again from {remote}; this registration is replaced"),
             );
         }
+        if let Some(s) = self.sessions.get_mut(&conn) {
+            s.told = remote;
+        }
         let (mapping_port, mapping_token) = self.mapping_offer(conn);
         self.send(
             conn,
@@ -1060,6 +1086,19 @@ impl SignalHub {
                 mapping_token,
             },
         );
+    }
+
+    /// The address a party shares for a direct path: the one it claims,
+    /// unless that is the one it was told and it has moved since (its NAT
+    /// mapped it anew, it changed networks: QUIC followed it), when the
+    /// relay gives where it sees it now. A claim the relay never told
+    /// stands as it is (the relay passes it on, as always, only to a
+    /// trusted peer).
+    fn current_addr(&self, conn: ConnId, claimed: Option<SocketAddr>) -> Option<SocketAddr> {
+        match (claimed, self.sessions.get(&conn)) {
+            (Some(c), Some(s)) if c == s.told && s.remote != s.told => Some(s.remote),
+            _ => claimed,
+        }
     }
 
     fn offer(&mut self, conn: ConnId, m: SignalMessage, now: Instant) {
@@ -1079,6 +1118,7 @@ impl SignalHub {
         let Some(me) = self.registered(conn, "direct_call_offer") else {
             return;
         };
+        let caller_reflexive_addr = self.current_addr(conn, caller_reflexive_addr);
         let err = HangupReason::Error;
         if wzp_proto::sni::call_room(&call_id).is_none() {
             let msg = OfferRefusal::BadCallId(call_id.clone()).to_string();
@@ -1221,6 +1261,7 @@ impl SignalHub {
         if self.registered(conn, "direct_call_answer").is_none() {
             return;
         }
+        let callee_reflexive_addr = self.current_addr(conn, callee_reflexive_addr);
         let Some((call, _)) =
             self.party_call(conn, &call_id, Some(Party::Callee), "direct_call_answer")
         else {

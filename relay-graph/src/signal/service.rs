@@ -485,6 +485,7 @@ pub async fn serve_signal(services: Arc<Services>, conn: quinn::Connection) {
         })
     };
     let mut reader = SignalReader::new(recv, MAX_SIGNAL_FRAME);
+    let mut last_remote = remote;
     loop {
         // Biased, the stream first: a client's last message (a `reject`, a
         // `hangup`) is often followed at once by its connection's close, and
@@ -510,6 +511,22 @@ pub async fn serve_signal(services: Arc<Services>, conn: quinn::Connection) {
             },
             _ = conn.closed() => break,
         };
+        // QUIC follows a client whose address changes; the hub hears of
+        // it before the client's next message.
+        let now = conn.remote_address();
+        if now != last_remote {
+            last_remote = now;
+            if tx
+                .send(Cmd::Input(Input::Moved {
+                    conn: id,
+                    remote: now,
+                }))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
         if tx.send(Cmd::Input(input)).await.is_err() {
             break;
         }

@@ -77,8 +77,13 @@ pub enum Phase {
 /// Per-connection state of the signal hub.
 #[derive(Debug)]
 pub struct SignalSession {
-    /// The client's address as the relay sees it.
+    /// The client's address as the relay sees it now (QUIC follows a
+    /// client whose address changes: [`super::Input::Moved`]).
     pub remote: SocketAddr,
+    /// The address the client was last told it has (its registration's
+    /// or a reflection's `observed_addr`): what it says it is at until it
+    /// asks again.
+    pub told: SocketAddr,
     /// The presence challenge for this connection.
     pub nonce: [u8; 32],
     /// Exchange progress.
@@ -123,6 +128,7 @@ impl SignalSession {
     ) -> SignalSession {
         SignalSession {
             remote,
+            told: remote,
             nonce,
             phase: Phase::AwaitHello,
             fingerprint: None,

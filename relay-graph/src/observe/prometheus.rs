@@ -350,6 +350,11 @@ pub fn render(s: &Services, signal: &SignalViews) -> String {
             "Registrations that replaced an older one of the same fingerprint.",
             hc.replaced,
         ),
+        (
+            "wzp_signal_moved_total",
+            "Signal connections whose client moved to another address (QUIC followed it).",
+            hc.moved,
+        ),
     ] {
         head(&mut out, name, "counter", help);
         let _ = writeln!(out, "{name} {v}");

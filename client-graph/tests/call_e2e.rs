@@ -509,6 +509,9 @@ fn top_shows_what_the_call_sends_and_hears() {
     a.wait_line("a --top screen naming bob's chain", |l| {
         l.starts_with("  jb") && l.contains(" bob: delay ")
     });
+    wait_until("alice's --stats-json has bob talking", || {
+        room_member(&dir, "alice", "bob").is_some_and(|p| p["talking"] == true)
+    });
     // And the screen after it, which counts from that one.
     a.wait_line("another --top screen", |l| {
         l.starts_with("wzp top — call — room e2e — ")
@@ -559,6 +562,17 @@ fn top_shows_what_the_call_sends_and_hears() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// The member aliased `alias` in the `room` of `name`'s `--stats-json`.
+fn room_member(dir: &Path, name: &str, alias: &str) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(dir.join(format!("{name}.json"))).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["room"]["participants"]
+        .as_array()?
+        .iter()
+        .find(|p| p["alias"] == alias)
+        .cloned()
+}
+
 /// A figure of `name`'s `--stats-json` as the call goes (0 until the file
 /// and the figure are there).
 fn live_figure(dir: &Path, name: &str, stage: &str, kind: &str, key: &str) -> i64 {
@@ -581,6 +595,11 @@ fn a_muted_talker_sends_silence_until_unmuted_by_signal() {
     b.saw_or_wait("that alice is muted", |l| {
         l.starts_with("room e2e: 2 (") && l.contains("alice (muted)")
     });
+    // Bob's --stats-json says so too, and that bob is bob.
+    wait_until("bob's --stats-json lists alice muted", || {
+        room_member(&dir, "bob", "alice").is_some_and(|p| p["muted"] == true && p["you"] == false)
+    });
+    assert_eq!(room_member(&dir, "bob", "bob").unwrap()["you"], true);
     // Bob plays alice's frames while she is muted: she keeps sending, and
     // what she sends is silence.
     wait_until("bob plays 2 s of alice's muted frames", || {

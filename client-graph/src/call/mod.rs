@@ -68,11 +68,19 @@ pub const TOP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Writes `report` to `path` through a temporary file and a rename, so a
 /// reader sees the old figures or the new ones, never half a file.
-pub fn write_stats_json(report: &Report, path: &std::path::Path) -> Result<()> {
+pub fn write_stats_json(
+    report: &Report,
+    room: Option<&serde_json::Value>,
+    path: &std::path::Path,
+) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, serde_json::to_string_pretty(report)?)
+    let mut doc = serde_json::to_value(report)?;
+    if let (Some(room), Some(obj)) = (room, doc.as_object_mut()) {
+        obj.insert("room".into(), room.clone());
+    }
+    std::fs::write(&tmp, serde_json::to_string_pretty(&doc)?)
         .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path)
         .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
@@ -110,6 +118,8 @@ pub const PATH_LIVE: &str = "call.path";
 /// What a call leaves behind.
 pub struct CallOutcome {
     pub report: Report,
+    /// The room as last written to `--stats-json` ([`top::room_json`]).
+    pub room: Option<serde_json::Value>,
     /// Times the client was admitted to the room (1 + reconnections).
     pub joins: u32,
 }
@@ -274,6 +284,10 @@ pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
     let mut next_report = Instant::now() + media::TELEMETRY_INTERVAL;
     let mut next_stats_json = Instant::now() + STATS_JSON_INTERVAL;
     let mut stats_json_warned = false;
+    // The room written with the figures, and the figures of the write
+    // before (who is talking is read over the last second).
+    let mut room_json: Option<serde_json::Value> = None;
+    let mut last_stats_report: Option<Report> = None;
     let mut top = opts.top.then(|| {
         top::Top::new(match &opts.direct {
             Some(d) => format!("direct call with {}", d.with),
@@ -341,11 +355,17 @@ pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
             if Instant::now() >= next_stats_json {
                 next_stats_json += STATS_JSON_INTERVAL;
                 let report = stats.report(&stats.snapshot(), None);
-                if let Err(e) = write_stats_json(&report, path) {
+                room_json = roster
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .as_ref()
+                    .map(|r| top::room_json(&report, last_stats_report.as_ref(), r));
+                if let Err(e) = write_stats_json(&report, room_json.as_ref(), path) {
                     if !std::mem::replace(&mut stats_json_warned, true) {
                         eprintln!("{}warning: --stats-json: {e:#}", opts.label);
                     }
                 }
+                last_stats_report = Some(report);
             }
         }
         // Each (re)join reports the path's datagram limit: send with the
@@ -405,6 +425,7 @@ pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
     rt.shutdown_timeout(Duration::from_millis(500));
     Ok(CallOutcome {
         report,
+        room: room_json,
         joins: joins?,
     })
 }

@@ -297,6 +297,31 @@ fn talking(now: &Report, before: Option<&Report>, senders: &[u32]) -> bool {
         })
 }
 
+/// The room as `--stats-json` writes it (key `room`): each member with
+/// its fingerprint, alias, relay label (on another relay), whether it is
+/// this client, said it muted, or is talking (as `--top` reads it), and the
+/// media sender ids the relay bound to it.
+pub fn room_json(now: &Report, before: Option<&Report>, r: &Roster) -> serde_json::Value {
+    let muted_here = stage(now, "audio.mute").and_then(|m| gauge(m, "muted")) == Some(1);
+    let participants: Vec<serde_json::Value> = r
+        .participants
+        .iter()
+        .map(|p| {
+            let me = p.fingerprint == r.me;
+            serde_json::json!({
+                "fingerprint": p.fingerprint.to_string(),
+                "alias": p.alias,
+                "relay_label": p.relay_label,
+                "you": me,
+                "muted": p.muted || (me && muted_here),
+                "talking": !me && talking(now, before, &p.senders),
+                "senders": p.senders,
+            })
+        })
+        .collect();
+    serde_json::json!({ "count": r.count, "participants": participants })
+}
+
 fn room(out: &mut String, now: &Report, before: Option<&Report>, r: &Roster, muted_here: bool) {
     let mut names: Vec<String> = r
         .participants
@@ -564,6 +589,38 @@ mod tests {
         let s = summary_with(&report(stages), None, &[], Some(&roster));
         assert!(s.contains("4: ann (you, muted), bob"), "{s}");
         assert!(s.contains("  jb0      delay 82 ms"), "{s}");
+    }
+
+    #[test]
+    fn the_room_in_stats_json_says_who_is_who_talks_and_muted() {
+        let roster = Roster {
+            me: wzp_proto::Fingerprint([1; 16]),
+            participants: vec![
+                member(1, "ann", false, &[50]),
+                member(2, "bob", false, &[70]),
+                member(3, "cy", true, &[90]),
+            ],
+            count: 3,
+        };
+        let before = report(room_call(100, 40));
+        let mut now = room_call(130, 40);
+        now.push(st("mute", "audio.mute", &[], &[("muted", 1)]));
+        let v = room_json(&report(now), Some(&before), &roster);
+        assert_eq!(v["count"], 3);
+        let p = v["participants"].as_array().unwrap();
+        assert_eq!(p.len(), 3);
+        assert_eq!(p[0]["alias"], "ann");
+        assert_eq!(p[0]["you"], true);
+        assert_eq!(p[0]["muted"], true, "muted here shows at once");
+        assert_eq!(p[1]["talking"], true);
+        assert_eq!(p[1]["muted"], false);
+        assert_eq!(p[1]["senders"], serde_json::json!([70]));
+        assert_eq!(p[2]["muted"], true);
+        assert_eq!(p[2]["talking"], false);
+        assert_eq!(
+            p[2]["fingerprint"],
+            wzp_proto::Fingerprint([3; 16]).to_string()
+        );
     }
 
     #[test]

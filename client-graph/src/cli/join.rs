@@ -116,7 +116,12 @@ pub fn join_cmd(args: JoinArgs) -> Result<()> {
     }
     let relay = opts.relay.clone();
     let outcome = call::run_call(opts)?;
-    finish_report(&outcome.report, args.stats_json.as_deref(), args.quiet)?;
+    finish_report(
+        &outcome.report,
+        outcome.room.as_ref(),
+        args.stats_json.as_deref(),
+        args.quiet,
+    )?;
     // The call ended (--duration, Ctrl-C) before the relay ever answered:
     // nothing was sent or heard, which is no success.
     if outcome.joins == 0 {

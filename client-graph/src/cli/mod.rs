@@ -81,11 +81,12 @@ pub fn load(graph: &Path, set: &[String]) -> Result<(GraphSpec, Registry)> {
 
 pub fn finish_report(
     report: &wzp_engine::stats::Report,
+    room: Option<&serde_json::Value>,
     json: Option<&Path>,
     quiet: bool,
 ) -> Result<()> {
     if let Some(path) = json {
-        crate::call::write_stats_json(report, path)?;
+        crate::call::write_stats_json(report, room, path)?;
     }
     if !quiet {
         print!("{}", report.table());

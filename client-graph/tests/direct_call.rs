@@ -1859,6 +1859,58 @@ fn a_direct_path_goes_through_both_parties_nats() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Bob's address behind his NAT changes after he registered (a new
+/// address on his network): his NAT maps him to a new public port, his
+/// relay connection follows (QUIC), and the address he registered with is
+/// stale. The relay gives Alice the one it sees him at now, and tells Bob
+/// where he is in the call's setup: the direct path still comes up.
+#[test]
+fn a_listener_that_moved_since_it_registered_is_reached_directly() {
+    let Some((_s, dir, nats)) = nat_test("nats-moved") else {
+        return;
+    };
+    let relay = start_relay_in(Some(&nats.ns("pub")), &dir, "0.0.0.0:0", &[]);
+    let port = relay.addr.port();
+    let speech = speech_like(16_000);
+    write_wav(&dir.join("a-says.wav"), &speech);
+    let (mut b, b_fp) = bob_behind_nat(
+        &nats,
+        SocketAddr::from(([10, 0, 2, 1], port)),
+        &dir,
+        &relay,
+        "8s",
+    );
+    let dev = nats.ns("bl");
+    for cmd in [
+        vec![
+            "sysctl",
+            "-qw",
+            &format!("net.ipv4.conf.{dev}.promote_secondaries=1"),
+        ],
+        vec!["ip", "addr", "add", "192.168.2.3/24", "dev", &dev],
+        vec!["ip", "addr", "del", "192.168.2.2/24", "dev", &dev],
+        vec!["ip", "route", "replace", "default", "via", "192.168.2.1"],
+    ] {
+        let ok = Command::new("ip")
+            .args(["netns", "exec", &nats.ns("b")])
+            .args(&cmd)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "{cmd:?}");
+    }
+    let mut a = alice_behind_nat(
+        &nats,
+        SocketAddr::from(([10, 0, 1, 1], port)),
+        &dir,
+        &relay,
+        &b_fp,
+        "8s",
+    );
+    path_through_both_nats(&mut a, &mut b, &dir, &speech);
+    drop(nats);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// Alice and Bob each behind a NAT that maps every destination to a new
 /// port (symmetric): the port the relay saw is not the one a packet to the
 /// peer leaves from, so neither side's packets find the other's mapping.

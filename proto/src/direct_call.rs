@@ -30,7 +30,8 @@
 //! // The relay forwards the answer and sends call_setup to both.
 //! let setup = |peer| SignalMessage::CallSetup { call_id: "c1".into(), room: "call-c1".into(),
 //!     relay_addr: "relay:4433".into(), peer_direct_addr: None, peer_local_addrs: vec![],
-//!     peer_fingerprint: Some(peer), peer_mapping: wzp_proto::mapping::Mapping::Unknown };
+//!     peer_fingerprint: Some(peer), peer_mapping: wzp_proto::mapping::Mapping::Unknown,
+//!     observed_addr: None };
 //! assert!(out.handle(&answer).is_none());
 //! let Some(CallEvent::Answered(a)) = out.handle(&setup(bob.fingerprint())) else { panic!() };
 //! let confirm = out.poll_send().unwrap();
@@ -127,6 +128,9 @@ pub struct CallReady {
     /// What the relay's mapping test showed of the peer's NAT, for
     /// `peer_direct_addr` ([`crate::mapping`]; untested without it).
     pub peer_mapping: crate::mapping::Mapping,
+    /// This party's own address as the relay saw it at the call's setup
+    /// (`None` from a relay that does not say).
+    pub observed_addr: Option<SocketAddr>,
     /// How the callee answered: with [`AcceptMode::AcceptTrusted`] the two
     /// parties may share their addresses for a direct path (through the
     /// relay on one relay, sealed in `call_path` across relays).
@@ -173,6 +177,7 @@ struct Setup {
     peer_direct_addr: Option<SocketAddr>,
     peer_local_addrs: Vec<SocketAddr>,
     peer_mapping: crate::mapping::Mapping,
+    observed_addr: Option<SocketAddr>,
 }
 
 fn setup_of(msg: &SignalMessage) -> Setup {
@@ -183,6 +188,7 @@ fn setup_of(msg: &SignalMessage) -> Setup {
             peer_direct_addr,
             peer_local_addrs,
             peer_mapping,
+            observed_addr,
             ..
         } => Setup {
             room: room.clone(),
@@ -198,6 +204,7 @@ fn setup_of(msg: &SignalMessage) -> Setup {
             } else {
                 crate::mapping::Mapping::Unknown
             },
+            observed_addr: *observed_addr,
         },
         _ => unreachable!("setup_of is only called on call_setup"),
     }
@@ -235,6 +242,7 @@ fn ready(call_id: &str, keys: &SessionKeys, setup: &Setup, accept_mode: AcceptMo
         peer_direct_addr: setup.peer_direct_addr,
         peer_local_addrs: setup.peer_local_addrs.clone(),
         peer_mapping: setup.peer_mapping,
+        observed_addr: setup.observed_addr,
         accept_mode,
     }))
 }
@@ -819,6 +827,7 @@ mod tests {
     fn setup(call_id: &str) -> SignalMessage {
         SignalMessage::CallSetup {
             peer_mapping: crate::mapping::Mapping::Unknown,
+            observed_addr: None,
             call_id: call_id.into(),
             room: format!("call-{call_id}"),
             relay_addr: "r:1".into(),

@@ -469,6 +469,10 @@ pub enum SignalMessage {
         /// (absent: untested).
         #[serde(default, skip_serializing_if = "crate::mapping::Mapping::is_unknown")]
         peer_mapping: crate::mapping::Mapping,
+        /// This party's own address as the relay sees it now (its
+        /// registration's may be old: QUIC follows a client that moved).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        observed_addr: Option<SocketAddr>,
     },
     /// Client asks the relay for its server-reflexive address.
     Reflect,

@@ -52,6 +52,7 @@ fn bob_addrs() -> PathAddrs {
 fn setup(call_id: &str, peer: &Identity) -> SignalMessage {
     SignalMessage::CallSetup {
         peer_mapping: Default::default(),
+        observed_addr: None,
         call_id: call_id.into(),
         room: format!("call-{call_id}"),
         relay_addr: "relay.example:4433".into(),

@@ -92,6 +92,7 @@ fn old_json_without_optional_fields_parses() {
         msg(r#"{"type":"call_setup","call_id":"d1","room":"call-d1","relay_addr":"1.2.3.4:4433"}"#),
         SignalMessage::CallSetup {
             peer_mapping: Default::default(),
+            observed_addr: None,
             call_id: "d1".into(),
             room: "call-d1".into(),
             relay_addr: "1.2.3.4:4433".into(),

@@ -745,6 +745,9 @@ fn a_callee_that_moved_since_it_registered_is_reached_where_it_is_now() {
         a.answered().expect("answered").peer_direct_addr,
         Some(moved)
     );
+    // Each party's setup says where the relay sees it now.
+    assert_eq!(b.answered().expect("answered").observed_addr, Some(moved));
+    assert_eq!(a.answered().unwrap().observed_addr, Some(a.remote));
     // Asked, the relay tells B where it is now.
     net.frame(b.conn, SignalMessage::Reflect);
     assert!(net.take(b.conn).contains(&SignalMessage::ReflectResponse {

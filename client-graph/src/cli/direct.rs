@@ -260,11 +260,25 @@ pub async fn run_media(
     // two parties seal theirs for each other (`call_path`), the caller
     // first, once the callee answered `accept_trusted`; the path starts
     // when the peer's arrive.
+    // Where the relay sees this side now: one that moved since it
+    // registered (QUIC followed it to its new address) holds an old address,
+    // and a mapping test of the old network's NAT.
+    let registered_at = direct.and_then(|(_, own)| own);
+    let moved = matches!(
+        (ready.observed_addr, registered_at),
+        (Some(now), Some(then)) if now != then
+    );
+    let direct = direct.map(|(role, own)| (role, ready.observed_addr.or(own)));
     let relay_gave = ready.peer_direct_addr.is_some() || !ready.peer_local_addrs.is_empty();
     let sealed = direct.filter(|_| {
         !relay_gave && ready.accept_mode == wzp_proto::signal::AcceptMode::AcceptTrusted
     });
-    let own_mapping = sig.mapping();
+    let own_mapping = if moved {
+        tracing::info!(?registered_at, now = ?ready.observed_addr, "this side moved since it registered");
+        wzp_proto::mapping::Mapping::Unknown
+    } else {
+        sig.mapping()
+    };
     let mine = sealed.map(|(_, own)| PathAddrs {
         observed: own,
         local: crate::nat::own_local_addrs(sig.endpoint(), sig.conn.remote_address(), own),

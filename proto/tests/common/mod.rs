@@ -201,6 +201,7 @@ pub fn samples() -> Vec<SignalMessage> {
             peer_local_addrs: vec!["192.168.1.20:1234".parse().unwrap()],
             peer_fingerprint: Some(fp(2)),
             peer_mapping: wzp_proto::mapping::Mapping::Independent,
+            observed_addr: Some("198.51.100.7:5000".parse().unwrap()),
         },
         M::Reflect,
         M::ReflectResponse {

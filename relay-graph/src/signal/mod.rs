@@ -1372,6 +1372,7 @@ impl SignalHub {
                     peer_local_addrs: peer_local,
                     peer_fingerprint: Some(peer),
                     peer_mapping,
+                    observed_addr: self.sessions.get(&to).map(|s| s.remote),
                 },
             );
         }

@@ -548,18 +548,27 @@ mod tests {
         }
     }
 
+    /// Ann (this client, sender 50), bob (70), cy (muted, 90) and, when
+    /// `dee`, dee, who has sent nothing yet.
+    fn roster_of(dee: bool) -> Roster {
+        let mut participants = vec![
+            member(1, "ann", false, &[50]),
+            member(2, "bob", false, &[70]),
+            member(3, "cy", true, &[90]),
+        ];
+        if dee {
+            participants.push(member(4, "dee", false, &[]));
+        }
+        Roster {
+            me: wzp_proto::Fingerprint([1; 16]),
+            count: participants.len() as u32,
+            participants,
+        }
+    }
+
     #[test]
     fn the_room_line_names_who_talks_and_who_muted_and_each_chain_its_talker() {
-        let roster = Roster {
-            me: wzp_proto::Fingerprint([1; 16]),
-            participants: vec![
-                member(1, "ann", false, &[50]),
-                member(2, "bob", false, &[70]),
-                member(3, "cy", true, &[90]),
-                member(4, "dee", false, &[]),
-            ],
-            count: 4,
-        };
+        let roster = roster_of(true);
         // Bob's chain was voiced in 30 quanta of the last second, cy's
         // (muted) in none.
         let before = report(room_call(100, 40));
@@ -593,15 +602,7 @@ mod tests {
 
     #[test]
     fn the_room_in_stats_json_says_who_is_who_talks_and_muted() {
-        let roster = Roster {
-            me: wzp_proto::Fingerprint([1; 16]),
-            participants: vec![
-                member(1, "ann", false, &[50]),
-                member(2, "bob", false, &[70]),
-                member(3, "cy", true, &[90]),
-            ],
-            count: 3,
-        };
+        let roster = roster_of(false);
         let before = report(room_call(100, 40));
         let mut now = room_call(130, 40);
         now.push(st("mute", "audio.mute", &[], &[("muted", 1)]));

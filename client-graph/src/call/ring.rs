@@ -44,68 +44,92 @@ to = "speaker.in"
 "#;
 
 /// A ring tone playing; it stops when dropped.
+///
+/// The tone's graph is built and run on a thread of its own: opening an
+/// audio device can take a while (a busy sound server), and the signalling
+/// that rings must not wait for it. Dropping the handle stops the graph
+/// and waits for it, so the device is closed when the drop returns.
 pub struct RingTone {
-    graph: Graph,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The ring graph for `pattern` on the speaker `output` names, running;
+/// `Ok(None)` when `output` is no speaker.
+fn ring_graph(output: &str, pattern: &str) -> Result<Option<Graph>> {
+    let Some(device) = speaker(output) else {
+        return Ok(None);
+    };
+    let mut vars = BTreeMap::new();
+    vars.insert("pattern".to_string(), pattern.to_string());
+    vars.insert("device".to_string(), device.to_string());
+    let spec =
+        GraphSpec::parse(RING_GRAPH, "ring tone (built in)", &vars).map_err(|e| anyhow!("{e}"))?;
+    let compiled = compile_with(
+        &spec,
+        &wzp_stages::registry(),
+        &Resources::new(),
+        &Existing::default(),
+        Wakers::default(),
+    )
+    .map_err(|e| anyhow!("{e}"))?;
+    let mut graph = Graph::new(compiled);
+    graph
+        .start(RunOptions {
+            driver: ClockDriver::Timer,
+            realtime: false,
+            ..Default::default()
+        })
+        .map_err(|e| anyhow!("{e}"))?;
+    Ok(Some(graph))
+}
+
+/// Cadences `graph` began.
+fn rings(graph: &Graph) -> u64 {
+    graph
+        .stats()
+        .stages_of_kind("audio.ring_source")
+        .filter_map(|s| s.counter("rings"))
+        .sum()
 }
 
 impl RingTone {
     /// Starts `pattern` ([`RING`] or [`RINGBACK`]) on the speaker `output`
-    /// names; `Ok(None)` when `output` is no speaker.
-    pub fn start(output: &str, pattern: &str) -> Result<Option<RingTone>> {
-        let Some(device) = speaker(output) else {
-            return Ok(None);
-        };
-        let mut vars = BTreeMap::new();
-        vars.insert("pattern".to_string(), pattern.to_string());
-        vars.insert("device".to_string(), device.to_string());
-        let spec = GraphSpec::parse(RING_GRAPH, "ring tone (built in)", &vars)
-            .map_err(|e| anyhow!("{e}"))?;
-        let compiled = compile_with(
-            &spec,
-            &wzp_stages::registry(),
-            &Resources::new(),
-            &Existing::default(),
-            Wakers::default(),
-        )
-        .map_err(|e| anyhow!("{e}"))?;
-        let mut graph = Graph::new(compiled);
-        graph
-            .start(RunOptions {
-                driver: ClockDriver::Timer,
-                realtime: false,
-                ..Default::default()
+    /// names, until dropped; `None` when `output` is no speaker. A speaker
+    /// that cannot play it is said on stderr (the call goes on without a
+    /// ring tone).
+    pub fn start(output: &str, pattern: &str) -> Option<RingTone> {
+        speaker(output)?;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let (output, pattern) = (output.to_string(), pattern.to_string());
+        let thread = std::thread::Builder::new()
+            .name("wzp-ring".into())
+            .spawn(move || match ring_graph(&output, &pattern) {
+                Ok(Some(mut graph)) => {
+                    // Until the handle is dropped (its sender with it).
+                    let _ = stopped.recv();
+                    let rings = rings(&graph);
+                    graph.stop();
+                    tracing::info!(rings, "ring tone stopped");
+                }
+                Ok(None) => {}
+                Err(e) => eprintln!("warning: no ring tone on {output}: {e:#}"),
             })
-            .map_err(|e| anyhow!("{e}"))?;
-        Ok(Some(RingTone { graph }))
-    }
-
-    /// [`RingTone::start`], saying on stderr why not when the speaker
-    /// cannot play it (the call goes on without a ring tone).
-    pub fn start_or_warn(output: &str, pattern: &str) -> Option<RingTone> {
-        match RingTone::start(output, pattern) {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("warning: no ring tone on {output}: {e:#}");
-                None
-            }
-        }
-    }
-
-    /// Cadences begun so far.
-    pub fn rings(&self) -> u64 {
-        self.graph
-            .stats()
-            .stages_of_kind("audio.ring_source")
-            .filter_map(|s| s.counter("rings"))
-            .sum()
+            .map_err(|e| eprintln!("warning: no ring tone: {e}"))
+            .ok()?;
+        Some(RingTone {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
     }
 }
 
 impl Drop for RingTone {
     fn drop(&mut self) {
-        let rings = self.rings();
-        self.graph.stop();
-        tracing::info!(rings, "ring tone stopped");
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -116,17 +140,20 @@ mod tests {
     #[test]
     fn only_a_speaker_rings() {
         for output in ["null", "out.wav", "speakers.wav", ""] {
-            assert!(RingTone::start(output, RING).unwrap().is_none(), "{output}");
+            assert!(RingTone::start(output, RING).is_none(), "{output}");
+            assert!(ring_graph(output, RING).unwrap().is_none(), "{output}");
         }
     }
 
     #[test]
     fn a_speaker_that_cannot_open_says_why() {
-        let e = match RingTone::start("speaker:no-such-device-here", RING) {
+        let e = match ring_graph("speaker:no-such-device-here", RING) {
             Err(e) => format!("{e:#}"),
             Ok(_) => panic!("a missing device rang"),
         };
         assert!(e.contains("no-such-device-here"), "{e}");
+        // The handle of a tone that could not start stops at once.
+        drop(RingTone::start("speaker:no-such-device-here", RING));
     }
 
     #[test]

@@ -124,7 +124,7 @@ impl MediaArgs {
         if self.no_ring_tone {
             return None;
         }
-        crate::call::ring::RingTone::start_or_warn(&self.output, pattern)
+        crate::call::ring::RingTone::start(&self.output, pattern)
     }
 }
 

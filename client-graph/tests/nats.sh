@@ -4,7 +4,8 @@
 # TAG prefixes every namespace and interface (at most 13 bytes); KIND is home,
 # symmetric (MASQUERADE --random-fully on both NATs), a-symmetric or
 # b-symmetric (on one), a-cgn-b-symmetric (a's NAT moves UDP ports into
-# 40000-40999 but keeps one mapping per socket for every destination, as
+# 20000-20999 (below the ephemeral ports a socket is given, so never its own
+# port) but keeps one mapping per socket for every destination, as
 # RFC 6888 asks of carrier-grade NATs; b's symmetric), or ipv6 (symmetric,
 # plus routed IPv6 behind stateful firewalls). Namespaces TAGpub (10.0.1.1, 10.0.2.1), TAGna and
 # TAGnb (the NATs: 10.0.1.2, 10.0.2.2), TAGa (192.168.1.2) and TAGb
@@ -31,7 +32,7 @@ for x in a b; do
   case $2 in $x-cgn-*)
     # Endpoint-independent, port moved: without --random the kernel reuses
     # a socket's mapped port for every destination.
-    ex ${S}n$x iptables -w -t nat -A POSTROUTING -o ${S}${x}p -p udp -j MASQUERADE --to-ports 40000-40999;;
+    ex ${S}n$x iptables -w -t nat -A POSTROUTING -o ${S}${x}p -p udp -j MASQUERADE --to-ports 20000-20999;;
   esac
   ex ${S}n$x iptables -w -t nat -A POSTROUTING -o ${S}${x}p -j MASQUERADE $RANDOM_PORTS
   # A home router's firewall: nothing new comes in from outside.

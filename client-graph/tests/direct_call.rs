@@ -1402,8 +1402,6 @@ fn a_trusting_callee_gets_the_media_straight_from_the_caller() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// Whether this test runs as root (firewall rules and namespaces need it).
-
 /// The caller hangs up (SIGINT); both end well.
 fn hang_up(a: &mut Proc, b: &mut Proc) {
     let _ = Command::new("kill")

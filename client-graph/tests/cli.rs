@@ -1110,6 +1110,34 @@ fn an_alias_relays_refuse_is_refused_up_front() {
     }
 }
 
+/// `--ring-on` takes a speaker only, and not beside `--no-ring-tone`.
+#[test]
+fn a_ring_tone_device_that_is_no_speaker_is_refused_up_front() {
+    for cmd in [
+        &[
+            "call",
+            "--relay",
+            "127.0.0.1:9",
+            "0000:0000:0000:0000:0000:0000:0000:0000",
+        ][..],
+        &["listen", "--relay", "127.0.0.1:9"][..],
+    ] {
+        for (args, want) in [
+            (&["--ring-on", "ring.wav"][..], "is no speaker"),
+            (&["--ring-on", "null"][..], "is no speaker"),
+            (
+                &["--ring-on", "speaker", "--no-ring-tone"][..],
+                "cannot be used with",
+            ),
+        ] {
+            let out = bin().args(cmd).args(args).output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{cmd:?} {args:?}: {err}");
+            assert!(err.contains(want), "{cmd:?} {args:?}: {err}");
+        }
+    }
+}
+
 /// A demo whose recording cannot be written fails before the call starts,
 /// and leaves none of its identities behind.
 #[test]

@@ -701,6 +701,7 @@ fn the_speakers_ring_while_a_call_rings_and_stop_when_it_is_answered() {
         &relay,
         "bob",
         &["listen"],
+        // Bob's call goes nowhere, his ring to the "speakers" (--ring-on).
         &[
             "--accept",
             "ask",
@@ -708,6 +709,8 @@ fn the_speakers_ring_while_a_call_rings_and_stop_when_it_is_answered() {
             "--input",
             "tone",
             "--output",
+            "null",
+            "--ring-on",
             "speaker:null",
             "--log",
             "info",

@@ -113,18 +113,36 @@ pub struct MediaArgs {
     /// Play no ring tone: by default, with `--output speaker`, `listen`'s
     /// speaker rings while a call waits to be answered (`--accept ask`) and
     /// `call`'s plays the ringback while the far end rings.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "ring_on")]
     pub no_ring_tone: bool,
+    /// Where the ring tone plays: `speaker` or `speaker:NAME` (`wzp-client
+    /// devices` lists them), e.g. the laptop's speakers while the call goes
+    /// to a headset. By default the call's own `--output`.
+    #[arg(long, value_name = "DEVICE", value_parser = parse_ring_on)]
+    pub ring_on: Option<String>,
+}
+
+/// `--ring-on`: a speaker, not a file or `null`.
+fn parse_ring_on(s: &str) -> std::result::Result<String, String> {
+    if crate::call::graph::speaker(s).is_some() {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is no speaker: use `speaker` or `speaker:NAME` (`wzp-client devices` lists them), or --no-ring-tone for none"
+        ))
+    }
 }
 
 impl MediaArgs {
-    /// A ring tone of `pattern` on the call's speaker, unless
-    /// `--no-ring-tone` or the output is no speaker (stopped when dropped).
+    /// A ring tone of `pattern` on `--ring-on`, else on the call's speaker,
+    /// unless `--no-ring-tone` or that output is no speaker (stopped when
+    /// dropped).
     pub fn ring_tone(&self, pattern: &str) -> Option<crate::call::ring::RingTone> {
         if self.no_ring_tone {
             return None;
         }
-        crate::call::ring::RingTone::start(&self.output, pattern)
+        let on = self.ring_on.as_deref().unwrap_or(&self.output);
+        crate::call::ring::RingTone::start(on, pattern)
     }
 }
 

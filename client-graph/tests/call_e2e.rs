@@ -455,6 +455,27 @@ fn two_clients_hear_each_other_through_the_relay() {
             .any(|l| l.starts_with(&format!("joined room e2e (room id {id}) via "))),
         "{said}"
     );
+    // Each says who is there as it joins (its first room line after the
+    // join; other threads' lines may come between): alice alone, or both if
+    // bob came first.
+    let after_join = |out: &str| -> String {
+        out.lines()
+            .skip_while(|l| !l.starts_with("joined room e2e "))
+            .find(|l| l.starts_with("room e2e: "))
+            .unwrap_or_else(|| panic!("no room line after the join: {out}"))
+            .to_string()
+    };
+    let first = after_join(&said);
+    assert!(
+        first == "room e2e: 1 (alice)" || first == "room e2e: 2 (bob, alice)",
+        "{first:?}\n{said}"
+    );
+    let bob_said = String::from_utf8_lossy(&talked[1].out.stdout);
+    let first = after_join(&bob_said);
+    assert!(
+        first == "room e2e: 2 (alice, bob)" || first == "room e2e: 1 (bob)",
+        "{first:?}\n{bob_said}"
+    );
     // Bob heard Alice's speech. The speech-like signal through Opus
     // correlates ~0.98 on a clean path (see loopback tests); a real network
     // hop with its own jitter buffer and start-up keeps it well above 0.7,

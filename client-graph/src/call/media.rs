@@ -38,6 +38,28 @@ pub(crate) struct RoomState {
 }
 
 impl RoomState {
+    /// Says what a room update shows: in a room, its line (`room NAME:
+    /// COUNT (ann, bob (muted))`), printed only when it changed (a
+    /// member's first media, its sender binding, is an update too); in a
+    /// direct call, whose room is the two parties, only when the other
+    /// one mutes or unmutes.
+    fn seen(
+        &mut self,
+        opts: &CallOptions,
+        me: wzp_proto::Fingerprint,
+        count: u32,
+        participants: &[wzp_proto::signal::RoomParticipant],
+    ) {
+        if opts.direct.is_some() {
+            return self.peer_state(opts, me, participants);
+        }
+        let line = super::roster::update_line(&opts.room, count, participants);
+        if self.printed.as_deref() != Some(line.as_str()) {
+            println!("{}{line}", opts.label);
+            self.printed = Some(line);
+        }
+    }
+
     /// In a direct call, says when the other party mutes or unmutes.
     fn peer_state(
         &mut self,
@@ -281,7 +303,7 @@ pub(crate) async fn connection_loop(
                         count,
                         participants,
                     } => {
-                        room_state.peer_state(opts, identity.fingerprint(), &participants);
+                        let who = participants.clone();
                         room_state.listed(identity.fingerprint(), count, participants);
                         admitted = true;
                         joins += 1;
@@ -329,24 +351,14 @@ pub(crate) async fn connection_loop(
                                 opts.label, opts.room, opts.relay, count
                             ),
                         }
+                        // Who is there, as the join found them.
+                        room_state.seen(opts, identity.fingerprint(), count, &who);
                     }
                     JoinEvent::RoomUpdate {
                         count,
                         participants,
                     } => {
-                        // A member's first media (its sender binding) is an
-                        // update too; print only what a reader would see change.
-                        // A direct call's room is the two parties: say only
-                        // when the other one mutes or unmutes.
-                        if opts.direct.is_some() {
-                            room_state.peer_state(opts, identity.fingerprint(), &participants);
-                        } else {
-                            let line = super::roster::update_line(&opts.room, count, &participants);
-                            if room_state.printed.as_deref() != Some(line.as_str()) {
-                                println!("{}{line}", opts.label);
-                                room_state.printed = Some(line);
-                            }
-                        }
+                        room_state.seen(opts, identity.fingerprint(), count, &participants);
                         room_state.listed(identity.fingerprint(), count, participants);
                     }
                     JoinEvent::Refused { message, .. } => {

@@ -630,6 +630,10 @@ fn a_muted_talker_sends_silence_until_unmuted_by_signal() {
     assert_eq!(live_figure(&dir, "alice", "mute", "gauges", "muted"), 1);
     assert!(live_figure(&dir, "alice", "mute", "counters", "muted_frames") > 0);
 
+    // Her tone goes on into the muted microphone: she is told, once.
+    a.wait_line("that alice talks while muted", |l| {
+        l == "you are talking while muted: the others hear nothing (SIGUSR2 unmutes)"
+    });
     // SIGUSR2 unmutes; she says so.
     let status = Command::new("kill")
         .args(["-USR2", &a.pid().to_string()])

@@ -98,3 +98,28 @@ fn a_switch_name_taken_by_another_kind_of_cell_is_refused_by_name() {
         "{text}"
     );
 }
+
+/// Someone talking into a muted microphone is counted (so the client can
+/// say so); a quiet room is not, and nothing is counted while open.
+#[test]
+fn talking_into_a_muted_microphone_is_counted() {
+    let switch = Arc::new(MuteSwitch::new(false));
+    let mut st = with_switch(&switch);
+    // Open and loud: not counted.
+    step(&mut st, 0.3);
+    assert_eq!(st.counter("voiced_muted_frames"), 0);
+    switch.set(true);
+    // Muted: a voice-level signal (-10 dBFS) counts, a quiet room's level
+    // (-66 dBFS) does not.
+    for _ in 0..3 {
+        step(&mut st, 0.3);
+    }
+    for _ in 0..4 {
+        step(&mut st, 0.0005);
+    }
+    assert_eq!(st.counter("voiced_muted_frames"), 3);
+    assert_eq!(st.counter("muted_frames"), 7);
+    switch.set(false);
+    step(&mut st, 0.3);
+    assert_eq!(st.counter("voiced_muted_frames"), 3);
+}

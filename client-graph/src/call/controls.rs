@@ -28,6 +28,37 @@ use anyhow::{Context, Result};
 use wzp_engine::spec::GraphSpec;
 use wzp_stages::audio::mute::MuteSwitch;
 
+/// Quanta of one second (of 50) a muted microphone must hear a voice in
+/// for the client to say "you are talking while muted".
+pub const TALKING_WHILE_MUTED_FRAMES: u64 = 25;
+
+/// Tells, once per mute, that someone talks into the muted microphone:
+/// fed each second with the mute stage's `voiced_muted_frames` and the
+/// switch's position.
+#[derive(Debug, Default)]
+pub struct TalkingWhileMuted {
+    last: u64,
+    told: bool,
+}
+
+impl TalkingWhileMuted {
+    /// One second more: the counter now and whether the microphone is
+    /// muted. `true` when the person should be told now.
+    pub fn second(&mut self, voiced: u64, muted: bool) -> bool {
+        let grew = voiced.saturating_sub(self.last);
+        self.last = voiced;
+        if !muted {
+            self.told = false;
+            return false;
+        }
+        if grew >= TALKING_WHILE_MUTED_FRAMES && !self.told {
+            self.told = true;
+            return true;
+        }
+        false
+    }
+}
+
 /// The name of the mute switch's cell, as `graphs/call.toml` names it.
 pub const MUTE_CELL: &str = "call.mute";
 
@@ -260,6 +291,22 @@ impl Drop for TerminalMode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn talking_while_muted_is_told_once_per_mute() {
+        let mut t = TalkingWhileMuted::default();
+        // Open: never told, however loud.
+        assert!(!t.second(0, false));
+        // Muted and quiet (10 voiced quanta of 50), then talking (30).
+        assert!(!t.second(10, true));
+        assert!(t.second(40, true));
+        // Still talking: told once.
+        assert!(!t.second(90, true));
+        // Unmuted, then muted again and talking: told again.
+        assert!(!t.second(90, false));
+        assert!(!t.second(90, true));
+        assert!(t.second(90 + TALKING_WHILE_MUTED_FRAMES, true));
+    }
 
     #[test]
     fn the_signals_requests_move_the_switch_and_each_move_is_told_once() {

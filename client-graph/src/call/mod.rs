@@ -297,6 +297,9 @@ pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
     });
     let call_started = Instant::now();
     let mut next_top = call_started + TOP_INTERVAL;
+    // Someone talking into the muted microphone is told once per mute.
+    let mut talk_check = controls::TalkingWhileMuted::default();
+    let mut next_talk_check = call_started + Duration::from_secs(1);
     // Wait for the graph to end (duration) or a stop request.
     while !graph.is_finished() && !opts.stop.load(Ordering::Relaxed) {
         graph.wait(Duration::from_millis(50));
@@ -317,6 +320,24 @@ pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
                     "{}warning: this graph has no audio.mute stage thrown by `{}`: muting does nothing",
                     opts.label,
                     controls::MUTE_CELL
+                );
+            }
+        }
+        if Instant::now() >= next_talk_check {
+            next_talk_check += Duration::from_secs(1);
+            let voiced: u64 = stats
+                .stages_of_kind("audio.mute")
+                .filter_map(|m| m.counter("voiced_muted_frames"))
+                .sum();
+            let muted = opts.controls.as_ref().is_some_and(|c| c.is_muted());
+            if talk_check.second(voiced, muted && has_switch) {
+                let how = match &opts.controls {
+                    Some(c) if c.keys() => "m unmutes",
+                    _ => "SIGUSR2 unmutes",
+                };
+                println!(
+                    "{}you are talking while muted: the others hear nothing ({how})",
+                    opts.label
                 );
             }
         }

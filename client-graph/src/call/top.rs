@@ -195,7 +195,14 @@ pub fn summary_with(
     let mut out = String::new();
     let muted_here = stage(now, "audio.mute").and_then(|m| gauge(m, "muted")) == Some(1);
     if muted_here {
-        out.push_str("MUTED      the others hear silence from this microphone\n");
+        let talking = before.is_some()
+            && stage(now, "audio.mute")
+                .is_some_and(|m| grew(m, before, "voiced_muted_frames") >= TALKING_FRAMES);
+        out.push_str(if talking {
+            "MUTED      the others hear silence from this microphone, and you are talking\n"
+        } else {
+            "MUTED      the others hear silence from this microphone\n"
+        });
     }
     if let Some(a) = stage(now, "quality.adapt") {
         sending(&mut out, a);
@@ -709,6 +716,24 @@ mod tests {
         };
         assert!(muted(1).starts_with("MUTED "), "{}", muted(1));
         assert!(!muted(0).contains("MUTED"), "{}", muted(0));
+        // Talking into it over the last second says so.
+        let mute = |voiced: u64| {
+            st(
+                "mute",
+                "audio.mute",
+                &[("voiced_muted_frames", voiced)],
+                &[("muted", 1)],
+            )
+        };
+        let s = summary(&report(vec![mute(40)]), Some(&report(vec![mute(10)])), &[]);
+        assert!(
+            s.starts_with(
+                "MUTED      the others hear silence from this microphone, and you are talking\n"
+            ),
+            "{s}"
+        );
+        let s = summary(&report(vec![mute(15)]), Some(&report(vec![mute(10)])), &[]);
+        assert!(!s.contains("talking"), "{s}");
     }
 
     #[test]

@@ -9,8 +9,10 @@
 //!   graph run with no control plane (`wzp-client run`). `rate` (Hz, default
 //!   0 = the graph rate).
 //! - Latency: none.
-//! - Counters: `muted_frames` (quanta that went out silent). Gauge: `muted`
-//!   (1 while muted).
+//! - Counters: `muted_frames` (quanta that went out silent),
+//!   `voiced_muted_frames` (of those, quanta whose input was at -45 dBFS RMS
+//!   or louder: someone talking into a muted microphone; `wzp-client` says
+//!   so). Gauge: `muted` (1 while muted).
 //!
 //! Muted, the output is digital silence, not nothing: the encoder after it
 //! keeps sending a packet every frame (libopus codes silence in a few
@@ -38,6 +40,7 @@ use wzp_engine::prelude::*;
 
 use super::{pcm_port, rate_param, rate_spec};
 use crate::cell::control_cell;
+use crate::codec::adaptive_decode::VOICED_MEAN_SQUARE;
 
 /// The cell the control plane throws the mute switch through: one writer
 /// (the control plane), one reader (the stage), lock-free.
@@ -76,6 +79,7 @@ struct MuteProc {
     /// The gain the last quantum ended at: 1 open, 0 muted.
     gain: f32,
     muted_frames: Counter,
+    voiced_muted: Counter,
     muted: Gauge,
 }
 
@@ -111,6 +115,10 @@ impl Processor for MuteProc {
         self.gain = target;
         if muted {
             self.muted_frames.inc();
+            let energy: f32 = x.iter().map(|v| v * v).sum();
+            if energy >= VOICED_MEAN_SQUARE * x.len() as f32 && !x.is_empty() {
+                self.voiced_muted.inc();
+            }
         }
         self.muted.set(i64::from(muted));
         Flow::Continue
@@ -156,6 +164,7 @@ impl StageFactory for Mute {
                 // A graph that starts muted starts silent, with no fade.
                 gain: if start_muted { 0.0 } else { 1.0 },
                 muted_frames: cx.counter("muted_frames"),
+                voiced_muted: cx.counter("voiced_muted_frames"),
                 muted: cx.gauge("muted"),
             }),
         })

@@ -59,6 +59,10 @@ pub enum Outcome {
     Cancelled,
     /// It failed (a bad handshake, the relay lost, ...).
     Failed,
+    /// Incoming: it rang here and another of your devices answered it.
+    AnsweredElsewhere,
+    /// Incoming: it rang here and another of your devices declined it.
+    DeclinedElsewhere,
 }
 
 impl Outcome {
@@ -75,6 +79,8 @@ impl Outcome {
             Outcome::NoAnswer => "no answer",
             Outcome::Cancelled => "cancelled",
             Outcome::Failed => "failed",
+            Outcome::AnsweredElsewhere => "answered elsewhere",
+            Outcome::DeclinedElsewhere => "declined elsewhere",
         }
     }
 }

@@ -6,6 +6,7 @@
 mod call;
 mod cli;
 mod contacts;
+mod device;
 mod history;
 mod log_filter;
 mod lookalike;

@@ -39,6 +39,14 @@ use crate::{Fingerprint, TlsFingerprint};
 /// Longest alias a relay accepts, in bytes.
 pub const MAX_ALIAS_LEN: usize = 64;
 
+/// Bytes of a device id (`register_presence`'s `device`): random per
+/// installation, so one person's phone and laptop are told apart while the
+/// same device registering again replaces its own older registration.
+pub const DEVICE_ID_LEN: usize = 8;
+
+/// Which of a person's devices a registration is.
+pub type DeviceId = [u8; DEVICE_ID_LEN];
+
 /// Why a registration was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegistrationError {
@@ -84,6 +92,9 @@ pub struct VerifiedRegistration {
     pub identity_pub: [u8; 32],
     /// The display name, if any.
     pub alias: Option<String>,
+    /// Which of the person's devices registered (none from a client
+    /// older than devices).
+    pub device: Option<DeviceId>,
 }
 
 /// The `register_presence` answering `nonce` from the relay whose TLS
@@ -93,6 +104,7 @@ pub fn answer_challenge(
     relay: &TlsFingerprint,
     nonce: &[u8; 32],
     alias: Option<String>,
+    device: Option<DeviceId>,
 ) -> SignalMessage {
     let identity_pub = identity.public_key();
     let signature = identity.sign(&presence_challenge_signed_bytes(
@@ -107,6 +119,7 @@ pub fn answer_challenge(
         alias,
         nonce: Some(*nonce),
         fingerprint: Some(identity.fingerprint()),
+        device,
     }
 }
 
@@ -123,6 +136,7 @@ pub fn verify_registration(
         alias,
         nonce: got_nonce,
         fingerprint,
+        device,
         ..
     } = msg
     else {
@@ -159,6 +173,7 @@ pub fn verify_registration(
         fingerprint: actual,
         identity_pub: *identity_pub,
         alias: alias.clone(),
+        device: *device,
     })
 }
 
@@ -176,6 +191,9 @@ pub enum PresenceEvent {
         /// The relay's mapping port and this connection's token
         /// ([`crate::mapping`]); none from a relay without one.
         mapping: Option<(u16, [u8; crate::mapping::TOKEN_LEN])>,
+        /// How many of this person's devices the relay now has registered
+        /// (this one included); none from a relay older than devices.
+        devices: Option<u32>,
     },
     /// Refused, with the relay's reason.
     Refused {
@@ -201,6 +219,7 @@ pub struct PresenceClient {
     identity: Identity,
     relay: TlsFingerprint,
     alias: Option<String>,
+    device: Option<DeviceId>,
     registered: bool,
 }
 
@@ -216,8 +235,15 @@ impl PresenceClient {
             identity: identity.clone(),
             relay,
             alias,
+            device: None,
             registered: false,
         }
+    }
+
+    /// Registers as device `device` of the person (see [`DEVICE_ID_LEN`]).
+    pub fn with_device(mut self, device: DeviceId) -> PresenceClient {
+        self.device = Some(device);
+        self
     }
 
     /// Whether the relay acknowledged the registration.
@@ -233,6 +259,7 @@ impl PresenceClient {
                 &self.relay,
                 nonce,
                 self.alias.clone(),
+                self.device,
             )),
             SignalMessage::RegisterPresenceAck {
                 success: true,
@@ -241,6 +268,7 @@ impl PresenceClient {
                 version,
                 mapping_port,
                 mapping_token,
+                devices,
                 ..
             } => {
                 self.registered = true;
@@ -249,6 +277,7 @@ impl PresenceClient {
                     relay_label: relay_label.clone(),
                     version: version.clone(),
                     mapping: mapping_port.zip(*mapping_token),
+                    devices: *devices,
                 })
             }
             SignalMessage::RegisterPresenceAck {
@@ -280,17 +309,18 @@ mod tests {
     #[test]
     fn a_good_answer_verifies() {
         let relay = TlsFingerprint([1; 32]);
-        let m = answer_challenge(&id(1), &relay, &[5; 32], Some("A".into()));
+        let m = answer_challenge(&id(1), &relay, &[5; 32], Some("A".into()), Some([3; 8]));
         let v = verify_registration(&m, &relay, &[5; 32]).unwrap();
         assert_eq!(v.fingerprint, id(1).fingerprint());
         assert_eq!(v.alias.as_deref(), Some("A"));
+        assert_eq!(v.device, Some([3; 8]));
     }
 
     #[test]
     fn bad_registrations_are_refused_with_a_reason() {
         let relay = TlsFingerprint([1; 32]);
         let nonce = [5; 32];
-        let good = answer_challenge(&id(1), &relay, &nonce, None);
+        let good = answer_challenge(&id(1), &relay, &nonce, None, None);
         let with = |f: &dyn Fn(&mut SignalMessage)| {
             let mut m = good.clone();
             f(&mut m);
@@ -328,12 +358,12 @@ mod tests {
             ),
             (
                 "replayed (another connection's nonce)",
-                answer_challenge(&id(1), &relay, &[6; 32], None),
+                answer_challenge(&id(1), &relay, &[6; 32], None, None),
                 RegistrationError::WrongNonce,
             ),
             (
                 "signed for another relay",
-                answer_challenge(&id(1), &TlsFingerprint([2; 32]), &nonce, None),
+                answer_challenge(&id(1), &TlsFingerprint([2; 32]), &nonce, None, None),
                 RegistrationError::BadSignature,
             ),
             (
@@ -359,7 +389,7 @@ mod tests {
             ),
             (
                 "alias too long",
-                answer_challenge(&id(1), &relay, &nonce, Some("x".repeat(65))),
+                answer_challenge(&id(1), &relay, &nonce, Some("x".repeat(65)), None),
                 RegistrationError::AliasTooLong { len: 65, max: 64 },
             ),
         ];
@@ -391,14 +421,34 @@ mod tests {
                 relay_label: Some("R".into()),
                 version: Some("1".into()),
                 fingerprint: None,
+                devices: Some(2),
             }),
             PresenceStep::Event(PresenceEvent::Registered {
                 observed_addr: Some(addr),
                 relay_label: Some("R".into()),
                 version: Some("1".into()),
                 mapping: Some((4434, [6; 16])),
+                devices: Some(2),
             })
         );
         assert!(c.is_registered());
+    }
+
+    #[test]
+    fn a_device_id_goes_into_the_registration_and_out_of_the_verification() {
+        let relay = TlsFingerprint([1; 32]);
+        let mut c = PresenceClient::new(&id(3), relay, None).with_device([0xab; DEVICE_ID_LEN]);
+        let PresenceStep::Send(m) = c.handle(&SignalMessage::PresenceChallenge { nonce: [4; 32] })
+        else {
+            panic!("no answer")
+        };
+        let json = serde_json::to_string(&m).unwrap();
+        assert!(json.contains(r#""device":"abababababababab""#), "{json}");
+        let v = verify_registration(&m, &relay, &[4; 32]).unwrap();
+        assert_eq!(v.device, Some([0xab; DEVICE_ID_LEN]));
+        // Without one, the field is absent (what a relay older than devices
+        // reads, and what it sent before).
+        let m = answer_challenge(&id(3), &relay, &[4; 32], None, None);
+        assert!(!serde_json::to_string(&m).unwrap().contains("device"));
     }
 }

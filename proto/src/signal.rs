@@ -128,6 +128,10 @@ pub enum HangupReason {
     Error,
     /// The callee has no live registration on the relay.
     NotOnline,
+    /// Told to the callee's other devices: one of them answered.
+    AnsweredElsewhere,
+    /// Told to the callee's other devices: one of them declined.
+    DeclinedElsewhere,
     /// A reason added by a newer peer; treat as `normal`.
     #[serde(other)]
     Unknown,
@@ -225,6 +229,12 @@ impl RoomParticipant {
 /// The `hello` feature a relay lists when it takes
 /// [`SignalMessage::MemberState`] on a room stream and shows it to the room.
 pub const FEATURE_MEMBER_STATE: &str = "member_state";
+
+/// The `hello` feature a relay lists on `_signal` when it keeps a
+/// registration per device (`register_presence`'s `device`): a call rings
+/// every device of the person, the first to answer takes it, and the others
+/// get a `hangup` with reason `answered_elsewhere` (or `declined_elsewhere`).
+pub const FEATURE_DEVICES: &str = "devices";
 
 /// Every signaling message. The JSON tag is `"type"` with the snake_case
 /// variant name.
@@ -358,6 +368,19 @@ pub enum SignalMessage {
         /// fingerprint of `identity_pub`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         fingerprint: Option<Fingerprint>,
+        /// Which of the person's devices this is (random per installation,
+        /// hex in JSON, [`crate::presence::DEVICE_ID_LEN`] bytes). A relay
+        /// whose `hello` lists [`FEATURE_DEVICES`] keeps one registration
+        /// per device, rings them all and tells the others when one
+        /// answers; the same device registering again replaces its older
+        /// registration. Without it the registration is the person's one
+        /// device (as before devices).
+        #[serde(
+            default,
+            with = "hex_array_opt",
+            skip_serializing_if = "Option::is_none"
+        )]
+        device: Option<[u8; crate::presence::DEVICE_ID_LEN]>,
     },
     /// Relay's answer to `RegisterPresence`.
     RegisterPresenceAck {
@@ -393,6 +416,10 @@ pub enum SignalMessage {
             with = "hex_array_opt"
         )]
         mapping_token: Option<[u8; crate::mapping::TOKEN_LEN]>,
+        /// How many of this person's devices are registered on the relay
+        /// now, this one included (relays listing [`FEATURE_DEVICES`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        devices: Option<u32>,
     },
     /// Caller to relay to callee: a direct call by fingerprint.
     DirectCallOffer {

@@ -340,6 +340,7 @@ fn registration_messages_from_older_peers_parse() {
             alias: None,
             nonce: None,
             fingerprint: None,
+            device: None,
         }
     );
     // An ack from a relay that predates the relay's view fields.
@@ -355,6 +356,7 @@ fn registration_messages_from_older_peers_parse() {
             relay_label: None,
             version: None,
             fingerprint: None,
+            devices: None,
         }
     );
     // An error with nothing but its code.
@@ -411,12 +413,36 @@ fn new_messages_have_the_documented_json() {
         alias: None,
         nonce: Some([3; 32]),
         fingerprint: None,
+        device: None,
     });
     assert!(
         reg.contains(&format!(r#""nonce":"{}""#, "03".repeat(32))),
         "{reg}"
     );
     assert!(!reg.contains("fingerprint"), "{reg}");
+    assert!(!reg.contains("device"), "{reg}");
+    // A newer client's device goes as hex; an older relay skips it.
+    let with_device = json(&SignalMessage::RegisterPresence {
+        identity_pub: [1; 32],
+        signature: [2; 64],
+        timestamp_ms: 0,
+        alias: None,
+        nonce: Some([3; 32]),
+        fingerprint: None,
+        device: Some([0x0f, 1, 2, 3, 4, 5, 6, 0xff]),
+    });
+    assert!(
+        with_device.contains(r#""device":"0f010203040506ff""#),
+        "{with_device}"
+    );
+    assert_eq!(
+        msg(r#"{"type":"hangup","reason":"answered_elsewhere","call_id":"d1"}"#),
+        SignalMessage::Hangup {
+            reason: HangupReason::AnsweredElsewhere,
+            call_id: Some("d1".into()),
+            message: None,
+        }
+    );
 }
 
 #[test]
@@ -441,6 +467,38 @@ fn malformed_new_messages_are_errors() {
             "08".repeat(64)
         ),
         r#"{"type":"register_presence_ack","success":true,"observed_addr":"nowhere"}"#.to_string(),
+        r#"{"type":"register_presence_ack","success":true,"devices":-1}"#.to_string(),
+        r#"{"type":"register_presence_ack","success":true,"devices":"2"}"#.to_string(),
+        format!(
+            r#"{{"type":"register_presence","identity_pub":"{}","signature":"{}","device":"0102"}}"#,
+            "07".repeat(32),
+            "08".repeat(64)
+        ),
+        format!(
+            r#"{{"type":"register_presence","identity_pub":"{}","signature":"{}","device":"0f010203040506ff00"}}"#,
+            "07".repeat(32),
+            "08".repeat(64)
+        ),
+        format!(
+            r#"{{"type":"register_presence","identity_pub":"{}","signature":"{}","device":"zz010203040506ff"}}"#,
+            "07".repeat(32),
+            "08".repeat(64)
+        ),
+        format!(
+            r#"{{"type":"register_presence","identity_pub":"{}","signature":"{}","device":""}}"#,
+            "07".repeat(32),
+            "08".repeat(64)
+        ),
+        format!(
+            r#"{{"type":"register_presence","identity_pub":"{}","signature":"{}","device":5}}"#,
+            "07".repeat(32),
+            "08".repeat(64)
+        ),
+        format!(
+            r#"{{"type":"register_presence","identity_pub":"{}","signature":"{}","device":[1,2,3,4,5,6,7,8]}}"#,
+            "07".repeat(32),
+            "08".repeat(64)
+        ),
         r#"{"type":"member_state","muted":"yes"}"#.to_string(),
         r#"{"type":"member_state","muted":1}"#.to_string(),
         r#"{"type":"room_update","count":1,"participants":[{"fingerprint":"0303:0303:0303:0303:0303:0303:0303:0303","senders":[-1]}]}"#.to_string(),

@@ -185,12 +185,23 @@ impl World {
 impl Client {
     /// Connects to relay `r` (0 or 1 of the world's hubs) and registers.
     fn online(w: &mut World, r: usize, n: u8, accept: Option<AcceptMode>) -> Client {
+        Client::online_as(w, r, n, accept, None)
+    }
+
+    /// [`Client::online`] as device `device` of person `n`.
+    fn online_as(
+        w: &mut World,
+        r: usize,
+        n: u8,
+        accept: Option<AcceptMode>,
+        device: Option<u8>,
+    ) -> Client {
         let identity = Seed::from_bytes([n; 32]).identity();
         let relay = &mut w.relays[r];
         let conn = ConnId(relay.next_conn);
         relay.next_conn += 1;
         let tls = tls_of(relay.mesh_index);
-        let remote = SocketAddr::from(([198, 51, 100, n], 40_000));
+        let remote = SocketAddr::from(([198, 51, 100, n], 40_000 + u16::from(device.unwrap_or(0))));
         w.input(
             r,
             Input::Connected {
@@ -201,7 +212,11 @@ impl Client {
         );
         let mut c = Client {
             relay: r,
-            presence: PresenceClient::new(&identity, tls, Some(format!("user{n}"))),
+            presence: match device {
+                Some(d) => PresenceClient::new(&identity, tls, Some(format!("user{n}")))
+                    .with_device([d; wzp_proto::presence::DEVICE_ID_LEN]),
+                None => PresenceClient::new(&identity, tls, Some(format!("user{n}"))),
+            },
             identity,
             conn,
             accept,
@@ -357,6 +372,44 @@ fn a_call_across_two_links_agrees_keys_end_to_end_and_a_disconnect_ends_it() {
     assert_eq!(w.relays[1].rooms_closed, ["call-c1"]);
     assert!(w.relays.iter().all(|r| r.hub.calls().is_empty()));
     assert!((0..3).all(|i| w.mesh.cores[i].call_count() == 0));
+}
+
+#[test]
+fn a_call_from_another_relay_rings_each_device_and_the_one_that_answers_takes_it() {
+    let mut w = World::new();
+    let mut a = Client::online(&mut w, 0, 1, None);
+    let mut phone = Client::online_as(&mut w, 1, 2, None, Some(1));
+    let mut laptop = Client::online_as(&mut w, 1, 2, None, Some(2));
+    a.call(&mut w, "f1", phone.fingerprint());
+    w.settle(&mut [&mut a, &mut phone, &mut laptop]);
+    assert!(
+        phone.incoming.is_some() && laptop.incoming.is_some(),
+        "both ring"
+    );
+    assert!(a.events.iter().any(|e| matches!(e, CallEvent::Ringing)));
+    let eph = laptop.ephemeral();
+    laptop
+        .incoming
+        .as_mut()
+        .unwrap()
+        .accept(&laptop.identity, eph, AcceptMode::AcceptGeneric, None)
+        .unwrap();
+    laptop.flush(&mut w);
+    w.settle(&mut [&mut a, &mut phone, &mut laptop]);
+    let (ra, rb) = (a.answered().unwrap(), laptop.answered().unwrap());
+    assert_eq!(ra.sas, rb.sas);
+    assert_eq!(ra.keys.send_key(), rb.keys.recv_key());
+    assert_eq!(phone.hung_up(), Some(HangupReason::AnsweredElsewhere));
+    assert!(phone.answered().is_none());
+    assert_eq!(
+        w.relays[1].hub.calls().get("f1").unwrap().callee_conn,
+        laptop.conn
+    );
+    // The laptop hangs up: the caller hears it across the link.
+    laptop.hangup(&mut w);
+    w.settle(&mut [&mut a, &mut phone, &mut laptop]);
+    assert_eq!(a.hung_up(), Some(HangupReason::Normal));
+    assert!(w.relays.iter().all(|r| r.hub.calls().is_empty()));
 }
 
 #[test]

@@ -200,6 +200,8 @@ struct Client {
     /// Own-network addresses shared with a trusted caller (and leaked with
     /// `leaks_addr`).
     local: Vec<SocketAddr>,
+    /// Lets an offer ring (no answer) until [`Client::pick_up`].
+    rings: bool,
 }
 
 impl Client {
@@ -224,7 +226,38 @@ impl Client {
             reflected: None,
             leaks_addr: false,
             local: Vec::new(),
+            rings: false,
         }
+    }
+
+    /// Connects and registers as device `device` of person `n`; its offers
+    /// ring until [`Client::pick_up`].
+    fn device(net: &mut Net, n: u8, device: u8) -> Client {
+        let mut c = Client::new(net, n, AcceptMode::AcceptGeneric);
+        c.presence = PresenceClient::new(&c.identity, RELAY_TLS, Some(format!("user{n}")))
+            .with_device([device; wzp_proto::presence::DEVICE_ID_LEN]);
+        c.rings = true;
+        net.frame(c.conn, SignalMessage::hello(Some("test-client".into())));
+        while c.step(net) {}
+        assert!(
+            matches!(c.registered, Some(PresenceEvent::Registered { .. })),
+            "device {device} of {n} not registered: {:?}",
+            net.closed.get(&c.conn)
+        );
+        c
+    }
+
+    /// Answers the ringing call (`Reject` declines it).
+    fn pick_up(&mut self, net: &mut Net, mode: AcceptMode) {
+        let eph = self.ephemeral();
+        let inc = self.incoming.as_mut().expect("nothing rings");
+        match mode {
+            AcceptMode::Reject => inc.reject(),
+            mode => inc
+                .accept(&self.identity, eph, mode, Some(self.remote))
+                .unwrap(),
+        }
+        self.flush(net);
     }
 
     /// Connects and registers (challenge/response).
@@ -322,6 +355,7 @@ impl Client {
                     let mut inc =
                         IncomingCall::from_offer(&m).expect("offer from the relay is well formed");
                     match self.accept {
+                        _ if self.rings => {}
                         AcceptMode::Reject => inc.reject(),
                         mode => {
                             let eph = self.ephemeral();
@@ -398,6 +432,7 @@ fn a_calls_b_by_fingerprint_and_both_derive_the_same_keys_and_sas() {
             relay_label: None,
             version: Some(env!("CARGO_PKG_VERSION").into()),
             mapping: None,
+            devices: Some(1),
         })
     );
     assert_eq!(net.hub.presence().len(), 2);
@@ -999,14 +1034,15 @@ fn bad_input_is_refused_counted_and_others_are_served() {
         nonce
     };
     let next = ConnId(net.next_conn);
-    let mut forged = answer_challenge(&eve, &RELAY_TLS, &nonce_of(next), None);
+    let mut forged = answer_challenge(&eve, &RELAY_TLS, &nonce_of(next), None, None);
     if let SignalMessage::RegisterPresence { signature, .. } = &mut forged {
         signature[5] ^= 0x80;
     }
     // A's registration from its own connection, replayed on another.
-    let replayed = answer_challenge(&a.identity, &RELAY_TLS, &nonce_of(a.conn), None);
+    let replayed = answer_challenge(&a.identity, &RELAY_TLS, &nonce_of(a.conn), None, None);
     let next2 = ConnId(next.0 + 1);
-    let mut claims_a = answer_challenge(&eve, &RELAY_TLS, &nonce_of(ConnId(next2.0 + 1)), None);
+    let mut claims_a =
+        answer_challenge(&eve, &RELAY_TLS, &nonce_of(ConnId(next2.0 + 1)), None, None);
     if let SignalMessage::RegisterPresence { fingerprint, .. } = &mut claims_a {
         *fingerprint = Some(a_fp);
     }
@@ -1130,7 +1166,7 @@ fn bad_input_is_refused_counted_and_others_are_served() {
         ),
         (
             "registering twice on one connection",
-            answer_challenge(&a.identity, &RELAY_TLS, &nonce_of(a.conn), None),
+            answer_challenge(&a.identity, &RELAY_TLS, &nonce_of(a.conn), None, None),
             Refusal::AlreadyRegistered,
         ),
     ];
@@ -1466,4 +1502,253 @@ fn mapping_probes_are_answered_on_their_own_connection_and_reach_the_peer_as_a_f
     let mut net = Net::new(Net::default_config());
     let c = Client::online(&mut net, 3, AcceptMode::AcceptGeneric);
     assert_eq!(mapping_offer(&c), (None, None));
+}
+
+fn hangups(c: &Client) -> Vec<(HangupReason, Option<String>)> {
+    c.received
+        .iter()
+        .filter_map(|m| match m {
+            SignalMessage::Hangup {
+                reason, message, ..
+            } => Some((*reason, message.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_call_rings_each_of_the_persons_devices_and_the_first_to_answer_takes_it() {
+    let mut net = Net::new(Net::default_config());
+    let mut a = Client::online(&mut net, 1, AcceptMode::AcceptGeneric);
+    let mut phone = Client::device(&mut net, 2, 1);
+    let mut laptop = Client::device(&mut net, 2, 2);
+    let mut eve = Client::online(&mut net, 3, AcceptMode::AcceptGeneric);
+    let bob = phone.identity.fingerprint();
+    // Two devices, one person: nobody replaced, each told how many.
+    assert_eq!(net.close_of(phone.conn), None);
+    assert!(matches!(
+        laptop.registered,
+        Some(PresenceEvent::Registered {
+            devices: Some(2),
+            ..
+        })
+    ));
+    assert_eq!(net.hub.presence().devices_of(&bob).len(), 2);
+    assert_eq!(net.hub.presence().len(), 3);
+    assert_eq!(net.hub.counters().devices_added, 1);
+    assert_eq!(net.hub.counters().replaced, 0);
+    // The relay says so in its hello.
+    assert!(laptop.received.iter().any(|m| matches!(m,
+        SignalMessage::Hello { features, .. } if features.iter().any(|f| f == "devices"))));
+
+    a.call(&mut net, "fork1", bob);
+    settle(&mut net, &mut [&mut a, &mut phone, &mut laptop]);
+    assert_eq!(
+        phone.offers_seen,
+        [("fork1".to_string(), a.identity.fingerprint())]
+    );
+    assert_eq!(laptop.offers_seen, phone.offers_seen);
+    let ringing = |c: &Client| {
+        c.received
+            .iter()
+            .filter(|m| matches!(m, SignalMessage::CallRinging { .. }))
+            .count()
+    };
+    assert_eq!(ringing(&a), 1, "the caller hears one ringing");
+    assert_eq!(
+        net.hub.calls().get("fork1").unwrap().state,
+        CallState::Ringing
+    );
+
+    // Someone else cannot take the call for bob.
+    let offer = phone
+        .received
+        .iter()
+        .find(|m| matches!(m, SignalMessage::DirectCallOffer { .. }))
+        .unwrap()
+        .clone();
+    eve.incoming = IncomingCall::from_offer(&offer).ok();
+    eve.rings = true;
+    eve.pick_up(&mut net, AcceptMode::AcceptGeneric);
+    settle(&mut net, &mut [&mut eve]);
+    assert!(
+        eve.errors.iter().any(|(c, _)| *c == ErrorCode::NotInCall),
+        "{:?}",
+        eve.errors
+    );
+    assert_eq!(
+        net.hub.calls().get("fork1").unwrap().state,
+        CallState::Ringing
+    );
+
+    // The laptop answers: the call is the laptop's, the phone stops ringing.
+    // The phone answers too, before the news reaches it: its answer
+    // changes nothing and is no error (the person answered twice).
+    let refused_before = net.refusals(Refusal::NotInCall);
+    laptop.pick_up(&mut net, AcceptMode::AcceptGeneric);
+    phone.pick_up(&mut net, AcceptMode::AcceptGeneric);
+    settle(&mut net, &mut [&mut a, &mut phone, &mut laptop]);
+    let (ra, rb) = (a.answered().unwrap(), laptop.answered().unwrap());
+    assert_same_call_keys(ra, rb);
+    assert_eq!(
+        hangups(&phone),
+        [(
+            HangupReason::AnsweredElsewhere,
+            Some("answered on another device".to_string())
+        )]
+    );
+    assert!(phone.has(|e| matches!(
+        e,
+        CallEvent::HungUp {
+            reason: HangupReason::AnsweredElsewhere,
+            ..
+        }
+    )));
+    assert!(hangups(&laptop).is_empty() && hangups(&a).is_empty());
+    let call = net.hub.calls().get("fork1").unwrap();
+    assert_eq!(
+        (call.state, call.callee_conn),
+        (CallState::Active, laptop.conn)
+    );
+    assert_eq!(net.hub.counters().answered_elsewhere, 1);
+
+    assert!(phone.errors.is_empty(), "{:?}", phone.errors);
+    assert_eq!(net.refusals(Refusal::NotInCall), refused_before);
+    assert_eq!(
+        net.hub.calls().get("fork1").unwrap().callee_conn,
+        laptop.conn
+    );
+    // The phone going changes nothing either; the laptop hangs up.
+    net.input(Input::Disconnected { conn: phone.conn });
+    assert_eq!(
+        net.hub.calls().get("fork1").unwrap().state,
+        CallState::Active
+    );
+    laptop.hangup(&mut net);
+    settle(&mut net, &mut [&mut a, &mut laptop]);
+    assert!(net.hub.calls().is_empty());
+    assert_eq!(net.rooms_closed, ["call-fork1".to_string()]);
+}
+
+#[test]
+fn a_decline_on_one_device_declines_the_call_on_every_device() {
+    let mut net = Net::new(Net::default_config());
+    let mut a = Client::online(&mut net, 1, AcceptMode::AcceptGeneric);
+    let mut phone = Client::device(&mut net, 2, 1);
+    let mut laptop = Client::device(&mut net, 2, 2);
+    a.call(&mut net, "fork2", phone.identity.fingerprint());
+    settle(&mut net, &mut [&mut a, &mut phone, &mut laptop]);
+    phone.pick_up(&mut net, AcceptMode::Reject);
+    settle(&mut net, &mut [&mut a, &mut phone, &mut laptop]);
+    assert!(a.has(|e| matches!(e, CallEvent::Rejected)));
+    assert_eq!(
+        hangups(&laptop),
+        [(
+            HangupReason::DeclinedElsewhere,
+            Some("declined on another device".to_string())
+        )]
+    );
+    assert!(hangups(&phone).is_empty(), "the decliner is not told");
+    assert!(net.hub.calls().is_empty());
+    assert_eq!(net.hub.calls().ended("rejected"), 1);
+}
+
+#[test]
+fn a_device_that_goes_while_ringing_leaves_the_call_ringing_on_the_others() {
+    let mut config = Net::default_config();
+    config.ringing_timeout = Duration::from_secs(30);
+    let mut net = Net::new(config);
+    let mut a = Client::online(&mut net, 1, AcceptMode::AcceptGeneric);
+    let mut phone = Client::device(&mut net, 2, 1);
+    let mut laptop = Client::device(&mut net, 2, 2);
+    let mut tablet = Client::device(&mut net, 2, 3);
+    let bob = phone.identity.fingerprint();
+    a.call(&mut net, "fork3", bob);
+    settle(
+        &mut net,
+        &mut [&mut a, &mut phone, &mut laptop, &mut tablet],
+    );
+    // The first device rung goes: the others ring on.
+    net.input(Input::Disconnected { conn: phone.conn });
+    settle(&mut net, &mut [&mut a, &mut laptop, &mut tablet]);
+    assert_eq!(
+        net.hub.calls().get("fork3").unwrap().state,
+        CallState::Ringing
+    );
+    assert!(hangups(&a).is_empty());
+    // The person is still online; the phone's going is a device's.
+    assert_eq!(net.hub.presence().devices_of(&bob).len(), 2);
+    assert!(net.events.iter().any(|e| matches!(e,
+        Event::Unregistered { conn, offline: false, .. } if *conn == phone.conn)));
+    // Nobody answers: every device left is told the ringing timed out.
+    net.advance(Duration::from_secs(31));
+    settle(&mut net, &mut [&mut a, &mut laptop, &mut tablet]);
+    assert!(a.has(|e| matches!(e, CallEvent::NoAnswer)));
+    for c in [&laptop, &tablet] {
+        assert_eq!(hangups(c).len(), 1);
+        assert_eq!(hangups(c)[0].0, HangupReason::Timeout);
+    }
+    assert!(net.hub.calls().is_empty());
+
+    // Caller hangs up while two ring: both told; and the last device going
+    // takes the person offline.
+    a.events.clear();
+    a.call(&mut net, "fork4", bob);
+    settle(&mut net, &mut [&mut a, &mut laptop, &mut tablet]);
+    a.hangup(&mut net);
+    settle(&mut net, &mut [&mut a, &mut laptop, &mut tablet]);
+    for c in [&laptop, &tablet] {
+        assert_eq!(hangups(c).len(), 2, "{:?}", hangups(c));
+        assert_eq!(hangups(c)[1].0, HangupReason::Normal);
+    }
+    net.input(Input::Disconnected { conn: laptop.conn });
+    net.input(Input::Disconnected { conn: tablet.conn });
+    assert!(net.events.iter().any(|e| matches!(e,
+        Event::Unregistered { conn, offline: true, .. } if *conn == tablet.conn)));
+    assert!(net.hub.presence().get(&bob).is_none());
+}
+
+#[test]
+fn the_same_device_registering_again_replaces_itself_and_no_other() {
+    let mut net = Net::new(Net::default_config());
+    let phone = Client::device(&mut net, 2, 1);
+    let laptop = Client::device(&mut net, 2, 2);
+    let phone_again = Client::device(&mut net, 2, 1);
+    assert_eq!(net.close_of(phone.conn), Some(CloseCode::Replaced));
+    assert!(
+        net.closed[&phone.conn]
+            .1
+            .contains("as this device (0101010101010101)"),
+        "{}",
+        net.closed[&phone.conn].1
+    );
+    assert_eq!(net.close_of(laptop.conn), None);
+    let conns: Vec<ConnId> = net
+        .hub
+        .presence()
+        .devices_of(&phone.identity.fingerprint())
+        .iter()
+        .map(|p| p.conn)
+        .collect();
+    assert_eq!(conns, [laptop.conn, phone_again.conn]);
+    assert_eq!(net.hub.counters().replaced, 1);
+    // Past the device limit, the device silent longest goes.
+    let max = wzp_relay::presence::MAX_DEVICES as u8;
+    let mut more = Vec::new();
+    for d in 3..=max {
+        net.advance(Duration::from_millis(10));
+        more.push(Client::device(&mut net, 2, d));
+    }
+    assert_eq!(net.close_of(laptop.conn), None);
+    net.advance(Duration::from_millis(10));
+    let _extra = Client::device(&mut net, 2, max + 1);
+    assert_eq!(net.close_of(laptop.conn), Some(CloseCode::Replaced));
+    assert!(net.closed[&laptop.conn].1.contains("beyond the 8"));
+    assert_eq!(
+        net.hub
+            .presence()
+            .devices_of(&phone.identity.fingerprint())
+            .len(),
+        usize::from(max)
+    );
 }

@@ -128,8 +128,11 @@ pub fn call_cmd(args: CallArgs) -> Result<i32> {
         } else {
             MappingTest::Background
         });
+        // A device of its own for the call's length: it replaces no
+        // `listen` of this person, on this machine or another.
+        let device = crate::device::random()?;
         let reg = sig
-            .register(&identity, relay_fp, args.media.alias.clone())
+            .register(&identity, relay_fp, args.media.alias.clone(), Some(device))
             .await?;
         let call_id = random_call_id().map_err(|e| anyhow!("no randomness for a call id: {e}"))?;
         let eph = EphemeralKey::random().map_err(|e| anyhow!("no randomness for a key: {e}"))?;

@@ -106,6 +106,7 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
     Contacts::load(&contacts_path)?;
     let relay = args.relay.options()?;
     let identity = relay.identity()?;
+    let device = crate::device::load_or_create(&relay.identity)?;
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())
         .context("installing SIGINT handler")?;
@@ -144,7 +145,7 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                 MappingTest::Wait
             });
             let reg = match sig
-                .register(&identity, relay_fp, args.media.alias.clone())
+                .register(&identity, relay_fp, args.media.alias.clone(), Some(device))
                 .await
             {
                 Ok(r) => r,
@@ -167,6 +168,9 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                     .map(|a| a.to_string())
                     .unwrap_or_else(|| "unknown".into())
             );
+            if let Some(n) = reg.devices.filter(|n| *n > 1) {
+                println!("{n} of your devices listen at this relay: a call rings each, and the first to answer takes it");
+            }
             if reg.mapping != wzp_proto::mapping::Mapping::Unknown {
                 println!(
                     "NAT mapping of this socket: {} (tested against the relay's mapping port)",
@@ -185,6 +189,7 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                 let msg = match msg {
                     Ok(Some(m)) => m,
                     Ok(None) | Err(_) => {
+                        replaced(&sig, &relay.relay, device, &relay.identity)?;
                         println!("lost the relay at {}; registering again when it is back", relay.relay);
                         break;
                     }
@@ -290,9 +295,17 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                     match rang? {
                         Rang::Answered => Accept::Contacts,
                         Rang::Declined => Accept::Reject,
-                        Rang::Ended(why) => {
-                            record(Outcome::Missed, 0);
-                            println!("the call ended before you answered ({why})");
+                        Rang::Ended(why, elsewhere) => {
+                            match elsewhere {
+                                Some(outcome) => {
+                                    record(outcome, 0);
+                                    println!("{why}");
+                                }
+                                None => {
+                                    record(Outcome::Missed, 0);
+                                    println!("the call ended before you answered ({why})");
+                                }
+                            }
                             if args.once {
                                 sig.close().await;
                                 return Ok(());
@@ -308,6 +321,7 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                         }
                         Rang::SignalLost => {
                             record(Outcome::Failed, 0);
+                            replaced(&sig, &relay.relay, device, &relay.identity)?;
                             println!("lost the relay at {}; registering again when it is back", relay.relay);
                             break;
                         }
@@ -362,6 +376,11 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                     flush(&mut sig, &mut call).await?;
                     match ev {
                         Some(CallEvent::Answered(r)) => break Some(r),
+                        Some(CallEvent::HungUp { reason, message }) if elsewhere(reason).is_some() => {
+                            record(elsewhere(reason).unwrap_or(Outcome::AnsweredElsewhere), 0);
+                            println!("{}", message.unwrap_or_else(|| "answered on another device".into()));
+                            break None;
+                        }
                         Some(CallEvent::HungUp { .. }) | Some(CallEvent::Failed { .. }) => {
                             record(Outcome::Failed, 0);
                             println!("the call ended before it started");
@@ -413,8 +432,9 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
 enum Rang {
     Answered,
     Declined,
-    /// The caller hung up, or the relay's ringing time ran out.
-    Ended(String),
+    /// The caller hung up, the relay's ringing time ran out, or another
+    /// of the person's devices answered or declined it (its outcome).
+    Ended(String, Option<Outcome>),
     /// Ctrl-C, SIGTERM.
     Stopped,
     SignalLost,
@@ -446,13 +466,14 @@ async fn ring(
                         Some(CallEvent::HungUp { reason, message }) => {
                             return Ok(Rang::Ended(
                                 message.unwrap_or_else(|| format!("{reason:?}").to_lowercase()),
+                                elsewhere(reason),
                             ));
                         }
                         Some(CallEvent::NoAnswer) => {
-                            return Ok(Rang::Ended("rang out unanswered".into()));
+                            return Ok(Rang::Ended("rang out unanswered".into(), None));
                         }
                         Some(CallEvent::Failed { error }) => {
-                            return Ok(Rang::Ended(error.to_string()));
+                            return Ok(Rang::Ended(error.to_string(), None));
                         }
                         _ => {}
                     }
@@ -470,6 +491,43 @@ async fn ring(
                 }
             }
         }
+    }
+}
+
+/// The outcome of a call another of the person's devices took or declined.
+fn elsewhere(reason: wzp_proto::signal::HangupReason) -> Option<Outcome> {
+    use wzp_proto::signal::HangupReason as R;
+    match reason {
+        R::AnsweredElsewhere => Some(Outcome::AnsweredElsewhere),
+        R::DeclinedElsewhere => Some(Outcome::DeclinedElsewhere),
+        _ => None,
+    }
+}
+
+/// When the relay closed the connection because another registration of
+/// this device replaced it, listening here ends with why: registering
+/// again would take the registration back from the other, which would do
+/// the same. (A relay older than devices keeps one registration per person:
+/// there the old behaviour stands, and the two take turns.)
+fn replaced(
+    sig: &SignalConn,
+    relay: &str,
+    device: wzp_proto::presence::DeviceId,
+    identity: &std::path::Path,
+) -> Result<()> {
+    if !sig.relay_has(wzp_proto::signal::FEATURE_DEVICES) {
+        return Ok(());
+    }
+    match sig.replaced() {
+        Some(why) => Err(anyhow!(
+            "stopped listening: the relay at {relay} says {why:?}. Another `listen` runs as this \
+             device ({}, kept in {}): on this machine, or on one given a copy of this one's \
+             identity files. Stop the other, or give it a device of its own (delete its copy \
+             of the .device file).",
+            hex::encode(device),
+            crate::device::device_path(identity).display()
+        )),
+        None => Ok(()),
     }
 }
 

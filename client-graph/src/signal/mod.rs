@@ -172,6 +172,9 @@ pub struct Registration {
     /// ([`SignalConn::test_mapping`]); with [`MappingTest::Background`]
     /// `Unknown` here, and [`SignalConn::mapping`] once the answer came.
     pub mapping: Mapping,
+    /// How many of this person's devices the relay has registered, this one
+    /// included (a relay older than devices does not say).
+    pub devices: Option<u32>,
 }
 
 /// An open `_signal` connection.
@@ -195,6 +198,8 @@ pub struct SignalConn {
     /// The relay ended the stream while a mapping test waited: the next
     /// [`SignalConn::recv`] says so once `pending` is empty.
     ended: bool,
+    /// The features the relay's `hello` listed.
+    relay_features: Vec<String>,
 }
 
 impl SignalConn {
@@ -217,6 +222,7 @@ impl SignalConn {
             mapping_of: None,
             mapping_test: MappingTest::Wait,
             ended: false,
+            relay_features: Vec::new(),
         };
         s.send(&SignalMessage::hello(Some(format!(
             "wzp-client {}",
@@ -227,6 +233,9 @@ impl SignalConn {
             .await
             .map_err(|_| anyhow!("the relay did not say hello within {} s", ANSWER.as_secs()))??;
         negotiate_version(&first).map_err(|e| anyhow!("the relay's hello: {e}"))?;
+        if let Decoded::Message(SignalMessage::Hello { features, .. }) = first {
+            s.relay_features = features;
+        }
         Ok((s, fp))
     }
 
@@ -254,14 +263,33 @@ impl SignalConn {
         self.mapping
     }
 
-    /// Registers `identity` (answers the relay's challenge).
+    /// Whether the relay's `hello` listed `feature`.
+    pub fn relay_has(&self, feature: &str) -> bool {
+        self.relay_features.iter().any(|f| f == feature)
+    }
+
+    /// The relay's words, when it closed this connection because another
+    /// registration replaced this one (`CloseCode::Replaced`).
+    pub fn replaced(&self) -> Option<String> {
+        let reason = self.conn.close_reason()?;
+        match quic::peer_close(&reason)? {
+            (wzp_proto::close::CloseCode::Replaced, text) => Some(text),
+            _ => None,
+        }
+    }
+
+    /// Registers `identity` as `device` (answers the relay's challenge).
     pub async fn register(
         &mut self,
         identity: &Identity,
         relay: TlsFingerprint,
         alias: Option<String>,
+        device: Option<wzp_proto::presence::DeviceId>,
     ) -> Result<Registration> {
         let mut client = PresenceClient::new(identity, relay, alias);
+        if let Some(d) = device {
+            client = client.with_device(d);
+        }
         let deadline = tokio::time::Instant::now() + ANSWER;
         loop {
             let msg = tokio::time::timeout_at(deadline, self.recv())
@@ -280,6 +308,7 @@ impl SignalConn {
                     relay_label,
                     version,
                     mapping,
+                    devices,
                 }) => {
                     let mapping = match (observed_addr, mapping, self.mapping_test) {
                         (Some(at), Some((port, token)), MappingTest::Wait) => {
@@ -297,6 +326,7 @@ impl SignalConn {
                         relay_label,
                         version,
                         mapping,
+                        devices,
                     });
                 }
                 PresenceStep::Event(PresenceEvent::Refused { reason }) => {

@@ -111,6 +111,7 @@ pub fn samples() -> Vec<SignalMessage> {
             alias: Some("Alice".into()),
             nonce: Some([9; 32]),
             fingerprint: Some(fp(7)),
+            device: Some([0x5e; 8]),
         },
         M::RegisterPresence {
             identity_pub: [7; 32],
@@ -119,6 +120,7 @@ pub fn samples() -> Vec<SignalMessage> {
             alias: None,
             nonce: None,
             fingerprint: None,
+            device: None,
         },
         M::RegisterPresenceAck {
             success: false,
@@ -130,6 +132,7 @@ pub fn samples() -> Vec<SignalMessage> {
             fingerprint: None,
             mapping_port: None,
             mapping_token: None,
+            devices: None,
         },
         M::RegisterPresenceAck {
             success: true,
@@ -141,6 +144,7 @@ pub fn samples() -> Vec<SignalMessage> {
             fingerprint: Some(fp(7)),
             mapping_port: Some(4434),
             mapping_token: Some([0x3c; 16]),
+            devices: Some(2),
         },
         M::PresenceChallenge { nonce: [0xa5; 32] },
         M::Error {

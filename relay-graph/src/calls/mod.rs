@@ -130,8 +130,12 @@ pub struct Call {
     pub callee: Fingerprint,
     /// The caller's signal connection.
     pub caller_conn: ConnId,
-    /// The callee's signal connection.
+    /// The callee's signal connection: the device that answered, or
+    /// while ringing the first of the devices rung.
     pub callee_conn: ConnId,
+    /// The callee's other devices rung with the offer, until one answers
+    /// ([`CallRegistry::answered_by`]) or goes ([`CallRegistry::drop_device`]).
+    pub callee_forks: Vec<ConnId>,
     /// Where it is.
     pub state: CallState,
     /// When it was offered.
@@ -152,7 +156,7 @@ impl Call {
     pub fn party_of_conn(&self, conn: ConnId) -> Option<Party> {
         if conn == self.caller_conn {
             Some(Party::Caller)
-        } else if conn == self.callee_conn {
+        } else if conn == self.callee_conn || self.callee_forks.contains(&conn) {
             Some(Party::Callee)
         } else {
             None
@@ -313,6 +317,7 @@ impl CallRegistry {
                 callee: callee.0,
                 caller_conn: caller.1,
                 callee_conn: callee.1,
+                callee_forks: Vec::new(),
                 state: CallState::Pending,
                 since: now,
                 state_since: now,
@@ -341,6 +346,75 @@ impl CallRegistry {
         call.state = to;
         call.state_since = now;
         Some(self.record(id, from, to, None))
+    }
+
+    /// The callee's other devices `conns` are rung too (before
+    /// [`CallRegistry::ringing`]); the first to answer takes the call.
+    pub fn add_forks(&mut self, id: &str, conns: &[ConnId]) {
+        let Some(call) = self.calls.get_mut(id) else {
+            return;
+        };
+        for &conn in conns {
+            if conn == call.callee_conn
+                || conn == call.caller_conn
+                || conn == ConnId::FEDERATION
+                || call.callee_forks.contains(&conn)
+            {
+                continue;
+            }
+            call.callee_forks.push(conn);
+            self.by_conn.entry(conn).or_default().push(id.to_string());
+        }
+    }
+
+    fn unindex(&mut self, id: &str, conn: ConnId) {
+        if let Some(ids) = self.by_conn.get_mut(&conn) {
+            ids.retain(|i| i != id);
+            if ids.is_empty() {
+                self.by_conn.remove(&conn);
+            }
+        }
+    }
+
+    /// The callee's device on `conn` answered (accepted or declined): it is
+    /// the callee's connection from now on. Returns the other devices that
+    /// were rung (to be told), which leave the call.
+    pub fn answered_by(&mut self, id: &str, conn: ConnId) -> Vec<ConnId> {
+        let Some(call) = self.calls.get_mut(id) else {
+            return Vec::new();
+        };
+        if conn != call.callee_conn && !call.callee_forks.contains(&conn) {
+            return Vec::new();
+        }
+        let mut others = std::mem::take(&mut call.callee_forks);
+        others.push(call.callee_conn);
+        others.retain(|c| *c != conn);
+        call.callee_conn = conn;
+        for c in &others {
+            self.unindex(id, *c);
+        }
+        others
+    }
+
+    /// The callee's device on `conn` went while the call rings: the call
+    /// goes on on its other devices. Returns whether any is left (when none
+    /// is, the call is still in the table and `conn` its callee: end it).
+    pub fn drop_device(&mut self, id: &str, conn: ConnId) -> bool {
+        let Some(call) = self.calls.get_mut(id) else {
+            return false;
+        };
+        if call.callee_forks.is_empty() {
+            return false;
+        }
+        if conn == call.callee_conn {
+            call.callee_conn = call.callee_forks.remove(0);
+        } else if let Some(i) = call.callee_forks.iter().position(|c| *c == conn) {
+            call.callee_forks.remove(i);
+        } else {
+            return false;
+        }
+        self.unindex(id, conn);
+        true
     }
 
     /// Pending -> Ringing: the offer reached the callee. Arms the ringing
@@ -383,13 +457,11 @@ impl CallRegistry {
                 self.in_call.remove(&fp);
             }
         }
-        for conn in [call.caller_conn, call.callee_conn] {
-            if let Some(ids) = self.by_conn.get_mut(&conn) {
-                ids.retain(|i| i != id);
-                if ids.is_empty() {
-                    self.by_conn.remove(&conn);
-                }
-            }
+        for conn in [call.caller_conn, call.callee_conn]
+            .into_iter()
+            .chain(call.callee_forks.iter().copied())
+        {
+            self.unindex(id, conn);
         }
         let t = self.record(id, call.state, CallState::Ended, Some(reason));
         Some((call, t))
@@ -631,5 +703,60 @@ mod tests {
         assert!(!reg.may_join("call-c1", &fp(1)));
         assert!(reg.calls_of_conn(ConnId(2)).is_empty());
         assert_eq!(reg.ended("disconnected"), 1);
+    }
+
+    #[test]
+    fn a_call_rings_every_device_and_the_one_that_answers_takes_it() {
+        let t0 = Instant::now();
+        let mut reg = CallRegistry::new(DEFAULT_RINGING_TIMEOUT);
+        reg.offer("c1", a(), b(), t0).unwrap();
+        reg.add_forks(
+            "c1",
+            &[ConnId(2), ConnId(20), ConnId(21), ConnId::FEDERATION],
+        );
+        assert_eq!(
+            reg.get("c1").unwrap().callee_forks,
+            [ConnId(20), ConnId(21)]
+        );
+        reg.ringing("c1", t0).unwrap();
+        for conn in [2, 20, 21] {
+            assert_eq!(
+                reg.get("c1").unwrap().party_of_conn(ConnId(conn)),
+                Some(Party::Callee)
+            );
+            assert_eq!(reg.calls_of_conn(ConnId(conn)), vec!["c1".to_string()]);
+        }
+        // One device goes while it rings: the others ring on.
+        assert!(reg.drop_device("c1", ConnId(2)));
+        assert_eq!(reg.get("c1").unwrap().callee_conn, ConnId(20));
+        assert!(reg.calls_of_conn(ConnId(2)).is_empty());
+        // A connection that is not one of them changes nothing.
+        assert!(!reg.drop_device("c1", ConnId(99)));
+        assert!(reg.answered_by("c1", ConnId(99)).is_empty());
+        // The last-rung device answers: the first is told, and leaves.
+        assert_eq!(reg.answered_by("c1", ConnId(21)), [ConnId(20)]);
+        let call = reg.get("c1").unwrap();
+        assert_eq!((call.callee_conn, call.callee_forks.len()), (ConnId(21), 0));
+        assert_eq!(call.party_of_conn(ConnId(20)), None);
+        assert!(reg.calls_of_conn(ConnId(20)).is_empty());
+        // With one device left, its going is the callee's.
+        assert!(!reg.drop_device("c1", ConnId(21)));
+        reg.activate("c1", AcceptMode::AcceptGeneric, t0).unwrap();
+        reg.end("c1", EndReason::Hangup(Party::Caller, HangupReason::Normal))
+            .unwrap();
+        assert!(reg.calls_of_conn(ConnId(21)).is_empty());
+        assert!(reg.calls_of_conn(ConnId(1)).is_empty());
+    }
+
+    #[test]
+    fn ending_a_ringing_call_unindexes_every_device() {
+        let t0 = Instant::now();
+        let mut reg = CallRegistry::new(DEFAULT_RINGING_TIMEOUT);
+        reg.offer("c1", a(), b(), t0).unwrap();
+        reg.add_forks("c1", &[ConnId(20)]);
+        let (call, _) = reg.end("c1", EndReason::RingingTimeout).unwrap();
+        assert_eq!(call.callee_forks, [ConnId(20)]);
+        assert!(reg.calls_of_conn(ConnId(20)).is_empty());
+        assert!(reg.calls_of_conn(ConnId(2)).is_empty());
     }
 }

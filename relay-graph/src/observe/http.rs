@@ -151,7 +151,7 @@ async fn sessions(State(s): State<Arc<Services>>) -> impl IntoResponse {
 /// on (its id and, for a direct peer, its label).
 async fn presence(State(s): State<Arc<Services>>) -> impl IntoResponse {
     let mut v = s.signal.views().await.presence;
-    v.sort_by(|a, b| a.fingerprint.cmp(&b.fingerprint));
+    v.sort_by(|a, b| (&a.fingerprint, a.since).cmp(&(&b.fingerprint, b.since)));
     let mut out: Vec<serde_json::Value> = v
         .iter()
         .map(|p| {
@@ -181,7 +181,8 @@ async fn presence(State(s): State<Arc<Services>>) -> impl IntoResponse {
     Json(out)
 }
 
-/// One fingerprint's registration, in any accepted fingerprint form; 404
+/// One fingerprint's registration (its newest device's, with `devices`
+/// listing each), in any accepted fingerprint form; 404
 /// when it is not online here, 400 when it is not a fingerprint.
 async fn presence_of(
     State(s): State<Arc<Services>>,
@@ -199,15 +200,28 @@ async fn presence_of(
         }
     };
     let want = fp.to_string();
-    match s
+    let mut devices: Vec<_> = s
         .signal
         .views()
         .await
         .presence
         .into_iter()
-        .find(|p| p.fingerprint == want)
-    {
-        Some(p) => Json(p).into_response(),
+        .filter(|p| p.fingerprint == want)
+        .collect();
+    devices.sort_by_key(|p| p.since);
+    // The newest registration, as before devices, with every device of the
+    // person listed (oldest first).
+    match devices.last() {
+        Some(p) => {
+            let mut j = serde_json::to_value(p).unwrap_or_default();
+            if let Some(o) = j.as_object_mut() {
+                o.insert(
+                    "devices".into(),
+                    serde_json::to_value(&devices).unwrap_or_default(),
+                );
+            }
+            Json(j).into_response()
+        }
         None => (
             StatusCode::NOT_FOUND,
             format!("{want} is not online on this relay\n"),

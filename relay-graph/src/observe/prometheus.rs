@@ -317,7 +317,19 @@ pub fn render(s: &Services, signal: &SignalViews) -> String {
         "gauge",
         "Fingerprints registered for direct calls on this relay.",
     );
-    let _ = writeln!(out, "wzp_signal_registered {}", signal.presence.len());
+    let people: std::collections::HashSet<&str> = signal
+        .presence
+        .iter()
+        .map(|p| p.fingerprint.as_str())
+        .collect();
+    let _ = writeln!(out, "wzp_signal_registered {}", people.len());
+    head(
+        &mut out,
+        "wzp_signal_devices",
+        "gauge",
+        "Devices registered for direct calls (a person's phone and laptop are two).",
+    );
+    let _ = writeln!(out, "wzp_signal_devices {}", signal.presence.len());
     head(
         &mut out,
         "wzp_signal_calls",
@@ -347,8 +359,18 @@ pub fn render(s: &Services, signal: &SignalViews) -> String {
         ),
         (
             "wzp_signal_replaced_total",
-            "Registrations that replaced an older one of the same fingerprint.",
+            "Registrations that replaced an older one of the same device (or, past the device limit, the silent-longest).",
             hc.replaced,
+        ),
+        (
+            "wzp_signal_devices_added_total",
+            "Registrations of another device of a person already online.",
+            hc.devices_added,
+        ),
+        (
+            "wzp_signal_answered_elsewhere_total",
+            "Devices told that another device of theirs answered or declined the call they rang with.",
+            hc.answered_elsewhere,
         ),
         (
             "wzp_signal_moved_total",

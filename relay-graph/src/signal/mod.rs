@@ -276,13 +276,17 @@ pub enum Event {
         fingerprint: Fingerprint,
         /// The connection it replaced, if any.
         replaced: Option<ConnId>,
+        /// How many of the person's devices are registered now.
+        devices: usize,
     },
-    /// A fingerprint went offline.
+    /// A device's registration ended.
     Unregistered {
         /// Which connection held it.
         conn: ConnId,
         /// Who.
         fingerprint: Fingerprint,
+        /// Whether it was the person's last device (they are offline now).
+        offline: bool,
     },
     /// A call changed state.
     Call {
@@ -375,6 +379,11 @@ pub struct HubCounters {
     pub registrations: u64,
     /// Registrations that replaced an older one.
     pub replaced: u64,
+    /// Registrations of another device of a person already online.
+    pub devices_added: u64,
+    /// Devices told that another device of theirs answered or declined a
+    /// call they were rung with.
+    pub answered_elsewhere: u64,
     /// Mapping probes answered (`mapping_observed` sent).
     pub mapping_answered: u64,
     /// Mapping probes dropped: a token no connection has, or a connection
@@ -499,10 +508,11 @@ impl SignalHub {
     /// Runs what is due at `now`: keep-alive expiry, ringing timeouts,
     /// registration deadlines.
     pub fn handle_timeout(&mut self, now: Instant) {
-        for (fp, conn) in self.presence.expire(now) {
+        for (fp, conn, offline) in self.presence.expire(now) {
             self.push(Action::Event(Event::Unregistered {
                 conn,
                 fingerprint: fp,
+                offline,
             }));
             let secs = self.config.keepalive_timeout.as_secs();
             self.refuse_and_close(
@@ -749,16 +759,26 @@ impl SignalHub {
         };
         self.mapping_tokens
             .remove(&wzp_proto::mapping::token_for(&s.nonce));
-        if let Some(fp) = self.presence.remove_conn(conn) {
+        if let Some((fp, offline)) = self.presence.remove_conn(conn) {
             self.push(Action::Event(Event::Unregistered {
                 conn,
                 fingerprint: fp,
+                offline,
             }));
         }
         for id in self.calls.calls_of_conn(conn) {
             let Some(party) = self.calls.get(&id).and_then(|c| c.party_of_conn(conn)) else {
                 continue;
             };
+            // One of the callee's devices going while the call rings leaves
+            // it ringing on the others.
+            let ringing = self
+                .calls
+                .get(&id)
+                .is_some_and(|c| matches!(c.state, CallState::Pending | CallState::Ringing));
+            if party == Party::Callee && ringing && self.calls.drop_device(&id, conn) {
+                continue;
+            }
             if let Some((call, t)) = self.calls.end(&id, EndReason::Disconnected(party)) {
                 self.call_ended(call, t, Some(party));
             }
@@ -807,6 +827,19 @@ impl SignalHub {
             EndReason::Federation(p, _) => far_message
                 .unwrap_or_else(|| format!("the {}'s relay ended the call", party_name(p))),
         };
+        // The callee's other devices, still ringing, hear the same.
+        if t.from != CallState::Pending {
+            for conn in call.callee_forks.iter().copied() {
+                self.send(
+                    conn,
+                    SignalMessage::Hangup {
+                        reason: reason.hangup_reason(),
+                        call_id: Some(call.id.clone()),
+                        message: Some(message.clone()),
+                    },
+                );
+            }
+        }
         for party in [Party::Caller, Party::Callee] {
             if Some(party) == quiet {
                 continue;
@@ -882,7 +915,11 @@ impl SignalHub {
                         let nonce = s.nonce;
                         s.phase = Phase::Open;
                         let software = Some(format!("wzp-relay {}", self.config.version));
-                        self.send(conn, SignalMessage::hello(software));
+                        let mut hello = SignalMessage::hello(software);
+                        if let SignalMessage::Hello { features, .. } = &mut hello {
+                            features.push(wzp_proto::signal::FEATURE_DEVICES.to_string());
+                        }
+                        self.send(conn, hello);
                         self.send(conn, SignalMessage::PresenceChallenge { nonce });
                     }
                     Err(e) => self.fatal_first(conn, Refusal::VersionMismatch, e.to_string()),
@@ -1032,6 +1069,7 @@ impl SignalHub {
                         fingerprint: None,
                         mapping_port: None,
                         mapping_token: None,
+                        devices: None,
                     },
                 );
                 self.refuse_and_close(conn, refusal, CloseCode::BadRegistration, reason);
@@ -1042,31 +1080,55 @@ impl SignalHub {
         if let Some(s) = self.sessions.get_mut(&conn) {
             s.fingerprint = Some(fp);
         }
+        let device = verified.device;
         let outcome = self
             .presence
-            .register(fp, conn, verified.alias, remote, now);
+            .register(fp, conn, device, verified.alias, remote, now);
         self.counters.registrations += 1;
         let replaced = match outcome {
             Registered::Replaced(old) => Some(old),
             _ => None,
         };
+        if outcome == Registered::Added {
+            self.counters.devices_added += 1;
+        }
+        let devices = self.presence.devices_of(&fp).len();
         self.push(Action::Event(Event::Registered {
             conn,
             fingerprint: fp,
             replaced,
+            devices,
         }));
         if let Some(old) = replaced {
             self.counters.replaced += 1;
             // The old connection no longer holds the fingerprint; forget it
             // (ending its calls) without unregistering the new one.
+            let same_device = self.sessions.get(&old).is_some_and(|s| s.device == device);
             if let Some(s) = self.sessions.get_mut(&old) {
                 s.fingerprint = None;
             }
-            self.close(
-                old,
-                CloseCode::Replaced,
-                format!("{fp} registered again from {remote}; this registration is replaced"),
-            );
+            let reason = if same_device {
+                match device {
+                    Some(d) => format!(
+                        "{fp} registered again as this device ({}) from {remote}; \
+                         this registration is replaced",
+                        hex::encode(d)
+                    ),
+                    None => format!(
+                        "{fp} registered again from {remote}; this registration is replaced"
+                    ),
+                }
+            } else {
+                format!(
+                    "{fp} registered a device from {remote} beyond the {} a person may \
+                     have here; this one, silent longest, is replaced",
+                    crate::presence::MAX_DEVICES
+                )
+            };
+            self.close(old, CloseCode::Replaced, reason);
+        }
+        if let Some(s) = self.sessions.get_mut(&conn) {
+            s.device = device;
         }
         if let Some(s) = self.sessions.get_mut(&conn) {
             s.told = remote;
@@ -1084,6 +1146,7 @@ impl SignalHub {
                 fingerprint: Some(fp),
                 mapping_port,
                 mapping_token,
+                devices: u32::try_from(devices).ok(),
             },
         );
     }
@@ -1158,11 +1221,14 @@ impl SignalHub {
             .filter(|a| a.len() <= MAX_ALIAS_LEN)
             .or_else(|| self.presence.get(&me).and_then(|p| p.alias.clone()));
         // Not here: the federation routes it to the callee's relay, or
-        // answers not_online.
-        let callee_conn = self
+        // answers not_online. Here: every device of the callee rings.
+        let devices: Vec<ConnId> = self
             .presence
-            .get(&target_fingerprint)
-            .map_or(ConnId::FEDERATION, |c| c.conn);
+            .devices_of(&target_fingerprint)
+            .iter()
+            .map(|p| p.conn)
+            .collect();
+        let callee_conn = devices.first().copied().unwrap_or(ConnId::FEDERATION);
         match self
             .calls
             .offer(&call_id, (me, conn), (target_fingerprint, callee_conn), now)
@@ -1198,19 +1264,20 @@ impl SignalHub {
             );
         }
         // The callee sees the proven caller, never the caller's address.
-        self.send(
-            callee_conn,
-            SignalMessage::DirectCallOffer {
-                call_id: call_id.clone(),
-                caller_fingerprint: me,
-                target_fingerprint,
-                caller_alias: alias,
-                handshake,
-                supported_codecs,
-                caller_reflexive_addr: None,
-                caller_local_addrs: Vec::new(),
-            },
-        );
+        self.calls.add_forks(&call_id, &devices);
+        let offer = SignalMessage::DirectCallOffer {
+            call_id: call_id.clone(),
+            caller_fingerprint: me,
+            target_fingerprint,
+            caller_alias: alias,
+            handshake,
+            supported_codecs,
+            caller_reflexive_addr: None,
+            caller_local_addrs: Vec::new(),
+        };
+        for device in devices {
+            self.send(device, offer.clone());
+        }
         if let Some(t) = self.calls.ringing(&call_id, now) {
             self.transition(&t);
             self.send(conn, SignalMessage::CallRinging { call_id });
@@ -1258,7 +1325,16 @@ impl SignalHub {
         else {
             return;
         };
-        if self.registered(conn, "direct_call_answer").is_none() {
+        let Some(me) = self.registered(conn, "direct_call_answer") else {
+            return;
+        };
+        // Another device of the callee answered first: this one was told
+        // (`answered_elsewhere`) and its answer crossed that on the way.
+        if self
+            .calls
+            .get(&call_id)
+            .is_some_and(|c| c.callee == me && c.party_of_conn(conn).is_none())
+        {
             return;
         }
         let callee_reflexive_addr = self.current_addr(conn, callee_reflexive_addr);
@@ -1277,9 +1353,12 @@ impl SignalHub {
             );
         }
         if accept_mode == AcceptMode::Reject {
+            // A person who declines on one device declines the call.
+            let others = self.calls.answered_by(&call_id, conn);
             if let Some((call, t)) = self.calls.end(&call_id, EndReason::Rejected) {
                 self.call_ended(call, t, Some(Party::Callee));
             }
+            self.tell_elsewhere(&others, &call_id, HangupReason::DeclinedElsewhere);
             return;
         }
         let response_ok = handshake
@@ -1300,10 +1379,15 @@ impl SignalHub {
             }
             return;
         }
+        let others = self.calls.answered_by(&call_id, conn);
+        self.tell_elsewhere(&others, &call_id, HangupReason::AnsweredElsewhere);
         let Some(t) = self.calls.activate(&call_id, accept_mode, now) else {
             return;
         };
         self.transition(&t);
+        let Some(call) = self.calls.get(&call_id).cloned() else {
+            return;
+        };
         if call.is_federated(Party::Caller) {
             self.federate(
                 &call,
@@ -1339,6 +1423,26 @@ impl SignalHub {
             .filter(|_| trusted)
             .unwrap_or_default();
         self.call_active(&call, callee, caller);
+    }
+
+    /// Tells the callee's devices `others`, rung with call `call_id`, that
+    /// another of its devices answered (or declined) it.
+    fn tell_elsewhere(&mut self, others: &[ConnId], call_id: &str, reason: HangupReason) {
+        let message = match reason {
+            HangupReason::DeclinedElsewhere => "declined on another device",
+            _ => "answered on another device",
+        };
+        for conn in others {
+            self.counters.answered_elsewhere += 1;
+            self.send(
+                *conn,
+                SignalMessage::Hangup {
+                    reason,
+                    call_id: Some(call_id.to_string()),
+                    message: Some(message.into()),
+                },
+            );
+        }
     }
 
     /// The call is accepted: its room admits the parties on this relay and
@@ -1669,7 +1773,13 @@ impl SignalHub {
         else {
             return;
         };
-        let Some(callee_conn) = self.presence.get(&s.callee).map(|c| c.conn) else {
+        let devices: Vec<ConnId> = self
+            .presence
+            .devices_of(&s.callee)
+            .iter()
+            .map(|p| p.conn)
+            .collect();
+        let Some(callee_conn) = devices.first().copied() else {
             let msg = format!("{} is not online at its relay", s.callee);
             return self.refuse_federated_offer(&s, HangupReason::NotOnline, msg);
         };
@@ -1702,19 +1812,20 @@ impl SignalHub {
                 return self.refuse_federated_offer(&s, reason, refusal.to_string());
             }
         }
-        self.send(
-            callee_conn,
-            SignalMessage::DirectCallOffer {
-                call_id: s.call_id.clone(),
-                caller_fingerprint: s.caller,
-                target_fingerprint: s.callee,
-                caller_alias,
-                handshake: Some(handshake),
-                supported_codecs,
-                caller_reflexive_addr: None,
-                caller_local_addrs: Vec::new(),
-            },
-        );
+        self.calls.add_forks(&s.call_id, &devices);
+        let offer = SignalMessage::DirectCallOffer {
+            call_id: s.call_id.clone(),
+            caller_fingerprint: s.caller,
+            target_fingerprint: s.callee,
+            caller_alias,
+            handshake: Some(handshake),
+            supported_codecs,
+            caller_reflexive_addr: None,
+            caller_local_addrs: Vec::new(),
+        };
+        for device in devices {
+            self.send(device, offer.clone());
+        }
         if let Some(t) = self.calls.ringing(&s.call_id, now) {
             self.transition(&t);
             if let Some(call) = self.calls.get(&s.call_id).cloned() {

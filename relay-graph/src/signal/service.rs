@@ -69,6 +69,9 @@ pub struct PresenceView {
     /// Unix ms when it registered.
     pub since: u64,
     pub observed_addr: String,
+    /// Which of the person's devices (hex), when the client said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
     /// What its NAT mapping test showed: `"independent"` (one mapping for
     /// every destination), `"per_destination"`, or `"untested"`.
     pub mapping: &'static str,
@@ -284,6 +287,7 @@ async fn run_hub(mut hub: SignalHub, mut rx: mpsc::Receiver<Cmd>, services: Weak
                         alias: p.alias.clone(),
                         since: unix_ms_at(p.since, now),
                         observed_addr: p.observed_addr.to_string(),
+                        device: p.device.map(hex::encode),
                         mapping: match hub.session(p.conn).map(|s| s.mapping) {
                             Some(wzp_proto::mapping::Mapping::Independent) => "independent",
                             Some(wzp_proto::mapping::Mapping::Dependent) => "per_destination",
@@ -377,8 +381,9 @@ fn log_event(services: &Services, ev: Event) {
             conn,
             fingerprint,
             replaced,
+            devices,
         } => {
-            tracing::info!(%conn, %fingerprint, replaced = ?replaced.map(|c| c.0), "registered");
+            tracing::info!(%conn, %fingerprint, replaced = ?replaced.map(|c| c.0), devices, "registered");
             services.federation.local_presence(fingerprint, true);
             services.event(LogEvent {
                 ts_ms: now_ms(),
@@ -387,9 +392,15 @@ fn log_event(services: &Services, ev: Event) {
                 ..Default::default()
             });
         }
-        Event::Unregistered { conn, fingerprint } => {
-            tracing::info!(%conn, %fingerprint, "unregistered");
-            services.federation.local_presence(fingerprint, false);
+        Event::Unregistered {
+            conn,
+            fingerprint,
+            offline,
+        } => {
+            tracing::info!(%conn, %fingerprint, offline, "unregistered");
+            if offline {
+                services.federation.local_presence(fingerprint, false);
+            }
             services.event(LogEvent {
                 ts_ms: now_ms(),
                 event: "unregistered",

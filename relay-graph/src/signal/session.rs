@@ -90,6 +90,8 @@ pub struct SignalSession {
     pub phase: Phase,
     /// The proven fingerprint, once registered.
     pub fingerprint: Option<Fingerprint>,
+    /// The device it registered as (`register_presence`'s `device`).
+    pub device: Option<wzp_proto::presence::DeviceId>,
     /// When the connection arrived.
     pub connected_at: Instant,
     bucket: TokenBucket,
@@ -132,6 +134,7 @@ impl SignalSession {
             nonce,
             phase: Phase::AwaitHello,
             fingerprint: None,
+            device: None,
             connected_at: now,
             bucket: TokenBucket::new(rate.per_second, rate.burst, now),
             rate,

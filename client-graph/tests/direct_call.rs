@@ -678,6 +678,147 @@ fn a_ringing_listener_is_answered_declined_and_hung_up_by_keys() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// `wzp-client history` of `user` in `dir`, each line from its direction on.
+fn history_lines(dir: &Path, user: &str) -> Vec<String> {
+    let out = Command::new(bin("wzp-client"))
+        .arg("history")
+        .arg("--history")
+        .arg(dir.join(format!("{user}.history.jsonl")))
+        .arg("--contacts")
+        .arg(dir.join(format!("{user}.contacts.toml")))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.split("UTC  ").nth(1).unwrap_or(l).to_string())
+        .collect()
+}
+
+#[test]
+fn each_device_of_the_callee_rings_and_the_one_that_answers_takes_the_call() {
+    let _s = serial();
+    let dir = tmp("devices");
+    let relay = start_relay_with(&dir, "127.0.0.1:0", &["--metrics-addr", "127.0.0.1:0"]);
+    // Bob's phone and laptop: one identity (restored on the laptop from
+    // the phone's), two devices (each made its own device id).
+    let (phone_dir, laptop_dir) = (dir.join("phone"), dir.join("laptop"));
+    std::fs::create_dir_all(&phone_dir).unwrap();
+    std::fs::create_dir_all(&laptop_dir).unwrap();
+    let b_fp = identity_of(&phone_dir, "bob");
+    std::fs::copy(phone_dir.join("bob.seed"), laptop_dir.join("bob.seed")).unwrap();
+    let speech = speech_like(16_000);
+    write_wav(&dir.join("laptop-says.wav"), &speech);
+    let device = |d: &Path, says: &str| {
+        let mut cmd = client_cmd(
+            None,
+            relay.addr,
+            d,
+            &relay,
+            "bob",
+            &["listen"],
+            &["--accept", "ask", "--input", says, "--output", "null"],
+        );
+        let mut p = Proc::spawn_with_input("bob", &mut cmd);
+        let line = p.expect_line("registered as ", WAIT);
+        assert!(line.contains(&b_fp), "{line}");
+        p
+    };
+    let mut phone = device(&phone_dir, "tone");
+    let mut laptop = device(&laptop_dir, dir.join("laptop-says.wav").to_str().unwrap());
+    laptop.expect_line("2 of your devices listen at this relay", WAIT);
+    assert!(
+        phone.child.try_wait().unwrap().is_none(),
+        "the phone still listens"
+    );
+
+    let mut a = client(
+        &dir,
+        &relay,
+        "alice",
+        &["call", &b_fp],
+        &[
+            "--duration",
+            "4s",
+            "--input",
+            "tone:300",
+            "--output",
+            dir.join("a-heard.wav").to_str().unwrap(),
+        ],
+    );
+    phone.expect_line("ringing: a answers, d declines", WAIT);
+    laptop.expect_line("ringing: a answers, d declines", WAIT);
+    laptop.type_keys("a");
+    phone.expect_line("answered on another device", WAIT);
+    assert_eq!(sas(&mut a), sas(&mut laptop), "alice talks with the laptop");
+    assert!(a.exit(WAIT).success(), "{:?}", a.drain());
+    // Alice heard the laptop's voice.
+    let heard = read_wav_mono(&dir.join("a-heard.wav")).unwrap().samples;
+    let r = segmental_correlation(&heard, &speech);
+    assert!(
+        r > 0.7,
+        "alice's recording correlates {r} with the laptop's voice"
+    );
+    assert!(
+        phone.child.try_wait().unwrap().is_none(),
+        "the phone still listens"
+    );
+    let said = history_lines(&phone_dir, "bob");
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(said[0].ends_with("  answered elsewhere"), "{said:?}");
+    let said = history_lines(&laptop_dir, "bob");
+    assert!(said[0].contains("  answered  "), "{said:?}");
+
+    // The relay lists both devices of bob.
+    let presence: serde_json::Value =
+        serde_json::from_str(&http_get(&relay, &format!("/presence/{b_fp}"))).unwrap();
+    assert_eq!(
+        presence["devices"].as_array().map(Vec::len),
+        Some(2),
+        "{presence}"
+    );
+
+    // A second `listen` as the phone's very device (its identity files
+    // copied): it takes the phone's registration, and the phone stops
+    // with why, instead of taking it back (which the other would then do).
+    let twin_dir = dir.join("twin");
+    std::fs::create_dir_all(&twin_dir).unwrap();
+    for f in ["bob.seed", "bob.seed.device"] {
+        std::fs::copy(phone_dir.join(f), twin_dir.join(f)).unwrap();
+    }
+    let mut twin = device(&twin_dir, "tone");
+    phone.expect_line("stopped listening", WAIT);
+    let status = phone.exit(WAIT);
+    assert!(!status.success(), "{status:?}");
+    assert!(
+        phone
+            .drain()
+            .iter()
+            .any(|l| l.contains("Another `listen` runs as this device")),
+        "{:?}",
+        phone.drain()
+    );
+    assert!(twin.child.try_wait().unwrap().is_none(), "the twin listens");
+    assert!(
+        laptop.child.try_wait().unwrap().is_none(),
+        "the laptop listens"
+    );
+    // Bob alone is registered now (alice's call has ended), on two devices.
+    let metrics = http_get(&relay, "/metrics");
+    for want in [
+        "wzp_signal_devices 2",
+        "wzp_signal_registered 1",
+        "wzp_signal_answered_elsewhere_total 1",
+        "wzp_signal_replaced_total 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == want), "{want} in\n{metrics}");
+    }
+    twin.kill();
+    laptop.kill();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// The `rings=N` of a client's "ring tone stopped" log line.
 fn rings_played(p: &mut Proc) -> u64 {
     let line = p.expect_line("ring tone stopped", WAIT);

@@ -34,6 +34,11 @@ Examples:
       command's environment, never in its text).
   wzp-client listen --relay 203.0.113.7:4433 --accept contacts-only
       Answer your contacts only; decline everyone else.
+  wzp-client listen --relay 203.0.113.7:4433     (on the phone, and on the laptop)
+      One identity on two devices (`wzp-client identity restore` on the
+      second): each call rings on both, the first to answer takes it and
+      the other says `answered on another device` (history: answered
+      elsewhere). Each device keeps its id in ~/.wzp/identity.device.
   wzp-client listen --relay 203.0.113.7:4433 --relay-only
       Answer everyone, with the media always through the relay and your
       address shared with no one.

@@ -97,9 +97,47 @@ fn engine_overhead(c: &mut Criterion) {
     }
 }
 
+/// The rings between a real-time stage and an I/O thread, each way, with
+/// a relay's traffic: 64 voice packets of 100 bytes (a cycle's fan-out),
+/// pushed then drained.
+fn rings(c: &mut Criterion) {
+    use wzp_engine::bridge::{from_io, to_io, DomainWaker};
+    use wzp_engine::port::{Batch, PacketMeta, Slot};
+    use wzp_engine::stage::Counter;
+    const N: usize = 64;
+    let mut group = c.benchmark_group("engine/ring");
+    group.throughput(Throughput::Elements(N as u64));
+    let payload = [0x5a_u8; 100];
+    let mut slot = Slot::<PacketMeta>::default();
+    slot.set_bytes(&payload);
+    let (mut tx, mut rx) = to_io::<PacketMeta>(1024, Counter::default());
+    group.bench_function("to_io_100B", |b| {
+        b.iter(|| {
+            for _ in 0..N {
+                tx.send(&slot);
+            }
+            let mut sum = 0usize;
+            rx.drain_with(|_, bytes| sum += bytes.len());
+            sum
+        })
+    });
+    let (mut tx, mut rx) = from_io::<PacketMeta>(1024, DomainWaker::new());
+    let mut out = Batch::<PacketMeta>::with_capacity(N);
+    group.bench_function("from_io_100B", |b| {
+        b.iter(|| {
+            for _ in 0..N {
+                let _ = tx.send(PacketMeta::default(), &payload);
+            }
+            out.clear();
+            rx.drain_into(&mut out)
+        })
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
-    targets = engine_overhead
+    targets = engine_overhead, rings
 }
 criterion_main!(benches);

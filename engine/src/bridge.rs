@@ -12,7 +12,9 @@ use std::sync::{Arc, OnceLock};
 use std::thread::Thread;
 use std::time::Duration;
 
-use crate::port::{Batch, FrameMeta, PacketMeta, PortType, Slot};
+use std::mem::MaybeUninit;
+
+use crate::port::{Batch, FrameMeta, PacketMeta, PortType, Slot, MAX_ITEM_BYTES};
 use crate::stage::{Counter, Cx, Flow, Io, Processor};
 
 /// Wakes one thread that waits for items: a domain's thread, or an I/O thread.
@@ -77,21 +79,72 @@ impl Meta for PacketMeta {
     }
 }
 
+/// What a ring holds: an item's metadata and its payload. Only the payload's
+/// bytes are ever written or read, so passing an item through a ring costs
+/// its length, not the [`MAX_ITEM_BYTES`] a whole [`Slot`] copy would (a
+/// relay's forwarded voice packet is ~100 bytes of 1500).
+struct RingItem<M> {
+    meta: M,
+    len: u16,
+    data: [MaybeUninit<u8>; MAX_ITEM_BYTES],
+}
+
+impl<M: Meta> RingItem<M> {
+    /// Writes an item into an unwritten ring slot: `bytes` beyond
+    /// [`MAX_ITEM_BYTES`] are cut (callers check the length first).
+    #[inline]
+    fn write(dst: &mut MaybeUninit<RingItem<M>>, meta: M, bytes: &[u8]) {
+        let n = bytes.len().min(MAX_ITEM_BYTES);
+        let p = dst.as_mut_ptr();
+        // SAFETY: `p` is valid for writing one `RingItem`. Each field is
+        // written through a raw pointer, so no reference to unwritten memory
+        // is made; `data` takes `n <= MAX_ITEM_BYTES` bytes from a slice
+        // that cannot overlap the ring.
+        unsafe {
+            std::ptr::addr_of_mut!((*p).meta).write(meta);
+            std::ptr::addr_of_mut!((*p).len).write(n as u16);
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                std::ptr::addr_of_mut!((*p).data).cast::<u8>(),
+                n,
+            );
+        }
+    }
+
+    /// The payload.
+    #[inline]
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: a `RingItem` exists only through `write`, which
+        // initialised the first `len` bytes of `data` (`len` is at most
+        // MAX_ITEM_BYTES).
+        unsafe { std::slice::from_raw_parts(self.data.as_ptr().cast::<u8>(), self.len as usize) }
+    }
+
+    /// As a [`Slot`] (a copy: for control paths).
+    fn to_slot(&self) -> Slot<M> {
+        let mut s = Slot::<M>::default();
+        s.meta = self.meta;
+        s.set_bytes(self.bytes());
+        s
+    }
+}
+
 /// The real-time end that pushes into a ring.
 pub struct RtSender<M> {
-    prod: rtrb::Producer<Slot<M>>,
+    prod: rtrb::Producer<RingItem<M>>,
     waker: Arc<DomainWaker>,
     dropped: Counter,
 }
 
 impl<M: Meta> RtSender<M> {
-    /// Pushes a copy of `slot`. On a full ring the item is dropped and counted.
+    /// Pushes a copy of `slot` (its used bytes). On a full ring the item is
+    /// dropped and counted.
     #[inline]
     pub fn send(&mut self, slot: &Slot<M>) -> bool {
         match self.prod.write_chunk_uninit(1) {
             Ok(mut chunk) => {
                 let (a, _) = chunk.as_mut_slices();
-                a[0].write(slot.clone());
+                RingItem::write(&mut a[0], slot.meta, slot.bytes());
                 // SAFETY: the one slot of the chunk was just initialised.
                 unsafe { chunk.commit_all() };
                 true
@@ -122,7 +175,7 @@ impl<M: Meta> RtSender<M> {
 
 /// The real-time end that pops from a ring.
 pub struct RtReceiver<M> {
-    cons: rtrb::Consumer<Slot<M>>,
+    cons: rtrb::Consumer<RingItem<M>>,
 }
 
 impl<M: Meta> RtReceiver<M> {
@@ -137,7 +190,7 @@ impl<M: Meta> RtReceiver<M> {
         };
         let (a, b) = chunk.as_slices();
         for item in a.iter().chain(b) {
-            let _ = out.push_copy(item);
+            let _ = out.push(item.meta, item.bytes());
         }
         // Committing drops plain-data slots in place: no allocation.
         chunk.commit_all();
@@ -156,7 +209,7 @@ impl<M: Meta> RtReceiver<M> {
 
 /// The control or I/O end that pops items a real-time stage sent.
 pub struct IoReceiver<M> {
-    cons: rtrb::Consumer<Slot<M>>,
+    cons: rtrb::Consumer<RingItem<M>>,
     waker: Arc<DomainWaker>,
 }
 
@@ -166,21 +219,26 @@ impl<M: Meta> IoReceiver<M> {
         self.waker.register_current();
     }
 
+    /// The next item, copied out as a [`Slot`].
     pub fn try_recv(&mut self) -> Option<Slot<M>> {
-        self.cons.pop().ok()
+        let chunk = self.cons.read_chunk(1).ok()?;
+        let (a, _) = chunk.as_slices();
+        let slot = a[0].to_slot();
+        chunk.commit_all();
+        Some(slot)
     }
 
-    /// Hands every queued item to `f` in place, then frees their slots;
-    /// returns how many. Cheaper than `try_recv` in a loop: nothing is moved
-    /// out of the ring, `f` reads what it needs.
-    pub fn drain_with(&mut self, mut f: impl FnMut(&Slot<M>)) -> usize {
+    /// Hands every queued item's metadata and payload to `f` in place, then
+    /// frees their slots; returns how many. Cheaper than `try_recv` in a
+    /// loop: nothing is moved out of the ring, `f` reads what it needs.
+    pub fn drain_with(&mut self, mut f: impl FnMut(M, &[u8])) -> usize {
         let n = self.cons.slots();
         let Ok(chunk) = self.cons.read_chunk(n) else {
             return 0;
         };
         let (a, b) = chunk.as_slices();
         for item in a.iter().chain(b) {
-            f(item);
+            f(item.meta, item.bytes());
         }
         chunk.commit_all();
         n
@@ -212,7 +270,7 @@ impl<M: Meta> IoReceiver<M> {
 
 /// The control or I/O end that pushes items to a real-time stage.
 pub struct IoSender<M> {
-    prod: rtrb::Producer<Slot<M>>,
+    prod: rtrb::Producer<RingItem<M>>,
     waker: Arc<DomainWaker>,
 }
 
@@ -224,12 +282,14 @@ pub struct RingFull;
 impl<M: Meta> IoSender<M> {
     /// Queues one item and wakes the domain that reads it.
     pub fn send(&mut self, meta: M, bytes: &[u8]) -> Result<(), RingFull> {
-        let mut s = Slot::<M>::default();
-        s.meta = meta;
-        if !s.set_bytes(bytes) {
+        if bytes.len() > MAX_ITEM_BYTES {
             return Err(RingFull);
         }
-        self.prod.push(s).map_err(|_| RingFull)?;
+        let mut chunk = self.prod.write_chunk_uninit(1).map_err(|_| RingFull)?;
+        let (a, _) = chunk.as_mut_slices();
+        RingItem::write(&mut a[0], meta, bytes);
+        // SAFETY: the one slot of the chunk was just written.
+        unsafe { chunk.commit_all() };
         self.waker.wake();
         Ok(())
     }
@@ -300,7 +360,7 @@ pub(crate) fn bridge_pair(
 ) -> (BridgeEnd, BridgeEnd) {
     fn pair<M: Meta>(capacity: usize, waker: Arc<DomainWaker>) -> (BridgeEnd, BridgeEnd) {
         let dropped = Counter::default();
-        let (prod, cons) = rtrb::RingBuffer::<Slot<M>>::new(capacity);
+        let (prod, cons) = rtrb::RingBuffer::<RingItem<M>>::new(capacity);
         let tx = RtSender {
             prod,
             waker,
@@ -406,7 +466,7 @@ pub(crate) fn delay_pair(
 ) -> (BridgeEnd, BridgeEnd) {
     fn pair<M: Meta>(capacity: usize) -> (BridgeEnd, BridgeEnd) {
         let dropped = Counter::default();
-        let (prod, cons) = rtrb::RingBuffer::<Slot<M>>::new(capacity);
+        let (prod, cons) = rtrb::RingBuffer::<RingItem<M>>::new(capacity);
         let tx = RtSender {
             prod,
             // Nothing waits on a delay: its reader runs every cycle anyway.

@@ -1200,7 +1200,7 @@ impl EgressPump {
         let now = out.now_ns();
         let n = self
             .rx
-            .drain_with(|slot| out.offer(slot.meta.peer, slot.bytes(), now));
+            .drain_with(|meta, bytes| out.offer(meta.peer, bytes, now));
         out.release_due(now);
         n
     }

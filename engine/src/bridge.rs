@@ -36,6 +36,13 @@ impl DomainWaker {
         let _ = self.thread.set(std::thread::current());
     }
 
+    /// Whether the calling thread is the registered one.
+    pub fn is_current(&self) -> bool {
+        self.thread
+            .get()
+            .is_some_and(|t| t.id() == std::thread::current().id())
+    }
+
     /// Marks work pending and unparks the registered thread.
     #[inline]
     pub fn wake(&self) {

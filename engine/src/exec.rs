@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::bridge::DomainWaker;
 use crate::compile::{compile_with, CompiledGraph, Existing, ExistingStage, StageKey, Wakers};
 use crate::error::{ErrorKind, GraphError, GraphErrors};
 use crate::port::Buffer;
@@ -227,6 +228,25 @@ impl Default for RunOptions {
 /// Most stages one domain can hold across reconfigurations.
 pub const DEFAULT_SLOTS: usize = 1024;
 
+/// Whether a graph ended by itself, and the thread [`Graph::wait`]s for it:
+/// woken when it ends, so waiting costs no polling.
+#[derive(Debug, Default)]
+struct Finished {
+    flag: AtomicBool,
+    waiter: DomainWaker,
+}
+
+impl Finished {
+    fn set(&self) {
+        self.flag.store(true, Ordering::Release);
+        self.waiter.wake();
+    }
+
+    fn get(&self) -> bool {
+        self.flag.load(Ordering::Acquire)
+    }
+}
+
 /// A graph ready to run: step it by hand, or start it on threads.
 pub struct Graph {
     name: String,
@@ -239,7 +259,7 @@ pub struct Graph {
     quantum: Duration,
     drain_after_sources: u64,
     stop: Arc<AtomicBool>,
-    finished: Arc<AtomicBool>,
+    finished: Arc<Finished>,
     threads: Vec<JoinHandle<()>>,
     started: Option<Instant>,
     collected_total: usize,
@@ -376,7 +396,7 @@ impl Graph {
             quantum: q,
             drain_after_sources: drain,
             stop: Arc::new(AtomicBool::new(false)),
-            finished: Arc::new(AtomicBool::new(false)),
+            finished: Arc::new(Finished::default()),
             threads: Vec::new(),
             started: None,
             collected_total: 0,
@@ -520,7 +540,7 @@ impl Graph {
                                 *d -= 1;
                             }
                         }
-                        finished.store(true, Ordering::Release);
+                        finished.set();
                     })
                     .map_err(|e| {
                         GraphError::new(ErrorKind::Build, format!("cannot start thread: {e}"))
@@ -592,7 +612,7 @@ impl Graph {
                                     *d -= 1;
                                 }
                             }
-                            finished2.store(true, Ordering::Release);
+                            finished2.set();
                         })
                         .map_err(|e| {
                             GraphError::new(ErrorKind::Build, format!("cannot start thread: {e}"))
@@ -607,7 +627,7 @@ impl Graph {
                         while !stop2.load(Ordering::Relaxed) && Instant::now() < end {
                             std::thread::sleep(Duration::from_millis(5));
                         }
-                        finished2.store(true, Ordering::Release);
+                        finished2.set();
                     });
                     self.threads.push(h);
                 }
@@ -618,7 +638,7 @@ impl Graph {
 
     /// Whether the graph ended by itself (duration reached, sources drained).
     pub fn is_finished(&self) -> bool {
-        self.finished.load(Ordering::Acquire)
+        self.finished.get()
     }
 
     /// Waits until the graph ends by itself or `timeout` passes; returns
@@ -634,7 +654,14 @@ impl Graph {
             if now >= end {
                 return false;
             }
-            std::thread::sleep((end - now).min(Duration::from_millis(10)));
+            // The first thread that waits is woken when the graph ends
+            // (one wake-up per `timeout` otherwise); any other polls.
+            self.finished.waiter.register_current();
+            if self.finished.waiter.is_current() {
+                self.finished.waiter.wait(end - now);
+            } else {
+                std::thread::sleep((end - now).min(Duration::from_millis(10)));
+            }
         }
     }
 

@@ -105,7 +105,10 @@ impl WorkerLink {
                     if job_rx.is_abandoned() {
                         return;
                     }
-                    std::thread::park_timeout(Duration::from_millis(50));
+                    // Every cycle that sends work ends with an unpark
+                    // (`end_cycle`), and an unpark before the park is not
+                    // lost: the timeout is a guard, not a poll.
+                    std::thread::park_timeout(Duration::from_secs(1));
                 }
             })
             .map_err(|e| BuildError::Other(format!("cannot start the FEC worker thread: {e}")))?;

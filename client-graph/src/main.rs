@@ -36,6 +36,9 @@ Examples:
       a microphone's steady room noise is turned down too (--set noise_suppress=false: off).
   wzp-client join --relay 127.0.0.1:4433 --room test --input talk.wav --output heard.wav --duration 10s
       Join headless: send a WAV, record what the room says.
+  wzp-client join --relay 203.0.113.7:4433 --room standup --room-secret \"$(cat room.secret)\" --record standup.wav
+      Record the call, what you say mixed with what you hear; the others
+      see you as `(recording)` in the room's line.
   wzp-client join --relay 127.0.0.1:4433 --room test --set jb_burst_hold=0ms
       Least delay: hold nothing back to rebuild lost audio (default 60ms); your
       reports say so, and the talkers protect what you hear accordingly.

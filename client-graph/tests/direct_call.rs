@@ -819,6 +819,72 @@ fn each_device_of_the_callee_rings_and_the_one_that_answers_takes_the_call() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+#[test]
+fn a_recorded_call_holds_both_sides_and_the_other_side_is_told() {
+    let _s = serial();
+    let dir = tmp("record");
+    let relay = start_relay(&dir, "127.0.0.1:0");
+    let (mut b, b_fp) = listen(
+        &dir,
+        &relay,
+        "bob",
+        &[
+            "--accept",
+            "generic",
+            "--once",
+            "--duration",
+            "4s",
+            "--input",
+            "tone:1000",
+            "--output",
+            "null",
+        ],
+    );
+    // A file already there is never replaced: the recording takes the
+    // next free name.
+    let rec = dir.join("call.wav");
+    std::fs::write(&rec, b"an earlier recording").unwrap();
+    let mut a = client(
+        &dir,
+        &relay,
+        "alice",
+        &["call", &b_fp],
+        &[
+            "--duration",
+            "4s",
+            "--input",
+            "tone:300",
+            "--output",
+            "null",
+            "--record",
+            rec.to_str().unwrap(),
+        ],
+    );
+    let line = a.expect_line("recording the call to ", WAIT);
+    let taken = dir.join("call-2.wav");
+    assert!(line.contains(taken.to_str().unwrap()), "{line}");
+    b.expect_line("is recording this call", WAIT);
+    assert!(a.exit(WAIT).success(), "{:?}", a.drain());
+    assert!(b.exit(WAIT).success(), "{:?}", b.drain());
+    assert_eq!(std::fs::read(&rec).unwrap(), b"an earlier recording");
+    // Alice's 300 Hz (what she sent) and bob's 1000 Hz (what she heard),
+    // both well above anything else.
+    let wav = read_wav_mono(&taken).unwrap();
+    assert_eq!(wav.rate, 48_000);
+    let mid = &wav.samples[(wav.rate as usize * 3 / 2)..(wav.rate as usize * 7 / 2)];
+    let level = |f: f64| wzp_stages::audio::signal::goertzel_dbfs(mid, wav.rate, f);
+    let (sent, heard, neither) = (level(300.0), level(1000.0), level(2300.0));
+    assert!(
+        sent > -30.0 && heard > -30.0,
+        "sent {sent} dBFS, heard {heard} dBFS"
+    );
+    assert!(
+        neither < sent.min(heard) - 20.0,
+        "sent {sent}, heard {heard}, elsewhere {neither} dBFS"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// The `rings=N` of a client's "ring tone stopped" log line.
 fn rings_played(p: &mut Proc) -> u64 {
     let line = p.expect_line("ring tone stopped", WAIT);

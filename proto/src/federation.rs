@@ -228,6 +228,9 @@ pub struct FederatedParticipant {
     /// The participant said its microphone is muted (`member_state`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub muted: bool,
+    /// The participant said it records the call (`member_state`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recording: bool,
     /// The media sender ids its relay bound to its connection (at most
     /// [`MAX_PARTICIPANT_SENDERS`]), as in a room update's participant.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -241,6 +244,7 @@ impl FederatedParticipant {
             fingerprint,
             alias: None,
             muted: false,
+            recording: false,
             senders: Vec::new(),
         }
     }
@@ -1032,6 +1036,7 @@ mod tests {
                         fingerprint: fp(1),
                         alias: Some("ann".into()),
                         muted: true,
+                        recording: true,
                         senders: vec![7, u32::MAX],
                     },
                     FederatedParticipant::new(fp(2)),

@@ -206,6 +206,9 @@ pub struct RoomParticipant {
     /// The participant said its microphone is muted ([`SignalMessage::MemberState`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub muted: bool,
+    /// The participant said it records the call ([`SignalMessage::MemberState`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recording: bool,
     /// The media sender ids (header bytes 4..8) the participant's relay has
     /// seen its connection send with and bound to it (`sfu.fanout`): what a
     /// member labels a voice with. Empty until its first media packet.
@@ -221,6 +224,7 @@ impl RoomParticipant {
             alias: None,
             relay_label: None,
             muted: false,
+            recording: false,
             senders: Vec::new(),
         }
     }
@@ -229,6 +233,11 @@ impl RoomParticipant {
 /// The `hello` feature a relay lists when it takes
 /// [`SignalMessage::MemberState`] on a room stream and shows it to the room.
 pub const FEATURE_MEMBER_STATE: &str = "member_state";
+
+/// The `hello` feature a relay lists when it also takes `member_state`'s
+/// `recording` and shows it to the room (`recording` in each participant):
+/// a member that records the call is told it to everyone in it.
+pub const FEATURE_RECORDING: &str = "recording";
 
 /// The `hello` feature a relay lists on `_signal` when it keeps a
 /// registration per device (`register_presence`'s `device`): a call rings
@@ -642,6 +651,10 @@ pub enum SignalMessage {
         /// The member's microphone is muted.
         #[serde(default)]
         muted: bool,
+        /// The member records the call (sent only to relays whose `hello`
+        /// lists [`FEATURE_RECORDING`]).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        recording: bool,
     },
     /// Relay to client, right after `Hello` on `_signal`: a fresh nonce the
     /// client signs in `RegisterPresence` to prove its fingerprint.

@@ -101,10 +101,21 @@ fn old_json_without_optional_fields_parses() {
             peer_fingerprint: None,
         }
     );
-    // Before member state: a bare member_state reads as unmuted.
+    // Before member state: a bare member_state reads as unmuted; one from
+    // before recording notices, as not recording.
     assert_eq!(
         msg(r#"{"type":"member_state"}"#),
-        SignalMessage::MemberState { muted: false }
+        SignalMessage::MemberState {
+            muted: false,
+            recording: false
+        }
+    );
+    assert_eq!(
+        msg(r#"{"type":"member_state","muted":true}"#),
+        SignalMessage::MemberState {
+            muted: true,
+            recording: false
+        }
     );
     assert_eq!(
         msg(r#"{"type":"loss_recovery_update"}"#),
@@ -501,6 +512,9 @@ fn malformed_new_messages_are_errors() {
         ),
         r#"{"type":"member_state","muted":"yes"}"#.to_string(),
         r#"{"type":"member_state","muted":1}"#.to_string(),
+        r#"{"type":"member_state","recording":"yes"}"#.to_string(),
+        r#"{"type":"member_state","recording":null}"#.to_string(),
+        r#"{"type":"room_update","count":1,"participants":[{"fingerprint":"0303:0303:0303:0303:0303:0303:0303:0303","recording":1}]}"#.to_string(),
         r#"{"type":"room_update","count":1,"participants":[{"fingerprint":"0303:0303:0303:0303:0303:0303:0303:0303","senders":[-1]}]}"#.to_string(),
         r#"{"type":"room_update","count":1,"participants":[{"fingerprint":"0303:0303:0303:0303:0303:0303:0303:0303","senders":[4294967296]}]}"#.to_string(),
         r#"{"type":"room_update","count":1,"participants":[{"fingerprint":"0303:0303:0303:0303:0303:0303:0303:0303","muted":null}]}"#.to_string(),

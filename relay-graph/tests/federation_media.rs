@@ -192,14 +192,17 @@ async fn two_linked_relays_carry_a_room_both_ways() {
         .expect("b names alice's sender id, bound on a");
     wzp_stages::net::signal_stream::write_message(
         &mut watch_a.send,
-        &SignalMessage::MemberState { muted: true },
+        &SignalMessage::MemberState {
+            muted: true,
+            recording: true,
+        },
     )
     .await
     .unwrap();
     let m = watch_b
-        .wait_signal(|m| named(m, "user11").is_some_and(|p| p.muted))
+        .wait_signal(|m| named(m, "user11").is_some_and(|p| p.muted && p.recording))
         .await
-        .expect("b is told user11 on a muted");
+        .expect("b is told user11 on a muted and records");
     assert_eq!(
         named(&m, "user11").unwrap().relay_label.as_deref(),
         Some("a")

@@ -296,7 +296,10 @@ async fn the_room_is_told_who_muted_and_whose_sender_ids_are_whose() {
     assert_eq!(listed(&m, cfp).unwrap().senders, [cid]);
     assert_eq!(listed(&m, afp).unwrap().senders, [aid], "a keeps its id");
     // a mutes: everyone is told, a included; then unmutes.
-    let mute = |muted| SignalMessage::MemberState { muted };
+    let mute = |muted| SignalMessage::MemberState {
+        muted,
+        recording: false,
+    };
     wzp_stages::net::signal_stream::write_message(&mut a.send, &mute(true))
         .await
         .unwrap();
@@ -319,4 +322,21 @@ async fn the_room_is_told_who_muted_and_whose_sender_ids_are_whose() {
         .await
         .unwrap();
     relay.wait_metric("wzp_relay_member_state_total", |v| v == 3.0);
+    // c records the call: everyone is told, and the room's view says so.
+    wzp_stages::net::signal_stream::write_message(
+        &mut c.send,
+        &SignalMessage::MemberState {
+            muted: false,
+            recording: true,
+        },
+    )
+    .await
+    .unwrap();
+    for x in [&mut a, &mut b] {
+        x.wait_signal(|m| listed(m, cfp).is_some_and(|p| p.recording && !p.muted))
+            .await
+            .expect("told c records");
+    }
+    let rooms = relay.http_get("/rooms");
+    assert!(rooms.contains("\"recording\":true"), "{rooms}");
 }

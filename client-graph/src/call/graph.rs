@@ -161,7 +161,48 @@ pub fn call_spec(opts: &CallOptions, room_secret: &str) -> Result<GraphSpec> {
             }
         }
     }
+    if let Some(path) = &opts.record {
+        spec = with_recording(spec, path)?;
+    }
     Ok(spec)
+}
+
+/// `spec` recording the call to `path` (`--record`): what this side sends
+/// (the `mute` stage's output: after the echo canceller, the noise
+/// suppressor and the gain, silent while muted) mixed with what it hears
+/// (`mix`), 48 kHz mono, in stages `rec_mix` and `rec`.
+pub fn with_recording(spec: GraphSpec, path: &std::path::Path) -> Result<GraphSpec> {
+    let has = |id: &str| spec.stages.iter().any(|s| s.id == id);
+    for id in ["mute", "mix"] {
+        if !has(id) {
+            bail!(
+                "--record needs the call graph's `mute` (what this side sends) and `mix` \
+                 (what it hears) stages; {} has no `{id}`",
+                spec.file
+            );
+        }
+    }
+    for id in ["rec_mix", "rec"] {
+        if has(id) {
+            bail!(
+                "--record adds the stages `rec_mix` and `rec`; {} already has a `{id}`",
+                spec.file
+            );
+        }
+    }
+    let mut spec = spec;
+    spec.stages
+        .push(StageSpec::new("rec_mix", "audio.mix").param("inputs", 2i64));
+    spec.stages.push(
+        StageSpec::new("rec", "audio.wav_sink")
+            .param("path", path.to_string_lossy().into_owned())
+            .param("rate", 48_000i64)
+            .param("buffer", "10m"),
+    );
+    Ok(spec
+        .link("mute.out", "rec_mix.in0")
+        .link("mix.out", "rec_mix.in1")
+        .link("rec_mix.out", "rec.in"))
 }
 
 /// The profile the call graph's Opus encoder sends with (`None` when the

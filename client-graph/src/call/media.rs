@@ -35,6 +35,11 @@ pub(crate) struct RoomState {
     pub printed: Option<String>,
     /// A direct call's other party said it muted (as last printed).
     pub peer_muted: bool,
+    /// This side records the call (`--record`): the room is told.
+    pub recording: bool,
+    /// A direct call's other party said it records the call (as last
+    /// printed).
+    pub peer_recording: bool,
 }
 
 impl RoomState {
@@ -73,6 +78,19 @@ impl RoomState {
         let Some(peer) = participants.iter().find(|p| p.fingerprint != me) else {
             return;
         };
+        if peer.recording != self.peer_recording {
+            self.peer_recording = peer.recording;
+            println!(
+                "{}{} {}",
+                opts.label,
+                d.with,
+                if peer.recording {
+                    "is recording this call"
+                } else {
+                    "stopped recording this call"
+                }
+            );
+        }
         if peer.muted != self.peer_muted {
             self.peer_muted = peer.muted;
             println!(
@@ -283,7 +301,8 @@ pub(crate) async fn connection_loop(
         // Whether this relay shows the room a member's mute, and what it
         // was last told (a new session starts unmuted on the relay's side).
         let mut relay_shows_mute = false;
-        let mut told_muted = false;
+        let mut relay_shows_recording = false;
+        let mut told = (false, false);
         let mut refusal: Option<String> = None;
         let stats = Arc::new(quic::PeerIoStats::default());
         let mut pump_in: Option<tokio::task::JoinHandle<()>> = None;
@@ -370,18 +389,26 @@ pub(crate) async fn connection_loop(
                         break 'session;
                     }
                     JoinEvent::RelayHello { features, .. } => {
-                        relay_shows_mute = features
-                            .iter()
-                            .any(|f| f == wzp_proto::signal::FEATURE_MEMBER_STATE);
+                        let has = |want: &str| features.iter().any(|f| f == want);
+                        relay_shows_mute = has(wzp_proto::signal::FEATURE_MEMBER_STATE);
+                        relay_shows_recording = has(wzp_proto::signal::FEATURE_RECORDING);
+                        if room_state.recording && !relay_shows_recording {
+                            println!(
+                                "{}warning: this relay does not tell the others that you record \
+                                 (it is older than recording notices): tell them yourself",
+                                opts.label
+                            );
+                        }
                     }
                     JoinEvent::Pong { .. } | JoinEvent::Ignored { .. } => {}
                 }
             }
             if admitted && relay_shows_mute {
                 let muted = room_state.mute.as_ref().is_some_and(|c| c.is_muted());
-                if muted != told_muted {
-                    exchange.send(&SignalMessage::MemberState { muted });
-                    told_muted = muted;
+                let recording = room_state.recording && relay_shows_recording;
+                if (muted, recording) != told {
+                    exchange.send(&SignalMessage::MemberState { muted, recording });
+                    told = (muted, recording);
                     // Sent at the top of the loop, at once.
                     continue 'session;
                 }

@@ -52,6 +52,9 @@ pub struct CallOptions {
     /// [`STATS_JSON_INTERVAL`] during the call (replaced whole, so a reader
     /// never sees half a file) and once more at the end.
     pub stats_json: Option<PathBuf>,
+    /// `--record`: the call recorded to this WAV file (both sides, mixed),
+    /// and the others told.
+    pub record: Option<PathBuf>,
     /// Print the `--top` view ([`top::Top`]) once a second instead of each
     /// quality decision as it comes.
     pub top: bool,
@@ -125,7 +128,36 @@ pub struct CallOutcome {
 }
 
 /// Runs a call until `--duration`, the stop flag, or a fatal error.
-pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
+/// `path`, or when a file is there already the first free
+/// `STEM-N.EXT` (N from 2): a recording never replaces another.
+pub fn fresh_path(path: &std::path::Path) -> PathBuf {
+    if !path.exists() {
+        return path.to_path_buf();
+    }
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ext = path
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
+    (2u32..)
+        .map(|n| path.with_file_name(format!("{stem}-{n}{ext}")))
+        .find(|p| !p.exists())
+        .unwrap_or_else(|| path.to_path_buf())
+}
+
+pub fn run_call(mut opts: CallOptions) -> Result<CallOutcome> {
+    if let Some(p) = opts.record.take() {
+        let p = fresh_path(&p);
+        println!(
+            "{}recording the call to {} (the others are told)",
+            opts.label,
+            p.display()
+        );
+        opts.record = Some(p);
+    }
     let seed = Seed::load_or_create(&opts.identity)
         .map_err(|e| anyhow!("identity {}: {e}", opts.identity.display()))?;
     let identity = seed.identity();
@@ -257,6 +289,8 @@ pub fn run_call(opts: CallOptions) -> Result<CallOutcome> {
         mute: opts.controls.clone().filter(|_| has_switch),
         printed: None,
         peer_muted: false,
+        recording: opts.record.is_some(),
+        peer_recording: false,
     };
     let net = {
         let opts = opts.clone();
@@ -478,9 +512,72 @@ mod tests {
             label: String::new(),
             direct: None,
             stats_json: None,
+            record: None,
             top: false,
             controls: None,
         }
+    }
+
+    #[test]
+    fn a_recorded_call_mixes_what_is_sent_with_what_is_heard_into_a_wav() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = opts(&[]);
+        o.record = Some(dir.path().join("call.wav"));
+        let spec = call_spec(&o, "0123456789abcdef0123").unwrap();
+        let kind = |id: &str| {
+            spec.stages
+                .iter()
+                .find(|s| s.id == id)
+                .map(|s| s.kind.as_str())
+        };
+        assert_eq!(kind("rec_mix"), Some("audio.mix"));
+        assert_eq!(kind("rec"), Some("audio.wav_sink"));
+        let links: Vec<(String, String)> = spec
+            .links
+            .iter()
+            .filter(|l| l.to.stage.starts_with("rec"))
+            .map(|l| (l.from.to_string(), l.to.to_string()))
+            .collect();
+        assert_eq!(
+            links,
+            [
+                ("mute.out".to_string(), "rec_mix.in0".to_string()),
+                ("mix.out".to_string(), "rec_mix.in1".to_string()),
+                ("rec_mix.out".to_string(), "rec.in".to_string()),
+            ]
+        );
+        // It compiles: the ports and rates fit.
+        let registry = wzp_stages::registry();
+        let mut res = Resources::new();
+        let (_, ingress) = quic::ingress_channel(8, Wakers::default().clocked, Instant::now());
+        let (_, _, egress) = quic::egress_channel(8);
+        res.insert("quic.ingress", Arc::new(ingress));
+        res.insert("quic.egress", Arc::new(egress));
+        if let Err(e) = wzp_engine::compile::compile_dry_run(&spec, &registry, &res) {
+            panic!("{e}");
+        }
+        // A graph without the stages it taps is refused with why; so is one
+        // that has the stages it would add.
+        let mut bare = call_spec(&opts(&[]), "0123456789abcdef0123").unwrap();
+        bare.stages.retain(|s| s.id != "mix");
+        let e = graph::with_recording(bare, &dir.path().join("x.wav")).unwrap_err();
+        assert!(e.to_string().contains("has no `mix`"), "{e}");
+        let e = graph::with_recording(spec, &dir.path().join("x.wav")).unwrap_err();
+        assert!(e.to_string().contains("already has a `rec_mix`"), "{e}");
+    }
+
+    #[test]
+    fn a_recording_never_replaces_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("call.wav");
+        assert_eq!(fresh_path(&p), p);
+        std::fs::write(&p, b"x").unwrap();
+        assert_eq!(fresh_path(&p), dir.path().join("call-2.wav"));
+        std::fs::write(dir.path().join("call-2.wav"), b"x").unwrap();
+        assert_eq!(fresh_path(&p), dir.path().join("call-3.wav"));
+        let bare = dir.path().join("take");
+        std::fs::write(&bare, b"x").unwrap();
+        assert_eq!(fresh_path(&bare), dir.path().join("take-2"));
     }
 
     #[test]

@@ -46,16 +46,21 @@ pub fn display_name(p: &RoomParticipant) -> String {
     }
 }
 
-/// The line a room update prints: `room NAME: COUNT (ann, bob (muted))`.
+/// The line a room update prints: `room NAME: COUNT (ann, bob (muted),
+/// cy (recording))`.
 pub fn update_line(room: &str, count: u32, participants: &[RoomParticipant]) -> String {
     let names: Vec<String> = participants
         .iter()
         .map(|p| {
             let name = p.alias.clone().unwrap_or_else(|| p.fingerprint.to_string());
-            if p.muted {
-                format!("{name} (muted)")
-            } else {
+            let marks: Vec<&str> = [(p.muted, "muted"), (p.recording, "recording")]
+                .into_iter()
+                .filter_map(|(on, mark)| on.then_some(mark))
+                .collect();
+            if marks.is_empty() {
                 name
+            } else {
+                format!("{name} ({})", marks.join(", "))
             }
         })
         .collect();
@@ -88,6 +93,18 @@ mod tests {
                 "room standup: 3 (ann, bob (muted), {})",
                 Fingerprint([3; 16])
             )
+        );
+    }
+
+    #[test]
+    fn an_update_line_marks_who_records_the_call() {
+        let mut bob = member(2, Some("bob"), true, &[7]);
+        bob.recording = true;
+        let mut cy = member(3, Some("cy"), false, &[]);
+        cy.recording = true;
+        assert_eq!(
+            update_line("standup", 3, &[member(1, Some("ann"), false, &[]), bob, cy]),
+            "room standup: 3 (ann, bob (muted, recording), cy (recording))"
         );
     }
 

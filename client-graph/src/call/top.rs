@@ -321,6 +321,7 @@ pub fn room_json(now: &Report, before: Option<&Report>, r: &Roster) -> serde_jso
                 "relay_label": p.relay_label,
                 "you": me,
                 "muted": p.muted || (me && muted_here),
+                "recording": p.recording,
                 "talking": !me && talking(now, before, &p.senders),
                 "senders": p.senders,
             })
@@ -344,6 +345,9 @@ fn room(out: &mut String, now: &Report, before: Option<&Report>, r: &Roster, mut
                 marks.push("muted");
             } else if !me && talking(now, before, &p.senders) {
                 marks.push("talking");
+            }
+            if p.recording {
+                marks.push("recording");
             }
             let name = display_name(p);
             if marks.is_empty() {

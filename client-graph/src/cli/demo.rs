@@ -96,6 +96,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         label: format!("[{name}] "),
         direct: None,
         stats_json: None,
+        record: None,
         top: false,
         controls: None,
     };

@@ -80,6 +80,12 @@ pub struct MediaArgs {
     /// mic` and `speaker` the speaker's echo is cancelled in the microphone.
     #[arg(long, default_value = "speaker")]
     pub output: String,
+    /// Record the call to this WAV file (48 kHz mono: what you send, as the
+    /// others hear it, mixed with what you hear). The others are told: their
+    /// room line shows you as `(recording)`. An existing file is never
+    /// replaced: the recording takes the next free name (`call-2.wav`, ...).
+    #[arg(long, value_name = "FILE.wav")]
+    pub record: Option<PathBuf>,
     /// End each call after this long: `10s`, `2m`.
     #[arg(long, value_parser = parse_duration_arg)]
     pub duration: Option<Duration>,
@@ -362,6 +368,7 @@ pub async fn run_media(
             with: user.with.clone(),
         }),
         stats_json: None,
+        record: media.record.clone(),
         top: media.top,
         controls: Some(controls.clone()),
     };

@@ -52,6 +52,12 @@ pub struct JoinArgs {
     /// Fill a call graph placeholder (repeatable): profile, fec_ratio, jb_min, ...
     #[arg(long = "set", value_name = "NAME=VALUE")]
     pub set: Vec<String>,
+    /// Record the call to this WAV file (48 kHz mono: what you send, as the
+    /// others hear it, mixed with what you hear). The others are told: their
+    /// room line shows you as `(recording)`. An existing file is never
+    /// replaced: the recording takes the next free name (`call-2.wav`, ...).
+    #[arg(long, value_name = "FILE.wav")]
+    pub record: Option<PathBuf>,
     /// Write the per-stage figures as JSON to this file: every second during
     /// the call (replaced whole) and once more at the end.
     #[arg(long, value_name = "FILE")]
@@ -107,6 +113,7 @@ pub fn join_cmd(args: JoinArgs) -> Result<()> {
         label: String::new(),
         direct: None,
         stats_json: args.stats_json.clone(),
+        record: args.record.clone(),
         top: args.top,
         controls: Some(controls),
     };

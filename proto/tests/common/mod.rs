@@ -22,6 +22,7 @@ pub fn participant(n: u8) -> RoomParticipant {
             None
         },
         muted: n % 3 == 0,
+        recording: n % 3 == 1,
         senders: if n % 2 == 0 {
             vec![u32::from(n) << 24 | 7]
         } else {
@@ -296,6 +297,13 @@ pub fn samples() -> Vec<SignalMessage> {
             Some("ann".into()),
             1_700_000_000_000,
         ))),
-        M::MemberState { muted: true },
+        M::MemberState {
+            muted: true,
+            recording: false,
+        },
+        M::MemberState {
+            muted: false,
+            recording: true,
+        },
     ]
 }

@@ -96,6 +96,8 @@ pub struct RemoteMember {
     pub relay_label: String,
     /// It said its microphone is muted (as its relay announced).
     pub muted: bool,
+    /// It said it records the call (as its relay announced).
+    pub recording: bool,
     /// The media sender ids its relay bound to it.
     pub senders: Vec<u32>,
 }
@@ -108,6 +110,7 @@ impl RemoteMember {
             alias: p.alias,
             relay_label,
             muted: p.muted,
+            recording: p.recording,
             senders: p.senders,
         }
     }
@@ -159,6 +162,8 @@ pub struct LocalSession {
     pub report: Arc<ClientReport>,
     /// It said its microphone is muted (`member_state`).
     pub muted: bool,
+    /// It said it records the call (`member_state`).
+    pub recording: bool,
     /// The media sender ids the fan-out bound to its connection, in order.
     pub senders: Vec<u32>,
 }
@@ -413,6 +418,7 @@ impl RoomTable {
                 stats: a.stats,
                 report: a.report,
                 muted: false,
+                recording: false,
                 senders: Vec::new(),
             },
         );
@@ -478,6 +484,7 @@ impl RoomTable {
                     fingerprint: s.fingerprint,
                     alias: s.alias.clone(),
                     muted: s.muted,
+                    recording: s.recording,
                     senders: s.senders.clone(),
                 }),
                 Member::Remote(_) => None,
@@ -489,13 +496,22 @@ impl RoomTable {
     /// returns whether that changed anything (its room's members then see
     /// it at the next [`RoomTable::take_changed`]).
     pub fn set_muted(&mut self, handle: u32, muted: bool) -> bool {
+        let recording = self.sessions.get(&handle).is_some_and(|s| s.recording);
+        self.set_state(handle, muted, recording)
+    }
+
+    /// Session `handle` says its microphone is muted or not, and whether it
+    /// records the call (`member_state`); returns whether that changed
+    /// anything, as [`RoomTable::set_muted`].
+    pub fn set_state(&mut self, handle: u32, muted: bool, recording: bool) -> bool {
         let Some(s) = self.sessions.get_mut(&handle) else {
             return false;
         };
-        if s.muted == muted {
+        if (s.muted, s.recording) == (muted, recording) {
             return false;
         }
         s.muted = muted;
+        s.recording = recording;
         self.changed.insert(s.room.clone());
         true
     }
@@ -540,6 +556,7 @@ impl RoomTable {
                     alias: s.alias.clone(),
                     relay_label: None,
                     muted: s.muted,
+                    recording: s.recording,
                     senders: s.senders.clone(),
                 }),
                 Member::Remote(rm) => Some(RoomParticipant {
@@ -547,6 +564,7 @@ impl RoomTable {
                     alias: rm.alias.clone(),
                     relay_label: Some(rm.relay_label.clone()),
                     muted: rm.muted,
+                    recording: rm.recording,
                     senders: rm.senders.clone(),
                 }),
             })
@@ -604,6 +622,7 @@ impl RoomTable {
                             alias: s.alias.clone(),
                             relay_label: None,
                             muted: s.muted,
+                            recording: s.recording,
                             senders: s.senders.clone(),
                         }),
                         Member::Remote(rm) => Some(ParticipantView {
@@ -612,6 +631,7 @@ impl RoomTable {
                             alias: rm.alias.clone(),
                             relay_label: Some(rm.relay_label.clone()),
                             muted: rm.muted,
+                            recording: rm.recording,
                             senders: rm.senders.clone(),
                         }),
                     })
@@ -633,6 +653,8 @@ pub struct ParticipantView {
     pub relay_label: Option<String>,
     /// The member said its microphone is muted.
     pub muted: bool,
+    /// The member said it records the call.
+    pub recording: bool,
     /// The media sender ids bound to it, as numbers (media header bytes
     /// 4..8).
     pub senders: Vec<u32>,
@@ -871,6 +893,17 @@ mod tests {
         // Unmuting is a change; a handle that left changes nothing, and a
         // room that emptied is not reported.
         assert!(t.set_muted(a.handle, false));
+        // Recording is told the same way, and muting keeps it.
+        assert!(t.set_state(b.handle, false, true));
+        assert!(!t.set_state(b.handle, false, true));
+        assert!(t.set_muted(b.handle, true));
+        let ups = t.room_updates("g");
+        let SignalMessage::RoomUpdate { participants, .. } = &ups[0].1 else {
+            panic!()
+        };
+        assert!(participants[1].recording && participants[1].muted);
+        assert!(!participants[0].recording);
+        assert!(t.local_participants("g")[1].recording);
         t.leave(other.handle).unwrap();
         assert!(!t.set_muted(other.handle, true));
         assert!(!t.bind_sender(other.handle, 6));

@@ -100,9 +100,10 @@ impl RoomService {
     }
 
     /// Session `handle` said (`member_state`) whether its microphone is
-    /// muted; its room hears at the next [`RoomService::flush_member_state`].
-    pub fn member_state(&self, handle: u32, muted: bool) -> bool {
-        self.lock().table.set_muted(handle, muted)
+    /// muted and whether it records the call; its room hears at the next
+    /// [`RoomService::flush_member_state`].
+    pub fn member_state(&self, handle: u32, muted: bool, recording: bool) -> bool {
+        self.lock().table.set_state(handle, muted, recording)
     }
 
     /// `room` became bridged while it may already have members (a
@@ -418,6 +419,7 @@ pub async fn serve_room(
     let mut hello = SignalMessage::hello(Some(format!("wzp-relay {}", env!("CARGO_PKG_VERSION"))));
     if let SignalMessage::Hello { features, .. } = &mut hello {
         features.push(wzp_proto::signal::FEATURE_MEMBER_STATE.to_string());
+        features.push(wzp_proto::signal::FEATURE_RECORDING.to_string());
     }
     let _ = signal_stream::write_message(&mut send, &hello).await;
     let j = match tokio::time::timeout_at(
@@ -703,9 +705,12 @@ async fn read_signals(
                 report.jitter_ms.store(jitter_ms as u64, Ordering::Relaxed);
                 report.reports.fetch_add(1, Ordering::Relaxed);
             }
-            SignalFrame::Message(Decoded::Message(SignalMessage::MemberState { muted })) => {
+            SignalFrame::Message(Decoded::Message(SignalMessage::MemberState {
+                muted,
+                recording,
+            })) => {
                 inc(&services.counters.member_state);
-                services.rooms.member_state(handle, muted);
+                services.rooms.member_state(handle, muted, recording);
             }
             SignalFrame::Message(Decoded::Message(SignalMessage::Join(_))) => {
                 inc(&services.counters.signal_unknown);

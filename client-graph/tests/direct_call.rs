@@ -623,23 +623,7 @@ fn a_ringing_listener_is_answered_declined_and_hung_up_by_keys() {
 
     // Both histories, as `wzp-client history` shows them: bob's (missed
     // first, then every call) and alice's.
-    let history = |user: &str, extra: &[&str]| -> Vec<String> {
-        let out = Command::new(bin("wzp-client"))
-            .arg("history")
-            .arg("--history")
-            .arg(dir.join(format!("{user}.history.jsonl")))
-            .arg("--contacts")
-            .arg(dir.join(format!("{user}.contacts.toml")))
-            .args(extra)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| l.split("UTC  ").nth(1).unwrap_or(l).to_string())
-            .collect()
-    };
+    let history = |user: &str, extra: &[&str]| history_lines(&dir, user, extra);
     let said = history("bob", &["--missed"]);
     let from = format!("in   {a_fp} (says \"{alias}\")");
     assert_eq!(said, [format!("{from}  MISSED")], "{said:?}");
@@ -678,14 +662,16 @@ fn a_ringing_listener_is_answered_declined_and_hung_up_by_keys() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// `wzp-client history` of `user` in `dir`, each line from its direction on.
-fn history_lines(dir: &Path, user: &str) -> Vec<String> {
+/// `wzp-client history` of `user` in `dir` (with `extra` arguments), each
+/// line from its direction on.
+fn history_lines(dir: &Path, user: &str, extra: &[&str]) -> Vec<String> {
     let out = Command::new(bin("wzp-client"))
         .arg("history")
         .arg("--history")
         .arg(dir.join(format!("{user}.history.jsonl")))
         .arg("--contacts")
         .arg(dir.join(format!("{user}.contacts.toml")))
+        .args(extra)
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
@@ -764,10 +750,10 @@ fn each_device_of_the_callee_rings_and_the_one_that_answers_takes_the_call() {
         phone.child.try_wait().unwrap().is_none(),
         "the phone still listens"
     );
-    let said = history_lines(&phone_dir, "bob");
+    let said = history_lines(&phone_dir, "bob", &[]);
     assert_eq!(said.len(), 1, "{said:?}");
     assert!(said[0].ends_with("  answered elsewhere"), "{said:?}");
-    let said = history_lines(&laptop_dir, "bob");
+    let said = history_lines(&laptop_dir, "bob", &[]);
     assert!(said[0].contains("  answered  "), "{said:?}");
 
     // The relay lists both devices of bob.

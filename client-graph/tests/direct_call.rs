@@ -494,6 +494,20 @@ fn rejected_not_online_and_busy_have_their_own_exit_status() {
     );
     a.expect_line("busy", WAIT);
     assert_eq!(a.exit(WAIT).code(), Some(5), "{:?}", a.drain());
+    // Bob, in his call with carol, is told alice called, and his history
+    // has it as missed.
+    let a_fp = identity_of(&dir, "alice");
+    let told = b.expect_line("missed a call from ", WAIT);
+    assert!(
+        told.contains(&a_fp) && told.contains("while in this call (they heard busy)"),
+        "{told}"
+    );
+    let said = history_lines(&dir, "bob", &["--missed"]);
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(
+        said[0].contains(&a_fp) && said[0].ends_with("MISSED"),
+        "{said:?}"
+    );
     c.kill();
     b.kill();
     let _ = std::fs::remove_dir_all(dir);

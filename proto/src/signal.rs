@@ -239,6 +239,10 @@ pub const FEATURE_MEMBER_STATE: &str = "member_state";
 /// a member that records the call is told it to everyone in it.
 pub const FEATURE_RECORDING: &str = "recording";
 
+/// How long a relay stays quiet about a caller to one callee after a
+/// [`SignalMessage::MissedCall`] about it.
+pub const MISSED_CALL_QUIET: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The `hello` feature a relay lists on `_signal` when it keeps a
 /// registration per device (`register_presence`'s `device`): a call rings
 /// every device of the person, the first to answer takes it, and the others
@@ -656,6 +660,19 @@ pub enum SignalMessage {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         recording: bool,
     },
+    /// Relay to each device of a callee that was in another call when
+    /// someone called (the caller was answered `busy`): who it was. At most
+    /// one per caller and callee every [`MISSED_CALL_QUIET`] (a caller
+    /// that calls again at once is not told twice). Older clients skip it.
+    MissedCall {
+        /// The refused offer's call id.
+        call_id: String,
+        /// Who called (the relay checked it: the caller's registration).
+        caller_fingerprint: Fingerprint,
+        /// What the caller calls itself: its claim, as in an offer.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        caller_alias: Option<String>,
+    },
     /// Relay to client, right after `Hello` on `_signal`: a fresh nonce the
     /// client signs in `RegisterPresence` to prove its fingerprint.
     PresenceChallenge {
@@ -767,6 +784,7 @@ impl SignalMessage {
             M::LossRecoveryUpdate { .. } => "loss_recovery_update",
             M::Join(_) => "join",
             M::MemberState { .. } => "member_state",
+            M::MissedCall { .. } => "missed_call",
             M::PresenceChallenge { .. } => "presence_challenge",
             M::Error { .. } => "error",
             M::Unrecognized => "unrecognized",

@@ -1752,3 +1752,60 @@ fn the_same_device_registering_again_replaces_itself_and_no_other() {
         usize::from(max)
     );
 }
+
+fn missed_calls(c: &Client) -> Vec<(Fingerprint, Option<String>)> {
+    c.received
+        .iter()
+        .filter_map(|m| match m {
+            SignalMessage::MissedCall {
+                caller_fingerprint,
+                caller_alias,
+                ..
+            } => Some((*caller_fingerprint, caller_alias.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_callee_in_a_call_is_told_who_called_and_heard_busy_once_a_while() {
+    let mut net = Net::new(Net::default_config());
+    let mut a = Client::online(&mut net, 1, AcceptMode::AcceptGeneric);
+    let mut b = Client::online(&mut net, 2, AcceptMode::AcceptGeneric);
+    let mut b_laptop = Client::device(&mut net, 2, 9);
+    let mut c = Client::online(&mut net, 3, AcceptMode::AcceptGeneric);
+    let bob = b.identity.fingerprint();
+    a.call(&mut net, "busy1", bob);
+    settle(&mut net, &mut [&mut a, &mut b, &mut b_laptop]);
+    // The phone (auto-accepting, id-less) takes it before the laptop can.
+    assert!(a.answered().is_some());
+    // Carol calls bob: she hears busy, and each of bob's devices is told
+    // who called.
+    c.call(&mut net, "busy2", bob);
+    settle(&mut net, &mut [&mut a, &mut b, &mut b_laptop, &mut c]);
+    assert!(c.has(|e| matches!(e, CallEvent::Busy)));
+    let carol = (c.identity.fingerprint(), Some("caller".to_string()));
+    assert_eq!(missed_calls(&b), std::slice::from_ref(&carol));
+    assert_eq!(missed_calls(&b_laptop), std::slice::from_ref(&carol));
+    assert!(missed_calls(&a).is_empty() && missed_calls(&c).is_empty());
+    assert_eq!(net.hub.counters().missed_calls, 1);
+    // Calling again at once is busy again, and not told twice.
+    c.events.clear();
+    c.call(&mut net, "busy3", bob);
+    settle(&mut net, &mut [&mut b, &mut b_laptop, &mut c]);
+    assert!(c.has(|e| matches!(e, CallEvent::Busy)));
+    assert_eq!(missed_calls(&b).len(), 1);
+    // A while later it is told again; a call to someone not in a call
+    // tells nobody.
+    net.advance(wzp_proto::signal::MISSED_CALL_QUIET);
+    c.events.clear();
+    c.call(&mut net, "busy4", bob);
+    settle(&mut net, &mut [&mut b, &mut b_laptop, &mut c]);
+    assert_eq!(missed_calls(&b).len(), 2);
+    assert_eq!(net.hub.counters().missed_calls, 2);
+    // The call in progress was not touched.
+    assert_eq!(
+        net.hub.calls().get("busy1").unwrap().state,
+        CallState::Active
+    );
+}

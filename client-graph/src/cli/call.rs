@@ -254,6 +254,7 @@ pub fn call_cmd(args: CallArgs) -> Result<i32> {
                 with: contact
                     .as_ref()
                     .map_or(target.to_string(), |c| c.name.clone()),
+                missed_to: None,
             },
         )
         .await;

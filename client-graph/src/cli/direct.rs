@@ -264,6 +264,52 @@ pub struct UserInput {
     pub stop: Arc<AtomicBool>,
     pub controls: Arc<call::controls::Controls>,
     pub with: String,
+    /// Where a call missed meanwhile is recorded (`listen`'s history; a
+    /// `call` only says it: its history holds the calls it made).
+    pub missed_to: Option<crate::history::History>,
+}
+
+/// `FP`, or `FP (says "ALIAS")`: a caller as a notice names it (the alias
+/// is its claim, shown with anything that could pass for another name
+/// revealed).
+pub fn caller_words(fp: &wzp_proto::Fingerprint, alias: Option<&str>) -> String {
+    match alias.filter(|a| !a.is_empty()) {
+        Some(a) => format!("{fp} (says \"{}\")", crate::lookalike::reveal(a)),
+        None => fp.to_string(),
+    }
+}
+
+/// A `missed_call` (someone called while this person was in another call,
+/// and heard busy): said, and recorded as missed in `history` if given.
+/// Returns whether `msg` was one.
+pub fn missed_call(
+    msg: &SignalMessage,
+    during: &str,
+    history: Option<&crate::history::History>,
+) -> bool {
+    let SignalMessage::MissedCall {
+        caller_fingerprint,
+        caller_alias,
+        ..
+    } = msg
+    else {
+        return false;
+    };
+    println!(
+        "missed a call from {} {during} (they heard busy)",
+        caller_words(caller_fingerprint, caller_alias.as_deref())
+    );
+    if let Some(h) = history {
+        h.record(&crate::history::Entry {
+            at: crate::history::now(),
+            dir: crate::history::Dir::In,
+            peer: *caller_fingerprint,
+            alias: caller_alias.clone(),
+            outcome: crate::history::Outcome::Missed,
+            secs: 0,
+        });
+    }
+    true
 }
 
 /// Runs an answered call's media through the relay with the call's keys
@@ -405,6 +451,7 @@ pub async fn run_media(
                 }
             }
             msg = sig.recv() => match msg {
+                Ok(Some(m)) if missed_call(&m, "while in this call", user.missed_to.as_ref()) => {}
                 Ok(Some(m)) => {
                     match call.handle(&m) {
                         Some(CallEvent::HungUp { reason, message }) => {

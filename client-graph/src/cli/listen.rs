@@ -199,6 +199,11 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                         break;
                     }
                 };
+                // Someone called while this person was in a call on
+                // another of its devices.
+                if super::direct::missed_call(&msg, "while you were in another call", Some(&history)) {
+                    continue;
+                }
                 if !matches!(msg, SignalMessage::DirectCallOffer { .. }) {
                     continue;
                 }
@@ -417,6 +422,7 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                             stop: stop.clone(),
                             controls: controls.clone(),
                             with: contact.as_ref().map_or(caller.to_string(), |c| c.name.clone()),
+                            missed_to: Some(history.clone()),
                         },
                     )
                         .await;

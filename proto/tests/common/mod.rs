@@ -305,5 +305,15 @@ pub fn samples() -> Vec<SignalMessage> {
             muted: false,
             recording: true,
         },
+        M::MissedCall {
+            call_id: "k7".into(),
+            caller_fingerprint: fp(3),
+            caller_alias: Some("carol".into()),
+        },
+        M::MissedCall {
+            call_id: "k8".into(),
+            caller_fingerprint: fp(4),
+            caller_alias: None,
+        },
     ]
 }

@@ -368,6 +368,11 @@ pub fn render(s: &Services, signal: &SignalViews) -> String {
             hc.devices_added,
         ),
         (
+            "wzp_signal_missed_calls_total",
+            "Callees told that someone called while they were in another call (the caller heard busy).",
+            hc.missed_calls,
+        ),
+        (
             "wzp_signal_answered_elsewhere_total",
             "Devices told that another device of theirs answered or declined the call they rang with.",
             hc.answered_elsewhere,

@@ -48,6 +48,7 @@ use wzp_proto::path_addrs::MAX_SEALED_PATH;
 use wzp_proto::presence::{verify_registration, RegistrationError, MAX_ALIAS_LEN};
 use wzp_proto::signal::{
     negotiate_version, AcceptMode, Decoded, ErrorCode, HangupReason, SignalError, SignalMessage,
+    MISSED_CALL_QUIET,
 };
 use wzp_proto::{Fingerprint, TlsFingerprint};
 
@@ -384,6 +385,9 @@ pub struct HubCounters {
     /// Devices told that another device of theirs answered or declined a
     /// call they were rung with.
     pub answered_elsewhere: u64,
+    /// Callees told (each device) that someone called while they were in
+    /// another call.
+    pub missed_calls: u64,
     /// Mapping probes answered (`mapping_observed` sent).
     pub mapping_answered: u64,
     /// Mapping probes dropped: a token no connection has, or a connection
@@ -434,7 +438,13 @@ pub struct SignalHub {
     mapping_tokens: HashMap<[u8; wzp_proto::mapping::TOKEN_LEN], ConnId>,
     actions: VecDeque<Action>,
     counters: HubCounters,
+    /// When each (callee, caller) was last told of a missed call.
+    missed_told: HashMap<(Fingerprint, Fingerprint), Instant>,
 }
+
+/// Most (callee, caller) pairs a hub remembers telling of a missed call;
+/// past it, the pairs told longer than [`MISSED_CALL_QUIET`] ago go.
+const MAX_MISSED_TOLD: usize = 4096;
 
 impl SignalHub {
     /// A hub with no connections.
@@ -447,6 +457,7 @@ impl SignalHub {
             caller_addrs: HashMap::new(),
             register_deadlines: BinaryHeap::new(),
             mapping_tokens: HashMap::new(),
+            missed_told: HashMap::new(),
             actions: VecDeque::new(),
             counters: HubCounters::default(),
         }
@@ -1242,6 +1253,9 @@ impl SignalHub {
                     OfferRefusal::CallerBusy(_) => (Refusal::CallerBusy, HangupReason::Busy),
                     OfferRefusal::CalleeBusy => (Refusal::CalleeBusy, HangupReason::Busy),
                 };
+                if refusal == OfferRefusal::CalleeBusy {
+                    self.tell_missed(target_fingerprint, me, alias.clone(), &call_id, now);
+                }
                 return self.refuse_offer(conn, kind, &call_id, reason, refusal.to_string());
             }
         }
@@ -1423,6 +1437,48 @@ impl SignalHub {
             .filter(|_| trusted)
             .unwrap_or_default();
         self.call_active(&call, callee, caller);
+    }
+
+    /// Tells every device of `callee` here that `caller` called while the
+    /// callee was in another call (the caller was answered `busy`): once per
+    /// pair every [`MISSED_CALL_QUIET`].
+    fn tell_missed(
+        &mut self,
+        callee: Fingerprint,
+        caller: Fingerprint,
+        caller_alias: Option<String>,
+        call_id: &str,
+        now: Instant,
+    ) {
+        let devices: Vec<ConnId> = self
+            .presence
+            .devices_of(&callee)
+            .iter()
+            .map(|p| p.conn)
+            .collect();
+        if devices.is_empty() {
+            return;
+        }
+        let quiet = |t: &Instant| now.saturating_duration_since(*t) < MISSED_CALL_QUIET;
+        if self.missed_told.get(&(callee, caller)).is_some_and(quiet) {
+            return;
+        }
+        if self.missed_told.len() >= MAX_MISSED_TOLD {
+            self.missed_told.retain(|_, t| quiet(t));
+            if self.missed_told.len() >= MAX_MISSED_TOLD {
+                return;
+            }
+        }
+        self.missed_told.insert((callee, caller), now);
+        self.counters.missed_calls += 1;
+        let msg = SignalMessage::MissedCall {
+            call_id: call_id.to_string(),
+            caller_fingerprint: caller,
+            caller_alias: caller_alias.filter(|a| a.len() <= MAX_ALIAS_LEN),
+        };
+        for conn in devices {
+            self.send(conn, msg.clone());
+        }
     }
 
     /// Tells the callee's devices `others`, rung with call `call_id`, that
@@ -1802,6 +1858,12 @@ impl SignalHub {
                     OfferRefusal::CallerBusy(_) | OfferRefusal::CalleeBusy => HangupReason::Busy,
                     _ => HangupReason::Error,
                 };
+                if refusal == OfferRefusal::CalleeBusy {
+                    let alias = caller_alias
+                        .clone()
+                        .filter(|a| !a.chars().any(char::is_control));
+                    self.tell_missed(s.callee, s.caller, alias, &s.call_id, now);
+                }
                 self.count(match refusal {
                     OfferRefusal::BadCallId(_) => Refusal::BadCallId,
                     OfferRefusal::CallIdInUse(_) => Refusal::CallIdInUse,

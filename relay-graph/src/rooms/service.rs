@@ -89,13 +89,7 @@ impl RoomService {
             st.table.bind_sender(b.peer, b.sender);
         }
         for room in st.table.take_changed() {
-            let updates = st.table.room_updates(&room);
-            deliver(services, &st, updates);
-            if services.federation.is_global(&room) {
-                services
-                    .federation
-                    .local_room(&room, st.table.local_participants(&room));
-            }
+            announce(services, &st, &room);
         }
     }
 
@@ -305,6 +299,21 @@ pub struct SessionView {
     pub media_path: &'static str,
 }
 
+/// Tells `room`'s members who is in it (a room update each) and, for a
+/// global room, the federation its local members; returns how many members
+/// were told. What a join, a leave and the roster tick each say.
+fn announce(services: &Services, st: &RoomState, room: &str) -> usize {
+    let updates = st.table.room_updates(room);
+    let told = updates.len();
+    deliver(services, st, updates);
+    if services.federation.is_global(room) {
+        services
+            .federation
+            .local_room(room, st.table.local_participants(room));
+    }
+    told
+}
+
 fn deliver(services: &Services, st: &RoomState, updates: Updates) {
     for (handle, msg) in updates {
         let Some(io) = st.io.get(&handle) else {
@@ -498,12 +507,8 @@ pub async fn serve_room(
                         room: h.slot,
                     },
                 );
-                let updates = st.table.room_updates(&room);
-                deliver(&services, &st, updates);
+                announce(&services, &st, &room);
                 if services.federation.is_global(&room) {
-                    services
-                        .federation
-                        .local_room(&room, st.table.local_participants(&room));
                     if let Some((member, slot, shard)) = st.table.add_relay_member(&room) {
                         membership(
                             &services,
@@ -591,14 +596,7 @@ pub async fn serve_room(
         if left.is_some() {
             membership(&services, h.shard, SfuCommand::Leave { peer: handle });
             services.media.shard(h.shard).remove_egress(handle);
-            let updates = st.table.room_updates(&room);
-            let members = updates.len();
-            deliver(&services, &st, updates);
-            if services.federation.is_global(&room) {
-                services
-                    .federation
-                    .local_room(&room, st.table.local_participants(&room));
-            }
+            let members = announce(&services, &st, &room);
             for (member, shard) in st.table.take_orphaned_relay_members() {
                 membership(&services, shard, SfuCommand::Leave { peer: member });
                 services.federation.room_member(&room, None, shard);

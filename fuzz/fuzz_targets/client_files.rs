@@ -3,7 +3,7 @@
 //! error, and calls plus a count of skipped lines, never a panic. What
 //! parses is consistent: every contact's name passes the name check, no
 //! two contacts share a name or a fingerprint, and a blocked fingerprint
-//! is listed once.
+//! is listed once. The device-id file gives an id or an error.
 #![no_main]
 
 use std::path::Path;
@@ -21,6 +21,9 @@ mod contacts;
 #[allow(dead_code)]
 #[path = "../../client-graph/src/history.rs"]
 mod history;
+#[allow(dead_code)]
+#[path = "../../client-graph/src/device.rs"]
+mod device;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
@@ -39,4 +42,9 @@ fuzz_target!(|data: &[u8]| {
     }
     let (entries, skipped) = history::parse(text);
     assert!(entries.len() + skipped <= text.lines().count());
+    // `~/.wzp/identity.device`: an id, or an error; an id reads back as
+    // itself once written.
+    if let Ok(id) = device::parse(text) {
+        assert_eq!(device::parse(&hex::encode(id)).unwrap(), id);
+    }
 });

@@ -530,13 +530,19 @@ fn replaced(
         return Ok(());
     }
     match sig.replaced() {
-        Some(why) => Err(anyhow!(
+        // The same device registered again: a twin of this one.
+        Some(why) if why.contains(&hex::encode(device)) => Err(anyhow!(
             "stopped listening: the relay at {relay} says {why:?}. Another `listen` runs as this \
              device ({}, kept in {}): on this machine, or on one given a copy of this one's \
              identity files. Stop the other, or give it a device of its own (delete its copy \
              of the .device file).",
             hex::encode(device),
             crate::device::device_path(identity).display()
+        )),
+        // Past the relay's devices per person, this one was silent longest.
+        Some(why) => Err(anyhow!(
+            "stopped listening: the relay at {relay} says {why:?}. Stop a device you no \
+             longer use, then start this one again."
         )),
         None => Ok(()),
     }

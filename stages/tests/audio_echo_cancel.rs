@@ -562,3 +562,47 @@ fn the_suppressor_keeps_the_near_voice_while_both_talk() {
         "near voice over the rest: {l:.1} dB filter alone, {b:.1} with the suppressor"
     );
 }
+
+/// `audio.ring_source`'s `"connected"` sweep at -20 dBFS, then silence
+/// until `speech_at` seconds, then the far end talking, for `secs` in all.
+fn far_after_connect_sweep(sweep: bool, speech_at: usize, secs_total: usize) -> Vec<f32> {
+    let mut far = vec![0.0f32; FS as usize * secs_total];
+    if sweep {
+        for (i, v) in far.iter_mut().enumerate() {
+            *v = 0.1 * wzp_stages::audio::ring_source::connected_sweep(i as f64 / FS as f64) as f32;
+        }
+    }
+    let talk = speech(secs_total - speech_at);
+    far[secs(speech_at, secs_total)].copy_from_slice(&talk);
+    far
+}
+
+#[test]
+fn a_connect_sweep_lets_the_first_words_lose_their_echo_and_a_headset_is_still_untouched() {
+    // Without the sweep, the far end's first half second of speech is all
+    // heard back (the detector's time); with it, the echo path is found
+    // while the sweep plays and the first words already lose most of theirs.
+    let first = (FS as usize)..(FS as usize * 5 / 4);
+    let removed = |sweep: bool| {
+        let far = far_after_connect_sweep(sweep, 1, 4);
+        let echo = convolve(&far, &room(40, 0.5, 1));
+        let mut h = harness(&[]);
+        let out = run(&mut h, &echo, &far);
+        (
+            db(energy(&echo[first.clone()]), energy(&out[first.clone()])),
+            h.gauge("echo_found"),
+        )
+    };
+    let (without, _) = removed(false);
+    let (with, found) = removed(true);
+    assert_eq!(found, 1);
+    assert!(without < 1.0, "without the sweep {without:.1} dB already");
+    assert!(with > 15.0, "with the sweep only {with:.1} dB");
+    // A headset: the sweep plays in the ears only, and nothing is touched.
+    let far = far_after_connect_sweep(true, 1, 4);
+    let near = other_voice(4);
+    let mut h = harness(&[]);
+    let out = run(&mut h, &near, &far);
+    assert!(out == near, "the microphone was changed with no echo in it");
+    assert_eq!(h.gauge("echo_found"), 0);
+}

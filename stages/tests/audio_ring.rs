@@ -113,7 +113,10 @@ fn bursts_fade_in_and_out_without_a_click() {
 #[test]
 fn bad_params_are_refused_with_what_to_use() {
     for (set, needle) in [
-        (vec![("pattern", text("chime"))], "\"ring\" or \"ringback\""),
+        (
+            vec![("pattern", text("chime"))],
+            "\"ring\", \"ringback\", \"connected\" or \"none\"",
+        ),
         (vec![("level_db", float(3.0))], "level_db"),
         (vec![("level_db", float(-80.0))], "level_db"),
     ] {
@@ -123,4 +126,33 @@ fn bad_params_are_refused_with_what_to_use() {
         };
         assert!(err.contains(needle), "{set:?}: {err}");
     }
+}
+
+#[test]
+fn a_call_starting_sweeps_once_upwards_then_is_silent() {
+    // 2 s at 20 ms quanta.
+    let (x, h) = play("connected", -20.0, 100);
+    let runs = bursts(&sounding(&x));
+    assert_eq!(runs, [(0, 80)], "0.8 s of sound, once");
+    assert_eq!(h.counter("rings"), 1);
+    // Its peak is the level asked.
+    let peak = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    assert!((peak - 0.1).abs() < 0.005, "peak {peak}");
+    // It rises: low in its first tenth, high in its last.
+    let zc = |s: &[f32]| wzp_stages::audio::signal::zero_crossing_hz(s, 48_000).expect("a tone");
+    let (early, late) = (zc(&x[2_400..4_800]), zc(&x[33_600..36_000]));
+    assert!(
+        early < 800.0 && late > 3_000.0,
+        "{early} Hz, then {late} Hz"
+    );
+    // No click at either end.
+    assert!(
+        x[0].abs() < 1e-3 && x[38_399].abs() < 2e-3,
+        "{} {}",
+        x[0],
+        x[38_399]
+    );
+    // "none" is silence.
+    let (x, _) = play("none", -20.0, 10);
+    assert!(x.iter().all(|v| *v == 0.0));
 }

@@ -88,6 +88,9 @@ pub fn call_spec(opts: &CallOptions, room_secret: &str) -> Result<GraphSpec> {
             // The microphone hears the speaker: cancel its echo (a --set
             // echo_cancel=false below still turns it off).
             vars.insert("echo_cancel".into(), "true".into());
+            // ... and let it find the speaker before the far end talks
+            // (--set chime=none: silence).
+            vars.insert("chime".into(), "connected".into());
         }
     }
     if output != "null" && spk.is_none() {

@@ -567,6 +567,24 @@ mod tests {
     }
 
     #[test]
+    fn a_call_on_a_speaker_starts_with_the_connect_chime() {
+        let pattern = |input: &str, output: &str, sets: &[(&str, &str)]| {
+            let mut o = opts(sets);
+            o.input = input.into();
+            o.output = output.into();
+            let spec = call_spec(&o, "0123456789abcdef0123").unwrap();
+            let chime = spec.stages.iter().find(|s| s.id == "chime").unwrap();
+            chime.params["pattern"].value.as_str().unwrap().to_string()
+        };
+        assert_eq!(pattern("mic", "speaker", &[]), "connected");
+        assert_eq!(pattern("mic", "speaker", &[("chime", "none")]), "none");
+        // No echo to find: a headless call, a WAV, a tone.
+        assert_eq!(pattern("builtin", "null", &[]), "none");
+        assert_eq!(pattern("tone", "speaker", &[]), "none");
+        assert_eq!(pattern("mic", "heard.wav", &[]), "none");
+    }
+
+    #[test]
     fn a_recording_never_replaces_a_file() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("call.wav");

@@ -5,10 +5,13 @@
 //! - Params: `pattern` (`"ring"`, the default: a double ring of 400 + 450
 //!   Hz, 0.4 s on, 0.2 s off, 0.4 s on, 2 s off, what a callee's speaker
 //!   plays; `"ringback"`: 440 + 480 Hz, 2 s on, 4 s off, what a caller hears
-//!   while the far end rings), `level_db` (peak of the two tones together in
-//!   dBFS, default -16, range -60..=0), `rate` (Hz, default 0 = the graph
-//!   rate).
-//! - Counter `rings`: cadences begun.
+//!   while the far end rings; `"connected"`: once, a rising sweep from 300
+//!   to 3800 Hz over 0.8 s, then silence: the sound of a call starting on a
+//!   speaker, which lets the echo canceller find the speaker in the
+//!   microphone before the far end says a word (docs/DESIGN.md, decision
+//!   26); `"none"`: silence), `level_db` (peak in dBFS, default -16, range
+//!   -60..=0), `rate` (Hz, default 0 = the graph rate).
+//! - Counter `rings`: cadences (or the sweep) begun.
 //! - Latency: none.
 //!
 //! Each burst fades in and out over 10 ms (a raised cosine), so it starts
@@ -58,6 +61,39 @@ pub const RINGBACK: Cadence = Cadence {
 /// Edge fade, seconds.
 const FADE: f64 = 0.010;
 
+/// The `"connected"` sweep: from, to (Hz), and how long (s). 0.8 s: the
+/// echo canceller decides that the speaker is heard after about 0.6 s of
+/// it playing (0.6 s of sweep left it undecided in the simulated room,
+/// 0.7 s decided).
+pub const CONNECTED_SWEEP: (f64, f64, f64) = (300.0, 3800.0, 0.8);
+/// The sweep's edge fade, seconds.
+const SWEEP_FADE: f64 = 0.020;
+
+/// The `"connected"` sweep's sample `t` seconds in, at peak 1 (0 after it).
+pub fn connected_sweep(t: f64) -> f64 {
+    let (f0, f1, len) = CONNECTED_SWEEP;
+    if !(0.0..len).contains(&t) {
+        return 0.0;
+    }
+    let edge = t.min(len - t);
+    let env = if edge >= SWEEP_FADE {
+        1.0
+    } else {
+        0.5 - 0.5 * (std::f64::consts::PI * edge / SWEEP_FADE).cos()
+    };
+    let phase = std::f64::consts::TAU * (f0 * t + (f1 - f0) * t * t / (2.0 * len));
+    env * phase.sin()
+}
+
+/// What a ring source plays.
+#[derive(Clone, Copy, Debug)]
+enum Pattern {
+    Cadence(Cadence),
+    /// [`connected_sweep`], once.
+    Connected,
+    Silence,
+}
+
 impl Cadence {
     /// The pattern named `name`.
     pub fn by_name(name: &str) -> Option<Cadence> {
@@ -85,7 +121,7 @@ impl Cadence {
 }
 
 struct RingProc {
-    cadence: Cadence,
+    pattern: Pattern,
     rate: f64,
     /// Samples since the start.
     n: u64,
@@ -98,15 +134,32 @@ struct RingProc {
 impl Processor for RingProc {
     fn process(&mut self, io: &mut Io<'_>, _cx: &Cx) -> Flow {
         let out = io.pcm_out(0);
+        let cadence = match self.pattern {
+            Pattern::Cadence(c) => c,
+            Pattern::Connected => {
+                if self.n == 0 {
+                    self.rings.inc();
+                }
+                for s in out.iter_mut() {
+                    *s = (self.amplitude * connected_sweep(self.n as f64 / self.rate)) as f32;
+                    self.n = self.n.saturating_add(1);
+                }
+                return Flow::Continue;
+            }
+            Pattern::Silence => {
+                out.fill(0.0);
+                return Flow::Continue;
+            }
+        };
         for s in out.iter_mut() {
             let k = self.n % self.period;
             if k == 0 {
                 self.rings.inc();
             }
             let t = k as f64 / self.rate;
-            let env = self.cadence.envelope(t);
+            let env = cadence.envelope(t);
             *s = if env > 0.0 {
-                let [f1, f2] = self.cadence.freqs;
+                let [f1, f2] = cadence.freqs;
                 let w = std::f64::consts::TAU * t;
                 (self.amplitude * env * 0.5 * ((w * f1).sin() + (w * f2).sin())) as f32
             } else {
@@ -129,7 +182,7 @@ impl StageFactory for RingSource {
                 ParamSpec::str(
                     "pattern",
                     "ring",
-                    "\"ring\" (a callee's) or \"ringback\" (a caller's)",
+                    "\"ring\" (a callee's), \"ringback\" (a caller's), \"connected\" (a call starting, once) or \"none\"",
                 ),
                 ParamSpec::float("level_db", -16.0, "peak level in dBFS (-60..=0)"),
                 rate_spec(),
@@ -142,22 +195,30 @@ impl StageFactory for RingSource {
     fn build(&self, cx: &mut BuildContext<'_>, p: &Params) -> Result<Built, BuildError> {
         let rate = rate_param(cx, p, "rate")?;
         let name = p.str("pattern")?;
-        let cadence = Cadence::by_name(name).ok_or_else(|| {
-            ParamError::new(
-                "pattern",
-                format!("is {name:?}; use \"ring\" or \"ringback\""),
-            )
-        })?;
+        let pattern = match name {
+            "connected" => Pattern::Connected,
+            "none" => Pattern::Silence,
+            _ => Pattern::Cadence(Cadence::by_name(name).ok_or_else(|| {
+                ParamError::new(
+                    "pattern",
+                    format!("is {name:?}; use \"ring\", \"ringback\", \"connected\" or \"none\""),
+                )
+            })?),
+        };
+        let period = match pattern {
+            Pattern::Cadence(c) => c.period,
+            _ => 1.0,
+        };
         let level = p.float_in("level_db", -60.0, 0.0)?;
         Ok(Built {
             inputs: vec![],
             outputs: vec![PortDecl::new("out", PortType::Pcm { rate })],
             latency: Duration::ZERO,
             processor: Box::new(RingProc {
-                cadence,
+                pattern,
                 rate: rate as f64,
                 n: 0,
-                period: (cadence.period * rate as f64).round() as u64,
+                period: (period * rate as f64).round() as u64,
                 amplitude: db_to_gain(level) as f64,
                 rings: cx.counter("rings"),
             }),

@@ -178,6 +178,9 @@ pub fn call_cmd(args: CallArgs) -> Result<i32> {
             let Some(msg) = msg else {
                 return Err(sig.closed_why("calling"));
             };
+            if super::direct::missed_call(&msg, "while you were calling", None) {
+                continue;
+            }
             let ev = call.handle(&msg);
             flush(&mut sig, &mut call).await?;
             match ev {

@@ -300,7 +300,7 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                     // The speaker rings too; stopped (its device closed)
                     // before an answered call's graph opens it.
                     let tone = args.media.ring_tone(crate::call::ring::RING);
-                    let rang = ring(&mut sig, &mut call, &controls, &stop).await;
+                    let rang = ring(&mut sig, &mut call, &controls, &stop, &history).await;
                     drop(tone);
                     match rang? {
                         Rang::Answered => Accept::Contacts,
@@ -458,6 +458,7 @@ async fn ring(
     call: &mut IncomingCall,
     controls: &Controls,
     stop: &AtomicBool,
+    history: &crate::history::History,
 ) -> Result<Rang> {
     // A key pressed before the ring answers nothing.
     controls.take_answer();
@@ -470,6 +471,7 @@ async fn ring(
     loop {
         tokio::select! {
             m = sig.recv() => match m {
+                Ok(Some(m)) if super::direct::missed_call(&m, "while this one rang", Some(history)) => {}
                 Ok(Some(m)) => {
                     let ev = call.handle(&m);
                     flush(sig, call).await?;

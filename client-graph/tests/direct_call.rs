@@ -508,6 +508,29 @@ fn rejected_not_online_and_busy_have_their_own_exit_status() {
         said[0].contains(&a_fp) && said[0].ends_with("MISSED"),
         "{said:?}"
     );
+    // A caller bob blocked is not told about: eve (blocked) calls, then
+    // frank; the relay tells bob in order, so frank's notice comes with
+    // none of eve's before it.
+    let eve = identity_of(&dir, "eve");
+    contacts(&dir, "bob", &["block", &eve]);
+    let frank = identity_of(&dir, "frank");
+    for user in ["eve", "frank"] {
+        let mut x = client(
+            &dir,
+            &relay,
+            user,
+            &["call", &b_fp],
+            &["--input", "tone", "--output", "null"],
+        );
+        assert_eq!(x.exit(WAIT).code(), Some(5), "{:?}", x.drain());
+    }
+    let told = b.expect_line(&format!("missed a call from {frank}"), WAIT);
+    assert!(!told.contains(&eve));
+    assert!(
+        !b.drain().iter().any(|l| l.contains(&eve)),
+        "a blocked caller was said"
+    );
+    assert_eq!(history_lines(&dir, "bob", &["--missed"]).len(), 2);
     c.kill();
     b.kill();
     let _ = std::fs::remove_dir_all(dir);

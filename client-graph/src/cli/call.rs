@@ -86,7 +86,8 @@ pub fn sas_hint(contact: Option<&Contact>, fp: &Fingerprint) -> String {
 
 /// Runs `call`; returns the process exit status.
 pub fn call_cmd(args: CallArgs) -> Result<i32> {
-    let contacts = Contacts::load(&super::contacts::contacts_path(args.contacts.clone())?)?;
+    let contacts_path = super::contacts::contacts_path(args.contacts.clone())?;
+    let contacts = Contacts::load(&contacts_path)?;
     let (target, contact) = contacts.resolve(&args.who)?;
     let contact = contact.cloned();
     let relay = args.relay.options()?;
@@ -178,7 +179,12 @@ pub fn call_cmd(args: CallArgs) -> Result<i32> {
             let Some(msg) = msg else {
                 return Err(sig.closed_why("calling"));
             };
-            if super::direct::missed_call(&msg, "while you were calling", None) {
+            if super::direct::missed_call(
+                &msg,
+                "while you were calling",
+                None,
+                Some(&contacts_path),
+            ) {
                 continue;
             }
             let ev = call.handle(&msg);
@@ -258,6 +264,7 @@ pub fn call_cmd(args: CallArgs) -> Result<i32> {
                     .as_ref()
                     .map_or(target.to_string(), |c| c.name.clone()),
                 missed_to: None,
+                contacts: Some(contacts_path.clone()),
             },
         )
         .await;

@@ -267,6 +267,9 @@ pub struct UserInput {
     /// Where a call missed meanwhile is recorded (`listen`'s history; a
     /// `call` only says it: its history holds the calls it made).
     pub missed_to: Option<crate::history::History>,
+    /// The contacts file, read when a call is missed: a blocked caller's
+    /// are not said.
+    pub contacts: Option<PathBuf>,
 }
 
 /// `FP`, or `FP (says "ALIAS")`: a caller as a notice names it (the alias
@@ -280,12 +283,14 @@ pub fn caller_words(fp: &wzp_proto::Fingerprint, alias: Option<&str>) -> String 
 }
 
 /// A `missed_call` (someone called while this person was in another call,
-/// and heard busy): said, and recorded as missed in `history` if given.
+/// and heard busy): said, and recorded as missed in `history` if given;
+/// one from a caller the contacts file (read now) blocks is neither.
 /// Returns whether `msg` was one.
 pub fn missed_call(
     msg: &SignalMessage,
     during: &str,
     history: Option<&crate::history::History>,
+    contacts: Option<&std::path::Path>,
 ) -> bool {
     let SignalMessage::MissedCall {
         caller_fingerprint,
@@ -295,6 +300,12 @@ pub fn missed_call(
     else {
         return false;
     };
+    let blocked = contacts
+        .and_then(|p| crate::contacts::Contacts::load(p).ok())
+        .is_some_and(|c| c.is_blocked(caller_fingerprint).is_some());
+    if blocked {
+        return true;
+    }
     println!(
         "missed a call from {} {during} (they heard busy)",
         caller_words(caller_fingerprint, caller_alias.as_deref())
@@ -451,7 +462,7 @@ pub async fn run_media(
                 }
             }
             msg = sig.recv() => match msg {
-                Ok(Some(m)) if missed_call(&m, "while in this call", user.missed_to.as_ref()) => {}
+                Ok(Some(m)) if missed_call(&m, "while in this call", user.missed_to.as_ref(), user.contacts.as_deref()) => {}
                 Ok(Some(m)) => {
                     match call.handle(&m) {
                         Some(CallEvent::HungUp { reason, message }) => {

@@ -201,7 +201,7 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                 };
                 // Someone called while this person was in a call on
                 // another of its devices.
-                if super::direct::missed_call(&msg, "while you were in another call", Some(&history)) {
+                if super::direct::missed_call(&msg, "while you were in another call", Some(&history), Some(&contacts_path)) {
                     continue;
                 }
                 if !matches!(msg, SignalMessage::DirectCallOffer { .. }) {
@@ -300,7 +300,7 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                     // The speaker rings too; stopped (its device closed)
                     // before an answered call's graph opens it.
                     let tone = args.media.ring_tone(crate::call::ring::RING);
-                    let rang = ring(&mut sig, &mut call, &controls, &stop, &history).await;
+                    let rang = ring(&mut sig, &mut call, &controls, &stop, &history, &contacts_path).await;
                     drop(tone);
                     match rang? {
                         Rang::Answered => Accept::Contacts,
@@ -423,6 +423,7 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                             controls: controls.clone(),
                             with: contact.as_ref().map_or(caller.to_string(), |c| c.name.clone()),
                             missed_to: Some(history.clone()),
+                            contacts: Some(contacts_path.clone()),
                         },
                     )
                         .await;
@@ -459,6 +460,7 @@ async fn ring(
     controls: &Controls,
     stop: &AtomicBool,
     history: &crate::history::History,
+    contacts: &std::path::Path,
 ) -> Result<Rang> {
     // A key pressed before the ring answers nothing.
     controls.take_answer();
@@ -471,7 +473,7 @@ async fn ring(
     loop {
         tokio::select! {
             m = sig.recv() => match m {
-                Ok(Some(m)) if super::direct::missed_call(&m, "while this one rang", Some(history)) => {}
+                Ok(Some(m)) if super::direct::missed_call(&m, "while this one rang", Some(history), Some(contacts)) => {}
                 Ok(Some(m)) => {
                     let ev = call.handle(&m);
                     flush(sig, call).await?;

@@ -442,6 +442,13 @@ fn busy_declined_and_unanswered_calls_end_at_the_far_caller() {
         1,
         "refused as busy by b's relay"
     );
+    // b, ringing with c's call, is told a called from the other relay.
+    assert!(
+        b.received.iter().any(|m| matches!(m,
+            SignalMessage::MissedCall { caller_fingerprint, .. } if *caller_fingerprint == a.fingerprint())),
+        "{:?}",
+        b.received
+    );
     c.hangup(&mut w);
     w.settle(&mut [&mut b, &mut c]);
     // Unanswered: b's relay rings for 30 s, then both ends hear it.

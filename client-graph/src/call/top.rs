@@ -636,6 +636,26 @@ mod tests {
     }
 
     #[test]
+    fn who_records_the_call_is_marked_in_the_view_and_the_json() {
+        let mut roster = roster_of(false);
+        roster.participants[1].recording = true;
+        roster.participants[2].recording = true;
+        let before = report(room_call(100, 40));
+        let now = report(room_call(130, 40));
+        let s = summary_with(&now, Some(&before), &[], Some(&roster));
+        assert!(
+            s.contains(
+                "room       3: ann (you), bob (talking, recording), cy (muted, recording)\n"
+            ),
+            "{s}"
+        );
+        let v = room_json(&now, Some(&before), &roster);
+        let p = v["participants"].as_array().unwrap();
+        let recording: Vec<bool> = p.iter().map(|m| m["recording"] == true).collect();
+        assert_eq!(recording, [false, true, true]);
+    }
+
+    #[test]
     fn a_big_room_names_the_first_members_and_counts_the_rest() {
         let roster = Roster {
             me: wzp_proto::Fingerprint([1; 16]),

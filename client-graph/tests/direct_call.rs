@@ -772,6 +772,10 @@ fn each_device_of_the_callee_rings_and_the_one_that_answers_takes_the_call() {
     );
     phone.expect_line("ringing: a answers, d declines", WAIT);
     laptop.expect_line("ringing: a answers, d declines", WAIT);
+    // The relay's view of the call: both of bob's devices ring.
+    let calls: serde_json::Value = serde_json::from_str(&http_get(&relay, "/calls")).unwrap();
+    assert_eq!(calls[0]["state"], "ringing", "{calls}");
+    assert_eq!(calls[0]["ringing_devices"], 2, "{calls}");
     laptop.type_keys("a");
     phone.expect_line("answered on another device", WAIT);
     assert_eq!(sas(&mut a), sas(&mut laptop), "alice talks with the laptop");

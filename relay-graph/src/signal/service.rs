@@ -101,6 +101,10 @@ pub struct CallView {
     /// for (the caller's) or waits for (the callee's) another.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub path_lost: bool,
+    /// While it rings: how many of the callee's devices on this relay ring
+    /// (the first to answer takes it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ringing_devices: Option<usize>,
 }
 
 impl CallView {
@@ -132,6 +136,7 @@ impl CallView {
                 toward_caller: l.toward_caller,
                 toward_callee: l.toward_callee,
                 path_lost: l.path_lost,
+                ringing_devices: None,
             });
         }
         calls
@@ -309,6 +314,9 @@ async fn run_hub(mut hub: SignalHub, mut rx: mpsc::Receiver<Cmd>, services: Weak
                         toward_caller: None,
                         toward_callee: None,
                         path_lost: false,
+                        ringing_devices: (c.state == crate::calls::CallState::Ringing
+                            && !c.is_federated(crate::calls::Party::Callee))
+                        .then(|| 1 + c.callee_forks.len()),
                     })
                     .collect();
                 use crate::calls::CallState as S;
@@ -581,6 +589,7 @@ mod tests {
             toward_caller: None,
             toward_callee: None,
             path_lost: false,
+            ringing_devices: None,
         }
     }
 

@@ -734,6 +734,7 @@ pub const MESSAGE_TYPES: &[&str] = &[
     "loss_recovery_update",
     "join",
     "member_state",
+    "missed_call",
     "presence_challenge",
     "error",
 ];

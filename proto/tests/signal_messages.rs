@@ -458,7 +458,24 @@ fn new_messages_have_the_documented_json() {
 
 #[test]
 fn malformed_new_messages_are_errors() {
-    for bad in [
+    // A registration whose device id is not 16 hex digits.
+    let registration = |device: &str| {
+        format!(
+            r#"{{"type":"register_presence","identity_pub":"{}","signature":"{}","device":{device}}}"#,
+            "07".repeat(32),
+            "08".repeat(64)
+        )
+    };
+    let bad_devices = [
+        r#""0102""#,
+        r#""0f010203040506ff00""#,
+        r#""zz010203040506ff""#,
+        r#""""#,
+        "5",
+        "[1,2,3,4,5,6,7,8]",
+    ]
+    .map(registration);
+    for bad in bad_devices.into_iter().chain([
         r#"{"type":"presence_challenge"}"#.to_string(),
         r#"{"type":"presence_challenge","nonce":"00"}"#.to_string(),
         format!(
@@ -480,36 +497,6 @@ fn malformed_new_messages_are_errors() {
         r#"{"type":"register_presence_ack","success":true,"observed_addr":"nowhere"}"#.to_string(),
         r#"{"type":"register_presence_ack","success":true,"devices":-1}"#.to_string(),
         r#"{"type":"register_presence_ack","success":true,"devices":"2"}"#.to_string(),
-        format!(
-            r#"{{"type":"register_presence","identity_pub":"{}","signature":"{}","device":"0102"}}"#,
-            "07".repeat(32),
-            "08".repeat(64)
-        ),
-        format!(
-            r#"{{"type":"register_presence","identity_pub":"{}","signature":"{}","device":"0f010203040506ff00"}}"#,
-            "07".repeat(32),
-            "08".repeat(64)
-        ),
-        format!(
-            r#"{{"type":"register_presence","identity_pub":"{}","signature":"{}","device":"zz010203040506ff"}}"#,
-            "07".repeat(32),
-            "08".repeat(64)
-        ),
-        format!(
-            r#"{{"type":"register_presence","identity_pub":"{}","signature":"{}","device":""}}"#,
-            "07".repeat(32),
-            "08".repeat(64)
-        ),
-        format!(
-            r#"{{"type":"register_presence","identity_pub":"{}","signature":"{}","device":5}}"#,
-            "07".repeat(32),
-            "08".repeat(64)
-        ),
-        format!(
-            r#"{{"type":"register_presence","identity_pub":"{}","signature":"{}","device":[1,2,3,4,5,6,7,8]}}"#,
-            "07".repeat(32),
-            "08".repeat(64)
-        ),
         r#"{"type":"member_state","muted":"yes"}"#.to_string(),
         r#"{"type":"member_state","muted":1}"#.to_string(),
         r#"{"type":"member_state","recording":"yes"}"#.to_string(),
@@ -522,7 +509,7 @@ fn malformed_new_messages_are_errors() {
         r#"{"type":"room_update","count":1,"participants":[{"fingerprint":"0303:0303:0303:0303:0303:0303:0303:0303","senders":[-1]}]}"#.to_string(),
         r#"{"type":"room_update","count":1,"participants":[{"fingerprint":"0303:0303:0303:0303:0303:0303:0303:0303","senders":[4294967296]}]}"#.to_string(),
         r#"{"type":"room_update","count":1,"participants":[{"fingerprint":"0303:0303:0303:0303:0303:0303:0303:0303","muted":null}]}"#.to_string(),
-    ] {
+    ]) {
         let r = decode_message(bad.as_bytes());
         assert!(
             matches!(r, Err(SignalError::Malformed(_))),

@@ -1655,9 +1655,7 @@ fn a_decline_on_one_device_declines_the_call_on_every_device() {
 
 #[test]
 fn a_device_that_goes_while_ringing_leaves_the_call_ringing_on_the_others() {
-    let mut config = Net::default_config();
-    config.ringing_timeout = Duration::from_secs(30);
-    let mut net = Net::new(config);
+    let mut net = Net::new(Net::default_config());
     let mut a = Client::online(&mut net, 1, AcceptMode::AcceptGeneric);
     let mut phone = Client::device(&mut net, 2, 1);
     let mut laptop = Client::device(&mut net, 2, 2);
@@ -1681,7 +1679,8 @@ fn a_device_that_goes_while_ringing_leaves_the_call_ringing_on_the_others() {
     assert!(net.events.iter().any(|e| matches!(e,
         Event::Unregistered { conn, offline: false, .. } if *conn == phone.conn)));
     // Nobody answers: every device left is told the ringing timed out.
-    net.advance(Duration::from_secs(31));
+    let ringing = net.hub.config().ringing_timeout;
+    net.advance(ringing + Duration::from_secs(1));
     settle(&mut net, &mut [&mut a, &mut laptop, &mut tablet]);
     assert!(a.has(|e| matches!(e, CallEvent::NoAnswer)));
     for c in [&laptop, &tablet] {

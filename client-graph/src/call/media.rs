@@ -78,31 +78,25 @@ impl RoomState {
         let Some(peer) = participants.iter().find(|p| p.fingerprint != me) else {
             return;
         };
-        if peer.recording != self.peer_recording {
-            self.peer_recording = peer.recording;
-            println!(
-                "{}{} {}",
-                opts.label,
-                d.with,
-                if peer.recording {
-                    "is recording this call"
-                } else {
-                    "stopped recording this call"
-                }
-            );
-        }
-        if peer.muted != self.peer_muted {
-            self.peer_muted = peer.muted;
-            println!(
-                "{}{} {}",
-                opts.label,
-                d.with,
-                if peer.muted {
-                    "muted their microphone"
-                } else {
-                    "turned their microphone back on"
-                }
-            );
+        let changes = [
+            (
+                peer.recording,
+                &mut self.peer_recording,
+                "is recording this call",
+                "stopped recording this call",
+            ),
+            (
+                peer.muted,
+                &mut self.peer_muted,
+                "muted their microphone",
+                "turned their microphone back on",
+            ),
+        ];
+        for (now, told, on, off) in changes {
+            if now != *told {
+                *told = now;
+                println!("{}{} {}", opts.label, d.with, if now { on } else { off });
+            }
         }
     }
 

@@ -202,6 +202,12 @@ impl PresenceRegistry {
         self.by_fp.get(fp).map_or(&[], Vec::as_slice)
     }
 
+    /// The connections of every registered device of `fp` (what an offer
+    /// to the person rings, and a missed call is told to).
+    pub fn conns_of(&self, fp: &Fingerprint) -> Vec<ConnId> {
+        self.devices_of(fp).iter().map(|p| p.conn).collect()
+    }
+
     /// The registration on `conn`.
     pub fn by_conn(&self, conn: ConnId) -> Option<&Presence> {
         let fp = self.by_conn.get(&conn)?;

@@ -1233,12 +1233,7 @@ impl SignalHub {
             .or_else(|| self.presence.get(&me).and_then(|p| p.alias.clone()));
         // Not here: the federation routes it to the callee's relay, or
         // answers not_online. Here: every device of the callee rings.
-        let devices: Vec<ConnId> = self
-            .presence
-            .devices_of(&target_fingerprint)
-            .iter()
-            .map(|p| p.conn)
-            .collect();
+        let devices = self.presence.conns_of(&target_fingerprint);
         let callee_conn = devices.first().copied().unwrap_or(ConnId::FEDERATION);
         match self
             .calls
@@ -1450,12 +1445,7 @@ impl SignalHub {
         call_id: &str,
         now: Instant,
     ) {
-        let devices: Vec<ConnId> = self
-            .presence
-            .devices_of(&callee)
-            .iter()
-            .map(|p| p.conn)
-            .collect();
+        let devices = self.presence.conns_of(&callee);
         if devices.is_empty() {
             return;
         }
@@ -1829,12 +1819,7 @@ impl SignalHub {
         else {
             return;
         };
-        let devices: Vec<ConnId> = self
-            .presence
-            .devices_of(&s.callee)
-            .iter()
-            .map(|p| p.conn)
-            .collect();
+        let devices = self.presence.conns_of(&s.callee);
         let Some(callee_conn) = devices.first().copied() else {
             let msg = format!("{} is not online at its relay", s.callee);
             return self.refuse_federated_offer(&s, HangupReason::NotOnline, msg);

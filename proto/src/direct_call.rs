@@ -215,7 +215,7 @@ fn call_id_of(msg: &SignalMessage) -> Option<&str> {
     match msg {
         M::DirectCallOffer { call_id, .. }
         | M::DirectCallAnswer { call_id, .. }
-        | M::CallRinging { call_id }
+        | M::CallRinging { call_id, .. }
         | M::CallSetup { call_id, .. } => Some(call_id),
         M::CallPath { call_id, .. } => Some(call_id),
         M::CallConfirm { call_id, .. } | M::Hangup { call_id, .. } => call_id.as_deref(),
@@ -292,6 +292,8 @@ pub struct OutgoingCall {
     state: OutState,
     setup: Option<Setup>,
     outbox: VecDeque<SignalMessage>,
+    /// The callee is in another call and this one rings there as waiting.
+    waiting: bool,
 }
 
 impl std::fmt::Debug for OutgoingCall {
@@ -338,7 +340,15 @@ impl OutgoingCall {
             },
             setup: None,
             outbox: VecDeque::from([offer]),
+            waiting: false,
         })
+    }
+
+    /// Whether the callee is in another call and this one rings there as a
+    /// waiting call (its `call_ringing` said so): the callee may end the
+    /// other call to answer, or decline.
+    pub fn rings_waiting(&self) -> bool {
+        self.waiting
     }
 
     /// Shares `addr` (this side's address as the relay sees it) with the
@@ -428,9 +438,10 @@ impl OutgoingCall {
             return None;
         }
         match msg {
-            SignalMessage::CallRinging { .. } => match &mut self.state {
+            SignalMessage::CallRinging { waiting, .. } => match &mut self.state {
                 OutState::Offered { ringing, .. } if !*ringing => {
                     *ringing = true;
+                    self.waiting = *waiting;
                     Some(CallEvent::Ringing)
                 }
                 _ => None,
@@ -851,10 +862,12 @@ mod tests {
             let (mut out, mut inc, _) = pair();
             assert!(matches!(
                 out.handle(&SignalMessage::CallRinging {
-                    call_id: "k1".into()
+                    call_id: "k1".into(),
+                    waiting: setup_first,
                 }),
                 Some(CallEvent::Ringing)
             ));
+            assert_eq!(out.rings_waiting(), setup_first);
             inc.accept(&id(2), eph(12), AcceptMode::AcceptTrusted, None)
                 .unwrap();
             let answer = inc.poll_send().unwrap();
@@ -939,6 +952,7 @@ mod tests {
         for m in [
             SignalMessage::CallRinging {
                 call_id: "other".into(),
+                waiting: true,
             },
             hangup("other", HangupReason::Normal, None),
             setup("other"),

@@ -95,6 +95,9 @@ pub struct VerifiedRegistration {
     /// Which of the person's devices registered (none from a client
     /// older than devices).
     pub device: Option<DeviceId>,
+    /// The device takes a waiting call while in a call
+    /// ([`crate::signal::FEATURE_CALL_WAITING`]).
+    pub call_waiting: bool,
 }
 
 /// The `register_presence` answering `nonce` from the relay whose TLS
@@ -120,6 +123,7 @@ pub fn answer_challenge(
         nonce: Some(*nonce),
         fingerprint: Some(identity.fingerprint()),
         device,
+        call_waiting: false,
     }
 }
 
@@ -137,6 +141,7 @@ pub fn verify_registration(
         nonce: got_nonce,
         fingerprint,
         device,
+        call_waiting,
         ..
     } = msg
     else {
@@ -174,6 +179,7 @@ pub fn verify_registration(
         identity_pub: *identity_pub,
         alias: alias.clone(),
         device: *device,
+        call_waiting: *call_waiting,
     })
 }
 
@@ -220,6 +226,7 @@ pub struct PresenceClient {
     relay: TlsFingerprint,
     alias: Option<String>,
     device: Option<DeviceId>,
+    call_waiting: bool,
     registered: bool,
 }
 
@@ -236,6 +243,7 @@ impl PresenceClient {
             relay,
             alias,
             device: None,
+            call_waiting: false,
             registered: false,
         }
     }
@@ -243,6 +251,13 @@ impl PresenceClient {
     /// Registers as device `device` of the person (see [`DEVICE_ID_LEN`]).
     pub fn with_device(mut self, device: DeviceId) -> PresenceClient {
         self.device = Some(device);
+        self
+    }
+
+    /// Registers a device that takes a waiting call while it is in a call
+    /// (a person is asked; see [`crate::signal::FEATURE_CALL_WAITING`]).
+    pub fn with_call_waiting(mut self, on: bool) -> PresenceClient {
+        self.call_waiting = on;
         self
     }
 
@@ -254,13 +269,19 @@ impl PresenceClient {
     /// Feeds one message from the relay.
     pub fn handle(&mut self, msg: &SignalMessage) -> PresenceStep {
         match msg {
-            SignalMessage::PresenceChallenge { nonce } => PresenceStep::Send(answer_challenge(
-                &self.identity,
-                &self.relay,
-                nonce,
-                self.alias.clone(),
-                self.device,
-            )),
+            SignalMessage::PresenceChallenge { nonce } => {
+                let mut m = answer_challenge(
+                    &self.identity,
+                    &self.relay,
+                    nonce,
+                    self.alias.clone(),
+                    self.device,
+                );
+                if let SignalMessage::RegisterPresence { call_waiting, .. } = &mut m {
+                    *call_waiting = self.call_waiting;
+                }
+                PresenceStep::Send(m)
+            }
             SignalMessage::RegisterPresenceAck {
                 success: true,
                 observed_addr,
@@ -450,5 +471,24 @@ mod tests {
         // reads, and what it sent before).
         let m = answer_challenge(&id(3), &relay, &[4; 32], None, None);
         assert!(!serde_json::to_string(&m).unwrap().contains("device"));
+    }
+
+    #[test]
+    fn call_waiting_goes_into_the_registration_and_out_of_the_verification() {
+        let relay = TlsFingerprint([1; 32]);
+        for on in [false, true] {
+            let mut c = PresenceClient::new(&id(3), relay, None).with_call_waiting(on);
+            let PresenceStep::Send(m) =
+                c.handle(&SignalMessage::PresenceChallenge { nonce: [4; 32] })
+            else {
+                panic!("no answer")
+            };
+            let json = serde_json::to_string(&m).unwrap();
+            // Absent unless on: what a relay older than call waiting reads.
+            assert_eq!(json.contains(r#""call_waiting":true"#), on, "{json}");
+            assert_eq!(json.contains("call_waiting"), on, "{json}");
+            let v = verify_registration(&m, &relay, &[4; 32]).unwrap();
+            assert_eq!(v.call_waiting, on);
+        }
     }
 }

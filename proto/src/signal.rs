@@ -249,6 +249,13 @@ pub const MISSED_CALL_QUIET: std::time::Duration = std::time::Duration::from_sec
 /// get a `hangup` with reason `answered_elsewhere` (or `declined_elsewhere`).
 pub const FEATURE_DEVICES: &str = "devices";
 
+/// The `hello` feature a relay lists on `_signal` when it rings a person who
+/// is in a call with a second call (a *waiting* call) instead of answering
+/// the caller `busy`, on the device in the call, when that device registered
+/// with `register_presence`'s `call_waiting`. The caller's `call_ringing`
+/// says `waiting`; answering the waiting call ends the call in progress.
+pub const FEATURE_CALL_WAITING: &str = "call_waiting";
+
 /// Every signaling message. The JSON tag is `"type"` with the snake_case
 /// variant name.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -394,6 +401,13 @@ pub enum SignalMessage {
             skip_serializing_if = "Option::is_none"
         )]
         device: Option<[u8; crate::presence::DEVICE_ID_LEN]>,
+        /// This device takes a second call while it is in one (a person
+        /// asked, who may end the call in progress to answer it): a relay
+        /// listing [`FEATURE_CALL_WAITING`] then offers it a call that would
+        /// otherwise be refused `busy`. Not signed: it only says how the
+        /// registered connection wants to be treated.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        call_waiting: bool,
     },
     /// Relay's answer to `RegisterPresence`.
     RegisterPresenceAck {
@@ -485,6 +499,10 @@ pub enum SignalMessage {
     CallRinging {
         /// The call.
         call_id: String,
+        /// The callee is in another call: this one rings there as a
+        /// waiting call (relays listing [`FEATURE_CALL_WAITING`]).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        waiting: bool,
     },
     /// Relay to both parties: where the call's media goes.
     CallSetup {

@@ -352,6 +352,7 @@ fn registration_messages_from_older_peers_parse() {
             nonce: None,
             fingerprint: None,
             device: None,
+            call_waiting: false,
         }
     );
     // An ack from a relay that predates the relay's view fields.
@@ -425,6 +426,7 @@ fn new_messages_have_the_documented_json() {
         nonce: Some([3; 32]),
         fingerprint: None,
         device: None,
+        call_waiting: false,
     });
     assert!(
         reg.contains(&format!(r#""nonce":"{}""#, "03".repeat(32))),
@@ -441,10 +443,27 @@ fn new_messages_have_the_documented_json() {
         nonce: Some([3; 32]),
         fingerprint: None,
         device: Some([0x0f, 1, 2, 3, 4, 5, 6, 0xff]),
+        call_waiting: false,
     });
     assert!(
         with_device.contains(r#""device":"0f010203040506ff""#),
         "{with_device}"
+    );
+    assert!(!with_device.contains("call_waiting"), "{with_device}");
+    // Call waiting: absent means the older behaviour on both messages.
+    assert_eq!(
+        msg(r#"{"type":"call_ringing","call_id":"d1"}"#),
+        SignalMessage::CallRinging {
+            call_id: "d1".into(),
+            waiting: false,
+        }
+    );
+    assert_eq!(
+        json(&SignalMessage::CallRinging {
+            call_id: "d1".into(),
+            waiting: true,
+        }),
+        r#"{"type":"call_ringing","call_id":"d1","waiting":true}"#
     );
     assert_eq!(
         msg(r#"{"type":"hangup","reason":"answered_elsewhere","call_id":"d1"}"#),
@@ -505,6 +524,14 @@ fn malformed_new_messages_are_errors() {
         r#"{"type":"missed_call","call_id":"k1","caller_fingerprint":"nobody"}"#.to_string(),
         r#"{"type":"missed_call","call_id":7,"caller_fingerprint":"0303:0303:0303:0303:0303:0303:0303:0303"}"#.to_string(),
         r#"{"type":"member_state","recording":null}"#.to_string(),
+        r#"{"type":"call_ringing","call_id":"d1","waiting":"yes"}"#.to_string(),
+        r#"{"type":"call_ringing","call_id":"d1","waiting":1}"#.to_string(),
+        r#"{"type":"call_ringing","waiting":true}"#.to_string(),
+        format!(
+            r#"{{"type":"register_presence","identity_pub":"{}","signature":"{}","call_waiting":"on"}}"#,
+            "07".repeat(32),
+            "08".repeat(64)
+        ),
         r#"{"type":"room_update","count":1,"participants":[{"fingerprint":"0303:0303:0303:0303:0303:0303:0303:0303","recording":1}]}"#.to_string(),
         r#"{"type":"room_update","count":1,"participants":[{"fingerprint":"0303:0303:0303:0303:0303:0303:0303:0303","senders":[-1]}]}"#.to_string(),
         r#"{"type":"room_update","count":1,"participants":[{"fingerprint":"0303:0303:0303:0303:0303:0303:0303:0303","senders":[4294967296]}]}"#.to_string(),

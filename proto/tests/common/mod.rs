@@ -113,6 +113,7 @@ pub fn samples() -> Vec<SignalMessage> {
             nonce: Some([9; 32]),
             fingerprint: Some(fp(7)),
             device: Some([0x5e; 8]),
+            call_waiting: true,
         },
         M::RegisterPresence {
             identity_pub: [7; 32],
@@ -122,6 +123,7 @@ pub fn samples() -> Vec<SignalMessage> {
             nonce: None,
             fingerprint: None,
             device: None,
+            call_waiting: false,
         },
         M::RegisterPresenceAck {
             success: false,
@@ -197,6 +199,11 @@ pub fn samples() -> Vec<SignalMessage> {
         },
         M::CallRinging {
             call_id: "d1".into(),
+            waiting: false,
+        },
+        M::CallRinging {
+            call_id: "d2".into(),
+            waiting: true,
         },
         M::CallSetup {
             call_id: "d1".into(),

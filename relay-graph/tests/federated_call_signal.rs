@@ -196,6 +196,18 @@ impl Client {
         accept: Option<AcceptMode>,
         device: Option<u8>,
     ) -> Client {
+        Client::online_full(w, r, n, accept, device, false)
+    }
+
+    /// [`Client::online_as`], taking waiting calls if `call_waiting`.
+    fn online_full(
+        w: &mut World,
+        r: usize,
+        n: u8,
+        accept: Option<AcceptMode>,
+        device: Option<u8>,
+        call_waiting: bool,
+    ) -> Client {
         let identity = Seed::from_bytes([n; 32]).identity();
         let relay = &mut w.relays[r];
         let conn = ConnId(relay.next_conn);
@@ -216,7 +228,8 @@ impl Client {
                 Some(d) => PresenceClient::new(&identity, tls, Some(format!("user{n}")))
                     .with_device([d; wzp_proto::presence::DEVICE_ID_LEN]),
                 None => PresenceClient::new(&identity, tls, Some(format!("user{n}"))),
-            },
+            }
+            .with_call_waiting(call_waiting),
             identity,
             conn,
             accept,
@@ -552,4 +565,67 @@ fn sealed_addresses_cross_two_links_between_the_parties_only() {
         .received
         .iter()
         .all(|m| !matches!(m, SignalMessage::CallPath { call_id, .. } if call_id == "c2")));
+}
+
+#[test]
+fn a_call_from_another_relay_to_someone_in_a_call_rings_as_waiting_and_can_take_over() {
+    let mut w = World::new();
+    let mut a = Client::online(&mut w, 0, 1, None);
+    let mut b = Client::online_full(&mut w, 1, 2, None, None, true);
+    let mut c = Client::online(&mut w, 1, 3, None);
+    // c and b in a call on b's relay.
+    c.call(&mut w, "local", b.fingerprint());
+    w.settle(&mut [&mut b, &mut c]);
+    let eph = b.ephemeral();
+    b.incoming
+        .as_mut()
+        .unwrap()
+        .accept(&b.identity, eph, AcceptMode::AcceptGeneric, None)
+        .unwrap();
+    b.flush(&mut w);
+    w.settle(&mut [&mut b, &mut c]);
+    assert!(c.answered().is_some());
+    // The test client keeps one incoming call: the next offer takes its place.
+    b.incoming = None;
+    // a calls b from the other relay: it rings b as waiting, not busy.
+    a.call(&mut w, "far", b.fingerprint());
+    w.settle(&mut [&mut a, &mut b, &mut c]);
+    assert!(
+        a.events.iter().any(|e| matches!(e, CallEvent::Ringing)),
+        "{:?}",
+        a.events
+    );
+    assert!(!a.events.iter().any(|e| matches!(e, CallEvent::Busy)));
+    assert_eq!(w.relays[1].hub.counters().calls_waiting, 1);
+    assert!(w.relays[1].hub.calls().get("far").unwrap().waiting);
+    assert_eq!(
+        b.incoming.as_ref().map(|i| i.caller()),
+        Some(a.fingerprint())
+    );
+    // b answers it: the local call ends for c, a's call is answered across
+    // the link with keys both ends agree on.
+    let eph = b.ephemeral();
+    b.incoming
+        .as_mut()
+        .unwrap()
+        .accept(&b.identity, eph, AcceptMode::AcceptGeneric, None)
+        .unwrap();
+    b.flush(&mut w);
+    w.settle(&mut [&mut a, &mut b, &mut c]);
+    assert_eq!(c.hung_up(), Some(HangupReason::Normal));
+    // b's last answered call is a's (its first was c's).
+    let rb = b
+        .events
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            CallEvent::Answered(r) => Some(&**r),
+            _ => None,
+        })
+        .unwrap();
+    let ra = a.answered().unwrap();
+    assert_eq!(rb.call_id, "far");
+    assert_eq!(ra.sas, rb.sas);
+    assert_eq!(ra.keys.send_key(), rb.keys.recv_key());
+    assert!(w.relays[1].hub.calls().get("local").is_none());
 }

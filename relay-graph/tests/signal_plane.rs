@@ -202,6 +202,10 @@ struct Client {
     local: Vec<SocketAddr>,
     /// Lets an offer ring (no answer) until [`Client::pick_up`].
     rings: bool,
+    /// An offer that came while this client was in a call (a waiting
+    /// call): it rings, and its events go to `second_events`.
+    second: Option<IncomingCall>,
+    second_events: Vec<CallEvent>,
 }
 
 impl Client {
@@ -227,6 +231,47 @@ impl Client {
             leaks_addr: false,
             local: Vec::new(),
             rings: false,
+            second: None,
+            second_events: Vec::new(),
+        }
+    }
+
+    /// Connects and registers as person `n` taking waiting calls (its first
+    /// call is answered by `accept`; a call while in it rings in `second`).
+    fn takes_waiting(net: &mut Net, n: u8, accept: AcceptMode) -> Client {
+        let mut c = Client::new(net, n, accept);
+        c.presence = PresenceClient::new(&c.identity, RELAY_TLS, Some(format!("user{n}")))
+            .with_call_waiting(true);
+        net.frame(c.conn, SignalMessage::hello(Some("test-client".into())));
+        while c.step(net) {}
+        assert!(matches!(
+            c.registered,
+            Some(PresenceEvent::Registered { .. })
+        ));
+        c
+    }
+
+    /// Whether a call of this client is under way.
+    fn in_call(&self) -> bool {
+        self.outgoing.as_ref().is_some_and(|o| !o.is_ended())
+            || self.incoming.as_ref().is_some_and(|i| !i.is_ended())
+    }
+
+    /// Answers the waiting call (`Reject` declines it); answering hangs up
+    /// the call in progress first, as a client does.
+    fn pick_up_second(&mut self, net: &mut Net, mode: AcceptMode, hang_up_first: bool) {
+        if hang_up_first && mode != AcceptMode::Reject {
+            self.hangup(net);
+        }
+        let eph = self.ephemeral();
+        let w = self.second.as_mut().expect("nothing waits");
+        match mode {
+            AcceptMode::Reject => w.reject(),
+            mode => w.accept(&self.identity, eph, mode, None).unwrap(),
+        }
+        let out: Vec<_> = std::iter::from_fn(|| w.poll_send()).collect();
+        for m in out {
+            net.frame(self.conn, m);
         }
     }
 
@@ -354,6 +399,10 @@ impl Client {
                         .push((call_id.clone(), *caller_fingerprint));
                     let mut inc =
                         IncomingCall::from_offer(&m).expect("offer from the relay is well formed");
+                    if self.in_call() {
+                        self.second = Some(inc);
+                        continue;
+                    }
                     match self.accept {
                         _ if self.rings => {}
                         AcceptMode::Reject => inc.reject(),
@@ -379,6 +428,13 @@ impl Client {
             }
             if let Some(i) = self.incoming.as_mut() {
                 self.events.extend(i.handle(&m));
+            }
+            if let Some(w) = self.second.as_mut() {
+                self.second_events.extend(w.handle(&m));
+                let out: Vec<_> = std::iter::from_fn(|| w.poll_send()).collect();
+                for m in out {
+                    net.frame(self.conn, m);
+                }
             }
             self.flush(net);
         }
@@ -1161,6 +1217,7 @@ fn bad_input_is_refused_counted_and_others_are_served() {
             "a relay-only message",
             SignalMessage::CallRinging {
                 call_id: "x".into(),
+                waiting: true,
             },
             Refusal::UnexpectedMessage,
         ),
@@ -1807,4 +1864,216 @@ fn a_callee_in_a_call_is_told_who_called_and_heard_busy_once_a_while() {
         net.hub.calls().get("busy1").unwrap().state,
         CallState::Active
     );
+}
+
+/// a calls bob (who takes waiting calls, and answers his first call at
+/// once); then c calls bob while that call is Active.
+fn bob_in_a_call_and_c_waiting(net: &mut Net) -> (Client, Client, Client) {
+    let mut a = Client::online(net, 1, AcceptMode::AcceptGeneric);
+    let mut b = Client::takes_waiting(net, 2, AcceptMode::AcceptGeneric);
+    let mut c = Client::online(net, 3, AcceptMode::AcceptGeneric);
+    let bob = b.identity.fingerprint();
+    a.call(net, "first", bob);
+    settle(net, &mut [&mut a, &mut b, &mut c]);
+    assert!(a.answered().is_some());
+    c.call(net, "waits", bob);
+    settle(net, &mut [&mut a, &mut b, &mut c]);
+    (a, b, c)
+}
+
+#[test]
+fn a_person_in_a_call_is_rung_with_a_second_as_waiting_and_answering_it_ends_the_first() {
+    let mut net = Net::new(Net::default_config());
+    let (mut a, mut b, mut c) = bob_in_a_call_and_c_waiting(&mut net);
+    // c hears ringing, told it waits; bob's device in the call is offered it.
+    assert!(c.has(|e| matches!(e, CallEvent::Ringing)), "{:?}", c.events);
+    assert!(c.outgoing.as_ref().unwrap().rings_waiting());
+    assert!(!c.has(|e| matches!(e, CallEvent::Busy)));
+    assert_eq!(
+        b.second.as_ref().map(|w| w.caller()),
+        Some(c.identity.fingerprint())
+    );
+    assert!(
+        missed_calls(&b).is_empty(),
+        "a waiting call is not a missed one"
+    );
+    let w = net.hub.calls().get("waits").unwrap();
+    assert!(w.waiting);
+    assert_eq!(w.state, CallState::Ringing);
+    assert_eq!(net.hub.counters().calls_waiting, 1);
+    assert_eq!(net.refusals(Refusal::CalleeBusy), 0);
+    // The call in progress is untouched.
+    assert_eq!(
+        net.hub.calls().get("first").unwrap().state,
+        CallState::Active
+    );
+    assert!(hangups(&a).is_empty());
+    // Bob answers it without hanging up first (a client that skips that):
+    // the relay ends the first call for him; a hears that bob hung up.
+    b.pick_up_second(&mut net, AcceptMode::AcceptGeneric, false);
+    settle(&mut net, &mut [&mut a, &mut b, &mut c]);
+    assert!(
+        a.has(|e| matches!(e, CallEvent::HungUp { .. })),
+        "{:?}",
+        a.events
+    );
+    assert_eq!(
+        hangups(&a),
+        [(HangupReason::Normal, Some("the callee hung up".into()))]
+    );
+    assert!(net.rooms_closed.contains(&"call-first".to_string()));
+    assert!(net.hub.calls().get("first").is_none());
+    let got = c.answered().expect("c's waiting call is answered");
+    let bob_ready = b
+        .second_events
+        .iter()
+        .find_map(|e| match e {
+            CallEvent::Answered(r) => Some(r.clone()),
+            _ => None,
+        })
+        .expect("bob has the call's keys");
+    assert_same_call_keys(got, &bob_ready);
+    let w = net.hub.calls().get("waits").unwrap();
+    assert_eq!(w.state, CallState::Active);
+    assert!(!w.waiting);
+    assert!(net.hub.may_join("call-waits", &b.identity.fingerprint()));
+    assert!(!net.hub.may_join("call-first", &a.identity.fingerprint()));
+}
+
+#[test]
+fn answering_a_waiting_call_after_hanging_up_the_first_is_the_same_call() {
+    let mut net = Net::new(Net::default_config());
+    let (mut a, mut b, mut c) = bob_in_a_call_and_c_waiting(&mut net);
+    b.pick_up_second(&mut net, AcceptMode::AcceptGeneric, true);
+    settle(&mut net, &mut [&mut a, &mut b, &mut c]);
+    assert_eq!(hangups(&a).len(), 1, "a is told once: {:?}", hangups(&a));
+    assert!(c.answered().is_some());
+    assert_eq!(
+        net.hub.calls().get("waits").unwrap().state,
+        CallState::Active
+    );
+    assert_eq!(net.hub.calls().len(), 1);
+}
+
+#[test]
+fn a_declined_timed_out_or_abandoned_waiting_call_leaves_the_call_in_progress() {
+    // Declined: c hears declined.
+    let mut net = Net::new(Net::default_config());
+    let (mut a, mut b, mut c) = bob_in_a_call_and_c_waiting(&mut net);
+    b.pick_up_second(&mut net, AcceptMode::Reject, true);
+    settle(&mut net, &mut [&mut a, &mut b, &mut c]);
+    assert!(
+        c.has(|e| matches!(e, CallEvent::Rejected)),
+        "{:?}",
+        c.events
+    );
+    assert_eq!(
+        net.hub.calls().get("first").unwrap().state,
+        CallState::Active
+    );
+    assert!(hangups(&a).is_empty());
+    // c gave up: bob's waiting call ends, the first goes on.
+    let mut net = Net::new(Net::default_config());
+    let (mut a, mut b, mut c) = bob_in_a_call_and_c_waiting(&mut net);
+    c.hangup(&mut net);
+    settle(&mut net, &mut [&mut a, &mut b, &mut c]);
+    assert!(b
+        .second_events
+        .iter()
+        .any(|e| matches!(e, CallEvent::HungUp { .. })));
+    assert_eq!(
+        net.hub.calls().get("first").unwrap().state,
+        CallState::Active
+    );
+    assert!(hangups(&a).is_empty());
+    // Nobody answers within the ringing time.
+    let mut config = Net::default_config();
+    config.ringing_timeout = Duration::from_secs(20);
+    let mut net = Net::new(config);
+    let (mut a, mut b, mut c) = bob_in_a_call_and_c_waiting(&mut net);
+    for _ in 0..5 {
+        net.advance(Duration::from_secs(5));
+        for x in [&a, &b, &c] {
+            net.frame(x.conn, SignalMessage::Ping { timestamp_ms: 1 });
+        }
+    }
+    settle(&mut net, &mut [&mut a, &mut b, &mut c]);
+    assert!(
+        c.has(|e| matches!(e, CallEvent::NoAnswer)),
+        "{:?}",
+        c.events
+    );
+    assert!(b
+        .second_events
+        .iter()
+        .any(|e| matches!(e, CallEvent::NoAnswer)));
+    assert_eq!(
+        net.hub.calls().get("first").unwrap().state,
+        CallState::Active
+    );
+    assert!(hangups(&a).is_empty());
+}
+
+#[test]
+fn when_the_call_in_progress_ends_the_waiting_call_rings_on_and_can_be_answered() {
+    let mut net = Net::new(Net::default_config());
+    let (mut a, mut b, mut c) = bob_in_a_call_and_c_waiting(&mut net);
+    a.hangup(&mut net);
+    settle(&mut net, &mut [&mut a, &mut b, &mut c]);
+    assert!(b.has(|e| matches!(e, CallEvent::HungUp { .. })));
+    let w = net.hub.calls().get("waits").unwrap();
+    assert_eq!(w.state, CallState::Ringing);
+    assert!(!w.waiting);
+    assert!(!c.has(|e| matches!(e, CallEvent::HungUp { .. } | CallEvent::Busy)));
+    b.pick_up_second(&mut net, AcceptMode::AcceptGeneric, false);
+    settle(&mut net, &mut [&mut a, &mut b, &mut c]);
+    assert!(c.answered().is_some());
+    assert_eq!(net.hub.calls().len(), 1);
+}
+
+#[test]
+fn only_a_device_that_takes_waiting_calls_is_rung_and_a_third_caller_hears_busy() {
+    let mut net = Net::new(Net::default_config());
+    let (mut a, mut b, mut c) = bob_in_a_call_and_c_waiting(&mut net);
+    let bob = b.identity.fingerprint();
+    // A third caller while c waits: busy, and bob is told who called.
+    let mut d = Client::online(&mut net, 4, AcceptMode::AcceptGeneric);
+    d.call(&mut net, "third", bob);
+    settle(&mut net, &mut [&mut a, &mut b, &mut c, &mut d]);
+    assert!(d.has(|e| matches!(e, CallEvent::Busy)), "{:?}", d.events);
+    assert_eq!(missed_calls(&b).len(), 1);
+    assert_eq!(b.offers_seen.len(), 2, "the third call did not ring bob");
+    // Someone whose device in the call did not ask for waiting calls (an
+    // older client, a service): busy, as before.
+    let mut net = Net::new(Net::default_config());
+    let mut a = Client::online(&mut net, 1, AcceptMode::AcceptGeneric);
+    let mut b = Client::online(&mut net, 2, AcceptMode::AcceptGeneric);
+    let mut c = Client::online(&mut net, 3, AcceptMode::AcceptGeneric);
+    a.call(&mut net, "first", b.identity.fingerprint());
+    settle(&mut net, &mut [&mut a, &mut b, &mut c]);
+    c.call(&mut net, "waits", b.identity.fingerprint());
+    settle(&mut net, &mut [&mut a, &mut b, &mut c]);
+    assert!(c.has(|e| matches!(e, CallEvent::Busy)));
+    assert!(b.second.is_none());
+    assert_eq!(net.hub.counters().calls_waiting, 0);
+    // A call still ringing is not a call to wait behind: busy.
+    let mut net = Net::new(Net::default_config());
+    let mut a = Client::online(&mut net, 1, AcceptMode::AcceptGeneric);
+    let mut b = Client::takes_waiting(&mut net, 2, AcceptMode::AcceptGeneric);
+    b.rings = true;
+    let mut c = Client::online(&mut net, 3, AcceptMode::AcceptGeneric);
+    a.call(&mut net, "first", b.identity.fingerprint());
+    settle(&mut net, &mut [&mut a, &mut b, &mut c]);
+    c.call(&mut net, "waits", b.identity.fingerprint());
+    settle(&mut net, &mut [&mut a, &mut b, &mut c]);
+    assert!(c.has(|e| matches!(e, CallEvent::Busy)));
+}
+
+#[test]
+fn the_relay_lists_call_waiting_in_its_hello() {
+    let mut net = Net::new(Net::default_config());
+    let c = Client::online(&mut net, 1, AcceptMode::AcceptGeneric);
+    assert!(c.received.iter().any(|m| matches!(m,
+        SignalMessage::Hello { features, .. }
+            if features.iter().any(|f| f == wzp_proto::signal::FEATURE_CALL_WAITING))));
 }

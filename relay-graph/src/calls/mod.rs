@@ -147,6 +147,11 @@ pub struct Call {
     /// `call_path` messages carried from each party (caller, callee), at
     /// most [`MAX_CALL_PATHS`] each.
     pub paths: [u8; 2],
+    /// The callee was in another call when this one came: it rings on the
+    /// device in that call as a waiting call ([`CallRegistry::offer_waiting`])
+    /// until that call ends (then it is an ordinary ringing call) or this
+    /// one is answered (which ends that one).
+    pub waiting: bool,
 }
 
 pub use wzp_proto::path_addrs::MAX_CALL_PATHS;
@@ -244,6 +249,8 @@ impl OfferRefusal {
 pub struct CallRegistry {
     calls: HashMap<String, Call>,
     in_call: HashMap<Fingerprint, String>,
+    /// The waiting call of a person in a call (at most one each).
+    waiting: HashMap<Fingerprint, String>,
     /// Call ids by party connection (a connection may, in principle, be in
     /// several calls; the hub keeps it to one).
     by_conn: HashMap<ConnId, Vec<String>>,
@@ -259,6 +266,7 @@ impl CallRegistry {
         CallRegistry {
             calls: HashMap::new(),
             in_call: HashMap::new(),
+            waiting: HashMap::new(),
             by_conn: HashMap::new(),
             ringing_timeout,
             ring_deadlines: BinaryHeap::new(),
@@ -323,6 +331,7 @@ impl CallRegistry {
                 state_since: now,
                 accept_mode: None,
                 paths: [0; 2],
+                waiting: false,
             },
         );
         self.in_call.insert(caller.0, id.to_string());
@@ -333,6 +342,79 @@ impl CallRegistry {
             }
         }
         Ok(self.record(id, CallState::Ended, CallState::Pending, None))
+    }
+
+    /// A new call, Pending, to a callee who is in an Active call on this
+    /// relay: it rings as a waiting call on the connection the callee is in
+    /// that call with, which is returned with the call's transition. Refused
+    /// as [`CallRegistry::offer`] refuses, and `CalleeBusy` when the callee
+    /// is in no call here, its call is not Active yet, it is in it through
+    /// federation, or it already has a waiting call.
+    pub fn offer_waiting(
+        &mut self,
+        id: &str,
+        caller: (Fingerprint, ConnId),
+        callee: Fingerprint,
+        now: Instant,
+    ) -> Result<(Transition, ConnId), OfferRefusal> {
+        let room = call_room(id).ok_or_else(|| OfferRefusal::BadCallId(id.to_string()))?;
+        if caller.0 == callee {
+            return Err(OfferRefusal::ToSelf);
+        }
+        if let Some(existing) = self.in_call.get(&caller.0) {
+            return Err(OfferRefusal::CallerBusy(existing.clone()));
+        }
+        if self.calls.contains_key(id) {
+            return Err(OfferRefusal::CallIdInUse(id.to_string()));
+        }
+        let device = self
+            .call_of(&callee)
+            .filter(|c| c.state == CallState::Active)
+            .map(|c| {
+                let party = if c.caller == callee {
+                    Party::Caller
+                } else {
+                    Party::Callee
+                };
+                c.conn(party)
+            })
+            .filter(|conn| *conn != ConnId::FEDERATION)
+            .filter(|_| !self.waiting.contains_key(&callee))
+            .ok_or(OfferRefusal::CalleeBusy)?;
+        self.calls.insert(
+            id.to_string(),
+            Call {
+                id: id.to_string(),
+                room,
+                caller: caller.0,
+                callee,
+                caller_conn: caller.1,
+                callee_conn: device,
+                callee_forks: Vec::new(),
+                state: CallState::Pending,
+                since: now,
+                state_since: now,
+                accept_mode: None,
+                paths: [0; 2],
+                waiting: true,
+            },
+        );
+        self.in_call.insert(caller.0, id.to_string());
+        self.waiting.insert(callee, id.to_string());
+        for conn in [caller.1, device] {
+            if conn != ConnId::FEDERATION {
+                self.by_conn.entry(conn).or_default().push(id.to_string());
+            }
+        }
+        Ok((
+            self.record(id, CallState::Ended, CallState::Pending, None),
+            device,
+        ))
+    }
+
+    /// The waiting call of `fp`, if any.
+    pub fn waiting_of(&self, fp: &Fingerprint) -> Option<&Call> {
+        self.waiting.get(fp).and_then(|id| self.calls.get(id))
     }
 
     fn advance(
@@ -452,9 +534,19 @@ impl CallRegistry {
     /// Any state -> Ended; the call leaves the table and is returned as it was.
     pub fn end(&mut self, id: &str, reason: EndReason) -> Option<(Call, Transition)> {
         let call = self.calls.remove(id)?;
+        if self.waiting.get(&call.callee).map(String::as_str) == Some(id) {
+            self.waiting.remove(&call.callee);
+        }
         for fp in [call.caller, call.callee] {
             if self.in_call.get(&fp).map(String::as_str) == Some(id) {
                 self.in_call.remove(&fp);
+                // The call that waited is the person's call now: it rings on.
+                if let Some(next) = self.waiting.remove(&fp) {
+                    if let Some(c) = self.calls.get_mut(&next) {
+                        c.waiting = false;
+                    }
+                    self.in_call.insert(fp, next);
+                }
             }
         }
         for conn in [call.caller_conn, call.callee_conn]
@@ -590,6 +682,123 @@ mod tests {
         assert_eq!(reg.ended("hangup"), 1);
         assert!(reg.is_empty());
         assert!(reg.call_of(&fp(1)).is_none());
+    }
+
+    fn d() -> (Fingerprint, ConnId) {
+        (fp(4), ConnId(4))
+    }
+
+    /// a and b in an Active call "c1".
+    fn in_call() -> CallRegistry {
+        let t0 = Instant::now();
+        let mut reg = CallRegistry::new(DEFAULT_RINGING_TIMEOUT);
+        reg.offer("c1", a(), b(), t0).unwrap();
+        reg.ringing("c1", t0).unwrap();
+        reg.activate("c1", AcceptMode::AcceptGeneric, t0).unwrap();
+        reg
+    }
+
+    #[test]
+    fn a_waiting_call_rings_on_the_device_in_the_call_and_takes_over_when_that_ends() {
+        let t0 = Instant::now();
+        // b, the callee of c1, and a, its caller, can each have one waiting.
+        for (busy, device) in [(b(), ConnId(2)), (a(), ConnId(1))] {
+            let mut reg = in_call();
+            let (t, conn) = reg.offer_waiting("w1", c(), busy.0, t0).unwrap();
+            assert_eq!((t.from, t.to), (CallState::Ended, CallState::Pending));
+            assert_eq!(conn, device);
+            let w = reg.get("w1").unwrap();
+            assert!(w.waiting);
+            assert_eq!((w.callee, w.callee_conn), (busy.0, device));
+            assert_eq!(reg.waiting_of(&busy.0).unwrap().id, "w1");
+            // The person is still in c1; the caller is in w1.
+            assert_eq!(reg.call_of(&busy.0).unwrap().id, "c1");
+            assert_eq!(reg.call_of(&fp(3)).unwrap().id, "w1");
+            assert!(reg.calls_of_conn(device).contains(&"w1".to_string()));
+            // A second caller hears busy.
+            assert_eq!(
+                reg.offer_waiting("w2", d(), busy.0, t0).unwrap_err(),
+                OfferRefusal::CalleeBusy
+            );
+            reg.ringing("w1", t0).unwrap();
+            // c1 ends: w1 is the person's call and rings on.
+            reg.end("c1", EndReason::Hangup(Party::Caller, HangupReason::Normal))
+                .unwrap();
+            let w = reg.get("w1").unwrap();
+            assert!(!w.waiting);
+            assert_eq!(w.state, CallState::Ringing);
+            assert_eq!(reg.call_of(&busy.0).unwrap().id, "w1");
+            assert!(reg.waiting_of(&busy.0).is_none());
+            reg.activate("w1", AcceptMode::AcceptGeneric, t0).unwrap();
+            // Someone else calling now can wait again.
+            reg.offer_waiting("w3", d(), busy.0, t0).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_waiting_call_that_ends_leaves_the_call_in_progress_alone() {
+        let t0 = Instant::now();
+        for reason in [
+            EndReason::Rejected,
+            EndReason::RingingTimeout,
+            EndReason::Hangup(Party::Caller, HangupReason::Normal),
+        ] {
+            let mut reg = in_call();
+            reg.offer_waiting("w1", c(), fp(2), t0).unwrap();
+            reg.end("w1", reason).unwrap();
+            assert_eq!(reg.call_of(&fp(2)).unwrap().id, "c1");
+            assert_eq!(reg.call_of(&fp(1)).unwrap().id, "c1");
+            assert!(reg.call_of(&fp(3)).is_none());
+            assert!(reg.waiting_of(&fp(2)).is_none());
+            assert_eq!(reg.get("c1").unwrap().state, CallState::Active);
+            // c can call again, and wait again.
+            reg.offer_waiting("w2", c(), fp(2), t0).unwrap();
+        }
+    }
+
+    #[test]
+    fn waiting_offers_are_refused_as_offers_are_and_where_no_call_is_active() {
+        let t0 = Instant::now();
+        let mut reg = in_call();
+        // c is ringing d (not Active): d is busy for a waiting call too.
+        reg.offer("c2", c(), d(), t0).unwrap();
+        let table = [
+            ("w1", (fp(5), ConnId(5)), fp(4), OfferRefusal::CalleeBusy),
+            ("w1", (fp(5), ConnId(5)), fp(6), OfferRefusal::CalleeBusy),
+            ("w1", c(), fp(2), OfferRefusal::CallerBusy("c2".into())),
+            (
+                "c1",
+                (fp(5), ConnId(5)),
+                fp(2),
+                OfferRefusal::CallIdInUse("c1".into()),
+            ),
+            ("w1", (fp(2), ConnId(9)), fp(2), OfferRefusal::ToSelf),
+            (
+                "BAD",
+                (fp(5), ConnId(5)),
+                fp(2),
+                OfferRefusal::BadCallId("BAD".into()),
+            ),
+        ];
+        for (id, caller, callee, want) in table {
+            assert_eq!(
+                reg.offer_waiting(id, caller, callee, t0).unwrap_err(),
+                want,
+                "{id} to {callee:?}"
+            );
+        }
+        assert_eq!(reg.len(), 2);
+        // A person in a call through federation is not rung here.
+        let mut reg = CallRegistry::new(DEFAULT_RINGING_TIMEOUT);
+        reg.offer("f1", (fp(1), ConnId::FEDERATION), b(), t0)
+            .unwrap();
+        reg.ringing("f1", t0).unwrap();
+        reg.activate("f1", AcceptMode::AcceptGeneric, t0).unwrap();
+        assert_eq!(
+            reg.offer_waiting("w1", c(), fp(1), t0).unwrap_err(),
+            OfferRefusal::CalleeBusy
+        );
+        reg.offer_waiting("w1", c(), fp(2), t0).unwrap();
     }
 
     #[test]

@@ -373,6 +373,11 @@ pub fn render(s: &Services, signal: &SignalViews) -> String {
             hc.missed_calls,
         ),
         (
+            "wzp_signal_calls_waiting_total",
+            "Calls rung as a waiting call on the device of a person in another call (instead of busy).",
+            hc.calls_waiting,
+        ),
+        (
             "wzp_signal_answered_elsewhere_total",
             "Devices told that another device of theirs answered or declined the call they rang with.",
             hc.answered_elsewhere,

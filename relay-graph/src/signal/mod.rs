@@ -388,6 +388,9 @@ pub struct HubCounters {
     /// Callees told (each device) that someone called while they were in
     /// another call.
     pub missed_calls: u64,
+    /// Calls rung as a waiting call on the device of a person in another
+    /// call (instead of the caller hearing busy).
+    pub calls_waiting: u64,
     /// Mapping probes answered (`mapping_observed` sent).
     pub mapping_answered: u64,
     /// Mapping probes dropped: a token no connection has, or a connection
@@ -929,6 +932,7 @@ impl SignalHub {
                         let mut hello = SignalMessage::hello(software);
                         if let SignalMessage::Hello { features, .. } = &mut hello {
                             features.push(wzp_proto::signal::FEATURE_DEVICES.to_string());
+                            features.push(wzp_proto::signal::FEATURE_CALL_WAITING.to_string());
                         }
                         self.send(conn, hello);
                         self.send(conn, SignalMessage::PresenceChallenge { nonce });
@@ -1140,6 +1144,7 @@ impl SignalHub {
         }
         if let Some(s) = self.sessions.get_mut(&conn) {
             s.device = device;
+            s.call_waiting = verified.call_waiting;
         }
         if let Some(s) = self.sessions.get_mut(&conn) {
             s.told = remote;
@@ -1233,13 +1238,24 @@ impl SignalHub {
             .or_else(|| self.presence.get(&me).and_then(|p| p.alias.clone()));
         // Not here: the federation routes it to the callee's relay, or
         // answers not_online. Here: every device of the callee rings.
-        let devices = self.presence.conns_of(&target_fingerprint);
+        let mut devices = self.presence.conns_of(&target_fingerprint);
         let callee_conn = devices.first().copied().unwrap_or(ConnId::FEDERATION);
+        let mut waiting = false;
         match self
             .calls
             .offer(&call_id, (me, conn), (target_fingerprint, callee_conn), now)
         {
             Ok(t) => self.transition(&t),
+            Err(OfferRefusal::CalleeBusy)
+                if self
+                    .offer_waiting(&call_id, (me, conn), target_fingerprint, now)
+                    .is_some_and(|device| {
+                        devices = vec![device];
+                        true
+                    }) =>
+            {
+                waiting = true;
+            }
             Err(refusal) => {
                 let (kind, reason) = match &refusal {
                     OfferRefusal::BadCallId(_) => (Refusal::BadCallId, err),
@@ -1289,8 +1305,38 @@ impl SignalHub {
         }
         if let Some(t) = self.calls.ringing(&call_id, now) {
             self.transition(&t);
-            self.send(conn, SignalMessage::CallRinging { call_id });
+            self.send(conn, SignalMessage::CallRinging { call_id, waiting });
         }
+    }
+
+    /// The callee of an offer refused `busy` here is in an Active call on a
+    /// device that takes a waiting call: the offer becomes one, ringing on
+    /// that device only. Returns the device, or None (the caller hears busy).
+    fn offer_waiting(
+        &mut self,
+        call_id: &str,
+        caller: (Fingerprint, ConnId),
+        callee: Fingerprint,
+        now: Instant,
+    ) -> Option<ConnId> {
+        let takes_waiting = |c: &Call| {
+            let conn = if c.caller == callee {
+                c.caller_conn
+            } else {
+                c.callee_conn
+            };
+            self.sessions.get(&conn).is_some_and(|s| s.call_waiting)
+        };
+        if !self.calls.call_of(&callee).is_some_and(takes_waiting) {
+            return None;
+        }
+        let (t, device) = self
+            .calls
+            .offer_waiting(call_id, caller, callee, now)
+            .ok()?;
+        self.transition(&t);
+        self.counters.calls_waiting += 1;
+        Some(device)
     }
 
     /// The call `call_id` if `conn` is `want` in it; refuses otherwise.
@@ -1387,6 +1433,23 @@ impl SignalHub {
                 self.call_ended(call, t, None);
             }
             return;
+        }
+        if call.waiting {
+            // Answering a waiting call ends the call in progress, as if the
+            // person hung it up first (a client does so before answering).
+            if let Some(current) = self.calls.call_of(&call.callee).cloned() {
+                let party = if current.caller == call.callee {
+                    Party::Caller
+                } else {
+                    Party::Callee
+                };
+                if let Some((ended, t)) = self
+                    .calls
+                    .end(&current.id, EndReason::Hangup(party, HangupReason::Normal))
+                {
+                    self.call_ended(ended, t, Some(party));
+                }
+            }
         }
         let others = self.calls.answered_by(&call_id, conn);
         self.tell_elsewhere(&others, &call_id, HangupReason::AnsweredElsewhere);
@@ -1716,6 +1779,7 @@ impl SignalHub {
                         call.caller_conn,
                         SignalMessage::CallRinging {
                             call_id: call.id.clone(),
+                            waiting: false,
                         },
                     );
                 } else {
@@ -1831,6 +1895,7 @@ impl SignalHub {
             let msg = "the offer's handshake half is not the caller's".to_string();
             return self.refuse_federated_offer(&s, HangupReason::Error, msg);
         }
+        let mut devices = devices;
         match self.calls.offer(
             &s.call_id,
             (s.caller, ConnId::FEDERATION),
@@ -1838,6 +1903,13 @@ impl SignalHub {
             now,
         ) {
             Ok(t) => self.transition(&t),
+            Err(OfferRefusal::CalleeBusy)
+                if self
+                    .offer_waiting(&s.call_id, (s.caller, ConnId::FEDERATION), s.callee, now)
+                    .is_some_and(|device| {
+                        devices = vec![device];
+                        true
+                    }) => {}
             Err(refusal) => {
                 let reason = match refusal {
                     OfferRefusal::CallerBusy(_) | OfferRefusal::CalleeBusy => HangupReason::Busy,

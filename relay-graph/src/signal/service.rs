@@ -105,6 +105,10 @@ pub struct CallView {
     /// (the first to answer takes it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ringing_devices: Option<usize>,
+    /// The callee is in another call here and this one rings there as a
+    /// waiting call.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub waiting: bool,
 }
 
 impl CallView {
@@ -137,6 +141,7 @@ impl CallView {
                 toward_callee: l.toward_callee,
                 path_lost: l.path_lost,
                 ringing_devices: None,
+                waiting: false,
             });
         }
         calls
@@ -317,6 +322,7 @@ async fn run_hub(mut hub: SignalHub, mut rx: mpsc::Receiver<Cmd>, services: Weak
                         ringing_devices: (c.state == crate::calls::CallState::Ringing
                             && !c.is_federated(crate::calls::Party::Callee))
                         .then(|| 1 + c.callee_forks.len()),
+                        waiting: c.waiting,
                     })
                     .collect();
                 use crate::calls::CallState as S;
@@ -590,6 +596,7 @@ mod tests {
             toward_callee: None,
             path_lost: false,
             ringing_devices: None,
+            waiting: false,
         }
     }
 

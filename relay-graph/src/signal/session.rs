@@ -92,6 +92,9 @@ pub struct SignalSession {
     pub fingerprint: Option<Fingerprint>,
     /// The device it registered as (`register_presence`'s `device`).
     pub device: Option<wzp_proto::presence::DeviceId>,
+    /// It registered with `call_waiting`: while in a call it is offered a
+    /// second one as a waiting call instead of the caller hearing busy.
+    pub call_waiting: bool,
     /// When the connection arrived.
     pub connected_at: Instant,
     bucket: TokenBucket,
@@ -135,6 +138,7 @@ impl SignalSession {
             phase: Phase::AwaitHello,
             fingerprint: None,
             device: None,
+            call_waiting: false,
             connected_at: now,
             bucket: TokenBucket::new(rate.per_second, rate.burst, now),
             rate,

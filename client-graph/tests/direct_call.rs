@@ -2823,3 +2823,140 @@ fn across_two_relays_for(name: &str, kind: NatKind, sees: (&str, &str), secs: &s
     drop((r1, r3, nats));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_call_waiting_is_declined_or_answered_by_keys_and_answering_ends_the_call_in_progress() {
+    let _s = serial();
+    let dir = tmp("waiting");
+    let relay = start_relay_with(&dir, "127.0.0.1:0", &["--metrics-addr", "127.0.0.1:0"]);
+    let mut cmd = client_cmd(
+        None,
+        relay.addr,
+        &dir,
+        &relay,
+        "bob",
+        &["listen"],
+        &[
+            "--accept",
+            "ask",
+            "--input",
+            "tone:1000",
+            "--output",
+            "null",
+        ],
+    );
+    let mut b = Proc::spawn_with_input("bob", &mut cmd);
+    let line = b.expect_line("registered as ", WAIT);
+    let b_fp = line.split_whitespace().nth(2).unwrap().to_string();
+    // Alice calls; bob answers.
+    let mut a = client(
+        &dir,
+        &relay,
+        "alice",
+        &["call", &b_fp],
+        &["--input", "tone:300", "--output", "null"],
+    );
+    b.expect_nth("ringing: a answers, d declines", 1, WAIT);
+    b.type_keys("a");
+    assert_eq!(sas(&mut b), sas(&mut a));
+    let carol_calls = |n: u32| {
+        let heard = dir.join(format!("carol-heard-{n}.wav"));
+        let p = client(
+            &dir,
+            &relay,
+            "carol",
+            &["call", &b_fp],
+            &[
+                "--input",
+                "tone:500",
+                "--output",
+                heard.to_str().unwrap(),
+                "--duration",
+                "4s",
+            ],
+        );
+        (p, heard)
+    };
+    // Carol calls while they talk: she hears it ring as a waiting call,
+    // bob is asked; he declines.
+    let (mut c, _) = carol_calls(1);
+    let line = c.expect_line("ringing", WAIT);
+    assert!(line.contains("in another call"), "{line}");
+    b.expect_nth("call waiting", 1, WAIT);
+    b.expect_nth(
+        "a ends this call and answers the waiting one, d declines it",
+        1,
+        WAIT,
+    );
+    let calls = http_get(&relay, "/calls");
+    assert!(calls.contains(r#""waiting":true"#), "{calls}");
+    b.type_keys("d");
+    c.expect_line("rejected", WAIT);
+    assert_eq!(c.exit(WAIT).code(), Some(3), "{:?}", c.drain());
+    b.expect_line("declined the waiting call from ", WAIT);
+    // The call with alice goes on: a second waiting call, which bob takes.
+    assert!(
+        a.child.try_wait().unwrap().is_none(),
+        "alice is still in the call"
+    );
+    let (mut c, heard) = carol_calls(2);
+    b.expect_nth("call waiting", 2, WAIT);
+    b.type_keys("a");
+    b.expect_line("ending this call to answer ", WAIT);
+    a.expect_line("the other side hung up", WAIT);
+    assert_eq!(a.exit(WAIT).code(), Some(0), "{:?}", a.drain());
+    b.expect_line("hung up, for the waiting call", WAIT);
+    b.expect_line("answering the waiting call from ", WAIT);
+    c.expect_line("answered by ", WAIT);
+    // Bob's second SAS line is the waiting call's.
+    b.expect_nth("SAS: ", 2, WAIT);
+    let b_sas: Vec<String> = b
+        .drain()
+        .into_iter()
+        .filter(|l| l.starts_with("SAS: "))
+        .collect();
+    assert_eq!(b_sas[1].trim_start_matches("SAS: "), sas(&mut c));
+    assert!(c.exit(WAIT).success(), "{:?}", c.drain());
+    b.expect_line("the other side hung up", WAIT);
+    assert!(b.child.try_wait().unwrap().is_none(), "bob still listens");
+    let metrics = http_get(&relay, "/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "wzp_signal_calls_waiting_total 2"),
+        "{metrics}"
+    );
+    b.kill();
+    // Carol heard bob's 1000 Hz in the call she waited for.
+    let wav = read_wav_mono(&heard).unwrap();
+    let tail = &wav.samples[wav.samples.len() / 2..];
+    let level = |f: f64| wzp_stages::audio::signal::goertzel_dbfs(tail, wav.rate, f);
+    assert!(
+        level(1000.0) > -30.0,
+        "carol heard bob at {} dBFS",
+        level(1000.0)
+    );
+    assert!(level(2300.0) < level(1000.0) - 20.0);
+    // Bob's history, in the order each was kept: carol's first call
+    // declined (while in alice's), alice's call once it ended, carol's.
+    let (a_fp, c_fp) = (identity_of(&dir, "alice"), identity_of(&dir, "carol"));
+    let said = history_lines(&dir, "bob", &[]);
+    let kept: Vec<(&str, &str)> = said
+        .iter()
+        .map(|l| {
+            // `in   FP  OUTCOME[  DURATION]`
+            let mut f = l.trim_start_matches("in   ").split("  ");
+            (f.next().unwrap_or_default(), f.next().unwrap_or_default())
+        })
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            (c_fp.as_str(), "declined"),
+            (a_fp.as_str(), "answered"),
+            (c_fp.as_str(), "answered")
+        ],
+        "{said:?}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -26,7 +26,7 @@ fn signal_plane(m: &SignalMessage) {
     let call_id = match m {
         SignalMessage::DirectCallAnswer { call_id, .. }
         | SignalMessage::CallSetup { call_id, .. }
-        | SignalMessage::CallRinging { call_id } => call_id.clone(),
+        | SignalMessage::CallRinging { call_id, .. } => call_id.clone(),
         SignalMessage::Hangup { call_id: Some(c), .. }
         | SignalMessage::CallConfirm { call_id: Some(c), .. } => c.clone(),
         _ => "f".into(),

@@ -133,7 +133,13 @@ pub fn call_cmd(args: CallArgs) -> Result<i32> {
         // `listen` of this person, on this machine or another.
         let device = crate::device::random()?;
         let reg = sig
-            .register(&identity, relay_fp, args.media.alias.clone(), Some(device))
+            .register(
+                &identity,
+                relay_fp,
+                args.media.alias.clone(),
+                Some(device),
+                false,
+            )
             .await?;
         let call_id = random_call_id().map_err(|e| anyhow!("no randomness for a call id: {e}"))?;
         let eph = EphemeralKey::random().map_err(|e| anyhow!("no randomness for a key: {e}"))?;
@@ -192,7 +198,14 @@ pub fn call_cmd(args: CallArgs) -> Result<i32> {
             match ev {
                 None | Some(CallEvent::PeerPath(_)) => continue,
                 Some(CallEvent::Ringing) => {
-                    println!("ringing");
+                    if call.rings_waiting() {
+                        println!(
+                            "ringing: {target} is in another call, where this one rings as a \
+                             waiting call (they may end that call to answer)"
+                        );
+                    } else {
+                        println!("ringing");
+                    }
                     if ringback.is_none() {
                         ringback = args.media.ring_tone(crate::call::ring::RINGBACK);
                     }
@@ -265,6 +278,8 @@ pub fn call_cmd(args: CallArgs) -> Result<i32> {
                     .map_or(target.to_string(), |c| c.name.clone()),
                 missed_to: None,
                 contacts: Some(contacts_path.clone()),
+                takes_waiting: false,
+                on_call: None,
             },
         )
         .await;

@@ -270,6 +270,105 @@ pub struct UserInput {
     /// The contacts file, read when a call is missed: a blocked caller's
     /// are not said.
     pub contacts: Option<PathBuf>,
+    /// This device registered taking waiting calls: an offer that comes
+    /// during the call rings as one (`a` ends this call and answers it, `d`
+    /// declines it).
+    pub takes_waiting: bool,
+    /// `listen --on-call`'s command, run as a waiting call comes in.
+    pub on_call: Option<String>,
+}
+
+/// A call that came while this device was in one (call waiting): returned
+/// by [`run_media`] when the person ended the call to answer it
+/// (`answered`), or when the call ended while it still rang.
+pub struct Waiting {
+    pub call: IncomingCall,
+    /// The person ended the call in progress to answer this one.
+    pub answered: bool,
+    /// The caller's contact entry, read when it came.
+    pub contact: Option<crate::contacts::Contact>,
+}
+
+/// An offer that came during a call, on a device taking waiting calls:
+/// a blocked caller is declined at once (and kept in the history as
+/// blocked), a second while one already waits is declined, anyone else
+/// rings as the waiting call. Returns it when it rings.
+async fn waiting_offer(
+    sig: &mut SignalConn,
+    msg: &SignalMessage,
+    user: &UserInput,
+    one_waits: bool,
+) -> Result<Option<Waiting>> {
+    let mut call = match IncomingCall::from_offer(msg) {
+        Ok(c) => c,
+        Err(e) => {
+            if let Some(refusal) = wzp_proto::direct_call::refusal(msg, &e) {
+                sig.send(&refusal).await?;
+            }
+            println!("refused a malformed offer: {e}");
+            return Ok(None);
+        }
+    };
+    let contacts = user
+        .contacts
+        .as_deref()
+        .and_then(|p| crate::contacts::Contacts::load(p).ok());
+    let caller = call.caller();
+    let who = caller_words(&caller, call.caller_alias());
+    let record = |outcome| {
+        if let Some(h) = &user.missed_to {
+            h.record(&crate::history::Entry {
+                at: crate::history::now(),
+                dir: crate::history::Dir::In,
+                peer: caller,
+                alias: call.caller_alias().map(str::to_string),
+                outcome,
+                secs: 0,
+            });
+        }
+    };
+    if contacts
+        .as_ref()
+        .is_some_and(|c| c.is_blocked(&caller).is_some())
+    {
+        record(crate::history::Outcome::Blocked);
+        call.reject();
+        flush(sig, &mut call).await?;
+        return Ok(None);
+    }
+    if one_waits {
+        record(crate::history::Outcome::Missed);
+        println!("missed a call from {who} while in this call (another call waits already)");
+        call.reject();
+        flush(sig, &mut call).await?;
+        return Ok(None);
+    }
+    let bell = if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        "\x07"
+    } else {
+        ""
+    };
+    println!("call waiting{bell}: {who} is calling");
+    let contact = contacts
+        .as_ref()
+        .and_then(|c| super::listen::describe_caller(&call, c));
+    if let Some(cmd) = &user.on_call {
+        super::listen::on_call(
+            cmd,
+            &caller,
+            contact.as_ref().map(|c| c.name.as_str()),
+            call.caller_alias(),
+            true,
+        );
+    }
+    println!("a ends this call and answers the waiting one, d declines it");
+    // A key pressed before it came answers nothing.
+    user.controls.take_answer();
+    Ok(Some(Waiting {
+        call,
+        answered: false,
+        contact,
+    }))
 }
 
 /// `FP`, or `FP (says "ALIAS")`: a caller as a notice names it (the alias
@@ -333,7 +432,7 @@ pub async fn run_media(
     media: &MediaArgs,
     direct: Option<(Role, Option<SocketAddr>)>,
     user: &UserInput,
-) -> Result<CallEnd> {
+) -> Result<(CallEnd, Option<Waiting>)> {
     let (stop, controls) = (&user.stop, &user.controls);
     println!("SAS: {}", ready.sas);
     let direct = direct.filter(|_| !media.relay_only);
@@ -439,6 +538,7 @@ pub async fn run_media(
         })
         .map_err(|e| anyhow!("starting the call: {e}"))?;
     let mut end = CallEnd::Local;
+    let mut waiting: Option<Waiting> = None;
     // The caller says once when the callee's sealed addresses never came
     // (a relay on the way predates them, or the callee shares none).
     let mut waiting_for_peer = (shared && sealed.is_some()).then(Instant::now);
@@ -448,6 +548,23 @@ pub async fn run_media(
             _ = tokio::time::sleep(Duration::from_millis(50)) => {
                 if stop.load(Ordering::Relaxed) {
                     call_stop.store(true, Ordering::Relaxed);
+                }
+                if let Some(w) = waiting.as_mut().filter(|w| !w.answered) {
+                    match controls.take_answer() {
+                        Some(call::controls::Answer::Accept) => {
+                            println!("ending this call to answer {}", super::listen::call_name(w));
+                            w.answered = true;
+                            call_stop.store(true, Ordering::Relaxed);
+                        }
+                        Some(call::controls::Answer::Decline) => {
+                            println!("declined the waiting call from {}", super::listen::call_name(w));
+                            record_waiting(user, w, crate::history::Outcome::Declined);
+                            w.call.reject();
+                            flush(sig, &mut w.call).await?;
+                            waiting = None;
+                        }
+                        None => {}
+                    }
                 }
                 if waiting_for_peer.is_some_and(|t| t.elapsed() >= PEER_PATH_WAIT) {
                     waiting_for_peer = None;
@@ -463,7 +580,30 @@ pub async fn run_media(
             }
             msg = sig.recv() => match msg {
                 Ok(Some(m)) if missed_call(&m, "while in this call", user.missed_to.as_ref(), user.contacts.as_deref()) => {}
+                Ok(Some(m)) if user.takes_waiting && matches!(&m, SignalMessage::DirectCallOffer { call_id, .. } if *call_id != ready.call_id) => {
+                    if let Some(w) = waiting_offer(sig, &m, user, waiting.is_some()).await? {
+                        waiting = Some(w);
+                    }
+                }
                 Ok(Some(m)) => {
+                    // Each machine reads only what names its call.
+                    if let Some(w) = waiting.as_mut() {
+                        let ev = w.call.handle(&m);
+                        flush(sig, &mut w.call).await?;
+                        let why = match ev {
+                            Some(CallEvent::HungUp { reason, message }) => {
+                                Some(message.unwrap_or_else(|| format!("{reason:?}").to_lowercase()))
+                            }
+                            Some(CallEvent::NoAnswer) => Some("it rang out unanswered".into()),
+                            Some(CallEvent::Failed { error }) => Some(error.to_string()),
+                            _ => None,
+                        };
+                        if let Some(why) = why {
+                            println!("the waiting call from {} ended ({why})", super::listen::call_name(w));
+                            record_waiting(user, w, crate::history::Outcome::Missed);
+                            waiting = None;
+                        }
+                    }
                     match call.handle(&m) {
                         Some(CallEvent::HungUp { reason, message }) => {
                             let why = message.unwrap_or_else(|| format!("{reason:?}").to_lowercase());
@@ -519,10 +659,42 @@ pub async fn run_media(
         }
     }
     match &end {
+        CallEnd::Local if waiting.as_ref().is_some_and(|w| w.answered) => {
+            println!("hung up, for the waiting call")
+        }
         CallEnd::Local => println!("hung up"),
         CallEnd::Remote(why) => println!("the other side hung up ({why})"),
         CallEnd::SignalLost(why) => println!("lost the relay ({why}); the call ended"),
     }
     outcome?;
-    Ok(end)
+    // Leaving: a waiting call not answered is declined (it would ring on
+    // a device that no longer listens).
+    if let Some(mut w) = waiting.take_if(|w| !w.answered && stop.load(Ordering::Relaxed)) {
+        record_waiting(user, &w, crate::history::Outcome::Missed);
+        w.call.reject();
+        if !matches!(end, CallEnd::SignalLost(_)) {
+            flush(sig, &mut w.call).await?;
+        }
+    }
+    // The relay went: the waiting call went with it.
+    if matches!(end, CallEnd::SignalLost(_)) {
+        if let Some(w) = waiting.take() {
+            record_waiting(user, &w, crate::history::Outcome::Missed);
+        }
+    }
+    Ok((end, waiting))
+}
+
+/// Keeps a waiting call that was not taken in the history.
+fn record_waiting(user: &UserInput, w: &Waiting, outcome: crate::history::Outcome) {
+    if let Some(h) = &user.missed_to {
+        h.record(&crate::history::Entry {
+            at: crate::history::now(),
+            dir: crate::history::Dir::In,
+            peer: w.call.caller(),
+            alias: w.call.caller_alias().map(str::to_string),
+            outcome,
+            secs: 0,
+        });
+    }
 }

@@ -12,9 +12,9 @@ use wzp_proto::direct_path::Role;
 use wzp_proto::handshake::EphemeralKey;
 use wzp_proto::signal::{AcceptMode, SignalMessage};
 
-use super::direct::{flush, run_media, MediaArgs, RelayArgs, UserInput};
+use super::direct::{flush, run_media, MediaArgs, RelayArgs, UserInput, Waiting};
 use crate::call::controls::{self, Answer, Controls};
-use crate::contacts::Contacts;
+use crate::contacts::{Contact, Contacts};
 use crate::history::{self, Dir, Entry, Outcome};
 use crate::signal::{ConnectError, MappingTest, SignalConn};
 
@@ -26,6 +26,9 @@ Examples:
       caller gives up. A caller in your contacts learns your address and the
       media goes straight between you while that path works; anyone else is
       answered through the relay only. Microphone in, speaker out.
+      While you are in a call, another caller rings as a waiting call: `a`
+      ends the call in progress and answers it, `d` declines it (the caller
+      hears that you are in another call while it rings).
   wzp-client listen --relay 203.0.113.7:4433 --accept contacts
       Answer every call at once, as above (the default with no terminal:
       a service, a script).
@@ -126,6 +129,9 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
     });
     let controls = Arc::new(Controls::new(args.media.muted, accept == Accept::Ask)?);
     let history = args.history.open()?;
+    // A person at the keys may take a second call while in one; a policy
+    // (and `--once`) keeps one call at a time: the caller hears busy.
+    let takes_waiting = accept == Accept::Ask && !args.once;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -150,7 +156,13 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                 MappingTest::Wait
             });
             let reg = match sig
-                .register(&identity, relay_fp, args.media.alias.clone(), Some(device))
+                .register(
+                    &identity,
+                    relay_fp,
+                    args.media.alias.clone(),
+                    Some(device),
+                    takes_waiting,
+                )
                 .await
             {
                 Ok(r) => r,
@@ -183,7 +195,19 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                 );
             }
             registered_once = true;
+            // A call that came while in one (call waiting), taken up next.
+            let mut next: Option<Waiting> = None;
             loop {
+                let (mut call, waited) = match next.take() {
+                    Some(w) => {
+                        if w.answered {
+                            println!("answering the waiting call from {}", call_name(&w));
+                        } else {
+                            println!("the call in progress ended; the waiting call from {} rings on", call_name(&w));
+                        }
+                        (w.call, Some((w.answered, w.contact)))
+                    }
+                    None => {
                 let msg = tokio::select! {
                     m = sig.recv() => m,
                     _ = async { while !stop.load(Ordering::Relaxed) { tokio::time::sleep(Duration::from_millis(50)).await } } => {
@@ -207,7 +231,7 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                 if !matches!(msg, SignalMessage::DirectCallOffer { .. }) {
                     continue;
                 }
-                let mut call = match IncomingCall::from_offer(&msg) {
+                let call = match IncomingCall::from_offer(&msg) {
                     Ok(c) => c,
                     Err(e) => {
                         if let Some(refusal) = wzp_proto::direct_call::refusal(&msg, &e) {
@@ -224,6 +248,9 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                         .map(|a| format!(" ({a})"))
                         .unwrap_or_default()
                 );
+                (call, None)
+                    }
+                };
                 // A `q` pressed between calls hangs up none of them.
                 controls.take_hangup();
                 let offered = history::now();
@@ -265,29 +292,12 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                     }
                     continue;
                 }
-                let contact = contacts.by_fingerprint(&caller).cloned();
-                if let Some(claimed) = contacts.impersonated(call.caller_alias(), &caller) {
-                    let alias = call.caller_alias().unwrap_or_default();
-                    let same = alias.trim().to_lowercase() == claimed.name.to_lowercase();
-                    println!(
-                        "warning: the caller calls itself \"{}\", {} your contact {}, \
-                         but is not {}'s fingerprint ({})",
-                        crate::lookalike::reveal(alias),
-                        if same { "the name of" } else { "a name that looks like" },
-                        claimed.name,
-                        claimed.name,
-                        claimed.fingerprint
-                    );
-                }
-                match &contact {
-                    Some(c) => println!(
-                        "the caller is your contact {}{}",
-                        c.name,
-                        if c.verified { " (verified)" } else { " (not verified)" }
-                    ),
-                    None => println!("the caller is not one of your contacts"),
-                }
-                if let Some(cmd) = &args.on_call {
+                // A waiting call was described when it came.
+                let contact = match &waited {
+                    Some((_, c)) => c.clone(),
+                    None => describe_caller(&call, &contacts),
+                };
+                if let Some(cmd) = args.on_call.as_ref().filter(|_| waited.is_none()) {
                     on_call(
                         cmd,
                         &caller,
@@ -296,7 +306,10 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                         accept == Accept::Ask,
                     );
                 }
-                let policy = if accept == Accept::Ask {
+                let policy = if waited.as_ref().is_some_and(|(answered, _)| *answered) {
+                    // The person ended the call in progress to answer this.
+                    Accept::Contacts
+                } else if accept == Accept::Ask {
                     // The speaker rings too; stopped (its device closed)
                     // before an answered call's graph opens it.
                     let tone = args.media.ring_tone(crate::call::ring::RING);
@@ -424,11 +437,14 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                             with: contact.as_ref().map_or(caller.to_string(), |c| c.name.clone()),
                             missed_to: Some(history.clone()),
                             contacts: Some(contacts_path.clone()),
+                            takes_waiting,
+                            on_call: args.on_call.clone(),
                         },
                     )
                         .await;
                     record(Outcome::Answered, began.elapsed().as_secs());
-                    ended?;
+                    let (_, waiting) = ended?;
+                    next = waiting;
                 }
                 if args.once {
                     sig.close().await;
@@ -552,10 +568,57 @@ fn replaced(
     }
 }
 
+/// Says who calls: whether a contact (verified or not), and a warning when
+/// the alias (the caller's claim) is or looks like a contact's name on
+/// another fingerprint. Returns the caller's contact entry.
+pub(super) fn describe_caller(call: &IncomingCall, contacts: &Contacts) -> Option<Contact> {
+    let caller = call.caller();
+    let contact = contacts.by_fingerprint(&caller).cloned();
+    if let Some(claimed) = contacts.impersonated(call.caller_alias(), &caller) {
+        let alias = call.caller_alias().unwrap_or_default();
+        let same = alias.trim().to_lowercase() == claimed.name.to_lowercase();
+        println!(
+            "warning: the caller calls itself \"{}\", {} your contact {}, \
+             but is not {}'s fingerprint ({})",
+            crate::lookalike::reveal(alias),
+            if same {
+                "the name of"
+            } else {
+                "a name that looks like"
+            },
+            claimed.name,
+            claimed.name,
+            claimed.fingerprint
+        );
+    }
+    match &contact {
+        Some(c) => println!(
+            "the caller is your contact {}{}",
+            c.name,
+            if c.verified {
+                " (verified)"
+            } else {
+                " (not verified)"
+            }
+        ),
+        None => println!("the caller is not one of your contacts"),
+    }
+    contact
+}
+
+/// A waiting call's caller as a line names it: the contact's name, else
+/// the fingerprint and what it says it is.
+pub(super) fn call_name(w: &Waiting) -> String {
+    match &w.contact {
+        Some(c) => c.name.clone(),
+        None => super::direct::caller_words(&w.call.caller(), w.call.caller_alias()),
+    }
+}
+
 /// Starts `--on-call`'s command for a call from `caller` (not waited for:
 /// a slow notifier never holds the call up). The caller goes in the
 /// environment only, so nothing it claims can become shell text.
-fn on_call(
+pub(super) fn on_call(
     cmd: &str,
     caller: &wzp_proto::Fingerprint,
     name: Option<&str>,

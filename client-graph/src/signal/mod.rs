@@ -278,15 +278,20 @@ impl SignalConn {
         }
     }
 
-    /// Registers `identity` as `device` (answers the relay's challenge).
+    /// Registers `identity` as `device` (answers the relay's challenge);
+    /// with `call_waiting`, a call that comes while this connection is in
+    /// one is offered to it (a person decides) instead of the caller hearing
+    /// busy, where the relay lists [`wzp_proto::signal::FEATURE_CALL_WAITING`].
     pub async fn register(
         &mut self,
         identity: &Identity,
         relay: TlsFingerprint,
         alias: Option<String>,
         device: Option<wzp_proto::presence::DeviceId>,
+        call_waiting: bool,
     ) -> Result<Registration> {
-        let mut client = PresenceClient::new(identity, relay, alias);
+        let mut client =
+            PresenceClient::new(identity, relay, alias).with_call_waiting(call_waiting);
         if let Some(d) = device {
             client = client.with_device(d);
         }

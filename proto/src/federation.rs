@@ -279,8 +279,13 @@ pub enum CallEvent {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         supported_codecs: Vec<String>,
     },
-    /// Callee to caller: the callee is being alerted.
-    Ringing,
+    /// Callee to caller: the callee is being alerted; `waiting` when it is
+    /// in another call and this one rings there as a waiting call (relays
+    /// that predate it read a plain `ringing`).
+    Ringing {
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        waiting: bool,
+    },
     /// Callee to caller: accepted (`accept_generic` or `accept_trusted`; a
     /// decline travels as a `hangup` with reason `declined`).
     Answer {
@@ -342,7 +347,7 @@ impl CallEvent {
     pub fn kind(&self) -> &'static str {
         match self {
             CallEvent::Offer { .. } => "offer",
-            CallEvent::Ringing => "ringing",
+            CallEvent::Ringing { .. } => "ringing",
             CallEvent::Answer { .. } => "answer",
             CallEvent::Confirm { .. } => "confirm",
             CallEvent::Hangup { .. } => "hangup",
@@ -358,7 +363,7 @@ impl CallEvent {
             CallEvent::Offer { .. } | CallEvent::Confirm { .. } | CallEvent::Reroute { .. } => {
                 Some(true)
             }
-            CallEvent::Ringing | CallEvent::Answer { .. } => Some(false),
+            CallEvent::Ringing { .. } | CallEvent::Answer { .. } => Some(false),
             CallEvent::Hangup { .. } | CallEvent::PathLost { .. } | CallEvent::Path { .. } => None,
         }
     }
@@ -402,7 +407,7 @@ impl CallEvent {
                 }
                 supported_codecs.iter().try_for_each(|c| codec(c))
             }
-            CallEvent::Ringing => Ok(()),
+            CallEvent::Ringing { .. } => Ok(()),
             CallEvent::Answer {
                 accept_mode,
                 handshake: h,
@@ -1060,7 +1065,8 @@ mod tests {
                 handshake: vec![7; 66],
                 supported_codecs: vec!["opus".into()],
             }),
-            call(CallEvent::Ringing),
+            call(CallEvent::Ringing { waiting: false }),
+            call(CallEvent::Ringing { waiting: true }),
             call(CallEvent::Answer {
                 accept_mode: AcceptMode::AcceptGeneric,
                 handshake: vec![8; 130],
@@ -1107,11 +1113,22 @@ mod tests {
                 call_id: "abc".into(),
                 caller: fp(1),
                 callee: fp(2),
-                event: CallEvent::Ringing
+                event: CallEvent::Ringing { waiting: false }
             }
             .message(vec![rid(3)])
         );
         assert_eq!(m.type_name(), "call_signal");
+        let waiting = json.replace(
+            r#"{"kind":"ringing"}"#,
+            r#"{"kind":"ringing","waiting":true}"#,
+        );
+        assert!(matches!(
+            decode_federation_message(waiting.as_bytes()).unwrap(),
+            FederationMessage::CallSignal {
+                event: CallEvent::Ringing { waiting: true },
+                ..
+            }
+        ));
         assert_eq!(
             call_room_id("abc"),
             RoomId::of_name("call-abc"),

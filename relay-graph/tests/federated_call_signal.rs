@@ -596,6 +596,8 @@ fn a_call_from_another_relay_to_someone_in_a_call_rings_as_waiting_and_can_take_
         a.events
     );
     assert!(!a.events.iter().any(|e| matches!(e, CallEvent::Busy)));
+    // Told it waits, across the link.
+    assert!(a.outgoing.as_ref().unwrap().rings_waiting());
     assert_eq!(w.relays[1].hub.counters().calls_waiting, 1);
     assert!(w.relays[1].hub.calls().get("far").unwrap().waiting);
     assert_eq!(

@@ -1772,14 +1772,14 @@ impl SignalHub {
             // Offers come through `federated_offer`; a lost path and its
             // reroute stay between relays (the core never hands them here).
             CallEvent::Offer { .. } | CallEvent::PathLost { .. } | CallEvent::Reroute { .. } => {}
-            CallEvent::Ringing => {
+            CallEvent::Ringing { waiting } => {
                 if let Some(t) = self.calls.ringing(&call.id, now) {
                     self.transition(&t);
                     self.send(
                         call.caller_conn,
                         SignalMessage::CallRinging {
                             call_id: call.id.clone(),
-                            waiting: false,
+                            waiting,
                         },
                     );
                 } else {
@@ -1948,7 +1948,8 @@ impl SignalHub {
         if let Some(t) = self.calls.ringing(&s.call_id, now) {
             self.transition(&t);
             if let Some(call) = self.calls.get(&s.call_id).cloned() {
-                self.federate(&call, CallEvent::Ringing);
+                let waiting = call.waiting;
+                self.federate(&call, CallEvent::Ringing { waiting });
             }
         }
     }

@@ -143,7 +143,10 @@ fn an_offer_follows_the_route_and_the_answer_comes_back_along_its_path() {
     assert_eq!(m.cores[4].call_count() + m.cores[5].call_count(), 0);
 
     // Ringing, the answer: back to the caller's relay along the same path.
-    m.input(3, Input::LocalCall(signal("c1", A, B, CallEvent::Ringing)));
+    m.input(
+        3,
+        Input::LocalCall(signal("c1", A, B, CallEvent::Ringing { waiting: false })),
+    );
     m.input(3, Input::LocalCall(answer("c1")));
     m.settle(60).unwrap();
     assert_eq!(kinds(&m, 0), ["ringing", "answer"]);
@@ -871,7 +874,10 @@ fn ringing_call() -> (Mesh, usize) {
     let mut m = mesh(4, &[(0, 1), (1, 3), (0, 2), (2, 3)], 3);
     m.input(0, Input::LocalCall(offer("c1", B)));
     m.settle(60).unwrap();
-    m.input(3, Input::LocalCall(signal("c1", A, B, CallEvent::Ringing)));
+    m.input(
+        3,
+        Input::LocalCall(signal("c1", A, B, CallEvent::Ringing { waiting: false })),
+    );
     m.settle(60).unwrap();
     assert_eq!(kinds(&m, 0), ["ringing"]);
     let mid = leg(&m, 0, "c1").unwrap().1.unwrap();

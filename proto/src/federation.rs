@@ -283,6 +283,7 @@ pub enum CallEvent {
     /// in another call and this one rings there as a waiting call (relays
     /// that predate it read a plain `ringing`).
     Ringing {
+        /// It rings as a waiting call.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         waiting: bool,
     },

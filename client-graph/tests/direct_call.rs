@@ -2843,6 +2843,8 @@ fn a_call_waiting_is_declined_or_answered_by_keys_and_answering_ends_the_call_in
             "tone:1000",
             "--output",
             "null",
+            "--record",
+            dir.join("bob.wav").to_str().unwrap(),
         ],
     );
     let mut b = Proc::spawn_with_input("bob", &mut cmd);
@@ -2890,6 +2892,11 @@ fn a_call_waiting_is_declined_or_answered_by_keys_and_answering_ends_the_call_in
     );
     let calls = http_get(&relay, "/calls");
     assert!(calls.contains(r#""waiting":true"#), "{calls}");
+    // Bob hears the waiting call's beeps under alice's voice (his recording
+    // of the call, rewritten each second, has 440 Hz in it).
+    wait_until("bob hears the waiting call's beeps", || {
+        beep_level(&dir.join("bob.wav")) > -40.0
+    });
     b.type_keys("d");
     c.expect_line("rejected", WAIT);
     assert_eq!(c.exit(WAIT).code(), Some(3), "{:?}", c.drain());
@@ -2959,4 +2966,23 @@ fn a_call_waiting_is_declined_or_answered_by_keys_and_answering_ends_the_call_in
         "{said:?}"
     );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The loudest 440 Hz (dBFS) over 0.2 s windows of the WAV at `path` (as
+/// far as it is written), or -200 when it cannot be read yet.
+fn beep_level(path: &Path) -> f64 {
+    let Ok(wav) = read_wav_mono(path) else {
+        return -200.0;
+    };
+    let win = wav.rate as usize / 5;
+    (0..wav.samples.len().saturating_sub(win))
+        .step_by(win / 2)
+        .map(|i| {
+            f64::from(wzp_stages::audio::signal::goertzel_dbfs(
+                &wav.samples[i..i + win],
+                wav.rate,
+                440.0,
+            ))
+        })
+        .fold(-200.0, f64::max)
 }

@@ -7,8 +7,11 @@ wzp_engine::install_alloc_checker!();
 mod audio_support;
 
 use audio_support::*;
+use std::sync::Arc;
 use wzp_engine::rt_check::assert_rt_safe;
-use wzp_stages::audio::ring_source::RingSource;
+
+use wzp_engine::prelude::Resources;
+use wzp_stages::audio::ring_source::{RingGate, RingSource};
 use wzp_stages::audio::signal::rms_dbfs;
 
 /// `quanta` quanta of the pattern.
@@ -115,7 +118,7 @@ fn bad_params_are_refused_with_what_to_use() {
     for (set, needle) in [
         (
             vec![("pattern", text("chime"))],
-            "\"ring\", \"ringback\", \"connected\" or \"none\"",
+            "\"ring\", \"ringback\", \"connected\", \"waiting\" or \"none\"",
         ),
         (vec![("level_db", float(3.0))], "level_db"),
         (vec![("level_db", float(-80.0))], "level_db"),
@@ -155,4 +158,60 @@ fn a_call_starting_sweeps_once_upwards_then_is_silent() {
     // "none" is silence.
     let (x, _) = play("none", -20.0, 10);
     assert!(x.iter().all(|v| *v == 0.0));
+}
+
+/// 20 ms quanta of the `"waiting"` pattern behind `gate`, opened and shut
+/// by `open(quantum)`.
+fn gated(gate: &Arc<RingGate>, quanta: usize, open: impl Fn(usize) -> bool) -> Vec<f32> {
+    let mut res = Resources::new();
+    res.insert("call.waiting", gate.clone());
+    let mut h = Harness::build_with(
+        &RingSource,
+        &[
+            ("pattern", text("waiting")),
+            ("level_db", float(-20.0)),
+            ("gate", text("call.waiting")),
+        ],
+        RATE,
+        QUANTUM,
+        &res,
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    for q in 0..quanta {
+        gate.set(open(q));
+        assert_rt_safe("audio.ring_source process", 1, || {
+            h.run();
+        });
+        out.extend_from_slice(h.output(0));
+    }
+    out
+}
+
+#[test]
+fn a_waiting_call_beeps_twice_only_while_its_gate_is_open_and_from_the_start_each_time() {
+    let gate = Arc::new(RingGate::new(false));
+    // Shut for 1 s, open for 11 s (two cadences begin), shut 1 s, open 1 s.
+    let open = |q: usize| (50..600).contains(&q) || q >= 650;
+    let x = gated(&gate, 700, open);
+    assert_eq!(
+        bursts(&sounding(&x)),
+        [
+            (100, 120),
+            (140, 160),
+            (1100, 1120),
+            (1140, 1160),
+            (1300, 1320),
+            (1340, 1360)
+        ],
+        "0.2 s on, 0.2 off, 0.2 on, every 10 s while open; from the start when it opens again"
+    );
+    // 440 Hz at the level asked, nothing else.
+    let beep = &x[100 * 480 + 960..120 * 480 - 960];
+    let level = |f: f64| wzp_stages::audio::signal::goertzel_dbfs(beep, 48_000, f);
+    assert!((level(440.0) - -23.0).abs() < 1.5, "{} dBFS", level(440.0));
+    assert!(level(1000.0) < level(440.0) - 40.0);
+    // No gate inserted: always on, as the other patterns.
+    let (x, _) = play("waiting", -20.0, 60);
+    assert_eq!(bursts(&sounding(&x)), [(0, 20), (40, 60)]);
 }

@@ -62,10 +62,16 @@ impl TalkingWhileMuted {
 /// The name of the mute switch's cell, as `graphs/call.toml` names it.
 pub const MUTE_CELL: &str = "call.mute";
 
+/// The name of the gate of the beeps a waiting call plays under the call,
+/// as `graphs/call.toml` names it.
+pub const WAITING_CELL: &str = "call.waiting";
+
 /// The controls of one client process.
 pub struct Controls {
     /// The microphone's mute switch.
     pub mute: Arc<MuteSwitch>,
+    /// Open while a second call waits: the call's speaker beeps.
+    pub waiting_tone: Arc<wzp_stages::audio::ring_source::RingGate>,
     mute_req: Arc<AtomicBool>,
     unmute_req: Arc<AtomicBool>,
     /// `q` was pressed: hang up the call.
@@ -112,6 +118,7 @@ impl Controls {
         }
         Ok(Controls {
             mute,
+            waiting_tone: Arc::new(wzp_stages::audio::ring_source::RingGate::new(false)),
             mute_req,
             unmute_req,
             hangup_req,

@@ -96,6 +96,11 @@ pub fn call_spec(opts: &CallOptions, room_secret: &str) -> Result<GraphSpec> {
     if output != "null" && spk.is_none() {
         vars.insert("output".into(), output.to_string());
     }
+    if opts.controls.is_some() {
+        // A person's call: a second call waiting beeps under it while the
+        // client holds the gate open (--set waiting_tone=none: silence).
+        vars.insert("waiting_tone".into(), "waiting".into());
+    }
     if !(input == "tone" || input.starts_with("tone:") || mic.is_some()) {
         let path = if input == "builtin" {
             "builtin:speech"

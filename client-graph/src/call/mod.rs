@@ -199,6 +199,7 @@ pub fn run_call(mut opts: CallOptions) -> Result<CallOutcome> {
     let has_switch = controls::graph_has_switch(&spec);
     if let Some(c) = &opts.controls {
         res.insert(controls::MUTE_CELL, c.mute.clone());
+        res.insert(controls::WAITING_CELL, c.waiting_tone.clone());
         if c.keys() {
             println!(
                 "{}keys: m mutes or unmutes the microphone, q hangs up",
@@ -564,6 +565,53 @@ mod tests {
         assert!(e.to_string().contains("has no `mix`"), "{e}");
         let e = graph::with_recording(spec, &dir.path().join("x.wav")).unwrap_err();
         assert!(e.to_string().contains("already has a `rec_mix`"), "{e}");
+    }
+
+    #[test]
+    fn a_persons_call_beeps_under_it_while_a_second_call_waits() {
+        let spec_of = |controls: bool, sets: &[(&str, &str)]| {
+            let mut o = opts(sets);
+            if controls {
+                o.controls = Some(Arc::new(controls::Controls::new(false, false).unwrap()));
+            }
+            call_spec(&o, "0123456789abcdef0123").unwrap()
+        };
+        let pattern = |spec: &GraphSpec| {
+            let s = spec.stages.iter().find(|s| s.id == "waiting_tone").unwrap();
+            (
+                s.params["pattern"].value.as_str().unwrap().to_string(),
+                s.params["gate"].value.as_str().unwrap().to_string(),
+            )
+        };
+        let spec = spec_of(true, &[]);
+        assert_eq!(
+            pattern(&spec),
+            ("waiting".into(), controls::WAITING_CELL.into())
+        );
+        assert!(spec
+            .links
+            .iter()
+            .any(|l| l.from.to_string() == "waiting_tone.out" && l.to.to_string() == "mix.in5"));
+        // No person at the call (a bench, `run`), or turned off: silence.
+        assert_eq!(pattern(&spec_of(false, &[])).0, "none");
+        assert_eq!(
+            pattern(&spec_of(true, &[("waiting_tone", "none")])).0,
+            "none"
+        );
+        // It compiles with the gate the client inserts.
+        let registry = wzp_stages::registry();
+        let mut res = Resources::new();
+        let (_, ingress) = quic::ingress_channel(8, Wakers::default().clocked, Instant::now());
+        let (_, _, egress) = quic::egress_channel(8);
+        res.insert("quic.ingress", Arc::new(ingress));
+        res.insert("quic.egress", Arc::new(egress));
+        res.insert(
+            controls::WAITING_CELL,
+            Arc::new(wzp_stages::audio::ring_source::RingGate::new(false)),
+        );
+        if let Err(e) = wzp_engine::compile::compile_dry_run(&spec, &registry, &res) {
+            panic!("{e}");
+        }
     }
 
     #[test]

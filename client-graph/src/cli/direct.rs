@@ -348,6 +348,9 @@ async fn waiting_offer(
     } else {
         ""
     };
+    // A key pressed before it came answers nothing (cleared before the
+    // person is asked, so no answer given after it is lost).
+    user.controls.take_answer();
     println!("call waiting{bell}: {who} is calling");
     let contact = contacts
         .as_ref()
@@ -362,8 +365,6 @@ async fn waiting_offer(
         );
     }
     println!("a ends this call and answers the waiting one, d declines it");
-    // A key pressed before it came answers nothing.
-    user.controls.take_answer();
     Ok(Some(Waiting {
         call,
         answered: false,
@@ -539,6 +540,11 @@ pub async fn run_media(
         .map_err(|e| anyhow!("starting the call: {e}"))?;
     let mut end = CallEnd::Local;
     let mut waiting: Option<Waiting> = None;
+    // The beeps of a waiting call play under the call while one rings.
+    let beeps = |on: bool| {
+        controls.waiting_tone.set(on);
+    };
+    beeps(false);
     // The caller says once when the callee's sealed addresses never came
     // (a relay on the way predates them, or the callee shares none).
     let mut waiting_for_peer = (shared && sealed.is_some()).then(Instant::now);
@@ -554,6 +560,7 @@ pub async fn run_media(
                         Some(call::controls::Answer::Accept) => {
                             println!("ending this call to answer {}", super::listen::call_name(w));
                             w.answered = true;
+                            beeps(false);
                             call_stop.store(true, Ordering::Relaxed);
                         }
                         Some(call::controls::Answer::Decline) => {
@@ -562,6 +569,7 @@ pub async fn run_media(
                             w.call.reject();
                             flush(sig, &mut w.call).await?;
                             waiting = None;
+                            beeps(false);
                         }
                         None => {}
                     }
@@ -583,6 +591,7 @@ pub async fn run_media(
                 Ok(Some(m)) if user.takes_waiting && matches!(&m, SignalMessage::DirectCallOffer { call_id, .. } if *call_id != ready.call_id) => {
                     if let Some(w) = waiting_offer(sig, &m, user, waiting.is_some()).await? {
                         waiting = Some(w);
+                        beeps(true);
                     }
                 }
                 Ok(Some(m)) => {
@@ -602,6 +611,7 @@ pub async fn run_media(
                             println!("the waiting call from {} ended ({why})", super::listen::call_name(w));
                             record_waiting(user, w, crate::history::Outcome::Missed);
                             waiting = None;
+                            beeps(false);
                         }
                     }
                     match call.handle(&m) {
@@ -649,6 +659,7 @@ pub async fn run_media(
     let outcome = media_thread
         .join()
         .map_err(|_| anyhow!("the call's media thread panicked"))?;
+    beeps(false);
     if opened {
         crate::nat::close_to_dialer(sig.endpoint());
     }

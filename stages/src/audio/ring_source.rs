@@ -9,8 +9,14 @@
 //!   to 3800 Hz over 0.8 s, then silence: the sound of a call starting on a
 //!   speaker, which lets the echo canceller find the speaker in the
 //!   microphone before the far end says a word (docs/DESIGN.md, decision
-//!   26); `"none"`: silence), `level_db` (peak in dBFS, default -16, range
-//!   -60..=0), `rate` (Hz, default 0 = the graph rate).
+//!   26); `"waiting"`: two short 440 Hz beeps (0.2 s on, 0.2 s off, 0.2 s
+//!   on) every 10 s, what a person in a call hears while a second call
+//!   waits; `"none"`: silence), `level_db` (peak in dBFS, default -16,
+//!   range -60..=0), `gate` (string, default `""`: the name of a
+//!   [`RingGate`] cell the control plane inserted; the pattern sounds only
+//!   while the gate is open, from its start each time it opens, and is
+//!   silent while it is shut; with no such cell it always sounds), `rate`
+//!   (Hz, default 0 = the graph rate).
 //! - Counter `rings`: cadences (or the sweep) begun.
 //! - Latency: none.
 //!
@@ -24,11 +30,37 @@
 //! params = { pattern = "ringback", level_db = -18 }
 //! ```
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use wzp_engine::prelude::*;
 
 use super::{pcm_port, rate_param, rate_spec, signal::db_to_gain};
+use crate::cell::control_cell;
+
+/// The cell the control plane opens and shuts a ring source's pattern
+/// through (param `gate`): one writer, one reader, lock-free. The client
+/// inserts `call.waiting`, open while a second call waits.
+#[derive(Debug, Default)]
+pub struct RingGate(AtomicBool);
+
+impl RingGate {
+    /// A gate, open or shut.
+    pub fn new(open: bool) -> RingGate {
+        RingGate(AtomicBool::new(open))
+    }
+
+    /// Opens (`true`) or shuts it; returns whether it was open.
+    pub fn set(&self, open: bool) -> bool {
+        self.0.swap(open, Ordering::Relaxed)
+    }
+
+    /// Whether it is open.
+    pub fn is_open(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
 
 /// Factory of `audio.ring_source`.
 pub struct RingSource;
@@ -56,6 +88,14 @@ pub const RINGBACK: Cadence = Cadence {
     freqs: [440.0, 480.0],
     bursts: &[(0.0, 2.0)],
     period: 6.0,
+};
+
+/// What a person in a call hears while a second call waits: two short
+/// beeps, then a long pause (the call goes on under it).
+pub const WAITING: Cadence = Cadence {
+    freqs: [440.0, 440.0],
+    bursts: &[(0.0, 0.2), (0.4, 0.6)],
+    period: 10.0,
 };
 
 /// Edge fade, seconds.
@@ -100,6 +140,7 @@ impl Cadence {
         match name {
             "ring" => Some(RING),
             "ringback" => Some(RINGBACK),
+            "waiting" => Some(WAITING),
             _ => None,
         }
     }
@@ -129,11 +170,18 @@ struct RingProc {
     period: u64,
     amplitude: f64,
     rings: Counter,
+    gate: Option<Arc<RingGate>>,
 }
 
 impl Processor for RingProc {
     fn process(&mut self, io: &mut Io<'_>, _cx: &Cx) -> Flow {
         let out = io.pcm_out(0);
+        // Shut: silent, and the pattern starts over when it opens.
+        if self.gate.as_ref().is_some_and(|g| !g.is_open()) {
+            out.fill(0.0);
+            self.n = 0;
+            return Flow::Continue;
+        }
         let cadence = match self.pattern {
             Pattern::Cadence(c) => c,
             Pattern::Connected => {
@@ -182,9 +230,14 @@ impl StageFactory for RingSource {
                 ParamSpec::str(
                     "pattern",
                     "ring",
-                    "\"ring\" (a callee's), \"ringback\" (a caller's), \"connected\" (a call starting, once) or \"none\"",
+                    "\"ring\" (a callee's), \"ringback\" (a caller's), \"connected\" (a call starting, once), \"waiting\" (a second call waits) or \"none\"",
                 ),
                 ParamSpec::float("level_db", -16.0, "peak level in dBFS (-60..=0)"),
+                ParamSpec::str(
+                    "gate",
+                    "",
+                    "the RingGate cell that opens and shuts the pattern (empty: always on)",
+                ),
                 rate_spec(),
             ],
             default_domain: Domain::Clocked,
@@ -201,7 +254,9 @@ impl StageFactory for RingSource {
             _ => Pattern::Cadence(Cadence::by_name(name).ok_or_else(|| {
                 ParamError::new(
                     "pattern",
-                    format!("is {name:?}; use \"ring\", \"ringback\", \"connected\" or \"none\""),
+                    format!(
+                        "is {name:?}; use \"ring\", \"ringback\", \"connected\", \"waiting\" or \"none\""
+                    ),
                 )
             })?),
         };
@@ -221,6 +276,7 @@ impl StageFactory for RingSource {
                 period: (period * rate as f64).round() as u64,
                 amplitude: db_to_gain(level) as f64,
                 rings: cx.counter("rings"),
+                gate: control_cell::<RingGate>(cx, p, "gate", "a RingGate")?,
             }),
         })
     }

@@ -64,6 +64,7 @@ pub mod riding;
 pub mod room_client;
 pub mod signal;
 pub mod sni;
+pub mod voice_message;
 
 pub use error::WireError;
 pub use feedback::{

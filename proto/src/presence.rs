@@ -98,6 +98,9 @@ pub struct VerifiedRegistration {
     /// The device takes a waiting call while in a call
     /// ([`crate::signal::FEATURE_CALL_WAITING`]).
     pub call_waiting: bool,
+    /// The person's message key, when it came and is this identity's
+    /// (signed by it); a foreign or unsigned one is left out.
+    pub message_key: Option<crate::voice_message::MessageKey>,
 }
 
 /// The `register_presence` answering `nonce` from the relay whose TLS
@@ -124,6 +127,7 @@ pub fn answer_challenge(
         fingerprint: Some(identity.fingerprint()),
         device,
         call_waiting: false,
+        message_key: Some(crate::voice_message::MessageKey::of(identity)),
     }
 }
 
@@ -142,6 +146,7 @@ pub fn verify_registration(
         fingerprint,
         device,
         call_waiting,
+        message_key,
         ..
     } = msg
     else {
@@ -180,6 +185,7 @@ pub fn verify_registration(
         alias: alias.clone(),
         device: *device,
         call_waiting: *call_waiting,
+        message_key: message_key.filter(|k| k.verify() == Ok(actual)),
     })
 }
 

@@ -256,6 +256,12 @@ pub const FEATURE_DEVICES: &str = "devices";
 /// says `waiting`; answering the waiting call ends the call in progress.
 pub const FEATURE_CALL_WAITING: &str = "call_waiting";
 
+/// The `hello` feature a relay lists on `_signal` when it keeps voice
+/// messages for the people registered there ([`crate::voice_message`]):
+/// `message_key_query`, `voice_message`, `fetch_voice_messages`,
+/// `delete_voice_message`.
+pub const FEATURE_VOICE_MESSAGES: &str = "voice_messages";
+
 /// Every signaling message. The JSON tag is `"type"` with the snake_case
 /// variant name.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -408,6 +414,11 @@ pub enum SignalMessage {
         /// registered connection wants to be treated.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         call_waiting: bool,
+        /// The person's message key, for voice messages left for them while
+        /// away (relays listing [`FEATURE_VOICE_MESSAGES`] keep it and hand
+        /// it out; it carries its own signature).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message_key: Option<crate::voice_message::MessageKey>,
     },
     /// Relay's answer to `RegisterPresence`.
     RegisterPresenceAck {
@@ -691,6 +702,65 @@ pub enum SignalMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         caller_alias: Option<String>,
     },
+    /// Client to relay, on `_signal`: the message key of `fingerprint`, to
+    /// seal a voice message to (relays listing [`FEATURE_VOICE_MESSAGES`]).
+    MessageKeyQuery {
+        /// Whose key.
+        fingerprint: Fingerprint,
+    },
+    /// Relay to client: the answer to a `message_key_query`. `key` absent:
+    /// this relay holds no message key for the person (they never
+    /// registered here since it started), so it takes no message for them.
+    MessageKey {
+        /// Whose key was asked for.
+        fingerprint: Fingerprint,
+        /// The person's signed message key (check it: [`crate::voice_message::MessageKey::verify`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<crate::voice_message::MessageKey>,
+    },
+    /// One part of a sealed voice message ([`crate::voice_message`]): client
+    /// to relay, leaving it for `to`; relay to client, handing over one left
+    /// for it (`from`, `at_ms`), after a `fetch_voice_messages`.
+    VoiceMessage {
+        /// The message: 1..=32 of `[a-z0-9-]`, chosen by its sender.
+        id: String,
+        /// Client to relay: for whom.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<Fingerprint>,
+        /// Relay to client: who left it (the relay saw them registered).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<Fingerprint>,
+        /// Relay to client: when the relay took it, Unix ms.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at_ms: Option<u64>,
+        /// Which part, from 0.
+        part: u32,
+        /// How many parts, 1..=[`crate::voice_message::MAX_MESSAGE_PARTS`].
+        parts: u32,
+        /// The part's bytes (at most [`crate::voice_message::MESSAGE_PART_LEN`]), hex.
+        #[serde(with = "hex_vec")]
+        data: Vec<u8>,
+    },
+    /// Relay to client: the relay keeps voice message `id` for its recipient.
+    VoiceMessageStored {
+        /// The message.
+        id: String,
+    },
+    /// Relay to client: how many voice messages wait for this person here;
+    /// sent after a registration when any do, and after the parts of a
+    /// `fetch_voice_messages`.
+    VoiceMessages {
+        /// How many.
+        count: u32,
+    },
+    /// Client to relay: send me the voice messages left for me.
+    FetchVoiceMessages,
+    /// Client to relay: forget voice message `id` left for me (after
+    /// keeping it).
+    DeleteVoiceMessage {
+        /// The message.
+        id: String,
+    },
     /// Relay to client, right after `Hello` on `_signal`: a fresh nonce the
     /// client signs in `RegisterPresence` to prove its fingerprint.
     PresenceChallenge {
@@ -753,6 +823,13 @@ pub const MESSAGE_TYPES: &[&str] = &[
     "join",
     "member_state",
     "missed_call",
+    "message_key_query",
+    "message_key",
+    "voice_message",
+    "voice_message_stored",
+    "voice_messages",
+    "fetch_voice_messages",
+    "delete_voice_message",
     "presence_challenge",
     "error",
 ];
@@ -804,6 +881,13 @@ impl SignalMessage {
             M::Join(_) => "join",
             M::MemberState { .. } => "member_state",
             M::MissedCall { .. } => "missed_call",
+            M::MessageKeyQuery { .. } => "message_key_query",
+            M::MessageKey { .. } => "message_key",
+            M::VoiceMessage { .. } => "voice_message",
+            M::VoiceMessageStored { .. } => "voice_message_stored",
+            M::VoiceMessages { .. } => "voice_messages",
+            M::FetchVoiceMessages => "fetch_voice_messages",
+            M::DeleteVoiceMessage { .. } => "delete_voice_message",
             M::PresenceChallenge { .. } => "presence_challenge",
             M::Error { .. } => "error",
             M::Unrecognized => "unrecognized",

@@ -353,6 +353,7 @@ fn registration_messages_from_older_peers_parse() {
             fingerprint: None,
             device: None,
             call_waiting: false,
+            message_key: None,
         }
     );
     // An ack from a relay that predates the relay's view fields.
@@ -427,6 +428,7 @@ fn new_messages_have_the_documented_json() {
         fingerprint: None,
         device: None,
         call_waiting: false,
+        message_key: None,
     });
     assert!(
         reg.contains(&format!(r#""nonce":"{}""#, "03".repeat(32))),
@@ -444,6 +446,7 @@ fn new_messages_have_the_documented_json() {
         fingerprint: None,
         device: Some([0x0f, 1, 2, 3, 4, 5, 6, 0xff]),
         call_waiting: false,
+        message_key: None,
     });
     assert!(
         with_device.contains(r#""device":"0f010203040506ff""#),
@@ -524,6 +527,16 @@ fn malformed_new_messages_are_errors() {
         r#"{"type":"missed_call","call_id":"k1","caller_fingerprint":"nobody"}"#.to_string(),
         r#"{"type":"missed_call","call_id":7,"caller_fingerprint":"0303:0303:0303:0303:0303:0303:0303:0303"}"#.to_string(),
         r#"{"type":"member_state","recording":null}"#.to_string(),
+        r#"{"type":"voice_message","id":"m1","part":0,"parts":1,"data":"zz"}"#.to_string(),
+        r#"{"type":"voice_message","id":"m1","part":-1,"parts":1,"data":"00"}"#.to_string(),
+        r#"{"type":"voice_message","id":"m1","part":0,"data":"00"}"#.to_string(),
+        r#"{"type":"voice_message","id":"m1","part":0,"parts":1}"#.to_string(),
+        r#"{"type":"voice_message","id":"m1","to":"nobody","part":0,"parts":1,"data":"00"}"#.to_string(),
+        r#"{"type":"voice_messages","count":-1}"#.to_string(),
+        r#"{"type":"delete_voice_message"}"#.to_string(),
+        r#"{"type":"message_key_query"}"#.to_string(),
+        r#"{"type":"message_key","fingerprint":"0303:0303:0303:0303:0303:0303:0303:0303","key":{"identity_pub":"00"}}"#.to_string(),
+        r#"{"type":"message_key","key":null}"#.to_string(),
         r#"{"type":"call_ringing","call_id":"d1","waiting":"yes"}"#.to_string(),
         r#"{"type":"call_ringing","call_id":"d1","waiting":1}"#.to_string(),
         r#"{"type":"call_ringing","waiting":true}"#.to_string(),

@@ -114,6 +114,7 @@ pub fn samples() -> Vec<SignalMessage> {
             fingerprint: Some(fp(7)),
             device: Some([0x5e; 8]),
             call_waiting: true,
+            message_key: Some(message_key()),
         },
         M::RegisterPresence {
             identity_pub: [7; 32],
@@ -124,6 +125,7 @@ pub fn samples() -> Vec<SignalMessage> {
             fingerprint: None,
             device: None,
             call_waiting: false,
+            message_key: None,
         },
         M::RegisterPresenceAck {
             success: false,
@@ -322,5 +324,41 @@ pub fn samples() -> Vec<SignalMessage> {
             caller_fingerprint: fp(4),
             caller_alias: None,
         },
+        M::MessageKeyQuery { fingerprint: fp(5) },
+        M::MessageKey {
+            fingerprint: fp(5),
+            key: Some(message_key()),
+        },
+        M::MessageKey {
+            fingerprint: fp(6),
+            key: None,
+        },
+        M::VoiceMessage {
+            id: "m1".into(),
+            to: Some(fp(5)),
+            from: None,
+            at_ms: None,
+            part: 0,
+            parts: 2,
+            data: vec![1, 2, 0xff],
+        },
+        M::VoiceMessage {
+            id: "m1".into(),
+            to: None,
+            from: Some(fp(4)),
+            at_ms: Some(1_700_000_000_000),
+            part: 1,
+            parts: 2,
+            data: vec![0],
+        },
+        M::VoiceMessageStored { id: "m1".into() },
+        M::VoiceMessages { count: 3 },
+        M::FetchVoiceMessages,
+        M::DeleteVoiceMessage { id: "m1".into() },
     ]
+}
+
+/// A person's signed message key.
+pub fn message_key() -> wzp_proto::voice_message::MessageKey {
+    wzp_proto::voice_message::MessageKey::of(&wzp_proto::Seed::from_bytes([5; 32]).identity())
 }

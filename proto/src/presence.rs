@@ -127,7 +127,7 @@ pub fn answer_challenge(
         fingerprint: Some(identity.fingerprint()),
         device,
         call_waiting: false,
-        message_key: Some(crate::voice_message::MessageKey::of(identity)),
+        message_key: Some(Box::new(crate::voice_message::MessageKey::of(identity))),
     }
 }
 
@@ -185,7 +185,10 @@ pub fn verify_registration(
         alias: alias.clone(),
         device: *device,
         call_waiting: *call_waiting,
-        message_key: message_key.filter(|k| k.verify() == Ok(actual)),
+        message_key: message_key
+            .as_deref()
+            .copied()
+            .filter(|k| k.verify() == Ok(actual)),
     })
 }
 

@@ -418,7 +418,7 @@ pub enum SignalMessage {
         /// away (relays listing [`FEATURE_VOICE_MESSAGES`] keep it and hand
         /// it out; it carries its own signature).
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        message_key: Option<crate::voice_message::MessageKey>,
+        message_key: Option<Box<crate::voice_message::MessageKey>>,
     },
     /// Relay's answer to `RegisterPresence`.
     RegisterPresenceAck {
@@ -716,7 +716,7 @@ pub enum SignalMessage {
         fingerprint: Fingerprint,
         /// The person's signed message key (check it: [`crate::voice_message::MessageKey::verify`]).
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        key: Option<crate::voice_message::MessageKey>,
+        key: Option<Box<crate::voice_message::MessageKey>>,
     },
     /// One part of a sealed voice message ([`crate::voice_message`]): client
     /// to relay, leaving it for `to`; relay to client, handing over one left

@@ -599,8 +599,12 @@ pub async fn run_media(
                     if let Some(w) = waiting.as_mut() {
                         let ev = w.call.handle(&m);
                         flush(sig, &mut w.call).await?;
+                        // An offer that came as this call ended rings the
+                        // person's other devices too: one may take it.
+                        let mut outcome = crate::history::Outcome::Missed;
                         let why = match ev {
                             Some(CallEvent::HungUp { reason, message }) => {
+                                outcome = super::listen::elsewhere(reason).unwrap_or(outcome);
                                 Some(message.unwrap_or_else(|| format!("{reason:?}").to_lowercase()))
                             }
                             Some(CallEvent::NoAnswer) => Some("it rang out unanswered".into()),
@@ -609,7 +613,7 @@ pub async fn run_media(
                         };
                         if let Some(why) = why {
                             println!("the waiting call from {} ended ({why})", super::listen::call_name(w));
-                            record_waiting(user, w, crate::history::Outcome::Missed);
+                            record_waiting(user, w, outcome);
                             waiting = None;
                             beeps(false);
                         }
@@ -677,10 +681,10 @@ pub async fn run_media(
         CallEnd::Remote(why) => println!("the other side hung up ({why})"),
         CallEnd::SignalLost(why) => println!("lost the relay ({why}); the call ended"),
     }
-    outcome?;
-    // Leaving: a waiting call not answered is declined (it would ring on
-    // a device that no longer listens).
-    if let Some(mut w) = waiting.take_if(|w| !w.answered && stop.load(Ordering::Relaxed)) {
+    // Leaving (Ctrl-C, SIGTERM, even after `a`), or the media failed: a
+    // waiting call is declined (it would ring on a device that no longer
+    // listens) and kept as missed.
+    if let Some(mut w) = waiting.take_if(|_| stop.load(Ordering::Relaxed) || outcome.is_err()) {
         record_waiting(user, &w, crate::history::Outcome::Missed);
         w.call.reject();
         if !matches!(end, CallEnd::SignalLost(_)) {
@@ -693,6 +697,7 @@ pub async fn run_media(
             record_waiting(user, &w, crate::history::Outcome::Missed);
         }
     }
+    outcome?;
     Ok((end, waiting))
 }
 

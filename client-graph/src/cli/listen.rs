@@ -313,7 +313,7 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                     // The speaker rings too; stopped (its device closed)
                     // before an answered call's graph opens it.
                     let tone = args.media.ring_tone(crate::call::ring::RING);
-                    let rang = ring(&mut sig, &mut call, &controls, &stop, &history, &contacts_path).await;
+                    let rang = ring(&mut sig, &mut call, &controls, &stop, &history, &contacts_path, waited.is_some()).await;
                     drop(tone);
                     match rang? {
                         Rang::Answered => Accept::Contacts,
@@ -477,9 +477,13 @@ async fn ring(
     stop: &AtomicBool,
     history: &crate::history::History,
     contacts: &std::path::Path,
+    waited: bool,
 ) -> Result<Rang> {
-    // A key pressed before the ring answers nothing.
-    controls.take_answer();
+    // A key pressed before the ring answers nothing; but a waiting call
+    // whose prompt was on screen keeps the answer typed to it.
+    if !waited {
+        controls.take_answer();
+    }
     let bell = if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
         "\x07"
     } else {
@@ -526,7 +530,7 @@ async fn ring(
 }
 
 /// The outcome of a call another of the person's devices took or declined.
-fn elsewhere(reason: wzp_proto::signal::HangupReason) -> Option<Outcome> {
+pub(super) fn elsewhere(reason: wzp_proto::signal::HangupReason) -> Option<Outcome> {
     use wzp_proto::signal::HangupReason as R;
     match reason {
         R::AnsweredElsewhere => Some(Outcome::AnsweredElsewhere),

@@ -114,7 +114,7 @@ pub fn samples() -> Vec<SignalMessage> {
             fingerprint: Some(fp(7)),
             device: Some([0x5e; 8]),
             call_waiting: true,
-            message_key: Some(message_key()),
+            message_key: Some(Box::new(message_key())),
         },
         M::RegisterPresence {
             identity_pub: [7; 32],
@@ -327,7 +327,7 @@ pub fn samples() -> Vec<SignalMessage> {
         M::MessageKeyQuery { fingerprint: fp(5) },
         M::MessageKey {
             fingerprint: fp(5),
-            key: Some(message_key()),
+            key: Some(Box::new(message_key())),
         },
         M::MessageKey {
             fingerprint: fp(6),

@@ -8,8 +8,10 @@
 //!
 //! Every transition is returned as a [`Transition`] (for the event log) and
 //! counted ([`CallRegistry::transitions`]). A fingerprint is in at most one
-//! call: an offer to or from someone already in one is refused as busy. A
-//! ringing call ends after the ringing timeout ([`CallRegistry::expire`]).
+//! call: an offer to or from someone already in one is refused as busy,
+//! except that a person in an Active call may have one more ringing as a
+//! waiting call ([`CallRegistry::offer_waiting`]). A ringing call ends after
+//! the ringing timeout ([`CallRegistry::expire`]).
 //! The call room `call-<id>` admits exactly the two fingerprints of an
 //! Active call ([`CallRegistry::may_join`]). Ended calls leave the table.
 
@@ -251,8 +253,8 @@ pub struct CallRegistry {
     in_call: HashMap<Fingerprint, String>,
     /// The waiting call of a person in a call (at most one each).
     waiting: HashMap<Fingerprint, String>,
-    /// Call ids by party connection (a connection may, in principle, be in
-    /// several calls; the hub keeps it to one).
+    /// Call ids by party connection (a connection is in one call, and with
+    /// a waiting call in two).
     by_conn: HashMap<ConnId, Vec<String>>,
     ringing_timeout: Duration,
     ring_deadlines: BinaryHeap<Reverse<(Instant, String)>>,

@@ -720,7 +720,7 @@ pub enum SignalMessage {
     },
     /// One part of a sealed voice message ([`crate::voice_message`]): client
     /// to relay, leaving it for `to`; relay to client, handing over one left
-    /// for it (`from`, `at_ms`), after a `fetch_voice_messages`.
+    /// for it (`from`, `age_ms`), after a `fetch_voice_messages`.
     VoiceMessage {
         /// The message: 1..=32 of `[a-z0-9-]`, chosen by its sender.
         id: String,
@@ -730,9 +730,9 @@ pub enum SignalMessage {
         /// Relay to client: who left it (the relay saw them registered).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         from: Option<Fingerprint>,
-        /// Relay to client: when the relay took it, Unix ms.
+        /// Relay to client: how long ago the relay took it, ms.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        at_ms: Option<u64>,
+        age_ms: Option<u64>,
         /// Which part, from 0.
         part: u32,
         /// How many parts, 1..=[`crate::voice_message::MAX_MESSAGE_PARTS`].

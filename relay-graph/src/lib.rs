@@ -34,3 +34,4 @@ pub mod presence;
 pub mod reload;
 pub mod rooms;
 pub mod signal;
+pub mod voicemail;

@@ -2077,3 +2077,224 @@ fn the_relay_lists_call_waiting_in_its_hello() {
         SignalMessage::Hello { features, .. }
             if features.iter().any(|f| f == wzp_proto::signal::FEATURE_CALL_WAITING))));
 }
+
+/// The voice-message replies `c` received, in order.
+fn voice(c: &Client) -> Vec<SignalMessage> {
+    c.received
+        .iter()
+        .filter(|m| {
+            matches!(
+                m,
+                SignalMessage::MessageKey { .. }
+                    | SignalMessage::VoiceMessage { .. }
+                    | SignalMessage::VoiceMessageStored { .. }
+                    | SignalMessage::VoiceMessages { .. }
+            )
+        })
+        .cloned()
+        .collect()
+}
+
+/// `c` leaves `sealed` for `to` as message `id`, in its parts.
+fn leave_message(net: &mut Net, c: &Client, id: &str, to: Fingerprint, sealed: &[u8]) {
+    let parts: Vec<&[u8]> = wzp_proto::voice_message::parts(sealed).collect();
+    for (i, p) in parts.iter().enumerate() {
+        net.frame(
+            c.conn,
+            SignalMessage::VoiceMessage {
+                id: id.into(),
+                to: Some(to),
+                from: None,
+                age_ms: None,
+                part: i as u32,
+                parts: parts.len() as u32,
+                data: p.to_vec(),
+            },
+        );
+    }
+}
+
+#[test]
+fn a_voice_message_left_for_someone_away_reaches_them_sealed_and_is_deleted_by_them() {
+    use wzp_proto::voice_message::{open, seal};
+    let mut net = Net::new(Net::default_config());
+    let mut a = Client::online(&mut net, 1, AcceptMode::AcceptGeneric);
+    let b = Client::online(&mut net, 2, AcceptMode::AcceptGeneric);
+    let bob = b.identity.fingerprint();
+    let bob_identity = b.identity.clone();
+    // The relay lists voice messages; bob's key stays once he is gone.
+    assert!(a.received.iter().any(|m| matches!(m,
+        SignalMessage::Hello { features, .. }
+            if features.iter().any(|f| f == wzp_proto::signal::FEATURE_VOICE_MESSAGES))));
+    net.input(Input::Disconnected { conn: b.conn });
+    // Alice asks for bob's key; it is his, signed.
+    net.frame(a.conn, SignalMessage::MessageKeyQuery { fingerprint: bob });
+    a.step(&mut net);
+    let key = match voice(&a).as_slice() {
+        [SignalMessage::MessageKey {
+            fingerprint,
+            key: Some(key),
+        }] if *fingerprint == bob => **key,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(key.verify(), Ok(bob));
+    // Someone never registered here has none.
+    net.frame(
+        a.conn,
+        SignalMessage::MessageKeyQuery {
+            fingerprint: identity(9).fingerprint(),
+        },
+    );
+    a.step(&mut net);
+    assert!(matches!(
+        voice(&a).last(),
+        Some(SignalMessage::MessageKey { key: None, .. })
+    ));
+    // Alice leaves 60 s of frames (three parts).
+    let frames: Vec<Vec<u8>> = (0..3000).map(|i| vec![(i % 200) as u8; 20]).collect();
+    let sealed = seal(&a.identity, &key, 5, &frames, [3; 32]).unwrap();
+    assert_eq!(wzp_proto::voice_message::parts(&sealed).count(), 3);
+    leave_message(&mut net, &a, "m1", bob, &sealed);
+    a.step(&mut net);
+    assert!(
+        matches!(voice(&a).last(), Some(SignalMessage::VoiceMessageStored { id }) if id == "m1")
+    );
+    assert_eq!(net.hub.mail().len(), 1);
+    assert_eq!(net.hub.mail().counters().stored, 1);
+    // Bob comes back: told one waits; he fetches it, whole, from alice.
+    let mut b = Client::online(&mut net, 2, AcceptMode::AcceptGeneric);
+    assert!(matches!(
+        voice(&b).as_slice(),
+        [SignalMessage::VoiceMessages { count: 1 }]
+    ));
+    net.advance(Duration::from_secs(2));
+    net.frame(b.conn, SignalMessage::FetchVoiceMessages);
+    b.step(&mut net);
+    let mut got = Vec::new();
+    let mut from = None;
+    for m in voice(&b) {
+        if let SignalMessage::VoiceMessage {
+            id,
+            from: f,
+            age_ms,
+            data,
+            ..
+        } = m
+        {
+            assert_eq!(id, "m1");
+            assert_eq!(age_ms, Some(2_000));
+            from = f;
+            got.extend(data);
+        }
+    }
+    assert_eq!(from, Some(a.identity.fingerprint()));
+    assert_eq!(got, sealed);
+    let opened = open(&bob_identity, &got).unwrap();
+    assert_eq!(
+        (opened.sender, opened.frames),
+        (a.identity.fingerprint(), frames)
+    );
+    assert!(matches!(
+        voice(&b).last(),
+        Some(SignalMessage::VoiceMessages { count: 1 })
+    ));
+    // Deleted by bob, not by alice.
+    net.frame(
+        a.conn,
+        SignalMessage::DeleteVoiceMessage { id: "m1".into() },
+    );
+    assert_eq!(net.hub.mail().len(), 1);
+    net.frame(
+        b.conn,
+        SignalMessage::DeleteVoiceMessage { id: "m1".into() },
+    );
+    b.step(&mut net);
+    assert!(matches!(
+        voice(&b).last(),
+        Some(SignalMessage::VoiceMessages { count: 0 })
+    ));
+    assert!(net.hub.mail().is_empty());
+    // While bob is online a new message is said at once.
+    leave_message(&mut net, &a, "m2", bob, &sealed);
+    b.step(&mut net);
+    assert!(matches!(
+        voice(&b).last(),
+        Some(SignalMessage::VoiceMessages { count: 1 })
+    ));
+}
+
+#[test]
+fn voice_messages_are_refused_without_a_registration_a_key_or_in_order_and_a_foreign_key_is_not_kept(
+) {
+    let mut net = Net::new(Net::default_config());
+    let mut a = Client::online(&mut net, 1, AcceptMode::AcceptGeneric);
+    let b = Client::online(&mut net, 2, AcceptMode::AcceptGeneric);
+    let bob = b.identity.fingerprint();
+    let part = |id: &str, to: Option<Fingerprint>, p: u32, n: u32| SignalMessage::VoiceMessage {
+        id: id.into(),
+        to,
+        from: None,
+        age_ms: None,
+        part: p,
+        parts: n,
+        data: vec![1; 10],
+    };
+    // Not registered: refused.
+    let stranger = net.connect(addr(40));
+    net.frame(stranger, SignalMessage::hello(None));
+    net.frame(stranger, part("m", Some(bob), 0, 1));
+    net.frame(stranger, SignalMessage::FetchVoiceMessages);
+    assert_eq!(net.refusals(Refusal::NotRegistered), 2);
+    // No recipient, no key here, out of order, a bad id.
+    for m in [
+        part("m", None, 0, 1),
+        part("m", Some(identity(9).fingerprint()), 0, 1),
+        part("m", Some(bob), 1, 2),
+        part("NO", Some(bob), 0, 1),
+    ] {
+        net.frame(a.conn, m);
+    }
+    a.step(&mut net);
+    assert_eq!(net.refusals(Refusal::BadVoiceMessage), 4);
+    assert_eq!(a.errors.len(), 4, "{:?}", a.errors);
+    assert!(a
+        .errors
+        .iter()
+        .any(|(_, e)| e.contains("no message key at this relay")));
+    assert!(net.hub.mail().is_empty());
+    // Eve registers with bob's message key as hers: it is not kept for
+    // her, and bob's stays his.
+    let eve = identity(3);
+    let conn = net.connect(addr(3));
+    net.frame(conn, SignalMessage::hello(None));
+    let nonce = net
+        .take(conn)
+        .into_iter()
+        .find_map(|m| match m {
+            SignalMessage::PresenceChallenge { nonce } => Some(nonce),
+            _ => None,
+        })
+        .unwrap();
+    let mut reg = answer_challenge(&eve, &RELAY_TLS, &nonce, None, None);
+    if let SignalMessage::RegisterPresence { message_key, .. } = &mut reg {
+        *message_key = Some(Box::new(wzp_proto::voice_message::MessageKey::of(
+            &b.identity,
+        )));
+    }
+    net.frame(conn, reg);
+    assert!(net
+        .take(conn)
+        .iter()
+        .any(|m| matches!(m, SignalMessage::RegisterPresenceAck { success: true, .. })));
+    assert!(net.hub.mail().key(&eve.fingerprint()).is_none());
+    assert_eq!(net.hub.mail().key(&bob).map(|k| k.verify()), Some(Ok(bob)));
+    // A relay with voice messages off lists no feature and keeps no key.
+    let mut config = Net::default_config();
+    config.mail.total_bytes = 0;
+    let mut net = Net::new(config);
+    let c = Client::online(&mut net, 1, AcceptMode::AcceptGeneric);
+    assert!(!c.received.iter().any(|m| matches!(m,
+        SignalMessage::Hello { features, .. }
+            if features.iter().any(|f| f == wzp_proto::signal::FEATURE_VOICE_MESSAGES))));
+    assert!(net.hub.mail().key(&c.identity.fingerprint()).is_none());
+}

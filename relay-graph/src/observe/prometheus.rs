@@ -340,6 +340,57 @@ pub fn render(s: &Services, signal: &SignalViews) -> String {
         let n = signal.calls.iter().filter(|c| c.state == state).count();
         let _ = writeln!(out, "wzp_signal_calls{{state=\"{state}\"}} {n}");
     }
+    let mv = &signal.mail;
+    for (name, help, v) in [
+        (
+            "wzp_signal_voice_messages",
+            "Voice messages kept for their recipients.",
+            mv.messages,
+        ),
+        (
+            "wzp_signal_voice_message_bytes",
+            "Bytes of the voice messages kept.",
+            mv.bytes,
+        ),
+        (
+            "wzp_signal_message_keys",
+            "People whose message key is kept (messages may be left for them).",
+            mv.keys,
+        ),
+    ] {
+        head(&mut out, name, "gauge", help);
+        let _ = writeln!(out, "{name} {v}");
+    }
+    for (name, help, v) in [
+        (
+            "wzp_signal_voice_messages_stored_total",
+            "Voice messages stored.",
+            mv.counters.stored,
+        ),
+        (
+            "wzp_signal_voice_messages_delivered_total",
+            "Voice messages handed to their recipient (each fetch counts each).",
+            mv.counters.delivered,
+        ),
+        (
+            "wzp_signal_voice_messages_deleted_total",
+            "Voice messages deleted by their recipient.",
+            mv.counters.deleted,
+        ),
+        (
+            "wzp_signal_voice_messages_expired_total",
+            "Voice messages dropped for their age.",
+            mv.counters.expired,
+        ),
+        (
+            "wzp_signal_voice_messages_abandoned_total",
+            "Voice message uploads dropped: their connection went, or they stalled.",
+            mv.counters.abandoned,
+        ),
+    ] {
+        head(&mut out, name, "counter", help);
+        let _ = writeln!(out, "{name} {v}");
+    }
     let hc = &signal.counters;
     for (name, help, v) in [
         (

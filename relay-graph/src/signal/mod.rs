@@ -89,6 +89,8 @@ pub struct SignalConfig {
     /// ([`wzp_proto::mapping`]), given to them at registration and in
     /// `reflect_response`; none: no test.
     pub mapping_port: Option<u16>,
+    /// What the relay keeps of voice messages (`total_bytes` 0: none).
+    pub mail: crate::voicemail::MailLimits,
 }
 
 impl SignalConfig {
@@ -109,6 +111,7 @@ impl SignalConfig {
             rate: RateLimit::default(),
             max_outbound: 256,
             mapping_port: None,
+            mail: crate::voicemail::MailLimits::default(),
         }
     }
 }
@@ -365,6 +368,7 @@ refusals! {
     FederatedOutOfPlace => "federated_out_of_place", "A cross-relay call step for a call not here, or out of order.";
     KeepaliveTimeout => "keepalive_timeout", "A registered connection silent past the keep-alive.";
     BadCallPath => "bad_call_path", "A `call_path` too large, on a call not active or not answered `accept_trusted`, or past the per-call limit.";
+    BadVoiceMessage => "bad_voice_message", "A voice message part refused: a bad id or part, no recipient key here, a full mailbox or relay, voice messages off.";
 }
 
 /// The hub's counters (call transitions are in [`CallRegistry::transitions`]).
@@ -443,6 +447,8 @@ pub struct SignalHub {
     counters: HubCounters,
     /// When each (callee, caller) was last told of a missed call.
     missed_told: HashMap<(Fingerprint, Fingerprint), Instant>,
+    /// Voice messages kept for the people registered here.
+    mail: crate::voicemail::Mailboxes,
 }
 
 /// Most (callee, caller) pairs a hub remembers telling of a missed call;
@@ -455,6 +461,7 @@ impl SignalHub {
         SignalHub {
             presence: PresenceRegistry::new(config.keepalive_timeout),
             calls: CallRegistry::new(config.ringing_timeout),
+            mail: crate::voicemail::Mailboxes::new(config.mail),
             config,
             sessions: HashMap::new(),
             caller_addrs: HashMap::new(),
@@ -464,6 +471,11 @@ impl SignalHub {
             actions: VecDeque::new(),
             counters: HubCounters::default(),
         }
+    }
+
+    /// The voice messages kept here.
+    pub fn mail(&self) -> &crate::voicemail::Mailboxes {
+        &self.mail
     }
 
     /// The settings.
@@ -512,6 +524,7 @@ impl SignalHub {
         [
             self.presence.poll_timeout(),
             self.calls.poll_timeout(),
+            self.mail.poll_timeout(),
             self.register_deadlines.peek().map(|Reverse((t, _))| *t),
         ]
         .into_iter()
@@ -541,6 +554,9 @@ impl SignalHub {
         }
         for (call, t) in self.calls.expire(now) {
             self.call_ended(call, t, None);
+        }
+        for fp in self.mail.expire(now) {
+            self.tell_mail(fp);
         }
         while let Some(Reverse((due, conn))) = self.register_deadlines.peek().copied() {
             if due > now {
@@ -773,6 +789,7 @@ impl SignalHub {
         };
         self.mapping_tokens
             .remove(&wzp_proto::mapping::token_for(&s.nonce));
+        self.mail.forget_conn(conn);
         if let Some((fp, offline)) = self.presence.remove_conn(conn) {
             self.push(Action::Event(Event::Unregistered {
                 conn,
@@ -933,6 +950,10 @@ impl SignalHub {
                         if let SignalMessage::Hello { features, .. } = &mut hello {
                             features.push(wzp_proto::signal::FEATURE_DEVICES.to_string());
                             features.push(wzp_proto::signal::FEATURE_CALL_WAITING.to_string());
+                            if self.mail.is_on() {
+                                features
+                                    .push(wzp_proto::signal::FEATURE_VOICE_MESSAGES.to_string());
+                            }
                         }
                         self.send(conn, hello);
                         self.send(conn, SignalMessage::PresenceChallenge { nonce });
@@ -1028,6 +1049,20 @@ impl SignalHub {
                 call_id,
                 message,
             } => self.hangup(conn, reason, call_id, message),
+            M::MessageKeyQuery { fingerprint } => {
+                if self.registered(conn, "message_key_query").is_some() {
+                    let key = self.mail.key(&fingerprint).copied().map(Box::new);
+                    self.send(conn, M::MessageKey { fingerprint, key });
+                }
+            }
+            M::VoiceMessage { .. } => self.voice_message(conn, m, now),
+            M::FetchVoiceMessages => self.fetch_voice_messages(conn, now),
+            M::DeleteVoiceMessage { id } => {
+                if let Some(me) = self.registered(conn, "delete_voice_message") {
+                    self.mail.delete(&me, &id);
+                    self.tell_mail(me);
+                }
+            }
             other => {
                 let t = other.type_name();
                 self.refuse(
@@ -1146,6 +1181,9 @@ impl SignalHub {
             s.device = device;
             s.call_waiting = verified.call_waiting;
         }
+        if let Some(key) = verified.message_key {
+            self.mail.set_key(fp, key);
+        }
         if let Some(s) = self.sessions.get_mut(&conn) {
             s.told = remote;
         }
@@ -1165,6 +1203,108 @@ impl SignalHub {
                 devices: u32::try_from(devices).ok(),
             },
         );
+        let waiting = self.mail.waiting(&fp);
+        if waiting > 0 {
+            self.send(
+                conn,
+                SignalMessage::VoiceMessages {
+                    count: u32::try_from(waiting).unwrap_or(u32::MAX),
+                },
+            );
+        }
+    }
+
+    /// One part of a voice message left here for someone.
+    fn voice_message(&mut self, conn: ConnId, m: SignalMessage, now: Instant) {
+        let SignalMessage::VoiceMessage {
+            id,
+            to,
+            part,
+            parts,
+            data,
+            ..
+        } = m
+        else {
+            return;
+        };
+        let Some(me) = self.registered(conn, "voice_message") else {
+            return;
+        };
+        let Some(to) = to else {
+            return self.refuse(
+                conn,
+                Refusal::BadVoiceMessage,
+                ErrorCode::BadRequest,
+                format!("voice_message {id} names no recipient (`to`)"),
+                "voice_message",
+            );
+        };
+        match self
+            .mail
+            .put_part(conn, me, &id, to, part, parts, &data, now)
+        {
+            Ok(false) => {}
+            Ok(true) => {
+                self.send(conn, SignalMessage::VoiceMessageStored { id });
+                self.tell_mail(to);
+            }
+            Err(e) => self.refuse(
+                conn,
+                Refusal::BadVoiceMessage,
+                ErrorCode::BadRequest,
+                e.to_string(),
+                "voice_message",
+            ),
+        }
+    }
+
+    /// Hands the messages kept for the person on `conn` over, each in its
+    /// parts, then says how many there are.
+    fn fetch_voice_messages(&mut self, conn: ConnId, now: Instant) {
+        let Some(me) = self.registered(conn, "fetch_voice_messages") else {
+            return;
+        };
+        let out: Vec<SignalMessage> = self
+            .mail
+            .messages(&me)
+            .iter()
+            .flat_map(|m| {
+                let parts: Vec<&[u8]> = wzp_proto::voice_message::parts(&m.sealed).collect();
+                let n = parts.len() as u32;
+                let age = now.saturating_duration_since(m.at).as_millis() as u64;
+                parts
+                    .into_iter()
+                    .enumerate()
+                    .map(move |(i, p)| SignalMessage::VoiceMessage {
+                        id: m.id.clone(),
+                        to: None,
+                        from: Some(m.from),
+                        age_ms: Some(age),
+                        part: i as u32,
+                        parts: n,
+                        data: p.to_vec(),
+                    })
+            })
+            .collect();
+        let count = self.mail.waiting(&me);
+        self.mail.delivered(count);
+        for m in out {
+            self.send(conn, m);
+        }
+        self.send(
+            conn,
+            SignalMessage::VoiceMessages {
+                count: u32::try_from(count).unwrap_or(u32::MAX),
+            },
+        );
+    }
+
+    /// Tells each device of `fp` here how many voice messages wait.
+    fn tell_mail(&mut self, fp: Fingerprint) {
+        let count = u32::try_from(self.mail.waiting(&fp)).unwrap_or(u32::MAX);
+        for conn in self.presence.conns_of(&fp) {
+            self.send(conn, SignalMessage::VoiceMessages { count });
+        }
     }
 
     /// The address a party shares for a direct path: the one it claims,

@@ -60,6 +60,9 @@ pub struct SignalViews {
     /// Probes with a token of no open connection, dropped before the hub.
     #[serde(skip)]
     pub mapping_unknown_tokens: u64,
+    /// The voice messages kept.
+    #[serde(skip)]
+    pub mail: crate::voicemail::MailView,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -346,6 +349,7 @@ async fn run_hub(mut hub: SignalHub, mut rx: mpsc::Receiver<Cmd>, services: Weak
                     mapping_not_probes: 0,
                     mapping_rate_limited: 0,
                     mapping_unknown_tokens: 0,
+                    mail: hub.mail().view(),
                 });
             }
         }

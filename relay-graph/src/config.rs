@@ -62,6 +62,9 @@ pub struct Config {
     pub join_max_skew_s: u64,
     /// How long a direct call may ring unanswered (1..=600 s).
     pub ringing_timeout_s: u64,
+    /// Memory for voice messages left for the people registered here, MiB
+    /// (0..=65536; 0: none are taken). Default 64.
+    pub voice_message_storage_mb: u64,
     /// UDP port, on the listen address, answering clients' NAT mapping
     /// tests (`wzp_proto::mapping`); absent: any free port. Must differ from
     /// the listen port, and not be 0.
@@ -167,6 +170,7 @@ impl Default for Config {
             join_timeout_ms: 10_000,
             join_max_skew_s: 600,
             ringing_timeout_s: 30,
+            voice_message_storage_mb: 64,
             mapping_port: None,
             mapping_test: true,
             debug_tap: None,
@@ -283,6 +287,12 @@ join_max_skew_s = 600
 # How long a direct call rings before the caller hears "no answer" (1..=600 s).
 ringing_timeout_s = 30
 
+# Memory for voice messages left for the people registered here while they
+# are away, MiB (0..=65536; 0: take none). Messages are sealed end to end (the
+# relay cannot read them), at most 10 and 2 MiB a person, kept 7 days or until
+# fetched and deleted; a restart loses them.
+voice_message_storage_mb = 64
+
 # A second UDP port, on the listen address, answering clients' NAT mapping
 # tests: a client sends one small probe there from its signalling socket and
 # learns (over its signal connection; nothing is sent back by UDP) whether its
@@ -377,7 +387,7 @@ impl Config {
             message,
         };
         let max = wzp_stages::sfu::MAX_SLOTS;
-        let ranges: [(&str, u64, u64, u64, &str); 11] = [
+        let ranges: [(&str, u64, u64, u64, &str); 12] = [
             (
                 "max_room_size",
                 self.max_room_size as u64,
@@ -435,6 +445,13 @@ impl Config {
                 1,
                 600,
                 " (how long a direct call rings)",
+            ),
+            (
+                "voice_message_storage_mb",
+                self.voice_message_storage_mb,
+                0,
+                65536,
+                " (MiB for voice messages; 0 takes none)",
             ),
             (
                 "join_max_skew_s",
@@ -766,6 +783,8 @@ mod tests {
             ),
             ("ringing_timeout_s = 0", "ringing_timeout_s"),
             ("ringing_timeout_s = 601", "1..=600"),
+            ("voice_message_storage_mb = 65537", "0..=65536"),
+            ("voice_message_storage_mb = -1", "voice_message_storage_mb"),
             (
                 "mapping_port = 4433",
                 "mapping_port = 4433 is the listen port",

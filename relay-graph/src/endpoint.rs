@@ -238,6 +238,7 @@ impl Relay {
         signal_cfg.relay_label = Some(cfg.label.clone());
         signal_cfg.version = version_string();
         signal_cfg.ringing_timeout = Duration::from_secs(cfg.ringing_timeout_s);
+        signal_cfg.mail.total_bytes = (cfg.voice_message_storage_mb as usize) << 20;
         signal_cfg.mapping_port = mapping_addr.map(|a| a.port());
         let mut seed = [0u8; 8];
         getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;

@@ -120,6 +120,12 @@ enum Command {
     /// Register at a relay and answer incoming calls.
     #[command(after_help = cli::listen::LISTEN_EXAMPLES)]
     Listen(ListenArgs),
+    /// Leave a voice message for a person (sealed to them; their relay keeps it).
+    #[command(after_help = cli::message::MESSAGE_EXAMPLES)]
+    Message(cli::message::MessageArgs),
+    /// Fetch the voice messages left for you, as WAV files.
+    #[command(after_help = cli::message::MESSAGES_EXAMPLES)]
+    Messages(cli::message::MessagesArgs),
     /// The calls made and taken (`call` and `listen` keep them).
     #[command(after_help = cli::history::EXAMPLES)]
     History(cli::history::ShowArgs),
@@ -202,6 +208,8 @@ fn main() {
             Err(e) => Err(e),
         },
         Command::Listen(args) => cli::listen::listen_cmd(args),
+        Command::Message(args) => cli::message::message_cmd(args),
+        Command::Messages(args) => cli::message::messages_cmd(args),
         Command::Contacts(args) => cli::contacts::contacts_cmd(args),
         Command::Devices => cli::devices::devices_cmd(),
         Command::History(args) => cli::history::history_cmd(args),

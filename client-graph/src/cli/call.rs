@@ -244,6 +244,13 @@ pub fn call_cmd(args: CallArgs) -> Result<i32> {
         let ready = match outcome {
             Ok(ready) => ready,
             Err(status) => {
+                let unreached = matches!(status, EXIT_NOT_ONLINE | EXIT_BUSY | EXIT_NO_ANSWER);
+                if unreached && sig.relay_has(wzp_proto::signal::FEATURE_VOICE_MESSAGES) {
+                    println!(
+                        "leave a voice message: wzp-client message {} --relay {}",
+                        args.who, relay.relay
+                    );
+                }
                 record(
                     offered,
                     match status {

@@ -228,6 +228,17 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                 if super::direct::missed_call(&msg, "while you were in another call", Some(&history), Some(&contacts_path)) {
                     continue;
                 }
+                if let SignalMessage::VoiceMessages { count } = &msg {
+                    if *count > 0 {
+                        println!(
+                            "{count} voice message{} wait{} for you at this relay: `wzp-client messages` fetches {}",
+                            if *count == 1 { "" } else { "s" },
+                            if *count == 1 { "s" } else { "" },
+                            if *count == 1 { "it" } else { "them" },
+                        );
+                    }
+                    continue;
+                }
                 if !matches!(msg, SignalMessage::DirectCallOffer { .. }) {
                     continue;
                 }

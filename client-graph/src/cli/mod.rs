@@ -10,6 +10,7 @@ pub mod history;
 pub mod identity;
 pub mod join;
 pub mod listen;
+pub mod message;
 pub mod recovery_words;
 pub mod reflect;
 pub mod replay;

@@ -130,6 +130,14 @@ impl Encoder {
     }
 }
 
+/// A mono 48 kHz speech encoder (`OPUS_APPLICATION_VOIP`) at `bitrate`
+/// b/s, for audio coded outside a graph (a voice message).
+pub fn speech_encoder(bitrate: i32) -> Result<Encoder, String> {
+    let mut e = Encoder::new(sys::OPUS_APPLICATION_VOIP)?;
+    e.set(sys::OPUS_SET_BITRATE_REQUEST, bitrate)?;
+    Ok(e)
+}
+
 impl Drop for Encoder {
     fn drop(&mut self) {
         // SAFETY: created by opus_encoder_create, destroyed exactly once.

@@ -1,0 +1,210 @@
+//! Voice messages between real processes: `wzp-client message` leaves one
+//! through a real `wzp-relay` for someone away, `listen` says it waits,
+//! `wzp-client messages` fetches it, checks its sender and saves a WAV whose
+//! tone is the one left; refusals exit non-zero with why.
+//!
+//! Every wait is for a process's line or exit, with a deadline.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::{bin, Proc, Relay};
+use wzp_stages::audio::signal::goertzel_dbfs;
+use wzp_stages::audio::wav_source::read_wav_mono;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn tmp(name: &str) -> PathBuf {
+    common::tmp("wzp-voicemail", name)
+}
+
+/// `wzp-client SUB ...` as `user`, pinned to `relay`, with its own files.
+fn client_cmd(dir: &Path, relay: &Relay, user: &str, sub: &[&str]) -> Command {
+    let mut cmd = Command::new(bin("wzp-client"));
+    cmd.args(sub)
+        .args(["--relay", &relay.addr.to_string()])
+        .args(["--relay-fingerprint", &relay.fingerprint])
+        .arg("--identity")
+        .arg(dir.join(format!("{user}.seed")))
+        .arg("--known-relays")
+        .arg(dir.join(format!("{user}.known")))
+        .arg("--contacts")
+        .arg(dir.join(format!("{user}.contacts.toml")));
+    cmd
+}
+
+/// Runs it to its end.
+fn run(dir: &Path, relay: &Relay, user: &str, sub: &[&str]) -> Output {
+    client_cmd(dir, relay, user, sub)
+        .output()
+        .expect("wzp-client runs")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn identity_of(dir: &Path, user: &str) -> String {
+    let out = Command::new(bin("wzp-client"))
+        .args(["identity", "--identity"])
+        .arg(dir.join(format!("{user}.seed")))
+        .output()
+        .expect("wzp-client identity runs");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+fn metric(addr: SocketAddr, name: &str) -> Option<u64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, WAIT).ok()?;
+    s.set_read_timeout(Some(WAIT)).ok()?;
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} "))?.trim().parse().ok())
+}
+
+#[test]
+fn a_voice_message_left_for_someone_away_reaches_them_as_a_wav_and_leaves_the_relay() {
+    let dir = tmp("leave");
+    let relay = Relay::start(
+        "wzp-relay",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "-i",
+            dir.join("relay.seed").to_str().unwrap(),
+        ],
+        WAIT,
+    );
+    let (alice, bob) = (identity_of(&dir, "alice"), identity_of(&dir, "bob"));
+    // Nobody has registered yet: no message can be left for bob.
+    let o = run(
+        &dir,
+        &relay,
+        "alice",
+        &["message", &bob, "--input", "tone:440", "--duration", "2s"],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("has no message key at"), "{}", text(&o));
+    // Bob checks his messages once (the relay now has his key), then is away.
+    let save = dir.join("saved");
+    let save_arg = save.to_str().unwrap();
+    let o = run(&dir, &relay, "bob", &["messages", "--save-dir", save_arg]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("no voice messages for you"),
+        "{}",
+        text(&o)
+    );
+    // Alice leaves 3 s of 440 Hz.
+    let o = run(
+        &dir,
+        &relay,
+        "alice",
+        &["message", &bob, "--input", "tone:440", "--duration", "3s"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("left a voice message of 3.0 s for {bob}")),
+        "{}",
+        text(&o)
+    );
+    let metrics = relay.metrics.unwrap();
+    assert_eq!(metric(metrics, "wzp_signal_voice_messages"), Some(1));
+    // Bob's listen says one waits.
+    let mut l = Proc::spawn(
+        "bob listen",
+        client_cmd(&dir, &relay, "bob", &["listen", "--accept", "reject"])
+            .arg("--history")
+            .arg(dir.join("bob.history")),
+    );
+    l.expect_line("1 voice message waits for you at this relay", WAIT);
+    l.kill();
+    // He fetches it: from alice (her signature), 3 s, the tone she left.
+    let o = run(&dir, &relay, "bob", &["messages", "--save-dir", save_arg]);
+    assert!(o.status.success(), "{}", text(&o));
+    let said = text(&o);
+    let line = said
+        .lines()
+        .find(|l| l.starts_with("voice message from "))
+        .unwrap_or_else(|| panic!("{said}"));
+    assert!(
+        line.contains(&alice) && line.contains(", 3.0 s, left "),
+        "{line}"
+    );
+    let path = line.rsplit_once("saved to ").unwrap().1;
+    let wav = read_wav_mono(Path::new(path)).unwrap();
+    assert_eq!(wav.rate, 48_000);
+    assert!(
+        (143_000..=145_000).contains(&wav.samples.len()),
+        "{}",
+        wav.samples.len()
+    );
+    let mid = &wav.samples[24_000..120_000];
+    let (tone, other) = (
+        goertzel_dbfs(mid, 48_000, 440.0),
+        goertzel_dbfs(mid, 48_000, 1_700.0),
+    );
+    assert!(
+        tone > -20.0 && other < tone - 30.0,
+        "440 Hz at {tone} dBFS, 1700 Hz at {other}"
+    );
+    // Saved and deleted: the relay keeps nothing, a second fetch finds none.
+    assert_eq!(metric(metrics, "wzp_signal_voice_messages"), Some(0));
+    assert_eq!(
+        metric(metrics, "wzp_signal_voice_messages_deleted_total"),
+        Some(1)
+    );
+    let o = run(&dir, &relay, "bob", &["messages", "--save-dir", save_arg]);
+    assert!(
+        text(&o).contains("no voice messages for you"),
+        "{}",
+        text(&o)
+    );
+    // Bad input is refused before anything is sent.
+    for (args, needle) in [
+        (
+            vec!["message", &bob, "--input", "tone:440", "--duration", "121s"],
+            "1 ms..=120 s",
+        ),
+        (
+            vec!["message", &alice, "--input", "tone:440"],
+            "your own fingerprint",
+        ),
+        (
+            vec!["message", "nobody-by-that-name", "--input", "tone:440"],
+            "nobody-by-that-name",
+        ),
+        (
+            vec!["message", &bob, "--input", "/nonexistent.wav"],
+            "cannot open",
+        ),
+    ] {
+        let o = run(&dir, &relay, "alice", &args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", text(&o));
+        assert!(text(&o).contains(needle), "{args:?}: {}", text(&o));
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -208,3 +208,99 @@ fn a_voice_message_left_for_someone_away_reaches_them_as_a_wav_and_leaves_the_re
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_relay_with_a_voice_message_dir_keeps_messages_and_keys_across_a_restart() {
+    let dir = tmp("restart");
+    let config = dir.join("relay.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\nvoice_message_dir = {:?}\n",
+            dir.join("mail").display().to_string()
+        ),
+    )
+    .unwrap();
+    let start = || {
+        Relay::start(
+            "wzp-relay",
+            &[
+                "-c",
+                config.to_str().unwrap(),
+                "-i",
+                dir.join("relay.seed").to_str().unwrap(),
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ],
+            WAIT,
+        )
+    };
+    let mut relay = start();
+    let bob = identity_of(&dir, "bob");
+    let save = dir.join("saved");
+    let save_arg = save.to_str().unwrap();
+    let o = run(&dir, &relay, "bob", &["messages", "--save-dir", save_arg]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(
+        &dir,
+        &relay,
+        "alice",
+        &["message", &bob, "--input", "tone:600", "--duration", "2s"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    // The relay goes down and comes back: the message and bob's key are
+    // still there (alice leaves a second without bob registering again).
+    relay.proc.kill();
+    let relay = start();
+    assert_eq!(
+        metric(relay.metrics.unwrap(), "wzp_signal_voice_messages"),
+        Some(1)
+    );
+    let o = run(
+        &dir,
+        &relay,
+        "alice",
+        &["message", &bob, "--input", "tone:900", "--duration", "1s"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(&dir, &relay, "bob", &["messages", "--save-dir", save_arg]);
+    assert!(o.status.success(), "{}", text(&o));
+    let said = text(&o);
+    let saved: Vec<&str> = said
+        .lines()
+        .filter_map(|l| l.rsplit_once("saved to ").map(|(_, p)| p))
+        .collect();
+    assert_eq!(saved.len(), 2, "{said}");
+    let tone_of = |p: &str| {
+        let w = read_wav_mono(Path::new(p)).unwrap();
+        let mid = &w.samples[w.samples.len() / 4..w.samples.len() * 3 / 4];
+        [600.0, 900.0].map(|f| f64::from(goertzel_dbfs(mid, 48_000, f)))
+    };
+    let tones: Vec<[f64; 2]> = saved.iter().map(|p| tone_of(p)).collect();
+    assert!(
+        tones.iter().any(|t| t[0] > -20.0 && t[1] < t[0] - 30.0),
+        "{tones:?}"
+    );
+    assert!(
+        tones.iter().any(|t| t[1] > -20.0 && t[0] < t[1] - 30.0),
+        "{tones:?}"
+    );
+    // Fetched and deleted: nothing is left on the disk.
+    let left: Vec<_> = walk(&dir.join("mail").join("messages"));
+    assert!(left.is_empty(), "{left:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Every file under `d`.
+fn walk(d: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

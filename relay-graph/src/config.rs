@@ -65,6 +65,9 @@ pub struct Config {
     /// Memory for voice messages left for the people registered here, MiB
     /// (0..=65536; 0: none are taken). Default 64.
     pub voice_message_storage_mb: u64,
+    /// Keep voice messages (and people's message keys) in this folder, so
+    /// a restart loses none; absent: memory only.
+    pub voice_message_dir: Option<PathBuf>,
     /// UDP port, on the listen address, answering clients' NAT mapping
     /// tests (`wzp_proto::mapping`); absent: any free port. Must differ from
     /// the listen port, and not be 0.
@@ -171,6 +174,7 @@ impl Default for Config {
             join_max_skew_s: 600,
             ringing_timeout_s: 30,
             voice_message_storage_mb: 64,
+            voice_message_dir: None,
             mapping_port: None,
             mapping_test: true,
             debug_tap: None,
@@ -292,6 +296,9 @@ ringing_timeout_s = 30
 # relay cannot read them), at most 10 and 2 MiB a person, kept 7 days or until
 # fetched and deleted; a restart loses them.
 voice_message_storage_mb = 64
+# Keep them (sealed, as they came) in this folder so a restart loses none;
+# commented out: memory only.
+# voice_message_dir = "/var/lib/wzp/voice-messages"
 
 # A second UDP port, on the listen address, answering clients' NAT mapping
 # tests: a client sends one small probe there from its signalling socket and

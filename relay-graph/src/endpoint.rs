@@ -239,6 +239,12 @@ impl Relay {
         signal_cfg.version = version_string();
         signal_cfg.ringing_timeout = Duration::from_secs(cfg.ringing_timeout_s);
         signal_cfg.mail.total_bytes = (cfg.voice_message_storage_mb as usize) << 20;
+        let mail_disk = match &cfg.voice_message_dir {
+            Some(dir) if cfg.voice_message_storage_mb > 0 => {
+                Some(crate::voicemail::disk::MailDisk::open(dir)?)
+            }
+            _ => None,
+        };
         signal_cfg.mapping_port = mapping_addr.map(|a| a.port());
         let mut seed = [0u8; 8];
         getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
@@ -253,7 +259,7 @@ impl Relay {
             tls_fingerprint,
             rooms,
             media,
-            signal: SignalService::start(signal_cfg, weak.clone()),
+            signal: SignalService::start(signal_cfg, weak.clone(), mail_disk),
             counters: RelayCounters::default(),
             quic: endpoint.clone(),
             events,

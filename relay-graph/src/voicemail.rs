@@ -25,6 +25,8 @@ use wzp_proto::Fingerprint;
 
 use crate::presence::ConnId;
 
+pub mod disk;
+
 /// How much the relay keeps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MailLimits {
@@ -121,6 +123,21 @@ struct Upload {
     deadline: Instant,
 }
 
+/// A change to the mailboxes, for a relay that keeps them on disk
+/// ([`Mailboxes::persist`], [`Mailboxes::take_changes`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MailChange {
+    /// A person's message key, new or again.
+    Key(Fingerprint, MessageKey),
+    /// A person's key left the table (past [`MailLimits::max_keys`]).
+    KeyGone(Fingerprint),
+    /// A message stored for its recipient.
+    Kept(Fingerprint, Stored),
+    /// A message gone (deleted by its recipient, or past its time):
+    /// recipient, id, sender.
+    Gone(Fingerprint, String, Fingerprint),
+}
+
 /// What the metrics show of the mailboxes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MailView {
@@ -173,6 +190,8 @@ pub struct Mailboxes {
     uploads: HashMap<(ConnId, String), Upload>,
     bytes: usize,
     counters: MailCounters,
+    /// The changes since the last [`Mailboxes::take_changes`], when kept.
+    journal: Option<Vec<MailChange>>,
 }
 
 impl Mailboxes {
@@ -187,7 +206,64 @@ impl Mailboxes {
             uploads: HashMap::new(),
             bytes: 0,
             counters: MailCounters::default(),
+            journal: None,
         }
+    }
+
+    /// Records every change from now on, for [`Mailboxes::take_changes`]
+    /// (a relay that keeps the mailboxes on disk).
+    pub fn persist(&mut self) {
+        self.journal.get_or_insert_with(Vec::new);
+    }
+
+    /// The changes since the last call (none unless [`Mailboxes::persist`]).
+    pub fn take_changes(&mut self) -> Vec<MailChange> {
+        self.journal
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    fn note(&mut self, c: MailChange) {
+        if let Some(j) = self.journal.as_mut() {
+            j.push(c);
+        }
+    }
+
+    /// Puts back a message kept on disk: not journalled. Refused (false) past the limits, its time, or for someone
+    /// whose key is not here.
+    pub fn restore(&mut self, to: Fingerprint, m: Stored) -> bool {
+        let len = m.sealed.len();
+        let held = self.boxes.get(&to).map_or((0, 0), |b| {
+            (b.len(), b.iter().map(|m| m.sealed.len()).sum::<usize>())
+        });
+        if !self.is_on()
+            || !self.keys.contains_key(&to)
+            || !valid_message_id(&m.id)
+            || len == 0
+            || len > MAX_SEALED_MESSAGE
+            || held.0 >= self.limits.per_person
+            || held.1 + len > self.limits.per_person_bytes
+            || self.bytes + len > self.limits.total_bytes
+            || self
+                .messages(&to)
+                .iter()
+                .any(|x| x.id == m.id && x.from == m.from)
+        {
+            return false;
+        }
+        self.bytes += len;
+        let b = self.boxes.entry(to).or_default();
+        let at = b.partition_point(|x| x.at <= m.at);
+        b.insert(at, m);
+        true
+    }
+
+    /// Puts back a key kept on disk: not journalled.
+    pub fn restore_key(&mut self, fp: Fingerprint, key: MessageKey) {
+        let journal = self.journal.take();
+        self.set_key(fp, key);
+        self.journal = journal;
     }
 
     /// Whether the relay keeps voice messages at all.
@@ -208,10 +284,12 @@ impl Mailboxes {
                 break;
             };
             self.keys.remove(&old);
+            self.note(MailChange::KeyGone(old));
         }
         self.next_seq += 1;
         self.keys.insert(fp, (key, self.next_seq));
         self.key_order.insert(self.next_seq, fp);
+        self.note(MailChange::Key(fp, key));
     }
 
     /// `fp`'s message key, if kept.
@@ -350,12 +428,16 @@ impl Mailboxes {
         };
         self.bytes += len;
         self.counters.stored += 1;
-        self.boxes.entry(to).or_default().push(Stored {
+        let m = Stored {
             id: id.to_string(),
             from,
             at: now,
             sealed: u.sealed,
-        });
+        };
+        if self.journal.is_some() {
+            self.note(MailChange::Kept(to, m.clone()));
+        }
+        self.boxes.entry(to).or_default().push(m);
         Ok(true)
     }
 
@@ -388,6 +470,7 @@ impl Mailboxes {
             self.boxes.remove(fp);
         }
         self.counters.deleted += 1;
+        self.note(MailChange::Gone(*fp, m.id, m.from));
         true
     }
 
@@ -419,12 +502,14 @@ impl Mailboxes {
         let mut changed = Vec::new();
         let mut freed = 0;
         let mut expired = 0;
+        let mut gone = Vec::new();
         self.boxes.retain(|fp, b| {
             let n = b.len();
             b.retain(|m| {
                 let live = m.at + keep > now;
                 if !live {
                     freed += m.sealed.len();
+                    gone.push(MailChange::Gone(*fp, m.id.clone(), m.from));
                 }
                 live
             });
@@ -436,6 +521,9 @@ impl Mailboxes {
         });
         self.bytes -= freed;
         self.counters.expired += expired;
+        for g in gone {
+            self.note(g);
+        }
         changed
     }
 
@@ -685,6 +773,74 @@ mod tests {
         assert_eq!(m.messages(&fp(2))[0].id, "new");
         assert_eq!(m.bytes(), 10);
         assert_eq!(m.counters().expired, 1);
+    }
+
+    #[test]
+    fn a_journal_records_what_a_disk_must_keep_and_restoring_is_not_journalled() {
+        let t0 = Instant::now();
+        let mut m = Mailboxes::new(MailLimits {
+            max_keys: 1,
+            ..MailLimits::default()
+        });
+        m.set_key(fp(2), key(2));
+        assert!(m.take_changes().is_empty(), "nothing kept before persist");
+        m.persist();
+        m.set_key(fp(2), key(2));
+        leave(&mut m, 1, "m1", 10, t0).unwrap();
+        m.delete(&fp(2), "m1");
+        leave(&mut m, 1, "m2", 10, t0).unwrap();
+        m.expire(t0 + MailLimits::default().keep_for);
+        m.set_key(fp(3), key(3));
+        let changes = m.take_changes();
+        let kinds: Vec<String> = changes
+            .iter()
+            .map(|c| match c {
+                MailChange::Key(f, _) => format!("key {}", f == &fp(2) || f == &fp(3)),
+                MailChange::KeyGone(f) => format!("key gone {}", f == &fp(2)),
+                MailChange::Kept(to, s) => {
+                    format!("kept {} {} {}", to == &fp(2), s.id, s.sealed.len())
+                }
+                MailChange::Gone(to, id, from) => {
+                    format!("gone {} {id} {}", to == &fp(2), from == &fp(1))
+                }
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "key true",
+                "kept true m1 10",
+                "gone true m1 true",
+                "kept true m2 10",
+                "gone true m2 true",
+                "key gone true",
+                "key true",
+            ]
+        );
+        assert!(m.take_changes().is_empty());
+        // Restored: in time order, within the limits, not journalled.
+        let mut r = Mailboxes::new(MailLimits {
+            per_person: 2,
+            ..MailLimits::default()
+        });
+        r.persist();
+        r.restore_key(fp(2), key(2));
+        let stored = |id: &str, at: Instant| Stored {
+            id: id.into(),
+            from: fp(1),
+            at,
+            sealed: vec![1; 5],
+        };
+        let t1 = t0 + Duration::from_secs(1);
+        assert!(r.restore(fp(2), stored("late", t1)));
+        assert!(r.restore(fp(2), stored("early", t0)));
+        assert!(!r.restore(fp(2), stored("third", t0)), "past the mailbox");
+        assert!(!r.restore(fp(9), stored("x", t0)), "nobody's key");
+        let ids: Vec<&str> = r.messages(&fp(2)).iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, ["early", "late"]);
+        assert_eq!(r.bytes(), 10);
+        assert!(r.take_changes().is_empty());
+        assert!(r.key(&fp(2)).is_some());
     }
 
     #[test]

@@ -449,6 +449,8 @@ pub struct SignalHub {
     missed_told: HashMap<(Fingerprint, Fingerprint), Instant>,
     /// Voice messages kept for the people registered here.
     mail: crate::voicemail::Mailboxes,
+    /// Messages a disk kept past their time, to remove from it.
+    late_mail: Vec<crate::voicemail::MailChange>,
 }
 
 /// Most (callee, caller) pairs a hub remembers telling of a missed call;
@@ -462,6 +464,7 @@ impl SignalHub {
             presence: PresenceRegistry::new(config.keepalive_timeout),
             calls: CallRegistry::new(config.ringing_timeout),
             mail: crate::voicemail::Mailboxes::new(config.mail),
+            late_mail: Vec::new(),
             config,
             sessions: HashMap::new(),
             caller_addrs: HashMap::new(),
@@ -476,6 +479,42 @@ impl SignalHub {
     /// The voice messages kept here.
     pub fn mail(&self) -> &crate::voicemail::Mailboxes {
         &self.mail
+    }
+
+    /// Puts back the voice messages and keys a disk kept (before the first
+    /// connection), and records every change from now on for
+    /// [`SignalHub::take_mail_changes`]. Returns the keys and messages taken
+    /// back (those past the limits or their time are not).
+    pub fn restore_mail(
+        &mut self,
+        restored: crate::voicemail::disk::Restored,
+        now: Instant,
+    ) -> (usize, usize) {
+        self.mail.persist();
+        let keys = restored.keys.len();
+        for (fp, key) in restored.keys {
+            self.mail.restore_key(fp, key);
+        }
+        let keep = self.config.mail.keep_for;
+        let mut messages = 0;
+        let mut late = Vec::new();
+        for (to, m) in restored.messages {
+            if m.age >= keep {
+                late.push(crate::voicemail::MailChange::Gone(to, m.id, m.from));
+                continue;
+            }
+            messages += usize::from(self.mail.restore(to, m.stored(now)));
+        }
+        self.late_mail = late;
+        (keys, messages)
+    }
+
+    /// What changed in the voice messages since the last call, for a disk
+    /// to keep (nothing unless [`SignalHub::restore_mail`] ran).
+    pub fn take_mail_changes(&mut self) -> Vec<crate::voicemail::MailChange> {
+        let mut c = std::mem::take(&mut self.late_mail);
+        c.extend(self.mail.take_changes());
+        c
     }
 
     /// The settings.

@@ -167,9 +167,30 @@ pub struct SignalService {
 impl SignalService {
     /// Starts the hub task. `services` is weak: the hub task ends with the
     /// relay.
-    pub fn start(config: SignalConfig, services: Weak<Services>) -> SignalService {
+    pub fn start(
+        config: SignalConfig,
+        services: Weak<Services>,
+        disk: Option<(
+            crate::voicemail::disk::MailDisk,
+            crate::voicemail::disk::Restored,
+        )>,
+    ) -> SignalService {
         let (tx, rx) = mpsc::channel(HUB_QUEUE);
-        tokio::spawn(run_hub(SignalHub::new(config), rx, services));
+        let mut hub = SignalHub::new(config);
+        let disk = disk.map(|(disk, restored)| {
+            for why in &restored.skipped {
+                tracing::warn!("voice_message_dir: left out {why}");
+            }
+            let (keys, messages) = hub.restore_mail(restored, Instant::now());
+            tracing::info!(
+                keys,
+                messages,
+                "voice messages read back from voice_message_dir"
+            );
+            disk.apply(hub.take_mail_changes());
+            disk
+        });
+        tokio::spawn(run_hub(hub, rx, services, disk));
         SignalService {
             tx,
             next_conn: AtomicU64::new(1),
@@ -261,7 +282,12 @@ fn unix_ms_at(t: Instant, now: Instant) -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-async fn run_hub(mut hub: SignalHub, mut rx: mpsc::Receiver<Cmd>, services: Weak<Services>) {
+async fn run_hub(
+    mut hub: SignalHub,
+    mut rx: mpsc::Receiver<Cmd>,
+    services: Weak<Services>,
+    disk: Option<crate::voicemail::disk::MailDisk>,
+) {
     let mut conns: HashMap<ConnId, (quinn::Connection, mpsc::Sender<SignalMessage>)> =
         HashMap::new();
     loop {
@@ -356,6 +382,10 @@ async fn run_hub(mut hub: SignalHub, mut rx: mpsc::Receiver<Cmd>, services: Weak
         let Some(services) = services.upgrade() else {
             return;
         };
+        // The disk first: a message said stored is on it.
+        if let Some(d) = &disk {
+            d.apply(hub.take_mail_changes());
+        }
         while let Some(action) = hub.poll_action() {
             apply(&services, &mut conns, action);
         }

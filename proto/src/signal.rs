@@ -760,6 +760,10 @@ pub enum SignalMessage {
     DeleteVoiceMessage {
         /// The message.
         id: String,
+        /// Who left it (as `voice_message`'s `from` said): two senders may
+        /// pick one id. Absent: the first with the id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<Fingerprint>,
     },
     /// Relay to client, right after `Hello` on `_signal`: a fresh nonce the
     /// client signs in `RegisterPresence` to prove its fingerprint.

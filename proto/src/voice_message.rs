@@ -13,7 +13,10 @@
 //! with `ephemeral public | recipient's X25519 public` as salt, the X25519
 //! shared secret as input and [`VOICE_MESSAGE_LABEL`] as info; a fresh
 //! ephemeral key per message, so the ChaCha20-Poly1305 nonce is zero. The
-//! recipient's fingerprint is the associated data.
+//! associated data is the header (version and ephemeral public) and the
+//! recipient's fingerprint. `seal` takes the ephemeral secret as bytes
+//! (sans-IO, as everywhere here): they must be fresh random bytes for each
+//! message, or two messages to one person would share a key and nonce.
 //!
 //! **Plaintext**: `sender identity public (32) | sent_at_ms (8, BE) |
 //! signature (64) | count (2, BE) | count x (length (2, BE) | Opus packet)`,
@@ -191,7 +194,7 @@ pub fn seal(
     let cipher = cipher(shared.as_bytes(), &eph_pub, &to.x25519_pub);
     let Ok(tag) = cipher.encrypt_inout_detached(
         &Nonce::default(),
-        recipient.as_bytes(),
+        &aad(&eph_pub, &recipient),
         plain.as_mut_slice().into(),
     ) else {
         unreachable!("ChaCha20-Poly1305 seals any message under 256 GiB");
@@ -233,7 +236,7 @@ pub fn open(recipient: &Identity, sealed: &[u8]) -> Result<VoiceMessage, VoiceMe
     cipher(shared.as_bytes(), &eph_pub, &recipient.x25519_public())
         .decrypt_inout_detached(
             &Nonce::default(),
-            me.as_bytes(),
+            &aad(&eph_pub, &me),
             plain.as_mut_slice().into(),
             &t,
         )
@@ -330,6 +333,15 @@ fn decode_frames(mut b: &[u8]) -> Result<Vec<Vec<u8>>, VoiceMessageError> {
     }
     check_frames(&frames).map_err(|_| VoiceMessageError::Malformed("frames out of bounds"))?;
     Ok(frames)
+}
+
+/// The associated data: the sealed form's header and the recipient.
+fn aad(eph_pub: &[u8; 32], recipient: &Fingerprint) -> [u8; 49] {
+    let mut a = [0u8; 49];
+    a[0] = VOICE_MESSAGE_VERSION;
+    a[1..33].copy_from_slice(eph_pub);
+    a[33..].copy_from_slice(recipient.as_bytes());
+    a
 }
 
 fn signed_bytes(recipient: &Fingerprint, eph_pub: &[u8; 32], at: u64, body: &[u8]) -> Vec<u8> {
@@ -456,7 +468,7 @@ mod tests {
         let tag = cipher(shared.as_bytes(), &eph_pub, &key.x25519_pub)
             .encrypt_inout_detached(
                 &Nonce::default(),
-                bob.fingerprint().as_bytes(),
+                &aad(&eph_pub, &bob.fingerprint()),
                 plain.as_mut_slice().into(),
             )
             .unwrap();

@@ -4,12 +4,16 @@
 //! it can withhold or drop a message, never read or forge one.
 //!
 //! - A person's **message key** is kept from their last registration here
-//!   (at most [`MailLimits::max_keys`]; the one registered longest ago goes
-//!   first). A message is taken only for someone whose key is here: whoever
+//!   (at most [`MailLimits::max_keys`]; past it, the key registered longest
+//!   ago of someone neither online nor with messages waiting goes). A message is taken only for someone whose key is here: whoever
 //!   leaves it sealed it to that key, and the person comes back here.
 //! - A message arrives in parts, in order, on one connection; it is stored
 //!   when the last part comes, or dropped when its connection goes or it
-//!   stalls ([`MailLimits::upload_timeout`]).
+//!   stalls ([`MailLimits::upload_timeout`]). Uploads under way count
+//!   against the relay's bytes, at most [`MailLimits::max_uploads`] at once.
+//! - One sender may have at most [`MailLimits::per_sender`] messages in one
+//!   mailbox and [`MailLimits::per_sender_total`] on the relay, so no one
+//!   fills another's mailbox or the relay alone.
 //! - Each mailbox keeps at most [`MailLimits::per_person`] messages and
 //!   [`MailLimits::per_person_bytes`]; the relay at most
 //!   [`MailLimits::total_bytes`]. A message is kept [`MailLimits::keep_for`],
@@ -44,6 +48,15 @@ pub struct MailLimits {
     pub max_keys: usize,
     /// Uploads under way per connection.
     pub uploads_per_conn: usize,
+    /// Uploads under way on the whole relay.
+    pub max_uploads: usize,
+    /// Messages one sender may have waiting in one mailbox.
+    pub per_sender: usize,
+    /// Messages one sender may have waiting on the relay.
+    pub per_sender_total: usize,
+    /// Bytes of fetched messages queued to their recipients and not yet
+    /// written, on the whole relay (a fetch past it is refused for now).
+    pub fetch_budget: usize,
 }
 
 impl Default for MailLimits {
@@ -56,6 +69,10 @@ impl Default for MailLimits {
             upload_timeout: Duration::from_secs(60),
             max_keys: 100_000,
             uploads_per_conn: 2,
+            max_uploads: 64,
+            per_sender: 3,
+            per_sender_total: 20,
+            fetch_budget: 32 * 1024 * 1024,
         }
     }
 }
@@ -107,15 +124,22 @@ pub enum MailRefusal {
     /// The sender already left a message with this id for the recipient.
     #[error("message id {0} is in use; pick a fresh random id")]
     IdInUse(String),
-    /// Too many uploads at once on one connection.
-    #[error("at most {0} messages may be under way at once on a connection")]
+    /// Too many uploads at once on one connection, or on the relay.
+    #[error("at most {0} messages may be under way at once on a connection; try when one is done")]
     TooManyUploads(usize),
+    /// The relay takes as many uploads as it can at once.
+    #[error("this relay takes as many voice messages as it can at once; try again shortly")]
+    RelayBusy,
+    /// The sender has left as many as it may here.
+    #[error("you have left as many voice messages waiting {0} as a sender may; wait until they are fetched")]
+    SenderQuota(&'static str),
     /// A message to oneself.
     #[error("a voice message to yourself")]
     ToSelf,
 }
 
 struct Upload {
+    from: Fingerprint,
     to: Fingerprint,
     parts: u32,
     next: u32,
@@ -188,6 +212,8 @@ pub struct Mailboxes {
     next_seq: u64,
     boxes: HashMap<Fingerprint, Vec<Stored>>,
     uploads: HashMap<(ConnId, String), Upload>,
+    /// Bytes held by the uploads under way.
+    upload_bytes: usize,
     bytes: usize,
     counters: MailCounters,
     /// The changes since the last [`Mailboxes::take_changes`], when kept.
@@ -204,6 +230,7 @@ impl Mailboxes {
             next_seq: 0,
             boxes: HashMap::new(),
             uploads: HashMap::new(),
+            upload_bytes: 0,
             bytes: 0,
             counters: MailCounters::default(),
             journal: None,
@@ -262,7 +289,7 @@ impl Mailboxes {
     /// Puts back a key kept on disk: not journalled.
     pub fn restore_key(&mut self, fp: Fingerprint, key: MessageKey) {
         let journal = self.journal.take();
-        self.set_key(fp, key);
+        self.set_key(fp, key, |_| false);
         self.journal = journal;
     }
 
@@ -272,7 +299,15 @@ impl Mailboxes {
     }
 
     /// Keeps `fp`'s message key (its signature checked by the caller).
-    pub fn set_key(&mut self, fp: Fingerprint, key: MessageKey) {
+    /// Past [`MailLimits::max_keys`] the key registered longest ago of
+    /// someone not `online` and with no message waiting goes; when every
+    /// kept key is such a person's, this one is not kept.
+    pub fn set_key(
+        &mut self,
+        fp: Fingerprint,
+        key: MessageKey,
+        online: impl Fn(&Fingerprint) -> bool,
+    ) {
         if !self.is_on() {
             return;
         }
@@ -280,9 +315,15 @@ impl Mailboxes {
             self.key_order.remove(&seq);
         }
         while self.keys.len() >= self.limits.max_keys.max(1) {
-            let Some((_, old)) = self.key_order.pop_first() else {
-                break;
+            let old = self
+                .key_order
+                .iter()
+                .find(|(_, f)| !online(f) && !self.boxes.contains_key(f))
+                .map(|(seq, f)| (*seq, *f));
+            let Some((seq, old)) = old else {
+                return;
             };
+            self.key_order.remove(&seq);
             self.keys.remove(&old);
             self.note(MailChange::KeyGone(old));
         }
@@ -316,11 +357,34 @@ impl Mailboxes {
         let r = self.put(conn, from, id, to, part, parts, data, now);
         if r.is_err() {
             self.counters.refused += 1;
-            if self.uploads.remove(&(conn, id.to_string())).is_some() {
-                self.counters.abandoned += 1;
-            }
+            self.abandon(conn, id);
         }
         r
+    }
+
+    /// Drops the upload of message `id` on `conn`, if one is under way.
+    pub fn abandon(&mut self, conn: ConnId, id: &str) {
+        if let Some(u) = self.uploads.remove(&(conn, id.to_string())) {
+            self.upload_bytes -= u.sealed.len();
+            self.counters.abandoned += 1;
+        }
+    }
+
+    /// Messages `from` has waiting in `to`'s mailbox (or every mailbox),
+    /// uploads under way included.
+    fn sent_by(&self, from: &Fingerprint, to: Option<&Fingerprint>) -> usize {
+        let kept: usize = self
+            .boxes
+            .iter()
+            .filter(|(t, _)| to.is_none_or(|to| *t == to))
+            .map(|(_, b)| b.iter().filter(|m| m.from == *from).count())
+            .sum();
+        let under_way = self
+            .uploads
+            .values()
+            .filter(|u| u.from == *from && to.is_none_or(|to| u.to == *to))
+            .count();
+        kept + under_way
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -368,27 +432,47 @@ impl Mailboxes {
             });
         }
         if part == 0 {
-            if self
+            let taken = self
                 .boxes
                 .get(&to)
                 .is_some_and(|b| b.iter().any(|m| m.id == id && m.from == from))
-            {
+                || self
+                    .uploads
+                    .iter()
+                    .any(|((_, i), u)| i == id && u.from == from && u.to == to);
+            if taken {
                 return Err(MailRefusal::IdInUse(id.to_string()));
             }
             let under_way = self.uploads.keys().filter(|(c, _)| *c == conn).count();
             if under_way >= self.limits.uploads_per_conn {
                 return Err(MailRefusal::TooManyUploads(self.limits.uploads_per_conn));
             }
+            if self.uploads.len() >= self.limits.max_uploads {
+                return Err(MailRefusal::RelayBusy);
+            }
+            if self.waiting(&to) >= self.limits.per_person {
+                return Err(MailRefusal::BoxFull(to));
+            }
+            if self.sent_by(&from, Some(&to)) >= self.limits.per_sender {
+                return Err(MailRefusal::SenderQuota("for this person"));
+            }
+            if self.sent_by(&from, None) >= self.limits.per_sender_total {
+                return Err(MailRefusal::SenderQuota("on this relay"));
+            }
             self.uploads.insert(
                 key.clone(),
                 Upload {
+                    from,
                     to,
                     parts,
                     next: 0,
-                    sealed: Vec::with_capacity(data.len() * parts as usize),
+                    sealed: Vec::with_capacity(data.len()),
                     deadline: now,
                 },
             );
+        }
+        if self.bytes + self.upload_bytes + data.len() > self.limits.total_bytes {
+            return Err(MailRefusal::RelayFull);
         }
         let Some(u) = self.uploads.get_mut(&key) else {
             return Err(MailRefusal::OutOfOrder {
@@ -408,6 +492,7 @@ impl Mailboxes {
             )));
         }
         u.sealed.extend_from_slice(data);
+        self.upload_bytes += data.len();
         u.next += 1;
         u.deadline = now + self.limits.upload_timeout;
         if u.next < u.parts {
@@ -420,12 +505,10 @@ impl Mailboxes {
         if held.0 >= self.limits.per_person || held.1 + len > self.limits.per_person_bytes {
             return Err(MailRefusal::BoxFull(to));
         }
-        if self.bytes + len > self.limits.total_bytes {
-            return Err(MailRefusal::RelayFull);
-        }
         let Some(u) = self.uploads.remove(&key) else {
             return Ok(false);
         };
+        self.upload_bytes -= len;
         self.bytes += len;
         self.counters.stored += 1;
         let m = Stored {
@@ -456,12 +539,16 @@ impl Mailboxes {
         self.counters.delivered += n as u64;
     }
 
-    /// Forgets `fp`'s message `id`; whether it was there.
-    pub fn delete(&mut self, fp: &Fingerprint, id: &str) -> bool {
+    /// Forgets `fp`'s message `id` (from `from`, when given: two senders
+    /// may pick one id); whether it was there.
+    pub fn delete(&mut self, fp: &Fingerprint, id: &str, from: Option<&Fingerprint>) -> bool {
         let Some(b) = self.boxes.get_mut(fp) else {
             return false;
         };
-        let Some(i) = b.iter().position(|m| m.id == id) else {
+        let Some(i) = b
+            .iter()
+            .position(|m| m.id == id && from.is_none_or(|f| m.from == *f))
+        else {
             return false;
         };
         let m = b.remove(i);
@@ -476,9 +563,15 @@ impl Mailboxes {
 
     /// Drops the uploads under way on `conn` (it went).
     pub fn forget_conn(&mut self, conn: ConnId) {
-        let before = self.uploads.len();
-        self.uploads.retain(|(c, _), _| *c != conn);
-        self.counters.abandoned += (before - self.uploads.len()) as u64;
+        let ids: Vec<String> = self
+            .uploads
+            .keys()
+            .filter(|(c, _)| *c == conn)
+            .map(|(_, id)| id.clone())
+            .collect();
+        for id in ids {
+            self.abandon(conn, &id);
+        }
     }
 
     /// When [`Mailboxes::expire`] next has work.
@@ -495,9 +588,15 @@ impl Mailboxes {
     /// Drops messages past their keeping time and stalled uploads; returns
     /// the people whose mailboxes changed.
     pub fn expire(&mut self, now: Instant) -> Vec<Fingerprint> {
-        let before = self.uploads.len();
-        self.uploads.retain(|_, u| u.deadline > now);
-        self.counters.abandoned += (before - self.uploads.len()) as u64;
+        let stalled: Vec<(ConnId, String)> = self
+            .uploads
+            .iter()
+            .filter(|(_, u)| u.deadline <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for (conn, id) in stalled {
+            self.abandon(conn, &id);
+        }
         let keep = self.limits.keep_for;
         let mut changed = Vec::new();
         let mut freed = 0;
@@ -573,7 +672,7 @@ mod tests {
 
     fn boxes(limits: MailLimits) -> Mailboxes {
         let mut m = Mailboxes::new(limits);
-        m.set_key(fp(2), key(2));
+        m.set_key(fp(2), key(2), |_| false);
         m
     }
 
@@ -612,8 +711,9 @@ mod tests {
             leave(&mut m, 1, "m1", 10, t0),
             Err(MailRefusal::IdInUse("m1".into()))
         );
-        assert!(!m.delete(&fp(1), "m1"), "only the recipient deletes");
-        assert!(m.delete(&fp(2), "m1"));
+        assert!(!m.delete(&fp(1), "m1", None), "only the recipient deletes");
+        assert!(!m.delete(&fp(2), "m1", Some(&fp(3))), "another sender's m1");
+        assert!(m.delete(&fp(2), "m1", None));
         assert!(m.is_empty());
         assert_eq!(m.bytes(), 0);
         assert_eq!(m.counters().deleted, 1);
@@ -699,14 +799,14 @@ mod tests {
             ..MailLimits::default()
         };
         let mut m = boxes(limits);
-        m.set_key(fp(3), key(3));
+        m.set_key(fp(3), key(3), |_| false);
         assert_eq!(leave(&mut m, 1, "a", 100, t0), Ok(true));
         assert_eq!(leave(&mut m, 1, "b", 100, t0), Ok(true));
         assert_eq!(
             leave(&mut m, 1, "c", 100, t0),
             Err(MailRefusal::BoxFull(fp(2)))
         );
-        m.delete(&fp(2), "a");
+        m.delete(&fp(2), "a", None);
         assert_eq!(
             leave(&mut m, 1, "d", 901, t0),
             Err(MailRefusal::BoxFull(fp(2)))
@@ -718,7 +818,7 @@ mod tests {
             total_bytes: 1500,
             ..MailLimits::default()
         });
-        big.set_key(fp(2), key(2));
+        big.set_key(fp(2), key(2), |_| false);
         assert_eq!(leave(&mut big, 1, "a", 1000, t0), Ok(true));
         assert_eq!(
             leave(&mut big, 1, "b", 501, t0),
@@ -730,7 +830,7 @@ mod tests {
             total_bytes: 0,
             ..MailLimits::default()
         });
-        off.set_key(fp(2), key(2));
+        off.set_key(fp(2), key(2), |_| false);
         assert!(off.key(&fp(2)).is_none());
         assert_eq!(leave(&mut off, 1, "a", 10, t0), Err(MailRefusal::Off));
         // Two uploads at once per connection.
@@ -750,7 +850,10 @@ mod tests {
     #[test]
     fn old_messages_stalled_uploads_and_gone_connections_are_dropped() {
         let t0 = Instant::now();
-        let limits = MailLimits::default();
+        let limits = MailLimits {
+            per_sender: 10,
+            ..MailLimits::default()
+        };
         let mut m = boxes(limits);
         leave(&mut m, 1, "old", 10, t0).unwrap();
         let t1 = t0 + Duration::from_secs(3600);
@@ -782,15 +885,15 @@ mod tests {
             max_keys: 1,
             ..MailLimits::default()
         });
-        m.set_key(fp(2), key(2));
+        m.set_key(fp(2), key(2), |_| false);
         assert!(m.take_changes().is_empty(), "nothing kept before persist");
         m.persist();
-        m.set_key(fp(2), key(2));
+        m.set_key(fp(2), key(2), |_| false);
         leave(&mut m, 1, "m1", 10, t0).unwrap();
-        m.delete(&fp(2), "m1");
+        m.delete(&fp(2), "m1", None);
         leave(&mut m, 1, "m2", 10, t0).unwrap();
         m.expire(t0 + MailLimits::default().keep_for);
-        m.set_key(fp(3), key(3));
+        m.set_key(fp(3), key(3), |_| false);
         let changes = m.take_changes();
         let kinds: Vec<String> = changes
             .iter()
@@ -844,15 +947,94 @@ mod tests {
     }
 
     #[test]
+    fn one_sender_cannot_fill_a_mailbox_or_the_relay_and_uploads_count_against_its_room() {
+        let t0 = Instant::now();
+        let mut m = boxes(MailLimits {
+            per_sender: 2,
+            per_sender_total: 3,
+            ..MailLimits::default()
+        });
+        m.set_key(fp(3), key(3), |_| false);
+        assert_eq!(leave(&mut m, 1, "a", 10, t0), Ok(true));
+        // One under way counts too.
+        m.put_part(ConnId(1), fp(1), "b", fp(2), 0, 2, &[1], t0)
+            .unwrap();
+        assert_eq!(
+            leave(&mut m, 2, "c", 10, t0),
+            Err(MailRefusal::SenderQuota("for this person"))
+        );
+        // The same id on another connection while it is under way: in use.
+        assert_eq!(
+            m.put_part(ConnId(3), fp(1), "b", fp(2), 0, 1, &[1], t0),
+            Err(MailRefusal::IdInUse("b".into()))
+        );
+        let to3 =
+            |m: &mut Mailboxes, id: &str| m.put_part(ConnId(4), fp(1), id, fp(3), 0, 1, &[1], t0);
+        assert_eq!(to3(&mut m, "d"), Ok(true));
+        assert_eq!(
+            to3(&mut m, "e"),
+            Err(MailRefusal::SenderQuota("on this relay"))
+        );
+        // Someone else still can.
+        assert_eq!(
+            m.put_part(ConnId(5), fp(4), "e", fp(3), 0, 1, &[1], t0),
+            Ok(true)
+        );
+        // Uploads under way hold room: a relay of 100 bytes with 60 held
+        // takes no 50 more, and at most max_uploads run at once.
+        let mut r = Mailboxes::new(MailLimits {
+            total_bytes: 100,
+            max_uploads: 2,
+            ..MailLimits::default()
+        });
+        r.set_key(fp(2), key(2), |_| false);
+        r.put_part(ConnId(1), fp(1), "u1", fp(2), 0, 2, &[1; 60], t0)
+            .unwrap();
+        assert_eq!(
+            r.put_part(ConnId(2), fp(3), "u2", fp(2), 0, 2, &[1; 50], t0),
+            Err(MailRefusal::RelayFull)
+        );
+        r.put_part(ConnId(2), fp(3), "u2", fp(2), 0, 2, &[1; 10], t0)
+            .unwrap();
+        assert_eq!(
+            r.put_part(ConnId(3), fp(4), "u3", fp(2), 0, 2, &[1], t0),
+            Err(MailRefusal::RelayBusy)
+        );
+        r.forget_conn(ConnId(1));
+        r.put_part(ConnId(3), fp(4), "u3", fp(2), 0, 2, &[1; 60], t0)
+            .unwrap();
+    }
+
+    #[test]
+    fn a_key_of_someone_online_or_with_messages_waiting_is_never_pushed_out() {
+        let t0 = Instant::now();
+        let mut m = Mailboxes::new(MailLimits {
+            max_keys: 2,
+            ..MailLimits::default()
+        });
+        m.set_key(fp(1), key(1), |_| false);
+        m.set_key(fp(2), key(2), |_| false);
+        leave(&mut m, 1, "a", 10, t0).unwrap();
+        // fp(1) online, fp(2) has mail: a newcomer's key is not kept.
+        m.set_key(fp(3), key(3), |f| *f == fp(1));
+        assert!(m.key(&fp(3)).is_none());
+        assert!(m.key(&fp(1)).is_some() && m.key(&fp(2)).is_some());
+        // fp(1) went offline: its key makes room.
+        m.set_key(fp(3), key(3), |_| false);
+        assert!(m.key(&fp(1)).is_none());
+        assert!(m.key(&fp(3)).is_some());
+    }
+
+    #[test]
     fn keys_are_bounded_and_the_longest_registered_goes_first() {
         let mut m = Mailboxes::new(MailLimits {
             max_keys: 2,
             ..MailLimits::default()
         });
-        m.set_key(fp(1), key(1));
-        m.set_key(fp(2), key(2));
-        m.set_key(fp(1), key(1));
-        m.set_key(fp(3), key(3));
+        m.set_key(fp(1), key(1), |_| false);
+        m.set_key(fp(2), key(2), |_| false);
+        m.set_key(fp(1), key(1), |_| false);
+        m.set_key(fp(3), key(3), |_| false);
         assert!(m.key(&fp(2)).is_none());
         assert_eq!(m.key(&fp(1)), Some(&key(1)));
         assert_eq!(m.key(&fp(3)), Some(&key(3)));

@@ -2169,7 +2169,15 @@ fn a_voice_message_left_for_someone_away_reaches_them_sealed_and_is_deleted_by_t
     ));
     net.advance(Duration::from_secs(2));
     net.frame(b.conn, SignalMessage::FetchVoiceMessages);
+    // A second before the first is read is refused (the relay holds one
+    // copy per connection at most).
+    net.frame(b.conn, SignalMessage::FetchVoiceMessages);
     b.step(&mut net);
+    assert!(
+        b.errors.iter().any(|(_, e)| e.contains("still being sent")),
+        "{:?}",
+        b.errors
+    );
     let mut got = Vec::new();
     let mut from = None;
     for m in voice(&b) {
@@ -2201,12 +2209,18 @@ fn a_voice_message_left_for_someone_away_reaches_them_sealed_and_is_deleted_by_t
     // Deleted by bob, not by alice.
     net.frame(
         a.conn,
-        SignalMessage::DeleteVoiceMessage { id: "m1".into() },
+        SignalMessage::DeleteVoiceMessage {
+            id: "m1".into(),
+            from: None,
+        },
     );
     assert_eq!(net.hub.mail().len(), 1);
     net.frame(
         b.conn,
-        SignalMessage::DeleteVoiceMessage { id: "m1".into() },
+        SignalMessage::DeleteVoiceMessage {
+            id: "m1".into(),
+            from: None,
+        },
     );
     b.step(&mut net);
     assert!(matches!(

@@ -14,7 +14,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
 use wzp_proto::signal::{SignalMessage, FEATURE_VOICE_MESSAGES};
-use wzp_proto::voice_message::{self, MessageKey, MAX_FRAMES};
+use wzp_proto::voice_message::{
+    self, MessageKey, MAX_FRAMES, MAX_MESSAGE_PARTS, MAX_SEALED_MESSAGE, MESSAGE_PART_LEN,
+};
 use wzp_proto::Fingerprint;
 
 use super::direct::RelayArgs;
@@ -53,6 +55,8 @@ pub const MESSAGE_BITRATE: i32 = 16_000;
 /// How long to wait for the relay's answers.
 const ANSWER: Duration = Duration::from_secs(15);
 const RATE: u32 = 48_000;
+/// The most messages one fetch may bring (a relay's mailbox holds 10).
+const MAX_FETCHED: usize = 64;
 const FRAME: usize = 960;
 
 #[derive(clap::Args)]
@@ -183,7 +187,8 @@ pub fn messages_cmd(args: MessagesArgs) -> Result<()> {
         if got.is_empty() {
             println!("no voice messages for you at {}", relay.relay);
         }
-        let mut done = Vec::new();
+        // Saved (as a WAV, or its sealed bytes): may leave the relay.
+        let mut done: Vec<(String, Fingerprint)> = Vec::new();
         for m in &got {
             match voice_message::open(&identity, &m.sealed) {
                 Ok(v) => {
@@ -195,13 +200,14 @@ pub fn messages_cmd(args: MessagesArgs) -> Result<()> {
                         );
                     }
                     let pcm = decode(&v.frames)?;
-                    let path = crate::call::fresh_path(&dir.join(format!(
-                        "voice-{}-{}.wav",
-                        stamp(v.sent_at_ms),
-                        name.clone()
-                            .unwrap_or_else(|| v.sender.to_string().replace(':', ""))
-                    )));
-                    write_wav(&path, &pcm)?;
+                    let who = name
+                        .as_deref()
+                        .map(file_word)
+                        .unwrap_or_else(|| v.sender.to_string().replace(':', ""));
+                    let path = save_new(
+                        &dir.join(format!("voice-{}-{who}.wav", stamp(v.sent_at_ms))),
+                        |p| write_wav(p, &pcm),
+                    )?;
                     println!(
                         "voice message from {}, {:.1} s, left {} ago: saved to {}",
                         name.map_or(v.sender.to_string(), |n| format!("{n} ({})", v.sender)),
@@ -209,30 +215,53 @@ pub fn messages_cmd(args: MessagesArgs) -> Result<()> {
                         ago(m.age_ms),
                         path.display()
                     );
-                    done.push(m.id.clone());
+                    done.push((m.id.clone(), m.from));
+                }
+                // Sealed by a newer client: one that knows its form opens it.
+                Err(voice_message::VoiceMessageError::Malformed("unknown version")) => {
+                    println!(
+                        "a voice message ({}) in a newer form than this wzp-client reads: left on the relay for a newer one",
+                        m.id
+                    );
                 }
                 Err(e) => {
-                    // It can never open here: say so and let it go.
-                    println!("a voice message ({}) that cannot be opened: {e}; deleted", m.id);
-                    sig.send(&SignalMessage::DeleteVoiceMessage { id: m.id.clone() })
-                        .await?;
+                    // It can never open here; its bytes are kept, as they came.
+                    let path = save_new(
+                        &dir.join(format!("voice-{}.sealed", file_word(&m.id))),
+                        |p| {
+                            let mut f = std::fs::OpenOptions::new()
+                                .write(true)
+                                .create_new(true)
+                                .open(p)?;
+                            std::io::Write::write_all(&mut f, &m.sealed)
+                                .with_context(|| format!("writing {}", p.display()))
+                        },
+                    )?;
+                    println!(
+                        "a voice message ({}) from {} that cannot be opened: {e}; its sealed bytes are in {}",
+                        m.id,
+                        m.from,
+                        path.display()
+                    );
+                    done.push((m.id.clone(), m.from));
                 }
             }
         }
-        if !args.keep {
-            for id in &done {
-                sig.send(&SignalMessage::DeleteVoiceMessage { id: id.clone() })
-                    .await?;
-            }
-            if !done.is_empty() {
-                // The relay's count after the last delete says they went.
-                let want = got.len() - done.len();
-                let _ = answer(&mut sig, "delete_voice_message", |m| match m {
-                    SignalMessage::VoiceMessages { count } if *count as usize <= want => Some(()),
-                    _ => None,
+        if !args.keep && !done.is_empty() {
+            for (id, from) in &done {
+                sig.send(&SignalMessage::DeleteVoiceMessage {
+                    id: id.clone(),
+                    from: Some(*from),
                 })
-                .await;
+                .await?;
             }
+            // The relay's count after the last delete says they went.
+            let left = got.len() - done.len();
+            let _ = answer(&mut sig, "delete_voice_message", |m| match m {
+                SignalMessage::VoiceMessages { count } if *count as usize <= left => Some(()),
+                _ => None,
+            })
+            .await;
         }
         sig.close().await;
         Ok(())
@@ -252,17 +281,29 @@ struct Fetched {
 async fn fetch(sig: &mut SignalConn) -> Result<Vec<Fetched>> {
     let mut done: Vec<Fetched> = Vec::new();
     let mut partial: Option<(Fetched, u32, u32)> = None;
-    let deadline = tokio::time::Instant::now() + ANSWER;
     loop {
-        let m = tokio::time::timeout_at(deadline, sig.recv())
+        // Each message from the relay gives it another while: a slow link
+        // takes as long as it takes, a silent relay does not.
+        let m = tokio::time::timeout(ANSWER, sig.recv())
             .await
             .map_err(|_| {
                 anyhow!(
-                    "the relay did not hand the messages over within {} s",
+                    "the relay sent nothing for {} s while handing the messages over",
                     ANSWER.as_secs()
                 )
             })??
             .ok_or_else(|| sig.closed_why("fetching voice messages"))?;
+        if let SignalMessage::VoiceMessage { parts, data, .. } = &m {
+            if *parts > MAX_MESSAGE_PARTS || data.len() > MESSAGE_PART_LEN {
+                bail!(
+                    "the relay sent a voice message part out of bounds ({parts} parts, {} bytes)",
+                    data.len()
+                );
+            }
+            if done.len() >= MAX_FETCHED {
+                bail!("the relay sent more voice messages than a mailbox holds");
+            }
+        }
         match m {
             SignalMessage::VoiceMessage {
                 id,
@@ -288,6 +329,9 @@ async fn fetch(sig: &mut SignalConn) -> Result<Vec<Fetched>> {
                     _ => bail!("the relay sent part {part} of a voice message out of order"),
                 };
                 let (mut f, n, want) = next;
+                if f.sealed.len() + data.len() > MAX_SEALED_MESSAGE {
+                    bail!("the relay sent a voice message longer than one may be");
+                }
                 f.sealed.extend_from_slice(&data);
                 if want + 1 == n {
                     done.push(f);
@@ -560,7 +604,45 @@ pub fn decode(frames: &[Vec<u8>]) -> Result<Vec<f32>> {
     Ok(out)
 }
 
-/// Writes 48 kHz mono 16-bit PCM.
+/// `name` as a word in a file name: letters, digits, `-`, `_` and `.`
+/// kept, anything else `_` (a contact called `a/b` must not name a folder).
+fn file_word(name: &str) -> String {
+    let w: String = name
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    match w.trim_start_matches('.') {
+        "" => "_".into(),
+        t => t.to_string(),
+    }
+}
+
+/// Saves with `write` to `path`, or the next free name beside it; never
+/// over a file already there (one made meanwhile by another run too).
+fn save_new(path: &Path, write: impl Fn(&Path) -> Result<()>) -> Result<PathBuf> {
+    for _ in 0..100 {
+        let p = crate::call::fresh_path(path);
+        match write(&p) {
+            Err(e)
+                if e.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::AlreadyExists) =>
+            {
+                continue
+            }
+            r => return r.map(|()| p),
+        }
+    }
+    bail!("no free file name beside {}", path.display())
+}
+
+/// Writes 48 kHz mono 16-bit PCM to a new file (an existing one is an
+/// `AlreadyExists` error).
 fn write_wav(path: &Path, pcm: &[f32]) -> Result<()> {
     let spec = hound::WavSpec {
         channels: 1,
@@ -568,7 +650,12 @@ fn write_wav(path: &Path, pcm: &[f32]) -> Result<()> {
         bits_per_sample: 16,
         sample_format: hound::SampleFormat::Int,
     };
-    let mut w = hound::WavWriter::create(path, spec)
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(anyhow::Error::from)?;
+    let mut w = hound::WavWriter::new(std::io::BufWriter::new(file), spec)
         .with_context(|| format!("creating {}", path.display()))?;
     for s in pcm {
         w.write_sample((s.clamp(-1.0, 1.0) * 32767.0) as i16)
@@ -641,6 +728,24 @@ mod tests {
         let got = wzp_stages::audio::wav_source::load_mono_at(&path, RATE).unwrap();
         assert!((47_000..=49_000).contains(&got.len()), "{}", got.len());
         assert!(wzp_stages::audio::signal::goertzel_dbfs(&got, RATE, 500.0) > -30.0);
+    }
+
+    #[test]
+    fn saved_files_never_replace_one_and_names_stay_in_their_folder() {
+        assert_eq!(file_word("alice"), "alice");
+        assert_eq!(file_word("a/b"), "a_b");
+        assert_eq!(file_word("../x"), "_x");
+        assert_eq!(file_word("..."), "_");
+        assert_eq!(file_word("zoë"), "zoë");
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("v.wav");
+        std::fs::write(&p, b"earlier").unwrap();
+        let got = save_new(&p, |p| write_wav(p, &[0.0; 960])).unwrap();
+        assert_eq!(got, dir.path().join("v-2.wav"));
+        assert_eq!(std::fs::read(&p).unwrap(), b"earlier");
+        // A file made between the check and the write is not replaced.
+        let e = write_wav(&got, &[0.0; 960]).unwrap_err();
+        assert!(e.downcast_ref::<std::io::Error>().is_some(), "{e}");
     }
 
     #[test]

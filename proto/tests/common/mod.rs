@@ -354,7 +354,14 @@ pub fn samples() -> Vec<SignalMessage> {
         M::VoiceMessageStored { id: "m1".into() },
         M::VoiceMessages { count: 3 },
         M::FetchVoiceMessages,
-        M::DeleteVoiceMessage { id: "m1".into() },
+        M::DeleteVoiceMessage {
+            id: "m1".into(),
+            from: Some(fp(4)),
+        },
+        M::DeleteVoiceMessage {
+            id: "m2".into(),
+            from: None,
+        },
     ]
 }
 

@@ -451,6 +451,9 @@ pub struct SignalHub {
     mail: crate::voicemail::Mailboxes,
     /// Messages a disk kept past their time, to remove from it.
     late_mail: Vec<crate::voicemail::MailChange>,
+    /// Bytes of voice-message fetches queued and not yet written, on all
+    /// connections.
+    fetching_bytes: usize,
 }
 
 /// Most (callee, caller) pairs a hub remembers telling of a missed call;
@@ -465,6 +468,7 @@ impl SignalHub {
             calls: CallRegistry::new(config.ringing_timeout),
             mail: crate::voicemail::Mailboxes::new(config.mail),
             late_mail: Vec::new(),
+            fetching_bytes: 0,
             config,
             sessions: HashMap::new(),
             caller_addrs: HashMap::new(),
@@ -655,6 +659,11 @@ impl SignalHub {
             Input::Drained { conn, count } => {
                 if let Some(s) = self.sessions.get_mut(&conn) {
                     s.in_flight = s.in_flight.saturating_sub(count);
+                    // Everything queued is written: a fetch under way is done.
+                    if s.in_flight == 0 && s.fetch_bytes > 0 {
+                        self.fetching_bytes -= s.fetch_bytes;
+                        s.fetch_bytes = 0;
+                    }
                 }
             }
             Input::Disconnected { conn } => self.forget(conn),
@@ -829,6 +838,7 @@ impl SignalHub {
         self.mapping_tokens
             .remove(&wzp_proto::mapping::token_for(&s.nonce));
         self.mail.forget_conn(conn);
+        self.fetching_bytes -= s.fetch_bytes;
         if let Some((fp, offline)) = self.presence.remove_conn(conn) {
             self.push(Action::Event(Event::Unregistered {
                 conn,
@@ -1096,9 +1106,9 @@ impl SignalHub {
             }
             M::VoiceMessage { .. } => self.voice_message(conn, m, now),
             M::FetchVoiceMessages => self.fetch_voice_messages(conn, now),
-            M::DeleteVoiceMessage { id } => {
+            M::DeleteVoiceMessage { id, from } => {
                 if let Some(me) = self.registered(conn, "delete_voice_message") {
-                    self.mail.delete(&me, &id);
+                    self.mail.delete(&me, &id, from.as_ref());
                     self.tell_mail(me);
                 }
             }
@@ -1221,7 +1231,9 @@ impl SignalHub {
             s.call_waiting = verified.call_waiting;
         }
         if let Some(key) = verified.message_key {
-            self.mail.set_key(fp, key);
+            let presence = &self.presence;
+            self.mail
+                .set_key(fp, key, |f| !presence.devices_of(f).is_empty());
         }
         if let Some(s) = self.sessions.get_mut(&conn) {
             s.told = remote;
@@ -1270,6 +1282,7 @@ impl SignalHub {
             return;
         };
         let Some(to) = to else {
+            self.mail.abandon(conn, &id);
             return self.refuse(
                 conn,
                 Refusal::BadVoiceMessage,
@@ -1303,6 +1316,35 @@ impl SignalHub {
         let Some(me) = self.registered(conn, "fetch_voice_messages") else {
             return;
         };
+        // One fetch at a time per connection, and a bound on what all of
+        // them hold queued: a client that asks and does not read cannot
+        // make the relay hold copies of mailboxes without end.
+        let bytes: usize = self.mail.messages(&me).iter().map(|m| m.sealed.len()).sum();
+        let refusal = if self.sessions.get(&conn).is_some_and(|s| s.fetch_bytes > 0) {
+            Some("a fetch of yours is still being sent; read it first".to_string())
+        } else if self.fetching_bytes + bytes > self.config.mail.fetch_budget {
+            Some(
+                "the relay is handing over as many voice messages as it can; fetch again shortly"
+                    .into(),
+            )
+        } else {
+            None
+        };
+        if let Some(why) = refusal {
+            return self.refuse(
+                conn,
+                Refusal::BadVoiceMessage,
+                ErrorCode::BadRequest,
+                why,
+                "fetch_voice_messages",
+            );
+        }
+        if bytes > 0 {
+            if let Some(s) = self.sessions.get_mut(&conn) {
+                s.fetch_bytes = bytes;
+                self.fetching_bytes += bytes;
+            }
+        }
         let out: Vec<SignalMessage> = self
             .mail
             .messages(&me)

@@ -95,6 +95,9 @@ pub struct SignalSession {
     /// It registered with `call_waiting`: while in a call it is offered a
     /// second one as a waiting call instead of the caller hearing busy.
     pub call_waiting: bool,
+    /// Bytes of a voice-message fetch handed to the shell and not yet all
+    /// written (0: none under way).
+    pub fetch_bytes: usize,
     /// When the connection arrived.
     pub connected_at: Instant,
     bucket: TokenBucket,
@@ -139,6 +142,7 @@ impl SignalSession {
             fingerprint: None,
             device: None,
             call_waiting: false,
+            fetch_bytes: 0,
             connected_at: now,
             bucket: TokenBucket::new(rate.per_second, rate.burst, now),
             rate,

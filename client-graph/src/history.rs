@@ -63,6 +63,8 @@ pub enum Outcome {
     AnsweredElsewhere,
     /// Incoming: it rang here and another of your devices declined it.
     DeclinedElsewhere,
+    /// A voice message (`secs` long): left (outgoing) or fetched (incoming).
+    VoiceMessage,
 }
 
 impl Outcome {
@@ -81,6 +83,7 @@ impl Outcome {
             Outcome::Failed => "failed",
             Outcome::AnsweredElsewhere => "answered elsewhere",
             Outcome::DeclinedElsewhere => "declined elsewhere",
+            Outcome::VoiceMessage => "voice message",
         }
     }
 }

@@ -33,8 +33,26 @@ fn client_cmd(dir: &Path, relay: &Relay, user: &str, sub: &[&str]) -> Command {
         .arg("--known-relays")
         .arg(dir.join(format!("{user}.known")))
         .arg("--contacts")
-        .arg(dir.join(format!("{user}.contacts.toml")));
+        .arg(dir.join(format!("{user}.contacts.toml")))
+        .arg("--history")
+        .arg(dir.join(format!("{user}.history.jsonl")));
     cmd
+}
+
+/// `wzp-client history` of `user`: its lines.
+fn history(dir: &Path, user: &str) -> Vec<String> {
+    let out = Command::new(bin("wzp-client"))
+        .arg("history")
+        .arg("--history")
+        .arg(dir.join(format!("{user}.history.jsonl")))
+        .output()
+        .expect("wzp-client history runs");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
 }
 
 /// Runs it to its end.
@@ -136,9 +154,12 @@ fn a_voice_message_left_for_someone_away_reaches_them_as_a_wav_and_leaves_the_re
     // Bob's listen says one waits.
     let mut l = Proc::spawn(
         "bob listen",
-        client_cmd(&dir, &relay, "bob", &["listen", "--accept", "reject"])
-            .arg("--history")
-            .arg(dir.join("bob.history")),
+        &mut client_cmd(
+            &dir,
+            &relay,
+            "bob",
+            &["listen", "--accept", "reject", "--no-realtime"],
+        ),
     );
     l.expect_line("1 voice message waits for you at this relay", WAIT);
     l.kill();
@@ -170,6 +191,20 @@ fn a_voice_message_left_for_someone_away_reaches_them_as_a_wav_and_leaves_the_re
     assert!(
         tone > -20.0 && other < tone - 30.0,
         "440 Hz at {tone} dBFS, 1700 Hz at {other}"
+    );
+    // Both histories keep it, with its length.
+    let (a_said, b_said) = (history(&dir, "alice"), history(&dir, "bob"));
+    assert!(
+        a_said
+            .iter()
+            .any(|l| l.ends_with(&format!("out  {bob}  voice message  3s"))),
+        "{a_said:?}"
+    );
+    assert!(
+        b_said
+            .iter()
+            .any(|l| l.ends_with(&format!("in   {alice}  voice message  3s"))),
+        "{b_said:?}"
     );
     // Saved and deleted: the relay keeps nothing, a second fetch finds none.
     assert_eq!(metric(metrics, "wzp_signal_voice_messages"), Some(0));

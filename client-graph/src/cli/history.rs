@@ -89,7 +89,7 @@ pub fn history_cmd(args: ShowArgs) -> Result<()> {
             (None, Some(a)) => format!("{} (says \"{}\")", e.peer, crate::lookalike::reveal(a)),
             (None, None) => e.peer.to_string(),
         };
-        let long = if e.outcome == Outcome::Answered {
+        let long = if matches!(e.outcome, Outcome::Answered | Outcome::VoiceMessage) {
             format!("  {}", history::span(e.secs))
         } else {
             String::new()

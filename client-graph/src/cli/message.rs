@@ -77,6 +77,8 @@ pub struct MessageArgs {
     pub contacts: Option<PathBuf>,
     #[command(flatten)]
     pub relay: RelayArgs,
+    #[command(flatten)]
+    pub history: super::history::HistoryArgs,
 }
 
 #[derive(clap::Args)]
@@ -92,6 +94,8 @@ pub struct MessagesArgs {
     pub contacts: Option<PathBuf>,
     #[command(flatten)]
     pub relay: RelayArgs,
+    #[command(flatten)]
+    pub history: super::history::HistoryArgs,
 }
 
 /// `wzp-client message`.
@@ -113,6 +117,7 @@ pub fn message_cmd(args: MessageArgs) -> Result<()> {
     if target == identity.fingerprint() {
         bail!("{target} is your own fingerprint: leave a message for someone else");
     }
+    let history = args.history.open()?;
     let pcm = capture(&args.input, args.duration)?;
     let frames = encode(&pcm)?;
     let secs = frames.len() as f64 / 50.0;
@@ -161,6 +166,14 @@ pub fn message_cmd(args: MessageArgs) -> Result<()> {
             _ => None,
         })
         .await?;
+        history.record(&crate::history::Entry {
+            at: crate::history::now(),
+            dir: crate::history::Dir::Out,
+            peer: target,
+            alias: None,
+            outcome: crate::history::Outcome::VoiceMessage,
+            secs: secs.round() as u64,
+        });
         println!(
             "left a voice message of {secs:.1} s for {who} at {} ({} bytes sealed; only {who} can open it)",
             relay.relay,
@@ -179,6 +192,7 @@ pub fn messages_cmd(args: MessagesArgs) -> Result<()> {
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let relay = args.relay.options()?;
     let identity = relay.identity()?;
+    let history = args.history.open()?;
     let rt = runtime()?;
     rt.block_on(async move {
         let mut sig = open(&relay, &identity).await?;
@@ -215,6 +229,14 @@ pub fn messages_cmd(args: MessagesArgs) -> Result<()> {
                         ago(m.age_ms),
                         path.display()
                     );
+                    history.record(&crate::history::Entry {
+                        at: (v.sent_at_ms / 1000).min(crate::history::now()),
+                        dir: crate::history::Dir::In,
+                        peer: v.sender,
+                        alias: None,
+                        outcome: crate::history::Outcome::VoiceMessage,
+                        secs: v.duration_ms().div_ceil(1000),
+                    });
                     done.push((m.id.clone(), m.from));
                 }
                 // Sealed by a newer client: one that knows its form opens it.

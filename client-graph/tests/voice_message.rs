@@ -298,6 +298,36 @@ fn a_relay_with_a_voice_message_dir_keeps_messages_and_keys_across_a_restart() {
         &["message", &bob, "--input", "tone:900", "--duration", "1s"],
     );
     assert!(o.status.success(), "{}", text(&o));
+    // Carol leaves 40 s of noise: several parts over the real connection.
+    let noise = dir.join("noise.wav");
+    let mut x = 0x2545_f491_u32;
+    let samples: Vec<f32> = (0..48_000 * 40)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x as f32 / u32::MAX as f32 - 0.5) * 0.4
+        })
+        .collect();
+    write_wav_48k(&noise, &samples);
+    let noise_arg = noise.to_str().unwrap();
+    let o = run(
+        &dir,
+        &relay,
+        "carol",
+        &["message", &bob, "--input", noise_arg, "--duration", "40s"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let sealed: usize = text(&o)
+        .split(" bytes sealed")
+        .next()
+        .and_then(|t| t.rsplit_once('(').map(|(_, n)| n))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{}", text(&o)));
+    assert!(
+        sealed > 2 * 24 * 1024,
+        "{sealed} bytes: more than two parts"
+    );
     let o = run(&dir, &relay, "bob", &["messages", "--save-dir", save_arg]);
     assert!(o.status.success(), "{}", text(&o));
     let said = text(&o);
@@ -305,13 +335,14 @@ fn a_relay_with_a_voice_message_dir_keeps_messages_and_keys_across_a_restart() {
         .lines()
         .filter_map(|l| l.rsplit_once("saved to ").map(|(_, p)| p))
         .collect();
-    assert_eq!(saved.len(), 2, "{said}");
+    assert_eq!(saved.len(), 3, "{said}");
+    assert!(said.contains(", 40.0 s, left "), "{said}");
     let tone_of = |p: &str| {
         let w = read_wav_mono(Path::new(p)).unwrap();
         let mid = &w.samples[w.samples.len() / 4..w.samples.len() * 3 / 4];
         [600.0, 900.0].map(|f| f64::from(goertzel_dbfs(mid, 48_000, f)))
     };
-    let tones: Vec<[f64; 2]> = saved.iter().map(|p| tone_of(p)).collect();
+    let tones: Vec<[f64; 2]> = saved.iter().take(2).map(|p| tone_of(p)).collect();
     assert!(
         tones.iter().any(|t| t[0] > -20.0 && t[1] < t[0] - 30.0),
         "{tones:?}"
@@ -324,6 +355,22 @@ fn a_relay_with_a_voice_message_dir_keeps_messages_and_keys_across_a_restart() {
     let left: Vec<_> = walk(&dir.join("mail").join("messages"));
     assert!(left.is_empty(), "{left:?}");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Writes `x` as a 16-bit mono WAV at 48 kHz.
+fn write_wav_48k(path: &Path, x: &[f32]) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 48_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).unwrap();
+    for s in x {
+        w.write_sample((s.clamp(-1.0, 1.0) * 32767.0) as i16)
+            .unwrap();
+    }
+    w.finalize().unwrap();
 }
 
 /// Every file under `d`.

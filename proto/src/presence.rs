@@ -98,8 +98,9 @@ pub struct VerifiedRegistration {
     /// The device takes a waiting call while in a call
     /// ([`crate::signal::FEATURE_CALL_WAITING`]).
     pub call_waiting: bool,
-    /// The person's message key, when it came and is this identity's
-    /// (signed by it); a foreign or unsigned one is left out.
+    /// The person's message key, when it came naming this identity. Its
+    /// signature is not checked here (a relay checks it only when the key
+    /// is new to it: [`crate::voice_message::MessageKey::verify`]).
     pub message_key: Option<crate::voice_message::MessageKey>,
 }
 
@@ -188,7 +189,7 @@ pub fn verify_registration(
         message_key: message_key
             .as_deref()
             .copied()
-            .filter(|k| k.verify() == Ok(actual)),
+            .filter(|k| k.identity_pub == *identity_pub),
     })
 }
 
@@ -499,5 +500,21 @@ mod tests {
             let v = verify_registration(&m, &relay, &[4; 32]).unwrap();
             assert_eq!(v.call_waiting, on);
         }
+    }
+
+    #[test]
+    fn a_registration_carries_its_identitys_message_key_and_drops_another() {
+        let relay = TlsFingerprint([1; 32]);
+        let m = answer_challenge(&id(3), &relay, &[4; 32], None, None);
+        let v = verify_registration(&m, &relay, &[4; 32]).unwrap();
+        let key = v.message_key.expect("a key");
+        assert_eq!(key.verify(), Ok(id(3).fingerprint()));
+        // Another identity's key in the registration is left out.
+        let mut m = m;
+        if let SignalMessage::RegisterPresence { message_key, .. } = &mut m {
+            *message_key = Some(Box::new(crate::voice_message::MessageKey::of(&id(5))));
+        }
+        let v = verify_registration(&m, &relay, &[4; 32]).unwrap();
+        assert!(v.message_key.is_none());
     }
 }

@@ -1230,7 +1230,12 @@ impl SignalHub {
             s.device = device;
             s.call_waiting = verified.call_waiting;
         }
-        if let Some(key) = verified.message_key {
+        // A key new to this relay is checked (a registration repeating the
+        // one kept costs no second signature check).
+        if let Some(key) = verified
+            .message_key
+            .filter(|k| self.mail.key(&fp) != Some(k) && k.verify() == Ok(fp))
+        {
             let presence = &self.presence;
             self.mail
                 .set_key(fp, key, |f| !presence.devices_of(f).is_empty());

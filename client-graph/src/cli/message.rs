@@ -47,6 +47,8 @@ Examples:
       delete them from the relay.
   wzp-client messages --relay 203.0.113.7:4433 --save-dir . --keep
       Save them here and leave them on the relay.
+  wzp-client messages --relay 203.0.113.7:4433 --play
+      Play each on the speaker as it is saved (Ctrl-C skips the rest).
 
 `listen` says when messages wait for you.";
 
@@ -89,6 +91,10 @@ pub struct MessagesArgs {
     /// Leave them on the relay after saving them.
     #[arg(long)]
     pub keep: bool,
+    /// Play each one as it is saved, on `speaker` (the default device) or
+    /// `speaker:NAME` (`wzp-client devices` lists them).
+    #[arg(long, value_name = "SPEAKER", num_args = 0..=1, default_missing_value = "speaker")]
+    pub play: Option<String>,
     /// Contacts file (to name who left each). Default ~/.wzp/contacts.toml.
     #[arg(long)]
     pub contacts: Option<PathBuf>,
@@ -188,6 +194,14 @@ pub fn message_cmd(args: MessageArgs) -> Result<()> {
 pub fn messages_cmd(args: MessagesArgs) -> Result<()> {
     let contacts_path = super::contacts::contacts_path(args.contacts.clone())?;
     let contacts = Contacts::load(&contacts_path)?;
+    let play = match args.play.as_deref() {
+        Some(out) => Some(
+            crate::call::graph::speaker(out)
+                .ok_or_else(|| anyhow!("--play {out}: expected speaker or speaker:NAME"))?
+                .to_string(),
+        ),
+        None => None,
+    };
     let dir = crate::trust::or_home(args.save_dir.clone(), "messages")?;
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let relay = args.relay.options()?;
@@ -238,6 +252,14 @@ pub fn messages_cmd(args: MessagesArgs) -> Result<()> {
                         secs: v.duration_ms().div_ceil(1000),
                     });
                     done.push((m.id.clone(), m.from));
+                    if let Some(device) = &play {
+                        let sink = format!(
+                            "kind = \"audio.device_playout\"\nparams = {{ rate = 48000, device = {device:?} }}"
+                        );
+                        if let Err(e) = play_wav(&path, &sink) {
+                            println!("cannot play it: {e:#}");
+                        }
+                    }
                 }
                 // Sealed by a newer client: one that knows its form opens it.
                 Err(voice_message::VoiceMessageError::Malformed("unknown version")) => {
@@ -567,6 +589,25 @@ fn record_spec(source: &str, path: &Path) -> Result<wzp_engine::prelude::GraphSp
         .map_err(|e| anyhow!("{e}"))
 }
 
+/// Plays the WAV at `path` into the stage `sink` (its `kind` and `params`
+/// lines) to its end, or until Ctrl-C.
+fn play_wav(path: &Path, sink: &str) -> Result<()> {
+    let text = format!(
+        "[graph]\nname = \"voice-message-play\"\nclock = {{ driver = \"timer\", quantum_ms = 20, rate = 48000 }}\n\n\
+         [[stage]]\nid = \"src\"\nkind = \"audio.wav_source\"\nparams = {{ path = {:?}, rate = 48000 }}\n\n\
+         [[stage]]\nid = \"out\"\n{sink}\n\n\
+         [[link]]\nfrom = \"src.out\"\nto = \"out.in\"\n",
+        path.display().to_string()
+    );
+    let spec =
+        wzp_engine::prelude::GraphSpec::parse(&text, "voice-message-play", &Default::default())
+            .map_err(|e| anyhow!("{e}"))?;
+    let secs = wzp_stages::audio::wav_source::read_wav_mono(path)
+        .map(|w| w.samples.len() as u64 / u64::from(w.rate.max(1)) + 2)
+        .unwrap_or(130);
+    run_recording(spec, Duration::from_secs(secs))
+}
+
 /// Runs a recording graph for `max`, or until Ctrl-C / SIGTERM.
 fn run_recording(spec: wzp_engine::prelude::GraphSpec, max: Duration) -> Result<()> {
     use wzp_engine::prelude::*;
@@ -768,6 +809,22 @@ mod tests {
         // A file made between the check and the write is not replaced.
         let e = write_wav(&got, &[0.0; 960]).unwrap_err();
         assert!(e.downcast_ref::<std::io::Error>().is_some(), "{e}");
+    }
+
+    #[test]
+    fn a_message_plays_to_its_end_into_the_sink() {
+        // The speaker's graph, with a null sink where the device would be.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.wav");
+        write_wav(&p, &vec![0.1; 48_000]).unwrap();
+        play_wav(&p, "kind = \"audio.null_sink\"\nparams = { rate = 48000 }").unwrap();
+        let e = play_wav(
+            &dir.path().join("none.wav"),
+            "kind = \"audio.null_sink\"\nparams = { rate = 48000 }",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("none.wav"), "{e}");
     }
 
     #[test]

@@ -48,7 +48,7 @@ Examples:
   wzp-client messages --relay 203.0.113.7:4433 --save-dir . --keep
       Save them here and leave them on the relay.
   wzp-client messages --relay 203.0.113.7:4433 --play
-      Play each on the speaker as it is saved (Ctrl-C skips the rest).
+      Play each on the speaker as it is saved (Ctrl-C ends the one playing).
 
 `listen` says when messages wait for you.";
 

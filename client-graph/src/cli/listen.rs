@@ -228,15 +228,7 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                 if super::direct::missed_call(&msg, "while you were in another call", Some(&history), Some(&contacts_path)) {
                     continue;
                 }
-                if let SignalMessage::VoiceMessages { count } = &msg {
-                    if *count > 0 {
-                        println!(
-                            "{count} voice message{} wait{} for you at this relay: `wzp-client messages` fetches {}",
-                            if *count == 1 { "" } else { "s" },
-                            if *count == 1 { "s" } else { "" },
-                            if *count == 1 { "it" } else { "them" },
-                        );
-                    }
+                if voice_messages(&msg) {
                     continue;
                 }
                 if !matches!(msg, SignalMessage::DirectCallOffer { .. }) {
@@ -538,6 +530,22 @@ async fn ring(
             }
         }
     }
+}
+
+/// A relay's `voice_messages` count, said when any wait; whether `msg` was one.
+pub(super) fn voice_messages(msg: &SignalMessage) -> bool {
+    let SignalMessage::VoiceMessages { count } = msg else {
+        return false;
+    };
+    if *count > 0 {
+        println!(
+            "{count} voice message{} wait{} for you at this relay: `wzp-client messages` fetches {}",
+            if *count == 1 { "" } else { "s" },
+            if *count == 1 { "s" } else { "" },
+            if *count == 1 { "it" } else { "them" },
+        );
+    }
+    true
 }
 
 /// The outcome of a call another of the person's devices took or declined.

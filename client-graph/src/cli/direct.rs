@@ -588,7 +588,7 @@ pub async fn run_media(
             }
             msg = sig.recv() => match msg {
                 Ok(Some(m)) if missed_call(&m, "while in this call", user.missed_to.as_ref(), user.contacts.as_deref()) => {}
-                Ok(Some(m)) if user.takes_waiting && super::listen::voice_messages(&m) => {}
+                Ok(Some(m)) if user.missed_to.is_some() && super::listen::voice_messages(&m) => {}
                 Ok(Some(m)) if user.takes_waiting && matches!(&m, SignalMessage::DirectCallOffer { call_id, .. } if *call_id != ready.call_id) => {
                     if let Some(w) = waiting_offer(sig, &m, user, waiting.is_some()).await? {
                         waiting = Some(w);

@@ -214,6 +214,17 @@ pub fn parse(text: &str) -> (Vec<Entry>, usize) {
 
 /// `secs` since the Unix epoch as `YYYY-MM-DD HH:MM` (UTC).
 pub fn utc(secs: u64) -> String {
+    let ((y, m, d), rem) = civil(secs);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
+        rem / 3_600,
+        rem % 3_600 / 60
+    )
+}
+
+/// `secs` since the Unix epoch as a UTC date (year, month, day) and the
+/// seconds into that day.
+pub fn civil(secs: u64) -> ((i64, i64, i64), u64) {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     // Days to a civil date (proleptic Gregorian), after H. Hinnant.
@@ -226,11 +237,7 @@ pub fn utc(secs: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
-        rem / 3_600,
-        rem % 3_600 / 60
-    )
+    ((y, m, d), rem)
 }
 
 /// A duration as `2m05s`, `1h02m`, `45s`.

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bin, is_root, write_wav_16k as write_wav, Proc, Relay};
+use common::{bin, identity_of, is_root, write_wav_16k as write_wav, Proc, Relay};
 
 use wzp_stages::audio::signal::{rms_dbfs, speech_like, xcorr_peak};
 use wzp_stages::audio::wav_source::read_wav_mono;
@@ -292,23 +292,6 @@ fn a_calls_b_by_fingerprint_and_each_hears_the_other_with_the_same_sas() {
         "bob hears alice ({r_b}), not himself ({cross})"
     );
     let _ = std::fs::remove_dir_all(dir);
-}
-
-/// `user`'s fingerprint (`wzp-client identity`, creating the identity).
-fn identity_of(dir: &Path, user: &str) -> String {
-    let out = Command::new(bin("wzp-client"))
-        .args(["identity", "--identity"])
-        .arg(dir.join(format!("{user}.seed")))
-        .output()
-        .expect("wzp-client identity runs");
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .next()
-        .expect("the fingerprint on the first line")
-        .trim()
-        .to_string()
 }
 
 /// `wzp-client contacts --contacts <user's file> ARGS`, which must succeed.

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::{bin, Proc, Relay};
+use common::{bin, identity_of, write_wav_at, Proc, Relay};
 use wzp_stages::audio::signal::goertzel_dbfs;
 use wzp_stages::audio::wav_source::read_wav_mono;
 
@@ -68,22 +68,6 @@ fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
-}
-
-fn identity_of(dir: &Path, user: &str) -> String {
-    let out = Command::new(bin("wzp-client"))
-        .args(["identity", "--identity"])
-        .arg(dir.join(format!("{user}.seed")))
-        .output()
-        .expect("wzp-client identity runs");
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .next()
-        .unwrap()
-        .trim()
-        .to_string()
 }
 
 fn metric(addr: SocketAddr, name: &str) -> Option<u64> {
@@ -309,7 +293,7 @@ fn a_relay_with_a_voice_message_dir_keeps_messages_and_keys_across_a_restart() {
             (x as f32 / u32::MAX as f32 - 0.5) * 0.4
         })
         .collect();
-    write_wav_48k(&noise, &samples);
+    write_wav_at(&noise, 48_000, &samples);
     let noise_arg = noise.to_str().unwrap();
     let o = run(
         &dir,
@@ -355,22 +339,6 @@ fn a_relay_with_a_voice_message_dir_keeps_messages_and_keys_across_a_restart() {
     let left: Vec<_> = walk(&dir.join("mail").join("messages"));
     assert!(left.is_empty(), "{left:?}");
     let _ = std::fs::remove_dir_all(dir);
-}
-
-/// Writes `x` as a 16-bit mono WAV at 48 kHz.
-fn write_wav_48k(path: &Path, x: &[f32]) {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 48_000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(path, spec).unwrap();
-    for s in x {
-        w.write_sample((s.clamp(-1.0, 1.0) * 32767.0) as i16)
-            .unwrap();
-    }
-    w.finalize().unwrap();
 }
 
 /// Every file under `d`.

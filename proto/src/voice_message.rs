@@ -80,13 +80,13 @@ const PLAIN_FIXED: usize = 32 + 8 + 64 + 2;
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MessageKey {
     /// The person's Ed25519 identity key (their fingerprint is its hash).
-    #[serde(with = "hex32")]
+    #[serde(with = "crate::signal::hex_array")]
     pub identity_pub: [u8; 32],
     /// The X25519 key voice messages for them are sealed to.
-    #[serde(with = "hex32")]
+    #[serde(with = "crate::signal::hex_array")]
     pub x25519_pub: [u8; 32],
     /// Ed25519 over [`MESSAGE_KEY_LABEL`] `| x25519_pub`.
-    #[serde(with = "hex64")]
+    #[serde(with = "crate::signal::hex_array")]
     pub signature: [u8; 64],
 }
 
@@ -363,36 +363,6 @@ fn cipher(shared: &[u8; 32], eph_pub: &[u8; 32], recipient_x: &[u8; 32]) -> ChaC
         unreachable!("HKDF-SHA256 output of 32 bytes is always valid");
     }
     ChaCha20Poly1305::new(&Key::from(*key))
-}
-
-mod hex32 {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(v))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        let mut out = [0u8; 32];
-        hex::decode_to_slice(s.as_ref(), &mut out).map_err(serde::de::Error::custom)?;
-        Ok(out)
-    }
-}
-
-mod hex64 {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &[u8; 64], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(v))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 64], D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        let mut out = [0u8; 64];
-        hex::decode_to_slice(s.as_ref(), &mut out).map_err(serde::de::Error::custom)?;
-        Ok(out)
-    }
 }
 
 #[cfg(test)]

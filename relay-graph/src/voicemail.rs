@@ -257,13 +257,18 @@ impl Mailboxes {
         }
     }
 
-    /// Puts back a message kept on disk: not journalled. Refused (false) past the limits, its time, or for someone
-    /// whose key is not here.
+    /// Messages and bytes kept for `to`.
+    fn held(&self, to: &Fingerprint) -> (usize, usize) {
+        self.boxes.get(to).map_or((0, 0), |b| {
+            (b.len(), b.iter().map(|m| m.sealed.len()).sum::<usize>())
+        })
+    }
+
+    /// Puts back a message kept on disk: not journalled. Refused (false)
+    /// past the limits, or for someone whose key is not here.
     pub fn restore(&mut self, to: Fingerprint, m: Stored) -> bool {
         let len = m.sealed.len();
-        let held = self.boxes.get(&to).map_or((0, 0), |b| {
-            (b.len(), b.iter().map(|m| m.sealed.len()).sum::<usize>())
-        });
+        let held = self.held(&to);
         if !self.is_on()
             || !self.keys.contains_key(&to)
             || !valid_message_id(&m.id)
@@ -499,9 +504,7 @@ impl Mailboxes {
             return Ok(false);
         }
         let len = u.sealed.len();
-        let held = self.boxes.get(&to).map_or((0, 0), |b| {
-            (b.len(), b.iter().map(|m| m.sealed.len()).sum::<usize>())
-        });
+        let held = self.held(&to);
         if held.0 >= self.limits.per_person || held.1 + len > self.limits.per_person_bytes {
             return Err(MailRefusal::BoxFull(to));
         }

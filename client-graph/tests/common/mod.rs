@@ -47,9 +47,14 @@ pub fn tmp(prefix: &str, name: &str) -> PathBuf {
 
 /// Writes `x` as a 16-bit mono WAV at 16 kHz (what `--input FILE` reads).
 pub fn write_wav_16k(path: &std::path::Path, x: &[f32]) {
+    write_wav_at(path, 16_000, x)
+}
+
+/// Writes `x` as a 16-bit mono WAV at `rate`.
+pub fn write_wav_at(path: &std::path::Path, rate: u32, x: &[f32]) {
     let spec = hound::WavSpec {
         channels: 1,
-        sample_rate: 16_000,
+        sample_rate: rate,
         bits_per_sample: 16,
         sample_format: hound::SampleFormat::Int,
     };
@@ -59,6 +64,24 @@ pub fn write_wav_16k(path: &std::path::Path, x: &[f32]) {
             .unwrap();
     }
     w.finalize().unwrap();
+}
+
+/// The fingerprint of `USER.seed` in `dir` (`wzp-client identity`, which
+/// makes the identity on first use).
+pub fn identity_of(dir: &Path, user: &str) -> String {
+    let out = Command::new(bin("wzp-client"))
+        .args(["identity", "--identity"])
+        .arg(dir.join(format!("{user}.seed")))
+        .output()
+        .expect("wzp-client identity runs");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .next()
+        .expect("the fingerprint on the first line")
+        .trim()
+        .to_string()
 }
 
 /// A process whose stdout and stderr lines arrive on a channel (and are

@@ -31,7 +31,7 @@ clock = { driver = "timer", quantum_ms = 20, rate = 48000 }
 [[stage]]
 id = "ring"
 kind = "audio.ring_source"
-params = { pattern = "${pattern}", level_db = -16 }
+params = { pattern = "${pattern}", level_db = "${level}" }
 
 [[stage]]
 id = "speaker"
@@ -54,17 +54,25 @@ pub struct RingTone {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-/// The ring graph for `pattern` on the speaker `output` names, running;
-/// `Ok(None)` when `output` is no speaker.
-fn ring_graph(output: &str, pattern: &str) -> Result<Option<Graph>> {
-    let Some(device) = speaker(output) else {
-        return Ok(None);
-    };
+/// The ring tone's default peak level, dBFS.
+pub const DEFAULT_RING_LEVEL: f64 = -16.0;
+
+/// The ring graph's spec: `pattern` at `level_db` on `device`.
+fn ring_spec(device: &str, pattern: &str, level_db: f64) -> Result<GraphSpec> {
     let mut vars = BTreeMap::new();
     vars.insert("pattern".to_string(), pattern.to_string());
     vars.insert("device".to_string(), device.to_string());
-    let spec =
-        GraphSpec::parse(RING_GRAPH, "ring tone (built in)", &vars).map_err(|e| anyhow!("{e}"))?;
+    vars.insert("level".to_string(), level_db.to_string());
+    GraphSpec::parse(RING_GRAPH, "ring tone (built in)", &vars).map_err(|e| anyhow!("{e}"))
+}
+
+/// The ring graph for `pattern` at `level_db` on the speaker `output`
+/// names, running; `Ok(None)` when `output` is no speaker.
+fn ring_graph(output: &str, pattern: &str, level_db: f64) -> Result<Option<Graph>> {
+    let Some(device) = speaker(output) else {
+        return Ok(None);
+    };
+    let spec = ring_spec(device, pattern, level_db)?;
     let compiled = compile_with(
         &spec,
         &wzp_stages::registry(),
@@ -98,13 +106,13 @@ impl RingTone {
     /// names, until dropped; `None` when `output` is no speaker. A speaker
     /// that cannot play it is said on stderr (the call goes on without a
     /// ring tone).
-    pub fn start(output: &str, pattern: &str) -> Option<RingTone> {
+    pub fn start(output: &str, pattern: &str, level_db: f64) -> Option<RingTone> {
         speaker(output)?;
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let (output, pattern) = (output.to_string(), pattern.to_string());
         let thread = std::thread::Builder::new()
             .name("wzp-ring".into())
-            .spawn(move || match ring_graph(&output, &pattern) {
+            .spawn(move || match ring_graph(&output, &pattern, level_db) {
                 Ok(Some(mut graph)) => {
                     // Until the handle is dropped (its sender with it).
                     let _ = stopped.recv();
@@ -140,30 +148,51 @@ mod tests {
     #[test]
     fn only_a_speaker_rings() {
         for output in ["null", "out.wav", "speakers.wav", ""] {
-            assert!(RingTone::start(output, RING).is_none(), "{output}");
-            assert!(ring_graph(output, RING).unwrap().is_none(), "{output}");
+            assert!(
+                RingTone::start(output, RING, DEFAULT_RING_LEVEL).is_none(),
+                "{output}"
+            );
+            assert!(
+                ring_graph(output, RING, DEFAULT_RING_LEVEL)
+                    .unwrap()
+                    .is_none(),
+                "{output}"
+            );
         }
     }
 
     #[test]
     fn a_speaker_that_cannot_open_says_why() {
-        let e = match ring_graph("speaker:no-such-device-here", RING) {
+        let e = match ring_graph("speaker:no-such-device-here", RING, DEFAULT_RING_LEVEL) {
             Err(e) => format!("{e:#}"),
             Ok(_) => panic!("a missing device rang"),
         };
         assert!(e.contains("no-such-device-here"), "{e}");
         // The handle of a tone that could not start stops at once.
-        drop(RingTone::start("speaker:no-such-device-here", RING));
+        drop(RingTone::start(
+            "speaker:no-such-device-here",
+            RING,
+            DEFAULT_RING_LEVEL,
+        ));
     }
 
     #[test]
-    fn the_ring_graph_builds_for_both_patterns() {
-        for pattern in [RING, RINGBACK] {
-            let mut vars = BTreeMap::new();
-            vars.insert("pattern".to_string(), pattern.to_string());
-            vars.insert("device".to_string(), "default".to_string());
-            let spec = GraphSpec::parse(RING_GRAPH, "ring", &vars).unwrap();
+    fn the_ring_graph_builds_for_both_patterns_at_the_level_asked() {
+        for (pattern, level) in [(RING, DEFAULT_RING_LEVEL), (RINGBACK, -30.5)] {
+            let spec = ring_spec("default", pattern, level).unwrap();
             assert_eq!(spec.stages.len(), 2);
+            let ring = spec.stages.iter().find(|s| s.id == "ring").unwrap();
+            assert_eq!(
+                ring.params["level_db"].value.as_str(),
+                Some(level.to_string().as_str())
+            );
+            // The ring source takes it: the stage builds with a null sink.
+            let mut spec = spec;
+            let sink = spec.stages.iter_mut().find(|s| s.id == "speaker").unwrap();
+            sink.kind = "audio.null_sink".into();
+            sink.params.remove("device");
+            wzp_engine::compile::compile_dry_run(&spec, &wzp_stages::registry(), &Resources::new())
+                .unwrap_or_else(|e| panic!("{e}"));
         }
     }
 }

@@ -126,6 +126,18 @@ pub struct MediaArgs {
     /// to a headset. By default the call's own `--output`.
     #[arg(long, value_name = "DEVICE", value_parser = parse_ring_on)]
     pub ring_on: Option<String>,
+    /// How loud the ring tone plays: its peak in dBFS, -60..=0 (e.g. -30
+    /// for a quiet office) [default: -16].
+    #[arg(long, value_name = "DB", value_parser = parse_ring_level, allow_hyphen_values = true)]
+    pub ring_level: Option<f64>,
+}
+
+/// `--ring-level`: dBFS, -60..=0.
+fn parse_ring_level(s: &str) -> std::result::Result<f64, String> {
+    match s.trim().trim_end_matches("dB").trim().parse::<f64>() {
+        Ok(v) if (-60.0..=0.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?}: a peak level in dBFS, -60..=0 (e.g. -30)")),
+    }
 }
 
 /// `--ring-on`: a speaker, not a file or `null`.
@@ -148,7 +160,12 @@ impl MediaArgs {
             return None;
         }
         let on = self.ring_on.as_deref().unwrap_or(&self.output);
-        crate::call::ring::RingTone::start(on, pattern)
+        crate::call::ring::RingTone::start(
+            on,
+            pattern,
+            self.ring_level
+                .unwrap_or(crate::call::ring::DEFAULT_RING_LEVEL),
+        )
     }
 }
 
@@ -713,5 +730,24 @@ fn record_waiting(user: &UserInput, w: &Waiting, outcome: crate::history::Outcom
             outcome,
             secs: 0,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_ring_level_is_a_peak_in_dbfs_from_minus_60_to_0() {
+        for (s, want) in [
+            ("-16", -16.0),
+            ("-30.5", -30.5),
+            ("0", 0.0),
+            ("-60dB", -60.0),
+        ] {
+            assert_eq!(super::parse_ring_level(s), Ok(want), "{s}");
+        }
+        for bad in ["5", "-61", "loud", ""] {
+            let e = super::parse_ring_level(bad).unwrap_err();
+            assert!(e.contains("-60..=0"), "{bad}: {e}");
+        }
     }
 }

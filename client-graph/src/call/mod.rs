@@ -519,6 +519,18 @@ mod tests {
         }
     }
 
+    /// Panics with why unless `spec` compiles with the QUIC channels a call
+    /// has, and `res`.
+    fn compiles(spec: &GraphSpec, mut res: Resources) {
+        let (_, ingress) = quic::ingress_channel(8, Wakers::default().clocked, Instant::now());
+        let (_, _, egress) = quic::egress_channel(8);
+        res.insert("quic.ingress", Arc::new(ingress));
+        res.insert("quic.egress", Arc::new(egress));
+        if let Err(e) = wzp_engine::compile::compile_dry_run(spec, &wzp_stages::registry(), &res) {
+            panic!("{e}");
+        }
+    }
+
     #[test]
     fn a_recorded_call_mixes_what_is_sent_with_what_is_heard_into_a_wav() {
         let dir = tempfile::tempdir().unwrap();
@@ -548,15 +560,7 @@ mod tests {
             ]
         );
         // It compiles: the ports and rates fit.
-        let registry = wzp_stages::registry();
-        let mut res = Resources::new();
-        let (_, ingress) = quic::ingress_channel(8, Wakers::default().clocked, Instant::now());
-        let (_, _, egress) = quic::egress_channel(8);
-        res.insert("quic.ingress", Arc::new(ingress));
-        res.insert("quic.egress", Arc::new(egress));
-        if let Err(e) = wzp_engine::compile::compile_dry_run(&spec, &registry, &res) {
-            panic!("{e}");
-        }
+        compiles(&spec, Resources::new());
         // A graph without the stages it taps is refused with why; so is one
         // that has the stages it would add.
         let mut bare = call_spec(&opts(&[]), "0123456789abcdef0123").unwrap();
@@ -599,19 +603,12 @@ mod tests {
             "none"
         );
         // It compiles with the gate the client inserts.
-        let registry = wzp_stages::registry();
         let mut res = Resources::new();
-        let (_, ingress) = quic::ingress_channel(8, Wakers::default().clocked, Instant::now());
-        let (_, _, egress) = quic::egress_channel(8);
-        res.insert("quic.ingress", Arc::new(ingress));
-        res.insert("quic.egress", Arc::new(egress));
         res.insert(
             controls::WAITING_CELL,
             Arc::new(wzp_stages::audio::ring_source::RingGate::new(false)),
         );
-        if let Err(e) = wzp_engine::compile::compile_dry_run(&spec, &registry, &res) {
-            panic!("{e}");
-        }
+        compiles(&spec, res);
     }
 
     #[test]

@@ -328,15 +328,8 @@ async fn fetch(sig: &mut SignalConn) -> Result<Vec<Fetched>> {
     loop {
         // Each message from the relay gives it another while: a slow link
         // takes as long as it takes, a silent relay does not.
-        let m = tokio::time::timeout(ANSWER, sig.recv())
-            .await
-            .map_err(|_| {
-                anyhow!(
-                    "the relay sent nothing for {} s while handing the messages over",
-                    ANSWER.as_secs()
-                )
-            })??
-            .ok_or_else(|| sig.closed_why("fetching voice messages"))?;
+        let deadline = tokio::time::Instant::now() + ANSWER;
+        let m = next(sig, deadline, "fetch_voice_messages").await?;
         if let SignalMessage::VoiceMessage { parts, data, .. } = &m {
             if *parts > MAX_MESSAGE_PARTS || data.len() > MESSAGE_PART_LEN {
                 bail!(
@@ -433,15 +426,7 @@ async fn answer<T>(
 ) -> Result<T> {
     let deadline = tokio::time::Instant::now() + ANSWER;
     loop {
-        let m = tokio::time::timeout_at(deadline, sig.recv())
-            .await
-            .map_err(|_| {
-                anyhow!(
-                    "the relay did not answer {request} within {} s",
-                    ANSWER.as_secs()
-                )
-            })??
-            .ok_or_else(|| sig.closed_why(request))?;
+        let m = next(sig, deadline, request).await?;
         if let Some(t) = pick(&m) {
             return Ok(t);
         }
@@ -456,6 +441,23 @@ async fn answer<T>(
             }
         }
     }
+}
+
+/// The relay's next message, by `deadline` (`request`: what it answers).
+async fn next(
+    sig: &mut SignalConn,
+    deadline: tokio::time::Instant,
+    request: &str,
+) -> Result<SignalMessage> {
+    tokio::time::timeout_at(deadline, sig.recv())
+        .await
+        .map_err(|_| {
+            anyhow!(
+                "the relay did not answer {request} within {} s",
+                ANSWER.as_secs()
+            )
+        })??
+        .ok_or_else(|| sig.closed_why(request))
 }
 
 /// A key the relay handed out for `target`: signed, and `target`'s.

@@ -296,28 +296,38 @@ impl CallRegistry {
         }
     }
 
-    /// A new call, Pending. Refused (and nothing recorded) when the id is bad
-    /// or taken, the caller calls itself, or either party is in a call.
-    pub fn offer(
-        &mut self,
+    /// The checks every offer passes (its call room, or why not): a good,
+    /// free id, and a caller not calling itself nor in a call.
+    fn check_offer(
+        &self,
         id: &str,
-        caller: (Fingerprint, ConnId),
-        callee: (Fingerprint, ConnId),
-        now: Instant,
-    ) -> Result<Transition, OfferRefusal> {
+        caller: &Fingerprint,
+        callee: &Fingerprint,
+    ) -> Result<String, OfferRefusal> {
         let room = call_room(id).ok_or_else(|| OfferRefusal::BadCallId(id.to_string()))?;
-        if caller.0 == callee.0 {
+        if caller == callee {
             return Err(OfferRefusal::ToSelf);
         }
-        if let Some(existing) = self.in_call.get(&caller.0) {
+        if let Some(existing) = self.in_call.get(caller) {
             return Err(OfferRefusal::CallerBusy(existing.clone()));
         }
         if self.calls.contains_key(id) {
             return Err(OfferRefusal::CallIdInUse(id.to_string()));
         }
-        if self.in_call.contains_key(&callee.0) {
-            return Err(OfferRefusal::CalleeBusy);
-        }
+        Ok(room)
+    }
+
+    /// Puts a new Pending call in the table, indexed by its parties'
+    /// connections; the caller is in it from now on.
+    fn insert_call(
+        &mut self,
+        id: &str,
+        room: String,
+        caller: (Fingerprint, ConnId),
+        callee: (Fingerprint, ConnId),
+        waiting: bool,
+        now: Instant,
+    ) -> Transition {
         self.calls.insert(
             id.to_string(),
             Call {
@@ -333,17 +343,33 @@ impl CallRegistry {
                 state_since: now,
                 accept_mode: None,
                 paths: [0; 2],
-                waiting: false,
+                waiting,
             },
         );
         self.in_call.insert(caller.0, id.to_string());
-        self.in_call.insert(callee.0, id.to_string());
         for conn in [caller.1, callee.1] {
             if conn != ConnId::FEDERATION {
                 self.by_conn.entry(conn).or_default().push(id.to_string());
             }
         }
-        Ok(self.record(id, CallState::Ended, CallState::Pending, None))
+        self.record(id, CallState::Ended, CallState::Pending, None)
+    }
+
+    /// A new call, Pending. Refused (and nothing recorded) when the id is bad
+    /// or taken, the caller calls itself, or either party is in a call.
+    pub fn offer(
+        &mut self,
+        id: &str,
+        caller: (Fingerprint, ConnId),
+        callee: (Fingerprint, ConnId),
+        now: Instant,
+    ) -> Result<Transition, OfferRefusal> {
+        let room = self.check_offer(id, &caller.0, &callee.0)?;
+        if self.in_call.contains_key(&callee.0) {
+            return Err(OfferRefusal::CalleeBusy);
+        }
+        self.in_call.insert(callee.0, id.to_string());
+        Ok(self.insert_call(id, room, caller, callee, false, now))
     }
 
     /// A new call, Pending, to a callee who is in an Active call on this
@@ -359,16 +385,7 @@ impl CallRegistry {
         callee: Fingerprint,
         now: Instant,
     ) -> Result<(Transition, ConnId), OfferRefusal> {
-        let room = call_room(id).ok_or_else(|| OfferRefusal::BadCallId(id.to_string()))?;
-        if caller.0 == callee {
-            return Err(OfferRefusal::ToSelf);
-        }
-        if let Some(existing) = self.in_call.get(&caller.0) {
-            return Err(OfferRefusal::CallerBusy(existing.clone()));
-        }
-        if self.calls.contains_key(id) {
-            return Err(OfferRefusal::CallIdInUse(id.to_string()));
-        }
+        let room = self.check_offer(id, &caller.0, &callee)?;
         let device = self
             .call_of(&callee)
             .filter(|c| c.state == CallState::Active)
@@ -383,35 +400,9 @@ impl CallRegistry {
             .filter(|conn| *conn != ConnId::FEDERATION)
             .filter(|_| !self.waiting.contains_key(&callee))
             .ok_or(OfferRefusal::CalleeBusy)?;
-        self.calls.insert(
-            id.to_string(),
-            Call {
-                id: id.to_string(),
-                room,
-                caller: caller.0,
-                callee,
-                caller_conn: caller.1,
-                callee_conn: device,
-                callee_forks: Vec::new(),
-                state: CallState::Pending,
-                since: now,
-                state_since: now,
-                accept_mode: None,
-                paths: [0; 2],
-                waiting: true,
-            },
-        );
-        self.in_call.insert(caller.0, id.to_string());
         self.waiting.insert(callee, id.to_string());
-        for conn in [caller.1, device] {
-            if conn != ConnId::FEDERATION {
-                self.by_conn.entry(conn).or_default().push(id.to_string());
-            }
-        }
-        Ok((
-            self.record(id, CallState::Ended, CallState::Pending, None),
-            device,
-        ))
+        let t = self.insert_call(id, room, caller, (callee, device), true, now);
+        Ok((t, device))
     }
 
     /// The waiting call of `fp`, if any.

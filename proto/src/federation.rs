@@ -45,14 +45,17 @@ use crate::signal::{AcceptMode, HangupReason};
 /// Version 3 adds `path` (a party's sealed addresses for a direct path),
 /// sent only on links agreed at 3. Version 4 adds `rooms` (the global rooms
 /// a relay bridges changed while the link is up: a reloaded config), sent
-/// only on links agreed at 4.
-pub const FEDERATION_VERSION: u32 = 4;
+/// only on links agreed at 4. Version 5 adds `mail` (voice messages for a
+/// person whose mailbox is on another relay), sent only on links agreed at 5.
+pub const FEDERATION_VERSION: u32 = 5;
 /// The first version with `path_lost` and `reroute`.
 pub const REROUTE_VERSION: u32 = 2;
 /// The first version with the `path` call event.
 pub const PATH_VERSION: u32 = 3;
 /// The first version with the `rooms` message.
 pub const ROOMS_VERSION: u32 = 4;
+/// The first version with the `mail` message.
+pub const MAIL_VERSION: u32 = 5;
 /// The oldest federation version this build accepts.
 pub const MIN_FEDERATION_VERSION: u32 = 1;
 /// Largest JSON body of one control frame: 256 KiB.
@@ -480,6 +483,166 @@ impl CallSignal {
     }
 }
 
+/// A voice message's signaling between relays (`mail`, docs/WIRE.md §8.5).
+/// A key query floods the mesh; everything else travels along the `path`
+/// a query's answer came back on, one hop at a time, relays in between
+/// keeping nothing. JSON tag `"kind"`, snake_case.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum MailEvent {
+    /// Who holds `who`'s mailbox? Outwards from the asking relay to every
+    /// relay of the mesh (`path`: the relays it crossed, the asking one
+    /// first, the sender last).
+    KeyQuery {
+        /// The asking relay's number for the query (with `path[0]`, what
+        /// relays tell repeats by).
+        query: u64,
+        /// The person.
+        who: Fingerprint,
+    },
+    /// A relay holding `who`'s message key answers, back towards `path[0]`
+    /// (`path`: the query's, this relay appended last).
+    Key {
+        /// The query's number.
+        query: u64,
+        /// The person.
+        who: Fingerprint,
+        /// Their message key (the sender's client checks its signature).
+        key: crate::voice_message::MessageKey,
+        /// Seconds since `who` was last registered on the answering relay;
+        /// 0: registered now. The asking relay takes the freshest.
+        seen_s: u64,
+    },
+    /// One part of a sealed voice message, from `path[0]` to the holder
+    /// (`path.last()`).
+    Part {
+        /// The message's id (the sender's).
+        id: String,
+        /// Who sent it (registered on `path[0]`).
+        from: Fingerprint,
+        /// Whose mailbox.
+        to: Fingerprint,
+        /// This part's number, from 0.
+        part: u32,
+        /// How many parts.
+        parts: u32,
+        /// The sealed bytes of this part.
+        #[serde(with = "hex_bytes")]
+        data: Vec<u8>,
+    },
+    /// The holder kept message `id` (after its last part), back to `path[0]`.
+    Stored {
+        /// The message's id.
+        id: String,
+        /// Who sent it.
+        from: Fingerprint,
+        /// Whose mailbox.
+        to: Fingerprint,
+    },
+    /// Message `id` was not kept (the holder refused a part, or a relay on
+    /// the way lost its next link), back to `path[0]`.
+    Refused {
+        /// The message's id.
+        id: String,
+        /// Who sent it.
+        from: Fingerprint,
+        /// Whose mailbox.
+        to: Fingerprint,
+        /// Why, for the sender (printable, at most
+        /// [`MAX_HANGUP_MESSAGE_CHARS`] characters).
+        reason: String,
+    },
+}
+
+impl MailEvent {
+    /// The `"kind"` tag.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            MailEvent::KeyQuery { .. } => "key_query",
+            MailEvent::Key { .. } => "key",
+            MailEvent::Part { .. } => "part",
+            MailEvent::Stored { .. } => "stored",
+            MailEvent::Refused { .. } => "refused",
+        }
+    }
+
+    /// Whether the event travels towards `path.last()` (a query, a part)
+    /// rather than back towards `path[0]`.
+    pub fn outwards(&self) -> bool {
+        matches!(self, MailEvent::KeyQuery { .. } | MailEvent::Part { .. })
+    }
+
+    /// Checks the bounds a decoded event must keep.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            MailEvent::KeyQuery { .. } | MailEvent::Key { .. } => Ok(()),
+            MailEvent::Part {
+                id,
+                from,
+                to,
+                part,
+                parts,
+                data,
+            } => {
+                check_mail_id(id, from, to)?;
+                let max = crate::voice_message::MAX_MESSAGE_PARTS;
+                if !(1..=max).contains(parts) || part >= parts {
+                    return Err(format!(
+                        "mail part {part} of {parts}; 1..={max} parts, numbered from 0"
+                    ));
+                }
+                let len = crate::voice_message::MESSAGE_PART_LEN;
+                if data.is_empty() || data.len() > len {
+                    return Err(format!("mail part of {} bytes; 1..={len}", data.len()));
+                }
+                Ok(())
+            }
+            MailEvent::Stored { id, from, to } => check_mail_id(id, from, to),
+            MailEvent::Refused {
+                id,
+                from,
+                to,
+                reason,
+            } => {
+                check_mail_id(id, from, to)?;
+                if reason.chars().count() > MAX_HANGUP_MESSAGE_CHARS
+                    || reason.chars().any(char::is_control)
+                {
+                    return Err(format!(
+                        "mail refusal: at most {MAX_HANGUP_MESSAGE_CHARS} printable characters"
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A [`MailEvent`] with the path it goes along, between a relay's
+/// federation and its signal service.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MailSignal {
+    /// As in [`FederationMessage::Mail`]; the federation fills in this
+    /// relay's own place: empty for a query this relay asks, the query's
+    /// path (without this relay) for its answer.
+    pub path: Vec<RelayId>,
+    /// The step.
+    pub event: MailEvent,
+}
+
+fn check_mail_id(id: &str, from: &Fingerprint, to: &Fingerprint) -> Result<(), String> {
+    if !crate::voice_message::valid_message_id(id) {
+        return Err(format!(
+            "mail id {id:?}: 1..={} of [a-z0-9-]",
+            crate::voice_message::MAX_MESSAGE_ID_LEN
+        ));
+    }
+    if from == to {
+        return Err("mail with the same sender and recipient".into());
+    }
+    Ok(())
+}
+
 /// The federation id of call `call_id`'s room `call-<id>`.
 pub fn call_room_id(call_id: &str) -> RoomId {
     RoomId::of_name(&format!("{}{call_id}", crate::sni::CALL_PREFIX))
@@ -586,6 +749,16 @@ pub enum FederationMessage {
         /// The step.
         event: CallEvent,
     },
+    /// A voice message's signaling ([`MailEvent`]). Sent only on links
+    /// agreed at [`MAIL_VERSION`] or later.
+    Mail {
+        /// A query: the relays it crossed, the asking one first, the sender
+        /// last. Anything else: the whole way, the asking relay first and
+        /// the mailbox's holder last (1..=[`MAX_PATH`], no repeats).
+        path: Vec<RelayId>,
+        /// The step.
+        event: MailEvent,
+    },
 }
 
 impl FederationMessage {
@@ -616,6 +789,7 @@ impl FederationMessage {
             FederationMessage::Ping { .. } => "ping",
             FederationMessage::Pong { .. } => "pong",
             FederationMessage::CallSignal { .. } => "call_signal",
+            FederationMessage::Mail { .. } => "mail",
         }
     }
 
@@ -723,6 +897,10 @@ impl FederationMessage {
                     return Err("call_signal with the same caller and callee".into());
                 }
                 check_path_within(path, MAX_CALL_PATH)?;
+                event.validate()
+            }
+            FederationMessage::Mail { path, event } => {
+                check_path(path)?;
                 event.validate()
             }
         }

@@ -48,6 +48,9 @@ pub struct MailLimits {
     pub max_keys: usize,
     /// Uploads under way per connection.
     pub uploads_per_conn: usize,
+    /// Uploads under way from one other relay of the mesh (its senders'
+    /// messages for mailboxes here).
+    pub uploads_per_relay: usize,
     /// Uploads under way on the whole relay.
     pub max_uploads: usize,
     /// Messages one sender may have waiting in one mailbox.
@@ -69,6 +72,7 @@ impl Default for MailLimits {
             upload_timeout: Duration::from_secs(60),
             max_keys: 100_000,
             uploads_per_conn: 2,
+            uploads_per_relay: 16,
             max_uploads: 64,
             per_sender: 3,
             per_sender_total: 20,
@@ -449,8 +453,13 @@ impl Mailboxes {
                 return Err(MailRefusal::IdInUse(id.to_string()));
             }
             let under_way = self.uploads.keys().filter(|(c, _)| *c == conn).count();
-            if under_way >= self.limits.uploads_per_conn {
-                return Err(MailRefusal::TooManyUploads(self.limits.uploads_per_conn));
+            let cap = if crate::signal::mail::is_relay_conn(conn) {
+                self.limits.uploads_per_relay
+            } else {
+                self.limits.uploads_per_conn
+            };
+            if under_way >= cap {
+                return Err(MailRefusal::TooManyUploads(cap));
             }
             if self.uploads.len() >= self.limits.max_uploads {
                 return Err(MailRefusal::RelayBusy);

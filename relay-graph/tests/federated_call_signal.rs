@@ -10,12 +10,14 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use wzp_proto::direct_call::{CallEvent, CallReady, IncomingCall, OutgoingCall};
+use wzp_proto::federation::{FederationMessage, MailEvent};
 use wzp_proto::handshake::EphemeralKey;
 use wzp_proto::path_addrs::PathAddrs;
 use wzp_proto::presence::{PresenceClient, PresenceEvent, PresenceStep};
 use wzp_proto::signal::{AcceptMode, HangupReason, SignalMessage};
+use wzp_proto::voice_message::{open, seal, MessageKey};
 use wzp_proto::{Fingerprint, Identity, Seed};
-use wzp_relay::federation::mesh::{tls_of, Mesh};
+use wzp_relay::federation::mesh::{id_of, tls_of, Mesh};
 use wzp_relay::federation::Input as FedInput;
 use wzp_relay::signal::{Action, ConnId, Event, Frame, Input, Refusal, SignalConfig, SignalHub};
 
@@ -29,6 +31,8 @@ struct Relay {
     next_conn: u64,
     /// Call signals from the federation already handed to the hub.
     taken: usize,
+    /// Voice-message steps from the federation already handed to the hub.
+    mail_taken: usize,
 }
 
 /// Relays 0 and 2 with signal hubs, relay 1 only federating.
@@ -65,6 +69,7 @@ impl World {
                 rooms_closed: Vec::new(),
                 next_conn: 1,
                 taken: 0,
+                mail_taken: 0,
             })
             .collect();
         World { mesh, relays }
@@ -84,6 +89,7 @@ impl World {
                     self.relays[r].inbox.entry(conn).or_default().push_back(msg);
                 }
                 Action::Federate(s) => self.mesh.input(i, FedInput::LocalCall(s)),
+                Action::FederateMail(s) => self.mesh.input(i, FedInput::LocalMail(s)),
                 Action::CallRoomOpened { room, fingerprints } => {
                     self.relays[r].rooms_opened.push((room, fingerprints))
                 }
@@ -116,6 +122,11 @@ impl World {
             self.relays[r].taken += fresh.len();
             for s in fresh {
                 self.input(r, Input::Federated(s));
+            }
+            let mail: Vec<_> = self.mesh.mail_delivered[i][self.relays[r].mail_taken..].to_vec();
+            self.relays[r].mail_taken += mail.len();
+            for s in mail {
+                self.input(r, Input::FederatedMail(s));
             }
         }
     }
@@ -630,4 +641,219 @@ fn a_call_from_another_relay_to_someone_in_a_call_rings_as_waiting_and_can_take_
     assert_eq!(ra.sas, rb.sas);
     assert_eq!(ra.keys.send_key(), rb.keys.recv_key());
     assert!(w.relays[1].hub.calls().get("local").is_none());
+}
+
+/// `c` leaves `sealed` for `to` as message `id`, in its parts.
+fn leave_message(w: &mut World, c: &Client, id: &str, to: Fingerprint, sealed: &[u8]) {
+    let parts: Vec<&[u8]> = wzp_proto::voice_message::parts(sealed).collect();
+    for (i, p) in parts.iter().enumerate() {
+        w.frame(
+            c,
+            SignalMessage::VoiceMessage {
+                id: id.into(),
+                to: Some(to),
+                from: None,
+                age_ms: None,
+                part: i as u32,
+                parts: parts.len() as u32,
+                data: p.to_vec(),
+            },
+        );
+    }
+}
+
+/// The key `c`'s relay gave it for `who` (after the mesh answered).
+fn key_for(w: &mut World, c: &mut Client, who: Fingerprint) -> Option<MessageKey> {
+    w.frame(c, SignalMessage::MessageKeyQuery { fingerprint: who });
+    w.advance(wzp_relay::signal::mail::KEY_WAIT + Duration::from_millis(100));
+    c.step(w);
+    c.received.iter().rev().find_map(|m| match m {
+        SignalMessage::MessageKey { fingerprint, key } if *fingerprint == who => {
+            Some(key.as_deref().copied())
+        }
+        _ => None,
+    })?
+}
+
+fn stored(c: &Client, id: &str) -> bool {
+    c.received
+        .iter()
+        .any(|m| matches!(m, SignalMessage::VoiceMessageStored { id: i } if i == id))
+}
+
+#[test]
+fn a_voice_message_for_someone_last_on_a_relay_two_links_away_is_kept_there_for_them() {
+    let mut w = World::new();
+    let mut a = Client::online(&mut w, 0, 1, None);
+    let b = Client::online(&mut w, 1, 2, None);
+    let bob = b.fingerprint();
+    let bob_identity = b.identity.clone();
+    w.input(1, Input::Disconnected { conn: b.conn });
+    w.mesh.settle(60).expect("presence withdrawn");
+    // Alice's relay has no key of bob's; the one two links away has.
+    assert!(w.relays[0].hub.mail().key(&bob).is_none());
+    let key = key_for(&mut w, &mut a, bob).expect("bob's key from relay 2");
+    assert_eq!(key.verify(), Ok(bob));
+    let frames: Vec<Vec<u8>> = (0..3000).map(|i| vec![(i % 200) as u8; 20]).collect();
+    let sealed = seal(&a.identity, &key, 5, &frames, [3; 32]).unwrap();
+    assert_eq!(wzp_proto::voice_message::parts(&sealed).count(), 3);
+    leave_message(&mut w, &a, "m1", bob, &sealed);
+    w.settle(&mut [&mut a]);
+    assert!(stored(&a, "m1"), "{:?}", a.received.last());
+    assert_eq!(w.relays[0].hub.mail().len(), 0);
+    assert_eq!(w.relays[1].hub.mail().len(), 1);
+    // Relay 1 passed the parts on and kept nothing.
+    let between = w.mesh.cores[1].mail_counters().clone();
+    assert_eq!(between.forwarded, 1 + 3 + 1, "{between:?}");
+    // Bob comes back where he was and opens it.
+    let mut b = Client::online(&mut w, 1, 2, None);
+    assert_eq!(w.relays[1].hub.mail().waiting(&bob), 1);
+    w.frame(&b, SignalMessage::FetchVoiceMessages);
+    w.settle(&mut [&mut b]);
+    let got: Vec<u8> = b
+        .received
+        .iter()
+        .filter_map(|m| match m {
+            SignalMessage::VoiceMessage { data, from, .. } => {
+                assert_eq!(*from, Some(a.fingerprint()));
+                Some(data.clone())
+            }
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let opened = open(&bob_identity, &got).unwrap();
+    assert_eq!((opened.sender, opened.frames), (a.fingerprint(), frames));
+}
+
+#[test]
+fn the_key_query_takes_the_relay_the_person_was_on_last_and_one_they_are_on_now_at_once() {
+    let mut w = World::new();
+    let mut a = Client::online(&mut w, 0, 1, None);
+    // Bob was on alice's relay long ago, then on relay 2.
+    let b = Client::online(&mut w, 0, 2, None);
+    let bob = b.fingerprint();
+    w.input(0, Input::Disconnected { conn: b.conn });
+    w.advance(Duration::from_secs(30));
+    let b = Client::online(&mut w, 1, 2, None);
+    w.input(1, Input::Disconnected { conn: b.conn });
+    w.mesh.settle(60).expect("presence withdrawn");
+    assert!(w.relays[0].hub.mail().key(&bob).is_some());
+    let key = key_for(&mut w, &mut a, bob).expect("a key");
+    let sealed = seal(&a.identity, &key, 5, &[vec![1; 20]], [3; 32]).unwrap();
+    leave_message(&mut w, &a, "m1", bob, &sealed);
+    w.settle(&mut [&mut a]);
+    assert!(stored(&a, "m1"));
+    assert_eq!(
+        (w.relays[0].hub.mail().len(), w.relays[1].hub.mail().len()),
+        (0, 1),
+        "the message is where bob was last"
+    );
+    // Bob online on relay 2: the answer comes without the wait.
+    let mut b = Client::online(&mut w, 1, 2, None);
+    w.frame(&a, SignalMessage::MessageKeyQuery { fingerprint: bob });
+    for _ in 0..6 {
+        w.step();
+    }
+    a.step(&mut w);
+    assert!(
+        matches!(
+            a.received.last(),
+            Some(SignalMessage::MessageKey { key: Some(_), .. })
+        ),
+        "{:?}",
+        a.received.last()
+    );
+    leave_message(&mut w, &a, "m2", bob, &sealed);
+    w.settle(&mut [&mut a, &mut b]);
+    assert!(stored(&a, "m2"));
+    assert!(b
+        .received
+        .iter()
+        .any(|m| matches!(m, SignalMessage::VoiceMessages { count: 2 })));
+    // Someone no relay knows has no key, after the wait.
+    let nobody = Seed::from_bytes([9; 32]).identity().fingerprint();
+    assert_eq!(key_for(&mut w, &mut a, nobody), None);
+}
+
+#[test]
+fn a_relay_answering_with_a_key_not_the_persons_is_not_believed() {
+    let mut w = World::new();
+    let mut a = Client::online(&mut w, 0, 1, None);
+    let b = Client::online(&mut w, 1, 2, None);
+    let bob = b.fingerprint();
+    w.input(1, Input::Disconnected { conn: b.conn });
+    w.mesh.settle(60).expect("presence withdrawn");
+    w.frame(&a, SignalMessage::MessageKeyQuery { fingerprint: bob });
+    w.step();
+    // Relay 1 saw the query pass and answers first, "online now", with
+    // the key of someone else (eve's), then with bob's own key claiming to
+    // hold his mailbox from a relay that is not on the path.
+    let query = w.mesh.mail_delivered[1]
+        .iter()
+        .find_map(|s| match s.event {
+            MailEvent::KeyQuery { query, who } if who == bob => Some(query),
+            _ => None,
+        })
+        .expect("the query reached relay 1");
+    let eve = Seed::from_bytes([66; 32]).identity();
+    let forged = FederationMessage::Mail {
+        path: vec![id_of(0), id_of(1)],
+        event: MailEvent::Key {
+            query,
+            who: bob,
+            key: MessageKey::of(&eve),
+            seen_s: 0,
+        },
+    };
+    assert!(w.mesh.send_as(1, 0, forged));
+    let misrouted = FederationMessage::Mail {
+        path: vec![id_of(0), id_of(2), id_of(1)],
+        event: MailEvent::Key {
+            query,
+            who: bob,
+            key: MessageKey::of(&eve),
+            seen_s: 0,
+        },
+    };
+    assert!(w.mesh.send_as(1, 0, misrouted));
+    w.step();
+    assert_eq!(w.mesh.cores[0].mail_counters().misrouted, 1);
+    w.advance(wzp_relay::signal::mail::KEY_WAIT + Duration::from_millis(100));
+    a.step(&mut w);
+    let keys: Vec<_> = a
+        .received
+        .iter()
+        .filter_map(|m| match m {
+            SignalMessage::MessageKey { key, .. } => Some(key.as_deref().copied()),
+            _ => None,
+        })
+        .collect();
+    let own = MessageKey::of(&Seed::from_bytes([2; 32]).identity());
+    assert_eq!(keys, vec![Some(own)], "one answer: bob's own key");
+}
+
+#[test]
+fn a_message_whose_way_loses_a_link_is_refused_to_the_sender() {
+    let mut w = World::new();
+    let mut a = Client::online(&mut w, 0, 1, None);
+    let b = Client::online(&mut w, 1, 2, None);
+    let bob = b.fingerprint();
+    w.input(1, Input::Disconnected { conn: b.conn });
+    w.mesh.settle(60).expect("presence withdrawn");
+    let key = key_for(&mut w, &mut a, bob).expect("bob's key");
+    w.mesh.cut(1, 2);
+    // Found dead by its silence, well within alice's keep-alive.
+    w.advance(Duration::from_secs(15));
+    let sealed = seal(&a.identity, &key, 5, &[vec![1; 20]], [3; 32]).unwrap();
+    leave_message(&mut w, &a, "m1", bob, &sealed);
+    w.settle(&mut [&mut a]);
+    assert!(!stored(&a, "m1"));
+    assert!(
+        a.received.iter().any(|m| matches!(m,
+            SignalMessage::Error { message, .. } if message.contains("lost its link"))),
+        "{:?}",
+        a.received
+    );
+    assert_eq!(w.mesh.cores[1].mail_counters().no_link, 1);
 }

@@ -121,12 +121,24 @@ impl Net {
                 Action::Federate(signal) => {
                     self.federation
                         .handle(FedInput::LocalCall(signal), self.now);
-                    for a in self.federation.drain_actions() {
-                        if let FedAction::Call(back) = a {
-                            self.hub.handle(Input::Federated(back), self.now);
-                        }
-                    }
+                    self.take_federation();
                 }
+                Action::FederateMail(signal) => {
+                    self.federation
+                        .handle(FedInput::LocalMail(signal), self.now);
+                    self.take_federation();
+                }
+            }
+        }
+    }
+
+    /// What the peerless federation hands back to the hub.
+    fn take_federation(&mut self) {
+        for a in self.federation.drain_actions() {
+            match a {
+                FedAction::Call(back) => self.hub.handle(Input::Federated(back), self.now),
+                FedAction::Mail(back) => self.hub.handle(Input::FederatedMail(back), self.now),
+                _ => {}
             }
         }
     }

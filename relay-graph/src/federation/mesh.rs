@@ -81,6 +81,9 @@ pub struct Mesh {
     pub calls_delivered: Vec<Vec<wzp_proto::federation::CallSignal>>,
     /// Per relay: call rooms it was told are bridged ([`Action::CallBridge`]).
     pub call_bridges: Vec<BTreeSet<RoomId>>,
+    /// Per relay: voice-message steps handed to its signal service
+    /// ([`Action::Mail`]), in order.
+    pub mail_delivered: Vec<Vec<wzp_proto::federation::MailSignal>>,
 }
 
 fn key(a: usize, b: usize) -> (usize, usize) {
@@ -137,6 +140,7 @@ impl Mesh {
             cfgs,
             calls_delivered: vec![Vec::new(); n],
             call_bridges: vec![BTreeSet::new(); n],
+            mail_delivered: vec![Vec::new(); n],
         }
     }
 
@@ -316,6 +320,7 @@ impl Mesh {
                 }
                 Action::RoomChanged { .. } | Action::CallRoomChanged { .. } => {}
                 Action::Call(signal) => self.calls_delivered[i].push(signal),
+                Action::Mail(signal) => self.mail_delivered[i].push(signal),
                 Action::CallBridge { room, up, .. } => {
                     if up {
                         self.call_bridges[i].insert(room);

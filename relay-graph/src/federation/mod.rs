@@ -39,6 +39,7 @@
 //! snippet the operator needs.
 
 pub mod calls;
+pub mod mail;
 pub use wzp_proto::dedup;
 pub mod mesh;
 pub mod pathvec;
@@ -186,6 +187,9 @@ pub enum Input {
     /// a user registered elsewhere, or the local party's ringing, answer,
     /// confirm, hangup): it goes along the call's path ([`calls`]).
     LocalCall(CallSignal),
+    /// A voice message's step from this relay's signal service: a key
+    /// query to flood, an answer to one, a part, its outcome ([`mail`]).
+    LocalMail(wzp_proto::federation::MailSignal),
 }
 
 /// What the core asks the shell to do.
@@ -239,6 +243,10 @@ pub enum Action {
         /// Bridged or not any more.
         up: bool,
     },
+    /// A voice message's step for this relay's signal service: a key
+    /// query from another relay, an answer to this relay's, a part for a
+    /// mailbox here, the outcome of a message sent from here ([`mail`]).
+    Mail(wzp_proto::federation::MailSignal),
     /// The remote participants of a call room changed (as
     /// [`Action::RoomChanged`], for the room named `name` here).
     CallRoomChanged {
@@ -525,6 +533,8 @@ pub struct FederationCore {
     /// The federation version this core speaks (lower in tests of mixed
     /// versions).
     version: u32,
+    /// Voice messages across the mesh.
+    mail: mail::MailState,
 }
 
 impl FederationCore {
@@ -555,6 +565,7 @@ impl FederationCore {
             calls: calls::CallTable::default(),
             pending_signals: Vec::new(),
             version: FEDERATION_VERSION,
+            mail: mail::MailState::new(cfg.seed.rotate_left(17) ^ 0x6d61_696c),
         }
     }
 
@@ -810,6 +821,7 @@ impl FederationCore {
                 self.send_presence_deltas(deltas);
             }
             Input::LocalCall(s) => self.local_call(s, now),
+            Input::LocalMail(s) => self.local_mail(s, now),
         }
     }
 
@@ -1250,6 +1262,7 @@ impl FederationCore {
                 };
                 self.call_message(peer, s, path, now);
             }
+            FederationMessage::Mail { path, event } => self.mail_message(peer, path, event, now),
             FederationMessage::PresenceUpdate { announce, withdraw } => {
                 let mut deltas = Vec::new();
                 for PresenceRoute { fingerprint, path } in announce {

@@ -250,6 +250,23 @@ impl FederationService {
         }
     }
 
+    /// A voice message's step from the signal service (a key query, an
+    /// answer, a part, an outcome). Never blocks; a full queue drops it
+    /// (the client's wait for the answer or `stored` ends it).
+    pub fn mail(&self, signal: wzp_proto::federation::MailSignal) {
+        let kind = signal.event.kind();
+        if self
+            .events
+            .try_send(HubEvent::Input(Input::LocalMail(signal)))
+            .is_err()
+        {
+            tracing::warn!(
+                kind,
+                "federation queue full; a voice-message step is dropped"
+            );
+        }
+    }
+
     /// A user registered on (`online`) or left this relay's presence: the
     /// mesh learns the route to it. Never blocks.
     pub fn local_presence(&self, fingerprint: wzp_proto::Fingerprint, online: bool) {
@@ -640,6 +657,11 @@ impl Hub {
                 Action::Call(signal) => {
                     if let Some(services) = self.services.upgrade() {
                         services.signal.federated(signal);
+                    }
+                }
+                Action::Mail(signal) => {
+                    if let Some(services) = self.services.upgrade() {
+                        services.signal.federated_mail(signal);
                     }
                 }
                 Action::CallBridge { room, name, up } => self.call_bridge(room, name, up),

@@ -33,6 +33,7 @@
 //!   the relay unless it answers `accept_trusted`; the media key never
 //!   passes through in a form the relay can use (only signed handshake halves).
 
+pub mod mail;
 pub mod service;
 mod session;
 
@@ -190,6 +191,10 @@ pub enum Input {
     /// user registered here, or the far party's ringing, answer, confirm or
     /// hangup.
     Federated(CallSignal),
+    /// A voice message's step from the federation: another relay's key
+    /// query, an answer to this relay's, a part for a mailbox here, the
+    /// outcome of a message sent on from here ([`mail`]).
+    FederatedMail(wzp_proto::federation::MailSignal),
     /// A mapping probe ([`wzp_proto::mapping::MappingProbe`]) came to the
     /// mapping port.
     MappingProbe {
@@ -260,6 +265,9 @@ pub enum Action {
     /// A step of a cross-relay call for the far party: hand it to the
     /// federation, which carries it along the call's path.
     Federate(CallSignal),
+    /// A voice message's step for another relay: hand it to the
+    /// federation ([`mail`]).
+    FederateMail(wzp_proto::federation::MailSignal),
     /// The call is over: close room `room` and its members' connections.
     CallRoomClosed {
         /// The `call-*` room.
@@ -454,6 +462,10 @@ pub struct SignalHub {
     /// Bytes of voice-message fetches queued and not yet written, on all
     /// connections.
     fetching_bytes: usize,
+    /// Voice messages for mailboxes on other relays.
+    away: mail::AwayMail,
+    /// The `now` of the latest input or timeout.
+    last_now: Option<Instant>,
 }
 
 /// Most (callee, caller) pairs a hub remembers telling of a missed call;
@@ -469,6 +481,8 @@ impl SignalHub {
             mail: crate::voicemail::Mailboxes::new(config.mail),
             late_mail: Vec::new(),
             fetching_bytes: 0,
+            away: mail::AwayMail::default(),
+            last_now: None,
             config,
             sessions: HashMap::new(),
             caller_addrs: HashMap::new(),
@@ -568,6 +582,7 @@ impl SignalHub {
             self.presence.poll_timeout(),
             self.calls.poll_timeout(),
             self.mail.poll_timeout(),
+            self.away.poll_timeout(),
             self.register_deadlines.peek().map(|Reverse((t, _))| *t),
         ]
         .into_iter()
@@ -598,9 +613,11 @@ impl SignalHub {
         for (call, t) in self.calls.expire(now) {
             self.call_ended(call, t, None);
         }
+        self.last_now = Some(now);
         for fp in self.mail.expire(now) {
             self.tell_mail(fp);
         }
+        self.mail_timeouts(now);
         while let Some(Reverse((due, conn))) = self.register_deadlines.peek().copied() {
             if due > now {
                 break;
@@ -624,6 +641,7 @@ impl SignalHub {
 
     /// Feeds one input.
     pub fn handle(&mut self, input: Input, now: Instant) {
+        self.last_now = Some(now);
         match input {
             Input::Connected {
                 conn,
@@ -678,6 +696,7 @@ impl SignalHub {
                 }
             }
             Input::Federated(s) => self.federated(s, now),
+            Input::FederatedMail(s) => self.federated_mail(s, now),
             Input::MappingProbe { token, from } => self.mapping_probe(token, from),
         }
     }
@@ -726,6 +745,21 @@ impl SignalHub {
     }
 
     fn push(&mut self, a: Action) {
+        // The moment a person's last device leaves is when a key query
+        // says they were last seen here.
+        if let (
+            Action::Event(Event::Unregistered {
+                fingerprint,
+                offline: true,
+                ..
+            }),
+            Some(now),
+        ) = (&a, self.last_now)
+        {
+            if self.mail.key(fingerprint).is_some() {
+                self.away.last_seen.insert(*fingerprint, now);
+            }
+        }
         self.actions.push_back(a);
     }
 
@@ -838,6 +872,7 @@ impl SignalHub {
         self.mapping_tokens
             .remove(&wzp_proto::mapping::token_for(&s.nonce));
         self.mail.forget_conn(conn);
+        self.away.forget_conn(conn);
         self.fetching_bytes -= s.fetch_bytes;
         if let Some((fp, offline)) = self.presence.remove_conn(conn) {
             self.push(Action::Event(Event::Unregistered {
@@ -1100,8 +1135,7 @@ impl SignalHub {
             } => self.hangup(conn, reason, call_id, message),
             M::MessageKeyQuery { fingerprint } => {
                 if self.registered(conn, "message_key_query").is_some() {
-                    let key = self.mail.key(&fingerprint).copied().map(Box::new);
-                    self.send(conn, M::MessageKey { fingerprint, key });
+                    self.message_key_query(conn, fingerprint, now);
                 }
             }
             M::VoiceMessage { .. } => self.voice_message(conn, m, now),
@@ -1296,6 +1330,9 @@ impl SignalHub {
                 "voice_message",
             );
         };
+        if self.part_away(conn, me, &id, to, part, parts, &data) {
+            return;
+        }
         match self
             .mail
             .put_part(conn, me, &id, to, part, parts, &data, now)

@@ -217,6 +217,19 @@ impl SignalService {
         }
     }
 
+    /// A voice message's step from the federation (never blocks; a full
+    /// queue drops it, and the client's wait for it ends the message).
+    pub fn federated_mail(&self, signal: wzp_proto::federation::MailSignal) {
+        let kind = signal.event.kind();
+        if self
+            .tx
+            .try_send(Cmd::Input(Input::FederatedMail(signal)))
+            .is_err()
+        {
+            tracing::warn!(kind, "signal queue full; a voice-message step is dropped");
+        }
+    }
+
     /// A mapping probe from `from` (never blocks; a full queue drops it,
     /// and the client, hearing nothing, sends another or goes without).
     pub fn mapping_probe(&self, token: [u8; wzp_proto::mapping::TOKEN_LEN], from: SocketAddr) {
@@ -414,6 +427,7 @@ fn apply(
             services.rooms.allow_call(&room, fingerprints.to_vec());
         }
         Action::Federate(signal) => services.federation.call_signal(signal),
+        Action::FederateMail(signal) => services.federation.mail(signal),
         Action::CallRoomClosed { room } => {
             services
                 .rooms

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use common::{bin, write_wav_16k as write_wav, Proc, Relay};
 
-use wzp_stages::audio::signal::{rms_dbfs, speech_like, xcorr_peak};
+use wzp_stages::audio::signal::{goertzel_dbfs, rms_dbfs, speech_like, xcorr_peak};
 use wzp_stages::audio::wav_source::read_wav_mono;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -632,4 +632,84 @@ fn a_trusted_call_across_relays_takes_a_direct_path() {
     }
     drop((r1, r3));
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `wzp-client SUB ...` as `user` pinned to `relay`, run to its end, with
+/// what it printed.
+fn mail_client(dir: &Path, relay: &Relay, user: &str, sub: &[&str]) -> (bool, String) {
+    let o = Command::new(bin("wzp-client"))
+        .args(sub)
+        .args(["--relay", &relay.addr.to_string()])
+        .args(["--relay-fingerprint", &relay.fingerprint])
+        .arg("--identity")
+        .arg(dir.join(format!("{user}.seed")))
+        .arg("--known-relays")
+        .arg(dir.join(format!("{user}.known")))
+        .arg("--contacts")
+        .arg(dir.join(format!("{user}.contacts.toml")))
+        .arg("--history")
+        .arg(dir.join(format!("{user}.history.jsonl")))
+        .output()
+        .expect("wzp-client runs");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (o.status.success(), said)
+}
+
+#[test]
+fn a_voice_message_left_on_relay_1_waits_for_bob_on_relay_3_and_he_hears_it() {
+    let dir = tmp("mail");
+    let [r1, _r2, r3] = chain(&dir);
+    let bob = common::identity_of(&dir, "bob");
+    let save = dir.join("saved");
+    let save_arg = save.to_str().unwrap();
+    // Bob checks his messages on relay 3 (it keeps his key), then is away.
+    let (ok, said) = mail_client(&dir, &r3, "bob", &["messages", "--save-dir", save_arg]);
+    assert!(ok && said.contains("no voice messages for you"), "{said}");
+    // Alice on relay 1 leaves 2 s of 523 Hz: kept on relay 3, not relay 1.
+    let (ok, said) = mail_client(
+        &dir,
+        &r1,
+        "alice",
+        &["message", &bob, "--input", "tone:523", "--duration", "2s"],
+    );
+    assert!(ok, "{said}");
+    assert!(
+        said.contains(&format!("left a voice message of 2.0 s for {bob}")),
+        "{said}"
+    );
+    let on = |r: &Relay| {
+        http_get(r, "/metrics").lines().find_map(|l| {
+            l.strip_prefix("wzp_signal_voice_messages ")?
+                .parse::<u64>()
+                .ok()
+        })
+    };
+    assert_eq!((on(&r1), on(&r3)), (Some(0), Some(1)));
+    // Bob, back on relay 3, fetches it: alice's, 2 s, the tone she left.
+    let (ok, said) = mail_client(&dir, &r3, "bob", &["messages", "--save-dir", save_arg]);
+    assert!(ok, "{said}");
+    let alice = common::identity_of(&dir, "alice");
+    let line = said
+        .lines()
+        .find(|l| l.starts_with("voice message from "))
+        .unwrap_or_else(|| panic!("{said}"));
+    assert!(
+        line.contains(&alice) && line.contains(", 2.0 s, "),
+        "{line}"
+    );
+    let wav = read_wav_mono(Path::new(line.rsplit_once("saved to ").unwrap().1)).unwrap();
+    let mid = &wav.samples[wav.samples.len() / 4..wav.samples.len() * 3 / 4];
+    let (tone, other) = (
+        goertzel_dbfs(mid, wav.rate, 523.0),
+        goertzel_dbfs(mid, wav.rate, 1_700.0),
+    );
+    assert!(
+        tone > -20.0 && other < tone - 30.0,
+        "523 Hz at {tone} dBFS, 1700 Hz at {other}"
+    );
+    assert_eq!(on(&r3), Some(0), "fetched and deleted");
 }

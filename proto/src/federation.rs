@@ -1720,6 +1720,85 @@ mod tests {
         }
     }
 
+    #[test]
+    fn bad_mail_is_refused_with_the_reason_and_good_mail_reads_back() {
+        let (a, b) = (fp(1).to_string(), fp(2).to_string());
+        let p1 = format!("[\"{}\"]", rid(1));
+        let long_path = format!(
+            "[{}]",
+            (0..17u8)
+                .map(|i| format!("\"{}\"", rid(i)))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let mail = |path: &str, event: String| {
+            format!(r#"{{"type":"mail","path":{path},"event":{event}}}"#)
+        };
+        let part = |id: &str, from: &str, part: u32, parts: u32, data: &str| {
+            format!(
+                r#"{{"kind":"part","id":"{id}","from":"{from}","to":"{b}","part":{part},"parts":{parts},"data":"{data}"}}"#
+            )
+        };
+        let big = "ab".repeat(24 * 1024 + 1);
+        let cases: Vec<(String, &str)> = vec![
+            (mail("[]", part("m1", &a, 0, 1, "ab")), "path is empty"),
+            (mail(&long_path, part("m1", &a, 0, 1, "ab")), "at most 16"),
+            (mail(&p1, part("M1", &a, 0, 1, "ab")), "mail id"),
+            (mail(&p1, part("", &a, 0, 1, "ab")), "mail id"),
+            (
+                mail(&p1, part("m1", &b, 0, 1, "ab")),
+                "same sender and recipient",
+            ),
+            (mail(&p1, part("m1", &a, 1, 1, "ab")), "part 1 of 1"),
+            (mail(&p1, part("m1", &a, 0, 12, "ab")), "1..=11 parts"),
+            (mail(&p1, part("m1", &a, 0, 1, "")), "mail part of 0 bytes"),
+            (
+                mail(&p1, part("m1", &a, 0, 1, &big)),
+                "mail part of 24577 bytes",
+            ),
+            (mail(&p1, part("m1", &a, 0, 1, "zz")), "hex"),
+            (
+                mail(
+                    &p1,
+                    format!(
+                        r#"{{"kind":"refused","id":"m1","from":"{a}","to":"{b}","reason":"a\u0007"}}"#
+                    ),
+                ),
+                "printable",
+            ),
+            (mail(&p1, r#"{"kind":"gossip"}"#.into()), "unknown variant"),
+            (
+                mail(&p1, r#"{"kind":"key_query","query":1}"#.into()),
+                "missing field",
+            ),
+        ];
+        for (json, needle) in cases {
+            let mut dec = FederationDecoder::new();
+            dec.push(&frame(&json)).unwrap();
+            let err = dec.next_message().unwrap_err();
+            assert!(!err.is_fatal(), "{json}: {err} is not fatal");
+            assert!(
+                err.to_string().contains(needle),
+                "{}: {err} should say {needle}",
+                &json[..json.len().min(200)]
+            );
+        }
+        let good = FederationMessage::Mail {
+            path: vec![rid(1), rid(2)],
+            event: MailEvent::Part {
+                id: "m1".into(),
+                from: fp(1),
+                to: fp(2),
+                part: 10,
+                parts: 11,
+                data: vec![7; crate::voice_message::MESSAGE_PART_LEN],
+            },
+        };
+        let mut dec = FederationDecoder::new();
+        dec.push(&encode_federation_frame(&good).unwrap()).unwrap();
+        assert_eq!(dec.next_message().unwrap(), Some(good));
+    }
+
     fn call_json(call_id: &str, caller: &str, callee: &str, path: &str, event: &str) -> String {
         format!(
             r#"{{"type":"call_signal","call_id":"{call_id}","caller":"{caller}","callee":"{callee}","path":{path},"event":{event}}}"#

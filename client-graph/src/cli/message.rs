@@ -143,8 +143,9 @@ pub fn message_cmd(args: MessageArgs) -> Result<()> {
         .await?;
         let Some(key) = key else {
             bail!(
-                "{who} has no message key at {}: they have not registered there since it started, \
-                 so a message left there would not reach them; leave it at the relay they listen at",
+                "{who} has no message key at {} or any relay it federates with: they have not \
+                 registered on one since it started, so a message would not reach them; leave it \
+                 through a relay of the mesh they listen at",
                 relay.relay
             );
         };

@@ -257,3 +257,6 @@ impl FederationCore {
         self.actions.push(Action::Mail(MailSignal { path, event }));
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -76,6 +76,8 @@ pub struct FederationView {
     pub counters: Counters,
     /// Cross-relay call signals carried and refused, by reason.
     pub calls: super::calls::CallCounters,
+    /// Voice-message steps carried and dropped, by reason.
+    pub mail: super::mail::MailCounters,
     /// Media datagrams per peer: (received, sent) on its current link.
     pub packets: HashMap<RelayId, (u64, u64)>,
     /// Global rooms with participants anywhere in the mesh.
@@ -187,6 +189,7 @@ impl FederationService {
             peers: core.peers(),
             counters: core.counters().clone(),
             calls: core.call_counters().clone(),
+            mail: core.mail_counters().clone(),
             packets: HashMap::new(),
             active_rooms: 0,
         }));
@@ -691,6 +694,7 @@ impl Hub {
         view.peers = self.core.peers();
         view.counters = self.core.counters().clone();
         view.calls = self.core.call_counters().clone();
+        view.mail = self.core.mail_counters().clone();
         view.packets = packets;
         view.active_rooms = self.core.active_rooms().len();
     }

@@ -754,6 +754,23 @@ fn federation(
     }
     head(
         out,
+        "wzp_federation_mail_total",
+        "counter",
+        "Voice-message steps between relays: key queries passed on or dropped as repeats, steps passed on along their path or handed to this relay's signal service, steps from the wrong neighbour, steps whose next link was down.",
+    );
+    let m = &v.mail;
+    for (event, n) in [
+        ("query_forwarded", m.queries_forwarded),
+        ("query_dropped", m.queries_dropped),
+        ("forwarded", m.forwarded),
+        ("delivered", m.delivered),
+        ("misrouted", m.misrouted),
+        ("no_link", m.no_link),
+    ] {
+        let _ = writeln!(out, "wzp_federation_mail_total{{event=\"{event}\"}} {n}");
+    }
+    head(
+        out,
         "wzp_federation_packets_forwarded_total",
         "counter",
         "Media datagrams on a federation link, per peer: received (in) and sent (out).",

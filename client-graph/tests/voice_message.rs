@@ -354,3 +354,84 @@ fn walk(d: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+#[test]
+fn a_call_nobody_answers_leaves_a_voice_message_with_leave_message() {
+    let dir = tmp("call-leave");
+    let relay = Relay::start(
+        "wzp-relay",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "-i",
+            dir.join("relay.seed").to_str().unwrap(),
+        ],
+        WAIT,
+    );
+    let bob = identity_of(&dir, "bob");
+    let call = |dir: &Path| {
+        run(
+            dir,
+            &relay,
+            "alice",
+            &[
+                "call",
+                &bob,
+                "--leave-message",
+                "2s",
+                "--input",
+                "tone:660",
+                "--output",
+                "null",
+                "--no-realtime",
+            ],
+        )
+    };
+    // Bob never registered: the call says why no message was left, and
+    // exits as a call to someone not online does.
+    let o = call(&dir);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert!(
+        text(&o).contains("no voice message left") && text(&o).contains("has no message key"),
+        "{}",
+        text(&o)
+    );
+    // Once bob has been there, the unanswered call leaves 2 s of 660 Hz.
+    let save = dir.join("saved");
+    let save_arg = save.to_str().unwrap();
+    let o = run(&dir, &relay, "bob", &["messages", "--save-dir", save_arg]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = call(&dir);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("left a voice message of 2.0 s for {bob}")),
+        "{}",
+        text(&o)
+    );
+    let o = run(&dir, &relay, "bob", &["messages", "--save-dir", save_arg]);
+    assert!(o.status.success(), "{}", text(&o));
+    let said = text(&o);
+    let line = said
+        .lines()
+        .find(|l| l.starts_with("voice message from "))
+        .unwrap_or_else(|| panic!("{said}"));
+    let wav = read_wav_mono(Path::new(line.rsplit_once("saved to ").unwrap().1)).unwrap();
+    let mid = &wav.samples[24_000..72_000];
+    let (tone, other) = (
+        goertzel_dbfs(mid, 48_000, 660.0),
+        goertzel_dbfs(mid, 48_000, 440.0),
+    );
+    assert!(
+        tone > -20.0 && other < tone - 30.0,
+        "660 Hz at {tone} dBFS, 440 Hz at {other}"
+    );
+    let said = history(&dir, "alice");
+    assert!(
+        said.iter().any(|l| l.contains("not online"))
+            && said
+                .iter()
+                .any(|l| l.ends_with(&format!("out  {bob}  voice message  2s"))),
+        "{said:?}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -37,6 +37,11 @@ Examples:
   wzp-client call alice --relay 203.0.113.7:4433 --muted
       Start muted. During a call `m` mutes and unmutes the microphone, `q`
       hangs up; `pkill -USR1 wzp-client` mutes, `-USR2` unmutes.
+  wzp-client call alice --relay 203.0.113.7:4433 --leave-message
+      If alice does not answer (away, busy, declining, not picking up),
+      leave her a voice message from the microphone (Ctrl-C ends it, 30 s
+      at most; `--leave-message 60s` for longer); `wzp-client messages`
+      on her side fetches it.
 
 Exit status:
   0  the call was answered and ran
@@ -63,6 +68,19 @@ pub struct CallArgs {
     pub media: MediaArgs,
     #[command(flatten)]
     pub history: super::history::HistoryArgs,
+    /// When the call is not answered (not online, busy, declined, no
+    /// answer), leave a voice message instead, up to this long (`30s` when
+    /// no length is given; at most 120 s): recorded from `--input` (a
+    /// microphone records until Ctrl-C or the length), sealed to the person
+    /// and kept by their relay, as `wzp-client message` does.
+    #[arg(
+        long,
+        value_name = "LENGTH",
+        num_args = 0..=1,
+        default_missing_value = "30s",
+        value_parser = super::parse_duration_arg
+    )]
+    pub leave_message: Option<Duration>,
 }
 
 /// What to do with the SAS the call prints, for the person called.
@@ -106,7 +124,17 @@ pub fn call_cmd(args: CallArgs) -> Result<i32> {
         args.media.muted,
         false,
     )?);
+    if let Some(d) = args.leave_message {
+        let max = Duration::from_secs((wzp_proto::voice_message::MAX_FRAMES / 50) as u64);
+        if d.is_zero() || d > max {
+            return Err(anyhow!(
+                "--leave-message {d:?}: a voice message is 1 ms..={} s",
+                max.as_secs()
+            ));
+        }
+    }
     let history = args.history.open()?;
+    let message_history = args.history.open()?;
     let record = move |at: u64, outcome: Outcome, secs: u64| {
         history.record(&Entry {
             at,
@@ -244,10 +272,37 @@ pub fn call_cmd(args: CallArgs) -> Result<i32> {
         let ready = match outcome {
             Ok(ready) => ready,
             Err(status) => {
-                let unreached = matches!(status, EXIT_NOT_ONLINE | EXIT_BUSY | EXIT_NO_ANSWER);
-                if unreached && sig.relay_has(wzp_proto::signal::FEATURE_VOICE_MESSAGES) {
+                let unreached = matches!(
+                    status,
+                    EXIT_NOT_ONLINE | EXIT_BUSY | EXIT_NO_ANSWER | EXIT_REJECTED
+                );
+                let keeps = sig.relay_has(wzp_proto::signal::FEATURE_VOICE_MESSAGES);
+                // Whether a message can be left, asked before anyone speaks.
+                let leave = match args.leave_message {
+                    Some(max) if unreached && keeps => {
+                        match super::message::key_of(&mut sig, &target, &args.who, &relay.relay)
+                            .await
+                        {
+                            Ok(_) => Some(max),
+                            Err(e) => {
+                                eprintln!("no voice message left: {e:#}");
+                                None
+                            }
+                        }
+                    }
+                    Some(_) if unreached => {
+                        eprintln!(
+                            "no voice message left: the relay at {} keeps none",
+                            relay.relay
+                        );
+                        None
+                    }
+                    _ => None,
+                };
+                if unreached && keeps && args.leave_message.is_none() {
                     println!(
-                        "leave a voice message: wzp-client message {} --relay {}",
+                        "leave a voice message: wzp-client message {} --relay {} \
+                         (or call with --leave-message)",
                         args.who, relay.relay
                     );
                 }
@@ -264,6 +319,30 @@ pub fn call_cmd(args: CallArgs) -> Result<i32> {
                     0,
                 );
                 sig.close().await;
+                if let Some(max) = leave {
+                    let input = args.media.input.clone();
+                    let left = tokio::task::block_in_place(|| {
+                        super::message::capture(&input, max)
+                            .and_then(|pcm| super::message::encode(&pcm))
+                    });
+                    let left = match left {
+                        Ok(frames) => {
+                            super::message::deliver(
+                                &relay,
+                                &identity,
+                                target,
+                                &args.who,
+                                &frames,
+                                &message_history,
+                            )
+                            .await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = left {
+                        eprintln!("no voice message left: {e:#}");
+                    }
+                }
                 return Ok(status);
             }
         };

@@ -124,71 +124,101 @@ pub fn message_cmd(args: MessageArgs) -> Result<()> {
         bail!("{target} is your own fingerprint: leave a message for someone else");
     }
     let history = args.history.open()?;
+    let rt = runtime()?;
+    // Whether the message can be left at all, before anyone speaks.
+    rt.block_on(async {
+        let mut sig = open(&relay, &identity).await?;
+        let key = key_of(&mut sig, &target, &who, &relay.relay).await;
+        sig.close().await;
+        key.map(drop)
+    })?;
     let pcm = capture(&args.input, args.duration)?;
     let frames = encode(&pcm)?;
-    let secs = frames.len() as f64 / 50.0;
-    let rt = runtime()?;
-    rt.block_on(async move {
-        let mut sig = open(&relay, &identity).await?;
-        sig.send(&SignalMessage::MessageKeyQuery {
-            fingerprint: target,
-        })
-        .await?;
-        let key = answer(&mut sig, "message_key_query", |m| match m {
-            SignalMessage::MessageKey { fingerprint, key } if *fingerprint == target => {
-                Some(key.as_deref().copied())
-            }
-            _ => None,
-        })
-        .await?;
-        let Some(key) = key else {
-            bail!(
-                "{who} has no message key at {} or any relay it federates with: they have not \
-                 registered on one since it started, so a message would not reach them; leave it \
-                 through a relay of the mesh they listen at",
-                relay.relay
-            );
-        };
-        check_key(&key, &target)?;
-        let mut eph = [0u8; 32];
-        getrandom::fill(&mut eph).map_err(|e| anyhow!("no randomness: {e}"))?;
-        let sealed = voice_message::seal(&identity, &key, unix_ms(), &frames, eph)
-            .map_err(|e| anyhow!("{e}"))?;
-        let id = random_id()?;
-        let parts: Vec<&[u8]> = voice_message::parts(&sealed).collect();
-        for (i, p) in parts.iter().enumerate() {
-            sig.send(&SignalMessage::VoiceMessage {
-                id: id.clone(),
-                to: Some(target),
-                from: None,
-                age_ms: None,
-                part: i as u32,
-                parts: parts.len() as u32,
-                data: p.to_vec(),
-            })
-            .await?;
-        }
-        answer(&mut sig, "voice_message", |m| match m {
-            SignalMessage::VoiceMessageStored { id: got } if *got == id => Some(()),
-            _ => None,
-        })
-        .await?;
-        history.record(&crate::history::Entry {
-            at: crate::history::now(),
-            dir: crate::history::Dir::Out,
-            peer: target,
-            alias: None,
-            outcome: crate::history::Outcome::VoiceMessage,
-            secs: secs.round() as u64,
-        });
-        println!(
-            "left a voice message of {secs:.1} s for {who} at {} ({} bytes sealed; only {who} can open it)",
-            relay.relay,
-            sealed.len()
-        );
-        sig.close().await;
-        Ok(())
+    rt.block_on(deliver(&relay, &identity, target, &who, &frames, &history))
+}
+
+/// `target`'s message key from the relay on `sig` (it asks the mesh),
+/// checked to be theirs; an error says why there is none.
+pub(super) async fn key_of(
+    sig: &mut SignalConn,
+    target: &Fingerprint,
+    who: &str,
+    relay: &str,
+) -> Result<MessageKey> {
+    sig.send(&SignalMessage::MessageKeyQuery {
+        fingerprint: *target,
     })
+    .await?;
+    let key = answer(sig, "message_key_query", |m| match m {
+        SignalMessage::MessageKey { fingerprint, key } if fingerprint == target => {
+            Some(key.as_deref().copied())
+        }
+        _ => None,
+    })
+    .await?;
+    let Some(key) = key else {
+        bail!(
+            "{who} has no message key at {relay} or any relay it federates with: they have not \
+             registered on one since it started, so a message would not reach them; leave it \
+             through a relay of the mesh they listen at"
+        );
+    };
+    check_key(&key, target)?;
+    Ok(key)
+}
+
+/// Leaves `frames` (Opus, 20 ms each) for `target` through `relay` on a
+/// connection of its own: seals them to the key the relay hands out, sends
+/// the parts, waits until it is kept, and records it in `history`.
+pub(super) async fn deliver(
+    relay: &crate::signal::RelayOptions,
+    identity: &wzp_proto::Identity,
+    target: Fingerprint,
+    who: &str,
+    frames: &[Vec<u8>],
+    history: &crate::history::History,
+) -> Result<()> {
+    let secs = frames.len() as f64 / 50.0;
+    let mut sig = open(relay, identity).await?;
+    let key = key_of(&mut sig, &target, who, &relay.relay).await?;
+    let mut eph = [0u8; 32];
+    getrandom::fill(&mut eph).map_err(|e| anyhow!("no randomness: {e}"))?;
+    let sealed =
+        voice_message::seal(identity, &key, unix_ms(), frames, eph).map_err(|e| anyhow!("{e}"))?;
+    let id = random_id()?;
+    let parts: Vec<&[u8]> = voice_message::parts(&sealed).collect();
+    for (i, p) in parts.iter().enumerate() {
+        sig.send(&SignalMessage::VoiceMessage {
+            id: id.clone(),
+            to: Some(target),
+            from: None,
+            age_ms: None,
+            part: i as u32,
+            parts: parts.len() as u32,
+            data: p.to_vec(),
+        })
+        .await?;
+    }
+    answer(&mut sig, "voice_message", |m| match m {
+        SignalMessage::VoiceMessageStored { id: got } if *got == id => Some(()),
+        _ => None,
+    })
+    .await?;
+    history.record(&crate::history::Entry {
+        at: crate::history::now(),
+        dir: crate::history::Dir::Out,
+        peer: target,
+        alias: None,
+        outcome: crate::history::Outcome::VoiceMessage,
+        secs: secs.round() as u64,
+    });
+    println!(
+        "left a voice message of {secs:.1} s for {who} at {} ({} bytes sealed; only {who} can open it)",
+        relay.relay,
+        sealed.len()
+    );
+    sig.close().await;
+    Ok(())
 }
 
 /// `wzp-client messages`.
@@ -399,7 +429,7 @@ async fn fetch(sig: &mut SignalConn) -> Result<Vec<Fetched>> {
 /// Opens a signal connection and registers under a fresh device (so it
 /// never takes the place of this machine's `listen`), checking that the
 /// relay keeps voice messages.
-async fn open(
+pub(super) async fn open(
     relay: &crate::signal::RelayOptions,
     identity: &wzp_proto::Identity,
 ) -> Result<SignalConn> {

@@ -16,10 +16,18 @@ use wzp_proto::{Fingerprint, SignalMessage};
 
 use super::{Action, ConnId, Refusal, SignalHub};
 
-/// How long a relay waits for other relays' answers to a key query before
-/// giving the client the freshest it has (an answer from a relay where the
-/// person is registered now ends the wait at once).
+/// How long a relay waits for other relays' answers to a key query once it
+/// has one (its own key, or another relay's answer) before giving the
+/// client the freshest: counted from the query, and at least
+/// [`KEY_GRACE`] after the first answer. An answer from a relay where the
+/// person is registered now ends the wait at once.
 pub const KEY_WAIT: Duration = Duration::from_millis(800);
+/// After the first answer from another relay, how long fresher ones may
+/// still come (a far relay answering late is not cut off at once).
+pub const KEY_GRACE: Duration = Duration::from_millis(300);
+/// The longest wait while no relay has answered (a mesh of slow links);
+/// then the client hears there is no key.
+pub const KEY_WAIT_MAX: Duration = Duration::from_secs(5);
 /// Most key queries a relay has out at once; past it a query is answered
 /// from this relay alone.
 pub const MAX_KEY_QUERIES: usize = 1024;
@@ -32,6 +40,7 @@ pub const SEEN_UNKNOWN: u64 = u64::MAX;
 pub(super) struct KeyQuery {
     conn: ConnId,
     who: Fingerprint,
+    started: Instant,
     deadline: Instant,
     /// The freshest answer so far: how long ago the person was seen, the
     /// way to its relay (empty: this one), their key.
@@ -112,12 +121,18 @@ impl SignalHub {
         self.away.next_query += 1;
         let query = self.away.next_query;
         let best = local.map(|k| (self.seen_s(&who, now), Vec::new(), k));
+        let wait = if best.is_some() {
+            KEY_WAIT
+        } else {
+            KEY_WAIT_MAX
+        };
         self.away.queries.insert(
             query,
             KeyQuery {
                 conn,
                 who,
-                deadline: now + KEY_WAIT,
+                started: now,
+                deadline: now + wait,
                 best,
             },
         );
@@ -209,6 +224,8 @@ impl SignalHub {
                 if q.best.as_ref().is_none_or(|(s, _, _)| seen_s < *s) {
                     q.best = Some((seen_s, path, key));
                 }
+                let enough = (now + KEY_GRACE).max(q.started + KEY_WAIT);
+                q.deadline = q.deadline.min(enough);
                 if seen_s == 0 {
                     self.answer_key_query(query);
                 }

@@ -2,7 +2,8 @@
 //! topology, links stepped with a manual clock (50 ms per round): presence
 //! and global rooms converge within a bounded number of rounds, messages stay
 //! bounded (no loops), routes are BFS shortest paths, media arrives exactly
-//! once, and a dead relay's participants vanish within 15 s.
+//! once, a voice message's key query reaches every relay once, and a dead
+//! relay's participants vanish within 15 s.
 //!
 //! The figures printed (`--nocapture`) are those in docs/FEDERATION.md.
 
@@ -206,6 +207,34 @@ fn a_hundred_relays_converge_on_shortest_routes_without_loops() {
         "{datagrams_per_packet} link datagrams per packet"
     );
 
+    // A voice message's key query from relay 0 floods the mesh: every
+    // other relay hears it exactly once, in diameter rounds, and no link
+    // carries it both ways more than once.
+    let mail_before = m.by_type.get("mail").copied().unwrap_or(0);
+    m.input(
+        0,
+        Input::LocalMail(wzp_proto::federation::MailSignal {
+            path: Vec::new(),
+            event: wzp_proto::federation::MailEvent::KeyQuery {
+                query: 1,
+                who: user(7, 0),
+            },
+        }),
+    );
+    let (query_rounds, _) = m.settle(100).expect("the flood ends");
+    let query_msgs = m.by_type.get("mail").copied().unwrap_or(0) - mail_before;
+    for i in 1..RELAYS {
+        let heard = m.mail_delivered[i]
+            .iter()
+            .filter(|s| matches!(s.event, wzp_proto::federation::MailEvent::KeyQuery { .. }))
+            .count();
+        assert_eq!(heard, 1, "relay {i} heard the query {heard} times");
+    }
+    assert!(
+        query_msgs <= directed,
+        "{query_msgs} messages for one query over {directed} directed links"
+    );
+
     // A relay with members dies: every other relay forgets its members
     // within 15 s of simulated time.
     let victim = holders[holders.len() / 2];
@@ -265,6 +294,11 @@ fn a_hundred_relays_converge_on_shortest_routes_without_loops() {
     println!(
         "  media: {sent} packets, 0 duplicates delivered, {dups_dropped} duplicate arrivals \
          dropped by dedup, {datagrams_per_packet:.1} link datagrams per packet"
+    );
+    println!(
+        "  voice-message key query: heard once by each of {} relays in {query_rounds} rounds, \
+         {query_msgs} messages",
+        RELAYS - 1
     );
     println!(
         "  relay death: members gone everywhere after {all_gone_after:?}; re-settled in \

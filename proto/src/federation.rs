@@ -529,6 +529,11 @@ pub enum MailEvent {
         /// The sealed bytes of this part.
         #[serde(with = "hex_bytes")]
         data: Vec<u8>,
+        /// How long ago the message was left, when a relay that kept it
+        /// moves it to the one its recipient is on now (absent for a
+        /// message being left).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        age_ms: Option<u64>,
     },
     /// The holder kept message `id` (after its last part), back to `path[0]`.
     Stored {
@@ -583,6 +588,7 @@ impl MailEvent {
                 part,
                 parts,
                 data,
+                ..
             } => {
                 check_mail_id(id, from, to)?;
                 let max = crate::voice_message::MAX_MESSAGE_PARTS;
@@ -1792,6 +1798,7 @@ mod tests {
                 part: 10,
                 parts: 11,
                 data: vec![7; crate::voice_message::MESSAGE_PART_LEN],
+                age_ms: Some(86_400_000),
             },
         };
         let mut dec = FederationDecoder::new();

@@ -149,6 +149,8 @@ struct Upload {
     next: u32,
     sealed: Vec<u8>,
     deadline: Instant,
+    /// How long ago it was left (a message moved from another relay).
+    age: Duration,
 }
 
 /// A change to the mailboxes, for a relay that keeps them on disk
@@ -363,7 +365,25 @@ impl Mailboxes {
         data: &[u8],
         now: Instant,
     ) -> Result<bool, MailRefusal> {
-        let r = self.put(conn, from, id, to, part, parts, data, now);
+        self.put_part_aged(conn, from, id, to, part, parts, data, now, Duration::ZERO)
+    }
+
+    /// [`Mailboxes::put_part`] of a message left `age` ago (one another
+    /// relay kept and moves here): it is kept as if left then.
+    #[allow(clippy::too_many_arguments)]
+    pub fn put_part_aged(
+        &mut self,
+        conn: ConnId,
+        from: Fingerprint,
+        id: &str,
+        to: Fingerprint,
+        part: u32,
+        parts: u32,
+        data: &[u8],
+        now: Instant,
+        age: Duration,
+    ) -> Result<bool, MailRefusal> {
+        let r = self.put(conn, from, id, to, part, parts, data, now, age);
         if r.is_err() {
             self.counters.refused += 1;
             self.abandon(conn, id);
@@ -407,6 +427,7 @@ impl Mailboxes {
         parts: u32,
         data: &[u8],
         now: Instant,
+        age: Duration,
     ) -> Result<bool, MailRefusal> {
         if !self.is_on() {
             return Err(MailRefusal::Off);
@@ -482,6 +503,7 @@ impl Mailboxes {
                     next: 0,
                     sealed: Vec::with_capacity(data.len()),
                     deadline: now,
+                    age,
                 },
             );
         }
@@ -526,7 +548,7 @@ impl Mailboxes {
         let m = Stored {
             id: id.to_string(),
             from,
-            at: now,
+            at: now.checked_sub(u.age).unwrap_or(now),
             sealed: u.sealed,
         };
         if self.journal.is_some() {

@@ -34,6 +34,8 @@ struct Relay {
     taken: usize,
     /// Voice-message steps from the federation already handed to the hub.
     mail_taken: usize,
+    /// People the federation said moved elsewhere, already handed over.
+    reach_taken: usize,
 }
 
 /// Relays 0 and 2 with signal hubs, relay 1 only federating.
@@ -71,6 +73,7 @@ impl World {
                 next_conn: 1,
                 taken: 0,
                 mail_taken: 0,
+                reach_taken: 0,
             })
             .collect();
         World { mesh, relays }
@@ -128,6 +131,11 @@ impl World {
             self.relays[r].mail_taken += mail.len();
             for s in mail {
                 self.input(r, Input::FederatedMail(s));
+            }
+            let moved: Vec<_> = self.mesh.reachable[i][self.relays[r].reach_taken..].to_vec();
+            self.relays[r].reach_taken += moved.len();
+            for (who, path) in moved {
+                self.input(r, Input::Reachable { who, path });
             }
         }
     }
@@ -886,4 +894,73 @@ fn a_message_whose_way_loses_a_link_is_refused_to_the_sender() {
         a.received
     );
     assert_eq!(w.mesh.cores[1].mail_counters().no_link, 1);
+}
+
+#[test]
+fn messages_kept_for_someone_move_to_the_relay_they_register_on_next() {
+    let mut w = World::new();
+    let mut a = Client::online(&mut w, 0, 1, None);
+    // Bob was on alice's relay; alice leaves him a message there.
+    let b = Client::online(&mut w, 0, 2, None);
+    let bob = b.fingerprint();
+    let bob_identity = b.identity.clone();
+    w.input(0, Input::Disconnected { conn: b.conn });
+    w.mesh.settle(60).expect("presence withdrawn");
+    let key = key_for(&mut w, &mut a, bob).expect("bob's key, here");
+    let frames: Vec<Vec<u8>> = (0..1500).map(|i| vec![(i % 100) as u8; 20]).collect();
+    let sealed = seal(&a.identity, &key, 5, &frames, [4; 32]).unwrap();
+    assert_eq!(wzp_proto::voice_message::parts(&sealed).count(), 2);
+    leave_message(&mut w, &a, "m1", bob, &sealed);
+    w.settle(&mut [&mut a]);
+    assert!(stored(&a, "m1"));
+    assert_eq!(w.relays[0].hub.mail().len(), 1);
+    w.advance(Duration::from_secs(10));
+    // Bob registers on relay 2: the message follows him, and is gone from
+    // relay 0 once relay 2 has it.
+    let mut b = Client::online(&mut w, 1, 2, None);
+    w.settle(&mut [&mut b]);
+    assert_eq!(
+        (w.relays[0].hub.mail().len(), w.relays[1].hub.mail().len()),
+        (0, 1)
+    );
+    assert_eq!(w.relays[0].hub.counters().mail_moved, 1);
+    assert!(b
+        .received
+        .iter()
+        .any(|m| matches!(m, SignalMessage::VoiceMessages { count: 1 })));
+    w.frame(&b, SignalMessage::FetchVoiceMessages);
+    w.settle(&mut [&mut b]);
+    let mut got = Vec::new();
+    for m in &b.received {
+        if let SignalMessage::VoiceMessage {
+            data, age_ms, from, ..
+        } = m
+        {
+            assert!(
+                age_ms.is_some_and(|a| a >= 10_000),
+                "{age_ms:?}: kept as left then"
+            );
+            assert_eq!(*from, Some(a.fingerprint()));
+            got.extend_from_slice(data);
+        }
+    }
+    assert_eq!(open(&bob_identity, &got).unwrap().frames, frames);
+    // Bob on both relays: nothing moves while he is on the one keeping it.
+    let b0 = Client::online(&mut w, 0, 2, None);
+    w.settle(&mut []);
+    assert_eq!(w.relays[1].hub.mail().len(), 1);
+    // He leaves relay 2: it follows him back to relay 0.
+    w.input(1, Input::Disconnected { conn: b.conn });
+    w.mesh.settle(60).expect("presence withdrawn");
+    w.settle(&mut []);
+    assert_eq!(
+        (w.relays[0].hub.mail().len(), w.relays[1].hub.mail().len()),
+        (1, 0)
+    );
+    assert_eq!(w.relays[1].hub.counters().mail_moved, 1);
+    // Gone everywhere: it stays where it is.
+    w.input(0, Input::Disconnected { conn: b0.conn });
+    w.mesh.settle(60).expect("presence withdrawn");
+    w.settle(&mut []);
+    assert_eq!(w.relays[0].hub.mail().len(), 1);
 }

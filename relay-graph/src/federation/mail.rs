@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use wzp_proto::federation::{
     FederationMessage, MailEvent, MailSignal, RelayId, MAIL_VERSION, MAX_PATH,
 };
+use wzp_proto::Fingerprint;
 
 use super::{Action, FederationCore};
 
@@ -97,6 +98,26 @@ impl MailState {
 }
 
 impl FederationCore {
+    /// The way to the relay `fp` is registered on, when that is another
+    /// relay (this one first).
+    pub(super) fn remote_path(&self, fp: &Fingerprint) -> Option<Vec<RelayId>> {
+        self.presence
+            .best(fp)
+            .filter(|e| e.path.len() >= 2)
+            .map(|e| e.path.clone())
+    }
+
+    /// Says [`Action::Reachable`] when `fp`, not on another relay before a
+    /// table change (`was_remote`), is now.
+    pub(super) fn note_reach(&mut self, fp: Fingerprint, was_remote: bool) {
+        if was_remote {
+            return;
+        }
+        if let Some(path) = self.remote_path(&fp) {
+            self.actions.push(Action::Reachable { who: fp, path });
+        }
+    }
+
     /// The `mail` counters.
     pub fn mail_counters(&self) -> &MailCounters {
         &self.mail.counters

@@ -84,6 +84,9 @@ pub struct Mesh {
     /// Per relay: voice-message steps handed to its signal service
     /// ([`Action::Mail`]), in order.
     pub mail_delivered: Vec<Vec<wzp_proto::federation::MailSignal>>,
+    /// Per relay: people it was told are on another relay now
+    /// ([`Action::Reachable`]), with the way there.
+    pub reachable: Vec<Vec<(Fingerprint, Vec<RelayId>)>>,
 }
 
 fn key(a: usize, b: usize) -> (usize, usize) {
@@ -141,6 +144,7 @@ impl Mesh {
             calls_delivered: vec![Vec::new(); n],
             call_bridges: vec![BTreeSet::new(); n],
             mail_delivered: vec![Vec::new(); n],
+            reachable: vec![Vec::new(); n],
         }
     }
 
@@ -321,6 +325,7 @@ impl Mesh {
                 Action::RoomChanged { .. } | Action::CallRoomChanged { .. } => {}
                 Action::Call(signal) => self.calls_delivered[i].push(signal),
                 Action::Mail(signal) => self.mail_delivered[i].push(signal),
+                Action::Reachable { who, path } => self.reachable[i].push((who, path)),
                 Action::CallBridge { room, up, .. } => {
                     if up {
                         self.call_bridges[i].insert(room);

@@ -247,6 +247,15 @@ pub enum Action {
     /// query from another relay, an answer to this relay's, a part for a
     /// mailbox here, the outcome of a message sent from here ([`mail`]).
     Mail(wzp_proto::federation::MailSignal),
+    /// `who` is registered on another relay now, reached along `path`
+    /// (this relay first, theirs last), where before they were here or
+    /// nowhere: voice messages kept here for them move there ([`mail`]).
+    Reachable {
+        /// The person.
+        who: Fingerprint,
+        /// The way to their relay.
+        path: Vec<RelayId>,
+    },
     /// The remote participants of a call room changed (as
     /// [`Action::RoomChanged`], for the room named `name` here).
     CallRoomChanged {
@@ -815,10 +824,12 @@ impl FederationCore {
                 fingerprint,
                 online,
             } => {
+                let was = self.remote_path(&fingerprint);
                 let deltas = self
                     .presence
                     .set_local(fingerprint, online.then_some(()), |_, _| true);
                 self.send_presence_deltas(deltas);
+                self.note_reach(fingerprint, was.is_some());
             }
             Input::LocalCall(s) => self.local_call(s, now),
             Input::LocalMail(s) => self.local_mail(s, now),
@@ -1269,7 +1280,9 @@ impl FederationCore {
                     let entry = self
                         .checked_path(peer, path)
                         .map(|path| Entry { path, value: () });
+                    let was = self.remote_path(&fingerprint).is_some();
                     deltas.extend(self.presence.learn(peer, fingerprint, entry, |_, _| true));
+                    self.note_reach(fingerprint, was);
                 }
                 for fingerprint in withdraw {
                     deltas.extend(self.presence.learn(peer, fingerprint, None, |_, _| true));

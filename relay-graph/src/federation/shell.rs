@@ -667,6 +667,11 @@ impl Hub {
                         services.signal.federated_mail(signal);
                     }
                 }
+                Action::Reachable { who, path } => {
+                    if let Some(services) = self.services.upgrade() {
+                        services.signal.reachable(who, path);
+                    }
+                }
                 Action::CallBridge { room, name, up } => self.call_bridge(room, name, up),
                 Action::CallRoomChanged { room, name } => {
                     let Some(services) = self.services.upgrade() else {

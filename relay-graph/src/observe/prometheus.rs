@@ -429,6 +429,11 @@ pub fn render(s: &Services, signal: &SignalViews) -> String {
             hc.calls_waiting,
         ),
         (
+            "wzp_signal_voice_messages_moved_total",
+            "Voice messages moved to the relay of the mesh their recipient registered on since (and gone from here).",
+            hc.mail_moved,
+        ),
+        (
             "wzp_signal_answered_elsewhere_total",
             "Devices told that another device of theirs answered or declined the call they rang with.",
             hc.answered_elsewhere,

@@ -31,6 +31,9 @@ pub const KEY_WAIT_MAX: Duration = Duration::from_secs(5);
 /// Most key queries a relay has out at once; past it a query is answered
 /// from this relay alone.
 pub const MAX_KEY_QUERIES: usize = 1024;
+/// How long a message moving to its recipient's relay may go unanswered
+/// before it is sent again (at their next move).
+pub const MOVE_WAIT: Duration = Duration::from_secs(60);
 /// `seen_s` for a key whose holder's last registration is not known (kept
 /// on disk across a restart): any known one is fresher.
 pub const SEEN_UNKNOWN: u64 = u64::MAX;
@@ -60,6 +63,9 @@ pub(super) struct AwayMail {
     sent: HashMap<(Fingerprint, String), ConnId>,
     /// When each person with a key here last left (not registered since).
     pub(super) last_seen: HashMap<Fingerprint, Instant>,
+    /// Messages kept here on their way to the relay their recipient is on
+    /// now, by (recipient, sender, id), with when they were sent.
+    moving: HashMap<(Fingerprint, Fingerprint, String), Instant>,
 }
 
 impl AwayMail {
@@ -237,14 +243,16 @@ impl SignalHub {
                 part,
                 parts,
                 data,
+                age_ms,
             } => {
                 let Some(&origin) = path.first() else {
                     return;
                 };
                 let conn = relay_conn(origin);
+                let age = Duration::from_millis(age_ms.unwrap_or(0)).min(self.config.mail.keep_for);
                 let outcome = self
                     .mail
-                    .put_part(conn, from, &id, to, part, parts, &data, now);
+                    .put_part_aged(conn, from, &id, to, part, parts, &data, now, age);
                 let event = match outcome {
                     Ok(false) => return,
                     Ok(true) => {
@@ -260,15 +268,24 @@ impl SignalHub {
                 };
                 self.push(Action::FederateMail(MailSignal { path, event }));
             }
-            MailEvent::Stored { id, from, .. } => {
-                if let Some(conn) = self.away.sent.remove(&(from, id.clone())) {
+            MailEvent::Stored { id, from, to } => {
+                if self.away.moving.remove(&(to, from, id.clone())).is_some() {
+                    // Kept where its recipient is: not here any more.
+                    self.mail.delete(&to, &id, Some(&from));
+                    self.counters.mail_moved += 1;
+                } else if let Some(conn) = self.away.sent.remove(&(from, id.clone())) {
                     self.send(conn, SignalMessage::VoiceMessageStored { id });
                 }
             }
             MailEvent::Refused {
-                id, from, reason, ..
+                id,
+                from,
+                to,
+                reason,
             } => {
-                if let Some(conn) = self.away.sent.remove(&(from, id.clone())) {
+                if self.away.moving.remove(&(to, from, id.clone())).is_some() {
+                    // It stays here, for the next time.
+                } else if let Some(conn) = self.away.sent.remove(&(from, id.clone())) {
                     self.refuse(
                         conn,
                         Refusal::BadVoiceMessage,
@@ -311,6 +328,7 @@ impl SignalHub {
             part,
             parts,
             data: data.to_vec(),
+            age_ms: None,
         };
         let key = (me, id.to_string());
         let busy = self.away.sent.values().filter(|c| **c == conn).count();
@@ -340,5 +358,48 @@ impl SignalHub {
         self.away.sent.insert(key, conn);
         self.push(Action::FederateMail(MailSignal { path, event }));
         true
+    }
+
+    /// `who` is registered on another relay now (along `path`): the
+    /// messages kept here for them move there, each kept here until that
+    /// relay says it has it (a refusal leaves it here for the next time).
+    pub(super) fn move_mail(&mut self, who: Fingerprint, path: Vec<RelayId>, now: Instant) {
+        if path.len() < 2 || !self.presence.devices_of(&who).is_empty() {
+            return;
+        }
+        // What was sent and never answered (a link lost on the way) goes
+        // again.
+        let stale = now.checked_sub(MOVE_WAIT);
+        self.away
+            .moving
+            .retain(|_, at| stale.is_none_or(|s| *at > s));
+        let mut out = Vec::new();
+        for m in self.mail.messages(&who) {
+            let key = (who, m.from, m.id.clone());
+            if self.away.moving.contains_key(&key) {
+                continue;
+            }
+            let parts: Vec<&[u8]> = wzp_proto::voice_message::parts(&m.sealed).collect();
+            let n = parts.len() as u32;
+            let age_ms = now.saturating_duration_since(m.at).as_millis() as u64;
+            for (i, p) in parts.into_iter().enumerate() {
+                out.push(MailEvent::Part {
+                    id: m.id.clone(),
+                    from: m.from,
+                    to: who,
+                    part: i as u32,
+                    parts: n,
+                    data: p.to_vec(),
+                    age_ms: Some(age_ms),
+                });
+            }
+            self.away.moving.insert(key, now);
+        }
+        for event in out {
+            self.push(Action::FederateMail(MailSignal {
+                path: path.clone(),
+                event,
+            }));
+        }
     }
 }

@@ -195,6 +195,15 @@ pub enum Input {
     /// query, an answer to this relay's, a part for a mailbox here, the
     /// outcome of a message sent on from here ([`mail`]).
     FederatedMail(wzp_proto::federation::MailSignal),
+    /// `who` is registered on another relay of the mesh now, along `path`
+    /// (this relay first): voice messages kept here for them move there
+    /// ([`mail`]).
+    Reachable {
+        /// The person.
+        who: Fingerprint,
+        /// The way to their relay.
+        path: Vec<wzp_proto::federation::RelayId>,
+    },
     /// A mapping probe ([`wzp_proto::mapping::MappingProbe`]) came to the
     /// mapping port.
     MappingProbe {
@@ -410,6 +419,9 @@ pub struct HubCounters {
     pub mapping_dropped: u64,
     /// Connections whose client moved to another address.
     pub moved: u64,
+    /// Voice messages moved to the relay their recipient is on now (and
+    /// gone from here).
+    pub mail_moved: u64,
     refusals: HashMap<&'static str, u64>,
 }
 
@@ -697,6 +709,7 @@ impl SignalHub {
             }
             Input::Federated(s) => self.federated(s, now),
             Input::FederatedMail(s) => self.federated_mail(s, now),
+            Input::Reachable { who, path } => self.move_mail(who, path, now),
             Input::MappingProbe { token, from } => self.mapping_probe(token, from),
         }
     }

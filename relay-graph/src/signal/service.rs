@@ -230,6 +230,16 @@ impl SignalService {
         }
     }
 
+    /// `who` is on another relay now, along `path` (never blocks; a full
+    /// queue drops it, and messages kept here for them wait for the next).
+    pub fn reachable(
+        &self,
+        who: wzp_proto::Fingerprint,
+        path: Vec<wzp_proto::federation::RelayId>,
+    ) {
+        let _ = self.tx.try_send(Cmd::Input(Input::Reachable { who, path }));
+    }
+
     /// A mapping probe from `from` (never blocks; a full queue drops it,
     /// and the client, hearing nothing, sends another or goes without).
     pub fn mapping_probe(&self, token: [u8; wzp_proto::mapping::TOKEN_LEN], from: SocketAddr) {

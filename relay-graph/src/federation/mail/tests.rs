@@ -100,6 +100,7 @@ fn a_query_reaches_every_relay_of_a_ring_once_and_its_answer_comes_back_unsalted
         part: 0,
         parts: 1,
         data: vec![1; 100],
+        age_ms: None,
     };
     m.input(
         0,
@@ -130,6 +131,7 @@ fn a_step_from_a_relay_the_path_does_not_put_there_is_dropped() {
             part: 0,
             parts: 1,
             data: vec![1; 10],
+            age_ms: Some(5),
         },
     };
     assert!(m.send_as(2, 1, forged));
@@ -164,4 +166,39 @@ fn a_peer_older_than_mail_is_sent_none_and_a_lone_query_comes_straight_back() {
     assert!(back.path.is_empty());
     assert!(matches!(back.event, MailEvent::KeyQuery { query: 9, .. }));
     assert_eq!(m.cores[1].counters().garbage, 0);
+}
+
+#[test]
+fn a_person_seen_on_another_relay_after_this_one_is_said_reachable_there_once() {
+    let mut m = Mesh::new(3, &[(0, 1), (1, 2)], &[], 8);
+    m.settle(60).expect("links up");
+    let on = |m: &mut Mesh, i: usize, online: bool| {
+        m.input(
+            i,
+            Input::LocalPresence {
+                fingerprint: bob(),
+                online,
+            },
+        );
+        m.settle(60).expect("presence settles");
+    };
+    on(&mut m, 0, true);
+    assert!(m.reachable[0].is_empty(), "here is not elsewhere");
+    assert_eq!(
+        m.reachable[2],
+        vec![(bob(), vec![id_of(2), id_of(1), id_of(0)])]
+    );
+    on(&mut m, 0, false);
+    on(&mut m, 2, true);
+    assert_eq!(
+        m.reachable[0],
+        vec![(bob(), vec![id_of(0), id_of(1), id_of(2)])]
+    );
+    // Online on both ends: relay 0 has him here; when he leaves it, the
+    // way to relay 2 is said again.
+    on(&mut m, 0, true);
+    assert_eq!(m.reachable[0].len(), 1);
+    on(&mut m, 0, false);
+    assert_eq!(m.reachable[0].len(), 2);
+    assert_eq!(m.reachable[0][1].1, vec![id_of(0), id_of(1), id_of(2)]);
 }

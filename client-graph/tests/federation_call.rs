@@ -713,3 +713,58 @@ fn a_voice_message_left_on_relay_1_waits_for_bob_on_relay_3_and_he_hears_it() {
     );
     assert_eq!(on(&r3), Some(0), "fetched and deleted");
 }
+
+#[test]
+fn a_voice_message_left_where_bob_was_follows_him_to_the_relay_he_listens_at() {
+    let dir = tmp("mail-moves");
+    let [r1, _r2, r3] = chain(&dir);
+    let bob = common::identity_of(&dir, "bob");
+    let save = dir.join("saved");
+    let save_arg = save.to_str().unwrap();
+    // Bob was on relay 1; alice, there too, leaves him 2 s of 587 Hz.
+    let (ok, said) = mail_client(&dir, &r1, "bob", &["messages", "--save-dir", save_arg]);
+    assert!(ok, "{said}");
+    let (ok, said) = mail_client(
+        &dir,
+        &r1,
+        "alice",
+        &["message", &bob, "--input", "tone:587", "--duration", "2s"],
+    );
+    assert!(ok, "{said}");
+    let count = |r: &Relay, name: &str| {
+        http_get(r, "/metrics")
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} "))?.parse::<u64>().ok())
+    };
+    assert_eq!(count(&r1, "wzp_signal_voice_messages"), Some(1));
+    // Bob listens on relay 3: the message comes to him there.
+    let mut l = Proc::spawn(
+        "bob listen",
+        Command::new(bin("wzp-client"))
+            .args(["listen", "--accept", "reject", "--no-realtime"])
+            .args(["--relay", &r3.addr.to_string()])
+            .args(["--relay-fingerprint", &r3.fingerprint])
+            .arg("--identity")
+            .arg(dir.join("bob.seed"))
+            .arg("--known-relays")
+            .arg(dir.join("bob.known"))
+            .arg("--history")
+            .arg(dir.join("bob.history.jsonl")),
+    );
+    l.expect_line("1 voice message waits for you at this relay", WAIT);
+    l.kill();
+    wait_http(&r1, "/metrics", |m| {
+        m.contains("\nwzp_signal_voice_messages 0\n")
+            && m.contains("\nwzp_signal_voice_messages_moved_total 1\n")
+    });
+    let (ok, said) = mail_client(&dir, &r3, "bob", &["messages", "--save-dir", save_arg]);
+    assert!(ok, "{said}");
+    let line = said
+        .lines()
+        .find(|l| l.starts_with("voice message from "))
+        .unwrap_or_else(|| panic!("{said}"));
+    let wav = read_wav_mono(Path::new(line.rsplit_once("saved to ").unwrap().1)).unwrap();
+    let mid = &wav.samples[wav.samples.len() / 4..wav.samples.len() * 3 / 4];
+    let tone = goertzel_dbfs(mid, wav.rate, 587.0);
+    assert!(tone > -20.0, "587 Hz at {tone} dBFS");
+}

@@ -300,8 +300,21 @@ fn alice_on_relay_1_calls_bob_on_relay_3_through_relay_2() {
     // his own 60 s.
     alice.expect_line("hung up", WAIT);
     let hung_up = Instant::now();
+    // Each end says what it heard over the call.
+    let heard_frames = |line: &str| -> u64 {
+        line.trim()
+            .strip_prefix("heard ")
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{line}"))
+    };
+    let a_heard = alice.expect_line("heard ", WAIT);
+    assert!(heard_frames(&a_heard) >= 150, "{a_heard}");
+    assert!(a_heard.contains("% concealed"), "{a_heard}");
     assert!(alice.exit(WAIT).success(), "{:?}", alice.drain());
     bob.expect_line("the other side hung up", WAIT);
+    let b_heard = bob.expect_line("heard ", WAIT);
+    assert!(heard_frames(&b_heard) >= 150, "{b_heard}");
     assert!(bob.exit(WAIT).success(), "{:?}", bob.drain());
     println!("bob's call ended {:?} after alice's", hung_up.elapsed());
     // Answered accept_generic: no addresses, no direct path.

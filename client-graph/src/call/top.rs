@@ -178,6 +178,50 @@ fn same_chain<'a>(r: &'a Report, kind: &str, of: &StageReport) -> Option<&'a Sta
         .find(|s| s.kind == kind && chain_index(&s.id) == i)
 }
 
+/// What a call heard over its whole length, one line for the end of a
+/// call: frames played, the share concealed and how (rebuilt from DRED or
+/// LBRR, or PLC), frames rebuilt by RaptorQ repair, late ones, and the
+/// jitter buffer's delay at the end. `None` when nothing was heard.
+pub fn heard_line(r: &Report) -> Option<String> {
+    let chains: Vec<&StageReport> = r
+        .stages
+        .iter()
+        .filter(|s| s.kind == "jitter.adaptive" && counter(s, "played") > 0)
+        .collect();
+    if chains.is_empty() {
+        return None;
+    }
+    let (mut played, mut concealed, mut late, mut repaired) = (0, 0, 0, 0);
+    let (mut dred, mut lbrr, mut plc) = (0, 0, 0);
+    let mut delay = Vec::new();
+    for jb in &chains {
+        played += counter(jb, "played");
+        concealed += counter(jb, "concealed");
+        late += counter(jb, "late");
+        if let Some(d) = same_chain(r, "codec.adaptive_decode", jb)
+            .or_else(|| same_chain(r, "codec.opus_decode", jb))
+        {
+            dred += counter(d, "dred_reconstructions");
+            lbrr += counter(d, "fec_recovered");
+            plc += counter(d, "classical_plc_invocations");
+        }
+        repaired += same_chain(r, "fec.raptorq_decode", jb).map_or(0, |f| counter(f, "recovered"));
+        delay.push(known(jb, "current_delay_ms"));
+    }
+    let share = 100.0 * concealed as f64 / (played + concealed).max(1) as f64;
+    let senders = if chains.len() == 1 {
+        String::new()
+    } else {
+        format!(" from {} senders", chains.len())
+    };
+    Some(format!(
+        "heard {played} frames{senders} ({:.1} s), {share:.1} % concealed (rebuilt from DRED {dred}, \
+         LBRR {lbrr}; PLC {plc}), {repaired} rebuilt by repair, {late} late; jitter buffer at {} ms",
+        played as f64 / 50.0,
+        delay.join("/")
+    ))
+}
+
 /// The lines above the stage table.
 #[cfg(test)]
 pub fn summary(now: &Report, before: Option<&Report>, decisions: &[&str]) -> String {
@@ -821,6 +865,61 @@ mod tests {
         assert!(
             second.contains("last second: 50 played, 1 concealed (DRED 0, LBRR 0, PLC 1)"),
             "{second}"
+        );
+    }
+
+    #[test]
+    fn the_end_of_a_call_says_what_it_heard_over_its_whole_length() {
+        assert_eq!(heard_line(&report(vec![])), None);
+        let r = report(vec![
+            st(
+                "jb0",
+                "jitter.adaptive",
+                &[("played", 950), ("concealed", 50), ("late", 2)],
+                &[("current_delay_ms", 60)],
+            ),
+            st(
+                "dec0",
+                "codec.adaptive_decode",
+                &[
+                    ("dred_reconstructions", 20),
+                    ("fec_recovered", 5),
+                    ("classical_plc_invocations", 25),
+                ],
+                &[],
+            ),
+            st("rq0", "fec.raptorq_decode", &[("recovered", 7)], &[]),
+            // A chain that never played (a sender that left at once).
+            st("jb1", "jitter.adaptive", &[("played", 0)], &[]),
+        ]);
+        assert_eq!(
+            heard_line(&r).unwrap(),
+            "heard 950 frames (19.0 s), 5.0 % concealed (rebuilt from DRED 20, LBRR 5; PLC 25), \
+             7 rebuilt by repair, 2 late; jitter buffer at 60 ms"
+        );
+        let two = report(vec![
+            st(
+                "jb0",
+                "jitter.adaptive",
+                &[("played", 100)],
+                &[("current_delay_ms", 40)],
+            ),
+            st(
+                "jb1",
+                "jitter.adaptive",
+                &[("played", 100)],
+                &[("current_delay_ms", -1)],
+            ),
+        ]);
+        assert!(
+            heard_line(&two)
+                .unwrap()
+                .starts_with("heard 200 frames from 2 senders (4.0 s), 0.0 %")
+                && heard_line(&two)
+                    .unwrap()
+                    .ends_with("jitter buffer at 40/? ms"),
+            "{:?}",
+            heard_line(&two)
         );
     }
 }

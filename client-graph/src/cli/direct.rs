@@ -699,6 +699,13 @@ pub async fn run_media(
         CallEnd::Remote(why) => println!("the other side hung up ({why})"),
         CallEnd::SignalLost(why) => println!("lost the relay ({why}); the call ended"),
     }
+    if let Some(line) = outcome
+        .as_ref()
+        .ok()
+        .and_then(|o| call::top::heard_line(&o.report))
+    {
+        println!("{line}");
+    }
     // Leaving (Ctrl-C, SIGTERM, even after `a`), or the media failed: a
     // waiting call is declined (it would ring on a device that no longer
     // listens) and kept as missed.

@@ -2969,3 +2969,94 @@ fn beep_level(path: &Path) -> f64 {
         })
         .fold(-200.0, f64::max)
 }
+
+#[test]
+fn a_held_call_is_silent_both_ways_and_the_other_end_is_told_and_beeps() {
+    use wzp_stages::audio::signal::goertzel_dbfs;
+    let dir = tmp("hold");
+    let relay = start_relay(&dir, "127.0.0.1:0");
+    let bob_heard = dir.join("bob-heard.wav");
+    let alice_heard = dir.join("alice-heard.wav");
+    let mut cmd = client_cmd(
+        None,
+        relay.addr,
+        &dir,
+        &relay,
+        "bob",
+        &["listen"],
+        &[
+            "--accept",
+            "ask",
+            "--once",
+            "--input",
+            "tone:660",
+            "--output",
+            bob_heard.to_str().unwrap(),
+        ],
+    );
+    let mut b = Proc::spawn_with_input("bob", &mut cmd);
+    let line = b.expect_line("registered as ", WAIT);
+    let b_fp = line.split_whitespace().nth(2).unwrap().to_string();
+    let mut a = client(
+        &dir,
+        &relay,
+        "alice",
+        &["call", &b_fp],
+        &[
+            "--input",
+            "tone:440",
+            "--output",
+            alice_heard.to_str().unwrap(),
+            "--duration",
+            "8s",
+        ],
+    );
+    b.expect_line("ringing: a answers, d declines", WAIT);
+    b.type_keys("a");
+    let sas_a = sas(&mut a);
+    assert_eq!(sas(&mut b), sas_a);
+    // Bob holds the call until alice's 8 s end it.
+    b.type_keys("h");
+    let said = b.expect_line("you put the call on hold", WAIT);
+    assert!(said.contains("(they are told)"), "{said}");
+    a.expect_line("put the call on hold", WAIT);
+    assert_eq!(a.exit(WAIT).code(), Some(0), "{:?}", a.drain());
+    b.expect_line("the other side hung up", WAIT);
+    assert!(b.exit(WAIT).success(), "{:?}", b.drain());
+    // The last 4 s of each recording: nothing of the other's tone, and on
+    // alice's side the hold beeps.
+    let tail = |p: &Path| {
+        let w = read_wav_mono(p).unwrap();
+        let (n, r) = (w.samples.len(), w.rate as usize);
+        assert!(n > 6 * r, "{n} samples at {r} Hz");
+        (w.samples[n - 4 * r..].to_vec(), w.rate)
+    };
+    let (at_alice, at_bob) = (tail(&alice_heard), tail(&bob_heard));
+    let level = |(x, r): &(Vec<f32>, u32), f: f64| goertzel_dbfs(x, *r, f);
+    assert!(
+        level(&at_alice, 660.0) < -60.0,
+        "bob's tone at {} dBFS",
+        level(&at_alice, 660.0)
+    );
+    assert!(
+        level(&at_bob, 440.0) < -60.0,
+        "alice's tone at {} dBFS",
+        level(&at_bob, 440.0)
+    );
+    // The loudest 200 ms of 523 Hz: a beep (0.3 s every 4 s) at its level.
+    let loudest = |(x, r): &(Vec<f32>, u32)| {
+        x.chunks(*r as usize / 5)
+            .map(|c| goertzel_dbfs(c, *r, 523.0))
+            .fold(f32::MIN, f32::max)
+    };
+    assert!(
+        loudest(&at_alice) > -35.0,
+        "the hold beeps at {} dBFS",
+        loudest(&at_alice)
+    );
+    assert!(
+        loudest(&at_bob) < -60.0,
+        "the holder hears no beeps: {}",
+        loudest(&at_bob)
+    );
+}

@@ -168,6 +168,10 @@ pub enum CallEvent {
     /// The peer's addresses for a direct path arrived sealed in a
     /// `call_path` and opened with the call's keys (answered calls only).
     PeerPath(PathAddrs),
+    /// The peer put the call on hold (`true`) or took it back (answered
+    /// calls only; as the relays say: a relay can forge or withhold this
+    /// notice, never the peer's own hold, which is its own silence).
+    Hold(bool),
 }
 
 #[derive(Debug, Clone)]
@@ -217,7 +221,7 @@ fn call_id_of(msg: &SignalMessage) -> Option<&str> {
         | M::DirectCallAnswer { call_id, .. }
         | M::CallRinging { call_id, .. }
         | M::CallSetup { call_id, .. } => Some(call_id),
-        M::CallPath { call_id, .. } => Some(call_id),
+        M::CallPath { call_id, .. } | M::CallHold { call_id, .. } => Some(call_id),
         M::CallConfirm { call_id, .. } | M::Hangup { call_id, .. } => call_id.as_deref(),
         _ => None,
     }
@@ -257,6 +261,14 @@ fn call_path(
     SignalMessage::CallPath {
         call_id: call_id.to_string(),
         sealed: addrs.seal(keys, call_id, nonce),
+    }
+}
+
+/// A `call_hold` for `call_id`.
+fn call_hold(call_id: &str, held: bool) -> SignalMessage {
+    SignalMessage::CallHold {
+        call_id: call_id.to_string(),
+        held,
     }
 }
 
@@ -422,6 +434,16 @@ impl OutgoingCall {
         }
     }
 
+    /// Tells the callee the call is on hold (`held`) or taken back; `false`
+    /// (nothing queued) unless the call is answered.
+    pub fn hold(&mut self, held: bool) -> bool {
+        if !matches!(self.state, OutState::Keyed { .. }) {
+            return false;
+        }
+        self.outbox.push_back(call_hold(&self.call_id, held));
+        true
+    }
+
     fn fail(&mut self, error: CallError) -> Option<CallEvent> {
         self.state = OutState::Ended;
         self.outbox.push_back(hangup(
@@ -504,6 +526,10 @@ impl OutgoingCall {
                 self.setup = Some(setup);
                 event
             }
+            SignalMessage::CallHold { held, .. } => match &self.state {
+                OutState::Keyed { .. } => Some(CallEvent::Hold(*held)),
+                _ => None,
+            },
             // Addresses are for calls answered accept_trusted only.
             SignalMessage::CallPath { sealed, .. } => match &self.state {
                 OutState::Keyed {
@@ -727,6 +753,16 @@ impl IncomingCall {
         }
     }
 
+    /// Tells the caller the call is on hold (`held`) or taken back; `false`
+    /// (nothing queued) unless the call is confirmed.
+    pub fn hold(&mut self, held: bool) -> bool {
+        if !matches!(self.state, InState::Confirmed { .. }) {
+            return false;
+        }
+        self.outbox.push_back(call_hold(&self.call_id, held));
+        true
+    }
+
     fn fail(&mut self, error: CallError) -> Option<CallEvent> {
         self.state = InState::Ended;
         self.outbox.push_back(hangup(
@@ -783,6 +819,10 @@ impl IncomingCall {
                 self.setup = Some(setup);
                 event
             }
+            SignalMessage::CallHold { held, .. } => match &self.state {
+                InState::Confirmed { .. } => Some(CallEvent::Hold(*held)),
+                _ => None,
+            },
             // A callee that answered accept_generic takes no addresses (and
             // shares none).
             SignalMessage::CallPath { sealed, .. } => match &self.state {

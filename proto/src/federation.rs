@@ -46,7 +46,8 @@ use crate::signal::{AcceptMode, HangupReason};
 /// sent only on links agreed at 3. Version 4 adds `rooms` (the global rooms
 /// a relay bridges changed while the link is up: a reloaded config), sent
 /// only on links agreed at 4. Version 5 adds `mail` (voice messages for a
-/// person whose mailbox is on another relay), sent only on links agreed at 5.
+/// person whose mailbox is on another relay) and the `hold` call event,
+/// sent only on links agreed at 5.
 pub const FEDERATION_VERSION: u32 = 5;
 /// The first version with `path_lost` and `reroute`.
 pub const REROUTE_VERSION: u32 = 2;
@@ -56,6 +57,8 @@ pub const PATH_VERSION: u32 = 3;
 pub const ROOMS_VERSION: u32 = 4;
 /// The first version with the `mail` message.
 pub const MAIL_VERSION: u32 = 5;
+/// The first version with the `hold` call event.
+pub const HOLD_VERSION: u32 = 5;
 /// The oldest federation version this build accepts.
 pub const MIN_FEDERATION_VERSION: u32 = 1;
 /// Largest JSON body of one control frame: 256 KiB.
@@ -344,6 +347,12 @@ pub enum CallEvent {
         /// the answer, when it comes, bridges it on its way back).
         answered: bool,
     },
+    /// A party of an answered call put it on hold or took it back (its
+    /// `call_hold`); either way, on links agreed at [`HOLD_VERSION`].
+    Hold {
+        /// On hold, or taken back.
+        held: bool,
+    },
 }
 
 impl CallEvent {
@@ -358,6 +367,7 @@ impl CallEvent {
             CallEvent::PathLost { .. } => "path_lost",
             CallEvent::Path { .. } => "path",
             CallEvent::Reroute { .. } => "reroute",
+            CallEvent::Hold { .. } => "hold",
         }
     }
 
@@ -368,7 +378,10 @@ impl CallEvent {
                 Some(true)
             }
             CallEvent::Ringing { .. } | CallEvent::Answer { .. } => Some(false),
-            CallEvent::Hangup { .. } | CallEvent::PathLost { .. } | CallEvent::Path { .. } => None,
+            CallEvent::Hangup { .. }
+            | CallEvent::PathLost { .. }
+            | CallEvent::Path { .. }
+            | CallEvent::Hold { .. } => None,
         }
     }
 
@@ -426,7 +439,7 @@ impl CallEvent {
                 chosen_codec.as_deref().map_or(Ok(()), codec)
             }
             CallEvent::Confirm { handshake: h } => handshake(h),
-            CallEvent::Reroute { .. } => Ok(()),
+            CallEvent::Reroute { .. } | CallEvent::Hold { .. } => Ok(()),
             CallEvent::Path { sealed } => {
                 let max = crate::path_addrs::MAX_SEALED_PATH;
                 if sealed.is_empty() || sealed.len() > max {

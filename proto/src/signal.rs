@@ -262,6 +262,11 @@ pub const FEATURE_CALL_WAITING: &str = "call_waiting";
 /// `delete_voice_message`.
 pub const FEATURE_VOICE_MESSAGES: &str = "voice_messages";
 
+/// The `hello` feature a relay lists on `_signal` when it passes
+/// `call_hold` between the parties of an active direct call (a party that
+/// puts the call on hold, or takes it off, tells the other).
+pub const FEATURE_HOLD: &str = "hold";
+
 /// Every signaling message. The JSON tag is `"type"` with the snake_case
 /// variant name.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -333,6 +338,16 @@ pub enum SignalMessage {
         /// The sealed [`crate::path_addrs::PathAddrs`], hex in JSON.
         #[serde(with = "hex_vec")]
         sealed: Vec<u8>,
+    },
+    /// Either party of an active direct call to the other, through the
+    /// relays: it put the call on hold (`held`: it neither hears nor sends
+    /// until it takes the call back) or took it off hold. Relays pass it on
+    /// (a `hold` call event across a link).
+    CallHold {
+        /// The call.
+        call_id: String,
+        /// On hold (`true`) or taken back.
+        held: bool,
     },
     /// End a call, or refuse one.
     Hangup {
@@ -834,6 +849,7 @@ pub const MESSAGE_TYPES: &[&str] = &[
     "voice_messages",
     "fetch_voice_messages",
     "delete_voice_message",
+    "call_hold",
     "presence_challenge",
     "error",
 ];
@@ -858,6 +874,7 @@ impl SignalMessage {
             M::CallAnswer { .. } => "call_answer",
             M::CallConfirm { .. } => "call_confirm",
             M::CallPath { .. } => "call_path",
+            M::CallHold { .. } => "call_hold",
             M::Hangup { .. } => "hangup",
             M::Ping { .. } => "ping",
             M::Pong { .. } => "pong",

@@ -964,3 +964,32 @@ fn messages_kept_for_someone_move_to_the_relay_they_register_on_next() {
     w.settle(&mut []);
     assert_eq!(w.relays[0].hub.mail().len(), 1);
 }
+
+#[test]
+fn a_hold_crosses_two_links_both_ways() {
+    let mut w = World::new();
+    let mut a = Client::online(&mut w, 0, 1, None);
+    let mut b = Client::online(&mut w, 1, 2, Some(AcceptMode::AcceptGeneric));
+    a.call(&mut w, "h1", b.fingerprint());
+    w.settle(&mut [&mut a, &mut b]);
+    assert!(a.answered().is_some() && b.answered().is_some());
+    let holds = |c: &Client| -> Vec<bool> {
+        c.events
+            .iter()
+            .filter_map(|e| match e {
+                CallEvent::Hold(h) => Some(*h),
+                _ => None,
+            })
+            .collect()
+    };
+    assert!(a.outgoing.as_mut().unwrap().hold(true));
+    a.flush(&mut w);
+    w.settle(&mut [&mut a, &mut b]);
+    assert!(b.incoming.as_mut().unwrap().hold(true));
+    b.flush(&mut w);
+    assert!(b.incoming.as_mut().unwrap().hold(false));
+    b.flush(&mut w);
+    w.settle(&mut [&mut a, &mut b]);
+    assert_eq!((holds(&a), holds(&b)), (vec![true, false], vec![true]));
+    assert_eq!(w.mesh.cores[1].call_counters().holds_forwarded, 3);
+}

@@ -2324,3 +2324,68 @@ fn voice_messages_are_refused_without_a_registration_a_key_or_in_order_and_a_for
             if features.iter().any(|f| f == wzp_proto::signal::FEATURE_VOICE_MESSAGES))));
     assert!(net.hub.mail().key(&c.identity.fingerprint()).is_none());
 }
+
+#[test]
+fn a_hold_reaches_the_other_party_of_an_active_call_only() {
+    let mut net = Net::new(Net::default_config());
+    let mut a = Client::online(&mut net, 1, AcceptMode::AcceptGeneric);
+    let mut b = Client::online(&mut net, 2, AcceptMode::AcceptGeneric);
+    let mut c = Client::online(&mut net, 3, AcceptMode::AcceptGeneric);
+    assert!(a.received.iter().any(|m| matches!(m,
+        SignalMessage::Hello { features, .. }
+            if features.iter().any(|f| f == wzp_proto::signal::FEATURE_HOLD))));
+    // Before an answer there is nothing to hold.
+    b.rings = true;
+    a.call(&mut net, "h1", b.identity.fingerprint());
+    settle(&mut net, &mut [&mut a, &mut b]);
+    assert!(!a.outgoing.as_mut().unwrap().hold(true), "not answered yet");
+    net.frame(
+        a.conn,
+        SignalMessage::CallHold {
+            call_id: "h1".into(),
+            held: true,
+        },
+    );
+    settle(&mut net, &mut [&mut a, &mut b]);
+    assert!(
+        a.errors.iter().any(|(_, e)| e.contains("not active")),
+        "{:?}",
+        a.errors
+    );
+    b.pick_up(&mut net, AcceptMode::AcceptGeneric);
+    settle(&mut net, &mut [&mut a, &mut b]);
+    assert!(b.answered().is_some());
+    // B holds, then takes it back: A is told both, in order.
+    assert!(b.incoming.as_mut().unwrap().hold(true));
+    b.flush(&mut net);
+    assert!(b.incoming.as_mut().unwrap().hold(false));
+    b.flush(&mut net);
+    settle(&mut net, &mut [&mut a, &mut b]);
+    let holds: Vec<bool> = a
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            CallEvent::Hold(h) => Some(*h),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(holds, vec![true, false]);
+    assert_eq!(net.hub.counters().holds, 2);
+    // Someone not in the call cannot put it on hold for them.
+    net.frame(
+        c.conn,
+        SignalMessage::CallHold {
+            call_id: "h1".into(),
+            held: true,
+        },
+    );
+    settle(&mut net, &mut [&mut a, &mut b, &mut c]);
+    assert_eq!(
+        a.events
+            .iter()
+            .filter(|e| matches!(e, CallEvent::Hold(_)))
+            .count(),
+        2
+    );
+    assert!(!c.errors.is_empty());
+}

@@ -118,7 +118,7 @@ fn bad_params_are_refused_with_what_to_use() {
     for (set, needle) in [
         (
             vec![("pattern", text("chime"))],
-            "\"ring\", \"ringback\", \"connected\", \"waiting\" or \"none\"",
+            "\"ring\", \"ringback\", \"connected\", \"waiting\", \"hold\" or \"none\"",
         ),
         (vec![("level_db", float(3.0))], "level_db"),
         (vec![("level_db", float(-80.0))], "level_db"),
@@ -214,4 +214,18 @@ fn a_waiting_call_beeps_twice_only_while_its_gate_is_open_and_from_the_start_eac
     // No gate inserted: always on, as the other patterns.
     let (x, _) = play("waiting", -20.0, 60);
     assert_eq!(bursts(&sounding(&x)), [(0, 20), (40, 60)]);
+}
+
+#[test]
+fn a_held_call_beeps_once_every_four_seconds_at_523_hz() {
+    let (x, _) = play("hold", -20.0, 500);
+    assert_eq!(
+        bursts(&sounding(&x)),
+        [(0, 30), (400, 430), (800, 830)],
+        "0.3 s on every 4 s (10 ms units)"
+    );
+    let beep = &x[960..30 * 480 - 960];
+    let level = |f: f64| wzp_stages::audio::signal::goertzel_dbfs(beep, 48_000, f);
+    assert!((level(523.0) - -23.0).abs() < 1.5, "{} dBFS", level(523.0));
+    assert!(level(440.0) < level(523.0) - 30.0);
 }

@@ -4,7 +4,8 @@
 //! - `m` on the terminal the client runs in mutes or unmutes the
 //!   microphone; `q` hangs up the call (`join` and `call` then end, as with
 //!   Ctrl-C; `listen` waits for the next call); while a `listen --accept
-//!   ask` rings, `a` answers and `d` declines. Keys are read from a terminal
+//!   ask` rings, `a` answers and `d` declines; in a direct call `h` puts the
+//!   call on hold and takes it back (both ways silent, the other party told). Keys are read from a terminal
 //!   only when the client is interactive ([`interactive`]: standard input
 //!   and output are the terminal, and the client is its foreground job); the
 //!   terminal is put in non-canonical mode without echo for it (Ctrl-C still
@@ -66,12 +67,26 @@ pub const MUTE_CELL: &str = "call.mute";
 /// as `graphs/call.toml` names it.
 pub const WAITING_CELL: &str = "call.waiting";
 
+/// The name of the hold switch's cell: `graphs/call.toml`'s `hold_out` and
+/// `hold_in` read it (silent both ways while held).
+pub const HOLD_CELL: &str = "call.hold";
+
+/// The name of the gate of the beeps a call the other party holds plays,
+/// as `graphs/call.toml` names it.
+pub const HELD_CELL: &str = "call.held";
+
 /// The controls of one client process.
 pub struct Controls {
     /// The microphone's mute switch.
     pub mute: Arc<MuteSwitch>,
     /// Open while a second call waits: the call's speaker beeps.
     pub waiting_tone: Arc<wzp_stages::audio::ring_source::RingGate>,
+    /// Thrown while this end holds the call: nothing sent, nothing heard.
+    pub hold: Arc<MuteSwitch>,
+    /// Open while the other party holds the call: the speaker beeps.
+    pub held_tone: Arc<wzp_stages::audio::ring_source::RingGate>,
+    /// `h` was pressed: put the call on hold, or take it back.
+    hold_req: Arc<AtomicBool>,
     mute_req: Arc<AtomicBool>,
     unmute_req: Arc<AtomicBool>,
     /// `q` was pressed: hang up the call.
@@ -95,6 +110,7 @@ impl Controls {
         let unmute_req = Arc::new(AtomicBool::new(false));
         let hangup_req = Arc::new(AtomicBool::new(false));
         let answer_req = Arc::new(AtomicU8::new(0));
+        let hold_req = Arc::new(AtomicBool::new(false));
         signal_hook::flag::register(signal_hook::consts::SIGUSR1, mute_req.clone())
             .context("installing the SIGUSR1 (mute) handler")?;
         signal_hook::flag::register(signal_hook::consts::SIGUSR2, unmute_req.clone())
@@ -110,6 +126,7 @@ impl Controls {
                 mute: mute.clone(),
                 hangup: hangup_req.clone(),
                 answer: answer_req.clone(),
+                hold: hold_req.clone(),
             };
             std::thread::Builder::new()
                 .name("wzp-keys".into())
@@ -119,6 +136,9 @@ impl Controls {
         Ok(Controls {
             mute,
             waiting_tone: Arc::new(wzp_stages::audio::ring_source::RingGate::new(false)),
+            hold: Arc::new(MuteSwitch::new(false)),
+            held_tone: Arc::new(wzp_stages::audio::ring_source::RingGate::new(false)),
+            hold_req,
             mute_req,
             unmute_req,
             hangup_req,
@@ -146,6 +166,11 @@ impl Controls {
         }
         let now = self.mute.is_muted();
         (self.shown.swap(now, Ordering::Relaxed) != now).then_some(now)
+    }
+
+    /// Whether `h` was pressed since the last call (which forgets it).
+    pub fn take_hold(&self) -> bool {
+        self.hold_req.swap(false, Ordering::Relaxed)
     }
 
     /// Whether `q` was pressed since the last call (which forgets it).
@@ -223,6 +248,7 @@ struct Keys {
     mute: Arc<MuteSwitch>,
     hangup: Arc<AtomicBool>,
     answer: Arc<AtomicU8>,
+    hold: Arc<AtomicBool>,
 }
 
 /// Reads keys from `input` (standard input) until it ends.
@@ -240,6 +266,7 @@ fn read_keys(mut input: impl Read, to: &Keys) {
                         b'q' | b'Q' => to.hangup.store(true, Ordering::Relaxed),
                         b'a' | b'A' => to.answer.store(1, Ordering::Relaxed),
                         b'd' | b'D' => to.answer.store(2, Ordering::Relaxed),
+                        b'h' | b'H' => to.hold.store(true, Ordering::Relaxed),
                         _ => {}
                     }
                 }
@@ -340,10 +367,12 @@ mod tests {
             mute: c.mute.clone(),
             hangup: c.hangup_req.clone(),
             answer: c.answer_req.clone(),
+            hold: c.hold_req.clone(),
         };
         read_keys(&b"xm \n"[..], &to);
         assert!(c.is_muted());
         assert!(!c.take_hangup());
+        assert!(!c.take_hold());
         assert_eq!(c.take_answer(), None);
         read_keys(&b"M"[..], &to);
         assert!(!c.is_muted());
@@ -357,5 +386,12 @@ mod tests {
         // The later key counts.
         read_keys(&b"aD"[..], &to);
         assert_eq!(c.take_answer(), Some(Answer::Decline));
+        read_keys(&b"h"[..], &to);
+        assert!(c.take_hold());
+        assert!(!c.take_hold(), "taken once");
+        assert!(
+            !c.hold.is_muted(),
+            "the call's loop throws the switch, not the key"
+        );
     }
 }

@@ -100,6 +100,8 @@ pub fn call_spec(opts: &CallOptions, room_secret: &str) -> Result<GraphSpec> {
         // A person's call: a second call waiting beeps under it while the
         // client holds the gate open (--set waiting_tone=none: silence).
         vars.insert("waiting_tone".into(), "waiting".into());
+        // ... and a call the other party holds beeps now and then.
+        vars.insert("hold_tone".into(), "hold".into());
     }
     if !(input == "tone" || input.starts_with("tone:") || mic.is_some()) {
         let path = if input == "builtin" {

@@ -200,9 +200,16 @@ pub fn run_call(mut opts: CallOptions) -> Result<CallOutcome> {
     if let Some(c) = &opts.controls {
         res.insert(controls::MUTE_CELL, c.mute.clone());
         res.insert(controls::WAITING_CELL, c.waiting_tone.clone());
+        res.insert(controls::HOLD_CELL, c.hold.clone());
+        res.insert(controls::HELD_CELL, c.held_tone.clone());
         if c.keys() {
+            let hold = if opts.direct.is_some() {
+                ", h holds the call and takes it back"
+            } else {
+                ""
+            };
             println!(
-                "{}keys: m mutes or unmutes the microphone, q hangs up",
+                "{}keys: m mutes or unmutes the microphone{hold}, q hangs up",
                 opts.label
             );
         }

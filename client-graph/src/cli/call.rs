@@ -224,7 +224,7 @@ pub fn call_cmd(args: CallArgs) -> Result<i32> {
             let ev = call.handle(&msg);
             flush(&mut sig, &mut call).await?;
             match ev {
-                None | Some(CallEvent::PeerPath(_)) => continue,
+                None | Some(CallEvent::PeerPath(_)) | Some(CallEvent::Hold(_)) => continue,
                 Some(CallEvent::Ringing) => {
                     if call.rings_waiting() {
                         println!(

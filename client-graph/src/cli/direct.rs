@@ -176,6 +176,7 @@ pub trait CallMachine {
     fn hangup(&mut self);
     fn is_ended(&self) -> bool;
     fn share_path(&mut self, addrs: &PathAddrs, nonce: [u8; 12]) -> bool;
+    fn hold(&mut self, held: bool) -> bool;
 }
 
 macro_rules! call_machine {
@@ -195,6 +196,9 @@ macro_rules! call_machine {
             }
             fn share_path(&mut self, addrs: &PathAddrs, nonce: [u8; 12]) -> bool {
                 <$t>::share_path(self, addrs, nonce)
+            }
+            fn hold(&mut self, held: bool) -> bool {
+                <$t>::hold(self, held)
             }
         }
     };
@@ -572,6 +576,24 @@ pub async fn run_media(
                 if stop.load(Ordering::Relaxed) {
                     call_stop.store(true, Ordering::Relaxed);
                 }
+                if controls.take_hold() {
+                    let held = !controls.hold.is_muted();
+                    controls.hold.set(held);
+                    let told = call.hold(held);
+                    flush(sig, call).await?;
+                    let tell = if !told {
+                        ""
+                    } else if sig.relay_has(wzp_proto::signal::FEATURE_HOLD) {
+                        " (they are told)"
+                    } else {
+                        " (the relay is older than holding: they are not told)"
+                    };
+                    if held {
+                        println!("you put the call on hold: neither of you hears the other{tell}; h takes it back");
+                    } else {
+                        println!("you took the call back{tell}");
+                    }
+                }
                 if let Some(w) = waiting.as_mut().filter(|w| !w.answered) {
                     match controls.take_answer() {
                         Some(call::controls::Answer::Accept) => {
@@ -642,6 +664,14 @@ pub async fn run_media(
                             end = CallEnd::Remote(why);
                             call_stop.store(true, Ordering::Relaxed);
                         }
+                        Some(CallEvent::Hold(held)) => {
+                            controls.held_tone.set(held);
+                            if held {
+                                println!("{} put the call on hold", user.with);
+                            } else {
+                                println!("{} took the call back", user.with);
+                            }
+                        }
                         Some(CallEvent::PeerPath(addrs)) if sealed.is_some() && late_tx.borrow().is_none() => {
                             println!(
                                 "{} shared its addresses for a direct path (sealed: {})",
@@ -682,6 +712,10 @@ pub async fn run_media(
         .join()
         .map_err(|_| anyhow!("the call's media thread panicked"))?;
     beeps(false);
+    // The next call (`listen` takes call after call) starts neither held
+    // nor beeping.
+    controls.hold.set(false);
+    controls.held_tone.set(false);
     if opened {
         crate::nat::close_to_dialer(sig.endpoint());
     }

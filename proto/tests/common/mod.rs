@@ -354,6 +354,10 @@ pub fn samples() -> Vec<SignalMessage> {
         M::VoiceMessageStored { id: "m1".into() },
         M::VoiceMessages { count: 3 },
         M::FetchVoiceMessages,
+        M::CallHold {
+            call_id: "c1".into(),
+            held: true,
+        },
         M::DeleteVoiceMessage {
             id: "m1".into(),
             from: Some(fp(4)),

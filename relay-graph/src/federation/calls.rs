@@ -52,7 +52,8 @@
 use std::time::{Duration, Instant};
 
 use wzp_proto::federation::{
-    CallEvent, CallSignal, RelayId, RoomId, MAX_CALL_PATH, PATH_VERSION, REROUTE_VERSION,
+    CallEvent, CallSignal, RelayId, RoomId, HOLD_VERSION, MAX_CALL_PATH, PATH_VERSION,
+    REROUTE_VERSION,
 };
 use wzp_proto::path_addrs::MAX_CALL_PATHS;
 use wzp_proto::signal::HangupReason;
@@ -124,6 +125,11 @@ pub struct CallCounters {
     /// version below 3, the call is not answered, or the leg carried its
     /// [`MAX_LEG_PATHS`] already. The call's media stays on the relays.
     pub paths_dropped: u64,
+    /// `hold` events passed on.
+    pub holds_forwarded: u64,
+    /// `hold` events not passed on: the next relay predates federation
+    /// version 5, the call is not answered, or its path is lost.
+    pub holds_dropped: u64,
 }
 
 /// Most `path` events one relay passes on for a call, both ways together
@@ -660,6 +666,9 @@ impl FederationCore {
                 // Addresses are not kept for a path to come: the parties'
                 // media stays on the relays.
                 self.calls.counters.paths_dropped += 1;
+            } else if matches!(s.event, CallEvent::Hold { .. }) {
+                // A hold notice is not kept for a path to come either.
+                self.calls.counters.holds_dropped += 1;
             } else if matches!(s.event, CallEvent::Hangup { .. }) {
                 // The party hung up while the path was lost: the call ends
                 // here; the far end's wait ends it there.
@@ -680,6 +689,9 @@ impl FederationCore {
         if matches!(s.event, CallEvent::Path { .. })
             && !self.path_may_pass(&s.call_id, Some(target))
         {
+            return;
+        }
+        if matches!(s.event, CallEvent::Hold { .. }) && !self.hold_may_pass(&s.call_id, target) {
             return;
         }
         self.advance(&s);
@@ -791,6 +803,21 @@ impl FederationCore {
         true
     }
 
+    /// Whether a `hold` for `call_id` goes on to `next`: the call is
+    /// answered and the link speaks [`HOLD_VERSION`] (else it is dropped and
+    /// counted: the far party is not told, the hold itself stands).
+    fn hold_may_pass(&mut self, call_id: &str, next: RelayId) -> bool {
+        let speaks = self.link_version(next).is_some_and(|v| v >= HOLD_VERSION);
+        let answered = self.calls.legs.get(call_id).is_some_and(|l| l.answered);
+        if speaks && answered {
+            self.calls.counters.holds_forwarded += 1;
+            true
+        } else {
+            self.calls.counters.holds_dropped += 1;
+            false
+        }
+    }
+
     fn is_up(&self, peer: RelayId) -> bool {
         matches!(
             self.links.get(&peer).map(|l| &l.phase),
@@ -870,6 +897,11 @@ impl FederationCore {
             && !self.path_may_pass(&s.call_id, target)
         {
             return;
+        }
+        if let (CallEvent::Hold { .. }, Some(next)) = (&s.event, target) {
+            if !self.hold_may_pass(&s.call_id, next) {
+                return;
+            }
         }
         self.advance(&s);
         match target {

@@ -429,6 +429,11 @@ pub fn render(s: &Services, signal: &SignalViews) -> String {
             hc.calls_waiting,
         ),
         (
+            "wzp_signal_holds_total",
+            "call_hold messages passed on between the parties of a direct call (put on hold, taken back).",
+            hc.holds,
+        ),
+        (
             "wzp_signal_voice_messages_moved_total",
             "Voice messages moved to the relay of the mesh their recipient registered on since (and gone from here).",
             hc.mail_moved,
@@ -754,6 +759,8 @@ fn federation(
         ("reroute_refused", c.reroutes_refused),
         ("path_forwarded", c.paths_forwarded),
         ("path_dropped", c.paths_dropped),
+        ("hold_forwarded", c.holds_forwarded),
+        ("hold_dropped", c.holds_dropped),
     ] {
         let _ = writeln!(out, "wzp_federation_calls_total{{event=\"{event}\"}} {n}");
     }

@@ -422,6 +422,8 @@ pub struct HubCounters {
     /// Voice messages moved to the relay their recipient is on now (and
     /// gone from here).
     pub mail_moved: u64,
+    /// `call_hold` messages passed on between the parties of a call.
+    pub holds: u64,
     refusals: HashMap<&'static str, u64>,
 }
 
@@ -1047,6 +1049,7 @@ impl SignalHub {
                         if let SignalMessage::Hello { features, .. } = &mut hello {
                             features.push(wzp_proto::signal::FEATURE_DEVICES.to_string());
                             features.push(wzp_proto::signal::FEATURE_CALL_WAITING.to_string());
+                            features.push(wzp_proto::signal::FEATURE_HOLD.to_string());
                             if self.mail.is_on() {
                                 features
                                     .push(wzp_proto::signal::FEATURE_VOICE_MESSAGES.to_string());
@@ -1141,6 +1144,7 @@ impl SignalHub {
             M::DirectCallAnswer { .. } => self.answer(conn, m, now),
             M::CallConfirm { call_id, handshake } => self.confirm(conn, call_id, handshake),
             M::CallPath { call_id, sealed } => self.call_path(conn, call_id, sealed),
+            M::CallHold { call_id, held } => self.call_hold(conn, call_id, held),
             M::Hangup {
                 reason,
                 call_id,
@@ -1970,6 +1974,35 @@ impl SignalHub {
         self.send(call.conn(to), SignalMessage::CallPath { call_id, sealed });
     }
 
+    /// A party put its active call on hold or took it back: the other is
+    /// told (through the federation when it is on another relay).
+    fn call_hold(&mut self, conn: ConnId, call_id: String, held: bool) {
+        if self.registered(conn, "call_hold").is_none() {
+            return;
+        }
+        let Some((call, party)) = self.party_call(conn, &call_id, None, "call_hold") else {
+            return;
+        };
+        if call.state != CallState::Active {
+            return self.refuse(
+                conn,
+                Refusal::WrongCallState,
+                ErrorCode::BadRequest,
+                format!(
+                    "call {call_id} is {}, not active: nothing to hold",
+                    call.state.label()
+                ),
+                "call_hold",
+            );
+        }
+        self.counters.holds += 1;
+        let to = party.other();
+        if call.is_federated(to) {
+            return self.federate(&call, CallEvent::Hold { held });
+        }
+        self.send(call.conn(to), SignalMessage::CallHold { call_id, held });
+    }
+
     fn hangup(
         &mut self,
         conn: ConnId,
@@ -2098,6 +2131,18 @@ impl SignalHub {
                     },
                 );
                 self.call_active(&call, Shared::default(), Shared::default());
+            }
+            CallEvent::Hold { held } => {
+                if call.state != CallState::Active {
+                    return self.count(Refusal::FederatedOutOfPlace);
+                }
+                self.send(
+                    call.conn(far.other()),
+                    SignalMessage::CallHold {
+                        call_id: call.id.clone(),
+                        held,
+                    },
+                );
             }
             CallEvent::Path { sealed } => {
                 // As from a local party: the far end relay checked the

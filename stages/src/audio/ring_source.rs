@@ -11,7 +11,9 @@
 //!   microphone before the far end says a word (docs/DESIGN.md, decision
 //!   26); `"waiting"`: two short 440 Hz beeps (0.2 s on, 0.2 s off, 0.2 s
 //!   on) every 10 s, what a person in a call hears while a second call
-//!   waits; `"none"`: silence), `level_db` (peak in dBFS, default -16,
+//!   waits; `"hold"`: a short 523 Hz beep (0.3 s) every 4 s, what a person
+//!   hears while the other party holds the call; `"none"`: silence),
+//!   `level_db` (peak in dBFS, default -16,
 //!   range -60..=0), `gate` (string, default `""`: the name of a
 //!   [`RingGate`] cell the control plane inserted; the pattern sounds only
 //!   while the gate is open, from its start each time it opens, and is
@@ -98,6 +100,14 @@ pub const WAITING: Cadence = Cadence {
     period: 10.0,
 };
 
+/// What a person hears while the other party holds the call: a short
+/// beep every 4 s (the line is there; nobody is listening).
+pub const HOLD: Cadence = Cadence {
+    freqs: [523.0, 523.0],
+    bursts: &[(0.0, 0.3)],
+    period: 4.0,
+};
+
 /// Edge fade, seconds.
 const FADE: f64 = 0.010;
 
@@ -141,6 +151,7 @@ impl Cadence {
             "ring" => Some(RING),
             "ringback" => Some(RINGBACK),
             "waiting" => Some(WAITING),
+            "hold" => Some(HOLD),
             _ => None,
         }
     }
@@ -230,7 +241,7 @@ impl StageFactory for RingSource {
                 ParamSpec::str(
                     "pattern",
                     "ring",
-                    "\"ring\" (a callee's), \"ringback\" (a caller's), \"connected\" (a call starting, once), \"waiting\" (a second call waits) or \"none\"",
+                    "\"ring\" (a callee's), \"ringback\" (a caller's), \"connected\" (a call starting, once), \"waiting\" (a second call waits), \"hold\" (the other party holds the call) or \"none\"",
                 ),
                 ParamSpec::float("level_db", -16.0, "peak level in dBFS (-60..=0)"),
                 ParamSpec::str(
@@ -255,7 +266,7 @@ impl StageFactory for RingSource {
                 ParamError::new(
                     "pattern",
                     format!(
-                        "is {name:?}; use \"ring\", \"ringback\", \"connected\", \"waiting\" or \"none\""
+                        "is {name:?}; use \"ring\", \"ringback\", \"connected\", \"waiting\", \"hold\" or \"none\""
                     ),
                 )
             })?),

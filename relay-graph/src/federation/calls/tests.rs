@@ -1028,3 +1028,39 @@ fn a_relay_before_version_3_on_the_path_is_sent_no_addresses() {
     m.settle(60).unwrap();
     assert_eq!(kinds(&m, 2), ["offer", "hangup"]);
 }
+
+fn hold(call_id: &str, held: bool) -> CallSignal {
+    signal(call_id, A, B, CallEvent::Hold { held })
+}
+
+#[test]
+fn a_hold_crosses_an_answered_path_and_stops_at_a_relay_older_than_it() {
+    let mut m = chain_with_middle_at(wzp_proto::federation::FEDERATION_VERSION);
+    // Not answered: nothing to hold.
+    m.input(0, Input::LocalCall(hold("c1", true)));
+    m.settle(60).unwrap();
+    assert_eq!(kinds(&m, 2), ["offer"]);
+    assert_eq!(m.cores[0].call_counters().holds_dropped, 1);
+    m.input(2, Input::LocalCall(answer("c1")));
+    m.settle(60).unwrap();
+    m.input(2, Input::LocalCall(hold("c1", true)));
+    m.input(0, Input::LocalCall(hold("c1", false)));
+    m.settle(60).unwrap();
+    assert_eq!(kinds(&m, 0), ["answer", "hold"]);
+    assert_eq!(kinds(&m, 2), ["offer", "hold"]);
+    assert_eq!(m.calls_delivered[2][1], hold("c1", false));
+    assert_eq!(m.cores[1].call_counters().holds_forwarded, 2);
+
+    // Relay 1 at version 4: relay 0 and 2 send it no hold.
+    let mut m = chain_with_middle_at(wzp_proto::federation::HOLD_VERSION - 1);
+    m.input(2, Input::LocalCall(answer("c1")));
+    m.settle(60).unwrap();
+    m.input(0, Input::LocalCall(hold("c1", true)));
+    m.input(2, Input::LocalCall(hold("c1", true)));
+    m.settle(60).unwrap();
+    assert_eq!(kinds(&m, 0), ["answer"]);
+    assert_eq!(kinds(&m, 2), ["offer"]);
+    assert_eq!(m.cores[0].call_counters().holds_dropped, 1);
+    assert_eq!(m.cores[2].call_counters().holds_dropped, 1);
+    assert_eq!(m.cores[1].counters().garbage, 0);
+}

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use common::{bin, write_wav_16k as write_wav, Proc, Relay};
 
-use wzp_stages::audio::signal::{goertzel_dbfs, rms_dbfs, speech_like, xcorr_peak};
+use wzp_stages::audio::signal::{rms_dbfs, speech_like, xcorr_peak};
 use wzp_stages::audio::wav_source::read_wav_mono;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -650,18 +650,7 @@ fn a_trusted_call_across_relays_takes_a_direct_path() {
 /// `wzp-client SUB ...` as `user` pinned to `relay`, run to its end, with
 /// what it printed.
 fn mail_client(dir: &Path, relay: &Relay, user: &str, sub: &[&str]) -> (bool, String) {
-    let o = Command::new(bin("wzp-client"))
-        .args(sub)
-        .args(["--relay", &relay.addr.to_string()])
-        .args(["--relay-fingerprint", &relay.fingerprint])
-        .arg("--identity")
-        .arg(dir.join(format!("{user}.seed")))
-        .arg("--known-relays")
-        .arg(dir.join(format!("{user}.known")))
-        .arg("--contacts")
-        .arg(dir.join(format!("{user}.contacts.toml")))
-        .arg("--history")
-        .arg(dir.join(format!("{user}.history.jsonl")))
+    let o = common::user_cmd(dir, relay, user, sub)
         .output()
         .expect("wzp-client runs");
     let said = format!(
@@ -706,19 +695,13 @@ fn a_voice_message_left_on_relay_1_waits_for_bob_on_relay_3_and_he_hears_it() {
     let (ok, said) = mail_client(&dir, &r3, "bob", &["messages", "--save-dir", save_arg]);
     assert!(ok, "{said}");
     let alice = common::identity_of(&dir, "alice");
-    let line = said
-        .lines()
-        .find(|l| l.starts_with("voice message from "))
-        .unwrap_or_else(|| panic!("{said}"));
     assert!(
-        line.contains(&alice) && line.contains(", 2.0 s, "),
-        "{line}"
+        said.contains(&format!("voice message from {alice}")) && said.contains(", 2.0 s, "),
+        "{said}"
     );
-    let wav = read_wav_mono(Path::new(line.rsplit_once("saved to ").unwrap().1)).unwrap();
-    let mid = &wav.samples[wav.samples.len() / 4..wav.samples.len() * 3 / 4];
     let (tone, other) = (
-        goertzel_dbfs(mid, wav.rate, 523.0),
-        goertzel_dbfs(mid, wav.rate, 1_700.0),
+        common::saved_tone(&said, 523.0),
+        common::saved_tone(&said, 1_700.0),
     );
     assert!(
         tone > -20.0 && other < tone - 30.0,
@@ -753,16 +736,12 @@ fn a_voice_message_left_where_bob_was_follows_him_to_the_relay_he_listens_at() {
     // Bob listens on relay 3: the message comes to him there.
     let mut l = Proc::spawn(
         "bob listen",
-        Command::new(bin("wzp-client"))
-            .args(["listen", "--accept", "reject", "--no-realtime"])
-            .args(["--relay", &r3.addr.to_string()])
-            .args(["--relay-fingerprint", &r3.fingerprint])
-            .arg("--identity")
-            .arg(dir.join("bob.seed"))
-            .arg("--known-relays")
-            .arg(dir.join("bob.known"))
-            .arg("--history")
-            .arg(dir.join("bob.history.jsonl")),
+        &mut common::user_cmd(
+            &dir,
+            &r3,
+            "bob",
+            &["listen", "--accept", "reject", "--no-realtime"],
+        ),
     );
     l.expect_line("1 voice message waits for you at this relay", WAIT);
     l.kill();
@@ -772,12 +751,6 @@ fn a_voice_message_left_where_bob_was_follows_him_to_the_relay_he_listens_at() {
     });
     let (ok, said) = mail_client(&dir, &r3, "bob", &["messages", "--save-dir", save_arg]);
     assert!(ok, "{said}");
-    let line = said
-        .lines()
-        .find(|l| l.starts_with("voice message from "))
-        .unwrap_or_else(|| panic!("{said}"));
-    let wav = read_wav_mono(Path::new(line.rsplit_once("saved to ").unwrap().1)).unwrap();
-    let mid = &wav.samples[wav.samples.len() / 4..wav.samples.len() * 3 / 4];
-    let tone = goertzel_dbfs(mid, wav.rate, 587.0);
+    let tone = common::saved_tone(&said, 587.0);
     assert!(tone > -20.0, "587 Hz at {tone} dBFS");
 }

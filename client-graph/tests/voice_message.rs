@@ -22,23 +22,6 @@ fn tmp(name: &str) -> PathBuf {
     common::tmp("wzp-voicemail", name)
 }
 
-/// `wzp-client SUB ...` as `user`, pinned to `relay`, with its own files.
-fn client_cmd(dir: &Path, relay: &Relay, user: &str, sub: &[&str]) -> Command {
-    let mut cmd = Command::new(bin("wzp-client"));
-    cmd.args(sub)
-        .args(["--relay", &relay.addr.to_string()])
-        .args(["--relay-fingerprint", &relay.fingerprint])
-        .arg("--identity")
-        .arg(dir.join(format!("{user}.seed")))
-        .arg("--known-relays")
-        .arg(dir.join(format!("{user}.known")))
-        .arg("--contacts")
-        .arg(dir.join(format!("{user}.contacts.toml")))
-        .arg("--history")
-        .arg(dir.join(format!("{user}.history.jsonl")));
-    cmd
-}
-
 /// `wzp-client history` of `user`: its lines.
 fn history(dir: &Path, user: &str) -> Vec<String> {
     let out = Command::new(bin("wzp-client"))
@@ -57,7 +40,7 @@ fn history(dir: &Path, user: &str) -> Vec<String> {
 
 /// Runs it to its end.
 fn run(dir: &Path, relay: &Relay, user: &str, sub: &[&str]) -> Output {
-    client_cmd(dir, relay, user, sub)
+    common::user_cmd(dir, relay, user, sub)
         .output()
         .expect("wzp-client runs")
 }
@@ -138,7 +121,7 @@ fn a_voice_message_left_for_someone_away_reaches_them_as_a_wav_and_leaves_the_re
     // Bob's listen says one waits.
     let mut l = Proc::spawn(
         "bob listen",
-        &mut client_cmd(
+        &mut common::user_cmd(
             &dir,
             &relay,
             "bob",
@@ -411,15 +394,9 @@ fn a_call_nobody_answers_leaves_a_voice_message_with_leave_message() {
     let o = run(&dir, &relay, "bob", &["messages", "--save-dir", save_arg]);
     assert!(o.status.success(), "{}", text(&o));
     let said = text(&o);
-    let line = said
-        .lines()
-        .find(|l| l.starts_with("voice message from "))
-        .unwrap_or_else(|| panic!("{said}"));
-    let wav = read_wav_mono(Path::new(line.rsplit_once("saved to ").unwrap().1)).unwrap();
-    let mid = &wav.samples[24_000..72_000];
     let (tone, other) = (
-        goertzel_dbfs(mid, 48_000, 660.0),
-        goertzel_dbfs(mid, 48_000, 440.0),
+        common::saved_tone(&said, 660.0),
+        common::saved_tone(&said, 440.0),
     );
     assert!(
         tone > -20.0 && other < tone - 30.0,

@@ -5,6 +5,8 @@
 //! cross two links, the keys agree end to end, and every way a call ends
 //! (busy, decline, no answer, a party gone) reaches the far party.
 
+mod common;
+
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -652,22 +654,19 @@ fn a_call_from_another_relay_to_someone_in_a_call_rings_as_waiting_and_can_take_
     assert!(w.relays[1].hub.calls().get("local").is_none());
 }
 
+/// Person `n` registers on hub `r` (its key is kept there) and leaves;
+/// their fingerprint and identity.
+fn was_on(w: &mut World, r: usize, n: u8) -> (Fingerprint, Identity) {
+    let c = Client::online(w, r, n, None);
+    w.input(r, Input::Disconnected { conn: c.conn });
+    w.mesh.settle(60).expect("presence withdrawn");
+    (c.fingerprint(), c.identity)
+}
+
 /// `c` leaves `sealed` for `to` as message `id`, in its parts.
 fn leave_message(w: &mut World, c: &Client, id: &str, to: Fingerprint, sealed: &[u8]) {
-    let parts: Vec<&[u8]> = wzp_proto::voice_message::parts(sealed).collect();
-    for (i, p) in parts.iter().enumerate() {
-        w.frame(
-            c,
-            SignalMessage::VoiceMessage {
-                id: id.into(),
-                to: Some(to),
-                from: None,
-                age_ms: None,
-                part: i as u32,
-                parts: parts.len() as u32,
-                data: p.to_vec(),
-            },
-        );
+    for m in common::voice_message_parts(id, to, sealed) {
+        w.frame(c, m);
     }
 }
 
@@ -707,11 +706,7 @@ fn stored(c: &Client, id: &str) -> bool {
 fn a_voice_message_for_someone_last_on_a_relay_two_links_away_is_kept_there_for_them() {
     let mut w = World::new();
     let mut a = Client::online(&mut w, 0, 1, None);
-    let b = Client::online(&mut w, 1, 2, None);
-    let bob = b.fingerprint();
-    let bob_identity = b.identity.clone();
-    w.input(1, Input::Disconnected { conn: b.conn });
-    w.mesh.settle(60).expect("presence withdrawn");
+    let (bob, bob_identity) = was_on(&mut w, 1, 2);
     // Alice's relay has no key of bob's; the one two links away has.
     assert!(w.relays[0].hub.mail().key(&bob).is_none());
     let key = key_for(&mut w, &mut a, bob).expect("bob's key from relay 2");
@@ -818,10 +813,7 @@ fn the_key_query_takes_the_relay_the_person_was_on_last_and_one_they_are_on_now_
 fn a_relay_answering_with_a_key_not_the_persons_is_not_believed() {
     let mut w = World::new();
     let mut a = Client::online(&mut w, 0, 1, None);
-    let b = Client::online(&mut w, 1, 2, None);
-    let bob = b.fingerprint();
-    w.input(1, Input::Disconnected { conn: b.conn });
-    w.mesh.settle(60).expect("presence withdrawn");
+    let (bob, _) = was_on(&mut w, 1, 2);
     w.frame(&a, SignalMessage::MessageKeyQuery { fingerprint: bob });
     w.step();
     // Relay 1 saw the query pass and answers first, "online now", with
@@ -875,10 +867,7 @@ fn a_relay_answering_with_a_key_not_the_persons_is_not_believed() {
 fn a_message_whose_way_loses_a_link_is_refused_to_the_sender() {
     let mut w = World::new();
     let mut a = Client::online(&mut w, 0, 1, None);
-    let b = Client::online(&mut w, 1, 2, None);
-    let bob = b.fingerprint();
-    w.input(1, Input::Disconnected { conn: b.conn });
-    w.mesh.settle(60).expect("presence withdrawn");
+    let (bob, _) = was_on(&mut w, 1, 2);
     let key = key_for(&mut w, &mut a, bob).expect("bob's key");
     w.mesh.cut(1, 2);
     // Found dead by its silence, well within alice's keep-alive.
@@ -901,11 +890,7 @@ fn messages_kept_for_someone_move_to_the_relay_they_register_on_next() {
     let mut w = World::new();
     let mut a = Client::online(&mut w, 0, 1, None);
     // Bob was on alice's relay; alice leaves him a message there.
-    let b = Client::online(&mut w, 0, 2, None);
-    let bob = b.fingerprint();
-    let bob_identity = b.identity.clone();
-    w.input(0, Input::Disconnected { conn: b.conn });
-    w.mesh.settle(60).expect("presence withdrawn");
+    let (bob, bob_identity) = was_on(&mut w, 0, 2);
     let key = key_for(&mut w, &mut a, bob).expect("bob's key, here");
     let frames: Vec<Vec<u8>> = (0..1500).map(|i| vec![(i % 100) as u8; 20]).collect();
     let sealed = seal(&a.identity, &key, 5, &frames, [4; 32]).unwrap();

@@ -2,6 +2,8 @@
 //! sans-IO state machines (`PresenceClient`, `OutgoingCall`, `IncomingCall`)
 //! wired through queues and stepped with a manual clock. No sockets, no sleeps.
 
+mod common;
+
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -2109,20 +2111,8 @@ fn voice(c: &Client) -> Vec<SignalMessage> {
 
 /// `c` leaves `sealed` for `to` as message `id`, in its parts.
 fn leave_message(net: &mut Net, c: &Client, id: &str, to: Fingerprint, sealed: &[u8]) {
-    let parts: Vec<&[u8]> = wzp_proto::voice_message::parts(sealed).collect();
-    for (i, p) in parts.iter().enumerate() {
-        net.frame(
-            c.conn,
-            SignalMessage::VoiceMessage {
-                id: id.into(),
-                to: Some(to),
-                from: None,
-                age_ms: None,
-                part: i as u32,
-                parts: parts.len() as u32,
-                data: p.to_vec(),
-            },
-        );
+    for m in common::voice_message_parts(id, to, sealed) {
+        net.frame(c.conn, m);
     }
 }
 

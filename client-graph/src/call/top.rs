@@ -178,6 +178,20 @@ fn same_chain<'a>(r: &'a Report, kind: &str, of: &StageReport) -> Option<&'a Sta
         .find(|s| s.kind == kind && chain_index(&s.id) == i)
 }
 
+/// How the decoder of `jb`'s chain filled what it concealed since
+/// `before` (all of it without one): rebuilt from DRED, from LBRR, or PLC.
+fn concealed_kinds(r: &Report, jb: &StageReport, before: Option<&Report>) -> (u64, u64, u64) {
+    same_chain(r, "codec.adaptive_decode", jb)
+        .or_else(|| same_chain(r, "codec.opus_decode", jb))
+        .map_or((0, 0, 0), |d| {
+            (
+                grew(d, before, "dred_reconstructions"),
+                grew(d, before, "fec_recovered"),
+                grew(d, before, "classical_plc_invocations"),
+            )
+        })
+}
+
 /// What a call heard over its whole length, one line for the end of a
 /// call: frames played, the share concealed and how (rebuilt from DRED or
 /// LBRR, or PLC), frames rebuilt by RaptorQ repair, late ones, and the
@@ -198,13 +212,8 @@ pub fn heard_line(r: &Report) -> Option<String> {
         played += counter(jb, "played");
         concealed += counter(jb, "concealed");
         late += counter(jb, "late");
-        if let Some(d) = same_chain(r, "codec.adaptive_decode", jb)
-            .or_else(|| same_chain(r, "codec.opus_decode", jb))
-        {
-            dred += counter(d, "dred_reconstructions");
-            lbrr += counter(d, "fec_recovered");
-            plc += counter(d, "classical_plc_invocations");
-        }
+        let (d, l, p) = concealed_kinds(r, jb, None);
+        (dred, lbrr, plc) = (dred + d, lbrr + l, plc + p);
         repaired += same_chain(r, "fec.raptorq_decode", jb).map_or(0, |f| counter(f, "recovered"));
         delay.push(known(jb, "current_delay_ms"));
     }
@@ -433,15 +442,7 @@ fn hearing(out: &mut String, now: &Report, before: Option<&Report>, roster: Opti
         if n == 1 { "" } else { "s" }
     ));
     for jb in chains {
-        let dec = same_chain(now, "codec.adaptive_decode", jb)
-            .or_else(|| same_chain(now, "codec.opus_decode", jb));
-        let (dred, lbrr, plc) = dec.map_or((0, 0, 0), |d| {
-            (
-                grew(d, before, "dred_reconstructions"),
-                grew(d, before, "fec_recovered"),
-                grew(d, before, "classical_plc_invocations"),
-            )
-        });
+        let (dred, lbrr, plc) = concealed_kinds(now, jb, before);
         let rebuilt =
             same_chain(now, "fec.raptorq_decode", jb).map_or(0, |f| grew(f, before, "recovered"));
         let who = roster

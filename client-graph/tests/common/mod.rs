@@ -292,3 +292,34 @@ pub fn stats_figure(path: &Path, stage: &str, kind: &str, key: &str) -> Option<i
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
     v["stages"].as_array()?.iter().find(|s| s["id"] == stage)?[kind][key].as_i64()
 }
+
+/// `wzp-client SUB ...` as `user` of `dir` (its identity, known relays,
+/// contacts and history there), pinned to `relay`.
+pub fn user_cmd(dir: &Path, relay: &Relay, user: &str, sub: &[&str]) -> Command {
+    let mut cmd = Command::new(bin("wzp-client"));
+    cmd.args(sub)
+        .args(["--relay", &relay.addr.to_string()])
+        .args(["--relay-fingerprint", &relay.fingerprint])
+        .arg("--identity")
+        .arg(dir.join(format!("{user}.seed")))
+        .arg("--known-relays")
+        .arg(dir.join(format!("{user}.known")))
+        .arg("--contacts")
+        .arg(dir.join(format!("{user}.contacts.toml")))
+        .arg("--history")
+        .arg(dir.join(format!("{user}.history.jsonl")));
+    cmd
+}
+
+/// The tone of the voice message `messages` saved, as it printed it
+/// (`said`): the level of `freq` over the middle half of the WAV, dBFS.
+pub fn saved_tone(said: &str, freq: f64) -> f32 {
+    let line = said
+        .lines()
+        .find(|l| l.starts_with("voice message from "))
+        .unwrap_or_else(|| panic!("{said}"));
+    let path = line.rsplit_once("saved to ").unwrap().1;
+    let wav = wzp_stages::audio::wav_source::read_wav_mono(Path::new(path)).unwrap();
+    let n = wav.samples.len();
+    wzp_stages::audio::signal::goertzel_dbfs(&wav.samples[n / 4..n * 3 / 4], wav.rate, freq)
+}

@@ -553,3 +553,22 @@ pub fn path_str(p: &Path) -> String {
 pub fn join_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
 }
+
+/// The `voice_message` frames that leave `sealed` for `to` as message `id`,
+/// in its parts, as a client sends them.
+pub fn voice_message_parts(id: &str, to: Fingerprint, sealed: &[u8]) -> Vec<SignalMessage> {
+    let parts: Vec<&[u8]> = wzp_proto::voice_message::parts(sealed).collect();
+    parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| SignalMessage::VoiceMessage {
+            id: id.into(),
+            to: Some(to),
+            from: None,
+            age_ms: None,
+            part: i as u32,
+            parts: parts.len() as u32,
+            data: p.to_vec(),
+        })
+        .collect()
+}

@@ -3015,11 +3015,18 @@ fn a_held_call_is_silent_both_ways_and_the_other_end_is_told_and_beeps() {
     b.type_keys("a");
     let sas_a = sas(&mut a);
     assert_eq!(sas(&mut b), sas_a);
-    // Bob holds the call until alice's 8 s end it.
+    // Bob holds the call, takes it back, and holds it again until alice's
+    // 8 s end it; alice is told each.
     b.type_keys("h");
     let said = b.expect_line("you put the call on hold", WAIT);
     assert!(said.contains("(they are told)"), "{said}");
     a.expect_line("put the call on hold", WAIT);
+    b.type_keys("h");
+    b.expect_line("you took the call back (they are told)", WAIT);
+    a.expect_line("took the call back", WAIT);
+    b.type_keys("h");
+    b.expect_nth("you put the call on hold", 2, WAIT);
+    a.expect_nth("put the call on hold", 2, WAIT);
     assert_eq!(a.exit(WAIT).code(), Some(0), "{:?}", a.drain());
     b.expect_line("the other side hung up", WAIT);
     assert!(b.exit(WAIT).success(), "{:?}", b.drain());

@@ -75,6 +75,12 @@ pub const HOLD_CELL: &str = "call.hold";
 /// as `graphs/call.toml` names it.
 pub const HELD_CELL: &str = "call.held";
 
+/// Whether an `audio.mute` stage of `graphs/call.toml` is one of the hold's
+/// (`hold_out`, `hold_in`) rather than the microphone's switch.
+pub fn is_hold_stage(id: &str) -> bool {
+    id.starts_with("hold_")
+}
+
 /// The controls of one client process.
 pub struct Controls {
     /// The microphone's mute switch.

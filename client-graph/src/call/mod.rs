@@ -367,8 +367,11 @@ pub fn run_call(mut opts: CallOptions) -> Result<CallOutcome> {
         }
         if Instant::now() >= next_talk_check {
             next_talk_check += Duration::from_secs(1);
+            // The microphone's switch, not the hold's (whose `hold_in`
+            // hears the far end).
             let voiced: u64 = stats
                 .stages_of_kind("audio.mute")
+                .filter(|m| !controls::is_hold_stage(&m.id))
                 .filter_map(|m| m.counter("voiced_muted_frames"))
                 .sum();
             let muted = opts.controls.as_ref().is_some_and(|c| c.is_muted());

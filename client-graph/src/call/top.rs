@@ -134,6 +134,13 @@ fn stage<'a>(r: &'a Report, kind: &str) -> Option<&'a StageReport> {
     r.stages.iter().find(|s| s.kind == kind)
 }
 
+/// The microphone's mute switch (not one of the hold's `audio.mute`s).
+fn mic_mute(r: &Report) -> Option<&StageReport> {
+    r.stages
+        .iter()
+        .find(|s| s.kind == "audio.mute" && !super::controls::is_hold_stage(&s.id))
+}
+
 fn gauge(s: &StageReport, key: &str) -> Option<i64> {
     s.gauges.get(key).copied()
 }
@@ -246,16 +253,25 @@ pub fn summary_with(
     roster: Option<&Roster>,
 ) -> String {
     let mut out = String::new();
-    let muted_here = stage(now, "audio.mute").and_then(|m| gauge(m, "muted")) == Some(1);
+    let muted_here = mic_mute(now).and_then(|m| gauge(m, "muted")) == Some(1);
     if muted_here {
         let talking = before.is_some()
-            && stage(now, "audio.mute")
+            && mic_mute(now)
                 .is_some_and(|m| grew(m, before, "voiced_muted_frames") >= TALKING_FRAMES);
         out.push_str(if talking {
             "MUTED      the others hear silence from this microphone, and you are talking\n"
         } else {
             "MUTED      the others hear silence from this microphone\n"
         });
+    }
+    let held = now
+        .stages
+        .iter()
+        .find(|s| s.id == "hold_out" && s.kind == "audio.mute")
+        .and_then(|h| gauge(h, "muted"))
+        == Some(1);
+    if held {
+        out.push_str("ON HOLD    neither side hears the other; h takes the call back\n");
     }
     if let Some(a) = stage(now, "quality.adapt") {
         sending(&mut out, a);
@@ -362,7 +378,7 @@ fn talking(now: &Report, before: Option<&Report>, senders: &[u32]) -> bool {
 /// this client, said it muted, or is talking (as `--top` reads it), and the
 /// media sender ids the relay bound to it.
 pub fn room_json(now: &Report, before: Option<&Report>, r: &Roster) -> serde_json::Value {
-    let muted_here = stage(now, "audio.mute").and_then(|m| gauge(m, "muted")) == Some(1);
+    let muted_here = mic_mute(now).and_then(|m| gauge(m, "muted")) == Some(1);
     let participants: Vec<serde_json::Value> = r
         .participants
         .iter()
@@ -922,5 +938,15 @@ mod tests {
             "{:?}",
             heard_line(&two)
         );
+    }
+
+    #[test]
+    fn a_held_call_says_so_above_the_table() {
+        let hold = |m: i64| report(vec![st("hold_out", "audio.mute", &[], &[("muted", m)])]);
+        assert!(summary(&hold(1), None, &[]).starts_with("ON HOLD "));
+        assert!(!summary(&hold(0), None, &[]).contains("ON HOLD"));
+        // The microphone's own mute is another line.
+        let muted = report(vec![st("mute", "audio.mute", &[], &[("muted", 1)])]);
+        assert!(!summary(&muted, None, &[]).contains("ON HOLD"));
     }
 }

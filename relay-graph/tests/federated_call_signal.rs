@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use wzp_proto::direct_call::{CallEvent, CallReady, IncomingCall, OutgoingCall};
-use wzp_proto::federation::{FederationMessage, MailEvent};
+use wzp_proto::federation::{FederationMessage, MailEvent, MailSignal};
 use wzp_proto::handshake::EphemeralKey;
 use wzp_proto::path_addrs::PathAddrs;
 use wzp_proto::presence::{PresenceClient, PresenceEvent, PresenceStep};
@@ -913,6 +913,33 @@ fn messages_kept_for_someone_move_to_the_relay_they_register_on_next() {
         .received
         .iter()
         .any(|m| matches!(m, SignalMessage::VoiceMessages { count: 1 })));
+    // Had relay 0 lost the `stored` and sent it again, relay 2 keeps one
+    // copy and says stored again.
+    let first = wzp_proto::voice_message::parts(&sealed)
+        .next()
+        .unwrap()
+        .to_vec();
+    w.input(
+        1,
+        Input::FederatedMail(MailSignal {
+            path: vec![id_of(0), id_of(1), id_of(2)],
+            event: MailEvent::Part {
+                id: "m1".into(),
+                from: a.fingerprint(),
+                to: bob,
+                part: 0,
+                parts: 2,
+                data: first,
+                age_ms: Some(10_000),
+            },
+        }),
+    );
+    w.settle(&mut []);
+    assert_eq!(w.relays[1].hub.mail().len(), 1);
+    assert!(matches!(
+        w.mesh.mail_delivered[0].last().map(|s| &s.event),
+        Some(MailEvent::Stored { id, .. }) if id == "m1"
+    ));
     w.frame(&b, SignalMessage::FetchVoiceMessages);
     w.settle(&mut [&mut b]);
     let mut got = Vec::new();

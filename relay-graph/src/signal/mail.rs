@@ -15,6 +15,7 @@ use wzp_proto::voice_message::MessageKey;
 use wzp_proto::{Fingerprint, SignalMessage};
 
 use super::{Action, ConnId, Refusal, SignalHub};
+use crate::voicemail::MailRefusal;
 
 /// How long a relay waits for other relays' answers to a key query once it
 /// has one (its own key, or another relay's answer) before giving the
@@ -253,10 +254,22 @@ impl SignalHub {
                 let outcome = self
                     .mail
                     .put_part_aged(conn, from, &id, to, part, parts, &data, now, age);
+                // A message moved here before whose `stored` was lost on
+                // the way back comes again: it is here, so it is stored
+                // (the relay that sent it may delete its copy).
+                let here = || {
+                    self.mail
+                        .messages(&to)
+                        .iter()
+                        .any(|m| m.id == id && m.from == from)
+                };
                 let event = match outcome {
                     Ok(false) => return,
                     Ok(true) => {
                         self.tell_mail(to);
+                        MailEvent::Stored { id, from, to }
+                    }
+                    Err(MailRefusal::IdInUse(_)) if age_ms.is_some() && here() => {
                         MailEvent::Stored { id, from, to }
                     }
                     Err(e) => MailEvent::Refused {

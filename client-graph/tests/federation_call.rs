@@ -754,3 +754,65 @@ fn a_voice_message_left_where_bob_was_follows_him_to_the_relay_he_listens_at() {
     let tone = common::saved_tone(&said, 587.0);
     assert!(tone > -20.0, "587 Hz at {tone} dBFS");
 }
+
+#[test]
+fn a_hold_on_relay_3_reaches_the_caller_on_relay_1_and_silences_the_call() {
+    let dir = tmp("hold");
+    let [r1, r2, r3] = chain(&dir);
+    let alice_heard = dir.join("alice-heard.wav");
+    let mut bob = Proc::spawn_with_input(
+        "bob",
+        common::user_cmd(&dir, &r3, "bob", &["listen"]).args([
+            "--accept",
+            "ask",
+            "--once",
+            "--no-realtime",
+            "--input",
+            "tone:660",
+            "--output",
+            "null",
+        ]),
+    );
+    let line = bob.expect_line("registered as ", WAIT);
+    let bob_fp = line.split_whitespace().nth(2).unwrap().to_string();
+    wait_http(&r1, &format!("/route/{bob_fp}"), |b| {
+        b.contains("\"route\":\"via\"")
+    });
+    let mut alice = client(
+        &dir,
+        &r1,
+        "alice",
+        &["call", &bob_fp],
+        &[
+            "--input",
+            "tone:440",
+            "--output",
+            alice_heard.to_str().unwrap(),
+            "--duration",
+            "7s",
+        ],
+    );
+    bob.expect_line("ringing: a answers, d declines", WAIT);
+    bob.type_keys("a");
+    assert_eq!(sas(&mut alice), sas(&mut bob));
+    bob.type_keys("h");
+    let said = bob.expect_line("you put the call on hold", WAIT);
+    assert!(said.contains("(they are told)"), "{said}");
+    alice.expect_line("put the call on hold", WAIT);
+    assert!(alice.exit(WAIT).success(), "{:?}", alice.drain());
+    assert!(bob.exit(WAIT).success(), "{:?}", bob.drain());
+    // Across both links: the middle relay passed it on.
+    let passed = |r: &Relay| {
+        http_get(r, "/metrics")
+            .lines()
+            .any(|l| l == "wzp_federation_calls_total{event=\"hold_forwarded\"} 1")
+    };
+    assert!(passed(&r2), "relay 2 passed the hold on");
+    // The last 3 s of what alice heard: none of bob's tone.
+    let w = read_wav_mono(&alice_heard).unwrap();
+    let n = w.samples.len();
+    let r = w.rate as usize;
+    let tail = &w.samples[n.saturating_sub(3 * r)..];
+    let level = wzp_stages::audio::signal::goertzel_dbfs(tail, w.rate, 660.0);
+    assert!(level < -60.0, "bob's tone at {level} dBFS while held");
+}

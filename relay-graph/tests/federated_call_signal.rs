@@ -1005,3 +1005,37 @@ fn a_hold_crosses_two_links_both_ways() {
     assert_eq!((holds(&a), holds(&b)), (vec![true, false], vec![true]));
     assert_eq!(w.mesh.cores[1].call_counters().holds_forwarded, 3);
 }
+
+#[test]
+fn a_client_asking_for_keys_faster_than_once_a_second_is_refused_and_floods_nothing() {
+    let mut w = World::new();
+    let mut a = Client::online(&mut w, 0, 1, None);
+    let (bob, _) = was_on(&mut w, 1, 2);
+    let flooded = |w: &World| w.mesh.cores[0].mail_counters().queries_forwarded;
+    w.frame(&a, SignalMessage::MessageKeyQuery { fingerprint: bob });
+    w.step();
+    let once = flooded(&w);
+    assert_eq!(once, 1, "one query, to relay 0's one peer");
+    // Ten more at once: refused, nothing more floods, and the first query
+    // is still answered.
+    for n in 10..20u8 {
+        let who = Seed::from_bytes([n; 32]).identity().fingerprint();
+        w.frame(&a, SignalMessage::MessageKeyQuery { fingerprint: who });
+    }
+    w.advance(KEY_WAIT + Duration::from_millis(100));
+    a.step(&mut w);
+    assert_eq!(flooded(&w), once);
+    assert_eq!(
+        w.relays[0].hub.counters().refusals(Refusal::RateLimited),
+        10
+    );
+    assert!(a.received.iter().any(|m| matches!(m,
+        SignalMessage::MessageKey { fingerprint, key: Some(_) } if *fingerprint == bob)));
+    // A second later it may ask again.
+    w.advance(Duration::from_secs(1));
+    assert_eq!(
+        key_for(&mut w, &mut a, bob).map(|k| k.verify()),
+        Some(Ok(bob))
+    );
+    assert_eq!(flooded(&w), once + 1);
+}

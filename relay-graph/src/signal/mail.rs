@@ -30,8 +30,13 @@ pub const KEY_GRACE: Duration = Duration::from_millis(300);
 /// then the client hears there is no key.
 pub const KEY_WAIT_MAX: Duration = Duration::from_secs(5);
 /// Most key queries a relay has out at once; past it a query is answered
-/// from this relay alone.
-pub const MAX_KEY_QUERIES: usize = 1024;
+/// from this relay alone (each lives at most [`KEY_WAIT_MAX`]: at most ~50
+/// floods a second leave a relay).
+pub const MAX_KEY_QUERIES: usize = 256;
+/// Least time between two key queries of one connection that ask the mesh
+/// (a message needs one; a client asking faster would make every relay of
+/// the mesh work for it): a faster one is refused `rate_limited`.
+pub const KEY_QUERY_SPACING: Duration = Duration::from_secs(1);
 /// How long a message moving to its recipient's relay may go unanswered
 /// before it is sent again (at their next move).
 pub const MOVE_WAIT: Duration = Duration::from_secs(60);
@@ -67,6 +72,8 @@ pub(super) struct AwayMail {
     /// Messages kept here on their way to the relay their recipient is on
     /// now, by (recipient, sender, id), with when they were sent.
     moving: HashMap<(Fingerprint, Fingerprint, String), Instant>,
+    /// When each connection last asked the mesh for a key.
+    asked: HashMap<ConnId, Instant>,
 }
 
 impl AwayMail {
@@ -80,6 +87,7 @@ impl AwayMail {
         self.queries.retain(|_, q| q.conn != conn);
         self.routes.remove(&conn);
         self.sent.retain(|_, c| *c != conn);
+        self.asked.remove(&conn);
     }
 }
 
@@ -112,11 +120,31 @@ impl SignalHub {
     /// registered here (or voice messages are off), else after asking the
     /// mesh.
     pub(super) fn message_key_query(&mut self, conn: ConnId, who: Fingerprint, now: Instant) {
-        self.away.routes.remove(&conn);
-        self.away.queries.retain(|_, q| q.conn != conn);
         let local = self.mail.key(&who).copied();
         let online = !self.presence.devices_of(&who).is_empty();
-        if online || !self.mail.is_on() || self.away.queries.len() >= MAX_KEY_QUERIES {
+        let asks_mesh = !online && self.mail.is_on() && self.away.queries.len() < MAX_KEY_QUERIES;
+        if asks_mesh {
+            if let Some(at) = self.away.asked.get(&conn) {
+                if now.saturating_duration_since(*at) < KEY_QUERY_SPACING {
+                    // The query under way, if any, stands.
+                    return self.refuse(
+                        conn,
+                        Refusal::RateLimited,
+                        ErrorCode::RateLimited,
+                        format!(
+                            "one message_key_query a second asks the relays of the mesh; \
+                             ask again in {} s",
+                            KEY_QUERY_SPACING.as_secs()
+                        ),
+                        "message_key_query",
+                    );
+                }
+            }
+        }
+        // This query's answer decides where the connection's parts go.
+        self.away.routes.remove(&conn);
+        self.away.queries.retain(|_, q| q.conn != conn);
+        if !asks_mesh {
             return self.send(
                 conn,
                 SignalMessage::MessageKey {
@@ -125,6 +153,7 @@ impl SignalHub {
                 },
             );
         }
+        self.away.asked.insert(conn, now);
         self.away.next_query += 1;
         let query = self.away.next_query;
         let best = local.map(|k| (self.seen_s(&who, now), Vec::new(), k));
@@ -197,7 +226,12 @@ impl SignalHub {
         match event {
             MailEvent::KeyQuery { query, who } => {
                 if path.is_empty() {
-                    // This relay's own query reached no relay.
+                    // This relay's own query reached no relay: it cost the
+                    // mesh nothing, so it counts against no spacing.
+                    if let Some(q) = self.away.queries.get(&query) {
+                        let conn = q.conn;
+                        self.away.asked.remove(&conn);
+                    }
                     return self.answer_key_query(query);
                 }
                 let Some(key) = self.mail.key(&who).copied() else {

@@ -125,13 +125,17 @@ pub fn message_cmd(args: MessageArgs) -> Result<()> {
     }
     let history = args.history.open()?;
     let rt = runtime()?;
-    // Whether the message can be left at all, before anyone speaks.
-    rt.block_on(async {
-        let mut sig = open(&relay, &identity).await?;
-        let key = key_of(&mut sig, &target, &who, &relay.relay).await;
-        sig.close().await;
-        key.map(drop)
-    })?;
+    // Whether the message can be left at all, before anyone speaks into
+    // the microphone (a file or a tone is read at once, and the relays are
+    // asked once, as it is left).
+    if crate::call::graph::microphone(&args.input).is_some() {
+        rt.block_on(async {
+            let mut sig = open(&relay, &identity).await?;
+            let key = key_of(&mut sig, &target, &who, &relay.relay).await;
+            sig.close().await;
+            key.map(drop)
+        })?;
+    }
     let pcm = capture(&args.input, args.duration)?;
     let frames = encode(&pcm)?;
     rt.block_on(deliver(&relay, &identity, target, &who, &frames, &history))

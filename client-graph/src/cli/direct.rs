@@ -579,14 +579,16 @@ pub async fn run_media(
                 if controls.take_hold() {
                     let held = !controls.hold.is_muted();
                     controls.hold.set(held);
-                    let told = call.hold(held);
-                    flush(sig, call).await?;
-                    let tell = if !told {
-                        ""
-                    } else if sig.relay_has(wzp_proto::signal::FEATURE_HOLD) {
+                    // A relay older than holding is not sent what it
+                    // would refuse; the hold is this end's all the same.
+                    let relays_it = sig.relay_has(wzp_proto::signal::FEATURE_HOLD);
+                    let tell = if !relays_it {
+                        " (the relay is older than holding: they are not told)"
+                    } else if call.hold(held) {
+                        flush(sig, call).await?;
                         " (they are told)"
                     } else {
-                        " (the relay is older than holding: they are not told)"
+                        ""
                     };
                     if held {
                         println!("you put the call on hold: neither of you hears the other{tell}; h takes it back");

@@ -27,14 +27,19 @@ pub const MESSAGE_EXAMPLES: &str = "\
 Examples:
   wzp-client message alice --relay 203.0.113.7:4433
       Record a voice message from the microphone (Ctrl-C ends it, at most
-      --duration, 30 s by default) and leave it for your contact alice at
-      the relay she listens at. Only she can open it; she fetches it with
-      `wzp-client messages`.
+      --duration, 30 s by default) and leave it for your contact alice.
+      Your relay finds her mailbox (the relay she was on last, it or one
+      it federates with) and it is kept there; only she can open it; she
+      fetches it with `wzp-client messages`.
   wzp-client message 3f2a:9c01:77de:0b4e:5a10:c3d2:e8f7:1a6b --relay 203.0.113.7:4433 --input note.wav
       Leave a WAV file (any rate; up to 120 s) for a fingerprint.
+  wzp-client call alice --relay 203.0.113.7:4433 --leave-message
+      Call, and leave a message from the microphone if she does not answer.
 
-The person must have registered at that relay (with `listen`, `call` or
-`messages`) since it last started: the relay keeps their message key.
+The person must have registered (with `listen`, `call` or `messages`) at
+that relay or one of its mesh since it last started: a relay keeps their
+message key. If they register on another relay of the mesh later, the
+message follows them there.
 
 Exit status: 0 left; 1 an error (no key for the person there, the relay
 keeps no voice messages, their mailbox is full, ...).";

@@ -2,7 +2,8 @@
 //! any bytes must decode to addresses (which encode and decode back to the
 //! same) or an error, and opening them with a call's keys (`PathAddrs::open`)
 //! never panics. Nobody but the peer can seal, so bytes from the fuzzer
-//! must not open.
+//! must not open. The same bytes read as a sealed hold notice
+//! (`wzp_proto::hold::open`) never open either.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -57,6 +58,13 @@ fuzz_target!(|data: &[u8]| {
             }
             Err(_) => assert!((MIN_SEALED_PATH..=MAX_SEALED_PATH).contains(&data.len())),
             Ok(a) => panic!("unsealed bytes opened to {a:?}"),
+        }
+        match wzp_proto::hold::open(k, CALL_ID, data) {
+            Err(wzp_proto::hold::HoldError::Length(n)) => {
+                assert_ne!(n, wzp_proto::hold::SEALED_HOLD_LEN)
+            }
+            Err(_) => assert_eq!(data.len(), wzp_proto::hold::SEALED_HOLD_LEN),
+            Ok(h) => panic!("unsealed bytes opened to a hold notice {h:?}"),
         }
     }
 });

@@ -169,8 +169,9 @@ pub enum CallEvent {
     /// `call_path` and opened with the call's keys (answered calls only).
     PeerPath(PathAddrs),
     /// The peer put the call on hold (`true`) or took it back (answered
-    /// calls only; as the relays say: a relay can forge or withhold this
-    /// notice, never the peer's own hold, which is its own silence).
+    /// calls only; its `call_hold` opened with the call's keys and is newer
+    /// than the last: a relay can withhold a notice, not forge or replay
+    /// one).
     Hold(bool),
 }
 
@@ -264,11 +265,48 @@ fn call_path(
     }
 }
 
-/// A `call_hold` for `call_id`.
-fn call_hold(call_id: &str, held: bool) -> SignalMessage {
-    SignalMessage::CallHold {
-        call_id: call_id.to_string(),
-        held,
+/// The hold notices of one call: how many this party sent, and the number
+/// of the last one it took from the other (a notice must come with a higher
+/// one: one a relay kept and sends again is dropped).
+#[derive(Debug, Default)]
+struct HoldSeq {
+    sent: u32,
+    heard: Option<u32>,
+}
+
+impl HoldSeq {
+    /// The next `call_hold` of this party.
+    fn notice(
+        &mut self,
+        call_id: &str,
+        keys: &SessionKeys,
+        held: bool,
+        nonce: [u8; 12],
+    ) -> SignalMessage {
+        self.sent = self.sent.saturating_add(1);
+        SignalMessage::CallHold {
+            call_id: call_id.to_string(),
+            sealed: crate::hold::seal(keys, call_id, held, self.sent, nonce),
+        }
+    }
+
+    /// What the other party's `call_hold` says, if it opens with the
+    /// call's keys and is newer than the last one taken.
+    fn heard(&mut self, call_id: &str, keys: &SessionKeys, sealed: &[u8]) -> Option<CallEvent> {
+        match crate::hold::open(keys, call_id, sealed) {
+            Ok((held, seq)) if self.heard.is_none_or(|h| seq > h) => {
+                self.heard = Some(seq);
+                Some(CallEvent::Hold(held))
+            }
+            Ok(_) => {
+                tracing::debug!(call_id, "call_hold dropped: an old notice again");
+                None
+            }
+            Err(e) => {
+                tracing::debug!(call_id, "call_hold dropped: {e}");
+                None
+            }
+        }
     }
 }
 
@@ -306,6 +344,7 @@ pub struct OutgoingCall {
     outbox: VecDeque<SignalMessage>,
     /// The callee is in another call and this one rings there as waiting.
     waiting: bool,
+    holds: HoldSeq,
 }
 
 impl std::fmt::Debug for OutgoingCall {
@@ -353,6 +392,7 @@ impl OutgoingCall {
             setup: None,
             outbox: VecDeque::from([offer]),
             waiting: false,
+            holds: HoldSeq::default(),
         })
     }
 
@@ -434,13 +474,15 @@ impl OutgoingCall {
         }
     }
 
-    /// Tells the callee the call is on hold (`held`) or taken back; `false`
-    /// (nothing queued) unless the call is answered.
-    pub fn hold(&mut self, held: bool) -> bool {
-        if !matches!(self.state, OutState::Keyed { .. }) {
+    /// Tells the callee the call is on hold (`held`) or taken back, sealed
+    /// with the call's keys and a fresh `nonce`; `false` (nothing queued)
+    /// unless the call is answered.
+    pub fn hold(&mut self, held: bool, nonce: [u8; 12]) -> bool {
+        let OutState::Keyed { keys, .. } = &self.state else {
             return false;
-        }
-        self.outbox.push_back(call_hold(&self.call_id, held));
+        };
+        let m = self.holds.notice(&self.call_id, keys, held, nonce);
+        self.outbox.push_back(m);
         true
     }
 
@@ -526,8 +568,8 @@ impl OutgoingCall {
                 self.setup = Some(setup);
                 event
             }
-            SignalMessage::CallHold { held, .. } => match &self.state {
-                OutState::Keyed { .. } => Some(CallEvent::Hold(*held)),
+            SignalMessage::CallHold { sealed, .. } => match &self.state {
+                OutState::Keyed { keys, .. } => self.holds.heard(&self.call_id, keys, sealed),
                 _ => None,
             },
             // Addresses are for calls answered accept_trusted only.
@@ -579,6 +621,7 @@ pub struct IncomingCall {
     local: Vec<SocketAddr>,
     /// How we answered.
     mode: AcceptMode,
+    holds: HoldSeq,
 }
 
 impl std::fmt::Debug for IncomingCall {
@@ -631,6 +674,7 @@ impl IncomingCall {
             outbox: VecDeque::new(),
             local: Vec::new(),
             mode: AcceptMode::AcceptGeneric,
+            holds: HoldSeq::default(),
         })
     }
 
@@ -753,13 +797,15 @@ impl IncomingCall {
         }
     }
 
-    /// Tells the caller the call is on hold (`held`) or taken back; `false`
-    /// (nothing queued) unless the call is confirmed.
-    pub fn hold(&mut self, held: bool) -> bool {
-        if !matches!(self.state, InState::Confirmed { .. }) {
+    /// Tells the caller the call is on hold (`held`) or taken back, sealed
+    /// with the call's keys and a fresh `nonce`; `false` (nothing queued)
+    /// unless the call is confirmed.
+    pub fn hold(&mut self, held: bool, nonce: [u8; 12]) -> bool {
+        let InState::Confirmed { keys } = &self.state else {
             return false;
-        }
-        self.outbox.push_back(call_hold(&self.call_id, held));
+        };
+        let m = self.holds.notice(&self.call_id, keys, held, nonce);
+        self.outbox.push_back(m);
         true
     }
 
@@ -819,8 +865,8 @@ impl IncomingCall {
                 self.setup = Some(setup);
                 event
             }
-            SignalMessage::CallHold { held, .. } => match &self.state {
-                InState::Confirmed { .. } => Some(CallEvent::Hold(*held)),
+            SignalMessage::CallHold { sealed, .. } => match &self.state {
+                InState::Confirmed { keys } => self.holds.heard(&self.call_id, keys, sealed),
                 _ => None,
             },
             // A callee that answered accept_generic takes no addresses (and

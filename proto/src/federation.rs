@@ -348,10 +348,12 @@ pub enum CallEvent {
         answered: bool,
     },
     /// A party of an answered call put it on hold or took it back (its
-    /// `call_hold`); either way, on links agreed at [`HOLD_VERSION`].
+    /// `call_hold`, sealed for the other party: relays pass it on unread);
+    /// either way, on links agreed at [`HOLD_VERSION`].
     Hold {
-        /// On hold, or taken back.
-        held: bool,
+        /// The sealed notice ([`crate::hold::SEALED_HOLD_LEN`] bytes).
+        #[serde(with = "hex_bytes")]
+        sealed: Vec<u8>,
     },
 }
 
@@ -439,7 +441,14 @@ impl CallEvent {
                 chosen_codec.as_deref().map_or(Ok(()), codec)
             }
             CallEvent::Confirm { handshake: h } => handshake(h),
-            CallEvent::Reroute { .. } | CallEvent::Hold { .. } => Ok(()),
+            CallEvent::Reroute { .. } => Ok(()),
+            CallEvent::Hold { sealed } => {
+                let n = crate::hold::SEALED_HOLD_LEN;
+                if sealed.len() != n {
+                    return Err(format!("hold of {} sealed bytes; {n}", sealed.len()));
+                }
+                Ok(())
+            }
             CallEvent::Path { sealed } => {
                 let max = crate::path_addrs::MAX_SEALED_PATH;
                 if sealed.is_empty() || sealed.len() > max {

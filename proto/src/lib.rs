@@ -54,6 +54,7 @@ pub mod error;
 pub mod federation;
 pub mod feedback;
 pub mod handshake;
+pub mod hold;
 pub mod identity;
 pub mod join;
 pub mod mapping;

@@ -258,9 +258,20 @@ impl PathAddrs {
 }
 
 fn cipher(keys: &SessionKeys, direction: &[u8; 32]) -> ChaCha20Poly1305 {
+    call_cipher(keys, direction, PATH_ADDRS_LABEL)
+}
+
+/// The cipher of what one party of a call seals for the other with the
+/// call's keys: HKDF-SHA256 with the handshake transcript as salt, the
+/// direction's media key as input and `label` as info.
+pub(crate) fn call_cipher(
+    keys: &SessionKeys,
+    direction: &[u8; 32],
+    label: &[u8],
+) -> ChaCha20Poly1305 {
     let hk = Hkdf::<Sha256>::new(Some(keys.transcript_hash()), direction);
     let mut key = zeroize::Zeroizing::new([0u8; 32]);
-    if hk.expand(PATH_ADDRS_LABEL, &mut key[..]).is_err() {
+    if hk.expand(label, &mut key[..]).is_err() {
         unreachable!("HKDF-SHA256 output of 32 bytes is always valid");
     }
     ChaCha20Poly1305::new(&Key::from(*key))

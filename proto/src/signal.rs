@@ -340,14 +340,17 @@ pub enum SignalMessage {
         sealed: Vec<u8>,
     },
     /// Either party of an active direct call to the other, through the
-    /// relays: it put the call on hold (`held`: it neither hears nor sends
-    /// until it takes the call back) or took it off hold. Relays pass it on
-    /// (a `hold` call event across a link).
+    /// relays: it put the call on hold (it neither hears nor sends until it
+    /// takes the call back) or took it off hold, sealed with the call's keys
+    /// ([`crate::hold`]). Relays pass it on unread (a `hold` call event
+    /// across a link).
     CallHold {
         /// The call.
         call_id: String,
-        /// On hold (`true`) or taken back.
-        held: bool,
+        /// The sealed notice ([`crate::hold::SEALED_HOLD_LEN`] bytes), hex
+        /// in JSON.
+        #[serde(with = "hex_vec")]
+        sealed: Vec<u8>,
     },
     /// End a call, or refuse one.
     Hangup {

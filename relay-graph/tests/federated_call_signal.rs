@@ -994,12 +994,12 @@ fn a_hold_crosses_two_links_both_ways() {
             })
             .collect()
     };
-    assert!(a.outgoing.as_mut().unwrap().hold(true));
+    assert!(a.outgoing.as_mut().unwrap().hold(true, [1; 12]));
     a.flush(&mut w);
     w.settle(&mut [&mut a, &mut b]);
-    assert!(b.incoming.as_mut().unwrap().hold(true));
+    assert!(b.incoming.as_mut().unwrap().hold(true, [2; 12]));
     b.flush(&mut w);
-    assert!(b.incoming.as_mut().unwrap().hold(false));
+    assert!(b.incoming.as_mut().unwrap().hold(false, [3; 12]));
     b.flush(&mut w);
     w.settle(&mut [&mut a, &mut b]);
     assert_eq!((holds(&a), holds(&b)), (vec![true, false], vec![true]));

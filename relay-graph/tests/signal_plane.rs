@@ -2328,12 +2328,15 @@ fn a_hold_reaches_the_other_party_of_an_active_call_only() {
     b.rings = true;
     a.call(&mut net, "h1", b.identity.fingerprint());
     settle(&mut net, &mut [&mut a, &mut b]);
-    assert!(!a.outgoing.as_mut().unwrap().hold(true), "not answered yet");
+    assert!(
+        !a.outgoing.as_mut().unwrap().hold(true, [1; 12]),
+        "not answered yet"
+    );
     net.frame(
         a.conn,
         SignalMessage::CallHold {
             call_id: "h1".into(),
-            held: true,
+            sealed: vec![0; wzp_proto::hold::SEALED_HOLD_LEN],
         },
     );
     settle(&mut net, &mut [&mut a, &mut b]);
@@ -2346,9 +2349,9 @@ fn a_hold_reaches_the_other_party_of_an_active_call_only() {
     settle(&mut net, &mut [&mut a, &mut b]);
     assert!(b.answered().is_some());
     // B holds, then takes it back: A is told both, in order.
-    assert!(b.incoming.as_mut().unwrap().hold(true));
+    assert!(b.incoming.as_mut().unwrap().hold(true, [2; 12]));
     b.flush(&mut net);
-    assert!(b.incoming.as_mut().unwrap().hold(false));
+    assert!(b.incoming.as_mut().unwrap().hold(false, [3; 12]));
     b.flush(&mut net);
     settle(&mut net, &mut [&mut a, &mut b]);
     let holds: Vec<bool> = a
@@ -2361,12 +2364,45 @@ fn a_hold_reaches_the_other_party_of_an_active_call_only() {
         .collect();
     assert_eq!(holds, vec![true, false]);
     assert_eq!(net.hub.counters().holds, 2);
+    // The relay cannot forge a notice, nor play b's first one again to
+    // make a believe the call is held: neither opens as new.
+    let first = a
+        .received
+        .iter()
+        .find_map(|m| match m {
+            SignalMessage::CallHold { sealed, .. } => Some(sealed.clone()),
+            _ => None,
+        })
+        .expect("a got b's notices");
+    let out = a.outgoing.as_mut().unwrap();
+    for sealed in [first, vec![9; wzp_proto::hold::SEALED_HOLD_LEN]] {
+        let m = SignalMessage::CallHold {
+            call_id: "h1".into(),
+            sealed,
+        };
+        assert!(out.handle(&m).is_none());
+    }
+    // A notice of the wrong length does not pass the relay.
+    net.frame(
+        b.conn,
+        SignalMessage::CallHold {
+            call_id: "h1".into(),
+            sealed: vec![0; 5],
+        },
+    );
+    settle(&mut net, &mut [&mut a, &mut b]);
+    assert!(
+        b.errors.iter().any(|(_, e)| e.contains("sealed bytes")),
+        "{:?}",
+        b.errors
+    );
+    assert_eq!(net.hub.counters().holds, 2);
     // Someone not in the call cannot put it on hold for them.
     net.frame(
         c.conn,
         SignalMessage::CallHold {
             call_id: "h1".into(),
-            held: true,
+            sealed: vec![0; wzp_proto::hold::SEALED_HOLD_LEN],
         },
     );
     settle(&mut net, &mut [&mut a, &mut b, &mut c]);

@@ -176,7 +176,7 @@ pub trait CallMachine {
     fn hangup(&mut self);
     fn is_ended(&self) -> bool;
     fn share_path(&mut self, addrs: &PathAddrs, nonce: [u8; 12]) -> bool;
-    fn hold(&mut self, held: bool) -> bool;
+    fn hold(&mut self, held: bool, nonce: [u8; 12]) -> bool;
 }
 
 macro_rules! call_machine {
@@ -197,8 +197,8 @@ macro_rules! call_machine {
             fn share_path(&mut self, addrs: &PathAddrs, nonce: [u8; 12]) -> bool {
                 <$t>::share_path(self, addrs, nonce)
             }
-            fn hold(&mut self, held: bool) -> bool {
-                <$t>::hold(self, held)
+            fn hold(&mut self, held: bool, nonce: [u8; 12]) -> bool {
+                <$t>::hold(self, held, nonce)
             }
         }
     };
@@ -247,12 +247,17 @@ async fn share_path(
     for addrs in
         std::iter::once(mine.clone()).chain(mine.mapping.is_known().then(|| mine.without_mapping()))
     {
-        let mut nonce = [0u8; 12];
-        getrandom::fill(&mut nonce).map_err(|e| anyhow!("no randomness for a nonce: {e}"))?;
-        queued |= call.share_path(&addrs, nonce);
+        queued |= call.share_path(&addrs, nonce()?);
     }
     flush(sig, call).await?;
     Ok(queued)
+}
+
+/// A fresh nonce for what a party seals for the other.
+fn nonce() -> Result<[u8; 12]> {
+    let mut nonce = [0u8; 12];
+    getrandom::fill(&mut nonce).map_err(|e| anyhow!("no randomness for a nonce: {e}"))?;
+    Ok(nonce)
 }
 
 fn describe(a: &PathAddrs) -> String {
@@ -584,7 +589,7 @@ pub async fn run_media(
                     let relays_it = sig.relay_has(wzp_proto::signal::FEATURE_HOLD);
                     let tell = if !relays_it {
                         " (the relay is older than holding: they are not told)"
-                    } else if call.hold(held) {
+                    } else if call.hold(held, nonce()?) {
                         flush(sig, call).await?;
                         " (they are told)"
                     } else {

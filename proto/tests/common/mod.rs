@@ -356,7 +356,7 @@ pub fn samples() -> Vec<SignalMessage> {
         M::FetchVoiceMessages,
         M::CallHold {
             call_id: "c1".into(),
-            held: true,
+            sealed: vec![7; wzp_proto::hold::SEALED_HOLD_LEN],
         },
         M::DeleteVoiceMessage {
             id: "m1".into(),

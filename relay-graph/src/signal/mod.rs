@@ -1144,7 +1144,7 @@ impl SignalHub {
             M::DirectCallAnswer { .. } => self.answer(conn, m, now),
             M::CallConfirm { call_id, handshake } => self.confirm(conn, call_id, handshake),
             M::CallPath { call_id, sealed } => self.call_path(conn, call_id, sealed),
-            M::CallHold { call_id, held } => self.call_hold(conn, call_id, held),
+            M::CallHold { call_id, sealed } => self.call_hold(conn, call_id, sealed),
             M::Hangup {
                 reason,
                 call_id,
@@ -1976,31 +1976,42 @@ impl SignalHub {
 
     /// A party put its active call on hold or took it back: the other is
     /// told (through the federation when it is on another relay).
-    fn call_hold(&mut self, conn: ConnId, call_id: String, held: bool) {
+    fn call_hold(&mut self, conn: ConnId, call_id: String, sealed: Vec<u8>) {
         if self.registered(conn, "call_hold").is_none() {
             return;
         }
         let Some((call, party)) = self.party_call(conn, &call_id, None, "call_hold") else {
             return;
         };
-        if call.state != CallState::Active {
+        let why = if sealed.len() != wzp_proto::hold::SEALED_HOLD_LEN {
+            Some(format!(
+                "call_hold of {} sealed bytes; {}",
+                sealed.len(),
+                wzp_proto::hold::SEALED_HOLD_LEN
+            ))
+        } else if call.state != CallState::Active {
+            Some(format!(
+                "call {call_id} is {}, not active: nothing to hold",
+                call.state.label()
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = why {
             return self.refuse(
                 conn,
                 Refusal::WrongCallState,
                 ErrorCode::BadRequest,
-                format!(
-                    "call {call_id} is {}, not active: nothing to hold",
-                    call.state.label()
-                ),
+                why,
                 "call_hold",
             );
         }
         self.counters.holds += 1;
         let to = party.other();
         if call.is_federated(to) {
-            return self.federate(&call, CallEvent::Hold { held });
+            return self.federate(&call, CallEvent::Hold { sealed });
         }
-        self.send(call.conn(to), SignalMessage::CallHold { call_id, held });
+        self.send(call.conn(to), SignalMessage::CallHold { call_id, sealed });
     }
 
     fn hangup(
@@ -2132,7 +2143,7 @@ impl SignalHub {
                 );
                 self.call_active(&call, Shared::default(), Shared::default());
             }
-            CallEvent::Hold { held } => {
+            CallEvent::Hold { sealed } => {
                 if call.state != CallState::Active {
                     return self.count(Refusal::FederatedOutOfPlace);
                 }
@@ -2140,7 +2151,7 @@ impl SignalHub {
                     call.conn(far.other()),
                     SignalMessage::CallHold {
                         call_id: call.id.clone(),
-                        held,
+                        sealed,
                     },
                 );
             }

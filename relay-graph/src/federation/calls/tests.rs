@@ -1030,7 +1030,8 @@ fn a_relay_before_version_3_on_the_path_is_sent_no_addresses() {
 }
 
 fn hold(call_id: &str, held: bool) -> CallSignal {
-    signal(call_id, A, B, CallEvent::Hold { held })
+    let sealed = vec![u8::from(held); wzp_proto::hold::SEALED_HOLD_LEN];
+    signal(call_id, A, B, CallEvent::Hold { sealed })
 }
 
 #[test]

@@ -1728,14 +1728,7 @@ mod tests {
             ),
         ];
         for (json, needle) in cases {
-            let mut dec = FederationDecoder::new();
-            dec.push(&frame(&json)).unwrap();
-            let err = dec.next_message().unwrap_err();
-            assert!(!err.is_fatal(), "{json}: {err} is not fatal");
-            assert!(
-                err.to_string().contains(needle),
-                "{json}: {err} should say {needle}"
-            );
+            let mut dec = refused(&json, needle);
             // The stream goes on after a refused frame.
             dec.push(
                 &encode_federation_frame(&FederationMessage::Ping { id: 1, sent_ms: 2 }).unwrap(),
@@ -1746,6 +1739,21 @@ mod tests {
                 Some(FederationMessage::Ping { id: 1, sent_ms: 2 })
             );
         }
+    }
+
+    /// `json` in a frame is refused, not fatally, saying `needle`; the
+    /// decoder, to read on.
+    fn refused(json: &str, needle: &str) -> FederationDecoder {
+        let mut dec = FederationDecoder::new();
+        dec.push(&frame(json)).unwrap();
+        let err = dec.next_message().unwrap_err();
+        let shown = &json[..json.len().min(200)];
+        assert!(!err.is_fatal(), "{shown}: {err} is not fatal");
+        assert!(
+            err.to_string().contains(needle),
+            "{shown}: {err} should say {needle}"
+        );
+        dec
     }
 
     #[test]
@@ -1801,15 +1809,7 @@ mod tests {
             ),
         ];
         for (json, needle) in cases {
-            let mut dec = FederationDecoder::new();
-            dec.push(&frame(&json)).unwrap();
-            let err = dec.next_message().unwrap_err();
-            assert!(!err.is_fatal(), "{json}: {err} is not fatal");
-            assert!(
-                err.to_string().contains(needle),
-                "{}: {err} should say {needle}",
-                &json[..json.len().min(200)]
-            );
+            refused(&json, needle);
         }
         let good = FederationMessage::Mail {
             path: vec![rid(1), rid(2)],

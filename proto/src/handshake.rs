@@ -653,3 +653,18 @@ pub fn room_id(room_name: &str) -> [u8; ROOM_ID_LEN] {
 pub fn room_hash(room_name: &str) -> String {
     hex::encode(room_id(room_name))
 }
+
+/// The caller's and the callee's keys of one fixed handshake (alice, seed 1,
+/// calls bob, seed 2; context `c`), for tests of what a party seals.
+#[cfg(test)]
+pub(crate) fn test_call_keys() -> (SessionKeys, SessionKeys) {
+    let (a, b) = (
+        crate::Seed::from_bytes([1; 32]).identity(),
+        crate::Seed::from_bytes([2; 32]).identity(),
+    );
+    let (i, init) = Initiator::start(&a, EphemeralKey::from_bytes([3; 32]), b"c", None);
+    let (r, resp) = Responder::respond(&b, EphemeralKey::from_bytes([4; 32]), b"c", &init, None)
+        .expect("a fixed handshake verifies");
+    let (caller, fin) = i.finish(&resp).expect("a fixed handshake finishes");
+    (caller, r.confirm(&fin).expect("a fixed handshake confirms"))
+}

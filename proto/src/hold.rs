@@ -113,20 +113,7 @@ pub fn open(keys: &SessionKeys, call_id: &str, sealed: &[u8]) -> Result<(bool, u
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::handshake::{EphemeralKey, Initiator, Responder};
-    use crate::Seed;
-
-    fn keys() -> (SessionKeys, SessionKeys) {
-        let (a, b) = (
-            Seed::from_bytes([1; 32]).identity(),
-            Seed::from_bytes([2; 32]).identity(),
-        );
-        let (i, init) = Initiator::start(&a, EphemeralKey::from_bytes([3; 32]), b"c", None);
-        let (r, resp) =
-            Responder::respond(&b, EphemeralKey::from_bytes([4; 32]), b"c", &init, None).unwrap();
-        let (caller, fin) = i.finish(&resp).unwrap();
-        (caller, r.confirm(&fin).unwrap())
-    }
+    use crate::handshake::test_call_keys as keys;
 
     #[test]
     fn a_notice_opens_for_the_other_party_only_and_whole() {

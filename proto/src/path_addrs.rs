@@ -337,20 +337,10 @@ impl Reader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::handshake::{EphemeralKey, Initiator, Responder};
-    use crate::Seed;
 
     /// `plain` sealed as a peer would, for checks of what opens.
     fn sealed_plain(plain: &[u8]) -> (Vec<u8>, SessionKeys) {
-        let (a, b) = (
-            Seed::from_bytes([1; 32]).identity(),
-            Seed::from_bytes([2; 32]).identity(),
-        );
-        let (i, init) = Initiator::start(&a, EphemeralKey::from_bytes([3; 32]), b"c", None);
-        let (r, resp) =
-            Responder::respond(&b, EphemeralKey::from_bytes([4; 32]), b"c", &init, None).unwrap();
-        let (ik, fin) = i.finish(&resp).unwrap();
-        let rk = r.confirm(&fin).unwrap();
+        let (ik, rk) = crate::handshake::test_call_keys();
         let mut buf = plain.to_vec();
         let tag = cipher(&ik, ik.send_key())
             .encrypt_inout_detached(&Nonce::from([5; 12]), b"c1", buf.as_mut_slice().into())

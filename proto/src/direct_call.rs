@@ -622,6 +622,8 @@ pub struct IncomingCall {
     /// How we answered.
     mode: AcceptMode,
     holds: HoldSeq,
+    /// Answer keeping the call in progress ([`Self::keep_current`]).
+    keep_current: bool,
 }
 
 impl std::fmt::Debug for IncomingCall {
@@ -675,6 +677,7 @@ impl IncomingCall {
             local: Vec::new(),
             mode: AcceptMode::AcceptGeneric,
             holds: HoldSeq::default(),
+            keep_current: false,
         })
     }
 
@@ -712,6 +715,13 @@ impl IncomingCall {
             .copied()
             .take(crate::signal::MAX_LOCAL_ADDRS)
             .collect();
+    }
+
+    /// This call rings as a waiting call: answering it keeps the call in
+    /// progress, on hold, instead of ending it (only with a relay listing
+    /// [`crate::signal::FEATURE_KEEP_CALL`]). Call before [`Self::accept`].
+    pub fn keep_current(&mut self) {
+        self.keep_current = true;
     }
 
     /// Accepts: queues the `direct_call_answer` carrying our handshake half.
@@ -752,6 +762,7 @@ impl IncomingCall {
             } else {
                 Vec::new()
             },
+            keep_current: self.keep_current,
         });
         self.state = InState::Accepted { responder };
         self.mode = mode;
@@ -769,6 +780,7 @@ impl IncomingCall {
                 chosen_codec: None,
                 callee_reflexive_addr: None,
                 callee_local_addrs: Vec::new(),
+                keep_current: false,
             });
         }
     }

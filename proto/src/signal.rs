@@ -267,6 +267,13 @@ pub const FEATURE_VOICE_MESSAGES: &str = "voice_messages";
 /// puts the call on hold, or takes it off, tells the other).
 pub const FEATURE_HOLD: &str = "hold";
 
+/// The `hello` feature a relay lists on `_signal` when a person answering a
+/// waiting call may keep the call in progress (`direct_call_answer`'s
+/// `keep_current`): the person is in both calls, the kept one on hold, and
+/// swaps between them; when one ends the other is the person's call again.
+/// A person with a kept call gets no other waiting call (`busy`).
+pub const FEATURE_KEEP_CALL: &str = "keep_call";
+
 /// Every signaling message. The JSON tag is `"type"` with the snake_case
 /// variant name.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -523,6 +530,12 @@ pub enum SignalMessage {
         /// `accept_trusted` (at most [`MAX_LOCAL_ADDRS`]).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         callee_local_addrs: Vec<SocketAddr>,
+        /// Answering a waiting call, the callee keeps the call it is in, on
+        /// hold, instead of ending it (relays listing
+        /// [`FEATURE_KEEP_CALL`]; an older relay ends it). Callee to relay
+        /// only.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        keep_current: bool,
     },
     /// Relay to caller: the callee is being alerted.
     CallRinging {

@@ -59,6 +59,7 @@ fn optional_fields_are_omitted_when_empty() {
             chosen_codec: None,
             callee_reflexive_addr: None,
             callee_local_addrs: Vec::new(),
+            keep_current: false,
         })
         .unwrap()[4..]
             .to_vec(),

@@ -289,6 +289,27 @@ impl Client {
         }
     }
 
+    /// Puts the call in progress on hold (telling its party) and answers the
+    /// waiting call keeping it (`keep_current`), as `s` does in a client.
+    fn hold_and_pick_up_second(&mut self, net: &mut Net) {
+        assert!(self.incoming.as_mut().expect("in a call").hold(true, [7; 12]));
+        self.flush(net);
+        let eph = self.ephemeral();
+        let w = self.second.as_mut().expect("nothing waits");
+        w.keep_current();
+        w.accept(&self.identity, eph, AcceptMode::AcceptGeneric, None)
+            .unwrap();
+        self.flush_second(net);
+    }
+
+    fn flush_second(&mut self, net: &mut Net) {
+        let w = self.second.as_mut().expect("no second call");
+        let out: Vec<_> = std::iter::from_fn(|| w.poll_send()).collect();
+        for m in out {
+            net.frame(self.conn, m);
+        }
+    }
+
     /// Connects and registers as device `device` of person `n`; its offers
     /// ring until [`Client::pick_up`].
     fn device(net: &mut Net, n: u8, device: u8) -> Client {
@@ -971,6 +992,7 @@ fn a_relay_that_substitutes_keys_is_caught_by_the_handshake_and_the_sas() {
                     chosen_codec: None,
                     callee_reflexive_addr: None,
                     callee_local_addrs: vec![],
+                    keep_current: false,
                 },
             ));
             out.push((
@@ -1207,6 +1229,7 @@ fn bad_input_is_refused_counted_and_others_are_served() {
                 chosen_codec: None,
                 callee_reflexive_addr: None,
                 callee_local_addrs: vec![],
+                keep_current: false,
             },
             Refusal::NotInCall,
         ),
@@ -1952,6 +1975,82 @@ fn a_person_in_a_call_is_rung_with_a_second_as_waiting_and_answering_it_ends_the
     assert!(!w.waiting);
     assert!(net.hub.may_join("call-waits", &b.identity.fingerprint()));
     assert!(!net.hub.may_join("call-first", &a.identity.fingerprint()));
+}
+
+/// The holds `c` was told, in order.
+fn holds_told(events: &[CallEvent]) -> Vec<bool> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            CallEvent::Hold(h) => Some(*h),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_waiting_call_answered_keeping_the_first_leaves_both_up_until_one_ends() {
+    for ends in ["first", "waits"] {
+        let mut net = Net::new(Net::default_config());
+        let (mut a, mut b, mut c) = bob_in_a_call_and_c_waiting(&mut net);
+        assert!(b.received.iter().any(|m| matches!(m,
+            SignalMessage::Hello { features, .. }
+                if features.iter().any(|f| f == wzp_proto::signal::FEATURE_KEEP_CALL))));
+        b.hold_and_pick_up_second(&mut net);
+        settle(&mut net, &mut [&mut a, &mut b, &mut c]);
+        // a is held, not hung up; c's call is answered with the same keys.
+        assert!(hangups(&a).is_empty(), "{:?}", hangups(&a));
+        assert_eq!(holds_told(&a.events), [true]);
+        let got = c.answered().expect("c's waiting call is answered");
+        let bob_ready = b
+            .second_events
+            .iter()
+            .find_map(|e| match e {
+                CallEvent::Answered(r) => Some(r.clone()),
+                _ => None,
+            })
+            .expect("bob has the call's keys");
+        assert_same_call_keys(got, &bob_ready);
+        let bob = b.identity.fingerprint();
+        for (id, kept) in [("first", true), ("waits", false)] {
+            let call = net.hub.calls().get(id).unwrap();
+            assert_eq!((call.state, call.kept), (CallState::Active, kept), "{id}");
+            assert!(net.hub.may_join(&format!("call-{id}"), &bob), "{id}");
+        }
+        assert_eq!(net.hub.counters().calls_kept, 1);
+        assert!(!net.rooms_closed.contains(&"call-first".to_string()));
+        // Bob swaps: holds c, takes a back. Each is told by the relay.
+        assert!(b.second.as_mut().unwrap().hold(true, [8; 12]));
+        b.flush_second(&mut net);
+        assert!(b.incoming.as_mut().unwrap().hold(false, [9; 12]));
+        b.flush(&mut net);
+        settle(&mut net, &mut [&mut a, &mut b, &mut c]);
+        assert_eq!(holds_told(&a.events), [true, false]);
+        assert_eq!(holds_told(&c.events), [true]);
+        // A third caller: bob is in two calls, so busy.
+        let mut d = Client::online(&mut net, 4, AcceptMode::AcceptGeneric);
+        d.call(&mut net, "third", bob);
+        settle(&mut net, &mut [&mut a, &mut b, &mut c, &mut d]);
+        assert!(d.has(|e| matches!(e, CallEvent::Busy)), "{:?}", d.events);
+        // One ends (its other party hangs up): the other is bob's call,
+        // no longer kept, and a new caller waits again.
+        if ends == "first" {
+            a.hangup(&mut net);
+        } else {
+            c.hangup(&mut net);
+        }
+        settle(&mut net, &mut [&mut a, &mut b, &mut c, &mut d]);
+        let left = if ends == "first" { "waits" } else { "first" };
+        assert!(net.hub.calls().get(ends).is_none());
+        let call = net.hub.calls().get(left).unwrap();
+        assert_eq!((call.state, call.kept), (CallState::Active, false));
+        let other = if ends == "first" { &c } else { &a };
+        assert!(hangups(other).is_empty(), "{ends}: {:?}", hangups(other));
+        let mut e = Client::online(&mut net, 5, AcceptMode::AcceptGeneric);
+        e.call(&mut net, "fourth", bob);
+        settle(&mut net, &mut [&mut a, &mut b, &mut c, &mut e]);
+        assert!(e.outgoing.as_ref().unwrap().rings_waiting(), "{ends}");
+    }
 }
 
 #[test]

@@ -182,6 +182,7 @@ pub fn samples() -> Vec<SignalMessage> {
                 "10.1.2.3:5000".parse().unwrap(),
                 "[fd00::3]:5000".parse().unwrap(),
             ],
+            keep_current: false,
         },
         M::DirectCallAnswer {
             call_id: "d1".into(),
@@ -190,6 +191,7 @@ pub fn samples() -> Vec<SignalMessage> {
             chosen_codec: None,
             callee_reflexive_addr: None,
             callee_local_addrs: Vec::new(),
+            keep_current: true,
         },
         M::DirectCallAnswer {
             call_id: "d1".into(),
@@ -198,6 +200,7 @@ pub fn samples() -> Vec<SignalMessage> {
             chosen_codec: None,
             callee_reflexive_addr: None,
             callee_local_addrs: Vec::new(),
+            keep_current: false,
         },
         M::CallRinging {
             call_id: "d1".into(),

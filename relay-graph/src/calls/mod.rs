@@ -10,7 +10,9 @@
 //! counted ([`CallRegistry::transitions`]). A fingerprint is in at most one
 //! call: an offer to or from someone already in one is refused as busy,
 //! except that a person in an Active call may have one more ringing as a
-//! waiting call ([`CallRegistry::offer_waiting`]). A ringing call ends after
+//! waiting call ([`CallRegistry::offer_waiting`]), and on answering it may
+//! keep the call it was in ([`CallRegistry::keep_for`]): it is in two calls
+//! until one ends. A ringing call ends after
 //! the ringing timeout ([`CallRegistry::expire`]).
 //! The call room `call-<id>` admits exactly the two fingerprints of an
 //! Active call ([`CallRegistry::may_join`]). Ended calls leave the table.
@@ -152,8 +154,12 @@ pub struct Call {
     /// The callee was in another call when this one came: it rings on the
     /// device in that call as a waiting call ([`CallRegistry::offer_waiting`])
     /// until that call ends (then it is an ordinary ringing call) or this
-    /// one is answered (which ends that one).
+    /// one is answered (which ends that one, unless kept).
     pub waiting: bool,
+    /// A person in it answered a waiting call keeping this one
+    /// ([`CallRegistry::keep_for`]): it is that person's second call, on
+    /// hold, until the other ends.
+    pub kept: bool,
 }
 
 pub use wzp_proto::path_addrs::MAX_CALL_PATHS;
@@ -253,6 +259,9 @@ pub struct CallRegistry {
     in_call: HashMap<Fingerprint, String>,
     /// The waiting call of a person in a call (at most one each).
     waiting: HashMap<Fingerprint, String>,
+    /// The call a person kept when it answered its waiting call (at most
+    /// one each): its second call, the one in `in_call` being the other.
+    kept: HashMap<Fingerprint, String>,
     /// Call ids by party connection (a connection is in one call, and with
     /// a waiting call in two).
     by_conn: HashMap<ConnId, Vec<String>>,
@@ -269,6 +278,7 @@ impl CallRegistry {
             calls: HashMap::new(),
             in_call: HashMap::new(),
             waiting: HashMap::new(),
+            kept: HashMap::new(),
             by_conn: HashMap::new(),
             ringing_timeout,
             ring_deadlines: BinaryHeap::new(),
@@ -344,6 +354,7 @@ impl CallRegistry {
                 accept_mode: None,
                 paths: [0; 2],
                 waiting,
+                kept: false,
             },
         );
         self.in_call.insert(caller.0, id.to_string());
@@ -377,7 +388,7 @@ impl CallRegistry {
     /// that call with, which is returned with the call's transition. Refused
     /// as [`CallRegistry::offer`] refuses, and `CalleeBusy` when the callee
     /// is in no call here, its call is not Active yet, it is in it through
-    /// federation, or it already has a waiting call.
+    /// federation, or it already has a waiting call or a kept one.
     pub fn offer_waiting(
         &mut self,
         id: &str,
@@ -398,11 +409,40 @@ impl CallRegistry {
                 c.conn(party)
             })
             .filter(|conn| *conn != ConnId::FEDERATION)
-            .filter(|_| !self.waiting.contains_key(&callee))
+            .filter(|_| !self.waiting.contains_key(&callee) && !self.kept.contains_key(&callee))
             .ok_or(OfferRefusal::CalleeBusy)?;
         self.waiting.insert(callee, id.to_string());
         let t = self.insert_call(id, room, caller, (callee, device), true, now);
         Ok((t, device))
+    }
+
+    /// The callee of waiting call `id` answers it keeping the call it is in:
+    /// that call is its kept (second) call from now on, and `id` its call,
+    /// an ordinary one. Returns the kept call's id; `None` (nothing
+    /// changed) when `id` is not a waiting call.
+    pub fn keep_for(&mut self, id: &str) -> Option<String> {
+        let callee = self.calls.get(id).filter(|c| c.waiting)?.callee;
+        if self.waiting.get(&callee).map(String::as_str) != Some(id)
+            || self.kept.contains_key(&callee)
+        {
+            return None;
+        }
+        let current = self.in_call.get(&callee)?.clone();
+        self.waiting.remove(&callee);
+        if let Some(c) = self.calls.get_mut(&current) {
+            c.kept = true;
+        }
+        if let Some(c) = self.calls.get_mut(id) {
+            c.waiting = false;
+        }
+        self.in_call.insert(callee, id.to_string());
+        self.kept.insert(callee, current.clone());
+        Some(current)
+    }
+
+    /// The call `fp` kept when it answered its waiting call, if any.
+    pub fn kept_of(&self, fp: &Fingerprint) -> Option<&Call> {
+        self.kept.get(fp).and_then(|id| self.calls.get(id))
     }
 
     /// The waiting call of `fp`, if any.
@@ -531,12 +571,18 @@ impl CallRegistry {
             self.waiting.remove(&call.callee);
         }
         for fp in [call.caller, call.callee] {
+            if self.kept.get(&fp).map(String::as_str) == Some(id) {
+                self.kept.remove(&fp);
+            }
             if self.in_call.get(&fp).map(String::as_str) == Some(id) {
                 self.in_call.remove(&fp);
-                // The call that waited is the person's call now: it rings on.
-                if let Some(next) = self.waiting.remove(&fp) {
+                // The call that waited is the person's call now: it rings
+                // on; or the call it kept is its only call again.
+                let next = self.waiting.remove(&fp).or_else(|| self.kept.remove(&fp));
+                if let Some(next) = next {
                     if let Some(c) = self.calls.get_mut(&next) {
                         c.waiting = false;
+                        c.kept = false;
                     }
                     self.in_call.insert(fp, next);
                 }
@@ -725,6 +771,50 @@ mod tests {
             reg.activate("w1", AcceptMode::AcceptGeneric, t0).unwrap();
             // Someone else calling now can wait again.
             reg.offer_waiting("w3", d(), busy.0, t0).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_kept_call_is_the_second_call_until_either_ends() {
+        let t0 = Instant::now();
+        // b takes w1 keeping c1; then either call ends first.
+        for first in ["c1", "w1"] {
+            let mut reg = in_call();
+            reg.offer_waiting("w1", c(), fp(2), t0).unwrap();
+            // Only a waiting call can be kept for, and only once.
+            assert_eq!(reg.keep_for("c1"), None);
+            assert_eq!(reg.keep_for("nope"), None);
+            reg.ringing("w1", t0).unwrap();
+            assert_eq!(reg.keep_for("w1").as_deref(), Some("c1"));
+            assert_eq!(reg.keep_for("w1"), None);
+            reg.activate("w1", AcceptMode::AcceptGeneric, t0).unwrap();
+            assert_eq!(reg.call_of(&fp(2)).unwrap().id, "w1");
+            assert_eq!(reg.kept_of(&fp(2)).unwrap().id, "c1");
+            assert!(reg.get("c1").unwrap().kept);
+            assert!(!reg.get("w1").unwrap().waiting);
+            assert!(reg.waiting_of(&fp(2)).is_none());
+            // Both stay joinable; a and c are each in theirs.
+            assert!(reg.may_join("call-c1", &fp(2)) && reg.may_join("call-w1", &fp(2)));
+            assert_eq!(reg.call_of(&fp(1)).unwrap().id, "c1");
+            assert_eq!(reg.call_of(&fp(3)).unwrap().id, "w1");
+            // In two calls, b takes no third: busy either way.
+            assert_eq!(
+                reg.offer_waiting("w2", d(), fp(2), t0).unwrap_err(),
+                OfferRefusal::CalleeBusy
+            );
+            assert_eq!(
+                reg.offer("w2", d(), b(), t0).unwrap_err(),
+                OfferRefusal::CalleeBusy
+            );
+            reg.end(first, EndReason::Hangup(Party::Caller, HangupReason::Normal))
+                .unwrap();
+            let left = if first == "c1" { "w1" } else { "c1" };
+            assert_eq!(reg.call_of(&fp(2)).unwrap().id, left);
+            assert!(reg.kept_of(&fp(2)).is_none());
+            assert!(!reg.get(left).unwrap().kept);
+            assert!(reg.calls_of_conn(ConnId(2)) == vec![left.to_string()]);
+            // One call again: a waiting call may ring once more.
+            reg.offer_waiting("w3", d(), fp(2), t0).unwrap();
         }
     }
 

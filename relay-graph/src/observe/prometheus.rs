@@ -429,6 +429,11 @@ pub fn render(s: &Services, signal: &SignalViews) -> String {
             hc.calls_waiting,
         ),
         (
+            "wzp_signal_calls_kept_total",
+            "Waiting calls answered keeping the call in progress on hold (the person swaps between the two).",
+            hc.calls_kept,
+        ),
+        (
             "wzp_signal_holds_total",
             "call_hold messages passed on between the parties of a direct call (put on hold, taken back).",
             hc.holds,

@@ -412,6 +412,9 @@ pub struct HubCounters {
     /// Calls rung as a waiting call on the device of a person in another
     /// call (instead of the caller hearing busy).
     pub calls_waiting: u64,
+    /// Waiting calls answered keeping the call in progress, on hold
+    /// (`keep_current`).
+    pub calls_kept: u64,
     /// Mapping probes answered (`mapping_observed` sent).
     pub mapping_answered: u64,
     /// Mapping probes dropped: a token no connection has, or a connection
@@ -1050,6 +1053,7 @@ impl SignalHub {
                             features.push(wzp_proto::signal::FEATURE_DEVICES.to_string());
                             features.push(wzp_proto::signal::FEATURE_CALL_WAITING.to_string());
                             features.push(wzp_proto::signal::FEATURE_HOLD.to_string());
+                            features.push(wzp_proto::signal::FEATURE_KEEP_CALL.to_string());
                             if self.mail.is_on() {
                                 features
                                     .push(wzp_proto::signal::FEATURE_VOICE_MESSAGES.to_string());
@@ -1656,6 +1660,7 @@ impl SignalHub {
             chosen_codec,
             callee_reflexive_addr,
             callee_local_addrs,
+            keep_current,
         } = m
         else {
             return;
@@ -1714,7 +1719,12 @@ impl SignalHub {
             }
             return;
         }
-        if call.waiting {
+        // Answering a waiting call keeping the call in progress: the person
+        // is in both (that one on hold, which the client told its party).
+        let kept = call.waiting && keep_current && self.calls.keep_for(&call_id).is_some();
+        if kept {
+            self.counters.calls_kept += 1;
+        } else if call.waiting {
             // Answering a waiting call ends the call in progress, as if the
             // person hung it up first (a client does so before answering).
             if let Some(current) = self.calls.call_of(&call.callee).cloned() {
@@ -1766,6 +1776,7 @@ impl SignalHub {
                 chosen_codec,
                 callee_reflexive_addr: callee.0,
                 callee_local_addrs: callee.1.clone(),
+                keep_current: false,
             },
         );
         let caller = self
@@ -2139,6 +2150,7 @@ impl SignalHub {
                         chosen_codec,
                         callee_reflexive_addr: None,
                         callee_local_addrs: Vec::new(),
+                        keep_current: false,
                     },
                 );
                 self.call_active(&call, Shared::default(), Shared::default());

@@ -112,6 +112,10 @@ pub struct CallView {
     /// waiting call.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub waiting: bool,
+    /// A party took a waiting call keeping this one, on hold: it is in two
+    /// calls until one ends.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub kept: bool,
 }
 
 impl CallView {
@@ -145,6 +149,7 @@ impl CallView {
                 path_lost: l.path_lost,
                 ringing_devices: None,
                 waiting: false,
+                kept: false,
             });
         }
         calls
@@ -375,6 +380,7 @@ async fn run_hub(
                             && !c.is_federated(crate::calls::Party::Callee))
                         .then(|| 1 + c.callee_forks.len()),
                         waiting: c.waiting,
+                        kept: c.kept,
                     })
                     .collect();
                 use crate::calls::CallState as S;
@@ -655,6 +661,7 @@ mod tests {
             path_lost: false,
             ringing_devices: None,
             waiting: false,
+            kept: false,
         }
     }
 

@@ -2869,7 +2869,7 @@ fn a_call_waiting_is_declined_or_answered_by_keys_and_answering_ends_the_call_in
     assert!(line.contains("in another call"), "{line}");
     b.expect_nth("call waiting", 1, WAIT);
     b.expect_nth(
-        "a ends this call and answers the waiting one, d declines it",
+        "a ends this call and answers the waiting one, s holds this call and answers it, d declines it",
         1,
         WAIT,
     );
@@ -3066,4 +3066,206 @@ fn a_held_call_is_silent_both_ways_and_the_other_end_is_told_and_beeps() {
         "the holder hears no beeps: {}",
         loudest(&at_bob)
     );
+}
+
+/// The WAV at `path` as far as it is written: its samples and rate, or
+/// `None` while it cannot be read.
+fn wav_so_far(path: &Path) -> Option<(Vec<f32>, u32)> {
+    read_wav_mono(path).ok().map(|w| (w.samples, w.rate))
+}
+
+/// Seconds of the WAV at `path` written so far (0 while unreadable).
+fn wav_secs(path: &Path) -> f64 {
+    wav_so_far(path).map_or(0.0, |(x, r)| x.len() as f64 / f64::from(r))
+}
+
+/// The level (dBFS) of `freq` in the last second written of `path`, or
+/// -200 while it holds less.
+fn last_second(path: &Path, freq: f64) -> f32 {
+    match wav_so_far(path) {
+        Some((x, r)) if x.len() > r as usize => {
+            wzp_stages::audio::signal::goertzel_dbfs(&x[x.len() - r as usize..], r, freq)
+        }
+        _ => -200.0,
+    }
+}
+
+/// The loudest `freq` (dBFS) over 0.2 s windows of `path` from `from_s`
+/// to `to_s` seconds (as far as written).
+fn loudest_between(path: &Path, freq: f64, from_s: f64, to_s: f64) -> f32 {
+    let Some((x, r)) = wav_so_far(path) else {
+        return -200.0;
+    };
+    let at = |s: f64| ((s * f64::from(r)) as usize).min(x.len());
+    x[at(from_s)..at(to_s)]
+        .chunks(r as usize / 5)
+        .filter(|c| c.len() == r as usize / 5)
+        .map(|c| wzp_stages::audio::signal::goertzel_dbfs(c, r, freq))
+        .fold(-200.0, f32::max)
+}
+
+/// Waits until `path` holds `secs` more seconds than it did at `from`.
+fn wait_written(path: &Path, from: f64, secs: f64) {
+    wait_until("the recording to grow", || wav_secs(path) >= from + secs);
+}
+
+#[test]
+fn s_holds_the_call_to_answer_a_waiting_one_and_swaps_between_the_two() {
+    let _s = serial();
+    let dir = tmp("keep");
+    let relay = start_relay_with(&dir, "127.0.0.1:0", &["--metrics-addr", "127.0.0.1:0"]);
+    let mut cmd = client_cmd(
+        None,
+        relay.addr,
+        &dir,
+        &relay,
+        "bob",
+        &["listen"],
+        &[
+            "--accept",
+            "ask",
+            "--input",
+            "tone:1000",
+            "--output",
+            "null",
+        ],
+    );
+    let mut b = Proc::spawn_with_input("bob", &mut cmd);
+    let line = b.expect_line("registered as ", WAIT);
+    let b_fp = line.split_whitespace().nth(2).unwrap().to_string();
+    let (alice_heard, carol_heard) = (dir.join("alice.wav"), dir.join("carol.wav"));
+    let mut a = client(
+        &dir,
+        &relay,
+        "alice",
+        &["call", &b_fp],
+        &[
+            "--input",
+            "tone:300",
+            "--output",
+            alice_heard.to_str().unwrap(),
+        ],
+    );
+    b.expect_line("ringing: a answers, d declines", WAIT);
+    b.type_keys("a");
+    assert_eq!(sas(&mut b), sas(&mut a));
+    wait_until("alice hears bob", || {
+        last_second(&alice_heard, 1000.0) > -30.0
+    });
+    // Carol calls; bob holds alice's call and answers carol's.
+    let mut c = client(
+        &dir,
+        &relay,
+        "carol",
+        &["call", &b_fp],
+        &[
+            "--input",
+            "tone:500",
+            "--output",
+            carol_heard.to_str().unwrap(),
+        ],
+    );
+    b.expect_line("s holds this call and answers it", WAIT);
+    b.type_keys("s");
+    let said = b.expect_line("holding the call with ", WAIT);
+    assert!(said.contains("(they are told) to answer "), "{said}");
+    a.expect_line("put the call on hold", WAIT);
+    let held_at = wav_secs(&alice_heard);
+    b.expect_line("answering the waiting call from ", WAIT);
+    c.expect_line("answered by ", WAIT);
+    b.expect_nth("SAS: ", 2, WAIT);
+    let b_sas: Vec<String> = b
+        .drain()
+        .into_iter()
+        .filter(|l| l.starts_with("SAS: "))
+        .collect();
+    assert_eq!(b_sas[1].trim_start_matches("SAS: "), sas(&mut c));
+    let calls = http_get(&relay, "/calls");
+    assert!(calls.contains(r#""kept":true"#), "{calls}");
+    assert!(
+        a.child.try_wait().unwrap().is_none(),
+        "alice's call goes on, held"
+    );
+    // Carol hears bob; alice hears the hold beeps and nothing of bob.
+    wait_until("carol hears bob", || {
+        last_second(&carol_heard, 1000.0) > -30.0
+    });
+    wait_until("alice hears the hold beeps", || {
+        loudest_between(&alice_heard, 523.0, held_at, f64::MAX) > -35.0
+    });
+    wait_written(&alice_heard, held_at, 3.0);
+    let bob_at_alice = loudest_between(&alice_heard, 1000.0, held_at + 1.5, held_at + 3.0);
+    assert!(
+        bob_at_alice < -50.0,
+        "alice heard bob on hold at {bob_at_alice} dBFS"
+    );
+    // Bob swaps: carol is held, alice's call taken back, each told.
+    b.type_keys("s");
+    b.expect_nth("holding the call with ", 2, WAIT);
+    let said = b
+        .drain()
+        .into_iter()
+        .filter(|l| l.contains("holding the call with "))
+        .nth(1)
+        .unwrap();
+    assert!(
+        said.contains("(they are told) to take back the call with "),
+        "{said}"
+    );
+    c.expect_line("put the call on hold", WAIT);
+    let carol_held_at = wav_secs(&carol_heard);
+    a.expect_line("took the call back", WAIT);
+    b.expect_line("back (they are told)", WAIT);
+    wait_until("alice hears bob again", || {
+        last_second(&alice_heard, 1000.0) > -30.0
+    });
+    wait_until("carol hears the hold beeps", || {
+        loudest_between(&carol_heard, 523.0, carol_held_at, f64::MAX) > -35.0
+    });
+    // Bob hangs up alice: carol's call is his call again, still held,
+    // until h takes it back.
+    b.type_keys("q");
+    a.expect_line("the other side hung up", WAIT);
+    assert_eq!(a.exit(WAIT).code(), Some(0), "{:?}", a.drain());
+    b.expect_line("is still on hold: h takes it back", WAIT);
+    let still_at = wav_secs(&carol_heard);
+    wait_written(&carol_heard, still_at, 2.0);
+    let bob_at_carol = loudest_between(&carol_heard, 1000.0, still_at + 1.0, still_at + 2.0);
+    assert!(
+        bob_at_carol < -50.0,
+        "carol hears bob at {bob_at_carol} dBFS while still held ({still_at} s into her call)"
+    );
+    b.type_keys("h");
+    c.expect_line("took the call back", WAIT);
+    wait_until("carol hears bob again", || {
+        last_second(&carol_heard, 1000.0) > -30.0
+    });
+    b.type_keys("q");
+    c.expect_line("the other side hung up", WAIT);
+    assert_eq!(c.exit(WAIT).code(), Some(0), "{:?}", c.drain());
+    assert!(b.child.try_wait().unwrap().is_none(), "bob still listens");
+    let metrics = http_get(&relay, "/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "wzp_signal_calls_kept_total 1"),
+        "{metrics}"
+    );
+    b.kill();
+    // Bob's history: alice's call once it ended, then carol's.
+    let (a_fp, c_fp) = (identity_of(&dir, "alice"), identity_of(&dir, "carol"));
+    let said = history_lines(&dir, "bob", &[]);
+    let kept: Vec<(&str, &str)> = said
+        .iter()
+        .map(|l| {
+            let mut f = l.trim_start_matches("in   ").split("  ");
+            (f.next().unwrap_or_default(), f.next().unwrap_or_default())
+        })
+        .collect();
+    assert_eq!(
+        kept,
+        [(a_fp.as_str(), "answered"), (c_fp.as_str(), "answered")],
+        "{said:?}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -292,7 +292,11 @@ impl Client {
     /// Puts the call in progress on hold (telling its party) and answers the
     /// waiting call keeping it (`keep_current`), as `s` does in a client.
     fn hold_and_pick_up_second(&mut self, net: &mut Net) {
-        assert!(self.incoming.as_mut().expect("in a call").hold(true, [7; 12]));
+        assert!(self
+            .incoming
+            .as_mut()
+            .expect("in a call")
+            .hold(true, [7; 12]));
         self.flush(net);
         let eph = self.ephemeral();
         let w = self.second.as_mut().expect("nothing waits");

@@ -5,7 +5,9 @@
 //!   microphone; `q` hangs up the call (`join` and `call` then end, as with
 //!   Ctrl-C; `listen` waits for the next call); while a `listen --accept
 //!   ask` rings, `a` answers and `d` declines; in a direct call `h` puts the
-//!   call on hold and takes it back (both ways silent, the other party told). Keys are read from a terminal
+//!   call on hold and takes it back (both ways silent, the other party told);
+//!   with a call waiting, `s` holds the call and answers the waiting one,
+//!   and with one call held and one taken, `s` swaps them. Keys are read from a terminal
 //!   only when the client is interactive ([`interactive`]: standard input
 //!   and output are the terminal, and the client is its foreground job); the
 //!   terminal is put in non-canonical mode without echo for it (Ctrl-C still
@@ -93,6 +95,9 @@ pub struct Controls {
     pub held_tone: Arc<wzp_stages::audio::ring_source::RingGate>,
     /// `h` was pressed: put the call on hold, or take it back.
     hold_req: Arc<AtomicBool>,
+    /// `s` was pressed: hold this call and answer the waiting one, or swap
+    /// to the held one.
+    swap_req: Arc<AtomicBool>,
     mute_req: Arc<AtomicBool>,
     unmute_req: Arc<AtomicBool>,
     /// `q` was pressed: hang up the call.
@@ -117,6 +122,7 @@ impl Controls {
         let hangup_req = Arc::new(AtomicBool::new(false));
         let answer_req = Arc::new(AtomicU8::new(0));
         let hold_req = Arc::new(AtomicBool::new(false));
+        let swap_req = Arc::new(AtomicBool::new(false));
         signal_hook::flag::register(signal_hook::consts::SIGUSR1, mute_req.clone())
             .context("installing the SIGUSR1 (mute) handler")?;
         signal_hook::flag::register(signal_hook::consts::SIGUSR2, unmute_req.clone())
@@ -133,6 +139,7 @@ impl Controls {
                 hangup: hangup_req.clone(),
                 answer: answer_req.clone(),
                 hold: hold_req.clone(),
+                swap: swap_req.clone(),
             };
             std::thread::Builder::new()
                 .name("wzp-keys".into())
@@ -145,6 +152,7 @@ impl Controls {
             hold: Arc::new(MuteSwitch::new(false)),
             held_tone: Arc::new(wzp_stages::audio::ring_source::RingGate::new(false)),
             hold_req,
+            swap_req,
             mute_req,
             unmute_req,
             hangup_req,
@@ -177,6 +185,11 @@ impl Controls {
     /// Whether `h` was pressed since the last call (which forgets it).
     pub fn take_hold(&self) -> bool {
         self.hold_req.swap(false, Ordering::Relaxed)
+    }
+
+    /// Whether `s` was pressed since the last call (which forgets it).
+    pub fn take_swap(&self) -> bool {
+        self.swap_req.swap(false, Ordering::Relaxed)
     }
 
     /// Whether `q` was pressed since the last call (which forgets it).
@@ -255,6 +268,7 @@ struct Keys {
     hangup: Arc<AtomicBool>,
     answer: Arc<AtomicU8>,
     hold: Arc<AtomicBool>,
+    swap: Arc<AtomicBool>,
 }
 
 /// Reads keys from `input` (standard input) until it ends.
@@ -273,6 +287,7 @@ fn read_keys(mut input: impl Read, to: &Keys) {
                         b'a' | b'A' => to.answer.store(1, Ordering::Relaxed),
                         b'd' | b'D' => to.answer.store(2, Ordering::Relaxed),
                         b'h' | b'H' => to.hold.store(true, Ordering::Relaxed),
+                        b's' | b'S' => to.swap.store(true, Ordering::Relaxed),
                         _ => {}
                     }
                 }
@@ -374,11 +389,13 @@ mod tests {
             hangup: c.hangup_req.clone(),
             answer: c.answer_req.clone(),
             hold: c.hold_req.clone(),
+            swap: c.swap_req.clone(),
         };
         read_keys(&b"xm \n"[..], &to);
         assert!(c.is_muted());
         assert!(!c.take_hangup());
         assert!(!c.take_hold());
+        assert!(!c.take_swap());
         assert_eq!(c.take_answer(), None);
         read_keys(&b"M"[..], &to);
         assert!(!c.is_muted());
@@ -395,6 +412,10 @@ mod tests {
         read_keys(&b"h"[..], &to);
         assert!(c.take_hold());
         assert!(!c.take_hold(), "taken once");
+        read_keys(&b"S"[..], &to);
+        assert!(c.take_swap());
+        assert!(!c.take_swap(), "taken once");
+        assert!(!c.take_hold(), "s is not h");
         assert!(
             !c.hold.is_muted(),
             "the call's loop throws the switch, not the key"

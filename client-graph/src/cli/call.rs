@@ -367,6 +367,8 @@ pub fn call_cmd(args: CallArgs) -> Result<i32> {
                 takes_waiting: false,
                 on_call: None,
             },
+            &mut None,
+            None,
         )
         .await;
         record(offered, Outcome::Answered, began.elapsed().as_secs());

@@ -281,6 +281,58 @@ pub enum CallEnd {
     Remote(String),
     /// The signal connection to the relay was lost.
     SignalLost(String),
+    /// This end put the call on hold to answer its waiting call or to take
+    /// back the call it held (`s`): the call goes on, its media stopped.
+    /// `peer_holds`: the other party holds it too.
+    Held { peer_holds: bool },
+}
+
+/// How long a call held to take another (`s`) goes on sending silence
+/// before its media stops: the far decoder's comfort noise, which goes on
+/// while nothing comes, then follows silence, not the last word said.
+const HOLD_DRAIN: Duration = Duration::from_millis(300);
+
+/// A call this device holds while it is in another (`s`): its machine and
+/// keys, and what its history entry needs when it ends. Its media graph is
+/// stopped; taking it back starts one again with the same keys (a new
+/// random sender id, so no nonce repeats), through the relays.
+pub struct Held {
+    pub call: IncomingCall,
+    pub ready: CallReady,
+    /// What the person calls the other party.
+    pub with: String,
+    /// The other party holds the call too.
+    pub peer_holds: bool,
+    /// When it was offered, and answered (for the history).
+    pub offered: u64,
+    pub began: Instant,
+}
+
+impl Held {
+    /// Keeps the call's entry in the history, answered, as long as it ran.
+    pub fn record(&self, history: Option<&crate::history::History>) {
+        if let Some(h) = history {
+            h.record(&crate::history::Entry {
+                at: self.offered,
+                dir: crate::history::Dir::In,
+                peer: self.call.caller(),
+                alias: self.call.caller_alias().map(str::to_string),
+                outcome: crate::history::Outcome::Answered,
+                secs: self.began.elapsed().as_secs(),
+            });
+        }
+    }
+}
+
+/// How [`run_media`] starts a call held before (`None`: a call just
+/// answered or set up).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resume {
+    /// This end still holds it (the other call ended): silent both ways
+    /// until `h`. Else it is taken back, and the other party told.
+    pub held_here: bool,
+    /// The other party holds it.
+    pub peer_holds: bool,
 }
 
 /// The person at this end: what they can do to a call (end the process:
@@ -297,8 +349,8 @@ pub struct UserInput {
     /// are not said.
     pub contacts: Option<PathBuf>,
     /// This device registered taking waiting calls: an offer that comes
-    /// during the call rings as one (`a` ends this call and answers it, `d`
-    /// declines it).
+    /// during the call rings as one (`a` ends this call and answers it, `s`
+    /// holds this call and answers it, `d` declines it).
     pub takes_waiting: bool,
     /// `listen --on-call`'s command, run as a waiting call comes in.
     pub on_call: Option<String>,
@@ -309,8 +361,11 @@ pub struct UserInput {
 /// (`answered`), or when the call ended while it still rang.
 pub struct Waiting {
     pub call: IncomingCall,
-    /// The person ended the call in progress to answer this one.
+    /// The person ended the call in progress to answer this one, or held
+    /// it (`keep`).
     pub answered: bool,
+    /// Answered keeping the call in progress, on hold (`s`).
+    pub keep: bool,
     /// The caller's contact entry, read when it came.
     pub contact: Option<crate::contacts::Contact>,
 }
@@ -390,10 +445,15 @@ async fn waiting_offer(
             true,
         );
     }
-    println!("a ends this call and answers the waiting one, d declines it");
+    if sig.relay_has(wzp_proto::signal::FEATURE_KEEP_CALL) {
+        println!("a ends this call and answers the waiting one, s holds this call and answers it, d declines it");
+    } else {
+        println!("a ends this call and answers the waiting one, d declines it");
+    }
     Ok(Some(Waiting {
         call,
         answered: false,
+        keep: false,
         contact,
     }))
 }
@@ -451,6 +511,11 @@ pub fn missed_call(
 
 /// Runs an answered call's media through the relay with the call's keys
 /// until `--duration`, Ctrl-C, or the other side hangs up; then hangs up.
+/// `held`: the call this device holds meanwhile (its signals are read
+/// here too; Ctrl-C hangs it up); `resume`: this call was held before.
+/// Ends without hanging up when the person holds this call to answer the
+/// waiting one or to take the held one back ([`CallEnd::Held`]).
+#[allow(clippy::too_many_arguments)]
 pub async fn run_media(
     sig: &mut SignalConn,
     call: &mut dyn CallMachine,
@@ -459,10 +524,37 @@ pub async fn run_media(
     media: &MediaArgs,
     direct: Option<(Role, Option<SocketAddr>)>,
     user: &UserInput,
+    held: &mut Option<Held>,
+    resume: Option<Resume>,
 ) -> Result<(CallEnd, Option<Waiting>)> {
     let (stop, controls) = (&user.stop, &user.controls);
-    println!("SAS: {}", ready.sas);
-    let direct = direct.filter(|_| !media.relay_only);
+    // A call taken back goes through the relays: its direct path closed
+    // with its media, and both parties' addresses were shared once.
+    let direct = direct.filter(|_| !media.relay_only && resume.is_none());
+    if let Some(h) = held.as_ref() {
+        println!("the call with {} is on hold: s swaps to it", h.with);
+    }
+    match resume {
+        None => println!("SAS: {}", ready.sas),
+        Some(r) => {
+            controls.hold.set(r.held_here);
+            controls.held_tone.set(r.peer_holds);
+            if r.held_here {
+                println!(
+                    "the call with {} is still on hold: h takes it back, q hangs it up",
+                    user.with
+                );
+            } else {
+                let told = if call.hold(false, nonce()?) {
+                    flush(sig, call).await?;
+                    " (they are told)"
+                } else {
+                    ""
+                };
+                println!("you took the call with {} back{told}", user.with);
+            }
+        }
+    }
     // A call across relays: no relay passed the peer's addresses, so the
     // two parties seal theirs for each other (`call_path`), the caller
     // first, once the callee answered `accept_trusted`; the path starts
@@ -574,6 +666,9 @@ pub async fn run_media(
     // The caller says once when the callee's sealed addresses never came
     // (a relay on the way predates them, or the callee shares none).
     let mut waiting_for_peer = (shared && sealed.is_some()).then(Instant::now);
+    // Held to take another call: the graph stops once it has sent silence
+    // for a while.
+    let mut held_stop: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = &mut done_rx => break,
@@ -600,6 +695,44 @@ pub async fn run_media(
                     } else {
                         println!("you took the call back{tell}");
                     }
+                }
+                if controls.take_swap() && held_stop.is_none() {
+                    let keeps = sig.relay_has(wzp_proto::signal::FEATURE_KEEP_CALL);
+                    let to = match (waiting.as_mut().filter(|w| !w.answered), held.as_ref()) {
+                        (Some(_), _) if !keeps => {
+                            println!("the relay is older than keeping a call: a ends this call and answers the waiting one");
+                            None
+                        }
+                        (Some(_), Some(_)) => {
+                            println!("one call is on hold already: a ends this call and answers the waiting one");
+                            None
+                        }
+                        (Some(w), None) => {
+                            w.answered = true;
+                            w.keep = true;
+                            beeps(false);
+                            Some(format!("to answer {}", super::listen::call_name(w)))
+                        }
+                        (None, Some(h)) => Some(format!("to take back the call with {}", h.with)),
+                        (None, None) => None,
+                    };
+                    if let Some(to) = to {
+                        // Silent at once; the graph stops and the other
+                        // party hears the hold beeps.
+                        controls.hold.set(true);
+                        let told = if call.hold(true, nonce()?) {
+                            flush(sig, call).await?;
+                            " (they are told)"
+                        } else {
+                            ""
+                        };
+                        println!("holding the call with {}{told} {to}", user.with);
+                        end = CallEnd::Held { peer_holds: controls.held_tone.is_open() };
+                        held_stop = Some(Instant::now() + HOLD_DRAIN);
+                    }
+                }
+                if held_stop.is_some_and(|t| Instant::now() >= t) {
+                    call_stop.store(true, Ordering::Relaxed);
                 }
                 if let Some(w) = waiting.as_mut().filter(|w| !w.answered) {
                     match controls.take_answer() {
@@ -643,6 +776,7 @@ pub async fn run_media(
                 }
                 Ok(Some(m)) => {
                     // Each machine reads only what names its call.
+                    held_reads(sig, held, &m, user.missed_to.as_ref()).await?;
                     if let Some(w) = waiting.as_mut() {
                         let ev = w.call.handle(&m);
                         flush(sig, &mut w.call).await?;
@@ -671,9 +805,12 @@ pub async fn run_media(
                             end = CallEnd::Remote(why);
                             call_stop.store(true, Ordering::Relaxed);
                         }
-                        Some(CallEvent::Hold(held)) => {
-                            controls.held_tone.set(held);
-                            if held {
+                        Some(CallEvent::Hold(on)) => {
+                            controls.held_tone.set(on);
+                            if let CallEnd::Held { peer_holds } = &mut end {
+                                *peer_holds = on;
+                            }
+                            if on {
                                 println!("{} put the call on hold", user.with);
                             } else {
                                 println!("{} took the call back", user.with);
@@ -726,13 +863,32 @@ pub async fn run_media(
     if opened {
         crate::nat::close_to_dialer(sig.endpoint());
     }
-    if !call.is_ended() {
+    if !call.is_ended() && (!matches!(end, CallEnd::Held { .. }) || stop.load(Ordering::Relaxed)) {
         call.hangup();
         if !matches!(end, CallEnd::SignalLost(_)) {
             flush(sig, call).await?;
         }
+        if matches!(end, CallEnd::Held { .. }) {
+            end = CallEnd::Local;
+        }
+    }
+    if call.is_ended() && matches!(end, CallEnd::Held { .. }) {
+        // It ended as it was being held.
+        end = CallEnd::Remote("it ended as you held it".into());
+    }
+    // Leaving, or the relay went: the held call ends too.
+    if stop.load(Ordering::Relaxed) || outcome.is_err() || matches!(end, CallEnd::SignalLost(_)) {
+        if let Some(mut h) = held.take() {
+            h.call.hangup();
+            if !matches!(end, CallEnd::SignalLost(_)) {
+                flush(sig, &mut h.call).await?;
+            }
+            println!("hung up the call on hold with {}", h.with);
+            h.record(user.missed_to.as_ref());
+        }
     }
     match &end {
+        CallEnd::Held { .. } => {}
         CallEnd::Local if waiting.as_ref().is_some_and(|w| w.answered) => {
             println!("hung up, for the waiting call")
         }
@@ -765,6 +921,33 @@ pub async fn run_media(
     }
     outcome?;
     Ok((end, waiting))
+}
+
+/// The call this device holds reads `m` (what names another call it
+/// ignores): one its other party hung up is said, kept in the history and
+/// forgotten; a hold from that party is remembered for when it is taken
+/// back.
+pub async fn held_reads(
+    sig: &mut SignalConn,
+    held: &mut Option<Held>,
+    m: &SignalMessage,
+    history: Option<&crate::history::History>,
+) -> Result<()> {
+    let Some(h) = held.as_mut() else {
+        return Ok(());
+    };
+    match h.call.handle(m) {
+        Some(CallEvent::HungUp { reason, message }) => {
+            let why = message.unwrap_or_else(|| format!("{reason:?}").to_lowercase());
+            println!("the call on hold with {} ended ({why})", h.with);
+            h.record(history);
+            *held = None;
+            return Ok(());
+        }
+        Some(CallEvent::Hold(on)) => h.peer_holds = on,
+        _ => {}
+    }
+    flush(sig, &mut h.call).await
 }
 
 /// Keeps a waiting call that was not taken in the history.

@@ -12,7 +12,9 @@ use wzp_proto::direct_path::Role;
 use wzp_proto::handshake::EphemeralKey;
 use wzp_proto::signal::{AcceptMode, SignalMessage};
 
-use super::direct::{flush, run_media, MediaArgs, RelayArgs, UserInput, Waiting};
+use super::direct::{
+    flush, held_reads, run_media, CallEnd, Held, MediaArgs, RelayArgs, Resume, UserInput, Waiting,
+};
 use crate::call::controls::{self, Answer, Controls};
 use crate::contacts::{Contact, Contacts};
 use crate::history::{self, Dir, Entry, Outcome};
@@ -27,8 +29,10 @@ Examples:
       media goes straight between you while that path works; anyone else is
       answered through the relay only. Microphone in, speaker out.
       While you are in a call, another caller rings as a waiting call: `a`
-      ends the call in progress and answers it, `d` declines it (the caller
-      hears that you are in another call while it rings).
+      ends the call in progress and answers it, `s` puts it on hold and
+      answers (then `s` swaps between the two; when one ends the other
+      stays on hold until `h`), `d` declines it (the caller hears that you
+      are in another call while it rings).
   wzp-client listen --relay 203.0.113.7:4433 --accept contacts
       Answer every call at once, as above (the default with no terminal:
       a service, a script).
@@ -197,13 +201,50 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
             registered_once = true;
             // A call that came while in one (call waiting), taken up next.
             let mut next: Option<Waiting> = None;
+            // The call held while in another (`s`), and the one to take up
+            // again next (taken back, or still held once the other ended).
+            let mut held: Option<Held> = None;
+            let mut resume: Option<(Held, Resume)> = None;
+            let user_with = |with: String| UserInput {
+                stop: stop.clone(),
+                controls: controls.clone(),
+                with,
+                missed_to: Some(history.clone()),
+                contacts: Some(contacts_path.clone()),
+                takes_waiting,
+                on_call: args.on_call.clone(),
+            };
             loop {
+                // Nothing else to take up: the held call is the call again.
+                if resume.is_none() && next.is_none() {
+                    if let Some(h) = held.take() {
+                        let r = Resume { held_here: true, peer_holds: h.peer_holds };
+                        resume = Some((h, r));
+                    }
+                }
+                if let Some((mut h, r)) = resume.take() {
+                    let user = user_with(h.with.clone());
+                    let ended = run_media(&mut sig, &mut h.call, &h.ready, &relay, &args.media, None, &user, &mut held, Some(r)).await;
+                    let (end, waiting) = match ended {
+                        Ok(e) => e,
+                        Err(e) => {
+                            h.record(Some(&history));
+                            return Err(e);
+                        }
+                    };
+                    after_media(end, waiting, h, &mut held, &mut next, &mut resume, &history);
+                    continue;
+                }
                 let (mut call, waited) = match next.take() {
-                    Some(w) => {
+                    Some(mut w) => {
                         if w.answered {
                             println!("answering the waiting call from {}", call_name(&w));
                         } else {
                             println!("the call in progress ended; the waiting call from {} rings on", call_name(&w));
+                        }
+                        if w.keep {
+                            // The relay keeps the call held meanwhile.
+                            w.call.keep_current();
                         }
                         (w.call, Some((w.answered, w.contact)))
                     }
@@ -398,6 +439,7 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                     let Some(m) = sig.recv().await? else {
                         break None;
                     };
+                    held_reads(&mut sig, &mut held, &m, Some(&history)).await?;
                     let ev = call.handle(&m);
                     flush(&mut sig, &mut call).await?;
                     match ev {
@@ -427,6 +469,7 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                     );
                     println!("{}", super::call::sas_hint(contact.as_ref(), &caller));
                     let began = std::time::Instant::now();
+                    let with = contact.as_ref().map_or(caller.to_string(), |c| c.name.clone());
                     let ended = run_media(
                         &mut sig,
                         &mut call,
@@ -434,20 +477,20 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                         &relay,
                         &args.media,
                         addr.map(|own| (Role::Acceptor, Some(own))),
-                        &UserInput {
-                            stop: stop.clone(),
-                            controls: controls.clone(),
-                            with: contact.as_ref().map_or(caller.to_string(), |c| c.name.clone()),
-                            missed_to: Some(history.clone()),
-                            contacts: Some(contacts_path.clone()),
-                            takes_waiting,
-                            on_call: args.on_call.clone(),
-                        },
+                        &user_with(with.clone()),
+                        &mut held,
+                        None,
                     )
                         .await;
-                    record(Outcome::Answered, began.elapsed().as_secs());
-                    let (_, waiting) = ended?;
-                    next = waiting;
+                    let this = Held { call, ready: *ready, with, peer_holds: false, offered, began };
+                    let (end, waiting) = match ended {
+                        Ok(e) => e,
+                        Err(e) => {
+                            this.record(Some(&history));
+                            return Err(e);
+                        }
+                    };
+                    after_media(end, waiting, this, &mut held, &mut next, &mut resume, &history);
                 }
                 if args.once {
                     sig.close().await;
@@ -457,6 +500,45 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// What comes after a call's media ended: a call held (`s`) is kept as
+/// the held one, and the waiting call it was held for is answered next, or
+/// the call held before is taken back (a swap); a call that ended is kept
+/// in the history, and the waiting call that rang meanwhile is next.
+fn after_media(
+    end: CallEnd,
+    waiting: Option<Waiting>,
+    mut this: Held,
+    held: &mut Option<Held>,
+    next: &mut Option<Waiting>,
+    resume: &mut Option<(Held, Resume)>,
+    history: &crate::history::History,
+) {
+    let CallEnd::Held { peer_holds } = end else {
+        this.record(Some(history));
+        *next = waiting;
+        return;
+    };
+    this.peer_holds = peer_holds;
+    if waiting.as_ref().is_some_and(|w| w.keep) {
+        *held = Some(this);
+        *next = waiting;
+        return;
+    }
+    *next = waiting;
+    // A swap: the held call is taken back, this one held; with none (it
+    // ended as this one was held) this one is taken back at once.
+    let (back, keep) = match held.take() {
+        Some(other) => (other, Some(this)),
+        None => (this, None),
+    };
+    *held = keep;
+    let r = Resume {
+        held_here: false,
+        peer_holds: back.peer_holds,
+    };
+    *resume = Some((back, r));
 }
 
 /// How a ringing call ended.

@@ -806,8 +806,11 @@ mod tests {
                 reg.offer("w2", d(), b(), t0).unwrap_err(),
                 OfferRefusal::CalleeBusy
             );
-            reg.end(first, EndReason::Hangup(Party::Caller, HangupReason::Normal))
-                .unwrap();
+            reg.end(
+                first,
+                EndReason::Hangup(Party::Caller, HangupReason::Normal),
+            )
+            .unwrap();
             let left = if first == "c1" { "w1" } else { "c1" };
             assert_eq!(reg.call_of(&fp(2)).unwrap().id, left);
             assert!(reg.kept_of(&fp(2)).is_none());

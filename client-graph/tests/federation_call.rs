@@ -816,3 +816,92 @@ fn a_hold_on_relay_3_reaches_the_caller_on_relay_1_and_silences_the_call() {
     let level = wzp_stages::audio::signal::goertzel_dbfs(tail, w.rate, 660.0);
     assert!(level < -60.0, "bob's tone at {level} dBFS while held");
 }
+
+/// The level (dBFS) of `freq` in the last second written of the WAV at
+/// `path`, or -200 while it holds less.
+fn last_second(path: &Path, freq: f64) -> f32 {
+    match read_wav_mono(path) {
+        Ok(w) if w.samples.len() > w.rate as usize => wzp_stages::audio::signal::goertzel_dbfs(
+            &w.samples[w.samples.len() - w.rate as usize..],
+            w.rate,
+            freq,
+        ),
+        _ => -200.0,
+    }
+}
+
+#[test]
+fn a_call_from_relay_1_held_for_a_waiting_one_is_taken_back_across_the_links() {
+    let dir = tmp("keep");
+    let [r1, _r2, r3] = chain(&dir);
+    let alice_heard = dir.join("alice-heard.wav");
+    let mut bob = Proc::spawn_with_input(
+        "bob",
+        common::user_cmd(&dir, &r3, "bob", &["listen"]).args([
+            "--accept",
+            "ask",
+            "--no-realtime",
+            "--input",
+            "tone:660",
+            "--output",
+            "null",
+        ]),
+    );
+    let line = bob.expect_line("registered as ", WAIT);
+    let bob_fp = line.split_whitespace().nth(2).unwrap().to_string();
+    wait_http(&r1, &format!("/route/{bob_fp}"), |b| {
+        b.contains("\"route\":\"via\"")
+    });
+    let mut alice = client(
+        &dir,
+        &r1,
+        "alice",
+        &["call", &bob_fp],
+        &[
+            "--input",
+            "tone:440",
+            "--output",
+            alice_heard.to_str().unwrap(),
+        ],
+    );
+    bob.expect_line("ringing: a answers, d declines", WAIT);
+    bob.type_keys("a");
+    assert_eq!(sas(&mut alice), sas(&mut bob));
+    wait_for("alice hears bob", || {
+        (last_second(&alice_heard, 660.0) > -30.0).then_some(())
+    })
+    .expect("alice hears bob");
+    // Carol, on bob's relay, calls; bob holds alice's call and answers.
+    let mut carol = client(
+        &dir,
+        &r3,
+        "carol",
+        &["call", &bob_fp],
+        &["--input", "tone:500", "--output", "null"],
+    );
+    bob.expect_line("s holds this call and answers it", WAIT);
+    bob.type_keys("s");
+    alice.expect_line("put the call on hold", WAIT);
+    carol.expect_line("answered by ", WAIT);
+    wait_for("alice stops hearing bob", || {
+        (last_second(&alice_heard, 660.0) < -50.0).then_some(())
+    })
+    .expect("alice stops hearing bob");
+    // Bob swaps back: his new graph's media reaches alice over both links.
+    bob.type_keys("s");
+    carol.expect_line("put the call on hold", WAIT);
+    alice.expect_line("took the call back", WAIT);
+    wait_for("alice hears bob again, across the links", || {
+        (last_second(&alice_heard, 660.0) > -30.0).then_some(())
+    })
+    .expect("alice hears bob again, across the links");
+    bob.type_keys("q");
+    alice.expect_line("the other side hung up", WAIT);
+    assert!(alice.exit(WAIT).success(), "{:?}", alice.drain());
+    bob.expect_line("is still on hold: h takes it back", WAIT);
+    bob.type_keys("q");
+    carol.expect_line("the other side hung up", WAIT);
+    assert!(carol.exit(WAIT).success(), "{:?}", carol.drain());
+    bob.kill();
+    let _ = std::fs::remove_dir_all(dir);
+}

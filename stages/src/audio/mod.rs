@@ -17,6 +17,7 @@ pub mod aec;
 pub mod agc;
 pub mod denoise;
 pub mod device;
+pub mod bus;
 pub mod device_capture;
 pub mod device_playout;
 pub mod drift;
@@ -47,6 +48,8 @@ pub fn register(registry: &mut Registry) -> Result<(), wzp_engine::registry::Reg
     registry.register(wav_source::WavSource)?;
     registry.register(wav_sink::WavSink)?;
     registry.register(null_sink::NullSink)?;
+    registry.register(bus::BusSink)?;
+    registry.register(bus::BusSource)?;
     registry.register(gain::Gain)?;
     registry.register(mute::Mute)?;
     registry.register(mix::Mix)?;

@@ -3269,3 +3269,114 @@ fn s_holds_the_call_to_answer_a_waiting_one_and_swaps_between_the_two() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn c_joins_a_held_call_with_the_one_in_progress_and_each_party_hears_the_other() {
+    let _s = serial();
+    let dir = tmp("join");
+    let relay = start_relay(&dir, "127.0.0.1:0");
+    let mut cmd = client_cmd(
+        None,
+        relay.addr,
+        &dir,
+        &relay,
+        "bob",
+        &["listen"],
+        &[
+            "--accept",
+            "ask",
+            "--input",
+            "tone:1000",
+            "--output",
+            "null",
+        ],
+    );
+    let mut b = Proc::spawn_with_input("bob", &mut cmd);
+    let line = b.expect_line("registered as ", WAIT);
+    let b_fp = line.split_whitespace().nth(2).unwrap().to_string();
+    let (alice_heard, carol_heard) = (dir.join("alice.wav"), dir.join("carol.wav"));
+    let mut a = client(
+        &dir,
+        &relay,
+        "alice",
+        &["call", &b_fp],
+        &[
+            "--input",
+            "tone:300",
+            "--output",
+            alice_heard.to_str().unwrap(),
+        ],
+    );
+    b.expect_line("ringing: a answers, d declines", WAIT);
+    b.type_keys("a");
+    assert_eq!(sas(&mut b), sas(&mut a));
+    let mut c = client(
+        &dir,
+        &relay,
+        "carol",
+        &["call", &b_fp],
+        &[
+            "--input",
+            "tone:500",
+            "--output",
+            carol_heard.to_str().unwrap(),
+        ],
+    );
+    b.expect_line("s holds this call and answers it", WAIT);
+    b.type_keys("s");
+    c.expect_line("answered by ", WAIT);
+    b.expect_line("the call with ", WAIT);
+    // Joined: alice's call is taken back, and each party hears the other
+    // and bob.
+    b.type_keys("c");
+    b.expect_line("joined the calls: ", WAIT);
+    a.expect_line("took the call back", WAIT);
+    for (who, heard, other) in [
+        ("alice", &alice_heard, 500.0),
+        ("carol", &carol_heard, 300.0),
+    ] {
+        wait_until(&format!("{who} hears the other party and bob"), || {
+            last_second(heard, other) > -30.0 && last_second(heard, 1000.0) > -30.0
+        });
+    }
+    // Carol leaves (SIGTERM: she hangs up): alice's call goes on with bob
+    // alone.
+    let term = Command::new("kill")
+        .args(["-TERM", &c.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert!(c.exit(WAIT).success(), "{:?}", c.drain());
+    b.expect_line(" hung up (", WAIT);
+    b.expect_line(" goes on", WAIT);
+    let left_at = wav_secs(&alice_heard);
+    wait_written(&alice_heard, left_at, 3.0);
+    let carol_at_alice = loudest_between(&alice_heard, 500.0, left_at + 1.5, left_at + 3.0);
+    assert!(
+        carol_at_alice < -50.0,
+        "alice still hears carol at {carol_at_alice} dBFS"
+    );
+    wait_until("alice hears bob on his own", || {
+        last_second(&alice_heard, 1000.0) > -30.0
+    });
+    b.type_keys("q");
+    a.expect_line("the other side hung up", WAIT);
+    assert_eq!(a.exit(WAIT).code(), Some(0), "{:?}", a.drain());
+    assert!(b.child.try_wait().unwrap().is_none(), "bob still listens");
+    b.kill();
+    let (a_fp, c_fp) = (identity_of(&dir, "alice"), identity_of(&dir, "carol"));
+    let said = history_lines(&dir, "bob", &[]);
+    let kept: Vec<(&str, &str)> = said
+        .iter()
+        .map(|l| {
+            let mut f = l.trim_start_matches("in   ").split("  ");
+            (f.next().unwrap_or_default(), f.next().unwrap_or_default())
+        })
+        .collect();
+    assert_eq!(
+        kept,
+        [(c_fp.as_str(), "answered"), (a_fp.as_str(), "answered")],
+        "{said:?}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

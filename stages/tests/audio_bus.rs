@@ -18,8 +18,8 @@ const N: usize = 960;
 fn pair(prefill: &str) -> (Harness, Harness) {
     let mut res = Resources::new();
     res.insert("conf.b", PcmBus::new(48_000));
-    let sink = Harness::build_with(&BusSink, &[("bus", text("conf.b"))], RATE, QUANTUM, &res)
-        .unwrap();
+    let sink =
+        Harness::build_with(&BusSink, &[("bus", text("conf.b"))], RATE, QUANTUM, &res).unwrap();
     let source = Harness::build_with(
         &BusSource,
         &[("bus", text("conf.b")), ("prefill", dur(prefill))],
@@ -82,7 +82,11 @@ fn a_gap_is_silence_and_waits_for_the_prefill_again() {
     // One quantum back is not enough to play again (prefill 20 ms + one).
     write(&mut sink, 5000.0);
     assert!(read(&mut source).iter().all(|&v| v == 0.0));
-    assert_eq!(source.counter("underruns"), 1, "still waiting, not a new gap");
+    assert_eq!(
+        source.counter("underruns"),
+        1,
+        "still waiting, not a new gap"
+    );
     write(&mut sink, 6000.0);
     assert_eq!(read(&mut source)[0], 5000.0);
 }
@@ -129,7 +133,11 @@ fn bad_buses_and_prefills_are_refused_with_the_reason() {
     let mut res = Resources::new();
     res.insert("conf.b", PcmBus::new(4800));
     let cases: [(&dyn StageFactory, Vec<(&str, ParamValue)>, &str); 4] = [
-        (&BusSource, vec![("bus", text("nowhere"))], "no PCM bus named"),
+        (
+            &BusSource,
+            vec![("bus", text("nowhere"))],
+            "no PCM bus named",
+        ),
         (&BusSink, vec![("bus", text("nowhere"))], "no PCM bus named"),
         (
             &BusSource,

@@ -7,7 +7,8 @@
 //!   ask` rings, `a` answers and `d` declines; in a direct call `h` puts the
 //!   call on hold and takes it back (both ways silent, the other party told);
 //!   with a call waiting, `s` holds the call and answers the waiting one,
-//!   and with one call held and one taken, `s` swaps them. Keys are read from a terminal
+//!   and with one call held and one taken, `s` swaps them and `c` joins
+//!   them into one (each party hears the other and this end). Keys are read from a terminal
 //!   only when the client is interactive ([`interactive`]: standard input
 //!   and output are the terminal, and the client is its foreground job); the
 //!   terminal is put in non-canonical mode without echo for it (Ctrl-C still
@@ -98,6 +99,8 @@ pub struct Controls {
     /// `s` was pressed: hold this call and answer the waiting one, or swap
     /// to the held one.
     swap_req: Arc<AtomicBool>,
+    /// `c` was pressed: join this call with the held one.
+    join_req: Arc<AtomicBool>,
     mute_req: Arc<AtomicBool>,
     unmute_req: Arc<AtomicBool>,
     /// `q` was pressed: hang up the call.
@@ -123,6 +126,7 @@ impl Controls {
         let answer_req = Arc::new(AtomicU8::new(0));
         let hold_req = Arc::new(AtomicBool::new(false));
         let swap_req = Arc::new(AtomicBool::new(false));
+        let join_req = Arc::new(AtomicBool::new(false));
         signal_hook::flag::register(signal_hook::consts::SIGUSR1, mute_req.clone())
             .context("installing the SIGUSR1 (mute) handler")?;
         signal_hook::flag::register(signal_hook::consts::SIGUSR2, unmute_req.clone())
@@ -140,6 +144,7 @@ impl Controls {
                 answer: answer_req.clone(),
                 hold: hold_req.clone(),
                 swap: swap_req.clone(),
+                join: join_req.clone(),
             };
             std::thread::Builder::new()
                 .name("wzp-keys".into())
@@ -153,6 +158,7 @@ impl Controls {
             held_tone: Arc::new(wzp_stages::audio::ring_source::RingGate::new(false)),
             hold_req,
             swap_req,
+            join_req,
             mute_req,
             unmute_req,
             hangup_req,
@@ -190,6 +196,11 @@ impl Controls {
     /// Whether `s` was pressed since the last call (which forgets it).
     pub fn take_swap(&self) -> bool {
         self.swap_req.swap(false, Ordering::Relaxed)
+    }
+
+    /// Whether `c` was pressed since the last call (which forgets it).
+    pub fn take_join(&self) -> bool {
+        self.join_req.swap(false, Ordering::Relaxed)
     }
 
     /// Whether `q` was pressed since the last call (which forgets it).
@@ -269,6 +280,7 @@ struct Keys {
     answer: Arc<AtomicU8>,
     hold: Arc<AtomicBool>,
     swap: Arc<AtomicBool>,
+    join: Arc<AtomicBool>,
 }
 
 /// Reads keys from `input` (standard input) until it ends.
@@ -288,6 +300,7 @@ fn read_keys(mut input: impl Read, to: &Keys) {
                         b'd' | b'D' => to.answer.store(2, Ordering::Relaxed),
                         b'h' | b'H' => to.hold.store(true, Ordering::Relaxed),
                         b's' | b'S' => to.swap.store(true, Ordering::Relaxed),
+                        b'c' | b'C' => to.join.store(true, Ordering::Relaxed),
                         _ => {}
                     }
                 }
@@ -390,6 +403,7 @@ mod tests {
             answer: c.answer_req.clone(),
             hold: c.hold_req.clone(),
             swap: c.swap_req.clone(),
+            join: c.join_req.clone(),
         };
         read_keys(&b"xm \n"[..], &to);
         assert!(c.is_muted());
@@ -416,6 +430,10 @@ mod tests {
         assert!(c.take_swap());
         assert!(!c.take_swap(), "taken once");
         assert!(!c.take_hold(), "s is not h");
+        read_keys(&b"c"[..], &to);
+        assert!(c.take_join());
+        assert!(!c.take_join(), "taken once");
+        assert!(!c.take_swap(), "c is not s");
         assert!(
             !c.hold.is_muted(),
             "the call's loop throws the switch, not the key"

@@ -111,6 +111,17 @@ pub fn call_spec(opts: &CallOptions, room_secret: &str) -> Result<GraphSpec> {
         };
         vars.insert("input".into(), path.to_string());
     }
+    match &opts.joined {
+        Some(crate::call::Joined::Main { from, to }) => {
+            vars.insert("conf_in".into(), from.0.clone());
+            vars.insert("conf_out".into(), to.0.clone());
+        }
+        Some(crate::call::Joined::Leg { .. }) => {
+            vars.insert("input_rate".into(), "48000".into());
+            vars.insert("output_rate".into(), "48000".into());
+        }
+        None => {}
+    }
     // Only the user's --set names are checked: the ones filled above are
     // the client's own.
     check_options(opts)?;
@@ -170,6 +181,23 @@ pub fn call_spec(opts: &CallOptions, room_secret: &str) -> Result<GraphSpec> {
                 )?
             }
         }
+    }
+    if let Some(crate::call::Joined::Leg { from, to }) = &opts.joined {
+        // The other call of two joined: no device, the buses instead.
+        let rate = ("rate", toml::Value::Integer(48_000));
+        set_stage(
+            &mut spec,
+            "src",
+            "audio.bus_source",
+            &[("bus", v(&from.0)), rate.clone()],
+        )?;
+        set_stage(
+            &mut spec,
+            "sink",
+            "audio.bus_sink",
+            &[("bus", v(&to.0)), rate],
+        )?;
+        return Ok(spec);
     }
     if let Some(path) = &opts.record {
         spec = with_recording(spec, path)?;

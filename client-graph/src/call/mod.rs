@@ -61,6 +61,45 @@ pub struct CallOptions {
     /// The process's in-call controls (mute, hang up); `None`: the
     /// microphone is never muted.
     pub controls: Option<Arc<controls::Controls>>,
+    /// Joined with another call of this process ([`Joined`]).
+    pub joined: Option<Joined>,
+}
+
+/// A call joined with another running in this process (`c` in `listen`,
+/// docs/DESIGN.md decision 32): the two graphs meet at two PCM buses.
+#[derive(Clone)]
+pub enum Joined {
+    /// The call with the microphone and speaker: it plays the other party
+    /// (`from`) and sends it on with this end's voice, and sends `to` this
+    /// end's voice with this call's party's.
+    Main {
+        from: (String, Arc<wzp_stages::audio::bus::PcmBus>),
+        to: (String, Arc<wzp_stages::audio::bus::PcmBus>),
+    },
+    /// The other call: `from` is its input (this end and the main call's
+    /// party), its output goes to `to`; no device, no controls of its own.
+    Leg {
+        from: (String, Arc<wzp_stages::audio::bus::PcmBus>),
+        to: (String, Arc<wzp_stages::audio::bus::PcmBus>),
+    },
+}
+
+impl std::fmt::Debug for Joined {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Joined::Main { from, to } => write!(f, "Main({} -> , -> {})", from.0, to.0),
+            Joined::Leg { from, to } => write!(f, "Leg({} -> , -> {})", from.0, to.0),
+        }
+    }
+}
+
+impl Joined {
+    /// The two buses, to insert as resources.
+    fn buses(&self) -> [&(String, Arc<wzp_stages::audio::bus::PcmBus>); 2] {
+        match self {
+            Joined::Main { from, to } | Joined::Leg { from, to } => [from, to],
+        }
+    }
 }
 
 /// How often a call rewrites its `--stats-json` file.
@@ -186,6 +225,11 @@ pub fn run_call(mut opts: CallOptions) -> Result<CallOutcome> {
     res.insert(ADAPT_JOURNAL, journal.clone());
     if let Some(d) = &opts.direct {
         res.insert(CALL_KEYS, Arc::new(d.keys.clone()));
+    }
+    if let Some(j) = &opts.joined {
+        for (name, bus) in j.buses() {
+            res.insert(name, bus.clone());
+        }
     }
     // The random sender id packetize draws reaches open, which drops our
     // own packets if anyone (a relay, a replaying member) sends them back.
@@ -526,6 +570,7 @@ mod tests {
             record: None,
             top: false,
             controls: None,
+            joined: None,
         }
     }
 

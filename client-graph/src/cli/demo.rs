@@ -99,6 +99,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         record: None,
         top: false,
         controls: None,
+        joined: None,
     };
     let alice = client("alice", "builtin", "null".into());
     let bob = client("bob", "tone:220", args.output.display().to_string());

@@ -285,6 +285,9 @@ pub enum CallEnd {
     /// back the call it held (`s`): the call goes on, its media stopped.
     /// `peer_holds`: the other party holds it too.
     Held { peer_holds: bool },
+    /// This end joins the call with the one it holds (`c`): both go on,
+    /// in one (its media restarts with the other call's).
+    Join { peer_holds: bool },
 }
 
 /// How long a call held to take another (`s`) goes on sending silence
@@ -333,6 +336,9 @@ pub struct Resume {
     pub held_here: bool,
     /// The other party holds it.
     pub peer_holds: bool,
+    /// Tell the other party it is taken back (it was held: `s`); a call
+    /// that goes on after a joined one ended was never held.
+    pub tell: bool,
 }
 
 /// The person at this end: what they can do to a call (end the process:
@@ -544,6 +550,8 @@ pub async fn run_media(
                     "the call with {} is still on hold: h takes it back, q hangs it up",
                     user.with
                 );
+            } else if !r.tell {
+                println!("the call with {} goes on", user.with);
             } else {
                 let told = if call.hold(false, nonce()?) {
                     flush(sig, call).await?;
@@ -646,6 +654,7 @@ pub async fn run_media(
         record: media.record.clone(),
         top: media.top,
         controls: Some(controls.clone()),
+        joined: None,
     };
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
     let media_thread = std::thread::Builder::new()
@@ -729,6 +738,19 @@ pub async fn run_media(
                         println!("holding the call with {}{told} {to}", user.with);
                         end = CallEnd::Held { peer_holds: controls.held_tone.is_open() };
                         held_stop = Some(Instant::now() + HOLD_DRAIN);
+                    }
+                }
+                if controls.take_join() && held_stop.is_none() {
+                    match held.as_ref() {
+                        Some(h) => {
+                            println!("joining the call with {} and the one with {}", user.with, h.with);
+                            // Silent while the graph winds down (as for a
+                            // hold), no notice: the call goes on at once.
+                            controls.hold.set(true);
+                            end = CallEnd::Join { peer_holds: controls.held_tone.is_open() };
+                            held_stop = Some(Instant::now() + HOLD_DRAIN);
+                        }
+                        None => println!("c joins this call with one on hold: none is"),
                     }
                 }
                 if held_stop.is_some_and(|t| Instant::now() >= t) {
@@ -863,16 +885,17 @@ pub async fn run_media(
     if opened {
         crate::nat::close_to_dialer(sig.endpoint());
     }
-    if !call.is_ended() && (!matches!(end, CallEnd::Held { .. }) || stop.load(Ordering::Relaxed)) {
+    let goes_on = matches!(end, CallEnd::Held { .. } | CallEnd::Join { .. });
+    if !call.is_ended() && (!goes_on || stop.load(Ordering::Relaxed)) {
         call.hangup();
         if !matches!(end, CallEnd::SignalLost(_)) {
             flush(sig, call).await?;
         }
-        if matches!(end, CallEnd::Held { .. }) {
+        if goes_on {
             end = CallEnd::Local;
         }
     }
-    if call.is_ended() && matches!(end, CallEnd::Held { .. }) {
+    if call.is_ended() && matches!(end, CallEnd::Held { .. } | CallEnd::Join { .. }) {
         // It ended as it was being held.
         end = CallEnd::Remote("it ended as you held it".into());
     }
@@ -888,7 +911,7 @@ pub async fn run_media(
         }
     }
     match &end {
-        CallEnd::Held { .. } => {}
+        CallEnd::Held { .. } | CallEnd::Join { .. } => {}
         CallEnd::Local if waiting.as_ref().is_some_and(|w| w.answered) => {
             println!("hung up, for the waiting call")
         }
@@ -921,6 +944,212 @@ pub async fn run_media(
     }
     outcome?;
     Ok((end, waiting))
+}
+
+/// How two joined calls ([`run_joined`]) ended.
+#[derive(Debug)]
+pub enum JoinEnd {
+    /// Both are over: hung up here (`q`, Ctrl-C) or the relay went.
+    Both(CallEnd),
+    /// One party hung up (said, and kept in the history): the other call
+    /// goes on on its own; `main` says which one left.
+    OneLeft { main: bool },
+}
+
+/// Runs two calls joined into one (`c`): `main`'s graph has the microphone
+/// and speaker and plays `leg`'s party, whose own graph (no device) takes
+/// its input from `main`'s and sends its party's voice back, through two
+/// PCM buses (docs/DESIGN.md decision 32). Each party hears the other and
+/// this end; both calls' media go through the relays. Ends when this end
+/// hangs up (`q`: both), Ctrl-C, the relay goes, or a party hangs up (the
+/// other call goes on: [`JoinEnd::OneLeft`]).
+pub async fn run_joined(
+    sig: &mut SignalConn,
+    main: &mut Held,
+    leg: &mut Held,
+    relay: &RelayOptions,
+    media: &MediaArgs,
+    user: &UserInput,
+) -> Result<JoinEnd> {
+    use wzp_stages::audio::bus::PcmBus;
+    let (stop, controls) = (&user.stop, &user.controls);
+    controls.hold.set(false);
+    controls.held_tone.set(false);
+    // The held party is back, told as for a swap.
+    if leg.call.hold(false, nonce()?) {
+        flush(sig, &mut leg.call).await?;
+    }
+    // A second of 48 kHz each way.
+    let to_leg = ("conf.to_leg".to_string(), PcmBus::new(48_000));
+    let from_leg = ("conf.from_leg".to_string(), PcmBus::new(48_000));
+    let sets = parse_sets(&media.set)?;
+    let options =
+        |h: &Held, joined: call::Joined, stop: Arc<AtomicBool>, device: bool| CallOptions {
+            relay: relay.relay.clone(),
+            room: h.ready.room.clone(),
+            room_secret: None,
+            input: if device {
+                media.input.clone()
+            } else {
+                "tone".into()
+            },
+            output: if device {
+                media.output.clone()
+            } else {
+                "null".into()
+            },
+            duration: media.duration,
+            alias: media.alias.clone(),
+            identity: relay.identity.clone(),
+            relay_fingerprint: relay.relay_fingerprint,
+            known_relays: relay.known_relays.clone(),
+            graph: None,
+            sets: sets.clone(),
+            realtime: !media.no_realtime,
+            stop,
+            label: if device {
+                String::new()
+            } else {
+                format!("[{}] ", h.with)
+            },
+            direct: Some(DirectMedia {
+                room: h.ready.room.clone(),
+                keys: h.ready.keys.clone(),
+                path: None,
+                with: h.with.clone(),
+            }),
+            stats_json: None,
+            record: None,
+            top: device && media.top,
+            controls: device.then(|| controls.clone()),
+            joined: Some(joined),
+        };
+    let (main_stop, leg_stop) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let main_opts = options(
+        main,
+        call::Joined::Main {
+            from: from_leg.clone(),
+            to: to_leg.clone(),
+        },
+        main_stop.clone(),
+        true,
+    );
+    let leg_opts = options(
+        leg,
+        call::Joined::Leg {
+            from: to_leg,
+            to: from_leg,
+        },
+        leg_stop.clone(),
+        false,
+    );
+    let spawn = |opts: CallOptions| {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("wzp-call".into())
+            .spawn(move || {
+                let r = call::run_call(opts);
+                let _ = tx.send(());
+                r
+            })
+            .map(|t| (t, rx))
+            .map_err(|e| anyhow!("starting the call: {e}"))
+    };
+    let (main_thread, mut main_done) = spawn(main_opts)?;
+    let (leg_thread, mut leg_done) = spawn(leg_opts)?;
+    println!(
+        "joined the calls: {} and {} hear each other and you; q hangs up both",
+        main.with, leg.with
+    );
+    let mut end: Option<JoinEnd> = None;
+    loop {
+        tokio::select! {
+            _ = &mut main_done => break,
+            _ = &mut leg_done => break,
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                if controls.take_hold() || controls.take_swap() || controls.take_join() {
+                    println!("the calls are joined: q hangs up both");
+                }
+            }
+            msg = sig.recv() => match msg {
+                Ok(Some(m)) if missed_call(&m, "while in these calls", user.missed_to.as_ref(), user.contacts.as_deref()) => {}
+                Ok(Some(m)) if user.missed_to.is_some() && super::listen::voice_messages(&m) => {}
+                Ok(Some(m)) => {
+                    for (is_main, h) in [(true, &mut *main), (false, &mut *leg)] {
+                        match h.call.handle(&m) {
+                            Some(CallEvent::HungUp { reason, message }) => {
+                                let why = message.unwrap_or_else(|| format!("{reason:?}").to_lowercase());
+                                println!("{} hung up ({why})", h.with);
+                                h.record(user.missed_to.as_ref());
+                                end = Some(JoinEnd::OneLeft { main: is_main });
+                            }
+                            Some(CallEvent::Hold(on)) => {
+                                h.peer_holds = on;
+                                let what = if on { "put their call on hold" } else { "took their call back" };
+                                println!("{} {what}", h.with);
+                            }
+                            _ => {}
+                        }
+                        flush(sig, &mut h.call).await?;
+                    }
+                    if end.is_some() {
+                        break;
+                    }
+                }
+                Ok(None) => {
+                    end = Some(JoinEnd::Both(CallEnd::SignalLost("the relay ended the signal stream".into())));
+                    break;
+                }
+                Err(e) => {
+                    end = Some(JoinEnd::Both(CallEnd::SignalLost(e.to_string())));
+                    break;
+                }
+            }
+        }
+    }
+    // The call that goes on restarts its media: both graphs send silence
+    // for a while first (the main graph's hold switch silences what it
+    // sends and what it passes to the other), so neither far decoder's
+    // comfort noise follows the last word.
+    if matches!(end, Some(JoinEnd::OneLeft { .. })) {
+        controls.hold.set(true);
+        tokio::time::sleep(HOLD_DRAIN).await;
+    }
+    main_stop.store(true, Ordering::Relaxed);
+    leg_stop.store(true, Ordering::Relaxed);
+    let main_out = main_thread
+        .join()
+        .map_err(|_| anyhow!("a call's media thread panicked"))?;
+    let leg_out = leg_thread
+        .join()
+        .map_err(|_| anyhow!("a call's media thread panicked"))?;
+    controls.hold.set(false);
+    controls.held_tone.set(false);
+    let end = end.unwrap_or(JoinEnd::Both(CallEnd::Local));
+    if let JoinEnd::Both(how) = &end {
+        for h in [&mut *main, &mut *leg] {
+            if !h.call.is_ended() {
+                h.call.hangup();
+                if !matches!(how, CallEnd::SignalLost(_)) {
+                    flush(sig, &mut h.call).await?;
+                }
+            }
+            h.record(user.missed_to.as_ref());
+        }
+        match how {
+            CallEnd::SignalLost(why) => println!("lost the relay ({why}); both calls ended"),
+            _ => println!("hung up both calls"),
+        }
+    }
+    main_out?;
+    leg_out?;
+    Ok(end)
 }
 
 /// The call this device holds reads `m` (what names another call it

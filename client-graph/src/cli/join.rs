@@ -116,6 +116,7 @@ pub fn join_cmd(args: JoinArgs) -> Result<()> {
         record: args.record.clone(),
         top: args.top,
         controls: Some(controls),
+        joined: None,
     };
     call::graph::check_options(&opts)?;
     if let Some(p) = &args.stats_json {

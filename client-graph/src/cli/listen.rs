@@ -13,7 +13,8 @@ use wzp_proto::handshake::EphemeralKey;
 use wzp_proto::signal::{AcceptMode, SignalMessage};
 
 use super::direct::{
-    flush, held_reads, run_media, CallEnd, Held, MediaArgs, RelayArgs, Resume, UserInput, Waiting,
+    flush, held_reads, run_joined, run_media, CallEnd, Held, JoinEnd, MediaArgs, RelayArgs, Resume,
+    UserInput, Waiting,
 };
 use crate::call::controls::{self, Answer, Controls};
 use crate::contacts::{Contact, Contacts};
@@ -205,6 +206,8 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
             // again next (taken back, or still held once the other ended).
             let mut held: Option<Held> = None;
             let mut resume: Option<(Held, Resume)> = None;
+            // Two calls to join (`c`): the one in progress, and the held one.
+            let mut joining: Option<(Held, Held)> = None;
             let user_with = |with: String| UserInput {
                 stop: stop.clone(),
                 controls: controls.clone(),
@@ -215,10 +218,22 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                 on_call: args.on_call.clone(),
             };
             loop {
+                if let Some((mut main, mut leg)) = joining.take() {
+                    let user = user_with(main.with.clone());
+                    match run_joined(&mut sig, &mut main, &mut leg, &relay, &args.media, &user).await? {
+                        JoinEnd::Both(_) => {}
+                        JoinEnd::OneLeft { main: main_left } => {
+                            let on = if main_left { leg } else { main };
+                            let r = Resume { held_here: false, peer_holds: on.peer_holds, tell: false };
+                            resume = Some((on, r));
+                        }
+                    }
+                    continue;
+                }
                 // Nothing else to take up: the held call is the call again.
                 if resume.is_none() && next.is_none() {
                     if let Some(h) = held.take() {
-                        let r = Resume { held_here: true, peer_holds: h.peer_holds };
+                        let r = Resume { held_here: true, peer_holds: h.peer_holds, tell: false };
                         resume = Some((h, r));
                     }
                 }
@@ -232,7 +247,7 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                             return Err(e);
                         }
                     };
-                    after_media(end, waiting, h, &mut held, &mut next, &mut resume, &history);
+                    after_media(end, waiting, h, Line { held: &mut held, next: &mut next, resume: &mut resume, joining: &mut joining }, &history);
                     continue;
                 }
                 let (mut call, waited) = match next.take() {
@@ -490,7 +505,7 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                             return Err(e);
                         }
                     };
-                    after_media(end, waiting, this, &mut held, &mut next, &mut resume, &history);
+                    after_media(end, waiting, this, Line { held: &mut held, next: &mut next, resume: &mut resume, joining: &mut joining }, &history);
                 }
                 if args.once {
                     sig.close().await;
@@ -502,6 +517,15 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
     })
 }
 
+/// What this device has besides the call in progress: the call held, the
+/// waiting call to take up next, a call to take back, two calls to join.
+struct Line<'a> {
+    held: &'a mut Option<Held>,
+    next: &'a mut Option<Waiting>,
+    resume: &'a mut Option<(Held, Resume)>,
+    joining: &'a mut Option<(Held, Held)>,
+}
+
 /// What comes after a call's media ended: a call held (`s`) is kept as
 /// the held one, and the waiting call it was held for is answered next, or
 /// the call held before is taken back (a swap); a call that ended is kept
@@ -510,11 +534,32 @@ fn after_media(
     end: CallEnd,
     waiting: Option<Waiting>,
     mut this: Held,
-    held: &mut Option<Held>,
-    next: &mut Option<Waiting>,
-    resume: &mut Option<(Held, Resume)>,
+    line: Line<'_>,
     history: &crate::history::History,
 ) {
+    let Line {
+        held,
+        next,
+        resume,
+        joining,
+    } = line;
+    if let CallEnd::Join { peer_holds } = end {
+        this.peer_holds = peer_holds;
+        *next = waiting;
+        match held.take() {
+            Some(other) => *joining = Some((this, other)),
+            // The held call ended as they were joined: this one goes on.
+            None => {
+                let r = Resume {
+                    held_here: false,
+                    peer_holds,
+                    tell: false,
+                };
+                *resume = Some((this, r));
+            }
+        }
+        return;
+    }
     let CallEnd::Held { peer_holds } = end else {
         this.record(Some(history));
         *next = waiting;
@@ -537,6 +582,7 @@ fn after_media(
     let r = Resume {
         held_here: false,
         peer_holds: back.peer_holds,
+        tell: true,
     };
     *resume = Some((back, r));
 }

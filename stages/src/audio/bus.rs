@@ -256,7 +256,11 @@ impl StageFactory for BusSource {
         Ok(Built {
             inputs: vec![],
             outputs: vec![PortDecl::new("out", PortType::Pcm { rate })],
-            latency: if rx.is_some() { prefill } else { Duration::ZERO },
+            latency: if rx.is_some() {
+                prefill
+            } else {
+                Duration::ZERO
+            },
             processor: Box::new(BusSourceProc {
                 rx,
                 prefill: at(prefill),

@@ -15,9 +15,9 @@ use wzp_engine::prelude::*;
 
 pub mod aec;
 pub mod agc;
+pub mod bus;
 pub mod denoise;
 pub mod device;
-pub mod bus;
 pub mod device_capture;
 pub mod device_playout;
 pub mod drift;

@@ -31,9 +31,10 @@ Examples:
       answered through the relay only. Microphone in, speaker out.
       While you are in a call, another caller rings as a waiting call: `a`
       ends the call in progress and answers it, `s` puts it on hold and
-      answers (then `s` swaps between the two; when one ends the other
-      stays on hold until `h`), `d` declines it (the caller hears that you
-      are in another call while it rings).
+      answers (then `s` swaps between the two, `c` joins them into one
+      where each hears the other and you; when one ends the other stays on
+      hold until `h`), `d` declines it (the caller hears that you are in
+      another call while it rings).
   wzp-client listen --relay 203.0.113.7:4433 --accept contacts
       Answer every call at once, as above (the default with no terminal:
       a service, a script).

@@ -3339,6 +3339,27 @@ fn c_joins_a_held_call_with_the_one_in_progress_and_each_party_hears_the_other()
             last_second(heard, other) > -30.0 && last_second(heard, 1000.0) > -30.0
         });
     }
+    // Bob splits them (`s`): alice is held again, carol goes on with bob
+    // alone; `c` joins them once more.
+    b.type_keys("s");
+    b.expect_nth("holding the call with ", 2, WAIT);
+    a.expect_nth("put the call on hold", 2, WAIT);
+    let split_at = wav_secs(&carol_heard);
+    wait_written(&carol_heard, split_at, 3.0);
+    let alice_at_carol = loudest_between(&carol_heard, 300.0, split_at + 1.5, split_at + 3.0);
+    assert!(
+        alice_at_carol < -50.0,
+        "carol hears alice at {alice_at_carol} dBFS after the split"
+    );
+    wait_until("carol hears bob after the split", || {
+        last_second(&carol_heard, 1000.0) > -30.0
+    });
+    b.type_keys("c");
+    b.expect_nth("joined the calls: ", 2, WAIT);
+    a.expect_nth("took the call back", 2, WAIT);
+    wait_until("carol hears alice again", || {
+        last_second(&carol_heard, 300.0) > -30.0
+    });
     // Carol leaves (SIGTERM: she hangs up): alice's call goes on with bob
     // alone.
     let term = Command::new("kill")
@@ -3348,7 +3369,8 @@ fn c_joins_a_held_call_with_the_one_in_progress_and_each_party_hears_the_other()
     assert!(term.success());
     assert!(c.exit(WAIT).success(), "{:?}", c.drain());
     b.expect_line(" hung up (", WAIT);
-    b.expect_line(" goes on", WAIT);
+    // Two lines said so after the split; the third is alice's call's.
+    b.expect_nth(" goes on", 3, WAIT);
     let left_at = wav_secs(&alice_heard);
     wait_written(&alice_heard, left_at, 3.0);
     let carol_at_alice = loudest_between(&alice_heard, 500.0, left_at + 1.5, left_at + 3.0);

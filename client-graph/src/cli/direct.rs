@@ -954,6 +954,9 @@ pub enum JoinEnd {
     /// One party hung up (said, and kept in the history): the other call
     /// goes on on its own; `main` says which one left.
     OneLeft { main: bool },
+    /// This end split them again (`s`): the main call goes on, the other
+    /// is held (its party told).
+    Split,
 }
 
 /// Runs two calls joined into one (`c`): `main`'s graph has the microphone
@@ -1061,8 +1064,8 @@ pub async fn run_joined(
     let (main_thread, mut main_done) = spawn(main_opts)?;
     let (leg_thread, mut leg_done) = spawn(leg_opts)?;
     println!(
-        "joined the calls: {} and {} hear each other and you; q hangs up both",
-        main.with, leg.with
+        "joined the calls: {} and {} hear each other and you; s holds the one with {} again, q hangs up both",
+        main.with, leg.with, leg.with
     );
     let mut end: Option<JoinEnd> = None;
     loop {
@@ -1073,8 +1076,17 @@ pub async fn run_joined(
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                if controls.take_hold() || controls.take_swap() || controls.take_join() {
-                    println!("the calls are joined: q hangs up both");
+                if controls.take_swap() {
+                    // The other call's party is held again, told so.
+                    if leg.call.hold(true, nonce()?) {
+                        flush(sig, &mut leg.call).await?;
+                    }
+                    println!("holding the call with {} again; the call with {} goes on", leg.with, main.with);
+                    end = Some(JoinEnd::Split);
+                    break;
+                }
+                if controls.take_hold() || controls.take_join() {
+                    println!("the calls are joined: s holds the one with {} again, q hangs up both", leg.with);
                 }
             }
             msg = sig.recv() => match msg {
@@ -1117,7 +1129,7 @@ pub async fn run_joined(
     // for a while first (the main graph's hold switch silences what it
     // sends and what it passes to the other), so neither far decoder's
     // comfort noise follows the last word.
-    if matches!(end, Some(JoinEnd::OneLeft { .. })) {
+    if matches!(end, Some(JoinEnd::OneLeft { .. } | JoinEnd::Split)) {
         controls.hold.set(true);
         tokio::time::sleep(HOLD_DRAIN).await;
     }

@@ -228,6 +228,11 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                             let r = Resume { held_here: false, peer_holds: on.peer_holds, tell: false };
                             resume = Some((on, r));
                         }
+                        JoinEnd::Split => {
+                            held = Some(leg);
+                            let r = Resume { held_here: false, peer_holds: main.peer_holds, tell: false };
+                            resume = Some((main, r));
+                        }
                     }
                     continue;
                 }

@@ -3109,10 +3109,22 @@ fn wait_written(path: &Path, from: f64, secs: f64) {
     wait_until("the recording to grow", || wav_secs(path) >= from + secs);
 }
 
-#[test]
-fn s_holds_the_call_to_answer_a_waiting_one_and_swaps_between_the_two() {
-    let _s = serial();
-    let dir = tmp("keep");
+/// Three parties on one relay: bob listens (asking; a 1000 Hz tone), alice
+/// calls him (300 Hz) and he answers; carol calls (500 Hz) while they talk,
+/// and bob holds alice's call to answer hers (`s`). Returns once carol is
+/// answered; what alice and carol hear goes to `alice.wav` and `carol.wav`.
+struct Three {
+    dir: PathBuf,
+    relay: Relay,
+    b: Proc,
+    a: Proc,
+    c: Proc,
+    alice_heard: PathBuf,
+    carol_heard: PathBuf,
+}
+
+fn bob_holds_alice_to_answer_carol(name: &str) -> Three {
+    let dir = tmp(name);
     let relay = start_relay_with(&dir, "127.0.0.1:0", &["--metrics-addr", "127.0.0.1:0"]);
     let mut cmd = client_cmd(
         None,
@@ -3134,45 +3146,54 @@ fn s_holds_the_call_to_answer_a_waiting_one_and_swaps_between_the_two() {
     let line = b.expect_line("registered as ", WAIT);
     let b_fp = line.split_whitespace().nth(2).unwrap().to_string();
     let (alice_heard, carol_heard) = (dir.join("alice.wav"), dir.join("carol.wav"));
-    let mut a = client(
-        &dir,
-        &relay,
-        "alice",
-        &["call", &b_fp],
-        &[
-            "--input",
-            "tone:300",
-            "--output",
-            alice_heard.to_str().unwrap(),
-        ],
-    );
+    let party = |user: &str, tone: &str, heard: &Path| {
+        client(
+            &dir,
+            &relay,
+            user,
+            &["call", &b_fp],
+            &["--input", tone, "--output", heard.to_str().unwrap()],
+        )
+    };
+    let mut a = party("alice", "tone:300", &alice_heard);
     b.expect_line("ringing: a answers, d declines", WAIT);
     b.type_keys("a");
     assert_eq!(sas(&mut b), sas(&mut a));
     wait_until("alice hears bob", || {
         last_second(&alice_heard, 1000.0) > -30.0
     });
-    // Carol calls; bob holds alice's call and answers carol's.
-    let mut c = client(
-        &dir,
-        &relay,
-        "carol",
-        &["call", &b_fp],
-        &[
-            "--input",
-            "tone:500",
-            "--output",
-            carol_heard.to_str().unwrap(),
-        ],
-    );
+    let mut c = party("carol", "tone:500", &carol_heard);
     b.expect_line("s holds this call and answers it", WAIT);
     b.type_keys("s");
     let said = b.expect_line("holding the call with ", WAIT);
     assert!(said.contains("(they are told) to answer "), "{said}");
     a.expect_line("put the call on hold", WAIT);
-    let held_at = wav_secs(&alice_heard);
     b.expect_line("answering the waiting call from ", WAIT);
     c.expect_line("answered by ", WAIT);
+    Three {
+        dir,
+        relay,
+        b,
+        a,
+        c,
+        alice_heard,
+        carol_heard,
+    }
+}
+
+#[test]
+fn s_holds_the_call_to_answer_a_waiting_one_and_swaps_between_the_two() {
+    let _s = serial();
+    let Three {
+        dir,
+        relay,
+        mut b,
+        mut a,
+        mut c,
+        alice_heard,
+        carol_heard,
+    } = bob_holds_alice_to_answer_carol("keep");
+    let held_at = wav_secs(&alice_heard);
     b.expect_nth("SAS: ", 2, WAIT);
     let b_sas: Vec<String> = b
         .drain()
@@ -3273,59 +3294,17 @@ fn s_holds_the_call_to_answer_a_waiting_one_and_swaps_between_the_two() {
 #[test]
 fn c_joins_a_held_call_with_the_one_in_progress_and_each_party_hears_the_other() {
     let _s = serial();
-    let dir = tmp("join");
-    let relay = start_relay(&dir, "127.0.0.1:0");
-    let mut cmd = client_cmd(
-        None,
-        relay.addr,
-        &dir,
-        &relay,
-        "bob",
-        &["listen"],
-        &[
-            "--accept",
-            "ask",
-            "--input",
-            "tone:1000",
-            "--output",
-            "null",
-        ],
-    );
-    let mut b = Proc::spawn_with_input("bob", &mut cmd);
-    let line = b.expect_line("registered as ", WAIT);
-    let b_fp = line.split_whitespace().nth(2).unwrap().to_string();
-    let (alice_heard, carol_heard) = (dir.join("alice.wav"), dir.join("carol.wav"));
-    let mut a = client(
-        &dir,
-        &relay,
-        "alice",
-        &["call", &b_fp],
-        &[
-            "--input",
-            "tone:300",
-            "--output",
-            alice_heard.to_str().unwrap(),
-        ],
-    );
-    b.expect_line("ringing: a answers, d declines", WAIT);
-    b.type_keys("a");
-    assert_eq!(sas(&mut b), sas(&mut a));
-    let mut c = client(
-        &dir,
-        &relay,
-        "carol",
-        &["call", &b_fp],
-        &[
-            "--input",
-            "tone:500",
-            "--output",
-            carol_heard.to_str().unwrap(),
-        ],
-    );
-    b.expect_line("s holds this call and answers it", WAIT);
-    b.type_keys("s");
-    c.expect_line("answered by ", WAIT);
-    b.expect_line("the call with ", WAIT);
+    let Three {
+        dir,
+        relay: _relay,
+        mut b,
+        mut a,
+        mut c,
+        alice_heard,
+        carol_heard,
+    } = bob_holds_alice_to_answer_carol("join");
+    // Bob is in carol's call (its SAS is his second).
+    b.expect_nth("SAS: ", 2, WAIT);
     // Joined: alice's call is taken back, and each party hears the other
     // and bob.
     b.type_keys("c");

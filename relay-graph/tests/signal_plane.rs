@@ -1965,20 +1965,23 @@ fn a_person_in_a_call_is_rung_with_a_second_as_waiting_and_answering_it_ends_the
     assert!(net.rooms_closed.contains(&"call-first".to_string()));
     assert!(net.hub.calls().get("first").is_none());
     let got = c.answered().expect("c's waiting call is answered");
-    let bob_ready = b
-        .second_events
-        .iter()
-        .find_map(|e| match e {
-            CallEvent::Answered(r) => Some(r.clone()),
-            _ => None,
-        })
-        .expect("bob has the call's keys");
-    assert_same_call_keys(got, &bob_ready);
+    assert_same_call_keys(got, &second_answered(&b));
     let w = net.hub.calls().get("waits").unwrap();
     assert_eq!(w.state, CallState::Active);
     assert!(!w.waiting);
     assert!(net.hub.may_join("call-waits", &b.identity.fingerprint()));
     assert!(!net.hub.may_join("call-first", &a.identity.fingerprint()));
+}
+
+/// The keys `c`'s second (waiting) call was answered with.
+fn second_answered(c: &Client) -> CallReady {
+    c.second_events
+        .iter()
+        .find_map(|e| match e {
+            CallEvent::Answered(r) => Some((**r).clone()),
+            _ => None,
+        })
+        .expect("the second call is answered")
 }
 
 /// The holds `c` was told, in order.
@@ -2006,15 +2009,7 @@ fn a_waiting_call_answered_keeping_the_first_leaves_both_up_until_one_ends() {
         assert!(hangups(&a).is_empty(), "{:?}", hangups(&a));
         assert_eq!(holds_told(&a.events), [true]);
         let got = c.answered().expect("c's waiting call is answered");
-        let bob_ready = b
-            .second_events
-            .iter()
-            .find_map(|e| match e {
-                CallEvent::Answered(r) => Some(r.clone()),
-                _ => None,
-            })
-            .expect("bob has the call's keys");
-        assert_same_call_keys(got, &bob_ready);
+        assert_same_call_keys(got, &second_answered(&b));
         let bob = b.identity.fingerprint();
         for (id, kept) in [("first", true), ("waits", false)] {
             let call = net.hub.calls().get(id).unwrap();

@@ -628,34 +628,15 @@ pub async fn run_media(
         }
     }
     let call_stop = Arc::new(AtomicBool::new(false));
-    let opts = CallOptions {
-        relay: relay.relay.clone(),
-        room: ready.room.clone(),
-        room_secret: None,
-        input: media.input.clone(),
-        output: media.output.clone(),
-        duration: media.duration,
-        alias: media.alias.clone(),
-        identity: relay.identity.clone(),
-        relay_fingerprint: relay.relay_fingerprint,
-        known_relays: relay.known_relays.clone(),
-        graph: None,
-        sets: parse_sets(&media.set)?,
-        realtime: !media.no_realtime,
-        stop: call_stop.clone(),
-        label: String::new(),
-        direct: Some(DirectMedia {
-            room: ready.room.clone(),
-            keys: ready.keys.clone(),
-            path,
-            with: user.with.clone(),
-        }),
-        stats_json: None,
-        record: media.record.clone(),
-        top: media.top,
-        controls: Some(controls.clone()),
-        joined: None,
-    };
+    let opts = direct_options(
+        relay,
+        media,
+        ready,
+        &user.with,
+        path,
+        call_stop.clone(),
+        controls,
+    )?;
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
     let media_thread = std::thread::Builder::new()
         .name("wzp-call".into())
@@ -946,6 +927,48 @@ pub async fn run_media(
     Ok((end, waiting))
 }
 
+/// The media options of a direct call with `with`: the call's room and
+/// keys, through the relay (and `path` beside it if given), the person's
+/// devices, `--record`, `--top` and `controls`; ended by `stop`.
+fn direct_options(
+    relay: &RelayOptions,
+    media: &MediaArgs,
+    ready: &CallReady,
+    with: &str,
+    path: Option<DirectPath>,
+    stop: Arc<AtomicBool>,
+    controls: &Arc<call::controls::Controls>,
+) -> Result<CallOptions> {
+    Ok(CallOptions {
+        relay: relay.relay.clone(),
+        room: ready.room.clone(),
+        room_secret: None,
+        input: media.input.clone(),
+        output: media.output.clone(),
+        duration: media.duration,
+        alias: media.alias.clone(),
+        identity: relay.identity.clone(),
+        relay_fingerprint: relay.relay_fingerprint,
+        known_relays: relay.known_relays.clone(),
+        graph: None,
+        sets: parse_sets(&media.set)?,
+        realtime: !media.no_realtime,
+        stop,
+        label: String::new(),
+        direct: Some(DirectMedia {
+            room: ready.room.clone(),
+            keys: ready.keys.clone(),
+            path,
+            with: with.to_string(),
+        }),
+        stats_json: None,
+        record: media.record.clone(),
+        top: media.top,
+        controls: Some(controls.clone()),
+        joined: None,
+    })
+}
+
 /// How two joined calls ([`run_joined`]) ended.
 #[derive(Debug)]
 pub enum JoinEnd {
@@ -985,70 +1008,44 @@ pub async fn run_joined(
     // A second of 48 kHz each way.
     let to_leg = ("conf.to_leg".to_string(), PcmBus::new(48_000));
     let from_leg = ("conf.from_leg".to_string(), PcmBus::new(48_000));
-    let sets = parse_sets(&media.set)?;
-    let options =
-        |h: &Held, joined: call::Joined, stop: Arc<AtomicBool>, device: bool| CallOptions {
-            relay: relay.relay.clone(),
-            room: h.ready.room.clone(),
-            room_secret: None,
-            input: if device {
-                media.input.clone()
-            } else {
-                "tone".into()
-            },
-            output: if device {
-                media.output.clone()
-            } else {
-                "null".into()
-            },
-            duration: media.duration,
-            alias: media.alias.clone(),
-            identity: relay.identity.clone(),
-            relay_fingerprint: relay.relay_fingerprint,
-            known_relays: relay.known_relays.clone(),
-            graph: None,
-            sets: sets.clone(),
-            realtime: !media.no_realtime,
-            stop,
-            label: if device {
-                String::new()
-            } else {
-                format!("[{}] ", h.with)
-            },
-            direct: Some(DirectMedia {
-                room: h.ready.room.clone(),
-                keys: h.ready.keys.clone(),
-                path: None,
-                with: h.with.clone(),
-            }),
-            stats_json: None,
-            record: None,
-            top: device && media.top,
-            controls: device.then(|| controls.clone()),
-            joined: Some(joined),
-        };
     let (main_stop, leg_stop) = (
         Arc::new(AtomicBool::new(false)),
         Arc::new(AtomicBool::new(false)),
     );
-    let main_opts = options(
-        main,
-        call::Joined::Main {
-            from: from_leg.clone(),
-            to: to_leg.clone(),
-        },
+    let mut main_opts = direct_options(
+        relay,
+        media,
+        &main.ready,
+        &main.with,
+        None,
         main_stop.clone(),
-        true,
-    );
-    let leg_opts = options(
-        leg,
-        call::Joined::Leg {
-            from: to_leg,
-            to: from_leg,
-        },
+        controls,
+    )?;
+    main_opts.record = None;
+    main_opts.joined = Some(call::Joined::Main {
+        from: from_leg.clone(),
+        to: to_leg.clone(),
+    });
+    // The other call's graph: no device, no controls, no view of its own.
+    let mut leg_opts = direct_options(
+        relay,
+        media,
+        &leg.ready,
+        &leg.with,
+        None,
         leg_stop.clone(),
-        false,
-    );
+        controls,
+    )?;
+    leg_opts.input = "tone".into();
+    leg_opts.output = "null".into();
+    leg_opts.label = format!("[{}] ", leg.with);
+    leg_opts.record = None;
+    leg_opts.top = false;
+    leg_opts.controls = None;
+    leg_opts.joined = Some(call::Joined::Leg {
+        from: to_leg,
+        to: from_leg,
+    });
     let spawn = |opts: CallOptions| {
         let (tx, rx) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()

@@ -246,13 +246,7 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                 if let Some((mut h, r)) = resume.take() {
                     let user = user_with(h.with.clone());
                     let ended = run_media(&mut sig, &mut h.call, &h.ready, &relay, &args.media, None, &user, &mut held, Some(r)).await;
-                    let (end, waiting) = match ended {
-                        Ok(e) => e,
-                        Err(e) => {
-                            h.record(Some(&history));
-                            return Err(e);
-                        }
-                    };
+                    let (end, waiting) = ended.inspect_err(|_| h.record(Some(&history)))?;
                     after_media(end, waiting, h, Line { held: &mut held, next: &mut next, resume: &mut resume, joining: &mut joining }, &history);
                     continue;
                 }
@@ -504,13 +498,7 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                     )
                         .await;
                     let this = Held { call, ready: *ready, with, peer_holds: false, offered, began };
-                    let (end, waiting) = match ended {
-                        Ok(e) => e,
-                        Err(e) => {
-                            this.record(Some(&history));
-                            return Err(e);
-                        }
-                    };
+                    let (end, waiting) = ended.inspect_err(|_| this.record(Some(&history)))?;
                     after_media(end, waiting, this, Line { held: &mut held, next: &mut next, resume: &mut resume, joining: &mut joining }, &history);
                 }
                 if args.once {

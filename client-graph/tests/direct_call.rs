@@ -2931,16 +2931,8 @@ fn a_call_waiting_is_declined_or_answered_by_keys_and_answering_ends_the_call_in
     // declined (while in alice's), alice's call once it ended, carol's.
     let (a_fp, c_fp) = (identity_of(&dir, "alice"), identity_of(&dir, "carol"));
     let said = history_lines(&dir, "bob", &[]);
-    let kept: Vec<(&str, &str)> = said
-        .iter()
-        .map(|l| {
-            // `in   FP  OUTCOME[  DURATION]`
-            let mut f = l.trim_start_matches("in   ").split("  ");
-            (f.next().unwrap_or_default(), f.next().unwrap_or_default())
-        })
-        .collect();
     assert_eq!(
-        kept,
+        in_history(&said),
         [
             (c_fp.as_str(), "declined"),
             (a_fp.as_str(), "answered"),
@@ -2949,6 +2941,18 @@ fn a_call_waiting_is_declined_or_answered_by_keys_and_answering_ends_the_call_in
         "{said:?}"
     );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The (peer, outcome) of each incoming call in `history`'s lines
+/// (`in   FP  OUTCOME[  DURATION]`), in the order they were kept.
+fn in_history(lines: &[String]) -> Vec<(&str, &str)> {
+    lines
+        .iter()
+        .map(|l| {
+            let mut f = l.trim_start_matches("in   ").split("  ");
+            (f.next().unwrap_or_default(), f.next().unwrap_or_default())
+        })
+        .collect()
 }
 
 /// The loudest 440 Hz (dBFS) over 0.2 s windows of the WAV at `path` (as
@@ -3276,15 +3280,8 @@ fn s_holds_the_call_to_answer_a_waiting_one_and_swaps_between_the_two() {
     // Bob's history: alice's call once it ended, then carol's.
     let (a_fp, c_fp) = (identity_of(&dir, "alice"), identity_of(&dir, "carol"));
     let said = history_lines(&dir, "bob", &[]);
-    let kept: Vec<(&str, &str)> = said
-        .iter()
-        .map(|l| {
-            let mut f = l.trim_start_matches("in   ").split("  ");
-            (f.next().unwrap_or_default(), f.next().unwrap_or_default())
-        })
-        .collect();
     assert_eq!(
-        kept,
+        in_history(&said),
         [(a_fp.as_str(), "answered"), (c_fp.as_str(), "answered")],
         "{said:?}"
     );
@@ -3367,15 +3364,8 @@ fn c_joins_a_held_call_with_the_one_in_progress_and_each_party_hears_the_other()
     b.kill();
     let (a_fp, c_fp) = (identity_of(&dir, "alice"), identity_of(&dir, "carol"));
     let said = history_lines(&dir, "bob", &[]);
-    let kept: Vec<(&str, &str)> = said
-        .iter()
-        .map(|l| {
-            let mut f = l.trim_start_matches("in   ").split("  ");
-            (f.next().unwrap_or_default(), f.next().unwrap_or_default())
-        })
-        .collect();
     assert_eq!(
-        kept,
+        in_history(&said),
         [(c_fp.as_str(), "answered"), (a_fp.as_str(), "answered")],
         "{said:?}"
     );

@@ -3127,7 +3127,7 @@ struct Three {
     carol_heard: PathBuf,
 }
 
-fn bob_holds_alice_to_answer_carol(name: &str) -> Three {
+fn bob_holds_alice_to_answer_carol(name: &str, bob_extra: &[&str]) -> Three {
     let dir = tmp(name);
     let relay = start_relay_with(&dir, "127.0.0.1:0", &["--metrics-addr", "127.0.0.1:0"]);
     let mut cmd = client_cmd(
@@ -3138,13 +3138,17 @@ fn bob_holds_alice_to_answer_carol(name: &str) -> Three {
         "bob",
         &["listen"],
         &[
-            "--accept",
-            "ask",
-            "--input",
-            "tone:1000",
-            "--output",
-            "null",
-        ],
+            &[
+                "--accept",
+                "ask",
+                "--input",
+                "tone:1000",
+                "--output",
+                "null",
+            ],
+            bob_extra,
+        ]
+        .concat(),
     );
     let mut b = Proc::spawn_with_input("bob", &mut cmd);
     let line = b.expect_line("registered as ", WAIT);
@@ -3196,7 +3200,7 @@ fn s_holds_the_call_to_answer_a_waiting_one_and_swaps_between_the_two() {
         mut c,
         alice_heard,
         carol_heard,
-    } = bob_holds_alice_to_answer_carol("keep");
+    } = bob_holds_alice_to_answer_carol("keep", &[]);
     let held_at = wav_secs(&alice_heard);
     b.expect_nth("SAS: ", 2, WAIT);
     let b_sas: Vec<String> = b
@@ -3291,15 +3295,17 @@ fn s_holds_the_call_to_answer_a_waiting_one_and_swaps_between_the_two() {
 #[test]
 fn c_joins_a_held_call_with_the_one_in_progress_and_each_party_hears_the_other() {
     let _s = serial();
+    let recorded = tmp("join-rec").join("bob.wav");
+    std::fs::create_dir_all(recorded.parent().unwrap()).unwrap();
     let Three {
         dir,
-        relay: _relay,
+        relay,
         mut b,
         mut a,
         mut c,
         alice_heard,
         carol_heard,
-    } = bob_holds_alice_to_answer_carol("join");
+    } = bob_holds_alice_to_answer_carol("join", &["--record", recorded.to_str().unwrap()]);
     // Bob is in carol's call (its SAS is his second).
     b.expect_nth("SAS: ", 2, WAIT);
     // Joined: alice's call is taken back, and each party hears the other
@@ -3315,6 +3321,21 @@ fn c_joins_a_held_call_with_the_one_in_progress_and_each_party_hears_the_other()
             last_second(heard, other) > -30.0 && last_second(heard, 1000.0) > -30.0
         });
     }
+    // Bob records (`--record`): the joined call's recording (his third:
+    // alice's call, carol's, then the two joined) holds all three, and
+    // both parties are told: bob shows as recording in both call rooms.
+    let joined_rec = recorded.with_file_name("bob-3.wav");
+    wait_until("bob's recording of the joined call holds all three", || {
+        [300.0, 500.0, 1000.0]
+            .iter()
+            .all(|f| last_second(&joined_rec, *f) > -35.0)
+    });
+    wait_until("bob shows as recording in both call rooms", || {
+        http_get(&relay, "/rooms")
+            .matches(r#""recording":true"#)
+            .count()
+            == 2
+    });
     // Bob splits them (`s`): alice is held again, carol goes on with bob
     // alone; `c` joins them once more.
     b.type_keys("s");

@@ -182,7 +182,7 @@ pub fn call_spec(opts: &CallOptions, room_secret: &str) -> Result<GraphSpec> {
             }
         }
     }
-    if let Some(crate::call::Joined::Leg { from, to }) = &opts.joined {
+    if let Some(crate::call::Joined::Leg { from, to, .. }) = &opts.joined {
         // The other call of two joined: no device, the buses instead.
         let rate = ("rate", toml::Value::Integer(48_000));
         set_stage(

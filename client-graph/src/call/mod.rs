@@ -78,9 +78,12 @@ pub enum Joined {
     },
     /// The other call: `from` is its input (this end and the main call's
     /// party), its output goes to `to`; no device, no controls of its own.
+    /// `recording`: the main call records both (`--record`), so this
+    /// call's party is told too.
     Leg {
         from: (String, Arc<wzp_stages::audio::bus::PcmBus>),
         to: (String, Arc<wzp_stages::audio::bus::PcmBus>),
+        recording: bool,
     },
 }
 
@@ -88,7 +91,7 @@ impl std::fmt::Debug for Joined {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Joined::Main { from, to } => write!(f, "Main({} -> , -> {})", from.0, to.0),
-            Joined::Leg { from, to } => write!(f, "Leg({} -> , -> {})", from.0, to.0),
+            Joined::Leg { from, to, .. } => write!(f, "Leg({} -> , -> {})", from.0, to.0),
         }
     }
 }
@@ -97,7 +100,7 @@ impl Joined {
     /// The two buses, to insert as resources.
     fn buses(&self) -> [&(String, Arc<wzp_stages::audio::bus::PcmBus>); 2] {
         match self {
-            Joined::Main { from, to } | Joined::Leg { from, to } => [from, to],
+            Joined::Main { from, to } | Joined::Leg { from, to, .. } => [from, to],
         }
     }
 }
@@ -341,7 +344,15 @@ pub fn run_call(mut opts: CallOptions) -> Result<CallOutcome> {
         mute: opts.controls.clone().filter(|_| has_switch),
         printed: None,
         peer_muted: false,
-        recording: opts.record.is_some(),
+        // The other call of two joined is recorded by the main one's graph.
+        recording: opts.record.is_some()
+            || matches!(
+                opts.joined,
+                Some(Joined::Leg {
+                    recording: true,
+                    ..
+                })
+            ),
         peer_recording: false,
     };
     let net = {

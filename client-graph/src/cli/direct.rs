@@ -1021,7 +1021,6 @@ pub async fn run_joined(
         main_stop.clone(),
         controls,
     )?;
-    main_opts.record = None;
     main_opts.joined = Some(call::Joined::Main {
         from: from_leg.clone(),
         to: to_leg.clone(),
@@ -1045,6 +1044,7 @@ pub async fn run_joined(
     leg_opts.joined = Some(call::Joined::Leg {
         from: to_leg,
         to: from_leg,
+        recording: media.record.is_some(),
     });
     let spawn = |opts: CallOptions| {
         let (tx, rx) = tokio::sync::oneshot::channel();

@@ -2812,27 +2812,11 @@ fn a_call_waiting_is_declined_or_answered_by_keys_and_answering_ends_the_call_in
     let _s = serial();
     let dir = tmp("waiting");
     let relay = start_relay_with(&dir, "127.0.0.1:0", &["--metrics-addr", "127.0.0.1:0"]);
-    let mut cmd = client_cmd(
-        None,
-        relay.addr,
+    let (mut b, b_fp) = bob_asks(
         &dir,
         &relay,
-        "bob",
-        &["listen"],
-        &[
-            "--accept",
-            "ask",
-            "--input",
-            "tone:1000",
-            "--output",
-            "null",
-            "--record",
-            dir.join("bob.wav").to_str().unwrap(),
-        ],
+        &["--record", dir.join("bob.wav").to_str().unwrap()],
     );
-    let mut b = Proc::spawn_with_input("bob", &mut cmd);
-    let line = b.expect_line("registered as ", WAIT);
-    let b_fp = line.split_whitespace().nth(2).unwrap().to_string();
     // Alice calls; bob answers.
     let mut a = client(
         &dir,
@@ -3113,6 +3097,29 @@ fn wait_written(path: &Path, from: f64, secs: f64) {
     wait_until("the recording to grow", || wav_secs(path) >= from + secs);
 }
 
+/// Bob listening on `relay`, asked at the keys (`--accept ask`, keys on
+/// his standard input), a 1000 Hz tone in, nothing out, plus `extra`;
+/// with his fingerprint once registered.
+fn bob_asks(dir: &Path, relay: &Relay, extra: &[&str]) -> (Proc, String) {
+    let args = [
+        &[
+            "--accept",
+            "ask",
+            "--input",
+            "tone:1000",
+            "--output",
+            "null",
+        ],
+        extra,
+    ]
+    .concat();
+    let mut cmd = client_cmd(None, relay.addr, dir, relay, "bob", &["listen"], &args);
+    let mut b = Proc::spawn_with_input("bob", &mut cmd);
+    let line = b.expect_line("registered as ", WAIT);
+    let fp = line.split_whitespace().nth(2).unwrap().to_string();
+    (b, fp)
+}
+
 /// Three parties on one relay: bob listens (asking; a 1000 Hz tone), alice
 /// calls him (300 Hz) and he answers; carol calls (500 Hz) while they talk,
 /// and bob holds alice's call to answer hers (`s`). Returns once carol is
@@ -3130,29 +3137,7 @@ struct Three {
 fn bob_holds_alice_to_answer_carol(name: &str, bob_extra: &[&str]) -> Three {
     let dir = tmp(name);
     let relay = start_relay_with(&dir, "127.0.0.1:0", &["--metrics-addr", "127.0.0.1:0"]);
-    let mut cmd = client_cmd(
-        None,
-        relay.addr,
-        &dir,
-        &relay,
-        "bob",
-        &["listen"],
-        &[
-            &[
-                "--accept",
-                "ask",
-                "--input",
-                "tone:1000",
-                "--output",
-                "null",
-            ],
-            bob_extra,
-        ]
-        .concat(),
-    );
-    let mut b = Proc::spawn_with_input("bob", &mut cmd);
-    let line = b.expect_line("registered as ", WAIT);
-    let b_fp = line.split_whitespace().nth(2).unwrap().to_string();
+    let (mut b, b_fp) = bob_asks(&dir, &relay, bob_extra);
     let (alice_heard, carol_heard) = (dir.join("alice.wav"), dir.join("carol.wav"));
     let party = |user: &str, tone: &str, heard: &Path| {
         client(

@@ -755,29 +755,31 @@ fn a_voice_message_left_where_bob_was_follows_him_to_the_relay_he_listens_at() {
     assert!(tone > -20.0, "587 Hz at {tone} dBFS");
 }
 
+/// Bob listening on relay 3, asked at the keys (`--accept ask`, keys on
+/// his standard input; `once`: one call), a 660 Hz tone in, nothing out;
+/// with his fingerprint once relay 1 routes to him.
+fn bob_asks_on_r3(dir: &Path, r3: &Relay, r1: &Relay, once: bool) -> (Proc, String) {
+    let mut cmd = common::user_cmd(dir, r3, "bob", &["listen"]);
+    cmd.args(["--accept", "ask", "--no-realtime"]);
+    if once {
+        cmd.arg("--once");
+    }
+    cmd.args(["--input", "tone:660", "--output", "null"]);
+    let mut bob = Proc::spawn_with_input("bob", &mut cmd);
+    let line = bob.expect_line("registered as ", WAIT);
+    let fp = line.split_whitespace().nth(2).unwrap().to_string();
+    wait_http(r1, &format!("/route/{fp}"), |b| {
+        b.contains("\"route\":\"via\"")
+    });
+    (bob, fp)
+}
+
 #[test]
 fn a_hold_on_relay_3_reaches_the_caller_on_relay_1_and_silences_the_call() {
     let dir = tmp("hold");
     let [r1, r2, r3] = chain(&dir);
     let alice_heard = dir.join("alice-heard.wav");
-    let mut bob = Proc::spawn_with_input(
-        "bob",
-        common::user_cmd(&dir, &r3, "bob", &["listen"]).args([
-            "--accept",
-            "ask",
-            "--once",
-            "--no-realtime",
-            "--input",
-            "tone:660",
-            "--output",
-            "null",
-        ]),
-    );
-    let line = bob.expect_line("registered as ", WAIT);
-    let bob_fp = line.split_whitespace().nth(2).unwrap().to_string();
-    wait_http(&r1, &format!("/route/{bob_fp}"), |b| {
-        b.contains("\"route\":\"via\"")
-    });
+    let (mut bob, bob_fp) = bob_asks_on_r3(&dir, &r3, &r1, true);
     let mut alice = client(
         &dir,
         &r1,
@@ -835,23 +837,7 @@ fn a_call_from_relay_1_held_for_a_waiting_one_is_taken_back_across_the_links() {
     let dir = tmp("keep");
     let [r1, _r2, r3] = chain(&dir);
     let alice_heard = dir.join("alice-heard.wav");
-    let mut bob = Proc::spawn_with_input(
-        "bob",
-        common::user_cmd(&dir, &r3, "bob", &["listen"]).args([
-            "--accept",
-            "ask",
-            "--no-realtime",
-            "--input",
-            "tone:660",
-            "--output",
-            "null",
-        ]),
-    );
-    let line = bob.expect_line("registered as ", WAIT);
-    let bob_fp = line.split_whitespace().nth(2).unwrap().to_string();
-    wait_http(&r1, &format!("/route/{bob_fp}"), |b| {
-        b.contains("\"route\":\"via\"")
-    });
+    let (mut bob, bob_fp) = bob_asks_on_r3(&dir, &r3, &r1, false);
     let mut alice = client(
         &dir,
         &r1,

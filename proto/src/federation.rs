@@ -47,8 +47,11 @@ use crate::signal::{AcceptMode, HangupReason};
 /// a relay bridges changed while the link is up: a reloaded config), sent
 /// only on links agreed at 4. Version 5 adds `mail` (voice messages for a
 /// person whose mailbox is on another relay) and the `hold` call event,
-/// sent only on links agreed at 5.
-pub const FEDERATION_VERSION: u32 = 5;
+/// sent only on links agreed at 5. Version 6 adds `presence_origins` (every
+/// relay a person is registered on, not only the nearest) and the `fork` of
+/// a `call_signal` (a call ringing a person's devices on several relays),
+/// sent only on links agreed at 6.
+pub const FEDERATION_VERSION: u32 = 6;
 /// The first version with `path_lost` and `reroute`.
 pub const REROUTE_VERSION: u32 = 2;
 /// The first version with the `path` call event.
@@ -59,6 +62,8 @@ pub const ROOMS_VERSION: u32 = 4;
 pub const MAIL_VERSION: u32 = 5;
 /// The first version with the `hold` call event.
 pub const HOLD_VERSION: u32 = 5;
+/// The first version with `presence_origins` and forked calls.
+pub const FORK_VERSION: u32 = 6;
 /// The oldest federation version this build accepts.
 pub const MIN_FEDERATION_VERSION: u32 = 1;
 /// Largest JSON body of one control frame: 256 KiB.
@@ -264,6 +269,15 @@ pub struct PresenceRoute {
     pub fingerprint: Fingerprint,
     /// Relays from the sender (first) to the one the user is on (last).
     pub path: Vec<RelayId>,
+}
+
+/// A person no longer reached on one relay (`presence_origins`' withdraw).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct PresenceOrigin {
+    /// The registered user.
+    pub fingerprint: Fingerprint,
+    /// The relay the user was registered on.
+    pub origin: RelayId,
 }
 
 /// One step of a direct call's signaling, as it crosses federation links
@@ -482,6 +496,10 @@ pub struct CallSignal {
     pub caller: Fingerprint,
     /// Who is called.
     pub callee: Fingerprint,
+    /// Which of the call's forks this is: the relay of the callee's devices
+    /// it rings ([`FORK_VERSION`]); `None`: the call's only leg, routed to
+    /// the nearest relay the callee is on.
+    pub fork: Option<RelayId>,
     /// The step.
     pub event: CallEvent,
 }
@@ -494,14 +512,29 @@ impl CallSignal {
             caller: self.caller,
             callee: self.callee,
             path,
+            fork: self.fork,
             event: self.event,
         }
+    }
+
+    /// The key a relay keeps this leg of the call under: the call id, and
+    /// for a fork its relay (`<id>@<relay>`; a call id has no `@`).
+    pub fn leg_key(&self) -> String {
+        leg_key(&self.call_id, self.fork)
     }
 
     /// The call room's id on the federation wire: [`RoomId::of_name`] of
     /// `call-<id>`.
     pub fn room(&self) -> RoomId {
         call_room_id(&self.call_id)
+    }
+}
+
+/// The key of leg `fork` of call `call_id` ([`CallSignal::leg_key`]).
+pub fn leg_key(call_id: &str, fork: Option<RelayId>) -> String {
+    match fork {
+        None => call_id.to_string(),
+        Some(r) => format!("{call_id}@{r}"),
     }
 }
 
@@ -747,6 +780,19 @@ pub enum FederationMessage {
         #[serde(default)]
         withdraw: Vec<Fingerprint>,
     },
+    /// Incremental presence per relay a person is on (sent only on links
+    /// agreed at [`FORK_VERSION`], beside `presence_update`): a route to
+    /// each relay a user is registered on, where `presence_update` carries
+    /// the nearest one only. A call rings every relay this lists.
+    PresenceOrigins {
+        /// New or changed routes; a path's last relay is the one the user
+        /// is registered on.
+        #[serde(default)]
+        announce: Vec<PresenceRoute>,
+        /// Users the sender no longer reaches on a relay.
+        #[serde(default)]
+        withdraw: Vec<PresenceOrigin>,
+    },
     /// RTT probe; the peer echoes `id` and `sent_ms` in a `Pong`.
     Ping {
         /// Probe number.
@@ -774,6 +820,11 @@ pub enum FederationMessage {
         /// sender last (1..=[`MAX_CALL_PATH`], no repeats): the loop check and
         /// the hop limit.
         path: Vec<RelayId>,
+        /// The fork: the relay of the callee's devices this leg rings
+        /// (sent only on links agreed at [`FORK_VERSION`]); absent for a
+        /// call's only leg.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fork: Option<RelayId>,
         /// The step.
         event: CallEvent,
     },
@@ -814,6 +865,7 @@ impl FederationMessage {
             FederationMessage::GlobalRoomActive { .. } => "global_room_active",
             FederationMessage::GlobalRoomInactive { .. } => "global_room_inactive",
             FederationMessage::PresenceUpdate { .. } => "presence_update",
+            FederationMessage::PresenceOrigins { .. } => "presence_origins",
             FederationMessage::Ping { .. } => "ping",
             FederationMessage::Pong { .. } => "pong",
             FederationMessage::CallSignal { .. } => "call_signal",
@@ -907,6 +959,18 @@ impl FederationMessage {
                 }
                 Ok(())
             }
+            FederationMessage::PresenceOrigins { announce, withdraw } => {
+                let n = announce.len() + withdraw.len();
+                if n > MAX_PRESENCE_ENTRIES {
+                    return Err(format!(
+                        "presence_origins holds {n} entries; at most {MAX_PRESENCE_ENTRIES}"
+                    ));
+                }
+                for r in announce {
+                    check_path(&r.path)?;
+                }
+                Ok(())
+            }
             FederationMessage::Ping { .. } | FederationMessage::Pong { .. } => Ok(()),
             FederationMessage::CallSignal {
                 call_id,
@@ -914,6 +978,7 @@ impl FederationMessage {
                 callee,
                 path,
                 event,
+                ..
             } => {
                 if crate::sni::call_room(call_id).is_none() {
                     return Err(format!(
@@ -1265,6 +1330,16 @@ mod tests {
                 }],
                 withdraw: vec![fp(4)],
             },
+            FederationMessage::PresenceOrigins {
+                announce: vec![PresenceRoute {
+                    fingerprint: fp(3),
+                    path: vec![rid(1), rid(2)],
+                }],
+                withdraw: vec![PresenceOrigin {
+                    fingerprint: fp(4),
+                    origin: rid(5),
+                }],
+            },
             FederationMessage::Ping { id: 9, sent_ms: 1 },
             FederationMessage::Pong { id: 9, sent_ms: 1 },
             call(CallEvent::Offer {
@@ -1292,6 +1367,14 @@ mod tests {
             call(CallEvent::PathLost { message: None }),
             call(CallEvent::Reroute { answered: true }),
             call(CallEvent::Reroute { answered: false }),
+            CallSignal {
+                call_id: "c0ffee-2".into(),
+                caller: fp(1),
+                callee: fp(2),
+                fork: Some(rid(7)),
+                event: CallEvent::Ringing { waiting: false },
+            }
+            .message(vec![rid(1)]),
         ]
     }
 
@@ -1300,6 +1383,7 @@ mod tests {
             call_id: "c0ffee-1".into(),
             caller: fp(1),
             callee: fp(2),
+            fork: None,
             event,
         }
         .message(vec![rid(1), rid(2)])
@@ -1320,10 +1404,30 @@ mod tests {
                 call_id: "abc".into(),
                 caller: fp(1),
                 callee: fp(2),
+                fork: None,
                 event: CallEvent::Ringing { waiting: false }
             }
             .message(vec![rid(3)])
         );
+        // A fork names the relay whose devices it rings; older relays never
+        // see one (it travels only on links agreed at FORK_VERSION).
+        let forked = json.replace(r#""path":"#, &format!(r#""fork":"{}","path":"#, rid(4)));
+        let m = decode_federation_message(forked.as_bytes()).unwrap();
+        assert!(
+            matches!(&m, FederationMessage::CallSignal { fork: Some(r), .. } if *r == rid(4)),
+            "{m:?}"
+        );
+        assert!(
+            !String::from_utf8(
+                encode_federation_frame(&call(CallEvent::Ringing { waiting: false })).unwrap()[4..]
+                    .to_vec()
+            )
+            .unwrap()
+            .contains("fork"),
+            "a call's only leg carries no fork"
+        );
+        assert_eq!(leg_key("abc", None), "abc");
+        assert_eq!(leg_key("abc", Some(rid(4))), format!("abc@{}", rid(4)));
         assert_eq!(m.type_name(), "call_signal");
         let waiting = json.replace(
             r#"{"kind":"ringing"}"#,
@@ -1526,6 +1630,34 @@ mod tests {
                     r#"{{"type":"presence_update","announce":[{{"fingerprint":"{f}","path":[]}}]}}"#
                 ),
                 "path is empty",
+            ),
+            (
+                format!(
+                    r#"{{"type":"presence_origins","announce":[{{"fingerprint":"{f}","path":[]}}]}}"#
+                ),
+                "path is empty",
+            ),
+            (
+                format!(
+                    r#"{{"type":"presence_origins","announce":[{{"fingerprint":"{f}","path":["{r1}","{r1}"]}}]}}"#
+                ),
+                "twice (a loop)",
+            ),
+            (
+                format!(r#"{{"type":"presence_origins","withdraw":[{{"fingerprint":"{f}"}}]}}"#),
+                "missing field",
+            ),
+            (
+                format!(
+                    r#"{{"type":"presence_origins","withdraw":[{{"fingerprint":"{f}","origin":"12"}}]}}"#
+                ),
+                "16 lowercase hex",
+            ),
+            (
+                format!(
+                    r#"{{"type":"call_signal","call_id":"abc","caller":"{f}","callee":"{f2}","path":["{r1}"],"fork":"xyz","event":{ring}}}"#
+                ),
+                "16 lowercase hex",
             ),
             (r#"{"type":"ping","id":-1,"sent_ms":0}"#.into(), "malformed"),
             (
@@ -1847,6 +1979,15 @@ mod tests {
             })
             .collect();
         let m = FederationMessage::PresenceUpdate {
+            announce,
+            withdraw: vec![],
+        };
+        assert!(m.validate().unwrap_err().contains("at most 2048"));
+        assert!(encode_federation_frame(&m).is_err(), "never sent");
+        let FederationMessage::PresenceUpdate { announce, .. } = m else {
+            unreachable!()
+        };
+        let m = FederationMessage::PresenceOrigins {
             announce,
             withdraw: vec![],
         };

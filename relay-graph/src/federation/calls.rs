@@ -52,8 +52,8 @@
 use std::time::{Duration, Instant};
 
 use wzp_proto::federation::{
-    CallEvent, CallSignal, RelayId, RoomId, HOLD_VERSION, MAX_CALL_PATH, PATH_VERSION,
-    REROUTE_VERSION,
+    CallEvent, CallSignal, RelayId, RoomId, FORK_VERSION, HOLD_VERSION, MAX_CALL_PATH,
+    PATH_VERSION, REROUTE_VERSION,
 };
 use wzp_proto::path_addrs::MAX_CALL_PATHS;
 use wzp_proto::signal::HangupReason;
@@ -130,6 +130,45 @@ pub struct CallCounters {
     /// `hold` events not passed on: the next relay predates federation
     /// version 5, the call is not answered, or its path is lost.
     pub holds_dropped: u64,
+    /// Offers sent as a fork: a leg to one of several relays the callee is
+    /// on ([`ForkGroup`]).
+    pub forks_sent: u64,
+    /// Relays the callee is on that no fork went to: the link towards it
+    /// predates [`FORK_VERSION`] or is down.
+    pub forks_unsent: u64,
+    /// Forks hung up by the caller's relay: another answered or declined.
+    pub forks_cancelled: u64,
+}
+
+/// At the caller's relay, a call ringing the callee's devices on several
+/// relays: one leg (a fork, [`CallSignal::fork`]) to each. The first answer
+/// takes the call and the other forks are hung up (`answered_elsewhere`); a
+/// decline declines it for the person (`declined_elsewhere` to the rest);
+/// other refusals end their fork only, and the caller hears the most
+/// telling one when none is left (busy before no answer before not online).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ForkGroup {
+    /// Forks not ended yet, by the relay each rings.
+    pub forks: Vec<RelayId>,
+    /// The fork that answered.
+    pub answered: Option<RelayId>,
+    /// Ringing went to the caller's side.
+    rung: bool,
+    /// The callee's devices on this relay ring too: when every fork has
+    /// ended the signal service decides whether the call has.
+    pub also_here: bool,
+    /// The most telling refusal of a fork that ended.
+    refusal: Option<(HangupReason, Option<String>)>,
+}
+
+/// How much a fork's refusal says, for the one the caller hears.
+fn refusal_rank(r: HangupReason) -> u8 {
+    match r {
+        HangupReason::Busy => 3,
+        HangupReason::Timeout => 2,
+        HangupReason::NotOnline => 0,
+        _ => 1,
+    }
 }
 
 /// Most `path` events one relay passes on for a call, both ways together
@@ -139,6 +178,10 @@ pub const MAX_LEG_PATHS: u8 = 2 * MAX_CALL_PATHS;
 /// One call as a relay on its path sees it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CallLeg {
+    /// The caller's call id.
+    pub call_id: String,
+    /// Which fork of the call this is ([`CallSignal::fork`]).
+    pub fork: Option<RelayId>,
     /// Who offered.
     pub caller: Fingerprint,
     /// Who is called.
@@ -225,12 +268,26 @@ impl CallLeg {
     fn is_end(&self) -> bool {
         self.caller_here || self.callee_here
     }
+
+    /// A step of this leg of the call.
+    fn signal(&self, event: CallEvent) -> CallSignal {
+        CallSignal {
+            call_id: self.call_id.clone(),
+            caller: self.caller,
+            callee: self.callee,
+            fork: self.fork,
+            event,
+        }
+    }
 }
 
 /// The calls a core carries.
 #[derive(Debug, Default)]
 pub(super) struct CallTable {
+    /// By leg key ([`CallSignal::leg_key`]).
     legs: std::collections::BTreeMap<String, CallLeg>,
+    /// Forked calls offered from this relay, by call id.
+    groups: std::collections::BTreeMap<String, ForkGroup>,
     /// Answered calls by room: the rooms bridged for calls.
     by_room: std::collections::HashMap<RoomId, String>,
     counters: CallCounters,
@@ -242,9 +299,15 @@ impl FederationCore {
         &self.calls.counters
     }
 
-    /// The call `call_id` as this relay carries it.
-    pub fn call_leg(&self, call_id: &str) -> Option<&CallLeg> {
-        self.calls.legs.get(call_id)
+    /// The leg `key` ([`CallSignal::leg_key`]: a call id, or for a fork
+    /// `<id>@<relay>`) as this relay carries it.
+    pub fn call_leg(&self, key: &str) -> Option<&CallLeg> {
+        self.calls.legs.get(key)
+    }
+
+    /// The forks of call `call_id`, offered from this relay.
+    pub fn fork_group(&self, call_id: &str) -> Option<&ForkGroup> {
+        self.calls.groups.get(call_id)
     }
 
     /// Calls carried across federation.
@@ -262,7 +325,8 @@ impl FederationCore {
         self.calls
             .by_room
             .get(&room)
-            .map(|id| format!("{}{id}", wzp_proto::sni::CALL_PREFIX))
+            .and_then(|key| self.calls.legs.get(key))
+            .map(|l| format!("{}{}", wzp_proto::sni::CALL_PREFIX, l.call_id))
     }
 
     /// The rooms of answered calls.
@@ -295,9 +359,9 @@ impl FederationCore {
     pub(super) fn call_bridged_rooms(&self) -> Vec<(RelayId, RoomId)> {
         self.calls
             .legs
-            .values()
-            .filter(|l| l.answered)
-            .flat_map(|l| l.neighbours().map(|n| (n, l.room)))
+            .iter()
+            .filter(|(key, l)| self.holds_room(key, l))
+            .flat_map(|(_, l)| l.neighbours().map(|n| (n, l.room)))
             .collect()
     }
 
@@ -358,6 +422,11 @@ impl FederationCore {
             .is_some_and(|v| v >= REROUTE_VERSION)
     }
 
+    /// Whether `peer`'s link is up at a version that carries forks.
+    fn speaks_forks(&self, peer: RelayId) -> bool {
+        self.link_version(peer).is_some_and(|v| v >= FORK_VERSION)
+    }
+
     /// This end relay's call lost its path (or, at the caller's
     /// relay, a `reroute` came back refused): wait for (the callee's relay)
     /// or look for (the caller's relay) a new one. The wait runs from the
@@ -415,12 +484,13 @@ impl FederationCore {
         if !leg.caller_here || leg.lost.is_none() || leg.toward_callee.is_some() {
             return;
         }
-        let next = match self.route(&leg.callee) {
+        let next = match self.fork_route(&leg.callee, leg.fork) {
             Route::DirectPeer(n) => Some(n),
             Route::Via(v) => v.first().copied(),
             _ => None,
         }
-        .filter(|&n| self.speaks_reroute(n));
+        .filter(|&n| self.speaks_reroute(n))
+        .filter(|&n| leg.fork.is_none() || self.speaks_forks(n));
         let leg = self.calls.legs.get_mut(call_id).expect("leg checked above");
         let Some(p) = leg.lost.as_mut() else {
             return;
@@ -432,14 +502,9 @@ impl FederationCore {
         p.retry_at = None;
         p.carried_at = Some(now + REROUTE_CONFIRM);
         leg.toward_callee = Some(next);
-        let signal = CallSignal {
-            call_id: call_id.to_string(),
-            caller: leg.caller,
-            callee: leg.callee,
-            event: CallEvent::Reroute {
-                answered: leg.answered,
-            },
-        };
+        let signal = leg.signal(CallEvent::Reroute {
+            answered: leg.answered,
+        });
         let room = leg.room;
         self.calls.counters.reroutes_sent += 1;
         // Before the room's announcements: the next relay bridges the room
@@ -471,35 +536,29 @@ impl FederationCore {
         if let Some(next) = leg.toward_callee {
             // A `reroute` went out but the callee's relay was never heard on
             // the new path: whatever of it stands is ended.
-            let hangup = CallSignal {
-                call_id: call_id.to_string(),
-                caller: leg.caller,
-                callee: leg.callee,
-                event: CallEvent::Hangup {
-                    reason: HangupReason::Error,
-                    message: Some("the call's new path did not come up".into()),
-                },
-            };
+            let hangup = leg.signal(CallEvent::Hangup {
+                reason: HangupReason::Error,
+                message: Some("the call's new path did not come up".into()),
+            });
             self.send(next, hangup.message(vec![self.me]));
         }
-        let message = leg.lost.map(|p| p.message).unwrap_or_default();
+        let message = leg
+            .lost
+            .as_ref()
+            .map(|p| p.message.clone())
+            .unwrap_or_default();
         let far = if leg.caller_here { "callee" } else { "caller" };
         let wait = if leg.caller_here {
             REROUTE_WAIT
         } else {
             REROUTE_ARRIVAL_WAIT
         };
-        self.actions.push(Action::Call(CallSignal {
-            call_id: call_id.to_string(),
-            caller: leg.caller,
-            callee: leg.callee,
-            event: CallEvent::Hangup {
-                reason: HangupReason::Error,
-                message: Some(format!(
-                    "{message}, and no other path to the {far} came within {} s",
-                    wait.as_secs()
-                )),
-            },
+        self.deliver(leg.signal(CallEvent::Hangup {
+            reason: HangupReason::Error,
+            message: Some(format!(
+                "{message}, and no other path to the {far} came within {} s",
+                wait.as_secs()
+            )),
         }));
     }
 
@@ -588,14 +647,9 @@ impl FederationCore {
         let Some(other) = leg.neighbours().find(|&n| n != from) else {
             return;
         };
-        let signal = CallSignal {
-            call_id: call_id.to_string(),
-            caller: leg.caller,
-            callee: leg.callee,
-            event: CallEvent::PathLost {
-                message: Some(message),
-            },
-        };
+        let signal = leg.signal(CallEvent::PathLost {
+            message: Some(message),
+        });
         if self.speaks_reroute(other) {
             self.send_after_flush(other, signal.message(vec![self.me]));
         }
@@ -606,14 +660,11 @@ impl FederationCore {
         let Some(leg) = self.end_leg(call_id) else {
             return;
         };
-        let signal = |leg: &CallLeg| CallSignal {
-            call_id: call_id.to_string(),
-            caller: leg.caller,
-            callee: leg.callee,
-            event: CallEvent::Hangup {
+        let signal = |leg: &CallLeg| {
+            leg.signal(CallEvent::Hangup {
                 reason,
                 message: Some(message.clone()),
-            },
+            })
         };
         for (side, here) in [
             (leg.toward_caller, leg.caller_here),
@@ -621,7 +672,7 @@ impl FederationCore {
         ] {
             match side {
                 Some(peer) => self.send(peer, signal(&leg).message(vec![self.me])),
-                None if here => self.actions.push(Action::Call(signal(&leg))),
+                None if here => self.deliver(signal(&leg)),
                 None => {}
             }
         }
@@ -630,9 +681,35 @@ impl FederationCore {
     /// A call signal from this relay's signal service (a local party).
     pub(super) fn local_call(&mut self, s: CallSignal, now: Instant) {
         if let CallEvent::Offer { .. } = s.event {
-            return self.local_offer(s, now);
+            return self.local_offer(s, now, false);
         }
-        let Some(leg) = self.calls.legs.get(&s.call_id) else {
+        let mut s = s;
+        if let Some(g) = self.calls.groups.get(&s.call_id) {
+            // The caller's step of a forked call: to the fork that
+            // answered; before an answer only a hangup, to every fork.
+            match g.answered {
+                Some(f) => s.fork = Some(f),
+                None => {
+                    if let CallEvent::Hangup { reason, message } = &s.event {
+                        let g = self.calls.groups.remove(&s.call_id).expect("group");
+                        let message = message.clone().unwrap_or_default();
+                        for f in g.forks {
+                            self.hang_up_fork(&s.call_id, f, *reason, message.clone());
+                        }
+                    } else {
+                        self.calls.counters.unknown_call += 1;
+                    }
+                    return;
+                }
+            }
+        } else if !self.calls.legs.contains_key(&s.call_id) {
+            // The callee's step of a fork that rang here.
+            s.fork = Some(self.me);
+        }
+        if matches!(s.event, CallEvent::Hangup { .. }) {
+            self.calls.groups.remove(&s.call_id);
+        }
+        let Some(leg) = self.calls.legs.get(&s.leg_key()) else {
             self.calls.counters.unknown_call += 1;
             return;
         };
@@ -672,13 +749,13 @@ impl FederationCore {
             } else if matches!(s.event, CallEvent::Hangup { .. }) {
                 // The party hung up while the path was lost: the call ends
                 // here; the far end's wait ends it there.
-                self.end_leg(&s.call_id);
+                self.end_leg(&s.leg_key());
             } else if leg.pending.len() < MAX_PENDING {
                 // Ringing or the answer while the path is lost: sent on the
                 // new path when it comes (the answer bridges the room here
                 // now, as it would on its way out).
                 self.advance(&s);
-                if let Some(leg) = self.calls.legs.get_mut(&s.call_id) {
+                if let Some(leg) = self.calls.legs.get_mut(&s.leg_key()) {
                     leg.pending.push(s);
                 }
             } else {
@@ -687,18 +764,192 @@ impl FederationCore {
             return;
         };
         if matches!(s.event, CallEvent::Path { .. })
-            && !self.path_may_pass(&s.call_id, Some(target))
+            && !self.path_may_pass(&s.leg_key(), Some(target))
         {
             return;
         }
-        if matches!(s.event, CallEvent::Hold { .. }) && !self.hold_may_pass(&s.call_id, target) {
+        if matches!(s.event, CallEvent::Hold { .. }) && !self.hold_may_pass(&s.leg_key(), target) {
             return;
         }
         self.advance(&s);
         self.send(target, s.message(vec![self.me]));
     }
 
-    fn local_offer(&mut self, s: CallSignal, now: Instant) {
+    /// An offer from a caller on this relay. The callee on one relay: a
+    /// leg to it, as ever. On several (or on this one too, `also_here`: the
+    /// signal service rings the devices here): a fork to each relay that
+    /// the link towards it can carry one to ([`FORK_VERSION`]).
+    pub(super) fn local_offer(&mut self, s: CallSignal, now: Instant, also_here: bool) {
+        let origins: Vec<RelayId> = self
+            .origins_of(&s.callee)
+            .into_iter()
+            .filter(|o| *o != self.me)
+            .collect();
+        if !also_here && origins.len() <= 1 {
+            return self.local_offer_one(s, now);
+        }
+        let refuse = |core: &mut FederationCore, reason, message: String| {
+            core.actions.push(Action::Call(CallSignal {
+                event: CallEvent::Hangup {
+                    reason,
+                    message: Some(message),
+                },
+                ..s.clone()
+            }));
+        };
+        if let Some(why) = self.offer_refusal(&s) {
+            self.calls.counters.refused += 1;
+            return refuse(self, HangupReason::Error, why);
+        }
+        let mut forks = Vec::new();
+        for origin in origins {
+            let next = match self.fork_route(&s.callee, Some(origin)) {
+                Route::DirectPeer(n) => n,
+                Route::Via(v) if !v.is_empty() => v[0],
+                _ => continue,
+            };
+            let fork = CallSignal {
+                fork: Some(origin),
+                ..s.clone()
+            };
+            if !self.is_up(next)
+                || self.link_version(next).is_none_or(|v| v < FORK_VERSION)
+                || self.offer_refusal(&fork).is_some()
+            {
+                self.calls.counters.forks_unsent += 1;
+                continue;
+            }
+            self.insert_leg(&fork, self.me, None, Some(next), now);
+            self.calls.counters.offers_forwarded += 1;
+            self.calls.counters.forks_sent += 1;
+            self.send(next, fork.message(vec![self.me]));
+            forks.push(origin);
+        }
+        if forks.is_empty() {
+            if also_here {
+                // The devices here ring; no other relay will.
+                let msg = format!("{} is on no other relay a fork reaches", s.callee);
+                return refuse(self, HangupReason::NotOnline, msg);
+            }
+            // No link towards them carries forks: the nearest relay alone.
+            return self.local_offer_one(s, now);
+        }
+        self.calls.groups.insert(
+            s.call_id.clone(),
+            ForkGroup {
+                forks,
+                answered: None,
+                rung: false,
+                also_here,
+                refusal: None,
+            },
+        );
+    }
+
+    /// A step for the local party. At the caller's relay of a forked call
+    /// the forks' steps are merged first ([`ForkGroup`]).
+    fn deliver(&mut self, s: CallSignal) {
+        match s.fork {
+            Some(fork) if self.calls.groups.contains_key(&s.call_id) => self.fork_step(s, fork),
+            _ => self.actions.push(Action::Call(s)),
+        }
+    }
+
+    fn fork_step(&mut self, s: CallSignal, fork: RelayId) {
+        let call_id = s.call_id.clone();
+        let Some(g) = self.calls.groups.get_mut(&call_id) else {
+            return;
+        };
+        if !g.forks.contains(&fork) {
+            self.calls.counters.unknown_call += 1;
+            return;
+        }
+        match &s.event {
+            CallEvent::Ringing { .. } => {
+                if g.answered.is_none() && !g.rung {
+                    g.rung = true;
+                    self.actions.push(Action::Call(s));
+                }
+            }
+            CallEvent::Answer { .. } => {
+                if g.answered.is_none() {
+                    g.answered = Some(fork);
+                    let others: Vec<RelayId> =
+                        g.forks.iter().copied().filter(|f| *f != fork).collect();
+                    g.forks = vec![fork];
+                    self.actions.push(Action::Call(s));
+                    for f in others {
+                        let why = "answered on another device".to_string();
+                        self.hang_up_fork(&call_id, f, HangupReason::AnsweredElsewhere, why);
+                    }
+                } else if g.answered != Some(fork) {
+                    // Crossed the answer that took the call.
+                    g.forks.retain(|f| *f != fork);
+                    let why = "answered on another device".to_string();
+                    self.hang_up_fork(&call_id, fork, HangupReason::AnsweredElsewhere, why);
+                }
+            }
+            CallEvent::Hangup { reason, message } => {
+                // The fork's leg ended as the hangup passed.
+                if g.answered == Some(fork) {
+                    self.calls.groups.remove(&call_id);
+                    self.actions.push(Action::Call(s));
+                    return;
+                }
+                g.forks.retain(|f| *f != fork);
+                if g.answered.is_some() {
+                    return;
+                }
+                if *reason == HangupReason::Declined {
+                    // Declined on one device: declined for the person.
+                    let g = self.calls.groups.remove(&call_id).expect("group");
+                    self.actions.push(Action::Call(s));
+                    for f in g.forks {
+                        let why = "declined on another device".to_string();
+                        self.hang_up_fork(&call_id, f, HangupReason::DeclinedElsewhere, why);
+                    }
+                    return;
+                }
+                if g.refusal
+                    .as_ref()
+                    .is_none_or(|(r, _)| refusal_rank(*reason) > refusal_rank(*r))
+                {
+                    g.refusal = Some((*reason, message.clone()));
+                }
+                if g.forks.is_empty() {
+                    let g = self.calls.groups.remove(&call_id).expect("group");
+                    let (reason, message) = g.refusal.unwrap_or((*reason, message.clone()));
+                    self.actions.push(Action::Call(CallSignal {
+                        event: CallEvent::Hangup { reason, message },
+                        ..s
+                    }));
+                }
+            }
+            CallEvent::Path { .. } | CallEvent::Hold { .. } if g.answered == Some(fork) => {
+                self.actions.push(Action::Call(s));
+            }
+            _ => self.calls.counters.unknown_call += 1,
+        }
+    }
+
+    /// The caller's relay ends fork `fork` of `call_id` (another device
+    /// answered or declined, or the caller hung up).
+    fn hang_up_fork(&mut self, call_id: &str, fork: RelayId, reason: HangupReason, why: String) {
+        let key = wzp_proto::federation::leg_key(call_id, Some(fork));
+        let Some(leg) = self.end_leg(&key) else {
+            return;
+        };
+        self.calls.counters.forks_cancelled += 1;
+        if let Some(next) = leg.toward_callee {
+            let hangup = leg.signal(CallEvent::Hangup {
+                reason,
+                message: Some(why),
+            });
+            self.send(next, hangup.message(vec![self.me]));
+        }
+    }
+
+    fn local_offer_one(&mut self, s: CallSignal, now: Instant) {
         let refuse = |core: &mut FederationCore, reason, message: String| {
             core.actions.push(Action::Call(CallSignal {
                 event: CallEvent::Hangup {
@@ -736,7 +987,9 @@ impl FederationCore {
 
     /// Why an offer cannot be carried here, if it cannot.
     fn offer_refusal(&self, s: &CallSignal) -> Option<String> {
-        if self.calls.legs.contains_key(&s.call_id) {
+        if self.calls.legs.contains_key(&s.leg_key())
+            || self.calls.groups.contains_key(&s.leg_key())
+        {
             return Some(format!(
                 "call id {} is already in use on relay {}; pick a fresh random id",
                 s.call_id, self.label
@@ -766,8 +1019,10 @@ impl FederationCore {
         now: Instant,
     ) {
         self.calls.legs.insert(
-            s.call_id.clone(),
+            s.leg_key(),
             CallLeg {
+                call_id: s.call_id.clone(),
+                fork: s.fork,
                 caller: s.caller,
                 callee: s.callee,
                 room: s.room(),
@@ -852,7 +1107,7 @@ impl FederationCore {
         if matches!(s.event, CallEvent::Reroute { .. }) {
             return self.reroute_message(peer, s, path, now);
         }
-        let Some(leg) = self.calls.legs.get(&s.call_id) else {
+        let Some(leg) = self.calls.legs.get(&s.leg_key()) else {
             self.calls.counters.unknown_call += 1;
             return;
         };
@@ -871,10 +1126,10 @@ impl FederationCore {
                 .clone()
                 .unwrap_or_else(|| format!("the call's path through relay {peer} was lost"));
             if leg.is_end() {
-                self.path_lost_at_end(&s.call_id, message, now);
+                self.path_lost_at_end(&s.leg_key(), message, now);
             } else {
                 self.calls.counters.paths_lost += 1;
-                self.pass_path_lost(&s.call_id, peer, message);
+                self.pass_path_lost(&s.leg_key(), peer, message);
             }
             return;
         }
@@ -894,12 +1149,12 @@ impl FederationCore {
         }
         if matches!(s.event, CallEvent::Path { .. })
             && target.is_some()
-            && !self.path_may_pass(&s.call_id, target)
+            && !self.path_may_pass(&s.leg_key(), target)
         {
             return;
         }
         if let (CallEvent::Hold { .. }, Some(next)) = (&s.event, target) {
-            if !self.hold_may_pass(&s.call_id, next) {
+            if !self.hold_may_pass(&s.leg_key(), next) {
                 return;
             }
         }
@@ -910,7 +1165,7 @@ impl FederationCore {
                 path.push(self.me);
                 self.send(next, s.message(path));
             }
-            None => self.actions.push(Action::Call(s)),
+            None => self.deliver(s),
         }
     }
 
@@ -919,7 +1174,7 @@ impl FederationCore {
             self.calls.counters.refused += 1;
             return self.refuse_remote_offer(peer, &s, HangupReason::Error, why);
         }
-        let next = match self.route(&s.callee) {
+        let next = match self.fork_route(&s.callee, s.fork) {
             Route::Local => {
                 self.insert_leg(&s, path[0], Some(peer), None, now);
                 self.calls.counters.offers_delivered += 1;
@@ -952,6 +1207,14 @@ impl FederationCore {
             let msg = format!("the federation link towards {} is down", s.callee);
             return self.refuse_remote_offer(peer, &s, HangupReason::NotOnline, msg);
         }
+        if s.fork.is_some() && !self.speaks_forks(next) {
+            self.calls.counters.forks_unsent += 1;
+            let msg = format!(
+                "relay {}'s link towards {} predates forked calls",
+                self.label, s.callee
+            );
+            return self.refuse_remote_offer(peer, &s, HangupReason::NotOnline, msg);
+        }
         self.insert_leg(&s, path[0], Some(peer), Some(next), now);
         self.calls.counters.offers_forwarded += 1;
         let mut path = path;
@@ -976,7 +1239,7 @@ impl FederationCore {
             core.send(peer, lost.message(vec![core.me]));
         };
         let mut path = path;
-        if let Some(leg) = self.calls.legs.get(&s.call_id) {
+        if let Some(leg) = self.calls.legs.get(&s.leg_key()) {
             if (leg.caller, leg.callee) != (s.caller, s.callee)
                 || leg.caller_here
                 || path.first() != Some(&leg.caller_relay)
@@ -1000,7 +1263,7 @@ impl FederationCore {
             let leg = self
                 .calls
                 .legs
-                .get_mut(&s.call_id)
+                .get_mut(&s.leg_key())
                 .expect("leg checked above");
             leg.toward_caller = Some(peer);
             leg.lost = None;
@@ -1011,7 +1274,7 @@ impl FederationCore {
                 self.calls.counters.rerouted += 1;
             }
             if bridge {
-                self.bridge_leg(&s.call_id);
+                self.bridge_leg(&s.leg_key());
             }
             if let Some(old) = old {
                 self.forget_call_room_from(room, old);
@@ -1045,7 +1308,7 @@ impl FederationCore {
             self.calls.counters.loops += 1;
             return;
         }
-        let next = match self.route(&s.callee) {
+        let next = match self.fork_route(&s.callee, s.fork) {
             Route::Local => {
                 self.calls.counters.reroutes_refused += 1;
                 let hangup = CallSignal {
@@ -1081,7 +1344,7 @@ impl FederationCore {
             let msg = format!("{} is more than {MAX_CALL_PATH} relays away", s.callee);
             return refuse(self, msg);
         }
-        if !self.speaks_reroute(next) {
+        if !self.speaks_reroute(next) || (s.fork.is_some() && !self.speaks_forks(next)) {
             let msg = format!(
                 "relay {}'s link towards {} is down or predates rerouting",
                 self.label, s.callee
@@ -1093,7 +1356,7 @@ impl FederationCore {
         }
         self.insert_leg(&s, path[0], Some(peer), Some(next), now);
         if answered {
-            self.bridge_leg(&s.call_id);
+            self.bridge_leg(&s.leg_key());
         }
         path.push(self.me);
         self.send(next, s.message(path));
@@ -1123,38 +1386,55 @@ impl FederationCore {
     fn advance(&mut self, s: &CallSignal) {
         match &s.event {
             CallEvent::Answer { .. }
-                if self.calls.legs.get(&s.call_id).is_some_and(|l| !l.answered) =>
+                if self
+                    .calls
+                    .legs
+                    .get(&s.leg_key())
+                    .is_some_and(|l| !l.answered) =>
             {
-                self.bridge_leg(&s.call_id);
+                self.bridge_leg(&s.leg_key());
             }
             CallEvent::Hangup { .. } => {
-                self.end_leg(&s.call_id);
+                self.end_leg(&s.leg_key());
             }
             _ => {}
         }
     }
 
     /// The call is answered: its room is bridged with its neighbours here.
-    fn bridge_leg(&mut self, call_id: &str) {
-        let Some(leg) = self.calls.legs.get_mut(call_id) else {
+    fn bridge_leg(&mut self, key: &str) {
+        let Some(leg) = self.calls.legs.get_mut(key) else {
             return;
         };
         leg.answered = true;
         let room = leg.room;
-        self.calls.by_room.insert(room, call_id.to_string());
+        let name = format!("{}{}", wzp_proto::sni::CALL_PREFIX, leg.call_id);
+        if self.calls.by_room.get(&room).is_some_and(|k| k != key) {
+            // Another fork of the call was answered first and holds the
+            // room; this one is being hung up by the caller's relay.
+            return;
+        }
+        self.calls.by_room.insert(room, key.to_string());
         self.actions.push(Action::CallBridge {
             room,
-            name: format!("{}{call_id}", wzp_proto::sni::CALL_PREFIX),
+            name,
             up: true,
         });
+    }
+
+    /// Whether leg `key` is the one its call room is bridged for.
+    fn holds_room(&self, key: &str, leg: &CallLeg) -> bool {
+        leg.answered && self.calls.by_room.get(&leg.room).is_some_and(|k| k == key)
     }
 
     /// Forgets a call here. An answered call's room stops being bridged and
     /// what was learned about it is dropped; the neighbours do the same when
     /// the hangup reaches them, so nothing about the room is sent to them.
-    fn end_leg(&mut self, call_id: &str) -> Option<CallLeg> {
-        let leg = self.calls.legs.remove(call_id)?;
-        if !leg.answered {
+    fn end_leg(&mut self, key: &str) -> Option<CallLeg> {
+        let leg = self.calls.legs.get(key)?;
+        let holds = self.holds_room(key, leg);
+        let leg = self.calls.legs.remove(key)?;
+        if !holds {
             return Some(leg);
         }
         self.calls.by_room.remove(&leg.room);
@@ -1176,7 +1456,7 @@ impl FederationCore {
         self.pending_rooms.retain(|_, d| match d {
             Delta::Announce((r, _), _) | Delta::Withdraw((r, _)) => *r != room,
         });
-        let name = format!("{}{call_id}", wzp_proto::sni::CALL_PREFIX);
+        let name = format!("{}{}", wzp_proto::sni::CALL_PREFIX, leg.call_id);
         self.actions.push(Action::CallRoomChanged {
             room,
             name: name.clone(),
@@ -1192,3 +1472,6 @@ impl FederationCore {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod fork_tests;

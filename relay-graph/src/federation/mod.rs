@@ -53,8 +53,9 @@ use std::time::{Duration, Instant};
 
 use wzp_proto::close::CloseCode;
 use wzp_proto::federation::{
-    CallSignal, FederatedParticipant, FederationMessage, PresenceRoute, RelayId, RoomId,
-    FEDERATION_VERSION, MAX_PRESENCE_ENTRIES, MIN_FEDERATION_VERSION, ROOMS_VERSION,
+    CallEvent, CallSignal, FederatedParticipant, FederationMessage, PresenceOrigin, PresenceRoute,
+    RelayId, RoomId, FEDERATION_VERSION, FORK_VERSION, MAX_PRESENCE_ENTRIES,
+    MIN_FEDERATION_VERSION, ROOMS_VERSION,
 };
 use wzp_proto::{Fingerprint, TlsFingerprint};
 
@@ -187,6 +188,11 @@ pub enum Input {
     /// a user registered elsewhere, or the local party's ringing, answer,
     /// confirm, hangup): it goes along the call's path ([`calls`]).
     LocalCall(CallSignal),
+    /// An offer from a party on this relay to a user whose devices ring
+    /// here too: it rings the user's other relays only (a fork each), and
+    /// when it reaches none, or every fork ends, the hangup says so
+    /// ([`calls::ForkGroup::also_here`]).
+    LocalFork(CallSignal),
     /// A voice message's step from this relay's signal service: a key
     /// query to flood, an answer to one, a part, its outcome ([`mail`]).
     LocalMail(wzp_proto::federation::MailSignal),
@@ -514,6 +520,8 @@ pub struct PeerChanges {
 
 /// The room table's key: a room and the relay whose participants they are.
 type RoomKey = (RoomId, RelayId);
+/// The per-relay presence table's key: a user and a relay it is on.
+type OriginKey = (Fingerprint, RelayId);
 
 /// The federation core.
 #[derive(Debug)]
@@ -525,11 +533,15 @@ pub struct FederationCore {
     global_rooms: BTreeSet<RoomId>,
     rooms: PathVector<RoomKey, RoomState>,
     presence: PathVector<Fingerprint, ()>,
+    /// Every relay each user is on (`presence_origins`, on links agreed at
+    /// [`FORK_VERSION`]), where `presence` keeps the nearest only.
+    presence_all: PathVector<OriginKey, ()>,
     actions: Vec<Action>,
     counters: Counters,
     rng: u64,
     pending_rooms: BTreeMap<(RelayId, RoomKey), Delta<RoomKey, RoomState>>,
     pending_presence: BTreeMap<(RelayId, Fingerprint), Delta<Fingerprint, ()>>,
+    pending_origins: BTreeMap<(RelayId, OriginKey), Delta<OriginKey, ()>>,
     flush_at: Option<Instant>,
     last_now: Instant,
     /// Zero of the `sent_ms` clock in pings.
@@ -563,11 +575,13 @@ impl FederationCore {
             global_rooms: cfg.global_rooms.into_iter().collect(),
             rooms: PathVector::new(me),
             presence: PathVector::new(me),
+            presence_all: PathVector::new(me),
             actions: Vec::new(),
             counters: Counters::default(),
             rng: cfg.seed ^ 0x9e37_79b9_7f4a_7c15,
             pending_rooms: BTreeMap::new(),
             pending_presence: BTreeMap::new(),
+            pending_origins: BTreeMap::new(),
             flush_at: None,
             last_now: now,
             started: now,
@@ -829,9 +843,22 @@ impl FederationCore {
                     .presence
                     .set_local(fingerprint, online.then_some(()), |_, _| true);
                 self.send_presence_deltas(deltas);
+                let deltas = self.presence_all.set_local(
+                    (fingerprint, self.me),
+                    online.then_some(()),
+                    |_, _| true,
+                );
+                self.send_origin_deltas(deltas);
                 self.note_reach(fingerprint, was.is_some());
             }
             Input::LocalCall(s) => self.local_call(s, now),
+            Input::LocalFork(s) => {
+                if let CallEvent::Offer { .. } = s.event {
+                    self.local_offer(s, now, true);
+                } else {
+                    self.local_call(s, now);
+                }
+            }
             Input::LocalMail(s) => self.local_mail(s, now),
         }
     }
@@ -940,6 +967,54 @@ impl FederationCore {
             Some(e) if e.path.len() == 1 => Route::Local,
             Some(e) if e.path.len() == 2 => Route::DirectPeer(e.path[1]),
             Some(e) => Route::Via(e.path[1..].to_vec()),
+        }
+    }
+
+    /// Every relay `fingerprint` is registered on, as far as this relay
+    /// knows: this one, each origin `presence_origins` announced, and the
+    /// nearest one `presence_update` gave (a relay behind links older than
+    /// [`FORK_VERSION`] is known by that alone). Sorted, no repeats.
+    pub fn origins_of(&self, fingerprint: &Fingerprint) -> Vec<RelayId> {
+        let mut v: Vec<RelayId> = self
+            .presence_all
+            .keys()
+            .filter(|(f, _)| f == fingerprint)
+            .map(|(_, o)| *o)
+            .collect();
+        if let Some(e) = self.presence.best(fingerprint) {
+            v.push(e.origin());
+        }
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// The route of leg `fork` of a call to `fingerprint`: to the relay the
+    /// fork names (this one: the user must be registered here), or for a
+    /// call's only leg the nearest relay the user is on.
+    pub fn fork_route(&self, fingerprint: &Fingerprint, fork: Option<RelayId>) -> Route {
+        let Some(origin) = fork else {
+            return self.route(fingerprint);
+        };
+        if origin == self.me {
+            return match self.route(fingerprint) {
+                Route::Local => Route::Local,
+                _ => Route::NotFound,
+            };
+        }
+        let path = self
+            .presence_all
+            .best(&(*fingerprint, origin))
+            .or_else(|| {
+                self.presence
+                    .best(fingerprint)
+                    .filter(|e| e.origin() == origin)
+            })
+            .map(|e| e.path);
+        match path {
+            Some(p) if p.len() == 2 => Route::DirectPeer(p[1]),
+            Some(p) if p.len() > 2 => Route::Via(p[1..].to_vec()),
+            _ => Route::NotFound,
         }
     }
 
@@ -1198,6 +1273,10 @@ impl FederationCore {
                 self.send_room_deltas(d);
                 let d = self.presence.peer_up(peer, |_, _| true);
                 self.send_presence_deltas(d);
+                if agreed >= FORK_VERSION {
+                    let d = self.presence_all.peer_up(peer, |_, _| true);
+                    self.send_origin_deltas(d);
+                }
             }
             _ if !up => {
                 self.counters.unexpected += 1;
@@ -1263,12 +1342,14 @@ impl FederationCore {
                 caller,
                 callee,
                 path,
+                fork,
                 event,
             } => {
                 let s = CallSignal {
                     call_id,
                     caller,
                     callee,
+                    fork,
                     event,
                 };
                 self.call_message(peer, s, path, now);
@@ -1288,6 +1369,40 @@ impl FederationCore {
                     deltas.extend(self.presence.learn(peer, fingerprint, None, |_, _| true));
                 }
                 self.send_presence_deltas(deltas);
+            }
+            FederationMessage::PresenceOrigins { announce, withdraw } => {
+                if !self.presence_all.is_up(peer) {
+                    // Sent only on links agreed at FORK_VERSION.
+                    self.counters.unexpected += 1;
+                    return;
+                }
+                let mut deltas = Vec::new();
+                for PresenceRoute { fingerprint, path } in announce {
+                    let Some(path) = self.checked_path(peer, path) else {
+                        continue;
+                    };
+                    let origin = *path.last().expect("checked path");
+                    let entry = Entry { path, value: () };
+                    deltas.extend(self.presence_all.learn(
+                        peer,
+                        (fingerprint, origin),
+                        Some(entry),
+                        |_, _| true,
+                    ));
+                }
+                for PresenceOrigin {
+                    fingerprint,
+                    origin,
+                } in withdraw
+                {
+                    deltas.extend(self.presence_all.learn(
+                        peer,
+                        (fingerprint, origin),
+                        None,
+                        |_, _| true,
+                    ));
+                }
+                self.send_origin_deltas(deltas);
             }
         }
     }
@@ -1507,6 +1622,7 @@ impl FederationCore {
         self.pending_rooms.retain(|(p, _), _| *p != peer);
         self.pending_signals.retain(|(p, _)| *p != peer);
         self.pending_presence.retain(|(p, _), _| *p != peer);
+        self.pending_origins.retain(|(p, _), _| *p != peer);
         let rooms: BTreeSet<RoomId> = self
             .rooms
             .learned_from(peer)
@@ -1526,6 +1642,10 @@ impl FederationCore {
             self.send_room_deltas(d);
             let d = self.presence.peer_down(peer, |_, _| true);
             self.send_presence_deltas(d);
+        }
+        if self.presence_all.is_up(peer) {
+            let d = self.presence_all.peer_down(peer, |_, _| true);
+            self.send_origin_deltas(d);
         }
         for r in rooms {
             self.room_changed(r);
@@ -1606,6 +1726,16 @@ impl FederationCore {
         self.mark_dirty();
     }
 
+    fn send_origin_deltas(&mut self, deltas: Vec<(RelayId, Delta<OriginKey, ()>)>) {
+        for (peer, d) in deltas {
+            let key = match &d {
+                Delta::Announce(k, _) | Delta::Withdraw(k) => *k,
+            };
+            self.pending_origins.insert((peer, key), d);
+        }
+        self.mark_dirty();
+    }
+
     /// Sends `msg` to `peer` after the table changes queued so far.
     fn send_after_flush(&mut self, peer: RelayId, msg: FederationMessage) {
         self.pending_signals.push((peer, msg));
@@ -1615,6 +1745,7 @@ impl FederationCore {
     fn mark_dirty(&mut self) {
         if (!self.pending_rooms.is_empty()
             || !self.pending_presence.is_empty()
+            || !self.pending_origins.is_empty()
             || !self.pending_signals.is_empty())
             && self.flush_at.is_none()
         {
@@ -1629,6 +1760,8 @@ impl FederationCore {
         self.flush_rooms(rooms.into_iter().map(|((p, _), d)| (p, d)).collect());
         let presence = std::mem::take(&mut self.pending_presence);
         self.flush_presence(presence.into_iter().map(|((p, _), d)| (p, d)).collect());
+        let origins = std::mem::take(&mut self.pending_origins);
+        self.flush_origins(origins.into_iter().map(|((p, _), d)| (p, d)).collect());
         for (peer, msg) in std::mem::take(&mut self.pending_signals) {
             self.send(peer, msg);
         }
@@ -1673,6 +1806,36 @@ impl FederationCore {
                 self.send(
                     peer,
                     FederationMessage::PresenceUpdate { announce, withdraw },
+                );
+            }
+        }
+    }
+
+    fn flush_origins(&mut self, deltas: Vec<(RelayId, Delta<OriginKey, ()>)>) {
+        let mut per_peer: BTreeMap<RelayId, (Vec<PresenceRoute>, Vec<PresenceOrigin>)> =
+            BTreeMap::new();
+        for (peer, d) in deltas {
+            let (a, w) = per_peer.entry(peer).or_default();
+            match d {
+                Delta::Announce((fingerprint, _), e) => a.push(PresenceRoute {
+                    fingerprint,
+                    path: e.path,
+                }),
+                Delta::Withdraw((fingerprint, origin)) => w.push(PresenceOrigin {
+                    fingerprint,
+                    origin,
+                }),
+            }
+        }
+        for (peer, (mut a, mut w)) in per_peer {
+            while !a.is_empty() || !w.is_empty() {
+                let na = a.len().min(MAX_PRESENCE_ENTRIES);
+                let announce: Vec<_> = a.drain(..na).collect();
+                let nw = w.len().min(MAX_PRESENCE_ENTRIES - na);
+                let withdraw: Vec<_> = w.drain(..nw).collect();
+                self.send(
+                    peer,
+                    FederationMessage::PresenceOrigins { announce, withdraw },
                 );
             }
         }

@@ -253,6 +253,20 @@ impl FederationService {
         }
     }
 
+    /// An offer whose callee's devices ring on this relay too: the
+    /// callee's other relays ring as well ([`Input::LocalFork`]). Never
+    /// blocks; a full queue drops it (the devices here still ring).
+    pub fn call_fork(&self, signal: wzp_proto::federation::CallSignal) {
+        let call_id = signal.call_id.clone();
+        if self
+            .events
+            .try_send(HubEvent::Input(Input::LocalFork(signal)))
+            .is_err()
+        {
+            tracing::warn!(call_id, "federation queue full; a call's forks are dropped");
+        }
+    }
+
     /// A voice message's step from the signal service (a key query, an
     /// answer, a part, an outcome). Never blocks; a full queue drops it
     /// (the client's wait for the answer or `stored` ends it).

@@ -2059,6 +2059,7 @@ impl SignalHub {
             call_id: call.id.clone(),
             caller: call.caller,
             callee: call.callee,
+            fork: None,
             event,
         }));
     }

@@ -22,6 +22,7 @@ fn signal(call_id: &str, caller: Fingerprint, callee: Fingerprint, event: CallEv
         call_id: call_id.into(),
         caller,
         callee,
+        fork: None,
         event,
     }
 }

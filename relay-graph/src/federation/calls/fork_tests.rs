@@ -1,0 +1,356 @@
+//! A person on several relays: presence carries every relay they are on
+//! (`presence_origins`), and a call rings each of them (a fork per relay);
+//! the first answer takes it, a decline declines it for the person, and
+//! the caller hears the most telling refusal when every fork ends.
+
+use wzp_proto::federation::{call_room_id, leg_key, CallEvent, CallSignal, RelayId};
+use wzp_proto::signal::{AcceptMode, HangupReason};
+use wzp_proto::Fingerprint;
+
+use super::super::mesh::{id_of, Mesh};
+use super::super::Input;
+
+const A: Fingerprint = Fingerprint([0xa1; 16]);
+const B: Fingerprint = Fingerprint([0xb2; 16]);
+
+fn signal(call_id: &str, fork: Option<RelayId>, event: CallEvent) -> CallSignal {
+    CallSignal {
+        call_id: call_id.into(),
+        caller: A,
+        callee: B,
+        fork,
+        event,
+    }
+}
+
+fn offer(call_id: &str) -> CallSignal {
+    signal(
+        call_id,
+        None,
+        CallEvent::Offer {
+            caller_alias: None,
+            handshake: vec![1; 66],
+            supported_codecs: vec!["opus".into()],
+        },
+    )
+}
+
+fn answer() -> CallEvent {
+    CallEvent::Answer {
+        accept_mode: AcceptMode::AcceptGeneric,
+        handshake: vec![2; 130],
+        chosen_codec: None,
+    }
+}
+
+fn hangup(reason: HangupReason) -> CallEvent {
+    CallEvent::Hangup {
+        reason,
+        message: None,
+    }
+}
+
+fn online(m: &mut Mesh, i: usize, on: bool) {
+    m.input(
+        i,
+        Input::LocalPresence {
+            fingerprint: B,
+            online: on,
+        },
+    );
+}
+
+/// Relays joined by `edges` (those in `old` at federation version 5,
+/// before forks), settled, with `B` registered on each of `on`.
+fn mesh(n: usize, edges: &[(usize, usize)], on: &[usize], old: &[usize]) -> Mesh {
+    let mut m = Mesh::new(n, edges, &[], 7);
+    for &i in old {
+        m.cores[i].set_version(5);
+    }
+    m.settle(60).expect("links up");
+    for &i in on {
+        online(&mut m, i, true);
+    }
+    m.settle(60).expect("presence spreads");
+    m
+}
+
+fn ids(v: &[usize]) -> Vec<RelayId> {
+    let mut v: Vec<RelayId> = v.iter().map(|&i| id_of(i)).collect();
+    v.sort();
+    v
+}
+
+fn kinds(m: &Mesh, i: usize) -> Vec<&'static str> {
+    m.calls_delivered[i]
+        .iter()
+        .map(|s| s.event.kind())
+        .collect()
+}
+
+fn reasons(m: &Mesh, i: usize) -> Vec<HangupReason> {
+    m.calls_delivered[i]
+        .iter()
+        .filter_map(|s| match &s.event {
+            CallEvent::Hangup { reason, .. } => Some(*reason),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The callee's relay `i` takes a step of its fork, as its signal service
+/// does (by call id alone).
+fn from_callee(m: &mut Mesh, i: usize, event: CallEvent) {
+    m.input(i, Input::LocalCall(signal("c1", None, event)));
+}
+
+//   0 (caller) - 1 - 2 (callee's phone)
+//                 \- 3 (callee's laptop)
+const Y: &[(usize, usize)] = &[(0, 1), (1, 2), (1, 3)];
+
+#[test]
+fn presence_carries_every_relay_a_person_is_on() {
+    let mut m = mesh(4, Y, &[2, 3], &[]);
+    for i in 0..4 {
+        assert_eq!(m.cores[i].origins_of(&B), ids(&[2, 3]), "relay {i}");
+    }
+    online(&mut m, 3, false);
+    m.settle(60).unwrap();
+    assert_eq!(m.cores[0].origins_of(&B), ids(&[2]));
+    assert_eq!(m.cores[1].origins_of(&B), ids(&[2]));
+    online(&mut m, 2, false);
+    m.settle(60).unwrap();
+    assert!(m.cores[0].origins_of(&B).is_empty());
+    assert!(m.by_type.get("presence_origins").copied().unwrap_or(0) > 0);
+
+    // Behind a relay that predates forks only the nearest is known.
+    let mut m = mesh(4, Y, &[2, 3], &[1]);
+    assert_eq!(m.cores[0].origins_of(&B).len(), 1);
+    assert_eq!(m.cores[1].origins_of(&B).len(), 1, "its links are old too");
+    online(&mut m, 3, false);
+    m.settle(60).unwrap();
+    assert_eq!(m.cores[0].origins_of(&B), ids(&[2]));
+}
+
+#[test]
+fn a_call_rings_every_relay_the_callee_is_on_and_the_first_answer_takes_it() {
+    let mut m = mesh(4, Y, &[2, 3], &[]);
+    m.input(0, Input::LocalCall(offer("c1")));
+    m.settle(60).unwrap();
+    assert_eq!(kinds(&m, 2), ["offer"]);
+    assert_eq!(kinds(&m, 3), ["offer"]);
+    assert_eq!(m.calls_delivered[2][0].fork, Some(id_of(2)));
+    assert_eq!(m.calls_delivered[3][0].fork, Some(id_of(3)));
+    assert!(m.calls_delivered[1].is_empty());
+    let g = m.cores[0].fork_group("c1").expect("forked");
+    assert_eq!(g.forks.len(), 2);
+    assert_eq!(m.cores[0].call_counters().forks_sent, 2);
+    // Relay 1 carries both forks of one call id.
+    assert_eq!(m.cores[1].call_count(), 2);
+
+    from_callee(&mut m, 2, CallEvent::Ringing { waiting: false });
+    from_callee(&mut m, 3, CallEvent::Ringing { waiting: false });
+    m.settle(60).unwrap();
+    assert_eq!(kinds(&m, 0), ["ringing"], "the caller hears ringing once");
+
+    from_callee(&mut m, 3, answer());
+    m.settle(60).unwrap();
+    assert_eq!(kinds(&m, 0), ["ringing", "answer"]);
+    assert_eq!(kinds(&m, 2), ["offer", "hangup"]);
+    assert_eq!(reasons(&m, 2), [HangupReason::AnsweredElsewhere]);
+    assert_eq!(m.cores[2].call_count(), 0, "the phone's fork is gone");
+    assert_eq!(m.cores[1].call_count(), 1);
+    assert_eq!(m.cores[0].call_counters().forks_cancelled, 1);
+    let room = call_room_id("c1");
+    for i in [0, 1, 3] {
+        assert!(m.call_bridges[i].contains(&room), "relay {i} bridges");
+    }
+    assert!(!m.call_bridges[2].contains(&room));
+
+    // The call goes on with the laptop's fork only, both ways.
+    m.input(
+        0,
+        Input::LocalCall(signal(
+            "c1",
+            None,
+            CallEvent::Confirm {
+                handshake: vec![3; 66],
+            },
+        )),
+    );
+    m.settle(60).unwrap();
+    assert_eq!(kinds(&m, 3), ["offer", "confirm"]);
+    assert_eq!(m.calls_delivered[3][1].fork, Some(id_of(3)));
+    m.input(
+        0,
+        Input::LocalCall(signal("c1", None, hangup(HangupReason::Normal))),
+    );
+    m.settle(60).unwrap();
+    assert_eq!(kinds(&m, 3), ["offer", "confirm", "hangup"]);
+    for i in 0..4 {
+        assert_eq!(m.cores[i].call_count(), 0, "relay {i}");
+        assert!(!m.call_bridges[i].contains(&room), "relay {i}");
+    }
+    assert!(m.cores[0].fork_group("c1").is_none());
+}
+
+#[test]
+fn answers_that_cross_leave_the_first_with_the_call_room() {
+    let mut m = mesh(4, Y, &[2, 3], &[]);
+    m.input(0, Input::LocalCall(offer("c1")));
+    m.settle(60).unwrap();
+    // Both answer before either hears of the other.
+    from_callee(&mut m, 2, answer());
+    from_callee(&mut m, 3, answer());
+    m.settle(60).unwrap();
+    assert_eq!(kinds(&m, 0), ["answer"], "one answer reaches the caller");
+    let g = m.cores[0].fork_group("c1").unwrap();
+    let won = g.answered.expect("answered");
+    let (winner, loser) = if won == id_of(2) { (2, 3) } else { (3, 2) };
+    assert_eq!(reasons(&m, loser), [HangupReason::AnsweredElsewhere]);
+    assert!(reasons(&m, winner).is_empty());
+    assert_eq!(m.cores[loser].call_count(), 0);
+    let room = call_room_id("c1");
+    assert!(m.call_bridges[winner].contains(&room));
+    assert!(!m.call_bridges[loser].contains(&room));
+    // Relay 1 bridges the room with the winner's side only.
+    let l = m.cores[1]
+        .call_leg(&leg_key("c1", Some(id_of(winner))))
+        .unwrap();
+    assert!(l.answered);
+    assert!(m.cores[1]
+        .call_leg(&leg_key("c1", Some(id_of(loser))))
+        .is_none());
+    assert!(m.call_bridges[1].contains(&room));
+}
+
+#[test]
+fn a_decline_on_one_relay_declines_the_call_for_the_person() {
+    let mut m = mesh(4, Y, &[2, 3], &[]);
+    m.input(0, Input::LocalCall(offer("c1")));
+    m.settle(60).unwrap();
+    from_callee(&mut m, 2, hangup(HangupReason::Declined));
+    m.settle(60).unwrap();
+    assert_eq!(reasons(&m, 0), [HangupReason::Declined]);
+    assert_eq!(reasons(&m, 3), [HangupReason::DeclinedElsewhere]);
+    for i in 0..4 {
+        assert_eq!(m.cores[i].call_count(), 0, "relay {i}");
+    }
+}
+
+#[test]
+fn the_caller_hears_the_most_telling_refusal_once_every_fork_has_ended() {
+    let mut m = mesh(4, Y, &[2, 3], &[]);
+    m.input(0, Input::LocalCall(offer("c1")));
+    m.settle(60).unwrap();
+    from_callee(&mut m, 3, hangup(HangupReason::Busy));
+    m.settle(60).unwrap();
+    assert!(kinds(&m, 0).is_empty(), "the phone still rings");
+    from_callee(&mut m, 2, hangup(HangupReason::Timeout));
+    m.settle(60).unwrap();
+    assert_eq!(reasons(&m, 0), [HangupReason::Busy]);
+    assert!(m.cores[0].fork_group("c1").is_none());
+    for i in 0..4 {
+        assert_eq!(m.cores[i].call_count(), 0, "relay {i}");
+    }
+}
+
+#[test]
+fn a_caller_hanging_up_while_it_rings_ends_every_fork() {
+    let mut m = mesh(4, Y, &[2, 3], &[]);
+    m.input(0, Input::LocalCall(offer("c1")));
+    m.settle(60).unwrap();
+    m.input(
+        0,
+        Input::LocalCall(signal("c1", None, hangup(HangupReason::Normal))),
+    );
+    m.settle(60).unwrap();
+    assert_eq!(reasons(&m, 2), [HangupReason::Normal]);
+    assert_eq!(reasons(&m, 3), [HangupReason::Normal]);
+    for i in 0..4 {
+        assert_eq!(m.cores[i].call_count(), 0, "relay {i}");
+    }
+}
+
+#[test]
+fn devices_here_ring_with_forks_to_the_other_relays_only() {
+    // B on the caller's relay (0) too: its signal service rings that
+    // device, the core forks to 2 and 3.
+    let mut m = mesh(4, Y, &[0, 2, 3], &[]);
+    m.input(0, Input::LocalFork(offer("c1")));
+    m.settle(60).unwrap();
+    assert_eq!(kinds(&m, 2), ["offer"]);
+    assert_eq!(kinds(&m, 3), ["offer"]);
+    assert!(m.cores[0].fork_group("c1").unwrap().also_here);
+    // Every fork refusing says so once, for the signal service to weigh.
+    from_callee(&mut m, 2, hangup(HangupReason::NotOnline));
+    from_callee(&mut m, 3, hangup(HangupReason::Busy));
+    m.settle(60).unwrap();
+    assert_eq!(reasons(&m, 0), [HangupReason::Busy]);
+
+    // B on the caller's relay alone: nothing goes out, and the answer
+    // says so at once.
+    let mut m = mesh(4, Y, &[0], &[]);
+    let before = m.by_type.get("call_signal").copied().unwrap_or(0);
+    m.input(0, Input::LocalFork(offer("c2")));
+    m.settle(60).unwrap();
+    assert_eq!(m.by_type.get("call_signal").copied().unwrap_or(0), before);
+    let c = &m.calls_delivered[0];
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].call_id, "c2");
+    assert_eq!(reasons(&m, 0), [HangupReason::NotOnline]);
+}
+
+#[test]
+fn a_relay_that_predates_forks_gets_the_call_to_the_nearest_relay_only() {
+    // Relay 1 speaks version 5: 0 knows one relay of B's, and calls it as
+    // before (no fork tag on the wire).
+    let mut m = mesh(4, Y, &[2, 3], &[1]);
+    m.input(0, Input::LocalCall(offer("c1")));
+    m.settle(60).unwrap();
+    let rung: Vec<usize> = [2, 3]
+        .into_iter()
+        .filter(|&i| !m.calls_delivered[i].is_empty())
+        .collect();
+    assert_eq!(rung.len(), 1, "{rung:?}");
+    assert_eq!(m.calls_delivered[rung[0]][0].fork, None);
+    assert!(m.cores[0].fork_group("c1").is_none());
+
+    // A fork reaching it anyway (from a relay that knows better) is
+    // refused there, never carried on without its tag.
+    let before = m.by_type.get("call_signal").copied().unwrap_or(0);
+    let known = m.cores[1].origins_of(&B)[0];
+    let tagged = CallSignal {
+        fork: Some(known),
+        ..offer("c9")
+    };
+    assert!(m.send_as(0, 1, tagged.message(vec![id_of(0)])));
+    m.settle(60).unwrap();
+    assert_eq!(m.cores[1].call_counters().forks_unsent, 1);
+    assert!(m.cores[1].call_leg(&leg_key("c9", Some(known))).is_none());
+    assert!(m.calls_delivered[2].len() + m.calls_delivered[3].len() == 1);
+    assert_eq!(
+        m.by_type.get("call_signal").copied().unwrap_or(0) - before,
+        1,
+        "its refusal, back to the sender"
+    );
+}
+
+#[test]
+fn a_fork_whose_relay_lost_the_callee_is_refused_and_the_other_rings_on() {
+    let mut m = mesh(4, Y, &[2, 3], &[]);
+    // Relay 3's registration goes while the offer is on its way: 3 has no
+    // B; its refusal ends its fork only.
+    m.input(0, Input::LocalCall(offer("c1")));
+    online(&mut m, 3, false);
+    m.settle(60).unwrap();
+    assert!(kinds(&m, 0).is_empty(), "{:?}", kinds(&m, 0));
+    assert_eq!(kinds(&m, 2), ["offer"]);
+    from_callee(&mut m, 2, answer());
+    m.settle(60).unwrap();
+    assert_eq!(kinds(&m, 0), ["answer"]);
+    assert_eq!(
+        m.cores[0].fork_group("c1").unwrap().answered,
+        Some(id_of(2))
+    );
+}

@@ -902,3 +902,85 @@ fn a_call_from_relay_1_held_for_a_waiting_one_is_taken_back_across_the_links() {
     bob.kill();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Bob's phone listening on relay 2 and his laptop (the phone's identity,
+/// a device of its own) on relay 3; alice on relay 1 calls him. Relay 1
+/// knows both relays he is on (`presence_origins`) and rings each (a fork
+/// per relay); the laptop answers, the phone hears it was answered on
+/// another device, and alice talks with the laptop.
+#[test]
+fn bob_listening_on_relay_2_and_on_relay_3_rings_on_both_and_the_laptop_takes_the_call() {
+    let dir = tmp("forks");
+    let [r1, r2, r3] = chain(&dir);
+    let speech = speech_like(16_000);
+    write_wav(&dir.join("laptop-says.wav"), &speech);
+    let (phone_dir, laptop_dir) = (dir.join("phone"), dir.join("laptop"));
+    std::fs::create_dir_all(&phone_dir).unwrap();
+    std::fs::create_dir_all(&laptop_dir).unwrap();
+    let device = |d: &Path, relay: &Relay, says: &str| {
+        let mut cmd = common::user_cmd(d, relay, "bob", &["listen"]);
+        cmd.args(["--accept", "ask", "--no-realtime", "--input", says])
+            .args(["--output", "null"]);
+        let mut p = Proc::spawn_with_input("bob", &mut cmd);
+        let line = p.expect_line("registered as ", WAIT);
+        let fp = line.split_whitespace().nth(2).unwrap().to_string();
+        (p, fp)
+    };
+    let (mut phone, bob_fp) = device(&phone_dir, &r2, "tone");
+    std::fs::copy(phone_dir.join("bob.seed"), laptop_dir.join("bob.seed")).unwrap();
+    let says = dir.join("laptop-says.wav");
+    let (mut laptop, fp) = device(&laptop_dir, &r3, says.to_str().unwrap());
+    assert_eq!(fp, bob_fp, "one person");
+    // Relay 1 lists bob on both relays.
+    wait_http(&r1, "/presence", |b| b.matches(&bob_fp).count() == 2);
+
+    let mut a = client(
+        &dir,
+        &r1,
+        "alice",
+        &["call", &bob_fp],
+        &[
+            "--duration",
+            "4s",
+            "--input",
+            "tone:300",
+            "--output",
+            dir.join("a-heard.wav").to_str().unwrap(),
+        ],
+    );
+    phone.expect_line("ringing: a answers, d declines", WAIT);
+    laptop.expect_line("ringing: a answers, d declines", WAIT);
+    a.expect_line("ringing", WAIT);
+    let calls: serde_json::Value = serde_json::from_str(&http_get(&r1, "/calls")).unwrap();
+    assert_eq!(
+        calls[0]["forks"].as_array().map(Vec::len),
+        Some(2),
+        "{calls}"
+    );
+    laptop.type_keys("a");
+    phone.expect_line("answered on another device", WAIT);
+    assert_eq!(sas(&mut a), sas(&mut laptop), "alice talks with the laptop");
+    assert!(a.exit(WAIT).success(), "{:?}", a.drain());
+    let heard = read_wav_mono(&dir.join("a-heard.wav")).unwrap().samples;
+    let r = segmental_correlation(&heard, &speech);
+    assert!(
+        r > 0.7,
+        "alice's recording correlates {r} with the laptop's voice"
+    );
+    assert!(
+        phone.child.try_wait().unwrap().is_none(),
+        "the phone still listens"
+    );
+    let m1 = http_get(&r1, "/metrics");
+    for line in [
+        "wzp_federation_calls_total{event=\"fork_sent\"} 2\n",
+        "wzp_federation_calls_total{event=\"fork_cancelled\"} 1\n",
+    ] {
+        assert!(m1.contains(line), "{line} in {m1}");
+    }
+    wait_http(&r1, "/calls", |b| !b.contains(&bob_fp));
+    wait_http(&r2, "/calls", |b| !b.contains(&bob_fp));
+    wait_http(&r3, "/calls", |b| !b.contains(&bob_fp));
+    drop((phone, laptop));
+    let _ = std::fs::remove_dir_all(dir);
+}

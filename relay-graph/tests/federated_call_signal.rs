@@ -62,10 +62,17 @@ struct Client {
 
 impl World {
     fn new() -> World {
-        let mut mesh = Mesh::new(3, &[(0, 1), (1, 2)], &[], 5);
+        World::with(3, &[(0, 1), (1, 2)], &[0, 2])
+    }
+
+    /// Relays joined by `edges`, with signal hubs on `hubs` (the world's
+    /// relays 0, 1, ... in that order).
+    fn with(n: usize, edges: &[(usize, usize)], hubs: &[usize]) -> World {
+        let mut mesh = Mesh::new(n, edges, &[], 5);
         mesh.settle(60).expect("links up");
-        let relays = [0, 2]
-            .into_iter()
+        let relays = hubs
+            .iter()
+            .copied()
             .map(|i| Relay {
                 mesh_index: i,
                 hub: SignalHub::new(SignalConfig::new(tls_of(i), format!("relay{i}:4433"))),
@@ -95,6 +102,7 @@ impl World {
                     self.relays[r].inbox.entry(conn).or_default().push_back(msg);
                 }
                 Action::Federate(s) => self.mesh.input(i, FedInput::LocalCall(s)),
+                Action::FederateFork(s) => self.mesh.input(i, FedInput::LocalFork(s)),
                 Action::FederateMail(s) => self.mesh.input(i, FedInput::LocalMail(s)),
                 Action::CallRoomOpened { room, fingerprints } => {
                     self.relays[r].rooms_opened.push((room, fingerprints))
@@ -350,6 +358,22 @@ impl Client {
             CallEvent::Answered(r) => Some(&**r),
             _ => None,
         })
+    }
+
+    /// Accepts the call ringing here, now.
+    fn pick_up(&mut self, w: &mut World) {
+        let eph = self.ephemeral();
+        let inc = self.incoming.as_mut().expect("a call rings");
+        inc.accept(&self.identity, eph, AcceptMode::AcceptGeneric, None)
+            .unwrap();
+        self.flush(w);
+    }
+
+    fn offers(&self) -> usize {
+        self.received
+            .iter()
+            .filter(|m| matches!(m, SignalMessage::DirectCallOffer { .. }))
+            .count()
     }
 
     fn hung_up(&self) -> Option<HangupReason> {
@@ -1038,4 +1062,156 @@ fn a_client_asking_for_keys_faster_than_once_a_second_is_refused_and_floods_noth
         Some(Ok(bob))
     );
     assert_eq!(flooded(&w), once + 1);
+}
+
+/// Relays 0 - 1 - 2 and 1 - 3; hubs on 0, 2 and 3 (the world's relays 0, 1
+/// and 2).
+fn forked_world() -> World {
+    World::with(4, &[(0, 1), (1, 2), (1, 3)], &[0, 2, 3])
+}
+
+fn agreed(a: &Client, b: &Client) {
+    let (ra, rb) = (
+        a.answered().expect("caller up"),
+        b.answered().expect("callee up"),
+    );
+    assert_eq!(ra.sas, rb.sas);
+    assert_eq!(ra.keys.send_key(), rb.keys.recv_key());
+    assert_eq!(ra.keys.recv_key(), rb.keys.send_key());
+}
+
+#[test]
+fn a_person_on_two_relays_rings_on_both_and_the_device_that_answers_takes_the_call() {
+    let mut w = forked_world();
+    let mut a = Client::online(&mut w, 0, 1, None);
+    let mut phone = Client::online_as(&mut w, 1, 2, None, Some(1));
+    let mut laptop = Client::online_as(&mut w, 2, 2, None, Some(2));
+    a.call(&mut w, "k1", phone.fingerprint());
+    w.settle(&mut [&mut a, &mut phone, &mut laptop]);
+    assert_eq!((phone.offers(), laptop.offers()), (1, 1), "both ring");
+    let ringing = a
+        .events
+        .iter()
+        .filter(|e| matches!(e, CallEvent::Ringing))
+        .count();
+    assert_eq!(ringing, 1, "the caller hears ringing once");
+
+    laptop.pick_up(&mut w);
+    w.settle(&mut [&mut a, &mut phone, &mut laptop]);
+    agreed(&a, &laptop);
+    assert_eq!(phone.hung_up(), Some(HangupReason::AnsweredElsewhere));
+    assert!(phone.answered().is_none());
+    assert!(
+        w.relays[1].hub.calls().is_empty(),
+        "the phone's relay let go"
+    );
+    assert_eq!(w.mesh.cores[2].call_count(), 0);
+    assert_eq!(
+        w.relays[2].rooms_opened,
+        [("call-k1".into(), vec![laptop.fingerprint()])]
+    );
+
+    a.hangup(&mut w);
+    w.settle(&mut [&mut a, &mut phone, &mut laptop]);
+    assert_eq!(laptop.hung_up(), Some(HangupReason::Normal));
+    assert!(w.relays.iter().all(|r| r.hub.calls().is_empty()));
+    assert!((0..4).all(|i| w.mesh.cores[i].call_count() == 0));
+}
+
+#[test]
+fn a_device_on_the_callers_relay_rings_with_one_on_another_and_either_may_answer() {
+    // The laptop (another relay) answers: the phone (the caller's relay)
+    // stops ringing.
+    let mut w = forked_world();
+    let mut a = Client::online(&mut w, 0, 1, None);
+    let mut phone = Client::online_as(&mut w, 0, 2, None, Some(1));
+    let mut laptop = Client::online_as(&mut w, 1, 2, None, Some(2));
+    a.call(&mut w, "k2", phone.fingerprint());
+    w.settle(&mut [&mut a, &mut phone, &mut laptop]);
+    assert_eq!((phone.offers(), laptop.offers()), (1, 1), "both ring");
+    laptop.pick_up(&mut w);
+    w.settle(&mut [&mut a, &mut phone, &mut laptop]);
+    agreed(&a, &laptop);
+    assert_eq!(phone.hung_up(), Some(HangupReason::AnsweredElsewhere));
+    let call = w.relays[0]
+        .hub
+        .calls()
+        .get("k2")
+        .cloned()
+        .expect("the call");
+    assert!(call.is_federated(wzp_relay::calls::Party::Callee));
+    assert!(!call.remote_forks);
+
+    // The phone answers: the laptop stops ringing, its relay lets go.
+    let mut w = forked_world();
+    let mut a = Client::online(&mut w, 0, 1, None);
+    let mut phone = Client::online_as(&mut w, 0, 2, None, Some(1));
+    let mut laptop = Client::online_as(&mut w, 1, 2, None, Some(2));
+    a.call(&mut w, "k3", phone.fingerprint());
+    w.settle(&mut [&mut a, &mut phone, &mut laptop]);
+    phone.pick_up(&mut w);
+    w.settle(&mut [&mut a, &mut phone, &mut laptop]);
+    agreed(&a, &phone);
+    assert_eq!(laptop.hung_up(), Some(HangupReason::AnsweredElsewhere));
+    assert!(w.relays[1].hub.calls().is_empty());
+    assert!((1..4).all(|i| w.mesh.cores[i].call_count() == 0));
+    assert!(w.mesh.cores[0].fork_group("k3").is_none());
+}
+
+#[test]
+fn declining_on_one_relay_declines_the_call_for_the_person() {
+    let mut w = forked_world();
+    let mut a = Client::online(&mut w, 0, 1, None);
+    let mut phone = Client::online_as(&mut w, 1, 2, Some(AcceptMode::Reject), Some(1));
+    let mut laptop = Client::online_as(&mut w, 2, 2, None, Some(2));
+    a.call(&mut w, "k4", phone.fingerprint());
+    w.settle(&mut [&mut a, &mut phone, &mut laptop]);
+    assert!(a.events.iter().any(|e| matches!(e, CallEvent::Rejected)));
+    assert_eq!(laptop.hung_up(), Some(HangupReason::DeclinedElsewhere));
+    assert!(w.relays.iter().all(|r| r.hub.calls().is_empty()));
+    assert!((0..4).all(|i| w.mesh.cores[i].call_count() == 0));
+
+    // Declined on the caller's relay: the device on the other relay hears
+    // it was declined elsewhere.
+    let mut w = forked_world();
+    let mut a = Client::online(&mut w, 0, 1, None);
+    let mut phone = Client::online_as(&mut w, 0, 2, Some(AcceptMode::Reject), Some(1));
+    let mut laptop = Client::online_as(&mut w, 1, 2, None, Some(2));
+    a.call(&mut w, "k5", phone.fingerprint());
+    w.settle(&mut [&mut a, &mut phone, &mut laptop]);
+    assert!(a.events.iter().any(|e| matches!(e, CallEvent::Rejected)));
+    assert_eq!(laptop.hung_up(), Some(HangupReason::DeclinedElsewhere));
+    assert!(w.relays.iter().all(|r| r.hub.calls().is_empty()));
+    assert!((0..4).all(|i| w.mesh.cores[i].call_count() == 0));
+}
+
+#[test]
+fn the_last_device_on_the_callers_relay_going_leaves_the_call_ringing_on_the_other() {
+    let mut w = forked_world();
+    let mut a = Client::online(&mut w, 0, 1, None);
+    let mut phone = Client::online_as(&mut w, 0, 2, None, Some(1));
+    let mut laptop = Client::online_as(&mut w, 1, 2, None, Some(2));
+    a.call(&mut w, "k6", phone.fingerprint());
+    w.settle(&mut [&mut a, &mut phone, &mut laptop]);
+    w.input(0, Input::Disconnected { conn: phone.conn });
+    w.settle(&mut [&mut a, &mut laptop]);
+    assert!(a.hung_up().is_none(), "still ringing: {:?}", a.events);
+    assert!(laptop.hung_up().is_none());
+    laptop.pick_up(&mut w);
+    w.settle(&mut [&mut a, &mut laptop]);
+    agreed(&a, &laptop);
+
+    // The caller giving up while both ring ends both.
+    let mut w = forked_world();
+    let mut a = Client::online(&mut w, 0, 1, None);
+    let mut phone = Client::online_as(&mut w, 0, 2, None, Some(1));
+    let mut laptop = Client::online_as(&mut w, 1, 2, None, Some(2));
+    a.call(&mut w, "k7", phone.fingerprint());
+    w.settle(&mut [&mut a, &mut phone, &mut laptop]);
+    a.hangup(&mut w);
+    w.settle(&mut [&mut a, &mut phone, &mut laptop]);
+    assert!(phone.hung_up().is_some());
+    assert!(laptop.hung_up().is_some());
+    assert!(w.relays.iter().all(|r| r.hub.calls().is_empty()));
+    assert!((0..4).all(|i| w.mesh.cores[i].call_count() == 0));
 }

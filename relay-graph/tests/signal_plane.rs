@@ -130,6 +130,11 @@ impl Net {
                         .handle(FedInput::LocalMail(signal), self.now);
                     self.take_federation();
                 }
+                Action::FederateFork(signal) => {
+                    self.federation
+                        .handle(FedInput::LocalFork(signal), self.now);
+                    self.take_federation();
+                }
             }
         }
     }

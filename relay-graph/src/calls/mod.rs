@@ -160,6 +160,11 @@ pub struct Call {
     /// ([`CallRegistry::keep_for`]): it is that person's second call, on
     /// hold, until the other ends.
     pub kept: bool,
+    /// While it rings on the callee's devices here, it rings on the
+    /// callee's other relays too (the federation's forks), until one
+    /// answers there ([`CallRegistry::callee_elsewhere`]), a device here
+    /// answers, or every fork has ended.
+    pub remote_forks: bool,
 }
 
 pub use wzp_proto::path_addrs::MAX_CALL_PATHS;
@@ -355,6 +360,7 @@ impl CallRegistry {
                 paths: [0; 2],
                 waiting,
                 kept: false,
+                remote_forks: false,
             },
         );
         self.in_call.insert(caller.0, id.to_string());
@@ -505,6 +511,35 @@ impl CallRegistry {
         others.push(call.callee_conn);
         others.retain(|c| *c != conn);
         call.callee_conn = conn;
+        for c in &others {
+            self.unindex(id, *c);
+        }
+        others
+    }
+
+    /// Whether the call rings on the callee's other relays too
+    /// ([`Call::remote_forks`]).
+    pub fn set_remote_forks(&mut self, id: &str, on: bool) {
+        if let Some(call) = self.calls.get_mut(id) {
+            call.remote_forks = on;
+        }
+    }
+
+    /// The callee is reached through federation from now on: it answered
+    /// on another relay, or its last device here went while the call rings
+    /// there too. Returns the devices here that were rung (to be told),
+    /// which leave the call.
+    pub fn callee_elsewhere(&mut self, id: &str) -> Vec<ConnId> {
+        let Some(call) = self.calls.get_mut(id) else {
+            return Vec::new();
+        };
+        if call.callee_conn == ConnId::FEDERATION {
+            return Vec::new();
+        }
+        let mut others = std::mem::take(&mut call.callee_forks);
+        others.push(call.callee_conn);
+        call.callee_conn = ConnId::FEDERATION;
+        call.remote_forks = false;
         for c in &others {
             self.unindex(id, *c);
         }

@@ -1018,14 +1018,17 @@ impl FederationCore {
         }
     }
 
-    /// Every fingerprint known with the relay it is on.
+    /// Every fingerprint known with each relay it is on (one pair per
+    /// relay: [`FederationCore::origins_of`]).
     pub fn presence(&self) -> Vec<(Fingerprint, RelayId)> {
         let mut v: Vec<(Fingerprint, RelayId)> = self
             .presence
             .keys()
             .filter_map(|k| self.presence.best(k).map(|e| (*k, e.origin())))
+            .chain(self.presence_all.keys().copied())
             .collect();
         v.sort();
+        v.dedup();
         v
     }
 

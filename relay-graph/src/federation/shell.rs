@@ -89,6 +89,9 @@ pub struct FederationView {
 pub struct LegView {
     /// The call's id.
     pub call_id: String,
+    /// For a fork of the call ([`wzp_proto::federation::CallSignal::fork`]):
+    /// the relay (its label, else its id) whose devices it rings.
+    pub fork: Option<String>,
     /// Who offered.
     pub caller: wzp_proto::Fingerprint,
     /// Who is called.
@@ -590,8 +593,9 @@ impl Hub {
                 let legs = self
                     .core
                     .call_legs()
-                    .map(|(id, l)| LegView {
-                        call_id: id.clone(),
+                    .map(|(_, l)| LegView {
+                        call_id: l.call_id.clone(),
+                        fork: l.fork.and_then(|f| label(Some(f))),
                         caller: l.caller,
                         callee: l.callee,
                         answered: l.answered,

@@ -766,6 +766,9 @@ fn federation(
         ("path_dropped", c.paths_dropped),
         ("hold_forwarded", c.holds_forwarded),
         ("hold_dropped", c.holds_dropped),
+        ("fork_sent", c.forks_sent),
+        ("fork_unsent", c.forks_unsent),
+        ("fork_cancelled", c.forks_cancelled),
     ] {
         let _ = writeln!(out, "wzp_federation_calls_total{{event=\"{event}\"}} {n}");
     }

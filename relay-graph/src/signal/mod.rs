@@ -274,6 +274,10 @@ pub enum Action {
     /// A step of a cross-relay call for the far party: hand it to the
     /// federation, which carries it along the call's path.
     Federate(CallSignal),
+    /// An offer whose callee's devices ring here: the federation rings the
+    /// callee's other relays too (a fork each), and answers with a hangup
+    /// when there are none or every fork ended.
+    FederateFork(CallSignal),
     /// A voice message's step for another relay: hand it to the
     /// federation ([`mail`]).
     FederateMail(wzp_proto::federation::MailSignal),
@@ -912,6 +916,15 @@ impl SignalHub {
             if party == Party::Callee && ringing && self.calls.drop_device(&id, conn) {
                 continue;
             }
+            if party == Party::Callee
+                && ringing
+                && self.calls.get(&id).is_some_and(|c| c.remote_forks)
+            {
+                // The last device here went: the call rings on the callee's
+                // other relays alone.
+                self.calls.callee_elsewhere(&id);
+                continue;
+            }
             if let Some((call, t)) = self.calls.end(&id, EndReason::Disconnected(party)) {
                 self.call_ended(call, t, Some(party));
             }
@@ -944,6 +957,25 @@ impl SignalHub {
         self.transition(&t);
         self.caller_addrs.remove(&call.id);
         let reason = t.reason.unwrap_or(EndReason::RingingTimeout);
+        if call.remote_forks {
+            // Still ringing on the callee's other relays: they stop too.
+            let why = match reason {
+                EndReason::Rejected => HangupReason::DeclinedElsewhere,
+                r => r.hangup_reason(),
+            };
+            self.calls.set_remote_forks(&call.id, false);
+            let message = match why {
+                HangupReason::DeclinedElsewhere => "declined on another device".to_string(),
+                _ => "the call ended before it was answered".to_string(),
+            };
+            self.federate(
+                &call,
+                CallEvent::Hangup {
+                    reason: why,
+                    message: Some(message),
+                },
+            );
+        }
         let message = match reason {
             EndReason::Hangup(p, _) => format!("the {} hung up", party_name(p)),
             EndReason::Rejected => "the callee declined".to_string(),
@@ -1574,6 +1606,25 @@ impl SignalHub {
         }
         // The callee sees the proven caller, never the caller's address.
         self.calls.add_forks(&call_id, &devices);
+        if !waiting {
+            // The callee's devices on other relays ring too (a fork each;
+            // none when it is on this relay alone, which the federation
+            // says at once).
+            if let Some(call) = self.calls.get(&call_id).cloned() {
+                self.calls.set_remote_forks(&call_id, true);
+                self.push(Action::FederateFork(CallSignal {
+                    call_id: call.id.clone(),
+                    caller: call.caller,
+                    callee: call.callee,
+                    fork: None,
+                    event: CallEvent::Offer {
+                        caller_alias: alias.clone().filter(|a| !a.chars().any(char::is_control)),
+                        handshake: handshake.clone().unwrap_or_default(),
+                        supported_codecs: federable_codecs(supported_codecs.clone()),
+                    },
+                }));
+            }
+        }
         let offer = SignalMessage::DirectCallOffer {
             call_id: call_id.clone(),
             caller_fingerprint: me,
@@ -1694,6 +1745,7 @@ impl SignalHub {
         }
         if accept_mode == AcceptMode::Reject {
             // A person who declines on one device declines the call.
+            self.end_remote_forks(&call, HangupReason::DeclinedElsewhere);
             let others = self.calls.answered_by(&call_id, conn);
             if let Some((call, t)) = self.calls.end(&call_id, EndReason::Rejected) {
                 self.call_ended(call, t, Some(Party::Callee));
@@ -1743,6 +1795,7 @@ impl SignalHub {
         }
         let others = self.calls.answered_by(&call_id, conn);
         self.tell_elsewhere(&others, &call_id, HangupReason::AnsweredElsewhere);
+        self.end_remote_forks(&call, HangupReason::AnsweredElsewhere);
         let Some(t) = self.calls.activate(&call_id, accept_mode, now) else {
             return;
         };
@@ -2053,6 +2106,78 @@ impl SignalHub {
         }
     }
 
+    /// The call stops ringing on the callee's other relays (a device here
+    /// answered or declined it, or it ended).
+    fn end_remote_forks(&mut self, call: &Call, reason: HangupReason) {
+        let Some(c) = self.calls.get(&call.id).filter(|c| c.remote_forks) else {
+            return;
+        };
+        let c = c.clone();
+        self.calls.set_remote_forks(&call.id, false);
+        let message = match reason {
+            HangupReason::AnsweredElsewhere => "answered on another device".to_string(),
+            HangupReason::DeclinedElsewhere => "declined on another device".to_string(),
+            _ => "the call ended before it was answered".to_string(),
+        };
+        self.federate(
+            &c,
+            CallEvent::Hangup {
+                reason,
+                message: Some(message),
+            },
+        );
+    }
+
+    /// A step from the forks ringing the callee's devices on other relays
+    /// while its devices here ring too ([`Call::remote_forks`]). Returns
+    /// whether it was taken here; an answer is taken by the ordinary path
+    /// once the callee is reached through the federation.
+    fn remote_fork_step(&mut self, s: &CallSignal) -> bool {
+        let Some(call) = self
+            .calls
+            .get(&s.call_id)
+            .filter(|c| c.remote_forks && (c.caller, c.callee) == (s.caller, s.callee))
+            .filter(|c| !c.is_federated(Party::Callee))
+            .cloned()
+        else {
+            return false;
+        };
+        match &s.event {
+            // The devices here ring already.
+            CallEvent::Ringing { .. } => true,
+            CallEvent::Answer { .. } if call.state == CallState::Ringing => {
+                // Answered on another relay: the devices here stop ringing.
+                let others = self.calls.callee_elsewhere(&call.id);
+                self.tell_elsewhere(&others, &call.id, HangupReason::AnsweredElsewhere);
+                false
+            }
+            CallEvent::Hangup {
+                reason: HangupReason::Declined,
+                message,
+            } => {
+                // Declined on another relay: declined for the person.
+                let others = self.calls.callee_elsewhere(&call.id);
+                if let Some((ended, t)) = self.calls.end(
+                    &call.id,
+                    EndReason::Federation(Party::Callee, HangupReason::Declined),
+                ) {
+                    self.call_ended_saying(ended, t, Some(Party::Callee), message.clone());
+                }
+                self.tell_elsewhere(&others, &call.id, HangupReason::DeclinedElsewhere);
+                true
+            }
+            CallEvent::Hangup { .. } => {
+                // Every fork ended (or none went): the devices here ring on.
+                self.calls.set_remote_forks(&call.id, false);
+                true
+            }
+            _ => {
+                self.count(Refusal::FederatedOutOfPlace);
+                true
+            }
+        }
+    }
+
     /// Hands a step of `call` to the federation, for the far party.
     fn federate(&mut self, call: &Call, event: CallEvent) {
         self.push(Action::Federate(CallSignal {
@@ -2079,6 +2204,9 @@ impl SignalHub {
     fn federated(&mut self, s: CallSignal, now: Instant) {
         if let CallEvent::Offer { .. } = s.event {
             return self.federated_offer(s, now);
+        }
+        if self.remote_fork_step(&s) {
+            return;
         }
         // The call must be here with the far party on the side the step
         // comes from.

@@ -116,6 +116,11 @@ pub struct CallView {
     /// calls until one ends.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub kept: bool,
+    /// A call ringing the callee on several relays: the relays (labels, or
+    /// ids) this relay's forks of it go to (one row per fork on a relay
+    /// between).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub forks: Vec<String>,
 }
 
 impl CallView {
@@ -128,6 +133,13 @@ impl CallView {
         let now = Instant::now();
         for l in legs {
             if let Some(c) = calls.iter_mut().find(|c| c.call_id == l.call_id) {
+                if let Some(f) = l.fork {
+                    c.forks.push(f);
+                    if !l.answered && c.toward_callee.is_some() {
+                        // The answered fork, or the first, names the way.
+                        continue;
+                    }
+                }
                 c.toward_caller = l.toward_caller;
                 c.toward_callee = l.toward_callee;
                 c.path_lost = l.path_lost;
@@ -150,6 +162,7 @@ impl CallView {
                 ringing_devices: None,
                 waiting: false,
                 kept: false,
+                forks: l.fork.into_iter().collect(),
             });
         }
         calls
@@ -381,6 +394,7 @@ async fn run_hub(
                         .then(|| 1 + c.callee_forks.len()),
                         waiting: c.waiting,
                         kept: c.kept,
+                        forks: Vec::new(),
                     })
                     .collect();
                 use crate::calls::CallState as S;
@@ -443,6 +457,7 @@ fn apply(
             services.rooms.allow_call(&room, fingerprints.to_vec());
         }
         Action::Federate(signal) => services.federation.call_signal(signal),
+        Action::FederateFork(signal) => services.federation.call_fork(signal),
         Action::FederateMail(signal) => services.federation.mail(signal),
         Action::CallRoomClosed { room } => {
             services
@@ -636,6 +651,7 @@ mod tests {
     fn leg(id: &str, between: bool, lost: bool) -> LegView {
         LegView {
             call_id: id.into(),
+            fork: None,
             caller: Fingerprint([1; 16]),
             callee: Fingerprint([2; 16]),
             answered: true,
@@ -662,7 +678,35 @@ mod tests {
             ringing_devices: None,
             waiting: false,
             kept: false,
+            forks: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_call_ringing_on_several_relays_lists_its_forks() {
+        let fork = |to: &str, answered: bool| LegView {
+            fork: Some(to.into()),
+            toward_callee: Some(format!("via-{to}")),
+            answered,
+            ..leg("f", false, false)
+        };
+        // Ringing: both forks listed, the first names the way.
+        let v = CallView::with_legs(vec![local("f")], vec![fork("r2", false), fork("r3", false)]);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].forks, ["r2", "r3"]);
+        assert_eq!(v[0].toward_callee.as_deref(), Some("via-r2"));
+        // Answered on r3: its way is the call's.
+        let v = CallView::with_legs(vec![local("f")], vec![fork("r2", false), fork("r3", true)]);
+        assert_eq!(v[0].toward_callee.as_deref(), Some("via-r3"));
+        // On a relay between, each fork is a row that says which it is.
+        let between = LegView {
+            between: true,
+            ..fork("r3", false)
+        };
+        let v = CallView::with_legs(Vec::new(), vec![between]);
+        let j = serde_json::to_value(&v[0]).unwrap();
+        assert_eq!(j["forks"], serde_json::json!(["r3"]));
+        assert_eq!(j["call_id"], "f");
     }
 
     #[test]

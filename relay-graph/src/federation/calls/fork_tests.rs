@@ -114,6 +114,13 @@ fn presence_carries_every_relay_a_person_is_on() {
     for i in 0..4 {
         assert_eq!(m.cores[i].origins_of(&B), ids(&[2, 3]), "relay {i}");
     }
+    let rows: Vec<RelayId> = m.cores[0]
+        .presence()
+        .into_iter()
+        .filter(|(f, _)| *f == B)
+        .map(|(_, r)| r)
+        .collect();
+    assert_eq!(rows, ids(&[2, 3]), "one row per relay");
     online(&mut m, 3, false);
     m.settle(60).unwrap();
     assert_eq!(m.cores[0].origins_of(&B), ids(&[2]));

@@ -99,6 +99,7 @@ fn a_hundred_relays_converge_on_shortest_routes_without_loops() {
 
     // Every relay registers its users at once.
     let before = m.presence_entries;
+    let origins_before = m.origin_entries;
     for i in 0..RELAYS {
         for k in 0..USERS_PER_RELAY {
             m.input(
@@ -112,6 +113,7 @@ fn a_hundred_relays_converge_on_shortest_routes_without_loops() {
     }
     let (presence_rounds, presence_msgs) = m.settle(200).expect("presence settles");
     let entries = m.presence_entries - before;
+    let origin_entries = m.origin_entries - origins_before;
     let keys = (RELAYS * USERS_PER_RELAY) as u64;
     // Synchronous rounds deliver shortest paths first, so a route is
     // announced about once per directed link; ties broken later and
@@ -120,6 +122,12 @@ fn a_hundred_relays_converge_on_shortest_routes_without_loops() {
     assert!(
         entries <= 2 * keys * directed,
         "{entries} presence entries for {keys} users over {directed} directed links"
+    );
+    // Each user on one relay: the per-relay table has one key per user too,
+    // and spreads the same way.
+    assert!(
+        origin_entries <= 2 * keys * directed,
+        "{origin_entries} per-relay presence entries for {keys} users"
     );
     assert!(
         presence_rounds <= diameter + 3,
@@ -150,6 +158,7 @@ fn a_hundred_relays_converge_on_shortest_routes_without_loops() {
             }
         }
         assert_eq!(m.cores[s].presence().len(), RELAYS * USERS_PER_RELAY);
+        assert_eq!(m.cores[s].origins_of(&user(s / 2, 7)), [id_of(s / 2)]);
     }
 
     // A global room with two members on every third relay.
@@ -284,7 +293,8 @@ fn a_hundred_relays_converge_on_shortest_routes_without_loops() {
     println!("  links up and settled in {link_rounds} rounds");
     println!(
         "  presence: {presence_rounds} rounds (50 ms each), {presence_msgs} messages, \
-         {entries} route entries ({:.2} per user per directed link)",
+         {entries} route entries ({:.2} per user per directed link), \
+         {origin_entries} per-relay route entries",
         entries as f64 / (keys * directed) as f64,
     );
     println!(

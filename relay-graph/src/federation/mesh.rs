@@ -63,6 +63,9 @@ pub struct Mesh {
     /// Presence routes announced or withdrawn, summed over delivered
     /// `PresenceUpdate`s.
     pub presence_entries: u64,
+    /// Per-relay presence routes announced or withdrawn, summed over
+    /// delivered `PresenceOrigins`.
+    pub origin_entries: u64,
 
     /// Dedup window per relay.
     pub dedup: Vec<DedupWindow>,
@@ -135,6 +138,7 @@ impl Mesh {
             inbox: (0..n).map(|_| VecDeque::new()).collect(),
             by_type: BTreeMap::new(),
             presence_entries: 0,
+            origin_entries: 0,
             dedup: (0..n).map(|_| DedupWindow::default()).collect(),
             local_rooms: vec![BTreeSet::new(); n],
             delivered: vec![BTreeMap::new(); n],
@@ -305,8 +309,14 @@ impl Mesh {
                     let other = if c.ends[0] == i { c.ends[1] } else { c.ends[0] };
                     if c.open && self.passable(i, other) {
                         *self.by_type.entry(msg.type_name()).or_default() += 1;
-                        if let FederationMessage::PresenceUpdate { announce, withdraw } = &msg {
-                            self.presence_entries += (announce.len() + withdraw.len()) as u64;
+                        match &msg {
+                            FederationMessage::PresenceUpdate { announce, withdraw } => {
+                                self.presence_entries += (announce.len() + withdraw.len()) as u64;
+                            }
+                            FederationMessage::PresenceOrigins { announce, withdraw } => {
+                                self.origin_entries += (announce.len() + withdraw.len()) as u64;
+                            }
+                            _ => {}
                         }
                         self.inbox[other].push_back(Input::Message { conn, msg });
                     }

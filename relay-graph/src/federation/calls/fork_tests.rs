@@ -361,3 +361,52 @@ fn a_fork_whose_relay_lost_the_callee_is_refused_and_the_other_rings_on() {
         Some(id_of(2))
     );
 }
+
+#[test]
+fn a_relay_the_callee_is_on_may_carry_the_fork_to_another_of_theirs() {
+    // Chain 0 - 1 - 2, B on 1 and on 2: relay 1 rings B and carries the
+    // fork to relay 2; its signal service's steps (by call id alone) are
+    // its own fork's.
+    let mut m = mesh(3, &[(0, 1), (1, 2)], &[1, 2], &[]);
+    m.input(0, Input::LocalCall(offer("c1")));
+    m.settle(60).unwrap();
+    assert_eq!(kinds(&m, 1), ["offer"]);
+    assert_eq!(kinds(&m, 2), ["offer"]);
+    assert_eq!(
+        m.cores[1].call_count(),
+        2,
+        "its own fork and the one it carries"
+    );
+    from_callee(&mut m, 1, CallEvent::Ringing { waiting: false });
+    m.settle(60).unwrap();
+    assert_eq!(kinds(&m, 0), ["ringing"]);
+    from_callee(&mut m, 2, answer());
+    m.settle(60).unwrap();
+    assert_eq!(kinds(&m, 0), ["ringing", "answer"]);
+    assert_eq!(kinds(&m, 1), ["offer", "hangup"]);
+    assert_eq!(reasons(&m, 1), [HangupReason::AnsweredElsewhere]);
+    let room = call_room_id("c1");
+    assert!((0..3).all(|i| m.call_bridges[i].contains(&room)));
+    let carried = m.cores[1]
+        .call_leg(&leg_key("c1", Some(id_of(2))))
+        .expect("relay 1 carries the fork that answered");
+    assert!(carried.answered && !carried.callee_here);
+    // A hold from the laptop's side crosses relay 1 to the caller.
+    from_callee(
+        &mut m,
+        2,
+        CallEvent::Hold {
+            sealed: vec![7; wzp_proto::hold::SEALED_HOLD_LEN],
+        },
+    );
+    m.settle(60).unwrap();
+    assert_eq!(kinds(&m, 0), ["ringing", "answer", "hold"]);
+    m.input(
+        0,
+        Input::LocalCall(signal("c1", None, hangup(HangupReason::Normal))),
+    );
+    m.settle(60).unwrap();
+    assert_eq!(reasons(&m, 2), [HangupReason::Normal]);
+    assert!((0..3).all(|i| m.cores[i].call_count() == 0));
+    assert!((0..3).all(|i| !m.call_bridges[i].contains(&room)));
+}

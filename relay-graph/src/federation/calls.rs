@@ -710,7 +710,12 @@ impl FederationCore {
             self.calls.groups.remove(&s.call_id);
         }
         let Some(leg) = self.calls.legs.get(&s.leg_key()) else {
-            self.calls.counters.unknown_call += 1;
+            // A hangup for a call no longer carried here is the ordinary
+            // crossing of two endings (or of a call whose callee was on no
+            // other relay with its devices here answering): not counted.
+            if !matches!(s.event, CallEvent::Hangup { .. }) {
+                self.calls.counters.unknown_call += 1;
+            }
             return;
         };
         if (leg.caller, leg.callee) != (s.caller, s.callee) {

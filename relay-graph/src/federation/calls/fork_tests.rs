@@ -410,3 +410,21 @@ fn a_relay_the_callee_is_on_may_carry_the_fork_to_another_of_theirs() {
     assert!((0..3).all(|i| m.cores[i].call_count() == 0));
     assert!((0..3).all(|i| !m.call_bridges[i].contains(&room)));
 }
+
+#[test]
+fn a_local_hangup_for_a_call_no_fork_went_for_is_not_an_unknown_call() {
+    // B on the caller's relay alone: the fork request is answered
+    // not_online at once; the devices here answering before that reached
+    // the signal service sends a hangup the core never carried.
+    let mut m = mesh(4, Y, &[0], &[]);
+    m.input(0, Input::LocalFork(offer("c3")));
+    m.input(
+        0,
+        Input::LocalCall(signal("c3", None, hangup(HangupReason::AnsweredElsewhere))),
+    );
+    m.settle(60).unwrap();
+    assert_eq!(m.cores[0].call_counters().unknown_call, 0);
+    // Any other step for a call not carried is still counted.
+    m.input(0, Input::LocalCall(signal("c3", None, answer())));
+    assert_eq!(m.cores[0].call_counters().unknown_call, 1);
+}

@@ -3377,3 +3377,114 @@ fn c_joins_a_held_call_with_the_one_in_progress_and_each_party_hears_the_other()
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `call` takes a waiting call as `listen` does: bob calls alice (who
+/// answers), carol calls bob while they talk, and bob's `call` rings her as
+/// a waiting call; `s` holds alice to answer carol, `s` swaps back, `q`
+/// hangs up alice and leaves carol held until `h`; when carol's call ends
+/// too, bob's `call` is done (exit 0) and his history holds both calls.
+#[test]
+fn call_takes_a_waiting_call_holds_and_swaps_and_ends_with_its_last_call() {
+    let _s = serial();
+    let dir = tmp("call-waiting");
+    let relay = start_relay_with(&dir, "127.0.0.1:0", &["--metrics-addr", "127.0.0.1:0"]);
+    let (alice_heard, carol_heard) = (dir.join("alice.wav"), dir.join("carol.wav"));
+    let mut a = client(
+        &dir,
+        &relay,
+        "alice",
+        &["listen"],
+        &[
+            "--accept",
+            "generic",
+            "--input",
+            "tone:300",
+            "--output",
+            alice_heard.to_str().unwrap(),
+        ],
+    );
+    let line = a.expect_line("registered as ", WAIT);
+    let a_fp = line.split_whitespace().nth(2).unwrap().to_string();
+    let b_fp = identity_of(&dir, "bob");
+    let mut cmd = client_cmd(
+        None,
+        relay.addr,
+        &dir,
+        &relay,
+        "bob",
+        &["call", &a_fp],
+        &["--call-waiting", "--input", "tone:1000", "--output", "null"],
+    );
+    let mut b = Proc::spawn_with_input("bob", &mut cmd);
+    assert_eq!(sas(&mut b), sas(&mut a));
+    wait_until("alice hears bob", || {
+        last_second(&alice_heard, 1000.0) > -30.0
+    });
+    let mut c = client(
+        &dir,
+        &relay,
+        "carol",
+        &["call", &b_fp],
+        &[
+            "--input",
+            "tone:500",
+            "--output",
+            carol_heard.to_str().unwrap(),
+        ],
+    );
+    c.expect_line("ringing: ", WAIT);
+    b.expect_line("s holds this call and answers it", WAIT);
+    b.type_keys("s");
+    let said = b.expect_line("holding the call with ", WAIT);
+    assert!(said.contains("(they are told) to answer "), "{said}");
+    a.expect_line("put the call on hold", WAIT);
+    b.expect_line("answering the waiting call from ", WAIT);
+    c.expect_line("answered by ", WAIT);
+    let calls = http_get(&relay, "/calls");
+    assert!(calls.contains(r#""kept":true"#), "{calls}");
+    wait_until("carol hears bob", || {
+        last_second(&carol_heard, 1000.0) > -30.0
+    });
+    // Swap: carol held, alice's call (the one bob placed) taken back.
+    b.type_keys("s");
+    c.expect_line("put the call on hold", WAIT);
+    a.expect_line("took the call back", WAIT);
+    wait_until("alice hears bob again", || {
+        last_second(&alice_heard, 1000.0) > -30.0
+    });
+    // Bob hangs up alice; carol's call is his call, held until h.
+    b.type_keys("q");
+    a.expect_line("the other side hung up", WAIT);
+    b.expect_line("is still on hold: h takes it back", WAIT);
+    assert!(
+        b.child.try_wait().unwrap().is_none(),
+        "bob's call goes on with carol"
+    );
+    b.type_keys("h");
+    c.expect_line("took the call back", WAIT);
+    wait_until("carol hears bob again", || {
+        last_second(&carol_heard, 1000.0) > -30.0
+    });
+    // Carol hangs up: bob's last call is over, and so is his `call`.
+    let sent = Command::new("kill")
+        .args(["-INT", &c.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    c.expect_line("hung up", WAIT);
+    assert_eq!(b.exit(WAIT).code(), Some(0), "{:?}", b.drain());
+    let said = history_lines(&dir, "bob", &[]);
+    assert_eq!(said.len(), 2, "{said:?}");
+    assert!(
+        said.iter()
+            .any(|l| l.starts_with("out  ") && l.contains("  answered  ")),
+        "{said:?}"
+    );
+    assert!(
+        said.iter()
+            .any(|l| l.starts_with("in   ") && l.contains("  answered  ")),
+        "{said:?}"
+    );
+    a.kill();
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -14,9 +14,10 @@ use wzp_proto::handshake::EphemeralKey;
 use wzp_proto::Fingerprint;
 
 use super::direct::{
-    flush, run_media, MediaArgs, RelayArgs, UserInput, EXIT_BUSY, EXIT_FAILED, EXIT_NOT_ONLINE,
-    EXIT_NO_ANSWER, EXIT_REJECTED,
+    flush, run_media, Held, MediaArgs, RelayArgs, UserInput, EXIT_BUSY, EXIT_FAILED,
+    EXIT_NOT_ONLINE, EXIT_NO_ANSWER, EXIT_REJECTED,
 };
+use super::listen::{after_media, run_line, Accept, Line, LineCtx, LineState};
 use crate::contacts::{Contact, Contacts};
 use crate::history::{self, Dir, Entry, Outcome};
 use crate::signal::{MappingTest, SignalConn};
@@ -81,6 +82,13 @@ pub struct CallArgs {
         value_parser = super::parse_duration_arg
     )]
     pub leave_message: Option<Duration>,
+    /// Let another caller ring here while the call runs, as a waiting
+    /// call (`a` ends this call and answers it, `s` holds this call and
+    /// answers it, then `s` swaps and `c` joins the two, `d` declines; as in
+    /// `listen`). On in a terminal; this turns it on where standard input
+    /// is not one, and reads the keys from it (a program at the keys).
+    #[arg(long)]
+    pub call_waiting: bool,
 }
 
 /// What to do with the SAS the call prints, for the person called.
@@ -120,9 +128,11 @@ pub fn call_cmd(args: CallArgs) -> Result<i32> {
         .context("installing SIGINT handler")?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())
         .context("installing SIGTERM handler")?;
+    // A person at the keys may take a second call while in this one.
+    let takes_waiting = args.call_waiting || crate::call::controls::interactive();
     let controls = Arc::new(crate::call::controls::Controls::new(
         args.media.muted,
-        false,
+        args.call_waiting,
     )?);
     if let Some(d) = args.leave_message {
         let max = Duration::from_secs((wzp_proto::voice_message::MAX_FRAMES / 50) as u64);
@@ -134,6 +144,7 @@ pub fn call_cmd(args: CallArgs) -> Result<i32> {
         }
     }
     let history = args.history.open()?;
+    let line_history = history.clone();
     let message_history = args.history.open()?;
     let record = move |at: u64, outcome: Outcome, secs: u64| {
         history.record(&Entry {
@@ -166,7 +177,7 @@ pub fn call_cmd(args: CallArgs) -> Result<i32> {
                 relay_fp,
                 args.media.alias.clone(),
                 Some(device),
-                false,
+                takes_waiting,
             )
             .await?;
         let call_id = random_call_id().map_err(|e| anyhow!("no randomness for a call id: {e}"))?;
@@ -349,6 +360,10 @@ pub fn call_cmd(args: CallArgs) -> Result<i32> {
         println!("answered by {} (room {})", ready.peer, ready.room);
         println!("{}", sas_hint(contact.as_ref(), &target));
         let began = std::time::Instant::now();
+        let with = contact
+            .as_ref()
+            .map_or(target.to_string(), |c| c.name.clone());
+        let mut state = LineState::default();
         let ended = run_media(
             &mut sig,
             &mut call,
@@ -357,23 +372,70 @@ pub fn call_cmd(args: CallArgs) -> Result<i32> {
             &args.media,
             Some((Role::Dialer, reg.observed_addr)),
             &UserInput {
-                stop,
-                controls,
-                with: contact
-                    .as_ref()
-                    .map_or(target.to_string(), |c| c.name.clone()),
-                missed_to: None,
+                stop: stop.clone(),
+                controls: controls.clone(),
+                with: with.clone(),
+                missed_to: takes_waiting.then(|| line_history.clone()),
                 contacts: Some(contacts_path.clone()),
-                takes_waiting: false,
+                takes_waiting,
                 on_call: None,
             },
-            &mut None,
+            &mut state.held,
             None,
         )
         .await;
-        record(offered, Outcome::Answered, began.elapsed().as_secs());
-        ended?;
+        let (end, waiting) = match ended {
+            Ok(e) => e,
+            Err(e) => {
+                record(offered, Outcome::Answered, began.elapsed().as_secs());
+                return Err(e);
+            }
+        };
+        // This call (kept in the history when it ends), and what came
+        // while it ran: a waiting call taken, this one held or joined.
+        let this = Held {
+            call: Box::new(call),
+            ready: *ready,
+            with,
+            peer_holds: false,
+            peer: target,
+            alias: None,
+            dir: Dir::Out,
+            offered,
+            began,
+        };
+        after_media(
+            end,
+            waiting,
+            this,
+            Line {
+                held: &mut state.held,
+                next: &mut state.next,
+                resume: &mut state.resume,
+                joining: &mut state.joining,
+            },
+            &line_history,
+        );
+        let cx = LineCtx {
+            relay: &relay,
+            identity: &identity,
+            media: &args.media,
+            accept: Accept::Ask,
+            once: false,
+            on_call: None,
+            stop,
+            controls,
+            history: line_history.clone(),
+            contacts_path: contacts_path.clone(),
+            takes_waiting,
+            observed_addr: reg.observed_addr,
+            device,
+            // The line ends with its last call: `call` waits for no one.
+            idle_exit: true,
+        };
+        let ran = run_line(&cx, &mut sig, state).await;
         sig.close().await;
+        ran?;
         Ok(0)
     })
 }

@@ -300,12 +300,18 @@ const HOLD_DRAIN: Duration = Duration::from_millis(300);
 /// stopped; taking it back starts one again with the same keys (a new
 /// random sender id, so no nonce repeats), through the relays.
 pub struct Held {
-    pub call: IncomingCall,
+    /// The call's exchange: an incoming call, or one this end placed.
+    pub call: Box<dyn CallMachine>,
     pub ready: CallReady,
     /// What the person calls the other party.
     pub with: String,
     /// The other party holds the call too.
     pub peer_holds: bool,
+    /// The other party, what it calls itself, and who called (for the
+    /// history).
+    pub peer: wzp_proto::Fingerprint,
+    pub alias: Option<String>,
+    pub dir: crate::history::Dir,
     /// When it was offered, and answered (for the history).
     pub offered: u64,
     pub began: Instant,
@@ -317,9 +323,9 @@ impl Held {
         if let Some(h) = history {
             h.record(&crate::history::Entry {
                 at: self.offered,
-                dir: crate::history::Dir::In,
-                peer: self.call.caller(),
-                alias: self.call.caller_alias().map(str::to_string),
+                dir: self.dir,
+                peer: self.peer,
+                alias: self.alias.clone(),
                 outcome: crate::history::Outcome::Answered,
                 secs: self.began.elapsed().as_secs(),
             });
@@ -885,7 +891,7 @@ pub async fn run_media(
         if let Some(mut h) = held.take() {
             h.call.hangup();
             if !matches!(end, CallEnd::SignalLost(_)) {
-                flush(sig, &mut h.call).await?;
+                flush(sig, h.call.as_mut()).await?;
             }
             println!("hung up the call on hold with {}", h.with);
             h.record(user.missed_to.as_ref());
@@ -1003,7 +1009,7 @@ pub async fn run_joined(
     controls.held_tone.set(false);
     // The held party is back, told as for a swap.
     if leg.call.hold(false, nonce()?) {
-        flush(sig, &mut leg.call).await?;
+        flush(sig, leg.call.as_mut()).await?;
     }
     // A second of 48 kHz each way.
     let to_leg = ("conf.to_leg".to_string(), PcmBus::new(48_000));
@@ -1076,7 +1082,7 @@ pub async fn run_joined(
                 if controls.take_swap() {
                     // The other call's party is held again, told so.
                     if leg.call.hold(true, nonce()?) {
-                        flush(sig, &mut leg.call).await?;
+                        flush(sig, leg.call.as_mut()).await?;
                     }
                     println!("holding the call with {} again; the call with {} goes on", leg.with, main.with);
                     end = Some(JoinEnd::Split);
@@ -1105,7 +1111,7 @@ pub async fn run_joined(
                             }
                             _ => {}
                         }
-                        flush(sig, &mut h.call).await?;
+                        flush(sig, h.call.as_mut()).await?;
                     }
                     if end.is_some() {
                         break;
@@ -1146,7 +1152,7 @@ pub async fn run_joined(
             if !h.call.is_ended() {
                 h.call.hangup();
                 if !matches!(how, CallEnd::SignalLost(_)) {
-                    flush(sig, &mut h.call).await?;
+                    flush(sig, h.call.as_mut()).await?;
                 }
             }
             h.record(user.missed_to.as_ref());
@@ -1185,7 +1191,7 @@ pub async fn held_reads(
         Some(CallEvent::Hold(on)) => h.peer_holds = on,
         _ => {}
     }
-    flush(sig, &mut h.call).await
+    flush(sig, h.call.as_mut()).await
 }
 
 /// Keeps a waiting call that was not taken in the history.

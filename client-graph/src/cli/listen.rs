@@ -19,7 +19,7 @@ use super::direct::{
 use crate::call::controls::{self, Answer, Controls};
 use crate::contacts::{Contact, Contacts};
 use crate::history::{self, Dir, Entry, Outcome};
-use crate::signal::{ConnectError, MappingTest, SignalConn};
+use crate::signal::{ConnectError, MappingTest, RelayOptions, SignalConn};
 
 pub const LISTEN_EXAMPLES: &str = "\
 Examples:
@@ -201,87 +201,211 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                 );
             }
             registered_once = true;
-            // A call that came while in one (call waiting), taken up next.
-            let mut next: Option<Waiting> = None;
-            // The call held while in another (`s`), and the one to take up
-            // again next (taken back, or still held once the other ended).
-            let mut held: Option<Held> = None;
-            let mut resume: Option<(Held, Resume)> = None;
-            // Two calls to join (`c`): the one in progress, and the held one.
-            let mut joining: Option<(Held, Held)> = None;
-            let user_with = |with: String| UserInput {
+            let cx = LineCtx {
+                relay: &relay,
+                identity: &identity,
+                media: &args.media,
+                accept,
+                once: args.once,
+                on_call: args.on_call.clone(),
                 stop: stop.clone(),
                 controls: controls.clone(),
-                with,
-                missed_to: Some(history.clone()),
-                contacts: Some(contacts_path.clone()),
+                history: history.clone(),
+                contacts_path: contacts_path.clone(),
                 takes_waiting,
-                on_call: args.on_call.clone(),
+                observed_addr: reg.observed_addr,
+                device,
+                idle_exit: false,
             };
-            loop {
-                if let Some((mut main, mut leg)) = joining.take() {
-                    let user = user_with(main.with.clone());
-                    match run_joined(&mut sig, &mut main, &mut leg, &relay, &args.media, &user).await? {
-                        JoinEnd::Both(_) => {}
-                        JoinEnd::OneLeft { main: main_left } => {
-                            let on = if main_left { leg } else { main };
-                            let r = Resume { held_here: false, peer_holds: on.peer_holds, tell: false };
-                            resume = Some((on, r));
-                        }
-                        JoinEnd::Split => {
-                            held = Some(leg);
-                            let r = Resume { held_here: false, peer_holds: main.peer_holds, tell: false };
-                            resume = Some((main, r));
-                        }
-                    }
-                    continue;
+            match run_line(&cx, &mut sig, LineState::default()).await? {
+                LineEnd::Done => {
+                    sig.close().await;
+                    return Ok(());
                 }
-                // Nothing else to take up: the held call is the call again.
-                if resume.is_none() && next.is_none() {
-                    if let Some(h) = held.take() {
-                        let r = Resume { held_here: true, peer_holds: h.peer_holds, tell: false };
-                        resume = Some((h, r));
-                    }
+                LineEnd::SignalLost => continue,
+            }
+        }
+        Ok(())
+    })
+}
+
+/// What a device's line needs from its command: `listen`, or `call` once
+/// its call is up and another rings as a waiting call.
+pub(super) struct LineCtx<'a> {
+    pub relay: &'a RelayOptions,
+    pub identity: &'a wzp_proto::Identity,
+    pub media: &'a MediaArgs,
+    pub accept: Accept,
+    pub once: bool,
+    pub on_call: Option<String>,
+    pub stop: Arc<AtomicBool>,
+    pub controls: Arc<Controls>,
+    pub history: crate::history::History,
+    pub contacts_path: PathBuf,
+    pub takes_waiting: bool,
+    pub observed_addr: Option<std::net::SocketAddr>,
+    pub device: wzp_proto::presence::DeviceId,
+    /// With no call left, end rather than wait for the next offer (`call`:
+    /// its calls are over).
+    pub idle_exit: bool,
+}
+
+/// The calls a line has besides the one in progress.
+#[derive(Default)]
+pub(super) struct LineState {
+    /// A call that came while in one (call waiting), taken up next.
+    pub next: Option<Waiting>,
+    /// The call held while in another (`s`).
+    pub held: Option<Held>,
+    /// The one to take up again next (taken back, or still held once the
+    /// other ended).
+    pub resume: Option<(Held, Resume)>,
+    /// Two calls to join (`c`): the one in progress, and the held one.
+    pub joining: Option<(Held, Held)>,
+}
+
+/// How a line ended.
+pub(super) enum LineEnd {
+    /// Stopped (Ctrl-C), `--once` done, or no call left (`idle_exit`):
+    /// the caller closes the connection.
+    Done,
+    /// The relay went: register again.
+    SignalLost,
+}
+
+/// A device's calls, one after another: offers rung and answered by the
+/// policy, waiting calls taken up, calls held, swapped and joined.
+pub(super) async fn run_line(
+    cx: &LineCtx<'_>,
+    sig: &mut SignalConn,
+    state: LineState,
+) -> Result<LineEnd> {
+    let LineState {
+        mut next,
+        mut held,
+        mut resume,
+        mut joining,
+    } = state;
+    let user_with = |with: String| UserInput {
+        stop: cx.stop.clone(),
+        controls: cx.controls.clone(),
+        with,
+        missed_to: Some(cx.history.clone()),
+        contacts: Some(cx.contacts_path.clone()),
+        takes_waiting: cx.takes_waiting,
+        on_call: cx.on_call.clone(),
+    };
+    loop {
+        if let Some((mut main, mut leg)) = joining.take() {
+            let user = user_with(main.with.clone());
+            match run_joined(sig, &mut main, &mut leg, cx.relay, cx.media, &user).await? {
+                JoinEnd::Both(_) => {}
+                JoinEnd::OneLeft { main: main_left } => {
+                    let on = if main_left { leg } else { main };
+                    let r = Resume {
+                        held_here: false,
+                        peer_holds: on.peer_holds,
+                        tell: false,
+                    };
+                    resume = Some((on, r));
                 }
-                if let Some((mut h, r)) = resume.take() {
-                    let user = user_with(h.with.clone());
-                    let ended = run_media(&mut sig, &mut h.call, &h.ready, &relay, &args.media, None, &user, &mut held, Some(r)).await;
-                    let (end, waiting) = ended.inspect_err(|_| h.record(Some(&history)))?;
-                    after_media(end, waiting, h, Line { held: &mut held, next: &mut next, resume: &mut resume, joining: &mut joining }, &history);
-                    continue;
+                JoinEnd::Split => {
+                    held = Some(leg);
+                    let r = Resume {
+                        held_here: false,
+                        peer_holds: main.peer_holds,
+                        tell: false,
+                    };
+                    resume = Some((main, r));
                 }
-                let (mut call, waited) = match next.take() {
-                    Some(mut w) => {
-                        if w.answered {
-                            println!("answering the waiting call from {}", call_name(&w));
-                        } else {
-                            println!("the call in progress ended; the waiting call from {} rings on", call_name(&w));
-                        }
-                        if w.keep {
-                            // The relay keeps the call held meanwhile.
-                            w.call.keep_current();
-                        }
-                        (w.call, Some((w.answered, w.contact)))
-                    }
-                    None => {
+            }
+            continue;
+        }
+        // Nothing else to take up: the held call is the call again.
+        if resume.is_none() && next.is_none() {
+            if let Some(h) = held.take() {
+                let r = Resume {
+                    held_here: true,
+                    peer_holds: h.peer_holds,
+                    tell: false,
+                };
+                resume = Some((h, r));
+            }
+        }
+        if let Some((mut h, r)) = resume.take() {
+            let user = user_with(h.with.clone());
+            let ended = run_media(
+                sig,
+                h.call.as_mut(),
+                &h.ready,
+                cx.relay,
+                cx.media,
+                None,
+                &user,
+                &mut held,
+                Some(r),
+            )
+            .await;
+            let (end, waiting) = ended.inspect_err(|_| h.record(Some(&cx.history)))?;
+            after_media(
+                end,
+                waiting,
+                h,
+                Line {
+                    held: &mut held,
+                    next: &mut next,
+                    resume: &mut resume,
+                    joining: &mut joining,
+                },
+                &cx.history,
+            );
+            continue;
+        }
+        let (mut call, waited) = match next.take() {
+            Some(mut w) => {
+                if w.answered {
+                    println!("answering the waiting call from {}", call_name(&w));
+                } else {
+                    println!(
+                        "the call in progress ended; the waiting call from {} rings on",
+                        call_name(&w)
+                    );
+                }
+                if w.keep {
+                    // The relay keeps the call held meanwhile.
+                    w.call.keep_current();
+                }
+                (w.call, Some((w.answered, w.contact)))
+            }
+            None => {
+                if cx.idle_exit {
+                    return Ok(LineEnd::Done);
+                }
                 let msg = tokio::select! {
                     m = sig.recv() => m,
-                    _ = async { while !stop.load(Ordering::Relaxed) { tokio::time::sleep(Duration::from_millis(50)).await } } => {
-                        sig.close().await;
-                        return Ok(());
+                    _ = async { while !cx.stop.load(Ordering::Relaxed) { tokio::time::sleep(Duration::from_millis(50)).await } } => {
+                        return Ok(LineEnd::Done);
                     }
                 };
                 let msg = match msg {
                     Ok(Some(m)) => m,
                     Ok(None) | Err(_) => {
-                        replaced(&sig, &relay.relay, device, &relay.identity)?;
-                        println!("lost the relay at {}; registering again when it is back", relay.relay);
-                        break;
+                        replaced(sig, &cx.relay.relay, cx.device, &cx.relay.identity)?;
+                        println!(
+                            "lost the relay at {}; registering again when it is back",
+                            cx.relay.relay
+                        );
+                        return Ok(LineEnd::SignalLost);
                     }
                 };
                 // Someone called while this person was in a call on
                 // another of its devices.
-                if super::direct::missed_call(&msg, "while you were in another call", Some(&history), Some(&contacts_path)) {
+                if super::direct::missed_call(
+                    &msg,
+                    "while you were in another call",
+                    Some(&cx.history),
+                    Some(&cx.contacts_path),
+                ) {
                     continue;
                 }
                 if voice_messages(&msg) {
@@ -308,223 +432,253 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                         .unwrap_or_default()
                 );
                 (call, None)
-                    }
-                };
-                // A `q` pressed between calls hangs up none of them.
-                controls.take_hangup();
-                let offered = history::now();
-                let (from, alias) = (call.caller(), call.caller_alias().map(str::to_string));
-                let record = |outcome: Outcome, secs: u64| {
-                    history.record(&Entry {
-                        at: offered,
-                        dir: Dir::In,
-                        peer: from,
-                        alias: alias.clone(),
-                        outcome,
-                        secs,
-                    })
-                };
-                // Read at each call: the file may have changed meanwhile.
-                let contacts = match Contacts::load(&contacts_path) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        println!("cannot read the contacts ({e:#}); taking the caller for a stranger");
-                        Contacts::empty(&contacts_path)
-                    }
-                };
-                let caller = call.caller();
-                if let Some(b) = contacts.is_blocked(&caller) {
-                    record(Outcome::Blocked, 0);
-                    call.reject();
-                    flush(&mut sig, &mut call).await?;
-                    println!(
-                        "declined: {caller} is blocked{}",
-                        if b.note.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" ({})", b.note)
-                        }
-                    );
-                    if args.once {
-                        sig.close().await;
-                        return Ok(());
-                    }
-                    continue;
+            }
+        };
+        // A `q` pressed between calls hangs up none of them.
+        cx.controls.take_hangup();
+        let offered = history::now();
+        let (from, alias) = (call.caller(), call.caller_alias().map(str::to_string));
+        let record = |outcome: Outcome, secs: u64| {
+            cx.history.record(&Entry {
+                at: offered,
+                dir: Dir::In,
+                peer: from,
+                alias: alias.clone(),
+                outcome,
+                secs,
+            })
+        };
+        // Read at each call: the file may have changed meanwhile.
+        let contacts = match Contacts::load(&cx.contacts_path) {
+            Ok(c) => c,
+            Err(e) => {
+                println!("cannot read the contacts ({e:#}); taking the caller for a stranger");
+                Contacts::empty(&cx.contacts_path)
+            }
+        };
+        let caller = call.caller();
+        if let Some(b) = contacts.is_blocked(&caller) {
+            record(Outcome::Blocked, 0);
+            call.reject();
+            flush(sig, &mut call).await?;
+            println!(
+                "declined: {caller} is blocked{}",
+                if b.note.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", b.note)
                 }
-                // A waiting call was described when it came.
-                let contact = match &waited {
-                    Some((_, c)) => c.clone(),
-                    None => describe_caller(&call, &contacts),
-                };
-                if let Some(cmd) = args.on_call.as_ref().filter(|_| waited.is_none()) {
-                    on_call(
-                        cmd,
-                        &caller,
-                        contact.as_ref().map(|c| c.name.as_str()),
-                        call.caller_alias(),
-                        accept == Accept::Ask,
-                    );
-                }
-                let policy = if waited.as_ref().is_some_and(|(answered, _)| *answered) {
-                    // The person ended the call in progress to answer this.
-                    Accept::Contacts
-                } else if accept == Accept::Ask {
-                    // The speaker rings too; stopped (its device closed)
-                    // before an answered call's graph opens it.
-                    let tone = args.media.ring_tone(crate::call::ring::RING);
-                    let rang = ring(&mut sig, &mut call, &controls, &stop, &history, &contacts_path, waited.is_some()).await;
-                    drop(tone);
-                    match rang? {
-                        Rang::Answered => Accept::Contacts,
-                        Rang::Declined => Accept::Reject,
-                        Rang::Ended(why, elsewhere) => {
-                            match elsewhere {
-                                Some(outcome) => {
-                                    record(outcome, 0);
-                                    println!("{why}");
-                                }
-                                None => {
-                                    record(Outcome::Missed, 0);
-                                    println!("the call ended before you answered ({why})");
-                                }
-                            }
-                            if args.once {
-                                sig.close().await;
-                                return Ok(());
-                            }
-                            continue;
+            );
+            if cx.once {
+                return Ok(LineEnd::Done);
+            }
+            continue;
+        }
+        // A waiting call was described when it came.
+        let contact = match &waited {
+            Some((_, c)) => c.clone(),
+            None => describe_caller(&call, &contacts),
+        };
+        if let Some(cmd) = cx.on_call.as_ref().filter(|_| waited.is_none()) {
+            on_call(
+                cmd,
+                &caller,
+                contact.as_ref().map(|c| c.name.as_str()),
+                call.caller_alias(),
+                cx.accept == Accept::Ask,
+            );
+        }
+        let policy = if waited.as_ref().is_some_and(|(answered, _)| *answered) {
+            // The person ended the call in progress to answer this.
+            Accept::Contacts
+        } else if cx.accept == Accept::Ask {
+            // The speaker rings too; stopped (its device closed)
+            // before an answered call's graph opens it.
+            let tone = cx.media.ring_tone(crate::call::ring::RING);
+            let rang = ring(
+                sig,
+                &mut call,
+                &cx.controls,
+                &cx.stop,
+                &cx.history,
+                &cx.contacts_path,
+                waited.is_some(),
+            )
+            .await;
+            drop(tone);
+            match rang? {
+                Rang::Answered => Accept::Contacts,
+                Rang::Declined => Accept::Reject,
+                Rang::Ended(why, elsewhere) => {
+                    match elsewhere {
+                        Some(outcome) => {
+                            record(outcome, 0);
+                            println!("{why}");
                         }
-                        Rang::Stopped => {
+                        None => {
                             record(Outcome::Missed, 0);
-                            call.reject();
-                            let _ = flush(&mut sig, &mut call).await;
-                            sig.close().await;
-                            return Ok(());
-                        }
-                        Rang::SignalLost => {
-                            record(Outcome::Failed, 0);
-                            replaced(&sig, &relay.relay, device, &relay.identity)?;
-                            println!("lost the relay at {}; registering again when it is back", relay.relay);
-                            break;
+                            println!("the call ended before you answered ({why})");
                         }
                     }
-                } else {
-                    accept
-                };
-                let mode = match (policy, &contact) {
-                    (Accept::Trusted, _)
-                    | (Accept::Contacts | Accept::ContactsOnly | Accept::Ask, Some(_)) => {
-                        Some(AcceptMode::AcceptTrusted)
-                    }
-                    (Accept::Generic, _) | (Accept::Contacts | Accept::Ask, None) => {
-                        Some(AcceptMode::AcceptGeneric)
-                    }
-                    (Accept::Reject, _) | (Accept::ContactsOnly, None) => None,
-                };
-                let Some(mode) = mode else {
-                    record(Outcome::Declined, 0);
-                    call.reject();
-                    flush(&mut sig, &mut call).await?;
-                    println!("rejected");
-                    if args.once {
-                        sig.close().await;
-                        return Ok(());
+                    if cx.once {
+                        return Ok(LineEnd::Done);
                     }
                     continue;
-                };
-                let eph = EphemeralKey::random().map_err(|e| anyhow!("no randomness: {e}"))?;
-                // Trusting the caller shares this side's address, for a
-                // direct path (not with --relay-only).
-                let addr = if matches!(mode, AcceptMode::AcceptTrusted) && !args.media.relay_only {
-                    reg.observed_addr
-                } else {
-                    None
-                };
-                if addr.is_some() {
-                    call.share_local(&crate::nat::own_local_addrs(
-                        sig.endpoint(),
-                        sig.conn.remote_address(),
-                        addr,
-                    ));
                 }
-                call.accept(&identity, eph, mode, addr)
-                    .map_err(|e| anyhow!("{e}"))?;
-                flush(&mut sig, &mut call).await?;
-                let ready = loop {
-                    let Some(m) = sig.recv().await? else {
-                        break None;
-                    };
-                    held_reads(&mut sig, &mut held, &m, Some(&history)).await?;
-                    let ev = call.handle(&m);
-                    flush(&mut sig, &mut call).await?;
-                    match ev {
-                        Some(CallEvent::Answered(r)) => break Some(r),
-                        Some(CallEvent::HungUp { reason, message }) if elsewhere(reason).is_some() => {
-                            record(elsewhere(reason).unwrap_or(Outcome::AnsweredElsewhere), 0);
-                            println!("{}", message.unwrap_or_else(|| "answered on another device".into()));
-                            break None;
-                        }
-                        Some(CallEvent::HungUp { .. }) | Some(CallEvent::Failed { .. }) => {
-                            record(Outcome::Failed, 0);
-                            println!("the call ended before it started");
-                            break None;
-                        }
-                        _ => {}
-                    }
-                };
-                if let Some(ready) = ready {
-                    println!("answered {} (room {})", ready.peer, ready.room);
+                Rang::Stopped => {
+                    record(Outcome::Missed, 0);
+                    call.reject();
+                    let _ = flush(sig, &mut call).await;
+                    return Ok(LineEnd::Done);
+                }
+                Rang::SignalLost => {
+                    record(Outcome::Failed, 0);
+                    replaced(sig, &cx.relay.relay, cx.device, &cx.relay.identity)?;
                     println!(
-                        "{}",
-                        if addr.is_some() {
-                            "your address went to the caller, for a direct path"
-                        } else {
-                            "answered through the relay only: your address stays private"
-                        }
+                        "lost the relay at {}; registering again when it is back",
+                        cx.relay.relay
                     );
-                    println!("{}", super::call::sas_hint(contact.as_ref(), &caller));
-                    let began = std::time::Instant::now();
-                    let with = contact.as_ref().map_or(caller.to_string(), |c| c.name.clone());
-                    let ended = run_media(
-                        &mut sig,
-                        &mut call,
-                        &ready,
-                        &relay,
-                        &args.media,
-                        addr.map(|own| (Role::Acceptor, Some(own))),
-                        &user_with(with.clone()),
-                        &mut held,
-                        None,
-                    )
-                        .await;
-                    let this = Held { call, ready: *ready, with, peer_holds: false, offered, began };
-                    let (end, waiting) = ended.inspect_err(|_| this.record(Some(&history)))?;
-                    after_media(end, waiting, this, Line { held: &mut held, next: &mut next, resume: &mut resume, joining: &mut joining }, &history);
-                }
-                if args.once {
-                    sig.close().await;
-                    return Ok(());
+                    return Ok(LineEnd::SignalLost);
                 }
             }
+        } else {
+            cx.accept
+        };
+        let mode = match (policy, &contact) {
+            (Accept::Trusted, _)
+            | (Accept::Contacts | Accept::ContactsOnly | Accept::Ask, Some(_)) => {
+                Some(AcceptMode::AcceptTrusted)
+            }
+            (Accept::Generic, _) | (Accept::Contacts | Accept::Ask, None) => {
+                Some(AcceptMode::AcceptGeneric)
+            }
+            (Accept::Reject, _) | (Accept::ContactsOnly, None) => None,
+        };
+        let Some(mode) = mode else {
+            record(Outcome::Declined, 0);
+            call.reject();
+            flush(sig, &mut call).await?;
+            println!("rejected");
+            if cx.once {
+                return Ok(LineEnd::Done);
+            }
+            continue;
+        };
+        let eph = EphemeralKey::random().map_err(|e| anyhow!("no randomness: {e}"))?;
+        // Trusting the caller shares this side's address, for a
+        // direct path (not with --relay-only).
+        let addr = if matches!(mode, AcceptMode::AcceptTrusted) && !cx.media.relay_only {
+            cx.observed_addr
+        } else {
+            None
+        };
+        if addr.is_some() {
+            call.share_local(&crate::nat::own_local_addrs(
+                sig.endpoint(),
+                sig.conn.remote_address(),
+                addr,
+            ));
         }
-        Ok(())
-    })
+        call.accept(cx.identity, eph, mode, addr)
+            .map_err(|e| anyhow!("{e}"))?;
+        flush(sig, &mut call).await?;
+        let ready = loop {
+            let Some(m) = sig.recv().await? else {
+                break None;
+            };
+            held_reads(sig, &mut held, &m, Some(&cx.history)).await?;
+            let ev = call.handle(&m);
+            flush(sig, &mut call).await?;
+            match ev {
+                Some(CallEvent::Answered(r)) => break Some(r),
+                Some(CallEvent::HungUp { reason, message }) if elsewhere(reason).is_some() => {
+                    record(elsewhere(reason).unwrap_or(Outcome::AnsweredElsewhere), 0);
+                    println!(
+                        "{}",
+                        message.unwrap_or_else(|| "answered on another device".into())
+                    );
+                    break None;
+                }
+                Some(CallEvent::HungUp { .. }) | Some(CallEvent::Failed { .. }) => {
+                    record(Outcome::Failed, 0);
+                    println!("the call ended before it started");
+                    break None;
+                }
+                _ => {}
+            }
+        };
+        if let Some(ready) = ready {
+            println!("answered {} (room {})", ready.peer, ready.room);
+            println!(
+                "{}",
+                if addr.is_some() {
+                    "your address went to the caller, for a direct path"
+                } else {
+                    "answered through the relay only: your address stays private"
+                }
+            );
+            println!("{}", super::call::sas_hint(contact.as_ref(), &caller));
+            let began = std::time::Instant::now();
+            let with = contact
+                .as_ref()
+                .map_or(caller.to_string(), |c| c.name.clone());
+            let ended = run_media(
+                sig,
+                &mut call,
+                &ready,
+                cx.relay,
+                cx.media,
+                addr.map(|own| (Role::Acceptor, Some(own))),
+                &user_with(with.clone()),
+                &mut held,
+                None,
+            )
+            .await;
+            let this = Held {
+                call: Box::new(call),
+                ready: *ready,
+                with,
+                peer_holds: false,
+                peer: from,
+                alias: alias.clone(),
+                dir: Dir::In,
+                offered,
+                began,
+            };
+            let (end, waiting) = ended.inspect_err(|_| this.record(Some(&cx.history)))?;
+            after_media(
+                end,
+                waiting,
+                this,
+                Line {
+                    held: &mut held,
+                    next: &mut next,
+                    resume: &mut resume,
+                    joining: &mut joining,
+                },
+                &cx.history,
+            );
+        }
+        if cx.once {
+            return Ok(LineEnd::Done);
+        }
+    }
 }
 
 /// What this device has besides the call in progress: the call held, the
 /// waiting call to take up next, a call to take back, two calls to join.
-struct Line<'a> {
-    held: &'a mut Option<Held>,
-    next: &'a mut Option<Waiting>,
-    resume: &'a mut Option<(Held, Resume)>,
-    joining: &'a mut Option<(Held, Held)>,
+pub(super) struct Line<'a> {
+    pub held: &'a mut Option<Held>,
+    pub next: &'a mut Option<Waiting>,
+    pub resume: &'a mut Option<(Held, Resume)>,
+    pub joining: &'a mut Option<(Held, Held)>,
 }
 
 /// What comes after a call's media ended: a call held (`s`) is kept as
 /// the held one, and the waiting call it was held for is answered next, or
 /// the call held before is taken back (a swap); a call that ended is kept
 /// in the history, and the waiting call that rang meanwhile is next.
-fn after_media(
+pub(super) fn after_media(
     end: CallEnd,
     waiting: Option<Waiting>,
     mut this: Held,

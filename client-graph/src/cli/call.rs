@@ -38,6 +38,12 @@ Examples:
   wzp-client call alice --relay 203.0.113.7:4433 --muted
       Start muted. During a call `m` mutes and unmutes the microphone, `q`
       hangs up; `pkill -USR1 wzp-client` mutes, `-USR2` unmutes.
+  wzp-client call alice --relay 203.0.113.7:4433
+      In a terminal, another caller rings here as a waiting call while you
+      talk: `a` ends this call and answers, `s` holds this call and answers
+      (then `s` swaps between the two, `c` joins them, `h` holds), `d`
+      declines. The command ends with its last call. `--call-waiting` does
+      the same with the keys on a standard input that is not a terminal.
   wzp-client call alice --relay 203.0.113.7:4433 --leave-message
       If alice does not answer (away, busy, declining, not picking up),
       leave her a voice message from the microphone (Ctrl-C ends it, 30 s

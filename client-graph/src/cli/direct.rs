@@ -354,8 +354,8 @@ pub struct UserInput {
     pub stop: Arc<AtomicBool>,
     pub controls: Arc<call::controls::Controls>,
     pub with: String,
-    /// Where a call missed meanwhile is recorded (`listen`'s history; a
-    /// `call` only says it: its history holds the calls it made).
+    /// Where a call missed meanwhile is recorded (the person's history;
+    /// a `call` that takes no waiting call only says it).
     pub missed_to: Option<crate::history::History>,
     /// The contacts file, read when a call is missed: a blocked caller's
     /// are not said.

@@ -6,6 +6,7 @@
 //! --workspace` builds it before any test runs.
 
 mod common;
+use common::segmental_correlation;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -14,7 +15,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use wzp_stages::audio::signal::{goertzel_dbfs, rms_dbfs, speech_like, xcorr_peak};
+use wzp_stages::audio::signal::{goertzel_dbfs, rms_dbfs, speech_like};
 use wzp_stages::audio::wav_source::read_wav_mono;
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -409,20 +410,6 @@ fn tone_dbfs(x: &[f32], freq: f64) -> f32 {
         x.len()
     );
     10.0 * (powers.iter().sum::<f32>() / powers.len() as f32).log10()
-}
-
-/// Median over 0.5 s windows of the best lag-aligned correlation: the jitter
-/// buffer may move the playout point during a call, so no single lag fits.
-fn segmental_correlation(received: &[f32], sent: &[f32]) -> f32 {
-    let seg = 8_000;
-    let mut rs: Vec<f32> = sent
-        .chunks(seg)
-        .filter(|c| c.len() == seg && rms_dbfs(c) > -45.0)
-        .map(|c| xcorr_peak(received, c, received.len().saturating_sub(seg / 2)).1)
-        .collect();
-    assert!(rs.len() >= 3, "too few voiced segments");
-    rs.sort_by(|a, b| a.total_cmp(b));
-    rs[rs.len() / 2]
 }
 
 #[test]

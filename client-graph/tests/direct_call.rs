@@ -14,9 +14,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bin, identity_of, is_root, write_wav_16k as write_wav, Proc, Relay};
+use common::{
+    bin, identity_of, is_root, segmental_correlation, write_wav_16k as write_wav, Proc, Relay,
+};
 
-use wzp_stages::audio::signal::{rms_dbfs, speech_like, xcorr_peak};
+use wzp_stages::audio::signal::speech_like;
 use wzp_stages::audio::wav_source::read_wav_mono;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -197,19 +199,6 @@ fn alice_calls_trusting_bob(
         ],
     );
     (a, b)
-}
-
-/// Median over 0.5 s windows of the best lag-aligned correlation.
-fn segmental_correlation(received: &[f32], sent: &[f32]) -> f32 {
-    let seg = 8_000;
-    let mut rs: Vec<f32> = sent
-        .chunks(seg)
-        .filter(|c| c.len() == seg && rms_dbfs(c) > -45.0)
-        .map(|c| xcorr_peak(received, c, received.len().saturating_sub(seg / 2)).1)
-        .collect();
-    assert!(rs.len() >= 3, "too few voiced segments");
-    rs.sort_by(|a, b| a.total_cmp(b));
-    rs[rs.len() / 2]
 }
 
 fn sas(p: &mut Proc) -> String {
@@ -759,20 +748,13 @@ fn each_device_of_the_callee_rings_and_the_one_that_answers_takes_the_call() {
     let calls: serde_json::Value = serde_json::from_str(&http_get(&relay, "/calls")).unwrap();
     assert_eq!(calls[0]["state"], "ringing", "{calls}");
     assert_eq!(calls[0]["ringing_devices"], 2, "{calls}");
-    laptop.type_keys("a");
-    phone.expect_line("answered on another device", WAIT);
-    assert_eq!(sas(&mut a), sas(&mut laptop), "alice talks with the laptop");
-    assert!(a.exit(WAIT).success(), "{:?}", a.drain());
-    // Alice heard the laptop's voice.
-    let heard = read_wav_mono(&dir.join("a-heard.wav")).unwrap().samples;
-    let r = segmental_correlation(&heard, &speech);
-    assert!(
-        r > 0.7,
-        "alice's recording correlates {r} with the laptop's voice"
-    );
-    assert!(
-        phone.child.try_wait().unwrap().is_none(),
-        "the phone still listens"
+    common::laptop_takes_the_call(
+        &mut laptop,
+        &mut phone,
+        &mut a,
+        &dir.join("a-heard.wav"),
+        &speech,
+        WAIT,
     );
     let said = history_lines(&phone_dir, "bob", &[]);
     assert_eq!(said.len(), 1, "{said:?}");

@@ -23,9 +23,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{bin, write_wav_16k as write_wav, Proc, Relay};
+use common::{bin, segmental_correlation, write_wav_16k as write_wav, Proc, Relay};
 
-use wzp_stages::audio::signal::{rms_dbfs, speech_like, xcorr_peak};
+use wzp_stages::audio::signal::speech_like;
 use wzp_stages::audio::wav_source::read_wav_mono;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -142,20 +142,6 @@ fn client(dir: &Path, relay: &Relay, user: &str, sub: &[&str], extra: &[&str]) -
         ]);
     }
     Proc::spawn(user, &mut cmd)
-}
-
-/// Median over 0.5 s windows of `sent` of the best lag-aligned correlation
-/// with `received` (as in direct_call.rs).
-fn segmental_correlation(received: &[f32], sent: &[f32]) -> f32 {
-    let seg = 8_000;
-    let mut rs: Vec<f32> = sent
-        .chunks(seg)
-        .filter(|c| c.len() == seg && rms_dbfs(c) > -45.0)
-        .map(|c| xcorr_peak(received, c, received.len().saturating_sub(seg / 2)).1)
-        .collect();
-    assert!(rs.len() >= 3, "too few voiced segments");
-    rs.sort_by(|a, b| a.total_cmp(b));
-    rs[rs.len() / 2]
 }
 
 /// Two voices in `dir`: the speech sample for alice and the same reversed
@@ -957,19 +943,13 @@ fn bob_listening_on_relay_2_and_on_relay_3_rings_on_both_and_the_laptop_takes_th
         Some(2),
         "{calls}"
     );
-    laptop.type_keys("a");
-    phone.expect_line("answered on another device", WAIT);
-    assert_eq!(sas(&mut a), sas(&mut laptop), "alice talks with the laptop");
-    assert!(a.exit(WAIT).success(), "{:?}", a.drain());
-    let heard = read_wav_mono(&dir.join("a-heard.wav")).unwrap().samples;
-    let r = segmental_correlation(&heard, &speech);
-    assert!(
-        r > 0.7,
-        "alice's recording correlates {r} with the laptop's voice"
-    );
-    assert!(
-        phone.child.try_wait().unwrap().is_none(),
-        "the phone still listens"
+    common::laptop_takes_the_call(
+        &mut laptop,
+        &mut phone,
+        &mut a,
+        &dir.join("a-heard.wav"),
+        &speech,
+        WAIT,
     );
     let m1 = http_get(&r1, "/metrics");
     for line in [

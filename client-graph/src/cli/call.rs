@@ -17,7 +17,7 @@ use super::direct::{
     flush, run_media, Held, MediaArgs, RelayArgs, UserInput, EXIT_BUSY, EXIT_FAILED,
     EXIT_NOT_ONLINE, EXIT_NO_ANSWER, EXIT_REJECTED,
 };
-use super::listen::{after_media, run_line, Accept, Line, LineCtx, LineState};
+use super::listen::{after_media, run_line, Accept, LineCtx, LineState};
 use crate::contacts::{Contact, Contacts};
 use crate::history::{self, Dir, Entry, Outcome};
 use crate::signal::{MappingTest, SignalConn};
@@ -410,18 +410,7 @@ pub fn call_cmd(args: CallArgs) -> Result<i32> {
             offered,
             began,
         };
-        after_media(
-            end,
-            waiting,
-            this,
-            Line {
-                held: &mut state.held,
-                next: &mut state.next,
-                resume: &mut state.resume,
-                joining: &mut state.joining,
-            },
-            &line_history,
-        );
+        after_media(end, waiting, this, state.line(), &line_history);
         let cx = LineCtx {
             relay: &relay,
             identity: &identity,

@@ -264,6 +264,18 @@ pub(super) struct LineState {
     pub joining: Option<(Held, Held)>,
 }
 
+impl LineState {
+    /// What [`after_media`] updates.
+    pub(super) fn line(&mut self) -> Line<'_> {
+        Line {
+            held: &mut self.held,
+            next: &mut self.next,
+            resume: &mut self.resume,
+            joining: &mut self.joining,
+        }
+    }
+}
+
 /// How a line ended.
 pub(super) enum LineEnd {
     /// Stopped (Ctrl-C), `--once` done, or no call left (`idle_exit`):
@@ -280,12 +292,7 @@ pub(super) async fn run_line(
     sig: &mut SignalConn,
     state: LineState,
 ) -> Result<LineEnd> {
-    let LineState {
-        mut next,
-        mut held,
-        mut resume,
-        mut joining,
-    } = state;
+    let mut st = state;
     let user_with = |with: String| UserInput {
         stop: cx.stop.clone(),
         controls: cx.controls.clone(),
@@ -296,7 +303,7 @@ pub(super) async fn run_line(
         on_call: cx.on_call.clone(),
     };
     loop {
-        if let Some((mut main, mut leg)) = joining.take() {
+        if let Some((mut main, mut leg)) = st.joining.take() {
             let user = user_with(main.with.clone());
             match run_joined(sig, &mut main, &mut leg, cx.relay, cx.media, &user).await? {
                 JoinEnd::Both(_) => {}
@@ -307,32 +314,32 @@ pub(super) async fn run_line(
                         peer_holds: on.peer_holds,
                         tell: false,
                     };
-                    resume = Some((on, r));
+                    st.resume = Some((on, r));
                 }
                 JoinEnd::Split => {
-                    held = Some(leg);
+                    st.held = Some(leg);
                     let r = Resume {
                         held_here: false,
                         peer_holds: main.peer_holds,
                         tell: false,
                     };
-                    resume = Some((main, r));
+                    st.resume = Some((main, r));
                 }
             }
             continue;
         }
         // Nothing else to take up: the held call is the call again.
-        if resume.is_none() && next.is_none() {
-            if let Some(h) = held.take() {
+        if st.resume.is_none() && st.next.is_none() {
+            if let Some(h) = st.held.take() {
                 let r = Resume {
                     held_here: true,
                     peer_holds: h.peer_holds,
                     tell: false,
                 };
-                resume = Some((h, r));
+                st.resume = Some((h, r));
             }
         }
-        if let Some((mut h, r)) = resume.take() {
+        if let Some((mut h, r)) = st.resume.take() {
             let user = user_with(h.with.clone());
             let ended = run_media(
                 sig,
@@ -342,26 +349,15 @@ pub(super) async fn run_line(
                 cx.media,
                 None,
                 &user,
-                &mut held,
+                &mut st.held,
                 Some(r),
             )
             .await;
             let (end, waiting) = ended.inspect_err(|_| h.record(Some(&cx.history)))?;
-            after_media(
-                end,
-                waiting,
-                h,
-                Line {
-                    held: &mut held,
-                    next: &mut next,
-                    resume: &mut resume,
-                    joining: &mut joining,
-                },
-                &cx.history,
-            );
+            after_media(end, waiting, h, st.line(), &cx.history);
             continue;
         }
-        let (mut call, waited) = match next.take() {
+        let (mut call, waited) = match st.next.take() {
             Some(mut w) => {
                 if w.answered {
                     println!("answering the waiting call from {}", call_name(&w));
@@ -586,7 +582,7 @@ pub(super) async fn run_line(
             let Some(m) = sig.recv().await? else {
                 break None;
             };
-            held_reads(sig, &mut held, &m, Some(&cx.history)).await?;
+            held_reads(sig, &mut st.held, &m, Some(&cx.history)).await?;
             let ev = call.handle(&m);
             flush(sig, &mut call).await?;
             match ev {
@@ -630,7 +626,7 @@ pub(super) async fn run_line(
                 cx.media,
                 addr.map(|own| (Role::Acceptor, Some(own))),
                 &user_with(with.clone()),
-                &mut held,
+                &mut st.held,
                 None,
             )
             .await;
@@ -646,18 +642,7 @@ pub(super) async fn run_line(
                 began,
             };
             let (end, waiting) = ended.inspect_err(|_| this.record(Some(&cx.history)))?;
-            after_media(
-                end,
-                waiting,
-                this,
-                Line {
-                    held: &mut held,
-                    next: &mut next,
-                    resume: &mut resume,
-                    joining: &mut joining,
-                },
-                &cx.history,
-            );
+            after_media(end, waiting, this, st.line(), &cx.history);
         }
         if cx.once {
             return Ok(LineEnd::Done);

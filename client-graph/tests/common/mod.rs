@@ -323,3 +323,54 @@ pub fn saved_tone(said: &str, freq: f64) -> f32 {
     let n = wav.samples.len();
     wzp_stages::audio::signal::goertzel_dbfs(&wav.samples[n / 4..n * 3 / 4], wav.rate, freq)
 }
+
+/// Median over 0.5 s windows of `sent` (16 kHz) of the best lag-aligned
+/// correlation with `received`: how well a recording carries a voice.
+pub fn segmental_correlation(received: &[f32], sent: &[f32]) -> f32 {
+    use wzp_stages::audio::signal::{rms_dbfs, xcorr_peak};
+    let seg = 8_000;
+    let mut rs: Vec<f32> = sent
+        .chunks(seg)
+        .filter(|c| c.len() == seg && rms_dbfs(c) > -45.0)
+        .map(|c| xcorr_peak(received, c, received.len().saturating_sub(seg / 2)).1)
+        .collect();
+    assert!(rs.len() >= 3, "too few voiced segments");
+    rs.sort_by(|a, b| a.total_cmp(b));
+    rs[rs.len() / 2]
+}
+
+/// Bob's laptop answers (`a`) a call that rings on his phone too: the phone
+/// says it was answered on another device, alice (whose call `a` ran for
+/// its `--duration`, what she heard in `a_heard`) reads the laptop's SAS
+/// and heard the laptop's `speech`, and the phone still listens.
+pub fn laptop_takes_the_call(
+    laptop: &mut Proc,
+    phone: &mut Proc,
+    a: &mut Proc,
+    a_heard: &Path,
+    speech: &[f32],
+    within: Duration,
+) {
+    let sas = |p: &mut Proc| {
+        p.expect_line("SAS: ", within)
+            .trim()
+            .trim_start_matches("SAS: ")
+            .to_string()
+    };
+    laptop.type_keys("a");
+    phone.expect_line("answered on another device", within);
+    assert_eq!(sas(a), sas(laptop), "alice talks with the laptop");
+    assert!(a.exit(within).success(), "{:?}", a.drain());
+    let heard = wzp_stages::audio::wav_source::read_wav_mono(a_heard)
+        .unwrap()
+        .samples;
+    let r = segmental_correlation(&heard, speech);
+    assert!(
+        r > 0.7,
+        "alice's recording correlates {r} with the laptop's voice"
+    );
+    assert!(
+        phone.child.try_wait().unwrap().is_none(),
+        "the phone still listens"
+    );
+}

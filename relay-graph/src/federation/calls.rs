@@ -793,18 +793,9 @@ impl FederationCore {
         if !also_here && origins.len() <= 1 {
             return self.local_offer_one(s, now);
         }
-        let refuse = |core: &mut FederationCore, reason, message: String| {
-            core.actions.push(Action::Call(CallSignal {
-                event: CallEvent::Hangup {
-                    reason,
-                    message: Some(message),
-                },
-                ..s.clone()
-            }));
-        };
         if let Some(why) = self.offer_refusal(&s) {
             self.calls.counters.refused += 1;
-            return refuse(self, HangupReason::Error, why);
+            return self.refuse_local_offer(&s, HangupReason::Error, why);
         }
         let mut forks = Vec::new();
         for origin in origins {
@@ -834,7 +825,7 @@ impl FederationCore {
             if also_here {
                 // The devices here ring; no other relay will.
                 let msg = format!("{} is on no other relay a fork reaches", s.callee);
-                return refuse(self, HangupReason::NotOnline, msg);
+                return self.refuse_local_offer(&s, HangupReason::NotOnline, msg);
             }
             // No link towards them carries forks: the nearest relay alone.
             return self.local_offer_one(s, now);
@@ -954,19 +945,21 @@ impl FederationCore {
         }
     }
 
+    /// Answers the local caller's offer with a hangup.
+    fn refuse_local_offer(&mut self, s: &CallSignal, reason: HangupReason, message: String) {
+        self.actions.push(Action::Call(CallSignal {
+            event: CallEvent::Hangup {
+                reason,
+                message: Some(message),
+            },
+            ..s.clone()
+        }));
+    }
+
     fn local_offer_one(&mut self, s: CallSignal, now: Instant) {
-        let refuse = |core: &mut FederationCore, reason, message: String| {
-            core.actions.push(Action::Call(CallSignal {
-                event: CallEvent::Hangup {
-                    reason,
-                    message: Some(message),
-                },
-                ..s.clone()
-            }));
-        };
         if let Some(why) = self.offer_refusal(&s) {
             self.calls.counters.refused += 1;
-            return refuse(self, HangupReason::Error, why);
+            return self.refuse_local_offer(&s, HangupReason::Error, why);
         }
         let next = match self.route(&s.callee) {
             Route::DirectPeer(n) => n,
@@ -977,13 +970,13 @@ impl FederationCore {
                     "{} is not online at this relay or any linked relay",
                     s.callee
                 );
-                return refuse(self, HangupReason::NotOnline, msg);
+                return self.refuse_local_offer(&s, HangupReason::NotOnline, msg);
             }
         };
         if !self.is_up(next) {
             self.calls.counters.not_found += 1;
             let msg = format!("the federation link towards {} is down", s.callee);
-            return refuse(self, HangupReason::NotOnline, msg);
+            return self.refuse_local_offer(&s, HangupReason::NotOnline, msg);
         }
         self.insert_leg(&s, self.me, None, Some(next), now);
         self.calls.counters.offers_forwarded += 1;

@@ -1800,17 +1800,28 @@ impl FederationCore {
                 Delta::Withdraw(fingerprint) => w.push(fingerprint),
             }
         }
-        for (peer, (mut a, mut w)) in per_peer {
-            while !a.is_empty() || !w.is_empty() {
-                let na = a.len().min(MAX_PRESENCE_ENTRIES);
-                let announce: Vec<_> = a.drain(..na).collect();
-                let nw = w.len().min(MAX_PRESENCE_ENTRIES - na);
-                let withdraw: Vec<_> = w.drain(..nw).collect();
-                self.send(
-                    peer,
-                    FederationMessage::PresenceUpdate { announce, withdraw },
-                );
-            }
+        for (peer, (a, w)) in per_peer {
+            self.send_entries(peer, a, w, |announce, withdraw| {
+                FederationMessage::PresenceUpdate { announce, withdraw }
+            });
+        }
+    }
+
+    /// Sends announcements `a` and withdrawals `w` to `peer` in messages of
+    /// at most [`MAX_PRESENCE_ENTRIES`] entries each.
+    fn send_entries<A, W>(
+        &mut self,
+        peer: RelayId,
+        mut a: Vec<A>,
+        mut w: Vec<W>,
+        message: impl Fn(Vec<A>, Vec<W>) -> FederationMessage,
+    ) {
+        while !a.is_empty() || !w.is_empty() {
+            let na = a.len().min(MAX_PRESENCE_ENTRIES);
+            let announce: Vec<_> = a.drain(..na).collect();
+            let nw = w.len().min(MAX_PRESENCE_ENTRIES - na);
+            let withdraw: Vec<_> = w.drain(..nw).collect();
+            self.send(peer, message(announce, withdraw));
         }
     }
 
@@ -1830,17 +1841,10 @@ impl FederationCore {
                 }),
             }
         }
-        for (peer, (mut a, mut w)) in per_peer {
-            while !a.is_empty() || !w.is_empty() {
-                let na = a.len().min(MAX_PRESENCE_ENTRIES);
-                let announce: Vec<_> = a.drain(..na).collect();
-                let nw = w.len().min(MAX_PRESENCE_ENTRIES - na);
-                let withdraw: Vec<_> = w.drain(..nw).collect();
-                self.send(
-                    peer,
-                    FederationMessage::PresenceOrigins { announce, withdraw },
-                );
-            }
+        for (peer, (a, w)) in per_peer {
+            self.send_entries(peer, a, w, |announce, withdraw| {
+                FederationMessage::PresenceOrigins { announce, withdraw }
+            });
         }
     }
 }

@@ -3470,3 +3470,33 @@ fn call_takes_a_waiting_call_holds_and_swaps_and_ends_with_its_last_call() {
     a.kill();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `--top` in two joined calls shows both: the call with the devices, then
+/// the other call's graph (no device), each with its own figures.
+#[test]
+fn top_in_two_joined_calls_shows_the_figures_of_both() {
+    let _s = serial();
+    // The relay is bound: a field left to `..` would be dropped here, and
+    // the relay with it.
+    let Three {
+        dir,
+        relay: _relay,
+        mut b,
+        mut a,
+        mut c,
+        ..
+    } = bob_holds_alice_to_answer_carol("join-top", &["--top"]);
+    b.expect_line("wzp top — direct call with ", WAIT);
+    b.type_keys("c");
+    b.expect_line("joined the calls: ", WAIT);
+    a.expect_line("took the call back", WAIT);
+    // A screen with both: the main call's title, its table, then the
+    // other call's.
+    let other = b.expect_line("wzp top — joined: the call with ", WAIT);
+    assert!(other.contains("hears this call too"), "{other}");
+    b.expect_line("audio.bus_source", WAIT);
+    b.type_keys("q");
+    a.expect_line("the other side hung up", WAIT);
+    c.expect_line("the other side hung up", WAIT);
+    let _ = std::fs::remove_dir_all(dir);
+}

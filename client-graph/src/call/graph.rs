@@ -112,7 +112,7 @@ pub fn call_spec(opts: &CallOptions, room_secret: &str) -> Result<GraphSpec> {
         vars.insert("input".into(), path.to_string());
     }
     match &opts.joined {
-        Some(crate::call::Joined::Main { from, to }) => {
+        Some(crate::call::Joined::Main { from, to, .. }) => {
             vars.insert("conf_in".into(), from.0.clone());
             vars.insert("conf_out".into(), to.0.clone());
         }

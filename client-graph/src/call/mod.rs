@@ -75,6 +75,8 @@ pub enum Joined {
     Main {
         from: (String, Arc<wzp_stages::audio::bus::PcmBus>),
         to: (String, Arc<wzp_stages::audio::bus::PcmBus>),
+        /// The other call's figures, for this call's `--top` view.
+        leg_stats: LegStats,
     },
     /// The other call: `from` is its input (this end and the main call's
     /// party), its output goes to `to`; no device, no controls of its own.
@@ -84,13 +86,20 @@ pub enum Joined {
         from: (String, Arc<wzp_stages::audio::bus::PcmBus>),
         to: (String, Arc<wzp_stages::audio::bus::PcmBus>),
         recording: bool,
+        /// Where this call's graph puts its figures (the main call's
+        /// `--top` shows them beside its own).
+        stats_to: LegStats,
     },
 }
+
+/// The other call of two joined: who it is with, and its figures as its
+/// graph last gave them (a graph rebuilt for another profile gives new ones).
+pub type LegStats = Arc<std::sync::Mutex<Option<(String, Arc<wzp_engine::stats::GraphStats>)>>>;
 
 impl std::fmt::Debug for Joined {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Joined::Main { from, to } => write!(f, "Main({} -> , -> {})", from.0, to.0),
+            Joined::Main { from, to, .. } => write!(f, "Main({} -> , -> {})", from.0, to.0),
             Joined::Leg { from, to, .. } => write!(f, "Leg({} -> , -> {})", from.0, to.0),
         }
     }
@@ -100,7 +109,7 @@ impl Joined {
     /// The two buses, to insert as resources.
     fn buses(&self) -> [&(String, Arc<wzp_stages::audio::bus::PcmBus>); 2] {
         match self {
-            Joined::Main { from, to } | Joined::Leg { from, to, .. } => [from, to],
+            Joined::Main { from, to, .. } | Joined::Leg { from, to, .. } => [from, to],
         }
     }
 }
@@ -377,6 +386,23 @@ pub fn run_call(mut opts: CallOptions) -> Result<CallOutcome> {
         })
     };
     let mut stats = graph.stats();
+    // The other call of two joined gives the main one its figures.
+    let publish = |stats: &Arc<wzp_engine::stats::GraphStats>| {
+        if let Some(Joined::Leg { stats_to, .. }) = &opts.joined {
+            let with = opts
+                .direct
+                .as_ref()
+                .map_or(String::new(), |d| d.with.clone());
+            *stats_to.lock().unwrap_or_else(|p| p.into_inner()) = Some((with, stats.clone()));
+        }
+    };
+    publish(&stats);
+    // The main call's view of the other call's figures.
+    let leg_stats = match &opts.joined {
+        Some(Joined::Main { leg_stats, .. }) => Some(leg_stats.clone()),
+        _ => None,
+    };
+    let mut leg_top: Option<(Arc<wzp_engine::stats::GraphStats>, top::Top)> = None;
     let mut telemetry = media::TelemetrySampler::default();
     let mut next_report = Instant::now() + media::TELEMETRY_INTERVAL;
     let mut next_stats_json = Instant::now() + STATS_JSON_INTERVAL;
@@ -465,7 +491,30 @@ pub fn run_call(mut opts: CallOptions) -> Result<CallOutcome> {
                             }
                         ));
                     }
-                    t.show(&stats, call_started.elapsed().as_secs_f64());
+                    let elapsed = call_started.elapsed().as_secs_f64();
+                    let mut screen = t.render(&stats, elapsed);
+                    // Two calls joined: the other call's figures below.
+                    let other = leg_stats
+                        .as_ref()
+                        .and_then(|l| l.lock().unwrap_or_else(|p| p.into_inner()).clone());
+                    if let Some((with, other)) = other {
+                        let fresh = !leg_top
+                            .as_ref()
+                            .is_some_and(|(s, _)| Arc::ptr_eq(s, &other));
+                        if fresh {
+                            let title = format!(
+                                "joined: the call with {with} (no device; {with} hears this call too)"
+                            );
+                            leg_top = Some((other.clone(), top::Top::new(title)));
+                        }
+                        if let Some((_, lt)) = &mut leg_top {
+                            screen.push('\n');
+                            screen.push_str(&lt.render(&other, elapsed));
+                        }
+                    } else {
+                        leg_top = None;
+                    }
+                    t.print(&screen);
                 }
             }
             None => {
@@ -500,6 +549,7 @@ pub fn run_call(mut opts: CallOptions) -> Result<CallOutcome> {
                         Ok(()) => {
                             // Rebuilt stages have new figures.
                             stats = graph.stats();
+                            publish(&stats);
                             if let Some(t) = &mut top {
                                 t.restart();
                             }

@@ -78,10 +78,21 @@ impl Top {
     /// Prints a screen of `stats` to stdout (timings since the last screen),
     /// clearing the terminal first when stdout is one.
     pub fn show(&mut self, stats: &GraphStats, elapsed_s: f64) {
+        let screen = self.render(stats, elapsed_s);
+        self.print(&screen);
+    }
+
+    /// A screen of `stats` (timings since the last one), not printed.
+    pub fn render(&mut self, stats: &GraphStats, elapsed_s: f64) -> String {
         let snap = stats.snapshot();
         let report = stats.report(&snap, self.last.as_ref());
         self.last = Some(snap);
-        let screen = self.frame(report, elapsed_s);
+        self.frame(report, elapsed_s)
+    }
+
+    /// Prints `screen` to stdout, clearing the terminal first when stdout
+    /// is one.
+    pub fn print(&self, screen: &str) {
         let mut o = std::io::stdout().lock();
         if self.tty {
             let _ = write!(o, "\x1b[2J\x1b[H");

@@ -1027,9 +1027,12 @@ pub async fn run_joined(
         main_stop.clone(),
         controls,
     )?;
+    // The other call's figures, for this one's `--top`.
+    let leg_stats = call::LegStats::default();
     main_opts.joined = Some(call::Joined::Main {
         from: from_leg.clone(),
         to: to_leg.clone(),
+        leg_stats: leg_stats.clone(),
     });
     // The other call's graph: no device, no controls, no view of its own.
     let mut leg_opts = direct_options(
@@ -1045,12 +1048,14 @@ pub async fn run_joined(
     leg_opts.output = "null".into();
     leg_opts.label = format!("[{}] ", leg.with);
     leg_opts.record = None;
+    // Its figures are shown in the main call's `--top`, below that call's.
     leg_opts.top = false;
     leg_opts.controls = None;
     leg_opts.joined = Some(call::Joined::Leg {
         from: to_leg,
         to: from_leg,
         recording: media.record.is_some(),
+        stats_to: leg_stats,
     });
     let spawn = |opts: CallOptions| {
         let (tx, rx) = tokio::sync::oneshot::channel();

@@ -428,3 +428,43 @@ fn a_local_hangup_for_a_call_no_fork_went_for_is_not_an_unknown_call() {
     m.input(0, Input::LocalCall(signal("c3", None, answer())));
     assert_eq!(m.cores[0].call_counters().unknown_call, 1);
 }
+
+#[test]
+fn a_fork_whose_path_loses_a_link_while_it_rings_moves_and_its_answer_takes_the_call() {
+    // 0-1-2 and 0-4-2 to the phone's relay 2, 1-3 to the laptop's relay 3.
+    let mut m = mesh(5, &[(0, 1), (1, 2), (0, 4), (4, 2), (1, 3)], &[2, 3], &[]);
+    m.input(0, Input::LocalCall(offer("c1")));
+    m.settle(60).unwrap();
+    assert_eq!(kinds(&m, 2), ["offer"]);
+    assert_eq!(kinds(&m, 3), ["offer"]);
+    let phone = leg_key("c1", Some(id_of(2)));
+    let first = m.cores[0].call_leg(&phone).unwrap().toward_callee.unwrap();
+    let mid = m.index_of(first).unwrap();
+    let other = if mid == 1 { 4 } else { 1 };
+    // The link from the phone's fork's middle relay to relay 2 dies.
+    m.cut(mid, 2);
+    let mut rounds = 0;
+    while m.cores[2]
+        .call_leg(&phone)
+        .and_then(|l| l.toward_caller)
+        .and_then(|r| m.index_of(r))
+        != Some(other)
+    {
+        m.step();
+        rounds += 1;
+        assert!(rounds < 400, "the phone's fork never moved");
+    }
+    m.settle(60).unwrap();
+    // The laptop's fork rang on untouched, and the caller heard nothing.
+    assert!(kinds(&m, 0).is_empty(), "{:?}", kinds(&m, 0));
+    assert!(m.cores[0].call_counters().reroutes_sent >= 1);
+    from_callee(&mut m, 2, answer());
+    m.settle(60).unwrap();
+    assert_eq!(kinds(&m, 0), ["answer"]);
+    assert_eq!(reasons(&m, 3), [HangupReason::AnsweredElsewhere]);
+    let room = call_room_id("c1");
+    for i in [0, other, 2] {
+        assert!(m.call_bridges[i].contains(&room), "relay {i} bridges");
+    }
+    assert!(!m.call_bridges[mid].contains(&room));
+}

@@ -917,8 +917,13 @@ fn bob_listening_on_relay_2_and_on_relay_3_rings_on_both_and_the_laptop_takes_th
     let says = dir.join("laptop-says.wav");
     let (mut laptop, fp) = device(&laptop_dir, &r3, says.to_str().unwrap());
     assert_eq!(fp, bob_fp, "one person");
-    // Relay 1 lists bob on both relays.
+    // Relay 1 lists bob on both relays, and its route to him names both.
     wait_http(&r1, "/presence", |b| b.matches(&bob_fp).count() == 2);
+    let route: serde_json::Value =
+        serde_json::from_str(&http_get(&r1, &format!("/route/{bob_fp}"))).unwrap();
+    let relays = route["relays"].as_array().expect("relays listed");
+    assert_eq!(relays.len(), 2, "{route}");
+    assert!(relays.iter().any(|r| r["label"] == "r2"), "{route}");
 
     let mut a = client(
         &dir,

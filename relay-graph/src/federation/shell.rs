@@ -132,6 +132,7 @@ enum HubEvent {
     Input(Input),
     /// Where a fingerprint is registered, as the core sees it now.
     Route(wzp_proto::Fingerprint, oneshot::Sender<Route>),
+    Origins(wzp_proto::Fingerprint, oneshot::Sender<Vec<RelayId>>),
     /// Every fingerprint known, with the relay it is on.
     Presence(oneshot::Sender<Vec<(wzp_proto::Fingerprint, RelayId)>>),
     /// The calls carried across federation, as `/calls` shows them.
@@ -312,6 +313,21 @@ impl FederationService {
             return Route::NotFound;
         }
         rx.await.unwrap_or(Route::NotFound)
+    }
+
+    /// Every relay `fingerprint` is registered on, as far as the mesh tells
+    /// (a call to them rings each: [`FederationCore::origins_of`]).
+    pub async fn origins(&self, fingerprint: wzp_proto::Fingerprint) -> Vec<RelayId> {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .events
+            .send(HubEvent::Origins(fingerprint, tx))
+            .await
+            .is_err()
+        {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
     }
 
     /// The cross-relay calls this relay carries (a party here, or between
@@ -578,6 +594,9 @@ impl Hub {
             }
             HubEvent::Route(fingerprint, reply) => {
                 let _ = reply.send(self.core.route(&fingerprint));
+            }
+            HubEvent::Origins(fingerprint, reply) => {
+                let _ = reply.send(self.core.origins_of(&fingerprint));
             }
             HubEvent::Presence(reply) => {
                 let _ = reply.send(self.core.presence());

@@ -100,6 +100,30 @@ async fn route_of(
         }),
         Route::NotFound => serde_json::json!({ "fingerprint": fp, "route": "not_found" }),
     };
+    // Every relay they are on (a call rings each), with its label when a
+    // linked peer's.
+    let view = s.federation.view();
+    let relays: Vec<serde_json::Value> = s
+        .federation
+        .origins(fingerprint)
+        .await
+        .into_iter()
+        .map(|r| {
+            let label = if r == view.id {
+                Some("local".to_string())
+            } else {
+                view.peers
+                    .iter()
+                    .find(|p| p.id == r)
+                    .map(|p| p.label.clone())
+            };
+            serde_json::json!({ "id": r.to_string(), "label": label })
+        })
+        .collect();
+    let mut body = body;
+    if let Some(o) = body.as_object_mut() {
+        o.insert("relays".into(), relays.into());
+    }
     Json(body).into_response()
 }
 

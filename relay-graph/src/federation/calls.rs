@@ -691,9 +691,14 @@ impl FederationCore {
                 Some(f) => s.fork = Some(f),
                 None => {
                     if let CallEvent::Hangup { reason, message } = &s.event {
-                        let g = self.calls.groups.remove(&s.call_id).expect("group");
+                        let forks = self
+                            .calls
+                            .groups
+                            .remove(&s.call_id)
+                            .map(|g| g.forks)
+                            .unwrap_or_default();
                         let message = message.clone().unwrap_or_default();
-                        for f in g.forks {
+                        for f in forks {
                             self.hang_up_fork(&s.call_id, f, *reason, message.clone());
                         }
                     } else {
@@ -898,9 +903,10 @@ impl FederationCore {
                 }
                 if *reason == HangupReason::Declined {
                     // Declined on one device: declined for the person.
-                    let g = self.calls.groups.remove(&call_id).expect("group");
+                    let others = std::mem::take(&mut g.forks);
+                    self.calls.groups.remove(&call_id);
                     self.actions.push(Action::Call(s));
-                    for f in g.forks {
+                    for f in others {
                         let why = "declined on another device".to_string();
                         self.hang_up_fork(&call_id, f, HangupReason::DeclinedElsewhere, why);
                     }
@@ -913,8 +919,9 @@ impl FederationCore {
                     g.refusal = Some((*reason, message.clone()));
                 }
                 if g.forks.is_empty() {
-                    let g = self.calls.groups.remove(&call_id).expect("group");
-                    let (reason, message) = g.refusal.unwrap_or((*reason, message.clone()));
+                    let refusal = g.refusal.take();
+                    self.calls.groups.remove(&call_id);
+                    let (reason, message) = refusal.unwrap_or((*reason, message.clone()));
                     self.actions.push(Action::Call(CallSignal {
                         event: CallEvent::Hangup { reason, message },
                         ..s

@@ -11,6 +11,8 @@
 //! its peer would accept. A user is registered on the core, so a `call_signal`
 //! offer for it is delivered; the local side answers every delivered offer,
 //! which bridges the call room, so the call paths and their teardown run too.
+//! Every user a presence message announces is called by the local user (a
+//! fork per relay the core knows them on), so offers and forks run as well.
 #![no_main]
 
 use std::time::{Duration, Instant};
@@ -118,6 +120,7 @@ fuzz_target!(|data: &[u8]| {
     let mut now = Instant::now();
     let mut core = core_with_link(now);
     let mut dec = FederationDecoder::new();
+    let mut offers = 0u32;
     'outer: for piece in stream.chunks(chunk) {
         if dec.push(piece).is_err() {
             break;
@@ -126,6 +129,20 @@ fuzz_target!(|data: &[u8]| {
             match dec.next_message() {
                 Ok(Some(m)) => {
                     check(&m);
+                    // Users the message announces: this relay's own user
+                    // calls each (a fork per relay it learned them on, or
+                    // with the user's devices here too), so fuzzed presence
+                    // drives the offers and their forks.
+                    let called: Vec<(wzp_proto::Fingerprint, bool)> = match &m {
+                        FederationMessage::PresenceUpdate { announce, .. }
+                        | FederationMessage::PresenceOrigins { announce, .. } => announce
+                            .iter()
+                            .take(4)
+                            .enumerate()
+                            .map(|(i, r)| (r.fingerprint, i % 2 == 1))
+                            .collect(),
+                        _ => Vec::new(),
+                    };
                     core.handle(
                         Input::Message {
                             conn: LinkConn(1),
@@ -133,6 +150,31 @@ fuzz_target!(|data: &[u8]| {
                         },
                         now,
                     );
+                    for (n, (callee, here)) in called.into_iter().enumerate() {
+                        offers += 1;
+                        let offer = CallSignal {
+                            call_id: format!("fz{offers}-{n}"),
+                            caller: wzp_proto::Fingerprint([1; 16]),
+                            callee,
+                            fork: None,
+                            event: CallEvent::Offer {
+                                caller_alias: None,
+                                handshake: vec![0; 66],
+                                supported_codecs: vec!["opus".into()],
+                            },
+                        };
+                        if callee == offer.caller {
+                            continue;
+                        }
+                        core.handle(
+                            if here {
+                                Input::LocalFork(offer)
+                            } else {
+                                Input::LocalCall(offer)
+                            },
+                            now,
+                        );
+                    }
                     now += Duration::from_millis(u64::from(chunk as u8) * 20);
                     core.tick(now);
                     core_replies_are_valid(&mut core, now);

@@ -1018,6 +1018,64 @@ impl FederationCore {
         }
     }
 
+    /// A peer at version 6 said where `fingerprint` is (`presence_origins`):
+    /// its nearest relay of them is what the peer would have said in
+    /// `presence_update`, learned into the nearest-relay table for the
+    /// route and for peers older than version 6 (which alone hear it).
+    fn origins_to_nearest(&mut self, peer: RelayId, fingerprint: Fingerprint) {
+        let lo = (
+            fingerprint,
+            RelayId([0; wzp_proto::federation::RELAY_ID_LEN]),
+        );
+        let hi = (
+            fingerprint,
+            RelayId([0xff; wzp_proto::federation::RELAY_ID_LEN]),
+        );
+        let nearest = self
+            .presence_all
+            .learned_in(peer, lo..=hi)
+            .min_by_key(|((_, origin), e)| (e.path.len(), *origin))
+            .map(|(_, e)| e.clone());
+        let was = self.remote_path(&fingerprint).is_some();
+        let d = self.presence.learn(peer, fingerprint, nearest, |_, _| true);
+        self.send_presence_deltas(d);
+        self.note_reach(fingerprint, was);
+    }
+
+    /// A peer older than version 6 said where `fingerprint` is nearest
+    /// (`presence_update`; `entry` `None`: withdrawn): the same in the
+    /// per-relay table, for peers at version 6 (which alone hear it). Call
+    /// before the nearest-relay table learns it (it names what the peer
+    /// said before). Returns the deltas to send.
+    fn nearest_to_origins(
+        &mut self,
+        peer: RelayId,
+        fingerprint: Fingerprint,
+        entry: Option<&Entry<()>>,
+    ) -> Vec<(RelayId, Delta<OriginKey, ()>)> {
+        let before = self
+            .presence
+            .learned_entry(peer, &fingerprint)
+            .map(Entry::origin);
+        let now = entry.map(Entry::origin);
+        let mut out = Vec::new();
+        if let Some(old) = before.filter(|o| Some(*o) != now) {
+            out.extend(
+                self.presence_all
+                    .learn(peer, (fingerprint, old), None, |_, _| true),
+            );
+        }
+        if let Some(e) = entry {
+            out.extend(self.presence_all.learn(
+                peer,
+                (fingerprint, e.origin()),
+                Some(e.clone()),
+                |_, _| true,
+            ));
+        }
+        out
+    }
+
     /// Every fingerprint known with each relay it is on (one pair per
     /// relay: [`FederationCore::origins_of`]).
     pub fn presence(&self) -> Vec<(Fingerprint, RelayId)> {
@@ -1274,11 +1332,14 @@ impl FederationCore {
                 let elig = self.room_eligibility();
                 let d = self.rooms.peer_up(peer, elig);
                 self.send_room_deltas(d);
-                let d = self.presence.peer_up(peer, |_, _| true);
-                self.send_presence_deltas(d);
+                // One presence table per link: every relay a person is on
+                // from version 6, the nearest one before.
                 if agreed >= FORK_VERSION {
                     let d = self.presence_all.peer_up(peer, |_, _| true);
                     self.send_origin_deltas(d);
+                } else {
+                    let d = self.presence.peer_up(peer, |_, _| true);
+                    self.send_presence_deltas(d);
                 }
             }
             _ if !up => {
@@ -1360,18 +1421,22 @@ impl FederationCore {
             FederationMessage::Mail { path, event } => self.mail_message(peer, path, event, now),
             FederationMessage::PresenceUpdate { announce, withdraw } => {
                 let mut deltas = Vec::new();
+                let mut origins = Vec::new();
                 for PresenceRoute { fingerprint, path } in announce {
                     let entry = self
                         .checked_path(peer, path)
                         .map(|path| Entry { path, value: () });
                     let was = self.remote_path(&fingerprint).is_some();
+                    origins.extend(self.nearest_to_origins(peer, fingerprint, entry.as_ref()));
                     deltas.extend(self.presence.learn(peer, fingerprint, entry, |_, _| true));
                     self.note_reach(fingerprint, was);
                 }
                 for fingerprint in withdraw {
+                    origins.extend(self.nearest_to_origins(peer, fingerprint, None));
                     deltas.extend(self.presence.learn(peer, fingerprint, None, |_, _| true));
                 }
                 self.send_presence_deltas(deltas);
+                self.send_origin_deltas(origins);
             }
             FederationMessage::PresenceOrigins { announce, withdraw } => {
                 if !self.presence_all.is_up(peer) {
@@ -1392,6 +1457,7 @@ impl FederationCore {
                         Some(entry),
                         |_, _| true,
                     ));
+                    self.origins_to_nearest(peer, fingerprint);
                 }
                 for PresenceOrigin {
                     fingerprint,
@@ -1404,6 +1470,7 @@ impl FederationCore {
                         None,
                         |_, _| true,
                     ));
+                    self.origins_to_nearest(peer, fingerprint);
                 }
                 self.send_origin_deltas(deltas);
             }
@@ -1643,10 +1710,10 @@ impl FederationCore {
             let elig = self.room_eligibility();
             let d = self.rooms.peer_down(peer, elig);
             self.send_room_deltas(d);
+            // Both tables hold what the peer said (one as it said it, the
+            // other derived from that).
             let d = self.presence.peer_down(peer, |_, _| true);
             self.send_presence_deltas(d);
-        }
-        if self.presence_all.is_up(peer) {
             let d = self.presence_all.peer_down(peer, |_, _| true);
             self.send_origin_deltas(d);
         }

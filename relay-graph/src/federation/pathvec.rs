@@ -48,7 +48,7 @@ pub enum Delta<K, V> {
 pub struct PathVector<K, V> {
     me: RelayId,
     local: HashMap<K, V>,
-    learned: HashMap<K, BTreeMap<RelayId, Entry<V>>>,
+    learned: BTreeMap<K, BTreeMap<RelayId, Entry<V>>>,
     /// Per up peer: what it was last told.
     told: BTreeMap<RelayId, HashMap<K, Entry<V>>>,
 }
@@ -59,7 +59,7 @@ impl<K: Clone + Eq + Hash + Ord, V: Clone + PartialEq> PathVector<K, V> {
         PathVector {
             me,
             local: HashMap::new(),
-            learned: HashMap::new(),
+            learned: BTreeMap::new(),
             told: BTreeMap::new(),
         }
     }
@@ -109,6 +109,22 @@ impl<K: Clone + Eq + Hash + Ord, V: Clone + PartialEq> PathVector<K, V> {
     /// Whether `peer` announced `key` (its best path to it avoids us).
     pub fn announced_by(&self, peer: RelayId, key: &K) -> bool {
         self.learned.get(key).is_some_and(|m| m.contains_key(&peer))
+    }
+
+    /// What `peer` announced for `key`, if anything.
+    pub fn learned_entry(&self, peer: RelayId, key: &K) -> Option<&Entry<V>> {
+        self.learned.get(key)?.get(&peer)
+    }
+
+    /// What `peer` announced for the keys in `range`.
+    pub fn learned_in(
+        &self,
+        peer: RelayId,
+        range: impl std::ops::RangeBounds<K>,
+    ) -> impl Iterator<Item = (&K, &Entry<V>)> {
+        self.learned
+            .range(range)
+            .filter_map(move |(k, m)| m.get(&peer).map(|e| (k, e)))
     }
 
     /// Entries learned from `peer`.

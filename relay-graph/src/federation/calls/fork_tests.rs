@@ -133,7 +133,9 @@ fn presence_carries_every_relay_a_person_is_on() {
     // Behind a relay that predates forks only the nearest is known.
     let mut m = mesh(4, Y, &[2, 3], &[1]);
     assert_eq!(m.cores[0].origins_of(&B).len(), 1);
-    assert_eq!(m.cores[1].origins_of(&B).len(), 1, "its links are old too");
+    // Relay 1 (this build, its links agreed at 5) hears each of B's relays
+    // from its neighbours in `presence_update` and keeps them all.
+    assert_eq!(m.cores[1].origins_of(&B), ids(&[2, 3]));
     online(&mut m, 3, false);
     m.settle(60).unwrap();
     assert_eq!(m.cores[0].origins_of(&B), ids(&[2]));
@@ -467,4 +469,51 @@ fn a_fork_whose_path_loses_a_link_while_it_rings_moves_and_its_answer_takes_the_
         assert!(m.call_bridges[i].contains(&room), "relay {i} bridges");
     }
     assert!(!m.call_bridges[mid].contains(&room));
+}
+
+#[test]
+fn each_link_carries_one_presence_table_and_a_mixed_mesh_still_knows_everyone() {
+    // 0 -6- 1 -5- 2 and 1 -6- 3: relay 2 speaks version 5. B on 2 and 3,
+    // C on 3.
+    const C: Fingerprint = Fingerprint([0xc3; 16]);
+    let mut m = mesh(4, Y, &[2, 3], &[2]);
+    m.input(
+        3,
+        Input::LocalPresence {
+            fingerprint: C,
+            online: true,
+        },
+    );
+    m.settle(60).unwrap();
+    // Relay 1 hears B on 2 in `presence_update` and passes it on in
+    // `presence_origins`: relay 0 knows both of B's relays.
+    assert_eq!(m.cores[0].origins_of(&B), ids(&[2, 3]));
+    // Relay 2 hears of C (announced on version 6 links only) in
+    // `presence_update`, by its nearest relay.
+    assert_eq!(
+        m.cores[2].route(&C),
+        super::super::Route::Via(vec![id_of(1), id_of(3)])
+    );
+    // A withdrawal crosses over the same way.
+    online(&mut m, 2, false);
+    m.settle(60).unwrap();
+    assert_eq!(m.cores[0].origins_of(&B), ids(&[3]));
+    online(&mut m, 2, true);
+    m.settle(60).unwrap();
+    assert_eq!(m.cores[0].origins_of(&B), ids(&[2, 3]));
+
+    // A call from 0 forks to both; the fork to 2 cannot cross the version
+    // 5 link and ends there, the one to 3 rings and takes the call.
+    m.input(0, Input::LocalCall(offer("c1")));
+    m.settle(60).unwrap();
+    assert!(kinds(&m, 2).is_empty());
+    assert_eq!(kinds(&m, 3), ["offer"]);
+    assert_eq!(m.cores[1].call_counters().forks_unsent, 1);
+    assert!(
+        kinds(&m, 0).is_empty(),
+        "the caller waits for the other fork"
+    );
+    from_callee(&mut m, 3, answer());
+    m.settle(60).unwrap();
+    assert_eq!(kinds(&m, 0), ["answer"]);
 }

@@ -327,16 +327,8 @@ pub fn saved_tone(said: &str, freq: f64) -> f32 {
 /// Median over 0.5 s windows of `sent` (16 kHz) of the best lag-aligned
 /// correlation with `received`: how well a recording carries a voice.
 pub fn segmental_correlation(received: &[f32], sent: &[f32]) -> f32 {
-    use wzp_stages::audio::signal::{rms_dbfs, xcorr_peak};
-    let seg = 8_000;
-    let mut rs: Vec<f32> = sent
-        .chunks(seg)
-        .filter(|c| c.len() == seg && rms_dbfs(c) > -45.0)
-        .map(|c| xcorr_peak(received, c, received.len().saturating_sub(seg / 2)).1)
-        .collect();
-    assert!(rs.len() >= 3, "too few voiced segments");
-    rs.sort_by(|a, b| a.total_cmp(b));
-    rs[rs.len() / 2]
+    wzp_stages::audio::signal::segmental_correlation(received, sent, 8_000)
+        .expect("too few voiced segments")
 }
 
 /// Bob's laptop answers (`a`) a call that rings on his phone too: the phone

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use wzp_stages::audio::signal::{goertzel_dbfs, rms_dbfs, xcorr_peak};
+use wzp_stages::audio::signal::goertzel_dbfs;
 use wzp_stages::audio::wav_source::read_wav_mono;
 
 use super::RelayProc;
@@ -342,15 +342,8 @@ pub fn tone_dbfs(x: &[f32], freq: f64) -> f32 {
 /// lag-aligned correlation with `received`: the jitter buffer may move the
 /// playout point during a call, so no single lag fits.
 pub fn segmental_correlation(received: &[f32], sent: &[f32]) -> f32 {
-    let seg = RATE as usize / 2;
-    let mut rs: Vec<f32> = sent
-        .chunks(seg)
-        .filter(|c| c.len() == seg && rms_dbfs(c) > -45.0)
-        .map(|c| xcorr_peak(received, c, received.len().saturating_sub(seg / 2)).1)
-        .collect();
-    assert!(rs.len() >= 3, "too few voiced segments");
-    rs.sort_by(|a, b| a.total_cmp(b));
-    rs[rs.len() / 2]
+    wzp_stages::audio::signal::segmental_correlation(received, sent, RATE as usize / 2)
+        .expect("too few voiced segments")
 }
 
 /// A sine of `freq` Hz at 16 kHz, `secs` long: what a `tone:FREQ` sender's

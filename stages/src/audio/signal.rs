@@ -115,6 +115,25 @@ pub fn xcorr_peak(received: &[f32], sent: &[f32], max_lag: usize) -> (usize, f32
     best
 }
 
+/// How well `received` carries the voice in `sent`, when the delay between
+/// them may move (a jitter buffer moves its playout point during a call, so
+/// no single lag fits): the median, over the voiced `seg`-sample pieces of
+/// `sent` (above -45 dBFS), of each piece's best lag-aligned correlation
+/// with `received` ([`xcorr_peak`]). `None` with fewer than 3 voiced pieces.
+pub fn segmental_correlation(received: &[f32], sent: &[f32], seg: usize) -> Option<f32> {
+    let seg = seg.max(1);
+    let mut rs: Vec<f32> = sent
+        .chunks(seg)
+        .filter(|c| c.len() == seg && rms_dbfs(c) > -45.0)
+        .map(|c| xcorr_peak(received, c, received.len().saturating_sub(seg / 2)).1)
+        .collect();
+    if rs.len() < 3 {
+        return None;
+    }
+    rs.sort_by(|a, b| a.total_cmp(b));
+    Some(rs[rs.len() / 2])
+}
+
 /// Level in dBFS (same convention as [`rms_dbfs`]) of the component of `x`
 /// at `freq` Hz, by the Goertzel algorithm: a pure sine of peak `A` reads
 /// `20 log10(A) - 3.01`, whatever else is mixed in.
@@ -474,6 +493,27 @@ pub fn speech_like(rate: u32) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn segmental_correlation_finds_a_voice_through_a_moving_delay() {
+        let x = noise(16_000, 7);
+        // The second half arrives 40 samples later than the first.
+        let mut moved = vec![0.0; 100];
+        moved.extend_from_slice(&x[..8_000]);
+        moved.extend(std::iter::repeat_n(0.0, 40));
+        moved.extend_from_slice(&x[8_000..]);
+        let r = segmental_correlation(&moved, &x, 2_000).unwrap();
+        assert!(r > 0.99, "{r}");
+        let other = noise(16_000, 8);
+        let r = segmental_correlation(&moved, &other, 2_000).unwrap();
+        assert!(r < 0.3, "{r}");
+        // Too little voice to say.
+        assert_eq!(segmental_correlation(&moved, &x[..4_000], 2_000), None);
+        assert_eq!(
+            segmental_correlation(&moved, &vec![0.0; 16_000], 2_000),
+            None
+        );
+    }
 
     fn sine(freq: f64, rate: u32, n: usize, amp: f32) -> Vec<f32> {
         (0..n)

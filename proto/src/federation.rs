@@ -948,28 +948,10 @@ impl FederationMessage {
             }
             FederationMessage::GlobalRoomInactive { .. } => Ok(()),
             FederationMessage::PresenceUpdate { announce, withdraw } => {
-                let n = announce.len() + withdraw.len();
-                if n > MAX_PRESENCE_ENTRIES {
-                    return Err(format!(
-                        "presence_update holds {n} entries; at most {MAX_PRESENCE_ENTRIES}"
-                    ));
-                }
-                for r in announce {
-                    check_path(&r.path)?;
-                }
-                Ok(())
+                check_presence(self.type_name(), announce, withdraw.len())
             }
             FederationMessage::PresenceOrigins { announce, withdraw } => {
-                let n = announce.len() + withdraw.len();
-                if n > MAX_PRESENCE_ENTRIES {
-                    return Err(format!(
-                        "presence_origins holds {n} entries; at most {MAX_PRESENCE_ENTRIES}"
-                    ));
-                }
-                for r in announce {
-                    check_path(&r.path)?;
-                }
-                Ok(())
+                check_presence(self.type_name(), announce, withdraw.len())
             }
             FederationMessage::Ping { .. } | FederationMessage::Pong { .. } => Ok(()),
             FederationMessage::CallSignal {
@@ -1007,6 +989,21 @@ fn check_text(field: &str, s: &str, may_be_empty: bool) -> Result<(), String> {
             "{field}: {}..={MAX_LABEL_CHARS} printable characters",
             usize::from(!may_be_empty)
         ));
+    }
+    Ok(())
+}
+
+/// A presence message's bounds: at most [`MAX_PRESENCE_ENTRIES`] entries
+/// together, each announced path well formed.
+fn check_presence(kind: &str, announce: &[PresenceRoute], withdrawn: usize) -> Result<(), String> {
+    let n = announce.len() + withdrawn;
+    if n > MAX_PRESENCE_ENTRIES {
+        return Err(format!(
+            "{kind} holds {n} entries; at most {MAX_PRESENCE_ENTRIES}"
+        ));
+    }
+    for r in announce {
+        check_path(&r.path)?;
     }
     Ok(())
 }

@@ -335,6 +335,18 @@ pub enum Route {
     NotFound,
 }
 
+impl Route {
+    /// The route along a table's best entry (this relay first).
+    fn along(best: Option<Entry<()>>) -> Route {
+        match best {
+            None => Route::NotFound,
+            Some(e) if e.path.len() == 1 => Route::Local,
+            Some(e) if e.path.len() == 2 => Route::DirectPeer(e.path[1]),
+            Some(e) => Route::Via(e.path[1..].to_vec()),
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Phase {
     Down {
@@ -962,12 +974,7 @@ impl FederationCore {
 
     /// Where `fingerprint` is registered.
     pub fn route(&self, fingerprint: &Fingerprint) -> Route {
-        match self.presence.best(fingerprint) {
-            None => Route::NotFound,
-            Some(e) if e.path.len() == 1 => Route::Local,
-            Some(e) if e.path.len() == 2 => Route::DirectPeer(e.path[1]),
-            Some(e) => Route::Via(e.path[1..].to_vec()),
-        }
+        Route::along(self.presence.best(fingerprint))
     }
 
     /// Every relay `fingerprint` is registered on, as far as this relay
@@ -993,28 +1000,11 @@ impl FederationCore {
     /// fork names (this one: the user must be registered here), or for a
     /// call's only leg the nearest relay the user is on.
     pub fn fork_route(&self, fingerprint: &Fingerprint, fork: Option<RelayId>) -> Route {
-        let Some(origin) = fork else {
-            return self.route(fingerprint);
-        };
-        if origin == self.me {
-            return match self.route(fingerprint) {
-                Route::Local => Route::Local,
-                _ => Route::NotFound,
-            };
-        }
-        let path = self
-            .presence_all
-            .best(&(*fingerprint, origin))
-            .or_else(|| {
-                self.presence
-                    .best(fingerprint)
-                    .filter(|e| e.origin() == origin)
-            })
-            .map(|e| e.path);
-        match path {
-            Some(p) if p.len() == 2 => Route::DirectPeer(p[1]),
-            Some(p) if p.len() > 2 => Route::Via(p[1..].to_vec()),
-            _ => Route::NotFound,
+        match fork {
+            None => self.route(fingerprint),
+            // The per-relay table holds every relay the user is on, this
+            // one included, whichever table a peer told of it in.
+            Some(origin) => Route::along(self.presence_all.best(&(*fingerprint, origin))),
         }
     }
 

@@ -248,12 +248,17 @@ impl FederationService {
     /// queue drops it (the call then times out at both ends).
     pub fn call_signal(&self, signal: wzp_proto::federation::CallSignal) {
         let call_id = signal.call_id.clone();
-        if self
-            .events
-            .try_send(HubEvent::Input(Input::LocalCall(signal)))
-            .is_err()
-        {
-            tracing::warn!(call_id, "federation queue full; a call signal is dropped");
+        self.call_input(
+            Input::LocalCall(signal),
+            &call_id,
+            "a call signal is dropped",
+        );
+    }
+
+    /// Queues a call's step for the hub, or says what was lost.
+    fn call_input(&self, input: Input, call_id: &str, lost: &str) {
+        if self.events.try_send(HubEvent::Input(input)).is_err() {
+            tracing::warn!(call_id, "federation queue full; {lost}");
         }
     }
 
@@ -262,13 +267,11 @@ impl FederationService {
     /// blocks; a full queue drops it (the devices here still ring).
     pub fn call_fork(&self, signal: wzp_proto::federation::CallSignal) {
         let call_id = signal.call_id.clone();
-        if self
-            .events
-            .try_send(HubEvent::Input(Input::LocalFork(signal)))
-            .is_err()
-        {
-            tracing::warn!(call_id, "federation queue full; a call's forks are dropped");
-        }
+        self.call_input(
+            Input::LocalFork(signal),
+            &call_id,
+            "a call's forks are dropped",
+        );
     }
 
     /// A voice message's step from the signal service (a key query, an

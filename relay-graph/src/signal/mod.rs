@@ -963,18 +963,7 @@ impl SignalHub {
                 EndReason::Rejected => HangupReason::DeclinedElsewhere,
                 r => r.hangup_reason(),
             };
-            self.calls.set_remote_forks(&call.id, false);
-            let message = match why {
-                HangupReason::DeclinedElsewhere => "declined on another device".to_string(),
-                _ => "the call ended before it was answered".to_string(),
-            };
-            self.federate(
-                &call,
-                CallEvent::Hangup {
-                    reason: why,
-                    message: Some(message),
-                },
-            );
+            self.hang_up_forks(&call, why);
         }
         let message = match reason {
             EndReason::Hangup(p, _) => format!("the {} hung up", party_name(p)),
@@ -2109,21 +2098,24 @@ impl SignalHub {
     /// The call stops ringing on the callee's other relays (a device here
     /// answered or declined it, or it ended).
     fn end_remote_forks(&mut self, call: &Call, reason: HangupReason) {
-        let Some(c) = self.calls.get(&call.id).filter(|c| c.remote_forks) else {
-            return;
-        };
-        let c = c.clone();
+        if self.calls.get(&call.id).is_some_and(|c| c.remote_forks) {
+            self.hang_up_forks(call, reason);
+        }
+    }
+
+    /// Hangs up the forks of `call` ringing on the callee's other relays.
+    fn hang_up_forks(&mut self, call: &Call, reason: HangupReason) {
         self.calls.set_remote_forks(&call.id, false);
         let message = match reason {
-            HangupReason::AnsweredElsewhere => "answered on another device".to_string(),
-            HangupReason::DeclinedElsewhere => "declined on another device".to_string(),
-            _ => "the call ended before it was answered".to_string(),
+            HangupReason::AnsweredElsewhere => "answered on another device",
+            HangupReason::DeclinedElsewhere => "declined on another device",
+            _ => "the call ended before it was answered",
         };
         self.federate(
-            &c,
+            call,
             CallEvent::Hangup {
                 reason,
-                message: Some(message),
+                message: Some(message.into()),
             },
         );
     }

@@ -1215,3 +1215,196 @@ fn the_last_device_on_the_callers_relay_going_leaves_the_call_ringing_on_the_oth
     assert!(w.relays.iter().all(|r| r.hub.calls().is_empty()));
     assert!((0..4).all(|i| w.mesh.cores[i].call_count() == 0));
 }
+
+/// Bob's phone on the caller's relay (the world's relay 0), in a call with
+/// carol there (taking waiting calls if `waiting`); his laptop on relay 1,
+/// idle. Returns carol, the phone and the laptop, their slates clean.
+fn bob_busy_on_the_callers_relay(w: &mut World, waiting: bool) -> (Client, Client, Client) {
+    let mut carol = Client::online(w, 0, 3, None);
+    let mut phone = Client::online_full(w, 0, 2, None, Some(1), waiting);
+    let mut laptop = Client::online_as(w, 1, 2, None, Some(2));
+    carol.call(w, "first", phone.fingerprint());
+    w.settle(&mut [&mut carol, &mut phone, &mut laptop]);
+    phone.pick_up(w);
+    w.settle(&mut [&mut carol, &mut phone, &mut laptop]);
+    agreed(&carol, &phone);
+    for c in [&mut phone, &mut laptop] {
+        c.incoming = None;
+        c.events.clear();
+        c.received.clear();
+    }
+    (carol, phone, laptop)
+}
+
+fn missed_calls(c: &Client) -> Vec<Fingerprint> {
+    c.received
+        .iter()
+        .filter_map(|m| match m {
+            SignalMessage::MissedCall {
+                caller_fingerprint, ..
+            } => Some(*caller_fingerprint),
+            _ => None,
+        })
+        .collect()
+}
+
+fn first_call_goes_on(w: &World) {
+    let first = w.relays[0]
+        .hub
+        .calls()
+        .get("first")
+        .expect("the first call");
+    assert_eq!(first.state, wzp_relay::calls::CallState::Active);
+}
+
+#[test]
+fn busy_on_the_callers_relay_the_person_rings_on_another_and_the_laptop_takes_it() {
+    let mut w = forked_world();
+    let (mut carol, mut phone, mut laptop) = bob_busy_on_the_callers_relay(&mut w, false);
+    let mut a = Client::online(&mut w, 0, 1, None);
+    a.call(&mut w, "b1", phone.fingerprint());
+    w.settle(&mut [&mut a, &mut carol, &mut phone, &mut laptop]);
+    assert_eq!(
+        (phone.offers(), laptop.offers()),
+        (0, 1),
+        "the laptop rings"
+    );
+    assert!(a.events.iter().any(|e| matches!(e, CallEvent::Ringing)));
+    assert!(a.hung_up().is_none(), "{:?}", a.events);
+    assert!(
+        w.relays[0]
+            .hub
+            .calls()
+            .get("b1")
+            .unwrap()
+            .busy_here
+            .is_some(),
+        "the call knows the person is busy here"
+    );
+    laptop.pick_up(&mut w);
+    w.settle(&mut [&mut a, &mut carol, &mut phone, &mut laptop]);
+    agreed(&a, &laptop);
+    first_call_goes_on(&w);
+    // Bob took it: nothing was missed, however it ends.
+    a.hangup(&mut w);
+    w.settle(&mut [&mut a, &mut carol, &mut phone, &mut laptop]);
+    assert_eq!(laptop.hung_up(), Some(HangupReason::Normal));
+    assert!(missed_calls(&phone).is_empty() && missed_calls(&laptop).is_empty());
+    assert_eq!(w.relays[0].hub.counters().missed_calls, 0);
+    assert_eq!(w.relays[0].hub.counters().refusals(Refusal::CalleeBusy), 0);
+    first_call_goes_on(&w);
+    assert!(carol.hung_up().is_none() && phone.hung_up().is_none());
+    assert!((1..4).all(|i| w.mesh.cores[i].call_count() == 0));
+}
+
+#[test]
+fn busy_on_the_callers_relay_and_unanswered_elsewhere_the_caller_hears_busy_and_bob_a_missed_call()
+{
+    // The laptop lets it ring out: busy for the caller (the most telling),
+    // a missed call on the phone.
+    let mut w = forked_world();
+    let (mut carol, mut phone, mut laptop) = bob_busy_on_the_callers_relay(&mut w, false);
+    let mut a = Client::online(&mut w, 0, 1, None);
+    a.call(&mut w, "b2", phone.fingerprint());
+    w.settle(&mut [&mut a, &mut carol, &mut phone, &mut laptop]);
+    assert!(missed_calls(&phone).is_empty(), "not missed while it rings");
+    w.advance(Duration::from_secs(31));
+    w.settle(&mut [&mut a, &mut carol, &mut phone, &mut laptop]);
+    assert!(
+        a.events.iter().any(|e| matches!(e, CallEvent::Busy)),
+        "{:?}",
+        a.events
+    );
+    assert_eq!(missed_calls(&phone), [a.fingerprint()]);
+    assert_eq!(w.relays[0].hub.counters().missed_calls, 1);
+    assert_eq!(w.relays[0].hub.counters().refusals(Refusal::CalleeBusy), 1);
+    assert!(w.relays[0].hub.calls().get("b2").is_none());
+    assert!((0..4).all(|i| w.mesh.cores[i].call_count() == 0));
+    first_call_goes_on(&w);
+
+    // Declined on the laptop: the person chose; no missed call.
+    let mut w = forked_world();
+    let (mut carol, mut phone, mut laptop) = bob_busy_on_the_callers_relay(&mut w, false);
+    laptop.accept = Some(AcceptMode::Reject);
+    let mut a = Client::online(&mut w, 0, 1, None);
+    a.call(&mut w, "b3", phone.fingerprint());
+    w.settle(&mut [&mut a, &mut carol, &mut phone, &mut laptop]);
+    assert!(a.events.iter().any(|e| matches!(e, CallEvent::Rejected)));
+    assert!(missed_calls(&phone).is_empty());
+    first_call_goes_on(&w);
+
+    // The caller gives up while the laptop rings: the phone is told.
+    let mut w = forked_world();
+    let (mut carol, mut phone, mut laptop) = bob_busy_on_the_callers_relay(&mut w, false);
+    let mut a = Client::online(&mut w, 0, 1, None);
+    a.call(&mut w, "b4", phone.fingerprint());
+    w.settle(&mut [&mut a, &mut carol, &mut phone, &mut laptop]);
+    a.hangup(&mut w);
+    w.settle(&mut [&mut a, &mut carol, &mut phone, &mut laptop]);
+    assert!(laptop.hung_up().is_some());
+    assert_eq!(missed_calls(&phone), [a.fingerprint()]);
+    assert!((0..4).all(|i| w.mesh.cores[i].call_count() == 0));
+    first_call_goes_on(&w);
+
+    // No other device anywhere: busy at once, as on one relay.
+    let mut w = forked_world();
+    let (mut carol, mut phone, laptop) = bob_busy_on_the_callers_relay(&mut w, false);
+    w.input(1, Input::Disconnected { conn: laptop.conn });
+    w.settle(&mut [&mut carol, &mut phone]);
+    let mut a = Client::online(&mut w, 0, 1, None);
+    a.call(&mut w, "b5", phone.fingerprint());
+    w.settle(&mut [&mut a, &mut carol, &mut phone]);
+    assert!(
+        a.events.iter().any(|e| matches!(e, CallEvent::Busy)),
+        "{:?}",
+        a.events
+    );
+    assert!(!a.events.iter().any(|e| matches!(e, CallEvent::Ringing)));
+    assert_eq!(missed_calls(&phone), [a.fingerprint()]);
+    assert_eq!(w.relays[0].hub.counters().refusals(Refusal::NotOnline), 0);
+    first_call_goes_on(&w);
+}
+
+#[test]
+fn a_waiting_call_on_the_callers_relay_rings_on_the_persons_other_relay_too() {
+    let mut w = forked_world();
+    let (mut carol, mut phone, mut laptop) = bob_busy_on_the_callers_relay(&mut w, true);
+    let mut a = Client::online(&mut w, 0, 1, None);
+    a.call(&mut w, "w1", phone.fingerprint());
+    w.settle(&mut [&mut a, &mut carol, &mut phone, &mut laptop]);
+    assert_eq!((phone.offers(), laptop.offers()), (1, 1), "both ring");
+    assert!(a.outgoing.as_ref().unwrap().rings_waiting());
+    // The laptop takes it: the phone's waiting call stops, its call with
+    // carol goes on, and bob has no waiting call left here.
+    laptop.pick_up(&mut w);
+    w.settle(&mut [&mut a, &mut carol, &mut phone, &mut laptop]);
+    agreed(&a, &laptop);
+    assert_eq!(phone.hung_up(), Some(HangupReason::AnsweredElsewhere));
+    first_call_goes_on(&w);
+    let hub = &w.relays[0].hub;
+    assert!(hub.calls().waiting_of(&phone.fingerprint()).is_none());
+    assert!(!hub.calls().get("w1").unwrap().waiting);
+    assert!(carol.hung_up().is_none());
+    // Carol's call ending leaves a's call with the laptop as it is.
+    carol.hangup(&mut w);
+    w.settle(&mut [&mut a, &mut carol, &mut phone, &mut laptop]);
+    assert!(w.relays[0].hub.calls().get("first").is_none());
+    assert_eq!(
+        w.relays[0].hub.calls().get("w1").map(|c| c.state),
+        Some(wzp_relay::calls::CallState::Active)
+    );
+    assert!(a.hung_up().is_none() && laptop.hung_up().is_none());
+    assert!(missed_calls(&phone).is_empty());
+
+    // The phone takes the waiting call instead: the laptop stops ringing.
+    let mut w = forked_world();
+    let (mut carol, mut phone, mut laptop) = bob_busy_on_the_callers_relay(&mut w, true);
+    let mut a = Client::online(&mut w, 0, 1, None);
+    a.call(&mut w, "w2", phone.fingerprint());
+    w.settle(&mut [&mut a, &mut carol, &mut phone, &mut laptop]);
+    phone.pick_up(&mut w);
+    w.settle(&mut [&mut a, &mut carol, &mut phone, &mut laptop]);
+    agreed(&a, &phone);
+    assert_eq!(laptop.hung_up(), Some(HangupReason::AnsweredElsewhere));
+    assert!((1..4).all(|i| w.mesh.cores[i].call_count() == 0));
+}

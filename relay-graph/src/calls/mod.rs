@@ -165,6 +165,19 @@ pub struct Call {
     /// answers there ([`CallRegistry::callee_elsewhere`]), a device here
     /// answers, or every fork has ended.
     pub remote_forks: bool,
+    /// The callee was in another call on this relay, taking no waiting
+    /// call, when this one came ([`CallRegistry::offer_elsewhere`]): it
+    /// rings on the callee's other relays only. Unanswered, the caller
+    /// hears `busy` and the callee's devices here a missed call.
+    pub busy_here: Option<BusyHere>,
+}
+
+/// What a call that rang on the callee's other relays only, the callee
+/// being busy here, keeps for the missed-call notice ([`Call::busy_here`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BusyHere {
+    /// The name the caller gave.
+    pub caller_alias: Option<String>,
 }
 
 pub use wzp_proto::path_addrs::MAX_CALL_PATHS;
@@ -361,6 +374,7 @@ impl CallRegistry {
                 waiting,
                 kept: false,
                 remote_forks: false,
+                busy_here: None,
             },
         );
         self.in_call.insert(caller.0, id.to_string());
@@ -420,6 +434,28 @@ impl CallRegistry {
         self.waiting.insert(callee, id.to_string());
         let t = self.insert_call(id, room, caller, (callee, device), true, now);
         Ok((t, device))
+    }
+
+    /// A new call, Pending, to a callee who is in another call on this
+    /// relay and takes no waiting call there: it rings on the callee's
+    /// other relays only (the callee is reached through federation), and
+    /// the callee is not in it here, so the call it is in goes on whatever
+    /// this one does ([`Call::busy_here`]). Refused as
+    /// [`CallRegistry::offer`] refuses, but never `CalleeBusy`.
+    pub fn offer_elsewhere(
+        &mut self,
+        id: &str,
+        caller: (Fingerprint, ConnId),
+        callee: Fingerprint,
+        caller_alias: Option<String>,
+        now: Instant,
+    ) -> Result<Transition, OfferRefusal> {
+        let room = self.check_offer(id, &caller.0, &callee)?;
+        let t = self.insert_call(id, room, caller, (callee, ConnId::FEDERATION), false, now);
+        if let Some(call) = self.calls.get_mut(id) {
+            call.busy_here = Some(BusyHere { caller_alias });
+        }
+        Ok(t)
     }
 
     /// The callee of waiting call `id` answers it keeping the call it is in:
@@ -528,13 +564,19 @@ impl CallRegistry {
     /// The callee is reached through federation from now on: it answered
     /// on another relay, or its last device here went while the call rings
     /// there too. Returns the devices here that were rung (to be told),
-    /// which leave the call.
+    /// which leave the call. A waiting call stops waiting: the call the
+    /// callee is in here goes on beside it.
     pub fn callee_elsewhere(&mut self, id: &str) -> Vec<ConnId> {
         let Some(call) = self.calls.get_mut(id) else {
             return Vec::new();
         };
         if call.callee_conn == ConnId::FEDERATION {
             return Vec::new();
+        }
+        if std::mem::take(&mut call.waiting)
+            && self.waiting.get(&call.callee).map(String::as_str) == Some(id)
+        {
+            self.waiting.remove(&call.callee);
         }
         let mut others = std::mem::take(&mut call.callee_forks);
         others.push(call.callee_conn);

@@ -631,10 +631,10 @@ impl SignalHub {
                 ),
             );
         }
+        self.last_now = Some(now);
         for (call, t) in self.calls.expire(now) {
             self.call_ended(call, t, None);
         }
-        self.last_now = Some(now);
         for fp in self.mail.expire(now) {
             self.tell_mail(fp);
         }
@@ -957,6 +957,27 @@ impl SignalHub {
         self.transition(&t);
         self.caller_addrs.remove(&call.id);
         let reason = t.reason.unwrap_or(EndReason::RingingTimeout);
+        // Rung on the callee's other relays only, the callee being busy
+        // here: unless a device there answered or declined it, the caller
+        // hears `busy` and the devices here that they missed a call.
+        let busy_missed = call.busy_here.clone().filter(|_| {
+            t.from != CallState::Active
+                && !matches!(
+                    reason,
+                    EndReason::Rejected | EndReason::Federation(_, HangupReason::Declined)
+                )
+        });
+        let busy_to_caller = busy_missed.is_some()
+            && matches!(
+                reason,
+                EndReason::RingingTimeout | EndReason::Federation(Party::Callee, _)
+            );
+        if let (Some(busy), Some(now)) = (busy_missed, self.last_now) {
+            self.tell_missed(call.callee, call.caller, busy.caller_alias, &call.id, now);
+        }
+        if busy_to_caller {
+            self.count(Refusal::CalleeBusy);
+        }
         if call.remote_forks {
             // Still ringing on the callee's other relays: they stop too.
             let why = match reason {
@@ -994,16 +1015,25 @@ impl SignalHub {
                 );
             }
         }
+        let busy_message = format!(
+            "{} is in another call; no other device answered",
+            call.callee
+        );
         for party in [Party::Caller, Party::Callee] {
             if Some(party) == quiet {
                 continue;
             }
+            let (hangup_reason, message) = if busy_to_caller && party == Party::Caller {
+                (HangupReason::Busy, &busy_message)
+            } else {
+                (reason.hangup_reason(), &message)
+            };
             // The far party's relay has the call since the offer left.
             if call.is_federated(party) {
                 self.federate(
                     &call,
                     CallEvent::Hangup {
-                        reason: reason.hangup_reason(),
+                        reason: hangup_reason,
                         message: Some(message.clone()),
                     },
                 );
@@ -1016,7 +1046,7 @@ impl SignalHub {
             self.send(
                 call.conn(party),
                 SignalMessage::Hangup {
-                    reason: reason.hangup_reason(),
+                    reason: hangup_reason,
                     call_id: Some(call.id.clone()),
                     message: Some(message.clone()),
                 },
@@ -1561,6 +1591,28 @@ impl SignalHub {
             {
                 waiting = true;
             }
+            Err(OfferRefusal::CalleeBusy) => {
+                // In another call here, taking no waiting call: the
+                // callee's devices on other relays ring (a fork each). The
+                // caller hears `busy`, and the devices here of a missed
+                // call, only if none answers ([`Call::busy_here`]).
+                match self.calls.offer_elsewhere(
+                    &call_id,
+                    (me, conn),
+                    target_fingerprint,
+                    alias.clone(),
+                    now,
+                ) {
+                    Ok(t) => self.transition(&t),
+                    Err(refusal) => {
+                        let msg = refusal.to_string();
+                        return self.refuse_offer(conn, Refusal::CalleeBusy, &call_id, err, msg);
+                    }
+                }
+                let offer = federated_offer_event(alias, handshake, supported_codecs);
+                self.fork_offer(&call_id, offer);
+                return;
+            }
             Err(refusal) => {
                 let (kind, reason) = match &refusal {
                     OfferRefusal::BadCallId(_) => (Refusal::BadCallId, err),
@@ -1569,19 +1621,12 @@ impl SignalHub {
                     OfferRefusal::CallerBusy(_) => (Refusal::CallerBusy, HangupReason::Busy),
                     OfferRefusal::CalleeBusy => (Refusal::CalleeBusy, HangupReason::Busy),
                 };
-                if refusal == OfferRefusal::CalleeBusy {
-                    self.tell_missed(target_fingerprint, me, alias.clone(), &call_id, now);
-                }
                 return self.refuse_offer(conn, kind, &call_id, reason, refusal.to_string());
             }
         }
         if callee_conn == ConnId::FEDERATION {
             // Addresses never cross a federation link.
-            let offer = CallEvent::Offer {
-                caller_alias: alias.filter(|a| !a.chars().any(char::is_control)),
-                handshake: handshake.unwrap_or_default(),
-                supported_codecs: federable_codecs(supported_codecs),
-            };
+            let offer = federated_offer_event(alias, handshake, supported_codecs);
             if let Some(call) = self.calls.get(&call_id).cloned() {
                 self.federate(&call, offer);
             }
@@ -1595,25 +1640,13 @@ impl SignalHub {
         }
         // The callee sees the proven caller, never the caller's address.
         self.calls.add_forks(&call_id, &devices);
-        if !waiting {
-            // The callee's devices on other relays ring too (a fork each;
-            // none when it is on this relay alone, which the federation
-            // says at once).
-            if let Some(call) = self.calls.get(&call_id).cloned() {
-                self.calls.set_remote_forks(&call_id, true);
-                self.push(Action::FederateFork(CallSignal {
-                    call_id: call.id.clone(),
-                    caller: call.caller,
-                    callee: call.callee,
-                    fork: None,
-                    event: CallEvent::Offer {
-                        caller_alias: alias.clone().filter(|a| !a.chars().any(char::is_control)),
-                        handshake: handshake.clone().unwrap_or_default(),
-                        supported_codecs: federable_codecs(supported_codecs.clone()),
-                    },
-                }));
-            }
-        }
+        // The callee's devices on other relays ring too (a fork each; none
+        // when it is on this relay alone, which the federation says at
+        // once), a waiting call on the device here or not.
+        self.calls.set_remote_forks(&call_id, true);
+        let fork =
+            federated_offer_event(alias.clone(), handshake.clone(), supported_codecs.clone());
+        self.fork_offer(&call_id, fork);
         let offer = SignalMessage::DirectCallOffer {
             call_id: call_id.clone(),
             caller_fingerprint: me,
@@ -2170,6 +2203,21 @@ impl SignalHub {
         }
     }
 
+    /// Hands the offer of call `call_id` to the federation to ring the
+    /// callee's devices on its other relays ([`Action::FederateFork`]).
+    fn fork_offer(&mut self, call_id: &str, offer: CallEvent) {
+        if let Some(call) = self.calls.get(call_id) {
+            let fork = CallSignal {
+                call_id: call.id.clone(),
+                caller: call.caller,
+                callee: call.callee,
+                fork: None,
+                event: offer,
+            };
+            self.push(Action::FederateFork(fork));
+        }
+    }
+
     /// Hands a step of `call` to the federation, for the far party.
     fn federate(&mut self, call: &Call, event: CallEvent) {
         self.push(Action::Federate(CallSignal {
@@ -2324,7 +2372,10 @@ impl SignalHub {
                     HangupReason::Unknown => HangupReason::Normal,
                     r => r,
                 };
-                if reason == HangupReason::NotOnline && call.state == CallState::Pending {
+                if reason == HangupReason::NotOnline
+                    && call.state == CallState::Pending
+                    && call.busy_here.is_none()
+                {
                     let detail = message.clone().unwrap_or_default();
                     self.refused(call.caller_conn, Refusal::NotOnline, detail);
                 }
@@ -2422,6 +2473,21 @@ impl SignalHub {
 
 /// The codec names an offer may carry across a link (the bounds of
 /// `call_signal`); others are left out.
+/// A local caller's offer as it crosses a federation link: no control
+/// characters in the name, only codecs every relay carries, and never an
+/// address.
+fn federated_offer_event(
+    alias: Option<String>,
+    handshake: Option<Vec<u8>>,
+    supported_codecs: Vec<String>,
+) -> CallEvent {
+    CallEvent::Offer {
+        caller_alias: alias.filter(|a| !a.chars().any(char::is_control)),
+        handshake: handshake.unwrap_or_default(),
+        supported_codecs: federable_codecs(supported_codecs),
+    }
+}
+
 fn federable_codecs(codecs: Vec<String>) -> Vec<String> {
     codecs
         .into_iter()

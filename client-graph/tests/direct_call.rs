@@ -3083,18 +3083,13 @@ fn wait_written(path: &Path, from: f64, secs: f64) {
 /// his standard input), a 1000 Hz tone in, nothing out, plus `extra`;
 /// with his fingerprint once registered.
 fn bob_asks(dir: &Path, relay: &Relay, extra: &[&str]) -> (Proc, String) {
-    let args = [
-        &[
-            "--accept",
-            "ask",
-            "--input",
-            "tone:1000",
-            "--output",
-            "null",
-        ],
-        extra,
-    ]
-    .concat();
+    // What bob hears goes nowhere unless `extra` says where.
+    let output: &[&str] = if extra.contains(&"--output") {
+        &[]
+    } else {
+        &["--output", "null"]
+    };
+    let args = [&["--accept", "ask", "--input", "tone:1000"], output, extra].concat();
     let mut cmd = client_cmd(None, relay.addr, dir, relay, "bob", &["listen"], &args);
     let mut b = Proc::spawn_with_input("bob", &mut cmd);
     let line = b.expect_line("registered as ", WAIT);
@@ -3117,18 +3112,36 @@ struct Three {
 }
 
 fn bob_holds_alice_to_answer_carol(name: &str, bob_extra: &[&str]) -> Three {
+    bob_holds_alice_to_answer_carol_with(name, bob_extra, &[])
+}
+
+/// [`bob_holds_alice_to_answer_carol`], alice and carol run with
+/// `party_extra` too, and keys on their standard input ([`Proc::type_keys`]).
+fn bob_holds_alice_to_answer_carol_with(
+    name: &str,
+    bob_extra: &[&str],
+    party_extra: &[&str],
+) -> Three {
     let dir = tmp(name);
     let relay = start_relay_with(&dir, "127.0.0.1:0", &["--metrics-addr", "127.0.0.1:0"]);
     let (mut b, b_fp) = bob_asks(&dir, &relay, bob_extra);
     let (alice_heard, carol_heard) = (dir.join("alice.wav"), dir.join("carol.wav"));
     let party = |user: &str, tone: &str, heard: &Path| {
-        client(
+        let args = [
+            &["--input", tone, "--output", heard.to_str().unwrap()],
+            party_extra,
+        ]
+        .concat();
+        let mut cmd = client_cmd(
+            None,
+            relay.addr,
             &dir,
             &relay,
             user,
             &["call", &b_fp],
-            &["--input", tone, "--output", heard.to_str().unwrap()],
-        )
+            &args,
+        );
+        Proc::spawn_with_input(user, &mut cmd)
     };
     let mut a = party("alice", "tone:300", &alice_heard);
     b.expect_line("ringing: a answers, d declines", WAIT);
@@ -3264,6 +3277,7 @@ fn c_joins_a_held_call_with_the_one_in_progress_and_each_party_hears_the_other()
     let _s = serial();
     let recorded = tmp("join-rec").join("bob.wav");
     std::fs::create_dir_all(recorded.parent().unwrap()).unwrap();
+    let bob_heard = recorded.with_file_name("bob-heard.wav");
     let Three {
         dir,
         relay,
@@ -3272,7 +3286,17 @@ fn c_joins_a_held_call_with_the_one_in_progress_and_each_party_hears_the_other()
         mut c,
         alice_heard,
         carol_heard,
-    } = bob_holds_alice_to_answer_carol("join", &["--record", recorded.to_str().unwrap()]);
+    } = bob_holds_alice_to_answer_carol_with(
+        "join",
+        &[
+            "--record",
+            recorded.to_str().unwrap(),
+            "--output",
+            bob_heard.to_str().unwrap(),
+        ],
+        // Keys for alice and carol (`h` holds).
+        &["--call-waiting"],
+    );
     // Bob is in carol's call (its SAS is his second).
     b.expect_nth("SAS: ", 2, WAIT);
     // Joined: alice's call is taken back, and each party hears the other
@@ -3322,6 +3346,22 @@ fn c_joins_a_held_call_with_the_one_in_progress_and_each_party_hears_the_other()
     b.expect_nth("joined the calls: ", 2, WAIT);
     a.expect_nth("took the call back", 2, WAIT);
     wait_until("carol hears alice again", || {
+        last_second(&carol_heard, 300.0) > -30.0
+    });
+    // Both parties hold: bob, alone in the joined call, hears the hold
+    // beeps; both take it back and talk on.
+    a.type_keys("h");
+    b.expect_line("put their call on hold", WAIT);
+    c.type_keys("h");
+    b.expect_nth("put their call on hold", 2, WAIT);
+    let both_held_at = wav_secs(&bob_heard);
+    wait_until("bob hears the hold beeps", || {
+        loudest_between(&bob_heard, 523.0, both_held_at, f64::MAX) > -35.0
+    });
+    a.type_keys("h");
+    c.type_keys("h");
+    b.expect_nth("took their call back", 2, WAIT);
+    wait_until("carol hears alice once more", || {
         last_second(&carol_heard, 300.0) > -30.0
     });
     // Carol leaves (SIGTERM: she hangs up): alice's call goes on with bob

@@ -1006,7 +1006,10 @@ pub async fn run_joined(
     use wzp_stages::audio::bus::PcmBus;
     let (stop, controls) = (&user.stop, &user.controls);
     controls.hold.set(false);
-    controls.held_tone.set(false);
+    // The hold beeps play when both parties hold: this end is alone then.
+    // One holding leaves the other to talk to, and is said.
+    let both_hold = |main: &Held, leg: &Held| main.peer_holds && leg.peer_holds;
+    controls.held_tone.set(both_hold(main, leg));
     // The held party is back, told as for a swap.
     if leg.call.hold(false, nonce()?) {
         flush(sig, leg.call.as_mut()).await?;
@@ -1118,6 +1121,7 @@ pub async fn run_joined(
                         }
                         flush(sig, h.call.as_mut()).await?;
                     }
+                    controls.held_tone.set(both_hold(main, leg));
                     if end.is_some() {
                         break;
                     }

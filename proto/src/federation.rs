@@ -50,8 +50,10 @@ use crate::signal::{AcceptMode, HangupReason};
 /// sent only on links agreed at 5. Version 6 adds `presence_origins` (every
 /// relay a person is registered on, not only the nearest) and the `fork` of
 /// a `call_signal` (a call ringing a person's devices on several relays),
-/// sent only on links agreed at 6.
-pub const FEDERATION_VERSION: u32 = 6;
+/// sent only on links agreed at 6. Version 7 adds the `busy` call event (a
+/// fork whose relay's devices are all in other calls stays open for the
+/// call's outcome), sent only on links agreed at 7.
+pub const FEDERATION_VERSION: u32 = 7;
 /// The first version with `path_lost` and `reroute`.
 pub const REROUTE_VERSION: u32 = 2;
 /// The first version with the `path` call event.
@@ -64,6 +66,8 @@ pub const MAIL_VERSION: u32 = 5;
 pub const HOLD_VERSION: u32 = 5;
 /// The first version with `presence_origins` and forked calls.
 pub const FORK_VERSION: u32 = 6;
+/// The first version with the `busy` call event.
+pub const BUSY_VERSION: u32 = 7;
 /// The oldest federation version this build accepts.
 pub const MIN_FEDERATION_VERSION: u32 = 1;
 /// Largest JSON body of one control frame: 256 KiB.
@@ -361,6 +365,18 @@ pub enum CallEvent {
         /// the answer, when it comes, bridges it on its way back).
         answered: bool,
     },
+    /// Callee to caller, on a fork ([`CallSignal::fork`]) only, on links
+    /// agreed at [`BUSY_VERSION`]: the person's devices on the fork's relay
+    /// are all in other calls, so nothing rings there. The fork stays open
+    /// until the caller's relay ends it with the call's outcome, so that
+    /// relay tells its devices of a missed call only when no other device
+    /// answered or declined. A relay whose next hop predates it passes a
+    /// `hangup` `busy` instead and ends the fork both ways.
+    Busy {
+        /// Why, for people.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
     /// A party of an answered call put it on hold or took it back (its
     /// `call_hold`, sealed for the other party: relays pass it on unread);
     /// either way, on links agreed at [`HOLD_VERSION`].
@@ -384,6 +400,7 @@ impl CallEvent {
             CallEvent::Path { .. } => "path",
             CallEvent::Reroute { .. } => "reroute",
             CallEvent::Hold { .. } => "hold",
+            CallEvent::Busy { .. } => "busy",
         }
     }
 
@@ -393,7 +410,9 @@ impl CallEvent {
             CallEvent::Offer { .. } | CallEvent::Confirm { .. } | CallEvent::Reroute { .. } => {
                 Some(true)
             }
-            CallEvent::Ringing { .. } | CallEvent::Answer { .. } => Some(false),
+            CallEvent::Ringing { .. } | CallEvent::Answer { .. } | CallEvent::Busy { .. } => {
+                Some(false)
+            }
             CallEvent::Hangup { .. }
             | CallEvent::PathLost { .. }
             | CallEvent::Path { .. }
@@ -470,7 +489,9 @@ impl CallEvent {
                 }
                 Ok(())
             }
-            CallEvent::Hangup { message, .. } | CallEvent::PathLost { message } => match message {
+            CallEvent::Hangup { message, .. }
+            | CallEvent::PathLost { message }
+            | CallEvent::Busy { message } => match message {
                 Some(m)
                     if m.chars().count() > MAX_HANGUP_MESSAGE_CHARS
                         || m.chars().any(char::is_control) =>
@@ -960,7 +981,7 @@ impl FederationMessage {
                 callee,
                 path,
                 event,
-                ..
+                fork,
             } => {
                 if crate::sni::call_room(call_id).is_none() {
                     return Err(format!(
@@ -972,6 +993,11 @@ impl FederationMessage {
                     return Err("call_signal with the same caller and callee".into());
                 }
                 check_path_within(path, MAX_CALL_PATH)?;
+                if matches!(event, CallEvent::Busy { .. }) && fork.is_none() {
+                    return Err(
+                        "call_signal busy on a call's only leg; it travels on a fork".into(),
+                    );
+                }
                 event.validate()
             }
             FederationMessage::Mail { path, event } => {
@@ -1426,6 +1452,16 @@ mod tests {
         assert_eq!(leg_key("abc", None), "abc");
         assert_eq!(leg_key("abc", Some(rid(4))), format!("abc@{}", rid(4)));
         assert_eq!(m.type_name(), "call_signal");
+        // A fork whose relay's devices are busy (version 7).
+        let busy = forked.replace(r#"{"kind":"ringing"}"#, r#"{"kind":"busy"}"#);
+        assert!(matches!(
+            decode_federation_message(busy.as_bytes()).unwrap(),
+            FederationMessage::CallSignal {
+                event: CallEvent::Busy { message: None },
+                fork: Some(_),
+                ..
+            }
+        ));
         let waiting = json.replace(
             r#"{"kind":"ringing"}"#,
             r#"{"kind":"ringing","waiting":true}"#,
@@ -1655,6 +1691,16 @@ mod tests {
                     r#"{{"type":"call_signal","call_id":"abc","caller":"{f}","callee":"{f2}","path":["{r1}"],"fork":"xyz","event":{ring}}}"#
                 ),
                 "16 lowercase hex",
+            ),
+            (
+                call_json("c1", &f, &f2, &format!("[\"{r1}\"]"), r#"{"kind":"busy"}"#),
+                "travels on a fork",
+            ),
+            (
+                format!(
+                    r#"{{"type":"call_signal","call_id":"abc","caller":"{f}","callee":"{f2}","path":["{r1}"],"fork":"{r1}","event":{{"kind":"busy","message":"a\u0007b"}}}}"#
+                ),
+                "busy message",
             ),
             (r#"{"type":"ping","id":-1,"sent_ms":0}"#.into(), "malformed"),
             (

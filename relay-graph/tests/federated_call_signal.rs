@@ -1220,9 +1220,20 @@ fn the_last_device_on_the_callers_relay_going_leaves_the_call_ringing_on_the_oth
 /// carol there (taking waiting calls if `waiting`); his laptop on relay 1,
 /// idle. Returns carol, the phone and the laptop, their slates clean.
 fn bob_busy_on_the_callers_relay(w: &mut World, waiting: bool) -> (Client, Client, Client) {
-    let mut carol = Client::online(w, 0, 3, None);
-    let mut phone = Client::online_full(w, 0, 2, None, Some(1), waiting);
-    let mut laptop = Client::online_as(w, 1, 2, None, Some(2));
+    bob_busy_on(w, 0, 1, waiting)
+}
+
+/// Bob's phone on the world's relay `phone_at`, in a call with carol there
+/// (taking waiting calls if `waiting`); his laptop on `laptop_at`, idle.
+fn bob_busy_on(
+    w: &mut World,
+    phone_at: usize,
+    laptop_at: usize,
+    waiting: bool,
+) -> (Client, Client, Client) {
+    let mut carol = Client::online(w, phone_at, 3, None);
+    let mut phone = Client::online_full(w, phone_at, 2, None, Some(1), waiting);
+    let mut laptop = Client::online_as(w, laptop_at, 2, None, Some(2));
     carol.call(w, "first", phone.fingerprint());
     w.settle(&mut [&mut carol, &mut phone, &mut laptop]);
     phone.pick_up(w);
@@ -1249,7 +1260,11 @@ fn missed_calls(c: &Client) -> Vec<Fingerprint> {
 }
 
 fn first_call_goes_on(w: &World) {
-    let first = w.relays[0]
+    first_call_goes_on_at(w, 0);
+}
+
+fn first_call_goes_on_at(w: &World, r: usize) {
+    let first = w.relays[r]
         .hub
         .calls()
         .get("first")
@@ -1407,4 +1422,71 @@ fn a_waiting_call_on_the_callers_relay_rings_on_the_persons_other_relay_too() {
     agreed(&a, &phone);
     assert_eq!(laptop.hung_up(), Some(HangupReason::AnsweredElsewhere));
     assert!((1..4).all(|i| w.mesh.cores[i].call_count() == 0));
+}
+
+#[test]
+fn busy_on_another_relay_the_phone_hears_of_a_missed_call_only_if_no_device_took_it() {
+    // Bob's phone busy on relay 1, his laptop on relay 2, alice calls from
+    // relay 0: the laptop answers, and the phone is told nothing.
+    let mut w = forked_world();
+    let (mut carol, mut phone, mut laptop) = bob_busy_on(&mut w, 1, 2, false);
+    let mut a = Client::online(&mut w, 0, 1, None);
+    a.call(&mut w, "m1", phone.fingerprint());
+    w.settle(&mut [&mut a, &mut carol, &mut phone, &mut laptop]);
+    assert_eq!((phone.offers(), laptop.offers()), (0, 1));
+    assert!(a.events.iter().any(|e| matches!(e, CallEvent::Ringing)));
+    assert_eq!(
+        w.relays[1].hub.counters().refusals(Refusal::CalleeBusy),
+        1,
+        "the phone's relay answered its fork busy"
+    );
+    assert_eq!(w.mesh.cores[2].call_count(), 1, "and kept it open");
+    laptop.pick_up(&mut w);
+    w.settle(&mut [&mut a, &mut carol, &mut phone, &mut laptop]);
+    agreed(&a, &laptop);
+    assert_eq!(w.mesh.cores[2].call_count(), 0, "the busy fork ended");
+    a.hangup(&mut w);
+    w.settle(&mut [&mut a, &mut carol, &mut phone, &mut laptop]);
+    // Long past any wait for the fork's outcome.
+    w.advance(Duration::from_secs(41));
+    w.settle(&mut [&mut a, &mut carol, &mut phone, &mut laptop]);
+    assert!(missed_calls(&phone).is_empty(), "{:?}", phone.received);
+    assert_eq!(w.relays[1].hub.counters().missed_calls, 0);
+    first_call_goes_on_at(&w, 1);
+
+    // The laptop lets it ring out: alice hears busy, the phone of the
+    // missed call.
+    let mut w = forked_world();
+    let (mut carol, mut phone, mut laptop) = bob_busy_on(&mut w, 1, 2, false);
+    let mut a = Client::online(&mut w, 0, 1, None);
+    a.call(&mut w, "m2", phone.fingerprint());
+    w.settle(&mut [&mut a, &mut carol, &mut phone, &mut laptop]);
+    assert!(
+        missed_calls(&phone).is_empty(),
+        "not while the laptop rings"
+    );
+    w.advance(Duration::from_secs(31));
+    w.settle(&mut [&mut a, &mut carol, &mut phone, &mut laptop]);
+    assert!(
+        a.events.iter().any(|e| matches!(e, CallEvent::Busy)),
+        "{:?}",
+        a.events
+    );
+    assert_eq!(missed_calls(&phone), [a.fingerprint()]);
+    assert_eq!(w.relays[1].hub.counters().missed_calls, 1);
+    assert!((0..4).all(|i| w.mesh.cores[i].call_count() == 0));
+    first_call_goes_on_at(&w, 1);
+
+    // Declined on the laptop: nothing missed.
+    let mut w = forked_world();
+    let (mut carol, mut phone, mut laptop) = bob_busy_on(&mut w, 1, 2, false);
+    laptop.accept = Some(AcceptMode::Reject);
+    let mut a = Client::online(&mut w, 0, 1, None);
+    a.call(&mut w, "m3", phone.fingerprint());
+    w.settle(&mut [&mut a, &mut carol, &mut phone, &mut laptop]);
+    assert!(a.events.iter().any(|e| matches!(e, CallEvent::Rejected)));
+    w.advance(Duration::from_secs(41));
+    w.settle(&mut [&mut a, &mut carol, &mut phone, &mut laptop]);
+    assert!(missed_calls(&phone).is_empty());
+    assert!((0..4).all(|i| w.mesh.cores[i].call_count() == 0));
 }

@@ -52,8 +52,8 @@
 use std::time::{Duration, Instant};
 
 use wzp_proto::federation::{
-    CallEvent, CallSignal, RelayId, RoomId, FORK_VERSION, HOLD_VERSION, MAX_CALL_PATH,
-    PATH_VERSION, REROUTE_VERSION,
+    CallEvent, CallSignal, RelayId, RoomId, BUSY_VERSION, FORK_VERSION, HOLD_VERSION,
+    MAX_CALL_PATH, PATH_VERSION, REROUTE_VERSION,
 };
 use wzp_proto::path_addrs::MAX_CALL_PATHS;
 use wzp_proto::signal::HangupReason;
@@ -138,6 +138,13 @@ pub struct CallCounters {
     pub forks_unsent: u64,
     /// Forks hung up by the caller's relay: another answered or declined.
     pub forks_cancelled: u64,
+    /// Forks answered `busy` (the devices on the fork's relay are all in
+    /// other calls), kept open for the call's outcome.
+    pub forks_busy: u64,
+    /// `busy` forks ended here because the next relay towards the caller
+    /// predates [`BUSY_VERSION`]: it was passed as a `hangup` `busy`, and
+    /// the busy relay tells its devices of a missed call at once.
+    pub busy_ended_early: u64,
 }
 
 /// At the caller's relay, a call ringing the callee's devices on several
@@ -146,10 +153,18 @@ pub struct CallCounters {
 /// decline declines it for the person (`declined_elsewhere` to the rest);
 /// other refusals end their fork only, and the caller hears the most
 /// telling one when none is left (busy before no answer before not online).
+/// A fork answered `busy` stays open ([`ForkGroup::busy`]) and is ended
+/// with the call's outcome.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ForkGroup {
     /// Forks not ended yet, by the relay each rings.
     pub forks: Vec<RelayId>,
+    /// Forks whose relay answered `busy` ([`CallEvent::Busy`]): nothing
+    /// rings there; each is hung up with the call's outcome
+    /// (`answered_elsewhere`, `declined_elsewhere`, or `busy` when no
+    /// device took it), which tells that relay whether its devices missed
+    /// a call.
+    pub busy: Vec<RelayId>,
     /// The fork that answered.
     pub answered: Option<RelayId>,
     /// Ringing went to the caller's side.
@@ -159,6 +174,19 @@ pub struct ForkGroup {
     pub also_here: bool,
     /// The most telling refusal of a fork that ended.
     refusal: Option<(HangupReason, Option<String>)>,
+}
+
+impl ForkGroup {
+    /// Keeps `reason` if it says more than the refusal kept.
+    fn note_refusal(&mut self, reason: HangupReason, message: Option<String>) {
+        if self
+            .refusal
+            .as_ref()
+            .is_none_or(|(r, _)| refusal_rank(reason) > refusal_rank(*r))
+        {
+            self.refusal = Some((reason, message));
+        }
+    }
 }
 
 /// How much a fork's refusal says, for the one the caller hears.
@@ -695,7 +723,7 @@ impl FederationCore {
                             .calls
                             .groups
                             .remove(&s.call_id)
-                            .map(|g| g.forks)
+                            .map(|g| [g.forks, g.busy].concat())
                             .unwrap_or_default();
                         let message = message.clone().unwrap_or_default();
                         for f in forks {
@@ -781,6 +809,12 @@ impl FederationCore {
         if matches!(s.event, CallEvent::Hold { .. }) && !self.hold_may_pass(&s.leg_key(), target) {
             return;
         }
+        if let CallEvent::Busy { .. } = &s.event {
+            if self.busy_may_come(&s) {
+                self.pass_busy(s, target, Vec::new());
+            }
+            return;
+        }
         self.advance(&s);
         self.send(target, s.message(vec![self.me]));
     }
@@ -839,6 +873,7 @@ impl FederationCore {
             s.call_id.clone(),
             ForkGroup {
                 forks,
+                busy: Vec::new(),
                 answered: None,
                 rung: false,
                 also_here,
@@ -861,7 +896,11 @@ impl FederationCore {
         let Some(g) = self.calls.groups.get_mut(&call_id) else {
             return;
         };
-        if !g.forks.contains(&fork) {
+        let busy_fork = g.busy.contains(&fork);
+        let hangup = matches!(s.event, CallEvent::Hangup { .. });
+        // A busy fork's only step is its own end.
+        let known = g.forks.contains(&fork) || (busy_fork && hangup);
+        if !known {
             self.calls.counters.unknown_call += 1;
             return;
         }
@@ -875,9 +914,15 @@ impl FederationCore {
             CallEvent::Answer { .. } => {
                 if g.answered.is_none() {
                     g.answered = Some(fork);
-                    let others: Vec<RelayId> =
-                        g.forks.iter().copied().filter(|f| *f != fork).collect();
+                    let others: Vec<RelayId> = g
+                        .forks
+                        .iter()
+                        .chain(&g.busy)
+                        .copied()
+                        .filter(|f| *f != fork)
+                        .collect();
                     g.forks = vec![fork];
+                    g.busy.clear();
                     self.actions.push(Action::Call(s));
                     for f in others {
                         let why = "answered on another device".to_string();
@@ -890,6 +935,19 @@ impl FederationCore {
                     self.hang_up_fork(&call_id, fork, HangupReason::AnsweredElsewhere, why);
                 }
             }
+            CallEvent::Busy { message } => {
+                g.forks.retain(|f| *f != fork);
+                if g.answered.is_some() {
+                    // Crossed the answer that took the call.
+                    let why = "answered on another device".to_string();
+                    self.hang_up_fork(&call_id, fork, HangupReason::AnsweredElsewhere, why);
+                    return;
+                }
+                self.calls.counters.forks_busy += 1;
+                g.busy.push(fork);
+                g.note_refusal(HangupReason::Busy, message.clone());
+                self.fork_group_settle(s);
+            }
             CallEvent::Hangup { reason, message } => {
                 // The fork's leg ended as the hangup passed.
                 if g.answered == Some(fork) {
@@ -898,12 +956,19 @@ impl FederationCore {
                     return;
                 }
                 g.forks.retain(|f| *f != fork);
-                if g.answered.is_some() {
+                g.busy.retain(|f| *f != fork);
+                if g.answered.is_some() || busy_fork {
+                    // A busy fork that ended on its own told its refusal
+                    // already.
+                    if busy_fork && g.answered.is_none() {
+                        self.fork_group_settle(s);
+                    }
                     return;
                 }
                 if *reason == HangupReason::Declined {
                     // Declined on one device: declined for the person.
-                    let others = std::mem::take(&mut g.forks);
+                    let others =
+                        [std::mem::take(&mut g.forks), std::mem::take(&mut g.busy)].concat();
                     self.calls.groups.remove(&call_id);
                     self.actions.push(Action::Call(s));
                     for f in others {
@@ -912,26 +977,40 @@ impl FederationCore {
                     }
                     return;
                 }
-                if g.refusal
-                    .as_ref()
-                    .is_none_or(|(r, _)| refusal_rank(*reason) > refusal_rank(*r))
-                {
-                    g.refusal = Some((*reason, message.clone()));
-                }
-                if g.forks.is_empty() {
-                    let refusal = g.refusal.take();
-                    self.calls.groups.remove(&call_id);
-                    let (reason, message) = refusal.unwrap_or((*reason, message.clone()));
-                    self.actions.push(Action::Call(CallSignal {
-                        event: CallEvent::Hangup { reason, message },
-                        ..s
-                    }));
-                }
+                g.note_refusal(*reason, message.clone());
+                self.fork_group_settle(s);
             }
             CallEvent::Path { .. } | CallEvent::Hold { .. } if g.answered == Some(fork) => {
                 self.actions.push(Action::Call(s));
             }
             _ => self.calls.counters.unknown_call += 1,
+        }
+    }
+
+    /// A fork of an unanswered call refused or went `busy` (`s`, its step):
+    /// when nothing rings any more, the caller's side hears the most
+    /// telling refusal and the busy forks that nobody took it. With the
+    /// callee's devices here ringing too, busy forks wait for the signal
+    /// service's outcome instead (it hangs them up with the call).
+    fn fork_group_settle(&mut self, s: CallSignal) {
+        let call_id = s.call_id.clone();
+        let Some(g) = self.calls.groups.get_mut(&call_id) else {
+            return;
+        };
+        if !g.forks.is_empty() || (g.also_here && !g.busy.is_empty()) {
+            return;
+        }
+        let refusal = g.refusal.take();
+        let busy = std::mem::take(&mut g.busy);
+        self.calls.groups.remove(&call_id);
+        let (reason, message) = refusal.unwrap_or((HangupReason::Normal, None));
+        self.actions.push(Action::Call(CallSignal {
+            event: CallEvent::Hangup { reason, message },
+            ..s
+        }));
+        for f in busy {
+            let why = "no other device answered".to_string();
+            self.hang_up_fork(&call_id, f, HangupReason::Busy, why);
         }
     }
 
@@ -1163,6 +1242,14 @@ impl FederationCore {
                 return;
             }
         }
+        if let CallEvent::Busy { .. } = &s.event {
+            if !self.busy_may_come(&s) {
+                return;
+            }
+            if let Some(next) = target {
+                return self.pass_busy(s, next, path);
+            }
+        }
         self.advance(&s);
         match target {
             Some(next) => {
@@ -1171,6 +1258,56 @@ impl FederationCore {
                 self.send(next, s.message(path));
             }
             None => self.deliver(s),
+        }
+    }
+
+    /// Whether a `busy` fits its leg: a fork, not answered (counted when
+    /// not).
+    fn busy_may_come(&mut self, s: &CallSignal) -> bool {
+        let fits = self
+            .calls
+            .legs
+            .get(&s.leg_key())
+            .is_some_and(|l| l.fork.is_some() && !l.answered);
+        if !fits {
+            self.calls.counters.unknown_call += 1;
+        }
+        fits
+    }
+
+    /// Passes a fork's `busy` on to `next`, towards the caller. A `next`
+    /// that predates [`BUSY_VERSION`] gets a `hangup` `busy` instead, and
+    /// the fork ends here and towards the callee, whose relay then tells
+    /// its devices of a missed call at once.
+    fn pass_busy(&mut self, s: CallSignal, next: RelayId, path: Vec<RelayId>) {
+        if self.link_version(next).is_some_and(|v| v >= BUSY_VERSION) {
+            let mut path = path;
+            path.push(self.me);
+            return self.send(next, s.message(path));
+        }
+        let Some(leg) = self.end_leg(&s.leg_key()) else {
+            return;
+        };
+        self.calls.counters.busy_ended_early += 1;
+        let message = match s.event {
+            CallEvent::Busy { message } => message,
+            _ => None,
+        };
+        let up = leg.signal(CallEvent::Hangup {
+            reason: HangupReason::Busy,
+            message,
+        });
+        self.send(next, up.message(vec![self.me]));
+        let down = leg.signal(CallEvent::Hangup {
+            reason: HangupReason::Busy,
+            message: Some(format!(
+                "relay {} keeps no busy fork open towards the caller",
+                self.label
+            )),
+        });
+        match leg.toward_callee {
+            Some(n) => self.send(n, down.message(vec![self.me])),
+            None => self.deliver(down),
         }
     }
 
@@ -1302,7 +1439,11 @@ impl FederationCore {
             // What the callee did while the path was lost (ringing, the
             // answer) goes back along the new one.
             for step in held {
-                self.send(peer, step.message(vec![self.me]));
+                if let CallEvent::Busy { .. } = step.event {
+                    self.pass_busy(step, peer, Vec::new());
+                } else {
+                    self.send(peer, step.message(vec![self.me]));
+                }
             }
             self.resync_call_room(room);
             return;

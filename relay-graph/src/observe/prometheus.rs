@@ -769,6 +769,8 @@ fn federation(
         ("fork_sent", c.forks_sent),
         ("fork_unsent", c.forks_unsent),
         ("fork_cancelled", c.forks_cancelled),
+        ("fork_busy", c.forks_busy),
+        ("busy_ended_early", c.busy_ended_early),
     ] {
         let _ = writeln!(out, "wzp_federation_calls_total{{event=\"{event}\"}} {n}");
     }

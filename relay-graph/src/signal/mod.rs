@@ -487,7 +487,30 @@ pub struct SignalHub {
     away: mail::AwayMail,
     /// The `now` of the latest input or timeout.
     last_now: Option<Instant>,
+    /// Forks of calls from other relays answered `busy` here, by call id:
+    /// the devices here are told of a missed call when the caller's relay
+    /// ends the fork with no other device having answered or declined it.
+    busy_forks: HashMap<String, BusyFork>,
 }
+
+/// A fork answered `busy` here, waiting for the call's outcome
+/// ([`CallEvent::Busy`]).
+#[derive(Clone, Debug)]
+struct BusyFork {
+    caller: Fingerprint,
+    callee: Fingerprint,
+    caller_alias: Option<String>,
+    /// Told of a missed call by then whatever comes (the caller's relay
+    /// went silent).
+    until: Instant,
+}
+
+/// Most busy forks a hub waits on; past it a busy fork is answered with a
+/// `hangup` `busy` and the missed call told at once, as before forks.
+const MAX_BUSY_FORKS: usize = 4096;
+
+/// How long past the ringing timeout a busy fork waits for its outcome.
+const BUSY_FORK_GRACE: Duration = Duration::from_secs(10);
 
 /// Most (callee, caller) pairs a hub remembers telling of a missed call;
 /// past it, the pairs told longer than [`MISSED_CALL_QUIET`] ago go.
@@ -504,6 +527,7 @@ impl SignalHub {
             fetching_bytes: 0,
             away: mail::AwayMail::default(),
             last_now: None,
+            busy_forks: HashMap::new(),
             config,
             sessions: HashMap::new(),
             caller_addrs: HashMap::new(),
@@ -605,6 +629,7 @@ impl SignalHub {
             self.mail.poll_timeout(),
             self.away.poll_timeout(),
             self.register_deadlines.peek().map(|Reverse((t, _))| *t),
+            self.busy_forks.values().map(|b| b.until).min(),
         ]
         .into_iter()
         .flatten()
@@ -634,6 +659,17 @@ impl SignalHub {
         self.last_now = Some(now);
         for (call, t) in self.calls.expire(now) {
             self.call_ended(call, t, None);
+        }
+        let due: Vec<String> = self
+            .busy_forks
+            .iter()
+            .filter(|(_, b)| b.until <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            if let Some(b) = self.busy_forks.remove(&id) {
+                self.tell_missed(b.callee, b.caller, b.caller_alias, &id, now);
+            }
         }
         for fp in self.mail.expire(now) {
             self.tell_mail(fp);
@@ -2153,6 +2189,32 @@ impl SignalHub {
         );
     }
 
+    /// The caller's relay ended a fork answered `busy` here: the devices
+    /// here missed a call unless another device answered or declined it.
+    /// Returns whether `s` was that.
+    fn busy_fork_ended(&mut self, s: &CallSignal, now: Instant) -> bool {
+        let CallEvent::Hangup { reason, .. } = &s.event else {
+            return false;
+        };
+        let ours = self
+            .busy_forks
+            .get(&s.call_id)
+            .is_some_and(|b| (b.caller, b.callee) == (s.caller, s.callee));
+        if !ours {
+            return false;
+        }
+        let Some(b) = self.busy_forks.remove(&s.call_id) else {
+            return false;
+        };
+        if !matches!(
+            reason,
+            HangupReason::AnsweredElsewhere | HangupReason::DeclinedElsewhere
+        ) {
+            self.tell_missed(b.callee, b.caller, b.caller_alias, &s.call_id, now);
+        }
+        true
+    }
+
     /// A step from the forks ringing the callee's devices on other relays
     /// while its devices here ring too ([`Call::remote_forks`]). Returns
     /// whether it was taken here; an answer is taken by the ordinary path
@@ -2245,7 +2307,7 @@ impl SignalHub {
         if let CallEvent::Offer { .. } = s.event {
             return self.federated_offer(s, now);
         }
-        if self.remote_fork_step(&s) {
+        if self.busy_fork_ended(&s, now) || self.remote_fork_step(&s) {
             return;
         }
         // The call must be here with the far party on the side the step
@@ -2272,6 +2334,9 @@ impl SignalHub {
             // Offers come through `federated_offer`; a lost path and its
             // reroute stay between relays (the core never hands them here).
             CallEvent::Offer { .. } | CallEvent::PathLost { .. } | CallEvent::Reroute { .. } => {}
+            // A busy fork is the caller's relay's federation core's to
+            // merge; it never reaches a call here.
+            CallEvent::Busy { .. } => self.count(Refusal::FederatedOutOfPlace),
             CallEvent::Ringing { waiting } => {
                 if let Some(t) = self.calls.ringing(&call.id, now) {
                     self.transition(&t);
@@ -2435,6 +2500,32 @@ impl SignalHub {
                     let alias = caller_alias
                         .clone()
                         .filter(|a| !a.chars().any(char::is_control));
+                    if s.fork.is_some()
+                        && self.busy_forks.len() < MAX_BUSY_FORKS
+                        && !self.busy_forks.contains_key(&s.call_id)
+                    {
+                        // One of several relays the callee is on: the
+                        // fork stays open, and the devices here learn of
+                        // a missed call only if no other device takes it.
+                        self.count(Refusal::CalleeBusy);
+                        let until = now + self.config.ringing_timeout + BUSY_FORK_GRACE;
+                        self.busy_forks.insert(
+                            s.call_id.clone(),
+                            BusyFork {
+                                caller: s.caller,
+                                callee: s.callee,
+                                caller_alias: alias,
+                                until,
+                            },
+                        );
+                        self.push(Action::Federate(CallSignal {
+                            event: CallEvent::Busy {
+                                message: Some(refusal.to_string()),
+                            },
+                            ..s.clone()
+                        }));
+                        return;
+                    }
                     self.tell_missed(s.callee, s.caller, alias, &s.call_id, now);
                 }
                 self.count(match refusal {

@@ -517,3 +517,166 @@ fn each_link_carries_one_presence_table_and_a_mixed_mesh_still_knows_everyone() 
     m.settle(60).unwrap();
     assert_eq!(kinds(&m, 0), ["answer"]);
 }
+
+fn busy() -> CallEvent {
+    CallEvent::Busy {
+        message: Some("in another call".into()),
+    }
+}
+
+#[test]
+fn a_busy_fork_stays_open_until_another_answers_and_hears_it_was_answered_elsewhere() {
+    let mut m = mesh(4, Y, &[2, 3], &[]);
+    m.input(0, Input::LocalCall(offer("c1")));
+    m.settle(60).unwrap();
+    // The phone's relay: every device of B there is in another call.
+    from_callee(&mut m, 2, busy());
+    m.settle(60).unwrap();
+    assert!(kinds(&m, 0).is_empty(), "the caller hears nothing yet");
+    assert_eq!(kinds(&m, 2), ["offer"], "the busy fork is still open");
+    assert_eq!(m.cores[2].call_count(), 1);
+    let g = m.cores[0].fork_group("c1").unwrap();
+    assert_eq!((g.forks.clone(), g.busy.clone()), (ids(&[3]), ids(&[2])));
+    assert_eq!(m.cores[0].call_counters().forks_busy, 1);
+
+    from_callee(&mut m, 3, CallEvent::Ringing { waiting: false });
+    from_callee(&mut m, 3, answer());
+    m.settle(60).unwrap();
+    assert_eq!(kinds(&m, 0), ["ringing", "answer"]);
+    assert_eq!(reasons(&m, 2), [HangupReason::AnsweredElsewhere]);
+    assert_eq!(m.cores[2].call_count(), 0);
+    assert_eq!(
+        m.cores[1].call_count(),
+        1,
+        "relay 1 carries the answered fork"
+    );
+}
+
+#[test]
+fn busy_forks_with_nothing_left_ringing_end_the_call_busy_and_hear_nobody_took_it() {
+    // The laptop rings out: the caller hears busy (the most telling), the
+    // busy fork hears busy (its relay tells of a missed call).
+    let mut m = mesh(4, Y, &[2, 3], &[]);
+    m.input(0, Input::LocalCall(offer("c1")));
+    m.settle(60).unwrap();
+    from_callee(&mut m, 2, busy());
+    from_callee(&mut m, 3, hangup(HangupReason::Timeout));
+    m.settle(60).unwrap();
+    assert_eq!(reasons(&m, 0), [HangupReason::Busy]);
+    assert_eq!(reasons(&m, 2), [HangupReason::Busy]);
+    assert!(m.cores[0].fork_group("c1").is_none());
+    for i in 0..4 {
+        assert_eq!(m.cores[i].call_count(), 0, "relay {i}");
+    }
+
+    // Declined on the laptop: declined for the person, the busy fork told so.
+    let mut m = mesh(4, Y, &[2, 3], &[]);
+    m.input(0, Input::LocalCall(offer("c1")));
+    m.settle(60).unwrap();
+    from_callee(&mut m, 2, busy());
+    from_callee(&mut m, 3, hangup(HangupReason::Declined));
+    m.settle(60).unwrap();
+    assert_eq!(reasons(&m, 0), [HangupReason::Declined]);
+    assert_eq!(reasons(&m, 2), [HangupReason::DeclinedElsewhere]);
+
+    // Every fork busy: busy at once, each told nobody took it.
+    let mut m = mesh(4, Y, &[2, 3], &[]);
+    m.input(0, Input::LocalCall(offer("c1")));
+    m.settle(60).unwrap();
+    from_callee(&mut m, 2, busy());
+    from_callee(&mut m, 3, busy());
+    m.settle(60).unwrap();
+    assert_eq!(reasons(&m, 0), [HangupReason::Busy]);
+    assert_eq!(reasons(&m, 2), [HangupReason::Busy]);
+    assert_eq!(reasons(&m, 3), [HangupReason::Busy]);
+
+    // The caller gives up: the busy fork hears that too.
+    let mut m = mesh(4, Y, &[2, 3], &[]);
+    m.input(0, Input::LocalCall(offer("c1")));
+    m.settle(60).unwrap();
+    from_callee(&mut m, 2, busy());
+    m.settle(60).unwrap();
+    m.input(
+        0,
+        Input::LocalCall(signal("c1", None, hangup(HangupReason::Normal))),
+    );
+    m.settle(60).unwrap();
+    assert_eq!(reasons(&m, 2), [HangupReason::Normal]);
+    assert_eq!(reasons(&m, 3), [HangupReason::Normal]);
+    for i in 0..4 {
+        assert_eq!(m.cores[i].call_count(), 0, "relay {i}");
+    }
+}
+
+#[test]
+fn with_devices_ringing_on_the_callers_relay_a_busy_fork_waits_for_their_outcome() {
+    let mut m = mesh(4, Y, &[0, 2, 3], &[]);
+    m.input(0, Input::LocalFork(offer("c1")));
+    m.settle(60).unwrap();
+    from_callee(&mut m, 2, busy());
+    from_callee(&mut m, 3, hangup(HangupReason::NotOnline));
+    m.settle(60).unwrap();
+    // The device here still rings: nothing is decided yet.
+    assert!(reasons(&m, 0).is_empty(), "{:?}", kinds(&m, 0));
+    assert_eq!(m.cores[0].fork_group("c1").unwrap().busy, ids(&[2]));
+    // It answers: the signal service hangs the forks up.
+    m.input(
+        0,
+        Input::LocalCall(signal("c1", None, hangup(HangupReason::AnsweredElsewhere))),
+    );
+    m.settle(60).unwrap();
+    assert_eq!(reasons(&m, 2), [HangupReason::AnsweredElsewhere]);
+    for i in 0..4 {
+        assert_eq!(m.cores[i].call_count(), 0, "relay {i}");
+    }
+}
+
+#[test]
+fn a_relay_towards_the_caller_that_predates_busy_gets_a_hangup_and_the_fork_ends_both_ways() {
+    // Relay 1 at version 6: forks, but no `busy`.
+    let mut m = Mesh::new(4, Y, &[], 7);
+    m.cores[1].set_version(6);
+    m.settle(60).expect("links up");
+    for i in [2, 3] {
+        online(&mut m, i, true);
+    }
+    m.settle(60).expect("presence spreads");
+    m.input(0, Input::LocalCall(offer("c1")));
+    m.settle(60).unwrap();
+    assert_eq!(kinds(&m, 2), ["offer"]);
+    from_callee(&mut m, 2, busy());
+    m.settle(60).unwrap();
+    // Relay 2 ends the fork itself: its devices hear of the missed call at
+    // once (the hangup back), relay 1 and the caller's relay see a busy
+    // refusal of that fork, and the laptop rings on.
+    assert_eq!(reasons(&m, 2), [HangupReason::Busy]);
+    assert_eq!(m.cores[2].call_counters().busy_ended_early, 1);
+    assert_eq!(m.cores[2].call_count(), 0);
+    assert_eq!(m.cores[1].call_count(), 1);
+    let g = m.cores[0].fork_group("c1").unwrap();
+    assert_eq!((g.forks.clone(), g.busy.clone()), (ids(&[3]), Vec::new()));
+    assert_eq!(m.cores[0].call_counters().forks_busy, 0, "no busy crossed");
+    from_callee(&mut m, 3, hangup(HangupReason::Timeout));
+    m.settle(60).unwrap();
+    assert_eq!(reasons(&m, 0), [HangupReason::Busy]);
+}
+
+#[test]
+fn a_busy_step_out_of_place_is_counted_and_dropped() {
+    // On an answered fork, or from the caller's side: nothing moves.
+    let mut m = mesh(4, Y, &[2, 3], &[]);
+    m.input(0, Input::LocalCall(offer("c1")));
+    m.settle(60).unwrap();
+    from_callee(&mut m, 3, answer());
+    m.settle(60).unwrap();
+    let before = m.cores[3].call_counters().unknown_call;
+    from_callee(&mut m, 3, busy());
+    m.settle(60).unwrap();
+    assert_eq!(m.cores[3].call_counters().unknown_call, before + 1);
+    assert_eq!(kinds(&m, 0), ["answer"]);
+    let before = m.cores[0].call_counters().unknown_call;
+    m.input(0, Input::LocalCall(signal("c1", None, busy())));
+    m.settle(60).unwrap();
+    assert_eq!(m.cores[0].call_counters().unknown_call, before + 1);
+    assert_eq!(m.cores[3].call_count(), 1, "the call goes on");
+}

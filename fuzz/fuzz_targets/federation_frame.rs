@@ -131,15 +131,16 @@ fuzz_target!(|data: &[u8]| {
                     check(&m);
                     // Users the message announces: this relay's own user
                     // calls each (a fork per relay it learned them on, or
-                    // with the user's devices here too), so fuzzed presence
-                    // drives the offers and their forks.
-                    let called: Vec<(wzp_proto::Fingerprint, bool)> = match &m {
+                    // with the user's devices here ringing too, or busy
+                    // here), so fuzzed presence drives the offers and their
+                    // forks.
+                    let called: Vec<(wzp_proto::Fingerprint, usize)> = match &m {
                         FederationMessage::PresenceUpdate { announce, .. }
                         | FederationMessage::PresenceOrigins { announce, .. } => announce
                             .iter()
                             .take(4)
                             .enumerate()
-                            .map(|(i, r)| (r.fingerprint, i % 2 == 1))
+                            .map(|(i, r)| (r.fingerprint, i % 3))
                             .collect(),
                         _ => Vec::new(),
                     };
@@ -167,10 +168,10 @@ fuzz_target!(|data: &[u8]| {
                             continue;
                         }
                         core.handle(
-                            if here {
-                                Input::LocalFork(offer)
-                            } else {
-                                Input::LocalCall(offer)
+                            match here {
+                                1 => Input::LocalFork(offer),
+                                2 => Input::LocalForkElsewhere(offer),
+                                _ => Input::LocalCall(offer),
                             },
                             now,
                         );

@@ -103,6 +103,9 @@ impl World {
                 }
                 Action::Federate(s) => self.mesh.input(i, FedInput::LocalCall(s)),
                 Action::FederateFork(s) => self.mesh.input(i, FedInput::LocalFork(s)),
+                Action::FederateForkElsewhere(s) => {
+                    self.mesh.input(i, FedInput::LocalForkElsewhere(s))
+                }
                 Action::FederateMail(s) => self.mesh.input(i, FedInput::LocalMail(s)),
                 Action::CallRoomOpened { room, fingerprints } => {
                     self.relays[r].rooms_opened.push((room, fingerprints))
@@ -1489,4 +1492,37 @@ fn busy_on_another_relay_the_phone_hears_of_a_missed_call_only_if_no_device_took
     w.settle(&mut [&mut a, &mut carol, &mut phone, &mut laptop]);
     assert!(missed_calls(&phone).is_empty());
     assert!((0..4).all(|i| w.mesh.cores[i].call_count() == 0));
+}
+
+#[test]
+fn busy_on_the_callers_relay_and_on_the_other_the_caller_hears_busy_at_once() {
+    let mut w = forked_world();
+    let (mut carol, mut phone, mut laptop) = bob_busy_on_the_callers_relay(&mut w, false);
+    // Dave, on the laptop's relay, calls bob: the phone is busy, the
+    // laptop takes it.
+    let mut dave = Client::online(&mut w, 1, 4, None);
+    dave.call(&mut w, "second", phone.fingerprint());
+    w.settle(&mut [&mut dave, &mut carol, &mut phone, &mut laptop]);
+    laptop.pick_up(&mut w);
+    w.settle(&mut [&mut dave, &mut carol, &mut phone, &mut laptop]);
+    agreed(&dave, &laptop);
+    for c in [&mut phone, &mut laptop] {
+        c.received.clear();
+    }
+    // Alice calls bob, busy on both relays: busy at once, no ringing, and
+    // both devices told of the missed call.
+    let mut a = Client::online(&mut w, 0, 1, None);
+    a.call(&mut w, "b6", phone.fingerprint());
+    w.settle(&mut [&mut a, &mut dave, &mut carol, &mut phone, &mut laptop]);
+    assert!(
+        a.events.iter().any(|e| matches!(e, CallEvent::Busy)),
+        "{:?}",
+        a.events
+    );
+    assert!(!a.events.iter().any(|e| matches!(e, CallEvent::Ringing)));
+    assert_eq!(missed_calls(&phone), [a.fingerprint()]);
+    assert_eq!(missed_calls(&laptop), [a.fingerprint()]);
+    assert!(w.relays[0].hub.calls().get("b6").is_none());
+    first_call_goes_on(&w);
+    assert!(dave.hung_up().is_none() && laptop.hung_up().is_none());
 }

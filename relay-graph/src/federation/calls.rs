@@ -189,6 +189,18 @@ impl ForkGroup {
     }
 }
 
+/// The callee of a local offer on this relay ([`FederationCore::local_offer`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Here {
+    /// Not here: the federation rings it wherever it is.
+    Nothing,
+    /// Its devices here ring (the signal service's): the other relays ring
+    /// too, and busy forks wait for the devices here.
+    Ringing,
+    /// In another call here: its other relays ring, nothing here.
+    Busy,
+}
+
 /// How much a fork's refusal says, for the one the caller hears.
 fn refusal_rank(r: HangupReason) -> u8 {
     match r {
@@ -709,7 +721,7 @@ impl FederationCore {
     /// A call signal from this relay's signal service (a local party).
     pub(super) fn local_call(&mut self, s: CallSignal, now: Instant) {
         if let CallEvent::Offer { .. } = s.event {
-            return self.local_offer(s, now, false);
+            return self.local_offer(s, now, Here::Nothing);
         }
         let mut s = s;
         if let Some(g) = self.calls.groups.get(&s.call_id) {
@@ -823,13 +835,14 @@ impl FederationCore {
     /// leg to it, as ever. On several (or on this one too, `also_here`: the
     /// signal service rings the devices here): a fork to each relay that
     /// the link towards it can carry one to ([`FORK_VERSION`]).
-    pub(super) fn local_offer(&mut self, s: CallSignal, now: Instant, also_here: bool) {
+    pub(super) fn local_offer(&mut self, s: CallSignal, now: Instant, here: Here) {
         let origins: Vec<RelayId> = self
             .origins_of(&s.callee)
             .into_iter()
             .filter(|o| *o != self.me)
             .collect();
-        if !also_here && origins.len() <= 1 {
+        let others_only = here != Here::Nothing;
+        if !others_only && origins.len() <= 1 {
             return self.local_offer_one(s, now);
         }
         if let Some(why) = self.offer_refusal(&s) {
@@ -861,8 +874,9 @@ impl FederationCore {
             forks.push(origin);
         }
         if forks.is_empty() {
-            if also_here {
-                // The devices here ring; no other relay will.
+            if others_only {
+                // No other relay will ring (the devices here ring, or the
+                // callee is busy here).
                 let msg = format!("{} is on no other relay a fork reaches", s.callee);
                 return self.refuse_local_offer(&s, HangupReason::NotOnline, msg);
             }
@@ -876,7 +890,7 @@ impl FederationCore {
                 busy: Vec::new(),
                 answered: None,
                 rung: false,
-                also_here,
+                also_here: here == Here::Ringing,
                 refusal: None,
             },
         );

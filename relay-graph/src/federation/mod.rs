@@ -193,6 +193,10 @@ pub enum Input {
     /// when it reaches none, or every fork ends, the hangup says so
     /// ([`calls::ForkGroup::also_here`]).
     LocalFork(CallSignal),
+    /// An offer from a party on this relay to a user in another call here
+    /// (nothing rings here): it rings the user's other relays only, and
+    /// when it reaches none, or every fork ends, the hangup says so.
+    LocalForkElsewhere(CallSignal),
     /// A voice message's step from this relay's signal service: a key
     /// query to flood, an answer to one, a part, its outcome ([`mail`]).
     LocalMail(wzp_proto::federation::MailSignal),
@@ -864,13 +868,13 @@ impl FederationCore {
                 self.note_reach(fingerprint, was.is_some());
             }
             Input::LocalCall(s) => self.local_call(s, now),
-            Input::LocalFork(s) => {
-                if let CallEvent::Offer { .. } = s.event {
-                    self.local_offer(s, now, true);
-                } else {
-                    self.local_call(s, now);
-                }
+            Input::LocalFork(s) | Input::LocalForkElsewhere(s)
+                if !matches!(s.event, CallEvent::Offer { .. }) =>
+            {
+                self.local_call(s, now)
             }
+            Input::LocalFork(s) => self.local_offer(s, now, calls::Here::Ringing),
+            Input::LocalForkElsewhere(s) => self.local_offer(s, now, calls::Here::Busy),
             Input::LocalMail(s) => self.local_mail(s, now),
         }
     }

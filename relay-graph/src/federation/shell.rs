@@ -265,13 +265,14 @@ impl FederationService {
     /// An offer whose callee's devices ring on this relay too: the
     /// callee's other relays ring as well ([`Input::LocalFork`]). Never
     /// blocks; a full queue drops it (the devices here still ring).
-    pub fn call_fork(&self, signal: wzp_proto::federation::CallSignal) {
+    pub fn call_fork(&self, signal: wzp_proto::federation::CallSignal, ringing_here: bool) {
         let call_id = signal.call_id.clone();
-        self.call_input(
-            Input::LocalFork(signal),
-            &call_id,
-            "a call's forks are dropped",
-        );
+        let input = if ringing_here {
+            Input::LocalFork(signal)
+        } else {
+            Input::LocalForkElsewhere(signal)
+        };
+        self.call_input(input, &call_id, "a call's forks are dropped");
     }
 
     /// A voice message's step from the signal service (a key query, an

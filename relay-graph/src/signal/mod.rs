@@ -278,6 +278,10 @@ pub enum Action {
     /// callee's other relays too (a fork each), and answers with a hangup
     /// when there are none or every fork ended.
     FederateFork(CallSignal),
+    /// An offer whose callee is in another call here (nothing rings here):
+    /// the federation rings the callee's other relays (a fork each), and
+    /// answers with a hangup when there are none or every fork ended.
+    FederateForkElsewhere(CallSignal),
     /// A voice message's step for another relay: hand it to the
     /// federation ([`mail`]).
     FederateMail(wzp_proto::federation::MailSignal),
@@ -1646,7 +1650,7 @@ impl SignalHub {
                     }
                 }
                 let offer = federated_offer_event(alias, handshake, supported_codecs);
-                self.fork_offer(&call_id, offer);
+                self.fork_offer(&call_id, offer, false);
                 return;
             }
             Err(refusal) => {
@@ -1682,7 +1686,7 @@ impl SignalHub {
         self.calls.set_remote_forks(&call_id, true);
         let fork =
             federated_offer_event(alias.clone(), handshake.clone(), supported_codecs.clone());
-        self.fork_offer(&call_id, fork);
+        self.fork_offer(&call_id, fork, true);
         let offer = SignalMessage::DirectCallOffer {
             call_id: call_id.clone(),
             caller_fingerprint: me,
@@ -2266,8 +2270,10 @@ impl SignalHub {
     }
 
     /// Hands the offer of call `call_id` to the federation to ring the
-    /// callee's devices on its other relays ([`Action::FederateFork`]).
-    fn fork_offer(&mut self, call_id: &str, offer: CallEvent) {
+    /// callee's devices on its other relays, while its devices here ring
+    /// (`ringing_here`, [`Action::FederateFork`]) or it is busy here
+    /// ([`Action::FederateForkElsewhere`]).
+    fn fork_offer(&mut self, call_id: &str, offer: CallEvent, ringing_here: bool) {
         if let Some(call) = self.calls.get(call_id) {
             let fork = CallSignal {
                 call_id: call.id.clone(),
@@ -2276,7 +2282,11 @@ impl SignalHub {
                 fork: None,
                 event: offer,
             };
-            self.push(Action::FederateFork(fork));
+            self.push(if ringing_here {
+                Action::FederateFork(fork)
+            } else {
+                Action::FederateForkElsewhere(fork)
+            });
         }
     }
 
@@ -2562,8 +2572,6 @@ impl SignalHub {
     }
 }
 
-/// The codec names an offer may carry across a link (the bounds of
-/// `call_signal`); others are left out.
 /// A local caller's offer as it crosses a federation link: no control
 /// characters in the name, only codecs every relay carries, and never an
 /// address.
@@ -2579,6 +2587,8 @@ fn federated_offer_event(
     }
 }
 
+/// The codec names an offer may carry across a link (the bounds of
+/// `call_signal`); others are left out.
 fn federable_codecs(codecs: Vec<String>) -> Vec<String> {
     codecs
         .into_iter()

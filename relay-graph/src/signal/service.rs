@@ -457,7 +457,8 @@ fn apply(
             services.rooms.allow_call(&room, fingerprints.to_vec());
         }
         Action::Federate(signal) => services.federation.call_signal(signal),
-        Action::FederateFork(signal) => services.federation.call_fork(signal),
+        Action::FederateFork(signal) => services.federation.call_fork(signal, true),
+        Action::FederateForkElsewhere(signal) => services.federation.call_fork(signal, false),
         Action::FederateMail(signal) => services.federation.mail(signal),
         Action::CallRoomClosed { room } => {
             services

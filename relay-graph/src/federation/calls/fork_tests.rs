@@ -680,3 +680,30 @@ fn a_busy_step_out_of_place_is_counted_and_dropped() {
     assert_eq!(m.cores[0].call_counters().unknown_call, before + 1);
     assert_eq!(m.cores[3].call_count(), 1, "the call goes on");
 }
+
+#[test]
+fn busy_on_the_callers_relay_and_busy_on_every_other_the_caller_hears_busy_at_once() {
+    // B in a call on the caller's relay (0): its other relays ring, nothing
+    // here; when they are busy too, nothing is left to wait for.
+    let mut m = mesh(4, Y, &[0, 2, 3], &[]);
+    m.input(0, Input::LocalForkElsewhere(offer("c1")));
+    m.settle(60).unwrap();
+    assert_eq!(kinds(&m, 2), ["offer"]);
+    assert_eq!(kinds(&m, 3), ["offer"]);
+    assert!(!m.cores[0].fork_group("c1").unwrap().also_here);
+    from_callee(&mut m, 2, busy());
+    from_callee(&mut m, 3, busy());
+    m.settle(60).unwrap();
+    assert_eq!(reasons(&m, 0), [HangupReason::Busy]);
+    assert_eq!(reasons(&m, 2), [HangupReason::Busy]);
+    assert_eq!(reasons(&m, 3), [HangupReason::Busy]);
+    for i in 0..4 {
+        assert_eq!(m.cores[i].call_count(), 0, "relay {i}");
+    }
+
+    // On no other relay: not online at once (the signal service says busy).
+    let mut m = mesh(4, Y, &[0], &[]);
+    m.input(0, Input::LocalForkElsewhere(offer("c2")));
+    m.settle(60).unwrap();
+    assert_eq!(reasons(&m, 0), [HangupReason::NotOnline]);
+}

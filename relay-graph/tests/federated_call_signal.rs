@@ -1219,6 +1219,15 @@ fn the_last_device_on_the_callers_relay_going_leaves_the_call_ringing_on_the_oth
     assert!((0..4).all(|i| w.mesh.cores[i].call_count() == 0));
 }
 
+fn heard_busy(c: &Client) -> bool {
+    c.events.iter().any(|e| matches!(e, CallEvent::Busy))
+}
+
+/// No relay of the mesh carries a call leg any more.
+fn no_legs(w: &World) {
+    assert!((0..4).all(|i| w.mesh.cores[i].call_count() == 0));
+}
+
 /// Bob's phone on the caller's relay (the world's relay 0), in a call with
 /// carol there (taking waiting calls if `waiting`); his laptop on relay 1,
 /// idle. Returns carol, the phone and the laptop, their slates clean.
@@ -1328,16 +1337,12 @@ fn busy_on_the_callers_relay_and_unanswered_elsewhere_the_caller_hears_busy_and_
     assert!(missed_calls(&phone).is_empty(), "not missed while it rings");
     w.advance(Duration::from_secs(31));
     w.settle(&mut [&mut a, &mut carol, &mut phone, &mut laptop]);
-    assert!(
-        a.events.iter().any(|e| matches!(e, CallEvent::Busy)),
-        "{:?}",
-        a.events
-    );
+    assert!(heard_busy(&a), "{:?}", a.events);
     assert_eq!(missed_calls(&phone), [a.fingerprint()]);
     assert_eq!(w.relays[0].hub.counters().missed_calls, 1);
     assert_eq!(w.relays[0].hub.counters().refusals(Refusal::CalleeBusy), 1);
     assert!(w.relays[0].hub.calls().get("b2").is_none());
-    assert!((0..4).all(|i| w.mesh.cores[i].call_count() == 0));
+    no_legs(&w);
     first_call_goes_on(&w);
 
     // Declined on the laptop: the person chose; no missed call.
@@ -1361,7 +1366,7 @@ fn busy_on_the_callers_relay_and_unanswered_elsewhere_the_caller_hears_busy_and_
     w.settle(&mut [&mut a, &mut carol, &mut phone, &mut laptop]);
     assert!(laptop.hung_up().is_some());
     assert_eq!(missed_calls(&phone), [a.fingerprint()]);
-    assert!((0..4).all(|i| w.mesh.cores[i].call_count() == 0));
+    no_legs(&w);
     first_call_goes_on(&w);
 
     // No other device anywhere: busy at once, as on one relay.
@@ -1372,11 +1377,7 @@ fn busy_on_the_callers_relay_and_unanswered_elsewhere_the_caller_hears_busy_and_
     let mut a = Client::online(&mut w, 0, 1, None);
     a.call(&mut w, "b5", phone.fingerprint());
     w.settle(&mut [&mut a, &mut carol, &mut phone]);
-    assert!(
-        a.events.iter().any(|e| matches!(e, CallEvent::Busy)),
-        "{:?}",
-        a.events
-    );
+    assert!(heard_busy(&a), "{:?}", a.events);
     assert!(!a.events.iter().any(|e| matches!(e, CallEvent::Ringing)));
     assert_eq!(missed_calls(&phone), [a.fingerprint()]);
     assert_eq!(w.relays[0].hub.counters().refusals(Refusal::NotOnline), 0);
@@ -1470,14 +1471,10 @@ fn busy_on_another_relay_the_phone_hears_of_a_missed_call_only_if_no_device_took
     );
     w.advance(Duration::from_secs(31));
     w.settle(&mut [&mut a, &mut carol, &mut phone, &mut laptop]);
-    assert!(
-        a.events.iter().any(|e| matches!(e, CallEvent::Busy)),
-        "{:?}",
-        a.events
-    );
+    assert!(heard_busy(&a), "{:?}", a.events);
     assert_eq!(missed_calls(&phone), [a.fingerprint()]);
     assert_eq!(w.relays[1].hub.counters().missed_calls, 1);
-    assert!((0..4).all(|i| w.mesh.cores[i].call_count() == 0));
+    no_legs(&w);
     first_call_goes_on_at(&w, 1);
 
     // Declined on the laptop: nothing missed.
@@ -1491,7 +1488,7 @@ fn busy_on_another_relay_the_phone_hears_of_a_missed_call_only_if_no_device_took
     w.advance(Duration::from_secs(41));
     w.settle(&mut [&mut a, &mut carol, &mut phone, &mut laptop]);
     assert!(missed_calls(&phone).is_empty());
-    assert!((0..4).all(|i| w.mesh.cores[i].call_count() == 0));
+    no_legs(&w);
 }
 
 #[test]
@@ -1514,11 +1511,7 @@ fn busy_on_the_callers_relay_and_on_the_other_the_caller_hears_busy_at_once() {
     let mut a = Client::online(&mut w, 0, 1, None);
     a.call(&mut w, "b6", phone.fingerprint());
     w.settle(&mut [&mut a, &mut dave, &mut carol, &mut phone, &mut laptop]);
-    assert!(
-        a.events.iter().any(|e| matches!(e, CallEvent::Busy)),
-        "{:?}",
-        a.events
-    );
+    assert!(heard_busy(&a), "{:?}", a.events);
     assert!(!a.events.iter().any(|e| matches!(e, CallEvent::Ringing)));
     assert_eq!(missed_calls(&phone), [a.fingerprint()]);
     assert_eq!(missed_calls(&laptop), [a.fingerprint()]);

@@ -234,6 +234,9 @@ pub struct CallLeg {
     pub toward_callee: Option<RelayId>,
     /// Accepted: the call room is bridged with the neighbours.
     pub answered: bool,
+    /// A fork whose relay answered `busy` ([`CallEvent::Busy`]): open,
+    /// ringing nothing, until the caller's relay ends it.
+    pub busy: bool,
     /// The caller's relay (the first of the offer's path).
     pub caller_relay: RelayId,
     /// The caller is on this relay.
@@ -1127,6 +1130,7 @@ impl FederationCore {
                 toward_caller,
                 toward_callee,
                 answered: false,
+                busy: false,
                 caller_relay,
                 caller_here: toward_caller.is_none(),
                 callee_here: toward_callee.is_none(),
@@ -1295,6 +1299,7 @@ impl FederationCore {
     /// its devices of a missed call at once.
     fn pass_busy(&mut self, s: CallSignal, next: RelayId, path: Vec<RelayId>) {
         if self.link_version(next).is_some_and(|v| v >= BUSY_VERSION) {
+            self.advance(&s);
             let mut path = path;
             path.push(self.me);
             return self.send(next, s.message(path));
@@ -1556,6 +1561,11 @@ impl FederationCore {
             }
             CallEvent::Hangup { .. } => {
                 self.end_leg(&s.leg_key());
+            }
+            CallEvent::Busy { .. } => {
+                if let Some(leg) = self.calls.legs.get_mut(&s.leg_key()) {
+                    leg.busy = true;
+                }
             }
             _ => {}
         }

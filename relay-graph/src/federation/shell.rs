@@ -98,6 +98,8 @@ pub struct LegView {
     pub callee: wzp_proto::Fingerprint,
     /// Answered (the call room is bridged along the path).
     pub answered: bool,
+    /// A fork whose relay answered `busy`, open until the call's outcome.
+    pub busy: bool,
     /// Neither party is on this relay.
     pub between: bool,
     /// The neighbour towards the caller (its config label), if any.
@@ -622,6 +624,7 @@ impl Hub {
                         caller: l.caller,
                         callee: l.callee,
                         answered: l.answered,
+                        busy: l.busy,
                         between: !(l.caller_here || l.callee_here),
                         toward_caller: label(l.toward_caller),
                         toward_callee: label(l.toward_callee),

@@ -116,11 +116,20 @@ pub struct CallView {
     /// calls until one ends.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub kept: bool,
+    /// The callee is in another call on this relay: this one rings on the
+    /// callee's other relays only (the caller hears busy if none answers).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub busy_here: bool,
     /// A call ringing the callee on several relays: the relays (labels, or
     /// ids) this relay's forks of it go to (one row per fork on a relay
     /// between).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub forks: Vec<String>,
+    /// Of those, the forks whose relay answered `busy` (every device of the
+    /// callee there is in another call): nothing rings there, and each is
+    /// ended with the call's outcome.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub busy_forks: Vec<String>,
 }
 
 impl CallView {
@@ -134,6 +143,9 @@ impl CallView {
         for l in legs {
             if let Some(c) = calls.iter_mut().find(|c| c.call_id == l.call_id) {
                 if let Some(f) = l.fork {
+                    if l.busy {
+                        c.busy_forks.push(f.clone());
+                    }
                     c.forks.push(f);
                     if !l.answered && c.toward_callee.is_some() {
                         // The answered fork, or the first, names the way.
@@ -162,6 +174,8 @@ impl CallView {
                 ringing_devices: None,
                 waiting: false,
                 kept: false,
+                busy_here: false,
+                busy_forks: l.fork.clone().filter(|_| l.busy).into_iter().collect(),
                 forks: l.fork.into_iter().collect(),
             });
         }
@@ -394,7 +408,9 @@ async fn run_hub(
                         .then(|| 1 + c.callee_forks.len()),
                         waiting: c.waiting,
                         kept: c.kept,
+                        busy_here: c.busy_here.is_some(),
                         forks: Vec::new(),
+                        busy_forks: Vec::new(),
                     })
                     .collect();
                 use crate::calls::CallState as S;
@@ -656,6 +672,7 @@ mod tests {
             caller: Fingerprint([1; 16]),
             callee: Fingerprint([2; 16]),
             answered: true,
+            busy: false,
             between,
             toward_caller: between.then(|| "r1".to_string()),
             toward_callee: Some("r3".into()),
@@ -679,7 +696,9 @@ mod tests {
             ringing_devices: None,
             waiting: false,
             kept: false,
+            busy_here: false,
             forks: Vec::new(),
+            busy_forks: Vec::new(),
         }
     }
 
@@ -699,6 +718,15 @@ mod tests {
         // Answered on r3: its way is the call's.
         let v = CallView::with_legs(vec![local("f")], vec![fork("r2", false), fork("r3", true)]);
         assert_eq!(v[0].toward_callee.as_deref(), Some("via-r3"));
+        // r2 answered busy: listed as such until the call's outcome.
+        let busy = LegView {
+            busy: true,
+            ..fork("r2", false)
+        };
+        let v = CallView::with_legs(vec![local("f")], vec![busy, fork("r3", false)]);
+        let j = serde_json::to_value(&v[0]).unwrap();
+        assert_eq!(j["busy_forks"], serde_json::json!(["r2"]));
+        assert_eq!(j["forks"], serde_json::json!(["r2", "r3"]));
         // On a relay between, each fork is a row that says which it is.
         let between = LegView {
             between: true,

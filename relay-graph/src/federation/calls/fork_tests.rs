@@ -518,6 +518,21 @@ fn each_link_carries_one_presence_table_and_a_mixed_mesh_still_knows_everyone() 
     assert_eq!(kinds(&m, 0), ["answer"]);
 }
 
+/// `A` on relay 0 calls `B`, on relays 2 and 3 (`Y`): a fork to each.
+fn offered_to_both() -> Mesh {
+    let mut m = mesh(4, Y, &[2, 3], &[]);
+    m.input(0, Input::LocalCall(offer("c1")));
+    m.settle(60).unwrap();
+    m
+}
+
+/// No relay carries a call any more.
+fn all_gone(m: &Mesh) {
+    for i in 0..m.cores.len() {
+        assert_eq!(m.cores[i].call_count(), 0, "relay {i}");
+    }
+}
+
 fn busy() -> CallEvent {
     CallEvent::Busy {
         message: Some("in another call".into()),
@@ -526,9 +541,7 @@ fn busy() -> CallEvent {
 
 #[test]
 fn a_busy_fork_stays_open_until_another_answers_and_hears_it_was_answered_elsewhere() {
-    let mut m = mesh(4, Y, &[2, 3], &[]);
-    m.input(0, Input::LocalCall(offer("c1")));
-    m.settle(60).unwrap();
+    let mut m = offered_to_both();
     // The phone's relay: every device of B there is in another call.
     from_callee(&mut m, 2, busy());
     m.settle(60).unwrap();
@@ -538,6 +551,10 @@ fn a_busy_fork_stays_open_until_another_answers_and_hears_it_was_answered_elsewh
     let g = m.cores[0].fork_group("c1").unwrap();
     assert_eq!((g.forks.clone(), g.busy.clone()), (ids(&[3]), ids(&[2])));
     assert_eq!(m.cores[0].call_counters().forks_busy, 1);
+    for i in [0, 1] {
+        let leg = m.cores[i].call_leg(&leg_key("c1", Some(id_of(2)))).unwrap();
+        assert!(leg.busy, "relay {i} marks the fork busy (/calls)");
+    }
 
     from_callee(&mut m, 3, CallEvent::Ringing { waiting: false });
     from_callee(&mut m, 3, answer());
@@ -556,23 +573,17 @@ fn a_busy_fork_stays_open_until_another_answers_and_hears_it_was_answered_elsewh
 fn busy_forks_with_nothing_left_ringing_end_the_call_busy_and_hear_nobody_took_it() {
     // The laptop rings out: the caller hears busy (the most telling), the
     // busy fork hears busy (its relay tells of a missed call).
-    let mut m = mesh(4, Y, &[2, 3], &[]);
-    m.input(0, Input::LocalCall(offer("c1")));
-    m.settle(60).unwrap();
+    let mut m = offered_to_both();
     from_callee(&mut m, 2, busy());
     from_callee(&mut m, 3, hangup(HangupReason::Timeout));
     m.settle(60).unwrap();
     assert_eq!(reasons(&m, 0), [HangupReason::Busy]);
     assert_eq!(reasons(&m, 2), [HangupReason::Busy]);
     assert!(m.cores[0].fork_group("c1").is_none());
-    for i in 0..4 {
-        assert_eq!(m.cores[i].call_count(), 0, "relay {i}");
-    }
+    all_gone(&m);
 
     // Declined on the laptop: declined for the person, the busy fork told so.
-    let mut m = mesh(4, Y, &[2, 3], &[]);
-    m.input(0, Input::LocalCall(offer("c1")));
-    m.settle(60).unwrap();
+    let mut m = offered_to_both();
     from_callee(&mut m, 2, busy());
     from_callee(&mut m, 3, hangup(HangupReason::Declined));
     m.settle(60).unwrap();
@@ -580,9 +591,7 @@ fn busy_forks_with_nothing_left_ringing_end_the_call_busy_and_hear_nobody_took_i
     assert_eq!(reasons(&m, 2), [HangupReason::DeclinedElsewhere]);
 
     // Every fork busy: busy at once, each told nobody took it.
-    let mut m = mesh(4, Y, &[2, 3], &[]);
-    m.input(0, Input::LocalCall(offer("c1")));
-    m.settle(60).unwrap();
+    let mut m = offered_to_both();
     from_callee(&mut m, 2, busy());
     from_callee(&mut m, 3, busy());
     m.settle(60).unwrap();
@@ -591,9 +600,7 @@ fn busy_forks_with_nothing_left_ringing_end_the_call_busy_and_hear_nobody_took_i
     assert_eq!(reasons(&m, 3), [HangupReason::Busy]);
 
     // The caller gives up: the busy fork hears that too.
-    let mut m = mesh(4, Y, &[2, 3], &[]);
-    m.input(0, Input::LocalCall(offer("c1")));
-    m.settle(60).unwrap();
+    let mut m = offered_to_both();
     from_callee(&mut m, 2, busy());
     m.settle(60).unwrap();
     m.input(
@@ -603,9 +610,7 @@ fn busy_forks_with_nothing_left_ringing_end_the_call_busy_and_hear_nobody_took_i
     m.settle(60).unwrap();
     assert_eq!(reasons(&m, 2), [HangupReason::Normal]);
     assert_eq!(reasons(&m, 3), [HangupReason::Normal]);
-    for i in 0..4 {
-        assert_eq!(m.cores[i].call_count(), 0, "relay {i}");
-    }
+    all_gone(&m);
 }
 
 #[test]
@@ -626,9 +631,7 @@ fn with_devices_ringing_on_the_callers_relay_a_busy_fork_waits_for_their_outcome
     );
     m.settle(60).unwrap();
     assert_eq!(reasons(&m, 2), [HangupReason::AnsweredElsewhere]);
-    for i in 0..4 {
-        assert_eq!(m.cores[i].call_count(), 0, "relay {i}");
-    }
+    all_gone(&m);
 }
 
 #[test]
@@ -664,9 +667,7 @@ fn a_relay_towards_the_caller_that_predates_busy_gets_a_hangup_and_the_fork_ends
 #[test]
 fn a_busy_step_out_of_place_is_counted_and_dropped() {
     // On an answered fork, or from the caller's side: nothing moves.
-    let mut m = mesh(4, Y, &[2, 3], &[]);
-    m.input(0, Input::LocalCall(offer("c1")));
-    m.settle(60).unwrap();
+    let mut m = offered_to_both();
     from_callee(&mut m, 3, answer());
     m.settle(60).unwrap();
     let before = m.cores[3].call_counters().unknown_call;
@@ -697,9 +698,7 @@ fn busy_on_the_callers_relay_and_busy_on_every_other_the_caller_hears_busy_at_on
     assert_eq!(reasons(&m, 0), [HangupReason::Busy]);
     assert_eq!(reasons(&m, 2), [HangupReason::Busy]);
     assert_eq!(reasons(&m, 3), [HangupReason::Busy]);
-    for i in 0..4 {
-        assert_eq!(m.cores[i].call_count(), 0, "relay {i}");
-    }
+    all_gone(&m);
 
     // On no other relay: not online at once (the signal service says busy).
     let mut m = mesh(4, Y, &[0], &[]);

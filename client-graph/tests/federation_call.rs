@@ -969,3 +969,113 @@ fn bob_listening_on_relay_2_and_on_relay_3_rings_on_both_and_the_laptop_takes_th
     drop((phone, laptop));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Bob's phone on relay 2 is in a call with carol there and takes no
+/// waiting call (it answers by itself); his laptop on relay 3 rings for
+/// alice (relay 1) and takes it. Relay 2 answered its fork `busy` and kept
+/// it open (`/calls` on relay 1 lists it in `busy_forks`), so the phone
+/// hears of no missed call. With the laptop gone, dave's call is busy at
+/// once and the phone is told of that one: the first missed call it says
+/// is dave's.
+#[test]
+fn a_busy_phone_hears_of_no_missed_call_when_the_laptop_on_another_relay_takes_it() {
+    let dir = tmp("busy-fork");
+    let [r1, r2, r3] = chain(&dir);
+    let (phone_dir, laptop_dir) = (dir.join("phone"), dir.join("laptop"));
+    std::fs::create_dir_all(&phone_dir).unwrap();
+    std::fs::create_dir_all(&laptop_dir).unwrap();
+    let mut cmd = common::user_cmd(&phone_dir, &r2, "bob", &["listen"]);
+    cmd.args(["--accept", "generic", "--no-realtime", "--input", "tone"])
+        .args(["--output", "null"]);
+    let mut phone = Proc::spawn("phone", &mut cmd);
+    let line = phone.expect_line("registered as ", WAIT);
+    let bob_fp = line.split_whitespace().nth(2).unwrap().to_string();
+    std::fs::copy(phone_dir.join("bob.seed"), laptop_dir.join("bob.seed")).unwrap();
+    let mut cmd = common::user_cmd(&laptop_dir, &r3, "bob", &["listen"]);
+    cmd.args(["--accept", "ask", "--no-realtime", "--input", "tone:700"])
+        .args(["--output", "null"]);
+    let mut laptop = Proc::spawn_with_input("laptop", &mut cmd);
+    laptop.expect_line("registered as ", WAIT);
+    wait_http(&r1, "/presence", |b| b.matches(&bob_fp).count() == 2);
+
+    // Carol, next to the phone, calls bob: the phone takes it.
+    let mut carol = client(
+        &dir,
+        &r2,
+        "carol",
+        &["call", &bob_fp],
+        &["--input", "tone:500", "--output", "null"],
+    );
+    carol.expect_line("SAS: ", WAIT);
+    wait_http(&r3, "/calls", |b| !b.contains(&bob_fp));
+    let rung = |p: &mut Proc| {
+        p.drain()
+            .iter()
+            .filter(|l| l.contains("ringing: a answers"))
+            .count()
+    };
+    let before = rung(&mut laptop);
+
+    // Alice calls from relay 1: the phone's relay answers busy and keeps
+    // its fork; the laptop rings and takes the call.
+    let mut a = client(
+        &dir,
+        &r1,
+        "alice",
+        &["call", &bob_fp],
+        &[
+            "--duration",
+            "3s",
+            "--input",
+            "tone:300",
+            "--output",
+            "null",
+        ],
+    );
+    laptop.expect_nth("ringing: a answers", before + 1, WAIT);
+    let calls = wait_http(&r1, "/calls", |b| b.contains("busy_forks"));
+    assert!(calls.contains(r#""busy_forks":["r2"]"#), "{calls}");
+    laptop.type_keys("a");
+    let sas = |p: &mut Proc| {
+        p.expect_line("SAS: ", WAIT)
+            .trim()
+            .trim_start_matches("SAS: ")
+            .to_string()
+    };
+    assert_eq!(sas(&mut a), sas(&mut laptop), "alice talks with the laptop");
+    assert!(a.exit(WAIT).success(), "{:?}", a.drain());
+    let m1 = http_get(&r1, "/metrics");
+    assert!(
+        m1.contains("wzp_federation_calls_total{event=\"fork_busy\"} 1\n"),
+        "{m1}"
+    );
+
+    // The laptop goes; dave calls: busy at once, and the phone is told.
+    laptop.kill();
+    wait_http(&r1, "/presence", |b| b.matches(&bob_fp).count() == 1);
+    let dave_fp = common::identity_of(&dir, "dave");
+    let mut dave = client(
+        &dir,
+        &r1,
+        "dave",
+        &["call", &bob_fp],
+        &["--input", "tone:400", "--output", "null"],
+    );
+    assert!(
+        !dave.exit(WAIT).success(),
+        "dave hears busy: {:?}",
+        dave.drain()
+    );
+    let told = phone.expect_line("missed a call from ", WAIT);
+    assert!(
+        told.contains(&dave_fp),
+        "the first missed call the phone says is dave's: {told}"
+    );
+    assert!(
+        carol.child.try_wait().unwrap().is_none(),
+        "carol's call goes on"
+    );
+    carol.kill();
+    phone.kill();
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -1519,3 +1519,36 @@ fn busy_on_the_callers_relay_and_on_the_other_the_caller_hears_busy_at_once() {
     first_call_goes_on(&w);
     assert!(dave.hung_up().is_none() && laptop.hung_up().is_none());
 }
+
+#[test]
+fn a_call_rung_elsewhere_because_the_phone_was_busy_rings_the_phone_once_its_call_ends() {
+    let mut w = forked_world();
+    let (mut carol, mut phone, mut laptop) = bob_busy_on_the_callers_relay(&mut w, false);
+    let mut a = Client::online(&mut w, 0, 1, None);
+    a.call(&mut w, "f1", phone.fingerprint());
+    w.settle(&mut [&mut a, &mut carol, &mut phone, &mut laptop]);
+    assert_eq!((phone.offers(), laptop.offers()), (0, 1));
+    // Carol hangs up: the phone is free and rings too.
+    carol.hangup(&mut w);
+    w.settle(&mut [&mut a, &mut carol, &mut phone, &mut laptop]);
+    assert_eq!(phone.offers(), 1, "the phone rings now");
+    let call = w.relays[0].hub.calls().get("f1").unwrap().clone();
+    assert!(call.busy_here.is_none() && call.remote_forks);
+    assert!(!call.is_federated(wzp_relay::calls::Party::Callee));
+    // The phone takes it: the laptop stops ringing, nothing was missed.
+    phone.pick_up(&mut w);
+    w.settle(&mut [&mut a, &mut carol, &mut phone, &mut laptop]);
+    agreed(&a, &phone);
+    assert_eq!(laptop.hung_up(), Some(HangupReason::AnsweredElsewhere));
+    assert!(missed_calls(&phone).is_empty());
+    assert_eq!(w.relays[0].hub.counters().missed_calls, 0);
+    for i in 1..4 {
+        assert_eq!(w.mesh.cores[i].call_count(), 0, "relay {i}");
+    }
+    let ringing = a
+        .events
+        .iter()
+        .filter(|e| matches!(e, CallEvent::Ringing))
+        .count();
+    assert_eq!(ringing, 1, "the caller heard ringing once");
+}

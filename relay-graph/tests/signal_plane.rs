@@ -2523,3 +2523,69 @@ fn a_hold_reaches_the_other_party_of_an_active_call_only() {
     );
     assert!(!c.errors.is_empty());
 }
+
+/// A fork of a call from another relay finds bob in a call here: it is
+/// answered `busy` and kept open, and bob's devices are told of the missed
+/// call when the caller's relay ends it with no other device having taken
+/// it; when nothing ever comes, after the ringing time and its grace.
+#[test]
+fn a_busy_fork_whose_outcome_never_comes_is_told_as_missed_after_the_ringing_time() {
+    use wzp_proto::federation::{CallEvent as Step, CallSignal, RelayId};
+    let mut net = Net::new(Net::default_config());
+    let mut a = Client::online(&mut net, 1, AcceptMode::AcceptGeneric);
+    let mut b = Client::online(&mut net, 2, AcceptMode::AcceptGeneric);
+    let bob = b.identity.fingerprint();
+    a.call(&mut net, "first", bob);
+    settle(&mut net, &mut [&mut a, &mut b]);
+    assert!(a.answered().is_some());
+    let carol = identity(3);
+    let offer = |call_id: &str| {
+        let eph = EphemeralKey::from_bytes([9; 32]);
+        let mut out = OutgoingCall::start(&carol, eph, call_id.into(), bob, None).unwrap();
+        let Some(SignalMessage::DirectCallOffer {
+            handshake: Some(h), ..
+        }) = out.poll_send()
+        else {
+            panic!("an offer");
+        };
+        CallSignal {
+            call_id: call_id.into(),
+            caller: carol.fingerprint(),
+            callee: bob,
+            fork: Some(RelayId([5; 8])),
+            event: Step::Offer {
+                caller_alias: Some("carol".into()),
+                handshake: h,
+                supported_codecs: Vec::new(),
+            },
+        }
+    };
+    net.input(Input::Federated(offer("far1")));
+    settle(&mut net, &mut [&mut a, &mut b]);
+    assert_eq!(net.refusals(Refusal::CalleeBusy), 1);
+    assert!(
+        missed_calls(&b).is_empty(),
+        "not while its outcome may come"
+    );
+    net.advance(Duration::from_secs(39));
+    settle(&mut net, &mut [&mut a, &mut b]);
+    assert!(missed_calls(&b).is_empty());
+    net.advance(Duration::from_secs(2));
+    settle(&mut net, &mut [&mut a, &mut b]);
+    let told = (carol.fingerprint(), Some("carol".to_string()));
+    assert_eq!(missed_calls(&b), std::slice::from_ref(&told));
+    // Its end coming after that tells nothing more.
+    net.input(Input::Federated(CallSignal {
+        event: Step::Hangup {
+            reason: HangupReason::Busy,
+            message: None,
+        },
+        ..offer("far1")
+    }));
+    settle(&mut net, &mut [&mut a, &mut b]);
+    assert_eq!(missed_calls(&b).len(), 1);
+    assert_eq!(
+        net.hub.calls().get("first").map(|c| c.state),
+        Some(CallState::Active)
+    );
+}

@@ -173,11 +173,16 @@ pub struct Call {
 }
 
 /// What a call that rang on the callee's other relays only, the callee
-/// being busy here, keeps for the missed-call notice ([`Call::busy_here`]).
+/// being busy here, keeps for the missed-call notice and for ringing the
+/// callee's devices here once its call here ends ([`Call::busy_here`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BusyHere {
     /// The name the caller gave.
     pub caller_alias: Option<String>,
+    /// The caller's handshake half (encoded `HandshakeInit`).
+    pub handshake: Option<Vec<u8>>,
+    /// The codecs the caller offered.
+    pub supported_codecs: Vec<String>,
 }
 
 pub use wzp_proto::path_addrs::MAX_CALL_PATHS;
@@ -447,15 +452,52 @@ impl CallRegistry {
         id: &str,
         caller: (Fingerprint, ConnId),
         callee: Fingerprint,
-        caller_alias: Option<String>,
+        busy: BusyHere,
         now: Instant,
     ) -> Result<Transition, OfferRefusal> {
         let room = self.check_offer(id, &caller.0, &callee)?;
         let t = self.insert_call(id, room, caller, (callee, ConnId::FEDERATION), false, now);
         if let Some(call) = self.calls.get_mut(id) {
-            call.busy_here = Some(BusyHere { caller_alias });
+            call.busy_here = Some(busy);
         }
         Ok(t)
+    }
+
+    /// The oldest unanswered call rung elsewhere because `fp` was busy here
+    /// ([`Call::busy_here`]).
+    pub fn busy_here_of(&self, fp: &Fingerprint) -> Option<&Call> {
+        self.calls
+            .values()
+            .filter(|c| c.callee == *fp && c.busy_here.is_some())
+            .filter(|c| matches!(c.state, CallState::Pending | CallState::Ringing))
+            .min_by_key(|c| c.since)
+    }
+
+    /// The callee of call `id`, rung elsewhere because it was busy here, is
+    /// in no call here any more: it rings on its devices `devices` here
+    /// too (the forks elsewhere go on), as an ordinary call whose callee
+    /// has devices here and on other relays ([`Call::remote_forks`]).
+    /// Returns whether it did.
+    pub fn ring_here(&mut self, id: &str, devices: &[ConnId]) -> bool {
+        let Some(call) = self.calls.get(id) else {
+            return false;
+        };
+        let callee = call.callee;
+        if call.busy_here.is_none() || self.in_call.contains_key(&callee) {
+            return false;
+        }
+        let Some((&first, rest)) = devices.split_first() else {
+            return false;
+        };
+        if let Some(call) = self.calls.get_mut(id) {
+            call.busy_here = None;
+            call.remote_forks = true;
+            call.callee_conn = first;
+        }
+        self.in_call.insert(callee, id.to_string());
+        self.by_conn.entry(first).or_default().push(id.to_string());
+        self.add_forks(id, rest);
+        true
     }
 
     /// The callee of waiting call `id` answers it keeping the call it is in:

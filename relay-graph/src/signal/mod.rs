@@ -495,6 +495,9 @@ pub struct SignalHub {
     /// the devices here are told of a missed call when the caller's relay
     /// ends the fork with no other device having answered or declined it.
     busy_forks: HashMap<String, BusyFork>,
+    /// When each busy fork stops waiting, soonest first (entries whose
+    /// fork ended already are skipped when they come due).
+    busy_deadlines: BinaryHeap<Reverse<(Instant, String)>>,
 }
 
 /// A fork answered `busy` here, waiting for the call's outcome
@@ -509,7 +512,8 @@ struct BusyFork {
     until: Instant,
 }
 
-/// Most busy forks a hub waits on; past it a busy fork is answered with a
+/// Most busy forks a hub waits on (counting, until their wait would have
+/// ended, those that ended sooner); past it a busy fork is answered with a
 /// `hangup` `busy` and the missed call told at once, as before forks.
 const MAX_BUSY_FORKS: usize = 4096;
 
@@ -532,6 +536,7 @@ impl SignalHub {
             away: mail::AwayMail::default(),
             last_now: None,
             busy_forks: HashMap::new(),
+            busy_deadlines: BinaryHeap::new(),
             config,
             sessions: HashMap::new(),
             caller_addrs: HashMap::new(),
@@ -633,7 +638,7 @@ impl SignalHub {
             self.mail.poll_timeout(),
             self.away.poll_timeout(),
             self.register_deadlines.peek().map(|Reverse((t, _))| *t),
-            self.busy_forks.values().map(|b| b.until).min(),
+            self.busy_deadlines.peek().map(|Reverse((t, _))| *t),
         ]
         .into_iter()
         .flatten()
@@ -664,15 +669,19 @@ impl SignalHub {
         for (call, t) in self.calls.expire(now) {
             self.call_ended(call, t, None);
         }
-        let due: Vec<String> = self
-            .busy_forks
-            .iter()
-            .filter(|(_, b)| b.until <= now)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in due {
-            if let Some(b) = self.busy_forks.remove(&id) {
-                self.tell_missed(b.callee, b.caller, b.caller_alias, &id, now);
+        while let Some(Reverse((due, _))) = self.busy_deadlines.peek() {
+            if *due > now {
+                break;
+            }
+            let Some(Reverse((due, id))) = self.busy_deadlines.pop() else {
+                break;
+            };
+            // Told already if its fork ended (or a later fork of the same
+            // id waits longer).
+            if self.busy_forks.get(&id).is_some_and(|b| b.until == due) {
+                if let Some(b) = self.busy_forks.remove(&id) {
+                    self.tell_missed(b.callee, b.caller, b.caller_alias, &id, now);
+                }
             }
         }
         for fp in self.mail.expire(now) {
@@ -1094,6 +1103,56 @@ impl SignalHub {
         }
         if t.from == CallState::Active {
             self.push(Action::CallRoomClosed { room: call.room });
+        }
+        // A party free now may have a call rung elsewhere because it was
+        // busy: its devices here ring too.
+        for fp in [call.caller, call.callee] {
+            self.ring_freed(fp);
+        }
+    }
+
+    /// `fp` is in no call here: the oldest unanswered call rung on its
+    /// other relays because it was busy here rings on its devices here too
+    /// (as a waiting call goes on ringing once the call it waited behind
+    /// ends), and the caller hears ringing if it did not yet.
+    fn ring_freed(&mut self, fp: Fingerprint) {
+        if self.calls.call_of(&fp).is_some() {
+            return;
+        }
+        let Some(call) = self.calls.busy_here_of(&fp).cloned() else {
+            return;
+        };
+        let Some(busy) = call.busy_here.clone() else {
+            return;
+        };
+        let devices = self.presence.conns_of(&fp);
+        if !self.calls.ring_here(&call.id, &devices) {
+            return;
+        }
+        let offer = SignalMessage::DirectCallOffer {
+            call_id: call.id.clone(),
+            caller_fingerprint: call.caller,
+            target_fingerprint: fp,
+            caller_alias: busy.caller_alias,
+            handshake: busy.handshake,
+            supported_codecs: busy.supported_codecs,
+            caller_reflexive_addr: None,
+            caller_local_addrs: Vec::new(),
+        };
+        for device in devices {
+            self.send(device, offer.clone());
+        }
+        if let Some(now) = self.last_now {
+            if let Some(t) = self.calls.ringing(&call.id, now) {
+                self.transition(&t);
+                self.send(
+                    call.caller_conn,
+                    SignalMessage::CallRinging {
+                        call_id: call.id.clone(),
+                        waiting: false,
+                    },
+                );
+            }
         }
     }
 
@@ -1635,12 +1694,18 @@ impl SignalHub {
                 // In another call here, taking no waiting call: the
                 // callee's devices on other relays ring (a fork each). The
                 // caller hears `busy`, and the devices here of a missed
-                // call, only if none answers ([`Call::busy_here`]).
+                // call, only if none answers ([`Call::busy_here`]); the
+                // devices here ring once their call ends.
+                let busy = crate::calls::BusyHere {
+                    caller_alias: alias.clone(),
+                    handshake: handshake.clone(),
+                    supported_codecs: supported_codecs.clone(),
+                };
                 match self.calls.offer_elsewhere(
                     &call_id,
                     (me, conn),
                     target_fingerprint,
-                    alias.clone(),
+                    busy,
                     now,
                 ) {
                     Ok(t) => self.transition(&t),
@@ -1648,6 +1713,12 @@ impl SignalHub {
                         let msg = refusal.to_string();
                         return self.refuse_offer(conn, Refusal::CalleeBusy, &call_id, err, msg);
                     }
+                }
+                if caller_reflexive_addr.is_some() || !caller_local_addrs.is_empty() {
+                    self.caller_addrs.insert(
+                        call_id.clone(),
+                        (caller_reflexive_addr, bounded(caller_local_addrs)),
+                    );
                 }
                 let offer = federated_offer_event(alias, handshake, supported_codecs);
                 self.fork_offer(&call_id, offer, false);
@@ -2511,7 +2582,7 @@ impl SignalHub {
                         .clone()
                         .filter(|a| !a.chars().any(char::is_control));
                     if s.fork.is_some()
-                        && self.busy_forks.len() < MAX_BUSY_FORKS
+                        && self.busy_deadlines.len() < MAX_BUSY_FORKS
                         && !self.busy_forks.contains_key(&s.call_id)
                     {
                         // One of several relays the callee is on: the
@@ -2519,6 +2590,8 @@ impl SignalHub {
                         // a missed call only if no other device takes it.
                         self.count(Refusal::CalleeBusy);
                         let until = now + self.config.ringing_timeout + BUSY_FORK_GRACE;
+                        self.busy_deadlines
+                            .push(Reverse((until, s.call_id.clone())));
                         self.busy_forks.insert(
                             s.call_id.clone(),
                             BusyFork {

@@ -1552,3 +1552,32 @@ fn a_call_rung_elsewhere_because_the_phone_was_busy_rings_the_phone_once_its_cal
         .count();
     assert_eq!(ringing, 1, "the caller heard ringing once");
 }
+
+#[test]
+fn a_phone_busy_on_another_relay_rings_once_its_call_ends_and_may_take_the_call() {
+    let mut w = forked_world();
+    let (mut carol, mut phone, mut laptop) = bob_busy_on(&mut w, 1, 2, false);
+    let mut a = Client::online(&mut w, 0, 1, None);
+    a.call(&mut w, "f2", phone.fingerprint());
+    w.settle(&mut [&mut a, &mut carol, &mut phone, &mut laptop]);
+    assert_eq!((phone.offers(), laptop.offers()), (0, 1));
+    assert_eq!(
+        w.mesh.cores[0].fork_group("f2").map(|g| g.busy.len()),
+        Some(1)
+    );
+    // Carol hangs up: the phone's relay delivers the offer again, the
+    // fork rings, and the caller's relay counts it ringing.
+    carol.hangup(&mut w);
+    w.settle(&mut [&mut a, &mut carol, &mut phone, &mut laptop]);
+    assert_eq!(phone.offers(), 1, "the phone rings now");
+    let g = w.mesh.cores[0].fork_group("f2").unwrap();
+    assert!(g.busy.is_empty() && g.forks.len() == 2, "{g:?}");
+    phone.pick_up(&mut w);
+    w.settle(&mut [&mut a, &mut carol, &mut phone, &mut laptop]);
+    agreed(&a, &phone);
+    assert_eq!(laptop.hung_up(), Some(HangupReason::AnsweredElsewhere));
+    w.advance(Duration::from_secs(41));
+    w.settle(&mut [&mut a, &mut carol, &mut phone, &mut laptop]);
+    assert!(missed_calls(&phone).is_empty(), "{:?}", phone.received);
+    assert_eq!(w.relays[1].hub.counters().missed_calls, 0);
+}

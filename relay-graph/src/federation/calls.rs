@@ -915,14 +915,20 @@ impl FederationCore {
         };
         let busy_fork = g.busy.contains(&fork);
         let hangup = matches!(s.event, CallEvent::Hangup { .. });
-        // A busy fork's only step is its own end.
-        let known = g.forks.contains(&fork) || (busy_fork && hangup);
+        let ringing = matches!(s.event, CallEvent::Ringing { .. });
+        // A busy fork's steps: its own end, or ringing once the device
+        // there is free.
+        let known = g.forks.contains(&fork) || (busy_fork && (hangup || ringing));
         if !known {
             self.calls.counters.unknown_call += 1;
             return;
         }
         match &s.event {
             CallEvent::Ringing { .. } => {
+                if busy_fork {
+                    g.busy.retain(|f| *f != fork);
+                    g.forks.push(fork);
+                }
                 if g.answered.is_none() && !g.rung {
                     g.rung = true;
                     self.actions.push(Action::Call(s));
@@ -1562,9 +1568,9 @@ impl FederationCore {
             CallEvent::Hangup { .. } => {
                 self.end_leg(&s.leg_key());
             }
-            CallEvent::Busy { .. } => {
+            CallEvent::Busy { .. } | CallEvent::Ringing { .. } => {
                 if let Some(leg) = self.calls.legs.get_mut(&s.leg_key()) {
-                    leg.busy = true;
+                    leg.busy = matches!(s.event, CallEvent::Busy { .. });
                 }
             }
             _ => {}

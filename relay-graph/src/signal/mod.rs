@@ -507,6 +507,8 @@ struct BusyFork {
     caller: Fingerprint,
     callee: Fingerprint,
     caller_alias: Option<String>,
+    /// The offer, to ring the callee's devices here once they are free.
+    offer: CallSignal,
     /// Told of a missed call by then whatever comes (the caller's relay
     /// went silent).
     until: Instant,
@@ -1120,7 +1122,7 @@ impl SignalHub {
             return;
         }
         let Some(call) = self.calls.busy_here_of(&fp).cloned() else {
-            return;
+            return self.ring_busy_fork(fp);
         };
         let Some(busy) = call.busy_here.clone() else {
             return;
@@ -1153,6 +1155,28 @@ impl SignalHub {
                     },
                 );
             }
+        }
+    }
+
+    /// `fp` is in no call here, and a fork of a call from another relay
+    /// that found it busy waits for its outcome ([`BusyFork`]): the offer
+    /// is delivered again, so the devices here ring and the fork rings
+    /// (the caller's relay takes it back among the ringing forks).
+    fn ring_busy_fork(&mut self, fp: Fingerprint) {
+        let Some(now) = self.last_now else {
+            return;
+        };
+        let Some(id) = self
+            .busy_forks
+            .iter()
+            .filter(|(_, b)| b.callee == fp)
+            .min_by_key(|(_, b)| b.until)
+            .map(|(id, _)| id.clone())
+        else {
+            return;
+        };
+        if let Some(b) = self.busy_forks.remove(&id) {
+            self.federated_offer(b.offer, now);
         }
     }
 
@@ -2598,6 +2622,7 @@ impl SignalHub {
                                 caller: s.caller,
                                 callee: s.callee,
                                 caller_alias: alias,
+                                offer: s.clone(),
                                 until,
                             },
                         );

@@ -706,3 +706,26 @@ fn busy_on_the_callers_relay_and_busy_on_every_other_the_caller_hears_busy_at_on
     m.settle(60).unwrap();
     assert_eq!(reasons(&m, 0), [HangupReason::NotOnline]);
 }
+
+#[test]
+fn a_busy_fork_that_rings_later_is_a_ringing_fork_again_and_may_take_the_call() {
+    let mut m = offered_to_both();
+    from_callee(&mut m, 2, busy());
+    from_callee(&mut m, 3, CallEvent::Ringing { waiting: false });
+    m.settle(60).unwrap();
+    assert_eq!(kinds(&m, 0), ["ringing"]);
+    // The device on relay 2 is free now: its fork rings.
+    from_callee(&mut m, 2, CallEvent::Ringing { waiting: false });
+    m.settle(60).unwrap();
+    assert_eq!(kinds(&m, 0), ["ringing"], "the caller hears ringing once");
+    let g = m.cores[0].fork_group("c1").unwrap();
+    assert!(g.busy.is_empty() && g.forks.len() == 2, "{g:?}");
+    for i in [0, 1] {
+        let leg = m.cores[i].call_leg(&leg_key("c1", Some(id_of(2)))).unwrap();
+        assert!(!leg.busy, "relay {i} no longer marks it busy");
+    }
+    from_callee(&mut m, 2, answer());
+    m.settle(60).unwrap();
+    assert_eq!(kinds(&m, 0), ["ringing", "answer"]);
+    assert_eq!(reasons(&m, 3), [HangupReason::AnsweredElsewhere]);
+}

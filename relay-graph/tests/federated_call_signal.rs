@@ -103,6 +103,9 @@ impl World {
                 }
                 Action::Federate(s) => self.mesh.input(i, FedInput::LocalCall(s)),
                 Action::FederateFork(s) => self.mesh.input(i, FedInput::LocalFork(s)),
+                Action::DevicesRingHere { call_id } => {
+                    self.mesh.input(i, FedInput::DevicesRingHere { call_id })
+                }
                 Action::FederateForkElsewhere(s) => {
                     self.mesh.input(i, FedInput::LocalForkElsewhere(s))
                 }
@@ -1580,4 +1583,64 @@ fn a_phone_busy_on_another_relay_rings_once_its_call_ends_and_may_take_the_call(
     w.settle(&mut [&mut a, &mut carol, &mut phone, &mut laptop]);
     assert!(missed_calls(&phone).is_empty(), "{:?}", phone.received);
     assert_eq!(w.relays[1].hub.counters().missed_calls, 0);
+}
+
+#[test]
+fn a_busy_fork_elsewhere_waits_for_the_freed_phone_when_the_last_other_fork_ends() {
+    // Bob's phone on relay 0 (the caller's) in a call with carol, his
+    // laptop on relay 1 in a call with dave, his tablet on relay 2 idle.
+    let mut w = forked_world();
+    let (mut carol, mut phone, mut laptop) = bob_busy_on_the_callers_relay(&mut w, false);
+    let mut tablet = Client::online_as(&mut w, 2, 2, None, Some(3));
+    let mut dave = Client::online(&mut w, 1, 4, None);
+    dave.call(&mut w, "second", phone.fingerprint());
+    w.settle(&mut [&mut dave, &mut carol, &mut phone, &mut laptop, &mut tablet]);
+    laptop.pick_up(&mut w);
+    w.settle(&mut [&mut dave, &mut carol, &mut phone, &mut laptop, &mut tablet]);
+    agreed(&dave, &laptop);
+    for c in [&mut phone, &mut laptop, &mut tablet] {
+        c.incoming = None;
+        c.events.clear();
+        c.received.clear();
+    }
+    // Alice calls: the laptop's relay answers busy, the tablet rings.
+    let mut a = Client::online(&mut w, 0, 1, None);
+    a.call(&mut w, "f3", phone.fingerprint());
+    w.settle(&mut [
+        &mut a,
+        &mut dave,
+        &mut carol,
+        &mut phone,
+        &mut laptop,
+        &mut tablet,
+    ]);
+    assert_eq!(tablet.offers(), 1);
+    // Carol hangs up: the phone rings too; then the tablet goes.
+    carol.hangup(&mut w);
+    w.settle(&mut [
+        &mut a,
+        &mut dave,
+        &mut carol,
+        &mut phone,
+        &mut laptop,
+        &mut tablet,
+    ]);
+    assert_eq!(phone.offers(), 1);
+    w.input(2, Input::Disconnected { conn: tablet.conn });
+    w.settle(&mut [&mut a, &mut dave, &mut carol, &mut phone, &mut laptop]);
+    // The laptop's busy fork waits for the phone rather than hearing the
+    // call went unanswered.
+    let g = w.mesh.cores[0].fork_group("f3").expect("the forks wait");
+    assert_eq!(g.busy.len(), 1, "{g:?}");
+    assert!(missed_calls(&laptop).is_empty());
+    phone.pick_up(&mut w);
+    w.settle(&mut [&mut a, &mut dave, &mut carol, &mut phone, &mut laptop]);
+    agreed(&a, &phone);
+    w.advance(Duration::from_secs(41));
+    w.settle(&mut [&mut a, &mut dave, &mut carol, &mut phone, &mut laptop]);
+    assert!(missed_calls(&laptop).is_empty(), "{:?}", laptop.received);
+    assert!(
+        dave.hung_up().is_none(),
+        "dave's call with the laptop goes on"
+    );
 }

@@ -135,6 +135,11 @@ impl Net {
                         .handle(FedInput::LocalFork(signal), self.now);
                     self.take_federation();
                 }
+                Action::DevicesRingHere { call_id } => {
+                    self.federation
+                        .handle(FedInput::DevicesRingHere { call_id }, self.now);
+                    self.take_federation();
+                }
                 Action::FederateForkElsewhere(signal) => {
                     self.federation
                         .handle(FedInput::LocalForkElsewhere(signal), self.now);

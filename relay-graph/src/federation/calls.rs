@@ -899,6 +899,14 @@ impl FederationCore {
         );
     }
 
+    /// The callee's devices here ring now for `call_id` (its call here
+    /// ended while its other relays rang): busy forks wait for them.
+    pub(super) fn devices_ring_here(&mut self, call_id: &str) {
+        if let Some(g) = self.calls.groups.get_mut(call_id) {
+            g.also_here = true;
+        }
+    }
+
     /// A step for the local party. At the caller's relay of a forked call
     /// the forks' steps are merged first ([`ForkGroup`]).
     fn deliver(&mut self, s: CallSignal) {

@@ -197,6 +197,14 @@ pub enum Input {
     /// (nothing rings here): it rings the user's other relays only, and
     /// when it reaches none, or every fork ends, the hangup says so.
     LocalForkElsewhere(CallSignal),
+    /// The callee of call `call_id`, forked to its other relays while it
+    /// was busy here ([`Input::LocalForkElsewhere`]), is free and its
+    /// devices here ring now: the forks' group waits for them as for
+    /// devices ringing from the start ([`calls::ForkGroup::also_here`]).
+    DevicesRingHere {
+        /// The call's id.
+        call_id: String,
+    },
     /// A voice message's step from this relay's signal service: a key
     /// query to flood, an answer to one, a part, its outcome ([`mail`]).
     LocalMail(wzp_proto::federation::MailSignal),
@@ -876,6 +884,7 @@ impl FederationCore {
             Input::LocalFork(s) => self.local_offer(s, now, calls::Here::Ringing),
             Input::LocalForkElsewhere(s) => self.local_offer(s, now, calls::Here::Busy),
             Input::LocalMail(s) => self.local_mail(s, now),
+            Input::DevicesRingHere { call_id } => self.devices_ring_here(&call_id),
         }
     }
 

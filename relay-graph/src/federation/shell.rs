@@ -277,6 +277,19 @@ impl FederationService {
         self.call_input(input, &call_id, "a call's forks are dropped");
     }
 
+    /// The callee's devices here ring now for a call forked while it was
+    /// busy here ([`Input::DevicesRingHere`]). Never blocks; a full queue
+    /// drops it (busy forks elsewhere may then hear the call went
+    /// unanswered early).
+    pub fn devices_ring_here(&self, call_id: String) {
+        let id = call_id.clone();
+        self.call_input(
+            Input::DevicesRingHere { call_id },
+            &id,
+            "a call's devices ringing here is not told",
+        );
+    }
+
     /// A voice message's step from the signal service (a key query, an
     /// answer, a part, an outcome). Never blocks; a full queue drops it
     /// (the client's wait for the answer or `stored` ends it).

@@ -282,6 +282,12 @@ pub enum Action {
     /// the federation rings the callee's other relays (a fork each), and
     /// answers with a hangup when there are none or every fork ended.
     FederateForkElsewhere(CallSignal),
+    /// The callee's devices here ring now for a call forked to its other
+    /// relays while it was busy here: the federation's forks wait for them.
+    DevicesRingHere {
+        /// The call's id.
+        call_id: String,
+    },
     /// A voice message's step for another relay: hand it to the
     /// federation ([`mail`]).
     FederateMail(wzp_proto::federation::MailSignal),
@@ -1131,6 +1137,9 @@ impl SignalHub {
         if !self.calls.ring_here(&call.id, &devices) {
             return;
         }
+        self.push(Action::DevicesRingHere {
+            call_id: call.id.clone(),
+        });
         let offer = SignalMessage::DirectCallOffer {
             call_id: call.id.clone(),
             caller_fingerprint: call.caller,

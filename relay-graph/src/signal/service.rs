@@ -475,6 +475,7 @@ fn apply(
         Action::Federate(signal) => services.federation.call_signal(signal),
         Action::FederateFork(signal) => services.federation.call_fork(signal, true),
         Action::FederateForkElsewhere(signal) => services.federation.call_fork(signal, false),
+        Action::DevicesRingHere { call_id } => services.federation.devices_ring_here(call_id),
         Action::FederateMail(signal) => services.federation.mail(signal),
         Action::CallRoomClosed { room } => {
             services

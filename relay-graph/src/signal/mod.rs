@@ -1154,17 +1154,20 @@ impl SignalHub {
             self.send(device, offer.clone());
         }
         if let Some(now) = self.last_now {
-            if let Some(t) = self.calls.ringing(&call.id, now) {
-                self.transition(&t);
-                self.send(
-                    call.caller_conn,
-                    SignalMessage::CallRinging {
-                        call_id: call.id.clone(),
-                        waiting: false,
-                    },
-                );
-            }
+            self.rings(&call.id, call.caller_conn, false, now);
         }
+    }
+
+    /// Call `call_id` rings (if it did not yet): the caller, on `caller`,
+    /// hears so. Returns whether it did.
+    fn rings(&mut self, call_id: &str, caller: ConnId, waiting: bool, now: Instant) -> bool {
+        let Some(t) = self.calls.ringing(call_id, now) else {
+            return false;
+        };
+        self.transition(&t);
+        let call_id = call_id.to_string();
+        self.send(caller, SignalMessage::CallRinging { call_id, waiting });
+        true
     }
 
     /// `fp` is in no call here, and a fork of a call from another relay
@@ -1804,10 +1807,7 @@ impl SignalHub {
         for device in devices {
             self.send(device, offer.clone());
         }
-        if let Some(t) = self.calls.ringing(&call_id, now) {
-            self.transition(&t);
-            self.send(conn, SignalMessage::CallRinging { call_id, waiting });
-        }
+        self.rings(&call_id, conn, waiting, now);
     }
 
     /// The callee of an offer refused `busy` here is in an Active call on a
@@ -2452,16 +2452,7 @@ impl SignalHub {
             // merge; it never reaches a call here.
             CallEvent::Busy { .. } => self.count(Refusal::FederatedOutOfPlace),
             CallEvent::Ringing { waiting } => {
-                if let Some(t) = self.calls.ringing(&call.id, now) {
-                    self.transition(&t);
-                    self.send(
-                        call.caller_conn,
-                        SignalMessage::CallRinging {
-                            call_id: call.id.clone(),
-                            waiting,
-                        },
-                    );
-                } else {
+                if !self.rings(&call.id, call.caller_conn, waiting, now) {
                     self.count(Refusal::FederatedOutOfPlace);
                 }
             }

@@ -12,7 +12,7 @@
 //! handlers share: config, the room service, the media shards, counters.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -58,7 +58,9 @@ pub struct Services {
     pub counters: RelayCounters,
     /// The QUIC endpoint (read for its open connection count).
     pub quic: quinn::Endpoint,
-    events: Option<EventLog>,
+    events: EventLog,
+    /// Settings read per join that a reload changes.
+    pub live: LiveSettings,
     /// Refusal lines: at most one per reason per second ([`LogLimiter`]).
     refusal_log: std::sync::Mutex<LogLimiter>,
     pub started: Instant,
@@ -70,9 +72,41 @@ pub struct Services {
 impl Services {
     /// Appends to the event log, when there is one.
     pub fn event(&self, ev: Event<'_>) {
-        if let Some(log) = &self.events {
-            log.write(&ev);
+        self.events.write(&ev);
+    }
+
+    /// Opens the event log anew at `path` (a reload; none: no log from
+    /// now on); on error the log written so far stays.
+    pub fn reopen_event_log(&self, path: Option<&std::path::Path>) -> std::io::Result<()> {
+        self.events.reopen(path)
+    }
+}
+
+/// The settings read at each join that a reload changes
+/// ([`crate::reload`]); the rest of [`Services::cfg`] is what the relay
+/// started with.
+#[derive(Debug)]
+pub struct LiveSettings {
+    /// [`Config::join_timeout_ms`].
+    pub join_timeout_ms: AtomicU64,
+    /// [`Config::join_max_skew_s`].
+    pub join_max_skew_s: AtomicU64,
+}
+
+impl LiveSettings {
+    pub fn new(cfg: &Config) -> LiveSettings {
+        LiveSettings {
+            join_timeout_ms: AtomicU64::new(cfg.join_timeout_ms),
+            join_max_skew_s: AtomicU64::new(cfg.join_max_skew_s),
         }
+    }
+
+    /// Takes `cfg`'s values.
+    pub fn set(&self, cfg: &Config) {
+        self.join_timeout_ms
+            .store(cfg.join_timeout_ms, Ordering::Relaxed);
+        self.join_max_skew_s
+            .store(cfg.join_max_skew_s, Ordering::Relaxed);
     }
 }
 
@@ -212,11 +246,9 @@ impl Relay {
         };
         let media = Media::start(&cfg)?;
         let events = match &cfg.event_log {
-            Some(p) => Some(
-                EventLog::open(p)
-                    .with_context(|| format!("cannot open the event log {}", p.display()))?,
-            ),
-            None => None,
+            Some(p) => EventLog::open(p)
+                .with_context(|| format!("cannot open the event log {}", p.display()))?,
+            None => EventLog::default(),
         };
         let rooms = RoomService::new(RoomLimits {
             max_peers: cfg.max_peers,
@@ -263,6 +295,7 @@ impl Relay {
             counters: RelayCounters::default(),
             quic: endpoint.clone(),
             events,
+            live: LiveSettings::new(&cfg),
             refusal_log: std::sync::Mutex::new(LogLimiter::new(Duration::from_secs(1))),
             started: Instant::now(),
             applied: crate::reload::Applied::new(&cfg),

@@ -20,8 +20,10 @@ static HEAP: CountingAlloc = CountingAlloc;
 #[command(name = "wzp-relay", version = version_string_static(), after_help = EXAMPLES)]
 struct Cli {
     /// Config file (TOML); written with commented defaults if missing.
-    /// Read again on SIGHUP: [[peers]], [[trusted]], [[calls]] and
-    /// [[global_rooms]] apply at once, with no restart.
+    /// Read again on SIGHUP: [[peers]], [[trusted]], [[calls]],
+    /// [[global_rooms]], room sizes, join limits, the ringing timeout, the
+    /// debug tap and the event log (opened anew: log rotation) apply at
+    /// once, with no restart.
     #[arg(short = 'c', long = "config")]
     config: Option<PathBuf>,
     /// Identity seed file; created (mode 0600) if missing.
@@ -175,9 +177,10 @@ Examples:
   wzp-relay -c /etc/wzp/relay.toml
       Run from a config file (written with commented defaults if missing).
   kill -HUP $(pidof wzp-relay)
-      Re-read that file: peers, trusted relays, call rooms and global rooms
-      change at once, no call dropped; other changes wait for a restart (the
-      log says which).
+      Re-read that file: peers, trusted relays, call rooms, global rooms,
+      room sizes, join limits, the ringing timeout and the debug tap change
+      at once, no call dropped, and the event log is opened anew (after a
+      log rotation); other changes wait for a restart (the log says which).
   wzp-relay --listen 127.0.0.1:0 --event-log events.jsonl --debug-tap '*'
       A test relay on an ephemeral port, logging joins and every media header.
   wzp-relay fingerprint -i relay.seed
@@ -423,7 +426,8 @@ fn hangup_signal() -> Hangup {
 
 /// On every `SIGHUP`, reads the config file again and applies what can be
 /// applied running (`wzp_relay::reload`): peers, trusted relays, call
-/// rooms, global rooms. A file that does not read or validate changes
+/// rooms, global rooms, the settings of `reload::LIVE`, and the event log
+/// opened anew. A file that does not read or validate changes
 /// nothing and is logged as an error; the relay runs on.
 async fn reload_on_hangup(
     hangup: Hangup,
@@ -470,11 +474,19 @@ async fn reload_on_hangup(
                 .counters
                 .config_reloads
                 .fetch_add(1, Ordering::Relaxed);
-            tracing::info!(
-                "config reloaded from {}: {}",
-                path.display(),
-                done.summary()
-            );
+            if done.event_log_error.is_some() {
+                tracing::warn!(
+                    "config reloaded from {}: {}",
+                    path.display(),
+                    done.summary()
+                );
+            } else {
+                tracing::info!(
+                    "config reloaded from {}: {}",
+                    path.display(),
+                    done.summary()
+                );
+            }
         }
     }
     #[cfg(not(unix))]

@@ -19,9 +19,21 @@
 //!   federation version 4 or later hear the new list on their link; older
 //!   ones when their link next comes up.
 //!
-//! Everything else (addresses, limits, threads, the graph, labels) is bound
-//! into running tasks and sockets: a change there is named in the result as
-//! waiting for a restart, and the running value stays.
+//! - Settings read when something happens: `call_room_size` and
+//!   `max_room_size` for the joins from then on (members already over a
+//!   lowered size stay); `join_timeout_ms` and `join_max_skew_s` for the
+//!   joins from then on; `ringing_timeout_s` for the calls offered from then
+//!   on (calls ringing keep their deadline); `debug_tap`, at once for every
+//!   open room, both ways.
+//! - `event_log`: the file is opened anew at every reload, so a log
+//!   rotation that moved it away (`logrotate`'s `postrotate`: `kill -HUP`)
+//!   gets a new file; a changed path takes effect, an unset one stops the
+//!   log. A path that cannot be opened leaves the log on the file it had.
+//!
+//! Everything else (addresses, capacities, threads, the graph, the label,
+//! voice message storage) is bound into running tasks, sockets and
+//! preallocated tables: a change there is named in the result as waiting
+//! for a restart, and the running value stays.
 //! A file that does not read or validate changes nothing.
 
 use std::sync::Mutex;
@@ -37,6 +49,9 @@ use crate::federation::PeerChanges;
 /// The parts of the config a reload applies, as last applied.
 #[derive(Debug)]
 pub struct Applied {
+    /// The settings a reload applies, as last applied (compared by
+    /// [`LIVE`] key).
+    cfg: Config,
     calls: Vec<CallEntry>,
     /// The global rooms' names in the file, by room id.
     global: Vec<(RoomId, String)>,
@@ -46,6 +61,7 @@ impl Applied {
     /// What the relay started with.
     pub fn new(cfg: &Config) -> Mutex<Applied> {
         Mutex::new(Applied {
+            cfg: cfg.clone(),
             calls: cfg.calls.clone(),
             global: global_rooms(cfg),
         })
@@ -80,6 +96,11 @@ pub struct Reloaded {
     /// the file).
     pub global_added: Vec<String>,
     pub global_removed: Vec<String>,
+    /// Settings of [`LIVE`] that changed and were applied, by name.
+    pub settings: Vec<String>,
+    /// The event log could not be opened again: why (it stays on the file
+    /// it had).
+    pub event_log_error: Option<String>,
     /// Settings that differ from the running ones and wait for a restart.
     pub restart_needed: Vec<String>,
 }
@@ -101,6 +122,14 @@ impl Reloaded {
             list(&self.global_added),
             list(&self.global_removed),
         );
+        if !self.settings.is_empty() {
+            s.push_str(&format!("; settings applied=[{}]", list(&self.settings)));
+        }
+        if let Some(e) = &self.event_log_error {
+            s.push_str(&format!(
+                "; event log not reopened ({e}), still on its old file"
+            ));
+        }
         if !self.restart_needed.is_empty() {
             s.push_str(&format!(
                 "; not applied until a restart: {}",
@@ -111,23 +140,51 @@ impl Reloaded {
     }
 }
 
-/// The settings a reload does apply (the rest need a restart).
+/// The tables a reload applies.
 const RELOADED: [&str; 4] = ["peers", "trusted", "calls", "global_rooms"];
 
-/// Top-level settings of `new` that differ from `running` and that a reload
-/// does not apply, by their names in the file.
-pub fn restart_needed(running: &Config, new: &Config) -> Vec<String> {
+/// The settings a reload applies (see the module documentation).
+pub const LIVE: [&str; 7] = [
+    "call_room_size",
+    "debug_tap",
+    "event_log",
+    "join_max_skew_s",
+    "join_timeout_ms",
+    "max_room_size",
+    "ringing_timeout_s",
+];
+
+/// Top-level settings that differ between `a` and `b`, by their names in
+/// the file.
+fn differing(a: &Config, b: &Config) -> Vec<String> {
     let table = |c: &Config| match toml::Value::try_from(c) {
         Ok(toml::Value::Table(t)) => t,
         _ => toml::map::Map::new(),
     };
-    let (a, b) = (table(running), table(new));
+    let (a, b) = (table(a), table(b));
     let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
     keys.sort();
     keys.dedup();
     keys.into_iter()
-        .filter(|k| !RELOADED.contains(&k.as_str()) && a.get(*k) != b.get(*k))
+        .filter(|k| a.get(*k) != b.get(*k))
         .cloned()
+        .collect()
+}
+
+/// Top-level settings of `new` that differ from `running` and that a reload
+/// does not apply, by their names in the file.
+pub fn restart_needed(running: &Config, new: &Config) -> Vec<String> {
+    differing(running, new)
+        .into_iter()
+        .filter(|k| !RELOADED.contains(&k.as_str()) && !LIVE.contains(&k.as_str()))
+        .collect()
+}
+
+/// The settings of [`LIVE`] that differ between `applied` and `new`.
+pub fn live_changes(applied: &Config, new: &Config) -> Vec<String> {
+    differing(applied, new)
+        .into_iter()
+        .filter(|k| LIVE.contains(&k.as_str()))
         .collect()
 }
 
@@ -139,6 +196,7 @@ pub async fn reload(services: &Services, new: &Config) -> Option<Reloaded> {
         restart_needed: restart_needed(&services.cfg, new),
         ..Reloaded::default()
     };
+    apply_settings(services, new, &mut done).await;
     // The federation first: a call room's change then meets the links it
     // will have.
     let fed = new.federation(services.tls_fingerprint, 0);
@@ -194,6 +252,40 @@ pub async fn reload(services: &Services, new: &Config) -> Option<Reloaded> {
     Some(done)
 }
 
+/// Applies the settings of [`LIVE`] and opens the event log again.
+async fn apply_settings(services: &Services, new: &Config, done: &mut Reloaded) {
+    let previous = {
+        let mut applied = services.applied.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::replace(&mut applied.cfg, new.clone())
+    };
+    done.settings = live_changes(&previous, new);
+    services.live.set(new);
+    services.rooms.set_limits(
+        services,
+        new.call_room_size,
+        new.max_room_size,
+        new.debug_tap.clone(),
+    );
+    if new.ringing_timeout_s != previous.ringing_timeout_s {
+        services
+            .signal
+            .set_ringing_timeout(std::time::Duration::from_secs(new.ringing_timeout_s))
+            .await;
+    }
+    if let Err(e) = services.reopen_event_log(new.event_log.as_deref()) {
+        let path = new.event_log.as_deref().unwrap_or(std::path::Path::new(""));
+        done.event_log_error = Some(format!("cannot open {}: {e}", path.display()));
+        // The path in force stays the one whose file is open.
+        services
+            .applied
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .cfg
+            .event_log = previous.event_log;
+        done.settings.retain(|k| k != "event_log");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,5 +319,17 @@ mod tests {
         // A setting given in one file and left to its default in the other.
         let unset = parse("max_rooms = 100\n");
         assert_eq!(restart_needed(&running, &unset), ["label"]);
+
+        // The settings applied running are never named for a restart, and
+        // are named as changed.
+        let live = parse(
+            "label = \"a\"\nmax_rooms = 100\ncall_room_size = 3\nmax_room_size = 9\n\
+             join_timeout_ms = 900\njoin_max_skew_s = 30\nringing_timeout_s = 5\n\
+             debug_tap = \"*\"\nevent_log = \"/tmp/e.jsonl\"\n",
+        );
+        assert!(restart_needed(&running, &live).is_empty());
+        assert_eq!(live_changes(&running, &live), LIVE);
+        assert!(live_changes(&running, &moved).is_empty());
+        assert!(live_changes(&live, &live).is_empty());
     }
 }

@@ -245,3 +245,95 @@ async fn a_reload_bridges_a_room_with_members_in_it_and_unbridges_it() {
     );
     assert!(one.conn.close_reason().is_none() && two.conn.close_reason().is_none());
 }
+
+/// The event log's joins and refusals, as (event, fingerprint) pairs.
+fn events_in(path: &std::path::Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("each line is JSON");
+            let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+            (s("event"), s("fingerprint"))
+        })
+        .collect()
+}
+
+/// Tap lines of `r` for `dir` ("in" or "out").
+fn taps(r: &RelayProc, dir: &str) -> usize {
+    lines_with(r, &["wzp_relay::tap", &format!("dir=\"{dir}\"")])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_reopens_a_rotated_event_log_and_applies_room_size_and_tap_to_an_open_room() {
+    let dir = tempdir();
+    let events = dir.path().join("events.jsonl");
+    let rotated = dir.path().join("events.jsonl.1");
+    let sni = room_sni("sized-and-tapped");
+    let file = |extra: &str| format!("event_log = \"{}\"\n{extra}", events.display());
+    let r = relay(dir.path(), "r", &file(""));
+    let r_toml = dir.path().join("r.toml");
+    let one = join(&r, &sni, 1).await.expect("user 1 joins");
+    let two = join(&r, &sni, 2).await.expect("user 2 joins");
+    let joined = |n: u8| ("join".to_string(), fingerprint(n).to_string());
+    r.wait("two joins logged", || events_in(&events).len() == 2);
+
+    // Untapped: media crosses and no tap line is written (checked once the
+    // reload's line, logged after, is in).
+    heard(&one, &two).await;
+
+    // The log is rotated away, and the reload taps every room and takes
+    // two members a room.
+    std::fs::rename(&events, &rotated).unwrap();
+    std::fs::write(&r_toml, file("max_room_size = 2\ndebug_tap = \"*\"\n")).unwrap();
+    r.hangup();
+    let line = wait_log(&r, &["config reloaded"]);
+    assert!(
+        line.contains("settings applied=[debug_tap,max_room_size]"),
+        "{line}"
+    );
+    assert!(
+        !line.contains("restart") && !line.contains("not reopened"),
+        "{line}"
+    );
+    assert_eq!(taps(&r, "in") + taps(&r, "out"), 0, "nothing tapped before");
+
+    // The room opened before the reload is tapped both ways now.
+    heard(&one, &two).await;
+    r.wait("the open room's media tapped in and out", || {
+        taps(&r, "in") > 0 && taps(&r, "out") > 0
+    });
+
+    // A third is refused: the room is full; the refusal goes to the new file.
+    let full = refused_join(&r, &sni, 3, "a room of two").await;
+    assert_eq!(full.code, Some(CloseCode::RoomFull), "{full:?}");
+    // (A refusal names no fingerprint: it may come before one is proven.)
+    let refused = ("refused".to_string(), String::new());
+    r.wait("the refusal logged", || {
+        events_in(&events) == [refused.clone()]
+    });
+    assert_eq!(events_in(&rotated), [joined(1), joined(2)]);
+
+    // A path that cannot be opened keeps the log where it was, and says so;
+    // the tap taken out stops the lines, the size taken out admits a third.
+    let nowhere = dir.path().join("no-such-dir").join("events.jsonl");
+    std::fs::write(&r_toml, format!("event_log = \"{}\"\n", nowhere.display())).unwrap();
+    r.hangup();
+    let line = wait_log(&r, &["config reloaded", "not reopened"]);
+    assert!(line.contains("no-such-dir"), "{line}");
+    let tapped = taps(&r, "in") + taps(&r, "out");
+    assert!(
+        line.contains("settings applied=[debug_tap,max_room_size]"),
+        "the failed path is not named applied: {line}"
+    );
+    let three = join(&r, &sni, 3).await.expect("user 3 joins");
+    r.wait("the third join logged in the open file", || {
+        events_in(&events) == [refused.clone(), joined(3)]
+    });
+    heard(&one, &two).await;
+    // User 3 leaving puts a line in the log after any of that media's.
+    three.conn.close(0u32.into(), b"done");
+    wait_log(&r, &["left", &fingerprint(3).to_string()]);
+    assert_eq!(taps(&r, "in") + taps(&r, "out"), tapped, "the tap is off");
+    assert!(one.conn.close_reason().is_none() && two.conn.close_reason().is_none());
+}

@@ -804,6 +804,65 @@ fn reject_not_online_busy_and_ringing_timeout() {
     assert!(net.hub.calls().is_empty());
 }
 
+/// `caller` calls `callee`, whose user reads the offer and lets it ring.
+fn let_ring(net: &mut Net, caller: &mut Client, callee: &mut Client, call_id: &str) {
+    caller.call(net, call_id, callee.identity.fingerprint());
+    caller.step(net);
+    let offer = net.take(callee.conn);
+    assert!(matches!(
+        offer.as_slice(),
+        [SignalMessage::DirectCallOffer { .. }]
+    ));
+    callee.incoming = Some(IncomingCall::from_offer(&offer[0]).unwrap());
+    assert!(caller.has(|e| matches!(e, CallEvent::Ringing)));
+}
+
+#[test]
+fn a_reloaded_ringing_timeout_rings_new_calls_and_leaves_ringing_ones_their_deadline() {
+    let mut config = Net::default_config();
+    config.ringing_timeout = Duration::from_secs(20);
+    let mut net = Net::new(config);
+    let mut a = Client::online(&mut net, 1, AcceptMode::AcceptGeneric);
+    let mut b = Client::online(&mut net, 2, AcceptMode::AcceptGeneric);
+    let mut c = Client::online(&mut net, 3, AcceptMode::AcceptGeneric);
+    let mut d = Client::online(&mut net, 4, AcceptMode::AcceptGeneric);
+    let_ring(&mut net, &mut a, &mut b, "old");
+    net.hub.set_ringing_timeout(Duration::from_secs(5));
+    let_ring(&mut net, &mut c, &mut d, "new");
+    let conns = [a.conn, b.conn, c.conn, d.conn];
+    let keep_alive = |net: &mut Net, secs: u64| {
+        for _ in 0..secs {
+            net.advance(Duration::from_secs(1));
+            for conn in conns {
+                net.frame(conn, SignalMessage::Ping { timestamp_ms: 1 });
+            }
+        }
+    };
+    keep_alive(&mut net, 6);
+    settle(&mut net, &mut [&mut a, &mut b, &mut c, &mut d]);
+    assert!(
+        c.has(|e| matches!(e, CallEvent::NoAnswer)),
+        "{:?}",
+        c.events
+    );
+    assert!(
+        !a.has(|e| matches!(e, CallEvent::NoAnswer)),
+        "{:?}",
+        a.events
+    );
+    assert_eq!(net.hub.calls().ended("ringing_timeout"), 1);
+    assert_eq!(net.hub.calls().len(), 1, "the older call still rings");
+    keep_alive(&mut net, 15);
+    settle(&mut net, &mut [&mut a, &mut b, &mut c, &mut d]);
+    assert!(
+        a.has(|e| matches!(e, CallEvent::NoAnswer)),
+        "{:?}",
+        a.events
+    );
+    assert_eq!(net.hub.calls().ended("ringing_timeout"), 2);
+    assert!(net.hub.calls().is_empty());
+}
+
 #[test]
 fn a_disconnect_or_replacement_ends_the_call_for_the_other_party() {
     let mut net = Net::new(Net::default_config());

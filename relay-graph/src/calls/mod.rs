@@ -310,6 +310,12 @@ impl CallRegistry {
         }
     }
 
+    /// Calls offered from now on ring at most `d`; a call ringing now keeps
+    /// its deadline.
+    pub fn set_ringing_timeout(&mut self, d: Duration) {
+        self.ringing_timeout = d;
+    }
+
     fn record(
         &mut self,
         call_id: &str,

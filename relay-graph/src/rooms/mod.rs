@@ -15,7 +15,7 @@ pub mod service;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -176,8 +176,9 @@ pub struct Room {
     /// The forwarding shard that carries the room's media.
     pub shard: usize,
     pub call: bool,
-    /// Whether the debug tap logs this room.
-    pub tapped: bool,
+    /// Whether the debug tap logs this room (shared with its members'
+    /// ingress tasks: a reload that changes the tap flips it).
+    pub tapped: Arc<AtomicBool>,
     /// Members in join order.
     pub members: Vec<Member>,
     /// Local member count, readable without the table (debug tap fan-out).
@@ -198,8 +199,8 @@ pub struct RoomHandle {
     pub slot: u32,
     /// The forwarding shard.
     pub shard: usize,
-    /// Whether the debug tap logs this room.
-    pub tapped: bool,
+    /// Whether the debug tap logs this room (now: a reload may change it).
+    pub tapped: Arc<AtomicBool>,
     /// Local members now.
     pub size: Arc<AtomicUsize>,
 }
@@ -266,6 +267,12 @@ pub fn shard_of_id(room: &wzp_proto::federation::RoomId, shards: usize) -> usize
     (h % shards.max(1) as u64) as usize
 }
 
+/// Whether the debug tap filter `tap` (a room id, `*`, or none) takes
+/// `room`.
+fn tap_matches(tap: Option<&str>, room: &str) -> bool {
+    tap.is_some_and(|t| t == "*" || t == room)
+}
+
 /// The shard of a room: FNV-1a of its name, modulo the shard count.
 pub fn shard_of(room: &str, shards: usize) -> usize {
     let h = room.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
@@ -328,6 +335,33 @@ impl RoomTable {
         self.handles.release(handle);
     }
 
+    /// Takes a reload's room-size limits and debug tap filter: joins are
+    /// admitted by them from now on (members already over a lowered limit
+    /// stay), and every open room's tap flag follows the filter at once.
+    /// Returns the local members of the rooms whose flag changed, with
+    /// their room and its flag now, for their egress observers.
+    pub fn set_limits(
+        &mut self,
+        call_room_size: usize,
+        max_room_size: usize,
+        tap: Option<String>,
+    ) -> Vec<(u32, String, bool)> {
+        self.limits.call_room_size = call_room_size;
+        self.limits.max_room_size = max_room_size;
+        self.limits.tap = tap;
+        let mut flipped = Vec::new();
+        for (name, room) in &self.rooms {
+            let now = tap_matches(self.limits.tap.as_deref(), name);
+            if room.tapped.swap(now, Ordering::Relaxed) != now {
+                flipped.extend(room.members.iter().filter_map(|m| match m {
+                    Member::Local(h) => Some((*h, name.clone(), now)),
+                    Member::Remote(_) => None,
+                }));
+            }
+        }
+        flipped
+    }
+
     /// The shard of `room` if it exists.
     pub fn shard_of_room(&self, room: &str) -> Option<usize> {
         self.rooms.get(room).map(|r| r.shard)
@@ -366,11 +400,10 @@ impl RoomTable {
                 self.handles.release(handle);
                 return Err(capacity());
             };
-            let tapped = self
-                .limits
-                .tap
-                .as_deref()
-                .is_some_and(|t| t == "*" || t == a.room);
+            let tapped = Arc::new(AtomicBool::new(tap_matches(
+                self.limits.tap.as_deref(),
+                &a.room,
+            )));
             self.rooms.insert(
                 a.room.clone(),
                 Room {
@@ -403,7 +436,7 @@ impl RoomTable {
             handle,
             slot: room.slot,
             shard: room.shard,
-            tapped: room.tapped,
+            tapped: room.tapped.clone(),
             size: room.size.clone(),
         };
         self.sessions.insert(
@@ -928,7 +961,60 @@ mod tests {
             shards: 1,
             tap: Some("tapped".into()),
         });
-        assert!(t.admit(admit("tapped", 1)).unwrap().tapped);
-        assert!(!t.admit(admit("quiet", 2)).unwrap().tapped);
+        let on = |h: &RoomHandle| h.tapped.load(Ordering::Relaxed);
+        let tapped = t.admit(admit("tapped", 1)).unwrap();
+        let quiet = t.admit(admit("quiet", 2)).unwrap();
+        assert!(on(&tapped));
+        assert!(!on(&quiet));
+
+        // A reload moves the tap: open rooms follow at once, and the
+        // members of the rooms that changed are named for their egress.
+        let quiet2 = t.admit(admit("quiet", 3)).unwrap();
+        let mut flipped = t.set_limits(2, 0, Some("quiet".into()));
+        flipped.sort();
+        assert_eq!(
+            flipped,
+            [
+                (tapped.handle, "tapped".to_string(), false),
+                (quiet.handle, "quiet".to_string(), true),
+                (quiet2.handle, "quiet".to_string(), true),
+            ]
+        );
+        assert!(!on(&tapped) && on(&quiet) && on(&quiet2));
+        // Every room, then none; nothing changed: nobody named.
+        assert_eq!(t.set_limits(2, 0, Some("*".into())).len(), 1);
+        assert!(on(&tapped));
+        assert!(t.set_limits(2, 0, Some("*".into())).is_empty());
+        assert_eq!(t.set_limits(2, 0, None).len(), 3);
+        assert!(!on(&tapped) && !on(&quiet));
+        assert!(!on(&t.admit(admit("new", 4)).unwrap()));
+    }
+
+    #[test]
+    fn a_reload_sets_the_room_sizes_for_joins_to_come() {
+        let mut t = table(8, 4, 1);
+        t.admit(admit("g", 1)).unwrap();
+        t.admit(admit("g", 2)).unwrap();
+        // Lowered under the room's size: its members stay, a third is
+        // refused with the new figure.
+        t.set_limits(2, 1, None);
+        assert_eq!(t.room_count(), 1);
+        let full = t.admit(admit("g", 3)).unwrap_err();
+        assert_eq!(full.code, CloseCode::RoomFull);
+        assert!(full.message.contains("takes 1 members"), "{}", full.message);
+        t.set_limits(2, 3, None);
+        t.admit(admit("g", 3)).unwrap();
+        // A call room's size too.
+        t.calls.allow("call-x", vec![fp(1), fp(2), fp(3)]);
+        t.set_limits(1, 3, None);
+        t.admit(admit("call-x", 1)).unwrap();
+        let full = t.admit(admit("call-x", 2)).unwrap_err();
+        assert!(
+            full.message.contains("holds 1 participants"),
+            "{}",
+            full.message
+        );
+        t.set_limits(3, 3, None);
+        t.admit(admit("call-x", 2)).unwrap();
     }
 }

@@ -200,6 +200,38 @@ impl RoomService {
         }
     }
 
+    /// A reload's room-size limits and debug tap filter
+    /// ([`RoomTable::set_limits`]): the rooms whose tap flag changed log
+    /// (or stop logging) their members' packets both ways from now on.
+    pub fn set_limits(
+        &self,
+        services: &Services,
+        call_room_size: usize,
+        max_room_size: usize,
+        tap: Option<String>,
+    ) {
+        let mut st = self.lock();
+        let flipped = st.table.set_limits(call_room_size, max_room_size, tap);
+        for (handle, room, tapped) in flipped {
+            let (Some(io), Some(session)) = (st.io.get(&handle), st.table.session(handle)) else {
+                continue;
+            };
+            let Some(shard) = st.table.shard_of_room(&room) else {
+                continue;
+            };
+            // Re-adding a peer replaces its egress entry (same connection
+            // and counters, the observer as the flag now says).
+            services.media.shard(shard).add_egress(
+                handle,
+                EgressPeer {
+                    conn: io.conn.clone(),
+                    stats: session.stats.clone(),
+                    observer: tapped.then(|| tap_out(&room, handle)),
+                },
+            );
+        }
+    }
+
     /// Rooms with members.
     pub fn room_count(&self) -> usize {
         self.lock().table.room_count()
@@ -362,7 +394,7 @@ async fn read_join(
         room,
         &services.tls_fingerprint,
         now_ms(),
-        services.cfg.join_max_skew_s,
+        services.live.join_max_skew_s.load(Ordering::Relaxed),
     )
     .map_err(|e| bad(e.to_string()))?;
     if let Some(nonce) = room_nonce {
@@ -390,7 +422,7 @@ pub async fn serve_room(
     call: bool,
 ) {
     // One deadline from the handshake for the stream, Hello and Join.
-    let join_timeout = Duration::from_millis(services.cfg.join_timeout_ms);
+    let join_timeout = Duration::from_millis(services.live.join_timeout_ms.load(Ordering::Relaxed));
     let deadline = tokio::time::Instant::now() + join_timeout;
     let remote = conn.remote_address();
     // Media rooms admit only holders of the room secret: the Join carries
@@ -446,10 +478,7 @@ pub async fn serve_room(
             let r = Refusal::new(
                 CloseCode::BadJoin,
                 HangupReason::Timeout,
-                format!(
-                    "no Hello and Join within {} ms",
-                    services.cfg.join_timeout_ms
-                ),
+                format!("no Hello and Join within {} ms", join_timeout.as_millis()),
             );
             refuse(&services, &conn, Some(&mut send), &r, Some(&room)).await;
             return;
@@ -483,13 +512,10 @@ pub async fn serve_room(
                         signal: signal_tx.clone(),
                     },
                 );
-                let observer: Option<Observer> = h.tapped.then(|| {
-                    let room = room.clone();
-                    let handle = h.handle;
-                    Arc::new(move |bytes: &[u8]| {
-                        crate::media::tap("out", &room, handle, bytes, None)
-                    }) as Observer
-                });
+                let observer = h
+                    .tapped
+                    .load(Ordering::Relaxed)
+                    .then(|| tap_out(&room, h.handle));
                 let shard = services.media.shard(h.shard);
                 shard.add_egress(
                     h.handle,
@@ -579,7 +605,7 @@ pub async fn serve_room(
         services.media.shard(h.shard).feed().clone(),
         stats,
         move |bytes| {
-            if tapped {
+            if tapped.load(Ordering::Relaxed) {
                 let fanout = room_size.load(Ordering::Relaxed).saturating_sub(1);
                 crate::media::tap("in", &tap_room, handle, bytes, Some(fanout));
             }
@@ -726,4 +752,10 @@ async fn read_signals(
             }
         }
     }
+}
+
+/// The debug tap's observer of what goes out to `handle` of `room`.
+fn tap_out(room: &str, handle: u32) -> Observer {
+    let room = room.to_string();
+    Arc::new(move |bytes: &[u8]| crate::media::tap("out", &room, handle, bytes, None))
 }

@@ -556,6 +556,13 @@ impl SignalHub {
         }
     }
 
+    /// Calls offered from now on ring at most `d` (a reload of the relay's
+    /// config); calls ringing now keep their deadline.
+    pub fn set_ringing_timeout(&mut self, d: Duration) {
+        self.config.ringing_timeout = d;
+        self.calls.set_ringing_timeout(d);
+    }
+
     /// The voice messages kept here.
     pub fn mail(&self) -> &crate::voicemail::Mailboxes {
         &self.mail

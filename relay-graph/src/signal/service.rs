@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
@@ -40,6 +40,8 @@ enum Cmd {
     },
     Input(Input),
     Query(oneshot::Sender<SignalViews>),
+    /// A reload's ringing timeout ([`SignalHub::set_ringing_timeout`]).
+    RingingTimeout(Duration),
 }
 
 /// What `/presence` and `/calls` show, and the hub's counters.
@@ -315,6 +317,12 @@ impl SignalService {
         self.limited_probes.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Calls offered from now on ring at most `d` (a reload); calls ringing
+    /// now keep the deadline they were given.
+    pub async fn set_ringing_timeout(&self, d: Duration) {
+        let _ = self.tx.send(Cmd::RingingTimeout(d)).await;
+    }
+
     /// The hub's views (presence, calls, counters).
     pub async fn views(&self) -> SignalViews {
         let (tx, rx) = oneshot::channel();
@@ -372,6 +380,7 @@ async fn run_hub(
                 }
                 hub.handle(input, now);
             }
+            Some(Cmd::RingingTimeout(d)) => hub.set_ringing_timeout(d),
             Some(Cmd::Query(reply)) => {
                 let presence = hub
                     .presence()

@@ -34,7 +34,7 @@ struct Cli {
     #[arg(long)]
     listen: Option<SocketAddr>,
     /// HTTP address for /metrics, /healthz, /rooms, /sessions, /stages, /presence,
-    /// /calls, /peers, /route/FP.
+    /// /calls, /peers, /route/FP, /config.
     #[arg(long = "metrics-addr")]
     metrics_addr: Option<SocketAddr>,
     /// Log every media header of one room (its room id, which wzp-client

@@ -252,6 +252,33 @@ pub async fn reload(services: &Services, new: &Config) -> Option<Reloaded> {
     Some(done)
 }
 
+/// The settings in force (`/config`): what the relay started with, with
+/// what reloads applied ([`RELOADED`], [`LIVE`]) from `applied` laid over
+/// it, and the settings of `applied` (the file as last read) that wait for
+/// a restart.
+pub fn in_force(started: &Config, applied: &Config) -> serde_json::Value {
+    let mut now = serde_json::to_value(started).unwrap_or_default();
+    let last = serde_json::to_value(applied).unwrap_or_default();
+    if let (Some(now), Some(last)) = (now.as_object_mut(), last.as_object()) {
+        for k in RELOADED.iter().chain(LIVE.iter()) {
+            match last.get(*k) {
+                Some(v) => now.insert(k.to_string(), v.clone()),
+                None => now.remove(*k),
+            };
+        }
+    }
+    serde_json::json!({
+        "in_force": now,
+        "restart_needed": restart_needed(started, applied),
+    })
+}
+
+/// [`in_force`] of the running relay.
+pub fn view(services: &Services) -> serde_json::Value {
+    let applied = services.applied.lock().unwrap_or_else(|p| p.into_inner());
+    in_force(&services.cfg, &applied.cfg)
+}
+
 /// Applies the settings of [`LIVE`] and opens the event log again.
 async fn apply_settings(services: &Services, new: &Config, done: &mut Reloaded) {
     let previous = {
@@ -331,5 +358,25 @@ mod tests {
         assert_eq!(live_changes(&running, &live), LIVE);
         assert!(live_changes(&running, &moved).is_empty());
         assert!(live_changes(&live, &live).is_empty());
+    }
+
+    #[test]
+    fn the_settings_in_force_are_the_start_with_what_reloads_applied() {
+        let started = parse("max_rooms = 100\nmax_room_size = 4\n");
+        let file = parse(
+            "max_rooms = 7\nmax_room_size = 9\ndebug_tap = \"*\"\n\
+             [[global_rooms]]\nname = \"general\"\n",
+        );
+        let v = in_force(&started, &file);
+        let now = &v["in_force"];
+        assert_eq!(now["max_rooms"], 100, "waits for a restart: {v}");
+        assert_eq!(now["max_room_size"], 9, "{v}");
+        assert_eq!(now["debug_tap"], "*", "{v}");
+        assert_eq!(now["global_rooms"][0]["name"], "general", "{v}");
+        assert_eq!(v["restart_needed"], serde_json::json!(["max_rooms"]));
+        // A setting the file no longer gives is in force as its default.
+        let v = in_force(&file, &started);
+        assert!(v["in_force"]["debug_tap"].is_null(), "{v}");
+        assert_eq!(v["in_force"]["max_rooms"], 7, "{v}");
     }
 }

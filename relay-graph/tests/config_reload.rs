@@ -105,6 +105,17 @@ async fn a_reload_links_a_new_peer_and_cuts_one_taken_out_while_members_stay() {
         line.contains("not applied until a restart: max_rooms"),
         "{line}"
     );
+    let config: serde_json::Value = serde_json::from_str(&a.http_get("/config")).unwrap();
+    assert_eq!(
+        config["in_force"]["max_rooms"], 256,
+        "still the start's: {config}"
+    );
+    assert_eq!(config["restart_needed"], serde_json::json!(["max_rooms"]));
+    assert_eq!(
+        config["in_force"]["peers"],
+        serde_json::json!([]),
+        "{config}"
+    );
     wait_status(&b, "a", 0.0);
     a.wait("A shows no peer b", || status(&a, "b").is_none());
     // B redials (its link was up: within a second) and is refused again.
@@ -297,6 +308,10 @@ async fn a_reload_reopens_a_rotated_event_log_and_applies_room_size_and_tap_to_a
         "{line}"
     );
     assert_eq!(taps(&r, "in") + taps(&r, "out"), 0, "nothing tapped before");
+    let config: serde_json::Value = serde_json::from_str(&r.http_get("/config")).unwrap();
+    assert_eq!(config["in_force"]["debug_tap"], "*", "{config}");
+    assert_eq!(config["in_force"]["max_room_size"], 2, "{config}");
+    assert_eq!(config["restart_needed"], serde_json::json!([]), "{config}");
 
     // The room opened before the reload is tapped both ways now.
     heard(&one, &two).await;

@@ -1,6 +1,6 @@
 //! The relay's HTTP endpoint: Prometheus `/metrics` ([`super::prometheus`]),
 //! `/healthz`, and JSON `/rooms`, `/sessions`, `/stages`, `/presence`,
-//! `/calls`, `/peers` (federation links).
+//! `/calls`, `/peers` (federation links), `/config` (the settings in force).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,6 +30,7 @@ pub async fn serve(
         .route("/presence/{fingerprint}", get(presence_of))
         .route("/calls", get(calls))
         .route("/peers", get(peers))
+        .route("/config", get(config))
         .route("/route/{fingerprint}", get(route_of))
         .with_state(services.clone());
     let listener = super::bounded::BoundedListener::new(listener, services.counters.http.clone());
@@ -65,6 +66,12 @@ async fn healthz(State(s): State<Arc<Services>>) -> axum::response::Response {
         "connections": s.quic.open_connections(),
     });
     (code, Json(body)).into_response()
+}
+
+/// The settings in force, reloads included, and those of the file that
+/// wait for a restart ([`crate::reload::in_force`]).
+async fn config(State(s): State<Arc<Services>>) -> impl IntoResponse {
+    Json(crate::reload::view(&s))
 }
 
 /// Where a user is registered, as the federation sees it: `local`, `peer`

@@ -39,6 +39,9 @@ Examples:
   wzp-client join --relay 203.0.113.7:4433 --room standup --room-secret \"$(cat room.secret)\" --record standup.wav
       Record the call, what you say mixed with what you hear; the others
       see you as `(recording)` in the room's line.
+  wzp-client join --relay 203.0.113.7:4433,198.51.100.9:4433 --room standup --room-secret \"$(cat room.secret)\"
+      Through the first relay that admits the call; if it dies or stops, the call
+      moves to the next (relays that bridge the room: [[global_rooms]] on each).
   wzp-client join --relay 127.0.0.1:4433 --room test --set jb_burst_hold=0ms
       Least delay: hold nothing back to rebuild lost audio (default 60ms); your
       reports say so, and the talkers protect what you hear accordingly.

@@ -324,6 +324,66 @@ fn join_to_an_unreachable_relay_fails_clearly() {
     // Well before the 60 s it was asked to run.
     assert!(took < std::time::Duration::from_secs(30), "took {took:?}");
     println!("gave up after {took:?}");
+
+    // Two relays given, neither there: each is tried, and each is named.
+    let other = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let other = other.local_addr().unwrap().to_string();
+    let out = bin()
+        .args([
+            "join",
+            "--relay",
+            &format!("{addr},{other}"),
+            "--room",
+            "nobody-here",
+        ])
+        .args(["--input", "tone", "--output", "null", "--duration", "60s"])
+        .args(["--identity", dir.join("id").to_str().unwrap()])
+        .args(["--known-relays", dir.join("known").to_str().unwrap()])
+        .args(["--no-realtime", "--quiet"])
+        .output()
+        .unwrap();
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no relay took the call"), "{err}");
+    for a in [&addr, &other] {
+        assert!(
+            err.contains(&format!("\n  {a}: cannot reach the relay")),
+            "{err}"
+        );
+    }
+}
+
+/// Several relays take one pinned fingerprint each, in order, or none.
+#[test]
+fn relay_fingerprints_must_match_the_relays_given() {
+    let fp = ["ab"; 32].join(":");
+    for (relays, fps, says) in [
+        (
+            "127.0.0.1:1,127.0.0.1:2",
+            fp.clone(),
+            "1 --relay-fingerprint for 2 relays",
+        ),
+        (
+            "127.0.0.1:1",
+            format!("{fp},{fp}"),
+            "2 --relay-fingerprint for 1 relays",
+        ),
+        ("127.0.0.1:1,127.0.0.1:1", fp.clone(), "given twice"),
+        (
+            "127.0.0.1:1",
+            "ab:cd".to_string(),
+            "--relay-fingerprint ab:cd",
+        ),
+    ] {
+        let out = bin()
+            .args(["join", "--relay", relays, "--relay-fingerprint", &fps])
+            .args(["--room", "r", "--input", "tone", "--output", "null"])
+            .output()
+            .unwrap();
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(1), "{relays} {fps}: {err}");
+        assert!(err.contains(says), "{relays} {fps}: {err}");
+    }
 }
 
 fn stderr_of(out: &std::process::Output) -> String {

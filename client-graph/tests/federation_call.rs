@@ -1079,3 +1079,106 @@ fn a_busy_phone_hears_of_no_missed_call_when_the_laptop_on_another_relay_takes_i
     phone.kill();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Relays r1 and r2 linked (r1 dials r2), both bridging room `room`.
+fn bridged_pair(dir: &Path, room: &str) -> (Relay, Relay) {
+    let global = format!("[[global_rooms]]\nname = \"{room}\"\n");
+    let fp1 = fingerprint_of(&dir.join("r1.seed"));
+    let r2 = start_relay(
+        dir,
+        "r2",
+        &format!("[[trusted]]\nfingerprint = \"{fp1}\"\nlabel = \"r1\"\n{global}"),
+    );
+    let r1 = start_relay(
+        dir,
+        "r1",
+        &format!(
+            "[[peers]]\naddress = \"{}\"\nfingerprint = \"{}\"\nlabel = \"r2\"\n{global}",
+            r2.addr, r2.fingerprint
+        ),
+    );
+    wait_link_up(&r1, "r2");
+    (r1, r2)
+}
+
+/// `wzp-client join` of `user` to `room` through `relays` in order (each
+/// pinned), sending a tone of `freq` Hz to nobody in particular.
+fn member_of(dir: &Path, user: &str, room: &str, relays: &[&Relay], freq: u32, out: &str) -> Proc {
+    let list = |f: fn(&Relay) -> String| relays.iter().map(|r| f(r)).collect::<Vec<_>>().join(",");
+    let mut cmd = Command::new(bin("wzp-client"));
+    cmd.args(["join", "--room", room])
+        .args(["--relay", &list(|r| r.addr.to_string())])
+        .args(["--relay-fingerprint", &list(|r| r.fingerprint.clone())])
+        .args(["--input", &format!("tone:{freq}"), "--output", out])
+        .args(["--duration", "60s", "--quiet", "--no-realtime"])
+        .args([
+            "--identity",
+            dir.join(format!("{user}.seed")).to_str().unwrap(),
+        ])
+        .args([
+            "--known-relays",
+            dir.join(format!("{user}.known")).to_str().unwrap(),
+        ]);
+    Proc::spawn(user, &mut cmd)
+}
+
+#[test]
+fn a_room_member_whose_relay_dies_goes_on_through_the_next_relay_it_was_given() {
+    let dir = tmp("failover");
+    let room = "failover";
+    let (mut r1, r2) = bridged_pair(&dir, room);
+    let heard = dir.join("bob-heard.wav");
+    // Alice may use either relay, r1 first; bob is on r2 only.
+    let mut alice = member_of(&dir, "alice", room, &[&r1, &r2], 660, "null");
+    let mut bob = member_of(&dir, "bob", room, &[&r2], 440, heard.to_str().unwrap());
+    // (An open room's line names its room id before the relay.)
+    let joined_via = |r: &Relay| format!(") via {} (", r.addr);
+    assert!(alice
+        .expect_line(&joined_via(&r1), WAIT)
+        .contains("joined room failover"));
+    bob.expect_line(&joined_via(&r2), WAIT);
+    let samples = || read_wav_mono(&heard).map_or(0, |w| w.samples.len());
+    // Alice's tone in bob's recording, in a second written after `from`
+    // samples.
+    let alice_heard_after = |from: usize| {
+        wait_for("alice's tone at bob", || {
+            let level = last_second(&heard, 660.0);
+            (samples() >= from + 32_000 && level > -40.0).then_some(level)
+        })
+    };
+    assert!(alice_heard_after(0).is_some(), "bob hears alice through r1");
+
+    // r1 dies: alice's connection goes silent, she moves to r2 and bob
+    // hears her again, now on his own relay.
+    r1.proc.kill();
+    let gone = Instant::now();
+    alice.expect_line(&format!("moving to {}", r2.addr), WAIT);
+    let rejoined = alice.expect_line(&format!("rejoined room {room} after"), WAIT);
+    assert!(
+        rejoined.ends_with(&format!("via {}", r2.addr)),
+        "{rejoined}"
+    );
+    // Both members' media now enters r2 from its own clients.
+    wait_http(&r2, "/sessions", |body| {
+        let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+        v.as_array().is_some_and(|s| {
+            s.len() == 2 && s.iter().all(|m| m["packets_in"].as_u64().unwrap_or(0) > 50)
+        })
+    });
+    assert!(
+        alice_heard_after(samples()).is_some(),
+        "bob hears alice through r2"
+    );
+    println!(
+        "failover: alice heard again {} ms after r1 was killed",
+        gone.elapsed().as_millis()
+    );
+
+    // A member joining now is taken by r2, the first of its list that
+    // answers.
+    let mut carol = member_of(&dir, "carol", room, &[&r1, &r2], 880, "null");
+    carol.expect_line(&joined_via(&r2), WAIT);
+    for p in [&mut alice, &mut bob, &mut carol] {
+        p.kill();
+    }
+}

@@ -166,12 +166,96 @@ pub(crate) async fn sample_path(
     }
 }
 
+/// A relay the call may go through: its name as given, its address, and
+/// how its certificate is checked.
+pub(crate) struct RelayChoice {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub trust: Trust,
+}
+
+/// A QUIC endpoint for each address family the relays need, bound on
+/// first use.
+#[derive(Default)]
+struct Endpoints {
+    v4: Option<quinn::Endpoint>,
+    v6: Option<quinn::Endpoint>,
+}
+
+impl Endpoints {
+    fn for_addr(&mut self, addr: SocketAddr) -> Result<quinn::Endpoint> {
+        let (slot, bind) = if addr.is_ipv4() {
+            (&mut self.v4, "0.0.0.0:0")
+        } else {
+            (&mut self.v6, "[::]:0")
+        };
+        if let Some(e) = slot {
+            return Ok(e.clone());
+        }
+        let e = quic::client_endpoint(bind.parse().expect("a bind address"))?;
+        *slot = Some(e.clone());
+        Ok(e)
+    }
+
+    /// Lets the last closes leave (bounded; see the caller).
+    async fn wait_idle(&self) {
+        for e in self.v4.iter().chain(self.v6.iter()) {
+            let _ = tokio::time::timeout(Duration::from_millis(500), e.wait_idle()).await;
+        }
+    }
+}
+
+/// Which relay of several a call goes through, and what the ones that
+/// could not take it said before it was first admitted.
+struct RelayCursor {
+    at: usize,
+    count: usize,
+    /// Before the first admission: each relay that failed, with why.
+    failed: Vec<String>,
+    /// When the attempts on the current relay began.
+    since: Instant,
+}
+
+impl RelayCursor {
+    fn new(count: usize) -> RelayCursor {
+        RelayCursor {
+            at: 0,
+            count,
+            failed: Vec::new(),
+            since: Instant::now(),
+        }
+    }
+
+    /// Moves to the next relay (round the list).
+    fn advance(&mut self) {
+        self.at = (self.at + 1) % self.count;
+        self.since = Instant::now();
+    }
+
+    /// Before the first admission, relay `name` failed with `why`: the
+    /// error that ends the call when every relay has (the one relay's own
+    /// message when there is one), else `None` and the next is tried.
+    fn give_up(&mut self, name: &str, why: String) -> Option<anyhow::Error> {
+        if self.count == 1 {
+            return Some(anyhow::anyhow!(why));
+        }
+        self.failed.push(format!("{name}: {why}"));
+        if self.failed.len() >= self.count {
+            return Some(anyhow::anyhow!(
+                "no relay took the call:\n  {}",
+                self.failed.join("\n  ")
+            ));
+        }
+        self.advance();
+        None
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn connection_loop(
     opts: &CallOptions,
     identity: &Identity,
-    addr: SocketAddr,
-    mut trust: Trust,
+    mut relays: Vec<RelayChoice>,
     known: &mut KnownRelays,
     feed: Arc<quic::IngressFeed>,
     route: Arc<Route>,
@@ -180,14 +264,13 @@ pub(crate) async fn connection_loop(
     mut telemetry: tokio::sync::mpsc::Receiver<Telemetry>,
     mut room_state: RoomState,
 ) -> Result<u32> {
-    let bind: SocketAddr = if addr.is_ipv4() {
-        "0.0.0.0:0"
-    } else {
-        "[::]:0"
+    if relays.is_empty() {
+        bail!("no relay to call through");
     }
-    .parse()
-    .expect("a bind address");
-    let endpoint = quic::client_endpoint(bind)?;
+    let mut endpoints = Endpoints::default();
+    let mut cursor = RelayCursor::new(relays.len());
+    // The relay of the last admission (a rejoin through another says so).
+    let mut admitted_at: Option<usize> = None;
     // A media room's server name is the hash of its admission key, which
     // only holders of the room secret can derive; the Join proves it over
     // each connection's nonce. A direct call's room is admitted by the
@@ -207,8 +290,15 @@ pub(crate) async fn connection_loop(
     let mut lost_at: Option<Instant> = None;
     let mut backoff = Duration::from_millis(100);
     let finished = || done.load(Ordering::Relaxed) || opts.stop.load(Ordering::Relaxed);
-    let started = Instant::now();
     while !finished() {
+        let at = cursor.at;
+        let RelayChoice {
+            name: relay_name,
+            addr,
+            trust,
+        } = &mut relays[at];
+        let (relay_name, addr) = (relay_name.clone(), *addr);
+        let endpoint = endpoints.for_addr(addr)?;
         let dial = trust.dial()?;
         let connecting = match endpoint.connect_with(dial.config.clone(), addr, &sni) {
             Ok(c) => c,
@@ -229,28 +319,56 @@ pub(crate) async fn connection_loop(
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
                 let text = e.to_string();
-                if let Some(e) = trust.pin_mismatch(&opts.relay, known, &text) {
-                    return Err(e);
+                if let Some(e) = trust.pin_mismatch(&relay_name, known, &text) {
+                    // Never through a relay that is not the one pinned;
+                    // another of the list may take the call.
+                    if joins > 0 && cursor.count > 1 {
+                        println!("{}{e}; moving to the next relay", opts.label);
+                        cursor.advance();
+                        continue;
+                    }
+                    match cursor.give_up(&relay_name, e.to_string()) {
+                        Some(e) => return Err(e),
+                        None => continue,
+                    }
                 }
-                if joins == 0 && started.elapsed() >= FIRST_CONTACT {
-                    bail!(
-                        "cannot reach the relay at {} ({addr}): {text}; check the address and that the relay runs",
-                        opts.relay
+                if joins == 0 && cursor.since.elapsed() >= FIRST_CONTACT {
+                    let why = format!(
+                        "cannot reach the relay at {relay_name} ({addr}): {text}; check the address and that the relay runs"
                     );
+                    match cursor.give_up(&relay_name, why) {
+                        Some(e) => return Err(e),
+                        None => continue,
+                    }
                 }
                 tracing::debug!("connecting to {addr}: {text}");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_millis(500));
+                if joins > 0 && cursor.count > 1 {
+                    cursor.advance();
+                }
                 continue;
             }
             Err(_) => {
                 if joins == 0 {
-                    bail!(
-                        "cannot reach the relay at {} ({addr}): no QUIC handshake within {} s; \
+                    let why = format!(
+                        "cannot reach the relay at {relay_name} ({addr}): no QUIC handshake within {} s; \
                          check the address and that the relay runs",
-                        opts.relay,
                         HANDSHAKE.as_secs()
                     );
+                    match cursor.give_up(&relay_name, why) {
+                        Some(e) => return Err(e),
+                        None => continue,
+                    }
+                }
+                if cursor.count > 1 {
+                    println!(
+                        "{}relay {relay_name} does not answer; moving to {}",
+                        opts.label,
+                        relays[(at + 1) % relays.len()].name
+                    );
+                    cursor.advance();
+                    continue;
                 }
                 tokio::time::sleep(backoff).await;
                 continue;
@@ -258,7 +376,7 @@ pub(crate) async fn connection_loop(
         };
         let label = opts.label.clone();
         let relay_fp =
-            trust.confirm(&dial, &opts.relay, known, |line| println!("{label}{line}"))?;
+            trust.confirm(&dial, &relay_name, known, |line| println!("{label}{line}"))?;
         backoff = Duration::from_millis(100);
         let (mut send, recv) = match conn.open_bi().await {
             Ok(s) => s,
@@ -345,23 +463,31 @@ pub(crate) async fn connection_loop(
                             path_live.clone(),
                             move || !on_relay.direct_up(),
                         )));
+                        cursor.failed.clear();
+                        let moved = admitted_at.is_some_and(|a| a != at);
+                        admitted_at = Some(at);
                         match lost_at.take() {
                             Some(t) => println!(
-                                "{}rejoined room {} after {} ms",
+                                "{}rejoined room {} after {} ms{}",
                                 opts.label,
                                 opts.room,
-                                t.elapsed().as_millis()
+                                t.elapsed().as_millis(),
+                                if moved {
+                                    format!(" via {relay_name}")
+                                } else {
+                                    String::new()
+                                }
                             ),
                             // The room id is what a relay operator bridges
                             // a room with a secret by (`[[global_rooms]]`)
                             // and taps it by: the relay never sees the name.
                             None if room_key.is_some() => println!(
                                 "{}joined room {} (room id {}) via {} ({} in the room)",
-                                opts.label, opts.room, sni, opts.relay, count
+                                opts.label, opts.room, sni, relay_name, count
                             ),
                             None => println!(
                                 "{}joined room {} via {} ({} in the room)",
-                                opts.label, opts.room, opts.relay, count
+                                opts.label, opts.room, relay_name, count
                             ),
                         }
                         // Who is there, as the join found them.
@@ -447,14 +573,37 @@ pub(crate) async fn connection_loop(
             }
             None => None,
         };
+        let next = (cursor.count > 1).then(|| relays[(at + 1) % relays.len()].name.clone());
+        // Refused: the next relay of several is asked (the call ends when
+        // each has refused or failed before any admitted it).
+        let refused = |cursor: &mut RelayCursor, why: String| -> Result<()> {
+            if joins == 0 {
+                return match cursor.give_up(&relay_name, why) {
+                    Some(e) => Err(e),
+                    None => Ok(()),
+                };
+            }
+            match &next {
+                Some(n) => {
+                    println!("{}{why}; moving to {n}", opts.label);
+                    cursor.advance();
+                    Ok(())
+                }
+                None => Err(anyhow::anyhow!(why)),
+            }
+        };
         if let Some(reason) = closed {
             let peer = quic::peer_close(&reason);
             if let Some((code, text)) = &peer {
                 if code.is_refusal() && !admitted {
-                    bail!(
-                        "the relay refused to let us into `{}`: {text} ({code})",
-                        opts.room
-                    );
+                    refused(
+                        &mut cursor,
+                        format!(
+                            "the relay refused to let us into `{}`: {text} ({code})",
+                            opts.room
+                        ),
+                    )?;
+                    continue;
                 }
             }
             match peer {
@@ -470,32 +619,52 @@ pub(crate) async fn connection_loop(
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                     if !finished() {
-                        println!(
-                            "{}relay {} ended the session: {text}",
-                            opts.label, opts.relay
-                        );
+                        println!("{}relay {relay_name} ended the session: {text}", opts.label);
                     }
                     break;
                 }
                 // The relay is stopping (or restarting): try again at once,
-                // with no backoff, so the call is back as soon as it is.
+                // with no backoff, so the call is back as soon as it is;
+                // with several relays, through the next (up now).
                 Some((CloseCode::Shutdown, text)) => {
                     backoff = Duration::from_millis(100);
-                    println!(
-                        "{}relay {} closed the connection: {text} ({}); reconnecting at once",
-                        opts.label,
-                        opts.relay,
-                        CloseCode::Shutdown
-                    );
+                    match &next {
+                        Some(n) => {
+                            println!(
+                                "{}relay {relay_name} closed the connection: {text} ({}); moving to {n}",
+                                opts.label,
+                                CloseCode::Shutdown
+                            );
+                            cursor.advance();
+                        }
+                        None => println!(
+                            "{}relay {relay_name} closed the connection: {text} ({}); reconnecting at once",
+                            opts.label,
+                            CloseCode::Shutdown
+                        ),
+                    }
                 }
-                _ => println!(
-                    "{}connection to {} lost ({reason}); reconnecting",
-                    opts.label, opts.relay
-                ),
+                _ => match &next {
+                    Some(n) if admitted => {
+                        println!(
+                            "{}connection to {relay_name} lost ({reason}); moving to {n}",
+                            opts.label
+                        );
+                        cursor.advance();
+                    }
+                    _ => println!(
+                        "{}connection to {relay_name} lost ({reason}); reconnecting",
+                        opts.label
+                    ),
+                },
             }
         } else if let Some(why) = refusal {
             if !admitted {
-                bail!("the relay refused to let us into `{}`: {why}", opts.room);
+                refused(
+                    &mut cursor,
+                    format!("the relay refused to let us into `{}`: {why}", opts.room),
+                )?;
+                continue;
             }
         }
         lost_at.get_or_insert_with(Instant::now);
@@ -503,7 +672,7 @@ pub(crate) async fn connection_loop(
     // Lets the last close leave; bounded, because an attempt abandoned
     // mid-handshake to a relay that is gone drains for three probe
     // timeouts (seconds), and the caller waits for this task only so long.
-    let _ = tokio::time::timeout(Duration::from_millis(500), endpoint.wait_idle()).await;
+    endpoints.wait_idle().await;
     Ok(joins)
 }
 
@@ -603,5 +772,31 @@ impl TelemetrySampler {
             jitter_ms,
             direct: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_relay_fails_with_its_own_message_and_several_fail_when_each_has() {
+        let mut one = RelayCursor::new(1);
+        let e = one.give_up("a:1", "cannot reach the relay at a:1".into());
+        assert_eq!(e.unwrap().to_string(), "cannot reach the relay at a:1");
+
+        let mut three = RelayCursor::new(3);
+        assert!(three.give_up("a:1", "down".into()).is_none());
+        assert_eq!(three.at, 1, "the next is tried");
+        assert!(three.give_up("b:2", "refused".into()).is_none());
+        assert_eq!(three.at, 2);
+        let e = three.give_up("c:3", "wrong certificate".into()).unwrap();
+        assert_eq!(
+            e.to_string(),
+            "no relay took the call:\n  a:1: down\n  b:2: refused\n  c:3: wrong certificate"
+        );
+        // Past the last, the list starts over (a call that lost its relay).
+        three.advance();
+        assert_eq!(three.at, 0);
     }
 }

@@ -9,7 +9,6 @@ pub mod roster;
 pub mod top;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -38,6 +37,11 @@ pub struct CallOptions {
     pub alias: Option<String>,
     pub identity: PathBuf,
     pub relay_fingerprint: Option<TlsFingerprint>,
+    /// Relays to move to, in order, when `relay` cannot be reached, refuses
+    /// the room, or goes away mid-call (each with its pinned fingerprint,
+    /// if given): relays that bridge the room (`[[global_rooms]]`), so the
+    /// room is the same one through any of them. Empty: `relay` only.
+    pub more_relays: Vec<(String, Option<TlsFingerprint>)>,
     pub known_relays: PathBuf,
     pub graph: Option<PathBuf>,
     pub sets: BTreeMap<String, String>,
@@ -212,9 +216,17 @@ pub fn run_call(mut opts: CallOptions) -> Result<CallOutcome> {
     let seed = Seed::load_or_create(&opts.identity)
         .map_err(|e| anyhow!("identity {}: {e}", opts.identity.display()))?;
     let identity = seed.identity();
-    let addr: SocketAddr = crate::signal::relay_addr(&opts.relay)?;
     let mut known = KnownRelays::load(&opts.known_relays)?;
-    let trust = Trust::for_relay(&opts.relay, opts.relay_fingerprint, &mut known)?;
+    let mut relays = Vec::new();
+    for (name, pinned) in std::iter::once((&opts.relay, opts.relay_fingerprint))
+        .chain(opts.more_relays.iter().map(|(n, f)| (n, *f)))
+    {
+        relays.push(media::RelayChoice {
+            addr: crate::signal::relay_addr(name)?,
+            trust: Trust::for_relay(name, pinned, &mut known)?,
+            name: name.clone(),
+        });
+    }
 
     let mut spec = match &opts.direct {
         None => call_spec(&opts, &room_secret(&opts))?,
@@ -372,8 +384,7 @@ pub fn run_call(mut opts: CallOptions) -> Result<CallOutcome> {
             media::connection_loop(
                 &opts,
                 &identity,
-                addr,
-                trust,
+                relays,
                 &mut known,
                 feed,
                 route,
@@ -617,6 +628,7 @@ mod tests {
             alias: None,
             identity: PathBuf::from("/nonexistent"),
             relay_fingerprint: None,
+            more_relays: Vec::new(),
             known_relays: PathBuf::from("/nonexistent"),
             graph: None,
             sets: sets

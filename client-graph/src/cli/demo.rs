@@ -88,6 +88,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         alias: Some(name.into()),
         identity: dir.join(format!("{name}.seed")),
         relay_fingerprint: Some(cert.tls_fingerprint()),
+        more_relays: Vec::new(),
         known_relays: dir.join("known_relays"),
         graph: None,
         sets: BTreeMap::new(),

@@ -955,6 +955,7 @@ fn direct_options(
         alias: media.alias.clone(),
         identity: relay.identity.clone(),
         relay_fingerprint: relay.relay_fingerprint,
+        more_relays: Vec::new(),
         known_relays: relay.known_relays.clone(),
         graph: None,
         sets: parse_sets(&media.set)?,

@@ -11,9 +11,12 @@ use crate::trust::or_home;
 
 #[derive(clap::Args)]
 pub struct JoinArgs {
-    /// Relay address, HOST:PORT [default: $WZP_RELAY].
-    #[arg(long)]
-    pub relay: Option<String>,
+    /// Relay address, HOST:PORT [default: $WZP_RELAY]. Give several
+    /// (`--relay A --relay B`, or `A,B`) of relays that bridge the room
+    /// (`[[global_rooms]]`): the call goes through the first that takes it,
+    /// and moves to the next when its relay stops or goes silent.
+    #[arg(long, value_delimiter = ',')]
+    pub relay: Vec<String>,
     /// Room name (the relay only ever sees its hash).
     #[arg(long)]
     pub room: String,
@@ -41,8 +44,9 @@ pub struct JoinArgs {
     pub identity: Option<PathBuf>,
     /// The relay's TLS fingerprint to pin. Without it, the fingerprint seen on
     /// first contact is recorded in the known-relays file and pinned after.
-    #[arg(long)]
-    pub relay_fingerprint: Option<String>,
+    /// With several relays, one per relay in the same order, or none.
+    #[arg(long, value_delimiter = ',')]
+    pub relay_fingerprint: Vec<String>,
     /// Known-relays file. Default ~/.wzp/known_relays.
     #[arg(long)]
     pub known_relays: Option<PathBuf>,
@@ -88,15 +92,32 @@ pub fn join_cmd(args: JoinArgs) -> Result<()> {
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())
         .context("installing SIGTERM handler")?;
     let controls = std::sync::Arc::new(call::controls::Controls::new(args.muted, false)?);
-    let relay_fingerprint = match &args.relay_fingerprint {
-        Some(f) => Some(
+    let mut relays = super::relay_addresses(&args.relay)?.into_iter();
+    let fingerprints = args
+        .relay_fingerprint
+        .iter()
+        .map(|f| {
             f.parse()
-                .map_err(|e| anyhow!("--relay-fingerprint {f}: {e}"))?,
-        ),
-        None => None,
-    };
+                .map_err(|e| anyhow!("--relay-fingerprint {f}: {e}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let count = relays.len();
+    if !fingerprints.is_empty() && fingerprints.len() != count {
+        anyhow::bail!(
+            "{} --relay-fingerprint for {count} relays: give one per --relay, in the same order, or none \
+             (each relay is then pinned on first use)",
+            fingerprints.len()
+        );
+    }
+    let mut fingerprints = fingerprints
+        .into_iter()
+        .map(Some)
+        .chain(std::iter::repeat(None));
+    let relay = relays.next().expect("relay_addresses gives at least one");
+    let relay_fingerprint = fingerprints.next().flatten();
+    let more_relays: Vec<_> = relays.zip(fingerprints).collect();
     let opts = CallOptions {
-        relay: super::relay_address(args.relay.as_deref())?,
+        relay,
         room: args.room,
         room_secret: args.room_secret,
         input: args.input,
@@ -105,6 +126,7 @@ pub fn join_cmd(args: JoinArgs) -> Result<()> {
         alias: args.alias,
         identity: or_home(args.identity, "identity")?,
         relay_fingerprint,
+        more_relays,
         known_relays: or_home(args.known_relays, "known_relays")?,
         graph: args.graph,
         sets: parse_sets(&args.set)?,
@@ -122,7 +144,10 @@ pub fn join_cmd(args: JoinArgs) -> Result<()> {
     if let Some(p) = &args.stats_json {
         super::check_writable("--stats-json", p)?;
     }
-    let relay = opts.relay.clone();
+    let relay = std::iter::once(opts.relay.clone())
+        .chain(opts.more_relays.iter().map(|(r, _)| r.clone()))
+        .collect::<Vec<_>>()
+        .join(", ");
     let outcome = call::run_call(opts)?;
     finish_report(
         &outcome.report,

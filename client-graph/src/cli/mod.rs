@@ -55,6 +55,33 @@ pub fn relay_address(given: Option<&str>) -> Result<String> {
     }
 }
 
+/// The relays given with `--relay` (each may list several, `A,B`), else
+/// those of `WZP_RELAY` (`HOST:PORT`, or several separated by commas), in
+/// order; at least one, none given twice.
+pub fn relay_addresses(given: &[String]) -> Result<Vec<String>> {
+    let from_env;
+    let listed: Vec<&str> = if given.is_empty() {
+        from_env = relay_address(None)?;
+        from_env.split(',').collect()
+    } else {
+        given.iter().map(String::as_str).collect()
+    };
+    let mut relays: Vec<String> = Vec::new();
+    for r in listed.iter().map(|r| r.trim()) {
+        if r.is_empty() {
+            bail!("an empty relay address in the list: give HOST:PORT, or several as A,B");
+        }
+        if relays.iter().any(|x| x == r) {
+            bail!("relay {r} is given twice");
+        }
+        relays.push(r.to_string());
+    }
+    if relays.is_empty() {
+        bail!("no relay: give --relay HOST:PORT, or set WZP_RELAY=HOST:PORT in the environment");
+    }
+    Ok(relays)
+}
+
 pub fn parse_duration_arg(s: &str) -> Result<Duration, String> {
     wzp_engine::params::parse_duration_flag(s)
 }
@@ -127,4 +154,31 @@ pub fn check_writable(flag: &str, path: &std::path::Path) -> Result<()> {
         let _ = std::fs::remove_file(path);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn given(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn relay_lists_keep_their_order_and_bad_ones_are_refused() {
+        assert_eq!(relay_addresses(&given(&["a:1"])).unwrap(), ["a:1"]);
+        // clap splits `A,B`; spaces around an entry go.
+        assert_eq!(
+            relay_addresses(&given(&["b:2", " a:1"])).unwrap(),
+            ["b:2", "a:1"]
+        );
+        for (bad, says) in [
+            (&["a:1", "a:1"][..], "given twice"),
+            (&["a:1", ""][..], "empty relay address"),
+            (&[" "][..], "empty relay address"),
+        ] {
+            let e = relay_addresses(&given(bad)).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad:?}: {e}");
+        }
+    }
 }

@@ -384,6 +384,25 @@ fn relay_fingerprints_must_match_the_relays_given() {
         assert_eq!(out.status.code(), Some(1), "{relays} {fps}: {err}");
         assert!(err.contains(says), "{relays} {fps}: {err}");
     }
+    // `listen` takes several too; commands that go through one say so.
+    let out = bin()
+        .args(["listen", "--relay", "127.0.0.1:1,127.0.0.1:2"])
+        .args(["--relay-fingerprint", &fp])
+        .output()
+        .unwrap();
+    assert!(stderr_of(&out).contains("1 --relay-fingerprint for 2 relays"));
+    let dir = tmp("one-relay");
+    let out = bin()
+        .args(["messages", "--relay", "127.0.0.1:1,127.0.0.1:2"])
+        .args(["--identity", dir.join("id").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("2 relays given: this command goes through one"),
+        "{err}"
+    );
 }
 
 fn stderr_of(out: &std::process::Output) -> String {

@@ -1182,3 +1182,51 @@ fn a_room_member_whose_relay_dies_goes_on_through_the_next_relay_it_was_given() 
         p.kill();
     }
 }
+
+#[test]
+fn a_listener_whose_relay_dies_registers_at_the_next_it_was_given_and_is_called_there() {
+    let dir = tmp("listen-failover");
+    voices(&dir);
+    let (mut r1, r2) = bridged_pair(&dir, "unused");
+    let both = |f: fn(&Relay) -> String| format!("{},{}", f(&r1), f(&r2));
+    let mut cmd = Command::new(bin("wzp-client"));
+    cmd.args(["listen", "--accept", "generic", "--once"])
+        .args(["--relay", &both(|r| r.addr.to_string())])
+        .args(["--relay-fingerprint", &both(|r| r.fingerprint.clone())])
+        .args([
+            "--input",
+            "tone:440",
+            "--output",
+            "null",
+            "--duration",
+            "3s",
+        ])
+        .args(["--no-realtime"]);
+    for (flag, file) in [
+        ("--identity", "bob.seed"),
+        ("--known-relays", "bob.known"),
+        ("--history", "bob.history.jsonl"),
+    ] {
+        cmd.args([flag, dir.join(file).to_str().unwrap()]);
+    }
+    let mut bob = Proc::spawn("bob", &mut cmd);
+    let line = bob.expect_line("registered as ", WAIT);
+    assert!(line.contains(&format!(" at {} (", r1.addr)), "{line}");
+    let fp = line.split_whitespace().nth(2).unwrap().to_string();
+
+    // r1 dies: bob registers at r2, where alice's call finds him.
+    r1.proc.kill();
+    bob.expect_line(
+        &format!("lost the relay at {}; registering at {}", r1.addr, r2.addr),
+        WAIT,
+    );
+    bob.expect_line(&format!("registered again as {fp} at {} (", r2.addr), WAIT);
+    let mut alice = alice_calls(&dir, &r2, &fp, "3s");
+    assert_eq!(
+        sas(&mut alice),
+        sas(&mut bob),
+        "both ends agree on the keys"
+    );
+    assert!(alice.exit(WAIT).success());
+    assert!(bob.exit(WAIT).success());
+}

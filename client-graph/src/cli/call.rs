@@ -427,6 +427,7 @@ pub fn call_cmd(args: CallArgs) -> Result<i32> {
             device,
             // The line ends with its last call: `call` waits for no one.
             idle_exit: true,
+            next_relay: None,
         };
         let ran = run_line(&cx, &mut sig, state).await;
         sig.close().await;

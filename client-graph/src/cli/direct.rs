@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 use wzp_proto::direct_call::{CallEvent, CallReady, IncomingCall, OutgoingCall};
 use wzp_proto::direct_path::Role;
 use wzp_proto::path_addrs::PathAddrs;
@@ -35,36 +35,56 @@ pub const EXIT_FAILED: i32 = 7;
 /// Which relay, and who we are.
 #[derive(clap::Args, Clone, Debug)]
 pub struct RelayArgs {
-    /// Relay address, HOST:PORT [default: $WZP_RELAY].
-    #[arg(long)]
-    pub relay: Option<String>,
+    /// Relay address, HOST:PORT [default: $WZP_RELAY]. `listen` takes
+    /// several (`--relay A,B`, or repeated) of federated relays: it
+    /// registers at the first that answers, and at the next when its relay
+    /// goes away.
+    #[arg(long, value_delimiter = ',')]
+    pub relay: Vec<String>,
     /// Identity seed file (created on first use, mode 0600). Default ~/.wzp/identity.
     #[arg(long)]
     pub identity: Option<PathBuf>,
     /// The relay's TLS fingerprint to pin. Without it, the fingerprint seen on
     /// first contact is recorded in the known-relays file and pinned after.
-    #[arg(long)]
-    pub relay_fingerprint: Option<String>,
+    /// With several relays, one per relay in the same order, or none.
+    #[arg(long, value_delimiter = ',')]
+    pub relay_fingerprint: Vec<String>,
     /// Known-relays file. Default ~/.wzp/known_relays.
     #[arg(long)]
     pub known_relays: Option<PathBuf>,
 }
 
 impl RelayArgs {
+    /// The one relay of a command that goes through one (an error naming
+    /// the command when several are given).
     pub fn options(&self) -> Result<RelayOptions> {
-        let relay_fingerprint = match &self.relay_fingerprint {
-            Some(f) => Some(
-                f.parse()
-                    .map_err(|e| anyhow!("--relay-fingerprint {f}: {e}"))?,
-            ),
-            None => None,
-        };
-        Ok(RelayOptions {
-            relay: super::relay_address(self.relay.as_deref())?,
-            identity: or_home(self.identity.clone(), "identity")?,
-            relay_fingerprint,
-            known_relays: or_home(self.known_relays.clone(), "known_relays")?,
-        })
+        let mut all = self.all_options()?;
+        if all.len() > 1 {
+            bail!(
+                "{} relays given: this command goes through one (`join` and `listen` take several)",
+                all.len()
+            );
+        }
+        Ok(all.remove(0))
+    }
+
+    /// Every relay given, in order, each with its pinned fingerprint (at
+    /// least one).
+    pub fn all_options(&self) -> Result<Vec<RelayOptions>> {
+        let relays = super::relay_addresses(&self.relay)?;
+        let fingerprints = super::relay_fingerprints(&self.relay_fingerprint, relays.len())?;
+        let identity = or_home(self.identity.clone(), "identity")?;
+        let known_relays = or_home(self.known_relays.clone(), "known_relays")?;
+        Ok(relays
+            .into_iter()
+            .zip(fingerprints)
+            .map(|(relay, relay_fingerprint)| RelayOptions {
+                relay,
+                identity: identity.clone(),
+                relay_fingerprint,
+                known_relays: known_relays.clone(),
+            })
+            .collect())
     }
 }
 

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 
 use super::{finish_report, parse_duration_arg, parse_sets};
 use crate::call::{self, CallOptions};
@@ -93,26 +93,8 @@ pub fn join_cmd(args: JoinArgs) -> Result<()> {
         .context("installing SIGTERM handler")?;
     let controls = std::sync::Arc::new(call::controls::Controls::new(args.muted, false)?);
     let mut relays = super::relay_addresses(&args.relay)?.into_iter();
-    let fingerprints = args
-        .relay_fingerprint
-        .iter()
-        .map(|f| {
-            f.parse()
-                .map_err(|e| anyhow!("--relay-fingerprint {f}: {e}"))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let count = relays.len();
-    if !fingerprints.is_empty() && fingerprints.len() != count {
-        anyhow::bail!(
-            "{} --relay-fingerprint for {count} relays: give one per --relay, in the same order, or none \
-             (each relay is then pinned on first use)",
-            fingerprints.len()
-        );
-    }
-    let mut fingerprints = fingerprints
-        .into_iter()
-        .map(Some)
-        .chain(std::iter::repeat(None));
+    let mut fingerprints =
+        super::relay_fingerprints(&args.relay_fingerprint, relays.len())?.into_iter();
     let relay = relays.next().expect("relay_addresses gives at least one");
     let relay_fingerprint = fingerprints.next().flatten();
     let more_relays: Vec<_> = relays.zip(fingerprints).collect();

@@ -56,12 +56,16 @@ Examples:
       send a WAV, record the caller, end after 10 s and exit.
   wzp-client listen --relay 127.0.0.1:4433 --accept reject
       Decline every call.
+  wzp-client listen --relay 203.0.113.7:4433,198.51.100.9:4433
+      Register at the first of two federated relays that answers; when it
+      goes away, at the other (calls find you through the federation).
 
 Each offer is printed with the caller's fingerprint and alias, and whether
 it is a contact (an alias that is a contact's name on another fingerprint is
 warned about: the alias is the caller's claim, the fingerprint is proven); an
 answered call prints `SAS: CODE` (the caller prints the same code). When the relay
-goes away, listen registers again as soon as it is back.";
+goes away, listen registers again as soon as it is back, or at the next
+relay given (`--relay A,B`).";
 
 /// How to answer offers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -118,9 +122,9 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
     let contacts_path = super::contacts::contacts_path(args.contacts.clone())?;
     // A broken file is said at once, not at the first call.
     Contacts::load(&contacts_path)?;
-    let relay = args.relay.options()?;
-    let identity = relay.identity()?;
-    let device = crate::device::load_or_create(&relay.identity)?;
+    let relays = args.relay.all_options()?;
+    let identity = relays[0].identity()?;
+    let device = crate::device::load_or_create(&relays[0].identity)?;
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())
         .context("installing SIGINT handler")?;
@@ -146,12 +150,34 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
     rt.block_on(async move {
         let mut registered_once = false;
         let mut backoff = Duration::from_millis(100);
+        // Which relay of the list, and (before the first registration)
+        // what each that could not take it said.
+        let mut at = 0usize;
+        let mut failed: Vec<String> = Vec::new();
+        let count = relays.len();
+        let mut first_failed = |at: &mut usize, e: anyhow::Error| -> Result<()> {
+            if count == 1 {
+                return Err(e);
+            }
+            failed.push(format!("{}: {e}", relays[*at].relay));
+            if failed.len() >= count {
+                anyhow::bail!("no relay took the registration:\n  {}", failed.join("\n  "));
+            }
+            *at = (*at + 1) % count;
+            Ok(())
+        };
         while !stop.load(Ordering::Relaxed) {
-            let (mut sig, relay_fp) = match SignalConn::open(&relay).await {
+            let relay = &relays[at];
+            let (mut sig, relay_fp) = match SignalConn::open(relay).await {
                 Ok(s) => s,
                 Err(ConnectError::Unreachable { .. }) if registered_once => {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_millis(500));
+                    at = (at + 1) % count;
+                    continue;
+                }
+                Err(e) if !registered_once => {
+                    first_failed(&mut at, e.into())?;
                     continue;
                 }
                 Err(e) => return Err(e.into()),
@@ -175,9 +201,13 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                 Err(e) if registered_once => {
                     tracing::debug!("registering again: {e}");
                     tokio::time::sleep(backoff).await;
+                    at = (at + 1) % count;
                     continue;
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    first_failed(&mut at, e)?;
+                    continue;
+                }
             };
             backoff = Duration::from_millis(100);
             println!(
@@ -202,7 +232,7 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
             }
             registered_once = true;
             let cx = LineCtx {
-                relay: &relay,
+                relay,
                 identity: &identity,
                 media: &args.media,
                 accept,
@@ -216,13 +246,17 @@ pub fn listen_cmd(args: ListenArgs) -> Result<()> {
                 observed_addr: reg.observed_addr,
                 device,
                 idle_exit: false,
+                next_relay: (count > 1).then(|| relays[(at + 1) % count].relay.clone()),
             };
             match run_line(&cx, &mut sig, LineState::default()).await? {
                 LineEnd::Done => {
                     sig.close().await;
                     return Ok(());
                 }
-                LineEnd::SignalLost => continue,
+                LineEnd::SignalLost => {
+                    at = (at + 1) % count;
+                    continue;
+                }
             }
         }
         Ok(())
@@ -248,6 +282,23 @@ pub(super) struct LineCtx<'a> {
     /// With no call left, end rather than wait for the next offer (`call`:
     /// its calls are over).
     pub idle_exit: bool,
+    /// The relay to register at when this one goes away (`listen` given
+    /// several); none: this one again when it is back.
+    pub next_relay: Option<String>,
+}
+
+/// What a line says when its relay went away.
+fn lost_relay(cx: &LineCtx<'_>) -> String {
+    match &cx.next_relay {
+        Some(next) => format!(
+            "lost the relay at {}; registering at {next}",
+            cx.relay.relay
+        ),
+        None => format!(
+            "lost the relay at {}; registering again when it is back",
+            cx.relay.relay
+        ),
+    }
 }
 
 /// The calls a line has besides the one in progress.
@@ -387,10 +438,7 @@ pub(super) async fn run_line(
                     Ok(Some(m)) => m,
                     Ok(None) | Err(_) => {
                         replaced(sig, &cx.relay.relay, cx.device, &cx.relay.identity)?;
-                        println!(
-                            "lost the relay at {}; registering again when it is back",
-                            cx.relay.relay
-                        );
+                        println!("{}", lost_relay(cx));
                         return Ok(LineEnd::SignalLost);
                     }
                 };
@@ -530,10 +578,7 @@ pub(super) async fn run_line(
                 Rang::SignalLost => {
                     record(Outcome::Failed, 0);
                     replaced(sig, &cx.relay.relay, cx.device, &cx.relay.identity)?;
-                    println!(
-                        "lost the relay at {}; registering again when it is back",
-                        cx.relay.relay
-                    );
+                    println!("{}", lost_relay(cx));
                     return Ok(LineEnd::SignalLost);
                 }
             }

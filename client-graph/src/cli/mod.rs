@@ -82,6 +82,33 @@ pub fn relay_addresses(given: &[String]) -> Result<Vec<String>> {
     Ok(relays)
 }
 
+/// The `--relay-fingerprint`s given for `count` relays: one per relay in
+/// the same order, or none (each then pinned on first use).
+pub fn relay_fingerprints(
+    given: &[String],
+    count: usize,
+) -> Result<Vec<Option<wzp_proto::TlsFingerprint>>> {
+    let parsed = given
+        .iter()
+        .map(|f| {
+            f.parse()
+                .map(Some)
+                .map_err(|e| anyhow::anyhow!("--relay-fingerprint {f}: {e}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if parsed.is_empty() {
+        return Ok(vec![None; count]);
+    }
+    if parsed.len() != count {
+        bail!(
+            "{} --relay-fingerprint for {count} relays: give one per --relay, in the same order, or none \
+             (each relay is then pinned on first use)",
+            parsed.len()
+        );
+    }
+    Ok(parsed)
+}
+
 pub fn parse_duration_arg(s: &str) -> Result<Duration, String> {
     wzp_engine::params::parse_duration_flag(s)
 }

@@ -193,9 +193,9 @@ fn nat_line(
 
 pub fn version_cmd(args: VersionArgs) -> Result<()> {
     let relay = RelayArgs {
-        relay: Some(args.addr.clone()),
+        relay: vec![args.addr.clone()],
         identity: args.identity,
-        relay_fingerprint: args.relay_fingerprint,
+        relay_fingerprint: args.relay_fingerprint.into_iter().collect(),
         known_relays: args.known_relays,
     }
     .options()?;

@@ -1152,7 +1152,12 @@ fn a_room_member_whose_relay_dies_goes_on_through_the_next_relay_it_was_given() 
     // hears her again, now on his own relay.
     r1.proc.kill();
     let gone = Instant::now();
-    alice.expect_line(&format!("moving to {}", r2.addr), WAIT);
+    // Left when it went silent, before QUIC's idle timeout would say so.
+    let moving = alice.expect_line(&format!("moving to {}", r2.addr), WAIT);
+    assert!(
+        moving.contains(&format!("relay {} silent for ", r1.addr)),
+        "{moving}"
+    );
     let rejoined = alice.expect_line(&format!("rejoined room {room} after"), WAIT);
     assert!(
         rejoined.ends_with(&format!("via {}", r2.addr)),

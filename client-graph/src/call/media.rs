@@ -419,6 +419,11 @@ pub(crate) async fn connection_loop(
         let stats = Arc::new(quic::PeerIoStats::default());
         let mut pump_in: Option<tokio::task::JoinHandle<()>> = None;
         let mut path_task: Option<tokio::task::JoinHandle<()>> = None;
+        // With relays to move to: when the last datagram came from this one
+        // (media, or the acknowledgements of ours and of the keep-alives),
+        // so a relay gone silent is left before QUIC's idle timeout.
+        let mut heard_relay = (conn.stats().udp_rx.datagrams, Instant::now());
+        let mut silent = false;
         'session: loop {
             if let Some(bytes) = exchange.poll_transmit() {
                 if signal_stream::write_frames(&mut send, &bytes)
@@ -533,6 +538,15 @@ pub(crate) async fn connection_loop(
                     continue 'session;
                 }
             }
+            if admitted && cursor.count > 1 {
+                let rx = conn.stats().udp_rx.datagrams;
+                if rx != heard_relay.0 {
+                    heard_relay = (rx, Instant::now());
+                } else if heard_relay.1.elapsed() >= SILENT_RELAY {
+                    silent = true;
+                    break;
+                }
+            }
             tokio::select! {
                 frame = reader.next() => {
                     match frame {
@@ -563,6 +577,18 @@ pub(crate) async fn connection_loop(
         if finished() {
             quic::close(&conn, CloseCode::Normal, b"bye");
             break;
+        }
+        if silent {
+            quic::close(&conn, CloseCode::Normal, b"moving to another relay");
+            cursor.advance();
+            println!(
+                "{}relay {relay_name} silent for {} ms; moving to {}",
+                opts.label,
+                heard_relay.1.elapsed().as_millis(),
+                relays[cursor.at].name
+            );
+            lost_at.get_or_insert(heard_relay.1);
+            continue;
         }
         let closed = match conn.close_reason() {
             Some(r) => Some(r),
@@ -675,6 +701,13 @@ pub(crate) async fn connection_loop(
     endpoints.wait_idle().await;
     Ok(joins)
 }
+
+/// How long a relay may send nothing at all before a call with other
+/// relays to go to leaves it: a live relay acknowledges the call's packets
+/// within tens of milliseconds, and its keep-alives' every 500 ms, so
+/// this is two missed keep-alive rounds, well under QUIC's 3 s idle
+/// timeout (which a call with one relay waits for).
+const SILENT_RELAY: Duration = Duration::from_millis(1200);
 
 /// How long a session the relay closed on purpose (`CloseCode::Normal`)
 /// waits for the hang-up that stops this side before it ends by itself.

@@ -1183,9 +1183,21 @@ fn a_room_member_whose_relay_dies_goes_on_through_the_next_relay_it_was_given() 
     // answers.
     let mut carol = member_of(&dir, "carol", room, &[&r1, &r2], 880, "null");
     carol.expect_line(&joined_via(&r2), WAIT);
-    for p in [&mut alice, &mut bob, &mut carol] {
+
+    // A relay listed that does not bridge the room is another room there:
+    // the member is told.
+    let r3 = start_relay(&dir, "r3", "");
+    let mut dave = member_of(&dir, "dave", room, &[&r3, &r2], 330, "null");
+    let warned = dave.expect_line("does not bridge room", WAIT);
+    assert!(warned.contains(&format!("relay {}", r3.addr)), "{warned}");
+    dave.expect_line(&joined_via(&r3), WAIT);
+    for p in [&mut alice, &mut bob, &mut carol, &mut dave] {
         p.kill();
     }
+    assert!(
+        !carol.drain().iter().any(|l| l.contains("does not bridge")),
+        "r2 bridges the room"
+    );
 }
 
 #[test]

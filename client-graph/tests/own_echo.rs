@@ -57,6 +57,7 @@ async fn echoing_relay(endpoint: quinn::Endpoint, echoed: Arc<AtomicU64>) {
             alias: join.alias.clone(),
             ..RoomParticipant::new(join.fingerprint())
         }],
+        bridged: false,
     };
     let _ = signal_stream::write_message(&mut send, &update).await;
     // Keep reading the signal stream so the client's reports never block.

@@ -78,6 +78,8 @@ pub enum JoinEvent {
         count: u32,
         /// Who is there.
         participants: Vec<RoomParticipant>,
+        /// The relay said it bridges the room across its federation.
+        bridged: bool,
     },
     /// A later RoomUpdate: someone joined or left.
     RoomUpdate {
@@ -262,6 +264,7 @@ impl JoinExchange {
             Decoded::Message(SignalMessage::RoomUpdate {
                 count,
                 participants,
+                bridged,
                 ..
             }) => {
                 if self.state == JoinState::AwaitingAdmission
@@ -271,6 +274,7 @@ impl JoinExchange {
                     self.events.push_back(JoinEvent::Admitted {
                         count,
                         participants,
+                        bridged,
                     });
                 } else {
                     self.events.push_back(JoinEvent::RoomUpdate {
@@ -331,6 +335,7 @@ mod tests {
             room: None,
             count: fps.len() as u32,
             participants: fps.iter().copied().map(participant).collect(),
+            bridged: false,
         })
     }
 

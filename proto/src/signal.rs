@@ -239,6 +239,12 @@ pub const FEATURE_MEMBER_STATE: &str = "member_state";
 /// a member that records the call is told it to everyone in it.
 pub const FEATURE_RECORDING: &str = "recording";
 
+/// The `hello` feature a relay lists when its `room_update` says whether it
+/// bridges the room across its federation (`bridged`): a client given
+/// several relays can then tell one that would put it in another room of
+/// the same name.
+pub const FEATURE_BRIDGED: &str = "bridged";
+
 /// How long a relay stays quiet about a caller to one callee after a
 /// [`SignalMessage::MissedCall`] about it.
 pub const MISSED_CALL_QUIET: std::time::Duration = std::time::Duration::from_secs(30);
@@ -390,6 +396,11 @@ pub enum SignalMessage {
         /// The participants, local and federated.
         #[serde(default)]
         participants: Vec<RoomParticipant>,
+        /// The relay bridges this room across its federation
+        /// (`[[global_rooms]]`): the room's members on other relays are in
+        /// it. Said only by relays listing [`FEATURE_BRIDGED`] in `hello`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        bridged: bool,
     },
     /// Client registers for direct calls on the `_signal` connection, in
     /// answer to the relay's [`SignalMessage::PresenceChallenge`].

@@ -146,7 +146,8 @@ fn old_json_without_optional_fields_parses() {
         SignalMessage::RoomUpdate {
             room: None,
             count: 0,
-            participants: vec![]
+            participants: vec![],
+            bridged: false
         }
     );
     assert_eq!(
@@ -184,7 +185,8 @@ fn unknown_fields_are_ignored() {
         SignalMessage::RoomUpdate {
             room: None,
             count: 1,
-            participants: vec![wzp_proto::signal::RoomParticipant::new(fp(3))]
+            participants: vec![wzp_proto::signal::RoomParticipant::new(fp(3))],
+            bridged: false
         }
     );
 }

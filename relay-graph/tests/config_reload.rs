@@ -10,6 +10,7 @@ mod common;
 use common::federation::{relay, roster, status, wait_log, wait_status};
 use common::*;
 use wzp_proto::close::CloseCode;
+use wzp_proto::signal::SignalMessage;
 
 const SAID: &[u8] = b"across a room bridged by a reload";
 
@@ -226,10 +227,16 @@ async fn a_reload_bridges_a_room_with_members_in_it_and_unbridges_it() {
         &a,
         &["config reloaded", &format!("global rooms added=[{sni}]")],
     );
-    let seen = roster(&one.wait_room_count(2).await.expect("A lists both"));
+    let update = one.wait_room_count(2).await.expect("A lists both");
+    let seen = roster(&update);
     assert!(
         seen.contains(&(fingerprint(2), Some("b".into()))),
         "{seen:?}"
+    );
+    let bridged = |m: &SignalMessage| matches!(m, SignalMessage::RoomUpdate { bridged: true, .. });
+    assert!(
+        bridged(&update),
+        "the update says A bridges the room: {update:?}"
     );
     two.wait_room_count(2).await.expect("B lists both");
     heard(&one, &two).await;
@@ -245,8 +252,9 @@ async fn a_reload_bridges_a_room_with_members_in_it_and_unbridges_it() {
             &format!("global rooms added=[] removed=[{sni}]"),
         ],
     );
-    let seen = roster(&one.wait_room_count(1).await.expect("A drops user 2"));
-    assert_eq!(seen, vec![(fingerprint(1), None)]);
+    let update = one.wait_room_count(1).await.expect("A drops user 2");
+    assert_eq!(roster(&update), vec![(fingerprint(1), None)]);
+    assert!(!bridged(&update), "no longer bridged: {update:?}");
     two.wait_room_count(1).await.expect("B drops user 1");
     assert_eq!(status(&a, "b"), Some(2.0));
     assert_eq!(status(&b, "a"), Some(2.0));

@@ -414,6 +414,8 @@ pub(crate) async fn connection_loop(
         // was last told (a new session starts unmuted on the relay's side).
         let mut relay_shows_mute = false;
         let mut relay_shows_recording = false;
+        // Whether its room updates say if it bridges the room.
+        let mut relay_says_bridged = false;
         let mut told = (false, false);
         let mut refusal: Option<String> = None;
         let stats = Arc::new(quic::PeerIoStats::default());
@@ -438,7 +440,15 @@ pub(crate) async fn connection_loop(
                     JoinEvent::Admitted {
                         count,
                         participants,
+                        bridged,
                     } => {
+                        if cursor.count > 1 && relay_says_bridged && !bridged {
+                            println!(
+                                "{}warning: relay {relay_name} does not bridge room {} to other relays: \
+                                 the members on the other relays given are not in it here",
+                                opts.label, opts.room
+                            );
+                        }
                         let who = participants.clone();
                         room_state.listed(identity.fingerprint(), count, participants);
                         admitted = true;
@@ -517,6 +527,7 @@ pub(crate) async fn connection_loop(
                         let has = |want: &str| features.iter().any(|f| f == want);
                         relay_shows_mute = has(wzp_proto::signal::FEATURE_MEMBER_STATE);
                         relay_shows_recording = has(wzp_proto::signal::FEATURE_RECORDING);
+                        relay_says_bridged = has(wzp_proto::signal::FEATURE_BRIDGED);
                         if room_state.recording && !relay_shows_recording {
                             println!(
                                 "{}warning: this relay does not tell the others that you record \

@@ -104,6 +104,7 @@ pub fn samples() -> Vec<SignalMessage> {
             room: Some("abc".into()),
             count: 3,
             participants: vec![participant(1), participant(2), participant(3)],
+            bridged: true,
         },
         M::RegisterPresence {
             identity_pub: [7; 32],

@@ -606,6 +606,7 @@ impl RoomTable {
             room: Some(room.to_string()),
             count: participants.len() as u32,
             participants,
+            bridged: r.relay_member.is_some(),
         };
         r.members
             .iter()

@@ -124,6 +124,8 @@ impl RoomService {
                 },
             );
             services.federation.room_member(room, Some(member), shard);
+            // Its members learn it is bridged now.
+            announce(services, &st, room);
         }
         participants
     }
@@ -461,6 +463,7 @@ pub async fn serve_room(
     if let SignalMessage::Hello { features, .. } = &mut hello {
         features.push(wzp_proto::signal::FEATURE_MEMBER_STATE.to_string());
         features.push(wzp_proto::signal::FEATURE_RECORDING.to_string());
+        features.push(wzp_proto::signal::FEATURE_BRIDGED.to_string());
     }
     let _ = signal_stream::write_message(&mut send, &hello).await;
     let j = match tokio::time::timeout_at(
@@ -533,7 +536,6 @@ pub async fn serve_room(
                         room: h.slot,
                     },
                 );
-                announce(&services, &st, &room);
                 if services.federation.is_global(&room) {
                     if let Some((member, slot, shard)) = st.table.add_relay_member(&room) {
                         membership(
@@ -547,6 +549,9 @@ pub async fn serve_room(
                         services.federation.room_member(&room, Some(member), shard);
                     }
                 }
+                // After the federation member: the update says the room is
+                // bridged.
+                announce(&services, &st, &room);
                 Ok(h)
             }
             Err(r) => Err(r),

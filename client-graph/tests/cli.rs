@@ -308,15 +308,18 @@ fn join_to_an_unreachable_relay_fails_clearly() {
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = silent.local_addr().unwrap().to_string();
     let dir = tmp("unreachable");
+    let join_through = |relays: &str| {
+        bin()
+            .args(["join", "--relay", relays, "--room", "nobody-here"])
+            .args(["--input", "tone", "--output", "null", "--duration", "60s"])
+            .args(["--identity", dir.join("id").to_str().unwrap()])
+            .args(["--known-relays", dir.join("known").to_str().unwrap()])
+            .args(["--no-realtime", "--quiet"])
+            .output()
+            .unwrap()
+    };
     let started = std::time::Instant::now();
-    let out = bin()
-        .args(["join", "--relay", &addr, "--room", "nobody-here"])
-        .args(["--input", "tone", "--output", "null", "--duration", "60s"])
-        .args(["--identity", dir.join("id").to_str().unwrap()])
-        .args(["--known-relays", dir.join("known").to_str().unwrap()])
-        .args(["--no-realtime", "--quiet"])
-        .output()
-        .unwrap();
+    let out = join_through(&addr);
     let took = started.elapsed();
     let err = stderr_of(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
@@ -328,20 +331,7 @@ fn join_to_an_unreachable_relay_fails_clearly() {
     // Two relays given, neither there: each is tried, and each is named.
     let other = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let other = other.local_addr().unwrap().to_string();
-    let out = bin()
-        .args([
-            "join",
-            "--relay",
-            &format!("{addr},{other}"),
-            "--room",
-            "nobody-here",
-        ])
-        .args(["--input", "tone", "--output", "null", "--duration", "60s"])
-        .args(["--identity", dir.join("id").to_str().unwrap()])
-        .args(["--known-relays", dir.join("known").to_str().unwrap()])
-        .args(["--no-realtime", "--quiet"])
-        .output()
-        .unwrap();
+    let out = join_through(&format!("{addr},{other}"));
     let err = stderr_of(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("no relay took the call"), "{err}");

@@ -118,20 +118,21 @@ fn wait_link_up(relay: &Relay, peer: &str) {
     wait_http(relay, "/metrics", |m| m.contains(&metric));
 }
 
+/// `wzp-client SUB ...` with `user`'s identity and known relays in `dir`.
+fn as_user(dir: &Path, user: &str, sub: &[&str]) -> Command {
+    let mut cmd = Command::new(bin("wzp-client"));
+    cmd.args(sub);
+    for (flag, ext) in [("--identity", "seed"), ("--known-relays", "known")] {
+        cmd.args([flag, dir.join(format!("{user}.{ext}")).to_str().unwrap()]);
+    }
+    cmd
+}
+
 /// `wzp-client SUB ...` pinned to `relay`, with a per-user identity.
 fn client(dir: &Path, relay: &Relay, user: &str, sub: &[&str], extra: &[&str]) -> Proc {
-    let mut cmd = Command::new(bin("wzp-client"));
-    cmd.args(sub)
-        .args(["--relay", &relay.addr.to_string()])
+    let mut cmd = as_user(dir, user, sub);
+    cmd.args(["--relay", &relay.addr.to_string()])
         .args(["--relay-fingerprint", &relay.fingerprint])
-        .args([
-            "--identity",
-            dir.join(format!("{user}.seed")).to_str().unwrap(),
-        ])
-        .args([
-            "--known-relays",
-            dir.join(format!("{user}.known")).to_str().unwrap(),
-        ])
         .arg("--no-realtime")
         .args(extra);
     if matches!(sub.first(), Some(&"call") | Some(&"listen")) {
@@ -1105,20 +1106,11 @@ fn bridged_pair(dir: &Path, room: &str) -> (Relay, Relay) {
 /// pinned), sending a tone of `freq` Hz to nobody in particular.
 fn member_of(dir: &Path, user: &str, room: &str, relays: &[&Relay], freq: u32, out: &str) -> Proc {
     let list = |f: fn(&Relay) -> String| relays.iter().map(|r| f(r)).collect::<Vec<_>>().join(",");
-    let mut cmd = Command::new(bin("wzp-client"));
-    cmd.args(["join", "--room", room])
-        .args(["--relay", &list(|r| r.addr.to_string())])
+    let mut cmd = as_user(dir, user, &["join", "--room", room]);
+    cmd.args(["--relay", &list(|r| r.addr.to_string())])
         .args(["--relay-fingerprint", &list(|r| r.fingerprint.clone())])
         .args(["--input", &format!("tone:{freq}"), "--output", out])
-        .args(["--duration", "60s", "--quiet", "--no-realtime"])
-        .args([
-            "--identity",
-            dir.join(format!("{user}.seed")).to_str().unwrap(),
-        ])
-        .args([
-            "--known-relays",
-            dir.join(format!("{user}.known")).to_str().unwrap(),
-        ]);
+        .args(["--duration", "60s", "--quiet", "--no-realtime"]);
     Proc::spawn(user, &mut cmd)
 }
 
@@ -1206,26 +1198,12 @@ fn a_listener_whose_relay_dies_registers_at_the_next_it_was_given_and_is_called_
     voices(&dir);
     let (mut r1, r2) = bridged_pair(&dir, "unused");
     let both = |f: fn(&Relay) -> String| format!("{},{}", f(&r1), f(&r2));
-    let mut cmd = Command::new(bin("wzp-client"));
-    cmd.args(["listen", "--accept", "generic", "--once"])
-        .args(["--relay", &both(|r| r.addr.to_string())])
+    let mut cmd = as_user(&dir, "bob", &["listen", "--accept", "generic", "--once"]);
+    cmd.args(["--relay", &both(|r| r.addr.to_string())])
         .args(["--relay-fingerprint", &both(|r| r.fingerprint.clone())])
-        .args([
-            "--input",
-            "tone:440",
-            "--output",
-            "null",
-            "--duration",
-            "3s",
-        ])
-        .args(["--no-realtime"]);
-    for (flag, file) in [
-        ("--identity", "bob.seed"),
-        ("--known-relays", "bob.known"),
-        ("--history", "bob.history.jsonl"),
-    ] {
-        cmd.args([flag, dir.join(file).to_str().unwrap()]);
-    }
+        .args(["--input", "tone:440", "--output", "null"])
+        .args(["--duration", "3s", "--no-realtime", "--history"])
+        .arg(dir.join("bob.history.jsonl"));
     let mut bob = Proc::spawn("bob", &mut cmd);
     let line = bob.expect_line("registered as ", WAIT);
     assert!(line.contains(&format!(" at {} (", r1.addr)), "{line}");

@@ -771,18 +771,9 @@ fn reject_not_online_busy_and_ringing_timeout() {
 
     // Ringing timeout: D never answers.
     let mut d = Client::online(&mut net, 4, AcceptMode::AcceptGeneric);
-    let d_conn = d.conn;
     let mut b2 = Client::online(&mut net, 5, AcceptMode::AcceptGeneric);
-    b2.call(&mut net, "t1", d.identity.fingerprint());
-    // D reads the offer but its user does not pick up: take it by hand.
-    b2.step(&mut net);
-    let offer = net.take(d_conn);
-    assert!(matches!(
-        offer.as_slice(),
-        [SignalMessage::DirectCallOffer { .. }]
-    ));
-    d.incoming = Some(IncomingCall::from_offer(&offer[0]).unwrap());
-    assert!(b2.has(|e| matches!(e, CallEvent::Ringing)));
+    // D reads the offer but its user does not pick up.
+    let_ring(&mut net, &mut b2, &mut d, "t1");
     // Keep both alive past the ringing timeout.
     for _ in 0..4 {
         net.advance(Duration::from_secs(5));

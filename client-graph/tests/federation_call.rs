@@ -1174,6 +1174,11 @@ fn a_room_member_whose_relay_dies_goes_on_through_the_next_relay_it_was_given() 
     // A member joining now is taken by r2, the first of its list that
     // answers.
     let mut carol = member_of(&dir, "carol", room, &[&r1, &r2], 880, "null");
+    let passed = carol.expect_line(&format!("; trying {}", r2.addr), WAIT);
+    assert!(
+        passed.contains(&format!("cannot reach the relay at {}", r1.addr)),
+        "{passed}"
+    );
     carol.expect_line(&joined_via(&r2), WAIT);
 
     // A relay listed that does not bridge the room is another room there:

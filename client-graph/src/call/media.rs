@@ -251,6 +251,25 @@ impl RelayCursor {
     }
 }
 
+/// Before the first admission, relay `name` failed with `why`: says so and
+/// moves to the next relay of several, or returns the error that ends the
+/// call ([`RelayCursor::give_up`]).
+fn try_next(
+    cursor: &mut RelayCursor,
+    relays: &[RelayChoice],
+    label: &str,
+    name: &str,
+    why: String,
+) -> Result<()> {
+    match cursor.give_up(name, why.clone()) {
+        Some(e) => Err(e),
+        None => {
+            println!("{label}{why}; trying {}", relays[cursor.at].name);
+            Ok(())
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn connection_loop(
     opts: &CallOptions,
@@ -327,19 +346,21 @@ pub(crate) async fn connection_loop(
                         cursor.advance();
                         continue;
                     }
-                    match cursor.give_up(&relay_name, e.to_string()) {
-                        Some(e) => return Err(e),
-                        None => continue,
-                    }
+                    try_next(
+                        &mut cursor,
+                        &relays,
+                        &opts.label,
+                        &relay_name,
+                        e.to_string(),
+                    )?;
+                    continue;
                 }
                 if joins == 0 && cursor.since.elapsed() >= FIRST_CONTACT {
                     let why = format!(
                         "cannot reach the relay at {relay_name} ({addr}): {text}; check the address and that the relay runs"
                     );
-                    match cursor.give_up(&relay_name, why) {
-                        Some(e) => return Err(e),
-                        None => continue,
-                    }
+                    try_next(&mut cursor, &relays, &opts.label, &relay_name, why)?;
+                    continue;
                 }
                 tracing::debug!("connecting to {addr}: {text}");
                 tokio::time::sleep(backoff).await;
@@ -356,10 +377,8 @@ pub(crate) async fn connection_loop(
                          check the address and that the relay runs",
                         HANDSHAKE.as_secs()
                     );
-                    match cursor.give_up(&relay_name, why) {
-                        Some(e) => return Err(e),
-                        None => continue,
-                    }
+                    try_next(&mut cursor, &relays, &opts.label, &relay_name, why)?;
+                    continue;
                 }
                 if cursor.count > 1 {
                     println!(
@@ -615,10 +634,7 @@ pub(crate) async fn connection_loop(
         // each has refused or failed before any admitted it).
         let refused = |cursor: &mut RelayCursor, why: String| -> Result<()> {
             if joins == 0 {
-                return match cursor.give_up(&relay_name, why) {
-                    Some(e) => Err(e),
-                    None => Ok(()),
-                };
+                return try_next(cursor, &relays, &opts.label, &relay_name, why);
             }
             match &next {
                 Some(n) => {

@@ -674,6 +674,10 @@ pub async fn run_media(
         .map_err(|e| anyhow!("starting the call: {e}"))?;
     let mut end = CallEnd::Local;
     let mut waiting: Option<Waiting> = None;
+    // Offers of other calls that came while this one ended, to a line that
+    // takes no waiting call: the relay, done with this call, offered them;
+    // they ring once this call is over.
+    let mut after_this: Vec<SignalMessage> = Vec::new();
     // The beeps of a waiting call play under the call while one rings.
     let beeps = |on: bool| {
         controls.waiting_tone.set(on);
@@ -803,6 +807,9 @@ pub async fn run_media(
                         beeps(true);
                     }
                 }
+                Ok(Some(m)) if matches!(&m, SignalMessage::DirectCallOffer { call_id, .. } if *call_id != ready.call_id) => {
+                    after_this.push(m);
+                }
                 Ok(Some(m)) => {
                     // Each machine reads only what names its call.
                     held_reads(sig, held, &m, user.missed_to.as_ref()).await?;
@@ -881,6 +888,7 @@ pub async fn run_media(
             break;
         }
     }
+    sig.read_again(after_this);
     let outcome = media_thread
         .join()
         .map_err(|_| anyhow!("the call's media thread panicked"))?;

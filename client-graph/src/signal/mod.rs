@@ -455,6 +455,14 @@ impl SignalConn {
     /// the stream. Sends a keep-alive ping when the connection has been
     /// quiet for [`KEEPALIVE`]. Cancel-safe.
     /// A mapping test's answer is taken in here, not returned.
+    /// Messages read but left for later: the next [`SignalConn::recv`]s
+    /// return them first, in order.
+    pub fn read_again(&mut self, msgs: Vec<SignalMessage>) {
+        for m in msgs.into_iter().rev() {
+            self.pending.push_front(m);
+        }
+    }
+
     pub async fn recv(&mut self) -> Result<Option<SignalMessage>> {
         loop {
             let m = match self.pending.pop_front() {

@@ -30,6 +30,7 @@
 //!     room: Some(room.clone()),
 //!     count: 1,
 //!     participants: vec![RoomParticipant::new(me.fingerprint())],
+//!     bridged: false,
 //! }));
 //! assert!(matches!(x.poll_event(), Some(JoinEvent::RelayHello { .. })));
 //! assert!(matches!(x.poll_event(), Some(JoinEvent::Admitted { count: 1, .. })));
